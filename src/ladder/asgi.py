@@ -1,0 +1,165 @@
+"""The ASGI entry point: routes a request under the hub's mount path to its transport.
+
+Endpoints (relative to wherever the hub is mounted):
+
+======================  ==================================================
+``GET  ws`` (upgrade)   WebSocket rung
+``GET  sse``            Server-Sent Events rung
+``GET  longpoll``       long-polling rung (held up to ``poll_timeout``)
+``GET  poll``           short-polling rung (answers at once)
+``POST send``           upstream frames for the HTTP rungs
+``GET  client.js``      the browser client (``client.d.ts`` beside it)
+``GET  health``         liveness for load balancers
+======================  ==================================================
+
+Nothing raised below this point reaches the ASGI server: refusals become their documented
+error response, bugs a logged 500 with a JSON body.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from .protocol.errors import LadderError
+from .server.http import (
+    Message,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    cors_headers,
+    error_body,
+    origin_allowed,
+    respond,
+)
+from .server.hub import Ladder
+from .server.polling import serve_poll
+from .server.sse import serve_sse
+from .server.upstream import serve_send
+from .server.websocket import serve_websocket
+
+log = logging.getLogger("ladder")
+
+_STATIC = {
+    "client.js": b"text/javascript; charset=utf-8",
+    "client.d.ts": b"application/typescript; charset=utf-8",
+}
+
+
+async def handle(hub: Ladder, scope: Scope, receive: Receive, send: Send) -> None:
+    kind = scope["type"]
+    if kind == "http":
+        await _http(hub, Request(scope), receive, send)
+    elif kind == "websocket":
+        request = Request(scope)
+        try:
+            if request.endpoint != "ws":
+                await send({"type": "websocket.close", "code": 4404, "reason": "no such endpoint"})
+                return
+            await serve_websocket(hub, request, receive, send)
+        except Exception:
+            log.exception("websocket handler failed")
+    elif kind == "lifespan":
+        await _lifespan(hub, receive, send)
+
+
+async def _lifespan(hub: Ladder, receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await hub.start()
+            except Exception as exc:
+                log.exception("startup failed")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await hub.stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+_ROUTES: dict[tuple[str, str], Any] = {
+    ("GET", "sse"): serve_sse,
+    ("GET", "longpoll"): lambda hub, req, rec, snd: serve_poll(hub, req, rec, snd, hold=True),
+    ("GET", "poll"): lambda hub, req, rec, snd: serve_poll(hub, req, rec, snd, hold=False),
+    ("POST", "send"): serve_send,
+}
+
+
+async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> None:
+    started = False
+
+    async def tracked(message: Message) -> None:
+        nonlocal started
+        started = True
+        await send(message)
+
+    try:
+        endpoint = request.endpoint
+        if request.method == "OPTIONS":
+            await _preflight(hub, request, tracked)
+            return
+        if endpoint in _STATIC and request.method in ("GET", "HEAD"):
+            await _static(endpoint, tracked)
+            return
+        if endpoint == "health" and request.method == "GET":
+            body = orjson.dumps({"ok": True, "node": hub.engine.node_id, **hub.stats()})
+            await respond(tracked, 200, body)
+            return
+        route = _ROUTES.get((request.method, endpoint))
+        if route is None:
+            if any(name == endpoint for _, name in _ROUTES):
+                raise LadderError("method_not_allowed", f"{request.method} is not allowed here")
+            raise LadderError("not_found", f"no endpoint {endpoint!r}")
+        if not origin_allowed(hub.allowed_origins, request):
+            raise LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
+        await route(hub, request, receive, tracked)
+    except LadderError as exc:
+        hub.refused(request.endpoint or "http", exc, client=request.client)
+        if not started:
+            await respond(
+                send, exc.http_status, error_body(exc), headers=cors_headers(hub.allowed_origins, request)
+            )
+    except ConnectionError:
+        pass  # the client went away mid-request
+    except Exception:
+        log.exception("request to %s failed", request.path)
+        if not started:
+            await respond(send, 500, error_body(LadderError("internal")))
+
+
+async def _preflight(hub: Ladder, request: Request, send: Send) -> None:
+    headers = cors_headers(hub.allowed_origins, request)
+    if not headers:
+        raise LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
+    headers += [
+        (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+        (b"access-control-allow-headers", b"content-type, authorization, x-ladder-rt, last-event-id"),
+        (b"access-control-max-age", b"600"),
+    ]
+    await respond(send, 204, headers=headers)
+
+
+async def _static(name: str, send: Send) -> None:
+    try:
+        body = resources.files("ladder.static").joinpath(name).read_bytes()
+    except (FileNotFoundError, ModuleNotFoundError):
+        raise LadderError("not_found", f"{name} is not shipped in this build") from None
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", _STATIC[name]),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-cache"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,95 @@
+"""``ladder serve module:attr`` and ``ladder demo``: run a hub under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Any
+
+import uvicorn
+
+from .engine import create_engine
+from .server.hub import Ladder
+
+
+def load_app(spec: str) -> Any:
+    """Import ``module:attribute`` (the attribute may be a dotted path)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(f"expected module:attribute, got {spec!r}")
+    sys.path.insert(0, ".")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def find_hub(app: Any) -> Ladder | None:
+    """The Ladder hub inside ``app`` (the app itself, or an ``app.hub`` attribute)."""
+    if isinstance(app, Ladder):
+        return app
+    hub = getattr(app, "hub", None)
+    return hub if isinstance(hub, Ladder) else None
+
+
+def run(app: Any, args: argparse.Namespace) -> None:
+    hub = find_hub(app)
+    if args.engine:
+        if hub is None:
+            raise SystemExit("--engine needs the app to be a Ladder hub (or to have a .hub)")
+        hub.engine = create_engine(args.engine)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets",
+        ws_per_message_deflate=args.ws_deflate,
+        ws_ping_interval=None,  # Ladder sends its own heartbeats, visible to browser code
+        log_level=args.log_level,
+        access_log=args.access_log,
+        lifespan="on",
+        timeout_keep_alive=75,
+    )
+
+
+def _common(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--engine", default=None, help="memory:// (default) or redis://host:port/db")
+    parser.add_argument(
+        "--ws-deflate",
+        action="store_true",
+        help="negotiate WebSocket permessage-deflate (off by default: it costs CPU on fan-out)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every HTTP request")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ladder", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve an ASGI app or Ladder hub (module:attribute)")
+    serve.add_argument("app", help="module:attribute, e.g. myapp:hub")
+    _common(serve, 8000)
+    demo = commands.add_parser("demo", help="the demo chat on http://127.0.0.1:8000")
+    _common(demo, 8000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        run(load_app(args.app), args)
+    else:
+        from .demo.app import create_app  # noqa: PLC0415
+
+        run(create_app(), args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,702 @@
+"""The Python asyncio client: one session kept alive across rungs, reconnects and sessions.
+
+One task per client runs the connection: it races the rungs, reads frames, reconnects
+with backoff. A second task exists only while the client stands on a lower rung, probing
+the better ones. Sending happens in the caller's task. Delivery and dedupe are the
+sans-I/O :class:`~ladder.protocol.peer.PeerState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import httpx
+
+from ..protocol.codec import codec_named
+from ..protocol.errors import LadderError
+from ..protocol.peer import Frame, PeerState
+from . import rungs as rung_memory
+from .backoff import full_jitter
+from .events import (
+    EVENT_NAMES,
+    Connected,
+    Disconnected,
+    Event,
+    Presence,
+    Push,
+    Resubscribed,
+    ResyncNeeded,
+    ServerError,
+    SessionLost,
+    TransportChanged,
+)
+from .race import AllRungsFailed, race
+from .rungs import RungPolicy
+from .subscription import Publication, SubscribeResult, Subscription
+from .transports.base import Endpoint, Transport, TransportClosed
+from .transports.polling import PollingTransport
+from .transports.sse import SSETransport
+from .transports.websocket import WebSocketTransport
+
+log = logging.getLogger("ladder.client")
+
+TRANSPORTS = ("websocket", "sse", "longpoll", "poll")
+
+__all__ = ["TRANSPORTS", "Client", "Publication", "SubscribeResult", "Subscription"]
+
+
+_FATAL = frozenset({"unauthorized", "origin_not_allowed", "unsupported_version"})
+"""Refusals that retrying cannot fix: the client closes and ``connect()`` raises them."""
+
+
+class _SessionEnded(Exception):
+    def __init__(self, error: LadderError) -> None:
+        super().__init__(error.reason)
+        self.error = error
+
+
+class Client:
+    """A Ladder client. Use as ``async with Client(url) as c`` or ``connect()``/``close()``.
+
+    ``url`` is where the hub is mounted (``http://host:8000/ladder``). ``transports``
+    lists the rungs allowed, best first. ``token`` (a string or a callable returning one)
+    is presented to the server's ``authenticate`` hook.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        transports: Sequence[str] = TRANSPORTS,
+        token: str | Callable[[], str | None] | None = None,
+        headers: dict[str, str] | None = None,
+        encoding: str = "msgpack",
+        stagger: Sequence[float] = (0.0, 0.3, 1.0, 2.0),
+        open_timeout: float = 10.0,
+        verify_timeout: float = 2.5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 20.0,
+        max_attempts: int | None = None,
+        stable_after: float = 10.0,
+        cut_limit: int = 3,
+        probe_delay: float = 2.0,
+        probe_max_delay: float = 30.0,
+        poll_interval: tuple[float, float] = (0.05, 2.0),
+        max_queue: int = 1000,
+        max_buffer: int = 10_000,
+        ack_every: int = 32,
+        ack_interval: float = 1.0,
+        remember: bool = True,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        unknown = [t for t in transports if t not in TRANSPORTS]
+        if unknown or not transports:
+            raise ValueError(f"transports must be a non-empty subset of {TRANSPORTS}, not {unknown}")
+        self.url = url.rstrip("/")
+        self.rungs = [t for t in TRANSPORTS if t in transports]
+        self._token = token
+        self.endpoint = Endpoint(self.url, codec_named(encoding), dict(headers or {}), self._current_token)
+        self.stagger = tuple(stagger)
+        self.open_timeout = open_timeout
+        self.verify_timeout = verify_timeout
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_attempts = max_attempts
+        self.probe_delay = probe_delay
+        self.probe_max_delay = probe_max_delay
+        self.poll_interval = poll_interval
+        self.max_buffer = max_buffer
+        self.ack_every = ack_every
+        self.ack_interval = ack_interval
+        self._remember = remember
+        start = rung_memory.remembered(self.url) if remember else None
+        self.policy = RungPolicy(self.rungs, cut_limit=cut_limit, stable_after=stable_after, start=start)
+        self.peer = PeerState(max_queue=max_queue)
+        self.state = "disconnected"
+        """``disconnected``, ``connecting``, ``connected`` or ``closed``."""
+        self.transport: str | None = None
+        """The rung in use now (None while disconnected)."""
+        self.session_id: str | None = None
+        self._own_http = http_client is None
+        self._http = http_client
+        self._conn: Transport | None = None
+        self._subs: dict[str, Subscription] = {}
+        self._waiting: dict[int, Callable[[Frame], None]] = {}
+        self._callbacks: dict[str, list[Callable[[Any], Any]]] = {}
+        self._streams: list[deque[Event]] = []
+        self._stream_waiters: list[asyncio.Future[None]] = []
+        self._run_task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._switch_to: tuple[Transport, str] | None = None
+        self._connected: asyncio.Future[None] | None = None
+        self._flushing = False
+        self._last_ack = 0.0
+        self._last_rung: str | None = None
+        self._had_session = False
+        self._background: set[asyncio.Task[Any]] = set()
+        self._step_reason: str | None = None
+        self._pending_loss: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self, timeout: float | None = None) -> None:
+        """Start connecting; return once connected (raises if ``max_attempts`` ran out)."""
+        if self.state == "closed":
+            raise LadderError("closed", "this client was closed")
+        loop = asyncio.get_running_loop()
+        if self._run_task is None:
+            if self._http is None:
+                self._http = httpx.AsyncClient(
+                    limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
+                    timeout=httpx.Timeout(10.0),
+                )
+            self._connected = loop.create_future()
+            self._run_task = loop.create_task(self._run(), name="ladder-client")
+        assert self._connected is not None
+        if self.state != "connected":
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._connected)
+
+    async def close(self) -> None:
+        """End the session (the server forgets it at once) and release everything."""
+        if self.state == "closed":
+            return
+        conn = self._conn
+        if conn is not None and self.state == "connected":
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await conn.send([{"t": "bye"}])
+        self.state = "closed"
+        for task in (self._probe_task, self._run_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+        self.transport = None
+        error = LadderError("closed", "the client was closed")
+        for callback in list(self._waiting.values()):
+            callback({"t": "err", **error.body()})
+        self._waiting.clear()
+        for sub in self._subs.values():
+            sub.end()
+        if self._connected is not None and not self._connected.done():
+            self._connected.set_exception(error)
+            self._connected.exception()
+        if self._own_http and self._http is not None:
+            await self._http.aclose()
+        for waiter in self._stream_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _current_token(self) -> str | None:
+        token = self._token
+        return token() if callable(token) else token
+
+    # -- API ----------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        channel: str,
+        since: tuple[str, int] | None = None,
+        *,
+        recent: int = 0,
+        on_publication: Callable[[Publication], Any] | None = None,
+    ) -> Subscription:
+        """Follow ``channel``. ``since=(epoch, offset)`` replays what was missed after it;
+        ``recent=N`` starts with the newest N publications kept in history.
+        """
+        if self.state == "closed":
+            raise LadderError("closed", "this client was closed")
+        existing = self._subs.get(channel)
+        if existing is not None and existing.active:
+            return existing
+        sub = Subscription(
+            self,
+            channel,
+            since=since,
+            recent=recent,
+            on_publication=on_publication,
+            max_buffer=self.max_buffer,
+        )
+        self._subs[channel] = sub
+        self._submit_subscribe(sub)
+        return sub
+
+    async def unsubscribe(self, channel: str) -> None:
+        sub = self._subs.pop(channel, None)
+        if sub is None:
+            return
+        sub.end()
+        self._submit({"t": "unsub", "ch": channel}, None)
+        await self._flush()
+
+    async def publish(self, channel: str, data: Any, *, timeout: float | None = None) -> tuple[str, int]:
+        """Publish to a channel (if the server permits); returns its ``(epoch, offset)``."""
+        reply = await self._request({"t": "pub", "ch": channel, "d": data}, timeout)
+        return str(reply["ep"]), int(reply["off"])
+
+    async def emit(self, event: str, data: Any = None) -> None:
+        """Send an event to the server's handler; returns once queued (not acknowledged)."""
+        self._submit({"t": "emit", "ev": event, "d": data}, None)
+        await self._flush()
+
+    async def call(self, event: str, data: Any = None, *, timeout: float | None = 10.0) -> Any:
+        """Call a server handler and return its result (or raise its error as LadderError)."""
+        return await self._request({"t": "call", "ev": event, "d": data}, timeout)
+
+    async def presence(self, channel: str, *, timeout: float | None = 10.0) -> list[dict[str, Any]]:
+        """Who is in ``channel`` (each member: ``c`` client id, ``u`` user, ``info``)."""
+        members: list[dict[str, Any]] = await self._request({"t": "presence", "ch": channel}, timeout)
+        return members
+
+    async def history(
+        self, channel: str, limit: int = 100, *, timeout: float | None = 10.0
+    ) -> list[Publication]:
+        reply = await self._request({"t": "history", "ch": channel, "limit": limit}, timeout)
+        return [Publication(channel, int(p["o"]), p.get("d"), reply.get("ep")) for p in reply["pubs"]]
+
+    def on(self, name: str, callback: Callable[[Any], Any] | None = None) -> Any:
+        """Call ``callback(event)`` for every event called ``name`` (usable as a decorator)."""
+        if name not in EVENT_NAMES:
+            raise ValueError(f"unknown event {name!r}; one of {sorted(EVENT_NAMES)}")
+
+        def register(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+            self._callbacks.setdefault(name, []).append(fn)
+            return fn
+
+        return register if callback is None else register(callback)
+
+    async def events(self, max_buffer: int = 1000) -> AsyncIterator[Event]:
+        """Every event, as an async stream (ends when the client closes)."""
+        queue: deque[Event] = deque(maxlen=max_buffer)
+        self._streams.append(queue)
+        try:
+            while self.state != "closed" or queue:
+                if queue:
+                    yield queue.popleft()
+                    continue
+                waiter = asyncio.get_running_loop().create_future()
+                self._stream_waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    self._stream_waiters.remove(waiter)
+        finally:
+            self._streams.remove(queue)
+
+    # -- outbound plumbing ----------------------------------------------------------------------
+
+    def _submit(self, frame: Frame, on_reply: Callable[[Frame], None] | None) -> int:
+        if self.state == "closed":
+            raise LadderError("closed", "this client was closed")
+        msg_id = self.peer.submit(frame)
+        if on_reply is not None:
+            self._waiting[msg_id] = on_reply
+        return msg_id
+
+    async def _request(self, frame: Frame, timeout: float | None) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def settle(reply: Frame) -> None:
+            if future.done():
+                return
+            if reply.get("t") == "err":
+                future.set_exception(LadderError(str(reply.get("code")), str(reply.get("reason", ""))))
+            else:
+                future.set_result(reply.get("d"))
+
+        msg_id = self._submit(frame, settle)
+        await self._flush()
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise LadderError("timeout", f"no reply within {timeout:g} s") from None
+        finally:
+            if self._waiting.get(msg_id) is settle and future.done():
+                self._waiting.pop(msg_id, None)
+
+    def _submit_subscribe(self, sub: Subscription) -> None:
+        def settle(reply: Frame) -> None:
+            if reply.get("t") == "err":
+                self._subs.pop(sub.channel, None)
+                sub.refused(LadderError(str(reply.get("code")), str(reply.get("reason", ""))))
+                return
+            again = sub.subscribed_once
+            result = sub.confirmed(reply.get("d") or {})
+            if again:
+                self._emit(Resubscribed(sub.channel, result.recovered))
+            if not result.recovered:
+                self._emit(ResyncNeeded(sub.channel, result.epoch))
+
+        self._submit(sub.subscribe_frame(), settle)
+        self._spawn(self._flush())
+
+    async def _flush(self) -> None:
+        """Write every queued message on the current transport (one writer at a time)."""
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self.state == "connected" and self._conn is not None:
+                frames = self.peer.unsent()
+                if not frames:
+                    break
+                await self._conn.send(frames)
+        except TransportClosed as exc:
+            # The reader notices the same failure; unacknowledged messages are resent.
+            log.debug("send failed: %s", exc.reason)
+        finally:
+            self._flushing = False
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        for callback in self._callbacks.get(event.name, ()):
+            try:
+                result = callback(event)
+                if inspect.isawaitable(result):
+                    self._spawn(result)
+            except Exception:
+                log.exception("callback for %s failed", event.name)
+        for queue in self._streams:
+            queue.append(event)
+        for waiter in self._stream_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the connection loop ------------------------------------------------------------------
+
+    def _make(self, rung: str) -> Transport:
+        assert self._http is not None
+        applied = self._applied
+        if rung == "websocket":
+            return WebSocketTransport(self.endpoint, applied)
+        if rung == "sse":
+            return SSETransport(self.endpoint, applied, self._http)
+        low, high = self.poll_interval
+        return PollingTransport(
+            self.endpoint,
+            applied,
+            self._http,
+            hold=rung == "longpoll",
+            min_interval=low,
+            max_interval=high,
+        )
+
+    def _applied(self) -> int:
+        return self.peer.inbox.applied
+
+    async def _open(self, rung: str) -> Transport:
+        transport = self._make(rung)
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                await transport.open(self.peer.hello(self._current_token()), self.verify_timeout)
+        except TimeoutError:
+            await transport.close()
+            raise TransportClosed(f"{rung}: no welcome within {self.open_timeout:g} s") from None
+        except BaseException:
+            await transport.close()
+            raise
+        return transport
+
+    async def _discard(self, transport: Transport) -> None:
+        """Close a transport that lost a race; end the session it created, if it made one."""
+        if self.peer.sid is None or transport.welcome.get("sid") != self.peer.sid:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await transport.send([{"t": "bye"}])
+        await transport.close()
+
+    async def _run(self) -> None:
+        attempt = 0
+        while self.state != "closed":
+            self.state = "connecting"
+            try:
+                conn, failures = await race(
+                    self.policy.candidates(), self._open, self.stagger, on_loser=self._discard
+                )
+            except AllRungsFailed as exc:
+                fatal = next((e for e in exc.errors() if e.code in _FATAL), None)
+                if fatal is not None:
+                    self._give_up(fatal)
+                    return
+                if self._session_refused(exc):
+                    continue
+                attempt += 1
+                log.info("connect attempt %d failed: %s", attempt, exc)
+                if self.max_attempts is not None and attempt >= self.max_attempts:
+                    self._give_up(
+                        LadderError("timeout", f"could not connect after {attempt} attempts: {exc}")
+                    )
+                    return
+                await asyncio.sleep(full_jitter(attempt - 1, self.backoff_base, self.backoff_max))
+                continue
+            reason = "; ".join(
+                failures.get(rung, "") for rung in self.policy.candidates() if rung in failures
+            )
+            started = time.monotonic()
+            self._adopt(conn, reason or "connected")
+            ended = await self._pump(conn)
+            lived = time.monotonic() - started
+            rung = conn.name
+            await self._lost(conn, ended)
+            if self.state == "closed":
+                return
+            step_down = self.policy.dropped(rung, lived, ended)
+            if step_down is not None:
+                self._step_reason = step_down
+            if lived >= self.policy.stable_after:
+                attempt = 0
+            delay = full_jitter(attempt, self.backoff_base, self.backoff_max)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _session_refused(self, exc: AllRungsFailed) -> bool:
+        """The server no longer knows our session: start a new one straight away."""
+        for error in exc.errors():
+            if error.code in ("unknown_session", "bad_resume_token", "session_closed", "slow_consumer"):
+                self._session_gone(f"{error.code}: {error.reason}")
+                return True
+        return False
+
+    def _session_gone(self, reason: str) -> None:
+        if self.peer.sid is not None:
+            log.info("session %s lost: %s", self.peer.sid[:8], reason)
+            self.peer.forget_session()
+            self._pending_loss = reason
+
+    def _give_up(self, error: LadderError) -> None:
+        self.state = "closed"
+        if self._connected is not None and not self._connected.done():
+            self._connected.set_exception(error)
+        for callback in list(self._waiting.values()):
+            callback({"t": "err", **error.body()})
+        self._waiting.clear()
+        for sub in self._subs.values():
+            sub.end(error)
+
+    def _adopt(self, conn: Transport, reason: str) -> None:
+        """A transport won: take over its welcome, carry messages over, resubscribe."""
+        welcome = conn.welcome
+        moved = self.peer.welcome(welcome, keep=lambda frame: frame.get("t") not in ("sub", "unsub"))
+        new_session = moved is not None
+        if moved is not None:
+            rekeyed: dict[int, Callable[[Frame], None]] = {}
+            for old, new in moved:
+                callback = self._waiting.pop(old, None)
+                if callback is not None:
+                    rekeyed[new] = callback
+            lost = LadderError("session_closed", "the session ended before the reply arrived")
+            for callback in self._waiting.values():
+                callback({"t": "err", **lost.body()})
+            self._waiting = rekeyed
+        self._conn = conn
+        self.session_id = str(welcome["sid"])
+        old_rung, self.transport = self._last_rung, conn.name
+        self._last_rung = conn.name
+        self.state = "connected"
+        self._last_ack = time.monotonic()
+        if self._remember:
+            rung_memory.remember(self.url, conn.name)
+        self.policy.won(conn.name)
+        if new_session and self._had_session:
+            self._emit(SessionLost(self._pending_loss or "the server started a new session"))
+        self._pending_loss = None
+        if new_session:
+            for sub in list(self._subs.values()):
+                if sub.active:
+                    self._submit_subscribe(sub)
+        self._had_session = True
+        if old_rung != conn.name:
+            why = self._step_reason or reason
+            self._emit(TransportChanged(old_rung, conn.name, why))
+        self._step_reason = None
+        self._emit(Connected(conn.name, self.session_id, not new_session))
+        if self._connected is not None and not self._connected.done():
+            self._connected.set_result(None)
+        self._spawn(self._flush())
+        if self.policy.above(conn.name):
+            self._start_probe()
+
+    async def _lost(self, conn: Transport, reason: str) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._probe_task
+            self._probe_task = None
+        await conn.close()
+        if self._conn is conn:
+            self._conn = None
+        if self.state != "closed":
+            self.state = "disconnected"
+            self.transport = None
+            self._emit(Disconnected(conn.name, reason))
+
+    async def _pump(self, conn: Transport) -> str:
+        """Read frames until the transport fails; switch transports when a probe wins."""
+        while True:
+            try:
+                await self._read(conn)
+            except TransportClosed as exc:
+                switch, self._switch_to = self._switch_to, None
+                if switch is None or self.state == "closed":
+                    if exc.error is not None and exc.error.code in (
+                        "unknown_session",
+                        "session_closed",
+                        "slow_consumer",
+                        "bad_resume_token",
+                    ):
+                        self._session_gone(f"{exc.error.code}: {exc.error.reason}")
+                    return exc.reason
+                new, reason = switch
+                await conn.close()
+                old = conn.name
+                conn = new
+                self._conn = conn
+                self.transport = conn.name
+                self._last_rung = conn.name
+                self.policy.won(conn.name)
+                if self._remember:
+                    rung_memory.remember(self.url, conn.name)
+                self.peer.welcome(conn.welcome)
+                self._emit(TransportChanged(old, conn.name, reason))
+                self._spawn(self._flush())
+                if self.policy.above(conn.name):
+                    self._start_probe()
+            except _SessionEnded as ended:
+                self._session_gone(f"{ended.error.code}: {ended.error.reason}")
+                return f"{conn.name}: session ended by the server ({ended.error.code}: {ended.error.reason})"
+
+    def _liveness(self, conn: Transport) -> float:
+        welcome = conn.welcome
+        heartbeat = float(welcome.get("hb", 20_000)) / 1000
+        if conn.streaming:
+            return heartbeat * 1.5 + 1.0
+        if conn.name == "longpoll":
+            return float(welcome.get("poll", 25_000)) / 1000 + heartbeat / 2 + 5.0
+        return self.poll_interval[1] + 15.0
+
+    async def _read(self, conn: Transport) -> None:
+        deadline = self._liveness(conn)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(deadline) as watchdog:
+            while True:
+                frames = await conn.recv()
+                watchdog.reschedule(loop.time() + deadline)
+                for frame in frames:
+                    self._handle(frame, conn)
+                if not conn.implicit_ack:
+                    now = time.monotonic()
+                    every = 1 if now - self._last_ack >= self.ack_interval else self.ack_every
+                    ack = self.peer.ack_frame(every=every)
+                    if ack is not None:
+                        self._last_ack = now
+                        await conn.send([ack])
+
+    def _handle(self, frame: Frame, conn: Transport) -> None:
+        if "s" in frame:
+            for ready in self.peer.receive(frame):
+                self._deliver(ready)
+            return
+        kind = frame.get("t")
+        if kind == "ack":
+            self.peer.on_ack(int(frame["i"]))
+        elif kind == "ping":
+            self._spawn(self._pong(conn))
+        elif kind == "bye":
+            raise _SessionEnded(
+                LadderError(str(frame.get("code", "session_closed")), str(frame.get("reason", "")))
+            )
+        elif kind == "err":
+            self._emit(ServerError(str(frame.get("code")), str(frame.get("reason", ""))))
+
+    async def _pong(self, conn: Transport) -> None:
+        frames: list[Frame] = [{"t": "pong"}]
+        ack = self.peer.ack_frame()
+        if ack is not None:
+            self._last_ack = time.monotonic()
+            frames.append(ack)
+        with contextlib.suppress(TransportClosed):
+            await conn.send(frames)
+
+    def _deliver(self, frame: Frame) -> None:
+        kind = frame.get("t")
+        if kind == "pub":
+            sub = self._subs.get(frame["ch"])
+            if sub is not None:
+                sub.deliver(int(frame["o"]), frame.get("d"))
+        elif kind in ("reply", "err"):
+            msg_id = frame.get("re")
+            callback = self._waiting.pop(msg_id, None) if isinstance(msg_id, int) else None
+            if callback is not None:
+                callback(frame)
+            elif kind == "err":
+                self._emit(ServerError(str(frame.get("code")), str(frame.get("reason", ""))))
+        elif kind == "push":
+            self._emit(Push(str(frame.get("ev")), frame.get("d")))
+        elif kind in ("join", "leave"):
+            self._emit(Presence(str(kind), str(frame.get("ch")), dict(frame.get("m") or {})))
+        elif kind == "resync":
+            sub = self._subs.get(frame["ch"])
+            if sub is not None:
+                sub.resync(str(frame["ep"]), int(frame["off"]))
+            self._emit(ResyncNeeded(str(frame["ch"]), str(frame["ep"])))
+        elif kind == "unsubd":
+            sub = self._subs.pop(frame["ch"], None)
+            if sub is not None:
+                sub.end(LadderError(str(frame.get("code")), str(frame.get("reason", ""))))
+
+    # -- climbing back up -----------------------------------------------------------------------
+
+    def _start_probe(self) -> None:
+        if self._probe_task is None or self._probe_task.done():
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe(), name="ladder-probe")
+
+    async def _probe(self) -> None:
+        """While on a lower rung, try the better ones with backoff; hand over on success."""
+        delay = self.probe_delay
+        while self.state == "connected" and self._conn is not None:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            current = self._conn
+            if current is None or self.state != "connected":
+                return
+            for rung in self.policy.above(current.name):
+                try:
+                    candidate = await self._open(rung)
+                except TransportClosed as exc:
+                    log.debug("probe of %s failed: %s", rung, exc.reason)
+                    continue
+                if self._conn is not current or self.state != "connected":
+                    await candidate.close()
+                    return
+                if not candidate.welcome.get("resumed"):
+                    await self._discard(candidate)  # our session is gone there; the pump will learn
+                    continue
+                self._switch_to = (candidate, f"{rung} works again (probe succeeded)")
+                current.interrupt("switching to a better rung")
+                return
+            delay = min(delay * 2, self.probe_max_delay)

@@ -1,0 +1,117 @@
+"""What a client reports to the app. Each is a small frozen record.
+
+Register with ``client.on("transport", callback)`` (the names are the ``name`` fields
+below) or iterate ``client.events()`` to receive every kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: ClassVar[str] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Connected(Event):
+    """A transport is up and the session is live (``resumed``: the same session as before)."""
+
+    name: ClassVar[str] = "connected"
+    transport: str
+    session_id: str
+    resumed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected(Event):
+    """The transport was lost; the client is reconnecting unless it was closed."""
+
+    name: ClassVar[str] = "disconnected"
+    transport: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransportChanged(Event):
+    """The client moved to another rung (down after a failure, up after a probe)."""
+
+    name: ClassVar[str] = "transport"
+    old: str | None
+    new: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLost(Event):
+    """The server no longer had the session (expired or dropped); a new one was started.
+
+    Messages the old session had not acknowledged were carried over to the new one.
+    """
+
+    name: ClassVar[str] = "session_lost"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resubscribed(Event):
+    """A channel was subscribed again after a new session; ``recovered`` says if nothing was lost."""
+
+    name: ClassVar[str] = "resubscribed"
+    channel: str
+    recovered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncNeeded(Event):
+    """History could not cover a gap in ``channel``: refetch the app's state for it."""
+
+    name: ClassVar[str] = "resync"
+    channel: str
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Push(Event):
+    """An event the server pushed to this session or user."""
+
+    name: ClassVar[str] = "push"
+    event: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Presence(Event):
+    """Someone joined or left a channel this client follows (``kind``: join or leave)."""
+
+    name: ClassVar[str] = "presence"
+    kind: str
+    channel: str
+    member: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError(Event):
+    """An error the server sent that no call was waiting for (for example a failed emit)."""
+
+    name: ClassVar[str] = "error"
+    code: str
+    reason: str
+
+
+EVENT_NAMES = frozenset(
+    cls.name
+    for cls in (
+        Connected,
+        Disconnected,
+        TransportChanged,
+        SessionLost,
+        Resubscribed,
+        ResyncNeeded,
+        Push,
+        Presence,
+        ServerError,
+    )
+)

@@ -1,0 +1,83 @@
+"""The staggered race: the best rung starts at once, the next ones a little later.
+
+Rung *k* starts at ``stagger[k]`` seconds unless every rung started so far has already
+failed, in which case it starts immediately. The first rung to open (welcome received,
+stream verified) wins; the others are cancelled, or, if they opened too, handed to
+``on_loser`` to be closed. A black-holed WebSocket therefore costs ``stagger[1]`` seconds,
+not a connect timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+from ..protocol.errors import LadderError
+from .transports.base import Transport, TransportClosed
+
+
+class AllRungsFailed(Exception):
+    """No rung opened. ``failures`` maps each rung to why."""
+
+    def __init__(self, failures: dict[str, TransportClosed]) -> None:
+        self.failures = failures
+        super().__init__("; ".join(exc.reason for exc in failures.values()) or "no rung to try")
+
+    def errors(self) -> list[LadderError]:
+        """The server's own refusals among the failures (e.g. ``unknown_session``)."""
+        return [exc.error for exc in self.failures.values() if exc.error is not None]
+
+
+async def race(
+    rungs: Sequence[str],
+    open_rung: Callable[[str], Coroutine[Any, Any, Transport]],
+    stagger: Sequence[float],
+    *,
+    on_loser: Callable[[Transport], Awaitable[None]],
+) -> tuple[Transport, dict[str, str]]:
+    """Open the best rung that works. Returns it and why the better ones failed."""
+    loop = asyncio.get_running_loop()
+    started_at = loop.time()
+    attempts: dict[asyncio.Task[Transport], str] = {}
+    failures: dict[str, TransportClosed] = {}
+    winner: Transport | None = None
+    index = 0
+    try:
+        while winner is None:
+            if index < len(rungs):
+                due = started_at + (stagger[index] if index < len(stagger) else stagger[-1])
+                if not attempts or loop.time() >= due:
+                    rung = rungs[index]
+                    attempts[loop.create_task(open_rung(rung), name=f"ladder-open-{rung}")] = rung
+                    index += 1
+                    continue
+                timeout: float | None = max(0.0, due - loop.time())
+            elif not attempts:
+                raise AllRungsFailed(failures)
+            else:
+                timeout = None
+            done, _ = await asyncio.wait(attempts, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                rung = attempts.pop(task)
+                exc = task.exception()
+                if exc is None:
+                    if winner is None:
+                        winner = task.result()
+                    else:
+                        await on_loser(task.result())
+                elif isinstance(exc, TransportClosed):
+                    failures[rung] = exc
+                else:
+                    failures[rung] = TransportClosed(f"{rung}: {exc!r}")
+    finally:
+        for task in attempts:
+            task.cancel()
+        results = await asyncio.gather(*attempts, return_exceptions=True)
+        for late in results:
+            if isinstance(late, Transport):
+                with contextlib.suppress(Exception):
+                    await on_loser(late)
+    order = list(rungs)
+    return winner, {rung: failures[rung].reason for rung in order if rung in failures}

@@ -1,0 +1,189 @@
+"""A channel subscription on the client: an async iterator of publications with a position."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.errors import LadderError
+
+if TYPE_CHECKING:
+    from .client import Client
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One message in a channel, as the client receives it."""
+
+    channel: str
+    offset: int
+    data: Any
+    epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeResult:
+    """How a (re)subscription went: the channel's position and whether a gap was covered."""
+
+    channel: str
+    epoch: str
+    offset: int
+    recovered: bool
+    missed: int
+
+
+class Subscription:
+    """Follow a channel. ``async for pub in sub`` yields publications in offset order.
+
+    The subscription remembers the ``(epoch, offset)`` of the last publication it
+    delivered; after a reconnect that needed a new session, the client resubscribes from
+    there, so missed publications arrive first and none twice. When the server's history
+    cannot cover the gap, ``recovered`` turns False and a ``resync`` event is emitted.
+
+    Publications are buffered for the iterator up to ``max_buffer``; an app that stops
+    reading gets an error from the iterator rather than unbounded memory. Pass
+    ``on_publication`` to handle each one in a callback instead (no buffering at all).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        channel: str,
+        *,
+        since: tuple[str, int] | None,
+        recent: int,
+        on_publication: Callable[[Publication], Any] | None,
+        max_buffer: int,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.epoch: str | None = since[0] if since else None
+        self.offset: int = since[1] if since else 0
+        self.recent = recent
+        self.recovered = True
+        self.active = True
+        self._callback = on_publication
+        self._max_buffer = max_buffer
+        self._buffer: deque[Publication] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._ready: asyncio.Future[SubscribeResult] = asyncio.get_running_loop().create_future()
+        self.subscribed_once = False
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.channel!r} epoch={self.epoch} offset={self.offset}>"
+
+    # -- app side ---------------------------------------------------------------------------
+
+    async def ready(self) -> SubscribeResult:
+        """Wait until the server confirmed the subscription (raises its refusal)."""
+        return await asyncio.shield(self._ready)
+
+    @property
+    def position(self) -> tuple[str, int] | None:
+        """``(epoch, offset)`` of the last publication delivered, to resume from later."""
+        return None if self.epoch is None else (self.epoch, self.offset)
+
+    async def unsubscribe(self) -> None:
+        await self.client.unsubscribe(self.channel)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Publication:
+        while not self._buffer:
+            if self._error is not None:
+                raise self._error
+            if not self.active:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._buffer.popleft()
+
+    # -- client side ------------------------------------------------------------------------
+
+    def subscribe_frame(self) -> dict[str, Any]:
+        frame: dict[str, Any] = {"t": "sub", "ch": self.channel}
+        if self.epoch is not None:
+            frame["ep"] = self.epoch
+            frame["off"] = self.offset
+        elif self.recent:
+            frame["recent"] = self.recent
+        return frame
+
+    def confirmed(self, reply: dict[str, Any]) -> SubscribeResult:
+        asked_from = self.epoch
+        result = SubscribeResult(
+            channel=self.channel,
+            epoch=str(reply["ep"]),
+            offset=int(reply["off"]),
+            recovered=bool(reply.get("rec", True)),
+            missed=int(reply.get("n", 0)),
+        )
+        self.recovered = result.recovered
+        if asked_from is None or not result.recovered:
+            # Fresh start (or a gap nobody can fill): continue from the channel's position now.
+            self.epoch = result.epoch
+            if result.missed == 0:
+                self.offset = result.offset
+            else:
+                self.offset = result.offset - result.missed
+        if not self._ready.done():
+            self._ready.set_result(result)
+        self.subscribed_once = True
+        return result
+
+    def refused(self, error: LadderError) -> None:
+        self.active = False
+        if not self._ready.done():
+            self._ready.set_exception(error)
+            self._ready.exception()  # mark retrieved: a refusal is also surfaced by the iterator
+        self._fail(error)
+
+    def deliver(self, offset: int, data: Any) -> None:
+        if offset <= self.offset:
+            return  # already delivered (a recovery overlapping what we had)
+        self.offset = offset
+        pub = Publication(self.channel, offset, data, self.epoch)
+        if self._callback is not None:
+            self._callback(pub)
+            return
+        if len(self._buffer) >= self._max_buffer:
+            self._fail(
+                LadderError(
+                    "queue_full", f"{self.channel}: {self._max_buffer} publications buffered and not read"
+                )
+            )
+            return
+        self._buffer.append(pub)
+        self._wake()
+
+    def resync(self, epoch: str, offset: int) -> None:
+        self.epoch = epoch
+        self.offset = offset
+        self.recovered = False
+
+    def end(self, error: BaseException | None = None) -> None:
+        self.active = False
+        if error is not None:
+            self._fail(error)
+        if not self._ready.done():
+            self._ready.set_exception(error or LadderError("closed"))
+            self._ready.exception()
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -1,0 +1,82 @@
+"""What the HTTP rungs share: the hello as query fields, upstream POSTs, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import orjson
+
+from ...protocol.codec import JSON
+from .base import Endpoint, Frame, Transport, TransportClosed, refusal
+
+
+def hello_query(hello: Frame) -> dict[str, Any]:
+    """The hello's fields as query parameters (the resume token goes in a header)."""
+    query: dict[str, Any] = {"v": hello.get("v", 1)}
+    if hello.get("sid"):
+        query["sid"] = hello["sid"]
+        query["ack"] = hello.get("ack", 0)
+    return query
+
+
+def auth_headers(endpoint: Endpoint, token: str | None) -> dict[str, str]:
+    headers = dict(endpoint.headers)
+    bearer = endpoint.token()
+    if bearer:
+        headers["authorization"] = f"Bearer {bearer}"
+    if token:
+        headers["x-ladder-rt"] = token
+    return headers
+
+
+def refusal_of(response: httpx.Response, body: bytes, rung: str) -> TransportClosed:
+    """A non-2xx answer as a transport failure (with the server's code when it sent one)."""
+    try:
+        frame = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        frame = None
+    if isinstance(frame, dict) and "code" in frame:
+        return refusal(frame, rung)
+    return TransportClosed(f"{rung}: HTTP {response.status_code} from the server or a proxy")
+
+
+class HttpTransport(Transport):
+    """Base of the HTTP rungs: a session id, a resume token and ``POST /send`` upstream."""
+
+    def __init__(self, endpoint: Endpoint, applied: Any, http: httpx.AsyncClient) -> None:
+        super().__init__(endpoint, applied)
+        self.http = http
+        self.sid: str | None = None
+        self.token: str | None = None
+        self._closed = False
+        self._post_lock = asyncio.Lock()
+
+    def adopt(self, welcome: Frame) -> None:
+        self.sid = str(welcome["sid"])
+        self.token = str(welcome["rt"])
+
+    async def send(self, frames: list[Frame]) -> None:
+        if self._closed or self.sid is None:
+            raise TransportClosed(f"{self.name}: not open")
+        codec = self.endpoint.codec
+        body = codec.join(codec.encode(frame) for frame in frames)
+        async with self._post_lock:
+            try:
+                response = await self.http.post(
+                    self.endpoint.http("send"),
+                    params={"sid": self.sid},
+                    content=body,
+                    headers={**auth_headers(self.endpoint, self.token), "content-type": codec.content_type},
+                )
+            except httpx.HTTPError as exc:
+                raise TransportClosed(f"{self.name}: upstream POST failed ({exc!r})") from exc
+        if response.status_code >= 300:
+            raise refusal_of(response, response.content, self.name)
+        self.wake()
+
+    def decode(self, body: bytes, content_type: str | None) -> list[Frame]:
+        codec = self.endpoint.codec if content_type and "msgpack" in content_type else JSON
+        frames: list[Frame] = codec.decode(body)
+        return frames

@@ -1,0 +1,88 @@
+"""Polling rungs: ``GET /longpoll`` (held by the server) and ``GET /poll`` (answered at once).
+
+Each GET carries the highest sequence number received (``ack``), so no ack frames are
+needed and a lost response is simply sent again. Short polling adapts its pace: it asks
+again at once after a send or a non-empty answer, and backs off towards ``max_interval``
+while idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from .base import Frame, TransportClosed, split_welcome
+from .http import HttpTransport, auth_headers, hello_query, refusal_of
+
+
+class PollingTransport(HttpTransport):
+    streaming = False
+    implicit_ack = True
+
+    def __init__(
+        self,
+        *args: Any,
+        hold: bool,
+        min_interval: float = 0.05,
+        max_interval: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = "longpoll" if hold else "poll"
+        self.hold = hold
+        self.min_interval = min_interval
+        self.max_interval = max_interval
+        self.interval = min_interval
+        self.poll_timeout = 25.0
+        self._nudge = asyncio.Event()
+
+    async def _get(self, params: dict[str, Any], token: str | None, timeout: float) -> list[Frame]:
+        params = {**params, "enc": self.endpoint.codec.name}
+        try:
+            response = await self.http.get(
+                self.endpoint.http(self.name),
+                params=params,
+                headers=auth_headers(self.endpoint, token),
+                timeout=httpx.Timeout(10.0, read=timeout),
+            )
+        except httpx.HTTPError as exc:
+            raise TransportClosed(f"{self.name}: request failed ({exc!r})") from exc
+        if response.status_code != 200:
+            raise refusal_of(response, response.content, self.name)
+        return self.decode(response.content, response.headers.get("content-type"))
+
+    async def open(self, hello: Frame, verify_timeout: float) -> Frame:
+        frames = await self._get({**hello_query(hello), "open": 1}, hello.get("rt"), 10.0)
+        welcome, rest = split_welcome(frames, self.name)
+        self.adopt(welcome)
+        self.poll_timeout = float(welcome.get("poll", 25_000)) / 1000
+        self.welcome, self.pending = welcome, rest
+        return welcome
+
+    async def _recv(self) -> list[Frame]:
+        if self._closed:
+            raise TransportClosed(f"{self.name}: closed")
+        if not self.hold and not self._nudge.is_set():
+            try:
+                async with asyncio.timeout(self.interval):
+                    await self._nudge.wait()
+            except TimeoutError:
+                pass
+        self._nudge.clear()
+        timeout = self.poll_timeout + 10.0 if self.hold else 10.0
+        frames = await self._get({"sid": self.sid, "ack": self.applied()}, self.token, timeout)
+        if frames:
+            self.interval = self.min_interval
+        else:
+            self.interval = min(self.max_interval, self.interval * 2)
+        return frames
+
+    def wake(self) -> None:
+        self.interval = self.min_interval
+        self._nudge.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._nudge.set()

@@ -1,0 +1,107 @@
+"""Server-Sent Events rung: a streamed GET down (httpx), ``POST /send`` up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from ...protocol.codec import JSON
+from .base import Frame, TransportClosed, split_welcome
+from .http import HttpTransport, auth_headers, hello_query, refusal_of
+
+
+class SSETransport(HttpTransport):
+    name = "sse"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._response: httpx.Response | None = None
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._buffer = b""
+
+    async def open(self, hello: Frame, verify_timeout: float) -> Frame:
+        request = self.http.build_request(
+            "GET",
+            self.endpoint.http("sse"),
+            params=hello_query(hello),
+            headers={**auth_headers(self.endpoint, hello.get("rt")), "accept": "text/event-stream"},
+            timeout=httpx.Timeout(10.0, read=None),
+        )
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise TransportClosed(f"sse: cannot connect ({exc!r})") from exc
+        self._response = response
+        if response.status_code != 200:
+            body = await response.aread()
+            await self.close()
+            raise refusal_of(response, body, self.name)
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            await self.close()
+            raise TransportClosed("sse: the answer is not an event stream (a proxy in the way?)")
+        self._chunks = response.aiter_raw()
+        welcome, rest = split_welcome(await self._read(), self.name)
+        self.adopt(welcome)
+        self.welcome, self.pending = welcome, rest
+        await self._verify(verify_timeout)
+        return welcome
+
+    async def _verify(self, timeout: float) -> None:
+        """Ping up, and wait for the pong to come down the stream: proof nothing buffers it."""
+        nonce = secrets.randbelow(2**31)
+        await self.send([{"t": "ping", "n": nonce}])
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for frame in await self._read():
+                        if frame.get("t") == "pong" and frame.get("n") == nonce:
+                            return
+                        self.pending.append(frame)
+        except TimeoutError:
+            raise TransportClosed(
+                f"sse: stream buffered by something on the way (no pong within {timeout:g} s)"
+            ) from None
+
+    async def _read(self) -> list[Frame]:
+        """Read until at least one whole event is in; parse every complete one."""
+        assert self._chunks is not None
+        while True:
+            head, sep, rest = self._buffer.rpartition(b"\n\n")
+            if sep:
+                self._buffer = rest
+                return self._parse(head)
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                raise TransportClosed("sse: stream ended") from None
+            except httpx.HTTPError as exc:
+                raise TransportClosed(f"sse: stream broken ({exc!r})") from exc
+            if b"\r" in chunk:
+                chunk = chunk.replace(b"\r\n", b"\n")
+            self._buffer += chunk
+
+    @staticmethod
+    def _parse(block: bytes) -> list[Frame]:
+        frames: list[Frame] = []
+        for event in block.split(b"\n\n"):
+            data = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+            if data:
+                frames.extend(JSON.decode(b"\n".join(data)))
+        return frames
+
+    async def _recv(self) -> list[Frame]:
+        if self._closed:
+            raise TransportClosed("sse: closed")
+        return await self._read()
+
+    async def close(self) -> None:
+        self._closed = True
+        response, self._response = self._response, None
+        if response is not None:
+            with contextlib.suppress(Exception):
+                await response.aclose()

@@ -1,0 +1,75 @@
+"""WebSocket rung (the ``websockets`` library): one socket, frames both ways."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from .base import Frame, Transport, TransportClosed, split_welcome
+
+
+class WebSocketTransport(Transport):
+    name = "websocket"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ws: ClientConnection | None = None
+
+    async def open(self, hello: Frame, verify_timeout: float) -> Frame:
+        endpoint = self.endpoint
+        headers = dict(endpoint.headers)
+        try:
+            self._ws = await connect(
+                endpoint.ws(),
+                additional_headers=headers,
+                open_timeout=None,  # the race bounds the whole attempt
+                ping_interval=None,  # Ladder's own pings carry the heartbeat
+                close_timeout=1.0,
+                max_size=None,
+                compression=None,
+                max_queue=None,
+            )
+        except InvalidStatus as exc:
+            raise TransportClosed(f"websocket: upgrade refused (HTTP {exc.response.status_code})") from exc
+        except (InvalidHandshake, OSError) as exc:
+            raise TransportClosed(f"websocket: cannot connect ({exc})") from exc
+        await self.send([hello])
+        welcome, rest = split_welcome(await self.recv(), self.name)
+        self.welcome, self.pending = welcome, rest
+        return welcome
+
+    async def _recv(self) -> list[Frame]:
+        assert self._ws is not None
+        try:
+            data = await self._ws.recv()
+        except ConnectionClosed as exc:
+            raise TransportClosed(_closed_reason(exc)) from exc
+        frames: list[Frame] = self.endpoint.codec.decode(data)
+        return frames
+
+    async def send(self, frames: list[Frame]) -> None:
+        if self._ws is None:
+            raise TransportClosed("websocket: not open")
+        codec = self.endpoint.codec
+        data = codec.join(codec.encode(frame) for frame in frames)
+        try:
+            await self._ws.send(data if codec.binary else data.decode())
+        except ConnectionClosed as exc:
+            raise TransportClosed(_closed_reason(exc)) from exc
+
+    async def close(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                await ws.close()
+            except Exception:
+                ws.transport.abort()
+
+
+def _closed_reason(exc: ConnectionClosed) -> str:
+    frame = exc.rcvd
+    if frame is None:
+        return "websocket: connection lost"
+    return f"websocket: closed by the server ({frame.code} {frame.reason})".rstrip()

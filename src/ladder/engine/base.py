@@ -1,0 +1,150 @@
+"""The engine seam: what a hub needs from the message backbone, and nothing more.
+
+One process uses :class:`~ladder.engine.memory.MemoryEngine`; several processes share a
+Redis engine. The hub never assumes which: every publication, history read, presence change
+and session lookup goes through this protocol, so a session's requests may land on any
+process that shares the engine.
+
+Data crosses the seam already encoded (:class:`Payload`): a publication is serialised once
+where it is published, and every node builds its wire frames from those bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..protocol.codec import Payload
+
+__all__ = [
+    "ChannelOptions",
+    "Engine",
+    "EngineSink",
+    "HistoryResult",
+    "Member",
+    "Payload",
+    "Position",
+    "Publication",
+]
+
+
+@dataclass(slots=True)
+class Publication:
+    """One message in a channel: where it sits (``epoch``, ``offset``) and its data."""
+
+    channel: str
+    offset: int
+    epoch: str
+    payload: Payload
+    time: float = 0.0
+    frame: Any = field(default=None, repr=False, compare=False)
+    """The hub caches the publication's encoded wire frame here (built once, shared)."""
+
+    @property
+    def data(self) -> Any:
+        return self.payload.value
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a channel stands: the stream's identity (``epoch``) and its newest offset."""
+
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryResult:
+    """Publications after a position, and whether they cover everything missed."""
+
+    publications: list[Publication]
+    position: Position
+    complete: bool
+    """False when the epoch changed or the history no longer reaches back far enough."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One presence entry: a connection (``client``) of a user, with optional info."""
+
+    client: str
+    user: str | None
+    info: Any = None
+
+    def wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"c": self.client, "u": self.user}
+        if self.info is not None:
+            out["info"] = self.info
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOptions:
+    """Per-channel behaviour, chosen by the first matching channel pattern."""
+
+    history_size: int = 100
+    """Publications kept for recovery (0 turns history and recovery off)."""
+    history_ttl: float = 600.0
+    """Seconds a publication stays in history."""
+    presence: bool = False
+    """Track who is subscribed; members appear in ``presence`` replies."""
+    join_leave: bool = True
+    """With presence on, send ``join``/``leave`` frames to subscribers."""
+    client_publish: bool = False
+    """Whether clients may publish to the channel directly (server code always may)."""
+
+
+class EngineSink(Protocol):
+    """What the engine calls back into (the hub). Called on the event loop, never blocks."""
+
+    def on_publication(self, pub: Publication) -> None: ...
+
+    def on_presence(self, channel: str, kind: str, member: Member) -> None: ...
+
+    def on_reset(self, channel: str, position: Position) -> None:
+        """A channel's stream was lost (new epoch): live subscribers must resync."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """The message backbone shared by every process of one deployment."""
+
+    node_id: str
+
+    async def start(self, sink: EngineSink) -> None:
+        """Connect and begin delivering live publications to ``sink``."""
+
+    async def stop(self) -> None:
+        """Disconnect and release resources."""
+
+    async def publish(self, channel: str, payload: Payload, options: ChannelOptions) -> Publication:
+        """Append to the channel (assigning its next offset) and deliver to every node."""
+
+    async def listen(self, channel: str) -> None:
+        """This node has local subscribers to ``channel``: deliver its publications here."""
+
+    async def unlisten(self, channel: str) -> None:
+        """The last local subscriber left ``channel``."""
+
+    async def history(
+        self, channel: str, *, since: Position | None, limit: int, options: ChannelOptions
+    ) -> HistoryResult:
+        """Publications after ``since`` (or the newest ``limit`` when ``since`` is None)."""
+
+    async def position(self, channel: str) -> Position:
+        """The channel's current epoch and newest offset."""
+
+    async def presence_add(self, channel: str, member: Member, ttl: float) -> None:
+        """Add or refresh a member; it disappears ``ttl`` seconds after its last refresh."""
+
+    async def presence_remove(self, channel: str, member: Member) -> None: ...
+
+    async def presence(self, channel: str) -> list[Member]: ...
+
+    async def locate_session(self, sid: str) -> str | None:
+        """The node currently holding session ``sid``, if any node does."""
+
+    async def claim_session(self, sid: str, ttl: float) -> None:
+        """Record that this node holds ``sid`` (refreshed while the session lives)."""
+
+    async def release_session(self, sid: str) -> None: ...

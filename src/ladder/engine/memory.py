@@ -1,0 +1,162 @@
+"""The embedded engine: channels, history and presence in this process's memory.
+
+Everything is synchronous under the hood, so a subscribe that reads history and starts
+listening cannot miss or double a publication. History is bounded by count and age per
+channel; a channel's bookkeeping (epoch, offset) is dropped only after it has been idle
+with no history and no members for ``idle_ttl`` seconds, and a channel created anew gets a
+new epoch, so a client resuming from before that point is told recovery was impossible.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from ..protocol.codec import Payload
+from .base import ChannelOptions, EngineSink, HistoryResult, Member, Position, Publication
+
+SWEEP_EVERY: Final = 5.0
+
+
+class _Channel:
+    __slots__ = ("epoch", "history", "last_used", "members", "offset")
+
+    def __init__(self, now: float) -> None:
+        self.epoch = secrets.token_hex(4)
+        self.offset = 0
+        self.history: deque[Publication] = deque()
+        self.members: dict[str, tuple[Member, float]] = {}
+        self.last_used = now
+
+    def trim(self, now: float, size: int, ttl: float) -> None:
+        history = self.history
+        while len(history) > size:
+            history.popleft()
+        while history and now - history[0].time >= ttl:
+            history.popleft()
+
+
+class MemoryEngine:
+    """One process, no dependencies. The default engine (``memory://``)."""
+
+    def __init__(self, *, idle_ttl: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.node_id = "local"
+        self.idle_ttl = idle_ttl
+        self._clock = clock
+        self._channels: dict[str, _Channel] = {}
+        self._options: dict[str, ChannelOptions] = {}
+        self._sink: EngineSink | None = None
+        self._last_sweep = clock()
+
+    async def start(self, sink: EngineSink) -> None:
+        self._sink = sink
+
+    async def stop(self) -> None:
+        self._sink = None
+
+    def _channel(self, name: str) -> _Channel:
+        now = self._clock()
+        if now - self._last_sweep >= SWEEP_EVERY:
+            self.sweep(now)
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = _Channel(now)
+        channel.last_used = now
+        return channel
+
+    def sweep(self, now: float) -> None:
+        """Expire old history, stale presence and idle channels (called as time passes)."""
+        self._last_sweep = now
+        for name, channel in list(self._channels.items()):
+            options = self._options.get(name)
+            if options is not None:
+                channel.trim(now, options.history_size, options.history_ttl)
+            for client, (member, expires) in list(channel.members.items()):
+                if expires <= now:
+                    del channel.members[client]
+                    if self._sink is not None:
+                        self._sink.on_presence(name, "leave", member)
+            if not channel.history and not channel.members and now - channel.last_used >= self.idle_ttl:
+                del self._channels[name]
+                self._options.pop(name, None)
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    async def publish(self, channel: str, payload: Payload, options: ChannelOptions) -> Publication:
+        state = self._channel(channel)
+        state.offset += 1
+        now = self._clock()
+        pub = Publication(channel, state.offset, state.epoch, payload, now)
+        if options.history_size > 0:
+            self._options[channel] = options
+            state.history.append(pub)
+            state.trim(now, options.history_size, options.history_ttl)
+        if self._sink is not None:
+            self._sink.on_publication(pub)
+        return pub
+
+    async def listen(self, channel: str) -> None:
+        return None
+
+    async def unlisten(self, channel: str) -> None:
+        return None
+
+    async def history(
+        self, channel: str, *, since: Position | None, limit: int, options: ChannelOptions
+    ) -> HistoryResult:
+        state = self._channel(channel)
+        state.trim(self._clock(), options.history_size, options.history_ttl)
+        position = Position(state.epoch, state.offset)
+        history = state.history
+        if since is None:
+            pubs = list(history)[-limit:] if limit > 0 else []
+            return HistoryResult(pubs, position, True)
+        if since.epoch != state.epoch or since.offset > state.offset:
+            return HistoryResult([], position, False)
+        missed = state.offset - since.offset
+        if missed == 0:
+            return HistoryResult([], position, True)
+        first = history[0].offset if history else state.offset + 1
+        if first > since.offset + 1 or missed > limit:
+            return HistoryResult([], position, False)
+        start = len(history) - missed
+        return HistoryResult(list(history)[start:], position, True)
+
+    async def position(self, channel: str) -> Position:
+        state = self._channel(channel)
+        return Position(state.epoch, state.offset)
+
+    async def presence_add(self, channel: str, member: Member, ttl: float) -> None:
+        state = self._channel(channel)
+        fresh = member.client not in state.members
+        state.members[member.client] = (member, self._clock() + ttl)
+        if fresh and self._sink is not None:
+            self._sink.on_presence(channel, "join", member)
+
+    async def presence_remove(self, channel: str, member: Member) -> None:
+        state = self._channels.get(channel)
+        removed = state is not None and state.members.pop(member.client, None) is not None
+        if removed and self._sink is not None:
+            self._sink.on_presence(channel, "leave", member)
+
+    async def presence(self, channel: str) -> list[Member]:
+        state = self._channels.get(channel)
+        if state is None:
+            return []
+        now = self._clock()
+        return [member for member, expires in state.members.values() if expires > now]
+
+    async def locate_session(self, sid: str) -> str | None:
+        # One process: a session not in the hub's own table does not exist anywhere.
+        return None
+
+    async def claim_session(self, sid: str, ttl: float) -> None:
+        return None
+
+    async def release_session(self, sid: str) -> None:
+        return None

@@ -1,0 +1,238 @@
+"""Wire encodings: compact JSON text and msgpack binary.
+
+A frame is a map with a type key ``t``. Several frames travel together as a *batch*:
+JSON frames joined by ``\\n`` (compact JSON never contains a raw newline), msgpack frames
+simply concatenated. The same batch shape is used for WebSocket messages, poll responses
+and upstream POST bodies, so one decoder serves every rung.
+
+Sequenced frames are encoded once and stamped per session: the body without the sequence
+number (the *tail*) is built once per publication, and the per-session bytes are
+``head(seq) + tail``. That is what makes fan-out encode a publication once.
+
+JSON cannot carry bytes, so a ``bytes`` value is sent as ``{"$b": "<base64>"}`` and turned
+back into ``bytes`` on decode. msgpack carries bytes natively.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from typing import Any, Final
+
+import msgpack
+import orjson
+
+from .errors import LadderError
+
+BYTES_TAG: Final = "$b"
+_BYTES_TAG_RAW: Final = b'"$b"'
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {BYTES_TAG: base64.b64encode(value).decode("ascii")}
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _untag(value: Any) -> Any:
+    """Turn ``{"$b": "..."}`` back into bytes, recursively."""
+    if isinstance(value, dict):
+        if len(value) == 1 and BYTES_TAG in value and isinstance(value[BYTES_TAG], str):
+            try:
+                return base64.b64decode(value[BYTES_TAG], validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise LadderError("bad_frame", "invalid base64 in a $b value") from exc
+        return {k: _untag(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_untag(v) for v in value]
+    return value
+
+
+def _msgpack_default(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return list(value)
+    if isinstance(value, memoryview):
+        return bytes(value)
+    raise TypeError(f"{type(value).__name__} is not msgpack serialisable")
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+def _too_large(size: int, limit: int) -> LadderError:
+    return LadderError("frame_too_large", f"frame of {size} bytes exceeds the limit of {limit}")
+
+
+class Codec:
+    """One encoding. Subclasses are stateless singletons: ``JSON`` and ``MSGPACK``."""
+
+    name: str = ""
+    binary: bool = False
+    content_type: str = ""
+
+    def encode(self, body: Any) -> bytes:
+        """Encode one frame (or any value)."""
+        raise NotImplementedError
+
+    def tail(self, body: dict[str, Any]) -> bytes:
+        """Encode a frame without its sequence number, for later :meth:`stamp`."""
+        raise NotImplementedError
+
+    def stamp(self, tail: bytes, fields: int, seq: int) -> bytes:
+        """Prefix a tail (of a body with ``fields`` keys) with ``"s": seq``."""
+        raise NotImplementedError
+
+    def join(self, frames: Iterable[bytes]) -> bytes:
+        """Join encoded frames into one batch."""
+        raise NotImplementedError
+
+    def decode(self, data: bytes | str, max_frame: int | None = None) -> list[Any]:
+        """Decode a batch into raw objects (validation happens in :mod:`frames`).
+
+        ``max_frame`` bounds each frame's encoded size (``frame_too_large`` past it).
+        """
+        raise NotImplementedError
+
+
+class JsonCodec(Codec):
+    name = "json"
+    binary = False
+    content_type = "application/x-ndjson"
+
+    def encode(self, body: Any) -> bytes:
+        return orjson.dumps(body, default=_json_default)
+
+    def tail(self, body: dict[str, Any]) -> bytes:
+        # b'{"a":1,"b":2}' -> b'"a":1,"b":2}' ; an empty body keeps just the brace.
+        return orjson.dumps(body, default=_json_default)[1:]
+
+    def stamp(self, tail: bytes, fields: int, seq: int) -> bytes:
+        if fields == 0:
+            return b'{"s":%d}' % seq
+        return b'{"s":%d,%b' % (seq, tail)
+
+    def join(self, frames: Iterable[bytes]) -> bytes:
+        return b"\n".join(frames)
+
+    def decode(self, data: bytes | str, max_frame: int | None = None) -> list[Any]:
+        raw = data.encode() if isinstance(data, str) else data
+        out: list[Any] = []
+        for line in raw.split(b"\n"):
+            if not line.strip():
+                continue
+            if max_frame is not None and len(line) > max_frame:
+                raise _too_large(len(line), max_frame)
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise LadderError("bad_frame", f"invalid JSON: {exc.msg}") from exc
+            if _BYTES_TAG_RAW in line:
+                obj = _untag(obj)
+            out.append(obj)
+        return out
+
+
+class MsgpackCodec(Codec):
+    name = "msgpack"
+    binary = True
+    content_type = "application/msgpack"
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(default=_msgpack_default, use_bin_type=True)
+
+    def encode(self, body: Any) -> bytes:
+        return self._packer.pack(body)
+
+    def tail(self, body: dict[str, Any]) -> bytes:
+        if len(body) > 14:
+            raise ValueError("sequenced frames have at most 14 fields")
+        # A fixmap header is one byte; everything after it is the key/value pairs.
+        return self._packer.pack(body)[1:]
+
+    def stamp(self, tail: bytes, fields: int, seq: int) -> bytes:
+        return bytes((0x80 | (fields + 1),)) + b"\xa1s" + self._packer.pack(seq) + tail
+
+    def join(self, frames: Iterable[bytes]) -> bytes:
+        return b"".join(frames)
+
+    def decode(self, data: bytes | str, max_frame: int | None = None) -> list[Any]:
+        raw = data.encode() if isinstance(data, str) else data
+        unpacker = msgpack.Unpacker(
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_reject_ext,
+            timestamp=1,
+            max_buffer_size=max(len(raw), 1),
+        )
+        out: list[Any] = []
+        try:
+            unpacker.feed(raw)
+            start = 0
+            for obj in unpacker:
+                end = unpacker.tell()
+                if max_frame is not None and end - start > max_frame:
+                    raise _too_large(end - start, max_frame)
+                start = end
+                out.append(obj)
+        except LadderError:
+            raise
+        except Exception as exc:  # msgpack raises a zoo of types for bad input
+            raise LadderError("bad_frame", f"invalid msgpack: {exc}") from exc
+        return out
+
+
+JSON: Final = JsonCodec()
+MSGPACK: Final = MsgpackCodec()
+CODECS: Final[dict[str, Codec]] = {JSON.name: JSON, MSGPACK.name: MSGPACK}
+
+
+class Payload:
+    """A publication's data, encoded for both wire codecs up front.
+
+    Encoding eagerly is also the validation: data that one codec cannot carry is refused
+    where it is published instead of failing later in some subscriber's writer.
+    """
+
+    __slots__ = ("json", "msgpack", "value")
+
+    def __init__(self, value: Any, *, json: bytes, packed: bytes) -> None:
+        self.value = value
+        self.json = json
+        self.msgpack = packed
+
+    @classmethod
+    def of(cls, value: Any) -> Payload:
+        try:
+            return cls(value, json=JSON.encode(value), packed=MSGPACK.encode(value))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise LadderError("bad_frame", f"data cannot be encoded: {exc}") from exc
+
+    @classmethod
+    def from_msgpack(cls, packed: bytes) -> Payload:
+        """Rebuild from the msgpack form (what a shared engine stores)."""
+        value = msgpack.unpackb(packed, raw=False, strict_map_key=False)
+        return cls(value, json=JSON.encode(value), packed=packed)
+
+    def __len__(self) -> int:
+        return len(self.json)
+
+
+def codec_named(name: str | None) -> Codec:
+    """Look up a codec by its wire name; ``None`` means JSON."""
+    if name is None or name == "":
+        return JSON
+    try:
+        return CODECS[name]
+    except KeyError:
+        raise LadderError("bad_request", f"unknown encoding {name!r}") from None
+
+
+def codec_for_content_type(content_type: str | None) -> Codec:
+    """Pick the codec of an HTTP body from its Content-Type (JSON unless msgpack)."""
+    if content_type and "msgpack" in content_type:
+        return MSGPACK
+    return JSON

@@ -1,0 +1,378 @@
+"""Frame types and their validation.
+
+Client frames are decoded by a :class:`~ladder.protocol.codec.Codec` into plain objects and
+then checked here, field by field, into small typed records. Every failure is a
+:class:`LadderError` with code ``bad_frame`` or ``unknown_frame`` and a reason that names
+the field, so a client author sees exactly what was wrong.
+
+A client frame that carries a valid message id ``i`` but is otherwise malformed becomes an
+:class:`Invalid` record with that id: it still passes through the session's inbox, so the
+id is consumed in order and the client gets an error *reply* instead of a stalled stream.
+
+Server frames are built by the helpers at the bottom. Sequenced ones become
+:class:`OutFrame` objects that carry their encoded tails, built once and shared by every
+session that receives them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+from .codec import JSON, MSGPACK, Codec, Payload
+from .errors import LadderError
+
+PROTOCOL_VERSION: Final = 1
+
+MAX_ID: Final = 2**53 - 1
+"""Ids and sequence numbers stay within the range JavaScript numbers hold exactly."""
+
+MAX_NAME: Final = 255
+"""Longest channel or event name accepted (characters)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Client -> server records
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Opens or resumes a session on a transport. Always the first frame."""
+
+    v: int
+    sid: str | None = None
+    rt: str | None = None
+    ack: int = 0
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    i: int
+    ch: str
+    epoch: str | None = None
+    offset: int | None = None
+    recent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    i: int
+    ch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    i: int
+    ch: str
+    d: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    i: int
+    ev: str
+    d: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    i: int
+    ev: str
+    d: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceQuery:
+    i: int
+    ch: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    i: int
+    ch: str
+    limit: int
+    epoch: str | None = None
+    offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    i: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A numbered frame whose body failed validation; answered with an error reply."""
+
+    i: int
+    error: LadderError
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    n: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    n: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    pass
+
+
+Numbered: TypeAlias = (
+    Subscribe | Unsubscribe | Publish | Emit | Call | PresenceQuery | HistoryQuery | Refresh | Invalid
+)
+Control: TypeAlias = Hello | Ack | Ping | Pong | Bye
+ClientFrame: TypeAlias = Numbered | Control
+
+
+# ---------------------------------------------------------------------------------------
+# Field checks
+# ---------------------------------------------------------------------------------------
+
+
+def _bad(field: str, what: str) -> LadderError:
+    return LadderError("bad_frame", f"field {field!r} {what}")
+
+
+def _int(obj: dict[str, Any], key: str, *, lo: int = 0, hi: int = MAX_ID) -> int:
+    value = obj.get(key)
+    if type(value) is not int:
+        raise _bad(key, "must be an integer")
+    if not lo <= value <= hi:
+        raise _bad(key, f"must be between {lo} and {hi}")
+    return value
+
+
+def _opt_int(obj: dict[str, Any], key: str, *, lo: int = 0, hi: int = MAX_ID) -> int | None:
+    return None if obj.get(key) is None else _int(obj, key, lo=lo, hi=hi)
+
+
+def _str(obj: dict[str, Any], key: str, *, max_len: int = MAX_NAME) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise _bad(key, "must be a string")
+    if not 0 < len(value) <= max_len:
+        raise _bad(key, f"must be 1 to {max_len} characters")
+    if not value.isprintable():
+        raise _bad(key, "must not contain control characters")
+    return value
+
+
+def _opt_str(obj: dict[str, Any], key: str, *, max_len: int = MAX_NAME) -> str | None:
+    return None if obj.get(key) is None else _str(obj, key, max_len=max_len)
+
+
+def _position(obj: dict[str, Any]) -> tuple[str | None, int | None]:
+    epoch = _opt_str(obj, "ep", max_len=64)
+    offset = _opt_int(obj, "off")
+    if (epoch is None) != (offset is None):
+        raise LadderError("bad_frame", "fields 'ep' and 'off' come together or not at all")
+    return epoch, offset
+
+
+def _hello(o: dict[str, Any]) -> Hello:
+    v = _int(o, "v", lo=0, hi=1000)
+    if v != PROTOCOL_VERSION:
+        raise LadderError("unsupported_version", f"protocol version {v} is not supported")
+    sid = _opt_str(o, "sid", max_len=64)
+    rt = _opt_str(o, "rt", max_len=128)
+    if (sid is None) != (rt is None):
+        raise LadderError("bad_frame", "fields 'sid' and 'rt' come together or not at all")
+    return Hello(v=v, sid=sid, rt=rt, ack=_opt_int(o, "ack") or 0, token=_opt_str(o, "tok", max_len=8192))
+
+
+def _sub(o: dict[str, Any]) -> Subscribe:
+    epoch, offset = _position(o)
+    return Subscribe(
+        i=o["i"],
+        ch=_str(o, "ch"),
+        epoch=epoch,
+        offset=offset,
+        recent=_opt_int(o, "recent", hi=10_000) or 0,
+    )
+
+
+def _history(o: dict[str, Any]) -> HistoryQuery:
+    epoch, offset = _position(o)
+    return HistoryQuery(
+        i=o["i"],
+        ch=_str(o, "ch"),
+        limit=_opt_int(o, "limit", hi=10_000) or 100,
+        epoch=epoch,
+        offset=offset,
+    )
+
+
+_NUMBERED: Final[dict[str, Callable[[dict[str, Any]], Numbered]]] = {
+    "sub": _sub,
+    "unsub": lambda o: Unsubscribe(i=o["i"], ch=_str(o, "ch")),
+    "pub": lambda o: Publish(i=o["i"], ch=_str(o, "ch"), d=o.get("d")),
+    "emit": lambda o: Emit(i=o["i"], ev=_str(o, "ev"), d=o.get("d")),
+    "call": lambda o: Call(i=o["i"], ev=_str(o, "ev"), d=o.get("d")),
+    "presence": lambda o: PresenceQuery(i=o["i"], ch=_str(o, "ch")),
+    "history": _history,
+    "refresh": lambda o: Refresh(i=o["i"], token=_str(o, "tok", max_len=8192)),
+}
+
+_CONTROL: Final[dict[str, Callable[[dict[str, Any]], Control]]] = {
+    "hello": _hello,
+    "ack": lambda o: Ack(s=_int(o, "s")),
+    "ping": lambda o: Ping(n=_opt_int(o, "n")),
+    "pong": lambda o: Pong(n=_opt_int(o, "n")),
+    "bye": lambda o: Bye(),
+}
+
+CLIENT_FRAME_TYPES: Final = frozenset(_NUMBERED) | frozenset(_CONTROL)
+
+
+def parse_client_frame(obj: Any) -> ClientFrame:
+    """Validate one decoded client frame.
+
+    Raises :class:`LadderError` when the frame cannot be attributed to a message id;
+    returns :class:`Invalid` when it can (so the error becomes a reply to that id).
+    """
+    if not isinstance(obj, dict):
+        raise LadderError("bad_frame", "a frame must be a map/object")
+    kind = obj.get("t")
+    if not isinstance(kind, str):
+        raise LadderError("bad_frame", "field 't' (frame type) must be a string")
+    control = _CONTROL.get(kind)
+    if control is not None:
+        return control(obj)
+    numbered = _NUMBERED.get(kind)
+    if numbered is None:
+        raise LadderError("unknown_frame", f"unknown frame type {kind[:40]!r}")
+    msg_id = _int(obj, "i", lo=1)
+    try:
+        return numbered(obj)
+    except LadderError as exc:
+        return Invalid(i=msg_id, error=exc)
+
+
+def decode_client_frames(
+    codec: Codec, data: bytes | str, max_frame: int | None = None
+) -> tuple[list[ClientFrame], list[LadderError]]:
+    """Decode and validate a batch: the valid frames, and an error for each refused one.
+
+    Input that cannot be decoded at all (not JSON, not msgpack, too large) raises.
+    """
+    frames: list[ClientFrame] = []
+    errors: list[LadderError] = []
+    for obj in codec.decode(data, max_frame):
+        try:
+            frames.append(parse_client_frame(obj))
+        except LadderError as exc:
+            errors.append(exc)
+    return frames, errors
+
+
+# ---------------------------------------------------------------------------------------
+# Server -> client frames
+# ---------------------------------------------------------------------------------------
+
+
+class OutFrame:
+    """A sequenced server frame, encoded once and stamped with ``s`` per session.
+
+    Both encodings are built up front: a value that cannot be encoded is refused where it
+    was produced (``publish`` or a handler's return), never later in a recipient's writer.
+    """
+
+    __slots__ = ("_json", "_msgpack", "fields", "kind", "size")
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        try:
+            json_tail = JSON.tail(body)
+            msgpack_tail = MSGPACK.tail(body)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise LadderError("bad_frame", f"data cannot be encoded: {exc}") from exc
+        self._set(str(body["t"]), len(body), json_tail, msgpack_tail)
+
+    def _set(self, kind: str, fields: int, json_tail: bytes, msgpack_tail: bytes) -> None:
+        self.kind = kind
+        self.fields = fields
+        self._json = json_tail
+        self._msgpack = msgpack_tail
+        self.size = len(json_tail)
+
+    @classmethod
+    def from_tails(cls, kind: str, fields: int, json_tail: bytes, msgpack_tail: bytes) -> OutFrame:
+        """Build from pre-encoded tails (see :func:`pub_frame`)."""
+        frame = cls.__new__(cls)
+        frame._set(kind, fields, json_tail, msgpack_tail)
+        return frame
+
+    def encode(self, codec: Codec, seq: int) -> bytes:
+        tail = self._msgpack if codec is MSGPACK else self._json
+        return codec.stamp(tail, self.fields, seq)
+
+    def decode(self, codec: Codec = JSON, seq: int = 0) -> dict[str, Any]:
+        """The frame as a map again (for tests and debugging)."""
+        obj = codec.decode(self.encode(codec, seq))[0]
+        assert isinstance(obj, dict)
+        return obj
+
+
+_PUB_JSON_HEAD: Final = b'"t":"pub","ch":'
+_PUB_MSGPACK_HEAD: Final = MSGPACK.encode("t") + MSGPACK.encode("pub") + MSGPACK.encode("ch")
+
+
+def pub_frame(channel: str, offset: int, payload: Payload) -> OutFrame:
+    """A publication frame, assembled from the payload's encodings without re-encoding it."""
+    json_tail = b'%b%b,"o":%d,"d":%b}' % (_PUB_JSON_HEAD, JSON.encode(channel), offset, payload.json)
+    msgpack_tail = b"".join(
+        (
+            _PUB_MSGPACK_HEAD,
+            MSGPACK.encode(channel),
+            b"\xa1o",
+            MSGPACK.encode(offset),
+            b"\xa1d",
+            payload.msgpack,
+        )
+    )
+    return OutFrame.from_tails("pub", 4, json_tail, msgpack_tail)
+
+
+def reply_frame(msg_id: int, data: Any = None) -> OutFrame:
+    body: dict[str, Any] = {"t": "reply", "re": msg_id}
+    if data is not None:
+        body["d"] = data
+    return OutFrame(body)
+
+
+def error_frame(error: LadderError, msg_id: int | None = None) -> OutFrame:
+    body: dict[str, Any] = {"t": "err", **error.body()}
+    if msg_id is not None:
+        body["re"] = msg_id
+    return OutFrame(body)
+
+
+def push_frame(event: str, data: Any) -> OutFrame:
+    return OutFrame({"t": "push", "ev": event, "d": data})
+
+
+def presence_frame(kind: str, channel: str, member: dict[str, Any]) -> OutFrame:
+    return OutFrame({"t": kind, "ch": channel, "m": member})
+
+
+def resync_frame(channel: str, epoch: str, offset: int) -> OutFrame:
+    return OutFrame({"t": "resync", "ch": channel, "ep": epoch, "off": offset})
+
+
+def unsubscribed_frame(channel: str, error: LadderError) -> OutFrame:
+    return OutFrame({"t": "unsubd", "ch": channel, **error.body()})

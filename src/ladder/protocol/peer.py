@@ -1,0 +1,118 @@
+"""The client side of a session, with no I/O: the mirror image of :mod:`.session`.
+
+It numbers the client's messages (``i``) and keeps them until the server acknowledges
+them, so a message written into a dying transport is written again on the next one; and
+it drops any server frame (``s``) it has already handed to the application. A welcome
+tells it where the server stands: on a resumed session it continues from the server's
+acknowledgement; on a new session (the old one expired) every message still unconfirmed
+is renumbered and sent to the new session, in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .errors import LadderError
+from .frames import PROTOCOL_VERSION
+from .reliable import Inbox, Outbox, OutboxOverflow
+
+Frame = dict[str, Any]
+
+
+class PeerState:
+    """Client bookkeeping for one logical connection (across sessions and transports)."""
+
+    def __init__(self, *, max_queue: int = 1000, window: int = 100_000) -> None:
+        self.sid: str | None = None
+        self.token: str | None = None
+        self.inbox: Inbox[Frame] = Inbox(window=window)
+        self.outbox: Outbox[Frame] = Outbox(max_items=max_queue, max_bytes=2**62)
+        self.cursor = 0
+        """Highest message id written on the current transport."""
+        self.acked_out = 0
+        """Highest server sequence number the server has been told we have."""
+
+    # -- opening --------------------------------------------------------------------------
+
+    def hello(self, token: str | None = None) -> Frame:
+        """The hello for a new transport: resumes the session when there is one."""
+        frame: Frame = {"t": "hello", "v": PROTOCOL_VERSION}
+        if self.sid is not None:
+            frame["sid"] = self.sid
+            frame["rt"] = self.token
+            frame["ack"] = self.inbox.applied
+        if token is not None:
+            frame["tok"] = token
+        return frame
+
+    def welcome(
+        self, welcome: Frame, keep: Callable[[Frame], bool] = lambda frame: True
+    ) -> list[tuple[int, int]] | None:
+        """Adopt a welcome. Returns None for a resumed session, or for a new one the
+        ``(old id, new id)`` pairs of the messages carried over (``keep`` filters them).
+        """
+        if welcome.get("sid") == self.sid and welcome.get("resumed"):
+            ack = int(welcome.get("ack", 0))
+            if ack > self.outbox.last:
+                raise LadderError("bad_frame", f"server acknowledged {ack} of {self.outbox.last} messages")
+            self.outbox.ack(ack)
+            self.cursor = ack
+            self.acked_out = self.inbox.applied
+            return None
+        self.sid = str(welcome["sid"])
+        self.token = str(welcome["rt"])
+        self.inbox.reset()
+        self.acked_out = 0
+        self.cursor = 0
+        moved: list[tuple[int, int]] = []
+        first_old = self.outbox.acked + 1
+        for offset, frame in enumerate(self.outbox.renumber()):
+            if keep(frame):
+                old = first_old + offset
+                frame["i"] = self.outbox.push(frame)
+                moved.append((old, frame["i"]))
+        return moved
+
+    def forget_session(self) -> None:
+        """The session is gone for good; the next hello starts a new one."""
+        self.sid = None
+        self.token = None
+
+    # -- outbound -------------------------------------------------------------------------
+
+    def submit(self, frame: Frame) -> int:
+        """Number a message and keep it until acknowledged; ``queue_full`` past the bound."""
+        try:
+            frame["i"] = self.outbox.last + 1
+            self.outbox.push(frame)
+        except OutboxOverflow:
+            raise LadderError(
+                "queue_full", f"{len(self.outbox)} messages are waiting to be sent or acknowledged"
+            ) from None
+        return int(frame["i"])
+
+    def unsent(self) -> list[Frame]:
+        """Messages not yet written on the current transport, oldest first."""
+        items = self.outbox.after(self.cursor)
+        if items:
+            self.cursor = items[-1][0]
+        return [frame for _, frame in items]
+
+    def on_ack(self, upto: int) -> None:
+        """The server applied every message up to ``upto``."""
+        self.outbox.ack(min(upto, self.outbox.last))
+
+    # -- inbound --------------------------------------------------------------------------
+
+    def receive(self, frame: Frame) -> list[Frame]:
+        """A sequenced frame: the frames now deliverable, in order (repeats dropped)."""
+        return self.inbox.offer(int(frame["s"]), frame)
+
+    def ack_frame(self, *, every: int = 1) -> Frame | None:
+        """An ack to send, once at least ``every`` frames arrived since the last one."""
+        applied = self.inbox.applied
+        if applied - self.acked_out >= every and applied > self.acked_out:
+            self.acked_out = applied
+            return {"t": "ack", "s": applied}
+        return None

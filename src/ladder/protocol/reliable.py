@@ -1,0 +1,140 @@
+"""The two halves of a reliable, ordered stream over unreliable transports.
+
+Both directions of a Ladder session use the same pair:
+
+* :class:`Outbox` numbers what one side sends (1, 2, 3, ...) and keeps every item until
+  the peer acknowledges it cumulatively. A new transport resumes from the peer's last
+  acknowledgement, so anything lost in a dropped connection is sent again.
+* :class:`Inbox` hands each number to the application exactly once and in order: repeats
+  are dropped, early arrivals wait (within a bounded window) for the gap to fill.
+
+Server to client: the server's outbox numbers frames with ``s``; the client's inbox
+dedupes them. Client to server: the client's outbox numbers messages with ``i``; the
+server's inbox applies each once. No I/O, no clock: pure bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from itertools import islice
+from typing import Generic, TypeVar
+
+from .errors import LadderError
+
+T = TypeVar("T")
+
+
+class OutboxOverflow(Exception):
+    """The peer has not acknowledged enough to make room (a slow or vanished consumer)."""
+
+
+class Outbox(Generic[T]):
+    """Numbered items kept until acknowledged. Bounded by count and by bytes."""
+
+    __slots__ = ("_items", "_sizes", "acked", "bytes", "last", "max_bytes", "max_items")
+
+    def __init__(self, *, max_items: int, max_bytes: int) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.last = 0
+        """Number of the newest item (0 before the first)."""
+        self.acked = 0
+        """Highest number the peer acknowledged; everything up to it is forgotten."""
+        self.bytes = 0
+        self._items: deque[T] = deque()
+        self._sizes: deque[int] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, item: T, size: int = 0) -> int:
+        """Number and keep ``item``; raises :class:`OutboxOverflow` past the bounds."""
+        if len(self._items) >= self.max_items or self.bytes + size > self.max_bytes:
+            raise OutboxOverflow(f"{len(self._items)} unacknowledged items, {self.bytes} bytes")
+        self._items.append(item)
+        self._sizes.append(size)
+        self.bytes += size
+        self.last += 1
+        return self.last
+
+    def ack(self, upto: int) -> int:
+        """Forget everything numbered ``upto`` or lower. Returns how many were dropped.
+
+        Acknowledging beyond what was sent is a protocol violation by the peer.
+        """
+        if upto > self.last:
+            raise LadderError("bad_frame", f"ack {upto} is beyond the last sent number {self.last}")
+        dropped = 0
+        while self.acked < upto:
+            self._items.popleft()
+            self.bytes -= self._sizes.popleft()
+            self.acked += 1
+            dropped += 1
+        return dropped
+
+    def after(self, cursor: int, limit: int | None = None) -> list[tuple[int, T]]:
+        """Items numbered above ``cursor`` (and above the ack), oldest first, at most ``limit``."""
+        start = max(cursor, self.acked)
+        skip = start - self.acked
+        items: Iterator[T] = islice(self._items, skip, None if limit is None else skip + limit)
+        return [(start + k + 1, item) for k, item in enumerate(items)]
+
+    def pending(self, cursor: int) -> int:
+        """How many items above ``cursor`` have not been acknowledged yet."""
+        return self.last - max(cursor, self.acked)
+
+    def renumber(self) -> list[T]:
+        """Take every kept item out and restart numbering at 1 (for a brand-new session)."""
+        items = list(self._items)
+        self._items.clear()
+        self._sizes.clear()
+        self.bytes = 0
+        self.last = 0
+        self.acked = 0
+        return items
+
+
+class Inbox(Generic[T]):
+    """Applies numbered items once, in order, holding early arrivals in a bounded window."""
+
+    __slots__ = ("_early", "applied", "window")
+
+    def __init__(self, *, window: int) -> None:
+        self.window = window
+        self.applied = 0
+        """Every number up to this one has been handed out; higher ones have not."""
+        self._early: dict[int, T] = {}
+
+    def offer(self, number: int, item: T) -> list[T]:
+        """Accept ``item`` numbered ``number``; return what is now ready, in order.
+
+        A number already applied is a repeat and yields nothing. A number too far ahead
+        (beyond ``applied + window``) is refused so a broken peer cannot grow memory.
+        """
+        if number <= self.applied or number in self._early:
+            return []
+        if number > self.applied + self.window:
+            raise LadderError(
+                "too_far_ahead",
+                f"message {number} arrived while waiting for {self.applied + 1}",
+            )
+        if number != self.applied + 1:
+            self._early[number] = item
+            return []
+        ready = [item]
+        self.applied = number
+        early = self._early
+        while early and (self.applied + 1) in early:
+            self.applied += 1
+            ready.append(early.pop(self.applied))
+        return ready
+
+    @property
+    def waiting(self) -> int:
+        """How many early items are held for a gap to fill."""
+        return len(self._early)
+
+    def reset(self) -> None:
+        self.applied = 0
+        self._early.clear()

@@ -1,0 +1,315 @@
+"""The server side of a session, as a state machine with no I/O.
+
+A session outlives its transports. It owns the outbound :class:`Outbox` (frames numbered
+``s``, kept until the client acknowledges them) and the inbound :class:`Inbox` (client
+messages numbered ``i``, applied once, in order). Transports come and go as
+*attachments*:
+
+* the most recently attached transport is **active**: it alone receives new frames;
+* an attachment starts from the client's acknowledgement, so a new transport first
+  replays everything the client has not confirmed, then continues;
+* an older streaming attachment stays as a standby until it closes; if the active one
+  goes away first, the standby takes over from where the client's acknowledgements are;
+* a poll attachment (one HTTP request) is released the moment a newer attachment arrives.
+
+Because the client drops any ``s`` it already has, these rules lose nothing and double
+nothing whatever order transports open and close in. Time is passed in; the I/O layer
+calls :meth:`SessionState.tick` and reacts to what changed. ``wake`` callbacks are how
+the core tells a driver "you have something to write" without knowing how it waits.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .errors import LadderError
+from .frames import Numbered, OutFrame
+from .reliable import Inbox, Outbox
+
+
+class Phase(enum.Enum):
+    LIVE = "live"
+    """At least one transport is attached."""
+    DETACHED = "detached"
+    """No transport; the session waits ``ttl`` seconds for the client to come back."""
+    CLOSED = "closed"
+    """Ended (expired, closed by either side, or dropped as a slow consumer)."""
+
+
+class Event(enum.Enum):
+    ATTACH = "attach"
+    DETACH = "detach"
+    DETACH_LAST = "detach_last"
+    EXPIRE = "expire"
+    CLOSE = "close"
+
+
+TRANSITIONS: Final[dict[tuple[Phase, Event], Phase]] = {
+    (Phase.DETACHED, Event.ATTACH): Phase.LIVE,
+    (Phase.LIVE, Event.ATTACH): Phase.LIVE,
+    (Phase.LIVE, Event.DETACH): Phase.LIVE,
+    (Phase.LIVE, Event.DETACH_LAST): Phase.DETACHED,
+    (Phase.DETACHED, Event.EXPIRE): Phase.CLOSED,
+    (Phase.LIVE, Event.CLOSE): Phase.CLOSED,
+    (Phase.DETACHED, Event.CLOSE): Phase.CLOSED,
+}
+"""Every legal move of the session lifecycle; anything else is a bug and raises."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Timing and bounds of one session (all seconds, counts or bytes)."""
+
+    ttl: float = 120.0
+    heartbeat: float = 20.0
+    poll_timeout: float = 25.0
+    max_queue: int = 10_000
+    max_queue_bytes: int = 8 * 1024 * 1024
+    inbox_window: int = 1024
+    batch_frames: int = 512
+
+    @property
+    def dead_after(self) -> float:
+        """Silence after which a transport that must answer pings counts as dead."""
+        return self.heartbeat * 2 + 1.0
+
+
+def _noop() -> None:
+    return None
+
+
+class Attachment:
+    """One transport's hold on a session (a WebSocket, an SSE stream or one poll request)."""
+
+    __slots__ = (
+        "ack_sent",
+        "close_error",
+        "closed",
+        "control",
+        "cursor",
+        "kind",
+        "last_heard",
+        "last_sent",
+        "opened",
+        "pinged",
+        "streaming",
+        "wake",
+    )
+
+    def __init__(self, kind: str, *, streaming: bool, cursor: int, now: float) -> None:
+        self.kind = kind
+        self.streaming = streaming
+        self.cursor = cursor
+        self.opened = now
+        self.last_sent = now
+        self.last_heard = now
+        self.pinged = streaming and kind == "websocket"
+        """Whether the client must answer pings on this transport (WebSocket only)."""
+        self.control: list[dict[str, Any]] = []
+        self.closed = False
+        self.close_error: LadderError | None = None
+        self.ack_sent = -1
+        self.wake: Callable[[], None] = _noop
+
+    def __repr__(self) -> str:
+        return f"<Attachment {self.kind} cursor={self.cursor} closed={self.closed}>"
+
+
+class SessionState:
+    """Sequence numbers, replay buffer, acks, dedupe and deadlines of one session."""
+
+    __slots__ = (
+        "attachments",
+        "close_error",
+        "created",
+        "detached_since",
+        "inbox",
+        "limits",
+        "outbox",
+        "phase",
+        "sid",
+        "token",
+    )
+
+    def __init__(self, sid: str, token: str, now: float, limits: SessionLimits) -> None:
+        self.sid = sid
+        self.token = token
+        self.limits = limits
+        self.created = now
+        self.outbox: Outbox[OutFrame] = Outbox(max_items=limits.max_queue, max_bytes=limits.max_queue_bytes)
+        self.inbox: Inbox[Numbered] = Inbox(window=limits.inbox_window)
+        self.attachments: list[Attachment] = []
+        self.phase = Phase.DETACHED
+        self.detached_since: float | None = now
+        self.close_error: LadderError | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def _move(self, event: Event) -> None:
+        try:
+            self.phase = TRANSITIONS[(self.phase, event)]
+        except KeyError:
+            raise RuntimeError(f"session {self.sid}: {event.value} while {self.phase.value}") from None
+
+    @property
+    def active(self) -> Attachment | None:
+        """The attachment that receives new frames: the newest one still open."""
+        return self.attachments[-1] if self.attachments else None
+
+    def attach(
+        self,
+        kind: str,
+        *,
+        streaming: bool,
+        ack: int,
+        now: float,
+        greeting: dict[str, Any] | None = None,
+    ) -> Attachment:
+        """Attach a transport that has seen everything up to ``ack``.
+
+        ``greeting`` (the welcome frame) is queued first on the new attachment.
+        """
+        if self.phase is Phase.CLOSED:
+            raise LadderError("session_closed")
+        self.outbox.ack(ack)
+        previous = self.active
+        att = Attachment(kind, streaming=streaming, cursor=ack, now=now)
+        if greeting is not None:
+            att.control.append(greeting)
+            att.ack_sent = self.inbox.applied
+        self.attachments.append(att)
+        self._move(Event.ATTACH)
+        self.detached_since = None
+        if previous is not None and not previous.streaming:
+            self._release(previous, None)
+        att.wake()
+        return att
+
+    def detach(self, att: Attachment, now: float) -> None:
+        """A transport went away (or its request ended)."""
+        att.closed = True
+        if att not in self.attachments:
+            return
+        was_active = att is self.active
+        self.attachments.remove(att)
+        if self.phase is Phase.CLOSED:
+            return
+        if self.attachments:
+            self._move(Event.DETACH)
+            if was_active:
+                # The standby takes over; it replays from the client's acknowledgement.
+                successor = self.attachments[-1]
+                successor.cursor = max(successor.cursor, self.outbox.acked)
+                successor.wake()
+        else:
+            self._move(Event.DETACH_LAST)
+            self.detached_since = now
+
+    def close(self, error: LadderError | None) -> None:
+        """End the session. Every attachment is told why (a ``bye`` frame) and woken."""
+        if self.phase is Phase.CLOSED:
+            return
+        self._move(Event.CLOSE)
+        self.close_error = error
+        for att in list(self.attachments):
+            self._release(att, error, bye=True)
+        self.attachments.clear()
+
+    def _release(self, att: Attachment, error: LadderError | None, *, bye: bool = False) -> None:
+        if bye:
+            body = {"t": "bye", **(error.body() if error else {"code": "session_closed", "reason": "closed"})}
+            att.control.append(body)
+        att.closed = True
+        att.close_error = error
+        att.wake()
+
+    # -- outbound -----------------------------------------------------------------------
+
+    def push(self, frame: OutFrame) -> int:
+        """Queue a sequenced frame; raises ``OutboxOverflow`` when the client is too far behind."""
+        seq = self.outbox.push(frame, frame.size)
+        if self.attachments:
+            self.attachments[-1].wake()
+        return seq
+
+    def send_control(self, body: dict[str, Any]) -> None:
+        """Queue an unsequenced frame (ping, pong, error) on the active transport, if any."""
+        att = self.active
+        if att is not None:
+            att.control.append(body)
+            att.wake()
+
+    def take(self, att: Attachment, now: float) -> tuple[list[dict[str, Any]], list[tuple[int, OutFrame]]]:
+        """What ``att`` should write now: control frames, then sequenced frames in order."""
+        control = att.control
+        att.control = []
+        frames: list[tuple[int, OutFrame]] = []
+        if att is self.active and att.close_error is None:
+            frames = self.outbox.after(att.cursor, self.limits.batch_frames)
+            if frames:
+                att.cursor = frames[-1][0]
+            applied = self.inbox.applied
+            if applied > att.ack_sent:
+                control.append({"t": "ack", "i": applied})
+                att.ack_sent = applied
+        if control or frames:
+            att.last_sent = now
+        return control, frames
+
+    def has_output(self, att: Attachment) -> bool:
+        """Whether :meth:`take` would return anything for ``att`` right now."""
+        if att.control:
+            return True
+        if att is not self.active:
+            return False
+        return self.outbox.pending(att.cursor) > 0 or self.inbox.applied > att.ack_sent
+
+    # -- inbound ------------------------------------------------------------------------
+
+    def on_ack(self, upto: int) -> None:
+        """The client confirmed every frame up to ``upto``."""
+        if upto > self.outbox.acked:
+            self.outbox.ack(upto)
+
+    def receive(self, frame: Numbered) -> list[Numbered]:
+        """Offer a numbered client frame; returns the frames now ready to apply, in order."""
+        ready = self.inbox.offer(frame.i, frame)
+        if ready and self.attachments:
+            # The client learns about the new cumulative ack on its next write.
+            self.attachments[-1].wake()
+        return ready
+
+    # -- time ---------------------------------------------------------------------------
+
+    def tick(self, now: float) -> bool:
+        """Advance deadlines to ``now``. Returns True when the session just expired.
+
+        Pings the active stream when it has been quiet for a heartbeat, drops WebSocket
+        attachments that stopped answering, and releases long polls at ``poll_timeout``.
+        """
+        if self.phase is Phase.DETACHED:
+            assert self.detached_since is not None
+            if now - self.detached_since >= self.limits.ttl:
+                self._move(Event.EXPIRE)
+                return True
+            return False
+        if self.phase is Phase.CLOSED:
+            return False
+        limits = self.limits
+        for att in list(self.attachments):
+            if att.pinged and now - att.last_heard >= limits.dead_after:
+                self._release(att, LadderError("heartbeat_timeout"))
+        att_active = self.active
+        if att_active is None or att_active.closed:
+            return False
+        if att_active.streaming:
+            if now - att_active.last_sent >= limits.heartbeat:
+                att_active.control.append({"t": "ping"})
+                att_active.last_sent = now
+                att_active.wake()
+        elif now - att_active.opened >= limits.poll_timeout:
+            self._release(att_active, None)
+        return False

@@ -1,0 +1,1 @@
+"""The server: the hub and one thin driver per transport."""

@@ -1,0 +1,103 @@
+"""Who a client is, and what it may do.
+
+``authenticate`` is a hook the app passes to :class:`~ladder.Ladder`. It receives an
+:class:`AuthRequest` (headers, cookies, the token from the hello frame or an
+``Authorization: Bearer`` header, peer address, transport) and returns an
+:class:`Identity` (or a user id string) to accept, or ``None`` / raises ``LadderError`` to
+refuse. Without a hook every client is anonymous.
+
+``permissions`` decides, per identity and channel, whether an action is allowed. The
+default lets anyone subscribe, read history and presence, and lets clients publish only
+to channels whose options say ``client_publish=True``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+from typing import Any, Literal, TypeAlias
+
+from ..engine.base import ChannelOptions
+from ..protocol.errors import LadderError
+
+Action: TypeAlias = Literal["subscribe", "publish", "presence", "history"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated user. ``info`` is public: it is shown to presence subscribers."""
+
+    user: str | None
+    info: Any = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    """Anything the app wants to keep with the session (not sent to clients)."""
+
+
+ANONYMOUS = Identity(user=None)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    """What a client presented when it opened a session."""
+
+    headers: Mapping[str, str]
+    cookies: Mapping[str, str]
+    token: str | None
+    client: str | None
+    transport: str
+
+
+AuthResult: TypeAlias = Identity | str | None
+Authenticate: TypeAlias = Callable[[AuthRequest], AuthResult | Awaitable[AuthResult]]
+Permissions: TypeAlias = Callable[[Identity, Action, str, ChannelOptions], bool | Awaitable[bool]]
+
+
+def parse_cookies(header: str | None) -> dict[str, str]:
+    """Cookies from a ``Cookie`` header; a malformed header yields what could be read."""
+    if not header:
+        return {}
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return {}
+    return {key: morsel.value for key, morsel in jar.items()}
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> Identity:
+    """Call the hook and normalise its answer; a refusal raises ``unauthorized``."""
+    if hook is None:
+        return ANONYMOUS
+    result = hook(request)
+    if inspect.isawaitable(result):
+        result = await result
+    if isinstance(result, Identity):
+        return result
+    if isinstance(result, str):
+        return Identity(user=result)
+    raise LadderError("unauthorized", "credentials were refused")
+
+
+def default_permissions(identity: Identity, action: Action, channel: str, options: ChannelOptions) -> bool:
+    """Anyone may subscribe, read history and presence; clients publish only where allowed."""
+    if action == "publish":
+        return options.client_publish
+    return True
+
+
+async def check_permission(
+    hook: Permissions, identity: Identity, action: Action, channel: str, options: ChannelOptions
+) -> None:
+    allowed = hook(identity, action, channel, options)
+    if inspect.isawaitable(allowed):
+        allowed = await allowed
+    if not allowed:
+        raise LadderError("forbidden", f"{action} on {channel!r} is not allowed")

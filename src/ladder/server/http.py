@@ -1,0 +1,194 @@
+"""Small ASGI helpers shared by the transports: request view, origin policy, responses."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, TypeAlias
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from ..protocol.errors import LadderError
+from ..protocol.frames import Hello, parse_client_frame
+from .auth import AuthRequest, bearer_token, parse_cookies
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+class Request:
+    """The parts of an ASGI HTTP or WebSocket scope that Ladder reads."""
+
+    __slots__ = ("client", "headers", "method", "path", "query", "scheme")
+
+    def __init__(self, scope: Scope) -> None:
+        self.method: str = scope.get("method", "GET")
+        self.scheme: str = scope.get("scheme", "http")
+        path: str = scope.get("path", "/")
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        self.path = path
+        headers: dict[str, str] = {}
+        for raw_key, raw_value in scope.get("headers", ()):
+            key = raw_key.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        self.headers = headers
+        try:
+            self.query = dict(
+                parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+            )
+        except ValueError:
+            self.query = {}
+        client = scope.get("client")
+        self.client = f"{client[0]}:{client[1]}" if client else None
+
+    @property
+    def endpoint(self) -> str:
+        """The last path segment: ``ws``, ``sse``, ``longpoll``, ``poll``, ``send``, ..."""
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def origin(self) -> str | None:
+        return self.headers.get("origin")
+
+    def accepts_gzip(self) -> bool:
+        return "gzip" in self.headers.get("accept-encoding", "")
+
+    def auth_request(self, token: str | None, transport: str) -> AuthRequest:
+        return AuthRequest(
+            headers=self.headers,
+            cookies=parse_cookies(self.headers.get("cookie")),
+            token=token or bearer_token(self.headers),
+            client=self.client,
+            transport=transport,
+        )
+
+    def resume_token(self) -> str | None:
+        """The resume token from the ``X-Ladder-Rt`` header, else from the ``rt`` query field."""
+        return self.headers.get("x-ladder-rt") or self.query.get("rt") or None
+
+    def hello(self, *, ack_header: str | None = None) -> Hello:
+        """The hello an HTTP rung carries in its query string (``sid``, ``rt``, ``ack``, ``tok``)."""
+        query = self.query
+        fields: dict[str, Any] = {"t": "hello", "v": _int_field(query, "v", 1)}
+        sid = query.get("sid") or None
+        if sid is not None:
+            fields["sid"] = sid
+            fields["rt"] = self.resume_token()
+        ack = _int_field(query, "ack", 0)
+        if ack_header and self.headers.get(ack_header):
+            ack = max(ack, _int_value(ack_header, self.headers[ack_header]))
+        fields["ack"] = ack
+        if query.get("tok"):
+            fields["tok"] = query["tok"]
+        frame = parse_client_frame(fields)
+        assert isinstance(frame, Hello)
+        return frame
+
+
+def _int_value(name: str, value: str) -> int:
+    if not value.isdigit() or len(value) > 16:
+        raise LadderError("bad_request", f"{name!r} must be a non-negative integer")
+    return int(value)
+
+
+def _int_field(query: dict[str, str], name: str, default: int) -> int:
+    value = query.get(name)
+    return default if value in (None, "") else _int_value(name, value)
+
+
+def _origin_key(url: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS.get(scheme, 0)
+
+
+def origin_allowed(allowed: tuple[str, ...] | None, request: Request) -> bool:
+    """Same-origin unless configured; requests without ``Origin`` (non-browser) pass.
+
+    Browsers always send ``Origin`` on WebSocket upgrades and cross-site POSTs, which is
+    what cross-site WebSocket hijacking and request forgery need to be refused on.
+    """
+    origin = request.origin
+    if origin is None:
+        return True
+    if allowed is None:
+        host = request.headers.get("host")
+        if not host:
+            return False
+        return _origin_key(origin) == _origin_key(f"{request.scheme}://{host}")
+    if "*" in allowed:
+        return True
+    key = _origin_key(origin)
+    return key is not None and any(_origin_key(a) == key for a in allowed)
+
+
+def cors_headers(allowed: tuple[str, ...] | None, request: Request) -> list[tuple[bytes, bytes]]:
+    """CORS headers for an allowed cross-origin browser request (none for same-origin)."""
+    origin = request.origin
+    if origin is None or allowed is None or not origin_allowed(allowed, request):
+        return []
+    return [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"access-control-allow-credentials", b"true"),
+        (b"vary", b"Origin"),
+    ]
+
+
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes = b"",
+    *,
+    content_type: bytes = b"application/json",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    gzip_min: int | None = None,
+) -> None:
+    """Send a whole response. Bodies of at least ``gzip_min`` bytes are gzip-compressed."""
+    out = [(b"content-type", content_type), (b"cache-control", b"no-store")]
+    if gzip_min is not None and len(body) >= gzip_min:
+        body = gzip.compress(body, compresslevel=5)
+        out.append((b"content-encoding", b"gzip"))
+        out.append((b"vary", b"Accept-Encoding"))
+    out.append((b"content-length", str(len(body)).encode()))
+    if headers:
+        out.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def error_body(error: LadderError) -> bytes:
+    return orjson.dumps({"t": "err", **error.body()})
+
+
+async def read_body(receive: Receive, request: Request, limit: int) -> bytes:
+    """The whole request body, refused with ``frame_too_large`` (413) past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise LadderError("frame_too_large", f"body of {declared} bytes exceeds the limit of {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("client went away")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise LadderError("frame_too_large", f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

@@ -1,0 +1,532 @@
+"""The hub: sessions, channels, handlers, and the public server API (:class:`Ladder`).
+
+Transports are thin drivers: they decode frames, hand them to :meth:`Ladder.receive`, and
+write what :meth:`SessionState.take` gives them. Everything else happens here or in the
+sans-I/O core. Fan-out is a loop that appends one shared, pre-encoded frame to each
+subscriber's outbox and wakes its writer: no task and no encoding per recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import inspect
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from ..engine import create_engine
+from ..engine.base import ChannelOptions, Engine, Member, Payload, Position, Publication
+from ..protocol.errors import LadderError
+from ..protocol.frames import (
+    PROTOCOL_VERSION,
+    Ack,
+    Bye,
+    ClientFrame,
+    Hello,
+    OutFrame,
+    Ping,
+    Pong,
+    presence_frame,
+    pub_frame,
+    push_frame,
+    resync_frame,
+)
+from ..protocol.reliable import OutboxOverflow
+from ..protocol.session import Attachment, Phase, SessionLimits, SessionState
+from .auth import (
+    Authenticate,
+    AuthRequest,
+    Identity,
+    Permissions,
+    default_permissions,
+    run_authenticate,
+)
+from .config import TRANSPORTS, ChannelRules, Limits
+from .session import Session, Subscription
+
+log = logging.getLogger("ladder")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a handler knows about the client that sent the event."""
+
+    hub: Ladder
+    session_id: str
+    client_id: str
+    identity: Identity
+    event: str
+
+    @property
+    def user(self) -> str | None:
+        return self.identity.user
+
+
+Handler: TypeAlias = Callable[[Context, Any], Any]
+
+
+class Ladder:
+    """A Ladder hub: an ASGI application plus the server-side API.
+
+    Mount it anywhere (``app.mount("/ladder", hub)``) or run it with ``ladder serve``.
+    ``engine`` is ``"memory://"`` (one process) or ``"redis://host:port/db"``.
+    ``allowed_origins`` defaults to same-origin only; ``["*"]`` allows any.
+    """
+
+    def __init__(
+        self,
+        engine: str | Engine = "memory://",
+        *,
+        allowed_origins: Sequence[str] | None = None,
+        authenticate: Authenticate | None = None,
+        permissions: Permissions | None = None,
+        channels: Mapping[str, ChannelOptions] | None = None,
+        default_channel: ChannelOptions | None = None,
+        transports: Sequence[str] = TRANSPORTS,
+        session_ttl: float = 120.0,
+        heartbeat: float = 20.0,
+        poll_timeout: float = 25.0,
+        presence_ttl: float = 60.0,
+        limits: Limits | None = None,
+        sse_padding: int = 2048,
+        gzip_min_size: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        unknown = [t for t in transports if t not in TRANSPORTS]
+        if unknown or not transports:
+            raise ValueError(f"transports must be a non-empty subset of {TRANSPORTS}, not {unknown}")
+        self.engine = create_engine(engine)
+        self.allowed_origins = None if allowed_origins is None else tuple(allowed_origins)
+        self.authenticate = authenticate
+        self.permissions: Permissions = permissions or default_permissions
+        self.channel_rules = ChannelRules(channels, default_channel)
+        self.transports = tuple(t for t in TRANSPORTS if t in transports)
+        self.limits = limits or Limits()
+        self.presence_ttl = presence_ttl
+        self.sse_padding = sse_padding
+        self.gzip_min_size = gzip_min_size
+        self.clock = clock
+        self.session_limits = SessionLimits(
+            ttl=session_ttl,
+            heartbeat=heartbeat,
+            poll_timeout=poll_timeout,
+            max_queue=self.limits.max_queue,
+            max_queue_bytes=self.limits.max_queue_bytes,
+            inbox_window=self.limits.inbox_window,
+            batch_frames=self.limits.batch_frames,
+        )
+        self.sessions: dict[str, Session] = {}
+        self._by_user: dict[str, set[Session]] = {}
+        self._channels: dict[str, dict[Session, Subscription]] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._started = False
+        self._last_presence_refresh = clock()
+
+    # -- public API -----------------------------------------------------------------------
+
+    def on(self, event: str) -> Callable[[Handler], Handler]:
+        """Register a handler for a client event; its return value is the client's ack."""
+
+        def register(handler: Handler) -> Handler:
+            self._handlers[event] = handler
+            return handler
+
+        return register
+
+    async def publish(self, channel: str, data: Any) -> Publication:
+        """Publish ``data`` to ``channel`` (from any server code). Returns the publication."""
+        await self.start()
+        return await self.engine.publish(channel, Payload.of(data), self.channel_rules.options(channel))
+
+    async def send(self, session_id: str, event: str, data: Any = None) -> bool:
+        """Push an event to one session. False when the session is unknown."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return False
+        self._push(session, push_frame(event, data))
+        return True
+
+    async def send_user(self, user: str, event: str, data: Any = None) -> int:
+        """Push an event to every session of ``user``. Returns how many were reached."""
+        sessions = list(self._by_user.get(user, ()))
+        if sessions:
+            frame = push_frame(event, data)
+            for session in sessions:
+                self._push(session, frame)
+        return len(sessions)
+
+    async def presence(self, channel: str) -> list[Member]:
+        """Members currently present in ``channel``."""
+        await self.start()
+        return await self.engine.presence(channel)
+
+    async def history(self, channel: str, limit: int = 100) -> list[Publication]:
+        """The newest ``limit`` publications kept for ``channel``."""
+        await self.start()
+        options = self.channel_rules.options(channel)
+        result = await self.engine.history(channel, since=None, limit=limit, options=options)
+        return result.publications
+
+    async def disconnect(self, session_id: str, reason: str = "disconnected by the server") -> bool:
+        """End a session now; its client is told why and does not resume it."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return False
+        self.close_session(session, LadderError("session_closed", reason))
+        return True
+
+    def stats(self) -> dict[str, int]:
+        """Counts for tests, health checks and metrics."""
+        return {
+            "sessions": len(self.sessions),
+            "live": sum(1 for s in self.sessions.values() if s.state.phase is Phase.LIVE),
+            "channels": len(self._channels),
+            "users": len(self._by_user),
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect the engine and start the clock. Idempotent; run lazily on first use."""
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            await self.engine.start(self)
+            self._ticker = asyncio.create_task(self._tick_loop(), name="ladder-ticker")
+            self._started = True
+
+    async def stop(self) -> None:
+        """Close every session (clients are told the server is going away) and the engine."""
+        if not self._started:
+            return
+        self._started = False
+        for session in list(self.sessions.values()):
+            self.close_session(session, LadderError("shutting_down"))
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2.0)
+        await self.engine.stop()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """Use as (or inside) a framework lifespan: ``Starlette(lifespan=hub.lifespan)``."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from ..asgi import handle  # noqa: PLC0415 - the ASGI layer imports the hub
+
+        await handle(self, scope, receive, send)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run background work the hub owns (never per message): kept referenced, logged."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    @property
+    def tick_interval(self) -> float:
+        limits = self.session_limits
+        return max(0.02, min(1.0, limits.heartbeat / 4, limits.poll_timeout / 4, limits.ttl / 4))
+
+    async def _tick_loop(self) -> None:
+        interval = self.tick_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.tick(self.clock())
+            except Exception:  # pragma: no cover - a bug must not stop the clock
+                log.exception("tick failed")
+
+    async def tick(self, now: float) -> None:
+        """Advance every session's deadlines; reap the expired ones."""
+        for session in list(self.sessions.values()):
+            if session.state.tick(now):
+                await self.forget(session)
+        if now - self._last_presence_refresh >= self.presence_ttl / 3:
+            self._last_presence_refresh = now
+            for session in list(self.sessions.values()):
+                for sub in list(session.subs.values()):
+                    if sub.member is not None:
+                        await self.engine.presence_add(sub.channel, sub.member, self.presence_ttl)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def open_session(self, hello: Hello, request: AuthRequest) -> tuple[Session, bool]:
+        """Create a session, or find the one ``hello`` resumes. Returns (session, resumed)."""
+        await self.start()
+        if hello.sid is None:
+            if len(self.sessions) >= self.limits.max_sessions:
+                raise LadderError("too_many_sessions")
+            identity = await run_authenticate(self.authenticate, request)
+            return self._new_session(identity), False
+        return await self.find_session(hello.sid, hello.rt), True
+
+    async def find_session(self, sid: str, token: str | None) -> Session:
+        """The live session ``sid``, if ``token`` is its resume token; refuses otherwise."""
+        await self.start()
+        session = self.sessions.get(sid)
+        if session is None or session.state.phase is Phase.CLOSED:
+            # Another process may hold it (shared engine); the memory engine says no one does.
+            await self.engine.locate_session(sid)
+            raise LadderError("unknown_session", f"session {sid[:8]}… is unknown or expired")
+        if token is None or not hmac.compare_digest(session.state.token, token):
+            raise LadderError("bad_resume_token")
+        return session
+
+    def _new_session(self, identity: Identity) -> Session:
+        sid = secrets.token_urlsafe(16)
+        state = SessionState(sid, secrets.token_urlsafe(24), self.clock(), self.session_limits)
+        session = Session(state, identity, secrets.token_urlsafe(9))
+        self.sessions[sid] = session
+        if identity.user is not None:
+            self._by_user.setdefault(identity.user, set()).add(session)
+        return session
+
+    def welcome(self, session: Session, resumed: bool) -> dict[str, Any]:
+        """The first frame on every transport: what the client needs to run the session."""
+        limits = self.limits
+        state = session.state
+        return {
+            "t": "welcome",
+            "v": PROTOCOL_VERSION,
+            "sid": state.sid,
+            "rt": state.token,
+            "cid": session.client_id,
+            "u": session.user,
+            "resumed": resumed,
+            "ack": state.inbox.applied,
+            "seq": state.outbox.last,
+            "hb": round(state.limits.heartbeat * 1000),
+            "ttl": round(state.limits.ttl * 1000),
+            "poll": round(state.limits.poll_timeout * 1000),
+            "tr": list(self.transports),
+            "lim": {
+                "frame": limits.max_frame_size,
+                "post": limits.max_post_size,
+                "subs": limits.max_subscriptions,
+                "queue": limits.max_queue,
+            },
+        }
+
+    def attach(
+        self, session: Session, kind: str, *, streaming: bool, ack: int, resumed: bool, greet: bool = True
+    ) -> Attachment:
+        """Attach a transport; ``greet`` queues the welcome on it first."""
+        state = session.state
+        if ack > state.outbox.last:
+            raise LadderError("bad_frame", f"ack {ack} is beyond the last frame sent ({state.outbox.last})")
+        greeting = self.welcome(session, resumed) if greet else None
+        return state.attach(kind, streaming=streaming, ack=ack, now=self.clock(), greeting=greeting)
+
+    def detach(self, session: Session, att: Attachment) -> None:
+        session.state.detach(att, self.clock())
+
+    def close_session(self, session: Session, error: LadderError | None) -> None:
+        """End a session now: drivers get a ``bye``; cleanup runs in the background."""
+        if session.state.phase is Phase.CLOSED:
+            return
+        session.state.close(error)
+        if error is not None and error.code not in ("session_closed", "shutting_down"):
+            log.info("session %s closed: %s", session.sid[:8], error)
+        self.spawn(self.forget(session), "ladder-forget")
+
+    async def forget(self, session: Session) -> None:
+        """Remove a closed or expired session from every table; its memory is returned."""
+        if self.sessions.get(session.sid) is not session:
+            return
+        del self.sessions[session.sid]
+        if session.user is not None:
+            peers = self._by_user.get(session.user)
+            if peers is not None:
+                peers.discard(session)
+                if not peers:
+                    del self._by_user[session.user]
+        for channel in list(session.subs):
+            await self.drop_subscription(session, channel)
+        session.ready.clear()
+
+    # -- channels -------------------------------------------------------------------------
+
+    def add_subscription(
+        self, session: Session, channel: str, options: ChannelOptions
+    ) -> tuple[Subscription, bool]:
+        """Register a (pending) local subscription. Returns it and whether it is the node's first."""
+        sub = Subscription(channel, session, options)
+        session.subs[channel] = sub
+        local = self._channels.get(channel)
+        first = local is None
+        if local is None:
+            local = self._channels[channel] = {}
+        local[session] = sub
+        return sub, first
+
+    async def drop_subscription(self, session: Session, channel: str) -> bool:
+        sub = session.subs.pop(channel, None)
+        if sub is None:
+            return False
+        local = self._channels.get(channel)
+        if local is not None:
+            local.pop(session, None)
+            if not local:
+                del self._channels[channel]
+                await self.engine.unlisten(channel)
+        if sub.member is not None:
+            await self.engine.presence_remove(channel, sub.member)
+        return True
+
+    def frame_of(self, pub: Publication) -> OutFrame:
+        """The publication's wire frame, built once and cached on it."""
+        frame = pub.frame
+        if frame is None:
+            frame = pub.frame = pub_frame(pub.channel, pub.offset, pub.payload)
+        assert isinstance(frame, OutFrame)
+        return frame
+
+    # -- engine sink ----------------------------------------------------------------------
+
+    def on_publication(self, pub: Publication) -> None:
+        """Fan-out: one shared frame appended to every local subscriber's outbox."""
+        local = self._channels.get(pub.channel)
+        if not local:
+            return
+        frame = self.frame_of(pub)
+        overflowed: list[Session] = []
+        for session, sub in local.items():
+            pending = sub.pending
+            if pending is not None:
+                pending.append(pub)
+                continue
+            try:
+                session.state.push(frame)
+            except OutboxOverflow:
+                overflowed.append(session)
+        for session in overflowed:
+            self.close_session(session, LadderError("slow_consumer"))
+
+    def on_presence(self, channel: str, kind: str, member: Member) -> None:
+        local = self._channels.get(channel)
+        if not local:
+            return
+        options = self.channel_rules.options(channel)
+        if not options.join_leave:
+            return
+        frame = presence_frame(kind, channel, member.wire())
+        for session, sub in list(local.items()):
+            if sub.pending is None:
+                self._push(session, frame)
+
+    def on_reset(self, channel: str, position: Position) -> None:
+        local = self._channels.get(channel)
+        if not local:
+            return
+        frame = resync_frame(channel, position.epoch, position.offset)
+        for session in list(local):
+            self._push(session, frame)
+
+    def _push(self, session: Session, frame: OutFrame) -> None:
+        try:
+            session.state.push(frame)
+        except OutboxOverflow:
+            self.close_session(session, LadderError("slow_consumer"))
+        except LadderError:
+            pass  # closed meanwhile
+
+    # -- inbound --------------------------------------------------------------------------
+
+    async def receive(self, session: Session, att: Attachment | None, frames: Iterable[ClientFrame]) -> None:
+        """Apply a batch of client frames that arrived on ``att`` (None: an upstream POST).
+
+        A frame the core refuses (an ack beyond what was sent, an id too far ahead, a second
+        hello) gets an unsequenced ``err``; the rest of the batch still counts.
+        """
+        state = session.state
+        transport = "send"
+        if att is not None:
+            att.last_heard = self.clock()
+            transport = att.kind
+        accepted = False
+        for frame in frames:
+            try:
+                if isinstance(frame, Ack):
+                    state.on_ack(frame.s)
+                elif isinstance(frame, Ping):
+                    pong: dict[str, Any] = {"t": "pong"} if frame.n is None else {"t": "pong", "n": frame.n}
+                    state.send_control(pong)
+                elif isinstance(frame, Pong):
+                    pass
+                elif isinstance(frame, Bye):
+                    self.close_session(session, None)
+                    return
+                elif isinstance(frame, Hello):
+                    raise LadderError("bad_frame", "hello is only valid as the first frame")
+                else:
+                    ready = state.receive(frame)
+                    if ready:
+                        session.ready.extend(ready)
+                        accepted = True
+            except LadderError as exc:
+                self.refused(transport, exc, session=session)
+                state.send_control({"t": "err", **exc.body()})
+        if accepted:
+            await self.drain(session)
+
+    def refused(
+        self, transport: str, error: LadderError, *, session: Session | None = None, client: str | None = None
+    ) -> None:
+        """Log a refusal once, briefly (never a traceback: bad input is not a server fault)."""
+        who = session.sid[:8] if session is not None else (client or "-")
+        log.info("refused on %s (%s): %s", transport, who, error)
+
+    async def drain(self, session: Session) -> None:
+        """Apply queued client frames one at a time, in order (whoever arrives first drains)."""
+        if session.draining:
+            return
+        session.draining = True
+        from .dispatch import apply  # noqa: PLC0415 - dispatch imports the hub's types
+
+        try:
+            while session.ready and session.state.phase is not Phase.CLOSED:
+                await apply(self, session, session.ready.popleft())
+        finally:
+            session.draining = False
+            if session.ready and session.state.phase is not Phase.CLOSED:
+                # Our driver was cancelled mid-way: someone must finish in order.
+                self.spawn(self.drain(session), "ladder-drain")
+
+    def handler(self, event: str) -> Handler | None:
+        return self._handlers.get(event)
+
+    @staticmethod
+    async def call_handler(handler: Handler, ctx: Context, data: Any) -> Any:
+        result = handler(ctx, data)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def push_reply(self, session: Session, frame: OutFrame) -> None:
+        self._push(session, frame)

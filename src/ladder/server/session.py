@@ -1,0 +1,87 @@
+"""A session as the hub holds it: the sans-I/O state plus who it is and what it follows."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ..protocol.frames import Numbered
+from ..protocol.session import SessionState
+from .auth import Identity
+
+if TYPE_CHECKING:
+    from ..engine.base import ChannelOptions, Member, Publication
+
+
+class Waker:
+    """Lets one driver sleep until the core has something for it to write.
+
+    Installed as an attachment's ``wake`` callback. Waking before the driver sleeps is
+    remembered, so no wake-up is ever lost; waking many times costs one future.
+    """
+
+    __slots__ = ("_future", "_pending")
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+        self._pending = False
+
+    def __call__(self) -> None:
+        self._pending = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self) -> None:
+        if not self._pending:
+            self._future = asyncio.get_running_loop().create_future()
+            try:
+                await self._future
+            finally:
+                self._future = None
+        self._pending = False
+
+
+class Subscription:
+    """One session following one channel on this node.
+
+    While ``pending`` is a list the subscription is catching up from history: live
+    publications wait there so none is missed or doubled between history and live.
+    """
+
+    __slots__ = ("channel", "member", "options", "pending", "session")
+
+    def __init__(self, channel: str, session: Session, options: ChannelOptions) -> None:
+        self.channel = channel
+        self.session = session
+        self.options = options
+        self.pending: list[Publication] | None = []
+        self.member: Member | None = None
+
+
+class Session:
+    """The hub's record of a session: core state, identity, subscriptions, inbound queue."""
+
+    __slots__ = ("client_id", "draining", "identity", "ready", "state", "subs")
+
+    def __init__(self, state: SessionState, identity: Identity, client_id: str) -> None:
+        self.state = state
+        self.identity = identity
+        self.client_id = client_id
+        """Public id of this connection (shown in presence); unlike ``sid`` it grants nothing."""
+        self.subs: dict[str, Subscription] = {}
+        self.ready: deque[Numbered] = deque()
+        """Client frames accepted in order and waiting to be applied."""
+        self.draining = False
+
+    @property
+    def sid(self) -> str:
+        return self.state.sid
+
+    @property
+    def user(self) -> str | None:
+        return self.identity.user
+
+    def __repr__(self) -> str:
+        return f"<Session {self.sid[:8]} user={self.user!r} {self.state.phase.value}>"

@@ -1,0 +1,140 @@
+"""WebSocket rung: frames both ways on one socket.
+
+The first client message must be a ``hello``; its message type fixes the encoding of
+everything the server writes (text: JSON, binary: msgpack). The handler's own coroutine
+reads; one writer task per connection drains the session to the socket. Heartbeats are
+``ping`` frames the client answers with ``pong`` (visible to browser code, unlike
+protocol-level pings); a client silent for two heartbeats is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ..protocol.codec import JSON, MSGPACK, Codec
+from ..protocol.errors import LadderError
+from ..protocol.frames import Hello, decode_client_frames
+from .driver import Link, encode_batch
+from .http import Message, Receive, Request, Send, origin_allowed
+from .hub import Ladder
+
+log = logging.getLogger("ladder")
+
+
+def _payload(message: Message) -> tuple[bytes | str, Codec]:
+    data = message.get("bytes")
+    if data is not None:
+        return data, MSGPACK
+    return message.get("text") or "", JSON
+
+
+async def _close(send: Send, error: LadderError) -> None:
+    with contextlib.suppress(Exception):
+        await send({"type": "websocket.close", "code": error.ws_close, "reason": error.reason[:120]})
+
+
+async def serve_websocket(hub: Ladder, request: Request, receive: Receive, send: Send) -> None:
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if not origin_allowed(hub.allowed_origins, request):
+        error = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
+        hub.refused("websocket", error, client=request.client)
+        await _close(send, error)  # before accept: the server answers the upgrade with 403
+        return
+    if "websocket" not in hub.transports:
+        await _close(send, LadderError("unsupported_transport"))
+        return
+    await send({"type": "websocket.accept"})
+    try:
+        async with asyncio.timeout(hub.limits.hello_timeout):
+            message = await receive()
+    except TimeoutError:
+        await _close(send, LadderError("bad_request", "no hello frame in time"))
+        return
+    if message["type"] != "websocket.receive":
+        return
+    data, codec = _payload(message)
+    try:
+        frames, errors = decode_client_frames(codec, data, hub.limits.max_frame_size)
+        if errors:
+            raise errors[0]
+        if not frames or not isinstance(frames[0], Hello):
+            raise LadderError("bad_request", "the first frame must be a hello")
+        hello = frames[0]
+        link = await Link.open(
+            hub, hello, request.auth_request(hello.token, "websocket"), "websocket", streaming=True
+        )
+    except LadderError as exc:
+        hub.refused("websocket", exc, client=request.client)
+        with contextlib.suppress(Exception):  # say why in a frame: close reasons are easy to lose
+            body = codec.encode({"t": "err", **exc.body()})
+            await send(
+                {"type": "websocket.send", **({"bytes": body} if codec.binary else {"text": body.decode()})}
+            )
+        await _close(send, exc)
+        return
+    writer = asyncio.get_running_loop().create_task(_write(link, send, codec), name="ladder-ws-writer")
+    try:
+        if len(frames) > 1:
+            await link.hub.receive(link.session, link.att, frames[1:])
+        await _read(link, receive, send)
+    finally:
+        link.close()
+        link.gone()
+        with contextlib.suppress(asyncio.TimeoutError, Exception):
+            await asyncio.wait_for(writer, timeout=1.0)
+
+
+async def _read(link: Link, receive: Receive, send: Send) -> None:
+    hub = link.hub
+    limit = hub.limits.max_frame_size
+    while not link.att.closed:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return
+        data, codec = _payload(message)
+        try:
+            if len(data) > limit:
+                raise LadderError("frame_too_large", f"message of {len(data)} bytes exceeds {limit}")
+            frames, errors = decode_client_frames(codec, data, limit)
+        except LadderError as exc:
+            hub.refused("websocket", exc, session=link.session)
+            if exc.fatal:
+                link.att.close_error = exc
+                link.gone()
+                return
+            link.session.state.send_control({"t": "err", **exc.body()})
+            continue
+        for error in errors:
+            hub.refused("websocket", error, session=link.session)
+            link.session.state.send_control({"t": "err", **error.body()})
+        if frames:
+            await hub.receive(link.session, link.att, frames)
+
+
+async def _write(link: Link, send: Send, codec: Codec) -> None:
+    key = "bytes" if codec.binary else "text"
+    try:
+        while True:
+            control, frames = link.take()
+            if control or frames:
+                batch = encode_batch(codec, control, frames)
+                await send({"type": "websocket.send", key: batch if codec.binary else batch.decode()})
+                continue
+            if link.att.closed:
+                error = link.att.close_error
+                if error is None:
+                    error = link.session.state.close_error
+                if error is not None:
+                    await send(
+                        {"type": "websocket.close", "code": error.ws_close, "reason": error.reason[:120]}
+                    )
+                else:
+                    await send({"type": "websocket.close", "code": 1000, "reason": ""})
+                return
+            await link.waker.wait()
+    except Exception as exc:  # the socket went away under us; the reader notices too
+        log.debug("websocket writer stopped: %r", exc)
