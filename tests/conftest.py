@@ -1,0 +1,25 @@
+"""Shared fixtures: real servers on free loopback ports, always stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ladder.client import rungs
+from tests.support.server import LadderServer
+
+
+@pytest.fixture(autouse=True)
+def _forget_rungs() -> Iterator[None]:
+    """Each test starts with no remembered rung (the memory is process-wide by design)."""
+    rungs.forget_all()
+    yield
+    rungs.forget_all()
+
+
+@pytest.fixture
+def server() -> Iterator[LadderServer]:
+    """A Ladder server with quick timings (1 s heartbeat) for end-to-end tests."""
+    with LadderServer({"heartbeat": 1.0, "session_ttl": 30.0, "poll_timeout": 5.0}) as srv:
+        yield srv

@@ -1,0 +1,97 @@
+"""The hub the end-to-end tests run under a real uvicorn (``ladder serve tests.support.apps:hub``).
+
+Its settings come from the ``LADDER_TEST_CONFIG`` environment variable (JSON of ``Ladder``
+keyword arguments), so each test picks heartbeats, TTLs and limits without a new module.
+Handlers let tests drive the server and look inside it over the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import defaultdict
+from typing import Any
+
+from ladder import ChannelOptions, Context, Ladder, LadderError, Limits
+
+
+def _config() -> dict[str, Any]:
+    raw = os.environ.get("LADDER_TEST_CONFIG", "{}")
+    config: dict[str, Any] = json.loads(raw)
+    if "limits" in config:
+        config["limits"] = Limits(**config["limits"])
+    channels = config.pop("channels", None)
+    config["channels"] = {pattern: ChannelOptions(**opts) for pattern, opts in (channels or {}).items()} or {
+        "chat:*": ChannelOptions(presence=True, client_publish=True),
+        "open:*": ChannelOptions(client_publish=True, history_size=10_000),
+        "*": ChannelOptions(history_size=10_000),
+    }
+    config.setdefault("allowed_origins", ["http://allowed.example"])
+    return config
+
+
+hub = Ladder(**_config())
+received: dict[str, list[Any]] = defaultdict(list)
+
+
+@hub.on("echo")
+async def echo(ctx: Context, data: Any) -> Any:
+    return {"data": data, "user": ctx.user, "session": ctx.session_id}
+
+
+@hub.on("record")
+async def record(ctx: Context, data: Any) -> None:
+    """Remember what arrived, per key, to check exactly-once delivery upstream."""
+    key, value = data["key"], data["value"]
+    received[key].append(value)
+
+
+@hub.on("records")
+async def records(ctx: Context, key: str) -> list[Any]:
+    return received.get(key, [])
+
+
+@hub.on("publish")
+async def publish(ctx: Context, data: Any) -> dict[str, Any]:
+    """Publish ``count`` messages ``{"n": i}`` to ``channel``, optionally spaced out."""
+    channel, count = data["channel"], int(data.get("count", 1))
+    interval = float(data.get("interval", 0))
+    start = int(data.get("start", 0))
+
+    async def run() -> None:
+        for n in range(start, start + count):
+            await hub.publish(channel, {"n": n, "pad": "x" * int(data.get("pad", 0))})
+            if interval:
+                await asyncio.sleep(interval)
+
+    if data.get("background"):
+        hub.spawn(run(), "test-publisher")
+        return {"started": True}
+    await run()
+    return {"published": count}
+
+
+@hub.on("fail")
+async def fail(ctx: Context, data: Any) -> None:
+    if data == "ladder":
+        raise LadderError("room_full", "the room is full")
+    raise RuntimeError("boom")
+
+
+@hub.on("push")
+async def push(ctx: Context, data: Any) -> int:
+    if data.get("user"):
+        return await hub.send_user(data["user"], data["event"], data.get("data"))
+    return int(await hub.send(ctx.session_id, data["event"], data.get("data")))
+
+
+@hub.on("stats")
+async def stats(ctx: Context, data: Any) -> dict[str, int]:
+    return hub.stats()
+
+
+@hub.on("sleep")
+async def sleep(ctx: Context, seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds

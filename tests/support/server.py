@@ -1,0 +1,107 @@
+"""Real servers for tests: ``ladder serve`` in a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until something accepts connections on ``port`` (readiness, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {port} after {timeout} s")
+
+
+class LadderServer:
+    """``ladder serve`` of ``app`` with ``LADDER_TEST_CONFIG=config``; stopped on exit."""
+
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        *,
+        app: str = "tests.support.apps:hub",
+        port: int | None = None,
+        engine: str | None = None,
+        log: Path | None = None,
+    ) -> None:
+        self.config = config or {}
+        self.app = app
+        self.port = port or free_port()
+        self.engine = engine
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LadderServer:
+        env = {**os.environ, "LADDER_TEST_CONFIG": json.dumps(self.config), "PYTHONPATH": str(ROOT)}
+        cmd = [
+            sys.executable,
+            "-m",
+            "ladder.cli",
+            "serve",
+            self.app,
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
+        if self.engine:
+            cmd += ["--engine", self.engine]
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies without any cleanup."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self) -> LadderServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def ladder_server(**kwargs: Any) -> Iterator[LadderServer]:
+    with LadderServer(**kwargs) as server:
+        yield server
