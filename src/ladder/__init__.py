@@ -1,17 +1,38 @@
-"""Ladder: real-time messaging for Python web apps whose connections survive any network."""
+"""Ladder: real-time messaging for Python web apps whose connections survive any network.
+
+``from ladder import Ladder, Client``. Names are imported on first use, so that the
+sans-I/O core (``ladder.protocol``) can be imported without the server or the client.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .engine.base import ChannelOptions, Member, Publication
-from .protocol.errors import LadderError
-from .server.auth import AuthRequest, Identity
-from .server.config import Limits
-from .server.hub import Context, Ladder
-
 if TYPE_CHECKING:
-    from .client import Client
+    from .client import Client as Client
+    from .engine.base import ChannelOptions as ChannelOptions
+    from .engine.base import Member as Member
+    from .engine.base import Publication as Publication
+    from .protocol.errors import LadderError as LadderError
+    from .server.auth import AuthRequest as AuthRequest
+    from .server.auth import Identity as Identity
+    from .server.config import Limits as Limits
+    from .server.hub import Context as Context
+    from .server.hub import Ladder as Ladder
+
+_LAZY = {
+    "AuthRequest": "ladder.server.auth",
+    "ChannelOptions": "ladder.engine.base",
+    "Client": "ladder.client",
+    "Context": "ladder.server.hub",
+    "Identity": "ladder.server.auth",
+    "Ladder": "ladder.server.hub",
+    "LadderError": "ladder.protocol.errors",
+    "Limits": "ladder.server.config",
+    "Member": "ladder.engine.base",
+    "Publication": "ladder.engine.base",
+}
 
 __all__ = [
     "AuthRequest",
@@ -29,9 +50,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # The client pulls in httpx and websockets; a server-only import should not pay for them.
-    if name == "Client":
-        from .client import Client  # noqa: PLC0415
-
-        return Client
-    raise AttributeError(name)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ladder' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -13,7 +13,7 @@ import os
 from collections import defaultdict
 from typing import Any
 
-from ladder import ChannelOptions, Context, Ladder, LadderError, Limits
+from ladder import AuthRequest, ChannelOptions, Context, Identity, Ladder, LadderError, Limits
 
 
 def _config() -> dict[str, Any]:
@@ -31,7 +31,15 @@ def _config() -> dict[str, Any]:
     return config
 
 
-hub = Ladder(**_config())
+def _token_check(request: AuthRequest) -> Identity | None:
+    """With ``require_token``, the token ``user:<name>`` authenticates as <name>."""
+    token = request.token or ""
+    return Identity(user=token[5:], info={"nick": token[5:]}) if token.startswith("user:") else None
+
+
+_settings = _config()
+_require_token = _settings.pop("require_token", False)
+hub = Ladder(**_settings, authenticate=_token_check if _require_token else None)
 received: dict[str, list[Any]] = defaultdict(list)
 
 
@@ -95,3 +103,18 @@ async def stats(ctx: Context, data: Any) -> dict[str, int]:
 async def sleep(ctx: Context, seconds: float) -> float:
     await asyncio.sleep(seconds)
     return seconds
+
+
+@hub.on("kick")
+async def kick(ctx: Context, session_id: str | None) -> bool:
+    """End a session (the caller's by default) from the server side."""
+    return await hub.disconnect(session_id or ctx.session_id, "kicked by the test")
+
+
+@hub.on("drop")
+async def drop(ctx: Context, session_id: str) -> bool:
+    """Close a session as if it were a slow consumer (its client should come back)."""
+    session = hub.sessions.get(session_id)
+    if session is not None:
+        hub.close_session(session, LadderError("slow_consumer"))
+    return session is not None

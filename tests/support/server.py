@@ -46,12 +46,14 @@ class LadderServer:
         port: int | None = None,
         engine: str | None = None,
         log: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.config = config or {}
         self.app = app
         self.port = port or free_port()
         self.engine = engine
         self.log = log
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,6 +75,7 @@ class LadderServer:
         ]
         if self.engine:
             cmd += ["--engine", self.engine]
+        cmd += list(self.args)
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         wait_for_port(self.port, proc=self.proc)

@@ -144,6 +144,8 @@ class Client:
         self._background: set[asyncio.Task[Any]] = set()
         self._step_reason: str | None = None
         self._pending_loss: str | None = None
+        self._closed_by_app = False
+        self._drained: list[asyncio.Future[None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -182,6 +184,9 @@ class Client:
                 async with asyncio.timeout(1.0):
                     await conn.send([{"t": "bye"}])
         self.state = "closed"
+        self._closed_by_app = True
+        if conn is not None:
+            self._emit(Disconnected(conn.name, "closed by the client"))
         for task in (self._probe_task, self._run_task):
             if task is not None:
                 task.cancel()
@@ -272,6 +277,22 @@ class Client:
     ) -> list[Publication]:
         reply = await self._request({"t": "history", "ch": channel, "limit": limit}, timeout)
         return [Publication(channel, int(p["o"]), p.get("d"), reply.get("ep")) for p in reply["pubs"]]
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until the server has acknowledged every message sent or queued so far."""
+        if len(self.peer.outbox) == 0:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._drained.append(waiter)
+        async with asyncio.timeout(timeout):
+            await waiter
+
+    def _acked(self) -> None:
+        if len(self.peer.outbox) == 0 and self._drained:
+            for waiter in self._drained:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._drained.clear()
 
     def on(self, name: str, callback: Callable[[Any], Any] | None = None) -> Any:
         """Call ``callback(event)`` for every event called ``name`` (usable as a decorator)."""
@@ -514,6 +535,7 @@ class Client:
             for callback in self._waiting.values():
                 callback({"t": "err", **lost.body()})
             self._waiting = rekeyed
+        self._acked()
         self._conn = conn
         self.session_id = str(welcome["sid"])
         old_rung, self.transport = self._last_rung, conn.name
@@ -531,11 +553,11 @@ class Client:
                 if sub.active:
                     self._submit_subscribe(sub)
         self._had_session = True
+        self._emit(Connected(conn.name, self.session_id, not new_session))
         if old_rung != conn.name:
             why = self._step_reason or reason
             self._emit(TransportChanged(old_rung, conn.name, why))
         self._step_reason = None
-        self._emit(Connected(conn.name, self.session_id, not new_session))
         if self._connected is not None and not self._connected.done():
             self._connected.set_result(None)
         self._spawn(self._flush())
@@ -551,9 +573,10 @@ class Client:
         await conn.close()
         if self._conn is conn:
             self._conn = None
+        self.transport = None
         if self.state != "closed":
             self.state = "disconnected"
-            self.transport = None
+        if not self._closed_by_app:
             self._emit(Disconnected(conn.name, reason))
 
     async def _pump(self, conn: Transport) -> str:
@@ -588,8 +611,15 @@ class Client:
                 if self.policy.above(conn.name):
                     self._start_probe()
             except _SessionEnded as ended:
+                reason = (
+                    f"{conn.name}: session ended by the server ({ended.error.code}: {ended.error.reason})"
+                )
+                if ended.error.code == "session_closed":
+                    # The server ended it on purpose (hub.disconnect): do not come back uninvited.
+                    self._give_up(ended.error)
+                    return reason
                 self._session_gone(f"{ended.error.code}: {ended.error.reason}")
-                return f"{conn.name}: session ended by the server ({ended.error.code}: {ended.error.reason})"
+                return reason
 
     def _liveness(self, conn: Transport) -> float:
         welcome = conn.welcome
@@ -625,6 +655,7 @@ class Client:
         kind = frame.get("t")
         if kind == "ack":
             self.peer.on_ack(int(frame["i"]))
+            self._acked()
         elif kind == "ping":
             self._spawn(self._pong(conn))
         elif kind == "bye":

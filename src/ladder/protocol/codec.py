@@ -207,7 +207,9 @@ class Payload:
     @classmethod
     def of(cls, value: Any) -> Payload:
         try:
-            return cls(value, json=JSON.encode(value), packed=MSGPACK.encode(value))
+            # orjson over-allocates its result (about 4 KiB even for tiny values); a payload
+            # may live long in history, so keep a right-sized copy.
+            return cls(value, json=bytes(memoryview(JSON.encode(value))), packed=MSGPACK.encode(value))
         except (TypeError, ValueError, OverflowError) as exc:
             raise LadderError("bad_frame", f"data cannot be encoded: {exc}") from exc
 
@@ -215,7 +217,7 @@ class Payload:
     def from_msgpack(cls, packed: bytes) -> Payload:
         """Rebuild from the msgpack form (what a shared engine stores)."""
         value = msgpack.unpackb(packed, raw=False, strict_map_key=False)
-        return cls(value, json=JSON.encode(value), packed=packed)
+        return cls(value, json=bytes(memoryview(JSON.encode(value))), packed=packed)
 
     def __len__(self) -> int:
         return len(self.json)

@@ -111,7 +111,7 @@ class Attachment:
         self.control: list[dict[str, Any]] = []
         self.closed = False
         self.close_error: LadderError | None = None
-        self.ack_sent = -1
+        self.ack_sent = 0
         self.wake: Callable[[], None] = _noop
 
     def __repr__(self) -> str:
@@ -217,6 +217,12 @@ class SessionState:
         for att in list(self.attachments):
             self._release(att, error, bye=True)
         self.attachments.clear()
+
+    def discard(self) -> None:
+        """Drop every frame kept for a session that is gone for good (its memory returns
+        even if something still holds a reference to the session)."""
+        self.outbox.renumber()
+        self.inbox.reset()
 
     def _release(self, att: Attachment, error: LadderError | None, *, bye: bool = False) -> None:
         if bye:

@@ -265,7 +265,7 @@ class Ladder:
     async def tick(self, now: float) -> None:
         """Advance every session's deadlines; reap the expired ones."""
         for session in list(self.sessions.values()):
-            if session.state.tick(now):
+            if session.state.tick(now) or session.state.phase is Phase.CLOSED:
                 await self.forget(session)
         if now - self._last_presence_refresh >= self.presence_ttl / 3:
             self._last_presence_refresh = now
@@ -369,6 +369,7 @@ class Ladder:
         for channel in list(session.subs):
             await self.drop_subscription(session, channel)
         session.ready.clear()
+        session.state.discard()
 
     # -- channels -------------------------------------------------------------------------
 

@@ -1,0 +1,185 @@
+"""Malformed input on every transport gets its documented error; a healthy client is unaffected."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from ladder import Client
+from tests.support.server import LadderServer
+
+FOREIGN = {"origin": "http://evil.example"}
+
+
+@pytest.fixture
+async def http(server: LadderServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+async def open_session(http: httpx.AsyncClient) -> dict[str, Any]:
+    response = await http.get("/poll", params={"v": 1})
+    assert response.status_code == 200
+    welcome: dict[str, Any] = orjson.loads(response.content.split(b"\n")[0])
+    return welcome
+
+
+def error_of(response: httpx.Response) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) >= {"code", "reason"} and body["reason"], body
+    return response.status_code, body["code"]
+
+
+async def ws_hello(url: str) -> Any:
+    ws = await websockets.connect(url.replace("http", "ws") + "/ws")
+    await ws.send('{"t":"hello","v":1}')
+    welcome = orjson.loads(await ws.recv())
+    assert welcome["t"] == "welcome"
+    return ws
+
+
+async def next_frames(ws: Any) -> list[dict[str, Any]]:
+    """Frames of the next message that is not a heartbeat."""
+    while True:
+        frames = [orjson.loads(line) for line in (await ws.recv()).split("\n")]
+        frames = [f for f in frames if f["t"] not in ("ping", "ack")]
+        if frames:
+            return frames
+
+
+async def test_websocket_refusals(server: LadderServer) -> None:
+    ws = await ws_hello(server.url)
+    await ws.send("{not json")
+    assert (await next_frames(ws))[0]["code"] == "bad_frame"
+    await ws.send('{"t":"teleport"}')
+    assert (await next_frames(ws))[0]["code"] == "unknown_frame"
+    await ws.send('{"t":"call","i":1,"ev":42}')
+    err = (await next_frames(ws))[0]
+    assert (err["t"], err["code"], err["re"]) == ("err", "bad_frame", 1) and "'ev'" in err["reason"]
+    await ws.send('{"t":"call","i":2,"ev":"echo","d":"still here"}')
+    assert (await next_frames(ws))[0]["d"]["data"] == "still here", "the session stayed up"
+    await ws.send("x" * (64 * 1024 + 1))
+    with pytest.raises(ConnectionClosed) as closed:
+        await next_frames(ws)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+    for first, code, close in [
+        ('{"t":"ping"}', "bad_request", 4400),
+        ('{"t":"hello","v":1,"sid":"nope","rt":"x"}', "unknown_session", 4404),
+        ('{"t":"hello","v":7}', "unsupported_version", 4400),
+    ]:
+        ws = await websockets.connect(server.url.replace("http", "ws") + "/ws")
+        await ws.send(first)
+        assert orjson.loads(await ws.recv())["code"] == code
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == close
+
+    with pytest.raises(InvalidStatus) as refused:
+        await websockets.connect(server.url.replace("http", "ws") + "/ws", additional_headers=FOREIGN)
+    assert refused.value.response.status_code == 403
+    allowed = await websockets.connect(
+        server.url.replace("http", "ws") + "/ws", additional_headers={"origin": "http://allowed.example"}
+    )
+    await allowed.close()
+
+
+@pytest.mark.parametrize("endpoint", ["sse", "longpoll", "poll"])
+async def test_downstream_http_refusals(http: httpx.AsyncClient, endpoint: str) -> None:
+    welcome = await open_session(http)
+    sid, token = welcome["sid"], welcome["rt"]
+    cases: list[tuple[dict[str, Any], dict[str, str], int, str]] = [
+        ({"sid": "nope", "rt": "x"}, {}, 404, "unknown_session"),
+        ({"sid": sid, "rt": "wrong"}, {}, 403, "bad_resume_token"),
+        ({"sid": sid}, {}, 400, "bad_frame"),
+        ({"sid": sid, "ack": "abc"}, {"x-ladder-rt": token}, 400, "bad_request"),
+        ({"sid": sid, "ack": 10**6}, {"x-ladder-rt": token}, 400, "bad_frame"),
+        ({"v": 2}, {}, 400, "unsupported_version"),
+        ({}, FOREIGN, 403, "origin_not_allowed"),
+    ]
+    if endpoint != "sse":
+        cases.append(({"enc": "xml"}, {}, 400, "bad_request"))
+    for params, headers, status, code in cases:
+        response = await http.get(f"/{endpoint}", params=params, headers=headers)
+        assert error_of(response) == (status, code), (params, headers)
+
+
+async def test_upstream_post_refusals(http: httpx.AsyncClient) -> None:
+    welcome = await open_session(http)
+    auth = {"x-ladder-rt": welcome["rt"]}
+    sid = {"sid": welcome["sid"]}
+    post = http.post
+    assert error_of(await post("/send", params=sid, headers=auth, content=b"{nope")) == (400, "bad_frame")
+    assert error_of(await post("/send", params=sid, headers=auth, content=b"x" * (1024 * 1024 + 1))) == (
+        413,
+        "frame_too_large",
+    )
+    huge_frame = orjson.dumps({"t": "emit", "i": 1, "ev": "x", "d": "y" * 70_000})
+    assert error_of(await post("/send", params=sid, headers=auth, content=huge_frame)) == (
+        413,
+        "frame_too_large",
+    )
+    assert error_of(await post("/send", params={"sid": "nope"}, headers=auth, content=b"")) == (
+        404,
+        "unknown_session",
+    )
+    assert error_of(await post("/send", params=sid, headers={"x-ladder-rt": "no"}, content=b"")) == (
+        403,
+        "bad_resume_token",
+    )
+    assert error_of(await post("/send", content=b"")) == (400, "bad_request")
+    assert error_of(await post("/send", params=sid, headers={**auth, **FOREIGN}, content=b"")) == (
+        403,
+        "origin_not_allowed",
+    )
+    assert error_of(await http.get("/send")) == (405, "method_not_allowed")
+    assert error_of(await http.get("/teleport")) == (404, "not_found")
+    # Valid and invalid frames in one body: the valid ones count, the others are reported.
+    mixed = b'{"t":"bogus"}\n{"t":"call","i":1,"ev":"echo","d":5}\n{"t":"sub","i":2,"ch":7}'
+    response = await post("/send", params=sid, headers=auth, content=mixed)
+    assert response.status_code == 204
+    poll = await http.get("/poll", params={**sid, "ack": 0}, headers=auth)
+    frames = [orjson.loads(line) for line in poll.content.split(b"\n")]
+    kinds = {(f["t"], f.get("re"), f.get("code")) for f in frames}
+    assert ("reply", 1, None) in kinds and ("err", 2, "bad_frame") in kinds
+
+
+async def test_a_healthy_client_is_unaffected_by_abuse_on_every_rung(server: LadderServer) -> None:
+    async with Client(server.url, transports=["websocket"]) as healthy:
+        sub = healthy.subscribe("feed:healthy")
+        await sub.ready()
+        await healthy.call(
+            "publish", {"channel": "feed:healthy", "count": 300, "interval": 0.005, "background": True}
+        )
+
+        async def abuse() -> None:
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                for _ in range(20):
+                    await http.post("/send", params={"sid": "x"}, content=b"\x00" * 10_000)
+                    await http.get("/sse", params={"ack": "-1"})
+                    await http.get("/longpoll", params={"v": "x"})
+                    await http.get("/poll", headers=FOREIGN)
+            for _ in range(10):
+                ws = await websockets.connect(server.url.replace("http", "ws") + "/ws")
+                await ws.send(b"\xc1\xc1")
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+                    await ws.recv()
+
+        abuser = asyncio.create_task(abuse())
+        got = []
+        async with asyncio.timeout(30):
+            async for pub in sub:
+                got.append(pub.data["n"])
+                if len(got) == 300:
+                    break
+        await abuser
+        assert got == list(range(300))
+        assert (await healthy.call("echo", 1))["data"] == 1

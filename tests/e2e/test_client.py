@@ -1,0 +1,142 @@
+"""Client behaviour against a real server: lost sessions, offline queue, refusals, events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ladder import Client, LadderError
+from ladder.client import Connected, Disconnected, Presence, Push, Resubscribed, SessionLost
+from tests.support.server import LadderServer, free_port
+
+
+async def test_a_dropped_session_is_replaced_and_channels_recovered(server: LadderServer) -> None:
+    lost: list[SessionLost] = []
+    resubscribed: list[Resubscribed] = []
+    async with Client(server.url, transports=["websocket"]) as client:
+        client.on("session_lost", lost.append)
+        client.on("resubscribed", resubscribed.append)
+        sub = client.subscribe("feed:lost")
+        await sub.ready()
+        await client.call("publish", {"channel": "feed:lost", "count": 5})
+        first_session = client.session_id
+        got = [p.offset async for p in _take(sub, 5)]
+        async with Client(server.url) as admin:  # the server drops the session (as for a slow consumer)
+            assert await admin.call("drop", first_session)
+        await client.call("publish", {"channel": "feed:lost", "count": 5, "start": 5})
+        got += [p.offset async for p in _take(sub, 5)]
+        assert got == list(range(1, 11)), "the gap was recovered from channel history, once each"
+        assert client.session_id != first_session
+        assert [e.reason.split(":")[0] for e in lost] == ["slow_consumer"]
+        assert [(e.channel, e.recovered) for e in resubscribed] == [("feed:lost", True)]
+
+
+async def _take(sub, count: int):  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(15):
+        n = 0
+        async for pub in sub:
+            yield pub
+            n += 1
+            if n == count:
+                return
+
+
+async def test_server_disconnect_is_final(server: LadderServer) -> None:
+    events: asyncio.Queue[Disconnected] = asyncio.Queue()
+    client = Client(server.url, transports=["websocket"])
+    client.on("disconnected", events.put_nowait)
+    await client.connect()
+    async with Client(server.url) as admin:
+        assert await admin.call("kick", client.session_id) is True
+    event = await asyncio.wait_for(events.get(), 10)
+    assert "kicked by the test" in event.reason
+    assert client.state == "closed", "no reconnection after the server ended the session"
+    with pytest.raises(LadderError) as closed:
+        await client.emit("echo", 1)
+    assert closed.value.code == "closed"
+    await client.close()
+
+    # Kicking oneself: the pending call is answered with the reason, not left hanging.
+    async with Client(server.url, transports=["longpoll"]) as itself:
+        with pytest.raises(LadderError) as kicked:
+            await itself.call("kick", None)
+        assert (kicked.value.code, kicked.value.reason) == ("session_closed", "kicked by the test")
+
+
+async def test_offline_queue_is_sent_once_after_connecting() -> None:
+    port = free_port()
+    client = Client(
+        f"http://127.0.0.1:{port}",
+        transports=["websocket", "longpoll"],
+        max_queue=50,
+        backoff_base=0.05,
+        backoff_max=0.2,
+    )
+    connecting = asyncio.create_task(client.connect())
+    for n in range(50):
+        await client.emit("record", {"key": "offline", "value": n})
+    with pytest.raises(LadderError) as full:
+        await client.emit("record", {"key": "offline", "value": 50})
+    assert full.value.code == "queue_full" and "50 messages" in full.value.reason
+    assert client.state != "connected"
+    with LadderServer({"heartbeat": 1.0}, port=port):
+        await asyncio.wait_for(connecting, 20)
+        await client.flush(timeout=10)
+        assert len(client.peer.outbox) == 0
+        assert await client.call("records", "offline") == list(range(50)), "each applied once, in order"
+        await client.close()
+
+
+async def test_max_attempts_gives_up_with_a_clear_error() -> None:
+    client = Client(f"http://127.0.0.1:{free_port()}", max_attempts=2, backoff_base=0.01, open_timeout=1.0)
+    with pytest.raises(LadderError) as failed:
+        await client.connect()
+    assert failed.value.code == "timeout" and "after 2 attempts" in failed.value.reason
+    assert client.state == "closed"
+    await client.close()
+
+
+async def test_refused_credentials_fail_connect() -> None:
+    with LadderServer({"require_token": True}) as server:
+        with pytest.raises(LadderError) as refused:
+            await Client(server.url, token="nobody").connect()
+        assert refused.value.code == "unauthorized"
+        async with Client(server.url, token="user:ada", transports=["sse"]) as client:
+            assert (await client.call("echo", 1))["user"] == "ada"
+
+
+async def test_pushes_and_presence_events(server: LadderServer) -> None:
+    async with (
+        Client(server.url, transports=["websocket"]) as alice,
+        Client(server.url, transports=["longpoll"]) as bob,
+    ):
+        pushes: asyncio.Queue[Push] = asyncio.Queue()
+        joins: asyncio.Queue[Presence] = asyncio.Queue()
+        alice.on("push", pushes.put_nowait)
+        alice.on("presence", joins.put_nowait)
+        await alice.subscribe("chat:room").ready()
+        await bob.subscribe("chat:room").ready()
+        join = await asyncio.wait_for(joins.get(), 10)
+        assert (join.kind, join.channel) == ("join", "chat:room")
+        members = await alice.presence("chat:room")
+        assert len(members) == 2
+        assert await bob.call("push", {"event": "hey", "data": 1}) == 1
+        assert await alice.call("push", {"event": "to-me", "data": [1, 2]}) == 1
+        push = await asyncio.wait_for(pushes.get(), 10)
+        assert (push.event, push.data) == ("to-me", [1, 2])
+        await bob.close()
+        leave = await asyncio.wait_for(joins.get(), 10)
+        assert leave.kind == "leave", "closing sends bye: presence ends at once"
+
+
+async def test_events_stream_and_connected_event(server: LadderServer) -> None:
+    client = Client(server.url, transports=["sse"])
+    stream = client.events()
+    first = asyncio.ensure_future(anext(stream))
+    await client.connect()
+    event = await asyncio.wait_for(first, 10)
+    assert isinstance(event, Connected) and event.transport == "sse" and not event.resumed
+    await client.close()
+    rest = [e async for e in stream]
+    assert any(isinstance(e, Disconnected) for e in rest)

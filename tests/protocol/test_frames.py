@@ -1,0 +1,89 @@
+"""Client frame validation: every refusal names the problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ladder.protocol.codec import JSON
+from ladder.protocol.errors import LadderError
+from ladder.protocol.frames import (
+    Call,
+    Hello,
+    Invalid,
+    Subscribe,
+    decode_client_frames,
+    parse_client_frame,
+)
+
+
+def test_valid_frames_parse_into_records() -> None:
+    assert parse_client_frame({"t": "hello", "v": 1}) == Hello(v=1)
+    assert parse_client_frame({"t": "sub", "i": 3, "ch": "a", "ep": "e", "off": 4}) == Subscribe(
+        i=3, ch="a", epoch="e", offset=4
+    )
+    assert parse_client_frame({"t": "call", "i": 1, "ev": "x", "d": [1]}) == Call(i=1, ev="x", d=[1])
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "words"),
+    [
+        ([1, 2], "bad_frame", "map/object"),
+        ({"x": 1}, "bad_frame", "'t'"),
+        ({"t": "nope"}, "unknown_frame", "nope"),
+        ({"t": "sub", "ch": "a"}, "bad_frame", "'i'"),
+        ({"t": "sub", "i": 0, "ch": "a"}, "bad_frame", "'i'"),
+        ({"t": "sub", "i": True, "ch": "a"}, "bad_frame", "'i'"),
+        ({"t": "hello", "v": 2}, "unsupported_version", "version 2"),
+        ({"t": "hello", "v": 1, "sid": "x"}, "bad_frame", "'rt'"),
+        ({"t": "ack", "s": -1}, "bad_frame", "'s'"),
+        ({"t": "ack", "s": 2**60}, "bad_frame", "'s'"),
+    ],
+)
+def test_unattributable_frames_raise(frame: Any, code: str, words: str) -> None:
+    with pytest.raises(LadderError) as caught:
+        parse_client_frame(frame)
+    assert caught.value.code == code
+    assert words in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("frame", "words"),
+    [
+        ({"t": "sub", "i": 5, "ch": 7}, "'ch'"),
+        ({"t": "sub", "i": 5, "ch": ""}, "'ch'"),
+        ({"t": "sub", "i": 5, "ch": "x" * 256}, "'ch'"),
+        ({"t": "sub", "i": 5, "ch": "a\x00b"}, "control"),
+        ({"t": "sub", "i": 5, "ch": "a", "ep": "e"}, "together"),
+        ({"t": "call", "i": 5, "ev": None}, "'ev'"),
+        ({"t": "history", "i": 5, "ch": "a", "limit": 10**9}, "'limit'"),
+    ],
+)
+def test_numbered_frames_with_bad_bodies_become_invalid_replies(frame: Any, words: str) -> None:
+    parsed = parse_client_frame(frame)
+    assert isinstance(parsed, Invalid) and parsed.i == 5
+    assert parsed.error.code == "bad_frame" and words in parsed.error.reason
+
+
+def test_batch_keeps_valid_frames_and_reports_the_rest() -> None:
+    raw = b'{"t":"ping"}\n{"t":"zzz"}\n{"t":"emit","i":1,"ev":"e"}'
+    frames, errors = decode_client_frames(JSON, raw)
+    assert [type(f).__name__ for f in frames] == ["Ping", "Emit"]
+    assert [e.code for e in errors] == ["unknown_frame"]
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["t", "i", "ch", "ev", "d", "v", "s", "ep", "off", "sid", "rt"]),
+        st.none() | st.integers() | st.text() | st.booleans() | st.lists(st.integers()),
+        max_size=6,
+    )
+)
+def test_arbitrary_maps_are_parsed_or_refused_never_crash(frame: dict[str, Any]) -> None:
+    try:
+        parse_client_frame(frame)
+    except LadderError as exc:
+        assert exc.code in {"bad_frame", "unknown_frame", "unsupported_version"}

@@ -1,0 +1,57 @@
+"""The client's side: resend after reconnect, renumbering for a new session, acks."""
+
+from __future__ import annotations
+
+import pytest
+
+from ladder.protocol.errors import LadderError
+from ladder.protocol.peer import PeerState
+
+
+def test_hello_resumes_once_a_session_exists() -> None:
+    peer = PeerState()
+    assert peer.hello("tok") == {"t": "hello", "v": 1, "tok": "tok"}
+    assert peer.welcome({"sid": "a", "rt": "r", "resumed": False}) == []
+    peer.receive({"s": 1})
+    assert peer.hello() == {"t": "hello", "v": 1, "sid": "a", "rt": "r", "ack": 1}
+
+
+def test_unacknowledged_messages_are_written_again_on_a_new_transport() -> None:
+    peer = PeerState()
+    peer.welcome({"sid": "a", "rt": "r", "resumed": False})
+    for n in range(3):
+        peer.submit({"t": "emit", "d": n})
+    assert [f["i"] for f in peer.unsent()] == [1, 2, 3]
+    assert peer.unsent() == []
+    peer.welcome({"sid": "a", "rt": "r", "resumed": True, "ack": 1})
+    assert [f["i"] for f in peer.unsent()] == [2, 3]
+
+
+def test_new_session_renumbers_what_is_kept() -> None:
+    peer = PeerState()
+    peer.welcome({"sid": "a", "rt": "r", "resumed": False})
+    peer.submit({"t": "sub", "ch": "x"})
+    peer.submit({"t": "emit", "d": "keep"})
+    peer.on_ack(0)
+    moved = peer.welcome({"sid": "b", "rt": "r2", "resumed": False}, keep=lambda f: f["t"] != "sub")
+    assert moved == [(2, 1)]
+    assert peer.unsent() == [{"t": "emit", "d": "keep", "i": 1}]
+
+
+def test_queue_bound_raises_a_clear_error() -> None:
+    peer = PeerState(max_queue=2)
+    peer.submit({"t": "emit"})
+    peer.submit({"t": "emit"})
+    with pytest.raises(LadderError) as caught:
+        peer.submit({"t": "emit"})
+    assert caught.value.code == "queue_full"
+
+
+def test_acks_are_batched() -> None:
+    peer = PeerState()
+    peer.welcome({"sid": "a", "rt": "r", "resumed": False})
+    for s in (1, 2, 3):
+        peer.receive({"s": s})
+    assert peer.ack_frame(every=5) is None
+    assert peer.ack_frame(every=3) == {"t": "ack", "s": 3}
+    assert peer.ack_frame() is None

@@ -1,0 +1,51 @@
+"""Outbox and Inbox, the two halves of the reliable stream."""
+
+from __future__ import annotations
+
+import pytest
+
+from ladder.protocol.errors import LadderError
+from ladder.protocol.reliable import Inbox, Outbox, OutboxOverflow
+
+
+def test_outbox_numbers_keeps_and_forgets_on_ack() -> None:
+    box: Outbox[str] = Outbox(max_items=10, max_bytes=100)
+    assert [box.push(x, 1) for x in "abc"] == [1, 2, 3]
+    assert box.after(0) == [(1, "a"), (2, "b"), (3, "c")]
+    assert box.after(1, limit=1) == [(2, "b")]
+    assert box.ack(2) == 2 and box.after(0) == [(3, "c")] and box.bytes == 1
+    assert box.ack(1) == 0, "an old ack is harmless"
+    with pytest.raises(LadderError):
+        box.ack(4)
+
+
+def test_outbox_bounds_by_count_and_bytes() -> None:
+    box: Outbox[str] = Outbox(max_items=2, max_bytes=10)
+    box.push("a", 4)
+    with pytest.raises(OutboxOverflow):
+        box.push("b", 7)
+    box.push("b", 6)
+    with pytest.raises(OutboxOverflow):
+        box.push("c", 0)
+    box.ack(1)
+    assert box.push("c", 0) == 3
+
+
+def test_outbox_renumber_restarts_at_one() -> None:
+    box: Outbox[str] = Outbox(max_items=10, max_bytes=100)
+    for x in "abcd":
+        box.push(x)
+    box.ack(2)
+    assert box.renumber() == ["c", "d"] and box.last == 0 and box.push("c") == 1
+
+
+def test_inbox_dedupes_and_reorders_within_the_window() -> None:
+    box: Inbox[str] = Inbox(window=3)
+    assert box.offer(2, "b") == [] and box.waiting == 1
+    assert box.offer(1, "a") == ["a", "b"]
+    assert box.offer(1, "a") == [] and box.offer(2, "b") == []
+    assert box.offer(4, "d") == [] and box.offer(4, "d") == [] and box.waiting == 1
+    with pytest.raises(LadderError) as caught:
+        box.offer(6, "f")
+    assert caught.value.code == "too_far_ahead"
+    assert box.offer(3, "c") == ["c", "d"] and box.applied == 4

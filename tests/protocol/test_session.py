@@ -1,0 +1,110 @@
+"""The session state machine: attachments, replay, heartbeats, expiry, all with fake time."""
+
+from __future__ import annotations
+
+import pytest
+
+from ladder.protocol.errors import LadderError
+from ladder.protocol.frames import Emit, push_frame
+from ladder.protocol.reliable import OutboxOverflow
+from ladder.protocol.session import TRANSITIONS, Phase, SessionLimits, SessionState
+
+LIMITS = SessionLimits(ttl=10.0, heartbeat=2.0, poll_timeout=5.0, max_queue=5, max_queue_bytes=10_000)
+
+
+def seqs(session: SessionState, att: object, now: float) -> list[int]:
+    return [seq for seq, _ in session.take(att, now)[1]]  # type: ignore[arg-type]
+
+
+def test_lifecycle_table_covers_exactly_the_legal_moves() -> None:
+    assert (Phase.CLOSED, next(iter({e for _, e in TRANSITIONS}))) not in TRANSITIONS
+    assert all(start is not Phase.CLOSED for start, _ in TRANSITIONS)
+
+
+def test_new_attachment_replays_from_the_clients_ack() -> None:
+    s = SessionState("s", "t", 0.0, LIMITS)
+    a = s.attach("websocket", streaming=True, ack=0, now=0.0)
+    for n in range(3):
+        s.push(push_frame("e", n))
+    assert seqs(s, a, 1.0) == [1, 2, 3]
+    b = s.attach("sse", streaming=True, ack=1, now=2.0)
+    assert seqs(s, a, 2.0) == [], "only the newest attachment receives frames"
+    assert seqs(s, b, 2.0) == [2, 3], "the new transport starts after the client's ack"
+    s.detach(b, 3.0)
+    s.push(push_frame("e", 4))
+    assert seqs(s, a, 3.0) == [4], "the standby takes over from its own position"
+
+
+def test_standby_replays_from_ack_after_the_active_one_fails() -> None:
+    s = SessionState("s", "t", 0.0, LIMITS)
+    a = s.attach("websocket", streaming=True, ack=0, now=0.0)
+    b = s.attach("sse", streaming=True, ack=0, now=0.0)
+    s.push(push_frame("e", 1))
+    assert seqs(s, b, 1.0) == [1]  # written to b, but b dies before the client reads it
+    s.detach(b, 1.0)
+    assert seqs(s, a, 1.0) == [1]
+
+
+def test_a_newer_attachment_releases_a_held_poll() -> None:
+    s = SessionState("s", "t", 0.0, LIMITS)
+    woken: list[str] = []
+    poll = s.attach("longpoll", streaming=False, ack=0, now=0.0)
+    poll.wake = lambda: woken.append("poll")
+    s.attach("websocket", streaming=True, ack=0, now=1.0)
+    assert poll.closed and woken == ["poll"] and poll.close_error is None
+
+
+def test_acks_and_welcome_flow_on_the_active_attachment() -> None:
+    s = SessionState("s", "t", 0.0, LIMITS)
+    a = s.attach("websocket", streaming=True, ack=0, now=0.0, greeting={"t": "welcome"})
+    s.receive(Emit(i=1, ev="e", d=None))
+    control, _ = s.take(a, 0.0)
+    assert control == [{"t": "welcome"}, {"t": "ack", "i": 1}]
+    assert s.take(a, 0.0) == ([], []), "an ack is sent once"
+
+
+def test_heartbeat_ping_and_dead_websocket() -> None:
+    s = SessionState("s", "t", 0.0, LIMITS)
+    a = s.attach("websocket", streaming=True, ack=0, now=0.0)
+    s.tick(1.9)
+    assert s.take(a, 1.9) == ([], [])
+    s.tick(2.0)
+    assert s.take(a, 2.0)[0] == [{"t": "ping"}]
+    a.last_heard = 2.0
+    s.tick(2.0 + LIMITS.dead_after - 0.01)
+    assert not a.closed
+    s.tick(2.0 + LIMITS.dead_after)
+    assert a.closed and a.close_error is not None and a.close_error.code == "heartbeat_timeout"
+
+
+def test_long_poll_is_released_at_poll_timeout() -> None:
+    s = SessionState("s", "t", 0.0, LIMITS)
+    poll = s.attach("longpoll", streaming=False, ack=0, now=0.0)
+    s.tick(4.9)
+    assert not poll.closed
+    s.tick(5.0)
+    assert poll.closed and poll.close_error is None
+
+
+def test_detached_session_expires_after_ttl() -> None:
+    s = SessionState("s", "t", 0.0, LIMITS)
+    a = s.attach("sse", streaming=True, ack=0, now=0.0)
+    s.detach(a, 5.0)
+    assert s.phase is Phase.DETACHED
+    assert not s.tick(14.9)
+    assert s.tick(15.0) and s.phase is Phase.CLOSED
+    with pytest.raises(LadderError):
+        s.attach("sse", streaming=True, ack=0, now=16.0)
+
+
+def test_slow_consumer_overflow_and_close_tells_every_transport() -> None:
+    s = SessionState("s", "t", 0.0, LIMITS)
+    a = s.attach("websocket", streaming=True, ack=0, now=0.0)
+    for n in range(5):
+        s.push(push_frame("e", n))
+    with pytest.raises(OutboxOverflow):
+        s.push(push_frame("e", 5))
+    s.close(LadderError("slow_consumer"))
+    control, frames = s.take(a, 1.0)
+    assert frames == [] and control[-1]["t"] == "bye" and control[-1]["code"] == "slow_consumer"
+    assert a.closed and s.phase is Phase.CLOSED

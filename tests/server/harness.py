@@ -1,0 +1,83 @@
+"""Drive a hub in-process, without sockets: open sessions, send frames, read what it writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ladder import Ladder
+from ladder.engine.memory import MemoryEngine
+from ladder.protocol.codec import JSON
+from ladder.protocol.frames import Hello, decode_client_frames
+from ladder.protocol.session import Attachment
+from ladder.server.auth import AuthRequest
+from ladder.server.session import Session
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_hub(clock: Clock | None = None, **kwargs: Any) -> Ladder:
+    clock = clock or Clock()
+    return Ladder(engine=MemoryEngine(clock=clock), clock=clock, **kwargs)
+
+
+class Peer:
+    """One in-process client of a hub: a session with one WebSocket-like attachment."""
+
+    def __init__(self, hub: Ladder, session: Session, att: Attachment) -> None:
+        self.hub = hub
+        self.session = session
+        self.att = att
+        self.next_id = 1
+
+    @classmethod
+    async def open(cls, hub: Ladder, token: str | None = None, headers: dict[str, str] | None = None) -> Peer:
+        request = AuthRequest(
+            headers=headers or {}, cookies={}, token=token, client="test", transport="websocket"
+        )
+        session, resumed = await hub.open_session(Hello(v=1, token=token), request)
+        att = hub.attach(session, "websocket", streaming=True, ack=0, resumed=resumed)
+        peer = cls(hub, session, att)
+        welcome = peer.read()
+        assert welcome[0]["t"] == "welcome"
+        return peer
+
+    async def send(self, *frames: dict[str, Any]) -> list[int]:
+        ids = []
+        numbered = []
+        for frame in frames:
+            if frame["t"] in ("ack", "ping", "pong", "bye"):
+                numbered.append(frame)
+                continue
+            numbered.append({**frame, "i": self.next_id})
+            ids.append(self.next_id)
+            self.next_id += 1
+        parsed, errors = decode_client_frames(JSON, JSON.join(JSON.encode(f) for f in numbered))
+        assert not errors
+        await self.hub.receive(self.session, self.att, parsed)
+        return ids
+
+    def read(self) -> list[dict[str, Any]]:
+        """Everything the server wrote for this peer so far (sequenced frames acknowledged)."""
+        out: list[dict[str, Any]] = []
+        while True:
+            control, frames = self.session.state.take(self.att, self.hub.clock())
+            if not control and not frames:
+                return out
+            out.extend(control)
+            out.extend(frame.decode(JSON, seq) for seq, frame in frames)
+            if frames:
+                self.session.state.on_ack(frames[-1][0])
+
+    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Send one numbered frame; return its reply or err."""
+        (msg_id,) = await self.send(frame)
+        for out in self.read():
+            if out.get("re") == msg_id:
+                return out
+        raise AssertionError(f"no answer to {frame}")

@@ -1,0 +1,201 @@
+"""The hub in-process: channels, recovery, presence, pushes, handlers, limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from ladder import ChannelOptions, Context, Identity, Ladder, LadderError, Limits
+from tests.server.harness import Clock, Peer, make_hub
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[Ladder]:
+    hub = make_hub(
+        channels={
+            "chat:*": ChannelOptions(presence=True, client_publish=True, history_size=5, history_ttl=60),
+            "quiet:*": ChannelOptions(history_size=0),
+        },
+        authenticate=lambda req: Identity(user=req.token, info={"nick": req.token}) if req.token else None,
+        limits=Limits(max_subscriptions=3),
+    )
+    yield hub
+    await hub.stop()
+
+
+def pubs(frames: list[dict[str, Any]]) -> list[int]:
+    return [f["o"] for f in frames if f["t"] == "pub"]
+
+
+async def test_subscribe_publish_and_recover(hub: Ladder) -> None:
+    alice = await Peer.open(hub, "alice")
+    reply = await alice.request({"t": "sub", "ch": "chat:1"})
+    assert reply["d"]["rec"] is True and reply["d"]["off"] == 0
+    epoch = reply["d"]["ep"]
+    for n in range(3):
+        await hub.publish("chat:1", {"n": n})
+    assert pubs(alice.read()) == [1, 2, 3]
+
+    # A new session resubscribing from offset 1 gets 2 and 3, before anything newer.
+    bob = await Peer.open(hub, "bob")
+    (sub_id,) = await bob.send({"t": "sub", "ch": "chat:1", "ep": epoch, "off": 1})
+    await hub.publish("chat:1", {"n": 3})
+    frames = bob.read()
+    reply = next(f for f in frames if f.get("re") == sub_id)
+    assert reply["d"] == {"ch": "chat:1", "ep": epoch, "off": 3, "rec": True, "n": 2}
+    assert pubs(frames) == [2, 3, 4]
+    assert frames.index(reply) < frames.index(next(f for f in frames if f["t"] == "pub"))
+
+
+async def test_recovery_impossible_is_said_plainly(hub: Ladder) -> None:
+    alice = await Peer.open(hub, "alice")
+    for n in range(8):  # history keeps 5
+        await hub.publish("chat:2", n)
+    epoch = (await hub.engine.position("chat:2")).epoch
+    gone = await alice.request({"t": "sub", "ch": "chat:2", "ep": epoch, "off": 1})
+    assert gone["d"]["rec"] is False and gone["d"]["off"] == 8 and gone["d"]["n"] == 0
+    other = await Peer.open(hub, "carol")
+    wrong_epoch = await other.request({"t": "sub", "ch": "chat:2", "ep": "nope", "off": 7})
+    assert wrong_epoch["d"]["rec"] is False and wrong_epoch["d"]["ep"] == epoch
+    ok = await (await Peer.open(hub, "dave")).request({"t": "sub", "ch": "chat:2", "ep": epoch, "off": 3})
+    assert ok["d"]["rec"] is True and ok["d"]["n"] == 5
+
+
+async def test_history_ttl_and_recent() -> None:
+    clock = Clock()
+    hub = make_hub(clock, default_channel=ChannelOptions(history_size=10, history_ttl=30))
+    try:
+        for n in range(4):
+            await hub.publish("news", n)
+            clock.now += 10
+        kept = await hub.history("news")
+        assert [p.data for p in kept] == [2, 3], "published 40 s and 30 s ago: past the 30 s TTL"
+        peer = await Peer.open(hub)
+        (sub_id,) = await peer.send({"t": "sub", "ch": "news", "recent": 2})
+        frames = peer.read()
+        assert next(f for f in frames if f.get("re") == sub_id)["d"]["n"] == 2
+        assert pubs(frames) == [3, 4]
+    finally:
+        await hub.stop()
+
+
+async def test_presence_with_identity_join_and_leave(hub: Ladder) -> None:
+    alice = await Peer.open(hub, "alice")
+    await alice.request({"t": "sub", "ch": "chat:p"})
+    bob = await Peer.open(hub, "bob")
+    await bob.request({"t": "sub", "ch": "chat:p"})
+    joins = [f for f in alice.read() if f["t"] == "join"]
+    assert [j["m"]["u"] for j in joins] == ["bob"] and joins[0]["m"]["info"] == {"nick": "bob"}
+    members = await alice.request({"t": "presence", "ch": "chat:p"})
+    assert sorted(m["u"] for m in members["d"]) == ["alice", "bob"]
+    await bob.send({"t": "bye"})
+    await hub.forget(bob.session)
+    assert [f["m"]["u"] for f in alice.read() if f["t"] == "leave"] == ["bob"]
+    refused = await alice.request({"t": "presence", "ch": "quiet:x"})
+    assert refused["t"] == "err" and refused["code"] == "presence_disabled"
+
+
+async def test_pushes_to_a_session_and_to_a_user(hub: Ladder) -> None:
+    a1 = await Peer.open(hub, "alice")
+    a2 = await Peer.open(hub, "alice")
+    bob = await Peer.open(hub, "bob")
+    assert await hub.send(a1.session.sid, "hello", 1)
+    assert await hub.send_user("alice", "all", 2) == 2
+    assert [(f["ev"], f["d"]) for f in a1.read() if f["t"] == "push"] == [("hello", 1), ("all", 2)]
+    assert [f["ev"] for f in a2.read() if f["t"] == "push"] == ["all"]
+    assert [f for f in bob.read() if f["t"] == "push"] == []
+    assert not await hub.send("nope", "x")
+
+
+async def test_handlers_replies_and_errors(hub: Ladder) -> None:
+    @hub.on("add")
+    async def add(ctx: Context, data: Any) -> Any:
+        return {"sum": data[0] + data[1], "user": ctx.user}
+
+    @hub.on("sync")
+    def sync(ctx: Context, data: Any) -> Any:
+        return "plain functions work too"
+
+    @hub.on("refuse")
+    async def refuse(ctx: Context, data: Any) -> None:
+        raise LadderError("room_full", "no space", retry_after=2.5)
+
+    @hub.on("crash")
+    async def crash(ctx: Context, data: Any) -> None:
+        raise ZeroDivisionError
+
+    @hub.on("weird")
+    async def weird(ctx: Context, data: Any) -> Any:
+        return object()
+
+    peer = await Peer.open(hub, "alice")
+    assert (await peer.request({"t": "call", "ev": "add", "d": [2, 3]}))["d"] == {"sum": 5, "user": "alice"}
+    assert (await peer.request({"t": "call", "ev": "sync"}))["d"] == "plain functions work too"
+    refused = await peer.request({"t": "call", "ev": "refuse"})
+    assert (refused["code"], refused["reason"], refused["retry_after"]) == ("room_full", "no space", 2.5)
+    assert (await peer.request({"t": "call", "ev": "crash"}))["code"] == "handler_error"
+    assert (await peer.request({"t": "call", "ev": "weird"}))["code"] == "handler_error"
+    assert (await peer.request({"t": "call", "ev": "missing"}))["code"] == "unknown_event"
+    (emit_id,) = await peer.send({"t": "emit", "ev": "crash"})
+    assert [f["re"] for f in peer.read() if f["t"] == "err"] == [emit_id]
+
+
+async def test_client_publish_needs_permission(hub: Ladder) -> None:
+    peer = await Peer.open(hub, "alice")
+    assert (await peer.request({"t": "pub", "ch": "quiet:1", "d": 1}))["code"] == "forbidden"
+    ok = await peer.request({"t": "pub", "ch": "chat:1", "d": 1})
+    assert ok["t"] == "reply" and ok["d"]["off"] == 1
+
+
+async def test_subscription_limit_and_unsubscribe(hub: Ladder) -> None:
+    peer = await Peer.open(hub, "alice")
+    for n in range(3):
+        assert (await peer.request({"t": "sub", "ch": f"quiet:{n}"}))["t"] == "reply"
+    assert (await peer.request({"t": "sub", "ch": "quiet:9"}))["code"] == "too_many_subscriptions"
+    assert (await peer.request({"t": "sub", "ch": "quiet:0"}))["d"]["rec"] is True, (
+        "subscribing twice is fine"
+    )
+    assert (await peer.request({"t": "unsub", "ch": "quiet:0"}))["t"] == "reply"
+    assert (await peer.request({"t": "unsub", "ch": "quiet:0"}))["code"] == "not_subscribed"
+    assert (await peer.request({"t": "sub", "ch": "quiet:9"}))["t"] == "reply"
+
+
+async def test_authentication_refusal(hub: Ladder) -> None:
+    with pytest.raises(LadderError) as refused:
+        await Peer.open(hub, None)
+    assert refused.value.code == "unauthorized"
+
+
+async def test_slow_consumer_is_dropped_with_a_reason() -> None:
+    hub = make_hub(limits=Limits(max_queue=10))
+    try:
+        slow = await Peer.open(hub)
+        fast = await Peer.open(hub)
+        await slow.request({"t": "sub", "ch": "firehose"})
+        await fast.request({"t": "sub", "ch": "firehose"})
+        for n in range(11):
+            await hub.publish("firehose", n)
+            fast.read()
+        control, _ = slow.session.state.take(slow.att, hub.clock())
+        assert control[-1] == {
+            "t": "bye",
+            "code": "slow_consumer",
+            "reason": "client fell too far behind; session dropped",
+        }
+        await hub.tick(hub.clock())
+        assert slow.session.sid not in hub.sessions and fast.session.sid in hub.sessions
+    finally:
+        await hub.stop()
+
+
+async def test_resume_needs_the_token_and_a_live_session(hub: Ladder) -> None:
+    peer = await Peer.open(hub, "alice")
+    with pytest.raises(LadderError) as wrong:
+        await hub.find_session(peer.session.sid, "not-the-token")
+    assert wrong.value.code == "bad_resume_token"
+    with pytest.raises(LadderError) as unknown:
+        await hub.find_session("no-such-session", "x")
+    assert unknown.value.code == "unknown_session"
+    assert await hub.find_session(peer.session.sid, peer.session.state.token) is peer.session
