@@ -118,3 +118,31 @@ async def drop(ctx: Context, session_id: str) -> bool:
     if session is not None:
         hub.close_session(session, LadderError("slow_consumer"))
     return session is not None
+
+
+async def sse_first_write_only(scope: Any, receive: Any, send: Any) -> None:
+    """The hub behind a "proxy" that lets an SSE stream's first write through, then buffers.
+
+    A stream that opens, shows its welcome and then delivers nothing more is the case the
+    client's ping/pong verification exists for.
+    """
+    if scope["type"] != "http" or not scope.get("path", "").endswith("/sse"):
+        await hub(scope, receive, send)
+        return
+    writes = 0
+    held: list[Any] = []
+
+    async def holding(message: Any) -> None:
+        nonlocal writes
+        if message["type"] == "http.response.body":
+            writes += 1
+            if writes > 1:
+                held.append(message)
+                if message.get("more_body", False):
+                    return
+                for kept in held:
+                    await send(kept)
+                return
+        await send(message)
+
+    await hub(scope, receive, holding)

@@ -453,7 +453,7 @@ class Client:
         await transport.close()
 
     async def _run(self) -> None:
-        attempt = 0
+        attempt = 0  # consecutive failed connection attempts
         while self.state != "closed":
             self.state = "connecting"
             try:
@@ -490,11 +490,11 @@ class Client:
             step_down = self.policy.dropped(rung, lived, ended)
             if step_down is not None:
                 self._step_reason = step_down
+            # Failed attempts grow the backoff; a connection that opened and was then cut does
+            # not (the server is reachable); one that stayed up `stable_after` resets it.
             if lived >= self.policy.stable_after:
                 attempt = 0
-            delay = full_jitter(attempt, self.backoff_base, self.backoff_max)
-            attempt += 1
-            await asyncio.sleep(delay)
+            await asyncio.sleep(full_jitter(attempt, self.backoff_base, self.backoff_max))
 
     def _session_refused(self, exc: AllRungsFailed) -> bool:
         """The server no longer knows our session: start a new one straight away."""

@@ -43,6 +43,7 @@ async def race(
     attempts: dict[asyncio.Task[Transport], str] = {}
     failures: dict[str, TransportClosed] = {}
     winner: Transport | None = None
+    slower: list[str] = []
     index = 0
     try:
         while winner is None:
@@ -72,6 +73,7 @@ async def race(
                 else:
                     failures[rung] = TransportClosed(f"{rung}: {exc!r}")
     finally:
+        slower = list(attempts.values())
         for task in attempts:
             task.cancel()
         results = await asyncio.gather(*attempts, return_exceptions=True)
@@ -79,5 +81,8 @@ async def race(
             if isinstance(late, Transport):
                 with contextlib.suppress(Exception):
                     await on_loser(late)
-    order = list(rungs)
-    return winner, {rung: failures[rung].reason for rung in order if rung in failures}
+    reasons = {rung: exc.reason for rung, exc in failures.items()}
+    elapsed = round((loop.time() - started_at) * 1000)
+    for rung in slower:
+        reasons[rung] = f"{rung}: not open after {elapsed} ms, when {winner.name} was"
+    return winner, {rung: reasons[rung] for rung in rungs if rung in reasons}

@@ -1,0 +1,222 @@
+"""The client walks the ladder through a hostile network (issue acceptance scenarios).
+
+Every test runs the real server behind a fault-injecting proxy on its own event loop,
+with the client's default settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ladder import Client
+from ladder.client import Subscription, TransportChanged
+from tests.net.conftest import Network
+from tests.support.server import LadderServer
+
+
+@pytest.fixture
+async def ticker(backend: LadderServer) -> AsyncIterator[str]:
+    """A channel the server publishes to every 20 ms (straight to the server, not via the proxy)."""
+    async with Client(backend.url, transports=["websocket"]) as admin:
+        await admin.call(
+            "publish", {"channel": "tick:a", "count": 100_000, "interval": 0.02, "background": True}
+        )
+        yield "tick:a"
+
+
+async def time_to_first_message(url: str, channel: str) -> tuple[str | None, float, Client]:
+    """Seconds from ``connect()`` until the first publication arrives, and the rung it used."""
+    client = Client(url)
+    started = time.perf_counter()
+    await client.connect()
+    sub = client.subscribe(channel)
+    async with asyncio.timeout(30):
+        await anext(sub)
+    return client.transport, time.perf_counter() - started, client
+
+
+@pytest.mark.parametrize(
+    ("blocks", "rung", "bound"),
+    [
+        ({"refuse": {"ws"}}, "sse", 1.5),
+        ({"blackhole": {"ws"}}, "sse", 1.5),
+        ({"refuse": {"ws", "sse"}}, "longpoll", 3.0),
+        ({"blackhole": {"ws", "sse"}}, "longpoll", 3.0),
+        ({"blackhole": {"ws", "sse", "longpoll"}}, "poll", 5.0),
+    ],
+    ids=["ws-refused", "ws-blackholed", "ws+sse-refused", "ws+sse-blackholed", "only-polling"],
+)
+async def test_first_message_on_the_best_working_rung_fast(
+    net: Network, ticker: str, blocks: dict[str, set[str]], rung: str, bound: float
+) -> None:
+    net.set(**blocks)
+    transport, seconds, client = await time_to_first_message(net.url, ticker)
+    try:
+        print(f"\n{blocks} -> {transport} in {seconds:.3f} s (bound {bound} s)")
+        assert transport == rung
+        assert seconds < bound
+    finally:
+        await client.close()
+
+
+async def test_an_open_websocket_is_used_at_once(net: Network, ticker: str) -> None:
+    transport, seconds, client = await time_to_first_message(net.url, ticker)
+    await client.close()
+    print(f"\nno blocks -> {transport} in {seconds:.3f} s")
+    assert transport == "websocket" and seconds < 1.0
+
+
+async def test_a_buffered_stream_is_abandoned_for_long_polling(net: Network, ticker: str) -> None:
+    net.set(refuse={"ws"}, buffer={"sse"})
+    transport, seconds, client = await time_to_first_message(net.url, ticker)
+    try:
+        print(f"\nws refused, sse buffered -> {transport} in {seconds:.3f} s")
+        assert transport == "longpoll"
+        sub = client.subscribe(ticker)
+        received = [pub.offset async for pub in take(sub, 10)]
+        assert received == sorted(received) and len(set(received)) == 10, "messages flow"
+    finally:
+        await client.close()
+
+
+async def test_a_stream_that_shows_its_welcome_then_buffers_fails_verification() -> None:
+    """Some proxies flush the first write and hold the rest: the pong never comes back."""
+    with LadderServer({"heartbeat": 5.0}, app="tests.support.apps:sse_first_write_only") as server:
+        # Default stagger: long-polling wins the race while SSE is still waiting for its pong.
+        changes: list[TransportChanged] = []
+        client = Client(server.url, transports=["sse", "longpoll"])
+        client.on("transport", changes.append)
+        async with client:
+            assert client.transport == "longpoll"
+            assert changes[0].reason.startswith("sse: not open after"), changes
+        # Long-polling held back: SSE itself must be declared broken, within its verify timeout.
+        changes = []
+        client = Client(server.url, transports=["sse", "longpoll"], stagger=(0.0, 30.0), remember=False)
+        client.on("transport", changes.append)
+        started = time.perf_counter()
+        async with client:
+            took = time.perf_counter() - started
+            assert client.transport == "longpoll"
+        print(f"\nbuffered SSE detected; on long-polling after {took:.2f} s: {changes[0].reason}")
+        assert "sse: stream buffered" in changes[0].reason
+        assert 2.0 < took < 4.0, "declared broken after the 2.5 s verify timeout, not a connect timeout"
+
+
+async def take(sub: Subscription, count: int, timeout: float = 30.0) -> AsyncIterator[object]:
+    async with asyncio.timeout(timeout):
+        n = 0
+        async for pub in sub:
+            yield pub
+            n += 1
+            if n >= count:
+                return
+
+
+async def test_back_on_websocket_after_the_block_is_lifted_without_loss(
+    net: Network, backend: LadderServer
+) -> None:
+    net.set(refuse={"ws"})
+    changes: asyncio.Queue[TransportChanged] = asyncio.Queue()
+    client = Client(net.url)
+    client.on("transport", changes.put_nowait)
+    async with client, Client(backend.url) as admin:
+        assert client.transport == "sse"
+        assert (await changes.get()).new == "sse"
+        sub = client.subscribe("feed:lift")
+        await sub.ready()
+        await admin.call(
+            "publish", {"channel": "feed:lift", "count": 1500, "interval": 0.01, "background": True}
+        )
+        received: list[int] = []
+        flowing = asyncio.Event()
+
+        async def consume() -> None:
+            async for pub in take(sub, 1500, timeout=90):
+                received.append(pub.offset)  # type: ignore[attr-defined]
+                if len(received) == 50:
+                    flowing.set()
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.wait_for(flowing.wait(), 10)  # some messages flow over SSE first
+        lifted = time.perf_counter()
+        net.clear()
+        async with asyncio.timeout(60):
+            while (change := await changes.get()).new != "websocket":
+                pass
+        climbed = time.perf_counter() - lifted
+        await consumer
+        print(f"\nback on websocket {climbed:.2f} s after the block was lifted: {change.reason}")
+        assert client.transport == "websocket"
+        assert received == list(range(1, 1501)), "nothing lost or doubled across the switch"
+
+
+RUNGS = ["websocket", "sse", "longpoll", "poll"]
+MESSAGES = 5000
+EMITS = 300
+
+
+async def run_chaos(
+    net: Network, backend: LadderServer, client: Client, channel: str, during: object = None
+) -> tuple[list[int], list[object]]:
+    """Publish MESSAGES while the proxy cuts every connection after 100-500 ms and the client
+    emits EMITS messages; return the offsets received and what the server's handler recorded."""
+    async with Client(backend.url) as admin:
+        sub = client.subscribe(channel)
+        await sub.ready()
+        net.set(cut_after=(0.1, 0.5))
+        await admin.call(
+            "publish", {"channel": channel, "count": MESSAGES, "interval": 0.001, "background": True}
+        )
+
+        async def emit() -> None:
+            for n in range(EMITS):
+                await client.emit("record", {"key": channel, "value": n})
+                await asyncio.sleep(0.01)
+
+        emitter = asyncio.create_task(emit())
+        stages = asyncio.create_task(during(net)) if callable(during) else None  # type: ignore[arg-type]
+        received = [pub.offset async for pub in take(sub, MESSAGES, timeout=240)]  # type: ignore[attr-defined]
+        await emitter
+        if stages is not None:
+            await stages
+        net.clear()
+        await client.flush(timeout=60)
+        return received, await admin.call("records", channel)
+
+
+@pytest.mark.parametrize("rung", RUNGS)
+async def test_exactly_once_in_order_while_connections_are_cut(
+    net: Network, backend: LadderServer, rung: str
+) -> None:
+    async with Client(net.url, transports=[rung]) as client:
+        started = time.perf_counter()
+        received, recorded = await run_chaos(net, backend, client, f"chaos:{rung}")
+        cuts = net.stats()["cuts"]
+    print(
+        f"\n{rung}: {MESSAGES} messages and {EMITS} emits through {cuts} cuts in {time.perf_counter() - started:.1f} s"
+    )
+    assert cuts >= 5, "the connections really were cut"
+    assert received == list(range(1, MESSAGES + 1)), "every publication exactly once, in order"
+    assert recorded == list(range(EMITS)), "every emit applied exactly once, in order"
+
+
+async def test_exactly_once_while_forced_between_rungs(net: Network, backend: LadderServer) -> None:
+    async def stages(net: Network) -> None:
+        for blocks in ({"ws"}, {"ws", "sse"}, {"ws", "sse", "longpoll"}, set()):
+            await asyncio.sleep(1.5)
+            net.set(refuse=set(blocks))
+            net.cut_all()
+
+    used: list[str] = []
+    client = Client(net.url, probe_delay=0.5, probe_max_delay=2.0)
+    client.on("transport", lambda change: used.append(change.new))
+    async with client:
+        received, recorded = await run_chaos(net, backend, client, "chaos:moving", during=stages)
+    print(f"\nrungs used, in order: {used}")
+    assert {"websocket", "sse", "longpoll", "poll"} <= set(used), "the client really moved between every rung"
+    assert received == list(range(1, MESSAGES + 1))
+    assert recorded == list(range(EMITS))
