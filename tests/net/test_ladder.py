@@ -220,3 +220,99 @@ async def test_exactly_once_while_forced_between_rungs(net: Network, backend: La
     assert {"websocket", "sse", "longpoll", "poll"} <= set(used), "the client really moved between every rung"
     assert received == list(range(1, MESSAGES + 1))
     assert recorded == list(range(EMITS))
+
+
+async def test_a_silent_transport_is_detected_by_heartbeat_and_replaced(net: Network) -> None:
+    with LadderServer({"heartbeat": 1.0}) as server:
+        network = Network(server.port)
+        try:
+            drops: asyncio.Queue[object] = asyncio.Queue()
+            connects: asyncio.Queue[object] = asyncio.Queue()
+            client = Client(network.url, transports=["websocket"])
+            client.on("disconnected", drops.put_nowait)
+            client.on("connected", connects.put_nowait)
+            async with client:
+                first = client.session_id
+                network.set(latency=30.0)  # the connection stays open but nothing gets through
+                drop = await asyncio.wait_for(drops.get(), 10)
+                assert "heartbeat" in drop.reason, drop  # type: ignore[attr-defined]
+                network.set(latency=0.0)
+                await asyncio.wait_for(connects.get(), 5)  # the first connect
+                await asyncio.wait_for(connects.get(), 10)  # the reconnect after the silence
+                assert client.session_id == first, "the same session resumed after the silence"
+                assert (await client.call("echo", 1))["data"] == 1
+        finally:
+            network.stop()
+
+
+async def test_repeated_short_lived_connections_step_down_with_a_reason(net: Network) -> None:
+    changes: asyncio.Queue[TransportChanged] = asyncio.Queue()
+    client = Client(net.url, transports=["websocket", "sse"], probe_delay=60.0)
+    client.on("transport", changes.put_nowait)
+    async with client:
+        assert (await changes.get()).new == "websocket"
+        net.set(cut_after=(0.05, 0.15))
+        change = await asyncio.wait_for(changes.get(), 20)
+    assert (change.old, change.new) == ("websocket", "sse")
+    assert "websocket: cut 3 times in a row" in change.reason, change.reason
+
+
+async def test_an_expired_session_is_replaced_and_channels_recovered() -> None:
+    with LadderServer({"heartbeat": 1.0, "session_ttl": 1.0}) as server:
+        network = Network(server.port)
+        try:
+            events: list[object] = []
+            client = Client(network.url, transports=["longpoll"], backoff_max=0.5)
+            for name in ("session_lost", "resubscribed"):
+                client.on(name, events.append)
+            async with client, Client(server.url) as admin:
+                sub = client.subscribe("feed:expire")
+                await sub.ready()
+                await admin.call("publish", {"channel": "feed:expire", "count": 3})
+                got = [p.offset async for p in take(sub, 3)]  # type: ignore[attr-defined]
+                first = client.session_id
+                network.set(blackhole={"longpoll", "poll", "send"})
+                network.cut_all()
+                await admin.call("publish", {"channel": "feed:expire", "count": 3, "start": 3})
+                async with asyncio.timeout(10):  # the server forgets the session after its 1 s TTL
+                    while (await admin.call("stats"))["sessions"] > 1:  # noqa: ASYNC110 - server state, no event to await
+                        await asyncio.sleep(0.1)
+                network.clear()
+                got += [p.offset async for p in take(sub, 3)]  # type: ignore[attr-defined]
+                assert got == [1, 2, 3, 4, 5, 6], "what was published while away came from history, once"
+                assert client.session_id != first
+                kinds = [type(e).__name__ for e in events]
+                assert kinds == ["SessionLost", "Resubscribed"], kinds
+        finally:
+            network.stop()
+
+
+async def test_short_polling_slows_down_when_idle_and_speeds_up_for_traffic(
+    net: Network, backend: LadderServer
+) -> None:
+    async with Client(net.url, transports=["poll"]) as client, Client(backend.url) as admin:
+        sub = client.subscribe("feed:pace")
+        await sub.ready()
+        before = net.stats().get("requests:poll", 0)
+        await asyncio.sleep(4.0)  # idle on purpose: this measures the pace of idle polling
+        idle = net.stats().get("requests:poll", 0) - before
+        await admin.call(
+            "publish", {"channel": "feed:pace", "count": 150, "interval": 0.02, "background": True}
+        )
+        _ = [p async for p in take(sub, 1)]
+        before = net.stats().get("requests:poll", 0)
+        started = time.perf_counter()
+        _ = [p async for p in take(sub, 149)]
+        busy = net.stats().get("requests:poll", 0) - before
+        busy_rate = busy / (time.perf_counter() - started)
+    print(f"\nidle: {idle} polls in 4 s; busy: {busy_rate:.0f} polls/s")
+    assert idle <= 8, "idle polling backs off towards the 2 s ceiling"
+    assert busy_rate > 5, "polling speeds up while messages flow"
+
+
+async def test_a_connected_client_runs_one_task(backend: LadderServer) -> None:
+    before = len(asyncio.all_tasks())
+    async with Client(backend.url, transports=["websocket"]) as client:
+        await client.call("echo", 1)
+        await asyncio.sleep(0.1)  # let finished helper tasks (flushes) complete
+        assert len(asyncio.all_tasks()) - before == 1, [t.get_name() for t in asyncio.all_tasks()]

@@ -68,13 +68,19 @@ class SSETransport(HttpTransport):
             ) from None
 
     async def _read(self) -> list[Frame]:
-        """Read until at least one whole event is in; parse every complete one."""
+        """Read until at least one whole frame is in; parse every complete event.
+
+        Blocks of comments (the padding prelude) or ``retry:`` lines carry no frame, and TCP
+        may hand them over separately from what follows: keep reading past them.
+        """
         assert self._chunks is not None
         while True:
             head, sep, rest = self._buffer.rpartition(b"\n\n")
             if sep:
                 self._buffer = rest
-                return self._parse(head)
+                frames = self._parse(head)
+                if frames:
+                    return frames
             try:
                 chunk = await anext(self._chunks)
             except StopAsyncIteration:
