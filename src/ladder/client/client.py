@@ -453,6 +453,15 @@ class Client:
         await transport.close()
 
     async def _run(self) -> None:
+        try:
+            await self._connection_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not leave callers waiting forever
+            log.exception("the connection loop failed")
+            self._give_up(LadderError("internal", f"the client's connection loop failed: {exc!r}"))
+
+    async def _connection_loop(self) -> None:
         attempt = 0  # consecutive failed connection attempts
         while self.state != "closed":
             self.state = "connecting"
@@ -584,6 +593,8 @@ class Client:
         while True:
             try:
                 await self._read(conn)
+            except TimeoutError:
+                return f"{conn.name}: nothing received for {self._liveness(conn):g} s (heartbeat timeout)"
             except TransportClosed as exc:
                 switch, self._switch_to = self._switch_to, None
                 if switch is None or self.state == "closed":

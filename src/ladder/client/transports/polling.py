@@ -73,10 +73,10 @@ class PollingTransport(HttpTransport):
         self._nudge.clear()
         timeout = self.poll_timeout + 10.0 if self.hold else 10.0
         frames = await self._get({"sid": self.sid, "ack": self.applied()}, self.token, timeout)
-        if frames:
-            self.interval = self.min_interval
+        if any("s" in frame for frame in frames):
+            self.interval = self.min_interval  # messages are flowing: keep asking quickly
         else:
-            self.interval = min(self.max_interval, self.interval * 2)
+            self.interval = min(self.max_interval, self.interval * 2)  # acks alone do not count
         return frames
 
     def wake(self) -> None:
