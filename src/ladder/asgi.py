@@ -109,8 +109,9 @@ async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> 
             await _static(endpoint, tracked)
             return
         if endpoint == "health" and request.method == "GET":
-            body = orjson.dumps({"ok": True, "node": hub.engine.node_id, **hub.stats()})
-            await respond(tracked, 200, body)
+            await hub.start()
+            health = hub.health()
+            await respond(tracked, 200 if health["ok"] else 503, orjson.dumps(health))
             return
         route = _ROUTES.get((request.method, endpoint))
         if route is None:

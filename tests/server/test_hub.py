@@ -193,9 +193,9 @@ async def test_slow_consumer_is_dropped_with_a_reason() -> None:
 async def test_resume_needs_the_token_and_a_live_session(hub: Ladder) -> None:
     peer = await Peer.open(hub, "alice")
     with pytest.raises(LadderError) as wrong:
-        await hub.find_session(peer.session.sid, "not-the-token")
+        await hub.route(peer.session.sid, "not-the-token", stream=False)
     assert wrong.value.code == "bad_resume_token"
     with pytest.raises(LadderError) as unknown:
-        await hub.find_session("no-such-session", "x")
+        await hub.route("no-such-session", "x", stream=False)
     assert unknown.value.code == "unknown_session"
-    assert await hub.find_session(peer.session.sid, peer.session.state.token) is peer.session
+    assert await hub.route(peer.session.sid, peer.session.state.token, stream=False) is peer.session

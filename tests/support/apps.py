@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections import defaultdict
 from typing import Any
 
 from ladder import AuthRequest, ChannelOptions, Context, Identity, Ladder, LadderError, Limits
@@ -40,7 +39,6 @@ def _token_check(request: AuthRequest) -> Identity | None:
 _settings = _config()
 _require_token = _settings.pop("require_token", False)
 hub = Ladder(**_settings, authenticate=_token_check if _require_token else None)
-received: dict[str, list[Any]] = defaultdict(list)
 
 
 @hub.on("echo")
@@ -50,14 +48,16 @@ async def echo(ctx: Context, data: Any) -> Any:
 
 @hub.on("record")
 async def record(ctx: Context, data: Any) -> None:
-    """Remember what arrived, per key, to check exactly-once delivery upstream."""
-    key, value = data["key"], data["value"]
-    received[key].append(value)
+    """Remember what arrived, per key, to check exactly-once delivery upstream.
+
+    Kept in a channel's history, so it is shared by every node of a cluster.
+    """
+    await hub.publish(f"rec:{data['key']}", data["value"])
 
 
 @hub.on("records")
 async def records(ctx: Context, key: str) -> list[Any]:
-    return received.get(key, [])
+    return [pub.data for pub in await hub.history(f"rec:{key}", limit=10_000)]
 
 
 @hub.on("publish")
@@ -146,3 +146,28 @@ async def sse_first_write_only(scope: Any, receive: Any, send: Any) -> None:
         await send(message)
 
     await hub(scope, receive, holding)
+
+
+@hub.on("publish_through")
+async def publish_through(ctx: Context, data: Any) -> dict[str, Any]:
+    """Publish ``{"n": i}`` for i in range(count) in the background, retrying each one while
+    the engine is unavailable (a Redis restart), so that every n is eventually published."""
+    channel, count, interval = data["channel"], int(data["count"]), float(data.get("interval", 0.005))
+
+    async def run() -> None:
+        for n in range(count):
+            while True:
+                try:
+                    await hub.publish(channel, {"n": n})
+                    break
+                except LadderError:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(interval)
+
+    hub.spawn(run(), "test-publisher")
+    return {"node": hub.engine.node_id}
+
+
+@hub.on("node")
+async def node(ctx: Context, data: Any) -> str:
+    return hub.engine.node_id

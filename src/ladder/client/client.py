@@ -146,6 +146,8 @@ class Client:
         self._pending_loss: str | None = None
         self._closed_by_app = False
         self._drained: list[asyncio.Future[None]] = []
+        self._subscribing: set[int] = set()
+        """Ids of subscribe requests still in flight (renewed, not failed, on a new session)."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -179,12 +181,13 @@ class Client:
         if self.state == "closed":
             return
         conn = self._conn
-        if conn is not None and self.state == "connected":
+        connected = self.state == "connected"
+        self.state = "closed"
+        self._closed_by_app = True  # the server's answer to our bye is not news to the app
+        if conn is not None and connected:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await conn.send([{"t": "bye"}])
-        self.state = "closed"
-        self._closed_by_app = True
         if conn is not None:
             self._emit(Disconnected(conn.name, "closed by the client"))
         for task in (self._probe_task, self._run_task):
@@ -357,6 +360,7 @@ class Client:
 
     def _submit_subscribe(self, sub: Subscription) -> None:
         def settle(reply: Frame) -> None:
+            self._subscribing.discard(msg_id)
             if reply.get("t") == "err":
                 self._subs.pop(sub.channel, None)
                 sub.refused(LadderError(str(reply.get("code")), str(reply.get("reason", ""))))
@@ -368,7 +372,8 @@ class Client:
             if not result.recovered:
                 self._emit(ResyncNeeded(sub.channel, result.epoch))
 
-        self._submit(sub.subscribe_frame(), settle)
+        msg_id = self._submit(sub.subscribe_frame(), settle)
+        self._subscribing.add(msg_id)
         self._spawn(self._flush())
 
     async def _flush(self) -> None:
@@ -541,9 +546,11 @@ class Client:
                 if callback is not None:
                     rekeyed[new] = callback
             lost = LadderError("session_closed", "the session ended before the reply arrived")
-            for callback in self._waiting.values():
-                callback({"t": "err", **lost.body()})
+            for msg_id, callback in self._waiting.items():
+                if msg_id not in self._subscribing:  # subscriptions are renewed just below
+                    callback({"t": "err", **lost.body()})
             self._waiting = rekeyed
+            self._subscribing.clear()
         self._acked()
         self._conn = conn
         self.session_id = str(welcome["sid"])

@@ -104,12 +104,17 @@ class EngineSink(Protocol):
     def on_reset(self, channel: str, position: Position) -> None:
         """A channel's stream was lost (new epoch): live subscribers must resync."""
 
+    def on_node_message(self, message: bytes) -> None:
+        """A message another node sent to this one (session routing)."""
+
 
 @runtime_checkable
 class Engine(Protocol):
     """The message backbone shared by every process of one deployment."""
 
     node_id: str
+    healthy: bool
+    """False while the engine cannot do its job (a load balancer should stop sending traffic)."""
 
     async def start(self, sink: EngineSink) -> None:
         """Connect and begin delivering live publications to ``sink``."""
@@ -141,10 +146,25 @@ class Engine(Protocol):
 
     async def presence(self, channel: str) -> list[Member]: ...
 
+    # Session routing: sessions live in one node's memory; requests may land on any node.
+
+    def session_prefix(self) -> str:
+        """What this node's session ids start with, so any node can tell where one was made."""
+
     async def locate_session(self, sid: str) -> str | None:
-        """The node currently holding session ``sid``, if any node does."""
+        """The live node holding session ``sid`` (possibly this one), or None if no node does."""
 
     async def claim_session(self, sid: str, ttl: float) -> None:
-        """Record that this node holds ``sid`` (refreshed while the session lives)."""
+        """Record that ``sid`` now lives on this node (it was handed over from another)."""
 
-    async def release_session(self, sid: str) -> None: ...
+    async def release_session(self, sid: str) -> None:
+        """``sid`` ended here; forget any hand-over record."""
+
+    async def send_node(self, node: str, message: bytes) -> None:
+        """Deliver ``message`` to the ``on_node_message`` of ``node``."""
+
+    async def node_alive(self, node: str) -> bool:
+        """Whether ``node`` is running and listening for messages."""
+
+    def details(self) -> dict[str, Any]:
+        """Facts for the health endpoint."""

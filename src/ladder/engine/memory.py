@@ -13,9 +13,10 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from ..protocol.codec import Payload
+from ..protocol.errors import LadderError
 from .base import ChannelOptions, EngineSink, HistoryResult, Member, Position, Publication
 
 SWEEP_EVERY: Final = 5.0
@@ -44,6 +45,7 @@ class MemoryEngine:
 
     def __init__(self, *, idle_ttl: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.node_id = "local"
+        self.healthy = True
         self.idle_ttl = idle_ttl
         self._clock = clock
         self._channels: dict[str, _Channel] = {}
@@ -151,6 +153,9 @@ class MemoryEngine:
         now = self._clock()
         return [member for member, expires in state.members.values() if expires > now]
 
+    def session_prefix(self) -> str:
+        return ""
+
     async def locate_session(self, sid: str) -> str | None:
         # One process: a session not in the hub's own table does not exist anywhere.
         return None
@@ -160,3 +165,12 @@ class MemoryEngine:
 
     async def release_session(self, sid: str) -> None:
         return None
+
+    async def send_node(self, node: str, message: bytes) -> None:
+        raise LadderError("unknown_session", "the memory engine has no other nodes")
+
+    async def node_alive(self, node: str) -> bool:
+        return node == self.node_id
+
+    def details(self) -> dict[str, Any]:
+        return {"engine": "memory", "healthy": True, "channels": len(self._channels)}

@@ -42,6 +42,7 @@ _SPECS = [
     ErrorSpec("session_closed", 410, 4410, "session closed", True),
     ErrorSpec("slow_consumer", 410, 4408, "client fell too far behind; session dropped", True),
     ErrorSpec("heartbeat_timeout", 408, 4408, "no heartbeat from the client", True),
+    ErrorSpec("session_moved", 409, 4409, "the session moved to another server; resume it", True),
     ErrorSpec("shutting_down", 503, 1001, "server is shutting down", True),
     # Limits.
     ErrorSpec("too_many_subscriptions", 400, 4429, "subscription limit reached", False),

@@ -317,6 +317,11 @@ class OutFrame:
         frame._set(kind, fields, json_tail, msgpack_tail)
         return frame
 
+    @property
+    def tails(self) -> tuple[bytes, bytes]:
+        """The JSON and msgpack tails (to move a kept frame to another process)."""
+        return self._json, self._msgpack
+
     def encode(self, codec: Codec, seq: int) -> bytes:
         tail = self._msgpack if codec is MSGPACK else self._json
         return codec.stamp(tail, self.fields, seq)

@@ -208,14 +208,18 @@ class SessionState:
             self._move(Event.DETACH_LAST)
             self.detached_since = now
 
-    def close(self, error: LadderError | None) -> None:
-        """End the session. Every attachment is told why (a ``bye`` frame) and woken."""
+    def close(self, error: LadderError | None, *, bye: bool = True) -> None:
+        """End the session here. Every attachment is woken and, with ``bye``, told why.
+
+        Without ``bye`` (the session moved to another process) transports just close, and
+        the client resumes the session wherever it reconnects.
+        """
         if self.phase is Phase.CLOSED:
             return
         self._move(Event.CLOSE)
         self.close_error = error
         for att in list(self.attachments):
-            self._release(att, error, bye=True)
+            self._release(att, error, bye=bye)
         self.attachments.clear()
 
     def discard(self) -> None:

@@ -103,13 +103,7 @@ async def _subscribe(hub: Ladder, session: Session, frame: Subscribe) -> Any:
             },
         ),
     )
-    last = history.publications[-1].offset if history.publications else position.offset
-    for pub in history.publications:
-        hub.push_reply(session, hub.frame_of(pub))
-    pending, sub.pending = sub.pending or [], None
-    for pub in pending:
-        if pub.offset > last and pub.epoch == position.epoch:
-            hub.push_reply(session, hub.frame_of(pub))
+    hub.deliver_backlog(sub, history)
     return _NO_REPLY
 
 

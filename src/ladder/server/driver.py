@@ -42,7 +42,7 @@ class Link:
         """Create or resume the session ``hello`` names and attach this transport to it."""
         if kind not in hub.transports:
             raise LadderError("unsupported_transport", f"{kind} is not offered by this server")
-        session, resumed = await hub.open_session(hello, request)
+        session, resumed = await hub.open_session(hello, request, stream=streaming)
         att = hub.attach(session, kind, streaming=streaming, ack=hello.ack, resumed=resumed, greet=greet)
         return cls(hub, session, att)
 

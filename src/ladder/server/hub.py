@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from ..engine import create_engine
-from ..engine.base import ChannelOptions, Engine, Member, Payload, Position, Publication
+from ..engine.base import ChannelOptions, Engine, HistoryResult, Member, Payload, Position, Publication
 from ..protocol.errors import LadderError
 from ..protocol.frames import (
     PROTOCOL_VERSION,
@@ -46,6 +46,7 @@ from .auth import (
     default_permissions,
     run_authenticate,
 )
+from .cluster import Cluster, Elsewhere
 from .config import TRANSPORTS, ChannelRules, Limits
 from .session import Session, Subscription
 
@@ -123,6 +124,11 @@ class Ladder:
         self.sessions: dict[str, Session] = {}
         self._by_user: dict[str, set[Session]] = {}
         self._channels: dict[str, dict[Session, Subscription]] = {}
+        self._positions: dict[str, tuple[str, int]] = {}
+        """Per channel with local subscribers: (epoch, offset) of the last publication fanned out."""
+        self.moved: dict[str, str] = {}
+        """Sessions handed over to another node (sid -> node), kept for a session's lifetime."""
+        self.cluster = Cluster(self)
         self._handlers: dict[str, Handler] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -147,10 +153,15 @@ class Ladder:
         return await self.engine.publish(channel, Payload.of(data), self.channel_rules.options(channel))
 
     async def send(self, session_id: str, event: str, data: Any = None) -> bool:
-        """Push an event to one session. False when the session is unknown."""
+        """Push an event to one session (on whichever node holds it). False when unknown."""
         session = self.sessions.get(session_id)
         if session is None:
-            return False
+            await self.start()
+            node = await self.engine.locate_session(session_id)
+            if node is None or node == self.engine.node_id:
+                return False
+            await self.cluster.push(node, session_id, event, data)
+            return True
         self._push(session, push_frame(event, data))
         return True
 
@@ -182,6 +193,16 @@ class Ladder:
             return False
         self.close_session(session, LadderError("session_closed", reason))
         return True
+
+    def health(self) -> dict[str, Any]:
+        """What ``<mount>/health`` reports; ``ok`` is False while the engine is unhealthy."""
+        return {
+            "ok": bool(self.engine.healthy),
+            "node": self.engine.node_id,
+            **self.stats(),
+            **self.engine.details(),
+            **self.cluster.counters,
+        }
 
     def stats(self) -> dict[str, int]:
         """Counts for tests, health checks and metrics."""
@@ -276,36 +297,78 @@ class Ladder:
 
     # -- sessions -------------------------------------------------------------------------
 
-    async def open_session(self, hello: Hello, request: AuthRequest) -> tuple[Session, bool]:
-        """Create a session, or find the one ``hello`` resumes. Returns (session, resumed)."""
+    async def open_session(
+        self, hello: Hello, request: AuthRequest, *, stream: bool = True
+    ) -> tuple[Session, bool]:
+        """Create a session, or find the one ``hello`` resumes. Returns (session, resumed).
+
+        Resuming a session another node holds moves it here for a stream (``stream``), and
+        raises :class:`Elsewhere` for a single request, which the caller forwards.
+        """
         await self.start()
         if hello.sid is None:
             if len(self.sessions) >= self.limits.max_sessions:
                 raise LadderError("too_many_sessions")
             identity = await run_authenticate(self.authenticate, request)
             return self._new_session(identity), False
-        return await self.find_session(hello.sid, hello.rt), True
+        return await self.route(hello.sid, hello.rt, stream=stream), True
 
-    async def find_session(self, sid: str, token: str | None) -> Session:
-        """The live session ``sid``, if ``token`` is its resume token; refuses otherwise."""
+    async def route(self, sid: str, token: str | None, *, stream: bool, forwarded: bool = False) -> Session:
+        """The session ``sid`` if ``token`` is its resume token, wherever it lives.
+
+        Local sessions are returned; a session on another node is moved here (``stream``)
+        or reported as :class:`Elsewhere`; ``forwarded`` requests never look further.
+        """
         await self.start()
         session = self.sessions.get(sid)
-        if session is None or session.state.phase is Phase.CLOSED:
-            # Another process may hold it (shared engine); the memory engine says no one does.
-            await self.engine.locate_session(sid)
-            raise LadderError("unknown_session", f"session {sid[:8]}… is unknown or expired")
-        if token is None or not hmac.compare_digest(session.state.token, token):
+        if session is None:
+            # A hand-over to this node may be under way: wait for it rather than say "unknown".
+            await self.cluster.arrival(sid)
+            session = self.sessions.get(sid)
+        if session is not None and session.state.phase is not Phase.CLOSED:
+            if token is None or not hmac.compare_digest(session.state.token, token):
+                raise LadderError("bad_resume_token")
+            return session
+        if token is None:
             raise LadderError("bad_resume_token")
-        return session
+        unknown = LadderError("unknown_session", f"session {sid[:8]}… is unknown or expired")
+        if forwarded:
+            moved = self.moved.get(sid)
+            if moved is not None:
+                raise Elsewhere(moved)  # the asking node follows it there
+            raise unknown
+        node = await self.engine.locate_session(sid)
+        if node is None or node == self.engine.node_id:
+            raise unknown
+        if stream:
+            return await self.cluster.migrate(node, sid, token)
+        raise Elsewhere(node)
 
     def _new_session(self, identity: Identity) -> Session:
-        sid = secrets.token_urlsafe(16)
+        sid = self.engine.session_prefix() + secrets.token_urlsafe(16)
         state = SessionState(sid, secrets.token_urlsafe(24), self.clock(), self.session_limits)
         session = Session(state, identity, secrets.token_urlsafe(9))
-        self.sessions[sid] = session
-        if identity.user is not None:
-            self._by_user.setdefault(identity.user, set()).add(session)
+        self.adopt(session)
         return session
+
+    def adopt(self, session: Session) -> None:
+        """Put a session (new, or moved here from another node) in the tables."""
+        self.sessions[session.sid] = session
+        self.moved.pop(session.sid, None)
+        if session.user is not None:
+            self._by_user.setdefault(session.user, set()).add(session)
+
+    async def hand_over(self, session: Session, node: str) -> None:
+        """Give a session to another node: forget it here without ending it for the client.
+
+        Its transports here are closed with ``session_moved`` (the client resumes wherever
+        its next request lands); its presence entries stay (the new node refreshes them).
+        """
+        for sub in session.subs.values():
+            sub.member = None
+        self.moved[session.sid] = node
+        session.state.close(LadderError("session_moved"), bye=False)
+        await self.forget(session)
 
     def welcome(self, session: Session, resumed: bool) -> dict[str, Any]:
         """The first frame on every transport: what the client needs to run the session."""
@@ -370,6 +433,9 @@ class Ladder:
             await self.drop_subscription(session, channel)
         session.ready.clear()
         session.state.discard()
+        if session.sid not in self.moved:  # it ended here rather than moving on
+            with contextlib.suppress(LadderError):
+                await self.engine.release_session(session.sid)
 
     # -- channels -------------------------------------------------------------------------
 
@@ -395,6 +461,7 @@ class Ladder:
             local.pop(session, None)
             if not local:
                 del self._channels[channel]
+                self._positions.pop(channel, None)
                 await self.engine.unlisten(channel)
         if sub.member is not None:
             await self.engine.presence_remove(channel, sub.member)
@@ -408,6 +475,33 @@ class Ladder:
         assert isinstance(frame, OutFrame)
         return frame
 
+    def deliver_backlog(self, sub: Subscription, history: HistoryResult) -> None:
+        """Finish a subscription that was catching up: history first, then what arrived live
+        meanwhile (only what is newer), then live delivery."""
+        session = sub.session
+        position = history.position
+        last = history.publications[-1].offset if history.publications else position.offset
+        for pub in history.publications:
+            self._push(session, self.frame_of(pub))
+        pending, sub.pending = sub.pending or [], None
+        for pub in pending:
+            if pub.offset > last and pub.epoch == position.epoch:
+                self._push(session, self.frame_of(pub))
+                last = pub.offset
+        sub.epoch, sub.offset = position.epoch, last
+
+    def position_of(self, sub: Subscription) -> tuple[str | None, int]:
+        """Where a subscription stands: the last publication queued for its session."""
+        channel = self._positions.get(sub.channel)
+        if (
+            sub.pending is None
+            and channel is not None
+            and channel[0] == sub.epoch
+            and channel[1] > sub.offset
+        ):
+            return channel
+        return sub.epoch, sub.offset
+
     # -- engine sink ----------------------------------------------------------------------
 
     def on_publication(self, pub: Publication) -> None:
@@ -415,6 +509,7 @@ class Ladder:
         local = self._channels.get(pub.channel)
         if not local:
             return
+        self._positions[pub.channel] = (pub.epoch, pub.offset)
         frame = self.frame_of(pub)
         overflowed: list[Session] = []
         for session, sub in local.items():
@@ -446,8 +541,13 @@ class Ladder:
         if not local:
             return
         frame = resync_frame(channel, position.epoch, position.offset)
-        for session in list(local):
+        self._positions[channel] = (position.epoch, position.offset)
+        for session, sub in list(local.items()):
+            sub.epoch, sub.offset = position.epoch, position.offset
             self._push(session, frame)
+
+    def on_node_message(self, message: bytes) -> None:
+        self.cluster.on_node_message(message)
 
     def _push(self, session: Session, frame: OutFrame) -> None:
         try:

@@ -6,14 +6,31 @@ on the way is simply sent again by the next GET. ``open=1`` (or no ``sid``) asks
 welcome first, which is how a client opens the rung. The body is a batch in the encoding
 named by ``enc`` (``json``: newline-delimited; ``msgpack``: concatenated, no base64), gzip
 compressed above ``gzip_min_size`` when the client accepts it.
+
+A poll for a session another process holds is forwarded there (see :mod:`.cluster`): the
+owner runs :func:`poll_once` and this process writes the answer.
 """
 
 from __future__ import annotations
 
-from ..protocol.codec import codec_named
-from .driver import Link, encode_batch, start_watch, stop_watch
+from ..protocol.codec import Codec, codec_named
+from .cluster import Elsewhere
+from .driver import Link, encode_batch, start_watch, stop_watch, watch_disconnect
 from .http import Receive, Request, Send, cors_headers, respond
 from .hub import Ladder
+
+
+async def poll_once(link: Link, *, hold: bool, codec: Codec) -> bytes:
+    """Serve one poll on an attached link: what is waiting now, or (``hold``) the first
+    thing that arrives before the link is released. Detaches the link."""
+    try:
+        control, frames = link.take()
+        while hold and not control and not frames and not link.att.closed:
+            await link.waker.wait()
+            control, frames = link.take()
+        return encode_batch(codec, control, frames)
+    finally:
+        link.close()
 
 
 async def serve_poll(hub: Ladder, request: Request, receive: Receive, send: Send, *, hold: bool) -> None:
@@ -21,22 +38,28 @@ async def serve_poll(hub: Ladder, request: Request, receive: Receive, send: Send
     codec = codec_named(request.query.get("enc"))
     hello = request.hello()
     greet = hello.sid is None or request.query.get("open") == "1"
-    link = await Link.open(
-        hub, hello, request.auth_request(hello.token, kind), kind, streaming=False, greet=greet
-    )
+    auth = request.auth_request(hello.token, kind)
     try:
-        control, frames = link.take()
-        if hold and not control and not frames:
-            watcher = start_watch(receive, link)
-            try:
-                while not control and not frames and not link.att.closed:
-                    await link.waker.wait()
-                    control, frames = link.take()
-            finally:
+        link = await Link.open(hub, hello, auth, kind, streaming=False, greet=greet)
+    except Elsewhere as away:
+        assert hello.sid is not None and hello.rt is not None
+        body = await hub.cluster.forward_poll(
+            away.node,
+            hello.sid,
+            hello.rt,
+            kind=kind,
+            ack=hello.ack,
+            greet=greet,
+            encoding=codec.name,
+            disconnected=_disconnect(receive),
+        )
+    else:
+        watcher = start_watch(receive, link) if hold else None
+        try:
+            body = await poll_once(link, hold=hold, codec=codec)
+        finally:
+            if watcher is not None:
                 await stop_watch(watcher)
-        body = encode_batch(codec, control, frames)
-    finally:
-        link.close()
     gzip_min = hub.gzip_min_size if request.accepts_gzip() else None
     await respond(
         send,
@@ -46,3 +69,12 @@ async def serve_poll(hub: Ladder, request: Request, receive: Receive, send: Send
         headers=cors_headers(hub.allowed_origins, request),
         gzip_min=gzip_min,
     )
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns when the HTTP client has gone away."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+__all__ = ["poll_once", "serve_poll", "watch_disconnect"]

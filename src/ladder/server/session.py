@@ -50,7 +50,7 @@ class Subscription:
     publications wait there so none is missed or doubled between history and live.
     """
 
-    __slots__ = ("channel", "member", "options", "pending", "session")
+    __slots__ = ("channel", "epoch", "member", "offset", "options", "pending", "session")
 
     def __init__(self, channel: str, session: Session, options: ChannelOptions) -> None:
         self.channel = channel
@@ -58,6 +58,10 @@ class Subscription:
         self.options = options
         self.pending: list[Publication] | None = []
         self.member: Member | None = None
+        self.epoch: str | None = None
+        self.offset = 0
+        """Position of the last publication queued for the session when it went live; live
+        publications after it are tracked per channel by the hub (not per recipient)."""
 
 
 class Session:
