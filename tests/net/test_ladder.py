@@ -316,3 +316,18 @@ async def test_a_connected_client_runs_one_task(backend: LadderServer) -> None:
         await client.call("echo", 1)
         await asyncio.sleep(0.1)  # let finished helper tasks (flushes) complete
         assert len(asyncio.all_tasks()) - before == 1, [t.get_name() for t in asyncio.all_tasks()]
+
+
+async def test_climbs_from_long_polling_back_to_sse(net: Network) -> None:
+    """The probe's SSE proof (a POSTed ping) is answered on the new stream even while a long
+    poll is the newest attachment."""
+    net.set(refuse={"ws", "sse"})
+    changes: asyncio.Queue[TransportChanged] = asyncio.Queue()
+    client = Client(net.url, probe_delay=0.5, probe_max_delay=1.0)
+    client.on("transport", changes.put_nowait)
+    async with client:
+        assert (await changes.get()).new == "longpoll"
+        net.set(refuse={"ws"})
+        change = await asyncio.wait_for(changes.get(), 20)
+        assert (change.old, change.new) == ("longpoll", "sse"), change
+        assert (await client.call("echo", 1))["data"] == 1

@@ -245,12 +245,21 @@ class SessionState:
             self.attachments[-1].wake()
         return seq
 
-    def send_control(self, body: dict[str, Any]) -> None:
-        """Queue an unsequenced frame (ping, pong, error) on the active transport, if any."""
-        att = self.active
-        if att is not None:
-            att.control.append(body)
-            att.wake()
+    def send_control(self, body: dict[str, Any], att: Attachment | None = None) -> None:
+        """Queue an unsequenced frame (pong, error) on ``att``, or on the active transport."""
+        target = att or self.active
+        if target is not None and not target.closed:
+            target.control.append(body)
+            target.wake()
+
+    def send_everywhere(self, body: dict[str, Any]) -> None:
+        """Queue an unsequenced frame on every attached transport.
+
+        A pong for a ping POSTed upstream goes everywhere: the client may be proving a new
+        stream (a probe) while an older rung is still the newest attachment.
+        """
+        for att in self.attachments:
+            self.send_control(body, att)
 
     def take(self, att: Attachment, now: float) -> tuple[list[dict[str, Any]], list[tuple[int, OutFrame]]]:
         """What ``att`` should write now: control frames, then sequenced frames in order."""

@@ -577,7 +577,10 @@ class Ladder:
                     state.on_ack(frame.s)
                 elif isinstance(frame, Ping):
                     pong: dict[str, Any] = {"t": "pong"} if frame.n is None else {"t": "pong", "n": frame.n}
-                    state.send_control(pong)
+                    if att is not None:
+                        state.send_control(pong, att)  # answered on the socket that asked
+                    else:
+                        state.send_everywhere(pong)
                 elif isinstance(frame, Pong):
                     pass
                 elif isinstance(frame, Bye):
