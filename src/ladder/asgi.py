@@ -18,6 +18,9 @@ error response, bugs a logged 500 with a JSON body.
 
 from __future__ import annotations
 
+import functools
+import gzip
+import hashlib
 import logging
 from importlib import resources
 from typing import Any
@@ -106,7 +109,7 @@ async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> 
             await _preflight(hub, request, tracked)
             return
         if endpoint in _STATIC and request.method in ("GET", "HEAD"):
-            await _static(endpoint, tracked)
+            await _static(endpoint, request, tracked)
             return
         if endpoint == "health" and request.method == "GET":
             await hub.start()
@@ -147,20 +150,32 @@ async def _preflight(hub: Ladder, request: Request, send: Send) -> None:
     await respond(send, 204, headers=headers)
 
 
-async def _static(name: str, send: Send) -> None:
+@functools.cache
+def _asset(name: str) -> tuple[bytes, bytes, bytes]:
+    """A shipped file, its gzip form and its ETag (read once per process)."""
     try:
         body = resources.files("ladder.static").joinpath(name).read_bytes()
     except (FileNotFoundError, ModuleNotFoundError):
         raise LadderError("not_found", f"{name} is not shipped in this build") from None
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", _STATIC[name]),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-cache"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    etag = b'"' + hashlib.sha256(body).hexdigest()[:20].encode() + b'"'
+    return body, gzip.compress(body, compresslevel=9), etag
+
+
+async def _static(name: str, request: Request, send: Send) -> None:
+    body, zipped, etag = _asset(name)
+    headers = [
+        (b"content-type", _STATIC[name]),
+        (b"cache-control", b"no-cache"),
+        (b"etag", etag),
+        (b"vary", b"Accept-Encoding"),
+    ]
+    if request.headers.get("if-none-match") == etag.decode():
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if request.accepts_gzip():
+        body = zipped
+        headers.append((b"content-encoding", b"gzip"))
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body if request.method == "GET" else b""})

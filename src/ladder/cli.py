@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         run(load_app(args.app), args)
     else:
-        from .demo.app import create_app  # noqa: PLC0415
+        from .demo.app import app  # noqa: PLC0415
 
-        run(create_app(), args)
+        run(app, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

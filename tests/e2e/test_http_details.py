@@ -102,3 +102,18 @@ async def test_permessage_deflate_is_off_by_default_and_can_be_switched_on(serve
     assert await extensions(server.url) == []
     with LadderServer({"heartbeat": 1.0}, args=("--ws-deflate",)) as deflating:
         assert await extensions(deflating.url) == ["permessage-deflate"]
+
+
+async def test_client_js_is_served_compressed_with_an_etag(server: LadderServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        plain = await http.get("/client.js", headers={"accept-encoding": "identity"})
+        assert plain.status_code == 200 and plain.headers["content-type"].startswith("text/javascript")
+        assert b"export function connect" in plain.content
+        zipped = await http.get("/client.js", headers={"accept-encoding": "gzip"})
+        assert zipped.headers["content-encoding"] == "gzip"
+        assert int(zipped.headers["content-length"]) < len(plain.content) / 3
+        assert zipped.content == plain.content  # httpx decoded it
+        again = await http.get("/client.js", headers={"if-none-match": plain.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        types = await http.get("/client.d.ts")
+        assert types.status_code == 200 and b"connect" in types.content

@@ -4,6 +4,10 @@ Rooms are channels ``room:<name>`` with history (so joining shows recent message
 presence (so the member list is live); typing indicators go through ``typing:<name>``
 channels that keep no history. The nickname a browser sends as its token becomes the
 session's identity.
+
+:class:`~ladder.demo.netpanel.NetworkPanel` (demo plumbing, not API) makes the page's network
+panel real for the browser that uses it, so a person can watch the client step down the
+ladder and climb back. Run it with ``ladder demo`` (or ``ladder serve ladder.demo.app:app``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from .. import ChannelOptions, Context, Identity, Ladder, LadderError
 from ..server.auth import AuthRequest
+from .netpanel import NetworkPanel
 
 NICK = re.compile(r"^[\w .\-]{1,24}$")
 ROOM = re.compile(r"^[a-z0-9\-]{1,32}$")
@@ -68,6 +73,7 @@ _TYPES = {
     ".css": b"text/css",
     ".js": b"text/javascript",
     ".png": b"image/png",
+    ".svg": b"image/svg+xml",
 }
 
 
@@ -94,9 +100,14 @@ class DemoApp:
             body, status, kind = _asset(name), 200, _TYPES[suffix]
         except FileNotFoundError:
             body, status, kind = b"not found", 404, b"text/plain"
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", kind)]})
+        headers = [(b"content-type", kind), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app() -> DemoApp:
-    return DemoApp(create_hub())
+def create_app() -> NetworkPanel:
+    return NetworkPanel(DemoApp(create_hub()))
+
+
+app = create_app()
+"""For ``ladder serve ladder.demo.app:app`` (what ``ladder demo`` runs)."""

@@ -1,0 +1,353 @@
+// The demo chat: rooms, presence, history on joining, typing, and a badge that shows the
+// ladder moving. Everything real-time goes through Ladder's browser client.
+import { connect } from "/ladder/client.js";
+
+const $ = (selector) => document.querySelector(selector);
+const params = new URLSearchParams(location.search);
+const NAMES = { websocket: "WebSocket", sse: "SSE", longpoll: "Long polling", poll: "Polling" };
+const ROOM = /^[a-z0-9-]{1,32}$/;
+
+// -- who and where ------------------------------------------------------------------------------
+
+function browserId() {
+  // The network panel's blocks apply to requests carrying this cookie (see NetworkPanel in app.py).
+  const found = document.cookie.match(/(?:^|; )ladder-net=([^;]+)/);
+  if (found) return found[1];
+  const id = crypto.randomUUID?.() ?? String(Math.random()).slice(2);
+  document.cookie = `ladder-net=${id}; path=/; SameSite=Strict`;
+  return id;
+}
+
+async function askNickname() {
+  const dialog = $("#join");
+  dialog.showModal();
+  $("#nick").focus();
+  await new Promise((resolve) => $("#join-form").addEventListener("submit", resolve, { once: true }));
+  return $("#nick").value.trim();
+}
+
+browserId();
+const nick = params.get("nick") || localStorage.getItem("ladder-demo-nick") || (await askNickname());
+localStorage.setItem("ladder-demo-nick", nick);
+$("#me").textContent = nick;
+$("#rename").addEventListener("click", () => {
+  localStorage.removeItem("ladder-demo-nick");
+  location.href = location.pathname + location.hash;
+});
+
+// Client options can come from the URL, for experiments and tests: ?transports=sse,longpoll&probe=500
+const options = { token: nick };
+if (params.get("transports")) options.transports = params.get("transports").split(",");
+if (params.get("probe")) options.probeDelay = Number(params.get("probe"));
+if (params.get("verify")) options.verifyTimeout = Number(params.get("verify"));
+
+const client = connect("/ladder", options);
+
+// -- the badge and the event log -------------------------------------------------------------------
+
+function log(text, kind = "") {
+  const item = document.createElement("li");
+  item.className = kind;
+  const time = document.createElement("time");
+  time.textContent = new Date().toLocaleTimeString();
+  item.append(time, " ", text);
+  const list = $("#log");
+  list.prepend(item);
+  while (list.children.length > 40) list.lastChild.remove();
+}
+
+function showBadge() {
+  const badge = $("#badge");
+  const rung = client.transport;
+  badge.dataset.rung = rung ?? "none";
+  $("#badge-rung").textContent = rung ? NAMES[rung] : client.state === "closed" ? "closed" : "reconnecting…";
+  const change = client.lastChange;
+  $("#badge-why").textContent = rung ? (change?.reason ?? "") : (client.lastFailure ?? "");
+  for (const item of document.querySelectorAll("#ladder li")) {
+    item.classList.toggle("active", item.dataset.rung === rung);
+    item.classList.toggle("unused", !client.rungs.includes(item.dataset.rung));
+  }
+}
+
+client.on("transport", (e) => {
+  log(`${e.old ? `${NAMES[e.old]} → ` : ""}${NAMES[e.new]}: ${e.reason}`, "change");
+  showBadge();
+});
+client.on("open", (e) => log(`connected on ${NAMES[e.transport]}${e.resumed ? " (session resumed)" : ""}`));
+client.on("close", (e) => log(`disconnected: ${e.reason}`, "bad"));
+client.on("state", () => showBadge());
+client.on("probe", (e) => log(`probe ${NAMES[e.rung]}: ${e.ok ? "works" : e.reason}`, e.ok ? "" : "bad"));
+client.on("session_lost", (e) => log(`new session (${e.reason})`, "bad"));
+client.on("resubscribed", (e) => log(`resubscribed to ${e.channel}${e.recovered ? ", nothing missed" : ""}`));
+client.on("resync", (e) => log(`${e.channel}: history lost, refetching`, "bad"));
+client.on("error", (e) => log(`server: ${e.code} ${e.reason}`, "bad"));
+showBadge();
+
+// -- rooms, messages, presence, typing -------------------------------------------------------------
+
+const rooms = JSON.parse(localStorage.getItem("ladder-demo-rooms") || '["lobby", "random"]');
+let current = null; // { room, sub, typing }
+const members = new Map(); // public session id -> nick
+const typers = new Map(); // nick -> when
+const pending = new Set(); // outgoing messages not yet seen in the room
+
+function renderRooms() {
+  const list = $("#rooms");
+  list.replaceChildren(
+    ...rooms.map((room) => {
+      const item = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = `#${room}`;
+      link.textContent = `#${room}`;
+      link.className = room === current?.room ? "current" : "";
+      item.append(link);
+      return item;
+    }),
+  );
+}
+
+function renderMembers() {
+  const nicks = [...new Set(members.values())].sort((a, b) => a.localeCompare(b));
+  $("#members").replaceChildren(
+    ...nicks.map((name) => {
+      const item = document.createElement("li");
+      item.textContent = name;
+      if (name === nick) item.className = "self";
+      return item;
+    }),
+  );
+  $("#member-count").textContent = nicks.length ? String(nicks.length) : "";
+}
+
+async function refreshPresence(room) {
+  try {
+    const list = await client.presence(`room:${room}`, { timeout: null });
+    if (current?.room !== room) return;
+    members.clear();
+    for (const member of list) members.set(member.c, member.info?.nick ?? member.u);
+    renderMembers();
+  } catch (error) {
+    log(`presence: ${error.message}`, "bad");
+  }
+}
+
+function scrolledDown() {
+  const scroller = $("#scroller");
+  return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+}
+
+function scrollDown() {
+  const scroller = $("#scroller");
+  scroller.scrollTop = scroller.scrollHeight;
+}
+
+function messageItem(name, text, when) {
+  const item = document.createElement("li");
+  item.className = name === nick ? "msg mine" : "msg";
+  const head = document.createElement("div");
+  head.className = "meta";
+  const who = document.createElement("b");
+  who.textContent = name;
+  const time = document.createElement("time");
+  time.textContent = when;
+  head.append(who, time);
+  const body = document.createElement("p");
+  body.className = "text";
+  body.textContent = text;
+  item.append(head, body);
+  return item;
+}
+
+function onMessage(pub) {
+  const { nick: name, text, ts } = pub.data;
+  const stick = scrolledDown();
+  const item = messageItem(name, text, new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+  item.dataset.offset = String(pub.offset);
+  $("#messages").append(item);
+  typers.delete(name);
+  renderTyping();
+  for (const mine of pending) {
+    if (mine.offset !== undefined && mine.offset <= pub.offset) {
+      mine.item.remove();
+      pending.delete(mine);
+    }
+  }
+  if (stick) scrollDown();
+}
+
+function renderTyping() {
+  const now = Date.now();
+  for (const [name, when] of typers) if (now - when > 3000) typers.delete(name);
+  const names = [...typers.keys()];
+  $("#typing").textContent = names.length
+    ? `${names.join(", ")} ${names.length === 1 ? "is" : "are"} typing…`
+    : "";
+}
+setInterval(renderTyping, 1000);
+
+function join(room) {
+  if (current?.room === room) return;
+  if (current) {
+    current.sub.unsubscribe();
+    current.typing.unsubscribe();
+  }
+  if (!rooms.includes(room)) {
+    rooms.push(room);
+    localStorage.setItem("ladder-demo-rooms", JSON.stringify(rooms));
+  }
+  $("#messages").replaceChildren();
+  members.clear();
+  typers.clear();
+  renderMembers();
+  renderTyping();
+  $("#room-title").textContent = `#${room}`;
+  $("#text").placeholder = `Message #${room}`;
+  $("#room-status").textContent = "joining…";
+  // History on joining: the subscription asks for the newest 50 kept, delivered before live ones.
+  const sub = client.subscribe(`room:${room}`, onMessage, { recent: 50 });
+  const typing = client.subscribe(`typing:${room}`, (pub) => {
+    if (pub.data.nick === nick) return;
+    typers.set(pub.data.nick, Date.now());
+    renderTyping();
+  });
+  current = { room, sub, typing };
+  renderRooms();
+  sub.ready().then(
+    (result) => {
+      if (current?.sub !== sub) return;
+      $("#room-status").textContent = result.missed
+        ? `${result.missed} earlier message${result.missed > 1 ? "s" : ""} from history`
+        : "a new room";
+      scrollDown();
+      refreshPresence(room);
+    },
+    (error) => ($("#room-status").textContent = `could not join: ${error.message}`),
+  );
+}
+
+client.on("presence", (e) => {
+  if (e.channel !== `room:${current?.room}`) return;
+  if (e.kind === "join") members.set(e.member.c, e.member.info?.nick ?? e.member.u);
+  else members.delete(e.member.c);
+  renderMembers();
+});
+client.on("resubscribed", (e) => {
+  if (e.channel === `room:${current?.room}`) refreshPresence(current.room);
+});
+
+function send(text) {
+  const item = messageItem(nick, text, "sending…");
+  item.classList.add("pending");
+  $("#outbox").append(item);
+  scrollDown();
+  const mine = { item };
+  pending.add(mine);
+  // No timeout: while offline the message waits in the client's queue and goes out on reconnect.
+  const sent = client.call("chat.send", { room: current.room, text }, { timeout: null });
+  sent.then(
+    ({ offset }) => {
+      mine.offset = offset;
+      const shown = [...document.querySelectorAll("#messages li")].some((li) => Number(li.dataset.offset) >= offset);
+      if (shown) {
+        item.remove();
+        pending.delete(mine);
+      }
+    },
+    (error) => {
+      item.classList.replace("pending", "failed");
+      item.querySelector("time").textContent = `not sent: ${error.reason || error.code}`;
+      pending.delete(mine);
+    },
+  );
+  return sent;
+}
+
+$("#composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $("#text");
+  const text = input.value.trim();
+  if (!text || !current) return;
+  input.value = "";
+  send(text);
+});
+
+let lastTyping = 0;
+$("#text").addEventListener("input", () => {
+  // Typing is ephemeral: not worth queueing while disconnected.
+  if (!current || client.state !== "connected" || Date.now() - lastTyping < 2000) return;
+  lastTyping = Date.now();
+  client.emit("chat.typing", { room: current.room });
+});
+
+$("#new-room").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $("#new-room-name");
+  const room = input.value.trim().toLowerCase();
+  if (!ROOM.test(room)) return;
+  input.value = "";
+  location.hash = room;
+});
+
+function roomFromHash() {
+  const room = decodeURIComponent(location.hash.slice(1));
+  return ROOM.test(room) ? room : params.get("room") || "lobby";
+}
+window.addEventListener("hashchange", () => join(roomFromHash()));
+join(roomFromHash());
+
+// -- the network panel -------------------------------------------------------------------------------
+
+const switches = [...document.querySelectorAll("[data-block]")];
+
+function showBlocks(blocked) {
+  for (const input of switches) input.checked = blocked.includes(input.dataset.block);
+  const offline = blocked.includes("offline");
+  for (const item of document.querySelectorAll("#ladder li")) {
+    const rung = item.dataset.rung;
+    const hit =
+      offline ||
+      (rung === "websocket" && blocked.includes("websocket")) ||
+      (rung === "sse" && (blocked.includes("sse") || blocked.includes("buffered")));
+    item.classList.toggle("blocked", hit);
+  }
+}
+
+async function setBlocks(blocked) {
+  const response = await fetch("/net", { method: "POST", body: JSON.stringify({ block: blocked }) });
+  const { block } = await response.json();
+  showBlocks(block);
+  return block;
+}
+
+for (const input of switches) {
+  input.addEventListener("change", async () => {
+    const blocked = switches.filter((s) => s.checked).map((s) => s.dataset.block);
+    log(blocked.length ? `network: ${blocked.join(", ")}` : "network: all clear");
+    await setBlocks(blocked);
+    // A browser fires `online` when its network comes back; the client reconnects at once on it.
+    if (input.dataset.block === "offline" && !input.checked) window.dispatchEvent(new Event("online"));
+  });
+}
+fetch("/net")
+  .then((response) => response.json())
+  .then(({ block }) => showBlocks(block));
+
+let bursts = 0;
+$("#burst").addEventListener("click", () => {
+  bursts += 1;
+  for (let n = 1; n <= 10; n++) send(`burst ${bursts}: ${n}/10`);
+});
+
+// For the curious (and for the browser tests): the client and a few helpers.
+window.demo = {
+  client,
+  join,
+  send,
+  setBlocks,
+  messages: () =>
+    [...document.querySelectorAll("#messages li")].map((li) => ({
+      offset: Number(li.dataset.offset),
+      nick: li.querySelector(".meta b").textContent,
+      text: li.querySelector(".text").textContent,
+    })),
+};

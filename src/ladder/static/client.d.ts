@@ -1,0 +1,215 @@
+/**
+ * Types for Ladder's browser client (`<mount>/client.js`, a plain ES module).
+ *
+ *     import { connect } from "/ladder/client.js";
+ *     const client = connect("/ladder", { token: "alice" });
+ *     client.subscribe<ChatMessage>("room:lobby", (pub) => render(pub.data), { recent: 50 });
+ *     const { offset } = await client.call<{ offset: number }>("chat.send", { room: "lobby", text: "hi" });
+ *
+ * See docs/browser.md. tests/js/types.test.mjs checks that client.js satisfies these declarations.
+ */
+
+export declare const PROTOCOL_VERSION: 1;
+
+/** Every rung, best first. */
+export declare const TRANSPORTS: readonly ["websocket", "sse", "longpoll", "poll"];
+
+/** One transport: WebSocket, Server-Sent Events (+ POST up), long polling, short polling. */
+export type Rung = "websocket" | "sse" | "longpoll" | "poll";
+
+/** `connecting` → `connected` → `disconnected` (reconnecting) … → `closed` (for good). */
+export type ClientState = "disconnected" | "connecting" | "connected" | "closed";
+
+/** A refusal with a stable `code` (switch on it) and a `reason` for people. */
+export declare class LadderError extends Error {
+  constructor(code: string, reason?: string, retryAfter?: number);
+  /** e.g. `timeout`, `forbidden`, `unknown_event`, `handler_error`, `closed`, `queue_full`, or an app's own code. */
+  code: string;
+  reason: string;
+  /** Seconds to wait, for `rate_limited`. */
+  retryAfter: number | undefined;
+}
+
+/** One message in a channel. */
+export interface Publication<T = any> {
+  channel: string;
+  /** Position in the channel (1, 2, 3, … within an epoch). */
+  offset: number;
+  data: T;
+  epoch: string | null;
+}
+
+/** Where a subscription stands; pass it as `since` to resume later. */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+/** How a (re)subscription went. */
+export interface SubscribeResult {
+  channel: string;
+  epoch: string;
+  offset: number;
+  /** False when history could not cover a gap: refetch the app's state for this channel. */
+  recovered: boolean;
+  /** How many publications followed the reply (missed ones, or the `recent` ones). */
+  missed: number;
+}
+
+/** A presence member: `c` is the public id of a session, `u` its user, `info` what the server attached. */
+export interface Member {
+  c: string;
+  u: string | null;
+  info: any;
+}
+
+/** A channel followed by the client. Publications arrive in offset order, each once. */
+export declare class Subscription<T = any> {
+  constructor(channel: string, options?: { since?: Position | null; recent?: number });
+  readonly channel: string;
+  /** Epoch and offset of the last publication delivered. */
+  epoch: string | null;
+  offset: number;
+  /** False after a gap history could not cover (a `resync`). */
+  recovered: boolean;
+  /** False once refused, unsubscribed, ended by the server, or the client closed. */
+  active: boolean;
+  /** Why the subscription ended, if it was refused or ended by the server. */
+  error: LadderError | null;
+  /** Resolves when the server confirmed the subscription (rejects with its refusal). */
+  ready(): Promise<SubscribeResult>;
+  /** Where to resume from later (null before the first confirmation). */
+  readonly position: Position | null;
+  /** Add a listener; returns a function that removes it. */
+  listen(listener: (pub: Publication<T>) => void): () => void;
+  unsubscribe(): Promise<void>;
+}
+
+export interface TransportEvent {
+  old: Rung | null;
+  new: Rung;
+  reason: string;
+}
+
+/** What `client.on(name, listener)` reports. */
+export interface ClientEvents {
+  /** A transport is up and the session live (`resumed`: the same session as before). */
+  open: { transport: Rung; sessionId: string; resumed: boolean };
+  /** The transport was lost; the client reconnects unless `reconnecting` is false (closed). */
+  close: { transport: Rung | null; reason: string; reconnecting: boolean };
+  /** The client moved to another rung: down after a failure, up after a probe. */
+  transport: TransportEvent;
+  /** History could not cover a gap in `channel`: refetch the app's state for it. */
+  resync: { channel: string; epoch: string };
+  /** The server no longer had the session; a new one started (queued messages carried over). */
+  session_lost: { reason: string };
+  /** A channel was subscribed again in a new session; `recovered` says whether nothing was lost. */
+  resubscribed: { channel: string; recovered: boolean };
+  /** An event the server pushed to this session or user. */
+  push: { event: string; data: any };
+  /** Someone joined or left a channel this client follows. */
+  presence: { kind: "join" | "leave"; channel: string; member: Member };
+  /** An error no call was waiting for (for example a failed `emit`). */
+  error: { code: string; reason: string };
+  /** A better rung was tried while standing on a lower one. */
+  probe: { rung: Rung; ok: boolean; reason: string };
+  /** The connection state changed (`reason`: why, when it got worse). */
+  state: { state: ClientState; reason: string };
+}
+
+export interface ClientOptions {
+  /** Rungs allowed, best first (default: all four). */
+  transports?: readonly Rung[];
+  /** Credentials for the server's `authenticate` hook (a string, or a function returning one). */
+  token?: string | null | (() => string | null | undefined);
+  /** When each rung of a race starts, ms (default [0, 300, 1000, 2000]). */
+  stagger?: readonly number[];
+  /** How long a rung may take to deliver its welcome, ms (default 10000). */
+  openTimeout?: number;
+  /** How long an SSE stream has to prove it is not buffered (ping → pong), ms (default 2500). */
+  verifyTimeout?: number;
+  /** Reconnect delay: full jitter over [0, min(backoffMax, backoffBase · 2^attempt)) ms (defaults 500, 20000). */
+  backoffBase?: number;
+  backoffMax?: number;
+  /** Give up after this many failed races (default: never). */
+  maxAttempts?: number | null;
+  /** A connection that lived this long resets backoff and cut counts, ms (default 10000). */
+  stableAfter?: number;
+  /** Short-lived connections in a row before stepping down a rung (default 3). */
+  cutLimit?: number;
+  /** Probing better rungs: first delay and largest delay, ms, jittered (defaults 2000, 30000). */
+  probeDelay?: number;
+  probeMaxDelay?: number;
+  /** Short polling's fastest and slowest pace, ms (default [50, 2000]). */
+  pollInterval?: [number, number];
+  /** Messages kept while unacknowledged or offline (default 1000; past it: `queue_full`). */
+  maxQueue?: number;
+  /** Acknowledge at least every this many frames, or every `ackInterval` ms (defaults 32, 1000). */
+  ackEvery?: number;
+  ackInterval?: number;
+  /** Extra silence tolerated while the tab is hidden (Chrome throttles its timers), ms (default 60000). */
+  hiddenSlack?: number;
+  /** Start from the rung that won last time in this tab (sessionStorage; default true). */
+  remember?: boolean;
+  /** React to online/offline, visibility changes and pagehide/pageshow (default true in a browser). */
+  browserEvents?: boolean;
+  /** Where the winning rung is remembered (default sessionStorage). */
+  storage?: Pick<Storage, "getItem" | "setItem"> | null;
+  fetch?: typeof fetch;
+}
+
+export interface CallOptions {
+  /** ms; null waits as long as the session lives (default 10000). */
+  timeout?: number | null;
+}
+
+/** The Ladder client: one session kept alive across rungs, reconnects and sessions. */
+export declare class Client {
+  constructor(url: string, options?: ClientOptions);
+  /** The hub's absolute URL. */
+  readonly url: string;
+  /** The rung in use now (null while disconnected). */
+  readonly transport: Rung | null;
+  readonly state: ClientState;
+  /** The session id (changes only when the server lost the session). */
+  readonly sessionId: string | null;
+  /** The user id the server's `authenticate` hook returned. */
+  readonly user: string | null;
+  /** This session's public id, as others see it in presence. */
+  readonly clientId: string | null;
+  /** The last rung change and why. */
+  readonly lastChange: TransportEvent | null;
+  /** Why the last connect attempt failed. */
+  readonly lastFailure: string | null;
+  /** Start connecting (`connect()` does this). */
+  start(): this;
+  /** Resolves once connected for the first time. */
+  ready(): Promise<void>;
+  /** End the session (the server forgets it at once) and release everything. */
+  close(): Promise<void>;
+  /** Reconnect now (not after the backoff delay), or check a live connection still works. */
+  wake(why?: string): void;
+  /** Follow a channel: `since` replays what was missed after a position; `recent: N` starts with the newest N kept. */
+  subscribe<T = any>(
+    channel: string,
+    onPublication?: ((pub: Publication<T>) => void) | null,
+    options?: { since?: Position | null; recent?: number },
+  ): Subscription<T>;
+  unsubscribe(channel: string): Promise<void>;
+  /** Publish to a channel (if the server permits). */
+  publish(channel: string, data: unknown, options?: CallOptions): Promise<Position>;
+  /** Send an event to a server handler (queued; not acknowledged). Throws `closed` or `queue_full`. */
+  emit(event: string, data?: unknown): void;
+  /** Call a server handler: its return value, or its error as a LadderError. */
+  call<R = any>(event: string, data?: unknown, options?: CallOptions): Promise<R>;
+  /** Who is in a channel (with presence on). */
+  presence(channel: string, options?: CallOptions): Promise<Member[]>;
+  /** The newest `limit` publications kept for a channel. */
+  history<T = any>(channel: string, options?: { limit?: number } & CallOptions): Promise<Publication<T>[]>;
+  /** Listen to an event; returns a function that removes the listener. */
+  on<K extends keyof ClientEvents>(name: K, listener: (event: ClientEvents[K]) => void): () => void;
+  off<K extends keyof ClientEvents>(name: K, listener: (event: ClientEvents[K]) => void): void;
+}
+
+/** Create a client and start connecting; it reconnects by itself until `close()`. */
+export declare function connect(url: string, options?: ClientOptions): Client;

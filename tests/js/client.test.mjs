@@ -1,0 +1,532 @@
+// The browser client's connection manager under a fake clock, with scripted transports:
+// the race, resume and replay, new sessions, stepping down, probing up, liveness, acks.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import { Client, LadderError, race, Transport, TransportClosed } from "../../src/ladder/static/client.js";
+
+/** Let every pending promise callback run. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+class FakeClock {
+  constructor() {
+    this.t = 0;
+    this.seq = 0;
+    /** @type {Map<number, {at: number, fn: () => void}>} */
+    this.timers = new Map();
+  }
+
+  now() {
+    return this.t;
+  }
+
+  setTimeout(fn, ms) {
+    this.seq += 1;
+    this.timers.set(this.seq, { at: this.t + Math.max(0, ms), fn });
+    return this.seq;
+  }
+
+  clearTimeout(id) {
+    this.timers.delete(id);
+  }
+
+  /** Move time forward by `ms`, running each timer at its due time. */
+  async advance(ms) {
+    const end = this.t + ms;
+    for (;;) {
+      await settle();
+      let next = null;
+      for (const [id, timer] of this.timers) {
+        if (timer.at <= end && (next === null || timer.at < next[1].at)) next = [id, timer];
+      }
+      if (next === null) break;
+      this.timers.delete(next[0]);
+      this.t = Math.max(this.t, next[1].at);
+      next[1].fn();
+    }
+    this.t = end;
+    await settle();
+  }
+
+  /** Move time forward without running timers (a frozen tab); they run late on the next advance. */
+  freeze(ms) {
+    this.t += ms;
+  }
+}
+
+/** A transport the test scripts: it records what the client sends and opens when told. */
+class FakeTransport extends Transport {
+  constructor(rung, ctx, net) {
+    super(rung, ctx);
+    this.net = net;
+    this.sent = [];
+    this.pauses = 0;
+    this.paused = false;
+    this.holdOpen = rung === "sse" && net.holdSse;
+    if (rung === "longpoll" || rung === "poll") {
+      this.streaming = false;
+      this.implicitAck = true;
+    }
+  }
+
+  open(hello) {
+    const opened = this.opening();
+    this.hello = hello;
+    this.net.opened.push(this);
+    this.net.onOpen?.(this);
+    return opened;
+  }
+
+  send(frames) {
+    if (this.closed) return Promise.reject(new TransportClosed(`${this.name}: closed`));
+    this.sent.push(...structuredClone(frames));
+    return Promise.resolve();
+  }
+
+  pause() {
+    this.pauses += 1;
+    this.paused = true;
+  }
+
+  resume() {
+    this.paused = false;
+  }
+
+  welcomed(welcome) {
+    if (this.holdOpen) this.held = welcome; // an SSE stream still proving itself
+    else super.welcomed(welcome);
+  }
+
+  prove() {
+    this.resolveOpen(this.held);
+  }
+
+  welcomeWith(fields = {}) {
+    this.greet([
+      { t: "welcome", v: 1, sid: "S1", rt: "R1", cid: "C1", u: null, resumed: false, ack: 0, seq: 0, hb: 20_000, ttl: 120_000, poll: 25_000, ...fields },
+    ]);
+  }
+
+  /** Frames of type `t` the client wrote (messages and control frames). */
+  wrote(t) {
+    return this.sent.filter((frame) => frame.t === t);
+  }
+}
+
+function setup({ storage = new Map(), ...options } = {}) {
+  const clock = new FakeClock();
+  const net = { opened: [], holdSse: false };
+  net.last = (rung) => net.opened.filter((t) => t.name === rung).at(-1);
+  const client = new Client("http://test.example/ladder", {
+    clock,
+    random: () => 0,
+    browserEvents: false,
+    storage: { getItem: (k) => storage.get(k) ?? null, setItem: (k, v) => storage.set(k, v) },
+    transportFactory: (rung, ctx) => new FakeTransport(rung, ctx, net),
+    ...options,
+  });
+  const events = [];
+  for (const name of ["open", "close", "transport", "resync", "session_lost", "resubscribed", "probe", "error"]) {
+    client.on(name, (event) => events.push({ name, ...event }));
+  }
+  const of = (name) => events.filter((e) => e.name === name);
+  return { client, clock, net, events, of, storage };
+}
+
+describe("race", () => {
+  test("rungs start staggered; a refusal starts the next at once", async () => {
+    const { client, clock, net } = setup();
+    client.start();
+    await settle();
+    assert.deepEqual(net.opened.map((t) => t.name), ["websocket"]);
+    await clock.advance(299);
+    assert.equal(net.opened.length, 1);
+    await clock.advance(1);
+    assert.deepEqual(net.opened.map((t) => t.name), ["websocket", "sse"]);
+    net.last("websocket").fail("websocket: cannot connect");
+    net.last("sse").fail("sse: cannot open the stream");
+    await settle();
+    assert.deepEqual(net.opened.map((t) => t.name), ["websocket", "sse", "longpoll"], "not waiting for 1 s");
+    assert.equal(clock.now(), 300);
+  });
+
+  test("the first proven rung wins; the race says why better ones lost; a welcomed loser says bye", async () => {
+    const { client, clock, net, of } = setup();
+    net.holdSse = true;
+    client.start();
+    await clock.advance(300);
+    net.last("sse").welcomeWith({ sid: "S-sse" }); // welcomed, still proving its stream
+    await clock.advance(700);
+    net.last("longpoll").welcomeWith({ sid: "S-lp" });
+    await settle();
+    assert.equal(client.transport, "longpoll");
+    assert.equal(client.sessionId, "S-lp");
+    const [change] = of("transport");
+    assert.equal(change.old, null);
+    assert.equal(change.new, "longpoll");
+    assert.match(change.reason, /websocket: not proven within 1 s; sse: not proven within 1 s/);
+    const sse = net.last("sse");
+    assert.equal(sse.wrote("bye").length, 1, "the loser's own new session is ended");
+    assert.equal(net.last("websocket").closed, true);
+    await settle();
+    assert.equal(sse.closed, true);
+  });
+
+  test("race() hands a rung that opened after the winner to onLoser", async () => {
+    const opened = [];
+    let release;
+    const later = new Promise((resolve) => (release = resolve));
+    const losers = [];
+    const result = race(
+      ["websocket", "sse"],
+      (rung) => {
+        opened.push(rung);
+        return rung === "websocket" ? Promise.resolve({ name: rung }) : later;
+      },
+      [0, 0],
+      { onLoser: (conn) => losers.push(conn) },
+    );
+    const { winner, failures } = await result;
+    assert.equal(winner.name, "websocket");
+    assert.deepEqual(failures, {});
+    release({ name: "sse" });
+    await settle();
+    assert.deepEqual(losers, [{ name: "sse" }]);
+  });
+});
+
+describe("reliability", () => {
+  test("messages queued before connecting go out in order once connected; replies and pubs arrive once", async () => {
+    const { client, net } = setup({ transports: ["websocket"] });
+    client.start();
+    const seen = [];
+    const answer = client.call("echo", { x: 1 });
+    client.emit("hello", 1);
+    const sub = client.subscribe("room:a", (pub) => seen.push([pub.offset, pub.data]));
+    await settle();
+    const ws = net.last("websocket");
+    assert.deepEqual(ws.hello, { t: "hello", v: 1 });
+    ws.welcomeWith();
+    await settle();
+    assert.deepEqual(
+      ws.sent.map((f) => [f.t, f.i]),
+      [
+        ["call", 1],
+        ["emit", 2],
+        ["sub", 3],
+      ],
+      "the subscription is sent once (not also from the queue)",
+    );
+    ws.receive([
+      { s: 1, t: "reply", re: 1, d: { ok: true } },
+      { s: 2, t: "reply", re: 3, d: { ch: "room:a", ep: "E", off: 0, rec: true, n: 0 } },
+      { s: 4, t: "pub", ch: "room:a", o: 2, d: "b" },
+      { s: 3, t: "pub", ch: "room:a", o: 1, d: "a" },
+      { s: 3, t: "pub", ch: "room:a", o: 1, d: "a" },
+      { s: 4, t: "pub", ch: "room:a", o: 2, d: "b" },
+    ]);
+    assert.deepEqual(await answer, { ok: true });
+    assert.equal((await sub.ready()).epoch, "E");
+    assert.deepEqual(seen, [
+      [1, "a"],
+      [2, "b"],
+    ]);
+  });
+
+  test("a dropped transport resumes the session: unacknowledged messages again, replays dropped", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    const seen = [];
+    const sub = client.subscribe("c", (pub) => seen.push(pub.offset));
+    client.emit("a");
+    await settle();
+    ws.receive([
+      { t: "ack", i: 1 },
+      { s: 1, t: "reply", re: 1, d: { ch: "c", ep: "E", off: 0, rec: true, n: 0 } },
+      { s: 2, t: "pub", ch: "c", o: 1, d: null },
+    ]);
+    client.emit("b"); // i = 3, lost with the transport
+    ws.fail("websocket: connection lost (code 1006)");
+    await clock.advance(0);
+    assert.equal(of("close").at(-1).reason, "websocket: connection lost (code 1006)");
+    const again = net.last("websocket");
+    assert.notEqual(again, ws);
+    assert.deepEqual(again.hello, { t: "hello", v: 1, sid: "S1", rt: "R1", ack: 2 });
+    again.welcomeWith({ resumed: true, ack: 2 });
+    await settle();
+    assert.deepEqual(again.sent.filter((f) => "i" in f).map((f) => [f.t, f.ev, f.i]), [["emit", "b", 3]]);
+    again.receive([
+      { s: 2, t: "pub", ch: "c", o: 1, d: null },
+      { s: 3, t: "pub", ch: "c", o: 2, d: null },
+    ]);
+    assert.deepEqual(seen, [1, 2]);
+    assert.equal(sub.offset, 2);
+    assert.equal(of("open").at(-1).resumed, true);
+    assert.equal(of("transport").length, 1, "same rung: no transport event");
+  });
+
+  test("a lost session starts a new one: calls carried over, channels recovered from their position", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket"], token: "alice" });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    const seen = [];
+    client.subscribe("room:a", (pub) => seen.push(pub.offset));
+    await settle();
+    ws.receive([
+      { t: "ack", i: 1 },
+      { s: 1, t: "reply", re: 1, d: { ch: "room:a", ep: "E", off: 4, rec: true, n: 0 } },
+      { s: 2, t: "pub", ch: "room:a", o: 5, d: null },
+    ]);
+    const pending = client.call("slow", null, { timeout: null });
+    ws.fail("websocket: connection lost");
+    await clock.advance(0);
+    net.last("websocket").fail("websocket: refused", new LadderError("unknown_session", "expired"));
+    await clock.advance(0);
+    const fresh = net.last("websocket");
+    assert.deepEqual(fresh.hello, { t: "hello", v: 1, tok: "alice" }, "a new session, with credentials");
+    fresh.welcomeWith({ sid: "S2", rt: "R2" });
+    await settle();
+    assert.match(of("session_lost")[0].reason, /unknown_session/);
+    assert.deepEqual(
+      fresh.sent.filter((f) => "i" in f),
+      [
+        { t: "call", ev: "slow", d: null, i: 1 },
+        { t: "sub", ch: "room:a", ep: "E", off: 5, i: 2 },
+      ],
+    );
+    fresh.receive([
+      { s: 1, t: "reply", re: 1, d: "done" },
+      { s: 2, t: "reply", re: 2, d: { ch: "room:a", ep: "E", off: 7, rec: true, n: 2 } },
+      { s: 3, t: "pub", ch: "room:a", o: 6, d: null },
+      { s: 4, t: "pub", ch: "room:a", o: 7, d: null },
+    ]);
+    assert.equal(await pending, "done");
+    assert.deepEqual(seen, [5, 6, 7]);
+    assert.deepEqual(of("resubscribed").map((e) => e.recovered), [true]);
+    assert.equal(of("resync").length, 0);
+  });
+
+  test("a call times out with code 'timeout'; a refusal arrives as its LadderError", async () => {
+    const { client, clock, net } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    const late = client.call("slow", null, { timeout: 5000 });
+    const refused = client.call("fail", null);
+    await settle();
+    ws.receive([{ s: 1, t: "err", re: 2, code: "room_full", reason: "the room is full" }]);
+    await assert.rejects(refused, (e) => e instanceof LadderError && e.code === "room_full" && e.reason === "the room is full");
+    const timedOut = assert.rejects(late, (e) => e.code === "timeout");
+    await clock.advance(4999);
+    assert.equal(client.state, "connected");
+    await clock.advance(1);
+    await timedOut;
+  });
+
+  test("acknowledges a stream every 32 frames, or after a second", async () => {
+    const { client, clock, net } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    await settle();
+    for (let s = 1; s <= 31; s++) ws.receive([{ s, t: "push", ev: "x" }]);
+    assert.deepEqual(ws.wrote("ack"), []);
+    ws.receive([{ s: 32, t: "push", ev: "x" }]);
+    assert.deepEqual(ws.wrote("ack"), [{ t: "ack", s: 32 }]);
+    ws.receive([{ s: 33, t: "push", ev: "x" }]);
+    assert.equal(ws.wrote("ack").length, 1);
+    await clock.advance(1000);
+    assert.deepEqual(ws.wrote("ack").at(-1), { t: "ack", s: 33 });
+  });
+
+  test("close() says bye and fails what waits", async () => {
+    const { client, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    const waiting = client.call("slow", null, { timeout: null });
+    await settle();
+    const closing = client.close();
+    await assert.rejects(waiting, (e) => e.code === "closed");
+    await closing;
+    assert.equal(ws.wrote("bye").length, 1);
+    assert.equal(client.state, "closed");
+    assert.equal(of("close").at(-1).reconnecting, false);
+    assert.throws(() => client.emit("x"), (e) => e.code === "closed");
+  });
+});
+
+describe("the ladder", () => {
+  test("three connections cut within 10 s step down a rung; a probe climbs back with a handover", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket", "sse"] });
+    client.start();
+    await settle();
+    for (let cut = 0; cut < 3; cut++) {
+      const ws = net.last("websocket");
+      ws.welcomeWith({ resumed: cut > 0 });
+      await clock.advance(100);
+      ws.fail("websocket: closed by the server (1001)");
+      await clock.advance(0);
+    }
+    const sse = net.last("sse");
+    assert.ok(sse, "the race now starts at SSE");
+    assert.equal(net.opened.at(-1), sse);
+    sse.welcomeWith({ resumed: true });
+    await settle();
+    const down = of("transport").at(-1);
+    assert.deepEqual([down.old, down.new], ["websocket", "sse"]);
+    assert.match(down.reason, /websocket: cut 3 times in a row, each within 10 s of opening/);
+
+    // Probe: after probeDelay (jittered: 2 s x 0.5 with random() = 0) WebSocket is tried again.
+    await clock.advance(999);
+    assert.equal(net.opened.at(-1), sse);
+    await clock.advance(1);
+    const probe = net.last("websocket");
+    assert.equal(probe.hello.sid, "S1", "a probe resumes the session");
+    const seen = [];
+    client.subscribe("c", (pub) => seen.push(pub.offset), { since: { epoch: "E", offset: 0 } });
+    sse.receive([{ s: 1, t: "push", ev: "x" }]);
+    probe.welcomeWith({ resumed: true, ack: 0 });
+    await settle();
+    const up = of("transport").at(-1);
+    assert.deepEqual([up.old, up.new, up.reason], ["sse", "websocket", "websocket works again (probe succeeded)"]);
+    assert.deepEqual(of("probe").at(-1), { name: "probe", rung: "websocket", ok: true, reason: "websocket: round trip completed" });
+    assert.equal(sse.closed, true);
+    assert.equal(client.transport, "websocket");
+    assert.deepEqual(sse.wrote("sub").map((f) => f.i), [1]);
+    assert.deepEqual(probe.wrote("sub").map((f) => f.i), [1], "unacknowledged messages are written again on the new rung");
+    probe.receive([
+      { s: 1, t: "push", ev: "x" },
+      { s: 2, t: "reply", re: 4, d: { ch: "c", ep: "E", off: 1, rec: true, n: 1 } },
+      { s: 3, t: "pub", ch: "c", o: 1, d: null },
+    ]);
+    assert.deepEqual(seen, [1]);
+  });
+
+  test("probing SSE from long polling pauses polling until the stream proved itself", async () => {
+    const { client, clock, net, of } = setup({ transports: ["sse", "longpoll"] });
+    net.holdSse = true;
+    client.start();
+    await settle();
+    net.last("sse").fail("sse: cannot open the stream");
+    await settle();
+    const poll = net.last("longpoll");
+    poll.welcomeWith();
+    await settle();
+    assert.equal(client.transport, "longpoll");
+    await clock.advance(1000);
+    const buffered = net.last("sse");
+    assert.equal(poll.paused, true, "no poll may take the probe's pong");
+    buffered.welcomeWith({ resumed: true });
+    await clock.advance(5000); // never proven: a buffering proxy
+    assert.equal(buffered.closed, true);
+    assert.equal(poll.paused, false);
+    assert.equal(of("probe").at(-1).ok, false);
+    assert.equal(client.transport, "longpoll");
+    // The next probe (after 4 s x 0.5) succeeds.
+    await clock.advance(2000);
+    const good = net.last("sse");
+    assert.notEqual(good, buffered);
+    good.welcomeWith({ resumed: true });
+    good.prove();
+    await settle();
+    assert.equal(client.transport, "sse");
+    assert.equal(poll.closed, true);
+    assert.equal(poll.pauses, 2);
+  });
+
+  test("remembers the winning rung for the tab and starts from it (still probing up)", async () => {
+    const storage = new Map();
+    const first = setup({ storage });
+    first.client.start();
+    await settle();
+    first.net.last("websocket").fail("websocket: cannot connect");
+    await settle();
+    first.net.last("sse").welcomeWith();
+    await settle();
+    assert.equal(storage.get("ladder.rung:http://test.example/ladder"), "sse");
+    await first.client.close();
+
+    const second = setup({ storage });
+    second.client.start();
+    await settle();
+    assert.deepEqual(second.net.opened.map((t) => t.name), ["sse"]);
+    second.net.last("sse").welcomeWith();
+    await second.clock.advance(1000);
+    assert.equal(second.net.opened.at(-1).name, "websocket", "probes up from the remembered rung");
+  });
+});
+
+describe("liveness", () => {
+  test("a stream silent for 1.5 heartbeats + 1 s is dropped", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith({ hb: 1000 });
+    await clock.advance(2000);
+    ws.receive([{ t: "ping" }]);
+    assert.deepEqual(ws.wrote("pong"), [{ t: "pong" }], "pings are answered at once");
+    await clock.advance(2499);
+    assert.equal(client.state, "connected");
+    await clock.advance(1);
+    assert.equal(of("close").at(-1).reason, "websocket: nothing received for 2.5 s");
+  });
+
+  test("after a frozen page, the watchdog asks with a ping before it gives up", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith({ hb: 1000 });
+    await settle();
+    clock.freeze(60_000);
+    await clock.advance(0);
+    assert.equal(client.state, "connected", "not judged on a timer that ran a minute late");
+    const [ping] = ws.wrote("ping");
+    assert.equal(typeof ping.n, "number");
+    ws.receive([{ t: "pong", n: ping.n }]);
+    await clock.advance(2400);
+    assert.equal(client.state, "connected");
+    clock.freeze(30_000);
+    await clock.advance(0);
+    await clock.advance(5000); // this time nothing answers the check
+    assert.match(of("close").at(-1).reason, /websocket: no answer to a check within 5 s/);
+  });
+
+  test("wake() reconnects at once instead of waiting out the backoff", async () => {
+    const { client, clock, net } = setup({ transports: ["websocket"], random: () => 0.99 });
+    client.start();
+    await settle();
+    net.last("websocket").fail("websocket: cannot connect");
+    await clock.advance(494);
+    assert.equal(net.opened.length, 1, "full jitter: 0.99 x 500 ms");
+    await clock.advance(1);
+    assert.equal(net.opened.length, 2);
+    net.last("websocket").fail("websocket: cannot connect");
+    await clock.advance(500);
+    assert.equal(client.state, "disconnected");
+    assert.equal(net.opened.length, 2, "still waiting (0.99 x 1000 ms)");
+    client.wake("the network came back");
+    await settle();
+    assert.equal(net.opened.length, 3);
+  });
+
+  test("a fatal refusal closes the client", async () => {
+    const { client, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    net.last("websocket").fail("websocket: refused", new LadderError("unauthorized", "pick a nickname"));
+    await assert.rejects(client.ready(), (e) => e.code === "unauthorized");
+    assert.equal(client.state, "closed");
+    assert.equal(of("close").at(-1).reconnecting, false);
+  });
+});

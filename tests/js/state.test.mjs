@@ -1,0 +1,261 @@
+// The browser client's sans-I/O parts: reliable stream, rung policy, backoff, race schedule,
+// silence verdict, channel positions, codec. No timers, no sockets.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import {
+  decodeBatch,
+  encodeBatch,
+  fullJitter,
+  Inbox,
+  LadderError,
+  Outbox,
+  PeerState,
+  RaceSchedule,
+  RungPolicy,
+  silenceLimit,
+  silenceVerdict,
+  Subscription,
+} from "../../src/ladder/static/client.js";
+
+describe("Inbox", () => {
+  test("hands each number out once, in order; early ones wait for the gap", () => {
+    const inbox = new Inbox(10);
+    assert.deepEqual(inbox.offer(1, "a"), ["a"]);
+    assert.deepEqual(inbox.offer(3, "c"), []);
+    assert.equal(inbox.waiting, 1);
+    assert.deepEqual(inbox.offer(3, "c again"), [], "an early repeat is dropped");
+    assert.deepEqual(inbox.offer(2, "b"), ["b", "c"]);
+    assert.deepEqual(inbox.offer(2, "b again"), [], "a repeat is dropped");
+    assert.deepEqual(inbox.offer(1, "a again"), []);
+    assert.equal(inbox.applied, 3);
+  });
+
+  test("refuses a number beyond the window", () => {
+    const inbox = new Inbox(4);
+    assert.throws(() => inbox.offer(5, "x"), (error) => error instanceof LadderError && error.code === "too_far_ahead");
+    assert.deepEqual(inbox.offer(4, "d"), [], "the window's edge is accepted (and waits)");
+  });
+});
+
+describe("Outbox", () => {
+  test("numbers, keeps until acknowledged, resends after a cursor", () => {
+    const outbox = new Outbox(3);
+    assert.equal(outbox.push("a"), 1);
+    assert.equal(outbox.push("b"), 2);
+    assert.equal(outbox.push("c"), 3);
+    assert.throws(() => outbox.push("d"), (error) => error.code === "queue_full");
+    assert.deepEqual(outbox.after(1), [
+      [2, "b"],
+      [3, "c"],
+    ]);
+    assert.equal(outbox.ack(2), 2);
+    assert.equal(outbox.ack(1), 0, "an old ack changes nothing");
+    assert.deepEqual(outbox.after(0), [[3, "c"]], "a cursor below the ack starts after the ack");
+    assert.throws(() => outbox.ack(4), (error) => error.code === "bad_frame");
+    assert.equal(outbox.push("d"), 4);
+    assert.deepEqual(outbox.renumber(), ["c", "d"]);
+    assert.equal(outbox.last, 0);
+    assert.equal(outbox.push("c"), 1);
+  });
+});
+
+describe("PeerState", () => {
+  const welcome = (over = {}) => ({ t: "welcome", sid: "S1", rt: "R1", resumed: false, ack: 0, seq: 0, ...over });
+
+  test("hello opens, then resumes with the resume token and the acknowledgement", () => {
+    const peer = new PeerState();
+    assert.deepEqual(peer.hello("alice"), { t: "hello", v: 1, tok: "alice" });
+    peer.welcome(welcome());
+    peer.receive({ s: 1, t: "pub" });
+    assert.deepEqual(peer.hello(), { t: "hello", v: 1, sid: "S1", rt: "R1", ack: 1 });
+  });
+
+  test("messages are numbered, written once per transport, rewritten after a resume", () => {
+    const peer = new PeerState();
+    peer.welcome(welcome());
+    assert.equal(peer.submit({ t: "emit", ev: "a" }), 1);
+    assert.equal(peer.submit({ t: "emit", ev: "b" }), 2);
+    assert.deepEqual(peer.unsent().map((f) => f.i), [1, 2]);
+    assert.deepEqual(peer.unsent(), [], "nothing is written twice on one transport");
+    peer.onAck(1);
+    // A new transport resumes: the server applied 1, so 2 is written again.
+    assert.equal(peer.welcome(welcome({ resumed: true, ack: 1 })), null);
+    assert.deepEqual(peer.unsent().map((f) => f.ev), ["b"]);
+    assert.throws(() => peer.welcome(welcome({ resumed: true, ack: 9 })), (error) => error.code === "bad_frame");
+  });
+
+  test("a new session renumbers what was not acknowledged, filtered, in order", () => {
+    const peer = new PeerState();
+    peer.welcome(welcome());
+    peer.submit({ t: "call", ev: "x" }); // 1, acknowledged below
+    peer.submit({ t: "sub", ch: "a" }); // 2
+    peer.submit({ t: "call", ev: "y" }); // 3
+    peer.submit({ t: "emit", ev: "z" }); // 4
+    peer.onAck(1);
+    peer.receive({ s: 1 });
+    const moved = peer.welcome(welcome({ sid: "S2", rt: "R2" }), (frame) => frame.t !== "sub");
+    assert.deepEqual(moved, [
+      [3, 1],
+      [4, 2],
+    ]);
+    assert.deepEqual(peer.unsent().map((f) => [f.i, f.ev]), [
+      [1, "y"],
+      [2, "z"],
+    ]);
+    assert.equal(peer.inbox.applied, 0, "the new session's sequence starts again");
+    assert.equal(peer.sid, "S2");
+  });
+
+  test("dedupes server frames and acknowledges every N", () => {
+    const peer = new PeerState();
+    peer.welcome(welcome());
+    assert.deepEqual(peer.receive({ s: 2, t: "pub" }), []);
+    assert.deepEqual(peer.receive({ s: 1, t: "pub" }).map((f) => f.s), [1, 2]);
+    assert.deepEqual(peer.receive({ s: 2, t: "pub" }), []);
+    assert.equal(peer.ackFrame(3), null, "2 frames < every 3");
+    assert.deepEqual(peer.ackFrame(2), { t: "ack", s: 2 });
+    assert.equal(peer.ackFrame(1), null, "nothing new to acknowledge");
+  });
+
+  test("a full queue is refused with queue_full", () => {
+    const peer = new PeerState(2);
+    peer.submit({ t: "emit" });
+    peer.submit({ t: "emit" });
+    assert.throws(() => peer.submit({ t: "emit" }), (error) => error.code === "queue_full");
+  });
+});
+
+describe("RungPolicy", () => {
+  const rungs = ["websocket", "sse", "longpoll", "poll"];
+
+  test("candidates run from the floor down; probes look above", () => {
+    const policy = new RungPolicy(rungs, { start: "longpoll" });
+    assert.deepEqual(policy.candidates(), ["longpoll", "poll"]);
+    assert.deepEqual(policy.above("longpoll"), ["websocket", "sse"]);
+    assert.deepEqual(policy.above("websocket"), []);
+    policy.won("sse");
+    assert.deepEqual(policy.candidates(), ["sse", "longpoll", "poll"]);
+    assert.equal(new RungPolicy(rungs, { start: "bogus" }).current, "websocket");
+  });
+
+  test("three short-lived connections in a row step down one rung", () => {
+    const policy = new RungPolicy(rungs, { cutLimit: 3, stableAfter: 10_000 });
+    assert.equal(policy.dropped("websocket", 500, "cut"), null);
+    assert.equal(policy.dropped("websocket", 500, "cut"), null);
+    const reason = policy.dropped("websocket", 500, "closed by a proxy");
+    assert.match(reason, /websocket: cut 3 times in a row, each within 10 s of opening \(last: closed by a proxy\)/);
+    assert.equal(policy.current, "sse");
+  });
+
+  test("a stable connection resets the count", () => {
+    const policy = new RungPolicy(rungs, { cutLimit: 2 });
+    policy.dropped("sse", 100, "x");
+    policy.dropped("sse", 60_000, "x");
+    assert.equal(policy.dropped("sse", 100, "x"), null);
+    assert.equal(policy.current, "websocket");
+  });
+
+  test("the last rung never steps below itself", () => {
+    const policy = new RungPolicy(["poll"], { cutLimit: 1 });
+    assert.equal(policy.dropped("poll", 1, "x"), null);
+    assert.equal(policy.current, "poll");
+  });
+});
+
+describe("fullJitter", () => {
+  test("draws from [0, min(cap, base * 2^attempt))", () => {
+    assert.equal(fullJitter(0, 500, 20_000, () => 0.999_999) < 500, true);
+    assert.equal(fullJitter(3, 500, 20_000, () => 0.5), 2000);
+    assert.equal(fullJitter(10, 500, 20_000, () => 0.5), 10_000, "capped");
+    assert.equal(fullJitter(5000, 500, 20_000, () => 1), 20_000, "huge attempts do not overflow");
+    assert.equal(fullJitter(2, 500, 20_000, () => 0), 0);
+  });
+});
+
+describe("RaceSchedule", () => {
+  const rungs = ["websocket", "sse", "longpoll", "poll"];
+
+  test("staggers the rungs", () => {
+    const schedule = new RaceSchedule(rungs, [0, 300, 1000, 2000]);
+    assert.deepEqual(schedule.due(0, 0), { start: ["websocket"], wait: 300 });
+    assert.deepEqual(schedule.due(100, 1), { start: [], wait: 200 });
+    assert.deepEqual(schedule.due(300, 1), { start: ["sse"], wait: 700 });
+    assert.deepEqual(schedule.due(2500, 2), { start: ["longpoll", "poll"], wait: null });
+  });
+
+  test("starts the next rung at once when every started one failed", () => {
+    const schedule = new RaceSchedule(rungs, [0, 300, 1000, 2000]);
+    schedule.due(0, 0);
+    assert.deepEqual(schedule.due(20, 0), { start: ["sse"], wait: 980 });
+    assert.deepEqual(schedule.due(25, 0), { start: ["longpoll"], wait: 1975 });
+  });
+
+  test("a short stagger list repeats its last entry", () => {
+    const schedule = new RaceSchedule(rungs, [0, 100]);
+    schedule.due(0, 0);
+    assert.deepEqual(schedule.due(100, 1), { start: ["sse", "longpoll", "poll"], wait: null });
+  });
+});
+
+describe("silence", () => {
+  const welcome = { hb: 20_000, poll: 25_000 };
+
+  test("limits per rung (protocol §9.2), more while hidden", () => {
+    assert.equal(silenceLimit("websocket", welcome), 31_000);
+    assert.equal(silenceLimit("sse", welcome), 31_000);
+    assert.equal(silenceLimit("longpoll", welcome), 40_000);
+    assert.equal(silenceLimit("poll", welcome, { pollMax: 2000 }), 17_000);
+    assert.equal(silenceLimit("websocket", welcome, { hidden: true, hiddenSlack: 60_000 }), 91_000);
+  });
+
+  test("a late timer (a throttled or frozen tab) asks before it gives up", () => {
+    assert.equal(silenceVerdict({ silent: 10_000, limit: 31_000, late: 0 }), "alive");
+    assert.equal(silenceVerdict({ silent: 31_000, limit: 31_000, late: 5 }), "dead");
+    assert.equal(silenceVerdict({ silent: 95_000, limit: 31_000, late: 60_000 }), "check");
+  });
+});
+
+describe("Subscription", () => {
+  test("a fresh subscription starts at the channel's position; recent ones come first", async () => {
+    const sub = new Subscription("room:a", { recent: 2 });
+    assert.deepEqual(sub.subscribeFrame(), { t: "sub", ch: "room:a", recent: 2 });
+    const seen = [];
+    sub.listen((pub) => seen.push(pub.offset));
+    sub.confirmed({ ch: "room:a", ep: "E", off: 10, rec: true, n: 2 });
+    assert.deepEqual(await sub.ready(), { channel: "room:a", epoch: "E", offset: 10, recovered: true, missed: 2 });
+    for (const offset of [9, 10, 10, 9, 11]) sub.deliver(offset, null);
+    assert.deepEqual(seen, [9, 10, 11], "each offset once, in order");
+    assert.deepEqual(sub.position, { epoch: "E", offset: 11 });
+    assert.deepEqual(sub.subscribeFrame(), { t: "sub", ch: "room:a", ep: "E", off: 11 }, "resubscribes from its position");
+  });
+
+  test("recovery keeps the position; a failed recovery jumps to the channel's", () => {
+    const sub = new Subscription("c", { since: { epoch: "E", offset: 5 } });
+    sub.confirmed({ ep: "E", off: 8, rec: true, n: 3 });
+    assert.equal(sub.offset, 5, "the 3 missed publications follow");
+    const lost = new Subscription("c", { since: { epoch: "OLD", offset: 5 } });
+    lost.confirmed({ ep: "NEW", off: 2, rec: false, n: 0 });
+    assert.deepEqual(lost.position, { epoch: "NEW", offset: 2 });
+    assert.equal(lost.recovered, false);
+  });
+
+  test("a refusal rejects ready() and ends it", async () => {
+    const sub = new Subscription("c");
+    sub.end(new LadderError("forbidden", "no"));
+    await assert.rejects(sub.ready(), (error) => error.code === "forbidden");
+    assert.equal(sub.active, false);
+    assert.equal(sub.deliver(1, "x"), false);
+  });
+});
+
+describe("codec", () => {
+  test("bytes travel as {$b: base64} and come back as Uint8Array", () => {
+    const text = encodeBatch([{ t: "emit", d: { blob: new Uint8Array([0, 255, 7]) } }, { t: "ping" }]);
+    assert.equal(text, '{"t":"emit","d":{"blob":{"$b":"AP8H"}}}\n{"t":"ping"}');
+    const [first, second] = decodeBatch(`${text}\n`);
+    assert.deepEqual(first.d.blob, new Uint8Array([0, 255, 7]));
+    assert.deepEqual(second, { t: "ping" });
+    assert.deepEqual(decodeBatch('{"d":{"$b":"AA==","x":1}}')[0].d, { $b: "AA==", x: 1 }, "only one-key objects are bytes");
+  });
+});

@@ -1,0 +1,164 @@
+// The HTTP transports' own logic under Node, with stand-ins for EventSource and fetch:
+// the SSE stream's ping/pong proof, what an EventSource failure means, polling and its pause.
+import assert from "node:assert/strict";
+import { afterEach, describe, test } from "node:test";
+
+import { Endpoint, PollingTransport, SSETransport } from "../../src/ladder/static/client.js";
+
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+/** Timers the test fires by hand. */
+function manualClock() {
+  const timers = new Map();
+  let seq = 0;
+  return {
+    now: () => 0,
+    setTimeout: (fn, ms) => (timers.set(++seq, { fn, ms }), seq),
+    clearTimeout: (id) => timers.delete(id),
+    fire(ms) {
+      for (const [id, timer] of [...timers]) {
+        if (timer.ms === ms) {
+          timers.delete(id);
+          timer.fn();
+        }
+      }
+    },
+  };
+}
+
+class FakeEventSource {
+  static last = null;
+  constructor(url, init) {
+    this.url = new URL(url);
+    this.init = init;
+    this.closed = false;
+    this.onmessage = null;
+    this.onerror = null;
+    FakeEventSource.last = this;
+  }
+  event(frame) {
+    this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+  close() {
+    this.closed = true;
+  }
+}
+
+function fakeFetch(answer) {
+  const calls = [];
+  const fetch = async (url, init = {}) => {
+    const call = { url: new URL(url), init };
+    calls.push(call);
+    return answer(call);
+  };
+  return { fetch, calls };
+}
+
+function context(fetch, clock = manualClock(), applied = () => 0) {
+  return { endpoint: new Endpoint("http://test.example/ladder", fetch), clock, applied, pollInterval: [50, 2000] };
+}
+
+const welcome = { t: "welcome", v: 1, sid: "S1", rt: "R1", resumed: true, ack: 0, hb: 20_000, poll: 25_000 };
+
+describe("SSE", () => {
+  globalThis.EventSource = FakeEventSource;
+  afterEach(() => (FakeEventSource.last = null));
+
+  test("opens once the stream carried the pong of a ping sent up: proof nothing buffers it", async () => {
+    const { fetch, calls } = fakeFetch(() => new Response(null, { status: 204 }));
+    const sse = new SSETransport(context(fetch));
+    const opened = sse.open({ t: "hello", v: 1, sid: "S1", rt: "R1", ack: 7 }, 2500);
+    const source = FakeEventSource.last;
+    assert.equal(source.url.pathname, "/ladder/sse");
+    assert.deepEqual(Object.fromEntries(source.url.searchParams), { v: "1", sid: "S1", ack: "7", rt: "R1" });
+    source.event(welcome);
+    await settle();
+    const [post] = calls;
+    assert.equal(post.url.pathname, "/ladder/send");
+    assert.equal(post.url.searchParams.get("sid"), "S1");
+    assert.equal(post.init.headers["x-ladder-rt"], "R1");
+    const ping = JSON.parse(post.init.body);
+    assert.equal(ping.t, "ping");
+    source.event({ s: 8, t: "push", ev: "early" }); // arrives before the pong: kept for the client
+    source.event({ t: "pong", n: ping.n });
+    assert.equal((await opened).sid, "S1");
+    assert.deepEqual(sse.pending, [{ s: 8, t: "push", ev: "early" }]);
+  });
+
+  test("a stream whose pong never comes is buffered by something on the way", async () => {
+    const clock = manualClock();
+    const { fetch } = fakeFetch(() => new Response(null, { status: 204 }));
+    const sse = new SSETransport(context(fetch, clock));
+    const opened = sse.open({ t: "hello", v: 1, tok: "alice" }, 2500);
+    assert.equal(FakeEventSource.last.url.searchParams.get("tok"), "alice", "EventSource cannot send headers");
+    FakeEventSource.last.event({ ...welcome, resumed: false });
+    await settle();
+    clock.fire(2500);
+    await assert.rejects(opened, { reason: "sse: stream buffered by something on the way (no pong within 2.5 s)" });
+    assert.equal(FakeEventSource.last.closed, true);
+  });
+
+  test("when EventSource fails on a resume, an empty POST finds out whether the session is gone", async () => {
+    const { fetch, calls } = fakeFetch(
+      () => new Response(JSON.stringify({ t: "err", code: "unknown_session", reason: "expired" }), { status: 404 }),
+    );
+    const sse = new SSETransport(context(fetch));
+    const opened = sse.open({ t: "hello", v: 1, sid: "S1", rt: "R1", ack: 0 }, 2500);
+    FakeEventSource.last.onerror();
+    await assert.rejects(opened, (error) => error.error?.code === "unknown_session");
+    assert.equal(calls[0].init.body, "", "nothing is sent: the POST only asks");
+    assert.equal(FakeEventSource.last.closed, true, "EventSource's own reconnect is switched off");
+  });
+
+  test("a stream that ends after opening fails the transport", async () => {
+    const { fetch } = fakeFetch(() => new Response(null, { status: 204 }));
+    const sse = new SSETransport(context(fetch));
+    const opened = sse.open({ t: "hello", v: 1 }, 2500);
+    const source = FakeEventSource.last;
+    source.event(welcome);
+    await settle();
+    source.event({ t: "pong", n: sse._nonce });
+    await opened;
+    const closed = [];
+    sse.attach({ onframes: () => {}, onclose: (reason) => closed.push(reason) });
+    source.onerror();
+    assert.deepEqual(closed, ["sse: stream ended or broken"]);
+  });
+});
+
+describe("polling", () => {
+  test("opens with open=1, then polls with the acknowledgement; pauses while asked to", async () => {
+    let applied = 3;
+    const answers = [[welcome, { s: 1, t: "push" }], []];
+    const { fetch, calls } = fakeFetch(({ init }) => {
+      const frames = answers.shift();
+      if (frames) return new Response(frames.map((f) => JSON.stringify(f)).join("\n"), { status: 200 });
+      // Then a held long poll, released when the transport closes.
+      return new Promise((_, reject) => init.signal.addEventListener("abort", () => reject(new Error("aborted"))));
+    });
+    const poll = new PollingTransport(context(fetch, manualClock(), () => applied), true);
+    await poll.open({ t: "hello", v: 1, sid: "S1", rt: "R1", ack: 2 }, 2500);
+    assert.deepEqual(Object.fromEntries(calls[0].url.searchParams), { v: "1", open: "1", sid: "S1", ack: "2", enc: "json" });
+    assert.equal(calls[0].init.headers["x-ladder-rt"], "R1");
+    const got = [];
+    poll.pause();
+    poll.attach({ onframes: (frames) => got.push(frames), onclose: () => {} });
+    await settle();
+    assert.deepEqual(got, [[{ s: 1, t: "push" }]]);
+    assert.equal(calls.length, 1, "paused: no poll may take an SSE probe's pong");
+    applied = 5;
+    poll.resume();
+    await settle();
+    assert.equal(calls.length, 3);
+    assert.deepEqual(Object.fromEntries(calls[1].url.searchParams), { sid: "S1", ack: "5", enc: "json" });
+    poll.close();
+  });
+
+  test("a refusal carries the server's code", async () => {
+    const { fetch } = fakeFetch(
+      () => new Response(JSON.stringify({ t: "err", code: "unauthorized", reason: "no" }), { status: 401 }),
+    );
+    const poll = new PollingTransport(context(fetch), false);
+    await assert.rejects(poll.open({ t: "hello", v: 1, tok: "x" }, 2500), (error) => error.error?.code === "unauthorized");
+  });
+});

@@ -1,0 +1,53 @@
+// client.d.ts (hand-written for TypeScript users) must describe client.js truthfully:
+// TypeScript checks that the implementation module is assignable to the declared one.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+const tsc = join(root, "node_modules", ".bin", "tsc");
+
+function compile(dir) {
+  const args = ["--noEmit", "--allowJs", "--strict", "--target", "ES2022", "--module", "ES2022"];
+  args.push("--moduleResolution", "bundler", "--lib", "ES2022,DOM,DOM.Iterable", join(dir, "check.ts"));
+  return new Promise((resolve) => {
+    execFile(tsc, args, { cwd: dir }, (error, stdout, stderr) => resolve({ code: error ? error.code : 0, out: stdout + stderr }));
+  });
+}
+
+test("client.js conforms to client.d.ts", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "ladder-dts-"));
+  try {
+    await copyFile(join(root, "src/ladder/static/client.js"), join(dir, "impl.js"));
+    await copyFile(join(root, "src/ladder/static/client.d.ts"), join(dir, "api.d.ts"));
+    await writeFile(
+      join(dir, "check.ts"),
+      [
+        'import * as impl from "./impl.js";',
+        'import type * as api from "./api.js";',
+        "export const conforms: typeof api = impl;",
+        // And the declarations are usable the way the docs show.
+        'import { connect, type Publication } from "./api.js";',
+        'const client = connect("/ladder", { token: "alice", transports: ["sse", "longpoll"] });',
+        'client.on("transport", (e) => e.old === null || e.new.length > 0);',
+        'client.subscribe<{ text: string }>("room:a", (pub: Publication<{ text: string }>) => pub.data.text.length, { recent: 5 });',
+        'export const n: Promise<number> = client.call<number>("add", [1, 2], { timeout: null });',
+        "",
+      ].join("\n"),
+    );
+    const { code, out } = await compile(dir);
+    assert.equal(code, 0, out);
+    // The check has teeth: a declaration the implementation lacks is caught.
+    const declared = await readFile(join(root, "src/ladder/static/client.d.ts"), "utf8");
+    await writeFile(join(dir, "api.d.ts"), `${declared}\nexport declare function missing(): void;\n`);
+    const broken = await compile(dir);
+    assert.notEqual(broken.code, 0);
+    assert.match(broken.out, /missing/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
