@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import logging
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -68,7 +69,9 @@ class Client:
 
     ``url`` is where the hub is mounted (``http://host:8000/ladder``). ``transports``
     lists the rungs allowed, best first. ``token`` (a string or a callable returning one)
-    is presented to the server's ``authenticate`` hook.
+    is presented to the server's ``authenticate`` hook. ``ssl_context`` sets TLS
+    verification for ``https`` URLs (for example a private CA); ``http_client`` lets many
+    clients share one connection pool.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Client:
         ack_interval: float = 1.0,
         remember: bool = True,
         http_client: httpx.AsyncClient | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         unknown = [t for t in transports if t not in TRANSPORTS]
         if unknown or not transports:
@@ -103,7 +107,9 @@ class Client:
         self.url = url.rstrip("/")
         self.rungs = [t for t in TRANSPORTS if t in transports]
         self._token = token
-        self.endpoint = Endpoint(self.url, codec_named(encoding), dict(headers or {}), self._current_token)
+        self.endpoint = Endpoint(
+            self.url, codec_named(encoding), dict(headers or {}), self._current_token, ssl_context
+        )
         self.stagger = tuple(stagger)
         self.open_timeout = open_timeout
         self.verify_timeout = verify_timeout
@@ -166,6 +172,7 @@ class Client:
         if self._run_task is None:
             if self._http is None:
                 self._http = httpx.AsyncClient(
+                    verify=self.endpoint.ssl or True,
                     limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
                     timeout=httpx.Timeout(10.0),
                 )

@@ -10,6 +10,7 @@ there). ``recv`` returns the next batch of frames; every failure surfaces as
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ class Endpoint:
     codec: Codec
     headers: dict[str, str]
     token: Callable[[], str | None]
+    ssl: ssl.SSLContext | None = None
+    """TLS settings for https/wss (None: the system's default verification)."""
 
     def http(self, endpoint: str) -> str:
         return f"{self.base}/{endpoint}"

@@ -24,6 +24,7 @@ class WebSocketTransport(Transport):
             self._ws = await connect(
                 endpoint.ws(),
                 additional_headers=headers,
+                ssl=endpoint.ssl if endpoint.base.startswith("https") else None,
                 open_timeout=None,  # the race bounds the whole attempt
                 ping_interval=None,  # Ladder's own pings carry the heartbeat
                 close_timeout=1.0,
