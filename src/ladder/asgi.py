@@ -9,7 +9,8 @@ Endpoints (relative to wherever the hub is mounted):
 ``GET  poll``           short-polling rung (answers at once)
 ``POST send``           upstream frames for the HTTP rungs
 ``GET  client.js``      the browser client (``client.d.ts`` beside it)
-``GET  health``         liveness for load balancers
+``GET  health``         liveness for load balancers (503 while the engine is unreachable)
+``GET  metrics``        Prometheus metrics
 ======================  ==================================================
 
 Nothing raised below this point reaches the ASGI server: refusals become their documented
@@ -40,6 +41,7 @@ from .server.http import (
     respond,
 )
 from .server.hub import Ladder
+from .server.metrics import CONTENT_TYPE as METRICS_TYPE
 from .server.polling import serve_poll
 from .server.sse import serve_sse
 from .server.upstream import serve_send
@@ -110,6 +112,9 @@ async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> 
             return
         if endpoint in _STATIC and request.method in ("GET", "HEAD"):
             await _static(endpoint, request, tracked)
+            return
+        if endpoint == "metrics" and request.method == "GET":
+            await respond(tracked, 200, hub.metrics.render(), content_type=METRICS_TYPE)
             return
         if endpoint == "health" and request.method == "GET":
             await hub.start()

@@ -151,6 +151,8 @@ class Client:
         self._step_reason: str | None = None
         self._pending_loss: str | None = None
         self._closed_by_app = False
+        self._last_end: str | None = None
+        """Why the previous connection ended (its category goes in the next hello)."""
         self._drained: list[asyncio.Future[None]] = []
         self._subscribing: set[int] = set()
         """Ids of subscribe requests still in flight (renewed, not failed, on a new session)."""
@@ -443,11 +445,11 @@ class Client:
     def _applied(self) -> int:
         return self.peer.inbox.applied
 
-    async def _open(self, rung: str) -> Transport:
+    async def _open(self, rung: str, why: str | None = None) -> Transport:
         transport = self._make(rung)
         try:
             async with asyncio.timeout(self.open_timeout):
-                await transport.open(self.peer.hello(self._current_token()), self.verify_timeout)
+                await transport.open(self.peer.hello(self._current_token(), why), self.verify_timeout)
         except TimeoutError:
             await transport.close()
             raise TransportClosed(f"{rung}: no welcome within {self.open_timeout:g} s") from None
@@ -455,6 +457,11 @@ class Client:
             await transport.close()
             raise
         return transport
+
+    async def _reopen(self, rung: str) -> Transport:
+        """Open ``rung`` telling the server (in one word) why the last connection ended."""
+        why = rung_memory.reason_category(self._last_end) if self._last_end else None
+        return await self._open(rung, why)
 
     async def _discard(self, transport: Transport) -> None:
         """Close a transport that lost a race; end the session it created, if it made one."""
@@ -479,7 +486,7 @@ class Client:
             self.state = "connecting"
             try:
                 conn, failures = await race(
-                    self.policy.candidates(), self._open, self.stagger, on_loser=self._discard
+                    self.policy.candidates(), self._reopen, self.stagger, on_loser=self._discard
                 )
             except AllRungsFailed as exc:
                 fatal = next((e for e in exc.errors() if e.code in _FATAL), None)
@@ -511,6 +518,7 @@ class Client:
             step_down = self.policy.dropped(rung, lived, ended)
             if step_down is not None:
                 self._step_reason = step_down
+            self._last_end = step_down or ended
             # Failed attempts grow the backoff; a connection that opened and was then cut does
             # not (the server is reachable); one that stayed up `stable_after` resets it.
             if lived >= self.policy.stable_after:
@@ -742,7 +750,7 @@ class Client:
                 return
             for rung in self.policy.above(current.name):
                 try:
-                    candidate = await self._open(rung)
+                    candidate = await self._open(rung, "probe")
                 except TransportClosed as exc:
                     log.debug("probe of %s failed: %s", rung, exc.reason)
                     continue

@@ -20,6 +20,26 @@ def remember(url: str, rung: str) -> None:
     _WINNERS[url] = rung
 
 
+_CATEGORIES = (
+    ("buffered", "buffered"),
+    ("cut ", "cut"),
+    ("heartbeat", "heartbeat"),
+    ("refused", "refused"),
+    ("cannot connect", "refused"),
+    ("not open after", "timeout"),
+    ("no welcome", "timeout"),
+    ("probe", "probe"),
+    ("lost", "lost"),
+    ("closed", "lost"),
+)
+
+
+def reason_category(reason: str) -> str:
+    """A one-word kind of a step's reason, told to the server for its metrics."""
+    lowered = reason.lower()
+    return next((category for needle, category in _CATEGORIES if needle in lowered), "error")
+
+
 def forget_all() -> None:
     """Forget every remembered rung (tests use this for a clean start)."""
     _WINNERS.clear()

@@ -46,6 +46,8 @@ class Hello:
     rt: str | None = None
     ack: int = 0
     token: str | None = None
+    why: str | None = None
+    """Why the client opened this transport (``refused``, ``buffered``, ``probe``...), for metrics."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +195,14 @@ def _hello(o: dict[str, Any]) -> Hello:
     rt = _opt_str(o, "rt", max_len=128)
     if (sid is None) != (rt is None):
         raise LadderError("bad_frame", "fields 'sid' and 'rt' come together or not at all")
-    return Hello(v=v, sid=sid, rt=rt, ack=_opt_int(o, "ack") or 0, token=_opt_str(o, "tok", max_len=8192))
+    return Hello(
+        v=v,
+        sid=sid,
+        rt=rt,
+        ack=_opt_int(o, "ack") or 0,
+        token=_opt_str(o, "tok", max_len=8192),
+        why=_opt_str(o, "why", max_len=16),
+    )
 
 
 def _sub(o: dict[str, Any]) -> Subscribe:

@@ -35,9 +35,14 @@ class PeerState:
 
     # -- opening --------------------------------------------------------------------------
 
-    def hello(self, token: str | None = None) -> Frame:
-        """The hello for a new transport: resumes the session when there is one."""
+    def hello(self, token: str | None = None, why: str | None = None) -> Frame:
+        """The hello for a new transport: resumes the session when there is one.
+
+        ``why`` says in one word why this transport is being opened (for server metrics).
+        """
         frame: Frame = {"t": "hello", "v": PROTOCOL_VERSION}
+        if why is not None:
+            frame["why"] = why
         if self.sid is not None:
             frame["sid"] = self.sid
             frame["rt"] = self.token

@@ -40,10 +40,13 @@ async def apply(hub: Ladder, session: Session, frame: Numbered) -> None:
     try:
         result = await _APPLY[type(frame)](hub, session, frame)
     except LadderError as exc:
+        if not isinstance(frame, Invalid):  # invalid frames were counted when refused
+            hub.counters.errors[exc.code] += 1
         hub.push_reply(session, error_frame(exc, frame.i))
         return
     except Exception:
         log.exception("handler failed for %s from session %s", type(frame).__name__, session.sid[:8])
+        hub.counters.errors["handler_error"] += 1
         hub.push_reply(session, error_frame(LadderError("handler_error"), frame.i))
         return
     if not isinstance(frame, Emit) and result is not _NO_REPLY:

@@ -40,14 +40,25 @@ class Link:
         cls, hub: Ladder, hello: Hello, request: Any, kind: str, *, streaming: bool, greet: bool = True
     ) -> Link:
         """Create or resume the session ``hello`` names and attach this transport to it."""
-        if kind not in hub.transports:
-            raise LadderError("unsupported_transport", f"{kind} is not offered by this server")
-        session, resumed = await hub.open_session(hello, request, stream=streaming)
-        att = hub.attach(session, kind, streaming=streaming, ack=hello.ack, resumed=resumed, greet=greet)
+        try:
+            if kind not in hub.transports:
+                raise LadderError("unsupported_transport", f"{kind} is not offered by this server")
+            session, resumed = await hub.open_session(hello, request, stream=streaming)
+            att = hub.attach(
+                session, kind, streaming=streaming, ack=hello.ack, resumed=resumed, greet=greet, why=hello.why
+            )
+        except LadderError:
+            hub.counters.connects[(kind, "refused")] += 1
+            raise
+        if greet:
+            hub.counters.connects[(kind, "accepted")] += 1
         return cls(hub, session, att)
 
     def take(self) -> tuple[list[dict[str, Any]], list[tuple[int, OutFrame]]]:
-        return self.session.state.take(self.att, self.hub.clock())
+        control, frames = self.session.state.take(self.att, self.hub.clock())
+        if frames:
+            self.hub.counters.frames_out[self.att.kind] += len(frames)
+        return control, frames
 
     def close(self) -> None:
         self.hub.detach(self.session, self.att)

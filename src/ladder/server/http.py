@@ -88,6 +88,8 @@ class Request:
         fields["ack"] = ack
         if query.get("tok"):
             fields["tok"] = query["tok"]
+        if query.get("why"):
+            fields["why"] = query["why"]
         frame = parse_client_frame(fields)
         assert isinstance(frame, Hello)
         return frame

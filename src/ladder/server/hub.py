@@ -48,6 +48,7 @@ from .auth import (
 )
 from .cluster import Cluster, Elsewhere
 from .config import TRANSPORTS, ChannelRules, Limits
+from .metrics import REASONS, Counters, Metrics
 from .session import Session, Subscription
 
 log = logging.getLogger("ladder")
@@ -129,6 +130,8 @@ class Ladder:
         self.moved: dict[str, str] = {}
         """Sessions handed over to another node (sid -> node), kept for a session's lifetime."""
         self.cluster = Cluster(self)
+        self.counters = Counters()
+        self.metrics = Metrics(self)
         self._handlers: dict[str, Handler] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -150,7 +153,11 @@ class Ladder:
     async def publish(self, channel: str, data: Any) -> Publication:
         """Publish ``data`` to ``channel`` (from any server code). Returns the publication."""
         await self.start()
-        return await self.engine.publish(channel, Payload.of(data), self.channel_rules.options(channel))
+        payload, options = Payload.of(data), self.channel_rules.options(channel)
+        started = time.perf_counter()
+        pub = await self.engine.publish(channel, payload, options)
+        self.metrics.engine_latency.observe(time.perf_counter() - started)
+        return pub
 
     async def send(self, session_id: str, event: str, data: Any = None) -> bool:
         """Push an event to one session (on whichever node holds it). False when unknown."""
@@ -397,12 +404,25 @@ class Ladder:
         }
 
     def attach(
-        self, session: Session, kind: str, *, streaming: bool, ack: int, resumed: bool, greet: bool = True
+        self,
+        session: Session,
+        kind: str,
+        *,
+        streaming: bool,
+        ack: int,
+        resumed: bool,
+        greet: bool = True,
+        why: str | None = None,
     ) -> Attachment:
         """Attach a transport; ``greet`` queues the welcome on it first."""
         state = session.state
         if ack > state.outbox.last:
             raise LadderError("bad_frame", f"ack {ack} is beyond the last frame sent ({state.outbox.last})")
+        if session.rung is not None and session.rung != kind:
+            down = TRANSPORTS.index(kind) > TRANSPORTS.index(session.rung)
+            reason = why if why in REASONS else ("error" if down else "probe")
+            self.counters.rung_changes[(session.rung, kind, "down" if down else "up", reason)] += 1
+        session.rung = kind
         greeting = self.welcome(session, resumed) if greet else None
         return state.attach(kind, streaming=streaming, ack=ack, now=self.clock(), greeting=greeting)
 
@@ -589,6 +609,7 @@ class Ladder:
                 elif isinstance(frame, Hello):
                     raise LadderError("bad_frame", "hello is only valid as the first frame")
                 else:
+                    self.counters.frames_in[transport] += 1
                     ready = state.receive(frame)
                     if ready:
                         session.ready.extend(ready)
@@ -603,6 +624,7 @@ class Ladder:
         self, transport: str, error: LadderError, *, session: Session | None = None, client: str | None = None
     ) -> None:
         """Log a refusal once, briefly (never a traceback: bad input is not a server fault)."""
+        self.counters.errors[error.code] += 1
         who = session.sid[:8] if session is not None else (client or "-")
         log.info("refused on %s (%s): %s", transport, who, error)
 

@@ -67,7 +67,7 @@ class Subscription:
 class Session:
     """The hub's record of a session: core state, identity, subscriptions, inbound queue."""
 
-    __slots__ = ("client_id", "draining", "identity", "ready", "state", "subs")
+    __slots__ = ("client_id", "draining", "identity", "ready", "rung", "state", "subs")
 
     def __init__(self, state: SessionState, identity: Identity, client_id: str) -> None:
         self.state = state
@@ -78,6 +78,8 @@ class Session:
         self.ready: deque[Numbered] = deque()
         """Client frames accepted in order and waiting to be applied."""
         self.draining = False
+        self.rung: str | None = None
+        """The kind of the transport attached most recently (to count rung changes)."""
 
     @property
     def sid(self) -> str:

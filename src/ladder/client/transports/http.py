@@ -15,6 +15,8 @@ from .base import Endpoint, Frame, Transport, TransportClosed, refusal
 def hello_query(hello: Frame) -> dict[str, Any]:
     """The hello's fields as query parameters (the resume token goes in a header)."""
     query: dict[str, Any] = {"v": hello.get("v", 1)}
+    if hello.get("why"):
+        query["why"] = hello["why"]
     if hello.get("sid"):
         query["sid"] = hello["sid"]
         query["ack"] = hello.get("ack", 0)

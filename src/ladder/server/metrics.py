@@ -1,0 +1,113 @@
+"""Prometheus metrics at ``<mount>/metrics``.
+
+The hot paths only bump plain integers in :class:`Counters` (no locks, no label lookups);
+a custom collector turns them into Prometheus families when scraped. Gauges such as
+connections per rung are computed at scrape time from the session table.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .hub import Ladder
+
+CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
+
+REASONS: Final = frozenset({"refused", "timeout", "buffered", "cut", "heartbeat", "probe", "lost", "error"})
+"""What a client may say about why it changed rung (hello field ``why``); anything else is ``error``."""
+
+
+class Counters:
+    """Plain counters the hub bumps as things happen."""
+
+    __slots__ = ("connects", "errors", "frames_in", "frames_out", "rung_changes")
+
+    def __init__(self) -> None:
+        self.frames_in: Counter[str] = Counter()
+        """Client messages accepted, by transport."""
+        self.frames_out: Counter[str] = Counter()
+        """Frames written to clients, by transport."""
+        self.connects: Counter[tuple[str, str]] = Counter()
+        """Hellos by (transport, outcome: accepted / refused)."""
+        self.errors: Counter[str] = Counter()
+        """Refusals and error replies, by code."""
+        self.rung_changes: Counter[tuple[str, str, str, str]] = Counter()
+        """Sessions moving between rungs: (from, to, direction down/up, reason)."""
+
+
+class _Collector(Collector):
+    def __init__(self, hub: Ladder) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self.hub
+        counters = hub.counters
+        live = GaugeMetricFamily("ladder_connections", "Transports attached right now", labels=["transport"])
+        by_rung: Counter[str] = Counter()
+        for session in hub.sessions.values():
+            for att in session.state.attachments:
+                by_rung[att.kind] += 1
+        for rung in hub.transports:
+            live.add_metric([rung], by_rung[rung])
+        yield live
+        yield GaugeMetricFamily("ladder_sessions", "Sessions held by this process", value=len(hub.sessions))
+        yield GaugeMetricFamily(
+            "ladder_channels", "Channels with local subscribers", value=hub.stats()["channels"]
+        )
+        yield GaugeMetricFamily(
+            "ladder_engine_healthy", "1 while the engine is reachable", value=1 if hub.engine.healthy else 0
+        )
+        for name, doc, counter in (
+            ("ladder_messages_in", "Client messages accepted", counters.frames_in),
+            ("ladder_messages_out", "Frames written to clients", counters.frames_out),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["transport"])
+            for rung, value in sorted(counter.items()):
+                family.add_metric([rung], value)
+            yield family
+        connects = CounterMetricFamily(
+            "ladder_connects", "Transport openings (hellos)", labels=["transport", "outcome"]
+        )
+        for (rung, outcome), value in sorted(counters.connects.items()):
+            connects.add_metric([rung, outcome], value)
+        yield connects
+        errors = CounterMetricFamily("ladder_errors", "Refusals and error replies", labels=["code"])
+        for code, value in sorted(counters.errors.items()):
+            errors.add_metric([code], value)
+        yield errors
+        changes = CounterMetricFamily(
+            "ladder_rung_changes",
+            "Sessions moving between rungs",
+            labels=["from", "to", "direction", "reason"],
+        )
+        for labels, value in sorted(counters.rung_changes.items()):
+            changes.add_metric(list(labels), value)
+        yield changes
+        cluster = CounterMetricFamily("ladder_cluster", "Session routing between processes", labels=["kind"])
+        for kind, value in sorted(hub.cluster.counters.items()):
+            cluster.add_metric([kind], value)
+        yield cluster
+
+
+class Metrics:
+    """A hub's own registry (several hubs in one process do not mix their numbers)."""
+
+    def __init__(self, hub: Ladder) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(hub))
+        self.engine_latency = Histogram(
+            "ladder_engine_seconds",
+            "Engine round trips (publish)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

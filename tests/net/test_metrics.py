@@ -1,0 +1,65 @@
+"""Prometheus metrics: rungs, messages, errors, rung changes with their reasons."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from ladder import Client, LadderError
+from ladder.client import TransportChanged
+from tests.net.conftest import Network
+from tests.support.server import LadderServer
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in the Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        sample, value = line.rsplit(" ", 1)
+        sample_name, _, sample_labels = sample.partition("{")
+        if sample_name != name:
+            continue
+        present = ",".join(sorted(sample_labels.rstrip("}").split(","))) if sample_labels else ""
+        if present == wanted:
+            return float(value)
+    return 0.0
+
+
+async def test_metrics_count_rungs_messages_errors_and_step_downs(
+    net: Network, backend: LadderServer
+) -> None:
+    changes: asyncio.Queue[TransportChanged] = asyncio.Queue()
+    client = Client(net.url, transports=["websocket", "sse"], probe_delay=60.0)
+    client.on("transport", changes.put_nowait)
+    async with client, Client(backend.url, transports=["longpoll"]) as admin:
+        assert (await changes.get()).new == "websocket"
+        sub = client.subscribe("feed:metrics")
+        await sub.ready()
+        await admin.call("publish", {"channel": "feed:metrics", "count": 5})
+        for _ in range(5):
+            await anext(sub)
+        with pytest.raises(LadderError):
+            await client.call("nope")
+        net.set(cut_after=(0.05, 0.15))  # WebSocket connections die at once: step down to SSE
+        assert (await asyncio.wait_for(changes.get(), 20)).new == "sse"
+        net.set(cut_after=None)
+        assert (await client.call("echo", 1))["data"] == 1
+        async with httpx.AsyncClient() as http:
+            response = await http.get(f"{backend.url}/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert metric(text, "ladder_connections", transport="sse") == 1
+    assert metric(text, "ladder_sessions") >= 2
+    assert metric(text, "ladder_messages_out_total", transport="websocket") >= 5
+    assert metric(text, "ladder_messages_in_total", transport="send") >= 1, "HTTP rungs send upstream by POST"
+    assert metric(text, "ladder_connects_total", transport="websocket", outcome="accepted") >= 3
+    assert metric(text, "ladder_errors_total", code="unknown_event") == 1
+    step = {"from": "websocket", "to": "sse", "direction": "down", "reason": "cut"}
+    assert metric(text, "ladder_rung_changes_total", **step) == 1, [
+        line for line in text.splitlines() if "rung" in line
+    ]
+    assert metric(text, "ladder_engine_seconds_count") >= 5
