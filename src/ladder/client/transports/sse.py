@@ -57,11 +57,13 @@ class SSETransport(HttpTransport):
         await self.send([{"t": "ping", "n": nonce}])
         try:
             async with asyncio.timeout(timeout):
-                while True:
+                proven = False
+                while not proven:
                     for frame in await self._read():
                         if frame.get("t") == "pong" and frame.get("n") == nonce:
-                            return
-                        self.pending.append(frame)
+                            proven = True  # keep the rest of this read: it is real traffic
+                        else:
+                            self.pending.append(frame)
         except TimeoutError:
             raise TransportClosed(
                 f"sse: stream buffered by something on the way (no pong within {timeout:g} s)"
