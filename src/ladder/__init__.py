@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .server.config import Limits as Limits
     from .server.hub import Context as Context
     from .server.hub import Ladder as Ladder
+    from .server.jwt import JWT as JWT
 
 _LAZY = {
     "AuthRequest": "ladder.server.auth",
@@ -27,6 +28,7 @@ _LAZY = {
     "Client": "ladder.client",
     "Context": "ladder.server.hub",
     "Identity": "ladder.server.auth",
+    "JWT": "ladder.server.jwt",
     "Ladder": "ladder.server.hub",
     "LadderError": "ladder.protocol.errors",
     "Limits": "ladder.server.config",
@@ -35,6 +37,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "JWT",
     "AuthRequest",
     "ChannelOptions",
     "Client",

@@ -57,10 +57,11 @@ _STATIC = {
 
 async def handle(hub: Ladder, scope: Scope, receive: Receive, send: Send) -> None:
     kind = scope["type"]
+    trust = hub.limits.trust_forwarded_for
     if kind == "http":
-        await _http(hub, Request(scope), receive, send)
+        await _http(hub, Request(scope, trust_forwarded=trust), receive, send)
     elif kind == "websocket":
-        request = Request(scope)
+        request = Request(scope, trust_forwarded=trust)
         try:
             if request.endpoint != "ws":
                 await send({"type": "websocket.close", "code": 4404, "reason": "no such endpoint"})
@@ -128,13 +129,15 @@ async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> 
             raise LadderError("not_found", f"no endpoint {endpoint!r}")
         if not origin_allowed(hub.allowed_origins, request):
             raise LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
+        hub.admit(request.address)
         await route(hub, request, receive, tracked)
     except LadderError as exc:
         hub.refused(request.endpoint or "http", exc, client=request.client)
         if not started:
-            await respond(
-                send, exc.http_status, error_body(exc), headers=cors_headers(hub.allowed_origins, request)
-            )
+            headers = cors_headers(hub.allowed_origins, request)
+            if exc.retry_after is not None:
+                headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+            await respond(send, exc.http_status, error_body(exc), headers=headers)
     except ConnectionError:
         pass  # the client went away mid-request
     except Exception:

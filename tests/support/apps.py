@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from ladder import AuthRequest, ChannelOptions, Context, Identity, Ladder, LadderError, Limits
+from ladder import JWT, AuthRequest, ChannelOptions, Context, Identity, Ladder, LadderError, Limits
 
 
 def _config() -> dict[str, Any]:
@@ -36,9 +36,22 @@ def _token_check(request: AuthRequest) -> Identity | None:
     return Identity(user=token[5:], info={"nick": token[5:]}) if token.startswith("user:") else None
 
 
+def _private(identity: Identity, action: str, channel: str, options: ChannelOptions) -> bool:
+    """With ``private_channels``: ``private:<user>`` is only for <user>; nobody publishes there."""
+    if channel.startswith("private:"):
+        return action != "publish" and channel == f"private:{identity.user}"
+    return action != "publish" or options.client_publish
+
+
 _settings = _config()
 _require_token = _settings.pop("require_token", False)
-hub = Ladder(**_settings, authenticate=_token_check if _require_token else None)
+_jwt = _settings.pop("jwt", None)
+_permissions = _private if _settings.pop("private_channels", False) else None
+hub = Ladder(
+    **_settings,
+    authenticate=JWT(**_jwt) if _jwt else (_token_check if _require_token else None),
+    permissions=_permissions,
+)
 
 
 @hub.on("echo")

@@ -98,6 +98,7 @@ class Client:
         ack_every: int = 32,
         ack_interval: float = 1.0,
         remember: bool = True,
+        refresh_margin: float = 60.0,
         http_client: httpx.AsyncClient | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -122,6 +123,7 @@ class Client:
         self.max_buffer = max_buffer
         self.ack_every = ack_every
         self.ack_interval = ack_interval
+        self.refresh_margin = refresh_margin
         self._remember = remember
         start = rung_memory.remembered(self.url) if remember else None
         self.policy = RungPolicy(self.rungs, cut_limit=cut_limit, stable_after=stable_after, start=start)
@@ -151,6 +153,9 @@ class Client:
         self._step_reason: str | None = None
         self._pending_loss: str | None = None
         self._closed_by_app = False
+        self._expires: float | None = None
+        """When the session's credentials expire (Unix time), if they do."""
+        self._refreshing = False
         self._last_end: str | None = None
         """Why the previous connection ended (its category goes in the next hello)."""
         self._drained: list[asyncio.Future[None]] = []
@@ -289,6 +294,38 @@ class Client:
     ) -> list[Publication]:
         reply = await self._request({"t": "history", "ch": channel, "limit": limit}, timeout)
         return [Publication(channel, int(p["o"]), p.get("d"), reply.get("ep")) for p in reply["pubs"]]
+
+    async def refresh(self, token: str | None = None, *, timeout: float | None = 10.0) -> None:
+        """Give the server new credentials for this session without reconnecting.
+
+        With no ``token``, the client's own ``token`` (a callable is called) is sent. A client
+        whose ``token`` is a callable does this by itself shortly before the old one expires.
+        """
+        if token is not None and not callable(self._token):
+            self._token = token
+        fresh = token or self._current_token()
+        if not fresh:
+            raise LadderError("unauthorized", "no token to refresh with")
+        reply = await self._request({"t": "refresh", "tok": fresh}, timeout)
+        self._expires = reply.get("exp") if isinstance(reply, dict) else None
+
+    def _maybe_refresh(self) -> None:
+        """Refresh an expiring token in time (only when ``token`` is a callable)."""
+        expires = self._expires
+        if expires is None or self._refreshing or not callable(self._token):
+            return
+        if time.time() >= expires - self.refresh_margin:
+            self._refreshing = True
+
+            async def run() -> None:
+                try:
+                    await self.refresh()
+                except LadderError as exc:
+                    log.warning("token refresh failed: %s", exc)
+                finally:
+                    self._refreshing = False
+
+            self._spawn(run())
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until the server has acknowledged every message sent or queued so far."""
@@ -490,6 +527,9 @@ class Client:
                 )
             except AllRungsFailed as exc:
                 fatal = next((e for e in exc.errors() if e.code in _FATAL), None)
+                if fatal is None and not callable(self._token):
+                    # A fixed token that expired will not get better by retrying.
+                    fatal = next((e for e in exc.errors() if e.code == "token_expired"), None)
                 if fatal is not None:
                     self._give_up(fatal)
                     return
@@ -569,6 +609,8 @@ class Client:
         self._acked()
         self._conn = conn
         self.session_id = str(welcome["sid"])
+        expires = welcome.get("exp")
+        self._expires = float(expires) if isinstance(expires, int | float) else None
         old_rung, self.transport = self._last_rung, conn.name
         self._last_rung = conn.name
         self.state = "connected"
@@ -672,6 +714,7 @@ class Client:
                 watchdog.reschedule(loop.time() + deadline)
                 for frame in frames:
                     self._handle(frame, conn)
+                self._maybe_refresh()
                 if not conn.implicit_ack:
                     now = time.monotonic()
                     every = 1 if now - self._last_ack >= self.ack_interval else self.ack_every

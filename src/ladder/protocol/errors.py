@@ -34,6 +34,7 @@ _SPECS = [
     ErrorSpec("unsupported_transport", 400, 4400, "transport not offered", True),
     # Who may do what.
     ErrorSpec("unauthorized", 401, 4401, "authentication failed", True),
+    ErrorSpec("token_expired", 401, 4401, "credentials expired; refresh them or reconnect", True),
     ErrorSpec("forbidden", 403, 4403, "permission denied", False),
     ErrorSpec("origin_not_allowed", 403, 4403, "origin not allowed", True),
     ErrorSpec("bad_resume_token", 403, 4403, "resume token does not match the session", True),

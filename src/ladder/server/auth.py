@@ -33,6 +33,8 @@ class Identity:
     info: Any = None
     claims: Mapping[str, Any] = field(default_factory=dict)
     """Anything the app wants to keep with the session (not sent to clients)."""
+    expires: float | None = None
+    """When the credentials expire (Unix time): the session ends then unless refreshed."""
 
 
 ANONYMOUS = Identity(user=None)
@@ -47,6 +49,8 @@ class AuthRequest:
     token: str | None
     client: str | None
     transport: str
+    address: str | None = None
+    """The client's address (from ``X-Forwarded-For`` when the server is told to trust it)."""
 
 
 AuthResult: TypeAlias = Identity | str | None

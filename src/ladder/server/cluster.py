@@ -280,6 +280,8 @@ class Cluster:
         except (TypeError, ValueError):
             claims = {}
         return {
+            "addr": session.address,
+            "exp": identity.expires,
             "sid": state.sid,
             "rt": state.token,
             "cid": session.client_id,
@@ -307,8 +309,14 @@ class Cluster:
             frame = OutFrame.from_tails(kind, fields, json_tail, msgpack_tail)
             outbox.push(frame, frame.size)
         state.inbox.applied = int(packed["applied"])
-        identity = Identity(user=packed["user"], info=packed["info"], claims=packed.get("claims") or {})
+        identity = Identity(
+            user=packed["user"],
+            info=packed["info"],
+            claims=packed.get("claims") or {},
+            expires=packed.get("exp"),
+        )
         session = Session(state, identity, packed["cid"])
+        session.address = packed.get("addr")
         hub.adopt(session)
         self.counters["moved_in"] += 1
         await hub.engine.claim_session(state.sid, hub.session_limits.ttl * 2)

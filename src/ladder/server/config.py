@@ -35,6 +35,23 @@ class Limits:
     """Most frames written in one WebSocket message, SSE write or poll response."""
     hello_timeout: float = 10.0
     """Seconds a new WebSocket may take to send its hello."""
+    message_rate: float = 100.0
+    """Client messages per second one session may send on average (0: no limit)."""
+    message_burst: float = 200.0
+    """...and at once. Past it, each message is refused with ``rate_limited`` and ``retry_after``."""
+    flood_patience: float = 3.0
+    """A session that keeps sending past its burst this many seconds after being told to wait
+    is disconnected (``rate_limited``)."""
+    request_rate: float = 200.0
+    """HTTP requests and WebSocket openings per second from one client address (0: no limit).
+    Generous because a whole office may share one address behind NAT."""
+    request_burst: float = 1000.0
+    max_sessions_per_address: int = 1000
+    """Sessions one client address may hold at once (NAT: many users may share one)."""
+    max_sessions_per_user: int = 100
+    """Sessions one authenticated user may hold at once."""
+    trust_forwarded_for: bool = False
+    """Take the client address from ``X-Forwarded-For`` (only behind a proxy you control)."""
 
 
 class ChannelRules:

@@ -172,12 +172,15 @@ async def _history(hub: Ladder, session: Session, frame: HistoryQuery) -> Any:
 
 
 async def _refresh(hub: Ladder, session: Session, frame: Refresh) -> Any:
-    request = AuthRequest(headers={}, cookies={}, token=frame.token, client=None, transport="refresh")
+    """New credentials for a live session (an expiring token), without reconnecting."""
+    request = AuthRequest(
+        headers={}, cookies={}, token=frame.token, client=None, transport="refresh", address=session.address
+    )
     identity = await run_authenticate(hub.authenticate, request)
     if identity.user != session.user:
         raise LadderError("forbidden", "a refreshed token must belong to the same user")
     session.identity = identity
-    return {"u": identity.user}
+    return {"u": identity.user, "exp": identity.expires}
 
 
 async def _invalid(hub: Ladder, session: Session, frame: Invalid) -> Any:

@@ -24,9 +24,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 class Request:
     """The parts of an ASGI HTTP or WebSocket scope that Ladder reads."""
 
-    __slots__ = ("client", "headers", "method", "path", "query", "scheme")
+    __slots__ = ("address", "client", "headers", "method", "path", "query", "scheme")
 
-    def __init__(self, scope: Scope) -> None:
+    def __init__(self, scope: Scope, *, trust_forwarded: bool = False) -> None:
         self.method: str = scope.get("method", "GET")
         self.scheme: str = scope.get("scheme", "http")
         path: str = scope.get("path", "/")
@@ -48,6 +48,11 @@ class Request:
             self.query = {}
         client = scope.get("client")
         self.client = f"{client[0]}:{client[1]}" if client else None
+        forwarded = headers.get("x-forwarded-for") if trust_forwarded else None
+        self.address: str | None = (
+            forwarded.split(",")[0].strip() if forwarded else (client[0] if client else None)
+        )
+        """The client's address, for per-address limits."""
 
     @property
     def endpoint(self) -> str:
@@ -68,6 +73,7 @@ class Request:
             token=token or bearer_token(self.headers),
             client=self.client,
             transport=transport,
+            address=self.address,
         )
 
     def resume_token(self) -> str | None:

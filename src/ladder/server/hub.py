@@ -15,6 +15,7 @@ import inspect
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -28,6 +29,8 @@ from ..protocol.frames import (
     Bye,
     ClientFrame,
     Hello,
+    Invalid,
+    Numbered,
     OutFrame,
     Ping,
     Pong,
@@ -49,6 +52,7 @@ from .auth import (
 from .cluster import Cluster, Elsewhere
 from .config import TRANSPORTS, ChannelRules, Limits
 from .metrics import REASONS, Counters, Metrics
+from .ratelimit import Bucket, Limiter, Rate
 from .session import Session, Subscription
 
 log = logging.getLogger("ladder")
@@ -124,6 +128,9 @@ class Ladder:
         )
         self.sessions: dict[str, Session] = {}
         self._by_user: dict[str, set[Session]] = {}
+        self._by_address: Counter[str] = Counter()
+        self.message_rate = Rate(self.limits.message_rate, self.limits.message_burst)
+        self.address_limiter = Limiter(Rate(self.limits.request_rate, self.limits.request_burst))
         self._channels: dict[str, dict[Session, Subscription]] = {}
         self._positions: dict[str, tuple[str, int]] = {}
         """Per channel with local subscribers: (epoch, offset) of the last publication fanned out."""
@@ -138,6 +145,7 @@ class Ladder:
         self._start_lock: asyncio.Lock | None = None
         self._started = False
         self._last_presence_refresh = clock()
+        self._last_sweep = clock()
 
     # -- public API -----------------------------------------------------------------------
 
@@ -291,10 +299,18 @@ class Ladder:
                 log.exception("tick failed")
 
     async def tick(self, now: float) -> None:
-        """Advance every session's deadlines; reap the expired ones."""
+        """Advance every session's deadlines; reap the expired ones; end sessions whose
+        credentials expired without a refresh."""
+        wall = time.time()
         for session in list(self.sessions.values()):
+            expires = session.identity.expires
+            if expires is not None and wall >= expires:
+                self.close_session(session, LadderError("token_expired"))
             if session.state.tick(now) or session.state.phase is Phase.CLOSED:
                 await self.forget(session)
+        if now - self._last_sweep >= 10.0:
+            self._last_sweep = now
+            self.address_limiter.sweep(now)
         if now - self._last_presence_refresh >= self.presence_ttl / 3:
             self._last_presence_refresh = now
             for session in list(self.sessions.values()):
@@ -314,10 +330,21 @@ class Ladder:
         """
         await self.start()
         if hello.sid is None:
-            if len(self.sessions) >= self.limits.max_sessions:
-                raise LadderError("too_many_sessions")
+            limits = self.limits
+            if len(self.sessions) >= limits.max_sessions:
+                raise LadderError("too_many_sessions", "this server holds its maximum of sessions")
+            address = request.address
+            if address is not None and self._by_address[address] >= limits.max_sessions_per_address:
+                raise LadderError(
+                    "too_many_sessions", f"at most {limits.max_sessions_per_address} per address"
+                )
             identity = await run_authenticate(self.authenticate, request)
-            return self._new_session(identity), False
+            if (
+                identity.user is not None
+                and len(self._by_user.get(identity.user, ())) >= limits.max_sessions_per_user
+            ):
+                raise LadderError("too_many_sessions", f"at most {limits.max_sessions_per_user} per user")
+            return self._new_session(identity, address), False
         return await self.route(hello.sid, hello.rt, stream=stream), True
 
     async def route(self, sid: str, token: str | None, *, stream: bool, forwarded: bool = False) -> Session:
@@ -351,10 +378,11 @@ class Ladder:
             return await self.cluster.migrate(node, sid, token)
         raise Elsewhere(node)
 
-    def _new_session(self, identity: Identity) -> Session:
+    def _new_session(self, identity: Identity, address: str | None = None) -> Session:
         sid = self.engine.session_prefix() + secrets.token_urlsafe(16)
         state = SessionState(sid, secrets.token_urlsafe(24), self.clock(), self.session_limits)
         session = Session(state, identity, secrets.token_urlsafe(9))
+        session.address = address
         self.adopt(session)
         return session
 
@@ -362,6 +390,8 @@ class Ladder:
         """Put a session (new, or moved here from another node) in the tables."""
         self.sessions[session.sid] = session
         self.moved.pop(session.sid, None)
+        if session.address is not None:
+            self._by_address[session.address] += 1
         if session.user is not None:
             self._by_user.setdefault(session.user, set()).add(session)
 
@@ -388,6 +418,7 @@ class Ladder:
             "rt": state.token,
             "cid": session.client_id,
             "u": session.user,
+            "exp": session.identity.expires,
             "resumed": resumed,
             "ack": state.inbox.applied,
             "seq": state.outbox.last,
@@ -443,6 +474,10 @@ class Ladder:
         if self.sessions.get(session.sid) is not session:
             return
         del self.sessions[session.sid]
+        if session.address is not None:
+            self._by_address[session.address] -= 1
+            if self._by_address[session.address] <= 0:
+                del self._by_address[session.address]
         if session.user is not None:
             peers = self._by_user.get(session.user)
             if peers is not None:
@@ -587,12 +622,17 @@ class Ladder:
         """
         state = session.state
         transport = "send"
+        now = self.clock()
         if att is not None:
-            att.last_heard = self.clock()
+            att.last_heard = now
             transport = att.kind
         accepted = False
         for frame in frames:
             try:
+                throttled = self._throttle(session, frame, now, transport)
+                if throttled is None:
+                    return  # dropped for flooding
+                frame = throttled  # noqa: PLW2901 - a message over the limit becomes its refusal
                 if isinstance(frame, Ack):
                     state.on_ack(frame.s)
                 elif isinstance(frame, Ping):
@@ -609,7 +649,8 @@ class Ladder:
                 elif isinstance(frame, Hello):
                     raise LadderError("bad_frame", "hello is only valid as the first frame")
                 else:
-                    self.counters.frames_in[transport] += 1
+                    if not isinstance(frame, Invalid):
+                        self.counters.frames_in[transport] += 1
                     ready = state.receive(frame)
                     if ready:
                         session.ready.extend(ready)
@@ -619,6 +660,40 @@ class Ladder:
                 state.send_control({"t": "err", **exc.body()})
         if accepted:
             await self.drain(session)
+
+    def admit(self, address: str | None) -> None:
+        """Count a request (or WebSocket opening) against its address's rate limit."""
+        if address is not None:
+            wait = self.address_limiter.take(address, self.clock())
+            if wait:
+                raise LadderError(
+                    "rate_limited", "too many requests from this address", retry_after=round(wait, 3)
+                )
+
+    def _throttle(
+        self, session: Session, frame: ClientFrame, now: float, transport: str
+    ) -> ClientFrame | None:
+        """Apply the session's message rate: a numbered message over the limit becomes a
+        ``rate_limited`` refusal (its id is still used up, in order); a session that keeps
+        sending while told to wait is dropped (None)."""
+        rate = self.message_rate
+        if not rate.enabled or isinstance(frame, Ack):
+            return frame
+        bucket = session.bucket
+        if bucket is None:
+            bucket = session.bucket = Bucket(rate, now)
+        wait = bucket.take(rate, now)
+        if not wait:
+            return frame
+        if bucket.abusive(rate, now, self.limits.flood_patience):
+            flooding = LadderError("rate_limited", "persistent flooding")
+            self.refused(transport, flooding, session=session)
+            self.close_session(session, flooding)
+            return None
+        limited = LadderError("rate_limited", retry_after=round(wait, 3))
+        if isinstance(frame, Numbered):
+            return Invalid(i=frame.i, error=limited)
+        raise limited
 
     def refused(
         self, transport: str, error: LadderError, *, session: Session | None = None, client: str | None = None

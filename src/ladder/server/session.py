@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ..protocol.frames import Numbered
 from ..protocol.session import SessionState
 from .auth import Identity
+from .ratelimit import Bucket
 
 if TYPE_CHECKING:
     from ..engine.base import ChannelOptions, Member, Publication
@@ -67,7 +68,7 @@ class Subscription:
 class Session:
     """The hub's record of a session: core state, identity, subscriptions, inbound queue."""
 
-    __slots__ = ("client_id", "draining", "identity", "ready", "rung", "state", "subs")
+    __slots__ = ("address", "bucket", "client_id", "draining", "identity", "ready", "rung", "state", "subs")
 
     def __init__(self, state: SessionState, identity: Identity, client_id: str) -> None:
         self.state = state
@@ -80,6 +81,10 @@ class Session:
         self.draining = False
         self.rung: str | None = None
         """The kind of the transport attached most recently (to count rung changes)."""
+        self.address: str | None = None
+        """The client address that opened the session (for per-address limits)."""
+        self.bucket: Bucket | None = None
+        """Its message rate limit (made on first use)."""
 
     @property
     def sid(self) -> str:

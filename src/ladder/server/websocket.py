@@ -64,6 +64,7 @@ async def serve_websocket(hub: Ladder, request: Request, receive: Receive, send:
         if not frames or not isinstance(frames[0], Hello):
             raise LadderError("bad_request", "the first frame must be a hello")
         hello = frames[0]
+        hub.admit(request.address)
         link = await Link.open(
             hub, hello, request.auth_request(hello.token, "websocket"), "websocket", streaming=True
         )

@@ -1,0 +1,80 @@
+"""Built-in authentication with JSON Web Tokens (PyJWT): HS256 or RS256, expiry, audience.
+
+``Ladder(authenticate=JWT(secret))`` accepts a client whose token verifies; the user is the
+``sub`` claim. A session ends when its token expires, unless the client refreshed it
+(``client.refresh()``, or automatically when its ``token`` is a callable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..protocol.errors import LadderError
+from .auth import AuthRequest, Identity
+
+
+class JWT:
+    """An ``authenticate`` hook that verifies JSON Web Tokens.
+
+    ``key`` is the shared secret (HS256) or the public key in PEM (RS256). ``audience`` and
+    ``issuer``, when given, must match. ``info_claim`` names a claim to show to presence
+    subscribers as the member's info.
+    """
+
+    def __init__(
+        self,
+        key: str | bytes,
+        *,
+        algorithms: Sequence[str] = ("HS256",),
+        audience: str | Sequence[str] | None = None,
+        issuer: str | None = None,
+        user_claim: str = "sub",
+        info_claim: str | None = None,
+        leeway: float = 0.0,
+        require_expiry: bool = True,
+    ) -> None:
+        try:
+            import jwt  # noqa: PLC0415 - an optional dependency
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise RuntimeError("JWT authentication needs `pip install ladder[jwt]`") from exc
+        self._jwt = jwt
+        self.key = key
+        self.algorithms = list(algorithms)
+        self.audience = audience
+        self.issuer = issuer
+        self.user_claim = user_claim
+        self.info_claim = info_claim
+        self.leeway = leeway
+        self.require = ["exp"] if require_expiry else []
+
+    def __call__(self, request: AuthRequest) -> Identity:
+        token = request.token
+        if not token:
+            raise LadderError("unauthorized", "a token is required")
+        jwt = self._jwt
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self.key,
+                algorithms=self.algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": self.require, "verify_aud": self.audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise LadderError("token_expired", "the token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise LadderError("unauthorized", f"invalid token: {exc}") from None
+        user = claims.get(self.user_claim)
+        if not isinstance(user, str) or not user:
+            raise LadderError("unauthorized", f"the token has no {self.user_claim!r} claim")
+        info = claims.get(self.info_claim) if self.info_claim else None
+        expires = claims.get("exp")
+        return Identity(
+            user=user,
+            info=info,
+            claims=claims,
+            expires=float(expires) if isinstance(expires, int | float) else None,
+        )

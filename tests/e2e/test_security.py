@@ -1,0 +1,215 @@
+"""Authentication, permissions and abuse limits against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+import pytest
+import websockets
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from websockets.exceptions import ConnectionClosed
+
+from ladder import Client, LadderError
+from tests.support.server import LadderServer
+
+SECRET = "s3cret-for-tests-only-0123456789abcdef"
+
+
+def token(user: str, *, ttl: float = 60.0, key: Any = SECRET, algorithm: str = "HS256", **claims: Any) -> str:
+    return jwt.encode({"sub": user, "exp": int(time.time() + ttl), **claims}, key, algorithm=algorithm)
+
+
+@pytest.fixture(scope="module")
+def jwt_server() -> Iterator[LadderServer]:
+    config = {"heartbeat": 1.0, "jwt": {"key": SECRET, "audience": "ladder-tests"}, "private_channels": True}
+    with LadderServer(config) as server:
+        yield server
+
+
+async def test_jwt_accepts_good_tokens_and_refuses_bad_ones(jwt_server: LadderServer) -> None:
+    good = token("ada", aud="ladder-tests")
+    async with Client(jwt_server.url, token=good, transports=["websocket"]) as client:
+        assert (await client.call("echo", 1))["user"] == "ada"
+    async with Client(jwt_server.url, token=good, transports=["sse"]) as client:  # Authorization header
+        assert (await client.call("echo", 1))["user"] == "ada"
+    for bad, code in [
+        (token("ada", key="wrong-secret-wrong-secret-wrong-sec", aud="ladder-tests"), "unauthorized"),
+        (token("ada", aud="someone-else"), "unauthorized"),
+        (token("ada", ttl=-10, aud="ladder-tests"), "token_expired"),
+        ("not-a-jwt", "unauthorized"),
+        (None, "unauthorized"),
+    ]:
+        with pytest.raises(LadderError) as refused:
+            await Client(jwt_server.url, token=bad, transports=["websocket"], max_attempts=3).connect()
+        assert refused.value.code == code, bad
+
+
+async def test_rs256_tokens() -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    config = {"jwt": {"key": public_pem, "algorithms": ["RS256"]}}
+    with LadderServer(config) as server:
+        signed = token("grace", key=private, algorithm="RS256")
+        async with Client(server.url, token=signed, transports=["longpoll"]) as client:
+            assert (await client.call("echo", 1))["user"] == "grace"
+        forged = token("grace", key=SECRET, algorithm="HS256")  # the classic algorithm confusion
+        with pytest.raises(LadderError) as refused:
+            await Client(server.url, token=forged, max_attempts=2).connect()
+        assert refused.value.code == "unauthorized"
+
+
+async def test_token_refresh_keeps_the_session_and_expiry_ends_it(jwt_server: LadderServer) -> None:
+    issued: list[str] = []
+
+    def fresh() -> str:
+        issued.append(token("ada", ttl=3, aud="ladder-tests"))
+        return issued[-1]
+
+    # A callable token is refreshed before it expires, over the live session.
+    async with Client(jwt_server.url, token=fresh, transports=["websocket"], refresh_margin=2.0) as client:
+        session = client.session_id
+        await asyncio.sleep(4.5)  # past the first token's expiry: the refresh must have happened
+        assert (await client.call("echo", 1))["user"] == "ada"
+        assert client.session_id == session, "refreshed in place, no reconnect"
+        assert len(issued) >= 2
+    # A fixed token that expires ends the session; the server says why.
+    ends: asyncio.Queue[Any] = asyncio.Queue()
+    client = Client(jwt_server.url, token=token("ada", ttl=2, aud="ladder-tests"), transports=["websocket"])
+    client.on("disconnected", ends.put_nowait)
+    await client.connect()
+    ended = await asyncio.wait_for(ends.get(), 10)
+    assert "token_expired" in ended.reason
+    await client.close()
+
+
+async def test_refresh_must_be_the_same_user(jwt_server: LadderServer) -> None:
+    async with Client(jwt_server.url, token=token("ada", aud="ladder-tests")) as client:
+        with pytest.raises(LadderError) as refused:
+            await client.refresh(token("mallory", aud="ladder-tests"))
+        assert refused.value.code == "forbidden"
+        await client.refresh(token("ada", aud="ladder-tests"))
+
+
+async def test_per_channel_permissions(jwt_server: LadderServer) -> None:
+    async with Client(jwt_server.url, token=token("ada", aud="ladder-tests")) as ada:
+        assert (await ada.subscribe("private:ada").ready()).recovered
+        with pytest.raises(LadderError) as denied:
+            await ada.subscribe("private:grace").ready()
+        assert denied.value.code == "forbidden"
+        with pytest.raises(LadderError) as denied:
+            await ada.publish("private:ada", "hi")
+        assert denied.value.code == "forbidden"
+        with pytest.raises(LadderError) as denied:
+            await ada.history("private:grace")
+        assert denied.value.code == "forbidden"
+
+
+async def test_a_session_is_resumed_only_with_its_resume_token(jwt_server: LadderServer) -> None:
+    async with Client(jwt_server.url, token=token("ada", aud="ladder-tests"), transports=["longpoll"]) as ada:
+        sid = ada.session_id
+        async with httpx.AsyncClient(base_url=jwt_server.url) as http:
+            stolen = await http.get("/longpoll", params={"sid": sid, "ack": 0})
+            assert stolen.status_code == 400 and stolen.json()["code"] == "bad_frame", (
+                "a session id alone is refused"
+            )
+            guessed = await http.get(
+                "/longpoll", params={"sid": sid, "ack": 0}, headers={"x-ladder-rt": "guess"}
+            )
+            assert guessed.status_code == 403 and guessed.json()["code"] == "bad_resume_token"
+            posted = await http.post(
+                "/send", params={"sid": sid}, headers={"x-ladder-rt": "guess"}, content=b""
+            )
+            assert posted.status_code == 403
+
+
+async def test_message_rate_limit_answers_retry_after_then_disconnects_floods() -> None:
+    with LadderServer({"limits": {"message_rate": 5, "message_burst": 5}}) as server:
+        async with Client(server.url, transports=["websocket"]) as client:
+            results = await asyncio.gather(
+                *(client.call("echo", n) for n in range(12)), return_exceptions=True
+            )
+            limited = [r for r in results if isinstance(r, LadderError)]
+            assert 0 < len(limited) <= 12 - 5 and all(r.code == "rate_limited" for r in limited)
+            await asyncio.sleep(1.0)  # the bucket refills at 5 per second
+            assert (await client.call("echo", "ok"))["data"] == "ok"
+        # Keep flooding while being told to wait: the session is dropped (after 3 s of it).
+        ws = await websockets.connect(server.url.replace("http", "ws") + "/ws")
+        await ws.send('{"t":"hello","v":1}')
+        await ws.recv()
+        frames: list[dict[str, Any]] = []
+
+        async def flood() -> None:
+            for batch in range(100):
+                await ws.send(
+                    "\n".join(f'{{"t":"emit","i":{batch * 10 + i},"ev":"echo"}}' for i in range(1, 11))
+                )
+                await asyncio.sleep(0.1)  # a steady flood, ten messages every 100 ms
+
+        flooder = asyncio.create_task(flood())
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    frames += [orjson.loads(line) for line in (await ws.recv()).split("\n")]
+        flooder.cancel()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+        limited_replies = [f for f in frames if f.get("code") == "rate_limited" and "re" in f]
+        assert limited_replies and all(f["retry_after"] > 0 for f in limited_replies)
+        assert frames[-1]["t"] == "bye" and frames[-1]["reason"] == "persistent flooding"
+
+
+async def test_requests_per_address_are_limited_with_retry_after() -> None:
+    with LadderServer({"limits": {"request_rate": 5, "request_burst": 10}}) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            statuses = [(await http.get("/poll", params={"v": 1})).status_code for _ in range(20)]
+            assert statuses.count(200) <= 11 and statuses[-1] == 429
+            refused = await http.post("/send", params={"sid": "x"}, headers={"x-ladder-rt": "y"}, content=b"")
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+            assert refused.json()["code"] == "rate_limited"
+            assert (await http.get("/health")).status_code == 200, "health checks are not rate limited"
+
+
+async def test_sessions_per_address_and_per_user_are_bounded() -> None:
+    config = {"limits": {"max_sessions_per_address": 3, "max_sessions_per_user": 2}, "require_token": True}
+    with LadderServer(config) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            users = ["user:a", "user:a", "user:a", "user:b", "user:c"]
+            answers = [await http.get("/poll", params={"v": 1, "tok": user}) for user in users]
+            codes = [a.status_code for a in answers]
+            assert codes[:2] == [200, 200]
+            assert codes[2] == 429 and answers[2].json()["reason"] == "at most 2 per user"
+            assert codes[3] == 200
+            assert codes[4] == 429 and answers[4].json()["reason"] == "at most 3 per address"
+
+
+async def test_slowloris_ties_up_nothing(server: LadderServer) -> None:
+    """Hundreds of connections dribbling their headers do not slow a healthy client down."""
+    writers = []
+    for _ in range(300):
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /poll?v=1 HTTP/1.1\r\nHost: x\r\n")
+        writers.append(writer)
+    try:
+        async with Client(server.url, transports=["websocket"]) as client:
+            started = time.perf_counter()
+            for n in range(50):
+                assert (await client.call("echo", n))["data"] == n
+                if n % 10 == 0:
+                    for writer in writers:
+                        writer.write(b"X-Slow: 1\r\n")
+            took = time.perf_counter() - started
+        print(f"\n50 calls in {took * 1000:.0f} ms with 300 slowloris connections open")
+        assert took < 5.0
+    finally:
+        for writer in writers:
+            writer.close()
