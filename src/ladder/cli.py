@@ -46,7 +46,7 @@ def run(app: Any, args: argparse.Namespace) -> None:
         port=args.port,
         loop="uvloop",
         http="httptools",
-        ws="websockets",
+        ws="websockets-sansio",  # lighter per connection than the legacy implementation
         ws_per_message_deflate=args.ws_deflate,
         ws_ping_interval=None,  # Ladder sends its own heartbeats, visible to browser code
         log_level=args.log_level,
