@@ -12,6 +12,7 @@ import uvicorn
 
 from .engine import create_engine
 from .server.hub import Ladder
+from .server.native import NativeWebSocket
 
 
 def load_app(spec: str) -> Any:
@@ -34,6 +35,21 @@ def find_hub(app: Any) -> Ladder | None:
     return hub if isinstance(hub, Ladder) else None
 
 
+def websocket_protocol(app: Any, hub: Ladder | None, args: argparse.Namespace) -> str:
+    """Which uvicorn WebSocket implementation serves the app.
+
+    The native driver serves Ladder's ``ws`` endpoint without ASGI (leaner and faster); it
+    needs to know where that endpoint is: ``/ws`` when the hub is the app, or the path given
+    with ``--native-ws-path`` when the hub is mounted inside an app.
+    """
+    path = args.native_ws_path or ("/ws" if app is hub else None)
+    if hub is None or path is None or args.ws_deflate or args.asgi_ws:
+        return "websockets-sansio"
+    NativeWebSocket.hub = hub
+    NativeWebSocket.path = path
+    return "ladder.server.native:NativeWebSocket"
+
+
 def run(app: Any, args: argparse.Namespace) -> None:
     hub = find_hub(app)
     if args.engine:
@@ -46,7 +62,7 @@ def run(app: Any, args: argparse.Namespace) -> None:
         port=args.port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",  # lighter per connection than the legacy implementation
+        ws=websocket_protocol(app, hub, args),
         ws_per_message_deflate=args.ws_deflate,
         ws_ping_interval=None,  # Ladder sends its own heartbeats, visible to browser code
         log_level=args.log_level,
@@ -69,6 +85,14 @@ def _common(parser: argparse.ArgumentParser, port: int) -> None:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     parser.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    parser.add_argument(
+        "--native-ws-path",
+        default=None,
+        help="path of the hub's ws endpoint when the hub is mounted inside an app (e.g. /ladder/ws)",
+    )
+    parser.add_argument(
+        "--asgi-ws", action="store_true", help="serve WebSockets through ASGI instead of the native driver"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,17 @@ async def collect(sub: object, count: int, timeout: float = 20.0) -> list[Public
 @pytest.mark.parametrize("encoding", ["json", "msgpack"])
 @pytest.mark.parametrize("rung", RUNGS)
 async def test_round_trip_drop_and_resume(server: LadderServer, rung: str, encoding: str) -> None:
+    await round_trip_drop_and_resume(server, rung, encoding)
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_websocket_through_asgi(encoding: str) -> None:
+    """The same over the ASGI WebSocket path (what a framework mounting the hub uses)."""
+    with LadderServer({"heartbeat": 1.0, "session_ttl": 30.0}, args=("--asgi-ws",)) as server:
+        await round_trip_drop_and_resume(server, "websocket", encoding)
+
+
+async def round_trip_drop_and_resume(server: LadderServer, rung: str, encoding: str) -> None:
     connected: list[Connected] = []
     async with Client(server.url, transports=[rung], encoding=encoding) as client:
         client.on("connected", connected.append)

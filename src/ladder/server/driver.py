@@ -27,17 +27,27 @@ class Link:
 
     __slots__ = ("att", "hub", "session", "waker")
 
-    def __init__(self, hub: Ladder, session: Session, att: Attachment) -> None:
+    def __init__(
+        self, hub: Ladder, session: Session, att: Attachment, wake: Callable[[], None] | None = None
+    ) -> None:
         self.hub = hub
         self.session = session
         self.att = att
         self.waker = Waker()
-        att.wake = self.waker
-        self.waker()  # the welcome (or a replay) may already be waiting
+        att.wake = wake or self.waker
+        att.wake()  # the welcome (or a replay) may already be waiting
 
     @classmethod
     async def open(
-        cls, hub: Ladder, hello: Hello, request: Any, kind: str, *, streaming: bool, greet: bool = True
+        cls,
+        hub: Ladder,
+        hello: Hello,
+        request: Any,
+        kind: str,
+        *,
+        streaming: bool,
+        greet: bool = True,
+        wake: Callable[[], None] | None = None,
     ) -> Link:
         """Create or resume the session ``hello`` names and attach this transport to it."""
         try:
@@ -52,7 +62,7 @@ class Link:
             raise
         if greet:
             hub.counters.connects[(kind, "accepted")] += 1
-        return cls(hub, session, att)
+        return cls(hub, session, att, wake)
 
     def take(self) -> tuple[list[dict[str, Any]], list[tuple[int, OutFrame]]]:
         control, frames = self.session.state.take(self.att, self.hub.clock())
@@ -66,7 +76,7 @@ class Link:
     def gone(self) -> None:
         """The peer disconnected: stop writing."""
         self.att.closed = True
-        self.waker()
+        self.att.wake()
 
 
 async def watch_disconnect(receive: Callable[[], Awaitable[Any]], link: Link) -> None:

@@ -1,0 +1,331 @@
+"""The native WebSocket driver: Ladder's ``ws`` endpoint without ASGI, for ``ladder serve``.
+
+ASGI gives each WebSocket a coroutine for the app, a task for our writer and, in the
+server, a few more objects and tasks; a publication then travels through several awaits
+per recipient. This driver is a uvicorn WebSocket protocol class (uvicorn hands it the
+socket after the HTTP upgrade) that moves frames straight between the socket and the
+session, on the same sans-I/O core as every other rung:
+
+* a wake-up from the session schedules one ``call_soon`` flush per connection, which
+  writes every pending frame as one WebSocket message: no task per connection, and no
+  task per recipient in a fan-out;
+* WebSocket framing is parsed by the ``websockets`` library's sans-I/O ``ServerProtocol``;
+  server frames (unmasked) are written directly;
+* client messages are applied by a short-lived task that runs only while some are queued.
+
+Requests for any other path (the app's own WebSockets when the hub is mounted inside an
+app) are handed to uvicorn's standard implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections import deque
+from typing import Any, ClassVar, cast
+
+from websockets.frames import BINARY, CONT, TEXT, Frame
+from websockets.http11 import Request as WsRequest
+from websockets.server import ServerProtocol
+
+from ..protocol.codec import JSON, MSGPACK, Codec
+from ..protocol.errors import LadderError
+from ..protocol.frames import Hello, decode_client_frames
+from .driver import Link, encode_batch
+from .http import Request, origin_allowed
+from .hub import Ladder
+
+log = logging.getLogger("ladder")
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, unfragmented server frame."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x80 | opcode, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload
+
+
+class NativeWebSocket(asyncio.Protocol):
+    """A uvicorn WebSocket protocol serving ``hub`` at ``path`` (set by ``ladder serve``)."""
+
+    hub: ClassVar[Ladder | None] = None
+    path: ClassVar[str] = "/ws"
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.config = config
+        self.server_state = server_state
+        self.app_state = app_state
+        self.loop = _loop or asyncio.get_event_loop()
+        self.transport: asyncio.Transport | None = None
+        self.ws: ServerProtocol | None = None
+        self.link: Link | None = None
+        self.codec: Codec = JSON
+        self.request: Request | None = None
+        self.inbox: deque[tuple[bytes, Codec]] = deque()
+        self.applier: asyncio.Task[None] | None = None
+        self.fragments: list[bytes] | None = None
+        self.fragment_codec: Codec = JSON
+        self.scheduled = False
+        self.paused = False
+        self.closing = False
+        self.hello_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.server_state.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ws is None:
+            self._handshake(data)
+            return
+        self.ws.receive_data(data)
+        self._events()
+
+    def eof_received(self) -> bool | None:
+        if self.ws is not None:
+            self.ws.receive_eof()
+            self._events()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(self)
+        if self.hello_timer is not None:
+            self.hello_timer.cancel()
+        self.inbox.clear()  # not offered to the session yet: the client sends them again
+        if self.link is not None:
+            self.link.close()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping: say so and close."""
+        self._close(LadderError("shutting_down"))
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _handshake(self, data: bytes) -> None:
+        hub = self.hub
+        target = data.split(b" ", 2)[1] if data.count(b" ") >= 2 else b""
+        if hub is None or target.split(b"?", 1)[0].decode("latin-1") != self.path:
+            self._hand_over(data)
+            return
+        ws = self.ws = ServerProtocol(max_size=hub.limits.max_frame_size)
+        ws.receive_data(data)
+        events = ws.events_received()
+        if not events or not isinstance(events[0], WsRequest):
+            self._write_out()
+            self._abort()
+            return
+        request = self.request = self._request(events[0])
+        if not origin_allowed(hub.allowed_origins, request):
+            error = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
+            hub.refused("websocket", error, client=request.client)
+            ws.send_response(ws.reject(403, error.reason))
+            self._write_out()
+            return
+        ws.send_response(ws.accept(events[0]))
+        self._write_out()
+        self.hello_timer = self.loop.call_later(hub.limits.hello_timeout, self._no_hello)
+
+    def _request(self, handshake: WsRequest) -> Request:
+        assert self.transport is not None
+        target = handshake.path
+        path, _, query = target.partition("?")
+        scope = {
+            "type": "websocket",
+            "path": path,
+            "query_string": query.encode("latin-1"),
+            "headers": [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in handshake.headers.raw_items()
+            ],
+            "client": self.transport.get_extra_info("peername"),
+            "scheme": "wss" if self.transport.get_extra_info("sslcontext") else "ws",
+        }
+        assert self.hub is not None
+        return Request(scope, trust_forwarded=self.hub.limits.trust_forwarded_for)
+
+    def _hand_over(self, data: bytes) -> None:
+        """Not Ladder's endpoint: let uvicorn's standard implementation serve it."""
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (  # noqa: PLC0415
+            WebSocketsSansIOProtocol,
+        )
+
+        assert self.transport is not None
+        self.server_state.connections.discard(self)
+        other = WebSocketsSansIOProtocol(self.config, self.server_state, self.app_state, _loop=self.loop)
+        other.connection_made(self.transport)
+        other.data_received(data)
+        self.transport.set_protocol(other)
+
+    def _no_hello(self) -> None:
+        if self.link is None:
+            self._close(LadderError("bad_request", "no hello frame in time"))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _events(self) -> None:
+        ws = self.ws
+        assert ws is not None
+        for frame in ws.events_received():
+            if not isinstance(frame, Frame):
+                continue
+            opcode = frame.opcode
+            if opcode is TEXT or opcode is BINARY:
+                codec = JSON if opcode is TEXT else MSGPACK
+                if frame.fin:
+                    self._message(bytes(frame.data), codec)
+                else:
+                    self.fragments, self.fragment_codec = [bytes(frame.data)], codec
+            elif opcode is CONT and self.fragments is not None:
+                self.fragments.append(bytes(frame.data))
+                if frame.fin:
+                    data, self.fragments = b"".join(self.fragments), None
+                    self._message(data, self.fragment_codec)
+        self._write_out()
+        if ws.close_expected() and self.transport is not None:
+            self.transport.close()
+
+    def _message(self, data: bytes, codec: Codec) -> None:
+        self.inbox.append((data, codec))
+        if self.applier is None:
+            self.applier = self.loop.create_task(self._apply(), name="ladder-native-apply")
+
+    async def _apply(self) -> None:
+        """Apply queued client messages in order; exists only while there are some."""
+        try:
+            while self.inbox:
+                data, codec = self.inbox.popleft()
+                if self.link is None:
+                    await self._open(data, codec)
+                else:
+                    await self._receive(self.link, data, codec)
+        except Exception:
+            log.exception("native websocket: applying a message failed")
+            self._close(LadderError("internal"))
+        finally:
+            self.applier = None
+
+    async def _open(self, data: bytes, codec: Codec) -> None:
+        hub, request = self.hub, self.request
+        assert hub is not None and request is not None
+        if self.hello_timer is not None:
+            self.hello_timer.cancel()
+        try:
+            frames, errors = decode_client_frames(codec, data, hub.limits.max_frame_size)
+            if errors:
+                raise errors[0]
+            if not frames or not isinstance(frames[0], Hello):
+                raise LadderError("bad_request", "the first frame must be a hello")
+            hello = frames[0]
+            hub.admit(request.address)
+            self.codec = codec
+            self.link = await Link.open(
+                hub,
+                hello,
+                request.auth_request(hello.token, "websocket"),
+                "websocket",
+                streaming=True,
+                wake=self._wake,
+            )
+        except LadderError as exc:
+            hub.refused("websocket", exc, client=request.client)
+            self._send(self.codec.encode({"t": "err", **exc.body()}))
+            self._close(exc)
+            return
+        if len(frames) > 1:
+            await hub.receive(self.link.session, self.link.att, frames[1:])
+
+    async def _receive(self, link: Link, data: bytes, codec: Codec) -> None:
+        hub = link.hub
+        try:
+            frames, errors = decode_client_frames(codec, data, hub.limits.max_frame_size)
+        except LadderError as exc:
+            hub.refused("websocket", exc, session=link.session)
+            if exc.fatal:
+                self._close(exc)
+            else:
+                link.session.state.send_control({"t": "err", **exc.body()}, link.att)
+            return
+        for error in errors:
+            hub.refused("websocket", error, session=link.session)
+            link.session.state.send_control({"t": "err", **error.body()}, link.att)
+        if frames:
+            await hub.receive(link.session, link.att, frames)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write everything the session has for this socket, then close if it ended."""
+        self.scheduled = False
+        link = self.link
+        if link is None or self.closing or self.transport is None or self.transport.is_closing():
+            return
+        codec = self.codec
+        opcode = 0x2 if codec.binary else 0x1
+        while not self.paused:
+            control, frames = link.take()
+            if not control and not frames:
+                break
+            self.transport.write(ws_frame(opcode, encode_batch(codec, control, frames)))
+        att = link.att
+        if att.closed and not self.paused:
+            self._close(att.close_error or link.session.state.close_error)
+
+    def _send(self, payload: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(ws_frame(0x2 if self.codec.binary else 0x1, payload))
+
+    def _write_out(self) -> None:
+        ws, transport = self.ws, self.transport
+        if ws is None or transport is None:
+            return
+        for data in ws.data_to_send():
+            if data:
+                if not transport.is_closing():
+                    transport.write(data)
+            else:
+                with contextlib.suppress(OSError, RuntimeError):
+                    transport.write_eof()
+
+    def _close(self, error: LadderError | None) -> None:
+        """Send a close frame with the error's code; the client completes the handshake."""
+        if self.closing:
+            return
+        self.closing = True
+        ws = self.ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                code = error.ws_close if error is not None else 1000
+                ws.send_close(code, (error.reason if error is not None else "")[:120])
+            self._write_out()
+        if self.link is not None:
+            self.link.close()
+        if self.transport is not None:
+            self.loop.call_later(1.0, self._abort)  # if the client never answers the close
+
+    def _abort(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
