@@ -1,0 +1,296 @@
+"""The benchmark orchestrator (``bench/run`` installs the peers, then runs this).
+
+    bench/run [--quick] [--only S1,S2,...] [--reps N] [--docs | --no-docs] [--profile]
+
+This process is the load generator: it pins itself to core 1 and every server to core 0,
+raises its file-descriptor limit, runs the scenarios server by server (the order rotates
+between repetitions so that drift in the machine's load does not favour one server), and
+writes ``results.json`` into ``bench/results/<stamp>-<mode>/``. The report
+(``report.py``) then turns that into ``docs/benchmarks.md`` and the plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import uvloop  # noqa: E402
+
+import scenarios  # noqa: E402
+from lg import profile, servers  # noqa: E402
+from scenarios import Config  # noqa: E402
+
+ALL = ("S1", "S2", "S3", "S4", "S5", "S6")
+
+
+def _rotate(items: tuple[str, ...], k: int) -> list[str]:
+    k %= len(items)
+    return list(items[k:] + items[:k])
+
+
+def _cmd_version(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return "?"
+
+
+def _pip_versions(python: Path, names: list[str]) -> dict[str, str]:
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "out = {}\n"
+        "for n in sys.argv[1:]:\n"
+        "    try: out[n] = m.version(n)\n"
+        "    except Exception: out[n] = None\n"
+        "print(json.dumps(out))\n"
+    )
+    try:
+        result = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True, timeout=30)
+        return json.loads(result.stdout)
+    except Exception:
+        return {}
+
+
+def _node_versions() -> dict[str, str]:
+    out: dict[str, str] = {"node": _cmd_version(["node", "--version"])}
+    for name in ("socket.io", "socket.io-client", "engine.io", "ws", "bufferutil", "engine.io-client"):
+        with contextlib.suppress(OSError, ValueError):
+            out[name] = json.loads((servers.NODE_MODULES / name / "package.json").read_text())["version"]
+    return out
+
+
+def metadata(args: argparse.Namespace) -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    os_name = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"')
+    commit = _cmd_version(["git", "-C", str(servers.ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = _cmd_version(["git", "-C", str(servers.ROOT), "status", "--porcelain", "--", "src"])
+    src_changes = [line.strip() for line in dirty.splitlines() if line.strip()]
+    stack = ["uvicorn", "uvloop", "httptools", "websockets", "msgpack", "orjson"]
+    return {
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "bench/run " + " ".join(sys.argv[1:]),
+        "mode": "quick" if args.quick else "full",
+        "machine": {
+            "cpu": cpu,
+            "cores": os.cpu_count(),
+            "memory": mem,
+            "os": os_name,
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "loadavg_before": os.getloadavg(),
+        },
+        "ladder": {"commit": commit, "src_modified": bool(dirty), "src_changes": src_changes,
+                   **_pip_versions(servers.PROJECT_PY, ["ladder", *stack])},
+        "psio": _pip_versions(servers.PEERS_PY, ["python-socketio", "python-engineio", *stack, "aiohttp"]),
+        "node": _node_versions(),
+    }
+
+
+async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, _ctx: None)  # aborted sockets: expected noise
+
+    async def guarded(name: str, coro: Any, timeout: float) -> Any:
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                return await coro
+        except Exception as exc:
+            print(f"    ! {name} failed: {exc!r}", flush=True)
+            with contextlib.suppress(OSError), open(cfg.logdir / "errors.log", "a") as log:
+                traceback.print_exc(file=log)
+            results.setdefault("errors", []).append({"what": name, "error": repr(exc)})
+            return None
+        finally:
+            servers.stop_all()
+            gc.collect()
+            print(f"    {name}: {time.monotonic() - t0:.1f} s", flush=True)
+
+    def add(key: str, value: Any) -> None:
+        if value is None:
+            return
+        bucket = results["scenarios"].setdefault(key, [])
+        bucket.extend(value if isinstance(value, list) else [value])
+        save()
+
+    asgi = servers.asgi_variant()
+    results["meta"]["ladder_ws_drivers"] = ["native", "asgi"] if asgi else ["asgi"]
+    if "S1" in only:
+        print("S1 idle footprint", flush=True)
+        configs = list(scenarios.S1_CONFIGS)
+        if asgi:
+            configs.insert(1, ("ladder-asgi", "websocket"))
+        for rep in range(1):  # memory is steady from run to run; one pass keeps the run short
+            for kind, transport in configs:
+                rec = await guarded(f"S1 {kind}/{transport}", scenarios.s1(cfg, kind, transport), 300)
+                if rec is not None:
+                    rec["rep"] = rep
+                add("S1", rec)
+    if "S2" in only:
+        print("S2 fan-out", flush=True)
+        for rep in range(cfg.reps):
+            for kind in _rotate(servers.SERVERS, rep):
+                recs = await guarded(f"S2 {kind} rep {rep}", scenarios.s2(cfg, kind), 300)
+                add("S2", [dict(r, rep=rep) for r in recs or []])
+        if not cfg.quick:
+            # Ladder's other encoding (what a browser would use): JSON text frames.
+            for rep in range(1):
+                recs = await guarded(f"S2 ladder/json rep {rep}", scenarios.s2(cfg, "ladder", "json"), 300)
+                add("S2", [dict(r, rep=rep) for r in recs or []])
+            # The WebSocket through ASGI, when ladder serve also has a native driver.
+            if asgi:
+                recs = await guarded("S2 ladder-asgi rep 0", scenarios.s2(cfg, "ladder-asgi"), 300)
+                add("S2", [dict(r, rep=0) for r in recs or []])
+    if "S3" in only:
+        print("S3 chat rooms", flush=True)
+        for rep in range(max(1, cfg.reps - 1)):
+            for kind in _rotate(servers.SERVERS, rep):
+                recs = await guarded(f"S3 {kind} rep {rep}", scenarios.s3(cfg, kind), 300)
+                add("S3", [dict(r, rep=rep) for r in recs or []])
+    if "S4" in only:
+        print("S4 RPC", flush=True)
+        for rep in range(cfg.reps):
+            for kind in _rotate(servers.SERVERS, rep):
+                recs = await guarded(f"S4 {kind} rep {rep}", scenarios.s4(cfg, kind), 200)
+                add("S4", [dict(r, rep=rep) for r in recs or []])
+    if "S5" in only:
+        print("S5 per-rung latency", flush=True)
+        for rep in range(max(1, cfg.reps - 1)):
+            configs = list(scenarios.S5_CONFIGS)
+            if rep % 2:
+                configs.reverse()
+            for kind, transport in configs:
+                rec = await guarded(f"S5 {kind}/{transport} rep {rep}", scenarios.s5(cfg, kind, transport), 200)
+                if rec is not None:
+                    rec["rep"] = rep
+                add("S5", rec)
+    if "S6" in only:
+        print("S6 time to first message", flush=True)
+        add("S6", await guarded("S6", scenarios.s6(cfg), 900))
+
+
+def render(results_path: Path, *, docs: bool) -> None:
+    """The report and plots (matplotlib lives in the peers' venv, so it runs there)."""
+    cmd = [str(servers.PEERS_PY), str(BENCH / "report.py"), str(results_path)] + (["--docs"] if docs else [])
+    subprocess.run(cmd, check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter windows (< 3 min)")
+    parser.add_argument("--only", default=",".join(ALL), help="comma-separated scenarios (default: all)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default: full 3, quick 1)")
+    docs = parser.add_mutually_exclusive_group()
+    docs.add_argument("--docs", dest="docs", action="store_true", default=None,
+                      help="write docs/benchmarks.md and docs/bench-*.png (default for a full run)")
+    docs.add_argument("--no-docs", dest="docs", action="store_false")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the Ladder server with py-spy in every measurement window "
+                             "(results/<run>/profiles/; slows Ladder slightly: not for the report)")
+    parser.add_argument("--report-only", metavar="RESULTS_JSON", help="re-render the report from a results file")
+    args = parser.parse_args()
+
+    if args.report_only:
+        render(Path(args.report_only), docs=args.docs is not False)
+        return
+
+    only = [s.strip().upper() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in only if s not in ALL]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; choose from {ALL}")
+    write_docs = (not args.quick) if args.docs is None else args.docs
+
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {servers.LOAD_CORE})
+    # 10k connections: the servers need ~10k descriptors, the load generator up to ~20k (an
+    # SSE or polling client has a second connection for its POSTs). Root may raise the hard
+    # limit; the servers inherit it.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 65536), max(hard, 65536)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit < 10500:
+        print(f"note: file-descriptor limit is {limit}; 10k connections need about 10.1k per process")
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    outdir = BENCH / "results" / f"{stamp}-{'quick' if args.quick else 'full'}"
+    outdir.mkdir(parents=True, exist_ok=True)
+    cfg = Config.make(args.quick, args.reps, outdir / "logs")
+    cfg.logdir.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        profile.enable(outdir / "profiles")
+        if args.docs is None:
+            write_docs = False
+
+    def bye(signum: int, _frame: Any) -> None:
+        servers.stop_all()
+        print(f"\ninterrupted (signal {signum}); servers stopped", flush=True)
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, bye)
+    signal.signal(signal.SIGTERM, bye)
+    signal.signal(signal.SIGHUP, bye)
+
+    results: dict[str, Any] = {"meta": metadata(args), "config": {
+        k: v for k, v in vars(cfg).items() if k not in ("logdir", "extra")}, "scenarios": {}}
+    results_path = outdir / "results.json"
+
+    def save() -> None:
+        results_path.write_text(json.dumps(results, indent=1, default=str))
+
+    save()
+    t0 = time.monotonic()
+    print(f"results: {results_path}", flush=True)
+    gc.disable()  # the load generator's latency must not include collector pauses
+    try:
+        uvloop.run(run(cfg, only, results, save))
+    finally:
+        servers.stop_all()
+        gc.enable()
+    results["meta"]["seconds"] = round(time.monotonic() - t0, 1)
+    from lg.measure import RETRIES  # noqa: PLC0415
+
+    results["meta"]["connect_retries"] = RETRIES[0]
+    results["meta"]["machine"]["loadavg_after"] = os.getloadavg()
+    save()
+    render(results_path, docs=write_docs)
+    print(f"done in {results['meta']['seconds']:.0f} s; results in {outdir}", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        servers.stop_all()

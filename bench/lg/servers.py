@@ -1,0 +1,197 @@
+"""Starting, measuring and stopping the servers under test.
+
+Every server runs ``taskset -c <core>`` in its own process group (``start_new_session``),
+so stopping it kills everything it started; :func:`stop_all` runs at exit and on
+SIGINT/SIGTERM, so no server outlives the harness. CPU time comes from
+``/proc/<pid>/stat`` (utime + stime of every thread, exited ones included: Node's GC and
+libuv threads count), memory from ``/proc/<pid>/status`` (VmRSS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parents[1]
+ROOT = BENCH.parent
+PEERS = BENCH / ".peers"
+PROJECT_PY = ROOT / ".venv" / "bin" / "python"
+PEERS_PY = PEERS / "venv" / "bin" / "python"
+NODE_MODULES = PEERS / "node" / "node_modules"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SERVER_CORE = 0
+LOAD_CORE = 1
+
+SERVERS = ("ladder", "psio", "node")
+LABELS = {"ladder": "Ladder", "ladder-asgi": "Ladder (ASGI WebSocket)", "psio": "python-socketio",
+          "node": "Node Socket.IO"}
+
+_live: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def core_busy() -> dict[int, float]:
+    """Busy seconds per CPU core since boot, from /proc/stat (everything, not just ours)."""
+    out: dict[int, float] = {}
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if not line.startswith(b"cpu") or line.startswith(b"cpu "):
+                continue
+            parts = line.split()
+            values = [int(v) for v in parts[1:9]]
+            idle = values[3] + values[4]
+            out[int(parts[0][3:])] = (sum(values) - idle) / CLK_TCK
+    return out
+
+
+def self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+@dataclass
+class Server:
+    kind: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
+    def collect(self) -> None:
+        """Ask the server to run its garbage collector (SIGUSR2; all three servers handle it)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGUSR2)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def asgi_variant() -> bool:
+    """Whether ``ladder serve`` has a native WebSocket driver with ``--asgi-ws`` to turn it off
+    (then the harness also measures the ASGI path, as "ladder-asgi", in S1 and S2)."""
+    try:
+        out = subprocess.run([str(PROJECT_PY), "-m", "ladder.cli", "serve", "--help"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--asgi-ws" in out
+
+
+def _command(kind: str, port: int) -> tuple[list[str], Path, dict[str, str]]:
+    if kind in ("ladder", "ladder-asgi"):
+        cmd = [str(PROJECT_PY), "-m", "ladder.cli", "serve", "ladder_app:hub", "--port", str(port),
+               "--log-level", "warning"]
+        if kind == "ladder-asgi":
+            cmd.append("--asgi-ws")
+        return cmd, BENCH, {}
+    if kind == "psio":
+        return [str(PEERS_PY), str(BENCH / "peers" / "psio_app.py"), str(port)], BENCH / "peers", {}
+    if kind == "node":
+        return (["node", str(BENCH / "peers" / "node" / "server.js"), str(port)], BENCH / "peers" / "node",
+                {"NODE_PATH": str(NODE_MODULES)})
+    raise ValueError(kind)
+
+
+def start(kind: str, logdir: Path, *, settings: dict[str, Any] | None = None, core: int = SERVER_CORE,
+          timeout: float = 20.0) -> Server:
+    """Start server ``kind`` pinned to ``core`` on a fresh port; return once it accepts."""
+    port = free_port()
+    cmd, cwd, extra = _command(kind, port)
+    env = {**os.environ, **extra}
+    env.pop("PYTHONPATH", None)
+    settings = settings or {}
+    env["BENCH_LADDER"] = json.dumps(settings.get("ladder", {}))
+    env["BENCH_PSIO"] = json.dumps(settings.get("psio", {}))
+    env["BENCH_NODE"] = json.dumps(settings.get("node", {}))
+    env["PYTHONUNBUFFERED"] = "1"
+    logdir.mkdir(parents=True, exist_ok=True)
+    log = logdir / f"{kind}-{port}.log"
+    out = open(log, "ab")  # noqa: SIM115 - kept open by the child
+    proc = subprocess.Popen(
+        ["taskset", "-c", str(core), *cmd], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    out.close()
+    _live[proc.pid] = proc
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            _live.pop(proc.pid, None)
+            raise RuntimeError(f"{kind} server exited with {proc.returncode}; see {log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            break
+        if time.monotonic() > deadline:
+            stop(proc)
+            raise TimeoutError(f"{kind} server did not listen on {port} within {timeout} s; see {log}")
+        time.sleep(0.05)
+    return Server(kind, port, proc, log)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 1.5) -> None:
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    _live.pop(proc.pid, None)
+
+
+def register(proc: subprocess.Popen[bytes]) -> None:
+    """Track another child (an S6 client) so that :func:`stop_all` ends it too."""
+    _live[proc.pid] = proc
+
+
+def unregister(proc: subprocess.Popen[bytes]) -> None:
+    _live.pop(proc.pid, None)
+
+
+def stop_all() -> None:
+    for proc in list(_live.values()):
+        stop(proc, grace=0.5)

@@ -1,0 +1,37 @@
+"""The chaos soak's settings and its report.
+
+``LADDER_SOAK_SECONDS`` sets how long the chaos phase runs (default 65 s, which keeps the whole
+soak near two minutes); ``LADDER_SOAK_CYCLES`` how many connect/disconnect cycles follow
+(default 10,000). For example ``LADDER_SOAK_SECONDS=1800 LADDER_SOAK_CYCLES=200000 pytest tests/soak``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+SOAK_SECONDS = float(os.environ.get("LADDER_SOAK_SECONDS", "65"))
+SOAK_CYCLES = int(os.environ.get("LADDER_SOAK_CYCLES", "10000"))
+FIGURES: list[str] = []
+
+
+def report(line: str) -> None:
+    """A figure for the summary at the end of the run (and stdout now, with ``-s``)."""
+    print(line)
+    FIGURES.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("soak/: chaos on every rung, then connect/disconnect cycles")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (``VmRSS`` in /proc/<pid>/status), MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
