@@ -31,9 +31,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-import uvloop  # noqa: E402
-
 import scenarios  # noqa: E402
+import uvloop  # noqa: E402
 from lg import profile, servers  # noqa: E402
 from scenarios import Config  # noqa: E402
 
@@ -47,7 +46,7 @@ def _rotate(items: tuple[str, ...], k: int) -> list[str]:
 
 def _cmd_version(cmd: list[str]) -> str:
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except Exception:
         return "?"
 
@@ -62,7 +61,7 @@ def _pip_versions(python: Path, names: list[str]) -> dict[str, str]:
         "print(json.dumps(out))\n"
     )
     try:
-        result = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True, timeout=30)
+        result = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True, timeout=30, check=False)
         return json.loads(result.stdout)
     except Exception:
         return {}
@@ -116,6 +115,12 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _log_traceback(path: Path) -> None:
+    """Append the exception being handled to ``path`` (a short write, once per failed run)."""
+    with contextlib.suppress(OSError), open(path, "a") as log:
+        traceback.print_exc(file=log)
+
+
 async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, _ctx: None)  # aborted sockets: expected noise
@@ -127,8 +132,7 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
                 return await coro
         except Exception as exc:
             print(f"    ! {name} failed: {exc!r}", flush=True)
-            with contextlib.suppress(OSError), open(cfg.logdir / "errors.log", "a") as log:
-                traceback.print_exc(file=log)
+            _log_traceback(cfg.logdir / "errors.log")
             results.setdefault("errors", []).append({"what": name, "error": repr(exc)})
             return None
         finally:
@@ -235,7 +239,7 @@ def main() -> None:
     # 10k connections: the servers need ~10k descriptors, the load generator up to ~20k (an
     # SSE or polling client has a second connection for its POSTs). Root may raise the hard
     # limit; the servers inherit it.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 65536), max(hard, 65536)))
     except (ValueError, OSError):

@@ -555,7 +555,7 @@ class Report:
             for client in clients:
                 if client == "ladder":
                     continue
-                other, fails, n = summary.get((client, cond), (None, 0, 0))
+                other = summary.get((client, cond), (None, 0, 0))[0]
                 shown = fmt(other, 0, " ms") if other is not None else f"none within {fmt(cap, 0)} s"
                 self.ratios.append([f"S6 time to first message, {cond}", fmt(lad, 0, " ms"),
                                     f"{names[client].split(' (')[0].split(',')[0]}"

@@ -262,10 +262,10 @@ async def _saturate(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     # Let the backlog drain before the next window (so it does not count there).
-    deadline = time.monotonic() + 5.0
-    alive = max(1, subs - stats.closed)
-    while stats.delivered - base < published * alive and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    stats.arm(base + published * max(1, subs - stats.closed))
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5.0):
+            await stats.wake.wait()
     result["published"] = published
     result["lost_connections"] = stats.closed
     if loop_errors:
@@ -414,6 +414,29 @@ async def s3(cfg: Config, kind: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------
 
 
+class _CallLoop:
+    """One call outstanding per client: the reply's callback sends the next call while
+    ``running``. Each client-count step has its own loop, so a late reply from a stopped
+    step never restarts its chain in the next one (two calls in flight for that client)."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.running = True
+        self.seq = 0
+
+    def fire(self, client: BaseClient) -> None:
+        self.seq += 1
+        t0 = now()
+
+        def done(_result: Any) -> None:
+            self.stats.lat.append(now() - t0)
+            self.stats.delivered += 1
+            if self.running:
+                self.fire(client)
+
+        client.call("rpc", payload(100, self.seq), done)
+
+
 async def s4(cfg: Config, kind: str) -> list[dict[str, Any]]:
     """N clients, each with one call outstanding at a time (a closed loop): the server's
     handler returns the 100-byte argument; latency is call → reply at the client."""
@@ -432,30 +455,15 @@ async def s4(cfg: Config, kind: str) -> list[dict[str, Any]]:
             clients.extend(more)
             have = n
             await settle(0.3)
-            running = True
-            seq = 0
-
-            def fire(client: BaseClient) -> None:
-                nonlocal seq
-                t0 = now()
-                seq += 1
-
-                def done(result: Any) -> None:
-                    stats.lat.append(now() - t0)
-                    stats.delivered += 1
-                    if running:
-                        fire(client)
-
-                client.call("rpc", payload(100, seq), done)
-
+            calls = _CallLoop(stats)
             for client in clients:
-                fire(client)
+                calls.fire(client)
             await asyncio.sleep(cfg.s4_warmup)
             window = Window(server, stats, f"S4-{kind}-{n}")
             window.start()
             await asyncio.sleep(cfg.s4_window)
             result = window.stop()
-            running = False
+            calls.running = False
             await asyncio.sleep(0.5)  # outstanding calls come back
             result["cpu_us_per_call"] = result.pop("cpu_us_per_delivery")
             out.append({"server": kind, "clients": n, "connect_failures": failed,

@@ -253,7 +253,7 @@ class _LadderSession(BaseClient):
                         lat.append(t_now - f["d"]["ts"])
                     if self.on_pub is not None:
                         self.on_pub(f)
-                elif t == "reply" or t == "err":
+                elif t in ("reply", "err"):
                     callback = self.waiting.pop(f.get("re"), None)
                     if callback is not None:
                         callback(f.get("d") if t == "reply" else ConnClosed(f"err {f.get('code')}"))
@@ -523,9 +523,8 @@ class _SioSession(BaseClient):
             elif kind == b"0":
                 if not self.connected.done():
                     self.connected.set_result(None)
-            elif kind == b"4":
-                if not self.connected.done():
-                    self.connected.set_exception(ConnClosed(f"connect_error {p[2:]!r}"))
+            elif kind == b"4" and not self.connected.done():
+                self.connected.set_exception(ConnClosed(f"connect_error {p[2:]!r}"))
         elif c == b"2":
             self._send_packets([b"3"])
         elif c == b"0":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import Callable, Sequence
@@ -96,10 +97,8 @@ async def open_clients(
 
 def close_all(clients: Sequence[BaseClient]) -> None:
     for client in clients:
-        try:
+        with contextlib.suppress(Exception):
             client.close()
-        except Exception:
-            pass
     close_pools()
 
 

@@ -113,7 +113,7 @@ def asgi_variant() -> bool:
     (then the harness also measures the ASGI path, as "ladder-asgi", in S1 and S2)."""
     try:
         out = subprocess.run([str(PROJECT_PY), "-m", "ladder.cli", "serve", "--help"], capture_output=True,
-                             text=True, timeout=30).stdout
+                             text=True, timeout=30, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return False
     return "--asgi-ws" in out
