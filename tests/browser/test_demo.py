@@ -116,15 +116,30 @@ def test_websocket_and_sse_blocked_works_over_long_polling_then_climbs_to_sse(
     assert_exactly_once_in_order(seen)
     assert alice.transport() == "longpoll"
 
-    # SSE comes back. (While the probe's stream proves itself, polling holds its next request:
-    # the server sends the proof's pong on the newest transport, and a poll could take it.)
+    # SSE comes back, while Bob keeps talking. Long polling goes on delivering while the probe's
+    # stream opens and proves itself (the server sends the proof's pong on every transport of
+    # the session, so a poll issued meanwhile cannot take it); the handover loses and doubles
+    # nothing.
+    bob.page.evaluate(
+        """() => {
+            window.ticks = [];
+            let n = 0;
+            window.ticker = setInterval(() => window.ticks.push(demo.send(`tick ${n++}`)), 60);
+        }"""
+    )
     alice.toggle("sse")
     alice.wait_transport("sse", timeout=30)
+    bob.page.wait_for_function("window.ticks.length >= 5")
+    ticks: int = bob.page.evaluate(
+        "() => { clearInterval(window.ticker); return Promise.all(window.ticks).then(t => t.length); }"
+    )
     assert alice.badge() == ("SSE", "sse works again (probe succeeded)")
     assert "probe SSE: sse: stream buffered" not in alice.log()
     bob.send("after the climb")
-    assert texts(alice.wait_messages(11))[-1] == "after the climb"
-    assert_exactly_once_in_order(alice.messages())
+    everything = bob.wait_messages(11 + ticks)
+    assert alice.wait_messages(11 + ticks) == everything
+    assert_exactly_once_in_order(everything)
+    assert texts(everything)[10:] == [f"tick {n}" for n in range(ticks)] + ["after the climb"]
 
 
 def test_offline_then_online_gets_the_missed_messages(people: Callable[..., Chat]) -> None:

@@ -62,6 +62,7 @@ class FakeTransport extends Transport {
     this.sent = [];
     this.pauses = 0;
     this.paused = false;
+    this.unfetched = [];
     this.holdOpen = rung === "sse" && net.holdSse;
     if (rung === "longpoll" || rung === "poll") {
       this.streaming = false;
@@ -83,6 +84,8 @@ class FakeTransport extends Transport {
     return Promise.resolve();
   }
 
+  // A paused poll makes no request: what the server has for it waits until it resumes. (The
+  // client no longer pauses polls; these keep a test honest should it start again.)
   pause() {
     this.pauses += 1;
     this.paused = true;
@@ -90,6 +93,12 @@ class FakeTransport extends Transport {
 
   resume() {
     this.paused = false;
+    super.receive(this.unfetched.splice(0));
+  }
+
+  receive(frames) {
+    if (this.paused) this.unfetched.push(...frames);
+    else super.receive(frames);
   }
 
   welcomed(welcome) {
@@ -329,21 +338,65 @@ describe("reliability", () => {
     await timedOut;
   });
 
-  test("acknowledges a stream every 32 frames, or after a second", async () => {
+  test("acknowledges a stream 1 s after the first unacknowledged frame (one timer), or at once at 32", async () => {
     const { client, clock, net } = setup({ transports: ["websocket"] });
     client.start();
     await settle();
     const ws = net.last("websocket");
     ws.welcomeWith();
+    await clock.advance(5000); // quiet for a while: the last ack is long ago
+    ws.receive([{ s: 1, t: "push", ev: "x" }]);
     await settle();
-    for (let s = 1; s <= 31; s++) ws.receive([{ s, t: "push", ev: "x" }]);
+    assert.deepEqual(ws.wrote("ack"), [], "a lone frame is not acknowledged at once");
+    await clock.advance(600);
+    ws.receive([{ s: 2, t: "push", ev: "x" }]);
+    await clock.advance(399);
     assert.deepEqual(ws.wrote("ack"), []);
-    ws.receive([{ s: 32, t: "push", ev: "x" }]);
-    assert.deepEqual(ws.wrote("ack"), [{ t: "ack", s: 32 }]);
-    ws.receive([{ s: 33, t: "push", ev: "x" }]);
-    assert.equal(ws.wrote("ack").length, 1);
+    await clock.advance(1);
+    assert.deepEqual(ws.wrote("ack"), [{ t: "ack", s: 2 }], "1 s after the first frame; the second did not move the timer");
+    await clock.advance(5000);
+    assert.equal(ws.wrote("ack").length, 1, "nothing new: nothing sent");
+
+    for (let s = 3; s <= 33; s++) ws.receive([{ s, t: "push", ev: "x" }]);
+    assert.equal(ws.wrote("ack").length, 1, "31 unacknowledged frames wait for the timer");
+    ws.receive([{ s: 34, t: "push", ev: "x" }]);
+    assert.deepEqual(ws.wrote("ack").at(-1), { t: "ack", s: 34 }, "32 unacknowledged: at once");
     await clock.advance(1000);
-    assert.deepEqual(ws.wrote("ack").at(-1), { t: "ack", s: 33 });
+    assert.equal(ws.wrote("ack").length, 2, "the timer went with the ack");
+
+    ws.receive([{ s: 35, t: "push", ev: "x" }]);
+    await clock.advance(500);
+    ws.receive([{ t: "ping" }]);
+    assert.deepEqual(ws.sent.slice(-2), [{ t: "pong" }, { t: "ack", s: 35 }], "a pending ack rides with the pong");
+    await clock.advance(1000);
+    assert.equal(ws.wrote("ack").length, 3, "and the timer is cancelled");
+  });
+
+  test("a subscriber getting less than one message a second acknowledges a second late, not per message at once", async () => {
+    const { client, clock, net } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    /** When each ack was written, ms. */
+    const at = [];
+    const send = ws.send.bind(ws);
+    ws.send = (frames) => {
+      for (const frame of frames) if (frame.t === "ack") at.push([clock.now(), frame.s]);
+      return send(frames);
+    };
+    for (let s = 1; s <= 5; s++) {
+      await clock.advance(1500);
+      ws.receive([{ s, t: "push", ev: "x" }]);
+    }
+    await clock.advance(1500);
+    assert.deepEqual(at, [
+      [2500, 1],
+      [4000, 2],
+      [5500, 3],
+      [7000, 4],
+      [8500, 5],
+    ]);
   });
 
   test("close() says bye and fails what waits", async () => {
@@ -411,7 +464,7 @@ describe("the ladder", () => {
     assert.deepEqual(seen, [1]);
   });
 
-  test("probing SSE from long polling pauses polling until the stream proved itself", async () => {
+  test("probing SSE from long polling: polling goes on until the probe proved itself, then hands over", async () => {
     const { client, clock, net, of } = setup({ transports: ["sse", "longpoll"] });
     net.holdSse = true;
     client.start();
@@ -422,25 +475,58 @@ describe("the ladder", () => {
     poll.welcomeWith();
     await settle();
     assert.equal(client.transport, "longpoll");
-    await clock.advance(1000);
+    const seen = [];
+    client.subscribe("c", (pub) => seen.push(pub.offset));
+    await settle();
+    poll.receive([
+      { t: "ack", i: 1 },
+      { s: 1, t: "reply", re: 1, d: { ch: "c", ep: "E", off: 0, rec: true, n: 0 } },
+    ]);
+    await clock.advance(1000); // the first probe: 2 s x 0.5
     const buffered = net.last("sse");
-    assert.equal(poll.paused, true, "no poll may take the probe's pong");
-    buffered.welcomeWith({ resumed: true });
-    await clock.advance(5000); // never proven: a buffering proxy
+    assert.deepEqual(buffered.hello, { t: "hello", v: 1, sid: "S1", rt: "R1", ack: 1 }, "a probe resumes the session");
+
+    // A proxy holds the probe's stream: its welcome never comes. Deliveries do not wait for it.
+    for (let o = 1; o <= 9; o++) {
+      await clock.advance(1000);
+      poll.receive([{ s: o + 1, t: "pub", ch: "c", o, d: null }]);
+      assert.equal(seen.length, o, `publication ${o} delivered at once, during the probe`);
+    }
+    await clock.advance(1000);
     assert.equal(buffered.closed, true);
-    assert.equal(poll.paused, false);
-    assert.equal(of("probe").at(-1).ok, false);
+    assert.deepEqual(of("probe").at(-1), { name: "probe", rung: "sse", ok: false, reason: "sse: no welcome within 10 s" });
     assert.equal(client.transport, "longpoll");
-    // The next probe (after 4 s x 0.5) succeeds.
+
+    // The next probe (after 4 s x 0.5) is welcomed and proves its stream.
     await clock.advance(2000);
     const good = net.last("sse");
     assert.notEqual(good, buffered);
-    good.welcomeWith({ resumed: true });
+    assert.equal(good.hello.ack, 10);
+    good.welcomeWith({ resumed: true, ack: 1 });
+    // Welcomed, not yet proven: the server replays on the probe, and the poll still delivers.
+    good.receive([
+      { s: 11, t: "pub", ch: "c", o: 10, d: null },
+      { s: 12, t: "pub", ch: "c", o: 11, d: null },
+    ]);
+    poll.receive([{ s: 11, t: "pub", ch: "c", o: 10, d: null }]);
+    client.emit("during-the-probe"); // i = 2, written on the poll's POST
+    await settle();
+    assert.equal(client.transport, "longpoll");
+    assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert.deepEqual(poll.wrote("emit").map((f) => f.i), [2]);
     good.prove();
     await settle();
     assert.equal(client.transport, "sse");
     assert.equal(poll.closed, true);
-    assert.equal(poll.pauses, 2);
+    assert.deepEqual(of("transport").at(-1).reason, "sse works again (probe succeeded)");
+    assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "what the probe carried meanwhile, once");
+    assert.deepEqual(good.wrote("emit").map((f) => f.i), [2], "not acknowledged in the welcome: written again");
+    good.receive([
+      { s: 12, t: "pub", ch: "c", o: 11, d: null },
+      { s: 13, t: "pub", ch: "c", o: 12, d: null },
+    ]);
+    assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    assert.equal(poll.pauses, 0, "polling never paused");
   });
 
   test("remembers the winning rung for the tab and starts from it (still probing up)", async () => {
@@ -479,6 +565,25 @@ describe("liveness", () => {
     assert.equal(client.state, "connected");
     await clock.advance(1);
     assert.equal(of("close").at(-1).reason, "websocket: nothing received for 2.5 s");
+  });
+
+  test("on SSE a server ping is a heartbeat only: no pong is POSTed (acks still go out by the timer)", async () => {
+    const { client, clock, net } = setup({ transports: ["sse"] });
+    client.start();
+    await settle();
+    const sse = net.last("sse");
+    sse.welcomeWith({ hb: 1000 });
+    await settle();
+    sse.receive([{ s: 1, t: "push", ev: "x" }, { t: "ping" }]);
+    await settle();
+    assert.deepEqual(sse.sent, [], "nothing written for the ping");
+    await clock.advance(1000);
+    assert.deepEqual(sse.sent, [{ t: "ack", s: 1 }]);
+    await clock.advance(1000);
+    sse.receive([{ t: "ping" }]);
+    await clock.advance(2000);
+    assert.deepEqual(sse.sent, [{ t: "ack", s: 1 }]);
+    assert.equal(client.state, "connected", "the pings kept the stream alive");
   });
 
   test("after a frozen page, the watchdog asks with a ping before it gives up", async () => {

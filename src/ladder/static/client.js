@@ -879,11 +879,6 @@ export class Transport {
   /** Something was just sent: a polling transport should ask again soon. */
   wake() {}
 
-  /** Stop fetching (polls) until resume(): while an SSE probe proves its stream. */
-  pause() {}
-
-  resume() {}
-
   /**
    * Become the client's transport: hand over what arrived meanwhile, report from now on.
    * @param {TransportHandlers} handlers
@@ -1287,7 +1282,6 @@ export class PollingTransport extends HttpTransport {
     this.implicitAck = true;
     this.interval = ctx.pollInterval[0];
     this.pollTimeout = 25_000;
-    this.paused = false;
     /** @type {(() => void) | null} */
     this._nudge = null;
     this._nudged = false;
@@ -1368,16 +1362,15 @@ export class PollingTransport extends HttpTransport {
   async _loop() {
     const { clock, applied, pollInterval } = this.ctx;
     while (!this.closed) {
-      if (this.paused || (!this.hold && !this._nudged)) {
+      if (!this.hold && !this._nudged) {
         await new Promise((resolve) => {
-          const timer = this.paused ? null : clock.setTimeout(() => resolve(undefined), this.interval);
+          const timer = clock.setTimeout(() => resolve(undefined), this.interval);
           this._nudge = () => {
             clock.clearTimeout(timer);
             resolve(undefined);
           };
         });
         this._nudge = null;
-        if (this.paused) continue;
       }
       this._nudged = false;
       if (this.closed) return;
@@ -1398,15 +1391,6 @@ export class PollingTransport extends HttpTransport {
   wake() {
     this.interval = this.ctx.pollInterval[0];
     this._nudged = true;
-    if (!this.paused) this._nudge?.();
-  }
-
-  pause() {
-    this.paused = true;
-  }
-
-  resume() {
-    this.paused = false;
     this._nudge?.();
   }
 
@@ -1537,8 +1521,8 @@ const SESSION_GONE = new Set(["unknown_session", "bad_resume_token", "session_cl
  * @property {number} [probeMaxDelay] largest delay between probes, ms (default 30000)
  * @property {[number, number]} [pollInterval] short polling's fastest and slowest pace, ms (default [50, 2000])
  * @property {number} [maxQueue] messages kept while unacknowledged or offline (default 1000)
- * @property {number} [ackEvery] acknowledge at least every this many frames (default 32)
- * @property {number} [ackInterval] ... or this often, ms (default 1000)
+ * @property {number} [ackEvery] acknowledge at once when this many frames are unacknowledged (default 32)
+ * @property {number} [ackInterval] ... otherwise this long after the first unacknowledged frame, ms (default 1000)
  * @property {number} [hiddenSlack] extra silence tolerated in a hidden tab, ms (default 60000)
  * @property {boolean} [remember] start from the rung that won last time in this tab (sessionStorage; default true)
  * @property {boolean} [browserEvents] react to online/offline, visibility and pagehide (default true in a browser)
@@ -1647,7 +1631,6 @@ export class Client {
     /** @type {string | null} */
     this._pendingLoss = null;
     this._flushing = false;
-    this._lastAck = 0;
     this._lastHeard = 0;
     this._opened = 0;
     /** @type {any} */
@@ -1944,7 +1927,7 @@ export class Client {
         const conn = this._conn;
         const frames = this.peer.unsent();
         if (!frames.length) break;
-        const ack = conn.implicitAck ? null : this.peer.ackFrame();
+        const ack = conn.implicitAck ? null : this._takeAck();
         if (ack) frames.push(ack);
         try {
           await conn.send(frames);
@@ -2017,10 +2000,10 @@ export class Client {
    * Open one rung with the current hello (resuming the session when there is one).
    * @param {Rung} rung
    * @param {AbortSignal} signal
-   * @param {number} [timeout]
    * @returns {Promise<Transport>}
    */
-  _open(rung, signal, timeout = this.options.openTimeout) {
+  _open(rung, signal) {
+    const timeout = this.options.openTimeout;
     const conn = this._factory(rung, this._ctx);
     const hello = this.peer.hello(this._currentToken());
     return new Promise((resolve, reject) => {
@@ -2225,7 +2208,7 @@ export class Client {
     this.clientId = welcome.cid ?? null;
     const oldRung = this._lastRung;
     this._lastRung = conn.name;
-    this._opened = this._lastHeard = this._lastAck = this._clock.now();
+    this._opened = this._lastHeard = this._clock.now();
     this._failures = 0;
     this.lastFailure = null;
     this._setState("connected");
@@ -2351,28 +2334,39 @@ export class Client {
   }
 
   /**
-   * Acknowledge at least every `ackEvery` frames or every `ackInterval` ms (protocol §3.4).
+   * Acknowledge a stream (protocol §3.4): at once when `ackEvery` frames are unacknowledged,
+   * otherwise once, `ackInterval` ms after the first unacknowledged frame arrived (one timer,
+   * started by that frame and not moved by later ones): frames arriving within that second
+   * share one ack, and a frame after a quiet spell no longer costs a request of its own at
+   * once. Polls need none: each GET carries `ack`.
    * @param {Transport} conn
    */
   _maybeAck(conn) {
-    const now = this._clock.now();
-    const every = now - this._lastAck >= this.options.ackInterval ? 1 : this.options.ackEvery;
-    const ack = this.peer.ackFrame(every);
-    if (ack) {
-      this._lastAck = now;
-      this._control(conn, [ack]);
-    }
+    const ack = this._takeAck(this.options.ackEvery);
+    if (ack) this._control(conn, [ack]);
     if (this.peer.inbox.applied > this.peer.ackedOut && this._ackTimer === null) {
       this._ackTimer = this._clock.setTimeout(() => {
         this._ackTimer = null;
         if (this._conn !== conn || this.state !== "connected") return;
-        const late = this.peer.ackFrame(1);
-        if (late) {
-          this._lastAck = this._clock.now();
-          this._control(conn, [late]);
-        }
+        const late = this._takeAck(1);
+        if (late) this._control(conn, [late]);
       }, this.options.ackInterval);
     }
+  }
+
+  /**
+   * The ack to send now, if at least `every` frames are unacknowledged; once everything
+   * delivered is acknowledged, the pending ack timer is no longer needed.
+   * @param {number} [every]
+   * @returns {Frame | null}
+   */
+  _takeAck(every = 1) {
+    const ack = this.peer.ackFrame(every);
+    if (ack && this._ackTimer !== null) {
+      this._clock.clearTimeout(this._ackTimer);
+      this._ackTimer = null;
+    }
+    return ack;
   }
 
   /**
@@ -2389,14 +2383,15 @@ export class Client {
         this.peer.onAck(Number(frame.i));
         break;
       case "ping": {
-        // Answered at once, from the message handler: background-tab timer throttling never delays it.
+        // Only a WebSocket must answer (protocol §3.3): the server drops one that stays silent.
+        // On SSE the ping is a heartbeat and nothing more (§3.4): a POSTed pong would cost a
+        // request every `hb` for nothing. Answered at once, from the message handler:
+        // background-tab timer throttling never delays it; any pending ack rides along.
+        if (conn.name !== "websocket") break;
         /** @type {Frame[]} */
         const out = [{ t: "pong" }];
-        const ack = conn.implicitAck ? null : this.peer.ackFrame();
-        if (ack) {
-          this._lastAck = this._clock.now();
-          out.push(ack);
-        }
+        const ack = this._takeAck();
+        if (ack) out.push(ack);
         this._control(conn, out);
         break;
       }
@@ -2539,6 +2534,13 @@ export class Client {
 
   /**
    * While on a lower rung, try the better ones with backoff; hand over on success.
+   *
+   * The current rung keeps delivering while a probe opens and proves itself: the probe is a
+   * second transport on the same session. The server sends new frames on the newest transport
+   * (a poll issued meanwhile takes them over again, replaying from its `ack`), and the pong of
+   * the SSE proof on every transport, so a poll never takes the proof away. The client hands
+   * over only once the probe's open() resolved (welcome, and for SSE the pong on its stream);
+   * the session's sequence numbers drop whatever both transports delivered.
    * @param {AbortSignal} signal
    */
   async _probe(signal) {
@@ -2548,17 +2550,11 @@ export class Client {
       const current = this._conn;
       if (signal.aborted || !current || this.state !== "connected") return;
       for (const rung of this.policy.above(current.name)) {
-        // The server sends the SSE proof's pong on the newest transport; a poll issued meanwhile
-        // would take it. So polling pauses while an SSE probe proves itself (briefly).
-        const pausing = rung === "sse" && !current.streaming;
-        if (pausing) current.pause();
         /** @type {Transport} */
         let candidate;
         try {
-          const timeout = pausing ? Math.min(this.options.openTimeout, this.options.verifyTimeout * 2) : this.options.openTimeout;
-          candidate = await this._open(rung, signal, timeout);
+          candidate = await this._open(rung, signal);
         } catch (error) {
-          if (pausing) current.resume();
           if (signal.aborted) return;
           const reason = error instanceof TransportClosed ? error.reason : String(error);
           this._emit("probe", { rung, ok: false, reason });
@@ -2570,12 +2566,10 @@ export class Client {
         }
         if (this._conn !== current || this.state !== "connected" || signal.aborted) {
           candidate.close();
-          if (pausing) current.resume();
           return;
         }
         if (!candidate.welcome.resumed) {
           this._discard(candidate);
-          if (pausing) current.resume();
           continue;
         }
         this._emit("probe", { rung, ok: true, reason: `${rung}: round trip completed` });
