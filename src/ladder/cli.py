@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -56,6 +57,10 @@ def run(app: Any, args: argparse.Namespace) -> None:
         if hub is None:
             raise SystemExit("--engine needs the app to be a Ladder hub (or to have a .hub)")
         hub.engine = create_engine(args.engine)
+    # Everything loaded so far lives as long as the process: keep it out of the garbage
+    # collector's full passes, which otherwise walk it again and again under load.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         app,
         host=args.host,

@@ -303,7 +303,7 @@ async def test_a_node_that_lost_redis_gets_no_traffic_and_comes_back(deployment:
                 for rung in RUNGS:
                     async with Client(url, transports=[rung]) as client:
                         assert (await client.call("echo", rung))["data"] == rung
-                        if name == "haproxy":  # nginx has passive checks only: see the xfail below
+                        if name == "haproxy":  # nginx has passive checks only
                             assert await client.call("node") != lost, "no new session on the DOWN node"
         finally:
             deployment.relay.restore()
@@ -330,19 +330,6 @@ async def _is(status: Any, expected: int) -> bool:
     return bool(await status() == expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (server): a node whose engine is unhealthy (Redis unreachable, /health answers 503) "
-        "still opens NEW sessions: GET <mount>/poll?v=1 answers 200 with a welcome and a WebSocket "
-        "hello gets a welcome (Ladder.open_session in src/ladder/server/hub.py never checks "
-        "engine.healthy). Behind a proxy with passive health checks only (open-source nginx), "
-        "clients whose opening request lands there get a session that cannot subscribe or publish "
-        "(engine_unavailable) and that no other node can reach. Expected: refuse new sessions with "
-        "engine_unavailable (HTTP 503 before the WebSocket upgrade), which nginx's "
-        "`proxy_next_upstream http_503` (deploy/nginx.conf) turns into a retry on a healthy node."
-    ),
-)
 async def test_a_node_without_redis_refuses_new_sessions(deployment: Deployment) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
         deployment.relay.cut()
@@ -407,21 +394,6 @@ async def use_node3(deployment: Deployment, tag: str, clients: int) -> list[str]
     return list(await asyncio.gather(*(one(n) for n in range(clients))))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (server, Redis engine): after the connections to Redis were reset (a network blip, "
-        "a Redis failover), each pooled command connection fails ONCE, even after Redis is back and "
-        "/health says ok: redis-py writes to a transport uvloop already closed and raises "
-        "RuntimeError('unable to perform operation on <TCPTransport closed=True ...>; the handler is "
-        "closed'), which RedisEngine (src/ladder/engine/redis.py: position/_read_position, "
-        "release_session, publish, ...) does not map to engine_unavailable: the client gets "
-        "handler_error (500) for a subscribe, and the hub's background task ladder-forget crashes "
-        "(Ladder.forget -> RedisEngine.release_session), logged as 'background task ladder-forget "
-        "failed'. Expected: every subscribe and publish after Redis is back succeeds (drop a broken "
-        "connection and retry, or at least refuse with engine_unavailable)."
-    ),
-)
 async def test_after_a_redis_blip_every_command_works_again(deployment: Deployment) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
 

@@ -38,11 +38,7 @@ SERVER_BUGS = {"internal", "handler_error"}
 """Codes that mean something went wrong inside the server (the fuzz hub's handlers never fail)."""
 
 
-KNOWN_BUGS = {
-    "comparing strings with non-ASCII characters is not supported": (
-        "non-ASCII resume token crashes Ladder.route (test_endpoints::test_a_non_ascii_resume_token_is_refused)"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 """Crashes already reported, each exposed by a strict-xfail test, keyed by a piece of their log.
 They are tallied (and shown in the report) under their own label instead of failing every
 fuzz test; any other crash fails. Remove an entry once its bug is fixed (its xfail then passes

@@ -234,19 +234,6 @@ def test_valid_frames_decode_to_what_was_sent() -> None:
     run()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (protocol codec): a truncated msgpack frame is silently dropped instead of refused. "
-        "MsgpackCodec.decode (src/ladder/protocol/codec.py) feeds the bytes to a msgpack.Unpacker "
-        "and iterates it; the iteration simply stops at an incomplete object, and the leftover bytes "
-        "are never looked at. So MSGPACK.decode(b'\\x81\\xa1t') == [] (no error), a whole frame "
-        "cut short decodes to nothing, and [frame][half a frame] decodes to the first frame only: "
-        "POST /send with such a body answers 204, a binary WebSocket message carrying it is "
-        "ignored without an err frame. JSON refuses the same truncations with bad_frame. "
-        "Expected: bad_frame ('invalid msgpack: truncated'), e.g. when unpacker.tell() < len(data)."
-    ),
-)
 def test_a_truncated_msgpack_frame_is_refused() -> None:
     @fuzz_settings(200)
     @given(valid_frames, st.data())

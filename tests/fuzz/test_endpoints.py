@@ -418,19 +418,6 @@ def test_a_single_fault_in_a_post_gets_its_documented_refusal(
     run()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (server): a resume token with a non-ASCII character, for a live session, crashes the "
-        "request: Ladder.route (src/ladder/server/hub.py) calls hmac.compare_digest(session.state.token, "
-        "token) with two str, which raises TypeError('comparing strings with non-ASCII characters is "
-        "not supported'). Every endpoint: GET poll/longpoll/sse with X-Ladder-Rt: \\xe9 (or ?rt=é) "
-        "and POST send answer 500 internal ('request to /poll failed' logged with a traceback); a "
-        'WebSocket hello with "rt": "é" is dropped without a close frame (\'websocket handler '
-        "failed'). Found by the fuzzer. Expected: bad_resume_token (403 / close 4403), e.g. by "
-        "comparing the UTF-8 bytes."
-    ),
-)
 def test_a_non_ascii_resume_token_is_refused(fuzz: Fuzz) -> None:
     @fuzz_settings(50)
     @given(
@@ -451,7 +438,7 @@ def test_a_non_ascii_resume_token_is_refused(fuzz: Fuzz) -> None:
             method = "POST" if endpoint == "send" else "GET"
             query = f"sid={sid}&rt={quote(token, safe='')}".encode()
             answer = await fuzz.driver.http(
-                "non-ASCII resume tokens (xfail)", method, f"/{endpoint}", query=query
+                "non-ASCII resume tokens", method, f"/{endpoint}", query=query
             )
             assert (answer.status, answer.label) == (403, "bad_resume_token"), answer
 

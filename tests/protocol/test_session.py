@@ -63,6 +63,38 @@ def test_acks_and_welcome_flow_on_the_active_attachment() -> None:
     assert s.take(a, 0.0) == ([], []), "an ack is sent once"
 
 
+def test_polls_carry_an_ack_only_when_it_is_news() -> None:
+    """Each poll is a new attachment; an old ack must not complete a held long poll."""
+    s = SessionState("s", "t", 0.0, LIMITS)
+    first = s.attach("longpoll", streaming=False, ack=0, now=0.0, greeting={"t": "welcome"})
+    s.receive(Emit(i=1, ev="e", d=None))
+    assert s.take(first, 0.1)[0] == [{"t": "welcome"}, {"t": "ack", "i": 1}]
+    s.detach(first, 0.1)
+    held = s.attach("longpoll", streaming=False, ack=0, now=0.2)
+    assert not s.has_output(held) and s.take(held, 0.2) == ([], []), "the ack is no news"
+    s.receive(Emit(i=2, ev="e", d=None))
+    assert s.has_output(held) and s.take(held, 0.3)[0] == [{"t": "ack", "i": 2}]
+
+
+def test_a_long_poll_released_empty_repeats_the_ack() -> None:
+    """A lost answer must not leave the client waiting forever for its ack."""
+    s = SessionState("s", "t", 0.0, LIMITS)
+    s.receive(Emit(i=1, ev="e", d=None))
+    lost = s.attach("longpoll", streaming=False, ack=0, now=0.0)
+    assert s.take(lost, 0.0)[0] == [{"t": "ack", "i": 1}]  # ... and never arrives
+    s.detach(lost, 0.0)
+    held = s.attach("longpoll", streaming=False, ack=0, now=0.1)
+    assert s.take(held, 0.1) == ([], [])
+    s.tick(0.1 + LIMITS.poll_timeout)
+    assert held.closed and s.take(held, 5.1)[0] == [{"t": "ack", "i": 1}]
+    s.detach(held, 5.1)
+    short = s.attach("poll", streaming=False, ack=0, now=5.2)
+    assert s.take(short, 5.2) == ([], []), "a short poll repeats it only after poll_timeout"
+    s.detach(short, 5.2)
+    later = s.attach("poll", streaming=False, ack=0, now=10.2)
+    assert s.take(later, 10.2)[0] == [{"t": "ack", "i": 1}]
+
+
 def test_heartbeat_ping_and_dead_websocket() -> None:
     s = SessionState("s", "t", 0.0, LIMITS)
     a = s.attach("websocket", streaming=True, ack=0, now=0.0)

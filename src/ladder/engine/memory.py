@@ -22,13 +22,20 @@ from .base import ChannelOptions, EngineSink, HistoryResult, Member, Position, P
 SWEEP_EVERY: Final = 5.0
 
 
+_Entry = tuple[int, float, bytes, bytes]
+"""A publication in history: offset, time, JSON and msgpack encodings. A tuple of atoms is
+untracked by the garbage collector, so a long history adds nothing to its full collections
+(keeping ``Publication`` objects with decoded values cost 100-300 ms pauses at 1,000
+channels)."""
+
+
 class _Channel:
     __slots__ = ("epoch", "history", "last_used", "members", "offset")
 
     def __init__(self, now: float) -> None:
         self.epoch = secrets.token_hex(4)
         self.offset = 0
-        self.history: deque[Publication] = deque()
+        self.history: deque[_Entry] = deque()
         self.members: dict[str, tuple[Member, float]] = {}
         self.last_used = now
 
@@ -36,8 +43,12 @@ class _Channel:
         history = self.history
         while len(history) > size:
             history.popleft()
-        while history and now - history[0].time >= ttl:
+        while history and now - history[0][1] >= ttl:
             history.popleft()
+
+    def publications(self, name: str, entries: list[_Entry]) -> list[Publication]:
+        epoch = self.epoch
+        return [Publication(name, o, epoch, Payload.encoded(j, m), t) for o, t, j, m in entries]
 
 
 class MemoryEngine:
@@ -96,7 +107,7 @@ class MemoryEngine:
         pub = Publication(channel, state.offset, state.epoch, payload, now)
         if options.history_size > 0:
             self._options[channel] = options
-            state.history.append(pub)
+            state.history.append((pub.offset, now, payload.json, payload.msgpack))
             state.trim(now, options.history_size, options.history_ttl)
         if self._sink is not None:
             self._sink.on_publication(pub)
@@ -116,18 +127,18 @@ class MemoryEngine:
         position = Position(state.epoch, state.offset)
         history = state.history
         if since is None:
-            pubs = list(history)[-limit:] if limit > 0 else []
-            return HistoryResult(pubs, position, True)
+            entries = list(history)[-limit:] if limit > 0 else []
+            return HistoryResult(state.publications(channel, entries), position, True)
         if since.epoch != state.epoch or since.offset > state.offset:
             return HistoryResult([], position, False)
         missed = state.offset - since.offset
         if missed == 0:
             return HistoryResult([], position, True)
-        first = history[0].offset if history else state.offset + 1
+        first = history[0][0] if history else state.offset + 1
         if first > since.offset + 1 or missed > limit:
             return HistoryResult([], position, False)
         start = len(history) - missed
-        return HistoryResult(list(history)[start:], position, True)
+        return HistoryResult(state.publications(channel, list(history)[start:]), position, True)
 
     async def position(self, channel: str) -> Position:
         state = self._channel(channel)

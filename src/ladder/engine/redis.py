@@ -143,6 +143,9 @@ class RedisEngine:
             socket_connect_timeout=self._connect_timeout,
             socket_timeout=self._command_timeout,
             retry=Retry(NoBackoff(), 1),
+            # After a connection reset, uvloop refuses writes to the dead transport with a
+            # RuntimeError; redis-py then drops the connection, and retrying opens a new one.
+            retry_on_error=[RuntimeError],
             health_check_interval=0,
         )
         # The listener's own client never reconnects by itself: a silent reconnect would

@@ -182,6 +182,9 @@ class MsgpackCodec(Codec):
             raise
         except Exception as exc:  # msgpack raises a zoo of types for bad input
             raise LadderError("bad_frame", f"invalid msgpack: {exc}") from exc
+        if start != len(raw):
+            # The unpacker stops quietly at an incomplete object; a cut frame is an error.
+            raise LadderError("bad_frame", "invalid msgpack: truncated")
         return out
 
 
@@ -190,19 +193,30 @@ MSGPACK: Final = MsgpackCodec()
 CODECS: Final[dict[str, Codec]] = {JSON.name: JSON, MSGPACK.name: MSGPACK}
 
 
+_UNDECODED: Final = object()
+
+
 class Payload:
     """A publication's data, encoded for both wire codecs up front.
 
     Encoding eagerly is also the validation: data that one codec cannot carry is refused
-    where it is published instead of failing later in some subscriber's writer.
+    where it is published instead of failing later in some subscriber's writer. The
+    decoded value is optional: history keeps only the bytes (which the garbage collector
+    never has to walk) and decodes on demand.
     """
 
-    __slots__ = ("json", "msgpack", "value")
+    __slots__ = ("_value", "json", "msgpack")
 
     def __init__(self, value: Any, *, json: bytes, packed: bytes) -> None:
-        self.value = value
+        self._value = value
         self.json = json
         self.msgpack = packed
+
+    @property
+    def value(self) -> Any:
+        if self._value is _UNDECODED:
+            self._value = msgpack.unpackb(self.msgpack, raw=False, strict_map_key=False)
+        return self._value
 
     @classmethod
     def of(cls, value: Any) -> Payload:
@@ -214,10 +228,20 @@ class Payload:
             raise LadderError("bad_frame", f"data cannot be encoded: {exc}") from exc
 
     @classmethod
+    def encoded(cls, json: bytes, packed: bytes) -> Payload:
+        """Both encodings already made (kept in history); the value is decoded if asked for."""
+        return cls(_UNDECODED, json=json, packed=packed)
+
+    @classmethod
     def from_msgpack(cls, packed: bytes) -> Payload:
         """Rebuild from the msgpack form (what a shared engine stores)."""
         value = msgpack.unpackb(packed, raw=False, strict_map_key=False)
         return cls(value, json=bytes(memoryview(JSON.encode(value))), packed=packed)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Payload) and self.msgpack == other.msgpack
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __len__(self) -> int:
         return len(self.json)

@@ -270,7 +270,9 @@ def parse_client_frame(obj: Any) -> ClientFrame:
     try:
         return numbered(obj)
     except LadderError as exc:
-        return Invalid(i=msg_id, error=exc)
+        # A fresh error without the traceback: the caught one references the frames that
+        # hold it, a reference cycle per refused frame (a flood of them feeds long GC pauses).
+        return Invalid(i=msg_id, error=LadderError(exc.code, exc.reason, details=exc.details))
 
 
 def decode_client_frames(

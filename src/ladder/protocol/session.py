@@ -122,6 +122,8 @@ class SessionState:
     """Sequence numbers, replay buffer, acks, dedupe and deadlines of one session."""
 
     __slots__ = (
+        "ack_written",
+        "ack_written_at",
         "attachments",
         "close_error",
         "created",
@@ -145,6 +147,9 @@ class SessionState:
         self.phase = Phase.DETACHED
         self.detached_since: float | None = now
         self.close_error: LadderError | None = None
+        self.ack_written = 0
+        """The highest client message id acknowledged in anything written (any transport)."""
+        self.ack_written_at = now
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -178,8 +183,13 @@ class SessionState:
         previous = self.active
         att = Attachment(kind, streaming=streaming, cursor=ack, now=now)
         if greeting is not None:
-            att.control.append(greeting)
-            att.ack_sent = self.inbox.applied
+            att.control.append(greeting)  # the welcome carries the ack
+            att.ack_sent = self.ack_written = self.inbox.applied
+            self.ack_written_at = now
+        else:
+            # Each poll is a new attachment: an ack the client was already sent is no news
+            # and must not complete a held long poll (or every poll would return at once).
+            att.ack_sent = self.ack_written
         self.attachments.append(att)
         self._move(Event.ATTACH)
         self.detached_since = None
@@ -271,9 +281,16 @@ class SessionState:
             if frames:
                 att.cursor = frames[-1][0]
             applied = self.inbox.applied
-            if applied > att.ack_sent:
+            if applied > att.ack_sent or (
+                # A poll answer can be lost on the way: a long poll released empty, and a
+                # short poll once per poll_timeout, repeat the ack so the client learns it.
+                not att.streaming
+                and applied > 0
+                and (att.closed or now - self.ack_written_at >= self.limits.poll_timeout)
+            ):
                 control.append({"t": "ack", "i": applied})
-                att.ack_sent = applied
+                att.ack_sent = self.ack_written = applied
+                self.ack_written_at = now
         if control or frames:
             att.last_sent = now
         return control, frames

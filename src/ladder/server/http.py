@@ -102,7 +102,7 @@ class Request:
 
 
 def _int_value(name: str, value: str) -> int:
-    if not value.isdigit() or len(value) > 16:
+    if not (value.isascii() and value.isdigit()) or len(value) > 16:  # "¹".isdigit() is True
         raise LadderError("bad_request", f"{name!r} must be a non-negative integer")
     return int(value)
 
@@ -185,7 +185,7 @@ def error_body(error: LadderError) -> bytes:
 async def read_body(receive: Receive, request: Request, limit: int) -> bytes:
     """The whole request body, refused with ``frame_too_large`` (413) past ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise LadderError("frame_too_large", f"body of {declared} bytes exceeds the limit of {limit}")
     chunks: list[bytes] = []
     size = 0

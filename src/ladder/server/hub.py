@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import inspect
 import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from ..engine import create_engine
 from ..engine.base import ChannelOptions, Engine, HistoryResult, Member, Payload, Position, Publication
@@ -269,9 +270,7 @@ class Ladder:
             await self.stop()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        from ..asgi import handle  # noqa: PLC0415 - the ASGI layer imports the hub
-
-        await handle(self, scope, receive, send)
+        await _layers().handle(self, scope, receive, send)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         """Run background work the hub owns (never per message): kept referenced, logged."""
@@ -330,6 +329,10 @@ class Ladder:
         """
         await self.start()
         if hello.sid is None:
+            if not self.engine.healthy:
+                # A session opened here could neither subscribe nor be reached by other nodes;
+                # refusing lets a balancer (or the client's retry) pick a healthy node.
+                raise LadderError("engine_unavailable", "this node cannot reach its engine")
             limits = self.limits
             if len(self.sessions) >= limits.max_sessions:
                 raise LadderError("too_many_sessions", "this server holds its maximum of sessions")
@@ -360,7 +363,7 @@ class Ladder:
             await self.cluster.arrival(sid)
             session = self.sessions.get(sid)
         if session is not None and session.state.phase is not Phase.CLOSED:
-            if token is None or not hmac.compare_digest(session.state.token, token):
+            if token is None or not hmac.compare_digest(session.state.token.encode(), token.encode()):
                 raise LadderError("bad_resume_token")
             return session
         if token is None:
@@ -708,8 +711,7 @@ class Ladder:
         if session.draining:
             return
         session.draining = True
-        from .dispatch import apply  # noqa: PLC0415 - dispatch imports the hub's types
-
+        apply = _layers().apply
         try:
             while session.ready and session.state.phase is not Phase.CLOSED:
                 await apply(self, session, session.ready.popleft())
@@ -731,3 +733,18 @@ class Ladder:
 
     def push_reply(self, session: Session, frame: OutFrame) -> None:
         self._push(session, frame)
+
+
+class _Layers(NamedTuple):
+    handle: Callable[[Ladder, Any, Any, Any], Awaitable[None]]
+    apply: Callable[[Ladder, Session, Any], Awaitable[Any]]
+
+
+@functools.cache
+def _layers() -> _Layers:
+    """The ASGI layer and the dispatcher import the hub, so the hub binds them on first use
+    (once: an import statement on every request and message shows up in profiles)."""
+    from ..asgi import handle  # noqa: PLC0415
+    from .dispatch import apply  # noqa: PLC0415
+
+    return _Layers(handle, apply)
