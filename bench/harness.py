@@ -36,10 +36,10 @@ import uvloop  # noqa: E402
 from lg import profile, servers  # noqa: E402
 from scenarios import Config  # noqa: E402
 
-ALL = ("S1", "S2", "S3", "S4", "S5", "S6")
+ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
 
 
-def _rotate(items: tuple[str, ...], k: int) -> list[str]:
+def _rotate(items: tuple[Any, ...], k: int) -> list[Any]:
     k %= len(items)
     return list(items[k:] + items[:k])
 
@@ -112,6 +112,8 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
                    **_pip_versions(servers.PROJECT_PY, ["ladder", *stack])},
         "psio": _pip_versions(servers.PEERS_PY, ["python-socketio", "python-engineio", *stack, "aiohttp"]),
         "node": _node_versions(),
+        "redis": {"redis-server": servers.redis_version(),
+                  **_pip_versions(servers.PROJECT_PY, ["redis"])},
     }
 
 
@@ -201,6 +203,12 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
     if "S6" in only:
         print("S6 time to first message", flush=True)
         add("S6", await guarded("S6", scenarios.s6(cfg), 900))
+    if "S7" in only:
+        print("S7 across nodes", flush=True)
+        for rep in range(max(1, cfg.reps - 1)):
+            for engine, nodes in _rotate(scenarios.S7_CONFIGS, rep):
+                recs = await guarded(f"S7 {engine} x{nodes} rep {rep}", scenarios.s7(cfg, engine, nodes), 300)
+                add("S7", [dict(r, rep=rep) for r in recs or []])
 
 
 def render(results_path: Path, *, docs: bool) -> None:

@@ -11,8 +11,11 @@ Node Socket.IO server (``peers/node/server.js``), so every server does the same 
 
 Subscribing is Ladder's own ``sub`` frame (Socket.IO: a ``join`` event with an ack).
 Settings come from ``BENCH_LADDER`` (JSON of ``Ladder`` keyword arguments), e.g. a shorter
-heartbeat for the idle-footprint scenario. Channel options are the defaults (history of
-100 publications per channel): what an application gets without configuring anything.
+heartbeat for the idle-footprint scenario. ``BENCH_REDIS_URL``, when set, selects the Redis
+engine (``redis://127.0.0.1:<port>/0``), as ``ladder serve --engine`` would: S7 runs several
+such processes on one Redis. Otherwise the engine is the default, memory. Channel options
+are the defaults (history of 100 publications per channel): what an application gets
+without configuring anything.
 
 Ladder's abuse limits are switched off here, and only they: every simulated client comes
 from 127.0.0.1 (the per-address session and request limits would refuse the 1001st
@@ -48,6 +51,8 @@ def _limits(overrides: dict[str, Any]) -> Limits:
 
 _config: dict[str, Any] = json.loads(os.environ.get("BENCH_LADDER", "{}"))
 _config["limits"] = _limits(_config.get("limits", {}))
+if os.environ.get("BENCH_REDIS_URL"):
+    _config["engine"] = os.environ["BENCH_REDIS_URL"]
 hub = Ladder(**_config)
 
 

@@ -608,14 +608,156 @@ class Report:
         ax.legend(fontsize=7)
         self._save(fig, "s6-ttfm")
 
+    # -- S7 ----------------------------------------------------------------------------
+
+    S7_NAMES = {("memory", 1): "1 node, memory engine", ("redis", 1): "1 node, Redis engine",
+                ("redis", 2): "2 nodes, Redis engine", ("redis", 3): "3 nodes, Redis engine"}
+    S7_COLORS = {("memory", 1): "#2b6cb0", ("redis", 1): "#d69e2e", ("redis", 2): "#c05621",
+                 ("redis", 3): "#9b2c2c"}
+
+    def s7(self) -> str:
+        recs = self.sc.get("S7", [])
+        if not recs:
+            return ""
+        configs = sorted({(r["engine"], r["nodes"]) for r in recs}, key=lambda c: (c[0] != "memory", c[1]))
+        rates = sorted({r["rate"] for r in recs})
+        per_room = med(r["expected"] / r["sent"] for r in recs if r.get("sent")) or 10
+        lowest = rates[0]
+
+        def these(c: tuple[str, int], rate: int | None = None) -> list[dict[str, Any]]:
+            return [r for r in recs if (r["engine"], r["nodes"]) == c and (rate is None or r["rate"] == rate)]
+
+        def name(c: tuple[str, int]) -> str:
+            return self.S7_NAMES.get(c, f"{c[1]} nodes, {c[0]} engine")
+
+        best: dict[tuple[str, int], float] = {}
+        for c in configs:
+            per_rep: dict[Any, int] = defaultdict(int)
+            for r in these(c):
+                if (r["delivered_ratio"] or 0) >= 0.95 and (r["p99_ms"] or 1e9) <= 100:
+                    per_rep[r.get("rep", 0)] = max(per_rep[r.get("rep", 0)], r["rate"])
+            best[c] = med(per_rep.values()) if per_rep else 0
+        common = [x for x in rates if all(these(c, x) for c in configs)]
+        top_common = max(common) if common else None
+        base = configs[0]
+        summary = []
+        for c in configs:
+            low = these(c, lowest)
+            at_best = these(c, int(best[c])) if best[c] else []
+            cpu_low = med(r["cpu_us_per_delivery"] for r in low)
+            summary.append([
+                name(c),
+                f"{fmt(med(r['p50_ms'] for r in low), 2)} / {fmt(med(r['p99_ms'] for r in low), 2)}",
+                fmt(cpu_low, 1),
+                (f"{fmt(best[c], 0)} pub/s → {fmt(med(r['per_s'] for r in at_best), 0)} deliveries/s "
+                 f"(p99 {fmt(med(r['p99_ms'] for r in at_best), 1)} ms)") if best[c] else "none (not even the first step)",
+                fmt(med(r["cpu_us_per_delivery"] for r in these(c, top_common)), 1) if top_common else "–",
+                fmt_ratio(ratio(best[c], best[base])) if c != base else "1×",
+            ])
+        detail = []
+        for rate in rates:
+            cells = []
+            for c in configs:
+                got = these(c, rate)
+                if not got:
+                    cells.append("(saturated earlier)")
+                    continue
+                cells.append(
+                    f"{fmt(med(r['per_s'] for r in got), 0)}/s, {pc(med(r['delivered_ratio'] for r in got))}, "
+                    f"p50 {fmt(med(r['p50_ms'] for r in got), 2)} / p99 {fmt(med(r['p99_ms'] for r in got), 1)} ms, "
+                    f"{fmt(med(r['cpu_us_per_delivery'] for r in got), 1)} µs, CPU {pc(med(r['server_util'] for r in got))}")
+            detail.append([f"{rate:,} pub/s → {rate * per_room:,.0f} deliveries/s", *cells])
+        split = []
+        for c in configs:
+            if c[0] != "redis" or not best[c]:
+                continue
+            at = [r for r in these(c, int(best[c])) if r.get("member_util")]
+            if not at:
+                continue
+            kinds = at[0].get("processes") or []
+            names = []
+            ladder_i = 0
+            for kind in kinds:
+                if kind == "redis":
+                    names.append("redis-server")
+                else:
+                    names.append("node " + "ABCDEFGH"[ladder_i] if c[1] > 1 else "Ladder")
+                    ladder_i += 1
+            shares = [med(r["member_util"][i] for r in at if len(r["member_util"]) > i) for i in range(len(kinds))]
+            split.append(f"{name(c)} at {fmt(best[c], 0)} pub/s: "
+                         + ", ".join(f"{n} {pc(s)}" for n, s in zip(names, shares, strict=True)))
+        self._plot_s7(recs, configs, per_room)
+        sample = recs[0]
+        clients, rooms, pubs = sample.get("clients"), sample.get("rooms"), sample.get("publishers")
+        return "\n".join([
+            "## S7 — across nodes (Redis engine)",
+            "",
+            f"![S7 across nodes]({self.plots.get('s7-cluster', '')})",
+            "",
+            f"{fmt(clients, 0)} WebSocket subscribers in {fmt(rooms, 0)} rooms of {per_room:.0f}; {fmt(pubs, 0)} "
+            "publisher connections send `pub` events at a paced rate (100 B payloads), each publication to one "
+            f"room ({per_room:.0f} deliveries). *1 node*: publishers and subscribers on one `ladder serve`. "
+            "*3 nodes*: three `ladder serve` processes on one `redis-server` (no persistence), the publishers "
+            "on node A, the subscribers on nodes B and C, every room with members on both: each delivery goes "
+            "A → Redis (the publication's Lua script) → pub/sub → B and C → client. Latency is publish → "
+            "delivery at the client; CPU is summed over every server process (nodes and redis-server). "
+            "**All server processes share one core** (core 0, like every other scenario; the machine has two "
+            "and the load generator has the other): the cluster rows measure what the Redis hop costs, not "
+            "how a cluster with a core per node scales — on this machine three nodes have no more CPU than one.",
+            "",
+            table(["configuration", f"p50 / p99 ms at {lowest:,} pub/s ({lowest * per_room:,.0f} deliveries/s)",
+                   f"CPU µs / delivery at {lowest:,} pub/s", "highest step sustained (≥ 95 % delivered, p99 ≤ 100 ms)",
+                   f"CPU µs / delivery at {fmt(top_common, 0)} pub/s" if top_common else "CPU µs / delivery",
+                   "sustained ÷ 1 node memory"], summary),
+            "",
+            "Every step (deliveries/s, share delivered, latency, CPU µs per delivery, CPU of all server "
+            "processes together; steps stop once a configuration saturates: < 90 % delivered or p99 > 1 s):",
+            "",
+            table(["offered", *[name(c) for c in configs]], detail),
+            "",
+            *(["CPU per process at the highest sustained step (share of the one core): " + "; ".join(split) + ".",
+               ""] if split else []),
+        ])
+
+    def _plot_s7(self, recs: list[dict[str, Any]], configs: list[tuple[str, int]], per_room: float) -> None:
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for c in configs:
+            mine = [r for r in recs if (r["engine"], r["nodes"]) == c]
+            rates = sorted({r["rate"] for r in mine})
+            offered = [x * per_room for x in rates]
+            p50 = [med(r["p50_ms"] for r in mine if r["rate"] == x) for x in rates]
+            p99 = [med(r["p99_ms"] for r in mine if r["rate"] == x) for x in rates]
+            got = [med(r["per_s"] for r in mine if r["rate"] == x) for x in rates]
+            color = self.S7_COLORS.get(c, "grey")
+            label = self.S7_NAMES.get(c, f"{c[1]} nodes, {c[0]}")
+            axes[0].plot(offered, p99, "o-", color=color, label=f"{label}: p99")
+            axes[0].plot(offered, p50, "s:", color=color, alpha=0.7, label=f"{label}: p50")
+            axes[1].plot(offered, got, "o-", color=color, label=label)
+        top = max(r["rate"] for r in recs) * per_room
+        low = min(r["rate"] for r in recs) * per_room
+        axes[1].plot([low, top], [low, top], ":", color="grey", label="all delivered")
+        for ax in axes:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(f"offered deliveries / s ({per_room:.0f} per publication)")
+            ax.legend(fontsize=7)
+        axes[0].set_title("S7: delivery latency vs offered load")
+        axes[0].set_ylabel("ms (log)")
+        axes[1].set_title("S7: delivered vs offered")
+        axes[1].set_ylabel("deliveries / s")
+        self._save(fig, "s7-cluster")
+
     # -- the document ------------------------------------------------------------------
 
     def render(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        sections = [self.s1(), self.s2(), self.s3(), self.s4(), self.s5(), self.s6()]
+        sections = [self.s1(), self.s2(), self.s3(), self.s4(), self.s5(), self.s6(), self.s7()]
         meta = self.r.get("meta", {})
         machine = meta.get("machine", {})
         lad, psio, node = meta.get("ladder", {}), meta.get("psio", {}), meta.get("node", {})
+        redis_meta = meta.get("redis", {})
         cfg = self.r.get("config", {})
         errors = self.r.get("errors", [])
         other = [r.get("other_on_server_core") for recs in self.sc.values() for r in recs
@@ -669,6 +811,9 @@ class Report:
             f"{psio.get('httptools', '?')}, websockets {psio.get('websockets', '?')}); client on aiohttp {psio.get('aiohttp', '?')}.",
             f"* Node {node.get('node', '?')}, socket.io {node.get('socket.io', '?')} (engine.io {node.get('engine.io', '?')}, "
             f"ws {node.get('ws', '?')}, bufferutil {node.get('bufferutil', '?')}), socket.io-client {node.get('socket.io-client', '?')}.",
+            *([f"* S7: redis-server {redis_meta.get('redis-server') or '?'} (Debian package, started by the harness "
+               f"on a free loopback port, no persistence), redis-py {redis_meta.get('redis') or '?'}."]
+              if redis_meta and "S7" in self.sc else []),
             "* Every server runs alone, `taskset -c 0`; the load generator (one Python process, uvloop) runs on "
             "core 1. Compression is off everywhere (no permessage-deflate, no HTTP compression); logging off; "
             "uvicorn settings identical for both Python servers (`ladder serve` defaults: uvloop, httptools, "

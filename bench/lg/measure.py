@@ -13,7 +13,7 @@ import orjson
 
 from . import profile
 from .clients import BaseClient, Stats, close_pools, now
-from .servers import LOAD_CORE, SERVER_CORE, Server, core_busy, self_cpu
+from .servers import LOAD_CORE, SERVER_CORE, Group, Server, core_busy, self_cpu
 from .wire import ConnClosed
 
 # ---------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def close_all(clients: Sequence[BaseClient]) -> None:
 class Window:
     """Server CPU, load-generator CPU and deliveries over one measurement window."""
 
-    def __init__(self, server: Server, stats: Stats, label: str = "window") -> None:
+    def __init__(self, server: Server | Group, stats: Stats, label: str = "window") -> None:
         self.server = server
         self.stats = stats
         self.label = label
@@ -115,6 +115,7 @@ class Window:
         self.recording = profile.start(self.server, self.label)
         self.t0 = now()
         self.cpu0 = self.server.cpu()
+        self.each0 = self.server.cpu_each() if isinstance(self.server, Group) else None
         self.lg0 = self_cpu()
         self.d0 = self.stats.delivered
         self.acks0 = self.stats.acks
@@ -129,6 +130,11 @@ class Window:
         lat = sorted(self.stats.lat)
         cores = core_busy()
         path = self.recording.stop() if self.recording is not None else None
+        each: dict[str, Any] = {}
+        if isinstance(self.server, Group) and self.each0 is not None:
+            # Several processes measured as one (S7): each one's CPU share over the window.
+            each["member_util"] = [(b - a) / dt
+                                   for a, b in zip(self.each0, self.server.cpu_each(), strict=True)]
         busy0 = (cores.get(SERVER_CORE, 0) - self.cores0.get(SERVER_CORE, 0)) / dt
         busy1 = (cores.get(LOAD_CORE, 0) - self.cores0.get(LOAD_CORE, 0)) / dt
         return {
@@ -145,6 +151,7 @@ class Window:
             "cpu_us_per_delivery": cpu * 1e6 / delivered if delivered else None,
             "client_acks": self.stats.acks - self.acks0,
             **latency(lat),
+            **each,
             **({"profile": str(path)} if path is not None else {}),
         }
 

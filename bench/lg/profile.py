@@ -61,7 +61,7 @@ class Recording:
         return self.path
 
 
-def start(server: servers.Server, label: str) -> Recording | None:
+def start(server: servers.Server | servers.Group, label: str) -> Recording | None:
     if not enabled() or not server.kind.startswith("ladder"):
         return None
     return Recording(server, label)

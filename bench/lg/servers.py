@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +35,11 @@ LOAD_CORE = 1
 
 SERVERS = ("ladder", "psio", "node")
 LABELS = {"ladder": "Ladder", "ladder-asgi": "Ladder (ASGI WebSocket)", "psio": "python-socketio",
-          "node": "Node Socket.IO"}
+          "node": "Node Socket.IO", "redis": "redis-server"}
 
 _live: dict[int, subprocess.Popen[bytes]] = {}
+_tmpdirs: dict[int, Path] = {}
+"""Private directories of live processes (redis-server's), removed when they stop."""
 
 
 def free_port() -> int:
@@ -108,6 +112,45 @@ class Server:
         stop(self.proc)
 
 
+class Group:
+    """Several server processes measured as one (a Ladder cluster and its Redis): CPU and
+    memory are summed; ``pid`` and ``port`` are the first member's (profiling samples it)."""
+
+    def __init__(self, kind: str, members: list[Server]) -> None:
+        self.kind = kind
+        self.members = members
+
+    @property
+    def pid(self) -> int:
+        return self.members[0].pid
+
+    @property
+    def port(self) -> int:
+        return self.members[0].port
+
+    def cpu(self) -> float:
+        return sum(member.cpu() for member in self.members)
+
+    def cpu_each(self) -> list[float]:
+        return [member.cpu() for member in self.members]
+
+    def rss(self) -> int:
+        return sum(member.rss() for member in self.members)
+
+    def collect(self) -> None:
+        for member in self.members:
+            if member.kind != "redis":
+                member.collect()
+
+    def alive(self) -> bool:
+        return all(member.alive() for member in self.members)
+
+    def stop(self) -> None:
+        # The Ladder nodes first (they would log Redis going away), Redis last.
+        stop_many([m.proc for m in self.members if m.kind != "redis"])
+        stop_many([m.proc for m in self.members if m.kind == "redis"])
+
+
 def asgi_variant() -> bool:
     """Whether ``ladder serve`` has a native WebSocket driver with ``--asgi-ws`` to turn it off
     (then the harness also measures the ASGI path, as "ladder-asgi", in S1 and S2)."""
@@ -135,12 +178,30 @@ def _command(kind: str, port: int) -> tuple[list[str], Path, dict[str, str]]:
 
 
 def start(kind: str, logdir: Path, *, settings: dict[str, Any] | None = None, core: int = SERVER_CORE,
-          timeout: float = 20.0) -> Server:
-    """Start server ``kind`` pinned to ``core`` on a fresh port; return once it accepts."""
+          timeout: float = 20.0, redis_url: str | None = None) -> Server:
+    """Start server ``kind`` pinned to ``core`` on a fresh port; return once it accepts.
+
+    ``redis_url``: a Ladder server uses the Redis engine there (``BENCH_REDIS_URL``)."""
+    return start_many(1, kind, logdir, settings=settings, core=core, timeout=timeout, redis_url=redis_url)[0]
+
+
+def start_many(count: int, kind: str, logdir: Path, *, settings: dict[str, Any] | None = None,
+               core: int = SERVER_CORE, timeout: float = 20.0, redis_url: str | None = None) -> list[Server]:
+    """Start ``count`` servers of ``kind`` at once (their start-ups overlap); return once all accept."""
+    spawned = [_spawn(kind, logdir, settings, core, redis_url) for _ in range(count)]
+    for server in spawned:
+        _wait_listening(kind, server.proc, server.port, server.log, timeout)
+    return spawned
+
+
+def _spawn(kind: str, logdir: Path, settings: dict[str, Any] | None, core: int, redis_url: str | None) -> Server:
     port = free_port()
     cmd, cwd, extra = _command(kind, port)
     env = {**os.environ, **extra}
     env.pop("PYTHONPATH", None)
+    env.pop("BENCH_REDIS_URL", None)
+    if redis_url is not None:
+        env["BENCH_REDIS_URL"] = redis_url
     settings = settings or {}
     env["BENCH_LADDER"] = json.dumps(settings.get("ladder", {}))
     env["BENCH_PSIO"] = json.dumps(settings.get("psio", {}))
@@ -155,18 +216,61 @@ def start(kind: str, logdir: Path, *, settings: dict[str, Any] | None = None, co
     )
     out.close()
     _live[proc.pid] = proc
+    return Server(kind, port, proc, log)
+
+
+def _wait_listening(kind: str, proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            _live.pop(proc.pid, None)
+            stop(proc)
             raise RuntimeError(f"{kind} server exited with {proc.returncode}; see {log}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            break
+            return
         if time.monotonic() > deadline:
             stop(proc)
             raise TimeoutError(f"{kind} server did not listen on {port} within {timeout} s; see {log}")
         time.sleep(0.05)
-    return Server(kind, port, proc, log)
+
+
+def start_redis(logdir: Path, *, core: int = SERVER_CORE, timeout: float = 10.0) -> Server:
+    """A private ``redis-server`` on a free loopback port, pinned to ``core``, in a temporary
+    directory (removed when it stops), without persistence (``--save ''``, no AOF): nothing
+    is written to disk during a window. Tracked like the servers, so :func:`stop_all` ends it."""
+    binary = shutil.which("redis-server") or "/usr/sbin/redis-server"
+    port = free_port()
+    tmpdir = Path(tempfile.mkdtemp(prefix="ladder-bench-redis-"))
+    logdir.mkdir(parents=True, exist_ok=True)
+    log = logdir / f"redis-{port}.log"
+    out = open(log, "ab")  # noqa: SIM115 - kept open by the child
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmpdir), "--save", "",
+           "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning",
+           "--maxmemory-policy", "noeviction"]
+    try:
+        proc = subprocess.Popen(["taskset", "-c", str(core), *cmd], cwd=tmpdir, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    finally:
+        out.close()
+    _live[proc.pid] = proc
+    _tmpdirs[proc.pid] = tmpdir
+    _wait_listening("redis", proc, port, log, timeout)
+    return Server("redis", port, proc, log)
+
+
+def redis_version() -> str | None:
+    binary = shutil.which("redis-server") or "/usr/sbin/redis-server"
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for part in out.split():
+        if part.startswith("v="):
+            return part[2:]
+    return out.strip() or None
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 1.5) -> None:
@@ -181,6 +285,9 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 1.5) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
     _live.pop(proc.pid, None)
+    tmpdir = _tmpdirs.pop(proc.pid, None)
+    if tmpdir is not None:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def register(proc: subprocess.Popen[bytes]) -> None:
@@ -190,6 +297,19 @@ def register(proc: subprocess.Popen[bytes]) -> None:
 
 def unregister(proc: subprocess.Popen[bytes]) -> None:
     _live.pop(proc.pid, None)
+
+
+def stop_many(procs: list[subprocess.Popen[bytes]], grace: float = 1.5) -> None:
+    """SIGTERM every process group at once, then SIGKILL what is left after ``grace`` seconds."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        stop(proc, grace=0.0)
 
 
 def stop_all() -> None:

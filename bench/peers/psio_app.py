@@ -1,7 +1,8 @@
 """The python-socketio peer: the same handlers as ``bench/ladder_app.py``, served by uvicorn
-with exactly the settings ``ladder serve`` uses (uvloop, httptools, the ``websockets``
-implementation, no permessage-deflate, no protocol-level WebSocket pings since Engine.IO
-has its own, logging off).
+with the settings ``ladder serve`` uses for ASGI WebSockets (uvloop, httptools, the
+``websockets-sansio`` implementation, no permessage-deflate, no protocol-level WebSocket
+pings since Engine.IO has its own, logging off). ``ladder serve`` itself serves its ``/ws``
+endpoint with its native driver; the harness also measures it through ASGI (``--asgi-ws``).
 
 Run by the harness with the peers' virtualenv (``bench/.peers/venv``), whose uvicorn,
 uvloop, httptools and websockets are pinned to the project venv's versions:
@@ -70,7 +71,7 @@ def main() -> None:
         port=port,
         loop="uvloop",
         http="httptools",
-        ws="websockets",
+        ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_ping_interval=None,
         log_level="warning",
