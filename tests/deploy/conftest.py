@@ -23,26 +23,19 @@ import httpx
 import pytest
 
 from tests.deploy.lb import HAProxy, NginxSite, TcpRelay, Tls, loopback_limits, make_tls
+from tests.support.figures import Figures
 from tests.support.redis import RedisServer
 from tests.support.server import LadderServer
 
 MOUNT = "/api/realtime"
 APP = "tests.support.mounted:app"
 LOGS = Path(tempfile.gettempdir()) / "ladder-deploy-logs"
-FIGURES: list[str] = []
-
-
-def report(line: str) -> None:
-    """A figure for the summary at the end of the run (and stdout now, with ``-s``)."""
-    print(line)
-    FIGURES.append(line)
+FIGURES = Figures("deploy/: the shipped configs, run for real")
+report = FIGURES.report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES:
-        terminalreporter.section("deploy/: the shipped configs, run for real")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
+    FIGURES.summary(terminalreporter)
 
 
 @dataclass

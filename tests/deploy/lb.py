@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.server import ROOT, free_port, stop_process, wait_for_port
+from tests.support.server import ROOT, ScratchProcess, free_port, wait_for_port
 
 DEPLOY = ROOT / "deploy"
 PLACEHOLDER = re.compile(r"\$\{(LADDER_[A-Z0-9_]+)\}")
@@ -64,7 +64,7 @@ def fill(template: str, values: dict[str, str]) -> str:
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
-class NginxSite:
+class NginxSite(ScratchProcess):
     """nginx serving one site file; ``port`` is free and already substituted as LADDER_LISTEN."""
 
     def __init__(self, site: str, *, port: int | None = None, access_log: bool = False) -> None:
@@ -110,19 +110,9 @@ class NginxSite:
         wait_for_port(self.port, proc=self.proc)
         return self
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> NginxSite:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
-class HAProxy:
+class HAProxy(ScratchProcess):
     """haproxy on ``deploy/haproxy.cfg`` exactly as shipped, configured by its environment."""
 
     def __init__(self, values: dict[str, str]) -> None:
@@ -158,16 +148,6 @@ class HAProxy:
         wait_for_port(self.port, proc=self.proc)
         return self
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> HAProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class TcpRelay:

@@ -15,23 +15,16 @@ from playwright.async_api import Browser, async_playwright
 from ladder import Client
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.deploy.lb import loopback_limits
+from tests.support.figures import Figures
 from tests.support.server import LadderServer
 
 TICKER = "tick:hostile"
-FIGURES: list[str] = []
-
-
-def report(line: str) -> None:
-    """A figure for the summary at the end of the run (and stdout now, with ``-s``)."""
-    print(line)
-    FIGURES.append(line)
+FIGURES = Figures("hostile/: broken proxies, for real (nginx)")
+report = FIGURES.report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES:
-        terminalreporter.section("hostile/: broken proxies, for real (nginx)")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
+    FIGURES.summary(terminalreporter)
 
 
 BACKEND_CONFIG = {"allowed_origins": None, "session_ttl": 120.0, "limits": loopback_limits()}

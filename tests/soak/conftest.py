@@ -10,22 +10,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from tests.support.figures import Figures
+
 SOAK_SECONDS = float(os.environ.get("LADDER_SOAK_SECONDS", "65"))
 SOAK_CYCLES = int(os.environ.get("LADDER_SOAK_CYCLES", "10000"))
-FIGURES: list[str] = []
-
-
-def report(line: str) -> None:
-    """A figure for the summary at the end of the run (and stdout now, with ``-s``)."""
-    print(line)
-    FIGURES.append(line)
+FIGURES = Figures("soak/: chaos on every rung, then connect/disconnect cycles")
+report = FIGURES.report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES:
-        terminalreporter.section("soak/: chaos on every rung, then connect/disconnect cycles")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
+    FIGURES.summary(terminalreporter)
 
 
 def rss_mib(pid: int) -> float:

@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.support.server import free_port, stop_process, wait_for_port
+from tests.support.server import ScratchProcess, free_port, wait_for_port
 
 CONFIG = """
 worker_processes 1;
@@ -47,7 +47,7 @@ http {{
 """
 
 
-class Nginx:
+class Nginx(ScratchProcess):
     """nginx as a plain round-robin load balancer over ``upstreams`` (loopback ports)."""
 
     def __init__(self, upstreams: list[int], *, extra: str = "") -> None:
@@ -74,13 +74,3 @@ class Nginx:
         wait_for_port(self.port, proc=self.proc)
         return self
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Nginx:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,6 +45,27 @@ def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes
             return
         time.sleep(0.02)
     raise TimeoutError(f"nothing listening on {port} after {timeout} s")
+
+
+class ScratchProcess:
+    """A server process with a scratch directory, both gone after :meth:`stop`."""
+
+    proc: subprocess.Popen[bytes] | None
+    dir: Path
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class LadderServer:
