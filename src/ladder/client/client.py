@@ -57,6 +57,14 @@ __all__ = ["TRANSPORTS", "Client", "Publication", "SubscribeResult", "Subscripti
 _FATAL = frozenset({"unauthorized", "origin_not_allowed", "unsupported_version"})
 """Refusals that retrying cannot fix: the client closes and ``connect()`` raises them."""
 
+_SESSION_GONE = frozenset({"unknown_session", "session_closed", "slow_consumer", "bad_resume_token"})
+"""Refusals meaning the server no longer has our session: reconnecting starts a new one."""
+
+SEND_RETRY_DELAYS = (0.1, 0.4, 1.0)
+"""Pauses before writing a failed upstream POST again on the same transport. After the last
+one the rung counts as broken and the client reconnects (which resends everything
+unacknowledged). The server drops repeated message ids, so writing twice is safe."""
+
 
 class _SessionEnded(Exception):
     def __init__(self, error: LadderError) -> None:
@@ -70,8 +78,11 @@ class Client:
     ``url`` is where the hub is mounted (``http://host:8000/ladder``). ``transports``
     lists the rungs allowed, best first. ``token`` (a string or a callable returning one)
     is presented to the server's ``authenticate`` hook. ``ssl_context`` sets TLS
-    verification for ``https`` URLs (for example a private CA); ``http_client`` lets many
-    clients share one connection pool.
+    verification for ``https`` URLs (for example a private CA; by default one context per
+    process, see :func:`~ladder.client.transports.base.default_tls`); ``http_client`` lets
+    many clients share one connection pool. On WebSocket and SSE the client acknowledges
+    what it received once ``ack_every`` frames are unacknowledged, or ``ack_interval``
+    seconds after the first of them arrived (polls carry the ack in every GET).
     """
 
     def __init__(
@@ -146,7 +157,10 @@ class Client:
         self._switch_to: tuple[Transport, str] | None = None
         self._connected: asyncio.Future[None] | None = None
         self._flushing = False
-        self._last_ack = 0.0
+        self._ack_timer: asyncio.TimerHandle | None = None
+        """Fires ``ack_interval`` after the first frame not yet acknowledged arrived."""
+        self._ack_wanted = False
+        """The next flush must write an ack even with no message to carry it."""
         self._last_rung: str | None = None
         self._had_session = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -177,12 +191,9 @@ class Client:
             raise LadderError("closed", "this client was closed")
         loop = asyncio.get_running_loop()
         if self._run_task is None:
-            if self._http is None:
-                self._http = httpx.AsyncClient(
-                    verify=self.endpoint.ssl or True,
-                    limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
-                    timeout=httpx.Timeout(10.0),
-                )
+            # No HTTP client yet: the race starts with the WebSocket at once, and the HTTP
+            # client (~50 ms of imports, plus the CA bundle for https) is built when the
+            # first HTTP rung is due, if one ever is.
             self._connected = loop.create_future()
             self._run_task = loop.create_task(self._run(), name="ladder-client")
         assert self._connected is not None
@@ -198,10 +209,15 @@ class Client:
         connected = self.state == "connected"
         self.state = "closed"
         self._closed_by_app = True  # the server's answer to our bye is not news to the app
+        self._cancel_ack_timer()
         if conn is not None and connected:
+            bye: list[Frame] = [{"t": "bye"}]
+            ack = None if conn.implicit_ack else self.peer.ack_frame()
+            if ack is not None:
+                bye.insert(0, ack)  # the final ack rides with the bye
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
-                    await conn.send([{"t": "bye"}])
+                    await conn.send(bye)
         if conn is not None:
             self._emit(Disconnected(conn.name, "closed by the client"))
         for task in (self._probe_task, self._run_task):
@@ -328,7 +344,18 @@ class Client:
             self._spawn(run())
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait until the server has acknowledged every message sent or queued so far."""
+        """Wait until the server has acknowledged every message sent or queued so far.
+
+        A pending ack of ours goes out at once too, rather than when its timer fires.
+        """
+        conn = self._conn
+        if (
+            conn is not None
+            and not conn.implicit_ack
+            and self.state == "connected"
+            and self.peer.inbox.applied > self.peer.acked_out
+        ):
+            self._ack_now()
         if len(self.peer.outbox) == 0:
             return
         waiter = asyncio.get_running_loop().create_future()
@@ -423,21 +450,97 @@ class Client:
         self._spawn(self._flush())
 
     async def _flush(self) -> None:
-        """Write every queued message on the current transport (one writer at a time)."""
+        """Write every queued message (and a due ack) on the current transport.
+
+        One writer at a time; a flush asked for meanwhile is done by the running one's loop.
+        A write that fails is taken back (the cursor rewinds to its first message) and tried
+        again: over POST the downstream may well be alive, so nothing else would notice
+        (a WebSocket's reader does). A transport that keeps failing is interrupted, so the
+        client reconnects and resends everything the server has not acknowledged.
+        """
         if self._flushing:
             return
         self._flushing = True
+        failures = 0
+        failing: Transport | None = None
         try:
             while self.state == "connected" and self._conn is not None:
+                conn = self._conn
                 frames = self.peer.unsent()
+                acked_before = self.peer.acked_out
+                ack = None
+                if not conn.implicit_ack and (frames or self._ack_wanted):
+                    ack = self.peer.ack_frame()  # piggy-backed on messages, or due by the timer
+                    if ack is not None:
+                        frames.append(ack)
+                self._ack_wanted = False
                 if not frames:
                     break
-                await self._conn.send(frames)
-        except TransportClosed as exc:
-            # The reader notices the same failure; unacknowledged messages are resent.
-            log.debug("send failed: %s", exc.reason)
+                try:
+                    await conn.send(frames)
+                except TransportClosed as exc:
+                    if self._conn is not conn:
+                        continue  # a newer transport took over; its welcome rewound the cursor
+                    self._take_back(frames, acked_before if ack is not None else None)
+                    failures = failures + 1 if failing is conn else 1
+                    failing = conn
+                    error = exc.error
+                    if (
+                        not conn.separate_upstream
+                        or (error is not None and error.code in _SESSION_GONE)
+                        or failures > len(SEND_RETRY_DELAYS)
+                    ):
+                        log.info("%s; the transport is given up", exc.reason)
+                        conn.interrupt(f"{exc.reason} (after {failures} attempts)", error)
+                        break
+                    log.debug("%s; writing it again (attempt %d)", exc.reason, failures + 1)
+                    await asyncio.sleep(SEND_RETRY_DELAYS[failures - 1] * random.uniform(0.75, 1.0))
+                else:
+                    failures = 0
+                    if ack is not None:
+                        self._acks_sent()
         finally:
             self._flushing = False
+
+    def _take_back(self, frames: list[Frame], acked_before: int | None) -> None:
+        """A write of ``frames`` failed: its messages (and ack, if any) count as unwritten."""
+        first = next((int(frame["i"]) for frame in frames if "i" in frame), None)
+        if first is not None:
+            self.peer.cursor = min(self.peer.cursor, first - 1)
+        if acked_before is not None:
+            self.peer.acked_out = min(self.peer.acked_out, acked_before)
+            self._ack_wanted = True
+
+    # -- acknowledgements -----------------------------------------------------------------------
+
+    def _ack_received(self, conn: Transport) -> None:
+        """Frames were delivered: ack at once past ``ack_every``, else ~``ack_interval`` after
+        the first unacknowledged one (one timer, not one per frame), so a quiet subscriber
+        acks about once a second instead of once per message (protocol §3.4)."""
+        if conn.implicit_ack:
+            return  # every poll's query carries the ack
+        unacked = self.peer.inbox.applied - self.peer.acked_out
+        if unacked <= 0:
+            return
+        if unacked >= self.ack_every:
+            self._ack_now()
+        elif self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(self.ack_interval, self._ack_now)
+
+    def _ack_now(self) -> None:
+        self._cancel_ack_timer()
+        self._ack_wanted = True
+        self._spawn(self._flush())
+
+    def _acks_sent(self) -> None:
+        """An ack went out: the timer is needed again only for frames that came after it."""
+        if self.peer.acked_out >= self.peer.inbox.applied:
+            self._cancel_ack_timer()
+
+    def _cancel_ack_timer(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -462,18 +565,30 @@ class Client:
 
     # -- the connection loop ------------------------------------------------------------------
 
+    def _http_client(self) -> httpx.AsyncClient:
+        """The HTTP client of the HTTP rungs, built on first use (see :meth:`connect`)."""
+        if self._http is None:
+            # A non-bool ``verify`` reaches httpcore unchanged, and httpcore makes a TLS
+            # context only for an https request: for http:// (None) none is ever built.
+            verify: Any = self.endpoint.tls()
+            self._http = httpx.AsyncClient(
+                verify=verify,
+                limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
+                timeout=httpx.Timeout(10.0),
+            )
+        return self._http
+
     def _make(self, rung: str) -> Transport:
-        assert self._http is not None
         applied = self._applied
         if rung == "websocket":
             return WebSocketTransport(self.endpoint, applied)
         if rung == "sse":
-            return SSETransport(self.endpoint, applied, self._http)
+            return SSETransport(self.endpoint, applied, self._http_client())
         low, high = self.poll_interval
         return PollingTransport(
             self.endpoint,
             applied,
-            self._http,
+            self._http_client(),
             hold=rung == "longpoll",
             min_interval=low,
             max_interval=high,
@@ -614,7 +729,7 @@ class Client:
         old_rung, self.transport = self._last_rung, conn.name
         self._last_rung = conn.name
         self.state = "connected"
-        self._last_ack = time.monotonic()
+        self._cancel_ack_timer()  # the hello told the server what was delivered
         if self._remember:
             rung_memory.remember(self.url, conn.name)
         self.policy.won(conn.name)
@@ -646,6 +761,7 @@ class Client:
         await conn.close()
         if self._conn is conn:
             self._conn = None
+        self._cancel_ack_timer()  # the next hello carries the ack
         self.transport = None
         if self.state != "closed":
             self.state = "disconnected"
@@ -662,12 +778,7 @@ class Client:
             except TransportClosed as exc:
                 switch, self._switch_to = self._switch_to, None
                 if switch is None or self.state == "closed":
-                    if exc.error is not None and exc.error.code in (
-                        "unknown_session",
-                        "session_closed",
-                        "slow_consumer",
-                        "bad_resume_token",
-                    ):
+                    if exc.error is not None and exc.error.code in _SESSION_GONE:
                         self._session_gone(f"{exc.error.code}: {exc.error.reason}")
                     return exc.reason
                 new, reason = switch
@@ -681,6 +792,7 @@ class Client:
                 if self._remember:
                     rung_memory.remember(self.url, conn.name)
                 self.peer.welcome(conn.welcome)
+                self._cancel_ack_timer()  # the new transport's hello carried the ack
                 self._emit(TransportChanged(old, conn.name, reason))
                 self._spawn(self._flush())
                 if self.policy.above(conn.name):
@@ -715,13 +827,7 @@ class Client:
                 for frame in frames:
                     self._handle(frame, conn)
                 self._maybe_refresh()
-                if not conn.implicit_ack:
-                    now = time.monotonic()
-                    every = 1 if now - self._last_ack >= self.ack_interval else self.ack_every
-                    ack = self.peer.ack_frame(every=every)
-                    if ack is not None:
-                        self._last_ack = now
-                        await conn.send([ack])
+                self._ack_received(conn)
 
     def _handle(self, frame: Frame, conn: Transport) -> None:
         if "s" in frame:
@@ -733,7 +839,8 @@ class Client:
             self.peer.on_ack(int(frame["i"]))
             self._acked()
         elif kind == "ping":
-            self._spawn(self._pong(conn))
+            if conn.pongs:  # on SSE a pong would cost a POST per heartbeat, for nothing
+                self._spawn(self._pong(conn))
         elif kind == "bye":
             raise _SessionEnded(
                 LadderError(str(frame.get("code", "session_closed")), str(frame.get("reason", "")))
@@ -742,12 +849,13 @@ class Client:
             self._emit(ServerError(str(frame.get("code")), str(frame.get("reason", ""))))
 
     async def _pong(self, conn: Transport) -> None:
+        """Answer a WebSocket ping; a pending ack goes with it instead of waiting its timer."""
         frames: list[Frame] = [{"t": "pong"}]
         ack = self.peer.ack_frame()
         if ack is not None:
-            self._last_ack = time.monotonic()
             frames.append(ack)
-        with contextlib.suppress(TransportClosed):
+            self._acks_sent()
+        with contextlib.suppress(TransportClosed):  # the reader notices a dead socket
             await conn.send(frames)
 
     def _deliver(self, frame: Frame) -> None:

@@ -10,9 +10,10 @@ there). ``recv`` returns the next batch of frames; every failure surfaces as
 from __future__ import annotations
 
 import asyncio
-import ssl
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any
 
 from ...protocol.codec import Codec
@@ -40,8 +41,18 @@ class Endpoint:
     codec: Codec
     headers: dict[str, str]
     token: Callable[[], str | None]
-    ssl: ssl.SSLContext | None = None
+    ssl: SSLContext | None = None
     """TLS settings for https/wss (None: the system's default verification)."""
+
+    @property
+    def secure(self) -> bool:
+        return self.base.startswith("https://")
+
+    def tls(self) -> SSLContext | None:
+        """The TLS context for this server: none for plain http, else ``ssl`` or the default."""
+        if self.ssl is not None:
+            return self.ssl
+        return default_tls() if self.secure else None
 
     def http(self, endpoint: str) -> str:
         return f"{self.base}/{endpoint}"
@@ -49,6 +60,19 @@ class Endpoint:
     def ws(self) -> str:
         scheme, rest = self.base.split("://", 1)
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws"
+
+
+@functools.cache
+def default_tls() -> SSLContext:
+    """One verifying TLS context per process, shared by every client and rung.
+
+    Loading the CA bundle takes ~40 ms, and httpx and ``websockets`` would each do it for
+    every client (``websockets`` for every connection). The trust store is httpx's default
+    (``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set, else certifi's bundle), for every rung.
+    """
+    import httpx  # noqa: PLC0415 - only needed for https
+
+    return httpx.create_ssl_context()
 
 
 def refusal(frame: Frame, rung: str) -> TransportClosed:
@@ -65,6 +89,12 @@ class Transport:
     """Frames are pushed as they come (WebSocket, SSE) rather than fetched (polls)."""
     implicit_ack = False
     """Each request already tells the server what was received (polls): no ack frames."""
+    pongs = False
+    """The server expects a ``pong`` for each ``ping`` (WebSocket only, protocol §3.3-3.4):
+    it closes a silent WebSocket, but never waits for pongs on SSE or polls."""
+    separate_upstream = False
+    """Upstream writes travel apart from the downstream (POSTs): a failed write does not
+    mean the downstream died, so it is worth writing again on the same transport."""
 
     def __init__(self, endpoint: Endpoint, applied: Callable[[], int]) -> None:
         self.endpoint = endpoint
@@ -75,6 +105,7 @@ class Transport:
         """Frames that arrived together with the welcome, returned by the first ``recv``."""
         self._reader: asyncio.Task[object] | None = None
         self._interrupted: str | None = None
+        self._interrupt_error: LadderError | None = None
 
     async def open(self, hello: Frame, verify_timeout: float) -> Frame:
         """Send ``hello``; return the welcome once this transport proved it delivers."""
@@ -86,14 +117,14 @@ class Transport:
             frames, self.pending = self.pending, []
             return frames
         if self._interrupted is not None:
-            raise TransportClosed(self._interrupted)
+            raise TransportClosed(self._interrupted, self._interrupt_error)
         task = asyncio.current_task()
         self._reader = task
         try:
             return await self._recv()
         except asyncio.CancelledError:
             if self._interrupted is not None and task is not None and task.uncancel() == 0:
-                raise TransportClosed(self._interrupted) from None
+                raise TransportClosed(self._interrupted, self._interrupt_error) from None
             raise
         finally:
             self._reader = None
@@ -101,10 +132,12 @@ class Transport:
     async def _recv(self) -> list[Frame]:
         raise NotImplementedError
 
-    def interrupt(self, reason: str) -> None:
-        """Make a pending (or the next) :meth:`recv` fail with ``reason``; from any task."""
+    def interrupt(self, reason: str, error: LadderError | None = None) -> None:
+        """Make a pending (or the next) :meth:`recv` fail with ``reason`` (and the server's
+        ``error``, if it gave one); from any task."""
         if self._interrupted is None:
             self._interrupted = reason
+            self._interrupt_error = error
             reader = self._reader
             if reader is not None and reader is not asyncio.current_task():
                 reader.cancel()

@@ -47,6 +47,8 @@ def refusal_of(response: httpx.Response, body: bytes, rung: str) -> TransportClo
 class HttpTransport(Transport):
     """Base of the HTTP rungs: a session id, a resume token and ``POST /send`` upstream."""
 
+    separate_upstream = True
+
     def __init__(self, endpoint: Endpoint, applied: Any, http: httpx.AsyncClient) -> None:
         super().__init__(endpoint, applied)
         self.http = http

@@ -12,6 +12,7 @@ from .base import Frame, Transport, TransportClosed, split_welcome
 
 class WebSocketTransport(Transport):
     name = "websocket"
+    pongs = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -24,7 +25,7 @@ class WebSocketTransport(Transport):
             self._ws = await connect(
                 endpoint.ws(),
                 additional_headers=headers,
-                ssl=endpoint.ssl if endpoint.base.startswith("https") else None,
+                ssl=endpoint.tls(),  # None for ws://; one shared context for wss://
                 open_timeout=None,  # the race bounds the whole attempt
                 ping_interval=None,  # Ladder's own pings carry the heartbeat
                 close_timeout=1.0,

@@ -1,0 +1,69 @@
+"""Connecting fast: no HTTP client before an HTTP rung is due, no TLS set-up for http://."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import pytest
+
+from ladder import Client
+from ladder.client.transports.base import Endpoint, default_tls
+from ladder.protocol.codec import JSON
+from tests.support.server import LadderServer
+
+
+@pytest.fixture
+def tls_contexts(monkeypatch: pytest.MonkeyPatch) -> list[ssl.SSLContext]:
+    """Every ``ssl.SSLContext`` made from now on (httpx and websockets make theirs through it)."""
+    made: list[ssl.SSLContext] = []
+
+    class Counted(ssl.SSLContext):
+        def __new__(cls, *args: Any, **kwargs: Any) -> Counted:
+            context = super().__new__(cls, *args, **kwargs)
+            made.append(context)
+            return context
+
+    monkeypatch.setattr(ssl, "SSLContext", Counted)
+    return made
+
+
+async def test_a_websocket_connect_builds_no_http_client(server: LadderServer) -> None:
+    # The later rungs are due only if the WebSocket takes 10 s (a loaded machine stays below).
+    rungs = ["websocket", "sse", "longpoll", "poll"]
+    async with Client(server.url, transports=rungs, stagger=(0.0, 10.0, 10.0, 10.0)) as client:
+        assert client.transport == "websocket"
+        assert client._http is None, "the HTTP rungs were never due"
+        assert (await client.call("echo", 1))["data"] == 1
+
+
+@pytest.mark.parametrize("rung", ["websocket", "sse", "longpoll", "poll"])
+async def test_plain_http_makes_no_tls_context(
+    server: LadderServer, rung: str, tls_contexts: list[ssl.SSLContext]
+) -> None:
+    async with Client(server.url, transports=[rung]) as client:
+        assert client.transport == rung
+        await client.emit("record", {"key": f"plain-{rung}", "value": 1})
+        assert await client.call("records", f"plain-{rung}") == [1]
+    assert tls_contexts == [], "no CA bundle loaded for an http:// server"
+
+
+def test_https_shares_one_default_context_per_process() -> None:
+    first = Endpoint("https://a.example/ladder", JSON, {}, lambda: None)
+    second = Endpoint("https://b.example/ladder", JSON, {}, lambda: None)
+    assert first.tls() is second.tls() is default_tls()
+    shared = default_tls()
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
+    assert Endpoint("http://a.example", JSON, {}, lambda: None).tls() is None
+    private = ssl.create_default_context()
+    assert Endpoint("https://a.example", JSON, {}, lambda: None, private).tls() is private
+
+
+async def test_https_http_client_uses_the_shared_context() -> None:
+    client = Client("https://127.0.0.1:9/ladder", transports=["sse"])
+    try:
+        http = client._http_client()
+        assert http is client._http_client(), "built once"
+        assert http._transport._pool._ssl_context is default_tls()  # type: ignore[attr-defined]
+    finally:
+        await client.close()
