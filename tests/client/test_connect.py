@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any
 
+import httpx
 import pytest
 
 from ladder import Client
-from ladder.client.transports.base import Endpoint, default_tls
+from ladder.client.transports.base import Endpoint, Transport, default_tls
 from ladder.protocol.codec import JSON
 from tests.support.server import LadderServer
 
@@ -67,3 +69,37 @@ async def test_https_http_client_uses_the_shared_context() -> None:
         assert http._transport._pool._ssl_context is default_tls()  # type: ignore[attr-defined]
     finally:
         await client.close()
+
+
+async def test_sse_outlives_many_heartbeats_without_a_single_pong(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server pings SSE every ``hb`` but never waits for pongs, and the client sends none."""
+    posts: list[bytes] = []
+    pings = asyncio.Queue[None]()
+
+    async def on_request(request: httpx.Request) -> None:
+        if request.method == "POST":
+            posts.append(request.content)
+
+    handle = Client._handle
+
+    def counting(self: Client, frame: dict[str, Any], conn: Transport) -> None:
+        if frame.get("t") == "ping":
+            pings.put_nowait(None)
+        handle(self, frame, conn)
+
+    monkeypatch.setattr(Client, "_handle", counting)
+    config = {"heartbeat": 0.2, "session_ttl": 30.0}  # a WebSocket would be dropped after 1.4 s silent
+    with LadderServer(config) as server:
+        async with httpx.AsyncClient(event_hooks={"request": [on_request]}) as http:
+            client = Client(server.url, transports=["sse"], http_client=http, encoding="json")
+            drops: list[object] = []
+            client.on("disconnected", drops.append)
+            async with client:
+                proof = len(posts)  # the ping that proved the stream
+                async with asyncio.timeout(15):
+                    for _ in range(10):  # 10 heartbeats: 2 s, past any pong deadline
+                        await pings.get()
+                assert posts[proof:] == [], "no POST per heartbeat"
+                assert client.transport == "sse"
+                assert drops == [], "the server did not drop the stream for want of pongs"
+                assert (await client.call("echo", 1))["data"] == 1
