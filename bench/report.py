@@ -814,13 +814,17 @@ class Report:
             *([f"* S7: redis-server {redis_meta.get('redis-server') or '?'} (Debian package, started by the harness "
                f"on a free loopback port, no persistence), redis-py {redis_meta.get('redis') or '?'}."]
               if redis_meta and "S7" in self.sc else []),
-            "* Every server runs alone, `taskset -c 0`; the load generator (one Python process, uvloop) runs on "
-            "core 1. Compression is off everywhere (no permessage-deflate, no HTTP compression); logging off; "
-            "uvicorn settings identical for both Python servers (`ladder serve` defaults: uvloop, httptools, "
-            "websockets, no protocol-level WebSocket pings). Same payloads everywhere: "
+            "* Every server runs alone, `taskset -c 0` (S7's nodes and redis-server all share it); the load "
+            "generator (one Python process, uvloop) runs on core 1. Compression is off everywhere (no "
+            "permessage-deflate, no HTTP compression); logging off. `ladder serve` as it ships: uvloop, "
+            "httptools, no protocol-level WebSocket pings, the hub's `/ws` served by Ladder's native WebSocket "
+            "driver (no ASGI); \"Ladder (ASGI WebSocket)\" is `ladder serve --asgi-ws` (uvicorn's "
+            "`websockets-sansio` implementation). python-socketio runs under the same uvicorn settings "
+            "(`websockets-sansio`). Same payloads everywhere: "
             "`{\"ts\": …, \"n\": …, \"pad\": \"xxx…\"}` padded to 100 B or 1 KB of JSON.",
             "* The load generator speaks each protocol itself (bench/lg/clients.py), doing on the wire what the "
-            "real clients do (Ladder: acknowledgements every 32 frames or after 1 s, pongs; Engine.IO: pongs) — "
+            "real clients do (Ladder: an acknowledgement at once after 32 frames, otherwise 1 s after the first "
+            "unacknowledged frame, riding with any message or pong; pongs on WebSocket only; Engine.IO: pongs) — "
             "the Ladder client and python-socketio's client cost too much CPU per message to drive thousands of "
             "connections from one core. S6 uses the real clients.",
             "* How each figure is computed: see bench/README.md.",

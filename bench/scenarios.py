@@ -70,7 +70,7 @@ class Config:
     s7_clients: int = 1000
     s7_room: int = 10
     s7_publishers: int = 8
-    s7_rates: tuple[int, ...] = (100, 300, 1000, 2000, 4000, 8000)
+    s7_rates: tuple[int, ...] = (100, 300, 1000, 1500, 2000, 3000, 4000, 8000)
     s7_window: float = 3.0
     s7_warmup: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)

@@ -6,12 +6,14 @@ microseconds of Python), so the load generator speaks the protocols itself, on t
 :mod:`lg.wire`, doing what the real clients do on the wire and nothing else:
 
 * Ladder, WebSocket rung (``LadderWS``): hello / welcome, ``sub`` frames, ``emit`` and
-  ``call``; acknowledges server frames like ``ladder.Client`` does (every 32 frames, or
-  at once when the last ack is a second old); answers ``ping`` with ``pong``.
-  Encoding msgpack (the Python client's default) or JSON.
+  ``call``; acknowledges server frames like ``ladder.Client`` does: at once when 32 frames
+  are unacknowledged, otherwise by one timer 1 s after the first unacknowledged frame, and
+  a pending ack rides with any message or pong written meanwhile; answers ``ping`` with
+  ``pong``. Encoding msgpack (the Python client's default) or JSON.
 * Ladder, SSE rung (``LadderSSE``): the event stream down, ``POST /send`` up (acks by the
-  same rule, sent one POST at a time as the client does). The open-time "pong through the
-  stream" proof is skipped: it happens once per connection and measures nothing here.
+  same rule, sent one POST at a time as the client does; ``ping`` events are heartbeats and
+  get no pong, as in the client). The open-time "pong through the stream" proof is
+  skipped: it happens once per connection and measures nothing here.
 * Ladder, long-polling and short polling (``LadderPoll``): ``GET longpoll``/``poll``
   carrying ``ack``; short polling paces itself like ``ladder.Client`` (50 ms after a
   non-empty answer or a send, doubling to 2 s while idle). msgpack, like the client.
@@ -221,13 +223,15 @@ class _LadderSession(BaseClient):
 
     ACK_EVERY = 32
     ACK_INTERVAL = 1.0
+    pongs = True
+    """Whether server pings get a pong (WebSocket; on SSE they are heartbeats only)."""
 
     def __init__(self, port: int, stats: Stats, *, sample: bool = False) -> None:
         super().__init__(port, stats, sample=sample)
         self.next_i = 1
         self.last_s = 0
         self.acked_s = 0
-        self.last_ack = now()
+        self.ack_timer: asyncio.TimerHandle | None = None
         self.waiting: dict[int, Callback] = {}
         self.welcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.sid = ""
@@ -260,7 +264,8 @@ class _LadderSession(BaseClient):
                 continue
             t = f["t"]
             if t == "ping":
-                control.append({"t": "pong"})
+                if self.pongs:
+                    control.append({"t": "pong"})
             elif t == "welcome":
                 self.sid, self.rt = f["sid"], f["rt"]
                 if not self.welcome.done():
@@ -275,18 +280,34 @@ class _LadderSession(BaseClient):
             stats.delivered += n
             if stats.delivered >= stats.wake_at:
                 stats.wake.set()
-        pending = self.last_s - self.acked_s
-        if pending and not self.implicit_ack:
-            t_ack = now()
-            if pending >= self.ACK_EVERY or t_ack - self.last_ack >= self.ACK_INTERVAL:
-                self.acked_s = self.last_s
-                self.last_ack = t_ack
-                self.stats.acks += 1
-                control.append({"t": "ack", "s": self.last_s})
+        if not self.implicit_ack:
+            pending = self.last_s - self.acked_s
+            if pending >= self.ACK_EVERY or (pending and control):
+                # At once past 32 frames; otherwise a pending ack rides with the pong.
+                control.append(self._ack())
+            elif pending and self.ack_timer is None:
+                self.ack_timer = asyncio.get_running_loop().call_later(self.ACK_INTERVAL, self._ack_due)
         if control:
             self._send(control)
 
     implicit_ack = False
+
+    def _cancel_ack_timer(self) -> None:
+        if self.ack_timer is not None:
+            self.ack_timer.cancel()
+            self.ack_timer = None
+
+    def _ack(self) -> dict[str, Any]:
+        """The ack frame for everything received so far; the timer is no longer needed."""
+        self._cancel_ack_timer()
+        self.acked_s = self.last_s
+        self.stats.acks += 1
+        return {"t": "ack", "s": self.last_s}
+
+    def _ack_due(self) -> None:
+        self.ack_timer = None
+        if self.alive and self.last_s > self.acked_s:
+            self._send([self._ack()])
 
     def _send(self, frames: list[dict[str, Any]]) -> None:
         raise NotImplementedError
@@ -296,7 +317,10 @@ class _LadderSession(BaseClient):
         self.next_i += 1
         if callback is not None:
             self.waiting[i] = callback
-        self._send([frame])
+        if not self.implicit_ack and self.last_s > self.acked_s:
+            self._send([frame, self._ack()])  # a pending ack rides with the message
+        else:
+            self._send([frame])
 
     async def join(self, channel: str) -> None:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -340,12 +364,16 @@ class LadderWS(_LadderSession):
             ws.send_text(b"\n".join(orjson.dumps(f) for f in frames))
 
     def close(self) -> None:
+        self._cancel_ack_timer()
         if self.ws is not None:
             self.ws.abort()
 
 
 class _LadderHTTP(_LadderSession):
-    """Upstream for the HTTP rungs: ``POST /send``, one at a time, queued frames batched."""
+    """Upstream for the HTTP rungs: ``POST /send``, one at a time, queued frames batched.
+    Server pings get no pong (only WebSocket needs one, as in ``ladder.Client``)."""
+
+    pongs = False
 
     def __init__(self, port: int, stats: Stats, *, sample: bool = False) -> None:
         super().__init__(port, stats, sample=sample)
@@ -390,6 +418,7 @@ class _LadderHTTP(_LadderSession):
 
     def close(self) -> None:
         self.alive = False
+        self._cancel_ack_timer()
         conn = getattr(self, "conn", None)
         if conn is not None:
             conn.abort()
