@@ -239,6 +239,9 @@ async def test_a_stream_resuming_on_another_node_moves_the_session_without_loss(
             client._conn.interrupt(f"test: drop {n}")
             await client.emit("record", {"key": f"move-{rung}", "value": n})
             assert (await asyncio.wait_for(connects.get(), 15)).resumed
+            # One more request per cycle: a reconnect makes three (GET, the stream's proof,
+            # the emit), which round-robin over three nodes would send back to the same one.
+            assert (await client.call("echo", n))["data"] == n
         got = await consumer
         assert [p.data["n"] for p in got] == list(range(600)), "nothing lost or doubled across the moves"
         assert client.session_id == session, "the same session, resumed each time"
