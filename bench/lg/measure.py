@@ -109,7 +109,7 @@ class Window:
         self.server = server
         self.stats = stats
         self.label = label
-        self.recording: profile.Recording | None = None
+        self.recording: profile.Recording | profile.Recordings | None = None
 
     def start(self) -> None:
         self.recording = profile.start(self.server, self.label)

@@ -61,9 +61,24 @@ class Recording:
         return self.path
 
 
-def start(server: servers.Server | servers.Group, label: str) -> Recording | None:
+class Recordings:
+    """One recording per Ladder process of a group (S7's nodes; redis-server is not sampled)."""
+
+    def __init__(self, group: servers.Group, label: str) -> None:
+        ladders = [m for m in group.members if m.kind.startswith("ladder")]
+        self.parts = [Recording(m, f"{label}-node{'ABCDEFGH'[i]}" if len(ladders) > 1 else label)
+                      for i, m in enumerate(ladders)]
+
+    def stop(self) -> Path:
+        paths = [part.stop() for part in self.parts]
+        return paths[0]
+
+
+def start(server: servers.Server | servers.Group, label: str) -> Recording | Recordings | None:
     if not enabled() or not server.kind.startswith("ladder"):
         return None
+    if isinstance(server, servers.Group):
+        return Recordings(server, label)
     return Recording(server, label)
 
 
