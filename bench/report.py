@@ -688,6 +688,18 @@ class Report:
             shares = [med(r["member_util"][i] for r in at if len(r["member_util"]) > i) for i in range(len(kinds))]
             split.append(f"{name(c)} at {fmt(best[c], 0)} pub/s: "
                          + ", ".join(f"{n} {pc(s)}" for n, s in zip(names, shares, strict=True)))
+        cluster = [c for c in configs if c[0] == "redis" and c[1] > 1]
+        if cluster and base[0] == "memory":
+            c = max(cluster, key=lambda k: k[1])
+            low_c, low_b = these(c, lowest), these(base, lowest)
+            self.targets.append([
+                f"(not a target) S7 {name(c)} vs {name(base)}: p50 / p99 at {lowest * per_room:,.0f} "
+                "deliveries/s; highest rate sustained",
+                f"{fmt(med(r['p50_ms'] for r in low_c), 2)} / {fmt(med(r['p99_ms'] for r in low_c), 2)} ms vs "
+                f"{fmt(med(r['p50_ms'] for r in low_b), 2)} / {fmt(med(r['p99_ms'] for r in low_b), 2)} ms; "
+                f"{fmt(best[c] * per_room, 0)} vs {fmt(best[base] * per_room, 0)} deliveries/s "
+                f"({fmt_ratio(ratio(best[c], best[base]))})",
+                "for information (issue 5): every server process on one core, see S7"])
         self._plot_s7(recs, configs, per_room)
         sample = recs[0]
         clients, rooms, pubs = sample.get("clients"), sample.get("rooms"), sample.get("publishers")
