@@ -194,3 +194,15 @@ async def test_node_messages_reach_only_their_node(redis_server: RedisServer) ->
 
 
 def _unused(_: Any) -> None: ...
+
+
+async def test_a_burst_larger_than_the_pool_waits_for_connections(redis_server: RedisServer) -> None:
+    """A restart makes every client resubscribe at once: more commands than connections must
+    queue for one, not fail with engine_unavailable."""
+    engine = RedisEngine(redis_server.url, max_connections=4)
+    await engine.start(Sink())
+    try:
+        positions = await asyncio.gather(*(engine.position(f"burst:{n}") for n in range(200)))
+        assert len(positions) == 200 and all(p.offset == 0 for p in positions)
+    finally:
+        await engine.stop()

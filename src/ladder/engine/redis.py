@@ -39,6 +39,7 @@ from typing import Any, Final
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -107,6 +108,8 @@ class RedisEngine:
         command_timeout: float = 1.0,
         meta_ttl: float = 86_400.0,
         node_id: str | None = None,
+        max_connections: int = 100,
+        pool_timeout: float = 2.0,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -114,6 +117,8 @@ class RedisEngine:
         self.meta_ttl = meta_ttl
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
+        self._max_connections = max_connections
+        self._pool_timeout = pool_timeout
         self._redis: aioredis.Redis | None = None
         self._listener_redis: aioredis.Redis | None = None
         self._sink: EngineSink | None = None
@@ -138,8 +143,13 @@ class RedisEngine:
 
     async def start(self, sink: EngineSink) -> None:
         self._sink = sink
-        self._redis = aioredis.from_url(
+        # A blocking pool: past ``max_connections`` commands in flight (a burst of
+        # resubscribing clients after a restart), the next one waits for a free connection
+        # up to ``pool_timeout`` instead of failing at once.
+        pool = BlockingConnectionPool.from_url(
             self.url,
+            max_connections=self._max_connections,
+            timeout=self._pool_timeout,
             socket_connect_timeout=self._connect_timeout,
             socket_timeout=self._command_timeout,
             retry=Retry(NoBackoff(), 1),
@@ -148,6 +158,7 @@ class RedisEngine:
             retry_on_error=[RuntimeError],
             health_check_interval=0,
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         # The listener's own client never reconnects by itself: a silent reconnect would
         # resubscribe without the catch-up that finds what was missed meanwhile.
         self._listener_redis = aioredis.from_url(
