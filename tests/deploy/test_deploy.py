@@ -23,24 +23,14 @@ import websockets
 from playwright.sync_api import sync_playwright
 
 from ladder import Client
-from ladder.client import Publication, Subscription
 from tests.browser.conftest import launch
 from tests.deploy.conftest import Deployment, report
+from tests.support.subscriptions import take
 
 RUNGS = ["websocket", "sse", "longpoll", "poll"]
 BALANCERS = ["nginx", "haproxy", "nginx-tls"]
 MESSAGES = 200
 EMITS = 50
-
-
-async def take(sub: Subscription, count: int, timeout: float = 60.0) -> list[Publication]:
-    out: list[Publication] = []
-    async with asyncio.timeout(timeout):
-        async for pub in sub:
-            out.append(pub)
-            if len(out) == count:
-                break
-    return out
 
 
 def served_for_others(deployment: Deployment) -> int:

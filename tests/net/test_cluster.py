@@ -20,6 +20,7 @@ from ladder.client import Connected, Publication, ResyncNeeded, Subscription
 from tests.support.nginx import Nginx
 from tests.support.redis import RedisServer
 from tests.support.server import LadderServer
+from tests.support.subscriptions import take
 
 RUNGS = ["websocket", "sse", "longpoll", "poll"]
 CONFIG = {"heartbeat": 2.0, "session_ttl": 60.0, "poll_timeout": 5.0}
@@ -68,16 +69,6 @@ def shared() -> Iterator[Cluster]:
 def fresh() -> Iterator[Cluster]:
     with cluster() as c:
         yield c
-
-
-async def take(sub: Subscription, count: int, timeout: float = 60.0) -> list[Publication]:
-    out: list[Publication] = []
-    async with asyncio.timeout(timeout):
-        async for pub in sub:
-            out.append(pub)
-            if len(out) == count:
-                break
-    return out
 
 
 async def test_clients_on_every_rung_see_each_other_once_in_order(shared: Cluster) -> None:
