@@ -206,3 +206,61 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections(redis_server: 
         assert len(positions) == 200 and all(p.offset == 0 for p in positions)
     finally:
         await engine.stop()
+
+
+class SlowReply:
+    """A TCP relay to Redis that can hold Redis's next reply for ``hold`` seconds: the command
+    runs at once, its answer arrives late (a stalled network, an overloaded Redis)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.hold = 0.0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> SlowReply:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if replies and self.hold:
+                        delay, self.hold = self.hold, 0.0
+                        await asyncio.sleep(delay)  # the simulated stall itself
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+
+
+async def test_a_publish_that_timed_out_is_not_sent_again(redis_server: RedisServer) -> None:
+    """A publication whose reply does not come in time may have been stored: the caller gets
+    an error, and the engine must not send it again (that would store it twice)."""
+    async with SlowReply(redis_server.port) as relay:
+        engine = RedisEngine(f"redis://127.0.0.1:{relay.port}/0", command_timeout=0.2)
+        await engine.start(Sink())
+        try:
+            await engine.publish("slow", Payload.of(0), OPTIONS)
+            relay.hold = 0.5
+            with pytest.raises(LadderError) as unknown:
+                await engine.publish("slow", Payload.of(1), OPTIONS)
+            assert unknown.value.code == "engine_unavailable"
+            last = await engine.publish("slow", Payload.of(2), OPTIONS)
+            history = await engine.history("slow", since=None, limit=10, options=OPTIONS)
+            assert [p.data for p in history.publications] == [0, 1, 2], "stored once, not twice"
+            assert last.offset == 3
+        finally:
+            await engine.stop()

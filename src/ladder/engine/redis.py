@@ -42,7 +42,9 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..protocol.codec import Payload
 from ..protocol.errors import LadderError
@@ -120,6 +122,7 @@ class RedisEngine:
         self._max_connections = max_connections
         self._pool_timeout = pool_timeout
         self._redis: aioredis.Redis | None = None
+        self._writer: aioredis.Redis | None = None
         self._listener_redis: aioredis.Redis | None = None
         self._sink: EngineSink | None = None
         self._listening: dict[str, _Listening] = {}
@@ -141,24 +144,31 @@ class RedisEngine:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, sink: EngineSink) -> None:
-        self._sink = sink
-        # A blocking pool: past ``max_connections`` commands in flight (a burst of
-        # resubscribing clients after a restart), the next one waits for a free connection
-        # up to ``pool_timeout`` instead of failing at once.
+    def _client(self, *, retry_on: tuple[type[RedisError], ...]) -> aioredis.Redis:
+        """A command client on a blocking pool: past ``max_connections`` commands in flight
+        (a burst of resubscribing clients after a restart), the next one waits up to
+        ``pool_timeout`` for a free connection instead of failing at once."""
         pool = BlockingConnectionPool.from_url(
             self.url,
             max_connections=self._max_connections,
             timeout=self._pool_timeout,
             socket_connect_timeout=self._connect_timeout,
             socket_timeout=self._command_timeout,
-            retry=Retry(NoBackoff(), 1),
-            # After a connection reset, uvloop refuses writes to the dead transport with a
-            # RuntimeError; redis-py then drops the connection, and retrying opens a new one.
-            retry_on_error=[RuntimeError],
+            retry=Retry(NoBackoff(), 1, supported_errors=retry_on),
+            retry_on_error=[RuntimeError],  # a write refused by a closed transport: not sent
             health_check_interval=0,
         )
-        self._redis = aioredis.Redis.from_pool(pool)
+        return aioredis.Redis.from_pool(pool)
+
+    async def start(self, sink: EngineSink) -> None:
+        self._sink = sink
+        # Reads may be repeated freely; a publication must not be: a timeout or a lost
+        # connection after the script was sent leaves its outcome unknown, and running it
+        # again would store it twice. Its client retries only when the command cannot have
+        # been sent (uvloop refuses writes to a transport already closed with RuntimeError;
+        # redis-py then drops that connection and the retry opens a new one).
+        self._redis = self._client(retry_on=(RedisConnectionError, RedisTimeoutError))
+        self._writer = self._client(retry_on=())
         # The listener's own client never reconnects by itself: a silent reconnect would
         # resubscribe without the catch-up that finds what was missed meanwhile.
         self._listener_redis = aioredis.from_url(
@@ -168,7 +178,7 @@ class RedisEngine:
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
         )
-        self._publish = self._redis.register_script(_PUBLISH)
+        self._publish = self._writer.register_script(_PUBLISH)
         self._position = self._redis.register_script(_POSITION)
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -191,8 +201,9 @@ class RedisEngine:
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-        if self._redis is not None:
-            await self._redis.aclose()
+        for client in (self._redis, self._writer):
+            if client is not None:
+                await client.aclose()
         if self._listener_redis is not None:
             await self._listener_redis.aclose()
         self._sink = None
