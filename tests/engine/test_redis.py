@@ -217,6 +217,8 @@ class SlowReply:
         self.hold = 0.0
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._relaying: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> SlowReply:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -226,9 +228,16 @@ class SlowReply:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await asyncio.gather(*self._relaying, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._relaying.add(task)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers += [writer, up_writer]
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
             try:
