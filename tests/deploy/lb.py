@@ -19,9 +19,7 @@ import ipaddress
 import os
 import re
 import shutil
-import socket
 import ssl
-import struct
 import subprocess
 import tempfile
 import threading
@@ -33,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.net.faultproxy import reset
 from tests.support.server import ROOT, ScratchProcess, free_port, wait_for_port
 
 DEPLOY = ROOT / "deploy"
@@ -183,22 +182,14 @@ class TcpRelay:
         self._call(listen)
         return self
 
-    @staticmethod
-    def _reset(writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.transport.abort()
-
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.down:
-            self._reset(writer)
+            reset(writer)
             return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
-            self._reset(writer)
+            reset(writer)
             return
         self._writers |= {writer, up_writer}
 
@@ -219,7 +210,7 @@ class TcpRelay:
         def apply() -> None:
             self.down = True
             for writer in list(self._writers):
-                self._reset(writer)
+                reset(writer)
 
         self._call(apply)
 
@@ -234,7 +225,7 @@ class TcpRelay:
             if self._server is not None:
                 self._server.close()
             for writer in list(self._writers):
-                self._reset(writer)
+                reset(writer)
 
         self._call(close)
         self._loop.call_soon_threadsafe(self._loop.stop)

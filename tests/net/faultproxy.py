@@ -21,7 +21,7 @@ from types import TracebackType
 
 import h11
 
-__all__ = ["FaultProxy", "endpoint_of"]
+__all__ = ["FaultProxy", "endpoint_of", "reset"]
 
 CHUNK = 65536
 """Bytes read from a socket at once."""
@@ -43,7 +43,7 @@ class _Broken(Exception):
     """A peer did something this proxy cannot pass on: the connection is aborted."""
 
 
-def _reset(writer: asyncio.StreamWriter) -> None:
+def reset(writer: asyncio.StreamWriter) -> None:
     """Close at once with an RST where possible: what a failing network looks like."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
@@ -176,9 +176,9 @@ class _Link:
             pipe.task.cancel()
 
     def _reset_sockets(self) -> None:
-        _reset(self.writer)
+        reset(self.writer)
         if self.up is not None:
-            _reset(self.up.writer)
+            reset(self.up.writer)
 
     # -- the connection's life -------------------------------------------------------------
 
@@ -207,7 +207,7 @@ class _Link:
             if graceful and not writer.transport.is_closing():
                 writer.close()  # the transport still writes what it buffered, then FIN
             elif not writer.transport.is_closing():
-                _reset(writer)
+                reset(writer)
 
     def _pipe(self, writer: asyncio.StreamWriter) -> _Pipe:
         pipe = _Pipe(self.proxy, writer, self.abort)
@@ -518,7 +518,7 @@ class FaultProxy:
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._stopping:
-            _reset(writer)
+            reset(writer)
             return
         self.stats["connections"] += 1
         link = _Link(self, reader, writer)
