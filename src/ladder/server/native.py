@@ -32,10 +32,10 @@ from websockets.server import ServerProtocol
 
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
-from ..protocol.frames import Hello, decode_client_frames
 from .driver import Link, encode_batch
 from .http import Request, origin_allowed
 from .hub import Ladder
+from .websocket import apply_message, open_link
 
 log = logging.getLogger("ladder")
 
@@ -229,46 +229,20 @@ class NativeWebSocket(asyncio.Protocol):
         if self.hello_timer is not None:
             self.hello_timer.cancel()
         try:
-            frames, errors = decode_client_frames(codec, data, hub.limits.max_frame_size)
-            if errors:
-                raise errors[0]
-            if not frames or not isinstance(frames[0], Hello):
-                raise LadderError("bad_request", "the first frame must be a hello")
-            hello = frames[0]
-            hub.admit(request.address)
             self.codec = codec
-            self.link = await Link.open(
-                hub,
-                hello,
-                request.auth_request(hello.token, "websocket"),
-                "websocket",
-                streaming=True,
-                wake=self._wake,
-            )
+            self.link, rest = await open_link(hub, request, data, codec, wake=self._wake)
         except LadderError as exc:
             hub.refused("websocket", exc, client=request.client)
             self._send(self.codec.encode({"t": "err", **exc.body()}))
             self._close(exc)
             return
-        if len(frames) > 1:
-            await hub.receive(self.link.session, self.link.att, frames[1:])
+        if rest:
+            await hub.receive(self.link.session, self.link.att, rest)
 
     async def _receive(self, link: Link, data: bytes, codec: Codec) -> None:
-        hub = link.hub
-        try:
-            frames, errors = decode_client_frames(codec, data, hub.limits.max_frame_size)
-        except LadderError as exc:
-            hub.refused("websocket", exc, session=link.session)
-            if exc.fatal:
-                self._close(exc)
-            else:
-                link.session.state.send_control({"t": "err", **exc.body()}, link.att)
-            return
-        for error in errors:
-            hub.refused("websocket", error, session=link.session)
-            link.session.state.send_control({"t": "err", **error.body()}, link.att)
-        if frames:
-            await hub.receive(link.session, link.att, frames)
+        fatal = await apply_message(link, data, codec)
+        if fatal is not None:
+            self._close(fatal)
 
     # -- writing ---------------------------------------------------------------------------
 

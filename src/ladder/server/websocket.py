@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
-from ..protocol.frames import Hello, decode_client_frames
+from ..protocol.frames import ClientFrame, Hello, decode_client_frames
 from .driver import Link, encode_batch
 from .http import Message, Receive, Request, Send, origin_allowed
 from .hub import Ladder
@@ -33,6 +34,50 @@ def _payload(message: Message) -> tuple[bytes | str, Codec]:
 async def _close(send: Send, error: LadderError) -> None:
     with contextlib.suppress(Exception):
         await send({"type": "websocket.close", "code": error.ws_close, "reason": error.reason[:120]})
+
+
+async def open_link(
+    hub: Ladder, request: Request, data: bytes | str, codec: Codec, wake: Callable[[], None] | None = None
+) -> tuple[Link, list[ClientFrame]]:
+    """Open or resume the session the first message's hello names (both WebSocket drivers).
+
+    Returns the link and the frames that followed the hello in the same message; raises
+    :class:`LadderError` when the hello is refused.
+    """
+    frames, errors = decode_client_frames(codec, data, hub.limits.max_frame_size)
+    if errors:
+        raise errors[0]
+    if not frames or not isinstance(frames[0], Hello):
+        raise LadderError("bad_request", "the first frame must be a hello")
+    hello = frames[0]
+    hub.admit(request.address)
+    link = await Link.open(
+        hub, hello, request.auth_request(hello.token, "websocket"), "websocket", streaming=True, wake=wake
+    )
+    return link, frames[1:]
+
+
+async def apply_message(link: Link, data: bytes | str, codec: Codec) -> LadderError | None:
+    """Apply a later client message (both WebSocket drivers): bad frames are answered with
+    ``err`` frames; returns the error that must end the connection, if any."""
+    hub = link.hub
+    limit = hub.limits.max_frame_size
+    try:
+        if len(data) > limit:
+            raise LadderError("frame_too_large", f"message of {len(data)} bytes exceeds {limit}")
+        frames, errors = decode_client_frames(codec, data, limit)
+    except LadderError as exc:
+        hub.refused("websocket", exc, session=link.session)
+        if exc.fatal:
+            return exc
+        link.session.state.send_control({"t": "err", **exc.body()}, link.att)
+        return None
+    for error in errors:
+        hub.refused("websocket", error, session=link.session)
+        link.session.state.send_control({"t": "err", **error.body()}, link.att)
+    if frames:
+        await hub.receive(link.session, link.att, frames)
+    return None
 
 
 async def serve_websocket(hub: Ladder, request: Request, receive: Receive, send: Send) -> None:
@@ -58,16 +103,7 @@ async def serve_websocket(hub: Ladder, request: Request, receive: Receive, send:
         return
     data, codec = _payload(message)
     try:
-        frames, errors = decode_client_frames(codec, data, hub.limits.max_frame_size)
-        if errors:
-            raise errors[0]
-        if not frames or not isinstance(frames[0], Hello):
-            raise LadderError("bad_request", "the first frame must be a hello")
-        hello = frames[0]
-        hub.admit(request.address)
-        link = await Link.open(
-            hub, hello, request.auth_request(hello.token, "websocket"), "websocket", streaming=True
-        )
+        link, rest = await open_link(hub, request, data, codec)
     except LadderError as exc:
         hub.refused("websocket", exc, client=request.client)
         with contextlib.suppress(Exception):  # say why in a frame: close reasons are easy to lose
@@ -79,9 +115,9 @@ async def serve_websocket(hub: Ladder, request: Request, receive: Receive, send:
         return
     writer = asyncio.get_running_loop().create_task(_write(link, send, codec), name="ladder-ws-writer")
     try:
-        if len(frames) > 1:
-            await link.hub.receive(link.session, link.att, frames[1:])
-        await _read(link, receive, send)
+        if rest:
+            await hub.receive(link.session, link.att, rest)
+        await _read(link, receive)
     finally:
         link.close()
         link.gone()
@@ -89,31 +125,16 @@ async def serve_websocket(hub: Ladder, request: Request, receive: Receive, send:
             await asyncio.wait_for(writer, timeout=1.0)
 
 
-async def _read(link: Link, receive: Receive, send: Send) -> None:
-    hub = link.hub
-    limit = hub.limits.max_frame_size
+async def _read(link: Link, receive: Receive) -> None:
     while not link.att.closed:
         message = await receive()
         if message["type"] != "websocket.receive":
             return
-        data, codec = _payload(message)
-        try:
-            if len(data) > limit:
-                raise LadderError("frame_too_large", f"message of {len(data)} bytes exceeds {limit}")
-            frames, errors = decode_client_frames(codec, data, limit)
-        except LadderError as exc:
-            hub.refused("websocket", exc, session=link.session)
-            if exc.fatal:
-                link.att.close_error = exc
-                link.gone()
-                return
-            link.session.state.send_control({"t": "err", **exc.body()})
-            continue
-        for error in errors:
-            hub.refused("websocket", error, session=link.session)
-            link.session.state.send_control({"t": "err", **error.body()})
-        if frames:
-            await hub.receive(link.session, link.att, frames)
+        fatal = await apply_message(link, *_payload(message))
+        if fatal is not None:
+            link.att.close_error = fatal
+            link.gone()
+            return
 
 
 async def _write(link: Link, send: Send, codec: Codec) -> None:
