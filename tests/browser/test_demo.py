@@ -55,6 +55,25 @@ def test_each_rung_forced_chat_exactly_once(people: Callable[..., Chat], rung: s
     assert alice.transport() == rung and bob.transport() == rung
 
 
+def climb_while_talking(climber: Chat, talker: Chat, rung: str) -> int:
+    """``talker`` sends ``tick N`` every 60 ms while ``climber`` unblocks ``rung`` and climbs
+    back to it; returns how many ticks were sent (at least 5, some after the handover)."""
+    talker.page.evaluate(
+        """() => {
+            window.ticks = [];
+            let n = 0;
+            window.ticker = setInterval(() => window.ticks.push(demo.send(`tick ${n++}`)), 60);
+        }"""
+    )
+    climber.toggle(rung)
+    climber.wait_transport(rung, timeout=30)
+    talker.page.wait_for_function("window.ticks.length >= 5")
+    ticks: int = talker.page.evaluate(
+        "() => { clearInterval(window.ticker); return Promise.all(window.ticks).then(t => t.length); }"
+    )
+    return ticks
+
+
 def test_websocket_blocked_works_over_sse_then_climbs_back(people: Callable[..., Chat]) -> None:
     alice = people("alice", "climb", probe=500)
     bob = people("bob", "climb")
@@ -70,19 +89,7 @@ def test_websocket_blocked_works_over_sse_then_climbs_back(people: Callable[...,
     assert texts(alice.wait_messages(2)) == ["alice over sse", "bob to alice on sse"]
 
     # Bob keeps talking while Alice's client notices WebSocket is back and hands over to it.
-    bob.page.evaluate(
-        """() => {
-            window.ticks = [];
-            let n = 0;
-            window.ticker = setInterval(() => window.ticks.push(demo.send(`tick ${n++}`)), 60);
-        }"""
-    )
-    alice.toggle("websocket")
-    alice.wait_transport("websocket", timeout=30)
-    bob.page.wait_for_function("window.ticks.length >= 5")
-    ticks: int = bob.page.evaluate(
-        "() => { clearInterval(window.ticker); return Promise.all(window.ticks).then(t => t.length); }"
-    )
+    ticks = climb_while_talking(alice, bob, "websocket")
     rung, why = alice.badge()
     assert (rung, why) == ("WebSocket", "websocket works again (probe succeeded)")
 
@@ -120,19 +127,7 @@ def test_websocket_and_sse_blocked_works_over_long_polling_then_climbs_to_sse(
     # stream opens and proves itself (the server sends the proof's pong on every transport of
     # the session, so a poll issued meanwhile cannot take it); the handover loses and doubles
     # nothing.
-    bob.page.evaluate(
-        """() => {
-            window.ticks = [];
-            let n = 0;
-            window.ticker = setInterval(() => window.ticks.push(demo.send(`tick ${n++}`)), 60);
-        }"""
-    )
-    alice.toggle("sse")
-    alice.wait_transport("sse", timeout=30)
-    bob.page.wait_for_function("window.ticks.length >= 5")
-    ticks: int = bob.page.evaluate(
-        "() => { clearInterval(window.ticker); return Promise.all(window.ticks).then(t => t.length); }"
-    )
+    ticks = climb_while_talking(alice, bob, "sse")
     assert alice.badge() == ("SSE", "sse works again (probe succeeded)")
     assert "probe SSE: sse: stream buffered" not in alice.log()
     bob.send("after the climb")
