@@ -38,17 +38,6 @@ SERVER_BUGS = {"internal", "handler_error"}
 """Codes that mean something went wrong inside the server (the fuzz hub's handlers never fail)."""
 
 
-KNOWN_BUGS: dict[str, str] = {}
-"""Crashes already reported, each exposed by a strict-xfail test, keyed by a piece of their log.
-They are tallied (and shown in the report) under their own label instead of failing every
-fuzz test; any other crash fails. Remove an entry once its bug is fixed (its xfail then passes
-and fails the run, as strict xfails do)."""
-
-
-def known_bug(text: str) -> str | None:
-    return next((name for piece, name in KNOWN_BUGS.items() if piece in text), None)
-
-
 class Clock:
     """The hub's clock, moved by hand: sessions are expired between batches without waiting."""
 
@@ -109,8 +98,6 @@ class Tally:
     inputs: Counter[str] = field(default_factory=Counter)
     answers: dict[str, Counter[str]] = field(default_factory=dict)
     crashes: list[str] = field(default_factory=list)
-    known: Counter[str] = field(default_factory=Counter)
-    """Crashes of bugs already reported (``KNOWN_BUGS``), by bug."""
 
     def count(self, endpoint: str, answer: str, inputs: int = 1) -> None:
         """``inputs`` more inputs tried on ``endpoint``, and one more ``answer`` seen."""
@@ -187,19 +174,15 @@ class Driver:
         self.tally = tally
         self.errors = errors
 
-    def _crashed(self, context: str) -> str | None:
-        """Raise if the server logged an error; the known bug's name if it was one."""
+    def _check_log(self, context: str) -> None:
+        """Raise if the server logged an error."""
         if not self.errors.records:
-            return None
+            return
         logged = "; ".join(
             f"{r.getMessage()} ({r.exc_info[1]!r})" if r.exc_info else r.getMessage()
             for r in self.errors.records
         )
         self.errors.records.clear()
-        bug = known_bug(logged)
-        if bug is not None:
-            self.tally.known[bug] += 1
-            return bug
         self.tally.crash(f"{context}: logged {logged}")
         raise Violation(f"{context}: the server logged an error: {logged}")
 
@@ -252,10 +235,7 @@ class Driver:
         except Exception as exc:
             self.tally.crash(f"{context}: {exc!r}")
             raise Violation(f"{context}: the ASGI app raised {exc!r}") from exc
-        bug = self._crashed(context)
-        if bug is not None:
-            self.tally.count(endpoint, f"KNOWN BUG: {bug}")
-            return HttpAnswer(0, {}, b"", "known bug")
+        self._check_log(context)
         starts = [m for m in sent if m["type"] == "http.response.start"]
         if len(starts) != 1:
             raise Violation(f"{context}: {len(starts)} response starts: {sent[:3]!r}")
@@ -345,9 +325,7 @@ class Driver:
         except Exception as exc:
             self.tally.crash(f"{context}: {exc!r}")
             raise Violation(f"{context}: the ASGI app raised {exc!r}") from exc
-        bug = self._crashed(context)
-        if bug is not None:
-            return [{"type": "known bug", "bug": bug}], context
+        self._check_log(context)
         return sent, context
 
 
@@ -363,8 +341,6 @@ def check_websocket(
     * With a session: a message over the frame limit closes with 1009 (unless the session ended
       first); otherwise the close is 1000 (the client went away, or said bye).
     """
-    if sent and sent[0]["type"] == "known bug":
-        return [f"KNOWN BUG: {sent[0]['bug']}"]
     accepts = [m for m in sent if m["type"] == "websocket.accept"]
     closes = [m for m in sent if m["type"] == "websocket.close"]
     if len(accepts) > 1 or len(closes) > 1:
