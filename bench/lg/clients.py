@@ -178,6 +178,17 @@ class BaseClient:
         self.count = 0
         self.alive = False
         self.on_pub: Callable[[Any], None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background; cancelled by :meth:`_cancel_tasks`."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
 
     async def connect(self) -> None:
         raise NotImplementedError
@@ -380,12 +391,6 @@ class _LadderHTTP(_LadderSession):
         self.pool = post_pool(port)
         self._queue: list[dict[str, Any]] = []
         self._posting = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _send(self, frames: list[dict[str, Any]]) -> None:
         self._queue.extend(frames)
@@ -422,8 +427,7 @@ class _LadderHTTP(_LadderSession):
         conn = getattr(self, "conn", None)
         if conn is not None:
             conn.abort()
-        for task in list(self._tasks):
-            task.cancel()
+        self._cancel_tasks()
 
 
 class LadderSSE(_LadderHTTP):
@@ -616,12 +620,6 @@ class SioPoll(_SioSession):
         self.pool = post_pool(port)
         self._queue: list[bytes] = []
         self._posting = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def connect(self) -> None:
         self.conn = await HTTPConn.connect(self.port)
@@ -678,8 +676,7 @@ class SioPoll(_SioSession):
         self.alive = False
         if self.conn is not None:
             self.conn.abort()
-        for task in list(self._tasks):
-            task.cancel()
+        self._cancel_tasks()
 
 
 def make_client(server: str, transport: str, port: int, stats: Stats, *, sample: bool = False,
