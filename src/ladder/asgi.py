@@ -45,7 +45,7 @@ from .server.metrics import CONTENT_TYPE as METRICS_TYPE
 from .server.polling import serve_poll
 from .server.sse import serve_sse
 from .server.upstream import serve_send
-from .server.websocket import serve_websocket
+from .server.websocket import refuse_upgrade, serve_websocket
 
 log = logging.getLogger("ladder")
 
@@ -64,7 +64,7 @@ async def handle(hub: Ladder, scope: Scope, receive: Receive, send: Send) -> Non
         request = Request(scope, trust_forwarded=trust)
         try:
             if request.endpoint != "ws":
-                await send({"type": "websocket.close", "code": 4404, "reason": "no such endpoint"})
+                await refuse_upgrade(request, send, LadderError("not_found", "no such endpoint"))
                 return
             await serve_websocket(hub, request, receive, send)
         except Exception:
@@ -112,7 +112,7 @@ async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> 
             await _preflight(hub, request, tracked)
             return
         if endpoint in _STATIC and request.method in ("GET", "HEAD"):
-            await _static(endpoint, request, tracked)
+            await _static(endpoint, request, tracked, cors_headers(hub.allowed_origins, request))
             return
         if endpoint == "metrics" and request.method == "GET":
             await respond(tracked, 200, hub.metrics.render(), content_type=METRICS_TYPE)
@@ -132,11 +132,16 @@ async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> 
         hub.admit(request.address)
         await route(hub, request, receive, tracked)
     except LadderError as exc:
-        hub.refused(request.endpoint or "http", exc, client=request.client)
+        foreign = exc.code == "origin_not_allowed" and not origin_allowed(hub.allowed_origins, request)
+        origin = request.origin if foreign else None
+        hub.refused(request.endpoint or "http", exc, client=request.client, origin=origin)
         if not started:
             headers = cors_headers(hub.allowed_origins, request)
             if exc.retry_after is not None:
                 headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+            if exc.code == "frame_too_large":
+                # The rest of the body is still coming: rather than read it, end the connection.
+                headers.append((b"connection", b"close"))
             await respond(send, exc.http_status, error_body(exc), headers=headers)
     except ConnectionError:
         pass  # the client went away mid-request
@@ -169,13 +174,16 @@ def _asset(name: str) -> tuple[bytes, bytes, bytes]:
     return body, gzip.compress(body, compresslevel=9), etag
 
 
-async def _static(name: str, request: Request, send: Send) -> None:
+async def _static(name: str, request: Request, send: Send, cors: list[tuple[bytes, bytes]]) -> None:
+    """A shipped file; with CORS headers for allowed other origins, so that a page there can
+    ``import`` the client from the hub it talks to."""
     body, zipped, etag = _asset(name)
     headers = [
         (b"content-type", _STATIC[name]),
         (b"cache-control", b"no-cache"),
         (b"etag", etag),
-        (b"vary", b"Accept-Encoding"),
+        *(pair for pair in cors if pair[0] != b"vary"),
+        (b"vary", b"Accept-Encoding, Origin" if cors else b"Accept-Encoding"),
     ]
     if request.headers.get("if-none-match") == etag.decode():
         await send({"type": "http.response.start", "status": 304, "headers": headers})

@@ -1,4 +1,8 @@
-"""``ladder serve module:attr`` and ``ladder demo``: run a hub under uvicorn."""
+"""Run a Ladder hub, or an ASGI app with a Ladder hub inside, under uvicorn.
+
+  ladder serve myapp:hub       serve the hub (or app) named module:attribute
+  ladder demo                  the demo chat on http://127.0.0.1:8000
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,12 @@ from typing import Any
 
 import uvicorn
 
+from . import __version__
 from .engine import create_engine
 from .server.hub import Ladder
+from .server.logs import RedactTokens
 from .server.native import NativeWebSocket
+from .server.serving import AsgiWebSocket, GracefulServer, HeaderTimeoutHttp
 
 
 def load_app(spec: str) -> Any:
@@ -36,38 +43,60 @@ def find_hub(app: Any) -> Ladder | None:
     return hub if isinstance(hub, Ladder) else None
 
 
-def websocket_protocol(app: Any, hub: Ladder | None, args: argparse.Namespace) -> str:
+def websocket_protocol(app: Any, hub: Ladder | None, args: argparse.Namespace) -> type[Any]:
     """Which uvicorn WebSocket implementation serves the app.
 
-    The native driver serves Ladder's ``ws`` endpoint without ASGI (leaner and faster); it
-    needs to know where that endpoint is: ``/ws`` when the hub is the app, or the path given
-    with ``--native-ws-path`` when the hub is mounted inside an app.
+    The native driver serves Ladder's ws endpoint without ASGI (leaner and faster); it
+    needs to know where that endpoint is: /ws when the hub is the app, or the path given
+    with --native-ws-path when the hub is mounted inside an app.
     """
-    path = args.native_ws_path or ("/ws" if app is hub else None)
-    if hub is None or path is None or args.ws_deflate or args.asgi_ws:
-        return "websockets-sansio"
+    native_path = getattr(args, "native_ws_path", None)
+    path = native_path or ("/ws" if app is hub else None)
+    if hub is None or path is None or args.ws_deflate or getattr(args, "asgi_ws", False):
+        return AsgiWebSocket
     NativeWebSocket.hub = hub
     NativeWebSocket.path = path
-    return "ladder.server.native:NativeWebSocket"
+    return NativeWebSocket
+
+
+def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
+    """Refuse options that cannot apply to ``app``, saying what would make them apply."""
+    if hub is not None:
+        return
+    needs_hub = [
+        option
+        for option, given in (
+            ("--native-ws-path", getattr(args, "native_ws_path", None)),
+            ("--engine", args.engine),
+        )
+        if given
+    ]
+    if needs_hub:
+        raise SystemExit(
+            f"ladder serve: {' and '.join(needs_hub)} need(s) a Ladder hub, and {type(app).__name__} "
+            f"{getattr(args, 'app', 'app')!r} is neither a Ladder hub nor has a `hub` attribute "
+            "that is one: serve the hub itself (module:hub), or set `app.hub = hub`"
+        )
 
 
 def run(app: Any, args: argparse.Namespace) -> None:
     hub = find_hub(app)
-    if args.engine:
-        if hub is None:
-            raise SystemExit("--engine needs the app to be a Ladder hub (or to have a .hub)")
+    check(app, hub, args)
+    if args.engine and hub is not None:
         hub.engine = create_engine(args.engine)
-    # Everything loaded so far lives as long as the process: keep it out of the garbage
-    # collector's full passes, which otherwise walk it again and again under load.
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(
+    ws = websocket_protocol(app, hub, args)
+    HeaderTimeoutHttp.header_timeout = args.header_timeout
+    if hub is not None:
+        AsgiWebSocket.frame_timeout = hub.limits.frame_timeout
+    ws_max_size = args.ws_max_size or (hub.limits.max_frame_size if hub is not None else 16 * 1024 * 1024)
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
-        ws=websocket_protocol(app, hub, args),
+        http=HeaderTimeoutHttp,
+        ws=ws,
+        ws_max_size=ws_max_size,
         ws_per_message_deflate=args.ws_deflate,
         ws_ping_interval=None,  # Ladder sends its own heartbeats, visible to browser code
         log_level=args.log_level,
@@ -75,40 +104,88 @@ def run(app: Any, args: argparse.Namespace) -> None:
         lifespan="on",
         timeout_keep_alive=75,
     )
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())  # after uvicorn set up its logging
+    # Everything loaded so far lives as long as the process: keep it out of the garbage
+    # collector's full passes, which otherwise walk it again and again under load.
+    gc.collect()
+    gc.freeze()
+    GracefulServer(config, hub).run()
 
 
-def _common(parser: argparse.ArgumentParser, port: int) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=port)
-    parser.add_argument("--engine", default=None, help="memory:// (default) or redis://host:port/db")
+def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    parser.add_argument(
+        "--engine",
+        default=None,
+        help="memory:// (one process) or redis://host:port/db (several); default: the hub's own",
+    )
     parser.add_argument(
         "--ws-deflate",
         action="store_true",
         help="negotiate WebSocket permessage-deflate (off by default: it costs CPU on fan-out)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="least severe log level shown (default: info)",
     )
-    parser.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every HTTP request (tok= and rt= values are redacted)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection may take to send a request's headers before it is closed (default: 10)",
+    )
+    if demo:
+        return
+    parser.add_argument(
+        "--ws-max-size",
+        type=int,
+        default=None,
+        help="largest WebSocket message uvicorn reads for the app's own sockets and --asgi-ws "
+        "(default: the hub's max_frame_size, refused with close 1009 as soon as the header announces more)",
+    )
     parser.add_argument(
         "--native-ws-path",
         default=None,
-        help="path of the hub's ws endpoint when the hub is mounted inside an app (e.g. /ladder/ws)",
+        help="path of the hub's ws endpoint when the hub is mounted inside an app (e.g. /ladder/ws); "
+        "the app must have a `hub` attribute",
     )
     parser.add_argument(
-        "--asgi-ws", action="store_true", help="serve WebSockets through ASGI instead of the native driver"
+        "--asgi-ws",
+        action="store_true",
+        help="serve Ladder's WebSockets through ASGI instead of the native driver",
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="ladder", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve an ASGI app or Ladder hub (module:attribute)")
-    serve.add_argument("app", help="module:attribute, e.g. myapp:hub")
-    _common(serve, 8000)
-    demo = commands.add_parser("demo", help="the demo chat on http://127.0.0.1:8000")
-    _common(demo, 8000)
+    parser = argparse.ArgumentParser(
+        prog="ladder", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"ladder {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,demo}")
+    serve = commands.add_parser(
+        "serve",
+        help="serve a Ladder hub, or an ASGI app with a `hub` attribute (module:attribute)",
+        description="Serve a Ladder hub, or an ASGI app with a `hub` attribute, under uvicorn.",
+    )
+    serve.add_argument("app", help="module:attribute, e.g. myapp:hub or myapp:app")
+    _common(serve, demo=False)
+    demo = commands.add_parser(
+        "demo",
+        help="the demo chat on http://127.0.0.1:8000",
+        description="Run the demo chat (open it in two browser windows).",
+    )
+    _common(demo, demo=True)
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        args.ws_max_size = None
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -25,3 +25,4 @@ app = Starlette(
     routes=[Route("/", homepage), WebSocketRoute("/echo", echo), Mount("/api/realtime", app=hub)],
     lifespan=hub.lifespan,
 )
+app.hub = hub  # type: ignore[attr-defined]  # what `ladder serve --native-ws-path` looks for

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -61,6 +62,25 @@ def _msgpack_default(value: Any) -> Any:
 
 def _reject_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+_EXT_MARKERS: Final = re.compile(rb"[\xc7-\xc9\xd4-\xd8]")
+"""Bytes that start an extension object (fixext 1-16, ext 8/16/32). Where none occurs, no
+extension can be in the data, and the per-container check below is skipped."""
+
+
+def _no_timestamp_map(obj: dict[str, Any]) -> dict[str, Any]:
+    for value in obj.values():
+        if type(value) is msgpack.Timestamp:
+            raise ValueError("msgpack extension type -1 (timestamp) is not allowed")
+    return obj
+
+
+def _no_timestamp_list(obj: list[Any]) -> list[Any]:
+    for value in obj:
+        if type(value) is msgpack.Timestamp:
+            raise ValueError("msgpack extension type -1 (timestamp) is not allowed")
+    return obj
 
 
 def _too_large(size: int, limit: int) -> LadderError:
@@ -161,18 +181,28 @@ class MsgpackCodec(Codec):
 
     def decode(self, data: bytes | str, max_frame: int | None = None) -> list[Any]:
         raw = data.encode() if isinstance(data, str) else data
+        # msgpack decodes the timestamp extension (type -1) itself, without asking
+        # ``ext_hook``: decoded as Timestamp objects, containers holding one are refused.
+        checks: dict[str, Any] = (
+            {"object_hook": _no_timestamp_map, "list_hook": _no_timestamp_list}
+            if _EXT_MARKERS.search(raw)
+            else {}
+        )
         unpacker = msgpack.Unpacker(
             raw=False,
             strict_map_key=True,
             ext_hook=_reject_ext,
-            timestamp=1,
+            timestamp=0,
             max_buffer_size=max(len(raw), 1),
+            **checks,
         )
         out: list[Any] = []
         try:
             unpacker.feed(raw)
             start = 0
             for obj in unpacker:
+                if type(obj) is msgpack.Timestamp:
+                    raise ValueError("msgpack extension type -1 (timestamp) is not allowed")
                 end = unpacker.tell()
                 if max_frame is not None and end - start > max_frame:
                     raise _too_large(end - start, max_frame)

@@ -35,6 +35,9 @@ class Limits:
     """Most frames written in one WebSocket message, SSE write or poll response."""
     hello_timeout: float = 10.0
     """Seconds a new WebSocket may take to send its hello."""
+    frame_timeout: float = 10.0
+    """Seconds a WebSocket message may take to arrive whole once its first byte came (a
+    header announcing a payload that never comes is closed with 4408; ``ladder serve``)."""
     message_rate: float = 100.0
     """Client messages per second one session may send on average (0: no limit)."""
     message_burst: float = 200.0

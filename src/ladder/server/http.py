@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,6 +17,7 @@ Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
 Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
+Headers: TypeAlias = Sequence[tuple[bytes, bytes]]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
@@ -24,11 +25,13 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 class Request:
     """The parts of an ASGI HTTP or WebSocket scope that Ladder reads."""
 
-    __slots__ = ("address", "client", "headers", "method", "path", "query", "scheme")
+    __slots__ = ("address", "client", "extensions", "headers", "method", "path", "query", "scheme")
 
     def __init__(self, scope: Scope, *, trust_forwarded: bool = False) -> None:
         self.method: str = scope.get("method", "GET")
         self.scheme: str = scope.get("scheme", "http")
+        self.extensions: Mapping[str, Any] = scope.get("extensions") or {}
+        """The ASGI extensions the server offers."""
         path: str = scope.get("path", "/")
         root: str = scope.get("root_path", "")
         if root and path.startswith(root):

@@ -52,11 +52,14 @@ from .auth import (
 )
 from .cluster import Cluster, Elsewhere
 from .config import TRANSPORTS, ChannelRules, Limits
+from .logs import make_visible
 from .metrics import REASONS, Counters, Metrics
 from .ratelimit import Bucket, Limiter, Rate
 from .session import Session, Subscription
 
 log = logging.getLogger("ladder")
+
+_MAX_ORIGIN_WARNINGS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,8 @@ class Ladder:
         self._ticker: asyncio.Task[None] | None = None
         self._start_lock: asyncio.Lock | None = None
         self._started = False
+        self._refused_origins: set[str] = set()
+        """Origins already warned about (at most ``_MAX_ORIGIN_WARNINGS``)."""
         self._last_presence_refresh = clock()
         self._last_sweep = clock()
 
@@ -240,6 +245,7 @@ class Ladder:
         async with self._start_lock:
             if self._started:
                 return
+            make_visible()
             await self.engine.start(self)
             self._ticker = asyncio.create_task(self._tick_loop(), name="ladder-ticker")
             self._started = True
@@ -699,12 +705,40 @@ class Ladder:
         raise limited
 
     def refused(
-        self, transport: str, error: LadderError, *, session: Session | None = None, client: str | None = None
+        self,
+        transport: str,
+        error: LadderError,
+        *,
+        session: Session | None = None,
+        client: str | None = None,
+        origin: str | None = None,
     ) -> None:
-        """Log a refusal once, briefly (never a traceback: bad input is not a server fault)."""
+        """Log a refusal once, briefly (never a traceback: bad input is not a server fault).
+
+        A refused ``origin`` is also a WARNING, once per origin: it is more often a page of
+        the application's own that ``allowed_origins`` forgot than an attack.
+        """
         self.counters.errors[error.code] += 1
         who = session.sid[:8] if session is not None else (client or "-")
         log.info("refused on %s (%s): %s", transport, who, error)
+        if origin is not None and error.code == "origin_not_allowed":
+            self._warn_origin(origin)
+
+    def _warn_origin(self, origin: str) -> None:
+        seen = self._refused_origins
+        if origin in seen or len(seen) > _MAX_ORIGIN_WARNINGS:
+            return
+        seen.add(origin)
+        if len(seen) > _MAX_ORIGIN_WARNINGS:
+            log.warning("refused over %d origins: the others are logged at INFO only", _MAX_ORIGIN_WARNINGS)
+            return
+        now = "same-origin only" if self.allowed_origins is None else list(self.allowed_origins)
+        log.warning(
+            "refused origin %s (origin_not_allowed): if that page is yours, add it to "
+            "Ladder(allowed_origins=[...]) (now: %s)",
+            origin[:200],
+            now,
+        )
 
     async def drain(self, session: Session) -> None:
         """Apply queued client frames one at a time, in order (whoever arrives first drains)."""

@@ -28,13 +28,13 @@ from typing import Any, ClassVar, cast
 
 from websockets.frames import BINARY, CONT, TEXT, Frame
 from websockets.http11 import Request as WsRequest
-from websockets.server import ServerProtocol
 
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
 from .driver import Link, encode_batch
 from .http import Request, origin_allowed
 from .hub import Ladder
+from .rfc6455 import INVALID_UTF8, FrameClock, HandshakeProtocol, refusal, valid_utf8
 from .websocket import apply_message, open_link
 
 log = logging.getLogger("ladder")
@@ -68,7 +68,7 @@ class NativeWebSocket(asyncio.Protocol):
         self.app_state = app_state
         self.loop = _loop or asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
-        self.ws: ServerProtocol | None = None
+        self.ws: HandshakeProtocol | None = None
         self.link: Link | None = None
         self.codec: Codec = JSON
         self.request: Request | None = None
@@ -80,6 +80,10 @@ class NativeWebSocket(asyncio.Protocol):
         self.paused = False
         self.closing = False
         self.hello_timer: asyncio.TimerHandle | None = None
+        self.frame_clock = FrameClock()
+        self.frame_timer: asyncio.TimerHandle | None = None
+        self.handed: asyncio.Protocol | None = None
+        """uvicorn's protocol serving a socket that is not Ladder's (see :meth:`_hand_over`)."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -88,35 +92,53 @@ class NativeWebSocket(asyncio.Protocol):
         self.server_state.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.handed is not None:
+            self.handed.data_received(data)
+            return
         if self.ws is None:
             self._handshake(data)
             return
         self.ws.receive_data(data)
+        self.frame_clock.feed(data)
         self._events()
+        self._time_message()
 
     def eof_received(self) -> bool | None:
+        if self.handed is not None:
+            return self.handed.eof_received()
         if self.ws is not None:
             self.ws.receive_eof()
             self._events()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.handed is not None:
+            self.handed.connection_lost(exc)
+            return
         self.server_state.connections.discard(self)
-        if self.hello_timer is not None:
-            self.hello_timer.cancel()
+        for timer in (self.hello_timer, self.frame_timer):
+            if timer is not None:
+                timer.cancel()
         self.inbox.clear()  # not offered to the session yet: the client sends them again
         if self.link is not None:
             self.link.close()
 
     def pause_writing(self) -> None:
+        if self.handed is not None:
+            self.handed.pause_writing()
         self.paused = True
 
     def resume_writing(self) -> None:
+        if self.handed is not None:
+            self.handed.resume_writing()
+            return
         self.paused = False
         self._wake()
 
     def shutdown(self) -> None:
         """uvicorn is stopping: say so and close."""
+        if self.handed is not None:
+            return  # uvicorn tells the protocol it handed over to (in its connections)
         self._close(LadderError("shutting_down"))
 
     # -- opening ---------------------------------------------------------------------------
@@ -127,7 +149,7 @@ class NativeWebSocket(asyncio.Protocol):
         if hub is None or target.split(b"?", 1)[0].decode("latin-1") != self.path:
             self._hand_over(data)
             return
-        ws = self.ws = ServerProtocol(max_size=hub.limits.max_frame_size)
+        ws = self.ws = HandshakeProtocol(max_size=hub.limits.max_frame_size)
         ws.receive_data(data)
         events = ws.events_received()
         if not events or not isinstance(events[0], WsRequest):
@@ -137,12 +159,15 @@ class NativeWebSocket(asyncio.Protocol):
         request = self.request = self._request(events[0])
         if not origin_allowed(hub.allowed_origins, request):
             error = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
-            hub.refused("websocket", error, client=request.client)
-            ws.send_response(ws.reject(403, error.reason))
+            hub.refused("websocket", error, client=request.client, origin=request.origin)
+            ws.send_response(refusal(ws, 403, error))
             self._write_out()
             return
-        ws.send_response(ws.accept(events[0]))
+        response = ws.accept(events[0])
+        ws.send_response(response)
         self._write_out()
+        if response.status_code != 101:
+            return
         self.hello_timer = self.loop.call_later(hub.limits.hello_timeout, self._no_hello)
 
     def _request(self, handshake: WsRequest) -> Request:
@@ -164,20 +189,35 @@ class NativeWebSocket(asyncio.Protocol):
 
     def _hand_over(self, data: bytes) -> None:
         """Not Ladder's endpoint: let uvicorn's standard implementation serve it."""
-        from uvicorn.protocols.websockets.websockets_sansio_impl import (  # noqa: PLC0415
-            WebSocketsSansIOProtocol,
-        )
+        from .serving import AsgiWebSocket  # noqa: PLC0415 - uvicorn only when serving
 
         assert self.transport is not None
         self.server_state.connections.discard(self)
-        other = WebSocketsSansIOProtocol(self.config, self.server_state, self.app_state, _loop=self.loop)
+        other = self.handed = AsgiWebSocket(self.config, self.server_state, self.app_state, _loop=self.loop)
         other.connection_made(self.transport)
         other.data_received(data)
-        self.transport.set_protocol(other)
+        # uvicorn sets this protocol on the transport after this call returns, so it stays:
+        # everything the transport reports is passed on.
 
     def _no_hello(self) -> None:
         if self.link is None:
             self._close(LadderError("bad_request", "no hello frame in time"))
+
+    def _time_message(self) -> None:
+        """A message that has begun must arrive whole within ``frame_timeout``."""
+        busy = self.frame_clock.in_frame or self.fragments is not None
+        if not busy:
+            if self.frame_timer is not None:
+                self.frame_timer.cancel()
+                self.frame_timer = None
+        elif self.frame_timer is None and not self.closing:
+            assert self.hub is not None
+            self.frame_timer = self.loop.call_later(self.hub.limits.frame_timeout, self._stalled)
+
+    def _stalled(self) -> None:
+        assert self.hub is not None
+        limit = self.hub.limits.frame_timeout
+        self._close(LadderError("heartbeat_timeout", f"message not complete within {limit:g} s"))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -192,6 +232,8 @@ class NativeWebSocket(asyncio.Protocol):
                 codec = JSON if opcode is TEXT else MSGPACK
                 if frame.fin:
                     self._message(bytes(frame.data), codec)
+                    if self.closing:
+                        break
                 else:
                     self.fragments, self.fragment_codec = [bytes(frame.data)], codec
             elif opcode is CONT and self.fragments is not None:
@@ -199,11 +241,16 @@ class NativeWebSocket(asyncio.Protocol):
                 if frame.fin:
                     data, self.fragments = b"".join(self.fragments), None
                     self._message(data, self.fragment_codec)
+                    if self.closing:
+                        break
         self._write_out()
         if ws.close_expected() and self.transport is not None:
             self.transport.close()
 
     def _message(self, data: bytes, codec: Codec) -> None:
+        if codec is JSON and not valid_utf8(data):
+            self._close_with(INVALID_UTF8, "invalid UTF-8 in a text message")
+            return
         self.inbox.append((data, codec))
         if self.applier is None:
             self.applier = self.loop.create_task(self._apply(), name="ladder-native-apply")
@@ -286,14 +333,23 @@ class NativeWebSocket(asyncio.Protocol):
 
     def _close(self, error: LadderError | None) -> None:
         """Send a close frame with the error's code; the client completes the handshake."""
+        if error is None:
+            self._close_with(1000, "")
+        else:
+            self._close_with(error.ws_close, error.reason)
+
+    def _close_with(self, code: int, reason: str) -> None:
         if self.closing:
             return
         self.closing = True
+        self.inbox.clear()  # nothing more is applied from a connection being closed
+        for timer in (self.hello_timer, self.frame_timer):
+            if timer is not None:
+                timer.cancel()
         ws = self.ws
         if ws is not None:
             with contextlib.suppress(Exception):
-                code = error.ws_close if error is not None else 1000
-                ws.send_close(code, (error.reason if error is not None else "")[:120])
+                ws.send_close(code, reason[:120])
             self._write_out()
         if self.link is not None:
             self.link.close()

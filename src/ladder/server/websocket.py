@@ -18,7 +18,7 @@ from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
 from ..protocol.frames import ClientFrame, Hello, decode_client_frames
 from .driver import Link, encode_batch
-from .http import Message, Receive, Request, Send, origin_allowed
+from .http import Headers, Message, Receive, Request, Send, error_body, origin_allowed
 from .hub import Ladder
 
 log = logging.getLogger("ladder")
@@ -34,6 +34,31 @@ def _payload(message: Message) -> tuple[bytes | str, Codec]:
 async def _close(send: Send, error: LadderError) -> None:
     with contextlib.suppress(Exception):
         await send({"type": "websocket.close", "code": error.ws_close, "reason": error.reason[:120]})
+
+
+async def refuse_upgrade(request: Request, send: Send, error: LadderError, headers: Headers = ()) -> None:
+    """Refuse a WebSocket upgrade with the error's HTTP status and JSON body (protocol §8).
+
+    Needs the ASGI ``websocket.http.response`` extension (uvicorn has it); without it the
+    server answers its own 403 with no body.
+    """
+    if "websocket.http.response" not in request.extensions:
+        await _close(send, error)
+        return
+    body = error_body(error)
+    with contextlib.suppress(Exception):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": error.http_status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *headers,
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def open_link(
@@ -86,11 +111,11 @@ async def serve_websocket(hub: Ladder, request: Request, receive: Receive, send:
         return
     if not origin_allowed(hub.allowed_origins, request):
         error = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
-        hub.refused("websocket", error, client=request.client)
-        await _close(send, error)  # before accept: the server answers the upgrade with 403
+        hub.refused("websocket", error, client=request.client, origin=request.origin)
+        await refuse_upgrade(request, send, error)
         return
     if "websocket" not in hub.transports:
-        await _close(send, LadderError("unsupported_transport"))
+        await refuse_upgrade(request, send, LadderError("unsupported_transport"))
         return
     await send({"type": "websocket.accept"})
     try:

@@ -1,0 +1,53 @@
+"""Ladder's log lines: visible under any ASGI server, and free of credentials."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+log = logging.getLogger("ladder")
+
+_SECRET_QUERY = re.compile(r"(?<=[?&])(tok|rt)=[^&\s\"]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of the ``tok`` and ``rt`` query fields replaced."""
+    return _SECRET_QUERY.sub(r"\1=[redacted]", text)
+
+
+class RedactTokens(logging.Filter):
+    """Keeps the JWT (``tok=``) and the resume token (``rt=``) of HTTP rungs out of an
+    access log (uvicorn's ``uvicorn.access`` logs each request's full path and query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+def make_visible() -> None:
+    """Give the ``ladder`` logger a handler at INFO if nothing would show its lines.
+
+    Plain ``uvicorn app:app`` configures its own loggers only, so without this the
+    refusals Ladder logs at INFO (and its warnings) go nowhere. An application that
+    configured logging itself (a handler on ``ladder`` or on the root logger) is left alone.
+    """
+    if log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_formatter())
+    log.addHandler(handler)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+
+
+def _formatter() -> logging.Formatter:
+    """uvicorn's own format (``INFO:     ...``) when uvicorn is there, so lines match."""
+    try:
+        from uvicorn.logging import DefaultFormatter  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - another ASGI server
+        return logging.Formatter("%(levelname)s: %(name)s: %(message)s")
+    return DefaultFormatter("%(levelprefix)s %(message)s")

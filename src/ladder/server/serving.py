@@ -1,0 +1,152 @@
+"""What ``ladder serve`` adds to uvicorn at the edges of HTTP and WebSocket.
+
+* :class:`HeaderTimeoutHttp`: a connection must finish sending a request's headers within
+  ``header_timeout`` seconds of its first byte (or of being opened), else it is closed;
+  uvicorn alone waits forever for a slow (or silent) client.
+* :class:`AsgiWebSocket`: uvicorn's WebSocket implementation for ``--asgi-ws`` and for the
+  app's own sockets, with the RFC 6455 details of :mod:`.rfc6455` (JSON refusals, 426 with
+  the supported version, a deadline for a begun message, 1007 without a traceback).
+* :class:`GracefulServer`: on SIGTERM, the hub ends every session with a ``bye``
+  (``shutting_down``) *before* uvicorn waits for connections to end; uvicorn would
+  otherwise wait for open SSE streams and long polls, and run the lifespan shutdown (which
+  is where a mounted hub hears of it) only after they ended by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any, ClassVar
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from ..protocol.errors import LadderError
+from .hub import Ladder
+from .rfc6455 import INVALID_UTF8, FrameClock, HandshakeProtocol, valid_utf8
+
+
+class HeaderTimeoutHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for each request's headers."""
+
+    header_timeout: ClassVar[float] = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a request is being answered; its next one starts a new deadline
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+class AsgiWebSocket(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol with Ladder's RFC 6455 edges."""
+
+    frame_timeout: ClassVar[float] = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        old = self.conn
+        self.conn = HandshakeProtocol(
+            extensions=old.available_extensions, max_size=self.config.ws_max_size, logger=old.logger
+        )
+        self._clock = FrameClock()
+        self._frame_timer: asyncio.TimerHandle | None = None
+        self._upgraded = False
+
+    def data_received(self, data: bytes) -> None:
+        if not self._upgraded:  # uvicorn hands over the upgrade request alone, first
+            self._upgraded = True
+            super().data_received(data)
+            return
+        self._clock.feed(data)
+        super().data_received(data)
+        if self.close_sent or self.transport.is_closing():
+            self._stop_timer()
+        elif self._clock.in_frame or self.frames:
+            if self._frame_timer is None:
+                self._frame_timer = self.loop.call_later(self.frame_timeout, self._stalled)
+        else:
+            self._stop_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+            if not valid_utf8(data):
+                self.frames = []
+                self._fail(INVALID_UTF8, "invalid UTF-8 in a text message")
+                return
+        super().send_receive_event_to_app()
+
+    def _stop_timer(self) -> None:
+        if self._frame_timer is not None:
+            self._frame_timer.cancel()
+            self._frame_timer = None
+
+    def _stalled(self) -> None:
+        self._frame_timer = None
+        error = LadderError("heartbeat_timeout", f"message not complete within {self.frame_timeout:g} s")
+        self._fail(error.ws_close, error.reason)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close with ``code``: tell the app the socket is gone; the client has a second to
+        complete the closing handshake."""
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:  # read the client's answer to the close
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.loop.call_later(1.0, self.transport.close)
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server that tells the hub first when a graceful shutdown begins."""
+
+    def __init__(self, config: uvicorn.Config, hub: Ladder | None) -> None:
+        super().__init__(config)
+        self.hub = hub
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new connections while the sessions are told to go
+        if self.hub is not None:
+            await self.hub.stop()
+        await super().shutdown(sockets)
