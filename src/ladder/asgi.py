@@ -30,6 +30,7 @@ import orjson
 
 from .protocol.errors import LadderError
 from .server.http import (
+    BodyTooLarge,
     Message,
     Receive,
     Request,
@@ -139,8 +140,7 @@ async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> 
             headers = cors_headers(hub.allowed_origins, request)
             if exc.retry_after is not None:
                 headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
-            if exc.code == "frame_too_large":
-                # The rest of the body is still coming: rather than read it, end the connection.
+            if isinstance(exc, BodyTooLarge):  # the rest of the body is not read
                 headers.append((b"connection", b"close"))
             await respond(send, exc.http_status, error_body(exc), headers=headers)
     except ConnectionError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any, TypeAlias
@@ -185,11 +187,26 @@ def error_body(error: LadderError) -> bytes:
     return orjson.dumps({"t": "err", **error.body()})
 
 
-async def read_body(receive: Receive, request: Request, limit: int) -> bytes:
-    """The whole request body, refused with ``frame_too_large`` (413) past ``limit`` bytes."""
+class BodyTooLarge(LadderError):
+    """``frame_too_large`` for a request body not read to its end: the answer must close
+    the connection (``Connection: close``), since the rest of the body is not read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("frame_too_large", reason)
+
+
+async def read_body(receive: Receive, request: Request, limit: int, *, drain_timeout: float = 1.0) -> bytes:
+    """The whole request body, refused with ``frame_too_large`` (413) past ``limit`` bytes.
+
+    Before refusing, up to ``limit`` more bytes arriving within ``drain_timeout`` seconds are
+    read and dropped: a client that writes its whole body before reading the answer (most
+    do) then gets the 413 instead of a connection reset; one that stalls gets it after
+    ``drain_timeout``.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise LadderError("frame_too_large", f"body of {declared} bytes exceeds the limit of {limit}")
+        await _drain(receive, limit, drain_timeout)
+        raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit}")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -199,7 +216,21 @@ async def read_body(receive: Receive, request: Request, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise LadderError("frame_too_large", f"body exceeds the limit of {limit} bytes")
+            if message.get("more_body", False):
+                await _drain(receive, limit, drain_timeout)
+            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _drain(receive: Receive, most: int, timeout: float) -> None:
+    """Read and drop at most ``most`` bytes of body for at most ``timeout`` seconds."""
+    dropped = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while dropped <= most:
+                message = await receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
+                dropped += len(message.get("body", b""))
