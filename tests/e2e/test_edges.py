@@ -1,0 +1,295 @@
+"""RFC 6455 and HTTP edges, checked with raw sockets against ``ladder serve``, both drivers.
+
+Each test speaks bytes to a real server: the framing, limits and refusals a third-party
+client (or an attacker) meets, not what the reference clients happen to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import orjson
+import pytest
+
+from tests.support.server import LadderServer
+
+DRIVERS = {"native": (), "asgi": ("--asgi-ws",)}
+FRAME_TIMEOUT = 1.0
+HEADER_TIMEOUT = 1.0
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def edge_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LadderServer]:
+    """heartbeat 20 s: a stalled message must not wait for the heartbeat to notice it."""
+    config = {"heartbeat": 20.0, "limits": {"frame_timeout": FRAME_TIMEOUT}}
+    args = ("--header-timeout", str(HEADER_TIMEOUT), *DRIVERS[request.param])
+    with LadderServer(config, args=args, log=tmp_path / "server.log") as server:
+        yield server
+
+
+def log_of(server: LadderServer) -> str:
+    assert server.log is not None
+    return server.log.read_text(errors="replace")
+
+
+# -- raw HTTP and WebSocket ------------------------------------------------------------------
+
+
+def connect(server: LadderServer) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    return status, headers, body
+
+
+def upgrade(
+    server: LadderServer, path: str = "/ws", *, version: str = "13", origin: str | None = None
+) -> tuple[socket.socket, int, dict[str, str], bytes]:
+    sock = connect(server)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{server.port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        f"Sec-WebSocket-Version: {version}",
+    ]
+    if origin:
+        lines.append(f"Origin: {origin}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    status, headers, body = read_response(sock)
+    return sock, status, headers, body
+
+
+def frame_header(opcode: int, length: int, *, fin: bool = True) -> bytes:
+    """A masked client frame header (the mask key is zero: payloads go as they are)."""
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        head = struct.pack("!BB", first, 0x80 | length)
+    elif length < 65536:
+        head = struct.pack("!BBH", first, 0x80 | 126, length)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, length)
+    return head + b"\0\0\0\0"
+
+
+def frame(opcode: int, payload: bytes) -> bytes:
+    return frame_header(opcode, len(payload)) + payload
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def read_frame(sock: socket.socket) -> tuple[int, bytes]:
+    first, second = recv_exact(sock, 2)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", recv_exact(sock, 2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", recv_exact(sock, 8))
+    return first & 0x0F, recv_exact(sock, length)
+
+
+def read_until_close(sock: socket.socket) -> tuple[int, list[bytes]]:
+    """Frames up to the server's close frame: (close code, payloads before it)."""
+    seen = []
+    while True:
+        opcode, payload = read_frame(sock)
+        if opcode == 0x8:
+            return struct.unpack("!H", payload[:2])[0], seen
+        seen.append(payload)
+
+
+def open_ws(server: LadderServer, *, binary: bool = False) -> socket.socket:
+    sock, status, _, _ = upgrade(server)
+    assert status == 101
+    if binary:
+        sock.sendall(frame(0x2, msgpack.packb({"t": "hello", "v": 1})))
+    else:
+        sock.sendall(frame(0x1, b'{"t":"hello","v":1}'))
+    _, payload = read_frame(sock)
+    welcome = msgpack.unpackb(payload) if binary else orjson.loads(payload.split(b"\n")[0])
+    assert welcome["t"] == "welcome", welcome
+    return sock
+
+
+def closed_within(sock: socket.socket, seconds: float) -> float:
+    """Seconds until the server closed the connection (EOF or reset), at most ``seconds``."""
+    started = time.monotonic()
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        pytest.fail(f"the connection was still open after {seconds} s")
+    return time.monotonic() - started
+
+
+# -- the tests -------------------------------------------------------------------------------
+
+
+def test_a_message_over_the_limit_is_refused_at_its_header(edge_server: LadderServer) -> None:
+    sock = open_ws(edge_server)
+    started = time.monotonic()
+    sock.sendall(frame_header(0x2, 8 * 1024 * 1024))  # announces 8 MiB; the payload never comes
+    code, _ = read_until_close(sock)
+    assert code == 1009
+    assert time.monotonic() - started < FRAME_TIMEOUT  # at once, not when the payload stalls
+    sock.close()
+
+
+def test_a_stalled_message_is_timed_out(edge_server: LadderServer) -> None:
+    sock = open_ws(edge_server)
+    started = time.monotonic()
+    sock.sendall(frame_header(0x1, 1000) + b'{"t":"pi')  # 1000 bytes announced, 8 sent
+    code, _ = read_until_close(sock)
+    elapsed = time.monotonic() - started
+    assert code == 4408
+    assert FRAME_TIMEOUT * 0.9 <= elapsed < FRAME_TIMEOUT + 4  # far below the 41 s of the heartbeat
+    sock.close()
+
+
+def test_a_message_sent_slowly_but_completely_within_the_deadline_is_applied(edge_server: LadderServer) -> None:
+    sock = open_ws(edge_server)
+    message = b'{"t":"ping","n":7}'
+    sock.sendall(frame_header(0x1, len(message)) + message[:5])
+    time.sleep(FRAME_TIMEOUT / 4)  # the pause is the point of the test: a slow but legal writer
+    sock.sendall(message[5:])
+    for _ in range(5):
+        _, payload = read_frame(sock)
+        if b'"pong"' in payload:
+            break
+    else:
+        pytest.fail("no pong")
+    # the deadline was disarmed with the message: the connection stays open past it
+    sock.settimeout(FRAME_TIMEOUT * 1.5)
+    with pytest.raises(TimeoutError):
+        read_frame(sock)
+    sock.close()
+
+
+def test_invalid_utf8_in_a_text_frame_closes_with_1007_without_a_traceback(edge_server: LadderServer) -> None:
+    for _ in range(2):
+        sock = open_ws(edge_server)
+        sock.sendall(frame(0x1, b'{"t":"ping","x":"\xff\xfe"}'))
+        code, _ = read_until_close(sock)
+        assert code == 1007
+        sock.close()
+    sock = open_ws(edge_server)  # the server is fine
+    sock.close()
+    assert "Traceback" not in log_of(edge_server)
+
+
+def test_an_unsupported_websocket_version_gets_426_naming_version_13(edge_server: LadderServer) -> None:
+    sock, status, headers, body = upgrade(edge_server, version="8")
+    assert status == 426
+    assert headers.get("sec-websocket-version") == "13"
+    assert headers.get("content-type") == "application/json"
+    assert orjson.loads(body)["t"] == "err"
+    sock.close()
+
+
+def test_a_refused_upgrade_answers_with_the_json_error(edge_server: LadderServer) -> None:
+    sock, status, headers, body = upgrade(edge_server, origin="http://evil.example")
+    assert status == 403
+    assert headers.get("content-type") == "application/json"
+    error = orjson.loads(body)
+    assert error["t"] == "err" and error["code"] == "origin_not_allowed" and error["reason"]
+    sock.close()
+    sock, status, headers, body = upgrade(edge_server, path="/nope")
+    assert status == 404
+    assert orjson.loads(body)["code"] == "not_found"
+    sock.close()
+
+
+def test_a_msgpack_timestamp_extension_is_refused(edge_server: LadderServer) -> None:
+    sock = open_ws(edge_server, binary=True)
+    emit = {"t": "emit", "i": 1, "ev": "echo", "d": msgpack.Timestamp(0)}
+    sock.sendall(frame(0x2, msgpack.packb(emit)))
+    sock.sendall(frame(0x2, msgpack.packb({"t": "ping", "n": 8})))
+    frames = []
+    while not any(f.get("t") == "pong" for f in frames):
+        _, payload = read_frame(sock)
+        frames.extend(_unpack_all(payload))
+    errors = [f for f in frames if f.get("t") == "err"]
+    assert [e["code"] for e in errors] == ["bad_frame"], frames
+    assert not any(f.get("t") == "reply" for f in frames)
+    sock.close()
+
+
+def _unpack_all(payload: bytes) -> list[dict[str, object]]:
+    unpacker = msgpack.Unpacker(raw=False, timestamp=0)
+    unpacker.feed(payload)
+    return list(unpacker)
+
+
+def test_a_post_over_the_size_limit_gets_413_and_the_connection_closes(edge_server: LadderServer) -> None:
+    sock = connect(edge_server)
+    started = time.monotonic()
+    sock.sendall(
+        b"POST /send?sid=abc&rt=abc HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+        b"Content-Length: 50000000\r\n\r\n" + b"x" * 1000  # 50 MB announced, a little sent
+    )
+    status, headers, body = read_response(sock)
+    assert status == 413
+    assert headers.get("connection") == "close"
+    assert orjson.loads(body)["code"] == "frame_too_large"
+    closed_within(sock, 3.0)
+    assert time.monotonic() - started < 5.0  # not the 75 s of keep-alive
+    sock.close()
+
+
+def test_slow_headers_are_timed_out(edge_server: LadderServer) -> None:
+    silent = connect(edge_server)
+    slow = connect(edge_server)
+    slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    for _ in range(3):  # trickling header bytes does not extend the deadline
+        time.sleep(HEADER_TIMEOUT / 4)
+        slow.sendall(b"X")
+    assert closed_within(slow, HEADER_TIMEOUT + 4) < HEADER_TIMEOUT + 4
+    assert closed_within(silent, 4.0) < 4.0
+    slow.close()
+    silent.close()
+    # a request that sends its headers in time is answered, and its keep-alive is unaffected
+    sock = connect(edge_server)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, _ = read_response(sock)
+    assert status == 200
+    sock.close()
