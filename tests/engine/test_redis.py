@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
+from ladder import Ladder
 from ladder.engine.base import ChannelOptions, Member, Position, Publication
 from ladder.engine.redis import RedisEngine
 from ladder.protocol.codec import Payload
@@ -271,5 +273,89 @@ async def test_a_publish_that_timed_out_is_not_sent_again(redis_server: RedisSer
             history = await engine.history("slow", since=None, limit=10, options=OPTIONS)
             assert [p.data for p in history.publications] == [0, 1, 2], "stored once, not twice"
             assert last.offset == 3
+        finally:
+            await engine.stop()
+
+
+class StallRelay:
+    """A TCP relay to Redis that can stall: while stalled, bytes in both directions are held
+    (not dropped, no connection is reset) and go on, in order, once it heals."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._relaying: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> StallRelay:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self.flowing.set()
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await asyncio.gather(*self._relaying, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._relaying.add(task)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    await self.flowing.wait()
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def _until(condition: Any, timeout: float) -> float:
+    """Seconds until ``condition()`` holds (the engine's health is a flag its own tasks set)."""
+    started = time.monotonic()
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_health_follows_a_stall_that_heals_without_a_connection_reset(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ladder")
+    async with StallRelay(redis_server.port) as relay:
+        engine, sink = RedisEngine(f"redis://127.0.0.1:{relay.port}/0", command_timeout=0.3), Sink()
+        hub = Ladder(engine)  # its /health reports what hub.health() says
+        await engine.start(sink)
+        try:
+            assert hub.health()["ok"]
+            relay.flowing.clear()
+            await _until(lambda: not hub.health()["ok"], 5.0)
+            warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "unhealthy" in r.message]
+            assert len(warnings) == 1 and "engine_unavailable" in warnings[0].message
+            await asyncio.sleep(2.0)  # the stall itself lasts a while
+            assert not hub.health()["ok"]
+            relay.flowing.set()
+            healed = await _until(lambda: hub.health()["ok"], 10.0)
+            assert healed < 5.0
+            assert any(r.levelno == logging.INFO and "healthy again" in r.message for r in caplog.records)
+            # and it works again: a channel listened to now is delivered
+            await engine.listen("after")
+            await engine.publish("after", Payload.of("ok"), OPTIONS)
+            assert (await next_pub(sink)).data == "ok"
         finally:
             await engine.stop()

@@ -53,6 +53,9 @@ from .base import ChannelOptions, EngineSink, HistoryResult, Member, Position, P
 log = logging.getLogger("ladder.redis")
 
 HEARTBEAT_EVERY: Final = 1.5
+LISTENER_PONG_WAIT: Final = 5.0
+"""Seconds the listener waits for the answer to its ping before it reconnects (a connection
+that silently stopped carrying anything)."""
 
 _PUBLISH: Final = """
 local e = redis.call('HGET', KEYS[1], 'e')
@@ -130,7 +133,10 @@ class RedisEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
         self.healthy = False
-        """True while this node can reach Redis and its listener is subscribed."""
+        """True while this node can reach Redis and its listener is subscribed; it follows
+        both ways (see :meth:`_health`), and each change is logged."""
+        self._listener_ok = False
+        self._commands_ok = True
         self.reconnects = 0
         self.last_error: str | None = None
 
@@ -207,6 +213,7 @@ class RedisEngine:
         if self._listener_redis is not None:
             await self._listener_redis.aclose()
         self._sink = None
+        self._listener_ok = False
         self.healthy = False
 
     @property
@@ -215,14 +222,41 @@ class RedisEngine:
             raise LadderError("engine_unavailable", "the Redis engine is not started")
         return self._redis
 
+    def _health(self, *, listener: bool | None = None, commands: bool | None = None) -> None:
+        """Record what the listener or the heartbeat found; log when health changes.
+
+        Health follows both ways: a stall that heals without a connection reset leaves
+        the listener connected, and the next answered heartbeat makes the node healthy again.
+        """
+        if listener is not None:
+            self._listener_ok = listener
+        if commands is not None:
+            self._commands_ok = commands
+        healthy = self._listener_ok and self._commands_ok
+        if healthy == self.healthy:
+            return
+        self.healthy = healthy
+        if healthy:
+            self.last_error = None
+            log.info("redis engine healthy again (%s): accepting new sessions", self.url)
+        elif self._sink is not None:  # not while stopping
+            log.warning(
+                "redis engine unhealthy (%s): %s; new sessions are refused with engine_unavailable "
+                "and /health answers 503 until it answers again",
+                self.url,
+                self.last_error or "no answer",
+            )
+
     async def _heartbeat_forever(self) -> None:
         """Check Redis answers commands (the listener checks its own connection)."""
         while True:
             try:
                 await self.redis.ping()
             except (RedisError, OSError) as exc:
-                self.healthy = False
-                self.last_error = str(exc)
+                self.last_error = str(exc) or type(exc).__name__
+                self._health(commands=False)
+            else:
+                self._health(commands=True)
             await asyncio.sleep(HEARTBEAT_EVERY)
 
     # -- the listener ----------------------------------------------------------------------
@@ -237,9 +271,9 @@ class RedisEngine:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # RedisError, OSError, or a bug: log, reconnect
-                self.healthy = False
                 self._subscribed.clear()
-                self.last_error = str(exc)
+                self.last_error = str(exc) or type(exc).__name__
+                self._health(listener=False)
                 self.reconnects += 1
                 if isinstance(exc, RedisError | OSError):
                     log.warning("redis listener lost its connection (%s); reconnecting", exc)
@@ -260,20 +294,24 @@ class RedisEngine:
         channels = [self._k("n", self.node_id), *(self._k("c", ch) for ch in self._listening)]
         await pubsub.subscribe(*channels)
         await self._catch_up_all()
-        self.healthy = True
-        self.last_error = None
+        self._health(listener=True)
         self._subscribed.set()
         idle = 0.0
+        pinged: float | None = None
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is None:
                 idle += 1.0
-                if idle >= 3.0:  # quiet for a while: prove the connection still answers
+                if pinged is not None and time.monotonic() - pinged > LISTENER_PONG_WAIT:
+                    raise RedisConnectionError(f"no answer to a ping in {LISTENER_PONG_WAIT:g} s")
+                if idle >= 3.0 and pinged is None:  # quiet for a while: prove the connection answers
                     await pubsub.ping()
+                    pinged = time.monotonic()
                     idle = 0.0
                 continue
             idle = 0.0
             if message.get("type") == "pong":
+                pinged = None
                 continue
             await self._dispatch(message["channel"], message["data"])
 
@@ -387,7 +425,8 @@ class RedisEngine:
             return
         state = self._listening[channel] = _Listening()
         try:
-            if self._pubsub is not None and self.healthy:
+            if self._pubsub is not None and self._listener_ok:  # (not `healthy`: commands may be
+                # stalled while the listener is connected, and it subscribes only on reconnect)
                 await self._pubsub.subscribe(self._k("c", channel))
             await self._catch_up(channel, state)  # the baseline: live messages after it count
         except (RedisError, OSError) as exc:
@@ -397,7 +436,7 @@ class RedisEngine:
     async def unlisten(self, channel: str) -> None:
         if self._listening.pop(channel, None) is None:
             return
-        if self._pubsub is not None and self.healthy:
+        if self._pubsub is not None and self._listener_ok:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.unsubscribe(self._k("c", channel))
 
