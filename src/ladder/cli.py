@@ -164,7 +164,7 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ladder", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -183,7 +183,11 @@ def main(argv: list[str] | None = None) -> None:
         description="Run the demo chat (open it in two browser windows).",
     )
     _common(demo, demo=True)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.command == "demo":
         args.ws_max_size = None
     logging.basicConfig(

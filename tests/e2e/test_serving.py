@@ -1,0 +1,220 @@
+"""``ladder serve`` and plain uvicorn around a hub: shutdown, logs, origins, the CLI itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from ladder import __version__
+from ladder.cli import build_parser
+from tests.support.server import ROOT, LadderServer, free_port, stop_process, wait_for_port
+
+FOREIGN = "http://evil.example"
+
+
+def sse_frames(raw: bytes) -> list[dict[str, object]]:
+    frames = []
+    for block in raw.split(b"\n\n"):
+        for line in block.split(b"\n"):
+            if line.startswith(b"data: "):
+                frames.append(orjson.loads(line[6:]))
+    return frames
+
+
+# -- graceful shutdown -----------------------------------------------------------------------
+
+
+async def test_sigterm_ends_streams_and_long_polls_with_bye_shutting_down_and_exits(tmp_path: Path) -> None:
+    server = LadderServer({"heartbeat": 20.0, "poll_timeout": 25.0}, log=tmp_path / "server.log")
+    with server:
+        assert server.proc is not None
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            opened = await http.get("/longpoll", params={"v": 1})
+            welcome = orjson.loads(opened.content.split(b"\n")[0])
+            poll_query = {"sid": welcome["sid"], "rt": welcome["rt"], "ack": 0}
+            sse_open = asyncio.Event()
+            sse_raw = b""
+
+            async def stream() -> None:
+                nonlocal sse_raw
+                async with http.stream("GET", "/sse", params={"v": 1}) as response:
+                    async for chunk in response.aiter_bytes():
+                        sse_raw += chunk
+                        if any(f.get("t") == "welcome" for f in sse_frames(sse_raw)):
+                            sse_open.set()
+
+            async def long_poll() -> bytes:
+                response = await http.get("/longpoll", params=poll_query)
+                return response.content
+
+            sse = asyncio.create_task(stream())
+            poll = asyncio.create_task(long_poll())
+            await asyncio.wait_for(sse_open.wait(), 10)
+            await asyncio.sleep(0.3)  # the long poll is held by now (nothing to say for 25 s)
+            assert not poll.done()
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(sse, 10)  # the stream ended...
+            polled = await asyncio.wait_for(poll, 10)
+            returncode = await asyncio.to_thread(server.proc.wait, 10)
+            elapsed = time.monotonic() - started
+        byes = [f for f in sse_frames(sse_raw) if f.get("t") == "bye"]
+        assert [b["code"] for b in byes] == ["shutting_down"], sse_raw[-300:]
+        poll_byes = [orjson.loads(line) for line in polled.split(b"\n") if line]
+        assert [f["code"] for f in poll_byes if f.get("t") == "bye"] == ["shutting_down"]
+        assert returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it is done
+        assert elapsed < 5.0, f"exited {elapsed:.1f} s after SIGTERM"  # it was > 60 s
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+
+class PlainUvicorn:
+    """``uvicorn tests.support.apps:hub`` with uvicorn's default logging; stderr to a file."""
+
+    def __init__(self, log: Path, config: dict[str, object] | None = None) -> None:
+        self.port = free_port()
+        self.log = log
+        self.config = config or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> PlainUvicorn:
+        env = {**os.environ, "LADDER_TEST_CONFIG": json.dumps(self.config), "PYTHONPATH": str(ROOT)}
+        cmd = [sys.executable, "-m", "uvicorn", "tests.support.apps:hub", "--port", str(self.port)]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop_process(self.proc)
+
+
+async def _refusals(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        assert (await http.get("/poll", params={"v": 99})).json()["code"] == "unsupported_version"
+        for _ in range(3):
+            refused = await http.get("/poll", params={"v": 1}, headers={"origin": FOREIGN})
+            assert refused.json()["code"] == "origin_not_allowed"
+        assert (await http.get("/health")).status_code == 200  # a request after them: logged by now
+
+
+def _check_ladder_lines(log: str) -> None:
+    assert "refused on poll" in log and "unsupported_version" in log, log
+    warnings = [line for line in log.splitlines() if "refused origin" in line]
+    assert len(warnings) == 1, log  # once per origin, not once per request
+    assert "WARNING" in warnings[0] and FOREIGN in warnings[0] and "allowed_origins" in warnings[0]
+
+
+async def test_ladder_log_lines_show_under_plain_uvicorn(tmp_path: Path) -> None:
+    log = tmp_path / "uvicorn.log"
+    with PlainUvicorn(log) as server:
+        await _refusals(server.url)
+    _check_ladder_lines(log.read_text())
+
+
+async def test_ladder_log_lines_show_under_ladder_serve(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    with LadderServer({}, log=log, args=("--log-level", "info")) as server:
+        await _refusals(server.url)
+    _check_ladder_lines(log.read_text())
+
+
+async def test_tokens_are_redacted_from_the_access_log(tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    with LadderServer({}, log=log, args=("--log-level", "info", "--access-log")) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            opened = await http.get("/poll", params={"v": 1, "tok": "SECRET-JWT"})
+            welcome = orjson.loads(opened.content.split(b"\n")[0])
+            await http.get("/poll", params={"sid": welcome["sid"], "rt": welcome["rt"], "tok": "SECRET-JWT"})
+            async with http.stream(
+                "GET", "/sse", params={"sid": welcome["sid"], "rt": welcome["rt"], "tok": "SECRET-JWT"}
+            ) as response:
+                async for _ in response.aiter_bytes():
+                    break
+            await http.get("/health")
+    text = log.read_text()
+    assert "GET /poll?" in text and "tok=[redacted]" in text and "rt=[redacted]" in text, text
+    assert "SECRET-JWT" not in text
+    assert welcome["rt"] not in text
+
+
+# -- origins ---------------------------------------------------------------------------------
+
+
+async def test_client_js_carries_cors_headers_for_allowed_origins_only(server: LadderServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        allowed = await http.get("/client.js", headers={"origin": "http://allowed.example"})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "http://allowed.example"
+        assert "Origin" in allowed.headers["vary"]
+        types = await http.get("/client.d.ts", headers={"origin": "http://allowed.example"})
+        assert types.headers["access-control-allow-origin"] == "http://allowed.example"
+        foreign = await http.get("/client.js", headers={"origin": FOREIGN})
+        assert foreign.status_code == 200  # a script anyone may read; only the CORS grant differs
+        assert "access-control-allow-origin" not in foreign.headers
+        plain = await http.get("/client.js")
+        assert "access-control-allow-origin" not in plain.headers
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+
+def ladder(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "ladder.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_help_is_plain_text_and_every_option_has_help() -> None:
+    top = ladder("--help")
+    assert top.returncode == 0 and "``" not in top.stdout and "ladder serve" in top.stdout
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    assert isinstance(subparsers.choices, dict)
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            assert action.help, f"ladder {name} {action.option_strings or action.dest} has no help"
+    serve = ladder("serve", "--help")
+    assert "``" not in serve.stdout
+    for option in ("--host", "--port", "--engine", "--header-timeout", "--native-ws-path", "--asgi-ws"):
+        assert option in serve.stdout
+
+
+def test_cli_version() -> None:
+    shown = ladder("--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"ladder {__version__}"
+
+
+def test_demo_help_lists_only_options_that_apply() -> None:
+    shown = ladder("demo", "--help")
+    assert shown.returncode == 0
+    for option in ("--native-ws-path", "--asgi-ws", "--ws-max-size"):
+        assert option not in shown.stdout
+    assert "--port" in shown.stdout
+
+
+def test_native_ws_path_without_a_hub_is_refused_naming_the_fix() -> None:
+    refused = ladder("serve", "tests.support.plain_app:app", "--native-ws-path", "/ladder/ws", "--port", "1")
+    assert refused.returncode != 0
+    assert "--native-ws-path" in refused.stderr and "hub" in refused.stderr, refused.stderr
