@@ -70,18 +70,23 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
 
 
 def upgrade(
-    server: LadderServer, path: str = "/ws", *, version: str = "13", origin: str | None = None
+    server: LadderServer,
+    path: str = "/ws",
+    *,
+    version: str = "13",
+    origin: str | None = None,
+    key: bool = True,
 ) -> tuple[socket.socket, int, dict[str, str], bytes]:
     sock = connect(server)
-    key = base64.b64encode(os.urandom(16)).decode()
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: 127.0.0.1:{server.port}",
         "Upgrade: websocket",
         "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
         f"Sec-WebSocket-Version: {version}",
     ]
+    if key:
+        lines.append(f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}")
     if origin:
         lines.append(f"Origin: {origin}")
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -236,6 +241,11 @@ def test_a_refused_upgrade_answers_with_the_json_error(edge_server: LadderServer
     sock, status, headers, body = upgrade(edge_server, path="/nope")
     assert status == 404
     assert orjson.loads(body)["code"] == "not_found"
+    sock.close()
+    sock, status, headers, body = upgrade(edge_server, key=False)
+    assert status == 400
+    assert headers.get("content-type") == "application/json"
+    assert orjson.loads(body)["code"] == "bad_request"
     sock.close()
 
 
