@@ -18,6 +18,7 @@ import msgpack
 import orjson
 import pytest
 
+from ladder.server.rfc6455 import FrameClock
 from tests.support.server import LadderServer
 
 DRIVERS = {"native": (), "asgi": ("--asgi-ws",)}
@@ -303,3 +304,23 @@ def test_slow_headers_are_timed_out(edge_server: LadderServer) -> None:
     status, _, _ = read_response(sock)
     assert status == 200
     sock.close()
+
+
+def test_the_frame_clock_follows_frame_boundaries_however_the_bytes_are_split() -> None:
+    stream = b"".join(
+        [frame(0x1, b"x" * 5), frame(0x2, b"y" * 300), frame(0x1, b""), frame(0x2, b"z" * 70_000)]
+    )
+    ends = set()
+    position = 0
+    for size in (5, 300, 0, 70_000):
+        position += len(frame_header(0x1, size)) + size
+        ends.add(position)
+    for step in (1, 2, 7, 13, 4096):
+        clock = FrameClock()
+        for start in range(0, len(stream), step):
+            clock.feed(stream[start : start + step])
+            end = min(start + step, len(stream))
+            assert clock.in_frame == (end not in ends), (step, end)
+    partial = FrameClock()
+    partial.feed(frame_header(0x2, 1000))  # a header alone: the payload is awaited
+    assert partial.in_frame
