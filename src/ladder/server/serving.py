@@ -64,7 +64,8 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
     def _too_slow(self) -> None:
         self._header_timer = None
         if self.cycle is not None and not self.cycle.response_complete:
-            return  # a request is being answered; its next one starts a new deadline
+            self._arm()  # a request is being answered: the next one's deadline starts after it
+            return
         if not self.transport.is_closing():
             self.transport.close()
 
@@ -119,6 +120,9 @@ class AsgiWebSocket(WebSocketsSansIOProtocol):
 
     def _stalled(self) -> None:
         self._frame_timer = None
+        if self.read_paused:  # uvicorn stopped reading until the app takes a message: our delay
+            self._frame_timer = self.loop.call_later(self.frame_timeout, self._stalled)
+            return
         error = LadderError("heartbeat_timeout", f"message not complete within {self.frame_timeout:g} s")
         self._fail(error.ws_close, error.reason)
 
