@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ConfigurationError, install_hint
 from ..protocol.errors import LadderError
 from .auth import AuthRequest, Identity
 
@@ -36,8 +37,12 @@ class JWT:
     ) -> None:
         try:
             import jwt  # noqa: PLC0415 - an optional dependency
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise RuntimeError("JWT authentication needs `pip install ladder[jwt]`") from exc
+        except ImportError as exc:
+            raise ConfigurationError(
+                "authenticate",
+                "JWT authentication needs PyJWT, which is not installed",
+                f"install it with `{install_hint('jwt')}`",
+            ) from exc
         self._jwt = jwt
         self.key = key
         self.algorithms = list(algorithms)
