@@ -44,8 +44,20 @@ def serving(
         stop_process(proc)
 
 
+def split_env(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``VAR=value cmd ...`` as a shell runs it: the leading assignments become the environment."""
+    env: dict[str, str] = {}
+    while argv and "=" in argv[0] and not argv[0].startswith("-"):
+        name, _, value = argv[0].partition("=")
+        env[name] = value
+        argv = argv[1:]
+    return env, argv
+
+
 def run_script(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> str:
     """Run a documented script to completion; returns its output, fails with it on an error."""
+    assigned, argv = split_env(argv)
+    env = {**assigned, **(env or {})}
     done = subprocess.run(
         tool(argv),
         cwd=cwd,

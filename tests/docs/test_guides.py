@@ -78,3 +78,34 @@ def test_publishing_from_a_worker_reaches_clients_of_the_hub(tmp_path: Path) -> 
         "3 {'done': 3, 'of': 3}",
         "4 {'state': 'finished'}",
     ]
+
+
+def test_django_project_under_uvicorn_with_django_sessions(tmp_path: Path) -> None:
+    guide = "docs/guides/django.md"
+    port = free_port()
+    ports = {8000: port}
+    snippets.write(tmp_path, snippets.files(guide), ports)
+    run_script(snippets.command(guide, "migrate"), tmp_path)
+    run_script(snippets.command(guide, "user"), tmp_path)
+    server = snippets.with_ports(" ".join(snippets.command(guide, "server")), ports).split()
+    with serving(server, tmp_path, port):
+        out = run_script(["python", "client.py"], tmp_path).splitlines()
+    assert out == ["logged in as ada", "without the cookie: unauthorized"]
+
+
+def test_flask_under_gunicorn_beside_the_hub(tmp_path: Path) -> None:
+    from tests.support.redis import RedisServer  # noqa: PLC0415
+
+    guide = "docs/guides/flask.md"
+    web, hub = free_port(), free_port()
+    with RedisServer() as redis:
+        ports = {8000: web, 8001: hub, 6379: redis.port}
+        snippets.write(tmp_path, snippets.files(guide), ports)
+
+        def command(name: str) -> list[str]:
+            return snippets.with_ports(" ".join(snippets.command(guide, name)), ports).split()
+
+        assert command("web")[0] == "gunicorn"  # a real WSGI server
+        with serving(command("web"), tmp_path, web), serving(command("hub"), tmp_path, hub):
+            out = run_script(["python", "client.py"], tmp_path).splitlines()
+    assert out == ["hub says I am ada", "published at offset 1", "{'from': 'ada', 'text': 'deploy done'}"]
