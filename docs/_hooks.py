@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 from typing import Any
 
 REPOSITORY = "https://github.com/ladder-rt/ladder/tree/main/"
 ROOT = Path(__file__).resolve().parents[1]
-_OUTSIDE = re.compile(r"\]\(\.\./([^)\s]*)\)")
+_RELATIVE = re.compile(r"\]\((\.\./[^)\s]*)\)")
 
 
 def error_table() -> str:
@@ -34,13 +35,25 @@ def error_table() -> str:
     return "\n".join(rows)
 
 
-def on_page_markdown(markdown: str, **_: Any) -> str:
+def _outside(page_uri: str, link: str) -> str | None:
+    """The repository path of a relative link that leaves the docs folder, else None."""
+    target = posixpath.normpath(posixpath.join("docs", posixpath.dirname(page_uri), link))
+    return None if target.startswith("docs/") else target
+
+
+def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     if "<!-- error-codes -->" in markdown:
         markdown = markdown.replace("<!-- error-codes -->", error_table())
     if "<!-- changelog -->" in markdown:
         changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
         markdown = markdown.replace("<!-- changelog -->", changelog.split("\n", 1)[1])
-    return _OUTSIDE.sub(lambda m: f"]({REPOSITORY}{m.group(1)})", markdown)
+    page_uri = page.file.src_uri
+
+    def rewrite(match: re.Match[str]) -> str:
+        target = _outside(page_uri, match.group(1))
+        return match.group(0) if target is None else f"]({REPOSITORY}{target})"
+
+    return _RELATIVE.sub(rewrite, markdown)
 
 
 _ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|exc):<code>(~?)([\w.]+)</code>")

@@ -109,3 +109,90 @@ def test_flask_under_gunicorn_beside_the_hub(tmp_path: Path) -> None:
         with serving(command("web"), tmp_path, web), serving(command("hub"), tmp_path, hub):
             out = run_script(["python", "client.py"], tmp_path).splitlines()
     assert out == ["hub says I am ada", "published at offset 1", "{'from': 'ada', 'text': 'deploy done'}"]
+
+
+def test_jwt_authentication(tmp_path: Path) -> None:
+    out = run_example("docs/guides/auth.md", tmp_path)
+    assert out == ["signed in as ada", "forged token: unauthorized"]
+
+
+NGINX_MAIN = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    include {dir}/myapp.conf;
+}}
+"""
+
+NGINX_CLIENT = """
+import asyncio
+import sys
+
+from ladder import Client
+
+
+async def main() -> None:
+    for rung in ("websocket", "sse", "longpoll", "poll"):
+        async with Client(sys.argv[1], transports=[rung]) as client:
+            sub = client.subscribe("room:" + rung)
+            await sub.ready()
+            for n in range(3):  # round-robin: requests of one session land on both nodes
+                await client.call("chat.send", {"room": rung, "text": str(n)}, timeout=10)
+            got = []
+            async for pub in sub:
+                got.append(pub.data["text"])
+                if len(got) == 3:
+                    break
+            print(rung, client.transport, got)
+
+
+asyncio.run(main())
+"""
+
+
+def test_deployment_nginx_config_in_front_of_two_nodes_and_a_web_app(tmp_path: Path) -> None:
+    import shutil  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    from tests.support.redis import RedisServer  # noqa: PLC0415
+
+    guide = "docs/guides/deployment.md"
+    web, node1, node2, front = (free_port() for _ in range(4))
+    (tmp_path / "myapp.py").write_text(snippets.files("README.md")["app.py"])  # the user's hub
+    (tmp_path / "index.html").write_text("the web app's own page")
+    (tmp_path / "client.py").write_text(NGINX_CLIENT)
+    with RedisServer() as redis:
+        ports = {8000: web, 8001: node1, 8002: node2, 8080: front, 6379: redis.port}
+        conf = snippets.with_ports(snippets.files(guide)["myapp.conf"], ports)
+        (tmp_path / "myapp.conf").write_text(conf.replace("listen 8080;", f"listen 127.0.0.1:{front};"))
+        (tmp_path / "nginx.conf").write_text(NGINX_MAIN.format(dir=tmp_path))
+        node = snippets.with_ports(" ".join(snippets.command(guide, "node")), ports).split()
+        other = [str(node2) if arg == str(node1) else arg for arg in node]
+        nginx = [
+            shutil.which("nginx") or "/usr/sbin/nginx",
+            "-p",
+            str(tmp_path),
+            "-c",
+            str(tmp_path / "nginx.conf"),
+        ]
+        with (
+            serving(["python", "-m", "http.server", str(web), "--bind", "127.0.0.1"], tmp_path, web),
+            serving(node, tmp_path, node1),
+            serving(other, tmp_path, node2),
+            serving(nginx, tmp_path, front),
+        ):
+            with urllib.request.urlopen(f"http://127.0.0.1:{front}/index.html") as page:
+                assert page.read() == b"the web app's own page"
+            out = run_script(["python", "client.py", f"http://127.0.0.1:{front}/ladder"], tmp_path)
+    assert out.splitlines() == [
+        f"{rung} {rung} ['0', '1', '2']" for rung in ("websocket", "sse", "longpoll", "poll")
+    ]
