@@ -17,7 +17,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 import httpx
 
@@ -53,6 +53,9 @@ TRANSPORTS = ("websocket", "sse", "longpoll", "poll")
 
 __all__ = ["TRANSPORTS", "Client", "Publication", "SubscribeResult", "Subscription"]
 
+
+_R = TypeVar("_R")
+"""What an event callback returns (ignored; kept so a decorated function keeps its type)."""
 
 _FATAL = frozenset({"unauthorized", "origin_not_allowed", "unsupported_version"})
 """Refusals that retrying cannot fix: the client closes and ``connect()`` raises them."""
@@ -395,6 +398,76 @@ class Client:
                     waiter.set_result(None)
             self._drained.clear()
 
+    @overload
+    def on(
+        self, name: Literal["connected"], callback: Callable[[Connected], _R]
+    ) -> Callable[[Connected], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["connected"], callback: None = None
+    ) -> Callable[[Callable[[Connected], _R]], Callable[[Connected], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["disconnected"], callback: Callable[[Disconnected], _R]
+    ) -> Callable[[Disconnected], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["disconnected"], callback: None = None
+    ) -> Callable[[Callable[[Disconnected], _R]], Callable[[Disconnected], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["transport"], callback: Callable[[TransportChanged], _R]
+    ) -> Callable[[TransportChanged], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["transport"], callback: None = None
+    ) -> Callable[[Callable[[TransportChanged], _R]], Callable[[TransportChanged], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["session_lost"], callback: Callable[[SessionLost], _R]
+    ) -> Callable[[SessionLost], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["session_lost"], callback: None = None
+    ) -> Callable[[Callable[[SessionLost], _R]], Callable[[SessionLost], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["resubscribed"], callback: Callable[[Resubscribed], _R]
+    ) -> Callable[[Resubscribed], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["resubscribed"], callback: None = None
+    ) -> Callable[[Callable[[Resubscribed], _R]], Callable[[Resubscribed], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["resync"], callback: Callable[[ResyncNeeded], _R]
+    ) -> Callable[[ResyncNeeded], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["resync"], callback: None = None
+    ) -> Callable[[Callable[[ResyncNeeded], _R]], Callable[[ResyncNeeded], _R]]: ...
+    @overload
+    def on(self, name: Literal["push"], callback: Callable[[Push], _R]) -> Callable[[Push], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["push"], callback: None = None
+    ) -> Callable[[Callable[[Push], _R]], Callable[[Push], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["presence"], callback: Callable[[Presence], _R]
+    ) -> Callable[[Presence], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["presence"], callback: None = None
+    ) -> Callable[[Callable[[Presence], _R]], Callable[[Presence], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["error"], callback: Callable[[ServerError], _R]
+    ) -> Callable[[ServerError], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["error"], callback: None = None
+    ) -> Callable[[Callable[[ServerError], _R]], Callable[[ServerError], _R]]: ...
     def on(self, name: str, callback: Callable[[Any], Any] | None = None) -> Any:
         """Call ``callback(event)`` for every event called ``name`` (usable as a decorator).
 
