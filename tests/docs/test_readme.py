@@ -3,6 +3,9 @@ snippet in real Chromium, against a real ``ladder serve``."""
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.browser.conftest import launch
@@ -49,3 +52,39 @@ def test_the_quick_start_runs_as_written(tmp_path: Path) -> None:
         assert not errors
         assert "transport: null -> websocket (connected)" in logged
         assert "1 hi" in logged and "2 hi from the browser" in logged
+
+
+def documented_commands() -> list[list[str]]:
+    docs = [README, *(str(p.relative_to(snippets.ROOT)) for p in (snippets.ROOT / "docs").rglob("*.md"))]
+    found = []
+    for doc in docs:
+        for block in snippets.blocks(doc):
+            if block.lang == "sh":
+                for line in block.code.splitlines():
+                    words = shlex.split(line, comments=True)
+                    while words and "=" in words[0]:
+                        words = words[1:]  # VAR=value prefixes
+                    if words[:1] in (["ladder"], ["pip"]):
+                        found.append(words)
+    return found
+
+
+def test_documented_command_lines_use_options_that_exist() -> None:
+    commands = documented_commands()
+    assert any(c[:2] == ["ladder", "serve"] for c in commands)
+    helps: dict[str, str] = {}
+    for words in commands:
+        if words[0] == "pip":
+            assert words[1] == "install" and all(w.startswith("ladder-rt") for w in words[2:]), words
+            continue
+        sub = words[1]
+        if sub not in helps:
+            helps[sub] = subprocess.run(
+                [sys.executable, "-m", "ladder.cli", sub, "--help"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        for word in words[2:]:
+            if word.startswith("--"):
+                assert word in helps[sub], f"{' '.join(words)}: `ladder {sub}` has no {word}"
