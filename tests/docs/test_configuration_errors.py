@@ -70,3 +70,25 @@ def test_a_publisher_on_the_memory_engine_is_refused_as_reaching_nobody() -> Non
     with pytest.raises(ConfigurationError, match="reaches nobody") as caught:
         Publisher("memory://")
     assert "redis://" in caught.value.fix and "hub.publish()" in caught.value.fix
+
+
+def test_hub_settings_that_cannot_work_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"^allowed_origins: got 'https://app.example', not a list"):
+        Ladder(allowed_origins="https://app.example")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^allowed_origins: 'app.example' is not an origin"):
+        Ladder(allowed_origins=["app.example"])
+    with pytest.raises(
+        ConfigurationError, match=r"^allowed_origins: 'https://app.example/chat' is not an origin"
+    ):
+        Ladder(allowed_origins=["https://app.example/chat"])
+    with pytest.raises(ConfigurationError, match=r"^transports: got 'websocket'"):
+        Ladder(transports="websocket")
+    with pytest.raises(ConfigurationError, match=r"^transports: got \['websocket', 'smoke-signals'\]"):
+        Ladder(transports=["websocket", "smoke-signals"])
+    with pytest.raises(ConfigurationError, match=r"^session_ttl: '120' is a str"):
+        Ladder(session_ttl="120")  # type: ignore[arg-type]
+    hub = Ladder(
+        allowed_origins=["*", "https://app.example", "http://127.0.0.1:8000/"],
+        transports=["sse", "websocket"],
+    )
+    assert hub.transports == ("websocket", "sse")

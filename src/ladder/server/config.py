@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from ..engine.base import ChannelOptions
 from ..errors import ConfigurationError
@@ -103,6 +104,38 @@ def check_channel_options(setting: str, options: Any) -> ChannelOptions:
     for spec in fields(options):
         check_number(f"{setting}.{spec.name}", getattr(options, spec.name), spec.type)
     return options
+
+
+def check_hub_settings(allowed_origins: Any, transports: Any, numbers: Mapping[str, Any]) -> tuple[str, ...]:
+    """Refuse a hub setting that cannot work, naming it; returns the transports, best first."""
+    if allowed_origins is not None:
+        if isinstance(allowed_origins, str) or not isinstance(allowed_origins, Sequence):
+            raise ConfigurationError(
+                "allowed_origins",
+                f"got {allowed_origins!r}, not a list",
+                f"pass a list of origins: allowed_origins=[{allowed_origins!r}]",
+            )
+        for origin in allowed_origins:
+            parts = urlsplit(origin) if isinstance(origin, str) else None
+            if origin != "*" and (
+                parts is None
+                or parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path not in ("", "/")
+            ):
+                raise ConfigurationError(
+                    "allowed_origins",
+                    f"{origin!r} is not an origin",
+                    'write scheme://host[:port] as the browser shows it, e.g. "https://app.example", '
+                    'or "*" for any',
+                )
+    if isinstance(transports, str) or not transports or any(t not in TRANSPORTS for t in transports):
+        raise ConfigurationError(
+            "transports", f"got {transports!r}", f"pass a non-empty list of rungs among {list(TRANSPORTS)}"
+        )
+    for name, value in numbers.items():
+        check_number(name, value, "float")
+    return tuple(t for t in TRANSPORTS if t in transports)
 
 
 class ChannelRules:

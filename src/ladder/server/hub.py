@@ -51,7 +51,7 @@ from .auth import (
     run_authenticate,
 )
 from .cluster import Cluster, Elsewhere
-from .config import TRANSPORTS, ChannelRules, Limits
+from .config import TRANSPORTS, ChannelRules, Limits, check_hub_settings
 from .metrics import REASONS, Counters, Metrics
 from .ratelimit import Bucket, Limiter, Rate
 from .session import Session, Subscription
@@ -142,15 +142,15 @@ class Ladder:
         gzip_min_size: int = 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        unknown = [t for t in transports if t not in TRANSPORTS]
-        if unknown or not transports:
-            raise ValueError(f"transports must be a non-empty subset of {TRANSPORTS}, not {unknown}")
+        timings = {"session_ttl": session_ttl, "heartbeat": heartbeat, "poll_timeout": poll_timeout}
+        timings |= {"presence_ttl": presence_ttl, "sse_padding": sse_padding, "gzip_min_size": gzip_min_size}
+        offered = check_hub_settings(allowed_origins, transports, timings)
         self.engine = create_engine(engine)
         self.allowed_origins = None if allowed_origins is None else tuple(allowed_origins)
         self.authenticate = authenticate
         self.permissions: Permissions = permissions or default_permissions
         self.channel_rules = ChannelRules(channels, default_channel)
-        self.transports = tuple(t for t in TRANSPORTS if t in transports)
+        self.transports = offered
         self.limits = limits or Limits()
         self.presence_ttl = presence_ttl
         self.sse_padding = sse_padding
