@@ -5,6 +5,7 @@ against that installation (not against this checkout)."""
 from __future__ import annotations
 
 import email
+import re
 import shlex
 import subprocess
 import sys
@@ -50,7 +51,9 @@ def test_readme_install_and_quick_start_in_a_clean_virtualenv(tmp_path: Path) ->
     urls = meta.get_all("Project-URL") or []
     assert urls and all("https://" in url for url in urls)
     description = meta.get_payload()
-    assert "](docs/" not in description, "relative links break on a package index"
+    relative = re.findall(r"\]\((?!https://|#)([^)]*)\)", description)
+    assert relative == [], "relative links and images break on a package index"
+    assert "![" in description  # the screenshot, by an absolute URL
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)

@@ -307,6 +307,7 @@ class Client:
         return sub
 
     async def unsubscribe(self, channel: str) -> None:
+        """Stop following ``channel`` (its subscription's ``async for`` ends)."""
         sub = self._subs.pop(channel, None)
         if sub is None:
             return
@@ -336,6 +337,7 @@ class Client:
     async def history(
         self, channel: str, limit: int = 100, *, timeout: float | None = 10.0
     ) -> list[Publication]:
+        """The newest ``limit`` publications the server keeps for ``channel``, oldest first."""
         reply = await self._request({"t": "history", "ch": channel, "limit": limit}, timeout)
         return [Publication(channel, int(p["o"]), p.get("d"), reply.get("ep")) for p in reply["pubs"]]
 
