@@ -6,7 +6,6 @@ leaving tasks behind."""
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,7 +121,6 @@ def test_the_demo_server_stops_without_pending_tasks(browser: Browser, tmp_path:
         dan.send("dan on longpoll")
         assert server.proc is not None
         server.proc.send_signal(signal.SIGINT)  # Ctrl-C, as a person stops `ladder demo`
-        time.sleep(3)  # the connections stay open while the server begins to stop
         for context in contexts:
             context.close()
         contexts.clear()
