@@ -14,6 +14,7 @@ refuses ``memory://`` at once rather than publish into the void.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Mapping
 from types import TracebackType
@@ -116,8 +117,10 @@ class BlockingPublisher:
     """A :class:`Publisher` for synchronous code: ``publish`` blocks until the engine stored it.
 
     It keeps one event loop in a daemon thread, so a WSGI worker or a task-queue worker
-    connects once, not per call. Use ``with BlockingPublisher(url) as p`` or call ``close``.
-    Safe to share between threads.
+    connects once, not per call. Safe to share between threads, and across ``fork``: a
+    process forked after it was created (gunicorn ``--preload``, Celery's prefork pool, RQ's
+    work horses) gets a thread and connections of its own on its first ``publish``. Use
+    ``with BlockingPublisher(url) as p`` or call ``close``.
     """
 
     def __init__(
@@ -128,24 +131,43 @@ class BlockingPublisher:
         default_channel: ChannelOptions | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self._publisher = Publisher(engine, channels=channels, default_channel=default_channel)
+        self._engine = engine
+        self._channels = channels
+        self._default_channel = default_channel
         self.timeout = timeout
         """Seconds ``publish`` waits for the engine before raising ``TimeoutError``."""
+        self._closed = False
+        self._lock = threading.Lock()
+        self._start()
+
+    def _start(self) -> None:
+        """A publisher, a loop and its thread for this process (again after a fork)."""
+        self._publisher = Publisher(
+            self._engine, channels=self._channels, default_channel=self._default_channel
+        )
+        self._pid = os.getpid()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ladder-publisher", daemon=True)
         self._thread.start()
 
     def publish(self, channel: str, data: Any) -> Publication:
         """Publish ``data`` to ``channel`` and wait for the publication."""
-        if self._loop.is_closed():
+        if self._closed:
             raise RuntimeError("this BlockingPublisher was closed")
+        if self._pid != os.getpid():  # forked: the parent's thread did not come along
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._start()
         future = asyncio.run_coroutine_threadsafe(self._publisher.publish(channel, data), self._loop)
         return future.result(self.timeout)
 
     def close(self) -> None:
         """Disconnect and end the background thread. Idempotent."""
-        if self._loop.is_closed():
+        if self._closed:
             return
+        self._closed = True
+        if self._pid != os.getpid():
+            return  # the loop and its connections belong to the process that made them
         asyncio.run_coroutine_threadsafe(self._publisher.stop(), self._loop).result(self.timeout)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(self.timeout)

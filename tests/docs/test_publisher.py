@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -54,3 +56,24 @@ def test_an_unreachable_redis_is_engine_unavailable_not_a_hang() -> None:
 
     with pytest.raises(LadderError, match="engine_unavailable"):
         asyncio.run(publish())
+
+
+def _publish_in_child(publisher: BlockingPublisher, results: Any) -> None:
+    try:
+        results.put(publisher.publish("tasks", "from the child").offset)
+    except BaseException as exc:  # the parent asserts on what happened
+        results.put(repr(exc))
+
+
+def test_a_blocking_publisher_works_in_a_process_forked_after_it_was_made() -> None:
+    """As under gunicorn --preload, Celery's prefork pool or RQ's work horses."""
+    context = multiprocessing.get_context("fork")
+    with RedisServer() as redis, BlockingPublisher(redis.url, timeout=5) as publisher:
+        assert publisher.publish("tasks", "from the parent").offset == 1
+        results = context.Queue()
+        child = context.Process(target=_publish_in_child, args=(publisher, results))
+        child.start()
+        child.join(30)
+        assert results.get(timeout=5) == 2
+        assert child.exitcode == 0
+        assert publisher.publish("tasks", "the parent again").offset == 3
