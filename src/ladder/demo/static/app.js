@@ -56,9 +56,19 @@ function log(text, kind = "") {
   while (list.children.length > 40) list.lastChild.remove();
 }
 
-// The client's reasons are precise but terse; the badge says what they mean for a person.
+// The client's reasons are precise but terse; the badge says what they mean for a person. An
+// SSE stream that opened but delivered nothing (not even the pong of its proof) is what a
+// buffering proxy does; "not proven" alone may also be a slow stream, unless this page's own
+// network panel is buffering streams.
+const bufferingOn = () => document.querySelector('[data-block="buffered"]')?.checked === true;
 const PLAIN = [
-  [/^sse: not proven within (.+)$/, (m) => `sse: a proxy buffers the event stream (nothing came through within ${m[1]})`],
+  [
+    /^sse: not proven within (.+)$/,
+    (m) =>
+      bufferingOn()
+        ? `sse: a proxy buffers the event stream (nothing came through within ${m[1]})`
+        : `sse: nothing came through within ${m[1]} (a proxy may be buffering the event stream)`,
+  ],
   [/^sse: stream buffered by something on the way \((.+)\)$/, (m) => `sse: a proxy buffers the event stream (${m[1]})`],
 ];
 
