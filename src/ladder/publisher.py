@@ -57,6 +57,11 @@ class Publisher:
 
     The engine connects on the first ``publish`` (or ``start``); ``stop`` (or leaving the
     ``async with`` block) disconnects it.
+
+    Args:
+        engine: The hubs' engine URL (``redis://host:6379/0``) or an engine object.
+        channels: The hubs' channel options by pattern.
+        default_channel: The hubs' options for channels no pattern matches.
     """
 
     def __init__(
@@ -121,6 +126,12 @@ class BlockingPublisher:
     process forked after it was created (gunicorn ``--preload``, Celery's prefork pool, RQ's
     work horses) gets a thread and connections of its own on its first ``publish``. Use
     ``with BlockingPublisher(url) as p`` or call ``close``.
+
+    Args:
+        engine: The hubs' engine URL (``redis://host:6379/0``) or an engine object.
+        channels: The hubs' channel options by pattern.
+        default_channel: The hubs' options for channels no pattern matches.
+        timeout: Seconds ``publish`` waits for the engine before raising ``TimeoutError``.
     """
 
     def __init__(

@@ -16,11 +16,17 @@ from .auth import AuthRequest, Identity
 
 
 class JWT:
-    """An ``authenticate`` hook that verifies JSON Web Tokens.
+    """An ``authenticate`` hook that verifies JSON Web Tokens (needs ``ladder-rt[jwt]``).
 
-    ``key`` is the shared secret (HS256) or the public key in PEM (RS256). ``audience`` and
-    ``issuer``, when given, must match. ``info_claim`` names a claim to show to presence
-    subscribers as the member's info.
+    Args:
+        key: The shared secret (HS256) or the public key in PEM (RS256).
+        algorithms: The signature algorithms accepted.
+        audience: When given, the token's ``aud`` must match.
+        issuer: When given, the token's ``iss`` must match.
+        user_claim: The claim that holds the user id.
+        info_claim: A claim to show to presence subscribers as the member's info.
+        leeway: Seconds of clock skew tolerated on ``exp``.
+        require_expiry: Refuse tokens without ``exp``.
     """
 
     def __init__(
