@@ -46,7 +46,13 @@ def test_readme_install_and_quick_start_in_a_clean_virtualenv(tmp_path: Path) ->
             archive.read(next(n for n in names if n.endswith(".dist-info/METADATA")))
         )
     assert meta["Name"] == DISTRIBUTION
-    assert "ladder/static/client.js" in names and "ladder/py.typed" in names
+    for shipped in ("ladder/static/client.js", "ladder/static/client.d.ts", "ladder/py.typed"):
+        assert shipped in names
+    assert {
+        "ladder/demo/static/index.html",
+        "ladder/demo/static/app.js",
+        "ladder/demo/static/style.css",
+    } <= set(names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     urls = meta.get_all("Project-URL") or []
     assert urls and all("https://" in url for url in urls)
