@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import urllib.request
 import venv
 import zipfile
 from pathlib import Path
@@ -114,6 +115,27 @@ def test_readme_install_and_quick_start_in_a_clean_virtualenv(tmp_path: Path) ->
         stop_process(server)
         log.close()
     assert client.returncode == 0, client.stdout + client.stderr + (work / "server.log").read_text()
+
+    # The demo runs from the installed package too (its page and assets are in the wheel).
+    port = free_port()
+    demo = subprocess.Popen(
+        [str(bin_dir / "ladder"), "demo", "--port", str(port)],
+        cwd=work,
+        env=isolated,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=30, proc=demo)
+        for path, wanted in (
+            ("/", b"Ladder chat"),
+            ("/static/app.js", b"connect"),
+            ("/ladder/client.js", b"export"),
+        ):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+                assert wanted in response.read(), path
+    finally:
+        stop_process(demo)
     out = client.stdout.splitlines()
     assert out[0] == "transport: None -> websocket (connected)"
     assert out[2:] == ["sent at offset 1", "1 {'from': None, 'text': 'hi'}"]
