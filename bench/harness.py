@@ -109,7 +109,7 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
             "loadavg_before": os.getloadavg(),
         },
         "ladder": {"commit": commit, "src_modified": bool(dirty), "src_changes": src_changes,
-                   **_pip_versions(servers.PROJECT_PY, ["ladder", *stack])},
+                   **_pip_versions(servers.PROJECT_PY, ["ladder-rt", *stack])},
         "psio": _pip_versions(servers.PEERS_PY, ["python-socketio", "python-engineio", *stack, "aiohttp"]),
         "node": _node_versions(),
         "redis": {"redis-server": servers.redis_version(),

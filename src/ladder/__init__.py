@@ -1,7 +1,8 @@
 """Ladder: real-time messaging for Python web apps whose connections survive any network.
 
-``from ladder import Ladder, Client``. Names are imported on first use, so that the
-sans-I/O core (``ladder.protocol``) can be imported without the server or the client.
+``from ladder import Ladder, Client``. Installed as ``ladder-rt`` (``pip install ladder-rt``),
+imported as ``ladder``. Names are imported on first use, so that the sans-I/O core
+(``ladder.protocol``) can be imported without the server or the client.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ if TYPE_CHECKING:
     from .engine.base import ChannelOptions as ChannelOptions
     from .engine.base import Member as Member
     from .engine.base import Publication as Publication
+    from .errors import ConfigurationError as ConfigurationError
     from .protocol.errors import LadderError as LadderError
+    from .publisher import BlockingPublisher as BlockingPublisher
+    from .publisher import Publisher as Publisher
     from .server.auth import AuthRequest as AuthRequest
     from .server.auth import Identity as Identity
     from .server.config import Limits as Limits
@@ -24,6 +28,8 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "AuthRequest": "ladder.server.auth",
+    "BlockingPublisher": "ladder.publisher",
+    "ConfigurationError": "ladder.errors",
     "ChannelOptions": "ladder.engine.base",
     "Client": "ladder.client",
     "Context": "ladder.server.hub",
@@ -34,13 +40,16 @@ _LAZY = {
     "Limits": "ladder.server.config",
     "Member": "ladder.engine.base",
     "Publication": "ladder.engine.base",
+    "Publisher": "ladder.publisher",
 }
 
 __all__ = [
     "JWT",
     "AuthRequest",
+    "BlockingPublisher",
     "ChannelOptions",
     "Client",
+    "ConfigurationError",
     "Context",
     "Identity",
     "Ladder",
@@ -48,6 +57,7 @@ __all__ = [
     "Limits",
     "Member",
     "Publication",
+    "Publisher",
 ]
 __version__ = "0.1.0"
 

@@ -17,7 +17,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 import httpx
 
@@ -54,6 +54,9 @@ TRANSPORTS = ("websocket", "sse", "longpoll", "poll")
 __all__ = ["TRANSPORTS", "Client", "Publication", "SubscribeResult", "Subscription"]
 
 
+_R = TypeVar("_R")
+"""What an event callback returns (ignored; kept so a decorated function keeps its type)."""
+
 _FATAL = frozenset({"unauthorized", "origin_not_allowed", "unsupported_version"})
 """Refusals that retrying cannot fix: the client closes and ``connect()`` raises them."""
 
@@ -75,14 +78,39 @@ class _SessionEnded(Exception):
 class Client:
     """A Ladder client. Use as ``async with Client(url) as c`` or ``connect()``/``close()``.
 
-    ``url`` is where the hub is mounted (``http://host:8000/ladder``). ``transports``
-    lists the rungs allowed, best first. ``token`` (a string or a callable returning one)
-    is presented to the server's ``authenticate`` hook. ``ssl_context`` sets TLS
-    verification for ``https`` URLs (for example a private CA; by default one context per
-    process, see :func:`~ladder.client.transports.base.default_tls`); ``http_client`` lets
-    many clients share one connection pool. On WebSocket and SSE the client acknowledges
-    what it received once ``ack_every`` frames are unacknowledged, or ``ack_interval``
-    seconds after the first of them arrived (polls carry the ack in every GET).
+    Register event callbacks (``on``) before connecting, so the first events are not missed.
+
+    Args:
+        url: Where the hub is mounted (``http://host:8000/ladder``; ``https`` for TLS).
+        transports: The rungs allowed, any of ``websocket``, ``sse``, ``longpoll``, ``poll``
+            (the order does not matter: the ladder is always tried best first).
+        token: Credentials for the server's ``authenticate`` hook: a string, or a callable
+            returning one (called at every connect, and before the session's credentials
+            expire to refresh them over the live session).
+        headers: Extra HTTP headers on every request (a ``Cookie`` for a session cookie).
+        encoding: ``msgpack`` or ``json`` on the wire.
+        stagger: When each rung of the race starts, in seconds after the first.
+        open_timeout: Seconds a rung may take to deliver its welcome before it counts as failed.
+        verify_timeout: Seconds an SSE stream may take to prove it is not buffered (its pong).
+        backoff_base: First reconnect delay in seconds (full jitter, doubling).
+        backoff_max: Longest reconnect delay in seconds.
+        max_attempts: Reconnect attempts before giving up (None: forever).
+        stable_after: Seconds a connection must live to not count as cut.
+        cut_limit: Connections in a row cut sooner than ``stable_after`` before stepping down a rung.
+        probe_delay: First delay before probing a better rung, in seconds (backoff after it).
+        probe_max_delay: Longest delay between probes of a better rung.
+        poll_interval: Short polling's (fastest, slowest) interval in seconds.
+        max_queue: Messages kept while unacknowledged or disconnected; past it sending
+            raises ``LadderError("queue_full")``.
+        max_buffer: Publications buffered per subscription for ``async for``.
+        ack_every: On WebSocket and SSE, acknowledge once this many frames are unacknowledged...
+        ack_interval: ...or this many seconds after the first of them arrived (polls carry
+            the ack in every request).
+        remember: Start at the rung that worked last for this URL in this process.
+        refresh_margin: Seconds before the credentials expire at which a callable ``token``
+            is refreshed.
+        http_client: An ``httpx.AsyncClient`` to share a connection pool between clients.
+        ssl_context: TLS verification for ``https`` URLs (a private CA, for example).
     """
 
     def __init__(
@@ -279,6 +307,7 @@ class Client:
         return sub
 
     async def unsubscribe(self, channel: str) -> None:
+        """Stop following ``channel`` (its subscription's ``async for`` ends)."""
         sub = self._subs.pop(channel, None)
         if sub is None:
             return
@@ -308,6 +337,7 @@ class Client:
     async def history(
         self, channel: str, limit: int = 100, *, timeout: float | None = 10.0
     ) -> list[Publication]:
+        """The newest ``limit`` publications the server keeps for ``channel``, oldest first."""
         reply = await self._request({"t": "history", "ch": channel, "limit": limit}, timeout)
         return [Publication(channel, int(p["o"]), p.get("d"), reply.get("ep")) for p in reply["pubs"]]
 
@@ -370,8 +400,84 @@ class Client:
                     waiter.set_result(None)
             self._drained.clear()
 
+    @overload
+    def on(
+        self, name: Literal["connected"], callback: Callable[[Connected], _R]
+    ) -> Callable[[Connected], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["connected"], callback: None = None
+    ) -> Callable[[Callable[[Connected], _R]], Callable[[Connected], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["disconnected"], callback: Callable[[Disconnected], _R]
+    ) -> Callable[[Disconnected], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["disconnected"], callback: None = None
+    ) -> Callable[[Callable[[Disconnected], _R]], Callable[[Disconnected], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["transport"], callback: Callable[[TransportChanged], _R]
+    ) -> Callable[[TransportChanged], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["transport"], callback: None = None
+    ) -> Callable[[Callable[[TransportChanged], _R]], Callable[[TransportChanged], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["session_lost"], callback: Callable[[SessionLost], _R]
+    ) -> Callable[[SessionLost], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["session_lost"], callback: None = None
+    ) -> Callable[[Callable[[SessionLost], _R]], Callable[[SessionLost], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["resubscribed"], callback: Callable[[Resubscribed], _R]
+    ) -> Callable[[Resubscribed], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["resubscribed"], callback: None = None
+    ) -> Callable[[Callable[[Resubscribed], _R]], Callable[[Resubscribed], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["resync"], callback: Callable[[ResyncNeeded], _R]
+    ) -> Callable[[ResyncNeeded], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["resync"], callback: None = None
+    ) -> Callable[[Callable[[ResyncNeeded], _R]], Callable[[ResyncNeeded], _R]]: ...
+    @overload
+    def on(self, name: Literal["push"], callback: Callable[[Push], _R]) -> Callable[[Push], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["push"], callback: None = None
+    ) -> Callable[[Callable[[Push], _R]], Callable[[Push], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["presence"], callback: Callable[[Presence], _R]
+    ) -> Callable[[Presence], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["presence"], callback: None = None
+    ) -> Callable[[Callable[[Presence], _R]], Callable[[Presence], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["error"], callback: Callable[[ServerError], _R]
+    ) -> Callable[[ServerError], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["error"], callback: None = None
+    ) -> Callable[[Callable[[ServerError], _R]], Callable[[ServerError], _R]]: ...
     def on(self, name: str, callback: Callable[[Any], Any] | None = None) -> Any:
-        """Call ``callback(event)`` for every event called ``name`` (usable as a decorator)."""
+        """Call ``callback(event)`` for every event called ``name`` (usable as a decorator).
+
+        Names: ``connected``, ``disconnected``, ``transport``, ``session_lost``,
+        ``resubscribed``, ``resync``, ``push``, ``presence``, ``error``; the event is the
+        matching record of :mod:`ladder.client` (``transport`` gives a
+        :class:`~ladder.client.TransportChanged`). An unknown name raises ``ValueError``.
+        """
         if name not in EVENT_NAMES:
             raise ValueError(f"unknown event {name!r}; one of {sorted(EVENT_NAMES)}")
 

@@ -88,6 +88,7 @@ class Subscription:
         return None if self.epoch is None else (self.epoch, self.offset)
 
     async def unsubscribe(self) -> None:
+        """Stop following the channel (``async for`` ends)."""
         await self.client.unsubscribe(self.channel)
 
     def __aiter__(self) -> Subscription:

@@ -114,11 +114,16 @@ def _until(cut: asyncio.Event, receive: Any, kind: str) -> Any:
         if not cut.is_set():
             message = asyncio.ensure_future(receive())
             stop = asyncio.ensure_future(cut.wait())
-            done, _ = await asyncio.wait({message, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
+            try:
+                done, _ = await asyncio.wait({message, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                # Also when the request is cancelled (the server stopping): a task left
+                # pending here would be destroyed with the loop, and logged as such.
+                stop.cancel()
+                if not message.done():
+                    message.cancel()
             if message in done:
                 return message.result()
-            message.cancel()
         if kind == "websocket":
             return {"type": "websocket.disconnect", "code": 1006}
         return {"type": "http.disconnect"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ..protocol.errors import LadderError
+from ..errors import ConfigurationError, install_hint
 from .base import ChannelOptions, Engine, EngineSink, HistoryResult, Member, Position, Publication
 from .memory import MemoryEngine
 
@@ -22,8 +22,19 @@ __all__ = [
 
 
 def create_engine(spec: str | Engine) -> Engine:
-    """Build an engine from a URL (``memory://``, ``redis://host:port/db``) or pass one through."""
+    """Build an engine from a URL (``memory://``, ``redis://host:port/db``) or pass one through.
+
+    A URL of no known kind, a missing Redis extra or an object that is no engine raises
+    :class:`~ladder.errors.ConfigurationError` naming the fix.
+    """
     if not isinstance(spec, str):
+        if not isinstance(spec, Engine):
+            raise ConfigurationError(
+                "engine",
+                f"{type(spec).__name__} is not an engine",
+                'pass a URL ("memory://", "redis://host:6379/0") or an object implementing '
+                "ladder.engine.Engine",
+            )
         return spec
     scheme = urlsplit(spec).scheme
     if scheme == "memory":
@@ -31,8 +42,17 @@ def create_engine(spec: str | Engine) -> Engine:
     if scheme in ("redis", "rediss", "unix"):
         try:
             from .redis import RedisEngine  # noqa: PLC0415 - optional dependency
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise LadderError("bad_request", "the Redis engine needs `pip install ladder[redis]`") from exc
+        except ImportError as exc:
+            raise ConfigurationError(
+                "engine",
+                f"{spec!r} needs the Redis engine, which is not installed",
+                f"install it with `{install_hint('redis')}`",
+            ) from exc
         engine: Engine = RedisEngine(spec)
         return engine
-    raise ValueError(f"unknown engine {spec!r}: use memory:// or redis://host:port/db")
+    raise ConfigurationError(
+        "engine",
+        f"unknown engine URL {spec!r}",
+        'use "memory://" (one process) or "redis://host:6379/0" (several processes; also '
+        '"rediss://" for TLS and "unix:///path/to/redis.sock")',
+    )

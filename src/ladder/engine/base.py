@@ -42,6 +42,7 @@ class Publication:
 
     @property
     def data(self) -> Any:
+        """The published value, decoded."""
         return self.payload.value
 
 
@@ -72,6 +73,7 @@ class Member:
     info: Any = None
 
     def wire(self) -> dict[str, Any]:
+        """The member as presence frames carry it (``c``, ``u`` and, when set, ``info``)."""
         out: dict[str, Any] = {"c": self.client, "u": self.user}
         if self.info is not None:
             out["info"] = self.info
@@ -97,9 +99,11 @@ class ChannelOptions:
 class EngineSink(Protocol):
     """What the engine calls back into (the hub). Called on the event loop, never blocks."""
 
-    def on_publication(self, pub: Publication) -> None: ...
+    def on_publication(self, pub: Publication) -> None:
+        """A publication to a channel this node listens to (from any node)."""
 
-    def on_presence(self, channel: str, kind: str, member: Member) -> None: ...
+    def on_presence(self, channel: str, kind: str, member: Member) -> None:
+        """A member joined (``kind="join"``) or left (``"leave"``) ``channel``."""
 
     def on_reset(self, channel: str, position: Position) -> None:
         """A channel's stream was lost (new epoch): live subscribers must resync."""
@@ -142,9 +146,11 @@ class Engine(Protocol):
     async def presence_add(self, channel: str, member: Member, ttl: float) -> None:
         """Add or refresh a member; it disappears ``ttl`` seconds after its last refresh."""
 
-    async def presence_remove(self, channel: str, member: Member) -> None: ...
+    async def presence_remove(self, channel: str, member: Member) -> None:
+        """Remove a member at once (it left)."""
 
-    async def presence(self, channel: str) -> list[Member]: ...
+    async def presence(self, channel: str) -> list[Member]:
+        """The members present in ``channel`` now."""
 
     # Session routing: sessions live in one node's memory; requests may land on any node.
 

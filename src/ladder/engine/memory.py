@@ -52,7 +52,15 @@ class _Channel:
 
 
 class MemoryEngine:
-    """One process, no dependencies. The default engine (``memory://``)."""
+    """One process, no dependencies. The default engine (``memory://``).
+
+    Everything lives in this process's memory: hubs in other processes (and a
+    :class:`~ladder.Publisher` there) cannot see it.
+
+    Args:
+        idle_ttl: Seconds a channel with no history and no members keeps its epoch and offset.
+        clock: The monotonic clock (tests pass a fake one).
+    """
 
     def __init__(self, *, idle_ttl: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.node_id = "local"

@@ -102,7 +102,21 @@ def _unavailable(exc: BaseException) -> LadderError:
 
 
 class RedisEngine:
-    """Channels, history, presence and session routing in Redis (``redis://host:port/db``)."""
+    """Channels, history, presence and session routing in Redis (``redis://host:port/db``).
+
+    ``Ladder(engine="redis://...")`` builds one with these defaults; pass
+    ``Ladder(engine=RedisEngine(url, ...))`` to change them. Needs ``ladder-rt[redis]``.
+
+    Args:
+        url: ``redis://host:port/db``, ``rediss://`` for TLS, or ``unix:///path/to/redis.sock``.
+        prefix: Prefix of every key and pub/sub channel (several deployments can share a Redis).
+        connect_timeout: Seconds to open a connection to Redis.
+        command_timeout: Seconds a command may take before the engine counts Redis as unreachable.
+        meta_ttl: Seconds a channel's epoch and offset are kept after its last use.
+        node_id: This process's id among the nodes (None: random).
+        max_connections: Connections to Redis this process may open at once.
+        pool_timeout: Seconds a command waits for a free connection when all are busy.
+    """
 
     def __init__(
         self,

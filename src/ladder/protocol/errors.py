@@ -98,14 +98,17 @@ class LadderError(Exception):
 
     @property
     def http_status(self) -> int:
+        """The HTTP status this error travels with on the polling rungs and the handshake."""
         return self.spec.http_status
 
     @property
     def ws_close(self) -> int:
+        """The WebSocket close code when this error ends a socket."""
         return self.spec.ws_close
 
     @property
     def fatal(self) -> bool:
+        """Whether the session (or the connection attempt) cannot go on after this error."""
         return self.spec.fatal
 
     def body(self) -> dict[str, Any]:

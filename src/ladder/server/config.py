@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Final
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from ..engine.base import ChannelOptions
+from ..errors import ConfigurationError
 
 TRANSPORTS: Final = ("websocket", "sse", "longpoll", "poll")
 """Every rung, best first."""
@@ -15,7 +18,15 @@ TRANSPORTS: Final = ("websocket", "sse", "longpoll", "poll")
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what one client can make the server hold or do. All configurable."""
+    """Bounds on what one client can make the server hold or do. All configurable.
+
+    A value of the wrong type or a negative one raises
+    :class:`~ladder.errors.ConfigurationError` when ``Limits(...)`` is built.
+    """
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            check_number(f"Limits({spec.name}=...)", getattr(self, spec.name), spec.type)
 
     max_frame_size: int = 64 * 1024
     """Largest single frame (bytes). Bigger: error, WebSocket close 1009, HTTP 413."""
@@ -57,14 +68,103 @@ class Limits:
     """Take the client address from ``X-Forwarded-For`` (only behind a proxy you control)."""
 
 
+def check_number(setting: str, value: Any, kind: Any) -> None:
+    """Refuse a setting of the wrong type or a negative / not finite number, naming it.
+
+    ``kind`` is the annotation (``"int"``, ``"float"`` or ``"bool"``, as dataclasses keep it).
+    """
+    kind = getattr(kind, "__name__", kind)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigurationError(setting, f"{value!r} is not a bool", "pass True or False")
+        return
+    if kind not in ("int", "float"):
+        return
+    wanted = (int,) if kind == "int" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        raise ConfigurationError(
+            setting, f"{value!r} is a {type(value).__name__}, not a number", f"pass an {kind}"
+        )
+    if value < 0 or not math.isfinite(value):
+        raise ConfigurationError(setting, f"{value!r} is out of range", "pass a finite number >= 0")
+
+
+def check_channel_options(setting: str, options: Any) -> ChannelOptions:
+    """``options`` if it is a :class:`~ladder.ChannelOptions` with sound values, else a clear error."""
+    if isinstance(options, Mapping):
+        keys = ", ".join(f"{key}=..." for key in options)
+        raise ConfigurationError(
+            setting,
+            "got a dict where ChannelOptions are expected",
+            f"write ChannelOptions({keys}) (from ladder import ChannelOptions)",
+        )
+    if not isinstance(options, ChannelOptions):
+        raise ConfigurationError(
+            setting,
+            f"got a {type(options).__name__}",
+            "pass ChannelOptions(...) (from ladder import ChannelOptions)",
+        )
+    for spec in fields(options):
+        check_number(f"{setting}.{spec.name}", getattr(options, spec.name), spec.type)
+    return options
+
+
+def check_hub_settings(allowed_origins: Any, transports: Any, numbers: Mapping[str, Any]) -> tuple[str, ...]:
+    """Refuse a hub setting that cannot work, naming it; returns the transports, best first."""
+    if allowed_origins is not None:
+        if isinstance(allowed_origins, str) or not isinstance(allowed_origins, Sequence):
+            raise ConfigurationError(
+                "allowed_origins",
+                f"got {allowed_origins!r}, not a list",
+                f"pass a list of origins: allowed_origins=[{allowed_origins!r}]",
+            )
+        for origin in allowed_origins:
+            parts = urlsplit(origin) if isinstance(origin, str) else None
+            if origin != "*" and (
+                parts is None
+                or parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path not in ("", "/")
+            ):
+                raise ConfigurationError(
+                    "allowed_origins",
+                    f"{origin!r} is not an origin",
+                    'write scheme://host[:port] as the browser shows it, e.g. "https://app.example", '
+                    'or "*" for any',
+                )
+    if isinstance(transports, str) or not transports or any(t not in TRANSPORTS for t in transports):
+        raise ConfigurationError(
+            "transports", f"got {transports!r}", f"pass a non-empty list of rungs among {list(TRANSPORTS)}"
+        )
+    for name, value in numbers.items():
+        check_number(name, value, "float")
+    return tuple(t for t in TRANSPORTS if t in transports)
+
+
 class ChannelRules:
     """Channel options by glob pattern (``room:*``); the first match wins."""
 
     def __init__(
         self, patterns: Mapping[str, ChannelOptions] | None = None, default: ChannelOptions | None = None
     ) -> None:
+        if patterns is not None and not isinstance(patterns, Mapping):
+            raise ConfigurationError(
+                "channels",
+                f"got a {type(patterns).__name__}",
+                'pass a dict of channel patterns to ChannelOptions: {"room:*": ChannelOptions(...)}',
+            )
+        for pattern, options in (patterns or {}).items():
+            if not isinstance(pattern, str) or not pattern:
+                raise ConfigurationError(
+                    "channels",
+                    f"the pattern {pattern!r} is not a channel glob",
+                    'use a string such as "room:*"',
+                )
+            check_channel_options(f"channels[{pattern!r}]", options)
         self.patterns = dict(patterns or {})
-        self.default = default or ChannelOptions()
+        self.default = (
+            ChannelOptions() if default is None else check_channel_options("default_channel", default)
+        )
         self._cache: dict[str, ChannelOptions] = {}
 
     def options(self, channel: str) -> ChannelOptions:

@@ -51,7 +51,7 @@ from .auth import (
     run_authenticate,
 )
 from .cluster import Cluster, Elsewhere
-from .config import TRANSPORTS, ChannelRules, Limits
+from .config import TRANSPORTS, ChannelRules, Limits, check_hub_settings
 from .logs import make_visible
 from .metrics import REASONS, Counters, Metrics
 from .ratelimit import Bucket, Limiter, Rate
@@ -64,7 +64,15 @@ _MAX_ORIGIN_WARNINGS = 256
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a handler knows about the client that sent the event."""
+    """What a handler knows about the client that sent the event (its first argument).
+
+    Attributes:
+        hub: The hub that received the event.
+        session_id: The sender's session (for ``hub.send(ctx.session_id, ...)``).
+        client_id: The sender's connection id, as shown in presence (``c``).
+        identity: What ``authenticate`` returned for the session.
+        event: The event's name.
+    """
 
     hub: Ladder
     session_id: str
@@ -74,6 +82,7 @@ class Context:
 
     @property
     def user(self) -> str | None:
+        """The authenticated user id (``identity.user``); None for an anonymous client."""
         return self.identity.user
 
 
@@ -83,9 +92,38 @@ Handler: TypeAlias = Callable[[Context, Any], Any]
 class Ladder:
     """A Ladder hub: an ASGI application plus the server-side API.
 
-    Mount it anywhere (``app.mount("/ladder", hub)``) or run it with ``ladder serve``.
-    ``engine`` is ``"memory://"`` (one process) or ``"redis://host:port/db"``.
-    ``allowed_origins`` defaults to same-origin only; ``["*"]`` allows any.
+    Mount it anywhere (``app.mount("/ladder", hub)``) or run it with ``ladder serve``. It
+    starts lazily on the first request, or with the app through ``lifespan``. A setting that
+    cannot work raises :class:`~ladder.ConfigurationError` here, not at the first request.
+
+    Args:
+        engine: ``"memory://"`` (one process), ``"redis://host:6379/0"`` (several processes
+            sharing one Redis; needs ``ladder-rt[redis]``), or an engine object.
+        allowed_origins: Browser origins allowed to connect (``["https://app.example"]``).
+            None allows the hub's own origin only; ``["*"]`` allows any.
+        authenticate: Called with an :class:`~ladder.AuthRequest` when a session opens;
+            returns an :class:`~ladder.Identity` or a user id string to accept, None or raises
+            ``LadderError`` to refuse. Sync or async. ``JWT(key)`` is built in. None: every
+            client is anonymous.
+        permissions: ``(identity, action, channel, options) -> bool`` (sync or async) for
+            ``subscribe``, ``publish``, ``presence`` and ``history``. None: anyone may
+            subscribe and read; clients publish only where ``client_publish`` is on.
+        channels: Channel options by glob pattern, ``{"room:*": ChannelOptions(...)}``; the
+            first matching pattern wins.
+        default_channel: Options of channels no pattern matches (None: ``ChannelOptions()``).
+        transports: The rungs offered, any of ``websocket``, ``sse``, ``longpoll``, ``poll``.
+        session_ttl: Seconds a session outlives its last connection; a client back within it
+            resumes with nothing lost.
+        heartbeat: Seconds between server pings on WebSocket and SSE; set it below the idle
+            timeout of any proxy on the way.
+        poll_timeout: Seconds a long poll is held open when there is nothing to send.
+        presence_ttl: Seconds a presence entry lives after its node last refreshed it (a
+            dead node's members leave after it).
+        limits: Bounds on what one client can make the server hold or do (:class:`Limits`).
+        sse_padding: Bytes of padding at the start of an SSE stream (pushes the stream
+            through proxies that buffer the first kilobytes).
+        gzip_min_size: Poll responses at least this large are gzipped when the client accepts it.
+        clock: The monotonic clock (tests pass a fake one).
     """
 
     def __init__(
@@ -107,15 +145,15 @@ class Ladder:
         gzip_min_size: int = 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        unknown = [t for t in transports if t not in TRANSPORTS]
-        if unknown or not transports:
-            raise ValueError(f"transports must be a non-empty subset of {TRANSPORTS}, not {unknown}")
+        timings = {"session_ttl": session_ttl, "heartbeat": heartbeat, "poll_timeout": poll_timeout}
+        timings |= {"presence_ttl": presence_ttl, "sse_padding": sse_padding, "gzip_min_size": gzip_min_size}
+        offered = check_hub_settings(allowed_origins, transports, timings)
         self.engine = create_engine(engine)
         self.allowed_origins = None if allowed_origins is None else tuple(allowed_origins)
         self.authenticate = authenticate
         self.permissions: Permissions = permissions or default_permissions
         self.channel_rules = ChannelRules(channels, default_channel)
-        self.transports = tuple(t for t in TRANSPORTS if t in transports)
+        self.transports = offered
         self.limits = limits or Limits()
         self.presence_ttl = presence_ttl
         self.sse_padding = sse_padding
@@ -156,7 +194,14 @@ class Ladder:
     # -- public API -----------------------------------------------------------------------
 
     def on(self, event: str) -> Callable[[Handler], Handler]:
-        """Register a handler for a client event; its return value is the client's ack."""
+        """Register a handler for a client event (a decorator).
+
+        The handler is ``handler(ctx, data)``, sync or async: ``ctx`` is a :class:`Context`,
+        ``data`` what the client sent. Its return value answers the client's ``call``. Raising
+        ``LadderError(code, reason)`` sends that code and reason to the caller; any other
+        exception is logged with its traceback and reaches the caller as ``handler_error``.
+        An event with no handler is refused with ``unknown_event``.
+        """
 
         def register(handler: Handler) -> Handler:
             self._handlers[event] = handler

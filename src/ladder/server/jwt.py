@@ -10,16 +10,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import ConfigurationError, install_hint
 from ..protocol.errors import LadderError
 from .auth import AuthRequest, Identity
 
 
 class JWT:
-    """An ``authenticate`` hook that verifies JSON Web Tokens.
+    """An ``authenticate`` hook that verifies JSON Web Tokens (needs ``ladder-rt[jwt]``).
 
-    ``key`` is the shared secret (HS256) or the public key in PEM (RS256). ``audience`` and
-    ``issuer``, when given, must match. ``info_claim`` names a claim to show to presence
-    subscribers as the member's info.
+    Args:
+        key: The shared secret (HS256) or the public key in PEM (RS256).
+        algorithms: The signature algorithms accepted.
+        audience: When given, the token's ``aud`` must match.
+        issuer: When given, the token's ``iss`` must match.
+        user_claim: The claim that holds the user id.
+        info_claim: A claim to show to presence subscribers as the member's info.
+        leeway: Seconds of clock skew tolerated on ``exp``.
+        require_expiry: Refuse tokens without ``exp``.
     """
 
     def __init__(
@@ -36,8 +43,12 @@ class JWT:
     ) -> None:
         try:
             import jwt  # noqa: PLC0415 - an optional dependency
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise RuntimeError("JWT authentication needs `pip install ladder[jwt]`") from exc
+        except ImportError as exc:
+            raise ConfigurationError(
+                "authenticate",
+                "JWT authentication needs PyJWT, which is not installed",
+                f"install it with `{install_hint('jwt')}`",
+            ) from exc
         self._jwt = jwt
         self.key = key
         self.algorithms = list(algorithms)

@@ -56,13 +56,42 @@ function log(text, kind = "") {
   while (list.children.length > 40) list.lastChild.remove();
 }
 
+// The client's reasons are precise but terse; the badge says what they mean for a person. An
+// SSE stream that opened but delivered nothing (not even the pong of its proof) is what a
+// buffering proxy does; "not proven" alone may also be a slow stream, unless this page's own
+// network panel is buffering streams.
+const bufferingOn = () => document.querySelector('[data-block="buffered"]')?.checked === true;
+const PLAIN = [
+  [
+    /^sse: not proven within (.+)$/,
+    (m) =>
+      bufferingOn()
+        ? `sse: a proxy buffers the event stream (nothing came through within ${m[1]})`
+        : `sse: nothing came through within ${m[1]} (a proxy may be buffering the event stream)`,
+  ],
+  [/^sse: stream buffered by something on the way \((.+)\)$/, (m) => `sse: a proxy buffers the event stream (${m[1]})`],
+];
+
+function inWords(reason) {
+  return reason
+    .split("; ")
+    .map((part) => {
+      for (const [pattern, say] of PLAIN) {
+        const match = part.match(pattern);
+        if (match) return say(match);
+      }
+      return part;
+    })
+    .join("; ");
+}
+
 function showBadge() {
   const badge = $("#badge");
   const rung = client.transport;
   badge.dataset.rung = rung ?? "none";
   $("#badge-rung").textContent = rung ? NAMES[rung] : client.state === "closed" ? "closed" : "reconnecting…";
   const change = client.lastChange;
-  $("#badge-why").textContent = rung ? (change?.reason ?? "") : (client.lastFailure ?? "");
+  $("#badge-why").textContent = inWords(rung ? (change?.reason ?? "") : (client.lastFailure ?? ""));
   for (const item of document.querySelectorAll("#ladder li")) {
     item.classList.toggle("active", item.dataset.rung === rung);
     item.classList.toggle("unused", !client.rungs.includes(item.dataset.rung));

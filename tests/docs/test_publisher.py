@@ -1,0 +1,79 @@
+"""Publishing without a hub: what a worker process meets, on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from ladder import BlockingPublisher, ChannelOptions, Ladder, LadderError, Publisher
+from tests.support.redis import RedisServer
+from tests.support.server import free_port
+
+
+async def test_a_publisher_and_a_hub_share_channels_offsets_and_history() -> None:
+    with RedisServer() as redis:
+        channels = {"jobs:*": ChannelOptions(history_size=3)}
+        hub = Ladder(engine=redis.url, channels=channels)
+        try:
+            async with Publisher(redis.url, channels=channels) as publisher:
+                first = await publisher.publish("jobs:1", {"n": 1})
+                by_hub = await hub.publish("jobs:1", {"n": 2})
+                for n in (3, 4):
+                    await publisher.publish("jobs:1", {"n": n})
+            assert (first.offset, by_hub.offset) == (1, 2)
+            assert first.epoch == by_hub.epoch
+            kept = await hub.history("jobs:1")
+            assert [p.data for p in kept] == [{"n": 2}, {"n": 3}, {"n": 4}], "the hub's history size applies"
+        finally:
+            await hub.stop()
+
+
+def test_a_blocking_publisher_is_shared_by_threads_and_closes_once() -> None:
+    with RedisServer() as redis:
+        publisher = BlockingPublisher(redis.url)
+        with ThreadPoolExecutor(4) as pool:
+            offsets = sorted(pool.map(lambda n: publisher.publish("tasks", n).offset, range(20)))
+        assert offsets == list(range(1, 21))
+        publisher.close()
+        publisher.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            publisher.publish("tasks", 21)
+
+
+def test_an_unreachable_redis_is_engine_unavailable_not_a_hang() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with BlockingPublisher(url) as publisher, pytest.raises(LadderError) as caught:
+        publisher.publish("tasks", 1)
+    assert caught.value.code == "engine_unavailable"
+
+    async def publish() -> None:
+        async with Publisher(url) as pub:
+            await pub.publish("tasks", 1)
+
+    with pytest.raises(LadderError, match="engine_unavailable"):
+        asyncio.run(publish())
+
+
+def _publish_in_child(publisher: BlockingPublisher, results: Any) -> None:
+    try:
+        results.put(publisher.publish("tasks", "from the child").offset)
+    except BaseException as exc:  # the parent asserts on what happened
+        results.put(repr(exc))
+
+
+def test_a_blocking_publisher_works_in_a_process_forked_after_it_was_made() -> None:
+    """As under gunicorn --preload, Celery's prefork pool or RQ's work horses."""
+    context = multiprocessing.get_context("fork")
+    with RedisServer() as redis, BlockingPublisher(redis.url, timeout=5) as publisher:
+        assert publisher.publish("tasks", "from the parent").offset == 1
+        results = context.Queue()
+        child = context.Process(target=_publish_in_child, args=(publisher, results))
+        child.start()
+        child.join(30)
+        assert results.get(timeout=5) == 2
+        assert child.exitcode == 0
+        assert publisher.publish("tasks", "the parent again").offset == 3
