@@ -31,7 +31,7 @@ import msgpack
 from ..engine.base import Member, Position
 from ..protocol.codec import codec_named
 from ..protocol.errors import LadderError
-from ..protocol.frames import OutFrame, resync_frame
+from ..protocol.frames import resync_frame
 from ..protocol.session import SessionState
 from .auth import Identity
 
@@ -43,6 +43,10 @@ log = logging.getLogger("ladder.cluster")
 
 REQUEST_TIMEOUT: Final = 3.0
 """How long a node waits for another to answer (a dead node's sessions are unknown after)."""
+
+SETTLE_TIMEOUT: Final = 2.0
+"""How long an owner asked to give a session away waits for a running handler to finish
+(below ``REQUEST_TIMEOUT``, so the asking node hears a clear "busy, retry")."""
 
 
 class Elsewhere(Exception):
@@ -260,6 +264,15 @@ class Cluster:
         if moved is not None and sid not in self.hub.sessions:
             return {"moved": moved}
         session = await self.hub.route(sid, message["rt"], stream=False, forwarded=True)
+        # Stop applying, and let a handler still running finish: the session moves with
+        # exactly what was applied (what was only accepted is the client's to resend).
+        session.moving = True
+        if not await session.settle(SETTLE_TIMEOUT):
+            session.moving = False
+            self.hub.spawn(self.hub.drain(session), "ladder-drain")
+            raise LadderError("engine_unavailable", f"session {sid[:8]}… is busy applying a message; retry")
+        if self.hub.sessions.get(sid) is not session:  # it ended or moved while we waited
+            raise LadderError("unknown_session", f"session {sid[:8]}… ended")
         state = self.pack(session)
         await self.hub.hand_over(session, str(message["from"]))
         self.counters["moved_out"] += 1
@@ -272,8 +285,7 @@ class Cluster:
     # -- packing a session ---------------------------------------------------------------------
 
     def pack(self, session: Session) -> dict[str, Any]:
-        state = session.state
-        frames = [[f.kind, f.fields, *f.tails] for _, f in state.outbox.after(state.outbox.acked)]
+        """The session as another node rebuilds it: the core's snapshot plus who it is."""
         identity = session.identity
         try:
             claims = msgpack.unpackb(msgpack.packb(dict(identity.claims)), raw=False)
@@ -282,16 +294,11 @@ class Cluster:
         return {
             "addr": session.address,
             "exp": identity.expires,
-            "sid": state.sid,
-            "rt": state.token,
             "cid": session.client_id,
-            "created": state.created,
             "user": identity.user,
             "info": identity.info,
             "claims": claims,
-            "acked": state.outbox.acked,
-            "frames": frames,
-            "applied": state.inbox.applied,
+            "state": session.state.snapshot(),
             "subs": [
                 [sub.channel, *self.hub.position_of(sub), sub.member is not None]
                 for sub in session.subs.values()
@@ -302,13 +309,7 @@ class Cluster:
         from .session import Session  # noqa: PLC0415
 
         hub = self.hub
-        state = SessionState(packed["sid"], packed["rt"], hub.clock(), hub.session_limits)
-        outbox = state.outbox
-        outbox.acked = outbox.last = int(packed["acked"])
-        for kind, fields, json_tail, msgpack_tail in packed["frames"]:
-            frame = OutFrame.from_tails(kind, fields, json_tail, msgpack_tail)
-            outbox.push(frame, frame.size)
-        state.inbox.applied = int(packed["applied"])
+        state = SessionState.restore(packed["state"], hub.clock(), hub.session_limits)
         identity = Identity(
             user=packed["user"],
             info=packed["info"],

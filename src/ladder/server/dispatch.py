@@ -2,7 +2,8 @@
 
 Frames arrive here already deduplicated and in order (the session inbox). Each gets a
 ``reply`` (with a result) or an ``err`` (with a code) in the session's sequenced stream,
-except ``emit``, which is fire-and-forget unless its handler fails. Nothing raised by an
+except ``emit``, which is fire-and-forget unless its handler fails. The answer is returned
+to the hub, which sends it only after the message is recorded as applied. Nothing raised by an
 app handler escapes: a :class:`LadderError` becomes that error, anything else a
 ``handler_error`` (logged here, with its traceback, since it is a server-side bug).
 """
@@ -20,6 +21,7 @@ from ..protocol.frames import (
     HistoryQuery,
     Invalid,
     Numbered,
+    OutFrame,
     PresenceQuery,
     Publish,
     Refresh,
@@ -35,27 +37,29 @@ from .session import Session
 log = logging.getLogger("ladder")
 
 
-async def apply(hub: Ladder, session: Session, frame: Numbered) -> None:
-    """Apply one client frame and answer it."""
+async def apply(hub: Ladder, session: Session, frame: Numbered) -> OutFrame | None:
+    """Apply one client frame. Returns its answer, for the hub to send once the frame is
+    recorded as applied (None: no answer, or one already sent, as a subscription's)."""
+    reply: OutFrame
     try:
         result = await _APPLY[type(frame)](hub, session, frame)
     except LadderError as exc:
         if not isinstance(frame, Invalid):  # invalid frames were counted when refused
             hub.counters.errors[exc.code] += 1
-        hub.push_reply(session, error_frame(exc, frame.i))
-        return
+        reply = error_frame(exc, frame.i)
     except Exception:
         log.exception("handler failed for %s from session %s", type(frame).__name__, session.sid[:8])
         hub.counters.errors["handler_error"] += 1
-        hub.push_reply(session, error_frame(LadderError("handler_error"), frame.i))
-        return
-    if not isinstance(frame, Emit) and result is not _NO_REPLY:
+        reply = error_frame(LadderError("handler_error"), frame.i)
+    else:
+        if isinstance(frame, Emit) or result is _NO_REPLY:
+            return None
         try:
             reply = reply_frame(frame.i, result)
         except LadderError as exc:
             log.warning("reply to %s could not be encoded: %s", type(frame).__name__, exc)
             reply = error_frame(LadderError("handler_error", "the result could not be encoded"), frame.i)
-        hub.push_reply(session, reply)
+    return reply
 
 
 def _pubs(hub: Ladder, pubs: list[Publication]) -> list[dict[str, Any]]:

@@ -423,7 +423,7 @@ class Ladder:
             "u": session.user,
             "exp": session.identity.expires,
             "resumed": resumed,
-            "ack": state.inbox.applied,
+            "ack": state.inbox.done,
             "seq": state.outbox.last,
             "hb": round(state.limits.heartbeat * 1000),
             "ttl": round(state.limits.ttl * 1000),
@@ -707,19 +707,53 @@ class Ladder:
         log.info("refused on %s (%s): %s", transport, who, error)
 
     async def drain(self, session: Session) -> None:
-        """Apply queued client frames one at a time, in order (whoever arrives first drains)."""
+        """Apply queued client frames one at a time, in order (whoever arrives first drains).
+
+        A message counts as done (and may be acknowledged) only once it was applied and
+        recorded; a session being moved to another node stops between two messages.
+        """
         if session.draining:
             return
         session.draining = True
         apply = _layers().apply
+        state = session.state
+        frame: Numbered | None = None
         try:
-            while session.ready and session.state.phase is not Phase.CLOSED:
-                await apply(self, session, session.ready.popleft())
+            while session.ready and state.phase is not Phase.CLOSED and not session.moving:
+                frame = session.ready.popleft()
+                reply = await apply(self, session, frame)
+                await self._done(session, frame, reply)
+                frame = None
         finally:
             session.draining = False
-            if session.ready and session.state.phase is not Phase.CLOSED:
-                # Our driver was cancelled mid-way: someone must finish in order.
+            if frame is not None:
+                # Our driver was cancelled inside a handler: the message went as far as it
+                # went; it is finished (never applied twice) before anything after it.
+                self.spawn(self._finish_interrupted(session, frame), "ladder-drain")
+            elif session.ready and state.phase is not Phase.CLOSED and not session.moving:
+                # Cancelled between two messages: someone must finish in order.
                 self.spawn(self.drain(session), "ladder-drain")
+            else:
+                session.drained()
+
+    async def _finish_interrupted(self, session: Session, frame: Numbered) -> None:
+        session.draining = True
+        try:
+            await self._done(session, frame, None)
+        finally:
+            session.draining = False
+        await self.drain(session)
+        if not session.draining:
+            session.drained()
+
+    async def _done(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
+        """``frame`` was applied: record it, then send its answer and let it be acknowledged."""
+        state = session.state
+        if reply is not None:
+            self.push_reply(session, reply)
+        inbox = state.inbox
+        if inbox.done + 1 == frame.i <= inbox.accepted:  # else the session was discarded meanwhile
+            state.finish(frame.i)
 
     def handler(self, event: str) -> Handler | None:
         return self._handlers.get(event)

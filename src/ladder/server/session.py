@@ -68,7 +68,19 @@ class Subscription:
 class Session:
     """The hub's record of a session: core state, identity, subscriptions, inbound queue."""
 
-    __slots__ = ("address", "bucket", "client_id", "draining", "identity", "ready", "rung", "state", "subs")
+    __slots__ = (
+        "address",
+        "bucket",
+        "client_id",
+        "draining",
+        "identity",
+        "idle",
+        "moving",
+        "ready",
+        "rung",
+        "state",
+        "subs",
+    )
 
     def __init__(self, state: SessionState, identity: Identity, client_id: str) -> None:
         self.state = state
@@ -79,12 +91,36 @@ class Session:
         self.ready: deque[Numbered] = deque()
         """Client frames accepted in order and waiting to be applied."""
         self.draining = False
+        """Whether a task is applying ``ready`` right now (one at a time, in order)."""
+        self.moving = False
+        """The session is being packed for another node: nothing more is applied here."""
+        self.idle: asyncio.Future[None] | None = None
+        """Made by :meth:`settle` while a message is being applied; done when it is."""
         self.rung: str | None = None
         """The kind of the transport attached most recently (to count rung changes)."""
         self.address: str | None = None
         """The client address that opened the session (for per-address limits)."""
         self.bucket: Bucket | None = None
         """Its message rate limit (made on first use)."""
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait until no message is being applied (at most ``timeout`` s). True if none is."""
+        if not self.draining:
+            return True
+        if self.idle is None or self.idle.done():
+            self.idle = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self.idle)
+        except TimeoutError:
+            return False
+        return True
+
+    def drained(self) -> None:
+        """The applying task stopped: wake whoever waits in :meth:`settle`."""
+        idle, self.idle = self.idle, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
 
     @property
     def sid(self) -> str:

@@ -1,0 +1,86 @@
+"""A session moving between nodes carries exactly what was applied (issue 10, finding 1).
+
+Three ``ladder serve`` nodes on a real Redis behind nginx (round-robin). A handler awaits
+50 ms before it records; the stream is cut right after a batch reached its node, so the
+next connection lands on another node and moves the session while the first handler is
+still awaiting and the rest of the batch waits behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from ladder import Client
+from ladder.client import Connected
+from tests.net.test_cluster import CONFIG, LOGS, Cluster
+from tests.support.nginx import Nginx
+from tests.support.redis import RedisServer
+from tests.support.server import LadderServer
+
+APP = "tests.net.recording_app:hub"
+
+
+@contextlib.contextmanager
+def recording_cluster(count: int = 3) -> Iterator[Cluster]:
+    LOGS.mkdir(exist_ok=True)
+    with RedisServer() as redis:
+        nodes = [
+            LadderServer(CONFIG, app=APP, engine=redis.url, log=LOGS / f"rec{i}.log") for i in range(count)
+        ]
+        try:
+            for node in nodes:
+                node.start()
+            with Nginx([node.port for node in nodes]) as lb:
+                yield Cluster(redis, nodes, lb)
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+@pytest.fixture(scope="module")
+def recording() -> Iterator[Cluster]:
+    with recording_cluster() as c:
+        yield c
+
+
+@pytest.mark.parametrize("rung", ["websocket", "sse"])
+async def test_cut_right_after_a_batch_applies_every_message_exactly_once(
+    recording: Cluster, rung: str
+) -> None:
+    key = f"move-batch-{rung}"
+    batches, size = 4, 30
+    connects: asyncio.Queue[Connected] = asyncio.Queue()
+    client = Client(recording.url, transports=[rung])
+    client.on("connected", connects.put_nowait)
+    async with client:
+        await connects.get()
+        marks = client.subscribe(f"started:{key}")
+        await marks.ready()
+        moved_before = sum(recording.health(node)["moved_in"] for node in recording.nodes)
+        value = 0
+        for n in range(batches):
+            # Queued first, then written as one batch (one WebSocket message, one POST), as a
+            # client does when messages pile up behind a slow write.
+            client._submit({"t": "emit", "ev": "started", "d": {"key": key}}, None)
+            for _ in range(size):
+                client._submit(
+                    {"t": "emit", "ev": "slow", "d": {"key": key, "value": value, "wait": 0.05}}, None
+                )
+                value += 1
+            await client._flush()
+            await asyncio.wait_for(marks.__anext__(), 10)  # the batch reached its node
+            assert client._conn is not None
+            client._conn.interrupt(f"test: cut after batch {n}")
+            assert (await asyncio.wait_for(connects.get(), 15)).resumed
+            assert (await client.call("echo", n))["data"] == n  # round-robin onto the next node
+        await client.flush(timeout=30)
+        records = await client.call("records", key)
+        moved = sum(recording.health(node)["moved_in"] for node in recording.nodes) - moved_before
+    print(f"\n{rung}: session moved {moved} times; {len(records)} records of {value} messages")
+    assert moved >= 1, "the session did move between nodes"
+    assert sorted(records) == list(range(value)), "every acknowledged message applied, exactly once"
+    assert records == list(range(value)), "in order"
