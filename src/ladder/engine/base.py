@@ -166,5 +166,9 @@ class Engine(Protocol):
     async def node_alive(self, node: str) -> bool:
         """Whether ``node`` is running and listening for messages."""
 
+    async def broadcast(self, message: bytes) -> int:
+        """Deliver ``message`` to the ``on_node_message`` of every *other* node listening
+        now. Returns how many received it (0 with one process)."""
+
     def details(self) -> dict[str, Any]:
         """Facts for the health endpoint."""

@@ -183,5 +183,8 @@ class MemoryEngine:
     async def node_alive(self, node: str) -> bool:
         return node == self.node_id
 
+    async def broadcast(self, message: bytes) -> int:
+        return 0  # one process: there is no other node
+
     def details(self) -> dict[str, Any]:
         return {"engine": "memory", "healthy": True, "channels": len(self._channels)}

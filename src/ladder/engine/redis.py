@@ -13,6 +13,7 @@ Layout in Redis (``prefix`` defaults to ``ladder``):
 ``{p}:c:{channel}``                   pub/sub: live publications and presence changes
 ``{p}:n:{node}``                      pub/sub: messages for one node (session routing); a
                                       node is alive while it is subscribed there
+``{p}:all``                           pub/sub: messages for every node (``send_user``)
 ``{p}:moved:{sid}``                   where a session went when a node handed it over
 ====================================  ===================================================
 
@@ -139,6 +140,11 @@ class RedisEngine:
     def _k(self, kind: str, name: str) -> str:
         return f"{self.prefix}:{kind}:{name}"
 
+    @property
+    def _all(self) -> str:
+        """The pub/sub channel every node listens on."""
+        return f"{self.prefix}:all"
+
     def _channel_of(self, key: bytes) -> str:
         return key.decode()[len(self.prefix) + 3 :]
 
@@ -257,7 +263,7 @@ class RedisEngine:
     async def _listen_once(self) -> None:
         assert self._listener_redis is not None
         pubsub = self._pubsub = self._listener_redis.pubsub()
-        channels = [self._k("n", self.node_id), *(self._k("c", ch) for ch in self._listening)]
+        channels = [self._k("n", self.node_id), self._all, *(self._k("c", ch) for ch in self._listening)]
         await pubsub.subscribe(*channels)
         await self._catch_up_all()
         self.healthy = True
@@ -281,7 +287,7 @@ class RedisEngine:
         sink = self._sink
         if sink is None:
             return
-        if key == self._k("n", self.node_id).encode():
+        if key == self._k("n", self.node_id).encode() or key == self._all.encode():
             on_node = getattr(sink, "on_node_message", None)
             if on_node is not None:
                 on_node(data)
@@ -549,6 +555,14 @@ class RedisEngine:
             await self.redis.publish(self._k("n", node), message)
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
+
+    async def broadcast(self, message: bytes) -> int:
+        """Publish ``message`` to every node; returns how many *other* nodes received it."""
+        try:
+            receivers = int(await self.redis.publish(self._all, message))
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        return max(0, receivers - 1) if self._subscribed.is_set() else receivers
 
     async def ping(self) -> float:
         """Round-trip time to Redis, seconds."""

@@ -13,8 +13,9 @@ owner (``Engine.locate_session``).
   positions) and forgets it; this node rebuilds it and resubscribes from those positions,
   so history covers anything published during the move.
 
-Messages between nodes travel through the engine (``send_node`` / ``on_node_message``),
-as msgpack maps with a kind ``k`` and a request id.
+Messages between nodes travel through the engine (``send_node`` / ``on_node_message``,
+or ``broadcast`` to all of them, as ``send_user`` does), as msgpack maps with a kind ``k``
+and a request id.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class Cluster:
         """Forwarded polls being held here, by (requesting node, request id): their ``gone``."""
         self._arriving: dict[str, asyncio.Future[None]] = {}
         """Sessions being moved to this node right now."""
+        self._gathering: dict[int, tuple[list[dict[str, Any]], int, asyncio.Future[None]]] = {}
+        """Broadcast questions waiting for answers: (answers so far, answers expected, all in)."""
 
     # -- asking --------------------------------------------------------------------------------
 
@@ -184,6 +187,26 @@ class Cluster:
             del self._arriving[sid]
             arriving.set_result(None)
 
+    async def ask_all(
+        self, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT
+    ) -> list[dict[str, Any]]:
+        """Ask every other node; return the answers that came within ``timeout``."""
+        engine = self.hub.engine
+        rid = next(self._ids)
+        answers: list[dict[str, Any]] = []
+        complete: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gathering[rid] = (answers, 1 << 30, complete)
+        try:
+            expected = await engine.broadcast(msgpack.packb({**message, "id": rid, "from": engine.node_id}))
+            self._gathering[rid] = (answers, expected, complete)
+            if len(answers) < expected:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await complete
+        finally:
+            del self._gathering[rid]
+        return [answer for answer in answers if "code" not in answer]
+
     async def push(self, node: str, sid: str, event: str, data: Any) -> None:
         await self.hub.engine.send_node(
             node, msgpack.packb({"k": "push", "sid": sid, "ev": event, "d": data})
@@ -202,11 +225,17 @@ class Cluster:
             future = self._waiting.get(message.get("re"))
             if future is not None and not future.done():
                 future.set_result(message)
+            gathering = self._gathering.get(message.get("re"))
+            if gathering is not None:
+                answers, expected, complete = gathering
+                answers.append(message)
+                if len(answers) >= expected and not complete.done():
+                    complete.set_result(None)
         elif kind == "cancel":
             gone = self._serving.pop((message.get("from"), message.get("of")), None)
             if gone is not None:
                 gone()
-        elif kind in _HANDLERS:
+        elif kind in _HANDLERS and message.get("from") != self.hub.engine.node_id:  # not our broadcast
             self.hub.spawn(self._answer(message), f"ladder-cluster-{kind}")
 
     async def _answer(self, message: dict[str, Any]) -> None:
@@ -282,6 +311,9 @@ class Cluster:
         await self.hub.send(str(message["sid"]), str(message["ev"]), message.get("d"))
         return {}
 
+    async def _serve_user(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {"n": self.hub.send_user_here(str(message["user"]), str(message["ev"]), message.get("d"))}
+
     # -- packing a session ---------------------------------------------------------------------
 
     def pack(self, session: Session) -> dict[str, Any]:
@@ -349,4 +381,5 @@ _HANDLERS: Final[dict[str, Callable[[Cluster, dict[str, Any]], Awaitable[dict[st
     "poll": Cluster._serve_poll,
     "migrate": Cluster._serve_migrate,
     "push": Cluster._serve_push,
+    "user": Cluster._serve_user,
 }

@@ -182,12 +182,26 @@ class Ladder:
         return True
 
     async def send_user(self, user: str, event: str, data: Any = None) -> int:
-        """Push an event to every session of ``user``. Returns how many were reached."""
+        """Push an event to every session of ``user``, on every node.
+
+        Returns how many sessions it was queued for: here, plus those other nodes reported
+        within 3 s (a node that does not answer in time is not counted, though it may
+        still deliver). A session whose client is away gets it when the client comes back.
+        """
+        frame = push_frame(event, data)  # refused here if it cannot be encoded
+        reached = self._push_user(user, frame)
+        await self.start()
+        answers = await self.cluster.ask_all({"k": "user", "user": user, "ev": event, "d": data})
+        return reached + sum(int(answer.get("n", 0)) for answer in answers)
+
+    def send_user_here(self, user: str, event: str, data: Any = None) -> int:
+        """Push an event to the sessions of ``user`` held by this node only."""
+        return self._push_user(user, push_frame(event, data))
+
+    def _push_user(self, user: str, frame: OutFrame) -> int:
         sessions = list(self._by_user.get(user, ()))
-        if sessions:
-            frame = push_frame(event, data)
-            for session in sessions:
-                self._push(session, frame)
+        for session in sessions:
+            self._push(session, frame)
         return len(sessions)
 
     async def presence(self, channel: str) -> list[Member]:
