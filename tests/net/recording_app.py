@@ -39,8 +39,12 @@ def _die() -> None:
 async def fatal(ctx: Context, data: Any) -> Any:
     """Record, then let this process die at the last moment before the client can learn
     the message was applied: right after the idempotency record is written (or, with no
-    such record, before anything else runs)."""
-    await hub.publish(f"rec:{data['key']}", data["value"])
+    such record, before anything else runs). Only the first time ``key`` is recorded."""
+    key = f"rec:{data['key']}"
+    again = bool(await hub.history(key))
+    await hub.publish(key, data["value"])
+    if again:  # applied a second time, on another node: record it and live on
+        return {"applied": data["value"], "again": True}
     record = getattr(hub.engine, "record_applied", None)
     if record is None:
         asyncio.get_running_loop().call_soon(_die)

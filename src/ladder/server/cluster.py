@@ -34,6 +34,7 @@ from ..protocol.codec import codec_named
 from ..protocol.errors import LadderError
 from ..protocol.frames import resync_frame
 from ..protocol.session import SessionState
+from .applied import Answers, Inherited
 from .auth import Identity
 
 if TYPE_CHECKING:
@@ -331,6 +332,8 @@ class Cluster:
             "info": identity.info,
             "claims": claims,
             "state": session.state.snapshot(),
+            "inh": None if session.inherited is None else session.inherited.pack(),
+            "ans": None if session.answers is None else session.answers.pack(),
             "subs": [
                 [sub.channel, *self.hub.position_of(sub), sub.member is not None]
                 for sub in session.subs.values()
@@ -350,6 +353,11 @@ class Cluster:
         )
         session = Session(state, identity, packed["cid"])
         session.address = packed.get("addr")
+        if packed.get("inh") is not None:
+            session.inherited = Inherited.unpack(packed["inh"])
+        if packed.get("ans") is not None:
+            session.answers = Answers(hub.limits.inbox_window)
+            session.answers.unpack(packed["ans"])
         hub.adopt(session)
         self.counters["moved_in"] += 1
         await hub.engine.claim_session(state.sid, hub.session_limits.ttl * 2)

@@ -134,23 +134,23 @@ async def _publish(hub: Ladder, session: Session, frame: Publish) -> Any:
     return {"ep": pub.epoch, "off": pub.offset}
 
 
-def _context(hub: Ladder, session: Session, event: str) -> Context:
-    return Context(hub, session.sid, session.client_id, session.identity, event)
+def _context(hub: Ladder, session: Session, event: str, number: int) -> Context:
+    return Context(hub, session.sid, session.client_id, session.identity, event, session.message_key(number))
 
 
-async def _run_handler(hub: Ladder, session: Session, event: str, data: Any) -> Any:
-    handler = hub.handler(event)
+async def _run_handler(hub: Ladder, session: Session, frame: Emit | Call) -> Any:
+    handler = hub.handler(frame.ev)
     if handler is None:
-        raise LadderError("unknown_event", f"no handler for {event!r}")
-    return await hub.call_handler(handler, _context(hub, session, event), data)
+        raise LadderError("unknown_event", f"no handler for {frame.ev!r}")
+    return await hub.call_handler(handler, _context(hub, session, frame.ev, frame.i), frame.d)
 
 
 async def _emit(hub: Ladder, session: Session, frame: Emit) -> Any:
-    return await _run_handler(hub, session, frame.ev, frame.d)
+    return await _run_handler(hub, session, frame)
 
 
 async def _call(hub: Ladder, session: Session, frame: Call) -> Any:
-    return await _run_handler(hub, session, frame.ev, frame.d)
+    return await _run_handler(hub, session, frame)
 
 
 async def _presence(hub: Ladder, session: Session, frame: PresenceQuery) -> Any:

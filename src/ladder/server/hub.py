@@ -35,6 +35,7 @@ from ..protocol.frames import (
     OutFrame,
     Ping,
     Pong,
+    Previous,
     presence_frame,
     pub_frame,
     push_frame,
@@ -42,6 +43,7 @@ from ..protocol.frames import (
 )
 from ..protocol.reliable import OutboxOverflow
 from ..protocol.session import Attachment, Phase, SessionLimits, SessionState
+from .applied import Answers, Inherited, encode_answer
 from .auth import (
     Authenticate,
     AuthRequest,
@@ -50,7 +52,7 @@ from .auth import (
     default_permissions,
     run_authenticate,
 )
-from .cluster import Cluster, Elsewhere
+from .cluster import SETTLE_TIMEOUT, Cluster, Elsewhere
 from .config import TRANSPORTS, ChannelRules, Limits
 from .metrics import REASONS, Counters, Metrics
 from .ratelimit import Bucket, Limiter, Rate
@@ -68,6 +70,10 @@ class Context:
     client_id: str
     identity: Identity
     event: str
+    message_key: str | None = None
+    """A key for the client message being handled that survives the client carrying it
+    over to a new session (``<sid>:<id>`` of the session that first received it): use it
+    to make side effects exactly once even if this node dies right after applying it."""
 
     @property
     def user(self) -> str | None:
@@ -361,7 +367,14 @@ class Ladder:
                 and len(self._by_user.get(identity.user, ())) >= limits.max_sessions_per_user
             ):
                 raise LadderError("too_many_sessions", f"at most {limits.max_sessions_per_user} per user")
-            return self._new_session(identity, address), False
+            session = self._new_session(identity, address)
+            if hello.prev is not None:
+                try:
+                    session.inherited = await self._inherit(hello.prev)
+                except BaseException:
+                    await self.forget(session)
+                    raise
+            return session, False
         return await self.route(hello.sid, hello.rt, stream=stream), True
 
     async def route(self, sid: str, token: str | None, *, stream: bool, forwarded: bool = False) -> Session:
@@ -394,6 +407,16 @@ class Ladder:
         if stream:
             return await self.cluster.migrate(node, sid, token)
         raise Elsewhere(node)
+
+    async def _inherit(self, prev: Previous) -> Inherited:
+        """Take over what the lost session ``prev`` applied (nothing without its token)."""
+        old = self.sessions.get(prev.sid)
+        if old is not None:  # ended here but perhaps still finishing a message
+            await old.settle(SETTLE_TIMEOUT)
+        record = await self.engine.applied_record(prev.sid, prev.rt)
+        if record is None:
+            log.info("new session names lost session %s: no record (expired, or not its token)", prev.sid[:8])
+        return Inherited.of(prev, record)
 
     def _new_session(self, identity: Identity, address: str | None = None) -> Session:
         sid = self.engine.session_prefix() + secrets.token_urlsafe(16)
@@ -735,7 +758,10 @@ class Ladder:
         try:
             while session.ready and state.phase is not Phase.CLOSED and not session.moving:
                 frame = session.ready.popleft()
-                reply = await apply(self, session, frame)
+                inherited = session.inherited
+                applied, reply = inherited.applied(frame.i) if inherited is not None else (False, None)
+                if not applied:  # else the lost session applied it: answer it, once more
+                    reply = await apply(self, session, frame)
                 await self._done(session, frame, reply)
                 frame = None
         finally:
@@ -763,8 +789,31 @@ class Ladder:
     async def _done(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
         """``frame`` was applied: record it, then send its answer and let it be acknowledged."""
         state = session.state
+        answers = session.answers
+        if answers is None:
+            answers = session.answers = Answers(self.limits.inbox_window)
+            inherited = session.inherited
+            origins = inherited.keys() if inherited is not None and inherited.ids else None
+        else:
+            origins = None
+        try:
+            await self.engine.record_applied(
+                state.sid,
+                state.token,
+                done=frame.i,
+                reply=None if reply is None else (frame.i, encode_answer(reply)),
+                forget=answers.delivered(state.outbox.acked),
+                origins=origins,
+                ttl=state.limits.ttl * 2,
+            )
+        except LadderError as exc:
+            # Applied all the same; only if this node died now could a resend apply it again.
+            log.warning("session %s: message %d applied but not recorded (%s)", state.sid[:8], frame.i, exc)
         if reply is not None:
-            self.push_reply(session, reply)
+            try:
+                answers.kept(frame.i, state.push(reply))
+            except OutboxOverflow:
+                self.close_session(session, LadderError("slow_consumer"))
         inbox = state.inbox
         if inbox.done + 1 == frame.i <= inbox.accepted:  # else the session was discarded meanwhile
             state.finish(frame.i)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol.frames import Numbered
 from ..protocol.session import SessionState
+from .applied import Answers, Inherited
 from .auth import Identity
 from .ratelimit import Bucket
 
@@ -70,11 +71,13 @@ class Session:
 
     __slots__ = (
         "address",
+        "answers",
         "bucket",
         "client_id",
         "draining",
         "identity",
         "idle",
+        "inherited",
         "moving",
         "ready",
         "rung",
@@ -102,6 +105,10 @@ class Session:
         """The client address that opened the session (for per-address limits)."""
         self.bucket: Bucket | None = None
         """Its message rate limit (made on first use)."""
+        self.inherited: Inherited | None = None
+        """The lost session this one took over from (its client named it in the hello)."""
+        self.answers: Answers | None = None
+        """Answers recorded in the engine and not yet acknowledged (made on first use)."""
 
     async def settle(self, timeout: float) -> bool:
         """Wait until no message is being applied (at most ``timeout`` s). True if none is."""
@@ -121,6 +128,13 @@ class Session:
         idle, self.idle = self.idle, None
         if idle is not None and not idle.done():
             idle.set_result(None)
+
+    def message_key(self, number: int) -> str:
+        """A key for client message ``number`` that stays the same when the client carries
+        the message over to a new session after losing this one (for idempotent handlers)."""
+        inherited = self.inherited
+        key = inherited.key(number) if inherited is not None else None
+        return key if key is not None else f"{self.state.sid}:{number}"
 
     @property
     def sid(self) -> str:
