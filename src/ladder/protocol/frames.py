@@ -212,8 +212,8 @@ def parse_ids(text: str) -> tuple[int, ...]:
         raise _bad("pids", "must be at most 4096 characters")
     ids: list[int] = []
     for part in text.split(","):
-        first, _, last = part.partition("-")
-        if not (first.isascii() and first.isdigit() and (not last or (last.isascii() and last.isdigit()))):
+        first, dash, last = part.partition("-")
+        if not (first.isascii() and first.isdigit() and (not dash or (last.isascii() and last.isdigit()))):
             raise _bad("pids", "must be ranges of message ids such as '3-5,8'")
         lo, hi = int(first), int(last or first)
         if lo < 1 or hi < lo or hi > MAX_ID or (ids and lo <= ids[-1]):
