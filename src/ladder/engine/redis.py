@@ -582,7 +582,8 @@ class RedisEngine:
         origins: Sequence[str] | None,
         ttl: float,
     ) -> None:
-        """One round trip (a MULTI/EXEC pipeline) per applied message."""
+        """One round trip (a pipeline of HSET, HDEL when answers were delivered, PEXPIRE)
+        per applied message."""
         key = self._k("a", sid)
         fields: dict[FieldT, EncodableT] = {"t": token_digest(token), "i": done}
         if reply is not None:
@@ -590,7 +591,7 @@ class RedisEngine:
         if origins is not None:
             fields["o"] = msgpack.packb(list(origins))
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(key, mapping=fields)
                 if forget:
                     pipe.hdel(key, *(f"r:{number}" for number in forget))
