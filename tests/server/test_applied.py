@@ -7,6 +7,7 @@ leaves it); the client starts a new session naming the lost one and resends them
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ladder import Context, LadderError
@@ -121,5 +122,35 @@ async def test_an_acknowledged_answer_is_dropped_from_the_record() -> None:
         record = await hub.engine.applied_record(peer.session.sid, peer.session.state.token)
         assert record is not None and record.done == 2
         assert sorted(record.replies) == [2], "the answer the client acknowledged is forgotten"
+    finally:
+        await hub.stop()
+
+
+async def test_a_driver_cancelled_inside_a_handler_leaves_the_queue_in_order() -> None:
+    hub = make_hub()
+    entered, release = asyncio.Event(), asyncio.Event()
+    applied: list[Any] = []
+
+    @hub.on("do")
+    async def do(ctx: Context, data: Any) -> Any:
+        if data == "stuck":
+            entered.set()
+            await release.wait()
+        applied.append(data)
+        return data
+
+    await hub.start()
+    try:
+        peer = await Peer.open(hub)
+        driver = asyncio.create_task(peer.send({"t": "call", "ev": "do", "d": "stuck"}))
+        await entered.wait()
+        driver.cancel()  # the connection's task goes away mid-handler
+        await peer.send({"t": "call", "ev": "do", "d": "next"})  # arrives at once, must wait its turn
+        assert await peer.session.settle(5.0), "the hub finished the queue by itself"
+        out = peer.read()
+        assert {"t": "ack", "i": 2} in out
+        answers = [(f["t"], f["re"], f.get("code")) for f in out if f.get("re")]
+        assert answers == [("err", 1, "handler_error"), ("reply", 2, None)], "each answered once, in order"
+        assert applied == ["next"] and peer.session.state.inbox.done == 2
     finally:
         await hub.stop()

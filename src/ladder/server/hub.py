@@ -36,6 +36,7 @@ from ..protocol.frames import (
     Ping,
     Pong,
     Previous,
+    error_frame,
     presence_frame,
     pub_frame,
     push_frame,
@@ -755,36 +756,40 @@ class Ladder:
         apply = _layers().apply
         state = session.state
         frame: Numbered | None = None
+        reply: OutFrame | None = None
+        returned = False
         try:
             while session.ready and state.phase is not Phase.CLOSED and not session.moving:
-                frame = session.ready.popleft()
+                frame, returned = session.ready.popleft(), False
                 inherited = session.inherited
                 applied, reply = inherited.applied(frame.i) if inherited is not None else (False, None)
                 if not applied:  # else the lost session applied it: answer it, once more
                     reply = await apply(self, session, frame)
+                returned = True
                 await self._done(session, frame, reply)
                 frame = None
         finally:
-            session.draining = False
             if frame is not None:
                 # Our driver was cancelled inside a handler: the message went as far as it
-                # went; it is finished (never applied twice) before anything after it.
-                self.spawn(self._finish_interrupted(session, frame), "ladder-drain")
-            elif session.ready and state.phase is not Phase.CLOSED and not session.moving:
-                # Cancelled between two messages: someone must finish in order.
-                self.spawn(self.drain(session), "ladder-drain")
+                # went. It is finished (answered, never applied twice) before anything after
+                # it, by a task of the hub's that keeps the queue (``draining`` stays set).
+                if not returned:
+                    reply = error_frame(LadderError("handler_error", "the handler was interrupted"), frame.i)
+                self.spawn(self._finish_interrupted(session, frame, reply), "ladder-drain")
             else:
-                session.drained()
+                session.draining = False
+                if session.ready and state.phase is not Phase.CLOSED and not session.moving:
+                    # Cancelled between two messages: someone must finish in order.
+                    self.spawn(self.drain(session), "ladder-drain")
+                else:
+                    session.drained()
 
-    async def _finish_interrupted(self, session: Session, frame: Numbered) -> None:
-        session.draining = True
+    async def _finish_interrupted(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
         try:
-            await self._done(session, frame, None)
+            await self._done(session, frame, reply)
         finally:
             session.draining = False
         await self.drain(session)
-        if not session.draining:
-            session.drained()
 
     async def _done(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
         """``frame`` was applied: record it, then send its answer and let it be acknowledged."""
