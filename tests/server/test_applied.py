@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgpack
+
 from ladder import Context, LadderError
-from ladder.protocol.codec import JSON
+from ladder.engine.base import AppliedRecord
+from ladder.protocol.codec import JSON, MSGPACK
 from ladder.protocol.frames import Hello, Previous, decode_client_frames
+from ladder.server.applied import Answers, Inherited
 from ladder.server.auth import AuthRequest
 from tests.server.harness import Peer, make_hub
 
@@ -154,3 +158,23 @@ async def test_a_driver_cancelled_inside_a_handler_leaves_the_queue_in_order() -
         assert applied == ["next"] and peer.session.state.inbox.done == 2
     finally:
         await hub.stop()
+
+
+def test_what_a_successor_inherited_moves_with_it_to_another_node() -> None:
+    answer = msgpack.packb({"t": "reply", "d": {"ok": 1}})
+    inherited = Inherited("n.lost", (2, 4, 5), AppliedRecord(4, {4: answer}, ["n.first:9"]))
+    moved = Inherited.unpack(msgpack.unpackb(msgpack.packb(inherited.pack()), raw=False))
+    for number in (1, 2, 3, 4):
+        applied, reply = moved.applied(number)
+        expected_applied, expected = inherited.applied(number)
+        assert applied == expected_applied
+        assert (reply and reply.decode(MSGPACK)) == (expected and expected.decode(MSGPACK))
+    assert [moved.key(n) for n in (1, 2, 3)] == ["n.lost:2", "n.lost:4", "n.lost:5"]
+    assert moved.applied(2)[1] is not None and moved.applied(3) == (False, None)
+
+    answers = Answers(limit=3)
+    answers.kept(1, 10)
+    answers.kept(2, 12)
+    again = Answers(limit=3)
+    again.unpack(msgpack.unpackb(msgpack.packb(answers.pack())))
+    assert again.delivered(11) == [1] and again.delivered(12) == [2]

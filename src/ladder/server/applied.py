@@ -75,7 +75,7 @@ class Inherited:
             "sid": self.sid,
             "ids": format_ids(list(self.ids)) if self.ids else "",
             "done": record.done,
-            "replies": record.replies,
+            "replies": [[number, body] for number, body in record.replies.items()],
             "origins": record.origins,
         }
 
@@ -83,7 +83,7 @@ class Inherited:
     def unpack(cls, packed: dict[str, Any]) -> Inherited:
         record = AppliedRecord(
             int(packed["done"]),
-            {int(k): bytes(v) for k, v in packed["replies"].items()},
+            {int(number): bytes(body) for number, body in packed["replies"]},
             [str(key) for key in packed["origins"]],
         )
         ids = parse_ids(packed["ids"]) if packed["ids"] else ()
