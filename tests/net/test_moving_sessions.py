@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from ladder import Client
@@ -84,3 +85,43 @@ async def test_cut_right_after_a_batch_applies_every_message_exactly_once(
     assert moved >= 1, "the session did move between nodes"
     assert sorted(records) == list(range(value)), "every acknowledged message applied, exactly once"
     assert records == list(range(value)), "in order"
+
+
+async def test_a_handler_longer_than_the_hand_over_wait_keeps_the_session_where_it_is(
+    recording: Cluster,
+) -> None:
+    """The owner waits 2 s for a running handler before giving the session away; a longer
+    one makes it refuse (``engine_unavailable``, retry), and nothing is lost or doubled."""
+    key = "move-busy"
+    busy_before = _refusals(recording, "engine_unavailable")
+    connects: asyncio.Queue[Connected] = asyncio.Queue()
+    client = Client(recording.url, transports=["websocket"])
+    client.on("connected", connects.put_nowait)
+    async with client:
+        first = await connects.get()
+        marks = client.subscribe(f"started:{key}")
+        await marks.ready()
+        client._submit({"t": "emit", "ev": "started", "d": {"key": key}}, None)
+        client._submit({"t": "emit", "ev": "slow", "d": {"key": key, "value": 0, "wait": 3.0}}, None)
+        client._submit({"t": "emit", "ev": "slow", "d": {"key": key, "value": 1, "wait": 0}}, None)
+        await client._flush()
+        await asyncio.wait_for(marks.__anext__(), 10)
+        assert client._conn is not None
+        client._conn.interrupt("test: cut while a 3 s handler runs")
+        again = await asyncio.wait_for(connects.get(), 30)
+        assert again.resumed and client.session_id == first.session_id, "the same session, never lost"
+        await client.flush(timeout=30)
+        assert await client.call("records", key) == [0, 1], "each applied once, in order"
+    refused = _refusals(recording, "engine_unavailable") - busy_before
+    print(f"\nthe busy owner refused to hand the session over {refused} times")
+    assert refused >= 1, "the owner was asked while the handler ran, and refused"
+
+
+def _refusals(cluster: Cluster, code: str) -> float:
+    """``ladder_errors_total{code}`` summed over the nodes."""
+    total = 0.0
+    for node in cluster.nodes:
+        for line in httpx.get(f"{node.url}/metrics", timeout=5).text.splitlines():
+            if line.startswith(f'ladder_errors_total{{code="{code}"}}'):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
