@@ -17,6 +17,7 @@ import pytest
 
 from ladder import Client
 from ladder.client import Connected
+from tests.net.conftest import Network
 from tests.net.test_cluster import CONFIG, LOGS, Cluster
 from tests.support.nginx import Nginx
 from tests.support.redis import RedisServer
@@ -125,3 +126,33 @@ def _refusals(cluster: Cluster, code: str) -> float:
             if line.startswith(f'ladder_errors_total{{code="{code}"}}'):
                 total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+async def test_random_cuts_while_handlers_await_lose_and_double_nothing(recording: Cluster) -> None:
+    """The issue's reproduction: handlers awaiting 20 ms, every connection cut 100-700 ms
+    after it opened (a fault proxy in front of the balancer), 500 client messages written
+    in batches of 10 as they are produced, 50 a second."""
+    key, count = "move-random", 500
+    net = Network(recording.lb.port)
+    try:
+        net.set(cut_after=(0.1, 0.7))
+        async with Client(net.url, transports=["websocket"]) as client:
+            errors: list[object] = []
+            client.on("error", errors.append)  # a refusal (such as rate_limited) would show here
+            for start in range(0, count, 10):
+                for value in range(start, start + 10):
+                    client._submit(
+                        {"t": "emit", "ev": "slow", "d": {"key": key, "value": value, "wait": 0.02}}, None
+                    )
+                await client._flush()
+                await asyncio.sleep(0.2)  # a producer's pace (50/s, under the message rate limit)
+            net.set(cut_after=None)
+            await client.flush(timeout=120)
+            records = await client.call("records", key)
+            assert errors == []
+        cuts = net.stats()["cuts"]
+    finally:
+        net.stop()
+    print(f"\n{cuts} cuts; {len(records)} records of {count} messages, {len(set(records))} distinct")
+    assert cuts >= 5, "connections really were cut"
+    assert records == list(range(count)), "every message applied once, in order"
