@@ -193,12 +193,17 @@ class Ladder:
 
         Returns how many sessions it was queued for: here, plus those other nodes reported
         within 3 s (a node that does not answer in time is not counted, though it may
-        still deliver). A session whose client is away gets it when the client comes back.
+        still deliver; with the engine unreachable, only this node's are reached, and a
+        WARNING says so). A session whose client is away gets it when the client comes back.
         """
         frame = push_frame(event, data)  # refused here if it cannot be encoded
         reached = self._push_user(user, frame)
         await self.start()
-        answers = await self.cluster.ask_all({"k": "user", "user": user, "ev": event, "d": data})
+        try:
+            answers = await self.cluster.ask_all({"k": "user", "user": user, "ev": event, "d": data})
+        except LadderError as exc:  # the engine is down: other nodes cannot be reached now
+            log.warning("send_user(%r) reached this node only: %s", user, exc)
+            return reached
         return reached + sum(int(answer.get("n", 0)) for answer in answers)
 
     def send_user_here(self, user: str, event: str, data: Any = None) -> int:
