@@ -26,7 +26,7 @@ def doomed() -> Iterator[Cluster]:
         yield c
 
 
-@pytest.mark.parametrize("rung", ["websocket", "longpoll"])
+@pytest.mark.parametrize("rung", ["websocket", "sse", "longpoll", "poll"])
 @pytest.mark.parametrize("kind", ["call", "emit"])
 async def test_a_message_applied_by_a_node_that_died_is_not_applied_again(
     doomed: Cluster, rung: str, kind: str
