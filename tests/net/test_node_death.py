@@ -50,3 +50,23 @@ async def test_a_message_applied_by_a_node_that_died_is_not_applied_again(
         dead = [node for node in doomed.nodes if node.proc is not None and node.proc.poll() is not None]
     assert len(dead) == 1, "the node holding the session died"
     assert records == [7], "applied exactly once, on the node that died"
+
+
+async def test_two_nodes_dying_in_a_row_apply_nothing_twice(doomed: Cluster) -> None:
+    """Calls and emits in flight while the owner dies, then the next owner dies too."""
+    client = Client(doomed.url, transports=["websocket"])
+    async with client:
+        assert (await client.call("echo", 0))["data"] == 0
+        # Queued together: the first kills its node right after being applied; the rest is
+        # carried to the successor, whose own first "fatal" kills it in turn.
+        first = asyncio.ensure_future(client.call("fatal", {"key": "twice-a", "value": 1}, timeout=60))
+        emitted = asyncio.ensure_future(client.emit("slow", {"key": "twice-e", "value": 2, "wait": 0}))
+        second = asyncio.ensure_future(client.call("fatal", {"key": "twice-b", "value": 3}, timeout=60))
+        assert await first == {"applied": 1}
+        assert await second == {"applied": 3}
+        await emitted
+        await client.flush(timeout=60)
+        records = [await client.call("records", key) for key in ("twice-a", "twice-e", "twice-b")]
+    dead = [node for node in doomed.nodes if node.proc is not None and node.proc.poll() is not None]
+    assert len(dead) == 2, "two owners died, one after the other"
+    assert records == [[1], [2], [3]], "each applied exactly once"
