@@ -297,7 +297,11 @@ describe("reliability", () => {
     net.last("websocket").fail("websocket: refused", new LadderError("unknown_session", "expired"));
     await clock.advance(0);
     const fresh = net.last("websocket");
-    assert.deepEqual(fresh.hello, { t: "hello", v: 1, tok: "alice" }, "a new session, with credentials");
+    assert.deepEqual(
+      fresh.hello,
+      { t: "hello", v: 1, tok: "alice", psid: "S1", prt: "R1", pids: "2" },
+      "a new session, with credentials, naming the lost one and the message it carries over",
+    );
     fresh.welcomeWith({ sid: "S2", rt: "R2" });
     await settle();
     assert.match(of("session_lost")[0].reason, /unknown_session/);

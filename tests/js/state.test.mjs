@@ -4,8 +4,10 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
+  carried,
   decodeBatch,
   encodeBatch,
+  formatIds,
   fullJitter,
   Inbox,
   LadderError,
@@ -105,6 +107,22 @@ describe("PeerState", () => {
     ]);
     assert.equal(peer.inbox.applied, 0, "the new session's sequence starts again");
     assert.equal(peer.sid, "S2");
+  });
+
+  test("the hello of a new session names the lost one and which of its messages it carries", () => {
+    const peer = new PeerState();
+    peer.welcome(welcome());
+    peer.submit({ t: "call", ev: "x" }); // 1, acknowledged below
+    peer.submit({ t: "emit", ev: "a" }); // 2
+    peer.submit({ t: "sub", ch: "a" }); // 3: renewed by the client, not carried
+    peer.submit({ t: "call", ev: "y" }); // 4
+    peer.submit({ t: "emit", ev: "z" }); // 5
+    peer.onAck(1);
+    peer.forgetSession();
+    assert.deepEqual(peer.hello("tok"), { t: "hello", v: 1, psid: "S1", prt: "R1", pids: "2,4-5", tok: "tok" });
+    peer.welcome(welcome({ sid: "S2", rt: "R2", resumed: false }), carried);
+    assert.deepEqual(peer.hello(), { t: "hello", v: 1, sid: "S2", rt: "R2", ack: 0 }, "named once, until adopted");
+    assert.equal(formatIds([3, 4, 5, 8, 10, 11]), "3-5,8,10-11");
   });
 
   test("dedupes server frames and acknowledges every N", () => {

@@ -5,8 +5,12 @@ A hypothesis state machine drives the server's :class:`SessionState` and the cli
 moment, frames in flight on a dead transport are lost, frames are delivered twice (as
 overlapping transports do), acknowledgements arrive late and out of order, stale
 transports deliver what they had queued, and the client resends after every reconnect.
-After the network heals, the client must have seen every server frame once, in order,
-and the server must have applied every client message once, in order.
+The server applies what its inbox accepted later, one message at a time (a handler that
+awaits), and the session may move to another process at any moment (snapshot, restore,
+every transport gone, what was accepted but not applied forgotten). At every step the
+client must never hold an acknowledgement for a message the server has not applied; after
+the network heals, the client must have seen every server frame once, in order, and the
+server must have applied every client message once, in order.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Network(RuleBasedStateMachine):
         self.applied: list[int] = []
         self.seen_down: list[dict[str, Any]] = []
         self.stale_acks: list[dict[str, Any]] = []
+        self.ready: deque[Emit] = deque()  # accepted by the inbox, not applied yet
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -66,7 +71,7 @@ class Network(RuleBasedStateMachine):
             "sid": "sid",
             "rt": "rt",
             "resumed": True,
-            "ack": self.server.inbox.applied,
+            "ack": self.server.inbox.done,
         }
         att = self.server.attach(
             "websocket", streaming=True, ack=hello["ack"], now=self.tick(), greeting=greeting
@@ -94,7 +99,12 @@ class Network(RuleBasedStateMachine):
             return
         parsed = parse_client_frame(frame)
         assert isinstance(parsed, Emit)
-        self.applied.extend(f.d for f in self.server.receive(parsed) if isinstance(f, Emit))
+        self.ready.extend(f for f in self.server.receive(parsed) if isinstance(f, Emit))
+
+    def apply_one(self) -> None:
+        frame = self.ready.popleft()
+        self.applied.append(frame.d)
+        self.server.finish(frame.i)
 
     def live(self) -> list[Link]:
         return [link for link in self.links if link.alive]
@@ -163,6 +173,24 @@ class Network(RuleBasedStateMachine):
         if self.current is link:
             self.current = None
 
+    @precondition(lambda self: bool(self.ready))
+    @rule(count=st.integers(1, 5))
+    def server_applies(self, count: int) -> None:
+        for _ in range(min(count, len(self.ready))):
+            self.apply_one()
+
+    @rule()
+    def session_moves(self) -> None:
+        """Another process takes the session over from a snapshot; transports here close."""
+        for link in self.live():
+            link.alive = False
+            link.down.clear()
+            if self.current is link:
+                self.current = None
+        snapshot = self.server.snapshot()
+        self.server = SessionState.restore(snapshot, self.tick(), LIMITS)
+        self.ready.clear()  # accepted here but never applied: never acknowledged either
+
     @precondition(lambda self: bool(self.seen_down))
     @rule(data=st.data())
     def duplicate_delivery(self, data: st.DataObject) -> None:
@@ -181,6 +209,11 @@ class Network(RuleBasedStateMachine):
         assert self.delivered == list(range(1, len(self.delivered) + 1))
         assert self.applied == list(range(1, len(self.applied) + 1))
 
+    @invariant()
+    def acknowledged_means_applied(self) -> None:
+        assert self.peer.outbox.acked <= len(self.applied), "the client was told of a message not applied"
+        assert self.server.inbox.done == len(self.applied)
+
     def teardown(self) -> None:
         # Heal the network: one fresh transport, pumped until nothing moves.
         for link in self.live():
@@ -196,7 +229,10 @@ class Network(RuleBasedStateMachine):
             ack = self.peer.ack_frame()
             for frame in [*up, *([ack] if ack else [])]:
                 self.server_take(frame)
-            if not batch and not up and ack is None:
+            applying = bool(self.ready)
+            while self.ready:
+                self.apply_one()
+            if not batch and not up and ack is None and not applying:
                 break
         assert self.delivered == list(range(1, self.pushed + 1)), "server to client: once, in order"
         assert self.applied == list(range(1, self.submitted + 1)), "client to server: once, in order"

@@ -14,9 +14,12 @@ from ladder.protocol.frames import (
     Call,
     Hello,
     Invalid,
+    Previous,
     Subscribe,
     decode_client_frames,
+    format_ids,
     parse_client_frame,
+    parse_ids,
 )
 
 
@@ -87,3 +90,20 @@ def test_arbitrary_maps_are_parsed_or_refused_never_crash(frame: dict[str, Any])
         parse_client_frame(frame)
     except LadderError as exc:
         assert exc.code in {"bad_frame", "unknown_frame", "unsupported_version"}
+
+
+def test_a_hello_names_the_lost_session_and_the_messages_it_carries() -> None:
+    hello = parse_client_frame({"t": "hello", "v": 1, "psid": "n.s", "prt": "r", "pids": "2,4-6"})
+    assert isinstance(hello, Hello) and hello.prev == Previous("n.s", "r", (2, 4, 5, 6))
+    assert format_ids([2, 4, 5, 6]) == "2,4-6" and parse_ids("2,4-6") == (2, 4, 5, 6)
+    for bad in ("", "0", "3-2", "4,2", "2,2", "a", "1-", "-1", "1-99999999"):
+        with pytest.raises(LadderError) as refused:
+            parse_client_frame({"t": "hello", "v": 1, "psid": "n.s", "prt": "r", "pids": bad})
+        assert refused.value.code == "bad_frame" and "pids" in refused.value.reason
+    for partial in (
+        {"psid": "n.s"},
+        {"psid": "n.s", "pids": "1"},
+        {"sid": "a", "rt": "b", "psid": "n.s", "prt": "r", "pids": "1"},
+    ):
+        with pytest.raises(LadderError):
+            parse_client_frame({"t": "hello", "v": 1, **partial})

@@ -55,3 +55,16 @@ def test_acks_are_batched() -> None:
     assert peer.ack_frame(every=5) is None
     assert peer.ack_frame(every=3) == {"t": "ack", "s": 3}
     assert peer.ack_frame() is None
+
+
+def test_a_new_session_after_a_lost_one_names_it_and_what_it_carries() -> None:
+    peer = PeerState(carry=lambda frame: frame["t"] != "sub")
+    peer.welcome({"t": "welcome", "sid": "S1", "rt": "R1", "resumed": False, "ack": 0})
+    for frame in ({"t": "call"}, {"t": "emit"}, {"t": "sub"}, {"t": "call"}):
+        peer.submit(frame)
+    peer.on_ack(1)
+    peer.forget_session()
+    assert peer.hello() == {"t": "hello", "v": 1, "psid": "S1", "prt": "R1", "pids": "2,4"}
+    moved = peer.welcome({"t": "welcome", "sid": "S2", "rt": "R2", "resumed": False, "ack": 0})
+    assert moved == [(2, 1), (4, 2)], "renumbered in the order the hello named them"
+    assert "psid" not in peer.hello(), "named only until a new session is adopted"

@@ -58,6 +58,7 @@ def test_acks_and_welcome_flow_on_the_active_attachment() -> None:
     s = SessionState("s", "t", 0.0, LIMITS)
     a = s.attach("websocket", streaming=True, ack=0, now=0.0, greeting={"t": "welcome"})
     s.receive(Emit(i=1, ev="e", d=None))
+    s.finish(1)  # applied
     control, _ = s.take(a, 0.0)
     assert control == [{"t": "welcome"}, {"t": "ack", "i": 1}]
     assert s.take(a, 0.0) == ([], []), "an ack is sent once"
@@ -68,11 +69,13 @@ def test_polls_carry_an_ack_only_when_it_is_news() -> None:
     s = SessionState("s", "t", 0.0, LIMITS)
     first = s.attach("longpoll", streaming=False, ack=0, now=0.0, greeting={"t": "welcome"})
     s.receive(Emit(i=1, ev="e", d=None))
+    s.finish(1)  # applied
     assert s.take(first, 0.1)[0] == [{"t": "welcome"}, {"t": "ack", "i": 1}]
     s.detach(first, 0.1)
     held = s.attach("longpoll", streaming=False, ack=0, now=0.2)
     assert not s.has_output(held) and s.take(held, 0.2) == ([], []), "the ack is no news"
     s.receive(Emit(i=2, ev="e", d=None))
+    s.finish(2)  # applied
     assert s.has_output(held) and s.take(held, 0.3)[0] == [{"t": "ack", "i": 2}]
 
 
@@ -80,6 +83,7 @@ def test_a_long_poll_released_empty_repeats_the_ack() -> None:
     """A lost answer must not leave the client waiting forever for its ack."""
     s = SessionState("s", "t", 0.0, LIMITS)
     s.receive(Emit(i=1, ev="e", d=None))
+    s.finish(1)  # applied
     lost = s.attach("longpoll", streaming=False, ack=0, now=0.0)
     assert s.take(lost, 0.0)[0] == [{"t": "ack", "i": 1}]  # ... and never arrives
     s.detach(lost, 0.0)

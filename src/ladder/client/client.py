@@ -69,6 +69,11 @@ one the rung counts as broken and the client reconnects (which resends everythin
 unacknowledged). The server drops repeated message ids, so writing twice is safe."""
 
 
+def _carried(frame: Frame) -> bool:
+    """Subscriptions are renewed by the client itself on a new session; the rest is carried."""
+    return frame.get("t") not in ("sub", "unsub")
+
+
 class _SessionEnded(Exception):
     def __init__(self, error: LadderError) -> None:
         super().__init__(error.reason)
@@ -166,7 +171,7 @@ class Client:
         self._remember = remember
         start = rung_memory.remembered(self.url) if remember else None
         self.policy = RungPolicy(self.rungs, cut_limit=cut_limit, stable_after=stable_after, start=start)
-        self.peer = PeerState(max_queue=max_queue)
+        self.peer = PeerState(max_queue=max_queue, carry=_carried)
         self.state = "disconnected"
         """``disconnected``, ``connecting``, ``connected`` or ``closed``."""
         self.transport: str | None = None
@@ -813,7 +818,7 @@ class Client:
     def _adopt(self, conn: Transport, reason: str) -> None:
         """A transport won: take over its welcome, carry messages over, resubscribe."""
         welcome = conn.welcome
-        moved = self.peer.welcome(welcome, keep=lambda frame: frame.get("t") not in ("sub", "unsub"))
+        moved = self.peer.welcome(welcome)
         new_session = moved is not None
         if moved is not None:
             rekeyed: dict[int, Callable[[Frame], None]] = {}

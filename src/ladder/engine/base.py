@@ -11,12 +11,15 @@ where it is published, and every node builds its wire frames from those bytes.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..protocol.codec import Payload
 
 __all__ = [
+    "AppliedRecord",
     "ChannelOptions",
     "Engine",
     "EngineSink",
@@ -96,6 +99,25 @@ class ChannelOptions:
     """Whether clients may publish to the channel directly (server code always may)."""
 
 
+@dataclass(slots=True)
+class AppliedRecord:
+    """What a session applied, kept by the engine so that it outlives the node holding the
+    session: a client that lost the session resends what it did not see acknowledged, and
+    the successor session answers those instead of applying them again."""
+
+    done: int = 0
+    """Every client message id up to this one was applied."""
+    replies: dict[int, bytes] = field(default_factory=dict)
+    """Encoded answers (msgpack maps without ``re``) the client may not have received yet."""
+    origins: list[str] = field(default_factory=list)
+    """Idempotency keys of the messages this session carried over from a lost one (id 1, 2, ...)."""
+
+
+def token_digest(token: str) -> bytes:
+    """What an engine keeps of a resume token: enough to check one, useless to present."""
+    return hashlib.sha256(token.encode()).digest()
+
+
 class EngineSink(Protocol):
     """What the engine calls back into (the hub). Called on the event loop, never blocks."""
 
@@ -171,6 +193,28 @@ class Engine(Protocol):
 
     async def node_alive(self, node: str) -> bool:
         """Whether ``node`` is running and listening for messages."""
+
+    async def record_applied(
+        self,
+        sid: str,
+        token: str,
+        *,
+        done: int,
+        reply: tuple[int, bytes] | None,
+        forget: Sequence[int],
+        origins: Sequence[str] | None,
+        ttl: float,
+    ) -> None:
+        """Record that ``sid`` applied every message up to ``done`` (with ``reply``, the
+        answer to one of them), that answers ``forget`` reached the client, and (once) the
+        keys of carried messages. Kept ``ttl`` seconds after the last write."""
+
+    async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:
+        """The record of ``sid``, only if ``token`` is its resume token."""
+
+    async def broadcast(self, message: bytes) -> int:
+        """Deliver ``message`` to the ``on_node_message`` of every *other* node listening
+        now. Returns how many received it (0 with one process)."""
 
     def details(self) -> dict[str, Any]:
         """Facts for the health endpoint."""

@@ -9,15 +9,25 @@ new epoch, so a client resuming from before that point is told recovery was impo
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ..protocol.codec import Payload
 from ..protocol.errors import LadderError
-from .base import ChannelOptions, EngineSink, HistoryResult, Member, Position, Publication
+from .base import (
+    AppliedRecord,
+    ChannelOptions,
+    EngineSink,
+    HistoryResult,
+    Member,
+    Position,
+    Publication,
+    token_digest,
+)
 
 SWEEP_EVERY: Final = 5.0
 
@@ -71,6 +81,11 @@ class MemoryEngine:
         self._options: dict[str, ChannelOptions] = {}
         self._sink: EngineSink | None = None
         self._last_sweep = clock()
+        self._applied: dict[
+            str, tuple[bytes, int, dict[int, bytes] | None, tuple[str, ...] | None, float]
+        ] = {}
+        """Per session: its token's digest, the highest id applied, kept answers, carried
+        keys, and when the record is forgotten (atoms only while nothing is kept: small)."""
 
     async def start(self, sink: EngineSink) -> None:
         self._sink = sink
@@ -103,6 +118,9 @@ class MemoryEngine:
             if not channel.history and not channel.members and now - channel.last_used >= self.idle_ttl:
                 del self._channels[name]
                 self._options.pop(name, None)
+        for sid, (*_, expires) in list(self._applied.items()):
+            if expires <= now:
+                del self._applied[sid]
 
     @property
     def channel_count(self) -> int:
@@ -190,6 +208,42 @@ class MemoryEngine:
 
     async def node_alive(self, node: str) -> bool:
         return node == self.node_id
+
+    async def record_applied(
+        self,
+        sid: str,
+        token: str,
+        *,
+        done: int,
+        reply: tuple[int, bytes] | None,
+        forget: Sequence[int],
+        origins: Sequence[str] | None,
+        ttl: float,
+    ) -> None:
+        now = self._clock()
+        if now - self._last_sweep >= SWEEP_EVERY:
+            self.sweep(now)
+        kept = self._applied.get(sid)
+        digest, replies, keys = (
+            (kept[0], kept[2], kept[3]) if kept is not None else (token_digest(token), None, None)
+        )
+        if forget and replies:
+            replies = {number: body for number, body in replies.items() if number not in forget} or None
+        if reply is not None:
+            replies = {**(replies or {}), reply[0]: reply[1]}
+        if origins is not None:
+            keys = tuple(origins)
+        self._applied[sid] = (digest, done, replies, keys, now + ttl)
+
+    async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:
+        kept = self._applied.get(sid)
+        if kept is None or kept[4] <= self._clock() or not hmac.compare_digest(kept[0], token_digest(token)):
+            return None
+        _, done, replies, keys, _ = kept
+        return AppliedRecord(done, dict(replies or {}), list(keys or ()))
+
+    async def broadcast(self, message: bytes) -> int:
+        return 0  # one process: there is no other node
 
     def details(self) -> dict[str, Any]:
         return {"engine": "memory", "healthy": True, "channels": len(self._channels)}

@@ -13,6 +13,10 @@ Layout in Redis (``prefix`` defaults to ``ladder``):
 ``{p}:c:{channel}``                   pub/sub: live publications and presence changes
 ``{p}:n:{node}``                      pub/sub: messages for one node (session routing); a
                                       node is alive while it is subscribed there
+``{p}:all``                           pub/sub: messages for every node (``send_user``)
+``{p}:a:{sid}``                       hash: what a session applied (``t`` token digest,
+                                      ``i`` highest id, ``r:<id>`` kept answers, ``o``
+                                      carried keys); expires ``ttl`` after its last write
 ``{p}:moved:{sid}``                   where a session went when a node handed it over
 ====================================  ===================================================
 
@@ -29,10 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import random
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -45,10 +51,20 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
 
 from ..protocol.codec import Payload
 from ..protocol.errors import LadderError
-from .base import ChannelOptions, EngineSink, HistoryResult, Member, Position, Publication
+from .base import (
+    AppliedRecord,
+    ChannelOptions,
+    EngineSink,
+    HistoryResult,
+    Member,
+    Position,
+    Publication,
+    token_digest,
+)
 
 log = logging.getLogger("ladder.redis")
 
@@ -158,6 +174,11 @@ class RedisEngine:
 
     def _k(self, kind: str, name: str) -> str:
         return f"{self.prefix}:{kind}:{name}"
+
+    @property
+    def _all(self) -> str:
+        """The pub/sub channel every node listens on."""
+        return f"{self.prefix}:all"
 
     def _channel_of(self, key: bytes) -> str:
         return key.decode()[len(self.prefix) + 3 :]
@@ -305,7 +326,7 @@ class RedisEngine:
     async def _listen_once(self) -> None:
         assert self._listener_redis is not None
         pubsub = self._pubsub = self._listener_redis.pubsub()
-        channels = [self._k("n", self.node_id), *(self._k("c", ch) for ch in self._listening)]
+        channels = [self._k("n", self.node_id), self._all, *(self._k("c", ch) for ch in self._listening)]
         await pubsub.subscribe(*channels)
         await self._catch_up_all()
         self._health(listener=True)
@@ -333,7 +354,7 @@ class RedisEngine:
         sink = self._sink
         if sink is None:
             return
-        if key == self._k("n", self.node_id).encode():
+        if key == self._k("n", self.node_id).encode() or key == self._all.encode():
             on_node = getattr(sink, "on_node_message", None)
             if on_node is not None:
                 on_node(data)
@@ -602,6 +623,59 @@ class RedisEngine:
             await self.redis.publish(self._k("n", node), message)
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
+
+    async def record_applied(
+        self,
+        sid: str,
+        token: str,
+        *,
+        done: int,
+        reply: tuple[int, bytes] | None,
+        forget: Sequence[int],
+        origins: Sequence[str] | None,
+        ttl: float,
+    ) -> None:
+        """One round trip (a pipeline of HSET, HDEL when answers were delivered, PEXPIRE)
+        per applied message."""
+        key = self._k("a", sid)
+        fields: dict[FieldT, EncodableT] = {"t": token_digest(token), "i": done}
+        if reply is not None:
+            fields[f"r:{reply[0]}"] = reply[1]
+        if origins is not None:
+            fields["o"] = msgpack.packb(list(origins))
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, mapping=fields)
+                if forget:
+                    pipe.hdel(key, *(f"r:{number}" for number in forget))
+                pipe.pexpire(key, max(1, int(ttl * 1000)))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+
+    async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:
+        try:
+            raw: dict[bytes, bytes] = await self.redis.hgetall(self._k("a", sid))  # type: ignore[assignment]
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        digest = raw.get(b"t")
+        if digest is None or not hmac.compare_digest(bytes(digest), token_digest(token)):
+            return None
+        record = AppliedRecord(done=int(raw.get(b"i", b"0")))
+        for name, value in raw.items():
+            if name.startswith(b"r:"):
+                record.replies[int(name[2:])] = bytes(value)
+        if b"o" in raw:
+            record.origins = [str(key) for key in msgpack.unpackb(raw[b"o"], raw=False)]
+        return record
+
+    async def broadcast(self, message: bytes) -> int:
+        """Publish ``message`` to every node; returns how many *other* nodes received it."""
+        try:
+            receivers = int(await self.redis.publish(self._all, message))
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        return max(0, receivers - 1) if self._subscribed.is_set() else receivers
 
     async def ping(self) -> float:
         """Round-trip time to Redis, seconds."""

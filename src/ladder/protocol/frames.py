@@ -48,6 +48,21 @@ class Hello:
     token: str | None = None
     why: str | None = None
     """Why the client opened this transport (``refused``, ``buffered``, ``probe``...), for metrics."""
+    prev: Previous | None = None
+    """On a new session: the lost session whose unacknowledged messages the client carries over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Previous:
+    """A lost session named in the hello of its successor (``psid``, ``prt``, ``pids``).
+
+    ``ids`` are the lost session's message ids of the messages the client carries over, in
+    the order it renumbers them 1, 2, 3, ... in the new session.
+    """
+
+    sid: str
+    rt: str
+    ids: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +202,55 @@ def _position(obj: dict[str, Any]) -> tuple[str | None, int | None]:
     return epoch, offset
 
 
+MAX_CARRIED: Final = 65_536
+"""Most messages a hello may say it carries over from a lost session."""
+
+
+def parse_ids(text: str) -> tuple[int, ...]:
+    """Message ids written as ascending ranges: ``"3-5,8"`` is (3, 4, 5, 8)."""
+    if len(text) > 4096:
+        raise _bad("pids", "must be at most 4096 characters")
+    ids: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.partition("-")
+        if not (first.isascii() and first.isdigit() and (not dash or (last.isascii() and last.isdigit()))):
+            raise _bad("pids", "must be ranges of message ids such as '3-5,8'")
+        lo, hi = int(first), int(last or first)
+        if lo < 1 or hi < lo or hi > MAX_ID or (ids and lo <= ids[-1]):
+            raise _bad("pids", "must be ascending ranges of message ids from 1")
+        if len(ids) + hi - lo + 1 > MAX_CARRIED:
+            raise _bad("pids", f"must name at most {MAX_CARRIED} messages")
+        ids.extend(range(lo, hi + 1))
+    return tuple(ids)
+
+
+def format_ids(ids: list[int]) -> str:
+    """The inverse of :func:`parse_ids` (``ids`` ascending)."""
+    parts: list[str] = []
+    start = prev = ids[0]
+    for number in [*ids[1:], None]:
+        if number is not None and number == prev + 1:
+            prev = number
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if number is not None:
+            start = prev = number
+    return ",".join(parts)
+
+
+def _previous(o: dict[str, Any]) -> Previous | None:
+    sid = _opt_str(o, "psid", max_len=64)
+    rt = _opt_str(o, "prt", max_len=128)
+    ids = _opt_str(o, "pids", max_len=4096)
+    if sid is None and rt is None and ids is None:
+        return None
+    if sid is None or rt is None or ids is None:
+        raise LadderError("bad_frame", "fields 'psid', 'prt' and 'pids' come together or not at all")
+    if o.get("sid") is not None:
+        raise LadderError("bad_frame", "fields 'psid', 'prt' and 'pids' belong to a hello without 'sid'")
+    return Previous(sid, rt, parse_ids(ids))
+
+
 def _hello(o: dict[str, Any]) -> Hello:
     v = _int(o, "v", lo=0, hi=1000)
     if v != PROTOCOL_VERSION:
@@ -202,6 +266,7 @@ def _hello(o: dict[str, Any]) -> Hello:
         ack=_opt_int(o, "ack") or 0,
         token=_opt_str(o, "tok", max_len=8192),
         why=_opt_str(o, "why", max_len=16),
+        prev=_previous(o),
     )
 
 

@@ -5,7 +5,9 @@ them, so a message written into a dying transport is written again on the next o
 it drops any server frame (``s``) it has already handed to the application. A welcome
 tells it where the server stands: on a resumed session it continues from the server's
 acknowledgement; on a new session (the old one expired) every message still unconfirmed
-is renumbered and sent to the new session, in the same order.
+is renumbered and sent to the new session, in the same order. The hello that opens that
+new session names the lost one (``psid``, ``prt``) and which of its messages are carried
+(``pids``), so the server can tell those the lost session already applied.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import LadderError
-from .frames import PROTOCOL_VERSION
+from .frames import PROTOCOL_VERSION, format_ids
 from .reliable import Inbox, Outbox, OutboxOverflow
 
 Frame = dict[str, Any]
@@ -23,9 +25,19 @@ Frame = dict[str, Any]
 class PeerState:
     """Client bookkeeping for one logical connection (across sessions and transports)."""
 
-    def __init__(self, *, max_queue: int = 1000, window: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        max_queue: int = 1000,
+        window: int = 100_000,
+        carry: Callable[[Frame], bool] = lambda frame: True,
+    ) -> None:
         self.sid: str | None = None
         self.token: str | None = None
+        self.carry = carry
+        """Which unacknowledged messages move to a new session (the rest are dropped)."""
+        self.lost: tuple[str, str] | None = None
+        """The session lost last (id, resume token), until a new one is adopted."""
         self.inbox: Inbox[Frame] = Inbox(window=window)
         self.outbox: Outbox[Frame] = Outbox(max_items=max_queue, max_bytes=2**62)
         self.cursor = 0
@@ -47,16 +59,23 @@ class PeerState:
             frame["sid"] = self.sid
             frame["rt"] = self.token
             frame["ack"] = self.inbox.applied
+        elif self.lost is not None:
+            carried = [number for number, item in self.outbox.after(0) if self.carry(item)]
+            if carried:
+                frame["psid"], frame["prt"] = self.lost
+                frame["pids"] = format_ids(carried)
         if token is not None:
             frame["tok"] = token
         return frame
 
     def welcome(
-        self, welcome: Frame, keep: Callable[[Frame], bool] = lambda frame: True
+        self, welcome: Frame, keep: Callable[[Frame], bool] | None = None
     ) -> list[tuple[int, int]] | None:
         """Adopt a welcome. Returns None for a resumed session, or for a new one the
-        ``(old id, new id)`` pairs of the messages carried over (``keep`` filters them).
+        ``(old id, new id)`` pairs of the messages carried over (``keep``, by default
+        :attr:`carry`, filters them).
         """
+        keep = keep or self.carry
         if welcome.get("sid") == self.sid and welcome.get("resumed"):
             ack = int(welcome.get("ack", 0))
             if ack > self.outbox.last:
@@ -67,6 +86,7 @@ class PeerState:
             return None
         self.sid = str(welcome["sid"])
         self.token = str(welcome["rt"])
+        self.lost = None
         self.inbox.reset()
         self.acked_out = 0
         self.cursor = 0
@@ -80,7 +100,9 @@ class PeerState:
         return moved
 
     def forget_session(self) -> None:
-        """The session is gone for good; the next hello starts a new one."""
+        """The session is gone for good; the next hello starts a new one (naming this one)."""
+        if self.sid is not None and self.token is not None:
+            self.lost = (self.sid, self.token)
         self.sid = None
         self.token = None
 

@@ -6,7 +6,9 @@ Both directions of a Ladder session use the same pair:
   the peer acknowledges it cumulatively. A new transport resumes from the peer's last
   acknowledgement, so anything lost in a dropped connection is sent again.
 * :class:`Inbox` hands each number to the application exactly once and in order: repeats
-  are dropped, early arrivals wait (within a bounded window) for the gap to fill.
+  are dropped, early arrivals wait (within a bounded window) for the gap to fill. It tells
+  *accepted* (handed out) from *done* (the application finished with it): a receiver that
+  acknowledges only what is done never confirms a message it might still lose.
 
 Server to client: the server's outbox numbers frames with ``s``; the client's inbox
 dedupes them. Client to server: the client's outbox numbers messages with ``i``; the
@@ -84,6 +86,17 @@ class Outbox(Generic[T]):
         """How many items above ``cursor`` have not been acknowledged yet."""
         return self.last - max(cursor, self.acked)
 
+    def restore(self, acked: int, items: list[tuple[T, int]]) -> None:
+        """Start over from a snapshot: ``acked`` confirmed, then ``items`` (with sizes) kept."""
+        self.renumber()
+        self.acked = self.last = acked
+        for item, size in items:
+            self.push(item, size)
+
+    def kept(self) -> list[tuple[T, int]]:
+        """Every kept item with its size, oldest first (to take a snapshot)."""
+        return list(zip(self._items, self._sizes, strict=True))
+
     def renumber(self) -> list[T]:
         """Take every kept item out and restart numbering at 1 (for a brand-new session)."""
         items = list(self._items)
@@ -96,45 +109,67 @@ class Outbox(Generic[T]):
 
 
 class Inbox(Generic[T]):
-    """Applies numbered items once, in order, holding early arrivals in a bounded window."""
+    """Applies numbered items once, in order, holding early arrivals in a bounded window.
 
-    __slots__ = ("_early", "applied", "window")
+    ``accepted`` counts what was handed out; ``done`` what the application finished. They
+    differ while a handler is still running: only ``done`` may be acknowledged, and only
+    ``done`` moves with a session to another process.
+    """
+
+    __slots__ = ("_early", "accepted", "done", "window")
 
     def __init__(self, *, window: int) -> None:
         self.window = window
-        self.applied = 0
+        self.accepted = 0
         """Every number up to this one has been handed out; higher ones have not."""
+        self.done = 0
+        """Every number up to this one has been applied (see :meth:`finish`)."""
         self._early: dict[int, T] = {}
+
+    @property
+    def applied(self) -> int:
+        """What was handed out (a receiver that applies at once, like a client, needs no more)."""
+        return self.accepted
 
     def offer(self, number: int, item: T) -> list[T]:
         """Accept ``item`` numbered ``number``; return what is now ready, in order.
 
-        A number already applied is a repeat and yields nothing. A number too far ahead
-        (beyond ``applied + window``) is refused so a broken peer cannot grow memory.
+        A number already accepted is a repeat and yields nothing. A number too far ahead
+        (beyond ``accepted + window``) is refused so a broken peer cannot grow memory.
         """
-        if number <= self.applied or number in self._early:
+        if number <= self.accepted or number in self._early:
             return []
-        if number > self.applied + self.window:
+        if number > self.accepted + self.window:
             raise LadderError(
                 "too_far_ahead",
-                f"message {number} arrived while waiting for {self.applied + 1}",
+                f"message {number} arrived while waiting for {self.accepted + 1}",
             )
-        if number != self.applied + 1:
+        if number != self.accepted + 1:
             self._early[number] = item
             return []
         ready = [item]
-        self.applied = number
+        self.accepted = number
         early = self._early
-        while early and (self.applied + 1) in early:
-            self.applied += 1
-            ready.append(early.pop(self.applied))
+        while early and (self.accepted + 1) in early:
+            self.accepted += 1
+            ready.append(early.pop(self.accepted))
         return ready
+
+    def finish(self, number: int) -> None:
+        """The application is done with ``number`` (items finish in the order handed out)."""
+        if number != self.done + 1 or number > self.accepted:
+            raise RuntimeError(f"finished {number} while {self.done} done and {self.accepted} accepted")
+        self.done = number
 
     @property
     def waiting(self) -> int:
         """How many early items are held for a gap to fill."""
         return len(self._early)
 
-    def reset(self) -> None:
-        self.applied = 0
+    def restore(self, done: int) -> None:
+        """Start over with every number up to ``done`` applied."""
+        self.accepted = self.done = done
         self._early.clear()
+
+    def reset(self) -> None:
+        self.restore(0)

@@ -184,7 +184,7 @@ class SessionState:
         att = Attachment(kind, streaming=streaming, cursor=ack, now=now)
         if greeting is not None:
             att.control.append(greeting)  # the welcome carries the ack
-            att.ack_sent = self.ack_written = self.inbox.applied
+            att.ack_sent = self.ack_written = self.inbox.done
             self.ack_written_at = now
         else:
             # Each poll is a new attachment: an ack the client was already sent is no news
@@ -280,7 +280,7 @@ class SessionState:
             frames = self.outbox.after(att.cursor, self.limits.batch_frames)
             if frames:
                 att.cursor = frames[-1][0]
-            applied = self.inbox.applied
+            applied = self.inbox.done
             if applied > att.ack_sent or (
                 # A poll answer can be lost on the way: a long poll released empty, and a
                 # short poll once per poll_timeout, repeat the ack so the client learns it.
@@ -301,7 +301,7 @@ class SessionState:
             return True
         if att is not self.active:
             return False
-        return self.outbox.pending(att.cursor) > 0 or self.inbox.applied > att.ack_sent
+        return self.outbox.pending(att.cursor) > 0 or self.inbox.done > att.ack_sent
 
     # -- inbound ------------------------------------------------------------------------
 
@@ -311,12 +311,49 @@ class SessionState:
             self.outbox.ack(upto)
 
     def receive(self, frame: Numbered) -> list[Numbered]:
-        """Offer a numbered client frame; returns the frames now ready to apply, in order."""
-        ready = self.inbox.offer(frame.i, frame)
-        if ready and self.attachments:
+        """Offer a numbered client frame; returns the frames now ready to apply, in order.
+
+        Nothing is acknowledged yet: the client learns of a message only once it is done
+        (:meth:`finish`), so a message lost before it was applied is still the client's to resend.
+        """
+        return self.inbox.offer(frame.i, frame)
+
+    def finish(self, number: int) -> None:
+        """Client message ``number`` has been applied: it may now be acknowledged."""
+        self.inbox.finish(number)
+        if self.attachments:
             # The client learns about the new cumulative ack on its next write.
             self.attachments[-1].wake()
-        return ready
+
+    # -- moving to another process ------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """What another process needs to continue this session: its identity, the frames
+        the client has not acknowledged, and how many client messages were *applied*.
+
+        Messages accepted but not done are left out on purpose: they were never
+        acknowledged, so the client writes them again to wherever the session goes.
+        """
+        outbox = self.outbox
+        return {
+            "sid": self.sid,
+            "rt": self.token,
+            "acked": outbox.acked,
+            "frames": [[f.kind, f.fields, *f.tails, size] for f, size in outbox.kept()],
+            "done": self.inbox.done,
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any], now: float, limits: SessionLimits) -> SessionState:
+        """A detached session continuing from :meth:`snapshot` (taken in another process)."""
+        state = cls(str(snapshot["sid"]), str(snapshot["rt"]), now, limits)
+        items = [
+            (OutFrame.from_tails(str(kind), int(fields), bytes(json_tail), bytes(msgpack_tail)), int(size))
+            for kind, fields, json_tail, msgpack_tail, size in snapshot["frames"]
+        ]
+        state.outbox.restore(int(snapshot["acked"]), items)
+        state.inbox.restore(int(snapshot["done"]))
+        return state
 
     # -- time ---------------------------------------------------------------------------
 

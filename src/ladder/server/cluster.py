@@ -13,8 +13,9 @@ owner (``Engine.locate_session``).
   positions) and forgets it; this node rebuilds it and resubscribes from those positions,
   so history covers anything published during the move.
 
-Messages between nodes travel through the engine (``send_node`` / ``on_node_message``),
-as msgpack maps with a kind ``k`` and a request id.
+Messages between nodes travel through the engine (``send_node`` / ``on_node_message``,
+or ``broadcast`` to all of them, as ``send_user`` does), as msgpack maps with a kind ``k``
+and a request id.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import msgpack
 from ..engine.base import Member, Position
 from ..protocol.codec import codec_named
 from ..protocol.errors import LadderError
-from ..protocol.frames import OutFrame, resync_frame
+from ..protocol.frames import resync_frame
 from ..protocol.session import SessionState
+from .applied import Answers, Inherited
 from .auth import Identity
 
 if TYPE_CHECKING:
@@ -43,6 +45,10 @@ log = logging.getLogger("ladder.cluster")
 
 REQUEST_TIMEOUT: Final = 3.0
 """How long a node waits for another to answer (a dead node's sessions are unknown after)."""
+
+SETTLE_TIMEOUT: Final = 2.0
+"""How long an owner asked to give a session away waits for a running handler to finish
+(below ``REQUEST_TIMEOUT``, so the asking node hears a clear "busy, retry")."""
 
 
 class Elsewhere(Exception):
@@ -70,6 +76,8 @@ class Cluster:
         """Forwarded polls being held here, by (requesting node, request id): their ``gone``."""
         self._arriving: dict[str, asyncio.Future[None]] = {}
         """Sessions being moved to this node right now."""
+        self._gathering: dict[int, tuple[list[dict[str, Any]], int, asyncio.Future[None]]] = {}
+        """Broadcast questions waiting for answers: (answers so far, answers expected, all in)."""
 
     # -- asking --------------------------------------------------------------------------------
 
@@ -180,6 +188,26 @@ class Cluster:
             del self._arriving[sid]
             arriving.set_result(None)
 
+    async def ask_all(
+        self, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT
+    ) -> list[dict[str, Any]]:
+        """Ask every other node; return the answers that came within ``timeout``."""
+        engine = self.hub.engine
+        rid = next(self._ids)
+        answers: list[dict[str, Any]] = []
+        complete: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gathering[rid] = (answers, 1 << 30, complete)
+        try:
+            expected = await engine.broadcast(msgpack.packb({**message, "id": rid, "from": engine.node_id}))
+            self._gathering[rid] = (answers, expected, complete)
+            if len(answers) < expected:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await complete
+        finally:
+            del self._gathering[rid]
+        return [answer for answer in answers if "code" not in answer]
+
     async def push(self, node: str, sid: str, event: str, data: Any) -> None:
         await self.hub.engine.send_node(
             node, msgpack.packb({"k": "push", "sid": sid, "ev": event, "d": data})
@@ -198,11 +226,17 @@ class Cluster:
             future = self._waiting.get(message.get("re"))
             if future is not None and not future.done():
                 future.set_result(message)
+            gathering = self._gathering.get(message.get("re"))
+            if gathering is not None:
+                answers, expected, complete = gathering
+                answers.append(message)
+                if len(answers) >= expected and not complete.done():
+                    complete.set_result(None)
         elif kind == "cancel":
             gone = self._serving.pop((message.get("from"), message.get("of")), None)
             if gone is not None:
                 gone()
-        elif kind in _HANDLERS:
+        elif kind in _HANDLERS and message.get("from") != self.hub.engine.node_id:  # not our broadcast
             self.hub.spawn(self._answer(message), f"ladder-cluster-{kind}")
 
     async def _answer(self, message: dict[str, Any]) -> None:
@@ -260,6 +294,15 @@ class Cluster:
         if moved is not None and sid not in self.hub.sessions:
             return {"moved": moved}
         session = await self.hub.route(sid, message["rt"], stream=False, forwarded=True)
+        # Stop applying, and let a handler still running finish: the session moves with
+        # exactly what was applied (what was only accepted is the client's to resend).
+        session.moving = True
+        if not await session.settle(SETTLE_TIMEOUT):
+            session.moving = False
+            self.hub.spawn(self.hub.drain(session), "ladder-drain")
+            raise LadderError("engine_unavailable", f"session {sid[:8]}… is busy applying a message; retry")
+        if self.hub.sessions.get(sid) is not session:  # it ended or moved while we waited
+            raise LadderError("unknown_session", f"session {sid[:8]}… ended")
         state = self.pack(session)
         await self.hub.hand_over(session, str(message["from"]))
         self.counters["moved_out"] += 1
@@ -269,11 +312,13 @@ class Cluster:
         await self.hub.send(str(message["sid"]), str(message["ev"]), message.get("d"))
         return {}
 
+    async def _serve_user(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {"n": self.hub.send_user_here(str(message["user"]), str(message["ev"]), message.get("d"))}
+
     # -- packing a session ---------------------------------------------------------------------
 
     def pack(self, session: Session) -> dict[str, Any]:
-        state = session.state
-        frames = [[f.kind, f.fields, *f.tails] for _, f in state.outbox.after(state.outbox.acked)]
+        """The session as another node rebuilds it: the core's snapshot plus who it is."""
         identity = session.identity
         try:
             claims = msgpack.unpackb(msgpack.packb(dict(identity.claims)), raw=False)
@@ -282,16 +327,13 @@ class Cluster:
         return {
             "addr": session.address,
             "exp": identity.expires,
-            "sid": state.sid,
-            "rt": state.token,
             "cid": session.client_id,
-            "created": state.created,
             "user": identity.user,
             "info": identity.info,
             "claims": claims,
-            "acked": state.outbox.acked,
-            "frames": frames,
-            "applied": state.inbox.applied,
+            "state": session.state.snapshot(),
+            "inh": None if session.inherited is None else session.inherited.pack(),
+            "ans": None if session.answers is None else session.answers.pack(),
             "subs": [
                 [sub.channel, *self.hub.position_of(sub), sub.member is not None]
                 for sub in session.subs.values()
@@ -302,13 +344,7 @@ class Cluster:
         from .session import Session  # noqa: PLC0415
 
         hub = self.hub
-        state = SessionState(packed["sid"], packed["rt"], hub.clock(), hub.session_limits)
-        outbox = state.outbox
-        outbox.acked = outbox.last = int(packed["acked"])
-        for kind, fields, json_tail, msgpack_tail in packed["frames"]:
-            frame = OutFrame.from_tails(kind, fields, json_tail, msgpack_tail)
-            outbox.push(frame, frame.size)
-        state.inbox.applied = int(packed["applied"])
+        state = SessionState.restore(packed["state"], hub.clock(), hub.session_limits)
         identity = Identity(
             user=packed["user"],
             info=packed["info"],
@@ -317,6 +353,11 @@ class Cluster:
         )
         session = Session(state, identity, packed["cid"])
         session.address = packed.get("addr")
+        if packed.get("inh") is not None:
+            session.inherited = Inherited.unpack(packed["inh"])
+        if packed.get("ans") is not None:
+            session.answers = Answers(hub.limits.inbox_window)
+            session.answers.unpack(packed["ans"])
         hub.adopt(session)
         self.counters["moved_in"] += 1
         await hub.engine.claim_session(state.sid, hub.session_limits.ttl * 2)
@@ -348,4 +389,5 @@ _HANDLERS: Final[dict[str, Callable[[Cluster, dict[str, Any]], Awaitable[dict[st
     "poll": Cluster._serve_poll,
     "migrate": Cluster._serve_migrate,
     "push": Cluster._serve_push,
+    "user": Cluster._serve_user,
 }

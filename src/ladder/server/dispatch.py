@@ -2,7 +2,8 @@
 
 Frames arrive here already deduplicated and in order (the session inbox). Each gets a
 ``reply`` (with a result) or an ``err`` (with a code) in the session's sequenced stream,
-except ``emit``, which is fire-and-forget unless its handler fails. Nothing raised by an
+except ``emit``, which is fire-and-forget unless its handler fails. The answer is returned
+to the hub, which sends it only after the message is recorded as applied. Nothing raised by an
 app handler escapes: a :class:`LadderError` becomes that error, anything else a
 ``handler_error`` (logged here, with its traceback, since it is a server-side bug).
 """
@@ -20,6 +21,7 @@ from ..protocol.frames import (
     HistoryQuery,
     Invalid,
     Numbered,
+    OutFrame,
     PresenceQuery,
     Publish,
     Refresh,
@@ -35,27 +37,29 @@ from .session import Session
 log = logging.getLogger("ladder")
 
 
-async def apply(hub: Ladder, session: Session, frame: Numbered) -> None:
-    """Apply one client frame and answer it."""
+async def apply(hub: Ladder, session: Session, frame: Numbered) -> OutFrame | None:
+    """Apply one client frame. Returns its answer, for the hub to send once the frame is
+    recorded as applied (None: no answer, or one already sent, as a subscription's)."""
+    reply: OutFrame
     try:
         result = await _APPLY[type(frame)](hub, session, frame)
     except LadderError as exc:
         if not isinstance(frame, Invalid):  # invalid frames were counted when refused
             hub.counters.errors[exc.code] += 1
-        hub.push_reply(session, error_frame(exc, frame.i))
-        return
+        reply = error_frame(exc, frame.i)
     except Exception:
         log.exception("handler failed for %s from session %s", type(frame).__name__, session.sid[:8])
         hub.counters.errors["handler_error"] += 1
-        hub.push_reply(session, error_frame(LadderError("handler_error"), frame.i))
-        return
-    if not isinstance(frame, Emit) and result is not _NO_REPLY:
+        reply = error_frame(LadderError("handler_error"), frame.i)
+    else:
+        if isinstance(frame, Emit) or result is _NO_REPLY:
+            return None
         try:
             reply = reply_frame(frame.i, result)
         except LadderError as exc:
             log.warning("reply to %s could not be encoded: %s", type(frame).__name__, exc)
             reply = error_frame(LadderError("handler_error", "the result could not be encoded"), frame.i)
-        hub.push_reply(session, reply)
+    return reply
 
 
 def _pubs(hub: Ladder, pubs: list[Publication]) -> list[dict[str, Any]]:
@@ -130,23 +134,23 @@ async def _publish(hub: Ladder, session: Session, frame: Publish) -> Any:
     return {"ep": pub.epoch, "off": pub.offset}
 
 
-def _context(hub: Ladder, session: Session, event: str) -> Context:
-    return Context(hub, session.sid, session.client_id, session.identity, event)
+def _context(hub: Ladder, session: Session, event: str, number: int) -> Context:
+    return Context(hub, session.sid, session.client_id, session.identity, event, session.message_key(number))
 
 
-async def _run_handler(hub: Ladder, session: Session, event: str, data: Any) -> Any:
-    handler = hub.handler(event)
+async def _run_handler(hub: Ladder, session: Session, frame: Emit | Call) -> Any:
+    handler = hub.handler(frame.ev)
     if handler is None:
-        raise LadderError("unknown_event", f"no handler for {event!r}")
-    return await hub.call_handler(handler, _context(hub, session, event), data)
+        raise LadderError("unknown_event", f"no handler for {frame.ev!r}")
+    return await hub.call_handler(handler, _context(hub, session, frame.ev, frame.i), frame.d)
 
 
 async def _emit(hub: Ladder, session: Session, frame: Emit) -> Any:
-    return await _run_handler(hub, session, frame.ev, frame.d)
+    return await _run_handler(hub, session, frame)
 
 
 async def _call(hub: Ladder, session: Session, frame: Call) -> Any:
-    return await _run_handler(hub, session, frame.ev, frame.d)
+    return await _run_handler(hub, session, frame)
 
 
 async def _presence(hub: Ladder, session: Session, frame: PresenceQuery) -> Any:

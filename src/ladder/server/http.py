@@ -101,6 +101,9 @@ class Request:
             fields["tok"] = query["tok"]
         if query.get("why"):
             fields["why"] = query["why"]
+        for name in ("psid", "prt", "pids"):  # a new session naming the one it replaces
+            if query.get(name):
+                fields[name] = query[name]
         frame = parse_client_frame(fields)
         assert isinstance(frame, Hello)
         return frame

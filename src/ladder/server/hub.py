@@ -35,6 +35,8 @@ from ..protocol.frames import (
     OutFrame,
     Ping,
     Pong,
+    Previous,
+    error_frame,
     presence_frame,
     pub_frame,
     push_frame,
@@ -42,6 +44,7 @@ from ..protocol.frames import (
 )
 from ..protocol.reliable import OutboxOverflow
 from ..protocol.session import Attachment, Phase, SessionLimits, SessionState
+from .applied import Answers, Inherited, encode_answer
 from .auth import (
     Authenticate,
     AuthRequest,
@@ -50,7 +53,7 @@ from .auth import (
     default_permissions,
     run_authenticate,
 )
-from .cluster import Cluster, Elsewhere
+from .cluster import SETTLE_TIMEOUT, Cluster, Elsewhere
 from .config import TRANSPORTS, ChannelRules, Limits, check_hub_settings
 from .logs import make_visible
 from .metrics import REASONS, Counters, Metrics
@@ -79,6 +82,10 @@ class Context:
     client_id: str
     identity: Identity
     event: str
+    message_key: str | None = None
+    """A key for the client message being handled that survives the client carrying it
+    over to a new session (``<sid>:<id>`` of the session that first received it): use it
+    to make side effects exactly once even if this node dies right after applying it."""
 
     @property
     def user(self) -> str | None:
@@ -232,12 +239,31 @@ class Ladder:
         return True
 
     async def send_user(self, user: str, event: str, data: Any = None) -> int:
-        """Push an event to every session of ``user``. Returns how many were reached."""
+        """Push an event to every session of ``user``, on every node.
+
+        Returns how many sessions it was queued for: here, plus those other nodes reported
+        within 3 s (a node that does not answer in time is not counted, though it may
+        still deliver; with the engine unreachable, only this node's are reached, and a
+        WARNING says so). A session whose client is away gets it when the client comes back.
+        """
+        frame = push_frame(event, data)  # refused here if it cannot be encoded
+        reached = self._push_user(user, frame)
+        await self.start()
+        try:
+            answers = await self.cluster.ask_all({"k": "user", "user": user, "ev": event, "d": data})
+        except LadderError as exc:  # the engine is down: other nodes cannot be reached now
+            log.warning("send_user(%r) reached this node only: %s", user, exc)
+            return reached
+        return reached + sum(int(answer.get("n", 0)) for answer in answers)
+
+    def send_user_here(self, user: str, event: str, data: Any = None) -> int:
+        """Push an event to the sessions of ``user`` held by this node only."""
+        return self._push_user(user, push_frame(event, data))
+
+    def _push_user(self, user: str, frame: OutFrame) -> int:
         sessions = list(self._by_user.get(user, ()))
-        if sessions:
-            frame = push_frame(event, data)
-            for session in sessions:
-                self._push(session, frame)
+        for session in sessions:
+            self._push(session, frame)
         return len(sessions)
 
     async def presence(self, channel: str) -> list[Member]:
@@ -398,7 +424,14 @@ class Ladder:
                 and len(self._by_user.get(identity.user, ())) >= limits.max_sessions_per_user
             ):
                 raise LadderError("too_many_sessions", f"at most {limits.max_sessions_per_user} per user")
-            return self._new_session(identity, address), False
+            session = self._new_session(identity, address)
+            if hello.prev is not None:
+                try:
+                    session.inherited = await self._inherit(hello.prev)
+                except BaseException:
+                    await self.forget(session)
+                    raise
+            return session, False
         return await self.route(hello.sid, hello.rt, stream=stream), True
 
     async def route(self, sid: str, token: str | None, *, stream: bool, forwarded: bool = False) -> Session:
@@ -431,6 +464,16 @@ class Ladder:
         if stream:
             return await self.cluster.migrate(node, sid, token)
         raise Elsewhere(node)
+
+    async def _inherit(self, prev: Previous) -> Inherited:
+        """Take over what the lost session ``prev`` applied (nothing without its token)."""
+        old = self.sessions.get(prev.sid)
+        if old is not None:  # ended here but perhaps still finishing a message
+            await old.settle(SETTLE_TIMEOUT)
+        record = await self.engine.applied_record(prev.sid, prev.rt)
+        if record is None:
+            log.info("new session names lost session %s: no record (expired, or not its token)", prev.sid[:8])
+        return Inherited.of(prev, record)
 
     def _new_session(self, identity: Identity, address: str | None = None) -> Session:
         sid = self.engine.session_prefix() + secrets.token_urlsafe(16)
@@ -474,7 +517,7 @@ class Ladder:
             "u": session.user,
             "exp": session.identity.expires,
             "resumed": resumed,
-            "ack": state.inbox.applied,
+            "ack": state.inbox.done,
             "seq": state.outbox.last,
             "hb": round(state.limits.heartbeat * 1000),
             "ttl": round(state.limits.ttl * 1000),
@@ -786,19 +829,83 @@ class Ladder:
         )
 
     async def drain(self, session: Session) -> None:
-        """Apply queued client frames one at a time, in order (whoever arrives first drains)."""
+        """Apply queued client frames one at a time, in order (whoever arrives first drains).
+
+        A message counts as done (and may be acknowledged) only once it was applied and
+        recorded; a session being moved to another node stops between two messages.
+        """
         if session.draining:
             return
         session.draining = True
         apply = _layers().apply
+        state = session.state
+        frame: Numbered | None = None
+        reply: OutFrame | None = None
+        returned = False
         try:
-            while session.ready and session.state.phase is not Phase.CLOSED:
-                await apply(self, session, session.ready.popleft())
+            while session.ready and state.phase is not Phase.CLOSED and not session.moving:
+                frame, returned = session.ready.popleft(), False
+                inherited = session.inherited
+                applied, reply = inherited.applied(frame.i) if inherited is not None else (False, None)
+                if not applied:  # else the lost session applied it: answer it, once more
+                    reply = await apply(self, session, frame)
+                returned = True
+                await self._done(session, frame, reply)
+                frame = None
+        finally:
+            if frame is not None:
+                # Our driver was cancelled inside a handler: the message went as far as it
+                # went. It is finished (answered, never applied twice) before anything after
+                # it, by a task of the hub's that keeps the queue (``draining`` stays set).
+                if not returned:
+                    reply = error_frame(LadderError("handler_error", "the handler was interrupted"), frame.i)
+                self.spawn(self._finish_interrupted(session, frame, reply), "ladder-drain")
+            else:
+                session.draining = False
+                if session.ready and state.phase is not Phase.CLOSED and not session.moving:
+                    # Cancelled between two messages: someone must finish in order.
+                    self.spawn(self.drain(session), "ladder-drain")
+                else:
+                    session.drained()
+
+    async def _finish_interrupted(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
+        try:
+            await self._done(session, frame, reply)
         finally:
             session.draining = False
-            if session.ready and session.state.phase is not Phase.CLOSED:
-                # Our driver was cancelled mid-way: someone must finish in order.
-                self.spawn(self.drain(session), "ladder-drain")
+        await self.drain(session)
+
+    async def _done(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
+        """``frame`` was applied: record it, then send its answer and let it be acknowledged."""
+        state = session.state
+        answers = session.answers
+        if answers is None:
+            answers = session.answers = Answers(self.limits.inbox_window)
+            inherited = session.inherited
+            origins = inherited.keys() if inherited is not None and inherited.ids else None
+        else:
+            origins = None
+        try:
+            await self.engine.record_applied(
+                state.sid,
+                state.token,
+                done=frame.i,
+                reply=None if reply is None else (frame.i, encode_answer(reply)),
+                forget=answers.delivered(state.outbox.acked),
+                origins=origins,
+                ttl=state.limits.ttl * 2,
+            )
+        except LadderError as exc:
+            # Applied all the same; only if this node died now could a resend apply it again.
+            log.warning("session %s: message %d applied but not recorded (%s)", state.sid[:8], frame.i, exc)
+        if reply is not None:
+            try:
+                answers.kept(frame.i, state.push(reply))
+            except OutboxOverflow:
+                self.close_session(session, LadderError("slow_consumer"))
+        inbox = state.inbox
+        if inbox.done + 1 == frame.i <= inbox.accepted:  # else the session was discarded meanwhile
+            state.finish(frame.i)
 
     def handler(self, event: str) -> Handler | None:
         return self._handlers.get(event)

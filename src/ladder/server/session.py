@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol.frames import Numbered
 from ..protocol.session import SessionState
+from .applied import Answers, Inherited
 from .auth import Identity
 from .ratelimit import Bucket
 
@@ -68,7 +69,21 @@ class Subscription:
 class Session:
     """The hub's record of a session: core state, identity, subscriptions, inbound queue."""
 
-    __slots__ = ("address", "bucket", "client_id", "draining", "identity", "ready", "rung", "state", "subs")
+    __slots__ = (
+        "address",
+        "answers",
+        "bucket",
+        "client_id",
+        "draining",
+        "identity",
+        "idle",
+        "inherited",
+        "moving",
+        "ready",
+        "rung",
+        "state",
+        "subs",
+    )
 
     def __init__(self, state: SessionState, identity: Identity, client_id: str) -> None:
         self.state = state
@@ -79,12 +94,47 @@ class Session:
         self.ready: deque[Numbered] = deque()
         """Client frames accepted in order and waiting to be applied."""
         self.draining = False
+        """Whether a task is applying ``ready`` right now (one at a time, in order)."""
+        self.moving = False
+        """The session is being packed for another node: nothing more is applied here."""
+        self.idle: asyncio.Future[None] | None = None
+        """Made by :meth:`settle` while a message is being applied; done when it is."""
         self.rung: str | None = None
         """The kind of the transport attached most recently (to count rung changes)."""
         self.address: str | None = None
         """The client address that opened the session (for per-address limits)."""
         self.bucket: Bucket | None = None
         """Its message rate limit (made on first use)."""
+        self.inherited: Inherited | None = None
+        """The lost session this one took over from (its client named it in the hello)."""
+        self.answers: Answers | None = None
+        """Answers recorded in the engine and not yet acknowledged (made on first use)."""
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait until no message is being applied (at most ``timeout`` s). True if none is."""
+        if not self.draining:
+            return True
+        if self.idle is None or self.idle.done():
+            self.idle = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self.idle)
+        except TimeoutError:
+            return False
+        return True
+
+    def drained(self) -> None:
+        """The applying task stopped: wake whoever waits in :meth:`settle`."""
+        idle, self.idle = self.idle, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+
+    def message_key(self, number: int) -> str:
+        """A key for client message ``number`` that stays the same when the client carries
+        the message over to a new session after losing this one (for idempotent handlers)."""
+        inherited = self.inherited
+        key = inherited.key(number) if inherited is not None else None
+        return key if key is not None else f"{self.state.sid}:{number}"
 
     @property
     def sid(self) -> str:

@@ -279,6 +279,30 @@ export class Inbox {
 }
 
 /**
+ * Whether an unacknowledged message moves to a new session (subscriptions are renewed instead).
+ * @param {Frame} frame
+ */
+export function carried(frame) {
+  return frame.t !== "sub" && frame.t !== "unsub";
+}
+
+/**
+ * Ascending message ids as ranges, the hello's `pids` (protocol §3.1): [3, 4, 5, 8] is "3-5,8".
+ * @param {number[]} ids
+ */
+export function formatIds(ids) {
+  /** @type {string[]} */
+  const parts = [];
+  let start = ids[0];
+  ids.forEach((id, k) => {
+    if (ids[k + 1] === id + 1) return;
+    parts.push(start === id ? String(id) : `${start}-${id}`);
+    start = ids[k + 1];
+  });
+  return parts.join(",");
+}
+
+/**
  * Client bookkeeping for one logical connection, across sessions and transports: numbers the
  * client's messages (`i`) and keeps them until acknowledged; drops server frames (`s`) already
  * delivered. A welcome says where the server stands (protocol §1, §3.2).
@@ -289,6 +313,8 @@ export class PeerState {
     this.sid = null;
     /** @type {string | null} resume token */
     this.token = null;
+    /** @type {[string, string] | null} the session lost last (id, resume token), named by the next hello */
+    this.lost = null;
     /** @type {Inbox<Frame>} */
     this.inbox = new Inbox();
     /** @type {Outbox<Frame>} */
@@ -310,6 +336,9 @@ export class PeerState {
       frame.sid = this.sid;
       frame.rt = this.token;
       frame.ack = this.inbox.applied;
+    } else if (this.lost !== null) {
+      const ids = this.outbox.after(0).filter(([, item]) => carried(item)).map(([i]) => i);
+      if (ids.length > 0) Object.assign(frame, { psid: this.lost[0], prt: this.lost[1], pids: formatIds(ids) });
     }
     if (token != null) frame.tok = token;
     return frame;
@@ -335,6 +364,7 @@ export class PeerState {
     }
     this.sid = String(welcome.sid);
     this.token = String(welcome.rt);
+    this.lost = null;
     this.inbox.reset();
     this.ackedOut = 0;
     this.cursor = 0;
@@ -352,6 +382,7 @@ export class PeerState {
 
   /** The session is gone for good; the next hello starts a new one. */
   forgetSession() {
+    if (this.sid !== null && this.token !== null) this.lost = [this.sid, this.token];
     this.sid = null;
     this.token = null;
   }
@@ -1176,7 +1207,7 @@ export class SSETransport extends HttpTransport {
     /** @type {Record<string, string | number | null | undefined>} */
     const query = { v: hello.v };
     if (hello.sid) Object.assign(query, { sid: hello.sid, ack: hello.ack ?? 0, rt: hello.rt });
-    else query.tok = hello.tok;
+    else Object.assign(query, { tok: hello.tok, psid: hello.psid, prt: hello.prt, pids: hello.pids });
     let source;
     try {
       source = new EventSource(this.ctx.endpoint.http("sse", query), { withCredentials: true });
@@ -1342,6 +1373,7 @@ export class PollingTransport extends HttpTransport {
     } else if (hello.tok) {
       headers.authorization = `Bearer ${hello.tok}`;
     }
+    if (hello.psid) Object.assign(query, { psid: hello.psid, prt: hello.prt, pids: hello.pids });
     this.get(query, headers, 10_000).then(
       (frames) => {
         if (frames[0]?.t === "welcome") {
@@ -2194,7 +2226,7 @@ export class Client {
     /** @type {[number, number][] | null} */
     let moved;
     try {
-      moved = this.peer.welcome(welcome, (frame) => frame.t !== "sub" && frame.t !== "unsub");
+      moved = this.peer.welcome(welcome, carried);
     } catch (error) {
       this._conn = conn;
       this._connClosed(conn, `${conn.name}: ${String(error)}`, null);

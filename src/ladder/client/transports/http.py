@@ -20,6 +20,9 @@ def hello_query(hello: Frame) -> dict[str, Any]:
     if hello.get("sid"):
         query["sid"] = hello["sid"]
         query["ack"] = hello.get("ack", 0)
+    for name in ("psid", "prt", "pids"):  # a new session naming the one it replaces
+        if hello.get(name):
+            query[name] = hello[name]
     return query
 
 

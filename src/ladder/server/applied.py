@@ -1,0 +1,119 @@
+"""Exactly once across nodes: what a session applied, recorded where it outlives the node.
+
+After each client message is applied, and before its answer or acknowledgement can be
+written, the hub records in the engine the session's highest applied id and the encoded
+answer (:meth:`Engine.record_applied`). A client whose session was lost (its node died)
+starts a new one and names the lost session in the hello (``psid``, ``prt``, ``pids``):
+the new session reads the record (only with the right resume token) and, for each carried
+message the lost session had applied, sends the kept answer instead of applying it again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import msgpack
+
+from ..engine.base import AppliedRecord
+from ..protocol.codec import MSGPACK
+from ..protocol.frames import OutFrame, Previous, format_ids, parse_ids
+
+
+def encode_answer(reply: OutFrame) -> bytes:
+    """A reply or error frame as kept in the record: its fields without ``s`` and ``re``."""
+    body = reply.decode(MSGPACK)
+    body.pop("s", None)
+    body.pop("re", None)
+    return bytes(msgpack.packb(body))
+
+
+class Inherited:
+    """What a new session takes over from the lost session its client named in the hello."""
+
+    __slots__ = ("ids", "record", "sid")
+
+    def __init__(self, sid: str, ids: tuple[int, ...], record: AppliedRecord | None) -> None:
+        self.sid = sid
+        self.ids = ids
+        """The lost session's ids of the carried messages: new id ``n`` was ``ids[n - 1]``."""
+        self.record = record or AppliedRecord()
+
+    @classmethod
+    def of(cls, prev: Previous, record: AppliedRecord | None) -> Inherited:
+        return cls(prev.sid, prev.ids, record)
+
+    def key(self, number: int) -> str | None:
+        """The idempotency key of carried message ``number`` (None: not carried)."""
+        if number > len(self.ids):
+            return None
+        old = self.ids[number - 1]
+        origins = self.record.origins
+        return origins[old - 1] if old <= len(origins) else f"{self.sid}:{old}"
+
+    def keys(self) -> list[str]:
+        """The keys of every carried message, for this session's own record."""
+        return [key for n in range(1, len(self.ids) + 1) if (key := self.key(n)) is not None]
+
+    def applied(self, number: int) -> tuple[bool, OutFrame | None]:
+        """Whether carried message ``number`` was applied by the lost session, and if so its
+        kept answer, addressed to ``number`` (None when there was none, or it was delivered)."""
+        if number > len(self.ids):
+            return False, None
+        old = self.ids[number - 1]
+        if old > self.record.done:
+            return False, None
+        body = self.record.replies.get(old)
+        if body is None:
+            return True, None
+        fields: dict[str, Any] = msgpack.unpackb(body, raw=False)
+        return True, OutFrame({**fields, "re": number})
+
+    def pack(self) -> dict[str, Any]:
+        record = self.record
+        return {
+            "sid": self.sid,
+            "ids": format_ids(list(self.ids)) if self.ids else "",
+            "done": record.done,
+            "replies": [[number, body] for number, body in record.replies.items()],
+            "origins": record.origins,
+        }
+
+    @classmethod
+    def unpack(cls, packed: dict[str, Any]) -> Inherited:
+        record = AppliedRecord(
+            int(packed["done"]),
+            {int(number): bytes(body) for number, body in packed["replies"]},
+            [str(key) for key in packed["origins"]],
+        )
+        ids = parse_ids(packed["ids"]) if packed["ids"] else ()
+        return cls(str(packed["sid"]), ids, record)
+
+
+class Answers:
+    """The answers a session recorded that the client has not acknowledged yet (bounded)."""
+
+    __slots__ = ("_kept", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._kept: deque[tuple[int, int]] = deque()
+        """(message id, sequence number of its answer), oldest first."""
+
+    def kept(self, number: int, seq: int) -> None:
+        self._kept.append((number, seq))
+
+    def delivered(self, acked: int) -> list[int]:
+        """Ids whose answers the client acknowledged (up to ``acked``), or that fall past
+        the bound: the record may forget them."""
+        kept = self._kept
+        forget: list[int] = []
+        while kept and (kept[0][1] <= acked or len(kept) >= self.limit):
+            forget.append(kept.popleft()[0])
+        return forget
+
+    def pack(self) -> list[list[int]]:
+        return [[number, seq] for number, seq in self._kept]
+
+    def unpack(self, packed: list[list[int]]) -> None:
+        self._kept.extend((int(number), int(seq)) for number, seq in packed)

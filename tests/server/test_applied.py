@@ -1,0 +1,180 @@
+"""The record of what a session applied, and a successor session that honours it.
+
+In-process hub on the memory engine: a session is closed while its client has not seen
+the acknowledgements of messages it applied (as a node's death or a slow-consumer drop
+leaves it); the client starts a new session naming the lost one and resends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+
+from ladder import Context, LadderError
+from ladder.engine.base import AppliedRecord
+from ladder.protocol.codec import JSON, MSGPACK
+from ladder.protocol.frames import Hello, Previous, decode_client_frames
+from ladder.server.applied import Answers, Inherited
+from ladder.server.auth import AuthRequest
+from tests.server.harness import Peer, make_hub
+
+
+def _request() -> AuthRequest:
+    return AuthRequest(headers={}, cookies={}, token=None, client="test", transport="websocket")
+
+
+async def _successor(hub: Any, prev: Previous) -> Peer:
+    session, _ = await hub.open_session(Hello(v=1, prev=prev), _request())
+    att = hub.attach(session, "websocket", streaming=True, ack=0, resumed=False)
+    peer = Peer(hub, session, att)
+    assert peer.read()[0]["t"] == "welcome"
+    return peer
+
+
+async def _send(peer: Peer, frames: list[dict[str, Any]]) -> None:
+    parsed, errors = decode_client_frames(JSON, JSON.join(JSON.encode(f) for f in frames))
+    assert not errors
+    await peer.hub.receive(peer.session, peer.att, parsed)
+
+
+async def test_a_successor_answers_what_the_lost_session_applied_and_applies_the_rest() -> None:
+    hub = make_hub()
+    applied: list[tuple[Any, str | None]] = []
+
+    @hub.on("do")
+    async def do(ctx: Context, data: Any) -> Any:
+        applied.append((data, ctx.message_key))
+        return {"did": data}
+
+    await hub.start()
+    try:
+        lost = await Peer.open(hub)
+        sid, token = lost.session.sid, lost.session.state.token
+        # 1 and 2 applied; the client never saw their answers or acknowledgements.
+        await lost.send({"t": "call", "ev": "do", "d": "a"}, {"t": "emit", "ev": "do", "d": "b"})
+        hub.close_session(lost.session, LadderError("slow_consumer"))
+        # The client carries 1, 2 and a message 3 never sent before, renumbered 1, 2, 3.
+        peer = await _successor(hub, Previous(sid, token, (1, 2, 3)))
+        await _send(
+            peer,
+            [
+                {"t": "call", "ev": "do", "d": "a", "i": 1},
+                {"t": "emit", "ev": "do", "d": "b", "i": 2},
+                {"t": "call", "ev": "do", "d": "c", "i": 3},
+            ],
+        )
+        out = peer.read()
+        assert [d for d, _ in applied] == ["a", "b", "c"], (
+            "what the lost session applied is not applied again"
+        )
+        replies = [(f["re"], f["d"]) for f in out if f.get("t") == "reply"]
+        assert replies == [(1, {"did": "a"}), (3, {"did": "c"})], "the kept answer, to the new id"
+        assert {"t": "ack", "i": 3} in out
+        assert applied[0][1] == f"{sid}:1" and applied[2][1] == f"{sid}:3", "keys name the first session"
+
+        # The successor dies too: its own successor still knows message 3's key and answer.
+        second_sid, second_token = peer.session.sid, peer.session.state.token
+        hub.close_session(peer.session, LadderError("slow_consumer"))
+        third = await _successor(hub, Previous(second_sid, second_token, (3,)))
+        await _send(third, [{"t": "call", "ev": "do", "d": "c", "i": 1}])
+        assert [d for d, _ in applied] == ["a", "b", "c"]
+        assert [(f["re"], f["d"]) for f in third.read() if f.get("t") == "reply"] == [(1, {"did": "c"})]
+        assert third.session.message_key(1) == f"{sid}:3"
+    finally:
+        await hub.stop()
+
+
+async def test_a_session_id_without_its_resume_token_reads_nothing() -> None:
+    hub = make_hub()
+    applied: list[Any] = []
+
+    @hub.on("do")
+    async def do(ctx: Context, data: Any) -> Any:
+        applied.append(data)
+        return data
+
+    await hub.start()
+    try:
+        victim = await Peer.open(hub)
+        await victim.send({"t": "call", "ev": "do", "d": "secret"})
+        sid = victim.session.sid
+        assert await hub.engine.applied_record(sid, "guessed") is None
+        intruder = await _successor(hub, Previous(sid, "guessed", (1,)))
+        await _send(intruder, [{"t": "call", "ev": "do", "d": "mine", "i": 1}])
+        replies = [f["d"] for f in intruder.read() if f.get("t") == "reply"]
+        assert replies == ["mine"], "no answer of someone else's, nothing of theirs skipped"
+        assert applied == ["secret", "mine"]
+    finally:
+        await hub.stop()
+
+
+async def test_an_acknowledged_answer_is_dropped_from_the_record() -> None:
+    hub = make_hub()
+
+    @hub.on("do")
+    async def do(ctx: Context, data: Any) -> Any:
+        return data
+
+    await hub.start()
+    try:
+        peer = await Peer.open(hub)
+        await peer.send({"t": "call", "ev": "do", "d": 1})
+        peer.read()  # delivered and acknowledged (the harness acks what it reads)
+        await peer.send({"t": "call", "ev": "do", "d": 2})
+        record = await hub.engine.applied_record(peer.session.sid, peer.session.state.token)
+        assert record is not None and record.done == 2
+        assert sorted(record.replies) == [2], "the answer the client acknowledged is forgotten"
+    finally:
+        await hub.stop()
+
+
+async def test_a_driver_cancelled_inside_a_handler_leaves_the_queue_in_order() -> None:
+    hub = make_hub()
+    entered, release = asyncio.Event(), asyncio.Event()
+    applied: list[Any] = []
+
+    @hub.on("do")
+    async def do(ctx: Context, data: Any) -> Any:
+        if data == "stuck":
+            entered.set()
+            await release.wait()
+        applied.append(data)
+        return data
+
+    await hub.start()
+    try:
+        peer = await Peer.open(hub)
+        driver = asyncio.create_task(peer.send({"t": "call", "ev": "do", "d": "stuck"}))
+        await entered.wait()
+        driver.cancel()  # the connection's task goes away mid-handler
+        await peer.send({"t": "call", "ev": "do", "d": "next"})  # arrives at once, must wait its turn
+        assert await peer.session.settle(5.0), "the hub finished the queue by itself"
+        out = peer.read()
+        assert {"t": "ack", "i": 2} in out
+        answers = [(f["t"], f["re"], f.get("code")) for f in out if f.get("re")]
+        assert answers == [("err", 1, "handler_error"), ("reply", 2, None)], "each answered once, in order"
+        assert applied == ["next"] and peer.session.state.inbox.done == 2
+    finally:
+        await hub.stop()
+
+
+def test_what_a_successor_inherited_moves_with_it_to_another_node() -> None:
+    answer = msgpack.packb({"t": "reply", "d": {"ok": 1}})
+    inherited = Inherited("n.lost", (2, 4, 5), AppliedRecord(4, {4: answer}, ["n.first:9"]))
+    moved = Inherited.unpack(msgpack.unpackb(msgpack.packb(inherited.pack()), raw=False))
+    for number in (1, 2, 3, 4):
+        applied, reply = moved.applied(number)
+        expected_applied, expected = inherited.applied(number)
+        assert applied == expected_applied
+        assert (reply and reply.decode(MSGPACK)) == (expected and expected.decode(MSGPACK))
+    assert [moved.key(n) for n in (1, 2, 3)] == ["n.lost:2", "n.lost:4", "n.lost:5"]
+    assert moved.applied(2)[1] is not None and moved.applied(3) == (False, None)
+
+    answers = Answers(limit=3)
+    answers.kept(1, 10)
+    answers.kept(2, 12)
+    again = Answers(limit=3)
+    again.unpack(msgpack.unpackb(msgpack.packb(answers.pack())))
+    assert again.delivered(11) == [1] and again.delivered(12) == [2]
