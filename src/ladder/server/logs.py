@@ -8,16 +8,16 @@ import sys
 
 log = logging.getLogger("ladder")
 
-_SECRET_QUERY = re.compile(r"(?<=[?&])(tok|rt)=[^&\s\"]*")
+_SECRET_QUERY = re.compile(r"(?<=[?&])(tok|rt|prt)=[^&\s\"]*")
 
 
 def redact(text: str) -> str:
-    """``text`` with the values of the ``tok`` and ``rt`` query fields replaced."""
+    """``text`` with the values of the ``tok``, ``rt`` and ``prt`` query fields replaced."""
     return _SECRET_QUERY.sub(r"\1=[redacted]", text)
 
 
 class RedactTokens(logging.Filter):
-    """Keeps the JWT (``tok=``) and the resume token (``rt=``) of HTTP rungs out of an
+    """Keeps the JWT (``tok=``) and the resume tokens (``rt=``, ``prt=``) of HTTP rungs out of an
     access log (uvicorn's ``uvicorn.access`` logs each request's full path and query)."""
 
     def filter(self, record: logging.LogRecord) -> bool:

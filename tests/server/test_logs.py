@@ -1,0 +1,24 @@
+"""Secrets in query strings never reach an access log line."""
+
+from __future__ import annotations
+
+import logging
+
+from ladder.server.logs import RedactTokens, redact
+
+
+def test_every_token_field_is_redacted() -> None:
+    line = "GET /ladder/sse?v=1&tok=eyJ.a.b&sid=s1&rt=secret1&psid=s0&prt=secret0&pids=1-3 HTTP/1.1"
+    out = redact(line)
+    for secret in ("eyJ.a.b", "secret1", "secret0"):
+        assert secret not in out
+    assert "tok=[redacted]" in out and "rt=[redacted]" in out and "prt=[redacted]" in out
+    assert "sid=s1" in out and "psid=s0" in out and "pids=1-3" in out
+
+
+def test_the_filter_rewrites_uvicorns_access_record_arguments() -> None:
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s"', ("127.0.0.1", "GET", "/poll?prt=x&rt=y"), None
+    )
+    assert RedactTokens().filter(record)
+    assert record.getMessage() == '127.0.0.1 - "GET /poll?prt=[redacted]&rt=[redacted]"'
