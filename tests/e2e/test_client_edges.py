@@ -38,7 +38,11 @@ async def test_a_value_that_cannot_be_encoded_fails_at_once_and_wedges_nothing(
                 await client.call("echo", value, timeout=5)
             message = str(refused.value)
             assert "msgpack" not in message and "JSON" not in message
-            expected = {"int": "int of 71 bits", "circular": "contains itself", "keys": "dict key of type int"}
+            expected = {
+                "int": "int of 71 bits",
+                "circular": "contains itself",
+                "keys": "dict key of type int",
+            }
             assert expected.get(name, name) in message, message
             with pytest.raises(TypeError):
                 await client.emit("record", {"key": f"bad-{rung}", "value": value})
@@ -111,7 +115,9 @@ async def test_calls_over_the_rate_wait_their_turn_instead_of_failing() -> None:
             assert [r["data"] for r in results] == list(range(12))
 
 
-async def test_a_wrong_url_fails_the_first_connect_with_each_rungs_reason(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_wrong_url_fails_the_first_connect_with_each_rungs_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     assert Client("http://127.0.0.1:1/").connect_timeout == 15.0, "the documented default bound"
     caplog.set_level(logging.WARNING, "ladder.client")
     with LadderServer(app="tests.support.mounted:app") as server:
@@ -128,7 +134,10 @@ async def _wrong_mount(wrong: str, caplog: pytest.LogCaptureFixture) -> None:
     reason = failed.value.reason
     assert reason.startswith(f"could not connect to {wrong} within 2 s: ")
     # Starlette refuses an unknown WebSocket path with 403; the HTTP rungs get its 404.
-    assert f"websocket: upgrade refused at {wrong.replace('http', 'ws')}/ws (HTTP 403, not from Ladder)" in reason
+    assert (
+        f"websocket: upgrade refused at {wrong.replace('http', 'ws')}/ws (HTTP 403, not from Ladder)"
+        in reason
+    )
     for rung in RUNGS[1:]:
         assert f"{rung}: no Ladder endpoint at {wrong}/{rung} (HTTP 404)" in reason
     assert "check the mount path" in reason
@@ -160,7 +169,9 @@ async def test_a_server_that_is_down_fails_the_first_connect_in_bounded_time() -
 
 
 async def test_a_refused_origin_is_fatal_with_an_error_naming_the_setting(server: LadderServer) -> None:
-    client = Client(server.url, headers={"origin": "http://evil.example"}, transports=["websocket", "longpoll"])
+    client = Client(
+        server.url, headers={"origin": "http://evil.example"}, transports=["websocket", "longpoll"]
+    )
     errors: list[ServerError] = []
     client.on("error", errors.append)
     with pytest.raises(LadderError) as refused:
