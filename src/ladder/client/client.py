@@ -216,7 +216,7 @@ class Client:
         ``origin_not_allowed``), ``timeout`` once ``max_attempts`` ran out.
         """
         if self.state == "closed":
-            raise LadderError("closed", "this client was closed")
+            raise self._fatal or LadderError("closed", "this client was closed")
         loop = asyncio.get_running_loop()
         if self._run_task is None:
             # No HTTP client yet: the race starts with the WebSocket at once, and the HTTP
@@ -724,6 +724,10 @@ class Client:
         except Exception as exc:  # a bug must not leave callers waiting forever
             log.exception("the connection loop failed")
             self._give_up(LadderError("internal", f"the client's connection loop failed: {exc!r}"))
+        if self.state == "closed" and not self._closed_by_app and self._own_http and self._http is not None:
+            # Given up (nobody may call close() after a failed ``async with``): release the pool.
+            http, self._http = self._http, None
+            await http.aclose()
 
     async def _connection_loop(self) -> None:
         loop = asyncio.get_running_loop()
