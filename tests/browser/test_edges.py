@@ -61,7 +61,7 @@ def test_a_value_that_cannot_be_encoded_throws_and_wedges_nothing(page: Page, ru
     assert outcome["transport"] == rung, "still connected, on the same rung"
 
 
-@pytest.mark.parametrize("rung", ["websocket", "longpoll"])
+@pytest.mark.parametrize("rung", ["websocket", "sse", "longpoll", "poll"])
 def test_an_offline_queue_beyond_the_rate_burst_is_applied_once_in_order(page: Page, rung: str) -> None:
     """300 emits queued while the hub is down (default limits: burst 200, 100 per second): all
     applied exactly once, in order, once it is up."""
