@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from ladder.client import Connected
 from tests.client.fakes import FakeClient, FakeServer
 
@@ -66,3 +68,43 @@ async def test_one_refusing_node_among_good_ones_costs_no_backoff() -> None:
     assert took < 8 * 0.2 + 1.0, f"8 cuts with 16 refusals took {took:.1f} s"
     assert client.session_id == "s1", "every reconnect resumed the same session"
     await client.close()
+
+
+def test_the_pacer_waits_retry_after_then_lets_one_message_go_per_interval() -> None:
+    from ladder.client.pacing import Pacer  # noqa: PLC0415
+
+    pacer = Pacer()
+    assert pacer.allowance(0.0) == (None, 0.0), "unlimited until refused"
+    pacer.refused(0.1, now=0.0)
+    count, wait = pacer.allowance(0.05)
+    assert count == 0 and wait == pytest.approx(0.05), "waits retry_after"
+    assert pacer.allowance(0.1) == (1, 0.0), "then the refused message"
+    pacer.wrote(1)
+    count, wait = pacer.allowance(0.15)
+    assert count == 0 and wait == pytest.approx(0.05)
+    assert pacer.allowance(0.35)[0] == 2, "those that became due meanwhile go together"
+    pacer.wrote(2)
+    pacer.refused(0.2, now=0.35)
+    assert pacer.interval == 0.2, "the largest retry_after heard sets the pace"
+    pacer.drained()
+    assert pacer.allowance(1.0) == (None, 0.0), "everything acknowledged: free again"
+
+
+def test_encode_message_names_the_culprit_in_words_of_no_codec() -> None:
+    import datetime  # noqa: PLC0415
+
+    from ladder.protocol.codec import JSON, MSGPACK, encode_message  # noqa: PLC0415
+
+    for codec in (JSON, MSGPACK):
+        assert encode_message(codec, {"t": "emit", "i": 1, "ev": "e", "d": {"b": b"\x00", "l": [1.5, None]}})
+        for value, culprit in (
+            ({"n": 2**64}, "an int of 65 bits at d['n']"),
+            ({"k": {3: "x"}}, "a dict key of type int at d['k']"),
+            ("\ud800", "a str with a lone surrogate at d"),
+        ):
+            with pytest.raises(TypeError) as refused:
+                encode_message(codec, {"t": "emit", "i": 1, "ev": "e", "d": value})
+            assert f"cannot send {culprit}: Ladder messages carry" in str(refused.value)
+            assert "msgpack" not in str(refused.value) and "JSON" not in str(refused.value)
+    with pytest.raises(TypeError, match=r"cannot send a datetime at d\[0\]"):
+        encode_message(MSGPACK, {"t": "call", "i": 1, "ev": "e", "d": [datetime.datetime.now(datetime.UTC)]})
