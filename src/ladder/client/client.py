@@ -196,6 +196,8 @@ class Client:
         """The server is shutting down: resume elsewhere at once, without backoff."""
         self._reasons: dict[str, str] = {}
         """The latest reason each rung failed to open (for ``connect_failed``)."""
+        self._racing: dict[str, TransportClosed] = {}
+        """The failures of the race in progress, as they come."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -737,6 +739,7 @@ class Client:
         while self.state != "closed":
             self.state = "connecting"
             refusals: dict[str, TransportClosed] = {}
+            self._racing = refusals
             first = not self._had_session
             try:
                 async with asyncio.timeout_at(deadline if first else None):
@@ -802,7 +805,8 @@ class Client:
 
     def _unreachable(self, within: str) -> LadderError:
         """``connect_failed``: the first connection could not be made, with every rung's reason."""
-        reasons = [self._reasons.get(rung) or f"{rung}: no answer" for rung in self.policy.candidates()]
+        latest = {**self._reasons, **{rung: exc.reason for rung, exc in self._racing.items()}}
+        reasons = [latest.get(rung) or f"{rung}: no answer" for rung in self.policy.candidates()]
         return LadderError(
             "connect_failed", f"could not connect to {self.url} {within}: {'; '.join(reasons)}"
         )

@@ -35,6 +35,10 @@ CARRIED: Final = "None, bool, int, float, str, bytes, lists and dicts with str k
 _MAX_DEPTH: Final = 256
 
 
+def _a(name: str) -> str:
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def _cannot(what: str, where: str) -> TypeError:
     at = f" at {where}" if where else ""
     return TypeError(f"cannot send {what}{at}: Ladder messages carry {CARRIED}")
@@ -52,9 +56,9 @@ def _culprit(value: Any, where: str, seen: set[int], depth: int) -> TypeError | 
     if isinstance(value, int):
         return None if -(2**63) <= value < 2**64 else _cannot(f"an int of {value.bit_length()} bits", where)
     if not isinstance(value, dict | list | tuple | set | frozenset):
-        return _cannot(f"a {type(value).__name__}", where)
+        return _cannot(_a(type(value).__name__), where)
     if id(value) in seen:
-        return _cannot(f"a {type(value).__name__} that contains itself", where)
+        return _cannot(f"{_a(type(value).__name__)} that contains itself", where)
     if depth >= _MAX_DEPTH:
         return _cannot(f"values nested deeper than {_MAX_DEPTH}", where)
     seen.add(id(value))

@@ -167,7 +167,7 @@ export function unencodable(value, where = "") {
     if (item === null || typeof item !== "object") return null;
     if (item instanceof ArrayBuffer || ArrayBuffer.isView(item)) return null;
     const name = item.constructor?.name ?? "Object";
-    if (path.has(item)) return `an ${name} that contains itself${at ? ` at ${at}` : ""}`;
+    if (path.has(item)) return `${/^[aeiou]/i.test(name) ? "an" : "a"} ${name} that contains itself${at ? ` at ${at}` : ""}`;
     if (typeof (/** @type {any} */ (item).toJSON) === "function") return null;
     path.add(item);
     try {
