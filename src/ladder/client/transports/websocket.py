@@ -38,7 +38,8 @@ class WebSocketTransport(Transport):
         except InvalidStatus as exc:
             raise _upgrade_refused(endpoint.ws(), exc) from exc
         except (InvalidHandshake, OSError) as exc:
-            raise TransportClosed(f"websocket: cannot connect to {endpoint.ws()} ({exc})") from exc
+            hint = ": is the server running there?" if isinstance(exc, ConnectionRefusedError) else ""
+            raise TransportClosed(f"websocket: cannot connect to {endpoint.ws()} ({exc}){hint}") from exc
         await self.send([hello])
         welcome, rest = split_welcome(await self.recv(), self.name)
         self.welcome, self.pending = welcome, rest
