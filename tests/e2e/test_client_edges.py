@@ -182,3 +182,24 @@ async def test_a_refused_origin_is_fatal_with_an_error_naming_the_setting(server
     with pytest.raises(LadderError) as later:
         await client.call("echo", 1)
     assert later.value.code == "origin_not_allowed"
+
+
+async def test_an_oversized_message_queued_before_the_limit_was_known_wedges_nothing() -> None:
+    port = free_port()
+    client = Client(f"http://127.0.0.1:{port}", transports=["websocket"], backoff_base=0.05, backoff_max=0.2)
+    errors: list[ServerError] = []
+    client.on("error", errors.append)
+    connecting = asyncio.create_task(client.connect())
+    big = asyncio.create_task(client.call("echo", "x" * 70_000, timeout=15))
+    await client.emit("record", {"key": "oversize", "value": "y" * 70_000})
+    await client.emit("record", {"key": "oversize", "value": "small"})
+    small = asyncio.create_task(client.call("echo", "small", timeout=15))
+    with LadderServer({"heartbeat": 1.0}, port=port):
+        await asyncio.wait_for(connecting, 20)
+        with pytest.raises(LadderError) as refused:
+            await big
+        assert refused.value.code == "frame_too_large"
+        assert (await small)["data"] == "small"
+        assert await client.call("records", "oversize", timeout=5) == ["small"]
+        assert [e.code for e in errors] == ["frame_too_large"], "the emit nobody waits for: an error event"
+        await client.close()

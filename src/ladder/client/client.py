@@ -444,17 +444,25 @@ class Client:
         every message after it would wait for it forever."""
         if self.state == "closed":
             raise self._fatal or LadderError("closed", "this client was closed")
-        size = len(encode_message(self.endpoint.codec, {**frame, "i": self.peer.outbox.last + 1}))
-        limit = self._limits.get("frame")
-        if isinstance(limit, int) and size > limit - HEADROOM:
-            raise LadderError(
-                "frame_too_large",
-                f"this {frame.get('t')} is {size} bytes encoded; the server takes frames of at most {limit}",
-            )
+        too_large = self._too_large({**frame, "i": self.peer.outbox.last + 1}, self._limits)
+        if too_large is not None:
+            raise too_large
         msg_id = self.peer.submit(frame)
         if on_reply is not None:
             self._waiting[msg_id] = on_reply
         return msg_id
+
+    def _too_large(self, frame: Frame, limits: dict[str, Any]) -> LadderError | None:
+        """``frame_too_large`` when the encoded message exceeds the server's ``lim.frame``
+        (less :data:`HEADROOM`); ``TypeError`` when it cannot be encoded at all."""
+        size = len(encode_message(self.endpoint.codec, frame))
+        limit = limits.get("frame")
+        if isinstance(limit, int) and size > limit - HEADROOM:
+            return LadderError(
+                "frame_too_large",
+                f"this {frame.get('t')} is {size} bytes encoded; the server takes frames of at most {limit}",
+            )
+        return None
 
     async def _request(self, frame: Frame, timeout: float | None) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -864,7 +872,19 @@ class Client:
     def _adopt(self, conn: Transport, reason: str) -> None:
         """A transport won: take over its welcome, carry messages over, resubscribe."""
         welcome = conn.welcome
-        moved = self.peer.welcome(welcome, keep=lambda frame: frame.get("t") not in ("sub", "unsub"))
+        limits = dict(welcome.get("lim") or {})
+        oversize: dict[int, LadderError] = {}
+
+        def keep(frame: Frame) -> bool:
+            if frame.get("t") in ("sub", "unsub"):
+                return False  # subscriptions are renewed below
+            too_large = self._too_large(frame, limits)
+            if too_large is not None:  # queued before the limit was known: it could never pass
+                oversize[int(frame["i"])] = too_large
+                return False
+            return True
+
+        moved = self.peer.welcome(welcome, keep=keep)
         new_session = moved is not None
         if moved is not None:
             rekeyed: dict[int, Callable[[Frame], None]] = {}
@@ -875,12 +895,15 @@ class Client:
             lost = LadderError("session_closed", "the session ended before the reply arrived")
             for msg_id, callback in self._waiting.items():
                 if msg_id not in self._subscribing:  # subscriptions are renewed just below
-                    callback({"t": "err", **lost.body()})
+                    callback({"t": "err", **oversize.get(msg_id, lost).body()})
+            for msg_id, error in oversize.items():
+                if msg_id not in self._waiting:  # an emit: nobody waits for it
+                    self._emit(ServerError(error.code, error.reason))
             self._waiting = rekeyed
             self._subscribing.clear()
         self._acked()
         self._conn = conn
-        self._limits = dict(welcome.get("lim") or {})
+        self._limits = limits
         self.session_id = str(welcome["sid"])
         expires = welcome.get("exp")
         self._expires = float(expires) if isinstance(expires, int | float) else None
