@@ -817,3 +817,22 @@ describe("edges", () => {
     assert.notEqual(client.state, "closed", "a page keeps trying");
   });
 });
+
+describe("edges before the first welcome", () => {
+  test("a message queued before the limit was known, and over it, fails at the welcome instead of wedging", async () => {
+    const { client, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    const big = client.call("echo", "x".repeat(2000)).catch((e) => e);
+    client.emit("big", "y".repeat(2000));
+    const small = client.call("echo", "small");
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith({ lim: { frame: 1000, post: 100_000 } });
+    await settle();
+    assert.equal((await big).code, "frame_too_large");
+    assert.deepEqual(ws.sent.map((f) => [f.t, f.i, f.d]), [["call", 1, "small"]]);
+    ws.receive([{ s: 1, t: "reply", re: 1, d: "ok" }]);
+    assert.equal(await small, "ok");
+    assert.deepEqual(of("error").map((e) => e.code), ["frame_too_large"], "the emit: an error event");
+  });
+});

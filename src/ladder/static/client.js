@@ -2016,14 +2016,27 @@ export class Client {
   _submit(frame, settle) {
     this._usable();
     // Refused before it takes an id: a message that cannot travel must not hold back the rest.
-    const size = UTF8.encode(encodeMessage({ ...frame, i: this.peer.outbox.last + 1 })).length;
-    const limit = this._limits.frame;
-    if (typeof limit === "number" && size > limit - HEADROOM) {
-      throw new LadderError("frame_too_large", `this ${frame.t} is ${size} bytes encoded; the server takes frames of at most ${limit}`);
-    }
+    const tooLarge = this._tooLarge({ ...frame, i: this.peer.outbox.last + 1 }, this._limits);
+    if (tooLarge) throw tooLarge;
     const id = this.peer.submit(frame);
     if (settle) this._waiting.set(id, { settle, kind: frame.t });
     return id;
+  }
+
+  /**
+   * `frame_too_large` when the encoded message exceeds the server's `lim.frame` (less
+   * HEADROOM); throws a TypeError when it cannot be encoded at all.
+   * @param {Frame} frame
+   * @param {Record<string, any>} limits
+   * @returns {LadderError | null}
+   */
+  _tooLarge(frame, limits) {
+    const size = UTF8.encode(encodeMessage(frame)).length;
+    const limit = limits.frame;
+    if (typeof limit === "number" && size > limit - HEADROOM) {
+      return new LadderError("frame_too_large", `this ${frame.t} is ${size} bytes encoded; the server takes frames of at most ${limit}`);
+    }
+    return null;
   }
 
   /**
@@ -2479,17 +2492,27 @@ export class Client {
     const ended = new Promise((resolve) => (this._onEnded = resolve));
     /** @type {[number, number][] | null} */
     let moved;
+    const limits = { ...(welcome.lim ?? {}) };
+    /** @type {Map<number, LadderError>} */
+    const oversize = new Map();
+    /** @param {Frame} frame */
+    const keep = (frame) => {
+      if (frame.t === "sub" || frame.t === "unsub") return false; // subscriptions are renewed below
+      const tooLarge = this._tooLarge(frame, limits);
+      if (tooLarge) oversize.set(Number(frame.i), tooLarge); // queued before the limit was known
+      return !tooLarge;
+    };
     try {
-      moved = this.peer.welcome(welcome, (frame) => frame.t !== "sub" && frame.t !== "unsub");
+      moved = this.peer.welcome(welcome, keep);
     } catch (error) {
       this._conn = conn;
       this._connClosed(conn, `${conn.name}: ${String(error)}`, null);
       return /** @type {Promise<{conn: Transport, reason: string}>} */ (ended);
     }
     const newSession = moved !== null;
-    if (moved) this._rekey(moved);
+    if (moved) this._rekey(moved, oversize);
     this._conn = conn;
-    this._limits = { ...(welcome.lim ?? {}) };
+    this._limits = limits;
     this.sessionId = String(welcome.sid);
     this.user = welcome.u ?? null;
     this.clientId = welcome.cid ?? null;
@@ -2522,8 +2545,9 @@ export class Client {
    * `sub` was dropped from the queue (it is sent again, from its position, by the
    * resubscription); anything else not carried over was lost with the old session.
    * @param {[number, number][]} moved
+   * @param {Map<number, LadderError>} oversize messages dropped as larger than the server takes
    */
-  _rekey(moved) {
+  _rekey(moved, oversize) {
     const waiting = this._waiting;
     /** @type {Map<number, Waiter>} */
     const rekeyed = new Map();
@@ -2535,10 +2559,15 @@ export class Client {
       }
     }
     this._waiting = rekeyed;
-    for (const waiter of waiting.values()) {
-      if (waiter.kind !== "sub") {
+    for (const [id, waiter] of waiting) {
+      const error = oversize.get(id);
+      if (error) waiter.settle({ t: "err", code: error.code, reason: error.reason });
+      else if (waiter.kind !== "sub") {
         waiter.settle({ t: "err", code: "session_closed", reason: "the session ended before the reply arrived" });
       }
+    }
+    for (const [id, error] of oversize) {
+      if (!waiting.has(id)) this._emit("error", { code: error.code, reason: error.reason }); // an emit
     }
   }
 
