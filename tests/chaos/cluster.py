@@ -1,0 +1,201 @@
+"""The chaos suite's cluster: Redis, three ``ladder serve`` nodes, their Redis links, a balancer.
+
+::
+
+    clients ──> balancer (FaultRelay, round-robin over the nodes)
+                  ├─> node 0 ──> redis link 0 (FaultRelay) ──┐
+                  ├─> node 1 ──> redis link 1 ───────────────┼─> redis-server
+                  └─> node 2 ──> redis link 2 ───────────────┘
+
+Every process is started on a free loopback port and stopped by pid (:meth:`ChaosCluster.close`
+runs in a ``finally``). Blocking steps (starting a process, waiting for it to exit) run in a
+thread so the clients on the test's event loop keep running meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis as redis_py
+
+from ladder import Client
+from tests.chaos.relay import Relay
+from tests.deploy.lb import loopback_limits
+from tests.support.redis import RedisServer
+from tests.support.server import LadderServer
+
+NODE_CONFIG: dict[str, Any] = {
+    "heartbeat": 2.0,
+    "session_ttl": 60.0,
+    "poll_timeout": 5.0,
+    "limits": loopback_limits(),
+}
+"""Quick heartbeats so dead streams are noticed within seconds; every client is on 127.0.0.1."""
+GRACE = 10.0
+"""Seconds a node may take to exit after SIGTERM before it is killed (and that is reported)."""
+
+
+class ChaosCluster:
+    def __init__(self, workdir: Path) -> None:
+        self._previous_env: str | None = None
+        self.dir = workdir
+        self.record = workdir / "applied.log"
+        self.redis = RedisServer()
+        self.links: list[Relay] = []
+        self.nodes: list[LadderServer] = []
+        self.balancer: Relay | None = None
+        self.node_ids: dict[str, int] = {}
+
+    # -- life ------------------------------------------------------------------------------
+
+    def start(self) -> ChaosCluster:
+        self.redis.start()
+        self.links = [Relay([self.redis.port], f"redis-link-{i}") for i in range(3)]
+        # Read by tests.chaos.app in each node (LadderServer passes the environment on).
+        self._previous_env = os.environ.get("LADDER_CHAOS_RECORD")
+        os.environ["LADDER_CHAOS_RECORD"] = str(self.record)
+        self.nodes = [
+            LadderServer(
+                NODE_CONFIG,
+                app="tests.chaos.app:hub",
+                engine=f"redis://127.0.0.1:{link.port}/0",
+                log=self.dir / f"node{i}.log",
+            )
+            for i, link in enumerate(self.links)
+        ]
+        for node in self.nodes:
+            node.start()
+        self.balancer = Relay([node.port for node in self.nodes], "balancer")
+        return self
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for step in [
+            *(node.stop for node in self.nodes),
+            *(link.stop for link in self.links),
+            *([self.balancer.stop] if self.balancer else []),
+            self.redis.close,
+        ]:
+            try:
+                step()
+            except Exception as exc:  # stop everything else before reporting
+                errors.append(exc)
+        if self._previous_env is None:
+            os.environ.pop("LADDER_CHAOS_RECORD", None)
+        else:
+            os.environ["LADDER_CHAOS_RECORD"] = self._previous_env
+        if errors:
+            raise errors[0]
+
+    @property
+    def url(self) -> str:
+        assert self.balancer is not None
+        return self.balancer.url
+
+    @property
+    def lb(self) -> Relay:
+        assert self.balancer is not None
+        return self.balancer
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    def alive(self, index: int) -> bool:
+        proc = self.nodes[index].proc
+        return proc is not None and proc.poll() is None
+
+    async def start_node(self, index: int) -> None:
+        await asyncio.to_thread(self.nodes[index].start)
+
+    async def kill(self, index: int) -> None:
+        await asyncio.to_thread(self.nodes[index].kill)
+
+    async def terminate(self, index: int) -> float | None:
+        """SIGTERM; seconds until the node exited, or None if it had not after GRACE (then killed)."""
+        proc = self.nodes[index].proc
+        assert proc is not None
+        started = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, GRACE)
+        except Exception:
+            await self.kill(index)
+            return None
+        return time.perf_counter() - started
+
+    async def health(self, index: int) -> dict[str, Any] | None:
+        """The node's /health (None when it does not answer 200)."""
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as http:
+                response = await http.get(f"{self.nodes[index].url}/health")
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        health: dict[str, Any] = response.json()
+        return health
+
+    async def wait_healthy(self, index: int, timeout: float) -> float | None:
+        """Seconds until the node answered /health 200 (None if not within ``timeout``)."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < timeout:
+            health = await self.health(index)
+            if health is not None:
+                self.node_ids[str(health["node"])] = index
+                return time.perf_counter() - started
+            await asyncio.sleep(0.1)  # polling another process's state: no event crosses over
+        return None
+
+    async def owner(self, client: Client) -> int | None:
+        """Index of the node holding ``client``'s session now (a call is applied by the owner)."""
+        for _ in range(5):
+            try:
+                node_id = await client.call("node", timeout=3)
+            except Exception:
+                continue
+            if node_id not in self.node_ids:
+                for index in range(len(self.nodes)):
+                    await self.wait_healthy(index, 2.0)
+            if node_id in self.node_ids:
+                return self.node_ids[node_id]
+        return None
+
+    # -- Redis -----------------------------------------------------------------------------
+
+    async def set_persistence(self, mode: str) -> None:
+        """Restart Redis empty with persistence ``none``, ``aof`` or ``rdb`` (saved at shutdown)."""
+        await asyncio.to_thread(self.redis.stop)
+        shutil.rmtree(self.redis.dir, ignore_errors=True)  # no data from an earlier scenario
+        self.redis.dir.mkdir()
+        self.redis.persistent = mode == "aof"
+        await asyncio.to_thread(self.redis.start)
+        if mode == "rdb":
+            client = redis_py.Redis(port=self.redis.port)
+            try:
+                client.config_set("save", "3600 1")
+            finally:
+                client.close()
+
+    # -- back to normal --------------------------------------------------------------------
+
+    async def heal(self, timeout: float = 20.0) -> list[str]:
+        """Every fault off, every node running and healthy; what was still wrong, if anything."""
+        self.lb.heal()
+        for link in self.links:
+            link.heal()
+        if self.redis.proc is None or self.redis.proc.poll() is not None:
+            await asyncio.to_thread(self.redis.start)
+        for index in range(len(self.nodes)):
+            if not self.alive(index):
+                await self.start_node(index)
+        problems = []
+        for index in range(len(self.nodes)):
+            if await self.wait_healthy(index, timeout) is None:
+                problems.append(f"node {index} not healthy {timeout:g} s after every fault was healed")
+        return problems
