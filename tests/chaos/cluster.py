@@ -38,6 +38,9 @@ NODE_CONFIG: dict[str, Any] = {
     "limits": loopback_limits(),
 }
 """Quick heartbeats so dead streams are noticed within seconds; every client is on 127.0.0.1."""
+HEALTH_EVERY = 0.5
+"""Seconds between two health checks of a node by the balancer (ops.md: take a node out while
+``/health`` answers 503); two failures in a row take it out, two successes put it back."""
 GRACE = 10.0
 """Seconds a node may take to exit after SIGTERM before it is killed (and that is reported)."""
 
@@ -152,11 +155,27 @@ class ChaosCluster:
             await asyncio.sleep(0.1)  # polling another process's state: no event crosses over
         return None
 
+    async def health_checks(self) -> None:
+        """The balancer's health checks, until cancelled (run as a task during a scenario)."""
+        streak = [0] * len(self.nodes)  # > 0: successes in a row, < 0: failures in a row
+        while True:
+            results = await asyncio.gather(*(self.health(i) for i in range(len(self.nodes))))
+            for index, health in enumerate(results):
+                ok = health is not None
+                streak[index] = max(1, streak[index] + 1) if ok else min(-1, streak[index] - 1)
+                if abs(streak[index]) == 2:
+                    self.lb.health(index, ok)
+            await asyncio.sleep(HEALTH_EVERY)  # the check interval
+
     async def owner(self, client: Client) -> int | None:
         """Index of the node holding ``client``'s session now (a call is applied by the owner)."""
-        for _ in range(5):
+        for attempt in range(3):
+            if client.state == "closed":
+                return None
+            if attempt:
+                await asyncio.sleep(0.5)  # a refused call (rate limit, reconnect): ask again later
             try:
-                node_id = await client.call("node", timeout=3)
+                node_id = await client.call("node", timeout=2)
             except Exception:
                 continue
             if node_id not in self.node_ids:
@@ -184,8 +203,12 @@ class ChaosCluster:
 
     # -- back to normal --------------------------------------------------------------------
 
-    async def heal(self, timeout: float = 20.0) -> list[str]:
-        """Every fault off, every node running and healthy; what was still wrong, if anything."""
+    async def heal(self, timeout: float = 10.0) -> list[str]:
+        """Every fault off, every node running and healthy; what was wrong, if anything.
+
+        A node still unhealthy ``timeout`` seconds after its faults were healed is restarted
+        (and that is reported), so that one scenario's damage does not fail the next ones.
+        """
         self.lb.heal()
         for link in self.links:
             link.heal()
@@ -198,4 +221,9 @@ class ChaosCluster:
         for index in range(len(self.nodes)):
             if await self.wait_healthy(index, timeout) is None:
                 problems.append(f"node {index} not healthy {timeout:g} s after every fault was healed")
+                await self.kill(index)
+                await self.start_node(index)
+                if await self.wait_healthy(index, timeout) is None:
+                    problems.append(f"node {index} not healthy after a restart either")
+            self.lb.health(index, True)
         return problems

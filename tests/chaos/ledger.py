@@ -63,7 +63,7 @@ def count_publications(published: list[Position], seen: Downstream) -> PubFigure
     # Excused ranges per epoch: (low, high] offsets a resync told the client to refetch.
     excused: list[tuple[str, int, float]] = []
     epoch, last = seen.start if seen.start is not None else ("", 0)
-    excused.append((epoch, -1, last))  # what came before the subscription
+    before = (epoch, last)  # published before the subscription: not the client's to receive
     previous: tuple[str, int] | None = None
     for kind, ep, offset in seen.timeline:
         if kind == "resync":
@@ -85,7 +85,7 @@ def count_publications(published: list[Position], seen: Downstream) -> PubFigure
         last = max(last, offset)
     got = set(pubs)
     for ep, offset in published:
-        if (ep, offset) in got:
+        if (ep, offset) in got or (ep == before[0] and offset <= before[1]):
             continue
         if any(ep == e and low < offset <= high for e, low, high in excused):
             figures.announced += 1

@@ -6,7 +6,8 @@ a bad load balancer does:
 
 * ``cut_after``: abort (RST) each connection a random time after it opened;
 * ``latency``: hold every chunk that long before writing it on;
-* ``take_out(i)``: target ``i`` leaves the rotation; ``stuck(i)``: it stays in rotation but the
+* ``take_out(i)``: target ``i`` leaves the rotation (``health(i, False)`` too, kept apart: what
+  the health check decided); ``stuck(i)``: it stays in rotation but the
   connections sent there are accepted and answered with a 503 or reset, as a node that is up
   for the balancer and broken for its clients;
 * ``refuse()``: the listener closes (connecting fails with ECONNREFUSED) and live connections
@@ -112,6 +113,8 @@ class FaultRelay:
         self.name = name
         self.port = 0
         self.out: set[int] = set()
+        self.failing: set[int] = set()
+        """Targets a health check took out (kept apart from ``out``, which a scenario sets)."""
         self.stuck_targets: set[int] = set()
         self.latency = 0.0
         self.stats: Counter[str] = Counter()
@@ -136,6 +139,9 @@ class FaultRelay:
 
     def stuck(self, index: int, stuck: bool = True) -> None:
         (self.stuck_targets.add if stuck else self.stuck_targets.discard)(index)
+
+    def health(self, index: int, healthy: bool) -> None:
+        (self.failing.discard if healthy else self.failing.add)(index)
 
     async def refuse(self) -> None:
         self._mode = "refuse"
@@ -201,7 +207,7 @@ class FaultRelay:
         """Target indexes in the order to try for a new connection (round-robin)."""
         start = next(self._rotation) % len(self.targets)
         order = [(start + k) % len(self.targets) for k in range(len(self.targets))]
-        return [i for i in order if i not in self.out]
+        return [i for i in order if i not in self.out and i not in self.failing]
 
     async def _serve(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -301,6 +307,16 @@ class Relay:
 
     def stuck(self, index: int, stuck: bool = True) -> None:
         self._thread.call(lambda: self.relay.stuck(index, stuck))
+
+    def health(self, index: int, healthy: bool) -> None:
+        self._thread.call(lambda: self.relay.health(index, healthy))
+
+    def rotation(self) -> list[int]:
+        """Targets in rotation now (not taken out by a scenario or a health check)."""
+        relay = self.relay
+        return self._thread.call(
+            lambda: [i for i in range(len(relay.targets)) if i not in relay.out and i not in relay.failing]
+        )
 
     def refuse(self) -> None:
         self._thread.run(self.relay.refuse())

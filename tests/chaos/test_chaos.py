@@ -47,7 +47,7 @@ QUEUED = 200
 """Messages each client sends while every node is down."""
 CUTS = (0.1, 0.7)
 """Every client connection is cut this many seconds (uniformly random) after it opened."""
-DRAIN = 30.0
+DRAIN = 20.0
 """Seconds the clients have, once the faults are healed, to deliver and receive everything."""
 BACKOFF_MAX = 3.0
 """The clients' reconnect backoff cap: the suite measures delivery, not the backoff policy."""
@@ -70,6 +70,7 @@ class Rung:
     errors: Counter[str] = field(default_factory=Counter)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     stuck: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def listen(self) -> None:
@@ -174,6 +175,7 @@ async def kill_owners(run: Run) -> None:
     """SIGKILL the node holding a client's session (the busiest one) until every rung's owner
     was killed twice; each killed node is restarted a second later."""
     kills: Counter[str] = Counter()
+    misses = 0
     for _ in range(8):
         todo = [rung for rung in RUNGS if kills[rung] < 2]
         if not todo:
@@ -183,6 +185,9 @@ async def kill_owners(run: Run) -> None:
         candidates = Counter(owners[rung] for rung in todo if owners[rung] is not None)
         if not candidates:
             run.note("no owner found")
+            misses += 1
+            if misses == 2:
+                break
             continue
         index = candidates.most_common(1)[0][0]
         assert index is not None
@@ -309,8 +314,19 @@ HEADER = (
 )
 
 
-def row(scenario: str, r: Rung, pubs: PubFigures, msgs: MsgFigures, calls_failed: Counter[str]) -> str:
+def row(
+    scenario: str,
+    r: Rung,
+    pubs: PubFigures,
+    msgs: MsgFigures,
+    *,
+    calls_failed: Counter[str],
+    lost: list[int],
+) -> str:
     extra = []
+    if lost:
+        shown = ",".join(map(str, lost[:12])) + (",..." if len(lost) > 12 else "")
+        extra.append(f"lost message ids {shown}")
     if pubs.silent_epoch_changes:
         extra.append(f"{pubs.silent_epoch_changes} epoch changes without resync")
     if msgs.strays:
@@ -319,7 +335,7 @@ def row(scenario: str, r: Rung, pubs: PubFigures, msgs: MsgFigures, calls_failed
         extra.append("calls failed: " + ", ".join(f"{code} {n}" for code, n in sorted(calls_failed.items())))
     if r.errors:
         extra.append("error events: " + ", ".join(f"{code} {n}" for code, n in sorted(r.errors.items())))
-    extra += r.stuck
+    extra += r.stuck + r.reasons
     return (
         f"{scenario:19s} {r.rung:9s} | {pubs.published:5d} {pubs.received:5d} {pubs.lost:4d} {pubs.announced:4d} "
         f"{pubs.doubled:3d} {pubs.reordered:3d} | {msgs.sent:4d} {msgs.applied:4d} {msgs.lost:4d} {msgs.doubled:3d} "
@@ -340,34 +356,45 @@ def describe(client: Client) -> str:
 
 
 async def drain(r: Rung, target: tuple[str, int] | None, cluster: ChaosCluster) -> None:
-    """Wait (bounded by the caller) until ``r`` has everything; what it lacks goes to ``r.stuck``."""
-    try:
-        await r.client.flush(timeout=DRAIN)
-    except TimeoutError:
-        r.stuck.append(f"messages unacknowledged after {DRAIN:g} s ({describe(r.client)})")
-    try:
-        async with asyncio.timeout(DRAIN):
-            while target is not None:
-                position = r.seen.position()
-                if position is not None and position[0] == target[0] and position[1] >= target[1]:
-                    break
-                r.changed.clear()
-                await r.changed.wait()
-    except TimeoutError:
-        r.stuck.append(f"publications stopped at {r.seen.position()}, last published {target}")
+    """Wait, at most DRAIN seconds, until ``r`` has everything; what it lacks goes to ``r.stuck``."""
+    if r.client.state == "closed":
+        r.stuck.append("the client closed itself")
+        return
+    deadline = asyncio.get_running_loop().time() + DRAIN
+
+    async def acknowledged() -> None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await r.client.flush()
+        except TimeoutError:
+            r.stuck.append(f"messages unacknowledged after {DRAIN:g} s ({describe(r.client)})")
+
+    async def received() -> None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                while target is not None:
+                    position = r.seen.position()
+                    if position is not None and position[0] == target[0] and position[1] >= target[1]:
+                        break
+                    r.changed.clear()
+                    await r.changed.wait()
+        except TimeoutError:
+            r.stuck.append(f"publications stopped at {r.seen.position()}, last published {target}")
+
+    await asyncio.gather(acknowledged(), received())
     # A last message, applied after every other (in order): once it is recorded, so are they.
     with contextlib.suppress(LadderError):
         await r.client.emit("apply0", {"key": r.key, "value": "end"})
-    deadline = time.perf_counter() + 10.0
-    while ("end", r.key) not in {
-        (v, k) for k, recs in read_records(cluster.record).items() for v, _ in recs if k == r.key
-    }:
-        if time.perf_counter() > deadline:
-            r.stuck.append("the final message was not applied within 10 s")
+    until = max(deadline, asyncio.get_running_loop().time() + 3.0)
+    while not any(value == "end" for value, _ in read_records(cluster.record).get(r.key, [])):
+        if asyncio.get_running_loop().time() > until:
+            r.stuck.append("the final message was not applied")
             break
         await asyncio.sleep(0.05)  # another process's file: polled
     if r.calls:
-        _, pending = await asyncio.wait(r.calls.values(), timeout=10.0)
+        _, pending = await asyncio.wait(
+            r.calls.values(), timeout=max(1.0, until - asyncio.get_running_loop().time())
+        )
         for task in pending:
             task.cancel()
 
@@ -383,6 +410,7 @@ async def test_chaos(chaos: ChaosCluster, scenario: Scenario) -> None:
     tag = f"{scenario.name}-{time.monotonic_ns()}"
     publisher = Publisher(cluster.redis.url, [f"chaos:{tag}:{rung}" for rung in RUNGS])
     rungs: dict[str, Rung] = {}
+    checks = asyncio.create_task(cluster.health_checks())
     try:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(publisher.hub.stop)
@@ -430,6 +458,9 @@ async def test_chaos(chaos: ChaosCluster, scenario: Scenario) -> None:
             records = read_records(cluster.record)
             lb_stats = cluster.lb.stats()
     finally:
+        checks.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checks
         await cluster.heal()
 
     if not _header_shown:
@@ -447,12 +478,15 @@ async def test_chaos(chaos: ChaosCluster, scenario: Scenario) -> None:
                 continue
             if task.cancelled():
                 calls_failed["no reply"] += 1
-            elif task.exception() is not None:
-                exc = task.exception()
-                calls_failed[getattr(exc, "code", type(exc).__name__)] += 1
+            elif (exc := task.exception()) is not None:
+                code = getattr(exc, "code", type(exc).__name__)
+                if not calls_failed[code]:
+                    r.reasons.append(f"call failed with {exc}")
+                calls_failed[code] += 1
             elif task.result() != value:
                 calls_failed["wrong reply"] += 1
-        report(row(scenario.name, r, pubs, msgs, calls_failed))
+        lost = [v for v in range(r.sent) if v not in set(applied) and v not in r.refused]
+        report(row(scenario.name, r, pubs, msgs, calls_failed=calls_failed, lost=lost))
         broken = pubs.broken + msgs.broken + sum(calls_failed.values()) + len(r.stuck)
         if broken:
             failures.append(
