@@ -15,6 +15,7 @@ thread so the clients on the test's event loop keep running meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -142,6 +143,7 @@ class ChaosCluster:
         if response.status_code != 200:
             return None
         health: dict[str, Any] = response.json()
+        self.node_ids[str(health["node"])] = index
         return health
 
     async def wait_healthy(self, index: int, timeout: float) -> float | None:
@@ -168,7 +170,29 @@ class ChaosCluster:
             await asyncio.sleep(HEALTH_EVERY)  # the check interval
 
     async def owner(self, client: Client) -> int | None:
-        """Index of the node holding ``client``'s session now (a call is applied by the owner)."""
+        """Index of the node holding ``client``'s session now.
+
+        Read from Redis first (``ladder:moved:<sid>`` after a hand-over, else the node that
+        created it, named in the session id), which needs no message through the faults; else
+        asked with a call (a call is applied by the session's owner).
+        """
+        sid = client.session_id
+        if sid:
+            with contextlib.suppress(Exception):
+                node_id = await asyncio.to_thread(self._located, sid)
+                if node_id in self.node_ids:
+                    return self.node_ids[node_id]
+        return await self._owner_by_call(client)
+
+    def _located(self, sid: str) -> str:
+        client = redis_py.Redis(port=self.redis.port, socket_timeout=1.0)
+        try:
+            moved = client.get(f"ladder:moved:{sid}")
+        finally:
+            client.close()
+        return moved.decode() if isinstance(moved, bytes) else sid.split(".", 1)[0]
+
+    async def _owner_by_call(self, client: Client) -> int | None:
         for attempt in range(3):
             if client.state == "closed":
                 return None

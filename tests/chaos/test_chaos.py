@@ -202,9 +202,19 @@ async def kill_owners(run: Run) -> None:
         run.note(f"owner killed fewer than twice for {short}")
 
 
-def redis_restart(
-    mode: str,
-) -> tuple[Callable[[ChaosCluster], Awaitable[None]], Callable[[Run], Awaitable[None]]]:
+async def nothing(cluster: ChaosCluster) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    faults: Callable[[Run], Awaitable[None]]
+    prepare: Callable[[ChaosCluster], Awaitable[None]] = nothing
+    """Run before the cluster is healed and the clients connect (Redis's persistence)."""
+
+
+def redis_restart(mode: str) -> Scenario:
     async def prepare(cluster: ChaosCluster) -> None:
         await cluster.set_persistence(mode)
 
@@ -215,7 +225,7 @@ def redis_restart(
         run.note(f"Redis ({mode}) restarted in {time.perf_counter() - started:.1f} s")
         await asyncio.sleep(5.0)  # traffic after the restart
 
-    return prepare, restart
+    return Scenario(f"redis-restart-{mode}", restart, prepare)
 
 
 def redis_cut(how: str) -> Callable[[Run], Awaitable[None]]:
@@ -282,23 +292,12 @@ async def sigterm_each(run: Run) -> None:
     await asyncio.sleep(2.0)
 
 
-async def nothing(cluster: ChaosCluster) -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    faults: Callable[[Run], Awaitable[None]]
-    prepare: Callable[[ChaosCluster], Awaitable[None]] = nothing
-
-
 SCENARIOS = [
     Scenario("cuts", cuts_only),
     Scenario("kill-owner-twice", kill_owners),
-    Scenario("redis-restart-none", redis_restart("none")[1], redis_restart("none")[0]),
-    Scenario("redis-restart-aof", redis_restart("aof")[1], redis_restart("aof")[0]),
-    Scenario("redis-restart-rdb", redis_restart("rdb")[1], redis_restart("rdb")[0]),
+    redis_restart("none"),
+    redis_restart("aof"),
+    redis_restart("rdb"),
     Scenario("redis-link-refused", redis_cut("refuse")),
     Scenario("redis-link-reset", redis_cut("reset")),
     Scenario("redis-link-stall", redis_cut("stall")),
@@ -397,6 +396,7 @@ async def drain(r: Rung, target: tuple[str, int] | None, cluster: ChaosCluster) 
         )
         for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 @pytest.mark.slow
