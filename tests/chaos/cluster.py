@@ -56,6 +56,7 @@ class ChaosCluster:
         self.nodes: list[LadderServer] = []
         self.balancer: Relay | None = None
         self.node_ids: dict[str, int] = {}
+        """Node id (as in /health) -> index, for the process running there now."""
 
     # -- life ------------------------------------------------------------------------------
 
@@ -118,12 +119,14 @@ class ChaosCluster:
         await asyncio.to_thread(self.nodes[index].start)
 
     async def kill(self, index: int) -> None:
+        self._forget(index)
         await asyncio.to_thread(self.nodes[index].kill)
 
     async def terminate(self, index: int) -> float | None:
         """SIGTERM; seconds until the node exited, or None if it had not after GRACE (then killed)."""
         proc = self.nodes[index].proc
         assert proc is not None
+        self._forget(index)
         started = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
         try:
@@ -143,8 +146,18 @@ class ChaosCluster:
         if response.status_code != 200:
             return None
         health: dict[str, Any] = response.json()
-        self.node_ids[str(health["node"])] = index
+        self._known(str(health["node"]), index)
         return health
+
+    def _forget(self, index: int) -> None:
+        for gone in [n for n, i in self.node_ids.items() if i == index]:
+            del self.node_ids[gone]
+
+    def _known(self, node_id: str, index: int) -> None:
+        """``node_id`` runs at ``index`` now: an earlier process's id there is forgotten."""
+        for stale in [n for n, i in self.node_ids.items() if i == index and n != node_id]:
+            del self.node_ids[stale]
+        self.node_ids[node_id] = index
 
     async def wait_healthy(self, index: int, timeout: float) -> float | None:
         """Seconds until the node answered /health 200 (None if not within ``timeout``)."""
@@ -152,7 +165,6 @@ class ChaosCluster:
         while time.perf_counter() - started < timeout:
             health = await self.health(index)
             if health is not None:
-                self.node_ids[str(health["node"])] = index
                 return time.perf_counter() - started
             await asyncio.sleep(0.1)  # polling another process's state: no event crosses over
         return None

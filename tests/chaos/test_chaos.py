@@ -280,7 +280,9 @@ async def all_down(run: Run) -> None:
 
 
 async def sigterm_each(run: Run) -> None:
+    """A rolling restart. No cuts meanwhile: each SIGTERM meets long-lived streams and polls."""
     cluster = run.cluster
+    cluster.lb.cut_after(None)
     for index in range(len(cluster.nodes)):
         await asyncio.sleep(1.5)  # traffic between two restarts
         took = await cluster.terminate(index)
