@@ -103,18 +103,23 @@ class MsgFigures:
     reordered: int = 0
     strays: int = 0
     """Applied values that were never sent (should be impossible)."""
+    lost_ids: list[int] = field(default_factory=list)
 
     @property
     def broken(self) -> int:
         return self.lost + self.doubled + self.reordered + self.strays
 
 
-def count_messages(sent: int, applied: list[int]) -> MsgFigures:
-    """``applied``: the values as the cluster applied them, in the order it applied them."""
+def count_messages(sent: int, applied: list[int], unsent: set[int] | None = None) -> MsgFigures:
+    """``applied``: the values 0..sent-1 as the cluster applied them, in the order it applied them;
+    ``unsent``: values the client refused to send (``queue_full`` raised to the app), not expected.
+    """
+    unsent = unsent or set()
     figures = MsgFigures(sent=sent, applied=len(applied))
     counts = Counter(applied)
     figures.doubled = sum(n - 1 for n in counts.values())
-    figures.lost = sum(1 for value in range(sent) if value not in counts)
+    figures.lost_ids = [value for value in range(sent) if value not in counts and value not in unsent]
+    figures.lost = len(figures.lost_ids)
     figures.strays = sum(1 for value in counts if not 0 <= value < sent)
     first: list[int] = []  # each value at its first application
     seen_once: set[int] = set()

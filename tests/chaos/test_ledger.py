@@ -60,3 +60,4 @@ def test_messages_lost_doubled_and_reordered_by_value() -> None:
     assert figures.strays == 0
     assert count_messages(3, [0, 1, 2]).broken == 0
     assert count_messages(2, [0, 1, 7]).strays == 1
+    assert count_messages(4, [0, 2], unsent={1}).lost_ids == [3]  # 1 was refused to the app, never sent
