@@ -196,6 +196,15 @@ class ChaosCluster:
                     return self.node_ids[node_id]
         return await self._owner_by_call(client)
 
+    async def locate(self, client: Client) -> str | None:
+        """The id of the node Redis says holds ``client``'s session (for failure messages)."""
+        sid = client.session_id
+        if not sid:
+            return None
+        with contextlib.suppress(Exception):
+            return await asyncio.to_thread(self._located, sid)
+        return None
+
     def _located(self, sid: str) -> str:
         client = redis_py.Redis(port=self.redis.port, socket_timeout=1.0)
         try:

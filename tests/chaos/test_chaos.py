@@ -199,34 +199,55 @@ async def cuts_only(run: Run) -> None:
     await asyncio.sleep(8.0)  # the scenario's length: cuts and 20 ms of latency, nothing else
 
 
+SETTLE = 10.0
+"""Seconds the kill scenario waits for every client to hold a session on a running node."""
+
+
 async def kill_owners(run: Run) -> None:
     """SIGKILL the node holding a client's session (the busiest one) until every rung's owner
-    was killed twice; each killed node is restarted at once (it is down while it starts)."""
+    was killed twice; each killed node is restarted at once (it is down while it starts).
+
+    Before each kill the clients get up to SETTLE seconds to hold a session on a running node
+    again (read in Redis), so that each kill hits a live session; a client that does not is
+    reported (and its rung may then see fewer than two kills).
+    """
+    cluster = run.cluster
     kills: Counter[str] = Counter()
-    misses = 0
     for _ in range(8):
         todo = [rung for rung in RUNGS if kills[rung] < 2]
         if not todo:
             break
         await asyncio.sleep(0.5)  # traffic on the healed cluster before the next kill
-        owners = await run.owners()
-        candidates = Counter(owners[rung] for rung in todo if owners[rung] is not None)
-        if not candidates:
-            run.note("no owner found")
-            misses += 1
-            if misses == 2:
+        deadline = time.perf_counter() + SETTLE
+        while True:
+            where = dict(
+                zip(
+                    todo,
+                    await asyncio.gather(*(cluster.locate(run.rungs[r].client) for r in todo)),
+                    strict=True,
+                )
+            )
+            owners = {rung: cluster.node_ids.get(node or "") for rung, node in where.items()}
+            if all(index is not None for index in owners.values()) or time.perf_counter() > deadline:
                 break
-            continue
+            await asyncio.sleep(0.25)  # sessions live in other processes: polled
+        candidates = Counter(index for index in owners.values() if index is not None)
+        unsettled = [rung for rung, index in owners.items() if index is None]
+        if unsettled:
+            run.note(
+                f"{'+'.join(unsettled)} without a session on a running node {SETTLE:g} s after the last kill"
+            )
+        if not candidates:
+            break
         index = candidates.most_common(1)[0][0]
-        assert index is not None
-        victims = [rung for rung in todo if owners[rung] == index]
+        victims = [rung for rung, owner in owners.items() if owner == index]
         kills.update(victims)
-        await run.cluster.kill(index)
+        await cluster.kill(index)
         run.note(f"SIGKILL node {index} (owner of {'+'.join(victims)})")
-        await run.cluster.start_node(index)  # down while it starts again (1-3 s)
+        await cluster.start_node(index)  # down while it starts again (1-3 s)
     short = [rung for rung in RUNGS if kills[rung] < 2]
     if short:
-        run.note(f"owner killed fewer than twice for {short}")
+        run.note(f"owner killed fewer than twice for {'+'.join(short)}")
 
 
 async def nothing(cluster: ChaosCluster) -> None:
@@ -485,6 +506,7 @@ async def test_chaos(chaos: ChaosCluster, scenario: Scenario) -> None:
             await asyncio.gather(*(drain(r, publisher.last(r.channel), cluster) for r in rungs.values()))
             drained = time.perf_counter() - started - faulty
             records = read_records(cluster.record)
+            final = {rung: f"{describe(r.client)} session={r.client.session_id}" for rung, r in rungs.items()}
             lb_stats = cluster.lb.stats()
     finally:
         checks.cancel()
@@ -513,8 +535,10 @@ async def test_chaos(chaos: ChaosCluster, scenario: Scenario) -> None:
                 calls_failed[code] += 1
             elif task.result() != value:
                 calls_failed["wrong reply"] += 1
-        report(row(scenario.name, r, pubs, msgs, calls_failed=calls_failed))
         broken = pubs.broken + msgs.broken + sum(calls_failed.values()) + len(r.stuck)
+        if broken:
+            r.reasons.append(f"at the end: {final[rung]}")
+        report(row(scenario.name, r, pubs, msgs, calls_failed=calls_failed))
         if broken:
             failures.append(
                 f"{rung}: publications lost {pubs.lost} doubled {pubs.doubled} reordered {pubs.reordered} "
