@@ -192,7 +192,7 @@ class FaultRelay:
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats["connections"] += 1
-        if self._mode == "reset":
+        if self._mode in ("reset", "refuse"):  # refuse: accepted just before the listener closed
             self.stats["reset"] += 1
             reset(writer)
             return
