@@ -492,6 +492,7 @@ async def test_chaos(chaos: ChaosCluster, scenario: Scenario) -> None:
             traffic = [asyncio.create_task(publisher.run(stop))] + [
                 asyncio.create_task(send(r)) for r in rungs.values()
             ]
+            cuts_before = cluster.lb.stats().get("cuts", 0)
             cluster.lb.cut_after(CUTS)
             started = time.perf_counter()
             try:
@@ -507,7 +508,7 @@ async def test_chaos(chaos: ChaosCluster, scenario: Scenario) -> None:
             drained = time.perf_counter() - started - faulty
             records = read_records(cluster.record)
             final = {rung: f"{describe(r.client)} session={r.client.session_id}" for rung, r in rungs.items()}
-            lb_stats = cluster.lb.stats()
+            cuts = cluster.lb.stats().get("cuts", 0) - cuts_before
     finally:
         checks.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -547,7 +548,7 @@ async def test_chaos(chaos: ChaosCluster, scenario: Scenario) -> None:
             )
     report(
         f"{'':19s} {scenario.name}: faults {faulty:.1f} s, drained in {drained:.1f} s, "
-        f"{lb_stats.get('cuts', 0)} cuts, {publisher.failed} publishes refused while Redis was away; "
+        f"{cuts} cuts, {publisher.failed} publishes refused while Redis was away; "
         + "; ".join(run.notes + run.problems)
     )
     assert not run.problems and not failures, "\n".join(run.problems + failures)
