@@ -549,7 +549,9 @@ class Client:
 
     # -- outbound plumbing ----------------------------------------------------------------------
 
-    def _submit(self, frame: Frame, on_reply: Callable[[Frame], None] | None) -> int:
+    def _submit(
+        self, frame: Frame, on_reply: Callable[[Frame], None] | None, *, bounded: bool = True
+    ) -> int:
         """Number a message and queue it. A message that cannot travel is refused here, before
         it takes an id: a numbered message the server cannot read would never be applied, and
         every message after it would wait for it forever."""
@@ -558,7 +560,7 @@ class Client:
         too_large = self._too_large({**frame, "i": self.peer.outbox.last + 1}, self._limits)
         if too_large is not None:
             raise too_large
-        msg_id = self.peer.submit(frame)
+        msg_id = self.peer.submit(frame, bounded=bounded)
         if on_reply is not None:
             self._waiting[msg_id] = on_reply
         return msg_id
@@ -597,7 +599,9 @@ class Client:
             if self._waiting.get(msg_id) is settle and future.done():
                 self._waiting.pop(msg_id, None)
 
-    def _submit_subscribe(self, sub: Subscription) -> None:
+    def _submit_subscribe(self, sub: Subscription, *, renewal: bool = False) -> None:
+        """Ask for ``sub``; a ``renewal`` (a new session) is queued even past ``max_queue``."""
+
         def settle(reply: Frame) -> None:
             self._subscribing.discard(msg_id)
             if reply.get("t") == "err":
@@ -611,7 +615,7 @@ class Client:
             if not result.recovered:
                 self._emit(ResyncNeeded(sub.channel, result.epoch))
 
-        msg_id = self._submit(sub.subscribe_frame(), settle)
+        msg_id = self._submit(sub.subscribe_frame(), settle, bounded=not renewal)
         self._subscribing.add(msg_id)
         self._spawn(self._flush())
 
@@ -1032,7 +1036,7 @@ class Client:
         if new_session:
             for sub in list(self._subs.values()):
                 if sub.active:
-                    self._submit_subscribe(sub)
+                    self._submit_subscribe(sub, renewal=True)
         self._had_session = True
         self._emit(Connected(conn.name, self.session_id, not new_session))
         if old_rung != conn.name:
