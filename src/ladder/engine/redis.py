@@ -69,6 +69,9 @@ from .base import (
 log = logging.getLogger("ladder.redis")
 
 HEARTBEAT_EVERY: Final = 1.5
+RESUBSCRIBE_GRACE: Final = 10.0
+"""Seconds after Redis (re)started during which a node without a subscription may just be
+subscribing again: :meth:`RedisEngine.node_alive` then asks a few times before saying no."""
 LISTENER_PONG_WAIT: Final = 5.0
 """Seconds the listener waits for the answer to its ping before it reconnects (a connection
 that silently stopped carrying anything)."""
@@ -588,17 +591,31 @@ class RedisEngine:
             raise _unavailable(exc) from exc
         return node if await self.node_alive(node) else None
 
+    resubscribe_grace = RESUBSCRIBE_GRACE
+
     async def node_alive(self, node: str) -> bool:
         """A node is alive while its listener is subscribed to its own channel: a killed
-        process's subscription ends with its connection. Right after Redis restarted, live
-        nodes take a moment to subscribe again, so ask a few times before saying no."""
+        process's subscription ends with its connection.
+
+        The answer must come fast: a client resuming a session of a dead node waits for it,
+        and a connection cut meanwhile would leave it resuming forever. A live listener whose
+        connection dropped is back within about 0.1 s, so a missing subscription is checked
+        once more after 0.15 s; only right after Redis (re)started, when every node is
+        subscribing again, is it asked for up to 0.75 s.
+        """
+        channel = self._k("n", node)
         try:
             for attempt in range(4):
-                ((_, listeners),) = await self.redis.pubsub_numsub(self._k("n", node))
+                ((_, listeners),) = await self.redis.pubsub_numsub(channel)
                 if listeners:
                     return True
-                if attempt < 3:
-                    await asyncio.sleep(0.25)
+                if attempt == 3:
+                    break
+                if attempt == 1:
+                    uptime = int((await self.redis.info("server")).get("uptime_in_seconds", 0))
+                    if uptime >= self.resubscribe_grace:
+                        break
+                await asyncio.sleep(0.15 if attempt == 0 else 0.25)
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
         return False
