@@ -78,6 +78,12 @@ class Cluster:
         """Sessions being moved to this node right now."""
         self._gathering: dict[int, tuple[list[dict[str, Any]], int, asyncio.Future[None]]] = {}
         """Broadcast questions waiting for answers: (answers so far, answers expected, all in)."""
+        self._stopping = asyncio.Event()
+        """Set when this node shuts down: polls it forwards are answered with a ``bye`` at once."""
+
+    def stop(self) -> None:
+        """This node is going away: end the polls it holds for sessions of other nodes."""
+        self._stopping.set()
 
     # -- asking --------------------------------------------------------------------------------
 
@@ -161,17 +167,23 @@ class Cluster:
         rid = next(self._ids)
         asking = asyncio.ensure_future(self._ask_owner(node, message, timeout, rid))
         watching = asyncio.ensure_future(disconnected)
+        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            done, _ = await asyncio.wait({asking, watching}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({asking, watching, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if asking in done:
                 return bytes(asking.result()["body"])
-            # Our HTTP client went away: the owner must stop holding the poll.
+            # Our HTTP client went away, or this node is: the owner must stop holding the poll.
             cancel = {"k": "cancel", "from": self.hub.engine.node_id, "of": rid}
             with contextlib.suppress(LadderError):
                 await self.hub.engine.send_node(node, msgpack.packb(cancel))
-            raise ConnectionResetError("client went away")
+            if watching in done:
+                raise ConnectionResetError("client went away")
+            # Held here, this poll would keep this process alive up to poll_timeout after a
+            # SIGTERM; the session lives on: the client polls again, elsewhere, at once.
+            codec = codec_named(encoding)
+            return codec.join([codec.encode({"t": "bye", **LadderError("shutting_down").body()})])
         finally:
-            for task in (asking, watching):
+            for task in (asking, watching, stopping):
                 task.cancel()
 
     async def migrate(self, node: str, sid: str, token: str) -> Session:

@@ -331,6 +331,7 @@ class Ladder:
         if not self._started:
             return
         self._started = False
+        self.cluster.stop()
         for session in list(self.sessions.values()):
             self.close_session(session, LadderError("shutting_down"))
         if self._ticker is not None:
