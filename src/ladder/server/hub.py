@@ -193,6 +193,10 @@ class Ladder:
         self._ticker: asyncio.Task[None] | None = None
         self._start_lock: asyncio.Lock | None = None
         self._started = False
+        self._stopped = False
+        """Stopped, and not started again explicitly: requests are refused with ``shutting_down``
+        (they would otherwise start it again, and a session opened then would hold the
+        process open after a SIGTERM)."""
         self._refused_origins: set[str] = set()
         """Origins already warned about (at most ``_MAX_ORIGIN_WARNINGS``)."""
         self._last_presence_refresh = clock()
@@ -314,6 +318,7 @@ class Ladder:
 
     async def start(self) -> None:
         """Connect the engine and start the clock. Idempotent; run lazily on first use."""
+        self._stopped = False
         if self._started:
             return
         if self._start_lock is None:
@@ -326,8 +331,15 @@ class Ladder:
             self._ticker = asyncio.create_task(self._tick_loop(), name="ladder-ticker")
             self._started = True
 
+    async def _serving(self) -> None:
+        """Start on a client's first request, but never again once stopped."""
+        if self._stopped:
+            raise LadderError("shutting_down", "this server is shutting down")
+        await self.start()
+
     async def stop(self) -> None:
         """Close every session (clients are told the server is going away) and the engine."""
+        self._stopped = True
         if not self._started:
             return
         self._started = False
@@ -410,7 +422,7 @@ class Ladder:
         Resuming a session another node holds moves it here for a stream (``stream``), and
         raises :class:`Elsewhere` for a single request, which the caller forwards.
         """
-        await self.start()
+        await self._serving()
         if hello.sid is None:
             if not self.engine.healthy:
                 # A session opened here could neither subscribe nor be reached by other nodes;
@@ -446,7 +458,7 @@ class Ladder:
         Local sessions are returned; a session on another node is moved here (``stream``)
         or reported as :class:`Elsewhere`; ``forwarded`` requests never look further.
         """
-        await self.start()
+        await self._serving()
         session = self.sessions.get(sid)
         if session is None:
             # A hand-over to this node may be under way: wait for it rather than say "unknown".
@@ -558,7 +570,10 @@ class Ladder:
             self.counters.rung_changes[(session.rung, kind, "down" if down else "up", reason)] += 1
         session.rung = kind
         greeting = self.welcome(session, resumed) if greet else None
-        return state.attach(kind, streaming=streaming, ack=ack, now=self.clock(), greeting=greeting)
+        att = state.attach(kind, streaming=streaming, ack=ack, now=self.clock(), greeting=greeting)
+        if self._stopped:  # opened (or moved in) while stopping: sent elsewhere at once
+            self.close_session(session, LadderError("shutting_down"))
+        return att
 
     def detach(self, session: Session, att: Attachment) -> None:
         session.state.detach(att, self.clock())
