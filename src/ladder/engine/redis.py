@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import itertools
 import logging
 import random
 import secrets
@@ -69,9 +70,11 @@ from .base import (
 log = logging.getLogger("ladder.redis")
 
 HEARTBEAT_EVERY: Final = 1.5
-RESUBSCRIBE_GRACE: Final = 10.0
-"""Seconds after Redis (re)started during which a node without a subscription may just be
-subscribing again: :meth:`RedisEngine.node_alive` then asks a few times before saying no."""
+RESUBSCRIBE_GRACE: Final = 3.0
+"""Seconds after Redis (re)started that live nodes get to subscribe again: until then
+:meth:`RedisEngine.node_alive` keeps asking rather than declare a node without a
+subscription dead (its sessions would be lost, and with them, without persistence, the
+record of what they applied)."""
 LISTENER_PONG_WAIT: Final = 5.0
 """Seconds the listener waits for the answer to its ping before it reconnects (a connection
 that silently stopped carrying anything)."""
@@ -600,25 +603,23 @@ class RedisEngine:
         The answer must come fast: a client resuming a session of a dead node waits for it,
         and a connection cut meanwhile would leave it resuming forever. A live listener whose
         connection dropped is back within about 0.1 s, so a missing subscription is checked
-        once more after 0.15 s; only right after Redis (re)started, when every node is
-        subscribing again, is it asked for up to 0.75 s.
+        once more after 0.15 s; only while Redis has been up less than ``resubscribe_grace``
+        (it just restarted: every node is subscribing again) is it asked until then.
         """
         channel = self._k("n", node)
         try:
-            for attempt in range(4):
+            for attempt in itertools.count():
                 ((_, listeners),) = await self.redis.pubsub_numsub(channel)
                 if listeners:
                     return True
-                if attempt == 3:
-                    break
-                if attempt == 1:
+                if attempt:
                     uptime = int((await self.redis.info("server")).get("uptime_in_seconds", 0))
                     if uptime >= self.resubscribe_grace:
-                        break
+                        return False
                 await asyncio.sleep(0.15 if attempt == 0 else 0.25)
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
-        return False
+        return False  # pragma: no cover - the loop only ends by returning
 
     async def claim_session(self, sid: str, ttl: float) -> None:
         """Record that ``sid`` now lives on this node (after a hand-over)."""
