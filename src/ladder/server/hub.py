@@ -745,6 +745,7 @@ class Ladder:
             att.last_heard = now
             transport = att.kind
         accepted = False
+        unrecordable = False
         for frame in frames:
             try:
                 throttled = self._throttle(session, frame, now, transport)
@@ -767,6 +768,12 @@ class Ladder:
                 elif isinstance(frame, Hello):
                     raise LadderError("bad_frame", "hello is only valid as the first frame")
                 else:
+                    if not self.engine.healthy:
+                        # What this node applied now it could not record: were the session
+                        # then lost (other nodes cannot reach this one either), its successor
+                        # would apply it again. Not taken: the client sends it again.
+                        unrecordable = True
+                        break
                     if not isinstance(frame, Invalid):
                         self.counters.frames_in[transport] += 1
                     ready = state.receive(frame)
@@ -778,6 +785,14 @@ class Ladder:
                 state.send_control({"t": "err", **exc.body()})
         if accepted:
             await self.drain(session)
+        if unrecordable:
+            error = LadderError(
+                "engine_unavailable", "this server cannot reach its engine: messages are not applied here now"
+            )
+            self.refused(transport, error, session=session)
+            if att is None:
+                raise error  # the POST fails: the client writes it again
+            state.send_away(error)  # the client resumes (here or elsewhere) and resends
 
     def admit(self, address: str | None) -> None:
         """Count a request (or WebSocket opening) against its address's rate limit."""

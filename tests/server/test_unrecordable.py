@@ -1,0 +1,46 @@
+"""A node that cannot reach its engine applies no client message: it could not record it,
+and a successor session (started when other nodes could not reach this one either) would
+apply it again. Seen in the chaos suite: 9 messages applied twice after a Redis link refused
+connections for 5 s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ladder import Context, LadderError
+from ladder.protocol.codec import JSON
+from ladder.protocol.frames import decode_client_frames
+from tests.server.harness import Peer, make_hub
+
+
+async def test_messages_are_not_applied_while_the_engine_is_unreachable() -> None:
+    hub = make_hub()
+    applied: list[Any] = []
+
+    @hub.on("do")
+    async def do(ctx: Context, data: Any) -> None:
+        applied.append(data)
+
+    await hub.start()
+    try:
+        peer = await Peer.open(hub)
+        hub.engine.healthy = False
+        await peer.send({"t": "emit", "ev": "do", "d": "a"})
+        assert applied == [], "not applied: it could not be recorded"
+        assert peer.att.closed and peer.att.close_error is not None
+        assert peer.att.close_error.code == "engine_unavailable", "the WebSocket is ended; the session is not"
+        frames, _ = decode_client_frames(JSON, JSON.encode({"t": "emit", "ev": "do", "d": "a", "i": 1}))
+        with pytest.raises(LadderError) as refused:
+            await hub.receive(peer.session, None, frames)  # an upstream POST
+        assert refused.value.code == "engine_unavailable" and applied == []
+
+        hub.engine.healthy = True
+        again = hub.attach(peer.session, "websocket", streaming=True, ack=0, resumed=True)
+        resumed = Peer(hub, peer.session, again)
+        await hub.receive(peer.session, again, frames)  # the client sends it again
+        assert applied == ["a"]
+        assert {"t": "ack", "i": 1} in resumed.read()
+    finally:
+        await hub.stop()
