@@ -28,7 +28,9 @@ from ..protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
     Bye,
+    Call,
     ClientFrame,
+    Emit,
     Hello,
     Invalid,
     Numbered,
@@ -768,10 +770,11 @@ class Ladder:
                 elif isinstance(frame, Hello):
                     raise LadderError("bad_frame", "hello is only valid as the first frame")
                 else:
-                    if not self.engine.healthy:
-                        # What this node applied now it could not record: were the session
-                        # then lost (other nodes cannot reach this one either), its successor
-                        # would apply it again. Not taken: the client sends it again.
+                    if isinstance(frame, Emit | Call) and not self.engine.healthy:
+                        # A handler's effects are outside the engine, and what this node applied
+                        # now it could not record: were the session then lost (other nodes
+                        # cannot reach this one either), its successor would apply it again.
+                        # Not taken: the client sends it again. (Engine requests just fail.)
                         unrecordable = True
                         break
                     if not isinstance(frame, Invalid):
