@@ -5,6 +5,7 @@ connections for 5 s."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -42,5 +43,43 @@ async def test_messages_are_not_applied_while_the_engine_is_unreachable() -> Non
         await hub.receive(peer.session, again, frames)  # the client sends it again
         assert applied == ["a"]
         assert {"t": "ack", "i": 1} in resumed.read()
+    finally:
+        await hub.stop()
+
+
+async def test_messages_queued_when_the_engine_goes_away_are_not_applied_but_sent_again() -> None:
+    """Accepted while the engine answered, applied after it stopped: they were applied without
+    a record, and again by the successor session (4 doubles in the chaos suite)."""
+    hub = make_hub()
+    applied: list[Any] = []
+    release = asyncio.Event()
+
+    @hub.on("do")
+    async def do(ctx: Context, data: Any) -> None:
+        if data == "a":
+            await release.wait()  # the engine goes away meanwhile
+        applied.append(data)
+
+    await hub.start()
+    try:
+        peer = await Peer.open(hub)
+        sending = asyncio.create_task(
+            peer.send(*({"t": "emit", "ev": "do", "d": d} for d in ("a", "b", "c")))
+        )
+        await asyncio.sleep(0)  # "a" is being applied, "b" and "c" wait behind it
+        hub.engine.healthy = False
+        release.set()
+        await sending
+        assert applied == ["a"], "b and c were not applied"
+        assert peer.session.state.inbox.accepted == 1 and peer.att.closed
+
+        hub.engine.healthy = True
+        again = Peer(
+            hub, peer.session, hub.attach(peer.session, "websocket", streaming=True, ack=0, resumed=True)
+        )
+        again.next_id = 2
+        await again.send({"t": "emit", "ev": "do", "d": "b"}, {"t": "emit", "ev": "do", "d": "c"})
+        assert applied == ["a", "b", "c"], "each once, in order"
+        assert {"t": "ack", "i": 3} in again.read()
     finally:
         await hub.stop()

@@ -789,13 +789,22 @@ class Ladder:
         if accepted:
             await self.drain(session)
         if unrecordable:
-            error = LadderError(
-                "engine_unavailable", "this server cannot reach its engine: messages are not applied here now"
-            )
+            error = self._unrecordable(session)
             self.refused(transport, error, session=session)
             if att is None:
                 raise error  # the POST fails: the client writes it again
-            state.send_away(error)  # the client resumes (here or elsewhere) and resends
+
+    def _unrecordable(self, session: Session) -> LadderError:
+        """The engine cannot record what would be applied now: nothing waiting is applied,
+        and the session's transports are ended, so that the client resumes (here or
+        elsewhere) and sends it all again."""
+        error = LadderError(
+            "engine_unavailable", "this server cannot reach its engine: messages are not applied here now"
+        )
+        session.ready.clear()
+        session.state.unaccept()
+        session.state.send_away(error)
+        return error
 
     def admit(self, address: str | None) -> None:
         """Count a request (or WebSocket opening) against its address's rate limit."""
@@ -894,6 +903,9 @@ class Ladder:
         returned = False
         try:
             while session.ready and state.phase is not Phase.CLOSED and not session.moving:
+                if isinstance(session.ready[0], Emit | Call) and not self.engine.healthy:
+                    self._unrecordable(session)  # accepted while the engine answered
+                    break
                 frame, returned = session.ready.popleft(), False
                 inherited = session.inherited
                 applied, reply = inherited.applied(frame.i) if inherited is not None else (False, None)
