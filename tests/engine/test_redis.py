@@ -345,7 +345,9 @@ async def test_health_follows_a_stall_that_heals_without_a_connection_reset(
             assert hub.health()["ok"]
             relay.flowing.clear()
             await _until(lambda: not hub.health()["ok"], 5.0)
-            warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "unhealthy" in r.message]
+            warnings = [
+                r for r in caplog.records if r.levelno == logging.WARNING and "unhealthy" in r.message
+            ]
             assert len(warnings) == 1 and "engine_unavailable" in warnings[0].message
             await asyncio.sleep(2.0)  # the stall itself lasts a while
             assert not hub.health()["ok"]

@@ -145,8 +145,12 @@ class RedisEngine(ComposedEngine):
                 await self._listener.subscribed.wait()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        # Cancel until done: a cancellation landing inside a redis-py command can be
+        # swallowed there, and the loop would then go on.
+        while pending := [task for task in self._tasks if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.1)
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
