@@ -217,9 +217,14 @@ class Ladder:
         return register
 
     async def publish(self, channel: str, data: Any) -> Publication:
-        """Publish ``data`` to ``channel`` (from any server code). Returns the publication."""
+        """Publish ``data`` to ``channel`` (from any server code). Returns the publication.
+
+        Data no encoding can carry (a ``datetime``, a set containing itself) raises
+        ``TypeError`` naming its type: a bug of the caller, which a handler reports as
+        ``handler_error`` with a logged traceback, not a malformed frame of its client.
+        """
+        payload, options = Payload.checked(data), self.channel_rules.options(channel)
         await self.start()
-        payload, options = Payload.of(data), self.channel_rules.options(channel)
         started = time.perf_counter()
         pub = await self.engine.publish(channel, payload, options)
         self.metrics.engine_latency.observe(time.perf_counter() - started)
@@ -728,7 +733,7 @@ class Ladder:
             try:
                 throttled = self._throttle(session, frame, now, transport)
                 if throttled is None:
-                    return  # dropped for flooding
+                    break  # over the rate (the rest is sent again) or dropped for flooding
                 frame = throttled  # noqa: PLW2901 - a message over the limit becomes its refusal
                 if isinstance(frame, Ack):
                     state.on_ack(frame.s)
@@ -770,9 +775,15 @@ class Ladder:
     def _throttle(
         self, session: Session, frame: ClientFrame, now: float, transport: str
     ) -> ClientFrame | None:
-        """Apply the session's message rate: a numbered message over the limit becomes a
-        ``rate_limited`` refusal (its id is still used up, in order); a session that keeps
-        sending while told to wait is dropped (None)."""
+        """Apply the session's message rate. Returns the frame, or None to stop reading the
+        batch.
+
+        A rate limit never consumes a reliable message: a numbered message over the limit is
+        not applied, not acknowledged and its id not used up. It is answered with an
+        unsequenced ``err`` ``rate_limited`` naming it (``re``) and ``retry_after``; the rest
+        of its batch is not read (the client sends it all again, from that id, once it waited).
+        A session that keeps sending while told to wait is dropped (None as well).
+        """
         rate = self.message_rate
         if not rate.enabled or isinstance(frame, Ack):
             return frame
@@ -787,10 +798,15 @@ class Ladder:
             self.refused(transport, flooding, session=session)
             self.close_session(session, flooding)
             return None
-        limited = LadderError("rate_limited", retry_after=round(wait, 3))
+        retry_after = max(0.001, round(wait, 3))
         if isinstance(frame, Numbered):
-            return Invalid(i=frame.i, error=limited)
-        raise limited
+            limited = LadderError(
+                "rate_limited", f"message {frame.i} not applied: send it again", retry_after=retry_after
+            )
+            self.refused(transport, limited, session=session)
+            session.state.send_control({"t": "err", **limited.body(), "re": frame.i})
+            return None
+        raise LadderError("rate_limited", retry_after=retry_after)
 
     def refused(
         self,
