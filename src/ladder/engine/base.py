@@ -5,6 +5,10 @@ Redis engine. The hub never assumes which: every publication, history read, pres
 and session lookup goes through this protocol, so a session's requests may land on any
 process that shares the engine.
 
+The seam is cut by concern: :class:`Channels` (publishing, history, the live stream),
+:class:`Presence`, :class:`SessionRouting` (with node messages) and :class:`AppliedRecords`;
+:class:`Engine` is all four behind one object, as the hub sees it.
+
 Data crosses the seam already encoded (:class:`Payload`): a publication is serialised once
 where it is published, and every node builds its wire frames from those bytes.
 """

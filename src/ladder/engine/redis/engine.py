@@ -175,7 +175,8 @@ class RedisEngine(ComposedEngine):
 
     # -- health ----------------------------------------------------------------------------
 
-    def _heard(self, connected: bool, error: str | None) -> None:
+    def _heard(self, error: str | None) -> None:
+        """The listener connected (``error`` None) or lost its connection."""
         if error is not None:
             self.last_error = error
         self._health()

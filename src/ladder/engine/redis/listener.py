@@ -33,7 +33,7 @@ class Listener:
         channels: The channels listened to now (subscribed on every connection).
         caught_up: Deliver what was missed while not subscribed.
         dispatch: Handle one message (pub/sub key, data).
-        health: Report whether the listener is connected (and the error when not).
+        health: Called when the listener connected (None) or lost its connection (the error).
     """
 
     def __init__(
@@ -42,7 +42,7 @@ class Listener:
         channels: Callable[[], Iterable[str]],
         caught_up: Callable[[], Awaitable[None]],
         dispatch: Callable[[bytes, bytes], Awaitable[None]],
-        health: Callable[[bool, str | None], None],
+        health: Callable[[str | None], None],
     ) -> None:
         self._link = link
         self._channels = channels
@@ -78,7 +78,7 @@ class Listener:
             except Exception as exc:  # RedisError, OSError, or a bug: log, reconnect
                 self.subscribed.clear()
                 self.ok = False
-                self._health(False, str(exc) or type(exc).__name__)
+                self._health(str(exc) or type(exc).__name__)
                 self.reconnects += 1
                 if isinstance(exc, RedisError | OSError):
                     log.warning("redis listener lost its connection (%s); reconnecting", exc)
@@ -105,7 +105,7 @@ class Listener:
         await pubsub.subscribe(*keys)
         await self._caught_up()
         self.ok = True
-        self._health(True, None)
+        self._health(None)
         self.subscribed.set()
         idle = 0.0
         pinged: float | None = None
