@@ -71,6 +71,29 @@ async def test_a_channel_idle_past_its_lifetime_starts_a_new_epoch(make: Make) -
     assert not lost.complete and lost.publications == [] and lost.position == after
 
 
+async def test_a_listening_node_never_gets_a_new_epoch_unannounced(make: Make) -> None:
+    """A listened channel left idle past its lifetime either keeps its stream, or the node is
+    told the stream started anew (a reset) instead of being handed its publications."""
+    engine, sink = await make(idle_ttl=1.0)
+    no_history = ChannelOptions(history_size=0, history_ttl=1)
+    await engine.listen("quiet")
+    first = await engine.publish("quiet", Payload.of(1), no_history)
+    assert (await next_pub(sink)).offset == first.offset
+    await asyncio.sleep(1.0 + 3 * SWEEP_EVERY)  # the channel must stay unused past its lifetime
+    await engine.publish("quiet", Payload.of(2), no_history)
+    pub, reset = asyncio.create_task(sink.pubs.get()), asyncio.create_task(sink.resets.get())
+    done, pending = await asyncio.wait({pub, reset}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    assert done, "the publication was neither delivered nor announced as a new stream"
+    if pub in done:
+        assert (pub.result().epoch, pub.result().offset) == (first.epoch, 2), "same stream, next offset"
+    else:
+        channel, position = reset.result()
+        assert channel == "quiet" and position.epoch != first.epoch
+        assert sink.pubs.empty() or (await sink.pubs.get()).epoch == position.epoch
+
+
 # -- the live stream ---------------------------------------------------------------------
 
 

@@ -82,12 +82,19 @@ class MemoryChannels:
         return channel
 
     def sweep(self, now: float, occupied: Container[str]) -> None:
-        """Expire old history and forget idle channels (those not ``occupied`` by members)."""
+        """Expire old history and forget idle channels: not listened to (a live subscriber
+        must never be handed a publication of a new epoch unannounced), not ``occupied`` by
+        members, with no history."""
         for name, channel in list(self._channels.items()):
             options = self._options.get(name)
             if options is not None:
                 channel.trim(now, options.history_size, options.history_ttl)
-            if not channel.history and name not in occupied and now - channel.last_used >= self.idle_ttl:
+            if (
+                not channel.history
+                and name not in occupied
+                and name not in self.listening
+                and now - channel.last_used >= self.idle_ttl
+            ):
                 del self._channels[name]
                 self._options.pop(name, None)
 
