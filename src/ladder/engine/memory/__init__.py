@@ -25,7 +25,8 @@ class MemoryEngine(ComposedEngine):
     :class:`~ladder.Publisher` there) cannot see it.
 
     Args:
-        idle_ttl: Seconds a channel with no history and no members keeps its epoch and offset.
+        idle_ttl: Seconds a channel with no subscribers, no history and no members keeps its
+            epoch and offset (a channel used again after that starts a new epoch).
         clock: The monotonic clock (tests pass a fake one).
         sweep_every: Seconds between sweeps of expired presence members (their ``leave`` is
             announced then), aged history and idle channels.

@@ -3,8 +3,9 @@
 Everything is synchronous under the hood, so a subscribe that reads history and starts
 listening cannot miss or double a publication. History is bounded by count and age per
 channel; a channel's bookkeeping (epoch, offset) is dropped only after it has been idle
-with no history and no members for ``idle_ttl`` seconds, and a channel created anew gets a
-new epoch, so a client resuming from before that point is told recovery was impossible.
+with no subscribers here, no history and no members for ``idle_ttl`` seconds, and a
+channel created anew gets a new epoch, so a client resuming from before that point is told
+recovery was impossible.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class MemoryChannels:
 
     Args:
         clock: The monotonic clock.
-        idle_ttl: Seconds a channel with no history and no members keeps its epoch and offset.
+        idle_ttl: Seconds an unused channel keeps its epoch and offset (see :meth:`sweep`).
         sink: Where publications go (None before the engine starts).
         touched: Called on every use, so the engine can sweep as time passes.
     """
