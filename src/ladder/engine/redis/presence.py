@@ -97,8 +97,8 @@ class RedisPresence:
             await asyncio.sleep(self.sweep_every)
             try:
                 await self.sweep()
-            except (RedisError, OSError) as exc:
-                log.warning("presence sweep: %s (retried in %g s)", exc, self.sweep_every)
+            except (RedisError, OSError) as exc:  # Redis unreachable: health reports it already
+                log.debug("presence sweep: %s (retried in %g s)", exc, self.sweep_every)
 
     async def presence_add(self, channel: str, member: Member, ttl: float) -> None:
         packed = _pack(member)
