@@ -99,6 +99,8 @@ class RedisPresence:
                 await self.sweep()
             except (RedisError, OSError) as exc:  # Redis unreachable: health reports it already
                 log.debug("presence sweep: %s (retried in %g s)", exc, self.sweep_every)
+            except Exception:  # a bug: say so, and keep sweeping
+                log.exception("presence sweep failed")
 
     async def presence_add(self, channel: str, member: Member, ttl: float) -> None:
         packed = _pack(member)
