@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,8 @@ from .presence import MemoryPresence
 from .routing import LocalRouting
 
 __all__ = ["MemoryEngine"]
+
+log = logging.getLogger("ladder")
 
 
 class MemoryEngine(ComposedEngine):
@@ -75,7 +78,10 @@ class MemoryEngine(ComposedEngine):
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self.sweep_every)
-            self.sweep(self._clock())
+            try:
+                self.sweep(self._clock())
+            except Exception:  # a bug (in a sink, say): say so, and keep sweeping
+                log.exception("memory engine sweep failed")
 
     async def start(self, sink: EngineSink) -> None:
         self._sink = sink
