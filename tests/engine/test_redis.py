@@ -107,6 +107,27 @@ async def test_a_dead_nodes_member_leaves_without_anyone_asking(redis_server: Re
         await b.stop()
 
 
+async def test_a_leave_is_announced_even_when_the_sweep_comes_after_the_members_ttl(
+    redis_server: RedisServer,
+) -> None:
+    """The presence keys outlive their last member until a sweep has announced its leave
+    (they once expired one second after it, taking the leave with them)."""
+    a, b = RedisEngine(redis_server.url, sweep_every=1.5), RedisEngine(redis_server.url, sweep_every=1.5)
+    sink_b = Sink()
+    await a.start(Sink())
+    await b.start(sink_b)
+    try:
+        await b.listen("lobby")
+        erin = Member("c5", "erin")
+        await a.presence_add("lobby", erin, ttl=0.5)
+        assert await asyncio.wait_for(sink_b.presence.get(), 5) == ("lobby", "join", erin)
+        await a.stop()
+        assert await asyncio.wait_for(sink_b.presence.get(), 0.5 + 1.5 + 2.0) == ("lobby", "leave", erin)
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 async def test_redis_down_means_a_clear_error_fast_and_recovery_by_itself(
     redis_server: RedisServer, engine: tuple[RedisEngine, Sink]
 ) -> None:

@@ -110,8 +110,11 @@ class RedisPresence:
             async with redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, member.client, packed)
                 pipe.zadd(times, {member.client: time.time() + ttl})
-                pipe.expire(key, int(ttl) + 1)
-                pipe.expire(times, int(ttl) + 1)
+                # The keys outlive the members by two sweeps, so a sweep announces the leave
+                # of the last one before Redis drops the keys.
+                lifetime = int(ttl + 2 * self.sweep_every) + 1
+                pipe.expire(key, lifetime)
+                pipe.expire(times, lifetime)
                 added, *_ = await pipe.execute()
             self.known.add(channel)
             if added:
