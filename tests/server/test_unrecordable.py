@@ -83,3 +83,36 @@ async def test_messages_queued_when_the_engine_goes_away_are_not_applied_but_sen
         assert {"t": "ack", "i": 3} in again.read()
     finally:
         await hub.stop()
+
+
+async def test_a_message_in_its_handler_when_the_engine_goes_away_is_not_taken_again() -> None:
+    """Another batch arriving meanwhile gave back everything not yet done, the message in its
+    handler included: sent again, it was applied twice."""
+    hub = make_hub()
+    applied: list[Any] = []
+    release = asyncio.Event()
+
+    @hub.on("do")
+    async def do(ctx: Context, data: Any) -> None:
+        if data == "a":
+            await release.wait()
+        applied.append(data)
+
+    await hub.start()
+    try:
+        peer = await Peer.open(hub)
+        first = asyncio.create_task(peer.send({"t": "emit", "ev": "do", "d": "a"}))
+        await asyncio.sleep(0)  # "a" is in its handler
+        hub.engine.healthy = False
+        await peer.send({"t": "emit", "ev": "do", "d": "b"})  # refused: not taken
+        release.set()
+        await first
+        hub.engine.healthy = True
+        again = Peer(
+            hub, peer.session, hub.attach(peer.session, "websocket", streaming=True, ack=0, resumed=True)
+        )
+        again.next_id = 1  # the client resends everything not acknowledged
+        await again.send({"t": "emit", "ev": "do", "d": "a"}, {"t": "emit", "ev": "do", "d": "b"})
+        assert applied == ["a", "b"], "each once"
+    finally:
+        await hub.stop()

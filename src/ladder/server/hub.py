@@ -789,22 +789,26 @@ class Ladder:
         if accepted:
             await self.drain(session)
         if unrecordable:
-            error = self._unrecordable(session)
+            # What this batch had accepted before is given back by the drain, between two
+            # messages (not here: one may be in a handler now, and must not be taken again).
+            error = LadderError(
+                "engine_unavailable", "this server cannot reach its engine: messages are not applied here now"
+            )
             self.refused(transport, error, session=session)
             if att is None:
                 raise error  # the POST fails: the client writes it again
+            session.state.send_away(error)
 
-    def _unrecordable(self, session: Session) -> LadderError:
-        """The engine cannot record what would be applied now: nothing waiting is applied,
-        and the session's transports are ended, so that the client resumes (here or
-        elsewhere) and sends it all again."""
+    def _unrecordable(self, session: Session) -> None:
+        """The engine cannot record what would be applied now (called between two messages,
+        none in a handler): nothing waiting is applied, and the session's transports are
+        ended, so that the client resumes (here or elsewhere) and sends it all again."""
+        session.ready.clear()
+        session.state.unaccept()
         error = LadderError(
             "engine_unavailable", "this server cannot reach its engine: messages are not applied here now"
         )
-        session.ready.clear()
-        session.state.unaccept()
         session.state.send_away(error)
-        return error
 
     def admit(self, address: str | None) -> None:
         """Count a request (or WebSocket opening) against its address's rate limit."""
