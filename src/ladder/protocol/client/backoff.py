@@ -85,8 +85,9 @@ class Reconnect:
         self.deadline = None
 
     def ended(self, action: str, rand: float) -> float:
-        """A connection ended with ``action`` (:data:`~.ending.Action`): the pause before
-        reconnecting (none for ``resume_now`` or ``new_session``)."""
-        if action in ("resume_now", "new_session"):
+        """A connection that was established ended with ``action`` (:data:`~.ending.Action`):
+        the pause before reconnecting, ``[0, base)`` (the server was reachable; a crowd that
+        lost it comes back spread out), none for ``resume_now`` (the server is going away)."""
+        if action == "resume_now":
             return 0.0
         return reconnect_delay(0, self.base, self.cap, rand, self.at_once)
