@@ -17,6 +17,7 @@ from ..protocol.errors import LadderError
 from ..protocol.peer import Frame, PeerState
 from .events import (
     Event,
+    StateChanged,
 )
 from .pacing import Pacer
 from .rungs import RungPolicy
@@ -138,6 +139,12 @@ class ClientBase:
         for waiter in self._stream_waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        """Change the connection state; the app hears of it (event ``state``)."""
+        if state != self.state:
+            self.state = state
+            self._emit(StateChanged(state, reason))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -31,11 +31,13 @@ from .events import (
     Connected,
     Disconnected,
     Presence,
+    ProbeResult,
     Push,
     Resubscribed,
     ResyncNeeded,
     ServerError,
     SessionLost,
+    StateChanged,
     TransportChanged,
 )
 from .pacing import Pacer
@@ -217,41 +219,13 @@ class Client(Calls):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def connect(self, timeout: float | None = None) -> None:
-        """Start connecting; return once connected.
-
-        Raises ``connect_failed`` (listing each rung's reason) when the first connection
-        could not be made within ``connect_timeout``, or not within ``timeout`` seconds (the
-        client then keeps trying until ``connect_timeout``; ``close()`` it to stop), the
-        server's refusal when retrying cannot help (``unauthorized``,
-        ``origin_not_allowed``), ``timeout`` once ``max_attempts`` ran out.
-        """
-        if self.state == "closed":
-            raise self._fatal or LadderError("closed", "this client was closed")
-        loop = asyncio.get_running_loop()
-        if self._run_task is None:
-            # No HTTP client yet: the race starts with the WebSocket at once, and the HTTP
-            # client (~50 ms of imports, plus the CA bundle for https) is built when the
-            # first HTTP rung is due, if one ever is.
-            self._connected = loop.create_future()
-            self._run_task = loop.create_task(self._run(), name="ladder-client")
-        assert self._connected is not None
-        if self.state != "connected":
-            try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(self._connected)
-            except TimeoutError:
-                if self._connected.done():
-                    raise
-                raise self._unreachable(f"within {timeout:g} s") from None
-
     async def close(self) -> None:
         """End the session (the server forgets it at once) and release everything."""
         if self.state == "closed":
             return
         conn = self._conn
         connected = self.state == "connected"
-        self.state = "closed"
+        self._set_state("closed", "closed by the client")
         self._closed_by_app = True  # the server's answer to our bye is not news to the app
         self._cancel_ack_timer()
         if conn is not None and connected:
@@ -370,11 +344,28 @@ class Client(Calls):
     def on(
         self, name: Literal["error"], callback: None = None
     ) -> Callable[[Callable[[ServerError], _R]], Callable[[ServerError], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["probe"], callback: Callable[[ProbeResult], _R]
+    ) -> Callable[[ProbeResult], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["probe"], callback: None = None
+    ) -> Callable[[Callable[[ProbeResult], _R]], Callable[[ProbeResult], _R]]: ...
+    @overload
+    def on(
+        self, name: Literal["state"], callback: Callable[[StateChanged], _R]
+    ) -> Callable[[StateChanged], _R]: ...
+    @overload
+    def on(
+        self, name: Literal["state"], callback: None = None
+    ) -> Callable[[Callable[[StateChanged], _R]], Callable[[StateChanged], _R]]: ...
     def on(self, name: str, callback: Callable[[Any], Any] | None = None) -> Any:
         """Call ``callback(event)`` for every event called ``name`` (usable as a decorator).
 
         Names: ``connected``, ``disconnected``, ``transport``, ``session_lost``,
-        ``resubscribed``, ``resync``, ``push``, ``presence``, ``error``; the event is the
+        ``resubscribed``, ``resync``, ``push``, ``presence``, ``error``, ``probe``,
+        ``state`` (the browser client's eleven, protocol §9); the event is the
         matching record of :mod:`ladder.client` (``transport`` gives a
         :class:`~ladder.client.TransportChanged`). An unknown name raises ``ValueError``.
         """

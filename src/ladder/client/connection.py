@@ -21,6 +21,34 @@ log = logging.getLogger("ladder.client")
 class Connection(Switching):
     """The one task per client that keeps it connected."""
 
+    async def connect(self, timeout: float | None = None) -> None:
+        """Start connecting; return once connected.
+
+        Raises ``connect_failed`` (listing each rung's reason) when the first connection
+        could not be made within ``connect_timeout``, or not within ``timeout`` seconds (the
+        client then keeps trying until ``connect_timeout``; ``close()`` it to stop), the
+        server's refusal when retrying cannot help (``unauthorized``,
+        ``origin_not_allowed``), ``timeout`` once ``max_attempts`` ran out.
+        """
+        if self.state == "closed":
+            raise self._fatal or LadderError("closed", "this client was closed")
+        loop = asyncio.get_running_loop()
+        if self._run_task is None:
+            # No HTTP client yet: the race starts with the WebSocket at once, and the HTTP
+            # client (~50 ms of imports, plus the CA bundle for https) is built when the
+            # first HTTP rung is due, if one ever is.
+            self._connected = loop.create_future()
+            self._run_task = loop.create_task(self._run(), name="ladder-client")
+        assert self._connected is not None
+        if self.state != "connected":
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._connected)
+            except TimeoutError:
+                if self._connected.done():
+                    raise
+                raise self._unreachable(f"within {timeout:g} s") from None
+
     async def _run(self) -> None:
         try:
             await self._connection_loop()
@@ -43,7 +71,7 @@ class Connection(Switching):
             max_attempts=self.max_attempts,
         )
         while self.state != "closed":
-            self.state = "connecting"
+            self._set_state("connecting")
             refusals: dict[str, TransportClosed] = {}
             self._racing = refusals
             deadline = reconnect.started(loop.time() * 1000)

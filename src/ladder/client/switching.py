@@ -15,7 +15,7 @@ from ..protocol.client.ending import Action
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame
 from . import rungs as rung_memory
-from .events import Connected, Disconnected, ServerError, SessionLost, TransportChanged
+from .events import Connected, Disconnected, ProbeResult, ServerError, SessionLost, TransportChanged
 from .inbound import _SessionEnded
 from .opening import Opening
 from .transports.base import Transport, TransportClosed
@@ -49,7 +49,7 @@ class Switching(Opening):
             self._fatal = error
             log.warning("%s: giving up: %s", self.url, error)
             self._emit(ServerError(error.code, error.reason))
-        self.state = "closed"
+        self._set_state("closed", f"{error.code}: {error.reason}")
         if self._pace_timer is not None:
             self._pace_timer.cancel()
             self._pace_timer = None
@@ -102,7 +102,7 @@ class Switching(Opening):
         self._expires = float(expires) if isinstance(expires, int | float) else None
         old_rung, self.transport = self._last_rung, conn.name
         self._last_rung = conn.name
-        self.state = "connected"
+        self._set_state("connected")
         self._cancel_ack_timer()  # the hello told the server what was delivered
         if self._remember:
             rung_memory.remember(self.url, conn.name)
@@ -138,7 +138,7 @@ class Switching(Opening):
         self._cancel_ack_timer()  # the next hello carries the ack
         self.transport = None
         if self.state != "closed":
-            self.state = "disconnected"
+            self._set_state("disconnected", reason)
         if not self._closed_by_app:
             self._emit(Disconnected(conn.name, reason))
 
@@ -203,13 +203,16 @@ class Switching(Opening):
                     candidate = await self._open(rung, "probe")
                 except TransportClosed as exc:
                     log.debug("probe of %s failed: %s", rung, exc.reason)
+                    self._emit(ProbeResult(rung, False, exc.reason))
                     continue
                 if self._conn is not current or self.state != "connected":
                     await candidate.close()
                     return
                 if not candidate.welcome.get("resumed"):
                     await self._discard(candidate)  # our session is gone there; the pump will learn
+                    self._emit(ProbeResult(rung, False, f"{rung}: the session was not resumed"))
                     continue
+                self._emit(ProbeResult(rung, True, f"{rung}: round trip completed"))
                 self._switch_to = (candidate, f"{rung} works again (probe succeeded)")
                 current.interrupt("switching to a better rung")
                 return
