@@ -116,8 +116,14 @@ class Cluster:
     async def _ask_owner(
         self, node: str, message: dict[str, Any], timeout: float, rid: int | None = None
     ) -> dict[str, Any]:
-        """Ask the session's owner; follow it if it says the session moved on meanwhile."""
+        """Ask the session's owner; follow it if it says the session moved on meanwhile.
+
+        A node that never answers itself (its own messages are ignored) is not asked: the
+        session was handed here late (see :meth:`_adopt_late`), and the client's next request
+        finds it here."""
         for _ in range(3):
+            if node == self.hub.engine.node_id:
+                raise LadderError("engine_unavailable", "the session is being handed to this node; retry")
             reply = await self._ask(node, message, timeout, rid)
             if "moved" not in reply:
                 return reply
@@ -192,14 +198,26 @@ class Cluster:
         arriving = self._arriving.get(sid)
         if arriving is not None:  # another request of the same client is already moving it
             await self.arrival(sid)
-            return await self.hub.route(sid, token, stream=True, forwarded=True)
+            return await self._arrived(sid, token)
         arriving = self._arriving[sid] = asyncio.get_running_loop().create_future()
         try:
-            reply = await self._ask_owner(node, {"k": "migrate", "sid": sid, "rt": token}, REQUEST_TIMEOUT)
+            try:
+                ask = {"k": "migrate", "sid": sid, "rt": token}
+                reply = await self._ask_owner(node, ask, REQUEST_TIMEOUT)
+            except LadderError:
+                if sid in self.hub.sessions:  # an earlier move's late answer brought it here
+                    return await self._arrived(sid, token)
+                raise
             return await self.restore(reply["state"])
         finally:
             del self._arriving[sid]
             arriving.set_result(None)
+
+    async def _arrived(self, sid: str, token: str) -> Session:
+        """The session another move brought here (checking the token), or a retryable refusal."""
+        if sid not in self.hub.sessions:
+            raise LadderError("engine_unavailable", f"moving session {sid[:8]}… here did not finish; retry")
+        return await self.hub.route(sid, token, stream=True, forwarded=True)
 
     async def ask_all(
         self, message: dict[str, Any], timeout: float = REQUEST_TIMEOUT
@@ -239,6 +257,8 @@ class Cluster:
             future = self._waiting.get(message.get("re"))
             if future is not None and not future.done():
                 future.set_result(message)
+            elif "state" in message:
+                self.hub.spawn(self._adopt_late(message["state"]), "ladder-cluster-adopt")
             gathering = self._gathering.get(message.get("re"))
             if gathering is not None:
                 answers, expected, complete = gathering
@@ -251,6 +271,17 @@ class Cluster:
                 gone()
         elif kind in _HANDLERS and message.get("from") != self.hub.engine.node_id:  # not our broadcast
             self.hub.spawn(self._answer(message), f"ladder-cluster-{kind}")
+
+    async def _adopt_late(self, packed: dict[str, Any]) -> None:
+        """A session handed over after this node stopped waiting for it (the owner heard the
+        request late, after a stall): its old owner forgot it, so it lives here now rather
+        than nowhere."""
+        try:
+            session = await self.restore(packed)
+        except Exception:
+            log.exception("a session handed over late could not be taken in")
+            return
+        log.warning("session %s was handed over after its move timed out; it lives here", session.sid[:8])
 
     async def _answer(self, message: dict[str, Any]) -> None:
         reply: dict[str, Any]
