@@ -1,0 +1,128 @@
+// @ts-check
+/** Adopting a welcome: the same session resumed, or a new one (unacknowledged messages move to it). */
+
+import { carried } from "./reliable.js";
+
+/** @typedef {import("./driver.js").Client} Client */
+/** @typedef {import("./codec.js").Frame} Frame */
+/** @typedef {import("./errors.js").LadderError} LadderError */
+/** @typedef {import("./rungs.js").Rung} Rung */
+/** @typedef {import("./transport.js").Transport} Transport */
+/** @typedef {import("./driver.js").Waiter} Waiter */
+
+/**
+ * A transport won: take over its welcome, carry messages over, resubscribe. Resolves when
+ * the connection (after any probe handovers) ends.
+ * @param {Client} client
+ * @param {Transport} conn
+ * @param {string} reason
+ * @returns {Promise<{conn: Transport, reason: string}>}
+ */
+export function adopt(client, conn, reason) {
+  const welcome = conn.welcome;
+  const ended = new Promise((resolve) => (client._onEnded = resolve));
+  /** @type {[number, number][] | null} */
+  let moved;
+  const limits = { ...(welcome.lim ?? {}) };
+  /** @type {Map<number, LadderError>} */
+  const oversize = new Map();
+  const named = client.peer.lost !== null; // the hello named the carried ids: keep exactly those
+  /** @param {Frame} frame */
+  const keep = (frame) => {
+    if (!carried(frame)) return false; // subscriptions are renewed below
+    const tooLarge = named ? null : client._tooLarge(frame, limits);
+    if (tooLarge) oversize.set(Number(frame.i), tooLarge); // queued before the limit was known
+    return !tooLarge;
+  };
+  try {
+    moved = client.peer.welcome(welcome, keep);
+  } catch (error) {
+    client._conn = conn;
+    client._connClosed(conn, `${conn.name}: ${String(error)}`, null);
+    return /** @type {Promise<{conn: Transport, reason: string}>} */ (ended);
+  }
+  const newSession = moved !== null;
+  if (moved) client._rekey(moved, oversize);
+  client._conn = conn;
+  client._limits = limits;
+  client.sessionId = String(welcome.sid);
+  client.user = welcome.u ?? null;
+  client.clientId = welcome.cid ?? null;
+  const oldRung = client._lastRung;
+  client._lastRung = conn.name;
+  client._opened = client._lastHeard = client._clock.now();
+  client._failures = 0;
+  client.lastFailure = null;
+  client._setState("connected");
+  client._remember(conn.name);
+  client.policy.won(conn.name);
+  if (newSession && client._hadSession) {
+    client._emit("session_lost", { reason: client._pendingLoss ?? "the server started a new session" });
+  }
+  client._pendingLoss = null;
+  if (newSession) for (const sub of client._subs.values()) if (sub.active) client._submitSubscribe(sub);
+  client._hadSession = true;
+  if (oldRung !== conn.name) client._changed(oldRung, conn.name, client._stepReason ?? reason);
+  client._stepReason = null;
+  client._emit("open", { transport: conn.name, sessionId: client.sessionId, resumed: !newSession });
+  client._readyResolve();
+  client._attach(conn);
+  client._flush();
+  if (client.state === "connected" && client._conn === conn && client.policy.above(conn.name).length) client._startProbe();
+  return /** @type {Promise<{conn: Transport, reason: string}>} */ (ended);
+}
+
+/**
+ * A new session renumbered the queued messages: move the waiting callbacks along. A pending
+ * `sub` was dropped from the queue (it is sent again, from its position, by the
+ * resubscription); anything else not carried over was lost with the old session.
+ * @param {Client} client
+ * @param {[number, number][]} moved
+ * @param {Map<number, LadderError>} oversize messages dropped as larger than the server takes
+ */
+export function rekey(client, moved, oversize) {
+  const waiting = client._waiting;
+  /** @type {Map<number, Waiter>} */
+  const rekeyed = new Map();
+  for (const [old, renumbered] of moved) {
+    const waiter = waiting.get(old);
+    if (waiter) {
+      rekeyed.set(renumbered, waiter);
+      waiting.delete(old);
+    }
+  }
+  client._waiting = rekeyed;
+  for (const [id, waiter] of waiting) {
+    const error = oversize.get(id);
+    if (error) waiter.settle({ t: "err", code: error.code, reason: error.reason });
+    else if (waiter.kind !== "sub") {
+      waiter.settle({ t: "err", code: "session_closed", reason: "the session ended before the reply arrived" });
+    }
+  }
+  for (const [id, error] of oversize) {
+    if (!waiting.has(id)) client._emit("error", { code: error.code, reason: error.reason }); // an emit
+  }
+}
+
+/**
+ * @param {Client} client
+ * @param {Rung | null} old
+ * @param {Rung} rung
+ * @param {string} reason
+ */
+export function changed(client, old, rung, reason) {
+  client.lastChange = { old, new: rung, reason };
+  client._emit("transport", { old, new: rung, reason });
+}
+
+/**
+ * @param {Transport} conn
+ * @param {Client} client
+ */
+export function attach(client, conn) {
+  client._armWatchdog(conn);
+  conn.attach({
+    onframes: (frames) => client._onFrames(conn, frames),
+    onclose: (reason, error) => client._connClosed(conn, reason, error),
+  });
+}
