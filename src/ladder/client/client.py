@@ -21,11 +21,25 @@ from typing import Any, Literal, TypeVar, overload
 
 import httpx
 
+from ..protocol.client import (
+    FATAL,
+    AckPolicy,
+    ProbeSchedule,
+    Reconnect,
+    UpstreamRetry,
+    after_race,
+    after_transport,
+    answers_ping,
+    silence_limit,
+    silence_verdict,
+    why,
+)
+from ..protocol.client.ending import Action
+from ..protocol.client.upstream import RETRY_DELAYS
 from ..protocol.codec import codec_named, encode_message
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame, PeerState
 from . import rungs as rung_memory
-from .backoff import reconnect_delay
 from .events import (
     EVENT_NAMES,
     Connected,
@@ -58,26 +72,12 @@ __all__ = ["TRANSPORTS", "Client", "Publication", "SubscribeResult", "Subscripti
 _R = TypeVar("_R")
 """What an event callback returns (ignored; kept so a decorated function keeps its type)."""
 
-_FATAL = frozenset({"unauthorized", "origin_not_allowed", "unsupported_version"})
-"""Refusals that retrying cannot fix, on any request (opening a rung, a poll, an upstream
-POST): the client closes, ``connect()``, pending and later calls raise them, and an
-``error`` event says so."""
-
 HEADROOM = 64
 """Bytes kept free in every batch under the server's limits (for the ack that rides along)."""
 
-_SESSION_GONE = frozenset({"unknown_session", "session_closed", "slow_consumer", "bad_resume_token"})
-"""Refusals meaning the server no longer has our session: reconnecting starts a new one."""
-
-SEND_RETRY_DELAYS = (0.1, 0.4, 1.0)
-"""Pauses before writing a failed upstream POST again on the same transport. After the last
-one the rung counts as broken and the client reconnects (which resends everything
-unacknowledged). The server drops repeated message ids, so writing twice is safe."""
-
-
-def _carried(frame: Frame) -> bool:
-    """Subscriptions are renewed by the client itself on a new session; the rest is carried."""
-    return frame.get("t") not in ("sub", "unsub")
+SEND_RETRY_DELAYS = tuple(delay / 1000 for delay in RETRY_DELAYS)
+"""Seconds before writing a failed upstream POST again (the core's
+:class:`~ladder.protocol.client.UpstreamRetry` decides)."""
 
 
 class _SessionEnded(Exception):
@@ -182,7 +182,8 @@ class Client:
         self._remember = remember
         start = rung_memory.remembered(self.url) if remember else None
         self.policy = RungPolicy(self.rungs, cut_limit=cut_limit, stable_after=stable_after, start=start)
-        self.peer = PeerState(max_queue=max_queue, carry=_carried)
+        self.peer = PeerState(max_queue=max_queue)
+        self.acking = AckPolicy(every=ack_every, interval=ack_interval * 1000)
         self.state = "disconnected"
         """``disconnected``, ``connecting``, ``connected`` or ``closed``."""
         self.transport: str | None = None
@@ -223,10 +224,13 @@ class Client:
         """The server's limits from the last welcome (``lim``: frame and body sizes)."""
         self._pacer = Pacer()
         self._pace_timer: asyncio.TimerHandle | None = None
+        self._heard = 0.0
+        """When the current transport last delivered something (loop time)."""
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._pinged: int | None = None
+        """The nonce of a liveness check's ping whose pong has not come yet."""
         self._fatal: LadderError | None = None
         """Why the client gave up for good (later calls raise it instead of ``closed``)."""
-        self._reconnect_now = False
-        """The server is shutting down: resume elsewhere at once, without backoff."""
         self._reasons: dict[str, str] = {}
         """The latest reason each rung failed to open (for ``connect_failed``)."""
         self._racing: dict[str, TransportClosed] = {}
@@ -627,7 +631,7 @@ class Client:
         if self._flushing:
             return
         self._flushing = True
-        failures = 0
+        retry = UpstreamRetry()
         failing: Transport | None = None
         loop = asyncio.get_running_loop()
         try:
@@ -655,21 +659,19 @@ class Client:
                     if self._conn is not conn:
                         continue  # a newer transport took over; its welcome rewound the cursor
                     self._take_back(frames, acked_before if ack is not None else None)
-                    failures = failures + 1 if failing is conn else 1
-                    failing = conn
+                    if failing is not conn:
+                        retry, failing = UpstreamRetry(), conn
                     error = exc.error
-                    if (
-                        not conn.separate_upstream
-                        or (error is not None and (error.code in _SESSION_GONE or error.code in _FATAL))
-                        or failures > len(SEND_RETRY_DELAYS)
-                    ):
+                    code = None if error is None else error.code
+                    step = retry.failed(conn.separate_upstream, code, random.random())
+                    if "drop" in step:
                         log.info("%s; the transport is given up", exc.reason)
-                        conn.interrupt(f"{exc.reason} (after {failures} attempts)", error)
+                        conn.interrupt(f"{exc.reason} (after {step['drop']} attempts)", error)
                         break
-                    log.debug("%s; writing it again (attempt %d)", exc.reason, failures + 1)
-                    await asyncio.sleep(SEND_RETRY_DELAYS[failures - 1] * random.uniform(0.75, 1.0))
+                    log.debug("%s; writing it again (attempt %d)", exc.reason, retry.failures + 1)
+                    await asyncio.sleep(step["retry_in"] / 1000)
                 else:
-                    failures = 0
+                    retry.sent()
                     if ack is not None:
                         self._acks_sent()
         finally:
@@ -731,14 +733,11 @@ class Client:
         """Frames were delivered: ack at once past ``ack_every``, else ~``ack_interval`` after
         the first unacknowledged one (one timer, not one per frame), so a quiet subscriber
         acks about once a second instead of once per message (protocol §3.4)."""
-        if conn.implicit_ack:
-            return  # every poll's query carries the ack
         unacked = self.peer.inbox.applied - self.peer.acked_out
-        if unacked <= 0:
-            return
-        if unacked >= self.ack_every:
+        decision = self.acking.received(unacked, self._ack_timer is not None, conn.implicit_ack)
+        if decision == "now":
             self._ack_now()
-        elif self._ack_timer is None:
+        elif decision == "timer":
             self._ack_timer = asyncio.get_running_loop().call_later(self.ack_interval, self._ack_now)
 
     def _ack_now(self) -> None:
@@ -826,8 +825,7 @@ class Client:
 
     async def _reopen(self, rung: str) -> Transport:
         """Open ``rung`` telling the server (in one word) why the last connection ended."""
-        why = rung_memory.reason_category(self._last_end) if self._last_end else None
-        return await self._open(rung, why)
+        return await self._open(rung, why(self._last_end))
 
     async def _discard(self, transport: Transport) -> None:
         """Close a transport that lost a race; end the session it created, if it made one."""
@@ -852,16 +850,19 @@ class Client:
 
     async def _connection_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        failures = 0  # races failed since the last welcome
-        attempts = 0  # races failed in a row, for max_attempts
-        deadline = None if self.connect_timeout is None else loop.time() + self.connect_timeout
+        reconnect = Reconnect(
+            base=self.backoff_base * 1000,
+            cap=self.backoff_max * 1000,
+            connect_timeout=None if self.connect_timeout is None else self.connect_timeout * 1000,
+            max_attempts=self.max_attempts,
+        )
         while self.state != "closed":
             self.state = "connecting"
             refusals: dict[str, TransportClosed] = {}
             self._racing = refusals
-            first = not self._had_session
+            deadline = reconnect.started(loop.time() * 1000)
             try:
-                async with asyncio.timeout_at(deadline if first else None):
+                async with asyncio.timeout_at(None if deadline is None else deadline / 1000):
                     conn, failed = await race(
                         self.policy.candidates(),
                         self._reopen,
@@ -875,47 +876,48 @@ class Client:
                 return
             except AllRungsFailed as exc:
                 self._note(exc.failures)
-                if self._fatal_refusal(exc.errors()):
+                errors = exc.errors()
+                outcome = after_race([e.code for e in errors], won=False, token_refreshable=self._refreshable)
+                if outcome == "give_up":
+                    self._give_up(self._fatal_of(errors))
                     return
-                if self._session_refused(exc):
+                if outcome == "new_session":
+                    gone = next(e for e in errors if after_transport("refusal", e.code) == "new_session")
+                    self._session_gone(f"{gone.code}: {gone.reason}")
                     continue
-                failures += 1
-                attempts += 1
-                log.warning("connecting to %s failed (attempt %d): %s", self.url, attempts, exc)
-                if self.max_attempts is not None and attempts >= self.max_attempts:
-                    self._give_up(
-                        LadderError("timeout", f"could not connect after {attempts} attempts: {exc}")
-                    )
+                step = reconnect.failed(loop.time() * 1000, random.random())
+                log.warning("connecting to %s failed (attempt %d): %s", self.url, reconnect.failures, exc)
+                if step.get("give_up") == "timeout":
+                    tried = f"could not connect after {reconnect.failures} attempts: {exc}"
+                    self._give_up(LadderError("timeout", tried))
                     return
-                delay = reconnect_delay(failures, self.backoff_base, self.backoff_max)
-                if first and deadline is not None and loop.time() + delay >= deadline:
-                    await asyncio.sleep(max(0.0, deadline - loop.time()))
+                if "give_up" in step:
+                    await asyncio.sleep(max(0.0, step["at"] / 1000 - loop.time()))
                     self._give_up(self._unreachable(f"within {self.connect_timeout:g} s"))
                     return
-                await asyncio.sleep(delay)
+                await asyncio.sleep(step["wait"] / 1000)
                 continue
-            if self._fatal_refusal([e.error for e in refusals.values() if e.error is not None]):
+            heard = [e.error for e in refusals.values() if e.error is not None]
+            codes = [e.code for e in heard]
+            if after_race(codes, won=True, token_refreshable=self._refreshable) == "give_up":
                 await self._discard(conn)
+                self._give_up(self._fatal_of(heard))
                 return
-            failures = attempts = 0  # any welcome forgives: the next node may be a good one
+            reconnect.welcomed()  # any welcome forgives: the next node may be a good one
             reason = "; ".join(failed.get(rung, "") for rung in self.policy.candidates() if rung in failed)
             started = time.monotonic()
             self._adopt(conn, reason or "connected")
-            ended = await self._pump(conn)
+            ended, action = await self._pump(conn)
             lived = time.monotonic() - started
-            rung = conn.name
             await self._lost(conn, ended)
             if self.state == "closed":
                 return
-            if self._reconnect_now:  # the server is going away: resume elsewhere, now
-                self._reconnect_now = False
-                self._last_end = ended
-                continue
-            step_down = self.policy.dropped(rung, lived, ended)
-            if step_down is not None:
-                self._step_reason = step_down
-            self._last_end = step_down or ended
-            await asyncio.sleep(reconnect_delay(0, self.backoff_base, self.backoff_max))
+            self._last_end = ended
+            if action != "resume_now":
+                step_down = self.policy.dropped(conn.name, lived, ended)
+                if step_down is not None:
+                    self._step_reason = self._last_end = step_down
+            await asyncio.sleep(reconnect.ended(action, random.random()) / 1000)
 
     def _note(self, failures: dict[str, TransportClosed]) -> None:
         """Remember why each rung failed, for the error of a first connect that gives up."""
@@ -930,25 +932,18 @@ class Client:
             "connect_failed", f"could not connect to {self.url} {within}: {'; '.join(reasons)}"
         )
 
-    def _fatal_refusal(self, errors: Sequence[LadderError]) -> bool:
-        """Give up when a refusal cannot be fixed by retrying (on any rung, even one that lost
-        the race: a page's own GETs may carry no Origin while its POSTs are refused)."""
-        fatal = next((e for e in errors if e.code in _FATAL), None)
-        if fatal is None and not callable(self._token):
-            # A fixed token that expired will not get better by retrying.
-            fatal = next((e for e in errors if e.code == "token_expired"), None)
-        if fatal is None:
-            return False
-        self._give_up(fatal)
-        return True
+    @property
+    def _refreshable(self) -> bool:
+        """An expired token is worth retrying only when ``token`` is a callable."""
+        return callable(self._token)
 
-    def _session_refused(self, exc: AllRungsFailed) -> bool:
-        """The server no longer knows our session: start a new one straight away."""
-        for error in exc.errors():
-            if error.code in ("unknown_session", "bad_resume_token", "session_closed", "slow_consumer"):
-                self._session_gone(f"{error.code}: {error.reason}")
-                return True
-        return False
+    def _fatal_of(self, errors: Sequence[LadderError]) -> LadderError:
+        """The refusal among ``errors`` that retrying cannot fix (the core's tables decide)."""
+        return next(
+            e
+            for e in errors
+            if after_transport("refusal", e.code, token_refreshable=self._refreshable) == "give_up"
+        )
 
     def _session_gone(self, reason: str) -> None:
         if self.peer.sid is not None:
@@ -964,7 +959,7 @@ class Client:
                 f"the server at {self.url} does not allow the Origin {origin!r} this client sends: "
                 f"add it to the server's allowed_origins (or send no Origin) [{error.reason}]",
             )
-        if error.code in _FATAL or error.code in ("connect_failed", "token_expired"):
+        if error.code in FATAL or error.code in ("connect_failed", "token_expired"):
             self._fatal = error
             log.warning("%s: giving up: %s", self.url, error)
             self._emit(ServerError(error.code, error.reason))
@@ -1061,24 +1056,19 @@ class Client:
         if not self._closed_by_app:
             self._emit(Disconnected(conn.name, reason))
 
-    async def _pump(self, conn: Transport) -> str:
-        """Read frames until the transport fails; switch transports when a probe wins."""
+    async def _pump(self, conn: Transport) -> tuple[str, Action]:
+        """Read frames until the transport ends; switch transports when a probe wins.
+
+        Returns why it ended and what follows (the core's :func:`after_transport` decides).
+        """
         while True:
             try:
                 await self._read(conn)
-            except TimeoutError:
-                return f"{conn.name}: nothing received for {self._liveness(conn):g} s (heartbeat timeout)"
             except TransportClosed as exc:
                 switch, self._switch_to = self._switch_to, None
                 if switch is None or self.state == "closed":
                     error = exc.error
-                    if error is not None and error.code in _SESSION_GONE:
-                        self._session_gone(f"{error.code}: {error.reason}")
-                    elif error is not None and error.code == "shutting_down":
-                        self._reconnect_now = True
-                    elif error is not None:
-                        self._fatal_refusal([error])
-                    return exc.reason
+                    return exc.reason, self._ending("close" if error is None else "refusal", error)
                 new, reason = switch
                 await conn.close()
                 old = conn.name
@@ -1096,40 +1086,81 @@ class Client:
                 if self.policy.above(conn.name):
                     self._start_probe()
             except _SessionEnded as ended:
-                reason = (
-                    f"{conn.name}: session ended by the server ({ended.error.code}: {ended.error.reason})"
-                )
-                if ended.error.code == "session_closed":
-                    # The server ended it on purpose (hub.disconnect): do not come back uninvited.
-                    self._give_up(ended.error)
-                    return reason
-                if ended.error.code == "shutting_down":
-                    # Not our session's end: this server is going away. Resume it elsewhere now.
-                    self._reconnect_now = True
-                    return reason
-                self._session_gone(f"{ended.error.code}: {ended.error.reason}")
-                return reason
+                error = ended.error
+                reason = f"{conn.name}: session ended by the server ({error.code}: {error.reason})"
+                return reason, self._ending("bye", error)
+
+    def _ending(self, via: Literal["bye", "refusal", "close"], error: LadderError | None) -> Action:
+        """Act on how a transport ended: give up, or forget a session the server dropped."""
+        code = None if error is None else error.code
+        action = after_transport(via, code, token_refreshable=self._refreshable)
+        if error is not None and action == "give_up":
+            self._give_up(error)
+        elif error is not None and action == "new_session":
+            self._session_gone(f"{error.code}: {error.reason}")
+        return action
 
     def _liveness(self, conn: Transport) -> float:
+        """Seconds ``conn`` may stay silent (the core's :func:`silence_limit`)."""
         welcome = conn.welcome
-        heartbeat = float(welcome.get("hb", 20_000)) / 1000
-        if conn.streaming:
-            return heartbeat * 1.5 + 1.0
-        if conn.name == "longpoll":
-            return float(welcome.get("poll", 25_000)) / 1000 + heartbeat / 2 + 5.0
-        return self.poll_interval[1] + 15.0
+        limit = silence_limit(
+            conn.name,
+            float(welcome.get("hb", 20_000)),
+            float(welcome.get("poll", 25_000)),
+            poll_max=self.poll_interval[1] * 1000,
+        )
+        return limit / 1000
 
     async def _read(self, conn: Transport) -> None:
-        deadline = self._liveness(conn)
+        """Handle what ``conn`` delivers until it ends, a watchdog judging its silence."""
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(deadline) as watchdog:
+        self._heard = loop.time()
+        self._pinged = None
+        self._watch(conn, self._heard + self._liveness(conn))
+        try:
             while True:
                 frames = await conn.recv()
-                watchdog.reschedule(loop.time() + deadline)
+                self._heard = loop.time()
                 for frame in frames:
                     self._handle(frame, conn)
                 self._maybe_refresh()
                 self._ack_received(conn)
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
+
+    def _watch(self, conn: Transport, due: float, checking: bool = False) -> None:
+        """Arm the watchdog of ``conn`` for ``due`` (loop time).
+
+        Silent past its limit, the transport is ended; but a watchdog that fires late (the
+        process was frozen, its loop blocked) first pings (``n``: a nonce) and ends it only
+        if the pong does not come within twice ``verify_timeout`` (the core's
+        :func:`silence_verdict` decides).
+        """
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            now = loop.time()
+            if checking and self._pinged is not None:
+                conn.interrupt(f"{conn.name}: no answer to a check within {self.verify_timeout * 2:g} s")
+                return
+            limit = self._liveness(conn)
+            verdict = silence_verdict((now - self._heard) * 1000, limit * 1000, (now - due) * 1000)
+            if verdict == "alive":
+                self._watch(conn, self._heard + limit)
+            elif verdict == "check":
+                self._pinged = random.getrandbits(31)
+                self._spawn(self._control(conn, [{"t": "ping", "n": self._pinged}]))
+                self._watch(conn, now + self.verify_timeout * 2, checking=True)
+            else:
+                conn.interrupt(f"{conn.name}: nothing received for {limit:g} s (heartbeat timeout)")
+
+        self._watchdog = loop.call_at(due, fire)
+
+    async def _control(self, conn: Transport, frames: list[Frame]) -> None:
+        with contextlib.suppress(TransportClosed):  # the reader notices a dead transport
+            await conn.send(frames)
 
     def _handle(self, frame: Frame, conn: Transport) -> None:
         if "s" in frame:
@@ -1141,8 +1172,11 @@ class Client:
             self.peer.on_ack(int(frame["i"]))
             self._acked()
         elif kind == "ping":
-            if conn.pongs:  # on SSE a pong would cost a POST per heartbeat, for nothing
+            if answers_ping(conn.name):
                 self._spawn(self._pong(conn))
+        elif kind == "pong":
+            if frame.get("n") == self._pinged:
+                self._pinged = None  # a check is answered: the transport lives
         elif kind == "bye":
             raise _SessionEnded(
                 LadderError(str(frame.get("code", "session_closed")), str(frame.get("reason", "")))
@@ -1199,9 +1233,9 @@ class Client:
 
     async def _probe(self) -> None:
         """While on a lower rung, try the better ones with backoff; hand over on success."""
-        delay = self.probe_delay
+        schedule = ProbeSchedule(first=self.probe_delay * 1000, cap=self.probe_max_delay * 1000)
         while self.state == "connected" and self._conn is not None:
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await asyncio.sleep(schedule.next_delay(random.random()) / 1000)
             current = self._conn
             if current is None or self.state != "connected":
                 return
@@ -1220,4 +1254,3 @@ class Client:
                 self._switch_to = (candidate, f"{rung} works again (probe succeeded)")
                 current.interrupt("switching to a better rung")
                 return
-            delay = min(delay * 2, self.probe_max_delay)

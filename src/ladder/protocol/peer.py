@@ -22,6 +22,12 @@ from .reliable import Inbox, Outbox, OutboxOverflow
 Frame = dict[str, Any]
 
 
+def carried(frame: Frame) -> bool:
+    """Whether an unacknowledged message moves to a new session: everything but ``sub`` and
+    ``unsub``, which the client renews itself (resubscribing from where each channel was)."""
+    return frame.get("t") not in ("sub", "unsub")
+
+
 class PeerState:
     """Client bookkeeping for one logical connection (across sessions and transports)."""
 
@@ -30,7 +36,7 @@ class PeerState:
         *,
         max_queue: int = 1000,
         window: int = 100_000,
-        carry: Callable[[Frame], bool] = lambda frame: True,
+        carry: Callable[[Frame], bool] = carried,
     ) -> None:
         self.sid: str | None = None
         self.token: str | None = None
