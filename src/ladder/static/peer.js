@@ -31,12 +31,15 @@ export class PeerState {
   }
 
   /**
-   * The hello for a new transport: resumes the session when there is one.
+   * The hello for a new transport: resumes the session when there is one. `why` says in one
+   * word why this transport is being opened (for the server's metrics).
    * @param {string | null} [token]
+   * @param {string | null} [why]
    */
-  hello(token) {
+  hello(token, why) {
     /** @type {Frame} */
     const frame = { t: "hello", v: PROTOCOL_VERSION };
+    if (why != null) frame.why = why;
     if (this.sid !== null) {
       frame.sid = this.sid;
       frame.rt = this.token;
@@ -51,12 +54,13 @@ export class PeerState {
 
   /**
    * Adopt a welcome. Returns null for a resumed session; for a new one, the [old id, new id]
-   * pairs of the messages carried over (`keep` filters which are).
+   * pairs of the messages carried over (`keep` filters which are: by default all but `sub`
+   * and `unsub`, which the client renews itself).
    * @param {Frame} welcome
    * @param {(frame: Frame) => boolean} [keep]
    * @returns {[number, number][] | null}
    */
-  welcome(welcome, keep = () => true) {
+  welcome(welcome, keep = carried) {
     if (welcome.sid === this.sid && welcome.resumed) {
       const ack = Number(welcome.ack ?? 0);
       if (ack > this.outbox.last) {
