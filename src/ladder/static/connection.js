@@ -262,7 +262,7 @@ export function sessionGone(client, reason) {
  */
 export function giveUp(client, error) {
   if (error.code === "origin_not_allowed") {
-    const origin = typeof location !== "undefined" ? location.origin : "client page's origin";
+    const origin = typeof location !== "undefined" ? location.origin : "this page's origin";
     error = new LadderError(
       error.code,
       `the server at ${client.url} does not allow requests from ${origin}: add it to the server's allowed_origins [${error.reason}]`,

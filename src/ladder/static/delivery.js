@@ -103,7 +103,7 @@ export function handle(client, frame, conn) {
       const code = String(frame.code ?? "session_closed");
       const why = `${conn.name}: session ended by the server (${code}: ${frame.reason ?? ""})`;
       if (code === "shutting_down") {
-        // Not our session's end: client server is going away. Resume the session elsewhere, now.
+        // Not our session's end: this server is going away. Resume the session elsewhere, now.
         client._connClosed(conn, why, errorOf(frame));
         break;
       }

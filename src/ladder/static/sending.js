@@ -39,7 +39,7 @@ export function tooLarge(frame, limits) {
   const size = UTF8.encode(encodeMessage(frame)).length;
   const limit = limits.frame;
   if (typeof limit === "number" && size > limit - HEADROOM) {
-    return new LadderError("frame_too_large", `client ${frame.t} is ${size} bytes encoded; the server takes frames of at most ${limit}`);
+    return new LadderError("frame_too_large", `this ${frame.t} is ${size} bytes encoded; the server takes frames of at most ${limit}`);
   }
   return null;
 }
