@@ -4,6 +4,7 @@
  * transport leads to (same rung, next rung, new session, give up).
  */
 
+import { afterTransport, FATAL, SESSION_GONE, why } from "./core.js";
 import { AllRungsFailed, LadderError, TransportClosed } from "./errors.js";
 import { reconnectDelay } from "./backoff.js";
 import { race } from "./race.js";
@@ -31,12 +32,8 @@ export function makeTransport(rung, ctx) {
   return new PollingTransport(ctx, rung === "longpoll");
 }
 
-/** Refusals that retrying cannot fix: the client closes. */
-const FATAL = new Set(["unauthorized", "origin_not_allowed", "unsupported_version"]);
 /** Bytes kept free in every batch under the server's limits (for the ack that rides along). */
 
-/** Refusals that mean the server no longer has our session: start a new one. */
-export const SESSION_GONE = new Set(["unknown_session", "bad_resume_token", "session_closed", "slow_consumer"]);
 
 /** @param {Client} client */
 export function currentToken(client) {
@@ -46,16 +43,18 @@ export function currentToken(client) {
 }
 
 /**
- * Open one rung with the current hello (resuming the session when there is one).
+ * Open one rung with the current hello (resuming the session when there is one), saying in
+ * one word why (the core's `why` of how the last connection ended; "probe" for a probe).
  * @param {Client} client
  * @param {Rung} rung
  * @param {AbortSignal} signal
+ * @param {string | null} [reason]
  * @returns {Promise<Transport>}
  */
-export function open(client, rung, signal) {
+export function open(client, rung, signal, reason = client._lastEnd) {
   const timeout = client.options.openTimeout;
   const conn = client._factory(rung, client._ctx);
-  const hello = client.peer.hello(client._currentToken());
+  const hello = client.peer.hello(client._currentToken(), why({ reason }));
   return new Promise((resolve, reject) => {
     const timer = client._clock.setTimeout(() => {
       stop(new TransportClosed(`${rung}: no welcome within ${seconds(timeout)}`));
@@ -150,6 +149,7 @@ export async function run(client) {
       attempts += 1;
       client._failures += 1;
       client.lastFailure = error.message;
+      client._lastEnd = error.message;
       if (client.options.maxAttempts !== null && attempts >= client.options.maxAttempts) {
         client._giveUp(new LadderError("timeout", `could not connect after ${attempts} attempts: ${error.message}`));
         return;
@@ -179,6 +179,7 @@ export async function run(client) {
     const conn = ended.conn;
     const lived = client._clock.now() - client._opened;
     client._lost(conn, ended.reason);
+    client._lastEnd = ended.reason;
     if (client._isClosed()) return;
     if (client._suspended) continue;
     if (client._reconnectNow) {
@@ -257,10 +258,13 @@ export function sessionGone(client, reason) {
 }
 
 /**
- * @param {LadderError} error
+ * Close the client for good. `final`: later calls fail with this error (not `closed`), and
+ * an `error` event reports it.
  * @param {Client} client
+ * @param {LadderError} error
+ * @param {boolean} [final]
  */
-export function giveUp(client, error) {
+export function giveUp(client, error, final = FATAL.has(error.code)) {
   if (error.code === "origin_not_allowed") {
     const origin = typeof location !== "undefined" ? location.origin : "this page's origin";
     error = new LadderError(
@@ -268,7 +272,7 @@ export function giveUp(client, error) {
       `the server at ${client.url} does not allow requests from ${origin}: add it to the server's allowed_origins [${error.reason}]`,
     );
   }
-  if (FATAL.has(error.code)) {
+  if (final) {
     client._fatal = error;
     console.warn(`ladder: giving up: ${error.message}`);
     client._emit("error", { code: error.code, reason: error.reason });
@@ -307,20 +311,23 @@ export function shutdown(client, error) {
 }
 
 /**
- * The current transport failed (or was judged broken). Later reports are ignored.
+ * The current transport ended; what follows is the core's `afterTransport` decision. Later
+ * reports are ignored.
  * @param {Client} client
  * @param {Transport} conn
  * @param {string} reason
- * @param {LadderError | null} error
+ * @param {LadderError | null} error the server's refusal or bye, if any
+ * @param {"bye" | "refusal" | "close"} [via]
  */
-export function connClosed(client, conn, reason, error) {
+export function connClosed(client, conn, reason, error, via = error ? "refusal" : "close") {
   if (conn !== client._conn) return;
-  if (error && FATAL.has(error.code)) {
-    client._giveUp(error); // on any request: an upgrade, a poll, a POST
+  const action = afterTransport({ via, code: error?.code ?? null, tokenRefreshable: typeof client._token === "function" });
+  if (error && action === "give_up") {
+    client._giveUp(error, true); // a refusal on any request (an upgrade, a poll, a POST), or the server's bye
     return;
   }
-  if (error?.code === "shutting_down") client._reconnectNow = true;
-  else if (error && SESSION_GONE.has(error.code)) client._sessionGone(`${error.code}: ${error.reason}`);
+  if (action === "resume_now") client._reconnectNow = true;
+  else if (error && action === "new_session") client._sessionGone(`${error.code}: ${error.reason}`);
   const ended = client._onEnded;
   client._onEnded = null;
   ended?.({ conn, reason });

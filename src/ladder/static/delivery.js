@@ -100,15 +100,9 @@ export function handle(client, frame, conn) {
       }
       break;
     case "bye": {
-      const code = String(frame.code ?? "session_closed");
-      const why = `${conn.name}: session ended by the server (${code}: ${frame.reason ?? ""})`;
-      if (code === "shutting_down") {
-        // Not our session's end: this server is going away. Resume the session elsewhere, now.
-        client._connClosed(conn, why, errorOf(frame));
-        break;
-      }
-      client._sessionGone(`${code}: ${frame.reason ?? ""}`);
-      client._connClosed(conn, why, null);
+      const error = errorOf({ code: frame.code ?? "session_closed", reason: frame.reason ?? "" });
+      const why = `${conn.name}: session ended by the server (${error.code}: ${error.reason})`;
+      client._connClosed(conn, why, error, "bye");
       break;
     }
     case "err":

@@ -159,6 +159,8 @@ export class Client {
     this._fatal = null;
     /** The server is shutting down: resume elsewhere at once, without backoff. */
     this._reconnectNow = false;
+    /** @type {string | null} why the last connection or race ended (the next hello's `why`) */
+    this._lastEnd = null;
     /** @type {Record<string, string>} the latest reason each rung failed to open */
     this._reasons = {};
     /** @type {string | null} */

@@ -2,7 +2,8 @@
 /** Climbing back: probing better rungs while on a lower one, the lossless switch, the remembered rung. */
 
 import { TransportClosed } from "./errors.js";
-import { pause, SESSION_GONE } from "./connection.js";
+import { SESSION_GONE } from "./core.js";
+import { pause } from "./connection.js";
 
 /** @typedef {import("./driver.js").Client} Client */
 /** @typedef {import("./rungs.js").Rung} Rung */
@@ -44,7 +45,7 @@ export async function probe(client, signal) {
       /** @type {Transport} */
       let candidate;
       try {
-        candidate = await client._open(rung, signal);
+        candidate = await client._open(rung, signal, "probe");
       } catch (error) {
         if (signal.aborted) return;
         const reason = error instanceof TransportClosed ? error.reason : String(error);
