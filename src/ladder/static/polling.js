@@ -1,6 +1,7 @@
 // @ts-check
 /** The polling rungs: long polling and short polling. */
 
+import { PollPace } from "./core.js";
 import { TransportClosed } from "./errors.js";
 import { decodeBatch } from "./codec.js";
 import { seconds } from "./clock.js";
@@ -13,7 +14,7 @@ import { HttpTransport, refusalOf } from "./http.js";
 /**
  * Polling rungs: `GET longpoll` (held by the server) and `GET poll` (answered at once). Each
  * GET carries the highest sequence number delivered, so no ack frames are needed and a lost
- * answer is simply sent again. Short polling speeds up after traffic and slows down when idle.
+ * answer is simply sent again. Short polling speeds up after messages (sequenced frames) and slows down when idle.
  */
 export class PollingTransport extends HttpTransport {
   /**
@@ -25,7 +26,9 @@ export class PollingTransport extends HttpTransport {
     this.hold = hold;
     this.streaming = false;
     this.implicitAck = true;
-    this.interval = ctx.pollInterval[0];
+    /** Short polling's pace (the core decides: fast while messages flow, slower while idle). */
+    this.pace = new PollPace({ fastest: ctx.pollInterval[0], slowest: ctx.pollInterval[1] });
+    this.interval = this.pace.interval;
     this.pollTimeout = 25_000;
     /** @type {(() => void) | null} */
     this._nudge = null;
@@ -106,7 +109,7 @@ export class PollingTransport extends HttpTransport {
   }
 
   async _loop() {
-    const { clock, applied, pollInterval } = this.ctx;
+    const { clock, applied } = this.ctx;
     while (!this.closed) {
       if (!this.hold && !this._nudged) {
         await new Promise((resolve) => {
@@ -129,13 +132,14 @@ export class PollingTransport extends HttpTransport {
         this.fail(closed.reason, closed.error);
         return;
       }
-      this.interval = frames.length ? pollInterval[0] : Math.min(pollInterval[1], this.interval * 2);
+      this.interval = this.pace.answered({ frames });
       this.receive(frames);
     }
   }
 
   wake() {
-    this.interval = this.ctx.pollInterval[0];
+    this.pace.woken();
+    this.interval = this.pace.interval;
     this._nudged = true;
     this._nudge?.();
   }
