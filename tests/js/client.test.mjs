@@ -64,6 +64,7 @@ class FakeTransport extends Transport {
     this.paused = false;
     this.unfetched = [];
     this.holdOpen = rung === "sse" && net.holdSse;
+    this.separateUpstream = rung !== "websocket" && Boolean(net.posts);
     if (rung === "longpoll" || rung === "poll") {
       this.streaming = false;
       this.implicitAck = true;
@@ -80,6 +81,10 @@ class FakeTransport extends Transport {
 
   send(frames) {
     if (this.closed) return Promise.reject(new TransportClosed(`${this.name}: closed`));
+    if (this.separateUpstream && this.net.failPosts > 0) {
+      this.net.failPosts -= 1;
+      return Promise.reject(new TransportClosed(`${this.name}: upstream POST failed (network)`));
+    }
     this.sent.push(...structuredClone(frames));
     return Promise.resolve();
   }
@@ -643,6 +648,29 @@ describe("liveness", () => {
     await assert.rejects(client.ready(), (e) => e.code === "unauthorized");
     assert.equal(client.state, "closed");
     assert.equal(of("close").at(-1).reconnecting, false);
+  });
+
+  test("a failed upstream POST is written again, up to three times, before the transport is dropped", async () => {
+    const { client, clock, net } = setup({ transports: ["sse"] });
+    net.posts = true;
+    client.start();
+    await settle();
+    net.last("sse").welcomeWith();
+    await settle();
+    net.failPosts = 2;
+    client.emit("kept", 1);
+    await clock.advance(74);
+    assert.deepEqual(net.last("sse").wrote("emit"), [], "first retry after 100 ms x 0.75");
+    await clock.advance(1 + 300);
+    assert.deepEqual(net.last("sse").wrote("emit").map((f) => f.i), [1], "written on the third attempt");
+    assert.equal(net.opened.length, 1, "the transport was kept");
+    net.failPosts = 4;
+    client.emit("dropped", 2);
+    await clock.advance(75 + 300 + 750);
+    assert.equal(net.opened.length, 2, "after the fourth failed attempt the transport is given up");
+    net.last("sse").welcomeWith({ resumed: true, ack: 1 });
+    await clock.advance(0);
+    assert.deepEqual(net.last("sse").wrote("emit").map((f) => f.i), [2], "and the message goes out on the next one");
   });
 
   test("the server ending the session (bye session_closed) closes the client: it does not come back", async () => {

@@ -20,7 +20,6 @@ import { PollingTransport } from "./polling.js";
 /** @typedef {import("./transport.js").Transport} Transport */
 /** @typedef {import("./transport.js").TransportContext} TransportContext */
 
-
 /**
  * @param {Rung} rung
  * @param {TransportContext} ctx
@@ -31,9 +30,6 @@ export function makeTransport(rung, ctx) {
   if (rung === "sse") return new SSETransport(ctx);
   return new PollingTransport(ctx, rung === "longpoll");
 }
-
-/** Bytes kept free in every batch under the server's limits (for the ack that rides along). */
-
 
 /** @param {Client} client */
 export function currentToken(client) {
@@ -359,7 +355,6 @@ export function stopTimers(client) {
   client._clock.clearTimeout(client._paceTimer);
   client._watchdog = client._ackTimer = client._paceTimer = null;
 }
-
 
 /**
  * Wait `ms` (less if `signal` aborts).

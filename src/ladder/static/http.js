@@ -41,6 +41,7 @@ export class HttpTransport extends Transport {
    */
   constructor(name, ctx) {
     super(name, ctx);
+    this.separateUpstream = true;
     /** @type {string | null} */
     this.sid = null;
     /** @type {string | null} */

@@ -1,6 +1,7 @@
 // @ts-check
 /** Sending: the bounded queue of frames, batches under the server's limits, requests awaiting replies. */
 
+import { UpstreamRetry } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
 import { encodeMessage, tagBytes } from "./codec.js";
 import { seconds } from "./clock.js";
@@ -10,6 +11,7 @@ import { seconds } from "./clock.js";
 /** @typedef {import("./subscription.js").Subscription} Subscription */
 /** @typedef {import("./transport.js").Transport} Transport */
 
+/** Bytes kept free in every batch under the server's limits (for the ack that rides along). */
 const HEADROOM = 64;
 const UTF8 = new TextEncoder();
 
@@ -115,30 +117,46 @@ export async function unsubscribe(client, sub) {
 /**
  * Write every queued message on the current transport (one writer at a time): paced after a
  * rate refusal, and in batches the server's limits take (`lim.frame` per WebSocket message,
- * `lim.post` per POST), so a long offline queue goes out in several writes.
+ * `lim.post` per POST), so a long offline queue goes out in several writes. A failed write is
+ * retried or drops the transport as the core's `UpstreamRetry` decides.
  * @param {Client} client
  */
 export async function flush(client) {
   if (client._flushing) return;
   client._flushing = true;
+  let retry = new UpstreamRetry();
+  /** @type {Transport | null} */
+  let failing = null;
   try {
     while (client.state === "connected" && client._conn) {
       const conn = client._conn;
       const { count, wait } = client._pacer.allowance(client._clock.now());
+      const cursor = client.peer.cursor;
       const frames = client._batch(conn, count);
       client._pacer.wrote(frames.length);
       if (wait > 0 && client.peer.outbox.last > client.peer.cursor) client._flushLater(wait);
       if (!frames.length) break;
       // The ack goes first: a server that stops reading a batch (a message over its rate) has read it.
+      const ackedOut = client.peer.ackedOut;
       const ack = conn.implicitAck ? null : client._takeAck();
       if (ack) frames.unshift(ack);
       try {
         await conn.send(frames);
+        retry.sent();
       } catch (error) {
-        // A transport that cannot send is broken: the messages stay queued for the next one
-        // (after a handover, the loop goes on with the new transport).
-        client._failed(conn, error);
-        if (conn === client._conn) break;
+        if (conn !== client._conn) continue; // a newer transport took over; its welcome rewound the cursor
+        if (failing !== conn) [retry, failing] = [new UpstreamRetry(), conn];
+        const code = error instanceof TransportClosed ? (error.error?.code ?? null) : null;
+        const step = retry.failed({ separateUpstream: conn.separateUpstream, code, rand: client._random() });
+        if ("drop" in step) {
+          // A transport that cannot send is broken: the messages stay queued for the next one.
+          client._failed(conn, error);
+          break;
+        }
+        // A failed POST: the downstream may well be alive, so write the same messages again.
+        client.peer.cursor = Math.min(client.peer.cursor, cursor);
+        if (ack) client.peer.ackedOut = Math.min(client.peer.ackedOut, ackedOut);
+        await new Promise((resolve) => client._clock.setTimeout(() => resolve(undefined), step.retry_in));
       }
     }
   } finally {

@@ -68,6 +68,8 @@ export class Transport {
     this.streaming = true;
     /** Each request already tells the server what was received (polls): no ack frames. */
     this.implicitAck = false;
+    /** Writes go by their own request (`POST send`): a failed one may be written again. */
+    this.separateUpstream = false;
     /** @type {Frame} */
     this.welcome = {};
     /** @type {Frame[]} */
