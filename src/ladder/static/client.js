@@ -10,11 +10,14 @@
  *     const result = await client.call("chat.send", { room: "lobby", text: "hi" }, { timeout: 5000 });
  *
  * It implements protocol version 1 (docs/protocol.md) with the same ladder and guarantees as
- * the Python client (`ladder.client`). This module is the entry point: `connect` and a re-export of every
- * module's public names (the `Client` itself is in `driver`). The sans-I/O parts (`reliable`,
- * `peer`, `rungs`, `backoff`, `pacing`, `race`, `liveness`, `codec`) have no timers and no
- * sockets; the driver (`connection`, `session`, `sending`, `delivery`, `watchdog`, `probe`) runs them with
- * the transports (`websocket`, `sse`, `polling`) and timers.
+ * the Python client (`ladder.client`), and the same decisions: `core` is a port of the Python
+ * client core (`ladder.protocol.client`), and both run the shared vectors (tests/vectors).
+ * This module is the entry point: `connect` and a re-export of every module's public names.
+ * The sans-I/O modules (`core`, `reliable`, `peer`, `rungs`, `backoff`, `pacing`, `race`,
+ * `liveness`, `codec`) have no timers and no sockets. The `Client` (`driver`) runs them with
+ * timers and the transports (`transport`, `websocket`, `http`, `sse`, `polling`); its methods
+ * live in the modules of their concepts (`connection`, `switching`, `outbound`, `inbound`,
+ * `events`), as in the Python client.
  */
 
 import { Client } from "./driver.js";

@@ -6,11 +6,9 @@
  */
 
 import * as connection from "./connection.js";
-import * as session from "./session.js";
-import * as sending from "./sending.js";
-import * as delivery from "./delivery.js";
-import * as watchdog from "./watchdog.js";
-import * as probe from "./probe.js";
+import * as switching from "./switching.js";
+import * as outbound from "./outbound.js";
+import * as inbound from "./inbound.js";
 import * as events from "./events.js";
 import { LadderError } from "./errors.js";
 import { PeerState } from "./peer.js";
@@ -21,7 +19,7 @@ import { reportLater, Subscription } from "./subscription.js";
 import { Endpoint } from "./transport.js";
 import { HttpTransport } from "./http.js";
 import { makeTransport } from "./connection.js";
-import { sessionStore } from "./probe.js";
+import { sessionStore } from "./switching.js";
 
 /** @typedef {import("./events.js").ClientEvents} ClientEvents */
 /** @typedef {import("./clock.js").Clock} Clock */
@@ -387,27 +385,27 @@ export class Client {
     if (this.state === "closed") throw this._fatal ?? new LadderError("closed", "this client was closed");
   }
 
-  /** @type {Method<typeof sending.submit>} */ _submit(...a) { return sending.submit(this, ...a); }
+  /** @type {Method<typeof outbound.submit>} */ _submit(...a) { return outbound.submit(this, ...a); }
 
-  /** @type {typeof sending.tooLarge} */ _tooLarge(...a) { return sending.tooLarge(...a); }
+  /** @type {typeof outbound.tooLarge} */ _tooLarge(...a) { return outbound.tooLarge(...a); }
 
-  /** @type {Method<typeof sending.request>} */ _request(...a) { return sending.request(this, ...a); }
+  /** @type {Method<typeof outbound.request>} */ _request(...a) { return outbound.request(this, ...a); }
 
-  /** @type {Method<typeof sending.submitSubscribe>} */ _submitSubscribe(...a) { return sending.submitSubscribe(this, ...a); }
+  /** @type {Method<typeof outbound.submitSubscribe>} */ _submitSubscribe(...a) { return outbound.submitSubscribe(this, ...a); }
 
-  /** @type {Method<typeof sending.unsubscribe>} */ _unsubscribe(...a) { return sending.unsubscribe(this, ...a); }
+  /** @type {Method<typeof outbound.unsubscribe>} */ _unsubscribe(...a) { return outbound.unsubscribe(this, ...a); }
 
-  /** @type {Method<typeof sending.flush>} */ _flush(...a) { return sending.flush(this, ...a); }
+  /** @type {Method<typeof outbound.flush>} */ _flush(...a) { return outbound.flush(this, ...a); }
 
-  /** @type {Method<typeof sending.batch>} */ _batch(...a) { return sending.batch(this, ...a); }
+  /** @type {Method<typeof outbound.batch>} */ _batch(...a) { return outbound.batch(this, ...a); }
 
-  /** @type {Method<typeof sending.flushLater>} */ _flushLater(...a) { return sending.flushLater(this, ...a); }
+  /** @type {Method<typeof outbound.flushLater>} */ _flushLater(...a) { return outbound.flushLater(this, ...a); }
 
-  /** @type {Method<typeof sending.rateLimited>} */ _rateLimited(...a) { return sending.rateLimited(this, ...a); }
+  /** @type {Method<typeof outbound.rateLimited>} */ _rateLimited(...a) { return outbound.rateLimited(this, ...a); }
 
-  /** @type {Method<typeof sending.failed>} */ _failed(...a) { return sending.failed(this, ...a); }
+  /** @type {Method<typeof outbound.failed>} */ _failed(...a) { return outbound.failed(this, ...a); }
 
-  /** @type {Method<typeof sending.control>} */ _control(...a) { return sending.control(this, ...a); }
+  /** @type {Method<typeof outbound.control>} */ _control(...a) { return outbound.control(this, ...a); }
 
   // -- events -----------------------------------------------------------------------------------
 
@@ -441,13 +439,13 @@ export class Client {
 
   /** @type {Method<typeof connection.shutdown>} */ _shutdown(...a) { return connection.shutdown(this, ...a); }
 
-  /** @type {Method<typeof session.adopt>} */ _adopt(...a) { return session.adopt(this, ...a); }
+  /** @type {Method<typeof switching.adopt>} */ _adopt(...a) { return switching.adopt(this, ...a); }
 
-  /** @type {Method<typeof session.rekey>} */ _rekey(...a) { return session.rekey(this, ...a); }
+  /** @type {Method<typeof switching.rekey>} */ _rekey(...a) { return switching.rekey(this, ...a); }
 
-  /** @type {Method<typeof session.changed>} */ _changed(...a) { return session.changed(this, ...a); }
+  /** @type {Method<typeof switching.changed>} */ _changed(...a) { return switching.changed(this, ...a); }
 
-  /** @type {Method<typeof session.attach>} */ _attach(...a) { return session.attach(this, ...a); }
+  /** @type {Method<typeof switching.attach>} */ _attach(...a) { return switching.attach(this, ...a); }
 
   /** @type {Method<typeof connection.connClosed>} */ _connClosed(...a) { return connection.connClosed(this, ...a); }
 
@@ -457,45 +455,45 @@ export class Client {
 
   // -- frames in ----------------------------------------------------------------------------------
 
-  /** @type {Method<typeof delivery.onFrames>} */ _onFrames(...a) { return delivery.onFrames(this, ...a); }
+  /** @type {Method<typeof inbound.onFrames>} */ _onFrames(...a) { return inbound.onFrames(this, ...a); }
 
-  /** @type {Method<typeof delivery.maybeAck>} */ _maybeAck(...a) { return delivery.maybeAck(this, ...a); }
+  /** @type {Method<typeof inbound.maybeAck>} */ _maybeAck(...a) { return inbound.maybeAck(this, ...a); }
 
-  /** @type {Method<typeof delivery.takeAck>} */ _takeAck(...a) { return delivery.takeAck(this, ...a); }
+  /** @type {Method<typeof inbound.takeAck>} */ _takeAck(...a) { return inbound.takeAck(this, ...a); }
 
-  /** @type {Method<typeof delivery.handle>} */ _handle(...a) { return delivery.handle(this, ...a); }
+  /** @type {Method<typeof inbound.handle>} */ _handle(...a) { return inbound.handle(this, ...a); }
 
-  /** @type {Method<typeof delivery.deliver>} */ _deliver(...a) { return delivery.deliver(this, ...a); }
+  /** @type {Method<typeof inbound.deliver>} */ _deliver(...a) { return inbound.deliver(this, ...a); }
 
   // -- liveness -----------------------------------------------------------------------------------
 
-  /** @type {typeof watchdog.hidden} */ _hidden() { return watchdog.hidden(); }
+  /** @type {typeof inbound.hidden} */ _hidden() { return inbound.hidden(); }
 
-  /** @type {Method<typeof watchdog.armWatchdog>} */ _armWatchdog(...a) { return watchdog.armWatchdog(this, ...a); }
+  /** @type {Method<typeof inbound.armWatchdog>} */ _armWatchdog(...a) { return inbound.armWatchdog(this, ...a); }
 
-  /** @type {Method<typeof watchdog.check>} */ _check(...a) { return watchdog.check(this, ...a); }
+  /** @type {Method<typeof inbound.check>} */ _check(...a) { return inbound.check(this, ...a); }
 
   // -- climbing back up ---------------------------------------------------------------------------
 
-  /** @type {Method<typeof probe.startProbe>} */ _startProbe(...a) { return probe.startProbe(this, ...a); }
+  /** @type {Method<typeof switching.startProbe>} */ _startProbe(...a) { return switching.startProbe(this, ...a); }
 
-  /** @type {Method<typeof probe.probe>} */ _probe(...a) { return probe.probe(this, ...a); }
+  /** @type {Method<typeof switching.probe>} */ _probe(...a) { return switching.probe(this, ...a); }
 
-  /** @type {Method<typeof probe.switchTo>} */ _switch(...a) { return probe.switchTo(this, ...a); }
+  /** @type {Method<typeof switching.switchTo>} */ _switch(...a) { return switching.switchTo(this, ...a); }
 
   // -- rung memory (sessionStorage: per tab, survives reloads) ----------------------------------
 
-  /** @type {Method<typeof probe.memoryKey>} */ _key(...a) { return probe.memoryKey(this, ...a); }
+  /** @type {Method<typeof switching.memoryKey>} */ _key(...a) { return switching.memoryKey(this, ...a); }
 
-  /** @type {Method<typeof probe.recall>} */ _recall(...a) { return probe.recall(this, ...a); }
+  /** @type {Method<typeof switching.recall>} */ _recall(...a) { return switching.recall(this, ...a); }
 
-  /** @type {Method<typeof probe.remember>} */ _remember(...a) { return probe.remember(this, ...a); }
+  /** @type {Method<typeof switching.remember>} */ _remember(...a) { return switching.remember(this, ...a); }
 
   // -- browser realities --------------------------------------------------------------------------
 
-  /** @type {Method<typeof watchdog.hookBrowser>} */ _hookBrowser(...a) { return watchdog.hookBrowser(this, ...a); }
+  /** @type {Method<typeof inbound.hookBrowser>} */ _hookBrowser(...a) { return inbound.hookBrowser(this, ...a); }
 
-  /** @type {Method<typeof watchdog.suspend>} */ _suspend(...a) { return watchdog.suspend(this, ...a); }
+  /** @type {Method<typeof inbound.suspend>} */ _suspend(...a) { return inbound.suspend(this, ...a); }
 
-  /** @type {Method<typeof watchdog.resume>} */ _resume(...a) { return watchdog.resume(this, ...a); }
+  /** @type {Method<typeof inbound.resume>} */ _resume(...a) { return inbound.resume(this, ...a); }
 }

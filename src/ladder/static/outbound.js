@@ -1,5 +1,5 @@
 // @ts-check
-/** Sending: the bounded queue of frames, batches under the server's limits, requests awaiting replies. */
+/** Writing: the bounded queue of frames, batches under the server's limits, requests awaiting replies. */
 
 import { UpstreamRetry } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
