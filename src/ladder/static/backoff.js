@@ -1,6 +1,8 @@
 // @ts-check
 /** Reconnect delays: full jitter so that a crowd cut at once does not come back at once. */
 
+import * as core from "./core.js";
+
 /**
  * A delay drawn uniformly from [0, min(cap, base * 2^attempt)) ms: full jitter spreads a crowd
  * of clients that lost the same server over the whole window.
@@ -10,13 +12,11 @@
  * @param {() => number} [random]
  */
 export function fullJitter(attempt, base, cap, random = Math.random) {
-  const ceiling = Math.min(cap, base * 2 ** Math.min(attempt, 32));
-  return random() * ceiling;
+  return core.fullJitter({ attempt, base, cap, rand: random() });
 }
 
-/** Failed races retried at once before backing off (behind a round-robin balancer the next
- * request usually reaches another node). */
-export const RETRIES_AT_ONCE = 2;
+/** Failed races retried at once before backing off (the core's). */
+export const RETRIES_AT_ONCE = core.RETRIES_AT_ONCE;
 
 /**
  * How long to wait before the next race, ms (protocol §9.4). `failures` counts the races that
@@ -30,7 +30,5 @@ export const RETRIES_AT_ONCE = 2;
  * @param {() => number} [random]
  */
 export function reconnectDelay(failures, base, cap, random = Math.random) {
-  if (failures <= 0) return fullJitter(0, base, cap, random);
-  if (failures <= RETRIES_AT_ONCE) return 0;
-  return fullJitter(failures - RETRIES_AT_ONCE, base, cap, random);
+  return core.reconnectDelay({ failures, base, cap, rand: random() });
 }

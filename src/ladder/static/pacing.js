@@ -1,24 +1,32 @@
 // @ts-check
 /** The pace of upstream messages under the server's rate limits (protocol §4). */
 
+import * as core from "./core.js";
+
 /**
  * The pace of upstream messages (protocol §4, "rate limits"): unlimited until the server
  * refuses a message for its rate (`err` `rate_limited` with `re` and `retry_after`, the id not
  * used up). Then: wait `retry_after`, write one message per `interval` (the largest
  * `retry_after` heard since pacing began), the ones that became due meanwhile together, until
- * every message was acknowledged. Mirror of `ladder.client.pacing`. Times in ms.
+ * every message was acknowledged. The core's `Pacer` (which decides), with positional
+ * arguments. Times in ms.
  */
 export class Pacer {
   constructor() {
-    /** ms between messages while pacing; 0 when not pacing */
-    this.interval = 0;
-    this.resumeAt = 0;
-    this._due = 0;
-    this._stamp = 0;
+    this.core = new core.Pacer();
+  }
+
+  /** ms between messages while pacing; 0 when not pacing */
+  get interval() {
+    return this.core.interval;
+  }
+
+  get resumeAt() {
+    return this.core.resumeAt;
   }
 
   get pacing() {
-    return this.interval > 0;
+    return this.core.pacing;
   }
 
   /**
@@ -26,11 +34,7 @@ export class Pacer {
    * @param {number} now
    */
   refused(retryAfter, now) {
-    const wait = Math.max(retryAfter, 1);
-    this.interval = Math.max(this.interval, wait);
-    this.resumeAt = Math.max(this.resumeAt, now + wait);
-    this._stamp = this.resumeAt;
-    this._due = 1;
+    this.core.refused({ retryAfter, now });
   }
 
   /**
@@ -40,20 +44,15 @@ export class Pacer {
    * @returns {{count: number | null, wait: number}}
    */
   allowance(now) {
-    if (!this.pacing) return { count: null, wait: 0 };
-    if (now < this.resumeAt) return { count: 0, wait: this.resumeAt - now };
-    this._due = Math.min(64, this._due + (now - this._stamp) / this.interval);
-    this._stamp = now;
-    const count = Math.floor(this._due);
-    return count ? { count, wait: 0 } : { count: 0, wait: (1 - this._due) * this.interval };
+    return this.core.allowance({ now });
   }
 
   /** @param {number} count */
   wrote(count) {
-    if (this.pacing) this._due = Math.max(0, this._due - count);
+    this.core.wrote({ count });
   }
 
   drained() {
-    this.interval = this.resumeAt = this._due = 0;
+    this.core.drained();
   }
 }

@@ -1,6 +1,7 @@
 // @ts-check
 /** The staggered race (protocol §9.1): its schedule (sans-I/O) and the race that runs it. */
 
+import * as core from "./core.js";
 import { AllRungsFailed, TransportClosed } from "./errors.js";
 import { realClock } from "./clock.js";
 
@@ -18,31 +19,18 @@ export class RaceSchedule {
    * @param {readonly number[]} stagger
    */
   constructor(rungs, stagger) {
-    this.rungs = [...rungs];
-    this.stagger = stagger.length ? [...stagger] : [0];
-    this.index = 0;
+    this.core = new core.RaceSchedule({ rungs, stagger });
   }
 
   /**
-   * The rungs to start now, `elapsed` ms into the race with `running` attempts in flight, and
-   * how long until the next one is due (null: none left).
+   * The rungs to start `elapsed` ms into the race with `running` attempts in flight, and how
+   * long until the next is due (null: none left).
    * @param {number} elapsed
    * @param {number} running
    * @returns {{start: Rung[], wait: number | null}}
    */
   due(elapsed, running) {
-    /** @type {Rung[]} */
-    const start = [];
-    while (this.index < this.rungs.length) {
-      const at = this.stagger[Math.min(this.index, this.stagger.length - 1)];
-      if (running + start.length === 0 || elapsed >= at) {
-        start.push(this.rungs[this.index]);
-        this.index += 1;
-        continue;
-      }
-      return { start, wait: at - elapsed };
-    }
-    return { start, wait: null };
+    return /** @type {{start: Rung[], wait: number | null}} */ (this.core.due({ elapsed, running }));
   }
 }
 

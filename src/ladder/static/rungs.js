@@ -1,7 +1,7 @@
 // @ts-check
 /** The ladder's rungs and the policy that picks the floor to stand on (no I/O, no clock). */
 
-import { seconds } from "./clock.js";
+import * as core from "./core.js";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -10,20 +10,34 @@ export const TRANSPORTS = /** @type {const} */ (["websocket", "sse", "longpoll",
 
 /** @typedef {"websocket" | "sse" | "longpoll" | "poll"} Rung */
 
+/**
+ * The ladder's state for one client: the floor it stands on and its recent cuts. The core's
+ * `RungPolicy` (which decides), with positional arguments.
+ */
 export class RungPolicy {
   /**
-   * @param {readonly Rung[]} rungs allowed rungs, best first
+   * @param {readonly Rung[]} rungs allowed, best first
    * @param {{cutLimit?: number, stableAfter?: number, start?: string | null}} [options]
    */
   constructor(rungs, { cutLimit = 3, stableAfter = 10_000, start = null } = {}) {
-    if (!rungs.length) throw new Error("at least one transport is needed");
-    this.rungs = [...rungs];
-    this.cutLimit = cutLimit;
-    this.stableAfter = stableAfter;
-    const at = start === null ? -1 : this.rungs.indexOf(/** @type {Rung} */ (start));
-    this.floor = at >= 0 ? at : 0;
-    /** @type {Map<Rung, number>} */
-    this._cuts = new Map(this.rungs.map((rung) => [rung, 0]));
+    this.core = new core.RungPolicy({ rungs, cutLimit, stableAfter, start });
+  }
+
+  /** @returns {Rung[]} */
+  get rungs() {
+    return /** @type {Rung[]} */ (this.core.rungs);
+  }
+
+  get floor() {
+    return this.core.floor;
+  }
+
+  get cutLimit() {
+    return this.core.cutLimit;
+  }
+
+  get stableAfter() {
+    return this.core.stableAfter;
   }
 
   /** @param {Rung} rung */
@@ -32,12 +46,12 @@ export class RungPolicy {
   }
 
   get current() {
-    return this.rungs[this.floor];
+    return /** @type {Rung} */ (this.core.current);
   }
 
   /** Rungs to race on (re)connect: from the floor down. */
   candidates() {
-    return this.rungs.slice(this.floor);
+    return /** @type {Rung[]} */ (this.core.candidates());
   }
 
   /**
@@ -45,38 +59,21 @@ export class RungPolicy {
    * @param {Rung} rung
    */
   above(rung) {
-    return this.rungs.slice(0, Math.max(0, this.index(rung)));
+    return /** @type {Rung[]} */ (this.core.above({ rung }));
   }
 
-  /**
-   * A race (or a probe) was won on `rung`: stand there.
-   * @param {Rung} rung
-   */
+  /** @param {Rung} rung a race (or a probe) was won there: stand there */
   won(rung) {
-    this.floor = this.index(rung);
+    this.core.won({ rung });
   }
 
   /**
-   * A connection on `rung` ended after `lived` ms. Returns the reason for stepping down when
-   * this makes `cutLimit` short-lived connections in a row (a proxy cutting streams).
+   * A connection on `rung` ended after `lived` ms: the reason for stepping down, or null.
    * @param {Rung} rung
    * @param {number} lived
    * @param {string} reason
-   * @returns {string | null}
    */
   dropped(rung, lived, reason) {
-    if (lived >= this.stableAfter) {
-      this._cuts.set(rung, 0);
-      return null;
-    }
-    const cuts = (this._cuts.get(rung) ?? 0) + 1;
-    this._cuts.set(rung, cuts);
-    const position = this.index(rung);
-    if (cuts >= this.cutLimit && position + 1 < this.rungs.length && this.floor <= position) {
-      this._cuts.set(rung, 0);
-      this.floor = position + 1;
-      return `${rung}: cut ${this.cutLimit} times in a row, each within ${seconds(this.stableAfter)} of opening (last: ${reason})`;
-    }
-    return null;
+    return this.core.dropped({ rung, lived, reason });
   }
 }
