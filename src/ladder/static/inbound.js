@@ -1,6 +1,10 @@
 // @ts-check
-/** Reading: the frames a transport delivers, acknowledgements, and the watchdog that judges its silence (with the browser's sleep, wake and network events). */
+/**
+ * Reading: the frames a transport delivers, acknowledgements (the core's `AckPolicy`), and the
+ * watchdog that judges its silence (with the browser's sleep, wake and network events).
+ */
 
+import { AckPolicy } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
 import { silenceLimit, silenceVerdict } from "./liveness.js";
 import { seconds } from "./clock.js";
@@ -8,6 +12,9 @@ import { seconds } from "./clock.js";
 /** @typedef {import("./driver.js").Client} Client */
 /** @typedef {import("./codec.js").Frame} Frame */
 /** @typedef {import("./transport.js").Transport} Transport */
+
+/** When to acknowledge, per client (the core decides). @type {WeakMap<Client, AckPolicy>} */
+const ackPolicies = new WeakMap();
 
 /**
  * @param {Client} client
@@ -39,15 +46,20 @@ export function onFrames(client, conn, frames) {
  * @param {Transport} conn
  */
 export function maybeAck(client, conn) {
-  const ack = client._takeAck(client.options.ackEvery);
-  if (ack) client._control(conn, [ack]);
-  if (client.peer.inbox.applied > client.peer.ackedOut && client._ackTimer === null) {
+  let policy = ackPolicies.get(client);
+  if (!policy) ackPolicies.set(client, (policy = new AckPolicy({ every: client.options.ackEvery, interval: client.options.ackInterval })));
+  const unacked = client.peer.inbox.applied - client.peer.ackedOut;
+  const decision = policy.received({ unacked, timerRunning: client._ackTimer !== null, implicit: conn.implicitAck });
+  if (decision === "now") {
+    const ack = client._takeAck();
+    if (ack) client._control(conn, [ack]);
+  } else if (decision === "timer") {
     client._ackTimer = client._clock.setTimeout(() => {
       client._ackTimer = null;
       if (client._conn !== conn || client.state !== "connected") return;
       const late = client._takeAck(1);
       if (late) client._control(conn, [late]);
-    }, client.options.ackInterval);
+    }, policy.interval);
   }
 }
 

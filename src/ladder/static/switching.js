@@ -7,7 +7,7 @@
 
 import { carried } from "./reliable.js";
 import { TransportClosed } from "./errors.js";
-import { SESSION_GONE } from "./core.js";
+import { ProbeSchedule, SESSION_GONE } from "./core.js";
 import { pause } from "./connection.js";
 
 /** @typedef {import("./driver.js").Client} Client */
@@ -149,7 +149,8 @@ export function startProbe(client) {
 }
 
 /**
- * While on a lower rung, try the better ones with backoff; hand over on success.
+ * While on a lower rung, try the better ones with backoff (the core's `ProbeSchedule`); hand
+ * over on success.
  *
  * The current rung keeps delivering while a probe opens and proves itself: the probe is a
  * second transport on the same session. The server sends new frames on the newest transport
@@ -161,9 +162,9 @@ export function startProbe(client) {
  * @param {AbortSignal} signal
  */
 export async function probe(client, signal) {
-  let delay = client.options.probeDelay;
+  const schedule = new ProbeSchedule({ first: client.options.probeDelay, cap: client.options.probeMaxDelay });
   while (!signal.aborted && client.state === "connected" && client._conn) {
-    await pause(client._clock, delay * (0.5 + 0.5 * client._random()), signal);
+    await pause(client._clock, schedule.nextDelay({ rand: client._random() }), signal);
     const current = client._conn;
     if (signal.aborted || !current || client.state !== "connected") return;
     for (const rung of client.policy.above(current.name)) {
@@ -193,7 +194,6 @@ export async function probe(client, signal) {
       client._switch(current, candidate, `${rung} works again (probe succeeded)`);
       return;
     }
-    delay = Math.min(delay * 2, client.options.probeMaxDelay);
   }
 }
 
