@@ -15,10 +15,7 @@ import httpx
 from ..protocol.client import AckPolicy
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame, PeerState
-from .events import (
-    Event,
-    StateChanged,
-)
+from .events import Event, StateChanged
 from .pacing import Pacer
 from .rungs import RungPolicy
 from .subscription import Subscription
