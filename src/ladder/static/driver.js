@@ -385,115 +385,78 @@ export class Client {
     if (this.state === "closed") throw this._fatal ?? new LadderError("closed", "this client was closed");
   }
 
+  // The methods below are implemented by the module of their concept; each takes the client first.
+
+  // -- writing ----------------------------------------------------------------------------------
+
   /** @type {Method<typeof outbound.submit>} */ _submit(...a) { return outbound.submit(this, ...a); }
-
   /** @type {typeof outbound.tooLarge} */ _tooLarge(...a) { return outbound.tooLarge(...a); }
-
   /** @type {Method<typeof outbound.request>} */ _request(...a) { return outbound.request(this, ...a); }
-
   /** @type {Method<typeof outbound.submitSubscribe>} */ _submitSubscribe(...a) { return outbound.submitSubscribe(this, ...a); }
-
   /** @type {Method<typeof outbound.unsubscribe>} */ _unsubscribe(...a) { return outbound.unsubscribe(this, ...a); }
-
   /** @type {Method<typeof outbound.flush>} */ _flush(...a) { return outbound.flush(this, ...a); }
-
   /** @type {Method<typeof outbound.batch>} */ _batch(...a) { return outbound.batch(this, ...a); }
-
   /** @type {Method<typeof outbound.flushLater>} */ _flushLater(...a) { return outbound.flushLater(this, ...a); }
-
   /** @type {Method<typeof outbound.rateLimited>} */ _rateLimited(...a) { return outbound.rateLimited(this, ...a); }
-
   /** @type {Method<typeof outbound.failed>} */ _failed(...a) { return outbound.failed(this, ...a); }
-
   /** @type {Method<typeof outbound.control>} */ _control(...a) { return outbound.control(this, ...a); }
 
   // -- events -----------------------------------------------------------------------------------
 
   /** @type {Method<typeof events.emit>} */ _emit(...a) { return events.emit(this, ...a); }
-
   /** @type {Method<typeof events.setState>} */ _setState(...a) { return events.setState(this, ...a); }
 
   // -- the connection loop ----------------------------------------------------------------------
 
   /** @type {Method<typeof connection.currentToken>} */ _currentToken(...a) { return connection.currentToken(this, ...a); }
-
   /** @type {Method<typeof connection.open>} */ _open(...a) { return connection.open(this, ...a); }
-
   /** @type {Method<typeof connection.discard>} */ _discard(...a) { return connection.discard(this, ...a); }
-
   /** @type {Method<typeof connection.sleep>} */ _sleep(...a) { return connection.sleep(this, ...a); }
-
   /** @type {Method<typeof connection.run>} */ _run(...a) { return connection.run(this, ...a); }
-
   /** @type {Method<typeof connection.note>} */ _note(...a) { return connection.note(this, ...a); }
-
   /** @type {Method<typeof connection.notConnected>} */ _notConnected(...a) { return connection.notConnected(this, ...a); }
-
   /** @type {Method<typeof connection.fatalRefusal>} */ _fatalRefusal(...a) { return connection.fatalRefusal(this, ...a); }
-
   /** @type {Method<typeof connection.sessionRefused>} */ _sessionRefused(...a) { return connection.sessionRefused(this, ...a); }
-
   /** @type {Method<typeof connection.sessionGone>} */ _sessionGone(...a) { return connection.sessionGone(this, ...a); }
-
   /** @type {Method<typeof connection.giveUp>} */ _giveUp(...a) { return connection.giveUp(this, ...a); }
-
   /** @type {Method<typeof connection.shutdown>} */ _shutdown(...a) { return connection.shutdown(this, ...a); }
-
   /** @type {Method<typeof switching.adopt>} */ _adopt(...a) { return switching.adopt(this, ...a); }
-
   /** @type {Method<typeof switching.rekey>} */ _rekey(...a) { return switching.rekey(this, ...a); }
-
   /** @type {Method<typeof switching.changed>} */ _changed(...a) { return switching.changed(this, ...a); }
-
   /** @type {Method<typeof switching.attach>} */ _attach(...a) { return switching.attach(this, ...a); }
-
   /** @type {Method<typeof connection.connClosed>} */ _connClosed(...a) { return connection.connClosed(this, ...a); }
-
   /** @type {Method<typeof connection.lost>} */ _lost(...a) { return connection.lost(this, ...a); }
-
   /** @type {Method<typeof connection.stopTimers>} */ _stopTimers(...a) { return connection.stopTimers(this, ...a); }
 
   // -- frames in ----------------------------------------------------------------------------------
 
   /** @type {Method<typeof inbound.onFrames>} */ _onFrames(...a) { return inbound.onFrames(this, ...a); }
-
   /** @type {Method<typeof inbound.maybeAck>} */ _maybeAck(...a) { return inbound.maybeAck(this, ...a); }
-
   /** @type {Method<typeof inbound.takeAck>} */ _takeAck(...a) { return inbound.takeAck(this, ...a); }
-
   /** @type {Method<typeof inbound.handle>} */ _handle(...a) { return inbound.handle(this, ...a); }
-
   /** @type {Method<typeof inbound.deliver>} */ _deliver(...a) { return inbound.deliver(this, ...a); }
 
   // -- liveness -----------------------------------------------------------------------------------
 
   /** @type {typeof inbound.hidden} */ _hidden() { return inbound.hidden(); }
-
   /** @type {Method<typeof inbound.armWatchdog>} */ _armWatchdog(...a) { return inbound.armWatchdog(this, ...a); }
-
   /** @type {Method<typeof inbound.check>} */ _check(...a) { return inbound.check(this, ...a); }
 
   // -- climbing back up ---------------------------------------------------------------------------
 
   /** @type {Method<typeof switching.startProbe>} */ _startProbe(...a) { return switching.startProbe(this, ...a); }
-
   /** @type {Method<typeof switching.probe>} */ _probe(...a) { return switching.probe(this, ...a); }
-
   /** @type {Method<typeof switching.switchTo>} */ _switch(...a) { return switching.switchTo(this, ...a); }
 
   // -- rung memory (sessionStorage: per tab, survives reloads) ----------------------------------
 
   /** @type {Method<typeof switching.memoryKey>} */ _key(...a) { return switching.memoryKey(this, ...a); }
-
   /** @type {Method<typeof switching.recall>} */ _recall(...a) { return switching.recall(this, ...a); }
-
   /** @type {Method<typeof switching.remember>} */ _remember(...a) { return switching.remember(this, ...a); }
 
   // -- browser realities --------------------------------------------------------------------------
 
   /** @type {Method<typeof inbound.hookBrowser>} */ _hookBrowser(...a) { return inbound.hookBrowser(this, ...a); }
-
   /** @type {Method<typeof inbound.suspend>} */ _suspend(...a) { return inbound.suspend(this, ...a); }
-
   /** @type {Method<typeof inbound.resume>} */ _resume(...a) { return inbound.resume(this, ...a); }
 }
