@@ -137,11 +137,14 @@ class ClientBase:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _set_state(self, state: str, reason: str = "") -> None:
-        """Change the connection state; the app hears of it (event ``state``)."""
+    def _set_state(self, state: str, reason: str = "", *, tell: bool = True) -> None:
+        """Change the connection state; the app hears of it (event ``state``), except of the
+        first ``connecting`` (``connect()`` is the app's own call, and the first event a
+        client reports is ``connected``). ``tell=False``: the caller reports it later."""
         if state != self.state:
             self.state = state
-            self._emit(StateChanged(state, reason))
+            if tell and (self._had_session or state != "connecting"):
+                self._emit(StateChanged(state, reason))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -56,7 +56,9 @@ class Outbound(ClientBase):
                     waiter.set_result(None)
             self._drained.clear()
 
-    def _submit(self, frame: Frame, on_reply: Callable[[Frame], None] | None) -> int:
+    def _submit(
+        self, frame: Frame, on_reply: Callable[[Frame], None] | None, *, bounded: bool = True
+    ) -> int:
         """Number a message and queue it. A message that cannot travel is refused here, before
         it takes an id: a numbered message the server cannot read would never be applied, and
         every message after it would wait for it forever."""
@@ -65,7 +67,7 @@ class Outbound(ClientBase):
         too_large = self._too_large({**frame, "i": self.peer.outbox.last + 1}, self._limits)
         if too_large is not None:
             raise too_large
-        msg_id = self.peer.submit(frame)
+        msg_id = self.peer.submit(frame, bounded=bounded)
         if on_reply is not None:
             self._waiting[msg_id] = on_reply
         return msg_id
@@ -104,7 +106,9 @@ class Outbound(ClientBase):
             if self._waiting.get(msg_id) is settle and future.done():
                 self._waiting.pop(msg_id, None)
 
-    def _submit_subscribe(self, sub: Subscription) -> None:
+    def _submit_subscribe(self, sub: Subscription, *, renewal: bool = False) -> None:
+        """Ask for ``sub``; a ``renewal`` (a new session) is queued even past ``max_queue``."""
+
         def settle(reply: Frame) -> None:
             self._subscribing.discard(msg_id)
             if reply.get("t") == "err":
@@ -118,7 +122,7 @@ class Outbound(ClientBase):
             if not result.recovered:
                 self._emit(ResyncNeeded(sub.channel, result.epoch))
 
-        msg_id = self._submit(sub.subscribe_frame(), settle)
+        msg_id = self._submit(sub.subscribe_frame(), settle, bounded=not renewal)
         self._subscribing.add(msg_id)
         self._spawn(self._flush())
 

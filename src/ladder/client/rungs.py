@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..protocol.client import ladder as core
-from ..protocol.client import why
 
 _WINNERS: dict[str, str] = {}
 """The rung that last won per server URL, for this process's lifetime."""
@@ -18,11 +17,6 @@ def remembered(url: str) -> str | None:
 
 def remember(url: str, rung: str) -> None:
     _WINNERS[url] = rung
-
-
-def reason_category(reason: str) -> str:
-    """A one-word kind of a step's reason, told to the server for its metrics."""
-    return why(reason) or "error"
 
 
 def forget_all() -> None:

@@ -15,7 +15,15 @@ from ..protocol.client.ending import Action
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame
 from . import rungs as rung_memory
-from .events import Connected, Disconnected, ProbeResult, ServerError, SessionLost, TransportChanged
+from .events import (
+    Connected,
+    Disconnected,
+    ProbeResult,
+    ServerError,
+    SessionLost,
+    StateChanged,
+    TransportChanged,
+)
 from .inbound import _SessionEnded
 from .opening import Opening
 from .transports.base import Transport, TransportClosed
@@ -102,7 +110,7 @@ class Switching(Opening):
         self._expires = float(expires) if isinstance(expires, int | float) else None
         old_rung, self.transport = self._last_rung, conn.name
         self._last_rung = conn.name
-        self._set_state("connected")
+        self._set_state("connected", tell=False)  # reported after ``connected``
         self._cancel_ack_timer()  # the hello told the server what was delivered
         if self._remember:
             rung_memory.remember(self.url, conn.name)
@@ -113,9 +121,10 @@ class Switching(Opening):
         if new_session:
             for sub in list(self._subs.values()):
                 if sub.active:
-                    self._submit_subscribe(sub)
+                    self._submit_subscribe(sub, renewal=True)
         self._had_session = True
         self._emit(Connected(conn.name, self.session_id, not new_session))
+        self._emit(StateChanged("connected", ""))
         if old_rung != conn.name:
             why = self._step_reason or reason
             self._emit(TransportChanged(old_rung, conn.name, why))

@@ -114,11 +114,15 @@ class PeerState:
 
     # -- outbound -------------------------------------------------------------------------
 
-    def submit(self, frame: Frame) -> int:
-        """Number a message and keep it until acknowledged; ``queue_full`` past the bound."""
+    def submit(self, frame: Frame, *, bounded: bool = True) -> int:
+        """Number a message and keep it until acknowledged; ``queue_full`` past the bound.
+
+        ``bounded=False`` is for the subscriptions a new session renews: the carried messages
+        may fill the queue, and refusing the renewal would end a subscription nobody left.
+        """
         try:
             frame["i"] = self.outbox.last + 1
-            self.outbox.push(frame)
+            self.outbox.push(frame, bounded=bounded)
         except OutboxOverflow:
             raise LadderError(
                 "queue_full", f"{len(self.outbox)} messages are waiting to be sent or acknowledged"

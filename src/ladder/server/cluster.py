@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -78,6 +79,12 @@ class Cluster:
         """Sessions being moved to this node right now."""
         self._gathering: dict[int, tuple[list[dict[str, Any]], int, asyncio.Future[None]]] = {}
         """Broadcast questions waiting for answers: (answers so far, answers expected, all in)."""
+        self._stopping = asyncio.Event()
+        """Set when this node shuts down: polls it forwards are answered with a ``bye`` at once."""
+
+    def stop(self) -> None:
+        """This node is going away: end the polls it holds for sessions of other nodes."""
+        self._stopping.set()
 
     # -- asking --------------------------------------------------------------------------------
 
@@ -161,17 +168,23 @@ class Cluster:
         rid = next(self._ids)
         asking = asyncio.ensure_future(self._ask_owner(node, message, timeout, rid))
         watching = asyncio.ensure_future(disconnected)
+        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            done, _ = await asyncio.wait({asking, watching}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({asking, watching, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if asking in done:
                 return bytes(asking.result()["body"])
-            # Our HTTP client went away: the owner must stop holding the poll.
+            # Our HTTP client went away, or this node is: the owner must stop holding the poll.
             cancel = {"k": "cancel", "from": self.hub.engine.node_id, "of": rid}
             with contextlib.suppress(LadderError):
                 await self.hub.engine.send_node(node, msgpack.packb(cancel))
-            raise ConnectionResetError("client went away")
+            if watching in done:
+                raise ConnectionResetError("client went away")
+            # Held here, this poll would keep this process alive up to poll_timeout after a
+            # SIGTERM; the session lives on: the client polls again, elsewhere, at once.
+            codec = codec_named(encoding)
+            return codec.join([codec.encode({"t": "bye", **LadderError("shutting_down").body()})])
         finally:
-            for task in (asking, watching):
+            for task in (asking, watching, stopping):
                 task.cancel()
 
     async def migrate(self, node: str, sid: str, token: str) -> Session:
@@ -360,20 +373,50 @@ class Cluster:
             session.answers.unpack(packed["ans"])
         hub.adopt(session)
         self.counters["moved_in"] += 1
-        await hub.engine.claim_session(state.sid, hub.session_limits.ttl * 2)
-        for channel, epoch, offset, present in packed["subs"]:
-            await self._resubscribe(session, channel, epoch, int(offset), bool(present))
+        subs = [(str(ch), ep, int(off), bool(present)) for ch, ep, off, present in packed["subs"]]
+        try:
+            await self._settle_in(session, subs)
+        except LadderError as exc:
+            # The session is here now (its old owner forgot it): a failed step must not leave
+            # it unclaimed or a subscription pending for good, which silently lost every
+            # publication after the move. Finished in the background as the engine comes back.
+            log.warning(
+                "session %s moved in, %s; its move finishes when the engine answers", state.sid[:8], exc
+            )
+            hub.spawn(self._settle_later(session, subs), "ladder-settle-in")
         return session
+
+    async def _settle_in(self, session: Session, subs: list[tuple[str, str | None, int, bool]]) -> None:
+        """Claim a session that moved here (again, if tried again: it is idempotent) and follow
+        its channels; ``subs`` shrinks as each is done."""
+        hub = self.hub
+        await hub.engine.claim_session(session.sid, hub.session_limits.ttl * 2)
+        while subs:
+            await self._resubscribe(session, *subs[0])
+            subs.pop(0)
+
+    async def _settle_later(self, session: Session, subs: list[tuple[str, str | None, int, bool]]) -> None:
+        delay = 0.1
+        while self.hub.sessions.get(session.sid) is session:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            try:
+                await self._settle_in(session, subs)
+                return
+            except LadderError:
+                delay = min(delay * 2, 2.0)
 
     async def _resubscribe(
         self, session: Session, channel: str, epoch: str | None, offset: int, present: bool
     ) -> None:
-        """Follow ``channel`` here from where the session was, filling the move's gap from history."""
+        """Follow ``channel`` here from where the session was, filling the move's gap from history.
+        Tried again after a failure: the pending subscription made by the first try is kept."""
         hub = self.hub
         options = hub.channel_rules.options(channel)
-        sub, first = hub.add_subscription(session, channel, options)
-        if first:
-            await hub.engine.listen(channel)
+        sub = session.subs.get(channel)
+        if sub is None:
+            sub, first = hub.add_subscription(session, channel, options)
+            if first:
+                await hub.engine.listen(channel)
         if present:
             sub.member = Member(session.client_id, session.user, session.identity.info)
             await hub.engine.presence_add(channel, sub.member, hub.presence_ttl)

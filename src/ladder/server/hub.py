@@ -28,7 +28,9 @@ from ..protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
     Bye,
+    Call,
     ClientFrame,
+    Emit,
     Hello,
     Invalid,
     Numbered,
@@ -193,6 +195,10 @@ class Ladder:
         self._ticker: asyncio.Task[None] | None = None
         self._start_lock: asyncio.Lock | None = None
         self._started = False
+        self._stopped = False
+        """Stopped, and not started again explicitly: requests are refused with ``shutting_down``
+        (they would otherwise start it again, and a session opened then would hold the
+        process open after a SIGTERM)."""
         self._refused_origins: set[str] = set()
         """Origins already warned about (at most ``_MAX_ORIGIN_WARNINGS``)."""
         self._last_presence_refresh = clock()
@@ -314,6 +320,7 @@ class Ladder:
 
     async def start(self) -> None:
         """Connect the engine and start the clock. Idempotent; run lazily on first use."""
+        self._stopped = False
         if self._started:
             return
         if self._start_lock is None:
@@ -326,11 +333,19 @@ class Ladder:
             self._ticker = asyncio.create_task(self._tick_loop(), name="ladder-ticker")
             self._started = True
 
+    async def _serving(self) -> None:
+        """Start on a client's first request, but never again once stopped."""
+        if self._stopped:
+            raise LadderError("shutting_down", "this server is shutting down")
+        await self.start()
+
     async def stop(self) -> None:
         """Close every session (clients are told the server is going away) and the engine."""
+        self._stopped = True
         if not self._started:
             return
         self._started = False
+        self.cluster.stop()
         for session in list(self.sessions.values()):
             self.close_session(session, LadderError("shutting_down"))
         if self._ticker is not None:
@@ -409,7 +424,7 @@ class Ladder:
         Resuming a session another node holds moves it here for a stream (``stream``), and
         raises :class:`Elsewhere` for a single request, which the caller forwards.
         """
-        await self.start()
+        await self._serving()
         if hello.sid is None:
             if not self.engine.healthy:
                 # A session opened here could neither subscribe nor be reached by other nodes;
@@ -445,7 +460,7 @@ class Ladder:
         Local sessions are returned; a session on another node is moved here (``stream``)
         or reported as :class:`Elsewhere`; ``forwarded`` requests never look further.
         """
-        await self.start()
+        await self._serving()
         session = self.sessions.get(sid)
         if session is None:
             # A hand-over to this node may be under way: wait for it rather than say "unknown".
@@ -557,7 +572,10 @@ class Ladder:
             self.counters.rung_changes[(session.rung, kind, "down" if down else "up", reason)] += 1
         session.rung = kind
         greeting = self.welcome(session, resumed) if greet else None
-        return state.attach(kind, streaming=streaming, ack=ack, now=self.clock(), greeting=greeting)
+        att = state.attach(kind, streaming=streaming, ack=ack, now=self.clock(), greeting=greeting)
+        if self._stopped:  # opened (or moved in) while stopping: sent elsewhere at once
+            self.close_session(session, LadderError("shutting_down"))
+        return att
 
     def detach(self, session: Session, att: Attachment) -> None:
         session.state.detach(att, self.clock())
@@ -729,6 +747,7 @@ class Ladder:
             att.last_heard = now
             transport = att.kind
         accepted = False
+        unrecordable = False
         for frame in frames:
             try:
                 throttled = self._throttle(session, frame, now, transport)
@@ -751,6 +770,13 @@ class Ladder:
                 elif isinstance(frame, Hello):
                     raise LadderError("bad_frame", "hello is only valid as the first frame")
                 else:
+                    if isinstance(frame, Emit | Call) and not self.engine.healthy:
+                        # A handler's effects are outside the engine, and what this node applied
+                        # now it could not record: were the session then lost (other nodes
+                        # cannot reach this one either), its successor would apply it again.
+                        # Not taken: the client sends it again. (Engine requests just fail.)
+                        unrecordable = True
+                        break
                     if not isinstance(frame, Invalid):
                         self.counters.frames_in[transport] += 1
                     ready = state.receive(frame)
@@ -762,6 +788,27 @@ class Ladder:
                 state.send_control({"t": "err", **exc.body()})
         if accepted:
             await self.drain(session)
+        if unrecordable:
+            # What this batch had accepted before is given back by the drain, between two
+            # messages (not here: one may be in a handler now, and must not be taken again).
+            error = LadderError(
+                "engine_unavailable", "this server cannot reach its engine: messages are not applied here now"
+            )
+            self.refused(transport, error, session=session)
+            if att is None:
+                raise error  # the POST fails: the client writes it again
+            session.state.send_away(error)
+
+    def _unrecordable(self, session: Session) -> None:
+        """The engine cannot record what would be applied now (called between two messages,
+        none in a handler): nothing waiting is applied, and the session's transports are
+        ended, so that the client resumes (here or elsewhere) and sends it all again."""
+        session.ready.clear()
+        session.state.unaccept()
+        error = LadderError(
+            "engine_unavailable", "this server cannot reach its engine: messages are not applied here now"
+        )
+        session.state.send_away(error)
 
     def admit(self, address: str | None) -> None:
         """Count a request (or WebSocket opening) against its address's rate limit."""
@@ -860,6 +907,9 @@ class Ladder:
         returned = False
         try:
             while session.ready and state.phase is not Phase.CLOSED and not session.moving:
+                if isinstance(session.ready[0], Emit | Call) and not self.engine.healthy:
+                    self._unrecordable(session)  # accepted while the engine answered
+                    break
                 frame, returned = session.ready.popleft(), False
                 inherited = session.inherited
                 applied, reply = inherited.applied(frame.i) if inherited is not None else (False, None)

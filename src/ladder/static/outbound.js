@@ -19,13 +19,14 @@ const UTF8 = new TextEncoder();
  * @param {Client} client
  * @param {Frame} frame
  * @param {((reply: Frame) => void) | null} settle
+ * @param {boolean} [bounded]
  */
-export function submit(client, frame, settle) {
+export function submit(client, frame, settle, bounded = true) {
   client._usable();
   // Refused before it takes an id: a message that cannot travel must not hold back the rest.
   const tooLarge = client._tooLarge({ ...frame, i: client.peer.outbox.last + 1 }, client._limits);
   if (tooLarge) throw tooLarge;
-  const id = client.peer.submit(frame);
+  const id = client.peer.submit(frame, bounded);
   if (settle) client._waiting.set(id, { settle, kind: frame.t });
   return id;
 }
@@ -82,10 +83,12 @@ export function request(client, frame, timeout) {
 }
 
 /**
- * @param {Subscription} sub
+ * Ask for `sub`; a `renewal` (a new session) is queued even past `maxQueue`.
  * @param {Client} client
+ * @param {Subscription} sub
+ * @param {boolean} [renewal]
  */
-export function submitSubscribe(client, sub) {
+export function submitSubscribe(client, sub, renewal = false) {
   client._submit(sub.subscribeFrame(), (reply) => {
     if (reply.t === "err") {
       if (client._subs.get(sub.channel) === sub) client._subs.delete(sub.channel);
@@ -97,7 +100,7 @@ export function submitSubscribe(client, sub) {
     const result = sub.confirmed(reply.d ?? {});
     if (again) client._emit("resubscribed", { channel: sub.channel, recovered: result.recovered });
     if (!result.recovered) client._emit("resync", { channel: sub.channel, epoch: result.epoch });
-  });
+  }, !renewal);
   client._flush();
 }
 

@@ -98,11 +98,14 @@ export class PeerState {
 
   /**
    * Number a message and keep it until acknowledged (`queue_full` past the bound).
+   * `bounded = false` is for the subscriptions a new session renews: the carried messages may
+   * fill the queue, and refusing the renewal would end a subscription nobody left.
    * @param {Frame} frame
+   * @param {boolean} [bounded]
    */
-  submit(frame) {
+  submit(frame, bounded = true) {
     frame.i = this.outbox.last + 1;
-    this.outbox.push(frame);
+    this.outbox.push(frame, bounded);
     return /** @type {number} */ (frame.i);
   }
 

@@ -26,11 +26,13 @@ export class Outbox {
   }
 
   /**
-   * Number and keep `item`; `queue_full` past the bound.
+   * Number and keep `item`; `queue_full` past the bound (`bounded = false`: kept anyway, for
+   * the few items the protocol itself must send).
    * @param {T} item
+   * @param {boolean} [bounded]
    */
-  push(item) {
-    if (this._items.length >= this.maxItems) {
+  push(item, bounded = true) {
+    if (bounded && this._items.length >= this.maxItems) {
       throw new LadderError("queue_full", `${this._items.length} messages are waiting to be sent or acknowledged`);
     }
     this._items.push(item);

@@ -67,7 +67,7 @@ export function adopt(client, conn, reason) {
     client._emit("session_lost", { reason: client._pendingLoss ?? "the server started a new session" });
   }
   client._pendingLoss = null;
-  if (newSession) for (const sub of client._subs.values()) if (sub.active) client._submitSubscribe(sub);
+  if (newSession) for (const sub of client._subs.values()) if (sub.active) client._submitSubscribe(sub, true);
   client._hadSession = true;
   if (oldRung !== conn.name) client._changed(oldRung, conn.name, client._stepReason ?? reason);
   client._stepReason = null;
