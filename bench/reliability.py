@@ -82,6 +82,8 @@ class Tracker:
         self.online_at = 0.0
         """When the last reconnection completed (messages published before it were missed)."""
         self.replay = array("d")
+        self.reconnect = array("d")
+        """Seconds from the end of each offline period to the resumed (or rejoined) session."""
         self.missed_e2e = array("d")
         self.e2e = array("d")
 
@@ -289,6 +291,7 @@ async def _churn(client: Any, rng: random.Random, stop_at: float, period: float,
                 client.kill()
                 await asyncio.sleep(0.5)
         tracker.online_at = now()
+        tracker.reconnect.append(tracker.online_at - back)
         await asyncio.sleep(max(0.0, killed + rng.uniform(0.9, 1.1) * period - now()))
 
 
@@ -325,7 +328,7 @@ async def s8(cfg: Any, kind: str, transport: str) -> dict[str, Any]:
             pub.emit("pub", {"ch": f"u:{i}", "d": {"ts": now(), "n": published[i], "pad": pad}})
             published[i] += 1
 
-        cpu0, t0 = server.cpu(), now()
+        cpu0, lg0, t0, busy0 = server.cpu(), servers.self_cpu(), now(), servers.core_busy()
         stop_at = t0 + cfg.s8_seconds
         churn = [asyncio.create_task(_churn(c, rng, stop_at, cfg.s8_period, cfg.s8_offline, counters))
                  for c in clients]
@@ -339,6 +342,11 @@ async def s8(cfg: Any, kind: str, transport: str) -> dict[str, Any]:
         await asyncio.gather(*churn)  # every client is back online
         seconds = now() - t0
         cpu = server.cpu() - cpu0
+        lg = servers.self_cpu() - lg0
+        busy = servers.core_busy()
+        # The machine is shared: how much of each core other processes used meanwhile.
+        other_server = (busy[servers.SERVER_CORE] - busy0[servers.SERVER_CORE] - cpu) / seconds
+        other_load = (busy[servers.LOAD_CORE] - busy0[servers.LOAD_CORE] - lg) / seconds
         total = sum(published)
         progress.expect(total)  # stragglers: up to 10 s more
         with contextlib.suppress(TimeoutError):
@@ -354,6 +362,7 @@ async def s8(cfg: Any, kind: str, transport: str) -> dict[str, Any]:
             return sorted(out)
 
         replay, missed, e2e = merged("replay"), merged("missed_e2e"), merged("e2e")
+        reconnect = merged("reconnect")
         full = sum(1 for c, p in zip(clients, published, strict=True) if len(c.tracker.counts) >= p)
         return {
             "server": kind, "transport": transport, "clients": n, "rate_per_client": rate,
@@ -362,8 +371,9 @@ async def s8(cfg: Any, kind: str, transport: str) -> dict[str, Any]:
             "duplicates": dups, "clients_complete": full, "kills": counters["kills"],
             "reconnect_failures": counters["reconnect_failures"],
             "sessions_lost": sum(c.sessions_lost for c in clients),
-            "replay": latency(replay), "missed_e2e": latency(missed), "e2e": latency(e2e),
-            "server_util": cpu / seconds, "errors": stats.errors,
+            "replay": latency(replay), "reconnect": latency(reconnect), "missed_e2e": latency(missed), "e2e": latency(e2e),
+            "server_util": cpu / seconds, "lg_util": lg / seconds,
+            "other_on_server_core": max(0.0, other_server), "other_on_load_core": max(0.0, other_load), "errors": stats.errors,
         }
     finally:
         server.stop()
@@ -378,5 +388,9 @@ def summary(rec: dict[str, Any]) -> str:
     replay = rec["replay"]
     return (f"{rec['server']}/{rec['transport']}: delivered {100 * (rec['delivered_ratio'] or 0):.2f} % "
             f"({rec['delivered']}/{rec['published']}), duplicates {rec['duplicates']}, "
-            f"replay p50/p99 {replay['p50_ms']}/{replay['p99_ms']} ms, kills {rec['kills']}, "
-            f"sessions lost {rec['sessions_lost']}, server CPU {rec['server_util']:.2f}")
+            f"replay p50/p99 {replay['p50_ms']}/{replay['p99_ms']} ms, reconnect p50/p99 "
+            f"{rec['reconnect']['p50_ms']}/{rec['reconnect']['p99_ms']} ms, e2e p50/p99 "
+            f"{rec['e2e']['p50_ms']}/{rec['e2e']['p99_ms']} ms, kills {rec['kills']}, "
+            f"sessions lost {rec['sessions_lost']}, server CPU {rec['server_util']:.2f}, "
+            f"load generator CPU {rec['lg_util']:.2f}, others on the server's core "
+            f"{rec['other_on_server_core']:.2f} and on the load generator's {rec['other_on_load_core']:.2f}")

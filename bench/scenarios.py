@@ -74,9 +74,9 @@ class Config:
     s7_window: float = 3.0
     s7_warmup: float = 1.0
     # S8 (bench/reliability.py): clients, messages/s each, run length, kill period, offline time
-    s8_clients: int = 500
+    s8_clients: int = 300
     s8_rate: float = 2.0
-    s8_seconds: float = 75.0
+    s8_seconds: float = 60.0
     s8_period: float = 15.0
     s8_offline: float = 2.0
     # S9 (bench/workers_bench.py): subscribers of the saturated fan-out, window
