@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -183,7 +184,7 @@ async def test_a_long_poll_session_resumes_on_either_worker(workers: LadderServe
     assert received == list(range(len(received))), "every publication once, in order"
 
 
-def serve(*args: str) -> subprocess.CompletedProcess[str]:
+def serve(*args: str, port: int | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [
@@ -193,7 +194,7 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
             "serve",
             "tests.support.apps:hub",
             "--port",
-            str(free_port()),
+            str(port or free_port()),
             *args,
         ],
         check=False,
@@ -212,6 +213,20 @@ def test_workers_on_the_memory_engine_are_refused_naming_the_fix(engine: tuple[s
     assert "--workers 2 needs the Redis engine" in refused.stderr
     assert "--engine redis://" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_port_taken_by_another_reuse_port_server_is_refused() -> None:
+    """The workers bind with SO_REUSEPORT; they must not silently share a port another
+    server (say, a second ``ladder serve --workers``) already listens on."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # The parent refuses before it looks for Redis: no redis-server is needed here.
+        refused = serve("--workers", "2", "--engine", "redis://127.0.0.1:1/0", port=port)
+    assert refused.returncode == 1
+    assert f"ladder serve: cannot listen on 127.0.0.1:{port}" in refused.stderr
 
 
 def test_workers_must_be_positive() -> None:

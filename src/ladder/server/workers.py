@@ -31,7 +31,7 @@ from types import FrameType
 logger = logging.getLogger("ladder.workers")
 
 WORKER_ENV = "LADDER_WORKER_SOCKET"
-"""Set in a worker's environment: ``reuseport``, or the number of the inherited socket."""
+"""Set in a worker's environment: ``reuseport:<port>``, or the number of the inherited socket."""
 
 STARTUP_GRACE = 5.0
 """A worker that exits sooner than this after it started is a startup failure."""
@@ -70,8 +70,8 @@ def worker_socket(host: str, port: int) -> socket.socket | None:
     spec = worker_socket_spec()
     if spec is None:
         return None
-    if spec == "reuseport":
-        return bind(host, port, reuse_port=True)
+    if spec.startswith("reuseport:"):
+        return bind(host, int(spec.partition(":")[2]), reuse_port=True)
     return socket.socket(fileno=int(spec))
 
 
@@ -86,13 +86,19 @@ class Supervisor:
         """pid -> (worker index, start time, process)."""
         reuse = reuse_port_available()
         try:
-            # Held for the parent's lifetime: the address is checked once, and (without
+            if reuse:
+                # A socket without SO_REUSEPORT cannot bind where anything listens, even another
+                # server that set SO_REUSEPORT (which the workers would silently join).
+                with bind(host, port, reuse_port=False) as probe:
+                    port = probe.getsockname()[1]  # port 0: the one the system chose
+            # Held for the parent's lifetime: nothing else takes the address, and (without
             # SO_REUSEPORT) this is the listening socket every worker inherits.
             self.sock = bind(host, port, reuse_port=reuse)
         except OSError as exc:
             raise SystemExit(f"ladder serve: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        self.address = f"{host}:{self.sock.getsockname()[1]}"
         if reuse:
-            self.spec = "reuseport"
+            self.spec = f"reuseport:{self.sock.getsockname()[1]}"
         else:
             self.sock.listen(2048)
             self.sock.set_inheritable(True)
@@ -100,7 +106,7 @@ class Supervisor:
 
     def _start(self, index: int) -> None:
         env = {**os.environ, WORKER_ENV: self.spec}
-        fds = () if self.spec == "reuseport" else (self.sock.fileno(),)
+        fds = () if self.spec.startswith("reuseport:") else (self.sock.fileno(),)
         proc = subprocess.Popen([sys.executable, "-m", "ladder.cli", *self.argv], env=env, pass_fds=fds)
         self.workers[proc.pid] = (index, time.monotonic(), proc)
         if self.stopping:  # a stop arrived while it was starting
@@ -121,7 +127,8 @@ class Supervisor:
         try:
             for index in range(self.count):
                 self._start(index)
-            logger.info("%d workers, pids %s", self.count, sorted(self.workers))
+            pids = sorted(self.workers)
+            logger.info("serving on %s with %d workers, pids %s", self.address, self.count, pids)
             while self.workers:
                 pid, wait_status = os.wait()
                 entry = self.workers.pop(pid, None)
