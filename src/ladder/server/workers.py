@@ -84,6 +84,11 @@ class Supervisor:
         self.stopping = False
         self.workers: dict[int, tuple[int, float, subprocess.Popen[bytes]]] = {}
         """pid -> (worker index, start time, process)."""
+        if sys.platform == "win32":
+            raise SystemExit(
+                "ladder serve: --workers is not supported on Windows: run one `ladder serve` per port "
+                "behind a load balancer"
+            )
         reuse = reuse_port_available()
         try:
             if reuse:
