@@ -251,6 +251,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="sample the Ladder server with py-spy in every measurement window "
                              "(results/<run>/profiles/; slows Ladder slightly: not for the report)")
+    parser.add_argument("--s8-clients", type=int, default=None, help="S8: clients per configuration")
+    parser.add_argument("--s8-seconds", type=float, default=None, help="S8: seconds of churn per configuration")
     parser.add_argument("--report-only", metavar="RESULTS_JSON", help="re-render the report from a results file")
     args = parser.parse_args()
 
@@ -283,6 +285,10 @@ def main() -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     cfg = Config.make(args.quick, args.reps, outdir / "logs")
     cfg.logdir.mkdir(parents=True, exist_ok=True)
+    if args.s8_clients:
+        cfg.s8_clients = args.s8_clients
+    if args.s8_seconds:
+        cfg.s8_seconds = args.s8_seconds
     if args.profile:
         profile.enable(outdir / "profiles")
         if args.docs is None:

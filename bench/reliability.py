@@ -273,7 +273,7 @@ async def _churn(client: Any, rng: random.Random, stop_at: float, period: float,
                  counters: dict[str, int]) -> None:
     """Kill ``client``'s connection about every ``period`` s, keep it offline ``offline`` s, bring it back."""
     tracker: Tracker = client.tracker
-    await asyncio.sleep(rng.uniform(0, period))
+    await asyncio.sleep(min(rng.uniform(0, period), max(0.0, stop_at - now())))
     while now() + offline < stop_at:
         killed = now()
         client.kill()
@@ -292,7 +292,8 @@ async def _churn(client: Any, rng: random.Random, stop_at: float, period: float,
                 await asyncio.sleep(0.5)
         tracker.online_at = now()
         tracker.reconnect.append(tracker.online_at - back)
-        await asyncio.sleep(max(0.0, killed + rng.uniform(0.9, 1.1) * period - now()))
+        next_kill = killed + rng.uniform(0.9, 1.1) * period
+        await asyncio.sleep(max(0.0, min(next_kill, stop_at) - now()))
 
 
 async def s8(cfg: Any, kind: str, transport: str) -> dict[str, Any]:
