@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from ladder import Client
 from ladder.client import Connected, Publication
+from ladder.server.workers import STARTUP_GRACE
 from tests.support.redis import RedisServer
 from tests.support.server import ROOT, LadderServer, free_port
 
@@ -67,6 +68,23 @@ async def test_two_workers_share_the_port_and_each_is_a_node(workers: LadderServ
     pids = children(workers.proc.pid)
     assert len(pids) == 2, pids
     assert len(await nodes_behind(workers.url)) == 2, "new connections reach both workers"
+
+
+async def test_a_worker_that_dies_is_started_again(workers: LadderServer) -> None:
+    assert workers.proc is not None
+    first = children(workers.proc.pid)
+    # Past the startup grace: a death now is a crash to recover from, not a failed start.
+    await asyncio.sleep(STARTUP_GRACE + 0.5)
+    os.kill(first[0], signal.SIGKILL)
+    async with asyncio.timeout(20):
+        while True:
+            current = children(workers.proc.pid)
+            if len(current) == 2 and first[0] not in current:
+                break
+            await asyncio.sleep(0.05)
+    assert first[1] in current, "the other worker was left alone"
+    assert workers.proc.poll() is None
+    assert len(await nodes_behind(workers.url)) == 2, "the new worker serves the port"
 
 
 async def test_every_rung_subscribes_on_both_workers_and_publications_reach_all(
