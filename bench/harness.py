@@ -31,12 +31,16 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+import reliability  # noqa: E402
 import scenarios  # noqa: E402
 import uvloop  # noqa: E402
+import workers_bench  # noqa: E402
 from lg import profile, servers  # noqa: E402
 from scenarios import Config  # noqa: E402
 
 ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
+EXTRA = ("S8", "S9")
+"""Run only when named with --only (each takes minutes; not part of the default run)."""
 
 
 def _rotate(items: tuple[Any, ...], k: int) -> list[Any]:
@@ -209,6 +213,24 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
             for engine, nodes in _rotate(scenarios.S7_CONFIGS, rep):
                 recs = await guarded(f"S7 {engine} x{nodes} rep {rep}", scenarios.s7(cfg, engine, nodes), 300)
                 add("S7", [dict(r, rep=rep) for r in recs or []])
+    if "S8" in only:
+        print(f"S8 delivery under churn ({cfg.s8_clients} clients, {cfg.s8_seconds:g} s each)", flush=True)
+        for kind, transport in reliability.CONFIGS:
+            rec = await guarded(f"S8 {kind}/{transport}", reliability.s8(cfg, kind, transport),
+                                cfg.s8_seconds + 180)
+            if rec is not None:
+                print("      " + reliability.summary(rec), flush=True)
+            add("S8", rec)
+    if "S9" in only:
+        print("S9 ladder serve --workers", flush=True)
+        for rep in range(cfg.reps):
+            for workers, engine in _rotate(workers_bench.CONFIGS, rep):
+                rec = await guarded(f"S9 workers={workers} {engine} rep {rep}",
+                                    workers_bench.s9(cfg, workers, engine), 300)
+                if rec is not None:
+                    rec["rep"] = rep
+                    print("      " + workers_bench.summary(rec), flush=True)
+                add("S9", rec)
 
 
 def render(results_path: Path, *, docs: bool) -> None:
@@ -229,6 +251,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="sample the Ladder server with py-spy in every measurement window "
                              "(results/<run>/profiles/; slows Ladder slightly: not for the report)")
+    parser.add_argument("--s8-clients", type=int, default=None, help="S8: clients per configuration")
+    parser.add_argument("--s8-seconds", type=float, default=None, help="S8: seconds of churn per configuration")
     parser.add_argument("--report-only", metavar="RESULTS_JSON", help="re-render the report from a results file")
     args = parser.parse_args()
 
@@ -237,9 +261,9 @@ def main() -> None:
         return
 
     only = [s.strip().upper() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in only if s not in ALL]
+    unknown = [s for s in only if s not in ALL + EXTRA]
     if unknown:
-        parser.error(f"unknown scenarios {unknown}; choose from {ALL}")
+        parser.error(f"unknown scenarios {unknown}; choose from {ALL + EXTRA}")
     write_docs = (not args.quick) if args.docs is None else args.docs
 
     with contextlib.suppress(OSError):
@@ -261,6 +285,10 @@ def main() -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     cfg = Config.make(args.quick, args.reps, outdir / "logs")
     cfg.logdir.mkdir(parents=True, exist_ok=True)
+    if args.s8_clients:
+        cfg.s8_clients = args.s8_clients
+    if args.s8_seconds:
+        cfg.s8_seconds = args.s8_seconds
     if args.profile:
         profile.enable(outdir / "profiles")
         if args.docs is None:

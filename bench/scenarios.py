@@ -73,6 +73,16 @@ class Config:
     s7_rates: tuple[int, ...] = (100, 300, 1000, 1500, 2000, 3000, 4000, 8000)
     s7_window: float = 3.0
     s7_warmup: float = 1.0
+    # S8 (bench/reliability.py): clients, messages/s each, run length, kill period, offline time
+    s8_clients: int = 300
+    s8_rate: float = 2.0
+    s8_seconds: float = 60.0
+    s8_period: float = 15.0
+    s8_offline: float = 2.0
+    # S9 (bench/workers_bench.py): subscribers of the saturated fan-out, window
+    s9_subs: int = 1000
+    s9_window: float = 5.0
+    s9_warmup: float = 2.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -105,6 +115,11 @@ class Config:
             s7_rates=(100, 1000),
             s7_window=1.0,
             s7_warmup=0.5,
+            s8_clients=100,
+            s8_seconds=20.0,
+            s9_subs=200,
+            s9_window=2.0,
+            s9_warmup=1.0,
         )
 
 

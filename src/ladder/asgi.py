@@ -8,7 +8,7 @@ Endpoints (relative to wherever the hub is mounted):
 ``GET  longpoll``       long-polling rung (held up to ``poll_timeout``)
 ``GET  poll``           short-polling rung (answers at once)
 ``POST send``           upstream frames for the HTTP rungs
-``GET  client.js``      the browser client (``client.d.ts`` beside it)
+``GET  client.js``      the browser client (its modules ``<name>.js`` and ``client.d.ts`` beside it)
 ``GET  health``         liveness for load balancers (503 while the engine is unreachable)
 ``GET  metrics``        Prometheus metrics
 ======================  ==================================================
@@ -50,8 +50,13 @@ from .server.websocket import refuse_upgrade, serve_websocket
 
 log = logging.getLogger("ladder")
 
+# The browser client: client.js is its entry point and imports the other modules beside it.
 _STATIC = {
-    "client.js": b"text/javascript; charset=utf-8",
+    **{
+        shipped.name: b"text/javascript; charset=utf-8"
+        for shipped in resources.files("ladder.static").iterdir()
+        if shipped.name.endswith(".js")
+    },
     "client.d.ts": b"application/typescript; charset=utf-8",
 }
 

@@ -1,7 +1,9 @@
 """Run a Ladder hub, or an ASGI app with a Ladder hub inside, under uvicorn.
 
-  ladder serve myapp:hub       serve the hub (or app) named module:attribute
-  ladder demo                  the demo chat on http://127.0.0.1:8000
+ladder serve myapp:hub       serve the hub (or app) named module:attribute
+ladder serve myapp:hub --workers 4 --engine redis://127.0.0.1:6379/0
+                             four processes on one port (one per core)
+ladder demo                  the demo chat on http://127.0.0.1:8000
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ import gc
 import importlib
 import logging
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 
 from . import __version__
 from .engine import create_engine
+from .engine.memory import MemoryEngine
 from .server.hub import Ladder
 from .server.logs import RedactTokens
 from .server.native import NativeWebSocket
 from .server.serving import AsgiWebSocket, GracefulServer, HeaderTimeoutHttp
+from .server.workers import Supervisor, worker_socket, worker_socket_spec
 
 
 def load_app(spec: str) -> Any:
@@ -79,6 +83,33 @@ def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
         )
 
 
+def check_workers(hub: Ladder | None, args: argparse.Namespace) -> None:
+    """Workers are separate processes: they serve one application only through a shared engine."""
+    workers = getattr(args, "workers", 1)
+    if workers == 1:
+        return
+    if hub is None:
+        raise SystemExit(
+            f"ladder serve: --workers {workers} needs a Ladder hub "
+            "(module:hub, or an app with a `hub` attribute)"
+        )
+    engine = create_engine(args.engine) if args.engine else hub.engine
+    if isinstance(engine, MemoryEngine):
+        raise SystemExit(
+            f"ladder serve: --workers {workers} needs the Redis engine: with the memory engine every "
+            "worker would be a separate server (sessions, channels and history not shared). "
+            "Add --engine redis://host:6379/0"
+        )
+
+
+def serve_workers(app: Any, args: argparse.Namespace, argv: list[str]) -> NoReturn:
+    """The parent of ``--workers N``: check once, then start and supervise the workers."""
+    hub = find_hub(app)
+    check(app, hub, args)
+    check_workers(hub, args)
+    raise SystemExit(Supervisor(argv, args.host, args.port, args.workers).run())
+
+
 def run(app: Any, args: argparse.Namespace) -> None:
     hub = find_hub(app)
     check(app, hub, args)
@@ -109,7 +140,9 @@ def run(app: Any, args: argparse.Namespace) -> None:
     # collector's full passes, which otherwise walk it again and again under load.
     gc.collect()
     gc.freeze()
-    GracefulServer(config, hub).run()
+    # A worker of --workers N serves the shared port (see server/workers.py).
+    sock = worker_socket(args.host, args.port) if getattr(args, "workers", 1) > 1 else None
+    GracefulServer(config, hub).run(sockets=None if sock is None else [sock])
 
 
 def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
@@ -164,6 +197,13 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     )
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ladder", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -177,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("app", help="module:attribute, e.g. myapp:hub or myapp:app")
     _common(serve, demo=False)
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes serving the one port, each a node of the cluster (default: 1); "
+        "more than one needs the Redis engine (--engine redis://...)",
+    )
     demo = commands.add_parser(
         "demo",
         help="the demo chat on http://127.0.0.1:8000",
@@ -187,15 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         args.ws_max_size = None
+    workers = getattr(args, "workers", 1) > 1
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s {'[%(process)d] ' if workers else ''}%(name)s: %(message)s",
     )
     try:
         if args.command == "serve":
-            run(load_app(args.app), args)
+            app = load_app(args.app)
+            if workers and worker_socket_spec() is None:
+                serve_workers(app, args, argv)
+            run(app, args)
         else:
             from .demo.app import app  # noqa: PLC0415
 

@@ -111,8 +111,15 @@ async def test_client_js_is_served_compressed_with_an_etag(server: LadderServer)
         assert b"export function connect" in plain.content
         zipped = await http.get("/client.js", headers={"accept-encoding": "gzip"})
         assert zipped.headers["content-encoding"] == "gzip"
-        assert int(zipped.headers["content-length"]) < len(plain.content) / 3
+        assert int(zipped.headers["content-length"]) < len(plain.content) / 2
         assert zipped.content == plain.content  # httpx decoded it
+        # The modules client.js imports are served the same way.
+        module = await http.get("/driver.js", headers={"accept-encoding": "identity"})
+        assert module.status_code == 200 and module.headers["content-type"].startswith("text/javascript")
+        packed = await http.get("/driver.js", headers={"accept-encoding": "gzip"})
+        assert packed.headers["content-encoding"] == "gzip"
+        assert int(packed.headers["content-length"]) < len(module.content) / 3
+        assert packed.content == module.content
         again = await http.get("/client.js", headers={"if-none-match": plain.headers["etag"]})
         assert again.status_code == 304 and again.content == b""
         types = await http.get("/client.d.ts")

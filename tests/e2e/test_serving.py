@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -199,6 +200,29 @@ async def test_client_js_carries_cors_headers_for_allowed_origins_only(server: L
         assert "access-control-allow-origin" not in foreign.headers
         plain = await http.get("/client.js")
         assert "access-control-allow-origin" not in plain.headers
+
+
+async def test_every_module_client_js_imports_is_served_like_client_js(server: LadderServer) -> None:
+    """client.js imports the modules beside it: each one, followed from client.js's own
+    imports, is served under the mount as JavaScript, with the same CORS grant."""
+    origin = {"origin": "http://allowed.example"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        seen: set[str] = set()
+        pending = ["client.js"]
+        while pending:
+            name = pending.pop()
+            seen.add(name)
+            response = await http.get(f"/{name}", headers=origin)
+            assert response.status_code == 200, name
+            assert response.headers["content-type"].startswith("text/javascript"), name
+            assert response.headers["access-control-allow-origin"] == "http://allowed.example", name
+            imported = re.findall(r'^(?:import|export) .* from "\./([a-z]+\.js)";$', response.text, re.M)
+            pending += [module for module in imported if module not in seen]
+        assert {"driver.js", "core.js", "websocket.js", "sse.js", "polling.js"} <= seen
+        foreign = await http.get("/core.js", headers={"origin": FOREIGN})
+        assert foreign.status_code == 200 and "access-control-allow-origin" not in foreign.headers
+        missing = await http.get("/nothing.js")
+        assert missing.status_code == 404
 
 
 # -- the CLI ---------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ class FakeTransport extends Transport {
     this.paused = false;
     this.unfetched = [];
     this.holdOpen = rung === "sse" && net.holdSse;
+    this.separateUpstream = rung !== "websocket" && Boolean(net.posts);
     if (rung === "longpoll" || rung === "poll") {
       this.streaming = false;
       this.implicitAck = true;
@@ -80,6 +81,10 @@ class FakeTransport extends Transport {
 
   send(frames) {
     if (this.closed) return Promise.reject(new TransportClosed(`${this.name}: closed`));
+    if (this.separateUpstream && this.net.failPosts > 0) {
+      this.net.failPosts -= 1;
+      return Promise.reject(new TransportClosed(`${this.name}: upstream POST failed (network)`));
+    }
     this.sent.push(...structuredClone(frames));
     return Promise.resolve();
   }
@@ -263,7 +268,7 @@ describe("reliability", () => {
     assert.equal(of("close").at(-1).reason, "websocket: connection lost (code 1006)");
     const again = net.last("websocket");
     assert.notEqual(again, ws);
-    assert.deepEqual(again.hello, { t: "hello", v: 1, sid: "S1", rt: "R1", ack: 2 });
+    assert.deepEqual(again.hello, { t: "hello", v: 1, why: "lost", sid: "S1", rt: "R1", ack: 2 });
     again.welcomeWith({ resumed: true, ack: 2 });
     await settle();
     assert.deepEqual(again.sent.filter((f) => "i" in f).map((f) => [f.t, f.ev, f.i]), [["emit", "b", 3]]);
@@ -299,7 +304,7 @@ describe("reliability", () => {
     const fresh = net.last("websocket");
     assert.deepEqual(
       fresh.hello,
-      { t: "hello", v: 1, tok: "alice", psid: "S1", prt: "R1", pids: "2" },
+      { t: "hello", v: 1, why: "lost", tok: "alice", psid: "S1", prt: "R1", pids: "2" },
       "a new session, with credentials, naming the lost one and the message it carries over",
     );
     fresh.welcomeWith({ sid: "S2", rt: "R2" });
@@ -521,7 +526,7 @@ describe("the ladder", () => {
     ]);
     await clock.advance(1000); // the first probe: 2 s x 0.5
     const buffered = net.last("sse");
-    assert.deepEqual(buffered.hello, { t: "hello", v: 1, sid: "S1", rt: "R1", ack: 1 }, "a probe resumes the session");
+    assert.deepEqual(buffered.hello, { t: "hello", v: 1, why: "probe", sid: "S1", rt: "R1", ack: 1 }, "a probe resumes the session");
 
     // A proxy holds the probe's stream: its welcome never comes. Deliveries do not wait for it.
     for (let o = 1; o <= 9; o++) {
@@ -676,6 +681,57 @@ describe("liveness", () => {
     await assert.rejects(client.ready(), (e) => e.code === "unauthorized");
     assert.equal(client.state, "closed");
     assert.equal(of("close").at(-1).reconnecting, false);
+  });
+
+  test("a failed upstream POST is written again, up to three times, before the transport is dropped", async () => {
+    const { client, clock, net } = setup({ transports: ["sse"] });
+    net.posts = true;
+    client.start();
+    await settle();
+    net.last("sse").welcomeWith();
+    await settle();
+    net.failPosts = 2;
+    client.emit("kept", 1);
+    await clock.advance(74);
+    assert.deepEqual(net.last("sse").wrote("emit"), [], "first retry after 100 ms x 0.75");
+    await clock.advance(1 + 300);
+    assert.deepEqual(net.last("sse").wrote("emit").map((f) => f.i), [1], "written on the third attempt");
+    assert.equal(net.opened.length, 1, "the transport was kept");
+    net.failPosts = 4;
+    client.emit("dropped", 2);
+    await clock.advance(75 + 300 + 750);
+    assert.equal(net.opened.length, 2, "after the fourth failed attempt the transport is given up");
+    net.last("sse").welcomeWith({ resumed: true, ack: 1 });
+    await clock.advance(0);
+    assert.deepEqual(net.last("sse").wrote("emit").map((f) => f.i), [2], "and the message goes out on the next one");
+  });
+
+  test("the server ending the session (bye session_closed) closes the client: it does not come back", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    net.last("websocket").welcomeWith();
+    await settle();
+    const pending = client.call("slow", null, { timeout: null });
+    net.last("websocket").receive([{ t: "bye", code: "session_closed", reason: "disconnected by the app" }]);
+    await assert.rejects(pending, (e) => e.code === "session_closed");
+    await clock.advance(10_000);
+    assert.equal(client.state, "closed");
+    assert.equal(net.opened.length, 1, "no new session");
+    assert.equal(of("close").at(-1).reconnecting, false);
+    assert.throws(() => client.emit("e", 1), (e) => e.code === "session_closed");
+  });
+
+  test("a bye with another code ends this session only: a new one starts at once", async () => {
+    const { client, clock, net } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    net.last("websocket").welcomeWith();
+    await settle();
+    net.last("websocket").receive([{ t: "bye", code: "slow_consumer", reason: "too far behind" }]);
+    await clock.advance(1000);
+    assert.equal(net.opened.length, 2);
+    assert.deepEqual(net.last("websocket").hello, { t: "hello", v: 1, why: "lost" }, "a new session");
   });
 });
 

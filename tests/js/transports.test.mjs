@@ -152,6 +152,29 @@ describe("polling", () => {
     poll.close();
   });
 
+  test("short polling speeds up on messages only: an answer of acks and pongs slows it down", async () => {
+    const answers = [[welcome], [{ t: "ack", i: 1 }], [{ t: "pong", n: 1 }], [{ s: 1, t: "push" }], []];
+    const { fetch, calls } = fakeFetch(() => {
+      const frames = answers.shift() ?? [];
+      return new Response(frames.map((f) => JSON.stringify(f)).join("\n"), { status: 200 });
+    });
+    const clock = manualClock();
+    const poll = new PollingTransport(context(fetch, clock), false);
+    await poll.open({ t: "hello", v: 1, sid: "S1", rt: "R1", ack: 0 }, 2500);
+    poll.attach({ onframes: () => {}, onclose: () => {} });
+    const paces = [];
+    for (const wait of [50, 100, 200, 50]) {
+      await settle();
+      paces.push(poll.interval);
+      clock.fire(wait);
+    }
+    await settle();
+    paces.push(poll.interval);
+    assert.deepEqual(paces, [50, 100, 200, 50, 100], "the ack and the pong slow it down; the push speeds it up");
+    assert.equal(calls.length, 5);
+    poll.close();
+  });
+
   test("a refusal carries the server's code", async () => {
     const { fetch } = fakeFetch(
       () => new Response(JSON.stringify({ t: "err", code: "unauthorized", reason: "no" }), { status: 401 }),

@@ -2,7 +2,7 @@
 // TypeScript checks that the implementation module is assignable to the declared one.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -22,7 +22,11 @@ function compile(dir) {
 test("client.js conforms to client.d.ts", async () => {
   const dir = await mkdtemp(join(tmpdir(), "ladder-dts-"));
   try {
-    await copyFile(join(root, "src/ladder/static/client.js"), join(dir, "impl.js"));
+    // client.js is the entry point; the modules it imports sit beside it.
+    const statics = join(root, "src/ladder/static");
+    for (const name of await readdir(statics)) {
+      if (name.endsWith(".js")) await copyFile(join(statics, name), join(dir, name === "client.js" ? "impl.js" : name));
+    }
     await copyFile(join(root, "src/ladder/static/client.d.ts"), join(dir, "api.d.ts"));
     await writeFile(
       join(dir, "check.ts"),

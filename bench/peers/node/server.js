@@ -1,6 +1,7 @@
 // The Node Socket.IO peer: the same handlers as bench/ladder_app.py and peers/psio_app.py.
 //
-//   node server.js PORT      (settings from BENCH_NODE: {"pingInterval": ms, "pingTimeout": ms})
+//   node server.js PORT      (settings from BENCH_NODE: {"pingInterval": ms, "pingTimeout": ms,
+//                             "recovery": true for connection state recovery, S8})
 //
 // The ws engine (the default) uses bufferutil for masking when it is installed; both
 // permessage-deflate and HTTP compression are off. Modules resolve through NODE_PATH
@@ -23,6 +24,8 @@ const io = new Server(port, {
   transports: ["polling", "websocket"],
   pingInterval: config.pingInterval || 25000,
   pingTimeout: config.pingTimeout || 20000,
+  // S8: Socket.IO's own answer to lost messages (its defaults: 2 min, middlewares skipped).
+  ...(config.recovery ? { connectionStateRecovery: { maxDisconnectionDuration: 120000, skipMiddlewares: true } } : {}),
 });
 
 io.on("connection", (socket) => {

@@ -1,0 +1,129 @@
+"""S9: saturated fan-out through ``ladder serve --workers N`` (issue 13, "every core").
+
+The S2 saturated case (one channel, ``s9_subs`` WebSocket subscribers, 100 B msgpack, a
+publisher keeping 16 publications in flight) against three servers, each a fresh set of
+processes:
+
+* 1 worker, memory engine (plain ``ladder serve``, what S2 measures);
+* 1 worker, Redis engine (``ladder serve --workers 1``, every publication through Redis);
+* 2 workers, Redis engine (``ladder serve --workers 2``): the subscribers connect through
+  the one port and the kernel spreads them over both workers; the publisher lands on one
+  of them, and every publication reaches the other worker through Redis.
+
+Unlike every other scenario, the server processes (workers and redis-server) are **not**
+pinned to core 0: ``--workers 2`` is about using both cores, so all of them may run on
+either core, in every configuration alike. The load generator stays pinned to core 1, so
+with two workers it shares that core with them: ``lg_util`` and the cores' busy shares say
+how much of the machine was left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from lg import servers
+from lg.clients import BaseClient, Stats, make_client, now
+from lg.measure import close_all, open_clients, settle
+from scenarios import _saturate
+
+CONFIGS = ((1, "memory"), (1, "redis"), (2, "redis"))
+
+
+class Tree:
+    """A ``ladder serve`` parent, its workers and redis-server, measured as one server."""
+
+    def __init__(self, kind: str, port: int, proc: subprocess.Popen[bytes], redis: servers.Server | None) -> None:
+        self.kind = kind
+        self.port = port
+        self.proc = proc
+        self.redis = redis
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def pids(self) -> list[int]:
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                children = [int(p) for p in f.read().split()]
+        except OSError:
+            children = []
+        return [self.pid, *children]
+
+    def cpu(self) -> float:
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):  # a worker that just exited
+                total += servers.cpu_seconds(pid)
+        if self.redis is not None:
+            total += self.redis.cpu()
+        return total
+
+    def stop(self) -> None:
+        servers.stop(self.proc)
+        if self.redis is not None:
+            self.redis.stop()
+
+
+def start(workers: int, engine: str, logdir: Path) -> Tree:
+    redis = servers.start_redis(logdir, core="0,1") if engine == "redis" else None  # type: ignore[arg-type]
+    port = servers.free_port()
+    cmd = [str(servers.PROJECT_PY), "-m", "ladder.cli", "serve", "ladder_app:hub", "--port", str(port),
+           "--log-level", "warning"]
+    if engine == "redis":
+        cmd += ["--workers", str(workers)]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BENCH_REDIS_URL")}
+    if redis is not None:
+        env["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"
+    env.update(BENCH_LADDER=json.dumps({}), PYTHONUNBUFFERED="1")
+    log = logdir / f"ladder-workers{workers}-{engine}-{port}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(["taskset", "-c", "0,1", *cmd], cwd=servers.BENCH, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    servers.register(proc)
+    servers._wait_listening("ladder", proc, port, log, 30.0)
+    return Tree(f"ladder-workers{workers}-{engine}", port, proc, redis)
+
+
+async def s9(cfg: Any, workers: int, engine: str) -> dict[str, Any]:
+    tree = start(workers, engine, cfg.logdir)
+    stats = Stats()
+    owned: list[BaseClient] = []
+    try:
+        pub = make_client("ladder", "websocket", tree.port, Stats())
+        owned.append(pub)
+        await pub.connect()
+
+        def make(i: int) -> BaseClient:
+            return make_client("ladder", "websocket", tree.port, stats, sample=i % 50 == 0)
+
+        # At most 50 subscriptions at once (the Redis engine's command limit, as in S7).
+        clients, failed = await open_clients(make, cfg.s9_subs, channel=lambda i: "bench", owned=owned,
+                                             concurrency=50)
+        await settle(1.0)
+        busy0, cpu0, lg0, t0 = sum(servers.core_busy().values()), tree.cpu(), servers.self_cpu(), now()
+        result = await _saturate(tree, pub, stats, len(clients), 100, "bench",  # type: ignore[arg-type]
+                                 cfg.s9_warmup, cfg.s9_window, 16)
+        seconds = now() - t0
+        busy = (sum(servers.core_busy().values()) - busy0) / seconds
+        # The servers run on both cores here: what else ran is the machine's busy time minus
+        # theirs and the load generator's (S2's per-core split does not apply).
+        result["other_on_machine"] = max(0.0, busy - (tree.cpu() - cpu0) / seconds
+                                         - (servers.self_cpu() - lg0) / seconds)
+        result.update(workers=workers, engine=engine, subs=len(clients), connect_failures=failed,
+                      processes=len(tree.pids()) + (1 if tree.redis is not None else 0))
+        return result
+    finally:
+        tree.stop()
+        close_all(owned)
+
+
+def summary(rec: dict[str, Any]) -> str:
+    return (f"workers={rec['workers']} {rec['engine']}: {rec['per_s']:.0f} deliveries/s, "
+            f"{rec['cpu_us_per_delivery'] or 0:.1f} CPU-µs each, server CPU {rec['server_util']:.2f} cores, "
+            f"load generator {rec['lg_util']:.2f}, other processes {rec['other_on_machine']:.2f} cores")

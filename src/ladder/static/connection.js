@@ -1,0 +1,387 @@
+// @ts-check
+/**
+ * The connection loop: race the rungs, adopt the winner's welcome, and decide what a lost
+ * transport leads to (same rung, next rung, new session, give up).
+ */
+
+import { afterTransport, FATAL, SESSION_GONE, why } from "./core.js";
+import { AllRungsFailed, LadderError, TransportClosed } from "./errors.js";
+import { reconnectDelay } from "./backoff.js";
+import { race } from "./race.js";
+import { seconds } from "./clock.js";
+import { WebSocketTransport } from "./websocket.js";
+import { SSETransport } from "./sse.js";
+import { PollingTransport } from "./polling.js";
+
+/** @typedef {import("./driver.js").Client} Client */
+/** @typedef {import("./clock.js").Clock} Clock */
+/** @typedef {import("./race.js").RaceResult} RaceResult */
+/** @typedef {import("./rungs.js").Rung} Rung */
+/** @typedef {import("./transport.js").Transport} Transport */
+/** @typedef {import("./transport.js").TransportContext} TransportContext */
+
+/**
+ * @param {Rung} rung
+ * @param {TransportContext} ctx
+ * @returns {Transport}
+ */
+export function makeTransport(rung, ctx) {
+  if (rung === "websocket") return new WebSocketTransport(ctx);
+  if (rung === "sse") return new SSETransport(ctx);
+  return new PollingTransport(ctx, rung === "longpoll");
+}
+
+/** @param {Client} client */
+export function currentToken(client) {
+  const token = client._token;
+  const value = typeof token === "function" ? token() : token;
+  return value ?? null;
+}
+
+/**
+ * Open one rung with the current hello (resuming the session when there is one), saying in
+ * one word why (the core's `why` of how the last connection ended; "probe" for a probe).
+ * @param {Client} client
+ * @param {Rung} rung
+ * @param {AbortSignal} signal
+ * @param {string | null} [reason]
+ * @returns {Promise<Transport>}
+ */
+export function open(client, rung, signal, reason = client._lastEnd) {
+  const timeout = client.options.openTimeout;
+  const conn = client._factory(rung, client._ctx);
+  const hello = client.peer.hello(client._currentToken(), why({ reason }));
+  return new Promise((resolve, reject) => {
+    const timer = client._clock.setTimeout(() => {
+      stop(new TransportClosed(`${rung}: no welcome within ${seconds(timeout)}`));
+    }, timeout);
+    const onAbort = () => stop(new TransportClosed(`${rung}: cancelled`));
+    /** @param {TransportClosed} error */
+    const stop = (error) => {
+      client._clock.clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+      if (conn.welcome.t && !conn.closed) client._discard(conn); // welcomed, still proving itself
+      else conn.close();
+      reject(error);
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort);
+    conn.open(hello, client.options.verifyTimeout).then(
+      () => {
+        client._clock.clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        if (signal.aborted || conn.closed) reject(new TransportClosed(`${rung}: cancelled`));
+        else resolve(conn);
+      },
+      (error) => stop(error instanceof TransportClosed ? error : new TransportClosed(`${rung}: ${String(error)}`)),
+    );
+  });
+}
+
+/**
+ * Close a transport that lost a race; end the session it created, if it made one.
+ * @param {Client} client
+ * @param {Transport} conn
+ */
+export function discard(client, conn) {
+  if (client.peer.sid === null || conn.welcome.sid !== client.peer.sid) {
+    const bye = conn.send([{ t: "bye" }]).catch(() => {});
+    bye.finally(() => conn.close());
+    return;
+  }
+  conn.close();
+}
+
+/**
+ * Wait `ms`, or less if woken (online, tab visible). Resolves true when woken.
+ * @param {Client} client
+ * @param {number} ms
+ * @returns {Promise<boolean>}
+ */
+export function sleep(client, ms) {
+  return new Promise((resolve) => {
+    const timer = client._clock.setTimeout(() => {
+      client._wakeSleep = null;
+      resolve(false);
+    }, ms);
+    client._wakeSleep = () => {
+      client._clock.clearTimeout(timer);
+      client._wakeSleep = null;
+      resolve(true);
+    };
+  });
+}
+
+/** @param {Client} client */
+export async function run(client) {
+  let failures = 0; // races failed since the last welcome
+  let attempts = 0; // for maxAttempts
+  const base = client.options.backoffBase;
+  const cap = client.options.backoffMax;
+  while (client.state !== "closed") {
+    if (client._suspended) {
+      await new Promise((resolve) => (client._unsuspend = () => resolve(undefined)));
+      client._unsuspend = null;
+      failures = 0;
+      continue;
+    }
+    client._setState("connecting");
+    /** @type {RaceResult} */
+    let won;
+    client._raceAbort = new AbortController();
+    try {
+      won = await race(client.policy.candidates(), (rung, signal) => client._open(rung, signal), client.options.stagger, {
+        onLoser: (conn) => client._discard(conn),
+        clock: client._clock,
+        signal: client._raceAbort.signal,
+      });
+    } catch (error) {
+      if (client._isClosed() || client._suspended) continue;
+      if (!(error instanceof AllRungsFailed)) throw error;
+      client._note(error.failures);
+      if (client._fatalRefusal(error.errors())) return;
+      if (client._sessionRefused(error)) continue;
+      failures += 1;
+      attempts += 1;
+      client._failures += 1;
+      client.lastFailure = error.message;
+      client._lastEnd = error.message;
+      if (client.options.maxAttempts !== null && attempts >= client.options.maxAttempts) {
+        client._giveUp(new LadderError("timeout", `could not connect after ${attempts} attempts: ${error.message}`));
+        return;
+      }
+      client._setState("disconnected", `${client._failures} attempt${client._failures > 1 ? "s" : ""} failed: ${error.message}`);
+      if (await client._sleep(reconnectDelay(failures, base, cap, client._random))) failures = 0;
+      continue;
+    } finally {
+      client._raceAbort = null;
+    }
+    if (client._isClosed() || client._suspended) {
+      won.winner.close();
+      continue;
+    }
+    client._note(won.failures);
+    /** @type {LadderError[]} */
+    const refusals = [];
+    for (const failure of Object.values(won.failures)) if (failure?.error) refusals.push(failure.error);
+    if (client._fatalRefusal(refusals)) {
+      // A rung that lost the race was refused for good (a page's own GETs may carry no Origin
+      // while its POSTs are refused): retrying cannot help.
+      client._discard(won.winner);
+      return;
+    }
+    failures = attempts = 0; // any welcome forgives: the next node may be a good one
+    const ended = await client._adopt(won.winner, describeRace(won));
+    const conn = ended.conn;
+    const lived = client._clock.now() - client._opened;
+    client._lost(conn, ended.reason);
+    client._lastEnd = ended.reason;
+    if (client._isClosed()) return;
+    if (client._suspended) continue;
+    if (client._reconnectNow) {
+      client._reconnectNow = false; // the server is going away: resume elsewhere, now
+      continue;
+    }
+    const stepDown = client.policy.dropped(conn.name, lived, ended.reason);
+    if (stepDown) client._stepReason = stepDown;
+    client._setState("disconnected", ended.reason);
+    await client._sleep(reconnectDelay(0, base, cap, client._random));
+  }
+}
+
+/**
+ * Remember why each rung failed (for `connect_failed`).
+ * @param {Client} client
+ * @param {Partial<Record<Rung, TransportClosed>>} failures
+ */
+export function note(client, failures) {
+  for (const [rung, failure] of Object.entries(failures)) if (failure) client._reasons[rung] = failure.reason;
+}
+
+/**
+ * Not connected `limit` ms after start: say why, once (an `error` event `connect_failed` with
+ * every rung's reason; `ready()` rejects with it). The client keeps trying: a page cannot be
+ * re-run the way a script can, and the server may come back.
+ * @param {Client} client
+ * @param {number} limit
+ */
+export function notConnected(client, limit) {
+  client._connectTimer = null;
+  if (client._hadSession || client.state === "closed") return;
+  const reasons = client.policy.candidates().map((rung) => client._reasons[rung] ?? `${rung}: no answer`);
+  const error = new LadderError("connect_failed", `could not connect to ${client.url} within ${seconds(limit)}: ${reasons.join("; ")}`);
+  client.lastFailure = error.reason;
+  console.warn(`ladder: ${error.message}`);
+  client._emit("error", { code: error.code, reason: error.reason });
+  client._readyReject(error);
+}
+
+/**
+ * Give up when a refusal cannot be fixed by retrying.
+ * @param {Client} client
+ * @param {LadderError[]} errors
+ */
+export function fatalRefusal(client, errors) {
+  const fatal = errors.find((e) => FATAL.has(e.code));
+  if (!fatal) return false;
+  client._giveUp(fatal);
+  return true;
+}
+
+/**
+ * @param {Client} client
+ * @param {AllRungsFailed} error
+ */
+export function sessionRefused(client, error) {
+  for (const refusal of error.errors()) {
+    if (SESSION_GONE.has(refusal.code)) {
+      client._sessionGone(`${refusal.code}: ${refusal.reason}`);
+      return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * @param {string} reason
+ * @param {Client} client
+ */
+export function sessionGone(client, reason) {
+  if (client.peer.sid !== null) {
+    client.peer.forgetSession();
+    client._pendingLoss = reason;
+  }
+}
+
+/**
+ * Close the client for good. `final`: later calls fail with this error (not `closed`), and
+ * an `error` event reports it.
+ * @param {Client} client
+ * @param {LadderError} error
+ * @param {boolean} [final]
+ */
+export function giveUp(client, error, final = FATAL.has(error.code)) {
+  if (error.code === "origin_not_allowed") {
+    const origin = typeof location !== "undefined" ? location.origin : "this page's origin";
+    error = new LadderError(
+      error.code,
+      `the server at ${client.url} does not allow requests from ${origin}: add it to the server's allowed_origins [${error.reason}]`,
+    );
+  }
+  if (final) {
+    client._fatal = error;
+    console.warn(`ladder: giving up: ${error.message}`);
+    client._emit("error", { code: error.code, reason: error.reason });
+  }
+  const lastRung = client.transport;
+  client._shutdown(error);
+  client._emit("close", { transport: lastRung, reason: `${error.code}: ${error.reason}`, reconnecting: false });
+}
+
+/**
+ * Stop everything; fail what waits.
+ * @param {Client} client
+ * @param {LadderError} error
+ */
+export function shutdown(client, error) {
+  client._setState("closed");
+  client._stopTimers();
+  client._clock.clearTimeout(client._connectTimer);
+  client._connectTimer = null;
+  client._probeAbort?.abort();
+  client._raceAbort?.abort();
+  client._wakeSleep?.();
+  client._unsuspend?.();
+  const conn = client._conn;
+  if (conn) {
+    client._conn = null;
+    const ended = client._onEnded;
+    client._onEnded = null;
+    ended?.({ conn, reason: error.reason });
+  }
+  for (const waiter of [...client._waiting.values()]) waiter.settle({ t: "err", code: error.code, reason: error.reason });
+  client._waiting.clear();
+  for (const sub of client._subs.values()) sub.end(error.code === "closed" ? null : error);
+  client._readyReject(error);
+  for (const unhook of client._unhook.splice(0)) unhook();
+}
+
+/**
+ * The current transport ended; what follows is the core's `afterTransport` decision. Later
+ * reports are ignored.
+ * @param {Client} client
+ * @param {Transport} conn
+ * @param {string} reason
+ * @param {LadderError | null} error the server's refusal or bye, if any
+ * @param {"bye" | "refusal" | "close"} [via]
+ */
+export function connClosed(client, conn, reason, error, via = error ? "refusal" : "close") {
+  if (conn !== client._conn) return;
+  const action = afterTransport({ via, code: error?.code ?? null, tokenRefreshable: typeof client._token === "function" });
+  if (error && action === "give_up") {
+    client._giveUp(error, true); // a refusal on any request (an upgrade, a poll, a POST), or the server's bye
+    return;
+  }
+  if (action === "resume_now") client._reconnectNow = true;
+  else if (error && action === "new_session") client._sessionGone(`${error.code}: ${error.reason}`);
+  const ended = client._onEnded;
+  client._onEnded = null;
+  ended?.({ conn, reason });
+}
+
+/**
+ * @param {Client} client
+ * @param {Transport} conn
+ * @param {string} reason
+ */
+export function lost(client, conn, reason) {
+  client._probeAbort?.abort();
+  client._probeAbort = null;
+  client._stopTimers();
+  conn.close();
+  if (client._conn === conn) client._conn = null;
+  for (const done of client._pongs.values()) done();
+  client._pongs.clear();
+  if (client.state !== "closed") {
+    client._setState("disconnected", reason);
+    client._emit("close", { transport: conn.name, reason, reconnecting: true });
+  }
+}
+
+/** @param {Client} client */
+export function stopTimers(client) {
+  client._clock.clearTimeout(client._watchdog);
+  client._clock.clearTimeout(client._ackTimer);
+  client._clock.clearTimeout(client._paceTimer);
+  client._watchdog = client._ackTimer = client._paceTimer = null;
+}
+
+/**
+ * Wait `ms` (less if `signal` aborts).
+ * @param {Clock} clock
+ * @param {number} ms
+ * @param {AbortSignal} signal
+ * @returns {Promise<void>}
+ */
+export function pause(clock, ms, signal) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clock.clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = clock.setTimeout(done, ms);
+    signal.addEventListener("abort", done);
+
+  });
+}
+
+/**
+ * Why a race ended where it did, for the `transport` event.
+ * @param {RaceResult} result
+ */
+function describeRace(result) {
+  const parts = Object.values(result.failures).map((f) => f?.reason);
+  for (const rung of result.unproven) parts.push(`${rung}: not proven within ${seconds(result.elapsed)}`);
+  return parts.join("; ") || "connected";
+}

@@ -1,0 +1,470 @@
+// @ts-check
+/**
+ * The client's decisions, with no I/O: time passed in (ms), decisions out. A port of the
+ * Python core (`ladder.protocol.client`), the same names in camelCase; each function and
+ * method takes one object of named arguments, as the Python ones take keyword arguments.
+ * Randomness is passed in too (`rand`, a draw from [0, 1)), so every decision is reproducible.
+ * The shared conformance vectors (tests/vectors/*.json) pin every one of them in both
+ * languages; docs/protocol.md §9 states them for third-party clients.
+ */
+
+/** @typedef {"resume" | "resume_now" | "new_session" | "give_up"} Action */
+
+// -- acking --------------------------------------------------------------------------------------
+
+/**
+ * When to acknowledge the server's messages on a stream (protocol §3.4): at once when `every`
+ * frames are unacknowledged, otherwise once, `interval` ms after the first unacknowledged one.
+ */
+export class AckPolicy {
+  /** @param {{every?: number, interval?: number}} [options] */
+  constructor({ every = 32, interval = 1000 } = {}) {
+    this.every = every;
+    this.interval = interval;
+  }
+
+  /**
+   * Frames were delivered, `unacked` of them not yet acknowledged: "now" (send an ack),
+   * "timer" (start the ack timer) or "none". `implicit`: the transport acks by itself (polls).
+   * @param {{unacked: number, timerRunning: boolean, implicit?: boolean}} args
+   * @returns {"now" | "timer" | "none"}
+   */
+  received({ unacked, timerRunning, implicit = false }) {
+    if (implicit || unacked <= 0) return "none";
+    if (unacked >= this.every) return "now";
+    return timerRunning ? "none" : "timer";
+  }
+}
+
+// -- backoff -------------------------------------------------------------------------------------
+
+/** Failed races retried at once before backing off (the next request may reach another node). */
+export const RETRIES_AT_ONCE = 2;
+
+/**
+ * A delay in [0, min(cap, base * 2^attempt)), `rand` being a draw from [0, 1).
+ * @param {{attempt: number, base: number, cap: number, rand: number}} args
+ */
+export function fullJitter({ attempt, base, cap, rand }) {
+  return Math.min(cap, base * 2 ** Math.min(attempt, 32)) * rand;
+}
+
+/**
+ * The pause before the next race, `failures` races having failed since the last welcome:
+ * none failed: [0, base); then `atOnce` immediate retries; then full jitter from `base` to `cap`.
+ * @param {{failures: number, base: number, cap: number, rand: number, atOnce?: number}} args
+ */
+export function reconnectDelay({ failures, base, cap, rand, atOnce = RETRIES_AT_ONCE }) {
+  if (failures <= 0) return fullJitter({ attempt: 0, base, cap, rand });
+  if (failures <= atOnce) return 0;
+  return fullJitter({ attempt: failures - atOnce, base, cap, rand });
+}
+
+/**
+ * The reconnect bookkeeping of one client (ms): how long to wait, and when to give up.
+ * `connectTimeout` bounds the first connection only (null: no bound); `maxAttempts` bounds
+ * races failed in a row (null: forever).
+ */
+export class Reconnect {
+  /** @param {{base?: number, cap?: number, atOnce?: number, connectTimeout?: number | null, maxAttempts?: number | null}} [options] */
+  constructor({ base = 500, cap = 5000, atOnce = RETRIES_AT_ONCE, connectTimeout = 15_000, maxAttempts = null } = {}) {
+    this.base = base;
+    this.cap = cap;
+    this.atOnce = atOnce;
+    this.connectTimeout = connectTimeout;
+    this.maxAttempts = maxAttempts;
+    /** Races failed since the last welcome. */
+    this.failures = 0;
+    this.connected = false;
+    /** @type {number | null} */
+    this.deadline = null;
+  }
+
+  /**
+   * The client starts connecting at `now`: returns the first connect's deadline.
+   * @param {{now: number}} args
+   */
+  started({ now }) {
+    if (!this.connected && this.connectTimeout !== null && this.deadline === null) this.deadline = now + this.connectTimeout;
+    return this.deadline;
+  }
+
+  /**
+   * A race failed at `now`: `{wait}` before the next, or `{give_up, at}` (`connect_failed` once
+   * the next try would pass the first connect's deadline; `timeout` after `maxAttempts`).
+   * @param {{now: number, rand: number}} args
+   * @returns {{wait: number} | {give_up: string, at: number}}
+   */
+  failed({ now, rand }) {
+    this.failures += 1;
+    if (this.maxAttempts !== null && this.failures >= this.maxAttempts) return { give_up: "timeout", at: now };
+    const delay = reconnectDelay({ failures: this.failures, base: this.base, cap: this.cap, rand, atOnce: this.atOnce });
+    if (!this.connected && this.deadline !== null && now + delay >= this.deadline) {
+      return { give_up: "connect_failed", at: Math.max(now, this.deadline) };
+    }
+    return { wait: delay };
+  }
+
+  /** A welcome: the count starts again and the first connect's deadline is gone. */
+  welcomed() {
+    this.failures = 0;
+    this.connected = true;
+    this.deadline = null;
+  }
+
+  /**
+   * An established connection ended with `action`: the pause before reconnecting, [0, base)
+   * (a crowd that lost the server comes back spread out); none for `resume_now`.
+   * @param {{action: string, rand: number}} args
+   */
+  ended({ action, rand }) {
+    if (action === "resume_now") return 0;
+    return reconnectDelay({ failures: 0, base: this.base, cap: this.cap, rand, atOnce: this.atOnce });
+  }
+}
+
+// -- climbing back -------------------------------------------------------------------------------
+
+/** Delays (ms) between probes of the better rungs: from `first` doubling up to `cap`, each drawn from [delay/2, delay). */
+export class ProbeSchedule {
+  /** @param {{first?: number, cap?: number}} [options] */
+  constructor({ first = 2000, cap = 30_000 } = {}) {
+    this.first = first;
+    this.cap = cap;
+    this.delay = first;
+  }
+
+  /**
+   * The pause before the next probe; the one after doubles.
+   * @param {{rand: number}} args
+   */
+  nextDelay({ rand }) {
+    const pause = this.delay * (0.5 + 0.5 * rand);
+    this.delay = Math.min(this.delay * 2, this.cap);
+    return pause;
+  }
+
+  /** A new lower rung was reached: start from `first` again. */
+  reset() {
+    this.delay = this.first;
+  }
+}
+
+// -- ending: what ends a transport or a race leads to (two tables) --------------------------------
+
+/** Refusals that retrying cannot fix, on any request. */
+export const FATAL = new Set(["unauthorized", "origin_not_allowed", "unsupported_version"]);
+/** Refusals meaning the server no longer has the session. */
+export const SESSION_GONE = new Set(["unknown_session", "session_closed", "slow_consumer", "bad_resume_token"]);
+
+/** A `bye` by its code; any other code ended this session only: start a new one. @type {Record<string, Action>} */
+const BYE = { session_closed: "give_up", shutting_down: "resume_now" };
+
+/** A refused request (HTTP status, WebSocket close code or `err`) by its code. @type {Record<string, Action>} */
+const REFUSAL = {
+  ...Object.fromEntries([...FATAL].map((code) => [code, /** @type {Action} */ ("give_up")])),
+  ...Object.fromEntries([...SESSION_GONE].map((code) => [code, /** @type {Action} */ ("new_session")])),
+  shutting_down: "resume_now",
+};
+
+/**
+ * How an established connection ended, and what follows. `via`: "bye" (no code means
+ * `session_closed`), "refusal" (a request on the transport was refused with `code`) or "close".
+ * @param {{via: "bye" | "refusal" | "close", code?: string | null, tokenRefreshable?: boolean}} args
+ * @returns {Action}
+ */
+export function afterTransport({ via, code = null, tokenRefreshable = true }) {
+  if (via === "bye") return BYE[code ?? "session_closed"] ?? "new_session";
+  if (via === "refusal" && code !== null) {
+    if (code === "token_expired" && !tokenRefreshable) return "give_up";
+    return REFUSAL[code] ?? "resume";
+  }
+  return "resume";
+}
+
+/**
+ * What a race leads to, from the refusal codes heard on any of its rungs: a fatal one gives up
+ * even when another rung won; else a winner is adopted; with none, a gone session is replaced
+ * at once, anything else retried with backoff.
+ * @param {{codes: readonly string[], won: boolean, tokenRefreshable?: boolean}} args
+ * @returns {"adopt" | "give_up" | "new_session" | "retry"}
+ */
+export function afterRace({ codes, won, tokenRefreshable = true }) {
+  for (const code of codes) if (FATAL.has(code) || (code === "token_expired" && !tokenRefreshable)) return "give_up";
+  if (won) return "adopt";
+  if (codes.some((code) => SESSION_GONE.has(code))) return "new_session";
+  return "retry";
+}
+
+/**
+ * Only a WebSocket answers the server's `ping` with `pong`; on SSE a ping is a heartbeat.
+ * @param {{rung: string}} args
+ */
+export function answersPing({ rung }) {
+  return rung === "websocket";
+}
+
+// -- the ladder ----------------------------------------------------------------------------------
+
+/** Every rung, best first. */
+export const RUNGS = ["websocket", "sse", "longpoll", "poll"];
+
+/** A reason's words → the one word a hello's `why` carries (first match wins). */
+const WHY = [
+  ["buffered", "buffered"], ["cut ", "cut"], ["heartbeat", "heartbeat"], ["nothing received", "heartbeat"],
+  ["refused", "refused"], ["cannot connect", "refused"], ["not open after", "timeout"], ["no welcome", "timeout"],
+  ["probe", "probe"], ["lost", "lost"], ["closed", "lost"], ["session ended", "lost"],
+];
+
+/**
+ * The `why` of the next hello from why the previous connection ended (null on the first
+ * connect). Probes say `probe`; anything unrecognised is `error`.
+ * @param {{reason: string | null}} args
+ * @returns {string | null}
+ */
+export function why({ reason }) {
+  if (reason === null || reason === undefined) return null;
+  const lowered = reason.toLowerCase();
+  return WHY.find(([needle]) => lowered.includes(needle))?.[1] ?? "error";
+}
+
+/** The ladder's state for one client: the floor it stands on and its recent cuts. */
+export class RungPolicy {
+  /** @param {{rungs: readonly string[], cutLimit?: number, stableAfter?: number, start?: string | null}} options */
+  constructor({ rungs, cutLimit = 3, stableAfter = 10_000, start = null }) {
+    if (!rungs.length) throw new Error("at least one transport is needed");
+    this.rungs = RUNGS.filter((rung) => rungs.includes(rung));
+    this.cutLimit = cutLimit;
+    this.stableAfter = stableAfter;
+    this.floor = start !== null && this.rungs.includes(start) ? this.rungs.indexOf(start) : 0;
+    /** @type {Record<string, number>} */
+    this._cuts = Object.fromEntries(this.rungs.map((rung) => [rung, 0]));
+  }
+
+  get current() {
+    return this.rungs[this.floor];
+  }
+
+  /** Rungs to race on (re)connect: from the floor down. */
+  candidates() {
+    return this.rungs.slice(this.floor);
+  }
+
+  /**
+   * Better rungs than `rung`, best first: what a probe tries.
+   * @param {{rung: string}} args
+   */
+  above({ rung }) {
+    return this.rungs.slice(0, this.rungs.indexOf(rung));
+  }
+
+  /**
+   * A race (or a probe) was won on `rung`: stand there.
+   * @param {{rung: string}} args
+   */
+  won({ rung }) {
+    this.floor = this.rungs.indexOf(rung);
+  }
+
+  /**
+   * A connection on `rung` ended after `lived` ms: the reason for stepping down when this makes
+   * `cutLimit` short-lived connections in a row, else null.
+   * @param {{rung: string, lived: number, reason: string}} args
+   */
+  dropped({ rung, lived, reason }) {
+    if (lived >= this.stableAfter) {
+      this._cuts[rung] = 0;
+      return null;
+    }
+    this._cuts[rung] += 1;
+    const position = this.rungs.indexOf(rung);
+    if (this._cuts[rung] >= this.cutLimit && position + 1 < this.rungs.length && this.floor <= position) {
+      this._cuts[rung] = 0;
+      this.floor = position + 1;
+      return `${rung}: cut ${this.cutLimit} times in a row, each within ${this.stableAfter / 1000} s of opening (last: ${reason})`;
+    }
+    return null;
+  }
+}
+
+// -- liveness ------------------------------------------------------------------------------------
+
+/** A watchdog firing more than this late (ms) means the client, not the link, was asleep. */
+export const LATE_SLACK = 1000;
+
+/**
+ * How long (ms) `rung` may stay silent: a stream 1.5 hb + 1 s; a long poll its hold + hb/2 + 5 s;
+ * a short poll its slowest interval + 15 s; a hidden page `hiddenSlack` more.
+ * @param {{rung: string, hb?: number, poll?: number, hidden?: boolean, hiddenSlack?: number, pollMax?: number}} args
+ */
+export function silenceLimit({ rung, hb = 20_000, poll = 25_000, hidden = false, hiddenSlack = 60_000, pollMax = 2000 }) {
+  let limit;
+  if (rung === "websocket" || rung === "sse") limit = hb * 1.5 + 1000;
+  else if (rung === "longpoll") limit = poll + hb / 2 + 5000;
+  else limit = pollMax + 15_000;
+  return hidden ? limit + hiddenSlack : limit;
+}
+
+/**
+ * What a watchdog that fired `late` ms after it was due concludes, the transport having been
+ * silent `silent` ms: "alive" (rearm), "check" (ping; drop only without a pong), "dead".
+ * @param {{silent: number, limit: number, late: number, slack?: number}} args
+ * @returns {"alive" | "check" | "dead"}
+ */
+export function silenceVerdict({ silent, limit, late, slack = LATE_SLACK }) {
+  if (silent < limit) return "alive";
+  return late > slack ? "check" : "dead";
+}
+
+// -- pacing --------------------------------------------------------------------------------------
+
+/** ms: the shortest pace, whatever a server says. */
+export const MIN_INTERVAL = 1;
+/** Most messages that may become due while the client was busy (one batch at most). */
+export const MAX_DUE = 64;
+
+/** The pace of upstream messages (protocol §4): unlimited until the server refuses one for its rate. */
+export class Pacer {
+  constructor() {
+    /** ms between messages while pacing; 0 when not pacing. */
+    this.interval = 0;
+    this.resumeAt = 0;
+    this._due = 0;
+    this._stamp = 0;
+  }
+
+  get pacing() {
+    return this.interval > 0;
+  }
+
+  /**
+   * The server refused a message for its rate: wait `retryAfter` ms, then pace.
+   * @param {{retryAfter: number, now: number}} args
+   */
+  refused({ retryAfter, now }) {
+    retryAfter = Math.max(retryAfter, MIN_INTERVAL);
+    this.interval = Math.max(this.interval, retryAfter);
+    this.resumeAt = Math.max(this.resumeAt, now + retryAfter);
+    this._stamp = this.resumeAt;
+    this._due = 1; // the refused message, once the wait is over
+  }
+
+  /**
+   * How many messages may be written now (null: any number) and, when none may, how long until one may.
+   * @param {{now: number}} args
+   * @returns {{count: number | null, wait: number}}
+   */
+  allowance({ now }) {
+    if (!this.pacing) return { count: null, wait: 0 };
+    if (now < this.resumeAt) return { count: 0, wait: this.resumeAt - now };
+    this._due = Math.min(MAX_DUE, this._due + (now - this._stamp) / this.interval);
+    this._stamp = now;
+    const due = Math.floor(this._due);
+    if (due === 0) return { count: 0, wait: (1 - this._due) * this.interval };
+    return { count: due, wait: 0 };
+  }
+
+  /** @param {{count: number}} args `count` messages were written under the current allowance */
+  wrote({ count }) {
+    if (this.pacing) this._due = Math.max(0, this._due - count);
+  }
+
+  /** Every message was acknowledged: write freely again. */
+  drained() {
+    this.interval = 0;
+    this.resumeAt = 0;
+    this._due = 0;
+  }
+}
+
+/**
+ * Short polling's interval (ms): the fastest while messages flow, doubling up to the slowest
+ * while idle. Only sequenced frames count as traffic (an `ack` or a `pong` answers our writes).
+ */
+export class PollPace {
+  /** @param {{fastest?: number, slowest?: number}} [options] */
+  constructor({ fastest = 50, slowest = 2000 } = {}) {
+    this.fastest = fastest;
+    this.slowest = slowest;
+    this.interval = fastest;
+  }
+
+  /**
+   * A poll was answered with `frames`: the pause before the next poll.
+   * @param {{frames: readonly Record<string, any>[]}} args
+   */
+  answered({ frames }) {
+    this.interval = frames.some((frame) => "s" in frame) ? this.fastest : Math.min(this.slowest, this.interval * 2);
+    return this.interval;
+  }
+
+  /** The client wrote something or was woken: poll now, then fast. */
+  woken() {
+    this.interval = this.fastest;
+    return 0;
+  }
+}
+
+// -- the race and the upstream -------------------------------------------------------------------
+
+/** ms, per rung in ladder order. */
+export const STAGGER = [0, 300, 1000, 2000];
+
+/** Which rungs to start when, for one race (protocol §9.1). */
+export class RaceSchedule {
+  /** @param {{rungs: readonly string[], stagger?: readonly number[]}} options */
+  constructor({ rungs, stagger = STAGGER }) {
+    this.rungs = [...rungs];
+    this.stagger = stagger.length ? [...stagger] : [0];
+    this.index = 0;
+  }
+
+  /**
+   * The rungs to start `elapsed` ms into the race with `running` attempts in flight, and how
+   * long until the next is due (null: none left).
+   * @param {{elapsed: number, running: number}} args
+   * @returns {{start: string[], wait: number | null}}
+   */
+  due({ elapsed, running }) {
+    /** @type {string[]} */
+    const start = [];
+    while (this.index < this.rungs.length) {
+      const at = this.stagger[Math.min(this.index, this.stagger.length - 1)];
+      if (running + start.length === 0 || elapsed >= at) {
+        start.push(this.rungs[this.index]);
+        this.index += 1;
+        continue;
+      }
+      return { start, wait: at - elapsed };
+    }
+    return { start, wait: null };
+  }
+}
+
+/** ms before each new attempt of a failed `POST send` (each times a draw from [0.75, 1]). */
+export const RETRY_DELAYS = [100, 400, 1000];
+
+/** A failed upstream write: written again after short pauses over `POST send`, or the transport dropped. */
+export class UpstreamRetry {
+  /** @param {{delays?: readonly number[]}} [options] */
+  constructor({ delays = RETRY_DELAYS } = {}) {
+    this.delays = [...delays];
+    this.failures = 0;
+  }
+
+  /**
+   * A write failed (`code`: the server's refusal, if any): `{retry_in}` or `{drop: attempts}`.
+   * @param {{separateUpstream: boolean, code?: string | null, rand: number}} args
+   * @returns {{retry_in: number} | {drop: number}}
+   */
+  failed({ separateUpstream, code = null, rand }) {
+    this.failures += 1;
+    const refused = code !== null && (SESSION_GONE.has(code) || FATAL.has(code));
+    if (!separateUpstream || refused || this.failures > this.delays.length) return { drop: this.failures };
+    return { retry_in: this.delays[this.failures - 1] * (0.75 + 0.25 * rand) };
+  }
+
+  sent() {
+    this.failures = 0;
+  }
+}

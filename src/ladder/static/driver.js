@@ -1,0 +1,462 @@
+// @ts-check
+/**
+ * The `Client`: its public API and its state. It drives the sans-I/O parts with timers and
+ * transports; each group of its methods lives in the module of that concept (the type of each
+ * one-line method names it).
+ */
+
+import * as connection from "./connection.js";
+import * as switching from "./switching.js";
+import * as outbound from "./outbound.js";
+import * as inbound from "./inbound.js";
+import * as events from "./events.js";
+import { LadderError } from "./errors.js";
+import { PeerState } from "./peer.js";
+import { RungPolicy, TRANSPORTS } from "./rungs.js";
+import { Pacer } from "./pacing.js";
+import { realClock } from "./clock.js";
+import { reportLater, Subscription } from "./subscription.js";
+import { Endpoint } from "./transport.js";
+import { HttpTransport } from "./http.js";
+import { makeTransport } from "./connection.js";
+import { sessionStore } from "./switching.js";
+
+/** @typedef {import("./events.js").ClientEvents} ClientEvents */
+/** @typedef {import("./clock.js").Clock} Clock */
+/** @typedef {import("./codec.js").Frame} Frame */
+/** @typedef {import("./events.js").Member} Member */
+/** @typedef {import("./subscription.js").Position} Position */
+/** @typedef {import("./subscription.js").Publication} Publication */
+/** @typedef {import("./rungs.js").Rung} Rung */
+import { Transport } from "./transport.js"; // for the types
+/** @typedef {import("./transport.js").TransportContext} TransportContext */
+
+/**
+ * A method of the client that the module named in its type implements (it takes the client first).
+ * @template {(client: any, ...args: any[]) => any} F
+ * @typedef {F extends (client: any, ...args: infer A) => infer R ? (...args: A) => R : never} Method
+ */
+
+
+/**
+ * @typedef {object} ClientOptions
+ * @property {readonly Rung[]} [transports] rungs allowed, best first (default: all four)
+ * @property {string | null | (() => string | null | undefined)} [token] credentials for the server's `authenticate` hook
+ * @property {readonly number[]} [stagger] when each rung of a race starts, ms (default [0, 300, 1000, 2000])
+ * @property {number} [openTimeout] ms for a rung to deliver its welcome (default 10000)
+ * @property {number} [verifyTimeout] ms for an SSE stream to prove it is not buffered (default 2500)
+ * @property {number | null} [connectTimeout] ms: not connected this long after start, the client emits an `error` event `connect_failed` with each rung's reason and `ready()` rejects with it (it keeps trying; default 15000, null: never)
+ * @property {number} [backoffBase] first reconnect delay ceiling, ms (default 500)
+ * @property {number} [backoffMax] largest reconnect delay ceiling, ms (default 5000)
+ * @property {number | null} [maxAttempts] give up after this many failed races (default: never)
+ * @property {number} [stableAfter] a connection that lived this long resets the cut count, ms (default 10000)
+ * @property {number} [cutLimit] short-lived connections in a row before stepping down (default 3)
+ * @property {number} [probeDelay] first delay before probing better rungs, ms (default 2000)
+ * @property {number} [probeMaxDelay] largest delay between probes, ms (default 30000)
+ * @property {[number, number]} [pollInterval] short polling's fastest and slowest pace, ms (default [50, 2000])
+ * @property {number} [maxQueue] messages kept while unacknowledged or offline (default 1000)
+ * @property {number} [ackEvery] acknowledge at once when this many frames are unacknowledged (default 32)
+ * @property {number} [ackInterval] ... otherwise this long after the first unacknowledged frame, ms (default 1000)
+ * @property {number} [hiddenSlack] extra silence tolerated in a hidden tab, ms (default 60000)
+ * @property {boolean} [remember] start from the rung that won last time in this tab (sessionStorage; default true)
+ * @property {boolean} [browserEvents] react to online/offline, visibility and pagehide (default true in a browser)
+ * @property {Pick<Storage, "getItem" | "setItem"> | null} [storage] where the winning rung is remembered (default sessionStorage)
+ * @property {typeof fetch} [fetch]
+ * @property {Clock} [clock]
+ * @property {() => number} [random]
+ * @property {(rung: Rung, ctx: TransportContext) => Transport} [transportFactory] (tests)
+ */
+
+/** @typedef {"disconnected" | "connecting" | "connected" | "closed"} ClientState */
+
+/** @typedef {{settle: (reply: Frame) => void, kind: string}} Waiter */
+
+/** The Ladder client. Create it with {@link connect}. */
+export class Client {
+  /**
+   * @param {string} url where the hub is mounted, e.g. "/ladder" or "https://host/ladder"
+   * @param {ClientOptions} [options]
+   */
+  constructor(url, options = {}) {
+    const transports = options.transports ?? TRANSPORTS;
+    const unknown = transports.filter((t) => !TRANSPORTS.includes(t));
+    if (!transports.length || unknown.length) {
+      throw new Error(`transports must be a non-empty subset of ${TRANSPORTS.join(", ")}, not ${unknown.join(", ")}`);
+    }
+    const base = typeof location !== "undefined" ? new URL(url, location.href) : new URL(url);
+    /** The hub's URL. */
+    this.url = base.toString().replace(/\/+$/, "");
+    this.rungs = TRANSPORTS.filter((t) => transports.includes(t));
+    this.options = {
+      stagger: options.stagger ?? [0, 300, 1000, 2000],
+      openTimeout: options.openTimeout ?? 10_000,
+      verifyTimeout: options.verifyTimeout ?? 2500,
+      connectTimeout: options.connectTimeout === undefined ? 15_000 : options.connectTimeout,
+      backoffBase: options.backoffBase ?? 500,
+      backoffMax: options.backoffMax ?? 5000,
+      maxAttempts: options.maxAttempts ?? null,
+      probeDelay: options.probeDelay ?? 2000,
+      probeMaxDelay: options.probeMaxDelay ?? 30_000,
+      pollInterval: options.pollInterval ?? /** @type {[number, number]} */ ([50, 2000]),
+      ackEvery: options.ackEvery ?? 32,
+      ackInterval: options.ackInterval ?? 1000,
+      hiddenSlack: options.hiddenSlack ?? 60_000,
+    };
+    this._token = options.token ?? null;
+    this._clock = options.clock ?? realClock;
+    this._random = options.random ?? Math.random;
+    this._factory = options.transportFactory ?? makeTransport;
+    this._storage = options.remember === false ? null : options.storage !== undefined ? options.storage : sessionStore();
+    this._browserEvents = options.browserEvents ?? (typeof window !== "undefined" && typeof document !== "undefined");
+    /** @type {TransportContext} */
+    this._ctx = {
+      endpoint: new Endpoint(this.url, options.fetch),
+      clock: this._clock,
+      applied: () => this.peer.inbox.applied,
+      pollInterval: this.options.pollInterval,
+    };
+    this.policy = new RungPolicy(this.rungs, {
+      cutLimit: options.cutLimit,
+      stableAfter: options.stableAfter,
+      start: this._recall(),
+    });
+    this.peer = new PeerState(options.maxQueue ?? 1000);
+    /** @type {ClientState} */
+    this.state = "disconnected";
+    /** @type {string | null} the session id (changes only when the server lost the session) */
+    this.sessionId = null;
+    /** @type {string | null} the user id the server's authenticate hook returned */
+    this.user = null;
+    /** @type {string | null} this session's public id (as others see it in presence) */
+    this.clientId = null;
+    /** @type {{old: Rung | null, new: Rung, reason: string} | null} the last rung change */
+    this.lastChange = null;
+    /** @type {string | null} why the last connect attempt failed */
+    this.lastFailure = null;
+    /** @type {Transport | null} */
+    this._conn = null;
+    /** @type {Map<string, Subscription>} */
+    this._subs = new Map();
+    /** @type {Map<number, Waiter>} */
+    this._waiting = new Map();
+    /** @type {Map<string, Set<(event: any) => void>>} */
+    this._listeners = new Map();
+    /** @type {Rung | null} */
+    this._lastRung = null;
+    this._hadSession = false;
+    /** Failed races since the last connection. */
+    this._failures = 0;
+    /** @type {Record<string, any>} the server's limits from the last welcome (`lim`) */
+    this._limits = {};
+    this._pacer = new Pacer();
+    /** @type {any} */
+    this._paceTimer = null;
+    /** @type {any} */
+    this._connectTimer = null;
+    /** @type {LadderError | null} why the client gave up for good (later calls reject with it) */
+    this._fatal = null;
+    /** The server is shutting down: resume elsewhere at once, without backoff. */
+    this._reconnectNow = false;
+    /** @type {string | null} why the last connection or race ended (the next hello's `why`) */
+    this._lastEnd = null;
+    /** @type {Record<string, string>} the latest reason each rung failed to open */
+    this._reasons = {};
+    /** @type {string | null} */
+    this._stepReason = null;
+    /** @type {string | null} */
+    this._pendingLoss = null;
+    this._flushing = false;
+    this._lastHeard = 0;
+    this._opened = 0;
+    /** @type {any} */
+    this._watchdog = null;
+    /** @type {any} */
+    this._ackTimer = null;
+    /** @type {AbortController | null} */
+    this._raceAbort = null;
+    /** @type {AbortController | null} */
+    this._probeAbort = null;
+    /** @type {(() => void) | null} */
+    this._wakeSleep = null;
+    /** @type {((ended: {conn: Transport, reason: string}) => void) | null} */
+    this._onEnded = null;
+    /** @type {Promise<{conn: Transport, reason: string}> | null} */
+    this._ended = null;
+    /** @type {Map<number, () => void>} */
+    this._pongs = new Map();
+    this._checking = false;
+    this._suspended = false;
+    /** @type {(() => void) | null} */
+    this._unsuspend = null;
+    this._running = false;
+    /** @type {(() => void)[]} */
+    this._unhook = [];
+    /** @type {(value: void) => void} */
+    let ready = () => {};
+    /** @type {(error: Error) => void} */
+    let failed = () => {};
+    /** @type {Promise<void>} */
+    this._ready = new Promise((yes, no) => {
+      ready = yes;
+      failed = no;
+    });
+    this._ready.catch(() => {});
+    this._readyResolve = ready;
+    this._readyReject = failed;
+  }
+
+  /** The rung in use now (null while disconnected). */
+  get transport() {
+    return this.state === "connected" && this._conn ? this._conn.name : null;
+  }
+
+  // -- lifecycle --------------------------------------------------------------------------------
+
+  /** Start connecting (connect() does this). Returns the client. */
+  start() {
+    if (this._running || this.state === "closed") return this;
+    this._running = true;
+    if (this._browserEvents) this._hookBrowser();
+    const limit = this.options.connectTimeout;
+    if (limit !== null && Number.isFinite(limit)) {
+      this._connectTimer = this._clock.setTimeout(() => this._notConnected(limit), limit);
+    }
+    this._run().catch((error) => {
+      reportLater(error);
+      this._giveUp(new LadderError("internal", String(error)));
+    });
+    return this;
+  }
+
+  /** Resolves once connected for the first time (rejects if the client closed or gave up first). */
+  ready() {
+    return this._ready;
+  }
+
+  /**
+   * End the session (the server forgets it at once) and release everything.
+   * @returns {Promise<void>}
+   */
+  async close() {
+    if (this.state === "closed") return;
+    const conn = this._conn;
+    let bye = Promise.resolve();
+    if (conn && this.state === "connected") {
+      bye = conn instanceof HttpTransport ? conn.send([{ t: "bye" }], { keepalive: true }) : conn.send([{ t: "bye" }]);
+      bye = bye.catch(() => {});
+    }
+    const lastRung = this.transport;
+    this._shutdown(new LadderError("closed", "the client was closed"));
+    this._emit("close", { transport: lastRung, reason: "the client was closed", reconnecting: false });
+    if (conn) {
+      // Give the bye a moment to leave before the socket closes (it is already written for a WebSocket).
+      await Promise.race([bye, new Promise((resolve) => this._clock.setTimeout(() => resolve(undefined), 1000))]);
+      conn.close();
+    }
+  }
+
+  /**
+   * Reconnect now instead of after the backoff delay, or, when connected, check the connection
+   * still works (the page calls this on `online` and when the tab becomes visible).
+   * @param {string} [why]
+   */
+  wake(why = "woken") {
+    if (this.state === "closed" || this._suspended) return;
+    if (this.state === "connected") this._check(why);
+    else this._wakeSleep?.();
+  }
+
+  // -- API --------------------------------------------------------------------------------------
+
+  /**
+   * Follow `channel`. `since` replays what was missed after a position; `recent: N` starts with
+   * the newest N publications kept in history. Subscribing twice adds a listener to the first.
+   * @param {string} channel
+   * @param {((pub: Publication) => void) | null} [onPublication]
+   * @param {{since?: Position | null, recent?: number}} [options]
+   * @returns {Subscription}
+   */
+  subscribe(channel, onPublication = null, { since = null, recent = 0 } = {}) {
+    this._usable();
+    let sub = this._subs.get(channel);
+    if (!sub || !sub.active) {
+      sub = new Subscription(channel, { since, recent, unsubscribe: (s) => this._unsubscribe(s) });
+      this._subs.set(channel, sub);
+      this._submitSubscribe(sub);
+    }
+    if (onPublication) sub.listen(onPublication);
+    return sub;
+  }
+
+  /**
+   * Stop following `channel`.
+   * @param {string} channel
+   */
+  unsubscribe(channel) {
+    const sub = this._subs.get(channel);
+    return sub ? this._unsubscribe(sub) : Promise.resolve();
+  }
+
+  /**
+   * Publish to a channel (if the server permits); resolves with its position.
+   * @param {string} channel
+   * @param {any} data
+   * @param {{timeout?: number | null}} [options]
+   * @returns {Promise<Position>}
+   */
+  async publish(channel, data, { timeout = 10_000 } = {}) {
+    const reply = await this._request({ t: "pub", ch: channel, d: data }, timeout);
+    return { epoch: String(reply.ep), offset: Number(reply.off) };
+  }
+
+  /**
+   * Send an event to the server's handler (queued; no acknowledgement). Throws `queue_full`.
+   * @param {string} event
+   * @param {any} [data]
+   */
+  emit(event, data = null) {
+    this._submit({ t: "emit", ev: event, d: data }, null);
+    this._flush();
+  }
+
+  /**
+   * Call a server handler; resolves with its result or rejects with its LadderError
+   * (`timeout` after `timeout` ms; null waits as long as the session lives).
+   * @param {string} event
+   * @param {any} [data]
+   * @param {{timeout?: number | null}} [options]
+   */
+  call(event, data = null, { timeout = 10_000 } = {}) {
+    return this._request({ t: "call", ev: event, d: data }, timeout);
+  }
+
+  /**
+   * Who is in `channel`.
+   * @param {string} channel
+   * @param {{timeout?: number | null}} [options]
+   * @returns {Promise<Member[]>}
+   */
+  presence(channel, { timeout = 10_000 } = {}) {
+    return this._request({ t: "presence", ch: channel }, timeout);
+  }
+
+  /**
+   * The newest `limit` publications kept for `channel`.
+   * @param {string} channel
+   * @param {{limit?: number, timeout?: number | null}} [options]
+   * @returns {Promise<Publication[]>}
+   */
+  async history(channel, { limit = 100, timeout = 10_000 } = {}) {
+    const reply = await this._request({ t: "history", ch: channel, limit }, timeout);
+    return reply.pubs.map((/** @type {Frame} */ p) => ({ channel, offset: Number(p.o), data: p.d, epoch: reply.ep }));
+  }
+
+  /**
+   * Call `listener(event)` for every event called `name`; returns a function that removes it.
+   * @template {keyof ClientEvents} K
+   * @param {K} name
+   * @param {(event: ClientEvents[K]) => void} listener
+   * @returns {() => void}
+   */
+  on(name, listener) {
+    let set = this._listeners.get(name);
+    if (!set) this._listeners.set(name, (set = new Set()));
+    set.add(listener);
+    return () => this.off(name, listener);
+  }
+
+  /**
+   * @template {keyof ClientEvents} K
+   * @param {K} name
+   * @param {(event: ClientEvents[K]) => void} listener
+   */
+  off(name, listener) {
+    this._listeners.get(name)?.delete(listener);
+  }
+
+  // -- outbound plumbing ------------------------------------------------------------------------
+
+  /** (A method, so that TypeScript does not narrow `state` across awaits.) */
+  _isClosed() {
+    return this.state === "closed";
+  }
+
+  _usable() {
+    if (this.state === "closed") throw this._fatal ?? new LadderError("closed", "this client was closed");
+  }
+
+  // The methods below are implemented by the module of their concept; each takes the client first.
+
+  // -- writing ----------------------------------------------------------------------------------
+
+  /** @type {Method<typeof outbound.submit>} */ _submit(...a) { return outbound.submit(this, ...a); }
+  /** @type {typeof outbound.tooLarge} */ _tooLarge(...a) { return outbound.tooLarge(...a); }
+  /** @type {Method<typeof outbound.request>} */ _request(...a) { return outbound.request(this, ...a); }
+  /** @type {Method<typeof outbound.submitSubscribe>} */ _submitSubscribe(...a) { return outbound.submitSubscribe(this, ...a); }
+  /** @type {Method<typeof outbound.unsubscribe>} */ _unsubscribe(...a) { return outbound.unsubscribe(this, ...a); }
+  /** @type {Method<typeof outbound.flush>} */ _flush(...a) { return outbound.flush(this, ...a); }
+  /** @type {Method<typeof outbound.batch>} */ _batch(...a) { return outbound.batch(this, ...a); }
+  /** @type {Method<typeof outbound.flushLater>} */ _flushLater(...a) { return outbound.flushLater(this, ...a); }
+  /** @type {Method<typeof outbound.rateLimited>} */ _rateLimited(...a) { return outbound.rateLimited(this, ...a); }
+  /** @type {Method<typeof outbound.failed>} */ _failed(...a) { return outbound.failed(this, ...a); }
+  /** @type {Method<typeof outbound.control>} */ _control(...a) { return outbound.control(this, ...a); }
+
+  // -- events -----------------------------------------------------------------------------------
+
+  /** @type {Method<typeof events.emit>} */ _emit(...a) { return events.emit(this, ...a); }
+  /** @type {Method<typeof events.setState>} */ _setState(...a) { return events.setState(this, ...a); }
+
+  // -- the connection loop ----------------------------------------------------------------------
+
+  /** @type {Method<typeof connection.currentToken>} */ _currentToken(...a) { return connection.currentToken(this, ...a); }
+  /** @type {Method<typeof connection.open>} */ _open(...a) { return connection.open(this, ...a); }
+  /** @type {Method<typeof connection.discard>} */ _discard(...a) { return connection.discard(this, ...a); }
+  /** @type {Method<typeof connection.sleep>} */ _sleep(...a) { return connection.sleep(this, ...a); }
+  /** @type {Method<typeof connection.run>} */ _run(...a) { return connection.run(this, ...a); }
+  /** @type {Method<typeof connection.note>} */ _note(...a) { return connection.note(this, ...a); }
+  /** @type {Method<typeof connection.notConnected>} */ _notConnected(...a) { return connection.notConnected(this, ...a); }
+  /** @type {Method<typeof connection.fatalRefusal>} */ _fatalRefusal(...a) { return connection.fatalRefusal(this, ...a); }
+  /** @type {Method<typeof connection.sessionRefused>} */ _sessionRefused(...a) { return connection.sessionRefused(this, ...a); }
+  /** @type {Method<typeof connection.sessionGone>} */ _sessionGone(...a) { return connection.sessionGone(this, ...a); }
+  /** @type {Method<typeof connection.giveUp>} */ _giveUp(...a) { return connection.giveUp(this, ...a); }
+  /** @type {Method<typeof connection.shutdown>} */ _shutdown(...a) { return connection.shutdown(this, ...a); }
+  /** @type {Method<typeof switching.adopt>} */ _adopt(...a) { return switching.adopt(this, ...a); }
+  /** @type {Method<typeof switching.rekey>} */ _rekey(...a) { return switching.rekey(this, ...a); }
+  /** @type {Method<typeof switching.changed>} */ _changed(...a) { return switching.changed(this, ...a); }
+  /** @type {Method<typeof switching.attach>} */ _attach(...a) { return switching.attach(this, ...a); }
+  /** @type {Method<typeof connection.connClosed>} */ _connClosed(...a) { return connection.connClosed(this, ...a); }
+  /** @type {Method<typeof connection.lost>} */ _lost(...a) { return connection.lost(this, ...a); }
+  /** @type {Method<typeof connection.stopTimers>} */ _stopTimers(...a) { return connection.stopTimers(this, ...a); }
+
+  // -- frames in ----------------------------------------------------------------------------------
+
+  /** @type {Method<typeof inbound.onFrames>} */ _onFrames(...a) { return inbound.onFrames(this, ...a); }
+  /** @type {Method<typeof inbound.maybeAck>} */ _maybeAck(...a) { return inbound.maybeAck(this, ...a); }
+  /** @type {Method<typeof inbound.takeAck>} */ _takeAck(...a) { return inbound.takeAck(this, ...a); }
+  /** @type {Method<typeof inbound.handle>} */ _handle(...a) { return inbound.handle(this, ...a); }
+  /** @type {Method<typeof inbound.deliver>} */ _deliver(...a) { return inbound.deliver(this, ...a); }
+
+  // -- liveness -----------------------------------------------------------------------------------
+
+  /** @type {typeof inbound.hidden} */ _hidden() { return inbound.hidden(); }
+  /** @type {Method<typeof inbound.armWatchdog>} */ _armWatchdog(...a) { return inbound.armWatchdog(this, ...a); }
+  /** @type {Method<typeof inbound.check>} */ _check(...a) { return inbound.check(this, ...a); }
+
+  // -- climbing back up ---------------------------------------------------------------------------
+
+  /** @type {Method<typeof switching.startProbe>} */ _startProbe(...a) { return switching.startProbe(this, ...a); }
+  /** @type {Method<typeof switching.probe>} */ _probe(...a) { return switching.probe(this, ...a); }
+  /** @type {Method<typeof switching.switchTo>} */ _switch(...a) { return switching.switchTo(this, ...a); }
+
+  // -- rung memory (sessionStorage: per tab, survives reloads) ----------------------------------
+
+  /** @type {Method<typeof switching.memoryKey>} */ _key(...a) { return switching.memoryKey(this, ...a); }
+  /** @type {Method<typeof switching.recall>} */ _recall(...a) { return switching.recall(this, ...a); }
+  /** @type {Method<typeof switching.remember>} */ _remember(...a) { return switching.remember(this, ...a); }
+
+  // -- browser realities --------------------------------------------------------------------------
+
+  /** @type {Method<typeof inbound.hookBrowser>} */ _hookBrowser(...a) { return inbound.hookBrowser(this, ...a); }
+  /** @type {Method<typeof inbound.suspend>} */ _suspend(...a) { return inbound.suspend(this, ...a); }
+  /** @type {Method<typeof inbound.resume>} */ _resume(...a) { return inbound.resume(this, ...a); }
+}

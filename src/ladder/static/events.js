@@ -1,0 +1,52 @@
+// @ts-check
+/** What the client reports to the app (`client.on(name, listener)`) and its connection state. */
+
+import { reportLater } from "./subscription.js";
+
+/** @typedef {import("./driver.js").Client} Client */
+/** @typedef {import("./driver.js").ClientState} ClientState */
+/** @typedef {import("./rungs.js").Rung} Rung */
+
+/**
+ * @typedef {object} ClientEvents
+ * @property {{transport: Rung, sessionId: string, resumed: boolean}} open a transport is up and the session live
+ * @property {{transport: Rung | null, reason: string, reconnecting: boolean}} close the transport was lost (reconnecting unless closed)
+ * @property {{old: Rung | null, new: Rung, reason: string}} transport the client moved to another rung
+ * @property {{channel: string, epoch: string}} resync history could not cover a gap: refetch the app's state
+ * @property {{reason: string}} session_lost the server no longer had the session; a new one started
+ * @property {{channel: string, recovered: boolean}} resubscribed a channel was subscribed again in a new session
+ * @property {{event: string, data: any}} push an event the server pushed to this session or user
+ * @property {{kind: "join" | "leave", channel: string, member: Member}} presence someone joined or left a channel followed
+ * @property {{code: string, reason: string}} error an error no call was waiting for (for example a failed emit)
+ * @property {{rung: Rung, ok: boolean, reason: string}} probe a better rung was tried while on a lower one
+ * @property {{state: ClientState, reason: string}} state the connection state changed (and why, when it got worse)
+ */
+
+/** @typedef {{c: string, u: string | null, info: any}} Member */
+
+/**
+ * @template {keyof ClientEvents} K
+ * @param {Client} client
+ * @param {K} name
+ * @param {ClientEvents[K]} event
+ */
+export function emit(client, name, event) {
+  for (const listener of [...(client._listeners.get(name) ?? [])]) {
+    try {
+      listener(event);
+    } catch (error) {
+      reportLater(error);
+    }
+  }
+}
+
+/**
+ * @param {Client} client
+ * @param {ClientState} state
+ * @param {string} [reason]
+ */
+export function setState(client, state, reason = "") {
+  if (client.state === state) return;
+  client.state = state;
+  client._emit("state", { state, reason });
+}

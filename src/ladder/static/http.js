@@ -1,0 +1,111 @@
+// @ts-check
+/** What the HTTP rungs share: the upstream `POST send` and the reading of refusals. */
+
+import { errorOf, TransportClosed } from "./errors.js";
+import { encodeBatch } from "./codec.js";
+import { Transport } from "./transport.js";
+
+/** @typedef {import("./codec.js").Frame} Frame */
+/** @typedef {import("./rungs.js").Rung} Rung */
+/** @typedef {import("./transport.js").TransportContext} TransportContext */
+
+
+/**
+ * @param {Response} response
+ * @param {Rung} rung
+ */
+export async function refusalOf(response, rung) {
+  let body = null;
+  try {
+    body = JSON.parse(await response.text());
+  } catch {
+    // not ours: a proxy answered
+  }
+  const ours = body && typeof body === "object" && "code" in body;
+  const url = String(response.url || "").split("?")[0];
+  if (response.status === 404 && !(ours && body.code === "unknown_session")) {
+    return new TransportClosed(`${rung}: no Ladder endpoint at ${url} (HTTP 404): check the mount path in the client's URL`);
+  }
+  if (ours) {
+    const error = errorOf(body);
+    return new TransportClosed(`${rung}: refused by the server (${error.code}: ${error.reason})`, error);
+  }
+  return new TransportClosed(`${rung}: HTTP ${response.status} from the server or a proxy${url ? ` at ${url}` : ""}`);
+}
+
+/** What the HTTP rungs share: a session id, a resume token and `POST send` upstream. */
+export class HttpTransport extends Transport {
+  /**
+   * @param {Rung} name
+   * @param {TransportContext} ctx
+   */
+  constructor(name, ctx) {
+    super(name, ctx);
+    this.separateUpstream = true;
+    /** @type {string | null} */
+    this.sid = null;
+    /** @type {string | null} */
+    this.rt = null;
+    /** @type {Promise<void>} */
+    this._posts = Promise.resolve();
+    this._abort = new AbortController();
+  }
+
+  /** @param {Frame} welcome */
+  adopt(welcome) {
+    this.sid = String(welcome.sid);
+    this.rt = String(welcome.rt);
+  }
+
+  /**
+   * POSTs go one at a time, in order (protocol §3.6).
+   * @param {Frame[]} frames
+   * @param {{keepalive?: boolean}} [options]
+   */
+  send(frames, { keepalive = false } = {}) {
+    if (this.sid === null || (this.closed && !keepalive)) {
+      return Promise.reject(new TransportClosed(`${this.name}: not open`));
+    }
+    const body = encodeBatch(frames);
+    // A keepalive POST (the bye as the page goes away) must leave now, not after the queue.
+    if (keepalive) return this.post(body, true);
+    const post = this._posts.then(() => this.post(body, keepalive));
+    this._posts = post.catch(() => {});
+    return post;
+  }
+
+  /**
+   * @param {string} body
+   * @param {boolean} keepalive
+   */
+  async post(body, keepalive) {
+    const { endpoint, clock } = this.ctx;
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    this._abort.signal.addEventListener("abort", stop);
+    const timer = clock.setTimeout(stop, 10_000);
+    let response;
+    try {
+      response = await endpoint.fetch(endpoint.http("send", { sid: this.sid }), {
+        method: "POST",
+        body,
+        headers: { "content-type": "application/x-ndjson", "x-ladder-rt": String(this.rt) },
+        credentials: "include",
+        cache: "no-store",
+        keepalive,
+        signal: keepalive ? undefined : controller.signal,
+      });
+    } catch (error) {
+      throw new TransportClosed(`${this.name}: upstream POST failed (${String(error)})`);
+    } finally {
+      clock.clearTimeout(timer);
+      this._abort.signal.removeEventListener("abort", stop);
+    }
+    if (response.status >= 300) throw await refusalOf(response, this.name);
+    this.wake();
+  }
+
+  release() {
+    this._abort.abort();
+  }
+}

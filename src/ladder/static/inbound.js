@@ -1,0 +1,289 @@
+// @ts-check
+/**
+ * Reading: the frames a transport delivers, acknowledgements (the core's `AckPolicy`), and the
+ * watchdog that judges its silence (with the browser's sleep, wake and network events).
+ */
+
+import { AckPolicy } from "./core.js";
+import { errorOf, LadderError, TransportClosed } from "./errors.js";
+import { silenceLimit, silenceVerdict } from "./liveness.js";
+import { seconds } from "./clock.js";
+
+/** @typedef {import("./driver.js").Client} Client */
+/** @typedef {import("./codec.js").Frame} Frame */
+/** @typedef {import("./transport.js").Transport} Transport */
+
+/** When to acknowledge, per client (the core decides). @type {WeakMap<Client, AckPolicy>} */
+const ackPolicies = new WeakMap();
+
+/**
+ * @param {Client} client
+ * @param {Transport} conn
+ * @param {Frame[]} frames
+ */
+export function onFrames(client, conn, frames) {
+  if (conn !== client._conn) return;
+  client._lastHeard = client._clock.now();
+  for (const frame of frames) {
+    if (conn !== client._conn) return;
+    try {
+      client._handle(frame, conn);
+    } catch (error) {
+      client._failed(conn, error instanceof LadderError ? new TransportClosed(`${conn.name}: ${error.message}`, error) : error);
+      return;
+    }
+  }
+  if (!conn.implicitAck) client._maybeAck(conn);
+}
+
+/**
+ * Acknowledge a stream (protocol §3.4): at once when `ackEvery` frames are unacknowledged,
+ * otherwise once, `ackInterval` ms after the first unacknowledged frame arrived (one timer,
+ * started by that frame and not moved by later ones): frames arriving within that second
+ * share one ack, and a frame after a quiet spell no longer costs a request of its own at
+ * once. Polls need none: each GET carries `ack`.
+ * @param {Client} client
+ * @param {Transport} conn
+ */
+export function maybeAck(client, conn) {
+  let policy = ackPolicies.get(client);
+  if (!policy) ackPolicies.set(client, (policy = new AckPolicy({ every: client.options.ackEvery, interval: client.options.ackInterval })));
+  const unacked = client.peer.inbox.applied - client.peer.ackedOut;
+  const decision = policy.received({ unacked, timerRunning: client._ackTimer !== null, implicit: conn.implicitAck });
+  if (decision === "now") {
+    const ack = client._takeAck();
+    if (ack) client._control(conn, [ack]);
+  } else if (decision === "timer") {
+    client._ackTimer = client._clock.setTimeout(() => {
+      client._ackTimer = null;
+      if (client._conn !== conn || client.state !== "connected") return;
+      const late = client._takeAck(1);
+      if (late) client._control(conn, [late]);
+    }, policy.interval);
+  }
+}
+
+/**
+ * The ack to send now, if at least `every` frames are unacknowledged; once everything
+ * delivered is acknowledged, the pending ack timer is no longer needed.
+ * @param {Client} client
+ * @param {number} [every]
+ * @returns {Frame | null}
+ */
+export function takeAck(client, every = 1) {
+  const ack = client.peer.ackFrame(every);
+  if (ack && client._ackTimer !== null) {
+    client._clock.clearTimeout(client._ackTimer);
+    client._ackTimer = null;
+  }
+  return ack;
+}
+
+/**
+ * @param {Client} client
+ * @param {Frame} frame
+ * @param {Transport} conn
+ */
+export function handle(client, frame, conn) {
+  if ("s" in frame) {
+    for (const ready of client.peer.receive(frame)) client._deliver(ready);
+    return;
+  }
+  switch (frame.t) {
+    case "ack":
+      client.peer.onAck(Number(frame.i));
+      if (client.peer.outbox.size === 0) client._pacer.drained();
+      break;
+    case "ping": {
+      // Only a WebSocket must answer (protocol §3.3): the server drops one that stays silent.
+      // On SSE the ping is a heartbeat and nothing more (§3.4): a POSTed pong would cost a
+      // request every `hb` for nothing. Answered at once, from the message handler:
+      // background-tab timer throttling never delays it; any pending ack rides along.
+      if (conn.name !== "websocket") break;
+      /** @type {Frame[]} */
+      const out = [{ t: "pong" }];
+      const ack = client._takeAck();
+      if (ack) out.push(ack);
+      client._control(conn, out);
+      break;
+    }
+    case "pong":
+      if (typeof frame.n === "number") {
+        client._pongs.get(frame.n)?.();
+        client._pongs.delete(frame.n);
+      }
+      break;
+    case "bye": {
+      const error = errorOf({ code: frame.code ?? "session_closed", reason: frame.reason ?? "" });
+      const why = `${conn.name}: session ended by the server (${error.code}: ${error.reason})`;
+      client._connClosed(conn, why, error, "bye");
+      break;
+    }
+    case "err":
+      if (frame.code === "rate_limited" && typeof frame.re === "number") {
+        client._rateLimited(frame.re, Number(frame.retry_after ?? 0));
+        break;
+      }
+      client._emit("error", { code: String(frame.code), reason: String(frame.reason ?? "") });
+      break;
+    default:
+      break;
+  }
+}
+
+/**
+ * @param {Frame} frame
+ * @param {Client} client
+ */
+export function deliver(client, frame) {
+  switch (frame.t) {
+    case "pub":
+      client._subs.get(frame.ch)?.deliver(Number(frame.o), frame.d);
+      break;
+    case "reply":
+    case "err": {
+      const waiter = typeof frame.re === "number" ? client._waiting.get(frame.re) : undefined;
+      if (waiter) {
+        client._waiting.delete(frame.re);
+        waiter.settle(frame);
+      } else if (frame.t === "err") {
+        client._emit("error", { code: String(frame.code), reason: String(frame.reason ?? "") });
+      }
+      break;
+    }
+    case "push":
+      client._emit("push", { event: String(frame.ev), data: frame.d });
+      break;
+    case "join":
+    case "leave":
+      client._emit("presence", { kind: frame.t, channel: String(frame.ch), member: frame.m ?? {} });
+      break;
+    case "resync": {
+      client._subs.get(frame.ch)?.resync(String(frame.ep), Number(frame.off));
+      client._emit("resync", { channel: String(frame.ch), epoch: String(frame.ep) });
+      break;
+    }
+    case "unsubd": {
+      const sub = client._subs.get(frame.ch);
+      if (sub) {
+        client._subs.delete(frame.ch);
+        sub.end(errorOf(frame));
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+/** Whether the page is hidden (its timers are throttled, so silences are judged more loosely). */
+export function hidden() {
+  return typeof document !== "undefined" && document.visibilityState === "hidden";
+}
+
+/**
+ * Judge the transport by what arrives: silent past its limit, it is broken — unless our own
+ * timer ran late (a throttled or frozen tab), in which case a ping decides.
+ * @param {Client} client
+ * @param {Transport} conn
+ */
+export function armWatchdog(client, conn) {
+  client._clock.clearTimeout(client._watchdog);
+  const limit = () =>
+    silenceLimit(conn.name, conn.welcome, {
+      hidden: client._hidden(),
+      hiddenSlack: client.options.hiddenSlack,
+      pollMax: client.options.pollInterval[1],
+    });
+  /** @param {number} wait */
+  const arm = (wait) => {
+    const due = client._clock.now() + wait;
+    client._watchdog = client._clock.setTimeout(() => {
+      if (client._conn !== conn || client.state !== "connected") return;
+      const now = client._clock.now();
+      const silent = now - client._lastHeard;
+      const max = limit();
+      const verdict = silenceVerdict({ silent, limit: max, late: now - due });
+      if (verdict === "alive") arm(Math.max(50, max - silent));
+      else if (verdict === "check") {
+        client._check("the page was asleep");
+        arm(Math.max(max, client.options.verifyTimeout * 2 + 1000)); // let the check decide
+      } else client._connClosed(conn, `${conn.name}: nothing received for ${seconds(silent)}`, null);
+    }, wait);
+  };
+  arm(limit());
+}
+
+/**
+ * Ask the server for a pong; drop the transport if none comes back in time.
+ * @param {Client} client
+ * @param {string} why
+ */
+export function check(client, why) {
+  const conn = client._conn;
+  if (!conn || client.state !== "connected" || client._checking) return;
+  client._checking = true;
+  const nonce = Math.floor(client._random() * 2 ** 31);
+  const timeout = client.options.verifyTimeout * 2;
+  const timer = client._clock.setTimeout(() => {
+    client._pongs.delete(nonce);
+    client._checking = false;
+    client._connClosed(conn, `${conn.name}: no answer to a check within ${seconds(timeout)} (${why})`, null);
+  }, timeout);
+  client._pongs.set(nonce, () => {
+    client._clock.clearTimeout(timer);
+    client._checking = false;
+  });
+  client._control(conn, [{ t: "ping", n: nonce }]);
+}
+
+/** @param {Client} client */
+export function hookBrowser(client) {
+  /**
+   * @param {EventTarget} target
+   * @param {string} name
+   * @param {(event: any) => void} handler
+   */
+  const hook = (target, name, handler) => {
+    target.addEventListener(name, handler);
+    client._unhook.push(() => target.removeEventListener(name, handler));
+  };
+  hook(window, "online", () => client.wake("the network came back"));
+  hook(window, "offline", () => client.wake("the network went away"));
+  hook(document, "visibilitychange", () => {
+    if (document.visibilityState !== "visible") return;
+    // A visible tab is a person looking: reconnect now, or make sure the connection is alive.
+    if (client.state === "connected" && client._clock.now() - client._lastHeard < 5000) return;
+    client.wake("the tab became visible");
+  });
+  hook(window, "pagehide", (event) => {
+    if (event.persisted) client._suspend();
+    else client.close();
+  });
+  hook(window, "pageshow", (event) => {
+    if (event.persisted) client._resume();
+  });
+}
+
+/**
+ * The page went into the back/forward cache: release every connection, keep the session.
+ * @param {Client} client
+ */
+export function suspend(client) {
+  if (client.state === "closed" || client._suspended) return;
+  client._suspended = true;
+  client._raceAbort?.abort();
+  client._wakeSleep?.();
+  const conn = client._conn;
+  if (conn) client._connClosed(conn, `${conn.name}: the page was hidden`, null);
+}
+
+/**
+ * The page came back from the back/forward cache: reconnect (resuming the session if it lives).
+ * @param {Client} client
+ */
+export function resume(client) {
+  if (!client._suspended) return;
+  client._suspended = false;
+  client._unsuspend?.();
+}

@@ -1,0 +1,241 @@
+// @ts-check
+/** Writing: the bounded queue of frames, batches under the server's limits, requests awaiting replies. */
+
+import { UpstreamRetry } from "./core.js";
+import { errorOf, LadderError, TransportClosed } from "./errors.js";
+import { encodeMessage, tagBytes } from "./codec.js";
+import { seconds } from "./clock.js";
+
+/** @typedef {import("./driver.js").Client} Client */
+/** @typedef {import("./codec.js").Frame} Frame */
+/** @typedef {import("./subscription.js").Subscription} Subscription */
+/** @typedef {import("./transport.js").Transport} Transport */
+
+/** Bytes kept free in every batch under the server's limits (for the ack that rides along). */
+const HEADROOM = 64;
+const UTF8 = new TextEncoder();
+
+/**
+ * @param {Client} client
+ * @param {Frame} frame
+ * @param {((reply: Frame) => void) | null} settle
+ * @param {boolean} [bounded]
+ */
+export function submit(client, frame, settle, bounded = true) {
+  client._usable();
+  // Refused before it takes an id: a message that cannot travel must not hold back the rest.
+  const tooLarge = client._tooLarge({ ...frame, i: client.peer.outbox.last + 1 }, client._limits);
+  if (tooLarge) throw tooLarge;
+  const id = client.peer.submit(frame, bounded);
+  if (settle) client._waiting.set(id, { settle, kind: frame.t });
+  return id;
+}
+
+/**
+ * `frame_too_large` when the encoded message exceeds the server's `lim.frame` (less
+ * HEADROOM); throws a TypeError when it cannot be encoded at all.
+ * @param {Frame} frame
+ * @param {Record<string, any>} limits
+ * @returns {LadderError | null}
+ */
+export function tooLarge(frame, limits) {
+  const size = UTF8.encode(encodeMessage(frame)).length;
+  const limit = limits.frame;
+  if (typeof limit === "number" && size > limit - HEADROOM) {
+    return new LadderError("frame_too_large", `this ${frame.t} is ${size} bytes encoded; the server takes frames of at most ${limit}`);
+  }
+  return null;
+}
+
+/**
+ * @param {Client} client
+ * @param {Frame} frame
+ * @param {number | null | undefined} timeout
+ * @returns {Promise<any>}
+ */
+export function request(client, frame, timeout) {
+  return new Promise((resolve, reject) => {
+    /** @type {any} */
+    let timer = null;
+    let done = false;
+    /** @param {Frame} reply */
+    const settle = (reply) => {
+      if (done) return;
+      done = true;
+      client._clock.clearTimeout(timer);
+      if (reply.t === "err") reject(errorOf(reply));
+      else resolve(reply.d);
+    };
+    try {
+      client._submit(frame, settle);
+    } catch (error) {
+      reject(error);
+      return;
+    }
+    if (timeout && Number.isFinite(timeout)) {
+      timer = client._clock.setTimeout(() => {
+        // The message stays queued (it may still be applied); only the wait ends.
+        settle({ t: "err", code: "timeout", reason: `no reply within ${seconds(timeout)}` });
+      }, timeout);
+    }
+    client._flush();
+  });
+}
+
+/**
+ * Ask for `sub`; a `renewal` (a new session) is queued even past `maxQueue`.
+ * @param {Client} client
+ * @param {Subscription} sub
+ * @param {boolean} [renewal]
+ */
+export function submitSubscribe(client, sub, renewal = false) {
+  client._submit(sub.subscribeFrame(), (reply) => {
+    if (reply.t === "err") {
+      if (client._subs.get(sub.channel) === sub) client._subs.delete(sub.channel);
+      sub.end(errorOf(reply));
+      return;
+    }
+    if (!sub.active) return;
+    const again = sub.subscribedOnce;
+    const result = sub.confirmed(reply.d ?? {});
+    if (again) client._emit("resubscribed", { channel: sub.channel, recovered: result.recovered });
+    if (!result.recovered) client._emit("resync", { channel: sub.channel, epoch: result.epoch });
+  }, !renewal);
+  client._flush();
+}
+
+/**
+ * @param {Subscription} sub
+ * @param {Client} client
+ */
+export async function unsubscribe(client, sub) {
+  if (client._subs.get(sub.channel) !== sub || !sub.active) return;
+  client._subs.delete(sub.channel);
+  sub.end();
+  if (client.state === "closed") return;
+  client._submit({ t: "unsub", ch: sub.channel }, null);
+  client._flush();
+}
+
+/**
+ * Write every queued message on the current transport (one writer at a time): paced after a
+ * rate refusal, and in batches the server's limits take (`lim.frame` per WebSocket message,
+ * `lim.post` per POST), so a long offline queue goes out in several writes. A failed write is
+ * retried or drops the transport as the core's `UpstreamRetry` decides.
+ * @param {Client} client
+ */
+export async function flush(client) {
+  if (client._flushing) return;
+  client._flushing = true;
+  let retry = new UpstreamRetry();
+  /** @type {Transport | null} */
+  let failing = null;
+  try {
+    while (client.state === "connected" && client._conn) {
+      const conn = client._conn;
+      const { count, wait } = client._pacer.allowance(client._clock.now());
+      const cursor = client.peer.cursor;
+      const frames = client._batch(conn, count);
+      client._pacer.wrote(frames.length);
+      if (wait > 0 && client.peer.outbox.last > client.peer.cursor) client._flushLater(wait);
+      if (!frames.length) break;
+      // The ack goes first: a server that stops reading a batch (a message over its rate) has read it.
+      const ackedOut = client.peer.ackedOut;
+      const ack = conn.implicitAck ? null : client._takeAck();
+      if (ack) frames.unshift(ack);
+      try {
+        await conn.send(frames);
+        retry.sent();
+      } catch (error) {
+        if (conn !== client._conn) continue; // a newer transport took over; its welcome rewound the cursor
+        if (failing !== conn) [retry, failing] = [new UpstreamRetry(), conn];
+        const code = error instanceof TransportClosed ? (error.error?.code ?? null) : null;
+        const step = retry.failed({ separateUpstream: conn.separateUpstream, code, rand: client._random() });
+        if ("drop" in step) {
+          // A transport that cannot send is broken: the messages stay queued for the next one.
+          client._failed(conn, error);
+          break;
+        }
+        // A failed POST: the downstream may well be alive, so write the same messages again.
+        client.peer.cursor = Math.min(client.peer.cursor, cursor);
+        if (ack) client.peer.ackedOut = Math.min(client.peer.ackedOut, ackedOut);
+        await new Promise((resolve) => client._clock.setTimeout(() => resolve(undefined), step.retry_in));
+      }
+    }
+  } finally {
+    client._flushing = false;
+  }
+}
+
+/**
+ * The next messages to write: at most `count` (null: any number), within the byte limit.
+ * @param {Client} client
+ * @param {Transport} conn
+ * @param {number | null} count
+ * @returns {Frame[]}
+ */
+export function batch(client, conn, count) {
+  let items = client.peer.outbox.after(client.peer.cursor);
+  if (count !== null) items = items.slice(0, count);
+  if (!items.length) return [];
+  const limit = client._limits[conn.name === "websocket" ? "frame" : "post"];
+  const budget = (typeof limit === "number" ? limit : 65_536) - HEADROOM;
+  /** @type {Frame[]} */
+  const batch = [];
+  let size = 0;
+  for (const [id, frame] of items) {
+    if (items.length > 1) {
+      size += UTF8.encode(JSON.stringify(frame, tagBytes)).length + 1;
+      if (batch.length && size > budget) break;
+    }
+    batch.push(frame);
+    client.peer.cursor = id;
+  }
+  return batch;
+}
+
+/**
+ * @param {number} wait ms until pacing lets the next message go
+ * @param {Client} client
+ */
+export function flushLater(client, wait) {
+  if (client._paceTimer !== null) return;
+  client._paceTimer = client._clock.setTimeout(() => {
+    client._paceTimer = null;
+    client._flush();
+  }, wait);
+}
+
+/**
+ * The server refused message `id` for its rate without applying it (nor anything after it in
+ * that batch): write it again after `retryAfter` seconds, paced.
+ * @param {Client} client
+ * @param {number} id
+ * @param {number} retryAfter seconds
+ */
+export function rateLimited(client, id, retryAfter) {
+  if (id <= client.peer.outbox.acked) return; // stale: applied since
+  client.peer.cursor = Math.min(client.peer.cursor, id - 1);
+  client._pacer.refused(retryAfter * 1000, client._clock.now());
+  client._flushLater(Math.max(1, retryAfter * 1000));
+}
+
+/**
+ * @param {Client} client
+ * @param {Transport} conn
+ * @param {unknown} error
+ */
+export function failed(client, conn, error) {
+  if (error instanceof TransportClosed) client._connClosed(conn, error.reason, error.error);
+  else client._connClosed(conn, `${conn.name}: ${String(error)}`, null);
+}
+
+/**
+ * Send control frames (acks, pongs, pings) on `conn` now.
+ * @param {Client} client
+ * @param {Transport} conn
+ * @param {Frame[]} frames
+ */
+export function control(client, conn, frames) {
+  conn.send(frames).catch((error) => client._failed(conn, error));
+}

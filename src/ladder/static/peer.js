@@ -1,0 +1,147 @@
+// @ts-check
+/** One logical connection's bookkeeping across sessions and transports (mirror of ladder.protocol.peer). */
+
+import { LadderError } from "./errors.js";
+import { carried, formatIds, Inbox, Outbox } from "./reliable.js";
+import { PROTOCOL_VERSION } from "./rungs.js";
+
+/** @typedef {import("./codec.js").Frame} Frame */
+
+/**
+ * Client bookkeeping for one logical connection, across sessions and transports: numbers the
+ * client's messages (`i`) and keeps them until acknowledged; drops server frames (`s`) already
+ * delivered. A welcome says where the server stands (protocol §1, §3.2).
+ */
+export class PeerState {
+  constructor(maxQueue = 1000) {
+    /** @type {string | null} */
+    this.sid = null;
+    /** @type {string | null} resume token */
+    this.token = null;
+    /** @type {[string, string] | null} the session lost last (id, resume token), named by the next hello */
+    this.lost = null;
+    /** @type {Inbox<Frame>} */
+    this.inbox = new Inbox();
+    /** @type {Outbox<Frame>} */
+    this.outbox = new Outbox(maxQueue);
+    /** Highest message id written on the current transport. */
+    this.cursor = 0;
+    /** Highest server sequence number the server has been told we have. */
+    this.ackedOut = 0;
+  }
+
+  /**
+   * The hello for a new transport: resumes the session when there is one. `why` says in one
+   * word why this transport is being opened (for the server's metrics).
+   * @param {string | null} [token]
+   * @param {string | null} [why]
+   */
+  hello(token, why) {
+    /** @type {Frame} */
+    const frame = { t: "hello", v: PROTOCOL_VERSION };
+    if (why != null) frame.why = why;
+    if (this.sid !== null) {
+      frame.sid = this.sid;
+      frame.rt = this.token;
+      frame.ack = this.inbox.applied;
+    } else if (this.lost !== null) {
+      const ids = this.outbox.after(0).filter(([, item]) => carried(item)).map(([i]) => i);
+      if (ids.length > 0) Object.assign(frame, { psid: this.lost[0], prt: this.lost[1], pids: formatIds(ids) });
+    }
+    if (token != null) frame.tok = token;
+    return frame;
+  }
+
+  /**
+   * Adopt a welcome. Returns null for a resumed session; for a new one, the [old id, new id]
+   * pairs of the messages carried over (`keep` filters which are: by default all but `sub`
+   * and `unsub`, which the client renews itself).
+   * @param {Frame} welcome
+   * @param {(frame: Frame) => boolean} [keep]
+   * @returns {[number, number][] | null}
+   */
+  welcome(welcome, keep = carried) {
+    if (welcome.sid === this.sid && welcome.resumed) {
+      const ack = Number(welcome.ack ?? 0);
+      if (ack > this.outbox.last) {
+        throw new LadderError("bad_frame", `server acknowledged ${ack} of ${this.outbox.last} messages`);
+      }
+      this.outbox.ack(ack);
+      this.cursor = ack;
+      this.ackedOut = this.inbox.applied;
+      return null;
+    }
+    this.sid = String(welcome.sid);
+    this.token = String(welcome.rt);
+    this.lost = null;
+    this.inbox.reset();
+    this.ackedOut = 0;
+    this.cursor = 0;
+    /** @type {[number, number][]} */
+    const moved = [];
+    const firstOld = this.outbox.acked + 1;
+    this.outbox.renumber().forEach((frame, offset) => {
+      if (keep(frame)) {
+        frame.i = this.outbox.push(frame);
+        moved.push([firstOld + offset, frame.i]);
+      }
+    });
+    return moved;
+  }
+
+  /** The session is gone for good; the next hello starts a new one. */
+  forgetSession() {
+    if (this.sid !== null && this.token !== null) this.lost = [this.sid, this.token];
+    this.sid = null;
+    this.token = null;
+  }
+
+  /**
+   * Number a message and keep it until acknowledged (`queue_full` past the bound).
+   * `bounded = false` is for the subscriptions a new session renews: the carried messages may
+   * fill the queue, and refusing the renewal would end a subscription nobody left.
+   * @param {Frame} frame
+   * @param {boolean} [bounded]
+   */
+  submit(frame, bounded = true) {
+    frame.i = this.outbox.last + 1;
+    this.outbox.push(frame, bounded);
+    return /** @type {number} */ (frame.i);
+  }
+
+  /** Messages not yet written on the current transport, oldest first. */
+  unsent() {
+    const items = this.outbox.after(this.cursor);
+    if (items.length) this.cursor = items[items.length - 1][0];
+    return items.map(([, frame]) => frame);
+  }
+
+  /**
+   * The server applied every message up to `upto`.
+   * @param {number} upto
+   */
+  onAck(upto) {
+    this.outbox.ack(Math.min(upto, this.outbox.last));
+  }
+
+  /**
+   * A sequenced frame: the frames now deliverable, in order (repeats dropped).
+   * @param {Frame} frame
+   */
+  receive(frame) {
+    return this.inbox.offer(Number(frame.s), frame);
+  }
+
+  /**
+   * An ack to send, once at least `every` frames arrived since the last one.
+   * @returns {Frame | null}
+   */
+  ackFrame(every = 1) {
+    const applied = this.inbox.applied;
+    if (applied > this.ackedOut && applied - this.ackedOut >= every) {
+      this.ackedOut = applied;
+      return { t: "ack", s: applied };
+    }
+    return null;
+  }
+}

@@ -1,0 +1,151 @@
+// @ts-check
+/** The polling rungs: long polling and short polling. */
+
+import { PollPace } from "./core.js";
+import { TransportClosed } from "./errors.js";
+import { decodeBatch } from "./codec.js";
+import { seconds } from "./clock.js";
+import { HttpTransport, refusalOf } from "./http.js";
+
+/** @typedef {import("./codec.js").Frame} Frame */
+/** @typedef {import("./transport.js").TransportContext} TransportContext */
+
+
+/**
+ * Polling rungs: `GET longpoll` (held by the server) and `GET poll` (answered at once). Each
+ * GET carries the highest sequence number delivered, so no ack frames are needed and a lost
+ * answer is simply sent again. Short polling speeds up after messages (sequenced frames) and slows down when idle.
+ */
+export class PollingTransport extends HttpTransport {
+  /**
+   * @param {TransportContext} ctx
+   * @param {boolean} hold
+   */
+  constructor(ctx, hold) {
+    super(hold ? "longpoll" : "poll", ctx);
+    this.hold = hold;
+    this.streaming = false;
+    this.implicitAck = true;
+    /** Short polling's pace (the core decides: fast while messages flow, slower while idle). */
+    this.pace = new PollPace({ fastest: ctx.pollInterval[0], slowest: ctx.pollInterval[1] });
+    this.interval = this.pace.interval;
+    this.pollTimeout = 25_000;
+    /** @type {(() => void) | null} */
+    this._nudge = null;
+    this._nudged = false;
+  }
+
+  /**
+   * @param {Record<string, string | number | null | undefined>} query
+   * @param {Record<string, string>} headers
+   * @param {number} timeout
+   */
+  async get(query, headers, timeout) {
+    const { endpoint, clock } = this.ctx;
+    const controller = new AbortController();
+    const stop = () => controller.abort();
+    this._abort.signal.addEventListener("abort", stop);
+    const timer = clock.setTimeout(stop, timeout);
+    try {
+      let response;
+      try {
+        response = await endpoint.fetch(endpoint.http(this.name, { ...query, enc: "json" }), {
+          headers,
+          credentials: "include",
+          cache: "no-store",
+          signal: controller.signal,
+        });
+      } catch (error) {
+        throw new TransportClosed(
+          controller.signal.aborted && !this.closed
+            ? `${this.name}: no answer within ${seconds(timeout)}`
+            : `${this.name}: request failed (${String(error)})`,
+        );
+      }
+      if (response.status !== 200) throw await refusalOf(response, this.name);
+      try {
+        return decodeBatch(await response.text());
+      } catch (error) {
+        throw new TransportClosed(`${this.name}: unreadable answer (${String(error)})`);
+      }
+    } finally {
+      clock.clearTimeout(timer);
+      this._abort.signal.removeEventListener("abort", stop);
+    }
+  }
+
+  /**
+   * @param {Frame} hello
+   * @param {number} _verifyTimeout
+   */
+  open(hello, _verifyTimeout) {
+    const opened = this.opening();
+    /** @type {Record<string, string>} */
+    const headers = {};
+    /** @type {Record<string, string | number | null | undefined>} */
+    const query = { v: hello.v, open: 1 };
+    if (hello.sid) {
+      Object.assign(query, { sid: hello.sid, ack: hello.ack ?? 0 });
+      headers["x-ladder-rt"] = String(hello.rt);
+    } else if (hello.tok) {
+      headers.authorization = `Bearer ${hello.tok}`;
+    }
+    if (hello.psid) Object.assign(query, { psid: hello.psid, prt: hello.prt, pids: hello.pids });
+    this.get(query, headers, 10_000).then(
+      (frames) => {
+        if (frames[0]?.t === "welcome") {
+          this.adopt(frames[0]);
+          this.pollTimeout = Number(frames[0].poll ?? 25_000);
+        }
+        this.greet(frames);
+      },
+      (error) => this.fail(error.reason ?? String(error), error.error ?? null),
+    );
+    return opened;
+  }
+
+  started() {
+    this._loop();
+  }
+
+  async _loop() {
+    const { clock, applied } = this.ctx;
+    while (!this.closed) {
+      if (!this.hold && !this._nudged) {
+        await new Promise((resolve) => {
+          const timer = clock.setTimeout(() => resolve(undefined), this.interval);
+          this._nudge = () => {
+            clock.clearTimeout(timer);
+            resolve(undefined);
+          };
+        });
+        this._nudge = null;
+      }
+      this._nudged = false;
+      if (this.closed) return;
+      let frames;
+      try {
+        const timeout = this.hold ? this.pollTimeout + 10_000 : 10_000;
+        frames = await this.get({ sid: this.sid, ack: applied() }, { "x-ladder-rt": String(this.rt) }, timeout);
+      } catch (error) {
+        const closed = error instanceof TransportClosed ? error : new TransportClosed(`${this.name}: ${String(error)}`);
+        this.fail(closed.reason, closed.error);
+        return;
+      }
+      this.interval = this.pace.answered({ frames });
+      this.receive(frames);
+    }
+  }
+
+  wake() {
+    this.pace.woken();
+    this.interval = this.pace.interval;
+    this._nudged = true;
+    this._nudge?.();
+  }
+
+  release() {
+    super.release();
+    this._nudge?.();
+  }
+}

@@ -1,0 +1,79 @@
+// @ts-check
+/** The ladder's rungs and the policy that picks the floor to stand on (no I/O, no clock). */
+
+import * as core from "./core.js";
+
+export const PROTOCOL_VERSION = 1;
+
+/** Every rung, best first. */
+export const TRANSPORTS = /** @type {const} */ (["websocket", "sse", "longpoll", "poll"]);
+
+/** @typedef {"websocket" | "sse" | "longpoll" | "poll"} Rung */
+
+/**
+ * The ladder's state for one client: the floor it stands on and its recent cuts. The core's
+ * `RungPolicy` (which decides), with positional arguments.
+ */
+export class RungPolicy {
+  /**
+   * @param {readonly Rung[]} rungs allowed, best first
+   * @param {{cutLimit?: number, stableAfter?: number, start?: string | null}} [options]
+   */
+  constructor(rungs, { cutLimit = 3, stableAfter = 10_000, start = null } = {}) {
+    this.core = new core.RungPolicy({ rungs, cutLimit, stableAfter, start });
+  }
+
+  /** @returns {Rung[]} */
+  get rungs() {
+    return /** @type {Rung[]} */ (this.core.rungs);
+  }
+
+  get floor() {
+    return this.core.floor;
+  }
+
+  get cutLimit() {
+    return this.core.cutLimit;
+  }
+
+  get stableAfter() {
+    return this.core.stableAfter;
+  }
+
+  /** @param {Rung} rung */
+  index(rung) {
+    return this.rungs.indexOf(rung);
+  }
+
+  get current() {
+    return /** @type {Rung} */ (this.core.current);
+  }
+
+  /** Rungs to race on (re)connect: from the floor down. */
+  candidates() {
+    return /** @type {Rung[]} */ (this.core.candidates());
+  }
+
+  /**
+   * Better rungs than `rung`, best first: what a probe tries.
+   * @param {Rung} rung
+   */
+  above(rung) {
+    return /** @type {Rung[]} */ (this.core.above({ rung }));
+  }
+
+  /** @param {Rung} rung a race (or a probe) was won there: stand there */
+  won(rung) {
+    this.core.won({ rung });
+  }
+
+  /**
+   * A connection on `rung` ended after `lived` ms: the reason for stepping down, or null.
+   * @param {Rung} rung
+   * @param {number} lived
+   * @param {string} reason
+   */
+  dropped(rung, lived, reason) {
+    return this.core.dropped({ rung, lived, reason });
+  }
+}
