@@ -115,6 +115,12 @@ class Attachment:
         self.ack_sent = 0
         self.wake: Callable[[], None] = _noop
 
+    def wake_with(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever this transport has something new to write (and now, since
+        the welcome or a replay may already be waiting)."""
+        self.wake = wake
+        wake()
+
     def heard(self, now: float) -> None:
         """The client was heard from on this transport (it is alive)."""
         self.last_heard = now

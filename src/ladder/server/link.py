@@ -43,8 +43,7 @@ class Link:
         self.clock = clock
         self.frames_out = frames_out
         self.waker = Waker()
-        att.wake = wake or self.waker
-        att.wake()  # the welcome (or a replay) may already be waiting
+        att.wake_with(wake or self.waker)
 
     def take(self) -> tuple[list[dict[str, Any]], list[tuple[int, OutFrame]]]:
         """What to write now: control frames, then sequenced frames with their numbers."""
