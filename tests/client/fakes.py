@@ -37,6 +37,10 @@ class FakeTransport(Transport):
 
     async def open(self, hello: Frame, verify_timeout: float) -> Frame:
         self.hello = hello
+        self.server.hellos.append((asyncio.get_running_loop().time(), hello))
+        if self.server.refuse_opens:
+            self.server.refuse_opens -= 1
+            raise TransportClosed(f"{self.name}: refused by the server (engine_unavailable: test)")
         self.welcome = self.server.welcome_for(hello)
         self.server.opened.append(self)
         return self.welcome
@@ -75,6 +79,10 @@ class FakeServer:
         self.applied: list[Frame] = []
         self.seq = 0
         self.sessions = 0
+        self.refuse_opens = 0
+        """How many of the next opens are refused (a bad node in a round-robin rotation)."""
+        self.hellos: list[tuple[float, Frame]] = []
+        """Every hello, with the loop time it arrived."""
 
     def welcome_for(self, hello: Frame) -> Frame:
         resumed = hello.get("sid") == f"s{self.sessions}"

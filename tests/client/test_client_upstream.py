@@ -123,7 +123,7 @@ async def test_sse_pings_get_no_pong(server: FakeServer) -> None:
         await client.emit("after", None)
         await client.flush(timeout=5)
         assert server.ups("pong") == []
-        assert [f["t"] for _, frames in server.writes for f in frames] == ["emit", "ack"]
+        assert [f["t"] for _, frames in server.writes for f in frames] == ["ack", "emit"]
     finally:
         await client.close()
 
@@ -166,7 +166,7 @@ async def test_an_ack_rides_with_messages_that_go_up_anyway(server: FakeServer) 
         server.push({"t": "push", "ev": "x"})
         await next_event(events, Push)
         await client.emit("a", None)
-        assert [f["t"] for f in server.writes[0][1]] == ["emit", "ack"]
+        assert [f["t"] for f in server.writes[0][1]] == ["ack", "emit"]
         assert client._ack_timer is None
     finally:
         await client.close()

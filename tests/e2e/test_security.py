@@ -134,15 +134,8 @@ async def test_a_session_is_resumed_only_with_its_resume_token(jwt_server: Ladde
 
 
 async def test_message_rate_limit_answers_retry_after_then_disconnects_floods() -> None:
+    # (A client that honours retry_after is paced, never refused for good: test_client_edges.)
     with LadderServer({"limits": {"message_rate": 5, "message_burst": 5}}) as server:
-        async with Client(server.url, transports=["websocket"]) as client:
-            results = await asyncio.gather(
-                *(client.call("echo", n) for n in range(12)), return_exceptions=True
-            )
-            limited = [r for r in results if isinstance(r, LadderError)]
-            assert 0 < len(limited) <= 12 - 5 and all(r.code == "rate_limited" for r in limited)
-            await asyncio.sleep(1.0)  # the bucket refills at 5 per second
-            assert (await client.call("echo", "ok"))["data"] == "ok"
         # Keep flooding while being told to wait: the session is dropped (after 3 s of it).
         ws = await websockets.connect(server.url.replace("http", "ws") + "/ws")
         await ws.send('{"t":"hello","v":1}')

@@ -611,22 +611,28 @@ describe("liveness", () => {
     assert.match(of("close").at(-1).reason, /websocket: no answer to a check within 5 s/);
   });
 
-  test("wake() reconnects at once instead of waiting out the backoff", async () => {
+  test("failed races are retried twice at once, then back off; wake() cuts the wait short", async () => {
     const { client, clock, net } = setup({ transports: ["websocket"], random: () => 0.99 });
     client.start();
     await settle();
     net.last("websocket").fail("websocket: cannot connect");
-    await clock.advance(494);
-    assert.equal(net.opened.length, 1, "full jitter: 0.99 x 500 ms");
-    await clock.advance(1);
-    assert.equal(net.opened.length, 2);
+    await clock.advance(0);
+    assert.equal(net.opened.length, 2, "the first failure is retried at once");
     net.last("websocket").fail("websocket: cannot connect");
-    await clock.advance(500);
+    await clock.advance(0);
+    assert.equal(net.opened.length, 3, "so is the second");
+    net.last("websocket").fail("websocket: cannot connect");
+    await clock.advance(989);
+    assert.equal(net.opened.length, 3, "then full jitter: 0.99 x 1000 ms");
+    await clock.advance(1);
+    assert.equal(net.opened.length, 4);
+    net.last("websocket").fail("websocket: cannot connect");
+    await clock.advance(1500);
     assert.equal(client.state, "disconnected");
-    assert.equal(net.opened.length, 2, "still waiting (0.99 x 1000 ms)");
+    assert.equal(net.opened.length, 4, "still waiting (0.99 x 2000 ms)");
     client.wake("the network came back");
     await settle();
-    assert.equal(net.opened.length, 3);
+    assert.equal(net.opened.length, 5);
   });
 
   test("a fatal refusal closes the client", async () => {
@@ -637,5 +643,200 @@ describe("liveness", () => {
     await assert.rejects(client.ready(), (e) => e.code === "unauthorized");
     assert.equal(client.state, "closed");
     assert.equal(of("close").at(-1).reconnecting, false);
+  });
+});
+
+describe("edges", () => {
+  test("a value that cannot be encoded throws at once and takes no message id", async () => {
+    const { client, net } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    await settle();
+    assert.throws(() => client.emit("e", { n: 10n }), (e) => e instanceof TypeError && /BigInt at d\.n/.test(e.message));
+    const loop = { a: 1 };
+    loop.self = loop;
+    await assert.rejects(client.call("c", [loop]), (e) => e instanceof TypeError && /Object that contains itself at d\[0\]\.self/.test(e.message));
+    await assert.rejects(client.publish("ch", 1n), (e) => e instanceof TypeError && !/serialize/.test(e.message));
+    client.emit("ok", 1);
+    await settle();
+    assert.deepEqual(ws.sent.map((f) => [f.t, f.i]), [["emit", 1]], "the first good message is number 1");
+    assert.equal(client.state, "connected");
+  });
+
+  test("a message over the server's frame limit is refused before it takes an id", async () => {
+    const { client, net } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    net.last("websocket").welcomeWith({ lim: { frame: 1000, post: 100_000 } });
+    await settle();
+    assert.throws(() => client.emit("big", "x".repeat(2000)), (e) => e.code === "frame_too_large");
+    client.emit("small", 1);
+    await settle();
+    assert.deepEqual(net.last("websocket").sent.map((f) => f.i), [1]);
+  });
+
+  test("a long queue is written in batches the server's limit takes", async () => {
+    const { client, net } = setup({ transports: ["websocket"] });
+    client.start();
+    for (let n = 0; n < 30; n++) client.emit("e", "x".repeat(90));
+    await settle();
+    const ws = net.last("websocket");
+    const writes = [];
+    ws.send = (frames) => {
+      writes.push(frames.length);
+      return Promise.resolve();
+    };
+    ws.welcomeWith({ lim: { frame: 1000, post: 100_000 } });
+    await settle();
+    assert.equal(writes.reduce((a, b) => a + b, 0), 30);
+    assert.ok(writes.length >= 4 && Math.max(...writes) <= 8, `batches of at most ~1000 bytes: ${writes}`);
+  });
+
+  test("a message refused for its rate is written again after retry_after, then paced", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    await settle();
+    for (let n = 1; n <= 6; n++) client.emit("e", n);
+    await settle();
+    assert.deepEqual(ws.wrote("emit").map((f) => f.i), [1, 2, 3, 4, 5, 6]);
+    ws.sent.length = 0;
+    // The server applied 1-3 and refused 4 (and so read nothing after it in that batch).
+    ws.receive([{ t: "ack", i: 3 }, { t: "err", code: "rate_limited", reason: "", retry_after: 0.1, re: 4 }]);
+    await clock.advance(99);
+    assert.deepEqual(ws.sent, [], "waits retry_after");
+    await clock.advance(1);
+    assert.deepEqual(ws.wrote("emit").map((f) => f.i), [4], "then the refused message, alone");
+    await clock.advance(100);
+    assert.deepEqual(ws.wrote("emit").map((f) => f.i), [4, 5], "one per retry_after");
+    await clock.advance(100);
+    assert.deepEqual(ws.wrote("emit").map((f) => f.i), [4, 5, 6]);
+    ws.receive([{ t: "ack", i: 6 }]);
+    client.emit("e", 7);
+    client.emit("e", 8);
+    await settle();
+    assert.deepEqual(ws.wrote("emit").map((f) => f.i), [4, 5, 6, 7, 8], "acknowledged: no pacing any more");
+    assert.deepEqual(of("error"), [], "nothing was refused for good");
+  });
+
+  test("bye shutting_down resumes the session elsewhere at once, with no backoff", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket"], backoffBase: 30_000, random: () => 0.99 });
+    client.start();
+    await settle();
+    net.last("websocket").welcomeWith();
+    await settle();
+    net.last("websocket").receive([{ t: "bye", code: "shutting_down", reason: "server going away" }]);
+    await clock.advance(0);
+    assert.equal(net.opened.length, 2, "reconnected at once");
+    assert.equal(net.last("websocket").hello.sid, "S1", "resuming the same session");
+    assert.deepEqual(of("session_lost"), []);
+    net.last("websocket").welcomeWith({ resumed: true });
+    await settle();
+    assert.equal(client.state, "connected");
+  });
+
+  test("a WebSocket closed with 1001 (going away) is reconnected at once", async () => {
+    const { client, clock, net } = setup({ transports: ["websocket"], backoffBase: 30_000, random: () => 0.99 });
+    client.start();
+    await settle();
+    net.last("websocket").welcomeWith();
+    await settle();
+    net.last("websocket").fail("websocket: closed by the server (1001)", new LadderError("shutting_down", ""));
+    await clock.advance(0);
+    assert.equal(net.opened.length, 2);
+    assert.equal(net.last("websocket").hello.sid, "S1");
+  });
+
+  test("a welcome forgives: cuts that each meet a refusing node twice cost no backoff", async () => {
+    const { client, clock, net } = setup({ transports: ["websocket"], backoffBase: 500, random: () => 0.99 });
+    client.start();
+    await settle();
+    net.last("websocket").welcomeWith();
+    await settle();
+    for (let round = 0; round < 6; round++) {
+      const opened = net.opened.length;
+      net.last("websocket").fail("websocket: connection lost (code 1006)");
+      await clock.advance(495); // after a connection ended: [0, 500) ms
+      net.last("websocket").fail("websocket: refused", new LadderError("engine_unavailable", ""));
+      await clock.advance(0);
+      net.last("websocket").fail("websocket: refused", new LadderError("engine_unavailable", ""));
+      await clock.advance(0);
+      assert.equal(net.opened.length, opened + 3, "two refusals retried at once");
+      net.last("websocket").welcomeWith({ resumed: true });
+      await settle();
+      assert.equal(client.state, "connected");
+    }
+    assert.equal(clock.now(), 6 * 495);
+  });
+
+  test("origin_not_allowed on any request is fatal: error event, calls rejected, no loop", async () => {
+    const { client, clock, net, of } = setup({ transports: ["longpoll"] });
+    client.start();
+    await settle();
+    const lp = net.last("longpoll");
+    lp.welcomeWith();
+    await settle();
+    const pending = client.call("echo", 1);
+    lp.send = () => Promise.reject(new TransportClosed("longpoll: refused", new LadderError("origin_not_allowed", "foreign Origin")));
+    client.emit("x", 1);
+    await assert.rejects(pending, (e) => e.code === "origin_not_allowed");
+    assert.equal(client.state, "closed");
+    const [error] = of("error");
+    assert.equal(error.code, "origin_not_allowed");
+    assert.match(error.reason, /allowed_origins/);
+    await assert.rejects(client.call("echo", 2), (e) => e.code === "origin_not_allowed");
+    assert.throws(() => client.emit("y"), (e) => e.code === "origin_not_allowed");
+    await clock.advance(60_000);
+    assert.equal(net.opened.length, 1, "no reconnect loop");
+  });
+
+  test("a rung refused for its origin while another won still ends the client", async () => {
+    const { client, clock, net, of } = setup({ transports: ["sse", "longpoll"] });
+    client.start();
+    await settle();
+    net.last("sse").fail("sse: refused", new LadderError("origin_not_allowed", "foreign Origin"));
+    await clock.advance(0);
+    net.last("longpoll").welcomeWith();
+    await settle();
+    assert.equal(client.state, "closed");
+    assert.deepEqual(of("error").map((e) => e.code), ["origin_not_allowed"]);
+  });
+
+  test("not connected within connectTimeout: an error event with every rung's reason", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket", "longpoll"], connectTimeout: 5000 });
+    client.start();
+    const ready = client.ready();
+    for (let n = 0; n < 20 && clock.now() < 5000; n++) {
+      await clock.advance(0);
+      for (const t of net.opened) if (!t.closed && !t.failure) t.fail(`${t.name}: no Ladder endpoint at x/${t.name} (HTTP 404): check the mount path in the client's URL`);
+      await clock.advance(400);
+    }
+    await clock.advance(5000);
+    await assert.rejects(ready, (e) => e.code === "connect_failed" && /within 5 s: websocket: .*404.*; longpoll: .*404/.test(e.reason));
+    assert.deepEqual(of("error").map((e) => e.code), ["connect_failed"]);
+    assert.notEqual(client.state, "closed", "a page keeps trying");
+  });
+});
+
+describe("edges before the first welcome", () => {
+  test("a message queued before the limit was known, and over it, fails at the welcome instead of wedging", async () => {
+    const { client, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    const big = client.call("echo", "x".repeat(2000)).catch((e) => e);
+    client.emit("big", "y".repeat(2000));
+    const small = client.call("echo", "small");
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith({ lim: { frame: 1000, post: 100_000 } });
+    await settle();
+    assert.equal((await big).code, "frame_too_large");
+    assert.deepEqual(ws.sent.map((f) => [f.t, f.i, f.d]), [["call", 1, "small"]]);
+    ws.receive([{ s: 1, t: "reply", re: 1, d: "ok" }]);
+    assert.equal(await small, "ok");
+    assert.deepEqual(of("error").map((e) => e.code), ["frame_too_large"], "the emit: an error event");
   });
 });

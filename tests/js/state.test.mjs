@@ -7,8 +7,11 @@ import {
   carried,
   decodeBatch,
   encodeBatch,
+  encodeMessage,
   formatIds,
   fullJitter,
+  Pacer,
+  reconnectDelay,
   Inbox,
   LadderError,
   Outbox,
@@ -275,5 +278,44 @@ describe("codec", () => {
     assert.deepEqual(first.d.blob, new Uint8Array([0, 255, 7]));
     assert.deepEqual(second, { t: "ping" });
     assert.deepEqual(decodeBatch('{"d":{"$b":"AA==","x":1}}')[0].d, { $b: "AA==", x: 1 }, "only one-key objects are bytes");
+  });
+});
+
+describe("reconnectDelay", () => {
+  test("a short pause after a connection ended, two retries at once, then full jitter up to the cap", () => {
+    assert.equal(reconnectDelay(0, 500, 5000, () => 0.99), 495);
+    assert.equal(reconnectDelay(1, 500, 5000, () => 0.99), 0);
+    assert.equal(reconnectDelay(2, 500, 5000, () => 0.99), 0);
+    assert.equal(reconnectDelay(3, 500, 5000, () => 0.5), 500);
+    assert.equal(reconnectDelay(4, 500, 5000, () => 0.5), 1000);
+    assert.equal(reconnectDelay(40, 500, 5000, () => 1), 5000, "capped");
+  });
+});
+
+describe("Pacer", () => {
+  test("waits retry_after, then lets one message go per interval (same steps as ladder.client.pacing)", () => {
+    const pacer = new Pacer();
+    assert.deepEqual(pacer.allowance(0), { count: null, wait: 0 }, "unlimited until refused");
+    pacer.refused(100, 0);
+    assert.deepEqual(pacer.allowance(50), { count: 0, wait: 50 }, "waits retry_after");
+    assert.deepEqual(pacer.allowance(100), { count: 1, wait: 0 }, "then the refused message");
+    pacer.wrote(1);
+    assert.deepEqual(pacer.allowance(150), { count: 0, wait: 50 });
+    assert.equal(pacer.allowance(350).count, 2, "those that became due meanwhile go together");
+    pacer.wrote(2);
+    pacer.refused(200, 350);
+    assert.equal(pacer.interval, 200, "the largest retry_after heard sets the pace");
+    pacer.drained();
+    assert.deepEqual(pacer.allowance(1000), { count: null, wait: 0 }, "everything acknowledged: free again");
+  });
+});
+
+describe("encodeMessage", () => {
+  test("names what cannot be sent, and where", () => {
+    assert.equal(encodeMessage({ t: "emit", i: 1, ev: "e", d: { a: [1, "x", new Uint8Array([1])] } }).length > 0, true);
+    assert.throws(() => encodeMessage({ t: "emit", i: 1, ev: "e", d: { a: [1, 2n] } }), /^TypeError: cannot send a BigInt at d\.a\[1\]: Ladder messages carry/);
+    const loop = [];
+    loop.push({ back: loop });
+    assert.throws(() => encodeMessage({ t: "call", i: 1, ev: "e", d: loop }), /cannot send an Array that contains itself at d\[0\]\.back/);
   });
 });

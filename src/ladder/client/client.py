@@ -21,11 +21,11 @@ from typing import Any, Literal, TypeVar, overload
 
 import httpx
 
-from ..protocol.codec import codec_named
+from ..protocol.codec import codec_named, encode_message
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame, PeerState
 from . import rungs as rung_memory
-from .backoff import full_jitter
+from .backoff import reconnect_delay
 from .events import (
     EVENT_NAMES,
     Connected,
@@ -39,6 +39,7 @@ from .events import (
     SessionLost,
     TransportChanged,
 )
+from .pacing import Pacer
 from .race import AllRungsFailed, race
 from .rungs import RungPolicy
 from .subscription import Publication, SubscribeResult, Subscription
@@ -58,7 +59,12 @@ _R = TypeVar("_R")
 """What an event callback returns (ignored; kept so a decorated function keeps its type)."""
 
 _FATAL = frozenset({"unauthorized", "origin_not_allowed", "unsupported_version"})
-"""Refusals that retrying cannot fix: the client closes and ``connect()`` raises them."""
+"""Refusals that retrying cannot fix, on any request (opening a rung, a poll, an upstream
+POST): the client closes, ``connect()``, pending and later calls raise them, and an
+``error`` event says so."""
+
+HEADROOM = 64
+"""Bytes kept free in every batch under the server's limits (for the ack that rides along)."""
 
 _SESSION_GONE = frozenset({"unknown_session", "session_closed", "slow_consumer", "bad_resume_token"})
 """Refusals meaning the server no longer has our session: reconnecting starts a new one."""
@@ -100,6 +106,9 @@ class Client:
         backoff_base: First reconnect delay in seconds (full jitter, doubling).
         backoff_max: Longest reconnect delay in seconds.
         max_attempts: Reconnect attempts before giving up (None: forever).
+        connect_timeout: Seconds the first connection may take (None: no bound); past it the
+            client closes and ``connect()`` raises ``connect_failed`` listing each rung's reason.
+            Once connected, the client reconnects for as long as it lives.
         stable_after: Seconds a connection must live to not count as cut.
         cut_limit: Connections in a row cut sooner than ``stable_after`` before stepping down a rung.
         probe_delay: First delay before probing a better rung, in seconds (backoff after it).
@@ -129,8 +138,9 @@ class Client:
         stagger: Sequence[float] = (0.0, 0.3, 1.0, 2.0),
         open_timeout: float = 10.0,
         verify_timeout: float = 2.5,
+        connect_timeout: float | None = 15.0,
         backoff_base: float = 0.5,
-        backoff_max: float = 20.0,
+        backoff_max: float = 5.0,
         max_attempts: int | None = None,
         stable_after: float = 10.0,
         cut_limit: int = 3,
@@ -158,6 +168,7 @@ class Client:
         self.stagger = tuple(stagger)
         self.open_timeout = open_timeout
         self.verify_timeout = verify_timeout
+        self.connect_timeout = connect_timeout
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_attempts = max_attempts
@@ -208,6 +219,18 @@ class Client:
         self._drained: list[asyncio.Future[None]] = []
         self._subscribing: set[int] = set()
         """Ids of subscribe requests still in flight (renewed, not failed, on a new session)."""
+        self._limits: dict[str, Any] = {}
+        """The server's limits from the last welcome (``lim``: frame and body sizes)."""
+        self._pacer = Pacer()
+        self._pace_timer: asyncio.TimerHandle | None = None
+        self._fatal: LadderError | None = None
+        """Why the client gave up for good (later calls raise it instead of ``closed``)."""
+        self._reconnect_now = False
+        """The server is shutting down: resume elsewhere at once, without backoff."""
+        self._reasons: dict[str, str] = {}
+        """The latest reason each rung failed to open (for ``connect_failed``)."""
+        self._racing: dict[str, TransportClosed] = {}
+        """The failures of the race in progress, as they come."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -219,9 +242,16 @@ class Client:
         await self.close()
 
     async def connect(self, timeout: float | None = None) -> None:
-        """Start connecting; return once connected (raises if ``max_attempts`` ran out)."""
+        """Start connecting; return once connected.
+
+        Raises ``connect_failed`` (listing each rung's reason) when the first connection
+        could not be made within ``connect_timeout``, or not within ``timeout`` seconds (the
+        client then keeps trying until ``connect_timeout``; ``close()`` it to stop), the
+        server's refusal when retrying cannot help (``unauthorized``,
+        ``origin_not_allowed``), ``timeout`` once ``max_attempts`` ran out.
+        """
         if self.state == "closed":
-            raise LadderError("closed", "this client was closed")
+            raise self._fatal or LadderError("closed", "this client was closed")
         loop = asyncio.get_running_loop()
         if self._run_task is None:
             # No HTTP client yet: the race starts with the WebSocket at once, and the HTTP
@@ -231,8 +261,13 @@ class Client:
             self._run_task = loop.create_task(self._run(), name="ladder-client")
         assert self._connected is not None
         if self.state != "connected":
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(self._connected)
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self._connected)
+            except TimeoutError:
+                if self._connected.done():
+                    raise
+                raise self._unreachable(f"within {timeout:g} s") from None
 
     async def close(self) -> None:
         """End the session (the server forgets it at once) and release everything."""
@@ -399,6 +434,8 @@ class Client:
             await waiter
 
     def _acked(self) -> None:
+        if len(self.peer.outbox) == 0:
+            self._pacer.drained()
         if len(self.peer.outbox) == 0 and self._drained:
             for waiter in self._drained:
                 if not waiter.done():
@@ -513,12 +550,30 @@ class Client:
     # -- outbound plumbing ----------------------------------------------------------------------
 
     def _submit(self, frame: Frame, on_reply: Callable[[Frame], None] | None) -> int:
+        """Number a message and queue it. A message that cannot travel is refused here, before
+        it takes an id: a numbered message the server cannot read would never be applied, and
+        every message after it would wait for it forever."""
         if self.state == "closed":
-            raise LadderError("closed", "this client was closed")
+            raise self._fatal or LadderError("closed", "this client was closed")
+        too_large = self._too_large({**frame, "i": self.peer.outbox.last + 1}, self._limits)
+        if too_large is not None:
+            raise too_large
         msg_id = self.peer.submit(frame)
         if on_reply is not None:
             self._waiting[msg_id] = on_reply
         return msg_id
+
+    def _too_large(self, frame: Frame, limits: dict[str, Any]) -> LadderError | None:
+        """``frame_too_large`` when the encoded message exceeds the server's ``lim.frame``
+        (less :data:`HEADROOM`); ``TypeError`` when it cannot be encoded at all."""
+        size = len(encode_message(self.endpoint.codec, frame))
+        limit = limits.get("frame")
+        if isinstance(limit, int) and size > limit - HEADROOM:
+            return LadderError(
+                "frame_too_large",
+                f"this {frame.get('t')} is {size} bytes encoded; the server takes frames of at most {limit}",
+            )
+        return None
 
     async def _request(self, frame: Frame, timeout: float | None) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -574,16 +629,23 @@ class Client:
         self._flushing = True
         failures = 0
         failing: Transport | None = None
+        loop = asyncio.get_running_loop()
         try:
             while self.state == "connected" and self._conn is not None:
                 conn = self._conn
-                frames = self.peer.unsent()
+                allowed, wait = self._pacer.allowance(loop.time())
+                frames = self._batch(conn, allowed)
+                self._pacer.wrote(len(frames))
+                if wait > 0 and self.peer.outbox.pending(self.peer.cursor) > 0:
+                    self._flush_later(wait)
                 acked_before = self.peer.acked_out
                 ack = None
                 if not conn.implicit_ack and (frames or self._ack_wanted):
                     ack = self.peer.ack_frame()  # piggy-backed on messages, or due by the timer
                     if ack is not None:
-                        frames.append(ack)
+                        # First: a server that stops reading a batch (a message over its rate)
+                        # has read the ack.
+                        frames.insert(0, ack)
                 self._ack_wanted = False
                 if not frames:
                     break
@@ -598,7 +660,7 @@ class Client:
                     error = exc.error
                     if (
                         not conn.separate_upstream
-                        or (error is not None and error.code in _SESSION_GONE)
+                        or (error is not None and (error.code in _SESSION_GONE or error.code in _FATAL))
                         or failures > len(SEND_RETRY_DELAYS)
                     ):
                         log.info("%s; the transport is given up", exc.reason)
@@ -612,6 +674,47 @@ class Client:
                         self._acks_sent()
         finally:
             self._flushing = False
+
+    def _batch(self, conn: Transport, allowed: int | None) -> list[Frame]:
+        """The next messages to write: at most ``allowed`` (pacing), and no more bytes than
+        the server takes in one WebSocket message (``lim.frame``) or one POST (``lim.post``),
+        so a long offline queue goes out in several writes instead of being refused whole."""
+        items = self.peer.outbox.after(self.peer.cursor, allowed)
+        if not items:
+            return []
+        limit = self._limits.get("post" if conn.separate_upstream else "frame")
+        budget = (int(limit) if isinstance(limit, int) else 65_536) - HEADROOM
+        codec = self.endpoint.codec
+        batch: list[Frame] = []
+        size = 0
+        for msg_id, frame in items:
+            if len(items) > 1:
+                size += len(codec.encode(frame)) + 1
+                if batch and size > budget:
+                    break
+            batch.append(frame)
+            self.peer.cursor = msg_id
+        return batch
+
+    def _flush_later(self, delay: float) -> None:
+        """Flush again once pacing lets the next message go."""
+        if self._pace_timer is None:
+
+            def due() -> None:
+                self._pace_timer = None
+                self._spawn(self._flush())
+
+            self._pace_timer = asyncio.get_running_loop().call_later(delay, due)
+
+    def _rate_limited(self, msg_id: int, retry_after: float) -> None:
+        """The server refused message ``msg_id`` for its rate without applying it (nor any
+        message after it in that batch): write it again after ``retry_after``, paced."""
+        if msg_id <= self.peer.outbox.acked:
+            return  # stale: applied since
+        self.peer.cursor = min(self.peer.cursor, msg_id - 1)
+        self._pacer.refused(retry_after, asyncio.get_running_loop().time())
+        log.debug("message %d refused for its rate; paced, again in %g s", msg_id, retry_after)
+        self._flush_later(retry_after)
 
     def _take_back(self, frames: list[Frame], acked_before: int | None) -> None:
         """A write of ``frames`` failed: its messages (and ack, if any) count as unwritten."""
@@ -742,37 +845,60 @@ class Client:
         except Exception as exc:  # a bug must not leave callers waiting forever
             log.exception("the connection loop failed")
             self._give_up(LadderError("internal", f"the client's connection loop failed: {exc!r}"))
+        if self.state == "closed" and not self._closed_by_app and self._own_http and self._http is not None:
+            # Given up (nobody may call close() after a failed ``async with``): release the pool.
+            http, self._http = self._http, None
+            await http.aclose()
 
     async def _connection_loop(self) -> None:
-        attempt = 0  # consecutive failed connection attempts
+        loop = asyncio.get_running_loop()
+        failures = 0  # races failed since the last welcome
+        attempts = 0  # races failed in a row, for max_attempts
+        deadline = None if self.connect_timeout is None else loop.time() + self.connect_timeout
         while self.state != "closed":
             self.state = "connecting"
+            refusals: dict[str, TransportClosed] = {}
+            self._racing = refusals
+            first = not self._had_session
             try:
-                conn, failures = await race(
-                    self.policy.candidates(), self._reopen, self.stagger, on_loser=self._discard
-                )
+                async with asyncio.timeout_at(deadline if first else None):
+                    conn, failed = await race(
+                        self.policy.candidates(),
+                        self._reopen,
+                        self.stagger,
+                        on_loser=self._discard,
+                        failures=refusals,
+                    )
+            except TimeoutError:
+                self._note(refusals)
+                self._give_up(self._unreachable(f"within {self.connect_timeout:g} s"))
+                return
             except AllRungsFailed as exc:
-                fatal = next((e for e in exc.errors() if e.code in _FATAL), None)
-                if fatal is None and not callable(self._token):
-                    # A fixed token that expired will not get better by retrying.
-                    fatal = next((e for e in exc.errors() if e.code == "token_expired"), None)
-                if fatal is not None:
-                    self._give_up(fatal)
+                self._note(exc.failures)
+                if self._fatal_refusal(exc.errors()):
                     return
                 if self._session_refused(exc):
                     continue
-                attempt += 1
-                log.info("connect attempt %d failed: %s", attempt, exc)
-                if self.max_attempts is not None and attempt >= self.max_attempts:
+                failures += 1
+                attempts += 1
+                log.warning("connecting to %s failed (attempt %d): %s", self.url, attempts, exc)
+                if self.max_attempts is not None and attempts >= self.max_attempts:
                     self._give_up(
-                        LadderError("timeout", f"could not connect after {attempt} attempts: {exc}")
+                        LadderError("timeout", f"could not connect after {attempts} attempts: {exc}")
                     )
                     return
-                await asyncio.sleep(full_jitter(attempt - 1, self.backoff_base, self.backoff_max))
+                delay = reconnect_delay(failures, self.backoff_base, self.backoff_max)
+                if first and deadline is not None and loop.time() + delay >= deadline:
+                    await asyncio.sleep(max(0.0, deadline - loop.time()))
+                    self._give_up(self._unreachable(f"within {self.connect_timeout:g} s"))
+                    return
+                await asyncio.sleep(delay)
                 continue
-            reason = "; ".join(
-                failures.get(rung, "") for rung in self.policy.candidates() if rung in failures
-            )
+            if self._fatal_refusal([e.error for e in refusals.values() if e.error is not None]):
+                await self._discard(conn)
+                return
+            failures = attempts = 0  # any welcome forgives: the next node may be a good one
+            reason = "; ".join(failed.get(rung, "") for rung in self.policy.candidates() if rung in failed)
             started = time.monotonic()
             self._adopt(conn, reason or "connected")
             ended = await self._pump(conn)
@@ -781,15 +907,40 @@ class Client:
             await self._lost(conn, ended)
             if self.state == "closed":
                 return
+            if self._reconnect_now:  # the server is going away: resume elsewhere, now
+                self._reconnect_now = False
+                self._last_end = ended
+                continue
             step_down = self.policy.dropped(rung, lived, ended)
             if step_down is not None:
                 self._step_reason = step_down
             self._last_end = step_down or ended
-            # Failed attempts grow the backoff; a connection that opened and was then cut does
-            # not (the server is reachable); one that stayed up `stable_after` resets it.
-            if lived >= self.policy.stable_after:
-                attempt = 0
-            await asyncio.sleep(full_jitter(attempt, self.backoff_base, self.backoff_max))
+            await asyncio.sleep(reconnect_delay(0, self.backoff_base, self.backoff_max))
+
+    def _note(self, failures: dict[str, TransportClosed]) -> None:
+        """Remember why each rung failed, for the error of a first connect that gives up."""
+        for rung, exc in failures.items():
+            self._reasons[rung] = exc.reason
+
+    def _unreachable(self, within: str) -> LadderError:
+        """``connect_failed``: the first connection could not be made, with every rung's reason."""
+        latest = {**self._reasons, **{rung: exc.reason for rung, exc in self._racing.items()}}
+        reasons = [latest.get(rung) or f"{rung}: no answer" for rung in self.policy.candidates()]
+        return LadderError(
+            "connect_failed", f"could not connect to {self.url} {within}: {'; '.join(reasons)}"
+        )
+
+    def _fatal_refusal(self, errors: Sequence[LadderError]) -> bool:
+        """Give up when a refusal cannot be fixed by retrying (on any rung, even one that lost
+        the race: a page's own GETs may carry no Origin while its POSTs are refused)."""
+        fatal = next((e for e in errors if e.code in _FATAL), None)
+        if fatal is None and not callable(self._token):
+            # A fixed token that expired will not get better by retrying.
+            fatal = next((e for e in errors if e.code == "token_expired"), None)
+        if fatal is None:
+            return False
+        self._give_up(fatal)
+        return True
 
     def _session_refused(self, exc: AllRungsFailed) -> bool:
         """The server no longer knows our session: start a new one straight away."""
@@ -806,7 +957,21 @@ class Client:
             self._pending_loss = reason
 
     def _give_up(self, error: LadderError) -> None:
+        if error.code == "origin_not_allowed":
+            origin = next((v for k, v in self.endpoint.headers.items() if k.lower() == "origin"), None)
+            error = LadderError(
+                error.code,
+                f"the server at {self.url} does not allow the Origin {origin!r} this client sends: "
+                f"add it to the server's allowed_origins (or send no Origin) [{error.reason}]",
+            )
+        if error.code in _FATAL or error.code in ("connect_failed", "token_expired"):
+            self._fatal = error
+            log.warning("%s: giving up: %s", self.url, error)
+            self._emit(ServerError(error.code, error.reason))
         self.state = "closed"
+        if self._pace_timer is not None:
+            self._pace_timer.cancel()
+            self._pace_timer = None
         if self._connected is not None and not self._connected.done():
             self._connected.set_exception(error)
         for callback in list(self._waiting.values()):
@@ -818,7 +983,20 @@ class Client:
     def _adopt(self, conn: Transport, reason: str) -> None:
         """A transport won: take over its welcome, carry messages over, resubscribe."""
         welcome = conn.welcome
-        moved = self.peer.welcome(welcome)
+        limits = dict(welcome.get("lim") or {})
+        oversize: dict[int, LadderError] = {}
+        named = self.peer.lost is not None  # the hello named the carried ids: keep exactly those
+
+        def keep(frame: Frame) -> bool:
+            if not self.peer.carry(frame):
+                return False  # subscriptions are renewed below
+            too_large = None if named else self._too_large(frame, limits)
+            if too_large is not None:  # queued before the limit was known: it could never pass
+                oversize[int(frame["i"])] = too_large
+                return False
+            return True
+
+        moved = self.peer.welcome(welcome, keep=keep)
         new_session = moved is not None
         if moved is not None:
             rekeyed: dict[int, Callable[[Frame], None]] = {}
@@ -829,11 +1007,15 @@ class Client:
             lost = LadderError("session_closed", "the session ended before the reply arrived")
             for msg_id, callback in self._waiting.items():
                 if msg_id not in self._subscribing:  # subscriptions are renewed just below
-                    callback({"t": "err", **lost.body()})
+                    callback({"t": "err", **oversize.get(msg_id, lost).body()})
+            for msg_id, error in oversize.items():
+                if msg_id not in self._waiting:  # an emit: nobody waits for it
+                    self._emit(ServerError(error.code, error.reason))
             self._waiting = rekeyed
             self._subscribing.clear()
         self._acked()
         self._conn = conn
+        self._limits = limits
         self.session_id = str(welcome["sid"])
         expires = welcome.get("exp")
         self._expires = float(expires) if isinstance(expires, int | float) else None
@@ -889,8 +1071,13 @@ class Client:
             except TransportClosed as exc:
                 switch, self._switch_to = self._switch_to, None
                 if switch is None or self.state == "closed":
-                    if exc.error is not None and exc.error.code in _SESSION_GONE:
-                        self._session_gone(f"{exc.error.code}: {exc.error.reason}")
+                    error = exc.error
+                    if error is not None and error.code in _SESSION_GONE:
+                        self._session_gone(f"{error.code}: {error.reason}")
+                    elif error is not None and error.code == "shutting_down":
+                        self._reconnect_now = True
+                    elif error is not None:
+                        self._fatal_refusal([error])
                     return exc.reason
                 new, reason = switch
                 await conn.close()
@@ -915,6 +1102,10 @@ class Client:
                 if ended.error.code == "session_closed":
                     # The server ended it on purpose (hub.disconnect): do not come back uninvited.
                     self._give_up(ended.error)
+                    return reason
+                if ended.error.code == "shutting_down":
+                    # Not our session's end: this server is going away. Resume it elsewhere now.
+                    self._reconnect_now = True
                     return reason
                 self._session_gone(f"{ended.error.code}: {ended.error.reason}")
                 return reason
@@ -957,6 +1148,10 @@ class Client:
                 LadderError(str(frame.get("code", "session_closed")), str(frame.get("reason", "")))
             )
         elif kind == "err":
+            if frame.get("code") == "rate_limited" and isinstance(frame.get("re"), int):
+                retry_after = frame.get("retry_after")
+                self._rate_limited(int(frame["re"]), float(retry_after) if retry_after else 0.0)
+                return
             self._emit(ServerError(str(frame.get("code")), str(frame.get("reason", ""))))
 
     async def _pong(self, conn: Transport) -> None:

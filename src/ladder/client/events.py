@@ -94,7 +94,9 @@ class Presence(Event):
 
 @dataclass(frozen=True, slots=True)
 class ServerError(Event):
-    """An error the server sent that no call was waiting for (for example a failed emit)."""
+    """An error no call was waiting for: a failed emit, a refusal the client gave up on
+    (``origin_not_allowed``, ``unauthorized``, …) or ``connect_failed`` (the first connection
+    could not be made within ``connect_timeout``)."""
 
     name: ClassVar[str] = "error"
     code: str

@@ -36,12 +36,17 @@ async def race(
     stagger: Sequence[float],
     *,
     on_loser: Callable[[Transport], Awaitable[None]],
+    failures: dict[str, TransportClosed] | None = None,
 ) -> tuple[Transport, dict[str, str]]:
-    """Open the best rung that works. Returns it and why the better ones failed."""
+    """Open the best rung that works. Returns it and why the better ones failed.
+
+    ``failures``, when given, is filled in as rungs fail: the caller sees why even when it
+    cancels the race before it ends (a first connect that ran out of time).
+    """
     loop = asyncio.get_running_loop()
     started_at = loop.time()
     attempts: dict[asyncio.Task[Transport], str] = {}
-    failures: dict[str, TransportClosed] = {}
+    failures = {} if failures is None else failures
     winner: Transport | None = None
     slower: list[str] = []
     index = 0

@@ -30,6 +30,67 @@ BYTES_TAG: Final = "$b"
 _BYTES_TAG_RAW: Final = b'"$b"'
 
 
+CARRIED: Final = "None, bool, int, float, str, bytes, lists and dicts with str keys"
+"""What a Ladder message can carry, in the words of every encode error."""
+
+_MAX_DEPTH: Final = 256
+
+
+def _a(name: str) -> str:
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _cannot(what: str, where: str) -> TypeError:
+    at = f" at {where}" if where else ""
+    return TypeError(f"cannot send {what}{at}: Ladder messages carry {CARRIED}")
+
+
+def _culprit(value: Any, where: str, seen: set[int], depth: int) -> TypeError | None:
+    """The first part of ``value`` no encoding can carry, as the error to raise."""
+    if value is None or isinstance(value, bool | float | str | bytes | bytearray | memoryview):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return _cannot("a str with a lone surrogate", where)
+        return None
+    if isinstance(value, int):
+        return None if -(2**63) <= value < 2**64 else _cannot(f"an int of {value.bit_length()} bits", where)
+    if not isinstance(value, dict | list | tuple | set | frozenset):
+        return _cannot(_a(type(value).__name__), where)
+    if id(value) in seen:
+        return _cannot(f"{_a(type(value).__name__)} that contains itself", where)
+    if depth >= _MAX_DEPTH:
+        return _cannot(f"values nested deeper than {_MAX_DEPTH}", where)
+    seen.add(id(value))
+    try:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return _cannot(f"a dict key of type {type(key).__name__}", where)
+                found = _culprit(item, f"{where}[{key!r}]", seen, depth + 1)
+                if found is not None:
+                    return found
+            return None
+        for index, item in enumerate(value):
+            found = _culprit(item, f"{where}[{index}]", seen, depth + 1)
+            if found is not None:
+                return found
+        return None
+    finally:
+        seen.discard(id(value))
+
+
+def unencodable(value: Any, where: str = "") -> TypeError:
+    """Why ``value`` cannot be sent, naming the type and where it sits (for any codec).
+
+    Only called once an encoder failed, so the walk costs nothing on the happy path.
+    """
+    return _culprit(value, where, set(), 0) or TypeError(
+        f"cannot send this value: Ladder messages carry {CARRIED}"
+    )
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return {BYTES_TAG: base64.b64encode(value).decode("ascii")}
@@ -250,12 +311,22 @@ class Payload:
 
     @classmethod
     def of(cls, value: Any) -> Payload:
+        """Encode data a client sent: ``bad_frame`` if it cannot travel (its input was bad)."""
+        try:
+            return cls.checked(value)
+        except TypeError as exc:
+            raise LadderError("bad_frame", f"data cannot be encoded: {exc}") from exc
+
+    @classmethod
+    def checked(cls, value: Any) -> Payload:
+        """Encode data the application produced: ``TypeError`` naming the type if it cannot
+        travel (a programming error in the caller, not a malformed frame)."""
         try:
             # orjson over-allocates its result (about 4 KiB even for tiny values); a payload
             # may live long in history, so keep a right-sized copy.
             return cls(value, json=bytes(memoryview(JSON.encode(value))), packed=MSGPACK.encode(value))
         except (TypeError, ValueError, OverflowError) as exc:
-            raise LadderError("bad_frame", f"data cannot be encoded: {exc}") from exc
+            raise unencodable(value) from exc
 
     @classmethod
     def encoded(cls, json: bytes, packed: bytes) -> Payload:
@@ -275,6 +346,22 @@ class Payload:
 
     def __len__(self) -> int:
         return len(self.json)
+
+
+def encode_message(codec: Codec, frame: dict[str, Any]) -> bytes:
+    """Encode a client message, or raise ``TypeError`` naming what cannot be sent.
+
+    The result is also decoded as the server will (msgpack map keys must be strings, no
+    extension types): a frame the server would refuse as undecodable could never be applied,
+    and every message after it would wait for it forever.
+    """
+    try:
+        encoded = codec.encode(frame)
+        if codec.binary:
+            codec.decode(encoded)
+    except (TypeError, ValueError, OverflowError, LadderError) as exc:
+        raise unencodable(frame.get("d"), "d") from exc
+    return encoded
 
 
 def codec_named(name: str | None) -> Codec:

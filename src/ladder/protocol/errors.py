@@ -64,6 +64,7 @@ _SPECS = [
     ErrorSpec("queue_full", 0, 0, "offline queue is full", False),
     ErrorSpec("timeout", 0, 0, "timed out", False),
     ErrorSpec("closed", 0, 0, "client is closed", False),
+    ErrorSpec("connect_failed", 0, 0, "could not connect", False),
 ]
 
 ERRORS: dict[str, ErrorSpec] = {spec.code: spec for spec in _SPECS}

@@ -21,6 +21,7 @@ the core tells a driver "you have something to write" without knowing how it wai
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -28,6 +29,9 @@ from typing import Any, Final
 from .errors import LadderError
 from .frames import Numbered, OutFrame
 from .reliable import Inbox, Outbox
+
+PARKED_CONTROL: Final = 32
+"""Most control frames kept for a session between two transports (the oldest go first)."""
 
 
 class Phase(enum.Enum):
@@ -150,6 +154,7 @@ class SessionState:
         "inbox",
         "limits",
         "outbox",
+        "parked",
         "phase",
         "sid",
         "token",
@@ -169,6 +174,9 @@ class SessionState:
         self.ack_written = 0
         """The highest client message id acknowledged in anything written (any transport)."""
         self.ack_written_at = now
+        self.parked: deque[dict[str, Any]] = deque(maxlen=PARKED_CONTROL)
+        """Control frames (errors) for a session with no transport attached at that moment
+        (between two polls): the next attachment writes them."""
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -203,6 +211,9 @@ class SessionState:
         att = Attachment(transport, streaming=streaming, cursor=ack, now=now)
         if greeting is not None:
             att.control.append(greeting)  # the welcome carries the ack
+        att.control.extend(self.parked)
+        self.parked.clear()
+        if greeting is not None:
             att.ack_sent = self.ack_written = self.inbox.done
             self.ack_written_at = now
         else:
@@ -280,6 +291,8 @@ class SessionState:
         if target is not None and not target.closed:
             target.control.append(body)
             target.wake()
+        elif att is None:
+            self.parked.append(body)
 
     def send_everywhere(self, body: dict[str, Any]) -> None:
         """Queue an unsequenced frame on every attached transport.

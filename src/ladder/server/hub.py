@@ -186,10 +186,15 @@ class Ladder:
         return register
 
     async def publish(self, channel: str, data: Any) -> Publication:
-        """Publish ``data`` to ``channel`` (from any server code). Returns the publication."""
+        """Publish ``data`` to ``channel`` (from any server code). Returns the publication.
+
+        Data no encoding can carry (a ``datetime``, a set containing itself) raises
+        ``TypeError`` naming its type: a bug of the caller, which a handler reports as
+        ``handler_error`` with a logged traceback, not a malformed frame of its client.
+        """
+        payload, options = Payload.checked(data), self._settings.channel_rules.options(channel)
         node = self._node
         await node.start()
-        payload, options = Payload.of(data), self._settings.channel_rules.options(channel)
         started = time.perf_counter()
         pub = await node.engine.publish(channel, payload, options)
         node.metrics.engine_latency.observe(time.perf_counter() - started)

@@ -78,7 +78,7 @@ class Inbound:
             try:
                 throttled = self._throttle(session, frame, now, transport)
                 if throttled is None:
-                    return  # dropped for flooding
+                    break  # over the rate (the rest is sent again) or dropped for flooding
                 frame = throttled  # noqa: PLW2901 - a message over the limit becomes its refusal
                 if isinstance(frame, Ack):
                     state.on_ack(frame.s)
@@ -111,9 +111,15 @@ class Inbound:
     def _throttle(
         self, session: Session, frame: ClientFrame, now: float, transport: str
     ) -> ClientFrame | None:
-        """Apply the session's message rate: a numbered message over the limit becomes a
-        ``rate_limited`` refusal (its id is still used up, in order); a session that keeps
-        sending while told to wait is dropped (None)."""
+        """Apply the session's message rate. Returns the frame, or None to stop reading the
+        batch.
+
+        A rate limit never consumes a reliable message: a numbered message over the limit is
+        not applied, not acknowledged and its id not used up. It is answered with an
+        unsequenced ``err`` ``rate_limited`` naming it (``re``) and ``retry_after``; the rest
+        of its batch is not read (the client sends it all again, from that id, once it waited).
+        A session that keeps sending while told to wait is dropped (None as well).
+        """
         rate = self.rate
         if not rate.enabled or isinstance(frame, Ack):
             return frame
@@ -128,10 +134,15 @@ class Inbound:
             self.refused(transport, flooding, session=session)
             self.sessions.close(session, flooding)
             return None
-        limited = LadderError("rate_limited", retry_after=round(wait, 3))
+        retry_after = max(0.001, round(wait, 3))
         if isinstance(frame, Numbered):
-            return Invalid(i=frame.i, error=limited)
-        raise limited
+            limited = LadderError(
+                "rate_limited", f"message {frame.i} not applied: send it again", retry_after=retry_after
+            )
+            self.refused(transport, limited, session=session)
+            session.state.send_control({"t": "err", **limited.body(), "re": frame.i})
+            return None
+        raise LadderError("rate_limited", retry_after=retry_after)
 
     async def drain(self, session: Session) -> None:
         """Apply queued client frames one at a time, in order (whoever arrives first drains).

@@ -128,12 +128,21 @@ export interface ClientOptions {
   openTimeout?: number;
   /** How long an SSE stream has to prove it is not buffered (ping → pong), ms (default 2500). */
   verifyTimeout?: number;
-  /** Reconnect delay: full jitter over [0, min(backoffMax, backoffBase · 2^attempt)) ms (defaults 500, 20000). */
+  /**
+   * Not connected this long after start (ms): an `error` event `connect_failed` with every rung's
+   * reason, and `ready()` rejects with it; the client keeps trying (default 15000; null: never).
+   */
+  connectTimeout?: number | null;
+  /**
+   * Reconnect delays (protocol §9.4), ms: after a connection ended, [0, backoffBase); failed
+   * races twice at once, then full jitter doubling from backoffBase up to backoffMax; every
+   * welcome starts over (defaults 500, 5000).
+   */
   backoffBase?: number;
   backoffMax?: number;
   /** Give up after this many failed races (default: never). */
   maxAttempts?: number | null;
-  /** A connection that lived this long resets backoff and cut counts, ms (default 10000). */
+  /** A connection that lived this long resets the cut count, ms (default 10000). */
   stableAfter?: number;
   /** Short-lived connections in a row before stepping down a rung (default 3). */
   cutLimit?: number;
@@ -183,7 +192,7 @@ export declare class Client {
   readonly lastFailure: string | null;
   /** Start connecting (`connect()` does this). */
   start(): this;
-  /** Resolves once connected for the first time. */
+  /** Resolves once connected for the first time; rejects with `connect_failed` after `connectTimeout`, or with the reason the client gave up. */
   ready(): Promise<void>;
   /** End the session (the server forgets it at once) and release everything. */
   close(): Promise<void>;
@@ -198,9 +207,13 @@ export declare class Client {
   unsubscribe(channel: string): Promise<void>;
   /** Publish to a channel (if the server permits). */
   publish(channel: string, data: unknown, options?: CallOptions): Promise<Position>;
-  /** Send an event to a server handler (queued; not acknowledged). Throws `closed` or `queue_full`. */
+  /**
+   * Send an event to a server handler (queued; not acknowledged). Throws a TypeError for data
+   * that cannot be sent (a BigInt, an object that contains itself), `frame_too_large`,
+   * `queue_full`, or `closed` (or the error the client gave up with, e.g. `origin_not_allowed`).
+   */
   emit(event: string, data?: unknown): void;
-  /** Call a server handler: its return value, or its error as a LadderError. */
+  /** Call a server handler: its return value, or its error as a LadderError (a TypeError for data that cannot be sent). */
   call<R = any>(event: string, data?: unknown, options?: CallOptions): Promise<R>;
   /** Who is in a channel (with presence on). */
   presence(channel: string, options?: CallOptions): Promise<Member[]>;

@@ -145,6 +145,60 @@ export function encodeBatch(frames) {
   return frames.map((frame) => JSON.stringify(frame, tagBytes)).join("\n");
 }
 
+const CARRIED = "null, booleans, numbers, strings, bytes (Uint8Array), arrays and plain objects";
+
+/**
+ * Why `value` cannot be sent, naming its type and where it sits (only called once
+ * JSON.stringify failed, so the walk costs nothing on the happy path).
+ * @param {unknown} value
+ * @param {string} where
+ * @returns {TypeError}
+ */
+export function unencodable(value, where = "") {
+  /** @type {Set<object>} */
+  const path = new Set();
+  /**
+   * @param {unknown} item
+   * @param {string} at
+   * @returns {string | null}
+   */
+  const find = (item, at) => {
+    if (typeof item === "bigint") return `a BigInt${at ? ` at ${at}` : ""}`;
+    if (item === null || typeof item !== "object") return null;
+    if (item instanceof ArrayBuffer || ArrayBuffer.isView(item)) return null;
+    const name = item.constructor?.name ?? "Object";
+    if (path.has(item)) return `${/^[aeiou]/i.test(name) ? "an" : "a"} ${name} that contains itself${at ? ` at ${at}` : ""}`;
+    if (typeof (/** @type {any} */ (item).toJSON) === "function") return null;
+    path.add(item);
+    try {
+      for (const [key, child] of Object.entries(item)) {
+        const found = find(child, Array.isArray(item) ? `${at}[${key}]` : `${at}.${key}`);
+        if (found) return found;
+      }
+      return null;
+    } finally {
+      path.delete(item);
+    }
+  };
+  const found = find(value, where);
+  return new TypeError(`cannot send ${found ?? "this value"}: Ladder messages carry ${CARRIED}`);
+}
+
+/**
+ * Encode one client message, or throw a TypeError naming what cannot be sent (a BigInt, an
+ * object that contains itself). Done before the message takes an id: a numbered message that
+ * never reaches the server would hold back every message after it.
+ * @param {Frame} frame
+ * @returns {string}
+ */
+export function encodeMessage(frame) {
+  try {
+    return JSON.stringify(frame, tagBytes);
+  } catch {
+    throw unencodable(frame.d, "d");
+  }
+}
+
 /**
  * Decode a JSON batch (`{"$b": ...}` values become Uint8Array).
  * @param {string} text
@@ -521,6 +575,84 @@ export class RungPolicy {
 export function fullJitter(attempt, base, cap, random = Math.random) {
   const ceiling = Math.min(cap, base * 2 ** Math.min(attempt, 32));
   return random() * ceiling;
+}
+
+/** Failed races retried at once before backing off (behind a round-robin balancer the next
+ * request usually reaches another node). */
+export const RETRIES_AT_ONCE = 2;
+
+/**
+ * How long to wait before the next race, ms (protocol §9.4). `failures` counts the races that
+ * failed since the last welcome: 0 right after a connection ended (a short pause in
+ * [0, base)), then `RETRIES_AT_ONCE` immediate retries, then full jitter doubling from `base` up
+ * to `cap`. Every welcome starts the count again: frequent cuts or one bad node among good ones
+ * never grow the delay.
+ * @param {number} failures
+ * @param {number} base
+ * @param {number} cap
+ * @param {() => number} [random]
+ */
+export function reconnectDelay(failures, base, cap, random = Math.random) {
+  if (failures <= 0) return fullJitter(0, base, cap, random);
+  if (failures <= RETRIES_AT_ONCE) return 0;
+  return fullJitter(failures - RETRIES_AT_ONCE, base, cap, random);
+}
+
+/**
+ * The pace of upstream messages (protocol §4, "rate limits"): unlimited until the server
+ * refuses a message for its rate (`err` `rate_limited` with `re` and `retry_after`, the id not
+ * used up). Then: wait `retry_after`, write one message per `interval` (the largest
+ * `retry_after` heard since pacing began), the ones that became due meanwhile together, until
+ * every message was acknowledged. Mirror of `ladder.client.pacing`. Times in ms.
+ */
+export class Pacer {
+  constructor() {
+    /** ms between messages while pacing; 0 when not pacing */
+    this.interval = 0;
+    this.resumeAt = 0;
+    this._due = 0;
+    this._stamp = 0;
+  }
+
+  get pacing() {
+    return this.interval > 0;
+  }
+
+  /**
+   * @param {number} retryAfter ms
+   * @param {number} now
+   */
+  refused(retryAfter, now) {
+    const wait = Math.max(retryAfter, 1);
+    this.interval = Math.max(this.interval, wait);
+    this.resumeAt = Math.max(this.resumeAt, now + wait);
+    this._stamp = this.resumeAt;
+    this._due = 1;
+  }
+
+  /**
+   * How many messages may be written now (null: any number) and, when none may, how many ms
+   * until the next one may.
+   * @param {number} now
+   * @returns {{count: number | null, wait: number}}
+   */
+  allowance(now) {
+    if (!this.pacing) return { count: null, wait: 0 };
+    if (now < this.resumeAt) return { count: 0, wait: this.resumeAt - now };
+    this._due = Math.min(64, this._due + (now - this._stamp) / this.interval);
+    this._stamp = now;
+    const count = Math.floor(this._due);
+    return count ? { count, wait: 0 } : { count: 0, wait: (1 - this._due) * this.interval };
+  }
+
+  /** @param {number} count */
+  wrote(count) {
+    if (this.pacing) this._due = Math.max(0, this._due - count);
+  }
+
+  drained() {
+    this.interval = this.resumeAt = this._due = 0;
+  }
 }
 
 /**
@@ -1050,7 +1182,11 @@ export class WebSocketTransport extends Transport {
       } else if (this._refusal) {
         const error = this._refusal;
         this.fail(`websocket: refused by the server (${error.code}: ${error.reason})`, error);
-      } else if (event.code === 1000 || event.code === 1001 || event.code >= 4000) {
+      } else if (event.code === 1001) {
+        // Going away: the server is shutting down (protocol §8). Resume elsewhere at once.
+        const reason = `websocket: closed by the server (1001${event.reason ? ` ${event.reason}` : ""})`;
+        this.fail(reason, new LadderError("shutting_down", event.reason || "server going away"));
+      } else if (event.code === 1000 || event.code >= 4000) {
         this.fail(`websocket: closed by the server (${event.code}${event.reason ? ` ${event.reason}` : ""})`);
       } else {
         this.fail(`websocket: connection lost (code ${event.code})`);
@@ -1095,11 +1231,16 @@ async function refusalOf(response, rung) {
   } catch {
     // not ours: a proxy answered
   }
-  if (body && typeof body === "object" && "code" in body) {
+  const ours = body && typeof body === "object" && "code" in body;
+  const url = String(response.url || "").split("?")[0];
+  if (response.status === 404 && !(ours && body.code === "unknown_session")) {
+    return new TransportClosed(`${rung}: no Ladder endpoint at ${url} (HTTP 404): check the mount path in the client's URL`);
+  }
+  if (ours) {
     const error = errorOf(body);
     return new TransportClosed(`${rung}: refused by the server (${error.code}: ${error.reason})`, error);
   }
-  return new TransportClosed(`${rung}: HTTP ${response.status} from the server or a proxy`);
+  return new TransportClosed(`${rung}: HTTP ${response.status} from the server or a proxy${url ? ` at ${url}` : ""}`);
 }
 
 /** What the HTTP rungs share: a session id, a resume token and `POST send` upstream. */
@@ -1534,6 +1675,9 @@ export function race(rungs, open, stagger, { onLoser, clock = realClock, signal 
 
 /** Refusals that retrying cannot fix: the client closes. */
 const FATAL = new Set(["unauthorized", "origin_not_allowed", "unsupported_version"]);
+/** Bytes kept free in every batch under the server's limits (for the ack that rides along). */
+const HEADROOM = 64;
+const UTF8 = new TextEncoder();
 /** Refusals that mean the server no longer has our session: start a new one. */
 const SESSION_GONE = new Set(["unknown_session", "bad_resume_token", "session_closed", "slow_consumer"]);
 
@@ -1544,10 +1688,11 @@ const SESSION_GONE = new Set(["unknown_session", "bad_resume_token", "session_cl
  * @property {readonly number[]} [stagger] when each rung of a race starts, ms (default [0, 300, 1000, 2000])
  * @property {number} [openTimeout] ms for a rung to deliver its welcome (default 10000)
  * @property {number} [verifyTimeout] ms for an SSE stream to prove it is not buffered (default 2500)
+ * @property {number | null} [connectTimeout] ms: not connected this long after start, the client emits an `error` event `connect_failed` with each rung's reason and `ready()` rejects with it (it keeps trying; default 15000, null: never)
  * @property {number} [backoffBase] first reconnect delay ceiling, ms (default 500)
- * @property {number} [backoffMax] largest reconnect delay ceiling, ms (default 20000)
+ * @property {number} [backoffMax] largest reconnect delay ceiling, ms (default 5000)
  * @property {number | null} [maxAttempts] give up after this many failed races (default: never)
- * @property {number} [stableAfter] a connection that lived this long resets backoff and cut counts, ms (default 10000)
+ * @property {number} [stableAfter] a connection that lived this long resets the cut count, ms (default 10000)
  * @property {number} [cutLimit] short-lived connections in a row before stepping down (default 3)
  * @property {number} [probeDelay] first delay before probing better rungs, ms (default 2000)
  * @property {number} [probeMaxDelay] largest delay between probes, ms (default 30000)
@@ -1604,8 +1749,9 @@ export class Client {
       stagger: options.stagger ?? [0, 300, 1000, 2000],
       openTimeout: options.openTimeout ?? 10_000,
       verifyTimeout: options.verifyTimeout ?? 2500,
+      connectTimeout: options.connectTimeout === undefined ? 15_000 : options.connectTimeout,
       backoffBase: options.backoffBase ?? 500,
-      backoffMax: options.backoffMax ?? 20_000,
+      backoffMax: options.backoffMax ?? 5000,
       maxAttempts: options.maxAttempts ?? null,
       probeDelay: options.probeDelay ?? 2000,
       probeMaxDelay: options.probeMaxDelay ?? 30_000,
@@ -1658,6 +1804,19 @@ export class Client {
     this._hadSession = false;
     /** Failed races since the last connection. */
     this._failures = 0;
+    /** @type {Record<string, any>} the server's limits from the last welcome (`lim`) */
+    this._limits = {};
+    this._pacer = new Pacer();
+    /** @type {any} */
+    this._paceTimer = null;
+    /** @type {any} */
+    this._connectTimer = null;
+    /** @type {LadderError | null} why the client gave up for good (later calls reject with it) */
+    this._fatal = null;
+    /** The server is shutting down: resume elsewhere at once, without backoff. */
+    this._reconnectNow = false;
+    /** @type {Record<string, string>} the latest reason each rung failed to open */
+    this._reasons = {};
     /** @type {string | null} */
     this._stepReason = null;
     /** @type {string | null} */
@@ -1714,6 +1873,10 @@ export class Client {
     if (this._running || this.state === "closed") return this;
     this._running = true;
     if (this._browserEvents) this._hookBrowser();
+    const limit = this.options.connectTimeout;
+    if (limit !== null && Number.isFinite(limit)) {
+      this._connectTimer = this._clock.setTimeout(() => this._notConnected(limit), limit);
+    }
     this._run().catch((error) => {
       reportLater(error);
       this._giveUp(new LadderError("internal", String(error)));
@@ -1875,7 +2038,7 @@ export class Client {
   }
 
   _usable() {
-    if (this.state === "closed") throw new LadderError("closed", "this client was closed");
+    if (this.state === "closed") throw this._fatal ?? new LadderError("closed", "this client was closed");
   }
 
   /**
@@ -1884,9 +2047,28 @@ export class Client {
    */
   _submit(frame, settle) {
     this._usable();
+    // Refused before it takes an id: a message that cannot travel must not hold back the rest.
+    const tooLarge = this._tooLarge({ ...frame, i: this.peer.outbox.last + 1 }, this._limits);
+    if (tooLarge) throw tooLarge;
     const id = this.peer.submit(frame);
     if (settle) this._waiting.set(id, { settle, kind: frame.t });
     return id;
+  }
+
+  /**
+   * `frame_too_large` when the encoded message exceeds the server's `lim.frame` (less
+   * HEADROOM); throws a TypeError when it cannot be encoded at all.
+   * @param {Frame} frame
+   * @param {Record<string, any>} limits
+   * @returns {LadderError | null}
+   */
+  _tooLarge(frame, limits) {
+    const size = UTF8.encode(encodeMessage(frame)).length;
+    const limit = limits.frame;
+    if (typeof limit === "number" && size > limit - HEADROOM) {
+      return new LadderError("frame_too_large", `this ${frame.t} is ${size} bytes encoded; the server takes frames of at most ${limit}`);
+    }
+    return null;
   }
 
   /**
@@ -1950,17 +2132,25 @@ export class Client {
     this._flush();
   }
 
-  /** Write every queued message on the current transport (one writer at a time). */
+  /**
+   * Write every queued message on the current transport (one writer at a time): paced after a
+   * rate refusal, and in batches the server's limits take (`lim.frame` per WebSocket message,
+   * `lim.post` per POST), so a long offline queue goes out in several writes.
+   */
   async _flush() {
     if (this._flushing) return;
     this._flushing = true;
     try {
       while (this.state === "connected" && this._conn) {
         const conn = this._conn;
-        const frames = this.peer.unsent();
+        const { count, wait } = this._pacer.allowance(this._clock.now());
+        const frames = this._batch(conn, count);
+        this._pacer.wrote(frames.length);
+        if (wait > 0 && this.peer.outbox.last > this.peer.cursor) this._flushLater(wait);
         if (!frames.length) break;
+        // The ack goes first: a server that stops reading a batch (a message over its rate) has read it.
         const ack = conn.implicitAck ? null : this._takeAck();
-        if (ack) frames.push(ack);
+        if (ack) frames.unshift(ack);
         try {
           await conn.send(frames);
         } catch (error) {
@@ -1973,6 +2163,54 @@ export class Client {
     } finally {
       this._flushing = false;
     }
+  }
+
+  /**
+   * The next messages to write: at most `count` (null: any number), within the byte limit.
+   * @param {Transport} conn
+   * @param {number | null} count
+   * @returns {Frame[]}
+   */
+  _batch(conn, count) {
+    let items = this.peer.outbox.after(this.peer.cursor);
+    if (count !== null) items = items.slice(0, count);
+    if (!items.length) return [];
+    const limit = this._limits[conn.name === "websocket" ? "frame" : "post"];
+    const budget = (typeof limit === "number" ? limit : 65_536) - HEADROOM;
+    /** @type {Frame[]} */
+    const batch = [];
+    let size = 0;
+    for (const [id, frame] of items) {
+      if (items.length > 1) {
+        size += UTF8.encode(JSON.stringify(frame, tagBytes)).length + 1;
+        if (batch.length && size > budget) break;
+      }
+      batch.push(frame);
+      this.peer.cursor = id;
+    }
+    return batch;
+  }
+
+  /** @param {number} wait ms until pacing lets the next message go */
+  _flushLater(wait) {
+    if (this._paceTimer !== null) return;
+    this._paceTimer = this._clock.setTimeout(() => {
+      this._paceTimer = null;
+      this._flush();
+    }, wait);
+  }
+
+  /**
+   * The server refused message `id` for its rate without applying it (nor anything after it in
+   * that batch): write it again after `retryAfter` seconds, paced.
+   * @param {number} id
+   * @param {number} retryAfter seconds
+   */
+  _rateLimited(id, retryAfter) {
+    if (id <= this.peer.outbox.acked) return; // stale: applied since
+    this.peer.cursor = Math.min(this.peer.cursor, id - 1);
+    this._pacer.refused(retryAfter * 1000, this._clock.now());
+    this._flushLater(Math.max(1, retryAfter * 1000));
   }
 
   /**
@@ -2098,12 +2336,15 @@ export class Client {
   }
 
   async _run() {
-    let attempt = 0;
+    let failures = 0; // races failed since the last welcome
+    let attempts = 0; // for maxAttempts
+    const base = this.options.backoffBase;
+    const cap = this.options.backoffMax;
     while (this.state !== "closed") {
       if (this._suspended) {
         await new Promise((resolve) => (this._unsuspend = () => resolve(undefined)));
         this._unsuspend = null;
-        attempt = 0;
+        failures = 0;
         continue;
       }
       this._setState("connecting");
@@ -2119,23 +2360,19 @@ export class Client {
       } catch (error) {
         if (this._isClosed() || this._suspended) continue;
         if (!(error instanceof AllRungsFailed)) throw error;
-        const fatal = error.errors().find((e) => FATAL.has(e.code));
-        if (fatal) {
-          this._giveUp(fatal);
-          return;
-        }
+        this._note(error.failures);
+        if (this._fatalRefusal(error.errors())) return;
         if (this._sessionRefused(error)) continue;
-        attempt += 1;
+        failures += 1;
+        attempts += 1;
         this._failures += 1;
         this.lastFailure = error.message;
-        if (this.options.maxAttempts !== null && attempt >= this.options.maxAttempts) {
-          this._giveUp(new LadderError("timeout", `could not connect after ${attempt} attempts: ${error.message}`));
+        if (this.options.maxAttempts !== null && attempts >= this.options.maxAttempts) {
+          this._giveUp(new LadderError("timeout", `could not connect after ${attempts} attempts: ${error.message}`));
           return;
         }
         this._setState("disconnected", `${this._failures} attempt${this._failures > 1 ? "s" : ""} failed: ${error.message}`);
-        if (await this._sleep(fullJitter(attempt - 1, this.options.backoffBase, this.options.backoffMax, this._random))) {
-          attempt = 0;
-        }
+        if (await this._sleep(reconnectDelay(failures, base, cap, this._random))) failures = 0;
         continue;
       } finally {
         this._raceAbort = null;
@@ -2144,20 +2381,68 @@ export class Client {
         won.winner.close();
         continue;
       }
+      this._note(won.failures);
+      /** @type {LadderError[]} */
+      const refusals = [];
+      for (const failure of Object.values(won.failures)) if (failure?.error) refusals.push(failure.error);
+      if (this._fatalRefusal(refusals)) {
+        // A rung that lost the race was refused for good (a page's own GETs may carry no Origin
+        // while its POSTs are refused): retrying cannot help.
+        this._discard(won.winner);
+        return;
+      }
+      failures = attempts = 0; // any welcome forgives: the next node may be a good one
       const ended = await this._adopt(won.winner, describeRace(won));
       const conn = ended.conn;
       const lived = this._clock.now() - this._opened;
       this._lost(conn, ended.reason);
       if (this._isClosed()) return;
       if (this._suspended) continue;
+      if (this._reconnectNow) {
+        this._reconnectNow = false; // the server is going away: resume elsewhere, now
+        continue;
+      }
       const stepDown = this.policy.dropped(conn.name, lived, ended.reason);
       if (stepDown) this._stepReason = stepDown;
-      if (lived >= this.policy.stableAfter) attempt = 0;
-      const delay = fullJitter(attempt, this.options.backoffBase, this.options.backoffMax, this._random);
-      attempt += 1;
       this._setState("disconnected", ended.reason);
-      if (await this._sleep(delay)) attempt = 0;
+      await this._sleep(reconnectDelay(0, base, cap, this._random));
     }
+  }
+
+  /**
+   * Remember why each rung failed (for `connect_failed`).
+   * @param {Partial<Record<Rung, TransportClosed>>} failures
+   */
+  _note(failures) {
+    for (const [rung, failure] of Object.entries(failures)) if (failure) this._reasons[rung] = failure.reason;
+  }
+
+  /**
+   * Not connected `limit` ms after start: say why, once (an `error` event `connect_failed` with
+   * every rung's reason; `ready()` rejects with it). The client keeps trying: a page cannot be
+   * re-run the way a script can, and the server may come back.
+   * @param {number} limit
+   */
+  _notConnected(limit) {
+    this._connectTimer = null;
+    if (this._hadSession || this.state === "closed") return;
+    const reasons = this.policy.candidates().map((rung) => this._reasons[rung] ?? `${rung}: no answer`);
+    const error = new LadderError("connect_failed", `could not connect to ${this.url} within ${seconds(limit)}: ${reasons.join("; ")}`);
+    this.lastFailure = error.reason;
+    console.warn(`ladder: ${error.message}`);
+    this._emit("error", { code: error.code, reason: error.reason });
+    this._readyReject(error);
+  }
+
+  /**
+   * Give up when a refusal cannot be fixed by retrying.
+   * @param {LadderError[]} errors
+   */
+  _fatalRefusal(errors) {
+    const fatal = errors.find((e) => FATAL.has(e.code));
+    if (!fatal) return false;
+    this._giveUp(fatal);
+    return true;
   }
 
   /**
@@ -2183,6 +2468,18 @@ export class Client {
 
   /** @param {LadderError} error */
   _giveUp(error) {
+    if (error.code === "origin_not_allowed") {
+      const origin = typeof location !== "undefined" ? location.origin : "this page's origin";
+      error = new LadderError(
+        error.code,
+        `the server at ${this.url} does not allow requests from ${origin}: add it to the server's allowed_origins [${error.reason}]`,
+      );
+    }
+    if (FATAL.has(error.code)) {
+      this._fatal = error;
+      console.warn(`ladder: giving up: ${error.message}`);
+      this._emit("error", { code: error.code, reason: error.reason });
+    }
     const lastRung = this.transport;
     this._shutdown(error);
     this._emit("close", { transport: lastRung, reason: `${error.code}: ${error.reason}`, reconnecting: false });
@@ -2195,6 +2492,8 @@ export class Client {
   _shutdown(error) {
     this._setState("closed");
     this._stopTimers();
+    this._clock.clearTimeout(this._connectTimer);
+    this._connectTimer = null;
     this._probeAbort?.abort();
     this._raceAbort?.abort();
     this._wakeSleep?.();
@@ -2225,16 +2524,28 @@ export class Client {
     const ended = new Promise((resolve) => (this._onEnded = resolve));
     /** @type {[number, number][] | null} */
     let moved;
+    const limits = { ...(welcome.lim ?? {}) };
+    /** @type {Map<number, LadderError>} */
+    const oversize = new Map();
+    const named = this.peer.lost !== null; // the hello named the carried ids: keep exactly those
+    /** @param {Frame} frame */
+    const keep = (frame) => {
+      if (!carried(frame)) return false; // subscriptions are renewed below
+      const tooLarge = named ? null : this._tooLarge(frame, limits);
+      if (tooLarge) oversize.set(Number(frame.i), tooLarge); // queued before the limit was known
+      return !tooLarge;
+    };
     try {
-      moved = this.peer.welcome(welcome, carried);
+      moved = this.peer.welcome(welcome, keep);
     } catch (error) {
       this._conn = conn;
       this._connClosed(conn, `${conn.name}: ${String(error)}`, null);
       return /** @type {Promise<{conn: Transport, reason: string}>} */ (ended);
     }
     const newSession = moved !== null;
-    if (moved) this._rekey(moved);
+    if (moved) this._rekey(moved, oversize);
     this._conn = conn;
+    this._limits = limits;
     this.sessionId = String(welcome.sid);
     this.user = welcome.u ?? null;
     this.clientId = welcome.cid ?? null;
@@ -2267,8 +2578,9 @@ export class Client {
    * `sub` was dropped from the queue (it is sent again, from its position, by the
    * resubscription); anything else not carried over was lost with the old session.
    * @param {[number, number][]} moved
+   * @param {Map<number, LadderError>} oversize messages dropped as larger than the server takes
    */
-  _rekey(moved) {
+  _rekey(moved, oversize) {
     const waiting = this._waiting;
     /** @type {Map<number, Waiter>} */
     const rekeyed = new Map();
@@ -2280,10 +2592,15 @@ export class Client {
       }
     }
     this._waiting = rekeyed;
-    for (const waiter of waiting.values()) {
-      if (waiter.kind !== "sub") {
+    for (const [id, waiter] of waiting) {
+      const error = oversize.get(id);
+      if (error) waiter.settle({ t: "err", code: error.code, reason: error.reason });
+      else if (waiter.kind !== "sub") {
         waiter.settle({ t: "err", code: "session_closed", reason: "the session ended before the reply arrived" });
       }
+    }
+    for (const [id, error] of oversize) {
+      if (!waiting.has(id)) this._emit("error", { code: error.code, reason: error.reason }); // an emit
     }
   }
 
@@ -2314,7 +2631,12 @@ export class Client {
    */
   _connClosed(conn, reason, error) {
     if (conn !== this._conn) return;
-    if (error && SESSION_GONE.has(error.code)) this._sessionGone(`${error.code}: ${error.reason}`);
+    if (error && FATAL.has(error.code)) {
+      this._giveUp(error); // on any request: an upgrade, a poll, a POST
+      return;
+    }
+    if (error?.code === "shutting_down") this._reconnectNow = true;
+    else if (error && SESSION_GONE.has(error.code)) this._sessionGone(`${error.code}: ${error.reason}`);
     const ended = this._onEnded;
     this._onEnded = null;
     ended?.({ conn, reason });
@@ -2341,7 +2663,8 @@ export class Client {
   _stopTimers() {
     this._clock.clearTimeout(this._watchdog);
     this._clock.clearTimeout(this._ackTimer);
-    this._watchdog = this._ackTimer = null;
+    this._clock.clearTimeout(this._paceTimer);
+    this._watchdog = this._ackTimer = this._paceTimer = null;
   }
 
   // -- frames in ----------------------------------------------------------------------------------
@@ -2413,6 +2736,7 @@ export class Client {
     switch (frame.t) {
       case "ack":
         this.peer.onAck(Number(frame.i));
+        if (this.peer.outbox.size === 0) this._pacer.drained();
         break;
       case "ping": {
         // Only a WebSocket must answer (protocol §3.3): the server drops one that stays silent.
@@ -2435,11 +2759,21 @@ export class Client {
         break;
       case "bye": {
         const code = String(frame.code ?? "session_closed");
+        const why = `${conn.name}: session ended by the server (${code}: ${frame.reason ?? ""})`;
+        if (code === "shutting_down") {
+          // Not our session's end: this server is going away. Resume the session elsewhere, now.
+          this._connClosed(conn, why, errorOf(frame));
+          break;
+        }
         this._sessionGone(`${code}: ${frame.reason ?? ""}`);
-        this._connClosed(conn, `${conn.name}: session ended by the server (${code}: ${frame.reason ?? ""})`, null);
+        this._connClosed(conn, why, null);
         break;
       }
       case "err":
+        if (frame.code === "rate_limited" && typeof frame.re === "number") {
+          this._rateLimited(frame.re, Number(frame.retry_after ?? 0));
+          break;
+        }
         this._emit("error", { code: String(frame.code), reason: String(frame.reason ?? "") });
         break;
       default:

@@ -75,6 +75,11 @@ def default_tls() -> SSLContext:
     return httpx.create_ssl_context()
 
 
+def no_endpoint(rung: str, url: str, status: int) -> str:
+    """The reason for a 404 where a Ladder endpoint should be: almost always a wrong URL."""
+    return f"{rung}: no Ladder endpoint at {url} (HTTP {status}): check the mount path in the client's URL"
+
+
 def refusal(frame: Frame, rung: str) -> TransportClosed:
     """A server ``err`` frame or body, as the transport failure it causes."""
     error = LadderError(str(frame.get("code", "internal")), str(frame.get("reason", "")))

@@ -9,7 +9,7 @@ import httpx
 import orjson
 
 from ...protocol.codec import JSON
-from .base import Endpoint, Frame, Transport, TransportClosed, refusal
+from .base import Endpoint, Frame, Transport, TransportClosed, no_endpoint, refusal
 
 
 def hello_query(hello: Frame) -> dict[str, Any]:
@@ -42,9 +42,20 @@ def refusal_of(response: httpx.Response, body: bytes, rung: str) -> TransportClo
         frame = orjson.loads(body)
     except orjson.JSONDecodeError:
         frame = None
-    if isinstance(frame, dict) and "code" in frame:
+    url = str(response.request.url.copy_with(query=None))
+    ours = isinstance(frame, dict) and "code" in frame
+    if response.status_code == 404 and not (ours and frame.get("code") == "unknown_session"):
+        return TransportClosed(no_endpoint(rung, url, 404))
+    if ours:
         return refusal(frame, rung)
-    return TransportClosed(f"{rung}: HTTP {response.status_code} from the server or a proxy")
+    return TransportClosed(f"{rung}: HTTP {response.status_code} from the server or a proxy at {url}")
+
+
+def unreachable(rung: str, url: str, exc: Exception) -> str:
+    """The reason for a request that reached no server at all."""
+    if isinstance(exc, httpx.ConnectError):
+        return f"{rung}: cannot connect to {url} ({exc or type(exc).__name__}): is the server running there?"
+    return f"{rung}: request to {url} failed ({exc!r})"
 
 
 class HttpTransport(Transport):
@@ -78,7 +89,7 @@ class HttpTransport(Transport):
                     headers={**auth_headers(self.endpoint, self.token), "content-type": codec.content_type},
                 )
             except httpx.HTTPError as exc:
-                raise TransportClosed(f"{self.name}: upstream POST failed ({exc!r})") from exc
+                raise TransportClosed(unreachable(self.name, self.endpoint.http("send"), exc)) from exc
         if response.status_code >= 300:
             raise refusal_of(response, response.content, self.name)
         self.wake()

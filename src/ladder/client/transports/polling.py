@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from .base import Frame, TransportClosed, split_welcome
-from .http import HttpTransport, auth_headers, hello_query, refusal_of
+from .http import HttpTransport, auth_headers, hello_query, refusal_of, unreachable
 
 
 class PollingTransport(HttpTransport):
@@ -48,7 +48,7 @@ class PollingTransport(HttpTransport):
                 timeout=httpx.Timeout(10.0, read=timeout),
             )
         except httpx.HTTPError as exc:
-            raise TransportClosed(f"{self.name}: request failed ({exc!r})") from exc
+            raise TransportClosed(unreachable(self.name, self.endpoint.http(self.name), exc)) from exc
         if response.status_code != 200:
             raise refusal_of(response, response.content, self.name)
         return self.decode(response.content, response.headers.get("content-type"))

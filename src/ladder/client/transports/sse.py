@@ -12,7 +12,7 @@ import httpx
 
 from ...protocol.codec import JSON
 from .base import Frame, TransportClosed, split_welcome
-from .http import HttpTransport, auth_headers, hello_query, refusal_of
+from .http import HttpTransport, auth_headers, hello_query, refusal_of, unreachable
 
 
 class SSETransport(HttpTransport):
@@ -35,7 +35,7 @@ class SSETransport(HttpTransport):
         try:
             response = await self.http.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise TransportClosed(f"sse: cannot connect ({exc!r})") from exc
+            raise TransportClosed(unreachable("sse", self.endpoint.http("sse"), exc)) from exc
         self._response = response
         if response.status_code != 200:
             body = await response.aread()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .base import Frame, Transport, TransportClosed, split_welcome
+from ...protocol.errors import LadderError
+from .base import Frame, Transport, TransportClosed, no_endpoint, refusal, split_welcome
 
 
 class WebSocketTransport(Transport):
@@ -34,9 +36,10 @@ class WebSocketTransport(Transport):
                 max_queue=None,
             )
         except InvalidStatus as exc:
-            raise TransportClosed(f"websocket: upgrade refused (HTTP {exc.response.status_code})") from exc
+            raise _upgrade_refused(endpoint.ws(), exc) from exc
         except (InvalidHandshake, OSError) as exc:
-            raise TransportClosed(f"websocket: cannot connect ({exc})") from exc
+            hint = ": is the server running there?" if isinstance(exc, ConnectionRefusedError) else ""
+            raise TransportClosed(f"websocket: cannot connect to {endpoint.ws()} ({exc}){hint}") from exc
         await self.send([hello])
         welcome, rest = split_welcome(await self.recv(), self.name)
         self.welcome, self.pending = welcome, rest
@@ -47,7 +50,7 @@ class WebSocketTransport(Transport):
         try:
             data = await self._ws.recv()
         except ConnectionClosed as exc:
-            raise TransportClosed(_closed_reason(exc)) from exc
+            raise _closed(exc) from exc
         frames: list[Frame] = self.endpoint.codec.decode(data)
         return frames
 
@@ -59,7 +62,7 @@ class WebSocketTransport(Transport):
         try:
             await self._ws.send(data if codec.binary else data.decode())
         except ConnectionClosed as exc:
-            raise TransportClosed(_closed_reason(exc)) from exc
+            raise _closed(exc) from exc
 
     async def close(self) -> None:
         ws, self._ws = self._ws, None
@@ -70,8 +73,28 @@ class WebSocketTransport(Transport):
                 ws.transport.abort()
 
 
-def _closed_reason(exc: ConnectionClosed) -> str:
+def _upgrade_refused(url: str, exc: InvalidStatus) -> TransportClosed:
+    """A refused upgrade: the server's own error when its body carries one (protocol §8)."""
+    status = exc.response.status_code
+    try:
+        body = orjson.loads(exc.response.body or b"")
+    except orjson.JSONDecodeError:
+        body = None
+    if status == 404:
+        return TransportClosed(no_endpoint("websocket", url, status))
+    if isinstance(body, dict) and "code" in body:
+        return refusal(body, "websocket")
+    return TransportClosed(
+        f"websocket: upgrade refused at {url} (HTTP {status}, not from Ladder): no Ladder endpoint "
+        "there, or something on the way refuses WebSockets"
+    )
+
+
+def _closed(exc: ConnectionClosed) -> TransportClosed:
     frame = exc.rcvd
     if frame is None:
-        return "websocket: connection lost"
-    return f"websocket: closed by the server ({frame.code} {frame.reason})".rstrip()
+        return TransportClosed("websocket: connection lost")
+    reason = f"websocket: closed by the server ({frame.code} {frame.reason})".rstrip()
+    if frame.code == 1001:  # going away: the server is shutting down (protocol §8)
+        return TransportClosed(reason, LadderError("shutting_down", frame.reason or "server going away"))
+    return TransportClosed(reason)

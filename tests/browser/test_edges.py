@@ -1,0 +1,123 @@
+"""The browser client at the edges, in real Chromium against real servers: a value that cannot
+be encoded, an offline queue beyond the rate burst, a page whose origin the server refuses.
+
+Each page is the hub's own ``/health`` (a same-origin document) that imports ``/client.js``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from tests.support.server import LadderServer, free_port
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def open_page(page: Page, server: LadderServer) -> None:
+    page.goto(f"{server.url}/health")
+    page.evaluate("async () => { window.ladder = await import('/client.js'); }")
+
+
+@pytest.mark.parametrize("rung", ["websocket", "longpoll"])
+def test_a_value_that_cannot_be_encoded_throws_and_wedges_nothing(page: Page, rung: str) -> None:
+    port = free_port()
+    with LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port) as server:
+        open_page(page, server)
+        outcome: dict[str, Any] = page.evaluate(
+            """async (rung) => {
+                const client = ladder.connect(location.origin, { transports: [rung] });
+                await client.ready();
+                const out = {};
+                try { client.emit("record", { key: "big", value: 10n }); } catch (e) { out.emit = `${e.name}: ${e.message}`; }
+                const loop = { a: 1 }; loop.self = loop;
+                try { await client.call("echo", loop, { timeout: 5000 }); } catch (e) { out.call = `${e.name}: ${e.message}`; }
+                try { await client.publish("open:x", [1n]); } catch (e) { out.publish = `${e.name}: ${e.message}`; }
+                for (let n = 0; n < 3; n++) client.emit("record", { key: `after-${rung}`, value: n });
+                out.echo = (await client.call("echo", "still here", { timeout: 5000 })).data;
+                out.records = await client.call("records", `after-${rung}`, { timeout: 5000 });
+                out.transport = client.transport;
+                await client.close();
+                return out;
+            }""",
+            rung,
+        )
+    assert outcome["emit"].startswith("TypeError: cannot send a BigInt at d.value")
+    assert outcome["call"].startswith("TypeError: cannot send an Object that contains itself at d.self")
+    assert outcome["publish"].startswith("TypeError: cannot send a BigInt at d[0]")
+    assert outcome["echo"] == "still here" and outcome["records"] == [0, 1, 2]
+    assert outcome["transport"] == rung, "still connected, on the same rung"
+
+
+@pytest.mark.parametrize("rung", ["websocket", "sse", "longpoll", "poll"])
+def test_an_offline_queue_beyond_the_rate_burst_is_applied_once_in_order(page: Page, rung: str) -> None:
+    """300 emits queued while the hub is down (default limits: burst 200, 100 per second): all
+    applied exactly once, in order, once it is up."""
+    with LadderServer({"allowed_origins": ["*"]}) as pages:
+        open_page(page, pages)
+        port = free_port()
+        hub = f"http://127.0.0.1:{port}"
+        page.evaluate(
+            """([hub, rung]) => {
+                window.errors = [];
+                window.client = ladder.connect(hub, { transports: [rung], backoffMax: 300, connectTimeout: null });
+                client.on("error", (e) => errors.push(e));
+                for (let n = 0; n < 300; n++) client.emit("record", { key: `queue-${rung}`, value: n });
+                window.records = client.call("records", `queue-${rung}`, { timeout: null });
+            }""",
+            [hub, rung],
+        )
+        assert page.evaluate("client.state") != "connected"
+        with LadderServer({"allowed_origins": [pages.url]}, port=port):
+            outcome: dict[str, Any] = page.evaluate(
+                """async () => {
+                    const records = await window.records;
+                    const out = { records, errors, sessionId: client.sessionId };
+                    await client.close();
+                    return out;
+                }"""
+            )
+    assert outcome["records"] == list(range(300)), "each applied once, in order"
+    assert outcome["errors"] == [], "nothing refused for good"
+
+
+def test_a_page_whose_origin_is_refused_gets_a_fatal_error_not_a_loop(page: Page) -> None:
+    # The test hub allows only http://allowed.example: the page's own origin is refused. Its
+    # WebSocket upgrade is refused, its same-origin GETs carry no Origin and open sessions, and
+    # every POST is refused with origin_not_allowed.
+    with LadderServer() as server:
+        open_page(page, server)
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        outcome: dict[str, Any] = page.evaluate(
+            """async () => {
+                const errors = [];
+                const client = ladder.connect(location.origin, { connectTimeout: null });
+                client.on("error", (e) => errors.push(e));
+                const pending = client.call("echo", 1, { timeout: 20000 }).catch((e) => e.code);
+                const ready = await client.ready().then(() => "connected", (e) => e.code);
+                const later = await client.call("echo", 2).catch((e) => e.code);
+                return { errors, ready, pending: await pending, later, state: client.state };
+            }"""
+        )
+        settled = len(requests)
+        page.wait_for_timeout(3000)  # a loop would keep opening sessions meanwhile
+        more = requests[settled:]
+    assert outcome["state"] == "closed"
+    assert [e["code"] for e in outcome["errors"]] == ["origin_not_allowed"]
+    reason = outcome["errors"][0]["reason"]
+    assert f"does not allow requests from {server.url}" in reason and "allowed_origins" in reason
+    assert outcome["ready"] == outcome["pending"] == outcome["later"] == "origin_not_allowed"
+    assert more == [], f"no reconnect loop: {more}"

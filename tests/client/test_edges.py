@@ -1,0 +1,110 @@
+"""The Python client's reconnect decisions at the edges, against the in-memory fake server:
+a server shutting down, one refusing node among good ones, the backoff schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from ladder.client import Connected
+from tests.client.fakes import FakeClient, FakeServer
+
+
+def test_reconnect_delay_forgives_and_stays_low() -> None:
+    from ladder.client.backoff import reconnect_delay  # noqa: PLC0415
+
+    rng = random.Random(7)
+    after_a_cut = [reconnect_delay(0, 0.5, 5.0, rng=rng) for _ in range(200)]
+    assert all(0 <= d < 0.5 for d in after_a_cut), "a connection that worked: a short pause"
+    assert reconnect_delay(1, 0.5, 5.0) == reconnect_delay(2, 0.5, 5.0) == 0.0, "two retries at once"
+    third = [reconnect_delay(3, 0.5, 5.0, rng=rng) for _ in range(200)]
+    assert all(0 <= d < 1.0 for d in third) and max(third) > 0.5
+    late = [reconnect_delay(n, 0.5, 5.0, rng=rng) for n in range(10, 40)]
+    assert all(d < 5.0 for d in late) and max(late) > 2.5, "capped at backoff_max"
+
+
+async def test_shutting_down_resumes_the_session_elsewhere_at_once() -> None:
+    server = FakeServer()
+    # A backoff this long would show: the reconnect must not wait for it.
+    client = FakeClient(server, transports=["websocket"], backoff_base=30.0, backoff_max=30.0)
+    connected: asyncio.Queue[Connected] = asyncio.Queue()
+    client.on("connected", connected.put_nowait)
+    await client.connect(timeout=5)
+    await connected.get()
+    session = client.session_id
+    server.push({"t": "bye", "code": "shutting_down", "reason": "server going away"})
+    told = asyncio.get_running_loop().time()
+    again = await asyncio.wait_for(connected.get(), 5)
+    assert again.resumed
+    at, hello = server.hellos[1]
+    assert at - told < 1.0, "no backoff before going elsewhere"
+    assert hello.get("sid") == session, "the session is resumed, not given up"
+    await client.connect(timeout=5)
+    assert client.session_id == session and client.state == "connected"
+    await client.close()
+
+
+async def test_one_refusing_node_among_good_ones_costs_no_backoff() -> None:
+    """Cut after cut, each reconnect meeting a refusing node twice: the client never waits
+    more than the short pause after a connection ended (before: the delay grew to 20 s)."""
+    server = FakeServer()
+    client = FakeClient(
+        server, transports=["websocket"], backoff_base=0.2, backoff_max=20.0, stable_after=10.0
+    )
+    connected: asyncio.Queue[Connected] = asyncio.Queue()
+    client.on("connected", connected.put_nowait)
+    await client.connect(timeout=5)
+    await connected.get()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(8):
+        server.refuse_opens = 2  # the next two opens land on the bad node
+        server.current.interrupt("cut by the test")
+        assert (await asyncio.wait_for(connected.get(), 5)).resumed
+    assert len(server.hellos) == 1 + 8 * 3
+    took = loop.time() - started
+    assert took < 8 * 0.2 + 1.0, f"8 cuts with 16 refusals took {took:.1f} s"
+    assert client.session_id == "s1", "every reconnect resumed the same session"
+    await client.close()
+
+
+def test_the_pacer_waits_retry_after_then_lets_one_message_go_per_interval() -> None:
+    from ladder.client.pacing import Pacer  # noqa: PLC0415
+
+    pacer = Pacer()
+    assert pacer.allowance(0.0) == (None, 0.0), "unlimited until refused"
+    pacer.refused(0.1, now=0.0)
+    count, wait = pacer.allowance(0.05)
+    assert count == 0 and wait == pytest.approx(0.05), "waits retry_after"
+    assert pacer.allowance(0.1) == (1, 0.0), "then the refused message"
+    pacer.wrote(1)
+    count, wait = pacer.allowance(0.15)
+    assert count == 0 and wait == pytest.approx(0.05)
+    assert pacer.allowance(0.35)[0] == 2, "those that became due meanwhile go together"
+    pacer.wrote(2)
+    pacer.refused(0.2, now=0.35)
+    assert pacer.interval == 0.2, "the largest retry_after heard sets the pace"
+    pacer.drained()
+    assert pacer.allowance(1.0) == (None, 0.0), "everything acknowledged: free again"
+
+
+def test_encode_message_names_the_culprit_in_words_of_no_codec() -> None:
+    import datetime  # noqa: PLC0415
+
+    from ladder.protocol.codec import JSON, MSGPACK, encode_message  # noqa: PLC0415
+
+    for codec in (JSON, MSGPACK):
+        assert encode_message(codec, {"t": "emit", "i": 1, "ev": "e", "d": {"b": b"\x00", "l": [1.5, None]}})
+        for value, culprit in (
+            ({"n": 2**64}, "an int of 65 bits at d['n']"),
+            ({"k": {3: "x"}}, "a dict key of type int at d['k']"),
+            ("\ud800", "a str with a lone surrogate at d"),
+        ):
+            with pytest.raises(TypeError) as refused:
+                encode_message(codec, {"t": "emit", "i": 1, "ev": "e", "d": value})
+            assert f"cannot send {culprit}: Ladder messages carry" in str(refused.value)
+            assert "msgpack" not in str(refused.value) and "JSON" not in str(refused.value)
+    with pytest.raises(TypeError, match=r"cannot send a datetime at d\[0\]"):
+        encode_message(MSGPACK, {"t": "call", "i": 1, "ev": "e", "d": [datetime.datetime.now(datetime.UTC)]})

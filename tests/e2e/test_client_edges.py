@@ -1,0 +1,205 @@
+"""The Python client at the edges, against a real server: a value that cannot be encoded, the
+rate limit meeting an offline queue, a wrong URL, a server that is down, a refused origin."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ladder import Client, Ladder, LadderError
+from ladder.client import ServerError
+from tests.support.server import LadderServer, free_port
+
+RUNGS = ["websocket", "sse", "longpoll", "poll"]
+
+
+def _circular() -> list[Any]:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    return loop
+
+
+@pytest.mark.parametrize(("rung", "encoding"), [("websocket", "msgpack"), ("longpoll", "json")])
+async def test_a_value_that_cannot_be_encoded_fails_at_once_and_wedges_nothing(
+    server: LadderServer, rung: str, encoding: str
+) -> None:
+    async with Client(server.url, transports=[rung], encoding=encoding) as client:
+        bad: list[tuple[str, Any]] = [("int", 2**70), ("circular", _circular()), ("keys", {1: "a"})]
+        if encoding == "msgpack":
+            bad.append(("datetime", datetime.datetime.now(datetime.UTC)))
+        for name, value in bad:
+            with pytest.raises(TypeError) as refused:
+                await client.call("echo", value, timeout=5)
+            message = str(refused.value)
+            assert "msgpack" not in message and "JSON" not in message
+            expected = {
+                "int": "int of 71 bits",
+                "circular": "contains itself",
+                "keys": "dict key of type int",
+            }
+            assert expected.get(name, name) in message, message
+            with pytest.raises(TypeError):
+                await client.emit("record", {"key": f"bad-{rung}", "value": value})
+            with pytest.raises(TypeError):
+                await client.publish("open:edges", value)
+        # Nothing took an id: every later message works, at once and in order.
+        for n in range(3):
+            await client.emit("record", {"key": f"after-{rung}", "value": n})
+        assert (await client.call("echo", "still here", timeout=5))["data"] == "still here"
+        assert await client.call("records", f"after-{rung}", timeout=5) == [0, 1, 2]
+        assert await client.call("records", f"bad-{rung}", timeout=5) == []
+        assert client.state == "connected"
+
+
+async def test_a_message_over_the_frame_limit_is_refused_before_it_takes_an_id(server: LadderServer) -> None:
+    async with Client(server.url, transports=["websocket"]) as client:
+        with pytest.raises(LadderError) as refused:
+            await client.call("echo", "x" * 70_000, timeout=5)
+        assert refused.value.code == "frame_too_large" and "at most 65536" in refused.value.reason
+        assert (await client.call("echo", "small", timeout=5))["data"] == "small"
+
+
+async def test_publishing_data_that_cannot_be_encoded_is_a_type_error_not_a_bad_frame(tmp_path: Path) -> None:
+    hub = Ladder()
+    with pytest.raises(TypeError, match="cannot send a datetime at"):
+        await hub.publish("room:x", {"when": datetime.datetime.now(datetime.UTC)})
+    with pytest.raises(TypeError, match="contains itself"):
+        await hub.publish("room:x", _circular())
+
+    # In a handler it is a bug of the handler: handler_error for the client, a traceback logged.
+    log = tmp_path / "server.log"
+    with LadderServer(app="tests.e2e.edges_app:hub", log=log) as server:
+        async with Client(server.url, transports=["websocket"]) as client:
+            with pytest.raises(LadderError) as failed:
+                await client.call("publish_datetime", None, timeout=5)
+            assert failed.value.code == "handler_error"
+            assert (await client.call("echo", 1, timeout=5))["data"] == 1
+    text = log.read_text()
+    assert "Traceback" in text and "TypeError: cannot send a datetime at ['when']" in text
+
+
+@pytest.mark.parametrize("rung", RUNGS)
+async def test_an_offline_queue_beyond_the_rate_burst_is_paced_not_lost(rung: str) -> None:
+    """300 emits queued while the server is down, default limits (burst 200, 100 per second):
+    every one applied exactly once, in order, and the session never dropped for flooding."""
+    port = free_port()
+    client = Client(f"http://127.0.0.1:{port}", transports=[rung], backoff_base=0.05, backoff_max=0.2)
+    errors: list[ServerError] = []
+    client.on("error", errors.append)
+    connecting = asyncio.create_task(client.connect())
+    for n in range(300):
+        await client.emit("record", {"key": f"queue-{rung}", "value": n})
+    with LadderServer({"heartbeat": 1.0, "poll_timeout": 2.0}, port=port):
+        await asyncio.wait_for(connecting, 20)
+        session = client.session_id
+        started = time.monotonic()
+        await client.flush(timeout=20)
+        took = time.monotonic() - started
+        assert await client.call("records", f"queue-{rung}", timeout=10) == list(range(300))
+        assert client.session_id == session, "the same session: never dropped as a flood"
+        assert errors == [], "no error events: nothing was refused for good"
+        assert took < 10, f"the last 100 drain at about the server's rate, not in backoff ({took:.1f} s)"
+        await client.close()
+
+
+async def test_calls_over_the_rate_wait_their_turn_instead_of_failing() -> None:
+    with LadderServer({"limits": {"message_rate": 5, "message_burst": 5}}) as server:
+        async with Client(server.url, transports=["websocket"]) as client:
+            results = await asyncio.gather(*(client.call("echo", n, timeout=10) for n in range(12)))
+            assert [r["data"] for r in results] == list(range(12))
+
+
+async def test_a_wrong_url_fails_the_first_connect_with_each_rungs_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert Client("http://127.0.0.1:1/").connect_timeout == 15.0, "the documented default bound"
+    caplog.set_level(logging.WARNING, "ladder.client")
+    with LadderServer(app="tests.support.mounted:app") as server:
+        await _wrong_mount(f"{server.url}/api/realtim", caplog)  # mounted at /api/realtime
+
+
+async def _wrong_mount(wrong: str, caplog: pytest.LogCaptureFixture) -> None:
+    client = Client(wrong, connect_timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(LadderError) as failed:
+        await client.connect()
+    assert time.monotonic() - started < 4
+    assert failed.value.code == "connect_failed"
+    reason = failed.value.reason
+    assert reason.startswith(f"could not connect to {wrong} within 2 s: ")
+    # Starlette refuses an unknown WebSocket path with 403; the HTTP rungs get its 404.
+    assert (
+        f"websocket: upgrade refused at {wrong.replace('http', 'ws')}/ws (HTTP 403, not from Ladder)"
+        in reason
+    )
+    for rung in RUNGS[1:]:
+        assert f"{rung}: no Ladder endpoint at {wrong}/{rung} (HTTP 404)" in reason
+    assert "check the mount path" in reason
+    assert client.state == "closed"
+    with pytest.raises(LadderError) as later:
+        await client.call("echo", 1)
+    assert later.value.code == "connect_failed", "later calls say why, not just 'closed'"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and any("no Ladder endpoint" in r.getMessage() for r in warnings)
+
+
+async def test_a_server_that_is_down_fails_the_first_connect_in_bounded_time() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    async with asyncio.timeout(10):
+        with pytest.raises(LadderError) as failed:
+            await Client(url, connect_timeout=1.5).connect()
+    assert failed.value.code == "connect_failed"
+    assert "websocket: cannot connect to" in failed.value.reason
+    assert "poll: cannot connect to" in failed.value.reason and "is the server running" in failed.value.reason
+
+    # connect(timeout=...) says why too (and the client keeps trying until closed).
+    client = Client(url)
+    with pytest.raises(LadderError) as timed_out:
+        await client.connect(timeout=1.0)
+    assert timed_out.value.code == "connect_failed" and "within 1 s: websocket: cannot connect" in (
+        timed_out.value.reason
+    )
+    await client.close()
+
+
+async def test_a_refused_origin_is_fatal_with_an_error_naming_the_setting(server: LadderServer) -> None:
+    client = Client(
+        server.url, headers={"origin": "http://evil.example"}, transports=["websocket", "longpoll"]
+    )
+    errors: list[ServerError] = []
+    client.on("error", errors.append)
+    with pytest.raises(LadderError) as refused:
+        await client.connect()
+    assert refused.value.code == "origin_not_allowed"
+    assert "allowed_origins" in refused.value.reason and "http://evil.example" in refused.value.reason
+    assert [e.code for e in errors] == ["origin_not_allowed"]
+    with pytest.raises(LadderError) as later:
+        await client.call("echo", 1)
+    assert later.value.code == "origin_not_allowed"
+
+
+async def test_an_oversized_message_queued_before_the_limit_was_known_wedges_nothing() -> None:
+    port = free_port()
+    client = Client(f"http://127.0.0.1:{port}", transports=["websocket"], backoff_base=0.05, backoff_max=0.2)
+    errors: list[ServerError] = []
+    client.on("error", errors.append)
+    connecting = asyncio.create_task(client.connect())
+    big = asyncio.create_task(client.call("echo", "x" * 70_000, timeout=15))
+    await client.emit("record", {"key": "oversize", "value": "y" * 70_000})
+    await client.emit("record", {"key": "oversize", "value": "small"})
+    small = asyncio.create_task(client.call("echo", "small", timeout=15))
+    with LadderServer({"heartbeat": 1.0}, port=port):
+        await asyncio.wait_for(connecting, 20)
+        with pytest.raises(LadderError) as refused:
+            await big
+        assert refused.value.code == "frame_too_large"
+        assert (await small)["data"] == "small"
+        assert await client.call("records", "oversize", timeout=5) == ["small"]
+        assert [e.code for e in errors] == ["frame_too_large"], "the emit nobody waits for: an error event"
+        await client.close()
