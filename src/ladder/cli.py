@@ -193,12 +193,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if args.command == "serve":
-        run(load_app(args.app), args)
-    else:
-        from .demo.app import app  # noqa: PLC0415
+    try:
+        if args.command == "serve":
+            run(load_app(args.app), args)
+        else:
+            from .demo.app import app  # noqa: PLC0415
 
-        run(app, args)
+            run(app, args)
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it handled once the server has stopped cleanly.
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -59,48 +59,6 @@ async def next_pub(sink: Sink, timeout: float = 5.0) -> Publication:
     return await asyncio.wait_for(sink.pubs.get(), timeout)
 
 
-async def test_publish_delivers_to_listening_nodes_in_order(engine: tuple[RedisEngine, Sink]) -> None:
-    node, sink = engine
-    await node.listen("room")
-    for n in range(20):
-        pub = await node.publish("room", Payload.of({"n": n, "b": b"\x00"}), OPTIONS)
-        assert pub.offset == n + 1
-    got = [await next_pub(sink) for _ in range(20)]
-    assert [p.offset for p in got] == list(range(1, 21))
-    assert got[3].data == {"n": 3, "b": b"\x00"} and len({p.epoch for p in got}) == 1
-    await node.publish("elsewhere", Payload.of(1), OPTIONS)
-    await node.publish("room", Payload.of("last"), OPTIONS)
-    assert (await next_pub(sink)).data == "last", "channels nobody here listens to are not delivered"
-
-
-async def test_history_and_recovery_rules(engine: tuple[RedisEngine, Sink]) -> None:
-    node, _ = engine
-    small = ChannelOptions(history_size=5, history_ttl=600)
-    for n in range(8):
-        await node.publish("h", Payload.of(n), small)
-    position = await node.position("h")
-    assert position.offset == 8
-    recent = await node.history("h", since=None, limit=3, options=small)
-    assert [p.data for p in recent.publications] == [5, 6, 7]
-    ok = await node.history("h", since=Position(position.epoch, 4), limit=5, options=small)
-    assert ok.complete and [p.offset for p in ok.publications] == [5, 6, 7, 8]
-    assert (await node.history("h", since=Position(position.epoch, 8), limit=5, options=small)).complete
-    gone = await node.history("h", since=Position(position.epoch, 1), limit=5, options=small)
-    assert not gone.complete and gone.publications == []
-    other = await node.history("h", since=Position("nope", 7), limit=5, options=small)
-    assert not other.complete and other.position == position
-
-
-async def test_history_ttl_counts(engine: tuple[RedisEngine, Sink]) -> None:
-    node, _ = engine
-    short = ChannelOptions(history_size=10, history_ttl=1)
-    await node.publish("ttl", Payload.of(1), short)
-    epoch = (await node.position("ttl")).epoch
-    await asyncio.sleep(1.1)  # the publication must age past its 1 s TTL
-    late = await node.history("ttl", since=Position(epoch, 0), limit=10, options=short)
-    assert not late.complete
-
-
 async def test_presence_across_nodes_with_join_and_leave(redis_server: RedisServer) -> None:
     a, b = RedisEngine(redis_server.url), RedisEngine(redis_server.url)
     sink_a, sink_b = Sink(), Sink()
@@ -123,6 +81,48 @@ async def test_presence_across_nodes_with_join_and_leave(redis_server: RedisServ
         await asyncio.sleep(0.6)  # let the 0.5 s presence TTL pass
         assert [m.user for m in await b.presence("lobby")] == ["bob"]
         assert (await asyncio.wait_for(sink_b.presence.get(), 5))[1:] == ("leave", Member("c3", "carol"))
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_dead_nodes_member_leaves_without_anyone_asking(redis_server: RedisServer) -> None:
+    """Node A dies with a member present: node B, listening, hears its leave once its ttl
+    ran out, from B's own sweep (no presence query anywhere)."""
+    a = RedisEngine(redis_server.url, sweep_every=0.2)
+    b = RedisEngine(redis_server.url, sweep_every=0.2)
+    sink_b = Sink()
+    await a.start(Sink())
+    await b.start(sink_b)
+    try:
+        await b.listen("lobby")
+        dave = Member("c4", "dave")
+        await a.presence_add("lobby", dave, ttl=0.5)
+        assert await asyncio.wait_for(sink_b.presence.get(), 5) == ("lobby", "join", dave)
+        await a.stop()  # A is gone: nobody refreshes dave, and A's own sweep is stopped too
+        assert await asyncio.wait_for(sink_b.presence.get(), 3) == ("lobby", "leave", dave)
+        assert sink_b.presence.empty()
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_leave_is_announced_even_when_the_sweep_comes_after_the_members_ttl(
+    redis_server: RedisServer,
+) -> None:
+    """The presence keys outlive their last member until a sweep has announced its leave
+    (they once expired one second after it, taking the leave with them)."""
+    a, b = RedisEngine(redis_server.url, sweep_every=1.5), RedisEngine(redis_server.url, sweep_every=1.5)
+    sink_b = Sink()
+    await a.start(Sink())
+    await b.start(sink_b)
+    try:
+        await b.listen("lobby")
+        erin = Member("c5", "erin")
+        await a.presence_add("lobby", erin, ttl=0.5)
+        assert await asyncio.wait_for(sink_b.presence.get(), 5) == ("lobby", "join", erin)
+        await a.stop()
+        assert await asyncio.wait_for(sink_b.presence.get(), 0.5 + 1.5 + 2.0) == ("lobby", "leave", erin)
     finally:
         await a.stop()
         await b.stop()
@@ -345,7 +345,9 @@ async def test_health_follows_a_stall_that_heals_without_a_connection_reset(
             assert hub.health()["ok"]
             relay.flowing.clear()
             await _until(lambda: not hub.health()["ok"], 5.0)
-            warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "unhealthy" in r.message]
+            warnings = [
+                r for r in caplog.records if r.levelno == logging.WARNING and "unhealthy" in r.message
+            ]
             assert len(warnings) == 1 and "engine_unavailable" in warnings[0].message
             await asyncio.sleep(2.0)  # the stall itself lasts a while
             assert not hub.health()["ok"]

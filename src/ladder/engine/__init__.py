@@ -5,18 +5,34 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError, install_hint
-from .base import ChannelOptions, Engine, EngineSink, HistoryResult, Member, Position, Publication
+from .base import (
+    AppliedRecords,
+    ChannelOptions,
+    Channels,
+    Engine,
+    EngineSink,
+    HistoryResult,
+    Member,
+    Position,
+    Presence,
+    Publication,
+    SessionRouting,
+)
 from .memory import MemoryEngine
 
 __all__ = [
+    "AppliedRecords",
     "ChannelOptions",
+    "Channels",
     "Engine",
     "EngineSink",
     "HistoryResult",
     "Member",
     "MemoryEngine",
     "Position",
+    "Presence",
     "Publication",
+    "SessionRouting",
     "create_engine",
 ]
 

@@ -5,6 +5,10 @@ Redis engine. The hub never assumes which: every publication, history read, pres
 and session lookup goes through this protocol, so a session's requests may land on any
 process that shares the engine.
 
+The seam is cut by concern: :class:`Channels` (publishing, history, the live stream),
+:class:`Presence`, :class:`SessionRouting` (with node messages) and :class:`AppliedRecords`;
+:class:`Engine` is all four behind one object, as the hub sees it.
+
 Data crosses the seam already encoded (:class:`Payload`): a publication is serialised once
 where it is published, and every node builds its wire frames from those bytes.
 """
@@ -20,14 +24,18 @@ from ..protocol.codec import Payload
 
 __all__ = [
     "AppliedRecord",
+    "AppliedRecords",
     "ChannelOptions",
+    "Channels",
     "Engine",
     "EngineSink",
     "HistoryResult",
     "Member",
     "Payload",
     "Position",
+    "Presence",
     "Publication",
+    "SessionRouting",
 ]
 
 
@@ -134,25 +142,15 @@ class EngineSink(Protocol):
         """A message another node sent to this one (session routing)."""
 
 
-@runtime_checkable
-class Engine(Protocol):
-    """The message backbone shared by every process of one deployment."""
-
-    node_id: str
-    healthy: bool
-    """False while the engine cannot do its job (a load balancer should stop sending traffic)."""
-
-    async def start(self, sink: EngineSink) -> None:
-        """Connect and begin delivering live publications to ``sink``."""
-
-    async def stop(self) -> None:
-        """Disconnect and release resources."""
+class Channels(Protocol):
+    """Publishing, history and the live stream of each channel."""
 
     async def publish(self, channel: str, payload: Payload, options: ChannelOptions) -> Publication:
         """Append to the channel (assigning its next offset) and deliver to every node."""
 
     async def listen(self, channel: str) -> None:
-        """This node has local subscribers to ``channel``: deliver its publications here."""
+        """This node has local subscribers to ``channel``: deliver its publications (and its
+        presence changes) here. Channels not listened to are not delivered."""
 
     async def unlisten(self, channel: str) -> None:
         """The last local subscriber left ``channel``."""
@@ -160,21 +158,32 @@ class Engine(Protocol):
     async def history(
         self, channel: str, *, since: Position | None, limit: int, options: ChannelOptions
     ) -> HistoryResult:
-        """Publications after ``since`` (or the newest ``limit`` when ``since`` is None)."""
+        """Publications after ``since`` (or the newest ``limit`` when ``since`` is None), as
+        :mod:`ladder.engine.recovery` decides."""
 
     async def position(self, channel: str) -> Position:
         """The channel's current epoch and newest offset."""
 
+
+class Presence(Protocol):
+    """Who is in a channel, with ``join``/``leave`` events to the nodes listening to it."""
+
     async def presence_add(self, channel: str, member: Member, ttl: float) -> None:
-        """Add or refresh a member; it disappears ``ttl`` seconds after its last refresh."""
+        """Add or refresh a member; it disappears ``ttl`` seconds after its last refresh. A
+        new member is announced as ``join``; one that expires is announced as ``leave``
+        within the engine's sweep interval, whether or not anyone asks who is present."""
 
     async def presence_remove(self, channel: str, member: Member) -> None:
-        """Remove a member at once (it left)."""
+        """Remove a member at once (it left; announced as ``leave``)."""
 
     async def presence(self, channel: str) -> list[Member]:
         """The members present in ``channel`` now."""
 
-    # Session routing: sessions live in one node's memory; requests may land on any node.
+
+class SessionRouting(Protocol):
+    """Sessions live in one node's memory; requests may land on any node."""
+
+    node_id: str
 
     def session_prefix(self) -> str:
         """What this node's session ids start with, so any node can tell where one was made."""
@@ -194,6 +203,14 @@ class Engine(Protocol):
     async def node_alive(self, node: str) -> bool:
         """Whether ``node`` is running and listening for messages."""
 
+    async def broadcast(self, message: bytes) -> int:
+        """Deliver ``message`` to the ``on_node_message`` of every *other* node listening
+        now. Returns how many received it (0 with one process)."""
+
+
+class AppliedRecords(Protocol):
+    """What each session applied, kept outside the node holding it (idempotency)."""
+
     async def record_applied(
         self,
         sid: str,
@@ -212,9 +229,21 @@ class Engine(Protocol):
     async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:
         """The record of ``sid``, only if ``token`` is its resume token."""
 
-    async def broadcast(self, message: bytes) -> int:
-        """Deliver ``message`` to the ``on_node_message`` of every *other* node listening
-        now. Returns how many received it (0 with one process)."""
+
+@runtime_checkable
+class Engine(Channels, Presence, SessionRouting, AppliedRecords, Protocol):
+    """The message backbone shared by every process of one deployment: the four concerns
+    above behind one object, plus its lifecycle and health."""
+
+    node_id: str
+    healthy: bool
+    """False while the engine cannot do its job (a load balancer should stop sending traffic)."""
+
+    async def start(self, sink: EngineSink) -> None:
+        """Connect and begin delivering live publications to ``sink``."""
+
+    async def stop(self) -> None:
+        """Disconnect and release resources."""
 
     def details(self) -> dict[str, Any]:
         """Facts for the health endpoint."""

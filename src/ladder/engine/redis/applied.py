@@ -1,0 +1,66 @@
+"""What each session applied, in the Redis hash ``{prefix}:a:{sid}`` (``t`` token digest,
+``i`` highest id, ``r:<id>`` kept answers, ``o`` carried keys)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+
+import msgpack
+from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
+
+from ..base import AppliedRecord, token_digest
+from .link import RedisLink, unavailable
+
+
+class RedisAppliedRecords:
+    """The :class:`~ladder.engine.base.AppliedRecords` part of the Redis engine."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self._link = link
+
+    async def record_applied(
+        self,
+        sid: str,
+        token: str,
+        *,
+        done: int,
+        reply: tuple[int, bytes] | None,
+        forget: Sequence[int],
+        origins: Sequence[str] | None,
+        ttl: float,
+    ) -> None:
+        """One round trip (a pipeline of HSET, HDEL when answers were delivered, PEXPIRE)
+        per applied message."""
+        key = self._link.k("a", sid)
+        fields: dict[FieldT, EncodableT] = {"t": token_digest(token), "i": done}
+        if reply is not None:
+            fields[f"r:{reply[0]}"] = reply[1]
+        if origins is not None:
+            fields["o"] = msgpack.packb(list(origins))
+        try:
+            async with self._link.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, mapping=fields)
+                if forget:
+                    pipe.hdel(key, *(f"r:{number}" for number in forget))
+                pipe.pexpire(key, max(1, int(ttl * 1000)))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from exc
+
+    async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:
+        try:
+            raw: dict[bytes, bytes] = await self._link.redis.hgetall(self._link.k("a", sid))  # type: ignore[assignment]
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from exc
+        digest = raw.get(b"t")
+        if digest is None or not hmac.compare_digest(bytes(digest), token_digest(token)):
+            return None
+        record = AppliedRecord(done=int(raw.get(b"i", b"0")))
+        for name, value in raw.items():
+            if name.startswith(b"r:"):
+                record.replies[int(name[2:])] = bytes(value)
+        if b"o" in raw:
+            record.origins = [str(key) for key in msgpack.unpackb(raw[b"o"], raw=False)]
+        return record

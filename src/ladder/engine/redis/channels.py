@@ -1,0 +1,228 @@
+"""Channels in Redis: offsets and epochs in a hash, history in a stream, live via pub/sub.
+
+A publication is one Lua script: take the next offset, append to the stream, publish to
+the channel. Every node (the publisher's included) delivers from pub/sub, checking that
+offsets follow each other: a gap (a message lost while the listener reconnected) is filled
+from the stream, and a changed epoch (Redis lost the data) is reported so clients resync.
+Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from redis.exceptions import RedisError
+
+from ...protocol.codec import Payload
+from .. import recovery
+from ..base import ChannelOptions, HistoryResult, Position, Publication
+from .link import RedisLink, unavailable
+from .listener import Listener
+
+log = logging.getLogger("ladder.redis")
+
+_PUBLISH: Final = """
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then
+  e = ARGV[1]
+  redis.call('HSET', KEYS[1], 'e', e)
+  redis.call('DEL', KEYS[2])
+end
+local o = redis.call('HINCRBY', KEYS[1], 'o', 1)
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '0-' .. o, 't', ARGV[6], 'd', ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[7], 'P' .. e .. ' ' .. o .. ' ' .. ARGV[6] .. ' ' .. ARGV[2])
+return {e, o}
+"""
+
+_POSITION: Final = """
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then
+  e = ARGV[1]
+  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)
+  redis.call('DEL', KEYS[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {e, tonumber(redis.call('HGET', KEYS[1], 'o') or 0)}
+"""
+
+
+def _entries(raw: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Stream entries as redis-py returns them (typed loosely there)."""
+    return list(raw or [])
+
+
+@dataclass(slots=True)
+class _Listening:
+    epoch: str | None = None
+    last: int = 0
+
+
+class RedisChannels:
+    """The :class:`~ladder.engine.base.Channels` part of the Redis engine."""
+
+    def __init__(self, link: RedisLink, *, meta_ttl: float) -> None:
+        self._link = link
+        self.meta_ttl = meta_ttl
+        self.listening: dict[str, _Listening] = {}
+        self.listener: Listener | None = None
+        """Set by the engine: listening to a channel subscribes to it there."""
+
+    def scripts(self) -> None:
+        """Register the scripts on the clients (after they are opened)."""
+        self._publish = self._link.writer.register_script(_PUBLISH)
+        self._position = self._link.redis.register_script(_POSITION)
+
+    def _entry(self, channel: str, epoch: str, entry: tuple[bytes, dict[bytes, bytes]]) -> Publication:
+        entry_id, fields = entry
+        offset = int(entry_id.split(b"-")[1])
+        return Publication(channel, offset, epoch, Payload.from_msgpack(fields[b"d"]), float(fields[b"t"]))
+
+    # -- the live stream -------------------------------------------------------------------
+
+    async def on_message(self, channel: str, data: bytes) -> None:
+        """A ``P`` message from pub/sub: ``P<epoch> <offset> <time> <msgpack>``."""
+        epoch, offset, stamp, packed = data[1:].split(b" ", 3)
+        pub = Publication(channel, int(offset), epoch.decode(), Payload.from_msgpack(packed), float(stamp))
+        await self._deliver(pub)
+
+    async def _deliver(self, pub: Publication) -> None:
+        """Hand a live publication on, filling any gap before it from history first."""
+        state = self.listening.get(pub.channel)
+        sink = self._link.sink
+        if state is None or sink is None:
+            return
+        if state.epoch is not None and pub.epoch != state.epoch:
+            await self._catch_up(pub.channel, state)
+            return
+        if pub.offset <= state.last:
+            return  # already delivered (catch-up and live overlapped)
+        if pub.offset > state.last + 1:
+            await self._catch_up(pub.channel, state)
+            return
+        state.epoch, state.last = pub.epoch, pub.offset
+        sink.on_publication(pub)
+
+    async def catch_up_all(self) -> None:
+        for channel, state in list(self.listening.items()):
+            await self._catch_up(channel, state)
+
+    async def _catch_up(self, channel: str, state: _Listening) -> None:
+        """Deliver what this node missed in ``channel``; report a lost stream as a reset."""
+        sink = self._link.sink
+        position = await self._read_position(channel)
+        if state.epoch is None:
+            state.epoch, state.last = position.epoch, position.offset
+            return
+        if position.epoch != state.epoch:
+            log.warning(
+                "channel %s: epoch changed (%s -> %s); subscribers resync",
+                channel,
+                state.epoch,
+                position.epoch,
+            )
+            state.epoch, state.last = position.epoch, position.offset
+            if sink is not None:
+                sink.on_reset(channel, position)
+            return
+        if position.offset <= state.last:
+            return
+        stream = self._link.k("s", channel)
+        entries = _entries(await self._link.redis.xrange(stream, f"0-{state.last + 1}", "+"))
+        pubs = [self._entry(channel, state.epoch, entry) for entry in entries]
+        if not pubs or pubs[0].offset != state.last + 1:
+            log.warning(
+                "channel %s: history no longer covers offsets after %d; subscribers resync",
+                channel,
+                state.last,
+            )
+            state.last = position.offset
+            if sink is not None:
+                sink.on_reset(channel, position)
+            return
+        for pub in pubs:
+            if pub.offset == state.last + 1 and sink is not None:
+                state.last = pub.offset
+                sink.on_publication(pub)
+
+    # -- the Channels protocol -------------------------------------------------------------
+
+    async def publish(self, channel: str, payload: Payload, options: ChannelOptions) -> Publication:
+        now = time.time()
+        link = self._link
+        try:
+            epoch, offset = await self._publish(
+                keys=[link.k("m", channel), link.k("s", channel)],
+                args=[
+                    secrets.token_hex(4),
+                    payload.msgpack,
+                    options.history_size,
+                    max(1, int(options.history_ttl)),
+                    int(max(self.meta_ttl, options.history_ttl)),
+                    repr(now),
+                    link.k("c", channel),
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from exc
+        return Publication(channel, int(offset), epoch.decode(), payload, now)
+
+    async def listen(self, channel: str) -> None:
+        if channel in self.listening:
+            return
+        state = self.listening[channel] = _Listening()
+        try:
+            # (subscribed only while the listener is connected, not while `healthy`: commands
+            # may be stalled while it is connected, and it subscribes only on reconnect)
+            if self.listener is not None:
+                await self.listener.subscribe(self._link.k("c", channel))
+            await self._catch_up(channel, state)  # the baseline: live messages after it count
+        except (RedisError, OSError) as exc:
+            # The listener will subscribe and catch up when it reconnects.
+            log.warning("listen %s: %s", channel, exc)
+
+    async def unlisten(self, channel: str) -> None:
+        if self.listening.pop(channel, None) is None:
+            return
+        if self.listener is not None:
+            await self.listener.unsubscribe(self._link.k("c", channel))
+
+    async def _read_position(self, channel: str) -> Position:
+        link = self._link
+        epoch, offset = await self._position(
+            keys=[link.k("m", channel), link.k("s", channel)],
+            args=[secrets.token_hex(4), int(self.meta_ttl)],
+        )
+        return Position(epoch.decode(), int(offset))
+
+    async def position(self, channel: str) -> Position:
+        try:
+            return await self._read_position(channel)
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from exc
+
+    async def history(
+        self, channel: str, *, since: Position | None, limit: int, options: ChannelOptions
+    ) -> HistoryResult:
+        redis, stream = self._link.redis, self._link.k("s", channel)
+        try:
+            position = await self._read_position(channel)
+            if since is None:
+                raw = await redis.xrevrange(stream, "+", "-", count=limit) if limit > 0 else []
+                newest = [self._entry(channel, position.epoch, e) for e in reversed(_entries(raw))]
+                return recovery.latest(position, newest, limit, oldest=time.time() - options.history_ttl)
+            want = recovery.missed(since, position, limit)
+            if isinstance(want, HistoryResult):
+                return want
+            raw = await redis.xrange(stream, f"0-{want.first}", f"0-{want.last}")
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from exc
+        held = [self._entry(channel, position.epoch, e) for e in _entries(raw)]
+        return recovery.recovered(want, position, held, oldest=time.time() - options.history_ttl)

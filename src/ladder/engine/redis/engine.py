@@ -1,0 +1,224 @@
+"""The Redis engine: several server processes share channels, history, presence and routing.
+
+Layout in Redis (``prefix`` defaults to ``ladder``):
+
+====================================  ===================================================
+``{p}:m:{channel}``                   hash: ``e`` epoch, ``o`` last offset (the channel's
+                                      position); expires ``meta_ttl`` after its last use
+``{p}:s:{channel}``                   stream: history, entry ids ``0-<offset>``, fields
+                                      ``t`` (time) and ``d`` (msgpack data); capped at the
+                                      channel's ``history_size``, expires after
+                                      ``history_ttl`` without publications
+``{p}:p:{channel}``, ``…:t``          hash of presence members and zset of their expiry
+``{p}:c:{channel}``                   pub/sub: live publications and presence changes
+``{p}:n:{node}``                      pub/sub: messages for one node (session routing); a
+                                      node is alive while it is subscribed there
+``{p}:all``                           pub/sub: messages for every node (``send_user``)
+``{p}:a:{sid}``                       hash: what a session applied (``t`` token digest,
+                                      ``i`` highest id, ``r:<id>`` kept answers, ``o``
+                                      carried keys); expires ``ttl`` after its last write
+``{p}:moved:{sid}``                   where a session went when a node handed it over
+====================================  ===================================================
+
+Each concern is a part in its own module (``channels``, ``presence``, ``routing``,
+``applied``) over one :class:`~.link.RedisLink`; this module adds the lifecycle: the
+listener, the heartbeat and the presence sweep, and health. While Redis is unreachable,
+publishing raises ``engine_unavailable`` at once, the health check fails, and the listener
+reconnects with backoff and catches up by itself when Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..base import EngineSink
+from ..composed import ComposedEngine
+from .applied import RedisAppliedRecords
+from .channels import RedisChannels
+from .link import RedisLink
+from .listener import Listener
+from .presence import RedisPresence
+from .routing import RedisRouting
+
+log = logging.getLogger("ladder.redis")
+
+HEARTBEAT_EVERY: Final = 1.5
+
+
+class RedisEngine(ComposedEngine):
+    """Channels, history, presence and session routing in Redis (``redis://host:port/db``).
+
+    ``Ladder(engine="redis://...")`` builds one with these defaults; pass
+    ``Ladder(engine=RedisEngine(url, ...))`` to change them. Needs ``ladder-rt[redis]``.
+
+    Args:
+        url: ``redis://host:port/db``, ``rediss://`` for TLS, or ``unix:///path/to/redis.sock``.
+        prefix: Prefix of every key and pub/sub channel (several deployments can share a Redis).
+        connect_timeout: Seconds to open a connection to Redis.
+        command_timeout: Seconds a command may take before the engine counts Redis as unreachable.
+        meta_ttl: Seconds a channel's epoch and offset are kept after its last use.
+        node_id: This process's id among the nodes (None: random).
+        max_connections: Connections to Redis this process may open at once.
+        pool_timeout: Seconds a command waits for a free connection when all are busy.
+        sweep_every: Seconds between sweeps for expired presence members (a dead node's),
+            whose ``leave`` is announced then.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "ladder",
+        connect_timeout: float = 0.5,
+        command_timeout: float = 1.0,
+        meta_ttl: float = 86_400.0,
+        node_id: str | None = None,
+        max_connections: int = 100,
+        pool_timeout: float = 2.0,
+        sweep_every: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.meta_ttl = meta_ttl
+        link = self._link = RedisLink(
+            url,
+            prefix=prefix,
+            node_id=node_id or secrets.token_hex(4),
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+        )
+        self._channels = RedisChannels(link, meta_ttl=meta_ttl)
+        self._presence = RedisPresence(link, sweep_every=sweep_every)
+        self._routing = RedisRouting(link)
+        super().__init__(self._channels, self._presence, self._routing, RedisAppliedRecords(link))
+        self._listener = Listener(
+            link,
+            lambda: list(self._channels.listening),
+            self._channels.catch_up_all,
+            self._dispatch,
+            self._heard,
+        )
+        self._channels.listener = self._routing.listener = self._listener
+        self._tasks: list[asyncio.Task[None]] = []
+        self.healthy = False
+        """True while this node can reach Redis and its listener is subscribed; it follows
+        both ways (see :meth:`_health`), and each change is logged."""
+        self._commands_ok = True
+        self.last_error: str | None = None
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The command client."""
+        return self._link.redis
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the listener lost its connection."""
+        return self._listener.reconnects
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, sink: EngineSink) -> None:
+        self._link.sink = sink
+        self._link.open()
+        self._channels.scripts()
+        self._presence.scripts()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._listener.run_forever(), name="ladder-redis-listener"),
+            loop.create_task(self._heartbeat_forever(), name="ladder-redis-heartbeat"),
+            loop.create_task(self._presence.sweep_forever(), name="ladder-redis-presence-sweep"),
+        ]
+        # Wait briefly for the first subscription so a node that starts healthy is usable
+        # at once; if Redis is down, keep starting: the listener retries in the background.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self._listener.subscribed.wait()
+
+    async def stop(self) -> None:
+        # Cancel until done: a cancellation landing inside a redis-py command can be
+        # swallowed there, and the loop would then go on.
+        while pending := [task for task in self._tasks if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.1)
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self._listener.stop()
+        await self._link.close()
+        self._link.sink = None
+        self.healthy = False
+
+    async def _dispatch(self, key: bytes, data: bytes) -> None:
+        """Route one pub/sub message to the part it belongs to."""
+        link = self._link
+        if key == link.k("n", link.node_id).encode() or key == link.all_nodes.encode():
+            self._routing.on_message(data)
+            return
+        channel = link.channel_of(key)
+        kind = data[:1]
+        if kind == b"P":
+            await self._channels.on_message(channel, data)
+        elif kind in (b"J", b"L"):
+            self._presence.on_message(channel, data)
+
+    # -- health ----------------------------------------------------------------------------
+
+    def _heard(self, error: str | None) -> None:
+        """The listener connected (``error`` None) or lost its connection."""
+        if error is not None:
+            self.last_error = error
+        self._health()
+
+    def _health(self) -> None:
+        """Combine what the listener and the heartbeat found; log when health changes.
+
+        Health follows both ways: a stall that heals without a connection reset leaves
+        the listener connected, and the next answered heartbeat makes the node healthy again.
+        """
+        healthy = self._listener.ok and self._commands_ok
+        if healthy == self.healthy:
+            return
+        self.healthy = healthy
+        if healthy:
+            self.last_error = None
+            log.info("redis engine healthy again (%s): accepting new sessions", self.url)
+        elif self._link.sink is not None:  # not while stopping
+            log.warning(
+                "redis engine unhealthy (%s): %s; new sessions are refused with engine_unavailable "
+                "and /health answers 503 until it answers again",
+                self.url,
+                self.last_error or "no answer",
+            )
+
+    async def _heartbeat_forever(self) -> None:
+        """Check Redis answers commands (the listener checks its own connection)."""
+        while True:
+            try:
+                await self._link.redis.ping()
+            except (RedisError, OSError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                self._commands_ok = False
+            else:
+                self._commands_ok = True
+            self._health()
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "engine": "redis",
+            "healthy": self.healthy,
+            "reconnects": self.reconnects,
+            "error": self.last_error,
+        }

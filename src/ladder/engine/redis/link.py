@@ -1,0 +1,118 @@
+"""What the Redis engine's parts share: key names, the command clients and the sink."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ...protocol.errors import LadderError
+from ..base import EngineSink
+
+
+def unavailable(exc: BaseException) -> LadderError:
+    """The error every engine call raises while Redis cannot be reached."""
+    return LadderError("engine_unavailable", f"Redis is unreachable ({type(exc).__name__}: {exc})")
+
+
+class RedisLink:
+    """Keys under one prefix, and the connections every part of one engine uses.
+
+    ``redis`` serves reads and commands that may be repeated; ``writer`` serves
+    publications, which must not be (see :meth:`open`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        node_id: str,
+        connect_timeout: float,
+        command_timeout: float,
+        max_connections: int,
+        pool_timeout: float,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.node_id = node_id
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.max_connections = max_connections
+        self.pool_timeout = pool_timeout
+        self.sink: EngineSink | None = None
+        self._redis: aioredis.Redis | None = None
+        self._writer: aioredis.Redis | None = None
+
+    def k(self, kind: str, name: str) -> str:
+        """The key (or pub/sub channel) of ``kind`` for ``name``: ``{prefix}:{kind}:{name}``."""
+        return f"{self.prefix}:{kind}:{name}"
+
+    @property
+    def all_nodes(self) -> str:
+        """The pub/sub channel every node listens on."""
+        return f"{self.prefix}:all"
+
+    def channel_of(self, key: bytes) -> str:
+        """The channel name of a ``{prefix}:c:{channel}`` pub/sub key."""
+        return key.decode()[len(self.prefix) + 3 :]
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise LadderError("engine_unavailable", "the Redis engine is not started")
+        return self._redis
+
+    @property
+    def writer(self) -> aioredis.Redis:
+        if self._writer is None:
+            raise LadderError("engine_unavailable", "the Redis engine is not started")
+        return self._writer
+
+    def _client(self, *, retry_on: tuple[type[RedisError], ...]) -> aioredis.Redis:
+        """A command client on a blocking pool: past ``max_connections`` commands in flight
+        (a burst of resubscribing clients after a restart), the next one waits up to
+        ``pool_timeout`` for a free connection instead of failing at once."""
+        pool = BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self.max_connections,
+            timeout=self.pool_timeout,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=self.command_timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=retry_on),
+            retry_on_error=[RuntimeError],  # a write refused by a closed transport: not sent
+            health_check_interval=0,
+        )
+        return aioredis.Redis.from_pool(pool)
+
+    def open(self) -> None:
+        """Make the command clients (connections open on first use).
+
+        Reads may be repeated freely; a publication must not be: a timeout or a lost
+        connection after the script was sent leaves its outcome unknown, and running it
+        again would store it twice. Its client retries only when the command cannot have
+        been sent (uvloop refuses writes to a transport already closed with RuntimeError;
+        redis-py then drops that connection and the retry opens a new one).
+        """
+        self._redis = self._client(retry_on=(RedisConnectionError, RedisTimeoutError))
+        self._writer = self._client(retry_on=())
+
+    def listener_client(self) -> aioredis.Redis:
+        """The pub/sub listener's own client. It never reconnects by itself: a silent
+        reconnect would resubscribe without the catch-up that finds what was missed."""
+        return aioredis.from_url(
+            self.url,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=None,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+
+    async def close(self) -> None:
+        for client in (self._redis, self._writer):
+            if client is not None:
+                await client.aclose()

@@ -1,0 +1,134 @@
+"""The Redis engine's pub/sub reader: one connection, restarted whenever it fails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from .link import RedisLink
+
+log = logging.getLogger("ladder.redis")
+
+LISTENER_PONG_WAIT: Final = 5.0
+"""Seconds the listener waits for the answer to its ping before it reconnects (a connection
+that silently stopped carrying anything)."""
+
+
+class Listener:
+    """Subscribes to this node's channel, the all-nodes channel and every listened channel;
+    after each (re)connection, ``caught_up`` fills what was missed before messages flow.
+
+    Args:
+        link: The engine's shared keys and clients.
+        channels: The channels listened to now (subscribed on every connection).
+        caught_up: Deliver what was missed while not subscribed.
+        dispatch: Handle one message (pub/sub key, data).
+        health: Called when the listener connected (None) or lost its connection (the error).
+    """
+
+    def __init__(
+        self,
+        link: RedisLink,
+        channels: Callable[[], Iterable[str]],
+        caught_up: Callable[[], Awaitable[None]],
+        dispatch: Callable[[bytes, bytes], Awaitable[None]],
+        health: Callable[[str | None], None],
+    ) -> None:
+        self._link = link
+        self._channels = channels
+        self._caught_up = caught_up
+        self._dispatch = dispatch
+        self._health = health
+        self.pubsub: PubSub | None = None
+        self.ok = False
+        """Connected and subscribed (commands on the other clients may still stall)."""
+        self.subscribed = asyncio.Event()
+        self.reconnects = 0
+        self._client: aioredis.Redis | None = None
+
+    async def subscribe(self, key: str) -> None:
+        """Subscribe now if connected; otherwise the next connection does."""
+        if self.pubsub is not None and self.ok:
+            await self.pubsub.subscribe(key)
+
+    async def unsubscribe(self, key: str) -> None:
+        if self.pubsub is not None and self.ok:
+            with contextlib.suppress(RedisError, OSError):
+                await self.pubsub.unsubscribe(key)
+
+    async def run_forever(self) -> None:
+        """Never left deaf: reconnect with backoff after any failure."""
+        delay = 0.1
+        while True:
+            started = time.monotonic()
+            try:
+                await self._listen_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # RedisError, OSError, or a bug: log, reconnect
+                self.subscribed.clear()
+                self.ok = False
+                self._health(str(exc) or type(exc).__name__)
+                self.reconnects += 1
+                if isinstance(exc, RedisError | OSError):
+                    log.warning("redis listener lost its connection (%s); reconnecting", exc)
+                else:
+                    log.exception("redis listener failed; restarting it")
+            await self.close()
+            if time.monotonic() - started > 10.0:
+                delay = 0.1  # it had been working: come back quickly
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+            self.pubsub = None
+
+    async def _listen_once(self) -> None:
+        link = self._link
+        if self._client is None:
+            self._client = link.listener_client()
+        pubsub = self.pubsub = self._client.pubsub()
+        keys = [link.k("n", link.node_id), link.all_nodes, *(link.k("c", ch) for ch in self._channels())]
+        await pubsub.subscribe(*keys)
+        await self._caught_up()
+        self.ok = True
+        self._health(None)
+        self.subscribed.set()
+        idle = 0.0
+        pinged: float | None = None
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is None:
+                idle += 1.0
+                if pinged is not None and time.monotonic() - pinged > LISTENER_PONG_WAIT:
+                    raise RedisConnectionError(f"no answer to a ping in {LISTENER_PONG_WAIT:g} s")
+                if idle >= 3.0 and pinged is None:  # quiet for a while: prove the connection answers
+                    await pubsub.ping()
+                    pinged = time.monotonic()
+                    idle = 0.0
+                continue
+            idle = 0.0
+            if message.get("type") == "pong":
+                pinged = None
+                continue
+            await self._dispatch(message["channel"], message["data"])
+
+    async def stop(self) -> None:
+        await self.close()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self.ok = False
