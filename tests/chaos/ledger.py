@@ -103,6 +103,9 @@ class MsgFigures:
     reordered: int = 0
     strays: int = 0
     """Applied values that were never sent (should be impossible)."""
+    announced_doubles: int = 0
+    """Values applied twice in a case ops.md names, the client told by ``session_lost``
+    (not counted in ``doubled``)."""
     lost_ids: list[int] = field(default_factory=list)
 
     @property
@@ -110,14 +113,19 @@ class MsgFigures:
         return self.lost + self.doubled + self.reordered + self.strays
 
 
-def count_messages(sent: int, applied: list[int], unsent: set[int] | None = None) -> MsgFigures:
+def count_messages(
+    sent: int, applied: list[int], unsent: set[int] | None = None, excused: set[int] | None = None
+) -> MsgFigures:
     """``applied``: the values 0..sent-1 as the cluster applied them, in the order it applied them;
-    ``unsent``: values the client refused to send (``queue_full`` raised to the app), not expected.
+    ``unsent``: values the client refused to send (``queue_full`` raised to the app), not expected;
+    ``excused``: values whose second application ops.md allows (and the client was told of).
     """
     unsent = unsent or set()
+    excused = excused or set()
     figures = MsgFigures(sent=sent, applied=len(applied))
     counts = Counter(applied)
-    figures.doubled = sum(n - 1 for n in counts.values())
+    figures.announced_doubles = sum(min(1, n - 1) for v, n in counts.items() if v in excused)
+    figures.doubled = sum(n - 1 for n in counts.values()) - figures.announced_doubles
     figures.lost_ids = [value for value in range(sent) if value not in counts and value not in unsent]
     figures.lost = len(figures.lost_ids)
     figures.strays = sum(1 for value in counts if not 0 <= value < sent)

@@ -61,3 +61,5 @@ def test_messages_lost_doubled_and_reordered_by_value() -> None:
     assert count_messages(3, [0, 1, 2]).broken == 0
     assert count_messages(2, [0, 1, 7]).strays == 1
     assert count_messages(4, [0, 2], unsent={1}).lost_ids == [3]  # 1 was refused to the app, never sent
+    excused = count_messages(3, [0, 1, 1, 2, 2, 2], excused={1, 2})
+    assert (excused.announced_doubles, excused.doubled) == (2, 1), "a second application only is excused"

@@ -79,6 +79,9 @@ async def test_a_stuck_target_answers_503_or_resets() -> None:
 async def test_refuse_reset_and_stall_then_heal() -> None:
     async with echo_servers(1) as ports, relay_over(ports) as relay:
         reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(b"live\n")  # relayed both ways: the relay holds it (not in the backlog still)
+        async with asyncio.timeout(2):
+            assert await reader.readline() == b"0:live\n"
         await asyncio.to_thread(relay.refuse)
         async with asyncio.timeout(2):
             with contextlib.suppress(ConnectionResetError):  # the live connection is reset

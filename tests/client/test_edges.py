@@ -108,3 +108,33 @@ def test_encode_message_names_the_culprit_in_words_of_no_codec() -> None:
             assert "msgpack" not in str(refused.value) and "JSON" not in str(refused.value)
     with pytest.raises(TypeError, match=r"cannot send a datetime at d\[0\]"):
         encode_message(MSGPACK, {"t": "call", "i": 1, "ev": "e", "d": [datetime.datetime.now(datetime.UTC)]})
+
+
+async def test_a_new_session_renews_subscriptions_when_the_queue_is_full() -> None:
+    """The session is lost while the offline queue is full: the carried messages fill the new
+    session's queue, and renewing the subscription must not fail with ``queue_full`` (it
+    used to raise out of the connection loop: the client stopped for good)."""
+    server = FakeServer()
+    client = FakeClient(server, transports=["websocket"], max_queue=3, backoff_base=0.01, backoff_max=0.02)
+    connected: asyncio.Queue[Connected] = asyncio.Queue()
+    client.on("connected", connected.put_nowait)
+    await client.connect(timeout=5)
+    await connected.get()
+    sub = client.subscribe("room")
+    await client.flush(timeout=5)
+    server.refuse_opens = 10**6  # down for now
+    server.current.interrupt("cut by the test")
+    for n in range(3):
+        await client.emit("e", n)
+    server.sessions += 1  # the session was lost meanwhile
+    server.refuse_opens = 0
+    again = await asyncio.wait_for(connected.get(), 5)
+    assert not again.resumed and client.state == "connected"
+    await client.flush(timeout=5)
+    applied = [(f["t"], f.get("d"), f.get("ch")) for f in server.applied]
+    assert applied == [("emit", 0, None), ("emit", 1, None), ("emit", 2, None), ("sub", None, "room")]
+    assert sub.active
+    await client.emit("e", 3)
+    await client.flush(timeout=5)
+    assert server.applied[-1]["d"] == 3, "the client keeps working"
+    await client.close()

@@ -16,6 +16,7 @@ import orjson
 
 from ladder import __version__
 from ladder.cli import build_parser
+from tests.support.redis import RedisServer
 from tests.support.server import ROOT, LadderServer, free_port, stop_process, wait_for_port
 
 FOREIGN = "http://evil.example"
@@ -73,6 +74,36 @@ async def test_sigterm_ends_streams_and_long_polls_with_bye_shutting_down_and_ex
         assert [f["code"] for f in poll_byes if f.get("t") == "bye"] == ["shutting_down"]
         assert returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it is done
         assert elapsed < 5.0, f"exited {elapsed:.1f} s after SIGTERM"  # it was > 60 s
+
+
+async def test_sigterm_ends_a_long_poll_held_for_another_node(tmp_path: Path) -> None:
+    """A long poll landing on a node that does not hold its session is forwarded to the owner
+    and held here meanwhile; on SIGTERM it kept this process alive until the owner answered
+    (up to ``poll_timeout``): it now ends at once with ``bye shutting_down``."""
+    config = {"heartbeat": 20.0, "poll_timeout": 25.0}
+    with RedisServer() as redis:
+        owner = LadderServer(config, engine=redis.url, log=tmp_path / "owner.log")
+        other = LadderServer(config, engine=redis.url, log=tmp_path / "other.log")
+        with owner, other:
+            assert other.proc is not None
+            async with httpx.AsyncClient(timeout=30) as http:
+                opened = await http.get(f"{owner.url}/longpoll", params={"v": 1})
+                welcome = orjson.loads(opened.content.split(b"\n")[0])
+                query = {"sid": welcome["sid"], "rt": welcome["rt"], "ack": 0}
+                poll = asyncio.create_task(http.get(f"{other.url}/longpoll", params=query))
+                await asyncio.sleep(0.5)  # held by now (the owner has nothing to say for 25 s)
+                assert not poll.done()
+                started = time.monotonic()
+                other.proc.send_signal(signal.SIGTERM)
+                polled = await asyncio.wait_for(poll, 30)
+                await asyncio.to_thread(other.proc.wait, 30)
+                elapsed = time.monotonic() - started
+                frames = [orjson.loads(line) for line in polled.content.split(b"\n") if line]
+                assert [f.get("code") for f in frames if f.get("t") == "bye"] == ["shutting_down"], frames
+                assert elapsed < 5.0, f"exited {elapsed:.1f} s after SIGTERM"
+                # The session lives on at its owner: the client polls again there.
+                again = await http.get(f"{owner.url}/poll", params=query)
+                assert again.status_code == 200
 
 
 # -- logs ------------------------------------------------------------------------------------

@@ -361,3 +361,24 @@ async def test_health_follows_a_stall_that_heals_without_a_connection_reset(
             assert (await next_pub(sink)).data == "ok"
         finally:
             await engine.stop()
+
+
+async def test_a_dead_node_is_known_dead_quickly(redis_server: RedisServer) -> None:
+    """A client resuming a session of a dead node waits for this answer; through connections
+    cut every 100-700 ms, an answer slower than that never reached it (it resumed forever).
+    Only right after Redis restarted (live nodes subscribing again) is it asked longer."""
+    node = RedisEngine(redis_server.url, node_id="node-a")
+    await node.start(Sink())
+    try:
+        node._routing.resubscribe_grace = 3600.0  # as if Redis had just started
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await node.node_alive("node-gone")  # still asking: it may be subscribing again
+        node._routing.resubscribe_grace = 0.0  # as if Redis had been up for long
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert not await node.node_alive("node-gone")
+        assert loop.time() - started < 0.4, "dead: said at once (one second look after 0.15 s)"
+        assert await node.node_alive("node-a")
+    finally:
+        await node.stop()

@@ -324,6 +324,39 @@ describe("reliability", () => {
     assert.equal(of("resync").length, 0);
   });
 
+  test("a new session renews subscriptions even when the carried messages fill the queue", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket"], maxQueue: 2 });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    client.subscribe("room:a", () => {});
+    await settle();
+    ws.receive([
+      { t: "ack", i: 1 },
+      { s: 1, t: "reply", re: 1, d: { ch: "room:a", ep: "E", off: 4, rec: true, n: 0 } },
+    ]);
+    ws.fail("websocket: connection lost");
+    client.emit("e", 1);
+    client.emit("e", 2); // the queue is full now
+    await clock.advance(0);
+    net.last("websocket").fail("websocket: refused", new LadderError("unknown_session", "expired"));
+    await clock.advance(0);
+    const fresh = net.last("websocket");
+    fresh.welcomeWith({ sid: "S2", rt: "R2" });
+    await settle();
+    assert.equal(client.state, "connected");
+    assert.deepEqual(of("error"), [], "no queue_full");
+    assert.deepEqual(
+      fresh.sent.filter((f) => "i" in f).map((f) => [f.t, f.i]),
+      [["emit", 1], ["emit", 2], ["sub", 3]],
+    );
+    fresh.receive([{ t: "ack", i: 3 }]);
+    client.emit("e", 3);
+    await settle();
+    assert.deepEqual(fresh.wrote("emit").at(-1), { t: "emit", ev: "e", d: 3, i: 4 }, "it keeps working");
+  });
+
   test("a call times out with code 'timeout'; a refusal arrives as its LadderError", async () => {
     const { client, clock, net } = setup({ transports: ["websocket"] });
     client.start();

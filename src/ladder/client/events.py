@@ -103,6 +103,27 @@ class ServerError(Event):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeResult(Event):
+    """A better rung was tried while the client stood on a lower one (``ok``: it worked, and
+    the client moves there)."""
+
+    name: ClassVar[str] = "probe"
+    rung: str
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged(Event):
+    """The connection state changed: ``connecting``, ``connected``, ``disconnected`` or
+    ``closed`` (``reason``: why, when it got worse)."""
+
+    name: ClassVar[str] = "state"
+    state: str
+    reason: str
+
+
 EVENT_NAMES = frozenset(
     cls.name
     for cls in (
@@ -115,5 +136,7 @@ EVENT_NAMES = frozenset(
         Push,
         Presence,
         ServerError,
+        ProbeResult,
+        StateChanged,
     )
 )

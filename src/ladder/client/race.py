@@ -1,8 +1,8 @@
 """The staggered race: the best rung starts at once, the next ones a little later.
 
-Rung *k* starts at ``stagger[k]`` seconds unless every rung started so far has already
-failed, in which case it starts immediately. The first rung to open (welcome received,
-stream verified) wins; the others are cancelled, or, if they opened too, handed to
+The core's :class:`~ladder.protocol.client.RaceSchedule` says when each rung starts (rung *k*
+at ``stagger[k]``, or at once when every rung started so far has failed). The first rung to
+open (welcome received, stream verified) wins; the others are cancelled, or, if they opened too, handed to
 ``on_loser`` to be closed. A black-holed WebSocket therefore costs ``stagger[1]`` seconds,
 not a connect timeout.
 """
@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+from ..protocol.client import RaceSchedule
 from ..protocol.errors import LadderError
 from .transports.base import Transport, TransportClosed
 
@@ -49,21 +50,15 @@ async def race(
     failures = {} if failures is None else failures
     winner: Transport | None = None
     slower: list[str] = []
-    index = 0
+    schedule = RaceSchedule(rungs, [offset * 1000 for offset in stagger])
     try:
         while winner is None:
-            if index < len(rungs):
-                due = started_at + (stagger[index] if index < len(stagger) else stagger[-1])
-                if not attempts or loop.time() >= due:
-                    rung = rungs[index]
-                    attempts[loop.create_task(open_rung(rung), name=f"ladder-open-{rung}")] = rung
-                    index += 1
-                    continue
-                timeout: float | None = max(0.0, due - loop.time())
-            elif not attempts:
+            plan = schedule.due((loop.time() - started_at) * 1000, len(attempts))
+            for rung in plan["start"]:
+                attempts[loop.create_task(open_rung(rung), name=f"ladder-open-{rung}")] = rung
+            if not attempts:
                 raise AllRungsFailed(failures)
-            else:
-                timeout = None
+            timeout = None if plan["wait"] is None else plan["wait"] / 1000
             done, _ = await asyncio.wait(attempts, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 rung = attempts.pop(task)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..protocol.errors import LadderError
 
 if TYPE_CHECKING:
-    from .client import Client
+    from .calls import Calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class Subscription:
 
     def __init__(
         self,
-        client: Client,
+        client: Calls,
         channel: str,
         *,
         since: tuple[str, int] | None,

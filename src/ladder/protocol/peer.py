@@ -22,6 +22,12 @@ from .reliable import Inbox, Outbox, OutboxOverflow
 Frame = dict[str, Any]
 
 
+def carried(frame: Frame) -> bool:
+    """Whether an unacknowledged message moves to a new session: everything but ``sub`` and
+    ``unsub``, which the client renews itself (resubscribing from where each channel was)."""
+    return frame.get("t") not in ("sub", "unsub")
+
+
 class PeerState:
     """Client bookkeeping for one logical connection (across sessions and transports)."""
 
@@ -30,7 +36,7 @@ class PeerState:
         *,
         max_queue: int = 1000,
         window: int = 100_000,
-        carry: Callable[[Frame], bool] = lambda frame: True,
+        carry: Callable[[Frame], bool] = carried,
     ) -> None:
         self.sid: str | None = None
         self.token: str | None = None
@@ -108,11 +114,15 @@ class PeerState:
 
     # -- outbound -------------------------------------------------------------------------
 
-    def submit(self, frame: Frame) -> int:
-        """Number a message and keep it until acknowledged; ``queue_full`` past the bound."""
+    def submit(self, frame: Frame, *, bounded: bool = True) -> int:
+        """Number a message and keep it until acknowledged; ``queue_full`` past the bound.
+
+        ``bounded=False`` is for the subscriptions a new session renews: the carried messages
+        may fill the queue, and refusing the renewal would end a subscription nobody left.
+        """
         try:
             frame["i"] = self.outbox.last + 1
-            self.outbox.push(frame)
+            self.outbox.push(frame, bounded=bounded)
         except OutboxOverflow:
             raise LadderError(
                 "queue_full", f"{len(self.outbox)} messages are waiting to be sent or acknowledged"

@@ -50,9 +50,10 @@ class Outbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def push(self, item: T, size: int = 0) -> int:
-        """Number and keep ``item``; raises :class:`OutboxOverflow` past the bounds."""
-        if len(self._items) >= self.max_items or self.bytes + size > self.max_bytes:
+    def push(self, item: T, size: int = 0, *, bounded: bool = True) -> int:
+        """Number and keep ``item``; raises :class:`OutboxOverflow` past the bounds
+        (``bounded=False``: kept anyway, for the few items the protocol itself must send)."""
+        if bounded and (len(self._items) >= self.max_items or self.bytes + size > self.max_bytes):
             raise OutboxOverflow(f"{len(self._items)} unacknowledged items, {self.bytes} bytes")
         self._items.append(item)
         self._sizes.append(size)

@@ -268,6 +268,17 @@ class SessionState:
         self.outbox.renumber()
         self.inbox.reset()
 
+    def unaccept(self) -> None:
+        """Forget the messages accepted but not applied (never acknowledged): the client
+        sends them again, and they are accepted then."""
+        self.inbox.restore(self.inbox.done)
+
+    def send_away(self, error: LadderError) -> None:
+        """End every transport without a ``bye``, keeping the session: the client resumes it
+        (here or on another process) and sends again what was not acknowledged."""
+        for att in list(self.attachments):
+            self._release(att, error)
+
     def _release(self, att: Attachment, error: LadderError | None, *, bye: bool = False) -> None:
         if bye:
             body = {"t": "bye", **(error.body() if error else {"code": "session_closed", "reason": "closed"})}

@@ -63,6 +63,12 @@ class Cluster:
         """Forwarded polls being held here, by (requesting node, request id): their ``gone``."""
         self._gathering: dict[int, tuple[list[dict[str, Any]], int, asyncio.Future[None]]] = {}
         """Broadcast questions waiting for answers: (answers so far, answers expected, all in)."""
+        self.stopping = asyncio.Event()
+        """Set when this node shuts down: polls it forwards are answered with a ``bye`` at once."""
+
+    def stop(self) -> None:
+        """This node is going away: end the polls it holds for sessions of other nodes."""
+        self.stopping.set()
 
     # -- asking --------------------------------------------------------------------------------
 

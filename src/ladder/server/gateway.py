@@ -3,8 +3,8 @@ request, hand in client frames, report refusals. Drivers import this, never the 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..protocol.errors import LadderError
 from ..protocol.frames import PROTOCOL_VERSION, Hello
@@ -20,10 +20,18 @@ from .routing import Router
 from .session import Session
 
 
+class Serving(Protocol):
+    """The node's lifecycle as drivers see it."""
+
+    stopped: bool
+
+    async def serving(self) -> None: ...
+
+
 class Gateway:
     """The small interface between the drivers and the rest of the server."""
 
-    __slots__ = ("_start", "address_limiter", "counters", "receive", "refused", "router", "settings")
+    __slots__ = ("_node", "address_limiter", "counters", "receive", "refused", "router", "settings")
 
     def __init__(
         self,
@@ -33,7 +41,7 @@ class Gateway:
         *,
         counters: Counters,
         refused: Refusals,
-        start: Callable[[], Awaitable[None]],
+        node: Serving,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -41,7 +49,7 @@ class Gateway:
         self.refused = refused
         self.receive = inbound.receive
         """``receive(session, att, frames)``: client frames that arrived on ``att`` (None: a POST)."""
-        self._start = start
+        self._node = node
         limits = settings.limits
         self.address_limiter = Limiter(Rate(limits.request_rate, limits.request_burst))
 
@@ -56,7 +64,7 @@ class Gateway:
 
     async def route(self, sid: str, token: str | None, *, stream: bool) -> Session:
         """The session a request names (see :meth:`Router.route`)."""
-        await self._start()
+        await self._node.serving()
         return await self.router.route(sid, token, stream=stream)
 
     async def open(
@@ -74,7 +82,7 @@ class Gateway:
         try:
             if transport not in self.settings.transports:
                 raise LadderError("unsupported_transport", f"{transport} is not offered by this server")
-            await self._start()
+            await self._node.serving()
             session, resumed = await self.router.open(hello, request, stream=streaming)
             att = self.attach(
                 session,
@@ -117,9 +125,12 @@ class Gateway:
             self.counters.rung_changes[(previous, transport, "down" if down else "up", reason)] += 1
         session.transport = transport
         greeting = self.welcome(session, resumed) if greet else None
-        return state.attach(
+        att = state.attach(
             transport, streaming=streaming, ack=ack, now=self.settings.clock(), greeting=greeting
         )
+        if self._node.stopped:  # opened (or moved in) while stopping: sent elsewhere at once
+            self.router.sessions.close(session, LadderError("shutting_down"))
+        return att
 
     def welcome(self, session: Session, resumed: bool) -> dict[str, Any]:
         """The first frame on every transport: what the client needs to run the session."""

@@ -12,7 +12,9 @@ from ..protocol.errors import LadderError
 from ..protocol.frames import (
     Ack,
     Bye,
+    Call,
     ClientFrame,
+    Emit,
     Hello,
     Invalid,
     Numbered,
@@ -34,6 +36,8 @@ from .sessions import SessionTable
 from .tasks import Tasks
 
 log = logging.getLogger("ladder")
+
+_UNRECORDABLE = "this server cannot reach its engine: messages are not applied here now"
 
 
 class Inbound:
@@ -74,6 +78,7 @@ class Inbound:
             att.heard(now)
             transport = att.transport
         accepted = False
+        unrecordable = False
         for frame in frames:
             try:
                 throttled = self._throttle(session, frame, now, transport)
@@ -96,6 +101,13 @@ class Inbound:
                 elif isinstance(frame, Hello):
                     raise LadderError("bad_frame", "hello is only valid as the first frame")
                 else:
+                    if isinstance(frame, Emit | Call) and not self.engine.healthy:
+                        # A handler's effects are outside the engine, and what this node applied
+                        # now it could not record: were the session then lost (other nodes
+                        # cannot reach this one either), its successor would apply it again.
+                        # Not taken: the client sends it again. (Engine requests just fail.)
+                        unrecordable = True
+                        break
                     if not isinstance(frame, Invalid):
                         self.counters.frames_in[transport] += 1
                     ready = state.receive(frame)
@@ -107,6 +119,23 @@ class Inbound:
                 state.send_control({"t": "err", **exc.body()})
         if accepted:
             await self.drain(session)
+        if unrecordable:
+            # What this batch had accepted before is given back by the drain, between two
+            # messages (not here: one may be in a handler now, and must not be taken again).
+            error = LadderError("engine_unavailable", _UNRECORDABLE)
+            self.refused(transport, error, session=session)
+            if att is None:
+                raise error  # the POST fails: the client writes it again
+            session.state.send_away(error)
+
+    @staticmethod
+    def _unrecordable(session: Session) -> None:
+        """The engine cannot record what would be applied now (called between two messages,
+        none in a handler): nothing waiting is applied, and the session's transports are
+        ended, so that the client resumes (here or elsewhere) and sends it all again."""
+        session.ready.clear()
+        session.state.unaccept()
+        session.state.send_away(LadderError("engine_unavailable", _UNRECORDABLE))
 
     def _throttle(
         self, session: Session, frame: ClientFrame, now: float, transport: str
@@ -160,6 +189,9 @@ class Inbound:
         returned = False
         try:
             while session.ready and state.phase is not Phase.CLOSED and not session.moving:
+                if isinstance(session.ready[0], Emit | Call) and not self.engine.healthy:
+                    self._unrecordable(session)  # accepted while the engine answered
+                    break
                 frame, returned = session.ready.popleft(), False
                 inherited = session.inherited
                 applied, reply = inherited.applied(frame.i) if inherited is not None else (False, None)

@@ -9,11 +9,15 @@ restores itself.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 from typing import Any
 
 import msgpack
 
 from ..engine.base import Member, Position
+from ..protocol.errors import LadderError
 from ..protocol.frames import resync_frame
 from ..protocol.session import SessionState
 from .applied import Answers, Inherited
@@ -22,6 +26,9 @@ from .channels import ChannelTable
 from .config import Settings
 from .session import Session
 from .sessions import SessionTable
+from .tasks import Tasks
+
+log = logging.getLogger("ladder.cluster")
 
 
 def pack(session: Session, channels: ChannelTable) -> dict[str, Any]:
@@ -47,7 +54,9 @@ def pack(session: Session, channels: ChannelTable) -> dict[str, Any]:
     }
 
 
-async def restore(packed: dict[str, Any], settings: Settings, sessions: SessionTable) -> Session:
+async def restore(
+    packed: dict[str, Any], settings: Settings, sessions: SessionTable, tasks: Tasks
+) -> Session:
     """Rebuild a packed session here, in the table, following its channels again."""
     state = SessionState.restore(packed["state"], settings.clock(), settings.session_limits)
     identity = Identity(
@@ -64,18 +73,42 @@ async def restore(packed: dict[str, Any], settings: Settings, sessions: SessionT
         session.answers = Answers(settings.limits.inbox_window)
         session.answers.unpack(packed["ans"])
     sessions.adopt(session)
-    await sessions.engine.claim_session(state.sid, settings.session_limits.ttl * 2)
-    for channel, epoch, offset, present in packed["subs"]:
-        await _resubscribe(
-            session,
-            settings,
-            sessions.channels,
-            channel,
-            epoch=epoch,
-            offset=int(offset),
-            present=bool(present),
-        )
+    subs = [(str(ch), ep, int(off), bool(present)) for ch, ep, off, present in packed["subs"]]
+    try:
+        await _settle_in(session, settings, sessions, subs)
+    except LadderError as exc:
+        # The session is here now (its old owner forgot it): a failed step must not leave
+        # it unclaimed or a subscription pending for good, which silently lost every
+        # publication after the move. Finished in the background as the engine comes back.
+        log.warning("session %s moved in, %s; its move finishes when the engine answers", state.sid[:8], exc)
+        tasks.spawn(_settle_later(session, settings, sessions, subs), "ladder-settle-in")
     return session
+
+
+_Subs = list[tuple[str, "str | None", int, bool]]
+
+
+async def _settle_in(session: Session, settings: Settings, sessions: SessionTable, subs: _Subs) -> None:
+    """Claim a session that moved here (again, if tried again: it is idempotent) and follow
+    its channels; ``subs`` shrinks as each is done."""
+    await sessions.engine.claim_session(session.sid, settings.session_limits.ttl * 2)
+    while subs:
+        channel, epoch, offset, present = subs[0]
+        await _resubscribe(
+            session, settings, sessions.channels, channel, epoch=epoch, offset=offset, present=present
+        )
+        subs.pop(0)
+
+
+async def _settle_later(session: Session, settings: Settings, sessions: SessionTable, subs: _Subs) -> None:
+    delay = 0.1
+    while sessions.get(session.sid) is session:
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+        try:
+            await _settle_in(session, settings, sessions, subs)
+            return
+        except LadderError:
+            delay = min(delay * 2, 2.0)
 
 
 async def _resubscribe(
@@ -88,12 +121,15 @@ async def _resubscribe(
     offset: int,
     present: bool,
 ) -> None:
-    """Follow ``channel`` here from where the session was, filling the move's gap from history."""
+    """Follow ``channel`` here from where the session was, filling the move's gap from history.
+    Tried again after a failure: the pending subscription made by the first try is kept."""
     engine = channels.engine
     options = settings.channel_rules.options(channel)
-    sub, first = channels.add(session, channel, options)
-    if first:
-        await engine.listen(channel)
+    sub = session.subs.get(channel)
+    if sub is None:
+        sub, first = channels.add(session, channel, options)
+        if first:
+            await engine.listen(channel)
     if present:
         sub.member = Member(session.client_id, session.user, session.identity.info)
         await engine.presence_add(channel, sub.member, settings.presence_ttl)

@@ -77,7 +77,7 @@ class Node:
             self.inbound,
             counters=self.counters,
             refused=self.refused,
-            start=self.start,
+            node=self,
         )
         self.cluster.serve("poll", functools.partial(serve_forwarded_poll, self.gateway))
         self.cluster.serve("send", functools.partial(serve_forwarded_send, self.gateway))
@@ -93,6 +93,10 @@ class Node:
         self._ticker: asyncio.Task[None] | None = None
         self._start_lock: asyncio.Lock | None = None
         self.started = False
+        self.stopped = False
+        """Stopped, and not started again explicitly: requests are refused with ``shutting_down``
+        (they would otherwise start it again, and a session opened then would hold the
+        process open after a SIGTERM)."""
         self._last_presence_refresh = settings.clock()
         self._last_sweep = settings.clock()
 
@@ -100,6 +104,7 @@ class Node:
 
     async def start(self) -> None:
         """Connect the engine and start the clock. Idempotent."""
+        self.stopped = False
         if self.started:
             return
         if self._start_lock is None:
@@ -114,9 +119,11 @@ class Node:
 
     async def stop(self) -> None:
         """Close every session (clients are told the server is going away) and the engine."""
+        self.stopped = True
         if not self.started:
             return
         self.started = False
+        self.cluster.stop()
         for session in self.sessions:
             self.sessions.close(session, LadderError("shutting_down"))
         if self._ticker is not None:
@@ -126,6 +133,12 @@ class Node:
             self._ticker = None
         await self.tasks.wait(2.0)
         await self.engine.stop()
+
+    async def serving(self) -> None:
+        """Start on a client's first request, but never again once stopped."""
+        if self.stopped:
+            raise LadderError("shutting_down", "this server is shutting down")
+        await self.start()
 
     # -- the clock --------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from ..engine.base import Engine
+from ..protocol.codec import codec_named
 from ..protocol.errors import LadderError
 from ..protocol.frames import Hello, Previous, push_frame
 from ..protocol.session import Phase
@@ -148,7 +149,7 @@ class Router:
             reply = await self.cluster.ask_owner(
                 node, {"k": "migrate", "sid": sid, "rt": token}, REQUEST_TIMEOUT
             )
-            session = await restore(reply["state"], self.settings, self.sessions)
+            session = await restore(reply["state"], self.settings, self.sessions, self.inbound.tasks)
             self.cluster.counters["moved_in"] += 1
             return session
         finally:
@@ -205,16 +206,22 @@ class Router:
         rid = cluster.next_id()
         asking = asyncio.ensure_future(cluster.ask_owner(node, message, timeout, rid))
         watching = asyncio.ensure_future(disconnected)
+        stopping = asyncio.ensure_future(cluster.stopping.wait())
         try:
-            done, _ = await asyncio.wait({asking, watching}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({asking, watching, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if asking in done:
                 return bytes(asking.result()["body"])
-            # Our HTTP client went away: the owner must stop holding the poll.
+            # Our HTTP client went away, or this node is: the owner must stop holding the poll.
             with contextlib.suppress(LadderError):
                 await cluster.tell(node, {"k": "cancel", "from": self.engine.node_id, "of": rid})
-            raise ConnectionResetError("client went away")
+            if watching in done:
+                raise ConnectionResetError("client went away")
+            # Held here, this poll would keep this process alive up to poll_timeout after a
+            # SIGTERM; the session lives on: the client polls again, elsewhere, at once.
+            codec = codec_named(encoding)
+            return codec.join([codec.encode({"t": "bye", **LadderError("shutting_down").body()})])
         finally:
-            for task in (asking, watching):
+            for task in (asking, watching, stopping):
                 task.cancel()
 
     # -- pushing -------------------------------------------------------------------------------

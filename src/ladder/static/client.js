@@ -238,11 +238,13 @@ export class Outbox {
   }
 
   /**
-   * Number and keep `item`; `queue_full` past the bound.
+   * Number and keep `item`; `queue_full` past the bound (`bounded = false`: kept anyway, for
+   * the few items the protocol itself must send).
    * @param {T} item
+   * @param {boolean} [bounded]
    */
-  push(item) {
-    if (this._items.length >= this.maxItems) {
+  push(item, bounded = true) {
+    if (bounded && this._items.length >= this.maxItems) {
       throw new LadderError("queue_full", `${this._items.length} messages are waiting to be sent or acknowledged`);
     }
     this._items.push(item);
@@ -443,11 +445,14 @@ export class PeerState {
 
   /**
    * Number a message and keep it until acknowledged (`queue_full` past the bound).
+   * `bounded = false` is for the subscriptions a new session renews: the carried messages may
+   * fill the queue, and refusing the renewal would end a subscription nobody left.
    * @param {Frame} frame
+   * @param {boolean} [bounded]
    */
-  submit(frame) {
+  submit(frame, bounded = true) {
     frame.i = this.outbox.last + 1;
-    this.outbox.push(frame);
+    this.outbox.push(frame, bounded);
     return /** @type {number} */ (frame.i);
   }
 
@@ -2044,13 +2049,14 @@ export class Client {
   /**
    * @param {Frame} frame
    * @param {((reply: Frame) => void) | null} settle
+   * @param {boolean} [bounded]
    */
-  _submit(frame, settle) {
+  _submit(frame, settle, bounded = true) {
     this._usable();
     // Refused before it takes an id: a message that cannot travel must not hold back the rest.
     const tooLarge = this._tooLarge({ ...frame, i: this.peer.outbox.last + 1 }, this._limits);
     if (tooLarge) throw tooLarge;
-    const id = this.peer.submit(frame);
+    const id = this.peer.submit(frame, bounded);
     if (settle) this._waiting.set(id, { settle, kind: frame.t });
     return id;
   }
@@ -2105,8 +2111,12 @@ export class Client {
     });
   }
 
-  /** @param {Subscription} sub */
-  _submitSubscribe(sub) {
+  /**
+   * Ask for `sub`; a `renewal` (a new session) is queued even past `maxQueue`.
+   * @param {Subscription} sub
+   * @param {boolean} [renewal]
+   */
+  _submitSubscribe(sub, renewal = false) {
     this._submit(sub.subscribeFrame(), (reply) => {
       if (reply.t === "err") {
         if (this._subs.get(sub.channel) === sub) this._subs.delete(sub.channel);
@@ -2118,7 +2128,7 @@ export class Client {
       const result = sub.confirmed(reply.d ?? {});
       if (again) this._emit("resubscribed", { channel: sub.channel, recovered: result.recovered });
       if (!result.recovered) this._emit("resync", { channel: sub.channel, epoch: result.epoch });
-    });
+    }, !renewal);
     this._flush();
   }
 
@@ -2561,7 +2571,7 @@ export class Client {
       this._emit("session_lost", { reason: this._pendingLoss ?? "the server started a new session" });
     }
     this._pendingLoss = null;
-    if (newSession) for (const sub of this._subs.values()) if (sub.active) this._submitSubscribe(sub);
+    if (newSession) for (const sub of this._subs.values()) if (sub.active) this._submitSubscribe(sub, true);
     this._hadSession = true;
     if (oldRung !== conn.name) this._changed(oldRung, conn.name, this._stepReason ?? reason);
     this._stepReason = null;

@@ -2,8 +2,8 @@
 
 Each GET carries the highest sequence number received (``ack``), so no ack frames are
 needed and a lost response is simply sent again. Short polling adapts its pace: it asks
-again at once after a send or a non-empty answer, and backs off towards ``max_interval``
-while idle.
+again at once after a send or an answer carrying messages, and backs off towards
+``max_interval`` while idle (the core's :class:`~ladder.protocol.client.PollPace`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from ...protocol.client import PollPace
 from .base import Frame, TransportClosed, split_welcome
 from .http import HttpTransport, auth_headers, hello_query, refusal_of, unreachable
 
@@ -34,7 +35,7 @@ class PollingTransport(HttpTransport):
         self.hold = hold
         self.min_interval = min_interval
         self.max_interval = max_interval
-        self.interval = min_interval
+        self.pace = PollPace(fastest=min_interval * 1000, slowest=max_interval * 1000)
         self.poll_timeout = 25.0
         self._nudge = asyncio.Event()
 
@@ -66,21 +67,18 @@ class PollingTransport(HttpTransport):
             raise TransportClosed(f"{self.name}: closed")
         if not self.hold and not self._nudge.is_set():
             try:
-                async with asyncio.timeout(self.interval):
+                async with asyncio.timeout(self.pace.interval / 1000):
                     await self._nudge.wait()
             except TimeoutError:
                 pass
         self._nudge.clear()
         timeout = self.poll_timeout + 10.0 if self.hold else 10.0
         frames = await self._get({"sid": self.sid, "ack": self.applied()}, self.token, timeout)
-        if any("s" in frame for frame in frames):
-            self.interval = self.min_interval  # messages are flowing: keep asking quickly
-        else:
-            self.interval = min(self.max_interval, self.interval * 2)  # acks alone do not count
+        self.pace.answered(frames)  # only messages speed it up (the core's PollPace)
         return frames
 
     def wake(self) -> None:
-        self.interval = self.min_interval
+        self.pace.woken()
         self._nudge.set()
 
     async def close(self) -> None:

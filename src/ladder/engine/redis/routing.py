@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+from typing import Final
 
 from redis.exceptions import RedisError
 
 from .link import RedisLink, unavailable
 from .listener import Listener
 
+RESUBSCRIBE_GRACE: Final = 3.0
+"""Seconds after Redis (re)started that live nodes get to subscribe again: until then
+:meth:`RedisRouting.node_alive` keeps asking rather than declare a node without a
+subscription dead (its sessions would be lost, and with them, without persistence, the
+record of what they applied)."""
+
 
 class RedisRouting:
     """The :class:`~ladder.engine.base.SessionRouting` part of the Redis engine."""
+
+    resubscribe_grace = RESUBSCRIBE_GRACE
 
     def __init__(self, link: RedisLink) -> None:
         self._link = link
@@ -48,18 +58,28 @@ class RedisRouting:
         return node if await self.node_alive(node) else None
 
     async def node_alive(self, node: str) -> bool:
-        """Right after Redis restarted, live nodes take a moment to subscribe again, so ask a
-        few times before saying no."""
+        """Whether ``node``'s listener is subscribed to its own key.
+
+        The answer must come fast: a client resuming a session of a dead node waits for it,
+        and a connection cut meanwhile would leave it resuming forever. A live listener whose
+        connection dropped is back within about 0.1 s, so a missing subscription is checked
+        once more after 0.15 s; only while Redis has been up less than ``resubscribe_grace``
+        (it just restarted: every node is subscribing again) is it asked until then.
+        """
+        channel = self._link.k("n", node)
         try:
-            for attempt in range(4):
-                ((_, listeners),) = await self._link.redis.pubsub_numsub(self._link.k("n", node))
+            for attempt in itertools.count():
+                ((_, listeners),) = await self._link.redis.pubsub_numsub(channel)
                 if listeners:
                     return True
-                if attempt < 3:
-                    await asyncio.sleep(0.25)
+                if attempt:
+                    uptime = int((await self._link.redis.info("server")).get("uptime_in_seconds", 0))
+                    if uptime >= self.resubscribe_grace:
+                        return False
+                await asyncio.sleep(0.15 if attempt == 0 else 0.25)
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
-        return False
+        return False  # pragma: no cover - the loop only ends by returning
 
     async def claim_session(self, sid: str, ttl: float) -> None:
         """Record that ``sid`` now lives on this node (after a hand-over)."""

@@ -1,0 +1,152 @@
+"""What the parts of a client share: its state (set up by :class:`~.client.Client`) and its
+events (registered with ``on``, or iterated with ``events()``)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+
+from ..protocol.client import AckPolicy
+from ..protocol.errors import LadderError
+from ..protocol.peer import Frame, PeerState
+from .events import Event, StateChanged
+from .pacing import Pacer
+from .rungs import RungPolicy
+from .subscription import Subscription
+from .transports.base import Endpoint, Transport, TransportClosed
+
+log = logging.getLogger("ladder.client")
+
+
+class ClientBase:
+    """The state every part of a client reads, and the app's events."""
+
+    url: str
+    rungs: list[str]
+    _token: str | Callable[[], str | None] | None
+    endpoint: Endpoint
+    stagger: tuple[float, ...]
+    open_timeout: float
+    verify_timeout: float
+    connect_timeout: float | None
+    backoff_base: float
+    backoff_max: float
+    max_attempts: int | None
+    probe_delay: float
+    probe_max_delay: float
+    poll_interval: tuple[float, float]
+    max_buffer: int
+    ack_every: int
+    ack_interval: float
+    refresh_margin: float
+    _remember: bool
+    policy: RungPolicy
+    peer: PeerState
+    acking: AckPolicy
+    state: str
+    """``disconnected``, ``connecting``, ``connected`` or ``closed``."""
+    transport: str | None
+    """The rung in use now (None while disconnected)."""
+    session_id: str | None
+    _own_http: bool
+    _http: httpx.AsyncClient | None
+    _conn: Transport | None
+    _subs: dict[str, Subscription]
+    _waiting: dict[int, Callable[[Frame], None]]
+    _callbacks: dict[str, list[Callable[[Any], Any]]]
+    _streams: list[deque[Event]]
+    _stream_waiters: list[asyncio.Future[None]]
+    _run_task: asyncio.Task[None] | None
+    _probe_task: asyncio.Task[None] | None
+    _switch_to: tuple[Transport, str] | None
+    _connected: asyncio.Future[None] | None
+    _flushing: bool
+    _ack_timer: asyncio.TimerHandle | None
+    """Fires ``ack_interval`` after the first frame not yet acknowledged arrived."""
+    _ack_wanted: bool
+    """The next flush must write an ack even with no message to carry it."""
+    _last_rung: str | None
+    _had_session: bool
+    _background: set[asyncio.Task[Any]]
+    _step_reason: str | None
+    _pending_loss: str | None
+    _closed_by_app: bool
+    _expires: float | None
+    """When the session's credentials expire (Unix time), if they do."""
+    _refreshing: bool
+    _last_end: str | None
+    """Why the previous connection ended (its category goes in the next hello)."""
+    _drained: list[asyncio.Future[None]]
+    _subscribing: set[int]
+    """Ids of subscribe requests still in flight (renewed, not failed, on a new session)."""
+    _limits: dict[str, Any]
+    """The server's limits from the last welcome (``lim``: frame and body sizes)."""
+    _pacer: Pacer
+    _pace_timer: asyncio.TimerHandle | None
+    _heard: float
+    """When the current transport last delivered something (loop time)."""
+    _watchdog: asyncio.TimerHandle | None
+    _pinged: int | None
+    """The nonce of a liveness check's ping whose pong has not come yet."""
+    _fatal: LadderError | None
+    """Why the client gave up for good (later calls raise it instead of ``closed``)."""
+    _reasons: dict[str, str]
+    """The latest reason each rung failed to open (for ``connect_failed``)."""
+    _racing: dict[str, TransportClosed]
+    """The failures of the race in progress, as they come."""
+
+    def _current_token(self) -> str | None:
+        token = self._token
+        return token() if callable(token) else token
+
+    async def events(self, max_buffer: int = 1000) -> AsyncIterator[Event]:
+        """Every event, as an async stream (ends when the client closes)."""
+        queue: deque[Event] = deque(maxlen=max_buffer)
+        self._streams.append(queue)
+        try:
+            while self.state != "closed" or queue:
+                if queue:
+                    yield queue.popleft()
+                    continue
+                waiter = asyncio.get_running_loop().create_future()
+                self._stream_waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    self._stream_waiters.remove(waiter)
+        finally:
+            self._streams.remove(queue)
+
+    def _emit(self, event: Event) -> None:
+        for callback in self._callbacks.get(event.name, ()):
+            try:
+                result = callback(event)
+                if inspect.isawaitable(result):
+                    self._spawn(result)
+            except Exception:
+                log.exception("callback for %s failed", event.name)
+        for queue in self._streams:
+            queue.append(event)
+        for waiter in self._stream_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _set_state(self, state: str, reason: str = "", *, tell: bool = True) -> None:
+        """Change the connection state; the app hears of it (event ``state``), except of the
+        first ``connecting`` (``connect()`` is the app's own call, and the first event a
+        client reports is ``connected``). ``tell=False``: the caller reports it later."""
+        if state != self.state:
+            self.state = state
+            if tell and (self._had_session or state != "connecting"):
+                self._emit(StateChanged(state, reason))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,0 +1,81 @@
+"""What an app asks of the server: subscriptions, publications, events, calls, presence,
+history. Each is a numbered message through the outbox (:mod:`.outbound`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol.errors import LadderError
+from .connection import Connection
+from .subscription import Publication, Subscription
+
+log = logging.getLogger("ladder.client")
+
+
+class Calls(Connection):
+    """The client's API calls."""
+
+    def subscribe(
+        self,
+        channel: str,
+        since: tuple[str, int] | None = None,
+        *,
+        recent: int = 0,
+        on_publication: Callable[[Publication], Any] | None = None,
+    ) -> Subscription:
+        """Follow ``channel``. ``since=(epoch, offset)`` replays what was missed after it;
+        ``recent=N`` starts with the newest N publications kept in history.
+        """
+        if self.state == "closed":
+            raise LadderError("closed", "this client was closed")
+        existing = self._subs.get(channel)
+        if existing is not None and existing.active:
+            return existing
+        sub = Subscription(
+            self,
+            channel,
+            since=since,
+            recent=recent,
+            on_publication=on_publication,
+            max_buffer=self.max_buffer,
+        )
+        self._subs[channel] = sub
+        self._submit_subscribe(sub)
+        return sub
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop following ``channel`` (its subscription's ``async for`` ends)."""
+        sub = self._subs.pop(channel, None)
+        if sub is None:
+            return
+        sub.end()
+        self._submit({"t": "unsub", "ch": channel}, None)
+        await self._flush()
+
+    async def publish(self, channel: str, data: Any, *, timeout: float | None = None) -> tuple[str, int]:
+        """Publish to a channel (if the server permits); returns its ``(epoch, offset)``."""
+        reply = await self._request({"t": "pub", "ch": channel, "d": data}, timeout)
+        return str(reply["ep"]), int(reply["off"])
+
+    async def emit(self, event: str, data: Any = None) -> None:
+        """Send an event to the server's handler; returns once queued (not acknowledged)."""
+        self._submit({"t": "emit", "ev": event, "d": data}, None)
+        await self._flush()
+
+    async def call(self, event: str, data: Any = None, *, timeout: float | None = 10.0) -> Any:
+        """Call a server handler and return its result (or raise its error as LadderError)."""
+        return await self._request({"t": "call", "ev": event, "d": data}, timeout)
+
+    async def presence(self, channel: str, *, timeout: float | None = 10.0) -> list[dict[str, Any]]:
+        """Who is in ``channel`` (each member: ``c`` client id, ``u`` user, ``info``)."""
+        members: list[dict[str, Any]] = await self._request({"t": "presence", "ch": channel}, timeout)
+        return members
+
+    async def history(
+        self, channel: str, limit: int = 100, *, timeout: float | None = 10.0
+    ) -> list[Publication]:
+        """The newest ``limit`` publications the server keeps for ``channel``, oldest first."""
+        reply = await self._request({"t": "history", "ch": channel, "limit": limit}, timeout)
+        return [Publication(channel, int(p["o"]), p.get("d"), reply.get("ep")) for p in reply["pubs"]]

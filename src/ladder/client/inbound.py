@@ -1,0 +1,186 @@
+"""Reading: the frames a transport delivers, the watchdog that judges its silence, and
+the session's credentials kept fresh."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+from ..protocol.client import answers_ping, silence_limit, silence_verdict
+from ..protocol.errors import LadderError
+from ..protocol.peer import Frame
+from .events import Presence, Push, ResyncNeeded, ServerError
+from .outbound import Outbound
+from .transports.base import Transport, TransportClosed
+
+log = logging.getLogger("ladder.client")
+
+
+class _SessionEnded(Exception):
+    def __init__(self, error: LadderError) -> None:
+        super().__init__(error.reason)
+        self.error = error
+
+
+class Inbound(Outbound):
+    """The client's downstream: frames in, events and replies out."""
+
+    async def refresh(self, token: str | None = None, *, timeout: float | None = 10.0) -> None:
+        """Give the server new credentials for this session without reconnecting.
+
+        With no ``token``, the client's own ``token`` (a callable is called) is sent. A client
+        whose ``token`` is a callable does this by itself shortly before the old one expires.
+        """
+        if token is not None and not callable(self._token):
+            self._token = token
+        fresh = token or self._current_token()
+        if not fresh:
+            raise LadderError("unauthorized", "no token to refresh with")
+        reply = await self._request({"t": "refresh", "tok": fresh}, timeout)
+        self._expires = reply.get("exp") if isinstance(reply, dict) else None
+
+    def _maybe_refresh(self) -> None:
+        """Refresh an expiring token in time (only when ``token`` is a callable)."""
+        expires = self._expires
+        if expires is None or self._refreshing or not callable(self._token):
+            return
+        if time.time() >= expires - self.refresh_margin:
+            self._refreshing = True
+
+            async def run() -> None:
+                try:
+                    await self.refresh()
+                except LadderError as exc:
+                    log.warning("token refresh failed: %s", exc)
+                finally:
+                    self._refreshing = False
+
+            self._spawn(run())
+
+    def _liveness(self, conn: Transport) -> float:
+        """Seconds ``conn`` may stay silent (the core's :func:`silence_limit`)."""
+        welcome = conn.welcome
+        limit = silence_limit(
+            conn.name,
+            float(welcome.get("hb", 20_000)),
+            float(welcome.get("poll", 25_000)),
+            poll_max=self.poll_interval[1] * 1000,
+        )
+        return limit / 1000
+
+    async def _read(self, conn: Transport) -> None:
+        """Handle what ``conn`` delivers until it ends, a watchdog judging its silence."""
+        loop = asyncio.get_running_loop()
+        self._heard = loop.time()
+        self._pinged = None
+        self._watch(conn, self._heard + self._liveness(conn))
+        try:
+            while True:
+                frames = await conn.recv()
+                self._heard = loop.time()
+                for frame in frames:
+                    self._handle(frame, conn)
+                self._maybe_refresh()
+                self._ack_received(conn)
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
+
+    def _watch(self, conn: Transport, due: float, checking: bool = False) -> None:
+        """Arm the watchdog of ``conn`` for ``due`` (loop time).
+
+        Silent past its limit, the transport is ended; but a watchdog that fires late (the
+        process was frozen, its loop blocked) first pings (``n``: a nonce) and ends it only
+        if the pong does not come within twice ``verify_timeout`` (the core's
+        :func:`silence_verdict` decides).
+        """
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            now = loop.time()
+            if checking and self._pinged is not None:
+                conn.interrupt(f"{conn.name}: no answer to a check within {self.verify_timeout * 2:g} s")
+                return
+            limit = self._liveness(conn)
+            verdict = silence_verdict((now - self._heard) * 1000, limit * 1000, (now - due) * 1000)
+            if verdict == "alive":
+                self._watch(conn, self._heard + limit)
+            elif verdict == "check":
+                self._pinged = random.getrandbits(31)
+                self._spawn(self._control(conn, [{"t": "ping", "n": self._pinged}]))
+                self._watch(conn, now + self.verify_timeout * 2, checking=True)
+            else:
+                conn.interrupt(f"{conn.name}: nothing received for {limit:g} s (heartbeat timeout)")
+
+        self._watchdog = loop.call_at(due, fire)
+
+    async def _control(self, conn: Transport, frames: list[Frame]) -> None:
+        with contextlib.suppress(TransportClosed):  # the reader notices a dead transport
+            await conn.send(frames)
+
+    def _handle(self, frame: Frame, conn: Transport) -> None:
+        if "s" in frame:
+            for ready in self.peer.receive(frame):
+                self._deliver(ready)
+            return
+        kind = frame.get("t")
+        if kind == "ack":
+            self.peer.on_ack(int(frame["i"]))
+            self._acked()
+        elif kind == "ping":
+            if answers_ping(conn.name):
+                self._spawn(self._pong(conn))
+        elif kind == "pong":
+            if frame.get("n") == self._pinged:
+                self._pinged = None  # a check is answered: the transport lives
+        elif kind == "bye":
+            raise _SessionEnded(
+                LadderError(str(frame.get("code", "session_closed")), str(frame.get("reason", "")))
+            )
+        elif kind == "err":
+            if frame.get("code") == "rate_limited" and isinstance(frame.get("re"), int):
+                retry_after = frame.get("retry_after")
+                self._rate_limited(int(frame["re"]), float(retry_after) if retry_after else 0.0)
+                return
+            self._emit(ServerError(str(frame.get("code")), str(frame.get("reason", ""))))
+
+    async def _pong(self, conn: Transport) -> None:
+        """Answer a WebSocket ping; a pending ack goes with it instead of waiting its timer."""
+        frames: list[Frame] = [{"t": "pong"}]
+        ack = self.peer.ack_frame()
+        if ack is not None:
+            frames.append(ack)
+            self._acks_sent()
+        with contextlib.suppress(TransportClosed):  # the reader notices a dead socket
+            await conn.send(frames)
+
+    def _deliver(self, frame: Frame) -> None:
+        kind = frame.get("t")
+        if kind == "pub":
+            sub = self._subs.get(frame["ch"])
+            if sub is not None:
+                sub.deliver(int(frame["o"]), frame.get("d"))
+        elif kind in ("reply", "err"):
+            msg_id = frame.get("re")
+            callback = self._waiting.pop(msg_id, None) if isinstance(msg_id, int) else None
+            if callback is not None:
+                callback(frame)
+            elif kind == "err":
+                self._emit(ServerError(str(frame.get("code")), str(frame.get("reason", ""))))
+        elif kind == "push":
+            self._emit(Push(str(frame.get("ev")), frame.get("d")))
+        elif kind in ("join", "leave"):
+            self._emit(Presence(str(kind), str(frame.get("ch")), dict(frame.get("m") or {})))
+        elif kind == "resync":
+            sub = self._subs.get(frame["ch"])
+            if sub is not None:
+                sub.resync(str(frame["ep"]), int(frame["off"]))
+            self._emit(ResyncNeeded(str(frame["ch"]), str(frame["ep"])))
+        elif kind == "unsubd":
+            sub = self._subs.pop(frame["ch"], None)
+            if sub is not None:
+                sub.end(LadderError(str(frame.get("code")), str(frame.get("reason", ""))))

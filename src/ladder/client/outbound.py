@@ -1,0 +1,261 @@
+"""Writing: numbering and queueing messages, batches within the server's limits, pacing,
+retrying a failed write, and when to acknowledge what arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from ..protocol.client import UpstreamRetry
+from ..protocol.codec import encode_message
+from ..protocol.errors import LadderError
+from ..protocol.peer import Frame
+from .base import ClientBase
+from .events import Resubscribed, ResyncNeeded
+from .subscription import Subscription
+from .transports.base import Transport, TransportClosed
+
+log = logging.getLogger("ladder.client")
+
+HEADROOM = 64
+"""Bytes kept free in every batch under the server's limits (for the ack that rides along)."""
+
+
+class Outbound(ClientBase):
+    """The client's upstream: every message goes through the peer's outbox."""
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until the server has acknowledged every message sent or queued so far.
+
+        A pending ack of ours goes out at once too, rather than when its timer fires.
+        """
+        conn = self._conn
+        if (
+            conn is not None
+            and not conn.implicit_ack
+            and self.state == "connected"
+            and self.peer.inbox.applied > self.peer.acked_out
+        ):
+            self._ack_now()
+        if len(self.peer.outbox) == 0:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._drained.append(waiter)
+        async with asyncio.timeout(timeout):
+            await waiter
+
+    def _acked(self) -> None:
+        if len(self.peer.outbox) == 0:
+            self._pacer.drained()
+        if len(self.peer.outbox) == 0 and self._drained:
+            for waiter in self._drained:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._drained.clear()
+
+    def _submit(
+        self, frame: Frame, on_reply: Callable[[Frame], None] | None, *, bounded: bool = True
+    ) -> int:
+        """Number a message and queue it. A message that cannot travel is refused here, before
+        it takes an id: a numbered message the server cannot read would never be applied, and
+        every message after it would wait for it forever."""
+        if self.state == "closed":
+            raise self._fatal or LadderError("closed", "this client was closed")
+        too_large = self._too_large({**frame, "i": self.peer.outbox.last + 1}, self._limits)
+        if too_large is not None:
+            raise too_large
+        msg_id = self.peer.submit(frame, bounded=bounded)
+        if on_reply is not None:
+            self._waiting[msg_id] = on_reply
+        return msg_id
+
+    def _too_large(self, frame: Frame, limits: dict[str, Any]) -> LadderError | None:
+        """``frame_too_large`` when the encoded message exceeds the server's ``lim.frame``
+        (less :data:`HEADROOM`); ``TypeError`` when it cannot be encoded at all."""
+        size = len(encode_message(self.endpoint.codec, frame))
+        limit = limits.get("frame")
+        if isinstance(limit, int) and size > limit - HEADROOM:
+            return LadderError(
+                "frame_too_large",
+                f"this {frame.get('t')} is {size} bytes encoded; the server takes frames of at most {limit}",
+            )
+        return None
+
+    async def _request(self, frame: Frame, timeout: float | None) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def settle(reply: Frame) -> None:
+            if future.done():
+                return
+            if reply.get("t") == "err":
+                future.set_exception(LadderError(str(reply.get("code")), str(reply.get("reason", ""))))
+            else:
+                future.set_result(reply.get("d"))
+
+        msg_id = self._submit(frame, settle)
+        await self._flush()
+        try:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise LadderError("timeout", f"no reply within {timeout:g} s") from None
+        finally:
+            if self._waiting.get(msg_id) is settle and future.done():
+                self._waiting.pop(msg_id, None)
+
+    def _submit_subscribe(self, sub: Subscription, *, renewal: bool = False) -> None:
+        """Ask for ``sub``; a ``renewal`` (a new session) is queued even past ``max_queue``."""
+
+        def settle(reply: Frame) -> None:
+            self._subscribing.discard(msg_id)
+            if reply.get("t") == "err":
+                self._subs.pop(sub.channel, None)
+                sub.refused(LadderError(str(reply.get("code")), str(reply.get("reason", ""))))
+                return
+            again = sub.subscribed_once
+            result = sub.confirmed(reply.get("d") or {})
+            if again:
+                self._emit(Resubscribed(sub.channel, result.recovered))
+            if not result.recovered:
+                self._emit(ResyncNeeded(sub.channel, result.epoch))
+
+        msg_id = self._submit(sub.subscribe_frame(), settle, bounded=not renewal)
+        self._subscribing.add(msg_id)
+        self._spawn(self._flush())
+
+    async def _flush(self) -> None:
+        """Write every queued message (and a due ack) on the current transport.
+
+        One writer at a time; a flush asked for meanwhile is done by the running one's loop.
+        A write that fails is taken back (the cursor rewinds to its first message) and tried
+        again: over POST the downstream may well be alive, so nothing else would notice
+        (a WebSocket's reader does). A transport that keeps failing is interrupted, so the
+        client reconnects and resends everything the server has not acknowledged.
+        """
+        if self._flushing:
+            return
+        self._flushing = True
+        retry = UpstreamRetry()
+        failing: Transport | None = None
+        loop = asyncio.get_running_loop()
+        try:
+            while self.state == "connected" and self._conn is not None:
+                conn = self._conn
+                allowed, wait = self._pacer.allowance(loop.time())
+                frames = self._batch(conn, allowed)
+                self._pacer.wrote(len(frames))
+                if wait > 0 and self.peer.outbox.pending(self.peer.cursor) > 0:
+                    self._flush_later(wait)
+                acked_before = self.peer.acked_out
+                ack = None
+                if not conn.implicit_ack and (frames or self._ack_wanted):
+                    ack = self.peer.ack_frame()  # piggy-backed on messages, or due by the timer
+                    if ack is not None:
+                        # First: a server that stops reading a batch (a message over its rate)
+                        # has read the ack.
+                        frames.insert(0, ack)
+                self._ack_wanted = False
+                if not frames:
+                    break
+                try:
+                    await conn.send(frames)
+                except TransportClosed as exc:
+                    if self._conn is not conn:
+                        continue  # a newer transport took over; its welcome rewound the cursor
+                    self._take_back(frames, acked_before if ack is not None else None)
+                    if failing is not conn:
+                        retry, failing = UpstreamRetry(), conn
+                    error = exc.error
+                    code = None if error is None else error.code
+                    step = retry.failed(conn.separate_upstream, code, random.random())
+                    if "drop" in step:
+                        log.info("%s; the transport is given up", exc.reason)
+                        conn.interrupt(f"{exc.reason} (after {step['drop']} attempts)", error)
+                        break
+                    log.debug("%s; writing it again (attempt %d)", exc.reason, retry.failures + 1)
+                    await asyncio.sleep(step["retry_in"] / 1000)
+                else:
+                    retry.sent()
+                    if ack is not None:
+                        self._acks_sent()
+        finally:
+            self._flushing = False
+
+    def _batch(self, conn: Transport, allowed: int | None) -> list[Frame]:
+        """The next messages to write: at most ``allowed`` (pacing), and no more bytes than
+        the server takes in one WebSocket message (``lim.frame``) or one POST (``lim.post``),
+        so a long offline queue goes out in several writes instead of being refused whole."""
+        items = self.peer.outbox.after(self.peer.cursor, allowed)
+        if not items:
+            return []
+        limit = self._limits.get("post" if conn.separate_upstream else "frame")
+        budget = (int(limit) if isinstance(limit, int) else 65_536) - HEADROOM
+        codec = self.endpoint.codec
+        batch: list[Frame] = []
+        size = 0
+        for msg_id, frame in items:
+            if len(items) > 1:
+                size += len(codec.encode(frame)) + 1
+                if batch and size > budget:
+                    break
+            batch.append(frame)
+            self.peer.cursor = msg_id
+        return batch
+
+    def _flush_later(self, delay: float) -> None:
+        """Flush again once pacing lets the next message go."""
+        if self._pace_timer is None:
+
+            def due() -> None:
+                self._pace_timer = None
+                self._spawn(self._flush())
+
+            self._pace_timer = asyncio.get_running_loop().call_later(delay, due)
+
+    def _rate_limited(self, msg_id: int, retry_after: float) -> None:
+        """The server refused message ``msg_id`` for its rate without applying it (nor any
+        message after it in that batch): write it again after ``retry_after``, paced."""
+        if msg_id <= self.peer.outbox.acked:
+            return  # stale: applied since
+        self.peer.cursor = min(self.peer.cursor, msg_id - 1)
+        self._pacer.refused(retry_after, asyncio.get_running_loop().time())
+        log.debug("message %d refused for its rate; paced, again in %g s", msg_id, retry_after)
+        self._flush_later(retry_after)
+
+    def _take_back(self, frames: list[Frame], acked_before: int | None) -> None:
+        """A write of ``frames`` failed: its messages (and ack, if any) count as unwritten."""
+        first = next((int(frame["i"]) for frame in frames if "i" in frame), None)
+        if first is not None:
+            self.peer.cursor = min(self.peer.cursor, first - 1)
+        if acked_before is not None:
+            self.peer.acked_out = min(self.peer.acked_out, acked_before)
+            self._ack_wanted = True
+
+    def _ack_received(self, conn: Transport) -> None:
+        """Frames were delivered: ack at once past ``ack_every``, else ~``ack_interval`` after
+        the first unacknowledged one (one timer, not one per frame), so a quiet subscriber
+        acks about once a second instead of once per message (protocol §3.4)."""
+        unacked = self.peer.inbox.applied - self.peer.acked_out
+        decision = self.acking.received(unacked, self._ack_timer is not None, conn.implicit_ack)
+        if decision == "now":
+            self._ack_now()
+        elif decision == "timer":
+            self._ack_timer = asyncio.get_running_loop().call_later(self.ack_interval, self._ack_now)
+
+    def _ack_now(self) -> None:
+        self._cancel_ack_timer()
+        self._ack_wanted = True
+        self._spawn(self._flush())
+
+    def _acks_sent(self) -> None:
+        """An ack went out: the timer is needed again only for frames that came after it."""
+        if self.peer.acked_out >= self.peer.inbox.applied:
+            self._cancel_ack_timer()
+
+    def _cancel_ack_timer(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None

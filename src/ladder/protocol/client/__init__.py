@@ -1,0 +1,40 @@
+"""The client's decisions, with no I/O: time passed in (ms), decisions out.
+
+Both reference clients (the asyncio :mod:`ladder.client` and the browser's ``client.js``)
+are drivers around these rules; the shared conformance vectors (``tests/vectors/*.json``)
+pin every one of them, and ``docs/protocol.md`` §9 states them for third-party clients.
+Randomness is passed in too (``rand``, a draw from ``[0, 1)``), so every decision is
+reproducible.
+"""
+
+from .acking import AckPolicy
+from .backoff import RETRIES_AT_ONCE, Reconnect, full_jitter, reconnect_delay
+from .climb import ProbeSchedule
+from .ending import FATAL, SESSION_GONE, after_race, after_transport, answers_ping
+from .ladder import RungPolicy, why
+from .liveness import silence_limit, silence_verdict
+from .pacing import Pacer, PollPace
+from .race import RaceSchedule
+from .upstream import UpstreamRetry
+
+__all__ = [
+    "FATAL",
+    "RETRIES_AT_ONCE",
+    "SESSION_GONE",
+    "AckPolicy",
+    "Pacer",
+    "PollPace",
+    "ProbeSchedule",
+    "RaceSchedule",
+    "Reconnect",
+    "RungPolicy",
+    "UpstreamRetry",
+    "after_race",
+    "after_transport",
+    "answers_ping",
+    "full_jitter",
+    "reconnect_delay",
+    "silence_limit",
+    "silence_verdict",
+    "why",
+]

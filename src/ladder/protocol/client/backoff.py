@@ -1,0 +1,93 @@
+"""When to try again: reconnect delays with full jitter, and the first connect's deadline.
+
+Full jitter spreads a crowd of clients that lost the same server over the whole window, so
+they do not come back in synchronised waves. Every welcome starts the count again, so
+frequent cuts or one refusing node among good ones never grow the delay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RETRIES_AT_ONCE = 2
+"""Failed races retried at once before backing off: behind a round-robin balancer the next
+request usually reaches another node, so one refusing node costs no waiting."""
+
+
+def full_jitter(attempt: int, base: float, cap: float, rand: float) -> float:
+    """A delay in ``[0, min(cap, base * 2**attempt))``, ``rand`` being a draw from ``[0, 1)``."""
+    return float(min(cap, base * (2 ** min(attempt, 32))) * rand)
+
+
+def reconnect_delay(
+    failures: int, base: float, cap: float, rand: float, at_once: int = RETRIES_AT_ONCE
+) -> float:
+    """The pause before the next race, ``failures`` races having failed since the last welcome.
+
+    0 failures (a connection ended; the server was reachable): ``[0, base)``; then ``at_once``
+    immediate retries; then full jitter doubling from ``base`` up to ``cap``.
+    """
+    if failures <= 0:
+        return full_jitter(0, base, cap, rand)
+    if failures <= at_once:
+        return 0.0
+    return full_jitter(failures - at_once, base, cap, rand)
+
+
+class Reconnect:
+    """The reconnect bookkeeping of one client (ms): how long to wait, and when to give up.
+
+    ``connect_timeout`` bounds the first connection only (None: no bound); ``max_attempts``
+    bounds races failed in a row (None: forever).
+    """
+
+    def __init__(
+        self,
+        *,
+        base: float = 500.0,
+        cap: float = 5000.0,
+        at_once: int = RETRIES_AT_ONCE,
+        connect_timeout: float | None = 15_000.0,
+        max_attempts: int | None = None,
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self.at_once = at_once
+        self.connect_timeout = connect_timeout
+        self.max_attempts = max_attempts
+        self.failures = 0
+        """Races failed since the last welcome."""
+        self.connected = False
+        self.deadline: float | None = None
+
+    def started(self, now: float) -> float | None:
+        """The client starts connecting at ``now``: returns the first connect's deadline."""
+        if not self.connected and self.connect_timeout is not None and self.deadline is None:
+            self.deadline = now + self.connect_timeout
+        return self.deadline
+
+    def failed(self, now: float, rand: float) -> dict[str, Any]:
+        """A race failed at ``now``: ``{"wait": ms}`` before the next, or ``{"give_up": code,
+        "at": ms}`` (``connect_failed`` once the next try would pass the first connect's
+        deadline, at that deadline; ``timeout`` after ``max_attempts``, at once)."""
+        self.failures += 1
+        if self.max_attempts is not None and self.failures >= self.max_attempts:
+            return {"give_up": "timeout", "at": now}
+        delay = reconnect_delay(self.failures, self.base, self.cap, rand, self.at_once)
+        if not self.connected and self.deadline is not None and now + delay >= self.deadline:
+            return {"give_up": "connect_failed", "at": max(now, self.deadline)}
+        return {"wait": delay}
+
+    def welcomed(self) -> None:
+        """A welcome: the count starts again and the first connect's deadline is gone."""
+        self.failures = 0
+        self.connected = True
+        self.deadline = None
+
+    def ended(self, action: str, rand: float) -> float:
+        """A connection that was established ended with ``action`` (:data:`~.ending.Action`):
+        the pause before reconnecting, ``[0, base)`` (the server was reachable; a crowd that
+        lost it comes back spread out), none for ``resume_now`` (the server is going away)."""
+        if action == "resume_now":
+            return 0.0
+        return reconnect_delay(0, self.base, self.cap, rand, self.at_once)

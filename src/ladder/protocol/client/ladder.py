@@ -1,0 +1,96 @@
+"""Which rungs to race, when to step down and what to probe: the ladder as bookkeeping.
+
+The driver reports what happened (a race won, a connection that lived so long) and asks
+what to do next. Times in ms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+RUNGS = ("websocket", "sse", "longpoll", "poll")
+"""Best first."""
+
+WHY: tuple[tuple[str, str], ...] = (
+    ("buffered", "buffered"),
+    ("cut ", "cut"),
+    ("heartbeat", "heartbeat"),
+    ("nothing received", "heartbeat"),
+    ("refused", "refused"),
+    ("cannot connect", "refused"),
+    ("not open after", "timeout"),
+    ("no welcome", "timeout"),
+    ("probe", "probe"),
+    ("lost", "lost"),
+    ("closed", "lost"),
+    ("session ended", "lost"),
+)
+"""A reason's words → the one word a hello's ``why`` carries (first match wins)."""
+
+
+def why(reason: str | None) -> str | None:
+    """The ``why`` of the next hello from why the previous connection ended (None on the
+    first connect). Probes say ``probe``; anything unrecognised is ``error``."""
+    if reason is None:
+        return None
+    lowered = reason.lower()
+    return next((word for needle, word in WHY if needle in lowered), "error")
+
+
+class RungPolicy:
+    """The ladder's state for one client: the floor it stands on and its recent cuts."""
+
+    def __init__(
+        self,
+        rungs: Sequence[str],
+        *,
+        cut_limit: int = 3,
+        stable_after: float = 10_000.0,
+        start: str | None = None,
+    ) -> None:
+        if not rungs:
+            raise ValueError("at least one transport is needed")
+        self.rungs = [rung for rung in RUNGS if rung in rungs]
+        self.cut_limit = cut_limit
+        self.stable_after = stable_after
+        self.floor = self.rungs.index(start) if start in self.rungs else 0
+        self._cuts = dict.fromkeys(self.rungs, 0)
+
+    def index(self, rung: str) -> int:
+        return self.rungs.index(rung)
+
+    @property
+    def current(self) -> str:
+        return self.rungs[self.floor]
+
+    def candidates(self) -> list[str]:
+        """Rungs to race on (re)connect: from the floor down."""
+        return self.rungs[self.floor :]
+
+    def above(self, rung: str) -> list[str]:
+        """Better rungs than ``rung``, best first: what a probe tries."""
+        return self.rungs[: self.index(rung)]
+
+    def won(self, rung: str) -> None:
+        """A race (or a probe) was won on ``rung``: stand there."""
+        self.floor = self.index(rung)
+
+    def dropped(self, rung: str, lived: float, reason: str) -> str | None:
+        """A connection on ``rung`` ended after ``lived`` ms.
+
+        Returns the reason for stepping down when this makes ``cut_limit`` short-lived
+        connections in a row (a proxy cutting streams), else None.
+        """
+        if lived >= self.stable_after:
+            self._cuts[rung] = 0
+            return None
+        self._cuts[rung] += 1
+        position = self.index(rung)
+        if self._cuts[rung] >= self.cut_limit and position + 1 < len(self.rungs) and self.floor <= position:
+            self._cuts[rung] = 0
+            self.floor = position + 1
+            return (
+                f"{rung}: cut {self.cut_limit} times in a row, each within "
+                f"{self.stable_after / 1000:g} s of opening (last: {reason})"
+            )
+        return None

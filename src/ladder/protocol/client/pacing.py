@@ -1,0 +1,89 @@
+"""How fast to write and to ask: pacing after a rate refusal, and short polling's interval.
+
+A rate limit never consumes a reliable message (protocol §4): the server refuses a message
+over its rate with ``err`` ``rate_limited`` naming it (``re``) and ``retry_after``, without
+using up its id. The client rewinds to that message, waits ``retry_after`` and then writes
+one message per ``interval`` (the largest ``retry_after`` heard since pacing began), the
+ones that became due meanwhile together, until every message is acknowledged. Times in ms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MIN_INTERVAL = 1.0
+"""ms: the shortest pace, whatever a server says."""
+MAX_DUE = 64
+"""Most messages that may become due while the client was busy (one batch at most)."""
+
+
+class Pacer:
+    """The pace of upstream messages: unlimited until the server refuses one for its rate."""
+
+    def __init__(self) -> None:
+        self.interval = 0.0
+        """ms between messages while pacing; 0 when not pacing."""
+        self.resume_at = 0.0
+        self._due = 0.0
+        self._stamp = 0.0
+
+    @property
+    def pacing(self) -> bool:
+        return self.interval > 0
+
+    def refused(self, retry_after: float, now: float) -> None:
+        """The server refused a message for its rate: wait ``retry_after`` ms, then pace."""
+        retry_after = max(retry_after, MIN_INTERVAL)
+        self.interval = max(self.interval, retry_after)
+        self.resume_at = max(self.resume_at, now + retry_after)
+        self._stamp = self.resume_at
+        self._due = 1.0  # the refused message, once the wait is over
+
+    def allowance(self, now: float) -> dict[str, Any]:
+        """``{"count": n, "wait": ms}``: how many messages may be written now (None: any
+        number) and, when none may, how long until the next one may."""
+        if not self.pacing:
+            return {"count": None, "wait": 0.0}
+        if now < self.resume_at:
+            return {"count": 0, "wait": self.resume_at - now}
+        self._due = min(float(MAX_DUE), self._due + (now - self._stamp) / self.interval)
+        self._stamp = now
+        due = int(self._due)
+        if due == 0:
+            return {"count": 0, "wait": (1.0 - self._due) * self.interval}
+        return {"count": due, "wait": 0.0}
+
+    def wrote(self, count: int) -> None:
+        """``count`` messages were written under the current allowance."""
+        if self.pacing:
+            self._due = max(0.0, self._due - count)
+
+    def drained(self) -> None:
+        """Every message was acknowledged: write freely again."""
+        self.interval = 0.0
+        self.resume_at = 0.0
+        self._due = 0.0
+
+
+class PollPace:
+    """Short polling's interval (ms): the fastest while messages flow, doubling up to the
+    slowest while idle. Only sequenced frames (messages) count as traffic: an answer that
+    holds only an ``ack`` or a ``pong`` answers the client's own writes."""
+
+    def __init__(self, *, fastest: float = 50.0, slowest: float = 2000.0) -> None:
+        self.fastest = fastest
+        self.slowest = slowest
+        self.interval = fastest
+
+    def answered(self, frames: list[dict[str, Any]]) -> float:
+        """A poll was answered with ``frames``: the pause before the next poll."""
+        if any("s" in frame for frame in frames):
+            self.interval = self.fastest
+        else:
+            self.interval = min(self.slowest, self.interval * 2)
+        return self.interval
+
+    def woken(self) -> float:
+        """The client wrote something (a reply may follow) or was woken: poll now, then fast."""
+        self.interval = self.fastest
+        return 0.0

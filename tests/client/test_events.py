@@ -1,0 +1,45 @@
+"""The Python client reports the same eleven events as the browser client: ``probe`` (a
+better rung tried) and ``state`` (the connection state changed) included."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ladder.client import ProbeResult, StateChanged
+from tests.client.fakes import FakeClient, FakeServer
+
+
+async def test_probes_and_state_changes_are_reported() -> None:
+    server = FakeServer()
+    server.refuse_opens = 1  # the WebSocket is refused: the client starts on SSE
+    client = FakeClient(server, transports=["websocket", "sse"], probe_delay=0.05)
+    probes: asyncio.Queue[ProbeResult] = asyncio.Queue()
+    states: list[StateChanged] = []
+    client.on("probe", probes.put_nowait)
+    client.on("state", states.append)
+    await client.connect(timeout=5)
+    assert client.transport == "sse"
+    server.refuse_opens = 1  # the first probe fails too
+    failed = await asyncio.wait_for(probes.get(), 5)
+    assert (failed.rung, failed.ok) == ("websocket", False)
+    assert "refused" in failed.reason, failed.reason
+    worked = await asyncio.wait_for(probes.get(), 5)
+    assert (worked.rung, worked.ok) == ("websocket", True), worked
+    await client.close()
+    assert [s.state for s in states] == ["connected", "closed"], states
+    assert states[-1].reason == "closed by the client"
+
+
+async def test_a_lost_transport_reports_disconnected_with_its_reason() -> None:
+    server = FakeServer()
+    client = FakeClient(server, transports=["websocket"], backoff_base=0.05)
+    states: asyncio.Queue[StateChanged] = asyncio.Queue()
+    client.on("state", states.put_nowait)
+    await client.connect(timeout=5)
+    assert (await states.get()).state == "connected", "the first connecting is not reported"
+    await server.current.close()
+    lost = await asyncio.wait_for(states.get(), 5)
+    assert lost.state == "disconnected" and "websocket: closed" in lost.reason, lost
+    again = await asyncio.wait_for(states.get(), 5)
+    assert again.state == "connecting", "reconnecting is"
+    await client.close()

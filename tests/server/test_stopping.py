@@ -1,0 +1,58 @@
+"""A stopped hub stays stopped: a request arriving during a graceful shutdown (on a kept-alive
+connection, or a hello that waited on another node) is sent elsewhere, not served."""
+
+from __future__ import annotations
+
+import pytest
+
+from ladder import LadderError
+from ladder.protocol.frames import Hello
+from ladder.server.auth import AuthRequest
+from ladder.server.hub import internals
+from ladder.server.moving import pack, restore
+from tests.server.harness import Peer, make_hub
+
+
+def _request() -> AuthRequest:
+    return AuthRequest(headers={}, cookies={}, token=None, client="test", transport="sse")
+
+
+async def test_a_request_after_stop_is_refused_with_shutting_down_and_does_not_restart_the_hub() -> None:
+    """Before, the request started the hub again (engine, ticker) and its session held the
+    process open after SIGTERM until the test's 10 s grace ran out."""
+    hub = make_hub()
+    await hub.start()
+    peer = await Peer.open(hub)
+    await hub.stop()
+    with pytest.raises(LadderError) as refused:
+        await internals(hub).gateway.open(Hello(v=1), _request(), "sse", streaming=True)
+    assert refused.value.code == "shutting_down"
+    with pytest.raises(LadderError) as resumed:
+        await internals(hub).gateway.route(peer.session.sid, peer.session.state.token, stream=True)
+    assert resumed.value.code in ("shutting_down", "unknown_session")
+    assert not internals(hub).sessions and internals(hub)._ticker is None, "not started again"
+
+
+async def test_a_session_moving_in_while_stopping_is_told_to_go_elsewhere() -> None:
+    old, new = make_hub(), make_hub()
+    await old.start()
+    await new.start()
+    peer = await Peer.open(old)
+    packed = pack(peer.session, internals(old).channels)
+    await new.stop()  # the move was under way when the SIGTERM came
+    session = await restore(packed, internals(new).settings, internals(new).sessions, internals(new).tasks)
+    att = internals(new).gateway.attach(session, "sse", streaming=True, ack=0, resumed=True)
+    control, _frames = session.state.take(att, internals(new).settings.clock())
+    assert [(c.get("t"), c.get("code")) for c in control if c.get("t") == "bye"] == [("bye", "shutting_down")]
+    await old.stop()
+
+
+async def test_an_explicit_start_after_stop_serves_again() -> None:
+    hub = make_hub()
+    await hub.start()
+    await hub.stop()
+    await hub.start()
+    link = await internals(hub).gateway.open(Hello(v=1), _request(), "sse", streaming=True)
+    welcome = link.take()[0][0]
+    assert welcome["t"] == "welcome" and not welcome["resumed"] and link.session.sid in internals(hub).sessions
+    await hub.stop()
