@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from ladder import Ladder
+from ladder.server.hub import internals
 from tests.fuzz.harness import Clock, Driver, ErrorLog, Tally, make_hub
 
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class Fuzz:
             return self.loop.run_until_complete(coro)
         finally:
             self.clock.now += 3600
-            self.loop.run_until_complete(self.hub.tick(self.clock()))
+            self.loop.run_until_complete(internals(self.hub).tick(self.clock()))
 
 
 @pytest.fixture(scope="module")

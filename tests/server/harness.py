@@ -10,6 +10,7 @@ from ladder.protocol.codec import JSON
 from ladder.protocol.frames import Hello, decode_client_frames
 from ladder.protocol.session import Attachment
 from ladder.server.auth import AuthRequest
+from ladder.server.hub import internals
 from ladder.server.session import Session
 
 
@@ -40,8 +41,9 @@ class Peer:
         request = AuthRequest(
             headers=headers or {}, cookies={}, token=token, client="test", transport="websocket"
         )
-        session, resumed = await hub.open_session(Hello(v=1, token=token), request)
-        att = hub.attach(session, "websocket", streaming=True, ack=0, resumed=resumed)
+        await hub.start()
+        session, resumed = await internals(hub).router.open(Hello(v=1, token=token), request)
+        att = internals(hub).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=resumed)
         peer = cls(hub, session, att)
         welcome = peer.read()
         assert welcome[0]["t"] == "welcome"
@@ -59,14 +61,14 @@ class Peer:
             self.next_id += 1
         parsed, errors = decode_client_frames(JSON, JSON.join(JSON.encode(f) for f in numbered))
         assert not errors
-        await self.hub.receive(self.session, self.att, parsed)
+        await internals(self.hub).inbound.receive(self.session, self.att, parsed)
         return ids
 
     def read(self) -> list[dict[str, Any]]:
         """Everything the server wrote for this peer so far (sequenced frames acknowledged)."""
         out: list[dict[str, Any]] = []
         while True:
-            control, frames = self.session.state.take(self.att, self.hub.clock())
+            control, frames = self.session.state.take(self.att, internals(self.hub).settings.clock())
             if not control and not frames:
                 return out
             out.extend(control)

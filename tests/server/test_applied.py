@@ -18,6 +18,7 @@ from ladder.protocol.codec import JSON, MSGPACK
 from ladder.protocol.frames import Hello, Previous, decode_client_frames
 from ladder.server.applied import Answers, Inherited
 from ladder.server.auth import AuthRequest
+from ladder.server.hub import internals
 from tests.server.harness import Peer, make_hub
 
 
@@ -26,8 +27,9 @@ def _request() -> AuthRequest:
 
 
 async def _successor(hub: Any, prev: Previous) -> Peer:
-    session, _ = await hub.open_session(Hello(v=1, prev=prev), _request())
-    att = hub.attach(session, "websocket", streaming=True, ack=0, resumed=False)
+    await hub.start()
+    session, _ = await internals(hub).router.open(Hello(v=1, prev=prev), _request())
+    att = internals(hub).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=False)
     peer = Peer(hub, session, att)
     assert peer.read()[0]["t"] == "welcome"
     return peer
@@ -36,7 +38,7 @@ async def _successor(hub: Any, prev: Previous) -> Peer:
 async def _send(peer: Peer, frames: list[dict[str, Any]]) -> None:
     parsed, errors = decode_client_frames(JSON, JSON.join(JSON.encode(f) for f in frames))
     assert not errors
-    await peer.hub.receive(peer.session, peer.att, parsed)
+    await internals(peer.hub).inbound.receive(peer.session, peer.att, parsed)
 
 
 async def test_a_successor_answers_what_the_lost_session_applied_and_applies_the_rest() -> None:
@@ -54,7 +56,7 @@ async def test_a_successor_answers_what_the_lost_session_applied_and_applies_the
         sid, token = lost.session.sid, lost.session.state.token
         # 1 and 2 applied; the client never saw their answers or acknowledgements.
         await lost.send({"t": "call", "ev": "do", "d": "a"}, {"t": "emit", "ev": "do", "d": "b"})
-        hub.close_session(lost.session, LadderError("slow_consumer"))
+        internals(hub).sessions.close(lost.session, LadderError("slow_consumer"))
         # The client carries 1, 2 and a message 3 never sent before, renumbered 1, 2, 3.
         peer = await _successor(hub, Previous(sid, token, (1, 2, 3)))
         await _send(
@@ -76,7 +78,7 @@ async def test_a_successor_answers_what_the_lost_session_applied_and_applies_the
 
         # The successor dies too: its own successor still knows message 3's key and answer.
         second_sid, second_token = peer.session.sid, peer.session.state.token
-        hub.close_session(peer.session, LadderError("slow_consumer"))
+        internals(hub).sessions.close(peer.session, LadderError("slow_consumer"))
         third = await _successor(hub, Previous(second_sid, second_token, (3,)))
         await _send(third, [{"t": "call", "ev": "do", "d": "c", "i": 1}])
         assert [d for d, _ in applied] == ["a", "b", "c"]

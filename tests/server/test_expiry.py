@@ -6,6 +6,7 @@ import gc
 import tracemalloc
 
 from ladder import ChannelOptions
+from ladder.server.hub import internals
 from tests.server.harness import Clock, Peer, make_hub
 
 SESSIONS = 10_000
@@ -24,15 +25,15 @@ async def test_ten_thousand_abandoned_sessions_are_reaped_and_memory_returned() 
             peer = await Peer.open(hub)
             await peer.request({"t": "sub", "ch": f"room:{n % 100}"})
             await hub.publish(f"room:{n % 100}", {"n": n})
-            hub.detach(peer.session, peer.att)  # the client vanished
+            peer.session.state.detach(peer.att, clock.now)  # the client vanished
         held = tracemalloc.get_traced_memory()[0] - baseline
         assert hub.stats()["sessions"] == SESSIONS and hub.stats()["channels"] == 100
 
         clock.now += 4.9
-        await hub.tick(clock.now)
+        await internals(hub).tick(clock.now)
         assert hub.stats()["sessions"] == SESSIONS, "nothing expires before the TTL"
         clock.now += 0.2
-        await hub.tick(clock.now)
+        await internals(hub).tick(clock.now)
 
         assert hub.stats() == {"sessions": 0, "live": 0, "channels": 0, "users": 0}
         assert await hub.presence("room:1") == []

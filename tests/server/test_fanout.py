@@ -10,6 +10,7 @@ import pytest
 
 from ladder.protocol import codec as codec_module
 from ladder.protocol.codec import JSON, MSGPACK
+from ladder.server.hub import internals
 from ladder.server.session import Waker
 from tests.server.harness import Peer, make_hub
 
@@ -29,7 +30,7 @@ async def test_publication_is_encoded_once_and_no_task_is_created_per_recipient(
 
     async def writer(peer: Peer, waker: Waker, codec: Any) -> None:
         await waker.wait()
-        _, frames = peer.session.state.take(peer.att, hub.clock())
+        _, frames = peer.session.state.take(peer.att, internals(hub).settings.clock())
         written.extend(frame.encode(codec, seq) for seq, frame in frames)
 
     writers = []

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ladder import ChannelOptions, Context, Identity, Ladder, LadderError, Limits
+from ladder.server.hub import internals
 from tests.server.harness import Clock, Peer, make_hub
 
 
@@ -91,7 +92,7 @@ async def test_presence_with_identity_join_and_leave(hub: Ladder) -> None:
     members = await alice.request({"t": "presence", "ch": "chat:p"})
     assert sorted(m["u"] for m in members["d"]) == ["alice", "bob"]
     await bob.send({"t": "bye"})
-    await hub.forget(bob.session)
+    await internals(hub).sessions.forget(bob.session)
     assert [f["m"]["u"] for f in alice.read() if f["t"] == "leave"] == ["bob"]
     refused = await alice.request({"t": "presence", "ch": "quiet:x"})
     assert refused["t"] == "err" and refused["code"] == "presence_disabled"
@@ -178,14 +179,14 @@ async def test_slow_consumer_is_dropped_with_a_reason() -> None:
         for n in range(11):
             await hub.publish("firehose", n)
             fast.read()
-        control, _ = slow.session.state.take(slow.att, hub.clock())
+        control, _ = slow.session.state.take(slow.att, internals(hub).settings.clock())
         assert control[-1] == {
             "t": "bye",
             "code": "slow_consumer",
             "reason": "client fell too far behind; session dropped",
         }
-        await hub.tick(hub.clock())
-        assert slow.session.sid not in hub.sessions and fast.session.sid in hub.sessions
+        await internals(hub).tick(internals(hub).settings.clock())
+        assert slow.session.sid not in internals(hub).sessions and fast.session.sid in internals(hub).sessions
     finally:
         await hub.stop()
 
@@ -193,9 +194,9 @@ async def test_slow_consumer_is_dropped_with_a_reason() -> None:
 async def test_resume_needs_the_token_and_a_live_session(hub: Ladder) -> None:
     peer = await Peer.open(hub, "alice")
     with pytest.raises(LadderError) as wrong:
-        await hub.route(peer.session.sid, "not-the-token", stream=False)
+        await internals(hub).router.route(peer.session.sid, "not-the-token", stream=False)
     assert wrong.value.code == "bad_resume_token"
     with pytest.raises(LadderError) as unknown:
-        await hub.route("no-such-session", "x", stream=False)
+        await internals(hub).router.route("no-such-session", "x", stream=False)
     assert unknown.value.code == "unknown_session"
-    assert await hub.route(peer.session.sid, peer.session.state.token, stream=False) is peer.session
+    assert await internals(hub).router.route(peer.session.sid, peer.session.state.token, stream=False) is peer.session

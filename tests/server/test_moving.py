@@ -7,6 +7,8 @@ import asyncio
 from typing import Any
 
 from ladder import LadderError
+from ladder.server.hub import internals
+from ladder.server.moving import pack, restore
 from tests.server.harness import Peer, make_hub
 
 
@@ -20,7 +22,7 @@ async def test_a_session_moved_in_while_the_engine_fails_still_gets_its_publicat
         peer = await Peer.open(old)
         reply = await peer.request({"t": "sub", "ch": "room"})
         assert reply["t"] == "reply"
-        packed = old.cluster.pack(peer.session)
+        packed = pack(peer.session, internals(old).channels)
         history = new.engine.history
         failures = 2
 
@@ -32,8 +34,8 @@ async def test_a_session_moved_in_while_the_engine_fails_still_gets_its_publicat
             return await history(*args, **kwargs)
 
         new.engine.history = failing  # type: ignore[method-assign]
-        session = await new.cluster.restore(packed)
-        att = new.attach(session, "websocket", streaming=True, ack=0, resumed=True)
+        session = await restore(packed, internals(new).settings, internals(new).sessions, internals(new).tasks)
+        att = internals(new).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=True)
         moved = Peer(new, session, att)
         async with asyncio.timeout(5):
             while session.subs["room"].pending is not None:  # noqa: ASYNC110 - retried with backoff

@@ -8,6 +8,8 @@ import pytest
 from ladder import LadderError
 from ladder.protocol.frames import Hello
 from ladder.server.auth import AuthRequest
+from ladder.server.hub import internals
+from ladder.server.moving import pack, restore
 from tests.server.harness import Peer, make_hub
 
 
@@ -23,12 +25,12 @@ async def test_a_request_after_stop_is_refused_with_shutting_down_and_does_not_r
     peer = await Peer.open(hub)
     await hub.stop()
     with pytest.raises(LadderError) as refused:
-        await hub.open_session(Hello(v=1), _request())
+        await internals(hub).gateway.open(Hello(v=1), _request(), "sse", streaming=True)
     assert refused.value.code == "shutting_down"
     with pytest.raises(LadderError) as resumed:
-        await hub.route(peer.session.sid, peer.session.state.token, stream=True)
+        await internals(hub).gateway.route(peer.session.sid, peer.session.state.token, stream=True)
     assert resumed.value.code in ("shutting_down", "unknown_session")
-    assert not hub.sessions and hub._ticker is None, "not started again"
+    assert not internals(hub).sessions and internals(hub)._ticker is None, "not started again"
 
 
 async def test_a_session_moving_in_while_stopping_is_told_to_go_elsewhere() -> None:
@@ -36,11 +38,11 @@ async def test_a_session_moving_in_while_stopping_is_told_to_go_elsewhere() -> N
     await old.start()
     await new.start()
     peer = await Peer.open(old)
-    packed = old.cluster.pack(peer.session)
+    packed = pack(peer.session, internals(old).channels)
     await new.stop()  # the move was under way when the SIGTERM came
-    session = await new.cluster.restore(packed)
-    att = new.attach(session, "sse", streaming=True, ack=0, resumed=True)
-    control, _frames = session.state.take(att, new.clock())
+    session = await restore(packed, internals(new).settings, internals(new).sessions, internals(new).tasks)
+    att = internals(new).gateway.attach(session, "sse", streaming=True, ack=0, resumed=True)
+    control, _frames = session.state.take(att, internals(new).settings.clock())
     assert [(c.get("t"), c.get("code")) for c in control if c.get("t") == "bye"] == [("bye", "shutting_down")]
     await old.stop()
 
@@ -50,6 +52,7 @@ async def test_an_explicit_start_after_stop_serves_again() -> None:
     await hub.start()
     await hub.stop()
     await hub.start()
-    session, resumed = await hub.open_session(Hello(v=1), _request())
-    assert not resumed and session.sid in hub.sessions
+    link = await internals(hub).gateway.open(Hello(v=1), _request(), "sse", streaming=True)
+    welcome = link.take()[0][0]
+    assert welcome["t"] == "welcome" and not welcome["resumed"] and link.session.sid in internals(hub).sessions
     await hub.stop()

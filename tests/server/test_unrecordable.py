@@ -13,6 +13,7 @@ import pytest
 from ladder import Context, LadderError
 from ladder.protocol.codec import JSON
 from ladder.protocol.frames import decode_client_frames
+from ladder.server.hub import internals
 from tests.server.harness import Peer, make_hub
 
 
@@ -34,13 +35,13 @@ async def test_messages_are_not_applied_while_the_engine_is_unreachable() -> Non
         assert peer.att.close_error.code == "engine_unavailable", "the WebSocket is ended; the session is not"
         frames, _ = decode_client_frames(JSON, JSON.encode({"t": "emit", "ev": "do", "d": "a", "i": 1}))
         with pytest.raises(LadderError) as refused:
-            await hub.receive(peer.session, None, frames)  # an upstream POST
+            await internals(hub).inbound.receive(peer.session, None, frames)  # an upstream POST
         assert refused.value.code == "engine_unavailable" and applied == []
 
         hub.engine.healthy = True
-        again = hub.attach(peer.session, "websocket", streaming=True, ack=0, resumed=True)
+        again = internals(hub).gateway.attach(peer.session, "websocket", streaming=True, ack=0, resumed=True)
         resumed = Peer(hub, peer.session, again)
-        await hub.receive(peer.session, again, frames)  # the client sends it again
+        await internals(hub).inbound.receive(peer.session, again, frames)  # the client sends it again
         assert applied == ["a"]
         assert {"t": "ack", "i": 1} in resumed.read()
     finally:
@@ -75,7 +76,7 @@ async def test_messages_queued_when_the_engine_goes_away_are_not_applied_but_sen
 
         hub.engine.healthy = True
         again = Peer(
-            hub, peer.session, hub.attach(peer.session, "websocket", streaming=True, ack=0, resumed=True)
+            hub, peer.session, internals(hub).gateway.attach(peer.session, "websocket", streaming=True, ack=0, resumed=True)
         )
         again.next_id = 2
         await again.send({"t": "emit", "ev": "do", "d": "b"}, {"t": "emit", "ev": "do", "d": "c"})
@@ -109,7 +110,7 @@ async def test_a_message_in_its_handler_when_the_engine_goes_away_is_not_taken_a
         await first
         hub.engine.healthy = True
         again = Peer(
-            hub, peer.session, hub.attach(peer.session, "websocket", streaming=True, ack=0, resumed=True)
+            hub, peer.session, internals(hub).gateway.attach(peer.session, "websocket", streaming=True, ack=0, resumed=True)
         )
         again.next_id = 1  # the client resends everything not acknowledged
         await again.send({"t": "emit", "ev": "do", "d": "a"}, {"t": "emit", "ev": "do", "d": "b"})

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from ladder import JWT, AuthRequest, ChannelOptions, Context, Identity, Ladder, LadderError, Limits
+from ladder.server.hub import internals
 
 
 def _config() -> dict[str, Any]:
@@ -87,7 +88,7 @@ async def publish(ctx: Context, data: Any) -> dict[str, Any]:
                 await asyncio.sleep(interval)
 
     if data.get("background"):
-        hub.spawn(run(), "test-publisher")
+        internals(hub).tasks.spawn(run(), "test-publisher")
         return {"started": True}
     await run()
     return {"published": count}
@@ -127,9 +128,9 @@ async def kick(ctx: Context, session_id: str | None) -> bool:
 @hub.on("drop")
 async def drop(ctx: Context, session_id: str) -> bool:
     """Close a session as if it were a slow consumer (its client should come back)."""
-    session = hub.sessions.get(session_id)
+    session = internals(hub).sessions.get(session_id)
     if session is not None:
-        hub.close_session(session, LadderError("slow_consumer"))
+        internals(hub).sessions.close(session, LadderError("slow_consumer"))
     return session is not None
 
 
@@ -177,7 +178,7 @@ async def publish_through(ctx: Context, data: Any) -> dict[str, Any]:
                     await asyncio.sleep(0.05)
             await asyncio.sleep(interval)
 
-    hub.spawn(run(), "test-publisher")
+    internals(hub).tasks.spawn(run(), "test-publisher")
     return {"node": hub.engine.node_id}
 
 

@@ -94,23 +94,24 @@ class Attachment:
         "closed",
         "control",
         "cursor",
-        "kind",
         "last_heard",
         "last_sent",
         "opened",
         "pinged",
         "streaming",
+        "transport",
         "wake",
     )
 
-    def __init__(self, kind: str, *, streaming: bool, cursor: int, now: float) -> None:
-        self.kind = kind
+    def __init__(self, transport: str, *, streaming: bool, cursor: int, now: float) -> None:
+        self.transport = transport
+        """Which transport holds the session: ``websocket``, ``sse``, ``longpoll`` or ``poll``."""
         self.streaming = streaming
         self.cursor = cursor
         self.opened = now
         self.last_sent = now
         self.last_heard = now
-        self.pinged = streaming and kind == "websocket"
+        self.pinged = streaming and transport == "websocket"
         """Whether the client must answer pings on this transport (WebSocket only)."""
         self.control: list[dict[str, Any]] = []
         self.closed = False
@@ -118,8 +119,26 @@ class Attachment:
         self.ack_sent = 0
         self.wake: Callable[[], None] = _noop
 
+    def wake_with(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever this transport has something new to write (and now, since
+        the welcome or a replay may already be waiting)."""
+        self.wake = wake
+        wake()
+
+    def heard(self, now: float) -> None:
+        """The client was heard from on this transport (it is alive)."""
+        self.last_heard = now
+
+    def end(self, error: LadderError | None = None) -> None:
+        """The transport is over (its peer went away, or ``error`` must close it): its
+        writer wakes, writes what it must and stops."""
+        self.closed = True
+        if error is not None:
+            self.close_error = error
+        self.wake()
+
     def __repr__(self) -> str:
-        return f"<Attachment {self.kind} cursor={self.cursor} closed={self.closed}>"
+        return f"<Attachment {self.transport} cursor={self.cursor} closed={self.closed}>"
 
 
 class SessionState:
@@ -174,7 +193,7 @@ class SessionState:
 
     def attach(
         self,
-        kind: str,
+        transport: str,
         *,
         streaming: bool,
         ack: int,
@@ -189,7 +208,7 @@ class SessionState:
             raise LadderError("session_closed")
         self.outbox.ack(ack)
         previous = self.active
-        att = Attachment(kind, streaming=streaming, cursor=ack, now=now)
+        att = Attachment(transport, streaming=streaming, cursor=ack, now=now)
         if greeting is not None:
             att.control.append(greeting)  # the welcome carries the ack
         att.control.extend(self.parked)
@@ -341,6 +360,12 @@ class SessionState:
         (:meth:`finish`), so a message lost before it was applied is still the client's to resend.
         """
         return self.inbox.offer(frame.i, frame)
+
+    def finishable(self, number: int) -> bool:
+        """Whether ``number`` is the next accepted message to finish (False once the session
+        was discarded while it was being applied)."""
+        inbox = self.inbox
+        return inbox.done + 1 == number <= inbox.accepted
 
     def finish(self, number: int) -> None:
         """Client message ``number`` has been applied: it may now be acknowledged."""

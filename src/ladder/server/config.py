@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ..engine.base import ChannelOptions
 from ..errors import ConfigurationError
+from ..protocol.session import SessionLimits
+from .auth import Authenticate, Permissions
 
 TRANSPORTS: Final = ("websocket", "sse", "longpoll", "poll")
 """Every rung, best first."""
@@ -177,3 +179,20 @@ class ChannelRules:
             if len(self._cache) < 10_000:
                 self._cache[channel] = found
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a hub was configured with, checked, in one object its parts share."""
+
+    allowed_origins: tuple[str, ...] | None
+    transports: tuple[str, ...]
+    limits: Limits
+    channel_rules: ChannelRules
+    session_limits: SessionLimits
+    authenticate: Authenticate | None
+    permissions: Permissions
+    presence_ttl: float
+    sse_padding: int
+    gzip_min_size: int
+    clock: Callable[[], float]

@@ -8,7 +8,7 @@ connections per rung are computed at scrape time from the session table.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sized
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .hub import Ladder
+    from .sessions import SessionTable
 
 CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -42,41 +42,66 @@ class Counters:
         """Sessions moving between rungs: (from, to, direction down/up, reason)."""
 
 
+class Observed:
+    """What the metrics read at scrape time."""
+
+    __slots__ = ("channels", "cluster", "counters", "healthy", "sessions", "transports")
+
+    def __init__(
+        self,
+        counters: Counters,
+        *,
+        transports: tuple[str, ...],
+        sessions: SessionTable,
+        channels: Sized,
+        healthy: Callable[[], bool],
+        cluster: dict[str, int],
+    ) -> None:
+        self.counters = counters
+        self.transports = transports
+        self.sessions = sessions
+        self.channels = channels
+        self.healthy = healthy
+        self.cluster = cluster
+
+
 class _Collector(Collector):
-    def __init__(self, hub: Ladder) -> None:
-        self.hub = hub
+    def __init__(self, observed: Observed) -> None:
+        self.observed = observed
 
     def collect(self) -> Iterator[Metric]:
-        hub = self.hub
-        counters = hub.counters
+        observed = self.observed
+        counters = observed.counters
         live = GaugeMetricFamily("ladder_connections", "Transports attached right now", labels=["transport"])
-        by_rung: Counter[str] = Counter()
-        for session in hub.sessions.values():
+        by_transport: Counter[str] = Counter()
+        for session in observed.sessions:
             for att in session.state.attachments:
-                by_rung[att.kind] += 1
-        for rung in hub.transports:
-            live.add_metric([rung], by_rung[rung])
+                by_transport[att.transport] += 1
+        for transport in observed.transports:
+            live.add_metric([transport], by_transport[transport])
         yield live
-        yield GaugeMetricFamily("ladder_sessions", "Sessions held by this process", value=len(hub.sessions))
         yield GaugeMetricFamily(
-            "ladder_channels", "Channels with local subscribers", value=hub.stats()["channels"]
+            "ladder_sessions", "Sessions held by this process", value=len(observed.sessions)
         )
         yield GaugeMetricFamily(
-            "ladder_engine_healthy", "1 while the engine is reachable", value=1 if hub.engine.healthy else 0
+            "ladder_channels", "Channels with local subscribers", value=len(observed.channels)
+        )
+        yield GaugeMetricFamily(
+            "ladder_engine_healthy", "1 while the engine is reachable", value=1 if observed.healthy() else 0
         )
         for name, doc, counter in (
             ("ladder_messages_in", "Client messages accepted", counters.frames_in),
             ("ladder_messages_out", "Frames written to clients", counters.frames_out),
         ):
             family = CounterMetricFamily(name, doc, labels=["transport"])
-            for rung, value in sorted(counter.items()):
-                family.add_metric([rung], value)
+            for transport, value in sorted(counter.items()):
+                family.add_metric([transport], value)
             yield family
         connects = CounterMetricFamily(
             "ladder_connects", "Transport openings (hellos)", labels=["transport", "outcome"]
         )
-        for (rung, outcome), value in sorted(counters.connects.items()):
-            connects.add_metric([rung, outcome], value)
+        for (transport, outcome), value in sorted(counters.connects.items()):
+            connects.add_metric([transport, outcome], value)
         yield connects
         errors = CounterMetricFamily("ladder_errors", "Refusals and error replies", labels=["code"])
         for code, value in sorted(counters.errors.items()):
@@ -91,7 +116,7 @@ class _Collector(Collector):
             changes.add_metric(list(labels), value)
         yield changes
         cluster = CounterMetricFamily("ladder_cluster", "Session routing between processes", labels=["kind"])
-        for kind, value in sorted(hub.cluster.counters.items()):
+        for kind, value in sorted(observed.cluster.items()):
             cluster.add_metric([kind], value)
         yield cluster
 
@@ -99,9 +124,9 @@ class _Collector(Collector):
 class Metrics:
     """A hub's own registry (several hubs in one process do not mix their numbers)."""
 
-    def __init__(self, hub: Ladder) -> None:
+    def __init__(self, observed: Observed) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(hub))
+        self.registry.register(_Collector(observed))
         self.engine_latency = Histogram(
             "ladder_engine_seconds",
             "Engine round trips (publish)",

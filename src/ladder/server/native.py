@@ -31,9 +31,10 @@ from websockets.http11 import Request as WsRequest
 
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
-from .driver import Link, encode_batch
+from .gateway import Gateway
 from .http import Request, origin_allowed
-from .hub import Ladder
+from .hub import Ladder, gateway_of
+from .link import Link, encode_batch
 from .rfc6455 import INVALID_UTF8, FrameClock, HandshakeProtocol, refusal, valid_utf8
 from .websocket import apply_message, open_link
 
@@ -69,6 +70,7 @@ class NativeWebSocket(asyncio.Protocol):
         self.loop = _loop or asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
         self.ws: HandshakeProtocol | None = None
+        self.gateway: Gateway | None = None
         self.link: Link | None = None
         self.codec: Codec = JSON
         self.request: Request | None = None
@@ -149,6 +151,7 @@ class NativeWebSocket(asyncio.Protocol):
         if hub is None or target.split(b"?", 1)[0].decode("latin-1") != self.path:
             self._hand_over(data)
             return
+        gateway = self.gateway = gateway_of(hub)
         ws = self.ws = HandshakeProtocol(max_size=hub.limits.max_frame_size)
         ws.receive_data(data)
         events = ws.events_received()
@@ -159,7 +162,7 @@ class NativeWebSocket(asyncio.Protocol):
         request = self.request = self._request(events[0])
         if not origin_allowed(hub.allowed_origins, request):
             error = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
-            hub.refused("websocket", error, client=request.client, origin=request.origin)
+            gateway.refused("websocket", error, client=request.client, origin=request.origin)
             ws.send_response(refusal(ws, 403, error))
             self._write_out()
             return
@@ -271,23 +274,24 @@ class NativeWebSocket(asyncio.Protocol):
             self.applier = None
 
     async def _open(self, data: bytes, codec: Codec) -> None:
-        hub, request = self.hub, self.request
-        assert hub is not None and request is not None
+        gateway, request = self.gateway, self.request
+        assert gateway is not None and request is not None
         if self.hello_timer is not None:
             self.hello_timer.cancel()
         try:
             self.codec = codec
-            self.link, rest = await open_link(hub, request, data, codec, wake=self._wake)
+            self.link, rest = await open_link(gateway, request, data, codec, wake=self._wake)
         except LadderError as exc:
-            hub.refused("websocket", exc, client=request.client)
+            gateway.refused("websocket", exc, client=request.client)
             self._send(self.codec.encode({"t": "err", **exc.body()}))
             self._close(exc)
             return
         if rest:
-            await hub.receive(self.link.session, self.link.att, rest)
+            await gateway.receive(self.link.session, self.link.att, rest)
 
     async def _receive(self, link: Link, data: bytes, codec: Codec) -> None:
-        fatal = await apply_message(link, data, codec)
+        assert self.gateway is not None
+        fatal = await apply_message(self.gateway, link, data, codec)
         if fatal is not None:
             self._close(fatal)
 

@@ -13,11 +13,14 @@ owner runs :func:`poll_once` and this process writes the answer.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..protocol.codec import Codec, codec_named
+from ..protocol.errors import LadderError
 from .cluster import Elsewhere
-from .driver import Link, encode_batch, start_watch, stop_watch, watch_disconnect
+from .gateway import Gateway
 from .http import Receive, Request, Send, cors_headers, respond
-from .hub import Ladder
+from .link import Link, encode_batch, start_watch, stop_watch, watch_disconnect
 
 
 async def poll_once(link: Link, *, hold: bool, codec: Codec) -> bytes:
@@ -33,21 +36,21 @@ async def poll_once(link: Link, *, hold: bool, codec: Codec) -> bytes:
         link.close()
 
 
-async def serve_poll(hub: Ladder, request: Request, receive: Receive, send: Send, *, hold: bool) -> None:
-    kind = "longpoll" if hold else "poll"
+async def serve_poll(gateway: Gateway, request: Request, receive: Receive, send: Send, *, hold: bool) -> None:
+    transport = "longpoll" if hold else "poll"
     codec = codec_named(request.query.get("enc"))
     hello = request.hello()
     greet = hello.sid is None or request.query.get("open") == "1"
-    auth = request.auth_request(hello.token, kind)
+    auth = request.auth_request(hello.token, transport)
     try:
-        link = await Link.open(hub, hello, auth, kind, streaming=False, greet=greet)
+        link = await gateway.open(hello, auth, transport, streaming=False, greet=greet)
     except Elsewhere as away:
         assert hello.sid is not None and hello.rt is not None
-        body = await hub.cluster.forward_poll(
+        body = await gateway.router.forward_poll(
             away.node,
             hello.sid,
             hello.rt,
-            kind=kind,
+            transport=transport,
             ack=hello.ack,
             greet=greet,
             encoding=codec.name,
@@ -60,15 +63,31 @@ async def serve_poll(hub: Ladder, request: Request, receive: Receive, send: Send
         finally:
             if watcher is not None:
                 await stop_watch(watcher)
-    gzip_min = hub.gzip_min_size if request.accepts_gzip() else None
+    settings = gateway.settings
+    gzip_min = settings.gzip_min_size if request.accepts_gzip() else None
     await respond(
         send,
         200,
         body,
         content_type=codec.content_type.encode(),
-        headers=cors_headers(hub.allowed_origins, request),
+        headers=cors_headers(settings.allowed_origins, request),
         gzip_min=gzip_min,
     )
+
+
+async def serve_forwarded_poll(gateway: Gateway, message: dict[str, Any]) -> dict[str, Any]:
+    """Serve a poll another node forwarded here (this node holds the session)."""
+    router = gateway.router
+    session = await router.route(message["sid"], message["rt"], stream=False, forwarded=True)
+    transport = str(message["kind"])
+    if transport not in gateway.settings.transports:
+        raise LadderError("unsupported_transport", f"{transport} is not offered by this server")
+    ack, greet = int(message["ack"]), bool(message["greet"])
+    att = gateway.attach(session, transport, streaming=False, ack=ack, resumed=True, greet=greet)
+    link = gateway.link(session, att)
+    with router.cluster.holding(message, link.gone):
+        body = await poll_once(link, hold=transport == "longpoll", codec=codec_named(message["enc"]))
+    return {"body": body}
 
 
 async def _disconnect(receive: Receive) -> None:
@@ -77,4 +96,4 @@ async def _disconnect(receive: Receive) -> None:
         pass
 
 
-__all__ = ["poll_once", "serve_poll", "watch_disconnect"]
+__all__ = ["poll_once", "serve_forwarded_poll", "serve_poll", "watch_disconnect"]

@@ -80,9 +80,9 @@ class Session:
         "inherited",
         "moving",
         "ready",
-        "rung",
         "state",
         "subs",
+        "transport",
     )
 
     def __init__(self, state: SessionState, identity: Identity, client_id: str) -> None:
@@ -99,8 +99,8 @@ class Session:
         """The session is being packed for another node: nothing more is applied here."""
         self.idle: asyncio.Future[None] | None = None
         """Made by :meth:`settle` while a message is being applied; done when it is."""
-        self.rung: str | None = None
-        """The kind of the transport attached most recently (to count rung changes)."""
+        self.transport: str | None = None
+        """The transport attached most recently (to count rung changes)."""
         self.address: str | None = None
         """The client address that opened the session (for per-address limits)."""
         self.bucket: Bucket | None = None

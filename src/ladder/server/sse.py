@@ -17,9 +17,9 @@ import contextlib
 
 from ..protocol.codec import JSON
 from ..protocol.frames import OutFrame
-from .driver import Link, start_watch, stop_watch
+from .gateway import Gateway
 from .http import Receive, Request, Send, cors_headers
-from .hub import Ladder
+from .link import start_watch, stop_watch
 
 
 def _events(control: list[dict[str, object]], frames: list[tuple[int, OutFrame]]) -> bytes:
@@ -28,20 +28,23 @@ def _events(control: list[dict[str, object]], frames: list[tuple[int, OutFrame]]
     return b"".join(parts)
 
 
-async def serve_sse(hub: Ladder, request: Request, receive: Receive, send: Send) -> None:
+async def serve_sse(gateway: Gateway, request: Request, receive: Receive, send: Send) -> None:
     hello = request.hello(ack_header="last-event-id")
-    link = await Link.open(hub, hello, request.auth_request(hello.token, "sse"), "sse", streaming=True)
+    link = await gateway.open(hello, request.auth_request(hello.token, "sse"), "sse", streaming=True)
+    settings = gateway.settings
     watcher = start_watch(receive, link)
     try:
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache, no-store, no-transform"),
             (b"x-accel-buffering", b"no"),
-            *cors_headers(hub.allowed_origins, request),
+            *cors_headers(settings.allowed_origins, request),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         prelude = (
-            b":" + b" " * hub.sse_padding + b"\n\nretry: 1000\n\n" if hub.sse_padding else b"retry: 1000\n\n"
+            b":" + b" " * settings.sse_padding + b"\n\nretry: 1000\n\n"
+            if settings.sse_padding
+            else b"retry: 1000\n\n"
         )
         first = True
         while True:

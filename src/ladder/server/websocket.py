@@ -17,9 +17,9 @@ from collections.abc import Callable
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
 from ..protocol.frames import ClientFrame, Hello, decode_client_frames
-from .driver import Link, encode_batch
+from .gateway import Gateway
 from .http import Headers, Message, Receive, Request, Send, error_body, origin_allowed
-from .hub import Ladder
+from .link import Link, encode_batch
 
 log = logging.getLogger("ladder")
 
@@ -62,64 +62,67 @@ async def refuse_upgrade(request: Request, send: Send, error: LadderError, heade
 
 
 async def open_link(
-    hub: Ladder, request: Request, data: bytes | str, codec: Codec, wake: Callable[[], None] | None = None
+    gateway: Gateway,
+    request: Request,
+    data: bytes | str,
+    codec: Codec,
+    wake: Callable[[], None] | None = None,
 ) -> tuple[Link, list[ClientFrame]]:
     """Open or resume the session the first message's hello names (both WebSocket drivers).
 
     Returns the link and the frames that followed the hello in the same message; raises
     :class:`LadderError` when the hello is refused.
     """
-    frames, errors = decode_client_frames(codec, data, hub.limits.max_frame_size)
+    frames, errors = decode_client_frames(codec, data, gateway.settings.limits.max_frame_size)
     if errors:
         raise errors[0]
     if not frames or not isinstance(frames[0], Hello):
         raise LadderError("bad_request", "the first frame must be a hello")
     hello = frames[0]
-    hub.admit(request.address)
-    link = await Link.open(
-        hub, hello, request.auth_request(hello.token, "websocket"), "websocket", streaming=True, wake=wake
-    )
+    gateway.admit(request.address)
+    auth = request.auth_request(hello.token, "websocket")
+    link = await gateway.open(hello, auth, "websocket", streaming=True, wake=wake)
     return link, frames[1:]
 
 
-async def apply_message(link: Link, data: bytes | str, codec: Codec) -> LadderError | None:
+async def apply_message(gateway: Gateway, link: Link, data: bytes | str, codec: Codec) -> LadderError | None:
     """Apply a later client message (both WebSocket drivers): bad frames are answered with
     ``err`` frames; returns the error that must end the connection, if any."""
-    hub = link.hub
-    limit = hub.limits.max_frame_size
+    limit = gateway.settings.limits.max_frame_size
     try:
         if len(data) > limit:
             raise LadderError("frame_too_large", f"message of {len(data)} bytes exceeds {limit}")
         frames, errors = decode_client_frames(codec, data, limit)
     except LadderError as exc:
-        hub.refused("websocket", exc, session=link.session)
+        gateway.refused("websocket", exc, session=link.session)
         if exc.fatal:
             return exc
         link.session.state.send_control({"t": "err", **exc.body()}, link.att)
         return None
     for error in errors:
-        hub.refused("websocket", error, session=link.session)
+        gateway.refused("websocket", error, session=link.session)
         link.session.state.send_control({"t": "err", **error.body()}, link.att)
     if frames:
-        await hub.receive(link.session, link.att, frames)
+        await gateway.receive(link.session, link.att, frames)
     return None
 
 
-async def serve_websocket(hub: Ladder, request: Request, receive: Receive, send: Send) -> None:
+async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, send: Send) -> None:
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    if not origin_allowed(hub.allowed_origins, request):
+    settings = gateway.settings
+    if not origin_allowed(settings.allowed_origins, request):
         error = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
-        hub.refused("websocket", error, client=request.client, origin=request.origin)
+        gateway.refused("websocket", error, client=request.client, origin=request.origin)
         await refuse_upgrade(request, send, error)
         return
-    if "websocket" not in hub.transports:
+    if "websocket" not in settings.transports:
         await refuse_upgrade(request, send, LadderError("unsupported_transport"))
         return
     await send({"type": "websocket.accept"})
     try:
-        async with asyncio.timeout(hub.limits.hello_timeout):
+        async with asyncio.timeout(settings.limits.hello_timeout):
             message = await receive()
     except TimeoutError:
         await _close(send, LadderError("bad_request", "no hello frame in time"))
@@ -128,9 +131,9 @@ async def serve_websocket(hub: Ladder, request: Request, receive: Receive, send:
         return
     data, codec = _payload(message)
     try:
-        link, rest = await open_link(hub, request, data, codec)
+        link, rest = await open_link(gateway, request, data, codec)
     except LadderError as exc:
-        hub.refused("websocket", exc, client=request.client)
+        gateway.refused("websocket", exc, client=request.client)
         with contextlib.suppress(Exception):  # say why in a frame: close reasons are easy to lose
             body = codec.encode({"t": "err", **exc.body()})
             await send(
@@ -141,8 +144,8 @@ async def serve_websocket(hub: Ladder, request: Request, receive: Receive, send:
     writer = asyncio.get_running_loop().create_task(_write(link, send, codec), name="ladder-ws-writer")
     try:
         if rest:
-            await hub.receive(link.session, link.att, rest)
-        await _read(link, receive)
+            await gateway.receive(link.session, link.att, rest)
+        await _read(gateway, link, receive)
     finally:
         link.close()
         link.gone()
@@ -150,15 +153,14 @@ async def serve_websocket(hub: Ladder, request: Request, receive: Receive, send:
             await asyncio.wait_for(writer, timeout=1.0)
 
 
-async def _read(link: Link, receive: Receive) -> None:
+async def _read(gateway: Gateway, link: Link, receive: Receive) -> None:
     while not link.att.closed:
         message = await receive()
         if message["type"] != "websocket.receive":
             return
-        fatal = await apply_message(link, *_payload(message))
+        fatal = await apply_message(gateway, link, *_payload(message))
         if fatal is not None:
-            link.att.close_error = fatal
-            link.gone()
+            link.gone(fatal)
             return
 
 

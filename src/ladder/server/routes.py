@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from .protocol.errors import LadderError
-from .server.http import (
+from ..protocol.errors import LadderError
+from .http import (
     BodyTooLarge,
     Message,
     Receive,
@@ -41,12 +41,12 @@ from .server.http import (
     origin_allowed,
     respond,
 )
-from .server.hub import Ladder
-from .server.metrics import CONTENT_TYPE as METRICS_TYPE
-from .server.polling import serve_poll
-from .server.sse import serve_sse
-from .server.upstream import serve_send
-from .server.websocket import refuse_upgrade, serve_websocket
+from .metrics import CONTENT_TYPE as METRICS_TYPE
+from .node import Node
+from .polling import serve_poll
+from .sse import serve_sse
+from .upstream import serve_send
+from .websocket import refuse_upgrade, serve_websocket
 
 log = logging.getLogger("ladder")
 
@@ -61,51 +61,52 @@ _STATIC = {
 }
 
 
-async def handle(hub: Ladder, scope: Scope, receive: Receive, send: Send) -> None:
+async def handle(node: Node, scope: Scope, receive: Receive, send: Send) -> None:
     kind = scope["type"]
-    trust = hub.limits.trust_forwarded_for
+    trust = node.settings.limits.trust_forwarded_for
     if kind == "http":
-        await _http(hub, Request(scope, trust_forwarded=trust), receive, send)
+        await _http(node, Request(scope, trust_forwarded=trust), receive, send)
     elif kind == "websocket":
         request = Request(scope, trust_forwarded=trust)
         try:
             if request.endpoint != "ws":
                 await refuse_upgrade(request, send, LadderError("not_found", "no such endpoint"))
                 return
-            await serve_websocket(hub, request, receive, send)
+            await serve_websocket(node.gateway, request, receive, send)
         except Exception:
             log.exception("websocket handler failed")
     elif kind == "lifespan":
-        await _lifespan(hub, receive, send)
+        await _lifespan(node, receive, send)
 
 
-async def _lifespan(hub: Ladder, receive: Receive, send: Send) -> None:
+async def _lifespan(node: Node, receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             try:
-                await hub.start()
+                await node.start()
             except Exception as exc:
                 log.exception("startup failed")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await hub.stop()
+            await node.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
 
 _ROUTES: dict[tuple[str, str], Any] = {
     ("GET", "sse"): serve_sse,
-    ("GET", "longpoll"): lambda hub, req, rec, snd: serve_poll(hub, req, rec, snd, hold=True),
-    ("GET", "poll"): lambda hub, req, rec, snd: serve_poll(hub, req, rec, snd, hold=False),
+    ("GET", "longpoll"): lambda gateway, req, rec, snd: serve_poll(gateway, req, rec, snd, hold=True),
+    ("GET", "poll"): lambda gateway, req, rec, snd: serve_poll(gateway, req, rec, snd, hold=False),
     ("POST", "send"): serve_send,
 }
 
 
-async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> None:
+async def _http(node: Node, request: Request, receive: Receive, send: Send) -> None:
     started = False
+    allowed = node.settings.allowed_origins
 
     async def tracked(message: Message) -> None:
         nonlocal started
@@ -115,17 +116,17 @@ async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> 
     try:
         endpoint = request.endpoint
         if request.method == "OPTIONS":
-            await _preflight(hub, request, tracked)
+            await _preflight(allowed, request, tracked)
             return
         if endpoint in _STATIC and request.method in ("GET", "HEAD"):
-            await _static(endpoint, request, tracked, cors_headers(hub.allowed_origins, request))
+            await _static(endpoint, request, tracked, cors_headers(allowed, request))
             return
         if endpoint == "metrics" and request.method == "GET":
-            await respond(tracked, 200, hub.metrics.render(), content_type=METRICS_TYPE)
+            await respond(tracked, 200, node.metrics.render(), content_type=METRICS_TYPE)
             return
         if endpoint == "health" and request.method == "GET":
-            await hub.start()
-            health = hub.health()
+            await node.start()
+            health = node.health()
             await respond(tracked, 200 if health["ok"] else 503, orjson.dumps(health))
             return
         route = _ROUTES.get((request.method, endpoint))
@@ -133,16 +134,16 @@ async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> 
             if any(name == endpoint for _, name in _ROUTES):
                 raise LadderError("method_not_allowed", f"{request.method} is not allowed here")
             raise LadderError("not_found", f"no endpoint {endpoint!r}")
-        if not origin_allowed(hub.allowed_origins, request):
+        if not origin_allowed(allowed, request):
             raise LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
-        hub.admit(request.address)
-        await route(hub, request, receive, tracked)
+        node.gateway.admit(request.address)
+        await route(node.gateway, request, receive, tracked)
     except LadderError as exc:
-        foreign = exc.code == "origin_not_allowed" and not origin_allowed(hub.allowed_origins, request)
+        foreign = exc.code == "origin_not_allowed" and not origin_allowed(allowed, request)
         origin = request.origin if foreign else None
-        hub.refused(request.endpoint or "http", exc, client=request.client, origin=origin)
+        node.refused(request.endpoint or "http", exc, client=request.client, origin=origin)
         if not started:
-            headers = cors_headers(hub.allowed_origins, request)
+            headers = cors_headers(allowed, request)
             if exc.retry_after is not None:
                 headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
             if isinstance(exc, BodyTooLarge):  # the rest of the body is not read
@@ -156,8 +157,8 @@ async def _http(hub: Ladder, request: Request, receive: Receive, send: Send) -> 
             await respond(send, 500, error_body(LadderError("internal")))
 
 
-async def _preflight(hub: Ladder, request: Request, send: Send) -> None:
-    headers = cors_headers(hub.allowed_origins, request)
+async def _preflight(allowed: tuple[str, ...] | None, request: Request, send: Send) -> None:
+    headers = cors_headers(allowed, request)
     if not headers:
         raise LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
     headers += [

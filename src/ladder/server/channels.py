@@ -1,0 +1,159 @@
+"""The channel table: which local sessions follow which channel, and the engine's callbacks.
+
+The engine calls this table (it is the :class:`~ladder.engine.base.EngineSink`). Fan-out is
+a loop that appends one shared, pre-encoded frame to each subscriber's outbox and wakes its
+writer: no task, no encoding and no extra call per recipient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..engine.base import ChannelOptions, Engine, HistoryResult, Member, Position, Publication
+from ..protocol.errors import LadderError
+from ..protocol.frames import OutFrame, presence_frame, pub_frame, resync_frame
+from ..protocol.reliable import OutboxOverflow
+from .config import ChannelRules
+from .session import Session, Subscription
+
+
+def _unwired(_: object) -> None:
+    raise RuntimeError("not wired")
+
+
+class ChannelTable:
+    """Local subscriptions by channel, and where each channel's stream stands."""
+
+    __slots__ = ("_channels", "_positions", "close", "engine", "node_message", "rules")
+
+    def __init__(self, engine: Engine, rules: ChannelRules) -> None:
+        self.engine = engine
+        self.rules = rules
+        self._channels: dict[str, dict[Session, Subscription]] = {}
+        self._positions: dict[str, tuple[str, int]] = {}
+        """Per channel with local subscribers: (epoch, offset) of the last publication fanned out."""
+        self.close: Callable[[Session, LadderError], None] = lambda session, error: _unwired(session)
+        """Ends a session that cannot keep up (wired to the session table)."""
+        self.node_message: Callable[[bytes], None] = _unwired
+        """Where messages from other nodes go (wired to the cluster)."""
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def push(self, session: Session, frame: OutFrame) -> None:
+        """Queue ``frame`` for ``session``; a session that cannot keep up is ended."""
+        try:
+            session.state.push(frame)
+        except OutboxOverflow:
+            self.close(session, LadderError("slow_consumer"))
+        except LadderError:
+            pass  # closed meanwhile
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    def add(self, session: Session, channel: str, options: ChannelOptions) -> tuple[Subscription, bool]:
+        """Register a (pending) local subscription. Returns it and whether it is the node's first."""
+        sub = Subscription(channel, session, options)
+        session.subs[channel] = sub
+        local = self._channels.get(channel)
+        first = local is None
+        if local is None:
+            local = self._channels[channel] = {}
+        local[session] = sub
+        return sub, first
+
+    async def drop(self, session: Session, channel: str) -> bool:
+        """Remove a subscription (and the node's listening, if it was the last one)."""
+        sub = session.subs.pop(channel, None)
+        if sub is None:
+            return False
+        local = self._channels.get(channel)
+        if local is not None:
+            local.pop(session, None)
+            if not local:
+                del self._channels[channel]
+                self._positions.pop(channel, None)
+                await self.engine.unlisten(channel)
+        if sub.member is not None:
+            await self.engine.presence_remove(channel, sub.member)
+        return True
+
+    @staticmethod
+    def frame_of(pub: Publication) -> OutFrame:
+        """The publication's wire frame, built once and cached on it."""
+        frame = pub.frame
+        if frame is None:
+            frame = pub.frame = pub_frame(pub.channel, pub.offset, pub.payload)
+        assert isinstance(frame, OutFrame)
+        return frame
+
+    def deliver_backlog(self, sub: Subscription, history: HistoryResult) -> None:
+        """Finish a subscription that was catching up: history first, then what arrived live
+        meanwhile (only what is newer), then live delivery."""
+        session = sub.session
+        position = history.position
+        last = history.publications[-1].offset if history.publications else position.offset
+        for pub in history.publications:
+            self.push(session, self.frame_of(pub))
+        pending, sub.pending = sub.pending or [], None
+        for pub in pending:
+            if pub.offset > last and pub.epoch == position.epoch:
+                self.push(session, self.frame_of(pub))
+                last = pub.offset
+        sub.epoch, sub.offset = position.epoch, last
+
+    def position_of(self, sub: Subscription) -> tuple[str | None, int]:
+        """Where a subscription stands: the last publication queued for its session."""
+        channel = self._positions.get(sub.channel)
+        if (
+            sub.pending is None
+            and channel is not None
+            and channel[0] == sub.epoch
+            and channel[1] > sub.offset
+        ):
+            return channel
+        return sub.epoch, sub.offset
+
+    # -- the engine's callbacks ------------------------------------------------------------
+
+    def on_publication(self, pub: Publication) -> None:
+        """Fan-out: one shared frame appended to every local subscriber's outbox."""
+        local = self._channels.get(pub.channel)
+        if not local:
+            return
+        self._positions[pub.channel] = (pub.epoch, pub.offset)
+        frame = self.frame_of(pub)
+        overflowed: list[Session] = []
+        for session, sub in local.items():
+            pending = sub.pending
+            if pending is not None:
+                pending.append(pub)
+                continue
+            try:
+                session.state.push(frame)
+            except OutboxOverflow:
+                overflowed.append(session)
+        for session in overflowed:
+            self.close(session, LadderError("slow_consumer"))
+
+    def on_presence(self, channel: str, kind: str, member: Member) -> None:
+        local = self._channels.get(channel)
+        if not local or not self.rules.options(channel).join_leave:
+            return
+        frame = presence_frame(kind, channel, member.wire())
+        for session, sub in list(local.items()):
+            if sub.pending is None:
+                self.push(session, frame)
+
+    def on_reset(self, channel: str, position: Position) -> None:
+        local = self._channels.get(channel)
+        if not local:
+            return
+        frame = resync_frame(channel, position.epoch, position.offset)
+        self._positions[channel] = (position.epoch, position.offset)
+        for session, sub in list(local.items()):
+            sub.epoch, sub.offset = position.epoch, position.offset
+            self.push(session, frame)
+
+    def on_node_message(self, message: bytes) -> None:
+        self.node_message(message)

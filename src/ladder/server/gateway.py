@@ -1,0 +1,161 @@
+"""What transport drivers see of the server: open a link from a hello, find a session for a
+request, hand in client frames, report refusals. Drivers import this, never the hub."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..protocol.errors import LadderError
+from ..protocol.frames import PROTOCOL_VERSION, Hello
+from ..protocol.session import Attachment
+from .auth import AuthRequest
+from .config import TRANSPORTS, Settings
+from .inbound import Inbound
+from .link import Link
+from .metrics import REASONS, Counters
+from .ratelimit import Limiter, Rate
+from .refusals import Refusals
+from .routing import Router
+from .session import Session
+
+
+class Serving(Protocol):
+    """The node's lifecycle as drivers see it."""
+
+    stopped: bool
+
+    async def serving(self) -> None: ...
+
+
+class Gateway:
+    """The small interface between the drivers and the rest of the server."""
+
+    __slots__ = ("_node", "address_limiter", "counters", "receive", "refused", "router", "settings")
+
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        inbound: Inbound,
+        *,
+        counters: Counters,
+        refused: Refusals,
+        node: Serving,
+    ) -> None:
+        self.settings = settings
+        self.router = router
+        self.counters = counters
+        self.refused = refused
+        self.receive = inbound.receive
+        """``receive(session, att, frames)``: client frames that arrived on ``att`` (None: a POST)."""
+        self._node = node
+        limits = settings.limits
+        self.address_limiter = Limiter(Rate(limits.request_rate, limits.request_burst))
+
+    def admit(self, address: str | None) -> None:
+        """Count a request (or WebSocket opening) against its address's rate limit."""
+        if address is not None:
+            wait = self.address_limiter.take(address, self.settings.clock())
+            if wait:
+                raise LadderError(
+                    "rate_limited", "too many requests from this address", retry_after=round(wait, 3)
+                )
+
+    async def route(self, sid: str, token: str | None, *, stream: bool) -> Session:
+        """The session a request names (see :meth:`Router.route`)."""
+        await self._node.serving()
+        return await self.router.route(sid, token, stream=stream)
+
+    async def open(
+        self,
+        hello: Hello,
+        request: AuthRequest,
+        transport: str,
+        *,
+        streaming: bool,
+        greet: bool = True,
+        wake: Callable[[], None] | None = None,
+    ) -> Link:
+        """Create or resume the session ``hello`` names and attach this transport to it."""
+        connects = self.counters.connects
+        try:
+            if transport not in self.settings.transports:
+                raise LadderError("unsupported_transport", f"{transport} is not offered by this server")
+            await self._node.serving()
+            session, resumed = await self.router.open(hello, request, stream=streaming)
+            att = self.attach(
+                session,
+                transport,
+                streaming=streaming,
+                ack=hello.ack,
+                resumed=resumed,
+                greet=greet,
+                why=hello.why,
+            )
+        except LadderError:
+            connects[(transport, "refused")] += 1
+            raise
+        if greet:
+            connects[(transport, "accepted")] += 1
+        return self.link(session, att, wake)
+
+    def link(self, session: Session, att: Attachment, wake: Callable[[], None] | None = None) -> Link:
+        return Link(session, att, self.settings.clock, self.counters.frames_out, wake)
+
+    def attach(
+        self,
+        session: Session,
+        transport: str,
+        *,
+        streaming: bool,
+        ack: int,
+        resumed: bool,
+        greet: bool = True,
+        why: str | None = None,
+    ) -> Attachment:
+        """Attach a transport; ``greet`` queues the welcome on it first."""
+        state = session.state
+        if ack > state.outbox.last:
+            raise LadderError("bad_frame", f"ack {ack} is beyond the last frame sent ({state.outbox.last})")
+        previous = session.transport
+        if previous is not None and previous != transport:
+            down = TRANSPORTS.index(transport) > TRANSPORTS.index(previous)
+            reason = why if why in REASONS else ("error" if down else "probe")
+            self.counters.rung_changes[(previous, transport, "down" if down else "up", reason)] += 1
+        session.transport = transport
+        greeting = self.welcome(session, resumed) if greet else None
+        att = state.attach(
+            transport, streaming=streaming, ack=ack, now=self.settings.clock(), greeting=greeting
+        )
+        if self._node.stopped:  # opened (or moved in) while stopping: sent elsewhere at once
+            self.router.sessions.close(session, LadderError("shutting_down"))
+        return att
+
+    def welcome(self, session: Session, resumed: bool) -> dict[str, Any]:
+        """The first frame on every transport: what the client needs to run the session."""
+        settings = self.settings
+        limits = settings.limits
+        state = session.state
+        return {
+            "t": "welcome",
+            "v": PROTOCOL_VERSION,
+            "sid": state.sid,
+            "rt": state.token,
+            "cid": session.client_id,
+            "u": session.user,
+            "exp": session.identity.expires,
+            "resumed": resumed,
+            "ack": state.inbox.done,
+            "seq": state.outbox.last,
+            "hb": round(state.limits.heartbeat * 1000),
+            "ttl": round(state.limits.ttl * 1000),
+            "poll": round(state.limits.poll_timeout * 1000),
+            "tr": list(settings.transports),
+            "lim": {
+                "frame": limits.max_frame_size,
+                "post": limits.max_post_size,
+                "subs": limits.max_subscriptions,
+                "queue": limits.max_queue,
+            },
+        }

@@ -1,0 +1,255 @@
+"""Client frames on their way in: acks, pings and flow control first, then numbered frames
+applied one at a time, in order, each recorded as applied before it is answered."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from ..engine.base import Engine
+from ..protocol.errors import LadderError
+from ..protocol.frames import (
+    Ack,
+    Bye,
+    Call,
+    ClientFrame,
+    Emit,
+    Hello,
+    Invalid,
+    Numbered,
+    OutFrame,
+    Ping,
+    Pong,
+    error_frame,
+)
+from ..protocol.reliable import OutboxOverflow
+from ..protocol.session import Attachment, Phase
+from .applied import Answers, encode_answer
+from .config import Settings
+from .dispatch import Dispatch
+from .metrics import Counters
+from .ratelimit import Bucket, Rate
+from .refusals import Refusals
+from .session import Session
+from .sessions import SessionTable
+from .tasks import Tasks
+
+log = logging.getLogger("ladder")
+
+_UNRECORDABLE = "this server cannot reach its engine: messages are not applied here now"
+
+
+class Inbound:
+    """Receives batches of client frames for sessions and drains what is ready."""
+
+    __slots__ = ("counters", "dispatch", "engine", "rate", "refused", "sessions", "settings", "tasks")
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        sessions: SessionTable,
+        dispatch: Dispatch,
+        *,
+        tasks: Tasks,
+        counters: Counters,
+        refused: Refusals,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sessions = sessions
+        self.dispatch = dispatch
+        self.tasks = tasks
+        self.counters = counters
+        self.refused = refused
+        self.rate = Rate(settings.limits.message_rate, settings.limits.message_burst)
+
+    async def receive(self, session: Session, att: Attachment | None, frames: Iterable[ClientFrame]) -> None:
+        """Apply a batch of client frames that arrived on ``att`` (None: an upstream POST).
+
+        A frame the core refuses (an ack beyond what was sent, an id too far ahead, a second
+        hello) gets an unsequenced ``err``; the rest of the batch still counts.
+        """
+        state = session.state
+        transport = "send"
+        now = self.settings.clock()
+        if att is not None:
+            att.heard(now)
+            transport = att.transport
+        accepted = False
+        unrecordable = False
+        for frame in frames:
+            try:
+                throttled = self._throttle(session, frame, now, transport)
+                if throttled is None:
+                    break  # over the rate (the rest is sent again) or dropped for flooding
+                frame = throttled  # noqa: PLW2901 - a message over the limit becomes its refusal
+                if isinstance(frame, Ack):
+                    state.on_ack(frame.s)
+                elif isinstance(frame, Ping):
+                    pong: dict[str, Any] = {"t": "pong"} if frame.n is None else {"t": "pong", "n": frame.n}
+                    if att is not None:
+                        state.send_control(pong, att)  # answered on the socket that asked
+                    else:
+                        state.send_everywhere(pong)
+                elif isinstance(frame, Pong):
+                    pass
+                elif isinstance(frame, Bye):
+                    self.sessions.close(session, None)
+                    return
+                elif isinstance(frame, Hello):
+                    raise LadderError("bad_frame", "hello is only valid as the first frame")
+                else:
+                    if isinstance(frame, Emit | Call) and not self.engine.healthy:
+                        # A handler's effects are outside the engine, and what this node applied
+                        # now it could not record: were the session then lost (other nodes
+                        # cannot reach this one either), its successor would apply it again.
+                        # Not taken: the client sends it again. (Engine requests just fail.)
+                        unrecordable = True
+                        break
+                    if not isinstance(frame, Invalid):
+                        self.counters.frames_in[transport] += 1
+                    ready = state.receive(frame)
+                    if ready:
+                        session.ready.extend(ready)
+                        accepted = True
+            except LadderError as exc:
+                self.refused(transport, exc, session=session)
+                state.send_control({"t": "err", **exc.body()})
+        if accepted:
+            await self.drain(session)
+        if unrecordable:
+            # What this batch had accepted before is given back by the drain, between two
+            # messages (not here: one may be in a handler now, and must not be taken again).
+            error = LadderError("engine_unavailable", _UNRECORDABLE)
+            self.refused(transport, error, session=session)
+            if att is None:
+                raise error  # the POST fails: the client writes it again
+            session.state.send_away(error)
+
+    @staticmethod
+    def _unrecordable(session: Session) -> None:
+        """The engine cannot record what would be applied now (called between two messages,
+        none in a handler): nothing waiting is applied, and the session's transports are
+        ended, so that the client resumes (here or elsewhere) and sends it all again."""
+        session.ready.clear()
+        session.state.unaccept()
+        session.state.send_away(LadderError("engine_unavailable", _UNRECORDABLE))
+
+    def _throttle(
+        self, session: Session, frame: ClientFrame, now: float, transport: str
+    ) -> ClientFrame | None:
+        """Apply the session's message rate. Returns the frame, or None to stop reading the
+        batch.
+
+        A rate limit never consumes a reliable message: a numbered message over the limit is
+        not applied, not acknowledged and its id not used up. It is answered with an
+        unsequenced ``err`` ``rate_limited`` naming it (``re``) and ``retry_after``; the rest
+        of its batch is not read (the client sends it all again, from that id, once it waited).
+        A session that keeps sending while told to wait is dropped (None as well).
+        """
+        rate = self.rate
+        if not rate.enabled or isinstance(frame, Ack):
+            return frame
+        bucket = session.bucket
+        if bucket is None:
+            bucket = session.bucket = Bucket(rate, now)
+        wait = bucket.take(rate, now)
+        if not wait:
+            return frame
+        if bucket.abusive(rate, now, self.settings.limits.flood_patience):
+            flooding = LadderError("rate_limited", "persistent flooding")
+            self.refused(transport, flooding, session=session)
+            self.sessions.close(session, flooding)
+            return None
+        retry_after = max(0.001, round(wait, 3))
+        if isinstance(frame, Numbered):
+            limited = LadderError(
+                "rate_limited", f"message {frame.i} not applied: send it again", retry_after=retry_after
+            )
+            self.refused(transport, limited, session=session)
+            session.state.send_control({"t": "err", **limited.body(), "re": frame.i})
+            return None
+        raise LadderError("rate_limited", retry_after=retry_after)
+
+    async def drain(self, session: Session) -> None:
+        """Apply queued client frames one at a time, in order (whoever arrives first drains).
+
+        A message counts as done (and may be acknowledged) only once it was applied and
+        recorded; a session being moved to another node stops between two messages.
+        """
+        if session.draining:
+            return
+        session.draining = True
+        apply = self.dispatch.apply
+        state = session.state
+        frame: Numbered | None = None
+        reply: OutFrame | None = None
+        returned = False
+        try:
+            while session.ready and state.phase is not Phase.CLOSED and not session.moving:
+                if isinstance(session.ready[0], Emit | Call) and not self.engine.healthy:
+                    self._unrecordable(session)  # accepted while the engine answered
+                    break
+                frame, returned = session.ready.popleft(), False
+                inherited = session.inherited
+                applied, reply = inherited.applied(frame.i) if inherited is not None else (False, None)
+                if not applied:  # else the lost session applied it: answer it, once more
+                    reply = await apply(session, frame)
+                returned = True
+                await self._done(session, frame, reply)
+                frame = None
+        finally:
+            if frame is not None:
+                # Our driver was cancelled inside a handler: the message went as far as it
+                # went. It is finished (answered, never applied twice) before anything after
+                # it, by a task of the hub's that keeps the queue (``draining`` stays set).
+                if not returned:
+                    reply = error_frame(LadderError("handler_error", "the handler was interrupted"), frame.i)
+                self.tasks.spawn(self._finish_interrupted(session, frame, reply), "ladder-drain")
+            else:
+                session.draining = False
+                if session.ready and state.phase is not Phase.CLOSED and not session.moving:
+                    # Cancelled between two messages: someone must finish in order.
+                    self.tasks.spawn(self.drain(session), "ladder-drain")
+                else:
+                    session.drained()
+
+    async def _finish_interrupted(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
+        try:
+            await self._done(session, frame, reply)
+        finally:
+            session.draining = False
+        await self.drain(session)
+
+    async def _done(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
+        """``frame`` was applied: record it, then send its answer and let it be acknowledged."""
+        state = session.state
+        answers = session.answers
+        if answers is None:
+            answers = session.answers = Answers(self.settings.limits.inbox_window)
+            inherited = session.inherited
+            origins = inherited.keys() if inherited is not None and inherited.ids else None
+        else:
+            origins = None
+        try:
+            await self.engine.record_applied(
+                state.sid,
+                state.token,
+                done=frame.i,
+                reply=None if reply is None else (frame.i, encode_answer(reply)),
+                forget=answers.delivered(state.outbox.acked),
+                origins=origins,
+                ttl=state.limits.ttl * 2,
+            )
+        except LadderError as exc:
+            # Applied all the same; only if this node died now could a resend apply it again.
+            log.warning("session %s: message %d applied but not recorded (%s)", state.sid[:8], frame.i, exc)
+        if reply is not None:
+            try:
+                answers.kept(frame.i, state.push(reply))
+            except OutboxOverflow:
+                self.sessions.close(session, LadderError("slow_consumer"))
+        if state.finishable(frame.i):  # else the session was discarded meanwhile
+            state.finish(frame.i)

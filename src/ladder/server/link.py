@@ -1,0 +1,79 @@
+"""What every transport driver holds: a link to a session, batches to encode, a disconnect watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..protocol.codec import Codec
+from ..protocol.errors import LadderError
+from ..protocol.frames import OutFrame
+from ..protocol.session import Attachment
+from .session import Session, Waker
+
+
+def encode_batch(codec: Codec, control: list[dict[str, Any]], frames: list[tuple[int, OutFrame]]) -> bytes:
+    """Control frames first, then sequenced frames, as one batch in ``codec``."""
+    parts = [codec.encode(body) for body in control]
+    parts.extend(frame.encode(codec, seq) for seq, frame in frames)
+    return codec.join(parts)
+
+
+class Link:
+    """One transport's attachment to a session, with the waker its writer sleeps on.
+
+    What a driver holds while it serves a session: it takes what to write, and ends.
+    """
+
+    __slots__ = ("att", "clock", "frames_out", "session", "waker")
+
+    def __init__(
+        self,
+        session: Session,
+        att: Attachment,
+        clock: Callable[[], float],
+        frames_out: Counter[str],
+        wake: Callable[[], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.att = att
+        self.clock = clock
+        self.frames_out = frames_out
+        self.waker = Waker()
+        att.wake_with(wake or self.waker)
+
+    def take(self) -> tuple[list[dict[str, Any]], list[tuple[int, OutFrame]]]:
+        """What to write now: control frames, then sequenced frames with their numbers."""
+        control, frames = self.session.state.take(self.att, self.clock())
+        if frames:
+            self.frames_out[self.att.transport] += len(frames)
+        return control, frames
+
+    def close(self) -> None:
+        """The transport is done with the session (it stays, waiting for the next one)."""
+        self.session.state.detach(self.att, self.clock())
+
+    def gone(self, error: LadderError | None = None) -> None:
+        """The peer disconnected (or ``error`` must close the transport): stop writing."""
+        self.att.end(error)
+
+
+async def watch_disconnect(receive: Callable[[], Awaitable[Any]], link: Link) -> None:
+    """Wait for ``http.disconnect`` (the only way ASGI reports a vanished HTTP client)."""
+    with contextlib.suppress(Exception):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    link.gone()
+
+
+def start_watch(receive: Callable[[], Awaitable[Any]], link: Link) -> asyncio.Task[None]:
+    return asyncio.get_running_loop().create_task(watch_disconnect(receive, link), name="ladder-watch")
+
+
+async def stop_watch(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,200 @@
+"""One hub's server side, wired: the tables, the dispatch, the cluster and the drivers' gateway.
+
+Built by :class:`~ladder.Ladder` from its settings; every part gets what it uses at
+construction, so no part reaches back into the hub. Also the clock: deadlines, expiry and
+presence refreshes advance here, on one task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from typing import Any
+
+from ..engine.base import Engine
+from ..protocol.errors import LadderError
+from ..protocol.session import Phase
+from .channels import ChannelTable
+from .cluster import Cluster
+from .config import Settings
+from .dispatch import Dispatch, Handler, MakeContext
+from .gateway import Gateway
+from .inbound import Inbound
+from .logs import make_visible
+from .metrics import Counters, Metrics, Observed
+from .polling import serve_forwarded_poll
+from .refusals import Refusals
+from .routing import Router
+from .sessions import SessionTable
+from .tasks import Tasks
+from .upstream import serve_forwarded_send
+
+log = logging.getLogger("ladder")
+
+
+class Node:
+    """The parts of a hub, wired together, and their lifecycle."""
+
+    def __init__(
+        self, settings: Settings, engine: Engine, handlers: dict[str, Handler], context: MakeContext
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.counters = Counters()
+        self.tasks = Tasks()
+        self.refused = Refusals(self.counters, settings.allowed_origins)
+        self.channels = ChannelTable(engine, settings.channel_rules)
+        self.sessions = SessionTable(
+            engine, self.channels, self.tasks, settings.session_limits, settings.clock
+        )
+        dispatch = Dispatch(
+            settings,
+            engine,
+            self.channels,
+            handlers=handlers,
+            context=context,
+            counters=self.counters,
+            refused=self.refused,
+        )
+        self.inbound = Inbound(
+            settings,
+            engine,
+            self.sessions,
+            dispatch,
+            tasks=self.tasks,
+            counters=self.counters,
+            refused=self.refused,
+        )
+        self.cluster = Cluster(engine, self.tasks)
+        self.channels.node_message = self.cluster.on_node_message
+        self.router = Router(settings, engine, self.sessions, self.cluster, self.inbound)
+        self.gateway = Gateway(
+            settings,
+            self.router,
+            self.inbound,
+            counters=self.counters,
+            refused=self.refused,
+            node=self,
+        )
+        self.cluster.serve("poll", functools.partial(serve_forwarded_poll, self.gateway))
+        self.cluster.serve("send", functools.partial(serve_forwarded_send, self.gateway))
+        observed = Observed(
+            self.counters,
+            transports=settings.transports,
+            sessions=self.sessions,
+            channels=self.channels,
+            healthy=lambda: bool(self.engine.healthy),
+            cluster=self.cluster.counters,
+        )
+        self.metrics = Metrics(observed)
+        self._ticker: asyncio.Task[None] | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self.started = False
+        self.stopped = False
+        """Stopped, and not started again explicitly: requests are refused with ``shutting_down``
+        (they would otherwise start it again, and a session opened then would hold the
+        process open after a SIGTERM)."""
+        self._last_presence_refresh = settings.clock()
+        self._last_sweep = settings.clock()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect the engine and start the clock. Idempotent."""
+        self.stopped = False
+        if self.started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self.started:
+                return
+            make_visible()
+            await self.engine.start(self.channels)
+            self._ticker = asyncio.create_task(self._tick_loop(), name="ladder-ticker")
+            self.started = True
+
+    async def stop(self) -> None:
+        """Close every session (clients are told the server is going away) and the engine."""
+        self.stopped = True
+        if not self.started:
+            return
+        self.started = False
+        self.cluster.stop()
+        for session in self.sessions:
+            self.sessions.close(session, LadderError("shutting_down"))
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        await self.tasks.wait(2.0)
+        await self.engine.stop()
+
+    async def serving(self) -> None:
+        """Start on a client's first request, but never again once stopped."""
+        if self.stopped:
+            raise LadderError("shutting_down", "this server is shutting down")
+        await self.start()
+
+    # -- the clock --------------------------------------------------------------------------
+
+    @property
+    def tick_interval(self) -> float:
+        limits = self.settings.session_limits
+        return max(0.02, min(1.0, limits.heartbeat / 4, limits.poll_timeout / 4, limits.ttl / 4))
+
+    async def _tick_loop(self) -> None:
+        interval = self.tick_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.tick(self.settings.clock())
+            except Exception:  # pragma: no cover - a bug must not stop the clock
+                log.exception("tick failed")
+
+    async def tick(self, now: float) -> None:
+        """Advance every session's deadlines; reap the expired ones; end sessions whose
+        credentials expired without a refresh."""
+        wall = time.time()
+        sessions = self.sessions
+        for session in sessions:
+            expires = session.identity.expires
+            if expires is not None and wall >= expires:
+                sessions.close(session, LadderError("token_expired"))
+            if session.state.tick(now) or session.state.phase is Phase.CLOSED:
+                await sessions.forget(session)
+        if now - self._last_sweep >= 10.0:
+            self._last_sweep = now
+            self.gateway.address_limiter.sweep(now)
+        presence_ttl = self.settings.presence_ttl
+        if now - self._last_presence_refresh >= presence_ttl / 3:
+            self._last_presence_refresh = now
+            for session in sessions:
+                for sub in list(session.subs.values()):
+                    if sub.member is not None:
+                        await self.engine.presence_add(sub.channel, sub.member, presence_ttl)
+
+    # -- what it reports ------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        sessions = self.sessions
+        return {
+            "sessions": len(sessions),
+            "live": sum(1 for s in sessions if s.state.phase is Phase.LIVE),
+            "channels": len(self.channels),
+            "users": sessions.users,
+        }
+
+    def health(self) -> dict[str, Any]:
+        engine = self.engine
+        return {
+            "ok": bool(engine.healthy),
+            "node": engine.node_id,
+            **self.stats(),
+            **engine.details(),
+            **self.cluster.counters,
+        }

@@ -1,0 +1,60 @@
+"""Refused input: counted by code and logged once, briefly (bad input is not a server fault)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from ..protocol.errors import LadderError
+from .metrics import Counters
+from .session import Session
+
+log = logging.getLogger("ladder")
+
+_MAX_ORIGIN_WARNINGS: Final = 256
+
+
+class Refusals:
+    """Counts and logs refusals; warns once per refused origin."""
+
+    __slots__ = ("_allowed", "_counters", "_warned")
+
+    def __init__(self, counters: Counters, allowed_origins: tuple[str, ...] | None) -> None:
+        self._counters = counters
+        self._allowed = allowed_origins
+        self._warned: set[str] = set()
+        """Origins already warned about (at most ``_MAX_ORIGIN_WARNINGS``)."""
+
+    def __call__(
+        self,
+        transport: str,
+        error: LadderError,
+        *,
+        session: Session | None = None,
+        client: str | None = None,
+        origin: str | None = None,
+    ) -> None:
+        """Log a refusal (never a traceback). A refused ``origin`` is also a WARNING, once
+        per origin: it is more often a page of the application's own that
+        ``allowed_origins`` forgot than an attack."""
+        self._counters.errors[error.code] += 1
+        who = session.sid[:8] if session is not None else (client or "-")
+        log.info("refused on %s (%s): %s", transport, who, error)
+        if origin is not None and error.code == "origin_not_allowed":
+            self._warn_origin(origin)
+
+    def _warn_origin(self, origin: str) -> None:
+        seen = self._warned
+        if origin in seen or len(seen) > _MAX_ORIGIN_WARNINGS:
+            return
+        seen.add(origin)
+        if len(seen) > _MAX_ORIGIN_WARNINGS:
+            log.warning("refused over %d origins: the others are logged at INFO only", _MAX_ORIGIN_WARNINGS)
+            return
+        now = "same-origin only" if self._allowed is None else list(self._allowed)
+        log.warning(
+            "refused origin %s (origin_not_allowed): if that page is yours, add it to "
+            "Ladder(allowed_origins=[...]) (now: %s)",
+            origin[:200],
+            now,
+        )

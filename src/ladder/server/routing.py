@@ -1,0 +1,281 @@
+"""Where a session lives: opening sessions, finding them on any node, moving them here.
+
+Session ids name the node that made them and the engine records hand-overs, so any node
+can find a session's owner (``Engine.locate_session``). A poll or an upstream POST landing
+on another node is **forwarded** (the owner serves it and sends back the encoded answer);
+a WebSocket or SSE stream landing elsewhere **moves** the session here (:mod:`.moving`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from ..engine.base import Engine
+from ..protocol.codec import codec_named
+from ..protocol.errors import LadderError
+from ..protocol.frames import Hello, Previous, push_frame
+from ..protocol.session import Phase
+from .applied import Inherited
+from .auth import AuthRequest, run_authenticate
+from .channels import ChannelTable
+from .cluster import REQUEST_TIMEOUT, SETTLE_TIMEOUT, Cluster, Elsewhere
+from .config import Settings
+from .inbound import Inbound
+from .moving import pack, restore
+from .session import Session
+from .sessions import SessionTable
+
+log = logging.getLogger("ladder.cluster")
+
+
+class Router:
+    """Opens sessions and finds them, here or on another node; pushes to them wherever they are."""
+
+    __slots__ = ("_arriving", "channels", "cluster", "engine", "inbound", "sessions", "settings")
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        sessions: SessionTable,
+        cluster: Cluster,
+        inbound: Inbound,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sessions = sessions
+        self.channels: ChannelTable = sessions.channels
+        self.cluster = cluster
+        self.inbound = inbound
+        self._arriving: dict[str, asyncio.Future[None]] = {}
+        """Sessions being moved to this node right now."""
+        cluster.serve("migrate", self._serve_migrate)
+        cluster.serve("push", self._serve_push)
+        cluster.serve("user", self._serve_user)
+        cluster.adopt_late = self._adopt_late
+
+    # -- opening and finding -------------------------------------------------------------------
+
+    async def open(self, hello: Hello, request: AuthRequest, *, stream: bool = True) -> tuple[Session, bool]:
+        """Create a session, or find the one ``hello`` resumes. Returns (session, resumed).
+
+        Resuming a session another node holds moves it here for a stream (``stream``), and
+        raises :class:`Elsewhere` for a single request, which the caller forwards.
+        """
+        if hello.sid is not None:
+            return await self.route(hello.sid, hello.rt, stream=stream), True
+        if not self.engine.healthy:
+            # A session opened here could neither subscribe nor be reached by other nodes;
+            # refusing lets a balancer (or the client's retry) pick a healthy node.
+            raise LadderError("engine_unavailable", "this node cannot reach its engine")
+        limits, sessions = self.settings.limits, self.sessions
+        if len(sessions) >= limits.max_sessions:
+            raise LadderError("too_many_sessions", "this server holds its maximum of sessions")
+        address = request.address
+        if address is not None and sessions.of_address(address) >= limits.max_sessions_per_address:
+            raise LadderError("too_many_sessions", f"at most {limits.max_sessions_per_address} per address")
+        identity = await run_authenticate(self.settings.authenticate, request)
+        if identity.user is not None and sessions.of_user(identity.user) >= limits.max_sessions_per_user:
+            raise LadderError("too_many_sessions", f"at most {limits.max_sessions_per_user} per user")
+        session = sessions.new(identity, address)
+        if hello.prev is not None:
+            try:
+                session.inherited = await self._inherit(hello.prev)
+            except BaseException:
+                await sessions.forget(session)
+                raise
+        return session, False
+
+    async def route(self, sid: str, token: str | None, *, stream: bool, forwarded: bool = False) -> Session:
+        """The session ``sid`` if ``token`` is its resume token, wherever it lives.
+
+        Local sessions are returned; a session on another node is moved here (``stream``)
+        or reported as :class:`Elsewhere`; ``forwarded`` requests never look further.
+        """
+        session = self.sessions.get(sid)
+        if session is None:
+            # A hand-over to this node may be under way: wait for it rather than say "unknown".
+            await self._arrival(sid)
+            session = self.sessions.get(sid)
+        if session is not None and session.state.phase is not Phase.CLOSED:
+            if token is None or not hmac.compare_digest(session.state.token.encode(), token.encode()):
+                raise LadderError("bad_resume_token")
+            return session
+        if token is None:
+            raise LadderError("bad_resume_token")
+        unknown = LadderError("unknown_session", f"session {sid[:8]}… is unknown or expired")
+        if forwarded:
+            moved = self.sessions.moved.get(sid)
+            if moved is not None:
+                raise Elsewhere(moved)  # the asking node follows it there
+            raise unknown
+        node = await self.engine.locate_session(sid)
+        if node is None or node == self.engine.node_id:
+            raise unknown
+        if stream:
+            return await self._migrate(node, sid, token)
+        raise Elsewhere(node)
+
+    async def _inherit(self, prev: Previous) -> Inherited:
+        """Take over what the lost session ``prev`` applied (nothing without its token)."""
+        old = self.sessions.get(prev.sid)
+        if old is not None:  # ended here but perhaps still finishing a message
+            await old.settle(SETTLE_TIMEOUT)
+        record = await self.engine.applied_record(prev.sid, prev.rt)
+        if record is None:
+            log.info("new session names lost session %s: no record (expired, or not its token)", prev.sid[:8])
+        return Inherited.of(prev, record)
+
+    async def _arrival(self, sid: str) -> None:
+        """Wait (briefly) for a hand-over of ``sid`` to this node that is under way."""
+        arriving = self._arriving.get(sid)
+        if arriving is not None:
+            with contextlib.suppress(TimeoutError, LadderError):
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    await asyncio.shield(arriving)
+
+    async def _migrate(self, node: str, sid: str, token: str) -> Session:
+        """Move session ``sid`` from ``node`` to this node, and return it."""
+        arriving = self._arriving.get(sid)
+        if arriving is not None:  # another request of the same client is already moving it
+            await self._arrival(sid)
+            return await self._arrived(sid, token)
+        arriving = self._arriving[sid] = asyncio.get_running_loop().create_future()
+        try:
+            try:
+                reply = await self.cluster.ask_owner(
+                    node, {"k": "migrate", "sid": sid, "rt": token}, REQUEST_TIMEOUT
+                )
+            except LadderError:
+                if sid in self.sessions:  # an earlier move's late answer brought it here
+                    return await self._arrived(sid, token)
+                raise
+            session = await restore(reply["state"], self.settings, self.sessions, self.inbound.tasks)
+            self.cluster.counters["moved_in"] += 1
+            return session
+        finally:
+            del self._arriving[sid]
+            arriving.set_result(None)
+
+    async def _arrived(self, sid: str, token: str) -> Session:
+        """The session another move brought here (checking the token), or a retryable refusal."""
+        if sid not in self.sessions:
+            raise LadderError("engine_unavailable", f"moving session {sid[:8]}… here did not finish; retry")
+        return await self.route(sid, token, stream=True, forwarded=True)
+
+    async def _adopt_late(self, packed: dict[str, Any]) -> None:
+        """A session handed over after this node stopped waiting for it (the owner heard the
+        request late, after a stall): its old owner forgot it, so it lives here now rather
+        than nowhere."""
+        try:
+            session = await restore(packed, self.settings, self.sessions, self.inbound.tasks)
+        except Exception:
+            log.exception("a session handed over late could not be taken in")
+            return
+        self.cluster.counters["moved_in"] += 1
+        log.warning("session %s was handed over after its move timed out; it lives here", session.sid[:8])
+
+    async def _serve_migrate(self, message: dict[str, Any]) -> dict[str, Any]:
+        sid = str(message["sid"])
+        sessions = self.sessions
+        moved = sessions.moved.get(sid)
+        if moved is not None and sid not in sessions:
+            return {"moved": moved}
+        session = await self.route(sid, message["rt"], stream=False, forwarded=True)
+        # Stop applying, and let a handler still running finish: the session moves with
+        # exactly what was applied (what was only accepted is the client's to resend).
+        session.moving = True
+        if not await session.settle(SETTLE_TIMEOUT):
+            session.moving = False
+            self.inbound.tasks.spawn(self.inbound.drain(session), "ladder-drain")
+            raise LadderError("engine_unavailable", f"session {sid[:8]}… is busy applying a message; retry")
+        if sessions.get(sid) is not session:  # it ended or moved while we waited
+            raise LadderError("unknown_session", f"session {sid[:8]}… ended")
+        state = pack(session, self.channels)
+        await sessions.hand_over(session, str(message["from"]))
+        self.cluster.counters["moved_out"] += 1
+        return {"state": state}
+
+    # -- forwarding ----------------------------------------------------------------------------
+
+    async def forward_send(
+        self, node: str, sid: str, token: str, body: bytes, content_type: str | None
+    ) -> None:
+        message = {"k": "send", "sid": sid, "rt": token, "body": body, "ct": content_type or ""}
+        await self.cluster.ask_owner(node, message, REQUEST_TIMEOUT)
+
+    async def forward_poll(
+        self,
+        node: str,
+        sid: str,
+        token: str,
+        *,
+        transport: str,
+        ack: int,
+        greet: bool,
+        encoding: str,
+        disconnected: Awaitable[None],
+    ) -> bytes:
+        """Have ``node`` serve one poll; returns the encoded batch for the HTTP client."""
+        hold = transport == "longpoll"
+        timeout = (self.settings.session_limits.poll_timeout if hold else 0) + REQUEST_TIMEOUT
+        message = {"k": "poll", "sid": sid, "rt": token, "kind": transport, "ack": ack, "greet": greet}
+        message["enc"] = encoding
+        cluster = self.cluster
+        rid = cluster.next_id()
+        asking = asyncio.ensure_future(cluster.ask_owner(node, message, timeout, rid))
+        watching = asyncio.ensure_future(disconnected)
+        stopping = asyncio.ensure_future(cluster.stopping.wait())
+        try:
+            done, _ = await asyncio.wait({asking, watching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if asking in done:
+                return bytes(asking.result()["body"])
+            # Our HTTP client went away, or this node is: the owner must stop holding the poll.
+            with contextlib.suppress(LadderError):
+                await cluster.tell(node, {"k": "cancel", "from": self.engine.node_id, "of": rid})
+            if watching in done:
+                raise ConnectionResetError("client went away")
+            # Held here, this poll would keep this process alive up to poll_timeout after a
+            # SIGTERM; the session lives on: the client polls again, elsewhere, at once.
+            codec = codec_named(encoding)
+            return codec.join([codec.encode({"t": "bye", **LadderError("shutting_down").body()})])
+        finally:
+            for task in (asking, watching, stopping):
+                task.cancel()
+
+    # -- pushing -------------------------------------------------------------------------------
+
+    async def send(self, session_id: str, event: str, data: Any = None) -> bool:
+        """Push an event to one session, on whichever node holds it. False when unknown."""
+        session = self.sessions.get(session_id)
+        if session is not None:
+            self.channels.push(session, push_frame(event, data))
+            return True
+        node = await self.engine.locate_session(session_id)
+        if node is None or node == self.engine.node_id:
+            return False
+        await self.cluster.tell(node, {"k": "push", "sid": session_id, "ev": event, "d": data})
+        return True
+
+    async def send_user(self, user: str, event: str, data: Any = None) -> int:
+        """Push an event to every session of ``user`` on every node; returns how many."""
+        reached = self.sessions.push_user(user, push_frame(event, data))  # refused here if unencodable
+        try:
+            answers = await self.cluster.ask_all({"k": "user", "user": user, "ev": event, "d": data})
+        except LadderError as exc:  # the engine is down: other nodes cannot be reached now
+            log.warning("send_user(%r) reached this node only: %s", user, exc)
+            return reached
+        return reached + sum(int(answer.get("n", 0)) for answer in answers)
+
+    async def _serve_push(self, message: dict[str, Any]) -> dict[str, Any]:
+        await self.send(str(message["sid"]), str(message["ev"]), message.get("d"))
+        return {}
+
+    async def _serve_user(self, message: dict[str, Any]) -> dict[str, Any]:
+        frame = push_frame(str(message["ev"]), message.get("d"))
+        return {"n": self.sessions.push_user(str(message["user"]), frame)}

@@ -1,0 +1,147 @@
+"""The session table: every session this node holds, by id, user and address."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from ..engine.base import Engine
+from ..protocol.errors import LadderError
+from ..protocol.frames import OutFrame
+from ..protocol.session import Phase, SessionLimits, SessionState
+from .auth import Identity
+from .channels import ChannelTable
+from .session import Session
+from .tasks import Tasks
+
+log = logging.getLogger("ladder")
+
+
+class SessionTable:
+    """Sessions by id (with indexes by user and address); ends and forgets them."""
+
+    __slots__ = (
+        "_by_address",
+        "_by_id",
+        "_by_user",
+        "channels",
+        "clock",
+        "engine",
+        "limits",
+        "moved",
+        "tasks",
+    )
+
+    def __init__(
+        self,
+        engine: Engine,
+        channels: ChannelTable,
+        tasks: Tasks,
+        limits: SessionLimits,
+        clock: Callable[[], float],
+    ) -> None:
+        self.engine = engine
+        self.channels = channels
+        self.tasks = tasks
+        self.limits = limits
+        self.clock = clock
+        self._by_id: dict[str, Session] = {}
+        self._by_user: dict[str, set[Session]] = {}
+        self._by_address: Counter[str] = Counter()
+        self.moved: dict[str, str] = {}
+        """Sessions handed over to another node (sid -> node), kept for a session's lifetime."""
+        channels.close = self.close
+
+    def get(self, sid: str) -> Session | None:
+        return self._by_id.get(sid)
+
+    def __contains__(self, sid: str) -> bool:
+        return sid in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._by_id.values()))
+
+    def of_user(self, user: str) -> int:
+        return len(self._by_user.get(user, ()))
+
+    def of_address(self, address: str) -> int:
+        return self._by_address[address]
+
+    @property
+    def users(self) -> int:
+        return len(self._by_user)
+
+    def new(self, identity: Identity, address: str | None) -> Session:
+        """A new session for ``identity``, in the table."""
+        sid = self.engine.session_prefix() + secrets.token_urlsafe(16)
+        state = SessionState(sid, secrets.token_urlsafe(24), self.clock(), self.limits)
+        session = Session(state, identity, secrets.token_urlsafe(9))
+        session.address = address
+        self.adopt(session)
+        return session
+
+    def adopt(self, session: Session) -> None:
+        """Put a session (new, or moved here from another node) in the table."""
+        self._by_id[session.sid] = session
+        self.moved.pop(session.sid, None)
+        if session.address is not None:
+            self._by_address[session.address] += 1
+        if session.user is not None:
+            self._by_user.setdefault(session.user, set()).add(session)
+
+    def push_user(self, user: str, frame: OutFrame) -> int:
+        """Queue ``frame`` for every local session of ``user``; returns how many."""
+        sessions = list(self._by_user.get(user, ()))
+        for session in sessions:
+            self.channels.push(session, frame)
+        return len(sessions)
+
+    def close(self, session: Session, error: LadderError | None) -> None:
+        """End a session now: drivers get a ``bye``; cleanup runs in the background."""
+        if session.state.phase is Phase.CLOSED:
+            return
+        session.state.close(error)
+        if error is not None and error.code not in ("session_closed", "shutting_down"):
+            log.info("session %s closed: %s", session.sid[:8], error)
+        self.tasks.spawn(self.forget(session), "ladder-forget")
+
+    async def hand_over(self, session: Session, node: str) -> None:
+        """Give a session to another node: forget it here without ending it for the client.
+
+        Its transports here are closed with ``session_moved`` (the client resumes wherever
+        its next request lands); its presence entries stay (the new node refreshes them).
+        """
+        for sub in session.subs.values():
+            sub.member = None
+        self.moved[session.sid] = node
+        session.state.close(LadderError("session_moved"), bye=False)
+        await self.forget(session)
+
+    async def forget(self, session: Session) -> None:
+        """Remove a closed or expired session from every table; its memory is returned."""
+        if self._by_id.get(session.sid) is not session:
+            return
+        del self._by_id[session.sid]
+        if session.address is not None:
+            self._by_address[session.address] -= 1
+            if self._by_address[session.address] <= 0:
+                del self._by_address[session.address]
+        if session.user is not None:
+            peers = self._by_user.get(session.user)
+            if peers is not None:
+                peers.discard(session)
+                if not peers:
+                    del self._by_user[session.user]
+        for channel in list(session.subs):
+            await self.channels.drop(session, channel)
+        session.ready.clear()
+        session.state.discard()
+        if session.sid not in self.moved:  # it ended here rather than moving on
+            with contextlib.suppress(LadderError):
+                await self.engine.release_session(session.sid)
