@@ -180,7 +180,3 @@ class Inbound(Outbound):
             if sub is not None:
                 sub.resync(str(frame["ep"]), int(frame["off"]))
             self._emit(ResyncNeeded(str(frame["ch"]), str(frame["ep"])))
-        elif kind == "unsubd":
-            sub = self._subs.pop(frame["ch"], None)
-            if sub is not None:
-                sub.end(LadderError(str(frame.get("code")), str(frame.get("reason", ""))))

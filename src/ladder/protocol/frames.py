@@ -453,7 +453,3 @@ def presence_frame(kind: str, channel: str, member: dict[str, Any]) -> OutFrame:
 
 def resync_frame(channel: str, epoch: str, offset: int) -> OutFrame:
     return OutFrame({"t": "resync", "ch": channel, "ep": epoch, "off": offset})
-
-
-def unsubscribed_frame(channel: str, error: LadderError) -> OutFrame:
-    return OutFrame({"t": "unsubd", "ch": channel, **error.body()})

@@ -163,14 +163,6 @@ export function deliver(client, frame) {
       client._emit("resync", { channel: String(frame.ch), epoch: String(frame.ep) });
       break;
     }
-    case "unsubd": {
-      const sub = client._subs.get(frame.ch);
-      if (sub) {
-        client._subs.delete(frame.ch);
-        sub.end(errorOf(frame));
-      }
-      break;
-    }
     default:
       break;
   }
