@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ladder.protocol.codec import JSON, MSGPACK, Payload, codec_for_content_type, codec_named
 from ladder.protocol.errors import LadderError
-from ladder.protocol.frames import OutFrame, pub_frame
+from ladder.protocol.outframes import OutFrame, pub_frame
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20) | st.binary(max_size=20),

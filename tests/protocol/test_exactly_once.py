@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ladder.protocol.codec import JSON
-from ladder.protocol.frames import Emit, OutFrame, parse_client_frame, push_frame
+from ladder.protocol.frames import Emit, parse_client_frame
+from ladder.protocol.outframes import OutFrame, push_frame
 from ladder.protocol.peer import PeerState
 from ladder.protocol.session import Attachment, SessionLimits, SessionState
 

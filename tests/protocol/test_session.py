@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ladder.protocol.errors import LadderError
-from ladder.protocol.frames import Emit, push_frame
+from ladder.protocol.frames import Emit
+from ladder.protocol.outframes import push_frame
 from ladder.protocol.reliable import OutboxOverflow
 from ladder.protocol.session import TRANSITIONS, Phase, SessionLimits, SessionState
 

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ladder.protocol.codec import JSON
-from ladder.protocol.frames import Emit, push_frame
+from ladder.protocol.frames import Emit
+from ladder.protocol.outframes import push_frame
 from ladder.protocol.session import SessionLimits, SessionState
 
 LIMITS = SessionLimits(inbox_window=64)

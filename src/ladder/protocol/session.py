@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .errors import LadderError
-from .frames import Numbered, OutFrame
+from .frames import Numbered
+from .outframes import OutFrame
 from .reliable import Inbox, Outbox
 
 PARKED_CONTROL: Final = 32

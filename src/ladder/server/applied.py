@@ -17,7 +17,8 @@ import msgpack
 
 from ..engine.base import AppliedRecord
 from ..protocol.codec import MSGPACK
-from ..protocol.frames import OutFrame, Previous, format_ids, parse_ids
+from ..protocol.frames import Previous, format_ids, parse_ids
+from ..protocol.outframes import OutFrame
 
 
 def encode_answer(reply: OutFrame) -> bytes:

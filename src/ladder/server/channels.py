@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ..engine.base import ChannelOptions, Engine, HistoryResult, Member, Position, Publication
 from ..protocol.errors import LadderError
-from ..protocol.frames import OutFrame, presence_frame, pub_frame, resync_frame
+from ..protocol.outframes import OutFrame, presence_frame, pub_frame, resync_frame
 from ..protocol.reliable import OutboxOverflow
 from .config import ChannelRules
 from .session import Session, Subscription

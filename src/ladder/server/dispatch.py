@@ -24,15 +24,13 @@ from ..protocol.frames import (
     HistoryQuery,
     Invalid,
     Numbered,
-    OutFrame,
     PresenceQuery,
     Publish,
     Refresh,
     Subscribe,
     Unsubscribe,
-    error_frame,
-    reply_frame,
 )
+from ..protocol.outframes import OutFrame, error_frame, reply_frame
 from .auth import AuthRequest, Identity, check_permission, run_authenticate
 from .channels import ChannelTable
 from .config import Settings

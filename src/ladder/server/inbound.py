@@ -9,20 +9,8 @@ from typing import Any
 
 from ..engine.base import Engine
 from ..protocol.errors import LadderError
-from ..protocol.frames import (
-    Ack,
-    Bye,
-    Call,
-    ClientFrame,
-    Emit,
-    Hello,
-    Invalid,
-    Numbered,
-    OutFrame,
-    Ping,
-    Pong,
-    error_frame,
-)
+from ..protocol.frames import Ack, Bye, Call, ClientFrame, Emit, Hello, Invalid, Numbered, Ping, Pong
+from ..protocol.outframes import OutFrame, error_frame
 from ..protocol.reliable import OutboxOverflow
 from ..protocol.session import Attachment, Phase
 from .applied import Answers, encode_answer

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..protocol.codec import Codec
 from ..protocol.errors import LadderError
-from ..protocol.frames import OutFrame
+from ..protocol.outframes import OutFrame
 from ..protocol.session import Attachment
 from .session import Session, Waker
 

@@ -18,7 +18,7 @@ import msgpack
 
 from ..engine.base import Member, Position
 from ..protocol.errors import LadderError
-from ..protocol.frames import resync_frame
+from ..protocol.outframes import resync_frame
 from ..protocol.session import SessionState
 from .applied import Answers, Inherited
 from .auth import Identity

@@ -18,7 +18,8 @@ from typing import Any
 from ..engine.base import Engine
 from ..protocol.codec import codec_named
 from ..protocol.errors import LadderError
-from ..protocol.frames import Hello, Previous, push_frame
+from ..protocol.frames import Hello, Previous
+from ..protocol.outframes import push_frame
 from ..protocol.session import Phase
 from .applied import Inherited
 from .auth import AuthRequest, run_authenticate

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 from ..engine.base import Engine
 from ..protocol.errors import LadderError
-from ..protocol.frames import OutFrame
+from ..protocol.outframes import OutFrame
 from ..protocol.session import Phase, SessionLimits, SessionState
 from .auth import Identity
 from .channels import ChannelTable

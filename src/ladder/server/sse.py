@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 
 from ..protocol.codec import JSON
-from ..protocol.frames import OutFrame
+from ..protocol.outframes import OutFrame
 from .gateway import Gateway
 from .http import Receive, Request, Send, cors_headers
 from .link import start_watch, stop_watch

@@ -1,0 +1,106 @@
+"""Server frames, built once and shared.
+
+A sequenced server frame is an :class:`OutFrame` that carries its encoded tails (the
+frame without ``s``) in both encodings, built once and shared by every session that
+receives it; stamping it for one session is one byte concatenation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from .codec import JSON, MSGPACK, Codec, Payload
+from .errors import LadderError
+
+
+class OutFrame:
+    """A sequenced server frame, encoded once and stamped with ``s`` per session.
+
+    Both encodings are built up front: a value that cannot be encoded is refused where it
+    was produced (``publish`` or a handler's return), never later in a recipient's writer.
+    """
+
+    __slots__ = ("_json", "_msgpack", "fields", "kind", "size")
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        try:
+            json_tail = JSON.tail(body)
+            msgpack_tail = MSGPACK.tail(body)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise LadderError("bad_frame", f"data cannot be encoded: {exc}") from exc
+        self._set(str(body["t"]), len(body), json_tail, msgpack_tail)
+
+    def _set(self, kind: str, fields: int, json_tail: bytes, msgpack_tail: bytes) -> None:
+        self.kind = kind
+        self.fields = fields
+        self._json = json_tail
+        self._msgpack = msgpack_tail
+        self.size = len(json_tail)
+
+    @classmethod
+    def from_tails(cls, kind: str, fields: int, json_tail: bytes, msgpack_tail: bytes) -> OutFrame:
+        """Build from pre-encoded tails (see :func:`pub_frame`)."""
+        frame = cls.__new__(cls)
+        frame._set(kind, fields, json_tail, msgpack_tail)
+        return frame
+
+    @property
+    def tails(self) -> tuple[bytes, bytes]:
+        """The JSON and msgpack tails (to move a kept frame to another process)."""
+        return self._json, self._msgpack
+
+    def encode(self, codec: Codec, seq: int) -> bytes:
+        tail = self._msgpack if codec is MSGPACK else self._json
+        return codec.stamp(tail, self.fields, seq)
+
+    def decode(self, codec: Codec = JSON, seq: int = 0) -> dict[str, Any]:
+        """The frame as a map again (for tests and debugging)."""
+        obj = codec.decode(self.encode(codec, seq))[0]
+        assert isinstance(obj, dict)
+        return obj
+
+
+_PUB_JSON_HEAD: Final = b'"t":"pub","ch":'
+_PUB_MSGPACK_HEAD: Final = MSGPACK.encode("t") + MSGPACK.encode("pub") + MSGPACK.encode("ch")
+
+
+def pub_frame(channel: str, offset: int, payload: Payload) -> OutFrame:
+    """A publication frame, assembled from the payload's encodings without re-encoding it."""
+    json_tail = b'%b%b,"o":%d,"d":%b}' % (_PUB_JSON_HEAD, JSON.encode(channel), offset, payload.json)
+    msgpack_tail = b"".join(
+        (
+            _PUB_MSGPACK_HEAD,
+            MSGPACK.encode(channel),
+            b"\xa1o",
+            MSGPACK.encode(offset),
+            b"\xa1d",
+            payload.msgpack,
+        )
+    )
+    return OutFrame.from_tails("pub", 4, json_tail, msgpack_tail)
+
+
+def reply_frame(msg_id: int, data: Any = None) -> OutFrame:
+    body: dict[str, Any] = {"t": "reply", "re": msg_id}
+    if data is not None:
+        body["d"] = data
+    return OutFrame(body)
+
+
+def error_frame(error: LadderError, msg_id: int | None = None) -> OutFrame:
+    body: dict[str, Any] = {"t": "err", **error.body()}
+    if msg_id is not None:
+        body["re"] = msg_id
+    return OutFrame(body)
+
+
+def push_frame(event: str, data: Any) -> OutFrame:
+    return OutFrame({"t": "push", "ev": event, "d": data})
+
+
+def presence_frame(kind: str, channel: str, member: dict[str, Any]) -> OutFrame:
+    return OutFrame({"t": kind, "ch": channel, "m": member})
+
+
+def resync_frame(channel: str, epoch: str, offset: int) -> OutFrame:
+    return OutFrame({"t": "resync", "ch": channel, "ep": epoch, "off": offset})
