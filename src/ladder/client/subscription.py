@@ -6,12 +6,16 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..protocol.errors import LadderError
 
-if TYPE_CHECKING:
-    from .calls import Calls
+
+class Unsubscriber(Protocol):
+    """What a subscription needs of its client (the client imports this module, not the
+    other way round)."""
+
+    async def unsubscribe(self, channel: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +54,7 @@ class Subscription:
 
     def __init__(
         self,
-        client: Calls,
+        client: Unsubscriber,
         channel: str,
         *,
         since: tuple[str, int] | None,
