@@ -22,11 +22,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from ladder.protocol.attachment import Attachment
 from ladder.protocol.codec import JSON
 from ladder.protocol.frames import Emit, parse_client_frame
 from ladder.protocol.outframes import OutFrame, push_frame
 from ladder.protocol.peer import PeerState
-from ladder.protocol.session import Attachment, SessionLimits, SessionState
+from ladder.protocol.session import SessionLimits, SessionState
 
 LIMITS = SessionLimits(ttl=1e9, max_queue=100_000, max_queue_bytes=2**40, inbox_window=100_000)
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from ladder import Ladder
 from ladder.engine.memory import MemoryEngine
+from ladder.protocol.attachment import Attachment
 from ladder.protocol.codec import JSON
 from ladder.protocol.frames import Hello, decode_client_frames
-from ladder.protocol.session import Attachment
 from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
 from ladder.server.session import Session

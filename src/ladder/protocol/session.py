@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .attachment import Attachment
 from .errors import LadderError
 from .frames import Numbered
 from .outframes import OutFrame
@@ -80,66 +80,6 @@ class SessionLimits:
     def dead_after(self) -> float:
         """Silence after which a transport that must answer pings counts as dead."""
         return self.heartbeat * 2 + 1.0
-
-
-def _noop() -> None:
-    return None
-
-
-class Attachment:
-    """One transport's hold on a session (a WebSocket, an SSE stream or one poll request)."""
-
-    __slots__ = (
-        "ack_sent",
-        "close_error",
-        "closed",
-        "control",
-        "cursor",
-        "last_heard",
-        "last_sent",
-        "opened",
-        "pinged",
-        "streaming",
-        "transport",
-        "wake",
-    )
-
-    def __init__(self, transport: str, *, streaming: bool, cursor: int, now: float) -> None:
-        self.transport = transport
-        """Which transport holds the session: ``websocket``, ``sse``, ``longpoll`` or ``poll``."""
-        self.streaming = streaming
-        self.cursor = cursor
-        self.opened = now
-        self.last_sent = now
-        self.last_heard = now
-        self.pinged = streaming and transport == "websocket"
-        """Whether the client must answer pings on this transport (WebSocket only)."""
-        self.control: list[dict[str, Any]] = []
-        self.closed = False
-        self.close_error: LadderError | None = None
-        self.ack_sent = 0
-        self.wake: Callable[[], None] = _noop
-
-    def wake_with(self, wake: Callable[[], None]) -> None:
-        """Call ``wake`` whenever this transport has something new to write (and now, since
-        the welcome or a replay may already be waiting)."""
-        self.wake = wake
-        wake()
-
-    def heard(self, now: float) -> None:
-        """The client was heard from on this transport (it is alive)."""
-        self.last_heard = now
-
-    def end(self, error: LadderError | None = None) -> None:
-        """The transport is over (its peer went away, or ``error`` must close it): its
-        writer wakes, writes what it must and stops."""
-        self.closed = True
-        if error is not None:
-            self.close_error = error
-        self.wake()
-
-    def __repr__(self) -> str:
-        return f"<Attachment {self.transport} cursor={self.cursor} closed={self.closed}>"
 
 
 class SessionState:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..protocol.attachment import Attachment
 from ..protocol.errors import LadderError
 from ..protocol.frames import PROTOCOL_VERSION, Hello
-from ..protocol.session import Attachment
 from .auth import AuthRequest
 from .config import TRANSPORTS, Settings
 from .inbound import Inbound

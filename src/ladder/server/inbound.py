@@ -8,11 +8,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..engine.base import Engine
+from ..protocol.attachment import Attachment
 from ..protocol.errors import LadderError
 from ..protocol.frames import Ack, Bye, Call, ClientFrame, Emit, Hello, Invalid, Numbered, Ping, Pong
 from ..protocol.outframes import OutFrame, error_frame
 from ..protocol.reliable import OutboxOverflow
-from ..protocol.session import Attachment, Phase
+from ..protocol.session import Phase
 from .applied import Answers, encode_answer
 from .config import Settings
 from .dispatch import Dispatch

@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..protocol.attachment import Attachment
 from ..protocol.codec import Codec
 from ..protocol.errors import LadderError
 from ..protocol.outframes import OutFrame
-from ..protocol.session import Attachment
 from .session import Session, Waker
 
 
