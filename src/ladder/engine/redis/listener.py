@@ -101,9 +101,18 @@ class Listener:
         if self._client is None:
             self._client = link.listener_client()
         pubsub = self.pubsub = self._client.pubsub()
-        keys = [link.k("n", link.node_id), link.all_nodes, *(link.k("c", ch) for ch in self._channels())]
-        await pubsub.subscribe(*keys)
-        await self._caught_up()
+        subscribed: set[str] = set()
+        while True:
+            # A channel listened while this connection was being set up (which can take as
+            # long as a stall) is not subscribed by ``subscribe`` (not ok yet): take it here.
+            # No await between the last check and ``ok = True``, so none slips through.
+            keys = [link.k("n", link.node_id), link.all_nodes, *(link.k("c", ch) for ch in self._channels())]
+            missing = [key for key in keys if key not in subscribed]
+            if not missing:
+                break
+            await pubsub.subscribe(*missing)
+            subscribed.update(missing)
+            await self._caught_up()
         self.ok = True
         self._health(None)
         self.subscribed.set()
