@@ -483,10 +483,10 @@ async def drain(r: Rung, target: tuple[str, int] | None, cluster: ChaosCluster) 
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-# Known open bug: in about one run in ten, after a node's Redis link stalls and heals, one
-# client's subscription stops receiving live publications (no resync, no session_lost). The root
-# cause is not found yet; the scenario is run a second time rather than hidden (a second failure
-# fails the suite), and the bug is recorded in tests/chaos/README.md.
+# Known bug, likely fixed (see tests/chaos/README.md): in about one run in ten, after a node's
+# Redis link stalled and healed, one client's subscription stopped receiving live publications
+# (no resync, no session_lost). Until seen clean over many runs, the scenario runs a second time
+# on failure (a second failure fails the suite).
 KNOWN_FLAKY = {"redis-link-stall"}
 
 
