@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -210,19 +210,18 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections(redis_server: 
         await engine.stop()
 
 
-class SlowReply:
-    """A TCP relay to Redis that can hold Redis's next reply for ``hold`` seconds: the command
-    runs at once, its answer arrives late (a stalled network, an overloaded Redis)."""
+class _Relay:
+    """A TCP relay to Redis on a free loopback port; subclasses decide what happens to each
+    chunk before it is passed on (``replies``: it comes from Redis)."""
 
     def __init__(self, target: int) -> None:
         self.target = target
-        self.hold = 0.0
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
         self._relaying: set[asyncio.Task[Any]] = set()
 
-    async def __aenter__(self) -> SlowReply:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -234,6 +233,9 @@ class SlowReply:
             writer.close()
         await asyncio.gather(*self._relaying, return_exceptions=True)
 
+    async def _before_write(self, replies: bool) -> None:
+        return None
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -244,9 +246,7 @@ class SlowReply:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
             try:
                 while data := await src.read(65536):
-                    if replies and self.hold:
-                        delay, self.hold = self.hold, 0.0
-                        await asyncio.sleep(delay)  # the simulated stall itself
+                    await self._before_write(replies)
                     dst.write(data)
                     await dst.drain()
             except OSError:
@@ -255,6 +255,20 @@ class SlowReply:
                 dst.close()
 
         await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+
+
+class SlowReply(_Relay):
+    """A TCP relay to Redis that can hold Redis's next reply for ``hold`` seconds: the command
+    runs at once, its answer arrives late (a stalled network, an overloaded Redis)."""
+
+    def __init__(self, target: int) -> None:
+        super().__init__(target)
+        self.hold = 0.0
+
+    async def _before_write(self, replies: bool) -> None:
+        if replies and self.hold:
+            delay, self.hold = self.hold, 0.0
+            await asyncio.sleep(delay)  # the simulated stall itself
 
 
 async def test_a_publish_that_timed_out_is_not_sent_again(redis_server: RedisServer) -> None:
@@ -277,51 +291,21 @@ async def test_a_publish_that_timed_out_is_not_sent_again(redis_server: RedisSer
             await engine.stop()
 
 
-class StallRelay:
+class StallRelay(_Relay):
     """A TCP relay to Redis that can stall: while stalled, bytes in both directions are held
     (not dropped, no connection is reset) and go on, in order, once it heals."""
 
     def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = 0
+        super().__init__(target)
         self.flowing = asyncio.Event()
         self.flowing.set()
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self._relaying: set[asyncio.Task[Any]] = set()
-
-    async def __aenter__(self) -> StallRelay:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
         self.flowing.set()
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        await asyncio.gather(*self._relaying, return_exceptions=True)
+        await super().__aexit__(*exc)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._relaying.add(task)
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        self._writers += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    await self.flowing.wait()
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+    async def _before_write(self, replies: bool) -> None:
+        await self.flowing.wait()
 
 
 async def _until(condition: Any, timeout: float) -> float:
