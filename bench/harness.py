@@ -31,6 +31,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+import paced  # noqa: E402
 import reliability  # noqa: E402
 import scenarios  # noqa: E402
 import uvloop  # noqa: E402
@@ -39,7 +40,7 @@ from lg import profile, servers  # noqa: E402
 from scenarios import Config  # noqa: E402
 
 ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
-EXTRA = ("S8", "S9")
+EXTRA = ("S8", "S9", "S10")
 """Run only when named with --only (each takes minutes; not part of the default run)."""
 
 
@@ -231,6 +232,16 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
                     rec["rep"] = rep
                     print("      " + workers_bench.summary(rec), flush=True)
                 add("S9", rec)
+    if "S10" in only:
+        print("S10 paced fan-out (20 publications/s) and RPC", flush=True)
+        for rep in range(cfg.reps):
+            for kind, encoding in _rotate(tuple(paced.configs(servers.SERVERS)), rep):
+                rec = await guarded(f"S10 {kind}/{encoding} rep {rep}", paced.s10(cfg, kind, encoding), 120)
+                if rec is not None:
+                    rec["rep"] = rep
+                    print("      " + paced.summary(rec), flush=True)
+                add("S10", rec)
+        print(paced.table(results["scenarios"].get("S10", [])), flush=True)
 
 
 def render(results_path: Path, *, docs: bool) -> None:

@@ -83,6 +83,13 @@ class Config:
     s9_subs: int = 1000
     s9_window: float = 5.0
     s9_warmup: float = 2.0
+    # S10 (bench/paced.py): subscribers, publications/s, callers, windows
+    s10_subs: int = 1000
+    s10_rate: float = 20.0
+    s10_callers: int = 100
+    s10_window: float = 4.0
+    s10_rpc_window: float = 2.0
+    s10_warmup: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -33,8 +33,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CORE = 0
 LOAD_CORE = 1
 
-SERVERS = ("ladder", "psio", "node")
-LABELS = {"ladder": "Ladder", "ladder-asgi": "Ladder (ASGI WebSocket)", "psio": "python-socketio",
+SERVERS = tuple(os.environ.get("BENCH_SERVERS", "ladder,psio,node").split(","))
+"""The servers S2–S4 compare (``BENCH_SERVERS``: e.g. ``ladder,ladder-before`` to measure a
+change: ``ladder-before`` runs the Ladder source named by ``BENCH_BEFORE``, a ``src`` folder)."""
+BEFORE = os.environ.get("BENCH_BEFORE")
+LABELS = {"ladder": "Ladder", "ladder-before": "Ladder (before)", "ladder-asgi": "Ladder (ASGI WebSocket)", "psio": "python-socketio",
           "node": "Node Socket.IO", "redis": "redis-server"}
 
 _live: dict[int, subprocess.Popen[bytes]] = {}
@@ -163,11 +166,16 @@ def asgi_variant() -> bool:
 
 
 def _command(kind: str, port: int) -> tuple[list[str], Path, dict[str, str]]:
-    if kind in ("ladder", "ladder-asgi"):
-        cmd = [str(PROJECT_PY), "-m", "ladder.cli", "serve", "ladder_app:hub", "--port", str(port),
+    if kind in ("ladder", "ladder-asgi", "ladder-before"):
+        app = os.environ.get("BENCH_LADDER_APP", "ladder_app:hub")  # gc_bench.py observes the collector
+        cmd = [str(PROJECT_PY), "-m", "ladder.cli", "serve", app, "--port", str(port),
                "--log-level", "warning"]
         if kind == "ladder-asgi":
             cmd.append("--asgi-ws")
+        if kind == "ladder-before":
+            if not BEFORE:
+                raise ValueError("ladder-before needs BENCH_BEFORE=<a checkout's src folder>")
+            return cmd, BENCH, {"PYTHONPATH": BEFORE}
         return cmd, BENCH, {}
     if kind == "psio":
         return [str(PEERS_PY), str(BENCH / "peers" / "psio_app.py"), str(port)], BENCH / "peers", {}
@@ -197,8 +205,8 @@ def start_many(count: int, kind: str, logdir: Path, *, settings: dict[str, Any] 
 def _spawn(kind: str, logdir: Path, settings: dict[str, Any] | None, core: int, redis_url: str | None) -> Server:
     port = free_port()
     cmd, cwd, extra = _command(kind, port)
-    env = {**os.environ, **extra}
-    env.pop("PYTHONPATH", None)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(extra)
     env.pop("BENCH_REDIS_URL", None)
     if redis_url is not None:
         env["BENCH_REDIS_URL"] = redis_url

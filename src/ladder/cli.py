@@ -151,7 +151,9 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     parser.add_argument(
         "--engine",
         default=None,
-        help="memory:// (one process) or redis://host:port/db (several); default: the hub's own",
+        help="memory:// (one process), redis://host:port/db (several), redis://h1:port,h2:port/db "
+        "(several Redis servers) or redis+cluster://h1:port,h2:port (a Redis Cluster); "
+        "default: the hub's own",
     )
     parser.add_argument(
         "--ws-deflate",

@@ -45,6 +45,9 @@ class _Deaf:
     def on_node_message(self, message: bytes) -> None:
         pass
 
+    def on_route_lost(self) -> None:
+        pass
+
 
 class Publisher:
     """Publish to channels without running a hub.

@@ -72,7 +72,9 @@ class Chat:
         page.on("pageerror", lambda error: self.errors.append(str(error)))
 
     def goto(self, server: LadderServer, room: str, **params: Any) -> Chat:
-        query = urlencode({"nick": self.nick, **{k: str(v) for k, v in params.items()}})
+        # One connection per tab unless a test asks for sharing (share=1): these tests drive a
+        # tab's own connection (Playwright's emulated offline does not reach a SharedWorker).
+        query = urlencode({"nick": self.nick, "share": "0", **{k: str(v) for k, v in params.items()}})
         self.page.goto(f"{server.url}/?{query}#{room}")
         self.page.wait_for_function("window.demo !== undefined")
         return self

@@ -57,6 +57,8 @@ class ChaosCluster:
         self.balancer: Relay | None = None
         self.node_ids: dict[str, int] = {}
         """Node id (as in /health) -> index, for the process running there now."""
+        self.killed: set[int] = set()
+        """Process ids of the nodes SIGKILLed so far."""
 
     # -- life ------------------------------------------------------------------------------
 
@@ -120,6 +122,9 @@ class ChaosCluster:
 
     async def kill(self, index: int) -> None:
         self._forget(index)
+        proc = self.nodes[index].proc
+        if proc is not None and proc.poll() is None:
+            self.killed.add(proc.pid)
         await asyncio.to_thread(self.nodes[index].kill)
 
     async def terminate(self, index: int) -> float | None:

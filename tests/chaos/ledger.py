@@ -139,15 +139,29 @@ def count_messages(
     return figures
 
 
-def read_records(path: Any) -> dict[str, list[tuple[str, str]]]:
-    """The record file: per key, ``(value, node)`` in the order they were applied."""
-    records: dict[str, list[tuple[str, str]]] = {}
+def read_records(path: Any) -> dict[str, list[tuple[str, str, int]]]:
+    """The record file: per key, ``(value, node, pid)`` in the order they were applied."""
+    records: dict[str, list[tuple[str, str, int]]] = {}
     try:
         text = path.read_text()
     except FileNotFoundError:
         return records
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) >= 3:
-            records.setdefault(parts[0], []).append((parts[1], parts[2]))
+        if len(parts) >= 4:
+            records.setdefault(parts[0], []).append((parts[1], parts[2], int(parts[3])))
     return records
+
+
+def died_unrecorded(records: list[tuple[str, str, int]], killed: set[int]) -> set[int]:
+    """Values that may have died with their process between the handler's side effect and the
+    record of it (a case ops.md names): for each SIGKILLed process, the last value it applied.
+
+    Only that one: every earlier value the process applied had its record written before the
+    process went on to the next message of the same session (messages are applied in order).
+    """
+    last: dict[int, int] = {}
+    for value, _node, pid in records:
+        if pid in killed and value != "end":
+            last[pid] = int(value)
+    return set(last.values())

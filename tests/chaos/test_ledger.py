@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.chaos.ledger import Downstream, count_messages, count_publications
+from tests.chaos.ledger import Downstream, count_messages, count_publications, died_unrecorded
 
 
 def seen(start: tuple[str, int], *timeline: tuple[str, str, int]) -> Downstream:
@@ -63,3 +63,11 @@ def test_messages_lost_doubled_and_reordered_by_value() -> None:
     assert count_messages(4, [0, 2], unsent={1}).lost_ids == [3]  # 1 was refused to the app, never sent
     excused = count_messages(3, [0, 1, 1, 2, 2, 2], excused={1, 2})
     assert (excused.announced_doubles, excused.doubled) == (2, 1), "a second application only is excused"
+
+
+def test_only_the_last_value_a_killed_process_applied_may_have_died_unrecorded() -> None:
+    records = [("0", "a", 10), ("1", "a", 10), ("2", "a", 10), ("2", "b", 11), ("3", "b", 11), ("4", "c", 12)]
+    assert died_unrecorded(records, killed={10}) == {2}  # 0 and 1 were recorded before 1 and 2 ran
+    assert died_unrecorded(records, killed={10, 11}) == {2, 3}
+    assert died_unrecorded(records, killed=set()) == set()
+    assert died_unrecorded([*records, ("end", "a", 10)], killed={10}) == {2}

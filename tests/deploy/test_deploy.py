@@ -173,7 +173,9 @@ BROWSER_CLIENTS = """
 async ({ mount, channel }) => {
   const { connect } = await import(mount + "/client.js");
   const rungs = ["websocket", "sse", "longpoll", "poll"];
-  const clients = rungs.map((rung) => connect(mount, { transports: [rung] }));
+  // Each client its own connection (share: false): the page's resource timings must show the rungs'
+  // requests, and Playwright's ignore_https_errors does not reach a SharedWorker's WebSocket.
+  const clients = rungs.map((rung) => connect(mount, { transports: [rung], share: false }));
   const received = rungs.map(() => []);
   const subs = clients.map((c, i) => c.subscribe(channel, (pub) => received[i].push(pub.offset)));
   await Promise.all(subs.map((sub) => sub.ready()));

@@ -37,6 +37,7 @@ async def test_a_started_engine_is_an_engine_and_healthy(make: Make) -> None:
     engine, _ = await make()
     assert isinstance(engine, Engine)
     assert engine.healthy
+    assert engine.healthy_for(engine.session_prefix() + "any"), "a healthy engine records every session"
     details = engine.details()
     assert details["engine"] == make.kind and details["healthy"] is True
 

@@ -16,6 +16,9 @@ class _Link:
     def k(self, kind: str, name: str) -> str:
         return f"{kind}:{name}"
 
+    def node_keys(self) -> list[str]:
+        return [self.k("n", self.node_id), self.all_nodes]
+
     def listener_client(self) -> Any:
         return _Client(self)
 

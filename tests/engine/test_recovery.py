@@ -40,6 +40,24 @@ def test_recovery_needs_every_missed_publication_and_nothing_aged_out() -> None:
     assert recovery.recovered(want, at, [], oldest=0.0) == HistoryResult([], at, False)
 
 
+def test_a_catch_up_judges_against_what_was_delivered_before_the_read() -> None:
+    delivered = Position("e1", 8)
+    assert recovery.catch_up(delivered, Position("e1", 8)) is None
+    assert recovery.catch_up(delivered, Position("e1", 11)) == recovery.Missed(9, 11)
+    assert recovery.catch_up(delivered, Position("e2", 20)) == recovery.Resync(fork=False)
+    assert recovery.catch_up(delivered, Position("e2", 3)) == recovery.Resync(fork=False)
+    assert recovery.catch_up(delivered, Position("e1", 7)) == recovery.Resync(fork=True), "went back"
+
+
+def test_history_tells_a_delivered_publication_from_another_at_its_offset() -> None:
+    delivered = Publication("ch", 5, "e1", Payload.of("a"), NOW)
+    assert recovery.same(delivered, Publication("ch", 5, "e1", Payload.of("a"), NOW))
+    assert recovery.same(delivered, None) is None, "nothing kept there: nothing to judge by"
+    assert recovery.same(delivered, Publication("ch", 5, "e1", Payload.of("b"), NOW)) is False
+    assert recovery.same(delivered, Publication("ch", 5, "e1", Payload.of("a"), NOW + 1)) is False
+    assert recovery.same(delivered, Publication("ch", 4, "e1", Payload.of("a"), NOW)) is False
+
+
 def test_the_newest_publications_skip_the_aged_out() -> None:
     at = Position("e1", 8)
     held = pubs(range(1, 4), time=NOW - 10) + pubs(range(4, 9))

@@ -39,6 +39,9 @@ class Sink:
     def on_node_message(self, message: bytes) -> None:
         self.node.append(message)
 
+    def on_route_lost(self) -> None:
+        pass
+
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
@@ -172,6 +175,136 @@ async def test_a_listener_that_missed_messages_catches_up_from_history(
     got = [(await next_pub(sink, 15)).offset for _ in range(7)]
     assert got == list(range(4, 11))
     assert node.reconnects >= 1
+
+
+async def test_a_stream_that_went_back_is_reported_not_skipped(engine: tuple[RedisEngine, Sink]) -> None:
+    """Redis lost its newest publications but kept the epoch (a replica took over before
+    they reached it): the offsets will be reused by other publications, which a listener
+    would drop as already delivered. It is reported as a reset instead."""
+    node, sink = engine
+    await node.listen("back")
+    for n in range(5):
+        await node.publish("back", Payload.of(n), OPTIONS)
+    delivered = [await next_pub(sink) for _ in range(5)]
+    assert [p.offset for p in delivered] == [1, 2, 3, 4, 5]
+    admin = node.redis
+    # What a replica three publications behind holds: offsets 1 and 2 only.
+    kept = await admin.xrange("ladder:s:back", "0-1", "0-2")
+    await admin.delete("ladder:s:back")
+    for entry_id, fields in kept:
+        await admin.xadd("ladder:s:back", fields, id=entry_id)
+    await admin.hset("ladder:m:back", "o", 2)
+    for c in [c for c in await admin.client_list() if int(c.get("sub", 0)) > 0]:
+        await admin.client_kill_filter(_id=c["id"])  # the listener reconnects and catches up
+    async with asyncio.timeout(15):
+        channel, position = await sink.resets.get()
+    assert channel == "back" and position.offset == 2
+    assert position.epoch != delivered[-1].epoch, "a fork: the channel moved to a new epoch"
+    pub = await node.publish("back", Payload.of("new"), OPTIONS)
+    assert pub.offset == 3 and (await next_pub(sink)).data == "new", "the reused offset is delivered"
+    for n in range(2):
+        await node.publish("back", Payload.of(n), OPTIONS)
+    # Offsets 3..5 name other publications now: a client that received the lost ones must
+    # not recover from its position 5 as if it had these.
+    since = await node.history("back", since=Position(delivered[-1].epoch, 5), limit=100, options=OPTIONS)
+    assert not since.complete
+
+
+async def test_a_catch_up_racing_live_messages_neither_resyncs_nor_doubles(
+    engine: tuple[RedisEngine, Sink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The double around a cluster failover: a catch-up (after a channel was subscribed on
+    another connection) reads the channel's position while live messages keep arriving; one
+    delivered meanwhile is newer than the position read, not a sign that Redis went back.
+    Judged as one, the channel was reset, and the next gap read that publication again."""
+    node, sink = engine
+    await node.listen("race")
+    for n in range(3):
+        await node.publish("race", Payload.of(n), OPTIONS)
+    assert [(await next_pub(sink)).offset for _ in range(3)] == [1, 2, 3]
+    channels = node._channels
+    read = channels._read_position
+
+    async def read_then_live(channel: str) -> Position:
+        position = await read(channel)
+        await node.publish("race", Payload.of(3), OPTIONS)  # arrives live before the answer
+        assert (await next_pub(sink)).offset == 4
+        return position
+
+    monkeypatch.setattr(channels, "_read_position", read_then_live)
+    await channels.catch_up(["race"])
+    monkeypatch.setattr(channels, "_read_position", read)
+    await node.publish("race", Payload.of(4), OPTIONS)
+    assert (await next_pub(sink)).offset == 5, "offset 4 came again"
+    assert sink.resets.empty() and sink.pubs.empty()
+
+
+async def _fork(
+    node: RedisEngine, channel: str, kept: int, taken: list[str]
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Make Redis hold what a replica promoted ``kept`` publications in holds: the first
+    ``kept`` entries, then ``taken`` (new publications given the following offsets)."""
+    admin, stream = node.redis, f"ladder:s:{channel}"
+    entries = list(await admin.xrange(stream, "0-1", f"0-{kept}"))
+    for n, value in enumerate(taken, start=kept + 1):
+        fields = {b"t": repr(time.time()).encode(), b"d": Payload.of(value).msgpack}
+        entries.append((f"0-{n}".encode(), fields))
+    await admin.delete(stream)
+    for entry_id, fields in entries:
+        await admin.xadd(stream, fields, id=entry_id)
+    await admin.hset(f"ladder:m:{channel}", "o", len(entries))
+    return entries
+
+
+async def test_offsets_given_again_to_other_publications_are_a_fork_not_a_silent_loss(
+    engine: tuple[RedisEngine, Sink],
+) -> None:
+    """A replica promoted three publications behind, that took new ones at once: by the time
+    the listener catches up the channel is *past* what it delivered, but offsets 3..5 name
+    other publications. Comparing offsets alone would deliver 6 and lose 3..5 silently; it
+    is a fork: the channel moves to a new epoch, every subscriber resyncs, and a client
+    recovering from a position of the old epoch is told to resync too."""
+    node, sink = engine
+    await node.listen("fork")
+    for n in range(5):
+        await node.publish("fork", Payload.of(n), OPTIONS)
+    delivered = [await next_pub(sink) for _ in range(5)]
+    assert [p.offset for p in delivered] == [1, 2, 3, 4, 5]
+    epoch = delivered[-1].epoch
+    await _fork(node, "fork", 2, ["x3", "x4", "x5", "x6"])
+    for c in [c for c in await node.redis.client_list() if int(c.get("sub", 0)) > 0]:
+        await node.redis.client_kill_filter(_id=c["id"])  # the listener reconnects and catches up
+    async with asyncio.timeout(15):
+        channel, position = await sink.resets.get()
+    assert channel == "fork" and position.epoch != epoch and position.offset == 6
+    assert sink.pubs.empty(), "nothing of the other stream delivered as if it continued this one"
+    since = await node.history("fork", since=Position(epoch, 5), limit=100, options=OPTIONS)
+    assert not since.complete and since.position == position
+    pub = await node.publish("fork", Payload.of("new"), OPTIONS)
+    assert (pub.epoch, pub.offset) == (position.epoch, 7)
+    assert (await next_pub(sink)).data == "new"
+
+
+async def test_a_fork_is_found_even_when_the_new_connection_delivers_first(
+    engine: tuple[RedisEngine, Sink],
+) -> None:
+    """(The cluster listener moves a channel to another primary's connection, whose first
+    messages can be handed on before the catch-up runs.) The catch-up checks what was
+    delivered before the move, not the newest, which came from the other stream."""
+    node, sink = engine
+    await node.listen("slip")
+    for n in range(5):
+        await node.publish("slip", Payload.of(n), OPTIONS)
+    epoch = [(await next_pub(sink)).epoch for _ in range(5)][-1]
+    channels = node._channels
+    channels.moving(["slip"])
+    entry_id, fields = (await _fork(node, "slip", 2, ["x3", "x4", "x5", "x6"]))[-1]
+    live = b"P" + b" ".join([epoch.encode(), entry_id.split(b"-")[1], fields[b"t"], fields[b"d"]])
+    await channels.on_message("slip", live)  # offset 6 of the other stream, first on the new connection
+    assert (await next_pub(sink)).data == "x6"
+    await channels.catch_up(["slip"])
+    channel, position = sink.resets.get_nowait()
+    assert channel == "slip" and position.epoch != epoch and position.offset == 6
 
 
 async def test_node_messages_reach_only_their_node(redis_server: RedisServer) -> None:

@@ -908,6 +908,21 @@ describe("edges", () => {
     await assert.rejects(ready, (e) => e.code === "connect_failed" && /within 5 s: websocket: .*404.*; longpoll: .*404/.test(e.reason));
     assert.deepEqual(of("error").map((e) => e.code), ["connect_failed"]);
     assert.notEqual(client.state, "closed", "a page keeps trying");
+    for (let n = 0; n < 30; n++) {
+      await clock.advance(0);
+      for (const t of net.opened) if (!t.closed && !t.failure) t.fail(`${t.name}: cannot connect`);
+      await clock.advance(500);
+    }
+    assert.deepEqual(of("error").map((e) => e.code), ["connect_failed"], "said once, not after every race");
+    let open = null;
+    for (let n = 0; n < 40 && !open; n++) {
+      await clock.advance(250);
+      open = net.opened.find((t) => t.name === "websocket" && !t.closed && !t.failure) ?? null;
+    }
+    assert.ok(open, "still trying after the deadline");
+    open.welcomeWith();
+    await settle();
+    assert.equal(client.state, "connected");
   });
 });
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from ladder import Ladder
+from ladder import Context, Ladder, LadderError
 from ladder.engine.memory import MemoryEngine
 from ladder.protocol.attachment import Attachment
 from ladder.protocol.codec import JSON
@@ -25,6 +27,31 @@ class Clock:
 def make_hub(clock: Clock | None = None, **kwargs: Any) -> Ladder:
     clock = clock or Clock()
     return Ladder(engine=MemoryEngine(clock=clock), clock=clock, **kwargs)
+
+
+class Recorder:
+    """A handler for ``event`` that records what it applies, in order, and answers it. A
+    value for which ``hold`` is true waits in the handler (``entered`` is set) until
+    ``release`` is; ``applied`` may be shared by the hubs of several nodes."""
+
+    def __init__(
+        self,
+        hub: Ladder,
+        event: str = "do",
+        *,
+        hold: Callable[[Any], bool] = lambda data: False,
+        applied: list[Any] | None = None,
+    ) -> None:
+        self.applied: list[Any] = [] if applied is None else applied
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+
+        @hub.on(event)
+        async def record(ctx: Context, data: Any) -> Any:
+            if hold(data):
+                self.entered.set()
+                await self.release.wait()
+            self.applied.append(data)
+            return data
 
 
 class Peer:
@@ -83,3 +110,16 @@ class Peer:
             if out.get("re") == msg_id:
                 return out
         raise AssertionError(f"no answer to {frame}")
+
+
+async def end_while_applying(
+    peer: Peer, frame: dict[str, Any], entered: asyncio.Event
+) -> asyncio.Task[list[int]]:
+    """Send ``frame``, and once its handler is running (``entered``) end the session as a
+    node shutting down does (closed, forgotten). Returns the sending, still in the handler."""
+    sending = asyncio.create_task(peer.send(frame))
+    await entered.wait()
+    sessions = internals(peer.hub).sessions
+    sessions.close(peer.session, LadderError("shutting_down"))
+    await sessions.forget(peer.session)
+    return sending

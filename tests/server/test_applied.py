@@ -8,6 +8,7 @@ leaves it); the client starts a new session naming the lost one and resends them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import msgpack
@@ -16,10 +17,11 @@ from ladder import Context, LadderError
 from ladder.engine.base import AppliedRecord
 from ladder.protocol.codec import JSON, MSGPACK
 from ladder.protocol.frames import Hello, Previous, decode_client_frames
+from ladder.protocol.session import Phase
 from ladder.server.applied import Answers, Inherited
 from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
-from tests.server.harness import Peer, make_hub
+from tests.server.harness import Peer, Recorder, end_while_applying, make_hub
 
 
 def _request() -> AuthRequest:
@@ -90,13 +92,7 @@ async def test_a_successor_answers_what_the_lost_session_applied_and_applies_the
 
 async def test_a_session_id_without_its_resume_token_reads_nothing() -> None:
     hub = make_hub()
-    applied: list[Any] = []
-
-    @hub.on("do")
-    async def do(ctx: Context, data: Any) -> Any:
-        applied.append(data)
-        return data
-
+    applied = Recorder(hub).applied
     await hub.start()
     try:
         victim = await Peer.open(hub)
@@ -114,11 +110,7 @@ async def test_a_session_id_without_its_resume_token_reads_nothing() -> None:
 
 async def test_an_acknowledged_answer_is_dropped_from_the_record() -> None:
     hub = make_hub()
-
-    @hub.on("do")
-    async def do(ctx: Context, data: Any) -> Any:
-        return data
-
+    Recorder(hub)
     await hub.start()
     try:
         peer = await Peer.open(hub)
@@ -134,22 +126,13 @@ async def test_an_acknowledged_answer_is_dropped_from_the_record() -> None:
 
 async def test_a_driver_cancelled_inside_a_handler_leaves_the_queue_in_order() -> None:
     hub = make_hub()
-    entered, release = asyncio.Event(), asyncio.Event()
-    applied: list[Any] = []
-
-    @hub.on("do")
-    async def do(ctx: Context, data: Any) -> Any:
-        if data == "stuck":
-            entered.set()
-            await release.wait()
-        applied.append(data)
-        return data
-
+    recorder = Recorder(hub, hold=lambda data: data == "stuck")
+    applied = recorder.applied
     await hub.start()
     try:
         peer = await Peer.open(hub)
         driver = asyncio.create_task(peer.send({"t": "call", "ev": "do", "d": "stuck"}))
-        await entered.wait()
+        await recorder.entered.wait()
         driver.cancel()  # the connection's task goes away mid-handler
         await peer.send({"t": "call", "ev": "do", "d": "next"})  # arrives at once, must wait its turn
         assert await peer.session.settle(5.0), "the hub finished the queue by itself"
@@ -180,3 +163,66 @@ def test_what_a_successor_inherited_moves_with_it_to_another_node() -> None:
     again = Answers(limit=3)
     again.unpack(msgpack.unpackb(msgpack.packb(answers.pack())))
     assert again.delivered(11) == [1] and again.delivered(12) == [2]
+
+
+async def test_a_successor_ends_the_session_it_names_when_that_one_is_still_alive() -> None:
+    """A page reloaded with a message it had not seen acknowledged: the new page's session
+    names the old one, which the server had not ended yet, and the old page's request
+    carrying that message is still on the way. Before, it arrived after the new hello and was
+    applied by the old session as well as by the new one."""
+    hub = make_hub()
+    applied = Recorder(hub).applied
+    await hub.start()
+    try:
+        old = await Peer.open(hub)
+        sid, token = old.session.sid, old.session.state.token
+        await old.send({"t": "emit", "ev": "do", "d": "a"})  # 1: applied and acknowledged
+        peer = await _successor(hub, Previous(sid, token, (2,)))  # 2 is carried
+        assert old.session.state.phase is Phase.CLOSED, "the named session was ended"
+        with contextlib.suppress(LadderError):
+            await old.send({"t": "emit", "ev": "do", "d": "b"})  # the old page's late request
+        await _send(peer, [{"t": "emit", "ev": "do", "d": "b", "i": 1}])
+        assert applied == ["a", "b"], "the carried message applied once"
+        assert [f["t"] for f in peer.read()] == ["ack"]
+    finally:
+        await hub.stop()
+
+
+async def test_a_successor_with_a_wrong_token_ends_nothing() -> None:
+    hub = make_hub()
+    await hub.start()
+    try:
+        victim = await Peer.open(hub)
+        await _successor(hub, Previous(victim.session.sid, "guessed", (1,)))
+        assert victim.session.state.phase is not Phase.CLOSED, "someone else's session lives on"
+    finally:
+        await hub.stop()
+
+
+async def test_a_successor_waits_for_the_message_its_ended_predecessor_is_still_applying() -> None:
+    """A server shutting down ends its sessions while a handler runs; the client's new
+    session names the old one and carries that message. Before, the old session was
+    forgotten at once and the successor read the record before the handler finished and
+    recorded it: the message was applied twice."""
+    hub = make_hub()
+    recorder = Recorder(hub, hold=lambda data: True)
+    await hub.start()
+    try:
+        old = await Peer.open(hub)
+        sid, token = old.session.sid, old.session.state.token
+        sending = await end_while_applying(old, {"t": "emit", "ev": "do", "d": "b"}, recorder.entered)
+        sessions = internals(hub).sessions
+        assert sid not in sessions
+        opening = asyncio.create_task(_successor(hub, Previous(sid, token, (1,))))
+        done, _ = await asyncio.wait({opening}, timeout=0.2)
+        assert not done, "the successor waits for the message in progress"
+        recorder.release.set()
+        peer = await opening
+        with contextlib.suppress(LadderError):
+            await sending
+        await _send(peer, [{"t": "emit", "ev": "do", "d": "b", "i": 1}])
+        assert recorder.applied == ["b"], "the carried message applied once"
+        assert [f["t"] for f in peer.read()] == ["ack"]
+        assert sid not in sessions.settling, "forgotten once settled"
+    finally:
+        await hub.stop()

@@ -58,3 +58,40 @@ async def test_a_session_handed_over_after_the_asking_node_gave_up_is_kept_there
         finally:
             await owner.stop()
             await asker.stop()
+
+
+async def test_a_hand_over_lost_on_the_way_ends_in_unknown_session_not_endless_retries(
+    redis_server: RedisServer,
+) -> None:
+    """The owner handed the session over, but its answer never reached the asking node (that
+    node's link broke in between): the owner kept saying "moved to you", the asking node
+    answered "being handed here, retry", and the client retried until the session expired."""
+    owner = Ladder(engine=RedisEngine(redis_server.url))
+    asker = Ladder(engine=RedisEngine(redis_server.url))
+    try:
+        peer = await Peer.open(owner)
+        await asker.start()
+        sid, token = peer.session.sid, peer.session.state.token
+        channels = internals(asker).channels
+        hear = channels.node_message
+        dropped: list[bytes] = []
+
+        def lossy(message: bytes) -> None:
+            if b"state" in message and not dropped:
+                dropped.append(message)  # the hand-over, lost on the way
+                return
+            hear(message)
+
+        channels.node_message = lossy
+        router = internals(asker).router
+        with pytest.raises(LadderError) as first:
+            await router.route(sid, token, stream=True)
+        assert first.value.code == "engine_unavailable" and dropped, first.value
+        assert sid not in internals(owner).sessions  # the owner handed it over and forgot it
+        with pytest.raises(LadderError) as second:
+            await router.route(sid, token, stream=True)
+        assert second.value.code == "unknown_session", second.value
+        assert "lost moving between nodes" in second.value.reason
+    finally:
+        await owner.stop()
+        await asker.stop()

@@ -3,6 +3,8 @@ connection, or a hello that waited on another node) is sent elsewhere, not serve
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from ladder import LadderError
@@ -31,6 +33,31 @@ async def test_a_request_after_stop_is_refused_with_shutting_down_and_does_not_r
         await internals(hub).gateway.route(peer.session.sid, peer.session.state.token, stream=True)
     assert resumed.value.code in ("shutting_down", "unknown_session")
     assert not internals(hub).sessions and internals(hub)._ticker is None, "not started again"
+
+
+async def test_server_code_after_stop_is_refused_and_does_not_restart_the_hub() -> None:
+    """Before, a task still publishing during a graceful shutdown started the engine and the
+    clock again (the process then took 4 s more to exit, and ``/health`` said 200)."""
+    hub = make_hub()
+    await hub.start()
+    await hub.stop()
+    calls = [hub.publish("room", 1), hub.send("s", "e"), hub.send_user("u", "e"), hub.presence("room")]
+    for call in [*calls, hub.history("room")]:
+        with pytest.raises(LadderError) as refused:
+            await call
+        assert refused.value.code == "shutting_down"
+    node = internals(hub)
+    assert node._ticker is None and not node.started, "not started again"
+    assert node.health()["ok"] is False, "a stopped node is not healthy: balancers look elsewhere"
+
+
+async def test_tasks_still_running_when_the_hub_stops_are_cancelled() -> None:
+    hub = make_hub()
+    await hub.start()
+    forever = asyncio.Event()
+    internals(hub).tasks.spawn(forever.wait(), "straggler")
+    await hub.stop()
+    assert not internals(hub).tasks._tasks, "the straggler was cancelled, not left running"
 
 
 async def test_a_session_moving_in_while_stopping_is_told_to_go_elsewhere() -> None:

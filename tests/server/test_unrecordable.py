@@ -6,25 +6,19 @@ connections for 5 s."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
-from ladder import Context, LadderError
+from ladder import LadderError
 from ladder.protocol.codec import JSON
 from ladder.protocol.frames import decode_client_frames
 from ladder.server.hub import internals
-from tests.server.harness import Peer, make_hub
+from tests.server.harness import Peer, Recorder, make_hub
 
 
 async def test_messages_are_not_applied_while_the_engine_is_unreachable() -> None:
     hub = make_hub()
-    applied: list[Any] = []
-
-    @hub.on("do")
-    async def do(ctx: Context, data: Any) -> None:
-        applied.append(data)
-
+    applied = Recorder(hub).applied
     await hub.start()
     try:
         peer = await Peer.open(hub)
@@ -52,22 +46,15 @@ async def test_messages_queued_when_the_engine_goes_away_are_not_applied_but_sen
     """Accepted while the engine answered, applied after it stopped: they were applied without
     a record, and again by the successor session (4 doubles in the chaos suite)."""
     hub = make_hub()
-    applied: list[Any] = []
-    release = asyncio.Event()
-
-    @hub.on("do")
-    async def do(ctx: Context, data: Any) -> None:
-        if data == "a":
-            await release.wait()  # the engine goes away meanwhile
-        applied.append(data)
-
+    recorder = Recorder(hub, hold=lambda data: data == "a")  # the engine goes away meanwhile
+    applied, release = recorder.applied, recorder.release
     await hub.start()
     try:
         peer = await Peer.open(hub)
         sending = asyncio.create_task(
             peer.send(*({"t": "emit", "ev": "do", "d": d} for d in ("a", "b", "c")))
         )
-        await asyncio.sleep(0)  # "a" is being applied, "b" and "c" wait behind it
+        await recorder.entered.wait()  # "a" is being applied, "b" and "c" wait behind it
         hub.engine.healthy = False
         release.set()
         await sending
@@ -90,20 +77,13 @@ async def test_a_message_in_its_handler_when_the_engine_goes_away_is_not_taken_a
     """Another batch arriving meanwhile gave back everything not yet done, the message in its
     handler included: sent again, it was applied twice."""
     hub = make_hub()
-    applied: list[Any] = []
-    release = asyncio.Event()
-
-    @hub.on("do")
-    async def do(ctx: Context, data: Any) -> None:
-        if data == "a":
-            await release.wait()
-        applied.append(data)
-
+    recorder = Recorder(hub, hold=lambda data: data == "a")
+    applied, release = recorder.applied, recorder.release
     await hub.start()
     try:
         peer = await Peer.open(hub)
         first = asyncio.create_task(peer.send({"t": "emit", "ev": "do", "d": "a"}))
-        await asyncio.sleep(0)  # "a" is in its handler
+        await recorder.entered.wait()  # "a" is in its handler
         hub.engine.healthy = False
         await peer.send({"t": "emit", "ev": "do", "d": "b"})  # refused: not taken
         release.set()

@@ -73,4 +73,3 @@ class Nginx(ScratchProcess):
         )
         wait_for_port(self.port, proc=self.proc)
         return self
-

@@ -44,9 +44,14 @@ class RedisServer:
             "--maxmemory-policy",
             "noeviction",
         ]
+        cmd += self.extra_args()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
         return self
+
+    def extra_args(self) -> list[str]:
+        """More ``redis-server`` arguments (a subclass's)."""
+        return []
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -68,6 +68,12 @@ class ScratchProcess:
         self.stop()
 
 
+def cluster_work(health: dict[str, Any]) -> int:
+    """From a node's ``/health``: what it did for sessions held or met elsewhere (requests
+    served for or forwarded to another node, sessions moved in or out)."""
+    return sum(int(health[key]) for key in ("forwarded", "served_for_others", "moved_in", "moved_out"))
+
+
 class LadderServer:
     """``ladder serve`` of ``app`` with ``LADDER_TEST_CONFIG=config``; stopped on exit."""
 

@@ -69,6 +69,7 @@ class Connection(Switching):
             cap=self.backoff_max * 1000,
             connect_timeout=None if self.connect_timeout is None else self.connect_timeout * 1000,
             max_attempts=self.max_attempts,
+            at_deadline="give_up",  # a script: connect() raises, its caller decides what next
         )
         while self.state != "closed":
             self._set_state("connecting")
@@ -84,9 +85,10 @@ class Connection(Switching):
                         on_loser=self._discard,
                         failures=refusals,
                     )
-            except TimeoutError:
+            except TimeoutError:  # the first connect's deadline passed during the race
                 self._note(refusals)
-                self._give_up(self._unreachable(f"within {self.connect_timeout:g} s"))
+                if reconnect.expired() == "give_up":
+                    self._give_up(self._unreachable(f"within {self.connect_timeout:g} s"))
                 return
             except AllRungsFailed as exc:
                 self._note(exc.failures)

@@ -38,7 +38,8 @@ __all__ = [
 
 
 def create_engine(spec: str | Engine) -> Engine:
-    """Build an engine from a URL (``memory://``, ``redis://host:port/db``) or pass one through.
+    """Build an engine from a URL (``memory://``, ``redis://host:port/db``,
+    ``redis://h1:port,h2:port/db`` for several servers) or pass one through.
 
     A URL of no known kind, a missing Redis extra or an object that is no engine raises
     :class:`~ladder.errors.ConfigurationError` naming the fix.
@@ -55,20 +56,36 @@ def create_engine(spec: str | Engine) -> Engine:
     scheme = urlsplit(spec).scheme
     if scheme == "memory":
         return MemoryEngine()
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        try:
+            from .rediscluster import RedisClusterEngine  # noqa: PLC0415 - optional dependency
+        except ImportError as exc:
+            raise _redis_missing(spec) from exc
+        cluster: Engine = RedisClusterEngine(spec)
+        return cluster
     if scheme in ("redis", "rediss", "unix"):
         try:
             from .redis import RedisEngine  # noqa: PLC0415 - optional dependency
+            from .shards import ShardedEngine  # noqa: PLC0415
         except ImportError as exc:
-            raise ConfigurationError(
-                "engine",
-                f"{spec!r} needs the Redis engine, which is not installed",
-                f"install it with `{install_hint('redis')}`",
-            ) from exc
-        engine: Engine = RedisEngine(spec)
+            raise _redis_missing(spec) from exc
+        several = "," in urlsplit(spec).netloc
+        engine: Engine = ShardedEngine(spec) if several else RedisEngine(spec)
         return engine
     raise ConfigurationError(
         "engine",
         f"unknown engine URL {spec!r}",
-        'use "memory://" (one process) or "redis://host:6379/0" (several processes; also '
-        '"rediss://" for TLS and "unix:///path/to/redis.sock")',
+        'use "memory://" (one process), "redis://host:6379/0" (several processes; also '
+        '"rediss://" for TLS and "unix:///path/to/redis.sock") or "redis://h1:6379,h2:6379/0" '
+        "(several Redis servers, channels and sessions spread over them) or "
+        '"redis+cluster://h1:7000,h2:7000" (a Redis Cluster, by some of its nodes)',
+    )
+
+
+def _redis_missing(spec: str) -> ConfigurationError:
+    """The error for a Redis URL when the Redis extra is not installed."""
+    return ConfigurationError(
+        "engine",
+        f"{spec!r} needs the Redis engine, which is not installed",
+        f"install it with `{install_hint('redis')}`",
     )

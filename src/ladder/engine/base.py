@@ -136,10 +136,16 @@ class EngineSink(Protocol):
         """A member joined (``kind="join"``) or left (``"leave"``) ``channel``."""
 
     def on_reset(self, channel: str, position: Position) -> None:
-        """A channel's stream was lost (new epoch): live subscribers must resync."""
+        """A channel's stream was lost or forked (a new epoch: Redis lost it, or a promoted
+        replica gave delivered offsets to other publications), or history no longer covers
+        what this node missed: live subscribers must resync at ``position``."""
 
     def on_node_message(self, message: bytes) -> None:
         """A message another node sent to this one (session routing)."""
+
+    def on_route_lost(self) -> None:
+        """A connection that messages between nodes travel on broke (a Redis server or a
+        cluster primary went away): an answer awaited through it may never come."""
 
 
 class Channels(Protocol):
@@ -197,8 +203,10 @@ class SessionRouting(Protocol):
     async def release_session(self, sid: str) -> None:
         """``sid`` ended here; forget any hand-over record."""
 
-    async def send_node(self, node: str, message: bytes) -> None:
-        """Deliver ``message`` to the ``on_node_message`` of ``node``."""
+    async def send_node(self, node: str, message: bytes) -> bool:
+        """Deliver ``message`` to the ``on_node_message`` of ``node``. False if no listener
+        of ``node`` heard it (not listening now: gone, or reconnecting), so an answer will
+        not come and the asker need not wait for one."""
 
     async def node_alive(self, node: str) -> bool:
         """Whether ``node`` is running and listening for messages."""
@@ -238,6 +246,11 @@ class Engine(Channels, Presence, SessionRouting, AppliedRecords, Protocol):
     node_id: str
     healthy: bool
     """False while the engine cannot do its job (a load balancer should stop sending traffic)."""
+
+    def healthy_for(self, sid: str) -> bool:
+        """Whether what session ``sid`` applies can be recorded now. An engine spread over
+        several servers answers for the one holding that session's record, so a server
+        down refuses only its own sessions' messages; otherwise this is ``healthy``."""
 
     async def start(self, sink: EngineSink) -> None:
         """Connect and begin delivering live publications to ``sink``."""

@@ -38,6 +38,13 @@ class ComposedEngine:
         self.applied = applied
         self.node_id = routing.node_id
 
+    healthy: bool
+    """Set by each engine (it knows what it depends on)."""
+
+    def healthy_for(self, sid: str) -> bool:
+        """One backbone for every session: its health is each session's."""
+        return self.healthy
+
     # -- channels --------------------------------------------------------------------------
 
     async def publish(self, channel: str, payload: Payload, options: ChannelOptions) -> Publication:
@@ -82,8 +89,8 @@ class ComposedEngine:
     async def release_session(self, sid: str) -> None:
         await self.routing.release_session(sid)
 
-    async def send_node(self, node: str, message: bytes) -> None:
-        await self.routing.send_node(node, message)
+    async def send_node(self, node: str, message: bytes) -> bool:
+        return await self.routing.send_node(node, message)
 
     async def node_alive(self, node: str) -> bool:
         return await self.routing.node_alive(node)

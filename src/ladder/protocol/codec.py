@@ -242,12 +242,23 @@ class MsgpackCodec(Codec):
 
     def decode(self, data: bytes | str, max_frame: int | None = None) -> list[Any]:
         raw = data.encode() if isinstance(data, str) else data
+        markers = _EXT_MARKERS.search(raw)
+        if markers is None:
+            # The common case, one frame: a single call (no Unpacker to set up). Anything
+            # else (several frames, bad input) takes the general path below, which reads
+            # it, or refuses it with its error.
+            try:
+                obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_reject_ext, timestamp=0)
+            except Exception:  # the general path below reports it
+                pass
+            else:
+                if max_frame is not None and len(raw) > max_frame:
+                    raise _too_large(len(raw), max_frame)
+                return [obj]
         # msgpack decodes the timestamp extension (type -1) itself, without asking
         # ``ext_hook``: decoded as Timestamp objects, containers holding one are refused.
         checks: dict[str, Any] = (
-            {"object_hook": _no_timestamp_map, "list_hook": _no_timestamp_list}
-            if _EXT_MARKERS.search(raw)
-            else {}
+            {"object_hook": _no_timestamp_map, "list_hook": _no_timestamp_list} if markers is not None else {}
         )
         unpacker = msgpack.Unpacker(
             raw=False,

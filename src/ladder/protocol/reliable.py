@@ -78,10 +78,13 @@ class Outbox(Generic[T]):
 
     def after(self, cursor: int, limit: int | None = None) -> list[tuple[int, T]]:
         """Items numbered above ``cursor`` (and above the ack), oldest first, at most ``limit``."""
-        start = max(cursor, self.acked)
-        skip = start - self.acked
+        acked = self.acked
+        start = cursor if cursor > acked else acked
+        if self.last - start == 1 and limit != 0:  # the common case (one new frame): no iterator, no loop
+            return [(self.last, self._items[-1])]
+        skip = start - acked
         items: Iterator[T] = islice(self._items, skip, None if limit is None else skip + limit)
-        return [(start + k + 1, item) for k, item in enumerate(items)]
+        return list(zip(range(start + 1, self.last + 1), items, strict=False))  # limit may cut items
 
     def pending(self, cursor: int) -> int:
         """How many items above ``cursor`` have not been acknowledged yet."""

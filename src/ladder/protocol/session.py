@@ -20,66 +20,22 @@ the core tells a driver "you have something to write" without knowing how it wai
 
 from __future__ import annotations
 
-import enum
+import math
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Final
 
 from .attachment import Attachment
 from .errors import LadderError
 from .frames import Numbered
+from .lifecycle import TRANSITIONS, Event, Phase, SessionLimits
 from .outframes import OutFrame
 from .reliable import Inbox, Outbox
 
+__all__ = ["PARKED_CONTROL", "TRANSITIONS", "Event", "Phase", "SessionLimits", "SessionState"]
+
 PARKED_CONTROL: Final = 32
 """Most control frames kept for a session between two transports (the oldest go first)."""
-
-
-class Phase(enum.Enum):
-    LIVE = "live"
-    """At least one transport is attached."""
-    DETACHED = "detached"
-    """No transport; the session waits ``ttl`` seconds for the client to come back."""
-    CLOSED = "closed"
-    """Ended (expired, closed by either side, or dropped as a slow consumer)."""
-
-
-class Event(enum.Enum):
-    ATTACH = "attach"
-    DETACH = "detach"
-    DETACH_LAST = "detach_last"
-    EXPIRE = "expire"
-    CLOSE = "close"
-
-
-TRANSITIONS: Final[dict[tuple[Phase, Event], Phase]] = {
-    (Phase.DETACHED, Event.ATTACH): Phase.LIVE,
-    (Phase.LIVE, Event.ATTACH): Phase.LIVE,
-    (Phase.LIVE, Event.DETACH): Phase.LIVE,
-    (Phase.LIVE, Event.DETACH_LAST): Phase.DETACHED,
-    (Phase.DETACHED, Event.EXPIRE): Phase.CLOSED,
-    (Phase.LIVE, Event.CLOSE): Phase.CLOSED,
-    (Phase.DETACHED, Event.CLOSE): Phase.CLOSED,
-}
-"""Every legal move of the session lifecycle; anything else is a bug and raises."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    """Timing and bounds of one session (all seconds, counts or bytes)."""
-
-    ttl: float = 120.0
-    heartbeat: float = 20.0
-    poll_timeout: float = 25.0
-    max_queue: int = 10_000
-    max_queue_bytes: int = 8 * 1024 * 1024
-    inbox_window: int = 1024
-    batch_frames: int = 512
-
-    @property
-    def dead_after(self) -> float:
-        """Silence after which a transport that must answer pings counts as dead."""
-        return self.heartbeat * 2 + 1.0
 
 
 class SessionState:
@@ -94,6 +50,7 @@ class SessionState:
         "detached_since",
         "inbox",
         "limits",
+        "on_due",
         "outbox",
         "parked",
         "phase",
@@ -115,6 +72,9 @@ class SessionState:
         self.ack_written = 0
         """The highest client message id acknowledged in anything written (any transport)."""
         self.ack_written_at = now
+        self.on_due: Callable[[], None] | None = None
+        """Called when :meth:`due` may have moved earlier (a transport attached, or the last
+        one detached): the driver's timers look at the session again."""
         self.parked: deque[dict[str, Any]] = deque(maxlen=PARKED_CONTROL)
         """Control frames (errors) for a session with no transport attached at that moment
         (between two polls): the next attachment writes them."""
@@ -167,6 +127,8 @@ class SessionState:
         if previous is not None and not previous.streaming:
             self._release(previous, None)
         att.wake()
+        if self.on_due is not None:
+            self.on_due()
         return att
 
     def detach(self, att: Attachment, now: float) -> None:
@@ -188,6 +150,8 @@ class SessionState:
         else:
             self._move(Event.DETACH_LAST)
             self.detached_since = now
+            if self.on_due is not None:
+                self.on_due()
 
     def close(self, error: LadderError | None, *, bye: bool = True) -> None:
         """End the session here. Every attachment is woken and, with ``bye``, told why.
@@ -198,6 +162,8 @@ class SessionState:
         if self.phase is Phase.CLOSED:
             return
         self._move(Event.CLOSE)
+        if self.on_due is not None:
+            self.on_due()
         self.close_error = error
         for att in list(self.attachments):
             self._release(att, error, bye=bye)
@@ -260,10 +226,13 @@ class SessionState:
         control = att.control
         att.control = []
         frames: list[tuple[int, OutFrame]] = []
-        if att is self.active and att.close_error is None:
-            frames = self.outbox.after(att.cursor, self.limits.batch_frames)
-            if frames:
-                att.cursor = frames[-1][0]
+        attachments = self.attachments
+        if attachments and att is attachments[-1] and att.close_error is None:
+            outbox = self.outbox
+            if outbox.last > att.cursor:
+                frames = outbox.after(att.cursor, self.limits.batch_frames)
+                if frames:
+                    att.cursor = frames[-1][0]
             applied = self.inbox.done
             if applied > att.ack_sent or (
                 # A poll answer can be lost on the way: a long poll released empty, and a
@@ -346,6 +315,29 @@ class SessionState:
         return state
 
     # -- time ---------------------------------------------------------------------------
+
+    def due(self) -> float | None:
+        """When :meth:`tick` next has something to do (None: nothing; at once once closed,
+        to be reaped). Lets a driver tick only the sessions that are due: it moves later as
+        frames are written and heard, earlier only when a transport attaches, the last one
+        detaches or the session closes, which :attr:`on_due` reports."""
+        if self.phase is Phase.CLOSED:
+            return -math.inf
+        limits = self.limits
+        if self.phase is Phase.DETACHED:
+            assert self.detached_since is not None
+            return self.detached_since + limits.ttl
+        due = math.inf
+        for att in self.attachments:
+            if att.pinged:
+                due = min(due, att.last_heard + limits.dead_after)
+        active = self.active
+        if active is not None and not active.closed:
+            if active.streaming:
+                due = min(due, active.last_sent + limits.heartbeat)
+            else:
+                due = min(due, active.opened + limits.poll_timeout)
+        return None if due == math.inf else due
 
     def tick(self, now: float) -> bool:
         """Advance deadlines to ``now``. Returns True when the session just expired.

@@ -11,7 +11,7 @@ message the lost session had applied, sends the kept answer instead of applying 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -20,9 +20,26 @@ from ..protocol.codec import MSGPACK
 from ..protocol.frames import Previous, format_ids, parse_ids
 from ..protocol.outframes import OutFrame
 
+_REPLY_KIND: Final = MSGPACK.encode("t") + MSGPACK.encode("reply")
+_REPLY_HEAD: Final = _REPLY_KIND + MSGPACK.encode("re")
+_UINT_SIZES: Final = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}
+"""Encoded sizes of msgpack's unsigned ints by first byte (a positive fixint is one byte)."""
+
 
 def encode_answer(reply: OutFrame) -> bytes:
-    """A reply or error frame as kept in the record: its fields without ``s`` and ``re``."""
+    """A reply or error frame as kept in the record: its fields without ``s`` and ``re``.
+
+    A ``reply`` (every call's answer) is cut from its msgpack tail (``t``, ``re``, then the
+    rest) without decoding and encoding its data again; other frames take the long way.
+    """
+    if reply.kind == "reply":
+        tail = reply.tails[1]
+        if tail.startswith(_REPLY_HEAD) and len(tail) > len(_REPLY_HEAD):
+            at = len(_REPLY_HEAD)
+            first = tail[at]
+            size = 1 if first < 0x80 else _UINT_SIZES.get(first, 0)
+            if size:
+                return bytes((0x80 | (reply.fields - 1),)) + _REPLY_KIND + tail[at + size :]
     body = reply.decode(MSGPACK)
     body.pop("s", None)
     body.pop("re", None)

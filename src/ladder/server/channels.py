@@ -24,7 +24,7 @@ def _unwired(_: object) -> None:
 class ChannelTable:
     """Local subscriptions by channel, and where each channel's stream stands."""
 
-    __slots__ = ("_channels", "_positions", "close", "engine", "node_message", "rules")
+    __slots__ = ("_channels", "_positions", "close", "engine", "node_message", "route_lost", "rules")
 
     def __init__(self, engine: Engine, rules: ChannelRules) -> None:
         self.engine = engine
@@ -36,6 +36,8 @@ class ChannelTable:
         """Ends a session that cannot keep up (wired to the session table)."""
         self.node_message: Callable[[bytes], None] = _unwired
         """Where messages from other nodes go (wired to the cluster)."""
+        self.route_lost: Callable[[], None] = lambda: None
+        """Who hears that a link between nodes broke (wired to the cluster)."""
 
     def __len__(self) -> int:
         return len(self._channels)
@@ -63,10 +65,14 @@ class ChannelTable:
         return sub, first
 
     async def drop(self, session: Session, channel: str) -> bool:
-        """Remove a subscription (and the node's listening, if it was the last one)."""
+        """Remove a subscription (and the node's listening, if it was the last one), or one
+        the session brought when it moved here and does not follow yet."""
+        unsettled = [entry for entry in session.unsettled if entry[0] == channel]
+        for entry in unsettled:
+            session.unsettled.remove(entry)
         sub = session.subs.pop(channel, None)
         if sub is None:
-            return False
+            return bool(unsettled)
         local = self._channels.get(channel)
         if local is not None:
             local.pop(session, None)
@@ -157,3 +163,6 @@ class ChannelTable:
 
     def on_node_message(self, message: bytes) -> None:
         self.node_message(message)
+
+    def on_route_lost(self) -> None:
+        self.route_lost()

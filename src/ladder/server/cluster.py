@@ -44,6 +44,14 @@ class Elsewhere(Exception):
         self.node = node
 
 
+class HandedHere(LadderError):
+    """The session's owner says it handed the session to this node (retryable: the hand-over
+    may still be arriving; the router decides whether it was lost)."""
+
+    def __init__(self) -> None:
+        super().__init__("engine_unavailable", "the session is being handed to this node; retry")
+
+
 def _error(message: dict[str, Any]) -> LadderError:
     return LadderError(str(message.get("code", "internal")), str(message.get("reason", "")))
 
@@ -85,17 +93,25 @@ class Cluster:
         self.counters["forwarded"] += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
+        reply: dict[str, Any] | None = None
+        heard = False
+        packed = msgpack.packb({**message, "id": rid, "from": engine.node_id})
         try:
-            await engine.send_node(node, msgpack.packb({**message, "id": rid, "from": engine.node_id}))
-            async with asyncio.timeout(timeout):
-                reply = await future
+            # Nobody heard it: no answer will come, so the node is asked after at once.
+            heard = await engine.send_node(node, packed)
+            if heard:
+                async with asyncio.timeout(timeout):
+                    reply = await future
         except TimeoutError:
-            if await engine.node_alive(node):
-                # Alive but silent (busy, or between reconnects): the session is not lost.
-                raise LadderError("engine_unavailable", f"node {node} did not answer in time") from None
-            raise LadderError("unknown_session", f"node {node} holding the session is gone") from None
+            pass
         finally:
             self._waiting.pop(rid, None)
+        if reply is None:
+            if await engine.node_alive(node):
+                # Alive but silent (busy, or between reconnects): the session is not lost.
+                why = "did not answer in time" if heard else "is not listening now (reconnecting)"
+                raise LadderError("engine_unavailable", f"node {node} {why}; retry")
+            raise LadderError("unknown_session", f"node {node} holding the session is gone")
         if "code" in reply:
             raise _error(reply)
         return reply
@@ -109,7 +125,7 @@ class Cluster:
         here late (see :attr:`adopt_late`), and the client's next request finds it here."""
         for _ in range(3):
             if node == self.engine.node_id:
-                raise LadderError("engine_unavailable", "the session is being handed to this node; retry")
+                raise HandedHere
             reply = await self.ask(node, message, timeout, rid)
             if "moved" not in reply:
                 return reply
@@ -156,6 +172,16 @@ class Cluster:
     async def tell(self, node: str, message: dict[str, Any]) -> None:
         """Send ``message`` to ``node`` without waiting for an answer."""
         await self.engine.send_node(node, msgpack.packb(message))
+
+    def on_route_lost(self) -> None:
+        """A link messages travel on broke: a question or its answer may have been lost with
+        it. Every pending question fails now with a retryable ``engine_unavailable`` (the
+        client asks again at once, through a link that is up) instead of waiting out its
+        timeout, which for a forwarded long poll is the whole hold."""
+        reason = "a link between nodes broke while the request was forwarded; retry"
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(LadderError("engine_unavailable", reason))
 
     # -- answering -----------------------------------------------------------------------------
 

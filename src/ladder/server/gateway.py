@@ -31,7 +31,16 @@ class Serving(Protocol):
 class Gateway:
     """The small interface between the drivers and the rest of the server."""
 
-    __slots__ = ("_node", "address_limiter", "counters", "receive", "refused", "router", "settings")
+    __slots__ = (
+        "_node",
+        "address_limiter",
+        "counters",
+        "receive",
+        "receive_now",
+        "refused",
+        "router",
+        "settings",
+    )
 
     def __init__(
         self,
@@ -49,6 +58,9 @@ class Gateway:
         self.refused = refused
         self.receive = inbound.receive
         """``receive(session, att, frames)``: client frames that arrived on ``att`` (None: a POST)."""
+        self.receive_now = inbound.receive_now
+        """``receive_now(session, att, frames)``: acks, pings and pongs applied at once (False:
+        the batch has more, for :attr:`receive`)."""
         self._node = node
         limits = settings.limits
         self.address_limiter = Limiter(Rate(limits.request_rate, limits.request_burst))

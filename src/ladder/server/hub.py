@@ -194,7 +194,7 @@ class Ladder:
         """
         payload, options = Payload.checked(data), self._settings.channel_rules.options(channel)
         node = self._node
-        await node.start()
+        await node.serving()
         started = time.perf_counter()
         pub = await node.engine.publish(channel, payload, options)
         node.metrics.engine_latency.observe(time.perf_counter() - started)
@@ -202,7 +202,7 @@ class Ladder:
 
     async def send(self, session_id: str, event: str, data: Any = None) -> bool:
         """Push an event to one session (on whichever node holds it). False when unknown."""
-        await self._node.start()
+        await self._node.serving()
         return await self._node.router.send(session_id, event, data)
 
     async def send_user(self, user: str, event: str, data: Any = None) -> int:
@@ -213,18 +213,18 @@ class Ladder:
         still deliver; with the engine unreachable, only this node's are reached, and a
         WARNING says so). A session whose client is away gets it when the client comes back.
         """
-        await self._node.start()
+        await self._node.serving()
         return await self._node.router.send_user(user, event, data)
 
     async def presence(self, channel: str) -> list[Member]:
         """Members currently present in ``channel``."""
-        await self._node.start()
+        await self._node.serving()
         return await self._node.engine.presence(channel)
 
     async def history(self, channel: str, limit: int = 100) -> list[Publication]:
         """The newest ``limit`` publications kept for ``channel``."""
         node = self._node
-        await node.start()
+        await node.serving()
         options = self._settings.channel_rules.options(channel)
         result = await node.engine.history(channel, since=None, limit=limit, options=options)
         return result.publications
@@ -249,7 +249,9 @@ class Ladder:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect the engine and start the clock. Idempotent; run lazily on first use."""
+        """Connect the engine and start the clock. Idempotent; run lazily on first use (but
+        only this starts a stopped hub again: ``publish`` and the rest then raise
+        ``shutting_down``)."""
         await self._node.start()
 
     async def stop(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from ..engine.base import Engine
 from ..protocol.attachment import Attachment
@@ -27,6 +27,8 @@ from .tasks import Tasks
 log = logging.getLogger("ladder")
 
 _UNRECORDABLE = "this server cannot reach its engine: messages are not applied here now"
+_AT_ONCE: Final = frozenset({Ack, Ping, Pong})
+"""Client frames applied without waiting for anything (see :meth:`Inbound.receive_now`)."""
 
 
 class Inbound:
@@ -60,6 +62,34 @@ class Inbound:
         A frame the core refuses (an ack beyond what was sent, an id too far ahead, a second
         hello) gets an unsequenced ``err``; the rest of the batch still counts.
         """
+        offered = self._offer(session, att, frames)
+        if offered is None:
+            return
+        accepted, unrecordable, transport = offered
+        if accepted:
+            await self.drain(session)
+        if unrecordable:
+            # What this batch had accepted before is given back by the drain, between two
+            # messages (not here: one may be in a handler now, and must not be taken again).
+            error = LadderError("engine_unavailable", _UNRECORDABLE)
+            self.refused(transport, error, session=session)
+            if att is None:
+                raise error  # the POST fails: the client writes it again
+            session.state.send_away(error)
+
+    def receive_now(self, session: Session, att: Attachment, frames: list[ClientFrame]) -> bool:
+        """Apply at once a batch of acks, pings and pongs only (nothing in them waits, so a
+        driver needs no task for them); False, with nothing done, for any other batch."""
+        if not all(type(frame) in _AT_ONCE for frame in frames):
+            return False
+        self._offer(session, att, frames)
+        return True
+
+    def _offer(
+        self, session: Session, att: Attachment | None, frames: Iterable[ClientFrame]
+    ) -> tuple[bool, bool, str] | None:
+        """Take in a batch: (whether messages were accepted for the drain, whether one could
+        not be recorded, the transport's name), or None when the client said bye."""
         state = session.state
         transport = "send"
         now = self.settings.clock()
@@ -86,11 +116,11 @@ class Inbound:
                     pass
                 elif isinstance(frame, Bye):
                     self.sessions.close(session, None)
-                    return
+                    return None
                 elif isinstance(frame, Hello):
                     raise LadderError("bad_frame", "hello is only valid as the first frame")
                 else:
-                    if isinstance(frame, Emit | Call) and not self.engine.healthy:
+                    if isinstance(frame, Emit | Call) and not self.engine.healthy_for(session.state.sid):
                         # A handler's effects are outside the engine, and what this node applied
                         # now it could not record: were the session then lost (other nodes
                         # cannot reach this one either), its successor would apply it again.
@@ -106,16 +136,7 @@ class Inbound:
             except LadderError as exc:
                 self.refused(transport, exc, session=session)
                 state.send_control({"t": "err", **exc.body()})
-        if accepted:
-            await self.drain(session)
-        if unrecordable:
-            # What this batch had accepted before is given back by the drain, between two
-            # messages (not here: one may be in a handler now, and must not be taken again).
-            error = LadderError("engine_unavailable", _UNRECORDABLE)
-            self.refused(transport, error, session=session)
-            if att is None:
-                raise error  # the POST fails: the client writes it again
-            session.state.send_away(error)
+        return accepted, unrecordable, transport
 
     @staticmethod
     def _unrecordable(session: Session) -> None:
@@ -178,7 +199,7 @@ class Inbound:
         returned = False
         try:
             while session.ready and state.phase is not Phase.CLOSED and not session.moving:
-                if isinstance(session.ready[0], Emit | Call) and not self.engine.healthy:
+                if isinstance(session.ready[0], Emit | Call) and not self.engine.healthy_for(state.sid):
                     self._unrecordable(session)  # accepted while the engine answered
                     break
                 frame, returned = session.ready.popleft(), False

@@ -17,6 +17,9 @@ from .session import Session, Waker
 
 def encode_batch(codec: Codec, control: list[dict[str, Any]], frames: list[tuple[int, OutFrame]]) -> bytes:
     """Control frames first, then sequenced frames, as one batch in ``codec``."""
+    if not control and len(frames) == 1:  # one publication or reply: its shared bytes, stamped
+        seq, frame = frames[0]
+        return frame.encode(codec, seq)
     parts = [codec.encode(body) for body in control]
     parts.extend(frame.encode(codec, seq) for seq, frame in frames)
     return codec.join(parts)
@@ -28,7 +31,7 @@ class Link:
     What a driver holds while it serves a session: it takes what to write, and ends.
     """
 
-    __slots__ = ("att", "clock", "frames_out", "session", "waker")
+    __slots__ = ("att", "batch", "clock", "frames_out", "session", "waker")
 
     def __init__(
         self,
@@ -42,15 +45,27 @@ class Link:
         self.att = att
         self.clock = clock
         self.frames_out = frames_out
+        self.batch = session.state.limits.batch_frames
         self.waker = Waker()
         att.wake_with(wake or self.waker)
 
     def take(self) -> tuple[list[dict[str, Any]], list[tuple[int, OutFrame]]]:
-        """What to write now: control frames, then sequenced frames with their numbers."""
+        """What to write now: control frames, then sequenced frames with their numbers.
+
+        Unless :meth:`more` says otherwise, this is everything there is: earlier wake-ups
+        are answered (the writer checks ``att.closed`` and sleeps, rather than taking again
+        to find nothing).
+        """
         control, frames = self.session.state.take(self.att, self.clock())
         if frames:
             self.frames_out[self.att.transport] += len(frames)
+        if len(frames) < self.batch:
+            self.waker.clear()
         return control, frames
+
+    def more(self, frames: list[tuple[int, OutFrame]]) -> bool:
+        """Whether a batch :meth:`take` returned was cut at ``batch_frames`` (take again)."""
+        return len(frames) >= self.batch
 
     def close(self) -> None:
         """The transport is done with the session (it stays, waiting for the next one)."""

@@ -45,7 +45,7 @@ class Counters:
 class Observed:
     """What the metrics read at scrape time."""
 
-    __slots__ = ("channels", "cluster", "counters", "healthy", "sessions", "transports")
+    __slots__ = ("channels", "cluster", "counters", "healthy", "sessions", "shards", "transports")
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class Observed:
         channels: Sized,
         healthy: Callable[[], bool],
         cluster: dict[str, int],
+        shards: Callable[[], list[tuple[str, bool]]] = list,
     ) -> None:
         self.counters = counters
         self.transports = transports
@@ -63,6 +64,8 @@ class Observed:
         self.channels = channels
         self.healthy = healthy
         self.cluster = cluster
+        self.shards = shards
+        """(shard, healthy) for each shard of an engine spread over several Redis servers."""
 
 
 class _Collector(Collector):
@@ -89,6 +92,14 @@ class _Collector(Collector):
         yield GaugeMetricFamily(
             "ladder_engine_healthy", "1 while the engine is reachable", value=1 if observed.healthy() else 0
         )
+        shards = observed.shards()
+        if shards:
+            per_shard = GaugeMetricFamily(
+                "ladder_engine_shard_healthy", "1 while the engine's shard answers", labels=["shard"]
+            )
+            for shard, ok in shards:
+                per_shard.add_metric([shard], 1 if ok else 0)
+            yield per_shard
         for name, doc, counter in (
             ("ladder_messages_in", "Client messages accepted", counters.frames_in),
             ("ladder_messages_out", "Frames written to clients", counters.frames_out),

@@ -10,6 +10,7 @@ restores itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from typing import Any
@@ -48,10 +49,20 @@ def pack(session: Session, channels: ChannelTable) -> dict[str, Any]:
         "state": session.state.snapshot(),
         "inh": None if session.inherited is None else session.inherited.pack(),
         "ans": None if session.answers is None else session.answers.pack(),
-        "subs": [
-            [sub.channel, *channels.position_of(sub), sub.member is not None] for sub in session.subs.values()
-        ],
+        "subs": _subscriptions(session, channels),
     }
+
+
+def _subscriptions(session: Session, channels: ChannelTable) -> list[list[Any]]:
+    """Where each subscription stands; one it brought here and does not follow yet (it moves
+    on before settling in) stands where it stood when it came."""
+    unsettled = {entry[0]: list(entry) for entry in session.unsettled}
+    subs = [
+        [sub.channel, *channels.position_of(sub), sub.member is not None]
+        for sub in session.subs.values()
+        if sub.channel not in unsettled
+    ]
+    return subs + list(unsettled.values())
 
 
 async def restore(
@@ -72,40 +83,42 @@ async def restore(
     if packed.get("ans") is not None:
         session.answers = Answers(settings.limits.inbox_window)
         session.answers.unpack(packed["ans"])
+    session.unsettled = [(str(ch), ep, int(off), bool(present)) for ch, ep, off, present in packed["subs"]]
     sessions.adopt(session)
-    subs = [(str(ch), ep, int(off), bool(present)) for ch, ep, off, present in packed["subs"]]
     try:
-        await _settle_in(session, settings, sessions, subs)
+        await _settle_in(session, settings, sessions)
     except LadderError as exc:
         # The session is here now (its old owner forgot it): a failed step must not leave
         # it unclaimed or a subscription pending for good, which silently lost every
         # publication after the move. Finished in the background as the engine comes back.
         log.warning("session %s moved in, %s; its move finishes when the engine answers", state.sid[:8], exc)
-        tasks.spawn(_settle_later(session, settings, sessions, subs), "ladder-settle-in")
+        tasks.spawn(_settle_later(session, settings, sessions), "ladder-settle-in")
     return session
 
 
-_Subs = list[tuple[str, "str | None", int, bool]]
-
-
-async def _settle_in(session: Session, settings: Settings, sessions: SessionTable, subs: _Subs) -> None:
+async def _settle_in(session: Session, settings: Settings, sessions: SessionTable) -> None:
     """Claim a session that moved here (again, if tried again: it is idempotent) and follow
-    its channels; ``subs`` shrinks as each is done."""
+    its channels; ``session.unsettled`` shrinks as each is done. Stops when the session
+    leaves meanwhile (moved on, or ended): what is left went with it."""
     await sessions.engine.claim_session(session.sid, settings.session_limits.ttl * 2)
-    while subs:
-        channel, epoch, offset, present = subs[0]
+    while session.unsettled and sessions.get(session.sid) is session:
+        entry = session.unsettled[0]
+        channel, epoch, offset, present = entry
         await _resubscribe(
             session, settings, sessions.channels, channel, epoch=epoch, offset=offset, present=present
         )
-        subs.pop(0)
+        if sessions.get(session.sid) is not session:
+            return  # it left during the step: the step's subscription went with it (or ended)
+        with contextlib.suppress(ValueError):  # gone already if the client unsubscribed meanwhile
+            session.unsettled.remove(entry)
 
 
-async def _settle_later(session: Session, settings: Settings, sessions: SessionTable, subs: _Subs) -> None:
+async def _settle_later(session: Session, settings: Settings, sessions: SessionTable) -> None:
     delay = 0.1
     while sessions.get(session.sid) is session:
         await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         try:
-            await _settle_in(session, settings, sessions, subs)
+            await _settle_in(session, settings, sessions)
             return
         except LadderError:
             delay = min(delay * 2, 2.0)
@@ -135,6 +148,8 @@ async def _resubscribe(
         await engine.presence_add(channel, sub.member, settings.presence_ttl)
     since = Position(epoch, offset) if epoch is not None else None
     history = await engine.history(channel, since=since, limit=options.history_size, options=options)
+    if session.subs.get(channel) is not sub:
+        return  # unsubscribed, moved on or ended meanwhile: nothing to deliver here
     if since is not None and not history.complete:
         channels.push(session, resync_frame(channel, history.position.epoch, history.position.offset))
     channels.deliver_backlog(sub, history)

@@ -1,17 +1,16 @@
 """The native WebSocket driver: Ladder's ``ws`` endpoint without ASGI, for ``ladder serve``.
 
-ASGI gives each WebSocket a coroutine for the app, a task for our writer and, in the
-server, a few more objects and tasks; a publication then travels through several awaits
-per recipient. This driver is a uvicorn WebSocket protocol class (uvicorn hands it the
-socket after the HTTP upgrade) that moves frames straight between the socket and the
-session, on the same sans-I/O core as every other rung:
+A uvicorn WebSocket protocol class (uvicorn hands it the socket after the HTTP upgrade)
+that moves frames straight between the socket and the session, on the same sans-I/O core
+as every other rung, without ASGI's coroutines, tasks and awaits per message:
 
-* a wake-up from the session schedules one ``call_soon`` flush per connection, which
-  writes every pending frame as one WebSocket message: no task per connection, and no
-  task per recipient in a fan-out;
-* WebSocket framing is parsed by the ``websockets`` library's sans-I/O ``ServerProtocol``;
-  server frames (unmasked) are written directly;
-* client messages are applied by a short-lived task that runs only while some are queued.
+* a wake-up from the session puts the connection on its loop's :class:`Flusher`: one
+  callback per loop turn writes every woken connection's pending frames, each as one
+  WebSocket message (a fan-out is one callback, not one per recipient);
+* whole small client frames are read straight from the bytes (:func:`whole_frames`),
+  everything else by the ``websockets`` library's sans-I/O ``ServerProtocol``;
+* acks, pings and pongs are applied at once; other messages by a short-lived task that
+  runs only while some are queued.
 
 Requests for any other path (the app's own WebSockets when the hub is mounted inside an
 app) are handed to uvicorn's standard implementation.
@@ -22,33 +21,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 from collections import deque
 from typing import Any, ClassVar, cast
 
 from websockets.frames import BINARY, CONT, TEXT, Frame
 from websockets.http11 import Request as WsRequest
+from websockets.protocol import Protocol
 
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
+from ..protocol.frames import ClientFrame
+from .flusher import flusher_of
 from .gateway import Gateway
 from .http import Request, origin_allowed
 from .hub import Ladder, gateway_of
 from .link import Link, encode_batch
-from .rfc6455 import INVALID_UTF8, FrameClock, HandshakeProtocol, refusal, valid_utf8
-from .websocket import apply_message, open_link
+from .rfc6455 import (
+    INVALID_UTF8,
+    FrameClock,
+    HandshakeProtocol,
+    after_handshake,
+    at_boundary,
+    refusal,
+    upgrade_request,
+    valid_utf8,
+    whole_frames,
+    ws_frame,
+)
+from .websocket import apply_message, decode_message, open_link
 
 log = logging.getLogger("ladder")
-
-
-def ws_frame(opcode: int, payload: bytes) -> bytes:
-    """One unmasked, unfragmented server frame."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x80 | opcode, size)) + payload
-    if size < 65536:
-        return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload
 
 
 class NativeWebSocket(asyncio.Protocol):
@@ -68,13 +70,14 @@ class NativeWebSocket(asyncio.Protocol):
         self.server_state = server_state
         self.app_state = app_state
         self.loop = _loop or asyncio.get_event_loop()
+        self.flusher = flusher_of(self.loop)
         self.transport: asyncio.Transport | None = None
-        self.ws: HandshakeProtocol | None = None
+        self.ws: Protocol | None = None
         self.gateway: Gateway | None = None
         self.link: Link | None = None
         self.codec: Codec = JSON
         self.request: Request | None = None
-        self.inbox: deque[tuple[bytes, Codec]] = deque()
+        self.inbox: deque[tuple[bytes, Codec] | list[ClientFrame]] = deque()  # raw or decoded
         self.applier: asyncio.Task[None] | None = None
         self.fragments: list[bytes] | None = None
         self.fragment_codec: Codec = JSON
@@ -100,7 +103,18 @@ class NativeWebSocket(asyncio.Protocol):
         if self.ws is None:
             self._handshake(data)
             return
-        self.ws.receive_data(data)
+        ws = self.ws
+        if self.fragments is None and not self.closing and at_boundary(ws, self.frame_clock):
+            # Whole small messages skip the general parser.
+            assert self.hub is not None
+            frames, used = whole_frames(data, self.hub.limits.max_frame_size)  # ws's max_size
+            for opcode, payload in frames:
+                self._message(payload, JSON if opcode == 0x1 else MSGPACK)
+            if used == len(data):
+                self._time_message()
+                return
+            data = data[used:]
+        ws.receive_data(data)
         self.frame_clock.feed(data)
         self._events()
         self._time_message()
@@ -159,7 +173,8 @@ class NativeWebSocket(asyncio.Protocol):
             self._write_out()
             self._abort()
             return
-        request = self.request = self._request(events[0])
+        assert self.transport is not None
+        request = self.request = upgrade_request(events[0], self.transport, hub.limits.trust_forwarded_for)
         if not origin_allowed(hub.allowed_origins, request):
             error = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
             gateway.refused("websocket", error, client=request.client, origin=request.origin)
@@ -171,24 +186,8 @@ class NativeWebSocket(asyncio.Protocol):
         self._write_out()
         if response.status_code != 101:
             return
+        self.ws = after_handshake(ws, hub.limits.max_frame_size)
         self.hello_timer = self.loop.call_later(hub.limits.hello_timeout, self._no_hello)
-
-    def _request(self, handshake: WsRequest) -> Request:
-        assert self.transport is not None
-        target = handshake.path
-        path, _, query = target.partition("?")
-        scope = {
-            "type": "websocket",
-            "path": path,
-            "query_string": query.encode("latin-1"),
-            "headers": [
-                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in handshake.headers.raw_items()
-            ],
-            "client": self.transport.get_extra_info("peername"),
-            "scheme": "wss" if self.transport.get_extra_info("sslcontext") else "ws",
-        }
-        assert self.hub is not None
-        return Request(scope, trust_forwarded=self.hub.limits.trust_forwarded_for)
 
     def _hand_over(self, data: bytes) -> None:
         """Not Ladder's endpoint: let uvicorn's standard implementation serve it."""
@@ -251,22 +250,51 @@ class NativeWebSocket(asyncio.Protocol):
             self.transport.close()
 
     def _message(self, data: bytes, codec: Codec) -> None:
+        if self.closing:
+            return  # nothing more is applied from a connection being closed
         if codec is JSON and not valid_utf8(data):
             self._close_with(INVALID_UTF8, "invalid UTF-8 in a text message")
             return
-        self.inbox.append((data, codec))
+        link = self.link
+        if link is not None and self.applier is None:
+            # Nothing waits before it: acks, pings and pongs are applied now, with no task.
+            try:
+                if self._apply_now(link, data, codec):
+                    return
+            except Exception:
+                log.exception("native websocket: applying a message failed")
+                self._close(LadderError("internal"))
+                return
+        else:
+            self.inbox.append((data, codec))
         if self.applier is None:
             self.applier = self.loop.create_task(self._apply(), name="ladder-native-apply")
+
+    def _apply_now(self, link: Link, data: bytes, codec: Codec) -> bool:
+        """Decode a message; apply it if it has nothing that waits, else queue its frames."""
+        gateway = self.gateway
+        assert gateway is not None
+        frames, fatal = decode_message(gateway, link, data, codec)
+        if fatal is not None:
+            self._close(fatal)
+            return True
+        if not frames or gateway.receive_now(link.session, link.att, frames):
+            return True
+        self.inbox.append(frames)
+        return False
 
     async def _apply(self) -> None:
         """Apply queued client messages in order; exists only while there are some."""
         try:
             while self.inbox:
-                data, codec = self.inbox.popleft()
-                if self.link is None:
-                    await self._open(data, codec)
+                item = self.inbox.popleft()
+                if isinstance(item, list):  # decoded already (see _apply_now)
+                    assert self.gateway is not None and self.link is not None
+                    await self.gateway.receive(self.link.session, self.link.att, item)
+                elif self.link is None:
+                    await self._open(*item)
                 else:
-                    await self._receive(self.link, data, codec)
+                    await self._receive(self.link, *item)
         except Exception:
             log.exception("native websocket: applying a message failed")
             self._close(LadderError("internal"))
@@ -286,6 +314,7 @@ class NativeWebSocket(asyncio.Protocol):
             self._send(self.codec.encode({"t": "err", **exc.body()}))
             self._close(exc)
             return
+        self.request = None  # (read only to open the session)
         if rest:
             await gateway.receive(self.link.session, self.link.att, rest)
 
@@ -300,21 +329,23 @@ class NativeWebSocket(asyncio.Protocol):
     def _wake(self) -> None:
         if not self.scheduled:
             self.scheduled = True
-            self.loop.call_soon(self._flush)
+            self.flusher.add(self)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """Write everything the session has for this socket, then close if it ended."""
         self.scheduled = False
         link = self.link
-        if link is None or self.closing or self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if link is None or self.closing or transport is None or transport.is_closing():
             return
         codec = self.codec
         opcode = 0x2 if codec.binary else 0x1
         while not self.paused:
             control, frames = link.take()
-            if not control and not frames:
+            if control or frames:
+                transport.write(ws_frame(opcode, encode_batch(codec, control, frames)))
+            if not link.more(frames):
                 break
-            self.transport.write(ws_frame(opcode, encode_batch(codec, control, frames)))
         att = link.att
         if att.closed and not self.paused:
             self._close(att.close_error or link.session.state.close_error)

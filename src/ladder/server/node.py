@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import time
-from typing import Any
+from typing import Any, Final
 
 from ..engine.base import Engine
 from ..protocol.errors import LadderError
@@ -33,6 +33,10 @@ from .tasks import Tasks
 from .upstream import serve_forwarded_send
 
 log = logging.getLogger("ladder")
+
+FULL_TICK: Final = 60.0
+"""Seconds between two ticks that visit every session, not only the due ones: a safety net
+that bounds the delay of a deadline some future code path forgets to report."""
 
 
 class Node:
@@ -70,6 +74,7 @@ class Node:
         )
         self.cluster = Cluster(engine, self.tasks)
         self.channels.node_message = self.cluster.on_node_message
+        self.channels.route_lost = self.cluster.on_route_lost
         self.router = Router(settings, engine, self.sessions, self.cluster, self.inbound)
         self.gateway = Gateway(
             settings,
@@ -88,6 +93,9 @@ class Node:
             channels=self.channels,
             healthy=lambda: bool(self.engine.healthy),
             cluster=self.cluster.counters,
+            shards=lambda: [
+                (s["shard"], bool(s["healthy"])) for s in self.engine.details().get("shards", [])
+            ],
         )
         self.metrics = Metrics(observed)
         self._ticker: asyncio.Task[None] | None = None
@@ -99,6 +107,7 @@ class Node:
         process open after a SIGTERM)."""
         self._last_presence_refresh = settings.clock()
         self._last_sweep = settings.clock()
+        self._last_full_tick = settings.clock()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -135,7 +144,9 @@ class Node:
         await self.engine.stop()
 
     async def serving(self) -> None:
-        """Start on a client's first request, but never again once stopped."""
+        """Start on first use (a client's request, a publish from server code), but never
+        again once stopped: a straggling task publishing during a shutdown would otherwise
+        start the engine and the clock again."""
         if self.stopped:
             raise LadderError("shutting_down", "this server is shutting down")
         await self.start()
@@ -157,16 +168,25 @@ class Node:
                 log.exception("tick failed")
 
     async def tick(self, now: float) -> None:
-        """Advance every session's deadlines; reap the expired ones; end sessions whose
-        credentials expired without a refresh."""
+        """Advance the deadlines of the sessions that are due (every session once a minute,
+        in case one was missed); reap the expired ones; end sessions whose credentials
+        expired without a refresh."""
         wall = time.time()
         sessions = self.sessions
-        for session in sessions:
+        due = sessions.timers.pop_due(now)
+        if now - self._last_full_tick >= FULL_TICK:
+            self._last_full_tick = now
+            due = list(sessions)
+        for session in due:
+            if sessions.get(session.sid) is not session:
+                continue  # ended or moved on meanwhile
             expires = session.identity.expires
             if expires is not None and wall >= expires:
                 sessions.close(session, LadderError("token_expired"))
             if session.state.tick(now) or session.state.phase is Phase.CLOSED:
                 await sessions.forget(session)
+            else:
+                sessions.schedule(session)
         if now - self._last_sweep >= 10.0:
             self._last_sweep = now
             self.gateway.address_limiter.sweep(now)
@@ -192,7 +212,7 @@ class Node:
     def health(self) -> dict[str, Any]:
         engine = self.engine
         return {
-            "ok": bool(engine.healthy),
+            "ok": bool(engine.healthy) and not self.stopped,
             "node": engine.node_id,
             **self.stats(),
             **engine.details(),

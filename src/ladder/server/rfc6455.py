@@ -8,17 +8,29 @@
   heartbeat notices. :class:`FrameClock` follows frame boundaries in the raw byte stream
   (header sizes as RFC 6455 §5.2 defines them) to know whether a message is in progress.
 * A text message that is not UTF-8 closes the connection with 1007 (§8.1), quietly.
+* :func:`whole_frames` reads the common case (whole, masked, unfragmented text and binary
+  frames) straight from the bytes received, so a small message does not go through the
+  ``websockets`` library's general parser (a generator per frame).
 """
 
 from __future__ import annotations
 
+import struct
+from typing import Any
+
 from websockets.exceptions import InvalidHeader
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response
+from websockets.protocol import Protocol, Side, State
 from websockets.server import ServerProtocol
 
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - built without its C extension
+    from websockets.utils import apply_mask
+
 from ..protocol.errors import LadderError
-from .http import error_body
+from .http import Request, error_body
 
 INVALID_UTF8 = 1007
 """Close code for a text message that is not UTF-8 (RFC 6455 §7.4.1)."""
@@ -58,6 +70,34 @@ class HandshakeProtocol(ServerProtocol):
             if name in response.headers:
                 refused.headers[name] = response.headers[name]
         return refused
+
+
+def after_handshake(ws: ServerProtocol, max_size: int) -> Protocol:
+    """The protocol to read an accepted connection's frames with: a frame-level one when
+    nothing past the handshake arrived yet. ``websockets``' server protocol keeps the
+    upgrade request and its headers alive (its parser's frame) for the connection's life:
+    about a tenth of an idle connection's objects, which every full collection walks."""
+    if ws.reader.buffer or ws.events or ws.state is not State.OPEN:
+        return ws  # a client that sent frames before the 101: keep what was read
+    frames = Protocol(Side.SERVER, state=State.OPEN, max_size=max_size)
+    frames.extensions, frames.subprotocol = ws.extensions, ws.subprotocol  # (none offered today)
+    return frames
+
+
+def upgrade_request(handshake: WsRequest, transport: Any, trust_forwarded: bool) -> Request:
+    """The upgrade request as Ladder's HTTP layer sees requests (an ASGI-like scope)."""
+    path, _, query = handshake.path.partition("?")
+    scope = {
+        "type": "websocket",
+        "path": path,
+        "query_string": query.encode("latin-1"),
+        "headers": [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in handshake.headers.raw_items()
+        ],
+        "client": transport.get_extra_info("peername"),
+        "scheme": "wss" if transport.get_extra_info("sslcontext") else "ws",
+    }
+    return Request(scope, trust_forwarded=trust_forwarded)
 
 
 def valid_utf8(data: bytes) -> bool:
@@ -118,3 +158,49 @@ def _header(head: bytearray) -> tuple[int, int] | None:
         return None
     length = short if not extra else int.from_bytes(head[2 : 2 + extra], "big")
     return size, length
+
+
+def at_boundary(ws: Protocol, clock: FrameClock) -> bool:
+    """Whether ``ws`` waits for a new frame with nothing of it read (where
+    :func:`whole_frames` may read instead); the driver adds "outside a fragmented message"."""
+    return ws.state is State.OPEN and not ws.reader.buffer and not clock.in_frame
+
+
+def whole_frames(data: bytes, max_size: int | None) -> tuple[list[tuple[int, bytes]], int]:
+    """The complete frames at the start of ``data`` that need nothing but unmasking: final
+    (FIN, no RSV bits), text or binary, masked, at most 65,535 bytes and ``max_size``.
+
+    Returns their (opcode, payload) and how many bytes they took; parsing stops at the
+    first frame that is anything else (or incomplete), which the general parser then reads
+    from there. Call it only at a frame boundary, outside a fragmented message.
+    """
+    frames: list[tuple[int, bytes]] = []
+    pos, size = 0, len(data)
+    while size - pos >= 6:
+        first, second = data[pos], data[pos + 1]
+        if first not in {0x81, 0x82} or not second & 0x80:
+            break
+        length = second & 0x7F
+        if length < 126:
+            head = pos + 2
+        elif length == 126 and size - pos >= 8:
+            length = (data[pos + 2] << 8) | data[pos + 3]
+            head = pos + 4
+        else:
+            break
+        end = head + 4 + length
+        if end > size or (max_size is not None and length > max_size):
+            break
+        frames.append((first & 0x0F, apply_mask(data[head + 4 : end], data[head : head + 4])))
+        pos = end
+    return frames, pos
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, unfragmented server frame."""
+    size = len(payload)
+    if size < 126:
+        return b"%c%c%b" % (0x80 | opcode, size, payload)
+    if size < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload

@@ -125,7 +125,8 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
             await respond(tracked, 200, node.metrics.render(), content_type=METRICS_TYPE)
             return
         if endpoint == "health" and request.method == "GET":
-            await node.start()
+            if not node.stopped:  # shutting down: 503, so that the balancer looks elsewhere
+                await node.start()
             health = node.health()
             await respond(tracked, 200 if health["ok"] else 503, orjson.dumps(health))
             return

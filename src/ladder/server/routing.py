@@ -24,7 +24,7 @@ from ..protocol.session import Phase
 from .applied import Inherited
 from .auth import AuthRequest, run_authenticate
 from .channels import ChannelTable
-from .cluster import REQUEST_TIMEOUT, SETTLE_TIMEOUT, Cluster, Elsewhere
+from .cluster import REQUEST_TIMEOUT, SETTLE_TIMEOUT, Cluster, Elsewhere, HandedHere
 from .config import Settings
 from .inbound import Inbound
 from .moving import pack, restore
@@ -37,7 +37,7 @@ log = logging.getLogger("ladder.cluster")
 class Router:
     """Opens sessions and finds them, here or on another node; pushes to them wherever they are."""
 
-    __slots__ = ("_arriving", "channels", "cluster", "engine", "inbound", "sessions", "settings")
+    __slots__ = ("_arriving", "_late", "channels", "cluster", "engine", "inbound", "sessions", "settings")
 
     def __init__(
         self,
@@ -55,6 +55,8 @@ class Router:
         self.inbound = inbound
         self._arriving: dict[str, asyncio.Future[None]] = {}
         """Sessions being moved to this node right now."""
+        self._late: dict[str, asyncio.Future[None]] = {}
+        """Sessions whose owner says it handed them here, awaited by a move (see _handed_late)."""
         cluster.serve("migrate", self._serve_migrate)
         cluster.serve("push", self._serve_push)
         cluster.serve("user", self._serve_user)
@@ -123,10 +125,25 @@ class Router:
         raise Elsewhere(node)
 
     async def _inherit(self, prev: Previous) -> Inherited:
-        """Take over what the lost session ``prev`` applied (nothing without its token)."""
-        old = self.sessions.get(prev.sid)
-        if old is not None:  # ended here but perhaps still finishing a message
-            await old.settle(SETTLE_TIMEOUT)
+        """Take over what the lost session ``prev`` applied (nothing without its token).
+
+        The named session may still be alive (a page reloaded before its session ended, on
+        this node or another): it is brought here and ended first, and a message it is
+        applying finishes, so that a late request of the old page cannot apply a carried
+        message there as well. Only with its resume token.
+        """
+        old = self.sessions.get(prev.sid) or self.sessions.settling.get(prev.sid)
+        if old is None:
+            node = await self.engine.locate_session(prev.sid)
+            if node is not None and node != self.engine.node_id:
+                with contextlib.suppress(LadderError):  # gone meanwhile, or not its token
+                    old = await self._migrate(node, prev.sid, prev.rt)
+        if old is not None:
+            its_token = hmac.compare_digest(old.state.token.encode(), prev.rt.encode())
+            if its_token and old.state.phase is not Phase.CLOSED:
+                replaced = LadderError("session_closed", "replaced by a new session of its client")
+                self.sessions.close(old, replaced)
+            await old.settle(SETTLE_TIMEOUT)  # ended, but perhaps still finishing a message
         record = await self.engine.applied_record(prev.sid, prev.rt)
         if record is None:
             log.info("new session names lost session %s: no record (expired, or not its token)", prev.sid[:8])
@@ -152,9 +169,21 @@ class Router:
                 reply = await self.cluster.ask_owner(
                     node, {"k": "migrate", "sid": sid, "rt": token}, REQUEST_TIMEOUT
                 )
-            except LadderError:
+            except LadderError as exc:
                 if sid in self.sessions:  # an earlier move's late answer brought it here
                     return await self._arrived(sid, token)
+                if isinstance(exc, HandedHere) and sid not in self.sessions.moved:
+                    # The owner handed it here: it arrives late (its answer may trail the
+                    # owner's "moved"), or it was lost on the way (this node's link to the
+                    # engine broke in between). Lost: say so, and the client starts a new
+                    # session carrying its unacknowledged messages, rather than retry until
+                    # the session expires.
+                    if await self._handed_late(sid):
+                        return await self._arrived(sid, token)
+                    log.warning("session %s was lost while being handed to this node", sid[:8])
+                    raise LadderError(
+                        "unknown_session", f"session {sid[:8]}… was lost moving between nodes"
+                    ) from None
                 raise
             session = await restore(reply["state"], self.settings, self.sessions, self.inbound.tasks)
             self.cluster.counters["moved_in"] += 1
@@ -162,6 +191,18 @@ class Router:
         finally:
             del self._arriving[sid]
             arriving.set_result(None)
+
+    async def _handed_late(self, sid: str) -> bool:
+        """Wait (at most ``REQUEST_TIMEOUT``) for a late hand-over of ``sid``; True if it came."""
+        if sid in self.sessions:
+            return True
+        late = self._late.setdefault(sid, asyncio.get_running_loop().create_future())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                await asyncio.shield(late)
+        if self._late.get(sid) is late and not late.done():
+            del self._late[sid]
+        return sid in self.sessions
 
     async def _arrived(self, sid: str, token: str) -> Session:
         """The session another move brought here (checking the token), or a retryable refusal."""
@@ -180,10 +221,19 @@ class Router:
             return
         self.cluster.counters["moved_in"] += 1
         log.warning("session %s was handed over after its move timed out; it lives here", session.sid[:8])
+        late = self._late.pop(session.sid, None)
+        if late is not None and not late.done():
+            late.set_result(None)
 
     async def _serve_migrate(self, message: dict[str, Any]) -> dict[str, Any]:
         sid = str(message["sid"])
         sessions = self.sessions
+        ended = sessions.settling.get(sid)
+        if ended is not None and sid not in sessions:
+            # Ended here, its last message still applied: answer once it is recorded (the
+            # asker is a successor about to read that record).
+            await ended.settle(SETTLE_TIMEOUT)
+            raise LadderError("unknown_session", f"session {sid[:8]}… ended")
         moved = sessions.moved.get(sid)
         if moved is not None and sid not in sessions:
             return {"moved": moved}

@@ -35,6 +35,10 @@ class Waker:
         if future is not None and not future.done():
             future.set_result(None)
 
+    def clear(self) -> None:
+        """Everything woken for so far was taken: the next :meth:`wait` sleeps."""
+        self._pending = False
+
     async def wait(self) -> None:
         if not self._pending:
             self._future = asyncio.get_running_loop().create_future()
@@ -66,6 +70,10 @@ class Subscription:
         publications after it are tracked per channel by the hub (not per recipient)."""
 
 
+Unsettled = tuple[str, str | None, int, bool]
+"""A subscription a moved session brought: channel, epoch, offset, whether in presence."""
+
+
 class Session:
     """The hub's record of a session: core state, identity, subscriptions, inbound queue."""
 
@@ -83,6 +91,7 @@ class Session:
         "state",
         "subs",
         "transport",
+        "unsettled",
     )
 
     def __init__(self, state: SessionState, identity: Identity, client_id: str) -> None:
@@ -91,6 +100,9 @@ class Session:
         self.client_id = client_id
         """Public id of this connection (shown in presence); unlike ``sid`` it grants nothing."""
         self.subs: dict[str, Subscription] = {}
+        self.unsettled: list[Unsettled] = []
+        """Subscriptions it brought when it moved here and not yet followed here (in order);
+        packed with it if it moves on first, so none is left behind."""
         self.ready: deque[Numbered] = deque()
         """Client frames accepted in order and waiting to be applied."""
         self.draining = False

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Final
 
 from ..engine.base import Engine
 from ..protocol.errors import LadderError
@@ -16,8 +18,12 @@ from .auth import Identity
 from .channels import ChannelTable
 from .session import Session
 from .tasks import Tasks
+from .timers import Timers
 
 log = logging.getLogger("ladder")
+
+SETTLING_LIMIT: Final = 60.0
+"""Seconds an ended session stays findable while a handler of its last message runs."""
 
 
 class SessionTable:
@@ -32,7 +38,9 @@ class SessionTable:
         "engine",
         "limits",
         "moved",
+        "settling",
         "tasks",
+        "timers",
     )
 
     def __init__(
@@ -51,8 +59,14 @@ class SessionTable:
         self._by_id: dict[str, Session] = {}
         self._by_user: dict[str, set[Session]] = {}
         self._by_address: Counter[str] = Counter()
+        self.timers = Timers()
+        """When each session next needs the clock (the node's tick visits only those)."""
         self.moved: dict[str, str] = {}
         """Sessions handed over to another node (sid -> node), kept for a session's lifetime."""
+        self.settling: dict[str, Session] = {}
+        """Sessions ended while a message of theirs was still being applied, until it was
+        applied and recorded: a successor naming one waits for that before it reads the
+        record (else it would apply the message again)."""
         channels.close = self.close
 
     def get(self, sid: str) -> Session | None:
@@ -89,11 +103,19 @@ class SessionTable:
     def adopt(self, session: Session) -> None:
         """Put a session (new, or moved here from another node) in the table."""
         self._by_id[session.sid] = session
+        session.state.on_due = lambda: self.schedule(session)
+        self.schedule(session)
         self.moved.pop(session.sid, None)
         if session.address is not None:
             self._by_address[session.address] += 1
         if session.user is not None:
             self._by_user.setdefault(session.user, set()).add(session)
+
+    def schedule(self, session: Session) -> None:
+        """Have the node's tick look at ``session`` when its core or its credentials are due."""
+        expires = session.identity.expires
+        extra = None if expires is None else self.clock() + (expires - time.time())
+        self.timers.schedule(session, extra)
 
     def push_user(self, user: str, frame: OutFrame) -> int:
         """Queue ``frame`` for every local session of ``user``; returns how many."""
@@ -128,6 +150,8 @@ class SessionTable:
         if self._by_id.get(session.sid) is not session:
             return
         del self._by_id[session.sid]
+        self.timers.forget(session)
+        session.state.on_due = None
         if session.address is not None:
             self._by_address[session.address] -= 1
             if self._by_address[session.address] <= 0:
@@ -142,6 +166,21 @@ class SessionTable:
             await self.channels.drop(session, channel)
         session.ready.clear()
         session.state.discard()
-        if session.sid not in self.moved:  # it ended here rather than moving on
-            with contextlib.suppress(LadderError):
-                await self.engine.release_session(session.sid)
+        if session.sid in self.moved:
+            return  # it moved on rather than ended here
+        if session.draining:
+            # Still findable (here, and through its hand-over record) until its message is done.
+            self.settling[session.sid] = session
+            self.tasks.spawn(self._settled(session), "ladder-settling")
+            return
+        with contextlib.suppress(LadderError):
+            await self.engine.release_session(session.sid)
+
+    async def _settled(self, session: Session) -> None:
+        try:
+            await session.settle(SETTLING_LIMIT)
+        finally:
+            if self.settling.get(session.sid) is session:
+                del self.settling[session.sid]
+        with contextlib.suppress(LadderError):
+            await self.engine.release_session(session.sid)

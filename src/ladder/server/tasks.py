@@ -29,6 +29,11 @@ class Tasks:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     async def wait(self, timeout: float) -> None:
-        """Let running tasks finish (at most ``timeout`` s)."""
+        """Let running tasks finish (at most ``timeout`` s), then cancel the rest: they would
+        run on against a stopped engine."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)

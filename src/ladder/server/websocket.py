@@ -85,9 +85,11 @@ async def open_link(
     return link, frames[1:]
 
 
-async def apply_message(gateway: Gateway, link: Link, data: bytes | str, codec: Codec) -> LadderError | None:
-    """Apply a later client message (both WebSocket drivers): bad frames are answered with
-    ``err`` frames; returns the error that must end the connection, if any."""
+def decode_message(
+    gateway: Gateway, link: Link, data: bytes | str, codec: Codec
+) -> tuple[list[ClientFrame], LadderError | None]:
+    """Decode a later client message (both WebSocket drivers): bad frames are answered with
+    ``err`` frames; returns the valid frames and the error that must end the connection, if any."""
     limit = gateway.settings.limits.max_frame_size
     try:
         if len(data) > limit:
@@ -96,12 +98,21 @@ async def apply_message(gateway: Gateway, link: Link, data: bytes | str, codec: 
     except LadderError as exc:
         gateway.refused("websocket", exc, session=link.session)
         if exc.fatal:
-            return exc
+            return [], exc
         link.session.state.send_control({"t": "err", **exc.body()}, link.att)
-        return None
+        return [], None
     for error in errors:
         gateway.refused("websocket", error, session=link.session)
         link.session.state.send_control({"t": "err", **error.body()}, link.att)
+    return frames, None
+
+
+async def apply_message(gateway: Gateway, link: Link, data: bytes | str, codec: Codec) -> LadderError | None:
+    """Apply a later client message (both WebSocket drivers): bad frames are answered with
+    ``err`` frames; returns the error that must end the connection, if any."""
+    frames, fatal = decode_message(gateway, link, data, codec)
+    if fatal is not None:
+        return fatal
     if frames:
         await gateway.receive(link.session, link.att, frames)
     return None
@@ -172,6 +183,8 @@ async def _write(link: Link, send: Send, codec: Codec) -> None:
             if control or frames:
                 batch = encode_batch(codec, control, frames)
                 await send({"type": "websocket.send", key: batch if codec.binary else batch.decode()})
+                if not link.more(frames) and not link.att.closed:
+                    await link.waker.wait()  # that was all: sleep (at once back if woken meanwhile)
                 continue
             if link.att.closed:
                 error = link.att.close_error

@@ -23,7 +23,7 @@ export type ClientState = "disconnected" | "connecting" | "connected" | "closed"
 /** A refusal with a stable `code` (switch on it) and a `reason` for people. */
 export declare class LadderError extends Error {
   constructor(code: string, reason?: string, retryAfter?: number);
-  /** e.g. `timeout`, `forbidden`, `unknown_event`, `handler_error`, `closed`, `queue_full`, or an app's own code. */
+  /** e.g. `timeout`, `forbidden`, `unknown_event`, `handler_error`, `closed`, `queue_full`, `leader_lost` (shared tabs), or an app's own code. */
   code: string;
   reason: string;
   /** Seconds to wait, for `rate_limited`. */
@@ -115,6 +115,8 @@ export interface ClientEvents {
   probe: { rung: Rung; ok: boolean; reason: string };
   /** The connection state changed (`reason`: why, when it got worse). */
   state: { state: ClientState; reason: string };
+  /** How many tabs share the connection now (only a `SharedClient` reports it). */
+  tabs: { count: number };
 }
 
 export interface ClientOptions {
@@ -160,9 +162,24 @@ export interface ClientOptions {
   hiddenSlack?: number;
   /** Start from the rung that won last time in this tab (sessionStorage; default true). */
   remember?: boolean;
+  /**
+   * Share one connection (and one session) with the other tabs of this browser that connect to
+   * the same hub with the same options: a SharedWorker (or a leader tab) holds it, `connect`
+   * returns a `SharedClient` (default true; false: a connection of this tab's own). Ignored
+   * where `canShare` is false.
+   */
+  share?: boolean;
   /** React to online/offline, visibility changes and pagehide/pageshow (default true in a browser). */
   browserEvents?: boolean;
-  /** Where the winning rung is remembered (default sessionStorage). */
+  /**
+   * Keep unacknowledged `emit`, `publish` and `call` messages in IndexedDB, so that the next page
+   * of this tab (or another tab, once this one is gone) sends them, each applied once (default
+   * true in a browser; without IndexedDB they are kept in memory, and `outboxStorage` says so).
+   */
+  outbox?: boolean;
+  /** Most bytes of unacknowledged messages kept (default 1048576; past it: `queue_full`). */
+  outboxBytes?: number;
+  /** Where the winning rung and this tab's outbox id are remembered (default sessionStorage). */
   storage?: Pick<Storage, "getItem" | "setItem"> | null;
   fetch?: typeof fetch;
 }
@@ -190,6 +207,14 @@ export declare class Client {
   readonly lastChange: TransportEvent | null;
   /** Why the last connect attempt failed. */
   readonly lastFailure: string | null;
+  /** Where unacknowledged messages are kept: IndexedDB, memory (`outboxReason` says why), off; null until known. */
+  readonly outboxStorage: "indexeddb" | "memory" | "off" | null;
+  /** Why the outbox is not in IndexedDB (null when it is). */
+  readonly outboxReason: string | null;
+  /** How many messages a previous page of this tab (or a tab that is gone) left, that this client sends. */
+  readonly restored: number;
+  /** Resolves once every message submitted so far is kept where it outlives the page (at once when the outbox is off or in memory). */
+  persisted(): Promise<void>;
   /** Start connecting (`connect()` does this). */
   start(): this;
   /** Resolves once connected for the first time; rejects with `connect_failed` after `connectTimeout`, or with the reason the client gave up. */
@@ -223,6 +248,26 @@ export declare class Client {
   on<K extends keyof ClientEvents>(name: K, listener: (event: ClientEvents[K]) => void): () => void;
   off<K extends keyof ClientEvents>(name: K, listener: (event: ClientEvents[K]) => void): void;
 }
+
+/**
+ * A tab's side of a connection shared by the tabs of a browser (what `connect(url, options)` returns where `canShare` holds).
+ * The API is the `Client`'s; subscriptions, calls and replies are this tab's own. `queue_full`
+ * on `emit` arrives as an `error` event instead of being thrown.
+ */
+export declare class SharedClient extends Client {
+  /** Always true: this client shares its connection. */
+  readonly shared: true;
+  /** How many tabs share the connection, this one included (0 until the worker said). */
+  readonly tabs: number;
+}
+
+/**
+ * Whether `connect(url, options)` shares (unless `share: false`): the browser has SharedWorker
+ * or BroadcastChannel, and Web Locks; the hub and client.js are on the page's origin; and none
+ * of `fetch`, `storage` (or the test hooks `clock`, `random`, `transportFactory`, `indexedDB`,
+ * `locks`) is given.
+ */
+export declare function canShare(url: string, options: ClientOptions): boolean;
 
 /** Create a client and start connecting; it reconnects by itself until `close()`. */
 export declare function connect(url: string, options?: ClientOptions): Client;

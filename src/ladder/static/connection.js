@@ -6,7 +6,6 @@
 
 import { afterTransport, FATAL, SESSION_GONE, why } from "./core.js";
 import { AllRungsFailed, LadderError, TransportClosed } from "./errors.js";
-import { reconnectDelay } from "./backoff.js";
 import { race } from "./race.js";
 import { seconds } from "./clock.js";
 import { WebSocketTransport } from "./websocket.js";
@@ -114,18 +113,17 @@ export function sleep(client, ms) {
 
 /** @param {Client} client */
 export async function run(client) {
-  let failures = 0; // races failed since the last welcome
-  let attempts = 0; // for maxAttempts
-  const base = client.options.backoffBase;
-  const cap = client.options.backoffMax;
+  const reconnect = client._reconnect; // the core decides every wait and when to give up
+  await client._outboxOpened; // messages a previous page left go first, naming their session
   while (client.state !== "closed") {
     if (client._suspended) {
       await new Promise((resolve) => (client._unsuspend = () => resolve(undefined)));
       client._unsuspend = null;
-      failures = 0;
+      reconnect.woken();
       continue;
     }
     client._setState("connecting");
+    reconnect.started({ now: client._clock.now() });
     /** @type {RaceResult} */
     let won;
     client._raceAbort = new AbortController();
@@ -141,17 +139,17 @@ export async function run(client) {
       client._note(error.failures);
       if (client._fatalRefusal(error.errors())) return;
       if (client._sessionRefused(error)) continue;
-      failures += 1;
-      attempts += 1;
-      client._failures += 1;
+      const step = reconnect.failed({ now: client._clock.now(), rand: client._random() });
+      const attempts = reconnect.attempts;
       client.lastFailure = error.message;
       client._lastEnd = error.message;
-      if (client.options.maxAttempts !== null && attempts >= client.options.maxAttempts) {
+      if ("give_up" in step) {
+        // Only `timeout` (maxAttempts) here: the first connect's deadline is reported by its timer.
         client._giveUp(new LadderError("timeout", `could not connect after ${attempts} attempts: ${error.message}`));
         return;
       }
-      client._setState("disconnected", `${client._failures} attempt${client._failures > 1 ? "s" : ""} failed: ${error.message}`);
-      if (await client._sleep(reconnectDelay(failures, base, cap, client._random))) failures = 0;
+      client._setState("disconnected", `${attempts} attempt${attempts > 1 ? "s" : ""} failed: ${error.message}`);
+      if (await client._sleep(step.wait)) reconnect.woken();
       continue;
     } finally {
       client._raceAbort = null;
@@ -170,7 +168,6 @@ export async function run(client) {
       client._discard(won.winner);
       return;
     }
-    failures = attempts = 0; // any welcome forgives: the next node may be a good one
     const ended = await client._adopt(won.winner, describeRace(won));
     const conn = ended.conn;
     const lived = client._clock.now() - client._opened;
@@ -185,7 +182,7 @@ export async function run(client) {
     const stepDown = client.policy.dropped(conn.name, lived, ended.reason);
     if (stepDown) client._stepReason = stepDown;
     client._setState("disconnected", ended.reason);
-    await client._sleep(reconnectDelay(0, base, cap, client._random));
+    await client._sleep(reconnect.ended({ action: "resume", rand: client._random() }));
   }
 }
 
@@ -207,7 +204,7 @@ export function note(client, failures) {
  */
 export function notConnected(client, limit) {
   client._connectTimer = null;
-  if (client._hadSession || client.state === "closed") return;
+  if (client.state === "closed" || client._reconnect.expired() !== "report") return;
   const reasons = client.policy.candidates().map((rung) => client._reasons[rung] ?? `${rung}: no answer`);
   const error = new LadderError("connect_failed", `could not connect to ${client.url} within ${seconds(limit)}: ${reasons.join("; ")}`);
   client.lastFailure = error.reason;
@@ -250,6 +247,7 @@ export function sessionGone(client, reason) {
   if (client.peer.sid !== null) {
     client.peer.forgetSession();
     client._pendingLoss = reason;
+    client._outbox?.changed();
   }
 }
 
@@ -303,6 +301,8 @@ export function shutdown(client, error) {
   client._waiting.clear();
   for (const sub of client._subs.values()) sub.end(error.code === "closed" ? null : error);
   client._readyReject(error);
+  // Closed by the app or for good: its messages go with it; a page going away keeps them.
+  client._outbox?.close({ forget: !client._leaving }).catch(() => {});
   for (const unhook of client._unhook.splice(0)) unhook();
 }
 

@@ -63,21 +63,29 @@ export function reconnectDelay({ failures, base, cap, rand, atOnce = RETRIES_AT_
 /**
  * The reconnect bookkeeping of one client (ms): how long to wait, and when to give up.
  * `connectTimeout` bounds the first connection only (null: no bound); `maxAttempts` bounds
- * races failed in a row (null: forever).
+ * races failed in a row (null: forever). `atDeadline` is what the first connect's deadline
+ * leads to: "give_up" (a script: `connect()` raises) or "report" (a page, which cannot be
+ * re-run: say so once and keep trying).
  */
 export class Reconnect {
-  /** @param {{base?: number, cap?: number, atOnce?: number, connectTimeout?: number | null, maxAttempts?: number | null}} [options] */
-  constructor({ base = 500, cap = 5000, atOnce = RETRIES_AT_ONCE, connectTimeout = 15_000, maxAttempts = null } = {}) {
+  /** @param {{base?: number, cap?: number, atOnce?: number, connectTimeout?: number | null, maxAttempts?: number | null, atDeadline?: "give_up" | "report"}} [options] */
+  constructor({ base = 500, cap = 5000, atOnce = RETRIES_AT_ONCE, connectTimeout = 15_000, maxAttempts = null, atDeadline = "give_up" } = {}) {
+    if (atDeadline !== "give_up" && atDeadline !== "report") throw new TypeError(`atDeadline must be "give_up" or "report", not ${JSON.stringify(atDeadline)}`);
     this.base = base;
     this.cap = cap;
     this.atOnce = atOnce;
     this.connectTimeout = connectTimeout;
     this.maxAttempts = maxAttempts;
-    /** Races failed since the last welcome. */
+    /** Races failed since the last welcome or wake (the delay grows with it). */
     this.failures = 0;
+    /** Races failed since the last welcome (`maxAttempts` counts these). */
+    this.attempts = 0;
     this.connected = false;
     /** @type {number | null} */
     this.deadline = null;
+    this.atDeadline = atDeadline;
+    /** The deadline was reported (atDeadline "report"): once is enough. */
+    this.reported = false;
   }
 
   /**
@@ -97,17 +105,36 @@ export class Reconnect {
    */
   failed({ now, rand }) {
     this.failures += 1;
-    if (this.maxAttempts !== null && this.failures >= this.maxAttempts) return { give_up: "timeout", at: now };
+    this.attempts += 1;
+    if (this.maxAttempts !== null && this.attempts >= this.maxAttempts) return { give_up: "timeout", at: now };
     const delay = reconnectDelay({ failures: this.failures, base: this.base, cap: this.cap, rand, atOnce: this.atOnce });
-    if (!this.connected && this.deadline !== null && now + delay >= this.deadline) {
+    if (this.atDeadline === "give_up" && !this.connected && this.deadline !== null && now + delay >= this.deadline) {
       return { give_up: "connect_failed", at: Math.max(now, this.deadline) };
     }
     return { wait: delay };
   }
 
+  /**
+   * The first connect's deadline passed without a welcome (the port's timer fired, perhaps
+   * during a race): "give_up", "report" (once), or null (connected, no deadline, or reported).
+   * @returns {"give_up" | "report" | null}
+   */
+  expired() {
+    if (this.connected || this.deadline === null) return null;
+    if (this.atDeadline === "give_up") return "give_up";
+    if (this.reported) return null;
+    this.reported = true;
+    return "report";
+  }
+
+  /** Something says the network is back (online, the page visible): the delay starts again (`maxAttempts` still counts every failed race). */
+  woken() {
+    this.failures = 0;
+  }
+
   /** A welcome: the count starts again and the first connect's deadline is gone. */
   welcomed() {
-    this.failures = 0;
+    this.failures = this.attempts = 0;
     this.connected = true;
     this.deadline = null;
   }
@@ -314,6 +341,32 @@ export function silenceLimit({ rung, hb = 20_000, poll = 25_000, hidden = false,
 export function silenceVerdict({ silent, limit, late, slack = LATE_SLACK }) {
   if (silent < limit) return "alive";
   return late > slack ? "check" : "dead";
+}
+
+/** ms: a visible tab heard from this recently needs no check when it becomes visible again. */
+export const RECENT = 5000;
+
+/**
+ * What a page or machine event leads to (protocol §9.2, docs/browser.md "Mobile and
+ * background"). `cause`: `pagehide` / `pageshow` (with `persisted`: the back/forward cache),
+ * `freeze` / `resume` (a frozen tab), `visible`, `online`, `offline`; `state` the client's;
+ * `silent` ms since the transport last delivered anything. "suspend" (release every
+ * connection, keep the session), "resume" (reconnect now, resuming it), "leave" (say `bye`,
+ * keep unsent messages for the next page), "check" (ping; drop the transport without a pong
+ * in time), "reconnect" (now, instead of after the backoff), or "none".
+ * @param {{cause: string, state: string, silent?: number, persisted?: boolean, recent?: number}} args
+ * @returns {"suspend" | "resume" | "leave" | "check" | "reconnect" | "none"}
+ */
+export function wakeAction({ cause, state, silent = 0, persisted = false, recent = RECENT }) {
+  if (state === "closed") return "none";
+  if (cause === "pagehide") return persisted ? "suspend" : "leave";
+  if (cause === "pageshow") return persisted ? "resume" : "none";
+  if (cause === "freeze") return "none"; // nothing runs while frozen: `resume` decides
+  const connected = state === "connected";
+  if (cause === "offline") return connected ? "check" : "none";
+  if (cause === "visible" && connected && silent < recent) return "none";
+  if (cause === "resume" || cause === "visible" || cause === "online") return connected ? "check" : "reconnect";
+  return "none";
 }
 
 // -- pacing --------------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ import * as switching from "./switching.js";
 import * as outbound from "./outbound.js";
 import * as inbound from "./inbound.js";
 import * as events from "./events.js";
+import { Emitter } from "./events.js";
 import { LadderError } from "./errors.js";
 import { PeerState } from "./peer.js";
 import { RungPolicy, TRANSPORTS } from "./rungs.js";
+import { Reconnect } from "./core.js";
 import { Pacer } from "./pacing.js";
 import { realClock } from "./clock.js";
 import { reportLater, Subscription } from "./subscription.js";
@@ -59,8 +61,13 @@ import { Transport } from "./transport.js"; // for the types
  * @property {number} [ackInterval] ... otherwise this long after the first unacknowledged frame, ms (default 1000)
  * @property {number} [hiddenSlack] extra silence tolerated in a hidden tab, ms (default 60000)
  * @property {boolean} [remember] start from the rung that won last time in this tab (sessionStorage; default true)
+ * @property {boolean} [share] share one connection with the other tabs of the browser (a SharedWorker or a leader tab; default true where `canShare` holds; false: a connection of this tab's own; see shared.js)
  * @property {boolean} [browserEvents] react to online/offline, visibility and pagehide (default true in a browser)
- * @property {Pick<Storage, "getItem" | "setItem"> | null} [storage] where the winning rung is remembered (default sessionStorage)
+ * @property {boolean} [outbox] keep unacknowledged messages (`emit`, `publish`, `call`) in IndexedDB, so that they are sent once after a reload or by another tab (default true in a browser)
+ * @property {number} [outboxBytes] most bytes of unacknowledged messages kept (default 1048576; past it `queue_full`)
+ * @property {Pick<Storage, "getItem" | "setItem"> | null} [storage] where the winning rung and this tab's outbox id are remembered (default sessionStorage)
+ * @property {IDBFactory} [indexedDB] (tests)
+ * @property {LockManager} [locks] (tests)
  * @property {typeof fetch} [fetch]
  * @property {Clock} [clock]
  * @property {() => number} [random]
@@ -72,12 +79,13 @@ import { Transport } from "./transport.js"; // for the types
 /** @typedef {{settle: (reply: Frame) => void, kind: string}} Waiter */
 
 /** The Ladder client. Create it with {@link connect}. */
-export class Client {
+export class Client extends Emitter {
   /**
    * @param {string} url where the hub is mounted, e.g. "/ladder" or "https://host/ladder"
    * @param {ClientOptions} [options]
    */
   constructor(url, options = {}) {
+    super();
     const transports = options.transports ?? TRANSPORTS;
     const unknown = transports.filter((t) => !TRANSPORTS.includes(t));
     if (!transports.length || unknown.length) {
@@ -108,6 +116,22 @@ export class Client {
     this._factory = options.transportFactory ?? makeTransport;
     this._storage = options.remember === false ? null : options.storage !== undefined ? options.storage : sessionStore();
     this._browserEvents = options.browserEvents ?? (typeof window !== "undefined" && typeof document !== "undefined");
+    /** @type {"indexeddb" | "memory" | "off" | null} where unacknowledged messages are kept ("memory": IndexedDB missing or refused, `outboxReason` says why); null until known */
+    this.outboxStorage = options.outbox === false || (options.outbox === undefined && typeof window === "undefined") ? "off" : null;
+    /** @type {string | null} why the outbox is not in IndexedDB */
+    this.outboxReason = null;
+    /** How many messages a previous page (or a closed tab) left that this client took over. */
+    this.restored = 0;
+    this.outboxBytes = options.outboxBytes ?? 1_048_576;
+    this._outboxOptions = {
+      storage: options.storage !== undefined ? options.storage : sessionStore(),
+      factory: options.indexedDB,
+      locks: options.locks,
+    };
+    /** @type {import("./outbox.js").DurableOutbox | null} */
+    this._outbox = null;
+    /** The page is going away (not closed by the app): the outbox stays for the next page. */
+    this._leaving = false;
     /** @type {TransportContext} */
     this._ctx = {
       endpoint: new Endpoint(this.url, options.fetch),
@@ -139,13 +163,18 @@ export class Client {
     this._subs = new Map();
     /** @type {Map<number, Waiter>} */
     this._waiting = new Map();
-    /** @type {Map<string, Set<(event: any) => void>>} */
-    this._listeners = new Map();
     /** @type {Rung | null} */
     this._lastRung = null;
     this._hadSession = false;
-    /** Failed races since the last connection. */
-    this._failures = 0;
+    const limit = this.options.connectTimeout;
+    /** The core's reconnect bookkeeping: delays, `maxAttempts`, the first connect's deadline. */
+    this._reconnect = new Reconnect({
+      base: this.options.backoffBase,
+      cap: this.options.backoffMax,
+      connectTimeout: limit !== null && Number.isFinite(limit) ? limit : null,
+      maxAttempts: this.options.maxAttempts,
+      atDeadline: "report", // a page cannot be re-run the way a script can: say so, keep trying
+    });
     /** @type {Record<string, any>} the server's limits from the last welcome (`lim`) */
     this._limits = {};
     this._pacer = new Pacer();
@@ -203,6 +232,8 @@ export class Client {
     this._ready.catch(() => {});
     this._readyResolve = ready;
     this._readyReject = failed;
+    /** @type {Promise<void>} settles once the durable outbox is open and restored (or off) */
+    this._outboxOpened = Promise.resolve();
   }
 
   /** The rung in use now (null while disconnected). */
@@ -217,10 +248,10 @@ export class Client {
     if (this._running || this.state === "closed") return this;
     this._running = true;
     if (this._browserEvents) this._hookBrowser();
-    const limit = this.options.connectTimeout;
-    if (limit !== null && Number.isFinite(limit)) {
-      this._connectTimer = this._clock.setTimeout(() => this._notConnected(limit), limit);
-    }
+    this._outboxOpened = this._openOutbox();
+    const now = this._clock.now();
+    const deadline = this._reconnect.started({ now });
+    if (deadline !== null) this._connectTimer = this._clock.setTimeout(() => this._notConnected(deadline - now), deadline - now);
     this._run().catch((error) => {
       reportLater(error);
       this._giveUp(new LadderError("internal", String(error)));
@@ -253,6 +284,16 @@ export class Client {
       await Promise.race([bye, new Promise((resolve) => this._clock.setTimeout(() => resolve(undefined), 1000))]);
       conn.close();
     }
+  }
+
+  /**
+   * Resolves once every message submitted so far is kept where it outlives the page (at once
+   * when the outbox is off or in memory).
+   * @returns {Promise<void>}
+   */
+  async persisted() {
+    await this._outboxOpened;
+    await this._outbox?.saved();
   }
 
   /**
@@ -351,29 +392,6 @@ export class Client {
     return reply.pubs.map((/** @type {Frame} */ p) => ({ channel, offset: Number(p.o), data: p.d, epoch: reply.ep }));
   }
 
-  /**
-   * Call `listener(event)` for every event called `name`; returns a function that removes it.
-   * @template {keyof ClientEvents} K
-   * @param {K} name
-   * @param {(event: ClientEvents[K]) => void} listener
-   * @returns {() => void}
-   */
-  on(name, listener) {
-    let set = this._listeners.get(name);
-    if (!set) this._listeners.set(name, (set = new Set()));
-    set.add(listener);
-    return () => this.off(name, listener);
-  }
-
-  /**
-   * @template {keyof ClientEvents} K
-   * @param {K} name
-   * @param {(event: ClientEvents[K]) => void} listener
-   */
-  off(name, listener) {
-    this._listeners.get(name)?.delete(listener);
-  }
-
   // -- outbound plumbing ------------------------------------------------------------------------
 
   /** (A method, so that TypeScript does not narrow `state` across awaits.) */
@@ -400,6 +418,8 @@ export class Client {
   /** @type {Method<typeof outbound.rateLimited>} */ _rateLimited(...a) { return outbound.rateLimited(this, ...a); }
   /** @type {Method<typeof outbound.failed>} */ _failed(...a) { return outbound.failed(this, ...a); }
   /** @type {Method<typeof outbound.control>} */ _control(...a) { return outbound.control(this, ...a); }
+  /** @type {Method<typeof outbound.openOutbox>} */ _openOutbox(...a) { return outbound.openOutbox(this, ...a); }
+  /** @type {Method<typeof outbound.leave>} */ _leave(...a) { return outbound.leave(this, ...a); }
 
   // -- events -----------------------------------------------------------------------------------
 

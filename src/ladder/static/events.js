@@ -20,9 +20,41 @@ import { reportLater } from "./subscription.js";
  * @property {{code: string, reason: string}} error an error no call was waiting for (for example a failed emit)
  * @property {{rung: Rung, ok: boolean, reason: string}} probe a better rung was tried while on a lower one
  * @property {{state: ClientState, reason: string}} state the connection state changed (and why, when it got worse)
+ * @property {{count: number}} tabs how many tabs share the connection (only a `SharedClient`, shared.js, reports it)
  */
 
 /** @typedef {{c: string, u: string | null, info: any}} Member */
+
+/** Listeners by event name: what a `Client` and a tab's `SharedClient` both offer the app. */
+export class Emitter {
+  constructor() {
+    /** @type {Map<string, Set<(event: any) => void>>} */
+    this._listeners = new Map();
+  }
+
+  /**
+   * Call `listener(event)` for every event called `name`; returns a function that removes it.
+   * @template {keyof ClientEvents} K
+   * @param {K} name
+   * @param {(event: ClientEvents[K]) => void} listener
+   * @returns {() => void}
+   */
+  on(name, listener) {
+    let set = this._listeners.get(name);
+    if (!set) this._listeners.set(name, (set = new Set()));
+    set.add(listener);
+    return () => this.off(name, listener);
+  }
+
+  /**
+   * @template {keyof ClientEvents} K
+   * @param {K} name
+   * @param {(event: ClientEvents[K]) => void} listener
+   */
+  off(name, listener) {
+    this._listeners.get(name)?.delete(listener);
+  }
+}
 
 /**
  * @template {keyof ClientEvents} K

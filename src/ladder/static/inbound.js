@@ -4,7 +4,7 @@
  * watchdog that judges its silence (with the browser's sleep, wake and network events).
  */
 
-import { AckPolicy } from "./core.js";
+import { AckPolicy, wakeAction } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
 import { silenceLimit, silenceVerdict } from "./liveness.js";
 import { seconds } from "./clock.js";
@@ -92,6 +92,7 @@ export function handle(client, frame, conn) {
   switch (frame.t) {
     case "ack":
       client.peer.onAck(Number(frame.i));
+      client._outbox?.changed();
       if (client.peer.outbox.size === 0) client._pacer.drained();
       break;
     case "ping": {
@@ -229,7 +230,13 @@ export function check(client, why) {
   client._control(conn, [{ t: "ping", n: nonce }]);
 }
 
-/** @param {Client} client */
+/**
+ * React to what the browser does to the page, as the core's `wakeAction` decides: the network
+ * coming and going, the tab becoming visible, a frozen tab resumed (`freeze`/`resume`, Page
+ * Lifecycle), the back/forward cache (`pagehide`/`pageshow` with `persisted`), and a page
+ * that is really going away (`pagehide`: `bye`, unsent messages kept for the next page).
+ * @param {Client} client
+ */
 export function hookBrowser(client) {
   /**
    * @param {EventTarget} target
@@ -240,21 +247,27 @@ export function hookBrowser(client) {
     target.addEventListener(name, handler);
     client._unhook.push(() => target.removeEventListener(name, handler));
   };
-  hook(window, "online", () => client.wake("the network came back"));
-  hook(window, "offline", () => client.wake("the network went away"));
-  hook(document, "visibilitychange", () => {
-    if (document.visibilityState !== "visible") return;
-    // A visible tab is a person looking: reconnect now, or make sure the connection is alive.
-    if (client.state === "connected" && client._clock.now() - client._lastHeard < 5000) return;
-    client.wake("the tab became visible");
-  });
-  hook(window, "pagehide", (event) => {
-    if (event.persisted) client._suspend();
-    else client.close();
-  });
-  hook(window, "pageshow", (event) => {
-    if (event.persisted) client._resume();
-  });
+  /**
+   * @param {string} cause
+   * @param {string} why
+   * @param {boolean} [persisted]
+   */
+  const on = (cause, why, persisted = false) => {
+    const silent = client._clock.now() - client._lastHeard;
+    const action = wakeAction({ cause, state: client.state, silent, persisted });
+    if (action === "suspend") client._suspend();
+    else if (action === "resume") client._resume();
+    else if (action === "leave") client._leave();
+    else if (action === "check" || action === "reconnect") client.wake(why);
+  };
+  hook(window, "online", () => on("online", "the network came back"));
+  hook(window, "offline", () => on("offline", "the network went away"));
+  // A visible tab is a person looking: reconnect now, or make sure the connection is alive.
+  hook(document, "visibilitychange", () => document.visibilityState === "visible" && on("visible", "the tab became visible"));
+  hook(document, "freeze", () => on("freeze", "the tab was frozen"));
+  hook(document, "resume", () => on("resume", "the tab was frozen"));
+  hook(window, "pagehide", (event) => on("pagehide", "the page was hidden", Boolean(event.persisted)));
+  hook(window, "pageshow", (event) => on("pageshow", "the page came back", Boolean(event.persisted)));
 }
 
 /**

@@ -5,6 +5,7 @@ import { UpstreamRetry } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
 import { encodeMessage, tagBytes } from "./codec.js";
 import { seconds } from "./clock.js";
+import { carriedFrom, DurableOutbox, overLimit, snapshot } from "./outbox.js";
 
 /** @typedef {import("./driver.js").Client} Client */
 /** @typedef {import("./codec.js").Frame} Frame */
@@ -26,9 +27,72 @@ export function submit(client, frame, settle, bounded = true) {
   // Refused before it takes an id: a message that cannot travel must not hold back the rest.
   const tooLarge = client._tooLarge({ ...frame, i: client.peer.outbox.last + 1 }, client._limits);
   if (tooLarge) throw tooLarge;
+  const overflow = bounded ? overLimit(client.peer, frame, client.outboxBytes) : null;
+  if (overflow) throw overflow;
   const id = client.peer.submit(frame, bounded);
   if (settle) client._waiting.set(id, { settle, kind: frame.t });
+  client._outbox?.changed();
   return id;
+}
+
+/**
+ * Open the durable outbox (unless it is off) and take over what a previous page of this tab,
+ * or a tab that is gone, left: those messages go first, and the first hello names the
+ * session they were numbered in. Without IndexedDB the outbox is kept in memory, and the
+ * client says so (`outboxStorage`, `outboxReason`, a console warning).
+ * @param {Client} client
+ */
+export async function openOutbox(client) {
+  if (client.outboxStorage === "off") return;
+  const { storage, factory, locks } = client._outboxOptions;
+  let box;
+  try {
+    box = await DurableOutbox.open({ url: client.url, storage, factory, locks, random: client._random });
+  } catch (error) {
+    client.outboxStorage = "off";
+    client.outboxReason = `the outbox could not be opened: ${String(error)}`;
+    console.warn(`ladder: ${client.outboxReason}`);
+    return;
+  }
+  if (client._isClosed()) {
+    await box.close({ forget: false });
+    return;
+  }
+  client.outboxStorage = box.store.kind;
+  client.outboxReason = box.reason;
+  if (box.reason) console.warn(`ladder: ${box.reason}`);
+  try {
+    const record = await box.claim(locks);
+    if (client._isClosed()) {
+      // Closed meanwhile: what was taken over stays kept, for the next client to take.
+      await box.close({ forget: false });
+      return;
+    }
+    if (record && client.peer.sid === null && client.peer.lost === null) {
+      const { lost, ids, frames } = carriedFrom(record);
+      client._rekey(client.peer.restore(lost, ids, frames), new Map());
+      client.restored = frames.length;
+    }
+  } catch (error) {
+    console.warn(`ladder: the outbox left by a previous page could not be read: ${String(error)}`);
+  }
+  client._outbox = box;
+  box.onFallBack = () => {
+    client.outboxStorage = "memory";
+    client.outboxReason = box.reason;
+  };
+  box.follow(() => snapshot(client.peer, box.owner, client.url));
+  box.changed();
+}
+
+/**
+ * The page is going away for good (`pagehide`, not into the back/forward cache): end the
+ * session like `close()`, but keep unacknowledged messages for the next page.
+ * @param {Client} client
+ */
+export function leave(client) {
+  client._leaving = true;
+  return client.close();
 }
 
 /**
@@ -133,6 +197,13 @@ export async function flush(client) {
   try {
     while (client.state === "connected" && client._conn) {
       const conn = client._conn;
+      const box = client._outbox;
+      if (box && !box.closed && box.pending) {
+        // Written ahead: a message reaches the wire only once kept with the session it is
+        // numbered in, so a page that dies now leaves a record naming the right session.
+        await box.saved();
+        continue;
+      }
       const { count, wait } = client._pacer.allowance(client._clock.now());
       const cursor = client.peer.cursor;
       const frames = client._batch(conn, count);

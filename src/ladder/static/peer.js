@@ -20,6 +20,8 @@ export class PeerState {
     this.token = null;
     /** @type {[string, string] | null} the session lost last (id, resume token), named by the next hello */
     this.lost = null;
+    /** @type {number[] | null} the lost session's ids of the first queued messages, when restored from a durable outbox (else: every carried message, as numbered) */
+    this.lostIds = null;
     /** @type {Inbox<Frame>} */
     this.inbox = new Inbox();
     /** @type {Outbox<Frame>} */
@@ -45,7 +47,7 @@ export class PeerState {
       frame.rt = this.token;
       frame.ack = this.inbox.applied;
     } else if (this.lost !== null) {
-      const ids = this.outbox.after(0).filter(([, item]) => carried(item)).map(([i]) => i);
+      const ids = this.lostIds ?? this.outbox.after(0).filter(([, item]) => carried(item)).map(([i]) => i);
       if (ids.length > 0) Object.assign(frame, { psid: this.lost[0], prt: this.lost[1], pids: formatIds(ids) });
     }
     if (token != null) frame.tok = token;
@@ -74,6 +76,7 @@ export class PeerState {
     this.sid = String(welcome.sid);
     this.token = String(welcome.rt);
     this.lost = null;
+    this.lostIds = null;
     this.inbox.reset();
     this.ackedOut = 0;
     this.cursor = 0;
@@ -91,9 +94,39 @@ export class PeerState {
 
   /** The session is gone for good; the next hello starts a new one. */
   forgetSession() {
-    if (this.sid !== null && this.token !== null) this.lost = [this.sid, this.token];
+    if (this.sid !== null && this.token !== null) {
+      this.lost = [this.sid, this.token];
+      this.lostIds = null;
+    }
     this.sid = null;
     this.token = null;
+  }
+
+  /**
+   * Before any session: take over messages a previous page (or another tab) kept, in front of
+   * those queued meanwhile. `lost` is the session they were numbered in and `ids` their ids
+   * there (the next hello names them, `psid`/`prt`/`pids`, so the server applies only what
+   * that session had not); null for messages no server has seen. Returns the [old id, new id]
+   * pairs of the messages queued meanwhile, which move behind the restored ones.
+   * @param {[string, string] | null} lost
+   * @param {number[] | null} ids
+   * @param {Frame[]} frames
+   * @returns {[number, number][]}
+   */
+  restore(lost, ids, frames) {
+    if (this.sid !== null || this.lost !== null) throw new LadderError("bad_frame", "messages are restored only before any session");
+    const queued = this.outbox.renumber();
+    this.cursor = 0;
+    for (const frame of frames) frame.i = this.outbox.push(frame, false);
+    if (lost !== null && ids !== null && ids.length) {
+      this.lost = lost;
+      this.lostIds = ids.slice(0, frames.length);
+    }
+    return queued.map((frame, k) => {
+      const old = k + 1;
+      frame.i = this.outbox.push(frame, false);
+      return /** @type {[number, number]} */ ([old, frame.i]);
+    });
   }
 
   /**

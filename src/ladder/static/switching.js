@@ -50,6 +50,7 @@ export function adopt(client, conn, reason) {
   }
   const newSession = moved !== null;
   if (moved) client._rekey(moved, oversize);
+  client._outbox?.changed(); // acknowledged messages go; a new session's numbering is kept
   client._conn = conn;
   client._limits = limits;
   client.sessionId = String(welcome.sid);
@@ -58,7 +59,7 @@ export function adopt(client, conn, reason) {
   const oldRung = client._lastRung;
   client._lastRung = conn.name;
   client._opened = client._lastHeard = client._clock.now();
-  client._failures = 0;
+  client._reconnect.welcomed();
   client.lastFailure = null;
   client._setState("connected");
   client._remember(conn.name);

@@ -36,7 +36,8 @@ $("#rename").addEventListener("click", () => {
 });
 
 // Client options can come from the URL, for experiments and tests: ?transports=sse,longpoll&probe=500
-const options = { token: nick };
+// The tabs of this browser share one connection (&share=0: one per tab).
+const options = { token: nick, share: params.get("share") !== "0" };
 if (params.get("transports")) options.transports = params.get("transports").split(",");
 if (params.get("probe")) options.probeDelay = Number(params.get("probe"));
 if (params.get("verify")) options.verifyTimeout = Number(params.get("verify"));
@@ -110,7 +111,16 @@ client.on("session_lost", (e) => log(`new session (${e.reason})`, "bad"));
 client.on("resubscribed", (e) => log(`resubscribed to ${e.channel}${e.recovered ? ", nothing missed" : ""}`));
 client.on("resync", (e) => log(`${e.channel}: history lost, refetching`, "bad"));
 client.on("error", (e) => log(`server: ${e.code} ${e.reason}`, "bad"));
+client.on("tabs", (e) => showTabs(e.count));
 showBadge();
+
+function showTabs(count) {
+  // How many tabs of this browser share the connection (the client shares when it can).
+  const shown = $("#badge-tabs");
+  shown.hidden = !client.shared;
+  shown.textContent = count === 1 ? "1 tab" : `${count} tabs`;
+  shown.title = `one connection shared by ${shown.textContent} of this browser`;
+}
 
 // -- rooms, messages, presence, typing -------------------------------------------------------------
 

@@ -24,7 +24,7 @@ class LocalRouting:
     async def release_session(self, sid: str) -> None:
         return None
 
-    async def send_node(self, node: str, message: bytes) -> None:
+    async def send_node(self, node: str, message: bytes) -> bool:
         raise LadderError("unknown_session", "the memory engine has no other nodes")
 
     async def node_alive(self, node: str) -> bool:

@@ -4,15 +4,20 @@ A publication is one Lua script: take the next offset, append to the stream, pub
 the channel. Every node (the publisher's included) delivers from pub/sub, checking that
 offsets follow each other: a gap (a message lost while the listener reconnected) is filled
 from the stream, and a changed epoch (Redis lost the data) is reported so clients resync.
-Nothing is dropped silently.
+A stream that went back within its epoch, or whose history holds another publication at
+an offset this node delivered (a replica promoted before the newest publications reached
+it, which then gives their offsets to new ones), is a fork: the channel moves to a new
+epoch, so every node and client resyncs. Nothing is dropped or delivered twice silently.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from redis.exceptions import RedisError
@@ -21,7 +26,7 @@ from ...protocol.codec import Payload
 from .. import recovery
 from ..base import ChannelOptions, HistoryResult, Position, Publication
 from .link import RedisLink, unavailable
-from .listener import Listener
+from .listener import PubSubListener
 
 log = logging.getLogger("ladder.redis")
 
@@ -54,6 +59,21 @@ return {e, tonumber(redis.call('HGET', KEYS[1], 'o') or 0)}
 """
 
 
+_NEW_EPOCH: Final = """
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then
+  e = ARGV[2]
+  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)
+  redis.call('DEL', KEYS[2])
+elseif e == ARGV[1] then
+  e = ARGV[2]
+  redis.call('HSET', KEYS[1], 'e', e)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {e, tonumber(redis.call('HGET', KEYS[1], 'o') or 0)}
+"""
+
+
 def _entries(raw: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """Stream entries as redis-py returns them (typed loosely there)."""
     return list(raw or [])
@@ -63,6 +83,14 @@ def _entries(raw: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
 class _Listening:
     epoch: str | None = None
     last: int = 0
+    newest: Publication | None = None
+    """The last publication delivered (history must still hold it, see ``anchor``)."""
+    anchor: Publication | None = None
+    """The last publication delivered before the connection carrying the channel changed:
+    until a catch-up finds it in history, live messages on the new connection cannot be
+    trusted to continue the same stream."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One catch-up at a time: two interleaved could each judge the other's deliveries."""
 
 
 class RedisChannels:
@@ -72,13 +100,14 @@ class RedisChannels:
         self._link = link
         self.meta_ttl = meta_ttl
         self.listening: dict[str, _Listening] = {}
-        self.listener: Listener | None = None
+        self.listener: PubSubListener | None = None
         """Set by the engine: listening to a channel subscribes to it there."""
 
     def scripts(self) -> None:
         """Register the scripts on the clients (after they are opened)."""
-        self._publish = self._link.writer.register_script(_PUBLISH)
+        self._publish = self._link.writer.register_script(self._link.script(_PUBLISH))
         self._position = self._link.redis.register_script(_POSITION)
+        self._new_epoch = self._link.redis.register_script(_NEW_EPOCH)
 
     def _entry(self, channel: str, epoch: str, entry: tuple[bytes, dict[bytes, bytes]]) -> Publication:
         entry_id, fields = entry
@@ -107,50 +136,119 @@ class RedisChannels:
         if pub.offset > state.last + 1:
             await self._catch_up(pub.channel, state)
             return
-        state.epoch, state.last = pub.epoch, pub.offset
-        sink.on_publication(pub)
+        self._hand_on(state, pub)
+
+    def _hand_on(self, state: _Listening, pub: Publication) -> None:
+        state.epoch, state.last, state.newest = pub.epoch, pub.offset, pub
+        sink = self._link.sink
+        if sink is not None:
+            sink.on_publication(pub)
+
+    def moving(self, channels: Iterable[str]) -> None:
+        """The connection carrying ``channels`` changed (a listener is about to subscribe
+        them on another one): the next catch-up checks history still holds what was
+        delivered before, whatever the new connection delivers first."""
+        for channel in channels:
+            state = self.listening.get(channel)
+            if state is not None and state.anchor is None:
+                state.anchor = state.newest
 
     async def catch_up_all(self) -> None:
-        for channel, state in list(self.listening.items()):
-            await self._catch_up(channel, state)
+        await self.catch_up(list(self.listening))
+
+    async def catch_up(self, channels: Iterable[str]) -> None:
+        """Deliver what this node missed in ``channels`` (those it still listens to)."""
+        for channel in channels:
+            state = self.listening.get(channel)
+            if state is not None:
+                await self._catch_up(channel, state)
 
     async def _catch_up(self, channel: str, state: _Listening) -> None:
         """Deliver what this node missed in ``channel``; report a lost stream as a reset."""
-        sink = self._link.sink
+        async with state.lock:
+            if self.listening.get(channel) is state:
+                await self._catch_up_now(channel, state)
+
+    async def _catch_up_now(self, channel: str, state: _Listening) -> None:
+        # What was delivered *before* the position is read: live messages delivered while
+        # the read is on its way are newer than the position it returns.
+        delivered = None if state.epoch is None else Position(state.epoch, state.last)
+        anchor = state.anchor or state.newest
         position = await self._read_position(channel)
-        if state.epoch is None:
-            state.epoch, state.last = position.epoch, position.offset
+        if delivered is None:
+            if state.epoch is None:  # the baseline: live messages after it count
+                state.epoch, state.last = position.epoch, position.offset
             return
-        if position.epoch != state.epoch:
+        step = recovery.catch_up(delivered, position)
+        if isinstance(step, recovery.Resync):
+            await self._resync(channel, state, position, fork=step.fork)
+            return
+        if anchor is not None and anchor.epoch != position.epoch:
+            anchor = None
+        if step is None and anchor is None:
+            return
+        first = anchor.offset if anchor is not None else delivered.offset + 1
+        stream = self._link.k("s", channel)
+        entries = _entries(await self._link.redis.xrange(stream, f"0-{first}", "+"))
+        held = [self._entry(channel, position.epoch, entry) for entry in entries]
+        if anchor is not None:
+            found = next((p for p in held if p.offset == anchor.offset), None)
+            if recovery.same(anchor, found) is False:
+                await self._resync(channel, state, position, fork=True)
+                return
+            state.anchor = None
+        if position.offset <= state.last:
+            return  # (live messages delivered meanwhile reached it)
+        if not any(p.offset == state.last + 1 for p in held):
+            await self._resync(channel, state, position, fork=False)
+            return
+        for pub in held:
+            if pub.offset == state.last + 1:
+                self._hand_on(state, pub)
+
+    async def _resync(self, channel: str, state: _Listening, position: Position, *, fork: bool) -> None:
+        """Tell this node's subscribers to resync at ``position``. A fork first moves the
+        channel to a new epoch in Redis (unless another node did), so that every node
+        resyncs and no client recovers across it from a position taken before."""
+        if fork:
+            went_back = position.offset < state.last
+            position = await self._fork(channel, position.epoch)
+            log.warning(
+                "channel %s: Redis %s (a replica promoted before the newest publications "
+                "reached it?); new epoch %s, subscribers resync",
+                channel,
+                f"went back below offset {state.last}"
+                if went_back
+                else "holds another publication at an offset delivered",
+                position.epoch,
+            )
+        elif position.epoch != state.epoch:
             log.warning(
                 "channel %s: epoch changed (%s -> %s); subscribers resync",
                 channel,
                 state.epoch,
                 position.epoch,
             )
-            state.epoch, state.last = position.epoch, position.offset
-            if sink is not None:
-                sink.on_reset(channel, position)
-            return
-        if position.offset <= state.last:
-            return
-        stream = self._link.k("s", channel)
-        entries = _entries(await self._link.redis.xrange(stream, f"0-{state.last + 1}", "+"))
-        pubs = [self._entry(channel, state.epoch, entry) for entry in entries]
-        if not pubs or pubs[0].offset != state.last + 1:
+        else:
             log.warning(
                 "channel %s: history no longer covers offsets after %d; subscribers resync",
                 channel,
                 state.last,
             )
-            state.last = position.offset
-            if sink is not None:
-                sink.on_reset(channel, position)
-            return
-        for pub in pubs:
-            if pub.offset == state.last + 1 and sink is not None:
-                state.last = pub.offset
-                sink.on_publication(pub)
+        state.epoch, state.last = position.epoch, position.offset
+        state.newest = state.anchor = None
+        sink = self._link.sink
+        if sink is not None:
+            sink.on_reset(channel, position)
+
+    async def _fork(self, channel: str, epoch: str) -> Position:
+        """Move the channel from ``epoch`` to a new one (if still there): its position."""
+        link = self._link
+        new, offset = await self._new_epoch(
+            keys=[link.k("m", channel), link.k("s", channel)],
+            args=[epoch, secrets.token_hex(4), int(self.meta_ttl)],
+        )
+        return Position(new.decode(), int(offset))
 
     # -- the Channels protocol -------------------------------------------------------------
 

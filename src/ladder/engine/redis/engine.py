@@ -43,7 +43,7 @@ from ..composed import ComposedEngine
 from .applied import RedisAppliedRecords
 from .channels import RedisChannels
 from .link import RedisLink
-from .listener import Listener
+from .listener import Listener, PubSubListener
 from .presence import RedisPresence
 from .routing import RedisRouting
 
@@ -87,7 +87,7 @@ class RedisEngine(ComposedEngine):
         self.url = url
         self.prefix = prefix
         self.meta_ttl = meta_ttl
-        link = self._link = RedisLink(
+        link = self._link = self._make_link(
             url,
             prefix=prefix,
             node_id=node_id or secrets.token_hex(4),
@@ -100,25 +100,38 @@ class RedisEngine(ComposedEngine):
         self._presence = RedisPresence(link, sweep_every=sweep_every)
         self._routing = RedisRouting(link)
         super().__init__(self._channels, self._presence, self._routing, RedisAppliedRecords(link))
-        self._listener = Listener(
-            link,
-            lambda: list(self._channels.listening),
-            self._channels.catch_up_all,
-            self._dispatch,
-            self._heard,
-        )
+        self._listener = self._make_listener()
         self._channels.listener = self._routing.listener = self._listener
         self._tasks: list[asyncio.Task[None]] = []
         self.healthy = False
         """True while this node can reach Redis and its listener is subscribed; it follows
         both ways (see :meth:`_health`), and each change is logged."""
         self._commands_ok = True
+        self._listening = False
+        """The listener was connected when last heard of (a loss is told to the sink once)."""
         self.last_error: str | None = None
 
     @property
     def redis(self) -> aioredis.Redis:
         """The command client."""
         return self._link.redis
+
+    def _make_link(self, url: str, **options: Any) -> RedisLink:
+        return RedisLink(url, **options)
+
+    def _make_listener(self) -> PubSubListener:
+        return Listener(
+            self._link,
+            lambda: list(self._channels.listening),
+            self._channels.catch_up_all,
+            self._dispatch,
+            self._heard,
+        )
+
+    @property
+    def routing_part(self) -> RedisRouting:
+        """Session routing in this Redis (a sharded engine reads hand-over records here)."""
+        return self._routing
 
     @property
     def reconnects(self) -> int:
@@ -130,6 +143,7 @@ class RedisEngine(ComposedEngine):
     async def start(self, sink: EngineSink) -> None:
         self._link.sink = sink
         self._link.open()
+        await self._link.ready()
         self._channels.scripts()
         self._presence.scripts()
         loop = asyncio.get_running_loop()
@@ -163,7 +177,7 @@ class RedisEngine(ComposedEngine):
     async def _dispatch(self, key: bytes, data: bytes) -> None:
         """Route one pub/sub message to the part it belongs to."""
         link = self._link
-        if key == link.k("n", link.node_id).encode() or key == link.all_nodes.encode():
+        if link.for_nodes(key):
             self._routing.on_message(data)
             return
         channel = link.channel_of(key)
@@ -176,9 +190,13 @@ class RedisEngine(ComposedEngine):
     # -- health ----------------------------------------------------------------------------
 
     def _heard(self, error: str | None) -> None:
-        """The listener connected (``error`` None) or lost its connection."""
+        """The listener connected (``error`` None) or lost its connection: then answers to
+        messages sent through it may be lost with it, and the sink hears it at once."""
+        was_listening, self._listening = self._listening, error is None
         if error is not None:
             self.last_error = error
+            if was_listening and self._link.sink is not None:
+                self._link.sink.on_route_lost()
         self._health()
 
     def _health(self) -> None:
@@ -187,11 +205,12 @@ class RedisEngine(ComposedEngine):
         Health follows both ways: a stall that heals without a connection reset leaves
         the listener connected, and the next answered heartbeat makes the node healthy again.
         """
-        healthy = self._listener.ok and self._commands_ok
+        healthy = self._healthy_now()
         if healthy == self.healthy:
             return
         self.healthy = healthy
         if healthy:
+            self._listening = True  # (a cluster's listener says nothing when it starts well)
             self.last_error = None
             log.info("redis engine healthy again (%s): accepting new sessions", self.url)
         elif self._link.sink is not None:  # not while stopping
@@ -201,6 +220,9 @@ class RedisEngine(ComposedEngine):
                 self.url,
                 self.last_error or "no answer",
             )
+
+    def _healthy_now(self) -> bool:
+        return self._listener.ok and self._commands_ok
 
     async def _heartbeat_forever(self) -> None:
         """Check Redis answers commands (the listener checks its own connection)."""

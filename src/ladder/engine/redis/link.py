@@ -48,6 +48,9 @@ class RedisLink:
         self._redis: aioredis.Redis | None = None
         self._writer: aioredis.Redis | None = None
 
+    pipelined_scripts = True
+    """Whether scripts may run in a pipeline (not in a cluster)."""
+
     def k(self, kind: str, name: str) -> str:
         """The key (or pub/sub channel) of ``kind`` for ``name``: ``{prefix}:{kind}:{name}``."""
         return f"{self.prefix}:{kind}:{name}"
@@ -57,9 +60,43 @@ class RedisLink:
         """The pub/sub channel every node listens on."""
         return f"{self.prefix}:all"
 
+    def node_keys(self) -> list[str]:
+        """The pub/sub keys this node listens on for messages to it and to every node."""
+        return [self.k("n", self.node_id), self.all_nodes]
+
+    def node_key(self, node: str) -> str:
+        """The pub/sub key a message to ``node`` goes to (``"*"``: to every node)."""
+        return self.all_nodes if node == "*" else self.k("n", node)
+
+    def node_keys_of(self, node: str) -> list[str]:
+        """Every pub/sub key a message to ``node`` may travel on, best first (one here; a
+        cluster has one per primary)."""
+        return [self.node_key(node)]
+
+    def for_nodes(self, key: bytes) -> bool:
+        """Whether pub/sub ``key`` carries messages to this node (or every node)."""
+        return key.decode() in self.node_keys()
+
     def channel_of(self, key: bytes) -> str:
         """The channel name of a ``{prefix}:c:{channel}`` pub/sub key."""
         return key.decode()[len(self.prefix) + 3 :]
+
+    def script(self, text: str) -> str:
+        """A Lua script as this deployment runs it (a cluster publishes with ``SPUBLISH``)."""
+        return text
+
+    async def publish(self, key: str, data: bytes) -> int:
+        """Publish ``data`` on pub/sub ``key``; how many listeners received it."""
+        return int(await self.redis.publish(key, data))
+
+    async def subscribers(self, key: str) -> int:
+        """How many connections listen on pub/sub ``key``."""
+        ((_, count),) = await self.redis.pubsub_numsub(key)
+        return int(count)
+
+    async def uptime(self, key: str) -> int:
+        """Seconds the Redis serving ``key`` has been up."""
+        return int((await self.redis.info("server")).get("uptime_in_seconds", 0))
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -100,6 +137,9 @@ class RedisLink:
         """
         self._redis = self._client(retry_on=(RedisConnectionError, RedisTimeoutError))
         self._writer = self._client(retry_on=())
+
+    async def ready(self) -> None:
+        """Prepare the opened clients before first use (nothing to do for one server)."""
 
     def listener_client(self) -> aioredis.Redis:
         """The pub/sub listener's own client. It never reconnects by itself: a silent

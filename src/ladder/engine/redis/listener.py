@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Final
+from typing import Final, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
@@ -22,6 +22,25 @@ log = logging.getLogger("ladder.redis")
 LISTENER_PONG_WAIT: Final = 5.0
 """Seconds the listener waits for the answer to its ping before it reconnects (a connection
 that silently stopped carrying anything)."""
+
+
+class PubSubListener(Protocol):
+    """What the engine's parts need of a pub/sub reader (one connection to a Redis server,
+    or one per cluster primary)."""
+
+    ok: bool
+    """Every wanted key is subscribed on a live connection."""
+    subscribed: asyncio.Event
+    """Set while ``ok``: this node hears its own messages."""
+    reconnects: int
+
+    async def subscribe(self, key: str) -> None: ...
+
+    async def unsubscribe(self, key: str) -> None: ...
+
+    async def run_forever(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Listener:
@@ -106,7 +125,7 @@ class Listener:
             # A channel listened while this connection was being set up (which can take as
             # long as a stall) is not subscribed by ``subscribe`` (not ok yet): take it here.
             # No await between the last check and ``ok = True``, so none slips through.
-            keys = [link.k("n", link.node_id), link.all_nodes, *(link.k("c", ch) for ch in self._channels())]
+            keys = [*link.node_keys(), *(link.k("c", ch) for ch in self._channels())]
             missing = [key for key in keys if key not in subscribed]
             if not missing:
                 break

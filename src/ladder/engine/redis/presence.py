@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Final
+from typing import Any, Final
 
 import msgpack
 from redis.exceptions import RedisError
@@ -61,7 +61,7 @@ class RedisPresence:
 
     def scripts(self) -> None:
         """Register the sweep script on the command client (after it is opened)."""
-        self._sweep = self._link.redis.register_script(_SWEEP)
+        self._sweep = self._link.redis.register_script(self._link.script(_SWEEP))
 
     def _keys(self, channel: str) -> list[str]:
         key = self._link.k("p", channel)
@@ -82,12 +82,18 @@ class RedisPresence:
         channels = list(self.known)
         for start in range(0, len(channels), SWEEP_BATCH):
             batch = channels[start : start + SWEEP_BATCH]
-            async with self._link.redis.pipeline(transaction=False) as pipe:
-                for channel in batch:
-                    await self._sweep(
-                        keys=self._keys(channel), args=[now, self._link.k("c", channel)], client=pipe
-                    )
-                left = await pipe.execute()
+            left: list[Any]
+            if self._link.pipelined_scripts:
+                async with self._link.redis.pipeline(transaction=False) as pipe:
+                    for channel in batch:
+                        await self._sweep(
+                            keys=self._keys(channel), args=[now, self._link.k("c", channel)], client=pipe
+                        )
+                    left = await pipe.execute()
+            else:  # (a cluster runs no scripts in pipelines: one call per channel, together)
+                left = await asyncio.gather(
+                    *(self._sweep(keys=self._keys(ch), args=[now, self._link.k("c", ch)]) for ch in batch)
+                )
             for channel, count in zip(batch, left, strict=True):
                 if not count:
                     self.known.discard(channel)
@@ -118,7 +124,7 @@ class RedisPresence:
                 added, *_ = await pipe.execute()
             self.known.add(channel)
             if added:
-                await redis.publish(self._link.k("c", channel), b"J" + packed)
+                await self._link.publish(self._link.k("c", channel), b"J" + packed)
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
 
@@ -131,7 +137,7 @@ class RedisPresence:
                 pipe.zrem(times, member.client)
                 removed, _ = await pipe.execute()
             if removed:
-                await redis.publish(self._link.k("c", channel), b"L" + _pack(member))
+                await self._link.publish(self._link.k("c", channel), b"L" + _pack(member))
         except (RedisError, OSError) as exc:
             log.warning("presence_remove %s: %s (it expires by itself)", channel, exc)
 

@@ -12,13 +12,14 @@ from .backoff import RETRIES_AT_ONCE, Reconnect, full_jitter, reconnect_delay
 from .climb import ProbeSchedule
 from .ending import FATAL, SESSION_GONE, after_race, after_transport, answers_ping
 from .ladder import RungPolicy, why
-from .liveness import silence_limit, silence_verdict
+from .liveness import RECENT, silence_limit, silence_verdict, wake_action
 from .pacing import Pacer, PollPace
 from .race import RaceSchedule
 from .upstream import UpstreamRetry
 
 __all__ = [
     "FATAL",
+    "RECENT",
     "RETRIES_AT_ONCE",
     "SESSION_GONE",
     "AckPolicy",
@@ -36,5 +37,6 @@ __all__ = [
     "reconnect_delay",
     "silence_limit",
     "silence_verdict",
+    "wake_action",
     "why",
 ]

@@ -38,7 +38,9 @@ class Reconnect:
     """The reconnect bookkeeping of one client (ms): how long to wait, and when to give up.
 
     ``connect_timeout`` bounds the first connection only (None: no bound); ``max_attempts``
-    bounds races failed in a row (None: forever).
+    bounds races failed in a row (None: forever). ``at_deadline`` is what the first connect's
+    deadline leads to: ``"give_up"`` (a script: ``connect()`` raises) or ``"report"`` (a page,
+    which cannot be re-run: say so once and keep trying).
     """
 
     def __init__(
@@ -49,16 +51,24 @@ class Reconnect:
         at_once: int = RETRIES_AT_ONCE,
         connect_timeout: float | None = 15_000.0,
         max_attempts: int | None = None,
+        at_deadline: str = "give_up",
     ) -> None:
+        if at_deadline not in ("give_up", "report"):
+            raise ValueError(f"at_deadline must be 'give_up' or 'report', not {at_deadline!r}")
         self.base = base
         self.cap = cap
         self.at_once = at_once
         self.connect_timeout = connect_timeout
         self.max_attempts = max_attempts
         self.failures = 0
-        """Races failed since the last welcome."""
+        """Races failed since the last welcome or wake (the delay grows with it)."""
+        self.attempts = 0
+        """Races failed since the last welcome (``max_attempts`` counts these)."""
         self.connected = False
         self.deadline: float | None = None
+        self.at_deadline = at_deadline
+        self.reported = False
+        """The deadline was reported (``at_deadline="report"``): once is enough."""
 
     def started(self, now: float) -> float | None:
         """The client starts connecting at ``now``: returns the first connect's deadline."""
@@ -71,16 +81,41 @@ class Reconnect:
         "at": ms}`` (``connect_failed`` once the next try would pass the first connect's
         deadline, at that deadline; ``timeout`` after ``max_attempts``, at once)."""
         self.failures += 1
-        if self.max_attempts is not None and self.failures >= self.max_attempts:
+        self.attempts += 1
+        if self.max_attempts is not None and self.attempts >= self.max_attempts:
             return {"give_up": "timeout", "at": now}
         delay = reconnect_delay(self.failures, self.base, self.cap, rand, self.at_once)
-        if not self.connected and self.deadline is not None and now + delay >= self.deadline:
+        if (
+            self.at_deadline == "give_up"
+            and not self.connected
+            and self.deadline is not None
+            and now + delay >= self.deadline
+        ):
             return {"give_up": "connect_failed", "at": max(now, self.deadline)}
         return {"wait": delay}
 
+    def expired(self) -> str | None:
+        """The first connect's deadline passed without a welcome (the port's timer fired,
+        perhaps during a race): ``"give_up"``, ``"report"`` (once), or None (nothing to do:
+        connected, no deadline, or already reported)."""
+        if self.connected or self.deadline is None:
+            return None
+        if self.at_deadline == "give_up":
+            return "give_up"
+        if self.reported:
+            return None
+        self.reported = True
+        return "report"
+
+    def woken(self) -> None:
+        """Something says the network is back (the browser went online, the page became
+        visible): the delay starts again, so the next wait is short (``max_attempts`` still
+        counts every failed race)."""
+        self.failures = 0
+
     def welcomed(self) -> None:
         """A welcome: the count starts again and the first connect's deadline is gone."""
-        self.failures = 0
+        self.failures = self.attempts = 0
         self.connected = True
         self.deadline = None
 

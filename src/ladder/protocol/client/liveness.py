@@ -12,6 +12,11 @@ from typing import Literal
 LATE_SLACK = 1000.0
 """A watchdog firing more than this late (ms) means the client, not the link, was asleep."""
 
+RECENT = 5000.0
+"""A visible page heard from this recently (ms) needs no check when it becomes visible again."""
+
+WakeAction = Literal["suspend", "resume", "leave", "check", "reconnect", "none"]
+
 
 def silence_limit(
     rung: str,
@@ -44,3 +49,33 @@ def silence_verdict(
     if silent < limit:
         return "alive"
     return "check" if late > slack else "dead"
+
+
+def wake_action(
+    cause: str, state: str, silent: float = 0.0, *, persisted: bool = False, recent: float = RECENT
+) -> WakeAction:
+    """What a page or machine event leads to. ``cause``: ``pagehide``/``pageshow`` (with
+    ``persisted``: the back/forward cache), ``freeze``/``resume`` (a frozen tab),
+    ``visible``, ``online``, ``offline``; ``state`` the client's; ``silent`` ms since the
+    transport last delivered anything. ``suspend`` (release every connection, keep the
+    session), ``resume`` (reconnect now, resuming it), ``leave`` (say ``bye``, keep unsent
+    messages for the next page), ``check`` (ping; drop the transport without a pong in
+    time), ``reconnect`` (now, not after the backoff) or ``none``. The browser client acts on
+    every cause; a Python process has no page, and its own sleeps are caught by the late
+    watchdog (:func:`silence_verdict`), which decides ``check`` the same way ``resume`` does."""
+    if state == "closed":
+        return "none"
+    if cause == "pagehide":
+        return "suspend" if persisted else "leave"
+    if cause == "pageshow":
+        return "resume" if persisted else "none"
+    if cause == "freeze":
+        return "none"  # nothing runs while frozen: ``resume`` decides
+    connected = state == "connected"
+    if cause == "offline":
+        return "check" if connected else "none"
+    if cause == "visible" and connected and silent < recent:
+        return "none"
+    if cause in ("resume", "visible", "online"):
+        return "check" if connected else "reconnect"
+    return "none"

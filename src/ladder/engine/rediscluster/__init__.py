@@ -1,0 +1,7 @@
+"""The Redis Cluster engine (needs ``ladder-rt[redis]``, Redis 7 or newer)."""
+
+from __future__ import annotations
+
+from .engine import RedisClusterEngine
+
+__all__ = ["RedisClusterEngine"]

@@ -1,0 +1,127 @@
+"""The Redis Cluster engine: ``redis+cluster://host:port,host:port`` (seed nodes).
+
+The single-Redis engine's parts, over :class:`.link.ClusterLink` (hash-tagged keys,
+``SPUBLISH``, redis-py's cluster client) and :class:`.listener.ClusterListener` (one pub/sub
+connection per primary). Each primary is a shard: while one is down (until its replica takes
+over) its channels' publishes are refused with ``engine_unavailable``, its sessions' messages
+are refused, and its subscribers catch up or resync afterwards; the other shards keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import RedisError
+
+from ..redis.engine import HEARTBEAT_EVERY, RedisEngine
+from ..redis.link import RedisLink
+from ..redis.listener import PubSubListener
+from .link import ClusterLink
+from .listener import ClusterListener
+
+__all__ = ["RedisClusterEngine"]
+
+
+class RedisClusterEngine(RedisEngine):
+    """Channels, history, presence and sessions in a Redis Cluster (Redis 7 or newer).
+
+    Args:
+        url: ``redis+cluster://[user:password@]host:port[,host:port...]`` (some nodes of the
+            cluster; the rest are discovered), ``rediss+cluster://`` for TLS.
+        **options: As for :class:`~ladder.engine.redis.RedisEngine`.
+    """
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self._primaries: dict[str, bool] = {}
+        """Each primary's name -> whether it answered the last heartbeat."""
+        super().__init__(url, **options)
+
+    def _make_link(self, url: str, **options: Any) -> RedisLink:
+        return ClusterLink(url, **options)
+
+    def _make_listener(self) -> PubSubListener:
+        link = self._link
+        assert isinstance(link, ClusterLink)
+        link.primary_ok = self._primary_ok
+        self._cluster_listener = ClusterListener(
+            link,
+            lambda: list(self._channels.listening),
+            self._channels.catch_up,
+            self._dispatch,
+            self._heard,
+            moving=self._channels.moving,
+        )
+        return self._cluster_listener
+
+    @property
+    def _cluster(self) -> ClusterLink:
+        link = self._link
+        assert isinstance(link, ClusterLink)
+        return link
+
+    def _healthy_now(self) -> bool:
+        """This node hears messages to it (on some primary that is up) and some primary
+        answers (each shard's own health is :meth:`healthy_for` and ``details``)."""
+        link, listener = self._cluster, self._cluster_listener
+        return listener.hears_node(link.node_id) and listener.hears_node("*") and self._commands_ok
+
+    def _primary_ok(self, name: str) -> bool:
+        """Answered the last heartbeat, and this node's connection to it (if any) works."""
+        return self._primaries.get(name, True) and self._cluster_listener.reader_ok(name) is not False
+
+    def _shard_ok(self, key: str) -> bool:
+        try:
+            node = self._cluster.cluster.get_node_from_key(key)
+        except (RedisError, OSError, IndexError):
+            return False
+        return node is not None and self._primaries.get(node.name, True)
+
+    def healthy_for(self, sid: str) -> bool:
+        """Whether the primary holding ``sid``'s record answered the last heartbeat."""
+        return self.healthy and self._shard_ok(self._link.k("a", sid))
+
+    async def _ping(self, node: ClusterNode) -> bool:
+        try:
+            await self._cluster.cluster.ping(target_nodes=node)
+        except (RedisError, OSError) as exc:
+            self.last_error = f"{node.name}: {exc or type(exc).__name__}"
+            return False
+        return True
+
+    async def _heartbeat_forever(self) -> None:
+        """Ping every primary; a silent one makes the topology be read again (a replica
+        may have taken over)."""
+        cluster = self._cluster.cluster
+        while True:
+            try:
+                if not cluster.nodes_manager.slots_cache:
+                    await cluster.initialize()
+                primaries = cluster.get_primaries()
+                answers = await asyncio.gather(*(self._ping(node) for node in primaries))
+                self._primaries = {node.name: ok for node, ok in zip(primaries, answers, strict=True)}
+                self._commands_ok = any(answers)
+                if not all(answers):
+                    with contextlib.suppress(RedisError, OSError):
+                        await cluster.nodes_manager.initialize()
+            except (RedisError, OSError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                self._commands_ok = False
+            self._health()
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    def details(self) -> dict[str, Any]:
+        listener = self._cluster_listener
+        return {
+            "engine": "redis-cluster",
+            "healthy": self.healthy,
+            "reconnects": self.reconnects,
+            "error": self.last_error,
+            "shards_healthy": sum(self._primaries.values()),
+            "shards": [
+                {"shard": name, "healthy": ok, "listening": listener.reader_ok(name)}
+                for name, ok in sorted(self._primaries.items())
+            ],
+        }

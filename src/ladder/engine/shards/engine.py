@@ -1,0 +1,101 @@
+"""Several independent Redis servers as one engine: ``redis://h1:6379,h2:6380,h3:6381/0``.
+
+Each server is a shard and a complete single-Redis engine (:class:`~ladder.engine.redis.
+RedisEngine`) for what it holds; rendezvous hashing (:mod:`.placement`) places each channel
+(with its history and presence) and each session's records on one shard. A shard down costs
+only its share: its channels' publishes are refused with ``engine_unavailable``, their
+subscribers catch up or resync when it is back (as with one Redis), and its sessions'
+messages are refused until then; channels and sessions on the other shards keep flowing.
+Every shard reconnects on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ...errors import ConfigurationError
+from ..base import EngineSink
+from ..composed import ComposedEngine
+from ..redis import RedisEngine
+from .parts import ShardedApplied, ShardedChannels, ShardedPresence
+from .placement import Placement
+from .routing import ShardedRouting
+
+__all__ = ["ShardedEngine", "split_url"]
+
+
+def split_url(url: str) -> list[tuple[str, str]]:
+    """``redis://[auth@]h1:p1,h2:p2/db?query`` -> ``[(name, single-server URL), ...]``, where
+    ``name`` (``h1:p1``) is what placement hashes: renaming a server moves its keys,
+    reordering the list does not."""
+    parts = urlsplit(url)
+    auth, _, hosts = parts.netloc.rpartition("@")
+    names = [host.strip() for host in hosts.split(",")]
+    if len(names) < 2 or any(not name for name in names):
+        raise ConfigurationError(
+            "engine",
+            f"{url!r} does not list several servers",
+            'list them separated by commas: "redis://10.0.0.1:6379,10.0.0.2:6379/0"',
+        )
+    if len(set(names)) != len(names):
+        raise ConfigurationError("engine", f"{url!r} lists a server twice", "list each server once")
+    prefix = f"{auth}@" if auth else ""
+    return [(name, urlunsplit((parts.scheme, prefix + name, parts.path, parts.query, ""))) for name in names]
+
+
+class ShardedEngine(ComposedEngine):
+    """Channels, history, presence and sessions spread over several Redis servers.
+
+    Args:
+        url: ``redis://h1:6379,h2:6380/0`` (``rediss://`` for TLS); credentials, database
+            and query apply to every server.
+        **options: As for :class:`~ladder.engine.redis.RedisEngine` (``prefix``,
+            ``command_timeout``, ``max_connections`` per server, ...), for every shard.
+    """
+
+    def __init__(self, url: str, *, node_id: str | None = None, **options: Any) -> None:
+        self.url = url
+        node = node_id or secrets.token_hex(4)
+        self.shards = [
+            (name, RedisEngine(single, node_id=node, **options)) for name, single in split_url(url)
+        ]
+        placement = self.placement = Placement(self.shards)
+        super().__init__(
+            ShardedChannels(placement),
+            ShardedPresence(placement),
+            ShardedRouting(placement, node),
+            ShardedApplied(placement),
+        )
+
+    @property
+    def healthy(self) -> bool:
+        """True while at least one shard answers: this node still serves the channels and
+        sessions held there (``/health`` lists each shard)."""
+        return any(shard.healthy for _, shard in self.shards)
+
+    @healthy.setter
+    def healthy(self, value: bool) -> None:
+        raise AttributeError("a sharded engine's health follows its shards'")
+
+    def healthy_for(self, sid: str) -> bool:
+        return self.placement.of(sid).healthy
+
+    async def start(self, sink: EngineSink) -> None:
+        await asyncio.gather(*(shard.start(sink) for _, shard in self.shards))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(shard.stop() for _, shard in self.shards))
+
+    def details(self) -> dict[str, Any]:
+        shards = [{"shard": name, **shard.details()} for name, shard in self.shards]
+        for entry in shards:
+            entry.pop("engine", None)
+        return {
+            "engine": "redis-shards",
+            "healthy": self.healthy,
+            "shards_healthy": sum(1 for _, shard in self.shards if shard.healthy),
+            "shards": shards,
+        }

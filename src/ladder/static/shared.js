@@ -1,0 +1,499 @@
+// @ts-check
+/**
+ * One connection for every tab: `connect(url, options)` returns a `SharedClient` (unless
+ * `share: false`, or where `canShare` says no), the
+ * tab's side of a connection held by the hub (`tabs.js`) in a `SharedWorker` (`worker.js`) or
+ * in a leader tab (`leader.js`). It has the `Client`'s API; its subscriptions, calls and
+ * replies are its own. Browsers allow six
+ * HTTP/1.1 connections per host for all tabs together: shared, twelve tabs on SSE cost one
+ * stream, and the server one session (presence counts the browser once).
+ *
+ * Messages to the hub are checked here first (a value that cannot be sent throws in this tab,
+ * at once) and travel as the JSON the wire will carry, so the worker sends exactly what a tab
+ * of its own would have sent.
+ */
+
+import { errorOf, LadderError } from "./errors.js";
+import { encodeMessage } from "./codec.js";
+import { tooLarge } from "./outbound.js";
+import { Subscription } from "./subscription.js";
+import { TRANSPORTS } from "./rungs.js";
+import { hookPage, reachHub } from "./leader.js";
+import { Emitter, emit } from "./events.js";
+
+/** @typedef {import("./driver.js").ClientOptions} ClientOptions */
+/** @typedef {import("./driver.js").ClientState} ClientState */
+/** @typedef {import("./events.js").ClientEvents} ClientEvents */
+/** @typedef {import("./events.js").Member} Member */
+/** @typedef {import("./subscription.js").Position} Position */
+/** @typedef {import("./subscription.js").Publication} Publication */
+/** @typedef {import("./rungs.js").Rung} Rung */
+/** @typedef {import("./codec.js").Frame} Frame */
+
+/** Options that do not concern the shared connection. */
+const TAB_ONLY = ["share", "remember", "browserEvents", "token"];
+
+/** @param {{code: string, reason?: string, retryAfter?: number}} body */
+function asError(body) {
+  return errorOf({ code: body.code, reason: body.reason ?? "", retry_after: body.retryAfter });
+}
+
+/** @typedef {{resolve: (value: any) => void, reject: (error: Error) => void, sent?: boolean}} Waiter */
+
+/** A tab's client of the connection it shares with the other tabs of the browser. */
+export class SharedClient extends Emitter {
+  /**
+   * @param {string} url where the hub is mounted
+   * @param {ClientOptions} [options]
+   */
+  constructor(url, options = {}) {
+    super();
+    const transports = options.transports ?? TRANSPORTS;
+    const unknown = transports.filter((t) => !TRANSPORTS.includes(t));
+    if (!transports.length || unknown.length) {
+      throw new Error(`transports must be a non-empty subset of ${TRANSPORTS.join(", ")}, not ${unknown.join(", ")}`);
+    }
+    /** The hub's URL. */
+    this.url = new URL(url, location.href).toString().replace(/\/+$/, "");
+    /** The rungs allowed, best first. */
+    this.rungs = TRANSPORTS.filter((t) => transports.includes(t));
+    /** This client shares its connection with the other tabs. */
+    this.shared = /** @type {const} */ (true);
+    /** How many tabs share the connection (this one included; 0 until the worker said). */
+    this.tabs = 0;
+    /** @type {ClientState} */
+    this.state = "disconnected";
+    /** @type {Rung | null} the rung in use now (null while disconnected) */
+    this.transport = null;
+    // The shared client's state, as the hub last said (see Client).
+    /** @type {string | null} */ this.sessionId = null;
+    /** @type {string | null} */ this.user = null;
+    /** @type {string | null} */ this.clientId = null;
+    /** @type {{old: Rung | null, new: Rung, reason: string} | null} */ this.lastChange = null;
+    /** @type {string | null} */ this.lastFailure = null;
+    /** @type {"indexeddb" | "memory" | "off" | null} */ this.outboxStorage = null;
+    /** @type {string | null} */ this.outboxReason = null;
+    this.restored = 0;
+    /** @type {Record<string, unknown>} */
+    this._options = {};
+    for (const [name, value] of Object.entries(options)) {
+      if (!TAB_ONLY.includes(name) && value !== undefined) this._options[name] = value;
+    }
+    this._token = options.token ?? null;
+    this._browserEvents = options.browserEvents ?? typeof window !== "undefined";
+    /** @type {Record<string, any>} */
+    this._limits = {};
+    /** @type {Map<string, Subscription>} */
+    this._subs = new Map();
+    /** @type {Map<number, Waiter>} */
+    this._waiting = new Map();
+    this._nextId = 0;
+    /** @type {import("./leader.js").Link | null} the way to the hub */
+    this._link = null;
+    /** Whether the hub answered this tab's join (until then, messages wait). */
+    this._joined = false;
+    /** @type {any[]} messages written before the worker answered */
+    this._queued = [];
+    /** @type {string | null} */
+    this._tab = null;
+    /** @type {(() => void) | null} */
+    this._release = null;
+    /** @type {LadderError | null} */
+    this._fatal = null;
+    this._running = false;
+    /** @type {(() => void)[]} */
+    this._unhook = [];
+    /** @type {(value: void) => void} */
+    this._readyResolve = () => {};
+    /** @type {(error: Error) => void} */
+    this._readyReject = () => {};
+    /** @type {Promise<void>} */
+    this._ready = new Promise((yes, no) => [this._readyResolve, this._readyReject] = [yes, no]);
+    this._ready.catch(() => {});
+  }
+
+  // -- lifecycle --------------------------------------------------------------------------------
+
+  /** Join the shared connection (connect() does this). Returns the client. */
+  start() {
+    if (this._running || this.state === "closed") return this;
+    this._running = true;
+    if (this._browserEvents) {
+      this._unhook = hookPage({
+        wake: (why) => this.wake(why),
+        close: () => this._close(true),
+        hide: () => this._hide(),
+        show: () => {
+          if (this.state !== "closed" && !this._tab) this._attach();
+        },
+      });
+    }
+    this._attach();
+    return this;
+  }
+
+  /** Resolves once the shared connection is up (rejects if it closed or gave up first). */
+  ready() {
+    return this._ready;
+  }
+
+  /**
+   * Leave the shared connection; the last tab to leave ends the session (`bye`).
+   * @returns {Promise<void>}
+   */
+  async close() {
+    this._close(false);
+  }
+
+  /**
+   * Leave: `going`, the page is going away (`pagehide`), and the last tab's unsent messages
+   * stay in the outbox for the next page, as with a client of the tab's own.
+   * @param {boolean} going
+   */
+  _close(going) {
+    if (this.state === "closed") return;
+    const last = this.transport;
+    this._detach(going);
+    this._end(new LadderError("closed", "the client was closed"));
+    this._emit("close", { transport: last, reason: "the client was closed", reconnecting: false });
+  }
+
+  /**
+   * Reconnect now, or check the live connection still works (for every tab).
+   * @param {string} [why]
+   */
+  wake(why = "woken") {
+    if (this.state !== "closed") this._post({ op: "wake", why });
+  }
+
+  // -- API --------------------------------------------------------------------------------------
+
+  /**
+   * Follow `channel` (this tab's own subscription; the connection subscribes once for all tabs).
+   * @param {string} channel
+   * @param {((pub: Publication) => void) | null} [onPublication]
+   * @param {{since?: Position | null, recent?: number}} [options]
+   * @returns {Subscription}
+   */
+  subscribe(channel, onPublication = null, { since = null, recent = 0 } = {}) {
+    this._usable();
+    let sub = this._subs.get(channel);
+    if (!sub || !sub.active) {
+      sub = new Subscription(channel, { since, recent, unsubscribe: (s) => this._unsubscribe(s) });
+      this._subs.set(channel, sub);
+      this._post({ op: "sub", ch: channel, since, recent });
+    }
+    if (onPublication) sub.listen(onPublication);
+    return sub;
+  }
+
+  /** @param {string} channel */
+  unsubscribe(channel) {
+    const sub = this._subs.get(channel);
+    return sub ? this._unsubscribe(sub) : Promise.resolve();
+  }
+
+  /**
+   * @param {string} channel
+   * @param {any} data
+   * @param {{timeout?: number | null}} [options]
+   * @returns {Promise<Position>}
+   */
+  publish(channel, data, { timeout = 10_000 } = {}) {
+    return this._request({ t: "pub", ch: channel, d: data }, { kind: "publish", ch: channel }, timeout);
+  }
+
+  /**
+   * Send an event to the server's handler (queued by the shared connection; not acknowledged).
+   * Throws at once for data that cannot be sent and `frame_too_large`; `queue_full` arrives
+   * as an `error` event of this tab.
+   * @param {string} event
+   * @param {any} [data]
+   */
+  emit(event, data = null) {
+    this._usable();
+    const d = this._portable({ t: "emit", ev: event, d: data });
+    this._post({ op: "emit", ev: event, d });
+  }
+
+  /**
+   * @param {string} event
+   * @param {any} [data]
+   * @param {{timeout?: number | null}} [options]
+   */
+  call(event, data = null, { timeout = 10_000 } = {}) {
+    return this._request({ t: "call", ev: event, d: data }, { kind: "call", ev: event }, timeout);
+  }
+
+  /**
+   * @param {string} channel
+   * @param {{timeout?: number | null}} [options]
+   * @returns {Promise<Member[]>}
+   */
+  presence(channel, { timeout = 10_000 } = {}) {
+    return this._request(null, { kind: "presence", ch: channel }, timeout);
+  }
+
+  /**
+   * @param {string} channel
+   * @param {{limit?: number, timeout?: number | null}} [options]
+   * @returns {Promise<Publication[]>}
+   */
+  history(channel, { limit = 100, timeout = 10_000 } = {}) {
+    return this._request(null, { kind: "history", ch: channel, limit }, timeout);
+  }
+
+  /**
+   * Resolves once the shared connection keeps every message this tab submitted so far where
+   * its outbox keeps them.
+   * @returns {Promise<void>}
+   */
+  persisted() {
+    return this._request(null, { kind: "persisted" }, null);
+  }
+
+  // -- plumbing ---------------------------------------------------------------------------------
+
+  _usable() {
+    if (this.state === "closed") throw this._fatal ?? new LadderError("closed", "this client was closed");
+  }
+
+  /**
+   * The message's data as the wire will carry it; throws what the `Client` would throw.
+   * @param {Frame} frame
+   */
+  _portable(frame) {
+    const encoded = encodeMessage(frame);
+    const refusal = tooLarge({ ...frame, i: 1 }, this._limits);
+    if (refusal) throw refusal;
+    return JSON.parse(encoded).d;
+  }
+
+  /**
+   * @param {Frame | null} frame the message, when it carries data to check
+   * @param {Record<string, any>} fields
+   * @param {number | null | undefined} timeout
+   * @returns {Promise<any>}
+   */
+  _request(frame, fields, timeout) {
+    return new Promise((resolve, reject) => {
+      this._usable();
+      const id = ++this._nextId;
+      /** @type {Record<string, any>} */
+      const message = { op: "req", id, ...fields, timeout: timeout ?? null };
+      if (frame) message.d = this._portable(frame);
+      this._waiting.set(id, { resolve, reject });
+      this._post(message);
+    });
+  }
+
+  /** @param {Subscription} sub */
+  async _unsubscribe(sub) {
+    if (this._subs.get(sub.channel) !== sub || !sub.active) return;
+    this._subs.delete(sub.channel);
+    sub.end();
+    if (this.state !== "closed") this._post({ op: "unsub", ch: sub.channel });
+  }
+
+  /**
+   * Send to the hub; until the hub answered this tab's join, messages wait (in order).
+   * @param {Record<string, any>} message
+   */
+  _post(message) {
+    if (!this._tab) return;
+    const full = { ...message, tab: this._tab };
+    if (this._link && this._joined) this._send(full);
+    else this._queued.push(full);
+  }
+
+  /** @param {Record<string, any>} message */
+  _send(message) {
+    if (message.op === "req") {
+      const waiter = this._waiting.get(message.id);
+      if (waiter) waiter.sent = true;
+    }
+    /** @type {import("./leader.js").Link} */ (this._link).post(message);
+  }
+
+  /** Reach the hub of this URL and options as a new tab (`leader.js`). */
+  _attach() {
+    const tab = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+    this._tab = tab;
+    this._queued = [];
+    const token = () => (typeof this._token === "function" ? this._token() ?? null : this._token);
+    reachHub(this.url, this._options, token, tab, {
+      receive: (message) => {
+        if (this._tab === tab) this._receive(message);
+      },
+      join: (join) => {
+        if (this._tab === tab) this._join(join);
+      },
+      linked: (link, release) => {
+        if (this._tab !== tab) {
+          link.close();
+          release();
+          return false;
+        }
+        [this._link, this._release] = [link, release];
+        return true;
+      },
+    });
+  }
+
+  /**
+   * Join the hub (again, when a new leader took over): this tab's channels from where each
+   * stands, then what waited. Requests the previous hub had taken and not answered fail: it
+   * is gone, and they may or may not have been applied.
+   * @param {Record<string, any>} join
+   */
+  _join(join) {
+    const link = /** @type {import("./leader.js").Link} */ (this._link);
+    if (this._joined) {
+      const error = new LadderError("leader_lost", "the tab holding the shared connection went away; the message may or may not have been applied");
+      for (const [id, waiter] of this._waiting) {
+        if (!waiter.sent) continue;
+        this._waiting.delete(id);
+        waiter.reject(error);
+      }
+    }
+    this._joined = false;
+    link.post(join);
+    for (const sub of this._subs.values()) {
+      if (sub.active) link.post({ op: "sub", ch: sub.channel, since: sub.position, recent: sub.position ? 0 : sub.recent, tab: join.tab });
+    }
+    this._queued = this._queued.filter((message) => message.op !== "sub" && message.op !== "unsub");
+  }
+
+  /**
+   * Leave the hub (it releases this tab's channels at once) and the lock.
+   * @param {boolean} [going] the page is going away
+   */
+  _detach(going = false) {
+    if (!this._tab) return;
+    if (this._link && this._joined) this._link.post({ op: "leave", tab: this._tab, going });
+    this._link?.close();
+    this._link = null;
+    this._joined = false;
+    this._tab = null;
+    this._release?.();
+    this._release = null;
+  }
+
+  /** @param {any} message */
+  _receive(message) {
+    switch (message.op) {
+      case "state":
+        this._apply(message.state);
+        if (!this._joined) {
+          this._joined = true;
+          const queued = this._queued;
+          this._queued = [];
+          for (const waiting of queued) this._send(waiting);
+        }
+        break;
+      case "tabs":
+        this.tabs = message.count;
+        this._emit("tabs", { count: message.count });
+        break;
+      case "subok": {
+        const sub = this._subs.get(message.ch);
+        if (!sub || !sub.active) break;
+        const r = message.result;
+        const result = sub.confirmed({ ep: r.epoch, off: r.offset, rec: r.recovered, n: r.missed });
+        if (!result.recovered) this._emit("resync", { channel: sub.channel, epoch: result.epoch });
+        break;
+      }
+      case "suberr": {
+        const sub = this._subs.get(message.ch);
+        if (!sub) break;
+        this._subs.delete(message.ch);
+        sub.end(asError(message.error));
+        break;
+      }
+      case "pub":
+        this._subs.get(message.ch)?.deliver(message.o, message.d);
+        break;
+      case "resync":
+        this._subs.get(message.ch)?.resync(message.ep, message.off);
+        this._emit("resync", { channel: message.ch, epoch: message.ep });
+        break;
+      case "reply": {
+        const waiter = this._waiting.get(message.id);
+        if (!waiter) break;
+        this._waiting.delete(message.id);
+        if (message.ok) waiter.resolve(message.value);
+        else waiter.reject(asError(message.error));
+        break;
+      }
+      case "event":
+        this._event(message.name, message.event, message.state);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /**
+   * @param {string} name
+   * @param {any} event
+   * @param {any} state
+   */
+  _event(name, event, state) {
+    if (state) this._apply(state);
+    if (name === "error" && event.code === "connect_failed") this._readyReject(asError(event));
+    if (name === "close" && !event.reconnecting) {
+      this._detach();
+      this._end(this._fatal ?? new LadderError("closed", event.reason));
+    }
+    this._emit(/** @type {keyof ClientEvents} */ (name), event);
+  }
+
+  /** @param {any} state the shared client's state (`tabs.js` snapshot) */
+  _apply(state) {
+    if (this.state === "closed") return;
+    this.state = state.state;
+    this.transport = state.transport;
+    this.sessionId = state.sessionId;
+    this.user = state.user;
+    this.clientId = state.clientId;
+    this.lastChange = state.lastChange;
+    this.lastFailure = state.lastFailure;
+    [this.outboxStorage, this.outboxReason, this.restored] = [state.outboxStorage, state.outboxReason, state.restored];
+    this._limits = state.limits ?? {};
+    if (state.fatal) this._fatal = asError(state.fatal);
+    if (state.state === "connected") this._readyResolve();
+  }
+
+  /**
+   * Closed for good: every wait ends with `error`.
+   * @param {LadderError} error
+   */
+  _end(error) {
+    this.state = "closed";
+    this.transport = null;
+    this._fatal = this._fatal ?? error;
+    this._readyReject(error);
+    for (const waiter of this._waiting.values()) waiter.reject(error);
+    this._waiting.clear();
+    for (const sub of this._subs.values()) sub.end(error);
+    this._subs.clear();
+    for (const unhook of this._unhook) unhook();
+    this._unhook = [];
+  }
+
+  /**
+   * @param {keyof ClientEvents} name
+   * @param {any} event
+   */
+  _emit(name, event) {
+    emit(/** @type {any} */ (this), name, event);
+  }
+
+  /** The page entered the back/forward cache: leave; calls still waiting fail (they may still be applied). */
+  _hide() {
+    this._detach();
+    const error = new LadderError("closed", "the page entered the back/forward cache (the message may still be applied)");
+    for (const waiter of this._waiting.values()) waiter.reject(error);
+    this._waiting.clear();
+  }
+}

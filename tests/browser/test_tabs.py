@@ -1,0 +1,365 @@
+"""Tabs sharing one connection (``connect(url, { share: true })``), in real Chromium against the
+real server over HTTP/1.1: one SharedWorker holds the session for every tab of a browser
+profile; each tab gets its own publications, exactly once, in order, also when the tab that
+started the worker closes in the middle of a burst.
+
+Each page is the hub's own ``/health`` (a same-origin document) that imports ``/client.js``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page
+
+from tests.support.server import LadderServer, free_port
+
+TABS = 12
+BURST = 200
+
+JOIN = """async ([channel, options]) => {
+    window.ladder = await import('/client.js');
+    window.got = [];
+    window.errors = [];
+    window.client = ladder.connect(location.origin, options);
+    client.on("error", (e) => errors.push(e));
+    const sub = client.subscribe(channel, (pub) => got.push(pub.data.n), options.sub ?? {});
+    const late = new Promise((_, no) => setTimeout(() => no(new Error("not subscribed within 10 s")), 10000));
+    await Promise.race([sub.ready(), late]);
+    return { shared: client.shared === true, state: client.state };
+}"""
+
+
+@pytest.fixture
+def hub() -> Iterator[LadderServer]:
+    port = free_port()
+    with LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port) as server:
+        yield server
+
+
+@pytest.fixture(params=["worker", "leader"])
+def context(browser: Browser, request: pytest.FixtureRequest) -> Iterator[BrowserContext]:
+    """A browser profile whose tabs share through a SharedWorker, or (as in a browser without
+    one) through a leader tab elected with Web Locks and a BroadcastChannel."""
+    context = browser.new_context()
+    if request.param == "leader":
+        context.add_init_script("delete window.SharedWorker")
+    errors: list[str] = []
+    context.on("page", lambda page: page.on("pageerror", lambda error: errors.append(str(error))))
+    yield context
+    context.close()
+    assert not errors, f"uncaught errors in a page: {errors}"
+
+
+def sessions(server: LadderServer) -> int:
+    return sessions_at(server.url)
+
+
+def sessions_at(hub: str) -> int:
+    """How many sessions the hub holds (its health check says)."""
+    with urllib.request.urlopen(f"{hub}/health", timeout=5) as response:
+        health: dict[str, Any] = json.load(response)
+    return int(health["sessions"])
+
+
+def open_tabs(
+    context: BrowserContext, server: LadderServer, count: int, channel: str, **options: Any
+) -> list[Page]:
+    pages = []
+    for _ in range(count):
+        page = context.new_page()
+        page.goto(f"{server.url}/health")
+        joined = page.evaluate(JOIN, [channel, {"transports": ["sse"], "share": True, **options}])
+        assert joined["shared"], "sharing is available in Chromium"
+        pages.append(page)
+    for page in pages:
+        page.wait_for_function(
+            "n => client.tabs === n && client.transport === 'sse'", arg=count, timeout=10_000
+        )
+    return pages
+
+
+def burst(page: Page, channel: str, **extra: Any) -> None:
+    page.evaluate(
+        "([channel, count, extra]) => client.call('publish', { channel, count, ...extra }, { timeout: 20000 })",
+        [channel, BURST, extra],
+    )
+
+
+def test_twelve_tabs_on_sse_share_one_session_and_each_gets_the_burst_once_in_order(
+    hub: LadderServer, context: BrowserContext
+) -> None:
+    pages = open_tabs(context, hub, TABS, "burst:a")
+    assert sessions(hub) == 1, "one session for every tab"
+    start = time.monotonic()
+    burst(pages[0], "burst:a")
+    for page in pages:
+        page.wait_for_function("n => got.length >= n", arg=BURST, timeout=10_000)
+    elapsed = time.monotonic() - start
+    print(f"\n{TABS} tabs on SSE received {BURST} publications each in {elapsed:.2f} s")
+    for page in pages:
+        assert page.evaluate("got") == list(range(BURST)), "exactly once, in order"
+        assert page.evaluate("errors") == []
+    assert elapsed < 2.0, f"the burst took {elapsed:.2f} s to reach every tab"
+    assert sessions(hub) == 1
+
+
+def test_closing_the_first_tab_mid_burst_loses_and_doubles_nothing(
+    hub: LadderServer, context: BrowserContext
+) -> None:
+    """The first tab started the worker, or was elected leader (it held the session)."""
+    pages = open_tabs(context, hub, TABS, "burst:b")
+    first, rest = pages[0], pages[1:]
+    # Spaced out (about 1.5 s in all), so that the close lands in the middle of it.
+    rest[0].evaluate(
+        "() => client.call('publish', { channel: 'burst:b', count: 200, interval: 0.0075, background: true })"
+    )
+    rest[0].wait_for_function("got.length >= 40", timeout=10_000)
+    first.close()
+    assert rest[0].evaluate("got.length") < BURST, "closed mid-burst"
+    for page in rest:
+        page.wait_for_function("n => got.length >= n", arg=BURST, timeout=10_000)
+        page.wait_for_function("n => client.tabs === n", arg=len(rest), timeout=10_000)
+    for page in rest:
+        assert page.evaluate("got") == list(range(BURST)), "nothing lost, nothing doubled"
+    # A leader that closed said bye for its session; its successor holds the only one.
+    wait_until(lambda: sessions(hub) == 1, "one session for the tabs left")
+
+
+def test_the_demo_shows_the_tabs_sharing_its_connection(browser: Browser, demo: LadderServer) -> None:
+    """Three tabs of the demo in one browser: one session, a counter of the tabs sharing it,
+    each tab its own room history (a later tab still gets the last messages on joining)."""
+    context = browser.new_context()
+    try:
+        tabs = []
+        for n in range(3):
+            page = context.new_page()
+            page.goto(f"{demo.url}/?nick=ada#shared")
+            page.wait_for_function("window.demo !== undefined && demo.client.transport !== null")
+            if n == 0:
+                page.evaluate("Promise.all(['one', 'two'].map((t) => demo.send(t)))")
+            page.wait_for_function("demo.messages().length >= 2", timeout=10_000)
+            tabs.append(page)
+        for page in tabs:
+            page.wait_for_function(
+                "document.querySelector('#badge-tabs').textContent === '3 tabs'", timeout=10_000
+            )
+            assert [m["text"] for m in page.evaluate("demo.messages()")] == ["one", "two"]
+        assert sessions_at(f"{demo.url}/ladder") == 1, "one connection for the three tabs"
+        tabs[0].close()
+        tabs[1].wait_for_function(
+            "document.querySelector('#badge-tabs').textContent === '2 tabs'", timeout=10_000
+        )
+        tabs[2].evaluate("demo.send('three')")
+        for page in tabs[1:]:
+            page.wait_for_function("demo.messages().length >= 3", timeout=10_000)
+            assert [m["text"] for m in page.evaluate("demo.messages()")] == ["one", "two", "three"]
+        for page in tabs[1:]:
+            page.close()
+        wait_until(lambda: sessions_at(f"{demo.url}/ladder") == 0, "the last tab closed ends the session")
+    finally:
+        context.close()
+
+
+def test_a_frozen_leader_hands_over_and_catches_up_when_it_resumes(
+    browser: Browser, hub: LadderServer
+) -> None:
+    """Without SharedWorker: the leader tab is frozen, and stops running code without a word. A
+    visible tab notices the leader no longer answers and takes over within the 8 s
+    docs/browser.md states; every tab gets the burst once, in order — the frozen one once it runs
+    again.
+
+    Chromium freezes a page with ``Page.setWebLifecycleState`` ``frozen``, sent here; but the
+    headless Chromium of these tests leaves a visible page running (its timers fire, its
+    BroadcastChannel answers) and fires no ``freeze``, so the debugger stops the page for real:
+    a freeze without a ``freeze`` event, the case the followers must notice by themselves."""
+    context = browser.new_context()
+    context.add_init_script("delete window.SharedWorker")
+    try:
+        pages = open_tabs(context, hub, 3, "burst:c")
+        leader, rest = pages[0], pages[1:]
+        first_session = rest[0].evaluate("client.sessionId")
+        cdp = context.new_cdp_session(leader)
+        cdp.send("Page.setWebLifecycleState", {"state": "frozen"})
+        cdp.send("Debugger.enable")
+        cdp.send("Debugger.pause")
+        start = time.monotonic()
+        for page in rest:
+            page.wait_for_function(
+                "s => client.sessionId !== s && client.transport === 'sse'", arg=first_session, timeout=10_000
+            )
+        took = time.monotonic() - start
+        print(f"\nanother tab took over {took:.1f} s after the leader stopped")
+        assert took < 8.0, f"the frozen leader was replaced after {took:.1f} s"
+        burst(rest[0], "burst:c")
+        for page in rest:
+            page.wait_for_function("n => got.length >= n", arg=BURST, timeout=10_000)
+            assert page.evaluate("got") == list(range(BURST)), "nothing lost, nothing doubled"
+        cdp.send("Debugger.resume")
+        cdp.send("Page.setWebLifecycleState", {"state": "active"})
+        leader.wait_for_function("n => got.length >= n", arg=BURST, timeout=10_000)
+        assert leader.evaluate("got") == list(range(BURST)), "the resumed tab caught up, once, in order"
+        leader.wait_for_function("n => client.tabs === n", arg=3, timeout=10_000)
+        leader.wait_for_function("s => client.sessionId === s", arg=rest[0].evaluate("client.sessionId"))
+        wait_until(lambda: sessions(hub) == 1, "the stopped leader's session ends once it runs again")
+    finally:
+        context.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_a_worker_that_cannot_start_leaves_the_tabs_to_elect_a_leader(
+    browser: Browser, hub: LadderServer
+) -> None:
+    """The worker's script refused (here: not served) is not a hang: the tabs share through
+    a leader tab instead."""
+    context = browser.new_context()
+    context.route("**/worker.js", lambda route: route.fulfill(status=404, body="not here"))
+    try:
+        pages = open_tabs(context, hub, 2, "burst:d")
+        assert [page.evaluate("client._link.kind") for page in pages] == ["leader", "leader"]
+        burst(pages[1], "burst:d")
+        for page in pages:
+            page.wait_for_function("n => got.length >= n", arg=BURST, timeout=10_000)
+            assert page.evaluate("got") == list(range(BURST))
+        assert sessions(hub) == 1
+    finally:
+        context.close()
+
+
+PARITY = """async ([module, cases]) => {
+    const ladder = await import(module);
+    const run = async ([url, options], share) => {
+        const events = [];
+        const t0 = performance.now();
+        const client = ladder.connect(url, share ? options : { ...options, share: false });
+        client.on("error", (e) => events.push(`error ${e.code}: ${e.reason}`));
+        client.on("close", (e) => { if (!e.reconnecting) events.push(`close ${e.reason}`); });
+        const pending = client.call("echo", 1, { timeout: 2000 }).then(() => "replied", (e) => e.code);
+        const ready = await client.ready().then(() => "connected", (e) => e.code);
+        const later = await client.call("echo", 2, { timeout: 1000 }).then(() => "replied", (e) => e.code);
+        let emit = "accepted";
+        try { client.emit("record", { key: "parity", value: 1 }); } catch (e) { emit = e.code; }
+        const outcome = { events, ready, pending: await pending, later, emit, state: client.state, transport: client.transport, sessionId: client.sessionId };
+        await client.close();
+        return { shared: client.shared === true, outcome, took: performance.now() - t0 };
+    };
+    return Promise.all(cases.map(async (c) => ({ own: await run(c, false), shared: await run(c, true) })));
+}"""
+
+
+def test_a_shared_tab_gets_the_errors_and_state_a_tab_of_its_own_gets(
+    browser: Browser, demo: LadderServer
+) -> None:
+    """A wrong URL, an origin the server refuses, a refused token: the same events, error codes
+    and reasons, state, `ready()` and calls through the shared connection as without it."""
+    port = free_port()
+    config = {"allowed_origins": [f"http://127.0.0.1:{port}"], "require_token": True}
+    with LadderServer(config, port=port) as server:
+        context = browser.new_context()
+        context.add_init_script("delete window.SharedWorker")  # leader tabs (the worker: test_edges)
+        refused_origin = f"http://localhost:{port}"  # the hub allows 127.0.0.1 only
+        try:
+            results = []
+            for page_url, module, cases in (
+                (f"{refused_origin}/health", "/client.js", [[refused_origin, {"token": "user:ada", "connectTimeout": 5000}]]),
+                (f"{server.url}/health", "/client.js", [
+                    [server.url, {"token": "user:ada", "transports": ["sse"]}],
+                    [server.url, {"token": "nobody", "connectTimeout": 5000}],
+                ]),
+                # The demo mounts its hub at /ladder: /wrong answers 404.
+                (f"{demo.url}/ladder/health", "/ladder/client.js", [
+                    [f"{demo.url}/wrong", {"transports": ["sse"], "connectTimeout": 1000}],
+                ]),
+            ):
+                page = context.new_page()
+                page.goto(page_url)
+                results += page.evaluate(PARITY, [module, cases])
+        finally:
+            context.close()
+    wrong_origin, right, refused, wrong_url = results
+    assert right["shared"]["outcome"]["ready"] == "connected", "the control case connects"
+    assert wrong_origin["own"]["outcome"]["ready"] == "origin_not_allowed"
+    assert refused["own"]["outcome"]["ready"] == "unauthorized"
+    assert wrong_url["own"]["outcome"]["ready"] == "connect_failed"
+    for case in (wrong_origin, refused, wrong_url):
+        own, shared = case["own"], case["shared"]
+        assert (own["shared"], shared["shared"]) == (False, True)
+        assert shared["outcome"] == own["outcome"], "the same events, errors and state"
+
+
+def test_emits_a_dead_leader_had_not_sent_are_sent_once_by_the_next_leader(browser: Browser) -> None:
+    """Leader tabs (no SharedWorker): the hub is down, a follower's 20 emits wait in the
+    leader's outbox, the leader tab closes; the other tab becomes leader and sends them once
+    the hub is back, each applied once (the handler records them)."""
+    context = browser.new_context()
+    context.add_init_script("delete window.SharedWorker")
+    port = free_port()
+    hub = LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port)
+    options = {"transports": ["websocket"], "backoffMax": 300, "connectTimeout": None}
+    try:
+        with hub:
+            leader, follower = open_tabs_on(context, hub, 2, options)
+        follower.evaluate(
+            "async () => { for (let n = 0; n < 20; n++) client.emit('record', { key: 'dead-leader', value: n }); await client.persisted(); }"
+        )
+        assert follower.evaluate("client.state") != "connected"
+        leader.close(run_before_unload=True)  # as a person closes it: pagehide runs
+        follower.wait_for_function("client._link.kind === 'leader' && client.tabs === 1", timeout=10_000)
+        with hub:
+            outcome: dict[str, Any] = follower.evaluate(
+                """async () => {
+                    await client.ready();
+                    return { records: await client.call('records', 'dead-leader', { timeout: 10000 }), restored: client.restored };
+                }"""
+            )
+    finally:
+        context.close()
+    assert outcome == {"records": list(range(20)), "restored": 20}, "each sent once by the next leader"
+
+
+def open_tabs_on(context: BrowserContext, server: LadderServer, count: int, options: dict[str, Any]) -> list[Page]:
+    """``count`` tabs sharing one connected client (``connect(url, options)``, the default)."""
+    pages = []
+    for _ in range(count):
+        page = context.new_page()
+        page.goto(f"{server.url}/health")
+        page.evaluate(
+            "async (options) => { window.ladder = await import('/client.js'); window.client = ladder.connect(location.origin, options); await client.ready(); }",
+            options,
+        )
+        pages.append(page)
+    for page in pages:
+        page.wait_for_function("n => client.shared && client.tabs === n", arg=count, timeout=10_000)
+    return pages
+
+
+def test_emits_of_a_closed_last_tab_are_sent_once_by_the_next_tab(context: BrowserContext) -> None:
+    """As without sharing: the hub is down, the only tab emits 20 and closes; a tab opened once
+    the hub is back sends them, each applied once — also when a SharedWorker held them."""
+    port = free_port()
+    hub = LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port)
+    options = {"transports": ["websocket"], "backoffMax": 300, "connectTimeout": None}
+    with hub:
+        [first] = open_tabs_on(context, hub, 1, options)
+    first.evaluate(
+        "async () => { for (let n = 0; n < 20; n++) client.emit('record', { key: 'last-tab', value: n }); await client.persisted(); }"
+    )
+    assert first.evaluate("client.state") != "connected"
+    first.close(run_before_unload=True)  # as a person closes it: pagehide runs
+    with hub:
+        [second] = open_tabs_on(context, hub, 1, options)
+        outcome: dict[str, Any] = second.evaluate(
+            "async () => ({ records: await client.call('records', 'last-tab', { timeout: 10000 }), restored: client.restored })"
+        )
+    assert outcome == {"records": list(range(20)), "restored": 20}, "each sent once by the next tab"

@@ -1,0 +1,291 @@
+"""The Redis Cluster engine on a real six-node cluster (three primaries, one replica each):
+keys per slot, spread, routing across slots, and a primary killed mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis as redis_py
+
+from ladder.engine import create_engine
+from ladder.engine.base import ChannelOptions, Position, Publication
+from ladder.engine.rediscluster import RedisClusterEngine
+from ladder.engine.rediscluster.link import seeds, tag, untag
+from ladder.errors import ConfigurationError
+from ladder.protocol.codec import Payload
+from ladder.protocol.errors import LadderError
+from tests.engine.conftest import Sink
+from tests.support.redis_cluster import RedisCluster
+
+OPTIONS = ChannelOptions(history_size=1000, history_ttl=600)
+
+
+def test_every_key_of_a_channel_shares_its_slot() -> None:
+    for name in ("room", "a{b}c", "}", "", "#general", "x" * 300):
+        tagged = tag(name)
+        assert untag(tagged) == name
+        inner = tagged[1 : tagged.index("}")]
+        assert inner and "{" not in inner, f"{name!r}: a non-empty hash tag"
+    assert tag("room") == "{room}", "plain names stay readable"
+    assert seeds("redis+cluster://u:p@h1:7000,h2:7001") == (
+        [("h1", 7000), ("h2", 7001)],
+        {"username": "u", "password": "p"},
+    )
+    for bad in ("redis+cluster://h1", "redis+cluster://h1:7000/3", "redis+cluster://h1:7000?x=1"):
+        with pytest.raises(ConfigurationError):
+            seeds(bad)
+    assert isinstance(create_engine("redis+cluster://127.0.0.1:1"), RedisClusterEngine)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    with RedisCluster() as started:
+        yield started
+
+
+@pytest.fixture
+async def nodes(cluster: RedisCluster) -> AsyncIterator[list[tuple[RedisClusterEngine, Sink]]]:
+    made: list[tuple[RedisClusterEngine, Sink]] = []
+    try:
+        for name in ("node-a", "node-b"):
+            engine, sink = RedisClusterEngine(cluster.url, node_id=name, sweep_every=0.2), Sink()
+            await engine.start(sink)
+            assert engine.healthy
+            made.append((engine, sink))
+        yield made
+    finally:
+        for engine, _ in made:
+            await engine.stop()
+
+
+async def test_a_thousand_channels_land_on_every_primary(
+    cluster: RedisCluster, nodes: list[tuple[RedisClusterEngine, Sink]]
+) -> None:
+    engine = nodes[0][0]
+    for start in range(0, 1000, 50):
+        await asyncio.gather(
+            *(engine.publish(f"spread:{n}", Payload.of(n), OPTIONS) for n in range(start, start + 50))
+        )
+    held: Counter[int] = Counter()
+    for node in cluster.primaries():
+        client = redis_py.Redis(port=node.port)
+        held[node.port] = sum(1 for _ in client.scan_iter(match="ladder:m:{spread:*", count=1000))
+        client.close()
+    print(f"\n1000 channels over the cluster's primaries: {sorted(held.values())}")
+    assert sum(held.values()) == 1000 and len(held) == 3
+    assert all(250 < count < 420 for count in held.values()), held
+    details = engine.details()
+    assert details["engine"] == "redis-cluster" and details["shards_healthy"] == 3
+
+
+async def test_sessions_and_node_messages_work_across_slots(
+    nodes: list[tuple[RedisClusterEngine, Sink]],
+) -> None:
+    (a, _), (b, sink_b) = nodes
+    sid = "node-a.abc"
+    await b.claim_session(sid, ttl=30)
+    assert await a.locate_session(sid) == "node-b"
+    await a.send_node("node-b", b"hello b")
+    assert await asyncio.wait_for(sink_b.node.get(), 5) == b"hello b"
+    assert await a.broadcast(b"all") == 1 and await asyncio.wait_for(sink_b.node.get(), 5) == b"all"
+    assert await a.node_alive("node-b") and not await a.node_alive("ghost")
+    await b.release_session(sid)
+    assert await a.locate_session(sid) == "node-a"
+
+
+async def test_delivered_offsets_given_to_other_publications_move_the_channel_to_a_new_epoch(
+    cluster: RedisCluster, nodes: list[tuple[RedisClusterEngine, Sink]]
+) -> None:
+    """What a failover under asynchronous replication can leave: the channel's primary now
+    holds other publications at offsets the nodes delivered (and one more). When their
+    connections to it are cut, as a failover cuts them, they move the channel, find the
+    fork in history, and every subscriber resyncs to one new epoch."""
+    (a, sink_a), (b, sink_b) = nodes
+    for engine in (a, b):
+        await engine.listen("forked")
+    for n in range(5):
+        await a.publish("forked", Payload.of(n), OPTIONS)
+    for sink in (sink_a, sink_b):
+        got = [await asyncio.wait_for(sink.pubs.get(), 5) for _ in range(5)]
+        assert [p.offset for p in got] == [1, 2, 3, 4, 5]
+    epoch = got[-1].epoch
+    primary = redis_py.Redis(port=cluster.primary_of("ladder:m:{forked}").port)
+    try:
+        kept = primary.xrange("ladder:s:{forked}", "0-1", "0-2")
+        primary.delete("ladder:s:{forked}")
+        for entry_id, fields in kept:
+            primary.xadd("ladder:s:{forked}", fields, id=entry_id)
+        for n in range(3, 7):
+            primary.xadd(
+                "ladder:s:{forked}", {"t": repr(time.time()), "d": Payload.of(f"x{n}").msgpack}, id=f"0-{n}"
+            )
+        primary.hset("ladder:m:{forked}", "o", 6)
+        primary.client_kill_filter(_type="pubsub")
+    finally:
+        primary.close()
+    for sink in (sink_a, sink_b):
+        async with asyncio.timeout(15):
+            channel, position = await sink.resets.get()
+        assert channel == "forked" and position.epoch != epoch and position.offset == 6
+        assert sink.pubs.empty(), "nothing of the other stream delivered as if it continued this one"
+    pub = await a.publish("forked", Payload.of("next"), OPTIONS)
+    assert (pub.epoch, pub.offset) == (position.epoch, 7), "one new epoch"
+    for sink in (sink_a, sink_b):
+        assert (await asyncio.wait_for(sink.pubs.get(), 5)).data == "next"
+
+
+async def test_a_primary_killed_mid_stream_costs_only_its_share(
+    cluster: RedisCluster, nodes: list[tuple[RedisClusterEngine, Sink]]
+) -> None:
+    """(Last in the module: it leaves the cluster with one primary fewer.)"""
+    (a, _), (b, sink_b) = nodes
+    by_primary: dict[int, list[str]] = {}
+    for n in range(200):
+        by_primary.setdefault(cluster.primary_of(f"ladder:m:{{live:{n}}}").port, []).append(f"live:{n}")
+    assert len(by_primary) == 3
+    # The primary that carries messages to node-b now: they must switch to another one.
+    victim = cluster.primary_of(b._cluster.node_key(b.node_id))
+    doomed = by_primary[victim.port][:3]
+    kept = [channels[0] for port, channels in by_primary.items() if port != victim.port]
+    for channel in doomed + kept:
+        await b.listen(channel)
+
+    got: dict[str, list[Publication]] = {channel: [] for channel in doomed + kept}
+    resets: list[str] = []
+    stop = asyncio.Event()
+
+    async def drain() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    pub = await sink_b.pubs.get()
+                    got[pub.channel].append(pub)
+            while not sink_b.resets.empty():
+                channel, _ = sink_b.resets.get_nowait()
+                resets.append(channel)
+
+    drainer = asyncio.create_task(drain())
+    sent: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
+    accepted: dict[str, dict[int, Position]] = {channel: {} for channel in doomed + kept}
+    errors: list[str] = []
+    slowest: dict[str, float] = {}
+    longest: dict[str, float] = {}
+
+    async def publish_to(channel: str, rounds: int) -> None:
+        for n in range(rounds):
+            try:
+                t0 = time.monotonic()
+                pub = await a.publish(channel, Payload.of(n), OPTIONS)
+                accepted[channel][n] = Position(pub.epoch, pub.offset)
+                slowest[channel] = max(slowest.get(channel, 0.0), time.monotonic() - t0)
+                sent[channel] += 1
+            except LadderError as exc:
+                assert exc.code == "engine_unavailable"
+                refused[channel] += 1
+                errors.append(f"{channel}: {exc.reason}")
+            await asyncio.sleep(0.01)
+
+    async def watch(channel: str) -> None:
+        """The longest time between two deliveries on a channel that was publishing."""
+        last, seen = time.monotonic(), 0
+        while not stop.is_set():
+            await asyncio.sleep(0.02)
+            if len(got[channel]) != seen:
+                seen, now = len(got[channel]), time.monotonic()
+                longest[channel] = max(longest.get(channel, 0.0), now - last)
+                last = now
+
+    watchers = [asyncio.create_task(watch(channel)) for channel in kept]
+    publishers = [asyncio.create_task(publish_to(channel, 400)) for channel in doomed + kept]
+    await asyncio.sleep(1.0)
+    assert victim.proc is not None
+    victim.proc.kill()  # SIGKILL: no goodbye to the cluster
+    killed = time.monotonic()
+    await asyncio.to_thread(victim.stop)  # (reaps it; in a thread, not to block the clients)
+    await asyncio.sleep(0.3)  # the nodes notice (their connections to it broke)
+    assert sink_b.routes_lost >= 1, "told that answers awaited through that primary may be lost"
+    await a.send_node(b.node_id, b"during the failover")
+    assert await asyncio.wait_for(sink_b.node.get(), 1.0) == b"during the failover"
+    reached = time.monotonic() - killed
+    assert b.healthy, "node-b still hears messages to it, through another primary"
+    await asyncio.gather(*publishers)
+    await asyncio.to_thread(cluster.wait_ok)
+    async with asyncio.timeout(30):
+        while not all(len(got[ch]) >= sent[ch] or ch in resets for ch in doomed + kept):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    stop.set()
+    await drainer
+    for task in watchers:
+        await task
+    print(
+        f"\nslowest publish {slowest}"
+        f"\nnode message through another primary {reached:.2f} s after the kill"
+        f"\nprimary killed {time.monotonic() - killed:.1f} s ago; on the other shards: "
+        + ", ".join(
+            f"{ch} {len(got[ch])}/{sent[ch]} delivered, longest gap {longest[ch] * 1000:.0f} ms"
+            for ch in kept
+        )
+        + "; on the failed shard: "
+        + ", ".join(
+            f"{ch} {sent[ch]} accepted, {refused[ch]} refused, {len(got[ch])} delivered"
+            + (", reset (resync)" if ch in resets else "")
+            for ch in doomed
+        )
+    )
+    for channel in kept:
+        offsets = [p.offset for p in got[channel]]
+        assert offsets == list(range(1, sent[channel] + 1)), f"{channel}: lost or doubled"
+        assert refused[channel] == 0, [e for e in errors if e.startswith(channel + ":")]
+    for channel in doomed:
+        assert refused[channel] > 0, "publishes to the failed shard were refused meanwhile"
+        stream_goes_on_once_in_order(channel, sink_b.log, accepted[channel])
+    for channel in kept:
+        assert longest[channel] < 1.0, f"{channel} stalled {longest[channel]:.2f} s"
+
+
+def stream_goes_on_once_in_order(
+    channel: str, log: list[Publication | tuple[str, Position]], accepted: dict[int, Position]
+) -> None:
+    """What a subscriber of a channel whose shard failed sees: its publications once, in
+    order, with consecutive offsets, possibly cut by resyncs (when the promoted replica
+    lacked the newest publications). Nothing delivered comes again, before or after a
+    resync; after one, the offsets go on from the position it gave; and every accepted
+    publication is delivered unless it sits at or before the last resync's position (the
+    application refetches the channel's state there)."""
+    values: list[int] = []
+    at: Position | None = None
+    for event in log:
+        if isinstance(event, tuple):
+            if event[0] == channel:
+                at = event[1]
+            continue
+        if event.channel != channel:
+            continue
+        assert not values or event.payload.value > values[-1], (
+            f"{channel}: {event.payload.value} again or late"
+        )
+        values.append(event.payload.value)
+        if at is None:
+            at = Position(event.epoch, 0)
+        assert (event.epoch, event.offset) == (at.epoch, at.offset + 1), f"{channel}: offsets skip or go back"
+        at = Position(event.epoch, event.offset)
+    last_reset = next(
+        (event[1] for event in reversed(log) if isinstance(event, tuple) and event[0] == channel), None
+    )
+    owed = [  # (an epoch before the resync's is covered by it whole)
+        n
+        for n, where in accepted.items()
+        if last_reset is None or (where.epoch == last_reset.epoch and where.offset > last_reset.offset)
+    ]
+    assert set(owed) <= set(values), (
+        f"{channel}: accepted and never delivered: {sorted(set(owed) - set(values))}"
+    )
+    assert values and values[-1] == max(accepted), (
+        f"{channel}: the stream did not go on to the last publication"
+    )

@@ -1,0 +1,369 @@
+"""The one-at-a-time paths stay lean: a publication to many native WebSocket connections is
+one scheduled callback and one ``take`` per connection; a writer that took everything
+sleeps; a call's recorded answer is cut from its encoding, byte for byte the long way's."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+import msgpack
+import pytest
+
+from ladder import Ladder
+from ladder.protocol.codec import JSON, MSGPACK
+from ladder.protocol.errors import LadderError
+from ladder.protocol.outframes import error_frame, reply_frame
+from ladder.protocol.reliable import Outbox
+from ladder.protocol.session import SessionState
+from ladder.server.applied import encode_answer
+from ladder.server.flusher import Flusher
+from ladder.server.hub import internals
+from ladder.server.link import Link
+from ladder.server.native import NativeWebSocket
+from tests.server.harness import Peer, make_hub
+
+CONNECTIONS = 50
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, _name: str) -> Any:
+        return None
+
+
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def _accepted(hub: Ladder, monkeypatch: pytest.MonkeyPatch) -> tuple[NativeWebSocket, FakeTransport]:
+    """A native connection of ``hub``, through its WebSocket handshake."""
+    monkeypatch.setattr(NativeWebSocket, "hub", hub)
+    conn = NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=asyncio.get_running_loop())
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.data_received(UPGRADE)
+    assert transport.written[0].startswith(b"HTTP/1.1 101")
+    return conn, transport
+
+
+def _unframe(data: bytes) -> bytes:
+    """The payload of one unmasked server frame."""
+    if data[1] == 126:
+        assert int.from_bytes(data[2:4], "big") == len(data) - 4
+        return data[4:]
+    assert data[1] == len(data) - 2
+    return data[2:]
+
+
+async def test_a_publication_to_many_native_connections_is_one_callback_and_one_take_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hub = make_hub()
+    loop = asyncio.get_running_loop()
+    settings = internals(hub).settings
+    transports: list[FakeTransport] = []
+    for n in range(CONNECTIONS):
+        peer = await Peer.open(hub)
+        await peer.request({"t": "sub", "ch": "room"})
+        conn = NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=loop)
+        transport = FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conn.codec = MSGPACK if n % 2 else JSON
+        conn.link = Link(peer.session, peer.att, settings.clock, Counter(), wake=conn._wake)
+        transports.append(transport)
+    await asyncio.sleep(0)  # nothing was waiting: every connection flushed once, wrote nothing
+    assert all(not t.written for t in transports)
+
+    scheduled = 0
+    call_soon = loop.call_soon
+
+    def counting_call_soon(*args: Any, **kwargs: Any) -> Any:
+        nonlocal scheduled
+        scheduled += 1
+        return call_soon(*args, **kwargs)
+
+    takes = 0
+    take = SessionState.take
+
+    def counting_take(self: SessionState, *args: Any) -> Any:
+        nonlocal takes
+        takes += 1
+        return take(self, *args)
+
+    monkeypatch.setattr(loop, "call_soon", counting_call_soon)
+    monkeypatch.setattr(SessionState, "take", counting_take)
+    await hub.publish("room", {"n": 1})
+    assert scheduled == 1
+    assert takes == 0  # nothing is written before the callback runs
+    monkeypatch.undo()
+    monkeypatch.setattr(SessionState, "take", counting_take)
+    await asyncio.sleep(0)
+    assert takes == CONNECTIONS  # one each: no second take that finds nothing
+    for n, transport in enumerate(transports):
+        assert len(transport.written) == 1
+        assert transport.written[0][0] == (0x82 if n % 2 else 0x81)
+        codec = MSGPACK if n % 2 else JSON
+        [frame] = codec.decode(_unframe(transport.written[0]))
+        assert frame["t"] == "pub" and frame["d"] == {"n": 1} and frame["ch"] == "room"
+        assert frame["s"] == 2  # after the subscription's reply (1)
+
+
+async def test_a_flush_that_fails_leaves_the_other_connections_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flushed: list[str] = []
+
+    class Conn:
+        def __init__(self, name: str, fail: bool = False) -> None:
+            self.name, self.fail = name, fail
+
+        def flush(self) -> None:
+            flushed.append(self.name)
+            if self.fail:
+                raise RuntimeError("boom")
+
+    flusher = Flusher(asyncio.get_running_loop())
+    for conn in (Conn("a"), Conn("b", fail=True), Conn("c")):
+        flusher.add(conn)
+    with caplog.at_level(logging.ERROR, logger="ladder"):
+        await asyncio.sleep(0)
+    assert flushed == ["a", "b", "c"]
+    assert "flushing a connection failed" in caplog.text
+    flusher.add(Conn("d"))  # and the next turn schedules again
+    await asyncio.sleep(0)
+    assert flushed[-1] == "d"
+
+
+async def test_a_writer_that_took_everything_sleeps_until_woken_again() -> None:
+    hub = make_hub()
+    peer = await Peer.open(hub)
+    await peer.request({"t": "sub", "ch": "room"})
+    link = Link(peer.session, peer.att, internals(hub).settings.clock, Counter())
+    await hub.publish("room", {"n": 1})
+    _, frames = link.take()
+    assert len(frames) == 1 and not link.more(frames)
+    waiting = asyncio.ensure_future(link.waker.wait())
+    await asyncio.sleep(0)
+    assert not waiting.done()  # the wake-ups before the take were answered by it
+    await hub.publish("room", {"n": 2})
+    await asyncio.sleep(0)
+    assert waiting.done()
+
+
+def test_a_full_batch_says_take_again() -> None:
+    outbox: Outbox[str] = Outbox(max_items=100, max_bytes=10_000)
+    for n in range(5):
+        outbox.push(f"f{n}")
+    assert outbox.after(0, 3) == [(1, "f0"), (2, "f1"), (3, "f2")]
+    assert outbox.after(3, 3) == [(4, "f3"), (5, "f4")]
+    assert outbox.after(4, 3) == [(5, "f4")]
+    assert outbox.after(4, 0) == []
+    assert outbox.after(5, 3) == []
+    outbox.ack(2)
+    assert outbox.after(0, None) == [(3, "f2"), (4, "f3"), (5, "f4")]
+
+
+def _long_way(reply: Any) -> bytes:
+    body = reply.decode(MSGPACK)
+    body.pop("s", None)
+    body.pop("re", None)
+    return bytes(msgpack.packb(body))
+
+
+@pytest.mark.parametrize("msg_id", [1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32])
+@pytest.mark.parametrize(
+    "data", [None, 0, "x", {"a": [1, 2.5, None, True]}, b"\x00\x01", {"pad": "x" * 300}, [], {}]
+)
+def test_a_recorded_answer_is_the_reply_without_re_byte_for_byte(msg_id: int, data: Any) -> None:
+    reply = reply_frame(msg_id, data)
+    answer = encode_answer(reply)
+    assert answer == _long_way(reply)
+    expected = {"t": "reply"} if data is None else {"t": "reply", "d": data}
+    assert msgpack.unpackb(answer, raw=False) == expected
+
+
+def test_an_error_answer_takes_the_long_way() -> None:
+    reply = error_frame(LadderError("forbidden", "no"), 7)
+    assert msgpack.unpackb(encode_answer(reply), raw=False) == {
+        "t": "err",
+        "code": "forbidden",
+        "reason": "no",
+    }
+
+
+def _client_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, mask: bytes = b"\x11\x22\x33\x44"
+) -> bytes:
+    from websockets.utils import apply_mask  # noqa: PLC0415
+
+    first = (0x80 if fin else 0) | opcode
+    size = len(payload)
+    if size < 126:
+        head = bytes((first, 0x80 | size))
+    elif size < 65536:
+        head = bytes((first, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((first, 0x80 | 127)) + size.to_bytes(8, "big")
+    return head + mask + apply_mask(payload, mask)
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_messages_read_straight_from_the_bytes_are_those_the_client_sent(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole small frames skip the general parser; fragmented, large and control frames,
+    and frames cut anywhere by TCP, go through it: every message arrives once, in order."""
+    import random  # noqa: PLC0415
+
+    from ladder.server import native  # noqa: PLC0415
+
+    rng = random.Random(seed)
+    hub = make_hub()
+    await hub.start()
+    conn, _ = _accepted(hub, monkeypatch)
+    received: list[tuple[bytes, Any]] = []
+    monkeypatch.setattr(conn, "_message", lambda data, codec: received.append((data, codec)))
+    sent: list[tuple[bytes, Any]] = []
+    pieces: list[bytes] = []  # what one data_received gets, as TCP may deliver it
+    for _ in range(60):
+        size = rng.choice([0, 1, 20, 125, 126, 300, 65535, 65536])
+        text = rng.random() < 0.5
+        payload = (b"x" if text else b"\xff") * size
+        codec = JSON if text else MSGPACK
+        opcode = 0x1 if text else 0x2
+        sent.append((payload, codec))
+        if rng.random() < 0.2 and size > 1:  # fragmented, with a ping in between
+            cut = size // 2
+            frames = _client_frame(opcode, payload[:cut], fin=False)
+            frames += _client_frame(0x9, b"p") + _client_frame(0x0, payload[cut:])
+        else:
+            frames = _client_frame(opcode, payload)
+        draw = rng.random()
+        if draw < 0.3 and pieces:  # arrives with the previous one
+            pieces[-1] += frames
+        elif draw < 0.6:  # cut anywhere
+            cut = rng.randrange(1, len(frames))
+            pieces += [frames[:cut], frames[cut:]]
+        else:
+            pieces.append(frames)
+    fast: list[int] = []
+    whole_frames = native.whole_frames
+
+    def counted(data: bytes, max_size: int | None) -> tuple[list[tuple[int, bytes]], int]:
+        frames, used = whole_frames(data, max_size)
+        fast.append(len(frames))
+        return frames, used
+
+    monkeypatch.setattr(native, "whole_frames", counted)
+    for piece in pieces:
+        conn.data_received(piece)
+    assert [(len(d), c) for d, c in received] == [(len(d), c) for d, c in sent]
+    assert received == sent
+    assert not conn.closing
+    assert sum(fast) > 0  # some were read straight from the bytes
+
+
+async def test_acks_pings_and_pongs_are_applied_with_no_task_and_calls_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hub = make_hub()
+
+    @hub.on("echo")
+    async def echo(_ctx: Any, data: Any) -> Any:
+        await asyncio.sleep(0)  # a handler that waits
+        return data
+
+    await hub.start()
+    loop = asyncio.get_running_loop()
+    conn, transport = _accepted(hub, monkeypatch)
+
+    def send(*frames: dict[str, Any]) -> None:
+        conn.data_received(_client_frame(0x1, b"\n".join(JSON.encode(f) for f in frames)))
+
+    def written() -> list[dict[str, Any]]:
+        out = [f for data in transport.written[1:] for f in JSON.decode(_unframe(data))]
+        transport.written[1:] = []
+        return out
+
+    send({"t": "hello", "v": 1})
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert [f["t"] for f in written()] == ["welcome"]
+    offered: list[list[str]] = []
+    inbound = type(internals(hub).inbound)
+    offer = inbound._offer
+
+    def logged(self: Any, session: Any, att: Any, frames: Any) -> Any:
+        offered.append([type(f).__name__ for f in frames])
+        return offer(self, session, att, frames)
+
+    monkeypatch.setattr(inbound, "_offer", logged)
+    tasks = 0
+    factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        nonlocal tasks
+        tasks += 1
+        return factory(loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        send({"t": "ping", "n": 5})
+        send({"t": "pong"})
+        assert tasks == 0  # applied where they arrived
+        await asyncio.sleep(0)
+        assert written() == [{"t": "pong", "n": 5}]
+        send({"t": "call", "i": 1, "ev": "echo", "d": 1})
+        send({"t": "ack", "s": 0}, {"t": "ping", "n": 6})  # queued behind the call: kept in order
+        send({"t": "call", "i": 2, "ev": "echo", "d": 2})
+        assert tasks == 1
+        for _ in range(20):
+            await asyncio.sleep(0)
+    finally:
+        loop.set_task_factory(factory)
+    frames = written()
+    assert [(f["re"], f["d"]) for f in frames if f["t"] == "reply"] == [(1, 1), (2, 2)]
+    assert [f["n"] for f in frames if f["t"] == "pong"] == [6]
+    # In the order they arrived: what came while a call was queued waited its turn.
+    assert offered == [["Ping"], ["Pong"], ["Call"], ["Ack", "Ping"], ["Call"]]
+    assert not conn.closing
+
+
+async def test_an_accepted_connection_keeps_no_handshake_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``websockets``' server protocol keeps the upgrade request and its headers alive for
+    the connection's life (about a tenth of an idle connection's objects, walked by every
+    full collection); a connection reads its frames with a frame-level protocol instead."""
+    import gc  # noqa: PLC0415
+
+    from websockets.datastructures import Headers  # noqa: PLC0415
+    from websockets.http11 import Request as WsRequest  # noqa: PLC0415
+
+    hub = make_hub()
+    await hub.start()
+    conn, transport = _accepted(hub, monkeypatch)
+    received: list[tuple[bytes, Any]] = []
+    monkeypatch.setattr(conn, "_message", lambda data, codec: received.append((data, codec)))
+    conn.data_received(_client_frame(0x1, b'{"later": 2}') + _client_frame(0x9, b"p"))
+    assert received == [(b'{"later": 2}', JSON)]
+    assert transport.written[-1].startswith(b"\x8a"), "the ping was answered"
+    found, layer = [], [conn.ws]
+    for _ in range(6):
+        layer = [ref for obj in layer for ref in gc.get_referents(obj)]
+        found += layer
+    kept = [obj for obj in found if isinstance(obj, WsRequest | Headers)]
+    assert not kept, kept
+    await hub.stop()
