@@ -225,9 +225,9 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
     if "S9" in only:
         print("S9 ladder serve --workers", flush=True)
         for rep in range(cfg.reps):
-            for workers, engine in _rotate(workers_bench.CONFIGS, rep):
-                rec = await guarded(f"S9 workers={workers} {engine} rep {rep}",
-                                    workers_bench.s9(cfg, workers, engine), 300)
+            for workers, engine, publishers in _rotate(workers_bench.CONFIGS, rep):
+                rec = await guarded(f"S9 workers={workers} {engine} publishers={publishers} rep {rep}",
+                                    workers_bench.s9(cfg, workers, engine, publishers), 300)
                 if rec is not None:
                     rec["rep"] = rep
                     print("      " + workers_bench.summary(rec), flush=True)

@@ -242,7 +242,7 @@ async def s1(cfg: Config, kind: str, transport: str) -> dict[str, Any]:
 
 async def _saturate(
     server: servers.Server,
-    pub: BaseClient,
+    pub: BaseClient | list[BaseClient],
     stats: Stats,
     subs: int,
     size: int,
@@ -255,7 +255,10 @@ async def _saturate(
     window. A publication counts as done when, on aggregate, the deliveries received
     cover it (subscribers × publications); the next one goes out as soon as one is done.
     ``inflight`` 1 publishes strictly one at a time (each fan-out completes before the
-    next starts: no batching possible anywhere); 16 keeps every writer busy (saturation)."""
+    next starts: no batching possible anywhere); 16 keeps every writer busy (saturation).
+    Several publishers take turns: a session's messages are applied one at a time, so with
+    one publisher an engine that awaits a round trip per publication sees them one by one."""
+    publishers = pub if isinstance(pub, list) else [pub]
     base = stats.delivered
     published = 0
     running = True
@@ -268,7 +271,7 @@ async def _saturate(
                 alive = max(1, subs - stats.closed)
                 done = (stats.delivered - base) // alive
                 while published - done < inflight:
-                    pub.emit("pub", {"ch": channel, "d": payload(size, published)})
+                    publishers[published % len(publishers)].emit("pub", {"ch": channel, "d": payload(size, published)})
                     published += 1
                 stats.arm(base + (published - inflight + 1) * alive)
                 with contextlib.suppress(TimeoutError):

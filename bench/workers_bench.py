@@ -31,7 +31,9 @@ from lg.clients import BaseClient, Stats, make_client, now
 from lg.measure import close_all, open_clients, settle
 from scenarios import _saturate
 
-CONFIGS = ((1, "memory"), (1, "redis"), (2, "redis"))
+CONFIGS = ((1, "memory", 1), (1, "redis", 1), (2, "redis", 1), (1, "memory", 16), (1, "redis", 16), (2, "redis", 16))
+"""(workers, engine, publisher connections): one publisher, as S2 has, then sixteen taking
+turns (what many users publishing look like: their publications reach Redis together)."""
 
 
 class Tree:
@@ -90,14 +92,15 @@ def start(workers: int, engine: str, logdir: Path) -> Tree:
     return Tree(f"ladder-workers{workers}-{engine}", port, proc, redis)
 
 
-async def s9(cfg: Any, workers: int, engine: str) -> dict[str, Any]:
+async def s9(cfg: Any, workers: int, engine: str, publishers: int = 1) -> dict[str, Any]:
     tree = start(workers, engine, cfg.logdir)
     stats = Stats()
     owned: list[BaseClient] = []
     try:
-        pub = make_client("ladder", "websocket", tree.port, Stats())
-        owned.append(pub)
-        await pub.connect()
+        pubs = [make_client("ladder", "websocket", tree.port, Stats()) for _ in range(publishers)]
+        owned.extend(pubs)
+        for pub in pubs:
+            await pub.connect()
 
         def make(i: int) -> BaseClient:
             return make_client("ladder", "websocket", tree.port, stats, sample=i % 50 == 0)
@@ -107,7 +110,7 @@ async def s9(cfg: Any, workers: int, engine: str) -> dict[str, Any]:
                                              concurrency=50)
         await settle(1.0)
         busy0, cpu0, lg0, t0 = sum(servers.core_busy().values()), tree.cpu(), servers.self_cpu(), now()
-        result = await _saturate(tree, pub, stats, len(clients), 100, "bench",  # type: ignore[arg-type]
+        result = await _saturate(tree, pubs, stats, len(clients), 100, "bench",  # type: ignore[arg-type]
                                  cfg.s9_warmup, cfg.s9_window, 16)
         seconds = now() - t0
         busy = (sum(servers.core_busy().values()) - busy0) / seconds
@@ -115,7 +118,8 @@ async def s9(cfg: Any, workers: int, engine: str) -> dict[str, Any]:
         # theirs and the load generator's (S2's per-core split does not apply).
         result["other_on_machine"] = max(0.0, busy - (tree.cpu() - cpu0) / seconds
                                          - (servers.self_cpu() - lg0) / seconds)
-        result.update(workers=workers, engine=engine, subs=len(clients), connect_failures=failed,
+        result.update(workers=workers, engine=engine, publishers=publishers, subs=len(clients),
+                      connect_failures=failed,
                       processes=len(tree.pids()) + (1 if tree.redis is not None else 0))
         return result
     finally:
@@ -124,6 +128,7 @@ async def s9(cfg: Any, workers: int, engine: str) -> dict[str, Any]:
 
 
 def summary(rec: dict[str, Any]) -> str:
-    return (f"workers={rec['workers']} {rec['engine']}: {rec['per_s']:.0f} deliveries/s, "
+    return (f"workers={rec['workers']} {rec['engine']} publishers={rec.get('publishers', 1)}: "
+            f"{rec['per_s']:.0f} deliveries/s, "
             f"{rec['cpu_us_per_delivery'] or 0:.1f} CPU-µs each, server CPU {rec['server_util']:.2f} cores, "
             f"load generator {rec['lg_util']:.2f}, other processes {rec['other_on_machine']:.2f} cores")

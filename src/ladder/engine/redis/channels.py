@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import time
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ from .. import recovery
 from ..base import ChannelOptions, HistoryResult, Position, Publication
 from .link import RedisLink, unavailable
 from .listener import PubSubListener
+from .pipelined import PipelinedScript
 
 log = logging.getLogger("ladder.redis")
 
@@ -105,7 +107,10 @@ class RedisChannels:
 
     def scripts(self) -> None:
         """Register the scripts on the clients (after they are opened)."""
-        self._publish = self._link.writer.register_script(self._link.script(_PUBLISH))
+        link = self._link
+        script = link.writer.register_script(link.script(_PUBLISH))
+        pipelined = link.pipelined_scripts
+        self._publish: Any = PipelinedScript(script, lambda: link.writer) if pipelined else script
         self._position = self._link.redis.register_script(_POSITION)
         self._new_epoch = self._link.redis.register_script(_NEW_EPOCH)
 
@@ -259,7 +264,7 @@ class RedisChannels:
             epoch, offset = await self._publish(
                 keys=[link.k("m", channel), link.k("s", channel)],
                 args=[
-                    secrets.token_hex(4),
+                    f"{random.getrandbits(32):08x}",  # the epoch if this starts the channel (every call)
                     payload.msgpack,
                     options.history_size,
                     max(1, int(options.history_ttl)),

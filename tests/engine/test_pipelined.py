@@ -1,0 +1,113 @@
+"""Publications made while one is on its way go to Redis as one pipeline (a real redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from ladder.engine.base import Publication
+from ladder.engine.redis import RedisEngine
+from ladder.engine.redis.pipelined import PipelinedScript
+from ladder.protocol.codec import Payload
+from ladder.protocol.errors import LadderError
+from tests.engine.test_redis import OPTIONS, Sink, StallRelay, next_pub
+from tests.support.redis import RedisServer
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch sent after a call on its way was answered."""
+    sizes: list[int] = []
+    run = PipelinedScript._run
+
+    async def counted(self: PipelinedScript, batch: list[Any]) -> list[Any]:
+        sizes.append(len(batch))
+        return await run(self, batch)
+
+    monkeypatch.setattr(PipelinedScript, "_run", counted)
+    return sizes
+
+
+@pytest.fixture
+async def engine(redis_server: RedisServer) -> AsyncIterator[tuple[RedisEngine, Sink]]:
+    engine, sink = RedisEngine(redis_server.url), Sink()
+    await engine.start(sink)
+    yield engine, sink
+    await engine.stop()
+
+
+async def publish_together(engine: RedisEngine, channel: str, values: range) -> list[Any]:
+    """Publish ``values`` from as many tasks started at once (many sessions publishing)."""
+    calls = [engine.publish(channel, Payload.of(v), OPTIONS) for v in values]
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
+async def test_publications_made_together_go_out_as_one_pipeline_in_call_order(
+    engine: tuple[RedisEngine, Sink], batches: list[int]
+) -> None:
+    node, sink = engine
+    await node.listen("many")
+    first = await node.publish("many", Payload.of(-1), OPTIONS)
+    assert batches == [], "a lone publication goes out at once, as a plain command"
+    pubs = await publish_together(node, "many", range(50))
+    assert all(isinstance(p, Publication) for p in pubs)
+    assert [(p.offset, p.data) for p in pubs] == [(first.offset + 1 + v, v) for v in range(50)]
+    assert batches == [49], "the first went out at once, the other 49 behind it as one pipeline"
+    delivered = [(await next_pub(sink)).data for _ in range(51)]
+    assert delivered == [-1, *range(50)], "every node receives them once, in order"
+
+
+async def test_a_lost_script_cache_runs_each_publication_once(
+    redis_server: RedisServer,
+    engine: tuple[RedisEngine, Sink],
+    batches: list[int],
+) -> None:
+    node, _ = engine
+    await node.publish("cache", Payload.of(-1), OPTIONS)
+    admin = aioredis.Redis(port=redis_server.port)
+    try:
+        await admin.script_flush()  # as after a restart of Redis: every command answers NOSCRIPT
+    finally:
+        await admin.aclose()
+    pubs = await publish_together(node, "cache", range(20))
+    assert [p.data for p in pubs] == list(range(20)) and batches == [19]
+    history = await node.history("cache", since=None, limit=100, options=OPTIONS)
+    assert [p.data for p in history.publications] == [-1, *range(20)], "each stored once, in order"
+
+
+async def test_a_stalled_pipeline_fails_each_publication_once_and_the_next_go_out(
+    redis_server: RedisServer,
+    batches: list[int],
+) -> None:
+    async with StallRelay(redis_server.port) as relay:
+        node = RedisEngine(f"redis://127.0.0.1:{relay.port}/0", command_timeout=0.3)
+        await node.start(Sink())
+        try:
+            await node.publish("stall", Payload.of(-1), OPTIONS)
+            relay.flowing.clear()
+            async with asyncio.timeout(5):  # a timeout for the call on its way, one for the pipeline
+                outcomes = await publish_together(node, "stall", range(10))
+            assert all(isinstance(o, LadderError) and o.code == "engine_unavailable" for o in outcomes), (
+                outcomes
+            )
+            assert batches == [9]
+            relay.flowing.set()
+            after = await node.publish("stall", Payload.of(10), OPTIONS)
+            history = await node.history("stall", since=None, limit=100, options=OPTIONS)
+            stored = [p.data for p in history.publications]
+            assert stored[0] == -1 and stored[-1] == 10 and after.offset == len(stored)
+            assert len(stored) == len(set(stored)), (
+                "a publication whose outcome was unknown is not sent again"
+            )
+        finally:
+            await node.stop()
