@@ -52,14 +52,15 @@ def node_of(session_id: str) -> str:
     return session_id.split(".", 1)[0]
 
 
-async def nodes_behind(url: str, attempts: int = 100) -> set[str]:
-    """The nodes answering on the port, seen through fresh connections (new source ports)."""
+async def nodes_behind(url: str, within: float = 20.0) -> set[str]:
+    """The nodes answering on the port, seen through fresh connections (new source ports),
+    until two were seen or ``within`` seconds passed (the port answers as soon as the first
+    worker listens; on a busy machine the second may take seconds more to start)."""
     seen: set[str] = set()
-    for _ in range(attempts):
+    deadline = time.monotonic() + within
+    while len(seen) < 2 and time.monotonic() < deadline:
         async with httpx.AsyncClient(base_url=url) as http:
             seen.add((await http.get("/health")).json()["node"])
-        if len(seen) == 2:
-            break
     return seen
 
 
@@ -90,6 +91,7 @@ async def test_a_worker_that_dies_is_started_again(workers: LadderServer) -> Non
 async def test_every_rung_subscribes_on_both_workers_and_publications_reach_all(
     workers: LadderServer,
 ) -> None:
+    assert len(await nodes_behind(workers.url)) == 2, "both workers serve the port"
     clients: list[Client] = []
     subs: dict[str, list[object]] = {rung: [] for rung in RUNGS}
     try:

@@ -229,7 +229,7 @@ async def test_messages_read_straight_from_the_bytes_are_those_the_client_sent(
     and frames cut anywhere by TCP, go through it: every message arrives once, in order."""
     import random  # noqa: PLC0415
 
-    from ladder.server import native  # noqa: PLC0415
+    from ladder.server import rfc6455  # noqa: PLC0415
 
     rng = random.Random(seed)
     hub = make_hub()
@@ -261,14 +261,14 @@ async def test_messages_read_straight_from_the_bytes_are_those_the_client_sent(
         else:
             pieces.append(frames)
     fast: list[int] = []
-    whole_frames = native.whole_frames
+    whole_frames = rfc6455.whole_frames
 
     def counted(data: bytes, max_size: int | None) -> tuple[list[tuple[int, bytes]], int]:
         frames, used = whole_frames(data, max_size)
         fast.append(len(frames))
         return frames, used
 
-    monkeypatch.setattr(native, "whole_frames", counted)
+    monkeypatch.setattr(rfc6455, "whole_frames", counted)
     for piece in pieces:
         conn.data_received(piece)
     assert [(len(d), c) for d, c in received] == [(len(d), c) for d, c in sent]
@@ -343,10 +343,71 @@ async def test_acks_pings_and_pongs_are_applied_with_no_task_and_calls_in_order(
     assert not conn.closing
 
 
+async def test_an_idle_connection_holds_no_queue_timer_or_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every full collection walks every connection's objects: once a subscribed connection
+    is idle again (its messages applied and answered, the answers acknowledged), the queues
+    that held them, the hello timer and the frame parser are gone, not kept empty."""
+    hub = make_hub()
+
+    notes: list[Any] = []
+
+    @hub.on("echo")
+    async def echo(_ctx: Any, data: Any) -> Any:
+        await asyncio.sleep(0)  # answered by the applying task, not at once
+        return data
+
+    @hub.on("note")
+    async def note(_ctx: Any, data: Any) -> None:
+        notes.append(data)
+
+    await hub.start()
+    conn, transport = _accepted(hub, monkeypatch)
+
+    def send(*frames: dict[str, Any]) -> None:
+        conn.data_received(_client_frame(0x1, b"\n".join(JSON.encode(f) for f in frames)))
+
+    async def answered(kind: str, **fields: Any) -> list[dict[str, Any]]:
+        """Everything written, once a ``kind`` frame with ``fields`` is among it."""
+        async with asyncio.timeout(5):
+            while True:
+                out = [f for d in transport.written[1:] for f in JSON.decode(_unframe(d))]
+                if any(f["t"] == kind and fields.items() <= f.items() for f in out):
+                    return out
+                await asyncio.sleep(0)  # the applying task and the flusher run on this loop
+
+    assert conn.hello_timer is not None, "a connection waits a bounded time for its hello"
+    send({"t": "hello", "v": 1})
+    await answered("welcome")
+    send(
+        {"t": "sub", "i": 1, "ch": "room"}, {"t": "call", "i": 2, "ev": "echo", "d": 7}, {"t": "ping", "n": 1}
+    )
+    out = await answered("reply", re=2)
+    replies = [f for f in out if f["t"] == "reply"]
+    assert [f["re"] for f in replies] == [1, 2] and replies[1]["d"] == 7
+    # The client acknowledges the answers; the next message lets the record forget them.
+    send({"t": "ack", "s": max(f.get("s", 0) for f in out)}, {"t": "emit", "i": 3, "ev": "note", "d": 8})
+    await answered("ack", i=3)
+    assert notes == [8]
+    assert conn.link is not None
+    session = conn.link.session
+    held = {
+        "hello timer": conn.hello_timer,
+        "inbound queue": conn.inbox,
+        "frame parser": conn.reader.ws if conn.reader is not None else "no reader",
+        "messages to apply": session.ready,
+        "parked control frames": session.state.parked,
+        "unacknowledged answers": session.answers._kept if session.answers is not None else None,
+    }
+    assert held == dict.fromkeys(held), held
+    assert "room" in session.subs
+    await hub.stop()
+
+
 async def test_an_accepted_connection_keeps_no_handshake_objects(monkeypatch: pytest.MonkeyPatch) -> None:
     """``websockets``' server protocol keeps the upgrade request and its headers alive for
     the connection's life (about a tenth of an idle connection's objects, walked by every
-    full collection); a connection reads its frames with a frame-level protocol instead."""
+    full collection); a connection reads its frames with a frame-level protocol instead,
+    and holds one only while a frame needs it."""
     import gc  # noqa: PLC0415
 
     from websockets.datastructures import Headers  # noqa: PLC0415
@@ -360,7 +421,12 @@ async def test_an_accepted_connection_keeps_no_handshake_objects(monkeypatch: py
     conn.data_received(_client_frame(0x1, b'{"later": 2}') + _client_frame(0x9, b"p"))
     assert received == [(b'{"later": 2}', JSON)]
     assert transport.written[-1].startswith(b"\x8a"), "the ping was answered"
-    found, layer = [], [conn.ws]
+    assert conn.reader is not None and conn.reader.ws is None, "idle again: no frame protocol held"
+    conn.data_received(_client_frame(0x1, b'{"par', fin=False))
+    assert conn.reader.ws is not None, "a fragmented message in progress keeps its protocol"
+    conn.data_received(_client_frame(0x0, b't": 3}'))
+    assert received[-1] == (b'{"part": 3}', JSON) and conn.reader.ws is None
+    found, layer = [], [conn]
     for _ in range(6):
         layer = [ref for obj in layer for ref in gc.get_referents(obj)]
         found += layer

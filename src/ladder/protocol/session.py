@@ -72,12 +72,13 @@ class SessionState:
         self.ack_written = 0
         """The highest client message id acknowledged in anything written (any transport)."""
         self.ack_written_at = now
-        self.on_due: Callable[[], None] | None = None
+        self.on_due: Callable[[SessionState], None] | None = None
         """Called when :meth:`due` may have moved earlier (a transport attached, or the last
         one detached): the driver's timers look at the session again."""
-        self.parked: deque[dict[str, Any]] = deque(maxlen=PARKED_CONTROL)
+        self.parked: deque[dict[str, Any]] | None = None
         """Control frames (errors) for a session with no transport attached at that moment
-        (between two polls): the next attachment writes them."""
+        (between two polls): the next attachment writes them. A deque only while there are
+        some: most sessions never have any."""
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -112,8 +113,9 @@ class SessionState:
         att = Attachment(transport, streaming=streaming, cursor=ack, now=now)
         if greeting is not None:
             att.control.append(greeting)  # the welcome carries the ack
-        att.control.extend(self.parked)
-        self.parked.clear()
+        if self.parked is not None:
+            att.control.extend(self.parked)
+            self.parked = None
         if greeting is not None:
             att.ack_sent = self.ack_written = self.inbox.done
             self.ack_written_at = now
@@ -128,7 +130,7 @@ class SessionState:
             self._release(previous, None)
         att.wake()
         if self.on_due is not None:
-            self.on_due()
+            self.on_due(self)
         return att
 
     def detach(self, att: Attachment, now: float) -> None:
@@ -151,7 +153,7 @@ class SessionState:
             self._move(Event.DETACH_LAST)
             self.detached_since = now
             if self.on_due is not None:
-                self.on_due()
+                self.on_due(self)
 
     def close(self, error: LadderError | None, *, bye: bool = True) -> None:
         """End the session here. Every attachment is woken and, with ``bye``, told why.
@@ -163,7 +165,7 @@ class SessionState:
             return
         self._move(Event.CLOSE)
         if self.on_due is not None:
-            self.on_due()
+            self.on_due(self)
         self.close_error = error
         for att in list(self.attachments):
             self._release(att, error, bye=bye)
@@ -210,6 +212,8 @@ class SessionState:
             target.control.append(body)
             target.wake()
         elif att is None:
+            if self.parked is None:
+                self.parked = deque(maxlen=PARKED_CONTROL)
             self.parked.append(body)
 
     def send_everywhere(self, body: dict[str, Any]) -> None:

@@ -115,23 +115,31 @@ class Answers:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._kept: deque[tuple[int, int]] = deque()
-        """(message id, sequence number of its answer), oldest first."""
+        self._kept: deque[tuple[int, int]] | None = None
+        """(message id, sequence number of its answer), oldest first; a deque only while
+        some are kept (most sessions, most of the time, have none)."""
 
     def kept(self, number: int, seq: int) -> None:
+        if self._kept is None:
+            self._kept = deque()
         self._kept.append((number, seq))
 
     def delivered(self, acked: int) -> list[int]:
         """Ids whose answers the client acknowledged (up to ``acked``), or that fall past
         the bound: the record may forget them."""
         kept = self._kept
+        if kept is None:
+            return []
         forget: list[int] = []
         while kept and (kept[0][1] <= acked or len(kept) >= self.limit):
             forget.append(kept.popleft()[0])
+        if not kept:
+            self._kept = None
         return forget
 
     def pack(self) -> list[list[int]]:
-        return [[number, seq] for number, seq in self._kept]
+        return [[number, seq] for number, seq in self._kept or ()]
 
     def unpack(self, packed: list[list[int]]) -> None:
-        self._kept.extend((int(number), int(seq)) for number, seq in packed)
+        for number, seq in packed:
+            self.kept(int(number), int(seq))

@@ -4,6 +4,7 @@ applied one at a time, in order, each recorded as applied before it is answered.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -131,7 +132,10 @@ class Inbound:
                         self.counters.frames_in[transport] += 1
                     ready = state.receive(frame)
                     if ready:
-                        session.ready.extend(ready)
+                        if session.ready is None:
+                            session.ready = deque(ready)
+                        else:
+                            session.ready.extend(ready)
                         accepted = True
             except LadderError as exc:
                 self.refused(transport, exc, session=session)
@@ -143,7 +147,7 @@ class Inbound:
         """The engine cannot record what would be applied now (called between two messages,
         none in a handler): nothing waiting is applied, and the session's transports are
         ended, so that the client resumes (here or elsewhere) and sends it all again."""
-        session.ready.clear()
+        session.ready = None
         session.state.unaccept()
         session.state.send_away(LadderError("engine_unavailable", _UNRECORDABLE))
 
@@ -220,6 +224,8 @@ class Inbound:
                 self.tasks.spawn(self._finish_interrupted(session, frame, reply), "ladder-drain")
             else:
                 session.draining = False
+                if not session.ready:
+                    session.ready = None
                 if session.ready and state.phase is not Phase.CLOSED and not session.moving:
                     # Cancelled between two messages: someone must finish in order.
                     self.tasks.spawn(self.drain(session), "ladder-drain")

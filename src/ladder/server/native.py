@@ -7,8 +7,9 @@ as every other rung, without ASGI's coroutines, tasks and awaits per message:
 * a wake-up from the session puts the connection on its loop's :class:`Flusher`: one
   callback per loop turn writes every woken connection's pending frames, each as one
   WebSocket message (a fan-out is one callback, not one per recipient);
-* whole small client frames are read straight from the bytes (:func:`whole_frames`),
-  everything else by the ``websockets`` library's sans-I/O ``ServerProtocol``;
+* after the handshake (``websockets``' sans-I/O ``ServerProtocol``), client frames are
+  read by a :class:`FrameReader`: whole small ones straight from the bytes, the rest by a
+  frame-level protocol that exists only while it has something to do;
 * acks, pings and pongs are applied at once; other messages by a short-lived task that
   runs only while some are queued.
 
@@ -24,9 +25,7 @@ import logging
 from collections import deque
 from typing import Any, ClassVar, cast
 
-from websockets.frames import BINARY, CONT, TEXT, Frame
 from websockets.http11 import Request as WsRequest
-from websockets.protocol import Protocol
 
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
@@ -38,14 +37,11 @@ from .hub import Ladder, gateway_of
 from .link import Link, encode_batch
 from .rfc6455 import (
     INVALID_UTF8,
-    FrameClock,
+    FrameReader,
     HandshakeProtocol,
-    after_handshake,
-    at_boundary,
     refusal,
     upgrade_request,
     valid_utf8,
-    whole_frames,
     ws_frame,
 )
 from .websocket import apply_message, decode_message, open_link
@@ -72,20 +68,22 @@ class NativeWebSocket(asyncio.Protocol):
         self.loop = _loop or asyncio.get_event_loop()
         self.flusher = flusher_of(self.loop)
         self.transport: asyncio.Transport | None = None
-        self.ws: Protocol | None = None
+        self.ws: HandshakeProtocol | None = None
+        """The upgrade's protocol, until the handshake is done."""
+        self.reader: FrameReader | None = None
+        """The client's frames, once the connection is open."""
         self.gateway: Gateway | None = None
         self.link: Link | None = None
         self.codec: Codec = JSON
         self.request: Request | None = None
-        self.inbox: deque[tuple[bytes, Codec] | list[ClientFrame]] = deque()  # raw or decoded
+        self.inbox: deque[tuple[bytes, Codec] | list[ClientFrame]] | None = None
+        """Messages waiting for the applying task, raw or decoded (only while there are some:
+        an idle connection holds no deque)."""
         self.applier: asyncio.Task[None] | None = None
-        self.fragments: list[bytes] | None = None
-        self.fragment_codec: Codec = JSON
         self.scheduled = False
         self.paused = False
         self.closing = False
         self.hello_timer: asyncio.TimerHandle | None = None
-        self.frame_clock = FrameClock()
         self.frame_timer: asyncio.TimerHandle | None = None
         self.handed: asyncio.Protocol | None = None
         """uvicorn's protocol serving a socket that is not Ladder's (see :meth:`_hand_over`)."""
@@ -100,31 +98,19 @@ class NativeWebSocket(asyncio.Protocol):
         if self.handed is not None:
             self.handed.data_received(data)
             return
-        if self.ws is None:
-            self._handshake(data)
-            return
-        ws = self.ws
-        if self.fragments is None and not self.closing and at_boundary(ws, self.frame_clock):
-            # Whole small messages skip the general parser.
-            assert self.hub is not None
-            frames, used = whole_frames(data, self.hub.limits.max_frame_size)  # ws's max_size
-            for opcode, payload in frames:
-                self._message(payload, JSON if opcode == 0x1 else MSGPACK)
-            if used == len(data):
-                self._time_message()
-                return
-            data = data[used:]
-        ws.receive_data(data)
-        self.frame_clock.feed(data)
-        self._events()
+        reader = self.reader
+        if reader is None:
+            if self.ws is None:
+                self._handshake(data)
+            return  # (a refused upgrade: nothing more is read)
+        self._messages(reader, reader.feed(data))
         self._time_message()
 
     def eof_received(self) -> bool | None:
         if self.handed is not None:
             return self.handed.eof_received()
-        if self.ws is not None:
-            self.ws.receive_eof()
-            self._events()
+        if self.reader is not None:
+            self._messages(self.reader, self.reader.eof())
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -135,7 +121,7 @@ class NativeWebSocket(asyncio.Protocol):
         for timer in (self.hello_timer, self.frame_timer):
             if timer is not None:
                 timer.cancel()
-        self.inbox.clear()  # not offered to the session yet: the client sends them again
+        self.inbox = None  # not offered to the session yet: the client sends them again
         if self.link is not None:
             self.link.close()
 
@@ -186,7 +172,7 @@ class NativeWebSocket(asyncio.Protocol):
         self._write_out()
         if response.status_code != 101:
             return
-        self.ws = after_handshake(ws, hub.limits.max_frame_size)
+        self.reader, self.ws = FrameReader(hub.limits.max_frame_size, ws), None
         self.hello_timer = self.loop.call_later(hub.limits.hello_timeout, self._no_hello)
 
     def _hand_over(self, data: bytes) -> None:
@@ -207,8 +193,7 @@ class NativeWebSocket(asyncio.Protocol):
 
     def _time_message(self) -> None:
         """A message that has begun must arrive whole within ``frame_timeout``."""
-        busy = self.frame_clock.in_frame or self.fragments is not None
-        if not busy:
+        if self.reader is None or not self.reader.in_message:
             if self.frame_timer is not None:
                 self.frame_timer.cancel()
                 self.frame_timer = None
@@ -223,30 +208,13 @@ class NativeWebSocket(asyncio.Protocol):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _events(self) -> None:
-        ws = self.ws
-        assert ws is not None
-        for frame in ws.events_received():
-            if not isinstance(frame, Frame):
-                continue
-            opcode = frame.opcode
-            if opcode is TEXT or opcode is BINARY:
-                codec = JSON if opcode is TEXT else MSGPACK
-                if frame.fin:
-                    self._message(bytes(frame.data), codec)
-                    if self.closing:
-                        break
-                else:
-                    self.fragments, self.fragment_codec = [bytes(frame.data)], codec
-            elif opcode is CONT and self.fragments is not None:
-                self.fragments.append(bytes(frame.data))
-                if frame.fin:
-                    data, self.fragments = b"".join(self.fragments), None
-                    self._message(data, self.fragment_codec)
-                    if self.closing:
-                        break
+    def _messages(self, reader: FrameReader, messages: list[tuple[bytes, bool]]) -> None:
+        for data, text in messages:
+            self._message(data, JSON if text else MSGPACK)
+            if self.closing:
+                break
         self._write_out()
-        if ws.close_expected() and self.transport is not None:
+        if reader.close_expected() and self.transport is not None:
             self.transport.close()
 
     def _message(self, data: bytes, codec: Codec) -> None:
@@ -266,7 +234,7 @@ class NativeWebSocket(asyncio.Protocol):
                 self._close(LadderError("internal"))
                 return
         else:
-            self.inbox.append((data, codec))
+            self._queue((data, codec))
         if self.applier is None:
             self.applier = self.loop.create_task(self._apply(), name="ladder-native-apply")
 
@@ -280,14 +248,21 @@ class NativeWebSocket(asyncio.Protocol):
             return True
         if not frames or gateway.receive_now(link.session, link.att, frames):
             return True
-        self.inbox.append(frames)
+        self._queue(frames)
         return False
+
+    def _queue(self, item: tuple[bytes, Codec] | list[ClientFrame]) -> None:
+        if self.inbox is None:
+            self.inbox = deque()
+        self.inbox.append(item)
 
     async def _apply(self) -> None:
         """Apply queued client messages in order; exists only while there are some."""
         try:
             while self.inbox:
                 item = self.inbox.popleft()
+                if not self.inbox:
+                    self.inbox = None
                 if isinstance(item, list):  # decoded already (see _apply_now)
                     assert self.gateway is not None and self.link is not None
                     await self.gateway.receive(self.link.session, self.link.att, item)
@@ -306,6 +281,7 @@ class NativeWebSocket(asyncio.Protocol):
         assert gateway is not None and request is not None
         if self.hello_timer is not None:
             self.hello_timer.cancel()
+            self.hello_timer = None  # a cancelled handle still holds its callback and context
         try:
             self.codec = codec
             self.link, rest = await open_link(gateway, request, data, codec, wake=self._wake)
@@ -355,10 +331,16 @@ class NativeWebSocket(asyncio.Protocol):
             self.transport.write(ws_frame(0x2 if self.codec.binary else 0x1, payload))
 
     def _write_out(self) -> None:
-        ws, transport = self.ws, self.transport
-        if ws is None or transport is None:
+        transport = self.transport
+        if transport is None:
             return
-        for data in ws.data_to_send():
+        if self.reader is not None:
+            pending = self.reader.to_send()
+        elif self.ws is not None:
+            pending = self.ws.data_to_send()
+        else:
+            return
+        for data in pending:
             if data:
                 if not transport.is_closing():
                     transport.write(data)
@@ -377,14 +359,12 @@ class NativeWebSocket(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
-        self.inbox.clear()  # nothing more is applied from a connection being closed
+        self.inbox = None  # nothing more is applied from a connection being closed
         for timer in (self.hello_timer, self.frame_timer):
             if timer is not None:
                 timer.cancel()
-        ws = self.ws
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                ws.send_close(code, reason[:120])
+        if self.reader is not None:
+            self.reader.close(code, reason[:120])
             self._write_out()
         if self.link is not None:
             self.link.close()

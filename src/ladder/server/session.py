@@ -103,8 +103,9 @@ class Session:
         self.unsettled: list[Unsettled] = []
         """Subscriptions it brought when it moved here and not yet followed here (in order);
         packed with it if it moves on first, so none is left behind."""
-        self.ready: deque[Numbered] = deque()
-        """Client frames accepted in order and waiting to be applied."""
+        self.ready: deque[Numbered] | None = None
+        """Client frames accepted in order and waiting to be applied (a deque only while
+        some wait)."""
         self.draining = False
         """Whether a task is applying ``ready`` right now (one at a time, in order)."""
         self.moving = False

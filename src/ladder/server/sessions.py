@@ -33,6 +33,7 @@ class SessionTable:
         "_by_address",
         "_by_id",
         "_by_user",
+        "_due",
         "channels",
         "clock",
         "engine",
@@ -67,6 +68,7 @@ class SessionTable:
         """Sessions ended while a message of theirs was still being applied, until it was
         applied and recorded: a successor naming one waits for that before it reads the
         record (else it would apply the message again)."""
+        self._due = self._on_due
         channels.close = self.close
 
     def get(self, sid: str) -> Session | None:
@@ -103,13 +105,18 @@ class SessionTable:
     def adopt(self, session: Session) -> None:
         """Put a session (new, or moved here from another node) in the table."""
         self._by_id[session.sid] = session
-        session.state.on_due = lambda: self.schedule(session)
+        session.state.on_due = self._due  # one callable for all: none made per session
         self.schedule(session)
         self.moved.pop(session.sid, None)
         if session.address is not None:
             self._by_address[session.address] += 1
         if session.user is not None:
             self._by_user.setdefault(session.user, set()).add(session)
+
+    def _on_due(self, state: SessionState) -> None:
+        session = self._by_id.get(state.sid)
+        if session is not None and session.state is state:
+            self.schedule(session)
 
     def schedule(self, session: Session) -> None:
         """Have the node's tick look at ``session`` when its core or its credentials are due."""
@@ -164,7 +171,7 @@ class SessionTable:
                     del self._by_user[session.user]
         for channel in list(session.subs):
             await self.channels.drop(session, channel)
-        session.ready.clear()
+        session.ready = None
         session.state.discard()
         if session.sid in self.moved:
             return  # it moved on rather than ended here
