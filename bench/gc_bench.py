@@ -50,7 +50,7 @@ async def main(args: argparse.Namespace) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     logdir = Path(tempfile.mkdtemp(prefix="ladder-gc-bench-"))
-    server = servers.start("ladder", logdir)
+    server = servers.start(args.kind, logdir)
     owned: list[BaseClient] = []
     try:
         stats = Stats()
@@ -108,6 +108,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subs", type=int, default=5000)
+    parser.add_argument("--kind", default="ladder", help="ladder, or ladder-before with BENCH_BEFORE=<src>")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--size", type=int, default=100, help="payload bytes (JSON)")

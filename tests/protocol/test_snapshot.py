@@ -52,7 +52,7 @@ def test_accepted_is_not_acknowledged_until_done() -> None:
     state.take(att, 0.0)
     assert len(state.receive(Emit(i=1, ev="e", d=None))) == 1
     control, _ = state.take(att, 0.0)
-    assert control == [], "accepted, still being applied: no ack yet"
+    assert not control, "accepted, still being applied: no ack yet"
     assert not state.has_output(att)
     state.finish(1)
     control, _ = state.take(att, 0.0)

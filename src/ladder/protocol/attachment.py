@@ -41,7 +41,8 @@ class Attachment:
         self.last_heard = now
         self.pinged = streaming and transport == "websocket"
         """Whether the client must answer pings on this transport (WebSocket only)."""
-        self.control: list[dict[str, Any]] = []
+        self.control: list[dict[str, Any]] | None = None
+        """Unsequenced frames to write next (a list only while there are some)."""
         self.closed = False
         self.close_error: LadderError | None = None
         self.ack_sent = 0
@@ -52,6 +53,13 @@ class Attachment:
         the welcome or a replay may already be waiting)."""
         self.wake = wake
         wake()
+
+    def queue(self, body: dict[str, Any]) -> None:
+        """Write the unsequenced frame ``body`` next (the caller wakes the writer)."""
+        if self.control is None:
+            self.control = [body]
+        else:
+            self.control.append(body)
 
     def heard(self, now: float) -> None:
         """The client was heard from on this transport (it is alive)."""

@@ -44,19 +44,25 @@ class Outbox(Generic[T]):
         self.acked = 0
         """Highest number the peer acknowledged; everything up to it is forgotten."""
         self.bytes = 0
-        self._items: deque[T] = deque()
-        self._sizes: deque[int] = deque()
+        # Deques only while something is unacknowledged: an idle session holds none
+        # (two empty deques are 1.2 KB, and objects every full collection walks).
+        self._items: deque[T] | None = None
+        self._sizes: deque[int] | None = None
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self.last - self.acked
 
     def push(self, item: T, size: int = 0, *, bounded: bool = True) -> int:
         """Number and keep ``item``; raises :class:`OutboxOverflow` past the bounds
         (``bounded=False``: kept anyway, for the few items the protocol itself must send)."""
-        if bounded and (len(self._items) >= self.max_items or self.bytes + size > self.max_bytes):
-            raise OutboxOverflow(f"{len(self._items)} unacknowledged items, {self.bytes} bytes")
-        self._items.append(item)
-        self._sizes.append(size)
+        kept = self.last - self.acked
+        if bounded and (kept >= self.max_items or self.bytes + size > self.max_bytes):
+            raise OutboxOverflow(f"{kept} unacknowledged items, {self.bytes} bytes")
+        items, sizes = self._items, self._sizes
+        if items is None or sizes is None:
+            items, sizes = self._items, self._sizes = deque(), deque()
+        items.append(item)
+        sizes.append(size)
         self.bytes += size
         self.last += 1
         return self.last
@@ -68,22 +74,32 @@ class Outbox(Generic[T]):
         """
         if upto > self.last:
             raise LadderError("bad_frame", f"ack {upto} is beyond the last sent number {self.last}")
-        dropped = 0
-        while self.acked < upto:
-            self._items.popleft()
-            self.bytes -= self._sizes.popleft()
-            self.acked += 1
-            dropped += 1
+        dropped = upto - self.acked
+        if dropped <= 0:
+            return 0
+        items, sizes = self._items, self._sizes
+        assert items is not None and sizes is not None  # something was unacknowledged
+        if upto == self.last:
+            self._items = self._sizes = None
+            self.bytes = 0
+        else:
+            for _ in range(dropped):
+                items.popleft()
+                self.bytes -= sizes.popleft()
+        self.acked = upto
         return dropped
 
     def after(self, cursor: int, limit: int | None = None) -> list[tuple[int, T]]:
         """Items numbered above ``cursor`` (and above the ack), oldest first, at most ``limit``."""
         acked = self.acked
         start = cursor if cursor > acked else acked
+        kept = self._items
+        if kept is None or start >= self.last:
+            return []
         if self.last - start == 1 and limit != 0:  # the common case (one new frame): no iterator, no loop
-            return [(self.last, self._items[-1])]
+            return [(self.last, kept[-1])]
         skip = start - acked
-        items: Iterator[T] = islice(self._items, skip, None if limit is None else skip + limit)
+        items: Iterator[T] = islice(kept, skip, None if limit is None else skip + limit)
         return list(zip(range(start + 1, self.last + 1), items, strict=False))  # limit may cut items
 
     def pending(self, cursor: int) -> int:
@@ -99,13 +115,12 @@ class Outbox(Generic[T]):
 
     def kept(self) -> list[tuple[T, int]]:
         """Every kept item with its size, oldest first (to take a snapshot)."""
-        return list(zip(self._items, self._sizes, strict=True))
+        return list(zip(self._items or (), self._sizes or (), strict=True))
 
     def renumber(self) -> list[T]:
         """Take every kept item out and restart numbering at 1 (for a brand-new session)."""
-        items = list(self._items)
-        self._items.clear()
-        self._sizes.clear()
+        items = list(self._items or ())
+        self._items = self._sizes = None
         self.bytes = 0
         self.last = 0
         self.acked = 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from .attachment import Attachment
@@ -112,9 +112,10 @@ class SessionState:
         previous = self.active
         att = Attachment(transport, streaming=streaming, cursor=ack, now=now)
         if greeting is not None:
-            att.control.append(greeting)  # the welcome carries the ack
+            att.queue(greeting)  # the welcome carries the ack
         if self.parked is not None:
-            att.control.extend(self.parked)
+            for body in self.parked:
+                att.queue(body)
             self.parked = None
         if greeting is not None:
             att.ack_sent = self.ack_written = self.inbox.done
@@ -191,7 +192,7 @@ class SessionState:
     def _release(self, att: Attachment, error: LadderError | None, *, bye: bool = False) -> None:
         if bye:
             body = {"t": "bye", **(error.body() if error else {"code": "session_closed", "reason": "closed"})}
-            att.control.append(body)
+            att.queue(body)
         att.closed = True
         att.close_error = error
         att.wake()
@@ -209,7 +210,7 @@ class SessionState:
         """Queue an unsequenced frame (pong, error) on ``att``, or on the active transport."""
         target = att or self.active
         if target is not None and not target.closed:
-            target.control.append(body)
+            target.queue(body)
             target.wake()
         elif att is None:
             if self.parked is None:
@@ -225,11 +226,14 @@ class SessionState:
         for att in self.attachments:
             self.send_control(body, att)
 
-    def take(self, att: Attachment, now: float) -> tuple[list[dict[str, Any]], list[tuple[int, OutFrame]]]:
-        """What ``att`` should write now: control frames, then sequenced frames in order."""
-        control = att.control
-        att.control = []
-        frames: list[tuple[int, OutFrame]] = []
+    def take(
+        self, att: Attachment, now: float
+    ) -> tuple[Sequence[dict[str, Any]], Sequence[tuple[int, OutFrame]]]:
+        """What ``att`` should write now: control frames, then sequenced frames in order
+        (empty ones are a shared empty tuple: most takes of a fan-out have no control frame)."""
+        control: Sequence[dict[str, Any]] = att.control or ()
+        att.control = None
+        frames: Sequence[tuple[int, OutFrame]] = ()
         attachments = self.attachments
         if attachments and att is attachments[-1] and att.close_error is None:
             outbox = self.outbox
@@ -245,7 +249,7 @@ class SessionState:
                 and applied > 0
                 and (att.closed or now - self.ack_written_at >= self.limits.poll_timeout)
             ):
-                control.append({"t": "ack", "i": applied})
+                control = [*control, {"t": "ack", "i": applied}]
                 att.ack_sent = self.ack_written = applied
                 self.ack_written_at = now
         if control or frames:
@@ -366,7 +370,7 @@ class SessionState:
             return False
         if att_active.streaming:
             if now - att_active.last_sent >= limits.heartbeat:
-                att_active.control.append({"t": "ping"})
+                att_active.queue({"t": "ping"})
                 att_active.last_sent = now
                 att_active.wake()
         elif now - att_active.opened >= limits.poll_timeout:

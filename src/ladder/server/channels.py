@@ -69,7 +69,7 @@ class ChannelTable:
         the session brought when it moved here and does not follow yet."""
         unsettled = [entry for entry in session.unsettled if entry[0] == channel]
         for entry in unsettled:
-            session.unsettled.remove(entry)
+            session.settled(entry)
         sub = session.subs.pop(channel, None)
         if sub is None:
             return bool(unsettled)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..protocol.attachment import Attachment
@@ -15,7 +15,9 @@ from ..protocol.outframes import OutFrame
 from .session import Session, Waker
 
 
-def encode_batch(codec: Codec, control: list[dict[str, Any]], frames: list[tuple[int, OutFrame]]) -> bytes:
+def encode_batch(
+    codec: Codec, control: Sequence[dict[str, Any]], frames: Sequence[tuple[int, OutFrame]]
+) -> bytes:
     """Control frames first, then sequenced frames, as one batch in ``codec``."""
     if not control and len(frames) == 1:  # one publication or reply: its shared bytes, stamped
         seq, frame = frames[0]
@@ -49,7 +51,7 @@ class Link:
         self.waker = Waker()
         att.wake_with(wake or self.waker)
 
-    def take(self) -> tuple[list[dict[str, Any]], list[tuple[int, OutFrame]]]:
+    def take(self) -> tuple[Sequence[dict[str, Any]], Sequence[tuple[int, OutFrame]]]:
         """What to write now: control frames, then sequenced frames with their numbers.
 
         Unless :meth:`more` says otherwise, this is everything there is: earlier wake-ups
@@ -63,7 +65,7 @@ class Link:
             self.waker.clear()
         return control, frames
 
-    def more(self, frames: list[tuple[int, OutFrame]]) -> bool:
+    def more(self, frames: Sequence[tuple[int, OutFrame]]) -> bool:
         """Whether a batch :meth:`take` returned was cut at ``batch_frames`` (take again)."""
         return len(frames) >= self.batch
 

@@ -10,7 +10,6 @@ restores itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from typing import Any
@@ -83,7 +82,8 @@ async def restore(
     if packed.get("ans") is not None:
         session.answers = Answers(settings.limits.inbox_window)
         session.answers.unpack(packed["ans"])
-    session.unsettled = [(str(ch), ep, int(off), bool(present)) for ch, ep, off, present in packed["subs"]]
+    brought = [(str(ch), ep, int(off), bool(present)) for ch, ep, off, present in packed["subs"]]
+    session.unsettled = brought or ()
     sessions.adopt(session)
     try:
         await _settle_in(session, settings, sessions)
@@ -109,8 +109,7 @@ async def _settle_in(session: Session, settings: Settings, sessions: SessionTabl
         )
         if sessions.get(session.sid) is not session:
             return  # it left during the step: the step's subscription went with it (or ended)
-        with contextlib.suppress(ValueError):  # gone already if the client unsubscribed meanwhile
-            session.unsettled.remove(entry)
+        session.settled(entry)  # (gone already if the client unsubscribed meanwhile)
 
 
 async def _settle_later(session: Session, settings: Settings, sessions: SessionTable) -> None:

@@ -103,7 +103,7 @@ class NativeWebSocket(asyncio.Protocol):
             if self.ws is None:
                 self._handshake(data)
             return  # (a refused upgrade: nothing more is read)
-        self._messages(reader, reader.feed(data))
+        self._messages(reader, reader.read(data))
         self._time_message()
 
     def eof_received(self) -> bool | None:

@@ -74,98 +74,6 @@ class HandshakeProtocol(ServerProtocol):
         return refused
 
 
-class FrameReader:
-    """An open connection's client frames, as whole messages ``(payload, is_text)``.
-
-    Whole small frames are read straight from the bytes (:func:`whole_frames`). Anything
-    else (a control frame, a fragment, a frame cut across reads) goes through a
-    ``websockets`` frame-level protocol, made when such a frame comes and let go once
-    everything is read and written and no frame or message is unfinished: an idle
-    connection holds none (a protocol is a fifth of an idle connection's objects — a
-    parser generator, buffers, a UUID — and every full collection walks them). No
-    extension is offered, so a fresh protocol at a frame boundary reads as the old one would.
-    """
-
-    __slots__ = ("clock", "fragment_text", "fragments", "max_size", "ws")
-
-    def __init__(self, max_size: int | None, handshake: ServerProtocol) -> None:
-        self.max_size = max_size
-        self.clock = FrameClock()
-        self.fragments: list[bytes] | None = None
-        """The parts of a fragmented message so far."""
-        self.fragment_text = True
-        # A client that sent frames before the 101: keep what the handshake's protocol read.
-        early = bool(handshake.reader.buffer or handshake.events) or handshake.state is not State.OPEN
-        self.ws: Protocol | None = handshake if early else None
-
-    @property
-    def in_message(self) -> bool:
-        """A frame or a fragmented message has begun and is not complete yet."""
-        return self.clock.in_frame or self.fragments is not None
-
-    def protocol(self) -> Protocol:
-        if self.ws is None:
-            self.ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.max_size)
-        return self.ws
-
-    def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
-        ws, messages = self.ws, []
-        idle = ws is None or (ws.state is State.OPEN and not ws.reader.buffer)
-        if idle and not self.in_message:
-            frames, used = whole_frames(data, self.max_size)
-            messages = [(payload, opcode == 0x1) for opcode, payload in frames]
-            if used == len(data):
-                return messages
-            data = data[used:]
-        ws = self.protocol()
-        ws.receive_data(data)
-        self.clock.feed(data)
-        messages += self._messages(ws)
-        return messages
-
-    def eof(self) -> list[tuple[bytes, bool]]:
-        ws = self.protocol()
-        ws.receive_eof()
-        return self._messages(ws)
-
-    def _messages(self, ws: Protocol) -> list[tuple[bytes, bool]]:
-        out: list[tuple[bytes, bool]] = []
-        for frame in ws.events_received():
-            if not isinstance(frame, Frame):
-                continue
-            opcode = frame.opcode
-            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                if frame.fin:
-                    out.append((bytes(frame.data), opcode is Opcode.TEXT))
-                else:
-                    self.fragments, self.fragment_text = [bytes(frame.data)], opcode is Opcode.TEXT
-            elif opcode is Opcode.CONT and self.fragments is not None:
-                self.fragments.append(bytes(frame.data))
-                if frame.fin:
-                    data, self.fragments = b"".join(self.fragments), None
-                    out.append((data, self.fragment_text))
-        return out
-
-    def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake (the close frame is in :meth:`to_send`)."""
-        with contextlib.suppress(Exception):  # already closing, or the connection failed
-            self.protocol().send_close(code, reason)
-
-    def to_send(self) -> list[bytes]:
-        """Bytes to write (pongs, a close frame; ``b""``: half-close). Lets the protocol go
-        when nothing is left in it."""
-        ws = self.ws
-        if ws is None:
-            return []
-        out = ws.data_to_send()
-        if ws.state is State.OPEN and not ws.reader.buffer and not ws.events and not self.in_message:
-            self.ws = None
-        return out
-
-    def close_expected(self) -> bool:
-        return self.ws is not None and self.ws.close_expected()
-
-
 def upgrade_request(handshake: WsRequest, transport: Any, trust_forwarded: bool) -> Request:
     """The upgrade request as Ladder's HTTP layer sees requests (an ASGI-like scope)."""
     path, _, query = handshake.path.partition("?")
@@ -227,6 +135,98 @@ class FrameClock:
             pos -= len(self.head) - header_size  # what was read past the header is payload
             self.head.clear()
             self.left = length
+
+
+class FrameReader(FrameClock):
+    """An open connection's client frames, as whole messages ``(payload, is_text)``.
+
+    Whole small frames are read straight from the bytes (:func:`whole_frames`). Anything
+    else (a control frame, a fragment, a frame cut across reads) goes through a
+    ``websockets`` frame-level protocol, made when such a frame comes and let go once
+    everything is read and written and no frame or message is unfinished: an idle
+    connection holds none (a protocol is a fifth of an idle connection's objects — a
+    parser generator, buffers, a UUID — and every full collection walks them). No
+    extension is offered, so a fresh protocol at a frame boundary reads as the old one would.
+    """
+
+    __slots__ = ("fragment_text", "fragments", "max_size", "ws")
+
+    def __init__(self, max_size: int | None, handshake: ServerProtocol) -> None:
+        super().__init__()  # where frames begin and end (one object for both)
+        self.max_size = max_size
+        self.fragments: list[bytes] | None = None
+        """The parts of a fragmented message so far."""
+        self.fragment_text = True
+        # A client that sent frames before the 101: keep what the handshake's protocol read.
+        early = bool(handshake.reader.buffer or handshake.events) or handshake.state is not State.OPEN
+        self.ws: Protocol | None = handshake if early else None
+
+    @property
+    def in_message(self) -> bool:
+        """A frame or a fragmented message has begun and is not complete yet."""
+        return self.in_frame or self.fragments is not None
+
+    def protocol(self) -> Protocol:
+        if self.ws is None:
+            self.ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.max_size)
+        return self.ws
+
+    def read(self, data: bytes) -> list[tuple[bytes, bool]]:
+        ws, messages = self.ws, []
+        idle = ws is None or (ws.state is State.OPEN and not ws.reader.buffer)
+        if idle and not self.in_message:
+            frames, used = whole_frames(data, self.max_size)
+            messages = [(payload, opcode == 0x1) for opcode, payload in frames]
+            if used == len(data):
+                return messages
+            data = data[used:]
+        ws = self.protocol()
+        ws.receive_data(data)
+        self.feed(data)
+        messages += self._messages(ws)
+        return messages
+
+    def eof(self) -> list[tuple[bytes, bool]]:
+        ws = self.protocol()
+        ws.receive_eof()
+        return self._messages(ws)
+
+    def _messages(self, ws: Protocol) -> list[tuple[bytes, bool]]:
+        out: list[tuple[bytes, bool]] = []
+        for frame in ws.events_received():
+            if not isinstance(frame, Frame):
+                continue
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                if frame.fin:
+                    out.append((bytes(frame.data), opcode is Opcode.TEXT))
+                else:
+                    self.fragments, self.fragment_text = [bytes(frame.data)], opcode is Opcode.TEXT
+            elif opcode is Opcode.CONT and self.fragments is not None:
+                self.fragments.append(bytes(frame.data))
+                if frame.fin:
+                    data, self.fragments = b"".join(self.fragments), None
+                    out.append((data, self.fragment_text))
+        return out
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (the close frame is in :meth:`to_send`)."""
+        with contextlib.suppress(Exception):  # already closing, or the connection failed
+            self.protocol().send_close(code, reason)
+
+    def to_send(self) -> list[bytes]:
+        """Bytes to write (pongs, a close frame; ``b""``: half-close). Lets the protocol go
+        when nothing is left in it."""
+        ws = self.ws
+        if ws is None:
+            return []
+        out = ws.data_to_send()
+        if ws.state is State.OPEN and not ws.reader.buffer and not ws.events and not self.in_message:
+            self.ws = None
+        return out
+
+    def close_expected(self) -> bool:
+        return self.ws is not None and self.ws.close_expected()
 
 
 def _header(head: bytearray) -> tuple[int, int] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -100,9 +101,10 @@ class Session:
         self.client_id = client_id
         """Public id of this connection (shown in presence); unlike ``sid`` it grants nothing."""
         self.subs: dict[str, Subscription] = {}
-        self.unsettled: list[Unsettled] = []
+        self.unsettled: list[Unsettled] | tuple[()] = ()
         """Subscriptions it brought when it moved here and not yet followed here (in order);
-        packed with it if it moves on first, so none is left behind."""
+        packed with it if it moves on first, so none is left behind. A list only while
+        there are some."""
         self.ready: deque[Numbered] | None = None
         """Client frames accepted in order and waiting to be applied (a deque only while
         some wait)."""
@@ -122,6 +124,15 @@ class Session:
         """The lost session this one took over from (its client named it in the hello)."""
         self.answers: Answers | None = None
         """Answers recorded in the engine and not yet acknowledged (made on first use)."""
+
+    def settled(self, entry: Unsettled) -> None:
+        """A subscription it brought is followed here now, or dropped: forget it."""
+        unsettled = self.unsettled
+        if isinstance(unsettled, list):
+            with contextlib.suppress(ValueError):  # gone already (the client unsubscribed)
+                unsettled.remove(entry)
+            if not unsettled:
+                self.unsettled = ()
 
     async def settle(self, timeout: float) -> bool:
         """Wait until no message is being applied (at most ``timeout`` s). True if none is."""

@@ -14,6 +14,7 @@ SSE is text, so frames are JSON (bytes travel as ``{"$b": base64}``).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 from ..protocol.codec import JSON
 from ..protocol.outframes import OutFrame
@@ -22,7 +23,7 @@ from .http import Receive, Request, Send, cors_headers
 from .link import start_watch, stop_watch
 
 
-def _events(control: list[dict[str, object]], frames: list[tuple[int, OutFrame]]) -> bytes:
+def _events(control: Sequence[dict[str, object]], frames: Sequence[tuple[int, OutFrame]]) -> bytes:
     parts = [b"data: %b\n\n" % JSON.encode(body) for body in control]
     parts.extend(b"id: %d\ndata: %b\n\n" % (seq, frame.encode(JSON, seq)) for seq, frame in frames)
     return b"".join(parts)

@@ -19,10 +19,11 @@ class _Entry:
     in the heap until its time comes, and must not keep an ended session's memory alive
     until then (a heartbeat or a TTL may be minutes away)."""
 
-    __slots__ = ("session",)
+    __slots__ = ("due", "session")
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, due: float) -> None:
         self.session: Session | None = session
+        self.due = due
 
 
 class Timers:
@@ -32,7 +33,7 @@ class Timers:
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, _Entry]] = []
-        self._due: dict[Session, tuple[float, _Entry]] = {}
+        self._due: dict[Session, _Entry] = {}
         self._order = itertools.count()
 
     def __len__(self) -> int:
@@ -46,20 +47,19 @@ class Timers:
             due = extra
         current = self._due.get(session)
         if current is not None:
-            if current[0] == due:
+            if current.due == due:
                 return
-            current[1].session = None  # stale from now on
+            current.session = None  # stale from now on
         if due is None:
             self._due.pop(session, None)
             return
-        entry = _Entry(session)
-        self._due[session] = (due, entry)
+        entry = self._due[session] = _Entry(session, due)
         heapq.heappush(self._heap, (due, next(self._order), entry))
 
     def forget(self, session: Session) -> None:
         current = self._due.pop(session, None)
         if current is not None:
-            current[1].session = None
+            current.session = None
 
     def pop_due(self, now: float) -> list[Session]:
         """The sessions due by ``now``, each once; they are unscheduled until scheduled again
@@ -73,6 +73,6 @@ class Timers:
                 del live[session]
                 due_now.append(session)
         if len(heap) > 2 * len(live) + 64:  # mostly stale entries: rebuild
-            self._heap = [(due, next(self._order), entry) for due, entry in live.values()]
+            self._heap = [(entry.due, next(self._order), entry) for entry in live.values()]
             heapq.heapify(self._heap)
         return due_now
