@@ -343,6 +343,27 @@ async def test_acks_pings_and_pongs_are_applied_with_no_task_and_calls_in_order(
     assert not conn.closing
 
 
+async def test_frames_sent_with_the_upgrade_come_before_the_next_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client may send its first frames in the same packet as the upgrade request (it
+    should wait for the 101, RFC 6455 §4.1): they are read by the handshake's protocol, and
+    reach the session before what comes next (they were dropped before)."""
+    hub = make_hub()
+    await hub.start()
+    monkeypatch.setattr(NativeWebSocket, "hub", hub)
+    conn = NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=asyncio.get_running_loop())
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    received: list[bytes] = []
+    monkeypatch.setattr(conn, "_message", lambda data, codec: received.append(data))
+    conn.data_received(UPGRADE + _client_frame(0x1, b"first"))
+    assert transport.written[0].startswith(b"HTTP/1.1 101")
+    conn.data_received(_client_frame(0x1, b"second"))
+    assert received == [b"first", b"second"]
+    await hub.stop()
+
+
 async def test_an_idle_connection_holds_no_queue_timer_or_parser(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every full collection walks every connection's objects: once a subscribed connection
     is idle again (its messages applied and answered, the answers acknowledged), the queues

@@ -172,8 +172,11 @@ class NativeWebSocket(asyncio.Protocol):
         self._write_out()
         if response.status_code != 101:
             return
-        self.reader, self.ws = FrameReader(hub.limits.max_frame_size, ws), None
+        reader = self.reader = FrameReader(hub.limits.max_frame_size, ws)
+        self.ws = None
         self.hello_timer = self.loop.call_later(hub.limits.hello_timeout, self._no_hello)
+        if len(events) > 1:  # frames that came with the upgrade: read before anything after them
+            self._messages(reader, reader.early(events[1:]))
 
     def _hand_over(self, data: bytes) -> None:
         """Not Ladder's endpoint: let uvicorn's standard implementation serve it."""

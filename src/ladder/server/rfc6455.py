@@ -173,7 +173,8 @@ class FrameReader(FrameClock):
 
     def read(self, data: bytes) -> list[tuple[bytes, bool]]:
         ws, messages = self.ws, []
-        idle = ws is None or (ws.state is State.OPEN and not ws.reader.buffer)
+        # (frames the handshake's protocol read with the upgrade come first: not idle then)
+        idle = ws is None or (ws.state is State.OPEN and not ws.reader.buffer and not ws.events)
         if idle and not self.in_message:
             frames, used = whole_frames(data, self.max_size)
             messages = [(payload, opcode == 0x1) for opcode, payload in frames]
@@ -191,9 +192,17 @@ class FrameReader(FrameClock):
         ws.receive_eof()
         return self._messages(ws)
 
+    def early(self, events: list[Any]) -> list[tuple[bytes, bool]]:
+        """Messages in the frames the handshake's protocol read with the upgrade request
+        (a client should wait for the 101, but one that does not loses nothing)."""
+        return self._frames(events)
+
     def _messages(self, ws: Protocol) -> list[tuple[bytes, bool]]:
+        return self._frames(ws.events_received())
+
+    def _frames(self, events: list[Any]) -> list[tuple[bytes, bool]]:
         out: list[tuple[bytes, bool]] = []
-        for frame in ws.events_received():
+        for frame in events:
             if not isinstance(frame, Frame):
                 continue
             opcode = frame.opcode
