@@ -62,6 +62,15 @@ function tab(options = {}) {
   return { page, url };
 }
 
+/** A page's client, started and welcomed (with `welcome`'s fields) by its connection. */
+async function welcomed(made, welcome) {
+  made.client.start();
+  await settle();
+  made.last().welcomeWith(welcome);
+  await settle();
+  return made;
+}
+
 const messages = (conn) => conn.sent.filter((f) => f.t === "emit").map((f) => [f.i, f.d]);
 
 describe("durable outbox", () => {
@@ -95,11 +104,7 @@ describe("durable outbox", () => {
 
   test("messages of a session go out in a new session that names it: psid, prt, pids", async () => {
     const { page } = tab();
-    const first = page();
-    first.client.start();
-    await settle();
-    first.last().welcomeWith({ sid: "S1", rt: "R1" });
-    await settle();
+    const first = await welcomed(page(), { sid: "S1", rt: "R1" });
     first.client.subscribe("room"); // not durable: the page's own
     for (let n = 0; n < 4; n++) first.client.emit("record", n);
     await settle();
@@ -118,11 +123,7 @@ describe("durable outbox", () => {
 
   test("a page that reloads again before connecting names the same lost session", async () => {
     const { page } = tab();
-    const first = page();
-    first.client.start();
-    await settle();
-    first.last().welcomeWith({ sid: "S1", rt: "R1" });
-    await settle();
+    const first = await welcomed(page(), { sid: "S1", rt: "R1" });
     first.client.emit("record", "a");
     first.client.emit("record", "b");
     await first.client.persisted();
@@ -143,11 +144,7 @@ describe("durable outbox", () => {
 
   test("acknowledged messages leave the store; close() forgets what is left", async () => {
     const { page, url } = tab();
-    const { client, last } = page();
-    client.start();
-    await settle();
-    last().welcomeWith();
-    await settle();
+    const { client, last } = await welcomed(page());
     client.emit("record", 1);
     client.emit("record", 2);
     await client.persisted();
@@ -162,11 +159,7 @@ describe("durable outbox", () => {
 
   test("a message reaches the wire only once it is kept with its session (written ahead)", async () => {
     const { page } = tab();
-    const { client, last } = page();
-    client.start();
-    await settle();
-    last().welcomeWith();
-    await settle();
+    const { client, last } = await welcomed(page());
     const box = client._outbox;
     const save = box.store.save;
     let release;
@@ -182,11 +175,7 @@ describe("durable outbox", () => {
 
   test("a write IndexedDB refuses (a full disk) moves the outbox to memory; nothing is held back", async () => {
     const { page } = tab();
-    const { client, last } = page();
-    client.start();
-    await settle();
-    last().welcomeWith();
-    await settle();
+    const { client, last } = await welcomed(page());
     const box = client._outbox;
     box.store = { ...memoryStore(), kind: "indexeddb", save: () => Promise.reject(new Error("QuotaExceededError")) };
     client.emit("record", 1);

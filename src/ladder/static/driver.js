@@ -13,7 +13,7 @@ import * as events from "./events.js";
 import { Emitter } from "./events.js";
 import { LadderError } from "./errors.js";
 import { PeerState } from "./peer.js";
-import { RungPolicy, TRANSPORTS } from "./rungs.js";
+import { RungPolicy, allowedRungs } from "./rungs.js";
 import { Reconnect } from "./core.js";
 import { Pacer } from "./pacing.js";
 import { realClock } from "./clock.js";
@@ -86,15 +86,11 @@ export class Client extends Emitter {
    */
   constructor(url, options = {}) {
     super();
-    const transports = options.transports ?? TRANSPORTS;
-    const unknown = transports.filter((t) => !TRANSPORTS.includes(t));
-    if (!transports.length || unknown.length) {
-      throw new Error(`transports must be a non-empty subset of ${TRANSPORTS.join(", ")}, not ${unknown.join(", ")}`);
-    }
+    const rungs = allowedRungs(options.transports);
     const base = typeof location !== "undefined" ? new URL(url, location.href) : new URL(url);
     /** The hub's URL. */
     this.url = base.toString().replace(/\/+$/, "");
-    this.rungs = TRANSPORTS.filter((t) => transports.includes(t));
+    this.rungs = rungs;
     this.options = {
       stagger: options.stagger ?? [0, 300, 1000, 2000],
       openTimeout: options.openTimeout ?? 10_000,

@@ -11,6 +11,20 @@ export const TRANSPORTS = /** @type {const} */ (["websocket", "sse", "longpoll",
 /** @typedef {"websocket" | "sse" | "longpoll" | "poll"} Rung */
 
 /**
+ * The rungs a client may use, best first: `transports` checked against the ladder (a tab's
+ * own client and a tab sharing a connection apply the same rule).
+ * @param {readonly Rung[]} [transports]
+ * @returns {Rung[]}
+ */
+export function allowedRungs(transports = TRANSPORTS) {
+  const unknown = transports.filter((t) => !TRANSPORTS.includes(t));
+  if (!transports.length || unknown.length) {
+    throw new Error(`transports must be a non-empty subset of ${TRANSPORTS.join(", ")}, not ${unknown.join(", ")}`);
+  }
+  return TRANSPORTS.filter((t) => transports.includes(t));
+}
+
+/**
  * The ladder's state for one client: the floor it stands on and its recent cuts. The core's
  * `RungPolicy` (which decides), with positional arguments.
  */

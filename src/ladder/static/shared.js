@@ -17,7 +17,7 @@ import { errorOf, LadderError } from "./errors.js";
 import { encodeMessage } from "./codec.js";
 import { tooLarge } from "./outbound.js";
 import { Subscription } from "./subscription.js";
-import { TRANSPORTS } from "./rungs.js";
+import { allowedRungs } from "./rungs.js";
 import { hookPage, reachHub } from "./leader.js";
 import { Emitter, emit } from "./events.js";
 
@@ -48,15 +48,11 @@ export class SharedClient extends Emitter {
    */
   constructor(url, options = {}) {
     super();
-    const transports = options.transports ?? TRANSPORTS;
-    const unknown = transports.filter((t) => !TRANSPORTS.includes(t));
-    if (!transports.length || unknown.length) {
-      throw new Error(`transports must be a non-empty subset of ${TRANSPORTS.join(", ")}, not ${unknown.join(", ")}`);
-    }
+    const rungs = allowedRungs(options.transports);
     /** The hub's URL. */
     this.url = new URL(url, location.href).toString().replace(/\/+$/, "");
     /** The rungs allowed, best first. */
-    this.rungs = TRANSPORTS.filter((t) => transports.includes(t));
+    this.rungs = rungs;
     /** This client shares its connection with the other tabs. */
     this.shared = /** @type {const} */ (true);
     /** How many tabs share the connection (this one included; 0 until the worker said). */
