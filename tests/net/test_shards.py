@@ -136,30 +136,79 @@ async def consume(sub: Subscription, last: int, timeout: float) -> tuple[list[Pu
     return out, longest
 
 
+@dataclass
+class Streams:
+    """One client per rung, each receiving two channels' streams (``count`` publications at
+    10 ms): ``keep`` on a surviving shard, ``lost`` on ``victim``, the shard to be killed
+    (the one holding the fewest of these clients' sessions: a session whose record is there
+    is part of its share, and may wait for it to come back)."""
+
+    clients: list[Client]
+    victim: int
+    keep: str
+    lost: str
+    resyncs: list[list[ResyncNeeded]]
+    kept: list[asyncio.Task[tuple[list[Publication], float]]]
+    gone: list[asyncio.Task[tuple[list[Publication], float]]]
+
+    def on_victim(self, d: Deployment, client: Client) -> bool:
+        return bool(d.place(client.session_id or "") == self.victim)
+
+
+async def streaming(
+    stack: contextlib.AsyncExitStack, d: Deployment, count: int, stems: tuple[str, str]
+) -> Streams:
+    """Start the streams, and return a second into them (the moment to kill)."""
+    clients = [await stack.enter_async_context(Client(d.url, transports=[rung])) for rung in RUNGS]
+    held = [sum(1 for c in clients if d.place(c.session_id or "") == shard) for shard in range(3)]
+    victim = held.index(min(held))
+    keep, lost = d.channel_on((victim + 1) % 3, stems[0]), d.channel_on(victim, stems[1])
+    resyncs: list[list[ResyncNeeded]] = [[] for _ in clients]
+    for client, seen in zip(clients, resyncs, strict=True):
+        client.on("resync", seen.append)
+    kept_subs = [client.subscribe(keep) for client in clients]
+    lost_subs = [client.subscribe(lost) for client in clients]
+    for sub in kept_subs + lost_subs:
+        await sub.ready()
+    admin = await stack.enter_async_context(Client(d.nodes[1].url, transports=["websocket"]))
+    for channel in (keep, lost):
+        await admin.call("publish_through", {"channel": channel, "count": count, "interval": 0.01})
+    kept = [asyncio.create_task(consume(sub, count - 1, 60)) for sub in kept_subs]
+    gone = [asyncio.create_task(consume(sub, count - 1, 60)) for sub in lost_subs]
+    await asyncio.sleep(1.0)
+    return Streams(clients, victim, keep, lost, resyncs, kept, gone)
+
+
+def surviving_stream(
+    d: Deployment, streams: Streams, results: list[tuple[list[Publication], float]], count: int, what: str
+) -> list[str]:
+    """Check the surviving shard's channel: every publication once, in order, on every rung,
+    and no gap over the rung's bound for a session not held on the killed ``what``."""
+    lines = []
+    for client, (got, longest) in zip(streams.clients, results, strict=True):
+        keep = streams.keep
+        assert [p.data["n"] for p in got] == list(range(count)), f"{client.rungs[0]}: {keep} lost or doubled"
+        assert [p.offset for p in got] == list(range(1, count + 1))
+        on_victim = streams.on_victim(d, client)
+        if not on_victim:  # (a session whose record is on the killed shard is its share)
+            # A polling rung's request forwarded through the killed server is answered
+            # engine_unavailable at once and sent again (before: the whole hold, 8 s); its
+            # retry pace adds to the gap (1.05 s seen once), so polling is held to 2 s.
+            bound = 1.0 if client.rungs[0] in ("websocket", "sse") else 2.0
+            assert longest < bound, f"{client.rungs[0]}: {keep} stalled {longest:.2f} s"
+        lines.append(
+            f"{client.rungs[0]} longest gap {longest * 1000:.0f} ms"
+            + (f" (session on the killed {what})" if on_victim else "")
+        )
+    return lines
+
+
 async def test_one_of_three_servers_killed_mid_stream_costs_only_its_share(three_servers: Deployment) -> None:
     """(Last in the module: it kills and restarts one of the servers.)"""
     d, count = three_servers, 500
     async with contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(Client(d.url, transports=[rung])) for rung in RUNGS]
-        # The victim: the server holding the fewest of these sessions (a session whose record
-        # is on the killed server is part of its share, and may wait for it to come back).
-        held = [sum(1 for c in clients if d.place(c.session_id or "") == shard) for shard in range(3)]
-        victim = held.index(min(held))
-        keep, lost = d.channel_on((victim + 1) % 3, "feed:keep"), d.channel_on(victim, "feed:lost")
-        resyncs: list[list[ResyncNeeded]] = [[] for _ in clients]
-        for client, seen in zip(clients, resyncs, strict=True):
-            client.on("resync", seen.append)
-        kept_subs = [client.subscribe(keep) for client in clients]
-        lost_subs = [client.subscribe(lost) for client in clients]
-        for sub in kept_subs + lost_subs:
-            await sub.ready()
-        admin = await stack.enter_async_context(Client(d.nodes[1].url, transports=["websocket"]))
-        for channel in (keep, lost):
-            await admin.call("publish_through", {"channel": channel, "count": count, "interval": 0.01})
-        kept = [asyncio.create_task(consume(sub, count - 1, 60)) for sub in kept_subs]
-        gone = [asyncio.create_task(consume(sub, count - 1, 60)) for sub in lost_subs]
-        await asyncio.sleep(1.0)
-        server = d.servers[victim]
+        streams = await streaming(stack, d, count, ("feed:keep", "feed:lost"))
+        server = d.servers[streams.victim]
         assert server.proc is not None
         server.proc.kill()
         await asyncio.to_thread(server.stop)
@@ -180,24 +229,11 @@ async def test_one_of_three_servers_killed_mid_stream_costs_only_its_share(three
         print("\n".join(shard_lines))
         assert [line.endswith(" 0.0") for line in shard_lines].count(True) == 1 and len(shard_lines) == 3
         assert f'shard="127.0.0.1:{server.port}"}} 0.0' in metrics
-        kept_results = await asyncio.gather(*kept)
-        lost_results = await asyncio.gather(*gone)
-    lines = []
-    for client, (got, longest) in zip(clients, kept_results, strict=True):
-        assert [p.data["n"] for p in got] == list(range(count)), f"{client.rungs[0]}: {keep} lost or doubled"
-        assert [p.offset for p in got] == list(range(1, count + 1))
-        on_victim = d.place(client.session_id or "") == victim
-        if not on_victim:  # (a session whose record is on the killed server is its share)
-            # A polling rung's request forwarded through the killed server is answered
-            # engine_unavailable at once and sent again (before: the whole hold, 8 s); its
-            # retry pace adds to the gap (1.05 s seen once), so polling is held to 2 s.
-            bound = 1.0 if client.rungs[0] in ("websocket", "sse") else 2.0
-            assert longest < bound, f"{client.rungs[0]}: {keep} stalled {longest:.2f} s"
-        lines.append(
-            f"{client.rungs[0]} longest gap {longest * 1000:.0f} ms"
-            + (" (session on the killed server)" if on_victim else "")
-        )
-    for client, (got, _), seen in zip(clients, lost_results, resyncs, strict=True):
+        kept_results = await asyncio.gather(*streams.kept)
+        lost_results = await asyncio.gather(*streams.gone)
+    keep, lost = streams.keep, streams.lost
+    lines = surviving_stream(d, streams, kept_results, count, "server")
+    for client, (got, _), seen in zip(streams.clients, lost_results, streams.resyncs, strict=True):
         for a, b in itertools.pairwise(got):
             if a.epoch == b.epoch:
                 assert b.offset == a.offset + 1, f"{client.rungs[0]}: a silent gap on {lost}"
@@ -208,47 +244,20 @@ async def test_one_of_three_servers_killed_mid_stream_costs_only_its_share(three
     print(f"on {keep} (a surviving server): every rung {count}/{count} once in order; " + "; ".join(lines))
 
 
-
 async def test_a_cluster_primary_killed_mid_stream_costs_only_its_share(cluster: Deployment) -> None:
     """(Last in the module: the cluster goes on with the killed primary's replica in its place.)"""
     d, count = cluster, 400
     async with contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(Client(d.url, transports=[rung])) for rung in RUNGS]
-        held = [sum(1 for c in clients if d.place(c.session_id or "") == shard) for shard in range(3)]
-        victim = held.index(min(held))
-        keep = d.channel_on((victim + 1) % 3, "feed:ckeep")
-        lost = d.channel_on(victim, "feed:clost")
-        on_victim = [d.place(c.session_id or "") == victim for c in clients]
-        resyncs: list[list[ResyncNeeded]] = [[] for _ in clients]
-        for client, seen in zip(clients, resyncs, strict=True):
-            client.on("resync", seen.append)
-        kept_subs = [client.subscribe(keep) for client in clients]
-        lost_subs = [client.subscribe(lost) for client in clients]
-        for sub in kept_subs + lost_subs:
-            await sub.ready()
-        admin = await stack.enter_async_context(Client(d.nodes[1].url, transports=["websocket"]))
-        for channel in (keep, lost):
-            await admin.call("publish_through", {"channel": channel, "count": count, "interval": 0.01})
-        kept = [asyncio.create_task(consume(sub, count - 1, 60)) for sub in kept_subs]
-        gone = [asyncio.create_task(consume(sub, count - 1, 60)) for sub in lost_subs]
-        await asyncio.sleep(1.0)
-        primary = d.servers[victim]
+        streams = await streaming(stack, d, count, ("feed:ckeep", "feed:clost"))
+        primary = d.servers[streams.victim]
         assert primary.proc is not None
         primary.proc.kill()  # SIGKILL: its replica takes over after the cluster's node timeout
         await asyncio.to_thread(primary.stop)
-        kept_results = await asyncio.gather(*kept)
-        lost_results = await asyncio.gather(*gone)
-    lines = []
-    for client, (got, longest), victims in zip(clients, kept_results, on_victim, strict=True):
-        assert [p.data["n"] for p in got] == list(range(count)), f"{client.rungs[0]}: {keep} lost or doubled"
-        assert [p.offset for p in got] == list(range(1, count + 1))
-        if not victims:  # (a session whose record is on the killed primary waits for its replica)
-            bound = 1.0 if client.rungs[0] in ("websocket", "sse") else 2.0
-            assert longest < bound, f"{client.rungs[0]}: {keep} stalled {longest:.2f} s"
-        lines.append(
-            f"{client.rungs[0]} {longest * 1000:.0f} ms" + (" (session on the killed primary)" * victims)
-        )
-    for client, (got, _), seen in zip(clients, lost_results, resyncs, strict=True):
+        kept_results = await asyncio.gather(*streams.kept)
+        lost_results = await asyncio.gather(*streams.gone)
+    keep, lost = streams.keep, streams.lost
+    lines = surviving_stream(d, streams, kept_results, count, "primary")
+    for client, (got, _), seen in zip(streams.clients, lost_results, streams.resyncs, strict=True):
         # The test's publisher sends a publish again when it failed; one whose reply was lost
         # with the primary may have been stored too (docs/ops.md: "a publish whose outcome is
         # unknown"): that value then comes again, right after itself, at the next offset.
