@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections import Counter
 from typing import Any
 
 from ladder_app import hub
@@ -18,6 +19,7 @@ from ladder import Context
 
 _pauses: list[tuple[int, float]] = []
 _started = [0.0]
+_after_full: list[Counter[str]] = [Counter()]
 
 
 def _observe(phase: str, info: dict[str, Any]) -> None:
@@ -30,18 +32,28 @@ def _observe(phase: str, info: dict[str, Any]) -> None:
 gc.callbacks.append(_observe)
 
 
+def _oldest() -> Counter[str]:
+    """What the oldest generation holds, by type: what grows there between two full
+    collections (survivors of young collections, live or garbage) is what triggers the next."""
+    return Counter(type(o).__qualname__ for o in gc.get_objects(generation=2))
+
+
 @hub.on("gcstats")
 async def gcstats(ctx: Context, data: Any) -> dict[str, Any]:
     taken = list(_pauses)
+    grown = _oldest() - _after_full[0]
     started = time.perf_counter()
     gc.collect()  # what a full pass costs now (outside the window)
     full = time.perf_counter() - started
     _pauses.clear()
+    _after_full[0] = _oldest()
     return {
         "pauses": [[generation, seconds] for generation, seconds in taken],
         "full": full,
         "tracked": len(gc.get_objects()),
         "frozen": gc.get_freeze_count(),
+        "grown": dict(grown.most_common(8)),
+        "grown_total": sum(grown.values()),
     }
 
 

@@ -40,12 +40,13 @@ def describe(label: str, stats: dict[str, Any], seconds: float, delivered: int) 
         f"{label}: {delivered / seconds:,.0f} deliveries/s; collections {counts}; "
         f"longest {longest * 1000:.1f} ms, {over} over 10 ms; {spent / seconds:.1%} of the window collecting; "
         f"objects tracked {stats['tracked']:,}, frozen {stats['frozen']:,}; "
-        f"a full collection forced after the window: {stats['full'] * 1000:.1f} ms"
+        f"a full collection forced after the window: {stats['full'] * 1000:.1f} ms; "
+        f"grown in the oldest generation during the window: {stats['grown_total']:,} objects, most {stats['grown']}"
     )
 
 
 async def main(args: argparse.Namespace) -> None:
-    os.environ["BENCH_LADDER_APP"] = "gc_app:hub"
+    os.environ.setdefault("BENCH_LADDER_APP", "gc_app:hub")
     os.sched_setaffinity(0, {servers.LOAD_CORE})
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

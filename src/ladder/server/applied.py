@@ -10,7 +10,6 @@ message the lost session had applied, sends the kept answer instead of applying 
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Final
 
 import msgpack
@@ -115,30 +114,30 @@ class Answers:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._kept: deque[tuple[int, int]] | None = None
-        """(message id, sequence number of its answer), oldest first; a deque only while
-        some are kept (most sessions, most of the time, have none)."""
+        self._kept: list[int] = []
+        """Message id, then the sequence number of its answer, oldest first. Emptied, not
+        dropped (see :class:`~ladder.protocol.reliable.Outbox`: a container per
+        acknowledgement would pile up in the collector's oldest generation)."""
 
     def kept(self, number: int, seq: int) -> None:
-        if self._kept is None:
-            self._kept = deque()
-        self._kept.append((number, seq))
+        self._kept += (number, seq)
 
     def delivered(self, acked: int) -> list[int]:
         """Ids whose answers the client acknowledged (up to ``acked``), or that fall past
         the bound: the record may forget them."""
         kept = self._kept
-        if kept is None:
-            return []
-        forget: list[int] = []
-        while kept and (kept[0][1] <= acked or len(kept) >= self.limit):
-            forget.append(kept.popleft()[0])
         if not kept:
-            self._kept = None
+            return []
+        end, limit = 0, 2 * self.limit
+        while end < len(kept) and (kept[end + 1] <= acked or len(kept) - end >= limit):
+            end += 2
+        forget = kept[:end:2]
+        del kept[:end]
         return forget
 
     def pack(self) -> list[list[int]]:
-        return [[number, seq] for number, seq in self._kept or ()]
+        kept = self._kept
+        return [[number, seq] for number, seq in zip(kept[::2], kept[1::2], strict=True)]
 
     def unpack(self, packed: list[list[int]]) -> None:
         for number, seq in packed:

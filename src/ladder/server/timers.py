@@ -14,30 +14,27 @@ import itertools
 from .session import Session
 
 
-class _Entry:
-    """A heap entry's hold on its session, let go when the entry goes stale: an entry stays
-    in the heap until its time comes, and must not keep an ended session's memory alive
-    until then (a heartbeat or a TTL may be minutes away)."""
-
-    __slots__ = ("due", "session")
-
-    def __init__(self, session: Session, due: float) -> None:
-        self.session: Session | None = session
-        self.due = due
-
-
 class Timers:
-    """A min-heap of (due, order, entry); ``_due`` holds each session's live entry."""
+    """A min-heap of ``(due, order)`` pairs; ``_at`` holds each session's live pair and
+    ``_whose`` the session of each live order number.
 
-    __slots__ = ("_due", "_heap", "_order")
+    The heap's entries hold only a float and an int: the collector untracks such tuples at
+    its first pass, so an entry that waits for a heartbeat (seconds) is never promoted to
+    the oldest generation. An entry object per schedule was: thousands a minute with
+    thousands of sessions, each one more towards the next full (long) collection. Nor does
+    a stale entry hold an ended session's memory until its time comes.
+    """
+
+    __slots__ = ("_at", "_heap", "_order", "_whose")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, _Entry]] = []
-        self._due: dict[Session, _Entry] = {}
+        self._heap: list[tuple[float, int]] = []
+        self._at: dict[Session, tuple[float, int]] = {}
+        self._whose: dict[int, Session] = {}
         self._order = itertools.count()
 
     def __len__(self) -> int:
-        return len(self._due)
+        return len(self._at)
 
     def schedule(self, session: Session, extra: float | None = None) -> None:
         """Look at ``session`` again when its core is next due (or at ``extra``, if sooner:
@@ -45,34 +42,35 @@ class Timers:
         due = session.state.due()
         if extra is not None and (due is None or extra < due):
             due = extra
-        current = self._due.get(session)
+        current = self._at.get(session)
         if current is not None:
-            if current.due == due:
+            if current[0] == due:
                 return
-            current.session = None  # stale from now on
+            del self._whose[current[1]]  # its heap entry is stale from now on
         if due is None:
-            self._due.pop(session, None)
+            self._at.pop(session, None)
             return
-        entry = self._due[session] = _Entry(session, due)
-        heapq.heappush(self._heap, (due, next(self._order), entry))
+        order = next(self._order)
+        entry = self._at[session] = (due, order)
+        self._whose[order] = session
+        heapq.heappush(self._heap, entry)
 
     def forget(self, session: Session) -> None:
-        current = self._due.pop(session, None)
+        current = self._at.pop(session, None)
         if current is not None:
-            current.session = None
+            del self._whose[current[1]]
 
     def pop_due(self, now: float) -> list[Session]:
         """The sessions due by ``now``, each once; they are unscheduled until scheduled again
         (a session scheduled again for a time already past waits for the next call)."""
-        heap, live, due_now = self._heap, self._due, []
+        heap, whose, due_now = self._heap, self._whose, []
         while heap and heap[0][0] <= now:
-            _, _, entry = heapq.heappop(heap)
-            session = entry.session
+            _, order = heapq.heappop(heap)
+            session = whose.pop(order, None)
             if session is not None:
-                entry.session = None
-                del live[session]
+                del self._at[session]
                 due_now.append(session)
-        if len(heap) > 2 * len(live) + 64:  # mostly stale entries: rebuild
-            self._heap = [(entry.due, next(self._order), entry) for entry in live.values()]
+        if len(heap) > 2 * len(whose) + 64:  # mostly stale entries: rebuild
+            self._heap = list(self._at.values())
             heapq.heapify(self._heap)
         return due_now
