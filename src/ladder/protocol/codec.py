@@ -125,9 +125,17 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed")
 
 
-_EXT_MARKERS: Final = re.compile(rb"[\xc7-\xc9\xd4-\xd8]")
-"""Bytes that start an extension object (fixext 1-16, ext 8/16/32). Where none occurs, no
-extension can be in the data, and the per-container check below is skipped."""
+_TIMESTAMP_MARKERS: Final = re.compile(
+    rb"[\xd4-\xd8]\xff|\xc7[\x00-\xff]\xff|\xc8[\x00-\xff]{2}\xff|\xc9[\x00-\xff]{4}\xff"
+)
+"""Headers of an extension object of type -1 (fixext 1-16, ext 8/16/32), the only type
+msgpack decodes itself (as a Timestamp) instead of asking ``ext_hook``. Where none occurs,
+no Timestamp can be in the decoded data and the per-container check below is skipped
+(single bytes that may start *some* extension occur in about a fifth of frames carrying a
+float; these two-to-six-byte headers almost never do)."""
+
+_FAST_FRAMES: Final = 8
+"""Frames of one message decoded one ``unpackb`` each before an Unpacker takes the rest."""
 
 
 def _no_timestamp_map(obj: dict[str, Any]) -> dict[str, Any]:
@@ -242,52 +250,70 @@ class MsgpackCodec(Codec):
 
     def decode(self, data: bytes | str, max_frame: int | None = None) -> list[Any]:
         raw = data.encode() if isinstance(data, str) else data
-        markers = _EXT_MARKERS.search(raw)
-        if markers is None:
-            # The common case, one frame: a single call (no Unpacker to set up). Anything
-            # else (several frames, bad input) takes the general path below, which reads
-            # it, or refuses it with its error.
-            try:
-                obj = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_reject_ext, timestamp=0)
-            except Exception:  # the general path below reports it
-                pass
-            else:
-                if max_frame is not None and len(raw) > max_frame:
-                    raise _too_large(len(raw), max_frame)
-                return [obj]
-        # msgpack decodes the timestamp extension (type -1) itself, without asking
-        # ``ext_hook``: decoded as Timestamp objects, containers holding one are refused.
-        checks: dict[str, Any] = (
-            {"object_hook": _no_timestamp_map, "list_hook": _no_timestamp_list} if markers is not None else {}
-        )
-        unpacker = msgpack.Unpacker(
-            raw=False,
-            strict_map_key=True,
-            ext_hook=_reject_ext,
-            timestamp=0,
-            max_buffer_size=max(len(raw), 1),
-            **checks,
-        )
+        if _TIMESTAMP_MARKERS.search(raw) is not None:
+            return _unpack_all(raw, max_frame, checked=True)
+        # The common case, a frame or a few (a call and an ack): one ``unpackb`` each, no
+        # Unpacker to set up. Anything else (a long batch, bad input) takes the general
+        # path, which reads it, or refuses it with its error.
         out: list[Any] = []
+        rest = raw
         try:
-            unpacker.feed(raw)
-            start = 0
-            for obj in unpacker:
-                if type(obj) is msgpack.Timestamp:
-                    raise ValueError("msgpack extension type -1 (timestamp) is not allowed")
-                end = unpacker.tell()
-                if max_frame is not None and end - start > max_frame:
-                    raise _too_large(end - start, max_frame)
-                start = end
+            while len(out) < _FAST_FRAMES:
+                try:
+                    obj = msgpack.unpackb(
+                        rest, raw=False, strict_map_key=True, ext_hook=_reject_ext, timestamp=0
+                    )
+                    following = b""
+                except msgpack.ExtraData as extra:
+                    obj, following = extra.args  # the first object, the bytes after it
+                if max_frame is not None and len(rest) - len(following) > max_frame:
+                    raise _too_large(len(rest) - len(following), max_frame)
                 out.append(obj)
+                if not following:
+                    return out
+                rest = following
         except LadderError:
             raise
-        except Exception as exc:  # msgpack raises a zoo of types for bad input
-            raise LadderError("bad_frame", f"invalid msgpack: {exc}") from exc
-        if start != len(raw):
-            # The unpacker stops quietly at an incomplete object; a cut frame is an error.
-            raise LadderError("bad_frame", "invalid msgpack: truncated")
-        return out
+        except Exception:  # the general path reports it
+            return _unpack_all(raw, max_frame, checked=False)
+        return out + _unpack_all(rest, max_frame, checked=False)
+
+
+def _unpack_all(raw: bytes, max_frame: int | None, *, checked: bool) -> list[Any]:
+    """Every msgpack frame in ``raw`` (the general path). ``checked``: a timestamp
+    extension may be inside, and containers holding one are refused (msgpack decodes
+    that extension itself, as a Timestamp, without asking ``ext_hook``)."""
+    checks: dict[str, Any] = (
+        {"object_hook": _no_timestamp_map, "list_hook": _no_timestamp_list} if checked else {}
+    )
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=True,
+        ext_hook=_reject_ext,
+        timestamp=0,
+        max_buffer_size=max(len(raw), 1),
+        **checks,
+    )
+    out: list[Any] = []
+    try:
+        unpacker.feed(raw)
+        start = 0
+        for obj in unpacker:
+            if type(obj) is msgpack.Timestamp:
+                raise ValueError("msgpack extension type -1 (timestamp) is not allowed")
+            end = unpacker.tell()
+            if max_frame is not None and end - start > max_frame:
+                raise _too_large(end - start, max_frame)
+            start = end
+            out.append(obj)
+    except LadderError:
+        raise
+    except Exception as exc:  # msgpack raises a zoo of types for bad input
+        raise LadderError("bad_frame", f"invalid msgpack: {exc}") from exc
+    if start != len(raw):
+        # The unpacker stops quietly at an incomplete object; a cut frame is an error.
+        raise LadderError("bad_frame", "invalid msgpack: truncated")
+    return out
 
 
 JSON: Final = JsonCodec()
