@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from ..base import AppliedRecord, token_digest
 
-_Kept = tuple[bytes, int, dict[int, bytes] | None, tuple[str, ...] | None, float]
-"""Per session: its token's digest, the highest id applied, kept answers, carried keys, and
-when the record is forgotten (atoms only while nothing is kept: small)."""
+_Kept = tuple[Any, ...]
+"""Per session, one flat tuple: its token's digest, the highest id applied, carried keys (a
+tuple, or None), when the record is forgotten, then each kept answer's id and encoding. A
+record is replaced at every call and lives until the session's next one (seconds, for a user
+of a chat app): a tuple of atoms is untracked by the collector's first pass over it, never
+promoted to its oldest generation (a dict inside made the record one more tracked object
+per call; a tuple inside, found after its holder, kept the holder tracked a pass longer)."""
+_HEAD: Final = 4
 
 
 class MemoryAppliedRecords:
@@ -23,8 +29,8 @@ class MemoryAppliedRecords:
 
     def sweep(self, now: float) -> None:
         """Forget the records whose time ran out."""
-        for sid, (*_, expires) in list(self._records.items()):
-            if expires <= now:
+        for sid, kept in list(self._records.items()):
+            if kept[3] <= now:
                 del self._records[sid]
 
     async def record_applied(
@@ -41,20 +47,27 @@ class MemoryAppliedRecords:
         now = self._clock()
         self._touched(now)
         kept = self._records.get(sid)
-        digest, replies, keys = (
-            (kept[0], kept[2], kept[3]) if kept is not None else (token_digest(token), None, None)
-        )
+        replies: tuple[Any, ...]
+        if kept is None:
+            digest, keys, replies = token_digest(token), None, ()
+        else:
+            digest, keys, replies = kept[0], kept[2], kept[_HEAD:]
         if forget and replies:
-            replies = {number: body for number, body in replies.items() if number not in forget} or None
+            replies = tuple(
+                part
+                for number, body in zip(replies[::2], replies[1::2], strict=True)
+                if number not in forget
+                for part in (number, body)
+            )
         if reply is not None:
-            replies = {**(replies or {}), reply[0]: reply[1]}
+            replies += reply
         if origins is not None:
             keys = tuple(origins)
-        self._records[sid] = (digest, done, replies, keys, now + ttl)
+        self._records[sid] = (digest, done, keys, now + ttl, *replies)
 
     async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:
         kept = self._records.get(sid)
-        if kept is None or kept[4] <= self._clock() or not hmac.compare_digest(kept[0], token_digest(token)):
+        if kept is None or kept[3] <= self._clock() or not hmac.compare_digest(kept[0], token_digest(token)):
             return None
-        _, done, replies, keys, _ = kept
-        return AppliedRecord(done, dict(replies or {}), list(keys or ()))
+        done, keys, replies = kept[1], kept[2], kept[_HEAD:]
+        return AppliedRecord(done, dict(zip(replies[::2], replies[1::2], strict=True)), list(keys or ()))
