@@ -150,9 +150,9 @@ class Streams:
     resyncs: list[list[ResyncNeeded]]
     kept: list[asyncio.Task[tuple[list[Publication], float]]]
     gone: list[asyncio.Task[tuple[list[Publication], float]]]
-
-    def on_victim(self, d: Deployment, client: Client) -> bool:
-        return bool(d.place(client.session_id or "") == self.victim)
+    on_victim: list[bool]
+    """Per client, whether its session's record is on ``victim``: found before the kill
+    (after it, a cluster names the promoted replica, none of the primaries placed)."""
 
 
 async def streaming(
@@ -176,20 +176,20 @@ async def streaming(
     kept = [asyncio.create_task(consume(sub, count - 1, 60)) for sub in kept_subs]
     gone = [asyncio.create_task(consume(sub, count - 1, 60)) for sub in lost_subs]
     await asyncio.sleep(1.0)
-    return Streams(clients, victim, keep, lost, resyncs, kept, gone)
+    on_victim = [d.place(client.session_id or "") == victim for client in clients]
+    return Streams(clients, victim, keep, lost, resyncs, kept, gone, on_victim)
 
 
 def surviving_stream(
-    d: Deployment, streams: Streams, results: list[tuple[list[Publication], float]], count: int, what: str
+    streams: Streams, results: list[tuple[list[Publication], float]], count: int, what: str
 ) -> list[str]:
     """Check the surviving shard's channel: every publication once, in order, on every rung,
     and no gap over the rung's bound for a session not held on the killed ``what``."""
     lines = []
-    for client, (got, longest) in zip(streams.clients, results, strict=True):
+    for client, (got, longest), on_victim in zip(streams.clients, results, streams.on_victim, strict=True):
         keep = streams.keep
         assert [p.data["n"] for p in got] == list(range(count)), f"{client.rungs[0]}: {keep} lost or doubled"
         assert [p.offset for p in got] == list(range(1, count + 1))
-        on_victim = streams.on_victim(d, client)
         if not on_victim:  # (a session whose record is on the killed shard is its share)
             # A polling rung's request forwarded through the killed server is answered
             # engine_unavailable at once and sent again (before: the whole hold, 8 s); its
@@ -232,7 +232,7 @@ async def test_one_of_three_servers_killed_mid_stream_costs_only_its_share(three
         kept_results = await asyncio.gather(*streams.kept)
         lost_results = await asyncio.gather(*streams.gone)
     keep, lost = streams.keep, streams.lost
-    lines = surviving_stream(d, streams, kept_results, count, "server")
+    lines = surviving_stream(streams, kept_results, count, "server")
     for client, (got, _), seen in zip(streams.clients, lost_results, streams.resyncs, strict=True):
         for a, b in itertools.pairwise(got):
             if a.epoch == b.epoch:
@@ -256,7 +256,7 @@ async def test_a_cluster_primary_killed_mid_stream_costs_only_its_share(cluster:
         kept_results = await asyncio.gather(*streams.kept)
         lost_results = await asyncio.gather(*streams.gone)
     keep, lost = streams.keep, streams.lost
-    lines = surviving_stream(d, streams, kept_results, count, "primary")
+    lines = surviving_stream(streams, kept_results, count, "primary")
     for client, (got, _), seen in zip(streams.clients, lost_results, streams.resyncs, strict=True):
         # The test's publisher sends a publish again when it failed; one whose reply was lost
         # with the primary may have been stored too (docs/ops.md: "a publish whose outcome is
