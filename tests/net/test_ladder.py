@@ -211,15 +211,35 @@ async def test_exactly_once_in_order_while_connections_are_cut(
 
 
 async def test_exactly_once_while_forced_between_rungs(net: Network, backend: LadderServer) -> None:
+    used: list[str] = []
+    moved = asyncio.Event()
+
+    def record(change: TransportChanged) -> None:
+        used.append(change.new)
+        moved.set()
+
+    async def on(rung: str) -> None:
+        """Wait until the client is on `rung` (a probe may have to climb to it first)."""
+        async with asyncio.timeout(60):
+            while client.transport != rung:
+                moved.clear()
+                await moved.wait()
+
     async def stages(net: Network) -> None:
-        for blocks in ({"ws"}, {"ws", "sse"}, {"ws", "sse", "longpoll"}, set()):
-            await asyncio.sleep(1.5)
+        await on("websocket")
+        for blocks, expected in (
+            ({"ws"}, "sse"),
+            ({"ws", "sse"}, "longpoll"),
+            ({"ws", "sse", "longpoll"}, "poll"),
+            (set(), "websocket"),
+        ):
+            await asyncio.sleep(1.0)  # messages and cuts on this rung before the next block
             net.set(refuse=set(blocks))
             net.cut_all()
+            await on(expected)
 
-    used: list[str] = []
     client = Client(net.url, probe_delay=0.5, probe_max_delay=2.0)
-    client.on("transport", lambda change: used.append(change.new))
+    client.on("transport", record)
     async with client:
         received, recorded = await run_chaos(net, backend, client, "chaos:moving", during=stages)
     print(f"\nrungs used, in order: {used}")
