@@ -17,6 +17,7 @@ import orjson
 
 from ladder import __version__
 from ladder.cli import build_parser
+from tests.support.metrics import wait_for_metric
 from tests.support.redis import RedisServer
 from tests.support.server import ROOT, LadderServer, free_port, stop_process, wait_for_port
 
@@ -61,8 +62,8 @@ async def test_sigterm_ends_streams_and_long_polls_with_bye_shutting_down_and_ex
             sse = asyncio.create_task(stream())
             poll = asyncio.create_task(long_poll())
             await asyncio.wait_for(sse_open.wait(), 10)
-            await asyncio.sleep(0.3)  # the long poll is held by now (nothing to say for 25 s)
-            assert not poll.done()
+            await wait_for_metric(http, server.url, "ladder_connections", 1, transport="longpoll")
+            assert not poll.done()  # held (nothing to say for 25 s)
             started = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(sse, 10)  # the stream ended...
@@ -92,7 +93,8 @@ async def test_sigterm_ends_a_long_poll_held_for_another_node(tmp_path: Path) ->
                 welcome = orjson.loads(opened.content.split(b"\n")[0])
                 query = {"sid": welcome["sid"], "rt": welcome["rt"], "ack": 0}
                 poll = asyncio.create_task(http.get(f"{other.url}/longpoll", params=query))
-                await asyncio.sleep(0.5)  # held by now (the owner has nothing to say for 25 s)
+                # Forwarded and held at the owner (which has nothing to say for 25 s).
+                await wait_for_metric(http, owner.url, "ladder_connections", 1, transport="longpoll")
                 assert not poll.done()
                 started = time.monotonic()
                 other.proc.send_signal(signal.SIGTERM)

@@ -10,23 +10,8 @@ import pytest
 from ladder import Client, LadderError
 from ladder.client import TransportChanged
 from tests.net.conftest import Network
+from tests.support.metrics import metric
 from tests.support.server import LadderServer
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in the Prometheus text format (0 when absent)."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        sample, value = line.rsplit(" ", 1)
-        sample_name, _, sample_labels = sample.partition("{")
-        if sample_name != name:
-            continue
-        present = ",".join(sorted(sample_labels.rstrip("}").split(","))) if sample_labels else ""
-        if present == wanted:
-            return float(value)
-    return 0.0
 
 
 async def test_metrics_count_rungs_messages_errors_and_step_downs(
