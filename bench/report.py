@@ -637,7 +637,8 @@ class Report:
             for r in these(c):
                 if (r["delivered_ratio"] or 0) >= 0.95 and (r["p99_ms"] or 1e9) <= 100:
                     per_rep[r.get("rep", 0)] = max(per_rep[r.get("rep", 0)], r["rate"])
-            best[c] = med(per_rep.values()) if per_rep else 0
+            # The lower median: with an even number of repetitions, a step that was run.
+            best[c] = statistics.median_low(per_rep.values()) if per_rep else 0
         # CPU per delivery is compared at the highest step every configuration sustained
         # (past it, a saturated configuration's figure describes a backlog, not the load).
         common = [x for x in rates if all(these(c, x) for c in configs) and x <= min(best.values())]
@@ -820,7 +821,7 @@ class Report:
             f"* Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, {machine.get('memory', '?')}, "
             f"{machine.get('os', '?')}, kernel {machine.get('kernel', '?')}; load average before "
             f"{_la(machine.get('loadavg_before'))}, after {_la(machine.get('loadavg_after'))}.",
-            f"* Ladder {lad.get('ladder', '?')} under uvicorn {lad.get('uvicorn', '?')} (uvloop {lad.get('uvloop', '?')}, "
+            f"* Ladder {lad.get('ladder-rt', lad.get('ladder', '?'))} under uvicorn {lad.get('uvicorn', '?')} (uvloop {lad.get('uvloop', '?')}, "
             f"httptools {lad.get('httptools', '?')}, websockets {lad.get('websockets', '?')}), "
             f"msgpack {lad.get('msgpack', '?')}, orjson {lad.get('orjson', '?')}; Python {machine.get('python', '?')}.",
             f"* python-socketio {psio.get('python-socketio', '?')} / python-engineio {psio.get('python-engineio', '?')} "
