@@ -272,15 +272,27 @@ def test_a_shared_tab_gets_the_errors_and_state_a_tab_of_its_own_gets(
         try:
             results = []
             for page_url, module, cases in (
-                (f"{refused_origin}/health", "/client.js", [[refused_origin, {"token": "user:ada", "connectTimeout": 5000}]]),
-                (f"{server.url}/health", "/client.js", [
-                    [server.url, {"token": "user:ada", "transports": ["sse"]}],
-                    [server.url, {"token": "nobody", "connectTimeout": 5000}],
-                ]),
+                (
+                    f"{refused_origin}/health",
+                    "/client.js",
+                    [[refused_origin, {"token": "user:ada", "connectTimeout": 5000}]],
+                ),
+                (
+                    f"{server.url}/health",
+                    "/client.js",
+                    [
+                        [server.url, {"token": "user:ada", "transports": ["sse"]}],
+                        [server.url, {"token": "nobody", "connectTimeout": 5000}],
+                    ],
+                ),
                 # The demo mounts its hub at /ladder: /wrong answers 404.
-                (f"{demo.url}/ladder/health", "/ladder/client.js", [
-                    [f"{demo.url}/wrong", {"transports": ["sse"], "connectTimeout": 1000}],
-                ]),
+                (
+                    f"{demo.url}/ladder/health",
+                    "/ladder/client.js",
+                    [
+                        [f"{demo.url}/wrong", {"transports": ["sse"], "connectTimeout": 1000}],
+                    ],
+                ),
             ):
                 page = context.new_page()
                 page.goto(page_url)
@@ -298,12 +310,33 @@ def test_a_shared_tab_gets_the_errors_and_state_a_tab_of_its_own_gets(
         assert shared["outcome"] == own["outcome"], "the same events, errors and state"
 
 
-def test_emits_a_dead_leader_had_not_sent_are_sent_once_by_the_next_leader(browser: Browser) -> None:
+SLOW_OUTBOX_LOCKS = """
+    const request = navigator.locks.request.bind(navigator.locks);
+    navigator.locks.request = (name, options, callback) => {
+        if (callback === undefined) [options, callback] = [{}, options];
+        return request(name, options, (lock) => {
+            const held = callback(lock);
+            if (!name.startsWith("ladder-outbox:") || !held || !held.then) return held;
+            return held.then((value) => new Promise((resolve) => setTimeout(() => resolve(value), 1500)));
+        });
+    };
+"""
+"""An outbox's Web Lock is let go 1.5 s after its page gives it up (a busy or closing page)."""
+
+
+@pytest.mark.parametrize("going", ["closed", "lock let go late"])
+def test_emits_a_dead_leader_had_not_sent_are_sent_once_by_the_next_leader(
+    browser: Browser, going: str
+) -> None:
     """Leader tabs (no SharedWorker): the hub is down, a follower's 20 emits wait in the
-    leader's outbox, the leader tab closes; the other tab becomes leader and sends them once
-    the hub is back, each applied once (the handler records them)."""
+    leader's outbox, the leader tab goes away; the other tab becomes leader and sends them once
+    the hub is back, each applied once (the handler records them). The leader hands over only
+    once its outbox is free to claim: with the lock let go late (its page still running, a
+    ``pagehide`` dispatched), a leader that handed over at once left the emits unclaimed."""
     context = browser.new_context()
     context.add_init_script("delete window.SharedWorker")
+    if going == "lock let go late":
+        context.add_init_script(SLOW_OUTBOX_LOCKS)
     port = free_port()
     hub = LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port)
     options = {"transports": ["websocket"], "backoffMax": 300, "connectTimeout": None}
@@ -314,7 +347,10 @@ def test_emits_a_dead_leader_had_not_sent_are_sent_once_by_the_next_leader(brows
             "async () => { for (let n = 0; n < 20; n++) client.emit('record', { key: 'dead-leader', value: n }); await client.persisted(); }"
         )
         assert follower.evaluate("client.state") != "connected"
-        leader.close(run_before_unload=True)  # as a person closes it: pagehide runs
+        if going == "closed":
+            leader.close(run_before_unload=True)  # as a person closes it: pagehide runs
+        else:
+            leader.evaluate("window.dispatchEvent(new PageTransitionEvent('pagehide', { persisted: false }))")
         follower.wait_for_function("client._link.kind === 'leader' && client.tabs === 1", timeout=10_000)
         with hub:
             outcome: dict[str, Any] = follower.evaluate(
@@ -328,7 +364,9 @@ def test_emits_a_dead_leader_had_not_sent_are_sent_once_by_the_next_leader(brows
     assert outcome == {"records": list(range(20)), "restored": 20}, "each sent once by the next leader"
 
 
-def open_tabs_on(context: BrowserContext, server: LadderServer, count: int, options: dict[str, Any]) -> list[Page]:
+def open_tabs_on(
+    context: BrowserContext, server: LadderServer, count: int, options: dict[str, Any]
+) -> list[Page]:
     """``count`` tabs sharing one connected client (``connect(url, options)``, the default)."""
     pages = []
     for _ in range(count):

@@ -302,7 +302,10 @@ export function shutdown(client, error) {
   for (const sub of client._subs.values()) sub.end(error.code === "closed" ? null : error);
   client._readyReject(error);
   // Closed by the app or for good: its messages go with it; a page going away keeps them.
-  client._outbox?.close({ forget: !client._leaving }).catch(() => {});
+  // (Still opening: openOutbox sees the client closed and lets the outbox go itself.)
+  client._outboxReleased = client._outboxOpened
+    .then(() => client._outbox?.close({ forget: !client._leaving }))
+    .catch(() => {});
   for (const unhook of client._unhook.splice(0)) unhook();
 }
 

@@ -230,6 +230,8 @@ export class Client extends Emitter {
     this._readyReject = failed;
     /** @type {Promise<void>} settles once the durable outbox is open and restored (or off) */
     this._outboxOpened = Promise.resolve();
+    /** @type {Promise<void>} settles once a closed client's outbox is written and its lock let go */
+    this._outboxReleased = Promise.resolve();
   }
 
   /** The rung in use now (null while disconnected). */

@@ -23,6 +23,9 @@ import { reportLater } from "./subscription.js";
  * @property {"worker" | "leader"} kind
  */
 
+/** ms a leader going away waits for its outbox to be written and let go before handing over. */
+const HANDOVER_WAIT = 2000;
+
 /** Options a tab cannot hand to a worker (functions and objects of the page): sharing is off with them. */
 const LOCAL = ["fetch", "clock", "random", "transportFactory", "storage", "indexedDB", "locks"];
 
@@ -170,9 +173,15 @@ export function leaderLink(name, tab, receive, newLeader) {
   const stepDown = () => {
     const leading = hub;
     hub = null;
-    leading?.stop();
-    abdicate?.();
+    const released = leading?.stop();
+    const letGo = abdicate;
     abdicate = null;
+    if (!letGo) return;
+    // The next leader takes over the messages this one could not send only once this one's
+    // outbox lock is free: hand over after it (bounded, should IndexedDB hang). A tab
+    // freezing hands over at once (its timers stop; the others would steal the lock anyway).
+    if (!released || frozen) letGo();
+    else Promise.race([released, new Promise((resolve) => setTimeout(resolve, HANDOVER_WAIT))]).then(letGo);
   };
   /** @type {AbortController | null} */
   let candidacy = null;

@@ -6,6 +6,7 @@ import { errorOf, LadderError, TransportClosed } from "./errors.js";
 import { encodeMessage, tagBytes } from "./codec.js";
 import { seconds } from "./clock.js";
 import { carriedFrom, DurableOutbox, overLimit, snapshot } from "./outbox.js";
+import { reportLater } from "./subscription.js";
 
 /** @typedef {import("./driver.js").Client} Client */
 /** @typedef {import("./codec.js").Frame} Frame */
@@ -87,12 +88,16 @@ export async function openOutbox(client) {
 
 /**
  * The page is going away for good (`pagehide`, not into the back/forward cache): end the
- * session like `close()`, but keep unacknowledged messages for the next page.
+ * session like `close()`, but keep unacknowledged messages for the next page. Resolves once
+ * they are written and the outbox's lock is let go (the next page or tab can claim them),
+ * not waiting for the `bye` to leave.
  * @param {Client} client
+ * @returns {Promise<void>}
  */
 export function leave(client) {
   client._leaving = true;
-  return client.close();
+  client.close().catch(reportLater);
+  return client._outboxReleased;
 }
 
 /**

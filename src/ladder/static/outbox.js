@@ -188,24 +188,33 @@ function newOwner(random) {
 }
 
 /**
- * Hold the Web Lock `name` until the returned function is called; null when Web Locks are
- * missing, or (`ifAvailable`) when someone else holds it.
+ * Hold the Web Lock `name` until the returned function is called (it resolves once the lock
+ * is free again); null when Web Locks are missing, or (`ifAvailable`) when someone else holds it.
  * @param {LockManager | undefined} locks
  * @param {string} name
- * @returns {Promise<(() => void) | null>}
+ * @returns {Promise<(() => Promise<void>) | null>}
  */
 async function holdLock(locks, name) {
   if (!locks) return null;
   /** @type {(value?: unknown) => void} */
   let release = () => {};
   const held = new Promise((resolve) => (release = resolve));
+  /** @type {Promise<unknown>} settles once the lock is let go (the request's own promise) */
+  let done = Promise.resolve();
   const got = await new Promise((resolve) => {
-    locks.request(name, { ifAvailable: true }, (lock) => {
-      resolve(lock !== null);
-      return lock === null ? undefined : held;
-    }).catch(() => resolve(false));
+    done = locks
+      .request(name, { ifAvailable: true }, (lock) => {
+        resolve(lock !== null);
+        return lock === null ? undefined : held;
+      })
+      .catch(() => resolve(false));
   });
-  return got ? () => release() : null;
+  return got
+    ? () => {
+        release();
+        return done.then(() => undefined);
+      }
+    : null;
 }
 
 /**
@@ -231,7 +240,7 @@ function lockName(owner) {
  */
 export class DurableOutbox {
   /**
-   * @param {{url: string, store: Store, owner: string, release: (() => void) | null, reason?: string | null}} options
+   * @param {{url: string, store: Store, owner: string, release: (() => Promise<void>) | null, reason?: string | null}} options
    */
   constructor({ url, store, owner, release, reason = null }) {
     this.url = url;
@@ -392,8 +401,9 @@ export class DurableOutbox {
     this.closed = true;
     for (const waiter of this._waiters.splice(0)) waiter.resolve();
     if (forget) await this.store.remove(this.owner).catch(() => {});
-    this._release?.();
+    const release = this._release;
     this._release = null;
+    await release?.();
   }
 }
 

@@ -185,14 +185,18 @@ export class TabHub {
     this._count();
   }
 
-  /** Stop: the session ends (this hub's leader tab is going away). */
+  /**
+   * Stop: the session ends (this hub's leader tab is going away). Resolves once unsent
+   * messages are written for the next leader and the outbox is free for it to claim.
+   * @returns {Promise<void>}
+   */
   stop() {
     const client = this.client;
     this.client = null;
     this.tabs.clear();
     this.subs.clear();
     // The page is going away, not the app closing: unsent messages stay for the next leader.
-    client?._leave().catch(reportLater);
+    return client ? client._leave().catch(reportLater) : Promise.resolve();
   }
 
   /**
