@@ -5,8 +5,8 @@ that each implement one concern protocol, so a part can be read, replaced and te
 This class only forwards; the engines add their lifecycle (``start``, ``stop``, health).
 
 A forwarder returns the part's coroutine instead of awaiting it in one of its own: every
-call and publication goes through here, and a second coroutine per engine call was
-measurable on those paths.
+call and publication goes through here, and a second coroutine per engine call is pure
+overhead on those paths (about 150 ns; S10 could not tell it from noise).
 """
 
 from __future__ import annotations
