@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import { Client, LadderError, race, Transport, TransportClosed } from "../../src/ladder/static/client.js";
+import { atMost } from "../../src/ladder/static/clock.js";
 
 /** Let every pending promise callback run. */
 const settle = () => new Promise((resolve) => setImmediate(resolve));
@@ -942,5 +943,29 @@ describe("edges before the first welcome", () => {
     ws.receive([{ s: 1, t: "reply", re: 1, d: "ok" }]);
     assert.equal(await small, "ok");
     assert.deepEqual(of("error").map((e) => e.code), ["frame_too_large"], "the emit: an error event");
+  });
+});
+
+describe("atMost", () => {
+  test("waits for the promise, or the bound, whichever comes first; never rejects; clears its timer", async () => {
+    const clock = new FakeClock();
+    let done = false;
+    /** @type {(v?: unknown) => void} */
+    let finish = () => {};
+    atMost(new Promise((resolve) => (finish = resolve)), 1000, clock).then(() => (done = true));
+    await clock.advance(999);
+    assert.equal(done, false, "neither settled nor late yet");
+    finish();
+    await settle();
+    assert.equal(done, true, "settled before the bound");
+    assert.equal(clock.timers.size, 0, "its timer is cleared");
+
+    let late = false;
+    atMost(new Promise(() => {}), 1000, clock).then(() => (late = true));
+    await clock.advance(1000);
+    assert.equal(late, true, "a promise that never settles is waited for 1000 ms");
+
+    await atMost(Promise.reject(new Error("refused")), 1000, clock); // resolves, does not throw
+    assert.equal(clock.timers.size, 0);
   });
 });

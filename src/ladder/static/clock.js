@@ -22,3 +22,18 @@ export const realClock = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle),
 };
+
+/**
+ * Wait for `promise` to settle, but at most `ms`: for a last step worth a bounded wait
+ * (a `bye` leaving, an outbox let go), never an error.
+ * @param {Promise<unknown>} promise
+ * @param {number} ms
+ * @param {Clock} [clock]
+ * @returns {Promise<void>}
+ */
+export function atMost(promise, ms, clock = realClock) {
+  /** @type {any} */
+  let timer;
+  const late = new Promise((resolve) => (timer = clock.setTimeout(() => resolve(undefined), ms)));
+  return Promise.race([promise.then(() => {}, () => {}), late]).then(() => clock.clearTimeout(timer));
+}

@@ -16,7 +16,7 @@ import { PeerState } from "./peer.js";
 import { RungPolicy, allowedRungs } from "./rungs.js";
 import { Reconnect } from "./core.js";
 import { Pacer } from "./pacing.js";
-import { realClock } from "./clock.js";
+import { atMost, realClock } from "./clock.js";
 import { reportLater, Subscription } from "./subscription.js";
 import { Endpoint } from "./transport.js";
 import { HttpTransport } from "./http.js";
@@ -279,7 +279,7 @@ export class Client extends Emitter {
     this._emit("close", { transport: lastRung, reason: "the client was closed", reconnecting: false });
     if (conn) {
       // Give the bye a moment to leave before the socket closes (it is already written for a WebSocket).
-      await Promise.race([bye, new Promise((resolve) => this._clock.setTimeout(() => resolve(undefined), 1000))]);
+      await atMost(bye, 1000, this._clock);
       conn.close();
     }
   }

@@ -13,6 +13,7 @@
 import { Client } from "./driver.js";
 import { TabHub } from "./tabs.js";
 import { reportLater } from "./subscription.js";
+import { atMost } from "./clock.js";
 
 /** @typedef {import("./driver.js").ClientOptions} ClientOptions */
 
@@ -181,7 +182,7 @@ export function leaderLink(name, tab, receive, newLeader) {
     // outbox lock is free: hand over after it (bounded, should IndexedDB hang). A tab
     // freezing hands over at once (its timers stop; the others would steal the lock anyway).
     if (!released || frozen) letGo();
-    else Promise.race([released, new Promise((resolve) => setTimeout(resolve, HANDOVER_WAIT))]).then(letGo);
+    else atMost(released, HANDOVER_WAIT).then(letGo);
   };
   /** @type {AbortController | null} */
   let candidacy = null;

@@ -196,7 +196,7 @@ export class TabHub {
     this.tabs.clear();
     this.subs.clear();
     // The page is going away, not the app closing: unsent messages stay for the next leader.
-    return client ? client._leave().catch(reportLater) : Promise.resolve();
+    return client ? client._leave() : Promise.resolve();
   }
 
   /**
