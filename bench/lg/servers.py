@@ -172,6 +172,7 @@ def _command(kind: str, port: int) -> tuple[list[str], Path, dict[str, str]]:
                "--log-level", "warning"]
         if kind == "ladder-asgi":
             cmd.append("--asgi-ws")
+        cmd += os.environ.get("BENCH_SERVE_ARGS", "").split()  # e.g. "--gc-threshold 700"
         if kind == "ladder-before":
             if not BEFORE:
                 raise ValueError("ladder-before needs BENCH_BEFORE=<a checkout's src folder>")

@@ -26,6 +26,9 @@ from .server.native import NativeWebSocket
 from .server.serving import AsgiWebSocket, GracefulServer, HeaderTimeoutHttp
 from .server.workers import Supervisor, worker_socket, worker_socket_spec
 
+GC_THRESHOLD = 50_000
+"""``--gc-threshold``'s default: see :func:`tune_collector`."""
+
 
 def load_app(spec: str) -> Any:
     """Import ``module:attribute`` (the attribute may be a dotted path)."""
@@ -110,6 +113,22 @@ def serve_workers(app: Any, args: argparse.Namespace, argv: list[str]) -> NoRetu
     raise SystemExit(Supervisor(argv, args.host, args.port, args.workers).run())
 
 
+def tune_collector(threshold: int) -> None:
+    """Set the garbage collector up for a server process (see docs/ops.md, "Garbage collector").
+
+    Everything loaded so far lives as long as the process: frozen, so that full passes do
+    not walk it again and again. CPython starts a young collection when allocations less
+    deallocations reach its threshold (700); with many requests held open (long polls,
+    their tasks and coroutines, replaced as each is answered) that count barely moves while
+    the young generation fills with live requests, and each collection walks tens of
+    thousands of them. A higher threshold makes those passes rare; cyclic garbage waits
+    for them, bounded by the same count.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(threshold, *gc.get_threshold()[1:])
+
+
 def run(app: Any, args: argparse.Namespace) -> None:
     hub = find_hub(app)
     check(app, hub, args)
@@ -136,10 +155,7 @@ def run(app: Any, args: argparse.Namespace) -> None:
         timeout_keep_alive=75,
     )
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())  # after uvicorn set up its logging
-    # Everything loaded so far lives as long as the process: keep it out of the garbage
-    # collector's full passes, which otherwise walk it again and again under load.
-    gc.collect()
-    gc.freeze()
+    tune_collector(args.gc_threshold)
     # A worker of --workers N serves the shared port (see server/workers.py).
     sock = worker_socket(args.host, args.port) if getattr(args, "workers", 1) > 1 else None
     GracefulServer(config, hub).run(sockets=None if sock is None else [sock])
@@ -176,6 +192,13 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
         type=float,
         default=10.0,
         help="seconds a connection may take to send a request's headers before it is closed (default: 10)",
+    )
+    parser.add_argument(
+        "--gc-threshold",
+        type=_positive,
+        default=GC_THRESHOLD,
+        help=f"young-generation threshold of Python's garbage collector (default: {GC_THRESHOLD:,}; "
+        "Python's own is 700, see docs/ops.md)",
     )
     if demo:
         return

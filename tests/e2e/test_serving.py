@@ -14,9 +14,11 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from ladder import __version__
-from ladder.cli import build_parser
+from ladder.cli import GC_THRESHOLD, build_parser
+from ladder.client import Client
 from tests.support.metrics import wait_for_metric
 from tests.support.redis import RedisServer
 from tests.support.server import ROOT, LadderServer, free_port, stop_process, wait_for_port
@@ -269,6 +271,22 @@ def test_demo_help_lists_only_options_that_apply() -> None:
     for option in ("--native-ws-path", "--asgi-ws", "--ws-max-size"):
         assert option not in shown.stdout
     assert "--port" in shown.stdout
+
+
+@pytest.mark.parametrize(("args", "threshold"), [((), GC_THRESHOLD), (("--gc-threshold", "700"), 700)])
+async def test_serve_sets_the_collector_up_for_held_requests(args: tuple[str, ...], threshold: int) -> None:
+    """What was loaded at start-up is frozen, and young collections wait for
+    ``--gc-threshold`` net allocations (default 50,000; 700 is Python's own)."""
+    with LadderServer(args=args) as server:
+        async with Client(server.url, transports=["websocket"]) as client:
+            collector = await client.call("collector")
+    assert collector["threshold"] == threshold
+    assert collector["frozen"] > 1000
+
+
+def test_gc_threshold_must_be_positive() -> None:
+    refused = ladder("serve", "tests.support.apps:hub", "--gc-threshold", "0", "--port", "1")
+    assert refused.returncode == 2 and "must be at least 1" in refused.stderr
 
 
 def test_native_ws_path_without_a_hub_is_refused_naming_the_fix() -> None:

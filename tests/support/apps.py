@@ -8,6 +8,7 @@ Handlers let tests drive the server and look inside it over the wire.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 from typing import Any
@@ -111,6 +112,12 @@ async def push(ctx: Context, data: Any) -> int:
 @hub.on("stats")
 async def stats(ctx: Context, data: Any) -> dict[str, int]:
     return hub.stats()
+
+
+@hub.on("collector")
+async def collector(ctx: Context, data: Any) -> dict[str, int]:
+    """How the serving process set its garbage collector up (``ladder serve --gc-threshold``)."""
+    return {"threshold": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}
 
 
 @hub.on("sleep")
