@@ -6,10 +6,13 @@ from __future__ import annotations
 import gc
 from unittest import mock
 
+from ladder import ChannelOptions
 from ladder.protocol.session import SessionState
 from ladder.server.hub import internals
-from ladder.server.node import FULL_TICK
+from ladder.server.node import FULL_TICK, FULL_TICK_SLICE
+from ladder.server.timers import Timers
 from tests.server.harness import Clock, Peer, make_hub
+from tests.support.work import lines_awaited
 
 
 async def test_a_tick_visits_only_the_sessions_that_are_due() -> None:
@@ -99,3 +102,51 @@ async def test_an_ended_session_is_not_kept_alive_by_its_pending_deadline() -> N
         assert all({"t": "ping"} in peer.read() for peer in peers[10:]), "the live ones still tick"
     finally:
         await hub.stop()
+
+
+async def test_the_safety_net_spreads_its_visits_over_the_round() -> None:
+    """Every session is visited once per FULL_TICK, a share per tick: 100,000 sessions
+    visited at once stopped the event loop for about 300 ms once a minute."""
+    clock = Clock()
+    hub = make_hub(clock)
+    try:
+        node = internals(hub)
+        peers = [await Peer.open(hub) for _ in range(4 * FULL_TICK_SLICE)]
+        with (
+            mock.patch.object(Timers, "pop_due", return_value=[]),  # (only the safety net, here)
+            mock.patch.object(SessionState, "tick", autospec=True, side_effect=SessionState.tick) as ticked,
+        ):
+            clock.now += FULL_TICK
+            await node.tick(clock.now)  # the round begins: a first slice
+            assert ticked.call_count == FULL_TICK_SLICE
+            for _ in range(int(FULL_TICK) - 1):  # a tick a second, until the round's time is up
+                before = ticked.call_count
+                clock.now += 1.0
+                await node.tick(clock.now)
+                assert ticked.call_count - before <= FULL_TICK_SLICE, "no tick visits more than its share"
+            visited = [call.args[0] for call in ticked.call_args_list]
+        assert sorted(map(id, visited)) == sorted(id(peer.session.state) for peer in peers), "each once"
+    finally:
+        await hub.stop()
+
+
+async def test_presence_refresh_walks_the_members_not_every_session() -> None:
+    async def refresh_work(sessions: int) -> int:
+        clock = Clock()
+        hub = make_hub(clock, channels={"room:*": ChannelOptions(presence=True)})
+        try:
+            node = internals(hub)
+            for n in range(sessions):
+                peer = await Peer.open(hub)
+                await peer.request({"t": "sub", "ch": f"feed:{n}"})  # no presence there
+            for n in range(3):
+                peer = await Peer.open(hub)
+                await peer.request({"t": "sub", "ch": f"room:{n}"})
+            clock.now += node.settings.presence_ttl / 3
+            with mock.patch.object(Timers, "pop_due", return_value=[]):
+                return await lines_awaited(node.tick(clock.now))
+        finally:
+            await hub.stop()
+
+    few, many = await refresh_work(10), await refresh_work(2_000)
+    assert many < few + 200, f"{few} lines with 10 other sessions, {many} with 2,000"

@@ -24,13 +24,25 @@ def _unwired(_: object) -> None:
 class ChannelTable:
     """Local subscriptions by channel, and where each channel's stream stands."""
 
-    __slots__ = ("_channels", "_positions", "close", "engine", "node_message", "route_lost", "rules")
+    __slots__ = (
+        "_channels",
+        "_positions",
+        "close",
+        "engine",
+        "node_message",
+        "present",
+        "route_lost",
+        "rules",
+    )
 
     def __init__(self, engine: Engine, rules: ChannelRules) -> None:
         self.engine = engine
         self.rules = rules
         self._channels: dict[str, dict[Session, Subscription]] = {}
         self._positions: dict[str, tuple[str, int]] = {}
+        self.present: dict[Subscription, None] = {}
+        """The subscriptions with a presence entry (refreshed by the node's clock: only
+        they are walked, not every session)."""
         """Per channel with local subscribers: (epoch, offset) of the last publication fanned out."""
         self.close: Callable[[Session, LadderError], None] = lambda session, error: _unwired(session)
         """Ends a session that cannot keep up (wired to the session table)."""
@@ -64,6 +76,19 @@ class ChannelTable:
         local[session] = sub
         return sub, first
 
+    def join(self, sub: Subscription, member: Member) -> None:
+        """``sub``'s session is present in its channel as ``member`` (kept fresh from now on)."""
+        sub.member = member
+        self.present[sub] = None
+
+    def unjoin(self, sub: Subscription) -> None:
+        """No longer kept fresh here (the entry itself stays until removed or expired)."""
+        sub.member = None
+        present = self.present
+        present.pop(sub, None)
+        if not present:
+            self.present = {}  # (an emptied dict keeps the size it grew to: let it go)
+
     async def drop(self, session: Session, channel: str) -> bool:
         """Remove a subscription (and the node's listening, if it was the last one), or one
         the session brought when it moved here and does not follow yet."""
@@ -81,7 +106,9 @@ class ChannelTable:
                 self._positions.pop(channel, None)
                 await self.engine.unlisten(channel)
         if sub.member is not None:
-            await self.engine.presence_remove(channel, sub.member)
+            member = sub.member
+            self.unjoin(sub)
+            await self.engine.presence_remove(channel, member)
         return True
 
     @staticmethod

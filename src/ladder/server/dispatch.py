@@ -135,8 +135,9 @@ class Dispatch:
             else:
                 history = HistoryResult([], await engine.position(channel), True)
             if options.presence:
-                sub.member = Member(session.client_id, session.user, session.identity.info)
-                await engine.presence_add(channel, sub.member, settings.presence_ttl)
+                member = Member(session.client_id, session.user, session.identity.info)
+                channels.join(sub, member)
+                await engine.presence_add(channel, member, settings.presence_ttl)
         except BaseException:
             await channels.drop(session, channel)
             raise

@@ -143,8 +143,9 @@ async def _resubscribe(
         if first:
             await engine.listen(channel)
     if present:
-        sub.member = Member(session.client_id, session.user, session.identity.info)
-        await engine.presence_add(channel, sub.member, settings.presence_ttl)
+        member = Member(session.client_id, session.user, session.identity.info)
+        channels.join(sub, member)
+        await engine.presence_add(channel, member, settings.presence_ttl)
     since = Position(epoch, offset) if epoch is not None else None
     history = await engine.history(channel, since=since, limit=options.history_size, options=options)
     if session.subs.get(channel) is not sub:

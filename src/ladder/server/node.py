@@ -28,6 +28,7 @@ from .metrics import Counters, Metrics, Observed
 from .polling import serve_forwarded_poll
 from .refusals import Refusals
 from .routing import Router
+from .session import Session
 from .sessions import SessionTable
 from .tasks import Tasks
 from .upstream import serve_forwarded_send
@@ -35,8 +36,11 @@ from .upstream import serve_forwarded_send
 log = logging.getLogger("ladder")
 
 FULL_TICK: Final = 60.0
-"""Seconds between two ticks that visit every session, not only the due ones: a safety net
-that bounds the delay of a deadline some future code path forgets to report."""
+"""Seconds over which the clock also visits every session, not only the due ones: a safety
+net that bounds the delay of a deadline some future code path forgets to report. The visits
+are spread over that time (a share per tick, at least ``FULL_TICK_SLICE``), so that 100,000
+sessions do not stop the event loop once a minute."""
+FULL_TICK_SLICE: Final = 256
 
 
 class Node:
@@ -107,7 +111,11 @@ class Node:
         process open after a SIGTERM)."""
         self._last_presence_refresh = settings.clock()
         self._last_sweep = settings.clock()
-        self._last_full_tick = settings.clock()
+        self._full_round = settings.clock()
+        """When the safety net's current round began (it visits every session once a round)."""
+        self._unvisited: list[str] = []
+        """Sessions (by id: an ended one is not held) the current round has still to visit."""
+        self._round_size = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -168,15 +176,16 @@ class Node:
                 log.exception("tick failed")
 
     async def tick(self, now: float) -> None:
-        """Advance the deadlines of the sessions that are due (every session once a minute,
-        in case one was missed); reap the expired ones; end sessions whose credentials
-        expired without a refresh."""
+        """Advance the deadlines of the sessions that are due (and of this tick's share of
+        every session, in case one was missed: see ``FULL_TICK``); reap the expired ones;
+        end sessions whose credentials expired without a refresh; refresh presence."""
         wall = time.time()
         sessions = self.sessions
         due = sessions.timers.pop_due(now)
-        if now - self._last_full_tick >= FULL_TICK:
-            self._last_full_tick = now
-            due = list(sessions)
+        extra = self._safety_net(now)
+        if extra:
+            known = set(due)
+            due = due + [session for session in extra if session not in known]
         for session in due:
             if sessions.get(session.sid) is not session:
                 continue  # ended or moved on meanwhile
@@ -193,10 +202,26 @@ class Node:
         presence_ttl = self.settings.presence_ttl
         if now - self._last_presence_refresh >= presence_ttl / 3:
             self._last_presence_refresh = now
-            for session in sessions:
-                for sub in list(session.subs.values()):
-                    if sub.member is not None:
-                        await self.engine.presence_add(sub.channel, sub.member, presence_ttl)
+            for sub in list(self.channels.present):
+                member = sub.member
+                if member is not None:
+                    await self.engine.presence_add(sub.channel, member, presence_ttl)
+
+    def _safety_net(self, now: float) -> list[Session]:
+        """This tick's share of the round that visits every session once per ``FULL_TICK``."""
+        unvisited = self._unvisited
+        if not unvisited:
+            if now - self._full_round < FULL_TICK:
+                return []
+            self._full_round = now
+            unvisited += (session.sid for session in self.sessions)
+            self._round_size = len(unvisited)
+        share = (now - self._full_round) / FULL_TICK
+        keep = min(len(unvisited) - FULL_TICK_SLICE, int(self._round_size * (1.0 - share)))
+        taken = unvisited[max(keep, 0) :]
+        del unvisited[max(keep, 0) :]
+        sessions = self.sessions
+        return [session for sid in taken if (session := sessions.get(sid)) is not None]
 
     # -- what it reports ------------------------------------------------------------------------
 

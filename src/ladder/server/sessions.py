@@ -147,7 +147,7 @@ class SessionTable:
         its next request lands); its presence entries stay (the new node refreshes them).
         """
         for sub in session.subs.values():
-            sub.member = None
+            self.channels.unjoin(sub)
         self.moved[session.sid] = node
         session.state.close(LadderError("session_moved"), bye=False)
         await self.forget(session)

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Sequence
-from typing import Any, Final
 
 from ..base import AppliedRecord, token_digest
 
-_Kept = tuple[Any, ...]
-"""Per session, one flat tuple: its token's digest, the highest id applied, carried keys (a
-tuple, or None), when the record is forgotten, then each kept answer's id and encoding. A
-record is replaced at every call and lives until the session's next one (seconds, for a user
-of a chat app): a tuple of atoms is untracked by the collector's first pass over it, never
-promoted to its oldest generation (a dict inside made the record one more tracked object
-per call; a tuple inside, found after its holder, kept the holder tracked a pass longer)."""
-_HEAD: Final = 4
+_Kept = tuple[bytes, int, "tuple[str, ...] | None", float]
+"""Per session, a tuple of atoms: its token's digest, the highest id applied, carried keys
+(or None), and when the record is forgotten. It is replaced at every call and lives until
+the session's next one (seconds, for a user of a chat app): the collector untracks such a
+tuple at its first pass over it, so it is never promoted to the oldest generation."""
 
 
 class MemoryAppliedRecords:
@@ -26,12 +22,22 @@ class MemoryAppliedRecords:
         self._clock = clock
         self._touched = touched
         self._records: dict[str, _Kept] = {}
+        self._replies: dict[str, dict[int, bytes]] = {}
+        """Per session, the kept answers by message id: changed in place (a call adds one,
+        an acknowledgement takes those it covered), so a call costs the same with 32 answers
+        unacknowledged as with none; a dict of ints and bytes is never tracked by the collector."""
 
     def sweep(self, now: float) -> None:
-        """Forget the records whose time ran out."""
-        for sid, kept in list(self._records.items()):
-            if kept[3] <= now:
-                del self._records[sid]
+        """Forget the records whose time ran out, oldest first: each call moves its record
+        to the end of ``_records``, so with one ``ttl`` for all (the hub's) they are in the
+        order they expire, and the sweep stops at the first one still due later."""
+        records = self._records
+        while records:
+            sid = next(iter(records))
+            if records[sid][3] > now:
+                break
+            del records[sid]
+            self._replies.pop(sid, None)
 
     async def record_applied(
         self,
@@ -46,28 +52,28 @@ class MemoryAppliedRecords:
     ) -> None:
         now = self._clock()
         self._touched(now)
-        kept = self._records.get(sid)
-        replies: tuple[Any, ...]
+        kept = self._records.pop(sid, None)  # (put back at the end: see sweep)
         if kept is None:
-            digest, keys, replies = token_digest(token), None, ()
+            digest, keys = token_digest(token), None
         else:
-            digest, keys, replies = kept[0], kept[2], kept[_HEAD:]
+            digest, keys = kept[0], kept[2]
+        replies = self._replies.get(sid)
         if forget and replies:
-            replies = tuple(
-                part
-                for number, body in zip(replies[::2], replies[1::2], strict=True)
-                if number not in forget
-                for part in (number, body)
-            )
+            for number in forget:
+                replies.pop(number, None)
+            if not replies:  # (an emptied dict keeps its size: let it go)
+                del self._replies[sid]
+                replies = None
         if reply is not None:
-            replies += reply
+            if replies is None:
+                replies = self._replies[sid] = {}
+            replies[reply[0]] = reply[1]
         if origins is not None:
             keys = tuple(origins)
-        self._records[sid] = (digest, done, keys, now + ttl, *replies)
+        self._records[sid] = (digest, done, keys, now + ttl)
 
     async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:
         kept = self._records.get(sid)
         if kept is None or kept[3] <= self._clock() or not hmac.compare_digest(kept[0], token_digest(token)):
             return None
-        done, keys, replies = kept[1], kept[2], kept[_HEAD:]
-        return AppliedRecord(done, dict(zip(replies[::2], replies[1::2], strict=True)), list(keys or ()))
+        return AppliedRecord(kept[1], dict(self._replies.get(sid, ())), list(kept[2] or ()))
