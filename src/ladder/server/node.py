@@ -28,9 +28,10 @@ from .metrics import Counters, Metrics, Observed
 from .polling import serve_forwarded_poll
 from .refusals import Refusals
 from .routing import Router
-from .session import Session
+from .session import Session, Subscription
 from .sessions import SessionTable
 from .tasks import Tasks
+from .timers import Round
 from .upstream import serve_forwarded_send
 
 log = logging.getLogger("ladder")
@@ -109,13 +110,11 @@ class Node:
         """Stopped, and not started again explicitly: requests are refused with ``shutting_down``
         (they would otherwise start it again, and a session opened then would hold the
         process open after a SIGTERM)."""
-        self._last_presence_refresh = settings.clock()
         self._last_sweep = settings.clock()
-        self._full_round = settings.clock()
-        """When the safety net's current round began (it visits every session once a round)."""
-        self._unvisited: list[str] = []
-        """Sessions (by id: an ended one is not held) the current round has still to visit."""
-        self._round_size = 0
+        self._full_round: Round[str] = Round(FULL_TICK, settings.clock(), least=FULL_TICK_SLICE)
+        self._presence_round: Round[Subscription] = Round(
+            settings.presence_ttl / 3, settings.clock(), least=FULL_TICK_SLICE
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -200,28 +199,18 @@ class Node:
             self._last_sweep = now
             self.gateway.address_limiter.sweep(now)
         presence_ttl = self.settings.presence_ttl
-        if now - self._last_presence_refresh >= presence_ttl / 3:
-            self._last_presence_refresh = now
-            for sub in list(self.channels.present):
-                member = sub.member
-                if member is not None:
-                    await self.engine.presence_add(sub.channel, member, presence_ttl)
+        channels = self.channels
+        for sub in self._presence_round.due(now, lambda: list(channels.present)):
+            member = sub.member
+            if member is not None and sub in channels.present:
+                await self.engine.presence_add(sub.channel, member, presence_ttl)
 
     def _safety_net(self, now: float) -> list[Session]:
-        """This tick's share of the round that visits every session once per ``FULL_TICK``."""
-        unvisited = self._unvisited
-        if not unvisited:
-            if now - self._full_round < FULL_TICK:
-                return []
-            self._full_round = now
-            unvisited += (session.sid for session in self.sessions)
-            self._round_size = len(unvisited)
-        share = (now - self._full_round) / FULL_TICK
-        keep = min(len(unvisited) - FULL_TICK_SLICE, int(self._round_size * (1.0 - share)))
-        taken = unvisited[max(keep, 0) :]
-        del unvisited[max(keep, 0) :]
+        """This tick's share of the round that visits every session once per ``FULL_TICK``
+        (by id: an ended session is not held until its turn)."""
         sessions = self.sessions
-        return [session for sid in taken if (session := sessions.get(sid)) is not None]
+        ids = self._full_round.due(now, sessions.ids)
+        return [session for sid in ids if (session := sessions.get(sid)) is not None]
 
     # -- what it reports ------------------------------------------------------------------------
 

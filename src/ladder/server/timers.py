@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from .session import Session
+
+T = TypeVar("T")
 
 
 class Timers:
@@ -74,3 +78,39 @@ class Timers:
             self._heap = list(self._at.values())
             heapq.heapify(self._heap)
         return due_now
+
+
+class Round(Generic[T]):
+    """Visiting every item of a collection once per ``period``, a share at each tick.
+
+    What must happen to everything held now and then (the safety net's look at every
+    session, refreshing every presence entry) is spread over its period instead of done in
+    one tick: 100,000 sessions at once stopped the event loop for 300-500 ms. A tick takes
+    the share of the round that elapsed, and at least ``least`` items; a round begins, with
+    what is held then, once the previous one is done and ``period`` has passed since it
+    began (so an item waits at most two periods between visits).
+    """
+
+    __slots__ = ("_began", "_left", "_size", "least", "period")
+
+    def __init__(self, period: float, now: float, *, least: int = 256) -> None:
+        self.period = period
+        self.least = least
+        self._began = now
+        self._left: list[T] = []
+        self._size = 0
+
+    def due(self, now: float, held: Callable[[], list[T]]) -> list[T]:
+        """This tick's share (``held()`` is asked for everything when a round begins)."""
+        left = self._left
+        if not left:
+            if now - self._began < self.period:
+                return []
+            self._began = now
+            left += held()
+            self._size = len(left)
+        elapsed = (now - self._began) / self.period
+        keep = max(0, min(len(left) - self.least, int(self._size * (1.0 - elapsed))))
+        taken = left[keep:]
+        del left[keep:]
+        return taken
