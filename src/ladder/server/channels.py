@@ -81,6 +81,11 @@ class ChannelTable:
         sub.member = member
         self.present[sub] = None
 
+    def present_ids(self) -> list[tuple[str, str]]:
+        """(session id, channel) of every subscription with a presence entry (ids: a list
+        kept for a while does not hold ended sessions)."""
+        return [(sub.session.sid, sub.channel) for sub in self.present]
+
     def unjoin(self, sub: Subscription) -> None:
         """No longer kept fresh here (the entry itself stays until removed or expired)."""
         sub.member = None

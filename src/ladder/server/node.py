@@ -28,7 +28,7 @@ from .metrics import Counters, Metrics, Observed
 from .polling import serve_forwarded_poll
 from .refusals import Refusals
 from .routing import Router
-from .session import Session, Subscription
+from .session import Session
 from .sessions import SessionTable
 from .tasks import Tasks
 from .timers import Round
@@ -112,7 +112,7 @@ class Node:
         process open after a SIGTERM)."""
         self._last_sweep = settings.clock()
         self._full_round: Round[str] = Round(FULL_TICK, settings.clock(), least=FULL_TICK_SLICE)
-        self._presence_round: Round[Subscription] = Round(
+        self._presence_round: Round[tuple[str, str]] = Round(
             settings.presence_ttl / 3, settings.clock(), least=FULL_TICK_SLICE
         )
 
@@ -200,10 +200,11 @@ class Node:
             self.gateway.address_limiter.sweep(now)
         presence_ttl = self.settings.presence_ttl
         channels = self.channels
-        for sub in self._presence_round.due(now, lambda: list(channels.present)):
-            member = sub.member
-            if member is not None and sub in channels.present:
-                await self.engine.presence_add(sub.channel, member, presence_ttl)
+        for sid, channel in self._presence_round.due(now, channels.present_ids):
+            found = sessions.get(sid)
+            sub = None if found is None else found.subs.get(channel)
+            if sub is not None and sub.member is not None and sub in channels.present:
+                await self.engine.presence_add(channel, sub.member, presence_ttl)
 
     def _safety_net(self, now: float) -> list[Session]:
         """This tick's share of the round that visits every session once per ``FULL_TICK``

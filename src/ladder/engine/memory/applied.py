@@ -31,11 +31,12 @@ class MemoryAppliedRecords:
         """Forget the records whose time ran out, oldest first: each call moves its record
         to the end of ``_records``, so with one ``ttl`` for all (the hub's) they are in the
         order they expire, and the sweep stops at the first one still due later."""
-        records = self._records
-        while records:
-            sid = next(iter(records))
-            if records[sid][3] > now:
+        records, expired = self._records, []
+        for sid, kept in records.items():
+            if kept[3] > now:
                 break
+            expired.append(sid)
+        for sid in expired:
             del records[sid]
             self._replies.pop(sid, None)
 
