@@ -284,9 +284,10 @@ async def test_serve_sets_the_collector_up_for_held_requests(args: tuple[str, ..
     assert collector["frozen"] > 1000
 
 
-def test_gc_threshold_must_be_positive() -> None:
-    refused = ladder("serve", "tests.support.apps:hub", "--gc-threshold", "0", "--port", "1")
-    assert refused.returncode == 2 and "must be at least 1" in refused.stderr
+@pytest.mark.parametrize(("value", "says"), [("0", "must be at least 1"), ("lots", "must be a whole number")])
+def test_gc_threshold_must_be_a_positive_whole_number(value: str, says: str) -> None:
+    refused = ladder("serve", "tests.support.apps:hub", "--gc-threshold", value, "--port", "1")
+    assert refused.returncode == 2 and f"--gc-threshold: {says}" in refused.stderr, refused.stderr
 
 
 def test_native_ws_path_without_a_hub_is_refused_naming_the_fix() -> None:
