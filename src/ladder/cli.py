@@ -153,6 +153,10 @@ def run(app: Any, args: argparse.Namespace) -> None:
         access_log=args.access_log,
         lifespan="on",
         timeout_keep_alive=75,
+        # A hub served alone reads X-Forwarded-For itself, on every rung and only with
+        # Limits(trust_forwarded_for=True); uvicorn's reading (for loopback peers, by default)
+        # would apply it to the HTTP rungs without it. An app keeps uvicorn's, for its routes.
+        proxy_headers=app is not hub,
     )
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())  # after uvicorn set up its logging
     tune_collector(args.gc_threshold)

@@ -185,6 +185,25 @@ async def test_sessions_per_address_and_per_user_are_bounded() -> None:
             assert codes[4] == 429 and answers[4].json()["reason"] == "at most 3 per address"
 
 
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_x_forwarded_for_counts_only_when_trusted(trusted: bool) -> None:
+    """The client address is the peer's unless ``trust_forwarded_for`` (docs/security.md), on
+    the HTTP rungs as on WebSocket: ``ladder serve`` let uvicorn take it from the header for
+    loopback peers on the HTTP rungs."""
+    config = {"limits": {"max_sessions_per_address": 1, "trust_forwarded_for": trusted}}
+    with LadderServer(config) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            first, second = [
+                await http.get("/poll", params={"v": 1}, headers={"x-forwarded-for": address})
+                for address in ("198.51.100.1", "198.51.100.2")
+            ]
+            assert first.status_code == 200
+            if trusted:
+                assert second.status_code == 200, "two clients behind a trusted proxy"
+            else:
+                assert second.status_code == 429 and second.json()["reason"] == "at most 1 per address"
+
+
 async def test_slowloris_ties_up_nothing(server: LadderServer) -> None:
     """Hundreds of connections dribbling their headers do not slow a healthy client down."""
     writers = []
