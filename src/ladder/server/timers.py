@@ -85,10 +85,11 @@ class Round(Generic[T]):
 
     What must happen to everything held now and then (the safety net's look at every
     session, refreshing every presence entry) is spread over its period instead of done in
-    one tick: 100,000 sessions at once stopped the event loop for 300-500 ms. A tick takes
-    the share of the round that elapsed, and at least ``least`` items; a round begins, with
-    what is held then, once the previous one is done and ``period`` has passed since it
-    began (so an item waits at most two periods between visits).
+    one tick: with 100,000 sessions, 290-400 ms for the presence refresh, 430-590 ms for
+    the minute's tick (both at once). A tick takes the share of the round that elapsed,
+    and at least ``least`` items; a round begins, with what is held then, once the previous
+    one is done and ``period`` has passed since it began (so an item waits at most two
+    periods between visits).
     """
 
     __slots__ = ("_began", "_left", "_size", "least", "period")
