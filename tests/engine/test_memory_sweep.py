@@ -12,18 +12,11 @@ from __future__ import annotations
 from ladder.engine.base import ChannelOptions, Member
 from ladder.engine.memory import MemoryEngine
 from ladder.protocol.codec import Payload
+from tests.server.harness import Clock
 from tests.support.work import lines_run
 
 COUNT = 5_000
 HISTORY = ChannelOptions(history_size=10, history_ttl=60)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def busy_engine(clock: Clock) -> MemoryEngine:

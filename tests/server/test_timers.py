@@ -9,8 +9,8 @@ from unittest import mock
 from ladder import ChannelOptions
 from ladder.protocol.session import SessionState
 from ladder.server.hub import internals
-from ladder.server.node import FULL_TICK, FULL_TICK_SLICE
-from ladder.server.timers import Timers
+from ladder.server.node import FULL_TICK
+from ladder.server.timers import ROUND_SLICE, Timers
 from tests.server.harness import Clock, Peer, make_hub
 from tests.support.work import lines_awaited
 
@@ -112,19 +112,19 @@ async def test_the_safety_net_spreads_its_visits_over_the_round() -> None:
     hub = make_hub(clock)
     try:
         node = internals(hub)
-        peers = [await Peer.open(hub) for _ in range(4 * FULL_TICK_SLICE)]
+        peers = [await Peer.open(hub) for _ in range(4 * ROUND_SLICE)]
         with (
             mock.patch.object(Timers, "pop_due", return_value=[]),  # (only the safety net, here)
             mock.patch.object(SessionState, "tick", autospec=True, side_effect=SessionState.tick) as ticked,
         ):
             clock.now += FULL_TICK
             await node.tick(clock.now)  # the round begins: a first slice
-            assert ticked.call_count == FULL_TICK_SLICE
+            assert ticked.call_count == ROUND_SLICE
             for _ in range(int(FULL_TICK) - 1):  # a tick a second, until the round's time is up
                 before = ticked.call_count
                 clock.now += 1.0
                 await node.tick(clock.now)
-                assert ticked.call_count - before <= FULL_TICK_SLICE, "no tick visits more than its share"
+                assert ticked.call_count - before <= ROUND_SLICE, "no tick visits more than its share"
             visited = [call.args[0] for call in ticked.call_args_list]
         assert sorted(map(id, visited)) == sorted(id(peer.session.state) for peer in peers), "each once"
     finally:

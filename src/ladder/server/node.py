@@ -39,9 +39,8 @@ log = logging.getLogger("ladder")
 FULL_TICK: Final = 60.0
 """Seconds over which the clock also visits every session, not only the due ones: a safety
 net that bounds the delay of a deadline some future code path forgets to report. The visits
-are spread over that time (a share per tick, at least ``FULL_TICK_SLICE``), so that 100,000
+are spread over that time (a share per tick: see :class:`~.timers.Round`), so that 100,000
 sessions do not stop the event loop once a minute."""
-FULL_TICK_SLICE: Final = 256
 
 
 class Node:
@@ -111,10 +110,8 @@ class Node:
         (they would otherwise start it again, and a session opened then would hold the
         process open after a SIGTERM)."""
         self._last_sweep = settings.clock()
-        self._full_round: Round[str] = Round(FULL_TICK, settings.clock(), least=FULL_TICK_SLICE)
-        self._presence_round: Round[tuple[str, str]] = Round(
-            settings.presence_ttl / 3, settings.clock(), least=FULL_TICK_SLICE
-        )
+        self._full_round: Round[str] = Round(FULL_TICK, settings.clock())
+        self._presence_round: Round[tuple[str, str]] = Round(settings.presence_ttl / 3, settings.clock())
 
     # -- lifecycle ------------------------------------------------------------------------
 

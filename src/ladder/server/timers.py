@@ -11,11 +11,14 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from .session import Session
 
 T = TypeVar("T")
+
+ROUND_SLICE: Final = 256
+"""The fewest items a :class:`Round` visits at a tick (small collections: all at once)."""
 
 
 class Timers:
@@ -94,7 +97,7 @@ class Round(Generic[T]):
 
     __slots__ = ("_began", "_left", "_size", "least", "period")
 
-    def __init__(self, period: float, now: float, *, least: int = 256) -> None:
+    def __init__(self, period: float, now: float, *, least: int = ROUND_SLICE) -> None:
         self.period = period
         self.least = least
         self._began = now
