@@ -8,7 +8,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Self
 
+import msgpack
 import pytest
+import redis.asyncio as aioredis
 
 from ladder import Ladder
 from ladder.engine.base import ChannelOptions, Member, Position, Publication
@@ -129,6 +131,72 @@ async def test_a_leave_is_announced_even_when_the_sweep_comes_after_the_members_
     finally:
         await a.stop()
         await b.stop()
+
+
+async def _evalsha_calls(client: Any) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_sweep_visits_only_the_channels_that_fell_due(redis_server: RedisServer) -> None:
+    """2,000 channels with a live member and 3 whose member's time ran out: a sweep runs the
+    sweep script for those 3 only (it ran it for all 2,003, on every node, every 5 s), and
+    the next finds nothing due. Each channel stays in the due set at its earliest expiry."""
+    node, sink = RedisEngine(redis_server.url, sweep_every=3600), Sink()
+    await node.start(sink)
+    client = aioredis.from_url(redis_server.url)
+    try:
+        presence = node._presence
+        live = [f"room{n}" for n in range(2000)]
+        for start in range(0, len(live), 200):
+            await asyncio.gather(
+                *(node.presence_add(ch, Member(f"c-{ch}", "u"), ttl=60) for ch in live[start : start + 200])
+            )
+        gone = {f"gone{n}": Member(f"g{n}", "ghost") for n in range(3)}
+        for channel, member in gone.items():
+            await node.listen(channel)
+            await node.presence_add(channel, member, ttl=-1)  # its time has already run out
+            assert await asyncio.wait_for(sink.presence.get(), 5) == (channel, "join", member)
+        before = await _evalsha_calls(client)
+        await presence.sweep()
+        assert await _evalsha_calls(client) - before == 3
+        leaves = sorted([await asyncio.wait_for(sink.presence.get(), 5) for _ in gone])
+        assert leaves == sorted((channel, "leave", member) for channel, member in gone.items())
+        for channel in gone:
+            assert await client.zscore(presence.due, channel) is None, "no member left: not due"
+        expires = await client.zscore(f"ladder:p:{live[0]}:t", f"c-{live[0]}")
+        assert await client.zscore(presence.due, live[0]) == expires
+        before = await _evalsha_calls(client)
+        await presence.sweep()
+        assert await _evalsha_calls(client) == before
+        assert sink.presence.empty()
+    finally:
+        await client.aclose()
+        await node.stop()
+
+
+async def test_a_member_added_without_the_due_set_is_swept_once_its_join_was_heard(
+    redis_server: RedisServer,
+) -> None:
+    """A member written by a node that keeps no due set (an older version, mid-upgrade):
+    a node that heard its join makes its channel due, so its leave is still announced."""
+    node, sink = RedisEngine(redis_server.url, sweep_every=3600), Sink()
+    await node.start(sink)
+    client = aioredis.from_url(redis_server.url)
+    try:
+        await node.listen("lobby")
+        packed = msgpack.packb(["c9", "old", None])
+        await client.hset("ladder:p:lobby", "c9", packed)
+        await client.zadd("ladder:p:lobby:t", {"c9": time.time() - 1})
+        await client.publish("ladder:c:lobby", b"J" + packed)
+        member = Member("c9", "old")
+        assert await asyncio.wait_for(sink.presence.get(), 5) == ("lobby", "join", member)
+        await node._presence.sweep()
+        assert await asyncio.wait_for(sink.presence.get(), 5) == ("lobby", "leave", member)
+        assert await client.zscore(node._presence.due, "lobby") is None
+    finally:
+        await client.aclose()
+        await node.stop()
 
 
 async def test_redis_down_means_a_clear_error_fast_and_recovery_by_itself(

@@ -1,10 +1,20 @@
 """Presence in Redis: a hash of members and a sorted set of their expiry, per channel.
 
 ``join`` and ``leave`` travel on the channel's pub/sub key (``J``/``L`` + msgpack member).
-A member whose node died is not refreshed; every node sweeps the channels it knows to
-have presence every ``sweep_every`` seconds with one atomic script per channel, which
-removes the expired members and announces their ``leave`` exactly once (whichever node
-sweeps first), so nodes still listening hear it without anyone asking who is present.
+A member whose node died is not refreshed: a sweep removes it once its time ran out and
+announces its ``leave`` exactly once (whichever node sweeps first, in one atomic script per
+channel), so nodes still listening hear it without anyone asking who is present.
+
+What a sweep visits is what fell due. One sorted set, ``{prefix}:d:presence``, holds every
+channel with members, scored no later than its earliest member expiry: a new member lowers
+its channel's score in the transaction that adds it (a refresh, which only extends, leaves
+it), and the channel's sweep script sets the score to the next expiry (or drops the channel
+with its last member). Every ``sweep_every`` seconds a node reads the channels whose score
+passed and sweeps only those, so a channel whose members stay is swept about once per
+``presence_ttl`` by one node, not every ``sweep_every`` by all of them.
+
+A Redis Cluster cannot: a channel's keys and that set lie in different slots, and a script
+touches one. There each node sweeps, as before, every channel it saw members in.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgpack
@@ -35,9 +46,19 @@ for _, client in ipairs(gone) do
     redis.call('PUBLISH', ARGV[2], 'L' .. packed)
   end
 end
-return redis.call('ZCARD', KEYS[2])
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if KEYS[3] then
+  if first[2] then
+    redis.call('ZADD', KEYS[3], first[2], ARGV[3])
+  else
+    redis.call('ZREM', KEYS[3], ARGV[3])
+  end
+end
+return #first
 """
-
+"""Remove a channel's expired members, announcing each ``leave``; with a third key (the
+due set), score the channel there by its next expiry, or drop it. Returns 0 when no member
+is left."""
 
 def _pack(member: Member) -> bytes:
     packed: bytes = msgpack.packb([member.client, member.user, member.info])
@@ -55,9 +76,13 @@ class RedisPresence:
     def __init__(self, link: RedisLink, *, sweep_every: float) -> None:
         self._link = link
         self.sweep_every = sweep_every
+        self.due = link.k("d", "presence")
+        """The sorted set of channels with members, by earliest expiry (not in a cluster)."""
         self.known: set[str] = set()
-        """Channels this node saw members in (added here, or a ``join`` heard): swept until
-        they have none left."""
+        """Channels this node heard a ``join`` in since its last sweep (with a due set: made
+        due there, if they are not in it, so that a member added by a node that does not
+        keep the set is swept too); in a cluster, every channel this node saw members in,
+        swept until none is left."""
 
     def scripts(self) -> None:
         """Register the sweep script on the command client (after it is opened)."""
@@ -65,7 +90,12 @@ class RedisPresence:
 
     def _keys(self, channel: str) -> list[str]:
         key = self._link.k("p", channel)
+        if self._link.pipelined_scripts:
+            return [key, key + ":t", self.due]
         return [key, key + ":t"]
+
+    def _args(self, now: float, channel: str) -> list[Any]:
+        return [now, self._link.k("c", channel), channel]
 
     def on_message(self, channel: str, data: bytes) -> None:
         """A ``J`` or ``L`` message from pub/sub."""
@@ -77,26 +107,46 @@ class RedisPresence:
             sink.on_presence(channel, "join" if data[:1] == b"J" else "leave", Member(client, user, info))
 
     async def sweep(self) -> None:
-        """Remove expired members of every known channel, announcing their ``leave``."""
+        """Remove expired members, announcing their ``leave``: of the channels that fell
+        due (every channel this node knows, in a cluster)."""
         now = time.time()
-        channels = list(self.known)
+        if not self._link.pipelined_scripts:
+            left = await self._sweep_each(list(self.known), now)
+            self.known.difference_update(channel for channel, count in left if not count)
+            return
+        redis = self._link.redis
+        if self.known:
+            heard, self.known = self.known, set()
+            await redis.zadd(self.due, dict.fromkeys(heard, now), nx=True)
+        # Each channel swept leaves the due range (scored later, or dropped), so this ends;
+        # the bound is for a clock gone wrong.
+        for _ in range(1000):
+            due: list[bytes] = await redis.zrangebyscore(  # type: ignore[assignment]
+                self.due, "-inf", now, start=0, num=SWEEP_BATCH
+            )
+            if not due:
+                return
+            await self._sweep_each([channel.decode() for channel in due], now)
+            if len(due) < SWEEP_BATCH:
+                return
+
+    async def _sweep_each(self, channels: Sequence[str], now: float) -> list[tuple[str, int]]:
+        """Sweep ``channels`` (pipelined, 500 per round trip): each with what it has left."""
+        found: list[tuple[str, int]] = []
         for start in range(0, len(channels), SWEEP_BATCH):
             batch = channels[start : start + SWEEP_BATCH]
             left: list[Any]
             if self._link.pipelined_scripts:
                 async with self._link.redis.pipeline(transaction=False) as pipe:
-                    for channel in batch:
-                        await self._sweep(
-                            keys=self._keys(channel), args=[now, self._link.k("c", channel)], client=pipe
-                        )
+                    for ch in batch:
+                        await self._sweep(keys=self._keys(ch), args=self._args(now, ch), client=pipe)
                     left = await pipe.execute()
             else:  # (a cluster runs no scripts in pipelines: one call per channel, together)
                 left = await asyncio.gather(
-                    *(self._sweep(keys=self._keys(ch), args=[now, self._link.k("c", ch)]) for ch in batch)
+                    *(self._sweep(keys=self._keys(ch), args=self._args(now, ch)) for ch in batch)
                 )
-            for channel, count in zip(batch, left, strict=True):
-                if not count:
-                    self.known.discard(channel)
+            found.extend(zip(batch, left, strict=True))
+        return found
 
     async def sweep_forever(self) -> None:
         while True:
@@ -110,26 +160,30 @@ class RedisPresence:
 
     async def presence_add(self, channel: str, member: Member, ttl: float) -> None:
         packed = _pack(member)
-        key, times = self._keys(channel)
+        key, times, *due = self._keys(channel)
         redis = self._link.redis
+        expires = time.time() + ttl
         try:
             async with redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, member.client, packed)
-                pipe.zadd(times, {member.client: time.time() + ttl})
+                pipe.zadd(times, {member.client: expires})
                 # The keys outlive the members by two sweeps, so a sweep announces the leave
                 # of the last one before Redis drops the keys.
                 lifetime = int(ttl + 2 * self.sweep_every) + 1
                 pipe.expire(key, lifetime)
                 pipe.expire(times, lifetime)
+                if due:  # the channel is due no later than this member
+                    pipe.zadd(due[0], {channel: expires}, lt=True)
                 added, *_ = await pipe.execute()
-            self.known.add(channel)
+            if not due:
+                self.known.add(channel)
             if added:
                 await self._link.publish(self._link.k("c", channel), b"J" + packed)
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
 
     async def presence_remove(self, channel: str, member: Member) -> None:
-        key, times = self._keys(channel)
+        key, times, *_ = self._keys(channel)
         redis = self._link.redis
         try:
             async with redis.pipeline(transaction=True) as pipe:
@@ -145,7 +199,7 @@ class RedisPresence:
         keys = self._keys(channel)
         try:
             # The expired go first (and their leave is announced), as the sweep would.
-            await self._sweep(keys=keys, args=[time.time(), self._link.k("c", channel)])
+            await self._sweep(keys=keys, args=self._args(time.time(), channel))
             values: dict[bytes, bytes] = await self._link.redis.hgetall(keys[0])  # type: ignore[assignment]
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
