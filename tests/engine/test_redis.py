@@ -175,6 +175,36 @@ async def test_a_sweep_visits_only_the_channels_that_fell_due(redis_server: Redi
         await node.stop()
 
 
+async def test_the_due_set_holds_each_channels_earliest_expiry_through_refresh_and_remove(
+    redis_server: RedisServer,
+) -> None:
+    """A refresh moves its channel's due time with it, a removal too, and the last member
+    gone takes its channel out: a channel whose members are refreshed never falls due."""
+    node, sink = RedisEngine(redis_server.url, sweep_every=3600), Sink()
+    await node.start(sink)
+    client = aioredis.from_url(redis_server.url)
+    due = node._presence.due
+
+    async def expiry(client_id: str) -> float | None:
+        found: float | None = await client.zscore("ladder:p:lobby:t", client_id)
+        return found
+
+    try:
+        ann, ben = Member("c1", "ann"), Member("c2", "ben")
+        await node.presence_add("lobby", ann, ttl=30)
+        await node.presence_add("lobby", ben, ttl=60)
+        assert await client.zscore(due, "lobby") == await expiry("c1")
+        await node.presence_add("lobby", ann, ttl=90)  # refreshed: ben is now the earliest
+        assert await client.zscore(due, "lobby") == await expiry("c2")
+        await node.presence_remove("lobby", ben)
+        assert await client.zscore(due, "lobby") == await expiry("c1")
+        await node.presence_remove("lobby", ann)
+        assert await client.zscore(due, "lobby") is None
+    finally:
+        await client.aclose()
+        await node.stop()
+
+
 async def test_a_member_added_without_the_due_set_is_swept_once_its_join_was_heard(
     redis_server: RedisServer,
 ) -> None:

@@ -6,12 +6,11 @@ announces its ``leave`` exactly once (whichever node sweeps first, in one atomic
 channel), so nodes still listening hear it without anyone asking who is present.
 
 What a sweep visits is what fell due. One sorted set, ``{prefix}:d:presence``, holds every
-channel with members, scored no later than its earliest member expiry: a new member lowers
-its channel's score in the transaction that adds it (a refresh, which only extends, leaves
-it), and the channel's sweep script sets the score to the next expiry (or drops the channel
-with its last member). Every ``sweep_every`` seconds a node reads the channels whose score
-passed and sweeps only those, so a channel whose members stay is swept about once per
-``presence_ttl`` by one node, not every ``sweep_every`` by all of them.
+channel with members, scored by its earliest member expiry: the scripts that add, refresh,
+remove and sweep members score the channel again (or drop it with its last member), in the
+same atomic step. Every ``sweep_every`` seconds a node reads the channels whose score passed
+and sweeps only those: while every node refreshes its members, nothing is ever due, and a
+sweep is one ``ZRANGEBYSCORE``; a dead node's members make their channels due once.
 
 A Redis Cluster cannot: a channel's keys and that set lie in different slots, and a script
 touches one. There each node sweeps, as before, every channel it saw members in.
@@ -36,6 +35,37 @@ log = logging.getLogger("ladder.redis")
 SWEEP_BATCH: Final = 500
 """Channels swept per pipeline (one round trip each)."""
 
+_RESCORE: Final = """
+if KEYS[3] then
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if first[2] then
+    redis.call('ZADD', KEYS[3], first[2], ARGV[#ARGV])
+  else
+    redis.call('ZREM', KEYS[3], ARGV[#ARGV])
+  end
+end
+"""
+"""Ends each script below: with a third key (the due set), the channel (the last argument) is
+scored there by its earliest member expiry, or dropped with its last member."""
+
+_ADD: Final = """
+local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+""" + _RESCORE + """
+return added
+"""
+"""Add or refresh a member (``client``, ``packed``, expiry, keys' lifetime, channel): 1 if new."""
+
+_REMOVE: Final = """
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+""" + _RESCORE + """
+return removed
+"""
+"""Remove a member (``client``, channel): 1 if it was there."""
+
 _SWEEP: Final = """
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 for _, client in ipairs(gone) do
@@ -46,19 +76,12 @@ for _, client in ipairs(gone) do
     redis.call('PUBLISH', ARGV[2], 'L' .. packed)
   end
 end
-local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if KEYS[3] then
-  if first[2] then
-    redis.call('ZADD', KEYS[3], first[2], ARGV[3])
-  else
-    redis.call('ZREM', KEYS[3], ARGV[3])
-  end
-end
-return #first
+""" + _RESCORE + """
+return redis.call('ZCARD', KEYS[2])
 """
-"""Remove a channel's expired members, announcing each ``leave``; with a third key (the
-due set), score the channel there by its next expiry, or drop it. Returns 0 when no member
-is left."""
+"""Remove a channel's expired members (now, pub/sub key, channel), announcing each
+``leave``: how many members are left."""
+
 
 def _pack(member: Member) -> bytes:
     packed: bytes = msgpack.packb([member.client, member.user, member.info])
@@ -85,8 +108,11 @@ class RedisPresence:
         swept until none is left."""
 
     def scripts(self) -> None:
-        """Register the sweep script on the command client (after it is opened)."""
-        self._sweep = self._link.redis.register_script(self._link.script(_SWEEP))
+        """Register the scripts on the command client (after it is opened)."""
+        redis = self._link.redis
+        self._sweep = redis.register_script(self._link.script(_SWEEP))
+        self._add = redis.register_script(_ADD)
+        self._remove = redis.register_script(_REMOVE)
 
     def _keys(self, channel: str) -> list[str]:
         key = self._link.k("p", channel)
@@ -160,22 +186,14 @@ class RedisPresence:
 
     async def presence_add(self, channel: str, member: Member, ttl: float) -> None:
         packed = _pack(member)
-        key, times, *due = self._keys(channel)
-        redis = self._link.redis
-        expires = time.time() + ttl
+        # The keys outlive the members by two sweeps, so a sweep announces the leave of the
+        # last one before Redis drops the keys.
+        lifetime = int(ttl + 2 * self.sweep_every) + 1
         try:
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, member.client, packed)
-                pipe.zadd(times, {member.client: expires})
-                # The keys outlive the members by two sweeps, so a sweep announces the leave
-                # of the last one before Redis drops the keys.
-                lifetime = int(ttl + 2 * self.sweep_every) + 1
-                pipe.expire(key, lifetime)
-                pipe.expire(times, lifetime)
-                if due:  # the channel is due no later than this member
-                    pipe.zadd(due[0], {channel: expires}, lt=True)
-                added, *_ = await pipe.execute()
-            if not due:
+            added = await self._add(
+                keys=self._keys(channel), args=[member.client, packed, time.time() + ttl, lifetime, channel]
+            )
+            if not self._link.pipelined_scripts:
                 self.known.add(channel)
             if added:
                 await self._link.publish(self._link.k("c", channel), b"J" + packed)
@@ -183,14 +201,8 @@ class RedisPresence:
             raise unavailable(exc) from exc
 
     async def presence_remove(self, channel: str, member: Member) -> None:
-        key, times, *_ = self._keys(channel)
-        redis = self._link.redis
         try:
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(key, member.client)
-                pipe.zrem(times, member.client)
-                removed, _ = await pipe.execute()
-            if removed:
+            if await self._remove(keys=self._keys(channel), args=[member.client, channel]):
                 await self._link.publish(self._link.k("c", channel), b"L" + _pack(member))
         except (RedisError, OSError) as exc:
             log.warning("presence_remove %s: %s (it expires by itself)", channel, exc)
