@@ -13,7 +13,7 @@ import pytest
 import redis as redis_py
 
 from ladder.engine import create_engine
-from ladder.engine.base import ChannelOptions, Position, Publication
+from ladder.engine.base import ChannelOptions, Member, Position, Publication
 from ladder.engine.rediscluster import RedisClusterEngine
 from ladder.engine.rediscluster.link import seeds, tag, untag
 from ladder.errors import ConfigurationError
@@ -137,6 +137,43 @@ async def test_delivered_offsets_given_to_other_publications_move_the_channel_to
     assert (pub.epoch, pub.offset) == (position.epoch, 7), "one new epoch"
     for sink in (sink_a, sink_b):
         assert (await asyncio.wait_for(sink.pubs.get(), 5)).data == "next"
+
+
+def _evalsha_calls(cluster: RedisCluster) -> int:
+    calls = 0
+    for node in cluster.primaries():
+        client = redis_py.Redis(port=node.port)
+        stats = client.info("commandstats").get("cmdstat_evalsha", {})
+        calls += int(stats.get("calls", 0)) - int(stats.get("failed_calls", 0))  # (not NOSCRIPT)
+        client.close()
+    return calls
+
+
+async def test_a_node_sweeps_a_channel_when_its_next_expiry_came(cluster: RedisCluster) -> None:
+    """A cluster keeps no due set: each node sweeps a channel when the expiry its last sweep
+    found next has passed. 200 live channels and 3 expired: a sweep runs 3 scripts (it ran
+    203, every 5 s), the next none, and a channel whose member left is no longer looked at."""
+    node, sink = RedisClusterEngine(cluster.url, node_id="sweeper", sweep_every=3600), Sink()
+    await node.start(sink)
+    try:
+        presence = node._presence
+        await asyncio.gather(*(node.presence_add(f"live:{n}", Member(f"c{n}", "u"), ttl=60) for n in range(200)))
+        gone = {f"gone:{n}": Member(f"g{n}", "ghost") for n in range(3)}
+        for channel, member in gone.items():
+            await node.listen(channel)
+            await node.presence_add(channel, member, ttl=-1)  # its time has already run out
+            assert await asyncio.wait_for(sink.presence.get(), 5) == (channel, "join", member)
+        before = _evalsha_calls(cluster)
+        await presence.sweep()
+        assert _evalsha_calls(cluster) - before == 3
+        leaves = sorted([await asyncio.wait_for(sink.presence.get(), 5) for _ in gone])
+        assert leaves == sorted((channel, "leave", member) for channel, member in gone.items())
+        assert len(presence.looks) == 200, "the emptied channels are off the schedule"
+        before = _evalsha_calls(cluster)
+        await presence.sweep()
+        assert _evalsha_calls(cluster) == before
+    finally:
+        await node.stop()
 
 
 async def test_a_primary_killed_mid_stream_costs_only_its_share(

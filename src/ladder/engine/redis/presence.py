@@ -13,12 +13,16 @@ and sweeps only those: while every node refreshes its members, nothing is ever d
 sweep is one ``ZRANGEBYSCORE``; a dead node's members make their channels due once.
 
 A Redis Cluster cannot: a channel's keys and that set lie in different slots, and a script
-touches one. There each node sweeps, as before, every channel it saw members in.
+touches one. There each node keeps its own schedule of the channels it saw members in,
+each at the expiry its last sweep found next (:class:`Looks`), and sweeps those that came:
+a channel whose members stay is swept by every node each time its earliest member's
+expiry passes (every 20-60 s with the default ``presence_ttl``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Sequence
@@ -36,8 +40,8 @@ SWEEP_BATCH: Final = 500
 """Channels swept per pipeline (one round trip each)."""
 
 _RESCORE: Final = """
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if KEYS[3] then
-  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   if first[2] then
     redis.call('ZADD', KEYS[3], first[2], ARGV[#ARGV])
   else
@@ -45,8 +49,9 @@ if KEYS[3] then
   end
 end
 """
-"""Ends each script below: with a third key (the due set), the channel (the last argument) is
-scored there by its earliest member expiry, or dropped with its last member."""
+"""In each script below: ``first``, the earliest member and its expiry; with a third key (the
+due set), the channel (the last argument) is scored there by it, or dropped with its last
+member."""
 
 _ADD: Final = """
 local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -77,10 +82,42 @@ for _, client in ipairs(gone) do
   end
 end
 """ + _RESCORE + """
-return redis.call('ZCARD', KEYS[2])
+return first[2]
 """
 """Remove a channel's expired members (now, pub/sub key, channel), announcing each
-``leave``: how many members are left."""
+``leave``: the next expiry, or nil when no member is left."""
+
+
+class Looks:
+    """When this node next sweeps each channel it saw members in (a Redis Cluster's nodes,
+    which cannot keep the due set): a heap of (time, channel), pruned as it is read."""
+
+    __slots__ = ("_heap", "_when")
+
+    def __init__(self) -> None:
+        self._when: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._when)
+
+    def at(self, channel: str, when: float) -> None:
+        """Look at ``channel`` no later than ``when``."""
+        current = self._when.get(channel)
+        if current is None or when < current:
+            self._when[channel] = when
+            heapq.heappush(self._heap, (when, channel))
+
+    def due(self, now: float) -> list[str]:
+        """The channels whose time came, taken off the schedule (each sweep puts back those
+        that still have members, at their next expiry)."""
+        heap, when, found = self._heap, self._when, []
+        while heap and heap[0][0] <= now:
+            at, channel = heapq.heappop(heap)
+            if when.get(channel) == at:  # else an earlier look replaced this entry
+                del when[channel]
+                found.append(channel)
+        return found
 
 
 def _pack(member: Member) -> bytes:
@@ -101,11 +138,12 @@ class RedisPresence:
         self.sweep_every = sweep_every
         self.due = link.k("d", "presence")
         """The sorted set of channels with members, by earliest expiry (not in a cluster)."""
-        self.known: set[str] = set()
-        """Channels this node heard a ``join`` in since its last sweep (with a due set: made
-        due there, if they are not in it, so that a member added by a node that does not
-        keep the set is swept too); in a cluster, every channel this node saw members in,
-        swept until none is left."""
+        self.heard: set[str] = set()
+        """Channels this node heard a ``join`` in since its last sweep: made due in the due
+        set if they are not in it, so that a member added by a node that does not keep the
+        set (an older version, during an upgrade) is swept too."""
+        self.looks = Looks()
+        """In a cluster: when this node next sweeps each channel it saw members in."""
 
     def scripts(self) -> None:
         """Register the scripts on the command client (after it is opened)."""
@@ -128,37 +166,51 @@ class RedisPresence:
         sink = self._link.sink
         client, user, info = msgpack.unpackb(data[1:], raw=False)
         if data[:1] == b"J":
-            self.known.add(channel)
+            if self._link.pipelined_scripts:
+                self.heard.add(channel)
+            else:  # its expiry is not in the message: the next sweep looks
+                self.looks.at(channel, time.time())
         if sink is not None:
             sink.on_presence(channel, "join" if data[:1] == b"J" else "leave", Member(client, user, info))
 
     async def sweep(self) -> None:
-        """Remove expired members, announcing their ``leave``: of the channels that fell
-        due (every channel this node knows, in a cluster)."""
+        """Remove expired members, announcing their ``leave``: of the channels that fell due."""
         now = time.time()
         if not self._link.pipelined_scripts:
-            left = await self._sweep_each(list(self.known), now)
-            self.known.difference_update(channel for channel, count in left if not count)
+            due = self.looks.due(now)
+            try:
+                found = await self._sweep_each(due, now)
+            except BaseException:
+                for channel in due:  # looked at again next time
+                    self.looks.at(channel, now)
+                raise
+            for channel, expires in found:
+                if expires is not None:
+                    self.looks.at(channel, float(expires))
             return
         redis = self._link.redis
-        if self.known:
-            heard, self.known = self.known, set()
-            await redis.zadd(self.due, dict.fromkeys(heard, now), nx=True)
+        if self.heard:
+            heard, self.heard = self.heard, set()
+            try:
+                await redis.zadd(self.due, dict.fromkeys(heard, now), nx=True)
+            except BaseException:
+                self.heard |= heard
+                raise
         # Each channel swept leaves the due range (scored later, or dropped), so this ends;
         # the bound is for a clock gone wrong.
         for _ in range(1000):
-            due: list[bytes] = await redis.zrangebyscore(  # type: ignore[assignment]
+            channels: list[bytes] = await redis.zrangebyscore(  # type: ignore[assignment]
                 self.due, "-inf", now, start=0, num=SWEEP_BATCH
             )
-            if not due:
+            if not channels:
                 return
-            await self._sweep_each([channel.decode() for channel in due], now)
-            if len(due) < SWEEP_BATCH:
+            await self._sweep_each([channel.decode() for channel in channels], now)
+            if len(channels) < SWEEP_BATCH:
                 return
 
-    async def _sweep_each(self, channels: Sequence[str], now: float) -> list[tuple[str, int]]:
-        """Sweep ``channels`` (pipelined, 500 per round trip): each with what it has left."""
-        found: list[tuple[str, int]] = []
+    async def _sweep_each(self, channels: Sequence[str], now: float) -> list[tuple[str, bytes | None]]:
+        """Sweep ``channels`` (pipelined, 500 per round trip): each with its next expiry."""
+        found: list[tuple[str, bytes | None]] = []
         for start in range(0, len(channels), SWEEP_BATCH):
             batch = channels[start : start + SWEEP_BATCH]
             left: list[Any]
@@ -190,11 +242,12 @@ class RedisPresence:
         # last one before Redis drops the keys.
         lifetime = int(ttl + 2 * self.sweep_every) + 1
         try:
+            expires = time.time() + ttl
             added = await self._add(
-                keys=self._keys(channel), args=[member.client, packed, time.time() + ttl, lifetime, channel]
+                keys=self._keys(channel), args=[member.client, packed, expires, lifetime, channel]
             )
             if not self._link.pipelined_scripts:
-                self.known.add(channel)
+                self.looks.at(channel, expires)
             if added:
                 await self._link.publish(self._link.k("c", channel), b"J" + packed)
         except (RedisError, OSError) as exc:
