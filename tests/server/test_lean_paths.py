@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 
 from ladder import Ladder
@@ -458,3 +459,68 @@ async def test_an_accepted_connection_keeps_no_handshake_objects(monkeypatch: py
     kept = [obj for obj in found if isinstance(obj, WsRequest | Headers)]
     assert not kept, kept
     await hub.stop()
+
+
+class _Poller:
+    """Drives a hub's long-polling rung through its ASGI app, noting the tasks started on
+    the way by coroutine (a held poll watches for its client going away in a task)."""
+
+    def __init__(self, hub: Ladder) -> None:
+        self.hub = hub
+        self.tasks: Counter[str] = Counter()
+        self.answers: list[bytes] = []
+        self.watching = asyncio.Event()
+        """Set when something waits on ``receive`` (a watch on the client)."""
+        loop = asyncio.get_running_loop()
+        self.factory = loop.get_task_factory()
+
+        def counting(loop: asyncio.AbstractEventLoop, coro: Any, **options: Any) -> Any:
+            self.tasks[coro.__qualname__] += 1  # (the task's name is set after the factory)
+            return asyncio.Task(coro, loop=loop, **options)
+
+        loop.set_task_factory(counting)
+
+    def stop(self) -> None:
+        asyncio.get_running_loop().set_task_factory(self.factory)
+
+    async def receive(self) -> dict[str, Any]:
+        self.watching.set()
+        await asyncio.Event().wait()  # (the client never goes)
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            self.answers.append(message["body"])
+
+    async def poll(self, query: str) -> list[dict[str, Any]]:
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/longpoll",
+            "query_string": query.encode(),
+            "headers": [(b"host", b"x")],
+            "client": ("127.0.0.1", 1),
+        }
+        await self.hub(scope, self.receive, self.send)
+        return [orjson.loads(line) for line in self.answers[-1].split(b"\n") if line]
+
+
+async def test_a_long_poll_answered_at_once_starts_no_watch_and_a_held_one_does() -> None:
+    hub = Ladder()
+    await hub.start()
+    poller = _Poller(hub)
+    try:
+        welcome = (await poller.poll("v=1&open=1"))[0]
+        resume = f"v=1&sid={welcome['sid']}&rt={welcome['rt']}"
+        await hub.send(welcome["sid"], "tick", 1)
+        frames = await poller.poll(f"{resume}&ack=0")
+        assert [frame["ev"] for frame in frames if frame["t"] == "push"] == ["tick"]
+        assert poller.tasks["watch_disconnect"] == 0, "answered at once: no task watching the client"
+        held = asyncio.ensure_future(poller.poll(f"{resume}&ack={frames[-1]['s']}"))
+        await asyncio.wait_for(poller.watching.wait(), 5)  # the held poll watches its client
+        await hub.send(welcome["sid"], "tock", 2)
+        assert [frame["ev"] for frame in await held if frame["t"] == "push"] == ["tock"]
+        assert poller.tasks["watch_disconnect"] == 1
+    finally:
+        poller.stop()
+        await hub.stop()

@@ -23,17 +23,26 @@ from .http import Receive, Request, Send, cors_headers, respond
 from .link import Link, encode_batch, start_watch, stop_watch, watch_disconnect
 
 
-async def poll_once(link: Link, *, hold: bool, codec: Codec) -> bytes:
+async def poll_once(link: Link, *, hold: bool, codec: Codec, receive: Receive | None = None) -> bytes:
     """Serve one poll on an attached link: what is waiting now, or (``hold``) the first
-    thing that arrives before the link is released. Detaches the link."""
+    thing that arrives before the link is released. Detaches the link.
+
+    With ``receive`` (the ASGI request's), a poll that has to wait watches for the client
+    going away meanwhile; one answered at once starts no watch (a task less per poll).
+    """
+    watcher = None
     try:
         control, frames = link.take()
+        if hold and receive is not None and not control and not frames and not link.att.closed:
+            watcher = start_watch(receive, link)
         while hold and not control and not frames and not link.att.closed:
             await link.waker.wait()
             control, frames = link.take()
         return encode_batch(codec, control, frames)
     finally:
         link.close()
+        if watcher is not None:
+            await stop_watch(watcher)
 
 
 async def serve_poll(gateway: Gateway, request: Request, receive: Receive, send: Send, *, hold: bool) -> None:
@@ -57,12 +66,7 @@ async def serve_poll(gateway: Gateway, request: Request, receive: Receive, send:
             disconnected=_disconnect(receive),
         )
     else:
-        watcher = start_watch(receive, link) if hold else None
-        try:
-            body = await poll_once(link, hold=hold, codec=codec)
-        finally:
-            if watcher is not None:
-                await stop_watch(watcher)
+        body = await poll_once(link, hold=hold, codec=codec, receive=receive)
     settings = gateway.settings
     gzip_min = settings.gzip_min_size if request.accepts_gzip() else None
     await respond(
