@@ -10,7 +10,6 @@ recovery was impossible.
 
 from __future__ import annotations
 
-import heapq
 import secrets
 from collections import deque
 from collections.abc import Callable, Container
@@ -18,6 +17,7 @@ from collections.abc import Callable, Container
 from ...protocol.codec import Payload
 from .. import recovery
 from ..base import ChannelOptions, EngineSink, HistoryResult, Position, Publication
+from ..schedule import Schedule
 
 _Entry = tuple[int, float, bytes, bytes]
 """A publication in history: offset, time, JSON and msgpack encodings. A tuple of atoms is
@@ -27,16 +27,13 @@ channels)."""
 
 
 class _Channel:
-    __slots__ = ("due", "epoch", "history", "last_used", "offset")
+    __slots__ = ("epoch", "history", "last_used", "offset")
 
-    def __init__(self, now: float, due: float) -> None:
+    def __init__(self, now: float) -> None:
         self.epoch = secrets.token_hex(4)
         self.offset = 0
         self.history: deque[_Entry] = deque()
         self.last_used = now
-        self.due = due
-        """When :meth:`MemoryChannels.sweep` looks at this channel next (its live entry in
-        the sweep's heap; others for it are stale)."""
 
     def trim(self, now: float, size: int, ttl: float) -> None:
         history = self.history
@@ -73,9 +70,9 @@ class MemoryChannels:
         self._touched = touched
         self._channels: dict[str, _Channel] = {}
         self._options: dict[str, ChannelOptions] = {}
-        self._schedule: list[tuple[float, str]] = []
-        """A heap of (when, channel): a sweep looks only at what is due, whatever the number
-        of channels (pairs of atoms: untracked by the garbage collector)."""
+        self._schedule = Schedule()
+        """When the sweep looks at each channel next: it looks only at what is due, whatever
+        the number of channels."""
         self.listening: set[str] = set()
         """Channels with local subscribers: only their publications are delivered."""
 
@@ -85,29 +82,20 @@ class MemoryChannels:
         self._touched(now)
         channel = self._channels.get(name)
         if channel is None:
-            channel = self._channels[name] = _Channel(now, now + self.idle_ttl)
-            heapq.heappush(self._schedule, (channel.due, name))
+            channel = self._channels[name] = _Channel(now)
+            self._schedule.at(name, now + self.idle_ttl)
         channel.last_used = now
         return channel
-
-    def _look_at(self, name: str, channel: _Channel, when: float) -> None:
-        """Have the sweep look at ``channel`` by ``when`` (an earlier time than planned: a
-        new entry; the one planned goes stale)."""
-        if when < channel.due:
-            channel.due = when
-            heapq.heappush(self._schedule, (when, name))
 
     def sweep(self, now: float, occupied: Container[str]) -> None:
         """Expire old history and forget idle channels: not listened to (a live subscriber
         must never be handed a publication of a new epoch unannounced), not ``occupied`` by
         members, with no history. Only channels whose time came are looked at."""
         schedule, channels = self._schedule, self._channels
-        later: list[tuple[float, str]] = []
-        while schedule and schedule[0][0] <= now:
-            when, name = heapq.heappop(schedule)
+        for name in schedule.due(now):
             channel = channels.get(name)
-            if channel is None or channel.due != when:
-                continue  # forgotten, or planned again for earlier
+            if channel is None:
+                continue
             options = self._options.get(name)
             if options is not None:
                 channel.trim(now, options.history_size, options.history_ttl)
@@ -123,10 +111,7 @@ class MemoryChannels:
                 del channels[name]
                 self._options.pop(name, None)
                 continue
-            channel.due = due
-            later.append((due, name))
-        for entry in later:  # (after the loop: a channel due again at once waits for the next sweep)
-            heapq.heappush(schedule, entry)
+            schedule.at(name, due)  # (after it was taken: a channel due again at once waits)
 
     def __len__(self) -> int:
         return len(self._channels)
@@ -140,7 +125,7 @@ class MemoryChannels:
             self._options[channel] = options
             state.history.append((pub.offset, now, payload.json, payload.msgpack))
             state.trim(now, options.history_size, options.history_ttl)
-            self._look_at(channel, state, state.history[0][1] + options.history_ttl)
+            self._schedule.at(channel, state.history[0][1] + options.history_ttl)
         sink = self._sink()
         if sink is not None and channel in self.listening:
             sink.on_publication(pub)

@@ -14,7 +14,8 @@ sweep is one ``ZRANGEBYSCORE``; a dead node's members make their channels due on
 
 A Redis Cluster cannot: a channel's keys and that set lie in different slots, and a script
 touches one. There each node keeps its own schedule of the channels it saw members in,
-each at the expiry its last sweep found next (:class:`Looks`), and sweeps those that came:
+each at the expiry its last sweep found next (a :class:`~ladder.engine.schedule.Schedule`),
+and sweeps those that came:
 a channel whose members stay is swept by every node each time its earliest member's
 expiry passes (every 20-60 s with the default ``presence_ttl``).
 """
@@ -22,7 +23,6 @@ expiry passes (every 20-60 s with the default ``presence_ttl``).
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from collections.abc import Sequence
@@ -32,6 +32,7 @@ import msgpack
 from redis.exceptions import RedisError
 
 from ..base import Member
+from ..schedule import Schedule
 from .link import RedisLink, unavailable
 
 log = logging.getLogger("ladder.redis")
@@ -88,38 +89,6 @@ return first[2]
 ``leave``: the next expiry, or nil when no member is left."""
 
 
-class Looks:
-    """When this node next sweeps each channel it saw members in (a Redis Cluster's nodes,
-    which cannot keep the due set): a heap of (time, channel), pruned as it is read."""
-
-    __slots__ = ("_heap", "_when")
-
-    def __init__(self) -> None:
-        self._when: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._when)
-
-    def at(self, channel: str, when: float) -> None:
-        """Look at ``channel`` no later than ``when``."""
-        current = self._when.get(channel)
-        if current is None or when < current:
-            self._when[channel] = when
-            heapq.heappush(self._heap, (when, channel))
-
-    def due(self, now: float) -> list[str]:
-        """The channels whose time came, taken off the schedule (each sweep puts back those
-        that still have members, at their next expiry)."""
-        heap, when, found = self._heap, self._when, []
-        while heap and heap[0][0] <= now:
-            at, channel = heapq.heappop(heap)
-            if when.get(channel) == at:  # else an earlier look replaced this entry
-                del when[channel]
-                found.append(channel)
-        return found
-
-
 def _pack(member: Member) -> bytes:
     packed: bytes = msgpack.packb([member.client, member.user, member.info])
     return packed
@@ -142,7 +111,7 @@ class RedisPresence:
         """Channels this node heard a ``join`` in since its last sweep: made due in the due
         set if they are not in it, so that a member added by a node that does not keep the
         set (an older version, during an upgrade) is swept too."""
-        self.looks = Looks()
+        self.looks = Schedule()
         """In a cluster: when this node next sweeps each channel it saw members in."""
 
     def scripts(self) -> None:
