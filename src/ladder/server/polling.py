@@ -33,11 +33,12 @@ async def poll_once(link: Link, *, hold: bool, codec: Codec, receive: Receive | 
     watcher = None
     try:
         control, frames = link.take()
-        if hold and receive is not None and not control and not frames and not link.att.closed:
-            watcher = start_watch(receive, link)
-        while hold and not control and not frames and not link.att.closed:
-            await link.waker.wait()
-            control, frames = link.take()
+        if hold and not control and not frames and not link.att.closed:
+            if receive is not None:
+                watcher = start_watch(receive, link)
+            while not control and not frames and not link.att.closed:
+                await link.waker.wait()
+                control, frames = link.take()
         return encode_batch(codec, control, frames)
     finally:
         link.close()
