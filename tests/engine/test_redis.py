@@ -163,9 +163,9 @@ async def test_a_sweep_visits_only_the_channels_that_fell_due(redis_server: Redi
         leaves = sorted([await asyncio.wait_for(sink.presence.get(), 5) for _ in gone])
         assert leaves == sorted((channel, "leave", member) for channel, member in gone.items())
         for channel in gone:
-            assert await client.zscore(presence.due, channel) is None, "no member left: not due"
+            assert await client.zscore(presence.due_key, channel) is None, "no member left: not due"
         expires = await client.zscore(f"ladder:p:{live[0]}:t", f"c-{live[0]}")
-        assert await client.zscore(presence.due, live[0]) == expires
+        assert await client.zscore(presence.due_key, live[0]) == expires
         before = await _evalsha_calls(client)
         await presence.sweep()
         assert await _evalsha_calls(client) == before
@@ -183,7 +183,7 @@ async def test_the_due_set_holds_each_channels_earliest_expiry_through_refresh_a
     node, sink = RedisEngine(redis_server.url, sweep_every=3600), Sink()
     await node.start(sink)
     client = aioredis.from_url(redis_server.url)
-    due = node._presence.due
+    due = node._presence.due_key
 
     async def expiry(client_id: str) -> float | None:
         found: float | None = await client.zscore("ladder:p:lobby:t", client_id)
@@ -223,7 +223,7 @@ async def test_a_member_added_without_the_due_set_is_swept_once_its_join_was_hea
         assert await asyncio.wait_for(sink.presence.get(), 5) == ("lobby", "join", member)
         await node._presence.sweep()
         assert await asyncio.wait_for(sink.presence.get(), 5) == ("lobby", "leave", member)
-        assert await client.zscore(node._presence.due, "lobby") is None
+        assert await client.zscore(node._presence.due_key, "lobby") is None
     finally:
         await client.aclose()
         await node.stop()

@@ -105,7 +105,7 @@ class RedisPresence:
     def __init__(self, link: RedisLink, *, sweep_every: float) -> None:
         self._link = link
         self.sweep_every = sweep_every
-        self.due = link.k("d", "presence")
+        self.due_key = link.k("d", "presence")
         """The sorted set of channels with members, by earliest expiry (not in a cluster)."""
         self.heard: set[str] = set()
         """Channels this node heard a ``join`` in since its last sweep: made due in the due
@@ -124,7 +124,7 @@ class RedisPresence:
     def _keys(self, channel: str) -> list[str]:
         key = self._link.k("p", channel)
         if self._link.pipelined_scripts:
-            return [key, key + ":t", self.due]
+            return [key, key + ":t", self.due_key]
         return [key, key + ":t"]
 
     def _args(self, now: float, channel: str) -> list[Any]:
@@ -161,7 +161,7 @@ class RedisPresence:
         if self.heard:
             heard, self.heard = self.heard, set()
             try:
-                await redis.zadd(self.due, dict.fromkeys(heard, now), nx=True)
+                await redis.zadd(self.due_key, dict.fromkeys(heard, now), nx=True)
             except BaseException:
                 self.heard |= heard
                 raise
@@ -169,7 +169,7 @@ class RedisPresence:
         # the bound is for a clock gone wrong.
         for _ in range(1000):
             channels: list[bytes] = await redis.zrangebyscore(  # type: ignore[assignment]
-                self.due, "-inf", now, start=0, num=SWEEP_BATCH
+                self.due_key, "-inf", now, start=0, num=SWEEP_BATCH
             )
             if not channels:
                 return
