@@ -25,7 +25,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 DOCS = ROOT / "docs"
 
-LABEL = {"ladder": "Ladder", "ladder-asgi": "Ladder (ASGI WebSocket)", "psio": "python-socketio",
+LABEL = {"ladder": "Ladder", "ladder-pure": "Ladder (pure Python)", "ladder-asgi": "Ladder (ASGI WebSocket)", "psio": "python-socketio",
          "node": "Node Socket.IO"}
 PEERS = ("psio", "node")
 COLOR = {"ladder": "#2b6cb0", "ladder-asgi": "#90cdf4", "psio": "#dd6b20", "node": "#38a169"}

@@ -35,9 +35,12 @@ LOAD_CORE = 1
 
 SERVERS = tuple(os.environ.get("BENCH_SERVERS", "ladder,psio,node").split(","))
 """The servers S2–S4 compare (``BENCH_SERVERS``: e.g. ``ladder,ladder-before`` to measure a
-change: ``ladder-before`` runs the Ladder source named by ``BENCH_BEFORE``, a ``src`` folder)."""
+change: ``ladder-before`` runs the Ladder source named by ``BENCH_BEFORE``, a ``src`` folder).
+"ladder" is the compiled build, as the published wheels install it (``scripts/compiled``
+builds it into build/compiled/); "ladder-pure" is the same source run as plain Python."""
 BEFORE = os.environ.get("BENCH_BEFORE")
-LABELS = {"ladder": "Ladder", "ladder-before": "Ladder (before)", "ladder-asgi": "Ladder (ASGI WebSocket)", "psio": "python-socketio",
+COMPILED = ROOT / "build" / "compiled"
+LABELS = {"ladder": "Ladder", "ladder-pure": "Ladder (pure Python)", "ladder-before": "Ladder (before)", "ladder-asgi": "Ladder (ASGI WebSocket)", "psio": "python-socketio",
           "node": "Node Socket.IO", "redis": "redis-server"}
 
 _live: dict[int, subprocess.Popen[bytes]] = {}
@@ -165,8 +168,16 @@ def asgi_variant() -> bool:
     return "--asgi-ws" in out
 
 
+def compiled() -> Path:
+    """The compiled build of this checkout, built (or found up to date) once per run."""
+    if not getattr(compiled, "_checked", False):
+        subprocess.run([str(ROOT / "scripts" / "compiled")], check=True)
+        compiled._checked = True  # type: ignore[attr-defined]
+    return COMPILED
+
+
 def _command(kind: str, port: int) -> tuple[list[str], Path, dict[str, str]]:
-    if kind in ("ladder", "ladder-asgi", "ladder-before"):
+    if kind in ("ladder", "ladder-asgi", "ladder-before", "ladder-pure"):
         app = os.environ.get("BENCH_LADDER_APP", "ladder_app:hub")  # gc_bench.py observes the collector
         cmd = [str(PROJECT_PY), "-m", "ladder.cli", "serve", app, "--port", str(port),
                "--log-level", "warning"]
@@ -177,7 +188,9 @@ def _command(kind: str, port: int) -> tuple[list[str], Path, dict[str, str]]:
             if not BEFORE:
                 raise ValueError("ladder-before needs BENCH_BEFORE=<a checkout's src folder>")
             return cmd, BENCH, {"PYTHONPATH": BEFORE}
-        return cmd, BENCH, {}
+        if kind == "ladder-pure":
+            return cmd, BENCH, {}
+        return cmd, BENCH, {"PYTHONPATH": str(compiled())}
     if kind == "psio":
         return [str(PEERS_PY), str(BENCH / "peers" / "psio_app.py"), str(port)], BENCH / "peers", {}
     if kind == "node":

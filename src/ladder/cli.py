@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.machinery
 import logging
 import sys
 from typing import Any, NoReturn
@@ -20,6 +21,7 @@ import uvicorn
 from . import __version__
 from .engine import create_engine
 from .engine.memory import MemoryEngine
+from .server import native
 from .server.hub import Ladder
 from .server.logs import RedactTokens
 from .server.native import NativeWebSocket
@@ -236,11 +238,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def build() -> str:
+    """"compiled" when the hot paths are C extensions (the wheels built with mypyc), else
+    "pure Python" (a build from source, or a platform without compiled wheels)."""
+    compiled = (native.__file__ or "").endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return "compiled" if compiled else "pure Python"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ladder", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--version", action="version", version=f"ladder {__version__}")
+    parser.add_argument("--version", action="version", version=f"ladder {__version__} ({build()})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,demo}")
     serve = commands.add_parser(
         "serve",

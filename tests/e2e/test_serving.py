@@ -260,9 +260,10 @@ def test_cli_help_is_plain_text_and_every_option_has_help() -> None:
         assert option in serve.stdout
 
 
-def test_cli_version() -> None:
+def test_cli_version_names_the_build() -> None:
     shown = ladder("--version")
-    assert shown.returncode == 0 and shown.stdout.strip() == f"ladder {__version__}"
+    build = "compiled" if os.environ.get("LADDER_COMPILED") else "pure Python"  # see scripts/test
+    assert shown.returncode == 0 and shown.stdout.strip() == f"ladder {__version__} ({build})"
 
 
 def test_demo_help_lists_only_options_that_apply() -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ladder.protocol.codec import JSON, MSGPACK, Payload, codec_for_content_type, codec_named
 from ladder.protocol.errors import LadderError
-from ladder.protocol.outframes import OutFrame, pub_frame
+from ladder.protocol.outframes import out_frame, pub_frame
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20) | st.binary(max_size=20),
@@ -21,7 +21,7 @@ json_values = st.recursive(
 @pytest.mark.parametrize("codec", [JSON, MSGPACK])
 @given(value=json_values, seq=st.integers(1, 2**53 - 1))
 def test_stamped_frames_decode_to_the_body_plus_seq(codec: object, value: object, seq: int) -> None:
-    frame = OutFrame({"t": "push", "ev": "e", "d": value})
+    frame = out_frame({"t": "push", "ev": "e", "d": value})
     decoded = codec.decode(frame.encode(codec, seq))  # type: ignore[attr-defined]
     assert decoded == [{"s": seq, "t": "push", "ev": "e", "d": value}]
 
@@ -31,7 +31,7 @@ def test_pub_frame_from_payload_equals_a_plainly_encoded_frame(
     value: object, offset: int, channel: str
 ) -> None:
     fast = pub_frame(channel, offset, Payload.of(value))
-    plain = OutFrame({"t": "pub", "ch": channel, "o": offset, "d": value})
+    plain = out_frame({"t": "pub", "ch": channel, "o": offset, "d": value})
     for codec in (JSON, MSGPACK):
         assert fast.encode(codec, 9) == plain.encode(codec, 9)
 

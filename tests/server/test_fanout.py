@@ -17,6 +17,7 @@ from tests.server.harness import Peer, make_hub
 RECIPIENTS = 1000
 
 
+@pytest.mark.pure
 async def test_publication_is_encoded_once_and_no_task_is_created_per_recipient(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

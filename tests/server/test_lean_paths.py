@@ -27,6 +27,8 @@ from ladder.server.link import Link
 from ladder.server.native import NativeWebSocket
 from tests.server.harness import Peer, make_hub
 
+pytestmark = pytest.mark.pure  # counts and patches the drivers' own calls
+
 CONNECTIONS = 50
 
 

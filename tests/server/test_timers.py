@@ -6,6 +6,8 @@ from __future__ import annotations
 import gc
 from unittest import mock
 
+import pytest
+
 from ladder import ChannelOptions
 from ladder.protocol.session import SessionState
 from ladder.server.hub import internals
@@ -15,6 +17,7 @@ from tests.server.harness import Clock, Peer, make_hub
 from tests.support.work import lines_awaited
 
 
+@pytest.mark.pure
 async def test_a_tick_visits_only_the_sessions_that_are_due() -> None:
     clock = Clock()
     hub = make_hub(clock)
@@ -44,6 +47,7 @@ async def test_a_tick_visits_only_the_sessions_that_are_due() -> None:
         await hub.stop()
 
 
+@pytest.mark.pure
 async def test_attaching_brings_a_deadline_forward_and_a_full_tick_catches_a_missed_one() -> None:
     clock = Clock()
     hub = make_hub(clock)
@@ -104,6 +108,7 @@ async def test_an_ended_session_is_not_kept_alive_by_its_pending_deadline() -> N
         await hub.stop()
 
 
+@pytest.mark.pure
 async def test_the_safety_net_spreads_its_visits_over_the_round() -> None:
     """Every session is visited once per FULL_TICK, a share per tick: 100,000 sessions
     visited at once, with the presence refresh of that tick, stopped the event loop for

@@ -14,35 +14,17 @@ from .errors import LadderError
 
 
 class OutFrame:
-    """A sequenced server frame, encoded once and stamped with ``s`` per session.
-
-    Both encodings are built up front: a value that cannot be encoded is refused where it
-    was produced (``publish`` or a handler's return), never later in a recipient's writer.
-    """
+    """A sequenced server frame, encoded once and stamped with ``s`` per session (built
+    from a body by :func:`out_frame`, or from tails already encoded)."""
 
     __slots__ = ("_json", "_msgpack", "fields", "kind", "size")
 
-    def __init__(self, body: dict[str, Any]) -> None:
-        try:
-            json_tail = JSON.tail(body)
-            msgpack_tail = MSGPACK.tail(body)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise LadderError("bad_frame", f"data cannot be encoded: {exc}") from exc
-        self._set(str(body["t"]), len(body), json_tail, msgpack_tail)
-
-    def _set(self, kind: str, fields: int, json_tail: bytes, msgpack_tail: bytes) -> None:
+    def __init__(self, kind: str, fields: int, json_tail: bytes, msgpack_tail: bytes) -> None:
         self.kind = kind
         self.fields = fields
         self._json = json_tail
         self._msgpack = msgpack_tail
         self.size = len(json_tail)
-
-    @classmethod
-    def from_tails(cls, kind: str, fields: int, json_tail: bytes, msgpack_tail: bytes) -> OutFrame:
-        """Build from pre-encoded tails (see :func:`pub_frame`)."""
-        frame = cls.__new__(cls)
-        frame._set(kind, fields, json_tail, msgpack_tail)
-        return frame
 
     @property
     def tails(self) -> tuple[bytes, bytes]:
@@ -58,6 +40,18 @@ class OutFrame:
         obj = codec.decode(self.encode(codec, seq))[0]
         assert isinstance(obj, dict)
         return obj
+
+
+def out_frame(body: dict[str, Any]) -> OutFrame:
+    """A frame from its body, in both encodings at once: a value that cannot be encoded is
+    refused where it was produced (``publish`` or a handler's return), never later in a
+    recipient's writer."""
+    try:
+        json_tail = JSON.tail(body)
+        msgpack_tail = MSGPACK.tail(body)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LadderError("bad_frame", f"data cannot be encoded: {exc}") from exc
+    return OutFrame(str(body["t"]), len(body), json_tail, msgpack_tail)
 
 
 _PUB_JSON_HEAD: Final = b'"t":"pub","ch":'
@@ -77,30 +71,30 @@ def pub_frame(channel: str, offset: int, payload: Payload) -> OutFrame:
             payload.msgpack,
         )
     )
-    return OutFrame.from_tails("pub", 4, json_tail, msgpack_tail)
+    return OutFrame("pub", 4, json_tail, msgpack_tail)
 
 
 def reply_frame(msg_id: int, data: Any = None) -> OutFrame:
     body: dict[str, Any] = {"t": "reply", "re": msg_id}
     if data is not None:
         body["d"] = data
-    return OutFrame(body)
+    return out_frame(body)
 
 
 def error_frame(error: LadderError, msg_id: int | None = None) -> OutFrame:
     body: dict[str, Any] = {"t": "err", **error.body()}
     if msg_id is not None:
         body["re"] = msg_id
-    return OutFrame(body)
+    return out_frame(body)
 
 
 def push_frame(event: str, data: Any) -> OutFrame:
-    return OutFrame({"t": "push", "ev": event, "d": data})
+    return out_frame({"t": "push", "ev": event, "d": data})
 
 
 def presence_frame(kind: str, channel: str, member: dict[str, Any]) -> OutFrame:
-    return OutFrame({"t": kind, "ch": channel, "m": member})
+    return out_frame({"t": kind, "ch": channel, "m": member})
 
 
 def resync_frame(channel: str, epoch: str, offset: int) -> OutFrame:
-    return OutFrame({"t": "resync", "ch": channel, "ep": epoch, "off": offset})
+    return out_frame({"t": "resync", "ch": channel, "ep": epoch, "off": offset})

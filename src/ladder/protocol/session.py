@@ -315,7 +315,7 @@ class SessionState:
         """A detached session continuing from :meth:`snapshot` (taken in another process)."""
         state = cls(str(snapshot["sid"]), str(snapshot["rt"]), now, limits)
         items = [
-            (OutFrame.from_tails(str(kind), int(fields), bytes(json_tail), bytes(msgpack_tail)), int(size))
+            (OutFrame(str(kind), int(fields), bytes(json_tail), bytes(msgpack_tail)), int(size))
             for kind, fields, json_tail, msgpack_tail, size in snapshot["frames"]
         ]
         state.outbox.restore(int(snapshot["acked"]), items)

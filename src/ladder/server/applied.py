@@ -17,7 +17,7 @@ import msgpack
 from ..engine.base import AppliedRecord
 from ..protocol.codec import MSGPACK
 from ..protocol.frames import Previous, format_ids, parse_ids
-from ..protocol.outframes import OutFrame
+from ..protocol.outframes import OutFrame, out_frame
 
 _REPLY_KIND: Final = MSGPACK.encode("t") + MSGPACK.encode("reply")
 _REPLY_HEAD: Final = _REPLY_KIND + MSGPACK.encode("re")
@@ -84,7 +84,7 @@ class Inherited:
         if body is None:
             return True, None
         fields: dict[str, Any] = msgpack.unpackb(body, raw=False)
-        return True, OutFrame({**fields, "re": number})
+        return True, out_frame({**fields, "re": number})
 
     def pack(self) -> dict[str, Any]:
         record = self.record
