@@ -21,7 +21,7 @@ from ladder.cli import GC_THRESHOLD, build_parser
 from ladder.client import Client
 from tests.support.metrics import wait_for_metric
 from tests.support.redis import RedisServer
-from tests.support.server import ROOT, LadderServer, free_port, stop_process, wait_for_port
+from tests.support.server import ROOT, LadderServer, child_env, free_port, stop_process, wait_for_port
 
 FOREIGN = "http://evil.example"
 
@@ -128,7 +128,7 @@ class PlainUvicorn:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> PlainUvicorn:
-        env = {**os.environ, "LADDER_TEST_CONFIG": json.dumps(self.config), "PYTHONPATH": str(ROOT)}
+        env = child_env(LADDER_TEST_CONFIG=json.dumps(self.config))
         cmd = [sys.executable, "-m", "uvicorn", "tests.support.apps:hub", "--port", str(self.port)]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -233,7 +233,7 @@ async def test_every_module_client_js_imports_is_served_like_client_js(server: L
 
 
 def ladder(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     return subprocess.run(
         [sys.executable, "-m", "ladder.cli", *args],
         cwd=ROOT,

@@ -21,7 +21,7 @@ from ladder import Client
 from ladder.client import Connected, Publication
 from ladder.server.workers import STARTUP_GRACE
 from tests.support.redis import RedisServer
-from tests.support.server import ROOT, LadderServer, free_port
+from tests.support.server import ROOT, LadderServer, child_env, free_port
 
 RUNGS = ["websocket", "sse", "longpoll", "poll"]
 CONFIG = {"heartbeat": 1.0, "session_ttl": 30.0, "poll_timeout": 5.0}
@@ -205,7 +205,7 @@ async def test_a_long_poll_session_resumes_on_either_worker(workers: LadderServe
 
 
 def serve(*args: str, port: int | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     return subprocess.run(
         [
             sys.executable,

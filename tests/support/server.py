@@ -18,6 +18,14 @@ from typing import Any, Self
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a server or CLI process a test starts: this checkout's ``tests``
+    importable, and Ladder from wherever this run takes it (the compiled build in the
+    compiled run of scripts/test, which puts it on ``PYTHONPATH``)."""
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -100,7 +108,7 @@ class LadderServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LadderServer:
-        env = {**os.environ, "LADDER_TEST_CONFIG": json.dumps(self.config), "PYTHONPATH": str(ROOT)}
+        env = child_env(LADDER_TEST_CONFIG=json.dumps(self.config))
         cmd = [
             sys.executable,
             "-m",
