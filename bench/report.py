@@ -834,7 +834,9 @@ class Report:
               if redis_meta and "S7" in self.sc else []),
             "* Every server runs alone, `taskset -c 0` (S7's nodes and redis-server all share it); the load "
             "generator (one Python process, uvloop) runs on core 1. Compression is off everywhere (no "
-            "permessage-deflate, no HTTP compression); logging off. `ladder serve` as it ships: uvloop, "
+            "permessage-deflate, no HTTP compression); logging off. `ladder serve` as it ships: the compiled "
+            "build (the hot paths as mypyc C extensions, as the published wheels install them, from "
+            "`build/compiled/`; runs before 2026-12-03 measured the plain source), uvloop, "
             "httptools, no protocol-level WebSocket pings, the hub's `/ws` served by Ladder's native WebSocket "
             "driver (no ASGI); \"Ladder (ASGI WebSocket)\" is `ladder serve --asgi-ws` (uvicorn's "
             "`websockets-sansio` implementation). python-socketio runs under the same uvicorn settings "

@@ -740,7 +740,8 @@ async def s7(cfg: Config, engine: str, nodes: int) -> list[dict[str, Any]]:
             redis = servers.start_redis(cfg.logdir)
             started.append(redis)
             url = f"redis://127.0.0.1:{redis.port}/0"
-        ladders = servers.start_many(nodes, "ladder", cfg.logdir, redis_url=url)
+        kind = os.environ.get("BENCH_S7_KIND", "ladder")  # ladder-pure: the same source, interpreted
+        ladders = servers.start_many(nodes, kind, cfg.logdir, redis_url=url)
         started.extend(ladders)
         group = servers.Group(f"ladder-{engine}-{nodes}", ladders + [s for s in started if s.kind == "redis"])
         pub_node, sub_nodes = ladders[0], ladders[1:] or ladders
