@@ -10,6 +10,7 @@ libuv threads count), memory from ``/proc/<pid>/status`` (VmRSS).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -168,11 +169,10 @@ def asgi_variant() -> bool:
     return "--asgi-ws" in out
 
 
+@functools.cache
 def compiled() -> Path:
     """The compiled build of this checkout, built (or found up to date) once per run."""
-    if not getattr(compiled, "_checked", False):
-        subprocess.run([str(ROOT / "scripts" / "compiled")], check=True)
-        compiled._checked = True  # type: ignore[attr-defined]
+    subprocess.run([str(ROOT / "scripts" / "compiled")], check=True)
     return COMPILED
 
 
