@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from types import SimpleNamespace
 from typing import Any
 
@@ -86,7 +86,7 @@ async def test_a_publication_to_many_native_connections_is_one_callback_and_one_
         transport = FakeTransport()
         conn.connection_made(transport)  # type: ignore[arg-type]
         conn.codec = MSGPACK if n % 2 else JSON
-        conn.link = Link(peer.session, peer.att, settings.clock, Counter(), wake=conn._wake)
+        conn.link = Link(peer.session, peer.att, settings.clock, defaultdict(int), wake=conn._wake)
         transports.append(transport)
     await asyncio.sleep(0)  # nothing was waiting: every connection flushed once, wrote nothing
     assert all(not t.written for t in transports)
@@ -155,7 +155,7 @@ async def test_a_writer_that_took_everything_sleeps_until_woken_again() -> None:
     hub = make_hub()
     peer = await Peer.open(hub)
     await peer.request({"t": "sub", "ch": "room"})
-    link = Link(peer.session, peer.att, internals(hub).settings.clock, Counter())
+    link = Link(peer.session, peer.att, internals(hub).settings.clock, defaultdict(int))
     await hub.publish("room", {"n": 1})
     _, frames = link.take()
     assert len(frames) == 1 and not link.more(frames)

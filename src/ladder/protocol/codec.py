@@ -209,6 +209,7 @@ class JsonCodec(Codec):
 
     def decode(self, data: bytes | str, max_frame: int | None = None) -> list[Any]:
         raw = data.encode() if isinstance(data, str) else data
+        tagged = _BYTES_TAG_RAW in raw  # (looked for once per message, not once per frame)
         out: list[Any] = []
         for line in raw.split(b"\n"):
             if not line.strip():
@@ -219,7 +220,7 @@ class JsonCodec(Codec):
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 raise LadderError("bad_frame", f"invalid JSON: {exc.msg}") from exc
-            if _BYTES_TAG_RAW in line:
+            if tagged and _BYTES_TAG_RAW in line:
                 obj = _untag(obj)
             out.append(obj)
         return out

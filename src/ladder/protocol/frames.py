@@ -33,6 +33,10 @@ MAX_NAME: Final = 255
 # ---------------------------------------------------------------------------------------
 # Client -> server records
 # ---------------------------------------------------------------------------------------
+# The records a client sends with every message (Publish, Emit, Call, Ack, Ping, Pong) write
+# their own ``__init__`` and are not frozen: compiled, that is one C call, where the
+# ``__init__`` a dataclass generates stays interpreted (a frozen one sets each field through
+# ``object.__setattr__``): 0.05 against 1.4 µs per record, measured with mypyc.
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,25 +82,40 @@ class Unsubscribe:
     ch: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Publish:
     i: int
     ch: str
     d: Any
 
+    def __init__(self, i: int, ch: str, d: Any) -> None:
+        self.i = i
+        self.ch = ch
+        self.d = d
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Emit:
     i: int
     ev: str
     d: Any
 
+    def __init__(self, i: int, ev: str, d: Any) -> None:
+        self.i = i
+        self.ev = ev
+        self.d = d
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Call:
     i: int
     ev: str
     d: Any
+
+    def __init__(self, i: int, ev: str, d: Any) -> None:
+        self.i = i
+        self.ev = ev
+        self.d = d
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,19 +147,28 @@ class Invalid:
     error: LadderError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ack:
     s: int
 
+    def __init__(self, s: int) -> None:
+        self.s = s
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Ping:
     n: int | None = None
 
+    def __init__(self, n: int | None = None) -> None:
+        self.n = n
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Pong:
     n: int | None = None
+
+    def __init__(self, n: int | None = None) -> None:
+        self.n = n
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,9 @@ from .node import Node
 from .routes import handle
 
 
-@dataclass(frozen=True, slots=True)
+# One is made for every event a handler receives: not frozen, since a frozen dataclass sets
+# each field through ``object.__setattr__`` (1.9 against 0.5 µs per context).
+@dataclass(slots=True)
 class Context:
     """What a handler knows about the client that sent the event (its first argument).
 

@@ -121,7 +121,7 @@ class Inbound:
                 elif isinstance(frame, Hello):
                     raise LadderError("bad_frame", "hello is only valid as the first frame")
                 else:
-                    if isinstance(frame, Emit | Call) and not self.engine.healthy_for(session.state.sid):
+                    if isinstance(frame, (Emit, Call)) and not self.engine.healthy_for(session.state.sid):
                         # A handler's effects are outside the engine, and what this node applied
                         # now it could not record: were the session then lost (other nodes
                         # cannot reach this one either), its successor would apply it again.
@@ -203,7 +203,7 @@ class Inbound:
         returned = False
         try:
             while session.ready and state.phase is not Phase.CLOSED and not session.moving:
-                if isinstance(session.ready[0], Emit | Call) and not self.engine.healthy_for(state.sid):
+                if isinstance(session.ready[0], (Emit, Call)) and not self.engine.healthy_for(state.sid):
                     self._unrecordable(session)  # accepted while the engine answered
                     break
                 frame, returned = session.ready.popleft(), False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -40,7 +40,7 @@ class Link:
         session: Session,
         att: Attachment,
         clock: Callable[[], float],
-        frames_out: Counter[str],
+        frames_out: defaultdict[str, int],
         wake: Callable[[], None] | None = None,
     ) -> None:
         self.session = session
