@@ -9,6 +9,11 @@ Node Socket.IO server (``peers/node/server.js``), so every server does the same 
 * ``rpc``  (call) data: returns data unchanged (S4). Socket.IO: an event with an ack.
 * ``hi``   (call): returns ``"hi"`` (S6, the first message after connecting).
 
+The two handlers that only compute (``rpc``, ``hi``) are plain functions on every server,
+as Socket.IO's are callbacks: each server's cheapest form of such a handler (Ladder applies
+a plain handler's call as it reads it, with no task; python-socketio still starts a task
+per event). ``pub`` and ``chat`` wait for the publication, so they are ``async``.
+
 Subscribing is Ladder's own ``sub`` frame (Socket.IO: a ``join`` event with an ack).
 Settings come from ``BENCH_LADDER`` (JSON of ``Ladder`` keyword arguments), e.g. a shorter
 heartbeat for the idle-footprint scenario. ``BENCH_REDIS_URL``, when set, selects the Redis
@@ -67,12 +72,12 @@ async def chat(ctx: Context, data: Any) -> None:
 
 
 @hub.on("rpc")
-async def rpc(ctx: Context, data: Any) -> Any:
+def rpc(ctx: Context, data: Any) -> Any:
     return data
 
 
 @hub.on("hi")
-async def hi(ctx: Context, data: Any) -> str:
+def hi(ctx: Context, data: Any) -> str:
     return "hi"
 
 

@@ -53,12 +53,12 @@ async def chat(sid: str, data: dict[str, Any]) -> None:
 
 
 @sio.on("rpc")
-async def rpc(sid: str, data: Any) -> Any:
-    return data
+def rpc(sid: str, data: Any) -> Any:
+    return data  # a plain function, as in ladder_app.py: a handler that only computes
 
 
 @sio.on("hi")
-async def hi(sid: str, data: Any = None) -> str:
+def hi(sid: str, data: Any = None) -> str:
     return "hi"
 
 

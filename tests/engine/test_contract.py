@@ -288,6 +288,18 @@ async def test_applied_records_are_read_only_with_the_resume_token(make: Make) -
     assert (record.done, record.replies, record.origins) == (3, {2: b"two"}, ["k1", "k2"])
 
 
+async def test_an_engine_that_records_at_once_never_waits_to_record(make: Make) -> None:
+    """``records_at_once`` lets a driver apply a message with no task: recording must then
+    finish in the coroutine's first step (only the memory engine says so)."""
+    engine, _ = await make()
+    assert engine.records_at_once is (make.kind == "memory")
+    if engine.records_at_once:
+        recording = engine.record_applied("s3", "tok", done=1, reply=None, forget=(), origins=None, ttl=30)
+        with pytest.raises(StopIteration):
+            recording.send(None)
+        assert await engine.applied_record("s3", "tok") is not None
+
+
 async def test_applied_records_expire(make: Make) -> None:
     engine, _ = await make()
     await engine.record_applied("s2", "tok", done=1, reply=None, forget=(), origins=None, ttl=0.3)

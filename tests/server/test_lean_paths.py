@@ -346,6 +346,90 @@ async def test_acks_pings_and_pongs_are_applied_with_no_task_and_calls_in_order(
     assert not conn.closing
 
 
+async def test_calls_to_plain_handlers_are_applied_as_read_with_no_task_and_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the memory engine a call whose handler is a plain function is answered in the turn
+    that read it; an async handler runs in a task (with ``asyncio.timeout`` working), and
+    what arrives meanwhile waits its turn. A plain function that returns an awaitable has it
+    run in a task too."""
+    hub = make_hub()
+    ran: list[Any] = []
+
+    @hub.on("add")
+    def add(_ctx: Any, data: Any) -> Any:
+        ran.append(data)
+        return data + 1
+
+    @hub.on("echo")
+    async def echo(_ctx: Any, data: Any) -> Any:
+        async with asyncio.timeout(5):  # needs a current task
+            await asyncio.sleep(0)
+        ran.append(data)
+        return data
+
+    async def later(data: Any) -> Any:
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0)
+        ran.append(data)
+        return data
+
+    @hub.on("defer")
+    def defer(_ctx: Any, data: Any) -> Any:
+        return later(data)
+
+    await hub.start()
+    loop = asyncio.get_running_loop()
+    conn, transport = _accepted(hub, monkeypatch)
+
+    def send(*frames: dict[str, Any]) -> None:
+        conn.data_received(_client_frame(0x1, b"\n".join(JSON.encode(f) for f in frames)))
+
+    def replies() -> list[tuple[int, Any]]:
+        out = [f for data in transport.written[1:] for f in JSON.decode(_unframe(data))]
+        transport.written[1:] = []
+        return [(f["re"], f.get("d", f.get("code"))) for f in out if f["t"] in ("reply", "err")]
+
+    send({"t": "hello", "v": 1})
+    for _ in range(10):
+        await asyncio.sleep(0)
+    replies()
+    tasks = 0
+    factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        nonlocal tasks
+        tasks += 1
+        return factory(loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        send({"t": "call", "i": 1, "ev": "add", "d": 1})
+        assert (ran, tasks) == ([1], 0)  # applied in this turn, with no task
+        send({"t": "call", "i": 2, "ev": "echo", "d": 2})
+        send({"t": "call", "i": 3, "ev": "add", "d": 3})  # behind the async one: waits its turn
+        assert (ran, tasks) == ([1], 1)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert ran == [1, 2, 3]
+        assert replies() == [(1, 2), (2, 2), (3, 4)]
+        send({"t": "call", "i": 4, "ev": "defer", "d": 4})
+        assert tasks == 2  # the awaitable went on in a task
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert replies() == [(4, 4)]
+        hub_engine = internals(hub).engine
+        monkeypatch.setattr(hub_engine, "records_at_once", False)
+        send({"t": "call", "i": 5, "ev": "add", "d": 5})
+        assert (ran[-1], tasks) == (4, 3)  # an engine that may wait to record: a task
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert replies() == [(5, 6)]
+    finally:
+        loop.set_task_factory(factory)
+    assert not conn.closing
+
+
 async def test_frames_sent_with_the_upgrade_come_before_the_next_ones(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

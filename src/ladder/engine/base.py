@@ -219,6 +219,11 @@ class SessionRouting(Protocol):
 class AppliedRecords(Protocol):
     """What each session applied, kept outside the node holding it (idempotency)."""
 
+    records_at_once: bool
+    """Whether ``record_applied`` finishes without waiting for anything (in this process's
+    memory): a message whose handler is a plain function is then applied as it is read,
+    without a task (:meth:`~ladder.server.inbound.Inbound.receive_now`)."""
+
     async def record_applied(
         self,
         sid: str,

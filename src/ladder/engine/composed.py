@@ -42,6 +42,7 @@ class ComposedEngine:
         self.routing = routing
         self.applied = applied
         self.node_id = routing.node_id
+        self.records_at_once = applied.records_at_once
 
     healthy: bool
     """Set by each engine (it knows what it depends on)."""

@@ -11,6 +11,7 @@ app handler escapes: a :class:`LadderError` becomes that error, anything else a
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from .config import Settings
 from .metrics import Counters
 from .refusals import Refusals
 from .session import Session
+from .tasks import Tasks
 
 log = logging.getLogger("ladder")
 
@@ -56,7 +58,17 @@ _NO_REPLY = _NoReply()
 class Dispatch:
     """Applies numbered client frames with what they need, and nothing that calls back up."""
 
-    __slots__ = ("channels", "context", "counters", "engine", "handlers", "refused", "settings")
+    __slots__ = (
+        "_kinds",
+        "channels",
+        "context",
+        "counters",
+        "engine",
+        "handlers",
+        "refused",
+        "settings",
+        "tasks",
+    )
 
     def __init__(
         self,
@@ -68,6 +80,7 @@ class Dispatch:
         context: MakeContext,
         counters: Counters,
         refused: Refusals,
+        tasks: Tasks,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -76,6 +89,23 @@ class Dispatch:
         self.context = context
         self.counters = counters
         self.refused = refused
+        self.tasks = tasks
+        self._kinds: dict[str, tuple[Handler, bool]] = {}
+        """Per event, its handler when last seen and whether it is a plain function."""
+
+    def plain(self, event: str) -> bool:
+        """Whether applying ``event`` calls no coroutine function: a plain function's handler
+        (or none: ``unknown_event``) finishes without waiting."""
+        handler = self.handlers.get(event)
+        if handler is None:
+            return True
+        kind = self._kinds.get(event)
+        if kind is not None and kind[0] is handler:
+            return kind[1]
+        call = getattr(handler, "__call__", None)  # noqa: B004 - an instance with an async __call__
+        plain = not (inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call))
+        self._kinds[event] = (handler, plain)
+        return plain
 
     async def apply(self, session: Session, frame: Numbered) -> OutFrame | None:
         """Apply one client frame. Returns its answer, to be sent once the frame is recorded
@@ -85,6 +115,10 @@ class Dispatch:
             if isinstance(frame, (Call, Emit)):  # the common case, with one coroutine fewer
                 result = self._run_handler(session, frame)
                 if inspect.isawaitable(result):
+                    if self.tasks.now:
+                        # Applied at once so far (a plain function returned an awaitable): the
+                        # awaitable runs in a task, which it may need.
+                        await asyncio.sleep(0)
                     result = await result
             else:
                 result = await _APPLY[type(frame)](self, session, frame)

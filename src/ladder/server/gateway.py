@@ -59,8 +59,8 @@ class Gateway:
         self.receive = inbound.receive
         """``receive(session, att, frames)``: client frames that arrived on ``att`` (None: a POST)."""
         self.receive_now = inbound.receive_now
-        """``receive_now(session, att, frames)``: acks, pings and pongs applied at once (False:
-        the batch has more, for :attr:`receive`)."""
+        """``receive_now(session, att, frames)``: a batch applied at once when nothing in it
+        waits (False: it may, for :attr:`receive` in a task)."""
         self._node = node
         limits = settings.limits
         self.address_limiter = Limiter(Rate(limits.request_rate, limits.request_burst))

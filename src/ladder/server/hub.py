@@ -179,6 +179,12 @@ class Ladder:
         ``LadderError(code, reason)`` sends that code and reason to the caller; any other
         exception is logged with its traceback and reaches the caller as ``handler_error``.
         An event with no handler is refused with ``unknown_event``.
+
+        A plain function is the cheaper kind for a handler that only computes: on the memory
+        engine, behind ``ladder serve``'s WebSocket driver, it is applied as its message is
+        read, with no task. A handler that waits for anything (I/O, ``hub.publish``) is
+        ``async def`` and runs in a task of its own, which ``asyncio.timeout`` and the
+        libraries built on it need.
         """
 
         def register(handler: Handler) -> Handler:

@@ -79,11 +79,22 @@ class Inbound:
             session.state.send_away(error)
 
     def receive_now(self, session: Session, att: Attachment, frames: list[ClientFrame]) -> bool:
-        """Apply at once a batch of acks, pings and pongs only (nothing in them waits, so a
-        driver needs no task for them); False, with nothing done, for any other batch."""
-        if not all(type(frame) in _AT_ONCE for frame in frames):
+        """Apply a batch at once, in the driver's turn, when nothing in it waits: acks, pings
+        and pongs; and, with an engine that records at once, calls and emits whose handlers
+        are plain functions. A driver then needs no task for it. False, with nothing done, for
+        any other batch (an async handler runs in a task: it may need one of its own)."""
+        if all(type(frame) in _AT_ONCE for frame in frames):
+            self._offer(session, att, frames)
+            return True
+        if not self.engine.records_at_once:
             return False
-        self._offer(session, att, frames)
+        dispatch = self.dispatch
+        for frame in frames:
+            if type(frame) in _AT_ONCE:
+                continue
+            if not (isinstance(frame, (Emit, Call)) and dispatch.plain(frame.ev)):
+                return False
+        self.tasks.run_now(self.receive(session, att, frames), "ladder-receive")
         return True
 
     def _offer(

@@ -10,8 +10,9 @@ as every other rung, without ASGI's coroutines, tasks and awaits per message:
 * after the handshake (``websockets``' sans-I/O ``ServerProtocol``), client frames are
   read by a :class:`FrameReader`: whole small ones straight from the bytes, the rest by a
   frame-level protocol that exists only while it has something to do;
-* acks, pings and pongs are applied at once; other messages by a short-lived task that
-  runs only while some are queued.
+* what waits for nothing is applied at once (acks, pings and pongs; on the memory engine,
+  calls and emits whose handlers are plain functions); other messages by a short-lived
+  task that runs only while some are queued.
 
 Requests for any other path (the app's own WebSockets when the hub is mounted inside an
 app) are handed to uvicorn's standard implementation.
@@ -228,7 +229,7 @@ class NativeWebSocket(asyncio.Protocol):
             return
         link = self.link
         if link is not None and self.applier is None:
-            # Nothing waits before it: acks, pings and pongs are applied now, with no task.
+            # What waits for nothing is applied now, with no task (Inbound.receive_now).
             try:
                 if self._apply_now(link, data, codec):
                     return

@@ -66,6 +66,7 @@ class Node:
             context=context,
             counters=self.counters,
             refused=self.refused,
+            tasks=self.tasks,
         )
         self.inbound = Inbound(
             settings,

@@ -18,6 +18,8 @@ tuple at its first pass over it, so it is never promoted to the oldest generatio
 class MemoryAppliedRecords:
     """The :class:`~ladder.engine.base.AppliedRecords` part of the memory engine."""
 
+    records_at_once = True
+
     def __init__(self, clock: Callable[[], float], touched: Callable[[float], None]) -> None:
         self._clock = clock
         self._touched = touched

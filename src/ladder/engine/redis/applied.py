@@ -17,6 +17,8 @@ from .link import RedisLink, unavailable
 class RedisAppliedRecords:
     """The :class:`~ladder.engine.base.AppliedRecords` part of the Redis engine."""
 
+    records_at_once = False
+
     def __init__(self, link: RedisLink) -> None:
         self._link = link
 

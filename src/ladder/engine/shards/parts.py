@@ -56,6 +56,8 @@ class ShardedPresence:
 class ShardedApplied:
     """The :class:`~ladder.engine.base.AppliedRecords` part: a record lives by session id."""
 
+    records_at_once = False
+
     def __init__(self, placement: Placement[RedisEngine]) -> None:
         self._of = placement.of
 
