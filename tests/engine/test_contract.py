@@ -292,8 +292,9 @@ async def test_an_engine_that_records_at_once_never_waits_to_record(make: Make) 
     """``records_at_once`` lets a driver apply a message with no task: recording must then
     finish in the coroutine's first step (only the memory engine says so)."""
     engine, _ = await make()
-    assert engine.records_at_once is (make.kind == "memory")
-    if engine.records_at_once:
+    at_once = getattr(engine, "records_at_once", False)
+    assert at_once is (make.kind == "memory")
+    if at_once:
         recording = engine.record_applied("s3", "tok", done=1, reply=None, forget=(), origins=None, ttl=30)
         with pytest.raises(StopIteration):
             recording.send(None)

@@ -217,12 +217,14 @@ class SessionRouting(Protocol):
 
 
 class AppliedRecords(Protocol):
-    """What each session applied, kept outside the node holding it (idempotency)."""
+    """What each session applied, kept outside the node holding it (idempotency).
 
-    records_at_once: bool
-    """Whether ``record_applied`` finishes without waiting for anything (in this process's
-    memory): a message whose handler is a plain function is then applied as it is read,
-    without a task (:meth:`~ladder.server.inbound.Inbound.receive_now`)."""
+    An engine whose ``record_applied`` never waits for anything (it finishes in its
+    coroutine's first step, as records kept in this process's memory do) may say so with an
+    attribute ``records_at_once = True``: a message whose handler is a plain function is then
+    applied as ``ladder serve``'s WebSocket driver reads it, without a task. Without it
+    (``False``, as on Redis), every such message gets a task.
+    """
 
     async def record_applied(
         self,

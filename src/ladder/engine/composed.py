@@ -42,7 +42,8 @@ class ComposedEngine:
         self.routing = routing
         self.applied = applied
         self.node_id = routing.node_id
-        self.records_at_once = applied.records_at_once
+        self.records_at_once: bool = getattr(applied, "records_at_once", False)
+        """Whether ``record_applied`` never waits (see :class:`~ladder.engine.AppliedRecords`)."""
 
     healthy: bool
     """Set by each engine (it knows what it depends on)."""

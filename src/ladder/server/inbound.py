@@ -86,7 +86,7 @@ class Inbound:
         if all(type(frame) in _AT_ONCE for frame in frames):
             self._offer(session, att, frames)
             return True
-        if not self.engine.records_at_once:
+        if not getattr(self.engine, "records_at_once", False):  # (see AppliedRecords)
             return False
         dispatch = self.dispatch
         for frame in frames:
