@@ -48,6 +48,15 @@ def test_json_bytes_are_tagged_and_restored() -> None:
     assert JSON.decode(raw) == [{"d": b"\x00\xff"}]
 
 
+def test_json_batches_skip_blank_lines_and_keep_dollar_strings() -> None:
+    """Blank or whitespace-only lines between frames are skipped, and a ``$`` that is not
+    the bytes tag is a plain character (the tag is looked for only where a ``$`` is)."""
+    assert JSON.decode(b'\n{"t":"a"}\n\n \t\r\n{"t":"b","d":"$5"}\n') == [{"t": "a"}, {"t": "b", "d": "$5"}]
+    assert JSON.decode(b'{"t":"a"}\n{"d":{"$b":"AP8="}}') == [{"t": "a"}, {"d": b"\x00\xff"}]
+    with pytest.raises(LadderError):
+        JSON.decode(b'{"t":"a"}\n x \n')
+
+
 def test_msgpack_carries_bytes_natively() -> None:
     raw = MSGPACK.encode({"d": b"\x00\xff"})
     assert b"$b" not in raw and MSGPACK.decode(raw) == [{"d": b"\x00\xff"}]

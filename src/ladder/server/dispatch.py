@@ -15,7 +15,8 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from types import CoroutineType
+from typing import Any, Final, TypeAlias
 
 from ..engine.base import Engine, HistoryResult, Member, Payload, Position
 from ..protocol.errors import LadderError
@@ -46,6 +47,11 @@ Handler: TypeAlias = Callable[[Any, Any], Any]
 """An app's event handler: ``handler(ctx, data)``, sync or async."""
 MakeContext: TypeAlias = Callable[[str, str, Identity, str, "str | None"], Any]
 """Builds a handler's first argument from (sid, client id, identity, event, message key)."""
+
+
+_VALUES: Final = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
+"""What a plain handler returns, none of it awaitable: ``inspect.isawaitable`` (interpreted)
+is asked only about anything else."""
 
 
 class _NoReply:
@@ -114,7 +120,8 @@ class Dispatch:
         try:
             if isinstance(frame, (Call, Emit)):  # the common case, with one coroutine fewer
                 result = self._run_handler(session, frame)
-                if inspect.isawaitable(result):
+                kind = type(result)
+                if kind is CoroutineType or (kind not in _VALUES and inspect.isawaitable(result)):
                     if self.tasks.now:
                         # Applied at once so far (a plain function returned an awaitable): the
                         # awaitable runs in a task, which it may need.
