@@ -5,8 +5,10 @@ sleeps; a call's recorded answer is cut from its encoding, byte for byte the lon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -280,6 +282,48 @@ async def test_messages_read_straight_from_the_bytes_are_those_the_client_sent(
     assert sum(fast) > 0  # some were read straight from the bytes
 
 
+class _Said:
+    """A native connection of a hub that said hello: frames in, what the hub wrote out."""
+
+    def __init__(self, conn: NativeWebSocket, transport: FakeTransport) -> None:
+        self.conn, self.transport = conn, transport
+
+    @classmethod
+    async def hello(cls, hub: Ladder, monkeypatch: pytest.MonkeyPatch) -> _Said:
+        said = cls(*_accepted(hub, monkeypatch))
+        said.send({"t": "hello", "v": 1})
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert [f["t"] for f in said.written()] == ["welcome"]
+        return said
+
+    def send(self, *frames: dict[str, Any]) -> None:
+        self.conn.data_received(_client_frame(0x1, b"\n".join(JSON.encode(f) for f in frames)))
+
+    def written(self) -> list[dict[str, Any]]:
+        out = [f for data in self.transport.written[1:] for f in JSON.decode(_unframe(data))]
+        self.transport.written[1:] = []
+        return out
+
+
+@contextlib.contextmanager
+def _counting_tasks() -> Iterator[list[int]]:
+    """Counts the tasks made on the running loop meanwhile (in the list's one item)."""
+    loop = asyncio.get_running_loop()
+    made = [0]
+    factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        made[0] += 1
+        return factory(loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        yield made
+    finally:
+        loop.set_task_factory(factory)
+
+
 async def test_acks_pings_and_pongs_are_applied_with_no_task_and_calls_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -291,21 +335,8 @@ async def test_acks_pings_and_pongs_are_applied_with_no_task_and_calls_in_order(
         return data
 
     await hub.start()
-    loop = asyncio.get_running_loop()
-    conn, transport = _accepted(hub, monkeypatch)
-
-    def send(*frames: dict[str, Any]) -> None:
-        conn.data_received(_client_frame(0x1, b"\n".join(JSON.encode(f) for f in frames)))
-
-    def written() -> list[dict[str, Any]]:
-        out = [f for data in transport.written[1:] for f in JSON.decode(_unframe(data))]
-        transport.written[1:] = []
-        return out
-
-    send({"t": "hello", "v": 1})
-    for _ in range(10):
-        await asyncio.sleep(0)
-    assert [f["t"] for f in written()] == ["welcome"]
+    said = await _Said.hello(hub, monkeypatch)
+    send, written = said.send, said.written
     offered: list[list[str]] = []
     inbound = type(internals(hub).inbound)
     offer = inbound._offer
@@ -315,35 +346,24 @@ async def test_acks_pings_and_pongs_are_applied_with_no_task_and_calls_in_order(
         return offer(self, session, att, frames)
 
     monkeypatch.setattr(inbound, "_offer", logged)
-    tasks = 0
-    factory = loop.get_task_factory()
-
-    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
-        nonlocal tasks
-        tasks += 1
-        return factory(loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=loop, **kwargs)
-
-    loop.set_task_factory(counting)
-    try:
+    with _counting_tasks() as tasks:
         send({"t": "ping", "n": 5})
         send({"t": "pong"})
-        assert tasks == 0  # applied where they arrived
+        assert tasks == [0]  # applied where they arrived
         await asyncio.sleep(0)
         assert written() == [{"t": "pong", "n": 5}]
         send({"t": "call", "i": 1, "ev": "echo", "d": 1})
         send({"t": "ack", "s": 0}, {"t": "ping", "n": 6})  # queued behind the call: kept in order
         send({"t": "call", "i": 2, "ev": "echo", "d": 2})
-        assert tasks == 1
+        assert tasks == [1]
         for _ in range(20):
             await asyncio.sleep(0)
-    finally:
-        loop.set_task_factory(factory)
     frames = written()
     assert [(f["re"], f["d"]) for f in frames if f["t"] == "reply"] == [(1, 1), (2, 2)]
     assert [f["n"] for f in frames if f["t"] == "pong"] == [6]
     # In the order they arrived: what came while a call was queued waited its turn.
     assert offered == [["Ping"], ["Pong"], ["Call"], ["Ack", "Ping"], ["Call"]]
-    assert not conn.closing
+    assert not said.conn.closing
 
 
 async def test_calls_to_plain_handlers_are_applied_as_read_with_no_task_and_in_order(
@@ -379,55 +399,34 @@ async def test_calls_to_plain_handlers_are_applied_as_read_with_no_task_and_in_o
         return later(data)
 
     await hub.start()
-    loop = asyncio.get_running_loop()
-    conn, transport = _accepted(hub, monkeypatch)
-
-    def send(*frames: dict[str, Any]) -> None:
-        conn.data_received(_client_frame(0x1, b"\n".join(JSON.encode(f) for f in frames)))
+    said = await _Said.hello(hub, monkeypatch)
+    send = said.send
 
     def replies() -> list[tuple[int, Any]]:
-        out = [f for data in transport.written[1:] for f in JSON.decode(_unframe(data))]
-        transport.written[1:] = []
-        return [(f["re"], f.get("d", f.get("code"))) for f in out if f["t"] in ("reply", "err")]
+        return [(f["re"], f.get("d", f.get("code"))) for f in said.written() if f["t"] in ("reply", "err")]
 
-    send({"t": "hello", "v": 1})
-    for _ in range(10):
-        await asyncio.sleep(0)
-    replies()
-    tasks = 0
-    factory = loop.get_task_factory()
-
-    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
-        nonlocal tasks
-        tasks += 1
-        return factory(loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=loop, **kwargs)
-
-    loop.set_task_factory(counting)
-    try:
+    with _counting_tasks() as tasks:
         send({"t": "call", "i": 1, "ev": "add", "d": 1})
-        assert (ran, tasks) == ([1], 0)  # applied in this turn, with no task
+        assert (ran, tasks) == ([1], [0])  # applied in this turn, with no task
         send({"t": "call", "i": 2, "ev": "echo", "d": 2})
         send({"t": "call", "i": 3, "ev": "add", "d": 3})  # behind the async one: waits its turn
-        assert (ran, tasks) == ([1], 1)
+        assert (ran, tasks) == ([1], [1])
         for _ in range(20):
             await asyncio.sleep(0)
         assert ran == [1, 2, 3]
         assert replies() == [(1, 2), (2, 2), (3, 4)]
         send({"t": "call", "i": 4, "ev": "defer", "d": 4})
-        assert tasks == 2  # the awaitable went on in a task
+        assert tasks == [2]  # the awaitable went on in a task
         for _ in range(20):
             await asyncio.sleep(0)
         assert replies() == [(4, 4)]
-        hub_engine = internals(hub).engine
-        monkeypatch.setattr(hub_engine, "records_at_once", False)
+        monkeypatch.setattr(internals(hub).engine, "records_at_once", False)
         send({"t": "call", "i": 5, "ev": "add", "d": 5})
-        assert (ran[-1], tasks) == (4, 3)  # an engine that may wait to record: a task
+        assert (ran[-1], tasks) == (4, [3])  # an engine that may wait to record: a task
         for _ in range(20):
             await asyncio.sleep(0)
         assert replies() == [(5, 6)]
-    finally:
-        loop.set_task_factory(factory)
-    assert not conn.closing
+    assert not said.conn.closing
 
 
 async def test_frames_sent_with_the_upgrade_come_before_the_next_ones(
