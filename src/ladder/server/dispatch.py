@@ -123,11 +123,14 @@ class Dispatch:
                 kind = type(result)
                 if kind is CoroutineType or (kind not in _VALUES and inspect.isawaitable(result)):
                     if self.tasks.now:
-                        # Applied at once so far (a plain function returned an awaitable): the
-                        # awaitable runs in a task, which it may need.
+                        # Applied at once so far (a plain function returned an awaitable, or a
+                        # call queued before was drained with this one): the awaitable runs in
+                        # a task, which it may need.
                         await asyncio.sleep(0)
                     result = await result
             else:
+                if self.tasks.now:
+                    await asyncio.sleep(0)  # (the same: permissions and auth run in a task)
                 result = await _APPLY[type(frame)](self, session, frame)
         except LadderError as exc:
             if not isinstance(frame, Invalid):  # invalid frames were counted when refused

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Generator
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, cast
 
 log = logging.getLogger("ladder")
 
@@ -55,34 +55,45 @@ class Tasks:
             return
         finally:
             self.now = outer
-        self.spawn(_go_on(coro, waiting), name)
+        self.spawn(cast(Coroutine[Any, Any, None], _GoOn(coro, waiting)), name)
 
 
-async def _go_on(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
-    """Go on with ``coro``, which stopped (outside any task) to wait for ``waiting``: hand
-    what it waits for to this task, and what the task is sent or thrown back to it."""
-    while True:
-        try:
-            await _Wait(waiting)
-        except BaseException as exc:  # (a cancellation thrown into this task is the coroutine's)
-            try:
-                waiting = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting = coro.send(None)
-            except StopIteration:
-                return
+class _GoOn:
+    """The rest of a coroutine that stopped, outside any task, to wait for ``waiting``, as a
+    task's coroutine: its first step hands the task what the coroutine waits for; after that,
+    what the task sends or throws goes to the coroutine (a cancellation before the first
+    step too, so the coroutine always hears of it where it waits)."""
+
+    __slots__ = ("_coro", "_started", "_waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+        self._started = False
+
+    def send(self, value: Any) -> Any:
+        if not self._started:
+            self._started = True
+            waiting, self._waiting = self._waiting, None
+            return waiting
+        return self._coro.send(value)
+
+    def throw(self, error: BaseException) -> Any:
+        self._started = True
+        self._waiting = None
+        return self._coro.throw(error)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> _GoOn:
+        return self
+
+    def __iter__(self) -> _GoOn:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
 
 
-class _Wait:
-    """Awaiting it yields ``waiting`` (a future, or None for a bare yield) to the task, once."""
-
-    __slots__ = ("waiting",)
-
-    def __init__(self, waiting: Any) -> None:
-        self.waiting = waiting
-
-    def __await__(self) -> Generator[Any, None, None]:
-        yield self.waiting
+Coroutine.register(_GoOn)  # what asyncio takes as a task's coroutine
