@@ -83,18 +83,18 @@ class Inbound:
         and pongs; and, with an engine that records at once, calls and emits whose handlers
         are plain functions. A driver then needs no task for it. False, with nothing done, for
         any other batch (an async handler runs in a task: it may need one of its own)."""
-        if all(type(frame) in _AT_ONCE for frame in frames):
-            self._offer(session, att, frames)
-            return True
-        if not getattr(self.engine, "records_at_once", False):  # (see AppliedRecords)
-            return False
-        dispatch = self.dispatch
+        records_at_once = getattr(self.engine, "records_at_once", False)  # (see AppliedRecords)
+        numbered = False
         for frame in frames:
             if type(frame) in _AT_ONCE:
                 continue
-            if not (isinstance(frame, (Emit, Call)) and dispatch.plain(frame.ev)):
+            if not (records_at_once and isinstance(frame, (Emit, Call)) and self.dispatch.plain(frame.ev)):
                 return False
-        self.tasks.run_now(self.receive(session, att, frames), "ladder-receive")
+            numbered = True
+        if numbered:
+            self.tasks.run_now(self.receive(session, att, frames), "ladder-receive")
+        else:
+            self._offer(session, att, frames)
         return True
 
     def _offer(
