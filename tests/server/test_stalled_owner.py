@@ -95,3 +95,56 @@ async def test_a_hand_over_lost_on_the_way_ends_in_unknown_session_not_endless_r
     finally:
         await owner.stop()
         await asker.stop()
+
+
+@pytest.mark.parametrize("request_kind", ["stream", "post"])
+async def test_a_hand_over_lost_between_nodes_that_each_handed_it_on_ends_in_unknown_session(
+    redis_server: RedisServer, request_kind: str
+) -> None:
+    """The session went B -> A, then A handed it back to B and the answer was lost: each node
+    remembers handing it to the other, nobody holds it. B asked A (the engine's record says
+    A), A said "moved to B", and B, knowing it had handed the session on, answered "being
+    handed here, retry" forever: the client never heard that its session was lost (a stream
+moves the session; an upstream POST is forwarded to its owner)."""
+    first = Ladder(engine=RedisEngine(redis_server.url))  # B: makes the session
+    second = Ladder(engine=RedisEngine(redis_server.url))  # A
+    try:
+        peer = await Peer.open(first)
+        await second.start()
+        sid, token = peer.session.sid, peer.session.state.token
+        await internals(second).router.route(sid, token, stream=True)  # B -> A
+        assert sid in internals(second).sessions and internals(first).sessions.moved[sid]
+        channels = internals(first).channels
+        hear = channels.node_message
+        dropped: list[bytes] = []
+
+        def lossy(message: bytes) -> None:
+            if b"state" in message and not dropped:
+                dropped.append(message)  # A -> B, lost on the way
+                return
+            hear(message)
+
+        channels.node_message = lossy
+        router = internals(first).router
+        with pytest.raises(LadderError) as moving:
+            await router.route(sid, token, stream=True)
+        assert moving.value.code == "engine_unavailable" and dropped, moving.value
+        assert sid not in internals(second).sessions and sid not in internals(first).sessions
+        codes = []
+        engine = internals(first).engine
+        for _ in range(3):  # the client's next attempts
+            with pytest.raises(LadderError) as again:
+                if request_kind == "stream":
+                    await router.route(sid, token, stream=True)
+                else:
+                    owner = await engine.locate_session(sid)
+                    assert owner is not None and owner != engine.node_id
+                    await router.forward_send(owner, sid, token, b'{"t":"ping"}', "application/json")
+            codes.append(again.value.code)
+            if again.value.code == "unknown_session":
+                assert "lost moving between nodes" in again.value.reason
+                break
+        assert codes[-1] == "unknown_session", codes
+    finally:
+        await first.stop()
+        await second.stop()

@@ -76,6 +76,8 @@ class Cluster:
         self.adopt_late: Callable[[dict[str, Any]], Coroutine[Any, Any, None]] | None = None
         """Takes in a session handed over after this node stopped waiting for it (set by the
         router): its old owner forgot it, so it must live here rather than nowhere."""
+        self.handed_on: Callable[[str], str | None] = lambda sid: None
+        """Where this node handed a session it no longer holds (set by the router)."""
 
     def stop(self) -> None:
         """This node is going away: end the polls it holds for sessions of other nodes."""
@@ -121,11 +123,22 @@ class Cluster:
     ) -> dict[str, Any]:
         """Ask the session's owner; follow it if it says the session moved on meanwhile.
 
-        A node never asks itself (its own messages are ignored): the session was handed
-        here late (see :attr:`adopt_late`), and the client's next request finds it here."""
-        for _ in range(3):
+        An answer pointing back here is older than this node's own hand-over of the session,
+        if it made one: that is followed instead. A node never asks itself (its own messages
+        are ignored), and never asks a node twice (the pointers went round in a circle that
+        holds nobody): :class:`HandedHere` says the session was handed here and did not come,
+        or not yet (see :attr:`adopt_late`)."""
+        sid = str(message.get("sid", ""))
+        asked: set[str] = set()
+        for _ in range(4):
             if node == self.engine.node_id:
-                raise HandedHere
+                onward = self.handed_on(sid)
+                if onward is None or onward in asked:
+                    raise HandedHere
+                node, rid = onward, None
+            if node in asked:
+                raise LadderError("unknown_session", f"session {sid[:8]}… was lost moving between nodes")
+            asked.add(node)
             reply = await self.ask(node, message, timeout, rid)
             if "moved" not in reply:
                 return reply

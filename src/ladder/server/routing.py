@@ -61,6 +61,7 @@ class Router:
         cluster.serve("push", self._serve_push)
         cluster.serve("user", self._serve_user)
         cluster.adopt_late = self._adopt_late
+        cluster.handed_on = sessions.moved.get
 
     # -- opening and finding -------------------------------------------------------------------
 
@@ -166,24 +167,11 @@ class Router:
         arriving = self._arriving[sid] = asyncio.get_running_loop().create_future()
         try:
             try:
-                reply = await self.cluster.ask_owner(
-                    node, {"k": "migrate", "sid": sid, "rt": token}, REQUEST_TIMEOUT
-                )
-            except LadderError as exc:
+                message = {"k": "migrate", "sid": sid, "rt": token}
+                reply = await self._ask_owner(node, message, REQUEST_TIMEOUT)
+            except LadderError:
                 if sid in self.sessions:  # an earlier move's late answer brought it here
                     return await self._arrived(sid, token)
-                if isinstance(exc, HandedHere) and sid not in self.sessions.moved:
-                    # The owner handed it here: it arrives late (its answer may trail the
-                    # owner's "moved"), or it was lost on the way (this node's link to the
-                    # engine broke in between). Lost: say so, and the client starts a new
-                    # session carrying its unacknowledged messages, rather than retry until
-                    # the session expires.
-                    if await self._handed_late(sid):
-                        return await self._arrived(sid, token)
-                    log.warning("session %s was lost while being handed to this node", sid[:8])
-                    raise LadderError(
-                        "unknown_session", f"session {sid[:8]}… was lost moving between nodes"
-                    ) from None
                 raise
             session = await restore(reply["state"], self.settings, self.sessions, self.inbound.tasks)
             self.cluster.counters["moved_in"] += 1
@@ -191,6 +179,27 @@ class Router:
         finally:
             del self._arriving[sid]
             arriving.set_result(None)
+
+    async def _ask_owner(
+        self, node: str, message: dict[str, Any], timeout: float, rid: int | None = None
+    ) -> dict[str, Any]:
+        """Ask the owner of session ``message["sid"]``, and tell a late hand-over from a lost one.
+
+        The owner may say it handed the session here: it arrives late (its answer may trail
+        the owner's "moved"), and the client's next request finds it here; or it was lost on
+        the way (this node's link to the engine broke in between), and then every node says
+        "moved" to another. Lost: say so, and the client starts a new session carrying its
+        unacknowledged messages, rather than retry until the session expires.
+        """
+        try:
+            return await self.cluster.ask_owner(node, message, timeout, rid)
+        except HandedHere:
+            sid = str(message["sid"])
+            if await self._handed_late(sid):
+                raise
+            log.warning("session %s was lost while being handed to this node", sid[:8])
+            lost = f"session {sid[:8]}… was lost moving between nodes"
+            raise LadderError("unknown_session", lost) from None
 
     async def _handed_late(self, sid: str) -> bool:
         """Wait (at most ``REQUEST_TIMEOUT``) for a late hand-over of ``sid``; True if it came."""
@@ -258,7 +267,7 @@ class Router:
         self, node: str, sid: str, token: str, body: bytes, content_type: str | None
     ) -> None:
         message = {"k": "send", "sid": sid, "rt": token, "body": body, "ct": content_type or ""}
-        await self.cluster.ask_owner(node, message, REQUEST_TIMEOUT)
+        await self._ask_owner(node, message, REQUEST_TIMEOUT)
 
     async def forward_poll(
         self,
@@ -279,7 +288,7 @@ class Router:
         message["enc"] = encoding
         cluster = self.cluster
         rid = cluster.next_id()
-        asking = asyncio.ensure_future(cluster.ask_owner(node, message, timeout, rid))
+        asking = asyncio.ensure_future(self._ask_owner(node, message, timeout, rid))
         watching = asyncio.ensure_future(disconnected)
         stopping = asyncio.ensure_future(cluster.stopping.wait())
         try:
