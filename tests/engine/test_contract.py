@@ -276,7 +276,7 @@ async def test_applied_records_are_read_only_with_the_resume_token(make: Make) -
     await engine.record_applied("s1", "tok", done=1, reply=(1, b"one"), forget=(), origins=None, ttl=30)
     record = await engine.applied_record("s1", "tok")
     assert record is not None
-    assert (record.done, record.replies, record.origins) == (1, {1: b"one"}, [])
+    assert (record.done, record.replies, record.origins, record.since) == (1, {1: b"one"}, [], 1)
     assert await engine.applied_record("s1", "wrong") is None
     assert await engine.applied_record("nobody", "tok") is None
     await engine.record_applied(
@@ -286,6 +286,7 @@ async def test_applied_records_are_read_only_with_the_resume_token(make: Make) -
     record = await engine.applied_record("s1", "tok")
     assert record is not None
     assert (record.done, record.replies, record.origins) == (3, {2: b"two"}, ["k1", "k2"])
+    assert record.since == 1  # where it began
 
 
 async def test_an_engine_that_records_at_once_never_waits_to_record(make: Make) -> None:
@@ -301,12 +302,19 @@ async def test_an_engine_that_records_at_once_never_waits_to_record(make: Make) 
         assert await engine.applied_record("s3", "tok") is not None
 
 
-async def test_applied_records_expire(make: Make) -> None:
+async def test_applied_records_expire_and_say_where_they_began_again(make: Make) -> None:
+    """A record lost (here: expired; or Redis restarted without persistence) and written
+    again begins at that write: answers to the messages before it are not known."""
     engine, _ = await make()
-    await engine.record_applied("s2", "tok", done=1, reply=None, forget=(), origins=None, ttl=0.3)
+    await engine.record_applied("s2", "tok", done=1, reply=(1, b"one"), forget=(), origins=None, ttl=0.3)
     assert await engine.applied_record("s2", "tok") is not None
     await asyncio.sleep(0.5)  # the record's 0.3 s lifetime must pass
     assert await engine.applied_record("s2", "tok") is None
+    await engine.record_applied("s2", "tok", done=5, reply=None, forget=(), origins=None, ttl=30)
+    await engine.record_applied("s2", "tok", done=6, reply=(6, b"six"), forget=(), origins=None, ttl=30)
+    record = await engine.applied_record("s2", "tok")
+    assert record is not None
+    assert (record.done, record.replies, record.since) == (6, {6: b"six"}, 5)
 
 
 # -- construction ------------------------------------------------------------------------

@@ -145,17 +145,61 @@ async def test_a_driver_cancelled_inside_a_handler_leaves_the_queue_in_order() -
         await hub.stop()
 
 
+async def test_an_answer_lost_with_the_record_is_an_error_not_silence() -> None:
+    """The engine lost the session's record (Redis restarted without persistence) and the
+    session recorded again after it: the record said call 1 was applied but kept no answer,
+    as if it had been delivered, so a successor acknowledged it with no answer and the
+    client's call waited forever."""
+    hub = make_hub()
+    applied: list[Any] = []
+
+    @hub.on("do")
+    async def do(ctx: Context, data: Any) -> Any:
+        applied.append(data)
+        return {"did": data}
+
+    await hub.start()
+    try:
+        lost = await Peer.open(hub)
+        sid, token = lost.session.sid, lost.session.state.token
+        await lost.send({"t": "call", "ev": "do", "d": "a"}, {"t": "emit", "ev": "do", "d": "b"})
+        records = internals(hub).engine.applied  # type: ignore[attr-defined]
+        records._records.pop(sid), records._replies.pop(sid)  # the loss
+        await lost.send({"t": "call", "ev": "do", "d": "c", "i": 3})
+        internals(hub).sessions.close(lost.session, LadderError("slow_consumer"))
+        peer = await _successor(hub, Previous(sid, token, (1, 2, 3)))
+        await _send(
+            peer,
+            [
+                {"t": "call", "ev": "do", "d": "a", "i": 1},
+                {"t": "emit", "ev": "do", "d": "b", "i": 2},
+                {"t": "call", "ev": "do", "d": "c", "i": 3},
+            ],
+        )
+        out = peer.read()
+        assert applied == ["a", "b", "c"], "nothing applied twice"
+        answers = [(f["t"], f["re"], f.get("code")) for f in out if f.get("re")]
+        assert answers == [("err", 1, "session_closed"), ("reply", 3, None)], answers
+        assert {"t": "ack", "i": 3} in out
+    finally:
+        await hub.stop()
+
+
 def test_what_a_successor_inherited_moves_with_it_to_another_node() -> None:
     answer = msgpack.packb({"t": "reply", "d": {"ok": 1}})
-    inherited = Inherited("n.lost", (2, 4, 5), AppliedRecord(4, {4: answer}, ["n.first:9"]))
+    inherited = Inherited("n.lost", (2, 4, 5), AppliedRecord(4, {4: answer}, ["n.first:9"], since=3))
     moved = Inherited.unpack(msgpack.unpackb(msgpack.packb(inherited.pack()), raw=False))
-    for number in (1, 2, 3, 4):
-        applied, reply = moved.applied(number)
-        expected_applied, expected = inherited.applied(number)
+    assert moved.record.since == 3
+    for number, answered in [(1, False), (1, True), (2, True), (3, True), (4, True)]:
+        applied, reply = moved.applied(number, answered=answered)
+        expected_applied, expected = inherited.applied(number, answered=answered)
         assert applied == expected_applied
         assert (reply and reply.decode(MSGPACK)) == (expected and expected.decode(MSGPACK))
     assert [moved.key(n) for n in (1, 2, 3)] == ["n.lost:2", "n.lost:4", "n.lost:5"]
     assert moved.applied(2)[1] is not None and moved.applied(3) == (False, None)
+    lost_answer = moved.applied(1, answered=True)[1]  # applied (id 2) before the record began (3)
+    assert lost_answer is not None and lost_answer.decode(MSGPACK)["code"] == "session_closed"
+    assert moved.applied(1) == (True, None)  # an emit: there was no answer to lose
 
     answers = Answers(limit=3)
     answers.kept(1, 10)

@@ -119,6 +119,10 @@ class AppliedRecord:
     """Encoded answers (msgpack maps without ``re``) the client may not have received yet."""
     origins: list[str] = field(default_factory=list)
     """Idempotency keys of the messages this session carried over from a lost one (id 1, 2, ...)."""
+    since: int = 1
+    """The id the record began with. A record the engine lost (expired, or Redis restarted
+    without persistence) begins again with the next message recorded: whether an answer to
+    a message before this one reached the client is then unknown."""
 
 
 def token_digest(token: str) -> bytes:
@@ -239,7 +243,8 @@ class AppliedRecords(Protocol):
     ) -> None:
         """Record that ``sid`` applied every message up to ``done`` (with ``reply``, the
         answer to one of them), that answers ``forget`` reached the client, and (once) the
-        keys of carried messages. Kept ``ttl`` seconds after the last write."""
+        keys of carried messages. Kept ``ttl`` seconds after the last write. The first write
+        of a record (or the first after it was lost) sets its ``since`` to ``done``."""
 
     async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:
         """The record of ``sid``, only if ``token`` is its resume token."""

@@ -16,8 +16,9 @@ import msgpack
 
 from ..engine.base import AppliedRecord
 from ..protocol.codec import MSGPACK
+from ..protocol.errors import LadderError
 from ..protocol.frames import Previous, format_ids, parse_ids
-from ..protocol.outframes import OutFrame, out_frame
+from ..protocol.outframes import OutFrame, error_frame, out_frame
 
 _REPLY_KIND: Final = MSGPACK.encode("t") + MSGPACK.encode("reply")
 _REPLY_HEAD: Final = _REPLY_KIND + MSGPACK.encode("re")
@@ -72,16 +73,25 @@ class Inherited:
         """The keys of every carried message, for this session's own record."""
         return [key for n in range(1, len(self.ids) + 1) if (key := self.key(n)) is not None]
 
-    def applied(self, number: int) -> tuple[bool, OutFrame | None]:
+    def applied(self, number: int, *, answered: bool = False) -> tuple[bool, OutFrame | None]:
         """Whether carried message ``number`` was applied by the lost session, and if so its
-        kept answer, addressed to ``number`` (None when there was none, or it was delivered)."""
+        kept answer, addressed to ``number`` (None when there was none, or it was delivered).
+
+        A message that is ``answered`` (anything but an emit), applied before the record began again (it
+        was lost), may have an answer that never reached the client: it gets an error
+        saying so rather than silence (the client would wait for it forever) or a second
+        application."""
         if number > len(self.ids):
             return False, None
         old = self.ids[number - 1]
-        if old > self.record.done:
+        record = self.record
+        if old > record.done:
             return False, None
-        body = self.record.replies.get(old)
+        body = record.replies.get(old)
         if body is None:
+            if answered and old < record.since:
+                why = "the lost session applied this message; the record of its answer was lost"
+                return True, error_frame(LadderError("session_closed", why), number)
             return True, None
         fields: dict[str, Any] = msgpack.unpackb(body, raw=False)
         return True, out_frame({**fields, "re": number})
@@ -94,6 +104,7 @@ class Inherited:
             "done": record.done,
             "replies": [[number, body] for number, body in record.replies.items()],
             "origins": record.origins,
+            "since": record.since,
         }
 
     @classmethod
@@ -102,6 +113,7 @@ class Inherited:
             int(packed["done"]),
             {int(number): bytes(body) for number, body in packed["replies"]},
             [str(key) for key in packed["origins"]],
+            int(packed.get("since", 1)),
         )
         ids = parse_ids(packed["ids"]) if packed["ids"] else ()
         return cls(str(packed["sid"]), ids, record)

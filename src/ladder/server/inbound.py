@@ -219,7 +219,10 @@ class Inbound:
                     break
                 frame, returned = session.ready.popleft(), False
                 inherited = session.inherited
-                applied, reply = inherited.applied(frame.i) if inherited is not None else (False, None)
+                if inherited is None:
+                    applied = False
+                else:
+                    applied, reply = inherited.applied(frame.i, answered=not isinstance(frame, Emit))
                 if not applied:  # else the lost session applied it: answer it, once more
                     reply = await apply(session, frame)
                 returned = True

@@ -8,11 +8,12 @@ from collections.abc import Callable, Sequence
 
 from ..base import AppliedRecord, token_digest
 
-_Kept = tuple[bytes, int, "tuple[str, ...] | None", float]
+_Kept = tuple[bytes, int, "tuple[str, ...] | None", float, int]
 """Per session, a tuple of atoms: its token's digest, the highest id applied, carried keys
-(or None), and when the record is forgotten. It is replaced at every call and lives until
-the session's next one (seconds, for a user of a chat app): the collector untracks such a
-tuple at its first pass over it, so it is never promoted to the oldest generation."""
+(or None), when the record is forgotten, and the id it began with. It is replaced at every
+call and lives until the session's next one (seconds, for a user of a chat app): the
+collector untracks such a tuple at its first pass over it, so it is never promoted to the
+oldest generation."""
 
 
 class MemoryAppliedRecords:
@@ -57,9 +58,9 @@ class MemoryAppliedRecords:
         self._touched(now)
         kept = self._records.pop(sid, None)  # (put back at the end: see sweep)
         if kept is None:
-            digest, keys = token_digest(token), None
+            digest, keys, since = token_digest(token), None, done
         else:
-            digest, keys = kept[0], kept[2]
+            digest, keys, since = kept[0], kept[2], kept[4]
         replies = self._replies.get(sid)
         if forget and replies:
             for number in forget:
@@ -73,10 +74,10 @@ class MemoryAppliedRecords:
             replies[reply[0]] = reply[1]
         if origins is not None:
             keys = tuple(origins)
-        self._records[sid] = (digest, done, keys, now + ttl)
+        self._records[sid] = (digest, done, keys, now + ttl, since)
 
     async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:
         kept = self._records.get(sid)
         if kept is None or kept[3] <= self._clock() or not hmac.compare_digest(kept[0], token_digest(token)):
             return None
-        return AppliedRecord(kept[1], dict(self._replies.get(sid, ())), list(kept[2] or ()))
+        return AppliedRecord(kept[1], dict(self._replies.get(sid, ())), list(kept[2] or ()), kept[4])

@@ -33,8 +33,8 @@ class RedisAppliedRecords:
         origins: Sequence[str] | None,
         ttl: float,
     ) -> None:
-        """One round trip (a pipeline of HSET, HDEL when answers were delivered, PEXPIRE)
-        per applied message."""
+        """One round trip (a pipeline of HSET, HSETNX, HDEL when answers were delivered,
+        PEXPIRE) per applied message."""
         key = self._link.k("a", sid)
         fields: dict[FieldT, EncodableT] = {"t": token_digest(token), "i": done}
         if reply is not None:
@@ -44,6 +44,7 @@ class RedisAppliedRecords:
         try:
             async with self._link.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(key, mapping=fields)
+                pipe.hsetnx(key, "f", done)  # where the record began (again, if it was lost)
                 if forget:
                     pipe.hdel(key, *(f"r:{number}" for number in forget))
                 pipe.pexpire(key, max(1, int(ttl * 1000)))
@@ -59,7 +60,7 @@ class RedisAppliedRecords:
         digest = raw.get(b"t")
         if digest is None or not hmac.compare_digest(bytes(digest), token_digest(token)):
             return None
-        record = AppliedRecord(done=int(raw.get(b"i", b"0")))
+        record = AppliedRecord(done=int(raw.get(b"i", b"0")), since=int(raw.get(b"f", b"1")))
         for name, value in raw.items():
             if name.startswith(b"r:"):
                 record.replies[int(name[2:])] = bytes(value)
