@@ -113,7 +113,7 @@ moves the session; an upstream POST is forwarded to its owner)."""
         await second.start()
         sid, token = peer.session.sid, peer.session.state.token
         await internals(second).router.route(sid, token, stream=True)  # B -> A
-        assert sid in internals(second).sessions and internals(first).sessions.moved.get(sid)
+        assert sid in internals(second).sessions and internals(first).sessions.moved[sid]
         channels = internals(first).channels
         hear = channels.node_message
         dropped: list[bytes] = []

@@ -26,44 +26,6 @@ SETTLING_LIMIT: Final = 60.0
 """Seconds an ended session stays findable while a handler of its last message runs."""
 
 
-class HandedOver:
-    """Where this node handed sessions (sid -> node), each kept ``keep`` seconds: as long as
-    the engine's own record of a hand-over, after which nobody is sent here for it. Kept in
-    the order they expire (one ``keep`` for all; a session handed over again moves to the
-    end), so each addition lets go of the expired ones at the front: no timer, and a node
-    that hands over millions of sessions a day keeps only the recent ones."""
-
-    __slots__ = ("_kept", "clock", "keep")
-
-    def __init__(self, keep: float, clock: Callable[[], float]) -> None:
-        self.keep = keep
-        self.clock = clock
-        self._kept: dict[str, tuple[str, float]] = {}
-
-    def add(self, sid: str, node: str) -> None:
-        kept, now = self._kept, self.clock()
-        kept.pop(sid, None)
-        while kept:
-            oldest = next(iter(kept))
-            if kept[oldest][1] > now:
-                break
-            del kept[oldest]
-        kept[sid] = (node, now + self.keep)
-
-    def get(self, sid: str) -> str | None:
-        entry = self._kept.get(sid)
-        return None if entry is None else entry[0]
-
-    def pop(self, sid: str) -> None:
-        self._kept.pop(sid, None)
-
-    def __contains__(self, sid: str) -> bool:
-        return sid in self._kept
-
-    def __len__(self) -> int:
-        return len(self._kept)
-
-
 class SessionTable:
     """Sessions by id (with indexes by user and address); ends and forgets them."""
 
@@ -100,8 +62,8 @@ class SessionTable:
         self._by_address: Counter[str] = Counter()
         self.timers = Timers()
         """When each session next needs the clock (the node's tick visits only those)."""
-        self.moved = HandedOver(limits.ttl * 2, clock)
-        """Sessions handed over to another node, kept as long as the engine's record of it."""
+        self.moved: dict[str, str] = {}
+        """Sessions handed over to another node (sid -> node), kept for a session's lifetime."""
         self.settling: dict[str, Session] = {}
         """Sessions ended while a message of theirs was still being applied, until it was
         applied and recorded: a successor naming one waits for that before it reads the
@@ -149,7 +111,7 @@ class SessionTable:
         self._by_id[session.sid] = session
         session.state.on_due = self._due  # one callable for all: none made per session
         self.schedule(session)
-        self.moved.pop(session.sid)
+        self.moved.pop(session.sid, None)
         if session.address is not None:
             self._by_address[session.address] += 1
         if session.user is not None:
@@ -190,7 +152,7 @@ class SessionTable:
         """
         for sub in session.subs.values():
             self.channels.unjoin(sub)
-        self.moved.add(session.sid, node)
+        self.moved[session.sid] = node
         session.state.close(LadderError("session_moved"), bye=False)
         await self.forget(session)
 
