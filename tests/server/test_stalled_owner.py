@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from redis.asyncio import Redis
 
 from ladder import Ladder, LadderError
 from ladder.engine.redis import RedisEngine
@@ -148,3 +149,38 @@ moves the session; an upstream POST is forwarded to its owner)."""
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_a_session_is_found_through_the_nodes_that_handed_it_on_once_the_engines_record_is_gone(
+    redis_server: RedisServer,
+) -> None:
+    """The engine's record of a hand-over is kept twice the session TTL and lost with Redis's
+    data; a session living on after that is found through the node that made it, which
+    remembers where it handed it. Landing on that node itself, the client was told
+    ``unknown_session`` (its session alive elsewhere), and lost it for nothing."""
+    made_on, then_on, third = (Ladder(engine=RedisEngine(redis_server.url)) for _ in range(3))
+    redis = Redis.from_url(redis_server.url)
+    try:
+        peer = await Peer.open(made_on)
+        await then_on.start()
+        await third.start()
+        sid, token = peer.session.sid, peer.session.state.token
+
+        async def gone() -> None:  # the engine's record: expired, or lost with Redis's data
+            keys = [key async for key in redis.scan_iter(match=f"*moved*{sid}")]
+            assert keys
+            await redis.delete(*keys)
+
+        await internals(then_on).router.route(sid, token, stream=True)
+        await gone()
+        session = await internals(third).router.route(sid, token, stream=True)
+        assert session.sid == sid and sid in internals(third).sessions
+        await gone()
+        # The node that made it is asked itself: it handed it to then_on, which handed it on.
+        session = await internals(made_on).router.route(sid, token, stream=True)
+        assert session.sid == sid and sid in internals(made_on).sessions
+        assert sid not in internals(third).sessions and sid not in internals(then_on).sessions
+    finally:
+        await redis.aclose()
+        for hub in (made_on, then_on, third):
+            await hub.stop()

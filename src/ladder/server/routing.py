@@ -119,7 +119,11 @@ class Router:
                 raise Elsewhere(moved)  # the asking node follows it there
             raise unknown
         node = await self.engine.locate_session(sid)
-        if node is None or node == self.engine.node_id:
+        if node == self.engine.node_id:
+            # The engine's record of its hand-over expired or was lost (Redis restarted
+            # without persistence): where this node handed it is the record left.
+            node = self.sessions.moved.get(sid)
+        if node is None:
             raise unknown
         if stream:
             return await self._migrate(node, sid, token)
