@@ -16,6 +16,7 @@ from ladder.engine.redis import RedisEngine
 from ladder.protocol.frames import Hello, Previous
 from ladder.protocol.session import Phase
 from ladder.server.auth import AuthRequest
+from ladder.server.cluster import Elsewhere
 from ladder.server.hub import internals
 from tests.server.harness import Peer, Recorder, end_while_applying
 from tests.support.redis import RedisServer
@@ -48,8 +49,13 @@ async def test_a_successor_on_another_node_ends_the_session_it_names(redis_serve
         session, _ = await internals(new_node).router.open(hello, request)
         assert internals(old_node).sessions.get(sid) is None, "moved off the old node"
         assert old.session.state.phase is Phase.CLOSED
+        router = internals(old_node).router
         with pytest.raises(LadderError) as late:  # the old page's late request, on the old node
-            await internals(old_node).router.route(sid, token, stream=False)
+            try:
+                await router.route(sid, token, stream=False)
+            except Elsewhere as away:  # it handed the session over: forwarded there
+                assert away.node == internals(new_node).engine.node_id
+                await router.forward_send(away.node, sid, token, b'{"t":"ping"}', "application/json")
         assert late.value.code == "unknown_session"
         assert session.inherited is not None and session.inherited.record.done == 1
     finally:
