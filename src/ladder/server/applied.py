@@ -77,10 +77,10 @@ class Inherited:
         """Whether carried message ``number`` was applied by the lost session, and if so its
         kept answer, addressed to ``number`` (None when there was none, or it was delivered).
 
-        A message that is ``answered`` (anything but an emit), applied before the record began again (it
-        was lost), may have an answer that never reached the client: it gets an error
-        saying so rather than silence (the client would wait for it forever) or a second
-        application."""
+        A message that is ``answered`` (anything but an emit), applied before the record
+        began again (it was lost), may have an answer that never reached the client: it
+        gets an error saying so rather than silence (the client would wait for it forever)
+        or a second application."""
         if number > len(self.ids):
             return False, None
         old = self.ids[number - 1]
