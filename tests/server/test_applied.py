@@ -23,6 +23,14 @@ from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
 from tests.server.harness import Peer, Recorder, end_while_applying, make_hub
 
+CARRIED = [
+    {"t": "call", "ev": "do", "d": "a", "i": 1},
+    {"t": "emit", "ev": "do", "d": "b", "i": 2},
+    {"t": "call", "ev": "do", "d": "c", "i": 3},
+]
+"""What a client carries to its new session: a call and an emit the lost session may have
+applied, and a call it never sent there, renumbered 1, 2, 3."""
+
 
 def _request() -> AuthRequest:
     return AuthRequest(headers={}, cookies={}, token=None, client="test", transport="websocket")
@@ -61,14 +69,7 @@ async def test_a_successor_answers_what_the_lost_session_applied_and_applies_the
         internals(hub).sessions.close(lost.session, LadderError("slow_consumer"))
         # The client carries 1, 2 and a message 3 never sent before, renumbered 1, 2, 3.
         peer = await _successor(hub, Previous(sid, token, (1, 2, 3)))
-        await _send(
-            peer,
-            [
-                {"t": "call", "ev": "do", "d": "a", "i": 1},
-                {"t": "emit", "ev": "do", "d": "b", "i": 2},
-                {"t": "call", "ev": "do", "d": "c", "i": 3},
-            ],
-        )
+        await _send(peer, CARRIED)
         out = peer.read()
         assert [d for d, _ in applied] == ["a", "b", "c"], (
             "what the lost session applied is not applied again"
@@ -168,14 +169,7 @@ async def test_an_answer_lost_with_the_record_is_an_error_not_silence() -> None:
         await lost.send({"t": "call", "ev": "do", "d": "c", "i": 3})
         internals(hub).sessions.close(lost.session, LadderError("slow_consumer"))
         peer = await _successor(hub, Previous(sid, token, (1, 2, 3)))
-        await _send(
-            peer,
-            [
-                {"t": "call", "ev": "do", "d": "a", "i": 1},
-                {"t": "emit", "ev": "do", "d": "b", "i": 2},
-                {"t": "call", "ev": "do", "d": "c", "i": 3},
-            ],
-        )
+        await _send(peer, CARRIED)
         out = peer.read()
         assert applied == ["a", "b", "c"], "nothing applied twice"
         answers = [(f["t"], f["re"], f.get("code")) for f in out if f.get("re")]

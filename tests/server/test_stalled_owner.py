@@ -24,6 +24,23 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+def lose_the_next_hand_over(hub: Ladder) -> list[bytes]:
+    """Make ``hub`` miss the next session handed to it (its link broke on the way); the
+    list gets the message it missed."""
+    channels = internals(hub).channels
+    hear = channels.node_message
+    dropped: list[bytes] = []
+
+    def lossy(message: bytes) -> None:
+        if b"state" in message and not dropped:
+            dropped.append(message)
+            return
+        hear(message)
+
+    channels.node_message = lossy
+    return dropped
+
+
 async def test_a_session_handed_over_after_the_asking_node_gave_up_is_kept_there(
     redis_server: RedisServer,
 ) -> None:
@@ -73,17 +90,7 @@ async def test_a_hand_over_lost_on_the_way_ends_in_unknown_session_not_endless_r
         peer = await Peer.open(owner)
         await asker.start()
         sid, token = peer.session.sid, peer.session.state.token
-        channels = internals(asker).channels
-        hear = channels.node_message
-        dropped: list[bytes] = []
-
-        def lossy(message: bytes) -> None:
-            if b"state" in message and not dropped:
-                dropped.append(message)  # the hand-over, lost on the way
-                return
-            hear(message)
-
-        channels.node_message = lossy
+        dropped = lose_the_next_hand_over(asker)
         router = internals(asker).router
         with pytest.raises(LadderError) as first:
             await router.route(sid, token, stream=True)
@@ -115,17 +122,7 @@ moves the session; an upstream POST is forwarded to its owner)."""
         sid, token = peer.session.sid, peer.session.state.token
         await internals(second).router.route(sid, token, stream=True)  # B -> A
         assert sid in internals(second).sessions and internals(first).sessions.moved[sid]
-        channels = internals(first).channels
-        hear = channels.node_message
-        dropped: list[bytes] = []
-
-        def lossy(message: bytes) -> None:
-            if b"state" in message and not dropped:
-                dropped.append(message)  # A -> B, lost on the way
-                return
-            hear(message)
-
-        channels.node_message = lossy
+        dropped = lose_the_next_hand_over(first)  # A -> B
         router = internals(first).router
         with pytest.raises(LadderError) as moving:
             await router.route(sid, token, stream=True)
