@@ -52,6 +52,11 @@ class HandedHere(LadderError):
         super().__init__("engine_unavailable", "the session is being handed to this node; retry")
 
 
+def lost_moving(sid: str) -> LadderError:
+    """The refusal for a session that every node says it handed on and nobody holds."""
+    return LadderError("unknown_session", f"session {sid[:8]}… was lost moving between nodes")
+
+
 def _error(message: dict[str, Any]) -> LadderError:
     return LadderError(str(message.get("code", "internal")), str(message.get("reason", "")))
 
@@ -137,7 +142,7 @@ class Cluster:
                     raise HandedHere
                 node, rid = onward, None
             if node in asked:
-                raise LadderError("unknown_session", f"session {sid[:8]}… was lost moving between nodes")
+                raise lost_moving(sid)
             asked.add(node)
             reply = await self.ask(node, message, timeout, rid)
             if "moved" not in reply:

@@ -24,7 +24,7 @@ from ..protocol.session import Phase
 from .applied import Inherited
 from .auth import AuthRequest, run_authenticate
 from .channels import ChannelTable
-from .cluster import REQUEST_TIMEOUT, SETTLE_TIMEOUT, Cluster, Elsewhere, HandedHere
+from .cluster import REQUEST_TIMEOUT, SETTLE_TIMEOUT, Cluster, Elsewhere, HandedHere, lost_moving
 from .config import Settings
 from .inbound import Inbound
 from .moving import pack, restore
@@ -202,8 +202,7 @@ class Router:
             if await self._handed_late(sid):
                 raise
             log.warning("session %s was lost while being handed to this node", sid[:8])
-            lost = f"session {sid[:8]}… was lost moving between nodes"
-            raise LadderError("unknown_session", lost) from None
+            raise lost_moving(sid) from None
 
     async def _handed_late(self, sid: str) -> bool:
         """Wait (at most ``REQUEST_TIMEOUT``) for a late hand-over of ``sid``; True if it came."""
