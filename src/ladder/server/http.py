@@ -214,14 +214,17 @@ class BodyTooLarge(LadderError):
 async def read_body(receive: Receive, request: Request, limit: int, *, drain_timeout: float = 1.0) -> bytes:
     """The whole request body, refused with ``frame_too_large`` (413) past ``limit`` bytes.
 
-    Before refusing, up to ``limit`` more bytes arriving within ``drain_timeout`` seconds are
-    read and dropped: a client that writes its whole body before reading the answer (most
-    do) then gets the 413 instead of a connection reset; one that stalls gets it after
-    ``drain_timeout``.
+    Before refusing, the body is read and dropped up to twice ``limit`` bytes in all, for at
+    most ``drain_timeout`` seconds: a client that writes its whole body before reading the
+    answer (most do) then gets the 413 instead of a connection reset (closing a socket with
+    unread bytes resets it, and the reset can destroy the answer on its way, in the client's
+    or a proxy's kernel); one that stalls gets it after ``drain_timeout``. A body declared
+    longer than that is not read at all: the reset cannot be avoided, so nothing is waited for.
     """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        await _drain(receive, limit, drain_timeout)
+        if int(declared) <= 2 * limit:
+            await _drain(receive, int(declared), drain_timeout)
         raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit}")
     chunks: list[bytes] = []
     size = 0
@@ -233,7 +236,7 @@ async def read_body(receive: Receive, request: Request, limit: int, *, drain_tim
         size += len(chunk)
         if size > limit:
             if message.get("more_body", False):
-                await _drain(receive, limit, drain_timeout)
+                await _drain(receive, 2 * limit - size, drain_timeout)
             raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
@@ -241,11 +244,12 @@ async def read_body(receive: Receive, request: Request, limit: int, *, drain_tim
 
 
 async def _drain(receive: Receive, most: int, timeout: float) -> None:
-    """Read and drop at most ``most`` bytes of body for at most ``timeout`` seconds."""
+    """Read and drop the body to its end if it ends within ``most`` more bytes and
+    ``timeout`` seconds."""
     dropped = 0
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
-            while dropped <= most:
+            while dropped < most:
                 message = await receive()
                 if message["type"] == "http.disconnect" or not message.get("more_body", False):
                     return
