@@ -251,6 +251,21 @@ async def lb_health(http: httpx.AsyncClient, url: str, rounds: int) -> list[tupl
     return out
 
 
+async def node3_healthy_again(http: httpx.AsyncClient, deployment: Deployment, what: str) -> None:
+    """Node 3's /health answers 200 within 15 s; else the failure shows its last answer (the
+    engine's state says whether its listener or its command connections are at fault)."""
+    last: list[httpx.Response] = []
+
+    async def healthy() -> bool:
+        last[:] = [await http.get(deployment.direct(2) + "/health")]
+        return last[0].status_code == 200
+
+    try:
+        await wait_until(healthy, 15, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; its last /health: {last[0].status_code} {last[0].text[:600]}") from None
+
+
 async def wait_until(check: Any, timeout: float, what: str) -> None:
     """Poll a condition on the servers (there is no event to await across processes)."""
     deadline = time.monotonic() + timeout
@@ -300,7 +315,7 @@ async def test_a_node_that_lost_redis_gets_no_traffic_and_comes_back(deployment:
         finally:
             deployment.relay.restore()
         restored = time.perf_counter()
-        await wait_until(lambda: _is(node3_status, 200), 15, "node 3 healthy again once Redis is reachable")
+        await node3_healthy_again(http, deployment, "node 3 healthy again once Redis is reachable")
 
         async def marked_up() -> bool:
             return haproxy.log().count("node3 is UP") > ups
@@ -337,7 +352,7 @@ async def test_a_node_without_redis_refuses_new_sessions(deployment: Deployment)
             )
         finally:
             deployment.relay.restore()
-            await wait_until(lambda: _is(status, 200), 15, "node 3 healthy again")
+            await node3_healthy_again(http, deployment, "node 3 healthy again")
 
 
 @pytest.mark.parametrize("balancer", BALANCERS)
@@ -398,7 +413,7 @@ async def test_after_a_redis_blip_every_command_works_again(deployment: Deployme
             await wait_until(lambda: _is(status, 503), 10, "node 3 notices")
         finally:
             deployment.relay.restore()
-        await wait_until(lambda: _is(status, 200), 15, "node 3 healthy again")
+        await node3_healthy_again(http, deployment, "node 3 healthy again")
         results = await use_node3(deployment, "after", 16)
     report(
         f"node 3 after a Redis blip (healthy again): {results.count('ok')}/16 subscribe+publish ok, {results}"

@@ -566,9 +566,11 @@ async def test_health_follows_a_stall_that_heals_without_a_connection_reset(
             assert len(warnings) == 1 and "engine_unavailable" in warnings[0].message
             await asyncio.sleep(2.0)  # the stall itself lasts a while
             assert not hub.health()["ok"]
+            assert engine.details()["commands"] is False  # /health says which half is at fault
             relay.flowing.set()
             healed = await _until(lambda: hub.health()["ok"], 10.0)
             assert healed < 5.0
+            assert engine.details()["commands"] is engine.details()["listening"] is True
             assert any(r.levelno == logging.INFO and "healthy again" in r.message for r in caplog.records)
             # and it works again: a channel listened to now is delivered
             await engine.listen("after")

@@ -238,9 +238,13 @@ class RedisEngine(ComposedEngine):
             await asyncio.sleep(HEARTBEAT_EVERY)
 
     def details(self) -> dict[str, Any]:
+        """Which half is broken when unhealthy: the listener (``listening``) or the command
+        connections (``commands``: the last heartbeat was answered)."""
         return {
             "engine": "redis",
             "healthy": self.healthy,
+            "listening": self._listener.ok,
+            "commands": self._commands_ok,
             "reconnects": self.reconnects,
             "error": self.last_error,
         }
