@@ -580,6 +580,39 @@ async def test_health_follows_a_stall_that_heals_without_a_connection_reset(
             await engine.stop()
 
 
+async def test_health_comes_back_after_a_command_fails_with_an_error_that_is_not_redis(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The heartbeat is what makes a node healthy again: an unexpected error from redis-py
+    (uvloop's RuntimeError for a transport closed under it, a parser's bug) ended it, and the
+    node then answered 503 on /health, and refused every new session, until it restarted."""
+    caplog.set_level(logging.INFO, logger="ladder")
+    engine = RedisEngine(redis_server.url)
+    await engine.start(Sink())
+    client = engine._link.redis
+    answer = client.ping
+    failures = 2
+
+    async def ping() -> Any:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+        return await answer()
+
+    try:
+        assert engine.healthy
+        client.ping = ping  # type: ignore[method-assign]
+        await _until(lambda: not engine.healthy, 5.0)
+        assert engine.details()["commands"] is False
+        assert "RuntimeError" in (engine.last_error or "") or "TCPTransport" in (engine.last_error or "")
+        await _until(lambda: engine.healthy, 6.0)  # two more heartbeats, 1.5 s apart
+        assert not failures
+        assert any("heartbeat" in r.message and r.levelno == logging.ERROR for r in caplog.records)
+    finally:
+        await engine.stop()
+
+
 async def test_a_dead_node_is_known_dead_quickly(redis_server: RedisServer) -> None:
     """A client resuming a session of a dead node waits for this answer; through connections
     cut every 100-700 ms, an answer slower than that never reached it (it resumed forever).

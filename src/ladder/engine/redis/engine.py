@@ -52,6 +52,16 @@ log = logging.getLogger("ladder.redis")
 HEARTBEAT_EVERY: Final = 1.5
 
 
+def heartbeat_error(exc: Exception, where: str) -> str:
+    """What a failed heartbeat to ``where`` reports. An error other than Redis's or the
+    network's (uvloop's RuntimeError for a transport closed under redis-py, a bug) is logged
+    with its traceback: the heartbeat counts it as no answer and goes on, since it is what
+    makes the node healthy again."""
+    if not isinstance(exc, RedisError | OSError):
+        log.exception("redis heartbeat to %s failed with an unexpected error; counted as no answer", where)
+    return str(exc) or type(exc).__name__
+
+
 class RedisEngine(ComposedEngine):
     """Channels, history, presence and session routing in Redis (``redis://host:port/db``).
 
@@ -225,12 +235,15 @@ class RedisEngine(ComposedEngine):
         return self._listener.ok and self._commands_ok
 
     async def _heartbeat_forever(self) -> None:
-        """Check Redis answers commands (the listener checks its own connection)."""
+        """Check Redis answers commands (the listener checks its own connection).
+
+        Nothing ends it but cancellation: it is what makes the node healthy again.
+        """
         while True:
             try:
                 await self._link.redis.ping()
-            except (RedisError, OSError) as exc:
-                self.last_error = str(exc) or type(exc).__name__
+            except Exception as exc:
+                self.last_error = heartbeat_error(exc, self.url)
                 self._commands_ok = False
             else:
                 self._commands_ok = True

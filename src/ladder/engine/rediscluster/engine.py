@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisError
 
-from ..redis.engine import HEARTBEAT_EVERY, RedisEngine
+from ..redis.engine import HEARTBEAT_EVERY, RedisEngine, heartbeat_error
 from ..redis.link import RedisLink
 from ..redis.listener import PubSubListener
 from .link import ClusterLink
@@ -86,8 +86,8 @@ class RedisClusterEngine(RedisEngine):
     async def _ping(self, node: ClusterNode) -> bool:
         try:
             await self._cluster.cluster.ping(target_nodes=node)
-        except (RedisError, OSError) as exc:
-            self.last_error = f"{node.name}: {exc or type(exc).__name__}"
+        except Exception as exc:
+            self.last_error = f"{node.name}: {heartbeat_error(exc, node.name)}"
             return False
         return True
 
@@ -106,8 +106,8 @@ class RedisClusterEngine(RedisEngine):
                 if not all(answers):
                     with contextlib.suppress(RedisError, OSError):
                         await cluster.nodes_manager.initialize()
-            except (RedisError, OSError) as exc:
-                self.last_error = str(exc) or type(exc).__name__
+            except Exception as exc:
+                self.last_error = heartbeat_error(exc, "the cluster")
                 self._commands_ok = False
             self._health()
             await asyncio.sleep(HEARTBEAT_EVERY)
