@@ -121,7 +121,7 @@ moves the session; an upstream POST is forwarded to its owner)."""
         await second.start()
         sid, token = peer.session.sid, peer.session.state.token
         await internals(second).router.route(sid, token, stream=True)  # B -> A
-        assert sid in internals(second).sessions and internals(first).sessions.moved[sid]
+        assert sid in internals(second).sessions and internals(first).sessions.moved.get(sid)
         dropped = lose_the_next_hand_over(first)  # A -> B
         router = internals(first).router
         with pytest.raises(LadderError) as moving:

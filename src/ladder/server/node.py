@@ -42,6 +42,10 @@ net that bounds the delay of a deadline some future code path forgets to report.
 are spread over that time (a share per tick: see :class:`~.timers.Round`), so that 100,000
 sessions do not stop the event loop once a minute."""
 
+CLAIMS_AT_ONCE: Final = 64
+"""Claims renewed concurrently (the rest of a tick's share waits for them): fewer than a
+Redis engine's connections, so that renewing never starves the other commands."""
+
 
 class Node:
     """The parts of a hub, wired together, and their lifecycle."""
@@ -113,6 +117,11 @@ class Node:
         self._last_sweep = settings.clock()
         self._full_round: Round[str] = Round(FULL_TICK, settings.clock())
         self._presence_round: Round[tuple[str, str]] = Round(settings.presence_ttl / 3, settings.clock())
+        self._claiming = False
+        self._claim_round: Round[str] = Round(settings.session_limits.ttl / 2, settings.clock())
+        """Sessions that moved here claim their place again every half TTL: the engine's
+        record of a hand-over lasts twice the TTL, and must outlive the node that made the
+        session (else a client landing anywhere but here is told ``unknown_session``)."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -196,6 +205,11 @@ class Node:
         if now - self._last_sweep >= 10.0:
             self._last_sweep = now
             self.gateway.address_limiter.sweep(now)
+        sessions.moved.sweep(now)
+        claims = self._claim_round.due(now, sessions.moved_in)
+        if claims and not self._claiming:  # (one at a time: a stalled engine delays no deadline)
+            self._claiming = True
+            self.tasks.spawn(self._claim_again(claims), "ladder-claims")
         presence_ttl = self.settings.presence_ttl
         channels = self.channels
         for sid, channel in self._presence_round.due(now, channels.present_ids):
@@ -203,6 +217,34 @@ class Node:
             sub = None if found is None else found.subs.get(channel)
             if sub is not None and sub.member is not None and sub in channels.present:
                 await self.engine.presence_add(channel, sub.member, presence_ttl)
+
+    async def _claim_again(self, sids: list[str]) -> None:
+        """Renew the engine's record that these sessions live here (those still here and not
+        moving on). A renewal that fails is logged; the next round tries again (a share that
+        came while one ran was skipped: its sessions are renewed then too)."""
+        sessions, ttl = self.sessions, self.settings.session_limits.ttl * 2
+        failed: list[BaseException] = []
+        try:
+            for start in range(0, len(sids), CLAIMS_AT_ONCE):
+                here = [
+                    sid
+                    for sid in sids[start : start + CLAIMS_AT_ONCE]
+                    if (session := sessions.get(sid)) is not None and not session.moving
+                ]
+                results = await asyncio.gather(
+                    *(self.engine.claim_session(sid, ttl) for sid in here), return_exceptions=True
+                )
+                failed += [result for result in results if isinstance(result, Exception)]
+        finally:
+            self._claiming = False
+        if failed:
+            log.warning(
+                "%d of %d sessions that moved here could not claim their place again (%s); "
+                "tried again within half the session TTL",
+                len(failed),
+                len(sids),
+                failed[0],
+            )
 
     def _safety_net(self, now: float) -> list[Session]:
         """This tick's share of the round that visits every session once per ``FULL_TICK``

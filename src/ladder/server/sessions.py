@@ -6,7 +6,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -24,6 +24,53 @@ log = logging.getLogger("ladder")
 
 SETTLING_LIMIT: Final = 60.0
 """Seconds an ended session stays findable while a handler of its last message runs."""
+
+
+class HandedOn:
+    """Where this node handed sessions (sid -> node), each kept ``keep`` seconds.
+
+    The engine's record of a hand-over lasts as long (twice the session TTL), and the node
+    holding a session claims it again well within that (see ``Node.tick``), so the engine
+    always knows; this is for when it does not (its data was lost, and the holder has not
+    claimed the session again yet). Without a bound, it grew by every session handed on for
+    the node's whole life: without sticky sessions, nearly every reconnect hands one over.
+    """
+
+    __slots__ = ("_order", "_to", "keep")
+
+    def __init__(self, keep: float) -> None:
+        self.keep = keep
+        self._to: dict[str, tuple[str, float]] = {}
+        """sid -> (node, until when it is kept)."""
+        self._order: deque[tuple[float, str]] = deque()
+        """(until, sid) in the order they were added: what to forget first."""
+
+    def add(self, sid: str, node: str, now: float) -> None:
+        until = now + self.keep
+        self._to[sid] = (node, until)
+        self._order.append((until, sid))
+
+    def get(self, sid: str) -> str | None:
+        entry = self._to.get(sid)
+        return None if entry is None else entry[0]
+
+    def discard(self, sid: str) -> None:
+        self._to.pop(sid, None)  # (its entry in the order goes when it is due)
+
+    def __contains__(self, sid: str) -> bool:
+        return sid in self._to
+
+    def __len__(self) -> int:
+        return len(self._to)
+
+    def sweep(self, now: float) -> None:
+        """Forget what is due (a sid handed again since is kept until its new time)."""
+        order, to = self._order, self._to
+        while order and order[0][0] <= now:
+            until, sid = order.popleft()
+            entry = to.get(sid)
+            if entry is not None and entry[1] == until:
+                del to[sid]
 
 
 class SessionTable:
@@ -62,8 +109,8 @@ class SessionTable:
         self._by_address: Counter[str] = Counter()
         self.timers = Timers()
         """When each session next needs the clock (the node's tick visits only those)."""
-        self.moved: dict[str, str] = {}
-        """Sessions handed over to another node (sid -> node), kept for a session's lifetime."""
+        self.moved = HandedOn(limits.ttl * 2)
+        """Sessions handed over to another node (sid -> node)."""
         self.settling: dict[str, Session] = {}
         """Sessions ended while a message of theirs was still being applied, until it was
         applied and recorded: a successor naming one waits for that before it reads the
@@ -86,6 +133,11 @@ class SessionTable:
     def ids(self) -> list[str]:
         """Every session's id, now (a copy made in C: a millisecond at 100,000)."""
         return list(self._by_id)
+
+    def moved_in(self) -> list[str]:
+        """The ids of the sessions here that another node made (each moved here)."""
+        made_here = self.engine.session_prefix()
+        return [sid for sid in self._by_id if not sid.startswith(made_here)]
 
     def of_user(self, user: str) -> int:
         return len(self._by_user.get(user, ()))
@@ -111,7 +163,7 @@ class SessionTable:
         self._by_id[session.sid] = session
         session.state.on_due = self._due  # one callable for all: none made per session
         self.schedule(session)
-        self.moved.pop(session.sid, None)
+        self.moved.discard(session.sid)
         if session.address is not None:
             self._by_address[session.address] += 1
         if session.user is not None:
@@ -152,7 +204,7 @@ class SessionTable:
         """
         for sub in session.subs.values():
             self.channels.unjoin(sub)
-        self.moved[session.sid] = node
+        self.moved.add(session.sid, node, self.clock())
         session.state.close(LadderError("session_moved"), bye=False)
         await self.forget(session)
 
