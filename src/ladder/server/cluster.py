@@ -61,6 +61,17 @@ def _error(message: dict[str, Any]) -> LadderError:
     return LadderError(str(message.get("code", "internal")), str(message.get("reason", "")))
 
 
+class Asked:
+    """Which node has a request now, under which id (:meth:`Cluster.ask_owner` follows a
+    session from node to node, each asked under a new id): where to send its ``cancel``."""
+
+    __slots__ = ("node", "rid")
+
+    def __init__(self, node: str, rid: int) -> None:
+        self.node = node
+        self.rid = rid
+
+
 class Cluster:
     """This node's side of session routing: asks other nodes, and answers them."""
 
@@ -124,7 +135,7 @@ class Cluster:
         return reply
 
     async def ask_owner(
-        self, node: str, message: dict[str, Any], timeout: float, rid: int | None = None
+        self, node: str, message: dict[str, Any], timeout: float, asked: Asked | None = None
     ) -> dict[str, Any]:
         """Ask the session's owner; follow it if it says the session moved on meanwhile.
 
@@ -132,22 +143,26 @@ class Cluster:
         if it made one: that is followed instead. A node never asks itself (its own messages
         are ignored), and never asks a node twice (the pointers went round in a circle that
         holds nobody): :class:`HandedHere` says the session was handed here and did not come,
-        or not yet (see :attr:`adopt_late`)."""
+        or not yet (see :attr:`adopt_late`). ``asked``, if given, is kept up to date with
+        the node asked now and the request's id there."""
         sid = str(message.get("sid", ""))
-        asked: set[str] = set()
+        seen: set[str] = set()
         for _ in range(4):
             if node == self.engine.node_id:
                 onward = self.handed_on(sid)
-                if onward is None or onward in asked:
+                if onward is None or onward in seen:
                     raise HandedHere
-                node, rid = onward, None
-            if node in asked:
+                node = onward
+            if node in seen:
                 raise lost_moving(sid)
-            asked.add(node)
+            seen.add(node)
+            rid = self.next_id()
+            if asked is not None:
+                asked.node, asked.rid = node, rid
             reply = await self.ask(node, message, timeout, rid)
             if "moved" not in reply:
                 return reply
-            node, rid = str(reply["moved"]), None
+            node = str(reply["moved"])
         raise LadderError("unknown_session", "the session kept moving")
 
     async def ask_all(

@@ -24,7 +24,7 @@ from ..protocol.session import Phase
 from .applied import Inherited
 from .auth import AuthRequest, run_authenticate
 from .channels import ChannelTable
-from .cluster import REQUEST_TIMEOUT, SETTLE_TIMEOUT, Cluster, Elsewhere, HandedHere, lost_moving
+from .cluster import REQUEST_TIMEOUT, SETTLE_TIMEOUT, Asked, Cluster, Elsewhere, HandedHere, lost_moving
 from .config import Settings
 from .inbound import Inbound
 from .moving import pack, restore
@@ -185,7 +185,7 @@ class Router:
             arriving.set_result(None)
 
     async def _ask_owner(
-        self, node: str, message: dict[str, Any], timeout: float, rid: int | None = None
+        self, node: str, message: dict[str, Any], timeout: float, asked: Asked | None = None
     ) -> dict[str, Any]:
         """Ask the owner of session ``message["sid"]``, and tell a late hand-over from a lost one.
 
@@ -196,7 +196,7 @@ class Router:
         unacknowledged messages, rather than retry until the session expires.
         """
         try:
-            return await self.cluster.ask_owner(node, message, timeout, rid)
+            return await self.cluster.ask_owner(node, message, timeout, asked)
         except HandedHere:
             sid = str(message["sid"])
             if await self._handed_late(sid):
@@ -290,8 +290,8 @@ class Router:
         message = {"k": "poll", "sid": sid, "rt": token, "kind": transport, "ack": ack, "greet": greet}
         message["enc"] = encoding
         cluster = self.cluster
-        rid = cluster.next_id()
-        asking = asyncio.ensure_future(self._ask_owner(node, message, timeout, rid))
+        asked = Asked(node, 0)
+        asking = asyncio.ensure_future(self._ask_owner(node, message, timeout, asked))
         watching = asyncio.ensure_future(disconnected)
         stopping = asyncio.ensure_future(cluster.stopping.wait())
         try:
@@ -299,8 +299,10 @@ class Router:
             if asking in done:
                 return bytes(asking.result()["body"])
             # Our HTTP client went away, or this node is: the owner must stop holding the poll.
-            with contextlib.suppress(LadderError):
-                await cluster.tell(node, {"k": "cancel", "from": self.engine.node_id, "of": rid})
+            if asked.rid:  # (asked already: the request is with that node, under that id)
+                with contextlib.suppress(LadderError):
+                    cancel = {"k": "cancel", "from": self.engine.node_id, "of": asked.rid}
+                    await cluster.tell(asked.node, cancel)
             if watching in done:
                 raise ConnectionResetError("client went away")
             # Held here, this poll would keep this process alive up to poll_timeout after a
