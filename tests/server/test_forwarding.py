@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from ladder import Ladder
 from ladder.engine.redis import RedisEngine
+from ladder.protocol.codec import JSON
 from ladder.server.hub import internals
 from tests.server.harness import Peer
 from tests.support.redis import RedisServer
@@ -66,3 +68,68 @@ async def test_a_forwarded_poll_that_followed_its_session_is_cancelled_where_it_
         await redis.aclose()
         for hub in (made_on, holder, asker):
             await hub.stop()
+
+
+async def test_a_push_follows_where_the_node_that_made_the_session_handed_it(
+    redis_server: RedisServer,
+) -> None:
+    """With the engine's record of a hand-over lost (Redis lost its data, before the holder
+    claimed the session again), ``hub.send`` on the node that made the session answered
+    False and dropped the event, although that node knew where the session went."""
+    made_on, holder = (Ladder(engine=RedisEngine(redis_server.url)) for _ in range(2))
+    redis = Redis.from_url(redis_server.url)
+    try:
+        peer = await Peer.open(made_on)
+        await holder.start()
+        sid, token = peer.session.sid, peer.session.state.token
+        session = await internals(holder).router.route(sid, token, stream=True)
+        att = internals(holder).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=True)
+        await redis.delete(*[key async for key in redis.scan_iter(match=f"*moved*{sid}")])
+        assert await made_on.send(sid, "note", {"n": 1})
+        async with asyncio.timeout(5):
+            while True:
+                _, frames = session.state.take(att, internals(holder).settings.clock())
+                pushed = [frame.decode(JSON, seq) for seq, frame in frames]
+                if any(frame["t"] == "push" for frame in pushed):
+                    break
+                await asyncio.sleep(0.02)
+        assert next(f for f in pushed if f["t"] == "push")["d"] == {"n": 1}
+    finally:
+        await redis.aclose()
+        for hub in (made_on, holder):
+            await hub.stop()
+
+
+async def test_a_push_through_records_that_point_round_in_a_circle_stops(redis_server: RedisServer) -> None:
+    first, second = (Ladder(engine=RedisEngine(redis_server.url)) for _ in range(2))
+    try:
+        await first.start()
+        await second.start()
+        one, two = internals(first), internals(second)
+        sid = f"{two.engine.node_id}.gone"  # made on the second node, held by nobody
+        now = one.settings.clock()
+        one.sessions.moved.add(sid, two.engine.node_id, now)  # stale: each says the other has it
+        two.sessions.moved.add(sid, one.engine.node_id, now)
+        served: list[str] = []
+        done = asyncio.Event()
+        for name, cluster in (("first", one.cluster), ("second", two.cluster)):
+            serve = cluster._answerers["push"]
+
+            async def counted(message: dict[str, Any], _serve: Any = serve, _name: str = name) -> Any:
+                served.append(_name)
+                try:
+                    return await _serve(message)
+                finally:
+                    done.set()
+
+            cluster._answerers["push"] = counted
+        assert await first.send(sid, "note")  # told the second node, which the engine names
+        async with asyncio.timeout(5):
+            await done.wait()
+        await asyncio.sleep(0.3)  # (time for a push that went on: none must come)
+        # the second node: the engine names itself, and it handed the session to the node
+        # the push came from; so it stops there
+        assert served == ["second"]
+    finally:
+        await first.stop()
+        await second.stop()

@@ -32,6 +32,10 @@ SETTLE_TIMEOUT: Final = 2.0
 """How long an owner asked to give a session away waits for a running handler to finish
 (below ``REQUEST_TIMEOUT``, so the asking node hears a clear "busy, retry")."""
 
+MAX_HOPS: Final = 4
+"""Nodes a request or a push follows a session through (hand-over after hand-over) before
+it is given up: records that point round in a circle hold nobody."""
+
 Answerer: TypeAlias = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 """Answers one kind of question from another node."""
 
@@ -147,7 +151,7 @@ class Cluster:
         the node asked now and the request's id there."""
         sid = str(message.get("sid", ""))
         seen: set[str] = set()
-        for _ in range(4):
+        for _ in range(MAX_HOPS):
             if node == self.engine.node_id:
                 onward = self.handed_on(sid)
                 if onward is None or onward in seen:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from ..engine.base import Engine
@@ -24,7 +24,16 @@ from ..protocol.session import Phase
 from .applied import Inherited
 from .auth import AuthRequest, run_authenticate
 from .channels import ChannelTable
-from .cluster import REQUEST_TIMEOUT, SETTLE_TIMEOUT, Asked, Cluster, Elsewhere, HandedHere, lost_moving
+from .cluster import (
+    MAX_HOPS,
+    REQUEST_TIMEOUT,
+    SETTLE_TIMEOUT,
+    Asked,
+    Cluster,
+    Elsewhere,
+    HandedHere,
+    lost_moving,
+)
 from .config import Settings
 from .inbound import Inbound
 from .moving import pack, restore
@@ -315,16 +324,25 @@ class Router:
 
     # -- pushing -------------------------------------------------------------------------------
 
-    async def send(self, session_id: str, event: str, data: Any = None) -> bool:
-        """Push an event to one session, on whichever node holds it. False when unknown."""
+    async def send(self, session_id: str, event: str, data: Any = None, *, via: Sequence[str] = ()) -> bool:
+        """Push an event to one session, on whichever node holds it. False when unknown.
+
+        Where the engine names this node, the push follows this node's own hand-over of the
+        session, as a request does (see :meth:`route`); ``via`` (the nodes it was pushed
+        through) stops it going round in a circle of stale records.
+        """
         session = self.sessions.get(session_id)
         if session is not None:
             self.channels.push(session, push_frame(event, data))
             return True
+        me = self.engine.node_id
         node = await self.engine.locate_session(session_id)
-        if node is None or node == self.engine.node_id:
+        if node == me:
+            node = self.sessions.moved.get(session_id)
+        if node is None or node == me or node in via or len(via) >= MAX_HOPS:
             return False
-        await self.cluster.tell(node, {"k": "push", "sid": session_id, "ev": event, "d": data})
+        push = {"k": "push", "sid": session_id, "ev": event, "d": data, "via": [*via, me]}
+        await self.cluster.tell(node, push)
         return True
 
     async def send_user(self, user: str, event: str, data: Any = None) -> int:
@@ -338,7 +356,8 @@ class Router:
         return reached + sum(int(answer.get("n", 0)) for answer in answers)
 
     async def _serve_push(self, message: dict[str, Any]) -> dict[str, Any]:
-        await self.send(str(message["sid"]), str(message["ev"]), message.get("d"))
+        via = [str(node) for node in message.get("via", ())]
+        await self.send(str(message["sid"]), str(message["ev"]), message.get("d"), via=via)
         return {}
 
     async def _serve_user(self, message: dict[str, Any]) -> dict[str, Any]:
