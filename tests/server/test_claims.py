@@ -76,3 +76,41 @@ async def test_a_session_that_moved_outlives_its_hand_over_record_and_the_node_t
         await redis.aclose()
         for hub in (made_on, then_on, third):
             await hub.stop()
+
+
+async def test_sessions_that_moved_are_claimed_again_as_soon_as_redis_is_back_without_its_data(
+    redis_server: RedisServer,
+) -> None:
+    """Redis restarted without persistence: until the node holding a session claimed it again
+    (at its turn in a round of half the TTL, a minute by default), only the node that made it
+    knew where it was."""
+    made_on, then_on = (Ladder(engine=RedisEngine(redis_server.url)) for _ in range(2))
+    redis = Redis.from_url(redis_server.url)
+    try:
+        peer = await Peer.open(made_on)
+        await then_on.start()
+        sid, token = peer.session.sid, peer.session.state.token
+        session = await internals(then_on).router.route(sid, token, stream=True)
+        internals(then_on).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=True)
+        holder = internals(then_on).engine.node_id.encode()
+
+        async def recorded() -> list[bytes]:
+            return [await redis.get(key) async for key in redis.scan_iter(match=f"*moved*{sid}")]
+
+        assert await recorded() == [holder]
+        redis_server.restart()  # its data is gone
+        engine = internals(then_on).engine
+        async with asyncio.timeout(10):
+            while engine.healthy:  # noqa: ASYNC110 - the engine's own tasks notice
+                await asyncio.sleep(0.05)
+            while not engine.healthy:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        await redis.aclose()
+        redis = Redis.from_url(redis_server.url)  # (its connections went with the restart)
+        async with asyncio.timeout(5):  # (the round would come after a minute)
+            while await recorded() != [holder]:  # noqa: ASYNC110 - the holder's tick decides
+                await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
+        for hub in (made_on, then_on):
+            await hub.stop()

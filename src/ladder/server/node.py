@@ -83,7 +83,7 @@ class Node:
         )
         self.cluster = Cluster(engine, self.tasks)
         self.channels.node_message = self.cluster.on_node_message
-        self.channels.route_lost = self.cluster.on_route_lost
+        self.channels.route_lost = self._route_lost
         self.router = Router(settings, engine, self.sessions, self.cluster, self.inbound)
         self.gateway = Gateway(
             settings,
@@ -118,6 +118,9 @@ class Node:
         self._full_round: Round[str] = Round(FULL_TICK, settings.clock())
         self._presence_round: Round[tuple[str, str]] = Round(settings.presence_ttl / 3, settings.clock())
         self._claiming = False
+        self._claim_all = False
+        """Claim every session that moved here once the engine is healthy (its link broke:
+        it may come back without its data, as a Redis restarted without persistence)."""
         self._claim_round: Round[str] = Round(settings.session_limits.ttl / 2, settings.clock())
         """Sessions that moved here claim their place again every half TTL: the engine's
         record of a hand-over lasts twice the TTL, and must outlive the node that made the
@@ -207,6 +210,9 @@ class Node:
             self.gateway.address_limiter.sweep(now)
         sessions.moved.sweep(now)
         claims = self._claim_round.due(now, sessions.moved_in)
+        if self._claim_all and self.engine.healthy and not self._claiming:
+            self._claim_all = False
+            claims = sessions.moved_in()
         if claims and not self._claiming:  # (one at a time: a stalled engine delays no deadline)
             self._claiming = True
             self.tasks.spawn(self._claim_again(claims), "ladder-claims")
@@ -217,6 +223,10 @@ class Node:
             sub = None if found is None else found.subs.get(channel)
             if sub is not None and sub.member is not None and sub in channels.present:
                 await self.engine.presence_add(channel, sub.member, presence_ttl)
+
+    def _route_lost(self) -> None:
+        self.cluster.on_route_lost()
+        self._claim_all = True
 
     async def _claim_again(self, sids: list[str]) -> None:
         """Renew the engine's record that these sessions live here (those still here and not
