@@ -206,6 +206,14 @@ async def test_client_js_carries_cors_headers_for_allowed_origins_only(server: L
         assert "access-control-allow-origin" not in plain.headers
 
 
+async def test_a_preflight_without_an_origin_is_refused_in_words(server: LadderServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        refused = await http.options("/send")
+    assert refused.status_code == 403
+    body = refused.json()
+    assert body["code"] == "origin_not_allowed" and "without an Origin header" in body["reason"], body
+
+
 async def test_every_module_client_js_imports_is_served_like_client_js(server: LadderServer) -> None:
     """client.js imports the modules beside it: each one, followed from client.js's own
     imports, is served under the mount as JavaScript, with the same CORS grant."""

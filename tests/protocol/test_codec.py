@@ -104,3 +104,11 @@ def test_codec_lookup() -> None:
     assert codec_for_content_type("text/plain") is JSON
     with pytest.raises(LadderError):
         codec_named("xml")
+
+
+@pytest.mark.parametrize("raw", [msgpack.packb({"t": "ping"}) + b"\xc1", b"\xc1"], ids=["after a frame", "alone"])
+def test_a_byte_that_starts_no_msgpack_type_is_named_in_the_refusal(raw: bytes) -> None:
+    with pytest.raises(LadderError) as refused:
+        MSGPACK.decode(raw)
+    assert refused.value.code == "bad_frame"
+    assert refused.value.reason.removeprefix("invalid msgpack:").strip(), refused.value.reason

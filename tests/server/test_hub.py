@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -200,3 +201,24 @@ async def test_resume_needs_the_token_and_a_live_session(hub: Ladder) -> None:
         await internals(hub).router.route("no-such-session", "x", stream=False)
     assert unknown.value.code == "unknown_session"
     assert await internals(hub).router.route(peer.session.sid, peer.session.state.token, stream=False) is peer.session
+
+
+async def test_credentials_that_expired_already_are_refused_with_token_expired() -> None:
+    """A session was opened with them, welcomed, and could apply a message before the clock
+    ended it; on the polling rungs the client then heard ``unknown_session``, never why."""
+    hub = make_hub(authenticate=lambda req: Identity(user="u", expires=time.time() - 10))
+    try:
+        with pytest.raises(LadderError) as refused:
+            await Peer.open(hub, "any")
+        assert refused.value.code == "token_expired"
+        assert len(internals(hub).sessions) == 0
+    finally:
+        await hub.stop()
+
+
+async def test_subscribing_again_answers_with_the_same_fields(hub: Ladder) -> None:
+    peer = await Peer.open(hub, "alice")
+    first = await peer.request({"t": "sub", "ch": "chat:again"})
+    again = await peer.request({"t": "sub", "ch": "chat:again"})
+    assert set(first["d"]) == set(again["d"]) == {"ch", "ep", "off", "rec", "n"}
+    assert again["d"]["n"] == 0

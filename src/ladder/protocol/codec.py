@@ -315,7 +315,7 @@ def _unpack_all(raw: bytes, max_frame: int | None, *, checked: bool) -> list[Any
     except LadderError:
         raise
     except Exception as exc:  # msgpack raises a zoo of types for bad input
-        raise LadderError("bad_frame", f"invalid msgpack: {exc}") from exc
+        raise LadderError("bad_frame", f"invalid msgpack: {str(exc) or type(exc).__name__}") from exc
     if start != len(raw):
         # The unpacker stops quietly at an incomplete object; a cut frame is an error.
         raise LadderError("bad_frame", "invalid msgpack: truncated")

@@ -14,6 +14,7 @@ to channels whose options say ``client_publish=True``.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
@@ -77,13 +78,16 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
 
 
 async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> Identity:
-    """Call the hook and normalise its answer; a refusal raises ``unauthorized``."""
+    """Call the hook and normalise its answer; a refusal raises ``unauthorized``, credentials
+    that expired already ``token_expired`` (a session begun with them would end at once)."""
     if hook is None:
         return ANONYMOUS
     result = hook(request)
     if inspect.isawaitable(result):
         result = await result
     if isinstance(result, Identity):
+        if result.expires is not None and result.expires <= time.time():
+            raise LadderError("token_expired", "the credentials have expired already: get new ones")
         return result
     if isinstance(result, str):
         return Identity(user=result)

@@ -157,7 +157,7 @@ class Dispatch:
         engine = self.engine
         if channel in session.subs:
             position = await engine.position(channel)
-            return {"ch": channel, "ep": position.epoch, "off": position.offset, "rec": True}
+            return {"ch": channel, "ep": position.epoch, "off": position.offset, "rec": True, "n": 0}
         most = settings.limits.max_subscriptions
         if len(session.subs) >= most:
             raise LadderError("too_many_subscriptions", f"at most {most} channels")

@@ -161,6 +161,8 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
 async def _preflight(allowed: tuple[str, ...] | None, request: Request, send: Send) -> None:
     headers = cors_headers(allowed, request)
     if not headers:
+        if request.origin is None:  # (a preflight always has one: this is not a browser's)
+            raise LadderError("origin_not_allowed", "a CORS preflight without an Origin header")
         raise LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
     headers += [
         (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
