@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -182,6 +183,17 @@ async def test_a_refused_origin_is_fatal_with_an_error_naming_the_setting(server
     with pytest.raises(LadderError) as later:
         await client.call("echo", 1)
     assert later.value.code == "origin_not_allowed"
+    with pytest.raises(LadderError) as subscribing:  # (it said only "closed")
+        client.subscribe("room")
+    assert subscribing.value.code == "origin_not_allowed"
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "localhost:8000/ladder", "ftp://x"])
+def test_a_url_without_http_or_https_is_refused_at_once_naming_the_fix(url: str) -> None:
+    """It was taken, and connect() failed after connect_timeout (15 s) with a reason that
+    buried "Request URL is missing an 'http://' or 'https://' protocol" among the rungs'."""
+    with pytest.raises(ValueError, match="must start with http:// or https://"):
+        Client(url)
 
 
 async def test_an_oversized_message_queued_before_the_limit_was_known_wedges_nothing() -> None:
@@ -203,3 +215,15 @@ async def test_an_oversized_message_queued_before_the_limit_was_known_wedges_not
         assert await client.call("records", "oversize", timeout=5) == ["small"]
         assert [e.code for e in errors] == ["frame_too_large"], "the emit nobody waits for: an error event"
         await client.close()
+
+
+async def test_a_request_of_a_client_never_connected_times_out_naming_connect() -> None:
+    """Messages before connect() wait for it (they go out once connected); with no connect()
+    at all, a call timed out saying only "no reply", and a publish waited forever."""
+    client = Client(f"http://127.0.0.1:{free_port()}")
+    for request in (client.call("echo", 1, timeout=0.2), client.publish("room", 1, timeout=0.2)):
+        with pytest.raises(LadderError) as timed_out:
+            await request
+        assert timed_out.value.code == "timeout" and "client.connect()" in timed_out.value.reason
+    assert inspect.signature(Client.publish).parameters["timeout"].default == 10.0  # as call's
+    await client.close()

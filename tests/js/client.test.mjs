@@ -969,3 +969,12 @@ describe("atMost", () => {
     assert.equal(clock.timers.size, 0);
   });
 });
+
+describe("events", () => {
+  test("on() refuses a name that is not an event (a misspelt one would never fire)", () => {
+    const { client } = setup({ transports: ["websocket"] });
+    assert.throws(() => client.on("connected", () => {}), (error) => error instanceof TypeError && /unknown event "connected"; one of open, close/.test(error.message));
+    const off = client.on("open", () => {});
+    assert.equal(typeof off, "function");
+  });
+});

@@ -29,7 +29,7 @@ class Calls(Connection):
         ``recent=N`` starts with the newest N publications kept in history.
         """
         if self.state == "closed":
-            raise LadderError("closed", "this client was closed")
+            raise self._fatal or LadderError("closed", "this client was closed")
         existing = self._subs.get(channel)
         if existing is not None and existing.active:
             return existing
@@ -54,8 +54,12 @@ class Calls(Connection):
         self._submit({"t": "unsub", "ch": channel}, None)
         await self._flush()
 
-    async def publish(self, channel: str, data: Any, *, timeout: float | None = None) -> tuple[str, int]:
-        """Publish to a channel (if the server permits); returns its ``(epoch, offset)``."""
+    async def publish(self, channel: str, data: Any, *, timeout: float | None = 10.0) -> tuple[str, int]:
+        """Publish to a channel (if the server permits); returns its ``(epoch, offset)``.
+
+        ``timeout`` (seconds, None for none) bounds the wait for the server's answer, as for
+        :meth:`call`; a publication queued while disconnected may still be applied later.
+        """
         reply = await self._request({"t": "pub", "ch": channel, "d": data}, timeout)
         return str(reply["ep"]), int(reply["off"])
 

@@ -130,6 +130,12 @@ class Client(Calls):
         http_client: httpx.AsyncClient | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        if scheme not in ("http", "https"):
+            raise ValueError(
+                f"url {url!r} must start with http:// or https:// (the address the hub is "
+                "mounted at, e.g. 'http://127.0.0.1:8000' or 'https://example.com/ladder')"
+            )
         unknown = [t for t in transports if t not in TRANSPORTS]
         if unknown or not transports:
             raise ValueError(f"transports must be a non-empty subset of {TRANSPORTS}, not {unknown}")

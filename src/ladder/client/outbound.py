@@ -101,7 +101,10 @@ class Outbound(ClientBase):
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
-            raise LadderError("timeout", f"no reply within {timeout:g} s") from None
+            never = " (this client was never connected: call `await client.connect()`)"
+            raise LadderError(
+                "timeout", f"no reply within {timeout:g} s{never if self._run_task is None else ''}"
+            ) from None
         finally:
             if self._waiting.get(msg_id) is settle and future.done():
                 self._waiting.pop(msg_id, None)

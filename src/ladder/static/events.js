@@ -25,6 +25,12 @@ import { reportLater } from "./subscription.js";
 
 /** @typedef {{c: string, u: string | null, info: any}} Member */
 
+/** The names `on` takes (a misspelt one would never fire: it throws instead). */
+export const EVENTS = Object.freeze([
+  "open", "close", "transport", "resync", "session_lost", "resubscribed", "push", "presence", "error",
+  "probe", "state", "tabs",
+]);
+
 /** Listeners by event name: what a `Client` and a tab's `SharedClient` both offer the app. */
 export class Emitter {
   constructor() {
@@ -40,6 +46,7 @@ export class Emitter {
    * @returns {() => void}
    */
   on(name, listener) {
+    if (!EVENTS.includes(name)) throw new TypeError(`unknown event ${JSON.stringify(name)}; one of ${EVENTS.join(", ")}`);
     let set = this._listeners.get(name);
     if (!set) this._listeners.set(name, (set = new Set()));
     set.add(listener);
