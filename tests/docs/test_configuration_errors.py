@@ -92,3 +92,21 @@ def test_hub_settings_that_cannot_work_are_refused() -> None:
         transports=["sse", "websocket"],
     )
     assert hub.transports == ("websocket", "sse")
+
+
+def test_settings_that_cannot_work_are_refused_when_the_hub_is_built() -> None:
+    """Each was taken: a frame limit of 0 refused every message, an authenticate that is not a
+    function failed every connection with a traceback on the server and ``internal`` on the
+    client, an empty JWT key failed every token the same way, a heartbeat of 0 pinged on
+    every tick."""
+    with pytest.raises(ConfigurationError, match=r"^Limits\(max_frame_size=\.\.\.\): 0 cannot work"):
+        Limits(max_frame_size=0)
+    with pytest.raises(ConfigurationError, match=r"^heartbeat: 0 cannot work"):
+        Ladder(heartbeat=0)
+    with pytest.raises(ConfigurationError, match=r"^authenticate: got a str, not a function"):
+        Ladder(authenticate="secret")  # type: ignore[arg-type]
+    from ladder import JWT  # noqa: PLC0415 - PyJWT is optional
+
+    with pytest.raises(ConfigurationError, match=r"^authenticate: JWT\(key=\.\.\.\) got an empty key"):
+        JWT("")
+    assert Limits(message_rate=0, request_rate=0).message_rate == 0  # 0 there: no limit

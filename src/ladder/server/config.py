@@ -23,12 +23,18 @@ class Limits:
     """Bounds on what one client can make the server hold or do. All configurable.
 
     A value of the wrong type or a negative one raises
-    :class:`~ladder.errors.ConfigurationError` when ``Limits(...)`` is built.
+    :class:`~ladder.errors.ConfigurationError` when ``Limits(...)`` is built, and so does 0
+    for a size or a time that cannot be 0 (every frame would be refused, every hello late).
     """
 
     def __post_init__(self) -> None:
         for spec in fields(self):
-            check_number(f"Limits({spec.name}=...)", getattr(self, spec.name), spec.type)
+            value = getattr(self, spec.name)
+            check_number(f"Limits({spec.name}=...)", value, spec.type)
+            if spec.name in _ABOVE_ZERO and not value:
+                raise ConfigurationError(
+                    f"Limits({spec.name}=...)", "0 cannot work", "pass a number above 0 (see its default)"
+                )
 
     max_frame_size: int = 64 * 1024
     """Largest single frame (bytes). Bigger: error, WebSocket close 1009, HTTP 413."""
@@ -68,6 +74,24 @@ class Limits:
     """Sessions one authenticated user may hold at once."""
     trust_forwarded_for: bool = False
     """Take the client address from ``X-Forwarded-For`` (only behind a proxy you control)."""
+
+
+_ABOVE_ZERO: Final = frozenset(
+    {
+        "max_frame_size",
+        "max_post_size",
+        "max_queue",
+        "max_queue_bytes",
+        "inbox_window",
+        "batch_frames",
+        "hello_timeout",
+        "frame_timeout",
+    }
+)
+"""Limits for which 0 cannot work (for the rates, 0 means no limit)."""
+
+HUB_ABOVE_ZERO: Final = frozenset({"session_ttl", "heartbeat", "poll_timeout", "presence_ttl"})
+"""Hub timings for which 0 cannot work."""
 
 
 def check_number(setting: str, value: Any, kind: Any) -> None:
@@ -111,7 +135,9 @@ def check_channel_options(setting: str, options: Any) -> ChannelOptions:
     return options
 
 
-def check_hub_settings(allowed_origins: Any, transports: Any, numbers: Mapping[str, Any]) -> tuple[str, ...]:
+def check_hub_settings(
+    allowed_origins: Any, transports: Any, numbers: Mapping[str, Any], authenticate: Any = None
+) -> tuple[str, ...]:
     """Refuse a hub setting that cannot work, naming it; returns the transports, best first."""
     if allowed_origins is not None:
         if isinstance(allowed_origins, str) or not isinstance(allowed_origins, Sequence):
@@ -140,6 +166,15 @@ def check_hub_settings(allowed_origins: Any, transports: Any, numbers: Mapping[s
         )
     for name, value in numbers.items():
         check_number(name, value, "float")
+        if name in HUB_ABOVE_ZERO and not value:
+            raise ConfigurationError(name, "0 cannot work", "pass a number of seconds above 0")
+    if authenticate is not None and not callable(authenticate):
+        raise ConfigurationError(
+            "authenticate",
+            f"got a {type(authenticate).__name__}, not a function",
+            "pass a function of the AuthRequest returning an Identity, a user id or None "
+            "(async or not), or JWT(key)",
+        )
     return tuple(t for t in TRANSPORTS if t in transports)
 
 

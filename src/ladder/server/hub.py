@@ -113,7 +113,7 @@ class Ladder:
     ) -> None:
         timings = {"session_ttl": session_ttl, "heartbeat": heartbeat, "poll_timeout": poll_timeout}
         timings |= {"presence_ttl": presence_ttl, "sse_padding": sse_padding, "gzip_min_size": gzip_min_size}
-        offered = check_hub_settings(allowed_origins, transports, timings)
+        offered = check_hub_settings(allowed_origins, transports, timings, authenticate)
         limits = limits or Limits()
         self._settings = Settings(
             allowed_origins=None if allowed_origins is None else tuple(allowed_origins),

@@ -49,6 +49,12 @@ class JWT:
                 "JWT authentication needs PyJWT, which is not installed",
                 f"install it with `{install_hint('jwt')}`",
             ) from exc
+        if not key:
+            raise ConfigurationError(
+                "authenticate",
+                "JWT(key=...) got an empty key: every token would fail to verify",
+                "pass the secret (HS*) or the public key (RS*, ES*, EdDSA) your tokens are signed for",
+            )
         self._jwt = jwt
         self.key = key
         self.algorithms = list(algorithms)
