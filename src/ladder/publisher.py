@@ -107,9 +107,10 @@ class Publisher:
     async def publish(self, channel: str, data: Any) -> Publication:
         """Publish ``data`` to ``channel``, as ``hub.publish`` does; returns the publication
         (its ``offset`` and ``epoch``). Raises ``LadderError("engine_unavailable")`` when the
-        engine cannot be reached."""
+        engine cannot be reached; data no encoding can carry raises ``TypeError``."""
+        payload = Payload.checked(data)
         await self.start()
-        return await self.engine.publish(channel, Payload.of(data), self.channel_rules.options(channel))
+        return await self.engine.publish(channel, payload, self.channel_rules.options(channel))
 
     async def __aenter__(self) -> Publisher:
         await self.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -56,6 +57,14 @@ def test_an_unreachable_redis_is_engine_unavailable_not_a_hang() -> None:
 
     with pytest.raises(LadderError, match="engine_unavailable"):
         asyncio.run(publish())
+
+
+def test_data_no_encoding_can_carry_raises_type_error_as_hub_publish_does() -> None:
+    """It raised ``LadderError`` ``bad_frame`` (the message of a client's malformed frame),
+    and only after connecting: here it fails first, with no Redis even reachable."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with BlockingPublisher(url) as publisher, pytest.raises(TypeError, match="datetime"):
+        publisher.publish("tasks", datetime.datetime.now())
 
 
 def _publish_in_child(publisher: BlockingPublisher, results: Any) -> None:

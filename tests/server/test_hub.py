@@ -222,3 +222,25 @@ async def test_subscribing_again_answers_with_the_same_fields(hub: Ladder) -> No
     again = await peer.request({"t": "sub", "ch": "chat:again"})
     assert set(first["d"]) == set(again["d"]) == {"ch", "ep", "off", "rec", "n"}
     assert again["d"]["n"] == 0
+
+
+async def test_data_no_encoding_can_carry_raises_type_error_from_every_server_api() -> None:
+    """hub.publish raised TypeError; hub.send answered False for an unknown session and
+    ``bad_frame`` (the client's fault, by its name) for a known one, and send_user
+    ``bad_frame`` even with no session of that user."""
+    import datetime  # noqa: PLC0415
+
+    hub = make_hub()
+    try:
+        peer = await Peer.open(hub)
+        when = datetime.datetime.now()
+        for sending in (
+            hub.publish("room", when),
+            hub.send(peer.session.sid, "note", when),
+            hub.send("unknown", "note", when),
+            hub.send_user("nobody", "note", when),
+        ):
+            with pytest.raises(TypeError, match=r"datetime"):
+                await sending
+    finally:
+        await hub.stop()

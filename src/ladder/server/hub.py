@@ -209,7 +209,11 @@ class Ladder:
         return pub
 
     async def send(self, session_id: str, event: str, data: Any = None) -> bool:
-        """Push an event to one session (on whichever node holds it). False when unknown."""
+        """Push an event to one session (on whichever node holds it). False when unknown.
+
+        Data no encoding can carry raises ``TypeError``, as for :meth:`publish`.
+        """
+        Payload.checked(data)
         await self._node.serving()
         return await self._node.router.send(session_id, event, data)
 
@@ -221,6 +225,7 @@ class Ladder:
         still deliver; with the engine unreachable, only this node's are reached, and a
         WARNING says so). A session whose client is away gets it when the client comes back.
         """
+        Payload.checked(data)
         await self._node.serving()
         return await self._node.router.send_user(user, event, data)
 
