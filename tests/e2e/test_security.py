@@ -204,6 +204,29 @@ async def test_x_forwarded_for_counts_only_when_trusted(trusted: bool) -> None:
                 assert second.status_code == 429 and second.json()["reason"] == "at most 1 per address"
 
 
+async def test_a_trusted_proxy_s_entry_is_the_last_one_and_its_scheme_counts() -> None:
+    """A proxy appends the peer it saw to ``X-Forwarded-For`` (both shipped configs do): the
+    entries before it are whatever the client wrote. The first one was taken, so a client
+    chose its own address for every per-address limit. And behind a TLS proxy the page's
+    origin is https while the hop to Ladder is http: ``X-Forwarded-Proto`` says so (the hub's
+    own page was refused ``origin_not_allowed``)."""
+    limits = {"max_sessions_per_address": 1, "trust_forwarded_for": True}
+    config = {"limits": limits, "allowed_origins": None}  # same origin only
+    with LadderServer(config) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            answers = [
+                await http.get("/poll", params={"v": 1}, headers={"x-forwarded-for": f"10.9.9.{n}, 198.51.100.7"})
+                for n in (1, 2)
+            ]
+            assert [a.status_code for a in answers] == [200, 429], "one client, whatever it wrote first"
+            page = {"host": "app.example", "origin": "https://app.example", "x-forwarded-proto": "https"}
+            own = await http.get("/poll", params={"v": 1}, headers={**page, "x-forwarded-for": "198.51.100.8"})
+            assert own.status_code == 200, own.text
+            page["x-forwarded-proto"] = "http"
+            other = await http.get("/poll", params={"v": 1}, headers={**page, "x-forwarded-for": "198.51.100.9"})
+            assert other.status_code == 403 and other.json()["code"] == "origin_not_allowed"
+
+
 async def test_slowloris_ties_up_nothing(server: LadderServer) -> None:
     """Hundreds of connections dribbling their headers do not slow a healthy client down."""
     writers = []

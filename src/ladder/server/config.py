@@ -73,7 +73,8 @@ class Limits:
     max_sessions_per_user: int = 100
     """Sessions one authenticated user may hold at once."""
     trust_forwarded_for: bool = False
-    """Take the client address from ``X-Forwarded-For`` (only behind a proxy you control)."""
+    """Take the client address from the last ``X-Forwarded-For`` entry and the scheme from
+    ``X-Forwarded-Proto`` (only behind a proxy you control, which appends the entry)."""
 
 
 _ABOVE_ZERO: Final = frozenset(

@@ -24,6 +24,13 @@ Headers: TypeAlias = Sequence[tuple[bytes, bytes]]
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
+def _last(header: str | None) -> str | None:
+    """The last entry of a comma-separated header (None if there is none)."""
+    if header is None:
+        return None
+    return header.rsplit(",", 1)[-1].strip() or None
+
+
 class Request:
     """The parts of an ASGI HTTP or WebSocket scope that Ladder reads."""
 
@@ -48,11 +55,15 @@ class Request:
         self.query = parse_query(scope.get("query_string", b"").decode("latin-1"))
         client = scope.get("client")
         self.client = f"{client[0]}:{client[1]}" if client else None
-        forwarded = headers.get("x-forwarded-for") if trust_forwarded else None
-        self.address: str | None = (
-            forwarded.split(",")[0].strip() if forwarded else (client[0] if client else None)
-        )
-        """The client's address, for per-address limits."""
+        forwarded = _last(headers.get("x-forwarded-for")) if trust_forwarded else None
+        self.address: str | None = forwarded or (client[0] if client else None)
+        """The client's address, for per-address limits: with ``trust_forwarded``, the last
+        ``X-Forwarded-For`` entry, the one the proxy in front added (the ones before it are
+        the client's to write: a proxy appends, it does not replace)."""
+        if trust_forwarded:
+            proto = (_last(headers.get("x-forwarded-proto")) or "").lower()
+            if proto in ("http", "https"):
+                self.scheme = proto  # the page's own origin, behind a TLS proxy
 
     @property
     def endpoint(self) -> str:
