@@ -385,6 +385,20 @@ async def test_browser_rules_origin_and_body_size_through_the_proxy(
     assert refused.value.response.status_code == 403
 
 
+@pytest.mark.parametrize("balancer", BALANCERS)
+async def test_metrics_are_not_public_through_the_proxy(deployment: Deployment, balancer: str) -> None:
+    """Ladder answers /metrics at any path ending in it (a prefix may be kept): a proxy rule on
+    the exact path let /x/metrics through. The shipped configs match the ending (decoded)."""
+    url, tls = deployment.entry(balancer)
+    async with httpx.AsyncClient(verify=tls or True, timeout=10) as http:
+        for path in ("/metrics", "/x/metrics", "/metrics/", "/%6detrics"):
+            response = await http.get(url + path)
+            assert response.status_code == 403, (path, response.status_code, response.text[:80])
+        assert (await http.get(url + "/health")).status_code == 200
+        direct = await http.get(deployment.direct(0) + "/metrics")
+    assert direct.status_code == 200 and "ladder_connections" in direct.text  # scraped directly
+
+
 async def use_node3(deployment: Deployment, tag: str, clients: int) -> list[str]:
     """``clients`` sessions on node 3 at once, each subscribing and publishing (several Redis
     connections in use at the same time); what each got."""
