@@ -558,6 +558,8 @@ async def test_health_follows_a_stall_that_heals_without_a_connection_reset(
         await engine.start(sink)
         try:
             assert hub.health()["ok"]
+            infos = [r.message for r in caplog.records if r.levelno == logging.INFO and "redis engine" in r.message]
+            assert infos and "redis engine connected" in infos[0], infos  # (not "healthy again" at start)
             relay.flowing.clear()
             await _until(lambda: not hub.health()["ok"], 5.0)
             warnings = [

@@ -4,6 +4,7 @@ shard down costing only its share. Real ``redis-server`` processes on loopback."
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -178,8 +179,9 @@ async def collect(sink: Sink, channel: str, count: int, timeout: float = 10.0) -
 
 
 async def test_a_server_down_costs_only_its_share_and_rejoins_by_itself(
-    servers: list[RedisServer], nodes: list[tuple[ShardedEngine, Sink]]
+    servers: list[RedisServer], nodes: list[tuple[ShardedEngine, Sink]], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="ladder.redis")
     (a, _), (b, sink_b) = nodes
     down, up = channel_on(a, 0), channel_on(a, 1)
     await b.listen(down)
@@ -216,6 +218,9 @@ async def test_a_server_down_costs_only_its_share_and_rejoins_by_itself(
             await asyncio.sleep(0.05)
     assert a.healthy and b.healthy, "the node still serves the other shards"
     assert not a.healthy_for(gone_sid) and a.healthy_for(kept_sid)
+    warned = [r.message for r in caplog.records if "unhealthy" in r.message]
+    assert warned and all("the node stays healthy while another shard answers" in w for w in warned), warned
+    assert not any("/health answers 503" in w for w in warned), "(it said so of a node that stayed healthy)"
     await a.send_node(b.node_id, b"through another shard")  # its own messenger is down
     assert await asyncio.wait_for(sink_b.node.get(), 5) == b"through another shard"
     assert await a.node_alive(b.node_id)

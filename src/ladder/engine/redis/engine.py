@@ -119,7 +119,12 @@ class RedisEngine(ComposedEngine):
         self._commands_ok = True
         self._listening = False
         """The listener was connected when last heard of (a loss is told to the sink once)."""
+        self._was_healthy = False
         self.last_error: str | None = None
+        self.serving = "accepting new sessions"
+        """What being healthy means, for the log (a shard of several says its own)."""
+        self.refusing = "new sessions are refused with engine_unavailable and /health answers 503"
+        """What being unhealthy means, for the log."""
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -222,13 +227,15 @@ class RedisEngine(ComposedEngine):
         if healthy:
             self._listening = True  # (a cluster's listener says nothing when it starts well)
             self.last_error = None
-            log.info("redis engine healthy again (%s): accepting new sessions", self.url)
+            again, self._was_healthy = self._was_healthy, True
+            what = "healthy again" if again else "connected"
+            log.info("redis engine %s (%s): %s", what, self.url, self.serving)
         elif self._link.sink is not None:  # not while stopping
             log.warning(
-                "redis engine unhealthy (%s): %s; new sessions are refused with engine_unavailable "
-                "and /health answers 503 until it answers again",
+                "redis engine unhealthy (%s): %s; %s until it answers again",
                 self.url,
                 self.last_error or "no answer",
+                self.refusing,
             )
 
     def _healthy_now(self) -> bool:

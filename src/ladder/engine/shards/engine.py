@@ -62,6 +62,12 @@ class ShardedEngine(ComposedEngine):
         self.shards = [
             (name, RedisEngine(single, node_id=node, **options)) for name, single in split_url(url)
         ]
+        for _, shard in self.shards:
+            shard.serving = "its channels and sessions are served again"
+            shard.refusing = (
+                "publishes to its channels and messages of its sessions are refused with "
+                "engine_unavailable (the node stays healthy while another shard answers)"
+            )
         placement = self.placement = Placement(self.shards)
         super().__init__(
             ShardedChannels(placement),
