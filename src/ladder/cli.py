@@ -13,6 +13,7 @@ import gc
 import importlib
 import importlib.machinery
 import logging
+import math
 import sys
 from typing import Any, NoReturn
 
@@ -21,6 +22,7 @@ import uvicorn
 from . import __version__
 from .engine import create_engine
 from .engine.memory import MemoryEngine
+from .errors import ConfigurationError
 from .server import native
 from .server.hub import Ladder
 from .server.logs import RedactTokens
@@ -38,8 +40,18 @@ def load_app(spec: str) -> Any:
     if not module_name or not attr:
         raise SystemExit(f"expected module:attribute, got {spec!r}")
     sys.path.insert(0, ".")
-    obj: Any = importlib.import_module(module_name)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise  # a module the app itself imports is missing: its traceback says which
+        raise SystemExit(
+            f"ladder serve: no module named {exc.name!r} (from {spec!r}): run it from the directory "
+            "that holds the module, or check the name"
+        ) from None
     for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise SystemExit(f"ladder serve: {module_name} has no attribute {part!r} (from {spec!r})")
         obj = getattr(obj, part)
     return obj
 
@@ -195,7 +207,7 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     )
     parser.add_argument(
         "--header-timeout",
-        type=float,
+        type=_seconds,
         default=10.0,
         help="seconds a connection may take to send a request's headers before it is closed (default: 10)",
     )
@@ -226,6 +238,16 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
         action="store_true",
         help="serve Ladder's WebSockets through ASGI instead of the native driver",
     )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -294,6 +316,8 @@ def main(argv: list[str] | None = None) -> None:
             from .demo.app import app  # noqa: PLC0415
 
             run(app, args)
+    except ConfigurationError as exc:  # (an --engine URL, say): the setting and the fix, no traceback
+        raise SystemExit(f"ladder {args.command}: {exc}") from None
     except KeyboardInterrupt:
         # uvicorn re-raises the Ctrl-C it handled once the server has stopped cleanly.
         pass

@@ -206,6 +206,32 @@ async def test_client_js_carries_cors_headers_for_allowed_origins_only(server: L
         assert "access-control-allow-origin" not in plain.headers
 
 
+async def test_health_answers_head_as_get_for_balancers_that_check_with_it(server: LadderServer) -> None:
+    """HEAD was ``404 not_found`` (and logged as a refusal): a balancer checking with HEAD
+    would have taken every node out."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        head = await http.head("/health")
+        get = await http.get("/health")
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["serve", "no_such_module:hub"], "no module named 'no_such_module'"),
+        (["serve", "ladder:no_such_hub"], "ladder has no attribute 'no_such_hub'"),
+        (["serve", "tests.support.apps:hub", "--engine", "memory"], "engine: unknown engine URL 'memory'"),
+        (["serve", "tests.support.apps:hub", "--header-timeout", "0"], "must be a number of seconds above 0"),
+    ],
+)
+def test_ladder_serve_mistakes_are_one_line_not_a_traceback(argv: list[str], said: str) -> None:
+    command = [sys.executable, "-m", "ladder.cli", *argv]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode != 0
+    assert said in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
 async def test_a_preflight_without_an_origin_is_refused_in_words(server: LadderServer) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         refused = await http.options("/send")

@@ -124,7 +124,7 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
         if endpoint == "metrics" and request.method == "GET":
             await respond(tracked, 200, node.metrics.render(), content_type=METRICS_TYPE)
             return
-        if endpoint == "health" and request.method == "GET":
+        if endpoint == "health" and request.method in ("GET", "HEAD"):  # (balancers check with either)
             if not node.stopped:  # shutting down: 503, so that the balancer looks elsewhere
                 await node.start()
             health = node.health()
