@@ -172,7 +172,8 @@ def run(app: Any, args: argparse.Namespace) -> None:
         # would apply it to the HTTP rungs without it. An app keeps uvicorn's, for its routes.
         proxy_headers=app is not hub,
     )
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())  # after uvicorn set up its logging
+    for name in ("uvicorn.access", "uvicorn.error"):  # (the latter logs refused WebSocket paths)
+        logging.getLogger(name).addFilter(RedactTokens())  # after uvicorn set up its logging
     tune_collector(args.gc_threshold)
     # A worker of --workers N serves the shared port (see server/workers.py).
     sock = worker_socket(args.host, args.port) if getattr(args, "workers", 1) > 1 else None

@@ -22,3 +22,11 @@ def test_the_filter_rewrites_uvicorns_access_record_arguments() -> None:
     )
     assert RedactTokens().filter(record)
     assert record.getMessage() == '127.0.0.1 - "GET /poll?prt=[redacted]&rt=[redacted]"'
+
+
+def test_a_token_field_is_redacted_however_its_name_is_written() -> None:
+    """The server decodes ``%72t`` to ``rt`` and resumed the session with it, while the log
+    kept the token in clear."""
+    out = redact("GET /poll?sid=s1&%72t=SECRET1&%74ok=SECRET2&r%74=SECRET3&rtx=kept&v=1 HTTP/1.1")
+    assert "SECRET" not in out, out
+    assert "rtx=kept" in out and "sid=s1" in out

@@ -5,15 +5,23 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from urllib.parse import unquote_plus
 
 log = logging.getLogger("ladder")
 
-_SECRET_QUERY = re.compile(r"(?<=[?&])(tok|rt|prt)=[^&\s\"]*")
+_QUERY_FIELD = re.compile(r"(?<=[?&;])([^=&;\s\"?]+)=([^&;\s\"]*)")
+_SECRETS = frozenset({"tok", "rt", "prt"})
+
+
+def _redacted(field: re.Match[str]) -> str:
+    name = field.group(1)
+    return f"{name}=[redacted]" if unquote_plus(name) in _SECRETS else field.group(0)
 
 
 def redact(text: str) -> str:
-    """``text`` with the values of the ``tok``, ``rt`` and ``prt`` query fields replaced."""
-    return _SECRET_QUERY.sub(r"\1=[redacted]", text)
+    """``text`` with the values of the ``tok``, ``rt`` and ``prt`` query fields replaced,
+    however their names are written (``%72t`` is ``rt`` to the server, so to this too)."""
+    return _QUERY_FIELD.sub(_redacted, text)
 
 
 class RedactTokens(logging.Filter):
