@@ -196,6 +196,11 @@ def test_a_url_without_http_or_https_is_refused_at_once_naming_the_fix(url: str)
         Client(url)
 
 
+def test_an_unknown_encoding_is_a_value_error_like_an_unknown_transport() -> None:
+    with pytest.raises(ValueError, match="encoding must be 'msgpack' or 'json', not 'cbor'"):
+        Client("http://127.0.0.1:1", encoding="cbor")
+
+
 async def test_an_oversized_message_queued_before_the_limit_was_known_wedges_nothing() -> None:
     port = free_port()
     client = Client(f"http://127.0.0.1:{port}", transports=["websocket"], backoff_base=0.05, backoff_max=0.2)
@@ -227,3 +232,17 @@ async def test_a_request_of_a_client_never_connected_times_out_naming_connect() 
         assert timed_out.value.code == "timeout" and "client.connect()" in timed_out.value.reason
     assert inspect.signature(Client.publish).parameters["timeout"].default == 10.0  # as call's
     await client.close()
+
+
+async def test_closing_a_client_whose_token_refresh_is_on_its_way_logs_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="ladder.client")
+    client = Client("http://127.0.0.1:1", token=lambda: "fresh")
+    await client.close()
+    client._expires = time.time()  # due now: the refresh starts, and meets the closed client
+    client._maybe_refresh()
+    async with asyncio.timeout(5):
+        while client._refreshing:  # noqa: ASYNC110 - the client's own task ends it
+            await asyncio.sleep(0.01)
+    assert not [r.message for r in caplog.records if "token refresh failed" in r.message]

@@ -142,6 +142,8 @@ class Client(Calls):
         self.url = url.rstrip("/")
         self.rungs = [t for t in TRANSPORTS if t in transports]
         self._token = token
+        if encoding not in ("msgpack", "json"):
+            raise ValueError(f"encoding must be 'msgpack' or 'json', not {encoding!r}")
         self.endpoint = Endpoint(
             self.url, codec_named(encoding), dict(headers or {}), self._current_token, ssl_context
         )

@@ -54,7 +54,8 @@ class Inbound(Outbound):
                 try:
                     await self.refresh()
                 except LadderError as exc:
-                    log.warning("token refresh failed: %s", exc)
+                    if self.state != "closed":  # (closing the client ends a refresh on its way)
+                        log.warning("token refresh failed: %s", exc)
                 finally:
                     self._refreshing = False
 
