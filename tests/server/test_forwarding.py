@@ -133,3 +133,25 @@ async def test_a_push_through_records_that_point_round_in_a_circle_stops(redis_s
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_hub_disconnect_ends_a_session_held_by_another_node(redis_server: RedisServer) -> None:
+    """It answered False and left the client connected: only the node holding a session
+    could end it, unlike ``hub.send`` beside it."""
+    made_on, holder = (Ladder(engine=RedisEngine(redis_server.url)) for _ in range(2))
+    try:
+        peer = await Peer.open(made_on)
+        await holder.start()
+        sid, token = peer.session.sid, peer.session.state.token
+        session = await internals(holder).router.route(sid, token, stream=True)
+        att = internals(holder).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=True)
+        assert await made_on.disconnect(sid, "banned")
+        async with asyncio.timeout(5):
+            while sid in internals(holder).sessions:  # noqa: ASYNC110 - the holder ends it
+                await asyncio.sleep(0.02)
+        control, _ = session.state.take(att, internals(holder).settings.clock())
+        byes = [frame for frame in control if frame["t"] == "bye"]
+        assert byes and byes[0]["code"] == "session_closed" and byes[0]["reason"] == "banned", control
+    finally:
+        for hub in (made_on, holder):
+            await hub.stop()

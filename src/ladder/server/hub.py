@@ -15,7 +15,6 @@ from typing import Any
 
 from ..engine import create_engine
 from ..engine.base import ChannelOptions, Engine, Member, Payload, Publication
-from ..protocol.errors import LadderError
 from ..protocol.session import SessionLimits
 from .auth import Authenticate, Identity, Permissions, default_permissions
 from .config import TRANSPORTS, ChannelRules, Limits, Settings, check_hub_settings
@@ -243,13 +242,10 @@ class Ladder:
         return result.publications
 
     async def disconnect(self, session_id: str, reason: str = "disconnected by the server") -> bool:
-        """End a session now; its client is told why and does not resume it."""
-        sessions = self._node.sessions
-        session = sessions.get(session_id)
-        if session is None:
-            return False
-        sessions.close(session, LadderError("session_closed", reason))
-        return True
+        """End a session now, on whichever node holds it; its client is told why (a ``bye``
+        ``session_closed`` with ``reason``) and does not resume it. False when unknown."""
+        await self._node.serving()
+        return await self._node.router.disconnect(session_id, reason)
 
     def health(self) -> dict[str, Any]:
         """What ``<mount>/health`` reports; ``ok`` is False while the engine is unhealthy."""

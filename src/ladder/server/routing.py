@@ -68,6 +68,7 @@ class Router:
         """Sessions whose owner says it handed them here, awaited by a move (see _handed_late)."""
         cluster.serve("migrate", self._serve_migrate)
         cluster.serve("push", self._serve_push)
+        cluster.serve("disconnect", self._serve_disconnect)
         cluster.serve("user", self._serve_user)
         cluster.adopt_late = self._adopt_late
         cluster.handed_on = sessions.moved.get
@@ -324,6 +325,37 @@ class Router:
 
     # -- pushing -------------------------------------------------------------------------------
 
+    async def disconnect(self, session_id: str, reason: str, *, via: Sequence[str] = ()) -> bool:
+        """End a session now, on whichever node holds it (as :meth:`send` finds it). False
+        when unknown."""
+        session = self.sessions.get(session_id)
+        if session is not None:
+            self.sessions.close(session, LadderError("session_closed", reason))
+            return True
+        node = await self._holder_elsewhere(session_id, via)
+        if node is None:
+            return False
+        message = {"k": "disconnect", "sid": session_id, "reason": reason, "via": [*via, self.engine.node_id]}
+        await self.cluster.tell(node, message)
+        return True
+
+    async def _serve_disconnect(self, message: dict[str, Any]) -> dict[str, Any]:
+        via = [str(node) for node in message.get("via", ())]
+        await self.disconnect(str(message["sid"]), str(message.get("reason", "")), via=via)
+        return {}
+
+    async def _holder_elsewhere(self, session_id: str, via: Sequence[str]) -> str | None:
+        """The other node to tell about a session not held here (following this node's own
+        hand-over of it where the engine names this node), or None: unknown, or the nodes
+        already passed through (``via``: stale records pointing round in a circle)."""
+        me = self.engine.node_id
+        node = await self.engine.locate_session(session_id)
+        if node == me:
+            node = self.sessions.moved.get(session_id)
+        if node is None or node == me or node in via or len(via) >= MAX_HOPS:
+            return None
+        return node
+
     async def send(self, session_id: str, event: str, data: Any = None, *, via: Sequence[str] = ()) -> bool:
         """Push an event to one session, on whichever node holds it. False when unknown.
 
@@ -335,13 +367,10 @@ class Router:
         if session is not None:
             self.channels.push(session, push_frame(event, data))
             return True
-        me = self.engine.node_id
-        node = await self.engine.locate_session(session_id)
-        if node == me:
-            node = self.sessions.moved.get(session_id)
-        if node is None or node == me or node in via or len(via) >= MAX_HOPS:
+        node = await self._holder_elsewhere(session_id, via)
+        if node is None:
             return False
-        push = {"k": "push", "sid": session_id, "ev": event, "d": data, "via": [*via, me]}
+        push = {"k": "push", "sid": session_id, "ev": event, "d": data, "via": [*via, self.engine.node_id]}
         await self.cluster.tell(node, push)
         return True
 
