@@ -978,3 +978,9 @@ describe("events", () => {
     assert.equal(typeof off, "function");
   });
 });
+
+describe("options", () => {
+  test("an unknown option throws, naming the ones there are (a misspelt one was ignored)", () => {
+    assert.throws(() => new Client("http://127.0.0.1:1", { connect_timeout: 1000 }), (error) => error instanceof TypeError && /unknown option "connect_timeout"; the options are transports, token/.test(error.message));
+  });
+});

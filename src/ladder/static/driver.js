@@ -79,6 +79,14 @@ import { Transport } from "./transport.js"; // for the types
 /** @typedef {{settle: (reply: Frame) => void, kind: string}} Waiter */
 
 /** The Ladder client. Create it with {@link connect}. */
+/** The option names a client takes (a misspelt one would be ignored: it throws instead). */
+const OPTIONS = Object.freeze([
+  "transports", "token", "stagger", "openTimeout", "verifyTimeout", "connectTimeout", "backoffBase", "backoffMax",
+  "maxAttempts", "stableAfter", "cutLimit", "probeDelay", "probeMaxDelay", "pollInterval", "maxQueue", "ackEvery",
+  "ackInterval", "hiddenSlack", "remember", "share", "browserEvents", "outbox", "outboxBytes", "storage", "indexedDB",
+  "locks", "fetch", "clock", "random", "transportFactory",
+]);
+
 export class Client extends Emitter {
   /**
    * @param {string} url where the hub is mounted, e.g. "/ladder" or "https://host/ladder"
@@ -86,6 +94,8 @@ export class Client extends Emitter {
    */
   constructor(url, options = {}) {
     super();
+    const unknown = Object.keys(options).filter((name) => !OPTIONS.includes(name));
+    if (unknown.length) throw new TypeError(`unknown option ${unknown.map((n) => JSON.stringify(n)).join(", ")}; the options are ${OPTIONS.join(", ")}`);
     const rungs = allowedRungs(options.transports);
     const base = typeof location !== "undefined" ? new URL(url, location.href) : new URL(url);
     /** The hub's URL. */
