@@ -123,3 +123,32 @@ async def end_while_applying(
     sessions.close(peer.session, LadderError("shutting_down"))
     await sessions.forget(peer.session)
     return sending
+
+
+class Moved:
+    """A session made on one hub and moved to another (see :func:`moved`)."""
+
+    def __init__(self, sid: str, token: str, session: Session, att: Attachment | None) -> None:
+        self.sid, self.token, self.session, self.att = sid, token, session, att
+
+
+async def moved(made_on: Ladder, to: Ladder, *others: Ladder, attach: bool = True) -> Moved:
+    """Open a session on ``made_on`` and move it to ``to`` as a client's stream does (every
+    hub started); ``attach``: a WebSocket attached there keeps it alive past its TTL."""
+    peer = await Peer.open(made_on)
+    for hub in (to, *others):
+        await hub.start()
+    sid, token = peer.session.sid, peer.session.state.token
+    session = await internals(to).router.route(sid, token, stream=True)
+    att = None
+    if attach:
+        att = internals(to).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=True)
+    return Moved(sid, token, session, att)
+
+
+async def lose_hand_over_records(redis: Any, sid: str) -> None:
+    """Delete the engine's record of where ``sid`` was handed (expired, or lost with Redis's
+    data); ``redis`` is a ``redis.asyncio.Redis`` on the engine's server."""
+    keys = [key async for key in redis.scan_iter(match=f"*moved*{sid}")]
+    assert keys, "no record of a hand-over to lose"
+    await redis.delete(*keys)

@@ -14,7 +14,7 @@ from ladder import Ladder
 from ladder.engine.redis import RedisEngine
 from ladder.server.hub import internals
 from ladder.server.sessions import HandedOn
-from tests.server.harness import Peer
+from tests.server.harness import moved
 from tests.support.redis import RedisServer
 
 TTL = 1.0
@@ -53,12 +53,8 @@ async def test_a_session_that_moved_outlives_its_hand_over_record_and_the_node_t
     )
     redis = Redis.from_url(redis_server.url)
     try:
-        peer = await Peer.open(made_on)
-        await then_on.start()
-        await third.start()
-        sid, token = peer.session.sid, peer.session.state.token
-        session = await internals(then_on).router.route(sid, token, stream=True)
-        internals(then_on).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=True)
+        there = await moved(made_on, then_on, third)
+        sid, token = there.sid, there.token
         assert internals(made_on).sessions.moved.get(sid) == internals(then_on).engine.node_id
         # Twice the TTL passes: the node that made the session forgets where it went ...
         async with asyncio.timeout(4 * TTL):
@@ -87,11 +83,7 @@ async def test_sessions_that_moved_are_claimed_again_as_soon_as_redis_is_back_wi
     made_on, then_on = (Ladder(engine=RedisEngine(redis_server.url)) for _ in range(2))
     redis = Redis.from_url(redis_server.url)
     try:
-        peer = await Peer.open(made_on)
-        await then_on.start()
-        sid, token = peer.session.sid, peer.session.state.token
-        session = await internals(then_on).router.route(sid, token, stream=True)
-        internals(then_on).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=True)
+        sid = (await moved(made_on, then_on)).sid
         holder = internals(then_on).engine.node_id.encode()
 
         async def recorded() -> list[bytes]:

@@ -15,7 +15,7 @@ from ladder import Ladder
 from ladder.engine.redis import RedisEngine
 from ladder.protocol.codec import JSON
 from ladder.server.hub import internals
-from tests.server.harness import Peer
+from tests.server.harness import lose_hand_over_records, moved
 from tests.support.redis import RedisServer
 
 
@@ -33,14 +33,11 @@ async def test_a_forwarded_poll_that_followed_its_session_is_cancelled_where_it_
     made_on, holder, asker = (Ladder(engine=RedisEngine(redis_server.url)) for _ in range(3))
     redis = Redis.from_url(redis_server.url)
     try:
-        peer = await Peer.open(made_on)
-        await holder.start()
-        await asker.start()
-        sid, token = peer.session.sid, peer.session.state.token
-        await internals(holder).router.route(sid, token, stream=True)
+        there = await moved(made_on, holder, asker, attach=False)
+        sid, token = there.sid, there.token
         # The engine's record of that hand-over is lost: the asker asks the node that made
         # the session, which says it moved on, and the asker follows it to the holder.
-        await redis.delete(*[key async for key in redis.scan_iter(match=f"*moved*{sid}")])
+        await lose_hand_over_records(redis, sid)
         gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         polling = asyncio.create_task(
             internals(asker).router.forward_poll(
@@ -79,12 +76,10 @@ async def test_a_push_follows_where_the_node_that_made_the_session_handed_it(
     made_on, holder = (Ladder(engine=RedisEngine(redis_server.url)) for _ in range(2))
     redis = Redis.from_url(redis_server.url)
     try:
-        peer = await Peer.open(made_on)
-        await holder.start()
-        sid, token = peer.session.sid, peer.session.state.token
-        session = await internals(holder).router.route(sid, token, stream=True)
-        att = internals(holder).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=True)
-        await redis.delete(*[key async for key in redis.scan_iter(match=f"*moved*{sid}")])
+        there = await moved(made_on, holder)
+        sid, session, att = there.sid, there.session, there.att
+        assert att is not None
+        await lose_hand_over_records(redis, sid)
         assert await made_on.send(sid, "note", {"n": 1})
         async with asyncio.timeout(5):
             while True:
@@ -140,11 +135,9 @@ async def test_hub_disconnect_ends_a_session_held_by_another_node(redis_server: 
     could end it, unlike ``hub.send`` beside it."""
     made_on, holder = (Ladder(engine=RedisEngine(redis_server.url)) for _ in range(2))
     try:
-        peer = await Peer.open(made_on)
-        await holder.start()
-        sid, token = peer.session.sid, peer.session.state.token
-        session = await internals(holder).router.route(sid, token, stream=True)
-        att = internals(holder).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=True)
+        there = await moved(made_on, holder)
+        sid, session, att = there.sid, there.session, there.att
+        assert att is not None
         assert await made_on.disconnect(sid, "banned")
         async with asyncio.timeout(5):
             while sid in internals(holder).sessions:  # noqa: ASYNC110 - the holder ends it

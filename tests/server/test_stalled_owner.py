@@ -14,7 +14,7 @@ from ladder import Ladder, LadderError
 from ladder.engine.redis import RedisEngine
 from ladder.server.hub import internals
 from tests.engine.test_redis import StallRelay
-from tests.server.harness import Peer
+from tests.server.harness import Peer, lose_hand_over_records
 from tests.support.redis import RedisServer
 
 
@@ -164,9 +164,7 @@ async def test_a_session_is_found_through_the_nodes_that_handed_it_on_once_the_e
         sid, token = peer.session.sid, peer.session.state.token
 
         async def gone() -> None:  # the engine's record: expired, or lost with Redis's data
-            keys = [key async for key in redis.scan_iter(match=f"*moved*{sid}")]
-            assert keys
-            await redis.delete(*keys)
+            await lose_hand_over_records(redis, sid)
 
         await internals(then_on).router.route(sid, token, stream=True)
         await gone()
