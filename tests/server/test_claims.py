@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from ladder import Ladder
 from ladder.engine.redis import RedisEngine
 from ladder.server.hub import internals
-from ladder.server.sessions import HandedOn
+from ladder.server.sessions import Expiring
 from tests.server.harness import moved
 from tests.support.redis import RedisServer
 
@@ -28,7 +28,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 def test_where_sessions_were_handed_is_forgotten_after_its_time() -> None:
-    handed = HandedOn(keep=10.0)
+    handed: Expiring[str] = Expiring(keep=10.0)
     handed.add("a", "n2", now=0.0)
     handed.add("b", "n3", now=1.0)
     handed.add("a", "n4", now=5.0)  # handed on again later: kept until its new time

@@ -244,3 +244,49 @@ async def test_data_no_encoding_can_carry_raises_type_error_from_every_server_ap
                 await sending
     finally:
         await hub.stop()
+
+
+@pytest.mark.parametrize("code", ["slow_consumer", "disconnect"])
+async def test_a_request_after_the_server_ended_a_session_hears_why(code: str) -> None:
+    """A polling client is rarely there for the ``bye``: its next request heard
+    ``unknown_session``, not why its session ended."""
+    hub = make_hub()
+    try:
+        peer = await Peer.open(hub)
+        sid, token = peer.session.sid, peer.session.state.token
+        sessions = internals(hub).sessions
+        if code == "disconnect":
+            assert await hub.disconnect(sid, "banned")
+        else:
+            sessions.close(peer.session, LadderError(code, "why"))
+        await sessions.forget(peer.session)
+        router = internals(hub).router
+        with pytest.raises(LadderError) as told:
+            await router.route(sid, token, stream=False)
+        assert told.value.code == ("session_closed" if code == "disconnect" else code)
+        with pytest.raises(LadderError) as stranger:  # not without its resume token
+            await router.route(sid, "not-its-token", stream=False)
+        assert stranger.value.code == "unknown_session"
+        sessions.ended.sweep(internals(hub).settings.clock() + internals(hub).settings.session_limits.ttl)
+        with pytest.raises(LadderError) as later:  # for the session TTL, then forgotten
+            await router.route(sid, token, stream=False)
+        assert later.value.code == "unknown_session"
+    finally:
+        await hub.stop()
+
+
+async def test_a_session_ended_for_expired_credentials_is_unknown_afterwards() -> None:
+    """Not remembered: a client resumes after ``token_expired`` (with a fresh token), and would
+    be refused again for as long as the end was remembered; ``unknown_session`` makes it
+    start a new session at once, where the new credentials are checked."""
+    hub = make_hub()
+    try:
+        peer = await Peer.open(hub)
+        sessions = internals(hub).sessions
+        sessions.close(peer.session, LadderError("token_expired"))
+        await sessions.forget(peer.session)
+        with pytest.raises(LadderError) as told:
+            await internals(hub).router.route(peer.session.sid, peer.session.state.token, stream=False)
+        assert told.value.code == "unknown_session"
+    finally:
+        await hub.stop()

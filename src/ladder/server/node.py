@@ -209,6 +209,7 @@ class Node:
             self._last_sweep = now
             self.gateway.address_limiter.sweep(now)
         sessions.moved.sweep(now)
+        sessions.ended.sweep(now)
         claims = self._claim_round.due(now, sessions.moved_in)
         if self._claim_all and self.engine.healthy and not self._claiming:
             self._claim_all = False

@@ -122,6 +122,9 @@ class Router:
             return session
         if token is None:
             raise LadderError("bad_resume_token")
+        ended = self.sessions.ended.get(sid)
+        if ended is not None and hmac.compare_digest(ended[1].encode(), token.encode()):
+            raise LadderError(ended[0].code, ended[0].reason)  # why it ended, not "unknown"
         unknown = LadderError("unknown_session", f"session {sid[:8]}… is unknown or expired")
         if forwarded:
             moved = self.sessions.moved.get(sid)
@@ -330,7 +333,9 @@ class Router:
         when unknown."""
         session = self.sessions.get(session_id)
         if session is not None:
-            self.sessions.close(session, LadderError("session_closed", reason))
+            ended = LadderError("session_closed", reason)
+            self.sessions.remember_end(session, ended)  # a client polling later hears it too
+            self.sessions.close(session, ended)
             return True
         node = await self._holder_elsewhere(session_id, via)
         if node is None:

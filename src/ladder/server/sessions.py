@@ -8,7 +8,7 @@ import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from ..engine.base import Engine
 from ..protocol.errors import LadderError
@@ -22,55 +22,63 @@ from .timers import Timers
 
 log = logging.getLogger("ladder")
 
+T = TypeVar("T")
+
 SETTLING_LIMIT: Final = 60.0
 """Seconds an ended session stays findable while a handler of its last message runs."""
 
 
-class HandedOn:
-    """Where this node handed sessions (sid -> node), each kept ``keep`` seconds.
+class Expiring(Generic[T]):
+    """Values by session id, each kept ``keep`` seconds after it was put (then swept).
 
-    The engine's record of a hand-over lasts as long (twice the session TTL), and the node
-    holding a session claims it again well within that (see ``Node.tick``), so the engine
-    always knows; this is for when it does not (its data was lost, and the holder has not
-    claimed the session again yet). Without a bound, it grew by every session handed on for
-    the node's whole life: without sticky sessions, nearly every reconnect hands one over.
+    Used for where this node handed sessions (``SessionTable.moved``) and why it ended some
+    (``SessionTable.ended``): both must outlive the session here, and neither may grow for
+    the node's whole life (without sticky sessions, nearly every reconnect hands one over).
     """
 
-    __slots__ = ("_order", "_to", "keep")
+    __slots__ = ("_order", "_values", "keep")
 
     def __init__(self, keep: float) -> None:
         self.keep = keep
-        self._to: dict[str, tuple[str, float]] = {}
-        """sid -> (node, until when it is kept)."""
+        self._values: dict[str, tuple[T, float]] = {}
+        """sid -> (value, until when it is kept)."""
         self._order: deque[tuple[float, str]] = deque()
-        """(until, sid) in the order they were added: what to forget first."""
+        """(until, sid) in the order they were put: what to forget first."""
 
-    def add(self, sid: str, node: str, now: float) -> None:
+    def add(self, sid: str, value: T, now: float) -> None:
         until = now + self.keep
-        self._to[sid] = (node, until)
+        self._values[sid] = (value, until)
         self._order.append((until, sid))
 
-    def get(self, sid: str) -> str | None:
-        entry = self._to.get(sid)
+    def get(self, sid: str) -> T | None:
+        entry = self._values.get(sid)
         return None if entry is None else entry[0]
 
     def discard(self, sid: str) -> None:
-        self._to.pop(sid, None)  # (its entry in the order goes when it is due)
+        self._values.pop(sid, None)  # (its entry in the order goes when it is due)
 
     def __contains__(self, sid: str) -> bool:
-        return sid in self._to
+        return sid in self._values
 
     def __len__(self) -> int:
-        return len(self._to)
+        return len(self._values)
 
     def sweep(self, now: float) -> None:
-        """Forget what is due (a sid handed again since is kept until its new time)."""
-        order, to = self._order, self._to
+        """Forget what is due (a sid put again since is kept until its new time)."""
+        order, values = self._order, self._values
         while order and order[0][0] <= now:
             until, sid = order.popleft()
-            entry = to.get(sid)
+            entry = values.get(sid)
             if entry is not None and entry[1] == until:
-                del to[sid]
+                del values[sid]
+
+
+TOLD_AFTER: Final = frozenset({"slow_consumer"})
+"""Why the server ended a session that a request for it still hears afterwards (instead of
+``unknown_session``): a polling client is rarely there for the ``bye``. Only codes after
+which a client starts a new session at once (protocol §9), as after ``unknown_session``,
+and ``hub.disconnect``'s ``session_closed``: a client resumes after ``token_expired`` or
+``rate_limited``, and would be refused the same way for as long as it is remembered."""
 
 
 class SessionTable:
@@ -83,6 +91,7 @@ class SessionTable:
         "_due",
         "channels",
         "clock",
+        "ended",
         "engine",
         "limits",
         "moved",
@@ -109,8 +118,14 @@ class SessionTable:
         self._by_address: Counter[str] = Counter()
         self.timers = Timers()
         """When each session next needs the clock (the node's tick visits only those)."""
-        self.moved = HandedOn(limits.ttl * 2)
-        """Sessions handed over to another node (sid -> node)."""
+        self.moved: Expiring[str] = Expiring(limits.ttl * 2)
+        """Sessions handed over to another node (sid -> node), for as long as the engine's
+        record of a hand-over lasts: the node holding a session claims it again well within
+        that (``Node.tick``), so this is for when the engine lost it (its data was lost, and
+        the holder has not claimed the session again yet)."""
+        self.ended: Expiring[tuple[LadderError, str]] = Expiring(limits.ttl)
+        """Sessions the server ended for a reason in :data:`TOLD_AFTER` (or ``hub.disconnect``):
+        sid -> (the error, the resume token)."""
         self.settling: dict[str, Session] = {}
         """Sessions ended while a message of theirs was still being applied, until it was
         applied and recorded: a successor naming one waits for that before it reads the
@@ -192,9 +207,15 @@ class SessionTable:
         if session.state.phase is Phase.CLOSED:
             return
         session.state.close(error)
+        if error is not None and error.code in TOLD_AFTER:
+            self.remember_end(session, error)
         if error is not None and error.code not in ("session_closed", "shutting_down"):
             log.info("session %s closed: %s", session.sid[:8], error)
         self.tasks.spawn(self.forget(session), "ladder-forget")
+
+    def remember_end(self, session: Session, error: LadderError) -> None:
+        """A later request for ``session`` (with its resume token) hears ``error``."""
+        self.ended.add(session.sid, (error, session.state.token), self.clock())
 
     async def hand_over(self, session: Session, node: str) -> None:
         """Give a session to another node: forget it here without ending it for the client.
