@@ -112,7 +112,7 @@ class Listener:
     async def close(self) -> None:
         if self.pubsub is not None:
             with contextlib.suppress(Exception):
-                await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self.pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis-py 8
             self.pubsub = None
 
     async def _listen_once(self) -> None:
