@@ -300,6 +300,12 @@ async def test_an_engine_that_records_at_once_never_waits_to_record(make: Make) 
         with pytest.raises(StopIteration):
             recording.send(None)
         assert await engine.applied_record("s3", "tok") is not None
+        # ... and its plain-call form (what the hub's drain calls) records the same
+        engine.record_applied_now("s3", "tok", done=2, reply=(2, b"two"), forget=(), origins=None, ttl=30)
+        record = await engine.applied_record("s3", "tok")
+        assert record is not None and (record.done, record.replies, record.since) == (2, {2: b"two"}, 1)
+    else:
+        assert getattr(engine, "record_applied_now", None) is None  # the hub must await
 
 
 async def test_applied_records_expire_and_say_where_they_began_again(make: Make) -> None:

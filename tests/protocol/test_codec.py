@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ladder.protocol.codec import JSON, MSGPACK, Payload, codec_for_content_type, codec_named
 from ladder.protocol.errors import LadderError
-from ladder.protocol.outframes import out_frame, pub_frame
+from ladder.protocol.outframes import out_frame, pub_frame, reply_frame
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20) | st.binary(max_size=20),
@@ -34,6 +34,24 @@ def test_pub_frame_from_payload_equals_a_plainly_encoded_frame(
     plain = out_frame({"t": "pub", "ch": channel, "o": offset, "d": value})
     for codec in (JSON, MSGPACK):
         assert fast.encode(codec, 9) == plain.encode(codec, 9)
+
+
+@given(value=json_values, msg_id=st.integers(1, 2**53 - 1))
+def test_reply_frame_equals_a_plainly_encoded_frame(value: object, msg_id: int) -> None:
+    fast = reply_frame(msg_id, value)
+    body = {"t": "reply", "re": msg_id} if value is None else {"t": "reply", "re": msg_id, "d": value}
+    plain = out_frame(body)
+    assert (fast.kind, fast.fields, fast.size) == (plain.kind, plain.fields, plain.size)
+    for codec in (JSON, MSGPACK):
+        assert fast.encode(codec, 9) == plain.encode(codec, 9)
+
+
+@pytest.mark.parametrize("value", [{"when": object()}, {b"bytes-key": 1}, 2**64])
+def test_a_reply_that_cannot_be_encoded_is_a_bad_frame(value: object) -> None:
+    with pytest.raises(LadderError) as caught:
+        reply_frame(1, value)
+    assert caught.value.code == "bad_frame"
+    assert caught.value.reason.startswith("data cannot be encoded: ")
 
 
 def test_batches_round_trip_in_both_encodings() -> None:

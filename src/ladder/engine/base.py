@@ -227,7 +227,9 @@ class AppliedRecords(Protocol):
     coroutine's first step, as records kept in this process's memory do) may say so with an
     attribute ``records_at_once = True``: a message whose handler is a plain function is then
     applied as ``ladder serve``'s WebSocket driver reads it, without a task. Without it
-    (``False``, as on Redis), every such message gets a task.
+    (``False``, as on Redis), every such message gets a task. Such an engine may also offer
+    ``record_applied_now``, the same with the same arguments as a plain method: the hub
+    then records with no coroutine at all.
     """
 
     async def record_applied(

@@ -11,7 +11,7 @@ overhead on those paths (about 150 ns; S10 could not tell it from noise).
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from ..protocol.codec import Payload
@@ -44,6 +44,10 @@ class ComposedEngine:
         self.node_id = routing.node_id
         self.records_at_once: bool = getattr(applied, "records_at_once", False)
         """Whether ``record_applied`` never waits (see :class:`~ladder.engine.AppliedRecords`)."""
+        self.record_applied_now: Callable[..., None] | None = (
+            getattr(applied, "record_applied_now", None) if self.records_at_once else None
+        )
+        """The same as a plain call, where the part has one (see ``AppliedRecords``)."""
 
     healthy: bool
     """Set by each engine (it knows what it depends on)."""

@@ -256,7 +256,9 @@ class MsgpackCodec(Codec):
 
     def decode(self, data: bytes | str, max_frame: int | None = None) -> list[Any]:
         raw = data.encode() if isinstance(data, str) else data
-        if _TIMESTAMP_MARKERS.search(raw) is not None:
+        # Every marker holds the byte 0xff (type -1): looked for first as one byte (memchr),
+        # the pattern only where it occurs (searched for always, it cost a call a fifth).
+        if b"\xff" in raw and _TIMESTAMP_MARKERS.search(raw) is not None:
             return _unpack_all(raw, max_frame, checked=True)
         # The common case, a frame or a few (a call and an ack): one ``unpackb`` each, no
         # Unpacker to set up. Anything else (a long batch, bad input) takes the general

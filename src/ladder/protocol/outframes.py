@@ -74,11 +74,23 @@ def pub_frame(channel: str, offset: int, payload: Payload) -> OutFrame:
     return OutFrame("pub", 4, json_tail, msgpack_tail)
 
 
+_REPLY_JSON_HEAD: Final = b'"t":"reply","re":'
+_REPLY_MSGPACK_HEAD: Final = MSGPACK.encode("t") + MSGPACK.encode("reply") + MSGPACK.encode("re")
+
+
 def reply_frame(msg_id: int, data: Any = None) -> OutFrame:
-    body: dict[str, Any] = {"t": "reply", "re": msg_id}
-    if data is not None:
-        body["d"] = data
-    return out_frame(body)
+    """A call's answer, assembled around its data's two encodings (every call makes one:
+    no body map to build and encode, byte for byte what :func:`out_frame` makes of it)."""
+    if data is None:
+        return out_frame({"t": "reply", "re": msg_id})
+    try:
+        json_data = JSON.encode(data)
+        msgpack_data = MSGPACK.encode(data)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LadderError("bad_frame", f"data cannot be encoded: {exc}") from exc
+    json_tail = b'%b%d,"d":%b}' % (_REPLY_JSON_HEAD, msg_id, json_data)
+    msgpack_tail = b"".join((_REPLY_MSGPACK_HEAD, MSGPACK.encode(msg_id), b"\xa1d", msgpack_data))
+    return OutFrame("reply", 3, json_tail, msgpack_tail)
 
 
 def error_frame(error: LadderError, msg_id: int | None = None) -> OutFrame:

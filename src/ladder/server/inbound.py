@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ..engine.base import Engine
@@ -35,7 +35,18 @@ _AT_ONCE: Final = frozenset({Ack, Ping, Pong})
 class Inbound:
     """Receives batches of client frames for sessions and drains what is ready."""
 
-    __slots__ = ("counters", "dispatch", "engine", "rate", "refused", "sessions", "settings", "tasks")
+    __slots__ = (
+        "_record_now",
+        "counters",
+        "dispatch",
+        "engine",
+        "rate",
+        "records_at_once",
+        "refused",
+        "sessions",
+        "settings",
+        "tasks",
+    )
 
     def __init__(
         self,
@@ -56,6 +67,11 @@ class Inbound:
         self.counters = counters
         self.refused = refused
         self.rate = Rate(settings.limits.message_rate, settings.limits.message_burst)
+        self.records_at_once: bool = getattr(engine, "records_at_once", False)  # (see AppliedRecords)
+        self._record_now: Callable[..., None] | None = (
+            getattr(engine, "record_applied_now", None) if self.records_at_once else None
+        )
+        """The engine's plain-call form of ``record_applied``, where it has one (no coroutine)."""
 
     async def receive(self, session: Session, att: Attachment | None, frames: Iterable[ClientFrame]) -> None:
         """Apply a batch of client frames that arrived on ``att`` (None: an upstream POST).
@@ -70,20 +86,24 @@ class Inbound:
         if accepted:
             await self.drain(session)
         if unrecordable:
-            # What this batch had accepted before is given back by the drain, between two
-            # messages (not here: one may be in a handler now, and must not be taken again).
-            error = LadderError("engine_unavailable", _UNRECORDABLE)
-            self.refused(transport, error, session=session)
-            if att is None:
-                raise error  # the POST fails: the client writes it again
-            session.state.send_away(error)
+            self._refuse_unrecordable(session, att, transport)
+
+    def _refuse_unrecordable(self, session: Session, att: Attachment | None, transport: str) -> None:
+        """A batch held a message the engine could not record now: the client sends it again.
+        What the batch had accepted before is given back by the drain, between two messages
+        (not here: one may be in a handler now, and must not be taken again)."""
+        error = LadderError("engine_unavailable", _UNRECORDABLE)
+        self.refused(transport, error, session=session)
+        if att is None:
+            raise error  # the POST fails: the client writes it again
+        session.state.send_away(error)
 
     def receive_now(self, session: Session, att: Attachment, frames: list[ClientFrame]) -> bool:
         """Apply a batch at once, in the driver's turn, when nothing in it waits: acks, pings
         and pongs; and, with an engine that records at once, calls and emits whose handlers
         are plain functions. A driver then needs no task for it. False, with nothing done, for
         any other batch (an async handler runs in a task: it may need one of its own)."""
-        records_at_once = getattr(self.engine, "records_at_once", False)  # (see AppliedRecords)
+        records_at_once = self.records_at_once
         numbered = False
         for frame in frames:
             if type(frame) in _AT_ONCE:
@@ -91,10 +111,13 @@ class Inbound:
             if not (records_at_once and isinstance(frame, (Emit, Call)) and self.dispatch.plain(frame.ev)):
                 return False
             numbered = True
-        if numbered:
-            self.tasks.run_now(self.receive(session, att, frames), "ladder-receive")
-        else:
-            self._offer(session, att, frames)
+        offered = self._offer(session, att, frames)  # (as receive() does, without its coroutine)
+        if offered is not None and numbered:
+            accepted, unrecordable, transport = offered
+            if accepted:
+                self.tasks.run_now(self.drain(session), "ladder-drain")
+            if unrecordable:
+                self._refuse_unrecordable(session, att, transport)
         return True
 
     def _offer(
@@ -263,16 +286,17 @@ class Inbound:
             origins = inherited.keys() if inherited is not None and inherited.ids else None
         else:
             origins = None
+        sid, token, done, ttl = state.sid, state.token, frame.i, state.limits.ttl * 2
+        answer = None if reply is None else (done, encode_answer(reply))
+        forget = answers.delivered(state.outbox.acked)
+        record_now = self._record_now
         try:
-            await self.engine.record_applied(
-                state.sid,
-                state.token,
-                done=frame.i,
-                reply=None if reply is None else (frame.i, encode_answer(reply)),
-                forget=answers.delivered(state.outbox.acked),
-                origins=origins,
-                ttl=state.limits.ttl * 2,
-            )
+            if record_now is not None:  # (the memory engine: the same, with no coroutine)
+                record_now(sid, token, done=done, reply=answer, forget=forget, origins=origins, ttl=ttl)
+            else:
+                await self.engine.record_applied(
+                    sid, token, done=done, reply=answer, forget=forget, origins=origins, ttl=ttl
+                )
         except LadderError as exc:
             # Applied all the same; only if this node died now could a resend apply it again.
             log.warning("session %s: message %d applied but not recorded (%s)", state.sid[:8], frame.i, exc)

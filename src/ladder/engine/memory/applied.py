@@ -54,6 +54,20 @@ class MemoryAppliedRecords:
         origins: Sequence[str] | None,
         ttl: float,
     ) -> None:
+        self.record_applied_now(sid, token, done=done, reply=reply, forget=forget, origins=origins, ttl=ttl)
+
+    def record_applied_now(
+        self,
+        sid: str,
+        token: str,
+        *,
+        done: int,
+        reply: tuple[int, bytes] | None,
+        forget: Sequence[int],
+        origins: Sequence[str] | None,
+        ttl: float,
+    ) -> None:
+        """:meth:`record_applied` as a plain call (the hub's drain then makes no coroutine)."""
         now = self._clock()
         self._touched(now)
         kept = self._records.pop(sid, None)  # (put back at the end: see sweep)
