@@ -611,3 +611,68 @@ async def test_a_long_poll_answered_at_once_starts_no_watch_and_a_held_one_does(
     finally:
         poller.stop()
         await hub.stop()
+
+
+async def test_a_plain_call_drained_at_once_hands_what_follows_it_to_a_task_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Message 2 (a subscription: it waits for the engine) arrived before message 1 (a call
+    to a plain handler): the call is applied in the turn that read it, and the subscription
+    after it in a task; their answers come in id order."""
+    hub = make_hub()
+    ran: list[Any] = []
+
+    @hub.on("add")
+    def add(_ctx: Any, data: Any) -> Any:
+        ran.append(data)
+        return data + 1
+
+    await hub.start()
+    said = await _Said.hello(hub, monkeypatch)
+    with _counting_tasks() as tasks:
+        said.send({"t": "sub", "i": 2, "ch": "room"})  # early: waits for message 1
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert tasks == [1] and not said.written()  # (the driver's task that read it)
+        said.send({"t": "call", "i": 1, "ev": "add", "d": 1})
+        assert ran == [1]  # at once
+        assert tasks == [2]  # the subscription, behind it
+        for _ in range(20):
+            await asyncio.sleep(0)
+    answers = [(f["t"], f.get("re")) for f in said.written() if "re" in f]
+    assert answers == [("reply", 1), ("reply", 2)]
+    said.send({"t": "call", "i": 3, "ev": "add", "d": 3})
+    assert ran == [1, 3]  # at once again: the drain in the task ended
+    await asyncio.sleep(0)  # (the write)
+    assert [(f["re"], f["d"]) for f in said.written() if f["t"] == "reply"] == [(3, 4)]
+
+
+async def test_a_plain_handler_that_fails_is_answered_at_once_and_the_next_call_still_runs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = make_hub()
+
+    @hub.on("fail")
+    def fail(_ctx: Any, data: Any) -> Any:
+        if data == "refuse":
+            raise LadderError("forbidden", "not you")
+        raise RuntimeError("a bug")
+
+    @hub.on("ok")
+    def ok(_ctx: Any, data: Any) -> Any:
+        return data
+
+    await hub.start()
+    said = await _Said.hello(hub, monkeypatch)
+    with _counting_tasks() as tasks, caplog.at_level(logging.ERROR, "ladder"):
+        said.send(
+            {"t": "call", "i": 1, "ev": "fail", "d": "bug"},
+            {"t": "call", "i": 2, "ev": "fail", "d": "refuse"},
+            {"t": "call", "i": 3, "ev": "ok", "d": 3},
+        )
+        assert tasks == [0]
+    await asyncio.sleep(0)  # (the write)
+    answers = [(f["t"], f["re"], f.get("code", f.get("d"))) for f in said.written() if "re" in f]
+    assert answers == [("err", 1, "handler_error"), ("err", 2, "forbidden"), ("reply", 3, 3)]
+    assert "handler failed for Call" in caplog.text and "RuntimeError: a bug" in caplog.text
+    assert not said.conn.closing

@@ -17,7 +17,7 @@ import msgpack
 from ..engine.base import AppliedRecord
 from ..protocol.codec import MSGPACK
 from ..protocol.errors import LadderError
-from ..protocol.frames import Previous, format_ids, parse_ids
+from ..protocol.frames import Emit, Numbered, Previous, format_ids, parse_ids
 from ..protocol.outframes import OutFrame, error_frame, out_frame
 
 _REPLY_KIND: Final = MSGPACK.encode("t") + MSGPACK.encode("reply")
@@ -44,6 +44,14 @@ def encode_answer(reply: OutFrame) -> bytes:
     body.pop("s", None)
     body.pop("re", None)
     return bytes(msgpack.packb(body))
+
+
+def kept_answer(inherited: Inherited | None, frame: Numbered) -> tuple[bool, OutFrame | None]:
+    """Whether the lost session a session took over (``inherited``) applied ``frame``
+    already, and its kept answer (see :meth:`Inherited.applied`)."""
+    if inherited is None:
+        return False, None
+    return inherited.applied(frame.i, answered=not isinstance(frame, Emit))
 
 
 class Inherited:

@@ -61,6 +61,20 @@ class _NoReply:
 _NO_REPLY = _NoReply()
 
 
+def _awaitable(result: Any) -> bool:
+    kind = type(result)
+    return kind is CoroutineType or (kind not in _VALUES and inspect.isawaitable(result))
+
+
+class Pending:
+    """What a plain handler returned that must be awaited (see :meth:`Dispatch.apply_now`)."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self.awaitable = awaitable
+
+
 class Dispatch:
     """Applies numbered client frames with what they need, and nothing that calls back up."""
 
@@ -116,12 +130,10 @@ class Dispatch:
     async def apply(self, session: Session, frame: Numbered) -> OutFrame | None:
         """Apply one client frame. Returns its answer, to be sent once the frame is recorded
         as applied (None: no answer, or one already sent, as a subscription's)."""
-        reply: OutFrame
         try:
             if isinstance(frame, (Call, Emit)):  # the common case, with one coroutine fewer
                 result = self._run_handler(session, frame)
-                kind = type(result)
-                if kind is CoroutineType or (kind not in _VALUES and inspect.isawaitable(result)):
+                if _awaitable(result):
                     if self.tasks.now:
                         # Applied at once so far (a plain function returned an awaitable, or a
                         # call queued before was drained with this one): the awaitable runs in
@@ -132,23 +144,53 @@ class Dispatch:
                 if self.tasks.now:
                     await asyncio.sleep(0)  # (the same: permissions and auth run in a task)
                 result = await _APPLY[type(frame)](self, session, frame)
+        except Exception as exc:
+            return self._failed(session, frame, exc)
+        return self._answer(frame, result)
+
+    def apply_now(self, session: Session, frame: Emit | Call) -> OutFrame | Pending | None:
+        """:meth:`apply` for a call or emit whose handler is a plain function, as a plain
+        call; :class:`Pending` if the handler returned an awaitable after all (for
+        :meth:`settle`, in a task)."""
+        try:
+            result = self._run_handler(session, frame)
+            if _awaitable(result):
+                return Pending(result)
+        except Exception as exc:
+            return self._failed(session, frame, exc)
+        return self._answer(frame, result)
+
+    async def settle(self, session: Session, frame: Emit | Call, pending: Pending) -> OutFrame | None:
+        """The answer of a frame :meth:`apply_now` left pending, once its awaitable is done."""
+        try:
+            result = await pending.awaitable
+        except Exception as exc:
+            return self._failed(session, frame, exc)
+        return self._answer(frame, result)
+
+    def _answer(self, frame: Numbered, result: Any) -> OutFrame | None:
+        if isinstance(frame, Emit) or result is _NO_REPLY:
+            return None
+        try:
+            return reply_frame(frame.i, result)
         except LadderError as exc:
+            log.warning("reply to %s could not be encoded: %s", type(frame).__name__, exc)
+            return error_frame(LadderError("handler_error", "the result could not be encoded"), frame.i)
+
+    def _failed(self, session: Session, frame: Numbered, exc: Exception) -> OutFrame:
+        """The answer to a frame whose application raised ``exc``."""
+        if isinstance(exc, LadderError):
             if not isinstance(frame, Invalid):  # invalid frames were counted when refused
                 self.counters.errors[exc.code] += 1
-            reply = error_frame(exc, frame.i)
-        except Exception:
-            log.exception("handler failed for %s from session %s", type(frame).__name__, session.sid[:8])
-            self.counters.errors["handler_error"] += 1
-            reply = error_frame(LadderError("handler_error"), frame.i)
-        else:
-            if isinstance(frame, Emit) or result is _NO_REPLY:
-                return None
-            try:
-                reply = reply_frame(frame.i, result)
-            except LadderError as exc:
-                log.warning("reply to %s could not be encoded: %s", type(frame).__name__, exc)
-                reply = error_frame(LadderError("handler_error", "the result could not be encoded"), frame.i)
-        return reply
+            return error_frame(exc, frame.i)
+        log.error(
+            "handler failed for %s from session %s",
+            type(frame).__name__,
+            session.sid[:8],
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        self.counters.errors["handler_error"] += 1
+        return error_frame(LadderError("handler_error"), frame.i)
 
     async def _subscribe(self, session: Session, frame: Subscribe) -> Any:
         channel = frame.ch

@@ -3,6 +3,7 @@ applied one at a time, in order, each recorded as applied before it is answered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -15,9 +16,9 @@ from ..protocol.frames import Ack, Bye, Call, ClientFrame, Emit, Hello, Invalid,
 from ..protocol.outframes import OutFrame, error_frame
 from ..protocol.reliable import OutboxOverflow
 from ..protocol.session import Phase
-from .applied import Answers, encode_answer
+from .applied import Answers, encode_answer, kept_answer
 from .config import Settings
-from .dispatch import Dispatch
+from .dispatch import Dispatch, Pending
 from .metrics import Counters
 from .ratelimit import Bucket, Rate
 from .refusals import Refusals
@@ -115,7 +116,7 @@ class Inbound:
         if offered is not None and numbered:
             accepted, unrecordable, transport = offered
             if accepted:
-                self.tasks.run_now(self.drain(session), "ladder-drain")
+                self.drain_now(session)
             if unrecordable:
                 self._refuse_unrecordable(session, att, transport)
         return True
@@ -231,21 +232,13 @@ class Inbound:
             return
         session.draining = True
         apply = self.dispatch.apply
-        state = session.state
         frame: Numbered | None = None
         reply: OutFrame | None = None
         returned = False
         try:
-            while session.ready and state.phase is not Phase.CLOSED and not session.moving:
-                if isinstance(session.ready[0], (Emit, Call)) and not self.engine.healthy_for(state.sid):
-                    self._unrecordable(session)  # accepted while the engine answered
-                    break
-                frame, returned = session.ready.popleft(), False
-                inherited = session.inherited
-                if inherited is None:
-                    applied = False
-                else:
-                    applied, reply = inherited.applied(frame.i, answered=not isinstance(frame, Emit))
+            while (frame := self._take(session)) is not None:
+                returned = False
+                applied, reply = kept_answer(session.inherited, frame)
                 if not applied:  # else the lost session applied it: answer it, once more
                     reply = await apply(session, frame)
                 returned = True
@@ -260,14 +253,76 @@ class Inbound:
                     reply = error_frame(LadderError("handler_error", "the handler was interrupted"), frame.i)
                 self.tasks.spawn(self._finish_interrupted(session, frame, reply), "ladder-drain")
             else:
-                session.draining = False
-                if not session.ready:
-                    session.ready = None
-                if session.ready and state.phase is not Phase.CLOSED and not session.moving:
-                    # Cancelled between two messages: someone must finish in order.
-                    self.tasks.spawn(self.drain(session), "ladder-drain")
-                else:
-                    session.drained()
+                self._stopped(session)
+
+    def drain_now(self, session: Session) -> None:
+        """:meth:`drain` in the caller's turn and with no coroutine, for as long as the next
+        message is a call or emit whose handler is a plain function on an engine that
+        records at once (what :meth:`receive_now` takes). From the first other message on,
+        or a plain handler that returned an awaitable, the rest is drained in a task."""
+        if session.draining:
+            return
+        session.draining = True
+        plain = self.dispatch.plain
+        try:
+            while True:
+                ready = session.ready
+                if ready:
+                    head = ready[0]
+                    if not (isinstance(head, (Emit, Call)) and plain(head.ev)):
+                        session.draining = False
+                        self.tasks.run_now(self.drain(session), "ladder-drain")
+                        return
+                frame = self._take(session)
+                if frame is None:
+                    break
+                assert isinstance(frame, (Emit, Call))
+                applied, reply = kept_answer(session.inherited, frame)
+                if not applied:
+                    answer = self.dispatch.apply_now(session, frame)
+                    if isinstance(answer, Pending):  # (``draining`` stays set for the task)
+                        self.tasks.spawn(self._settle(session, frame, answer), "ladder-drain")
+                        return
+                    reply = answer
+                self._done_now(session, frame, reply)
+        except BaseException:
+            session.draining = False
+            raise
+        self._stopped(session)
+
+    def _take(self, session: Session) -> Numbered | None:
+        """The next message to apply; None when there is none, the session is closed or
+        moving, or the engine cannot record it now (nothing waiting is applied then)."""
+        ready = session.ready
+        state = session.state
+        if not ready or state.phase is Phase.CLOSED or session.moving:
+            return None
+        if isinstance(ready[0], (Emit, Call)) and not self.engine.healthy_for(state.sid):
+            self._unrecordable(session)  # accepted while the engine answered
+            return None
+        return ready.popleft()
+
+    def _stopped(self, session: Session) -> None:
+        """A drain ended between two messages."""
+        session.draining = False
+        if not session.ready:
+            session.ready = None
+        if session.ready and session.state.phase is not Phase.CLOSED and not session.moving:
+            # Cancelled between two messages: someone must finish in order.
+            self.tasks.spawn(self.drain(session), "ladder-drain")
+        else:
+            session.drained()
+
+    async def _settle(self, session: Session, frame: Emit | Call, pending: Pending) -> None:
+        """A plain handler returned an awaitable (see :meth:`drain_now`): its answer, then
+        the rest of the queue, in this task."""
+        try:
+            reply = await self.dispatch.settle(session, frame, pending)
+        except asyncio.CancelledError:
+            interrupted = error_frame(LadderError("handler_error", "the handler was interrupted"), frame.i)
+            self.tasks.spawn(self._finish_interrupted(session, frame, interrupted), "ladder-drain")
+            raise
+        await self._finish_interrupted(session, frame, reply)
 
     async def _finish_interrupted(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
         try:
@@ -278,28 +333,58 @@ class Inbound:
 
     async def _done(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
         """``frame`` was applied: record it, then send its answer and let it be acknowledged."""
+        if self._record_now is not None:
+            self._done_now(session, frame, reply)
+            return
         state = session.state
-        answers = session.answers
-        if answers is None:
-            answers = session.answers = Answers(self.settings.limits.inbox_window)
-            inherited = session.inherited
-            origins = inherited.keys() if inherited is not None and inherited.ids else None
-        else:
-            origins = None
-        sid, token, done, ttl = state.sid, state.token, frame.i, state.limits.ttl * 2
-        answer = None if reply is None else (done, encode_answer(reply))
-        forget = answers.delivered(state.outbox.acked)
-        record_now = self._record_now
+        answers, origins = self._answers(session)
         try:
-            if record_now is not None:  # (the memory engine: the same, with no coroutine)
-                record_now(sid, token, done=done, reply=answer, forget=forget, origins=origins, ttl=ttl)
-            else:
-                await self.engine.record_applied(
-                    sid, token, done=done, reply=answer, forget=forget, origins=origins, ttl=ttl
-                )
+            await self.engine.record_applied(
+                state.sid,
+                state.token,
+                done=frame.i,
+                reply=None if reply is None else (frame.i, encode_answer(reply)),
+                forget=answers.delivered(state.outbox.acked),
+                origins=origins,
+                ttl=state.limits.ttl * 2,
+            )
         except LadderError as exc:
-            # Applied all the same; only if this node died now could a resend apply it again.
-            log.warning("session %s: message %d applied but not recorded (%s)", state.sid[:8], frame.i, exc)
+            _not_recorded(session, frame, exc)
+        self._answered(session, frame, reply, answers)
+
+    def _done_now(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
+        """:meth:`_done` on an engine that records with a plain call (the memory engine)."""
+        record_now = self._record_now
+        assert record_now is not None
+        state = session.state
+        answers, origins = self._answers(session)
+        try:
+            record_now(
+                state.sid,
+                state.token,
+                done=frame.i,
+                reply=None if reply is None else (frame.i, encode_answer(reply)),
+                forget=answers.delivered(state.outbox.acked),
+                origins=origins,
+                ttl=state.limits.ttl * 2,
+            )
+        except LadderError as exc:
+            _not_recorded(session, frame, exc)
+        self._answered(session, frame, reply, answers)
+
+    def _answers(self, session: Session) -> tuple[Answers, list[str] | None]:
+        """The session's unacknowledged answers, and (at its first message only) the keys of
+        the messages it carried over from a lost session, for the record."""
+        answers = session.answers
+        if answers is not None:
+            return answers, None
+        answers = session.answers = Answers(self.settings.limits.inbox_window)
+        inherited = session.inherited
+        return answers, inherited.keys() if inherited is not None and inherited.ids else None
+
+    def _answered(self, session: Session, frame: Numbered, reply: OutFrame | None, answers: Answers) -> None:
+        """Recorded: send the answer, and let the message be acknowledged."""
+        state = session.state
         if reply is not None:
             try:
                 answers.kept(frame.i, state.push(reply))
@@ -307,3 +392,8 @@ class Inbound:
                 self.sessions.close(session, LadderError("slow_consumer"))
         if state.finishable(frame.i):  # else the session was discarded meanwhile
             state.finish(frame.i)
+
+
+def _not_recorded(session: Session, frame: Numbered, exc: LadderError) -> None:
+    # Applied all the same; only if this node died now could a resend apply it again.
+    log.warning("session %s: message %d applied but not recorded (%s)", session.sid[:8], frame.i, exc)
