@@ -14,6 +14,9 @@ class RedisServer:
     """Start/stop/restart a private Redis; ``persistent`` keeps data across restarts (AOF)."""
 
     def __init__(self, *, persistent: bool = False, port: int | None = None) -> None:
+        self.chosen = port is None
+        """Whether the ports are this object's to choose (then a port lost to another
+        process before redis-server bound it is replaced at the first start)."""
         self.port = port or free_port()
         self.persistent = persistent
         self.dir = Path(tempfile.mkdtemp(prefix="ladder-redis-"))
@@ -24,6 +27,28 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        for attempt in range(5):
+            self.proc = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for_port(self.port, proc=self.proc)
+                self.chosen = False  # (clients know the port now: a restart keeps it)
+                return self
+            except RuntimeError as exc:
+                log = self.log.read_text(errors="replace") if self.log.exists() else ""
+                if not (self.chosen and "Address already in use" in log and attempt < 4):
+                    raise RuntimeError(f"{exc}; redis-server's log ends: {log[-400:]!r}") from exc
+                self.log.unlink()
+                self.new_ports()  # taken by another process since it was chosen
+        raise AssertionError("unreachable")
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "redis.log"
+
+    def new_ports(self) -> None:
+        self.port = free_port()
+
+    def _command(self) -> list[str]:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         cmd = [
             binary,
@@ -43,11 +68,10 @@ class RedisServer:
             "warning",
             "--maxmemory-policy",
             "noeviction",
+            "--logfile",
+            str(self.log),
         ]
-        cmd += self.extra_args()
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, proc=self.proc)
-        return self
+        return cmd + self.extra_args()
 
     def extra_args(self) -> list[str]:
         """More ``redis-server`` arguments (a subclass's)."""

@@ -23,6 +23,10 @@ class ClusterNodeServer(RedisServer):
         self.bus_port = free_port()
         """The cluster bus (port + 10000 by default, which may be taken or out of range)."""
 
+    def new_ports(self) -> None:
+        super().new_ports()
+        self.bus_port = free_port()
+
     def extra_args(self) -> list[str]:
         return [
             "--cluster-port",

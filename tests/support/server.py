@@ -26,10 +26,20 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(paths)}
 
 
+_handed: set[int] = set()
+"""Ports :func:`free_port` gave out in this process: the kernel may offer a closed one again."""
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now and not given out before by this process (a server may
+    still lose it to another process before it binds: see ``RedisServer.start``)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed:
+            _handed.add(port)
+            return port
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
