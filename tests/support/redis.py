@@ -33,6 +33,9 @@ class RedisServer:
                 wait_for_port(self.port, proc=self.proc)
                 self.chosen = False  # (clients know the port now: a restart keeps it)
                 return self
+            except TimeoutError:
+                self.stop()  # (alive but not listening: not left running)
+                raise
             except RuntimeError as exc:
                 log = self.log.read_text(errors="replace") if self.log.exists() else ""
                 if not (self.chosen and "Address already in use" in log and attempt < 4):
@@ -90,7 +93,11 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -132,7 +132,11 @@ class RedisCluster:
             node.close()
 
     def __enter__(self) -> RedisCluster:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # the nodes started before the failure (they were left running)
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.close()
