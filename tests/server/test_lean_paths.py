@@ -153,6 +153,43 @@ async def test_a_flush_that_fails_leaves_the_other_connections_written(
     assert flushed[-1] == "d"
 
 
+async def test_the_flusher_writes_a_slice_per_loop_turn_in_order() -> None:
+    """A fan-out to many connections is written a slice per turn, so the first slice is on
+    the wire (uvloop sends a turn's writes when the turn ends) before the rest is built, and
+    what arrives meanwhile is read in between; a connection woken again while it waits is
+    written once; a busy list is cut as it goes."""
+    flushed: list[int] = []
+
+    class Conn:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def flush(self) -> None:
+            flushed.append(self.n)
+
+    flusher = Flusher(asyncio.get_running_loop(), per_turn=4)
+    for n in range(10):
+        flusher.add(Conn(n))
+    await asyncio.sleep(0)
+    assert flushed == [0, 1, 2, 3]
+    flusher.add(Conn(10))  # woken meanwhile: after those already waiting
+    await asyncio.sleep(0)
+    assert flushed == [0, 1, 2, 3, 4, 5, 6, 7]
+    await asyncio.sleep(0)
+    assert flushed == list(range(11)) and flusher.due == [] and flusher.next == 0
+
+    # Kept busy (as many added each turn as written): the list does not keep what was written.
+    flushed.clear()
+    for n in range(8):
+        flusher.add(Conn(n))
+    for turn in range(40):
+        for n in range(4):
+            flusher.add(Conn(100 + 4 * turn + n))
+        await asyncio.sleep(0)
+        assert len(flusher.due) - flusher.next <= 12 and len(flusher.due) <= 40
+    assert flushed == list(range(8)) + [100 + n for n in range(len(flushed) - 8)]
+
+
 async def test_a_writer_that_took_everything_sleeps_until_woken_again() -> None:
     hub = make_hub()
     peer = await Peer.open(hub)
