@@ -18,11 +18,20 @@ Ladder runs twice, once per encoding (its clients' ``json`` text frames, what th
 client uses, and ``msgpack``, the Python client's default), each on a fresh server;
 Socket.IO is JSON text. A server that delivers less than 95 % of what was published in
 the window "cannot sustain" the rate (its latency then only measures its growing queue).
+
+``BENCH_LG=node`` runs the same scenario with a load generator in Node (``lg-node/paced.cjs``,
+the ``ws`` package, on the load generator's core) instead of the Python one, JSON only: a
+Node client reads a message for less than the Python one spends, so the latencies it
+measures are less its own (with 1,000 subscribers they are still bound by it: see
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 from statistics import median
 from typing import Any
 
@@ -31,12 +40,15 @@ from lg.clients import BaseClient, Stats, make_client
 from lg.measure import Window, close_all, open_clients, payload, settle
 from scenarios import _CallLoop, _measure_paced, server_of
 
+NODE_LG = os.environ.get("BENCH_LG") == "node"
+
 
 def configs(kinds: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(server, encoding) pairs: Ladder servers in both encodings, Socket.IO in JSON."""
+    """(server, encoding) pairs: Ladder servers in both encodings (JSON only with the Node
+    load generator), Socket.IO in JSON."""
     out: list[tuple[str, str]] = []
     for kind in kinds:
-        if server_of(kind) == "ladder":
+        if server_of(kind) == "ladder" and not NODE_LG:
             out += [(kind, "json"), (kind, "msgpack")]
         else:
             out.append((kind, "json"))
@@ -44,6 +56,8 @@ def configs(kinds: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 async def s10(cfg: Any, kind: str, encoding: str) -> dict[str, Any]:
+    if NODE_LG:
+        return await s10_node(cfg, kind)
     server = servers.start(kind, cfg.logdir)
     stats = Stats()
     owned: list[BaseClient] = []
@@ -93,9 +107,34 @@ async def s10(cfg: Any, kind: str, encoding: str) -> dict[str, Any]:
         close_all(owned)
 
 
+async def s10_node(cfg: Any, kind: str) -> dict[str, Any]:
+    """S10 driven by ``lg-node/paced.cjs``, pinned to the load generator's core."""
+    server = servers.start(kind, cfg.logdir)
+    try:
+        args = {"kind": server_of(kind), "port": server.port, "pid": server.pid, "core": servers.SERVER_CORE,
+                "subs": cfg.s10_subs, "rate": cfg.s10_rate, "warmup": cfg.s10_warmup, "window": cfg.s10_window,
+                "callers": cfg.s10_callers, "rpcWindow": cfg.s10_rpc_window, "spread": True}
+        cmd = ["taskset", "-c", str(servers.LOAD_CORE), "node", str(servers.BENCH / "lg-node" / "paced.cjs"),
+               json.dumps(args)]
+        done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=90,
+                                       env={**os.environ, "NODE_PATH": str(servers.NODE_MODULES)})
+        if done.returncode != 0:
+            raise RuntimeError(f"lg-node/paced.cjs exited with {done.returncode}: {done.stderr[-500:]}")
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        server.stop()
+    fan = out["fanout"]
+    fan["sustained"] = (fan["delivered_ratio"] or 0) >= 0.95
+    return {"server": kind, "encoding": "json", "subs": out["subs"], "rate": cfg.s10_rate, "lg": "node",
+            "connect_failures": 0, "lost_connections": 0, "fanout": fan, "rpc": out["rpc"]}
+
+
 def summary(rec: dict[str, Any]) -> str:
     fan, rpc = rec["fanout"], rec["rpc"]
     held = "" if fan["sustained"] else f" (cannot sustain: {fan['delivered_ratio']:.0%} delivered)"
+    if fan.get("first_ms") is not None:  # (Node load generator: first and last arrival)
+        held += (f", first / last subscriber {fan['first_ms']} / {fan['last_ms']} ms, "
+                 f"load generator {fan['lg_cpu_us_per_delivery']:.1f} CPU-µs/delivery")
     return (f"{rec['server']}/{rec['encoding']}: fan-out {fan['cpu_us_per_delivery'] or 0:.1f} CPU-µs/delivery, "
             f"p50 {fan['p50_ms']} ms, p99 {fan['p99_ms']} ms{held}; "
             f"RPC {rpc['acks_per_s']:.0f} acks/s, {rpc['cpu_us_per_call'] or 0:.1f} CPU-µs/call "

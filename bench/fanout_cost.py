@@ -1,0 +1,146 @@
+"""When each subscriber's bytes leave the server, for one publication, without sockets.
+
+S10's fan-out latency is measured by a load generator that reads 1,000 sockets on the other
+core, so it mixes the server's order of work with the generator's and the machine's. This
+harness shows the server's part alone: ``--subs`` native WebSocket connections of the
+benchmark hub (``ladder_app``: memory engine, the ``pub`` handler) with fake transports, all
+subscribed to one channel, and one more that sends ``pub`` events one at a time. For each
+publication it records, per subscriber, the time from the publisher's frame reaching
+``data_received`` to that subscriber's ``write``:
+
+    .venv/bin/python bench/fanout_cost.py [--subs 1000] [--encoding json|msgpack]
+    PYTHONPATH=build/compiled .venv/bin/python bench/fanout_cost.py ...     # the compiled build
+
+It prints the medians over ``--pubs`` publications of the first, median and last write
+(µs after the frame arrived) and of µs per delivery (the last write ÷ subscribers). The
+fake transport's ``write`` costs nothing, so this is the Python side alone (the real
+``write`` of each subscriber's bytes comes on top, in uvloop, when the loop turn ends).
+``--pause`` (S10's 50 ms by default) leaves the loop idle between publications, as a paced
+publisher does; ``--pause 0`` shows what the same work costs with warm caches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from statistics import median
+from types import SimpleNamespace
+from typing import Any
+
+from call_cost import UPGRADE, client_frame, message
+
+HERE = Path(__file__).resolve().parent
+
+
+class Transport:
+    """Records when it is written; the harness waits for the last subscriber's write."""
+
+    def __init__(self, clock: list[int]) -> None:
+        self.clock = clock
+        self.last = b""
+        self.at = 0
+        self.wrote: asyncio.Future[None] | None = None
+
+    def write(self, data: bytes) -> None:
+        self.at = time.perf_counter_ns()
+        self.last = data
+        if self.wrote is not None and not self.wrote.done():
+            self.wrote.set_result(None)
+
+    def written(self) -> asyncio.Future[None]:
+        self.wrote = asyncio.get_running_loop().create_future()
+        return self.wrote
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 50000) if name == "peername" else None
+
+
+async def connect(binary: bool) -> tuple[Any, Transport]:
+    from ladder.server.native import NativeWebSocket  # noqa: PLC0415
+
+    conn = NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=asyncio.get_running_loop())
+    transport = Transport([])
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.data_received(UPGRADE)
+    welcome = transport.written()
+    conn.data_received(client_frame(message([{"t": "hello", "v": 1}], binary), binary))
+    await welcome
+    return conn, transport
+
+
+async def run(
+    subs: int, pubs: int, binary: bool, ack_every: int, pause: float
+) -> list[tuple[float, float, float]]:
+    sys.path.insert(0, str(HERE))
+    from ladder_app import hub  # noqa: PLC0415 - after the path is set
+
+    from ladder.server.native import NativeWebSocket  # noqa: PLC0415
+
+    await hub.start()
+    NativeWebSocket.hub = hub
+    subscribers = []
+    for _ in range(subs):
+        conn, transport = await connect(binary)
+        subscribed = transport.written()
+        conn.data_received(client_frame(message([{"t": "sub", "ch": "bench", "i": 1}], binary), binary))
+        await subscribed
+        subscribers.append((conn, transport))
+    publisher, _ = await connect(binary)
+    results = []
+    last = subscribers[-1][1]
+    for n in range(pubs):
+        # Subscribers acknowledge every ``ack_every`` publications (a client's timer: about
+        # 20 at S10's pace).
+        frames: list[dict[str, Any]] = [
+            {"t": "emit", "ev": "pub", "d": {"ch": "bench", "d": {"n": n, "pad": "x" * 70}}, "i": n + 1}
+        ]
+        for conn, _transport in subscribers:
+            if n and n % ack_every == 0:
+                conn.data_received(client_frame(message([{"t": "ack", "s": n + 1}], binary), binary))
+        done = last.written()
+        frame = client_frame(message(frames, binary), binary)
+        await asyncio.sleep(pause)  # (and the acks' loop turns run before the clock starts)
+        start = time.perf_counter_ns()
+        publisher.data_received(frame)
+        await done
+        ats = sorted(t.at - start for _, t in subscribers)
+        results.append((ats[0] / 1e3, ats[len(ats) // 2] / 1e3, ats[-1] / 1e3))
+    await hub.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--encoding", choices=("json", "msgpack"), default="json")
+    parser.add_argument("--subs", type=int, default=1_000)
+    parser.add_argument("--pubs", type=int, default=200)
+    parser.add_argument("--ack-every", type=int, default=20)
+    parser.add_argument(
+        "--pause", type=float, default=0.05, help="seconds between publications (S10: 0.05; 0: back to back)"
+    )
+    args = parser.parse_args()
+    try:
+        import uvloop  # noqa: PLC0415
+
+        uvloop.install()
+    except ImportError:
+        pass
+    results = asyncio.run(run(args.subs, args.pubs, args.encoding == "msgpack", args.ack_every, args.pause))[
+        args.pubs // 4 :
+    ]
+    first, mid, last = (median(r[k] for r in results) for k in range(3))
+    print(
+        f"{args.encoding}, {args.subs:,} subscribers, {len(results)} publications (medians): "
+        f"first write {first:,.0f} µs, median {mid:,.0f} µs, last {last:,.0f} µs; "
+        f"{last / args.subs:.2f} µs per delivery; median ÷ last {mid / last:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+// S10 with a load generator in Node (`ws`): paced fan-out and RPC against one running server.
+//
+//   node paced.cjs '{"kind": "ladder"|"node", "port": P, "pid": PID, "core": 0, "subs": 1000,
+//                   "rate": 20, "warmup": 1, "window": 4, "callers": 100, "rpcWindow": 2}'
+//
+// Prints one JSON line: {"fanout": {...}, "rpc": {...}}. bench/paced.py runs it (BENCH_LG=node)
+// beside the Python load generator: a Node client reads a WebSocket message for a fraction
+// of what the Python one spends, so the latencies it measures are more the server's own.
+// Ladder's clients speak JSON text frames as the browser client does (hello, sub, ack after
+// 32 frames or 1 s, pongs); Socket.IO's speak Engine.IO 4 over a raw WebSocket (open,
+// namespace connect, a join event with an ack, pongs), as in bench/lg/clients.py.
+"use strict";
+
+const fs = require("fs");
+const WebSocket = require("ws");
+
+const cfg = JSON.parse(process.argv[2]);
+const now = () => performance.now() / 1000; // seconds, this process's clock
+const PAD = "x".repeat(Math.max(0, 100 - JSON.stringify({ ts: 12345.678901234, n: 10000, pad: "" }).length));
+const payload = (n) => ({ ts: now(), n, pad: PAD });
+
+const stats = { delivered: 0, lat: [], spread: new Map() };
+
+// Per publication (by its n): when the first and the last subscriber got it.
+function arrived(d, t) {
+  const seen = stats.spread.get(d.n);
+  if (seen === undefined) stats.spread.set(d.n, [d.ts, t, t]);
+  else seen[2] = t;
+}
+
+class LadderClient {
+  constructor(sample) {
+    this.sample = sample;
+    this.nextI = 1;
+    this.lastS = 0;
+    this.ackedS = 0;
+    this.timer = null;
+    this.waiting = new Map();
+  }
+  open() {
+    return new Promise((resolve, reject) => {
+      this.ws = new WebSocket(`ws://127.0.0.1:${cfg.port}/ws`, { perMessageDeflate: false });
+      this.ws.on("open", () => this.send([{ t: "hello", v: 1 }]));
+      this.ws.on("error", reject);
+      this.welcome = resolve;
+      this.ws.on("message", (data) => this.frames(data.toString().split("\n").map((line) => JSON.parse(line))));
+    });
+  }
+  frames(frames) {
+    const control = [];
+    let t0 = 0;
+    for (const f of frames) {
+      if (f.s !== undefined) {
+        if (f.s <= this.lastS) continue;
+        this.lastS = f.s;
+        if (f.t === "pub") {
+          stats.delivered += 1;
+          if (this.sample) stats.lat.push((t0 || (t0 = now())) - f.d.ts);
+          if (cfg.spread) arrived(f.d, t0 || (t0 = now()));
+        } else if (f.t === "reply" || f.t === "err") {
+          const callback = this.waiting.get(f.re);
+          if (callback) {
+            this.waiting.delete(f.re);
+            callback(f.d);
+          }
+        }
+      } else if (f.t === "ping") {
+        control.push({ t: "pong" });
+      } else if (f.t === "welcome") {
+        this.welcome();
+      }
+    }
+    const pending = this.lastS - this.ackedS;
+    if (pending >= 32 || (pending && control.length)) control.push(this.ack());
+    else if (pending && this.timer === null) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        if (this.lastS > this.ackedS) this.send([this.ack()]);
+      }, 1000);
+    }
+    if (control.length) this.send(control);
+  }
+  ack() {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.ackedS = this.lastS;
+    return { t: "ack", s: this.lastS };
+  }
+  send(frames) {
+    this.ws.send(frames.map((f) => JSON.stringify(f)).join("\n"));
+  }
+  submit(frame, callback) {
+    frame.i = this.nextI++;
+    if (callback) this.waiting.set(frame.i, callback);
+    this.send(this.lastS > this.ackedS ? [frame, this.ack()] : [frame]);
+  }
+  join(channel) {
+    return new Promise((resolve) => this.submit({ t: "sub", ch: channel }, resolve));
+  }
+  emit(ev, d) {
+    this.submit({ t: "emit", ev, d });
+  }
+  call(ev, d, callback) {
+    this.submit({ t: "call", ev, d }, callback);
+  }
+  close() {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.ws.terminate();
+  }
+}
+
+class SioClient {
+  constructor(sample) {
+    this.sample = sample;
+    this.nextId = 0;
+    this.waiting = new Map();
+  }
+  open() {
+    return new Promise((resolve, reject) => {
+      this.ws = new WebSocket(`ws://127.0.0.1:${cfg.port}/socket.io/?EIO=4&transport=websocket`, {
+        perMessageDeflate: false,
+      });
+      this.ws.on("error", reject);
+      this.ws.on("message", (data) => {
+        const p = data.toString();
+        const c = p[0];
+        if (c === "4") {
+          const kind = p[1];
+          if (kind === "2") {
+            stats.delivered += 1;
+            if (this.sample || cfg.spread) {
+              const d = JSON.parse(p.slice(2))[1];
+              const t = now();
+              if (this.sample) stats.lat.push(t - d.ts);
+              if (cfg.spread) arrived(d, t);
+            }
+          } else if (kind === "3") {
+            let j = 2;
+            while (p.charCodeAt(j) >= 48 && p.charCodeAt(j) <= 57) j += 1;
+            const id = Number(p.slice(2, j));
+            const callback = this.waiting.get(id);
+            if (callback) {
+              this.waiting.delete(id);
+              callback(JSON.parse(p.slice(j))[0]);
+            }
+          } else if (kind === "0") resolve();
+        } else if (c === "2") this.ws.send("3");
+        else if (c === "0") this.ws.send("40");
+      });
+    });
+  }
+  join(channel) {
+    return new Promise((resolve) => this.call("join", channel, resolve));
+  }
+  emit(ev, d) {
+    this.ws.send("42" + JSON.stringify([ev, d]));
+  }
+  call(ev, d, callback) {
+    const id = this.nextId++;
+    this.waiting.set(id, callback);
+    this.ws.send("42" + id + JSON.stringify([ev, d]));
+  }
+  close() {
+    this.ws.terminate();
+  }
+}
+
+const Client = cfg.kind === "ladder" ? LadderClient : SioClient;
+const sleep = (s) => new Promise((resolve) => setTimeout(resolve, s * 1000));
+const TICK = 100; // USER_HZ: /proc counts CPU time in 1/100 s
+
+function serverTicks() {
+  const stat = fs.readFileSync(`/proc/${cfg.pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]); // utime + stime
+}
+
+function coreBusy() {
+  const line = fs.readFileSync("/proc/stat", "utf8").split("\n").find((l) => l.startsWith(`cpu${cfg.core} `));
+  const v = line.split(/\s+/).slice(1).map(Number);
+  return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]; // user nice system irq softirq steal
+}
+
+function window() {
+  const start = { t: now(), server: serverTicks(), core: coreBusy(), lg: process.cpuUsage() };
+  return () => {
+    const elapsed = now() - start.t;
+    const lg = process.cpuUsage(start.lg);
+    const server = (serverTicks() - start.server) / TICK;
+    const other = Math.max(0, (coreBusy() - start.core) / TICK - server);
+    return { elapsed, serverCpu: server, otherOnServerCore: other / elapsed, lgCpu: (lg.user + lg.system) / 1e6 };
+  };
+}
+
+function spreads() {
+  const first = [];
+  const last = [];
+  for (const [ts, a, b] of stats.spread.values()) {
+    first.push(a - ts);
+    last.push(b - ts);
+  }
+  const ms = (v) => +(quantile(v.sort((x, y) => x - y), 0.5) * 1000).toFixed(3);
+  return { first_ms: ms(first), last_ms: ms(last) };
+}
+
+function quantile(sorted, q) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+async function main() {
+  const pub = new Client(false);
+  await pub.open();
+  const clients = [];
+  for (let i = 0; i < cfg.subs; i += 50) {
+    const batch = [];
+    for (let j = i; j < Math.min(cfg.subs, i + 50); j += 1) {
+      const client = new Client(j % 10 === 0);
+      clients.push(client);
+      batch.push(client.open().then(() => client.join("bench")));
+    }
+    await Promise.all(batch);
+  }
+  await sleep(1.0);
+
+  // Paced fan-out: evenly spaced publications; warm-up, then the measured window.
+  let sent = 0;
+  let windowSent = 0;
+  const interval = 1000 / cfg.rate;
+  let running = true;
+  const started = performance.now();
+  const pace = () => {
+    if (!running) return;
+    pub.emit("pub", { ch: "bench", d: payload(sent) });
+    sent += 1;
+    windowSent += 1;
+    setTimeout(pace, Math.max(0, started + sent * interval - performance.now()));
+  };
+  pace();
+  await sleep(cfg.warmup);
+  stats.delivered = 0;
+  stats.lat = [];
+  stats.spread.clear();
+  windowSent = 0;
+  const fanWindow = window();
+  await sleep(cfg.window);
+  running = false;
+  const fan = fanWindow();
+  const delivered = stats.delivered;
+  const lat = stats.lat.slice().sort((a, b) => a - b);
+  const expected = windowSent * clients.length;
+  await sleep(1.0);
+
+  // RPC: the first `callers` clients call back to back, one call outstanding each.
+  let calls = 0;
+  let calling = true;
+  const fire = (client) => {
+    client.call("rpc", payload(calls), () => {
+      calls += 1;
+      if (calling) fire(client);
+    });
+  };
+  clients.slice(0, cfg.callers).forEach(fire);
+  await sleep(cfg.warmup);
+  const before = calls;
+  const rpcWindow = window();
+  await sleep(cfg.rpcWindow);
+  const rpc = rpcWindow();
+  const answered = calls - before;
+  calling = false;
+
+  const out = {
+    fanout: {
+      sent: windowSent,
+      delivered,
+      delivered_ratio: expected ? delivered / expected : null,
+      cpu_us_per_delivery: delivered ? (fan.serverCpu * 1e6) / delivered : null,
+      p50_ms: lat.length ? +(quantile(lat, 0.5) * 1000).toFixed(3) : null,
+      p99_ms: lat.length ? +(quantile(lat, 0.99) * 1000).toFixed(3) : null,
+      samples: lat.length,
+      ...(cfg.spread ? spreads() : {}),
+      other_on_server_core: fan.otherOnServerCore,
+      lg_cpu_us_per_delivery: delivered ? (fan.lgCpu * 1e6) / delivered : null,
+    },
+    rpc: {
+      callers: Math.min(cfg.callers, clients.length),
+      acks_per_s: answered / rpc.elapsed,
+      cpu_us_per_call: answered ? (rpc.serverCpu * 1e6) / answered : null,
+      other_on_server_core: rpc.otherOnServerCore,
+    },
+    subs: clients.length,
+  };
+  process.stdout.write(JSON.stringify(out) + "\n");
+  pub.close();
+  clients.forEach((c) => c.close());
+  process.exit(0);
+}
+
+main().catch((err) => {
+  process.stderr.write(`${err.stack || err}\n`);
+  process.exit(1);
+});
