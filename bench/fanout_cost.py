@@ -54,6 +54,9 @@ class Transport:
         self.wrote = asyncio.get_running_loop().create_future()
         return self.wrote
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.limits = (high, low)
+
     def is_closing(self) -> bool:
         return False
 

@@ -23,7 +23,7 @@ from ladder.protocol.outframes import error_frame, reply_frame
 from ladder.protocol.reliable import Outbox
 from ladder.protocol.session import SessionState
 from ladder.server.applied import encode_answer
-from ladder.server.flusher import Flusher
+from ladder.server.flusher import Flusher, flusher_of
 from ladder.server.hub import internals
 from ladder.server.link import Link
 from ladder.server.native import NativeWebSocket
@@ -37,15 +37,24 @@ CONNECTIONS = 50
 class FakeTransport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
+        self.limits: tuple[int | None, int | None] | None = None
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.limits = (high, low)
 
     def is_closing(self) -> bool:
         return False
 
     def get_extra_info(self, _name: str) -> Any:
         return None
+
+
+class FailingTransport(FakeTransport):
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("boom")
 
 
 UPGRADE = (
@@ -62,6 +71,7 @@ def _accepted(hub: Ladder, monkeypatch: pytest.MonkeyPatch) -> tuple[NativeWebSo
     conn.connection_made(transport)  # type: ignore[arg-type]
     conn.data_received(UPGRADE)
     assert transport.written[0].startswith(b"HTTP/1.1 101")
+    assert transport.limits == (0, None)  # every write goes to the socket at once
     return conn, transport
 
 
@@ -74,9 +84,13 @@ def _unframe(data: bytes) -> bytes:
     return data[2:]
 
 
-async def test_a_publication_to_many_native_connections_is_one_callback_and_one_take_each(
+async def test_a_publication_is_written_as_its_fan_out_reaches_each_native_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The first publication in a loop turn is written to each connection as the fan-out
+    queues it (one take each, nothing scheduled per connection); a second one in the same
+    turn waits for the flusher, which writes it in the next turn, batched with anything
+    else that came meanwhile."""
     hub = make_hub()
     loop = asyncio.get_running_loop()
     settings = internals(hub).settings
@@ -112,19 +126,26 @@ async def test_a_publication_to_many_native_connections_is_one_callback_and_one_
     monkeypatch.setattr(loop, "call_soon", counting_call_soon)
     monkeypatch.setattr(SessionState, "take", counting_take)
     await hub.publish("room", {"n": 1})
-    assert scheduled == 1
-    assert takes == 0  # nothing is written before the callback runs
+    assert takes == CONNECTIONS  # one each, as the fan-out reached it: no second take
+    assert all(len(t.written) == 1 for t in transports)
+    assert scheduled == 1  # (the end of the turn, for the flusher; nothing per connection)
+    await hub.publish("room", {"n": 2})
+    await hub.publish("room", {"n": 3})
+    assert takes == CONNECTIONS and all(len(t.written) == 1 for t in transports)  # batched
     monkeypatch.undo()
-    monkeypatch.setattr(SessionState, "take", counting_take)
     await asyncio.sleep(0)
-    assert takes == CONNECTIONS  # one each: no second take that finds nothing
     for n, transport in enumerate(transports):
-        assert len(transport.written) == 1
-        assert transport.written[0][0] == (0x82 if n % 2 else 0x81)
+        assert len(transport.written) == 2
         codec = MSGPACK if n % 2 else JSON
-        [frame] = codec.decode(_unframe(transport.written[0]))
-        assert frame["t"] == "pub" and frame["d"] == {"n": 1} and frame["ch"] == "room"
-        assert frame["s"] == 2  # after the subscription's reply (1)
+        for data in transport.written:
+            assert data[0] == (0x82 if n % 2 else 0x81)
+        [first] = codec.decode(_unframe(transport.written[0]))
+        assert first["t"] == "pub" and first["d"] == {"n": 1} and first["ch"] == "room"
+        assert first["s"] == 2  # after the subscription's reply (1)
+        later = codec.decode(_unframe(transport.written[1]))
+        assert [(f["s"], f["d"]) for f in later] == [(3, {"n": 2}), (4, {"n": 3})]
+    await hub.publish("room", {"n": 4})  # a new turn: written at once again
+    assert all(len(t.written) == 3 for t in transports)
 
 
 async def test_a_flush_that_fails_leaves_the_other_connections_written(
@@ -151,6 +172,29 @@ async def test_a_flush_that_fails_leaves_the_other_connections_written(
     flusher.add(Conn("d"))  # and the next turn schedules again
     await asyncio.sleep(0)
     assert flushed[-1] == "d"
+
+
+async def test_a_connection_that_fails_in_a_fan_out_leaves_the_others_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = make_hub()
+    loop = asyncio.get_running_loop()
+    settings = internals(hub).settings
+    transports: list[FakeTransport] = []
+    for n in range(3):
+        peer = await Peer.open(hub)
+        await peer.request({"t": "sub", "ch": "room"})
+        conn = NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=loop)
+        transport = FailingTransport() if n == 1 else FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conn.link = Link(peer.session, peer.att, settings.clock, defaultdict(int), wake=conn._wake)
+        transports.append(transport)
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.ERROR, logger="ladder"):
+        await hub.publish("room", {"n": 1})
+    assert [len(t.written) for t in transports] == [1, 0, 1]  # written as the fan-out went on
+    assert "flushing a connection failed" in caplog.text
+    assert not flusher_of(loop).fanning
 
 
 async def test_the_flusher_writes_a_slice_per_loop_turn_in_order() -> None:

@@ -7,6 +7,7 @@ writer: no task, no encoding and no extra call per recipient.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from ..engine.base import ChannelOptions, Engine, HistoryResult, Member, Position, Publication
@@ -14,7 +15,17 @@ from ..protocol.errors import LadderError
 from ..protocol.outframes import OutFrame, presence_frame, pub_frame, resync_frame
 from ..protocol.reliable import OutboxOverflow
 from .config import ChannelRules
+from .flusher import Flusher, flusher_of
 from .session import Session, Subscription
+
+
+def _flusher() -> Flusher | None:
+    """This loop's flusher, told while a publication is queued so that native WebSocket
+    connections are written as the fan-out reaches them."""
+    try:
+        return flusher_of(asyncio.get_running_loop())
+    except RuntimeError:
+        return None
 
 
 def _unwired(_: object) -> None:
@@ -162,15 +173,22 @@ class ChannelTable:
         self._positions[pub.channel] = (pub.epoch, pub.offset)
         frame = self.frame_of(pub)
         overflowed: list[Session] = []
-        for session, sub in local.items():
-            pending = sub.pending
-            if pending is not None:
-                pending.append(pub)
-                continue
-            try:
-                session.state.push(frame)
-            except OutboxOverflow:
-                overflowed.append(session)
+        flusher = _flusher()
+        if flusher is not None:
+            flusher.fanning = True
+        try:
+            for session, sub in local.items():
+                pending = sub.pending
+                if pending is not None:
+                    pending.append(pub)
+                    continue
+                try:
+                    session.state.push(frame)
+                except OutboxOverflow:
+                    overflowed.append(session)
+        finally:
+            if flusher is not None:
+                flusher.fanning = False
         for session in overflowed:
             self.close(session, LadderError("slow_consumer"))
 

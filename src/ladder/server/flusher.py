@@ -1,4 +1,12 @@
-"""Writing many connections from one loop: what a fan-out wakes is flushed together, in slices."""
+"""Writing native WebSocket connections: a publication as its fan-out reaches them, the rest batched.
+
+A paced publisher (a chat, a dashboard: one publication at a time) is served best by writing
+each subscriber as the fan-out loop queues the frame for it, as Node's Socket.IO does: the
+first subscribers have their bytes while the loop is still queueing for the last. A busy one
+(many publications a turn) is served best by writing each connection once for all of them.
+So a connection is written at once the first time a fan-out wakes it in a loop turn, and
+what the turn's later publications bring it waits for :meth:`Flusher.run`, in the next turn.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +18,8 @@ from typing import Protocol
 log = logging.getLogger("ladder")
 
 SLICE = 64
-"""Connections flushed per loop turn. uvloop sends what a turn wrote only when the turn ends,
-so a publication to 1,000 subscribers written in one turn reaches its first subscriber only
-after the bytes of all 1,000 are built; in slices, the first slice is on the wire while the
-next is built, and a turn in between lets the loop read what arrived meanwhile."""
+"""Connections :meth:`Flusher.run` writes per loop turn: between slices the loop reads what
+arrived meanwhile (acks, calls, the next publications, which then share the next write)."""
 
 
 class Flushable(Protocol):
@@ -21,14 +27,15 @@ class Flushable(Protocol):
 
 
 class Flusher:
-    """The connections of one event loop that have something to write, flushed in order.
+    """The connections of one event loop that have something to write.
 
-    A publication wakes every subscriber's connection in one synchronous loop; each joins
-    this list, and the first schedules the callback that writes them, :data:`SLICE` per
-    loop turn. A connection woken again before its turn is written once, with everything.
+    A connection woken while :attr:`fanning` is written at once (:meth:`write_now`), once
+    per loop turn; any other wake-up puts it on a list, and the first schedules the callback
+    that writes them in order, :data:`SLICE` per loop turn (:meth:`run`). A connection woken
+    again before its turn is written once, with everything.
     """
 
-    __slots__ = ("due", "loop", "next", "slice")
+    __slots__ = ("_turning", "due", "fanning", "loop", "next", "slice", "turn")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, per_turn: int = SLICE) -> None:
         self.loop = loop
@@ -36,6 +43,29 @@ class Flusher:
         self.due: list[Flushable] = []
         self.next = 0
         """Where the next turn starts in ``due`` (what is before it was written)."""
+        self.fanning = False
+        """A publication is being queued for its subscribers now (set by the channel table):
+        a connection it wakes is written at once, the first time in a loop turn."""
+        self.turn = 0
+        self._turning = False
+
+    def write_now(self, connection: Flushable) -> int:
+        """Write ``connection`` now, for a fan-out in progress; returns this loop turn's
+        number. The number moves on when the turn ends: a connection is written at once at
+        most once per turn, and what a turn's later publications bring it is batched by
+        :meth:`run`."""
+        if not self._turning:
+            self._turning = True
+            self.loop.call_soon(self._turned)
+        try:
+            connection.flush()
+        except Exception:  # the fan-out goes on to the other subscribers
+            log.exception("flushing a connection failed")
+        return self.turn
+
+    def _turned(self) -> None:
+        self.turn += 1
+        self._turning = False
 
     def add(self, connection: Flushable) -> None:
         due = self.due

@@ -82,6 +82,8 @@ class NativeWebSocket(asyncio.Protocol):
         an idle connection holds no deque)."""
         self.applier: asyncio.Task[None] | None = None
         self.scheduled = False
+        self.written_turn = -1
+        """The flusher's turn in which a fan-out last wrote this connection at once."""
         self.paused = False
         self.closing = False
         self.hello_timer: asyncio.TimerHandle | None = None
@@ -175,6 +177,10 @@ class NativeWebSocket(asyncio.Protocol):
             return
         reader = self.reader = FrameReader(hub.limits.max_frame_size, ws)
         self.ws = None
+        # Every write goes to the socket at once (uvloop would hold a turn's writes until
+        # the turn ends); what the socket does not take pauses the writer, and the session's
+        # outbox, bounded, holds the rest.
+        self.transport.set_write_buffer_limits(high=0)
         self.hello_timer = self.loop.call_later(hub.limits.hello_timeout, self._no_hello)
         if len(events) > 1:  # frames that came with the upgrade: read before anything after them
             self._messages(reader, reader.early(events[1:]))
@@ -307,9 +313,17 @@ class NativeWebSocket(asyncio.Protocol):
     # -- writing ---------------------------------------------------------------------------
 
     def _wake(self) -> None:
-        if not self.scheduled:
-            self.scheduled = True
-            self.flusher.add(self)
+        if self.scheduled:
+            return
+        flusher = self.flusher
+        if flusher.fanning and self.written_turn != flusher.turn:
+            # A publication's subscribers are written as the fan-out reaches them (the
+            # transport sends at once, see _handshake), the first time in a loop turn; any
+            # later publication in the same turn waits for the flusher, batched.
+            self.written_turn = flusher.write_now(self)
+            return
+        self.scheduled = True
+        flusher.add(self)
 
     def flush(self) -> None:
         """Write everything the session has for this socket, then close if it ended."""
@@ -320,7 +334,7 @@ class NativeWebSocket(asyncio.Protocol):
             return
         codec = self.codec
         opcode = 0x2 if codec.binary else 0x1
-        while not self.paused:
+        while not self.paused and not transport.is_closing():  # (a write that failed closed it)
             control, frames = link.take()
             if control or frames:
                 transport.write(ws_frame(opcode, encode_batch(codec, control, frames)))
