@@ -14,7 +14,7 @@ publication it records, per subscriber, the time from the publisher's frame reac
 It prints the medians over ``--pubs`` publications of the first, median and last write
 (µs after the frame arrived) and of µs per delivery (the last write ÷ subscribers). The
 fake transport's ``write`` costs nothing, so this is the Python side alone (the real
-``write`` of each subscriber's bytes comes on top, in uvloop, when the loop turn ends).
+``write`` system call of each subscriber comes on top).
 ``--pause`` (S10's 50 ms by default) leaves the loop idle between publications, as a paced
 publisher does; ``--pause 0`` shows what the same work costs with warm caches.
 """
