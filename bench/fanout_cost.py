@@ -30,45 +30,29 @@ from statistics import median
 from types import SimpleNamespace
 from typing import Any
 
+import call_cost
 from call_cost import UPGRADE, client_frame, message
 
 HERE = Path(__file__).resolve().parent
 
 
-class Transport:
-    """Records when it is written; the harness waits for the last subscriber's write."""
+class Transport(call_cost.Transport):
+    """Also records when it was last written (the harness waits for the last subscriber's write)."""
 
-    def __init__(self, clock: list[int]) -> None:
-        self.clock = clock
-        self.last = b""
+    def __init__(self) -> None:
+        super().__init__()
         self.at = 0
-        self.wrote: asyncio.Future[None] | None = None
 
     def write(self, data: bytes) -> None:
         self.at = time.perf_counter_ns()
-        self.last = data
-        if self.wrote is not None and not self.wrote.done():
-            self.wrote.set_result(None)
-
-    def written(self) -> asyncio.Future[None]:
-        self.wrote = asyncio.get_running_loop().create_future()
-        return self.wrote
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self.limits = (high, low)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else None
+        super().write(data)
 
 
 async def connect(binary: bool) -> tuple[Any, Transport]:
     from ladder.server.native import NativeWebSocket  # noqa: PLC0415
 
     conn = NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=asyncio.get_running_loop())
-    transport = Transport([])
+    transport = Transport()
     conn.connection_made(transport)  # type: ignore[arg-type]
     conn.data_received(UPGRADE)
     welcome = transport.written()
