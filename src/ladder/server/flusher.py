@@ -57,10 +57,7 @@ class Flusher:
         if not self._turning:
             self._turning = True
             self.loop.call_soon(self._turned)
-        try:
-            connection.flush()
-        except Exception:  # the fan-out goes on to the other subscribers
-            log.exception("flushing a connection failed")
+        _flush(connection)  # (the fan-out goes on to the other subscribers)
         return self.turn
 
     def _turned(self) -> None:
@@ -87,10 +84,15 @@ class Flusher:
             self.next = end
             self.loop.call_soon(self.run)
         for connection in batch:
-            try:
-                connection.flush()
-            except Exception:  # one connection's bug must not leave the others unwritten
-                log.exception("flushing a connection failed")
+            _flush(connection)
+
+
+def _flush(connection: Flushable) -> None:
+    """Write one connection; its bug must not leave the others unwritten."""
+    try:
+        connection.flush()
+    except Exception:
+        log.exception("flushing a connection failed")
 
 
 _flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Flusher] = weakref.WeakKeyDictionary()
