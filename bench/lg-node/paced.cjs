@@ -7,7 +7,7 @@
 // beside the Python load generator: a Node client reads a WebSocket message for a fraction
 // of what the Python one spends, so the latencies it measures are more the server's own.
 // Ladder's clients speak JSON text frames as the browser client does (hello, sub, ack after
-// 32 frames or about 1 s: 0.75-1.25 s, drawn for each timer; pongs); Socket.IO's speak Engine.IO 4 over a raw WebSocket (open,
+// 32 frames or 1 s, pongs); Socket.IO's speak Engine.IO 4 over a raw WebSocket (open,
 // namespace connect, a join event with an ack, pongs), as in bench/lg/clients.py.
 "use strict";
 
@@ -76,7 +76,7 @@ class LadderClient {
       this.timer = setTimeout(() => {
         this.timer = null;
         if (this.lastS > this.ackedS) this.send([this.ack()]);
-      }, 750 + 500 * Math.random());
+      }, 1000);
     }
     if (control.length) this.send(control);
   }

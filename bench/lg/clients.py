@@ -7,9 +7,9 @@ microseconds of Python), so the load generator speaks the protocols itself, on t
 
 * Ladder, WebSocket rung (``LadderWS``): hello / welcome, ``sub`` frames, ``emit`` and
   ``call``; acknowledges server frames like ``ladder.Client`` does: at once when 32 frames
-  are unacknowledged, otherwise by one timer about 1 s (0.75-1.25 s, drawn for each timer)
-  after the first unacknowledged frame, and a pending ack rides with any message or pong
-  written meanwhile; answers ``ping`` with ``pong``. Encoding msgpack (the Python client's default) or JSON.
+  are unacknowledged, otherwise by one timer 1 s after the first unacknowledged frame, and
+  a pending ack rides with any message or pong written meanwhile; answers ``ping`` with
+  ``pong``. Encoding msgpack (the Python client's default) or JSON.
 * Ladder, SSE rung (``LadderSSE``): the event stream down, ``POST /send`` up (acks by the
   same rule, sent one POST at a time as the client does; ``ping`` events are heartbeats and
   get no pong, as in the client). The open-time "pong through the stream" proof is
@@ -28,7 +28,6 @@ this process's ``perf_counter``: the publisher runs in the same process).
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from array import array
 from collections.abc import Callable
@@ -235,8 +234,6 @@ class _LadderSession(BaseClient):
 
     ACK_EVERY = 32
     ACK_INTERVAL = 1.0
-    ACK_SPREAD = 0.25
-    """Each ack timer runs ACK_INTERVAL x [1 - spread, 1 + spread), as ``ladder.Client``'s."""
     pongs = True
     """Whether server pings get a pong (WebSocket; on SSE they are heartbeats only)."""
 
@@ -300,10 +297,7 @@ class _LadderSession(BaseClient):
                 # At once past 32 frames; otherwise a pending ack rides with the pong.
                 control.append(self._ack())
             elif pending and self.ack_timer is None:
-                spread = self.ACK_SPREAD * (2 * random.random() - 1)
-                self.ack_timer = asyncio.get_running_loop().call_later(
-                    self.ACK_INTERVAL * (1 + spread), self._ack_due
-                )
+                self.ack_timer = asyncio.get_running_loop().call_later(self.ACK_INTERVAL, self._ack_due)
         if control:
             self._send(control)
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from ladder.client import client as client_module
-from ladder.client import outbound as outbound_module
 from ladder.client.events import Disconnected, Event, Push
 from tests.client.fakes import FakeClient, FakeServer
 
@@ -142,32 +141,10 @@ async def test_a_slow_trickle_is_acknowledged_once_per_interval(server: FakeServ
             server.push({"t": "push", "ev": str(n)})
         started = loop.time()
         assert await server.next_write() == [{"t": "ack", "s": 3}], "one ack for the three frames"
-        assert loop.time() - started >= interval * 0.75 * 0.9, "sent by the timer, not per frame"
+        assert loop.time() - started >= interval * 0.9, "sent by the timer, not per frame"
         server.push({"t": "push", "ev": "later"})
         assert await server.next_write() == [{"t": "ack", "s": 4}]
         assert len(server.ups("ack")) == 2
-    finally:
-        await client.close()
-
-
-@pytest.mark.parametrize(("draw", "share"), [(0.0, 0.75), (0.5, 1.0), (0.99, 1.245)])
-async def test_the_ack_timer_runs_the_interval_spread_by_a_draw(
-    server: FakeServer, monkeypatch: pytest.MonkeyPatch, draw: float, share: float
-) -> None:
-    """Each timer's length is drawn from 0.75-1.25 x ack_interval (protocol §9.7): the
-    subscribers of a channel, all delivered one publication at once, do not ack together."""
-    monkeypatch.setattr(outbound_module.random, "random", lambda: draw)
-    client = await connected(server, "websocket", ack_interval=60.0)
-    loop = asyncio.get_running_loop()
-    delivered = asyncio.Event()
-    client.on("push", lambda _: delivered.set())
-    try:
-        server.push({"t": "push", "ev": "x"})
-        async with asyncio.timeout(5):
-            await delivered.wait()
-        timer = client._ack_timer
-        assert timer is not None, "a lone frame starts the timer"
-        assert timer.when() - loop.time() == pytest.approx(60.0 * share, abs=0.5)
     finally:
         await client.close()
 

@@ -68,7 +68,7 @@ class ClientBase:
     _connected: asyncio.Future[None] | None
     _flushing: bool
     _ack_timer: asyncio.TimerHandle | None
-    """Fires about ``ack_interval`` after the first frame not yet acknowledged arrived."""
+    """Fires ``ack_interval`` after the first frame not yet acknowledged arrived."""
     _ack_wanted: bool
     """The next flush must write an ack even with no message to carry it."""
     _last_rung: str | None

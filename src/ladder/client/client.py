@@ -92,9 +92,8 @@ class Client(Calls):
             raises ``LadderError("queue_full")``.
         max_buffer: Publications buffered per subscription for ``async for``.
         ack_every: On WebSocket and SSE, acknowledge once this many frames are unacknowledged...
-        ack_interval: ...or about this many seconds after the first of them arrived (± 25 %,
-            drawn for each timer, so that a channel's subscribers do not all acknowledge at
-            the same moment; polls carry the ack in every request).
+        ack_interval: ...or this many seconds after the first of them arrived (polls carry
+            the ack in every request).
         remember: Start at the rung that worked last for this URL in this process.
         refresh_margin: Seconds before the credentials expire at which a callable ``token``
             is refreshed.
@@ -186,7 +185,7 @@ class Client(Calls):
         self._connected = None
         self._flushing = False
         self._ack_timer = None
-        """Fires about ``ack_interval`` after the first frame not yet acknowledged arrived."""
+        """Fires ``ack_interval`` after the first frame not yet acknowledged arrived."""
         self._ack_wanted = False
         """The next flush must write an ack even with no message to carry it."""
         self._last_rung = None

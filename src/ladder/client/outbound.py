@@ -246,8 +246,7 @@ class Outbound(ClientBase):
         if decision == "now":
             self._ack_now()
         elif decision == "timer":
-            delay = self.acking.delay(random.random()) / 1000
-            self._ack_timer = asyncio.get_running_loop().call_later(delay, self._ack_now)
+            self._ack_timer = asyncio.get_running_loop().call_later(self.ack_interval, self._ack_now)
 
     def _ack_now(self) -> None:
         self._cancel_ack_timer()

@@ -13,28 +13,14 @@
 // -- acking --------------------------------------------------------------------------------------
 
 /**
- * When to acknowledge the server's messages on a stream (protocol §9.7): at once when `every`
- * frames are unacknowledged, otherwise once, about `interval` ms after the first unacknowledged
- * one. The timer's length is drawn from `interval` ± `spread` (a fraction), so that the
- * subscribers of a channel, which receive each publication together, do not all acknowledge
- * in the same millisecond a second later.
+ * When to acknowledge the server's messages on a stream (protocol §3.4): at once when `every`
+ * frames are unacknowledged, otherwise once, `interval` ms after the first unacknowledged one.
  */
 export class AckPolicy {
-  /** @param {{every?: number, interval?: number, spread?: number}} [options] */
-  constructor({ every = 32, interval = 1000, spread = 0.25 } = {}) {
-    if (!(spread >= 0 && spread < 1)) throw new RangeError(`spread must be in [0, 1), not ${spread}`);
+  /** @param {{every?: number, interval?: number}} [options] */
+  constructor({ every = 32, interval = 1000 } = {}) {
     this.every = every;
     this.interval = interval;
-    this.spread = spread;
-  }
-
-  /**
-   * How long the ack timer runs (ms), `rand` being a draw from [0, 1): uniform in
-   * `interval × [1 - spread, 1 + spread)`, `interval` on average.
-   * @param {{rand: number}} args
-   */
-  delay({ rand }) {
-    return this.interval * (1 - this.spread + 2 * this.spread * rand);
   }
 
   /**

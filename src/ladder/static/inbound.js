@@ -38,9 +38,9 @@ export function onFrames(client, conn, frames) {
 
 /**
  * Acknowledge a stream (protocol §3.4): at once when `ackEvery` frames are unacknowledged,
- * otherwise once, about `ackInterval` ms (± 25 %, drawn per timer) after the first
- * unacknowledged frame arrived (one timer, started by that frame and not moved by later
- * ones): frames arriving within that second share one ack, and a frame after a quiet spell no longer costs a request of its own at
+ * otherwise once, `ackInterval` ms after the first unacknowledged frame arrived (one timer,
+ * started by that frame and not moved by later ones): frames arriving within that second
+ * share one ack, and a frame after a quiet spell no longer costs a request of its own at
  * once. Polls need none: each GET carries `ack`.
  * @param {Client} client
  * @param {Transport} conn
@@ -59,7 +59,7 @@ export function maybeAck(client, conn) {
       if (client._conn !== conn || client.state !== "connected") return;
       const late = client._takeAck(1);
       if (late) client._control(conn, [late]);
-    }, policy.delay({ rand: client._random() }));
+    }, policy.interval);
   }
 }
 
