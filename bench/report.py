@@ -19,7 +19,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -854,11 +854,30 @@ class Report:
             head += ["Errors during the run:", "", *[f"* {e['what']}: `{e['error']}`" for e in errors], ""]
         body = [s for s in sections if s]
         # Scenarios recorded by hand (``--no-docs`` runs), then the analysis: both verbatim.
-        kept = [BENCH / "MEASURED.md", BENCH / "ANALYSIS.md"]
-        tail = [path.read_text() for path in kept if path.exists()]
         path = self.dir / ("benchmarks.md")
-        path.write_text("\n".join(head + body + tail).rstrip() + "\n")
+        path.write_text("\n".join(head + body + hand_sections()).rstrip() + "\n")
         return path
+
+
+KEPT: Final = (BENCH / "MEASURED.md", BENCH / "ANALYSIS.md")
+
+
+def hand_sections() -> list[str]:
+    """``MEASURED.md`` and ``ANALYSIS.md``, verbatim, as the report's tail."""
+    return [path.read_text() for path in KEPT if path.exists()]
+
+
+def refresh_hand_sections(docs: Path) -> None:
+    """Rewrite the tail of a generated ``benchmarks.md`` from the current ``MEASURED.md`` and
+    ``ANALYSIS.md``, keeping the generated part: a run's ``results.json`` is not kept in the
+    repository, and an edit of the hand sections must not wait for the next full run. The
+    tail begins at the first line of ``MEASURED.md`` (its first heading: keep it as it is)."""
+    text = docs.read_text()
+    first = KEPT[0].read_text().splitlines()[0]
+    start = text.find(first + "\n")
+    if start < 0:
+        raise SystemExit(f"{docs}: {first!r} (MEASURED.md's first line) not found")
+    docs.write_text(text[:start] + "\n".join(hand_sections()).rstrip() + "\n")
 
 
 def _la(values: Any) -> str:
@@ -875,6 +894,12 @@ def render(results: dict[str, Any], outdir: Path, docs: bool) -> Path:
 
 
 def main() -> None:
+    if "--hand-sections" in sys.argv:  # report.py --hand-sections [docs/benchmarks.md]
+        rest = [a for a in sys.argv[1:] if not a.startswith("--")]
+        target = Path(rest[0]) if rest else BENCH.parent / "docs" / "benchmarks.md"
+        refresh_hand_sections(target)
+        print(f"report: {target} (hand sections)")
+        return
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     docs = "--docs" in sys.argv
     path = Path(args[0])
