@@ -1,5 +1,5 @@
-"""A single msgpack frame is decoded in one call; whatever it decodes or refuses is what
-the general (Unpacker) path decodes or refuses."""
+"""A single msgpack frame is decoded in one call, and a lone ack is read from its bytes;
+whatever either decodes or refuses is what the general path decodes or refuses."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import msgpack
 import pytest
 
 from ladder.protocol import codec as codec_module
-from ladder.protocol.codec import MSGPACK
+from ladder.protocol.codec import JSON, MSGPACK, Codec
 from ladder.protocol.errors import LadderError
+from ladder.protocol.frames import MAX_ID, Ack, decode_client_frames, parse_client_frame
 
 CALL = msgpack.packb({"t": "call", "i": 7, "ev": "rpc", "d": {"ts": 1.5, "pad": "x" * 60}})
 FLOAT = struct.unpack(">d", b"\x40\xd5\x00\x00\x00\x00\x00\x01")[0]
@@ -85,3 +86,84 @@ def test_a_call_with_its_ack_and_a_float_does_not_set_up_an_unpacker(monkeypatch
     monkeypatch.setattr(msgpack, "Unpacker", refuse)
     call, ack = MSGPACK.decode(CALL_WITH_FLOAT + ACK, 10_000)
     assert call["d"]["ts"] == FLOAT and ack == {"t": "ack", "s": 3}
+
+
+# -- a lone ack is read from its bytes -------------------------------------------------------------
+
+
+def _decoded_the_long_way(codec: Codec, raw: bytes) -> Any:
+    """What decode_client_frames gives without recognizing a lone ack."""
+    try:
+        frames: list[Any] = []
+        errors: list[str] = []
+        for obj in codec.decode(raw, 10_000):
+            try:
+                frames.append(parse_client_frame(obj))
+            except LadderError as exc:
+                errors.append(exc.code)
+        return ("ok", frames, errors)
+    except LadderError as exc:
+        return ("err", exc.code)
+
+
+def _decoded(codec: Codec, raw: bytes) -> Any:
+    try:
+        frames, errors = decode_client_frames(codec, raw, 10_000)
+        return ("ok", frames, [e.code for e in errors])
+    except LadderError as exc:
+        return ("err", exc.code)
+
+
+ACK_VALUES = [0, 1, 9, 10, 127, 128, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32, MAX_ID, MAX_ID + 1, 2**64 - 1]
+
+
+@pytest.mark.parametrize("seq", ACK_VALUES)
+@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
+def test_a_lone_ack_as_the_clients_write_it_is_read_from_its_bytes(codec: Codec, seq: int) -> None:
+    raw = codec.encode({"t": "ack", "s": seq})
+    assert codec.lone_ack(raw) == (seq if seq <= MAX_ID else None)
+    assert _decoded(codec, raw) == _decoded_the_long_way(codec, raw)
+
+
+OTHER_ACKS = [
+    b'{"t":"ack","s":01}',  # a leading zero: not JSON
+    b'{"t":"ack","s":-1}',
+    b'{"t":"ack","s":1.0}',
+    b'{"t":"ack","s":1e3}',
+    b'{"t":"ack","s":}',
+    b'{"t":"ack","s":1}\n',
+    b'{"t":"ack","s":1}x',
+    b'{"t":"ack","s":12345678901234567890}',
+    b'{"t":"ack","s":"1"}',
+    b'{"t":"ack","s":1,"x":2}',
+    b'{"s":1,"t":"ack"}',
+    b'{"t":"ack","s":\xd9\xa1}',  # a non-ASCII digit
+    b'{"t":"ack","s":1}\n{"t":"ping"}',
+    b"\x82\xa1t\xa3ack\xa1s",  # msgpack, cut before its value
+    b"\x82\xa1t\xa3ack\xa1s\xcc",  # cut inside its value
+    b"\x82\xa1t\xa3ack\xa1s\xcd\x01",
+    b"\x82\xa1t\xa3ack\xa1s\x05\x05",  # a byte more
+    b"\x82\xa1t\xa3ack\xa1s\xff",  # negative fixint
+    b"\x82\xa1t\xa3ack\xa1s\xd0\x05",  # int 8
+    b"\x82\xa1t\xa3ack\xa1s\xcc\x05",  # uint 8 for a fixint's value: msgpack reads it too
+    b"\x82\xa1t\xa3ack\xa1s\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00",  # 1.0
+    b"\x82\xa1t\xa3ack\xa1s\xcf\xff\xff\xff\xff\xff\xff\xff\xff",
+    b"\x83\xa1t\xa3ack\xa1s\x05\xa1x\x01",
+]
+
+
+@pytest.mark.parametrize("raw", OTHER_ACKS)
+@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
+def test_anything_else_decodes_as_before(codec: Codec, raw: bytes) -> None:
+    assert _decoded(codec, raw) == _decoded_the_long_way(codec, raw)
+
+
+@pytest.mark.pure
+def test_a_lone_ack_is_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("decoded")
+
+    for codec in (JSON, MSGPACK):
+        monkeypatch.setattr(codec, "decode", refuse)
+        frames, errors = decode_client_frames(codec, codec.encode({"t": "ack", "s": 42}), 10_000)
+        assert frames == [Ack(42)] and errors == []

@@ -373,6 +373,9 @@ def decode_client_frames(
 
     Input that cannot be decoded at all (not JSON, not msgpack, too large) raises.
     """
+    seq = codec.lone_ack(data)
+    if seq is not None:
+        return [Ack(seq)], []
     frames: list[ClientFrame] = []
     errors: list[LadderError] = []
     for obj in codec.decode(data, max_frame):

@@ -89,7 +89,7 @@ class SSETransport(HttpTransport):
                 raise TransportClosed("sse: stream ended") from None
             except httpx.HTTPError as exc:
                 raise TransportClosed(f"sse: stream broken ({exc!r})") from exc
-            if b"\r" in chunk:
+            if 0x0D in chunk:  # (b"\r" as an int: bytes "in" bytes raises and clears a TypeError first)
                 chunk = chunk.replace(b"\r\n", b"\n")
             self._buffer += chunk
 
