@@ -130,3 +130,29 @@ def test_a_byte_that_starts_no_msgpack_type_is_named_in_the_refusal(raw: bytes) 
         MSGPACK.decode(raw)
     assert refused.value.code == "bad_frame"
     assert refused.value.reason.removeprefix("invalid msgpack:").strip(), refused.value.reason
+
+
+@given(
+    body=st.one_of(
+        st.builds(lambda i: {"t": "ack", "i": i}, st.integers(min_value=-5, max_value=2**64 - 1)),
+        st.builds(lambda i: {"t": "ack", "i": i}, st.sampled_from([0, 127, 128, 255, 256, 2**16, 2**32, 2**53 - 1, 2**53])),
+        st.just({"t": "ack", "i": True}),
+        st.just({"t": "ack", "i": 1.5}),
+        st.just({"t": "ack", "i": 3, "x": 1}),
+        st.just({"i": 3, "t": "ack"}),
+        st.just({"t": "pong", "n": 3}),
+        st.just({"t": "err", "code": "bad_frame", "reason": "x"}),
+    )
+)
+def test_a_control_frame_is_encoded_as_encode_writes_it(body: dict[str, object]) -> None:
+    """The server's ack comes from a template: the same map as encode() writes, byte for
+    byte when its keys come in the server's order (``t`` first)."""
+    for codec in (JSON, MSGPACK):
+        try:
+            want = codec.encode(body)
+        except (TypeError, OverflowError, ValueError):
+            continue
+        got = codec.control(body)
+        if next(iter(body)) == "t":
+            assert got == want, (codec.name, body)
+        assert codec.decode(got) == [body], (codec.name, body)

@@ -137,6 +137,7 @@ float; these two-to-six-byte headers almost never do)."""
 
 _JSON_ACK: Final = b'{"t":"ack","s":'
 _MSGPACK_ACK: Final = b"\x82\xa1t\xa3ack\xa1s"
+_MSGPACK_SERVER_ACK: Final = b"\x82\xa1t\xa3ack\xa1i"
 _MSGPACK_UINT: Final = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
 """Payload sizes of msgpack's unsigned ints by first byte."""
 _MAX_ACK: Final = 2**53 - 1
@@ -178,6 +179,20 @@ class Codec:
         """Encode one frame (or any value)."""
         raise NotImplementedError
 
+    def control(self, body: dict[str, Any]) -> bytes:
+        """Encode a control frame: the map :meth:`encode` writes, the server's ``ack`` (in
+        nearly every answer to a client message) from a template (its keys in the order the
+        server builds them: ``t``, ``i``)."""
+        if len(body) == 2 and body.get("t") == "ack":
+            number = body.get("i")
+            if type(number) is int and 0 <= number <= _MAX_ACK:
+                return self.ack(number)
+        return self.encode(body)
+
+    def ack(self, number: int) -> bytes:
+        """``{"t": "ack", "i": number}``, byte for byte as :meth:`encode` writes it."""
+        raise NotImplementedError
+
     def tail(self, body: dict[str, Any]) -> bytes:
         """Encode a frame without its sequence number, for later :meth:`stamp`."""
         raise NotImplementedError
@@ -215,6 +230,9 @@ class JsonCodec(Codec):
 
     def encode(self, body: Any) -> bytes:
         return orjson.dumps(body, default=_json_default)
+
+    def ack(self, number: int) -> bytes:
+        return b'{"t":"ack","i":%d}' % number
 
     def tail(self, body: dict[str, Any]) -> bytes:
         # b'{"a":1,"b":2}' -> b'"a":1,"b":2}' ; an empty body keeps just the brace.
@@ -273,6 +291,11 @@ class MsgpackCodec(Codec):
 
     def encode(self, body: Any) -> bytes:
         return self._packer.pack(body)
+
+    def ack(self, number: int) -> bytes:
+        if number < 0x80:  # a positive fixint
+            return _MSGPACK_SERVER_ACK + bytes((number,))
+        return _MSGPACK_SERVER_ACK + self._packer.pack(number)
 
     def tail(self, body: dict[str, Any]) -> bytes:
         if len(body) > 14:

@@ -148,6 +148,10 @@ class Answers:
         kept = self._kept
         if not kept:
             return []
+        if len(kept) == 2 and kept[1] <= acked:  # one answer, acknowledged: the common case
+            number = kept[0]
+            kept.clear()
+            return [number]
         end, limit = 0, 2 * self.limit
         while end < len(kept) and (kept[end + 1] <= acked or len(kept) - end >= limit):
             end += 2

@@ -22,7 +22,7 @@ def encode_batch(
     if not control and len(frames) == 1:  # one publication or reply: its shared bytes, stamped
         seq, frame = frames[0]
         return frame.encode(codec, seq)
-    parts = [codec.encode(body) for body in control]
+    parts = [codec.control(body) for body in control]
     parts.extend(frame.encode(codec, seq) for seq, frame in frames)
     return codec.join(parts)
 
