@@ -156,3 +156,9 @@ def test_a_control_frame_is_encoded_as_encode_writes_it(body: dict[str, object])
         if next(iter(body)) == "t":
             assert got == want, (codec.name, body)
         assert codec.decode(got) == [body], (codec.name, body)
+
+
+@given(st.one_of(st.integers(min_value=0, max_value=2**64 - 1), st.sampled_from([127, 128, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32])))
+def test_a_stamp_writes_the_sequence_number_as_the_packer_does(seq: int) -> None:
+    tail = MSGPACK.tail({"t": "pub", "d": 1})
+    assert MSGPACK.stamp(tail, 2, seq) == msgpack.packb({"s": seq, "t": "pub", "d": 1})

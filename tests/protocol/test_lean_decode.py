@@ -36,6 +36,19 @@ CASES: list[bytes] = [
     msgpack.packb({"d": [msgpack.Timestamp(1, 0)]}),
     b"\xc1",  # never used
     msgpack.packb("x" * 300),
+    # Messages ending in an ack (read from its bytes, the rest decoded before it):
+    CALL * 12 + ACK,
+    ACK + ACK,
+    CALL[:-3] + ACK,  # a cut frame before the ack
+    b"\xc1" + ACK,
+    msgpack.packb({1: "int key"}) + ACK,
+    msgpack.packb("x" * 300) + ACK,  # a frame over a bound before the ack
+    msgpack.packb(["x" * 20, msgpack.packb({"t": "ack", "s": 3})]),  # an ack's bytes inside a bin
+    b"\xa8\x82\xa1t\xa3ack" + b"\xa1s\x05",  # ... inside a string, its end where an ack's is
+    b"\xc4\x0a\x82\xa1t\xa3ack\xa1s\x05" + ACK[:-1],  # a bin cut where an ack's bytes would end
+    CALL + msgpack.packb({"t": "ack", "s": 2**53 - 1}),
+    CALL + msgpack.packb({"t": "ack", "s": 2**53}),  # past the largest id: decoded, refused later
+    CALL + msgpack.packb({"t": "ack", "s": 300}),
 ]
 
 
@@ -62,7 +75,7 @@ def _outcome(raw: bytes, max_frame: int | None) -> Any:
 
 
 @pytest.mark.parametrize("raw", CASES)
-@pytest.mark.parametrize("max_frame", [None, 64, 10_000])
+@pytest.mark.parametrize("max_frame", [None, 5, 64, 10_000])
 def test_one_call_decoding_agrees_with_the_general_path(raw: bytes, max_frame: int | None) -> None:
     assert _outcome(raw, max_frame) == _general(raw, max_frame)
 
@@ -73,6 +86,21 @@ def test_a_single_frame_does_not_set_up_an_unpacker(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(msgpack, "Unpacker", refuse)
     assert MSGPACK.decode(CALL, 10_000)[0]["ev"] == "rpc"
+
+
+def test_a_call_with_its_ack_raises_no_extra_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ack at the end is read from its bytes: unpackb sees only the call."""
+    seen: list[bytes] = []
+    real = msgpack.unpackb
+    call = real(CALL)
+
+    def spy(data: bytes, **kwargs: Any) -> Any:
+        seen.append(data)
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(msgpack, "unpackb", spy)
+    assert MSGPACK.decode(CALL + ACK, 10_000) == [call, {"t": "ack", "s": 3}]
+    assert seen == [CALL]
 
 
 def test_a_call_with_its_ack_and_a_float_does_not_set_up_an_unpacker(monkeypatch: pytest.MonkeyPatch) -> None:

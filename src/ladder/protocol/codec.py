@@ -293,9 +293,7 @@ class MsgpackCodec(Codec):
         return self._packer.pack(body)
 
     def ack(self, number: int) -> bytes:
-        if number < 0x80:  # a positive fixint
-            return _MSGPACK_SERVER_ACK + bytes((number,))
-        return _MSGPACK_SERVER_ACK + self._packer.pack(number)
+        return _MSGPACK_SERVER_ACK + _uint(number)
 
     def tail(self, body: dict[str, Any]) -> bytes:
         if len(body) > 14:
@@ -304,7 +302,7 @@ class MsgpackCodec(Codec):
         return self._packer.pack(body)[1:]
 
     def stamp(self, tail: bytes, fields: int, seq: int) -> bytes:
-        return bytes((0x80 | (fields + 1),)) + b"\xa1s" + self._packer.pack(seq) + tail
+        return bytes((0x80 | (fields + 1),)) + b"\xa1s" + _uint(seq) + tail
 
     def join(self, frames: Iterable[bytes]) -> bytes:
         return b"".join(frames)
@@ -328,13 +326,28 @@ class MsgpackCodec(Codec):
         # always, it cost a call a fifth).
         if 0xFF in raw and _TIMESTAMP_MARKERS.search(raw) is not None:
             return _unpack_all(raw, max_frame, checked=True)
-        # The common case, a frame or a few (a call and an ack): one ``unpackb`` each, no
-        # Unpacker to set up. Anything else (a long batch, bad input) takes the general
-        # path, which reads it, or refuses it with its error.
+        # A message ending in an ack as both clients write it (a call with the ack that rides
+        # along): the ack is read from its bytes, and only what comes before it is decoded
+        # (an ``unpackb`` that finds a second object raises ExtraData: costly). msgpack
+        # objects delimit themselves, so if what comes before decodes whole, the message
+        # is that and the ack; if not (the bytes were inside a string), the general path
+        # below decides, on the whole message.
+        body, ack = raw, None
+        at = raw.rfind(_MSGPACK_ACK)
+        if at > 0:
+            seq = self.lone_ack(raw[at:])
+            if seq is not None:
+                body, ack = raw[:at], {"t": "ack", "s": seq}
+        # The common case, a frame or a few: one ``unpackb`` each, no Unpacker to set up.
+        # Anything else (a long batch, bad input) takes the general path, which reads it,
+        # or refuses it with its error.
         out: list[Any] = []
-        rest = raw
+        rest = body
         try:
-            while len(out) < _FAST_FRAMES:
+            while True:
+                if len(out) == _FAST_FRAMES:
+                    out += _unpack_all(rest, max_frame, checked=False)
+                    break
                 try:
                     obj = msgpack.unpackb(
                         rest, raw=False, strict_map_key=True, ext_hook=_reject_ext, timestamp=0
@@ -346,13 +359,33 @@ class MsgpackCodec(Codec):
                     raise _too_large(len(rest) - len(following), max_frame)
                 out.append(obj)
                 if not following:
-                    return out
+                    break
                 rest = following
         except LadderError:
-            raise
+            if ack is None:
+                raise
+            return _unpack_all(raw, max_frame, checked=False)
         except Exception:  # the general path reports it
             return _unpack_all(raw, max_frame, checked=False)
-        return out + _unpack_all(rest, max_frame, checked=False)
+        if ack is not None:
+            if max_frame is not None and len(raw) - at > max_frame:
+                raise _too_large(len(raw) - at, max_frame)
+            out.append(ack)
+        return out
+
+
+def _uint(number: int) -> bytes:
+    """A non-negative int below 2**64 in msgpack, as msgpack's Packer writes it (the
+    shortest form), without a call into the Packer (per frame stamped)."""
+    if number < 0x80:
+        return bytes((number,))
+    if number < 0x100:
+        return bytes((0xCC, number))
+    if number < 0x10000:
+        return b"\xcd" + number.to_bytes(2, "big")
+    if number < 0x100000000:
+        return b"\xce" + number.to_bytes(4, "big")
+    return b"\xcf" + number.to_bytes(8, "big")
 
 
 def _unpack_all(raw: bytes, max_frame: int | None, *, checked: bool) -> list[Any]:
