@@ -7,7 +7,7 @@ transport: a masked WebSocket frame carrying a ``call`` of a ~100-byte map and t
 the load generator sends with it, through ``data_received``, the loop turn that flushes the
 reply, to the transport's ``write``.
 
-    .venv/bin/python bench/call_cost.py [--encoding json|msgpack]          # µs per call
+    .venv/bin/python bench/call_cost.py [--encoding json|msgpack] [--ack]  # µs per call (per lone ack)
     .venv/bin/python bench/call_cost.py --callgrind [--encoding ...]       # instructions per call
     PYTHONPATH=build/compiled .venv/bin/python bench/call_cost.py ...       # the compiled build
 
@@ -16,6 +16,11 @@ and 2,000) and prints the difference of the two totals divided by 1,500: instruc
 call, start-up and warm-up cancelled, independent of the machine's load. It includes the
 loop turn in which the reply is written and the harness's wait for it (a future the write
 resolves): the same for any two builds compared.
+
+``--ack`` measures a lone ``ack`` message instead (what each subscriber of a channel sends
+about once a second, all of them together): after one call, to have a frame to
+acknowledge, the same ack again and again, each read and applied within ``data_received``
+(nothing is written back).
 """
 
 from __future__ import annotations
@@ -79,8 +84,8 @@ class Transport:
         return ("127.0.0.1", 50000) if name == "peername" else None
 
 
-async def run(calls: int, binary: bool, warmup: int) -> float:
-    """Seconds per call over ``calls`` calls after ``warmup`` of them."""
+async def run(calls: int, binary: bool, warmup: int, ack: bool = False) -> float:
+    """Seconds per call (per lone ack) over ``calls`` of them after ``warmup``."""
     sys.path.insert(0, str(HERE))
     from ladder_app import hub  # noqa: PLC0415 - after the path is set
 
@@ -98,6 +103,8 @@ async def run(calls: int, binary: bool, warmup: int) -> float:
     conn.data_received(client_frame(message([{"t": "hello", "v": 1}], binary), binary))
     await welcome
     data = {"ts": 1733300000.123456, "pad": "x" * 70}
+    if ack:
+        return await acks(conn, transport, calls, binary, warmup, data)
     # Built beforehand, as many for any --calls up to 2,000, so that the difference between
     # two counts is the server's: call n acknowledges the replies before it (the session's
     # frames 1 … n), as the load generator's calls do.
@@ -129,6 +136,25 @@ async def run(calls: int, binary: bool, warmup: int) -> float:
     return elapsed / calls
 
 
+async def acks(conn: Any, transport: Transport, count: int, binary: bool, warmup: int, data: Any) -> float:
+    from ladder_app import hub  # noqa: PLC0415 - after the path is set (run)
+
+    answered = transport.written()
+    conn.data_received(client_frame(message([{"t": "call", "ev": "rpc", "d": data, "i": 1}], binary), binary))
+    await answered
+    total = warmup + count
+    inbound = [client_frame(message([{"t": "ack", "s": 1}], binary), binary)] * (warmup + max(count, 2_000))
+    started = 0.0
+    for n, frame in enumerate(inbound[:total]):
+        if n == warmup:
+            started = time.perf_counter()
+        conn.data_received(frame)
+    elapsed = time.perf_counter() - started
+    assert not conn.closing, "the connection was closed"
+    await hub.stop()
+    return elapsed / count
+
+
 def client_frame(payload: bytes, binary: bool) -> bytes:
     """One masked, unfragmented client frame (RFC 6455 §5.2)."""
     n = len(payload)
@@ -137,7 +163,7 @@ def client_frame(payload: bytes, binary: bool) -> bytes:
     return head + MASK + mask(payload)
 
 
-def instructions(calls: int, encoding: str) -> int:
+def instructions(calls: int, encoding: str, ack: bool) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         cmd = [
@@ -152,6 +178,7 @@ def instructions(calls: int, encoding: str) -> int:
             "200",
             "--encoding",
             encoding,
+            *(["--ack"] if ack else []),
         ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
         text = out.read_text()
@@ -166,10 +193,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--callgrind", action="store_true", help="instructions per call under valgrind")
+    parser.add_argument("--ack", action="store_true", help="a lone ack message instead of a call")
     args = parser.parse_args()
+    what = "lone ack" if args.ack else "call"
     if args.callgrind:
-        small, large = instructions(500, args.encoding), instructions(2_000, args.encoding)
-        print(f"{args.encoding}: {(large - small) / 1_500:,.0f} instructions per call")
+        small, large = instructions(500, args.encoding, args.ack), instructions(2_000, args.encoding, args.ack)
+        print(f"{args.encoding}: {(large - small) / 1_500:,.0f} instructions per {what}")
         return
     try:
         import uvloop  # noqa: PLC0415
@@ -177,9 +206,9 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    per_call = asyncio.run(run(args.calls, args.encoding == "msgpack", args.warmup))
+    per_call = asyncio.run(run(args.calls, args.encoding == "msgpack", args.warmup, args.ack))
     if args.calls >= 1_000:
-        print(f"{args.encoding}: {per_call * 1e6:.2f} µs per call ({args.calls:,} calls)")
+        print(f"{args.encoding}: {per_call * 1e6:.2f} µs per {what} ({args.calls:,} of them)")
 
 
 if __name__ == "__main__":
