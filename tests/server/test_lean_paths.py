@@ -512,6 +512,35 @@ async def test_calls_to_plain_handlers_are_applied_as_read_with_no_task_and_in_o
     assert not said.conn.closing
 
 
+async def test_the_answer_to_a_plain_call_is_written_as_its_message_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a client's own message brings it (the reply and the ack of a call whose handler
+    is a plain function) is written before ``data_received`` returns, in one write, and the
+    flusher is not involved; a wake-up from elsewhere still goes through the flusher."""
+    hub = make_hub()
+    hub.on("add")(lambda _ctx, data: data + 1)
+    await hub.start()
+    said = await _Said.hello(hub, monkeypatch)
+    flusher = said.conn.flusher
+    said.transport.written[1:] = []
+    said.send({"t": "call", "i": 1, "ev": "add", "d": 1}, {"t": "call", "i": 2, "ev": "add", "d": 2})
+    assert len(said.transport.written) == 2, "one write, before data_received returned"
+    assert [(f["t"], f.get("re"), f.get("i")) for f in said.written()] == [
+        ("ack", None, 2),
+        ("reply", 1, None),
+        ("reply", 2, None),
+    ]
+    assert said.conn not in flusher.due and not said.conn.scheduled
+    # A push from the server's side, outside the client's reading: the flusher writes it.
+    internals(hub).sessions.get(said.conn.link.session.sid).state.send_control({"t": "pong"})  # type: ignore[union-attr]
+    assert said.transport.written[1:] == [] and said.conn in flusher.due
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [f["t"] for f in said.written()] == ["pong"]
+    await hub.stop()
+
+
 async def test_frames_sent_with_the_upgrade_come_before_the_next_ones(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -57,7 +57,7 @@ class Flusher:
         if not self._turning:
             self._turning = True
             self.loop.call_soon(self._turned)
-        _flush(connection)  # (the fan-out goes on to the other subscribers)
+        flush_guarded(connection)  # (the fan-out goes on to the other subscribers)
         return self.turn
 
     def _turned(self) -> None:
@@ -84,10 +84,10 @@ class Flusher:
             self.next = end
             self.loop.call_soon(self.run)
         for connection in batch:
-            _flush(connection)
+            flush_guarded(connection)
 
 
-def _flush(connection: Flushable) -> None:
+def flush_guarded(connection: Flushable) -> None:
     """Write one connection; its bug must not leave the others unwritten."""
     try:
         connection.flush()

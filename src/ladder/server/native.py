@@ -6,7 +6,8 @@ as every other rung, without ASGI's coroutines, tasks and awaits per message:
 
 * a wake-up from the session puts the connection on its loop's :class:`Flusher`: one
   callback per loop turn writes every woken connection's pending frames, each as one
-  WebSocket message (a fan-out is one callback, not one per recipient);
+  WebSocket message (a fan-out is one callback, not one per recipient); what a client's own
+  message brings it (a reply, an ack) is written as the reading of that message ends;
 * after the handshake (``websockets``' sans-I/O ``ServerProtocol``), client frames are
   read by a :class:`FrameReader`: whole small ones straight from the bytes, the rest by a
   frame-level protocol that exists only while it has something to do;
@@ -21,7 +22,6 @@ app) are handed to uvicorn's standard implementation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import Any, ClassVar, cast
@@ -31,7 +31,7 @@ from websockets.http11 import Request as WsRequest
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
 from ..protocol.frames import ClientFrame
-from .flusher import flusher_of
+from .flusher import flush_guarded, flusher_of
 from .gateway import Gateway
 from .http import Request, origin_allowed
 from .hub import Ladder, gateway_of
@@ -41,6 +41,7 @@ from .rfc6455 import (
     FrameReader,
     HandshakeProtocol,
     refusal,
+    send_out,
     upgrade_request,
     valid_utf8,
     ws_frame,
@@ -82,6 +83,8 @@ class NativeWebSocket(asyncio.Protocol):
         an idle connection holds no deque)."""
         self.applier: asyncio.Task[None] | None = None
         self.scheduled = False
+        self.reading = False  # (in data_received, applying the client's messages)
+        self.woken = False  # (woken while reading: written when the reading ends)
         self.written_turn = -1
         """The flusher's turn in which a fan-out last wrote this connection at once."""
         self.paused = False
@@ -106,7 +109,14 @@ class NativeWebSocket(asyncio.Protocol):
             if self.ws is None:
                 self._handshake(data)
             return  # (a refused upgrade: nothing more is read)
-        self._messages(reader, reader.read(data))
+        self.reading = True
+        try:
+            self._messages(reader, reader.read(data))
+        finally:
+            self.reading = False
+            if self.woken:  # (a reply, an ack: written now, in this turn, not by the flusher)
+                self.woken = False
+                flush_guarded(self)
         self._time_message()
 
     def eof_received(self) -> bool | None:
@@ -315,6 +325,9 @@ class NativeWebSocket(asyncio.Protocol):
     def _wake(self) -> None:
         if self.scheduled:
             return
+        if self.reading:  # by its client's message: written as the reading ends (data_received)
+            self.woken = True
+            return
         flusher = self.flusher
         if flusher.fanning and self.written_turn != flusher.turn:
             # A publication's subscribers are written as the fan-out reaches them (the
@@ -353,18 +366,9 @@ class NativeWebSocket(asyncio.Protocol):
         if transport is None:
             return
         if self.reader is not None:
-            pending = self.reader.to_send()
+            send_out(transport, self.reader.to_send())
         elif self.ws is not None:
-            pending = self.ws.data_to_send()
-        else:
-            return
-        for data in pending:
-            if data:
-                if not transport.is_closing():
-                    transport.write(data)
-            else:
-                with contextlib.suppress(OSError, RuntimeError):
-                    transport.write_eof()
+            send_out(transport, self.ws.data_to_send())
 
     def _close(self, error: LadderError | None) -> None:
         """Send a close frame with the error's code; the client completes the handshake."""

@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 from websockets.exceptions import InvalidHeader
@@ -88,6 +90,17 @@ def upgrade_request(handshake: WsRequest, transport: Any, trust_forwarded: bool)
         "scheme": "wss" if transport.get_extra_info("sslcontext") else "ws",
     }
     return Request(scope, trust_forwarded=trust_forwarded)
+
+
+def send_out(transport: asyncio.Transport, pending: Iterable[bytes]) -> None:
+    """Write what a sans-I/O protocol has to send (an empty chunk: half-close the socket)."""
+    for data in pending:
+        if data:
+            if not transport.is_closing():
+                transport.write(data)
+        else:
+            with contextlib.suppress(OSError, RuntimeError):
+                transport.write_eof()
 
 
 def valid_utf8(data: bytes) -> bool:
