@@ -266,6 +266,8 @@ def main() -> None:
                         help="sample the Ladder server with py-spy in every measurement window "
                              "(results/<run>/profiles/; slows Ladder slightly: not for the report)")
     parser.add_argument("--s8-clients", type=int, default=None, help="S8: clients per configuration")
+    parser.add_argument("--s10-rpc-window", type=float, default=None,
+                        help="S10: seconds of the RPC window (default 2; longer to judge a small change)")
     parser.add_argument("--s8-seconds", type=float, default=None, help="S8: seconds of churn per configuration")
     parser.add_argument("--report-only", metavar="RESULTS_JSON", help="re-render the report from a results file")
     args = parser.parse_args()
@@ -303,6 +305,8 @@ def main() -> None:
         cfg.s8_clients = args.s8_clients
     if args.s8_seconds:
         cfg.s8_seconds = args.s8_seconds
+    if args.s10_rpc_window:
+        cfg.s10_rpc_window = args.s10_rpc_window
     if args.profile:
         profile.enable(outdir / "profiles")
         if args.docs is None:
