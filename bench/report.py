@@ -894,13 +894,12 @@ def render(results: dict[str, Any], outdir: Path, docs: bool) -> Path:
 
 
 def main() -> None:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
     if "--hand-sections" in sys.argv:  # report.py --hand-sections [docs/benchmarks.md]
-        rest = [a for a in sys.argv[1:] if not a.startswith("--")]
-        target = Path(rest[0]) if rest else BENCH.parent / "docs" / "benchmarks.md"
+        target = Path(args[0]) if args else ROOT / "docs" / "benchmarks.md"
         refresh_hand_sections(target)
         print(f"report: {target} (hand sections)")
         return
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
     docs = "--docs" in sys.argv
     path = Path(args[0])
     out = render(json.loads(path.read_text()), path.parent, docs)

@@ -138,10 +138,10 @@ float; these two-to-six-byte headers almost never do)."""
 _JSON_ACK: Final = b'{"t":"ack","s":'
 _MSGPACK_ACK: Final = b"\x82\xa1t\xa3ack\xa1s"
 _MSGPACK_SERVER_ACK: Final = b"\x82\xa1t\xa3ack\xa1i"
-_MSGPACK_UINT: Final = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
-"""Payload sizes of msgpack's unsigned ints by first byte."""
-_MAX_ACK: Final = 2**53 - 1
-"""The largest ``s`` a frame may carry (``frames.MAX_ID``)."""
+MSGPACK_UINT: Final = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+"""Payload sizes of msgpack's unsigned ints by first byte (a positive fixint has none)."""
+MAX_ID: Final = 2**53 - 1
+"""Ids and sequence numbers stay within the range JavaScript numbers hold exactly."""
 
 _DOLLAR: Final = ord("$")
 """The first byte of the bytes tag, as an int (the fast form of ``in`` on bytes)."""
@@ -185,7 +185,7 @@ class Codec:
         server builds them: ``t``, ``i``)."""
         if len(body) == 2 and body.get("t") == "ack":
             number = body.get("i")
-            if type(number) is int and 0 <= number <= _MAX_ACK:
+            if type(number) is int and 0 <= number <= MAX_ID:
                 return self.ack(number)
         return self.encode(body)
 
@@ -250,11 +250,11 @@ class JsonCodec(Codec):
         if type(data) is not bytes or not data.startswith(_JSON_ACK) or not data.endswith(b"}"):
             return None
         digits = data[len(_JSON_ACK) : -1]
-        # ASCII digits, no leading zero (not JSON), within MAX_ACK.
+        # ASCII digits, no leading zero (not JSON), within MAX_ID.
         if not 0 < len(digits) <= 16 or not digits.isdigit() or (digits[0] == 0x30 and len(digits) > 1):
             return None
         seq = int(digits)
-        return seq if seq <= _MAX_ACK else None
+        return seq if seq <= MAX_ID else None
 
     def decode(self, data: bytes | str, max_frame: int | None = None) -> list[Any]:
         raw = data.encode() if isinstance(data, str) else data
@@ -313,11 +313,11 @@ class MsgpackCodec(Codec):
         at = len(_MSGPACK_ACK)
         if len(data) == at + 1 and data[at] < 0x80:  # positive fixint
             return data[at]
-        size = _MSGPACK_UINT.get(data[at], 0) if len(data) > at else 0
+        size = MSGPACK_UINT.get(data[at], 0) if len(data) > at else 0
         if not size or len(data) != at + 1 + size:
             return None
         seq = int.from_bytes(data[at + 1 :], "big")
-        return seq if seq <= _MAX_ACK else None
+        return seq if seq <= MAX_ID else None
 
     def decode(self, data: bytes | str, max_frame: int | None = None) -> list[Any]:
         raw = data.encode() if isinstance(data, str) else data

@@ -18,13 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
-from .codec import Codec
+from .codec import MAX_ID, Codec
 from .errors import LadderError
 
 PROTOCOL_VERSION: Final = 1
 
-MAX_ID: Final = 2**53 - 1
-"""Ids and sequence numbers stay within the range JavaScript numbers hold exactly."""
 
 MAX_NAME: Final = 255
 """Longest channel or event name accepted (characters)."""

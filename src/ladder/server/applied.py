@@ -15,15 +15,13 @@ from typing import Any, Final
 import msgpack
 
 from ..engine.base import AppliedRecord
-from ..protocol.codec import MSGPACK
+from ..protocol.codec import MSGPACK, MSGPACK_UINT
 from ..protocol.errors import LadderError
 from ..protocol.frames import Emit, Numbered, Previous, format_ids, parse_ids
 from ..protocol.outframes import OutFrame, error_frame, out_frame
 
 _REPLY_KIND: Final = MSGPACK.encode("t") + MSGPACK.encode("reply")
 _REPLY_HEAD: Final = _REPLY_KIND + MSGPACK.encode("re")
-_UINT_SIZES: Final = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}
-"""Encoded sizes of msgpack's unsigned ints by first byte (a positive fixint is one byte)."""
 
 
 def encode_answer(reply: OutFrame) -> bytes:
@@ -37,7 +35,7 @@ def encode_answer(reply: OutFrame) -> bytes:
         if tail.startswith(_REPLY_HEAD) and len(tail) > len(_REPLY_HEAD):
             at = len(_REPLY_HEAD)
             first = tail[at]
-            size = 1 if first < 0x80 else _UINT_SIZES.get(first, 0)
+            size = 1 if first < 0x80 else 1 + MSGPACK_UINT.get(first, -1)
             if size:
                 return bytes((0x80 | (reply.fields - 1),)) + _REPLY_KIND + tail[at + size :]
     body = reply.decode(MSGPACK)
