@@ -24,9 +24,15 @@ class Clock:
         return self.now
 
 
-def make_hub(clock: Clock | None = None, **kwargs: Any) -> Ladder:
+def make_hub(clock: Clock | None = None, *, records_per_message: bool = False, **kwargs: Any) -> Ladder:
+    """A hub on the memory engine; ``records_per_message``: its records are written after
+    each message, as on Redis, rather than when a session ends."""
     clock = clock or Clock()
-    return Ladder(engine=MemoryEngine(clock=clock), clock=clock, **kwargs)
+    engine = MemoryEngine(clock=clock)
+    if records_per_message:
+        engine.records_in_process = False
+        engine.record_session_now = None
+    return Ladder(engine=engine, clock=clock, **kwargs)
 
 
 class Recorder:
@@ -91,8 +97,9 @@ class Peer:
         await internals(self.hub).inbound.receive(self.session, self.att, parsed)
         return ids
 
-    def read(self) -> list[dict[str, Any]]:
-        """Everything the server wrote for this peer so far (sequenced frames acknowledged)."""
+    def read(self, *, ack: bool = True) -> list[dict[str, Any]]:
+        """Everything the server wrote for this peer so far (sequenced frames acknowledged,
+        unless ``ack`` is false: the client never saw them)."""
         out: list[dict[str, Any]] = []
         while True:
             control, frames = self.session.state.take(self.att, internals(self.hub).settings.clock())
@@ -100,7 +107,7 @@ class Peer:
                 return out
             out.extend(control)
             out.extend(frame.decode(JSON, seq) for seq, frame in frames)
-            if frames:
+            if frames and ack:
                 self.session.state.on_ack(frames[-1][0])
 
     async def request(self, frame: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from ladder import Context, LadderError
+from ladder import Context, LadderError, Limits
 from ladder.engine.base import AppliedRecord
 from ladder.protocol.codec import JSON, MSGPACK
 from ladder.protocol.frames import Hello, Previous, decode_client_frames
@@ -21,7 +21,7 @@ from ladder.protocol.session import Phase
 from ladder.server.applied import Answers, Inherited
 from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
-from tests.server.harness import Peer, Recorder, end_while_applying, make_hub
+from tests.server.harness import Clock, Peer, Recorder, end_while_applying, make_hub
 
 CARRIED = [
     {"t": "call", "ev": "do", "d": "a", "i": 1},
@@ -70,7 +70,7 @@ async def test_a_successor_answers_what_the_lost_session_applied_and_applies_the
         # The client carries 1, 2 and a message 3 never sent before, renumbered 1, 2, 3.
         peer = await _successor(hub, Previous(sid, token, (1, 2, 3)))
         await _send(peer, CARRIED)
-        out = peer.read()
+        out = peer.read(ack=False)  # (nor does the client see these answers)
         assert [d for d, _ in applied] == ["a", "b", "c"], (
             "what the lost session applied is not applied again"
         )
@@ -110,7 +110,7 @@ async def test_a_session_id_without_its_resume_token_reads_nothing() -> None:
 
 
 async def test_an_acknowledged_answer_is_dropped_from_the_record() -> None:
-    hub = make_hub()
+    hub = make_hub(records_per_message=True)
     Recorder(hub)
     await hub.start()
     try:
@@ -121,6 +121,73 @@ async def test_an_acknowledged_answer_is_dropped_from_the_record() -> None:
         record = await hub.engine.applied_record(peer.session.sid, peer.session.state.token)
         assert record is not None and record.done == 2
         assert sorted(record.replies) == [2], "the answer the client acknowledged is forgotten"
+    finally:
+        await hub.stop()
+
+
+async def test_records_kept_in_this_process_are_written_when_the_session_ends() -> None:
+    """On the memory engine nothing can read a record before its session ends (a successor
+    ends the session it names first), so none is written per message: a live session has
+    none, and its end writes what it applied and the answers the client has not seen."""
+    hub = make_hub()
+    Recorder(hub)
+    await hub.start()
+    try:
+        peer = await Peer.open(hub)
+        sid, token = peer.session.sid, peer.session.state.token
+        await peer.send({"t": "call", "ev": "do", "d": 1})
+        peer.read()  # delivered and acknowledged
+        await peer.send({"t": "call", "ev": "do", "d": 2}, {"t": "emit", "ev": "do", "d": 3})
+        assert await hub.engine.applied_record(sid, token) is None, "nothing written per message"
+        internals(hub).sessions.close(peer.session, LadderError("slow_consumer"))
+        record = await hub.engine.applied_record(sid, token)
+        assert record is not None and (record.done, record.since) == (3, 1)
+        assert sorted(record.replies) == [2], "only the answer the client has not acknowledged"
+        assert msgpack.unpackb(record.replies[2]) == {"t": "reply", "d": 2}
+    finally:
+        await hub.stop()
+
+
+async def test_a_session_that_expires_is_recorded_as_it_expires() -> None:
+    clock = Clock()
+    hub = make_hub(clock, session_ttl=5.0)
+    applied = Recorder(hub).applied
+    await hub.start()
+    try:
+        lost = await Peer.open(hub)
+        sid, token = lost.session.sid, lost.session.state.token
+        await lost.send({"t": "call", "ev": "do", "d": "a"})  # its answer never reaches the client
+        lost.session.state.detach(lost.att, clock.now)
+        clock.now += 5.1
+        await internals(hub).tick(clock.now)
+        assert sid not in internals(hub).sessions
+        peer = await _successor(hub, Previous(sid, token, (1,)))
+        await _send(peer, [{"t": "call", "ev": "do", "d": "a", "i": 1}])
+        assert applied == ["a"], "not applied again"
+        assert [(f["re"], f["d"]) for f in peer.read() if f.get("t") == "reply"] == [(1, "a")]
+    finally:
+        await hub.stop()
+
+
+async def test_an_answer_that_overflows_the_outbox_is_kept_for_the_successor() -> None:
+    """The answer itself is what the outbox had no room for: the session ends
+    (``slow_consumer``) before the answer is queued, and the record still keeps it."""
+    hub = make_hub(limits=Limits(max_queue=4))
+    applied = Recorder(hub).applied
+    await hub.start()
+    try:
+        lost = await Peer.open(hub)
+        sid, token = lost.session.sid, lost.session.state.token
+        await lost.request({"t": "sub", "ch": "news"})
+        for n in range(4):
+            await hub.publish("news", n)  # unread: the outbox is full
+        with contextlib.suppress(LadderError):
+            await lost.send({"t": "call", "ev": "do", "d": "a"})
+        assert lost.session.state.phase is Phase.CLOSED, "its answer did not fit"
+        peer = await _successor(hub, Previous(sid, token, (2,)))
+        await _send(peer, [{"t": "call", "ev": "do", "d": "a", "i": 1}])
+        assert applied == ["a"], "not applied again"
+        assert [(f["re"], f["d"]) for f in peer.read() if f.get("t") == "reply"] == [(1, "a")]
     finally:
         await hub.stop()
 
@@ -150,8 +217,9 @@ async def test_an_answer_lost_with_the_record_is_an_error_not_silence() -> None:
     """The engine lost the session's record (Redis restarted without persistence) and the
     session recorded again after it: the record said call 1 was applied but kept no answer,
     as if it had been delivered, so a successor acknowledged it with no answer and the
-    client's call waited forever."""
-    hub = make_hub()
+    client's call waited forever. (Records written per message, as on Redis: the memory
+    engine writes a session's record when it ends, and cannot lose it before.)"""
+    hub = make_hub(records_per_message=True)
     applied: list[Any] = []
 
     @hub.on("do")

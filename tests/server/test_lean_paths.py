@@ -503,7 +503,8 @@ async def test_calls_to_plain_handlers_are_applied_as_read_with_no_task_and_in_o
         assert replies() == [(4, 4)]
         # (what the drain learnt of the engine when the hub was built)
         monkeypatch.setattr(internals(hub).inbound, "records_at_once", False)
-        monkeypatch.setattr(internals(hub).inbound, "_record_now", None)
+        monkeypatch.setattr(internals(hub).inbound.recording, "now", None)
+        monkeypatch.setattr(internals(hub).inbound.recording, "whole", None)
         send({"t": "call", "i": 5, "ev": "add", "d": 5})
         assert (ran[-1], tasks) == (4, [3])  # an engine that may wait to record: a task
         for _ in range(20):

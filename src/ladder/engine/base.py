@@ -230,6 +230,15 @@ class AppliedRecords(Protocol):
     (``False``, as on Redis), every such message gets a task. Such an engine may also offer
     ``record_applied_now``, the same with the same arguments as a plain method: the hub
     then records with no coroutine at all.
+
+    An engine whose records live in this process (read only by successors of sessions of
+    this process) may also say ``records_in_process = True`` and offer
+    ``record_session_now(sid, token, *, done, replies, origins, ttl)``, a plain call that
+    merges a whole session's record (``replies``: its unacknowledged answers by message
+    id) into what is kept: the hub then writes a session's record once, when the session
+    ends (closed, expired, or replaced by a successor), instead of after every message; a
+    message that finishes after its session ended is still recorded on its own with
+    ``record_applied_now``.
     """
 
     async def record_applied(

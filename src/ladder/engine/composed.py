@@ -48,6 +48,14 @@ class ComposedEngine:
             getattr(applied, "record_applied_now", None) if self.records_at_once else None
         )
         """The same as a plain call, where the part has one (see ``AppliedRecords``)."""
+        self.records_in_process: bool = self.record_applied_now is not None and getattr(
+            applied, "records_in_process", False
+        )
+        """Whether records live in this process and are written when a session ends."""
+        self.record_session_now: Callable[..., None] | None = (
+            getattr(applied, "record_session_now", None) if self.records_in_process else None
+        )
+        """A whole session's record as a plain call, where the part keeps them here."""
 
     healthy: bool
     """Set by each engine (it knows what it depends on)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Final
 
 from ..engine.base import Engine
@@ -16,7 +16,7 @@ from ..protocol.frames import Ack, Bye, Call, ClientFrame, Emit, Hello, Invalid,
 from ..protocol.outframes import OutFrame, error_frame
 from ..protocol.reliable import OutboxOverflow
 from ..protocol.session import Phase
-from .applied import Answers, encode_answer, kept_answer
+from .applied import Answers, kept_answer
 from .config import Settings
 from .dispatch import Dispatch, Pending
 from .metrics import Counters
@@ -37,11 +37,11 @@ class Inbound:
     """Receives batches of client frames for sessions and drains what is ready."""
 
     __slots__ = (
-        "_record_now",
         "counters",
         "dispatch",
         "engine",
         "rate",
+        "recording",
         "records_at_once",
         "refused",
         "sessions",
@@ -69,10 +69,7 @@ class Inbound:
         self.refused = refused
         self.rate = Rate(settings.limits.message_rate, settings.limits.message_burst)
         self.records_at_once: bool = getattr(engine, "records_at_once", False)  # (see AppliedRecords)
-        self._record_now: Callable[..., None] | None = (
-            getattr(engine, "record_applied_now", None) if self.records_at_once else None
-        )
-        """The engine's plain-call form of ``record_applied``, where it has one (no coroutine)."""
+        self.recording = sessions.recording
 
     async def receive(self, session: Session, att: Attachment | None, frames: Iterable[ClientFrame]) -> None:
         """Apply a batch of client frames that arrived on ``att`` (None: an upstream POST).
@@ -333,54 +330,27 @@ class Inbound:
 
     async def _done(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
         """``frame`` was applied: record it, then send its answer and let it be acknowledged."""
-        if self._record_now is not None:
+        recording = self.recording
+        if recording.now is not None:
             self._done_now(session, frame, reply)
             return
-        state = session.state
-        answers, origins = self._answers(session)
-        try:
-            await self.engine.record_applied(
-                state.sid,
-                state.token,
-                done=frame.i,
-                reply=None if reply is None else (frame.i, encode_answer(reply)),
-                forget=answers.delivered(state.outbox.acked),
-                origins=origins,
-                ttl=state.limits.ttl * 2,
-            )
-        except LadderError as exc:
-            _not_recorded(session, frame, exc)
+        answers, origins = recording.answers(session)
+        await recording.one(session, frame, reply, answers, origins)
         self._answered(session, frame, reply, answers)
 
     def _done_now(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
         """:meth:`_done` on an engine that records with a plain call (the memory engine)."""
-        record_now = self._record_now
-        assert record_now is not None
-        state = session.state
-        answers, origins = self._answers(session)
-        try:
-            record_now(
-                state.sid,
-                state.token,
-                done=frame.i,
-                reply=None if reply is None else (frame.i, encode_answer(reply)),
-                forget=answers.delivered(state.outbox.acked),
-                origins=origins,
-                ttl=state.limits.ttl * 2,
-            )
-        except LadderError as exc:
-            _not_recorded(session, frame, exc)
+        recording = self.recording
+        answers, origins = recording.answers(session)
+        if recording.per_message(session):
+            recording.one_now(session, frame, reply, answers, origins)
+            self._answered(session, frame, reply, answers)
+            return
+        # Nothing can read the record before the session ends, which writes it whole.
+        answers.delivered(session.state.outbox.acked)  # (what is left is what the end keeps)
         self._answered(session, frame, reply, answers)
-
-    def _answers(self, session: Session) -> tuple[Answers, list[str] | None]:
-        """The session's unacknowledged answers, and (at its first message only) the keys of
-        the messages it carried over from a lost session, for the record."""
-        answers = session.answers
-        if answers is not None:
-            return answers, None
-        answers = session.answers = Answers(self.settings.limits.inbox_window)
-        inherited = session.inherited
-        return answers, inherited.keys() if inherited is not None and inherited.ids else None
+        if recording.per_message(session):  # its answer ended it (slow_consumer), unkept
+            recording.one_now(session, frame, reply, answers, origins)
 
     def _answered(self, session: Session, frame: Numbered, reply: OutFrame | None, answers: Answers) -> None:
         """Recorded: send the answer, and let the message be acknowledged."""
@@ -393,7 +363,3 @@ class Inbound:
         if state.finishable(frame.i):  # else the session was discarded meanwhile
             state.finish(frame.i)
 
-
-def _not_recorded(session: Session, frame: Numbered, exc: LadderError) -> None:
-    # Applied all the same; only if this node died now could a resend apply it again.
-    log.warning("session %s: message %d applied but not recorded (%s)", session.sid[:8], frame.i, exc)

@@ -60,7 +60,12 @@ class Node:
         self.refused = Refusals(self.counters, settings.allowed_origins)
         self.channels = ChannelTable(engine, settings.channel_rules)
         self.sessions = SessionTable(
-            engine, self.channels, self.tasks, settings.session_limits, settings.clock
+            engine,
+            self.channels,
+            self.tasks,
+            settings.session_limits,
+            settings.clock,
+            inbox_window=settings.limits.inbox_window,
         )
         dispatch = Dispatch(
             settings,

@@ -16,6 +16,7 @@ from ..protocol.outframes import OutFrame
 from ..protocol.session import Phase, SessionLimits, SessionState
 from .auth import Identity
 from .channels import ChannelTable
+from .recording import Recording
 from .session import Session
 from .tasks import Tasks
 from .timers import Timers
@@ -95,6 +96,7 @@ class SessionTable:
         "engine",
         "limits",
         "moved",
+        "recording",
         "settling",
         "tasks",
         "timers",
@@ -107,6 +109,8 @@ class SessionTable:
         tasks: Tasks,
         limits: SessionLimits,
         clock: Callable[[], float],
+        *,
+        inbox_window: int = 1024,
     ) -> None:
         self.engine = engine
         self.channels = channels
@@ -130,6 +134,9 @@ class SessionTable:
         """Sessions ended while a message of theirs was still being applied, until it was
         applied and recorded: a successor naming one waits for that before it reads the
         record (else it would apply the message again)."""
+        self.recording = Recording(engine, inbox_window)
+        """When what sessions applied is written to the engine (whole, as one ends, where
+        records live in this process)."""
         self._due = self._on_due
         channels.close = self.close
 
@@ -206,6 +213,7 @@ class SessionTable:
         """End a session now: drivers get a ``bye``; cleanup runs in the background."""
         if session.state.phase is Phase.CLOSED:
             return
+        self.recording.at_end(session)  # (now: a successor replacing it reads it next)
         session.state.close(error)
         if error is not None and error.code in TOLD_AFTER:
             self.remember_end(session, error)
@@ -248,6 +256,8 @@ class SessionTable:
                     del self._by_user[session.user]
         for channel in list(session.subs):
             await self.channels.drop(session, channel)
+        if session.sid not in self.moved:
+            self.recording.at_end(session)  # (an expired session comes here without a close)
         session.ready = None
         session.state.discard()
         if session.sid in self.moved:

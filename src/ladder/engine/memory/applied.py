@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..base import AppliedRecord, token_digest
 
@@ -20,6 +20,10 @@ class MemoryAppliedRecords:
     """The :class:`~ladder.engine.base.AppliedRecords` part of the memory engine."""
 
     records_at_once = True
+    records_in_process = True
+    """Records here are read only by successors of this process's sessions: the hub writes
+    a session's record when the session ends (:meth:`record_session_now`), not after each
+    message, since nothing can read it sooner."""
 
     def __init__(self, clock: Callable[[], float], touched: Callable[[float], None]) -> None:
         self._clock = clock
@@ -86,6 +90,33 @@ class MemoryAppliedRecords:
             if replies is None:
                 replies = self._replies[sid] = {}
             replies[reply[0]] = reply[1]
+        if origins is not None:
+            keys = tuple(origins)
+        self._records[sid] = (digest, done, keys, now + ttl, since)
+
+    def record_session_now(
+        self,
+        sid: str,
+        token: str,
+        *,
+        done: int,
+        replies: Mapping[int, bytes],
+        origins: Sequence[str] | None,
+        ttl: float,
+    ) -> None:
+        """The record of a session that ended, merged into what is kept of it: ``done`` never
+        moves back (a message it was still applying may have been recorded meanwhile), and
+        the record covers the session from its first message."""
+        now = self._clock()
+        self._touched(now)
+        kept = self._records.pop(sid, None)  # (put back at the end: see sweep)
+        if kept is None:
+            digest, keys, since = token_digest(token), None, 1
+        else:
+            digest, keys, since = kept[0], kept[2], kept[4]
+            done = max(done, kept[1])
+        if replies:
+            self._replies.setdefault(sid, {}).update(replies)
         if origins is not None:
             keys = tuple(origins)
         self._records[sid] = (digest, done, keys, now + ttl, since)
