@@ -144,6 +144,7 @@ MAX_ID: Final = 2**53 - 1
 """Ids and sequence numbers stay within the range JavaScript numbers hold exactly."""
 
 _DOLLAR: Final = ord("$")
+_NEWLINE: Final = ord("\n")
 """The first byte of the bytes tag, as an int (the fast form of ``in`` on bytes)."""
 
 _FAST_FRAMES: Final = 8
@@ -264,7 +265,7 @@ class JsonCodec(Codec):
         # not one (a tenth of what applying a lone ack costs).
         tagged = _DOLLAR in raw and _BYTES_TAG_RAW in raw
         out: list[Any] = []
-        for line in raw.split(b"\n"):
+        for line in raw.split(b"\n") if _NEWLINE in raw else [raw]:  # (most messages: one frame)
             if not line:
                 continue
             if max_frame is not None and len(line) > max_frame:
@@ -293,7 +294,7 @@ class MsgpackCodec(Codec):
         return self._packer.pack(body)
 
     def ack(self, number: int) -> bytes:
-        return _MSGPACK_SERVER_ACK + _uint(number)
+        return _MSGPACK_SERVER_ACK + msgpack_uint(number)
 
     def tail(self, body: dict[str, Any]) -> bytes:
         if len(body) > 14:
@@ -302,7 +303,7 @@ class MsgpackCodec(Codec):
         return self._packer.pack(body)[1:]
 
     def stamp(self, tail: bytes, fields: int, seq: int) -> bytes:
-        return bytes((0x80 | (fields + 1),)) + b"\xa1s" + _uint(seq) + tail
+        return bytes((0x80 | (fields + 1),)) + b"\xa1s" + msgpack_uint(seq) + tail
 
     def join(self, frames: Iterable[bytes]) -> bytes:
         return b"".join(frames)
@@ -374,7 +375,7 @@ class MsgpackCodec(Codec):
         return out
 
 
-def _uint(number: int) -> bytes:
+def msgpack_uint(number: int) -> bytes:
     """A non-negative int below 2**64 in msgpack, as msgpack's Packer writes it (the
     shortest form), without a call into the Packer (per frame stamped)."""
     if number < 0x80:

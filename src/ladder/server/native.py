@@ -347,11 +347,11 @@ class NativeWebSocket(asyncio.Protocol):
             return
         codec = self.codec
         opcode = 0x2 if codec.binary else 0x1
-        while not self.paused and not transport.is_closing():  # (a write that failed closed it)
+        while not self.paused:
             control, frames = link.take()
             if control or frames:
                 transport.write(ws_frame(opcode, encode_batch(codec, control, frames)))
-            if not link.more(frames):
+            if not link.more(frames) or transport.is_closing():  # (a write that failed closed it)
                 break
         att = link.att
         if att.closed and not self.paused:
