@@ -2,7 +2,8 @@
 
 After each client message is applied, and before its answer or acknowledgement can be
 written, the hub records in the engine the session's highest applied id and the encoded
-answer (:meth:`Engine.record_applied`). A client whose session was lost (its node died)
+answer (:meth:`Engine.record_applied`; where records live in this process, once when the
+session ends instead: see ``recording.py``). A client whose session was lost (its node died)
 starts a new one and names the lost session in the hello (``psid``, ``prt``, ``pids``):
 the new session reads the record (only with the right resume token) and, for each carried
 message the lost session had applied, sends the kept answer instead of applying it again.
