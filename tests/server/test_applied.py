@@ -13,8 +13,9 @@ from typing import Any
 
 import msgpack
 
-from ladder import Context, LadderError, Limits
+from ladder import Context, Ladder, LadderError, Limits
 from ladder.engine.base import AppliedRecord
+from ladder.engine.memory import MemoryEngine
 from ladder.protocol.codec import JSON, MSGPACK
 from ladder.protocol.frames import Hello, Previous, decode_client_frames
 from ladder.protocol.session import Phase
@@ -188,6 +189,33 @@ async def test_an_answer_that_overflows_the_outbox_is_kept_for_the_successor() -
         await _send(peer, [{"t": "call", "ev": "do", "d": "a", "i": 1}])
         assert applied == ["a"], "not applied again"
         assert [(f["re"], f["d"]) for f in peer.read() if f.get("t") == "reply"] == [(1, "a")]
+    finally:
+        await hub.stop()
+
+
+async def test_an_engine_that_records_at_once_without_a_plain_call_records_in_the_drain() -> None:
+    """``records_at_once`` without ``record_applied_now``: a plain handler's call is left to
+    the drain's coroutine, which records it. Before, the driver's plain path took it and
+    then found no plain call to record with (an assertion failed, nothing was answered)."""
+    clock = Clock()
+    engine = MemoryEngine(clock=clock)
+    engine.record_applied_now = engine.record_session_now = None
+    hub = Ladder(engine=engine, clock=clock)
+
+    @hub.on("add")
+    def add(ctx: Context, data: int) -> int:
+        return data + 1
+
+    await hub.start()
+    try:
+        peer = await Peer.open(hub)
+        parsed, _ = decode_client_frames(JSON, JSON.encode({"t": "call", "ev": "add", "d": 1, "i": 1}))
+        inbound = internals(hub).inbound
+        assert not inbound.receive_now(peer.session, peer.att, parsed), "left to the coroutine"
+        await inbound.receive(peer.session, peer.att, parsed)
+        assert [(f["re"], f["d"]) for f in peer.read() if f.get("t") == "reply"] == [(1, 2)]
+        record = await hub.engine.applied_record(peer.session.sid, peer.session.state.token)
+        assert record is not None and record.done == 1
     finally:
         await hub.stop()
 

@@ -225,11 +225,10 @@ class AppliedRecords(Protocol):
 
     An engine whose ``record_applied`` never waits for anything (it finishes in its
     coroutine's first step, as records kept in this process's memory do) may say so with an
-    attribute ``records_at_once = True``: a message whose handler is a plain function is then
-    applied as ``ladder serve``'s WebSocket driver reads it, without a task. Without it
-    (``False``, as on Redis), every such message gets a task. Such an engine may also offer
-    ``record_applied_now``, the same with the same arguments as a plain method: the hub
-    then records with no coroutine at all.
+    attribute ``records_at_once = True`` and offer ``record_applied_now``, the same with the
+    same arguments as a plain method: a message whose handler is a plain function is then
+    applied as ``ladder serve``'s WebSocket driver reads it, without a task, and recorded
+    with no coroutine at all. Otherwise (as on Redis) every such message gets a task.
 
     An engine whose records live in this process (read only by successors of sessions of
     this process) may also say ``records_in_process = True`` and offer

@@ -68,8 +68,10 @@ class Inbound:
         self.counters = counters
         self.refused = refused
         self.rate = Rate(settings.limits.message_rate, settings.limits.message_burst)
-        self.records_at_once: bool = getattr(engine, "records_at_once", False)  # (see AppliedRecords)
         self.recording = sessions.recording
+        self.records_at_once = self.recording.now is not None
+        """A plain handler's message is applied as it is read: the engine says it records at
+        once and offers the plain call to do it with (see AppliedRecords)."""
 
     async def receive(self, session: Session, att: Attachment | None, frames: Iterable[ClientFrame]) -> None:
         """Apply a batch of client frames that arrived on ``att`` (None: an upstream POST).
@@ -335,7 +337,9 @@ class Inbound:
             self._done_now(session, frame, reply)
             return
         answers, origins = recording.answers(session)
-        await recording.one(session, frame, reply, answers, origins)
+        pending = recording.one(session, frame, reply, answers, origins)
+        if pending is not None:
+            await pending
         self._answered(session, frame, reply, answers)
 
     def _done_now(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
@@ -343,14 +347,14 @@ class Inbound:
         recording = self.recording
         answers, origins = recording.answers(session)
         if recording.per_message(session):
-            recording.one_now(session, frame, reply, answers, origins)
+            recording.one(session, frame, reply, answers, origins)
             self._answered(session, frame, reply, answers)
             return
         # Nothing can read the record before the session ends, which writes it whole.
         answers.delivered(session.state.outbox.acked)  # (what is left is what the end keeps)
         self._answered(session, frame, reply, answers)
         if recording.per_message(session):  # its answer ended it (slow_consumer), unkept
-            recording.one_now(session, frame, reply, answers, origins)
+            recording.one(session, frame, reply, answers, origins)
 
     def _answered(self, session: Session, frame: Numbered, reply: OutFrame | None, answers: Answers) -> None:
         """Recorded: send the answer, and let the message be acknowledged."""

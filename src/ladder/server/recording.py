@@ -14,7 +14,8 @@ call in ``bench/call_cost.py``) and off every live session's memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from ..engine.base import Engine
 from ..protocol.errors import LadderError
@@ -61,53 +62,24 @@ class Recording:
         answers = session.answers = Answers(self.window)
         return answers, _carried_keys(session)
 
-    async def one(
+    def one(
         self,
         session: Session,
         frame: Numbered,
         reply: OutFrame | None,
         answers: Answers,
         origins: list[str] | None,
-    ) -> None:
-        """Record ``frame``, applied, with its answer (the engine may wait: Redis)."""
-        state = session.state
+    ) -> Coroutine[Any, Any, None] | None:
+        """Record ``frame``, applied, with its answer: with the engine's plain call where it
+        has one (None: done), else the coroutine to await (the engine may wait: Redis)."""
+        state, fields = session.state, _fields(session, frame, reply, answers, origins)
+        if self.now is None:
+            return _awaited(session, frame, self.engine.record_applied(state.sid, state.token, **fields))
         try:
-            await self.engine.record_applied(
-                state.sid,
-                state.token,
-                done=frame.i,
-                reply=None if reply is None else (frame.i, encode_answer(reply)),
-                forget=answers.delivered(state.outbox.acked),
-                origins=origins,
-                ttl=state.limits.ttl * 2,
-            )
+            self.now(state.sid, state.token, **fields)
         except LadderError as exc:
             _not_recorded(session, frame, exc)
-
-    def one_now(
-        self,
-        session: Session,
-        frame: Numbered,
-        reply: OutFrame | None,
-        answers: Answers,
-        origins: list[str] | None,
-    ) -> None:
-        """:meth:`one` with the engine's plain call."""
-        record_now = self.now
-        assert record_now is not None
-        state = session.state
-        try:
-            record_now(
-                state.sid,
-                state.token,
-                done=frame.i,
-                reply=None if reply is None else (frame.i, encode_answer(reply)),
-                forget=answers.delivered(state.outbox.acked),
-                origins=origins,
-                ttl=state.limits.ttl * 2,
-            )
-        except LadderError as exc:
-            _not_recorded(session, frame, exc)
+        return None
 
     def at_end(self, session: Session) -> None:
         """Write what ``session`` applied, as it ends here, where records live in this
@@ -130,6 +102,27 @@ class Recording:
                     replies[number] = encode_answer(frame)
         origins, ttl = _carried_keys(session), state.limits.ttl * 2
         write(state.sid, state.token, done=state.inbox.done, replies=replies, origins=origins, ttl=ttl)
+
+
+def _fields(
+    session: Session, frame: Numbered, reply: OutFrame | None, answers: Answers, origins: list[str] | None
+) -> dict[str, Any]:
+    """``record_applied``'s keyword arguments for ``frame``, just applied."""
+    state = session.state
+    return {
+        "done": frame.i,
+        "reply": None if reply is None else (frame.i, encode_answer(reply)),
+        "forget": answers.delivered(state.outbox.acked),
+        "origins": origins,
+        "ttl": state.limits.ttl * 2,
+    }
+
+
+async def _awaited(session: Session, frame: Numbered, recording: Awaitable[None]) -> None:
+    try:
+        await recording
+    except LadderError as exc:
+        _not_recorded(session, frame, exc)
 
 
 def _carried_keys(session: Session) -> list[str] | None:
