@@ -145,6 +145,15 @@ async def test_records_kept_in_this_process_are_written_when_the_session_ends() 
         assert record is not None and (record.done, record.since) == (3, 1)
         assert sorted(record.replies) == [2], "only the answer the client has not acknowledged"
         assert msgpack.unpackb(record.replies[2]) == {"t": "reply", "d": 2}
+
+        other = await Peer.open(hub)
+        await other.request({"t": "sub", "ch": "news"})
+        await other.send({"t": "call", "ev": "do", "d": 4})
+        other.read()  # acknowledged after its last message (the answer is still listed)
+        await hub.publish("news", "unread")  # what follows it in the outbox is no answer
+        internals(hub).sessions.close(other.session, LadderError("slow_consumer"))
+        record = await hub.engine.applied_record(other.session.sid, other.session.state.token)
+        assert record is not None and (record.done, record.replies) == (2, {})
     finally:
         await hub.stop()
 

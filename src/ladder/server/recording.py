@@ -93,13 +93,11 @@ class Recording:
         replies: dict[int, bytes] = {}
         answers = session.answers
         kept = answers.pack() if answers is not None else []
-        if kept:
-            outbox = state.outbox
-            frames = dict(outbox.after(outbox.acked))
-            for number, seq in kept:
-                frame = frames.get(seq)
-                if frame is not None:
-                    replies[number] = encode_answer(frame)
+        outbox = state.outbox
+        for number, seq in kept:
+            found = outbox.after(seq - 1, 1)  # (one item; none once acknowledged)
+            if found and found[0][0] == seq:
+                replies[number] = encode_answer(found[0][1])
         origins, ttl = _carried_keys(session), state.limits.ttl * 2
         write(state.sid, state.token, done=state.inbox.done, replies=replies, origins=origins, ttl=ttl)
 
