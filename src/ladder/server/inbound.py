@@ -4,7 +4,6 @@ applied one at a time, in order, each recorded as applied before it is answered.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
@@ -25,8 +24,6 @@ from .refusals import Refusals
 from .session import Session
 from .sessions import SessionTable
 from .tasks import Tasks
-
-log = logging.getLogger("ladder")
 
 _UNRECORDABLE = "this server cannot reach its engine: messages are not applied here now"
 _AT_ONCE: Final = frozenset({Ack, Ping, Pong})
