@@ -144,8 +144,9 @@ MAX_ID: Final = 2**53 - 1
 """Ids and sequence numbers stay within the range JavaScript numbers hold exactly."""
 
 _DOLLAR: Final = ord("$")
-_NEWLINE: Final = ord("\n")
 """The first byte of the bytes tag, as an int (the fast form of ``in`` on bytes)."""
+_NEWLINE: Final = ord("\n")
+"""The separator of a batch's JSON frames, as an int (the same)."""
 
 _FAST_FRAMES: Final = 8
 """Frames of one message decoded one ``unpackb`` each before an Unpacker takes the rest."""

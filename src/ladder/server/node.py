@@ -206,8 +206,9 @@ class Node:
             expires = session.identity.expires
             if expires is not None and wall >= expires:
                 sessions.close(session, LadderError("token_expired"))
-            if session.state.tick(now) or session.state.phase is Phase.CLOSED:
-                await sessions.forget(session)
+            expired = session.state.tick(now)
+            if expired or session.state.phase is Phase.CLOSED:
+                await sessions.forget(session, expired=expired)
             else:
                 sessions.schedule(session)
         if now - self._last_sweep >= 10.0:

@@ -84,8 +84,8 @@ class Recording:
     def at_end(self, session: Session) -> None:
         """Write what ``session`` applied, as it ends here, where records live in this
         process: its highest applied id, its unacknowledged answers (their frames are still
-        in its outbox) and the keys of the messages it carried over. Writing it twice is
-        harmless: the engine merges, and ``done`` never moves back."""
+        in its outbox) and the keys of the messages it carried over (the engine merges it
+        with what a message still being applied recorded, and ``done`` never moves back)."""
         write = self.whole
         state = session.state
         if write is None or not state.inbox.done:

@@ -237,8 +237,10 @@ class SessionTable:
         session.state.close(LadderError("session_moved"), bye=False)
         await self.forget(session)
 
-    async def forget(self, session: Session) -> None:
-        """Remove a closed or expired session from every table; its memory is returned."""
+    async def forget(self, session: Session, *, expired: bool = False) -> None:
+        """Remove a closed or ``expired`` session from every table; its memory is returned.
+
+        An expired session ended without :meth:`close`, so its record is written here."""
         if self._by_id.get(session.sid) is not session:
             return
         del self._by_id[session.sid]
@@ -256,8 +258,8 @@ class SessionTable:
                     del self._by_user[session.user]
         for channel in list(session.subs):
             await self.channels.drop(session, channel)
-        if session.sid not in self.moved:
-            self.recording.at_end(session)  # (an expired session comes here without a close)
+        if expired:
+            self.recording.at_end(session)
         session.ready = None
         session.state.discard()
         if session.sid in self.moved:
