@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .server.auth import AuthRequest as AuthRequest
     from .server.auth import Identity as Identity
     from .server.config import Limits as Limits
-    from .server.hub import Context as Context
+    from .server.context import Context as Context
     from .server.hub import Ladder as Ladder
     from .server.jwt import JWT as JWT
 
@@ -32,7 +32,7 @@ _LAZY = {
     "ConfigurationError": "ladder.errors",
     "ChannelOptions": "ladder.engine.base",
     "Client": "ladder.client",
-    "Context": "ladder.server.hub",
+    "Context": "ladder.server.context",
     "Identity": "ladder.server.auth",
     "JWT": "ladder.server.jwt",
     "Ladder": "ladder.server.hub",

@@ -144,6 +144,29 @@ async def test_handlers_replies_and_errors(hub: Ladder) -> None:
     assert [f["re"] for f in peer.read() if f["t"] == "err"] == [emit_id]
 
 
+async def test_a_handler_s_context_names_the_sender_and_its_message(hub: Ladder) -> None:
+    seen: list[Context] = []
+
+    @hub.on("who")
+    def who(ctx: Context, data: Any) -> Any:
+        seen.append(ctx)
+        return [ctx.event, ctx.user, ctx.message_key]
+
+    peer = await Peer.open(hub, "alice")
+    await peer.request({"t": "call", "ev": "who"})
+    reply = await peer.request({"t": "call", "ev": "who"})
+    sid = peer.session.sid
+    assert reply["d"] == ["who", "alice", f"{sid}:2"]
+    first, second = seen
+    assert (first.hub, first.session_id, first.client_id) == (hub, sid, peer.session.client_id)
+    assert first.identity is peer.session.identity and first.message_key == f"{sid}:1"
+    assert f"message_key='{sid}:1'" in repr(first) and "event='who'" in repr(first)
+    # What an app's own tests construct, by position as before.
+    made = Context(hub, "s", "c", Identity(user="bob"), "ev", "s:7")
+    assert (made.user, made.message_key, made.event) == ("bob", "s:7", "ev")
+    assert Context(hub, "s", "c", Identity(user=None), "ev").message_key is None
+
+
 async def test_client_publish_needs_permission(hub: Ladder) -> None:
     peer = await Peer.open(hub, "alice")
     assert (await peer.request({"t": "pub", "ch": "quiet:1", "d": 1}))["code"] == "forbidden"

@@ -27,6 +27,7 @@ from ladder.server.flusher import Flusher, flusher_of
 from ladder.server.hub import internals
 from ladder.server.link import Link
 from ladder.server.native import NativeWebSocket
+from ladder.server.session import Session
 from tests.server.harness import Peer, make_hub
 
 pytestmark = pytest.mark.pure  # counts and patches the drivers' own calls
@@ -539,6 +540,44 @@ async def test_the_answer_to_a_plain_call_is_written_as_its_message_is_read(
     for _ in range(5):
         await asyncio.sleep(0)
     assert [f["t"] for f in said.written()] == ["pong"]
+    await hub.stop()
+
+
+async def test_a_plain_call_asks_the_engine_once_and_makes_no_key_it_does_not_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whether the engine can record is asked once per call read and applied in one turn
+    (not again when it is taken); a context's message key is made only if read."""
+    hub = make_hub()
+    keys: list[str | None] = []
+    hub.on("add")(lambda _ctx, data: data + 1)
+    hub.on("key")(lambda ctx, data: keys.append(ctx.message_key))
+    await hub.start()
+    said = await _Said.hello(hub, monkeypatch)
+    engine = internals(hub).engine
+    asked: list[str] = []
+    healthy_for = engine.healthy_for
+
+    def counted(sid: str) -> bool:
+        asked.append(sid)
+        return healthy_for(sid)
+
+    monkeypatch.setattr(engine, "healthy_for", counted)
+    made: list[int] = []
+    message_key = Session.message_key
+
+    def key(session: Session, number: int) -> str:
+        made.append(number)
+        return message_key(session, number)
+
+    monkeypatch.setattr(Session, "message_key", key)
+    said.send({"t": "call", "i": 1, "ev": "add", "d": 1})
+    said.send({"t": "call", "i": 2, "ev": "add", "d": 2}, {"t": "call", "i": 3, "ev": "add", "d": 3})
+    assert [f.get("d") for f in said.written() if f["t"] == "reply"] == [2, 3, 4]
+    assert len(asked) == 1 + 3, "one question per call, and one more for the second of a batch"
+    assert made == []
+    said.send({"t": "call", "i": 4, "ev": "key"})
+    assert (made, keys) == ([4], [f"{said.conn.link.session.sid}:4"])  # type: ignore[union-attr]
     await hub.stop()
 
 

@@ -33,9 +33,10 @@ from ..protocol.frames import (
     Unsubscribe,
 )
 from ..protocol.outframes import OutFrame, error_frame, reply_frame
-from .auth import AuthRequest, Identity, check_permission, run_authenticate
+from .auth import AuthRequest, check_permission, run_authenticate
 from .channels import ChannelTable
 from .config import Settings
+from .context import Context
 from .metrics import Counters
 from .refusals import Refusals
 from .session import Session
@@ -45,8 +46,6 @@ log = logging.getLogger("ladder")
 
 Handler: TypeAlias = Callable[[Any, Any], Any]
 """An app's event handler: ``handler(ctx, data)``, sync or async."""
-MakeContext: TypeAlias = Callable[[str, str, Identity, str, "str | None"], Any]
-"""Builds a handler's first argument from (sid, client id, identity, event, message key)."""
 
 
 _VALUES: Final = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
@@ -81,10 +80,10 @@ class Dispatch:
     __slots__ = (
         "_kinds",
         "channels",
-        "context",
         "counters",
         "engine",
         "handlers",
+        "hub",
         "refused",
         "settings",
         "tasks",
@@ -97,7 +96,7 @@ class Dispatch:
         channels: ChannelTable,
         *,
         handlers: dict[str, Handler],
-        context: MakeContext,
+        hub: Any,
         counters: Counters,
         refused: Refusals,
         tasks: Tasks,
@@ -106,7 +105,8 @@ class Dispatch:
         self.engine = engine
         self.channels = channels
         self.handlers = handlers
-        self.context = context
+        self.hub = hub
+        """The hub, for each handler's :class:`Context` (not used here otherwise)."""
         self.counters = counters
         self.refused = refused
         self.tasks = tasks
@@ -258,10 +258,7 @@ class Dispatch:
         handler = self.handlers.get(event)
         if handler is None:
             raise LadderError("unknown_event", f"no handler for {event!r}")
-        ctx = self.context(
-            session.sid, session.client_id, session.identity, event, session.message_key(frame.i)
-        )
-        return handler(ctx, frame.d)
+        return handler(Context.of(self.hub, session, event, frame.i), frame.d)
 
     async def _presence(self, session: Session, frame: PresenceQuery) -> Any:
         settings = self.settings

@@ -3,12 +3,12 @@ request, hand in client frames, report refusals. Drivers import this, never the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
 from ..protocol.attachment import Attachment
 from ..protocol.errors import LadderError
-from ..protocol.frames import PROTOCOL_VERSION, Hello
+from ..protocol.frames import PROTOCOL_VERSION, ClientFrame, Hello
 from .auth import AuthRequest
 from .config import TRANSPORTS, Settings
 from .inbound import Inbound
@@ -35,8 +35,7 @@ class Gateway:
         "_node",
         "address_limiter",
         "counters",
-        "receive",
-        "receive_now",
+        "inbound",
         "refused",
         "router",
         "settings",
@@ -56,14 +55,22 @@ class Gateway:
         self.router = router
         self.counters = counters
         self.refused = refused
-        self.receive = inbound.receive
-        """``receive(session, att, frames)``: client frames that arrived on ``att`` (None: a POST)."""
-        self.receive_now = inbound.receive_now
-        """``receive_now(session, att, frames)``: a batch applied at once when nothing in it
-        waits (False: it may, for :attr:`receive` in a task)."""
+        self.inbound = inbound
         self._node = node
         limits = settings.limits
         self.address_limiter = Limiter(Rate(limits.request_rate, limits.request_burst))
+
+    def receive(
+        self, session: Session, att: Attachment | None, frames: Iterable[ClientFrame]
+    ) -> Coroutine[Any, Any, None]:
+        """Client frames that arrived on ``att`` (None: a POST), applied in order."""
+        return self.inbound.receive(session, att, frames)
+
+    def receive_now(self, session: Session, att: Attachment, frames: list[ClientFrame]) -> bool:
+        """A batch applied at once when nothing in it waits (False: it may, for
+        :meth:`receive` in a task). A method, not the bound one stored: the drivers call it
+        for every message, and a compiled call to a compiled method is direct."""
+        return self.inbound.receive_now(session, att, frames)
 
     def admit(self, address: str | None) -> None:
         """Count a request (or WebSocket opening) against its address's rate limit."""

@@ -1,4 +1,5 @@
-"""The public server API: :class:`Ladder`, and the :class:`Context` its handlers receive.
+"""The public server API: :class:`Ladder` (the :class:`~ladder.Context` its handlers receive
+is in ``context.py``, compiled with the path that makes one per event).
 
 The hub is a thin front: what it does happens in its :class:`~.node.Node` (session and
 channel tables, dispatch, cluster, the drivers' gateway), which it builds from its settings.
@@ -7,51 +8,19 @@ channel tables, dispatch, cluster, the drivers' gateway), which it builds from i
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ..engine import create_engine
 from ..engine.base import ChannelOptions, Engine, Member, Payload, Publication
 from ..protocol.session import SessionLimits
-from .auth import Authenticate, Identity, Permissions, default_permissions
+from .auth import Authenticate, Permissions, default_permissions
 from .config import TRANSPORTS, ChannelRules, Limits, Settings, check_hub_settings
 from .dispatch import Handler
 from .gateway import Gateway
 from .node import Node
 from .routes import handle
-
-
-# One is made for every event a handler receives: not frozen, since a frozen dataclass sets
-# each field through ``object.__setattr__`` (1.9 against 0.5 µs per context).
-@dataclass(slots=True)
-class Context:
-    """What a handler knows about the client that sent the event (its first argument).
-
-    Attributes:
-        hub: The hub that received the event.
-        session_id: The sender's session (for ``hub.send(ctx.session_id, ...)``).
-        client_id: The sender's connection id, as shown in presence (``c``).
-        identity: What ``authenticate`` returned for the session.
-        event: The event's name.
-    """
-
-    hub: Ladder
-    session_id: str
-    client_id: str
-    identity: Identity
-    event: str
-    message_key: str | None = None
-    """A key for the client message being handled that survives the client carrying it
-    over to a new session (``<sid>:<id>`` of the session that first received it): use it
-    to make side effects exactly once even if this node dies right after applying it."""
-
-    @property
-    def user(self) -> str | None:
-        """The authenticated user id (``identity.user``); None for an anonymous client."""
-        return self.identity.user
 
 
 class Ladder:
@@ -137,7 +106,7 @@ class Ladder:
         )
         self._handlers: dict[str, Handler] = {}
         self._node = Node(
-            self._settings, create_engine(engine), self._handlers, functools.partial(Context, self)
+            self._settings, create_engine(engine), self._handlers, self
         )
 
     # -- settings ---------------------------------------------------------------------------
@@ -152,7 +121,7 @@ class Ladder:
         if self._node.started:
             raise RuntimeError("the engine of a started hub cannot be replaced")
         self._node = Node(
-            self._settings, create_engine(engine), self._handlers, functools.partial(Context, self)
+            self._settings, create_engine(engine), self._handlers, self
         )
 
     @property
@@ -173,7 +142,7 @@ class Ladder:
     def on(self, event: str) -> Callable[[Handler], Handler]:
         """Register a handler for a client event (a decorator).
 
-        The handler is ``handler(ctx, data)``, sync or async: ``ctx`` is a :class:`Context`,
+        The handler is ``handler(ctx, data)``, sync or async: ``ctx`` is a :class:`~ladder.Context`,
         ``data`` what the client sent. Its return value answers the client's ``call``. Raising
         ``LadderError(code, reason)`` sends that code and reason to the caller; any other
         exception is logged with its traceback and reaches the caller as ``handler_error``.

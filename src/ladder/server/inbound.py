@@ -112,7 +112,7 @@ class Inbound:
         if offered is not None and numbered:
             accepted, unrecordable, transport = offered
             if accepted:
-                self.drain_now(session)
+                self.drain_now(session, healthy=not unrecordable)
             if unrecordable:
                 self._refuse_unrecordable(session, att, transport)
         return True
@@ -251,31 +251,35 @@ class Inbound:
             else:
                 self._stopped(session)
 
-    def drain_now(self, session: Session) -> None:
+    def drain_now(self, session: Session, *, healthy: bool = False) -> None:
         """:meth:`drain` in the caller's turn and with no coroutine, for as long as the next
         message is a call or emit whose handler is a plain function on an engine that
         records at once (what :meth:`receive_now` takes). From the first other message on,
-        or a plain handler that returned an awaitable, the rest is drained in a task."""
+        or a plain handler that returned an awaitable, the rest is drained in a task.
+
+        ``healthy``: the engine said it could record, in this turn, before the first message
+        is taken (the batch was just offered), so that one is taken without asking again."""
         if session.draining:
             return
         session.draining = True
-        plain = self.dispatch.plain
+        dispatch = self.dispatch
         try:
             while True:
                 ready = session.ready
                 if ready:
                     head = ready[0]
-                    if not (isinstance(head, (Emit, Call)) and plain(head.ev)):
+                    if not (isinstance(head, (Emit, Call)) and dispatch.plain(head.ev)):
                         session.draining = False
                         self.tasks.run_now(self.drain(session), "ladder-drain")
                         return
-                frame = self._take(session)
+                frame = self._take(session, healthy=healthy)
+                healthy = False  # (a handler ran since: ask again)
                 if frame is None:
                     break
                 assert isinstance(frame, (Emit, Call))
                 applied, reply = kept_answer(session.inherited, frame)
                 if not applied:
-                    answer = self.dispatch.apply_now(session, frame)
+                    answer = dispatch.apply_now(session, frame)
                     if isinstance(answer, Pending):  # (``draining`` stays set for the task)
                         self.tasks.spawn(self._settle(session, frame, answer), "ladder-drain")
                         return
@@ -286,14 +290,15 @@ class Inbound:
             raise
         self._stopped(session)
 
-    def _take(self, session: Session) -> Numbered | None:
+    def _take(self, session: Session, *, healthy: bool = False) -> Numbered | None:
         """The next message to apply; None when there is none, the session is closed or
-        moving, or the engine cannot record it now (nothing waiting is applied then)."""
+        moving, or the engine cannot record it now (nothing waiting is applied then; not
+        asked when the caller knows it can: ``healthy``)."""
         ready = session.ready
         state = session.state
         if not ready or state.phase is Phase.CLOSED or session.moving:
             return None
-        if isinstance(ready[0], (Emit, Call)) and not self.engine.healthy_for(state.sid):
+        if not healthy and isinstance(ready[0], (Emit, Call)) and not self.engine.healthy_for(state.sid):
             self._unrecordable(session)  # accepted while the engine answered
             return None
         return ready.popleft()

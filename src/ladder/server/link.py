@@ -23,7 +23,8 @@ def encode_batch(
         seq, frame = frames[0]
         return frame.encode(codec, seq)
     parts = [codec.control(body) for body in control]
-    parts.extend(frame.encode(codec, seq) for seq, frame in frames)
+    for seq, frame in frames:  # (a loop, not a generator: a reply and its ack are written so)
+        parts.append(frame.encode(codec, seq))
     return codec.join(parts)
 
 

@@ -20,7 +20,7 @@ from ..protocol.session import Phase
 from .channels import ChannelTable
 from .cluster import Cluster
 from .config import Settings
-from .dispatch import Dispatch, Handler, MakeContext
+from .dispatch import Dispatch, Handler
 from .gateway import Gateway
 from .inbound import Inbound
 from .logs import make_visible
@@ -51,7 +51,7 @@ class Node:
     """The parts of a hub, wired together, and their lifecycle."""
 
     def __init__(
-        self, settings: Settings, engine: Engine, handlers: dict[str, Handler], context: MakeContext
+        self, settings: Settings, engine: Engine, handlers: dict[str, Handler], hub: Any
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -72,7 +72,7 @@ class Node:
             engine,
             self.channels,
             handlers=handlers,
-            context=context,
+            hub=hub,
             counters=self.counters,
             refused=self.refused,
             tasks=self.tasks,
