@@ -23,6 +23,7 @@ from ladder.protocol.outframes import error_frame, reply_frame
 from ladder.protocol.reliable import Outbox
 from ladder.protocol.session import SessionState
 from ladder.server.applied import encode_answer
+from ladder.server.dispatch import Dispatch
 from ladder.server.flusher import Flusher, flusher_of
 from ladder.server.hub import internals
 from ladder.server.link import Link
@@ -546,8 +547,9 @@ async def test_the_answer_to_a_plain_call_is_written_as_its_message_is_read(
 async def test_a_plain_call_asks_the_engine_once_and_makes_no_key_it_does_not_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Whether the engine can record is asked once per call read and applied in one turn
-    (not again when it is taken); a context's message key is made only if read."""
+    """Whether the engine can record, and whether the handler is a plain function, are asked
+    once per call read and applied in one turn (not again when it is taken); a context's
+    message key is made only if read."""
     hub = make_hub()
     keys: list[str | None] = []
     hub.on("add")(lambda _ctx, data: data + 1)
@@ -563,6 +565,14 @@ async def test_a_plain_call_asks_the_engine_once_and_makes_no_key_it_does_not_re
         return healthy_for(sid)
 
     monkeypatch.setattr(engine, "healthy_for", counted)
+    plain = Dispatch.plain
+    kinds: list[str] = []
+
+    def counted_plain(dispatch: Dispatch, event: str) -> bool:
+        kinds.append(event)
+        return plain(dispatch, event)
+
+    monkeypatch.setattr(Dispatch, "plain", counted_plain)
     made: list[int] = []
     message_key = Session.message_key
 
@@ -575,6 +585,7 @@ async def test_a_plain_call_asks_the_engine_once_and_makes_no_key_it_does_not_re
     said.send({"t": "call", "i": 2, "ev": "add", "d": 2}, {"t": "call", "i": 3, "ev": "add", "d": 3})
     assert [f.get("d") for f in said.written() if f["t"] == "reply"] == [2, 3, 4]
     assert len(asked) == 1 + 3, "one question per call, and one more for the second of a batch"
+    assert len(kinds) == 1 + 3, "the same for whether a handler is a plain function"
     assert made == []
     said.send({"t": "call", "i": 4, "ev": "key"})
     assert (made, keys) == ([4], [f"{said.conn.link.session.sid}:4"])  # type: ignore[union-attr]

@@ -108,11 +108,12 @@ class Inbound:
             if not (records_at_once and isinstance(frame, (Emit, Call)) and self.dispatch.plain(frame.ev)):
                 return False
             numbered = True
+        fresh = session.ready is None  # (then what the drain takes first is from this batch)
         offered = self._offer(session, att, frames)  # (as receive() does, without its coroutine)
         if offered is not None and numbered:
             accepted, unrecordable, transport = offered
             if accepted:
-                self.drain_now(session, healthy=not unrecordable)
+                self.drain_now(session, checked=fresh and not unrecordable)
             if unrecordable:
                 self._refuse_unrecordable(session, att, transport)
         return True
@@ -251,14 +252,14 @@ class Inbound:
             else:
                 self._stopped(session)
 
-    def drain_now(self, session: Session, *, healthy: bool = False) -> None:
+    def drain_now(self, session: Session, *, checked: bool = False) -> None:
         """:meth:`drain` in the caller's turn and with no coroutine, for as long as the next
         message is a call or emit whose handler is a plain function on an engine that
         records at once (what :meth:`receive_now` takes). From the first other message on,
         or a plain handler that returned an awaitable, the rest is drained in a task.
 
-        ``healthy``: the engine said it could record, in this turn, before the first message
-        is taken (the batch was just offered), so that one is taken without asking again."""
+        ``checked``: the first message waiting was offered in this turn, and its handler found
+        plain and the engine able to record it then; it is taken without asking again."""
         if session.draining:
             return
         session.draining = True
@@ -266,14 +267,14 @@ class Inbound:
         try:
             while True:
                 ready = session.ready
-                if ready:
+                if ready and not checked:
                     head = ready[0]
                     if not (isinstance(head, (Emit, Call)) and dispatch.plain(head.ev)):
                         session.draining = False
                         self.tasks.run_now(self.drain(session), "ladder-drain")
                         return
-                frame = self._take(session, healthy=healthy)
-                healthy = False  # (a handler ran since: ask again)
+                frame = self._take(session, healthy=checked)
+                checked = False  # (a handler runs next: ask again after it)
                 if frame is None:
                     break
                 assert isinstance(frame, (Emit, Call))
