@@ -157,7 +157,7 @@ async def test_a_handler_s_context_names_the_sender_and_its_message(hub: Ladder)
     reply = await peer.request({"t": "call", "ev": "who"})
     sid = peer.session.sid
     assert reply["d"] == ["who", "alice", f"{sid}:2"]
-    first, second = seen
+    first, _ = seen
     assert (first.hub, first.session_id, first.client_id) == (hub, sid, peer.session.client_id)
     assert first.identity is peer.session.identity and first.message_key == f"{sid}:1"
     assert f"message_key='{sid}:1'" in repr(first) and "event='who'" in repr(first)

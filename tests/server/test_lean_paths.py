@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -29,6 +29,7 @@ from ladder.server.hub import internals
 from ladder.server.link import Link
 from ladder.server.native import NativeWebSocket
 from ladder.server.session import Session
+from ladder.server.tally import Tally
 from tests.server.harness import Peer, make_hub
 
 pytestmark = pytest.mark.pure  # counts and patches the drivers' own calls
@@ -104,7 +105,7 @@ async def test_a_publication_is_written_as_its_fan_out_reaches_each_native_conne
         transport = FakeTransport()
         conn.connection_made(transport)  # type: ignore[arg-type]
         conn.codec = MSGPACK if n % 2 else JSON
-        conn.link = Link(peer.session, peer.att, settings.clock, defaultdict(int), wake=conn._wake)
+        conn.link = Link(peer.session, peer.att, settings.clock, Tally(), wake=conn._wake)
         transports.append(transport)
     await asyncio.sleep(0)  # nothing was waiting: every connection flushed once, wrote nothing
     assert all(not t.written for t in transports)
@@ -189,7 +190,7 @@ async def test_a_connection_that_fails_in_a_fan_out_leaves_the_others_written(
         conn = NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=loop)
         transport = FailingTransport() if n == 1 else FakeTransport()
         conn.connection_made(transport)  # type: ignore[arg-type]
-        conn.link = Link(peer.session, peer.att, settings.clock, defaultdict(int), wake=conn._wake)
+        conn.link = Link(peer.session, peer.att, settings.clock, Tally(), wake=conn._wake)
         transports.append(transport)
     await asyncio.sleep(0)
     with caplog.at_level(logging.ERROR, logger="ladder"):
@@ -240,7 +241,7 @@ async def test_a_writer_that_took_everything_sleeps_until_woken_again() -> None:
     hub = make_hub()
     peer = await Peer.open(hub)
     await peer.request({"t": "sub", "ch": "room"})
-    link = Link(peer.session, peer.att, internals(hub).settings.clock, defaultdict(int))
+    link = Link(peer.session, peer.att, internals(hub).settings.clock, Tally())
     await hub.publish("room", {"n": 1})
     _, frames = link.take()
     assert len(frames) == 1 and not link.more(frames)

@@ -120,7 +120,7 @@ class Gateway:
         return self.link(session, att, wake)
 
     def link(self, session: Session, att: Attachment, wake: Callable[[], None] | None = None) -> Link:
-        return Link(session, att, self.settings.clock, self.counters.frames_out, wake)
+        return Link(session, att, self.settings.clock, self.counters.tally_out(att.transport), wake)
 
     def attach(
         self,

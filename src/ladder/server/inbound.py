@@ -161,7 +161,7 @@ class Inbound:
                         unrecordable = True
                         break
                     if not isinstance(frame, Invalid):
-                        self.counters.frames_in[transport] += 1
+                        self.counters.tally_in(transport).n += 1
                     ready = state.receive(frame)
                     if ready:
                         if session.ready is None:

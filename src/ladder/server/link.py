@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -13,6 +12,7 @@ from ..protocol.codec import Codec
 from ..protocol.errors import LadderError
 from ..protocol.outframes import OutFrame
 from .session import Session, Waker
+from .tally import Tally
 
 
 def encode_batch(
@@ -41,7 +41,7 @@ class Link:
         session: Session,
         att: Attachment,
         clock: Callable[[], float],
-        frames_out: defaultdict[str, int],
+        frames_out: Tally,
         wake: Callable[[], None] | None = None,
     ) -> None:
         self.session = session
@@ -61,7 +61,7 @@ class Link:
         """
         control, frames = self.session.state.take(self.att, self.clock())
         if frames:
-            self.frames_out[self.att.transport] += len(frames)
+            self.frames_out.n += len(frames)
         if len(frames) < self.batch:
             self.waker.clear()
         return control, frames

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .tally import Tally
+
 if TYPE_CHECKING:
     from .sessions import SessionTable
 
@@ -27,21 +29,36 @@ REASONS: Final = frozenset({"refused", "timeout", "buffered", "cut", "heartbeat"
 class Counters:
     """Plain counters the hub bumps as things happen (``defaultdict(int)``, not ``Counter``:
     ``Counter`` defines ``__delitem__`` in Python, which sends every ``+= 1`` through a
-    looked-up ``__setitem__``, three times the cost)."""
+    looked-up ``__setitem__``, three times the cost; per message, a :class:`Tally`)."""
 
     __slots__ = ("connects", "errors", "frames_in", "frames_out", "rung_changes")
 
     def __init__(self) -> None:
-        self.frames_in: defaultdict[str, int] = defaultdict(int)
-        """Client messages accepted, by transport."""
-        self.frames_out: defaultdict[str, int] = defaultdict(int)
-        """Frames written to clients, by transport."""
+        self.frames_in: dict[str, Tally] = {}
+        """Client messages accepted, by transport (see :meth:`tally_in`)."""
+        self.frames_out: dict[str, Tally] = {}
+        """Frames written to clients, by transport (see :meth:`tally_out`)."""
         self.connects: defaultdict[tuple[str, str], int] = defaultdict(int)
         """Hellos by (transport, outcome: accepted / refused)."""
         self.errors: defaultdict[str, int] = defaultdict(int)
         """Refusals and error replies, by code."""
         self.rung_changes: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
         """Sessions moving between rungs: (from, to, direction down/up, reason)."""
+
+    def tally_in(self, transport: str) -> Tally:
+        """The count of client messages accepted on ``transport``."""
+        return _tally(self.frames_in, transport)
+
+    def tally_out(self, transport: str) -> Tally:
+        """The count of frames written on ``transport`` (a link keeps its own)."""
+        return _tally(self.frames_out, transport)
+
+
+def _tally(tallies: dict[str, Tally], key: str) -> Tally:
+    tally = tallies.get(key)
+    if tally is None:
+        tally = tallies[key] = Tally()
+    return tally
 
 
 class Observed:
@@ -107,8 +124,8 @@ class _Collector(Collector):
             ("ladder_messages_out", "Frames written to clients", counters.frames_out),
         ):
             family = CounterMetricFamily(name, doc, labels=["transport"])
-            for transport, value in sorted(counter.items()):
-                family.add_metric([transport], value)
+            for transport, tally in sorted(counter.items()):
+                family.add_metric([transport], tally.n)
             yield family
         connects = CounterMetricFamily(
             "ladder_connects", "Transport openings (hellos)", labels=["transport", "outcome"]
