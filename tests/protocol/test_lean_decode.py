@@ -7,6 +7,7 @@ import struct
 from typing import Any
 
 import msgpack
+import orjson
 import pytest
 
 from ladder.protocol import codec as codec_module
@@ -195,3 +196,73 @@ def test_a_lone_ack_is_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(codec, "decode", refuse)
         frames, errors = decode_client_frames(codec, codec.encode({"t": "ack", "s": 42}), 10_000)
         assert frames == [Ack(42)] and errors == []
+
+
+# -- a JSON message ending in an ack -----------------------------------------------------------------
+
+
+def _json_lines(raw: bytes, max_frame: int | None) -> Any:
+    """Each line decoded on its own: what the JSON codec does without reading a last ack."""
+    out: list[Any] = []
+    try:
+        for line in raw.split(b"\n"):
+            if not line.strip():
+                continue
+            if max_frame is not None and len(line) > max_frame:
+                return ("err", "frame_too_large")
+            obj = orjson.loads(line)
+            out.append(codec_module._untag(obj) if b'"$b"' in line else obj)
+    except orjson.JSONDecodeError:
+        return ("err", "bad_frame")
+    except LadderError as exc:
+        return ("err", exc.code)
+    return ("ok", out)
+
+
+def _json_outcome(raw: bytes, max_frame: int | None) -> Any:
+    try:
+        return ("ok", JSON.decode(raw, max_frame))
+    except LadderError as exc:
+        return ("err", exc.code)
+
+
+JSON_CALL = b'{"t":"call","i":7,"ev":"rpc","d":{"ts":1.5,"pad":"' + b"x" * 60 + b'"}}'
+JSON_ACK = b'{"t":"ack","s":3}'
+JSON_CASES = [
+    JSON_CALL + b"\n" + JSON_ACK,  # what the clients send with every call
+    JSON_CALL + b"\n" + JSON_CALL + b"\n" + JSON_ACK,
+    JSON_ACK + b"\n" + JSON_ACK,
+    b"\n" + JSON_ACK,
+    b"   \n" + JSON_ACK,  # a blank line first
+    JSON_CALL[:-3] + b"\n" + JSON_ACK,  # a cut frame before the ack: the whole message is refused
+    b'{"t":"ack","s":[1\n2]}\n' + JSON_ACK,  # a frame over two lines
+    b'{"d":"$b"}\n' + JSON_ACK,
+    b'{"d":{"$b":"eA=="}}\n' + JSON_ACK,  # bytes, tagged
+    b'{"d":{"$b":"not base64!"}}\n' + JSON_ACK,
+    b'"' + b"x" * 300 + b'"\n' + JSON_ACK,  # a line over a bound the ack is under
+    JSON_CALL + b"\n" + JSON_ACK + b"\n",  # a newline after the ack
+    JSON_CALL + b"\n" + b'{"t":"ack","s":01}',  # not an ack as the clients write it
+    JSON_CALL + b"\n" + b'{"t":"ack","s":9007199254740992}',  # past the largest id
+    JSON_CALL + b"\r\n" + JSON_ACK,
+]
+
+
+@pytest.mark.parametrize("raw", JSON_CASES)
+@pytest.mark.parametrize("max_frame", [None, 5, 20, 64, 10_000])
+def test_a_json_message_ending_in_an_ack_decodes_as_its_lines_do(raw: bytes, max_frame: int | None) -> None:
+    assert _json_outcome(raw, max_frame) == _json_lines(raw, max_frame)
+
+
+@pytest.mark.pure
+def test_a_json_call_with_its_ack_decodes_only_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bytes] = []
+    real = codec_module._loads
+
+    def spy(data: bytes) -> Any:
+        seen.append(data)
+        return real(data)
+
+    monkeypatch.setattr(codec_module, "_loads", spy)
+    call, ack = JSON.decode(JSON_CALL + b"\n" + JSON_ACK, 10_000)
+    assert (call["ev"], ack) == ("rpc", {"t": "ack", "s": 3})
+    assert seen == [JSON_CALL]
