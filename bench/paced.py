@@ -137,8 +137,10 @@ def summary(rec: dict[str, Any]) -> str:
                  f"load generator {fan['lg_cpu_us_per_delivery']:.1f} CPU-µs/delivery")
     return (f"{rec['server']}/{rec['encoding']}: fan-out {fan['cpu_us_per_delivery'] or 0:.1f} CPU-µs/delivery, "
             f"p50 {fan['p50_ms']} ms, p99 {fan['p99_ms']} ms{held}; "
-            f"RPC {rpc['acks_per_s']:.0f} acks/s, {rpc['cpu_us_per_call'] or 0:.1f} CPU-µs/call "
-            f"(other processes on the server core {fan['other_on_server_core']:.2f} / "
+            f"RPC {rpc['acks_per_s']:.0f} acks/s, {rpc['cpu_us_per_call'] or 0:.1f} CPU-µs/call"
+            + (f", load generator {rpc['lg_cpu_us_per_call']:.1f} CPU-µs/call ({rpc['lg_busy']:.0%} busy)"
+               if rpc.get("lg_cpu_us_per_call") is not None else "")
+            + f" (other processes on the server core {fan['other_on_server_core']:.2f} / "
             f"{rpc['other_on_server_core']:.2f})")
 
 

@@ -287,6 +287,8 @@ async function main() {
       acks_per_s: answered / rpc.elapsed,
       cpu_us_per_call: answered ? (rpc.serverCpu * 1e6) / answered : null,
       other_on_server_core: rpc.otherOnServerCore,
+      lg_cpu_us_per_call: answered ? (rpc.lgCpu * 1e6) / answered : null,
+      lg_busy: rpc.lgCpu / rpc.elapsed,
     },
     subs: clients.length,
   };
