@@ -303,6 +303,10 @@ class JsonCodec(Codec):
         return out
 
 
+_STAMP_HEADS: Final = tuple(bytes((0x80 | (fields + 1),)) + b"\xa1s" for fields in range(15))
+"""A stamped frame's start by its number of other fields: its fixmap header, then ``"s"``."""
+
+
 class MsgpackCodec(Codec):
     name = "msgpack"
     binary = True
@@ -324,7 +328,11 @@ class MsgpackCodec(Codec):
         return self._packer.pack(body)[1:]
 
     def stamp(self, tail: bytes, fields: int, seq: int) -> bytes:
-        return bytes((0x80 | (fields + 1),)) + b"\xa1s" + msgpack_uint(seq) + tail
+        # (per delivery: one join of the map's header, the number and the tail, not three
+        # concatenations that each copy the tail)
+        if fields < len(_STAMP_HEADS):
+            return b"".join((_STAMP_HEADS[fields], msgpack_uint(seq), tail))
+        return b"".join((bytes((0x80 | (fields + 1),)), b"\xa1s", msgpack_uint(seq), tail))
 
     def join(self, frames: Iterable[bytes]) -> bytes:
         return b"".join(frames)
