@@ -153,3 +153,39 @@ def test_slow_consumer_overflow_and_close_tells_every_transport() -> None:
     control, frames = s.take(a, 1.0)
     assert not frames and control[-1]["t"] == "bye" and control[-1]["code"] == "slow_consumer"
     assert a.closed and s.phase is Phase.CLOSED
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_active_attachment_is_always_the_newest_open_one(seed: int) -> None:
+    """``active`` is a field kept beside ``attachments`` (a publication reads it for every
+    subscriber); whatever transports come and go, it is the last attachment, and a pushed
+    frame wakes it and no other."""
+    import random  # noqa: PLC0415
+
+    rng = random.Random(seed)
+    s = SessionState("s", "t", 0.0, LIMITS)
+    woken: list[object] = []
+    now = 0.0
+
+    def check() -> None:
+        assert s.active is (s.attachments[-1] if s.attachments else None)
+
+    for _ in range(40):
+        now += 0.1
+        move = rng.choice(("attach", "attach", "detach", "push", "ack"))
+        if move == "attach":
+            kind, streaming = rng.choice((("websocket", True), ("sse", True), ("longpoll", False), ("poll", False)))
+            att = s.attach(kind, streaming=streaming, ack=s.outbox.acked, now=now)
+            att.wake_with(lambda att=att: woken.append(att))
+        elif move == "detach" and s.attachments:
+            s.detach(rng.choice(s.attachments), now)
+        elif move == "push" and len(s.outbox) < LIMITS.max_queue:
+            woken.clear()
+            s.push(push_frame("e", 0))
+            assert woken == ([s.active] if s.active is not None else [])
+        elif move == "ack":
+            s.on_ack(s.outbox.last)
+        check()
+    s.close(None)
+    check()
+    assert s.active is None

@@ -32,21 +32,23 @@ class Attachment:
     )
 
     def __init__(self, transport: str, *, streaming: bool, cursor: int, now: float) -> None:
+        # (What a publication and a write read come first: the compiled class lays its
+        # fields out in this order, near the header.)
+        self.wake: Callable[[], None] = _noop
+        self.control: list[dict[str, Any]] | None = None
+        """Unsequenced frames to write next (a list only while there are some)."""
+        self.cursor = cursor
+        self.close_error: LadderError | None = None
+        self.ack_sent = 0
+        self.closed = False
+        self.streaming = streaming
+        self.last_sent = now
         self.transport = transport
         """Which transport holds the session: ``websocket``, ``sse``, ``longpoll`` or ``poll``."""
-        self.streaming = streaming
-        self.cursor = cursor
         self.opened = now
-        self.last_sent = now
         self.last_heard = now
         self.pinged = streaming and transport == "websocket"
         """Whether the client must answer pings on this transport (WebSocket only)."""
-        self.control: list[dict[str, Any]] | None = None
-        """Unsequenced frames to write next (a list only while there are some)."""
-        self.closed = False
-        self.close_error: LadderError | None = None
-        self.ack_sent = 0
-        self.wake: Callable[[], None] = _noop
 
     def wake_with(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever this transport has something new to write (and now, since

@@ -58,7 +58,9 @@ class Outbox(Generic[T]):
         kept = self.last - self.acked
         if bounded and (kept >= self.max_items or self.bytes + size > self.max_bytes):
             raise OutboxOverflow(f"{kept} unacknowledged items, {self.bytes} bytes")
-        self._kept += (item, size)
+        items = self._kept  # (two appends: no tuple made and dropped per item)
+        items.append(item)
+        items.append(size)
         self.bytes += size
         self.last += 1
         return self.last

@@ -44,6 +44,7 @@ class SessionState:
     __slots__ = (
         "ack_written",
         "ack_written_at",
+        "active",
         "attachments",
         "close_error",
         "created",
@@ -59,19 +60,25 @@ class SessionState:
     )
 
     def __init__(self, sid: str, token: str, now: float, limits: SessionLimits) -> None:
-        self.sid = sid
-        self.token = token
-        self.limits = limits
-        self.created = now
+        # (What a publication and a write read come first: the compiled class lays its
+        # fields out in this order, near the header, and a fan-out reaches thousands.)
         self.outbox: Outbox[OutFrame] = Outbox(max_items=limits.max_queue, max_bytes=limits.max_queue_bytes)
+        self.active: Attachment | None = None
+        """The attachment that receives new frames: the newest one still open (the last of
+        ``attachments``, kept in a field: every publication and every write asks for it,
+        and the list is one more object to reach per subscriber)."""
         self.inbox: Inbox[Numbered] = Inbox(window=limits.inbox_window)
-        self.attachments: list[Attachment] = []
-        self.phase = Phase.DETACHED
-        self.detached_since: float | None = now
-        self.close_error: LadderError | None = None
+        self.limits = limits
         self.ack_written = 0
         """The highest client message id acknowledged in anything written (any transport)."""
         self.ack_written_at = now
+        self.attachments: list[Attachment] = []
+        self.sid = sid
+        self.token = token
+        self.created = now
+        self.phase = Phase.DETACHED
+        self.detached_since: float | None = now
+        self.close_error: LadderError | None = None
         self.on_due: Callable[[SessionState], None] | None = None
         """Called when :meth:`due` may have moved earlier (a transport attached, or the last
         one detached): the driver's timers look at the session again."""
@@ -87,11 +94,6 @@ class SessionState:
             self.phase = TRANSITIONS[(self.phase, event)]
         except KeyError:
             raise RuntimeError(f"session {self.sid}: {event.value} while {self.phase.value}") from None
-
-    @property
-    def active(self) -> Attachment | None:
-        """The attachment that receives new frames: the newest one still open."""
-        return self.attachments[-1] if self.attachments else None
 
     def attach(
         self,
@@ -125,6 +127,7 @@ class SessionState:
             # and must not complete a held long poll (or every poll would return at once).
             att.ack_sent = self.ack_written
         self.attachments.append(att)
+        self.active = att
         self._move(Event.ATTACH)
         self.detached_since = None
         if previous is not None and not previous.streaming:
@@ -141,6 +144,7 @@ class SessionState:
             return
         was_active = att is self.active
         self.attachments.remove(att)
+        self.active = self.attachments[-1] if self.attachments else None
         if self.phase is Phase.CLOSED:
             return
         if self.attachments:
@@ -171,6 +175,7 @@ class SessionState:
         for att in list(self.attachments):
             self._release(att, error, bye=bye)
         self.attachments.clear()
+        self.active = None
 
     def discard(self) -> None:
         """Drop every frame kept for a session that is gone for good (its memory returns
@@ -202,8 +207,9 @@ class SessionState:
     def push(self, frame: OutFrame) -> int:
         """Queue a sequenced frame; raises ``OutboxOverflow`` when the client is too far behind."""
         seq = self.outbox.push(frame, frame.size)
-        if self.attachments:
-            self.attachments[-1].wake()
+        active = self.active
+        if active is not None:
+            active.wake()
         return seq
 
     def send_control(self, body: dict[str, Any], att: Attachment | None = None) -> None:
@@ -234,8 +240,7 @@ class SessionState:
         control: Sequence[dict[str, Any]] = att.control or ()
         att.control = None
         frames: Sequence[tuple[int, OutFrame]] = ()
-        attachments = self.attachments
-        if attachments and att is attachments[-1] and att.close_error is None:
+        if att is self.active and att.close_error is None:
             outbox = self.outbox
             if outbox.last > att.cursor:
                 frames = outbox.after(att.cursor, self.limits.batch_frames)
@@ -288,9 +293,10 @@ class SessionState:
     def finish(self, number: int) -> None:
         """Client message ``number`` has been applied: it may now be acknowledged."""
         self.inbox.finish(number)
-        if self.attachments:
+        active = self.active
+        if active is not None:
             # The client learns about the new cumulative ack on its next write.
-            self.attachments[-1].wake()
+            active.wake()
 
     # -- moving to another process ------------------------------------------------------
 

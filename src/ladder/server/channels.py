@@ -183,7 +183,7 @@ class ChannelTable:
                     pending.append(pub)
                     continue
                 try:
-                    session.state.push(frame)
+                    sub.state.push(frame)
                 except OutboxOverflow:
                     overflowed.append(session)
         finally:

@@ -64,31 +64,32 @@ class NativeWebSocket(asyncio.Protocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        # (First what a publication reads: the compiled class lays fields out in this order.)
+        self.scheduled = False
+        self.reading = False  # (in data_received, applying the client's messages)
+        self.woken = False  # (woken while reading: written when the reading ends)
+        self.paused = False
+        self.closing = False
+        self.written_turn = -1  # (the flusher's turn in which a fan-out last wrote it at once)
+        loop = _loop or asyncio.get_event_loop()
+        self.flusher = flusher_of(loop)
+        self.link: Link | None = None
+        self.transport: asyncio.Transport | None = None
+        self.codec: Codec = JSON
+        self.loop = loop
         self.config = config
         self.server_state = server_state
         self.app_state = app_state
-        self.loop = _loop or asyncio.get_event_loop()
-        self.flusher = flusher_of(self.loop)
-        self.transport: asyncio.Transport | None = None
         self.ws: HandshakeProtocol | None = None
         """The upgrade's protocol, until the handshake is done."""
         self.reader: FrameReader | None = None
         """The client's frames, once the connection is open."""
         self.gateway: Gateway | None = None
-        self.link: Link | None = None
-        self.codec: Codec = JSON
         self.request: Request | None = None
         self.inbox: deque[tuple[bytes, Codec] | list[ClientFrame]] | None = None
         """Messages waiting for the applying task, raw or decoded (only while there are some:
         an idle connection holds no deque)."""
         self.applier: asyncio.Task[None] | None = None
-        self.scheduled = False
-        self.reading = False  # (in data_received, applying the client's messages)
-        self.woken = False  # (woken while reading: written when the reading ends)
-        self.written_turn = -1
-        """The flusher's turn in which a fan-out last wrote this connection at once."""
-        self.paused = False
-        self.closing = False
         self.hello_timer: asyncio.TimerHandle | None = None
         self.frame_timer: asyncio.TimerHandle | None = None
         self.handed: asyncio.Protocol | None = None

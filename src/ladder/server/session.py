@@ -57,13 +57,18 @@ class Subscription:
     publications wait there so none is missed or doubled between history and live.
     """
 
-    __slots__ = ("channel", "epoch", "member", "offset", "options", "pending", "session")
+    __slots__ = ("channel", "epoch", "member", "offset", "options", "pending", "session", "state")
 
     def __init__(self, channel: str, session: Session, options: ChannelOptions) -> None:
+        # (What a publication reads comes first: the compiled class lays its fields out in
+        # this order.)
+        self.pending: list[Publication] | None = []
+        self.state = session.state
+        """The session's core state, which a publication is queued on (reached from here,
+        the fan-out does not touch the session's record for each subscriber)."""
         self.channel = channel
         self.session = session
         self.options = options
-        self.pending: list[Publication] | None = []
         self.member: Member | None = None
         self.epoch: str | None = None
         self.offset = 0
