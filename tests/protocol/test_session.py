@@ -157,9 +157,10 @@ def test_slow_consumer_overflow_and_close_tells_every_transport() -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_the_active_attachment_is_always_the_newest_open_one(seed: int) -> None:
-    """``active`` is a field kept beside ``attachments`` (a publication reads it for every
-    subscriber); whatever transports come and go, it is the last attachment, and a pushed
-    frame wakes it and no other."""
+    """``active`` and ``done`` are fields kept beside ``attachments`` and ``inbox.done``
+    (every write reads them): whatever transports come and go and messages are applied,
+    ``active`` is the last attachment, a pushed frame wakes it and no other, and ``done`` is
+    the inbox's, through a snapshot and a restore too."""
     import random  # noqa: PLC0415
 
     rng = random.Random(seed)
@@ -169,10 +170,11 @@ def test_the_active_attachment_is_always_the_newest_open_one(seed: int) -> None:
 
     def check() -> None:
         assert s.active is (s.attachments[-1] if s.attachments else None)
+        assert s.done == s.inbox.done
 
     for _ in range(40):
         now += 0.1
-        move = rng.choice(("attach", "attach", "detach", "push", "ack"))
+        move = rng.choice(("attach", "attach", "detach", "push", "ack", "apply", "move"))
         if move == "attach":
             kind, streaming = rng.choice((("websocket", True), ("sse", True), ("longpoll", False), ("poll", False)))
             att = s.attach(kind, streaming=streaming, ack=s.outbox.acked, now=now)
@@ -185,7 +187,13 @@ def test_the_active_attachment_is_always_the_newest_open_one(seed: int) -> None:
             assert woken == ([s.active] if s.active is not None else [])
         elif move == "ack":
             s.on_ack(s.outbox.last)
+        elif move == "apply":
+            for frame in s.receive(Emit(i=s.inbox.accepted + 1, ev="e", d=None)):
+                s.finish(frame.i)
+        elif move == "move" and not s.attachments:
+            s = SessionState.restore(s.snapshot(), now, LIMITS)
         check()
     s.close(None)
+    s.discard()
     check()
-    assert s.active is None
+    assert s.active is None and s.done == 0

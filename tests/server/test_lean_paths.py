@@ -105,7 +105,7 @@ async def test_a_publication_is_written_as_its_fan_out_reaches_each_native_conne
         transport = FakeTransport()
         conn.connection_made(transport)  # type: ignore[arg-type]
         conn.codec = MSGPACK if n % 2 else JSON
-        conn.link = Link(peer.session, peer.att, settings.clock, Tally(), wake=conn._wake)
+        conn.link = Link(peer.session, peer.att, settings.clock, Tally(), wake=conn)
         transports.append(transport)
     await asyncio.sleep(0)  # nothing was waiting: every connection flushed once, wrote nothing
     assert all(not t.written for t in transports)
@@ -190,7 +190,7 @@ async def test_a_connection_that_fails_in_a_fan_out_leaves_the_others_written(
         conn = NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=loop)
         transport = FailingTransport() if n == 1 else FakeTransport()
         conn.connection_made(transport)  # type: ignore[arg-type]
-        conn.link = Link(peer.session, peer.att, settings.clock, Tally(), wake=conn._wake)
+        conn.link = Link(peer.session, peer.att, settings.clock, Tally(), wake=conn)
         transports.append(transport)
     await asyncio.sleep(0)
     with caplog.at_level(logging.ERROR, logger="ladder"):

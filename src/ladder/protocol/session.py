@@ -49,6 +49,7 @@ class SessionState:
         "close_error",
         "created",
         "detached_since",
+        "done",
         "inbox",
         "limits",
         "on_due",
@@ -68,6 +69,10 @@ class SessionState:
         ``attachments``, kept in a field: every publication and every write asks for it,
         and the list is one more object to reach per subscriber)."""
         self.inbox: Inbox[Numbered] = Inbox(window=limits.inbox_window)
+        self.done = 0
+        """``inbox.done`` (every client message up to it applied), kept here too: every write
+        compares it with what its transport was last told, and a subscriber's inbox is
+        otherwise untouched for as long as its client only listens."""
         self.limits = limits
         self.ack_written = 0
         """The highest client message id acknowledged in anything written (any transport)."""
@@ -120,7 +125,7 @@ class SessionState:
                 att.queue(body)
             self.parked = None
         if greeting is not None:
-            att.ack_sent = self.ack_written = self.inbox.done
+            att.ack_sent = self.ack_written = self.done
             self.ack_written_at = now
         else:
             # Each poll is a new attachment: an ack the client was already sent is no news
@@ -182,6 +187,7 @@ class SessionState:
         even if something still holds a reference to the session)."""
         self.outbox.renumber()
         self.inbox.reset()
+        self.done = 0
 
     def unaccept(self) -> None:
         """Forget the messages accepted but not applied (never acknowledged): the client
@@ -246,7 +252,7 @@ class SessionState:
                 frames = outbox.after(att.cursor, self.limits.batch_frames)
                 if frames:
                     att.cursor = frames[-1][0]
-            applied = self.inbox.done
+            applied = self.done
             if applied > att.ack_sent or (
                 # A poll answer can be lost on the way: a long poll released empty, and a
                 # short poll once per poll_timeout, repeat the ack so the client learns it.
@@ -267,7 +273,7 @@ class SessionState:
             return True
         if att is not self.active:
             return False
-        return self.outbox.pending(att.cursor) > 0 or self.inbox.done > att.ack_sent
+        return self.outbox.pending(att.cursor) > 0 or self.done > att.ack_sent
 
     # -- inbound ------------------------------------------------------------------------
 
@@ -293,6 +299,7 @@ class SessionState:
     def finish(self, number: int) -> None:
         """Client message ``number`` has been applied: it may now be acknowledged."""
         self.inbox.finish(number)
+        self.done = number
         active = self.active
         if active is not None:
             # The client learns about the new cumulative ack on its next write.
@@ -326,6 +333,7 @@ class SessionState:
         ]
         state.outbox.restore(int(snapshot["acked"]), items)
         state.inbox.restore(int(snapshot["done"]))
+        state.done = state.inbox.done
         return state
 
     # -- time ---------------------------------------------------------------------------

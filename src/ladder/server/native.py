@@ -4,9 +4,8 @@ A uvicorn WebSocket protocol class (uvicorn hands it the socket after the HTTP u
 that moves frames straight between the socket and the session, on the same sans-I/O core
 as every other rung, without ASGI's coroutines, tasks and awaits per message:
 
-* a wake-up from the session puts the connection on its loop's :class:`Flusher`: one
-  callback per loop turn writes every woken connection's pending frames, each as one
-  WebSocket message (a fan-out is one callback, not one per recipient); what a client's own
+* a publication's fan-out writes each subscriber's connection as it reaches it (once per
+  loop turn), other wake-ups wait for the loop's :class:`Flusher`, and what a client's own
   message brings it (a reply, an ack) is written as the reading of that message ends;
 * after the handshake (``websockets``' sans-I/O ``ServerProtocol``), client frames are
   read by a :class:`FrameReader`: whole small ones straight from the bytes, the rest by a
@@ -149,7 +148,7 @@ class NativeWebSocket(asyncio.Protocol):
             self.handed.resume_writing()
             return
         self.paused = False
-        self._wake()
+        self()  # (woken: see __call__)
 
     def shutdown(self) -> None:
         """uvicorn is stopping: say so and close."""
@@ -305,7 +304,7 @@ class NativeWebSocket(asyncio.Protocol):
             self.hello_timer = None  # a cancelled handle still holds its callback and context
         try:
             self.codec = codec
-            self.link, rest = await open_link(gateway, request, data, codec, wake=self._wake)
+            self.link, rest = await open_link(gateway, request, data, codec, wake=self)
         except LadderError as exc:
             gateway.refused("websocket", exc, client=request.client)
             self._send(self.codec.encode({"t": "err", **exc.body()}))
@@ -323,7 +322,9 @@ class NativeWebSocket(asyncio.Protocol):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _wake(self) -> None:
+    def __call__(self) -> None:
+        """Wake the writer: the connection is its attachment's ``wake`` (not a bound method,
+        which would be one more object for a publication to reach per subscriber)."""
         if self.scheduled:
             return
         if self.reading:  # by its client's message: written as the reading ends (data_received)
