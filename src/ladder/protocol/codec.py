@@ -329,10 +329,8 @@ class MsgpackCodec(Codec):
 
     def stamp(self, tail: bytes, fields: int, seq: int) -> bytes:
         # (per delivery: one join of the map's header, the number and the tail, not three
-        # concatenations that each copy the tail)
-        if fields < len(_STAMP_HEADS):
-            return b"".join((_STAMP_HEADS[fields], msgpack_uint(seq), tail))
-        return b"".join((bytes((0x80 | (fields + 1),)), b"\xa1s", msgpack_uint(seq), tail))
+        # concatenations that each copy the tail; :meth:`tail` refuses more than 14 fields)
+        return b"".join((_STAMP_HEADS[fields], msgpack_uint(seq), tail))
 
     def join(self, frames: Iterable[bytes]) -> bytes:
         return b"".join(frames)
