@@ -17,12 +17,20 @@ fake transport's ``write`` costs nothing, so this is the Python side alone (the 
 ``write`` system call of each subscriber comes on top).
 ``--pause`` (S10's 50 ms by default) leaves the loop idle between publications, as a paced
 publisher does; ``--pause 0`` shows what the same work costs with warm caches.
+
+``--sockets`` gives every connection a real loopback TCP socket and the event loop's own
+transport instead (the other ends are read only for the welcome, the subscription's answer
+and the last subscriber's frame; their buffers hold the rest): it prints the CPU time of
+each whole fan-out per delivery, the system calls and the transport's layers included,
+which is what the server pays in S10 (where the generator reads on another core).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
+import socket
 import sys
 import time
 from pathlib import Path
@@ -59,6 +67,66 @@ async def connect(binary: bool) -> tuple[Any, Transport]:
     conn.data_received(client_frame(message([{"t": "hello", "v": 1}], binary), binary))
     await welcome
     return conn, transport
+
+
+async def connect_socket(binary: bool, listener: socket.socket) -> tuple[Any, socket.socket]:
+    """A connection on a real loopback socket: (the protocol, the client's end)."""
+    from ladder.server.native import NativeWebSocket  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    client = socket.create_connection(listener.getsockname())
+    client.setblocking(False)
+    accepted, _ = listener.accept()
+    conn = NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=loop)
+    await loop.connect_accepted_socket(lambda: conn, accepted)
+    conn.data_received(UPGRADE)
+    await loop.sock_recv(client, 65536)  # the 101
+    conn.data_received(client_frame(message([{"t": "hello", "v": 1}], binary), binary))
+    await loop.sock_recv(client, 65536)  # the welcome
+    return conn, client
+
+
+async def run_sockets(subs: int, pubs: int, binary: bool, ack_every: int, pause: float) -> list[float]:
+    """CPU ns per delivery of each fan-out, on real sockets (see ``--sockets``)."""
+    sys.path.insert(0, str(HERE))
+    from ladder_app import hub  # noqa: PLC0415 - after the path is set
+
+    from ladder.server.native import NativeWebSocket  # noqa: PLC0415
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 2 * subs + 100)), hard))
+    await hub.start()
+    NativeWebSocket.hub = hub
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0), backlog=subs + 10)
+    subscribers = []
+    for _ in range(subs):
+        conn, client = await connect_socket(binary, listener)
+        conn.data_received(client_frame(message([{"t": "sub", "ch": "bench", "i": 1}], binary), binary))
+        await loop.sock_recv(client, 65536)
+        subscribers.append((conn, client))
+    publisher, _ = await connect_socket(binary, listener)
+    last = subscribers[-1][1]
+    results = []
+    for n in range(pubs):
+        for conn, _client in subscribers:
+            if n and n % ack_every == 0:
+                conn.data_received(client_frame(message([{"t": "ack", "s": n + 1}], binary), binary))
+        frame = client_frame(
+            message([{"t": "emit", "ev": "pub", "d": {"ch": "bench", "d": {"n": n, "pad": "x" * 70}}, "i": n + 1}],
+                    binary),
+            binary,
+        )
+        await asyncio.sleep(pause)
+        start = time.process_time_ns()
+        publisher.data_received(frame)
+        await loop.sock_recv(last, 65536)  # the last subscriber's frame: the fan-out is done
+        results.append((time.process_time_ns() - start) / subs)
+    await hub.stop()
+    for _conn, client in subscribers:
+        client.close()
+    listener.close()
+    return results
 
 
 async def run(
@@ -111,6 +179,7 @@ def main() -> None:
     parser.add_argument(
         "--pause", type=float, default=0.05, help="seconds between publications (S10: 0.05; 0: back to back)"
     )
+    parser.add_argument("--sockets", action="store_true", help="real loopback sockets (see above)")
     args = parser.parse_args()
     try:
         import uvloop  # noqa: PLC0415
@@ -118,6 +187,13 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
+    if args.sockets:
+        per = asyncio.run(run_sockets(args.subs, args.pubs, args.encoding == "msgpack", args.ack_every, args.pause))
+        print(
+            f"{args.encoding}, {args.subs:,} subscribers on sockets, {len(per) - args.pubs // 4} publications: "
+            f"{median(per[args.pubs // 4 :]) / 1e3:.2f} CPU-µs per delivery (median)"
+        )
+        return
     results = asyncio.run(run(args.subs, args.pubs, args.encoding == "msgpack", args.ack_every, args.pause))[
         args.pubs // 4 :
     ]

@@ -43,8 +43,13 @@ def log_of(server: LadderServer) -> str:
 # -- raw HTTP and WebSocket ------------------------------------------------------------------
 
 
-def connect(server: LadderServer) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+def connect(server: LadderServer, *, rcvbuf: int = 0) -> socket.socket:
+    """``rcvbuf``: a receive buffer this small (set before connecting, so the window stays small)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", server.port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -77,8 +82,9 @@ def upgrade(
     version: str = "13",
     origin: str | None = None,
     key: bool = True,
+    rcvbuf: int = 0,
 ) -> tuple[socket.socket, int, dict[str, str], bytes]:
-    sock = connect(server)
+    sock = connect(server, rcvbuf=rcvbuf)
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: 127.0.0.1:{server.port}",
@@ -141,8 +147,8 @@ def read_until_close(sock: socket.socket) -> tuple[int, list[bytes]]:
         seen.append(payload)
 
 
-def open_ws(server: LadderServer, *, binary: bool = False) -> socket.socket:
-    sock, status, _, _ = upgrade(server)
+def open_ws(server: LadderServer, *, binary: bool = False, rcvbuf: int = 0) -> socket.socket:
+    sock, status, _, _ = upgrade(server, rcvbuf=rcvbuf)
     assert status == 101
     if binary:
         sock.sendall(frame(0x2, msgpack.packb({"t": "hello", "v": 1})))
@@ -324,3 +330,39 @@ def test_the_frame_clock_follows_frame_boundaries_however_the_bytes_are_split() 
     partial = FrameClock()
     partial.feed(frame_header(0x2, 1000))  # a header alone: the payload is awaited
     assert partial.in_frame
+
+
+def test_a_subscriber_that_stops_reading_gets_every_publication_whole_and_in_order(
+    edge_server: LadderServer,
+) -> None:
+    """6 MB published while a subscriber reads nothing: far more than its socket takes, so the
+    server's writes to it stop part-way (the native driver writes to the descriptor itself,
+    the transport takes the rest) and resume when it reads again, without a byte out of place."""
+    count, pad = 3000, 2000
+    reader = open_ws(edge_server, rcvbuf=4096)
+    reader.sendall(frame(0x1, b'{"t":"sub","i":1,"ch":"big"}'))
+    _, payload = read_frame(reader)
+    subscribed = [orjson.loads(line) for line in payload.split(b"\n")]
+    assert subscribed[-1]["t"] == "reply", subscribed
+    publisher = open_ws(edge_server)
+    call = {"t": "call", "i": 1, "ev": "publish", "d": {"channel": "big", "count": count, "pad": pad}}
+    publisher.sendall(frame(0x1, orjson.dumps(call)))
+    _, payload = read_frame(publisher)  # the answer comes once every publication is in the outboxes
+    assert orjson.loads(payload.split(b"\n")[-1])["d"] == {"published": count}, payload
+    seen: list[int] = []
+    last_s = subscribed[-1]["s"]
+    while len(seen) < count:
+        opcode, payload = read_frame(reader)
+        assert opcode == 0x1
+        for line in payload.split(b"\n"):
+            message = orjson.loads(line)
+            assert message["s"] == last_s + 1, (message["s"], last_s)
+            last_s = message["s"]
+            assert message["t"] == "pub" and message["d"]["pad"] == "x" * pad
+            seen.append(message["d"]["n"])
+    assert seen == list(range(count))
+    reader.sendall(frame(0x1, orjson.dumps({"t": "ack", "s": last_s}) + b"\n" + b'{"t":"ping","n":5}'))
+    _, payload = read_frame(reader)
+    assert orjson.loads(payload) == {"t": "pong", "n": 5}  # the session went on
+    reader.close()
+    publisher.close()

@@ -177,7 +177,7 @@ class ChannelTable:
         if flusher is not None:
             flusher.fanning = True
         try:
-            for session, sub in local.items():
+            for sub in local.values():
                 pending = sub.pending
                 if pending is not None:
                     pending.append(pub)
@@ -185,7 +185,7 @@ class ChannelTable:
                 try:
                     sub.state.push(frame)
                 except OutboxOverflow:
-                    overflowed.append(session)
+                    overflowed.append(sub.session)
         finally:
             if flusher is not None:
                 flusher.fanning = False

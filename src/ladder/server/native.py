@@ -30,6 +30,7 @@ from websockets.http11 import Request as WsRequest
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
 from ..protocol.frames import ClientFrame
+from .direct import direct_fd, write
 from .flusher import flush_guarded, flusher_of
 from .gateway import Gateway
 from .http import Request, origin_allowed
@@ -70,6 +71,7 @@ class NativeWebSocket(asyncio.Protocol):
         self.paused = False
         self.closing = False
         self.written_turn = -1  # (the flusher's turn in which a fan-out last wrote it at once)
+        self.fd = -1  # (written to directly once open, see direct.py)
         loop = _loop or asyncio.get_event_loop()
         self.flusher = flusher_of(loop)
         self.link: Link | None = None
@@ -191,21 +193,16 @@ class NativeWebSocket(asyncio.Protocol):
         # the turn ends); what the socket does not take pauses the writer, and the session's
         # outbox, bounded, holds the rest.
         self.transport.set_write_buffer_limits(high=0)
+        self.fd = direct_fd(self.transport)
         self.hello_timer = self.loop.call_later(hub.limits.hello_timeout, self._no_hello)
         if len(events) > 1:  # frames that came with the upgrade: read before anything after them
             self._messages(reader, reader.early(events[1:]))
 
     def _hand_over(self, data: bytes) -> None:
-        """Not Ladder's endpoint: let uvicorn's standard implementation serve it."""
-        from .serving import AsgiWebSocket  # noqa: PLC0415 - uvicorn only when serving
+        """Not Ladder's endpoint: uvicorn's standard implementation serves it."""
+        from .serving import hand_over  # noqa: PLC0415 - uvicorn only when serving
 
-        assert self.transport is not None
-        self.server_state.connections.discard(self)
-        other = self.handed = AsgiWebSocket(self.config, self.server_state, self.app_state, _loop=self.loop)
-        other.connection_made(self.transport)
-        other.data_received(data)
-        # uvicorn sets this protocol on the transport after this call returns, so it stays:
-        # everything the transport reports is passed on.
+        self.handed = hand_over(self, data)
 
     def _no_hello(self) -> None:
         if self.link is None:
@@ -349,11 +346,14 @@ class NativeWebSocket(asyncio.Protocol):
             return
         codec = self.codec
         opcode = 0x2 if codec.binary else 0x1
+        fd = self.fd
         while not self.paused:
             control, frames = link.take()
             if control or frames:
-                transport.write(ws_frame(opcode, encode_batch(codec, control, frames)))
-            if not link.more(frames) or transport.is_closing():  # (a write that failed closed it)
+                data = ws_frame(opcode, encode_batch(codec, control, frames))
+                if write(fd, transport, data) and transport.is_closing():  # (a failed write closed it)
+                    break
+            if not link.more(frames):
                 break
         att = link.att
         if att.closed and not self.paused:

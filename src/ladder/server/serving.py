@@ -141,6 +141,17 @@ class AsgiWebSocket(WebSocketsSansIOProtocol):
         self.loop.call_later(1.0, self.transport.close)
 
 
+def hand_over(native: Any, data: bytes) -> asyncio.Protocol:
+    """A socket the native driver accepted that is not Ladder's endpoint: served from its
+    first bytes by :class:`AsgiWebSocket`. uvicorn sets the native protocol on the transport
+    after the accepting call returns, so that one stays and passes everything on to this one."""
+    native.server_state.connections.discard(native)
+    other = AsgiWebSocket(native.config, native.server_state, native.app_state, _loop=native.loop)
+    other.connection_made(native.transport)
+    other.data_received(data)
+    return other
+
+
 class GracefulServer(uvicorn.Server):
     """uvicorn's server that tells the hub first when a graceful shutdown begins."""
 
