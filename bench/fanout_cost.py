@@ -56,10 +56,45 @@ class Transport(call_cost.Transport):
         super().write(data)
 
 
-async def connect(binary: bool) -> tuple[Any, Transport]:
+async def start_hub() -> Any:
+    """``ladder_app``'s hub, started and served by the native driver."""
+    sys.path.insert(0, str(HERE))
+    from ladder_app import hub  # noqa: PLC0415 - after the path is set
+
     from ladder.server.native import NativeWebSocket  # noqa: PLC0415
 
-    conn = NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=asyncio.get_running_loop())
+    await hub.start()
+    NativeWebSocket.hub = hub
+    return hub
+
+
+def native() -> Any:
+    from ladder.server.native import NativeWebSocket  # noqa: PLC0415
+
+    return NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=asyncio.get_running_loop())
+
+
+def subscribe(binary: bool) -> bytes:
+    return client_frame(message([{"t": "sub", "ch": "bench", "i": 1}], binary), binary)
+
+
+def publication(n: int, binary: bool) -> bytes:
+    """The publisher's ``n``-th message (its id is ``n + 1``)."""
+    frames = [{"t": "emit", "ev": "pub", "d": {"ch": "bench", "d": {"n": n, "pad": "x" * 70}}, "i": n + 1}]
+    return client_frame(message(frames, binary), binary)
+
+
+def acknowledge(conns: list[Any], n: int, ack_every: int, binary: bool) -> None:
+    """Before publication ``n``, every ``ack_every`` publications (a client's timer: about 20
+    at S10's pace), each subscriber acknowledges what it got (its subscription's answer is 1)."""
+    if n and n % ack_every == 0:
+        ack = client_frame(message([{"t": "ack", "s": n + 1}], binary), binary)
+        for conn in conns:
+            conn.data_received(ack)
+
+
+async def connect(binary: bool) -> tuple[Any, Transport]:
+    conn = native()
     transport = Transport()
     conn.connection_made(transport)  # type: ignore[arg-type]
     conn.data_received(UPGRADE)
@@ -71,13 +106,11 @@ async def connect(binary: bool) -> tuple[Any, Transport]:
 
 async def connect_socket(binary: bool, listener: socket.socket) -> tuple[Any, socket.socket]:
     """A connection on a real loopback socket: (the protocol, the client's end)."""
-    from ladder.server.native import NativeWebSocket  # noqa: PLC0415
-
     loop = asyncio.get_running_loop()
     client = socket.create_connection(listener.getsockname())
     client.setblocking(False)
     accepted, _ = listener.accept()
-    conn = NativeWebSocket(None, SimpleNamespace(connections=set()), {}, _loop=loop)
+    conn = native()
     await loop.connect_accepted_socket(lambda: conn, accepted)
     conn.data_received(UPGRADE)
     await loop.sock_recv(client, 65536)  # the 101
@@ -88,35 +121,23 @@ async def connect_socket(binary: bool, listener: socket.socket) -> tuple[Any, so
 
 async def run_sockets(subs: int, pubs: int, binary: bool, ack_every: int, pause: float) -> list[float]:
     """CPU ns per delivery of each fan-out, on real sockets (see ``--sockets``)."""
-    sys.path.insert(0, str(HERE))
-    from ladder_app import hub  # noqa: PLC0415 - after the path is set
-
-    from ladder.server.native import NativeWebSocket  # noqa: PLC0415
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 2 * subs + 100)), hard))
-    await hub.start()
-    NativeWebSocket.hub = hub
+    hub = await start_hub()
     loop = asyncio.get_running_loop()
     listener = socket.create_server(("127.0.0.1", 0), backlog=subs + 10)
     subscribers = []
     for _ in range(subs):
         conn, client = await connect_socket(binary, listener)
-        conn.data_received(client_frame(message([{"t": "sub", "ch": "bench", "i": 1}], binary), binary))
+        conn.data_received(subscribe(binary))
         await loop.sock_recv(client, 65536)
         subscribers.append((conn, client))
     publisher, _ = await connect_socket(binary, listener)
     last = subscribers[-1][1]
     results = []
     for n in range(pubs):
-        for conn, _client in subscribers:
-            if n and n % ack_every == 0:
-                conn.data_received(client_frame(message([{"t": "ack", "s": n + 1}], binary), binary))
-        frame = client_frame(
-            message([{"t": "emit", "ev": "pub", "d": {"ch": "bench", "d": {"n": n, "pad": "x" * 70}}, "i": n + 1}],
-                    binary),
-            binary,
-        )
+        acknowledge([conn for conn, _ in subscribers], n, ack_every, binary)
+        frame = publication(n, binary)
         await asyncio.sleep(pause)
         start = time.process_time_ns()
         publisher.data_received(frame)
@@ -132,34 +153,21 @@ async def run_sockets(subs: int, pubs: int, binary: bool, ack_every: int, pause:
 async def run(
     subs: int, pubs: int, binary: bool, ack_every: int, pause: float
 ) -> list[tuple[float, float, float]]:
-    sys.path.insert(0, str(HERE))
-    from ladder_app import hub  # noqa: PLC0415 - after the path is set
-
-    from ladder.server.native import NativeWebSocket  # noqa: PLC0415
-
-    await hub.start()
-    NativeWebSocket.hub = hub
+    hub = await start_hub()
     subscribers = []
     for _ in range(subs):
         conn, transport = await connect(binary)
         subscribed = transport.written()
-        conn.data_received(client_frame(message([{"t": "sub", "ch": "bench", "i": 1}], binary), binary))
+        conn.data_received(subscribe(binary))
         await subscribed
         subscribers.append((conn, transport))
     publisher, _ = await connect(binary)
     results = []
     last = subscribers[-1][1]
     for n in range(pubs):
-        # Subscribers acknowledge every ``ack_every`` publications (a client's timer: about
-        # 20 at S10's pace).
-        frames: list[dict[str, Any]] = [
-            {"t": "emit", "ev": "pub", "d": {"ch": "bench", "d": {"n": n, "pad": "x" * 70}}, "i": n + 1}
-        ]
-        for conn, _transport in subscribers:
-            if n and n % ack_every == 0:
-                conn.data_received(client_frame(message([{"t": "ack", "s": n + 1}], binary), binary))
+        acknowledge([conn for conn, _ in subscribers], n, ack_every, binary)
         done = last.written()
-        frame = client_frame(message(frames, binary), binary)
+        frame = publication(n, binary)
         await asyncio.sleep(pause)  # (and the acks' loop turns run before the clock starts)
         start = time.perf_counter_ns()
         publisher.data_received(frame)
