@@ -357,7 +357,7 @@ class NativeWebSocket(asyncio.Protocol):
                 break
         att = link.att
         if att.closed and not self.paused:
-            self._close(att.close_error or link.session.state.close_error)
+            self._close(att.close_error or link.state.close_error)
 
     def _send(self, payload: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

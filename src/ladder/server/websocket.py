@@ -99,11 +99,11 @@ def decode_message(
         gateway.refused("websocket", exc, session=link.session)
         if exc.fatal:
             return [], exc
-        link.session.state.send_control({"t": "err", **exc.body()}, link.att)
+        link.state.send_control({"t": "err", **exc.body()}, link.att)
         return [], None
     for error in errors:
         gateway.refused("websocket", error, session=link.session)
-        link.session.state.send_control({"t": "err", **error.body()}, link.att)
+        link.state.send_control({"t": "err", **error.body()}, link.att)
     return frames, None
 
 
@@ -189,7 +189,7 @@ async def _write(link: Link, send: Send, codec: Codec) -> None:
             if link.att.closed:
                 error = link.att.close_error
                 if error is None:
-                    error = link.session.state.close_error
+                    error = link.state.close_error
                 if error is not None:
                     await send(
                         {"type": "websocket.close", "code": error.ws_close, "reason": error.reason[:120]}
