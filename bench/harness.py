@@ -228,9 +228,9 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
     if "S9" in only:
         print("S9 ladder serve --workers", flush=True)
         for rep in range(cfg.reps):
-            for workers, engine, publishers in _rotate(workers_bench.CONFIGS, rep):
-                rec = await guarded(f"S9 workers={workers} {engine} publishers={publishers} rep {rep}",
-                                    workers_bench.s9(cfg, workers, engine, publishers), 300)
+            for workers, engine, publishers, who in _rotate(workers_bench.CONFIGS, rep):
+                rec = await guarded(f"S9 workers={workers} {engine} publishers={publishers} by {who} rep {rep}",
+                                    workers_bench.s9(cfg, workers, engine, publishers, who), 300)
                 if rec is not None:
                     rec["rep"] = rep
                     print("      " + workers_bench.summary(rec), flush=True)

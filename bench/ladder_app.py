@@ -9,6 +9,9 @@ Node Socket.IO server (``peers/node/server.js``), so every server does the same 
 * ``rpc``  (call) data: returns data unchanged (S4). Socket.IO: an event with an ack.
 * ``hi``   (call): returns ``"hi"`` (S6, the first message after connecting).
 
+Channels named ``open:*`` also take clients' own publications (``pub`` frames, no handler:
+``client_publish``), which S9 compares with publications made by the ``pub`` handler.
+
 The two handlers that only compute (``rpc``, ``hi``) are plain functions on every server,
 as Socket.IO's are callbacks: each server's cheapest form of such a handler (Ladder applies
 a plain handler's call as it reads it, with no task; python-socketio still starts a task
@@ -38,7 +41,7 @@ import os
 import signal
 from typing import Any
 
-from ladder import Context, Ladder, Limits
+from ladder import ChannelOptions, Context, Ladder, Limits
 
 _UNLIMITED = {
     "message_rate": 0,
@@ -56,6 +59,7 @@ def _limits(overrides: dict[str, Any]) -> Limits:
 
 _config: dict[str, Any] = json.loads(os.environ.get("BENCH_LADDER", "{}"))
 _config["limits"] = _limits(_config.get("limits", {}))
+_config["channels"] = {"open:*": ChannelOptions(client_publish=True)}
 if os.environ.get("BENCH_REDIS_URL"):
     _config["engine"] = os.environ["BENCH_REDIS_URL"]
 hub = Ladder(**_config)

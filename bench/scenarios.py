@@ -250,6 +250,7 @@ async def _saturate(
     warmup: float,
     window_s: float,
     inflight: int,
+    direct: bool = False,
 ) -> dict[str, Any]:
     """Publish in a closed loop with ``inflight`` publications outstanding, then measure a
     window. A publication counts as done when, on aggregate, the deliveries received
@@ -257,7 +258,9 @@ async def _saturate(
     ``inflight`` 1 publishes strictly one at a time (each fan-out completes before the
     next starts: no batching possible anywhere); 16 keeps every writer busy (saturation).
     Several publishers take turns: a session's messages are applied one at a time, so with
-    one publisher an engine that awaits a round trip per publication sees them one by one."""
+    one publisher an engine that awaits a round trip per publication sees them one by one.
+    ``direct``: the publisher's own ``pub`` frames (Ladder only) rather than the ``pub``
+    handler's ``hub.publish``."""
     publishers = pub if isinstance(pub, list) else [pub]
     base = stats.delivered
     published = 0
@@ -271,7 +274,11 @@ async def _saturate(
                 alive = max(1, subs - stats.closed)
                 done = (stats.delivered - base) // alive
                 while published - done < inflight:
-                    publishers[published % len(publishers)].emit("pub", {"ch": channel, "d": payload(size, published)})
+                    sender, data = publishers[published % len(publishers)], payload(size, published)
+                    if direct:
+                        sender.publish(channel, data)  # type: ignore[attr-defined]
+                    else:
+                        sender.emit("pub", {"ch": channel, "d": data})
                     published += 1
                 stats.arm(base + (published - inflight + 1) * alive)
                 with contextlib.suppress(TimeoutError):

@@ -31,9 +31,16 @@ from lg.clients import BaseClient, Stats, make_client, now
 from lg.measure import close_all, open_clients, settle
 from scenarios import _saturate
 
-CONFIGS = ((1, "memory", 1), (1, "redis", 1), (2, "redis", 1), (1, "memory", 16), (1, "redis", 16), (2, "redis", 16))
-"""(workers, engine, publisher connections): one publisher, as S2 has, then sixteen taking
-turns (what many users publishing look like: their publications reach Redis together)."""
+CONFIGS = (
+    (1, "memory", 1, "handler"), (1, "redis", 1, "handler"), (2, "redis", 1, "handler"),
+    (1, "memory", 16, "handler"), (1, "redis", 16, "handler"), (2, "redis", 16, "handler"),
+    (1, "memory", 1, "client"), (1, "redis", 1, "client"),
+)
+"""(workers, engine, publisher connections, who publishes): one publisher, as S2 has, then
+sixteen taking turns (what many users publishing look like: their publications reach Redis
+together); "handler": each publication an ``emit`` whose handler calls ``hub.publish``, as
+server code publishes; "client": the publisher's own ``pub`` frames on an ``open:*``
+channel (``client_publish``), which the hub applies together when several wait."""
 
 
 class Tree:
@@ -92,7 +99,7 @@ def start(workers: int, engine: str, logdir: Path) -> Tree:
     return Tree(f"ladder-workers{workers}-{engine}", port, proc, redis)
 
 
-async def s9(cfg: Any, workers: int, engine: str, publishers: int = 1) -> dict[str, Any]:
+async def s9(cfg: Any, workers: int, engine: str, publishers: int = 1, who: str = "handler") -> dict[str, Any]:
     tree = start(workers, engine, cfg.logdir)
     stats = Stats()
     owned: list[BaseClient] = []
@@ -106,19 +113,20 @@ async def s9(cfg: Any, workers: int, engine: str, publishers: int = 1) -> dict[s
             return make_client("ladder", "websocket", tree.port, stats, sample=i % 50 == 0)
 
         # At most 50 subscriptions at once (the Redis engine's command limit, as in S7).
-        clients, failed = await open_clients(make, cfg.s9_subs, channel=lambda i: "bench", owned=owned,
+        channel = "open:bench" if who == "client" else "bench"
+        clients, failed = await open_clients(make, cfg.s9_subs, channel=lambda i: channel, owned=owned,
                                              concurrency=50)
         await settle(1.0)
         busy0, cpu0, lg0, t0 = sum(servers.core_busy().values()), tree.cpu(), servers.self_cpu(), now()
-        result = await _saturate(tree, pubs, stats, len(clients), 100, "bench",  # type: ignore[arg-type]
-                                 cfg.s9_warmup, cfg.s9_window, 16)
+        result = await _saturate(tree, pubs, stats, len(clients), 100, channel,  # type: ignore[arg-type]
+                                 cfg.s9_warmup, cfg.s9_window, 16, direct=who == "client")
         seconds = now() - t0
         busy = (sum(servers.core_busy().values()) - busy0) / seconds
         # The servers run on both cores here: what else ran is the machine's busy time minus
         # theirs and the load generator's (S2's per-core split does not apply).
         result["other_on_machine"] = max(0.0, busy - (tree.cpu() - cpu0) / seconds
                                          - (servers.self_cpu() - lg0) / seconds)
-        result.update(workers=workers, engine=engine, publishers=publishers, subs=len(clients),
+        result.update(workers=workers, engine=engine, publishers=publishers, who=who, subs=len(clients),
                       connect_failures=failed,
                       processes=len(tree.pids()) + (1 if tree.redis is not None else 0))
         return result
@@ -128,7 +136,8 @@ async def s9(cfg: Any, workers: int, engine: str, publishers: int = 1) -> dict[s
 
 
 def summary(rec: dict[str, Any]) -> str:
-    return (f"workers={rec['workers']} {rec['engine']} publishers={rec.get('publishers', 1)}: "
+    return (f"workers={rec['workers']} {rec['engine']} publishers={rec.get('publishers', 1)} "
+            f"by {rec.get('who', 'handler')}: "
             f"{rec['per_s']:.0f} deliveries/s, "
             f"{rec['cpu_us_per_delivery'] or 0:.1f} CPU-µs each, server CPU {rec['server_util']:.2f} cores, "
             f"load generator {rec['lg_util']:.2f}, other processes {rec['other_on_machine']:.2f} cores")

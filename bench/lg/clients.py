@@ -343,6 +343,10 @@ class _LadderSession(BaseClient):
     def emit(self, event: str, data: Any) -> None:
         self._submit({"t": "emit", "ev": event, "d": data})
 
+    def publish(self, channel: str, data: Any) -> None:
+        """The client's own publication (a ``pub`` frame: no handler; ``client_publish``)."""
+        self._submit({"t": "pub", "ch": channel, "d": data})
+
     def call(self, event: str, data: Any, callback: Callback) -> None:
         self._submit({"t": "call", "ev": event, "d": data}, callback)
 

@@ -273,20 +273,30 @@ async def test_node_liveness_and_a_broadcast_with_no_other_node(make: Make) -> N
 
 async def test_applied_records_are_read_only_with_the_resume_token(make: Make) -> None:
     engine, _ = await make()
-    await engine.record_applied("s1", "tok", done=1, reply=(1, b"one"), forget=(), origins=None, ttl=30)
+    await engine.record_applied("s1", "tok", done=1, replies={1: b"one"}, forget=(), origins=None, ttl=30)
     record = await engine.applied_record("s1", "tok")
     assert record is not None
     assert (record.done, record.replies, record.origins, record.since) == (1, {1: b"one"}, [], 1)
     assert await engine.applied_record("s1", "wrong") is None
     assert await engine.applied_record("nobody", "tok") is None
     await engine.record_applied(
-        "s1", "tok", done=2, reply=(2, b"two"), forget=(1,), origins=["k1", "k2"], ttl=30
+        "s1", "tok", done=2, replies={2: b"two"}, forget=(1,), origins=["k1", "k2"], ttl=30
     )
-    await engine.record_applied("s1", "tok", done=3, reply=None, forget=(), origins=None, ttl=30)
+    await engine.record_applied("s1", "tok", done=3, replies={}, forget=(), origins=None, ttl=30)
     record = await engine.applied_record("s1", "tok")
     assert record is not None
     assert (record.done, record.replies, record.origins) == (3, {2: b"two"}, ["k1", "k2"])
     assert record.since == 1  # where it began
+
+
+async def test_one_record_write_keeps_the_answers_of_messages_applied_together(make: Make) -> None:
+    engine, _ = await make()
+    await engine.record_applied("s4", "tok", done=1, replies={1: b"one"}, forget=(), origins=None, ttl=30)
+    together = {2: b"two", 3: b"three", 5: b"five"}  # (4: an emit, no answer)
+    await engine.record_applied("s4", "tok", done=5, replies=together, forget=(1,), origins=None, ttl=30)
+    record = await engine.applied_record("s4", "tok")
+    assert record is not None
+    assert (record.done, record.replies, record.since) == (5, together, 1)
 
 
 async def test_an_engine_that_records_at_once_never_waits_to_record(make: Make) -> None:
@@ -296,12 +306,12 @@ async def test_an_engine_that_records_at_once_never_waits_to_record(make: Make) 
     at_once = getattr(engine, "records_at_once", False)
     assert at_once is (make.kind == "memory")
     if at_once:
-        recording = engine.record_applied("s3", "tok", done=1, reply=None, forget=(), origins=None, ttl=30)
+        recording = engine.record_applied("s3", "tok", done=1, replies={}, forget=(), origins=None, ttl=30)
         with pytest.raises(StopIteration):
             recording.send(None)
         assert await engine.applied_record("s3", "tok") is not None
         # ... and its plain-call form (what the hub's drain calls) records the same
-        engine.record_applied_now("s3", "tok", done=2, reply=(2, b"two"), forget=(), origins=None, ttl=30)
+        engine.record_applied_now("s3", "tok", done=2, replies={2: b"two"}, forget=(), origins=None, ttl=30)
         record = await engine.applied_record("s3", "tok")
         assert record is not None and (record.done, record.replies, record.since) == (2, {2: b"two"}, 1)
     else:
@@ -312,12 +322,12 @@ async def test_applied_records_expire_and_say_where_they_began_again(make: Make)
     """A record lost (here: expired; or Redis restarted without persistence) and written
     again begins at that write: answers to the messages before it are not known."""
     engine, _ = await make()
-    await engine.record_applied("s2", "tok", done=1, reply=(1, b"one"), forget=(), origins=None, ttl=0.3)
+    await engine.record_applied("s2", "tok", done=1, replies={1: b"one"}, forget=(), origins=None, ttl=0.3)
     assert await engine.applied_record("s2", "tok") is not None
     await asyncio.sleep(0.5)  # the record's 0.3 s lifetime must pass
     assert await engine.applied_record("s2", "tok") is None
-    await engine.record_applied("s2", "tok", done=5, reply=None, forget=(), origins=None, ttl=30)
-    await engine.record_applied("s2", "tok", done=6, reply=(6, b"six"), forget=(), origins=None, ttl=30)
+    await engine.record_applied("s2", "tok", done=5, replies={}, forget=(), origins=None, ttl=30)
+    await engine.record_applied("s2", "tok", done=6, replies={6: b"six"}, forget=(), origins=None, ttl=30)
     record = await engine.applied_record("s2", "tok")
     assert record is not None
     assert (record.done, record.replies, record.since) == (6, {6: b"six"}, 5)

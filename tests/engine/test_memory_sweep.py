@@ -30,7 +30,7 @@ async def busy_engine(clock: Clock) -> MemoryEngine:
         else:
             await engine.position(channel)
         await engine.presence_add(channel, Member(f"c{n}", f"user{n}"), ttl=20.0)
-        await engine.record_applied(f"s{n}", "tok", done=1, reply=None, forget=(), origins=None, ttl=40.0)
+        await engine.record_applied(f"s{n}", "tok", done=1, replies={}, forget=(), origins=None, ttl=40.0)
     return engine
 
 
@@ -47,7 +47,7 @@ async def test_what_falls_due_is_expired_and_what_was_refreshed_waits_again() ->
     kept = Member("c1", "user1")
     clock.now += 15.0
     await engine.presence_add("u:1", kept, ttl=20.0)  # refreshed: now due at +35
-    await engine.record_applied("s1", "tok", done=2, reply=None, forget=(), origins=None, ttl=40.0)
+    await engine.record_applied("s1", "tok", done=2, replies={}, forget=(), origins=None, ttl=40.0)
 
     clock.now += 6.0  # +21: every other member's time ran out
     engine.sweep(clock.now)

@@ -67,6 +67,28 @@ async def test_publications_made_together_go_out_as_one_pipeline_in_call_order(
     assert delivered == [-1, *range(50)], "every node receives them once, in order"
 
 
+async def test_publish_many_sends_one_pipeline_in_order_even_behind_one_on_its_way(
+    engine: tuple[RedisEngine, Sink], batches: list[int]
+) -> None:
+    node, sink = engine
+    await node.listen("burst")
+    assert node.publish_many is not None
+    pubs = await node.publish_many([("burst", Payload.of(v), OPTIONS) for v in range(20)])
+    assert [(p.offset, p.data) for p in pubs if isinstance(p, Publication)] == [(v + 1, v) for v in range(20)]
+    assert batches == [20], "one pipeline, although nothing was on its way"
+    # The lone publication starts first (gather runs them in order) and is on its way when
+    # the batch comes: the batch waits for it and then goes out whole.
+    lone, more = await asyncio.gather(
+        node.publish("burst", Payload.of(20), OPTIONS),
+        node.publish_many([("burst", Payload.of(v), OPTIONS) for v in range(21, 31)]),
+    )
+    assert lone.offset == 21
+    assert [p.offset for p in more if isinstance(p, Publication)] == list(range(22, 32))
+    assert batches == [20, 10]
+    delivered = [(await next_pub(sink)).data for _ in range(31)]
+    assert delivered == list(range(31)), "every node receives them once, in order"
+
+
 async def test_a_lost_script_cache_runs_each_publication_once(
     redis_server: RedisServer,
     engine: tuple[RedisEngine, Sink],
@@ -109,5 +131,28 @@ async def test_a_stalled_pipeline_fails_each_publication_once_and_the_next_go_ou
             assert len(stored) == len(set(stored)), (
                 "a publication whose outcome was unknown is not sent again"
             )
+        finally:
+            await node.stop()
+
+
+async def test_a_stalled_publish_many_returns_each_failure_and_sends_nothing_again(
+    redis_server: RedisServer,
+    batches: list[int],
+) -> None:
+    async with StallRelay(redis_server.port) as relay:
+        node = RedisEngine(f"redis://127.0.0.1:{relay.port}/0", command_timeout=0.3)
+        await node.start(Sink())
+        try:
+            assert node.publish_many is not None
+            relay.flowing.clear()
+            async with asyncio.timeout(5):
+                outcomes = await node.publish_many([("stall", Payload.of(v), OPTIONS) for v in range(5)])
+            assert [getattr(o, "code", o) for o in outcomes] == ["engine_unavailable"] * 5
+            relay.flowing.set()
+            after = await node.publish_many([("stall", Payload.of(v), OPTIONS) for v in range(5, 7)])
+            assert all(isinstance(p, Publication) for p in after)
+            history = await node.history("stall", since=None, limit=100, options=OPTIONS)
+            stored = [p.data for p in history.publications]
+            assert stored[-2:] == [5, 6] and len(stored) == len(set(stored))
         finally:
             await node.stop()

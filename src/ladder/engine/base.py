@@ -16,7 +16,7 @@ where it is published, and every node builds its wire frames from those bytes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -153,7 +153,16 @@ class EngineSink(Protocol):
 
 
 class Channels(Protocol):
-    """Publishing, history and the live stream of each channel."""
+    """Publishing, history and the live stream of each channel.
+
+    An engine whose ``publish`` waits for a server may also offer
+    ``publish_many(items)``, ``items`` a sequence of ``(channel, payload, options)``: the
+    same as ``publish`` for each, one after the other in this order, but sent together (on
+    Redis: one pipeline), returning each one's :class:`Publication` or, for one that failed,
+    its :class:`~ladder.protocol.errors.LadderError` (the others still count). The hub then
+    applies a session's consecutive publications together: they reach every node together
+    and every subscriber gets them in one write, instead of each waiting for the one before.
+    """
 
     async def publish(self, channel: str, payload: Payload, options: ChannelOptions) -> Publication:
         """Append to the channel (assigning its next offset) and deliver to every node."""
@@ -246,14 +255,15 @@ class AppliedRecords(Protocol):
         token: str,
         *,
         done: int,
-        reply: tuple[int, bytes] | None,
+        replies: Mapping[int, bytes],
         forget: Sequence[int],
         origins: Sequence[str] | None,
         ttl: float,
     ) -> None:
-        """Record that ``sid`` applied every message up to ``done`` (with ``reply``, the
-        answer to one of them), that answers ``forget`` reached the client, and (once) the
-        keys of carried messages. Kept ``ttl`` seconds after the last write. The first write
+        """Record that ``sid`` applied every message up to ``done`` (with ``replies``, the
+        answers to some of them by message id: one message's, or those of messages applied
+        together), that answers ``forget`` reached the client, and (once) the keys of
+        carried messages. Kept ``ttl`` seconds after the last write. The first write
         of a record (or the first after it was lost) sets its ``since`` to ``done``."""
 
     async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:

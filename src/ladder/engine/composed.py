@@ -11,10 +11,11 @@ overhead on those paths (about 150 ns; S10 could not tell it from noise).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from ..protocol.codec import Payload
+from ..protocol.errors import LadderError
 from .base import (
     AppliedRecord,
     AppliedRecords,
@@ -56,6 +57,10 @@ class ComposedEngine:
             getattr(applied, "record_session_now", None) if self.records_in_process else None
         )
         """A whole session's record as a plain call, where the part keeps them here."""
+        self.publish_many: Callable[..., Coroutine[Any, Any, list[Publication | LadderError]]] | None = (
+            getattr(channels, "publish_many", None)
+        )
+        """Several publications sent together, where the part can (see ``Channels``)."""
 
     healthy: bool
     """Set by each engine (it knows what it depends on)."""
@@ -127,13 +132,13 @@ class ComposedEngine:
         token: str,
         *,
         done: int,
-        reply: tuple[int, bytes] | None,
+        replies: Mapping[int, bytes],
         forget: Sequence[int],
         origins: Sequence[str] | None,
         ttl: float,
     ) -> Coroutine[Any, Any, None]:
         return self.applied.record_applied(
-            sid, token, done=done, reply=reply, forget=forget, origins=origins, ttl=ttl
+            sid, token, done=done, replies=replies, forget=forget, origins=origins, ttl=ttl
         )
 
     def applied_record(self, sid: str, token: str) -> Coroutine[Any, Any, AppliedRecord | None]:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Any, Final, TypeAlias
 
-from ..engine.base import Engine, HistoryResult, Member, Payload, Position
+from ..engine.base import ChannelOptions, Engine, HistoryResult, Member, Payload, Position, Publication
 from ..protocol.errors import LadderError
 from ..protocol.frames import (
     Call,
@@ -79,6 +79,7 @@ class Dispatch:
 
     __slots__ = (
         "_kinds",
+        "_publish_many",
         "channels",
         "counters",
         "engine",
@@ -112,6 +113,15 @@ class Dispatch:
         self.tasks = tasks
         self._kinds: dict[str, tuple[Handler, bool]] = {}
         """Per event, its handler when last seen and whether it is a plain function."""
+        self._publish_many: Callable[..., Awaitable[list[Publication | LadderError]]] | None = getattr(
+            engine, "publish_many", None
+        )
+        """The engine's ``publish_many``, where it has one (see ``Channels``)."""
+
+    @property
+    def publishes_together(self) -> bool:
+        """Whether :meth:`publish_all` sends publications together (the engine can)."""
+        return self._publish_many is not None
 
     def plain(self, event: str) -> bool:
         """Whether applying ``event`` calls no coroutine function: a plain function's handler
@@ -251,6 +261,37 @@ class Dispatch:
         await check_permission(settings.permissions, session.identity, "publish", frame.ch, options)
         pub = await self.engine.publish(frame.ch, Payload.of(frame.d), options)
         return {"ep": pub.epoch, "off": pub.offset}
+
+    async def publish_all(self, session: Session, frames: list[Publish]) -> list[OutFrame | None]:
+        """Apply a session's consecutive publications together: each checked, in order, then
+        all handed to the engine at once (``publish_many``). Each gets the answer it would
+        have had alone; one that fails does not stop the others."""
+        if self.tasks.now:
+            await asyncio.sleep(0)  # (as in apply: permissions run in a task)
+        settings = self.settings
+        answers: list[OutFrame | None] = [None] * len(frames)
+        items: list[tuple[str, Payload, ChannelOptions]] = []
+        sent: list[int] = []
+        for n, frame in enumerate(frames):
+            try:
+                options = settings.channel_rules.options(frame.ch)
+                await check_permission(settings.permissions, session.identity, "publish", frame.ch, options)
+                items.append((frame.ch, Payload.of(frame.d), options))
+            except Exception as exc:
+                answers[n] = self._failed(session, frame, exc)
+            else:
+                sent.append(n)
+        assert self._publish_many is not None
+        try:
+            outcomes: list[Publication | Exception] = [*await self._publish_many(items)] if items else []
+        except Exception as exc:  # (not one outcome each: the engine failed them all)
+            outcomes = [exc] * len(items)
+        for n, outcome in zip(sent, outcomes, strict=True):
+            if isinstance(outcome, Publication):
+                answers[n] = self._answer(frames[n], {"ep": outcome.epoch, "off": outcome.offset})
+            else:
+                answers[n] = self._failed(session, frames[n], outcome)
+        return answers
 
     def _run_handler(self, session: Session, frame: Emit | Call) -> Any:
         """Call the app's handler: its result, or the awaitable an async handler returned."""

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Final
 
 from ..engine.base import Engine
 from ..protocol.attachment import Attachment
 from ..protocol.errors import LadderError
-from ..protocol.frames import Ack, Bye, Call, ClientFrame, Emit, Hello, Invalid, Numbered, Ping, Pong
+from ..protocol.frames import Ack, Bye, Call, ClientFrame, Emit, Hello, Invalid, Numbered, Ping, Pong, Publish
 from ..protocol.outframes import OutFrame, error_frame
 from ..protocol.reliable import OutboxOverflow
 from ..protocol.session import Phase
+from . import together as publications
 from .applied import Answers, kept_answer
 from .config import Settings
 from .dispatch import Dispatch, Pending
@@ -34,16 +35,8 @@ class Inbound:
     """Receives batches of client frames for sessions and drains what is ready."""
 
     __slots__ = (
-        "counters",
-        "dispatch",
-        "engine",
-        "rate",
-        "recording",
-        "records_at_once",
-        "refused",
-        "sessions",
-        "settings",
-        "tasks",
+        "counters", "dispatch", "engine", "rate", "recording", "records_at_once",
+        "refused", "sessions", "settings", "tasks", "together",
     )
 
     def __init__(
@@ -69,6 +62,8 @@ class Inbound:
         self.records_at_once = self.recording.now is not None
         """A plain handler's message is applied as it is read: the engine says it records at
         once and offers the plain call to do it with (see AppliedRecords)."""
+        self.together = not self.records_at_once and dispatch.publishes_together
+        """A session's consecutive publications are applied together (``together.py``)."""
 
     async def receive(self, session: Session, att: Attachment | None, frames: Iterable[ClientFrame]) -> None:
         """Apply a batch of client frames that arrived on ``att`` (None: an upstream POST).
@@ -228,16 +223,26 @@ class Inbound:
         if session.draining:
             return
         session.draining = True
-        apply = self.dispatch.apply
+        dispatch = self.dispatch
+        together = self.together
         frame: Numbered | None = None
         reply: OutFrame | None = None
+        frames: list[Publish] = []
+        replies: list[OutFrame | None] = []
         returned = False
         try:
             while (frame := self._take(session)) is not None:
                 returned = False
+                if together and type(frame) is Publish and publications.more(session):
+                    frames = publications.take(session, frame)
+                    replies = await dispatch.publish_all(session, frames)
+                    returned = True
+                    await self._done_together(session, frames, replies)
+                    frame, frames = None, []
+                    continue
                 applied, reply = kept_answer(session.inherited, frame)
                 if not applied:  # else the lost session applied it: answer it, once more
-                    reply = await apply(session, frame)
+                    reply = await dispatch.apply(session, frame)
                 returned = True
                 await self._done(session, frame, reply)
                 frame = None
@@ -247,8 +252,12 @@ class Inbound:
                 # went. It is finished (answered, never applied twice) before anything after
                 # it, by a task of the hub's that keeps the queue (``draining`` stays set).
                 if not returned:
-                    reply = error_frame(LadderError("handler_error", "the handler was interrupted"), frame.i)
-                self.tasks.spawn(self._finish_interrupted(session, frame, reply), "ladder-drain")
+                    reply, replies = _interrupted(frame.i), [_interrupted(number.i) for number in frames]
+                if frames:
+                    finishing = self._done_together(session, frames, replies)
+                else:
+                    finishing = self._done(session, frame, reply)
+                self.tasks.spawn(self._finish_interrupted(session, finishing), "ladder-drain")
             else:
                 self._stopped(session)
 
@@ -321,14 +330,15 @@ class Inbound:
         try:
             reply = await self.dispatch.settle(session, frame, pending)
         except asyncio.CancelledError:
-            interrupted = error_frame(LadderError("handler_error", "the handler was interrupted"), frame.i)
-            self.tasks.spawn(self._finish_interrupted(session, frame, interrupted), "ladder-drain")
+            finishing = self._done(session, frame, _interrupted(frame.i))
+            self.tasks.spawn(self._finish_interrupted(session, finishing), "ladder-drain")
             raise
-        await self._finish_interrupted(session, frame, reply)
+        await self._finish_interrupted(session, self._done(session, frame, reply))
 
-    async def _finish_interrupted(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
+    async def _finish_interrupted(self, session: Session, finishing: Awaitable[None]) -> None:
+        """Finish what a drain had applied (``finishing``: its :meth:`_done`), then drain on."""
         try:
-            await self._done(session, frame, reply)
+            await finishing
         finally:
             session.draining = False
         await self.drain(session)
@@ -344,6 +354,17 @@ class Inbound:
         if pending is not None:
             await pending
         self._answered(session, frame, reply, answers)
+
+    async def _done_together(
+        self, session: Session, frames: list[Publish], replies: list[OutFrame | None]
+    ) -> None:
+        """Publications applied together: recorded in one write, then answered in order."""
+        answers, origins = self.recording.answers(session)
+        await self.recording.together(session, frames, replies, answers, origins)
+        for frame, reply in zip(frames, replies, strict=True):
+            if session.state.phase is Phase.CLOSED:
+                break  # (an answer overflowed the outbox: see _answered)
+            self._answered(session, frame, reply, answers)
 
     def _done_now(self, session: Session, frame: Numbered, reply: OutFrame | None) -> None:
         """:meth:`_done` on an engine that records with a plain call (the memory engine)."""
@@ -370,3 +391,6 @@ class Inbound:
         if state.finishable(frame.i):  # else the session was discarded meanwhile
             state.finish(frame.i)
 
+
+def _interrupted(number: int) -> OutFrame:
+    return error_frame(LadderError("handler_error", "the handler was interrupted"), number)

@@ -94,7 +94,7 @@ class NativeWebSocket(asyncio.Protocol):
         self.hello_timer: asyncio.TimerHandle | None = None
         self.frame_timer: asyncio.TimerHandle | None = None
         self.handed: asyncio.Protocol | None = None
-        """uvicorn's protocol serving a socket that is not Ladder's (see :meth:`_hand_over`)."""
+        """uvicorn's protocol serving a socket that is not Ladder's (see ``serving.hand_over``)."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -164,7 +164,9 @@ class NativeWebSocket(asyncio.Protocol):
         hub = self.hub
         target = data.split(b" ", 2)[1] if data.count(b" ") >= 2 else b""
         if hub is None or target.split(b"?", 1)[0].decode("latin-1") != self.path:
-            self._hand_over(data)
+            from .serving import hand_over  # noqa: PLC0415 - uvicorn only when serving
+
+            self.handed = hand_over(self, data)  # not Ladder's endpoint: uvicorn's serves it
             return
         gateway = self.gateway = gateway_of(hub)
         ws = self.ws = HandshakeProtocol(max_size=hub.limits.max_frame_size)
@@ -197,12 +199,6 @@ class NativeWebSocket(asyncio.Protocol):
         self.hello_timer = self.loop.call_later(hub.limits.hello_timeout, self._no_hello)
         if len(events) > 1:  # frames that came with the upgrade: read before anything after them
             self._messages(reader, reader.early(events[1:]))
-
-    def _hand_over(self, data: bytes) -> None:
-        """Not Ladder's endpoint: uvicorn's standard implementation serves it."""
-        from .serving import hand_over  # noqa: PLC0415 - uvicorn only when serving
-
-        self.handed = hand_over(self, data)
 
     def _no_hello(self) -> None:
         if self.link is None:
@@ -292,6 +288,8 @@ class NativeWebSocket(asyncio.Protocol):
             self._close(LadderError("internal"))
         finally:
             self.applier = None
+            if not self.inbox:  # (apply_message took the rest)
+                self.inbox = None
 
     async def _open(self, data: bytes, codec: Codec) -> None:
         gateway, request = self.gateway, self.request
@@ -313,7 +311,7 @@ class NativeWebSocket(asyncio.Protocol):
 
     async def _receive(self, link: Link, data: bytes, codec: Codec) -> None:
         assert self.gateway is not None
-        fatal = await apply_message(self.gateway, link, data, codec)
+        fatal = await apply_message(self.gateway, link, data, codec, self.inbox)  # (and what queued)
         if fatal is not None:
             self._close(fatal)
 

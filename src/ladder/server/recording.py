@@ -14,7 +14,7 @@ call in ``bench/call_cost.py``) and off every live session's memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from ..engine.base import Engine
@@ -72,7 +72,8 @@ class Recording:
     ) -> Coroutine[Any, Any, None] | None:
         """Record ``frame``, applied, with its answer: with the engine's plain call where it
         has one (None: done), else the coroutine to await (the engine may wait: Redis)."""
-        state, fields = session.state, _fields(session, frame, reply, answers, origins)
+        kept = {} if reply is None else {frame.i: encode_answer(reply)}
+        state, fields = session.state, _fields(session, frame.i, kept, answers, origins)
         if self.now is None:
             return _awaited(session, frame, self.engine.record_applied(state.sid, state.token, **fields))
         try:
@@ -80,6 +81,22 @@ class Recording:
         except LadderError as exc:
             _not_recorded(session, frame, exc)
         return None
+
+    async def together(
+        self,
+        session: Session,
+        frames: Sequence[Numbered],
+        replies: Sequence[OutFrame | None],
+        answers: Answers,
+        origins: list[str] | None,
+    ) -> None:
+        """Record messages applied together (a session's consecutive publications, on an
+        engine whose records wait: see ``Inbound.drain``) in one write, answers and all."""
+        state = session.state
+        pairs = zip(frames, replies, strict=True)
+        kept = {frame.i: encode_answer(reply) for frame, reply in pairs if reply is not None}
+        fields = _fields(session, frames[-1].i, kept, answers, origins)
+        await _awaited(session, frames[-1], self.engine.record_applied(state.sid, state.token, **fields))
 
     def at_end(self, session: Session) -> None:
         """Write what ``session`` applied, as it ends here, where records live in this
@@ -103,13 +120,13 @@ class Recording:
 
 
 def _fields(
-    session: Session, frame: Numbered, reply: OutFrame | None, answers: Answers, origins: list[str] | None
+    session: Session, done: int, replies: dict[int, bytes], answers: Answers, origins: list[str] | None
 ) -> dict[str, Any]:
-    """``record_applied``'s keyword arguments for ``frame``, just applied."""
+    """``record_applied``'s keyword arguments: applied up to ``done``, with ``replies``."""
     state = session.state
     return {
-        "done": frame.i,
-        "reply": None if reply is None else (frame.i, encode_answer(reply)),
+        "done": done,
+        "replies": replies,
         "forget": answers.delivered(state.outbox.acked),
         "origins": origins,
         "ttl": state.limits.ttl * 2,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from ..protocol.codec import JSON, MSGPACK, Codec
@@ -107,15 +108,44 @@ def decode_message(
     return frames, None
 
 
-async def apply_message(gateway: Gateway, link: Link, data: bytes | str, codec: Codec) -> LadderError | None:
+async def apply_message(
+    gateway: Gateway,
+    link: Link,
+    data: bytes | str,
+    codec: Codec,
+    queued: deque[tuple[bytes, Codec] | list[ClientFrame]] | None = None,
+) -> LadderError | None:
     """Apply a later client message (both WebSocket drivers): bad frames are answered with
-    ``err`` frames; returns the error that must end the connection, if any."""
+    ``err`` frames; returns the error that must end the connection, if any.
+
+    ``queued``: messages the driver read meanwhile, raw, in order (the native driver's). Those
+    right behind this one that decode cleanly are taken and offered with it, so the session
+    sees every message waiting, not one at a time: consecutive publications then go to the
+    engine together (``together.py``). The first with a bad frame is left for its turn (its
+    errors are answered after what comes before it)."""
     frames, fatal = decode_message(gateway, link, data, codec)
     if fatal is not None:
         return fatal
+    limit = gateway.settings.limits.max_frame_size
+    while queued and isinstance(head := queued[0], tuple):
+        more, errors = _decoded(head[1], head[0], limit)
+        if errors or more is None:
+            break
+        queued.popleft()
+        frames += more
     if frames:
         await gateway.receive(link.session, link.att, frames)
     return None
+
+
+def _decoded(codec: Codec, data: bytes, limit: int) -> tuple[list[ClientFrame] | None, list[LadderError]]:
+    """``decode_client_frames`` without raising: None for a message it refuses whole."""
+    if len(data) > limit:
+        return None, []
+    try:
+        return decode_client_frames(codec, data, limit)
+    except LadderError:
+        return None, []
 
 
 async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, send: Send) -> None:

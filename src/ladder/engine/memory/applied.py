@@ -53,12 +53,14 @@ class MemoryAppliedRecords:
         token: str,
         *,
         done: int,
-        reply: tuple[int, bytes] | None,
+        replies: Mapping[int, bytes],
         forget: Sequence[int],
         origins: Sequence[str] | None,
         ttl: float,
     ) -> None:
-        self.record_applied_now(sid, token, done=done, reply=reply, forget=forget, origins=origins, ttl=ttl)
+        self.record_applied_now(
+            sid, token, done=done, replies=replies, forget=forget, origins=origins, ttl=ttl
+        )
 
     def record_applied_now(
         self,
@@ -66,7 +68,7 @@ class MemoryAppliedRecords:
         token: str,
         *,
         done: int,
-        reply: tuple[int, bytes] | None,
+        replies: Mapping[int, bytes],
         forget: Sequence[int],
         origins: Sequence[str] | None,
         ttl: float,
@@ -79,17 +81,17 @@ class MemoryAppliedRecords:
             digest, keys, since = token_digest(token), None, done
         else:
             digest, keys, since = kept[0], kept[2], kept[4]
-        replies = self._replies.get(sid)
-        if forget and replies:
+        answers = self._replies.get(sid)
+        if forget and answers:
             for number in forget:
-                replies.pop(number, None)
-            if not replies:  # (an emptied dict keeps its size: let it go)
+                answers.pop(number, None)
+            if not answers:  # (an emptied dict keeps its size: let it go)
                 del self._replies[sid]
-                replies = None
-        if reply is not None:
-            if replies is None:
-                replies = self._replies[sid] = {}
-            replies[reply[0]] = reply[1]
+                answers = None
+        if replies:
+            if answers is None:
+                answers = self._replies[sid] = {}
+            answers.update(replies)
         if origins is not None:
             keys = tuple(origins)
         self._records[sid] = (digest, done, keys, now + ttl, since)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgpack
 from redis.exceptions import RedisError
@@ -28,7 +28,7 @@ class RedisAppliedRecords:
         token: str,
         *,
         done: int,
-        reply: tuple[int, bytes] | None,
+        replies: Mapping[int, bytes],
         forget: Sequence[int],
         origins: Sequence[str] | None,
         ttl: float,
@@ -37,8 +37,8 @@ class RedisAppliedRecords:
         PEXPIRE) per applied message."""
         key = self._link.k("a", sid)
         fields: dict[FieldT, EncodableT] = {"t": token_digest(token), "i": done}
-        if reply is not None:
-            fields[f"r:{reply[0]}"] = reply[1]
+        for number, body in replies.items():
+            fields[f"r:{number}"] = body
         if origins is not None:
             fields["o"] = msgpack.packb(list(origins))
         try:

@@ -6,7 +6,9 @@ message each, spread over as many event-loop iterations, so every node fans them
 at a time. Here the first publication goes out at once; those made while it is on its way
 wait for it and then go out as one pipeline: one write, one read, and pub/sub messages
 that arrive together (one fan-out flush for all of them on every node). A lone publisher
-pays nothing: it never finds one on its way. Order is the order of the calls.
+pays nothing: it never finds one on its way. Order is the order of the calls. Several
+calls made together (:meth:`PipelinedScript.many`: one session's consecutive
+publications) go out as one pipeline at once, or behind the one on its way.
 
 A publication must not run twice (see :meth:`RedisLink.open`): a failed pipeline fails
 every publication in it, as separate commands would have. Only ``NOSCRIPT`` (Redis lost
@@ -49,6 +51,24 @@ class PipelinedScript:
         finally:
             self._next()
 
+    async def many(self, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:
+        """Several calls, in this order, in one pipeline: each call's answer, or the
+        exception it raised (one failed call does not stop the others)."""
+        loop = asyncio.get_running_loop()
+        batch: list[_Call] = [(keys, args, loop.create_future()) for keys, args in calls]
+        if self._busy:
+            self._queue += batch
+        else:
+            self._busy = True
+            await self._send(batch)
+        results: list[Any] = []
+        for _, _, future in batch:
+            try:
+                results.append(await future)
+            except Exception as exc:
+                results.append(exc)
+        return results
+
     def _next(self) -> None:
         """The call on its way is answered: send what queued meanwhile, or stand idle."""
         if not self._queue:
@@ -80,7 +100,7 @@ class PipelinedScript:
         script, client = self._script, self._client()
         if len(batch) == 1:
             keys, args, _ = batch[0]
-            return [await _outcome(script(keys=keys, args=args, client=client))]
+            return [await outcome(script(keys=keys, args=args, client=client))]
         async with client.pipeline(transaction=False) as pipe:
             for keys, args, _ in batch:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -88,11 +108,11 @@ class PipelinedScript:
         for i, result in enumerate(results):
             if isinstance(result, NoScriptError):  # not run: load the script and run it now
                 keys, args, _ = batch[i]
-                results[i] = await _outcome(script(keys=keys, args=args, client=client))
+                results[i] = await outcome(script(keys=keys, args=args, client=client))
         return results
 
 
-async def _outcome(call: Any) -> Any:
+async def outcome(call: Any) -> Any:
     """The call's answer, or the error it raised (as a pipeline reports it)."""
     try:
         return await call

@@ -5,7 +5,7 @@ recovery, catch-up, refusals) holds per shard unchanged."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ...protocol.codec import Payload
 from ..base import AppliedRecord, ChannelOptions, HistoryResult, Member, Position, Publication
@@ -67,13 +67,13 @@ class ShardedApplied:
         token: str,
         *,
         done: int,
-        reply: tuple[int, bytes] | None,
+        replies: Mapping[int, bytes],
         forget: Sequence[int],
         origins: Sequence[str] | None,
         ttl: float,
     ) -> None:
         await self._of(sid).record_applied(
-            sid, token, done=done, reply=reply, forget=forget, origins=origins, ttl=ttl
+            sid, token, done=done, replies=replies, forget=forget, origins=origins, ttl=ttl
         )
 
     async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:
