@@ -16,7 +16,7 @@ import msgpack
 import orjson
 import pytest
 
-from ladder import Ladder
+from ladder import ChannelOptions, Ladder
 from ladder.protocol.codec import JSON, MSGPACK
 from ladder.protocol.errors import LadderError
 from ladder.protocol.outframes import error_frame, reply_frame
@@ -445,10 +445,50 @@ async def test_acks_pings_and_pongs_are_applied_with_no_task_and_calls_in_order(
     frames = written()
     assert [(f["re"], f["d"]) for f in frames if f["t"] == "reply"] == [(1, 1), (2, 2)]
     assert [f["n"] for f in frames if f["t"] == "pong"] == [6]
-    # In the order they arrived: what came while a call was queued waited its turn, and was
-    # then offered together (the session sees every message waiting: see apply_message).
-    assert offered == [["Ping"], ["Pong"], ["Call"], ["Ack", "Ping", "Call"]]
+    # In the order they arrived: what came while a call was queued waited its turn.
+    assert offered == [["Ping"], ["Pong"], ["Call"], ["Ack", "Ping"], ["Call"]]
     assert not said.conn.closing
+
+
+async def test_messages_of_publications_read_meanwhile_are_offered_with_the_one_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a message is being applied, the native driver queues what it reads; a queued
+    message that holds only publications (and acks) is offered with the one before it, so
+    the session has the run waiting (server/together.py); any other waits its turn."""
+    hub = make_hub(channels={"open:*": ChannelOptions(client_publish=True)})
+    release = asyncio.Event()
+
+    @hub.on("slow")
+    async def slow(_ctx: Any, data: Any) -> Any:
+        await release.wait()
+        return data
+
+    await hub.start()
+    said = await _Said.hello(hub, monkeypatch)
+    offered: list[list[str]] = []
+    inbound = type(internals(hub).inbound)
+    offer = inbound._offer
+
+    def logged(self: Any, session: Any, att: Any, frames: Any) -> Any:
+        offered.append([type(f).__name__ for f in frames])
+        return offer(self, session, att, frames)
+
+    monkeypatch.setattr(inbound, "_offer", logged)
+    said.send({"t": "call", "i": 1, "ev": "slow", "d": 0})
+    said.send({"t": "pub", "i": 2, "ch": "open:a", "d": 2})
+    said.send({"t": "ack", "s": 0}, {"t": "pub", "i": 3, "ch": "open:a", "d": 3})
+    said.send({"t": "ping", "n": 7})
+    said.send({"t": "pub", "i": 4, "ch": "open:a", "d": 4})
+    applier, link = said.conn.applier, said.conn.link
+    assert applier is not None and link is not None, "the call is being applied"
+    release.set()
+    async with asyncio.timeout(5):
+        await applier  # (it ends when nothing is queued)
+    assert await link.session.settle(5.0), "all applied"
+    assert offered == [["Call"], ["Publish", "Ack", "Publish"], ["Ping", "Publish"]]
+    answers = [f["re"] for f in said.written() if f.get("t") == "reply"]
+    assert answers == [1, 2, 3, 4]
 
 
 async def test_calls_to_plain_handlers_are_applied_as_read_with_no_task_and_in_order(

@@ -14,10 +14,11 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
-from ..protocol.frames import ClientFrame, Hello, decode_client_frames
+from ..protocol.frames import Ack, ClientFrame, Hello, Publish, decode_client_frames
 from .gateway import Gateway
 from .http import Headers, Message, Receive, Request, Send, error_body, origin_allowed
 from .link import Link, encode_batch
@@ -119,23 +120,28 @@ async def apply_message(
     ``err`` frames; returns the error that must end the connection, if any.
 
     ``queued``: messages the driver read meanwhile, raw, in order (the native driver's). Those
-    right behind this one that decode cleanly are taken and offered with it, so the session
-    sees every message waiting, not one at a time: consecutive publications then go to the
-    engine together (``together.py``). The first with a bad frame is left for its turn (its
-    errors are answered after what comes before it)."""
+    right behind this one that hold only publications (and acks) are taken and offered with
+    it, so the session sees the whole run of publications waiting, not one message at a
+    time: they then go to the engine together (``together.py``). Any other message is left
+    for its turn (a batch's rules, such as a refusal for the rate ending it, stay per
+    message for everything but publications, which the client sends again either way)."""
     frames, fatal = decode_message(gateway, link, data, codec)
     if fatal is not None:
         return fatal
     limit = gateway.settings.limits.max_frame_size
     while queued and isinstance(head := queued[0], tuple):
         more, errors = _decoded(head[1], head[0], limit)
-        if errors or more is None:
+        if errors or more is None or not all(type(frame) in _TOGETHER for frame in more):
             break
         queued.popleft()
         frames += more
     if frames:
         await gateway.receive(link.session, link.att, frames)
     return None
+
+
+_TOGETHER: Final = frozenset({Publish, Ack})
+"""What a message may hold to be offered with the one before it (see :func:`apply_message`)."""
 
 
 def _decoded(codec: Codec, data: bytes, limit: int) -> tuple[list[ClientFrame] | None, list[LadderError]]:
