@@ -16,7 +16,7 @@ import msgpack
 import orjson
 import pytest
 
-from ladder import ChannelOptions, Ladder
+from ladder import ChannelOptions, Ladder, Limits
 from ladder.protocol.codec import JSON, MSGPACK
 from ladder.protocol.errors import LadderError
 from ladder.protocol.outframes import error_frame, reply_frame
@@ -41,6 +41,7 @@ class FakeTransport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.limits: tuple[int | None, int | None] | None = None
+        self.reading: list[str] = []
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
@@ -53,6 +54,12 @@ class FakeTransport:
 
     def get_extra_info(self, _name: str) -> Any:
         return None
+
+    def pause_reading(self) -> None:
+        self.reading.append("pause")
+
+    def resume_reading(self) -> None:
+        self.reading.append("resume")
 
 
 class FailingTransport(FakeTransport):
@@ -489,6 +496,40 @@ async def test_messages_of_publications_read_meanwhile_are_offered_with_the_one_
     assert offered == [["Call"], ["Publish", "Ack", "Publish"], ["Ping", "Publish"]]
     answers = [f["re"] for f in said.written() if f.get("t") == "reply"]
     assert answers == [1, 2, 3, 4]
+
+
+async def test_a_client_writing_faster_than_it_is_applied_is_held_back_not_buffered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Messages queued behind one being applied take at most ``max_post_size`` bytes: past
+    it the socket is not read (TCP holds the client back) until all of them are applied."""
+    hub = make_hub(limits=Limits(max_post_size=100_000))
+    release = asyncio.Event()
+    got: list[int] = []
+
+    @hub.on("slow")
+    async def slow(_ctx: Any, data: Any) -> Any:
+        await release.wait()
+        return data
+
+    @hub.on("sink")
+    def sink(_ctx: Any, data: Any) -> None:
+        got.append(data["n"])
+
+    await hub.start()
+    said = await _Said.hello(hub, monkeypatch)
+    said.send({"t": "call", "i": 1, "ev": "slow", "d": 0})
+    for n in range(2, 5):
+        said.send({"t": "emit", "i": n, "ev": "sink", "d": {"n": n, "pad": "x" * 30_000}})
+    assert said.transport.reading == [], "90 KB queued: still read"
+    said.send({"t": "emit", "i": 5, "ev": "sink", "d": {"n": 5, "pad": "x" * 30_000}})
+    assert said.transport.reading == ["pause"], "past 100,000 bytes queued: no longer read"
+    applier = said.conn.applier
+    assert applier is not None
+    release.set()
+    async with asyncio.timeout(5):
+        await applier
+    assert got == [2, 3, 4, 5] and said.transport.reading == ["pause", "resume"]
 
 
 async def test_calls_to_plain_handlers_are_applied_as_read_with_no_task_and_in_order(

@@ -12,10 +12,9 @@ as every other rung, without ASGI's coroutines, tasks and awaits per message:
   frame-level protocol that exists only while it has something to do;
 * what waits for nothing is applied at once (acks, pings and pongs; on the memory engine,
   calls and emits whose handlers are plain functions); other messages by a short-lived
-  task that runs only while some are queued.
+  task that runs only while some are queued (at most ``max_post_size`` bytes of them).
 
-Requests for any other path (the app's own WebSockets when the hub is mounted inside an
-app) are handed to uvicorn's standard implementation.
+Any other path (an app's own WebSockets) is handed to uvicorn's standard implementation.
 """
 
 from __future__ import annotations
@@ -81,20 +80,19 @@ class NativeWebSocket(asyncio.Protocol):
         self.config = config
         self.server_state = server_state
         self.app_state = app_state
-        self.ws: HandshakeProtocol | None = None
-        """The upgrade's protocol, until the handshake is done."""
-        self.reader: FrameReader | None = None
-        """The client's frames, once the connection is open."""
+        self.ws: HandshakeProtocol | None = None  # (the upgrade's protocol, until it is done)
+        self.reader: FrameReader | None = None  # (the client's frames, once the socket is open)
         self.gateway: Gateway | None = None
         self.request: Request | None = None
         self.inbox: deque[tuple[bytes, Codec] | list[ClientFrame]] | None = None
         """Messages waiting for the applying task, raw or decoded (only while there are some:
         an idle connection holds no deque)."""
+        self.queued = 0  # (bytes queued since the applying task began; at most max_queued)
+        self.max_queued = self.hub.limits.max_post_size if self.hub is not None else 0
         self.applier: asyncio.Task[None] | None = None
         self.hello_timer: asyncio.TimerHandle | None = None
         self.frame_timer: asyncio.TimerHandle | None = None
-        self.handed: asyncio.Protocol | None = None
-        """uvicorn's protocol serving a socket that is not Ladder's (see ``serving.hand_over``)."""
+        self.handed: asyncio.Protocol | None = None  # (uvicorn's, for a path not Ladder's)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -268,6 +266,10 @@ class NativeWebSocket(asyncio.Protocol):
         if self.inbox is None:
             self.inbox = deque()
         self.inbox.append(item)
+        if isinstance(item, tuple) and self.transport is not None:
+            self.queued += len(item[0])  # past what one POST may hold, TCP holds the client
+            if self.queued > self.max_queued:  # back (not read again until all is applied)
+                self.transport.pause_reading()
 
     async def _apply(self) -> None:
         """Apply queued client messages in order; exists only while there are some."""
@@ -276,13 +278,15 @@ class NativeWebSocket(asyncio.Protocol):
                 item = self.inbox.popleft()
                 if not self.inbox:
                     self.inbox = None
+                gateway, link = self.gateway, self.link
+                assert gateway is not None  # (set by the handshake)
                 if isinstance(item, list):  # decoded already (see _apply_now)
-                    assert self.gateway is not None and self.link is not None
-                    await self.gateway.receive(self.link.session, self.link.att, item)
-                elif self.link is None:
+                    assert link is not None
+                    await gateway.receive(link.session, link.att, item)
+                elif link is None:
                     await self._open(*item)
-                else:
-                    await self._receive(self.link, *item)
+                elif (fatal := await apply_message(gateway, link, *item, self.inbox)) is not None:
+                    self._close(fatal)  # (apply_message takes what queued behind it too)
         except Exception:
             log.exception("native websocket: applying a message failed")
             self._close(LadderError("internal"))
@@ -290,6 +294,9 @@ class NativeWebSocket(asyncio.Protocol):
             self.applier = None
             if not self.inbox:  # (apply_message took the rest)
                 self.inbox = None
+            if self.queued > self.max_queued and self.transport is not None and not self.closing:
+                self.transport.resume_reading()
+            self.queued = 0
 
     async def _open(self, data: bytes, codec: Codec) -> None:
         gateway, request = self.gateway, self.request
@@ -308,12 +315,6 @@ class NativeWebSocket(asyncio.Protocol):
         self.request = None  # (read only to open the session)
         if rest:
             await gateway.receive(self.link.session, self.link.att, rest)
-
-    async def _receive(self, link: Link, data: bytes, codec: Codec) -> None:
-        assert self.gateway is not None
-        fatal = await apply_message(self.gateway, link, data, codec, self.inbox)  # (and what queued)
-        if fatal is not None:
-            self._close(fatal)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -372,10 +373,8 @@ class NativeWebSocket(asyncio.Protocol):
 
     def _close(self, error: LadderError | None) -> None:
         """Send a close frame with the error's code; the client completes the handshake."""
-        if error is None:
-            self._close_with(1000, "")
-        else:
-            self._close_with(error.ws_close, error.reason)
+        code, reason = (1000, "") if error is None else (error.ws_close, error.reason)
+        self._close_with(code, reason)
 
     def _close_with(self, code: int, reason: str) -> None:
         if self.closing:
