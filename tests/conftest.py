@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from ladder.client import rungs
+from tests.support.redis import RedisServer
 from tests.support.server import LadderServer
 
 
@@ -23,3 +24,10 @@ def server() -> Iterator[LadderServer]:
     """A Ladder server with quick timings (1 s heartbeat) for end-to-end tests."""
     with LadderServer({"heartbeat": 1.0, "session_ttl": 30.0, "poll_timeout": 5.0}) as srv:
         yield srv
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh redis-server of its own (a test module may define its own fixture instead)."""
+    with RedisServer() as server:
+        yield server

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,31 +12,28 @@ import redis.asyncio as aioredis
 
 from ladder.engine.base import Publication
 from ladder.engine.redis import RedisEngine
-from ladder.engine.redis.pipelined import PipelinedScript
 from ladder.protocol.codec import Payload
 from ladder.protocol.errors import LadderError
 from tests.engine.test_redis import OPTIONS, Sink, StallRelay, next_pub
-from tests.support.redis import RedisServer
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
+from tests.support.redis import RedisServer, count_pipelines
 
 
 @pytest.fixture
 def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The size of every batch sent after a call on its way was answered."""
-    sizes: list[int] = []
-    run = PipelinedScript._run
+    """The size of every pipeline sent (a call alone, with none on its way, sends none)."""
+    return count_pipelines(monkeypatch)
 
-    async def counted(self: PipelinedScript, batch: list[Any]) -> list[Any]:
-        sizes.append(len(batch))
-        return await run(self, batch)
 
-    monkeypatch.setattr(PipelinedScript, "_run", counted)
-    return sizes
+@contextlib.asynccontextmanager
+async def stalling_engine(redis_server: RedisServer) -> AsyncIterator[tuple[RedisEngine, StallRelay]]:
+    """An engine reaching Redis through a relay the test can stall (0.3 s command timeout)."""
+    async with StallRelay(redis_server.port) as relay:
+        node = RedisEngine(f"redis://127.0.0.1:{relay.port}/0", command_timeout=0.3)
+        await node.start(Sink())
+        try:
+            yield node, relay
+        finally:
+            await node.stop()
 
 
 @pytest.fixture
@@ -111,48 +109,37 @@ async def test_a_stalled_pipeline_fails_each_publication_once_and_the_next_go_ou
     redis_server: RedisServer,
     batches: list[int],
 ) -> None:
-    async with StallRelay(redis_server.port) as relay:
-        node = RedisEngine(f"redis://127.0.0.1:{relay.port}/0", command_timeout=0.3)
-        await node.start(Sink())
-        try:
-            await node.publish("stall", Payload.of(-1), OPTIONS)
-            relay.flowing.clear()
-            async with asyncio.timeout(5):  # a timeout for the call on its way, one for the pipeline
-                outcomes = await publish_together(node, "stall", range(10))
-            assert all(isinstance(o, LadderError) and o.code == "engine_unavailable" for o in outcomes), (
-                outcomes
-            )
-            assert batches == [9]
-            relay.flowing.set()
-            after = await node.publish("stall", Payload.of(10), OPTIONS)
-            history = await node.history("stall", since=None, limit=100, options=OPTIONS)
-            stored = [p.data for p in history.publications]
-            assert stored[0] == -1 and stored[-1] == 10 and after.offset == len(stored)
-            assert len(stored) == len(set(stored)), (
-                "a publication whose outcome was unknown is not sent again"
-            )
-        finally:
-            await node.stop()
+    async with stalling_engine(redis_server) as (node, relay):
+        await node.publish("stall", Payload.of(-1), OPTIONS)
+        relay.flowing.clear()
+        async with asyncio.timeout(5):  # a timeout for the call on its way, one for the pipeline
+            outcomes = await publish_together(node, "stall", range(10))
+        assert all(isinstance(o, LadderError) and o.code == "engine_unavailable" for o in outcomes), (
+            outcomes
+        )
+        assert batches == [9]
+        relay.flowing.set()
+        after = await node.publish("stall", Payload.of(10), OPTIONS)
+        history = await node.history("stall", since=None, limit=100, options=OPTIONS)
+        stored = [p.data for p in history.publications]
+        assert stored[0] == -1 and stored[-1] == 10 and after.offset == len(stored)
+        assert len(stored) == len(set(stored)), "a publication whose outcome was unknown is not sent again"
 
 
 async def test_a_stalled_publish_many_returns_each_failure_and_sends_nothing_again(
     redis_server: RedisServer,
     batches: list[int],
 ) -> None:
-    async with StallRelay(redis_server.port) as relay:
-        node = RedisEngine(f"redis://127.0.0.1:{relay.port}/0", command_timeout=0.3)
-        await node.start(Sink())
-        try:
-            assert node.publish_many is not None
-            relay.flowing.clear()
-            async with asyncio.timeout(5):
-                outcomes = await node.publish_many([("stall", Payload.of(v), OPTIONS) for v in range(5)])
-            assert [getattr(o, "code", o) for o in outcomes] == ["engine_unavailable"] * 5
-            relay.flowing.set()
-            after = await node.publish_many([("stall", Payload.of(v), OPTIONS) for v in range(5, 7)])
-            assert all(isinstance(p, Publication) for p in after)
-            history = await node.history("stall", since=None, limit=100, options=OPTIONS)
-            stored = [p.data for p in history.publications]
-            assert stored[-2:] == [5, 6] and len(stored) == len(set(stored))
-        finally:
-            await node.stop()
+    async with stalling_engine(redis_server) as (node, relay):
+        assert node.publish_many is not None
+        relay.flowing.clear()
+        async with asyncio.timeout(5):
+            outcomes = await node.publish_many([("stall", Payload.of(v), OPTIONS) for v in range(5)])
+        assert [getattr(o, "code", o) for o in outcomes] == ["engine_unavailable"] * 5
+        assert batches == [5]
+        relay.flowing.set()
+        after = await node.publish_many([("stall", Payload.of(v), OPTIONS) for v in range(5, 7)])
+        assert all(isinstance(p, Publication) for p in after)
+        history = await node.history("stall", since=None, limit=100, options=OPTIONS)
+        stored = [p.data for p in history.publications]
+        assert stored[-2:] == [5, 6] and len(stored) == len(set(stored))

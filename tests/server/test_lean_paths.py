@@ -397,6 +397,20 @@ class _Said:
         return out
 
 
+def _offers(hub: Ladder, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The frame types of every batch offered to the hub's sessions, in order."""
+    offered: list[list[str]] = []
+    inbound = type(internals(hub).inbound)
+    offer = inbound._offer
+
+    def logged(self: Any, session: Any, att: Any, frames: Any) -> Any:
+        offered.append([type(f).__name__ for f in frames])
+        return offer(self, session, att, frames)
+
+    monkeypatch.setattr(inbound, "_offer", logged)
+    return offered
+
+
 @contextlib.contextmanager
 def _counting_tasks() -> Iterator[list[int]]:
     """Counts the tasks made on the running loop meanwhile (in the list's one item)."""
@@ -428,15 +442,7 @@ async def test_acks_pings_and_pongs_are_applied_with_no_task_and_calls_in_order(
     await hub.start()
     said = await _Said.hello(hub, monkeypatch)
     send, written = said.send, said.written
-    offered: list[list[str]] = []
-    inbound = type(internals(hub).inbound)
-    offer = inbound._offer
-
-    def logged(self: Any, session: Any, att: Any, frames: Any) -> Any:
-        offered.append([type(f).__name__ for f in frames])
-        return offer(self, session, att, frames)
-
-    monkeypatch.setattr(inbound, "_offer", logged)
+    offered = _offers(hub, monkeypatch)
     with _counting_tasks() as tasks:
         send({"t": "ping", "n": 5})
         send({"t": "pong"})
@@ -473,15 +479,7 @@ async def test_messages_of_publications_read_meanwhile_are_offered_with_the_one_
 
     await hub.start()
     said = await _Said.hello(hub, monkeypatch)
-    offered: list[list[str]] = []
-    inbound = type(internals(hub).inbound)
-    offer = inbound._offer
-
-    def logged(self: Any, session: Any, att: Any, frames: Any) -> Any:
-        offered.append([type(f).__name__ for f in frames])
-        return offer(self, session, att, frames)
-
-    monkeypatch.setattr(inbound, "_offer", logged)
+    offered = _offers(hub, monkeypatch)
     said.send({"t": "call", "i": 1, "ev": "slow", "d": 0})
     said.send({"t": "pub", "i": 2, "ch": "open:a", "d": 2})
     said.send({"t": "ack", "s": 0}, {"t": "pub", "i": 3, "ch": "open:a", "d": 3})

@@ -4,7 +4,7 @@ redis-server): one pipeline, one record, every answer as it would have been alon
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,30 +12,15 @@ import pytest
 from ladder import Ladder
 from ladder.engine.redis import RedisEngine
 from ladder.engine.redis.applied import RedisAppliedRecords
-from ladder.engine.redis.pipelined import PipelinedScript
 from ladder.server.hub import internals
 from tests.server.harness import Peer
-from tests.support.redis import RedisServer
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
+from tests.support.redis import RedisServer, count_pipelines
 
 
 @pytest.fixture
 def pipelines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The number of publications in every pipeline sent to Redis."""
-    sizes: list[int] = []
-    run = PipelinedScript._run
-
-    async def counted(self: PipelinedScript, batch: list[Any]) -> list[Any]:
-        sizes.append(len(batch))
-        return await run(self, batch)
-
-    monkeypatch.setattr(PipelinedScript, "_run", counted)
-    return sizes
+    return count_pipelines(monkeypatch)
 
 
 @pytest.fixture
@@ -85,12 +70,25 @@ async def _publications(peer: Peer, woken: asyncio.Event, count: int) -> list[di
     return got
 
 
-async def test_a_burst_of_publications_goes_to_redis_as_one_pipeline_and_one_record(
-    hub: Ladder, pipelines: list[int], records: list[dict[str, Any]]
-) -> None:
+async def _room(hub: Ladder, records: list[dict[str, Any]]) -> tuple[Peer, asyncio.Event, Peer]:
+    """A subscriber of ``room`` (and its wake-ups), and a publisher; no record written yet."""
     subscriber, woken = await _subscriber(hub, "room")
     publisher = await Peer.open(hub)
     records.clear()
+    return subscriber, woken, publisher
+
+
+def _answers(peer: Peer, ids: list[int], *, ack: bool = True) -> dict[int, dict[str, Any]]:
+    """The answers ``peer`` got, by message id: exactly one to each of ``ids``."""
+    answers = {f["re"]: f for f in peer.read(ack=ack) if f.get("t") in ("reply", "err")}
+    assert sorted(answers) == ids
+    return answers
+
+
+async def test_a_burst_of_publications_goes_to_redis_as_one_pipeline_and_one_record(
+    hub: Ladder, pipelines: list[int], records: list[dict[str, Any]]
+) -> None:
+    subscriber, woken, publisher = await _room(hub, records)
     ids = await publisher.send(*({"t": "pub", "ch": "room", "d": n} for n in range(30)))
     answers = [f for f in publisher.read(ack=False) if f.get("t") in ("reply", "err")]
     assert [(f["t"], f["re"]) for f in answers] == [("reply", i) for i in ids], "each answered, in order"
@@ -108,9 +106,7 @@ async def test_a_burst_of_publications_goes_to_redis_as_one_pipeline_and_one_rec
 async def test_a_refused_publication_among_others_gets_its_error_and_the_rest_are_published(
     hub: Ladder, pipelines: list[int], records: list[dict[str, Any]]
 ) -> None:
-    subscriber, woken = await _subscriber(hub, "room")
-    publisher = await Peer.open(hub)
-    records.clear()
+    subscriber, woken, publisher = await _room(hub, records)
     frames = [
         {"t": "pub", "ch": "room", "d": "a"},
         {"t": "pub", "ch": "secret", "d": "no"},
@@ -119,8 +115,7 @@ async def test_a_refused_publication_among_others_gets_its_error_and_the_rest_ar
         {"t": "pub", "ch": "room", "d": "c"},
     ]
     ids = await publisher.send(*frames)
-    answers = {f["re"]: f for f in publisher.read(ack=False) if f.get("t") in ("reply", "err")}
-    assert sorted(answers) == ids
+    answers = _answers(publisher, ids, ack=False)
     assert [answers[i]["t"] for i in ids] == ["reply", "err", "reply", "err", "reply"]
     assert answers[2]["code"] == answers[4]["code"] == "forbidden", answers
     assert pipelines == [3], "the three allowed went out together"
@@ -142,8 +137,7 @@ async def test_publications_between_other_messages_keep_their_place(
         {"t": "pub", "ch": "log", "d": 3},
         {"t": "pub", "ch": "log", "d": 4},
     )
-    answers = {f["re"]: f for f in publisher.read() if f.get("t") in ("reply", "err")}
-    assert sorted(answers) == ids
+    answers = _answers(publisher, ids)
     assert [p["d"] for p in answers[3]["d"]["pubs"]] == [1, 2]
     assert pipelines == [2, 2]
 

@@ -6,7 +6,11 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from ladder.engine.redis.pipelined import PipelinedScript
 from tests.support.server import free_port, stop_process, wait_for_port
 
 
@@ -101,3 +105,17 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def count_pipelines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the number of calls in every batch the Redis engine's ``PipelinedScript``
+    sends (a call alone, with none on its way, sends none)."""
+    sizes: list[int] = []
+    run = PipelinedScript._run
+
+    async def counted(self: PipelinedScript, batch: list[Any]) -> list[Any]:
+        sizes.append(len(batch))
+        return await run(self, batch)
+
+    monkeypatch.setattr(PipelinedScript, "_run", counted)
+    return sizes
