@@ -268,6 +268,28 @@ async def test_node_liveness_and_a_broadcast_with_no_other_node(make: Make) -> N
     assert sink.node.empty() or await sink.node.get() == b"to everyone else"
 
 
+async def test_publications_sent_together_keep_each_channels_order_and_their_own_outcomes(make: Make) -> None:
+    """``publish_many`` (offered by engines whose publish waits for a server) is ``publish``
+    for each item, in order, sent together."""
+    engine, sink = await make()
+    publish_many = getattr(engine, "publish_many", None)
+    assert (publish_many is None) is (make.kind == "memory"), "the memory engine publishes at once"
+    if publish_many is None:
+        return
+    channels = ["many-a", "many-b", "many-c"]  # (on the sharded engine: most likely on several shards)
+    for channel in channels:
+        await engine.listen(channel)
+    items = [(channels[n % 3], Payload.of(n), OPTIONS) for n in range(30)]
+    outcomes = await publish_many(items)
+    assert all(isinstance(o, Publication) for o in outcomes), outcomes
+    for channel in channels:
+        mine = [(o.offset, o.data) for o in outcomes if o.channel == channel]
+        assert mine == [(i + 1, n) for i, n in enumerate(range(channels.index(channel), 30, 3))]
+    delivered = [await next_pub(sink) for _ in range(30)]
+    for channel in channels:
+        assert [p.data for p in delivered if p.channel == channel] == list(range(channels.index(channel), 30, 3))
+
+
 # -- what sessions applied ----------------------------------------------------------------
 
 

@@ -5,9 +5,11 @@ recovery, catch-up, refusals) holds per shard unchanged."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 from ...protocol.codec import Payload
+from ...protocol.errors import LadderError
 from ..base import AppliedRecord, ChannelOptions, HistoryResult, Member, Position, Publication
 from ..redis import RedisEngine
 from .placement import Placement
@@ -21,6 +23,25 @@ class ShardedChannels:
 
     async def publish(self, channel: str, payload: Payload, options: ChannelOptions) -> Publication:
         return await self._of(channel).publish(channel, payload, options)
+
+    async def publish_many(
+        self, items: Sequence[tuple[str, Payload, ChannelOptions]]
+    ) -> list[Publication | LadderError]:
+        """Each shard's share in one pipeline to it, all shards at once (a channel lives on
+        one shard, so every channel's publications keep their order)."""
+        shares: dict[RedisEngine, list[int]] = {}
+        for n, (channel, _, _) in enumerate(items):
+            shares.setdefault(self._of(channel), []).append(n)
+        outcomes: list[Publication | LadderError | None] = [None] * len(items)
+
+        async def send(shard: RedisEngine, numbers: list[int]) -> None:
+            assert shard.publish_many is not None
+            done = await shard.publish_many([items[n] for n in numbers])
+            for n, outcome in zip(numbers, done, strict=True):
+                outcomes[n] = outcome
+
+        await asyncio.gather(*(send(shard, numbers) for shard, numbers in shares.items()))
+        return [outcome for outcome in outcomes if outcome is not None]
 
     async def listen(self, channel: str) -> None:
         await self._of(channel).listen(channel)
