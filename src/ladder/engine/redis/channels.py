@@ -281,7 +281,9 @@ class RedisChannels:
             answers = [await outcome(script(keys=keys, args=args)) for keys, args in calls]
         outcomes: list[Publication | LadderError] = []
         for (channel, payload, _), answer in zip(items, answers, strict=True):
-            if isinstance(answer, (RedisError, OSError)):
+            if isinstance(answer, LadderError):  # (refused for itself: the others still count)
+                outcomes.append(answer)
+            elif isinstance(answer, (RedisError, OSError)):
                 outcomes.append(unavailable(answer))
             elif isinstance(answer, BaseException):
                 raise answer
