@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -143,3 +144,31 @@ async def test_a_stalled_publish_many_returns_each_failure_and_sends_nothing_aga
         history = await node.history("stall", since=None, limit=100, options=OPTIONS)
         stored = [p.data for p in history.publications]
         assert stored[-2:] == [5, 6] and len(stored) == len(set(stored))
+
+
+async def test_a_caller_that_gives_up_leaves_no_failure_unread(
+    redis_server: RedisServer,
+    batches: list[int],
+) -> None:
+    """A batch whose caller stopped waiting still goes out (it may be stored), but its
+    outcomes are nobody's: none is left behind as an exception never retrieved."""
+    unread: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unread.append(str(context.get("message"))))
+    try:
+        async with stalling_engine(redis_server) as (node, relay):
+            assert node.publish_many is not None
+            relay.flowing.clear()
+            first = asyncio.ensure_future(node.publish("gone", Payload.of(0), OPTIONS))  # on its way
+            items = [("gone", Payload.of(v), OPTIONS) for v in range(1, 4)]
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(node.publish_many(items), 0.05)  # queued behind it, given up
+            with pytest.raises(LadderError):
+                await first  # (the stall: command_timeout)
+            with pytest.raises(LadderError):  # sent once the given-up batch failed in turn
+                await node.publish("gone", Payload.of(4), OPTIONS)
+            assert batches == [3, 1], "the given-up batch went out, then the last one behind it"
+        gc.collect()
+        assert unread == []
+    finally:
+        loop.set_exception_handler(None)

@@ -20,12 +20,13 @@ def more(session: Session) -> bool:
     """Whether the next message waiting is a publication too (in a session that carried no
     messages over: a carried one may have been applied already, see ``kept_answer``)."""
     ready = session.ready
-    return bool(ready) and type(ready[0]) is Publish and session.inherited is None  # type: ignore[index]
+    return ready is not None and bool(ready) and type(ready[0]) is Publish and session.inherited is None
 
 
 def take(session: Session, first: Publish) -> list[Publish]:
     """``first`` and the publications waiting right behind it (at most the inbox window)."""
     frames, ready = [first], session.ready
-    while ready and type(ready[0]) is Publish:
-        frames.append(ready.popleft())  # type: ignore[arg-type]
+    while ready and type(head := ready[0]) is Publish:
+        frames.append(head)
+        ready.popleft()
     return frames

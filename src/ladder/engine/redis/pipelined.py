@@ -62,11 +62,16 @@ class PipelinedScript:
             self._busy = True
             await self._send(batch)
         results: list[Any] = []
-        for _, _, future in batch:
-            try:
-                results.append(await future)
-            except Exception as exc:
-                results.append(exc)
+        try:
+            for _, _, future in batch:
+                try:
+                    results.append(await future)
+                except Exception as exc:
+                    results.append(exc)
+        except asyncio.CancelledError:  # the caller gave up: the outcomes are nobody's
+            for _, _, future in batch:
+                future.cancel()
+            raise
         return results
 
     def _next(self) -> None:
