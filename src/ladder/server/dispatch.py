@@ -256,11 +256,15 @@ class Dispatch:
         return {"ch": frame.ch}
 
     async def _publish(self, session: Session, frame: Publish) -> Any:
+        channel, payload, options = await self._allowed(session, frame)
+        return _published(await self.engine.publish(channel, payload, options))
+
+    async def _allowed(self, session: Session, frame: Publish) -> tuple[str, Payload, ChannelOptions]:
+        """What ``frame`` publishes, once the session may (else its refusal is raised)."""
         settings = self.settings
         options = settings.channel_rules.options(frame.ch)
         await check_permission(settings.permissions, session.identity, "publish", frame.ch, options)
-        pub = await self.engine.publish(frame.ch, Payload.of(frame.d), options)
-        return {"ep": pub.epoch, "off": pub.offset}
+        return frame.ch, Payload.of(frame.d), options
 
     async def publish_all(self, session: Session, frames: list[Publish]) -> list[OutFrame | None]:
         """Apply a session's consecutive publications together: each checked, in order, then
@@ -268,15 +272,12 @@ class Dispatch:
         have had alone; one that fails does not stop the others."""
         if self.tasks.now:
             await asyncio.sleep(0)  # (as in apply: permissions run in a task)
-        settings = self.settings
         answers: list[OutFrame | None] = [None] * len(frames)
         items: list[tuple[str, Payload, ChannelOptions]] = []
         sent: list[int] = []
         for n, frame in enumerate(frames):
             try:
-                options = settings.channel_rules.options(frame.ch)
-                await check_permission(settings.permissions, session.identity, "publish", frame.ch, options)
-                items.append((frame.ch, Payload.of(frame.d), options))
+                items.append(await self._allowed(session, frame))
             except Exception as exc:
                 answers[n] = self._failed(session, frame, exc)
             else:
@@ -288,7 +289,7 @@ class Dispatch:
             outcomes = [exc] * len(items)
         for n, outcome in zip(sent, outcomes, strict=True):
             if isinstance(outcome, Publication):
-                answers[n] = self._answer(frames[n], {"ep": outcome.epoch, "off": outcome.offset})
+                answers[n] = self._answer(frames[n], _published(outcome))
             else:
                 answers[n] = self._failed(session, frames[n], outcome)
         return answers
@@ -342,6 +343,11 @@ class Dispatch:
     async def _invalid(self, session: Session, frame: Invalid) -> Any:
         self.refused("frame", frame.error, session=session)
         raise frame.error
+
+
+def _published(pub: Publication) -> dict[str, Any]:
+    """A publication's answer to its client: where it landed."""
+    return {"ep": pub.epoch, "off": pub.offset}
 
 
 _APPLY: dict[type, Callable[[Dispatch, Session, Any], Awaitable[Any]]] = {
