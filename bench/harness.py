@@ -161,8 +161,8 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
     results["meta"]["ladder_ws_drivers"] = ["native", "asgi"] if asgi else ["asgi"]
     if "S1" in only:
         print("S1 idle footprint", flush=True)
-        configs = list(scenarios.S1_CONFIGS)
-        if asgi:
+        configs = [c for c in scenarios.S1_CONFIGS if c[0] in servers.SERVERS and c[1] in cfg.s1_transports]
+        if asgi and "ladder" in servers.SERVERS:
             configs.insert(1, ("ladder-asgi", "websocket"))
         for rep in range(1):  # memory is steady from run to run; one pass keeps the run short
             for kind, transport in configs:
@@ -266,6 +266,15 @@ def main() -> None:
                         help="sample the Ladder server with py-spy in every measurement window "
                              "(results/<run>/profiles/; slows Ladder slightly: not for the report)")
     parser.add_argument("--s8-clients", type=int, default=None, help="S8: clients per configuration")
+    parser.add_argument("--s1-sizes", default=None,
+                        help="S1: connection counts, comma-separated (default 1000,5000,10000; "
+                             "the process's descriptor limit bounds the largest)")
+    parser.add_argument("--s1-heartbeat", type=float, default=None,
+                        help="S1: heartbeat seconds on every server (default 5; 0: each server's own default)")
+    parser.add_argument("--s1-transports", default=None,
+                        help="S1: transports, comma-separated (default websocket,sse,longpoll; an SSE or "
+                             "polling client holds two descriptors in the load generator)")
+    parser.add_argument("--s1-idle", type=float, default=None, help="S1: seconds of the idle window (default 15)")
     parser.add_argument("--s10-rpc-window", type=float, default=None,
                         help="S10: seconds of the RPC window (default 2; longer to judge a small change)")
     parser.add_argument("--s8-seconds", type=float, default=None, help="S8: seconds of churn per configuration")
@@ -307,6 +316,17 @@ def main() -> None:
         cfg.s8_seconds = args.s8_seconds
     if args.s10_rpc_window:
         cfg.s10_rpc_window = args.s10_rpc_window
+    if args.s1_sizes:
+        cfg.s1_sizes = tuple(int(n) for n in args.s1_sizes.split(","))
+        if max(cfg.s1_sizes) > limit - 500:
+            parser.error(f"--s1-sizes: {max(cfg.s1_sizes):,} connections need more than the "
+                         f"descriptor limit ({limit:,}) leaves; at most {limit - 500:,}")
+    if args.s1_transports:
+        cfg.s1_transports = tuple(t.strip() for t in args.s1_transports.split(","))
+    if args.s1_heartbeat is not None:
+        cfg.s1_heartbeat = args.s1_heartbeat or None
+    if args.s1_idle is not None:
+        cfg.s1_idle = args.s1_idle
     if args.profile:
         profile.enable(outdir / "profiles")
         if args.docs is None:

@@ -43,8 +43,9 @@ class Config:
     # S1
     s1_sizes: tuple[int, ...] = (1000, 5000, 10000)
     s1_idle: float = 15.0
-    s1_heartbeat: float = 5.0
+    s1_heartbeat: float | None = 5.0  # None: each server's own default (Ladder 20 s, Engine.IO 25 s)
     s1_settle: float = 2.0
+    s1_transports: tuple[str, ...] = ("websocket", "sse", "longpoll")
     # S2
     s2_subs: tuple[int, ...] = (1000, 5000)
     s2_sizes: tuple[int, ...] = (100, 1024)
@@ -151,9 +152,19 @@ S1_CONFIGS = (
 )
 
 
-def _heartbeat_settings(seconds: float) -> dict[str, Any]:
+DEFAULT_HEARTBEAT = {"ladder": 20.0, "psio": 25.0, "node": 25.0}
+"""Each server's heartbeat when left alone: Ladder's ``heartbeat``, Engine.IO's ``pingInterval``."""
+
+
+def _heartbeat_of(kind: str, seconds: float | None) -> float:
+    return seconds if seconds is not None else DEFAULT_HEARTBEAT["ladder" if kind.startswith("ladder") else kind]
+
+
+def _heartbeat_settings(seconds: float | None) -> dict[str, Any]:
     # Engine.IO waits ``pingTimeout`` for the pong; Ladder drops a WebSocket silent for
     # 2 × heartbeat + 1 s. The same tolerance everywhere.
+    if seconds is None:
+        return {}
     grace = 2 * seconds + 1
     return {
         "ladder": {"heartbeat": seconds},
@@ -167,9 +178,12 @@ async def s1(cfg: Config, kind: str, transport: str) -> dict[str, Any]:
 
     RSS is read after a settle pause and a GC request (SIGUSR2); per-connection memory is
     (RSS with N clients − RSS after a warm-up of 20 clients that came and went) / N.
+    The kernel's share is read alongside: half of what the host's slab caches and TCP
+    buffers grew by, per connection (both ends are on this host and cost the kernel alike).
     Heartbeats are shortened to ``s1_heartbeat`` seconds on every server (Ladder
-    ``heartbeat``; Engine.IO ``pingInterval``) so the idle window holds several rounds;
-    idle CPU is reported per connection-heartbeat and as a share of a core.
+    ``heartbeat``; Engine.IO ``pingInterval``) so the idle window holds several rounds, or
+    left at each server's default when it is None; idle CPU is reported per
+    connection-heartbeat and as a share of a core.
     """
     server = servers.start(kind, cfg.logdir, settings=_heartbeat_settings(cfg.s1_heartbeat))
     stats = Stats()
@@ -189,6 +203,7 @@ async def s1(cfg: Config, kind: str, transport: str) -> dict[str, Any]:
         server.collect()
         await asyncio.sleep(0.5)
         base = server.rss()
+        kernel_base = servers.kernel_bytes()
         record["baseline_rss"] = base
         have = 0
         failures = 0
@@ -203,11 +218,13 @@ async def s1(cfg: Config, kind: str, transport: str) -> dict[str, Any]:
             server.collect()
             await asyncio.sleep(cfg.s1_settle / 2)
             rss = server.rss()
+            kernel = servers.kernel_bytes()
             alive = sum(1 for c in clients if c.alive)
             record["sizes"][str(size)] = {
                 "rss": rss,
                 "alive": alive,
                 "bytes_per_conn": (rss - base) / max(alive, 1),
+                "kernel_bytes_per_conn": (kernel - kernel_base) / 2 / max(alive, 1),
                 "connect_s": connect_s,
             }
         record["failures"] = failures
@@ -220,11 +237,12 @@ async def s1(cfg: Config, kind: str, transport: str) -> dict[str, Any]:
             await asyncio.sleep(cfg.s1_idle)
             result = window.stop()
             alive = sum(1 for c in clients if c.alive)
-            beats = alive * result["seconds"] / cfg.s1_heartbeat
+            heartbeat = _heartbeat_of(kind, cfg.s1_heartbeat)
+            beats = alive * result["seconds"] / heartbeat
             record["idle"] = {
                 "connections": alive,
                 "seconds": result["seconds"],
-                "heartbeat_s": cfg.s1_heartbeat,
+                "heartbeat_s": heartbeat,
                 "server_util": result["server_util"],
                 "cpu_us_per_heartbeat": result["server_cpu_s"] * 1e6 / beats if beats else None,
                 "lost": stats.closed,

@@ -89,7 +89,8 @@ def start(workers: int, engine: str, logdir: Path) -> Tree:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BENCH_REDIS_URL")}
     if redis is not None:
         env["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"
-    env.update(BENCH_LADDER=json.dumps({}), PYTHONUNBUFFERED="1")
+    # The compiled build, as every other scenario's "Ladder" (and what the wheels ship).
+    env.update(BENCH_LADDER=json.dumps({}), PYTHONUNBUFFERED="1", PYTHONPATH=str(servers.compiled()))
     log = logdir / f"ladder-workers{workers}-{engine}-{port}.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(["taskset", "-c", "0,1", *cmd], cwd=servers.BENCH, env=env, stdout=out,

@@ -70,6 +70,23 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def kernel_bytes() -> int:
+    """The host kernel's memory that sockets grow: its slab caches (socket, file, epoll
+    entries...) and the TCP buffers' pages. Host-wide, so read it on a quiet machine and
+    take differences."""
+    total = 0
+    with open("/proc/meminfo", "rb") as f:
+        for line in f:
+            if line.startswith(b"Slab:"):
+                total += int(line.split()[1]) * 1024
+    with open("/proc/net/sockstat", "rb") as f:
+        for line in f:
+            if line.startswith(b"TCP:"):
+                words = line.split()
+                total += int(words[words.index(b"mem") + 1]) * os.sysconf("SC_PAGE_SIZE")
+    return total
+
+
 def core_busy() -> dict[int, float]:
     """Busy seconds per CPU core since boot, from /proc/stat (everything, not just ours)."""
     out: dict[int, float] = {}
