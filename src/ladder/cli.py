@@ -24,6 +24,7 @@ from .engine import create_engine
 from .engine.memory import MemoryEngine
 from .errors import ConfigurationError
 from .server import native
+from .server.descriptors import raise_limit
 from .server.hub import Ladder
 from .server.logs import RedactTokens
 from .server.native import NativeWebSocket
@@ -307,6 +308,11 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level.upper(),
         format=f"%(asctime)s %(levelname)s {'[%(process)d] ' if workers else ''}%(name)s: %(message)s",
     )
+    raised = raise_limit()  # (before any worker starts: they inherit it)
+    if raised is not None:
+        logging.getLogger("ladder").info(
+            "file-descriptor limit raised from %d to %d (the hard limit): each connection holds one", *raised
+        )
     try:
         if args.command == "serve":
             app = load_app(args.app)

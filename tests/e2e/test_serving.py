@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -329,3 +330,36 @@ def test_native_ws_path_without_a_hub_is_refused_naming_the_fix() -> None:
     refused = ladder("serve", "tests.support.plain_app:app", "--native-ws-path", "/ladder/ws", "--port", "1")
     assert refused.returncode != 0
     assert "--native-ws-path" in refused.stderr and "hub" in refused.stderr, refused.stderr
+
+
+# -- the file-descriptor limit ------------------------------------------------------------------
+
+
+def test_serve_raises_its_descriptor_limit_to_the_hard_one_and_says_so(tmp_path: Path) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    log = tmp_path / "server.log"
+    with LadderServer(log=log, args=("--log-level", "info"), nofile=(256, hard)) as server:
+        assert server.proc is not None
+        limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+    assert re.search(rf"Max open files\s+{hard}\s+{hard}", limits), limits
+    assert f"file-descriptor limit raised from 256 to {hard} (the hard limit)" in log.read_text()
+
+
+async def test_serve_warns_naming_the_fix_as_connections_near_its_descriptor_limit(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with LadderServer(log=log, nofile=(100, 100)) as server:
+        clients = [Client(server.url, transports=["websocket"]) for _ in range(85)]
+        try:
+            await asyncio.gather(*(client.connect() for client in clients))
+            deadline = time.monotonic() + 15  # (the node looks every 5 s)
+            while "file descriptors are in use" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.1)
+        finally:
+            await asyncio.gather(*(client.close() for client in clients))
+        async with Client(server.url, transports=["websocket"]) as late:  # (it serves on)
+            assert late.state == "connected"
+    said = log.read_text()
+    assert said.count("file descriptors are in use") == 1
+    assert re.search(r"WARNING.* (9\d|100) of the process's 100 file descriptors are in use", said), said
+    assert "ulimit -n" in said and "--workers" in said

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -104,6 +105,7 @@ class LadderServer:
         engine: str | None = None,
         log: Path | None = None,
         args: tuple[str, ...] = (),
+        nofile: tuple[int, int] | None = None,
     ) -> None:
         self.config = config or {}
         self.app = app
@@ -111,6 +113,8 @@ class LadderServer:
         self.engine = engine
         self.log = log
         self.args = args
+        self.nofile = nofile
+        """The process's (soft, hard) descriptor limits, when not the test runner's."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -134,7 +138,16 @@ class LadderServer:
             cmd += ["--engine", self.engine]
         cmd += list(self.args)
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        nofile = self.nofile
+
+        def limits() -> None:  # (in the child, before it runs Python)
+            assert nofile is not None
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=None if nofile is None else limits,  # noqa: PLW1509
+        )
         wait_for_port(self.port, proc=self.proc)
         return self
 

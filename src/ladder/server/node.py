@@ -20,6 +20,7 @@ from ..protocol.session import Phase
 from .channels import ChannelTable
 from .cluster import Cluster
 from .config import Settings
+from .descriptors import Watch
 from .dispatch import Dispatch, Handler
 from .gateway import Gateway
 from .inbound import Inbound
@@ -127,6 +128,7 @@ class Node:
         """Claim every session that moved here once the engine is healthy (its link broke:
         it may come back without its data, as a Redis restarted without persistence)."""
         self._claim_round: Round[str] = Round(settings.session_limits.ttl / 2, settings.clock())
+        self.descriptors = Watch()
         """Sessions that moved here claim their place again every half TTL: the engine's
         record of a hand-over lasts twice the TTL, and must outlive the node that made the
         session (else a client landing anywhere but here is told ``unknown_session``)."""
@@ -216,6 +218,7 @@ class Node:
             self.gateway.address_limiter.sweep(now)
         sessions.moved.sweep(now)
         sessions.ended.sweep(now)
+        self.descriptors.look(now)
         claims = self._claim_round.due(now, sessions.moved_in)
         if self._claim_all and self.engine.healthy and not self._claiming:
             self._claim_all = False
