@@ -55,3 +55,22 @@ def test_a_watch_far_from_the_limit_says_nothing_and_lists_nothing(
     assert caplog.records == [] and listed == []  # (the table's size alone ruled it out)
     assert in_use(1 << 20) is None
     assert in_use(_open()) == _open()
+
+
+def test_an_unlimited_hard_limit_gets_the_highest_soft_limit_the_system_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[int] = []
+    cap = 10240  # (macOS: OPEN_MAX, below an unlimited hard limit)
+
+    def setrlimit(which: int, limits: tuple[int, int]) -> None:
+        asked.append(limits[0])
+        if limits[0] > cap:
+            raise ValueError("not allowed to raise maximum limit")
+
+    monkeypatch.setattr(descriptors.resource, "getrlimit", lambda which: (256, resource.RLIM_INFINITY))
+    monkeypatch.setattr(descriptors.resource, "setrlimit", setrlimit)
+    assert descriptors.raise_limit() == (256, cap)
+    assert asked == [1 << 20, 1 << 16, cap]
+    cap = 0
+    assert descriptors.raise_limit() is None

@@ -35,8 +35,9 @@ ADVICE: Final = (
     "or spread the clients over more processes (ladder serve --workers N)"
 )
 
-CEILING: Final = 1 << 20
-"""The soft limit asked for when the hard one is unlimited (Linux's default ``nr_open``)."""
+UNLIMITED_TRIES: Final = (1 << 20, 1 << 16, 10240)
+"""Soft limits asked for, in turn, when the hard one is unlimited: Linux's default
+``nr_open``, then less for systems that cap a process below it (macOS: ``OPEN_MAX``)."""
 
 
 def soft_limit() -> int | None:
@@ -50,19 +51,23 @@ def soft_limit() -> int | None:
 def raise_limit() -> tuple[int, int] | None:
     """Raise the soft limit to the hard one (what a process may do without privilege).
 
-    Returns (before, after) when it changed, else None. A system that refuses (macOS caps
-    the soft limit below an unlimited hard one) keeps its limit."""
+    Returns (before, after) when it changed, else None (a system that refuses every
+    higher value keeps its limit)."""
     if resource is None:  # pragma: no cover - Windows
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = CEILING if hard == resource.RLIM_INFINITY else hard
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
+    if soft == resource.RLIM_INFINITY:
         return None
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    except (ValueError, OSError):
-        return None
-    return soft, wanted
+    tries = UNLIMITED_TRIES if hard == resource.RLIM_INFINITY else (hard,)
+    for wanted in tries:
+        if wanted <= soft:
+            return None
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            continue
+        return soft, wanted
+    return None
 
 
 def in_use(limit: int) -> int | None:
