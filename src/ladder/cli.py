@@ -311,7 +311,9 @@ def main(argv: list[str] | None = None) -> None:
     raised = raise_limit()  # (before any worker starts: they inherit it)
     if raised is not None:
         logging.getLogger("ladder").info(
-            "file-descriptor limit raised from %d to %d (the hard limit): each connection holds one", *raised
+            "file-descriptor limit raised from %d to %d (as high as the hard limit allows): "
+            "each connection holds one",
+            *raised,
         )
     try:
         if args.command == "serve":

@@ -128,10 +128,11 @@ class Node:
         """Claim every session that moved here once the engine is healthy (its link broke:
         it may come back without its data, as a Redis restarted without persistence)."""
         self._claim_round: Round[str] = Round(settings.session_limits.ttl / 2, settings.clock())
-        self.descriptors = Watch()
         """Sessions that moved here claim their place again every half TTL: the engine's
         record of a hand-over lasts twice the TTL, and must outlive the node that made the
         session (else a client landing anywhere but here is told ``unknown_session``)."""
+        self.descriptors = Watch()
+        """Warns when the descriptors in use near the process's limit (each connection holds one)."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
