@@ -274,6 +274,8 @@ def main() -> None:
     parser.add_argument("--s1-transports", default=None,
                         help="S1: transports, comma-separated (default websocket,sse,longpoll; an SSE or "
                              "polling client holds two descriptors in the load generator)")
+    parser.add_argument("--s1-subscribe", action="store_true",
+                        help="S1: each client subscribed to a channel (room) of its own")
     parser.add_argument("--s1-idle", type=float, default=None, help="S1: seconds of the idle window (default 15)")
     parser.add_argument("--s10-rpc-window", type=float, default=None,
                         help="S10: seconds of the RPC window (default 2; longer to judge a small change)")
@@ -323,6 +325,7 @@ def main() -> None:
                          f"descriptor limit ({limit:,}) leaves; at most {limit - 500:,}")
     if args.s1_transports:
         cfg.s1_transports = tuple(t.strip() for t in args.s1_transports.split(","))
+    cfg.s1_subscribe = args.s1_subscribe
     if args.s1_heartbeat is not None:
         cfg.s1_heartbeat = args.s1_heartbeat or None
     if args.s1_idle is not None:

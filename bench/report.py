@@ -184,11 +184,13 @@ class Report:
         self._plot_s1(configs, sizes, kb)
         heartbeats = {rec["idle"]["heartbeat_s"] for rec in recs if rec.get("idle")}
         heartbeat = next(iter(heartbeats)) if len(heartbeats) == 1 else None
+        subscribed = any(rec.get("subscribed") for rec in recs)
         return "\n".join([
             "## S1 — idle footprint",
             "",
             f"![S1 memory per idle connection]({self.plots.get('s1-memory', '')})",
             "",
+            *(["Each connection subscribed to a channel (room) of its own.", ""] if subscribed else []),
             table(["server / transport", *[f"KB/conn @ {n:,}" for n in sizes],
                    *([f"kernel KB/conn @ {top:,}"] if has_kernel else []),
                    f"idle CPU @ {top:,} (heartbeat "

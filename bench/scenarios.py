@@ -46,6 +46,7 @@ class Config:
     s1_heartbeat: float | None = 5.0  # None: each server's own default (Ladder 20 s, Engine.IO 25 s)
     s1_settle: float = 2.0
     s1_transports: tuple[str, ...] = ("websocket", "sse", "longpoll")
+    s1_subscribe: bool = False  # each client subscribed to a channel (room) of its own
     # S2
     s2_subs: tuple[int, ...] = (1000, 5000)
     s2_sizes: tuple[int, ...] = (100, 1024)
@@ -189,7 +190,7 @@ async def s1(cfg: Config, kind: str, transport: str) -> dict[str, Any]:
     stats = Stats()
     clients: list[BaseClient] = []
     owned: list[BaseClient] = []  # every client made, connected or not: closed at the end
-    record: dict[str, Any] = {"server": kind, "transport": transport, "sizes": {}}
+    record: dict[str, Any] = {"server": kind, "transport": transport, "sizes": {}, "subscribed": cfg.s1_subscribe}
     try:
         def make(i: int) -> BaseClient:
             return make_client(server_of(kind), transport, server.port, stats)
@@ -209,7 +210,8 @@ async def s1(cfg: Config, kind: str, transport: str) -> dict[str, Any]:
         failures = 0
         for size in cfg.s1_sizes:
             t0 = time.monotonic()
-            more, failed = await open_clients(make, size - have, start=have, owned=owned, deadline=240)
+            more, failed = await open_clients(make, size - have, start=have, owned=owned, deadline=240,
+                                              channel=(lambda i: f"idle-{i}") if cfg.s1_subscribe else None)
             clients.extend(more)
             failures += failed
             have = size
