@@ -176,15 +176,17 @@ class Report:
         self.targets.append([f"S1 ≤ {TARGETS['s1_kb']:g} KB per idle WebSocket connection ({top:,} conns)",
                              fmt(lad, 1, " KB"), status(None if lad is None else lad <= TARGETS["s1_kb"])])
         lad_kernel = kernel.get(("ladder", "websocket"))
+        subscribed = any(rec.get("subscribed") for rec in recs)
         if lad is not None and lad_kernel is not None:
             both = lad + lad_kernel / 1024
+            each = "each subscribed to a channel of its own" if subscribed else "not subscribed"
             self.targets.append([f"S1 ≤ {TARGETS['s1_with_kernel_kb']:g} KB per idle WebSocket with the kernel's "
-                                 f"socket memory ({top:,} conns; issue 13 names 100,000)",
+                                 f"socket memory ({top:,} conns, {each}; issue 13 names 100,000, "
+                                 "each subscribed)",
                                  fmt(both, 1, " KB"), status(both <= TARGETS["s1_with_kernel_kb"])])
         self._plot_s1(configs, sizes, kb)
         heartbeats = {rec["idle"]["heartbeat_s"] for rec in recs if rec.get("idle")}
         heartbeat = next(iter(heartbeats)) if len(heartbeats) == 1 else None
-        subscribed = any(rec.get("subscribed") for rec in recs)
         return "\n".join([
             "## S1 — idle footprint",
             "",
