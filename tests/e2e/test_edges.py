@@ -366,3 +366,46 @@ def test_a_subscriber_that_stops_reading_gets_every_publication_whole_and_in_ord
     assert orjson.loads(payload) == {"t": "pong", "n": 5}  # the session went on
     reader.close()
     publisher.close()
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def quick_heartbeat_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LadderServer]:
+    """heartbeat 0.5 s: a WebSocket silent for 2 s (2 x hb + 1 s) is closed."""
+    with LadderServer({"heartbeat": 0.5}, args=DRIVERS[request.param], log=tmp_path / "server.log") as server:
+        yield server
+
+
+def test_a_client_is_heard_and_answered_while_its_own_handler_runs(quick_heartbeat_server: LadderServer) -> None:
+    """A call whose handler outlasts the heartbeat's limit (3 s against 2 s): the client's
+    pongs and pings that arrive meanwhile are applied as they arrive, so the connection is
+    not closed as silent, a ping of the client's is answered at once (not after the
+    handler, which a client's liveness check would take for a dead link), and the call is
+    answered in the end. A numbered message sent meanwhile waits for its turn."""
+    sock = open_ws(quick_heartbeat_server)
+    started = time.monotonic()
+    sock.sendall(frame(0x1, b'{"t":"call","i":1,"ev":"sleep","d":3}'))
+    pinged_at: float | None = None
+    ponged_after: float | None = None
+    answers: list[dict[str, object]] = []
+    sock.settimeout(5)
+    while not any(answer.get("re") == 2 for answer in answers):
+        opcode, payload = read_frame(sock)
+        assert opcode == 0x1, (opcode, payload, time.monotonic() - started)  # not a close (4408)
+        for line in payload.split(b"\n"):
+            message = orjson.loads(line)
+            if message["t"] == "ping":
+                sock.sendall(frame(0x1, b'{"t":"pong"}'))
+                if pinged_at is None:  # our own, and a message that must wait for the call
+                    pinged_at = time.monotonic()
+                    sock.sendall(frame(0x1, b'{"t":"ping","n":9}'))
+                    sock.sendall(frame(0x1, b'{"t":"call","i":2,"ev":"echo","d":2}'))
+            elif message["t"] == "pong":
+                assert message["n"] == 9 and pinged_at is not None
+                ponged_after = time.monotonic() - pinged_at
+            elif message["t"] == "reply":
+                answers.append(message)
+    assert ponged_after is not None and ponged_after < 1.0, ponged_after  # not at the end of the 3 s
+    assert [answer["re"] for answer in answers] == [1, 2]  # in order, the second after the first
+    assert answers[0]["d"] == 3
+    assert time.monotonic() - started >= 3
+    sock.close()

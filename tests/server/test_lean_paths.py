@@ -450,7 +450,7 @@ async def test_acks_pings_and_pongs_are_applied_with_no_task_and_calls_in_order(
         await asyncio.sleep(0)
         assert written() == [{"t": "pong", "n": 5}]
         send({"t": "call", "i": 1, "ev": "echo", "d": 1})
-        send({"t": "ack", "s": 0}, {"t": "ping", "n": 6})  # queued behind the call: kept in order
+        send({"t": "ack", "s": 0}, {"t": "ping", "n": 6})  # while the call waits: applied now
         send({"t": "call", "i": 2, "ev": "echo", "d": 2})
         assert tasks == [1]
         for _ in range(20):
@@ -458,17 +458,19 @@ async def test_acks_pings_and_pongs_are_applied_with_no_task_and_calls_in_order(
     frames = written()
     assert [(f["re"], f["d"]) for f in frames if f["t"] == "reply"] == [(1, 1), (2, 2)]
     assert [f["n"] for f in frames if f["t"] == "pong"] == [6]
-    # In the order they arrived: what came while a call was queued waited its turn.
-    assert offered == [["Ping"], ["Pong"], ["Call"], ["Ack", "Ping"], ["Call"]]
+    # Acks, pings and pongs as they arrived, also while a call waited for its turn (or ran
+    # in its handler: test_edges); the calls in order.
+    assert offered == [["Ping"], ["Pong"], ["Ack", "Ping"], ["Call"], ["Call"]]
     assert not said.conn.closing
 
 
 async def test_messages_of_publications_read_meanwhile_are_offered_with_the_one_before(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """While a message is being applied, the native driver queues what it reads; a queued
-    message that holds only publications (and acks) is offered with the one before it, so
-    the session has the run waiting (server/together.py); any other waits its turn."""
+    """While a message is being applied, the native driver queues what it reads but acks,
+    pings and pongs (applied as they arrive); a queued message that holds only publications
+    is offered with the one before it, so the session has the run waiting
+    (server/together.py); any other waits its turn."""
     hub = make_hub(channels={"open:*": ChannelOptions(client_publish=True)})
     release = asyncio.Event()
 
@@ -491,7 +493,7 @@ async def test_messages_of_publications_read_meanwhile_are_offered_with_the_one_
     async with asyncio.timeout(5):
         await applier  # (it ends when nothing is queued)
     assert await link.session.settle(5.0), "all applied"
-    assert offered == [["Call"], ["Publish", "Ack", "Publish"], ["Ping", "Publish"]]
+    assert offered == [["Ack"], ["Ping"], ["Call", "Publish", "Publish", "Publish"]]
     answers = [f["re"] for f in said.written() if f.get("t") == "reply"]
     assert answers == [1, 2, 3, 4]
 

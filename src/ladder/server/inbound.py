@@ -27,8 +27,9 @@ from .sessions import SessionTable
 from .tasks import Tasks
 
 _UNRECORDABLE = "this server cannot reach its engine: messages are not applied here now"
-_AT_ONCE: Final = frozenset({Ack, Ping, Pong})
-"""Client frames applied without waiting for anything (see :meth:`Inbound.receive_now`)."""
+AT_ONCE: Final = frozenset({Ack, Ping, Pong})
+"""Client frames applied without waiting for anything (see :meth:`Inbound.receive_now`),
+also while one of the session's messages is in a handler (the WebSocket drivers)."""
 
 
 class Inbound:
@@ -98,7 +99,7 @@ class Inbound:
         records_at_once = self.records_at_once
         numbered = False
         for frame in frames:
-            if type(frame) in _AT_ONCE:
+            if type(frame) in AT_ONCE:
                 continue
             if not (records_at_once and isinstance(frame, (Emit, Call)) and self.dispatch.plain(frame.ev)):
                 return False

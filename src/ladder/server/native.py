@@ -10,9 +10,9 @@ as every other rung, without ASGI's coroutines, tasks and awaits per message:
 * after the handshake (``websockets``' sans-I/O ``ServerProtocol``), client frames are
   read by a :class:`FrameReader`: whole small ones straight from the bytes, the rest by a
   frame-level protocol that exists only while it has something to do;
-* what waits for nothing is applied at once (acks, pings and pongs; on the memory engine,
-  calls and emits whose handlers are plain functions); other messages by a short-lived
-  task that runs only while some are queued (at most ``max_post_size`` bytes of them).
+* what waits for nothing is applied at once (acks, pings and pongs, also while another
+  message is in a handler; on the memory engine, plain handlers' calls and emits); other
+  messages by a short-lived task that runs only while some wait (``max_post_size`` bytes).
 
 Any other path (an app's own WebSockets) is handed to uvicorn's standard implementation.
 """
@@ -45,7 +45,7 @@ from .rfc6455 import (
     valid_utf8,
     ws_frame,
 )
-from .websocket import apply_message, decode_message, open_link
+from .websocket import apply_frames, apply_message, arrived_meanwhile, decode_message, open_link
 
 log = logging.getLogger("ladder")
 
@@ -235,41 +235,44 @@ class NativeWebSocket(asyncio.Protocol):
             self._close_with(INVALID_UTF8, "invalid UTF-8 in a text message")
             return
         link = self.link
-        if link is not None and self.applier is None:
-            # What waits for nothing is applied now, with no task (Inbound.receive_now).
-            try:
+        if link is None:
+            self._queue((data, codec), len(data))
+        else:
+            try:  # what waits for nothing is applied now, with no task (Inbound.receive_now)
                 if self._apply_now(link, data, codec):
                     return
             except Exception:
                 log.exception("native websocket: applying a message failed")
                 self._close(LadderError("internal"))
                 return
-        else:
-            self._queue((data, codec))
         if self.applier is None:
             self.applier = self.loop.create_task(self._apply(), name="ladder-native-apply")
 
     def _apply_now(self, link: Link, data: bytes, codec: Codec) -> bool:
-        """Decode a message; apply it if it has nothing that waits, else queue its frames."""
+        """Decode a message; apply it if nothing in it waits, else queue its frames (while
+        another is being applied: all but acks, pings and pongs, see ``arrived_meanwhile``)."""
         gateway = self.gateway
         assert gateway is not None
         frames, fatal = decode_message(gateway, link, data, codec)
         if fatal is not None:
             self._close(fatal)
             return True
-        if not frames or gateway.receive_now(link.session, link.att, frames):
+        if self.applier is not None:
+            frames = arrived_meanwhile(gateway, link, frames)
+        elif frames and gateway.receive_now(link.session, link.att, frames):
             return True
-        self._queue(frames)
+        if not frames:
+            return True
+        self._queue(frames, len(data))
         return False
 
-    def _queue(self, item: tuple[bytes, Codec] | list[ClientFrame]) -> None:
+    def _queue(self, item: tuple[bytes, Codec] | list[ClientFrame], size: int) -> None:
         if self.inbox is None:
             self.inbox = deque()
         self.inbox.append(item)
-        if isinstance(item, tuple) and self.transport is not None:
-            self.queued += len(item[0])  # past what one POST may hold, TCP holds the client
-            if self.queued > self.max_queued:  # back (not read again until all is applied)
-                self.transport.pause_reading()
+        self.queued += size  # past what one POST may hold, TCP holds the client back (not read
+        if self.queued > self.max_queued and self.transport is not None:  # until all is applied)
+            self.transport.pause_reading()
 
     async def _apply(self) -> None:
         """Apply queued client messages in order; exists only while there are some."""
@@ -282,7 +285,7 @@ class NativeWebSocket(asyncio.Protocol):
                 assert gateway is not None  # (set by the handshake)
                 if isinstance(item, list):  # decoded already (see _apply_now)
                     assert link is not None
-                    await gateway.receive(link.session, link.att, item)
+                    await apply_frames(gateway, link, item, self.inbox)
                 elif link is None:
                     await self._open(*item)
                 elif (fatal := await apply_message(gateway, link, *item, self.inbox)) is not None:

@@ -2,9 +2,10 @@
 
 The first client message must be a ``hello``; its message type fixes the encoding of
 everything the server writes (text: JSON, binary: msgpack). The handler's own coroutine
-reads; one writer task per connection drains the session to the socket. Heartbeats are
-``ping`` frames the client answers with ``pong`` (visible to browser code, unlike
-protocol-level pings); a client silent for two heartbeats is dropped.
+reads, and a task applies what it read, in order; one writer task per connection drains
+the session to the socket. Heartbeats are ``ping`` frames the client answers with
+``pong`` (visible to browser code, unlike protocol-level pings); a client silent for two
+heartbeats is dropped, however long one of its own messages takes to apply.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..protocol.errors import LadderError
 from ..protocol.frames import Ack, ClientFrame, Hello, Publish, decode_client_frames
 from .gateway import Gateway
 from .http import Headers, Message, Receive, Request, Send, error_body, origin_allowed
+from .inbound import AT_ONCE
 from .link import Link, encode_batch
 
 log = logging.getLogger("ladder")
@@ -117,27 +119,58 @@ async def apply_message(
     queued: deque[tuple[bytes, Codec] | list[ClientFrame]] | None = None,
 ) -> LadderError | None:
     """Apply a later client message (both WebSocket drivers): bad frames are answered with
-    ``err`` frames; returns the error that must end the connection, if any.
-
-    ``queued``: messages the driver read meanwhile, raw, in order (the native driver's). Those
-    right behind this one that hold only publications (and acks) are taken and offered with
-    it, so the session sees the whole run of publications waiting, not one message at a
-    time: they then go to the engine together (``together.py``). Any other message is left
-    for its turn (a batch's rules, such as a refusal for the rate ending it, stay per
-    message for everything but publications, which the client sends again either way)."""
+    ``err`` frames; returns the error that must end the connection, if any (``queued``: see
+    :func:`apply_frames`)."""
     frames, fatal = decode_message(gateway, link, data, codec)
     if fatal is not None:
         return fatal
+    await apply_frames(gateway, link, frames, queued)
+    return None
+
+
+async def apply_frames(
+    gateway: Gateway,
+    link: Link,
+    frames: list[ClientFrame],
+    queued: deque[tuple[bytes, Codec] | list[ClientFrame]] | deque[list[ClientFrame]] | None = None,
+) -> None:
+    """Apply a client message's frames.
+
+    ``queued``: messages the driver read meanwhile, in order, raw or decoded. Those right
+    behind this one that hold only publications (and acks) are taken and offered with it,
+    so the session sees the whole run of publications waiting, not one message at a time:
+    they then go to the engine together (``together.py``). Any other message is left for
+    its turn (a batch's rules, such as a refusal for the rate ending it, stay per message
+    for everything but publications, which the client sends again either way)."""
     limit = gateway.settings.limits.max_frame_size
-    while queued and isinstance(head := queued[0], tuple):
-        more, errors = _decoded(head[1], head[0], limit)
-        if errors or more is None or not all(type(frame) in _TOGETHER for frame in more):
+    while queued:
+        head = queued[0]
+        if isinstance(head, list):
+            more: list[ClientFrame] | None = head
+        else:
+            more, errors = _decoded(head[1], head[0], limit)
+            if errors:
+                break
+        if more is None or not all(type(frame) in _TOGETHER for frame in more):
             break
         queued.popleft()
-        frames += more
+        frames = frames + more if frames else more
     if frames:
         await gateway.receive(link.session, link.att, frames)
-    return None
+
+
+def arrived_meanwhile(gateway: Gateway, link: Link, frames: list[ClientFrame]) -> list[ClientFrame]:
+    """A message that arrived while an earlier one of its connection is being applied,
+    perhaps in a handler that takes minutes (both WebSocket drivers): the client is heard
+    (its connection is not silent, whatever the handler takes) and its acks, pings and pongs
+    are applied now (a liveness check's pong is not held behind the handler). Returns the
+    rest, which waits for its turn."""
+    link.att.heard(gateway.settings.clock())
+    now = [frame for frame in frames if type(frame) in AT_ONCE]
+    if not now:
+        return frames
+    gateway.receive_now(link.session, link.att, now)
+    return [frame for frame in frames if type(frame) not in AT_ONCE]
 
 
 _TOGETHER: Final = frozenset({Publish, Ack})
@@ -190,9 +223,7 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
         return
     writer = asyncio.get_running_loop().create_task(_write(link, send, codec), name="ladder-ws-writer")
     try:
-        if rest:
-            await gateway.receive(link.session, link.att, rest)
-        await _read(gateway, link, receive)
+        await _read(gateway, link, receive, rest)
     finally:
         link.close()
         link.gone()
@@ -200,15 +231,47 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
             await asyncio.wait_for(writer, timeout=1.0)
 
 
-async def _read(gateway: Gateway, link: Link, receive: Receive) -> None:
-    while not link.att.closed:
+async def _read(gateway: Gateway, link: Link, receive: Receive, first: list[ClientFrame]) -> None:
+    """Read the client's messages (``first``: what came with the hello) while a task applies
+    them in order, so that what arrives while one is in a handler is still read
+    (:func:`arrived_meanwhile`); past ``max_post_size`` bytes queued, reading waits."""
+    queue: deque[list[ClientFrame]] = deque()
+    applier: asyncio.Task[None] | None = None
+    queued, limit = 0, gateway.settings.limits.max_post_size
+    frames, size = first, 0
+    while True:
+        busy = applier is not None and not applier.done()
+        if busy:
+            frames = arrived_meanwhile(gateway, link, frames)
+        if frames:
+            queue.append(frames)
+            queued = queued + size if busy else size
+            if not busy:
+                applying = _apply(gateway, link, queue)
+                applier = asyncio.get_running_loop().create_task(applying, name="ladder-ws-apply")
+        if applier is not None and queued > limit:
+            await asyncio.wait((applier,))  # (it ends once all is applied)
+        if link.att.closed:
+            return
         message = await receive()
         if message["type"] != "websocket.receive":
             return
-        fatal = await apply_message(gateway, link, *_payload(message))
+        data, codec = _payload(message)
+        frames, fatal = decode_message(gateway, link, data, codec)
         if fatal is not None:
             link.gone(fatal)
             return
+        size = len(data)
+
+
+async def _apply(gateway: Gateway, link: Link, queue: deque[list[ClientFrame]]) -> None:
+    """Apply queued messages in order; exists only while there are some."""
+    try:
+        while queue:
+            await apply_frames(gateway, link, queue.popleft(), queue)
+    except Exception:
+        log.exception("websocket: applying a message failed")
+        link.gone(LadderError("internal"))
 
 
 async def _write(link: Link, send: Send, codec: Codec) -> None:
