@@ -363,3 +363,38 @@ async def test_serve_warns_naming_the_fix_as_connections_near_its_descriptor_lim
     assert said.count("file descriptors are in use") == 1
     assert re.search(r"WARNING.* (9\d|100) of the process's 100 file descriptors are in use", said), said
     assert "ulimit -n" in said and "--workers" in said
+
+
+async def test_a_redis_outage_is_logged_once_and_not_as_a_bug(tmp_path: Path) -> None:
+    """Redis killed under a node holding a presence member: the node's clock refreshed that
+    member every round and logged ``ERROR tick failed`` with a traceback each time; the
+    listener logged a WARNING at every reconnection attempt. One WARNING says it: unhealthy."""
+    log = tmp_path / "server.log"
+    with RedisServer() as redis, LadderServer({"presence_ttl": 1.5}, engine=redis.url, log=log) as server:
+        async with Client(server.url, transports=["websocket"]) as client:
+            await client.subscribe("chat:outage").ready()
+            redis.stop()
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                deadline = time.monotonic() + 20
+                while (health := (await http.get("/health")).json()).get("reconnects", 0) < 7:
+                    assert time.monotonic() < deadline, health
+                    await asyncio.sleep(0.1)
+            # (the presence entry's refresh was due several times meanwhile: every 0.5 s)
+    said = log.read_text()
+    assert "tick failed" not in said and "Traceback" not in said, said
+    assert said.count("redis engine unhealthy") == 1, said
+    assert said.count("redis listener lost its connection") == 1, said
+
+
+def test_a_node_that_starts_without_redis_says_it_is_unhealthy(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    nothing = f"redis://127.0.0.1:{free_port()}/0"
+    with LadderServer(engine=nothing, log=log) as server:
+        deadline = time.monotonic() + 15
+        while "redis engine unhealthy" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert httpx.get(server.url + "/health").status_code == 503
+    said = log.read_text()
+    assert said.count("redis engine unhealthy") == 1 and "Connection refused" in said, said
+    assert "redis listener lost its connection" not in said, said

@@ -227,13 +227,24 @@ class Node:
         if claims and not self._claiming:  # (one at a time: a stalled engine delays no deadline)
             self._claiming = True
             self.tasks.spawn(self._claim_again(claims), "ladder-claims")
-        presence_ttl = self.settings.presence_ttl
-        channels = self.channels
+        if self.engine.healthy:  # (else its round waits: nothing could be refreshed)
+            await self._refresh_presence(now)
+
+    async def _refresh_presence(self, now: float) -> None:
+        """Refresh this tick's share of the presence entries held here. One the engine
+        cannot refresh now (one Redis server of several down: its health is logged) waits
+        for the next round; a Redis outage is not a bug of the clock's."""
+        presence_ttl, channels, sessions = self.settings.presence_ttl, self.channels, self.sessions
         for sid, channel in self._presence_round.due(now, channels.present_ids):
             found = sessions.get(sid)
             sub = None if found is None else found.subs.get(channel)
             if sub is not None and sub.member is not None and sub in channels.present:
-                await self.engine.presence_add(channel, sub.member, presence_ttl)
+                try:
+                    await self.engine.presence_add(channel, sub.member, presence_ttl)
+                except LadderError as exc:
+                    if exc.code != "engine_unavailable":
+                        raise
+                    log.debug("presence of %s in %s not refreshed: %s", sid, channel, exc.reason)
 
     def _route_lost(self) -> None:
         self.cluster.on_route_lost()

@@ -120,6 +120,8 @@ class RedisEngine(ComposedEngine):
         self._listening = False
         """The listener was connected when last heard of (a loss is told to the sink once)."""
         self._was_healthy = False
+        self._told = False
+        """Being unhealthy was logged (once per outage, from the start too)."""
         self.last_error: str | None = None
         self.serving = "accepting new sessions"
         """What being healthy means, for the log (a shard of several says its own)."""
@@ -221,9 +223,10 @@ class RedisEngine(ComposedEngine):
         the listener connected, and the next answered heartbeat makes the node healthy again.
         """
         healthy = self._healthy_now()
-        if healthy == self.healthy:
-            return
+        if healthy == self.healthy and (healthy or self._told or self.last_error is None):
+            return  # (a node that starts with Redis down says so once, too)
         self.healthy = healthy
+        self._told = not healthy
         if healthy:
             self._listening = True  # (a cluster's listener says nothing when it starts well)
             self.last_error = None

@@ -7,7 +7,7 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...protocol.errors import LadderError
@@ -15,7 +15,15 @@ from ..base import EngineSink
 
 
 def unavailable(exc: BaseException) -> LadderError:
-    """The error every engine call raises while Redis cannot be reached."""
+    """The error every engine call raises while Redis cannot be reached, or refuses what it
+    was asked (a full Redis under ``noeviction``: the reason names the fix)."""
+    if isinstance(exc, OutOfMemoryError):
+        return LadderError(
+            "engine_unavailable",
+            f"Redis is full and refuses writes (raise its maxmemory, or give it more memory): {exc}",
+        )
+    if isinstance(exc, ResponseError):
+        return LadderError("engine_unavailable", f"Redis refused the command ({type(exc).__name__}: {exc})")
     return LadderError("engine_unavailable", f"Redis is unreachable ({type(exc).__name__}: {exc})")
 
 

@@ -95,12 +95,14 @@ class Listener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # RedisError, OSError, or a bug: log, reconnect
+                was_ok, self.ok = self.ok, False
                 self.subscribed.clear()
-                self.ok = False
                 self._health(str(exc) or type(exc).__name__)
                 self.reconnects += 1
-                if isinstance(exc, RedisError | OSError):
-                    log.warning("redis listener lost its connection (%s); reconnecting", exc)
+                if isinstance(exc, RedisError | OSError):  # (once an outage, not every attempt)
+                    (log.warning if was_ok else log.debug)(
+                        "redis listener lost its connection (%s); reconnecting", exc
+                    )
                 else:
                     log.exception("redis listener failed; restarting it")
             await self.close()
