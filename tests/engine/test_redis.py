@@ -634,3 +634,25 @@ async def test_a_dead_node_is_known_dead_quickly(redis_server: RedisServer) -> N
         assert await node.node_alive("node-a")
     finally:
         await node.stop()
+
+
+class FullRedis(RedisServer):
+    def extra_args(self) -> list[str]:
+        return ["--maxmemory", "3mb"]  # (and noeviction, as every test Redis)
+
+
+async def test_a_full_redis_is_reported_as_full_naming_the_fix_not_as_unreachable() -> None:
+    with FullRedis() as redis:
+        engine = RedisEngine(redis.url)
+        await engine.start(Sink())
+        try:
+            big = Payload.of("x" * 50_000)
+            with pytest.raises(LadderError) as refused:
+                for _ in range(1000):
+                    await engine.publish("full", big, OPTIONS)
+            assert refused.value.code == "engine_unavailable"
+            assert "full" in refused.value.reason and "maxmemory" in refused.value.reason
+            assert "unreachable" not in refused.value.reason
+            assert engine.healthy  # it answers: only writes are refused
+        finally:
+            await engine.stop()
