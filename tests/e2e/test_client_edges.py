@@ -85,6 +85,25 @@ async def test_publishing_data_that_cannot_be_encoded_is_a_type_error_not_a_bad_
     assert "Traceback" in text and "TypeError: cannot send a datetime at ['when']" in text
 
 
+@pytest.mark.parametrize("rung", ["websocket", "sse"])
+async def test_a_client_paced_by_the_rate_limit_for_longer_than_its_patience_keeps_its_session(rung: str) -> None:
+    """120 emits at once against 20 a second (burst 20): five seconds of pacing, longer than
+    ``flood_patience`` (3 s). The client waits each time it is told to, so it is slowed down,
+    never dropped (it was: ``bye rate_limited: persistent flooding`` after 3 s, a lost
+    session, and three of those stepped the client down a rung)."""
+    limits = {"message_rate": 20, "message_burst": 20}
+    with LadderServer({"limits": limits}) as server:
+        async with Client(server.url, transports=[rung]) as client:
+            session = client.session_id
+            lost: list[Any] = []
+            client.on("session_lost", lost.append)
+            for n in range(120):
+                await client.emit("record", {"key": f"paced-{rung}", "value": n})
+            await client.flush(timeout=20)
+            assert await client.call("records", f"paced-{rung}", timeout=10) == list(range(120))
+            assert client.session_id == session and lost == []
+
+
 @pytest.mark.parametrize("rung", RUNGS)
 async def test_an_offline_queue_beyond_the_rate_burst_is_paced_not_lost(rung: str) -> None:
     """300 emits queued while the server is down, default limits (burst 200, 100 per second):

@@ -197,7 +197,7 @@ class Inbound:
         bucket = session.bucket
         if bucket is None:
             bucket = session.bucket = Bucket(rate, now)
-        wait = bucket.take(rate, now)
+        wait = bucket.take(rate, now, frame.i if isinstance(frame, Numbered) else None)
         if not wait:
             return frame
         if bucket.abusive(rate, now, self.settings.limits.flood_patience):

@@ -22,33 +22,53 @@ class Rate:
         return self.rate > 0
 
 
+TOLD_SLACK = 0.002
+"""Seconds a message may arrive before the time its client was told to wait for and still
+count as having waited (``retry_after`` is rounded to the millisecond; timers fire early)."""
+
+
 class Bucket:
-    __slots__ = ("refused", "refusing_since", "stamp", "tokens")
+    __slots__ = ("ignored", "ignoring_since", "refused_message", "stamp", "tokens", "told_until")
 
     def __init__(self, rate: Rate, now: float) -> None:
         self.tokens = rate.burst
         self.stamp = now
-        self.refused = 0
-        """Requests refused since the bucket was last full (the client last calmed down)."""
-        self.refusing_since = now
+        self.told_until = now
+        """Until when the client was last told to wait."""
+        self.refused_message: int | None = None
+        """The message (its id) it was told to send again then."""
+        self.ignored = 0
+        """Refusals of what arrived before the wait the client was told was over, since it
+        last came back as told (or the bucket was last full)."""
+        self.ignoring_since = now
 
-    def take(self, rate: Rate, now: float) -> float:
-        """Take a token: 0.0 when allowed, else the seconds to wait for one."""
+    def take(self, rate: Rate, now: float, message: int | None = None) -> float:
+        """Take a token for ``message`` (a message id; None for anything else): 0.0 when
+        allowed, else the seconds to wait for one."""
+        waited = now >= self.told_until - TOLD_SLACK
+        if waited and message is not None and message == self.refused_message:
+            self.ignored = 0  # back with the refused message as told: what came before was in flight
         self.tokens = min(rate.burst, self.tokens + (now - self.stamp) * rate.rate)
         self.stamp = now
         if self.tokens >= 1.0:
             if self.tokens >= rate.burst:
-                self.refused = 0  # it had stopped long enough to refill: forgive
+                self.ignored = 0  # it had stopped long enough to refill: forgive
             self.tokens -= 1.0
             return 0.0
-        if self.refused == 0:
-            self.refusing_since = now
-        self.refused += 1
-        return (1.0 - self.tokens) / rate.rate
+        if not waited:
+            if self.ignored == 0:
+                self.ignoring_since = now
+            self.ignored += 1
+        wait = (1.0 - self.tokens) / rate.rate
+        self.told_until, self.refused_message = now + wait, message
+        return wait
 
     def abusive(self, rate: Rate, now: float, patience: float) -> bool:
-        """Still sending, past the burst, ``patience`` seconds after being told to wait."""
-        return self.refused > rate.burst and now - self.refusing_since >= patience
+        """Still sending while told to wait, past the burst, ``patience`` seconds after it
+        began, and never back with a refused message as told meanwhile. A client that waits
+        as it is told is refused at times (what it had sent before it heard; the next
+        message sent with the one due) but never dropped: it is paced."""
+        return self.ignored > rate.burst and now - self.ignoring_since >= patience
 
     def full(self, rate: Rate, now: float) -> bool:
         return self.tokens + (now - self.stamp) * rate.rate >= rate.burst
