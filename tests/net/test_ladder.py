@@ -357,3 +357,41 @@ async def test_climbs_from_long_polling_back_to_sse(net: Network) -> None:
         change = await asyncio.wait_for(changes.get(), 20)
         assert (change.old, change.new) == ("longpoll", "sse"), change
         assert (await client.call("echo", 1))["data"] == 1
+
+
+async def test_a_rung_climbed_to_by_a_probe_is_the_one_its_drops_count_against(
+    net: Network, backend: LadderServer
+) -> None:
+    """On SSE while WebSocket was refused, then back on WebSocket by a probe: the connections
+    that drop next are WebSocket's. The client counted them against SSE (it kept the
+    transport it had started with): its ``disconnected`` events named SSE, it closed SSE
+    again, and three quick WebSocket drops did not step it down (a fourth did)."""
+    from ladder.client import Disconnected  # noqa: PLC0415
+
+    net.set(refuse={"ws"})
+    changes: asyncio.Queue[TransportChanged] = asyncio.Queue()
+    drops: asyncio.Queue[Disconnected] = asyncio.Queue()
+    connected: asyncio.Queue[object] = asyncio.Queue()
+    client = Client(net.url)
+    client.on("transport", changes.put_nowait)
+    client.on("disconnected", drops.put_nowait)
+    client.on("connected", connected.put_nowait)
+    async with client:
+        assert client.transport == "sse"
+        net.clear()
+        async with asyncio.timeout(30):
+            while (await changes.get()).new != "websocket":
+                pass
+            while not connected.empty():  # (the first connection's)
+                connected.get_nowait()
+            for cut in range(1, 4):
+                assert net.cut_all() >= 1
+                drop = await drops.get()
+                assert drop.transport == "websocket", (cut, drop)
+                if cut < 3:
+                    await connected.get()  # (again on WebSocket, the rung it stands on)
+                    assert client.transport == "websocket"
+            while (change := await changes.get()).new == "websocket":
+                pass
+        assert change.old == "websocket" and change.new == "sse", change
+        assert "cut 3 times in a row" in change.reason, change.reason

@@ -121,10 +121,9 @@ class Connection(Switching):
                 return
             reconnect.welcomed()  # any welcome forgives: the next node may be a good one
             reason = "; ".join(failed.get(rung, "") for rung in self.policy.candidates() if rung in failed)
-            started = time.monotonic()
             self._adopt(conn, reason or "connected")
-            ended, action = await self._pump(conn)
-            lived = time.monotonic() - started
+            conn, opened, ended, action = await self._pump(conn)  # (conn: the one that ended)
+            lived = time.monotonic() - opened
             await self._lost(conn, ended)
             if self.state == "closed":
                 return

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -151,11 +152,14 @@ class Switching(Opening):
         if not self._closed_by_app:
             self._emit(Disconnected(conn.name, reason))
 
-    async def _pump(self, conn: Transport) -> tuple[str, Action]:
+    async def _pump(self, conn: Transport) -> tuple[Transport, float, str, Action]:
         """Read frames until the transport ends; switch transports when a probe wins.
 
-        Returns why it ended and what follows (the core's :func:`after_transport` decides).
+        Returns the transport that ended (the last one switched to), when it began
+        (``time.monotonic()``), why it ended and what follows (the core's
+        :func:`after_transport` decides): a drop is counted against the rung that dropped.
         """
+        opened = time.monotonic()
         while True:
             try:
                 await self._read(conn)
@@ -163,11 +167,12 @@ class Switching(Opening):
                 switch, self._switch_to = self._switch_to, None
                 if switch is None or self.state == "closed":
                     error = exc.error
-                    return exc.reason, self._ending("close" if error is None else "refusal", error)
+                    action = self._ending("close" if error is None else "refusal", error)
+                    return conn, opened, exc.reason, action
                 new, reason = switch
                 await conn.close()
                 old = conn.name
-                conn = new
+                conn, opened = new, time.monotonic()
                 self._conn = conn
                 self.transport = conn.name
                 self._last_rung = conn.name
@@ -183,7 +188,7 @@ class Switching(Opening):
             except _SessionEnded as ended:
                 error = ended.error
                 reason = f"{conn.name}: session ended by the server ({error.code}: {error.reason})"
-                return reason, self._ending("bye", error)
+                return conn, opened, reason, self._ending("bye", error)
 
     def _ending(self, via: Literal["bye", "refusal", "close"], error: LadderError | None) -> Action:
         """Act on how a transport ended: give up, or forget a session the server dropped."""
