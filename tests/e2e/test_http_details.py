@@ -124,3 +124,17 @@ async def test_client_js_is_served_compressed_with_an_etag(server: LadderServer)
         assert again.status_code == 304 and again.content == b""
         types = await http.get("/client.d.ts")
         assert types.status_code == 200 and b"connect" in types.content
+
+
+async def test_a_posted_ping_between_two_short_polls_is_answered_by_the_next(server: LadderServer) -> None:
+    """Short polling has nothing attached between two polls: the pong of a POSTed ping was
+    dropped, so a short-polling client could never pass its liveness check (protocol §9.2)."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        opened = await http.get("/poll", params={"v": 1})
+        welcome = orjson.loads(opened.content.split(b"\n")[0])
+        sid, auth = welcome["sid"], {"x-ladder-rt": welcome["rt"]}
+        posted = await http.post("/send", params={"sid": sid}, headers=auth, content=b'{"t":"ping","n":41}')
+        assert posted.status_code == 204
+        answer = await http.get("/poll", params={"sid": sid, "ack": 0}, headers=auth)
+        frames = [orjson.loads(line) for line in answer.content.split(b"\n") if line]
+        assert {"t": "pong", "n": 41} in frames, frames

@@ -233,9 +233,13 @@ class SessionState:
         """Queue an unsequenced frame on every attached transport.
 
         A pong for a ping POSTed upstream goes everywhere: the client may be proving a new
-        stream (a probe) while an older rung is still the newest attachment.
+        stream (a probe) while an older rung is still the newest attachment. With none
+        attached (short polling between two polls) it is kept for the next, as an error is.
         """
-        for att in self.attachments:
+        live = [att for att in self.attachments if not att.closed]
+        if not live:
+            self.send_control(body)
+        for att in live:
             self.send_control(body, att)
 
     def take(
