@@ -265,3 +265,31 @@ async def test_closing_a_client_whose_token_refresh_is_on_its_way_logs_no_warnin
         while client._refreshing:  # noqa: ASYNC110 - the client's own task ends it
             await asyncio.sleep(0.01)
     assert not [r.message for r in caplog.records if "token refresh failed" in r.message]
+
+
+@pytest.mark.parametrize("rung", ["sse", "longpoll"])
+async def test_a_call_that_streams_to_its_caller_for_longer_than_the_queue_holds_keeps_the_session(
+    rung: str,
+) -> None:
+    """A handler that publishes 300 messages to its caller's channel over 3 s before it answers
+    (a reply streamed as it is made), against a server that keeps at most 50 unacknowledged
+    frames per session. On SSE the client acknowledges by POST, and its POSTs went one at a
+    time: the acks waited behind the call's POST for the whole 3 s, and the session was
+    dropped as a slow consumer. A POST of acks and pings now goes at once."""
+    with LadderServer({"limits": {"max_queue": 50}}) as server:
+        async with Client(server.url, transports=[rung]) as client:
+            session = client.session_id
+            lost: list[Any] = []
+            client.on("session_lost", lost.append)
+            sub = client.subscribe("stream:answer")
+            await sub.ready()
+            call = {"channel": "stream:answer", "count": 300, "interval": 0.01}
+            assert await client.call("publish", call, timeout=30) == {"published": 300}
+            received = []
+            async with asyncio.timeout(10):
+                async for pub in sub:
+                    received.append(pub.data["n"])
+                    if len(received) == 300:
+                        break
+            assert received == list(range(300))
+            assert client.session_id == session and lost == []

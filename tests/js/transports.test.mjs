@@ -110,6 +110,30 @@ describe("SSE", () => {
     assert.equal(FakeEventSource.last.closed, true, "EventSource's own reconnect is switched off");
   });
 
+  test("messages are POSTed one at a time; acks and pings do not wait behind them", async () => {
+    // A POST is answered once its messages are applied: a long call's holds the next POST
+    // for as long as the handler runs. An ack waiting behind it let the server's queue of
+    // unacknowledged frames fill (a slow consumer), a ping missed its liveness check.
+    let release = () => {};
+    const held = new Promise((resolve) => (release = resolve));
+    const { fetch, calls } = fakeFetch(async ({ init }) => {
+      if (String(init.body).includes('"call"')) await held;
+      return new Response(null, { status: 204 });
+    });
+    const sse = new SSETransport(context(fetch));
+    sse.adopt(welcome);
+    const call = sse.send([{ t: "call", i: 1, ev: "slow" }]);
+    const next = sse.send([{ t: "emit", i: 2, ev: "after" }]);
+    const ack = sse.send([{ t: "ack", s: 5 }, { t: "ping", n: 3 }]);
+    const kinds = () => calls.map((c) => JSON.parse(String(c.init.body).split("\n")[0]).t);
+    await ack; // answered while the call's POST is held
+    await settle();
+    assert.deepEqual(kinds().sort(), ["ack", "call"], "the emit waits for the call's answer");
+    release();
+    await Promise.all([call, next]);
+    assert.equal(kinds()[2], "emit");
+  });
+
   test("a stream that ends after opening fails the transport", async () => {
     const { fetch } = fakeFetch(() => new Response(null, { status: 204 }));
     const sse = new SSETransport(context(fetch));

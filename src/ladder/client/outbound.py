@@ -250,8 +250,24 @@ class Outbound(ClientBase):
 
     def _ack_now(self) -> None:
         self._cancel_ack_timer()
+        conn = self._conn
+        if self._flushing and conn is not None and conn.separate_upstream and not conn.implicit_ack:
+            # A POST is in flight, answered only once its messages are applied (a long
+            # call's): the ack goes on a POST of its own, now (protocol §3.6).
+            acked_before = self.peer.acked_out
+            ack = self.peer.ack_frame()
+            if ack is not None:
+                self._spawn(self._ack_alone(conn, ack, acked_before))
+            return
         self._ack_wanted = True
         self._spawn(self._flush())
+
+    async def _ack_alone(self, conn: Transport, ack: Frame, acked_before: int) -> None:
+        try:
+            await conn.send([ack])
+        except TransportClosed:
+            self.peer.acked_out = min(self.peer.acked_out, acked_before)
+            self._ack_wanted = True  # (the next write carries it; the reader notices a dead transport)
 
     def _acks_sent(self) -> None:
         """An ack went out: the timer is needed again only for frames that came after it."""

@@ -5,10 +5,12 @@ import { errorOf, TransportClosed } from "./errors.js";
 import { encodeBatch } from "./codec.js";
 import { Transport } from "./transport.js";
 
+/** Frames a POST may carry alongside another one still answered (protocol §3.6). */
+const UNORDERED = new Set(["ack", "ping", "pong"]);
+
 /** @typedef {import("./codec.js").Frame} Frame */
 /** @typedef {import("./rungs.js").Rung} Rung */
 /** @typedef {import("./transport.js").TransportContext} TransportContext */
-
 
 /**
  * @param {Response} response
@@ -58,7 +60,8 @@ export class HttpTransport extends Transport {
   }
 
   /**
-   * POSTs go one at a time, in order (protocol §3.6).
+   * POSTs of messages go one at a time, in order (protocol §3.6); acks, pings and pongs at
+   * once: a POST held while a long call is applied must not hold them back.
    * @param {Frame[]} frames
    * @param {{keepalive?: boolean}} [options]
    */
@@ -69,6 +72,7 @@ export class HttpTransport extends Transport {
     const body = encodeBatch(frames);
     // A keepalive POST (the bye as the page goes away) must leave now, not after the queue.
     if (keepalive) return this.post(body, true);
+    if (frames.every((frame) => UNORDERED.has(String(frame.t)))) return this.post(body, false);
     const post = this._posts.then(() => this.post(body, keepalive));
     this._posts = post.catch(() => {});
     return post;

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+from typing import Any, Final
 
 import httpx
 import orjson
@@ -58,6 +59,10 @@ def unreachable(rung: str, url: str, exc: Exception) -> str:
     return f"{rung}: request to {url} failed ({exc!r})"
 
 
+UNORDERED: Final = frozenset({"ack", "ping", "pong"})
+"""Frames a POST may carry alongside another one still answered (protocol §3.6)."""
+
+
 class HttpTransport(Transport):
     """Base of the HTTP rungs: a session id, a resume token and ``POST /send`` upstream."""
 
@@ -80,7 +85,10 @@ class HttpTransport(Transport):
             raise TransportClosed(f"{self.name}: not open")
         codec = self.endpoint.codec
         body = codec.join(codec.encode(frame) for frame in frames)
-        async with self._post_lock:
+        # Messages go one POST at a time, in order (protocol §3.6); acks, pings and pongs at
+        # once: a POST held while a long call is applied must not hold them back.
+        ordered = not all(frame.get("t") in UNORDERED for frame in frames)
+        async with self._post_lock if ordered else contextlib.nullcontext():
             try:
                 response = await self.http.post(
                     self.endpoint.http("send"),
