@@ -135,7 +135,7 @@ def parse_query(query: str) -> dict[str, str]:
 
 def _int_value(name: str, value: str) -> int:
     if not (value.isascii() and value.isdigit()) or len(value) > 16:  # "¹".isdigit() is True
-        raise LadderError("bad_request", f"{name!r} must be a non-negative integer")
+        raise LadderError("bad_frame", f"hello field {name!r} must be a non-negative integer")
     return int(value)
 
 
