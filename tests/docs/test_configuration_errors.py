@@ -101,6 +101,10 @@ def test_settings_that_cannot_work_are_refused_when_the_hub_is_built() -> None:
     every tick."""
     with pytest.raises(ConfigurationError, match=r"^Limits\(max_frame_size=\.\.\.\): 0 cannot work"):
         Limits(max_frame_size=0)
+    with pytest.raises(ConfigurationError, match=r"^Limits\(max_frame_size=\.\.\.\): 10 bytes cannot work.*at least 1024"):
+        Limits(max_frame_size=10)  # (it was taken: every call and subscribe then failed, frame_too_large)
+    with pytest.raises(ConfigurationError, match=r"^Limits\(max_post_size=\.\.\.\): 4096 is below max_frame_size"):
+        Limits(max_post_size=4096)
     with pytest.raises(ConfigurationError, match=r"^heartbeat: 0 cannot work"):
         Ladder(heartbeat=0)
     with pytest.raises(ConfigurationError, match=r"^authenticate: got a str, not a function"):

@@ -35,6 +35,21 @@ class Limits:
                 raise ConfigurationError(
                     f"Limits({spec.name}=...)", "0 cannot work", "pass a number above 0 (see its default)"
                 )
+        for name in ("max_frame_size", "max_post_size"):
+            value = getattr(self, name)
+            if 0 < value < SMALLEST_FRAME_LIMIT:
+                raise ConfigurationError(
+                    f"Limits({name}=...)",
+                    f"{value} bytes cannot work (a hello with its token, or a small call, is larger)",
+                    f"pass at least {SMALLEST_FRAME_LIMIT} (the default is {getattr(Limits, name)})",
+                )
+        if self.max_post_size < self.max_frame_size:
+            raise ConfigurationError(
+                "Limits(max_post_size=...)",
+                f"{self.max_post_size} is below max_frame_size ({self.max_frame_size}): a frame a "
+                "WebSocket takes could not be sent by POST",
+                "pass a max_post_size of at least max_frame_size",
+            )
 
     max_frame_size: int = 64 * 1024
     """Largest single frame (bytes). Bigger: error, WebSocket close 1009, HTTP 413."""
@@ -76,6 +91,9 @@ class Limits:
     """Take the client address from the last ``X-Forwarded-For`` entry and the scheme from
     ``X-Forwarded-Proto`` (only behind a proxy you control, which appends the entry)."""
 
+
+SMALLEST_FRAME_LIMIT: Final = 1024
+"""Bytes below which a frame or POST limit cannot work."""
 
 _ABOVE_ZERO: Final = frozenset(
     {
