@@ -230,14 +230,14 @@ NOT_A_NUMBER = (
 FAULTS: list[tuple[str, Any, str]] = [
     # (what, how to break a valid request, the documented code)
     ("version", lambda d, s: {"query": f"v={d.draw(st.integers(2, 1000))}"}, "unsupported_version"),
-    ("version not a number", lambda d, s: {"query": f"v={d.draw(NOT_A_NUMBER)}"}, "bad_request"),
+    ("version not a number", lambda d, s: {"query": f"v={d.draw(NOT_A_NUMBER)}"}, "bad_frame"),
     (
         "ack not a number",
         lambda d, s: {
             "query": f"sid={s[0]}&ack={d.draw(st.sampled_from(['x', '-1', '1.5', '1e3', ' ']))}",
             "headers": [(b"x-ladder-rt", s[1].encode())],
         },
-        "bad_request",
+        "bad_frame",
     ),
     (
         "unknown session",

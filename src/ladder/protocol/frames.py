@@ -210,7 +210,9 @@ def _str(obj: dict[str, Any], key: str, *, max_len: int = MAX_NAME) -> str:
     if not 0 < len(value) <= max_len:
         raise _bad(key, f"must be 1 to {max_len} characters")
     if not value.isprintable():
-        raise _bad(key, "must not contain control characters")
+        raise _bad(
+            key, "must hold only printable characters (no control, format, unassigned one, no space but ' ')"
+        )
     return value
 
 
