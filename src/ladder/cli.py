@@ -194,7 +194,8 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     parser.add_argument(
         "--ws-deflate",
         action="store_true",
-        help="negotiate WebSocket permessage-deflate (off by default: it costs CPU on fan-out)",
+        help="negotiate WebSocket permessage-deflate (off by default: it costs CPU on fan-out); "
+        "WebSockets then go through uvicorn's ASGI driver, as with --asgi-ws",
     )
     parser.add_argument(
         "--log-level",
