@@ -49,6 +49,8 @@ async def test_jwt_accepts_good_tokens_and_refuses_bad_ones(jwt_server: LadderSe
         with pytest.raises(LadderError) as refused:
             await Client(jwt_server.url, token=bad, transports=["websocket"], max_attempts=3).connect()
         assert refused.value.code == code, bad
+        if bad is None:  # the reason names the fix (it said only "credentials were refused")
+            assert "token" in refused.value.reason and "Client(url, token=...)" in refused.value.reason
 
 
 async def test_rs256_tokens() -> None:

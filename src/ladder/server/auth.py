@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from ..engine.base import ChannelOptions
 from ..protocol.errors import LadderError
@@ -77,6 +77,13 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+NO_TOKEN: Final = (
+    "no token: this server authenticates every connection; give the client one "
+    "(Python: Client(url, token=...); browser: connect(url, {token}))"
+)
+"""The reason of a refusal for want of credentials: it names the fix."""
+
+
 async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> Identity:
     """Call the hook and normalise its answer; a refusal raises ``unauthorized``, credentials
     that expired already ``token_expired`` (a session begun with them would end at once)."""
@@ -91,7 +98,11 @@ async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> I
         return result
     if isinstance(result, str):
         return Identity(user=result)
-    raise LadderError("unauthorized", "credentials were refused")
+    if request.token is None and not request.cookies:
+        raise LadderError("unauthorized", NO_TOKEN)
+    raise LadderError(
+        "unauthorized", "the authenticate hook refused these credentials: check the token the client sends"
+    )
 
 
 def default_permissions(identity: Identity, action: Action, channel: str, options: ChannelOptions) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, install_hint
 from ..protocol.errors import LadderError
-from .auth import AuthRequest, Identity
+from .auth import NO_TOKEN, AuthRequest, Identity
 
 
 class JWT:
@@ -68,7 +68,7 @@ class JWT:
     def __call__(self, request: AuthRequest) -> Identity:
         token = request.token
         if not token:
-            raise LadderError("unauthorized", "a token is required")
+            raise LadderError("unauthorized", NO_TOKEN)
         jwt = self._jwt
         try:
             claims: dict[str, Any] = jwt.decode(
