@@ -98,7 +98,8 @@ def test_encode_message_names_the_culprit_in_words_of_no_codec() -> None:
     for codec in (JSON, MSGPACK):
         assert encode_message(codec, {"t": "emit", "i": 1, "ev": "e", "d": {"b": b"\x00", "l": [1.5, None]}})
         for value, culprit in (
-            ({"n": 2**64}, "an int of 65 bits at d['n']"),
+            ({"n": 2**64}, "an int of 65 bits (outside -2**63 .. 2**64-1: send it as a str) at d['n']"),
+            ({"n": -(2**63) - 1}, "an int of 64 bits (outside -2**63 .. 2**64-1: send it as a str) at d['n']"),
             ({"k": {3: "x"}}, "a dict key of type int at d['k']"),
             ("\ud800", "a str with a lone surrogate at d"),
         ):
@@ -137,4 +138,36 @@ async def test_a_new_session_renews_subscriptions_when_the_queue_is_full() -> No
     await client.emit("e", 3)
     await client.flush(timeout=5)
     assert server.applied[-1]["d"] == 3, "the client keeps working"
+    await client.close()
+
+
+async def test_a_users_mistakes_with_the_client_get_errors_that_name_the_fix() -> None:
+    """Each was taken without a word (``max_queue=0``, ``recent=-5``), read letter by letter
+    (``transports="sse"``: "not ['s', 's', 'e']"), or raised a bare ``TimeoutError()``."""
+    from ladder import Client  # noqa: PLC0415
+
+    with pytest.raises(TypeError, match=r"transports must be a list of rung names, e.g. \['sse'\]"):
+        Client("http://127.0.0.1:9", transports="sse")
+    with pytest.raises(ValueError, match=r"max_queue must be a positive int \(default 1000\), not 0"):
+        Client("http://127.0.0.1:9", max_queue=0)
+    client = Client("http://127.0.0.1:9")
+    with pytest.raises(ValueError, match=r"recent must be an int from 0 to 10000, not -5"):
+        client.subscribe("room:a", recent=-5)
+    await client.emit("e", 1)
+    with pytest.raises(TimeoutError, match=r"flush: 1 messages not acknowledged within 0.05 s \(this client was "
+                       r"never connected: call `await client.connect\(\)`\)"):
+        await client.flush(timeout=0.05)
+    await client.close()
+
+
+async def test_a_token_callable_that_raises_is_named_in_the_reason() -> None:
+    server = FakeServer()
+
+    def token() -> str:
+        raise RuntimeError("the vault is sealed")
+
+    client = FakeClient(server, transports=["websocket"], token=token, connect_timeout=0.3)
+    with pytest.raises(Exception) as failed:
+        await client.connect()
+    assert "the client's token callable raised RuntimeError('the vault is sealed')" in str(failed.value)
     await client.close()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..protocol.errors import LadderError
+from ..protocol.frames import MAX_RECENT
 from .connection import Connection
 from .subscription import Publication, Subscription
 
@@ -30,6 +31,8 @@ class Calls(Connection):
         """
         if self.state == "closed":
             raise self._fatal or LadderError("closed", "this client was closed")
+        if isinstance(recent, bool) or not isinstance(recent, int) or not 0 <= recent <= MAX_RECENT:
+            raise ValueError(f"recent must be an int from 0 to {MAX_RECENT}, not {recent!r}")
         existing = self._subs.get(channel)
         if existing is not None and existing.active:
             return existing

@@ -136,6 +136,10 @@ class Client(Calls):
                 f"url {url!r} must start with http:// or https:// (the address the hub is "
                 "mounted at, e.g. 'http://127.0.0.1:8000' or 'https://example.com/ladder')"
             )
+        if isinstance(transports, str):
+            raise TypeError(f"transports must be a list of rung names, e.g. [{transports!r}], not a str")
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
+            raise ValueError(f"max_queue must be a positive int (default 1000), not {max_queue!r}")
         unknown = [t for t in transports if t not in TRANSPORTS]
         if unknown or not transports:
             raise ValueError(f"transports must be a non-empty subset of {TRANSPORTS}, not {unknown}")

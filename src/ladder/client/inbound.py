@@ -56,6 +56,8 @@ class Inbound(Outbound):
                 except LadderError as exc:
                     if self.state != "closed":  # (closing the client ends a refresh on its way)
                         log.warning("token refresh failed: %s", exc)
+                except Exception as exc:
+                    log.warning("token refresh failed: the client's token callable raised %r", exc)
                 finally:
                     self._refreshing = False
 

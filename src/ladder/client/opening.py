@@ -55,10 +55,14 @@ class Opening(Inbound):
         return self.peer.inbox.applied
 
     async def _open(self, rung: str, why: str | None = None) -> Transport:
+        try:
+            token = self._current_token()
+        except Exception as exc:  # the app's callable: its connections fail saying so
+            raise TransportClosed(f"{rung}: the client's token callable raised {exc!r}") from exc
         transport = self._make(rung)
         try:
             async with asyncio.timeout(self.open_timeout):
-                await transport.open(self.peer.hello(self._current_token(), why), self.verify_timeout)
+                await transport.open(self.peer.hello(token, why), self.verify_timeout)
         except TimeoutError:
             await transport.close()
             raise TransportClosed(f"{rung}: no welcome within {self.open_timeout:g} s") from None

@@ -44,8 +44,15 @@ class Outbound(ClientBase):
             return
         waiter = asyncio.get_running_loop().create_future()
         self._drained.append(waiter)
-        async with asyncio.timeout(timeout):
-            await waiter
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            never = " (this client was never connected: call `await client.connect()`)"
+            raise TimeoutError(
+                f"flush: {len(self.peer.outbox)} messages not acknowledged within {timeout:g} s"
+                f"{never if self._run_task is None else ''}"
+            ) from None
 
     def _acked(self) -> None:
         if len(self.peer.outbox) == 0:

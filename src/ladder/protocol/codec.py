@@ -56,7 +56,10 @@ def _culprit(value: Any, where: str, seen: set[int], depth: int) -> TypeError | 
                 return _cannot("a str with a lone surrogate", where)
         return None
     if isinstance(value, int):
-        return None if -(2**63) <= value < 2**64 else _cannot(f"an int of {value.bit_length()} bits", where)
+        if -(2**63) <= value < 2**64:
+            return None
+        bits = value.bit_length()
+        return _cannot(f"an int of {bits} bits (outside -2**63 .. 2**64-1: send it as a str)", where)
     if not isinstance(value, dict | list | tuple | set | frozenset):
         return _cannot(_a(type(value).__name__), where)
     if id(value) in seen:

@@ -26,6 +26,8 @@ PROTOCOL_VERSION: Final = 1
 
 MAX_NAME: Final = 255
 """Longest channel or event name accepted (characters)."""
+MAX_RECENT: Final = 10_000
+"""The most publications a subscribe may ask to start with (``recent``)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -303,7 +305,7 @@ def _sub(o: dict[str, Any]) -> Subscribe:
         ch=_str(o, "ch"),
         epoch=epoch,
         offset=offset,
-        recent=_opt_int(o, "recent", hi=10_000) or 0,
+        recent=_opt_int(o, "recent", hi=MAX_RECENT) or 0,
     )
 
 
