@@ -983,4 +983,11 @@ describe("options", () => {
   test("an unknown option throws, naming the ones there are (a misspelt one was ignored)", () => {
     assert.throws(() => new Client("http://127.0.0.1:1", { connect_timeout: 1000 }), (error) => error instanceof TypeError && /unknown option "connect_timeout"; the options are transports, token/.test(error.message));
   });
+
+  test("transports given as a string, and a recent out of range, throw naming the fix", () => {
+    assert.throws(() => new Client("http://127.0.0.1:1", { transports: "sse" }), (error) => error instanceof TypeError && /transports must be an array of rung names, e.g. \["sse"\]/.test(error.message));
+    const client = new Client("http://127.0.0.1:1", { transports: ["sse"] });
+    assert.throws(() => client.subscribe("room:a", null, { recent: -5 }), /recent must be an integer from 0 to 10000, not -5/);
+    client.close();
+  });
 });

@@ -327,6 +327,9 @@ export class Client extends Emitter {
    */
   subscribe(channel, onPublication = null, { since = null, recent = 0 } = {}) {
     this._usable();
+    if (!Number.isInteger(recent) || recent < 0 || recent > 10_000) {
+      throw new RangeError(`recent must be an integer from 0 to 10000, not ${String(recent)}`);
+    }
     let sub = this._subs.get(channel);
     if (!sub || !sub.active) {
       sub = new Subscription(channel, { since, recent, unsubscribe: (s) => this._unsubscribe(s) });

@@ -17,6 +17,9 @@ export const TRANSPORTS = /** @type {const} */ (["websocket", "sse", "longpoll",
  * @returns {Rung[]}
  */
 export function allowedRungs(transports = TRANSPORTS) {
+  if (!Array.isArray(transports)) {
+    throw new TypeError(`transports must be an array of rung names, e.g. [${JSON.stringify(transports)}], not a ${typeof transports}`);
+  }
   const unknown = transports.filter((t) => !TRANSPORTS.includes(t));
   if (!transports.length || unknown.length) {
     throw new Error(`transports must be a non-empty subset of ${TRANSPORTS.join(", ")}, not ${unknown.join(", ")}`);
