@@ -243,6 +243,8 @@ async def _read(gateway: Gateway, link: Link, receive: Receive, first: list[Clie
         busy = applier is not None and not applier.done()
         if busy:
             frames = arrived_meanwhile(gateway, link, frames)
+        elif frames and gateway.receive_now(link.session, link.att, frames):
+            frames = []  # (what waits for nothing: applied, with no task)
         if frames:
             queue.append(frames)
             queued = queued + size if busy else size
