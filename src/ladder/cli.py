@@ -195,7 +195,7 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
         "--ws-deflate",
         action="store_true",
         help="negotiate WebSocket permessage-deflate (off by default: it costs CPU on fan-out); "
-        "WebSockets then go through uvicorn's ASGI driver, as with --asgi-ws",
+        "WebSockets then go through uvicorn's ASGI driver, not the native one",
     )
     parser.add_argument(
         "--log-level",
