@@ -126,7 +126,8 @@ def test_a_page_whose_origin_is_refused_gets_a_fatal_error_not_a_loop(page: Page
 @pytest.mark.parametrize("rung", ["websocket", "sse"])
 def test_the_server_ending_the_session_closes_the_client(page: Page, rung: str) -> None:
     """hub.disconnect (a bye with session_closed) ends the browser client for good, as it ends
-    the Python client: no new session, pending and later calls fail with session_closed."""
+    the Python client: no new session, no error event, pending calls fail with
+    session_closed and later ones with closed (protocol §9.4)."""
     port = free_port()
     with LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port) as server:
         open_page(page, server)
@@ -135,6 +136,8 @@ def test_the_server_ending_the_session_closes_the_client(page: Page, rung: str) 
                 const client = ladder.connect(location.origin, { transports: [rung] });
                 await client.ready();
                 const first = client.sessionId;
+                const errors = [];
+                client.on("error", (e) => errors.push(e.code));
                 const closed = new Promise((resolve) => client.on("close", (e) => { if (!e.reconnecting) resolve(e); }));
                 const kicked = client.call("kick", null, { timeout: 5000 }).then(() => "replied", (e) => e.code);
                 const event = await Promise.race([closed, new Promise((resolve) => setTimeout(() => resolve(null), 5000))]);
@@ -142,12 +145,12 @@ def test_the_server_ending_the_session_closes_the_client(page: Page, rung: str) 
                 let later = null;
                 try { client.emit("record", { key: "after", value: 1 }); } catch (e) { later = e.code; }
                 const kickedAs = await Promise.race([kicked, new Promise((resolve) => setTimeout(() => resolve("pending"), 5000))]);
-                return { first, now: client.sessionId, state: client.state, reason: event?.reason ?? null, kicked: kickedAs, later };
+                return { first, now: client.sessionId, state: client.state, reason: event?.reason ?? null, kicked: kickedAs, later, errors };
             }""",
             rung,
         )
         assert outcome["state"] == "closed", outcome
         assert outcome["now"] == outcome["first"], "no new session"
         assert (outcome["reason"] or "").startswith("session_closed"), outcome
-        assert outcome["later"] == "session_closed", outcome
+        assert outcome["later"] == "closed" and outcome["errors"] == [], outcome
         assert outcome["kicked"] in ("replied", "session_closed"), outcome

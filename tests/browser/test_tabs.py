@@ -401,3 +401,24 @@ def test_emits_of_a_closed_last_tab_are_sent_once_by_the_next_tab(context: Brows
             "async () => ({ records: await client.call('records', 'last-tab', { timeout: 10000 }), restored: client.restored })"
         )
     assert outcome == {"records": list(range(20)), "restored": 20}, "each sent once by the next tab"
+
+
+def test_a_misspelt_option_throws_also_when_the_tab_would_share(context: BrowserContext, hub: LadderServer) -> None:
+    """The options went to the worker (or the leader tab), where the throw reached no one:
+    ``connect(url, {trasnports: [...]})`` returned a client that never connected, whose
+    ``ready()`` and calls never settled."""
+    page = context.new_page()
+    page.goto(f"{hub.url}/health")
+    thrown = page.evaluate(
+        """async () => {
+            const ladder = await import('/client.js');
+            const tries = [{ trasnports: ["sse"] }, { timeout: 5 }, { transports: "sse" }];
+            return tries.map((options) => {
+                try { ladder.connect(location.origin, options); return "no error"; }
+                catch (e) { return `${e.name}: ${e.message}`; }
+            });
+        }"""
+    )
+    assert thrown[0].startswith('TypeError: unknown option "trasnports"; the options are transports'), thrown
+    assert thrown[1].startswith('TypeError: unknown option "timeout"'), thrown
+    assert thrown[2].startswith("TypeError: transports must be an array of rung names"), thrown

@@ -720,7 +720,8 @@ describe("liveness", () => {
     assert.equal(client.state, "closed");
     assert.equal(net.opened.length, 1, "no new session");
     assert.equal(of("close").at(-1).reconnecting, false);
-    assert.throws(() => client.emit("e", 1), (e) => e.code === "session_closed");
+    assert.equal(of("error").length, 0, "no error event: the app's own server said so (protocol §9.4)");
+    assert.throws(() => client.emit("e", 1), (e) => e.code === "closed");
   });
 
   test("a bye with another code ends this session only: a new one starts at once", async () => {

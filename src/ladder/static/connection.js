@@ -322,7 +322,10 @@ export function connClosed(client, conn, reason, error, via = error ? "refusal" 
   if (conn !== client._conn) return;
   const action = afterTransport({ via, code: error?.code ?? null, tokenRefreshable: typeof client._token === "function" });
   if (error && action === "give_up") {
-    client._giveUp(error, true); // a refusal on any request (an upgrade, a poll, a POST), or the server's bye
+    // A refusal on any request (an upgrade, a poll, a POST) is an error the app hears of; the
+    // server's own bye (`hub.disconnect`) is not: no `error` event, later calls fail with
+    // `closed` (protocol §9.4, as the Python client does).
+    client._giveUp(error, via !== "bye");
     return;
   }
   if (action === "resume_now") client._reconnectNow = true;

@@ -87,6 +87,17 @@ const OPTIONS = Object.freeze([
   "locks", "fetch", "clock", "random", "transportFactory",
 ]);
 
+/**
+ * Refuse a misspelt option or a wrong `transports` at once, naming the fix (also for a tab
+ * sharing a connection: in its worker, a throw would reach no one). Returns the rungs.
+ * @param {ClientOptions} options
+ */
+export function checkOptions(options) {
+  const unknown = Object.keys(options).filter((name) => !OPTIONS.includes(name));
+  if (unknown.length) throw new TypeError(`unknown option ${unknown.map((n) => JSON.stringify(n)).join(", ")}; the options are ${OPTIONS.join(", ")}`);
+  return allowedRungs(options.transports);
+}
+
 export class Client extends Emitter {
   /**
    * @param {string} url where the hub is mounted, e.g. "/ladder" or "https://host/ladder"
@@ -94,9 +105,7 @@ export class Client extends Emitter {
    */
   constructor(url, options = {}) {
     super();
-    const unknown = Object.keys(options).filter((name) => !OPTIONS.includes(name));
-    if (unknown.length) throw new TypeError(`unknown option ${unknown.map((n) => JSON.stringify(n)).join(", ")}; the options are ${OPTIONS.join(", ")}`);
-    const rungs = allowedRungs(options.transports);
+    const rungs = checkOptions(options);
     const base = typeof location !== "undefined" ? new URL(url, location.href) : new URL(url);
     /** The hub's URL. */
     this.url = base.toString().replace(/\/+$/, "");

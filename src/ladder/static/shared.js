@@ -439,7 +439,11 @@ export class SharedClient extends Emitter {
     if (name === "error" && event.code === "connect_failed") this._readyReject(asError(event));
     if (name === "close" && !event.reconnecting) {
       this._detach();
-      this._end(this._fatal ?? new LadderError("closed", event.reason));
+      // What was pending fails with why it ended (`session_closed: …`, as in the connection's
+      // own tab); later calls with the fatal error, if any, else `closed` (protocol §9.4).
+      const why = /^([a-z_]+): ([\s\S]*)$/.exec(String(event.reason ?? ""));
+      const ended = why ? new LadderError(why[1], why[2]) : new LadderError("closed", event.reason);
+      this._end(this._fatal ?? ended, this._fatal ?? new LadderError("closed", event.reason));
     }
     this._emit(/** @type {keyof ClientEvents} */ (name), event);
   }
@@ -461,13 +465,14 @@ export class SharedClient extends Emitter {
   }
 
   /**
-   * Closed for good: every wait ends with `error`.
+   * Closed for good: every wait ends with `error`, every later call with `later`.
    * @param {LadderError} error
+   * @param {LadderError} [later]
    */
-  _end(error) {
+  _end(error, later = error) {
     this.state = "closed";
     this.transport = null;
-    this._fatal = this._fatal ?? error;
+    this._fatal = this._fatal ?? later;
     this._readyReject(error);
     for (const waiter of this._waiting.values()) waiter.reject(error);
     this._waiting.clear();
