@@ -154,3 +154,26 @@ def test_the_server_ending_the_session_closes_the_client(page: Page, rung: str) 
         assert (outcome["reason"] or "").startswith("session_closed"), outcome
         assert outcome["later"] == "closed" and outcome["errors"] == [], outcome
         assert outcome["kicked"] in ("replied", "session_closed"), outcome
+
+
+def test_a_cross_origin_page_the_server_refuses_is_told_so_and_gives_up(page: Page) -> None:
+    """A page on one origin, the hub on another that does not allow it: the refusals carried
+    no CORS headers, so the page could not read them; it retried blind until
+    ``connect_failed`` (and on, every few seconds). The refusal is readable now: the client
+    gives up at once with ``origin_not_allowed``, naming ``allowed_origins``."""
+    with LadderServer({}) as server:  # allows http://allowed.example only
+        page.goto(f"http://localhost:{server.port}/health")
+        outcome: dict[str, Any] = page.evaluate(
+            """async (hub) => {
+                const ladder = await import('/client.js');
+                const client = ladder.connect(hub, { share: false, connectTimeout: 8000 });
+                const failed = await client.ready().then(() => null, (e) => ({ code: e.code, reason: e.message }));
+                let later = null;
+                try { await client.call("echo", 1); } catch (e) { later = e.code; }
+                return { failed, later, state: client.state };
+            }""",
+            f"http://127.0.0.1:{server.port}",
+        )
+    assert outcome["failed"]["code"] == "origin_not_allowed", outcome
+    assert "allowed_origins" in outcome["failed"]["reason"], outcome
+    assert outcome["later"] == "origin_not_allowed" and outcome["state"] == "closed", outcome

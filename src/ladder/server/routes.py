@@ -145,6 +145,14 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
         node.refused(request.endpoint or "http", exc, client=request.client, origin=origin)
         if not started:
             headers = cors_headers(allowed, request)
+            if foreign and origin is not None and request.method != "OPTIONS":
+                # The refused page may read why (this error, nothing else): a cross-origin
+                # client then gives up naming the fix instead of retrying blind.
+                headers = [
+                    (b"access-control-allow-origin", origin.encode("latin-1")),
+                    (b"access-control-allow-credentials", b"true"),
+                    (b"vary", b"Origin"),
+                ]
             if exc.retry_after is not None:
                 headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
             if isinstance(exc, BodyTooLarge):  # the rest of the body is not read
