@@ -313,7 +313,21 @@ describe("Pacer", () => {
 describe("encodeMessage", () => {
   test("names what cannot be sent, and where", () => {
     assert.equal(encodeMessage({ t: "emit", i: 1, ev: "e", d: { a: [1, "x", new Uint8Array([1])] } }).length > 0, true);
-    assert.throws(() => encodeMessage({ t: "emit", i: 1, ev: "e", d: { a: [1, 2n] } }), /^TypeError: cannot send a BigInt at d\.a\[1\]: Ladder messages carry/);
+    assert.throws(() => encodeMessage({ t: "emit", i: 1, ev: "e", d: { a: [1, 2n] } }), /^TypeError: cannot send a BigInt at d\.a\[1\] \(send it as a string\): Ladder messages carry/);
+    // What JSON would alter without a word (a Date into a string, a Map into {}, NaN into null,
+    // a function dropped) is refused the same way; an undefined property is left out, as JSON does.
+    for (const [value, said] of [
+      [{ when: new Date(0) }, "a Date at d.when (send date.toISOString() or date.getTime())"],
+      [{ m: new Map([[1, 2]]) }, "a Map at d.m (not a plain object)"],
+      [{ s: new Set([1]) }, "a Set at d.s (not a plain object)"],
+      [[1, NaN], "NaN at d[1] (not a JSON number)"],
+      [{ x: Infinity }, "Infinity at d.x (not a JSON number)"],
+      [{ f: () => 1 }, "a function at d.f"],
+      [{ e: new Error("x") }, "an Error at d.e (not a plain object)"],
+    ]) {
+      assert.throws(() => encodeMessage({ t: "emit", i: 1, ev: "e", d: value }), (e) => e instanceof TypeError && e.message.startsWith(`cannot send ${said}: `), said);
+    }
+    assert.equal(encodeMessage({ t: "emit", i: 1, ev: "e", d: { a: 1, b: undefined, c: Object.create(null) } }), '{"t":"emit","i":1,"ev":"e","d":{"a":1,"c":{}}}');
     const loop = [];
     loop.push({ back: loop });
     assert.throws(() => encodeMessage({ t: "call", i: 1, ev: "e", d: loop }), /cannot send an Array that contains itself at d\[0\]\.back/);

@@ -55,8 +55,39 @@ export function encodeBatch(frames) {
 const CARRIED = "null, booleans, numbers, strings, bytes (Uint8Array), arrays and plain objects";
 
 /**
- * Why `value` cannot be sent, naming its type and where it sits (only called once
- * JSON.stringify failed, so the walk costs nothing on the happy path).
+ * What is wrong with one value that JSON would silently alter (a Date turned into a string,
+ * a Map into `{}`, NaN into null, a function dropped), and what to send instead; null when
+ * it travels as it is. Its children are not looked at.
+ * @param {unknown} item
+ * @returns {[string, string] | null}
+ */
+function refused(item) {
+  switch (typeof item) {
+    case "bigint":
+      return ["a BigInt", "send it as a string"];
+    case "function":
+      return ["a function", ""];
+    case "symbol":
+      return ["a symbol", ""];
+    case "number":
+      return Number.isFinite(item) ? null : [String(item), "not a JSON number"];
+    case "object": {
+      if (item === null || Array.isArray(item) || item instanceof ArrayBuffer || ArrayBuffer.isView(item)) return null;
+      if (item instanceof Date) return ["a Date", "send date.toISOString() or date.getTime()"];
+      const proto = Object.getPrototypeOf(item);
+      if (proto === Object.prototype || proto === null) return null;
+      if (typeof (/** @type {any} */ (item).toJSON) === "function") return null; // the app's own encoding
+      const name = item.constructor?.name ?? "Object";
+      return [`${/^[aeiou]/i.test(name) ? "an" : "a"} ${name}`, "not a plain object"];
+    }
+    default:
+      return null;
+  }
+}
+
+/**
+ * Why `value` cannot be sent, naming its type and where it sits (only called once encoding
+ * failed, so the walk costs nothing on the happy path).
  * @param {unknown} value
  * @param {string} where
  * @returns {TypeError}
@@ -70,7 +101,8 @@ export function unencodable(value, where = "") {
    * @returns {string | null}
    */
   const find = (item, at) => {
-    if (typeof item === "bigint") return `a BigInt${at ? ` at ${at}` : ""}`;
+    const wrong = refused(item);
+    if (wrong) return `${wrong[0]}${at ? ` at ${at}` : ""}${wrong[1] ? ` (${wrong[1]})` : ""}`;
     if (item === null || typeof item !== "object") return null;
     if (item instanceof ArrayBuffer || ArrayBuffer.isView(item)) return null;
     const name = item.constructor?.name ?? "Object";
@@ -92,15 +124,29 @@ export function unencodable(value, where = "") {
 }
 
 /**
+ * `tagBytes`, refusing what JSON would silently alter (see `refused`).
+ * @this {any}
+ * @param {string} key
+ * @param {unknown} value
+ */
+function checked(key, value) {
+  const original = this[key]; // (before toJSON: a Date is still a Date here)
+  if (original !== undefined && refused(original)) throw new TypeError("refused");
+  return tagBytes(key, value);
+}
+
+/**
  * Encode one client message, or throw a TypeError naming what cannot be sent (a BigInt, an
- * object that contains itself). Done before the message takes an id: a numbered message that
- * never reaches the server would hold back every message after it.
+ * object that contains itself, a Date, a Map, NaN, a function: JSON would drop or alter them
+ * without a word). Done before the message takes an id: a numbered message that never
+ * reaches the server would hold back every message after it. A property whose value is
+ * `undefined` is left out, as JSON does.
  * @param {Frame} frame
  * @returns {string}
  */
 export function encodeMessage(frame) {
   try {
-    return JSON.stringify(frame, tagBytes);
+    return JSON.stringify(frame, checked);
   } catch {
     throw unencodable(frame.d, "d");
   }
