@@ -422,3 +422,29 @@ def test_a_misspelt_option_throws_also_when_the_tab_would_share(context: Browser
     assert thrown[0].startswith('TypeError: unknown option "trasnports"; the options are transports'), thrown
     assert thrown[1].startswith('TypeError: unknown option "timeout"'), thrown
     assert thrown[2].startswith("TypeError: transports must be an array of rung names"), thrown
+
+
+def test_a_tab_that_joins_a_connection_already_up_hears_it_connect(context: BrowserContext, hub: LadderServer) -> None:
+    """The second tab's client went from disconnected to connected without an event: a page
+    that shows its state from ``state``, ``transport`` and ``open`` never showed it connected."""
+    first, second = context.new_page(), context.new_page()
+    for page in (first, second):
+        page.goto(f"{hub.url}/health")
+    track = """async () => {
+        const ladder = await import('/client.js');
+        window.seen = [];
+        window.client = ladder.connect(location.origin, { transports: ["sse"] });
+        for (const name of ["state", "transport", "open"]) client.on(name, (e) => seen.push([name, e]));
+        await client.ready();
+        return { shared: client.shared === true, state: client.state };
+    }"""
+    assert first.evaluate(track) == {"shared": True, "state": "connected"}
+    assert second.evaluate(track) == {"shared": True, "state": "connected"}
+    started = [name for name, event in first.evaluate("() => seen") if name != "state" or event["state"] != "connecting"]
+    assert started == ["state", "transport", "open"], started  # (the first tab's, each once)
+    seen = second.evaluate("() => seen")
+    names = [name for name, _ in seen]
+    assert names == ["state", "transport", "open"], seen
+    assert seen[0][1]["state"] == "connected"
+    assert seen[1][1]["old"] is None and seen[1][1]["new"] == "sse"
+    assert seen[2][1]["transport"] == "sse" and seen[2][1]["sessionId"] == first.evaluate("() => client.sessionId")

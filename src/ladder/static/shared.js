@@ -375,18 +375,36 @@ export class SharedClient extends Emitter {
     this._release = null;
   }
 
+  /**
+   * A tab that joins a connection already up hears what a tab of its own would have heard
+   * getting there (`state`, `transport` from null, `open`): an app that drives its page from
+   * those events would otherwise never see this tab connected.
+   * @param {string} before the tab's state until it joined
+   */
+  _caughtUp(before) {
+    if (this.state === before || this.state === "closed") return;
+    const reason = "joined the connection the browser's tabs share";
+    this._emit("state", { state: this.state, reason });
+    if (this.state !== "connected") return;
+    this._emit("transport", { old: null, new: this.transport, reason });
+    this._emit("open", { transport: this.transport, sessionId: this.sessionId, resumed: true });
+  }
+
   /** @param {any} message */
   _receive(message) {
     switch (message.op) {
-      case "state":
+      case "state": {
+        const before = this.state;
         this._apply(message.state);
         if (!this._joined) {
           this._joined = true;
           const queued = this._queued;
           this._queued = [];
           for (const waiting of queued) this._send(waiting);
+          this._caughtUp(before);
         }
         break;
+      }
       case "tabs":
         this.tabs = message.count;
         this._emit("tabs", { count: message.count });
