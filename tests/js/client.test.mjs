@@ -985,6 +985,16 @@ describe("options", () => {
     assert.throws(() => new Client("http://127.0.0.1:1", { connect_timeout: 1000 }), (error) => error instanceof TypeError && /unknown option "connect_timeout"; the options are transports, token/.test(error.message));
   });
 
+  test("a request's misspelt option, a timeout not in ms, a listener that is not a function: each throws naming the fix", async () => {
+    const client = new Client("http://127.0.0.1:1", { transports: ["sse"] });
+    assert.throws(() => client.call("e", 1, { timout: 10 }), /^TypeError: call: unknown option "timout"; the options are timeout$/);
+    assert.throws(() => client.call("e", 1, { timeout: "5s" }), /call: timeout is in milliseconds/);
+    await assert.rejects(client.history("c", { limt: 5 }), /history: unknown option "limt"; the options are limit, timeout/);
+    assert.throws(() => client.on("open"), /the listener must be a function, not undefined/);
+    await assert.rejects(client.call("e", 1, { timeout: 10 }), (e) => e.code === "timeout" && e.message.includes("no reply within 10 ms"));
+    client.close();
+  });
+
   test("transports given as a string, and a recent out of range, throw naming the fix", () => {
     assert.throws(() => new Client("http://127.0.0.1:1", { transports: "sse" }), (error) => error instanceof TypeError && /transports must be an array of rung names, e.g. \["sse"\]/.test(error.message));
     const client = new Client("http://127.0.0.1:1", { transports: ["sse"] });

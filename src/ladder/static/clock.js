@@ -6,7 +6,7 @@
  * @param {number} ms
  */
 export function seconds(ms) {
-  return `${Number((ms / 1000).toFixed(1))} s`;
+  return ms < 1000 ? `${Number(ms.toFixed(1))} ms` : `${Number((ms / 1000).toFixed(1))} s`;
 }
 
 /**

@@ -11,7 +11,7 @@ import * as outbound from "./outbound.js";
 import * as inbound from "./inbound.js";
 import * as events from "./events.js";
 import { Emitter } from "./events.js";
-import { LadderError } from "./errors.js";
+import { LadderError, requestOptions } from "./errors.js";
 import { PeerState } from "./peer.js";
 import { RungPolicy, allowedRungs } from "./rungs.js";
 import { Reconnect } from "./core.js";
@@ -365,7 +365,8 @@ export class Client extends Emitter {
    * @param {{timeout?: number | null}} [options]
    * @returns {Promise<Position>}
    */
-  async publish(channel, data, { timeout = 10_000 } = {}) {
+  async publish(channel, data, options = {}) {
+    const { timeout = 10_000 } = requestOptions("publish", options);
     const reply = await this._request({ t: "pub", ch: channel, d: data }, timeout);
     return { epoch: String(reply.ep), offset: Number(reply.off) };
   }
@@ -387,7 +388,8 @@ export class Client extends Emitter {
    * @param {any} [data]
    * @param {{timeout?: number | null}} [options]
    */
-  call(event, data = null, { timeout = 10_000 } = {}) {
+  call(event, data = null, options = {}) {
+    const { timeout = 10_000 } = requestOptions("call", options);
     return this._request({ t: "call", ev: event, d: data }, timeout);
   }
 
@@ -397,7 +399,8 @@ export class Client extends Emitter {
    * @param {{timeout?: number | null}} [options]
    * @returns {Promise<Member[]>}
    */
-  presence(channel, { timeout = 10_000 } = {}) {
+  presence(channel, options = {}) {
+    const { timeout = 10_000 } = requestOptions("presence", options);
     return this._request({ t: "presence", ch: channel }, timeout);
   }
 
@@ -407,7 +410,8 @@ export class Client extends Emitter {
    * @param {{limit?: number, timeout?: number | null}} [options]
    * @returns {Promise<Publication[]>}
    */
-  async history(channel, { limit = 100, timeout = 10_000 } = {}) {
+  async history(channel, options = {}) {
+    const { limit = 100, timeout = 10_000 } = requestOptions("history", options, ["limit", "timeout"]);
     const reply = await this._request({ t: "history", ch: channel, limit }, timeout);
     return reply.pubs.map((/** @type {Frame} */ p) => ({ channel, offset: Number(p.o), data: p.d, epoch: reply.ep }));
   }

@@ -64,3 +64,23 @@ export function errorOf(frame) {
   const retry = typeof frame.retry_after === "number" ? frame.retry_after : undefined;
   return new LadderError(String(frame.code ?? "internal"), String(frame.reason ?? ""), retry);
 }
+
+/**
+ * The options of a request (`call`, `publish`, `presence`, `history`), refusing a misspelt
+ * one and a timeout that is not a number of milliseconds (a misspelt option is otherwise
+ * ignored, and `{timeout: "5s"}` or one thought in seconds waits the wrong time).
+ * @template {Record<string, any>} T
+ * @param {string} method
+ * @param {T} options
+ * @param {readonly string[]} [names]
+ * @returns {T}
+ */
+export function requestOptions(method, options, names = ["timeout"]) {
+  const unknown = Object.keys(options ?? {}).filter((name) => !names.includes(name));
+  if (unknown.length) throw new TypeError(`${method}: unknown option ${unknown.map((n) => JSON.stringify(n)).join(", ")}; the options are ${names.join(", ")}`);
+  const timeout = options?.timeout;
+  if (timeout !== undefined && timeout !== null && !(typeof timeout === "number" && timeout >= 0)) {
+    throw new TypeError(`${method}: timeout is in milliseconds (a number, or null to wait as long as the session lives), not ${JSON.stringify(timeout)}`);
+  }
+  return options ?? /** @type {T} */ ({});
+}

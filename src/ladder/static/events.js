@@ -47,6 +47,7 @@ export class Emitter {
    */
   on(name, listener) {
     if (!EVENTS.includes(name)) throw new TypeError(`unknown event ${JSON.stringify(name)}; one of ${EVENTS.join(", ")}`);
+    if (typeof listener !== "function") throw new TypeError(`on(${JSON.stringify(name)}, listener): the listener must be a function, not ${typeof listener}`);
     let set = this._listeners.get(name);
     if (!set) this._listeners.set(name, (set = new Set()));
     set.add(listener);

@@ -13,7 +13,7 @@
  * of its own would have sent.
  */
 
-import { errorOf, LadderError } from "./errors.js";
+import { errorOf, LadderError, requestOptions } from "./errors.js";
 import { encodeMessage } from "./codec.js";
 import { tooLarge } from "./outbound.js";
 import { Subscription } from "./subscription.js";
@@ -195,7 +195,8 @@ export class SharedClient extends Emitter {
    * @param {{timeout?: number | null}} [options]
    * @returns {Promise<Position>}
    */
-  publish(channel, data, { timeout = 10_000 } = {}) {
+  publish(channel, data, options = {}) {
+    const { timeout = 10_000 } = requestOptions("publish", options);
     return this._request({ t: "pub", ch: channel, d: data }, { kind: "publish", ch: channel }, timeout);
   }
 
@@ -217,7 +218,8 @@ export class SharedClient extends Emitter {
    * @param {any} [data]
    * @param {{timeout?: number | null}} [options]
    */
-  call(event, data = null, { timeout = 10_000 } = {}) {
+  call(event, data = null, options = {}) {
+    const { timeout = 10_000 } = requestOptions("call", options);
     return this._request({ t: "call", ev: event, d: data }, { kind: "call", ev: event }, timeout);
   }
 
@@ -226,7 +228,8 @@ export class SharedClient extends Emitter {
    * @param {{timeout?: number | null}} [options]
    * @returns {Promise<Member[]>}
    */
-  presence(channel, { timeout = 10_000 } = {}) {
+  presence(channel, options = {}) {
+    const { timeout = 10_000 } = requestOptions("presence", options);
     return this._request(null, { kind: "presence", ch: channel }, timeout);
   }
 
@@ -235,7 +238,8 @@ export class SharedClient extends Emitter {
    * @param {{limit?: number, timeout?: number | null}} [options]
    * @returns {Promise<Publication[]>}
    */
-  history(channel, { limit = 100, timeout = 10_000 } = {}) {
+  history(channel, options = {}) {
+    const { limit = 100, timeout = 10_000 } = requestOptions("history", options, ["limit", "timeout"]);
     return this._request(null, { kind: "history", ch: channel, limit }, timeout);
   }
 
