@@ -4,8 +4,8 @@ Each case is an nginx site in front of one Ladder node. They are deliberately wr
 correct configuration is ``deploy/nginx.conf``.
 
 (a) ``strip-upgrade``: drops the ``Upgrade`` and ``Connection`` headers, as proxies that do not
-    know WebSocket do. The node sees a plain ``GET <mount>/ws`` and answers 404: WebSocket
-    cannot open.
+    know WebSocket do. The node sees a plain ``GET <mount>/ws`` and answers 426, naming the
+    headers a proxy must pass on: WebSocket cannot open.
 (b) ``buffering``: buffers responses, ignores ``X-Accel-Buffering: no`` and compresses what it
     buffers (gzip, as "web accelerators" and virus scanners in the path do): a streamed
     response is held back entirely, headers included, until the proxy's buffers fill. It also

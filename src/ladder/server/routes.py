@@ -131,6 +131,8 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
             await respond(tracked, 200 if health["ok"] else 503, orjson.dumps(health))
             return
         route = _ROUTES.get((request.method, endpoint))
+        if route is None and endpoint == "ws" and request.method == "GET":
+            raise NotUpgraded()
         if route is None:
             if any(name == endpoint for _, name in _ROUTES):
                 raise LadderError("method_not_allowed", f"{request.method} is not allowed here")
@@ -155,6 +157,8 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
                 ]
             if exc.retry_after is not None:
                 headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+            if isinstance(exc, NotUpgraded):
+                headers.append((b"upgrade", b"websocket"))
             if isinstance(exc, BodyTooLarge):  # the rest of the body is not read
                 headers.append((b"connection", b"close"))
             await respond(send, exc.http_status, error_body(exc), headers=headers)
@@ -164,6 +168,24 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
         log.exception("request to %s failed", request.path)
         if not started:
             await respond(send, 500, error_body(LadderError("internal")))
+
+
+class NotUpgraded(LadderError):
+    """A plain GET of the WebSocket endpoint: ``426`` naming the usual cause, a proxy that
+    drops ``Upgrade`` and ``Connection`` (a 404 sent clients looking for a wrong mount path)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "bad_request",
+            "this endpoint takes WebSocket upgrades only, and this request came without "
+            "'Upgrade: websocket': a proxy on the way may drop the Upgrade and Connection headers "
+            "(nginx: proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; "
+            'proxy_set_header Connection "upgrade"; see deploy/)',
+        )
+
+    @property
+    def http_status(self) -> int:
+        return 426
 
 
 async def _preflight(allowed: tuple[str, ...] | None, request: Request, send: Send) -> None:
