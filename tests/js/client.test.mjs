@@ -481,8 +481,10 @@ describe("the ladder", () => {
     assert.deepEqual([down.old, down.new], ["websocket", "sse"]);
     assert.match(down.reason, /websocket: cut 3 times in a row, each within 10 s of opening/);
 
-    // Probe: after probeDelay (jittered: 2 s x 0.5 with random() = 0) WebSocket is tried again.
-    await clock.advance(999);
+    // Probe: WebSocket was just cut three times, so not after probeDelay (a proxy cutting after a
+    // few seconds lets a probe's welcome through, and the client would climb straight back to be
+    // cut again) but after stableAfter doubled (jittered: 20 s x 0.5 with random() = 0).
+    await clock.advance(9999);
     assert.equal(net.opened.at(-1), sse);
     await clock.advance(1);
     const probe = net.last("websocket");

@@ -206,7 +206,11 @@ class Switching(Opening):
 
     async def _probe(self) -> None:
         """While on a lower rung, try the better ones with backoff; hand over on success."""
-        schedule = ProbeSchedule(first=self.probe_delay * 1000, cap=self.probe_max_delay * 1000)
+        on = self._conn
+        first = self.probe_delay * 1000
+        if on is not None:  # (after steps down for cuts: later, see RungPolicy.probe_wait)
+            first = self.policy.probe_wait(on.name, first)
+        schedule = ProbeSchedule(first=first, cap=max(first, self.probe_max_delay * 1000))
         while self.state == "connected" and self._conn is not None:
             await asyncio.sleep(schedule.next_delay(random.random()) / 1000)
             current = self._conn

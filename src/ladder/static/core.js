@@ -266,6 +266,8 @@ export class RungPolicy {
     this.floor = start !== null && this.rungs.includes(start) ? this.rungs.indexOf(start) : 0;
     /** @type {Record<string, number>} */
     this._cuts = Object.fromEntries(this.rungs.map((rung) => [rung, 0]));
+    /** @type {Record<string, number>} times stepped down from each rung for its cuts since it last held */
+    this._stepped = Object.fromEntries(this.rungs.map((rung) => [rung, 0]));
   }
 
   get current() {
@@ -300,19 +302,37 @@ export class RungPolicy {
    */
   dropped({ rung, lived, reason }) {
     if (lived >= this.stableAfter) {
-      this._cuts[rung] = 0;
+      this._cuts[rung] = this._stepped[rung] = 0;
       return null;
     }
     this._cuts[rung] += 1;
     const position = this.rungs.indexOf(rung);
     if (this._cuts[rung] >= this.cutLimit && position + 1 < this.rungs.length && this.floor <= position) {
       this._cuts[rung] = 0;
+      this._stepped[rung] += 1;
       this.floor = position + 1;
       return `${rung}: cut ${this.cutLimit} times in a row, each within ${this.stableAfter / 1000} s of opening (last: ${reason})`;
     }
     return null;
   }
+
+  /**
+   * The delay `d` (ms) the probes from `rung` start with: `first`, unless the client stepped
+   * down from the rung just above for its cuts; then `stableAfter` doubled for each such step
+   * since that rung last held, up to `PROBE_WAIT_CAP` (a probe would find it open and climb
+   * straight back to be cut again).
+   * @param {{rung: string, first: number}} args
+   */
+  probeWait({ rung, first }) {
+    const above = this.rungs.slice(0, this.rungs.indexOf(rung));
+    const stepped = above.length ? this._stepped[above[above.length - 1]] : 0;
+    if (!stepped) return first;
+    return Math.max(first, Math.min(this.stableAfter * 2 ** stepped, PROBE_WAIT_CAP));
+  }
 }
+
+/** ms: the longest delay probes start with after steps down for cuts (a probe every 80-160 s). */
+export const PROBE_WAIT_CAP = 160_000;
 
 // -- liveness ------------------------------------------------------------------------------------
 

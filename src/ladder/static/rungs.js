@@ -79,6 +79,15 @@ export class RungPolicy {
     return /** @type {Rung[]} */ (this.core.above({ rung }));
   }
 
+  /**
+   * The delay the probes from `rung` start with (the core's `probeWait`).
+   * @param {Rung} rung
+   * @param {number} first ms
+   */
+  probeWait(rung, first) {
+    return this.core.probeWait({ rung, first });
+  }
+
   /** @param {Rung} rung a race (or a probe) was won there: stand there */
   won(rung) {
     this.core.won({ rung });

@@ -163,7 +163,9 @@ export function startProbe(client) {
  * @param {AbortSignal} signal
  */
 export async function probe(client, signal) {
-  const schedule = new ProbeSchedule({ first: client.options.probeDelay, cap: client.options.probeMaxDelay });
+  const on = client._conn?.name;
+  const first = on ? client.policy.probeWait(on, client.options.probeDelay) : client.options.probeDelay;
+  const schedule = new ProbeSchedule({ first, cap: Math.max(first, client.options.probeMaxDelay) });
   while (!signal.aborted && client.state === "connected" && client._conn) {
     await pause(client._clock, schedule.nextDelay({ rand: client._random() }), signal);
     const current = client._conn;

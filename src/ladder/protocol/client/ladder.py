@@ -7,6 +7,7 @@ what to do next. Times in ms.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 RUNGS = ("websocket", "sse", "longpoll", "poll")
 """Best first."""
@@ -37,6 +38,10 @@ def why(reason: str | None) -> str | None:
     return next((word for needle, word in WHY if needle in lowered), "error")
 
 
+PROBE_WAIT_CAP: Final = 160_000.0
+"""ms: the longest delay probes start with after steps down for cuts (a probe every 80-160 s)."""
+
+
 class RungPolicy:
     """The ladder's state for one client: the floor it stands on and its recent cuts."""
 
@@ -55,6 +60,8 @@ class RungPolicy:
         self.stable_after = stable_after
         self.floor = self.rungs.index(start) if start in self.rungs else 0
         self._cuts = dict.fromkeys(self.rungs, 0)
+        self._stepped = dict.fromkeys(self.rungs, 0)
+        """Times the client stepped down from each rung for its cuts since it last held there."""
 
     def index(self, rung: str) -> int:
         return self.rungs.index(rung)
@@ -82,15 +89,29 @@ class RungPolicy:
         connections in a row (a proxy cutting streams), else None.
         """
         if lived >= self.stable_after:
-            self._cuts[rung] = 0
+            self._cuts[rung] = self._stepped[rung] = 0
             return None
         self._cuts[rung] += 1
         position = self.index(rung)
         if self._cuts[rung] >= self.cut_limit and position + 1 < len(self.rungs) and self.floor <= position:
             self._cuts[rung] = 0
+            self._stepped[rung] += 1
             self.floor = position + 1
             return (
                 f"{rung}: cut {self.cut_limit} times in a row, each within "
                 f"{self.stable_after / 1000:g} s of opening (last: {reason})"
             )
         return None
+
+    def probe_wait(self, rung: str, first: float) -> float:
+        """The delay ``d`` (ms) the probes from ``rung`` start with (the first is drawn from
+        ``[d/2, d)``): ``first``, unless the client stepped down from the rung just above
+        for its cuts. Then a probe would find it open (a proxy that cuts after a few seconds
+        lets the welcome through) and climb straight back to be cut again: it waits
+        ``stable_after`` doubled for each such step since that rung last held, so the first
+        probe comes no sooner than ``stable_after`` (up to :data:`PROBE_WAIT_CAP`)."""
+        above = self.above(rung)
+        stepped = self._stepped[above[-1]] if above else 0
+        if not stepped:
+            return first
+        return max(first, min(self.stable_after * 2.0**stepped, PROBE_WAIT_CAP))
