@@ -17,7 +17,8 @@ def test_a_client_that_waits_as_told_is_never_taken_for_a_flood() -> None:
     counted, whether or not the client had waited.)"""
     bucket, now = Bucket(RATE, 0.0), 0.0
     for message in range(1, 121):  # the burst, and a hundred on the way
-        bucket.take(RATE, now, message)
+        told = bucket.take(RATE, now, message)
+    now += max(0.001, round(told, 3))  # it heard, and waits as told, then writes 21 again
     applied, refused = 20, 0
     while now < 10.0:
         for message in (applied + 1, applied + 2):

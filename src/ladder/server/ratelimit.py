@@ -28,7 +28,7 @@ count as having waited (``retry_after`` is rounded to the millisecond; timers fi
 
 
 class Bucket:
-    __slots__ = ("ignored", "ignoring_since", "refused_message", "stamp", "tokens", "told_until")
+    __slots__ = ("ignored", "ignoring", "ignoring_since", "refused_message", "stamp", "tokens", "told_until")
 
     def __init__(self, rate: Rate, now: float) -> None:
         self.tokens = rate.burst
@@ -36,7 +36,10 @@ class Bucket:
         self.told_until = now
         """Until when the client was last told to wait."""
         self.refused_message: int | None = None
-        """The message (its id) it was told to send again then."""
+        """The first message (its id) refused since the client last came back as told: a
+        client that heard it was refused writes that one again first."""
+        self.ignoring = False
+        """The latest refusal was of a message sent while told to wait."""
         self.ignored = 0
         """Refusals of what arrived before the wait the client was told was over, since it
         last came back as told (or the bucket was last full)."""
@@ -48,6 +51,7 @@ class Bucket:
         waited = now >= self.told_until - TOLD_SLACK
         if waited and message is not None and message == self.refused_message:
             self.ignored = 0  # back with the refused message as told: what came before was in flight
+            self.refused_message = None
         self.tokens = min(rate.burst, self.tokens + (now - self.stamp) * rate.rate)
         self.stamp = now
         if self.tokens >= 1.0:
@@ -55,12 +59,15 @@ class Bucket:
                 self.ignored = 0  # it had stopped long enough to refill: forgive
             self.tokens -= 1.0
             return 0.0
-        if not waited:
+        self.ignoring = not waited
+        if self.ignoring:
             if self.ignored == 0:
                 self.ignoring_since = now
             self.ignored += 1
         wait = (1.0 - self.tokens) / rate.rate
-        self.told_until, self.refused_message = now + wait, message
+        self.told_until = now + wait
+        if message is not None and (self.refused_message is None or message < self.refused_message):
+            self.refused_message = message
         return wait
 
     def abusive(self, rate: Rate, now: float, patience: float) -> bool:
@@ -68,7 +75,7 @@ class Bucket:
         began, and never back with a refused message as told meanwhile. A client that waits
         as it is told is refused at times (what it had sent before it heard; the next
         message sent with the one due) but never dropped: it is paced."""
-        return self.ignored > rate.burst and now - self.ignoring_since >= patience
+        return self.ignoring and self.ignored > rate.burst and now - self.ignoring_since >= patience
 
     def full(self, rate: Rate, now: float) -> bool:
         return self.tokens + (now - self.stamp) * rate.rate >= rate.burst
