@@ -195,7 +195,7 @@ export class SharedClient extends Emitter {
    * @param {{timeout?: number | null}} [options]
    * @returns {Promise<Position>}
    */
-  publish(channel, data, options = {}) {
+  async publish(channel, data, options = {}) {
     const { timeout = 10_000 } = requestOptions("publish", options);
     return this._request({ t: "pub", ch: channel, d: data }, { kind: "publish", ch: channel }, timeout);
   }
@@ -238,7 +238,7 @@ export class SharedClient extends Emitter {
    * @param {{limit?: number, timeout?: number | null}} [options]
    * @returns {Promise<Publication[]>}
    */
-  history(channel, options = {}) {
+  async history(channel, options = {}) {
     const { limit = 100, timeout = 10_000 } = requestOptions("history", options, ["limit", "timeout"]);
     return this._request(null, { kind: "history", ch: channel, limit }, timeout);
   }
