@@ -832,6 +832,11 @@ class Report:
             "",
             table(["target", "measured", "status"], self.targets),
             "",
+            "These are the full run's scenarios. Issue 13's judged lines (paced fan-out and RPC against "
+            "Node Socket.IO, collector pauses, 100,000 connections, `--workers`, the Redis engine, "
+            "reliability) come from runs of their own: [where each stands]"
+            "(#issue-13s-judged-lines-where-each-stands-2026-12-05).",
+            "",
             "## Ladder ÷ peer",
             "",
             "Below 1 is better for Ladder for CPU, memory and latency; above 1 is better for throughput "

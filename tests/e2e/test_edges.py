@@ -407,5 +407,5 @@ def test_a_client_is_heard_and_answered_while_its_own_handler_runs(quick_heartbe
     assert ponged_after is not None and ponged_after < 1.0, ponged_after  # not at the end of the 3 s
     assert [answer["re"] for answer in answers] == [1, 2]  # in order, the second after the first
     assert answers[0]["d"] == 3
-    assert time.monotonic() - started >= 3
+    assert time.monotonic() - started >= 2.9  # (the handler slept 3 s; a timer may fire a hair early)
     sock.close()
