@@ -45,7 +45,7 @@ from .rfc6455 import (
     valid_utf8,
     ws_frame,
 )
-from .websocket import apply_frames, apply_message, arrived_meanwhile, decode_message, open_link
+from .websocket import apply_frames, apply_message, decode_message, open_link, to_queue
 
 log = logging.getLogger("ladder")
 
@@ -257,10 +257,7 @@ class NativeWebSocket(asyncio.Protocol):
         if fatal is not None:
             self._close(fatal)
             return True
-        if self.applier is not None:
-            frames = arrived_meanwhile(gateway, link, frames)
-        elif frames and gateway.receive_now(link.session, link.att, frames):
-            return True
+        frames = to_queue(gateway, link, frames, self.applier is not None)
         if not frames:
             return True
         self._queue(frames, len(data))

@@ -159,6 +159,17 @@ async def apply_frames(
         await gateway.receive(link.session, link.att, frames)
 
 
+def to_queue(gateway: Gateway, link: Link, frames: list[ClientFrame], busy: bool) -> list[ClientFrame]:
+    """What of a message waits for the connection's applying task (both drivers): while it
+    is ``busy``, all but the acks, pings and pongs (:func:`arrived_meanwhile`); otherwise
+    nothing if the message waits for nothing (applied now, with no task), else all of it."""
+    if busy:
+        return arrived_meanwhile(gateway, link, frames)
+    if frames and gateway.receive_now(link.session, link.att, frames):
+        return []
+    return frames
+
+
 def arrived_meanwhile(gateway: Gateway, link: Link, frames: list[ClientFrame]) -> list[ClientFrame]:
     """A message that arrived while an earlier one of its connection is being applied,
     perhaps in a handler that takes minutes (both WebSocket drivers): the client is heard
@@ -241,10 +252,7 @@ async def _read(gateway: Gateway, link: Link, receive: Receive, first: list[Clie
     frames, size = first, 0
     while True:
         busy = applier is not None and not applier.done()
-        if busy:
-            frames = arrived_meanwhile(gateway, link, frames)
-        elif frames and gateway.receive_now(link.session, link.att, frames):
-            frames = []  # (what waits for nothing: applied, with no task)
+        frames = to_queue(gateway, link, frames, busy)
         if frames:
             queue.append(frames)
             queued = queued + size if busy else size

@@ -324,7 +324,7 @@ export class RungPolicy {
    * @param {{rung: string, first: number}} args
    */
   probeWait({ rung, first }) {
-    const above = this.rungs.slice(0, this.rungs.indexOf(rung));
+    const above = this.above({ rung });
     const stepped = above.length ? this._stepped[above[above.length - 1]] : 0;
     if (!stepped) return first;
     return Math.max(first, Math.min(this.stableAfter * 2 ** stepped, PROBE_WAIT_CAP));
