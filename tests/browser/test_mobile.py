@@ -174,6 +174,48 @@ def test_messages_emitted_offline_are_applied_once_after_a_reload(
     assert outcome["storage"] == "indexeddb"
 
 
+# Another page of the same origin holds a readwrite transaction on the outbox's store, so the
+# client's own write waits behind it, as a slow disk would make it wait.
+BLOCK_OUTBOX = """() => new Promise((ready) => {
+    const opening = indexedDB.open('ladder', 1);
+    opening.onupgradeneeded = () => opening.result.createObjectStore('outbox', { keyPath: 'owner' });
+    opening.onsuccess = () => {
+        const store = opening.result.transaction('outbox', 'readwrite').objectStore('outbox');
+        window.blocking = true;
+        const spin = () => { if (window.blocking) store.get('none').onsuccess = spin; };
+        spin();
+        ready();
+    };
+})"""
+
+
+def test_messages_emitted_as_the_page_goes_are_kept_when_their_write_cannot_finish(
+    context: BrowserContext, page: Page, site: Site, hub: LadderServer
+) -> None:
+    """50 emits, then a reload while their IndexedDB write still waits: the write dies with the
+    page (and nothing went on the wire, which waits for it), but the record stashed at
+    ``pagehide`` reaches the next page, which sends each once."""
+    options = {"transports": ["websocket"], "share": False}
+    start(page, site, hub.url, **options)
+    page.evaluate("client.ready().then(() => client.persisted())")
+    blocker = context.new_page()
+    blocker.goto(f"{site.origin}/index.html")
+    blocker.evaluate(BLOCK_OUTBOX)
+    page.evaluate("() => { for (let n = 0; n < 50; n++) client.emit('record', { key: 'going', value: n }); }")
+    assert page.evaluate("client._outbox.pending"), "the write waits behind the other page's transaction"
+    page.reload()
+    blocker.evaluate("window.blocking = false")
+    page.evaluate(START, [hub.url, options])
+    outcome: dict[str, Any] = page.evaluate(
+        """async () => {
+            await client.ready();
+            return { records: await client.call('records', 'going', { timeout: 10000 }), restored: client.restored };
+        }"""
+    )
+    assert outcome == {"records": list(range(50)), "restored": 50}
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('ladder:'))") == [], "the stash is gone"
+
+
 @pytest.mark.parametrize("rung", ["websocket", "sse"])
 def test_a_reloaded_page_sends_what_the_previous_page_could_not(page: Page, site: Site, rung: str) -> None:
     """The hub is unreachable (the page's own site is up): 50 emits wait, the page reloads for

@@ -258,4 +258,64 @@ describe("pieces", () => {
     await store.remove("me");
     await store.remove("alive");
   });
+
+  test("a write still under way when the page goes is stashed, and the next page claims the stash", async () => {
+    const url = "http://stash.example/hub";
+    const stash = fakeStorage();
+    const kept = memoryStore();
+    // The IndexedDB write the going page started never finishes (the browser aborts it with the page).
+    const dying = { ...kept, kind: /** @type {const} */ ("indexeddb"), save: () => new Promise(() => {}) };
+    const going = new DurableOutbox({ url, store: dying, owner: "tab", release: null, stash });
+    const bytes = new Uint8Array([0, 1, 255]);
+    const record = { owner: "tab", url, sid: "S1", rt: "R1", lost: null, lostIds: null, messages: [[7, { t: "emit", ev: "e", i: 7, d: { bytes } }]], saved: 5 };
+    going.follow(() => record);
+    going.changed();
+    await settle();
+    assert.equal(going.pending, true, "the write is under way");
+    going.stash(); // pagehide
+    assert.equal(stash.length, 1);
+
+    const locks = { query: async () => ({ held: [{ name: "ladder-outbox:tab" }], pending: [] }) };
+    const other = new DurableOutbox({ url, store: kept, owner: "other", release: null, stash });
+    assert.equal(await other.claim(/** @type {any} */ (locks)), null, "another tab leaves a stash whose page lives (the back/forward cache)");
+    assert.equal(stash.length, 1);
+
+    const next = new DurableOutbox({ url, store: kept, owner: "tab", release: null, stash }); // the reloaded page
+    const taken = await next.claim(/** @type {any} */ (locks));
+    assert.deepEqual([taken.sid, taken.messages.map(([id]) => id)], ["S1", [7]]);
+    assert.deepEqual(taken.messages[0][1].d.bytes, bytes, "bytes come back as bytes");
+    assert.equal(stash.length, 0, "the stash is gone once it is in the store");
+    await kept.remove("tab");
+  });
+
+  test("a stash is dropped by the write that covers it, and a page with nothing unwritten stashes nothing", async () => {
+    const url = "http://stash2.example/hub";
+    const stash = fakeStorage();
+    const store = { ...memoryStore(), kind: /** @type {const} */ ("indexeddb") };
+    const box = new DurableOutbox({ url, store, owner: "tab", release: null, stash });
+    const record = { owner: "tab", url, sid: "S1", rt: "R1", lost: null, lostIds: null, messages: [[1, { t: "emit", ev: "e", i: 1 }]], saved: 1 };
+    box.follow(() => record);
+    box.changed();
+    box.stash(); // pagehide before the write started; the page then came back from the cache
+    assert.equal(stash.length, 1);
+    await box.saved();
+    assert.equal(stash.length, 0);
+    box.stash();
+    assert.equal(stash.length, 0, "nothing pending: nothing stashed");
+    await store.remove("tab");
+  });
 });
+
+/** A `localStorage` stand-in. */
+function fakeStorage() {
+  const items = new Map();
+  return {
+    get length() {
+      return items.size;
+    },
+    key: (n) => [...items.keys()][n] ?? null,
+    getItem: (k) => items.get(k) ?? null,
+    setItem: (k, v) => void items.set(k, String(v)),
+    removeItem: (k) => void items.delete(k),
+  };
+}

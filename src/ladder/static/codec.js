@@ -36,7 +36,7 @@ export function tagBytes(_key, value) {
  * @param {string} _key
  * @param {any} value
  */
-function untagBytes(_key, value) {
+export function untagBytes(_key, value) {
   if (value !== null && typeof value === "object" && !Array.isArray(value) && typeof value.$b === "string") {
     const keys = Object.keys(value);
     if (keys.length === 1) return fromBase64(value.$b);

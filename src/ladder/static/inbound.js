@@ -277,6 +277,7 @@ export function hookBrowser(client) {
 export function suspend(client) {
   if (client.state === "closed" || client._suspended) return;
   client._suspended = true;
+  client._outbox?.stash(); // a page in the cache may be evicted without running again
   client._raceAbort?.abort();
   client._wakeSleep?.();
   const conn = client._conn;

@@ -95,6 +95,7 @@ export async function openOutbox(client) {
  * @returns {Promise<void>}
  */
 export function leave(client) {
+  client._outbox?.stash();
   client._leaving = true;
   client.close().catch(reportLater);
   return client._outboxReleased;

@@ -12,13 +12,18 @@
  * `sessionStorage`). An owner holds the Web Lock `ladder-outbox:<owner>` while it lives, so
  * a record whose lock is free belongs to nobody: any client of the same hub may take it over
  * (`claim`), which is how a reloaded page, or another tab, drains a closed tab's messages.
+ *
+ * An IndexedDB write still under way when the page goes is aborted with it, and a message
+ * goes on the wire only once written: so at `pagehide` the record is also written where a
+ * write is synchronous (`localStorage`, the *stash*), and the next claim prefers it.
  */
 
 import { LadderError } from "./errors.js";
-import { tagBytes } from "./codec.js";
+import { tagBytes, untagBytes } from "./codec.js";
 
 /** @typedef {import("./codec.js").Frame} Frame */
 /** @typedef {import("./peer.js").PeerState} PeerState */
+/** @typedef {Pick<Storage, "getItem" | "setItem" | "removeItem" | "key" | "length">} StashStorage */
 
 /** Message kinds that outlive the page (queries and subscriptions belong to the page). */
 export const DURABLE = new Set(["emit", "pub", "call"]);
@@ -28,6 +33,7 @@ const OPEN_TIMEOUT = 3000;
 const DB_NAME = "ladder";
 const STORE = "outbox";
 const UTF8 = new TextEncoder();
+const STASH = "ladder:outbox-stash:";
 
 /**
  * What is kept of one owner's state.
@@ -234,18 +240,56 @@ function lockName(owner) {
   return `ladder-outbox:${owner}`;
 }
 
+/** This page's `localStorage`, or null (missing, or refused: some sandboxed frames throw). @returns {StashStorage | null} */
+function localStash() {
+  try {
+    return globalThis.localStorage ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The stashed records of the hub at `url`, by owner (a stash that cannot be read is dropped).
+ * @param {StashStorage} stash
+ * @param {string} url
+ * @returns {Map<string, OutboxRecord>}
+ */
+function stashedRecords(stash, url) {
+  /** @type {Map<string, OutboxRecord>} */
+  const found = new Map();
+  const keys = [];
+  for (let n = 0; n < stash.length; n++) {
+    const key = stash.key(n);
+    if (key?.startsWith(STASH)) keys.push(key);
+  }
+  for (const key of keys) {
+    try {
+      const record = JSON.parse(stash.getItem(key) ?? "null", untagBytes);
+      if (record?.url === url) found.set(record.owner, record);
+    } catch {
+      stash.removeItem(key);
+    }
+  }
+  return found;
+}
+
 /**
  * One client's durable outbox: which owner it is, where it keeps its record, and the writes
  * that keep the record up to date (coalesced: one write per burst of changes, one at a time).
  */
 export class DurableOutbox {
   /**
-   * @param {{url: string, store: Store, owner: string, release: (() => Promise<void>) | null, reason?: string | null}} options
+   * @param {{url: string, store: Store, owner: string, release: (() => Promise<void>) | null, reason?: string | null, stash?: StashStorage | null}} options
    */
-  constructor({ url, store, owner, release, reason = null }) {
+  constructor({ url, store, owner, release, reason = null, stash = null }) {
     this.url = url;
     this.store = store;
     this.owner = owner;
+    /** Where the record is written synchronously when the page goes (null: nowhere). */
+    this._stash = stash;
+    /** The version last stashed (0: no stash of this owner is kept). */
+    this._stashed = 0;
     /** Why the outbox is not in IndexedDB (null when it is). */
     this.reason = reason;
     this._release = release;
@@ -268,9 +312,9 @@ export class DurableOutbox {
    * Open the outbox of the hub at `url` for this tab: IndexedDB when it works, else memory
    * (`reason` says why). The owner id is this tab's (kept in `sessionStorage`), unless another
    * live page holds it (a duplicated tab): then a new one.
-   * @param {{url: string, storage?: Pick<Storage, "getItem" | "setItem"> | null, factory?: IDBFactory, locks?: LockManager, random?: () => number}} options
+   * @param {{url: string, storage?: Pick<Storage, "getItem" | "setItem"> | null, factory?: IDBFactory, locks?: LockManager, random?: () => number, stash?: StashStorage | null}} options
    */
-  static async open({ url, storage = null, factory = globalThis.indexedDB, locks = globalThis.navigator?.locks, random = Math.random }) {
+  static async open({ url, storage = null, factory = globalThis.indexedDB, locks = globalThis.navigator?.locks, random = Math.random, stash = localStash() }) {
     /** @type {Store} */
     let store;
     /** @type {string | null} */
@@ -298,7 +342,8 @@ export class DurableOutbox {
     } catch {
       // no sessionStorage: this page's record can still be claimed as an orphan
     }
-    return new DurableOutbox({ url, store, owner, release, reason });
+    // A record in memory does not outlive the page: neither does its stash.
+    return new DurableOutbox({ url, store, owner, release, reason, stash: store.kind === "indexeddb" ? stash : null });
   }
 
   /**
@@ -309,6 +354,7 @@ export class DurableOutbox {
    * @returns {Promise<OutboxRecord | null>}
    */
   async claim(locks = globalThis.navigator?.locks) {
+    await this._unstash(locks);
     const records = (await this.store.load(this.url)).filter((r) => r.messages.length > 0 || r.owner === this.owner);
     let record = records.find((r) => r.owner === this.owner) ?? null;
     if (!record || !record.messages.length) {
@@ -321,6 +367,40 @@ export class DurableOutbox {
       }
     }
     return record && record.messages.length ? record : null;
+  }
+
+  /**
+   * Stashes left by pages that went before their last write finished (this tab's previous
+   * page, or a page whose lock is free) replace their owners' records when newer.
+   * @param {LockManager | undefined} locks
+   */
+  async _unstash(locks) {
+    if (!this._stash) return;
+    const stashed = stashedRecords(this._stash, this.url);
+    if (!stashed.size) return;
+    const free = new Set(await unheld(locks, [...stashed.keys()].filter((owner) => owner !== this.owner)));
+    const kept = new Map((await this.store.load(this.url)).map((r) => [r.owner, r]));
+    for (const [owner, record] of stashed) {
+      if (owner !== this.owner && !free.has(owner)) continue; // its page lives (the back/forward cache): its own
+      const older = kept.get(owner);
+      if (!older || older.saved <= record.saved) await this.store.save(record);
+      this._stash.removeItem(STASH + owner);
+    }
+  }
+
+  /**
+   * The page is going (`pagehide`): if a change is not written yet, write the record where a
+   * write is synchronous, so that the next page finds it even if the IndexedDB write dies
+   * with this one. A later write that covers it removes it.
+   */
+  stash() {
+    if (!this._stash || !this._source || this.closed || !this.pending) return;
+    try {
+      this._stash.setItem(STASH + this.owner, JSON.stringify(this._source(), tagBytes));
+      this._stashed = this._version;
+    } catch (error) {
+      console.warn(`ladder: unsent messages could not be stashed as the page went (${String(error)})`);
+    }
   }
 
   /**
@@ -362,6 +442,7 @@ export class DurableOutbox {
           if (record.messages.length) await this.store.save(record);
           else if (this._stored) await this.store.remove(this.owner);
           this._stored = record.messages.length > 0;
+          if (this._stashed && version >= this._stashed) this._dropStash();
         } catch (error) {
           // Never let a failed write hold the messages back: they go on, kept in memory.
           await this._fallBack(error, record).catch(() => {});
@@ -376,6 +457,15 @@ export class DurableOutbox {
     }
   }
 
+  _dropStash() {
+    this._stashed = 0;
+    try {
+      this._stash?.removeItem(STASH + this.owner);
+    } catch {
+      // storage gone: nothing left to remove
+    }
+  }
+
   /**
    * A write failed (quota, a browser that dropped the database): keep going in memory.
    * @param {unknown} error
@@ -386,6 +476,8 @@ export class DurableOutbox {
     this.reason = `IndexedDB refused a write (${String(error)}): unsent messages are now kept in memory`;
     console.warn(`ladder: ${this.reason}`);
     this.store = memoryStore();
+    this._dropStash();
+    this._stash = null; // what is in memory does not outlive the page
     this.onFallBack?.();
     await this.store.save(record);
   }
@@ -400,7 +492,10 @@ export class DurableOutbox {
     if (!forget) await this.saved();
     this.closed = true;
     for (const waiter of this._waiters.splice(0)) waiter.resolve();
-    if (forget) await this.store.remove(this.owner).catch(() => {});
+    if (forget) {
+      this._dropStash();
+      await this.store.remove(this.owner).catch(() => {});
+    }
     const release = this._release;
     this._release = null;
     await release?.();
