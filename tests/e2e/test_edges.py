@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from ladder.server.rfc6455 import FrameClock
+from tests.support.metrics import metric
 from tests.support.server import LadderServer
 
 DRIVERS = {"native": (), "asgi": ("--asgi-ws",)}
@@ -409,3 +410,54 @@ def test_a_client_is_heard_and_answered_while_its_own_handler_runs(quick_heartbe
     assert answers[0]["d"] == 3
     assert time.monotonic() - started >= 2.9  # (the handler slept 3 s; a timer may fire a hair early)
     sock.close()
+
+
+@pytest.fixture(params=sorted(DRIVERS))
+def strict_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LadderServer, str]]:
+    """Short deadlines everywhere: hello and frame 1 s, heartbeat 0.5 s (silent for 2 s: closed)."""
+    config = {"heartbeat": 0.5, "limits": {"frame_timeout": 1.0, "hello_timeout": 1.0, "max_frame_size": 4096}}
+    args = ("--log-level", "info", *DRIVERS[request.param])
+    with LadderServer(config, args=args, log=tmp_path / "server.log") as server:
+        yield server, request.param
+
+
+def test_what_a_websocket_client_did_wrong_is_logged_and_counted_as_every_refusal(
+    strict_server: tuple[LadderServer, str],
+) -> None:
+    """No hello in time, a silent client, a refused upgrade, a frame over the limit and a
+    stalled one: each closes with its code, one INFO line and one count in
+    ``ladder_errors_total``. (Under ``--asgi-ws`` the last three are uvicorn's WebSocket
+    layer's own, which Ladder does not hear of: docs/ops.md, "Logging".)"""
+    server, driver = strict_server
+    silent = open_ws(server)  # answers no ping
+    sock, status, _, _ = upgrade(server)
+    assert status == 101
+    assert read_until_close(sock)[0] == 4400  # no hello
+    sock.close()
+    assert read_until_close(silent)[0] == 4408  # no pong for 2 s
+    silent.close()
+    expected = {"bad_request": 1, "heartbeat_timeout": 1}
+    if driver == "native":
+        sock, status, _, _ = upgrade(server, version="8")
+        assert status == 426
+        sock.close()
+        sock = open_ws(server)
+        sock.sendall(frame_header(0x2, 5000))
+        assert read_until_close(sock)[0] == 1009
+        sock.close()
+        sock = open_ws(server)
+        sock.sendall(frame_header(0x1, 1000) + b'{"t":"pi')
+        assert read_until_close(sock)[0] == 4408
+        sock.close()
+        expected = {"bad_request": 2, "heartbeat_timeout": 2, "frame_too_large": 1}
+    sock = connect(server)
+    sock.sendall(f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
+    _, _, body = read_response(sock)
+    sock.close()
+    counted = {code: metric(body.decode(), "ladder_errors_total", code=code) for code in expected}
+    assert counted == expected
+    lines = [line for line in log_of(server).splitlines() if "refused on websocket" in line]
+    said = {code: sum(f": {code}: " in line for line in lines) for code in expected}
+    assert said == expected, lines
+    assert any("no hello frame in time" in line for line in lines)
+    assert any("no heartbeat from the client" in line for line in lines)

@@ -57,6 +57,25 @@ def test_a_watch_far_from_the_limit_says_nothing_and_lists_nothing(
     assert in_use(_open()) == _open()
 
 
+def test_a_process_with_no_descriptor_left_is_seen_at_its_limit() -> None:
+    """Counting takes a descriptor too: at the limit it fails, and that failure is the answer
+    (it said nothing exactly when connections were being reset)."""
+    script = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "from ladder.server.descriptors import in_use\n"
+        "held = []\n"
+        "try:\n"
+        "    while True:\n"
+        "        held.append(open('/dev/null'))\n"
+        "except OSError:\n"
+        "    pass\n"
+        "print(in_use(64))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["64"]
+
+
 def test_an_unlimited_hard_limit_gets_the_highest_soft_limit_the_system_allows(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

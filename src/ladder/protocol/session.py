@@ -365,11 +365,12 @@ class SessionState:
                 due = min(due, active.opened + limits.poll_timeout)
         return None if due == math.inf else due
 
-    def tick(self, now: float) -> bool:
+    def tick(self, now: float, silent: Callable[[SessionState, Attachment], None] | None = None) -> bool:
         """Advance deadlines to ``now``. Returns True when the session just expired.
 
         Pings the active stream when it has been quiet for a heartbeat, drops WebSocket
-        attachments that stopped answering, and releases long polls at ``poll_timeout``.
+        attachments that stopped answering (telling ``silent`` of each), and releases long
+        polls at ``poll_timeout``.
         """
         if self.phase is Phase.DETACHED:
             assert self.detached_since is not None
@@ -383,6 +384,8 @@ class SessionState:
         for att in list(self.attachments):
             if att.pinged and now - att.last_heard >= limits.dead_after:
                 self._release(att, LadderError("heartbeat_timeout"))
+                if silent is not None:
+                    silent(self, att)
         att_active = self.active
         if att_active is None or att_active.closed:
             return False

@@ -35,13 +35,14 @@ class Limits:
                 raise ConfigurationError(
                     f"Limits({spec.name}=...)", "0 cannot work", "pass a number above 0 (see its default)"
                 )
+        defaults = {spec.name: spec.default for spec in fields(self)}
         for name in ("max_frame_size", "max_post_size"):
             value = getattr(self, name)
             if 0 < value < SMALLEST_FRAME_LIMIT:
                 raise ConfigurationError(
                     f"Limits({name}=...)",
                     f"{value} bytes cannot work (a hello with its token, or a small call, is larger)",
-                    f"pass at least {SMALLEST_FRAME_LIMIT} (the default is {getattr(Limits, name)})",
+                    f"pass at least {SMALLEST_FRAME_LIMIT} (the default is {defaults[name]})",
                 )
         if self.max_post_size < self.max_frame_size:
             raise ConfigurationError(
@@ -128,7 +129,9 @@ def check_number(setting: str, value: Any, kind: Any) -> None:
     wanted = (int,) if kind == "int" else (int, float)
     if isinstance(value, bool) or not isinstance(value, wanted):
         raise ConfigurationError(
-            setting, f"{value!r} is a {type(value).__name__}, not a number", f"pass an {kind}"
+            setting,
+            f"{value!r} is a {type(value).__name__}, not a number",
+            "pass an int" if kind == "int" else "pass a number",
         )
     if value < 0 or not math.isfinite(value):
         raise ConfigurationError(setting, f"{value!r} is out of range", "pass a finite number >= 0")

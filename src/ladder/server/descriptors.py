@@ -10,6 +10,7 @@ and the node's clock warns, naming the fix, when the descriptors in use near the
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from typing import Final
@@ -76,15 +77,16 @@ def in_use(limit: int) -> int | None:
 
     Counting them lists ``/proc/self/fd``, which costs milliseconds with tens of thousands
     open; the size of the process's descriptor table (``FDSize``, read first) bounds the
-    count from above, so the list is read only when the table is that large."""
+    count from above, so the list is read only when the table is that large. Both take a
+    descriptor: a process with none left is at its limit."""
     try:
         with open("/proc/self/status", "rb") as f:
             size = next((int(line.split()[1]) for line in f if line.startswith(b"FDSize:")), None)
         if size is None or size < NEAR * limit:
             return None
         return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return None
+    except OSError as exc:
+        return limit if exc.errno in (errno.EMFILE, errno.ENFILE) else None
 
 
 class Watch:

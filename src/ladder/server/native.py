@@ -1,18 +1,18 @@
 """The native WebSocket driver: Ladder's ``ws`` endpoint without ASGI, for ``ladder serve``.
 
-A uvicorn WebSocket protocol class (uvicorn hands it the socket after the HTTP upgrade)
-that moves frames straight between the socket and the session, on the same sans-I/O core
-as every other rung, without ASGI's coroutines, tasks and awaits per message:
+A uvicorn WebSocket protocol class (handed the socket after the HTTP upgrade) that moves
+frames between the socket and the session, on the sans-I/O core of every rung, without
+ASGI's coroutines, tasks and awaits per message:
 
-* a publication's fan-out writes each subscriber's connection as it reaches it (once per
-  loop turn), other wake-ups wait for the loop's :class:`Flusher`, and what a client's own
-  message brings it (a reply, an ack) is written as the reading of that message ends;
-* after the handshake (``websockets``' sans-I/O ``ServerProtocol``), client frames are
-  read by a :class:`FrameReader`: whole small ones straight from the bytes, the rest by a
-  frame-level protocol that exists only while it has something to do;
-* what waits for nothing is applied at once (acks, pings and pongs, also while another
-  message is in a handler; on the memory engine, plain handlers' calls and emits); other
-  messages by a short-lived task that runs only while some wait (``max_post_size`` bytes).
+* a fan-out writes each subscriber's connection as it reaches it (once per loop turn),
+  other wake-ups wait for the loop's :class:`Flusher`, and what a client's own message
+  brings it (a reply, an ack) is written as the reading of that message ends;
+* after the handshake (``websockets``' sans-I/O ``ServerProtocol``), a :class:`FrameReader`
+  reads client frames: whole small ones from the bytes, the rest by a frame-level protocol
+  that exists only while it has something to do;
+* what waits for nothing is applied at once (acks, pings, pongs, also while a message is in
+  a handler; on the memory engine, plain handlers' calls and emits), other messages by a
+  task that runs only while some wait (``max_post_size`` bytes).
 
 Any other path (an app's own WebSockets) is handed to uvicorn's standard implementation.
 """
@@ -32,14 +32,13 @@ from ..protocol.frames import ClientFrame
 from .direct import direct_fd, write
 from .flusher import flush_guarded, flusher_of
 from .gateway import Gateway
-from .http import Request, origin_allowed
+from .http import Request
 from .hub import Ladder, gateway_of
 from .link import Link, encode_batch
 from .rfc6455 import (
     INVALID_UTF8,
     FrameReader,
     HandshakeProtocol,
-    refusal,
     send_out,
     upgrade_request,
     valid_utf8,
@@ -131,9 +130,7 @@ class NativeWebSocket(asyncio.Protocol):
             self.handed.connection_lost(exc)
             return
         self.server_state.connections.discard(self)
-        for timer in (self.hello_timer, self.frame_timer):
-            if timer is not None:
-                timer.cancel()
+        self._stop_timers()
         self.inbox = None  # not offered to the session yet: the client sends them again
         if self.link is not None:
             self.link.close()
@@ -176,16 +173,10 @@ class NativeWebSocket(asyncio.Protocol):
             return
         assert self.transport is not None
         request = self.request = upgrade_request(events[0], self.transport, hub.limits.trust_forwarded_for)
-        if not origin_allowed(hub.allowed_origins, request):
-            error = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
-            gateway.refused("websocket", error, client=request.client, origin=request.origin)
-            ws.send_response(refusal(ws, 403, error))
-            self._write_out()
-            return
-        response = ws.accept(events[0])
-        ws.send_response(response)
+        ws.send_response(ws.answer(events[0], request, hub.allowed_origins))
         self._write_out()
-        if response.status_code != 101:
+        if ws.refused is not None:
+            gateway.refused("websocket", ws.refused, client=request.client, origin=request.origin)
             return
         reader = self.reader = FrameReader(hub.limits.max_frame_size, ws)
         self.ws = None
@@ -200,7 +191,7 @@ class NativeWebSocket(asyncio.Protocol):
 
     def _no_hello(self) -> None:
         if self.link is None:
-            self._close(LadderError("bad_request", "no hello frame in time"))
+            self._refuse(LadderError("bad_request", "no hello frame in time"))
 
     def _time_message(self) -> None:
         """A message that has begun must arrive whole within ``frame_timeout``."""
@@ -215,7 +206,7 @@ class NativeWebSocket(asyncio.Protocol):
     def _stalled(self) -> None:
         assert self.hub is not None
         limit = self.hub.limits.frame_timeout
-        self._close(LadderError("heartbeat_timeout", f"message not complete within {limit:g} s"))
+        self._refuse(LadderError("heartbeat_timeout", f"message not complete within {limit:g} s"))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -224,6 +215,8 @@ class NativeWebSocket(asyncio.Protocol):
             self._message(data, JSON if text else MSGPACK)
             if self.closing:
                 break
+        if not self.closing and (failure := reader.failure()) is not None:
+            self._refuse(failure)  # (the protocol's close frame is already written)
         self._write_out()
         if reader.close_expected() and self.transport is not None:
             self.transport.close()
@@ -307,10 +300,11 @@ class NativeWebSocket(asyncio.Protocol):
         try:
             self.codec = codec
             self.link, rest = await open_link(gateway, request, data, codec, wake=self)
-        except LadderError as exc:
-            gateway.refused("websocket", exc, client=request.client)
-            self._send(self.codec.encode({"t": "err", **exc.body()}))
-            self._close(exc)
+        except LadderError as exc:  # (said in a frame too: close reasons are easy to lose)
+            if self.transport is not None and not self.transport.is_closing():
+                err = codec.encode({"t": "err", **exc.body()})
+                self.transport.write(ws_frame(0x2 if codec.binary else 0x1, err))
+            self._refuse(exc)
             return
         self.request = None  # (read only to open the session)
         if rest:
@@ -358,10 +352,6 @@ class NativeWebSocket(asyncio.Protocol):
         if att.closed and not self.paused:
             self._close(att.close_error or link.state.close_error)
 
-    def _send(self, payload: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(ws_frame(0x2 if self.codec.binary else 0x1, payload))
-
     def _write_out(self) -> None:
         transport = self.transport
         if transport is None:
@@ -370,6 +360,14 @@ class NativeWebSocket(asyncio.Protocol):
             send_out(transport, self.reader.to_send())
         elif self.ws is not None:
             send_out(transport, self.ws.data_to_send())
+
+    def _refuse(self, error: LadderError) -> None:
+        """Close for what the client did (logged and counted as every refusal)."""
+        assert self.gateway is not None
+        link, request = self.link, self.request
+        client = request.client if request is not None else None
+        self.gateway.refused("websocket", error, session=link.session if link else None, client=client)
+        self._close(error)
 
     def _close(self, error: LadderError | None) -> None:
         """Send a close frame with the error's code; the client completes the handshake."""
@@ -381,9 +379,7 @@ class NativeWebSocket(asyncio.Protocol):
             return
         self.closing = True
         self.inbox = None  # nothing more is applied from a connection being closed
-        for timer in (self.hello_timer, self.frame_timer):
-            if timer is not None:
-                timer.cancel()
+        self._stop_timers()
         if self.reader is not None:
             self.reader.close(code, reason[:120])
             self._write_out()
@@ -391,6 +387,11 @@ class NativeWebSocket(asyncio.Protocol):
             self.link.close()
         if self.transport is not None:
             self.loop.call_later(1.0, self._abort)  # if the client never answers the close
+
+    def _stop_timers(self) -> None:
+        for timer in (self.hello_timer, self.frame_timer):
+            if timer is not None:
+                timer.cancel()
 
     def _abort(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -15,8 +15,9 @@ import time
 from typing import Any, Final
 
 from ..engine.base import Engine
+from ..protocol.attachment import Attachment
 from ..protocol.errors import LadderError
-from ..protocol.session import Phase
+from ..protocol.session import Phase, SessionState
 from .channels import ChannelTable
 from .cluster import Cluster
 from .config import Settings
@@ -209,7 +210,7 @@ class Node:
             expires = session.identity.expires
             if expires is not None and wall >= expires:
                 sessions.close(session, LadderError("token_expired"))
-            expired = session.state.tick(now)
+            expired = session.state.tick(now, self._silent)
             if expired or session.state.phase is Phase.CLOSED:
                 await sessions.forget(session, expired=expired)
             else:
@@ -229,6 +230,11 @@ class Node:
             self.tasks.spawn(self._claim_again(claims), "ladder-claims")
         if self.engine.healthy:  # (else its round waits: nothing could be refreshed)
             await self._refresh_presence(now)
+
+    def _silent(self, state: SessionState, att: Attachment) -> None:
+        """A transport the clock dropped for not answering pings: counted and logged as a refusal."""
+        if att.close_error is not None:
+            self.refused(att.transport, att.close_error, session=self.sessions.get(state.sid))
 
     async def _refresh_presence(self, now: float) -> None:
         """Refresh this tick's share of the presence entries held here. One the engine

@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - built without its C extension
     from websockets.utils import apply_mask
 
 from ..protocol.errors import LadderError
-from .http import Request, error_body
+from .http import Request, error_body, origin_allowed
 
 INVALID_UTF8 = 1007
 """Close code for a text message that is not UTF-8 (RFC 6455 §7.4.1)."""
@@ -57,19 +57,32 @@ def refusal(protocol: ServerProtocol, status: int, error: LadderError) -> Respon
 class HandshakeProtocol(ServerProtocol):
     """``websockets``' server protocol whose refused handshakes are Ladder's JSON errors."""
 
+    refused: LadderError | None = None
+    """Why :meth:`answer` refused the upgrade (None: it did not)."""
+
+    def answer(self, handshake: WsRequest, request: Request, origins: tuple[str, ...] | None) -> Response:
+        """The answer to the upgrade request: 101, or a refusal (its Origin, its headers)."""
+        if origin_allowed(origins, request):
+            return self.accept(handshake)
+        self.refused = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
+        return refusal(self, 403, self.refused)
+
     def accept(self, request: WsRequest) -> Response:
         response = super().accept(request)
         if response.status_code == 101:
             return response
         exc = self.handshake_exc
         if isinstance(exc, InvalidHeader) and exc.name == "Sec-WebSocket-Version" and exc.value:
-            error = LadderError("bad_request", f"Sec-WebSocket-Version {exc.value} is not supported (13 is)")
+            error = self.refused = LadderError(
+                "bad_request", f"Sec-WebSocket-Version {exc.value} is not supported (13 is)"
+            )
             refused = refusal(self, 426, error)
             refused.headers["Sec-WebSocket-Version"] = "13"
             return refused
         code = _STATUS_CODES.get(response.status_code, "bad_request")
         reason = "not a valid WebSocket upgrade" + (f": {exc}" if exc is not None else "")
-        refused = refusal(self, response.status_code, LadderError(code, reason))
+        self.refused = LadderError(code, reason)
+        refused = refusal(self, response.status_code, self.refused)
         for name in ("Upgrade", "Allow"):
             if name in response.headers:
                 refused.headers[name] = response.headers[name]
@@ -249,6 +262,18 @@ class FrameReader(FrameClock):
 
     def close_expected(self) -> bool:
         return self.ws is not None and self.ws.close_expected()
+
+    def failure(self) -> LadderError | None:
+        """Why the protocol closed the connection for the client's frames (a frame over
+        ``max_size``, a malformed frame); None if it did not, or for invalid UTF-8 (1007),
+        closed quietly as everywhere."""
+        ws = self.ws
+        if ws is None or ws.parser_exc is None or ws.close_sent is None:
+            return None
+        close = ws.close_sent
+        if close.code == INVALID_UTF8:
+            return None
+        return LadderError("frame_too_large" if close.code == 1009 else "bad_frame", close.reason)
 
 
 def _header(head: bytearray) -> tuple[int, int] | None:

@@ -209,14 +209,18 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
         await refuse_upgrade(request, send, error)
         return
     if "websocket" not in settings.transports:
-        await refuse_upgrade(request, send, LadderError("unsupported_transport"))
+        error = LadderError("unsupported_transport", "websocket is not offered by this server")
+        gateway.refused("websocket", error, client=request.client)
+        await refuse_upgrade(request, send, error)
         return
     await send({"type": "websocket.accept"})
     try:
         async with asyncio.timeout(settings.limits.hello_timeout):
             message = await receive()
     except TimeoutError:
-        await _close(send, LadderError("bad_request", "no hello frame in time"))
+        error = LadderError("bad_request", "no hello frame in time")
+        gateway.refused("websocket", error, client=request.client)
+        await _close(send, error)
         return
     if message["type"] != "websocket.receive":
         return
