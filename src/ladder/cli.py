@@ -88,14 +88,16 @@ def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
     needs_hub = [
         option
         for option, given in (
+            (f"--workers {getattr(args, 'workers', 1)}", getattr(args, "workers", 1) != 1),
             ("--native-ws-path", getattr(args, "native_ws_path", None)),
             ("--engine", args.engine),
         )
         if given
     ]
     if needs_hub:
+        need = "needs" if len(needs_hub) == 1 else "need"
         raise SystemExit(
-            f"ladder serve: {' and '.join(needs_hub)} need(s) a Ladder hub, and {type(app).__name__} "
+            f"ladder serve: {' and '.join(needs_hub)} {need} a Ladder hub, and {type(app).__name__} "
             f"{getattr(args, 'app', 'app')!r} is neither a Ladder hub nor has a `hub` attribute "
             "that is one: serve the hub itself (module:hub), or set `app.hub = hub`"
         )
@@ -104,13 +106,8 @@ def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
 def check_workers(hub: Ladder | None, args: argparse.Namespace) -> None:
     """Workers are separate processes: they serve one application only through a shared engine."""
     workers = getattr(args, "workers", 1)
-    if workers == 1:
+    if workers == 1 or hub is None:  # (without a hub, check() has refused)
         return
-    if hub is None:
-        raise SystemExit(
-            f"ladder serve: --workers {workers} needs a Ladder hub "
-            "(module:hub, or an app with a `hub` attribute)"
-        )
     engine = create_engine(args.engine) if args.engine else hub.engine
     if isinstance(engine, MemoryEngine):
         raise SystemExit(

@@ -49,6 +49,14 @@ class _Deaf:
         pass
 
 
+def _health_words(engine: Engine) -> None:
+    """A publisher has no sessions and no ``/health``: its engine's health lines say what it does."""
+    for part in (engine, *(shard for _, shard in getattr(engine, "shards", ()))):
+        if hasattr(part, "refusing"):
+            part.serving = "publishing again"
+            part.refusing = "publish raises engine_unavailable until it answers"
+
+
 class Publisher:
     """Publish to channels without running a hub.
 
@@ -83,6 +91,7 @@ class Publisher:
                 'Publisher("redis://host:6379/0")); in the hub\'s own process use hub.publish()',
             )
         self.engine = create_engine(engine)
+        _health_words(self.engine)
         self.channel_rules = ChannelRules(channels, default_channel)
         self._started = False
         self._lock: asyncio.Lock | None = None

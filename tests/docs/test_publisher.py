@@ -45,11 +45,14 @@ def test_a_blocking_publisher_is_shared_by_threads_and_closes_once() -> None:
             publisher.publish("tasks", 21)
 
 
-def test_an_unreachable_redis_is_engine_unavailable_not_a_hang() -> None:
+def test_an_unreachable_redis_is_engine_unavailable_not_a_hang(caplog: pytest.LogCaptureFixture) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     with BlockingPublisher(url) as publisher, pytest.raises(LadderError) as caught:
         publisher.publish("tasks", 1)
     assert caught.value.code == "engine_unavailable"
+    # Its log says what it means for a publisher (it spoke of sessions and /health, which it has not).
+    said = [r.getMessage() for r in caplog.records if "unhealthy" in r.getMessage()]
+    assert said and all("publish raises engine_unavailable" in line and "/health" not in line for line in said), said
 
     async def publish() -> None:
         async with Publisher(url) as pub:

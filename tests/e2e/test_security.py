@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -206,7 +207,7 @@ async def test_x_forwarded_for_counts_only_when_trusted(trusted: bool) -> None:
                 assert second.status_code == 429 and second.json()["reason"] == "at most 1 per address"
 
 
-async def test_a_trusted_proxy_s_entry_is_the_last_one_and_its_scheme_counts() -> None:
+async def test_a_trusted_proxy_s_entry_is_the_last_one_and_its_scheme_counts(tmp_path: Path) -> None:
     """A proxy appends the peer it saw to ``X-Forwarded-For`` (both shipped configs do): the
     entries before it are whatever the client wrote. The first one was taken, so a client
     chose its own address for every per-address limit. And behind a TLS proxy the page's
@@ -214,7 +215,8 @@ async def test_a_trusted_proxy_s_entry_is_the_last_one_and_its_scheme_counts() -
     own page was refused ``origin_not_allowed``)."""
     limits = {"max_sessions_per_address": 1, "trust_forwarded_for": True}
     config = {"limits": limits, "allowed_origins": None}  # same origin only
-    with LadderServer(config) as server:
+    log = tmp_path / "server.log"
+    with LadderServer(config, log=log, args=("--log-level", "info")) as server:
         async with httpx.AsyncClient(base_url=server.url) as http:
             answers = [
                 await http.get("/poll", params={"v": 1}, headers={"x-forwarded-for": f"10.9.9.{n}, 198.51.100.7"})
@@ -227,6 +229,10 @@ async def test_a_trusted_proxy_s_entry_is_the_last_one_and_its_scheme_counts() -
             page["x-forwarded-proto"] = "http"
             other = await http.get("/poll", params={"v": 1}, headers={**page, "x-forwarded-for": "198.51.100.9"})
             assert other.status_code == 403 and other.json()["code"] == "origin_not_allowed"
+            assert (await http.get("/health")).status_code == 200  # (after the refusals: logged by now)
+    # The log names the address the limit counted, and the proxy it came through (it named the proxy only).
+    refused = [line for line in log.read_text().splitlines() if "too_many_sessions" in line]
+    assert len(refused) == 1 and "(198.51.100.7 via 127.0.0.1:" in refused[0], refused
 
 
 async def test_slowloris_ties_up_nothing(server: LadderServer) -> None:

@@ -224,6 +224,11 @@ async def test_health_answers_head_as_get_for_balancers_that_check_with_it(serve
         (["serve", "ladder:no_such_hub"], "ladder has no attribute 'no_such_hub'"),
         (["serve", "tests.support.apps:hub", "--engine", "memory"], "engine: unknown engine URL 'memory'"),
         (["serve", "tests.support.apps:hub", "--header-timeout", "0"], "must be a number of seconds above 0"),
+        (["serve", "json:loads", "--workers", "2"], "--workers 2 needs a Ladder hub, and function 'json:loads'"),
+        (
+            ["serve", "json:loads", "--workers", "2", "--engine", "redis://127.0.0.1:9/0"],
+            "--workers 2 and --engine need a Ladder hub",
+        ),
     ],
 )
 def test_ladder_serve_mistakes_are_one_line_not_a_traceback(argv: list[str], said: str) -> None:

@@ -191,6 +191,10 @@ async def test_authentication_refusal(hub: Ladder) -> None:
     with pytest.raises(LadderError) as refused:
         await Peer.open(hub, None)
     assert refused.value.code == "unauthorized"
+    # An authenticate hook may read a cookie instead of a token: the fix names both (it said
+    # "no token: give the client one" to a client of a hub that signs in by cookie).
+    assert "no token and no cookie" in refused.value.reason and "Client(url, token=...)" in refused.value.reason
+    assert "sign in first if the app authenticates by cookie" in refused.value.reason
 
 
 async def test_slow_consumer_is_dropped_with_a_reason() -> None:

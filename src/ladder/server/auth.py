@@ -81,7 +81,14 @@ NO_TOKEN: Final = (
     "no token: this server authenticates every connection; give the client one "
     "(Python: Client(url, token=...); browser: connect(url, {token}))"
 )
-"""The reason of a refusal for want of credentials: it names the fix."""
+"""The reason of a refusal for want of a token (``JWT``): it names the fix."""
+
+NO_CREDENTIALS: Final = (
+    "no credentials: this server authenticates every connection, and the request carried no "
+    "token and no cookie; give the client a token (Python: Client(url, token=...); browser: "
+    "connect(url, {token})), or sign in first if the app authenticates by cookie"
+)
+"""The same for an ``authenticate`` hook, which may read a cookie instead."""
 
 
 async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> Identity:
@@ -99,7 +106,7 @@ async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> I
     if isinstance(result, str):
         return Identity(user=result)
     if request.token is None and not request.cookies:
-        raise LadderError("unauthorized", NO_TOKEN)
+        raise LadderError("unauthorized", NO_CREDENTIALS)
     raise LadderError(
         "unauthorized", "the authenticate hook refused these credentials: check the token the client sends"
     )

@@ -34,7 +34,7 @@ def _last(header: str | None) -> str | None:
 class Request:
     """The parts of an ASGI HTTP or WebSocket scope that Ladder reads."""
 
-    __slots__ = ("address", "client", "extensions", "headers", "method", "path", "query", "scheme")
+    __slots__ = ("address", "client", "extensions", "headers", "method", "path", "query", "scheme", "who")
 
     def __init__(self, scope: Scope, *, trust_forwarded: bool = False) -> None:
         self.method: str = scope.get("method", "GET")
@@ -60,6 +60,8 @@ class Request:
         """The client's address, for per-address limits: with ``trust_forwarded``, the last
         ``X-Forwarded-For`` entry, the one the proxy in front added (the ones before it are
         the client's to write: a proxy appends, it does not replace)."""
+        self.who = f"{forwarded} via {self.client}" if forwarded else self.client
+        """Who made the request, for the log: the address limits counted, and the peer."""
         if trust_forwarded:
             proto = (_last(headers.get("x-forwarded-proto")) or "").lower()
             if proto in ("http", "https"):

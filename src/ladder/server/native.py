@@ -176,7 +176,7 @@ class NativeWebSocket(asyncio.Protocol):
         ws.send_response(ws.answer(events[0], request, hub.allowed_origins))
         self._write_out()
         if ws.refused is not None:
-            gateway.refused("websocket", ws.refused, client=request.client, origin=request.origin)
+            gateway.refused("websocket", ws.refused, client=request.who, origin=request.origin)
             return
         reader = self.reader = FrameReader(hub.limits.max_frame_size, ws)
         self.ws = None
@@ -365,7 +365,7 @@ class NativeWebSocket(asyncio.Protocol):
         """Close for what the client did (logged and counted as every refusal)."""
         assert self.gateway is not None
         link, request = self.link, self.request
-        client = request.client if request is not None else None
+        client = request.who if request is not None else None
         self.gateway.refused("websocket", error, session=link.session if link else None, client=client)
         self._close(error)
 

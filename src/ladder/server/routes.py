@@ -144,7 +144,7 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
     except LadderError as exc:
         foreign = exc.code == "origin_not_allowed" and not origin_allowed(allowed, request)
         origin = request.origin if foreign else None
-        node.refused(request.endpoint or "http", exc, client=request.client, origin=origin)
+        node.refused(request.endpoint or "http", exc, client=request.who, origin=origin)
         if not started:
             headers = cors_headers(allowed, request)
             if foreign and origin is not None and request.method != "OPTIONS":

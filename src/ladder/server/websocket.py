@@ -205,12 +205,12 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
     settings = gateway.settings
     if not origin_allowed(settings.allowed_origins, request):
         error = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
-        gateway.refused("websocket", error, client=request.client, origin=request.origin)
+        gateway.refused("websocket", error, client=request.who, origin=request.origin)
         await refuse_upgrade(request, send, error)
         return
     if "websocket" not in settings.transports:
         error = LadderError("unsupported_transport", "websocket is not offered by this server")
-        gateway.refused("websocket", error, client=request.client)
+        gateway.refused("websocket", error, client=request.who)
         await refuse_upgrade(request, send, error)
         return
     await send({"type": "websocket.accept"})
@@ -219,7 +219,7 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
             message = await receive()
     except TimeoutError:
         error = LadderError("bad_request", "no hello frame in time")
-        gateway.refused("websocket", error, client=request.client)
+        gateway.refused("websocket", error, client=request.who)
         await _close(send, error)
         return
     if message["type"] != "websocket.receive":
@@ -228,7 +228,7 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
     try:
         link, rest = await open_link(gateway, request, data, codec)
     except LadderError as exc:
-        gateway.refused("websocket", exc, client=request.client)
+        gateway.refused("websocket", exc, client=request.who)
         with contextlib.suppress(Exception):  # say why in a frame: close reasons are easy to lose
             body = codec.encode({"t": "err", **exc.body()})
             await send(
