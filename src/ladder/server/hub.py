@@ -183,7 +183,7 @@ class Ladder:
         """
         Payload.checked(data)
         await self._node.serving()
-        return await self._node.router.send(session_id, event, data)
+        return await self._node.pusher.send(session_id, event, data)
 
     async def send_user(self, user: str, event: str, data: Any = None) -> int:
         """Push an event to every session of ``user``, on every node.
@@ -195,7 +195,7 @@ class Ladder:
         """
         Payload.checked(data)
         await self._node.serving()
-        return await self._node.router.send_user(user, event, data)
+        return await self._node.pusher.send_user(user, event, data)
 
     async def presence(self, channel: str) -> list[Member]:
         """Members currently present in ``channel``."""
@@ -214,7 +214,7 @@ class Ladder:
         """End a session now, on whichever node holds it; its client is told why (a ``bye``
         ``session_closed`` with ``reason``) and does not resume it. False when unknown."""
         await self._node.serving()
-        return await self._node.router.disconnect(session_id, reason)
+        return await self._node.pusher.disconnect(session_id, reason)
 
     def health(self) -> dict[str, Any]:
         """What ``<mount>/health`` reports; ``ok`` is False while the engine is unhealthy."""

@@ -28,6 +28,7 @@ from .inbound import Inbound
 from .logs import make_visible
 from .metrics import Counters, Metrics, Observed
 from .polling import serve_forwarded_poll
+from .pushing import Pusher
 from .refusals import Refusals
 from .routing import Router
 from .session import Session
@@ -92,6 +93,7 @@ class Node:
         self.channels.node_message = self.cluster.on_node_message
         self.channels.route_lost = self._route_lost
         self.router = Router(settings, engine, self.sessions, self.cluster, self.inbound)
+        self.pusher = Pusher(engine, self.sessions, self.cluster)
         self.gateway = Gateway(
             settings,
             self.router,

@@ -1,0 +1,106 @@
+"""Pushing to a session or a user wherever they are, and ending a session on any node.
+
+A session not held here is found through the engine's record of its node, following this
+node's own hand-over of it where that record names this node; ``via`` (the nodes a push
+went through) stops it going round in a circle of stale records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ..engine.base import Engine
+from ..protocol.errors import LadderError
+from ..protocol.outframes import push_frame
+from .channels import ChannelTable
+from .cluster import MAX_HOPS, Cluster
+from .sessions import SessionTable
+
+log = logging.getLogger("ladder.cluster")
+
+
+class Pusher:
+    """``hub.send``, ``hub.send_user`` and ``hub.disconnect`` across nodes."""
+
+    __slots__ = ("channels", "cluster", "engine", "sessions")
+
+    def __init__(self, engine: Engine, sessions: SessionTable, cluster: Cluster) -> None:
+        self.engine = engine
+        self.sessions = sessions
+        self.channels: ChannelTable = sessions.channels
+        self.cluster = cluster
+        cluster.serve("push", self._serve_push)
+        cluster.serve("disconnect", self._serve_disconnect)
+        cluster.serve("user", self._serve_user)
+
+    async def disconnect(self, session_id: str, reason: str, *, via: Sequence[str] = ()) -> bool:
+        """End a session now, on whichever node holds it (as :meth:`send` finds it). False
+        when unknown."""
+        session = self.sessions.get(session_id)
+        if session is not None:
+            ended = LadderError("session_closed", reason)
+            self.sessions.remember_end(session, ended)  # a client polling later hears it too
+            self.sessions.close(session, ended)
+            return True
+        node = await self._holder_elsewhere(session_id, via)
+        if node is None:
+            return False
+        message = {"k": "disconnect", "sid": session_id, "reason": reason, "via": [*via, self.engine.node_id]}
+        await self.cluster.tell(node, message)
+        return True
+
+    async def _serve_disconnect(self, message: dict[str, Any]) -> dict[str, Any]:
+        via = [str(node) for node in message.get("via", ())]
+        await self.disconnect(str(message["sid"]), str(message.get("reason", "")), via=via)
+        return {}
+
+    async def _holder_elsewhere(self, session_id: str, via: Sequence[str]) -> str | None:
+        """The other node to tell about a session not held here (following this node's own
+        hand-over of it where the engine names this node), or None: unknown, or the nodes
+        already passed through (``via``: stale records pointing round in a circle)."""
+        me = self.engine.node_id
+        node = await self.engine.locate_session(session_id)
+        if node == me:
+            node = self.sessions.moved.get(session_id)
+        if node is None or node == me or node in via or len(via) >= MAX_HOPS:
+            return None
+        return node
+
+    async def send(self, session_id: str, event: str, data: Any = None, *, via: Sequence[str] = ()) -> bool:
+        """Push an event to one session, on whichever node holds it. False when unknown.
+
+        Where the engine names this node, the push follows this node's own hand-over of the
+        session, as a request does (see :meth:`route`); ``via`` (the nodes it was pushed
+        through) stops it going round in a circle of stale records.
+        """
+        session = self.sessions.get(session_id)
+        if session is not None:
+            self.channels.push(session, push_frame(event, data))
+            return True
+        node = await self._holder_elsewhere(session_id, via)
+        if node is None:
+            return False
+        push = {"k": "push", "sid": session_id, "ev": event, "d": data, "via": [*via, self.engine.node_id]}
+        await self.cluster.tell(node, push)
+        return True
+
+    async def send_user(self, user: str, event: str, data: Any = None) -> int:
+        """Push an event to every session of ``user`` on every node; returns how many."""
+        reached = self.sessions.push_user(user, push_frame(event, data))  # refused here if unencodable
+        try:
+            answers = await self.cluster.ask_all({"k": "user", "user": user, "ev": event, "d": data})
+        except LadderError as exc:  # the engine is down: other nodes cannot be reached now
+            log.warning("send_user(%r) reached this node only: %s", user, exc)
+            return reached
+        return reached + sum(int(answer.get("n", 0)) for answer in answers)
+
+    async def _serve_push(self, message: dict[str, Any]) -> dict[str, Any]:
+        via = [str(node) for node in message.get("via", ())]
+        await self.send(str(message["sid"]), str(message["ev"]), message.get("d"), via=via)
+        return {}
+
+    async def _serve_user(self, message: dict[str, Any]) -> dict[str, Any]:
+        frame = push_frame(str(message["ev"]), message.get("d"))
+        return {"n": self.sessions.push_user(str(message["user"]), frame)}
