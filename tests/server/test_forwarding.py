@@ -14,6 +14,8 @@ from redis.asyncio import Redis
 from ladder import Ladder
 from ladder.engine.redis import RedisEngine
 from ladder.protocol.codec import JSON
+from ladder.protocol.frames import Hello, Previous
+from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
 from tests.server.harness import lose_hand_over_records, moved
 from tests.support.redis import RedisServer
@@ -145,6 +147,30 @@ async def test_hub_disconnect_ends_a_session_held_by_another_node(redis_server: 
         control, _ = session.state.take(att, internals(holder).settings.clock())
         byes = [frame for frame in control if frame["t"] == "bye"]
         assert byes and byes[0]["code"] == "session_closed" and byes[0]["reason"] == "banned", control
+    finally:
+        for hub in (made_on, holder):
+            await hub.stop()
+
+
+async def test_a_session_replaced_from_another_node_hears_bye_session_closed(redis_server: RedisServer) -> None:
+    """A page reloads while its old session is alive on another node: the new session's hello
+    names it, and its transports there hear ``bye session_closed`` (protocol §3.1). It was
+    moved to the new node and closed there, where no transport heard it: the old client saw
+    ``session_moved``, resumed, found it gone and went on as a second session."""
+    made_on, holder = (Ladder(engine=RedisEngine(redis_server.url)) for _ in range(2))
+    try:
+        there = await moved(made_on, holder)
+        sid, session, att = there.sid, there.session, there.att
+        assert att is not None
+        request = AuthRequest(headers={}, cookies={}, token=None, client="test", transport="websocket")
+        hello = Hello(v=1, prev=Previous(sid=sid, rt=there.token, ids=()))
+        successor, resumed = await internals(made_on).router.open(hello, request)
+        assert not resumed and successor.sid != sid
+        control, _ = session.state.take(att, internals(holder).settings.clock())
+        byes = [frame for frame in control if frame["t"] == "bye"]
+        assert byes and byes[0]["code"] == "session_closed", control
+        assert "replaced by a new session" in byes[0]["reason"]
+        assert sid not in internals(made_on).sessions  # ended where it lived, not brought here
     finally:
         for hub in (made_on, holder):
             await hub.stop()

@@ -76,3 +76,25 @@ async def test_a_subscription_applied_with_a_batch_at_once_checks_permissions_in
     await node.tasks.wait(5)
     assert checked == [True]
     assert [(f["t"], f["re"]) for f in peer.read() if "s" in f] == [("reply", 1)]
+
+
+async def test_a_stop_waits_for_tasks_started_while_it_waits() -> None:
+    """A stopping node waits for its tasks before its engine goes: a task started meanwhile
+    (another node's question, its answer) was not waited for, and its answer was lost with
+    the engine (the asking node then waited out its timeout)."""
+    tasks, done = Tasks(), []
+    answered = asyncio.Event()
+
+    async def answer() -> None:
+        await asyncio.sleep(0.05)
+        done.append("answer")
+
+    async def first() -> None:
+        await asyncio.sleep(0.01)
+        tasks.spawn(answer(), "answer")  # (a question heard while the stop waits)
+        done.append("first")
+        answered.set()
+
+    tasks.spawn(first(), "first")
+    await tasks.wait(2.0)
+    assert answered.is_set() and done == ["first", "answer"]

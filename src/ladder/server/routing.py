@@ -141,26 +141,30 @@ class Router:
         """Take over what the lost session ``prev`` applied (nothing without its token).
 
         The named session may still be alive (a page reloaded before its session ended, on
-        this node or another): it is brought here and ended first, and a message it is
-        applying finishes, so that a late request of the old page cannot apply a carried
-        message there as well. Only with its resume token.
+        this node or another): it is ended first where it lives (its transports hear ``bye``
+        ``session_closed``), and a message it is applying finishes, so that a late request of
+        the old page cannot apply a carried message there as well. Only with its resume token.
         """
         old = self.sessions.get(prev.sid) or self.sessions.settling.get(prev.sid)
         if old is None:
             node = await self.engine.locate_session(prev.sid)
             if node is not None and node != self.engine.node_id:
+                message = {"k": "migrate", "sid": prev.sid, "rt": prev.rt, "end": True}
                 with contextlib.suppress(LadderError):  # gone meanwhile, or not its token
-                    old = await self._migrate(node, prev.sid, prev.rt)
+                    await self._ask_owner(node, message, REQUEST_TIMEOUT)  # (answered once settled)
         if old is not None:
-            its_token = hmac.compare_digest(old.state.token.encode(), prev.rt.encode())
-            if its_token and old.state.phase is not Phase.CLOSED:
-                replaced = LadderError("session_closed", "replaced by a new session of its client")
-                self.sessions.close(old, replaced)
-            await old.settle(SETTLE_TIMEOUT)  # ended, but perhaps still finishing a message
+            await self._replace(old, prev.rt)
         record = await self.engine.applied_record(prev.sid, prev.rt)
         if record is None:
             log.info("new session names lost session %s: no record (expired, or not its token)", prev.sid[:8])
         return Inherited.of(prev, record)
+
+    async def _replace(self, old: Session, token: str) -> None:
+        """End ``old`` for the new session of its client (with its token), once settled."""
+        its_token = hmac.compare_digest(old.state.token.encode(), token.encode())
+        if its_token and old.state.phase is not Phase.CLOSED:
+            self.sessions.close(old, LadderError("session_closed", "replaced by a new session of its client"))
+        await old.settle(SETTLE_TIMEOUT)  # ended, but perhaps still finishing a message
 
     async def _arrival(self, sid: str) -> None:
         """Wait (briefly) for a hand-over of ``sid`` to this node that is under way."""
@@ -258,6 +262,9 @@ class Router:
         if moved is not None and sid not in sessions:
             return {"moved": moved}
         session = await self.route(sid, message["rt"], stream=False, forwarded=True)
+        if message.get("end"):  # a new session of its client replaces it (see _inherit)
+            await self._replace(session, str(message["rt"]))
+            return {}
         # Stop applying, and let a handler still running finish: the session moves with
         # exactly what was applied (what was only accepted is the client's to resend).
         session.moving = True

@@ -32,14 +32,18 @@ class Tasks:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     async def wait(self, timeout: float) -> None:
-        """Let running tasks finish (at most ``timeout`` s), then cancel the rest: they would
-        run on against a stopped engine."""
-        if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+        """Let running tasks finish (at most ``timeout`` s), also those they or a request
+        start meanwhile (another node's question to a stopping node is answered before its
+        engine goes), then cancel the rest: they would run on against a stopped engine."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
+        pending = set(self._tasks)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
 
     def run_now(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``coro`` now, in the caller's turn, with no task made if it never waits; if it
