@@ -4,7 +4,7 @@
  * transport leads to (same rung, next rung, new session, give up).
  */
 
-import { afterTransport, FATAL, SESSION_GONE, why } from "./core.js";
+import { afterRace, afterTransport, ENDED_ON_PURPOSE, FATAL, why } from "./core.js";
 import { AllRungsFailed, LadderError, TransportClosed } from "./errors.js";
 import { race } from "./race.js";
 import { seconds } from "./clock.js";
@@ -137,8 +137,16 @@ export async function run(client) {
       if (client._isClosed() || client._suspended) continue;
       if (!(error instanceof AllRungsFailed)) throw error;
       client._note(error.failures);
-      if (client._fatalRefusal(error.errors())) return;
-      if (client._sessionRefused(error)) continue;
+      const outcome = afterRace({ codes: error.errors().map((e) => e.code), won: false, tokenRefreshable: client._refreshable() });
+      if (outcome === "give_up") {
+        client._giveUp(client._fatalOf(error.errors()));
+        return;
+      }
+      if (outcome === "new_session") {
+        const gone = error.errors().find((e) => afterTransport({ via: "refusal", code: e.code }) === "new_session");
+        if (gone) client._sessionGone(`${gone.code}: ${gone.reason}`);
+        continue;
+      }
       const step = reconnect.failed({ now: client._clock.now(), rand: client._random() });
       const attempts = reconnect.attempts;
       client.lastFailure = error.message;
@@ -162,10 +170,11 @@ export async function run(client) {
     /** @type {LadderError[]} */
     const refusals = [];
     for (const failure of Object.values(won.failures)) if (failure?.error) refusals.push(failure.error);
-    if (client._fatalRefusal(refusals)) {
+    if (afterRace({ codes: refusals.map((e) => e.code), won: true, tokenRefreshable: client._refreshable() }) === "give_up") {
       // A rung that lost the race was refused for good (a page's own GETs may carry no Origin
       // while its POSTs are refused): retrying cannot help.
       client._discard(won.winner);
+      client._giveUp(client._fatalOf(refusals));
       return;
     }
     const ended = await client._adopt(won.winner, describeRace(won));
@@ -214,29 +223,21 @@ export function notConnected(client, limit) {
 }
 
 /**
- * Give up when a refusal cannot be fixed by retrying.
+ * The refusal among `errors` that retrying cannot fix (the core's tables decide).
  * @param {Client} client
  * @param {LadderError[]} errors
+ * @returns {LadderError}
  */
-export function fatalRefusal(client, errors) {
-  const fatal = errors.find((e) => FATAL.has(e.code));
-  if (!fatal) return false;
-  client._giveUp(fatal);
-  return true;
+export function fatalOf(client, errors) {
+  const tokenRefreshable = client._refreshable();
+  const fatal = errors.find((e) => afterTransport({ via: "refusal", code: e.code, tokenRefreshable }) === "give_up");
+  if (!fatal) throw new Error("no refusal here gives up");
+  return fatal;
 }
 
-/**
- * @param {Client} client
- * @param {AllRungsFailed} error
- */
-export function sessionRefused(client, error) {
-  for (const refusal of error.errors()) {
-    if (SESSION_GONE.has(refusal.code)) {
-      client._sessionGone(`${refusal.code}: ${refusal.reason}`);
-      return true;
-    }
-  }
-  return false;
+/** Whether an expired token is worth retrying (the token is a callable). @param {Client} client */
+export function refreshable(client) {
+  return typeof client._token === "function";
 }
 
 /**
@@ -258,7 +259,7 @@ export function sessionGone(client, reason) {
  * @param {LadderError} error
  * @param {boolean} [final]
  */
-export function giveUp(client, error, final = FATAL.has(error.code)) {
+export function giveUp(client, error, final = FATAL.has(error.code) || error.code === "token_expired") {
   if (error.code === "origin_not_allowed") {
     const origin = typeof location !== "undefined" ? location.origin : "this page's origin";
     error = new LadderError(
@@ -320,12 +321,13 @@ export function shutdown(client, error) {
  */
 export function connClosed(client, conn, reason, error, via = error ? "refusal" : "close") {
   if (conn !== client._conn) return;
-  const action = afterTransport({ via, code: error?.code ?? null, tokenRefreshable: typeof client._token === "function" });
+  const action = afterTransport({ via, code: error?.code ?? null, tokenRefreshable: client._refreshable() });
   if (error && action === "give_up") {
     // A refusal on any request (an upgrade, a poll, a POST) is an error the app hears of; the
-    // server's own bye (`hub.disconnect`) is not: no `error` event, later calls fail with
-    // `closed` (protocol §9.4, as the Python client does).
-    client._giveUp(error, via !== "bye");
+    // server ending the session on purpose (`hub.disconnect`, as a bye or as the refusal of a
+    // short poll that was not there for the bye) is not: no `error` event, later calls fail
+    // with `closed` (protocol §9.4, as the Python client does).
+    client._giveUp(error, error.code !== ENDED_ON_PURPOSE);
     return;
   }
   if (action === "resume_now") client._reconnectNow = true;

@@ -184,6 +184,13 @@ export const FATAL = new Set(["unauthorized", "origin_not_allowed", "unsupported
 /** Refusals meaning the server no longer has the session. */
 export const SESSION_GONE = new Set(["unknown_session", "session_closed", "slow_consumer", "bad_resume_token"]);
 
+/**
+ * The server ended the session on purpose (`hub.disconnect`): heard as a `bye` or, by a client
+ * that was not listening then (a short poll), as the refusal of its next request; either way
+ * the client gives up, without an `error` event.
+ */
+export const ENDED_ON_PURPOSE = "session_closed";
+
 /** A `bye` by its code; any other code ended this session only: start a new one. @type {Record<string, Action>} */
 const BYE = { session_closed: "give_up", shutting_down: "resume_now" };
 
@@ -191,6 +198,7 @@ const BYE = { session_closed: "give_up", shutting_down: "resume_now" };
 const REFUSAL = {
   ...Object.fromEntries([...FATAL].map((code) => [code, /** @type {Action} */ ("give_up")])),
   ...Object.fromEntries([...SESSION_GONE].map((code) => [code, /** @type {Action} */ ("new_session")])),
+  [ENDED_ON_PURPOSE]: "give_up",
   shutting_down: "resume_now",
 };
 
@@ -210,14 +218,16 @@ export function afterTransport({ via, code = null, tokenRefreshable = true }) {
 }
 
 /**
- * What a race leads to, from the refusal codes heard on any of its rungs: a fatal one gives up
- * even when another rung won; else a winner is adopted; with none, a gone session is replaced
- * at once, anything else retried with backoff.
+ * What a race leads to, from the refusal codes heard on any of its rungs: a fatal one (or the
+ * session's end on purpose) gives up even when another rung won; else a winner is adopted;
+ * with none, a gone session is replaced at once, anything else retried with backoff.
  * @param {{codes: readonly string[], won: boolean, tokenRefreshable?: boolean}} args
  * @returns {"adopt" | "give_up" | "new_session" | "retry"}
  */
 export function afterRace({ codes, won, tokenRefreshable = true }) {
-  for (const code of codes) if (FATAL.has(code) || (code === "token_expired" && !tokenRefreshable)) return "give_up";
+  for (const code of codes) {
+    if (FATAL.has(code) || code === ENDED_ON_PURPOSE || (code === "token_expired" && !tokenRefreshable)) return "give_up";
+  }
   if (won) return "adopt";
   if (codes.some((code) => SESSION_GONE.has(code))) return "new_session";
   return "retry";

@@ -459,8 +459,8 @@ export class Client extends Emitter {
   /** @type {Method<typeof connection.run>} */ _run(...a) { return connection.run(this, ...a); }
   /** @type {Method<typeof connection.note>} */ _note(...a) { return connection.note(this, ...a); }
   /** @type {Method<typeof connection.notConnected>} */ _notConnected(...a) { return connection.notConnected(this, ...a); }
-  /** @type {Method<typeof connection.fatalRefusal>} */ _fatalRefusal(...a) { return connection.fatalRefusal(this, ...a); }
-  /** @type {Method<typeof connection.sessionRefused>} */ _sessionRefused(...a) { return connection.sessionRefused(this, ...a); }
+  /** @type {Method<typeof connection.fatalOf>} */ _fatalOf(...a) { return connection.fatalOf(this, ...a); }
+  /** @type {Method<typeof connection.refreshable>} */ _refreshable() { return connection.refreshable(this); }
   /** @type {Method<typeof connection.sessionGone>} */ _sessionGone(...a) { return connection.sessionGone(this, ...a); }
   /** @type {Method<typeof connection.giveUp>} */ _giveUp(...a) { return connection.giveUp(this, ...a); }
   /** @type {Method<typeof connection.shutdown>} */ _shutdown(...a) { return connection.shutdown(this, ...a); }

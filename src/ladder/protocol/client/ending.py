@@ -23,6 +23,11 @@ FATAL = frozenset({"unauthorized", "origin_not_allowed", "unsupported_version"})
 SESSION_GONE = frozenset({"unknown_session", "session_closed", "slow_consumer", "bad_resume_token"})
 """Refusals meaning the server no longer has the session."""
 
+ENDED_ON_PURPOSE = "session_closed"
+"""The server ended the session on purpose (``hub.disconnect``): heard as a ``bye`` or, by a
+client that was not listening then (a short poll), as the refusal of its next request; either
+way the client gives up, without an error event."""
+
 BYE: dict[str, Action] = {
     # The server ended the session on purpose (``hub.disconnect``): do not come back uninvited.
     "session_closed": "give_up",
@@ -35,6 +40,7 @@ session only: start a new one."""
 REFUSAL: dict[str, Action] = {
     **dict.fromkeys(FATAL, "give_up"),
     **dict.fromkeys(SESSION_GONE, "new_session"),
+    ENDED_ON_PURPOSE: "give_up",
     "shutting_down": "resume_now",
 }
 """A refused request (HTTP status, WebSocket close code or ``err``) by its code."""
@@ -64,13 +70,13 @@ def after_race(
 ) -> Literal["adopt", "give_up", "new_session", "retry"]:
     """What a race leads to, from the server's refusal codes heard on any of its rungs.
 
-    A fatal refusal gives up even when another rung won (a page's same-origin ``GET`` may
-    pass while its ``POST`` is refused). Otherwise a winner is adopted; with no winner, a
-    session the server no longer has is replaced at once, anything else is retried with
-    backoff (:class:`~.backoff.Reconnect`).
+    A fatal refusal, or the session's end on purpose, gives up even when another rung won (a
+    page's same-origin ``GET`` may pass while its ``POST`` is refused). Otherwise a winner is
+    adopted; with no winner, a session the server no longer has is replaced at once, anything
+    else is retried with backoff (:class:`~.backoff.Reconnect`).
     """
     for code in codes:
-        if code in FATAL or (code == "token_expired" and not token_refreshable):
+        if code in FATAL or code == ENDED_ON_PURPOSE or (code == "token_expired" and not token_refreshable):
             return "give_up"
     if won:
         return "adopt"
