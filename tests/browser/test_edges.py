@@ -156,23 +156,29 @@ def test_the_server_ending_the_session_closes_the_client(page: Page, rung: str) 
         assert outcome["kicked"] in ("replied", "session_closed"), outcome
 
 
-def test_a_cross_origin_page_the_server_refuses_is_told_so_and_gives_up(page: Page) -> None:
+@pytest.mark.parametrize("transports", [None, ["websocket"], ["sse"]])
+def test_a_cross_origin_page_the_server_refuses_is_told_so_and_gives_up(
+    page: Page, transports: list[str] | None
+) -> None:
     """A page on one origin, the hub on another that does not allow it: the refusals carried
     no CORS headers, so the page could not read them; it retried blind until
     ``connect_failed`` (and on, every few seconds). The refusal is readable now: the client
-    gives up at once with ``origin_not_allowed``, naming ``allowed_origins``."""
+    gives up at once with ``origin_not_allowed``, naming ``allowed_origins``. A browser hides
+    a refused upgrade or event stream whatever the headers: a client on those rungs alone
+    looped ("cannot connect"); it asks by an empty POST, whose refusal it can read."""
+    options = {"share": False, "connectTimeout": 8000, **({"transports": transports} if transports else {})}
     with LadderServer({}) as server:  # allows http://allowed.example only
         page.goto(f"http://localhost:{server.port}/health")
         outcome: dict[str, Any] = page.evaluate(
-            """async (hub) => {
+            """async ([hub, options]) => {
                 const ladder = await import('/client.js');
-                const client = ladder.connect(hub, { share: false, connectTimeout: 8000 });
+                const client = ladder.connect(hub, options);
                 const failed = await client.ready().then(() => null, (e) => ({ code: e.code, reason: e.message }));
                 let later = null;
                 try { await client.call("echo", 1); } catch (e) { later = e.code; }
                 return { failed, later, state: client.state };
             }""",
-            f"http://127.0.0.1:{server.port}",
+            [f"http://127.0.0.1:{server.port}", options],
         )
     assert outcome["failed"]["code"] == "origin_not_allowed", outcome
     assert "allowed_origins" in outcome["failed"]["reason"], outcome

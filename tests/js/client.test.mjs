@@ -130,7 +130,7 @@ class FakeTransport extends Transport {
 
 function setup({ storage = new Map(), ...options } = {}) {
   const clock = new FakeClock();
-  const net = { opened: [], holdSse: false };
+  const net = { opened: [], holdSse: false, fetched: [], answer: null };
   net.last = (rung) => net.opened.filter((t) => t.name === rung).at(-1);
   const client = new Client("http://test.example/ladder", {
     clock,
@@ -138,6 +138,12 @@ function setup({ storage = new Map(), ...options } = {}) {
     browserEvents: false,
     storage: { getItem: (k) => storage.get(k) ?? null, setItem: (k, v) => storage.set(k, v) },
     transportFactory: (rung, ctx) => new FakeTransport(rung, ctx, net),
+    // What the server answers a question no transport could read (askWhy): a Ladder server
+    // with nothing more to say, unless a test says otherwise.
+    fetch: async (url, init) => {
+      net.fetched.push([url, init?.method]);
+      return net.answer?.(url) ?? new Response('{"t":"err","code":"bad_request","reason":"no sid"}', { status: 400 });
+    },
     ...options,
   });
   const events = [];
@@ -885,6 +891,37 @@ describe("edges", () => {
     assert.throws(() => client.emit("y"), (e) => e.code === "origin_not_allowed");
     await clock.advance(60_000);
     assert.equal(net.opened.length, 1, "no reconnect loop");
+  });
+
+  test("a WebSocket-only client refused for its origin, which a browser hides, asks by a POST and gives up", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket"] });
+    net.answer = () => new Response('{"t":"err","code":"origin_not_allowed","reason":"foreign Origin"}', { status: 403 });
+    client.start();
+    await settle();
+    const pending = assert.rejects(client.call("echo", 1), (e) => e.code === "origin_not_allowed");
+    net.last("websocket").fail("websocket: cannot connect (the upgrade was refused or blocked on the way)");
+    await settle();
+    assert.deepEqual(net.fetched, [["http://test.example/ladder/send", "POST"]], "one empty POST naming no session");
+    await pending;
+    assert.equal(client.state, "closed");
+    assert.deepEqual(of("error").map((e) => e.code), ["origin_not_allowed"]);
+    assert.match(of("error")[0].reason, /allowed_origins/);
+    const opened = net.opened.length;
+    await clock.advance(60_000);
+    assert.equal(net.opened.length, opened, "no reconnect loop (it looped, each attempt 'cannot connect')");
+  });
+
+  test("a hidden refusal that the POST cannot explain is retried; the next failures ask no more", async () => {
+    const { client, clock, net } = setup({ transports: ["websocket"], random: () => 0.5 });
+    client.start();
+    await settle();
+    for (let n = 0; n < 4; n++) {
+      net.last("websocket").fail("websocket: cannot connect");
+      await clock.advance(2000);
+    }
+    assert.notEqual(client.state, "closed");
+    assert.ok(net.opened.length >= 4, "still trying");
+    assert.equal(net.fetched.length, 1, "asked after the first failure only (the server said bad_request: nothing more)");
   });
 
   test("a rung refused for its origin while another won still ends the client", async () => {

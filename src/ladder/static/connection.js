@@ -5,6 +5,7 @@
  */
 
 import { afterRace, afterTransport, ENDED_ON_PURPOSE, FATAL, why } from "./core.js";
+import { askWhy as askServer } from "./http.js";
 import { AllRungsFailed, LadderError, TransportClosed } from "./errors.js";
 import { race } from "./race.js";
 import { seconds } from "./clock.js";
@@ -147,6 +148,8 @@ export async function run(client) {
         if (gone) client._sessionGone(`${gone.code}: ${gone.reason}`);
         continue;
       }
+      // The first failure since a welcome on rungs that hide their refusals: ask why, meanwhile.
+      if (reconnect.attempts === 0) client._askWhy(error).catch(() => {});
       const step = reconnect.failed({ now: client._clock.now(), rand: client._random() });
       const attempts = reconnect.attempts;
       client.lastFailure = error.message;
@@ -221,6 +224,32 @@ export function notConnected(client, limit) {
   client._emit("error", { code: error.code, reason: error.reason });
   client._readyReject(error);
 }
+
+/**
+ * A race failed on rungs whose refusal a browser hides (a WebSocket upgrade, an event stream)
+ * and on nothing readable: ask why where the answer can be read (`askWhy`). A refusal that
+ * retrying cannot fix (a page on an origin the server does not allow) gives up, as on any
+ * request; a missing endpoint goes into those rungs' reasons (`connect_failed` says it).
+ * True when the client gave up.
+ * @param {Client} client
+ * @param {AllRungsFailed} error
+ */
+export async function askWhy(client, error) {
+  const hidden = Object.entries(error.failures).filter(([rung, failure]) => failure && !failure.error && HIDDEN.has(rung));
+  if (!hidden.length || error.errors().length) return false;
+  const told = await askServer(client._ctx.endpoint);
+  if (told === null || client._isClosed()) return false;
+  const tokenRefreshable = client._refreshable();
+  if (told.error && afterTransport({ via: "refusal", code: told.error.code, tokenRefreshable }) === "give_up") {
+    client._giveUp(told.error);
+    return true;
+  }
+  for (const [rung, failure] of hidden) client._reasons[rung] = `${failure?.reason}; asked by a POST: ${told.reason}`;
+  return false;
+}
+
+/** Rungs whose refusals a browser does not let the page read. */
+const HIDDEN = new Set(["websocket", "sse"]);
 
 /**
  * The refusal among `errors` that retrying cannot fix (the core's tables decide).

@@ -460,6 +460,7 @@ export class Client extends Emitter {
   /** @type {Method<typeof connection.note>} */ _note(...a) { return connection.note(this, ...a); }
   /** @type {Method<typeof connection.notConnected>} */ _notConnected(...a) { return connection.notConnected(this, ...a); }
   /** @type {Method<typeof connection.fatalOf>} */ _fatalOf(...a) { return connection.fatalOf(this, ...a); }
+  /** @type {Method<typeof connection.askWhy>} */ _askWhy(...a) { return connection.askWhy(this, ...a); }
   /** @type {Method<typeof connection.refreshable>} */ _refreshable() { return connection.refreshable(this); }
   /** @type {Method<typeof connection.sessionGone>} */ _sessionGone(...a) { return connection.sessionGone(this, ...a); }
   /** @type {Method<typeof connection.giveUp>} */ _giveUp(...a) { return connection.giveUp(this, ...a); }

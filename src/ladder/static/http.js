@@ -14,7 +14,7 @@ const UNORDERED = new Set(["ack", "ping", "pong"]);
 
 /**
  * @param {Response} response
- * @param {Rung} rung
+ * @param {Rung | "send"} rung
  */
 export async function refusalOf(response, rung) {
   let body = null;
@@ -33,6 +33,27 @@ export async function refusalOf(response, rung) {
     return new TransportClosed(`${rung}: refused by the server (${error.code}: ${error.reason})`, error);
   }
   return new TransportClosed(`${rung}: HTTP ${response.status} from the server or a proxy${url ? ` at ${url}` : ""}`);
+}
+
+/**
+ * Why the server refuses this page, asked where the answer can be read: a browser hides the
+ * answer to a refused WebSocket upgrade or event stream. An empty `POST send` naming no
+ * session changes nothing on the server; its refusal (`origin_not_allowed` comes with CORS
+ * headers) or a 404 says what the hidden answers could not. Null when it says nothing more
+ * (the server is reachable and answers `bad_request`), or cannot be reached either.
+ * @param {import("./transport.js").Endpoint} endpoint
+ * @returns {Promise<TransportClosed | null>}
+ */
+export async function askWhy(endpoint) {
+  let response;
+  try {
+    response = await endpoint.fetch(endpoint.http("send"), { method: "POST", body: "" });
+  } catch {
+    return null;
+  }
+  if (response.ok) return null;
+  const refusal = await refusalOf(response, "send");
+  return refusal.error?.code === "bad_request" ? null : refusal;
 }
 
 /** What the HTTP rungs share: a session id, a resume token and `POST send` upstream. */
