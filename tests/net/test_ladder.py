@@ -7,12 +7,13 @@ with the client's default settings.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from ladder import Client
+from ladder import Client, LadderError
 from ladder.client import Subscription, TransportChanged
 from tests.net.conftest import Network
 from tests.support.server import LadderServer
@@ -395,3 +396,26 @@ async def test_a_rung_climbed_to_by_a_probe_is_the_one_its_drops_count_against(
                 pass
         assert change.old == "websocket" and change.new == "sse", change
         assert "cut 3 times in a row" in change.reason, change.reason
+
+
+async def test_a_hanging_upload_holds_no_caller_and_loses_nothing(net: Network) -> None:
+    """Uploads (``POST send``) swallowed on the way: ``emit`` returns once queued, a call's
+    ``timeout`` bounds its whole wait, and a call its caller cancels mid-write is written
+    again all the same. (``emit`` waited for the POST, 41 s when it hung; ``call(timeout=1)``
+    raised after the upload's retries, 40 s and more; a write cancelled by its caller was
+    counted as written, and its messages waited until the connection changed.)"""
+    async with Client(net.url, transports=["longpoll"]) as client:
+        assert (await client.call("echo", 1))["data"] == 1
+        net.set(blackhole={"send"})
+        started = time.monotonic()
+        await client.emit("record", {"key": "held", "value": 0})
+        assert time.monotonic() - started < 0.5, "emit returns once queued"
+        with pytest.raises(LadderError) as late:
+            await client.call("echo", 2, timeout=1)
+        assert late.value.code == "timeout"
+        assert time.monotonic() - started < 3, "the call's timeout bounds its write too"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.call("record", {"key": "held", "value": 1}), 0.2)
+        net.clear()
+        await client.flush(timeout=60)
+        assert await client.call("records", "held") == [0, 1]

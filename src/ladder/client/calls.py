@@ -67,9 +67,10 @@ class Calls(Connection):
         return str(reply["ep"]), int(reply["off"])
 
     async def emit(self, event: str, data: Any = None) -> None:
-        """Send an event to the server's handler; returns once queued (not acknowledged)."""
+        """Send an event to the server's handler; returns once queued (not written, nor
+        acknowledged: :meth:`flush` waits for that)."""
         self._submit({"t": "emit", "ev": event, "d": data}, None)
-        await self._flush()
+        self._spawn(self._flush())
 
     async def call(self, event: str, data: Any = None, *, timeout: float | None = 10.0) -> Any:
         """Call a server handler and return its result (or raise its error as LadderError)."""

@@ -103,9 +103,9 @@ class Outbound(ClientBase):
                 future.set_result(reply.get("d"))
 
         msg_id = self._submit(frame, settle)
-        await self._flush()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout):  # (the write too: an upload may hang)
+                await self._flush()
                 return await future
         except TimeoutError:
             never = " (this client was never connected: call `await client.connect()`)"
@@ -172,6 +172,13 @@ class Outbound(ClientBase):
                     break
                 try:
                     await conn.send(frames)
+                except asyncio.CancelledError:
+                    # The caller gave up waiting (a timeout, a cancelled task), not the client:
+                    # what this write carried is written again, by a flush of the client's own.
+                    if self._conn is conn:
+                        self._take_back(frames, acked_before if ack is not None else None)
+                        self._spawn(self._flush())
+                    raise
                 except TransportClosed as exc:
                     if self._conn is not conn:
                         continue  # a newer transport took over; its welcome rewound the cursor
