@@ -328,9 +328,11 @@ class _Link:
         to_down, up_closed = up.conn.trailing_data
         await up.pipe.send(to_up)
         await self.down.send(to_down)
+        stall = self.proxy.stall_ws_after
+        stall_at = None if stall is None else asyncio.get_running_loop().time() + stall
         directions = [
-            asyncio.create_task(self._pump_raw(self.reader, up.pipe, up.writer, client_closed)),
-            asyncio.create_task(self._pump_raw(up.reader, self.down, self.writer, up_closed)),
+            asyncio.create_task(self._pump_raw(self.reader, up.pipe, up.writer, client_closed, stall_at)),
+            asyncio.create_task(self._pump_raw(up.reader, self.down, self.writer, up_closed, stall_at)),
         ]
         try:
             done, _ = await asyncio.wait(directions, return_when=asyncio.FIRST_EXCEPTION)
@@ -343,11 +345,17 @@ class _Link:
 
     @staticmethod
     async def _pump_raw(
-        reader: asyncio.StreamReader, pipe: _Pipe, writer: asyncio.StreamWriter, closed: bool
+        reader: asyncio.StreamReader,
+        pipe: _Pipe,
+        writer: asyncio.StreamWriter,
+        closed: bool,
+        stall_at: float | None = None,
     ) -> None:
+        loop = asyncio.get_running_loop()
         if not closed:
             while data := await reader.read(CHUNK):
-                await pipe.send(data)
+                if stall_at is None or loop.time() < stall_at:  # (past it: swallowed, nothing said)
+                    await pipe.send(data)
         await pipe.flush()
         if writer.can_write_eof() and not writer.transport.is_closing():
             writer.write_eof()  # pass the half-close on; the other direction may still talk
@@ -459,6 +467,9 @@ class FaultProxy:
         """Seconds added to every forwarded chunk, in each direction."""
         self.split = False
         """Forward data in random pieces of 1 to 64 bytes."""
+        self.stall_ws_after: float | None = None
+        """Seconds after its 101 a WebSocket silently stops forwarding, both ways, and stays
+        open (a proxy that breaks a rung without a word)."""
         self.stats: Counter[str] = Counter(dict.fromkeys(("connections", "cuts", "refused", "blackholed"), 0))
         self._cut_after: tuple[float, float] | None = None
         self._server: asyncio.Server | None = None
@@ -497,6 +508,7 @@ class FaultProxy:
         self.buffer.clear()
         self.latency = 0.0
         self.split = False
+        self.stall_ws_after = None
         self.cut_after = None
 
     async def start(self) -> FaultProxy:

@@ -284,6 +284,32 @@ async def test_repeated_short_lived_connections_step_down_with_a_reason(net: Net
     assert "websocket: cut 3 times in a row" in change.reason, change.reason
 
 
+async def test_a_websocket_that_silently_stops_forwarding_is_stepped_down_from() -> None:
+    """A proxy passes the upgrade and the welcome, then forwards nothing, closing nothing:
+    each connection is dropped by the silence watchdog after its limit (1.5 x hb + 1 s =
+    2.5 s here, 31 s by default), more than the stable time (2 s here, 10 s by default), so
+    it was never counted as a cut and the client went back to it for ever. A connection
+    dropped for its silence worked only until it went quiet: three such step down."""
+    with LadderServer({"heartbeat": 1.0}) as server:
+        network = Network(server.port)
+        try:
+            network.set(stall_ws_after=0.3)
+            changes: asyncio.Queue[TransportChanged] = asyncio.Queue()
+            drops: list[str] = []
+            client = Client(network.url, transports=["websocket", "sse"], stable_after=2.0, probe_delay=60.0)
+            client.on("transport", changes.put_nowait)
+            client.on("disconnected", lambda e: drops.append(e.reason))  # type: ignore[attr-defined]
+            async with client:
+                assert (await changes.get()).new == "websocket"
+                change = await asyncio.wait_for(changes.get(), 30)
+                assert (change.old, change.new) == ("websocket", "sse")
+                assert "websocket: cut 3 times in a row" in change.reason, change.reason
+                assert len(drops) == 3 and all("heartbeat" in d or "nothing received" in d for d in drops), drops
+                assert (await client.call("echo", 1))["data"] == 1
+        finally:
+            network.stop()
+
+
 async def test_an_expired_session_is_replaced_and_channels_recovered() -> None:
     with LadderServer({"heartbeat": 1.0, "session_ttl": 1.0}) as server:
         network = Network(server.port)

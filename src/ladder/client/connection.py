@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Sequence
 
 from ..protocol.client import Reconnect, after_race, after_transport
@@ -123,13 +122,13 @@ class Connection(Switching):
             reason = "; ".join(failed.get(rung, "") for rung in self.policy.candidates() if rung in failed)
             self._adopt(conn, reason or "connected")
             conn, opened, ended, action = await self._pump(conn)  # (conn: the one that ended)
-            lived = time.monotonic() - opened
+            lived, worked = loop.time() - opened, self._heard - opened
             await self._lost(conn, ended)
             if self.state == "closed":
                 return
             self._last_end = ended
             if action != "resume_now":
-                step_down = self.policy.dropped(conn.name, lived, ended)
+                step_down = self.policy.dropped(conn.name, lived, ended, worked)
                 if step_down is not None:
                     self._step_reason = self._last_end = step_down
             await asyncio.sleep(reconnect.ended(action, random.random()) / 1000)

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -155,11 +154,12 @@ class Switching(Opening):
     async def _pump(self, conn: Transport) -> tuple[Transport, float, str, Action]:
         """Read frames until the transport ends; switch transports when a probe wins.
 
-        Returns the transport that ended (the last one switched to), when it began
-        (``time.monotonic()``), why it ended and what follows (the core's
+        Returns the transport that ended (the last one switched to), when it began (the
+        loop's time, as ``_heard``), why it ended and what follows (the core's
         :func:`after_transport` decides): a drop is counted against the rung that dropped.
         """
-        opened = time.monotonic()
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
         while True:
             try:
                 await self._read(conn)
@@ -172,7 +172,7 @@ class Switching(Opening):
                 new, reason = switch
                 await conn.close()
                 old = conn.name
-                conn, opened = new, time.monotonic()
+                conn, opened = new, loop.time()
                 self._conn = conn
                 self.transport = conn.name
                 self._last_rung = conn.name

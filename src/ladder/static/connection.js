@@ -183,6 +183,7 @@ export async function run(client) {
     const ended = await client._adopt(won.winner, describeRace(won));
     const conn = ended.conn;
     const lived = client._clock.now() - client._opened;
+    const heard = client._lastHeard - client._opened;
     client._lost(conn, ended.reason);
     client._lastEnd = ended.reason;
     if (client._isClosed()) return;
@@ -191,7 +192,7 @@ export async function run(client) {
       client._reconnectNow = false; // the server is going away: resume elsewhere, now
       continue;
     }
-    const stepDown = client.policy.dropped(conn.name, lived, ended.reason);
+    const stepDown = client.policy.dropped(conn.name, lived, ended.reason, heard);
     if (stepDown) client._stepReason = stepDown;
     client._setState("disconnected", ended.reason);
     await client._sleep(reconnect.ended({ action: "resume", rand: client._random() }));

@@ -306,11 +306,14 @@ export class RungPolicy {
   }
 
   /**
-   * A connection on `rung` ended after `lived` ms: the reason for stepping down when this makes
-   * `cutLimit` short-lived connections in a row, else null.
-   * @param {{rung: string, lived: number, reason: string}} args
+   * A connection on `rung` ended after `lived` ms (`heard`: ms from its opening to the last
+   * thing it delivered): the reason for stepping down when this makes `cutLimit` short-lived
+   * connections in a row, else null. One dropped for its silence worked only until it went
+   * quiet: a proxy that passes the welcome, then silently stops forwarding, cuts too.
+   * @param {{rung: string, lived: number, reason: string, heard?: number | null}} args
    */
-  dropped({ rung, lived, reason }) {
+  dropped({ rung, lived, reason, heard = null }) {
+    if (heard !== null && why({ reason }) === "heartbeat") lived = Math.min(lived, heard);
     if (lived >= this.stableAfter) {
       this._cuts[rung] = this._stepped[rung] = 0;
       return null;

@@ -94,12 +94,14 @@ export class RungPolicy {
   }
 
   /**
-   * A connection on `rung` ended after `lived` ms: the reason for stepping down, or null.
+   * A connection on `rung` ended after `lived` ms (`heard`: ms from its opening to the last
+   * thing it delivered): the reason for stepping down, or null.
    * @param {Rung} rung
    * @param {number} lived
    * @param {string} reason
+   * @param {number | null} [heard]
    */
-  dropped(rung, lived, reason) {
-    return this.core.dropped({ rung, lived, reason });
+  dropped(rung, lived, reason, heard = null) {
+    return this.core.dropped({ rung, lived, reason, heard });
   }
 }

@@ -82,12 +82,17 @@ class RungPolicy:
         """A race (or a probe) was won on ``rung``: stand there."""
         self.floor = self.index(rung)
 
-    def dropped(self, rung: str, lived: float, reason: str) -> str | None:
-        """A connection on ``rung`` ended after ``lived`` ms.
+    def dropped(self, rung: str, lived: float, reason: str, heard: float | None = None) -> str | None:
+        """A connection on ``rung`` ended after ``lived`` ms; ``heard``: ms from its opening
+        to the last thing it delivered.
 
         Returns the reason for stepping down when this makes ``cut_limit`` short-lived
-        connections in a row (a proxy cutting streams), else None.
+        connections in a row (a proxy cutting streams), else None. One dropped for its
+        silence worked only until it went quiet: a proxy that passes the welcome and then
+        silently stops forwarding is a cut too (the watchdog's limit made it live 30 s).
         """
+        if heard is not None and why(reason) == "heartbeat":
+            lived = min(lived, heard)
         if lived >= self.stable_after:
             self._cuts[rung] = self._stepped[rung] = 0
             return None
