@@ -7,7 +7,9 @@ import asyncio
 import datetime
 import inspect
 import logging
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,39 @@ async def _wrong_mount(wrong: str, caplog: pytest.LogCaptureFixture) -> None:
     assert later.value.code == "connect_failed", "later calls say why, not just 'closed'"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings and any("no Ladder endpoint" in r.getMessage() for r in warnings)
+
+
+async def test_a_server_that_is_not_ladder_is_named_so_on_the_http_rungs() -> None:
+    """A web server answering 200 text/html on every path: the polling rungs said
+    ``LadderError('bad_frame: invalid JSON ...')``, which reads like a protocol error."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<!doctype html><p>a page</p>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        with pytest.raises(LadderError) as failed:
+            await Client(url, transports=["longpoll", "poll"], connect_timeout=1.5).connect()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+    reason = failed.value.reason
+    for rung in ("longpoll", "poll"):
+        assert f"{rung}: the answer from {url}/{rung} is not Ladder's (text/html, " in reason, reason
+    assert "no Ladder endpoint there, or a proxy answered" in reason
 
 
 async def test_a_server_that_is_down_fails_the_first_connect_in_bounded_time() -> None:

@@ -59,14 +59,17 @@ export class PollingTransport extends HttpTransport {
         throw new TransportClosed(
           controller.signal.aborted && !this.closed
             ? `${this.name}: no answer within ${seconds(timeout)}`
-            : `${this.name}: request failed (${String(error)})`,
+            : `${this.name}: cannot connect to ${endpoint.http(this.name)} (${String(error)}): is the server running there?`,
         );
       }
       if (response.status !== 200) throw await refusalOf(response, this.name);
       try {
         return decodeBatch(await response.text());
       } catch (error) {
-        throw new TransportClosed(`${this.name}: unreadable answer (${String(error)})`);
+        const kind = (response.headers.get("content-type") ?? "no content type").split(";")[0];
+        throw new TransportClosed(
+          `${this.name}: the answer from ${endpoint.http(this.name)} is not Ladder's (${kind}, ${String(error)}): no Ladder endpoint there, or a proxy answered`,
+        );
       }
     } finally {
       clock.clearTimeout(timer);

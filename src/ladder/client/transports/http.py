@@ -10,6 +10,7 @@ import httpx
 import orjson
 
 from ...protocol.codec import JSON
+from ...protocol.errors import LadderError
 from .base import Endpoint, Frame, Transport, TransportClosed, no_endpoint, refusal
 
 
@@ -103,6 +104,14 @@ class HttpTransport(Transport):
         self.wake()
 
     def decode(self, body: bytes, content_type: str | None) -> list[Frame]:
+        """The frames of an answer; one that is not Ladder's (a page, a proxy's) says so."""
         codec = self.endpoint.codec if content_type and "msgpack" in content_type else JSON
-        frames: list[Frame] = codec.decode(body)
+        try:
+            frames: list[Frame] = codec.decode(body)
+        except LadderError as exc:
+            kind = (content_type or "no content type").split(";")[0]
+            raise TransportClosed(
+                f"{self.name}: the answer from {self.endpoint.http(self.name)} is not Ladder's "
+                f"({kind}, {exc.reason}): no Ladder endpoint there, or a proxy answered"
+            ) from exc
         return frames
