@@ -56,11 +56,11 @@ export interface SubscribeResult {
   missed: number;
 }
 
-/** A presence member: `c` is the public id of a session, `u` its user, `info` what the server attached. */
+/** A presence member: `c` is the public id of a session, `u` its user, `info` what the server attached (absent when it attached nothing). */
 export interface Member {
   c: string;
   u: string | null;
-  info: any;
+  info?: any;
 }
 
 /** A channel followed by the client. Publications arrive in offset order, each once. */

@@ -23,7 +23,7 @@ import { reportLater } from "./subscription.js";
  * @property {{count: number}} tabs how many tabs share the connection (only a `SharedClient`, shared.js, reports it)
  */
 
-/** @typedef {{c: string, u: string | null, info: any}} Member */
+/** @typedef {{c: string, u: string | null, info?: any}} Member */
 
 /** The names `on` takes (a misspelt one would never fire: it throws instead). */
 export const EVENTS = Object.freeze([
