@@ -1020,6 +1020,18 @@ describe("events", () => {
 });
 
 describe("options", () => {
+  test("an option's value that cannot work throws naming the option (it was taken, and failed later or never)", () => {
+    const make = (options) => () => new Client("http://127.0.0.1:1", options);
+    assert.throws(make({ openTimeout: "x" }), /^TypeError: openTimeout must be a number of ms >= 0, not "x"$/);
+    assert.throws(make({ connectTimeout: -1 }), /^TypeError: connectTimeout must be a number of ms >= 0 \(or null\), not -1$/);
+    assert.throws(make({ maxQueue: -1 }), /^TypeError: maxQueue must be a whole number >= 1, not -1$/);
+    assert.throws(make({ maxQueue: 1.5 }), /^TypeError: maxQueue must be a whole number >= 1/);
+    assert.throws(make({ pollInterval: [2000, 50] }), /^TypeError: pollInterval must be \[fastest, slowest\] in ms with fastest <= slowest, not \[2000,50\]$/);
+    assert.throws(make({ stagger: [] }), /^TypeError: stagger must be an array of ms/);
+    assert.throws(make({ transports: ["carrier-pigeon"] }), /^TypeError: transports must be a non-empty subset of websocket, sse, longpoll, poll, not carrier-pigeon$/);
+    assert.doesNotThrow(make({ connectTimeout: null, maxAttempts: null, stagger: [0], pollInterval: [100, 100], browserEvents: false }));
+  });
+
   test("an unknown option throws, naming the ones there are (a misspelt one was ignored)", () => {
     assert.throws(() => new Client("http://127.0.0.1:1", { connect_timeout: 1000 }), (error) => error instanceof TypeError && /unknown option "connect_timeout"; the options are transports, token/.test(error.message));
   });

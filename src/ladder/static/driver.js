@@ -95,7 +95,39 @@ const OPTIONS = Object.freeze([
 export function checkOptions(options) {
   const unknown = Object.keys(options).filter((name) => !OPTIONS.includes(name));
   if (unknown.length) throw new TypeError(`unknown option ${unknown.map((n) => JSON.stringify(n)).join(", ")}; the options are ${OPTIONS.join(", ")}`);
+  const given = /** @type {Record<string, unknown>} */ (options);
+  for (const name of MS) {
+    const value = given[name];
+    if (value === undefined || (value === null && NULLABLE.has(name))) continue;
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+      throw new TypeError(`${name} must be a number of ms >= 0${NULLABLE.has(name) ? " (or null)" : ""}, not ${JSON.stringify(value)}`);
+    }
+  }
+  for (const name of COUNTS) {
+    const value = given[name];
+    if (value === undefined || (value === null && NULLABLE.has(name))) continue;
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 1) throw new TypeError(`${name} must be a whole number >= 1, not ${JSON.stringify(value)}`);
+  }
+  const { pollInterval, stagger } = options;
+  if (pollInterval !== undefined && !(Array.isArray(pollInterval) && pollInterval.length === 2 && pollInterval.every(isMs) && pollInterval[0] <= pollInterval[1])) {
+    throw new TypeError(`pollInterval must be [fastest, slowest] in ms with fastest <= slowest, not ${JSON.stringify(pollInterval)}`);
+  }
+  if (stagger !== undefined && !(Array.isArray(stagger) && stagger.length >= 1 && stagger.every(isMs))) {
+    throw new TypeError(`stagger must be an array of ms, one per rung in order (e.g. [0, 300, 1000, 2000]), not ${JSON.stringify(stagger)}`);
+  }
   return allowedRungs(options.transports);
+}
+
+/** Options that are a time in ms. */
+const MS = ["openTimeout", "verifyTimeout", "connectTimeout", "backoffBase", "backoffMax", "stableAfter", "probeDelay", "probeMaxDelay", "ackInterval", "hiddenSlack"];
+/** Options that are a count. */
+const COUNTS = ["maxAttempts", "cutLimit", "maxQueue", "ackEvery", "outboxBytes"];
+/** Options null turns off. */
+const NULLABLE = new Set(["connectTimeout", "maxAttempts"]);
+
+/** @param {unknown} value */
+function isMs(value) {
+  return typeof value === "number" && Number.isFinite(value) && value >= 0;
 }
 
 export class Client extends Emitter {

@@ -22,7 +22,7 @@ export function allowedRungs(transports = TRANSPORTS) {
   }
   const unknown = transports.filter((t) => !TRANSPORTS.includes(t));
   if (!transports.length || unknown.length) {
-    throw new Error(`transports must be a non-empty subset of ${TRANSPORTS.join(", ")}, not ${unknown.join(", ")}`);
+    throw new TypeError(`transports must be a non-empty subset of ${TRANSPORTS.join(", ")}, not ${unknown.join(", ") || "[]"}`);
   }
   return TRANSPORTS.filter((t) => transports.includes(t));
 }
