@@ -29,7 +29,7 @@ from .server.hub import Ladder
 from .server.logs import RedactTokens
 from .server.native import NativeWebSocket
 from .server.serving import AsgiWebSocket, GracefulServer, HeaderTimeoutHttp
-from .server.workers import Supervisor, worker_socket, worker_socket_spec
+from .server.workers import Supervisor, bind, worker_socket, worker_socket_spec
 
 GC_THRESHOLD = 50_000
 """``--gc-threshold``'s default: see :func:`tune_collector`."""
@@ -173,9 +173,19 @@ def run(app: Any, args: argparse.Namespace) -> None:
     for name in ("uvicorn.access", "uvicorn.error"):  # (the latter logs refused WebSocket paths)
         logging.getLogger(name).addFilter(RedactTokens())  # after uvicorn set up its logging
     tune_collector(args.gc_threshold)
-    # A worker of --workers N serves the shared port (see server/workers.py).
+    # A worker of --workers N serves the shared port (see server/workers.py); a process of
+    # its own binds first, so that an address in use is one line naming the fix.
     sock = worker_socket(args.host, args.port) if getattr(args, "workers", 1) > 1 else None
-    GracefulServer(config, hub).run(sockets=None if sock is None else [sock])
+    alone = sock is None
+    if sock is None:
+        try:
+            sock = bind(args.host, args.port, reuse_port=False)
+        except OSError as exc:
+            raise SystemExit(
+                f"ladder {args.command}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+                " (is another server, or another demo, running there? stop it, or pass --port N)"
+            ) from exc
+    GracefulServer(config, hub, announce=alone).run(sockets=[sock])
 
 
 def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:

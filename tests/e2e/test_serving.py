@@ -8,6 +8,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -329,6 +330,30 @@ async def test_serve_sets_the_collector_up_for_held_requests(args: tuple[str, ..
 def test_gc_threshold_must_be_a_positive_whole_number(value: str, says: str) -> None:
     refused = ladder("serve", "tests.support.apps:hub", "--gc-threshold", value, "--port", "1")
     assert refused.returncode == 2 and f"--gc-threshold: {says}" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_an_address_in_use_is_one_line_naming_the_fix(command: str) -> None:
+    """It was uvicorn's ``[Errno 98] error while attempting to bind``, after "Application
+    startup complete" (and the demo a user starts twice meets it first)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["serve", "tests.support.apps:hub"] if command == "serve" else ["demo"]
+        done = ladder(*argv, "--port", str(port))
+    assert done.returncode == 1
+    said = f"ladder {command}: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert said in done.stderr and "--port N" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "startup complete" not in done.stderr
+
+
+def test_a_process_of_its_own_says_where_it_listens(tmp_path: Path) -> None:
+    """It binds its socket itself (for the line above), so it says what uvicorn says of its own."""
+    log = tmp_path / "serve.log"
+    with LadderServer({}, log=log, args=("--log-level", "info")) as server:
+        assert httpx.get(f"{server.url}/health").status_code == 200
+    assert f"Uvicorn running on http://127.0.0.1:{server.port}" in log.read_text()
 
 
 def test_native_ws_path_without_a_hub_is_refused_naming_the_fix() -> None:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import Any, ClassVar
 
@@ -155,9 +156,19 @@ def hand_over(native: Any, data: bytes) -> asyncio.Protocol:
 class GracefulServer(uvicorn.Server):
     """uvicorn's server that tells the hub first when a graceful shutdown begins."""
 
-    def __init__(self, config: uvicorn.Config, hub: Ladder | None) -> None:
+    def __init__(self, config: uvicorn.Config, hub: Ladder | None, *, announce: bool = False) -> None:
         super().__init__(config)
         self.hub = hub
+        self.announce = announce
+        """Say where it listens on a socket bound beforehand (uvicorn says so only for its own)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.announce and sockets and self.started:
+            host, port = sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            said = "Uvicorn running on http://%s:%d (Press CTRL+C to quit)"
+            logging.getLogger("uvicorn.error").info(said, shown, port)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:

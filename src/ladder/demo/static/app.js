@@ -10,7 +10,7 @@ const ROOM = /^[a-z0-9-]{1,32}$/;
 // -- who and where ------------------------------------------------------------------------------
 
 function browserId() {
-  // The network panel's blocks apply to requests carrying this cookie (see NetworkPanel in app.py).
+  // The network panel's blocks apply to requests carrying this cookie (see NetworkPanel in netpanel.py).
   const found = document.cookie.match(/(?:^|; )ladder-net=([^;]+)/);
   if (found) return found[1];
   const id = crypto.randomUUID?.() ?? String(Math.random()).slice(2);
@@ -20,10 +20,14 @@ function browserId() {
 
 async function askNickname() {
   const dialog = $("#join");
+  const input = $("#nick");
+  // Escape would close the dialog and leave the page waiting for a name for good.
+  dialog.addEventListener("cancel", (event) => event.preventDefault());
+  input.addEventListener("input", () => input.setCustomValidity(input.value.trim() ? "" : "a name needs a letter or a digit"));
   dialog.showModal();
-  $("#nick").focus();
+  input.focus();
   await new Promise((resolve) => $("#join-form").addEventListener("submit", resolve, { once: true }));
-  return $("#nick").value.trim();
+  return input.value.trim();
 }
 
 browserId();
@@ -203,6 +207,7 @@ function onMessage(pub) {
   const item = messageItem(name, text, new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
   item.dataset.offset = String(pub.offset);
   $("#messages").append(item);
+  if ($("#room-status").textContent === "a new room") $("#room-status").textContent = "";
   typers.delete(name);
   renderTyping();
   for (const mine of pending) {
