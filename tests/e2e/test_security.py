@@ -96,6 +96,29 @@ async def test_token_refresh_keeps_the_session_and_expiry_ends_it(jwt_server: La
     await client.close()
 
 
+async def test_a_quiet_session_s_callable_token_is_refreshed_in_time() -> None:
+    """Nothing arrives for longer than a token lives (the default 20 s heartbeat): the client
+    checked for a refresh only when frames arrived, so the session ended with
+    ``token_expired`` and a new one began (``session_lost``)."""
+    with LadderServer({"jwt": {"key": SECRET, "audience": "ladder-tests"}}) as server:
+        issued: list[str] = []
+
+        def fresh() -> str:
+            issued.append(token("ada", ttl=4, aud="ladder-tests"))
+            return issued[-1]
+
+        ended: list[object] = []
+        client = Client(server.url, token=fresh, transports=["websocket"], refresh_margin=2.0)
+        client.on("disconnected", ended.append)
+        client.on("session_lost", ended.append)
+        async with client:
+            session = client.session_id
+            await asyncio.sleep(6.5)  # quiet, past the first tokens' expiry: the point of the test
+            assert ended == [] and client.session_id == session, ended
+            assert len(issued) >= 3, issued
+            assert (await client.call("echo", 1))["user"] == "ada"
+
+
 async def test_refresh_must_be_the_same_user(jwt_server: LadderServer) -> None:
     async with Client(jwt_server.url, token=token("ada", aud="ladder-tests")) as client:
         with pytest.raises(LadderError) as refused:

@@ -80,6 +80,7 @@ class ClientBase:
     _expires: float | None
     """When the session's credentials expire (Unix time), if they do."""
     _refreshing: bool
+    _refresh_timer: asyncio.TimerHandle | None
     _last_end: str | None
     """Why the previous connection ended (its category goes in the next hello)."""
     _drained: list[asyncio.Future[None]]

@@ -201,6 +201,8 @@ class Client(Calls):
         self._expires = None
         """When the session's credentials expire (Unix time), if they do."""
         self._refreshing = False
+        self._refresh_timer: asyncio.TimerHandle | None = None
+        """Fires ``refresh_margin`` before a callable token's credentials expire."""
         self._last_end = None
         """Why the previous connection ended (its category goes in the next hello)."""
         self._drained = []
@@ -240,6 +242,9 @@ class Client(Calls):
         self._set_state("closed", "closed by the client")
         self._closed_by_app = True  # the server's answer to our bye is not news to the app
         self._cancel_ack_timer()
+        if self._refresh_timer is not None:
+            self._refresh_timer.cancel()
+            self._refresh_timer = None
         if conn is not None and connected:
             bye: list[Frame] = [{"t": "bye"}]
             ack = None if conn.implicit_ack else self.peer.ack_frame()

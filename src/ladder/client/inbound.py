@@ -41,13 +41,28 @@ class Inbound(Outbound):
             raise LadderError("unauthorized", "no token to refresh with")
         reply = await self._request({"t": "refresh", "tok": fresh}, timeout)
         self._expires = reply.get("exp") if isinstance(reply, dict) else None
+        self._arm_refresh()
 
-    def _maybe_refresh(self) -> None:
-        """Refresh an expiring token in time (only when ``token`` is a callable)."""
+    def _arm_refresh(self) -> None:
+        """Refresh a callable ``token`` ``refresh_margin`` before it expires, also on a session
+        that hears nothing meanwhile (a check on arriving frames alone came after a quiet
+        session's credentials had expired)."""
+        if self._refresh_timer is not None:
+            self._refresh_timer.cancel()
+            self._refresh_timer = None
         expires = self._expires
-        if expires is None or self._refreshing or not callable(self._token):
+        if expires is None or not callable(self._token) or self.state == "closed":
             return
-        if time.time() >= expires - self.refresh_margin:
+        delay = max(0.0, expires - self.refresh_margin - time.time())
+        self._refresh_timer = asyncio.get_running_loop().call_later(delay, self._maybe_refresh, True)
+
+    def _maybe_refresh(self, due: bool = False) -> None:
+        """Refresh an expiring token in time (only when ``token`` is a callable; ``due``: its
+        timer says it is time)."""
+        expires = self._expires
+        if expires is None or self._refreshing or not callable(self._token) or self.state == "closed":
+            return
+        if due or time.time() >= expires - self.refresh_margin:
             self._refreshing = True
 
             async def run() -> None:

@@ -58,9 +58,10 @@ class Switching(Opening):
             log.warning("%s: giving up: %s", self.url, error)
             self._emit(ServerError(error.code, error.reason))
         self._set_state("closed", f"{error.code}: {error.reason}")
-        if self._pace_timer is not None:
-            self._pace_timer.cancel()
-            self._pace_timer = None
+        for timer in (self._pace_timer, self._refresh_timer):
+            if timer is not None:
+                timer.cancel()
+        self._pace_timer = self._refresh_timer = None
         if self._connected is not None and not self._connected.done():
             self._connected.set_exception(error)
         for callback in list(self._waiting.values()):
@@ -108,6 +109,7 @@ class Switching(Opening):
         self.session_id = str(welcome["sid"])
         expires = welcome.get("exp")
         self._expires = float(expires) if isinstance(expires, int | float) else None
+        self._arm_refresh()
         old_rung, self.transport = self._last_rung, conn.name
         self._last_rung = conn.name
         self._set_state("connected", tell=False)  # reported after ``connected``

@@ -81,7 +81,11 @@ class JWT:
                 options={"require": self.require, "verify_aud": self.audience is not None},
             )
         except jwt.ExpiredSignatureError:
-            raise LadderError("token_expired", "the token has expired") from None
+            raise LadderError(
+                "token_expired",
+                "the token has expired: give the client a fresh one (Python: a callable token, "
+                "called again before it expires; browser: connect(url, {token: () => ...}))",
+            ) from None
         except jwt.InvalidTokenError as exc:
             raise LadderError("unauthorized", f"invalid token: {exc}") from None
         user = claims.get(self.user_claim)
