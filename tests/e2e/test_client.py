@@ -147,3 +147,33 @@ async def test_events_stream_and_connected_event(server: LadderServer) -> None:
     await client.close()
     rest = [e async for e in stream]
     assert any(isinstance(e, Disconnected) for e in rest)
+
+
+async def test_subscribing_again_adds_a_callback_and_a_callback_subscription_is_not_iterated(
+    server: LadderServer,
+) -> None:
+    """The second ``on_publication`` was dropped without a word, and ``async for`` over a
+    subscription made with a callback waited for ever (it buffers nothing)."""
+    async with Client(server.url) as client:
+        first: list[int] = []
+        second: list[int] = []
+        sub = client.subscribe("feed:twice", on_publication=lambda p: first.append(p.data["n"]))
+        again = client.subscribe("feed:twice", on_publication=lambda p: second.append(p.data["n"]))
+        assert again is sub
+        await sub.ready()
+        with pytest.raises(TypeError, match="delivers to its on_publication callback"):
+            sub.__aiter__()
+        iterated = client.subscribe("feed:iterated")  # made for async for: a callback adds to it
+        heard: list[int] = []
+        client.subscribe("feed:iterated", on_publication=lambda p: heard.append(p.data["n"]))
+        await iterated.ready()
+        await client.call("publish", {"channel": "feed:twice", "count": 3})
+        await client.call("publish", {"channel": "feed:iterated", "count": 2})
+        got = []
+        async with asyncio.timeout(10):
+            async for pub in iterated:
+                got.append(pub.data["n"])
+                if len(got) == 2:
+                    break
+        assert first == second == [0, 1, 2]
+        assert got == heard == [0, 1]

@@ -28,6 +28,9 @@ class Calls(Connection):
     ) -> Subscription:
         """Follow ``channel``. ``since=(epoch, offset)`` replays what was missed after it;
         ``recent=N`` starts with the newest N publications kept in history.
+
+        A channel already followed returns its subscription (``since`` and ``recent`` then do
+        nothing), and ``on_publication``, if given, is called too, as in the browser client.
         """
         if self.state == "closed":
             raise self._fatal or LadderError("closed", "this client was closed")
@@ -35,6 +38,8 @@ class Calls(Connection):
             raise ValueError(f"recent must be an int from 0 to {MAX_RECENT}, not {recent!r}")
         existing = self._subs.get(channel)
         if existing is not None and existing.active:
+            if on_publication is not None:
+                existing.listen(on_publication)
             return existing
         sub = Subscription(
             self,

@@ -49,7 +49,9 @@ class Subscription:
 
     Publications are buffered for the iterator up to ``max_buffer``; an app that stops
     reading gets an error from the iterator rather than unbounded memory. Pass
-    ``on_publication`` to handle each one in a callback instead (no buffering at all).
+    ``on_publication`` to handle each one in a callback instead (no buffering at all: such a
+    subscription cannot be iterated). Subscribing again to the channel returns the same
+    subscription, and its ``on_publication`` is called too (:meth:`listen`).
     """
 
     def __init__(
@@ -69,7 +71,9 @@ class Subscription:
         self.recent = recent
         self.recovered = True
         self.active = True
-        self._callback = on_publication
+        self._callbacks: list[Callable[[Publication], Any]] = [on_publication] if on_publication else []
+        self._iterable = on_publication is None
+        """Made without a callback: publications are buffered for ``async for``."""
         self._max_buffer = max_buffer
         self._buffer: deque[Publication] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -95,7 +99,16 @@ class Subscription:
         """Stop following the channel (``async for`` ends)."""
         await self.client.unsubscribe(self.channel)
 
+    def listen(self, on_publication: Callable[[Publication], Any]) -> None:
+        """Call ``on_publication`` with every publication from now on, too."""
+        self._callbacks.append(on_publication)
+
     def __aiter__(self) -> Subscription:
+        if not self._iterable:
+            raise TypeError(
+                f"the subscription to {self.channel!r} delivers to its on_publication callback; "
+                "subscribe without one to iterate with async for"
+            )
         return self
 
     async def __anext__(self) -> Publication:
@@ -156,8 +169,9 @@ class Subscription:
             return  # already delivered (a recovery overlapping what we had)
         self.offset = offset
         pub = Publication(self.channel, offset, data, self.epoch)
-        if self._callback is not None:
-            self._callback(pub)
+        for callback in self._callbacks:
+            callback(pub)
+        if not self._iterable:
             return
         if len(self._buffer) >= self._max_buffer:
             self._fail(
