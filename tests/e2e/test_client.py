@@ -177,3 +177,31 @@ async def test_subscribing_again_adds_a_callback_and_a_callback_subscription_is_
                     break
         assert first == second == [0, 1, 2]
         assert got == heard == [0, 1]
+
+
+async def test_a_subscription_whose_reader_falls_behind_ends_with_queue_full(server: LadderServer) -> None:
+    """Past ``max_buffer`` the iterator yields what it holds, then raises ``queue_full``, and
+    the subscription ends. It stayed half-alive: later publications were dropped without a
+    ``resync``, and a second iteration yielded one and raised again."""
+    async with Client(server.url, max_buffer=3) as client:
+        sub = client.subscribe("feed:behind")
+        await sub.ready()
+        await client.call("publish", {"channel": "feed:behind", "count": 6})
+        async with asyncio.timeout(10):
+            while sub.active:  # noqa: ASYNC110 - nothing to await: the reader is the test itself
+                await asyncio.sleep(0.01)
+        got = []
+        with pytest.raises(LadderError) as overflow:
+            async for pub in sub:
+                got.append(pub.data["n"])
+        assert got == [0, 1, 2]
+        assert overflow.value.code == "queue_full" and "max_buffer" in overflow.value.reason
+        again = client.subscribe("feed:behind", sub.position)
+        assert again is not sub
+        caught_up = []
+        async with asyncio.timeout(10):
+            async for pub in again:
+                caught_up.append(pub.data["n"])
+                if len(caught_up) == 3:
+                    break
+        assert caught_up == [3, 4, 5], "subscribed again from its position: nothing lost"

@@ -107,7 +107,8 @@ class ClientBase:
         return token() if callable(token) else token
 
     async def events(self, max_buffer: int = 1000) -> AsyncIterator[Event]:
-        """Every event, as an async stream (ends when the client closes)."""
+        """Every event, as an async stream (ends when the client closes). A reader more than
+        ``max_buffer`` events behind loses the oldest ones."""
         queue: deque[Event] = deque(maxlen=max_buffer)
         self._streams.append(queue)
         try:

@@ -48,7 +48,8 @@ class Subscription:
     cannot cover the gap, ``recovered`` turns False and a ``resync`` event is emitted.
 
     Publications are buffered for the iterator up to ``max_buffer``; an app that stops
-    reading gets an error from the iterator rather than unbounded memory. Pass
+    reading gets an error from the iterator (``queue_full``, after what it holds) rather than
+    unbounded memory, and the subscription ends. Pass
     ``on_publication`` to handle each one in a callback instead (no buffering at all: such a
     subscription cannot be iterated). Subscribing again to the channel returns the same
     subscription, and its ``on_publication`` is called too (:meth:`listen`).
@@ -75,6 +76,8 @@ class Subscription:
         self._iterable = on_publication is None
         """Made without a callback: publications are buffered for ``async for``."""
         self._max_buffer = max_buffer
+        self._ending: asyncio.Task[None] | None = None
+        """Unsubscribing after the buffer overflowed."""
         self._buffer: deque[Publication] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
@@ -165,23 +168,28 @@ class Subscription:
         self._fail(error)
 
     def deliver(self, offset: int, data: Any) -> None:
-        if offset <= self.offset:
-            return  # already delivered (a recovery overlapping what we had)
+        if offset <= self.offset or self._error is not None:
+            return  # already delivered (a recovery overlapping what we had), or ended
+        if self._iterable and len(self._buffer) >= self._max_buffer:
+            # The subscription ends here (not half-alive, dropping what comes next): the
+            # iterator yields what it holds, then raises; ``position`` is the last it holds,
+            # so subscribing again from it loses nothing.
+            self._fail(
+                LadderError(
+                    "queue_full",
+                    f"{self.channel}: {self._max_buffer} publications buffered and not read (max_buffer): "
+                    "the subscription ended; subscribe again, e.g. from sub.position, or read faster",
+                )
+            )
+            self._ending = asyncio.get_running_loop().create_task(self.client.unsubscribe(self.channel))
+            return
         self.offset = offset
         pub = Publication(self.channel, offset, data, self.epoch)
         for callback in self._callbacks:
             callback(pub)
-        if not self._iterable:
-            return
-        if len(self._buffer) >= self._max_buffer:
-            self._fail(
-                LadderError(
-                    "queue_full", f"{self.channel}: {self._max_buffer} publications buffered and not read"
-                )
-            )
-            return
-        self._buffer.append(pub)
-        self._wake()
+        if self._iterable:
+            self._buffer.append(pub)
+            self._wake()
 
     def resync(self, epoch: str, offset: int) -> None:
         self.epoch = epoch
