@@ -25,6 +25,7 @@ from .engine import create_engine
 from .engine.base import ChannelOptions, Engine, Member, Position, Publication
 from .errors import ConfigurationError
 from .protocol.codec import Payload
+from .protocol.frames import check_channel
 from .server.config import ChannelRules
 
 __all__ = ["BlockingPublisher", "Publisher"]
@@ -53,8 +54,8 @@ def _health_words(engine: Engine) -> None:
     """A publisher has no sessions and no ``/health``: its engine's health lines say what it does."""
     for part in (engine, *(shard for _, shard in getattr(engine, "shards", ()))):
         if hasattr(part, "refusing"):
-            part.serving = "publishing again"
-            part.refusing = "publish raises engine_unavailable until it answers"
+            part.serving = "publishing"
+            part.refusing = "publish raises engine_unavailable"
 
 
 class Publisher:
@@ -116,10 +117,11 @@ class Publisher:
     async def publish(self, channel: str, data: Any) -> Publication:
         """Publish ``data`` to ``channel``, as ``hub.publish`` does; returns the publication
         (its ``offset`` and ``epoch``). Raises ``LadderError("engine_unavailable")`` when the
-        engine cannot be reached; data no encoding can carry raises ``TypeError``."""
+        engine cannot be reached; data no encoding can carry raises ``TypeError``, a channel
+        name no client can use ``ValueError``."""
         payload = Payload.checked(data)
         await self.start()
-        return await self.engine.publish(channel, payload, self.channel_rules.options(channel))
+        return await self.engine.publish(channel, payload, self.channel_rules.options(check_channel(channel)))
 
     async def __aenter__(self) -> Publisher:
         await self.start()

@@ -273,6 +273,19 @@ async def test_data_no_encoding_can_carry_raises_type_error_from_every_server_ap
         await hub.stop()
 
 
+async def test_server_code_cannot_publish_where_no_client_can_subscribe() -> None:
+    """An empty, over-long or unprintable channel name was published (and kept, in Redis)
+    where no client could ever subscribe: the publication reached nobody, without a word."""
+    hub = make_hub()
+    try:
+        for channel in ("", "x" * 256, "room:a\nb", "room:\u200b"):
+            with pytest.raises(ValueError, match="not a channel name a client can use"):
+                await hub.publish(channel, 1)
+        assert (await hub.publish("room:" + "x" * 250, 1)).offset == 1
+    finally:
+        await hub.stop()
+
+
 @pytest.mark.parametrize("code", ["slow_consumer", "disconnect"])
 async def test_a_request_after_the_server_ended_a_session_hears_why(code: str) -> None:
     """A polling client is rarely there for the ``bye``: its next request heard

@@ -54,7 +54,8 @@ class Calls(Connection):
         return sub
 
     async def unsubscribe(self, channel: str) -> None:
-        """Stop following ``channel`` (its subscription's ``async for`` ends)."""
+        """Stop following ``channel`` (its subscription's ``async for`` ends); nothing to do
+        when it is not followed."""
         sub = self._subs.pop(channel, None)
         if sub is None:
             return
@@ -82,7 +83,8 @@ class Calls(Connection):
         return await self._request({"t": "call", "ev": event, "d": data}, timeout)
 
     async def presence(self, channel: str, *, timeout: float | None = 10.0) -> list[dict[str, Any]]:
-        """Who is in ``channel`` (each member: ``c`` client id, ``u`` user, ``info``)."""
+        """Who is in ``channel`` (each member: ``c`` client id, ``u`` user, and ``info`` when
+        the server attached some)."""
         members: list[dict[str, Any]] = await self._request({"t": "presence", "ch": channel}, timeout)
         return members
 

@@ -30,7 +30,8 @@ class Outbound(ClientBase):
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until the server has acknowledged every message sent or queued so far.
 
-        A pending ack of ours goes out at once too, rather than when its timer fires.
+        A pending ack of ours goes out at once too, rather than when its timer fires. Raises
+        the built-in ``TimeoutError`` after ``timeout`` seconds (the messages stay queued).
         """
         conn = self._conn
         if (

@@ -188,6 +188,17 @@ ClientFrame: TypeAlias = Numbered | Control
 # ---------------------------------------------------------------------------------------
 
 
+def check_channel(channel: object) -> str:
+    """``channel`` if a client could name it (1 to ``MAX_NAME`` printable characters), else
+    ``ValueError``: server code publishing where no client can subscribe reaches nobody."""
+    if not isinstance(channel, str) or not 0 < len(channel) <= MAX_NAME or not channel.isprintable():
+        raise ValueError(
+            f"channel {channel!r} is not a channel name a client can use: 1 to {MAX_NAME} printable "
+            "characters (no control, format or unassigned one, no space but ' ')"
+        )
+    return channel
+
+
 def _bad(field: str, what: str) -> LadderError:
     return LadderError("bad_frame", f"field {field!r} {what}")
 

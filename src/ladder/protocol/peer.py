@@ -125,7 +125,9 @@ class PeerState:
             self.outbox.push(frame, bounded=bounded)
         except OutboxOverflow:
             raise LadderError(
-                "queue_full", f"{len(self.outbox)} messages are waiting to be sent or acknowledged"
+                "queue_full",
+                f"{len(self.outbox)} messages are waiting to be sent or acknowledged (the client's "
+                "max_queue / maxQueue): wait for them (flush) or raise the bound",
             ) from None
         return int(frame["i"])
 

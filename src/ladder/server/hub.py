@@ -14,6 +14,7 @@ from typing import Any
 
 from ..engine import create_engine
 from ..engine.base import ChannelOptions, Engine, Member, Payload, Publication
+from ..protocol.frames import check_channel
 from ..protocol.session import SessionLimits
 from .auth import Authenticate, Permissions, default_permissions
 from .config import TRANSPORTS, ChannelRules, Limits, Settings, check_hub_settings
@@ -165,10 +166,11 @@ class Ladder:
         """Publish ``data`` to ``channel`` (from any server code). Returns the publication.
 
         Data no encoding can carry (a ``datetime``, a set containing itself) raises
-        ``TypeError`` naming its type: a bug of the caller, which a handler reports as
-        ``handler_error`` with a logged traceback, not a malformed frame of its client.
+        ``TypeError`` naming its type, and a channel name no client can use ``ValueError``:
+        bugs of the caller, which a handler reports as ``handler_error`` with a logged
+        traceback, not a malformed frame of its client.
         """
-        payload, options = Payload.checked(data), self._settings.channel_rules.options(channel)
+        payload, options = Payload.checked(data), self._settings.channel_rules.options(check_channel(channel))
         node = self._node
         await node.serving()
         started = time.perf_counter()

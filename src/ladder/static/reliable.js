@@ -33,7 +33,10 @@ export class Outbox {
    */
   push(item, bounded = true) {
     if (bounded && this._items.length >= this.maxItems) {
-      throw new LadderError("queue_full", `${this._items.length} messages are waiting to be sent or acknowledged`);
+      throw new LadderError(
+        "queue_full",
+        `${this._items.length} messages are waiting to be sent or acknowledged (the client's max_queue / maxQueue): wait for them (flush) or raise the bound`,
+      );
     }
     this._items.push(item);
     this.last += 1;
