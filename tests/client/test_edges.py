@@ -150,6 +150,23 @@ async def test_a_users_mistakes_with_the_client_get_errors_that_name_the_fix() -
         Client("http://127.0.0.1:9", transports="sse")
     with pytest.raises(ValueError, match=r"max_queue must be a positive int \(default 1000\), not 0"):
         Client("http://127.0.0.1:9", max_queue=0)
+    # Taken, then failing later or never: every publication refused, a deadline already past,
+    # a token sent as "123", a header the HTTP rungs could not send.
+    for options, said in [
+        ({"max_buffer": 0}, r"max_buffer must be a whole number >= 1, not 0"),
+        ({"connect_timeout": -1}, r"connect_timeout must be a number of seconds above 0, not -1"),
+        ({"open_timeout": 0}, r"open_timeout must be a number of seconds above 0, not 0"),
+        ({"ack_every": 0}, r"ack_every must be a whole number >= 1, not 0"),
+        ({"poll_interval": (2.0, 0.05)}, r"poll_interval must be \(fastest, slowest\) seconds"),
+        ({"stagger": []}, r"stagger must be a non-empty sequence of seconds >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=said):
+            Client("http://127.0.0.1:9", **options)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"token must be a str, a function returning one, or None, not int"):
+        Client("http://127.0.0.1:9", token=123)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"headers must map str to str"):
+        Client("http://127.0.0.1:9", headers={"X": 1})  # type: ignore[dict-item]
+    Client("http://127.0.0.1:9", connect_timeout=None, max_attempts=None, stagger=[0], token=lambda: "t")
     client = Client("http://127.0.0.1:9")
     with pytest.raises(ValueError, match=r"recent must be an int from 0 to 10000, not -5"):
         client.subscribe("room:a", recent=-5)

@@ -40,6 +40,7 @@ from .events import (
     StateChanged,
     TransportChanged,
 )
+from .options import check_options
 from .pacing import Pacer
 from .rungs import RungPolicy
 from .subscription import Publication, SubscribeResult, Subscription
@@ -140,6 +141,30 @@ class Client(Calls):
             raise TypeError(f"transports must be a list of rung names, e.g. [{transports!r}], not a str")
         if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
             raise ValueError(f"max_queue must be a positive int (default 1000), not {max_queue!r}")
+        check_options(
+            seconds={
+                "open_timeout": open_timeout,
+                "verify_timeout": verify_timeout,
+                "connect_timeout": connect_timeout,
+                "backoff_base": backoff_base,
+                "backoff_max": backoff_max,
+                "stable_after": stable_after,
+                "probe_delay": probe_delay,
+                "probe_max_delay": probe_max_delay,
+                "ack_interval": ack_interval,
+                "refresh_margin": refresh_margin,
+            },
+            counts={
+                "max_attempts": max_attempts,
+                "cut_limit": cut_limit,
+                "max_buffer": max_buffer,
+                "ack_every": ack_every,
+            },
+            token=token,
+            headers=headers,
+            stagger=stagger,
+            poll_interval=poll_interval,
+        )
         unknown = [t for t in transports if t not in TRANSPORTS]
         if unknown or not transports:
             raise ValueError(f"transports must be a non-empty subset of {TRANSPORTS}, not {unknown}")
