@@ -50,9 +50,10 @@ class Subscription:
     Publications are buffered for the iterator up to ``max_buffer``; an app that stops
     reading gets an error from the iterator (``queue_full``, after what it holds) rather than
     unbounded memory, and the subscription ends. Pass
-    ``on_publication`` to handle each one in a callback instead (no buffering at all: such a
-    subscription cannot be iterated). Subscribing again to the channel returns the same
-    subscription, and its ``on_publication`` is called too (:meth:`listen`).
+    ``on_publication`` to handle each one in a callback instead (no buffering at all:
+    iterating such a subscription yields nothing, and ends, or raises, when the subscription
+    does). Subscribing again to the channel returns the same subscription, and its
+    ``on_publication`` is called too (:meth:`listen`).
     """
 
     def __init__(
@@ -107,11 +108,6 @@ class Subscription:
         self._callbacks.append(on_publication)
 
     def __aiter__(self) -> Subscription:
-        if not self._iterable:
-            raise TypeError(
-                f"the subscription to {self.channel!r} delivers to its on_publication callback; "
-                "subscribe without one to iterate with async for"
-            )
         return self
 
     async def __anext__(self) -> Publication:

@@ -47,7 +47,7 @@ export async function refusalOf(response, rung) {
 export async function askWhy(endpoint) {
   let response;
   try {
-    response = await endpoint.fetch(endpoint.http("send"), { method: "POST", body: "" });
+    response = await endpoint.fetch(endpoint.http("send"), { method: "POST", body: "", signal: AbortSignal.timeout(10_000) });
   } catch {
     return null;
   }
