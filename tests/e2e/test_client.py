@@ -9,6 +9,7 @@ import pytest
 from ladder import Client, LadderError
 from ladder.client import Connected, Disconnected, Presence, Push, Resubscribed, SessionLost
 from tests.support.server import LadderServer, free_port
+from tests.support.subscriptions import take
 
 
 async def test_a_dropped_session_is_replaced_and_channels_recovered(server: LadderServer) -> None:
@@ -165,12 +166,7 @@ async def test_subscribing_again_adds_a_callback_to_the_subscription(server: Lad
         await iterated.ready()
         await client.call("publish", {"channel": "feed:twice", "count": 3})
         await client.call("publish", {"channel": "feed:iterated", "count": 2})
-        got = []
-        async with asyncio.timeout(10):
-            async for pub in iterated:
-                got.append(pub.data["n"])
-                if len(got) == 2:
-                    break
+        got = [pub.data["n"] for pub in await take(iterated, 2, timeout=10)]
         assert first == second == [0, 1, 2]
         assert got == heard == [0, 1]
         ending = asyncio.ensure_future(anext(aiter(sub), None))  # waits for the subscription's end
@@ -197,10 +193,5 @@ async def test_a_subscription_whose_reader_falls_behind_ends_with_queue_full(ser
         assert overflow.value.code == "queue_full" and "max_buffer" in overflow.value.reason
         again = client.subscribe("feed:behind", sub.position)
         assert again is not sub
-        caught_up = []
-        async with asyncio.timeout(10):
-            async for pub in again:
-                caught_up.append(pub.data["n"])
-                if len(caught_up) == 3:
-                    break
+        caught_up = [pub.data["n"] for pub in await take(again, 3, timeout=10)]
         assert caught_up == [3, 4, 5], "subscribed again from its position: nothing lost"
