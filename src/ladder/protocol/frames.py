@@ -189,14 +189,13 @@ ClientFrame: TypeAlias = Numbered | Control
 
 
 def check_channel(channel: object) -> str:
-    """``channel`` if a client could name it (1 to ``MAX_NAME`` printable characters), else
+    """``channel`` if a client could name it (the rule of a frame's ``ch``), else
     ``ValueError``: server code publishing where no client can subscribe reaches nobody."""
-    if not isinstance(channel, str) or not 0 < len(channel) <= MAX_NAME or not channel.isprintable():
-        raise ValueError(
-            f"channel {channel!r} is not a channel name a client can use: 1 to {MAX_NAME} printable "
-            "characters (no control, format or unassigned one, no space but ' ')"
-        )
-    return channel
+    try:
+        return _str({"ch": channel}, "ch")
+    except LadderError as exc:
+        why = exc.reason
+        raise ValueError(f"channel {channel!r} is not a channel name a client can use: {why}") from None
 
 
 def _bad(field: str, what: str) -> LadderError:

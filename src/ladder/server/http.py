@@ -34,7 +34,7 @@ def _last(header: str | None) -> str | None:
 class Request:
     """The parts of an ASGI HTTP or WebSocket scope that Ladder reads."""
 
-    __slots__ = ("address", "client", "extensions", "headers", "method", "path", "query", "scheme", "who")
+    __slots__ = ("address", "client", "extensions", "headers", "method", "path", "query", "scheme")
 
     def __init__(self, scope: Scope, *, trust_forwarded: bool = False) -> None:
         self.method: str = scope.get("method", "GET")
@@ -60,12 +60,19 @@ class Request:
         """The client's address, for per-address limits: with ``trust_forwarded``, the last
         ``X-Forwarded-For`` entry, the one the proxy in front added (the ones before it are
         the client's to write: a proxy appends, it does not replace)."""
-        self.who = f"{forwarded} via {self.client}" if forwarded else self.client
-        """Who made the request, for the log: the address limits counted, and the peer."""
         if trust_forwarded:
             proto = (_last(headers.get("x-forwarded-proto")) or "").lower()
             if proto in ("http", "https"):
                 self.scheme = proto  # the page's own origin, behind a TLS proxy
+
+    @property
+    def who(self) -> str | None:
+        """Who made the request, for the log of a refusal: the peer, and before it the
+        address the limits counted when that is another one (a trusted proxy's entry)."""
+        client, address = self.client, self.address
+        if client is None or address is None or client.rpartition(":")[0] == address:
+            return client
+        return f"{address} via {client}"
 
     @property
     def endpoint(self) -> str:

@@ -202,6 +202,7 @@ class Node:
         wall = time.time()
         sessions = self.sessions
         due = sessions.timers.pop_due(now)
+        silent = self._silent  # (one bound method per tick, not one per due session)
         extra = self._safety_net(now)
         if extra:
             known = set(due)
@@ -212,7 +213,7 @@ class Node:
             expires = session.identity.expires
             if expires is not None and wall >= expires:
                 sessions.close(session, LadderError("token_expired"))
-            expired = session.state.tick(now, self._silent)
+            expired = session.state.tick(now, silent)
             if expired or session.state.phase is Phase.CLOSED:
                 await sessions.forget(session, expired=expired)
             else:
