@@ -267,9 +267,7 @@ class Client(Calls):
         self._set_state("closed", "closed by the client")
         self._closed_by_app = True  # the server's answer to our bye is not news to the app
         self._cancel_ack_timer()
-        if self._refresh_timer is not None:
-            self._refresh_timer.cancel()
-            self._refresh_timer = None
+        self._arm_refresh()  # (closed: it only cancels the timer)
         if conn is not None and connected:
             bye: list[Frame] = [{"t": "bye"}]
             ack = None if conn.implicit_ack else self.peer.ack_frame()
