@@ -99,7 +99,7 @@ export function checkOptions(options) {
   for (const name of MS) {
     const value = given[name];
     if (value === undefined || (value === null && NULLABLE.has(name))) continue;
-    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+    if (!isMs(value)) {
       throw new TypeError(`${name} must be a number of ms >= 0${NULLABLE.has(name) ? " (or null)" : ""}, not ${JSON.stringify(value)}`);
     }
   }
