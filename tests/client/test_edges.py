@@ -111,6 +111,27 @@ def test_encode_message_names_the_culprit_in_words_of_no_codec() -> None:
         encode_message(MSGPACK, {"t": "call", "i": 1, "ev": "e", "d": [datetime.datetime.now(datetime.UTC)]})
 
 
+def test_json_refuses_nan_and_infinity_which_it_would_turn_into_null() -> None:
+    """orjson writes NaN and ±infinity as ``null``: the server would apply ``None``. The JSON
+    codec refuses them, naming where they sit and the fix, as the browser client does;
+    msgpack carries them, and ``null`` or a string that merely says NaN is no culprit."""
+    from ladder.protocol.codec import JSON, MSGPACK, encode_message  # noqa: PLC0415
+
+    for value, culprit in (
+        (float("nan"), "nan at d"),
+        ({"x": [1.0, {"y": float("-inf")}]}, "-inf at d['x'][1]['y']"),
+        ((None, float("inf")), "inf at d[1]"),
+    ):
+        with pytest.raises(TypeError) as refused:
+            encode_message(JSON, {"t": "emit", "i": 1, "ev": "e", "d": value})
+        assert str(refused.value) == (
+            f"cannot send {culprit}: JSON has no NaN or infinity "
+            "(send it as a str, or connect with encoding='msgpack')"
+        )
+        assert encode_message(MSGPACK, {"t": "emit", "i": 1, "ev": "e", "d": value})
+    assert encode_message(JSON, {"t": "emit", "i": 1, "ev": "e", "d": {"a": None, "b": "nan", "c": 1.5}})
+
+
 async def test_a_new_session_renews_subscriptions_when_the_queue_is_full() -> None:
     """The session is lost while the offline queue is full: the carried messages fill the new
     session's queue, and renewing the subscription must not fail with ``queue_full`` (it

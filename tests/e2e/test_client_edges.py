@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import inspect
 import logging
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,6 +67,16 @@ async def test_a_message_over_the_frame_limit_is_refused_before_it_takes_an_id(s
             await client.call("echo", "x" * 70_000, timeout=5)
         assert refused.value.code == "frame_too_large" and "at most 65536" in refused.value.reason
         assert (await client.call("echo", "small", timeout=5))["data"] == "small"
+
+
+async def test_a_json_client_refuses_nan_it_would_send_as_null(server: LadderServer) -> None:
+    """The server would have applied ``None``: refused at the call, before it takes an id."""
+    async with Client(server.url, transports=["websocket"], encoding="json") as client:
+        with pytest.raises(TypeError, match=r"cannot send nan at d\['v'\]: JSON has no NaN"):
+            await client.call("echo", {"v": float("nan")}, timeout=5)
+        assert (await client.call("echo", {"v": None}, timeout=5))["data"] == {"v": None}
+    async with Client(server.url, transports=["websocket"], encoding="msgpack") as client:
+        assert math.isnan((await client.call("echo", {"v": float("nan")}, timeout=5))["data"]["v"])
 
 
 async def test_publishing_data_that_cannot_be_encoded_is_a_type_error_not_a_bad_frame(tmp_path: Path) -> None:

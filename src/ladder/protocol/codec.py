@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from collections.abc import Iterable
 from typing import Any, Final
@@ -93,6 +94,31 @@ def unencodable(value: Any, where: str = "") -> TypeError:
     return _culprit(value, where, set(), 0) or TypeError(
         f"cannot send this value: Ladder messages carry {CARRIED}"
     )
+
+
+def _non_finite(value: Any, where: str, depth: int = 0) -> TypeError | None:
+    """The first NaN or infinity in ``value``, as the error to raise: JSON has no such
+    numbers (orjson writes them as ``null``, which would reach the server as ``None``)."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return TypeError(
+            f"cannot send {value!r}{f' at {where}' if where else ''}: JSON has no NaN or "
+            "infinity (send it as a str, or connect with encoding='msgpack')"
+        )
+    if depth >= _MAX_DEPTH:
+        return None
+    if isinstance(value, dict):
+        items: Any = ((f"{where}[{key!r}]", item) for key, item in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for at, item in items:
+        found = _non_finite(item, at, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def _json_default(value: Any) -> Any:
@@ -538,6 +564,10 @@ def encode_message(codec: Codec, frame: dict[str, Any]) -> bytes:
             codec.decode(encoded)
     except (TypeError, ValueError, OverflowError, LadderError) as exc:
         raise unencodable(frame.get("d"), "d") from exc
+    if not codec.binary and b"null" in encoded:  # (only then can a NaN have become null)
+        non_finite = _non_finite(frame.get("d"), "d")
+        if non_finite is not None:
+            raise non_finite
     return encoded
 
 
