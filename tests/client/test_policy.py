@@ -119,3 +119,51 @@ async def test_race_reports_every_failure() -> None:
     with pytest.raises(AllRungsFailed) as failed:
         await race(RUNGS, opener(behaviour, {}), (0.0, 0.3, 1.0, 2.0), on_loser=on_loser)
     assert sorted(failed.value.failures) == sorted(RUNGS)
+
+
+async def test_a_refusal_the_client_gives_up_on_ends_the_race_at_once() -> None:
+    """``unauthorized`` on the WebSocket: every other rung would be refused too. The race
+    ends there (the SSE attempt under way is cancelled, no later rung starts) instead of
+    trying the whole ladder; an expired token that can be refreshed does not end it."""
+    from ladder.protocol.errors import LadderError  # noqa: PLC0415
+
+    started: list[str] = []
+    cancelled: list[str] = []
+    longpoll_started = asyncio.Event()
+
+    def open_refused(code: str):  # type: ignore[no-untyped-def]
+        async def open_rung(rung: str) -> Transport:
+            started.append(rung)
+            if rung == "longpoll":
+                longpoll_started.set()
+            if rung == "websocket":
+                await asyncio.sleep(0.05)
+                raise TransportClosed(f"{rung}: refused", LadderError(code, "no"))
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.append(rung)
+                raise
+            return FakeTransport(rung)
+
+        return open_rung
+
+    async def on_loser(t: Transport) -> None: ...
+
+    with pytest.raises(AllRungsFailed) as failed:
+        await race(RUNGS, open_refused("unauthorized"), (0.0, 0.01, 1.0, 2.0), on_loser=on_loser)
+    assert [e.code for e in failed.value.errors()] == ["unauthorized"]
+    assert started == ["websocket", "sse"] and cancelled == ["sse"]
+
+    started.clear()
+    refreshable = asyncio.ensure_future(
+        race(RUNGS, open_refused("token_expired"), (0.0, 0.01, 1.0, 2.0), on_loser=on_loser)
+    )
+    await asyncio.wait_for(longpoll_started.wait(), 5)  # the race goes on: long polling starts at its time
+    refreshable.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await refreshable
+    with pytest.raises(AllRungsFailed):
+        await race(
+            RUNGS, open_refused("token_expired"), (0.0, 0.01, 1.0, 2.0), on_loser=on_loser, token_refreshable=False
+        )

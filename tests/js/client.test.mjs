@@ -924,16 +924,33 @@ describe("edges", () => {
     assert.equal(net.fetched.length, 1, "asked after the first failure only (the server said bad_request: nothing more)");
   });
 
-  test("a rung refused for its origin while another won still ends the client", async () => {
-    const { client, clock, net, of } = setup({ transports: ["sse", "longpoll"] });
+  test("a rung refused for its origin ends the race at once: no other rung starts, the client ends", async () => {
+    const { client, clock, net, of } = setup({ transports: ["sse", "longpoll", "poll"] });
     client.start();
     await settle();
     net.last("sse").fail("sse: refused", new LadderError("origin_not_allowed", "foreign Origin"));
     await clock.advance(0);
-    net.last("longpoll").welcomeWith();
     await settle();
+    await clock.advance(5000);
+    assert.deepEqual(net.opened.map((t) => t.name), ["sse"], "no other rung tried: it would be refused too");
     assert.equal(client.state, "closed");
     assert.deepEqual(of("error").map((e) => e.code), ["origin_not_allowed"]);
+  });
+
+  test("a rung refused for good while another is opening: that one is dropped, never adopted", async () => {
+    const { client, clock, net, of } = setup({ transports: ["sse", "longpoll"] });
+    client.start();
+    await settle();
+    await clock.advance(300);
+    const longpoll = net.last("longpoll");
+    net.last("sse").fail("sse: refused", new LadderError("unauthorized", "bad token"));
+    await settle();
+    longpoll.welcomeWith();
+    await settle();
+    assert.equal(client.state, "closed");
+    assert.equal(client.transport, null);
+    assert.deepEqual(of("open"), []);
+    assert.deepEqual(of("error").map((e) => e.code), ["unauthorized"]);
   });
 
   test("not connected within connectTimeout: an error event with every rung's reason", async () => {

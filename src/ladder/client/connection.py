@@ -83,6 +83,7 @@ class Connection(Switching):
                         self.stagger,
                         on_loser=self._discard,
                         failures=refusals,
+                        token_refreshable=self._refreshable,
                     )
             except TimeoutError:  # the first connect's deadline passed during the race
                 self._note(refusals)

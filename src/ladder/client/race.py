@@ -38,11 +38,13 @@ async def race(
     *,
     on_loser: Callable[[Transport], Awaitable[None]],
     failures: dict[str, TransportClosed] | None = None,
+    token_refreshable: bool = True,
 ) -> tuple[Transport, dict[str, str]]:
     """Open the best rung that works. Returns it and why the better ones failed.
 
     ``failures``, when given, is filled in as rungs fail: the caller sees why even when it
-    cancels the race before it ends (a first connect that ran out of time).
+    cancels the race before it ends (a first connect that ran out of time). A refusal the
+    client gives up on (:meth:`RaceSchedule.failed`) ends the race at once.
     """
     loop = asyncio.get_running_loop()
     started_at = loop.time()
@@ -50,7 +52,7 @@ async def race(
     failures = {} if failures is None else failures
     winner: Transport | None = None
     slower: list[str] = []
-    schedule = RaceSchedule(rungs, [offset * 1000 for offset in stagger])
+    schedule = RaceSchedule(rungs, [offset * 1000 for offset in stagger], token_refreshable)
     try:
         while winner is None:
             plan = schedule.due((loop.time() - started_at) * 1000, len(attempts))
@@ -70,6 +72,8 @@ async def race(
                         await on_loser(task.result())
                 elif isinstance(exc, TransportClosed):
                     failures[rung] = exc
+                    if winner is None and schedule.failed(None if exc.error is None else exc.error.code):
+                        raise AllRungsFailed(failures)
                 else:
                     failures[rung] = TransportClosed(f"{rung}: {exc!r}")
     finally:

@@ -133,6 +133,7 @@ export async function run(client) {
         onLoser: (conn) => client._discard(conn),
         clock: client._clock,
         signal: client._raceAbort.signal,
+        tokenRefreshable: client._refreshable(),
       });
     } catch (error) {
       if (client._isClosed() || client._suspended) continue;

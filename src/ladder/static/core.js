@@ -218,16 +218,25 @@ export function afterTransport({ via, code = null, tokenRefreshable = true }) {
 }
 
 /**
- * What a race leads to, from the refusal codes heard on any of its rungs: a fatal one (or the
- * session's end on purpose) gives up even when another rung won; else a winner is adopted;
- * with none, a gone session is replaced at once, anything else retried with backoff.
+ * Whether a refusal with `code`, on any rung of a race, ends the client: a fatal refusal, the
+ * session's end on purpose, or an expired token that cannot be refreshed. No other rung can
+ * help then, so the race stops at once (`RaceSchedule.failed`).
+ * @param {string | null | undefined} code
+ * @param {boolean} tokenRefreshable
+ */
+function givesUp(code, tokenRefreshable) {
+  return code != null && (FATAL.has(code) || code === ENDED_ON_PURPOSE || (code === "token_expired" && !tokenRefreshable));
+}
+
+/**
+ * What a race leads to, from the refusal codes heard on any of its rungs: one that `givesUp`
+ * gives up even when another rung won; else a winner is adopted; with none, a gone session
+ * is replaced at once, anything else retried with backoff.
  * @param {{codes: readonly string[], won: boolean, tokenRefreshable?: boolean}} args
  * @returns {"adopt" | "give_up" | "new_session" | "retry"}
  */
 export function afterRace({ codes, won, tokenRefreshable = true }) {
-  for (const code of codes) {
-    if (FATAL.has(code) || code === ENDED_ON_PURPOSE || (code === "token_expired" && !tokenRefreshable)) return "give_up";
-  }
+  if (codes.some((code) => givesUp(code, tokenRefreshable))) return "give_up";
   if (won) return "adopt";
   if (codes.some((code) => SESSION_GONE.has(code))) return "new_session";
   return "retry";
@@ -496,13 +505,32 @@ export class PollPace {
 /** ms, per rung in ladder order. */
 export const STAGGER = [0, 300, 1000, 2000];
 
-/** Which rungs to start when, for one race (protocol §9.1). */
+/**
+ * Which rungs to start when, for one race (protocol §9.1); a refusal no rung can get past (a
+ * bad token, a refused origin) ends the race at once.
+ */
 export class RaceSchedule {
-  /** @param {{rungs: readonly string[], stagger?: readonly number[]}} options */
-  constructor({ rungs, stagger = STAGGER }) {
+  /** @param {{rungs: readonly string[], stagger?: readonly number[], tokenRefreshable?: boolean}} options */
+  constructor({ rungs, stagger = STAGGER, tokenRefreshable = true }) {
     this.rungs = [...rungs];
     this.stagger = stagger.length ? [...stagger] : [0];
+    this.tokenRefreshable = tokenRefreshable;
     this.index = 0;
+    this.over = false;
+  }
+
+  /**
+   * A rung failed, refused with `code` (null: no refusal heard). True when the race is over
+   * (the client gives up): start no other rung, stop waiting for those opening.
+   * @param {{code: string | null}} args
+   * @returns {boolean}
+   */
+  failed({ code }) {
+    if (givesUp(code, this.tokenRefreshable)) {
+      this.over = true;
+      this.index = this.rungs.length;
+    }
+    return this.over;
   }
 
   /**

@@ -17,9 +17,18 @@ export class RaceSchedule {
   /**
    * @param {readonly Rung[]} rungs
    * @param {readonly number[]} stagger
+   * @param {boolean} [tokenRefreshable]
    */
-  constructor(rungs, stagger) {
-    this.core = new core.RaceSchedule({ rungs, stagger });
+  constructor(rungs, stagger, tokenRefreshable = true) {
+    this.core = new core.RaceSchedule({ rungs, stagger, tokenRefreshable });
+  }
+
+  /**
+   * A rung failed with this refusal (null: none heard): true when the race is over.
+   * @param {string | null} code
+   */
+  failed(code) {
+    return this.core.failed({ code });
   }
 
   /**
@@ -45,16 +54,17 @@ export class RaceSchedule {
 /**
  * Open the best rung that works: rung k starts at stagger[k] ms unless every rung started so
  * far already failed; the first to open wins; the others are cancelled, or, if they opened
- * too, handed to `onLoser`. A black-holed WebSocket costs stagger[1] ms, not a timeout.
+ * too, handed to `onLoser`. A black-holed WebSocket costs stagger[1] ms, not a timeout; a
+ * refusal the client gives up on (`RaceSchedule.failed`) ends the race at once.
  * @param {readonly Rung[]} rungs
  * @param {(rung: Rung, signal: AbortSignal) => Promise<Transport>} open
  * @param {readonly number[]} stagger
- * @param {{onLoser: (conn: Transport) => void, clock?: Clock, signal?: AbortSignal}} options
+ * @param {{onLoser: (conn: Transport) => void, clock?: Clock, signal?: AbortSignal, tokenRefreshable?: boolean}} options
  * @returns {Promise<RaceResult>}
  */
-export function race(rungs, open, stagger, { onLoser, clock = realClock, signal }) {
+export function race(rungs, open, stagger, { onLoser, clock = realClock, signal, tokenRefreshable = true }) {
   return new Promise((resolve, reject) => {
-    const schedule = new RaceSchedule(rungs, stagger);
+    const schedule = new RaceSchedule(rungs, stagger, tokenRefreshable);
     const startedAt = clock.now();
     /** @type {Map<Rung, AbortController>} */
     const attempts = new Map();
@@ -104,8 +114,12 @@ export function race(rungs, open, stagger, { onLoser, clock = realClock, signal 
         (error) => {
           attempts.delete(rung);
           if (done) return;
-          failures[rung] = error instanceof TransportClosed ? error : new TransportClosed(`${rung}: ${String(error)}`);
-          step();
+          const failure = error instanceof TransportClosed ? error : new TransportClosed(`${rung}: ${String(error)}`);
+          failures[rung] = failure;
+          if (schedule.failed(failure.error?.code ?? null)) {
+            finish();
+            reject(new AllRungsFailed(failures));
+          } else step();
         },
       );
     };

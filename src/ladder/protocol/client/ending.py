@@ -65,19 +65,27 @@ def after_transport(
     return "resume"
 
 
+def gives_up(code: str | None, *, token_refreshable: bool = True) -> bool:
+    """Whether a refusal with ``code``, on any rung of a race, ends the client: a fatal
+    refusal, the session's end on purpose, or an expired token that cannot be refreshed.
+    No other rung can help then, so the race stops at once (:class:`~.race.RaceSchedule`)."""
+    return code is not None and (
+        code in FATAL or code == ENDED_ON_PURPOSE or (code == "token_expired" and not token_refreshable)
+    )
+
+
 def after_race(
     codes: Sequence[str], *, won: bool, token_refreshable: bool = True
 ) -> Literal["adopt", "give_up", "new_session", "retry"]:
     """What a race leads to, from the server's refusal codes heard on any of its rungs.
 
-    A fatal refusal, or the session's end on purpose, gives up even when another rung won (a
-    page's same-origin ``GET`` may pass while its ``POST`` is refused). Otherwise a winner is
+    A refusal that :func:`gives_up` gives up even when another rung won (a page's
+    same-origin ``GET`` may pass while its ``POST`` is refused). Otherwise a winner is
     adopted; with no winner, a session the server no longer has is replaced at once, anything
     else is retried with backoff (:class:`~.backoff.Reconnect`).
     """
-    for code in codes:
-        if code in FATAL or code == ENDED_ON_PURPOSE or (code == "token_expired" and not token_refreshable):
-            return "give_up"
+    if any(gives_up(code, token_refreshable=token_refreshable) for code in codes):
+        return "give_up"
     if won:
         return "adopt"
     if any(code in SESSION_GONE for code in codes):
