@@ -119,6 +119,30 @@ async def test_a_quiet_session_s_callable_token_is_refreshed_in_time() -> None:
             assert (await client.call("echo", 1))["user"] == "ada"
 
 
+async def test_a_token_shorter_than_the_refresh_margin_is_refreshed_once_per_half_life(
+    jwt_server: LadderServer,
+) -> None:
+    """4 s tokens with the default 60 s margin: every token was inside the margin as soon as it
+    was issued, so each refresh asked for the next at once (about 500 token calls in 3 s, and
+    the server's rate limit refusing them). Now halfway through what is left of each."""
+    issued: list[str] = []
+
+    def fresh() -> str:
+        issued.append(token("ada", ttl=4, aud="ladder-tests"))
+        return issued[-1]
+
+    ended: list[object] = []
+    client = Client(jwt_server.url, token=fresh, transports=["websocket"])
+    client.on("disconnected", ended.append)
+    client.on("session_lost", ended.append)
+    async with client:
+        session = client.session_id
+        await asyncio.sleep(6.5)  # time passing is the point: three tokens' lives, at least
+        assert ended == [] and client.session_id == session, ended
+        assert 3 <= len(issued) <= 8, len(issued)
+        assert (await client.call("echo", 1))["user"] == "ada"
+
+
 async def test_refresh_must_be_the_same_user(jwt_server: LadderServer) -> None:
     async with Client(jwt_server.url, token=token("ada", aud="ladder-tests")) as client:
         with pytest.raises(LadderError) as refused:

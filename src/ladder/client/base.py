@@ -81,6 +81,9 @@ class ClientBase:
     """When the session's credentials expire (Unix time), if they do."""
     _refreshing: bool
     _refresh_timer: asyncio.TimerHandle | None
+    _refresh_due: float | None
+    """When (Unix time) ``_refresh_timer`` is due: a timer held back while the machine slept
+    is caught up by the next frame that arrives."""
     _last_end: str | None
     """Why the previous connection ended (its category goes in the next hello)."""
     _drained: list[asyncio.Future[None]]

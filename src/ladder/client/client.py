@@ -97,7 +97,7 @@ class Client(Calls):
             the ack in every request).
         remember: Start at the rung that worked last for this URL in this process.
         refresh_margin: Seconds before the credentials expire at which a callable ``token``
-            is refreshed.
+            is refreshed (for credentials that live less than twice as long: halfway through).
         http_client: An ``httpx.AsyncClient`` to share a connection pool between clients.
         ssl_context: TLS verification for ``https`` URLs (a private CA, for example).
     """
@@ -228,6 +228,7 @@ class Client(Calls):
         self._refreshing = False
         self._refresh_timer: asyncio.TimerHandle | None = None
         """Fires ``refresh_margin`` before a callable token's credentials expire."""
+        self._refresh_due = None
         self._last_end = None
         """Why the previous connection ended (its category goes in the next hello)."""
         self._drained = []

@@ -9,7 +9,7 @@ import logging
 import random
 import time
 
-from ..protocol.client import answers_ping, silence_limit, silence_verdict
+from ..protocol.client import answers_ping, refresh_delay, silence_limit, silence_verdict
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame
 from .events import Presence, Push, ResyncNeeded, ServerError
@@ -43,27 +43,33 @@ class Inbound(Outbound):
         self._expires = reply.get("exp") if isinstance(reply, dict) else None
         self._arm_refresh()
 
-    def _arm_refresh(self) -> None:
-        """Refresh a callable ``token`` ``refresh_margin`` before it expires, also on a session
-        that hears nothing meanwhile (a check on arriving frames alone came after a quiet
-        session's credentials had expired)."""
+    def _arm_refresh(self, retry: bool = False) -> None:
+        """Refresh a callable ``token`` when the core's :func:`refresh_delay` says (about
+        ``refresh_margin`` before it expires), also on a session that hears nothing meanwhile
+        (a check on arriving frames alone came after a quiet session's credentials had
+        expired). ``retry``: the last refresh failed."""
         if self._refresh_timer is not None:
             self._refresh_timer.cancel()
             self._refresh_timer = None
+        self._refresh_due = None
         expires = self._expires
         if expires is None or not callable(self._token) or self.state == "closed":
             return
-        delay = max(0.0, expires - self.refresh_margin - time.time())
+        now = time.time()
+        delay = refresh_delay(expires * 1000, now * 1000, self.refresh_margin * 1000, retry) / 1000
+        self._refresh_due = now + delay
         self._refresh_timer = asyncio.get_running_loop().call_later(delay, self._maybe_refresh, True)
 
     def _maybe_refresh(self, due: bool = False) -> None:
         """Refresh an expiring token in time (only when ``token`` is a callable; ``due``: its
-        timer says it is time)."""
-        expires = self._expires
-        if expires is None or self._refreshing or not callable(self._token) or self.state == "closed":
+        timer says it is time; otherwise, as frames arrive, whether a timer held back while
+        the machine slept is overdue)."""
+        when = self._refresh_due
+        if when is None or self._refreshing or self.state == "closed":
             return
-        if due or time.time() >= expires - self.refresh_margin:
+        if due or time.time() >= when:
             self._refreshing = True
+            self._refresh_due = None
 
             async def run() -> None:
                 try:
@@ -71,8 +77,10 @@ class Inbound(Outbound):
                 except LadderError as exc:
                     if self.state != "closed":  # (closing the client ends a refresh on its way)
                         log.warning("token refresh failed: %s", exc)
+                        self._arm_refresh(retry=True)
                 except Exception as exc:
                     log.warning("token refresh failed: the client's token callable raised %r", exc)
+                    self._arm_refresh(retry=True)
                 finally:
                     self._refreshing = False
 

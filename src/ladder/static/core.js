@@ -177,6 +177,27 @@ export class ProbeSchedule {
   }
 }
 
+// -- credentials: when to refresh them over the live session -------------------------------------
+
+/** ms: the shortest wait before a refresh (a clock far off the server's sees every `exp` as past). */
+export const REFRESH_FLOOR = 1000;
+
+/** ms: the shortest wait after a refresh that failed (the token function threw, the server refused). */
+export const REFRESH_RETRY = 5000;
+
+/**
+ * ms until credentials expiring at `expires` should be refreshed, at `now` (both ms of Unix
+ * time), `margin` ms ahead, but never sooner than halfway through what is left of them (a
+ * token shorter than the margin is refreshed once per half-life, not in a loop); `retry`:
+ * the last refresh failed (protocol §9.12).
+ * @param {{expires: number, now: number, margin: number, retry?: boolean}} args
+ */
+export function refreshDelay({ expires, now, margin, retry = false }) {
+  const left = expires - now;
+  const delay = left > 0 ? left - Math.min(margin, left / 2) : 0;
+  return Math.max(delay, retry ? REFRESH_RETRY : REFRESH_FLOOR);
+}
+
 // -- ending: what ends a transport or a race leads to (two tables) --------------------------------
 
 /** Refusals that retrying cannot fix, on any request. */

@@ -10,6 +10,7 @@ reproducible.
 from .acking import AckPolicy
 from .backoff import RETRIES_AT_ONCE, Reconnect, full_jitter, reconnect_delay
 from .climb import ProbeSchedule
+from .credentials import REFRESH_FLOOR, REFRESH_RETRY, refresh_delay
 from .ending import FATAL, SESSION_GONE, after_race, after_transport, answers_ping
 from .ladder import RungPolicy, why
 from .liveness import RECENT, silence_limit, silence_verdict, wake_action
@@ -20,6 +21,8 @@ from .upstream import UpstreamRetry
 __all__ = [
     "FATAL",
     "RECENT",
+    "REFRESH_FLOOR",
+    "REFRESH_RETRY",
     "RETRIES_AT_ONCE",
     "SESSION_GONE",
     "AckPolicy",
@@ -35,6 +38,7 @@ __all__ = [
     "answers_ping",
     "full_jitter",
     "reconnect_delay",
+    "refresh_delay",
     "silence_limit",
     "silence_verdict",
     "wake_action",
