@@ -183,3 +183,43 @@ def test_a_cross_origin_page_the_server_refuses_is_told_so_and_gives_up(
     assert outcome["failed"]["code"] == "origin_not_allowed", outcome
     assert "allowed_origins" in outcome["failed"]["reason"], outcome
     assert outcome["later"] == "origin_not_allowed" and outcome["state"] == "closed", outcome
+
+
+def test_a_token_function_is_refreshed_over_the_live_session(page: Page) -> None:
+    """4 s tokens: the browser client had no refresh, so each session ended at its token's
+    expiry (a tab's own client: session_lost; a shared one: token_expired, for good). Now a
+    `token` function is called halfway through each token's life and sent as a `refresh`,
+    and the session outlives its tokens; such a client keeps a connection of its own."""
+    import time  # noqa: PLC0415
+
+    import jwt  # noqa: PLC0415
+
+    secret = "s3cret-for-tests-only-0123456789abcdef"
+    start = int(time.time())
+    tokens = [
+        jwt.encode({"sub": "ada", "aud": "chat", "exp": start + 4 + 2 * k}, secret, algorithm="HS256")
+        for k in range(12)
+    ]
+    port = free_port()
+    config = {"jwt": {"key": secret, "audience": "chat"}, "allowed_origins": [f"http://127.0.0.1:{port}"]}
+    with LadderServer(config, port=port) as server:
+        open_page(page, server)
+        outcome: dict[str, Any] = page.evaluate(
+            """async (tokens) => {
+                let k = 0;
+                const client = ladder.connect(location.origin, { token: () => tokens[Math.min(k++, tokens.length - 1)] });
+                const events = [];
+                for (const name of ["close", "session_lost", "error"]) client.on(name, (e) => events.push(name));
+                await client.ready();
+                const session = client.sessionId;
+                await new Promise((resolve) => setTimeout(resolve, 7000));
+                const echo = (await client.call("echo", 1, { timeout: 5000 })).user;
+                const out = { shared: client.shared === true, events: [...events], same: client.sessionId === session, calls: k, echo };
+                await client.close();
+                return out;
+            }""",
+            tokens,
+        )
+    assert outcome["events"] == [] and outcome["same"], outcome
+    assert outcome["echo"] == "ada" and not outcome["shared"], outcome
+    assert 4 <= outcome["calls"] <= 8, outcome

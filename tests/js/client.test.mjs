@@ -21,6 +21,11 @@ class FakeClock {
     return this.t;
   }
 
+  /** Unix time, ms: the server's `exp` is Unix time. */
+  wall() {
+    return 1_700_000_000_000 + this.t;
+  }
+
   setTimeout(fn, ms) {
     this.seq += 1;
     this.timers.set(this.seq, { at: this.t + Math.max(0, ms), fn });
@@ -367,6 +372,54 @@ describe("reliability", () => {
     client.emit("e", 3);
     await settle();
     assert.deepEqual(fresh.wrote("emit").at(-1), { t: "emit", ev: "e", d: 3, i: 4 }, "it keeps working");
+  });
+
+  test("a token function's credentials are refreshed over the live session, margin ahead or halfway through", async () => {
+    let issued = 0;
+    const { client, clock, net } = setup({ transports: ["websocket"], token: () => `tok-${++issued}` });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    const unix = (ms) => (1_700_000_000_000 + ms) / 1000;
+    ws.welcomeWith({ exp: unix(4000), hb: 1_000_000 }); // lives 4 s, less than the 60 s margin: refreshed at 2 s
+    await clock.advance(1999);
+    assert.deepEqual(ws.wrote("refresh"), []);
+    await clock.advance(1);
+    assert.deepEqual(ws.wrote("refresh").map((f) => f.tok), ["tok-2"]);
+    ws.receive([{ s: 1, t: "reply", re: ws.wrote("refresh")[0].i, d: { u: "ada", exp: unix(2000 + 120_000) } }]);
+    await settle();
+    await clock.advance(59_999); // 120 s left: 60 s before they expire
+    assert.equal(ws.wrote("refresh").length, 1);
+    await clock.advance(1);
+    await settle();
+    assert.deepEqual(ws.wrote("refresh").map((f) => f.tok), ["tok-2", "tok-3"]);
+    // A refusal: tried again halfway through what is left (60 s: 30 s later), not in a loop.
+    ws.receive([{ s: 2, t: "err", re: ws.wrote("refresh")[1].i, code: "unauthorized", reason: "no" }]);
+    await settle();
+    await clock.advance(29_999);
+    assert.equal(ws.wrote("refresh").length, 2);
+    await clock.advance(1);
+    await settle();
+    assert.equal(ws.wrote("refresh").length, 3);
+    assert.equal(client.state, "connected");
+    await client.close();
+    await clock.advance(120_000);
+    assert.equal(ws.wrote("refresh").length, 3, "a closed client refreshes nothing");
+  });
+
+  test("refresh(token) by hand; a fixed token is never refreshed by itself", async () => {
+    const { client, clock, net } = setup({ transports: ["websocket"], token: "fixed" });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith({ exp: (1_700_000_000_000 + 4000) / 1000 });
+    await clock.advance(10_000);
+    assert.deepEqual(ws.wrote("refresh"), []);
+    const done = client.refresh("newer");
+    await settle();
+    assert.deepEqual(ws.wrote("refresh").map((f) => f.tok), ["newer"]);
+    ws.receive([{ s: 1, t: "reply", re: ws.wrote("refresh")[0].i, d: { u: "ada", exp: null } }]);
+    await done;
   });
 
   test("a call times out with code 'timeout'; a refusal arrives as its LadderError", async () => {

@@ -122,7 +122,11 @@ export interface ClientEvents {
 export interface ClientOptions {
   /** Rungs allowed, best first (default: all four). */
   transports?: readonly Rung[];
-  /** Credentials for the server's `authenticate` hook (a string, or a function returning one). */
+  /**
+   * Credentials for the server's `authenticate` hook: a string, or a function returning one
+   * (called for every transport, and again `refreshMargin` before the credentials expire to
+   * refresh them over the live session; a function keeps the tab on a connection of its own).
+   */
   token?: string | null | (() => string | null | undefined);
   /** When each rung of a race starts, ms (default [0, 300, 1000, 2000]). */
   stagger?: readonly number[];
@@ -160,6 +164,8 @@ export interface ClientOptions {
   ackInterval?: number;
   /** Extra silence tolerated while the tab is hidden (Chrome throttles its timers), ms (default 60000). */
   hiddenSlack?: number;
+  /** With a `token` function: refresh the credentials this long before they expire (halfway through their life for shorter ones), ms (default 60000). */
+  refreshMargin?: number;
   /** Start from the rung that won last time in this tab (sessionStorage; default true). */
   remember?: boolean;
   /**
@@ -242,6 +248,12 @@ export declare class Client {
   call<R = any>(event: string, data?: unknown, options?: CallOptions): Promise<R>;
   /** Who is in a channel (with presence on). */
   presence(channel: string, options?: CallOptions): Promise<Member[]>;
+  /**
+   * New credentials for this session without reconnecting (with none: the client's own `token`;
+   * a function is called). A client whose `token` is a function does this by itself.
+   * Rejects with `unauthorized`, `token_expired` or `forbidden` (another user's token).
+   */
+  refresh(token?: string | null, options?: CallOptions): Promise<void>;
   /** The newest `limit` publications kept for a channel. */
   history<T = any>(channel: string, options?: { limit?: number } & CallOptions): Promise<Publication<T>[]>;
   /** Listen to an event; returns a function that removes the listener. */
@@ -263,9 +275,10 @@ export declare class SharedClient extends Client {
 
 /**
  * Whether `connect(url, options)` shares (unless `share: false`): the browser has SharedWorker
- * or BroadcastChannel, and Web Locks; the hub and client.js are on the page's origin; and none
+ * or BroadcastChannel, and Web Locks; the hub and client.js are on the page's origin; none
  * of `fetch`, `storage` (or the test hooks `clock`, `random`, `transportFactory`, `indexedDB`,
- * `locks`) is given.
+ * `locks`) is given; and `token` is not a function (a tab refreshing its own credentials keeps
+ * a connection of its own).
  */
 export declare function canShare(url: string, options: ClientOptions): boolean;
 

@@ -14,6 +14,7 @@ export function seconds(ms) {
  * @property {() => number} now milliseconds, monotonic
  * @property {(fn: () => void, ms: number) => any} setTimeout
  * @property {(handle: any) => void} clearTimeout
+ * @property {() => number} [wall] milliseconds of Unix time (default `Date.now`)
  */
 
 /** @type {Clock} */
@@ -21,6 +22,7 @@ export const realClock = {
   now: () => performance.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle),
+  wall: () => Date.now(),
 };
 
 /**

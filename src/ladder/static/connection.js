@@ -392,7 +392,9 @@ export function stopTimers(client) {
   client._clock.clearTimeout(client._watchdog);
   client._clock.clearTimeout(client._ackTimer);
   client._clock.clearTimeout(client._paceTimer);
-  client._watchdog = client._ackTimer = client._paceTimer = null;
+  client._clock.clearTimeout(client._refreshTimer);
+  client._watchdog = client._ackTimer = client._paceTimer = client._refreshTimer = null;
+  client._refreshDue = null;
 }
 
 /**

@@ -9,6 +9,7 @@ import * as connection from "./connection.js";
 import * as switching from "./switching.js";
 import * as outbound from "./outbound.js";
 import * as inbound from "./inbound.js";
+import * as credentials from "./credentials.js";
 import * as events from "./events.js";
 import { Emitter } from "./events.js";
 import { LadderError, requestOptions } from "./errors.js";
@@ -60,6 +61,7 @@ import { Transport } from "./transport.js"; // for the types
  * @property {number} [ackEvery] acknowledge at once when this many frames are unacknowledged (default 32)
  * @property {number} [ackInterval] ... otherwise this long after the first unacknowledged frame, ms (default 1000)
  * @property {number} [hiddenSlack] extra silence tolerated in a hidden tab, ms (default 60000)
+ * @property {number} [refreshMargin] with a `token` function: refresh the credentials this long before they expire (halfway through for shorter ones), ms (default 60000)
  * @property {boolean} [remember] start from the rung that won last time in this tab (sessionStorage; default true)
  * @property {boolean} [share] share one connection with the other tabs of the browser (a SharedWorker or a leader tab; default true where `canShare` holds; false: a connection of this tab's own; see shared.js)
  * @property {boolean} [browserEvents] react to online/offline, visibility and pagehide (default true in a browser)
@@ -83,7 +85,7 @@ import { Transport } from "./transport.js"; // for the types
 const OPTIONS = Object.freeze([
   "transports", "token", "stagger", "openTimeout", "verifyTimeout", "connectTimeout", "backoffBase", "backoffMax",
   "maxAttempts", "stableAfter", "cutLimit", "probeDelay", "probeMaxDelay", "pollInterval", "maxQueue", "ackEvery",
-  "ackInterval", "hiddenSlack", "remember", "share", "browserEvents", "outbox", "outboxBytes", "storage", "indexedDB",
+  "ackInterval", "hiddenSlack", "refreshMargin", "remember", "share", "browserEvents", "outbox", "outboxBytes", "storage", "indexedDB",
   "locks", "fetch", "clock", "random", "transportFactory",
 ]);
 
@@ -119,7 +121,7 @@ export function checkOptions(options) {
 }
 
 /** Options that are a time in ms. */
-const MS = ["openTimeout", "verifyTimeout", "connectTimeout", "backoffBase", "backoffMax", "stableAfter", "probeDelay", "probeMaxDelay", "ackInterval", "hiddenSlack"];
+const MS = ["openTimeout", "verifyTimeout", "connectTimeout", "backoffBase", "backoffMax", "stableAfter", "probeDelay", "probeMaxDelay", "ackInterval", "hiddenSlack", "refreshMargin"];
 /** Options that are a count. */
 const COUNTS = ["maxAttempts", "cutLimit", "maxQueue", "ackEvery", "outboxBytes"];
 /** Options null turns off. */
@@ -156,6 +158,7 @@ export class Client extends Emitter {
       ackEvery: options.ackEvery ?? 32,
       ackInterval: options.ackInterval ?? 1000,
       hiddenSlack: options.hiddenSlack ?? 60_000,
+      refreshMargin: options.refreshMargin ?? 60_000,
     };
     this._token = options.token ?? null;
     this._clock = options.clock ?? realClock;
@@ -248,6 +251,13 @@ export class Client extends Emitter {
     this._watchdog = null;
     /** @type {any} */
     this._ackTimer = null;
+    /** @type {number | null} when the session's credentials expire (ms of Unix time), if they do */
+    this._expires = null;
+    /** @type {any} fires when a `token` function's credentials are due for a refresh */
+    this._refreshTimer = null;
+    /** @type {number | null} when (ms of Unix time) `_refreshTimer` is due */
+    this._refreshDue = null;
+    this._refreshing = false;
     /** @type {AbortController | null} */
     this._raceAbort = null;
     /** @type {AbortController | null} */
@@ -437,6 +447,19 @@ export class Client extends Emitter {
   }
 
   /**
+   * Give the server new credentials for this session without reconnecting; with no `token`,
+   * the client's own (a function is called). A client whose `token` is a function does this
+   * by itself shortly before the credentials expire (`refreshMargin`).
+   * @param {string | null} [token]
+   * @param {{timeout?: number | null}} [options]
+   * @returns {Promise<void>}
+   */
+  refresh(token = null, options = {}) {
+    const { timeout = 10_000 } = requestOptions("refresh", options);
+    return credentials.refresh(this, token, timeout);
+  }
+
+  /**
    * The newest `limit` publications kept for `channel`.
    * @param {string} channel
    * @param {{limit?: number, timeout?: number | null}} [options]
@@ -509,6 +532,8 @@ export class Client extends Emitter {
 
   /** @type {Method<typeof inbound.onFrames>} */ _onFrames(...a) { return inbound.onFrames(this, ...a); }
   /** @type {Method<typeof inbound.maybeAck>} */ _maybeAck(...a) { return inbound.maybeAck(this, ...a); }
+  /** @type {Method<typeof credentials.credentialsExpire>} */ _credentialsExpire(...a) { return credentials.credentialsExpire(this, ...a); }
+  /** @type {Method<typeof credentials.maybeRefresh>} */ _maybeRefresh(...a) { return credentials.maybeRefresh(this, ...a); }
   /** @type {Method<typeof inbound.takeAck>} */ _takeAck(...a) { return inbound.takeAck(this, ...a); }
   /** @type {Method<typeof inbound.handle>} */ _handle(...a) { return inbound.handle(this, ...a); }
   /** @type {Method<typeof inbound.deliver>} */ _deliver(...a) { return inbound.deliver(this, ...a); }

@@ -33,6 +33,7 @@ export function onFrames(client, conn, frames) {
       return;
     }
   }
+  client._maybeRefresh();
   if (!conn.implicitAck) client._maybeAck(conn);
 }
 

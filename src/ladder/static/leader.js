@@ -33,7 +33,9 @@ const LOCAL = ["fetch", "clock", "random", "transportFactory", "storage", "index
 /**
  * Whether `connect(url, options)` can share: the browser has `SharedWorker` or
  * `BroadcastChannel`, and Web Locks; the hub and the client's modules are on the page's
- * origin; and no option is a page's object.
+ * origin; no option is a page's object; and `token` is not a function (the shared client
+ * could not call it to refresh the credentials before they expire: such a tab keeps a
+ * connection of its own, refreshed over its live session).
  * @param {string} url
  * @param {ClientOptions} options
  */
@@ -42,6 +44,7 @@ export function canShare(url, options) {
   if (typeof location === "undefined" || typeof navigator === "undefined" || !navigator.locks) return false;
   const given = /** @type {Record<string, unknown>} */ (options);
   if (LOCAL.some((name) => given[name] !== undefined)) return false;
+  if (typeof given.token === "function") return false;
   const hub = new URL(url, location.href);
   return hub.origin === location.origin && new URL(import.meta.url).origin === location.origin;
 }

@@ -234,6 +234,17 @@ export class SharedClient extends Emitter {
   }
 
   /**
+   * New credentials for the shared session (every tab's), without reconnecting.
+   * @param {string | null} [token]
+   * @param {{timeout?: number | null}} [options]
+   * @returns {Promise<void>}
+   */
+  async refresh(token = null, options = {}) {
+    const { timeout = 10_000 } = requestOptions("refresh", options);
+    await this._request(null, { kind: "refresh", tok: token }, timeout);
+  }
+
+  /**
    * @param {string} channel
    * @param {{limit?: number, timeout?: number | null}} [options]
    * @returns {Promise<Publication[]>}

@@ -56,6 +56,7 @@ export function adopt(client, conn, reason) {
   client.sessionId = String(welcome.sid);
   client.user = welcome.u ?? null;
   client.clientId = welcome.cid ?? null;
+  client._credentialsExpire(welcome.exp);
   const oldRung = client._lastRung;
   client._lastRung = conn.name;
   client._opened = client._lastHeard = client._clock.now();
@@ -223,6 +224,7 @@ export function switchTo(client, old, candidate, reason) {
   client.policy.won(candidate.name);
   client._remember(candidate.name);
   client._stopTimers();
+  client._credentialsExpire(candidate.welcome.exp);
   old.close();
   client._attach(candidate);
   client._changed(old.name, candidate.name, reason);

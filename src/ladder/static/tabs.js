@@ -345,6 +345,7 @@ export class TabHub {
       if (message.kind === "call") pending = client.call(message.ev, message.d, options);
       else if (message.kind === "publish") pending = client.publish(message.ch, message.d, options);
       else if (message.kind === "presence") pending = client.presence(message.ch, options);
+      else if (message.kind === "refresh") pending = client.refresh(message.tok ?? null, options);
       else if (message.kind === "persisted") pending = Promise.resolve(/** @type {any} */ (client).persisted?.());
       else pending = client.history(message.ch, { ...options, limit: message.limit });
     } catch (error) {
