@@ -161,6 +161,7 @@ asyncio.run(main())
 
 def test_deployment_nginx_config_in_front_of_two_nodes_and_a_web_app(tmp_path: Path) -> None:
     import shutil  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
     from tests.support.redis import RedisServer  # noqa: PLC0415
@@ -192,6 +193,16 @@ def test_deployment_nginx_config_in_front_of_two_nodes_and_a_web_app(tmp_path: P
         ):
             with urllib.request.urlopen(f"http://127.0.0.1:{front}/index.html") as page:
                 assert page.read() == b"the web app's own page"
+            # A page of the site is same-origin for the hub: the proxy passes Host with its port
+            # (with nginx's $host the hub saw another origin and refused every browser page).
+            own_page = urllib.request.Request(
+                f"http://127.0.0.1:{front}/ladder/poll?open=1", headers={"Origin": f"http://127.0.0.1:{front}"}
+            )
+            with urllib.request.urlopen(own_page) as answer:
+                assert answer.status == 200 and b'"welcome"' in answer.read()
+            with pytest.raises(urllib.error.HTTPError) as hidden:
+                urllib.request.urlopen(f"http://127.0.0.1:{front}/ladder/metrics")
+            assert hidden.value.code == 403, "metrics are for the monitoring, not the public"
             out = run_script(["python", "client.py", f"http://127.0.0.1:{front}/ladder"], tmp_path)
     assert out.splitlines() == [
         f"{rung} {rung} ['0', '1', '2']" for rung in ("websocket", "sse", "longpoll", "poll")

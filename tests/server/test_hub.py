@@ -243,6 +243,20 @@ async def test_credentials_that_expired_already_are_refused_with_token_expired()
         await hub.stop()
 
 
+async def test_a_refusal_names_what_the_client_sent_a_token_or_a_cookie() -> None:
+    """A cookie session refused was told to check "the token the client sends"."""
+    from ladder.server.auth import AuthRequest, run_authenticate  # noqa: PLC0415
+
+    def request(token: str | None, cookies: dict[str, str]) -> AuthRequest:
+        return AuthRequest(headers={}, cookies=cookies, token=token, client=None, transport="websocket")
+
+    for sent, named in ((request("t", {}), "the token"), (request(None, {"sessionid": "x"}), "the cookie or headers")):
+        with pytest.raises(LadderError) as refused:
+            await run_authenticate(lambda req: None, sent)
+        assert refused.value.code == "unauthorized"
+        assert refused.value.reason == f"the authenticate hook refused these credentials: check {named} the client sends"
+
+
 async def test_subscribing_again_answers_with_the_same_fields(hub: Ladder) -> None:
     peer = await Peer.open(hub, "alice")
     first = await peer.request({"t": "sub", "ch": "chat:again"})

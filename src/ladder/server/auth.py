@@ -107,8 +107,9 @@ async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> I
         return Identity(user=result)
     if request.token is None and not request.cookies:
         raise LadderError("unauthorized", NO_CREDENTIALS)
+    sent = "the token" if request.token is not None else "the cookie or headers"
     raise LadderError(
-        "unauthorized", "the authenticate hook refused these credentials: check the token the client sends"
+        "unauthorized", f"the authenticate hook refused these credentials: check {sent} the client sends"
     )
 
 
