@@ -141,6 +141,9 @@ async def test_upstream_post_refusals(http: httpx.AsyncClient) -> None:
         "origin_not_allowed",
     )
     assert error_of(await http.get("/send")) == (405, "method_not_allowed")
+    for method, endpoint in (("POST", "/health"), ("PUT", "/metrics"), ("POST", "/client.js"), ("DELETE", "/ws")):
+        # (each was 404 "no endpoint", which a GET of it contradicts)
+        assert error_of(await http.request(method, endpoint)) == (405, "method_not_allowed"), endpoint
     assert error_of(await http.get("/teleport")) == (404, "not_found")
     # Valid and invalid frames in one body: the valid ones count, the others are reported.
     mixed = b'{"t":"bogus"}\n{"t":"call","i":1,"ev":"echo","d":5}\n{"t":"sub","i":2,"ch":7}'

@@ -219,6 +219,8 @@ async def test_requests_per_address_are_limited_with_retry_after() -> None:
             refused = await http.post("/send", params={"sid": "x"}, headers={"x-ladder-rt": "y"}, content=b"")
             assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
             assert refused.json()["code"] == "rate_limited"
+            # The header is the body's wait in whole seconds, rounded up (the body's was 0.0 at times)
+            assert 0 < refused.json()["retry_after"] <= int(refused.headers["retry-after"])
             assert (await http.get("/health")).status_code == 200, "health checks are not rate limited"
 
 

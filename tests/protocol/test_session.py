@@ -108,6 +108,23 @@ def test_a_long_poll_released_empty_repeats_the_ack() -> None:
     assert s.take(later, 10.2)[0] == [{"t": "ack", "i": 1}]
 
 
+def test_a_long_poll_released_by_a_newer_one_repeats_the_ack() -> None:
+    """protocol §3.5: released by a newer poll, the older answered empty (it was no longer
+    the active attachment), so the client heard the ack only at the next poll_timeout."""
+    s = SessionState("s", "t", 0.0, LIMITS)
+    s.receive(Emit(i=1, ev="e", d=None))
+    s.finish(1)  # applied
+    lost = s.attach("longpoll", streaming=False, ack=0, now=0.0)
+    assert s.take(lost, 0.0)[0] == [{"t": "ack", "i": 1}]  # ... and never arrives
+    s.detach(lost, 0.0)
+    held = s.attach("longpoll", streaming=False, ack=0, now=0.1)
+    assert empty(s.take(held, 0.1))
+    newer = s.attach("longpoll", streaming=False, ack=0, now=0.5)
+    assert held.closed and s.take(held, 0.5)[0] == [{"t": "ack", "i": 1}]
+    s.detach(held, 0.5)
+    assert empty(s.take(newer, 0.5)), "the newer poll waits: nothing is news for it"
+
+
 def test_heartbeat_ping_and_dead_websocket() -> None:
     s = SessionState("s", "t", 0.0, LIMITS)
     a = s.attach("websocket", streaming=True, ack=0, now=0.0)

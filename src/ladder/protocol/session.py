@@ -250,16 +250,19 @@ class SessionState:
         control: Sequence[dict[str, Any]] = att.control or ()
         att.control = None
         frames: Sequence[tuple[int, OutFrame]] = ()
-        if att is self.active and att.close_error is None:
-            outbox = self.outbox
-            if outbox.last > att.cursor:
-                frames = outbox.after(att.cursor, self.limits.batch_frames)
-                if frames:
-                    att.cursor = frames[-1][0]
+        active = att is self.active
+        if att.close_error is None and (active or (att.closed and not att.streaming)):
+            if active:
+                outbox = self.outbox
+                if outbox.last > att.cursor:
+                    frames = outbox.after(att.cursor, self.limits.batch_frames)
+                    if frames:
+                        att.cursor = frames[-1][0]
             applied = self.done
-            if applied > att.ack_sent or (
-                # A poll answer can be lost on the way: a long poll released empty, and a
-                # short poll once per poll_timeout, repeat the ack so the client learns it.
+            if (active and applied > att.ack_sent) or (
+                # A poll answer can be lost on the way: a long poll released empty (by its
+                # timeout, or by a newer poll that took its place), and a short poll once per
+                # poll_timeout, repeat the ack so the client learns it.
                 not att.streaming
                 and applied > 0
                 and (att.closed or now - self.ack_written_at >= self.limits.poll_timeout)

@@ -35,7 +35,8 @@ class Ladder:
         engine: ``"memory://"`` (one process), ``"redis://host:6379/0"`` (several processes
             sharing one Redis; needs ``ladder-rt[redis]``), or an engine object.
         allowed_origins: Browser origins allowed to connect (``["https://app.example"]``).
-            None allows the hub's own origin only; ``["*"]`` allows any.
+            None allows the hub's own origin only; ``["*"]`` allows any. A list replaces the
+            same-origin rule: list the hub's own origin too when its pages use it.
         authenticate: Called with an :class:`~ladder.AuthRequest` when a session opens;
             returns an :class:`~ladder.Identity` or a user id string to accept, None or raises
             ``LadderError`` to refuse. Sync or async. ``JWT(key)`` is built in. None: every

@@ -23,6 +23,7 @@ import functools
 import gzip
 import hashlib
 import logging
+import math
 from importlib import resources
 from typing import Any
 
@@ -104,6 +105,10 @@ _ROUTES: dict[tuple[str, str], Any] = {
 }
 
 
+_ENDPOINTS = frozenset({name for _, name in _ROUTES} | set(_STATIC) | {"ws", "health", "metrics"})
+"""Every endpoint: another method on one of them is ``method_not_allowed``, not ``not_found``."""
+
+
 async def _http(node: Node, request: Request, receive: Receive, send: Send) -> None:
     started = False
     allowed = node.settings.allowed_origins
@@ -134,7 +139,7 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
         if route is None and endpoint == "ws" and request.method == "GET":
             raise NotUpgraded()
         if route is None:
-            if any(name == endpoint for _, name in _ROUTES):
+            if endpoint in _ENDPOINTS:
                 raise LadderError("method_not_allowed", f"{request.method} is not allowed here")
             raise LadderError("not_found", f"no endpoint {endpoint!r}")
         if not origin_allowed(allowed, request):
@@ -156,7 +161,7 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
                     (b"vary", b"Origin"),
                 ]
             if exc.retry_after is not None:
-                headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+                headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
             if isinstance(exc, NotUpgraded):
                 headers.append((b"upgrade", b"websocket"))
             if isinstance(exc, BodyTooLarge):  # the rest of the body is not read
