@@ -316,6 +316,10 @@ def main(argv: list[str] | None = None) -> None:
         level=args.log_level.upper(),
         format=f"%(asctime)s %(levelname)s {'[%(process)d] ' if workers else ''}%(name)s: %(message)s",
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # The websockets library logs every connection's opening ("connection open") at INFO:
+        # at thousands of connections, the whole log. Its warnings and errors still show.
+        logging.getLogger("websockets.server").setLevel(logging.WARNING)
     raised = raise_limit()  # (before any worker starts: they inherit it)
     if raised is not None:
         logging.getLogger("ladder").info(

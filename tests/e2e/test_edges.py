@@ -230,6 +230,21 @@ def test_invalid_utf8_in_a_text_frame_closes_with_1007_without_a_traceback(edge_
     assert "Traceback" not in log_of(edge_server)
 
 
+def test_a_connection_opened_is_not_a_line_of_the_log_at_info(tmp_path: Path) -> None:
+    """The websockets library logged "connection open" at INFO for every WebSocket (the native
+    driver's handshake is its protocol object): at thousands of connections, the whole log."""
+    with LadderServer(args=("--log-level", "info"), log=tmp_path / "server.log") as server:
+        for _ in range(3):
+            open_ws(server).close()
+        upgrade(server, version="8")[0].close()  # a refusal: logged at INFO
+        deadline = time.monotonic() + 5
+        while "refused on websocket" not in log_of(server) and time.monotonic() < deadline:
+            time.sleep(0.05)  # (the log is another process's file: nothing to await)
+    log = log_of(server)
+    assert "refused on websocket" in log, log
+    assert "connection open" not in log, log
+
+
 def test_an_unsupported_websocket_version_gets_426_naming_version_13(edge_server: LadderServer) -> None:
     sock, status, headers, body = upgrade(edge_server, version="8")
     assert status == 426
