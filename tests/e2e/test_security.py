@@ -211,6 +211,64 @@ async def test_message_rate_limit_answers_retry_after_then_disconnects_floods() 
         assert frames[-1]["t"] == "bye" and frames[-1]["reason"] == "persistent flooding"
 
 
+@pytest.mark.parametrize(
+    "junk",
+    [
+        '{"t":"zzz"}',  # an unknown frame type
+        "{",  # a message that cannot be decoded
+        "\n".join(['{"t":"zzz"}'] * 3000),  # a batch of 3,000 unknown frames
+        '{"t":"ping"}\n' * 2000 + '{"t":"ping"}',  # pings past the rate, in one batch
+    ],
+    ids=["unknown", "undecodable", "unknown-batch", "ping-batch"],
+)
+async def test_a_flood_of_refused_frames_counts_against_the_rate_and_is_ended(junk: str) -> None:
+    """Frames refused before they were offered went around the message rate: each got its
+    own err and log line (650,000 in 8 s), and the session was never ended; a batch of pings
+    over the rate got an err for each ping."""
+    with LadderServer({"limits": {"message_rate": 5, "message_burst": 5, "flood_patience": 1.0}}) as server:
+        ws = await websockets.connect(server.url.replace("http", "ws") + "/ws", max_size=None)
+        await ws.send('{"t":"hello","v":1}')
+        await ws.recv()
+        frames: list[dict[str, Any]] = []
+
+        async def flood() -> None:
+            while True:
+                await ws.send(junk)
+                await asyncio.sleep(0.01)
+
+        flooder = asyncio.create_task(flood())
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    frames += [orjson.loads(line) for line in (await ws.recv()).split("\n")]
+        flooder.cancel()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+        assert frames[-1]["t"] == "bye" and frames[-1]["reason"] == "persistent flooding"
+        refused = [f for f in frames if f["t"] == "err" and f["code"] != "rate_limited"]
+        limited = [f for f in frames if f["t"] == "err" and f["code"] == "rate_limited"]
+        assert limited and all(f["retry_after"] > 0 for f in limited)
+        # The burst (5), then one a second for about the patience, plus what came meanwhile
+        # between two refusals: tens, where every frame was answered before (thousands).
+        assert len(refused) <= 70, len(refused)
+        assert len(limited) <= 400, len(limited)
+
+
+async def test_a_post_of_refused_frames_is_not_read_past_64_of_them() -> None:
+    """A 1 MiB POST of 80,000 unknown frames grew the server by 80 MiB of errors."""
+    with LadderServer() as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            opened = orjson.loads((await http.get("/poll", params={"v": 1})).content.split(b"\n")[0])
+            sid, rt = opened["sid"], opened["rt"]
+            body = "\n".join(['{"t":"zzz"}'] * 80_000) + '\n{"t":"emit","i":1,"ev":"echo"}'
+            posted = await http.post("/send", params={"sid": sid}, headers={"x-ladder-rt": rt}, content=body)
+            assert posted.status_code == 204
+            answer = await http.get("/poll", params={"sid": sid, "ack": 0}, headers={"x-ladder-rt": rt})
+            errs = [orjson.loads(line) for line in answer.content.split(b"\n") if line]
+            codes = [f.get("code") for f in errs if f["t"] == "err"]
+            assert 0 < len(codes) <= 65, len(codes)
+            assert not any(f["t"] == "ack" for f in errs), "the emit after the 64th refusal was not read"
+
+
 async def test_requests_per_address_are_limited_with_retry_after() -> None:
     with LadderServer({"limits": {"request_rate": 5, "request_burst": 10}}) as server:
         async with httpx.AsyncClient(base_url=server.url) as http:

@@ -398,6 +398,14 @@ def parse_client_frame(obj: Any) -> ClientFrame:
         return Invalid(i=msg_id, error=LadderError(exc.code, exc.reason, details=exc.details))
 
 
+MAX_REFUSED_PER_BATCH: Final = 64
+"""Refused frames a batch may hold before the rest of it is not read (a 1 MiB POST of 80,000
+unknown frames cost 80 MiB of errors before any rate limit could apply)."""
+
+
+_REST_NOT_READ: Final = f"{MAX_REFUSED_PER_BATCH} frames of this batch refused: the rest was not read"
+
+
 def decode_client_frames(
     codec: Codec, data: bytes | str, max_frame: int | None = None
 ) -> tuple[list[ClientFrame], list[LadderError]]:
@@ -415,4 +423,7 @@ def decode_client_frames(
             frames.append(parse_client_frame(obj))
         except LadderError as exc:
             errors.append(exc)
+            if len(errors) == MAX_REFUSED_PER_BATCH:  # junk, not a client's mistake: stop reading it
+                errors.append(LadderError("bad_frame", _REST_NOT_READ))
+                break
     return frames, errors

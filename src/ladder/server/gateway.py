@@ -67,6 +67,13 @@ class Gateway:
         """Client frames that arrived on ``att`` (None: a POST), applied in order."""
         return self.inbound.receive(session, att, frames)
 
+    def refuse(
+        self, session: Session, att: Attachment | None, errors: Iterable[LadderError], transport: str
+    ) -> None:
+        """Answer frames refused before they were offered, each counted against the session's
+        message rate (:meth:`Throttle.refuse`)."""
+        self.inbound.throttle.refuse(session, att, errors, transport)
+
     def receive_now(self, session: Session, att: Attachment, frames: list[ClientFrame]) -> bool:
         """A batch applied at once when nothing in it waits (False: it may, for
         :meth:`receive` in a task). A method, not the bound one stored: the drivers call it

@@ -20,11 +20,11 @@ from .applied import Answers, kept_answer
 from .config import Settings
 from .dispatch import Dispatch, Pending
 from .metrics import Counters
-from .ratelimit import Bucket, Rate
 from .refusals import Refusals
 from .session import Session
 from .sessions import SessionTable
 from .tasks import Tasks
+from .throttle import Throttle
 
 _UNRECORDABLE = "this server cannot reach its engine: messages are not applied here now"
 AT_ONCE: Final = frozenset({Ack, Ping, Pong})
@@ -36,8 +36,8 @@ class Inbound:
     """Receives batches of client frames for sessions and drains what is ready."""
 
     __slots__ = (
-        "counters", "dispatch", "engine", "rate", "recording", "records_at_once",
-        "refused", "sessions", "settings", "tasks", "together",
+        "counters", "dispatch", "engine", "recording", "records_at_once",
+        "refused", "sessions", "settings", "tasks", "throttle", "together",
     )
 
     def __init__(
@@ -58,7 +58,7 @@ class Inbound:
         self.tasks = tasks
         self.counters = counters
         self.refused = refused
-        self.rate = Rate(settings.limits.message_rate, settings.limits.message_burst)
+        self.throttle = Throttle(settings, sessions, refused)
         self.recording = sessions.recording
         self.records_at_once = self.recording.now is not None
         """A plain handler's message is applied as it is read: the engine says it records at
@@ -129,7 +129,7 @@ class Inbound:
         unrecordable = False
         for frame in frames:
             try:
-                throttled = self._throttle(session, frame, now, transport)
+                throttled = self.throttle.frame(session, frame, now, transport)
                 if throttled is None:
                     break  # over the rate (the rest is sent again) or dropped for flooding
                 frame = throttled  # noqa: PLW2901 - a message over the limit becomes its refusal
@@ -178,42 +178,6 @@ class Inbound:
         session.ready = None
         session.state.unaccept()
         session.state.send_away(LadderError("engine_unavailable", _UNRECORDABLE))
-
-    def _throttle(
-        self, session: Session, frame: ClientFrame, now: float, transport: str
-    ) -> ClientFrame | None:
-        """Apply the session's message rate. Returns the frame, or None to stop reading the
-        batch.
-
-        A rate limit never consumes a reliable message: a numbered message over the limit is
-        not applied, not acknowledged and its id not used up. It is answered with an
-        unsequenced ``err`` ``rate_limited`` naming it (``re``) and ``retry_after``; the rest
-        of its batch is not read (the client sends it all again, from that id, once it waited).
-        A session that keeps sending while told to wait is dropped (None as well).
-        """
-        rate = self.rate
-        if not rate.enabled or isinstance(frame, Ack):
-            return frame
-        bucket = session.bucket
-        if bucket is None:
-            bucket = session.bucket = Bucket(rate, now)
-        wait = bucket.take(rate, now, frame.i if isinstance(frame, Numbered) else None)
-        if not wait:
-            return frame
-        if bucket.abusive(rate, now, self.settings.limits.flood_patience):
-            flooding = LadderError("rate_limited", "persistent flooding")
-            self.refused(transport, flooding, session=session)
-            self.sessions.close(session, flooding)
-            return None
-        retry_after = max(0.001, round(wait, 3))
-        if isinstance(frame, Numbered):
-            limited = LadderError(
-                "rate_limited", f"message {frame.i} not applied: send it again", retry_after=retry_after
-            )
-            self.refused(transport, limited, session=session)
-            session.state.send_control({"t": "err", **limited.body(), "re": frame.i})
-            return None
-        raise LadderError("rate_limited", retry_after=retry_after)
 
     async def drain(self, session: Session) -> None:
         """Apply queued client frames one at a time, in order (whoever arrives first drains).

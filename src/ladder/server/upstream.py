@@ -24,9 +24,8 @@ async def accept_upstream(gateway: Gateway, session: Session, body: bytes, conte
     """Decode a POSTed batch and hand it to the session (errors per frame go downstream)."""
     limit = gateway.settings.limits.max_frame_size
     frames, errors = decode_client_frames(codec_for_content_type(content_type), body, limit)
-    for error in errors:
-        gateway.refused("send", error, session=session)
-        session.state.send_control({"t": "err", **error.body()})
+    if errors:
+        gateway.refuse(session, None, errors, "send")
     if frames:
         await gateway.receive(session, None, frames)
 

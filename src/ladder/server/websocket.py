@@ -100,14 +100,13 @@ def decode_message(
             raise LadderError("frame_too_large", f"message of {len(data)} bytes exceeds {limit}")
         frames, errors = decode_client_frames(codec, data, limit)
     except LadderError as exc:
-        gateway.refused("websocket", exc, session=link.session)
         if exc.fatal:
+            gateway.refused("websocket", exc, session=link.session)
             return [], exc
-        link.state.send_control({"t": "err", **exc.body()}, link.att)
+        gateway.refuse(link.session, link.att, (exc,), "websocket")
         return [], None
-    for error in errors:
-        gateway.refused("websocket", error, session=link.session)
-        link.state.send_control({"t": "err", **error.body()}, link.att)
+    if errors:
+        gateway.refuse(link.session, link.att, errors, "websocket")
     return frames, None
 
 

@@ -1,0 +1,98 @@
+"""A session's message rate (protocol §4): every client frame but ``ack`` takes a token,
+refused ones included; past the rate a frame is refused for a while, never consumed, and a
+session that keeps sending while told to wait is ended (``bye`` ``rate_limited``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..protocol.attachment import Attachment
+from ..protocol.errors import LadderError
+from ..protocol.frames import Ack, ClientFrame, Numbered
+from .config import Settings
+from .ratelimit import Bucket, Rate
+from .refusals import Refusals
+from .session import Session
+from .sessions import SessionTable
+
+
+class Throttle:
+    """The message rate of every session of a node (each session keeps its own bucket)."""
+
+    __slots__ = ("rate", "refused", "sessions", "settings")
+
+    def __init__(self, settings: Settings, sessions: SessionTable, refused: Refusals) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.refused = refused
+        self.rate = Rate(settings.limits.message_rate, settings.limits.message_burst)
+
+    def frame(self, session: Session, frame: ClientFrame, now: float, transport: str) -> ClientFrame | None:
+        """Apply the session's message rate to a frame about to be offered. Returns the frame,
+        or None to stop reading the batch.
+
+        A rate limit never consumes a reliable message: a numbered message over the limit is
+        not applied, not acknowledged and its id not used up. It is answered with an
+        unsequenced ``err`` ``rate_limited`` naming it (``re``) and ``retry_after``; the rest
+        of its batch is not read (the client sends it all again, from that id, once it waited).
+        Any other frame over the limit gets the same ``err`` without ``re``, and ends the batch
+        too (a POST of 75,000 pings was answered with as many errors, and never ended).
+        """
+        if not self.rate.enabled or isinstance(frame, Ack):
+            return frame
+        retry_after = self._wait(session, now, transport, frame.i if isinstance(frame, Numbered) else None)
+        if retry_after is None:
+            return None
+        if not retry_after:
+            return frame
+        if isinstance(frame, Numbered):
+            limited = LadderError(
+                "rate_limited", f"message {frame.i} not applied: send it again", retry_after=retry_after
+            )
+            self.refused(transport, limited, session=session)
+            session.state.send_control({"t": "err", **limited.body(), "re": frame.i})
+            return None
+        limited = LadderError("rate_limited", retry_after=retry_after)
+        self.refused(transport, limited, session=session)
+        session.state.send_control({"t": "err", **limited.body()})
+        return None
+
+    def refuse(
+        self, session: Session, att: Attachment | None, errors: Iterable[LadderError], transport: str
+    ) -> None:
+        """Answer frames refused before they could be offered (undecodable, or invalid: an
+        unknown type, a field out of range). Each counts against the message rate as any
+        frame does: past it, one ``rate_limited`` answers the rest, and a session that keeps
+        flooding is ended. (They went around it: a stream of junk was answered and logged
+        frame by frame, at whatever rate it came.)"""
+        state = session.state
+        now = self.settings.clock()
+        for error in errors:
+            if self.rate.enabled:
+                retry_after = self._wait(session, now, transport)
+                if retry_after is None:
+                    return
+                if retry_after:
+                    limited = LadderError("rate_limited", "past the message rate", retry_after=retry_after)
+                    self.refused(transport, limited, session=session)
+                    state.send_control({"t": "err", **limited.body()}, att)
+                    return
+            self.refused(transport, error, session=session)
+            state.send_control({"t": "err", **error.body()}, att)
+
+    def _wait(self, session: Session, now: float, transport: str, message: int | None = None) -> float | None:
+        """Take a token: 0.0 (go on), the seconds to wait, or None when the session was
+        ended for flooding (it kept sending while told to wait, ``flood_patience``)."""
+        rate = self.rate
+        bucket = session.bucket
+        if bucket is None:
+            bucket = session.bucket = Bucket(rate, now)
+        wait = bucket.take(rate, now, message)
+        if not wait:
+            return 0.0
+        if bucket.abusive(rate, now, self.settings.limits.flood_patience):
+            flooding = LadderError("rate_limited", "persistent flooding")
+            self.refused(transport, flooding, session=session)
+            self.sessions.close(session, flooding)
+            return None
+        return max(0.001, round(wait, 3))
