@@ -148,6 +148,7 @@ def run(app: Any, args: argparse.Namespace) -> None:
         hub.engine = create_engine(args.engine)
     ws = websocket_protocol(app, hub, args)
     HeaderTimeoutHttp.header_timeout = args.header_timeout
+    HeaderTimeoutHttp.max_header_size = args.max_header_size
     if hub is not None:
         AsgiWebSocket.frame_timeout = hub.limits.frame_timeout
     ws_max_size = args.ws_max_size or (hub.limits.max_frame_size if hub is not None else 16 * 1024 * 1024)
@@ -220,6 +221,12 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
         type=_seconds,
         default=10.0,
         help="seconds a connection may take to send a request's headers before it is closed (default: 10)",
+    )
+    parser.add_argument(
+        "--max-header-size",
+        type=_positive,
+        default=65536,
+        help="bytes of request line and headers a request may have, else 431 (default: 65536)",
     )
     parser.add_argument(
         "--gc-threshold",

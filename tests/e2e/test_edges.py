@@ -25,13 +25,14 @@ from tests.support.server import LadderServer
 DRIVERS = {"native": (), "asgi": ("--asgi-ws",)}
 FRAME_TIMEOUT = 1.0
 HEADER_TIMEOUT = 1.0
+MAX_HEADER = 8192
 
 
 @pytest.fixture(params=sorted(DRIVERS))
 def edge_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LadderServer]:
     """heartbeat 20 s: a stalled message must not wait for the heartbeat to notice it."""
     config = {"heartbeat": 20.0, "limits": {"frame_timeout": FRAME_TIMEOUT}}
-    args = ("--header-timeout", str(HEADER_TIMEOUT), *DRIVERS[request.param])
+    args = ("--header-timeout", str(HEADER_TIMEOUT), "--max-header-size", str(MAX_HEADER), *DRIVERS[request.param])
     with LadderServer(config, args=args, log=tmp_path / "server.log") as server:
         yield server
 
@@ -306,6 +307,47 @@ def test_a_post_over_the_size_limit_gets_413_and_the_connection_closes(edge_serv
     assert orjson.loads(body)["code"] == "frame_too_large"
     closed_within(sock, 3.0)
     assert time.monotonic() - started < 5.0  # not the 75 s of keep-alive
+    sock.close()
+
+
+def test_a_post_body_that_stalls_is_timed_out(edge_server: LadderServer) -> None:
+    """Headers in time, then 5 bytes of a 1,000-byte body and silence: the connection was held
+    for ever (260 of them took every descriptor of a server)."""
+    sock = connect(edge_server)
+    sock.sendall(
+        b"POST /send?sid=abc&rt=abc HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b'{"t":'
+    )
+    status, headers, body = read_response(sock)
+    assert status == 408 and headers.get("connection") == "close"
+    assert orjson.loads(body)["code"] == "heartbeat_timeout"
+    assert closed_within(sock, 3.0) < 3.0
+    sock.close()
+
+
+def test_headers_over_the_limit_get_431_and_a_request_that_is_not_http_a_json_400(
+    edge_server: LadderServer,
+) -> None:
+    """uvicorn read headers of any size (50 MB: accepted, and the memory kept) and answered
+    what it could not parse in plain text, without a code."""
+    sock = connect(edge_server)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"p" * MAX_HEADER + b"\r\n")
+    status, headers, body = read_response(sock)
+    assert status == 431 and headers.get("connection") == "close"
+    assert orjson.loads(body) == {
+        "t": "err",
+        "code": "bad_request",
+        "reason": f"the request line and headers are over {MAX_HEADER} bytes (ladder serve --max-header-size)",
+    }
+    sock.close()
+    sock = connect(edge_server)
+    sock.sendall(b"BREW /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, body = read_response(sock)
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert orjson.loads(body)["code"] == "bad_request"
+    sock.close()
+    sock = connect(edge_server)  # headers just within the limit: served
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * (MAX_HEADER - 200) + b"\r\n\r\n")
+    assert read_response(sock)[0] == 200
     sock.close()
 
 

@@ -54,6 +54,14 @@ async def test_jwt_accepts_good_tokens_and_refuses_bad_ones(jwt_server: LadderSe
             assert "token" in refused.value.reason and "Client(url, token=...)" in refused.value.reason
 
 
+async def test_a_bearer_token_is_bounded_as_the_hello_s_tok_is(jwt_server: LadderServer) -> None:
+    """``tok`` was refused past 8,192 characters; the same token in a header went to the hook."""
+    async with httpx.AsyncClient(base_url=jwt_server.url) as http:
+        answer = await http.get("/poll", params={"v": 1}, headers={"authorization": "Bearer " + "x" * 9000})
+        assert answer.status_code == 400
+        assert answer.json()["code"] == "bad_request" and "over 8192 characters" in answer.json()["reason"]
+
+
 async def test_rs256_tokens() -> None:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_pem = (

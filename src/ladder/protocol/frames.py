@@ -204,10 +204,8 @@ def _bad(field: str, what: str) -> LadderError:
 
 def _int(obj: dict[str, Any], key: str, *, lo: int = 0, hi: int = MAX_ID) -> int:
     value = obj.get(key)
-    if type(value) is not int:
-        raise _bad(key, "must be an integer")
-    if not lo <= value <= hi:
-        raise _bad(key, f"must be between {lo} and {hi}")
+    if type(value) is not int or not lo <= value <= hi:  # (a float: JSON's reading of a huge integer)
+        raise _bad(key, f"must be an integer between {lo} and {hi}")
     return value
 
 

@@ -71,10 +71,21 @@ def parse_cookies(header: str | None) -> dict[str, str]:
     return {key: morsel.value for key, morsel in jar.items()}
 
 
+MAX_TOKEN: Final = 8192
+"""Characters a token may have, in a hello's ``tok`` or an ``Authorization`` header."""
+
+
 def bearer_token(headers: Mapping[str, str]) -> str | None:
+    """The token of an ``Authorization: Bearer`` header; ``bad_request`` past :data:`MAX_TOKEN`
+    (the hello's ``tok`` is bounded so; a header went to the hook whatever its size)."""
     value = headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    if len(token) > MAX_TOKEN:
+        raise LadderError("bad_request", f"the Authorization header's token is over {MAX_TOKEN} characters")
+    return token or None
 
 
 NO_TOKEN: Final = (

@@ -144,7 +144,7 @@ def parse_query(query: str) -> dict[str, str]:
 
 def _int_value(name: str, value: str) -> int:
     if not (value.isascii() and value.isdigit()) or len(value) > 16:  # "¹".isdigit() is True
-        raise LadderError("bad_frame", f"hello field {name!r} must be a non-negative integer")
+        raise LadderError("bad_frame", f"hello field {name!r} must be a whole number of at most 16 digits")
     return int(value)
 
 
@@ -223,16 +223,24 @@ def error_body(error: LadderError) -> bytes:
     return orjson.dumps({"t": "err", **error.body()})
 
 
-class BodyTooLarge(LadderError):
-    """``frame_too_large`` for a request body not read to its end: the answer must close
-    the connection (``Connection: close``), since the rest of the body is not read."""
+class BodyNotRead(LadderError):
+    """The refusal of a request whose body was not read to its end: the answer must close the
+    connection (``Connection: close``), since the rest of the body is not read."""
+
+
+class BodyTooLarge(BodyNotRead):
+    """``frame_too_large``: a body past the limit."""
 
     def __init__(self, reason: str) -> None:
         super().__init__("frame_too_large", reason)
 
 
-async def read_body(receive: Receive, request: Request, limit: int, *, drain_timeout: float = 1.0) -> bytes:
-    """The whole request body, refused with ``frame_too_large`` (413) past ``limit`` bytes.
+async def read_body(
+    receive: Receive, request: Request, limit: int, *, timeout: float | None = None, drain_timeout: float = 1
+) -> bytes:
+    """The whole request body, refused with ``frame_too_large`` (413) past ``limit`` bytes,
+    and with ``heartbeat_timeout`` (408) when it has not all arrived ``timeout`` seconds
+    after its headers (a body that stalls held its connection for ever).
 
     Before refusing, the body is read and dropped up to twice ``limit`` bytes in all, for at
     most ``drain_timeout`` seconds: a client that writes its whole body before reading the
@@ -246,6 +254,16 @@ async def read_body(receive: Receive, request: Request, limit: int, *, drain_tim
         if int(declared) <= 2 * limit:
             await _drain(receive, int(declared), drain_timeout)
         raise BodyTooLarge(f"body of {declared} bytes exceeds the limit of {limit}")
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body(receive, limit, drain_timeout)
+    except TimeoutError:
+        raise BodyNotRead(
+            "heartbeat_timeout", f"the request body did not arrive within {timeout:g} s of its headers"
+        ) from None
+
+
+async def _read_body(receive: Receive, limit: int, drain_timeout: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

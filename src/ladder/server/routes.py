@@ -31,7 +31,7 @@ import orjson
 
 from ..protocol.errors import LadderError
 from .http import (
-    BodyTooLarge,
+    BodyNotRead,
     Message,
     Receive,
     Request,
@@ -164,7 +164,7 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
                 headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
             if isinstance(exc, NotUpgraded):
                 headers.append((b"upgrade", b"websocket"))
-            if isinstance(exc, BodyTooLarge):  # the rest of the body is not read
+            if isinstance(exc, BodyNotRead):  # the rest of the body is not read
                 headers.append((b"connection", b"close"))
             await respond(send, exc.http_status, error_body(exc), headers=headers)
     except ConnectionError:

@@ -24,18 +24,55 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from ..protocol.errors import LadderError
+from .http import error_body
 from .hub import Ladder
 from .rfc6455 import INVALID_UTF8, FrameClock, HandshakeProtocol, valid_utf8
 
 
 class HeaderTimeoutHttp(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline for each request's headers."""
+    """uvicorn's httptools protocol with a deadline for each request's headers, a bound on
+    their size (uvicorn reads any number of them: 6 connections streaming headers took a
+    server to 2 GB), and the JSON error body of protocol §8 for a request it cannot parse."""
 
     header_timeout: ClassVar[float] = 10.0
+    max_header_size: ClassVar[int] = 65536
+    """Bytes of request line and headers a request may have (``--max-header-size``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._heading = True
+        """The current request's headers are not complete yet (its bytes are counted)."""
+        self._oversize = False
+
+    def data_received(self, data: bytes) -> None:
+        # Counted as they arrive, not per header: the parser hands a header over only once
+        # it ended, and buffers it meanwhile (one endless header: the memory of a server).
+        heading = self._heading
+        if heading:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self._heading and self._header_bytes > self.max_header_size and not self.transport.is_closing():
+            self._oversize = True
+            self.send_400_response("")
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse, with Ladder's JSON error body."""
+        if self._oversize:
+            status = b"431 Request Header Fields Too Large"
+            reason = (
+                f"the request line and headers are over {self.max_header_size} bytes "
+                "(ladder serve --max-header-size)"
+            )
+        else:
+            status, reason = b"400 Bad Request", "not a valid HTTP/1.1 request"
+        body = error_body(LadderError("bad_request", reason))
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -51,7 +88,13 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._heading = False
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._heading = True  # the next request's bytes are its headers
+        self._header_bytes = 0
+        super().on_message_complete()
 
     def _arm(self) -> None:
         if self._header_timer is None:

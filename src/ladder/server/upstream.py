@@ -42,8 +42,8 @@ async def serve_send(gateway: Gateway, request: Request, receive: Receive, send:
     token = request.resume_token()
     if not sid or not token:
         raise LadderError("bad_request", "POST /send needs 'sid' and the resume token")
-    settings = gateway.settings
-    body = await read_body(receive, request, settings.limits.max_post_size)
+    limits = gateway.settings.limits
+    body = await read_body(receive, request, limits.max_post_size, timeout=limits.frame_timeout)
     content_type = request.headers.get("content-type")
     try:
         session = await gateway.route(sid, token, stream=False)
@@ -51,4 +51,4 @@ async def serve_send(gateway: Gateway, request: Request, receive: Receive, send:
         await gateway.router.forward_send(away.node, sid, token, body, content_type)
     else:
         await accept_upstream(gateway, session, body, content_type)
-    await respond(send, 204, headers=cors_headers(settings.allowed_origins, request))
+    await respond(send, 204, headers=cors_headers(gateway.settings.allowed_origins, request))
