@@ -28,7 +28,10 @@ count as having waited (``retry_after`` is rounded to the millisecond; timers fi
 
 
 class Bucket:
-    __slots__ = ("ignored", "ignoring", "ignoring_since", "refused_message", "stamp", "tokens", "told_until")
+    __slots__ = (
+        "answered_at", "ignored", "ignoring", "ignoring_since", "refused_message", "stamp", "tokens",
+        "told_until",
+    )
 
     def __init__(self, rate: Rate, now: float) -> None:
         self.tokens = rate.burst
@@ -44,6 +47,8 @@ class Bucket:
         """Refusals of what arrived before the wait the client was told was over, since it
         last came back as told (or the bucket was last full)."""
         self.ignoring_since = now
+        self.answered_at = -1.0e9
+        """When a refusal past the rate was last answered in words (see ``Throttle``)."""
 
     def take(self, rate: Rate, now: float, message: int | None = None) -> float:
         """Take a token for ``message`` (a message id; None for anything else): 0.0 when

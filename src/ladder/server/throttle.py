@@ -5,15 +5,20 @@ session that keeps sending while told to wait is ended (``bye`` ``rate_limited``
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from ..protocol.attachment import Attachment
 from ..protocol.errors import LadderError
 from ..protocol.frames import Ack, ClientFrame, Numbered
+from ..protocol.session import Phase
 from .config import Settings
 from .ratelimit import Bucket, Rate
 from .refusals import Refusals
 from .session import Session
 from .sessions import SessionTable
+
+QUIET: Final = 0.1
+"""Seconds after answering a refusal past the rate during which further ones get no word."""
 
 
 class Throttle:
@@ -40,21 +45,26 @@ class Throttle:
         """
         if not self.rate.enabled or isinstance(frame, Ack):
             return frame
+        if session.state.phase is Phase.CLOSED:
+            return None  # ended (for flooding, say): what its socket still brings is dropped
         retry_after = self._wait(session, now, transport, frame.i if isinstance(frame, Numbered) else None)
         if retry_after is None:
             return None
         if not retry_after:
             return frame
+        told = self._told(session, now)
         if isinstance(frame, Numbered):
             limited = LadderError(
                 "rate_limited", f"message {frame.i} not applied: send it again", retry_after=retry_after
             )
-            self.refused(transport, limited, session=session)
+            if not told:  # (once per wait: a flood of messages is not a flood of log lines)
+                self.refused(transport, limited, session=session)
             session.state.send_control({"t": "err", **limited.body(), "re": frame.i})
             return None
-        limited = LadderError("rate_limited", retry_after=retry_after)
-        self.refused(transport, limited, session=session)
-        session.state.send_control({"t": "err", **limited.body()})
+        if not told:  # a ping or pong sent while told to wait is dropped without a word
+            limited = LadderError("rate_limited", retry_after=retry_after)
+            self.refused(transport, limited, session=session)
+            session.state.send_control({"t": "err", **limited.body()})
         return None
 
     def refuse(
@@ -66,6 +76,8 @@ class Throttle:
         flooding is ended. (They went around it: a stream of junk was answered and logged
         frame by frame, at whatever rate it came.)"""
         state = session.state
+        if state.phase is Phase.CLOSED:
+            return  # ended (for flooding, say): what its socket still brings is dropped
         now = self.settings.clock()
         for error in errors:
             if self.rate.enabled:
@@ -73,12 +85,26 @@ class Throttle:
                 if retry_after is None:
                     return
                 if retry_after:
-                    limited = LadderError("rate_limited", "past the message rate", retry_after=retry_after)
-                    self.refused(transport, limited, session=session)
-                    state.send_control({"t": "err", **limited.body()}, att)
+                    if not self._told(session, now):  # (told already: dropped without a word)
+                        limited = LadderError("rate_limited", "past the rate", retry_after=retry_after)
+                        self.refused(transport, limited, session=session)
+                        state.send_control({"t": "err", **limited.body()}, att)
                     return
             self.refused(transport, error, session=session)
             state.send_control({"t": "err", **error.body()}, att)
+
+    @staticmethod
+    def _told(session: Session, now: float) -> bool:
+        """Whether a refusal past the rate was answered less than :data:`QUIET` ago: then one
+        more is dropped (or, for a message, answered) without a log line. A flood read in one
+        turn of the loop shares one ``now``, so the bucket's own wait, a fraction of a
+        millisecond, could not say that: each junk frame was answered and logged."""
+        bucket = session.bucket
+        if bucket is None or now - bucket.answered_at >= QUIET:
+            if bucket is not None:
+                bucket.answered_at = now
+            return False
+        return True
 
     def _wait(self, session: Session, now: float, transport: str, message: int | None = None) -> float | None:
         """Take a token: 0.0 (go on), the seconds to wait, or None when the session was
