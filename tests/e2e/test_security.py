@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -195,28 +196,37 @@ async def test_message_rate_limit_answers_retry_after_then_disconnects_floods() 
     # (A client that honours retry_after is paced, never refused for good: test_client_edges.)
     with LadderServer({"limits": {"message_rate": 5, "message_burst": 5}}) as server:
         # Keep flooding while being told to wait: the session is dropped (after 3 s of it).
-        ws = await websockets.connect(server.url.replace("http", "ws") + "/ws")
-        await ws.send('{"t":"hello","v":1}')
-        await ws.recv()
-        frames: list[dict[str, Any]] = []
-
-        async def flood() -> None:
-            for batch in range(100):
-                await ws.send(
-                    "\n".join(f'{{"t":"emit","i":{batch * 10 + i},"ev":"echo"}}' for i in range(1, 11))
-                )
-                await asyncio.sleep(0.1)  # a steady flood, ten messages every 100 ms
-
-        flooder = asyncio.create_task(flood())
-        with pytest.raises(ConnectionClosed) as closed:
-            async with asyncio.timeout(10):
-                while True:
-                    frames += [orjson.loads(line) for line in (await ws.recv()).split("\n")]
-        flooder.cancel()
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+        batches = (
+            "\n".join(f'{{"t":"emit","i":{batch * 10 + i},"ev":"echo"}}' for i in range(1, 11))
+            for batch in range(100)
+        )
+        frames = await flooded(server, batches, pause=0.1)  # a steady flood, ten messages every 100 ms
         limited_replies = [f for f in frames if f.get("code") == "rate_limited" and "re" in f]
         assert limited_replies and all(f["retry_after"] > 0 for f in limited_replies)
-        assert frames[-1]["t"] == "bye" and frames[-1]["reason"] == "persistent flooding"
+
+
+async def flooded(server: LadderServer, messages: Iterable[str], *, pause: float) -> list[dict[str, Any]]:
+    """Send ``messages`` on a new session's WebSocket, ``pause`` s apart, until the server
+    ends the session for flooding (``bye`` then close 4429); returns every frame it sent."""
+    ws = await websockets.connect(server.url.replace("http", "ws") + "/ws", max_size=None)
+    await ws.send('{"t":"hello","v":1}')
+    await ws.recv()
+    frames: list[dict[str, Any]] = []
+
+    async def flood() -> None:
+        for message in messages:
+            await ws.send(message)
+            await asyncio.sleep(pause)
+
+    flooder = asyncio.create_task(flood())
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(10):
+            while True:
+                frames += [orjson.loads(line) for line in (await ws.recv()).split("\n")]
+    flooder.cancel()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+    assert frames[-1]["t"] == "bye" and frames[-1]["reason"] == "persistent flooding"
+    return frames
 
 
 @pytest.mark.parametrize(
@@ -234,24 +244,7 @@ async def test_a_flood_of_refused_frames_counts_against_the_rate_and_is_ended(ju
     own err and log line (650,000 in 8 s), and the session was never ended; a batch of pings
     over the rate got an err for each ping."""
     with LadderServer({"limits": {"message_rate": 5, "message_burst": 5, "flood_patience": 1.0}}) as server:
-        ws = await websockets.connect(server.url.replace("http", "ws") + "/ws", max_size=None)
-        await ws.send('{"t":"hello","v":1}')
-        await ws.recv()
-        frames: list[dict[str, Any]] = []
-
-        async def flood() -> None:
-            while True:
-                await ws.send(junk)
-                await asyncio.sleep(0.01)
-
-        flooder = asyncio.create_task(flood())
-        with pytest.raises(ConnectionClosed) as closed:
-            async with asyncio.timeout(10):
-                while True:
-                    frames += [orjson.loads(line) for line in (await ws.recv()).split("\n")]
-        flooder.cancel()
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
-        assert frames[-1]["t"] == "bye" and frames[-1]["reason"] == "persistent flooding"
+        frames = await flooded(server, itertools.repeat(junk), pause=0.01)
         refused = [f for f in frames if f["t"] == "err" and f["code"] != "rate_limited"]
         limited = [f for f in frames if f["t"] == "err" and f["code"] == "rate_limited"]
         assert limited and all(f["retry_after"] > 0 for f in limited)

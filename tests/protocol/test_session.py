@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from ladder.protocol.attachment import Attachment
 from ladder.protocol.errors import LadderError
 from ladder.protocol.frames import Emit
 from ladder.protocol.outframes import push_frame
@@ -88,8 +89,9 @@ def test_polls_carry_an_ack_only_when_it_is_news() -> None:
     assert s.has_output(held) and s.take(held, 0.3)[0] == [{"t": "ack", "i": 2}]
 
 
-def test_a_long_poll_released_empty_repeats_the_ack() -> None:
-    """A lost answer must not leave the client waiting forever for its ack."""
+def _held_after_a_lost_ack() -> tuple[SessionState, Attachment]:
+    """A session that applied message 1, whose poll answer with the ack was lost, and the
+    next long poll held with nothing to say."""
     s = SessionState("s", "t", 0.0, LIMITS)
     s.receive(Emit(i=1, ev="e", d=None))
     s.finish(1)  # applied
@@ -98,6 +100,12 @@ def test_a_long_poll_released_empty_repeats_the_ack() -> None:
     s.detach(lost, 0.0)
     held = s.attach("longpoll", streaming=False, ack=0, now=0.1)
     assert empty(s.take(held, 0.1))
+    return s, held
+
+
+def test_a_long_poll_released_empty_repeats_the_ack() -> None:
+    """A lost answer must not leave the client waiting forever for its ack."""
+    s, held = _held_after_a_lost_ack()
     s.tick(0.1 + LIMITS.poll_timeout)
     assert held.closed and s.take(held, 5.1)[0] == [{"t": "ack", "i": 1}]
     s.detach(held, 5.1)
@@ -111,14 +119,7 @@ def test_a_long_poll_released_empty_repeats_the_ack() -> None:
 def test_a_long_poll_released_by_a_newer_one_repeats_the_ack() -> None:
     """protocol §3.5: released by a newer poll, the older answered empty (it was no longer
     the active attachment), so the client heard the ack only at the next poll_timeout."""
-    s = SessionState("s", "t", 0.0, LIMITS)
-    s.receive(Emit(i=1, ev="e", d=None))
-    s.finish(1)  # applied
-    lost = s.attach("longpoll", streaming=False, ack=0, now=0.0)
-    assert s.take(lost, 0.0)[0] == [{"t": "ack", "i": 1}]  # ... and never arrives
-    s.detach(lost, 0.0)
-    held = s.attach("longpoll", streaming=False, ack=0, now=0.1)
-    assert empty(s.take(held, 0.1))
+    s, held = _held_after_a_lost_ack()
     newer = s.attach("longpoll", streaming=False, ack=0, now=0.5)
     assert held.closed and s.take(held, 0.5)[0] == [{"t": "ack", "i": 1}]
     s.detach(held, 0.5)
