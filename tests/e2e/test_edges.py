@@ -324,6 +324,19 @@ def test_a_post_body_that_stalls_is_timed_out(edge_server: LadderServer) -> None
     sock.close()
 
 
+def test_a_post_body_that_keeps_coming_slowly_is_read_to_its_end(edge_server: LadderServer) -> None:
+    """Only a body that stops is cut: one slower than frame_timeout in all (a 1 MiB batch on
+    a slow mobile link) but never silent that long is read, and answered."""
+    sock = connect(edge_server)
+    sock.sendall(b"POST /send?sid=abc&rt=abc HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+    for byte in b"\n\n\n\n\n":
+        time.sleep(FRAME_TIMEOUT / 2)  # the pace is the point: 2.5 s in all, never 1 s silent
+        sock.sendall(bytes([byte]))
+    status, _, body = read_response(sock)
+    assert status == 404 and orjson.loads(body)["code"] == "unknown_session", "read, then refused for its sid"
+    sock.close()
+
+
 def test_headers_over_the_limit_get_431_and_a_request_that_is_not_http_a_json_400(
     edge_server: LadderServer,
 ) -> None:
