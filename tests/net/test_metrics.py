@@ -48,3 +48,21 @@ async def test_metrics_count_rungs_messages_errors_and_step_downs(
         line for line in text.splitlines() if "rung" in line
     ]
     assert metric(text, "ladder_engine_seconds_count") >= 5
+
+
+async def test_a_poll_of_a_session_that_ended_is_not_a_refused_connect() -> None:
+    """A client's outstanding poll answered ``unknown_session`` after its ``bye`` counted as a
+    refused connect, and a connect success rate of 50 % after clients closed cleanly."""
+    with LadderServer() as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            welcome = (await http.get("/poll", params={"v": 1})).json()
+            sid, rt = welcome["sid"], welcome["rt"]
+            posted = await http.post("/send", params={"sid": sid}, headers={"x-ladder-rt": rt}, content=b'{"t":"bye"}')
+            assert posted.status_code == 204
+            late = await http.get("/poll", params={"sid": sid, "ack": 0}, headers={"x-ladder-rt": rt})
+            assert late.status_code in (404, 410)
+            refused = await http.get("/poll", params={"sid": sid, "ack": 0, "open": 1}, headers={"x-ladder-rt": rt})
+            assert refused.status_code in (404, 410)
+            text = (await http.get("/metrics")).text
+    assert metric(text, "ladder_connects_total", transport="poll", outcome="accepted") == 1
+    assert metric(text, "ladder_connects_total", transport="poll", outcome="refused") == 1, "the open=1 one only"

@@ -120,7 +120,8 @@ class Gateway:
                 why=hello.why,
             )
         except LadderError:
-            connects[(transport, "refused")] += 1
+            if greet:  # (a transport's later polls are not connects, whatever their answer)
+                connects[(transport, "refused")] += 1
             raise
         if greet:
             connects[(transport, "accepted")] += 1
