@@ -51,14 +51,14 @@ async def test_plain_http_makes_no_tls_context(
 
 
 def test_https_shares_one_default_context_per_process() -> None:
-    first = Endpoint("https://a.example/ladder", JSON, {}, lambda: None)
-    second = Endpoint("https://b.example/ladder", JSON, {}, lambda: None)
+    first = Endpoint("https://a.example/ladder", JSON, {})
+    second = Endpoint("https://b.example/ladder", JSON, {})
     assert first.tls() is second.tls() is default_tls()
     shared = default_tls()
     assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
-    assert Endpoint("http://a.example", JSON, {}, lambda: None).tls() is None
+    assert Endpoint("http://a.example", JSON, {}).tls() is None
     private = ssl.create_default_context()
-    assert Endpoint("https://a.example", JSON, {}, lambda: None, private).tls() is private
+    assert Endpoint("https://a.example", JSON, {}, private).tls() is private
 
 
 async def test_https_http_client_uses_the_shared_context() -> None:

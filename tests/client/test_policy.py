@@ -50,7 +50,7 @@ def test_remembered_rung_is_where_the_ladder_starts() -> None:
 
 class FakeTransport(Transport):
     def __init__(self, name: str) -> None:
-        super().__init__(Endpoint("http://x", JSON, {}, lambda: None), lambda: 0)
+        super().__init__(Endpoint("http://x", JSON, {}), lambda: 0)
         self.name = name
         self.closed = False
 

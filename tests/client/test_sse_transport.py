@@ -18,7 +18,7 @@ class FakeSSE(SSETransport):
     """An SSE transport whose stream is given bytes and whose upstream goes nowhere."""
 
     def __init__(self, chunks: list[bytes]) -> None:
-        super().__init__(Endpoint("http://x", JSON, {}, lambda: None), lambda: 0, httpx.AsyncClient())
+        super().__init__(Endpoint("http://x", JSON, {}), lambda: 0, httpx.AsyncClient())
         self.sent: list[Frame] = []
 
         async def stream() -> AsyncIterator[bytes]:

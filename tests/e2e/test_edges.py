@@ -352,6 +352,18 @@ def test_headers_over_the_limit_get_431_and_a_request_that_is_not_http_a_json_40
         "reason": f"the request line and headers are over {MAX_HEADER} bytes (ladder serve --max-header-size)",
     }
     sock.close()
+    # Whole requests over the limit, read in one go: one long header, many short ones, a long URL
+    # (the bytes of a read were counted only while its headers were incomplete).
+    for request in (
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * (MAX_HEADER + 100) + b"\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: 0123456789\r\n" * (MAX_HEADER // 10) + b"\r\n",
+        b"GET /health?" + b"q" * (MAX_HEADER + 100) + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    ):
+        sock = connect(edge_server)
+        sock.sendall(request)
+        status, _, body = read_response(sock)
+        assert status == 431 and orjson.loads(body)["code"] == "bad_request", request[:40]
+        sock.close()
     sock = connect(edge_server)
     sock.sendall(b"BREW /ws HTTP/1.1\r\nHost: x\r\n\r\n")
     status, headers, body = read_response(sock)

@@ -63,6 +63,24 @@ async def test_a_bearer_token_is_bounded_as_the_hello_s_tok_is(jwt_server: Ladde
         assert answer.json()["code"] == "bad_request" and "over 8192 characters" in answer.json()["reason"]
 
 
+@pytest.mark.parametrize("rung", ["websocket", "sse", "longpoll", "poll"])
+async def test_a_token_callable_is_called_once_per_transport_not_per_request(
+    jwt_server: LadderServer, rung: str
+) -> None:
+    """The HTTP rungs asked it for every POST and poll (303 calls in 50 s on short polling),
+    for an Authorization header the server does not read after the session opened."""
+    calls: list[str] = []
+
+    def fresh() -> str:
+        calls.append(token("ada", ttl=600, aud="ladder-tests"))
+        return calls[-1]
+
+    async with Client(jwt_server.url, token=fresh, transports=[rung]) as client:
+        for n in range(20):
+            assert (await client.call("echo", n))["user"] == "ada"
+    assert len(calls) == 1, len(calls)
+
+
 async def test_rs256_tokens() -> None:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_pem = (
@@ -157,6 +175,7 @@ async def test_refresh_must_be_the_same_user(jwt_server: LadderServer) -> None:
         with pytest.raises(LadderError) as refused:
             await client.refresh(token("mallory", aud="ladder-tests"))
         assert refused.value.code == "forbidden"
+        await client.refresh()  # the client's own token still: a refused one is not kept
         await client.refresh(token("ada", aud="ladder-tests"))
 
 

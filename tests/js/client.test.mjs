@@ -420,6 +420,13 @@ describe("reliability", () => {
     assert.deepEqual(ws.wrote("refresh").map((f) => f.tok), ["newer"]);
     ws.receive([{ s: 1, t: "reply", re: ws.wrote("refresh")[0].i, d: { u: "ada", exp: null } }]);
     await done;
+    const refused = client.refresh("mallory");
+    await settle();
+    ws.receive([{ s: 2, t: "err", re: ws.wrote("refresh")[1].i, code: "forbidden", reason: "another user" }]);
+    await assert.rejects(refused, (e) => e.code === "forbidden");
+    client.refresh();
+    await settle();
+    assert.equal(ws.wrote("refresh")[2].tok, "newer", "a refused token is not kept for the next connection");
   });
 
   test("a call times out with code 'timeout'; a refusal arrives as its LadderError", async () => {

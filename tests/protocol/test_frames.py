@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 from ladder.protocol.codec import JSON
 from ladder.protocol.errors import LadderError
 from ladder.protocol.frames import (
+    MAX_REFUSED_PER_BATCH,
     Call,
     Hello,
     Invalid,
+    Ping,
     Previous,
     Subscribe,
     decode_client_frames,
@@ -107,3 +109,19 @@ def test_a_hello_names_the_lost_session_and_the_messages_it_carries() -> None:
     ):
         with pytest.raises(LadderError):
             parse_client_frame({"t": "hello", "v": 1, **partial})
+
+
+@pytest.mark.parametrize(
+    "refused",
+    ['{"t":"zzz"}', '{"t":"sub","i":%d,"ch":""}'],
+    ids=["unknown type", "a numbered message with a field out of range"],
+)
+def test_a_batch_is_not_read_past_its_64th_refused_frame(refused: str) -> None:
+    """Both kinds of refusal count (a field out of range used to be left out: a batch of 300
+    such messages was read whole, each answered)."""
+    lines = [refused % n if "%d" in refused else refused for n in range(1, 301)]
+    frames, errors = decode_client_frames(JSON, "\n".join([*lines, '{"t":"ping"}']))
+    invalid = [frame for frame in frames if isinstance(frame, Invalid)]
+    assert len(invalid) + len(errors) == MAX_REFUSED_PER_BATCH + 1
+    assert errors[-1].reason == "64 frames of this batch refused: the rest was not read"
+    assert not any(isinstance(frame, Ping) for frame in frames), "the rest was not read"

@@ -344,3 +344,21 @@ async def test_a_session_ended_for_expired_credentials_is_unknown_afterwards() -
         assert told.value.code == "unknown_session"
     finally:
         await hub.stop()
+
+
+async def test_jwt_leeway_holds_the_credentials_that_long_past_exp() -> None:
+    """JWT(leeway=30) let a token 5 s past ``exp`` through its check, and the session was then
+    refused as expired already (its Identity said ``exp``)."""
+    import jwt as pyjwt  # noqa: PLC0415
+
+    from ladder import JWT  # noqa: PLC0415
+    from ladder.server.auth import AuthRequest, run_authenticate  # noqa: PLC0415
+
+    secret = "s3cret-for-tests-only-0123456789abcdef"
+    late = pyjwt.encode({"sub": "ada", "exp": int(time.time()) - 5}, secret, algorithm="HS256")
+    request = AuthRequest(headers={}, cookies={}, token=late, client=None, transport="websocket")
+    identity = await run_authenticate(JWT(secret, leeway=30), request)
+    assert identity.user == "ada" and identity.expires is not None and identity.expires > time.time() + 20
+    with pytest.raises(LadderError) as refused:
+        await run_authenticate(JWT(secret), request)
+    assert refused.value.code == "token_expired"

@@ -174,7 +174,7 @@ class Client(Calls):
         if encoding not in ("msgpack", "json"):
             raise ValueError(f"encoding must be 'msgpack' or 'json', not {encoding!r}")
         self.endpoint = Endpoint(
-            self.url, codec_named(encoding), dict(headers or {}), self._current_token, ssl_context
+            self.url, codec_named(encoding), dict(headers or {}), ssl_context
         )
         self.stagger = tuple(stagger)
         self.open_timeout = open_timeout

@@ -34,12 +34,12 @@ class Inbound(Outbound):
         With no ``token``, the client's own ``token`` (a callable is called) is sent. A client
         whose ``token`` is a callable does this by itself shortly before the old one expires.
         """
-        if token is not None and not callable(self._token):
-            self._token = token
         fresh = token or self._current_token()
         if not fresh:
             raise LadderError("unauthorized", "no token to refresh with")
         reply = await self._request({"t": "refresh", "tok": fresh}, timeout)
+        if token is not None and not callable(self._token):
+            self._token = token  # (only once accepted: a refused one, another user's, is not kept)
         self._expires = reply.get("exp") if isinstance(reply, dict) else None
         self._arm_refresh()
 

@@ -416,12 +416,17 @@ def decode_client_frames(
         return [Ack(seq)], []
     frames: list[ClientFrame] = []
     errors: list[LadderError] = []
+    refused = 0
     for obj in codec.decode(data, max_frame):
         try:
-            frames.append(parse_client_frame(obj))
+            frame = parse_client_frame(obj)
+            frames.append(frame)
+            if type(frame) is not Invalid:
+                continue
         except LadderError as exc:
             errors.append(exc)
-            if len(errors) == MAX_REFUSED_PER_BATCH:  # junk, not a client's mistake: stop reading it
-                errors.append(LadderError("bad_frame", _REST_NOT_READ))
-                break
+        refused += 1  # (a field out of range is refused as its message's answer: counted too)
+        if refused == MAX_REFUSED_PER_BATCH:  # junk, not a client's mistake: stop reading it
+            errors.append(LadderError("bad_frame", _REST_NOT_READ))
+            break
     return frames, errors

@@ -97,5 +97,6 @@ class JWT:
             user=user,
             info=info,
             claims=claims,
-            expires=float(expires) if isinstance(expires, int | float) else None,
+            # (with leeway, the credentials hold that much past ``exp``, as the check above)
+            expires=float(expires) + self.leeway if isinstance(expires, int | float) else None,
         )

@@ -29,6 +29,10 @@ from .hub import Ladder
 from .rfc6455 import INVALID_UTF8, FrameClock, HandshakeProtocol, valid_utf8
 
 
+class _HeadersTooLarge(Exception):
+    """Raised in a parser callback to stop the parser (see ``HeaderTimeoutHttp._count``)."""
+
+
 class HeaderTimeoutHttp(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline for each request's headers, a bound on
     their size (uvicorn reads any number of them: 6 connections streaming headers took a
@@ -42,9 +46,26 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
+        self._parsed_bytes = 0
         self._heading = True
         """The current request's headers are not complete yet (its bytes are counted)."""
         self._oversize = False
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        """Headers that completed within one read are counted as the parser hands them over
+        (those that do not, by :meth:`data_received`)."""
+        self._parsed_bytes += size
+        if self._parsed_bytes > self.max_header_size:
+            self._oversize = True
+            raise _HeadersTooLarge  # the parser stops; uvicorn answers by send_400_response
 
     def data_received(self, data: bytes) -> None:
         # Counted as they arrive, not per header: the parser hands a header over only once
@@ -93,7 +114,7 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._heading = True  # the next request's bytes are its headers
-        self._header_bytes = 0
+        self._header_bytes = self._parsed_bytes = 0
         super().on_message_complete()
 
     def _arm(self) -> None:

@@ -54,17 +54,25 @@ class Throttle:
             return frame
         told = self._told(session, now)
         if isinstance(frame, Numbered):
+            bucket = session.bucket
+            if told and bucket is not None and bucket.refused_message != frame.i:
+                # A message after one refused and not written again yet: the client writes
+                # that one and every one after it again, so it needs no word of this one (a
+                # flood of messages answered one by one took 200 MB and stalled others). The
+                # lowest refused is always answered: a paced client waits for nothing else.
+                return None
             limited = LadderError(
                 "rate_limited", f"message {frame.i} not applied: send it again", retry_after=retry_after
             )
-            if not told:  # (once per wait: a flood of messages is not a flood of log lines)
+            if not told:
                 self.refused(transport, limited, session=session)
             session.state.send_control({"t": "err", **limited.body(), "re": frame.i})
             return None
-        if not told:  # a ping or pong sent while told to wait is dropped without a word
-            limited = LadderError("rate_limited", retry_after=retry_after)
-            self.refused(transport, limited, session=session)
-            session.state.send_control({"t": "err", **limited.body()})
+        if told:
+            return None  # a ping or pong sent while told to wait: dropped without a word
+        limited = LadderError("rate_limited", retry_after=retry_after)
+        self.refused(transport, limited, session=session)
+        session.state.send_control({"t": "err", **limited.body()})
         return None
 
     def refuse(

@@ -213,6 +213,8 @@ export declare class Client {
   readonly lastChange: TransportEvent | null;
   /** Why the last connect attempt failed. */
   readonly lastFailure: string | null;
+  /** Whether this client shares its connection with the browser's other tabs (false here; a `SharedClient` is true). */
+  readonly shared: boolean;
   /** Where unacknowledged messages are kept: IndexedDB, memory (`outboxReason` says why), off; null until known. */
   readonly outboxStorage: "indexeddb" | "memory" | "off" | null;
   /** Why the outbox is not in IndexedDB (null when it is). */

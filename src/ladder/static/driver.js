@@ -170,6 +170,8 @@ export class Client extends Emitter {
     this.outboxStorage = options.outbox === false || (options.outbox === undefined && typeof window === "undefined") ? "off" : null;
     /** @type {string | null} why the outbox is not in IndexedDB */
     this.outboxReason = null;
+    /** @type {boolean} whether this client shares its connection with other tabs (a `SharedClient`) */
+    this.shared = false;
     /** How many messages a previous page (or a closed tab) left that this client took over. */
     this.restored = 0;
     this.outboxBytes = options.outboxBytes ?? 1_048_576;

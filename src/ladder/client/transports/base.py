@@ -40,7 +40,6 @@ class Endpoint:
     """``http(s)://host:port/mount`` without a trailing slash."""
     codec: Codec
     headers: dict[str, str]
-    token: Callable[[], str | None]
     ssl: SSLContext | None = None
     """TLS settings for https/wss (None: the system's default verification)."""
 

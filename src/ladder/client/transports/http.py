@@ -28,9 +28,13 @@ def hello_query(hello: Frame) -> dict[str, Any]:
     return query
 
 
-def auth_headers(endpoint: Endpoint, token: str | None) -> dict[str, str]:
+def auth_headers(endpoint: Endpoint, token: str | None, bearer: str | None = None) -> dict[str, str]:
+    """The headers of a request: the resume ``token`` (``X-Ladder-Rt``) and, on the request that
+    opens a rung, the hello's credentials as ``Authorization: Bearer`` (kept out of URLs, and
+    so of access logs). Later requests carry the resume token only: the server checked the
+    credentials when the session opened (asking the token callable for every poll and POST
+    called it hundreds of times a minute)."""
     headers = dict(endpoint.headers)
-    bearer = endpoint.token()
     if bearer:
         headers["authorization"] = f"Bearer {bearer}"
     if token:

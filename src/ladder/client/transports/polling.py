@@ -39,13 +39,15 @@ class PollingTransport(HttpTransport):
         self.poll_timeout = 25.0
         self._nudge = asyncio.Event()
 
-    async def _get(self, params: dict[str, Any], token: str | None, timeout: float) -> list[Frame]:
+    async def _get(
+        self, params: dict[str, Any], token: str | None, timeout: float, bearer: str | None = None
+    ) -> list[Frame]:
         params = {**params, "enc": self.endpoint.codec.name}
         try:
             response = await self.http.get(
                 self.endpoint.http(self.name),
                 params=params,
-                headers=auth_headers(self.endpoint, token),
+                headers=auth_headers(self.endpoint, token, bearer),
                 timeout=httpx.Timeout(10.0, read=timeout),
             )
         except httpx.HTTPError as exc:
@@ -55,7 +57,7 @@ class PollingTransport(HttpTransport):
         return self.decode(response.content, response.headers.get("content-type"))
 
     async def open(self, hello: Frame, verify_timeout: float) -> Frame:
-        frames = await self._get({**hello_query(hello), "open": 1}, hello.get("rt"), 10.0)
+        frames = await self._get({**hello_query(hello), "open": 1}, hello.get("rt"), 10.0, hello.get("tok"))
         welcome, rest = split_welcome(frames, self.name)
         self.adopt(welcome)
         self.poll_timeout = float(welcome.get("poll", 25_000)) / 1000

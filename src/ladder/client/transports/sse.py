@@ -29,7 +29,10 @@ class SSETransport(HttpTransport):
             "GET",
             self.endpoint.http("sse"),
             params=hello_query(hello),
-            headers={**auth_headers(self.endpoint, hello.get("rt")), "accept": "text/event-stream"},
+            headers={
+                **auth_headers(self.endpoint, hello.get("rt"), hello.get("tok")),
+                "accept": "text/event-stream",
+            },
             timeout=httpx.Timeout(10.0, read=None),
         )
         try:
