@@ -255,8 +255,9 @@ async def flooded(server: LadderServer, messages: Iterable[str], *, pause: float
         "{",  # a message that cannot be decoded
         "\n".join(['{"t":"zzz"}'] * 3000),  # a batch of 3,000 unknown frames
         '{"t":"ping"}\n' * 2000 + '{"t":"ping"}',  # pings past the rate, in one batch
+        '{"t":"ack","s":0}\n' * 2000 + '{"t":"ack","s":0}',  # acks: only a batch's first is free
     ],
-    ids=["unknown", "undecodable", "unknown-batch", "ping-batch"],
+    ids=["unknown", "undecodable", "unknown-batch", "ping-batch", "ack-batch"],
 )
 async def test_a_flood_of_refused_frames_counts_against_the_rate_and_is_ended(junk: str) -> None:
     """Frames refused before they were offered went around the message rate: each got its

@@ -127,8 +127,13 @@ class Inbound:
             transport = att.transport
         accepted = False
         unrecordable = False
+        acked = False
         for frame in frames:
             try:
+                if not acked and type(frame) is Ack:  # a batch's first ack is free of the rate
+                    acked = True
+                    state.on_ack(frame.s)
+                    continue
                 throttled = self.throttle.frame(session, frame, now, transport)
                 if throttled is None:
                     break  # over the rate (the rest is sent again) or dropped for flooding

@@ -1,5 +1,5 @@
-"""A session's message rate (protocol §4): every client frame but ``ack`` takes a token,
-refused ones included; past the rate a frame is refused for a while, never consumed, and a
+"""A session's message rate (protocol §4): every client frame but a batch's first ``ack``
+takes a token, refused ones included; past the rate a frame is refused for a while, never consumed, and a
 session that keeps sending while told to wait is ended (``bye`` ``rate_limited``)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Final
 
 from ..protocol.attachment import Attachment
 from ..protocol.errors import LadderError
-from ..protocol.frames import Ack, ClientFrame, Numbered
+from ..protocol.frames import ClientFrame, Numbered
 from ..protocol.session import Phase
 from .config import Settings
 from .ratelimit import Bucket, Rate
@@ -43,8 +43,8 @@ class Throttle:
         Any other frame over the limit gets the same ``err`` without ``re``, and ends the batch
         too (a POST of 75,000 pings was answered with as many errors, and never ended).
         """
-        if not self.rate.enabled or isinstance(frame, Ack):
-            return frame
+        if not self.rate.enabled:
+            return frame  # (a batch's first ack does not come here: Inbound applies it first)
         if session.state.phase is Phase.CLOSED:
             return None  # ended (for flooding, say): what its socket still brings is dropped
         retry_after = self._wait(session, now, transport, frame.i if isinstance(frame, Numbered) else None)
