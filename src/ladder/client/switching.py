@@ -58,10 +58,10 @@ class Switching(Opening):
             log.warning("%s: giving up: %s", self.url, error)
             self._emit(ServerError(error.code, error.reason))
         self._set_state("closed", f"{error.code}: {error.reason}")
-        for timer in (self._pace_timer, self._refresh_timer):
-            if timer is not None:
-                timer.cancel()
-        self._pace_timer = self._refresh_timer = None
+        if self._pace_timer is not None:
+            self._pace_timer.cancel()
+            self._pace_timer = None
+        self._arm_refresh()  # (closed: it only cancels the refresh timer)
         if self._connected is not None and not self._connected.done():
             self._connected.set_exception(error)
         for callback in list(self._waiting.values()):

@@ -188,6 +188,11 @@ ClientFrame: TypeAlias = Numbered | Control
 # ---------------------------------------------------------------------------------------
 
 
+MAX_TOKEN: Final = 8192
+"""Characters a token may have: a hello's or a refresh's ``tok`` (and, on the HTTP rungs, the
+``Authorization: Bearer`` header that may carry it instead)."""
+
+
 def check_channel(channel: object) -> str:
     """``channel`` if a client could name it (the rule of a frame's ``ch``), else
     ``ValueError``: server code publishing where no client can subscribe reaches nobody."""
@@ -300,7 +305,7 @@ def _hello(o: dict[str, Any]) -> Hello:
         sid=sid,
         rt=rt,
         ack=_opt_int(o, "ack") or 0,
-        token=_opt_str(o, "tok", max_len=8192),
+        token=_opt_str(o, "tok", max_len=MAX_TOKEN),
         why=_opt_str(o, "why", max_len=16),
         prev=_previous(o),
     )
@@ -348,7 +353,7 @@ _NUMBERED: Final[dict[str, Callable[[dict[str, Any]], Numbered]]] = {
     "call": _call,
     "presence": lambda o: PresenceQuery(i=o["i"], ch=_str(o, "ch")),
     "history": _history,
-    "refresh": lambda o: Refresh(i=o["i"], token=_str(o, "tok", max_len=8192)),
+    "refresh": lambda o: Refresh(i=o["i"], token=_str(o, "tok", max_len=MAX_TOKEN)),
 }
 
 _CONTROL: Final[dict[str, Callable[[dict[str, Any]], Control]]] = {

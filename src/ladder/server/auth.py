@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 from ..engine.base import ChannelOptions
 from ..protocol.errors import LadderError
+from ..protocol.frames import MAX_TOKEN
 
 Action: TypeAlias = Literal["subscribe", "publish", "presence", "history"]
 
@@ -69,10 +70,6 @@ def parse_cookies(header: str | None) -> dict[str, str]:
     except CookieError:
         return {}
     return {key: morsel.value for key, morsel in jar.items()}
-
-
-MAX_TOKEN: Final = 8192
-"""Characters a token may have, in a hello's ``tok`` or an ``Authorization`` header."""
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
