@@ -20,10 +20,10 @@ Socket.IO is JSON text. A server that delivers less than 95 % of what was publis
 the window "cannot sustain" the rate (its latency then only measures its growing queue).
 
 ``BENCH_LG=node`` runs the same scenario with a load generator in Node (``lg-node/paced.cjs``,
-the ``ws`` package, on the load generator's core) instead of the Python one, JSON only: a
-Node client reads a message for less than the Python one spends, so the latencies it
-measures are less its own (with 1,000 subscribers they are still bound by it: see
-docs/benchmarks.md).
+the ``ws`` package and ``@msgpack/msgpack``, on the load generator's core) instead of the
+Python one, Ladder again in both encodings: a Node client reads a message for less than the
+Python one spends, so the latencies it measures are less its own (with 1,000 subscribers
+they are still bound by it: see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -44,11 +44,10 @@ NODE_LG = os.environ.get("BENCH_LG") == "node"
 
 
 def configs(kinds: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(server, encoding) pairs: Ladder servers in both encodings (JSON only with the Node
-    load generator), Socket.IO in JSON."""
+    """(server, encoding) pairs: Ladder servers in both encodings, Socket.IO in JSON."""
     out: list[tuple[str, str]] = []
     for kind in kinds:
-        if server_of(kind) == "ladder" and not NODE_LG:
+        if server_of(kind) == "ladder":
             out += [(kind, "json"), (kind, "msgpack")]
         else:
             out.append((kind, "json"))
@@ -57,7 +56,7 @@ def configs(kinds: tuple[str, ...]) -> list[tuple[str, str]]:
 
 async def s10(cfg: Any, kind: str, encoding: str) -> dict[str, Any]:
     if NODE_LG:
-        return await s10_node(cfg, kind)
+        return await s10_node(cfg, kind, encoding)
     server = servers.start(kind, cfg.logdir)
     stats = Stats()
     owned: list[BaseClient] = []
@@ -107,13 +106,14 @@ async def s10(cfg: Any, kind: str, encoding: str) -> dict[str, Any]:
         close_all(owned)
 
 
-async def s10_node(cfg: Any, kind: str) -> dict[str, Any]:
+async def s10_node(cfg: Any, kind: str, encoding: str) -> dict[str, Any]:
     """S10 driven by ``lg-node/paced.cjs``, pinned to the load generator's core."""
     server = servers.start(kind, cfg.logdir)
     try:
         args = {"kind": server_of(kind), "port": server.port, "pid": server.pid, "core": servers.SERVER_CORE,
                 "subs": cfg.s10_subs, "rate": cfg.s10_rate, "warmup": cfg.s10_warmup, "window": cfg.s10_window,
-                "callers": cfg.s10_callers, "rpcWindow": cfg.s10_rpc_window, "spread": True}
+                "callers": cfg.s10_callers, "rpcWindow": cfg.s10_rpc_window, "spread": True,
+                "encoding": encoding}
         cmd = ["taskset", "-c", str(servers.LOAD_CORE), "node", str(servers.BENCH / "lg-node" / "paced.cjs"),
                json.dumps(args)]
         done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=90,
@@ -125,7 +125,7 @@ async def s10_node(cfg: Any, kind: str) -> dict[str, Any]:
         server.stop()
     fan = out["fanout"]
     fan["sustained"] = (fan["delivered_ratio"] or 0) >= 0.95
-    return {"server": kind, "encoding": "json", "subs": out["subs"], "rate": cfg.s10_rate, "lg": "node",
+    return {"server": kind, "encoding": encoding, "subs": out["subs"], "rate": cfg.s10_rate, "lg": "node",
             "connect_failures": 0, "lost_connections": 0, "fanout": fan, "rpc": out["rpc"]}
 
 

@@ -1,20 +1,27 @@
 // S10 with a load generator in Node (`ws`): paced fan-out and RPC against one running server.
 //
 //   node paced.cjs '{"kind": "ladder"|"node", "port": P, "pid": PID, "core": 0, "subs": 1000,
-//                   "rate": 20, "warmup": 1, "window": 4, "callers": 100, "rpcWindow": 2}'
+//                   "rate": 20, "warmup": 1, "window": 4, "callers": 100, "rpcWindow": 2,
+//                   "encoding": "json"|"msgpack"}'
 //
 // Prints one JSON line: {"fanout": {...}, "rpc": {...}}. bench/paced.py runs it (BENCH_LG=node)
 // beside the Python load generator: a Node client reads a WebSocket message for a fraction
 // of what the Python one spends, so the latencies it measures are more the server's own.
-// Ladder's clients speak JSON text frames as the browser client does (hello, sub, ack after
-// 32 frames or 1 s, pongs); Socket.IO's speak Engine.IO 4 over a raw WebSocket (open,
-// namespace connect, a join event with an ack, pongs), as in bench/lg/clients.py.
+// Ladder's clients speak JSON text frames as the browser client does, or with "encoding":
+// "msgpack" binary frames as the Python client does by default (@msgpack/msgpack; a batch is
+// maps one after the other) — hello, sub, ack after 32 frames or 1 s, pongs; Socket.IO's
+// speak Engine.IO 4 over a raw WebSocket (open, namespace connect, a join event with an ack,
+// pongs), as in bench/lg/clients.py.
 "use strict";
 
 const fs = require("fs");
 const WebSocket = require("ws");
+const { Decoder, Encoder } = require("@msgpack/msgpack");
 
 const cfg = JSON.parse(process.argv[2]);
+const MSGPACK = cfg.encoding === "msgpack";
+const decoder = new Decoder(); // one each, reused: as a client keeps its codec
+const encoder = new Encoder();
 const now = () => performance.now() / 1000; // seconds, this process's clock
 const PAD = "x".repeat(Math.max(0, 100 - JSON.stringify({ ts: 12345.678901234, n: 10000, pad: "" }).length));
 const payload = (n) => ({ ts: now(), n, pad: PAD });
@@ -43,42 +50,59 @@ class LadderClient {
       this.ws.on("open", () => this.send([{ t: "hello", v: 1 }]));
       this.ws.on("error", reject);
       this.welcome = resolve;
-      this.ws.on("message", (data) => this.frames(data.toString().split("\n").map((line) => JSON.parse(line))));
+      this.ws.on("message", MSGPACK ? (data) => this.binary(data) : (data) => this.message(data.toString()));
     });
   }
-  frames(frames) {
-    const control = [];
-    let t0 = 0;
-    for (const f of frames) {
-      if (f.s !== undefined) {
-        if (f.s <= this.lastS) continue;
-        this.lastS = f.s;
-        if (f.t === "pub") {
-          stats.delivered += 1;
-          if (this.sample) stats.lat.push((t0 || (t0 = now())) - f.d.ts);
-          if (cfg.spread) arrived(f.d, t0 || (t0 = now()));
-        } else if (f.t === "reply" || f.t === "err") {
-          const callback = this.waiting.get(f.re);
-          if (callback) {
-            this.waiting.delete(f.re);
-            callback(f.d);
-          }
-        }
-      } else if (f.t === "ping") {
-        control.push({ t: "pong" });
-      } else if (f.t === "welcome") {
-        this.welcome();
-      }
+  binary(data) {
+    this.t0 = 0;
+    this.pong = false;
+    for (const f of decoder.decodeMulti(data)) this.frame(f);
+    this.after();
+  }
+  // One WebSocket message: its frames one per line (most often one), read without building
+  // arrays of lines or frames, as lean as SioClient's reading of a packet.
+  message(text) {
+    this.t0 = 0;
+    this.pong = false;
+    let start = 0;
+    let nl;
+    while ((nl = text.indexOf("\n", start)) >= 0) {
+      this.frame(JSON.parse(text.slice(start, nl)));
+      start = nl + 1;
     }
+    this.frame(JSON.parse(start ? text.slice(start) : text));
+    this.after();
+  }
+  after() {
     const pending = this.lastS - this.ackedS;
-    if (pending >= 32 || (pending && control.length)) control.push(this.ack());
+    if (pending >= 32 || (pending && this.pong)) this.send(this.pong ? [{ t: "pong" }, this.ack()] : [this.ack()]);
+    else if (this.pong) this.send([{ t: "pong" }]);
     else if (pending && this.timer === null) {
       this.timer = setTimeout(() => {
         this.timer = null;
         if (this.lastS > this.ackedS) this.send([this.ack()]);
       }, 1000);
     }
-    if (control.length) this.send(control);
+  }
+  frame(f) {
+    const s = f.s;
+    if (s !== undefined) {
+      if (s <= this.lastS) return;
+      this.lastS = s;
+      if (f.t === "pub") {
+        stats.delivered += 1;
+        const t = this.t0 || (this.t0 = now());
+        if (this.sample) stats.lat.push(t - f.d.ts);
+        if (cfg.spread) arrived(f.d, t);
+      } else if (f.t === "reply" || f.t === "err") {
+        const callback = this.waiting.get(f.re);
+        if (callback) {
+          this.waiting.delete(f.re);
+          callback(f.d);
+        }
+      }
+    } else if (f.t === "ping") this.pong = true;
+    else if (f.t === "welcome") this.welcome();
   }
   ack() {
     if (this.timer !== null) clearTimeout(this.timer);
@@ -87,7 +111,13 @@ class LadderClient {
     return { t: "ack", s: this.lastS };
   }
   send(frames) {
-    this.ws.send(frames.map((f) => JSON.stringify(f)).join("\n"));
+    if (MSGPACK) {
+      this.ws.send(frames.length === 1 ? encoder.encode(frames[0]) : Buffer.concat(frames.map((f) => encoder.encode(f))));
+      return;
+    }
+    let text = JSON.stringify(frames[0]);
+    for (let i = 1; i < frames.length; i += 1) text += "\n" + JSON.stringify(frames[i]);
+    this.ws.send(text);
   }
   submit(frame, callback) {
     frame.i = this.nextI++;
