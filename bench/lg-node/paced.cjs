@@ -4,12 +4,16 @@
 //                   "rate": 20, "warmup": 1, "window": 4, "callers": 100, "rpcWindow": 2,
 //                   "encoding": "json"|"msgpack"}'
 //
+// "acks": false makes Ladder's clients never acknowledge (nor pong): not a client anyone
+// should write (the server's queue grows until the session is dropped), only a measure of
+// what the acknowledgements cost the generator and the server within a short window.
+//
 // Prints one JSON line: {"fanout": {...}, "rpc": {...}}. bench/paced.py runs it (BENCH_LG=node)
 // beside the Python load generator: a Node client reads a WebSocket message for a fraction
 // of what the Python one spends, so the latencies it measures are more the server's own.
 // Ladder's clients speak JSON text frames as the browser client does, or with "encoding":
 // "msgpack" binary frames as the Python client does by default (@msgpack/msgpack; a batch is
-// maps one after the other) — hello, sub, ack after 32 frames or 1 s, pongs; Socket.IO's
+// maps one after the other) — hello, sub, ack after 32 frames or 1 s of quiet, pongs; Socket.IO's
 // speak Engine.IO 4 over a raw WebSocket (open, namespace connect, a join event with an ack,
 // pongs), as in bench/lg/clients.py.
 "use strict";
@@ -74,15 +78,24 @@ class LadderClient {
     this.after();
   }
   after() {
+    if (cfg.acks === false) return; // measures what the acks cost (no client should do this)
     const pending = this.lastS - this.ackedS;
     if (pending >= 32 || (pending && this.pong)) this.send(this.pong ? [{ t: "pong" }, this.ack()] : [this.ack()]);
     else if (this.pong) this.send([{ t: "pong" }]);
-    else if (pending && this.timer === null) {
-      this.timer = setTimeout(() => {
-        this.timer = null;
-        if (this.lastS > this.ackedS) this.send([this.ack()]);
-      }, 1000);
+    else if (pending) {
+      this.heard = this.t0 || now();
+      if (this.timer === null) this.armAck(1000);
     }
+  }
+  // Once nothing was heard for 1 s (one timer; when it fires early it waits out the rest).
+  armAck(ms) {
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (this.lastS <= this.ackedS) return;
+      const left = 1000 - (now() - this.heard) * 1000;
+      if (left > 0) this.armAck(left);
+      else this.send([this.ack()]);
+    }, ms);
   }
   frame(f) {
     const s = f.s;

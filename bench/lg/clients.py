@@ -7,7 +7,8 @@ microseconds of Python), so the load generator speaks the protocols itself, on t
 
 * Ladder, WebSocket rung (``LadderWS``): hello / welcome, ``sub`` frames, ``emit`` and
   ``call``; acknowledges server frames like ``ladder.Client`` does: at once when 32 frames
-  are unacknowledged, otherwise by one timer 1 s after the first unacknowledged frame, and
+  are unacknowledged, otherwise once nothing was heard for 1 s (one timer, started by the
+  first unacknowledged frame, waiting out the rest of the quiet spell when it fires), and
   a pending ack rides with any message or pong written meanwhile; answers ``ping`` with
   ``pong``. Encoding msgpack (the Python client's default) or JSON.
 * Ladder, SSE rung (``LadderSSE``): the event stream down, ``POST /send`` up (acks by the
@@ -39,6 +40,7 @@ import orjson
 
 from .wire import ConnClosed, HTTPConn, WSConn
 
+monotonic = time.monotonic
 now = time.perf_counter
 _packb = msgpack.Packer(use_bin_type=True).pack
 def _new_unpacker() -> msgpack.Unpacker:
@@ -243,6 +245,8 @@ class _LadderSession(BaseClient):
         self.last_s = 0
         self.acked_s = 0
         self.ack_timer: asyncio.TimerHandle | None = None
+        self.heard = 0.0
+        """When the last batch arrived (``time.monotonic``): the ack timer waits for 1 s of quiet."""
         self.waiting: dict[int, Callback] = {}
         self.welcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.sid = ""
@@ -292,6 +296,7 @@ class _LadderSession(BaseClient):
             if stats.delivered >= stats.wake_at:
                 stats.wake.set()
         if not self.implicit_ack:
+            self.heard = monotonic()
             pending = self.last_s - self.acked_s
             if pending >= self.ACK_EVERY or (pending and control):
                 # At once past 32 frames; otherwise a pending ack rides with the pong.
@@ -317,7 +322,10 @@ class _LadderSession(BaseClient):
 
     def _ack_due(self) -> None:
         self.ack_timer = None
-        if self.alive and self.last_s > self.acked_s:
+        left = self.ACK_INTERVAL - (monotonic() - self.heard)
+        if left > 0:
+            self.ack_timer = asyncio.get_running_loop().call_later(left, self._ack_due)
+        elif self.alive and self.last_s > self.acked_s:
             self._send([self._ack()])
 
     def _send(self, frames: list[dict[str, Any]]) -> None:

@@ -149,6 +149,29 @@ async def test_a_slow_trickle_is_acknowledged_once_per_interval(server: FakeServ
         await client.close()
 
 
+@pytest.mark.parametrize("rung", ["websocket", "sse"])
+async def test_a_steady_stream_is_acknowledged_once_it_goes_quiet_not_every_interval(
+    server: FakeServer, rung: str
+) -> None:
+    """Ten frames a second for 2.5 s, with a 1 s interval: no ack while they keep coming
+    (the timer waits out the quiet spell), then one for all of them a second after the last."""
+    client = await connected(server, rung, ack_interval=1.0, ack_every=64)
+    events = client.events()
+    loop = asyncio.get_running_loop()
+    try:
+        for n in range(25):
+            server.push({"t": "push", "ev": str(n)})
+            await next_event(events, Push)
+            await asyncio.sleep(0.1)  # (the stimulus's pace, not a wait for something)
+        last = loop.time() - 0.1
+        assert server.ups("ack") == [], "nothing while the stream flows"
+        assert await server.next_write() == [{"t": "ack", "s": 25}]
+        assert loop.time() - last >= 0.9, "once quiet for the interval"
+        assert len(server.ups("ack")) == 1
+    finally:
+        await client.close()
+
+
 async def test_acks_go_at_once_after_ack_every_frames(server: FakeServer) -> None:
     client = await connected(server, "sse", ack_interval=60.0, ack_every=32)
     try:

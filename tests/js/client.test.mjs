@@ -447,7 +447,7 @@ describe("reliability", () => {
     await timedOut;
   });
 
-  test("acknowledges a stream 1 s after the first unacknowledged frame (one timer), or at once at 32", async () => {
+  test("acknowledges a stream once it has been quiet for 1 s, or at once at 32", async () => {
     const { client, clock, net } = setup({ transports: ["websocket"] });
     client.start();
     await settle();
@@ -459,10 +459,12 @@ describe("reliability", () => {
     assert.deepEqual(ws.wrote("ack"), [], "a lone frame is not acknowledged at once");
     await clock.advance(600);
     ws.receive([{ s: 2, t: "push", ev: "x" }]);
-    await clock.advance(399);
+    await clock.advance(400);
+    assert.deepEqual(ws.wrote("ack"), [], "1 s after the first frame, but only 400 ms after the second");
+    await clock.advance(599);
     assert.deepEqual(ws.wrote("ack"), []);
     await clock.advance(1);
-    assert.deepEqual(ws.wrote("ack"), [{ t: "ack", s: 2 }], "1 s after the first frame; the second did not move the timer");
+    assert.deepEqual(ws.wrote("ack"), [{ t: "ack", s: 2 }], "1 s after the last frame");
     await clock.advance(5000);
     assert.equal(ws.wrote("ack").length, 1, "nothing new: nothing sent");
 
@@ -505,6 +507,31 @@ describe("reliability", () => {
       [5500, 3],
       [7000, 4],
       [8500, 5],
+    ]);
+  });
+
+  test("a steady stream of 10 frames a second is acknowledged every 32 frames and once it goes quiet, not every second", async () => {
+    const { client, clock, net } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    /** When each ack was written, ms after the first frame. */
+    const at = [];
+    const start = clock.now();
+    const send = ws.send.bind(ws);
+    ws.send = (frames) => {
+      for (const frame of frames) if (frame.t === "ack") at.push([clock.now() - start, frame.s]);
+      return send(frames);
+    };
+    for (let s = 1; s <= 40; s++) {
+      ws.receive([{ s, t: "push", ev: "x" }]);
+      await clock.advance(100);
+    }
+    await clock.advance(2000);
+    assert.deepEqual(at, [
+      [3100, 32],
+      [4900, 40],
     ]);
   });
 

@@ -68,7 +68,7 @@ class ClientBase:
     _connected: asyncio.Future[None] | None
     _flushing: bool
     _ack_timer: asyncio.TimerHandle | None
-    """Fires ``ack_interval`` after the first frame not yet acknowledged arrived."""
+    """Started by the first unacknowledged frame; acks once nothing was heard for ``ack_interval``."""
     _ack_wanted: bool
     """The next flush must write an ack even with no message to carry it."""
     _last_rung: str | None

@@ -93,7 +93,7 @@ class Client(Calls):
             raises ``LadderError("queue_full")``.
         max_buffer: Publications buffered per subscription for ``async for``.
         ack_every: On WebSocket and SSE, acknowledge once this many frames are unacknowledged...
-        ack_interval: ...or this many seconds after the first of them arrived (polls carry
+        ack_interval: ...or once the stream has been quiet this many seconds (polls carry
             the ack in every request).
         remember: Start at the rung that worked last for this URL in this process.
         refresh_margin: Seconds before the credentials expire at which a callable ``token``
@@ -214,7 +214,7 @@ class Client(Calls):
         self._connected = None
         self._flushing = False
         self._ack_timer = None
-        """Fires ``ack_interval`` after the first frame not yet acknowledged arrived."""
+        """Started by the first unacknowledged frame; acks once nothing was heard for ``ack_interval``."""
         self._ack_wanted = False
         """The next flush must write an ack even with no message to carry it."""
         self._last_rung = None

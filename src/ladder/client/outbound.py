@@ -253,15 +253,24 @@ class Outbound(ClientBase):
             self._ack_wanted = True
 
     def _ack_received(self, conn: Transport) -> None:
-        """Frames were delivered: ack at once past ``ack_every``, else ~``ack_interval`` after
-        the first unacknowledged one (one timer, not one per frame), so a quiet subscriber
-        acks about once a second instead of once per message (protocol §3.4)."""
+        """Frames were delivered: ack at once past ``ack_every``, else once the stream has
+        been quiet for ``ack_interval`` (one timer, not one per frame: protocol §9.7)."""
         unacked = self.peer.inbox.applied - self.peer.acked_out
         decision = self.acking.received(unacked, self._ack_timer is not None, conn.implicit_ack)
         if decision == "now":
             self._ack_now()
         elif decision == "timer":
-            self._ack_timer = asyncio.get_running_loop().call_later(self.ack_interval, self._ack_now)
+            self._ack_timer = asyncio.get_running_loop().call_later(self.ack_interval, self._ack_quiet)
+
+    def _ack_quiet(self) -> None:
+        """The ack timer fired: ack if nothing was heard for ``ack_interval``, else wait out
+        the rest of that quiet spell."""
+        loop = asyncio.get_running_loop()
+        wait = self.acking.due((loop.time() - self._heard) * 1000)
+        if wait > 0:
+            self._ack_timer = loop.call_later(wait / 1000, self._ack_quiet)
+        else:
+            self._ack_now()
 
     def _ack_now(self) -> None:
         self._cancel_ack_timer()

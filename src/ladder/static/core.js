@@ -13,8 +13,10 @@
 // -- acking --------------------------------------------------------------------------------------
 
 /**
- * When to acknowledge the server's messages on a stream (protocol §3.4): at once when `every`
- * frames are unacknowledged, otherwise once, `interval` ms after the first unacknowledged one.
+ * When to acknowledge the server's messages on a stream (protocol §9.7): at once when `every`
+ * frames are unacknowledged, otherwise once the stream has been quiet for `interval` ms. One
+ * timer, started by the first unacknowledged frame and never moved: when it fires, `due` says
+ * how much of the quiet spell is left.
  */
 export class AckPolicy {
   /** @param {{every?: number, interval?: number}} [options] */
@@ -33,6 +35,16 @@ export class AckPolicy {
     if (implicit || unacked <= 0) return "none";
     if (unacked >= this.every) return "now";
     return timerRunning ? "none" : "timer";
+  }
+
+  /**
+   * The ack timer fired, the last frame having arrived `quiet` ms ago: ms still to wait (start
+   * the timer again for that long), or 0: acknowledge now.
+   * @param {{quiet: number}} args
+   * @returns {number}
+   */
+  due({ quiet }) {
+    return Math.max(0, this.interval - quiet);
   }
 }
 

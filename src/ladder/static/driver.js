@@ -59,7 +59,7 @@ import { Transport } from "./transport.js"; // for the types
  * @property {[number, number]} [pollInterval] short polling's fastest and slowest pace, ms (default [50, 2000])
  * @property {number} [maxQueue] messages kept while unacknowledged or offline (default 1000)
  * @property {number} [ackEvery] acknowledge at once when this many frames are unacknowledged (default 32)
- * @property {number} [ackInterval] ... otherwise this long after the first unacknowledged frame, ms (default 1000)
+ * @property {number} [ackInterval] ... otherwise once the stream has been quiet this long, ms (default 1000)
  * @property {number} [hiddenSlack] extra silence tolerated in a hidden tab, ms (default 60000)
  * @property {number} [refreshMargin] with a `token` function: refresh the credentials this long before they expire (halfway through for shorter ones), ms (default 60000)
  * @property {boolean} [remember] start from the rung that won last time in this tab (sessionStorage; default true)

@@ -38,11 +38,11 @@ export function onFrames(client, conn, frames) {
 }
 
 /**
- * Acknowledge a stream (protocol §3.4): at once when `ackEvery` frames are unacknowledged,
- * otherwise once, `ackInterval` ms after the first unacknowledged frame arrived (one timer,
- * started by that frame and not moved by later ones): frames arriving within that second
- * share one ack, and a frame after a quiet spell no longer costs a request of its own at
- * once. Polls need none: each GET carries `ack`.
+ * Acknowledge a stream (protocol §9.7): at once when `ackEvery` frames are unacknowledged,
+ * otherwise once the stream has been quiet for `ackInterval` ms (one timer, started by the
+ * first unacknowledged frame and not moved by later ones; when it fires it waits out the rest
+ * of the quiet spell): a steady stream is acknowledged every `ackEvery` frames, a lull once.
+ * Polls need none: each GET carries `ack`.
  * @param {Client} client
  * @param {Transport} conn
  */
@@ -55,13 +55,25 @@ export function maybeAck(client, conn) {
     const ack = client._takeAck();
     if (ack) client._control(conn, [ack]);
   } else if (decision === "timer") {
-    client._ackTimer = client._clock.setTimeout(() => {
-      client._ackTimer = null;
-      if (client._conn !== conn || client.state !== "connected") return;
-      const late = client._takeAck(1);
-      if (late) client._control(conn, [late]);
-    }, policy.interval);
+    armAck(client, conn, policy, policy.interval);
   }
+}
+
+/**
+ * @param {Client} client
+ * @param {Transport} conn
+ * @param {AckPolicy} policy
+ * @param {number} wait ms
+ */
+function armAck(client, conn, policy, wait) {
+  client._ackTimer = client._clock.setTimeout(() => {
+    client._ackTimer = null;
+    if (client._conn !== conn || client.state !== "connected") return;
+    const left = policy.due({ quiet: client._clock.now() - client._lastHeard });
+    if (left > 0) return armAck(client, conn, policy, left);
+    const late = client._takeAck(1);
+    if (late) client._control(conn, [late]);
+  }, wait);
 }
 
 /**
