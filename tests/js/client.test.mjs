@@ -483,25 +483,36 @@ describe("reliability", () => {
     assert.equal(ws.wrote("ack").length, 3, "and the timer is cancelled");
   });
 
-  test("a subscriber getting less than one message a second acknowledges a second late, not per message at once", async () => {
+  /**
+   * A connected WebSocket client fed frames 1..`count`, one every `gap` ms (after the gap, or
+   * before it with `gapFirst` false), then left alone for `after` ms: its acks, as [ms after
+   * the start, s].
+   * @param {{count: number, gap: number, gapFirst: boolean, after: number}} stream
+   */
+  async function acksOf({ count, gap, gapFirst, after }) {
     const { client, clock, net } = setup({ transports: ["websocket"] });
     client.start();
     await settle();
     const ws = net.last("websocket");
     ws.welcomeWith();
-    /** When each ack was written, ms. */
     const at = [];
+    const start = clock.now();
     const send = ws.send.bind(ws);
     ws.send = (frames) => {
-      for (const frame of frames) if (frame.t === "ack") at.push([clock.now(), frame.s]);
+      for (const frame of frames) if (frame.t === "ack") at.push([clock.now() - start, frame.s]);
       return send(frames);
     };
-    for (let s = 1; s <= 5; s++) {
-      await clock.advance(1500);
+    for (let s = 1; s <= count; s++) {
+      if (gapFirst) await clock.advance(gap);
       ws.receive([{ s, t: "push", ev: "x" }]);
+      if (!gapFirst) await clock.advance(gap);
     }
-    await clock.advance(1500);
-    assert.deepEqual(at, [
+    await clock.advance(after);
+    return at;
+  }
+
+  test("a subscriber getting less than one message a second acknowledges a second late, not per message at once", async () => {
+    assert.deepEqual(await acksOf({ count: 5, gap: 1500, gapFirst: true, after: 1500 }), [
       [2500, 1],
       [4000, 2],
       [5500, 3],
@@ -511,25 +522,7 @@ describe("reliability", () => {
   });
 
   test("a steady stream of 10 frames a second is acknowledged every 32 frames and once it goes quiet, not every second", async () => {
-    const { client, clock, net } = setup({ transports: ["websocket"] });
-    client.start();
-    await settle();
-    const ws = net.last("websocket");
-    ws.welcomeWith();
-    /** When each ack was written, ms after the first frame. */
-    const at = [];
-    const start = clock.now();
-    const send = ws.send.bind(ws);
-    ws.send = (frames) => {
-      for (const frame of frames) if (frame.t === "ack") at.push([clock.now() - start, frame.s]);
-      return send(frames);
-    };
-    for (let s = 1; s <= 40; s++) {
-      ws.receive([{ s, t: "push", ev: "x" }]);
-      await clock.advance(100);
-    }
-    await clock.advance(2000);
-    assert.deepEqual(at, [
+    assert.deepEqual(await acksOf({ count: 40, gap: 100, gapFirst: false, after: 2000 }), [
       [3100, 32],
       [4900, 40],
     ]);
