@@ -140,10 +140,20 @@ async def test_upstream_post_refusals(http: httpx.AsyncClient) -> None:
         403,
         "origin_not_allowed",
     )
-    assert error_of(await http.get("/send")) == (405, "method_not_allowed")
-    for method, endpoint in (("POST", "/health"), ("PUT", "/metrics"), ("POST", "/client.js"), ("DELETE", "/ws")):
+    wrong = await http.get("/send")
+    assert error_of(wrong) == (405, "method_not_allowed")
+    assert wrong.headers["allow"] == "POST, OPTIONS", "a 405 names the methods that work (RFC 9110)"
+    for method, endpoint, allow in (
+        ("POST", "/health", "GET, HEAD, OPTIONS"),
+        ("PUT", "/metrics", "GET, OPTIONS"),
+        ("POST", "/client.js", "GET, HEAD, OPTIONS"),
+        ("DELETE", "/ws", "GET, OPTIONS"),
+        ("POST", "/sse", "GET, OPTIONS"),
+    ):
         # (each was 404 "no endpoint", which a GET of it contradicts)
-        assert error_of(await http.request(method, endpoint)) == (405, "method_not_allowed"), endpoint
+        response = await http.request(method, endpoint)
+        assert error_of(response) == (405, "method_not_allowed"), endpoint
+        assert response.headers["allow"] == allow, endpoint
     assert error_of(await http.get("/teleport")) == (404, "not_found")
     # Valid and invalid frames in one body: the valid ones count, the others are reported.
     mixed = b'{"t":"bogus"}\n{"t":"call","i":1,"ev":"echo","d":5}\n{"t":"sub","i":2,"ch":7}'
