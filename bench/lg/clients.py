@@ -40,7 +40,6 @@ import orjson
 
 from .wire import ConnClosed, HTTPConn, WSConn
 
-monotonic = time.monotonic
 now = time.perf_counter
 _packb = msgpack.Packer(use_bin_type=True).pack
 def _new_unpacker() -> msgpack.Unpacker:
@@ -246,7 +245,7 @@ class _LadderSession(BaseClient):
         self.acked_s = 0
         self.ack_timer: asyncio.TimerHandle | None = None
         self.heard = 0.0
-        """When the last batch arrived (``time.monotonic``): the ack timer waits for 1 s of quiet."""
+        """When the last batch arrived (``now``): the ack timer waits for 1 s of quiet."""
         self.waiting: dict[int, Callback] = {}
         self.welcome: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.sid = ""
@@ -296,7 +295,7 @@ class _LadderSession(BaseClient):
             if stats.delivered >= stats.wake_at:
                 stats.wake.set()
         if not self.implicit_ack:
-            self.heard = monotonic()
+            self.heard = now()
             pending = self.last_s - self.acked_s
             if pending >= self.ACK_EVERY or (pending and control):
                 # At once past 32 frames; otherwise a pending ack rides with the pong.
@@ -322,7 +321,7 @@ class _LadderSession(BaseClient):
 
     def _ack_due(self) -> None:
         self.ack_timer = None
-        left = self.ACK_INTERVAL - (monotonic() - self.heard)
+        left = self.ACK_INTERVAL - (now() - self.heard)
         if left > 0:
             self.ack_timer = asyncio.get_running_loop().call_later(left, self._ack_due)
         elif self.alive and self.last_s > self.acked_s:

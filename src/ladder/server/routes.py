@@ -105,15 +105,15 @@ _ROUTES: dict[tuple[str, str], Any] = {
 }
 
 
-_METHODS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(_STATIC, ("GET", "HEAD", "OPTIONS")),
-    **{name: (method, "OPTIONS") for method, name in _ROUTES},
-    "ws": ("GET", "OPTIONS"),
-    "health": ("GET", "HEAD", "OPTIONS"),
-    "metrics": ("GET", "OPTIONS"),
+_ALLOW: dict[str, str] = {
+    **dict.fromkeys(_STATIC, "GET, HEAD, OPTIONS"),
+    **{name: f"{method}, OPTIONS" for method, name in _ROUTES},
+    "ws": "GET, OPTIONS",
+    "health": "GET, HEAD, OPTIONS",
+    "metrics": "GET, OPTIONS",
 }
 """Every endpoint and the methods it answers: another method on one of them is
-``method_not_allowed`` (with an ``Allow`` header, RFC 9110 §15.5.6), not ``not_found``."""
+``method_not_allowed`` (with this as its ``Allow`` header, RFC 9110 §15.5.6), not ``not_found``."""
 
 
 async def _http(node: Node, request: Request, receive: Receive, send: Send) -> None:
@@ -146,8 +146,8 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
         if route is None and endpoint == "ws" and request.method == "GET":
             raise NotUpgraded()
         if route is None:
-            if endpoint in _METHODS:
-                allow = ", ".join(_METHODS[endpoint])
+            if endpoint in _ALLOW:
+                allow = _ALLOW[endpoint]
                 raise LadderError("method_not_allowed", f"{request.method} is not allowed here: {allow}")
             raise LadderError("not_found", f"no endpoint {endpoint!r}")
         if not origin_allowed(allowed, request):
@@ -172,8 +172,8 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
                 headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
             if isinstance(exc, NotUpgraded):
                 headers.append((b"upgrade", b"websocket"))
-            if exc.code == "method_not_allowed" and request.endpoint in _METHODS:
-                headers.append((b"allow", ", ".join(_METHODS[request.endpoint]).encode()))
+            if exc.code == "method_not_allowed" and request.endpoint in _ALLOW:
+                headers.append((b"allow", _ALLOW[request.endpoint].encode()))
             if isinstance(exc, BodyNotRead):  # the rest of the body is not read
                 headers.append((b"connection", b"close"))
             await respond(send, exc.http_status, error_body(exc), headers=headers)
