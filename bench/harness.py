@@ -239,7 +239,8 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
         print("S10 paced fan-out (20 publications/s) and RPC", flush=True)
         for rep in range(cfg.reps):
             for kind, encoding in _rotate(tuple(paced.configs(servers.SERVERS)), rep):
-                rec = await guarded(f"S10 {kind}/{encoding} rep {rep}", paced.s10(cfg, kind, encoding), 120)
+                rec = await guarded(f"S10 {kind}/{encoding} rep {rep}", paced.s10(cfg, kind, encoding),
+                                    90 + cfg.s10_window + cfg.s10_rpc_window)
                 if rec is not None:
                     rec["rep"] = rep
                     print("      " + paced.summary(rec), flush=True)
@@ -277,6 +278,9 @@ def main() -> None:
     parser.add_argument("--s1-subscribe", action="store_true",
                         help="S1: each client subscribed to a channel (room) of its own")
     parser.add_argument("--s1-idle", type=float, default=None, help="S1: seconds of the idle window (default 15)")
+    parser.add_argument("--s10-window", type=float, default=None,
+                        help="S10: seconds of the fan-out window (default 16: it holds several of each "
+                             "subscriber's acks, which come every 3-6 s at 20 publications/s)")
     parser.add_argument("--s10-rpc-window", type=float, default=None,
                         help="S10: seconds of the RPC window (default 2; longer to judge a small change)")
     parser.add_argument("--s8-seconds", type=float, default=None, help="S8: seconds of churn per configuration")
@@ -316,6 +320,8 @@ def main() -> None:
         cfg.s8_clients = args.s8_clients
     if args.s8_seconds:
         cfg.s8_seconds = args.s8_seconds
+    if args.s10_window:
+        cfg.s10_window = args.s10_window
     if args.s10_rpc_window:
         cfg.s10_rpc_window = args.s10_rpc_window
     if args.s1_sizes:

@@ -89,7 +89,8 @@ class Config:
     s10_subs: int = 1000
     s10_rate: float = 20.0
     s10_callers: int = 100
-    s10_window: float = 4.0
+    s10_window: float = 16.0
+    """Long enough to hold several of each subscriber's acks (every 64-128 frames: 3-6 s)."""
     s10_rpc_window: float = 2.0
     s10_warmup: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)

@@ -13,7 +13,7 @@
 // of what the Python one spends, so the latencies it measures are more the server's own.
 // Ladder's clients speak JSON text frames as the browser client does, or with "encoding":
 // "msgpack" binary frames as the Python client does by default (@msgpack/msgpack; a batch is
-// maps one after the other) — hello, sub, ack after 32 frames or 1 s of quiet, pongs; Socket.IO's
+// maps one after the other) — hello, sub, ack after 64-128 frames or 1 s of quiet, pongs; Socket.IO's
 // speak Engine.IO 4 over a raw WebSocket (open, namespace connect, a join event with an ack,
 // pongs), as in bench/lg/clients.py.
 "use strict";
@@ -24,6 +24,9 @@ const { Decoder, Encoder } = require("@msgpack/msgpack");
 
 const cfg = JSON.parse(process.argv[2]);
 const MSGPACK = cfg.encoding === "msgpack";
+// The count of unacknowledged frames acked at once, drawn from [64, 128] as the clients draw
+// it (again after each such ack); the welcome's lim bounds never bind on 100 B frames.
+const drawAckAt = () => Math.ceil(64 + Math.random() * 64);
 const decoder = new Decoder(); // one each, reused: as a client keeps its codec
 const encoder = new Encoder();
 const now = () => performance.now() / 1000; // seconds, this process's clock
@@ -45,6 +48,7 @@ class LadderClient {
     this.nextI = 1;
     this.lastS = 0;
     this.ackedS = 0;
+    this.ackAt = drawAckAt();
     this.timer = null;
     this.waiting = new Map();
   }
@@ -80,7 +84,9 @@ class LadderClient {
   after() {
     if (cfg.acks === false) return; // measures what the acks cost (no client should do this)
     const pending = this.lastS - this.ackedS;
-    if (pending >= 32 || (pending && this.pong)) this.send(this.pong ? [{ t: "pong" }, this.ack()] : [this.ack()]);
+    const due = pending >= this.ackAt;
+    if (due) this.ackAt = drawAckAt();
+    if (due || (pending && this.pong)) this.send(this.pong ? [{ t: "pong" }, this.ack()] : [this.ack()]);
     else if (this.pong) this.send([{ t: "pong" }]);
     else if (pending) {
       this.heard = this.t0 || now();

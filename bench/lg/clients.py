@@ -6,8 +6,10 @@ microseconds of Python), so the load generator speaks the protocols itself, on t
 :mod:`lg.wire`, doing what the real clients do on the wire and nothing else:
 
 * Ladder, WebSocket rung (``LadderWS``): hello / welcome, ``sub`` frames, ``emit`` and
-  ``call``; acknowledges server frames like ``ladder.Client`` does: at once when 32 frames
-  are unacknowledged, otherwise once nothing was heard for 1 s (one timer, started by the
+  ``call``; acknowledges server frames like ``ladder.Client`` does: at once when the frames
+  unacknowledged reach a count drawn from 64 to 128 (drawn again after each such ack; the
+  bounds from the welcome's ``lim`` never bind on 100 B frames under the default limits),
+  otherwise once nothing was heard for 1 s (one timer, started by the
   first unacknowledged frame, waiting out the rest of the quiet spell when it fires), and
   a pending ack rides with any message or pong written meanwhile; answers ``ping`` with
   ``pong``. Encoding msgpack (the Python client's default) or JSON.
@@ -29,6 +31,8 @@ this process's ``perf_counter``: the publisher runs in the same process).
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import time
 from array import array
 from collections.abc import Callable
@@ -233,7 +237,7 @@ class BaseClient:
 class _LadderSession(BaseClient):
     """What every Ladder rung shares: message ids, the seq/ack bookkeeping, frame handling."""
 
-    ACK_EVERY = 32
+    ACK_EVERY = 128
     ACK_INTERVAL = 1.0
     pongs = True
     """Whether server pings get a pong (WebSocket; on SSE they are heartbeats only)."""
@@ -243,6 +247,7 @@ class _LadderSession(BaseClient):
         self.next_i = 1
         self.last_s = 0
         self.acked_s = 0
+        self.ack_at = self._draw()
         self.ack_timer: asyncio.TimerHandle | None = None
         self.heard = 0.0
         """When the last batch arrived (``now``): the ack timer waits for 1 s of quiet."""
@@ -297,8 +302,10 @@ class _LadderSession(BaseClient):
         if not self.implicit_ack:
             self.heard = now()
             pending = self.last_s - self.acked_s
-            if pending >= self.ACK_EVERY or (pending and control):
-                # At once past 32 frames; otherwise a pending ack rides with the pong.
+            if pending >= self.ack_at or (pending and control):
+                # At once at the drawn count; otherwise a pending ack rides with the pong.
+                if pending >= self.ack_at:
+                    self.ack_at = self._draw()
                 control.append(self._ack())
             elif pending and self.ack_timer is None:
                 self.ack_timer = asyncio.get_running_loop().call_later(self.ACK_INTERVAL, self._ack_due)
@@ -306,6 +313,10 @@ class _LadderSession(BaseClient):
             self._send(control)
 
     implicit_ack = False
+
+    def _draw(self) -> int:
+        """The next count acked at once: from [ACK_EVERY/2, ACK_EVERY], as the clients draw it."""
+        return math.ceil(self.ACK_EVERY / 2 + random.random() * self.ACK_EVERY / 2)
 
     def _cancel_ack_timer(self) -> None:
         if self.ack_timer is not None:

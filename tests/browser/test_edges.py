@@ -223,3 +223,39 @@ def test_a_token_function_is_refreshed_over_the_live_session(page: Page) -> None
     assert outcome["events"] == [] and outcome["same"], outcome
     assert outcome["echo"] == "ada" and not outcome["shared"], outcome
     assert 4 <= outcome["calls"] <= 8, outcome
+
+
+@pytest.mark.parametrize("rung", ["websocket", "sse"])
+def test_a_stream_the_servers_queue_cannot_hold_unacknowledged_keeps_the_session(page: Page, rung: str) -> None:
+    """A server keeping at most 16 unacknowledged frames or 1 MB: 100 small publications at
+    100 a second, then 20 of 300 kB at 50 a second. The client acked every 32 frames, past
+    both bounds, and was dropped as a slow consumer; it now acks before half of either fills
+    (``lim.queue``, ``lim.qbytes``)."""
+    port = free_port()
+    config = {"allowed_origins": [f"http://127.0.0.1:{port}"], "limits": {"max_queue": 16, "max_queue_bytes": 1_000_000}}
+    with LadderServer(config, port=port) as server:
+        open_page(page, server)
+        outcome: dict[str, Any] = page.evaluate(
+            """async (rung) => {
+                const client = ladder.connect(location.origin, { transports: [rung] });
+                await client.ready();
+                const first = client.sessionId;
+                const lost = [];
+                client.on("session_lost", (e) => lost.push(e.reason));
+                const got = [];
+                let done;
+                const all = new Promise((resolve) => (done = resolve));
+                const sub = client.subscribe("stream:feed", (pub) => { got.push(pub.data.n); if (got.length === 120) done(); });
+                await sub.ready();
+                await client.call("publish", { channel: "stream:feed", count: 100, interval: 0.01 }, { timeout: 20000 });
+                await client.call("publish", { channel: "stream:feed", count: 20, start: 100, pad: 300000, interval: 0.02 }, { timeout: 20000 });
+                await Promise.race([all, new Promise((resolve) => setTimeout(resolve, 20000))]);
+                const out = { got, lost, same: client.sessionId === first, transport: client.transport };
+                await client.close();
+                return out;
+            }""",
+            rung,
+        )
+    assert outcome["got"] == list(range(120)), f"{len(outcome['got'])} received"
+    assert outcome["lost"] == [] and outcome["same"], outcome["lost"]
+    assert outcome["transport"] == rung

@@ -9,6 +9,7 @@ are applied once and in order, like the real server, and acknowledged on the dow
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,7 @@ class FakeTransport(Transport):
         frames = await self.down.get()
         if frames is None or self.closed:
             raise TransportClosed(f"{self.name}: closed")
+        self.received += len(json.dumps(frames))  # (the bytes of the batch, as a stream counts them)
         return frames
 
     async def send(self, frames: list[Frame]) -> None:
@@ -83,6 +85,8 @@ class FakeServer:
         """How many of the next opens are refused (a bad node in a round-robin rotation)."""
         self.hellos: list[tuple[float, Frame]] = []
         """Every hello, with the loop time it arrived."""
+        self.lim: dict[str, int] | None = None
+        """The welcome's ``lim``, when a test sets one."""
 
     def welcome_for(self, hello: Frame) -> Frame:
         resumed = hello.get("sid") == f"s{self.sessions}"
@@ -101,6 +105,7 @@ class FakeServer:
             "hb": 20_000,
             "ttl": 120_000,
             "poll": 25_000,
+            **({"lim": self.lim} if self.lim is not None else {}),
         }
 
     @property

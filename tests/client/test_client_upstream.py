@@ -172,12 +172,42 @@ async def test_a_steady_stream_is_acknowledged_once_it_goes_quiet_not_every_inte
         await client.close()
 
 
-async def test_acks_go_at_once_after_ack_every_frames(server: FakeServer) -> None:
+async def test_acks_go_at_once_after_about_ack_every_frames(server: FakeServer) -> None:
+    """The count is drawn from [ack_every/2, ack_every]: 15 frames of ack_every=32 wait, 32 do not."""
     client = await connected(server, "sse", ack_interval=60.0, ack_every=32)
     try:
-        server.push(*({"t": "push", "ev": str(n)} for n in range(31)))
-        server.push({"t": "push", "ev": "32nd"})
-        assert await server.next_write() == [{"t": "ack", "s": 32}], "not at 31, not after 60 s"
+        server.push(*({"t": "push", "ev": str(n)} for n in range(15)))
+        server.push(*({"t": "push", "ev": str(n)} for n in range(17)))
+        assert await server.next_write() == [{"t": "ack", "s": 32}], "not at 15, not after 60 s"
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("rung", ["websocket", "sse"])
+async def test_acks_come_before_half_the_servers_queue_fills(server: FakeServer, rung: str) -> None:
+    """A server keeping 8 frames (``lim.queue``) gets an ack every 4; one keeping 100 kB
+    (``lim.qbytes``) an ack once 50 kB arrived, however few frames that is."""
+    server.lim = {"queue": 8, "qbytes": 100_000}
+    client = await connected(server, rung, ack_interval=60.0)
+    events = client.events()
+
+
+    async def acks(count: int) -> list[int]:
+        async with asyncio.timeout(5):
+            while len(server.ups("ack")) < count:
+                server.wrote.clear()
+                await server.wrote.wait()
+        return [ack["s"] for ack in server.ups("ack")]
+
+    try:
+        for n in range(8):
+            server.push({"t": "push", "ev": str(n)})
+            await next_event(events, Push)
+        assert await acks(2) == [4, 8]
+        server.push({"t": "push", "ev": "big", "d": "x" * 30_000})
+        await next_event(events, Push)
+        server.push({"t": "push", "ev": "big", "d": "x" * 30_000})
+        assert await acks(3) == [4, 8, 10], "two frames, 60 kB: at once"
     finally:
         await client.close()
 

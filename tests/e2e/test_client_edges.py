@@ -339,3 +339,44 @@ async def test_a_call_that_streams_to_its_caller_for_longer_than_the_queue_holds
                         break
             assert received == list(range(300))
             assert client.session_id == session and lost == []
+
+
+async def _stream_keeps_the_session(server: LadderServer, rung: str, count: int, pad: int, interval: float) -> None:
+    """Publish ``count`` messages of ``pad`` bytes, ``interval`` apart, to a subscriber on
+    ``rung``: it gets each once, in order, on the session it started with."""
+    async with Client(server.url, transports=[rung]) as client:
+        session = client.session_id
+        lost: list[Any] = []
+        client.on("session_lost", lost.append)
+        sub = client.subscribe("stream:feed")
+        await sub.ready()
+        call = {"channel": "stream:feed", "count": count, "pad": pad, "interval": interval, "background": True}
+        await client.call("publish", call, timeout=10)
+        received = []
+        async with asyncio.timeout(30):
+            async for pub in sub:
+                received.append(pub.data["n"])
+                if len(received) == count:
+                    break
+        assert received == list(range(count))
+        assert client.session_id == session and lost == [], f"{len(lost)} sessions lost as slow consumers"
+
+
+@pytest.mark.parametrize("rung", ["websocket", "sse"])
+async def test_a_stream_against_a_queue_smaller_than_the_ack_count_keeps_the_session(rung: str) -> None:
+    """A server keeping at most 16 unacknowledged frames, 100 publications at 100 a second:
+    clients acked every 32 frames, so the session was dropped as a slow consumer at every
+    17th frame (39 sessions lost in 10 s, and only 15 of 60 publications received). They now
+    ack before half the server's ``lim.queue`` fills."""
+    with LadderServer({"limits": {"max_queue": 16}}) as server:
+        await _stream_keeps_the_session(server, rung, count=100, pad=0, interval=0.01)
+
+
+@pytest.mark.parametrize("rung", ["websocket", "sse"])
+async def test_a_stream_of_large_publications_keeps_the_session(rung: str) -> None:
+    """300 kB publications, 50 a second, against the default 8 MiB of unacknowledged bytes per
+    session: 28 of them fill it, before the 32 frames that made an ack, and the stream never
+    goes quiet for the timer, so the session was dropped (twice in 60 publications). Clients
+    now ack once half the server's ``lim.qbytes`` arrived."""
+    with LadderServer() as server:
+        await _stream_keeps_the_session(server, rung, count=60, pad=300_000, interval=0.02)

@@ -107,9 +107,9 @@ class FakeTransport extends Transport {
     super.receive(this.unfetched.splice(0));
   }
 
-  receive(frames) {
+  receive(frames, size = 0) {
     if (this.paused) this.unfetched.push(...frames);
-    else super.receive(frames);
+    else super.receive(frames, size);
   }
 
   welcomed(welcome) {
@@ -447,7 +447,7 @@ describe("reliability", () => {
     await timedOut;
   });
 
-  test("acknowledges a stream once it has been quiet for 1 s, or at once at 32", async () => {
+  test("acknowledges a stream once it has been quiet for 1 s, or at once at the drawn count (64 of 128 here)", async () => {
     const { client, clock, net } = setup({ transports: ["websocket"] });
     client.start();
     await settle();
@@ -468,17 +468,17 @@ describe("reliability", () => {
     await clock.advance(5000);
     assert.equal(ws.wrote("ack").length, 1, "nothing new: nothing sent");
 
-    for (let s = 3; s <= 33; s++) ws.receive([{ s, t: "push", ev: "x" }]);
-    assert.equal(ws.wrote("ack").length, 1, "31 unacknowledged frames wait for the timer");
-    ws.receive([{ s: 34, t: "push", ev: "x" }]);
-    assert.deepEqual(ws.wrote("ack").at(-1), { t: "ack", s: 34 }, "32 unacknowledged: at once");
+    for (let s = 3; s <= 65; s++) ws.receive([{ s, t: "push", ev: "x" }]);
+    assert.equal(ws.wrote("ack").length, 1, "63 unacknowledged frames wait for the timer");
+    ws.receive([{ s: 66, t: "push", ev: "x" }]);
+    assert.deepEqual(ws.wrote("ack").at(-1), { t: "ack", s: 66 }, "64 unacknowledged: at once");
     await clock.advance(1000);
     assert.equal(ws.wrote("ack").length, 2, "the timer went with the ack");
 
-    ws.receive([{ s: 35, t: "push", ev: "x" }]);
+    ws.receive([{ s: 67, t: "push", ev: "x" }]);
     await clock.advance(500);
     ws.receive([{ t: "ping" }]);
-    assert.deepEqual(ws.sent.slice(-2), [{ t: "pong" }, { t: "ack", s: 35 }], "a pending ack rides with the pong");
+    assert.deepEqual(ws.sent.slice(-2), [{ t: "pong" }, { t: "ack", s: 67 }], "a pending ack rides with the pong");
     await clock.advance(1000);
     assert.equal(ws.wrote("ack").length, 3, "and the timer is cancelled");
   });
@@ -521,11 +521,28 @@ describe("reliability", () => {
     ]);
   });
 
-  test("a steady stream of 10 frames a second is acknowledged every 32 frames and once it goes quiet, not every second", async () => {
-    assert.deepEqual(await acksOf({ count: 40, gap: 100, gapFirst: false, after: 2000 }), [
-      [3100, 32],
-      [4900, 40],
+  test("a steady stream of 10 frames a second is acknowledged at the drawn count and once it goes quiet, not every second", async () => {
+    assert.deepEqual(await acksOf({ count: 100, gap: 100, gapFirst: false, after: 2000 }), [
+      [6300, 64],
+      [10900, 100],
     ]);
+  });
+
+  test("acks before half the server's queue fills: every 4 frames under lim.queue 8, and at half lim.qbytes in bytes", async () => {
+    const { client, net } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith({ lim: { frame: 65536, post: 1048576, subs: 512, queue: 8, qbytes: 1_000_000 } });
+    await settle();
+    for (let s = 1; s <= 9; s++) ws.receive([{ s, t: "push", ev: "x" }], 30);
+    assert.deepEqual(ws.wrote("ack"), [{ t: "ack", s: 4 }, { t: "ack", s: 8 }]);
+    ws.receive([{ s: 10, t: "push", ev: "x" }], 499_000);
+    assert.equal(ws.wrote("ack").length, 2, "below half the bytes: no ack yet");
+    ws.receive([{ s: 11, t: "push", ev: "x" }], 1_000);
+    assert.deepEqual(ws.wrote("ack").at(-1), { t: "ack", s: 11 }, "half of qbytes: at once");
+    ws.receive([{ s: 12, t: "push", ev: "x" }], 400_000);
+    assert.equal(ws.wrote("ack").length, 3, "the ack started the byte count again");
   });
 
   test("close() says bye and fails what waits", async () => {

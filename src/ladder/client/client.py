@@ -92,7 +92,10 @@ class Client(Calls):
         max_queue: Messages kept while unacknowledged or disconnected; past it sending
             raises ``LadderError("queue_full")``.
         max_buffer: Publications buffered per subscription for ``async for``.
-        ack_every: On WebSocket and SSE, acknowledge once this many frames are unacknowledged...
+        ack_every: On WebSocket and SSE, acknowledge once about this many frames are
+            unacknowledged (a count drawn from ``[ack_every/2, ack_every]``, so that the
+            subscribers of a channel do not all ack together; at most half the server's
+            ``lim.queue``, or half its ``lim.qbytes`` in bytes)...
         ack_interval: ...or once the stream has been quiet this many seconds (polls carry
             the ack in every request).
         remember: Start at the rung that worked last for this URL in this process.
@@ -124,7 +127,7 @@ class Client(Calls):
         poll_interval: tuple[float, float] = (0.05, 2.0),
         max_queue: int = 1000,
         max_buffer: int = 10_000,
-        ack_every: int = 32,
+        ack_every: int = 128,
         ack_interval: float = 1.0,
         remember: bool = True,
         refresh_margin: float = 60.0,

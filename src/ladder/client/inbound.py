@@ -103,10 +103,13 @@ class Inbound(Outbound):
         self._heard = loop.time()
         self._pinged = None
         self._watch(conn, self._heard + self._liveness(conn))
+        seen = conn.received
         try:
             while True:
                 frames = await conn.recv()
                 self._heard = loop.time()
+                self.peer.unacked_bytes += conn.received - seen
+                seen = conn.received
                 for frame in frames:
                     self._handle(frame, conn)
                 self._maybe_refresh()

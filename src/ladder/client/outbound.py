@@ -253,10 +253,17 @@ class Outbound(ClientBase):
             self._ack_wanted = True
 
     def _ack_received(self, conn: Transport) -> None:
-        """Frames were delivered: ack at once past ``ack_every``, else once the stream has
-        been quiet for ``ack_interval`` (one timer, not one per frame: protocol §9.7)."""
-        unacked = self.peer.inbox.applied - self.peer.acked_out
-        decision = self.acking.received(unacked, self._ack_timer is not None, conn.implicit_ack)
+        """Frames were delivered: ack at once past about ``ack_every`` (or half the server's
+        queue of frames or bytes), else once the stream has been quiet for ``ack_interval``
+        (one timer, not one per frame: protocol §9.7)."""
+        peer = self.peer
+        decision = self.acking.received(
+            peer.inbox.applied - peer.acked_out,
+            self._ack_timer is not None,
+            conn.implicit_ack,
+            peer.unacked_bytes,
+            random.random(),
+        )
         if decision == "now":
             self._ack_now()
         elif decision == "timer":

@@ -86,6 +86,7 @@ class Switching(Opening):
                 return False
             return True
 
+        self.acking.welcome(limits, random.random())
         moved = self.peer.welcome(welcome, keep=keep)
         new_session = moved is not None
         if moved is not None:

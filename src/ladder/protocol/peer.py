@@ -50,6 +50,8 @@ class PeerState:
         """Highest message id written on the current transport."""
         self.acked_out = 0
         """Highest server sequence number the server has been told we have."""
+        self.unacked_bytes = 0
+        """Bytes received since the last ack (or welcome): the server keeps them until acked."""
 
     # -- opening --------------------------------------------------------------------------
 
@@ -82,6 +84,7 @@ class PeerState:
         :attr:`carry`, filters them).
         """
         keep = keep or self.carry
+        self.unacked_bytes = 0
         if welcome.get("sid") == self.sid and welcome.get("resumed"):
             ack = int(welcome.get("ack", 0))
             if ack > self.outbox.last:
@@ -153,5 +156,6 @@ class PeerState:
         applied = self.inbox.applied
         if applied - self.acked_out >= every and applied > self.acked_out:
             self.acked_out = applied
+            self.unacked_bytes = 0
             return {"t": "ack", "s": applied}
         return None

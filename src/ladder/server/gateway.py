@@ -184,5 +184,6 @@ class Gateway:
                 "post": limits.max_post_size,
                 "subs": limits.max_subscriptions,
                 "queue": limits.max_queue,
+                "qbytes": limits.max_queue_bytes,
             },
         }

@@ -13,27 +13,50 @@
 // -- acking --------------------------------------------------------------------------------------
 
 /**
- * When to acknowledge the server's messages on a stream (protocol §9.7): at once when `every`
- * frames are unacknowledged, otherwise once the stream has been quiet for `interval` ms. One
- * timer, started by the first unacknowledged frame and never moved: when it fires, `due` says
- * how much of the quiet spell is left.
+ * When to acknowledge the server's messages on a stream (protocol §9.7): at once when the
+ * frames unacknowledged reach a count drawn from [every/2, every] (drawn again after each such
+ * ack: the subscribers of one channel do not all ack on the same publication), or half the
+ * server's `lim.queue`, or their bytes half its `lim.qbytes`; otherwise once the stream has
+ * been quiet for `interval` ms. One timer, started by the first unacknowledged frame and never
+ * moved: when it fires, `due` says how much of the quiet spell is left.
  */
 export class AckPolicy {
   /** @param {{every?: number, interval?: number}} [options] */
-  constructor({ every = 32, interval = 1000 } = {}) {
+  constructor({ every = 128, interval = 1000 } = {}) {
     this.every = every;
     this.interval = interval;
+    /** @type {number | null} half the server's `lim.queue` (null until a welcome says) */
+    this.maxFrames = null;
+    /** @type {number | null} half the server's `lim.qbytes` (null until a welcome says) */
+    this.maxBytes = null;
+    /** Unacknowledged frames at which the next ack goes at once. */
+    this.at = every;
   }
 
   /**
-   * Frames were delivered, `unacked` of them not yet acknowledged: "now" (send an ack),
-   * "timer" (start the ack timer) or "none". `implicit`: the transport acks by itself (polls).
-   * @param {{unacked: number, timerRunning: boolean, implicit?: boolean}} args
+   * A transport was welcomed with the server's limits `lim`: ack before half its queue of
+   * unacknowledged frames (`queue`) or bytes (`qbytes`) fills.
+   * @param {{lim: Record<string, any>, rand: number}} args
+   */
+  welcome({ lim, rand }) {
+    this.maxFrames = positive(lim.queue) ? Math.max(1, Math.floor(lim.queue / 2)) : null;
+    this.maxBytes = positive(lim.qbytes) ? Math.max(1, Math.floor(lim.qbytes / 2)) : null;
+    this._draw(rand);
+  }
+
+  /**
+   * Frames were delivered, `unacked` of them (`unackedBytes` bytes) not yet acknowledged:
+   * "now" (send an ack; the next count is drawn with `rand`), "timer" (start the ack timer) or
+   * "none". `implicit`: the transport acks by itself (polls).
+   * @param {{unacked: number, timerRunning: boolean, implicit?: boolean, unackedBytes?: number, rand?: number}} args
    * @returns {"now" | "timer" | "none"}
    */
-  received({ unacked, timerRunning, implicit = false }) {
+  received({ unacked, timerRunning, implicit = false, unackedBytes = 0, rand = 0.5 }) {
     if (implicit || unacked <= 0) return "none";
-    if (unacked >= this.every) return "now";
+    if (unacked >= this.at || (this.maxBytes !== null && unackedBytes >= this.maxBytes)) {
+      this._draw(rand);
+      return "now";
+    }
     return timerRunning ? "none" : "timer";
   }
 
@@ -46,7 +69,16 @@ export class AckPolicy {
   due({ quiet }) {
     return Math.max(0, this.interval - quiet);
   }
+
+  /** @param {number} rand */
+  _draw(rand) {
+    const at = Math.max(1, Math.ceil(this.every / 2 + (rand * this.every) / 2));
+    this.at = this.maxFrames === null ? at : Math.min(at, this.maxFrames);
+  }
 }
+
+/** @param {unknown} value @returns {value is number} */
+const positive = (value) => Number.isInteger(value) && /** @type {number} */ (value) > 0;
 
 // -- backoff -------------------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ import { Transport } from "./transport.js"; // for the types
  * @property {number} [probeMaxDelay] largest delay between probes, ms (default 30000)
  * @property {[number, number]} [pollInterval] short polling's fastest and slowest pace, ms (default [50, 2000])
  * @property {number} [maxQueue] messages kept while unacknowledged or offline (default 1000)
- * @property {number} [ackEvery] acknowledge at once when this many frames are unacknowledged (default 32)
+ * @property {number} [ackEvery] acknowledge at once when about this many frames are unacknowledged (a count drawn from [ackEvery/2, ackEvery]; default 128)
  * @property {number} [ackInterval] ... otherwise once the stream has been quiet this long, ms (default 1000)
  * @property {number} [hiddenSlack] extra silence tolerated in a hidden tab, ms (default 60000)
  * @property {number} [refreshMargin] with a `token` function: refresh the credentials this long before they expire (halfway through for shorter ones), ms (default 60000)
@@ -155,7 +155,7 @@ export class Client extends Emitter {
       probeDelay: options.probeDelay ?? 2000,
       probeMaxDelay: options.probeMaxDelay ?? 30_000,
       pollInterval: options.pollInterval ?? /** @type {[number, number]} */ ([50, 2000]),
-      ackEvery: options.ackEvery ?? 32,
+      ackEvery: options.ackEvery ?? 128,
       ackInterval: options.ackInterval ?? 1000,
       hiddenSlack: options.hiddenSlack ?? 60_000,
       refreshMargin: options.refreshMargin ?? 60_000,
@@ -534,6 +534,7 @@ export class Client extends Emitter {
 
   /** @type {Method<typeof inbound.onFrames>} */ _onFrames(...a) { return inbound.onFrames(this, ...a); }
   /** @type {Method<typeof inbound.maybeAck>} */ _maybeAck(...a) { return inbound.maybeAck(this, ...a); }
+  /** @type {Method<typeof inbound.ackPolicy>} */ _ackPolicy() { return inbound.ackPolicy(this); }
   /** @type {Method<typeof credentials.credentialsExpire>} */ _credentialsExpire(...a) { return credentials.credentialsExpire(this, ...a); }
   /** @type {Method<typeof credentials.maybeRefresh>} */ _maybeRefresh(...a) { return credentials.maybeRefresh(this, ...a); }
   /** @type {Method<typeof inbound.takeAck>} */ _takeAck(...a) { return inbound.takeAck(this, ...a); }

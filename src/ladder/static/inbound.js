@@ -20,10 +20,12 @@ const ackPolicies = new WeakMap();
  * @param {Client} client
  * @param {Transport} conn
  * @param {Frame[]} frames
+ * @param {number} [size] characters they came in (streams)
  */
-export function onFrames(client, conn, frames) {
+export function onFrames(client, conn, frames, size = 0) {
   if (conn !== client._conn) return;
   client._lastHeard = client._clock.now();
+  client.peer.unackedBytes += size;
   for (const frame of frames) {
     if (conn !== client._conn) return;
     try {
@@ -38,19 +40,35 @@ export function onFrames(client, conn, frames) {
 }
 
 /**
- * Acknowledge a stream (protocol §9.7): at once when `ackEvery` frames are unacknowledged,
- * otherwise once the stream has been quiet for `ackInterval` ms (one timer, started by the
- * first unacknowledged frame and not moved by later ones; when it fires it waits out the rest
- * of the quiet spell): a steady stream is acknowledged every `ackEvery` frames, a lull once.
- * Polls need none: each GET carries `ack`.
+ * The client's ack policy (the core's), made on first use with its options.
+ * @param {Client} client
+ * @returns {AckPolicy}
+ */
+export function ackPolicy(client) {
+  let policy = ackPolicies.get(client);
+  if (!policy) ackPolicies.set(client, (policy = new AckPolicy({ every: client.options.ackEvery, interval: client.options.ackInterval })));
+  return policy;
+}
+
+/**
+ * Acknowledge a stream (protocol §9.7): at once when the frames unacknowledged reach a count
+ * drawn from [`ackEvery`/2, `ackEvery`] (or half the server's `lim.queue`, or their bytes half
+ * its `lim.qbytes`), otherwise once the stream has been quiet for `ackInterval` ms (one timer,
+ * started by the first unacknowledged frame and not moved by later ones; when it fires it
+ * waits out the rest of the quiet spell). Polls need none: each GET carries `ack`.
  * @param {Client} client
  * @param {Transport} conn
  */
 export function maybeAck(client, conn) {
-  let policy = ackPolicies.get(client);
-  if (!policy) ackPolicies.set(client, (policy = new AckPolicy({ every: client.options.ackEvery, interval: client.options.ackInterval })));
-  const unacked = client.peer.inbox.applied - client.peer.ackedOut;
-  const decision = policy.received({ unacked, timerRunning: client._ackTimer !== null, implicit: conn.implicitAck });
+  const policy = ackPolicy(client);
+  const peer = client.peer;
+  const decision = policy.received({
+    unacked: peer.inbox.applied - peer.ackedOut,
+    timerRunning: client._ackTimer !== null,
+    implicit: conn.implicitAck,
+    unackedBytes: peer.unackedBytes,
+    rand: client._random(),
+  });
   if (decision === "now") {
     const ack = client._takeAck();
     if (ack) client._control(conn, [ack]);

@@ -30,6 +30,8 @@ export class PeerState {
     this.cursor = 0;
     /** Highest server sequence number the server has been told we have. */
     this.ackedOut = 0;
+    /** Bytes received since the last ack (or welcome): the server keeps them until acked. */
+    this.unackedBytes = 0;
   }
 
   /**
@@ -63,6 +65,7 @@ export class PeerState {
    * @returns {[number, number][] | null}
    */
   welcome(welcome, keep = carried) {
+    this.unackedBytes = 0;
     if (welcome.sid === this.sid && welcome.resumed) {
       const ack = Number(welcome.ack ?? 0);
       if (ack > this.outbox.last) {
@@ -173,6 +176,7 @@ export class PeerState {
     const applied = this.inbox.applied;
     if (applied > this.ackedOut && applied - this.ackedOut >= every) {
       this.ackedOut = applied;
+      this.unackedBytes = 0;
       return { t: "ack", s: applied };
     }
     return null;

@@ -58,7 +58,7 @@ export class SSETransport extends HttpTransport {
       }
       if (!this.welcome.t) this.greet(frames);
       else if (this._nonce !== null) this._verifying(frames);
-      else this.receive(frames);
+      else this.receive(frames, String(event.data).length);
     };
     source.onerror = () => {
       // EventSource would reconnect by itself; the client does that, on the rung it chooses.

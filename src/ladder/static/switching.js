@@ -41,6 +41,7 @@ export function adopt(client, conn, reason) {
     if (tooLarge) oversize.set(Number(frame.i), tooLarge); // queued before the limit was known
     return !tooLarge;
   };
+  client._ackPolicy().welcome({ lim: limits, rand: client._random() });
   try {
     moved = client.peer.welcome(welcome, keep);
   } catch (error) {
@@ -131,7 +132,7 @@ export function changed(client, old, rung, reason) {
 export function attach(client, conn) {
   client._armWatchdog(conn);
   conn.attach({
-    onframes: (frames) => client._onFrames(conn, frames),
+    onframes: (frames, size) => client._onFrames(conn, frames, size),
     onclose: (reason, error) => client._connClosed(conn, reason, error),
   });
 }

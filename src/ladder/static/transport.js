@@ -46,7 +46,7 @@ export class Endpoint {
 
 /**
  * @typedef {object} TransportHandlers
- * @property {(frames: Frame[]) => void} onframes every batch that arrives (possibly empty: a poll answered with nothing)
+ * @property {(frames: Frame[], size?: number) => void} onframes every batch that arrives (possibly empty: a poll answered with nothing) and its size in characters, when the transport counts it (streams)
  * @property {(reason: string, error: LadderError | null) => void} onclose the transport failed (called once; never after close())
  */
 
@@ -74,6 +74,8 @@ export class Transport {
     this.welcome = {};
     /** @type {Frame[]} */
     this.pending = [];
+    /** Characters of the messages whose frames are pending. */
+    this.pendingSize = 0;
     /** @type {TransportHandlers | null} */
     this.handlers = null;
     this.closed = false;
@@ -124,13 +126,15 @@ export class Transport {
   attach(handlers) {
     this.handlers = handlers;
     const pending = this.pending;
+    const size = this.pendingSize;
     this.pending = [];
+    this.pendingSize = 0;
     if (this.failure) {
-      handlers.onframes(pending);
+      handlers.onframes(pending, size);
       handlers.onclose(this.failure.reason, this.failure.error);
       return;
     }
-    handlers.onframes(pending);
+    handlers.onframes(pending, size);
     this.started();
   }
 
@@ -139,11 +143,16 @@ export class Transport {
 
   /**
    * @param {Frame[]} frames
+   * @param {number} [size] characters of the message they came in (streams: the server keeps
+   *   them until acknowledged, and the client acks before half its `lim.qbytes` fills)
    */
-  receive(frames) {
+  receive(frames, size = 0) {
     if (this.closed) return;
-    if (this.handlers) this.handlers.onframes(frames);
-    else this.pending.push(...frames);
+    if (this.handlers) this.handlers.onframes(frames, size);
+    else {
+      this.pending.push(...frames);
+      this.pendingSize += size;
+    }
   }
 
   /**

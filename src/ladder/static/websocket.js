@@ -52,7 +52,7 @@ export class WebSocketTransport extends Transport {
         this.greet(frames);
       } else {
         for (const frame of frames) if (frame.t === "err" && !("s" in frame)) this._refusal = errorOf(frame);
-        this.receive(frames);
+        this.receive(frames, event.data.length);
       }
     };
     ws.onclose = (event) => {

@@ -107,6 +107,9 @@ class Transport:
         self.welcome: Frame = {}
         self.pending: list[Frame] = []
         """Frames that arrived together with the welcome, returned by the first ``recv``."""
+        self.received = 0
+        """Bytes of frames read so far (streams: the server keeps them until acknowledged,
+        and the client acks before half its ``lim.qbytes`` fills)."""
         self._reader: asyncio.Task[object] | None = None
         self._interrupted: str | None = None
         self._interrupt_error: LadderError | None = None

@@ -83,6 +83,7 @@ class SSETransport(HttpTransport):
             head, sep, rest = self._buffer.rpartition(b"\n\n")
             if sep:
                 self._buffer = rest
+                self.received += len(head)
                 frames = self._parse(head)
                 if frames:
                     return frames

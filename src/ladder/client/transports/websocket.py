@@ -51,6 +51,7 @@ class WebSocketTransport(Transport):
             data = await self._ws.recv()
         except ConnectionClosed as exc:
             raise _closed(exc) from exc
+        self.received += len(data)
         frames: list[Frame] = self.endpoint.codec.decode(data)
         return frames
 
