@@ -323,35 +323,26 @@ async def test_a_call_that_streams_to_its_caller_for_longer_than_the_queue_holds
     time: the acks waited behind the call's POST for the whole 3 s, and the session was
     dropped as a slow consumer. A POST of acks and pings now goes at once."""
     with LadderServer({"limits": {"max_queue": 50}}) as server:
-        async with Client(server.url, transports=[rung]) as client:
-            session = client.session_id
-            lost: list[Any] = []
-            client.on("session_lost", lost.append)
-            sub = client.subscribe("stream:answer")
-            await sub.ready()
-            call = {"channel": "stream:answer", "count": 300, "interval": 0.01}
-            assert await client.call("publish", call, timeout=30) == {"published": 300}
-            received = []
-            async with asyncio.timeout(10):
-                async for pub in sub:
-                    received.append(pub.data["n"])
-                    if len(received) == 300:
-                        break
-            assert received == list(range(300))
-            assert client.session_id == session and lost == []
+        await _stream_keeps_the_session(server, rung, count=300, interval=0.01, answered_after=True)
 
 
-async def _stream_keeps_the_session(server: LadderServer, rung: str, count: int, pad: int, interval: float) -> None:
+async def _stream_keeps_the_session(
+    server: LadderServer, rung: str, count: int, interval: float, pad: int = 0, answered_after: bool = False
+) -> None:
     """Publish ``count`` messages of ``pad`` bytes, ``interval`` apart, to a subscriber on
-    ``rung``: it gets each once, in order, on the session it started with."""
+    ``rung`` (``answered_after``: the call that asks for them answers only once they are all
+    published): it gets each once, in order, on the session it started with."""
     async with Client(server.url, transports=[rung]) as client:
         session = client.session_id
         lost: list[Any] = []
         client.on("session_lost", lost.append)
         sub = client.subscribe("stream:feed")
         await sub.ready()
-        call = {"channel": "stream:feed", "count": count, "pad": pad, "interval": interval, "background": True}
-        await client.call("publish", call, timeout=10)
+        call = {"channel": "stream:feed", "count": count, "pad": pad, "interval": interval}
+        if answered_after:
+            assert await client.call("publish", call, timeout=30) == {"published": count}
+        else:
+            assert await client.call("publish", {**call, "background": True}, timeout=10) == {"started": True}
         received = []
         async with asyncio.timeout(30):
             async for pub in sub:
@@ -369,7 +360,7 @@ async def test_a_stream_against_a_queue_smaller_than_the_ack_count_keeps_the_ses
     17th frame (39 sessions lost in 10 s, and only 15 of 60 publications received). They now
     ack before half the server's ``lim.queue`` fills."""
     with LadderServer({"limits": {"max_queue": 16}}) as server:
-        await _stream_keeps_the_session(server, rung, count=100, pad=0, interval=0.01)
+        await _stream_keeps_the_session(server, rung, count=100, interval=0.01)
 
 
 @pytest.mark.parametrize("rung", ["websocket", "sse"])
