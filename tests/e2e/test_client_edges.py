@@ -327,7 +327,7 @@ async def test_a_call_that_streams_to_its_caller_for_longer_than_the_queue_holds
 
 
 async def _stream_keeps_the_session(
-    server: LadderServer, rung: str, count: int, interval: float, pad: int = 0, answered_after: bool = False
+    server: LadderServer, rung: str, *, count: int, interval: float, pad: int = 0, answered_after: bool = False
 ) -> None:
     """Publish ``count`` messages of ``pad`` bytes, ``interval`` apart, to a subscriber on
     ``rung`` (``answered_after``: the call that asks for them answers only once they are all
