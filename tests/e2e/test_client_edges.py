@@ -371,3 +371,13 @@ async def test_a_stream_of_large_publications_keeps_the_session(rung: str) -> No
     now ack once half the server's ``lim.qbytes`` arrived."""
     with LadderServer() as server:
         await _stream_keeps_the_session(server, rung, count=60, pad=300_000, interval=0.02)
+
+
+@pytest.mark.parametrize("rung", ["websocket", "sse"])
+async def test_publications_larger_than_the_servers_byte_bound_reach_a_subscriber_that_keeps_up(rung: str) -> None:
+    """Publications of 1.1 MB against ``max_queue_bytes`` of 1 MB, 0.3 s apart: each is the
+    only frame unacknowledged when it comes, and is delivered (the first one dropped every
+    subscriber as a slow consumer, whatever it did). (A frame that follows one before the
+    client's ack is back is past the bound: here the call is answered after the stream.)"""
+    with LadderServer({"limits": {"max_queue_bytes": 1_000_000}}) as server:
+        await _stream_keeps_the_session(server, rung, count=3, interval=0.3, pad=1_100_000, answered_after=True)

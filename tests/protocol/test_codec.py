@@ -26,6 +26,17 @@ def test_stamped_frames_decode_to_the_body_plus_seq(codec: object, value: object
     assert decoded == [{"s": seq, "t": "push", "ev": "e", "d": value}]
 
 
+@given(value=json_values | st.binary(min_size=1000, max_size=3000), seq=st.integers(1, 2**53 - 1))
+def test_a_frame_counts_no_more_bytes_than_a_client_receives_in_either_encoding(value: object, seq: int) -> None:
+    """The server bounds a session's unacknowledged bytes by ``size`` (``lim.qbytes``) and a
+    client acks by the bytes it receives: in JSON or msgpack, it must never receive fewer than
+    the server counted (it counted JSON, a third more than msgpack for bytes, and a client in
+    msgpack following the rule was dropped)."""
+    frame = out_frame({"t": "push", "ev": "e", "d": value})
+    for codec in (JSON, MSGPACK):
+        assert frame.size <= len(frame.encode(codec, seq))
+
+
 @given(value=json_values, offset=st.integers(1, 2**53 - 1), channel=st.text(min_size=1, max_size=30))
 def test_pub_frame_from_payload_equals_a_plainly_encoded_frame(
     value: object, offset: int, channel: str

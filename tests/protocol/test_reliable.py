@@ -49,3 +49,14 @@ def test_inbox_dedupes_and_reorders_within_the_window() -> None:
         box.offer(6, "f")
     assert caught.value.code == "too_far_ahead"
     assert box.offer(3, "c") == ["c", "d"] and box.applied == 4
+
+
+def test_an_item_larger_than_the_byte_bound_is_kept_when_it_is_the_only_one() -> None:
+    """One publication larger than ``max_queue_bytes`` reaches a subscriber that acked
+    everything (it dropped every subscriber); a second one while it is unacknowledged does not."""
+    box: Outbox[str] = Outbox(max_items=10, max_bytes=10)
+    assert box.push("big", 25) == 1
+    with pytest.raises(OutboxOverflow):
+        box.push("next", 1)
+    box.ack(1)
+    assert box.push("next", 1) == 2

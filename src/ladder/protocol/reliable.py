@@ -54,9 +54,12 @@ class Outbox(Generic[T]):
 
     def push(self, item: T, size: int = 0, *, bounded: bool = True) -> int:
         """Number and keep ``item``; raises :class:`OutboxOverflow` past the bounds
-        (``bounded=False``: kept anyway, for the few items the protocol itself must send)."""
+        (``bounded=False``: kept anyway, for the few items the protocol itself must send).
+        An item larger than ``max_bytes`` is kept when it is the only one: the bound is on
+        what piles up unacknowledged, and one large publication must not drop every
+        subscriber that reads it in time."""
         kept = self.last - self.acked
-        if bounded and (kept >= self.max_items or self.bytes + size > self.max_bytes):
+        if bounded and (kept >= self.max_items or (kept and self.bytes + size > self.max_bytes)):
             raise OutboxOverflow(f"{kept} unacknowledged items, {self.bytes} bytes")
         items = self._kept  # (two appends: no tuple made and dropped per item)
         items.append(item)

@@ -63,7 +63,9 @@ class Limits:
     max_queue: int = 10_000
     """Unacknowledged frames kept per session; past it the session is dropped (slow consumer)."""
     max_queue_bytes: int = 8 * 1024 * 1024
-    """Unacknowledged bytes kept per session; same policy."""
+    """Unacknowledged bytes kept per session (each frame counted as its smaller encoding;
+    a larger frame is kept when it is the only one); same policy. The welcome tells clients
+    both bounds (``lim.queue``, ``lim.qbytes``) and they ack before half of either fills."""
     inbox_window: int = 1024
     """How far ahead of the next expected client message id a message may arrive."""
     batch_frames: int = 512
