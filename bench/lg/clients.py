@@ -302,10 +302,11 @@ class _LadderSession(BaseClient):
         if not self.implicit_ack:
             self.heard = now()
             pending = self.last_s - self.acked_s
-            if pending >= self.ack_at or (pending and control):
+            due = pending >= self.ack_at
+            if due:
+                self.ack_at = self._draw()
+            if due or (pending and control):
                 # At once at the drawn count; otherwise a pending ack rides with the pong.
-                if pending >= self.ack_at:
-                    self.ack_at = self._draw()
                 control.append(self._ack())
             elif pending and self.ack_timer is None:
                 self.ack_timer = asyncio.get_running_loop().call_later(self.ACK_INTERVAL, self._ack_due)

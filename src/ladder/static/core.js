@@ -39,8 +39,8 @@ export class AckPolicy {
    * @param {{lim: Record<string, any>, rand: number}} args
    */
   welcome({ lim, rand }) {
-    this.maxFrames = positive(lim.queue) ? Math.max(1, Math.floor(lim.queue / 2)) : null;
-    this.maxBytes = positive(lim.qbytes) ? Math.max(1, Math.floor(lim.qbytes / 2)) : null;
+    this.maxFrames = half(lim.queue);
+    this.maxBytes = half(lim.qbytes);
     this._draw(rand);
   }
 
@@ -77,8 +77,12 @@ export class AckPolicy {
   }
 }
 
-/** @param {unknown} value @returns {value is number} */
-const positive = (value) => Number.isInteger(value) && /** @type {number} */ (value) > 0;
+/**
+ * Half a limit the welcome gave, or null when it gave none (or not a positive integer).
+ * @param {unknown} limit
+ * @returns {number | null}
+ */
+const half = (limit) => (Number.isInteger(limit) && /** @type {number} */ (limit) > 0 ? Math.max(1, Math.floor(/** @type {number} */ (limit) / 2)) : null);
 
 // -- backoff -------------------------------------------------------------------------------------
 
