@@ -3,7 +3,7 @@ that keeps sending while told to wait is found out."""
 
 from __future__ import annotations
 
-from ladder.server.ratelimit import Bucket, Rate
+from ladder.server.ratelimit import Bucket, Rate, told
 
 RATE = Rate(rate=20.0, burst=20.0)
 PATIENCE = 3.0
@@ -17,8 +17,8 @@ def test_a_client_that_waits_as_told_is_never_taken_for_a_flood() -> None:
     counted, whether or not the client had waited.)"""
     bucket, now = Bucket(RATE, 0.0), 0.0
     for message in range(1, 121):  # the burst, and a hundred on the way
-        told = bucket.take(RATE, now, message)
-    now += max(0.001, round(told, 3))  # it heard, and waits as told, then writes 21 again
+        wait = bucket.take(RATE, now, message)
+    now += told(wait)  # it heard, and waits as told, then writes 21 again
     applied, refused = 20, 0
     while now < 10.0:
         for message in (applied + 1, applied + 2):
@@ -26,7 +26,7 @@ def test_a_client_that_waits_as_told_is_never_taken_for_a_flood() -> None:
             if wait:
                 refused += 1
                 assert not bucket.abusive(RATE, now, PATIENCE), now
-                now += max(0.001, round(wait, 3))  # as the server tells it (inbound.py)
+                now += told(wait)  # as the server tells it (throttle.py)
                 break
             applied += 1
     assert refused > 100
@@ -56,3 +56,15 @@ def test_a_flood_that_stopped_long_enough_to_refill_is_forgiven() -> None:
         now += 0.001
         bucket.take(RATE, now)
     assert not bucket.abusive(RATE, now + PATIENCE, PATIENCE)
+
+
+def test_a_client_back_exactly_when_told_finds_its_token() -> None:
+    """At three a second the next token is a third of a second away: told to the nearest
+    millisecond (0.333) the client came back 0.3 ms early and was refused a second time."""
+    rate = Rate(rate=3.0, burst=1.0)
+    bucket = Bucket(rate, 0.0)
+    assert bucket.take(rate, 0.0, 1) == 0.0
+    wait = bucket.take(rate, 0.0, 2)
+    assert told(wait) == 0.334
+    assert bucket.take(rate, told(wait), 2) == 0.0
+    assert told(0.05) == 0.05 and told(0.0001) == 0.001  # whole ms stay whole; never 0

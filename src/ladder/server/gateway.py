@@ -3,7 +3,6 @@ request, hand in client frames, report refusals. Drivers import this, never the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
@@ -15,7 +14,7 @@ from .config import TRANSPORTS, Settings
 from .inbound import Inbound
 from .link import Link
 from .metrics import REASONS, Counters
-from .ratelimit import Limiter, Rate
+from .ratelimit import Limiter, Rate, told
 from .refusals import Refusals
 from .routing import Router
 from .session import Session
@@ -85,8 +84,8 @@ class Gateway:
         if address is not None:
             wait = self.address_limiter.take(address, self.settings.clock())
             if wait:
-                wait = math.ceil(wait * 1000) / 1000  # whole ms, rounded up: a wait under 0.5 ms is not 0.0
-                raise LadderError("rate_limited", "too many requests from this address", retry_after=wait)
+                raise LadderError("rate_limited", "too many requests from this address",
+                                  retry_after=told(wait))
 
     async def route(self, sid: str, token: str | None, *, stream: bool) -> Session:
         """The session a request names (see :meth:`Router.route`)."""

@@ -7,6 +7,7 @@ client gets as ``retry_after``. Time is passed in, like everywhere in the core.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -22,9 +23,16 @@ class Rate:
         return self.rate > 0
 
 
+def told(wait: float) -> float:
+    """``wait`` as a client is told it (``retry_after``): whole milliseconds, rounded up and
+    at least one, so a client that waits exactly that finds its token there (rounded to
+    the nearest, a third of a second was told as 0.333 and refused again at its return)."""
+    return max(0.001, math.ceil(wait * 1000 - 1e-9) / 1000)
+
+
 TOLD_SLACK = 0.002
 """Seconds a message may arrive before the time its client was told to wait for and still
-count as having waited (``retry_after`` is rounded to the millisecond; timers fire early)."""
+count as having waited (timers fire early)."""
 
 
 class Bucket:

@@ -12,7 +12,7 @@ from ..protocol.errors import LadderError
 from ..protocol.frames import ClientFrame, Numbered
 from ..protocol.session import Phase
 from .config import Settings
-from .ratelimit import Bucket, Rate
+from .ratelimit import Bucket, Rate, told
 from .refusals import Refusals
 from .session import Session
 from .sessions import SessionTable
@@ -129,4 +129,4 @@ class Throttle:
             self.refused(transport, flooding, session=session)
             self.sessions.close(session, flooding)
             return None
-        return max(0.001, round(wait, 3))
+        return told(wait)
