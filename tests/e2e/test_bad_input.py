@@ -155,6 +155,10 @@ async def test_upstream_post_refusals(http: httpx.AsyncClient) -> None:
         assert error_of(response) == (405, "method_not_allowed"), endpoint
         assert response.headers["allow"] == allow, endpoint
     assert error_of(await http.get("/teleport")) == (404, "not_found")
+    # (a preflight of it was 403 "a CORS preflight without an Origin header", of a path
+    # that is not there whatever the origin)
+    assert error_of(await http.options("/teleport")) == (404, "not_found")
+    assert error_of(await http.options("/teleport", headers=FOREIGN)) == (404, "not_found")
     # Valid and invalid frames in one body: the valid ones count, the others are reported.
     mixed = b'{"t":"bogus"}\n{"t":"call","i":1,"ev":"echo","d":5}\n{"t":"sub","i":2,"ch":7}'
     response = await post("/send", params=sid, headers=auth, content=mixed)

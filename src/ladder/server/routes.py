@@ -128,6 +128,8 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
     try:
         endpoint = request.endpoint
         if request.method == "OPTIONS":
+            if endpoint not in _ALLOW:  # (not "origin not allowed": no origin makes it exist)
+                raise LadderError("not_found", f"no endpoint {endpoint!r}")
             await _preflight(allowed, request, tracked)
             return
         if endpoint in _STATIC and request.method in ("GET", "HEAD"):
