@@ -173,6 +173,20 @@ def test_slow_consumer_overflow_and_close_tells_every_transport() -> None:
     assert a.closed and s.phase is Phase.CLOSED
 
 
+def test_unsequenced_frames_a_client_does_not_read_are_bounded_and_its_bye_still_goes() -> None:
+    """Errors and pongs wait on the transport until written; a client that reads nothing
+    while sending junk (no message rate to end it) had them pile up without bound."""
+    s = SessionState("s", "t", 0.0, LIMITS)
+    a = s.attach("websocket", streaming=True, ack=0, now=0.0)
+    s.take(a, 0.0)  # (the welcome)
+    for n in range(LIMITS.max_queue * 3):
+        s.send_control({"t": "err", "code": "unknown_frame", "n": n})
+    s.close(LadderError("rate_limited", "persistent flooding"))
+    control, _ = s.take(a, 1.0)
+    assert [c.get("n") for c in control[:-1]] == list(range(LIMITS.max_queue))
+    assert control[-1]["t"] == "bye" and control[-1]["code"] == "rate_limited"
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_the_active_attachment_is_always_the_newest_open_one(seed: int) -> None:
     """``active`` and ``done`` are fields kept beside ``attachments`` and ``inbox.done``

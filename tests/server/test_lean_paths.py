@@ -22,6 +22,7 @@ from ladder.protocol.errors import LadderError
 from ladder.protocol.outframes import error_frame, reply_frame
 from ladder.protocol.reliable import Outbox
 from ladder.protocol.session import SessionState
+from ladder.server import reading
 from ladder.server.applied import encode_answer
 from ladder.server.dispatch import Dispatch
 from ladder.server.flusher import Flusher, flusher_of
@@ -60,6 +61,9 @@ class FakeTransport:
 
     def resume_reading(self) -> None:
         self.reading.append("resume")
+
+    def abort(self) -> None:
+        self.reading.append("abort")
 
 
 class FailingTransport(FakeTransport):
@@ -920,3 +924,53 @@ async def test_a_plain_handler_that_fails_is_answered_at_once_and_the_next_call_
     assert answers == [("err", 1, "handler_error"), ("err", 2, "forbidden"), ("reply", 3, 3)]
     assert "handler failed for Call" in caplog.text and "RuntimeError: a bug" in caplog.text
     assert not said.conn.closing
+
+
+async def test_a_connection_read_past_its_slice_waits_for_the_next_loop_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libuv reads a busy socket up to 32 times per wake-up: a client writing junk as fast as
+    TCP let it (each batch decoded to be refused) held every other connection for ~200 ms
+    at a time. Past READ_SLICE bytes a connection is not read again until the next turn."""
+    hub = make_hub(limits=Limits(message_rate=0))
+    await hub.start()
+    said = await _Said.hello(hub, monkeypatch)
+    junk = _client_frame(0x1, b"\n".join([b'{"t":"nope"}'] * 3000))  # 39 kB, 64 refused
+    read = len(_client_frame(0x1, b'{"t":"hello","v":1}'))
+    while read + len(junk) < reading.READ_SLICE:
+        said.conn.data_received(junk)
+        read += len(junk)
+    assert said.transport.reading == []
+    said.conn.data_received(junk)
+    assert said.transport.reading == ["pause"], "past the slice: the others are read first"
+    await asyncio.sleep(0)
+    assert said.transport.reading == ["pause", "resume"]
+
+
+async def test_a_connection_whose_session_ended_unread_is_no_longer_read_then_cut_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A session ended (here by the server; a flood or a slow consumer alike) while its
+    socket takes nothing: the bye waits behind what the client has not read. Its client's
+    bytes were still read and decoded (a flooder that read nothing kept the server busy
+    forever, never closed); now reading stops and the connection is cut off after
+    BYE_WAIT unless the client reads up to its bye."""
+    monkeypatch.setattr(reading, "BYE_WAIT", 0.01)
+    hub = make_hub()
+    await hub.start()
+    said = await _Said.hello(hub, monkeypatch)
+    cut_off = asyncio.Event()
+    abort = said.transport.abort
+    monkeypatch.setattr(said.transport, "abort", lambda: (abort(), cut_off.set()))
+    said.conn.pause_writing()  # the client reads nothing: the socket is full
+    link = said.conn.link
+    assert link is not None
+    assert await hub.disconnect(link.session.sid)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert said.transport.reading == ["pause"], "ended: what it sends is not read"
+    said.conn.data_received(_client_frame(0x1, b'{"t":"nope"}'))  # (bytes read before the pause)
+    assert said.transport.reading == ["pause"]
+    async with asyncio.timeout(5):
+        await cut_off.wait()
+    assert said.transport.reading == ["pause", "abort"]

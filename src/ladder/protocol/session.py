@@ -219,9 +219,17 @@ class SessionState:
         return seq
 
     def send_control(self, body: dict[str, Any], att: Attachment | None = None) -> None:
-        """Queue an unsequenced frame (pong, error) on ``att``, or on the active transport."""
+        """Queue an unsequenced frame (pong, error) on ``att``, or on the active transport.
+
+        At most ``max_queue`` wait on one transport: past it the client is not reading what
+        it is sent (a flood of junk, with no message rate to end it, answered frame by frame
+        into a socket nobody read grew without bound), and more are dropped, as they would
+        be with its connection."""
         target = att or self.active
         if target is not None and not target.closed:
+            waiting = target.control
+            if waiting is not None and len(waiting) >= self.limits.max_queue:
+                return
             target.queue(body)
             target.wake()
         elif att is None:

@@ -61,7 +61,9 @@ class Limits:
     max_sessions: int = 100_000
     """Sessions this process holds at once (live or waiting to be resumed)."""
     max_queue: int = 10_000
-    """Unacknowledged frames kept per session; past it the session is dropped (slow consumer)."""
+    """Unacknowledged frames kept per session; past it the session is dropped (slow consumer).
+    Also the most unsequenced frames (errors, pongs) waiting on one transport: past it the
+    client is not reading them, and more are dropped."""
     max_queue_bytes: int = 8 * 1024 * 1024
     """Unacknowledged bytes kept per session (each frame counted as its smaller encoding;
     a larger frame is kept when it is the only one); same policy. The welcome tells clients

@@ -35,6 +35,7 @@ from .gateway import Gateway
 from .http import Request
 from .hub import Ladder, gateway_of
 from .link import Link, encode_batch
+from .reading import BACKLOG, ENDING, ReadGate
 from .rfc6455 import (
     INVALID_UTF8,
     FrameReader,
@@ -47,7 +48,6 @@ from .rfc6455 import (
 from .websocket import apply_frames, apply_message, decode_message, open_link, to_queue
 
 log = logging.getLogger("ladder")
-
 
 class NativeWebSocket(asyncio.Protocol):
     """A uvicorn WebSocket protocol serving ``hub`` at ``path`` (set by ``ladder serve``)."""
@@ -81,6 +81,7 @@ class NativeWebSocket(asyncio.Protocol):
         self.app_state = app_state
         self.ws: HandshakeProtocol | None = None  # (the upgrade's protocol, until it is done)
         self.reader: FrameReader | None = None  # (the client's frames, once the socket is open)
+        self.gate: ReadGate | None = None  # (why it is not read, once the socket is open)
         self.gateway: Gateway | None = None
         self.request: Request | None = None
         self.inbox: deque[tuple[bytes, Codec] | list[ClientFrame]] | None = None
@@ -90,7 +91,6 @@ class NativeWebSocket(asyncio.Protocol):
         self.max_queued = self.hub.limits.max_post_size if self.hub is not None else 0
         self.applier: asyncio.Task[None] | None = None
         self.hello_timer: asyncio.TimerHandle | None = None
-        self.frame_timer: asyncio.TimerHandle | None = None
         self.handed: asyncio.Protocol | None = None  # (uvicorn's, for a path not Ladder's)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -116,7 +116,9 @@ class NativeWebSocket(asyncio.Protocol):
             if self.woken:  # (a reply, an ack: written now, in this turn, not by the flusher)
                 self.woken = False
                 flush_guarded(self)
-        self._time_message()
+        gate = self.gate
+        if gate is not None:
+            gate.read(len(data), reader.in_message and not self.closing)
 
     def eof_received(self) -> bool | None:
         if self.handed is not None:
@@ -179,6 +181,7 @@ class NativeWebSocket(asyncio.Protocol):
             gateway.refused("websocket", ws.refused, client=request.who, origin=request.origin)
             return
         reader = self.reader = FrameReader(hub.limits.max_frame_size, ws)
+        self.gate = ReadGate(self.transport, self.loop, hub.limits.frame_timeout, self._stalled)
         self.ws = None
         # Every write goes to the socket at once (uvloop would hold a turn's writes until
         # the turn ends); what the socket does not take pauses the writer, and the session's
@@ -192,16 +195,6 @@ class NativeWebSocket(asyncio.Protocol):
     def _no_hello(self) -> None:
         if self.link is None:
             self._refuse(LadderError("bad_request", "no hello frame in time"))
-
-    def _time_message(self) -> None:
-        """A message that has begun must arrive whole within ``frame_timeout``."""
-        if self.reader is None or not self.reader.in_message:
-            if self.frame_timer is not None:
-                self.frame_timer.cancel()
-                self.frame_timer = None
-        elif self.frame_timer is None and not self.closing:
-            assert self.hub is not None
-            self.frame_timer = self.loop.call_later(self.hub.limits.frame_timeout, self._stalled)
 
     def _stalled(self) -> None:
         assert self.hub is not None
@@ -261,8 +254,8 @@ class NativeWebSocket(asyncio.Protocol):
             self.inbox = deque()
         self.inbox.append(item)
         self.queued += size  # past what one POST may hold, TCP holds the client back (not read
-        if self.queued > self.max_queued and self.transport is not None:  # until all is applied)
-            self.transport.pause_reading()
+        if self.queued > self.max_queued and self.gate is not None:  # until all is applied)
+            self.gate.hold(BACKLOG)
 
     async def _apply(self) -> None:
         """Apply queued client messages in order; exists only while there are some."""
@@ -287,9 +280,9 @@ class NativeWebSocket(asyncio.Protocol):
             self.applier = None
             if not self.inbox:  # (apply_message took the rest)
                 self.inbox = None
-            if self.queued > self.max_queued and self.transport is not None and not self.closing:
-                self.transport.resume_reading()
             self.queued = 0
+            if self.gate is not None:
+                self.gate.release(BACKLOG)
 
     async def _open(self, data: bytes, codec: Codec) -> None:
         gateway, request = self.gateway, self.request
@@ -349,8 +342,11 @@ class NativeWebSocket(asyncio.Protocol):
             if not link.more(frames):
                 break
         att = link.att
-        if att.closed and not self.paused:
-            self._close(att.close_error or link.state.close_error)
+        if att.closed:
+            if not self.paused:
+                self._close(att.close_error or link.state.close_error)
+            elif self.gate is not None:  # (a slow consumer, a flood)
+                self.gate.end(self._abort)
 
     def _write_out(self) -> None:
         transport = self.transport
@@ -380,6 +376,8 @@ class NativeWebSocket(asyncio.Protocol):
         self.closing = True
         self.inbox = None  # nothing more is applied from a connection being closed
         self._stop_timers()
+        if self.gate is not None:
+            self.gate.release(ENDING)  # (its answer to the close is read)
         if self.reader is not None:
             self.reader.close(code, reason[:120])
             self._write_out()
@@ -389,9 +387,10 @@ class NativeWebSocket(asyncio.Protocol):
             self.loop.call_later(1.0, self._abort)  # if the client never answers the close
 
     def _stop_timers(self) -> None:
-        for timer in (self.hello_timer, self.frame_timer):
-            if timer is not None:
-                timer.cancel()
+        if self.hello_timer is not None:
+            self.hello_timer.cancel()
+        if self.gate is not None:
+            self.gate.read(0, False)  # (its message timer: cancelled)
 
     def _abort(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
