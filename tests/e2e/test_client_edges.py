@@ -299,6 +299,24 @@ async def test_a_request_of_a_client_never_connected_times_out_naming_connect() 
     await client.close()
 
 
+async def test_a_flush_waiting_when_the_client_closes_and_one_after_fail_closed() -> None:
+    """Nothing acknowledges a closed client's messages: a flush waiting at close() waited
+    for good, and one called after close() too (or timed out), where every other request
+    fails ``closed`` at once."""
+    client = Client(f"http://127.0.0.1:{free_port()}")
+    await client.emit("later", 1)  # queued for a connect() that never comes
+    waiting = asyncio.ensure_future(client.flush())
+    await asyncio.sleep(0)
+    await client.close()
+    async with asyncio.timeout(5):
+        with pytest.raises(LadderError) as closed:
+            await waiting
+        assert closed.value.code == "closed"
+        with pytest.raises(LadderError) as after:
+            await client.flush()
+        assert after.value.code == "closed"
+
+
 async def test_closing_a_client_whose_token_refresh_is_on_its_way_logs_no_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -295,6 +295,10 @@ class Client(Calls):
         for callback in list(self._waiting.values()):
             callback({"t": "err", **error.body()})
         self._waiting.clear()
+        for waiter in self._drained:  # (a flush waiting: what it waits for will not come)
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._drained.clear()
         for sub in self._subs.values():
             sub.end()
         if self._connected is not None and not self._connected.done():

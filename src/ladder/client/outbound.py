@@ -33,6 +33,8 @@ class Outbound(ClientBase):
         A pending ack of ours goes out at once too, rather than when its timer fires. Raises
         the built-in ``TimeoutError`` after ``timeout`` seconds (the messages stay queued).
         """
+        if self.state == "closed":  # (it waited for good: nothing will acknowledge them now)
+            raise self._fatal or LadderError("closed", "this client was closed")
         conn = self._conn
         if (
             conn is not None
