@@ -84,6 +84,32 @@ async def test_every_rung_through_the_load_balancer_exactly_once(
     assert forwarded > 10, "no affinity: HTTP requests landed on nodes that did not hold the session"
 
 
+@pytest.mark.parametrize("balancer", BALANCERS)
+async def test_a_publication_crosses_the_balancer_on_sse_as_it_is_made(
+    deployment: Deployment, balancer: str
+) -> None:
+    """One publication at a time to an SSE subscriber through the balancer: each must pass
+    as it is written. HAProxy held every event about 200 ms (it sends a chunked response
+    with MSG_MORE, waiting for more, unless ``option http-no-delay``), where a node direct
+    or nginx took 2-5 ms: not "unbuffered" for a chat."""
+    url, tls = deployment.entry(balancer)
+    channel = f"latency:{balancer}"
+    async with Client(url, transports=["sse"], ssl_context=tls) as client, Client(
+        deployment.direct(0), transports=["websocket"]
+    ) as admin:
+        sub = client.subscribe(channel)
+        await sub.ready()
+        took = []
+        for _ in range(15):
+            started = time.perf_counter()
+            await admin.call("publish", {"channel": channel, "count": 1, "interval": 0})
+            await take(sub, 1)
+            took.append(time.perf_counter() - started)
+    took.sort()
+    report(f"{balancer}: one publication to SSE, median {took[7] * 1000:.1f} ms, slowest {took[-1] * 1000:.1f} ms")
+    assert took[7] < 0.1, f"{balancer} holds SSE events: median {took[7] * 1000:.0f} ms (2-5 ms without)"
+
+
 async def idle_websocket(url: str, tls: ssl.SSLContext | None, origin: str) -> float:
     """Open a WebSocket, say nothing, and return when the server's heartbeat ping arrived."""
     ws_url = url.replace("http", "ws", 1) + "/ws"
