@@ -29,7 +29,7 @@ from .server.hub import Ladder
 from .server.logs import RedactTokens
 from .server.native import NativeWebSocket
 from .server.serving import AsgiWebSocket, GracefulServer, HeaderTimeoutHttp
-from .server.workers import Supervisor, bind, worker_socket, worker_socket_spec
+from .server.workers import Supervisor, bind, listen_failed, worker_socket, worker_socket_spec
 
 GC_THRESHOLD = 50_000
 """``--gc-threshold``'s default: see :func:`tune_collector`."""
@@ -182,16 +182,15 @@ def run(app: Any, args: argparse.Namespace) -> None:
         try:
             sock = bind(args.host, args.port, reuse_port=False)
         except OSError as exc:
-            raise SystemExit(
-                f"ladder {args.command}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-                " (is another server, or another demo, running there? stop it, or pass --port N)"
-            ) from exc
+            raise listen_failed(args.command, args.host, args.port, exc) from exc
     GracefulServer(config, hub, announce=alone).run(sockets=[sock])
 
 
 def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    parser.add_argument(
+        "--port", type=_port, default=8000, help="port to listen on (default: 8000; 0: any free one)"
+    )
     parser.add_argument(
         "--engine",
         default=None,
@@ -239,7 +238,7 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
         return
     parser.add_argument(
         "--ws-max-size",
-        type=int,
+        type=_positive,
         default=None,
         help="largest WebSocket message uvicorn reads for the app's own sockets and --asgi-ws "
         "(default: the hub's max_frame_size, refused with close 1009 as soon as the header announces more)",
@@ -264,6 +263,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:  # (uvicorn took 99999 as 34463, and 65536 as any free port)
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
     return value
 
 

@@ -348,6 +348,29 @@ def test_an_address_in_use_is_one_line_naming_the_fix(command: str) -> None:
     assert "startup complete" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--port", "99999"), "--port: must be from 0 to 65535, got 99999"),  # (was port 34463)
+        (("--port", "-1"), "--port: must be from 0 to 65535, got -1"),
+        (("--ws-max-size", "-5"), "--ws-max-size: must be at least 1"),  # (was: every message 1009)
+    ],
+)
+def test_a_port_or_message_size_out_of_range_is_refused(args: tuple[str, ...], says: str) -> None:
+    refused = ladder("serve", "tests.support.apps:hub", *args)
+    assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [("10.255.255.1", "is not an address of this machine: check --host"), ("nosuch.invalid", "check --host")],
+)
+def test_a_host_it_cannot_listen_on_is_named_not_taken_for_a_busy_port(host: str, says: str) -> None:
+    """It was "is another server, or another demo, running there?" whatever the cause."""
+    done = ladder("serve", "tests.support.apps:hub", "--host", host, "--port", "0")
+    assert done.returncode == 1 and says in done.stderr and "another server" not in done.stderr, done.stderr
+
+
 def test_a_process_of_its_own_says_where_it_listens(tmp_path: Path) -> None:
     """It binds its socket itself (for the line above), so it says what uvicorn says of its own."""
     log = tmp_path / "serve.log"

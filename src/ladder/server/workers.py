@@ -19,6 +19,7 @@ stopped and the parent exits with an error.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -41,6 +42,21 @@ def reuse_port_available() -> bool:
     """Whether the kernel balances connections over ``SO_REUSEPORT`` sockets (Linux does;
     other systems accept the option but hand every connection to one socket)."""
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def listen_failed(command: str, host: str, port: int, exc: OSError) -> SystemExit:
+    """One line naming the likely fix for a socket that cannot listen."""
+    if exc.errno == errno.EADDRINUSE:
+        hint = "is another server, or another demo, running there? stop it, or pass --port N"
+    elif isinstance(exc, socket.gaierror):
+        hint = f"{host!r} is not a name or address this machine can resolve: check --host"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        hint = f"{host} is not an address of this machine: check --host (0.0.0.0: every address)"
+    elif exc.errno == errno.EACCES:
+        hint = "ports below 1024 need privileges: pass --port N with N of 1024 or more"
+    else:
+        hint = "check --host and --port"
+    return SystemExit(f"ladder {command}: cannot listen on {host}:{port}: {exc.strerror or exc} ({hint})")
 
 
 def bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -100,7 +116,7 @@ class Supervisor:
             # SO_REUSEPORT) this is the listening socket every worker inherits.
             self.sock = bind(host, port, reuse_port=reuse)
         except OSError as exc:
-            raise SystemExit(f"ladder serve: cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+            raise listen_failed("serve", host, port, exc) from exc
         self.address = f"{host}:{self.sock.getsockname()[1]}"
         if reuse:
             self.spec = f"reuseport:{self.sock.getsockname()[1]}"
