@@ -125,3 +125,12 @@ def test_a_batch_is_not_read_past_its_64th_refused_frame(refused: str) -> None:
     assert len(invalid) + len(errors) == MAX_REFUSED_PER_BATCH + 1
     assert errors[-1].reason == "64 frames of this batch refused: the rest was not read"
     assert not any(isinstance(frame, Ping) for frame in frames), "the rest was not read"
+
+
+def test_sixty_four_refused_frames_with_nothing_after_them_say_nothing_more() -> None:
+    """Exactly 64 refused: the batch was read whole, so no "rest was not read" error about a
+    rest that is not there; 63 and a ping: the ping is read."""
+    frames, errors = decode_client_frames(JSON, "\n".join(['{"t":"zzz"}'] * MAX_REFUSED_PER_BATCH))
+    assert len(errors) == MAX_REFUSED_PER_BATCH and all(e.code == "unknown_frame" for e in errors)
+    frames, errors = decode_client_frames(JSON, "\n".join(['{"t":"zzz"}'] * 63 + ['{"t":"ping"}']))
+    assert len(errors) == 63 and [type(f) for f in frames] == [Ping]

@@ -422,7 +422,8 @@ def decode_client_frames(
     frames: list[ClientFrame] = []
     errors: list[LadderError] = []
     refused = 0
-    for obj in codec.decode(data, max_frame):
+    objs = codec.decode(data, max_frame)
+    for index, obj in enumerate(objs):
         try:
             frame = parse_client_frame(obj)
             frames.append(frame)
@@ -432,6 +433,7 @@ def decode_client_frames(
             errors.append(exc)
         refused += 1  # (a field out of range is refused as its message's answer: counted too)
         if refused == MAX_REFUSED_PER_BATCH:  # junk, not a client's mistake: stop reading it
-            errors.append(LadderError("bad_frame", _REST_NOT_READ))
+            if index + 1 < len(objs):  # (said only when something is left unread)
+                errors.append(LadderError("bad_frame", _REST_NOT_READ))
             break
     return frames, errors
