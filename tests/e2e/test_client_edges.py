@@ -299,6 +299,17 @@ async def test_a_request_of_a_client_never_connected_times_out_naming_connect() 
     await client.close()
 
 
+@pytest.mark.parametrize("timeout", [0, -5, "5", True])
+async def test_a_timeout_that_cannot_work_is_refused_before_the_message_is_queued(timeout: Any) -> None:
+    """0 failed at once (the browser client's waited forever), -5 said "no reply within -5
+    s", and "5" raised asyncio's TypeError about ``+``."""
+    client = Client(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(ValueError, match=r"^timeout is in seconds \(a number above 0, or None"):
+        await client.call("echo", 1, timeout=timeout)
+    assert len(client.peer.outbox) == 0, "nothing was queued"
+    await client.close()
+
+
 async def test_a_flush_waiting_when_the_client_closes_and_one_after_fail_closed() -> None:
     """Nothing acknowledges a closed client's messages: a flush waiting at close() waited
     for good, and one called after close() too (or timed out), where every other request

@@ -861,6 +861,25 @@ describe("edges", () => {
     assert.equal(client.state, "connected");
   });
 
+  test("arguments written the Python way, a zero timeout and options for a listener throw naming the form", async () => {
+    // (history(ch, 2) and call(ev, d, 5000) were ignored; {timeout: 0} waited forever where
+    // Python's failed at once; subscribe(ch, {recent: 3}) took the options for a listener)
+    const { client, net } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    net.last("websocket").welcomeWith();
+    await settle();
+    const form = (re) => (e) => e instanceof TypeError && re.test(e.message);
+    await assert.rejects(async () => client.history("ch", 2), form(/^history: options are an object, e\.g\. \{limit: 2\}/));
+    await assert.rejects(async () => client.call("c", 1, 5000), form(/^call: options are an object, e\.g\. \{timeout: 5000\}/));
+    await assert.rejects(async () => client.call("c", 1, { timeout: 0 }), form(/timeout is in milliseconds \(a number above 0/));
+    assert.throws(() => client.subscribe("ch", { recent: 3 }), form(/^subscribe: the second argument is the listener/));
+    assert.throws(() => client.subscribe("ch", null, { recnt: 5 }), form(/^subscribe: unknown option "recnt"; the options are since, recent$/));
+    client.subscribe("ch", null, { recent: 3 });
+    await settle();
+    assert.deepEqual(net.last("websocket").sent.map((f) => [f.t, f.recent]), [["sub", 3]], "nothing else was sent");
+  });
+
   test("a message over the server's frame limit is refused before it takes an id", async () => {
     const { client, net } = setup({ transports: ["websocket"] });
     client.start();

@@ -95,6 +95,13 @@ class Outbound(ClientBase):
         return None
 
     async def _request(self, frame: Frame, timeout: float | None) -> Any:
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+        ):  # (0 failed at once where the browser's waited; "5" failed inside asyncio)
+            raise ValueError(
+                f"timeout is in seconds (a number above 0, or None to wait as long as the "
+                f"session lives), not {timeout!r}"
+            )
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def settle(reply: Frame) -> None:

@@ -378,8 +378,13 @@ export class Client extends Emitter {
    * @param {{since?: Position | null, recent?: number}} [options]
    * @returns {Subscription}
    */
-  subscribe(channel, onPublication = null, { since = null, recent = 0 } = {}) {
+  subscribe(channel, onPublication = null, options = {}) {
     this._usable();
+    if (onPublication !== null && onPublication !== undefined && typeof onPublication !== "function") {
+      // (subscribe(ch, {recent: 3}) took the options for the listener)
+      throw new TypeError(`subscribe: the second argument is the listener (a function, or null); options go third: subscribe(channel, null, {since, recent})`);
+    }
+    const { since = null, recent = 0 } = requestOptions("subscribe", options, ["since", "recent"]);
     if (!Number.isInteger(recent) || recent < 0 || recent > 10_000) {
       throw new RangeError(`recent must be an integer from 0 to 10000, not ${String(recent)}`);
     }

@@ -76,11 +76,15 @@ export function errorOf(frame) {
  * @returns {T}
  */
 export function requestOptions(method, options, names = ["timeout"]) {
+  if (options !== undefined && options !== null && (typeof options !== "object" || Array.isArray(options))) {
+    // (history(ch, 2) or call(ev, d, 5000), written the Python way, were ignored)
+    throw new TypeError(`${method}: options are an object, e.g. {${names[0]}: ${JSON.stringify(options)}}, not ${JSON.stringify(options)}`);
+  }
   const unknown = Object.keys(options ?? {}).filter((name) => !names.includes(name));
   if (unknown.length) throw new TypeError(`${method}: unknown option ${unknown.map((n) => JSON.stringify(n)).join(", ")}; the options are ${names.join(", ")}`);
   const timeout = options?.timeout;
-  if (timeout !== undefined && timeout !== null && !(typeof timeout === "number" && timeout >= 0)) {
-    throw new TypeError(`${method}: timeout is in milliseconds (a number, or null to wait as long as the session lives), not ${JSON.stringify(timeout)}`);
+  if (timeout !== undefined && timeout !== null && !(typeof timeout === "number" && timeout > 0)) {
+    throw new TypeError(`${method}: timeout is in milliseconds (a number above 0, or null to wait as long as the session lives), not ${JSON.stringify(timeout)}`);
   }
   return options ?? /** @type {T} */ ({});
 }
