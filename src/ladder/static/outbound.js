@@ -145,7 +145,9 @@ export function request(client, frame, timeout) {
     if (timeout && Number.isFinite(timeout)) {
       timer = client._clock.setTimeout(() => {
         // The message stays queued (it may still be applied); only the wait ends.
-        settle({ t: "err", code: "timeout", reason: `no reply within ${seconds(timeout)}` });
+        // (a client made with new Client() and never started said only "no reply")
+        const never = client._running ? "" : " (this client was never started: use connect(url), or call client.start())";
+        settle({ t: "err", code: "timeout", reason: `no reply within ${seconds(timeout)}${never}` });
       }, timeout);
     }
     client._flush();
