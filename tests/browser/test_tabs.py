@@ -448,3 +448,29 @@ def test_a_tab_that_joins_a_connection_already_up_hears_it_connect(context: Brow
     assert seen[0][1]["state"] == "connected"
     assert seen[1][1]["old"] is None and seen[1][1]["new"] == "sse"
     assert seen[2][1]["transport"] == "sse" and seen[2][1]["sessionId"] == first.evaluate("() => client.sessionId")
+
+
+def test_closing_a_shared_client_says_closed_as_a_tab_of_its_own_does(
+    context: BrowserContext, hub: LadderServer
+) -> None:
+    """A tab's own client says ``state: closed`` then ``close``; a shared one said only
+    ``close`` (its ``state`` became "closed" without a word)."""
+    page = context.new_page()
+    page.goto(f"{hub.url}/health")
+    said = page.evaluate("""async () => {
+        const ladder = await import('/client.js');
+        const out = {};
+        for (const share of [true, false]) {
+            const client = ladder.connect(location.origin, { transports: ["sse"], share });
+            await client.ready();
+            const seen = [];
+            client.on("state", (e) => seen.push(`state:${e.state}:${e.reason}`));
+            client.on("close", (e) => seen.push(`close:${e.reason}`));
+            await client.close();
+            out[share ? "shared" : "own"] = { shared: client.shared === true, seen };
+        }
+        return out;
+    }""")
+    expected = ["state:closed:the client was closed", "close:the client was closed"]
+    assert said["shared"] == {"shared": True, "seen": expected}, said
+    assert said["own"] == {"shared": False, "seen": expected}, said

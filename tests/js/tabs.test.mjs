@@ -153,6 +153,23 @@ test("a later tab whose position is in another epoch is told it was not recovere
   assert.deepEqual(b.got.find((m) => m.op === "subok").result, { channel: "room", epoch: "NEW", offset: 7, recovered: false, missed: 0 });
 });
 
+test("a tab whose subscription could not recover hears it once, by its confirmation", async () => {
+  // The client says `resync` as the subscription's answer arrives (before ready() settles):
+  // held for the tab until its confirmation, which says recovered: false too, it made the
+  // tab hear the same gap twice. A gap once the tab is live still reaches it.
+  const { client, hub } = setUp();
+  const a = tab(hub, "a");
+  hub.receive(a, { op: "sub", tab: "a", ch: "room", since: { epoch: "OLD", offset: 3 } });
+  const sub = client.subs.get("room");
+  sub.confirmed({ ep: "NEW", off: 7, rec: false, n: 0 });
+  client.listeners.get("resync")({ channel: "room", epoch: "NEW" });
+  await settle();
+  assert.equal(a.got.find((m) => m.op === "subok").result.recovered, false);
+  assert.equal(a.got.filter((m) => m.op === "resync").length, 0, "told by its confirmation only");
+  client.listeners.get("resync")({ channel: "room", epoch: "NEWER" });
+  assert.equal(a.got.filter((m) => m.op === "resync").length, 1, "a later gap is told");
+});
+
 test("a reply goes to the tab that asked, and a tab that left gets nothing", async () => {
   const { hub } = setUp();
   const a = tab(hub, "a");

@@ -268,7 +268,7 @@ class Client(Calls):
             return
         conn = self._conn
         connected = self.state == "connected"
-        self._set_state("closed", "closed by the client")
+        self._set_state("closed", "the client was closed")
         self._closed_by_app = True  # the server's answer to our bye is not news to the app
         self._cancel_ack_timer()
         self._arm_refresh()  # (closed: it only cancels the timer)

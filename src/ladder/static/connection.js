@@ -314,7 +314,7 @@ export function giveUp(client, error, final = FATAL.has(error.code) || error.cod
  * @param {LadderError} error
  */
 export function shutdown(client, error) {
-  client._setState("closed");
+  client._setState("closed", error.reason);
   client._stopTimers();
   client._clock.clearTimeout(client._connectTimer);
   client._connectTimer = null;

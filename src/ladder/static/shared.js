@@ -151,6 +151,7 @@ export class SharedClient extends Emitter {
     const last = this.transport;
     this._detach(going);
     this._end(new LadderError("closed", "the client was closed"));
+    this._emit("state", { state: "closed", reason: "the client was closed" }); // (as a tab's own client)
     this._emit("close", { transport: last, reason: "the client was closed", reconnecting: false });
   }
 

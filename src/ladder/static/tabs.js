@@ -93,11 +93,11 @@ class Tab {
    * @param {string} channel
    * @param {any} message
    */
-  deliver(channel, message) {
+  deliver(channel, message, hold = true) {
     const member = this.channels.get(channel);
     if (!member) return;
     if (member.live) this.post(message);
-    else member.held.push(message);
+    else if (hold) member.held.push(message);
   }
 }
 
@@ -361,9 +361,9 @@ export class TabHub {
    * @param {string} channel
    * @param {any} message
    */
-  _fanOut(channel, message) {
+  _fanOut(channel, message, hold = true) {
     if (!this._broadcast) {
-      for (const tab of this.tabs.values()) tab.deliver(channel, message);
+      for (const tab of this.tabs.values()) tab.deliver(channel, message, hold);
       return;
     }
     /** @type {string[]} */
@@ -371,7 +371,7 @@ export class TabHub {
     for (const tab of this.tabs.values()) {
       const member = tab.channels.get(channel);
       if (member?.live) live.push(tab.id);
-      else if (member) member.held.push(message);
+      else if (member && hold) member.held.push(message);
     }
     if (live.length) this._broadcast(message, live);
   }
@@ -405,7 +405,9 @@ export class TabHub {
     client.on("resync", (event) => {
       const sub = this.subs.get(event.channel);
       if (this.client !== client || !sub) return;
-      this._fanOut(event.channel, { op: "resync", ch: event.channel, ep: sub.epoch, off: sub.offset });
+      // (not held for a tab whose subscription is on its way: its confirmation says whether
+      // it recovered, and a held resync made it hear the gap twice)
+      this._fanOut(event.channel, { op: "resync", ch: event.channel, ep: sub.epoch, off: sub.offset }, false);
     });
     return client.start();
   }
