@@ -11,10 +11,12 @@ from typing import Any, Self
 import msgpack
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from ladder import Ladder
 from ladder.engine.base import ChannelOptions, Member, Position, Publication
 from ladder.engine.redis import RedisEngine
+from ladder.engine.redis.link import unavailable
 from ladder.protocol.codec import Payload
 from ladder.protocol.errors import LadderError
 from tests.support.redis import RedisServer
@@ -656,3 +658,13 @@ async def test_a_full_redis_is_reported_as_full_naming_the_fix_not_as_unreachabl
             assert engine.healthy  # it answers: only writes are refused
         finally:
             await engine.stop()
+
+
+def test_what_redis_said_reaches_the_reason_escaped_and_short() -> None:
+    """A script refused by a full Redis quotes its arguments, a recorded answer's bytes among
+    them: they went into the log (and the client's reason) as they were."""
+    quoted = "OOM command not allowed ... HSET ladder:a:s1 t c\x00\ufffd\x01 r:1 " + "x" * 1000
+    for error in (OutOfMemoryError(quoted), ResponseError(quoted)):
+        reason = unavailable(error).reason
+        assert reason.isascii() and reason.isprintable(), reason
+        assert "\\x00\\ufffd\\x01" in reason and len(reason) < 420, len(reason)

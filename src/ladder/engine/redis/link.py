@@ -17,14 +17,22 @@ from ..base import EngineSink
 def unavailable(exc: BaseException) -> LadderError:
     """The error every engine call raises while Redis cannot be reached, or refuses what it
     was asked (a full Redis under ``noeviction``: the reason names the fix)."""
+    said = _printable(str(exc))
     if isinstance(exc, OutOfMemoryError):
         return LadderError(
             "engine_unavailable",
-            f"Redis is full and refuses writes (raise its maxmemory, or give it more memory): {exc}",
+            f"Redis is full and refuses writes (raise its maxmemory, or give it more memory): {said}",
         )
     if isinstance(exc, ResponseError):
-        return LadderError("engine_unavailable", f"Redis refused the command ({type(exc).__name__}: {exc})")
-    return LadderError("engine_unavailable", f"Redis is unreachable ({type(exc).__name__}: {exc})")
+        return LadderError("engine_unavailable", f"Redis refused the command ({type(exc).__name__}: {said})")
+    return LadderError("engine_unavailable", f"Redis is unreachable ({type(exc).__name__}: {said})")
+
+
+def _printable(text: str, most: int = 300) -> str:
+    """What Redis said, escaped and short: a refused script's error quotes its arguments
+    (a recorded answer's bytes went into the log and to clients as they were)."""
+    text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= most else f"{text[:most]}..."
 
 
 class RedisLink:
