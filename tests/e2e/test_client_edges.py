@@ -234,6 +234,18 @@ async def test_a_server_that_is_down_fails_the_first_connect_in_bounded_time() -
     await client.close()
 
 
+async def test_an_https_url_for_a_plain_http_server_names_the_fix(server: LadderServer) -> None:
+    """Each rung said only TLS's "wrong version number" (the HTTP rungs added "is the server
+    running there?", which it was)."""
+    url = server.url.replace("http://", "https://")
+    with pytest.raises(LadderError) as failed:
+        await Client(url, connect_timeout=1.5, transports=["websocket", "longpoll"]).connect()
+    reason = failed.value.reason
+    assert failed.value.code == "connect_failed"
+    assert reason.count("the server there speaks plain HTTP, not TLS: use an http:// URL") == 2, reason
+    assert "is the server running" not in reason
+
+
 async def test_a_refused_origin_is_fatal_with_an_error_naming_the_setting(server: LadderServer) -> None:
     client = Client(
         server.url, headers={"origin": "http://evil.example"}, transports=["websocket", "longpoll"]

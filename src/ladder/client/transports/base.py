@@ -61,6 +61,19 @@ class Endpoint:
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws"
 
 
+def connect_hint(exc: BaseException) -> str:
+    """What a failed connection most likely needs: a server started, an http:// URL for a
+    server without TLS (its "wrong version number" named nothing), or a trusted certificate."""
+    said = str(exc)
+    if "WRONG_VERSION_NUMBER" in said or "wrong version number" in said:
+        return ": the server there speaks plain HTTP, not TLS: use an http:// URL"
+    if "CERTIFICATE_VERIFY_FAILED" in said:
+        return ": its certificate is not trusted here: fix the server's, or pass ssl_context="
+    if isinstance(exc, ConnectionRefusedError) or "refused" in said.lower():
+        return ": is the server running there?"
+    return ""
+
+
 @functools.cache
 def default_tls() -> SSLContext:
     """One verifying TLS context per process, shared by every client and rung.

@@ -9,7 +9,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ...protocol.errors import LadderError
-from .base import Frame, Transport, TransportClosed, no_endpoint, refusal, split_welcome
+from .base import Frame, Transport, TransportClosed, connect_hint, no_endpoint, refusal, split_welcome
 
 
 class WebSocketTransport(Transport):
@@ -38,7 +38,7 @@ class WebSocketTransport(Transport):
         except InvalidStatus as exc:
             raise _upgrade_refused(endpoint.ws(), exc) from exc
         except (InvalidHandshake, OSError) as exc:
-            hint = ": is the server running there?" if isinstance(exc, ConnectionRefusedError) else ""
+            hint = connect_hint(exc)
             raise TransportClosed(f"websocket: cannot connect to {endpoint.ws()} ({exc}){hint}") from exc
         await self.send([hello])
         welcome, rest = split_welcome(await self.recv(), self.name)
