@@ -49,6 +49,7 @@ from .websocket import apply_frames, apply_message, decode_message, open_link, t
 
 log = logging.getLogger("ladder")
 
+
 class NativeWebSocket(asyncio.Protocol):
     """A uvicorn WebSocket protocol serving ``hub`` at ``path`` (set by ``ladder serve``)."""
 
@@ -390,7 +391,7 @@ class NativeWebSocket(asyncio.Protocol):
         if self.hello_timer is not None:
             self.hello_timer.cancel()
         if self.gate is not None:
-            self.gate.read(0, False)  # (its message timer: cancelled)
+            self.gate.untime()
 
     def _abort(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -51,9 +51,7 @@ class ReadGate:
         """``size`` bytes were read, ``in_message``: a message has begun and is not whole
         (it is timed from its first bytes). Past the slice, the others are read first."""
         if not in_message:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
+            self.untime()
         elif self.timer is None:
             self.timer = self.loop.call_later(self.frame_timeout, self.stalled)
         self.budget -= size
@@ -62,6 +60,12 @@ class ReadGate:
             if not self.reasons & SLICE:
                 self.hold(SLICE)
                 self.loop.call_soon(self.release, SLICE)
+
+    def untime(self) -> None:
+        """No message is on its way (or the connection closes): its timer is cancelled."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def end(self, abort: Callable[[], None]) -> None:
         """Its session ended while the socket took nothing: not read any more (nothing of
