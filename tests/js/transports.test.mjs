@@ -199,6 +199,30 @@ describe("polling", () => {
     poll.close();
   });
 
+  test("a fetch that fails outright names a missing server, and for another origin a server that is not Ladder", async () => {
+    // (a page on another origin whose server answered without CORS headers was asked only
+    // whether the server was running: it was)
+    const { fetch } = fakeFetch(() => {
+      throw new TypeError("Failed to fetch");
+    });
+    const failed = async () => {
+      const poll = new PollingTransport(context(fetch), true);
+      try {
+        await poll.open({ t: "hello", v: 1 }, 2500);
+      } catch (error) {
+        return String(error.message ?? error);
+      }
+      return "opened";
+    };
+    assert.match(await failed(), /longpoll: cannot connect to .*\(TypeError: Failed to fetch\): is the server running there\?$/);
+    globalThis.location = { origin: "http://page.example" };
+    try {
+      assert.match(await failed(), /: is the server running there, and is it Ladder \(a server or proxy that sends no CORS headers for http:\/\/page\.example fails the same way\)\?$/);
+    } finally {
+      delete globalThis.location;
+    }
+  });
+
   test("a refusal carries the server's code", async () => {
     const { fetch } = fakeFetch(
       () => new Response(JSON.stringify({ t: "err", code: "unauthorized", reason: "no" }), { status: 401 }),

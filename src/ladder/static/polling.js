@@ -59,7 +59,7 @@ export class PollingTransport extends HttpTransport {
         throw new TransportClosed(
           controller.signal.aborted && !this.closed
             ? `${this.name}: no answer within ${seconds(timeout)}`
-            : `${this.name}: cannot connect to ${endpoint.http(this.name)} (${String(error)}): is the server running there?`,
+            : `${this.name}: cannot connect to ${endpoint.http(this.name)} (${String(error)}): ${unreachableHint(endpoint.base)}`,
         );
       }
       if (response.status !== 200) throw await refusalOf(response, this.name);
@@ -151,4 +151,16 @@ export class PollingTransport extends HttpTransport {
     super.release();
     this._nudge?.();
   }
+}
+
+/**
+ * What a fetch that failed outright most likely needs. A browser tells a server that is down
+ * from one that answered without CORS headers (a server that is not Ladder, a proxy's error
+ * page) no more than "Failed to fetch": for another origin, both are named.
+ * @param {string} base
+ */
+function unreachableHint(base) {
+  const page = globalThis.location?.origin;
+  if (!page || page === "null" || new URL(base).origin === page) return "is the server running there?";
+  return `is the server running there, and is it Ladder (a server or proxy that sends no CORS headers for ${page} fails the same way)?`;
 }
