@@ -31,9 +31,10 @@ class Outbound(ClientBase):
         """Wait until the server has acknowledged every message sent or queued so far.
 
         A pending ack of ours goes out at once too, rather than when its timer fires. Raises
-        the built-in ``TimeoutError`` after ``timeout`` seconds (the messages stay queued).
+        the built-in ``TimeoutError`` after ``timeout`` seconds (the messages stay queued),
+        and ``LadderError("closed")`` once the client is closed (nothing will acknowledge them).
         """
-        if self.state == "closed":  # (it waited for good: nothing will acknowledge them now)
+        if self.state == "closed":  # (it waited for good)
             raise self._fatal or LadderError("closed", "this client was closed")
         conn = self._conn
         if (

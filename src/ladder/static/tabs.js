@@ -92,6 +92,7 @@ class Tab {
    * A message about `channel`: now, or after the catch-up when the tab is still catching up.
    * @param {string} channel
    * @param {any} message
+   * @param {boolean} [hold] keep it for a tab whose subscription is on its way
    */
   deliver(channel, message, hold = true) {
     const member = this.channels.get(channel);
@@ -360,6 +361,7 @@ export class TabHub {
   /**
    * @param {string} channel
    * @param {any} message
+   * @param {boolean} [hold] keep it for the tabs whose subscription is on its way
    */
   _fanOut(channel, message, hold = true) {
     if (!this._broadcast) {
