@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from ssl import SSLContext
-from typing import Any
+from typing import Any, Final
 
 from ...protocol.codec import Codec
 from ...protocol.errors import LadderError
@@ -61,17 +61,21 @@ class Endpoint:
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws"
 
 
-def connect_hint(exc: BaseException) -> str:
+def connect_hint(exc: BaseException, *, otherwise: str = "") -> str:
     """What a failed connection most likely needs: a server started, an http:// URL for a
-    server without TLS (its "wrong version number" named nothing), or a trusted certificate."""
+    server without TLS (its "wrong version number" named nothing), or a trusted certificate;
+    ``otherwise`` when the error says none of these."""
     said = str(exc)
     if "WRONG_VERSION_NUMBER" in said or "wrong version number" in said:
         return ": the server there speaks plain HTTP, not TLS: use an http:// URL"
     if "CERTIFICATE_VERIFY_FAILED" in said:
         return ": its certificate is not trusted here: fix the server's, or pass ssl_context="
     if isinstance(exc, ConnectionRefusedError) or "refused" in said.lower():
-        return ": is the server running there?"
-    return ""
+        return RUNNING_THERE
+    return otherwise
+
+
+RUNNING_THERE: Final = ": is the server running there?"
 
 
 @functools.cache

@@ -11,7 +11,16 @@ import orjson
 
 from ...protocol.codec import JSON
 from ...protocol.errors import LadderError
-from .base import Endpoint, Frame, Transport, TransportClosed, connect_hint, no_endpoint, refusal
+from .base import (
+    RUNNING_THERE,
+    Endpoint,
+    Frame,
+    Transport,
+    TransportClosed,
+    connect_hint,
+    no_endpoint,
+    refusal,
+)
 
 
 def hello_query(hello: Frame) -> dict[str, Any]:
@@ -60,7 +69,7 @@ def refusal_of(response: httpx.Response, body: bytes, rung: str) -> TransportClo
 def unreachable(rung: str, url: str, exc: Exception) -> str:
     """The reason for a request that reached no server at all."""
     if isinstance(exc, httpx.ConnectError):
-        hint = connect_hint(exc) or ": is the server running there?"
+        hint = connect_hint(exc, otherwise=RUNNING_THERE)  # (any other failure to connect too)
         return f"{rung}: cannot connect to {url} ({exc or type(exc).__name__}){hint}"
     return f"{rung}: request to {url} failed ({exc!r})"
 
