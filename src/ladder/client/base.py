@@ -73,6 +73,8 @@ class ClientBase:
     """The next flush must write an ack even with no message to carry it."""
     _last_rung: str | None
     _had_session: bool
+    _state_told: bool
+    """A ``state`` event was emitted (only the very first ``connecting`` goes unreported)."""
     _background: set[asyncio.Task[Any]]
     _step_reason: str | None
     _pending_loss: str | None
@@ -145,10 +147,13 @@ class ClientBase:
     def _set_state(self, state: str, reason: str = "", *, tell: bool = True) -> None:
         """Change the connection state; the app hears of it (event ``state``), except of the
         first ``connecting`` (``connect()`` is the app's own call, and the first event a
-        client reports is ``connected``). ``tell=False``: the caller reports it later."""
+        client reports is ``connected``, or ``disconnected`` when that race failed).
+        ``tell=False``: the caller reports it later."""
         if state != self.state:
+            first_race = self.state == "disconnected" and not self._state_told
             self.state = state
-            if tell and (self._had_session or state != "connecting"):
+            if tell and not (first_race and state == "connecting"):
+                self._state_told = True
                 self._emit(StateChanged(state, reason))
 
     def _spawn(self, coro: Any) -> None:

@@ -222,6 +222,7 @@ class Client(Calls):
         """The next flush must write an ack even with no message to carry it."""
         self._last_rung = None
         self._had_session = False
+        self._state_told = False
         self._background = set()
         self._step_reason = None
         self._pending_loss = None

@@ -111,6 +111,8 @@ class Connection(Switching):
                     await asyncio.sleep(max(0.0, step["at"] / 1000 - loop.time()))
                     self._give_up(self._unreachable(f"within {self.connect_timeout:g} s"))
                     return
+                failures = reconnect.failures
+                self._set_state("disconnected", f"{failures} attempt{'s' * (failures > 1)} failed: {exc}")
                 await asyncio.sleep(step["wait"] / 1000)
                 continue
             heard = [e.error for e in refusals.values() if e.error is not None]
