@@ -420,6 +420,10 @@ async def test_metrics_are_not_public_through_the_proxy(deployment: Deployment, 
         for path in ("/metrics", "/x/metrics", "/metrics/", "/%6detrics"):
             response = await http.get(url + path)
             assert response.status_code == 403, (path, response.status_code, response.text[:80])
+        for path in ("/metrics//", "/metrics%2F%2F", "//metrics///"):  # nginx merges slashes, HAProxy not
+            response = await http.get(url + path)
+            assert response.status_code in (403, 404), (path, response.status_code, response.text[:80])
+            assert "ladder_" not in response.text, path
         assert (await http.get(url + "/health")).status_code == 200
         direct = await http.get(deployment.direct(0) + "/metrics")
     assert direct.status_code == 200 and "ladder_connections" in direct.text  # scraped directly

@@ -43,3 +43,49 @@ async def test_the_app_around_it_is_untouched(mounted: LadderServer) -> None:
     async with websockets.connect(mounted.url.replace("http", "ws") + "/echo") as ws:
         await ws.send("hi")
         assert await ws.recv() == "echo: hi"
+
+
+async def _open_as_the_page(url: str, origin: str) -> tuple[int, str]:
+    """A page at ``origin`` behind a TLS proxy on this host: (SSE status, the WebSocket's
+    first frame or its refusal's body)."""
+    behind = {"origin": origin, "x-forwarded-proto": "https"}
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("GET", f"{url}/sse", params={"v": 1}, headers=behind) as sse,
+    ):
+        status = sse.status_code
+        body = (await sse.aread()).decode() if status != 200 else ""
+    try:
+        async with websockets.connect(
+            url.replace("http", "ws", 1) + "/ws", origin=origin, additional_headers={"x-forwarded-proto": "https"}  # type: ignore[arg-type]
+        ) as ws:
+            await ws.send('{"t":"hello","v":1}')
+            first = str(await ws.recv())
+    except websockets.InvalidStatus as refused:
+        first = f"{refused.response.status_code} {refused.response.body.decode()}"
+    return status, first or body
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+async def test_behind_a_tls_proxy_every_rung_takes_the_pages_own_origin(mode: str) -> None:
+    """uvicorn trusts X-Forwarded-Proto from loopback (FORWARDED_ALLOW_IPS) for the app; the
+    native driver, which takes the socket before uvicorn's middleware, trusts the same peers."""
+    same_origin = {"allowed_origins": None}
+    with LadderServer(same_origin, app="tests.support.mounted:app", args=MODES[mode]) as mounted:
+        url = f"{mounted.url}/api/realtime"
+        status, first = await _open_as_the_page(url, f"https://127.0.0.1:{mounted.port}")
+    assert status == 200
+    assert '"t":"welcome"' in first, first
+
+
+async def test_a_hub_served_alone_names_the_setting_when_a_proxy_says_https() -> None:
+    """A hub served alone trusts forwarded headers only with Limits(trust_forwarded_for=True):
+    the page's own origin behind a TLS proxy is refused, with the fix in the reason."""
+    with LadderServer({"allowed_origins": None}) as alone:
+        status, first = await _open_as_the_page(alone.url, f"https://127.0.0.1:{alone.port}")
+    assert status == 403
+    assert first.startswith("403 ") and "trust_forwarded_for=True" in first, first
+    trusting = {"allowed_origins": None, "limits": {"trust_forwarded_for": True}}
+    with LadderServer(trusting) as server:
+        status, first = await _open_as_the_page(server.url, f"https://127.0.0.1:{server.port}")
+    assert status == 200 and '"t":"welcome"' in first, first

@@ -8,7 +8,8 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from ladder.server.http import BodyTooLarge, Request, parse_query, read_body
+from ladder.server.http import UNTRUSTED_PROXY, BodyTooLarge, Request, origin_refusal, parse_query, read_body
+from ladder.server.proxies import proxy_trusted
 
 QUERIES = [
     "",
@@ -74,3 +75,60 @@ async def test_a_body_far_over_the_limit_is_not_read_past_twice_the_limit(declar
     with pytest.raises(BodyTooLarge):
         await read_body(body, _post(size if declared else None), LIMIT)
     assert body.read == (0 if declared else 2 * LIMIT)  # declared: no reading that cannot end well
+
+
+@pytest.mark.parametrize(
+    ("path", "endpoint"),
+    [
+        ("/ladder/metrics", "metrics"),
+        ("/ladder/metrics/", "metrics"),
+        ("/ladder/metrics//", ""),  # a proxy rule on the ending ('/metrics', '/metrics/') holds
+        ("/ladder//metrics///", ""),
+        ("/ws", "ws"),
+    ],
+)
+def test_the_endpoint_is_the_last_segment_with_at_most_one_trailing_slash(path: str, endpoint: str) -> None:
+    assert Request({"type": "http", "path": path, "headers": []}).endpoint == endpoint
+
+
+def _from(origin: str, host: str, proto: str | None, *, trust: bool = False) -> Request:
+    headers = [(b"origin", origin.encode()), (b"host", host.encode())]
+    if proto is not None:
+        headers.append((b"x-forwarded-proto", proto.encode()))
+    return Request({"type": "http", "scheme": "http", "path": "/sse", "headers": headers}, trust_forwarded=trust)
+
+
+def test_a_refused_origin_behind_an_untrusted_tls_proxy_names_the_setting() -> None:
+    behind = origin_refusal(None, _from("https://app.example", "app.example", "https"))
+    assert behind is not None and behind.code == "origin_not_allowed"
+    assert behind.reason.endswith(UNTRUSTED_PROXY) and "trust_forwarded_for=True" in behind.reason
+    assert origin_refusal(None, _from("https://app.example", "app.example", "https", trust=True)) is None
+    foreign = origin_refusal(None, _from("https://evil.example", "app.example", "https"))
+    assert foreign is not None and foreign.reason == "origin 'https://evil.example' is not allowed"
+    plain = origin_refusal(None, _from("https://app.example", "app.example", None))
+    assert plain is not None and UNTRUSTED_PROXY not in plain.reason, "no proxy said https"
+    listed = origin_refusal(("https://other.example",), _from("https://app.example", "app.example", "https"))
+    assert listed is not None and UNTRUSTED_PROXY not in listed.reason, "a list is the app's own choice"
+
+
+class _Uvicorn:
+    def __init__(self, allowed: str | list[str], *, proxy_headers: bool = True) -> None:
+        self.forwarded_allow_ips = allowed
+        self.proxy_headers = proxy_headers
+
+
+@pytest.mark.parametrize(
+    ("allowed", "peer", "trusted"),
+    [
+        ("127.0.0.1,::1", "127.0.0.1", True),
+        ("127.0.0.1,::1", "::1", True),
+        ("127.0.0.1", "10.0.0.2", False),
+        ("10.0.0.0/24, 192.168.1.7", "10.0.0.2", True),
+        (["10.0.0.0/24"], "10.0.1.2", False),
+        ("*", "203.0.113.9", True),
+        ("", "127.0.0.1", False),
+    ],
+)
+def test_the_native_driver_trusts_the_proxies_uvicorn_trusts(allowed: str, peer: str, trusted: bool) -> None:
+    assert proxy_trusted(_Uvicorn(allowed), peer) is trusted
+    assert proxy_trusted(_Uvicorn(allowed, proxy_headers=False), peer) is False, "a hub served alone"

@@ -76,8 +76,11 @@ class Request:
 
     @property
     def endpoint(self) -> str:
-        """The last path segment: ``ws``, ``sse``, ``longpoll``, ``poll``, ``send``, ..."""
-        return self.path.rstrip("/").rsplit("/", 1)[-1]
+        """The last path segment: ``ws``, ``sse``, ``longpoll``, ``poll``, ``send``, ...
+
+        One trailing slash is allowed, not more: a proxy rule that blocks paths ending in
+        ``/metrics`` or ``/metrics/`` must not be passed by ``/metrics//``."""
+        return self.path.removesuffix("/").rsplit("/", 1)[-1]
 
     @property
     def origin(self) -> str | None:
@@ -183,6 +186,29 @@ def origin_allowed(allowed: tuple[str, ...] | None, request: Request) -> bool:
         return True
     key = _origin_key(origin)
     return key is not None and any(_origin_key(a) == key for a in allowed)
+
+
+UNTRUSTED_PROXY = (
+    "it came through a proxy (X-Forwarded-Proto) that this server does not trust: behind a "
+    "proxy you control, set Limits(trust_forwarded_for=True) on the hub"
+)
+"""The fix a refused origin names when the request's own ``X-Forwarded-Proto`` would have
+made it same-origin (a TLS proxy in front of a hub that reads only the socket)."""
+
+
+def origin_refusal(allowed: tuple[str, ...] | None, request: Request) -> LadderError | None:
+    """``origin_not_allowed`` for a request whose ``Origin`` is not allowed (None if it is),
+    naming the fix when the page's origin is this server's behind an untrusted proxy."""
+    if origin_allowed(allowed, request):
+        return None
+    origin = request.origin or ""
+    reason = f"origin {request.origin!r} is not allowed"
+    proto = (_last(request.headers.get("x-forwarded-proto")) or "").lower()
+    host = request.headers.get("host")
+    proxied = allowed is None and host and proto in ("http", "https")
+    if proxied and _origin_key(origin) == _origin_key(f"{proto}://{host}"):
+        reason = f"{reason}: {UNTRUSTED_PROXY}"
+    return LadderError("origin_not_allowed", reason)
 
 
 def cors_headers(allowed: tuple[str, ...] | None, request: Request) -> list[tuple[bytes, bytes]]:

@@ -175,7 +175,8 @@ class NativeWebSocket(asyncio.Protocol):
             self._abort()
             return
         assert self.transport is not None
-        request = self.request = upgrade_request(events[0], self.transport, hub.limits.trust_forwarded_for)
+        trust = hub.limits.trust_forwarded_for
+        request = self.request = upgrade_request(events[0], self.transport, trust, self.config)
         ws.send_response(ws.answer(events[0], request, hub.allowed_origins))
         self._write_out()
         if ws.refused is not None:

@@ -6,6 +6,7 @@ import logging
 from typing import Final
 
 from ..protocol.errors import LadderError
+from .http import UNTRUSTED_PROXY
 from .metrics import Counters
 from .session import Session
 
@@ -41,15 +42,18 @@ class Refusals:
         who = session.sid[:8] if session is not None else (client or "-")
         log.info("refused on %s (%s): %s", transport, who, error)
         if origin is not None and error.code == "origin_not_allowed":
-            self._warn_origin(origin)
+            self._warn_origin(origin, error.reason)
 
-    def _warn_origin(self, origin: str) -> None:
+    def _warn_origin(self, origin: str, reason: str) -> None:
         seen = self._warned
         if origin in seen or len(seen) > _MAX_ORIGIN_WARNINGS:
             return
         seen.add(origin)
         if len(seen) > _MAX_ORIGIN_WARNINGS:
             log.warning("refused over %d origins: the others are logged at INFO only", _MAX_ORIGIN_WARNINGS)
+            return
+        if reason.endswith(UNTRUSTED_PROXY):  # the page is the server's own, behind a proxy
+            log.warning("refused origin %s (origin_not_allowed): %s", origin[:200], UNTRUSTED_PROXY)
             return
         now = "same-origin only" if self._allowed is None else list(self._allowed)
         log.warning(

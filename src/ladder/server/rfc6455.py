@@ -34,7 +34,8 @@ except ImportError:  # pragma: no cover - built without its C extension
     from websockets.utils import apply_mask
 
 from ..protocol.errors import LadderError
-from .http import Request, error_body, origin_allowed
+from .http import Request, error_body, origin_refusal
+from .proxies import proxy_trusted
 
 INVALID_UTF8 = 1007
 """Close code for a text message that is not UTF-8 (RFC 6455 §7.4.1)."""
@@ -62,9 +63,9 @@ class HandshakeProtocol(ServerProtocol):
 
     def answer(self, handshake: WsRequest, request: Request, origins: tuple[str, ...] | None) -> Response:
         """The answer to the upgrade request: 101, or a refusal (its Origin, its headers)."""
-        if origin_allowed(origins, request):
+        self.refused = origin_refusal(origins, request)
+        if self.refused is None:
             return self.accept(handshake)
-        self.refused = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
         return refusal(self, 403, self.refused)
 
     def accept(self, request: WsRequest) -> Response:
@@ -89,8 +90,11 @@ class HandshakeProtocol(ServerProtocol):
         return refused
 
 
-def upgrade_request(handshake: WsRequest, transport: Any, trust_forwarded: bool) -> Request:
-    """The upgrade request as Ladder's HTTP layer sees requests (an ASGI-like scope)."""
+def upgrade_request(handshake: WsRequest, transport: Any, trust_forwarded: bool, config: Any) -> Request:
+    """The upgrade request as Ladder's HTTP layer sees requests (an ASGI-like scope); its
+    ``X-Forwarded-*`` are read with ``trust_forwarded`` (the hub's setting), or when uvicorn's
+    ``config`` trusts the peer for the app it serves (:mod:`.proxies`)."""
+    peer = transport.get_extra_info("peername")
     path, _, query = handshake.path.partition("?")
     scope = {
         "type": "websocket",
@@ -99,10 +103,11 @@ def upgrade_request(handshake: WsRequest, transport: Any, trust_forwarded: bool)
         "headers": [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in handshake.headers.raw_items()
         ],
-        "client": transport.get_extra_info("peername"),
+        "client": peer,
         "scheme": "wss" if transport.get_extra_info("sslcontext") else "ws",
     }
-    return Request(scope, trust_forwarded=trust_forwarded)
+    trusted = trust_forwarded or proxy_trusted(config, peer[0] if peer else None)
+    return Request(scope, trust_forwarded=trusted)
 
 
 def send_out(transport: asyncio.Transport, pending: Iterable[bytes]) -> None:

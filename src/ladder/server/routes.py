@@ -40,6 +40,7 @@ from .http import (
     cors_headers,
     error_body,
     origin_allowed,
+    origin_refusal,
     respond,
 )
 from .metrics import CONTENT_TYPE as METRICS_TYPE
@@ -152,8 +153,9 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
                 allow = _ALLOW[endpoint]
                 raise LadderError("method_not_allowed", f"{request.method} is not allowed here: {allow}")
             raise LadderError("not_found", f"no endpoint {endpoint!r}")
-        if not origin_allowed(allowed, request):
-            raise LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
+        refused = origin_refusal(allowed, request)
+        if refused is not None:
+            raise refused
         node.gateway.admit(request.address)
         await route(node.gateway, request, receive, tracked)
     except LadderError as exc:
@@ -210,7 +212,9 @@ async def _preflight(allowed: tuple[str, ...] | None, request: Request, send: Se
     if not headers:
         if request.origin is None:  # (a preflight always has one: this is not a browser's)
             raise LadderError("origin_not_allowed", "a CORS preflight without an Origin header")
-        raise LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
+        raise origin_refusal(allowed, request) or LadderError(
+            "origin_not_allowed", f"origin {request.origin!r} is not allowed"
+        )
     headers += [
         (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
         (b"access-control-allow-headers", b"content-type, authorization, x-ladder-rt, last-event-id"),

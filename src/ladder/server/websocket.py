@@ -21,7 +21,7 @@ from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
 from ..protocol.frames import Ack, ClientFrame, Hello, Publish, decode_client_frames
 from .gateway import Gateway
-from .http import Headers, Message, Receive, Request, Send, error_body, origin_allowed
+from .http import Headers, Message, Receive, Request, Send, error_body, origin_refusal
 from .inbound import AT_ONCE
 from .link import Link, encode_batch
 
@@ -202,8 +202,8 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
     if message["type"] != "websocket.connect":
         return
     settings = gateway.settings
-    if not origin_allowed(settings.allowed_origins, request):
-        error = LadderError("origin_not_allowed", f"origin {request.origin!r} is not allowed")
+    error = origin_refusal(settings.allowed_origins, request)
+    if error is not None:
         gateway.refused("websocket", error, client=request.who, origin=request.origin)
         await refuse_upgrade(request, send, error)
         return
