@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import msgpack
 import orjson
 import pytest
 import websockets
@@ -201,3 +202,30 @@ async def test_a_healthy_client_is_unaffected_by_abuse_on_every_rung(server: Lad
         await abuser
         assert got == list(range(300))
         assert (await healthy.call("echo", 1))["data"] == 1
+
+
+@pytest.mark.parametrize("rung", ["websocket", "sse"])
+async def test_a_bytes_shaped_map_from_a_msgpack_publisher_never_reaches_json_readers(
+    server: LadderServer, rung: str
+) -> None:
+    """``{"$b": "!!!"}`` is a map to msgpack, but JSON readers take it for bytes and cannot
+    decode it: it was fanned out, and every JSON subscriber (SSE is always JSON) closed. Now
+    it is refused to its publisher alone, and the readers get the next publication."""
+    async with Client(server.url, transports=[rung], encoding="json") as reader:
+        sub = reader.subscribe("open:bad-tag")
+        await sub.ready()
+        async with websockets.connect(server.url.replace("http", "ws") + "/ws") as ws:
+            await ws.send(msgpack.packb({"t": "hello", "v": 1, "enc": "msgpack"}))
+            assert msgpack.unpackb(await ws.recv())["t"] == "welcome"
+            for i, data in enumerate(({"x": {"$b": "!!!"}}, {"x": "fine"}), start=1):
+                await ws.send(msgpack.packb({"t": "pub", "i": i, "ch": "open:bad-tag", "d": data}))
+            answers: dict[int, dict[str, Any]] = {}
+            while len(answers) < 2:
+                unpacker = msgpack.Unpacker()
+                unpacker.feed(await asyncio.wait_for(ws.recv(), 5))
+                answers.update((frame["re"], frame) for frame in unpacker if "re" in frame)
+        assert answers[1]["t"] == "err" and answers[1]["code"] == "bad_frame", answers[1]
+        assert '{"$b": str}' in answers[1]["reason"] and "standard base64" in answers[1]["reason"]
+        assert answers[2]["t"] == "reply", answers[2]
+        publication = await asyncio.wait_for(anext(sub), 5)
+        assert publication.data == {"x": "fine"} and reader.state == "connected"

@@ -324,10 +324,14 @@ describe("encodeMessage", () => {
       [{ x: Infinity }, "Infinity at d.x (not a JSON number)"],
       [{ f: () => 1 }, "a function at d.f"],
       [{ e: new Error("x") }, "an Error at d.e (not a plain object)"],
+      // In the shape of JSON's bytes, but no reader could decode it (atob would take "aGk").
+      [{ n: [{ $b: "!!!" }] }, `a {"$b": string} object whose string is not standard base64 at d.n[0] (JSON's form of bytes: send a Uint8Array, or give the object a second key)`],
+      [{ $b: "aGk" }, `a {"$b": string} object whose string is not standard base64 at d (JSON's form of bytes: send a Uint8Array, or give the object a second key)`],
     ]) {
       assert.throws(() => encodeMessage({ t: "emit", i: 1, ev: "e", d: value }), (e) => e instanceof TypeError && e.message.startsWith(`cannot send ${said}: `), said);
     }
     assert.equal(encodeMessage({ t: "emit", i: 1, ev: "e", d: { a: 1, b: undefined, c: Object.create(null) } }), '{"t":"emit","i":1,"ev":"e","d":{"a":1,"c":{}}}');
+    assert.equal(encodeMessage({ t: "emit", i: 1, ev: "e", d: [{ $b: "aGk=" }, { $b: "!!!", x: 1 }] }), '{"t":"emit","i":1,"ev":"e","d":[{"$b":"aGk="},{"$b":"!!!","x":1}]}');
     const loop = [];
     loop.push({ back: loop });
     assert.throws(() => encodeMessage({ t: "call", i: 1, ev: "e", d: loop }), /cannot send an Array that contains itself at d\[0\]\.back/);

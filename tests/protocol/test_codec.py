@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ladder.protocol.codec import JSON, MSGPACK, Payload, codec_for_content_type, codec_named
+from ladder.protocol.codec import JSON, MSGPACK, Payload, codec_for_content_type, codec_named, encode_message
 from ladder.protocol.errors import LadderError
 from ladder.protocol.outframes import out_frame, pub_frame, reply_frame
 
@@ -125,6 +125,28 @@ def test_unencodable_data_is_refused_where_it_is_published() -> None:
     assert caught.value.code == "bad_frame"
     with pytest.raises(LadderError):
         Payload.of({b"bytes-key": 1})  # fine in msgpack, impossible in JSON
+
+
+BAD_TAG = {"n": [1, {"$b": "!!!"}]}
+"""A map in the shape of JSON's bytes whose str no JSON reader can decode."""
+
+
+def test_a_bytes_shaped_map_that_json_readers_cannot_decode_is_refused_where_it_is_encoded() -> None:
+    """Sent in msgpack it would reach every JSON reader of a channel (SSE included) as an
+    undecodable batch, closing each of them: it is refused at once, in every encoding."""
+    with pytest.raises(LadderError) as published:
+        Payload.of(BAD_TAG)
+    assert published.value.code == "bad_frame" and '{"$b": str}' in published.value.reason
+    with pytest.raises(TypeError, match=r"at \['n'\]\[1\]"):
+        Payload.checked(BAD_TAG)
+    with pytest.raises(LadderError):
+        reply_frame(1, BAD_TAG)
+    for codec in (JSON, MSGPACK):
+        with pytest.raises(TypeError, match=r"not standard base64.* at d\['n'\]\[1\]"):
+            encode_message(codec, {"t": "call", "i": 1, "ev": "e", "d": BAD_TAG})
+        for fine in ({"$b": "aGk="}, {"$b": "!!!", "other": 1}, {"$b": 1}, b"\x00"):
+            assert encode_message(codec, {"t": "call", "i": 1, "ev": "e", "d": fine})
+    assert JSON.decode(JSON.encode({"d": b"\x00\xff"})) == [{"d": b"\x00\xff"}], "bytes still travel"
 
 
 def test_codec_lookup() -> None:

@@ -30,6 +30,8 @@ from .errors import LadderError
 
 BYTES_TAG: Final = "$b"
 _BYTES_TAG_RAW: Final = b'"$b"'
+_MSGPACK_TAG: Final = b"\xa2$b"
+"""``"$b"`` as msgpack writes a key (a fixstr of two bytes)."""
 
 
 CARRIED: Final = "None, bool, int, float, str, bytes, lists and dicts with str keys"
@@ -70,6 +72,12 @@ def _culprit(value: Any, where: str, seen: set[int], depth: int) -> TypeError | 
     seen.add(id(value))
     try:
         if isinstance(value, dict):
+            if _bad_tag(value):
+                return _cannot(
+                    'a {"$b": str} map whose str is not standard base64 (JSON\'s form of bytes: '
+                    "send bytes, or give the map a second key)",
+                    where,
+                )
             for key, item in value.items():
                 if not isinstance(key, str):
                     return _cannot(f"a dict key of type {type(key).__name__}", where)
@@ -141,6 +149,33 @@ def _untag(value: Any) -> Any:
     if isinstance(value, list):
         return [_untag(v) for v in value]
     return value
+
+
+def _bad_tag(value: dict[Any, Any]) -> bool:
+    """A one-key ``{"$b": str}`` map whose str is not standard base64: JSON readers would
+    take it for bytes and could not decode it, so it cannot be sent in any encoding."""
+    if len(value) != 1 or not isinstance(value.get(BYTES_TAG), str):
+        return False
+    try:
+        base64.b64decode(value[BYTES_TAG], validate=True)
+    except (binascii.Error, ValueError):
+        return True
+    return False
+
+
+def _checked_tags(encoded: bytes) -> bytes:
+    """``encoded`` JSON, if every ``{"$b": ...}`` in it decodes (``TypeError`` if not): what
+    a writer sends must be what every reader can read, so a map the application built in
+    the shape of JSON's bytes is refused where it is encoded, not by each reader."""
+    if _DOLLAR in encoded and _BYTES_TAG_RAW in encoded:
+        try:
+            _untag(_loads(encoded))
+        except LadderError as exc:
+            raise TypeError(
+                '{"$b": str} whose str is not standard base64 (JSON\'s form of bytes: send bytes, '
+                "or give the map a second key)"
+            ) from exc
+    return encoded
 
 
 def _msgpack_default(value: Any) -> Any:
@@ -260,14 +295,14 @@ class JsonCodec(Codec):
     content_type = "application/x-ndjson"
 
     def encode(self, body: Any) -> bytes:
-        return orjson.dumps(body, default=_json_default)
+        return _checked_tags(orjson.dumps(body, default=_json_default))
 
     def ack(self, number: int) -> bytes:
         return b'{"t":"ack","i":%d}' % number
 
     def tail(self, body: dict[str, Any]) -> bytes:
         # b'{"a":1,"b":2}' -> b'"a":1,"b":2}' ; an empty body keeps just the brace.
-        return orjson.dumps(body, default=_json_default)[1:]
+        return _checked_tags(orjson.dumps(body, default=_json_default))[1:]
 
     def stamp(self, tail: bytes, fields: int, seq: int) -> bytes:
         if fields == 0:
@@ -564,6 +599,12 @@ def encode_message(codec: Codec, frame: dict[str, Any]) -> bytes:
             codec.decode(encoded)
     except (TypeError, ValueError, OverflowError, LadderError) as exc:
         raise unencodable(frame.get("d"), "d") from exc
+    if codec.binary and _MSGPACK_TAG in encoded:
+        # msgpack carries a bad {"$b": str} map, JSON readers could not (what else _culprit
+        # finds, msgpack has refused above)
+        bad_tag = _culprit(frame.get("d"), "d", set(), 0)
+        if bad_tag is not None:
+            raise bad_tag
     if not codec.binary and b"null" in encoded:  # (only then can a NaN have become null)
         non_finite = _non_finite(frame.get("d"), "d")
         if non_finite is not None:

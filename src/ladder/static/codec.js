@@ -54,6 +54,20 @@ export function encodeBatch(frames) {
 
 const CARRIED = "null, booleans, numbers, strings, bytes (Uint8Array), arrays and plain objects";
 
+const STANDARD_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** @type {[string, string]} */
+const BAD_TAG = ['a {"$b": string} object whose string is not standard base64', "JSON's form of bytes: send a Uint8Array, or give the object a second key"];
+
+/**
+ * A one-key `{"$b": string}` object that every reader would take for bytes and could not
+ * decode (the server refuses it, with the whole message it came in).
+ * @param {any} item
+ */
+function badTag(item) {
+  return typeof item.$b === "string" && !STANDARD_BASE64.test(item.$b) && Object.keys(item).length === 1;
+}
+
 /**
  * What is wrong with one value that JSON would silently alter (a Date turned into a string,
  * a Map into `{}`, NaN into null, a function dropped), and what to send instead; null when
@@ -75,7 +89,7 @@ function refused(item) {
       if (item === null || Array.isArray(item) || item instanceof ArrayBuffer || ArrayBuffer.isView(item)) return null;
       if (item instanceof Date) return ["a Date", "send date.toISOString() or date.getTime()"];
       const proto = Object.getPrototypeOf(item);
-      if (proto === Object.prototype || proto === null) return null;
+      if (proto === Object.prototype || proto === null) return badTag(item) ? BAD_TAG : null;
       if (typeof (/** @type {any} */ (item).toJSON) === "function") return null; // the app's own encoding
       const name = item.constructor?.name ?? "Object";
       return [`${/^[aeiou]/i.test(name) ? "an" : "a"} ${name}`, "not a plain object"];
