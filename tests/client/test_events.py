@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ladder.client import ProbeResult, StateChanged
+import pytest
+
+from ladder.client import ProbeResult, Publication, StateChanged
 from tests.client.fakes import FakeClient, FakeServer
 
 
@@ -75,4 +77,37 @@ async def test_before_the_first_welcome_only_the_first_connecting_is_not_reporte
     await client.connect(timeout=5)
     assert [s.state for s in states] == ["disconnected", "connecting", "connected"], states
     assert states[0].reason.startswith("1 attempt failed: "), states[0]
+    await client.close()
+
+
+async def test_a_publication_callback_that_raises_is_logged_and_an_async_one_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``on_publication`` is the app's code, like ``client.on``'s callbacks: what it raises
+    is logged (it used to end the connection loop, closing the client), and an ``async
+    def`` one is awaited (it used to be dropped, never run)."""
+    server = FakeServer()
+    client = FakeClient(server, transports=["websocket"])
+    await client.connect(timeout=5)
+    heard: asyncio.Queue[object] = asyncio.Queue()
+
+    def broken(pub: Publication) -> None:
+        raise ValueError(f"a bug in the app's callback for {pub.data!r}")
+
+    async def later(pub: Publication) -> None:
+        await asyncio.sleep(0)
+        heard.put_nowait(pub.data)
+        raise RuntimeError("an async bug")
+
+    client.subscribe("room", on_publication=broken).listen(later)
+    await client.flush(timeout=5)
+    server.push({"t": "pub", "ch": "room", "o": 1, "d": "first"}, {"t": "pub", "ch": "room", "o": 2, "d": "second"})
+    assert await asyncio.wait_for(heard.get(), 5) == "first"
+    assert await asyncio.wait_for(heard.get(), 5) == "second"
+    assert client.state == "connected"
+    await client.emit("still", "working")
+    await client.flush(timeout=5)
+    assert server.applied[-1]["d"] == "working"
+    failures = [r for r in caplog.records if r.message.startswith("callback for publication on room failed")]
+    assert len(failures) == 4, [r.message for r in caplog.records]
     await client.close()

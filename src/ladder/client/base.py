@@ -7,7 +7,7 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -132,17 +132,29 @@ class ClientBase:
 
     def _emit(self, event: Event) -> None:
         for callback in self._callbacks.get(event.name, ()):
-            try:
-                result = callback(event)
-                if inspect.isawaitable(result):
-                    self._spawn(result)
-            except Exception:
-                log.exception("callback for %s failed", event.name)
+            self._call_back(event.name, callback, event)
         for queue in self._streams:
             queue.append(event)
         for waiter in self._stream_waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _call_back(self, what: str, callback: Callable[[Any], Any], value: Any) -> None:
+        """Call an app's callback (an ``async def`` one runs as a task). What it raises is
+        logged, not raised: a bug in one callback must not end the connection loop."""
+        try:
+            result = callback(value)
+            if inspect.isawaitable(result):
+                self._spawn(self._awaited(what, result))
+        except Exception:
+            log.exception("callback for %s failed", what)
+
+    @staticmethod
+    async def _awaited(what: str, result: Awaitable[Any]) -> None:
+        try:
+            await result
+        except Exception:
+            log.exception("callback for %s failed", what)
 
     def _set_state(self, state: str, reason: str = "", *, tell: bool = True) -> None:
         """Change the connection state; the app hears of it (event ``state``), except of the

@@ -17,6 +17,8 @@ class Unsubscriber(Protocol):
 
     async def unsubscribe(self, channel: str) -> None: ...
 
+    def _call_back(self, what: str, callback: Callable[[Any], Any], value: Any) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Publication:
@@ -181,8 +183,8 @@ class Subscription:
             return
         self.offset = offset
         pub = Publication(self.channel, offset, data, self.epoch)
-        for callback in self._callbacks:
-            callback(pub)
+        for callback in self._callbacks:  # (a failing one is logged: the others still run)
+            self.client._call_back(f"publication on {self.channel}", callback, pub)
         if self._iterable:
             self._buffer.append(pub)
             self._wake()
