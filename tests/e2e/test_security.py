@@ -224,6 +224,29 @@ async def test_message_rate_limit_answers_retry_after_then_disconnects_floods() 
         assert limited_replies and all(f["retry_after"] > 0 for f in limited_replies)
 
 
+async def test_a_bye_past_the_message_rate_still_ends_the_session() -> None:
+    """A client that closes right after a burst: its ``bye`` was over the rate too, dropped
+    without a word, and the session lived on until its TTL (close() says the server forgets
+    it at once)."""
+    with LadderServer({"limits": {"message_rate": 5, "message_burst": 5}}) as server:
+        async with websockets.connect(server.url.replace("http", "ws") + "/ws") as ws:
+            await ws.send('{"t":"hello","v":1}')
+            await ws.recv()
+            await ws.send("\n".join(f'{{"t":"emit","i":{i},"ev":"echo"}}' for i in range(1, 11)))
+            limited = []
+            while not limited:
+                limited = [f for f in map(orjson.loads, str(await ws.recv()).split("\n")) if f.get("re") == 6]
+            assert limited[0]["code"] == "rate_limited", limited
+            await ws.send('{"t":"bye"}')
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(5):
+                    while True:
+                        await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000, closed.value
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            assert (await http.get("/health")).json()["sessions"] == 0
+
+
 async def flooded(server: LadderServer, messages: Iterable[str], *, pause: float) -> list[dict[str, Any]]:
     """Send ``messages`` on a new session's WebSocket, ``pause`` s apart, until the server
     ends the session for flooding (``bye`` then close 4429); returns every frame it sent."""

@@ -69,6 +69,7 @@ async def round_trip_drop_and_resume(server: LadderServer, rung: str, encoding: 
         with pytest.raises(LadderError) as refused:
             await client.call("fail", "ladder")
         assert refused.value.code == "room_full"
+        assert (refused.value.retry_after, refused.value.details) == (2.5, {"seats": 0}), "every wire field"
         with pytest.raises(LadderError) as crashed:
             await client.call("fail", "python")
         assert crashed.value.code == "handler_error"

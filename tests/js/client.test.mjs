@@ -438,8 +438,8 @@ describe("reliability", () => {
     const late = client.call("slow", null, { timeout: 5000 });
     const refused = client.call("fail", null);
     await settle();
-    ws.receive([{ s: 1, t: "err", re: 2, code: "room_full", reason: "the room is full" }]);
-    await assert.rejects(refused, (e) => e instanceof LadderError && e.code === "room_full" && e.reason === "the room is full");
+    ws.receive([{ s: 1, t: "err", re: 2, code: "room_full", reason: "the room is full", retry_after: 2.5, details: { seats: 0 } }]);
+    await assert.rejects(refused, (e) => e instanceof LadderError && e.code === "room_full" && e.reason === "the room is full" && e.retryAfter === 2.5 && e.details?.seats === 0);
     const timedOut = assert.rejects(late, (e) => e.code === "timeout");
     await clock.advance(4999);
     assert.equal(client.state, "connected");

@@ -98,7 +98,7 @@ async def publish(ctx: Context, data: Any) -> dict[str, Any]:
 @hub.on("fail")
 async def fail(ctx: Context, data: Any) -> None:
     if data == "ladder":
-        raise LadderError("room_full", "the room is full")
+        raise LadderError("room_full", "the room is full", retry_after=2.5, details={"seats": 0})
     raise RuntimeError("boom")
 
 

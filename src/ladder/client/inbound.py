@@ -175,7 +175,8 @@ class Inbound(Outbound):
                 retry_after = frame.get("retry_after")
                 self._rate_limited(int(frame["re"]), float(retry_after) if retry_after else 0.0)
                 return
-            self._emit(ServerError(str(frame.get("code")), str(frame.get("reason", ""))))
+            if self.state != "closed":  # (the app closed it: it hears nothing more)
+                self._emit(ServerError(str(frame.get("code")), str(frame.get("reason", ""))))
 
     async def _pong(self, conn: Transport) -> None:
         """Answer a WebSocket ping; a pending ack goes with it instead of waiting its timer."""

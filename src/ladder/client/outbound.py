@@ -109,7 +109,7 @@ class Outbound(ClientBase):
             if future.done():
                 return
             if reply.get("t") == "err":
-                future.set_exception(LadderError(str(reply.get("code")), str(reply.get("reason", ""))))
+                future.set_exception(LadderError.of(reply))
             else:
                 future.set_result(reply.get("d"))
 
@@ -134,7 +134,7 @@ class Outbound(ClientBase):
             self._subscribing.discard(msg_id)
             if reply.get("t") == "err":
                 self._subs.pop(sub.channel, None)
-                sub.refused(LadderError(str(reply.get("code")), str(reply.get("reason", ""))))
+                sub.refused(LadderError.of(reply))
                 return
             again = sub.subscribed_once
             result = sub.confirmed(reply.get("d") or {})

@@ -8,6 +8,7 @@ on ``code``; ``reason`` is for logs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,10 +114,23 @@ class LadderError(Exception):
         return self.spec.fatal
 
     def body(self) -> dict[str, Any]:
-        """The error's wire fields (``code``, ``reason`` and, when set, ``retry_after``)."""
+        """The error's wire fields (``code``, ``reason`` and, when set, ``retry_after`` and
+        ``details``)."""
         out: dict[str, Any] = {"code": self.code, "reason": self.reason}
         if self.retry_after is not None:
             out["retry_after"] = self.retry_after
         if self.details is not None:
             out["details"] = self.details
         return out
+
+    @classmethod
+    def of(cls, frame: Mapping[str, Any]) -> LadderError:
+        """An ``err`` frame (or an HTTP error body) as the error it carries, every wire field
+        kept: a handler's ``details`` and a ``retry_after`` reach the caller."""
+        retry_after = frame.get("retry_after")
+        return cls(
+            str(frame.get("code", "internal")),
+            str(frame.get("reason", "")),
+            retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
+            details=frame.get("details"),
+        )

@@ -9,7 +9,7 @@ from typing import Final
 
 from ..protocol.attachment import Attachment
 from ..protocol.errors import LadderError
-from ..protocol.frames import ClientFrame, Numbered
+from ..protocol.frames import Bye, ClientFrame, Numbered
 from ..protocol.session import Phase
 from .config import Settings
 from .ratelimit import Bucket, Rate, told
@@ -43,8 +43,11 @@ class Throttle:
         Any other frame over the limit gets the same ``err`` without ``re``, and ends the batch
         too (a POST of 75,000 pings was answered with as many errors, and never ended).
         """
-        if not self.rate.enabled:
-            return frame  # (a batch's first ack does not come here: Inbound applies it first)
+        if not self.rate.enabled or type(frame) is Bye:
+            # (a batch's first ack does not come here: Inbound applies it first; a bye ends
+            # the session, which costs less than keeping it: never refused, or a client that
+            # closed after a burst would leave its session to the TTL)
+            return frame
         if session.state.phase is Phase.CLOSED:
             return None  # ended (for flooding, say): what its socket still brings is dropped
         retry_after = self._wait(session, now, transport, frame.i if isinstance(frame, Numbered) else None)

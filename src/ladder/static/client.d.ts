@@ -22,12 +22,14 @@ export type ClientState = "disconnected" | "connecting" | "connected" | "closed"
 
 /** A refusal with a stable `code` (switch on it) and a `reason` for people. */
 export declare class LadderError extends Error {
-  constructor(code: string, reason?: string, retryAfter?: number);
+  constructor(code: string, reason?: string, retryAfter?: number, details?: unknown);
   /** e.g. `timeout`, `forbidden`, `unknown_event`, `handler_error`, `closed`, `queue_full`, `leader_lost` (shared tabs), or an app's own code. */
   code: string;
   reason: string;
   /** Seconds to wait, for `rate_limited`. */
   retryAfter: number | undefined;
+  /** What the handler attached to its error (`LadderError(code, reason, details=...)`), if anything. */
+  details: unknown;
 }
 
 /** One message in a channel. */

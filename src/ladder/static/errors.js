@@ -10,8 +10,9 @@ export class LadderError extends Error {
    * @param {string} code
    * @param {string} [reason]
    * @param {number} [retryAfter] seconds, for `rate_limited`
+   * @param {unknown} [details] what a handler attached (`LadderError(..., details=...)`)
    */
-  constructor(code, reason = "", retryAfter) {
+  constructor(code, reason = "", retryAfter, details) {
     super(reason ? `${code}: ${reason}` : code);
     this.name = "LadderError";
     /** @type {string} */
@@ -20,6 +21,8 @@ export class LadderError extends Error {
     this.reason = reason;
     /** @type {number | undefined} */
     this.retryAfter = retryAfter;
+    /** @type {unknown} */
+    this.details = details;
   }
 }
 
@@ -62,7 +65,7 @@ export class AllRungsFailed extends Error {
  */
 export function errorOf(frame) {
   const retry = typeof frame.retry_after === "number" ? frame.retry_after : undefined;
-  return new LadderError(String(frame.code ?? "internal"), String(frame.reason ?? ""), retry);
+  return new LadderError(String(frame.code ?? "internal"), String(frame.reason ?? ""), retry, frame.details ?? undefined);
 }
 
 /**

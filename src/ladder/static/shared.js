@@ -33,9 +33,9 @@ import { Emitter, emit } from "./events.js";
 /** Options that do not concern the shared connection. */
 const TAB_ONLY = ["share", "remember", "browserEvents", "token"];
 
-/** @param {{code: string, reason?: string, retryAfter?: number}} body */
+/** @param {{code: string, reason?: string, retryAfter?: number, details?: unknown}} body */
 function asError(body) {
-  return errorOf({ code: body.code, reason: body.reason ?? "", retry_after: body.retryAfter });
+  return errorOf({ code: body.code, reason: body.reason ?? "", retry_after: body.retryAfter, details: body.details });
 }
 
 /** @typedef {{resolve: (value: any) => void, reject: (error: Error) => void, sent?: boolean}} Waiter */

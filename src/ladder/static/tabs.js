@@ -50,7 +50,7 @@ export function snapshot(client) {
 
 /** @param {unknown} error */
 function errorBody(error) {
-  if (error instanceof LadderError) return { code: error.code, reason: error.reason, retryAfter: error.retryAfter };
+  if (error instanceof LadderError) return { code: error.code, reason: error.reason, retryAfter: error.retryAfter, details: error.details };
   return { code: "internal", reason: String(error) };
 }
 
