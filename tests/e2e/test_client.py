@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ladder import Client, LadderError
-from ladder.client import Connected, Disconnected, Presence, Push, Resubscribed, SessionLost
+from ladder.client import Connected, Disconnected, Presence, ProbeResult, Push, Resubscribed, SessionLost
 from tests.support.server import LadderServer, free_port
 from tests.support.subscriptions import take
 
@@ -195,3 +195,20 @@ async def test_a_subscription_whose_reader_falls_behind_ends_with_queue_full(ser
         assert again is not sub
         caught_up = [pub.data["n"] for pub in await take(again, 3, timeout=10)]
         assert caught_up == [3, 4, 5], "subscribed again from its position: nothing lost"
+
+
+async def test_rungs_the_server_does_not_offer_are_never_probed() -> None:
+    """The welcome lists the rungs the server offers (``tr``); a client on SSE probed the
+    WebSocket the server had refused with ``unsupported_transport``, every few seconds, for as
+    long as it lived."""
+    with LadderServer({"transports": ["sse", "longpoll", "poll"]}) as server:
+        client = Client(server.url, probe_delay=0.01, probe_max_delay=0.02)
+        probes: list[ProbeResult] = []
+        client.on("probe", probes.append)
+        async with client:
+            assert client.transport == "sse"
+            assert client.policy.above("sse") == [] and client.policy.above("poll") == ["sse", "longpoll"]
+            for n in range(20):  # (longer, together, than the first few probe delays)
+                assert (await client.call("echo", n))["data"] == n
+            assert probes == [], probes
+            assert client._probe_task is None, "no probe was started"

@@ -118,6 +118,9 @@ class Switching(Opening):
         if self._remember:
             rung_memory.remember(self.url, conn.name)
         self.policy.won(conn.name)
+        offered = welcome.get("tr")
+        if isinstance(offered, list):  # (probes try no rung the server does not offer)
+            self.policy.offered([str(rung) for rung in offered])
         if new_session and self._had_session:
             self._emit(SessionLost(self._pending_loss or "the server started a new session"))
         self._pending_loss = None

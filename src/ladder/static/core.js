@@ -356,6 +356,8 @@ export class RungPolicy {
     this._cuts = Object.fromEntries(this.rungs.map((rung) => [rung, 0]));
     /** @type {Record<string, number>} times stepped down from each rung for its cuts since it last held */
     this._stepped = Object.fromEntries(this.rungs.map((rung) => [rung, 0]));
+    /** @type {string[] | null} the rungs the server's last welcome offered (`tr`), when it said */
+    this._offered = null;
   }
 
   get current() {
@@ -372,7 +374,18 @@ export class RungPolicy {
    * @param {{rung: string}} args
    */
   above({ rung }) {
-    return this.rungs.slice(0, this.rungs.indexOf(rung));
+    const better = this.rungs.slice(0, this.rungs.indexOf(rung));
+    const offered = this._offered;
+    return offered === null ? better : better.filter((r) => offered.includes(r));
+  }
+
+  /**
+   * A welcome listed the rungs its server offers (`tr`): a probe does not try the others,
+   * which would be refused every time for as long as the client lives.
+   * @param {{rungs: readonly string[]}} args
+   */
+  offered({ rungs }) {
+    this._offered = [...rungs];
   }
 
   /**

@@ -88,6 +88,11 @@ export class RungPolicy {
     return this.core.probeWait({ rung, first });
   }
 
+  /** @param {readonly string[]} rungs what the server's welcome offers (`tr`): probes try no other */
+  offered(rungs) {
+    this.core.offered({ rungs });
+  }
+
   /** @param {Rung} rung a race (or a probe) was won there: stand there */
   won(rung) {
     this.core.won({ rung });

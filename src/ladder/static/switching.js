@@ -66,6 +66,7 @@ export function adopt(client, conn, reason) {
   client._setState("connected");
   client._remember(conn.name);
   client.policy.won(conn.name);
+  if (Array.isArray(welcome.tr)) client.policy.offered(welcome.tr.map(String));
   if (newSession && client._hadSession) {
     client._emit("session_lost", { reason: client._pendingLoss ?? "the server started a new session" });
   }

@@ -62,6 +62,8 @@ class RungPolicy:
         self._cuts = dict.fromkeys(self.rungs, 0)
         self._stepped = dict.fromkeys(self.rungs, 0)
         """Times the client stepped down from each rung for its cuts since it last held there."""
+        self._offered: list[str] | None = None
+        """The rungs the server's last welcome offered (``tr``), when it said."""
 
     def index(self, rung: str) -> int:
         return self.rungs.index(rung)
@@ -75,8 +77,16 @@ class RungPolicy:
         return self.rungs[self.floor :]
 
     def above(self, rung: str) -> list[str]:
-        """Better rungs than ``rung``, best first: what a probe tries."""
-        return self.rungs[: self.index(rung)]
+        """Better rungs than ``rung``, best first: what a probe tries (of those the server
+        offers, once a welcome said which)."""
+        better = self.rungs[: self.index(rung)]
+        offered = self._offered
+        return better if offered is None else [r for r in better if r in offered]
+
+    def offered(self, rungs: Sequence[str]) -> None:
+        """A welcome listed the rungs its server offers (``tr``): a probe does not try the
+        others, which would be refused every time for as long as the client lives."""
+        self._offered = list(rungs)
 
     def won(self, rung: str) -> None:
         """A race (or a probe) was won on ``rung``: stand there."""
