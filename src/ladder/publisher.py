@@ -14,6 +14,7 @@ refuses ``memory://`` at once rather than publish into the void.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import threading
 from collections.abc import Mapping
@@ -157,6 +158,10 @@ class BlockingPublisher:
         default_channel: ChannelOptions | None = None,
         timeout: float = 10.0,
     ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+            raise ConfigurationError(
+                "timeout", f"{timeout!r} is not a number of seconds above 0", "pass, e.g., timeout=10.0"
+            )
         self._engine = engine
         self._channels = channels
         self._default_channel = default_channel

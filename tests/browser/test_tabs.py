@@ -424,6 +424,39 @@ def test_a_misspelt_option_throws_also_when_the_tab_would_share(context: Browser
     assert thrown[2].startswith("TypeError: transports must be an array of rung names"), thrown
 
 
+def test_a_shared_tabs_subscribe_checks_its_arguments_as_a_tab_of_its_own_does(
+    context: BrowserContext, hub: LadderServer
+) -> None:
+    """A shared client's ``subscribe`` checked nothing: ``{recent: -1}`` went to the shared
+    connection, whose refusal reached no one, and the channel stayed stuck for that tab
+    (``ready()`` pending, later publications undelivered); ``since`` of another shape was
+    ignored and ``ready()`` said ``recovered: true``."""
+    page = context.new_page()
+    page.goto(f"{hub.url}/health")
+    thrown = page.evaluate(
+        """async () => {
+            const ladder = await import('/client.js');
+            const client = ladder.connect(location.origin, { transports: ["sse"] });
+            const tries = [[null, { recent: -1 }], [{ recent: 3 }], [null, { recnt: 5 }], [null, { since: ["e", 2] }]];
+            const said = tries.map((args) => {
+                try { client.subscribe("room:args", ...args); return "no error"; }
+                catch (e) { return `${e.name}: ${e.message}`; }
+            });
+            const sub = client.subscribe("room:args", null, { recent: 0 });
+            await client.ready();
+            const result = await Promise.race([sub.ready(), new Promise((r) => setTimeout(() => r("stuck"), 5000))]);
+            return { shared: client.shared === true, said, ready: result === "stuck" ? result : result.channel };
+        }"""
+    )
+    assert thrown["shared"], "the tab shares its connection"
+    said = thrown["said"]
+    assert said[0] == "RangeError: recent must be an integer from 0 to 10000, not -1", said
+    assert said[1].startswith("TypeError: subscribe: the second argument is the listener"), said
+    assert said[2].startswith('TypeError: subscribe: unknown option "recnt"'), said
+    assert said[3].startswith("TypeError: since must be {epoch, offset}"), said
+    assert thrown["ready"] == "room:args", "the channel works after the refused attempts"
+
+
 def test_a_tab_that_joins_a_connection_already_up_hears_it_connect(context: BrowserContext, hub: LadderServer) -> None:
     """The second tab's client went from disconnected to connected without an event: a page
     that shows its state from ``state``, ``transport`` and ``open`` never showed it connected."""

@@ -209,3 +209,36 @@ async def test_a_token_callable_that_raises_is_named_in_the_reason() -> None:
         await client.connect()
     assert "the client's token callable raised RuntimeError('the vault is sealed')" in str(failed.value)
     await client.close()
+
+
+async def test_an_address_or_argument_that_cannot_work_is_refused_at_once() -> None:
+    """Each was taken, then retried for the whole connect_timeout and reported in a
+    transport's words (``not enough values to unpack``, ``no Ladder endpoint at
+    ws://host:port?x=1/ws``), or failed inside asyncio or with an IndexError."""
+    import httpx  # noqa: PLC0415
+
+    from ladder import Client  # noqa: PLC0415
+
+    for url, said in [
+        ("http://", "names no host"),
+        ("http://127.0.0.1:notaport", "the port is not a number"),
+        ("http://127.0.0.1:8000?x=1", "takes no query or fragment"),
+        ("http://127.0.0.1:8000/#frag", "takes no query or fragment"),
+    ]:
+        with pytest.raises(ValueError, match=said):
+            Client(url)
+    with pytest.raises(TypeError, match="url must be a str"):
+        Client(b"http://127.0.0.1:8000")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="http_client must be an httpx.AsyncClient, not str"):
+        Client("http://127.0.0.1:9", http_client="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ssl_context must be an ssl.SSLContext"):
+        Client("https://127.0.0.1:9", ssl_context="ca.pem")  # type: ignore[arg-type]
+    async with httpx.AsyncClient() as http:
+        client = Client("http://127.0.0.1:9/ladder", http_client=http)
+        for call in (client.flush(timeout="5"), client.flush(timeout=-1), client.connect(timeout=0)):  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match=r"timeout is in seconds \(a number above 0, or None"):
+                await call
+        for since in (("e",), "abc", ("e", -1), (1, 2)):
+            with pytest.raises(ValueError, match=r"since must be \(epoch, offset\)"):
+                client.subscribe("room:a", since=since)  # type: ignore[arg-type]
+        await client.close()

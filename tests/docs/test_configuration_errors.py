@@ -116,3 +116,72 @@ def test_settings_that_cannot_work_are_refused_when_the_hub_is_built() -> None:
     with pytest.raises(ConfigurationError, match=r"^authenticate: JWT\(key=\.\.\.\) got an empty key"):
         JWT("")
     assert Limits(message_rate=0, request_rate=0).message_rate == 0  # 0 there: no limit
+
+
+def test_settings_taken_without_a_word_then_failing_every_request_are_refused() -> None:
+    """Each was accepted, then every subscribe failed as ``handler_error``, every client was
+    refused (``too_many_sessions``) or told to wait forever (``rate_limited``), or the hub
+    failed at startup with redis-py's words, or every valid JWT was refused."""
+    from ladder import JWT  # noqa: PLC0415
+
+    with pytest.raises(ConfigurationError, match=r"^permissions: got a str, not a function"):
+        Ladder(permissions="x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^limits: got a dict .*; write Limits\(max_frame_size=\.\.\.\)"):
+        Ladder(limits={"max_frame_size": 10})  # type: ignore[arg-type]
+    for name in ("max_sessions", "max_sessions_per_address", "max_sessions_per_user", "max_subscriptions"):
+        with pytest.raises(ConfigurationError, match=rf"^Limits\({name}=\.\.\.\): 0 cannot work"):
+            Limits(**{name: 0})
+    with pytest.raises(ConfigurationError, match=r"^Limits\(message_burst=\.\.\.\): 0 cannot work with message_rate=100"):
+        Limits(message_burst=0)
+    with pytest.raises(ConfigurationError, match=r"^Limits\(request_burst=\.\.\.\): 0\.5 cannot work"):
+        Limits(request_burst=0.5)
+    assert Limits(message_rate=0, message_burst=0).message_burst == 0, "no limit at all: no burst needed"
+    for url, problem in [
+        ("redis:/x", "it names no server"),
+        ("redis://127.0.0.1:notaport/0", "the port of '127.0.0.1:notaport' is not a number"),
+        ("redis://127.0.0.1:6379/x", "the database 'x' is not a number"),
+        ("redis://h1:6379,h2:bad/0", "the port of 'h2:bad'"),
+        ("unix://", "it names no socket file"),
+    ]:
+        with pytest.raises(ConfigurationError, match=rf"^engine: .* is not a Redis URL: {problem}"):
+            Ladder(engine=url)
+    with pytest.raises(ConfigurationError) as secret:
+        Ladder(engine="redis://:s3cret@127.0.0.1:x/0")
+    assert "s3cret" not in str(secret.value) and "redis://:***@127.0.0.1:x/0" in str(secret.value)
+    with pytest.raises(ConfigurationError, match=r"algorithms=\['HS256'\]"):
+        JWT("secret", algorithms="HS256")  # type: ignore[arg-type]
+
+
+def test_handler_and_push_names_no_client_can_use_are_refused_at_once() -> None:
+    hub = Ladder()
+
+    def chat(ctx: object, data: object) -> None: ...
+
+    with pytest.raises(TypeError, match=r'write @hub.on\("chat"\) above chat'):
+        hub.on(chat)  # type: ignore[arg-type]
+    for bad in ("", 123, "a\nb", "x" * 256):
+        with pytest.raises(ValueError, match="is not an event name a client can use"):
+            hub.on(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"hub.on\('chat'\) registers a function, not str"):
+        hub.on("chat")("not a function")  # type: ignore[arg-type]
+    assert hub.on("chat.send")(chat) is chat
+
+
+async def test_hub_queries_refuse_what_a_client_query_would() -> None:
+    hub = Ladder()
+    with pytest.raises(ValueError, match="is not an event name"):
+        await hub.send("sid", "", None)
+    with pytest.raises(ValueError, match="is not a channel name"):
+        await hub.history("")
+    with pytest.raises(ValueError, match=r"limit must be an int from 1 to 10000, not -1"):
+        await hub.history("room:a", limit=-1)
+    with pytest.raises(ValueError, match="is not a channel name"):
+        await hub.presence("")
+
+
+def test_a_blocking_publishers_timeout_must_be_seconds_above_0() -> None:
+    from ladder import BlockingPublisher  # noqa: PLC0415
+
+    for bad in (0, -1, "5", float("inf")):
+        with pytest.raises(ConfigurationError, match=r"^timeout: .* is not a number of seconds above 0"):
+            BlockingPublisher("redis://127.0.0.1:9/0", timeout=bad)  # type: ignore[arg-type]

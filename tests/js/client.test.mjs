@@ -875,6 +875,10 @@ describe("edges", () => {
     await assert.rejects(async () => client.call("c", 1, { timeout: 0 }), form(/timeout is in milliseconds \(a number above 0/));
     assert.throws(() => client.subscribe("ch", { recent: 3 }), form(/^subscribe: the second argument is the listener/));
     assert.throws(() => client.subscribe("ch", null, { recnt: 5 }), form(/^subscribe: unknown option "recnt"; the options are since, recent$/));
+    // (since: [epoch, 2], the Python client's shape, subscribed from now on and ready() said recovered)
+    for (const since of [["e", 2], { ep: "e", off: 2 }, "e:2", { epoch: "e", offset: -1 }, { epoch: "", offset: 1 }]) {
+      assert.throws(() => client.subscribe("ch", null, { since }), form(/^since must be \{epoch, offset\} as sub\.position gives it/), JSON.stringify(since));
+    }
     client.subscribe("ch", null, { recent: 3 });
     await settle();
     assert.deepEqual(net.last("websocket").sent.map((f) => [f.t, f.recent]), [["sub", 3]], "nothing else was sent");
@@ -1163,6 +1167,20 @@ describe("options", () => {
     assert.throws(make({ stagger: [] }), /^TypeError: stagger must be an array of ms/);
     assert.throws(make({ transports: ["carrier-pigeon"] }), /^TypeError: transports must be a non-empty subset of websocket, sse, longpoll, poll, not carrier-pigeon$/);
     assert.doesNotThrow(make({ connectTimeout: null, maxAttempts: null, stagger: [0], pollInterval: [100, 100], browserEvents: false }));
+    // (NaN and Infinity were shown as "null"; a token object was sent as "[object Object]";
+    // {share: "no"} shared; connect(undefined) dialled ".../undefined", options null threw
+    // "Cannot convert undefined or null to object")
+    assert.throws(make({ openTimeout: NaN }), /^TypeError: openTimeout must be a number of ms >= 0, not NaN$/);
+    assert.throws(make({ backoffMax: Infinity }), /^TypeError: backoffMax must be a number of ms >= 0, not Infinity$/);
+    assert.throws(make({ token: { user: "ada" } }), /^TypeError: token must be a string, a function returning one, or null, not \{"user":"ada"\}$/);
+    assert.throws(make({ token: 5 }), /^TypeError: token must be a string/);
+    assert.throws(make({ share: "no" }), /^TypeError: share must be true or false, not "no"$/);
+    assert.throws(make({ outbox: "off" }), /^TypeError: outbox must be true or false/);
+    assert.throws(make([1]), /^TypeError: options are an object/);
+    assert.throws(() => new Client(undefined), /^TypeError: url must be where the hub is mounted, e\.g\. "\/ladder"/);
+    assert.doesNotThrow(() => new Client("http://127.0.0.1:1", null));
+    assert.doesNotThrow(make({ token: "t" }));
+    assert.doesNotThrow(make({ token: () => "t" }));
   });
 
   test("an unknown option throws, naming the ones there are (a misspelt one was ignored)", () => {

@@ -10,6 +10,7 @@ from typing import Any
 from ..protocol.errors import LadderError
 from ..protocol.frames import MAX_RECENT
 from .connection import Connection
+from .options import check_since
 from .subscription import Publication, Subscription
 
 log = logging.getLogger("ladder.client")
@@ -36,6 +37,7 @@ class Calls(Connection):
             raise self._fatal or LadderError("closed", "this client was closed")
         if isinstance(recent, bool) or not isinstance(recent, int) or not 0 <= recent <= MAX_RECENT:
             raise ValueError(f"recent must be an int from 0 to {MAX_RECENT}, not {recent!r}")
+        check_since(since)
         existing = self._subs.get(channel)
         if existing is not None and existing.active:
             if on_publication is not None:

@@ -40,7 +40,7 @@ from .events import (
     StateChanged,
     TransportChanged,
 )
-from .options import check_options
+from .options import check_options, check_url
 from .pacing import Pacer
 from .rungs import RungPolicy
 from .subscription import Publication, SubscribeResult, Subscription
@@ -134,11 +134,13 @@ class Client(Calls):
         http_client: httpx.AsyncClient | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        scheme = url.partition("://")[0].lower() if "://" in url else ""
-        if scheme not in ("http", "https"):
-            raise ValueError(
-                f"url {url!r} must start with http:// or https:// (the address the hub is "
-                "mounted at, e.g. 'http://127.0.0.1:8000' or 'https://example.com/ladder')"
+        check_url(url)
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise TypeError(f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}")
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(
+                f"ssl_context must be an ssl.SSLContext (ssl.create_default_context(cafile=...)), "
+                f"not {type(ssl_context).__name__}"
             )
         if isinstance(transports, str):
             raise TypeError(f"transports must be a list of rung names, e.g. [{transports!r}], not a str")

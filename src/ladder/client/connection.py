@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from ..protocol.client import Reconnect, after_race, after_transport
 from ..protocol.errors import LadderError
+from .options import check_timeout
 from .race import AllRungsFailed, race
 from .switching import Switching
 from .transports.base import TransportClosed
@@ -29,6 +30,7 @@ class Connection(Switching):
         server's refusal when retrying cannot help (``unauthorized``,
         ``origin_not_allowed``), ``timeout`` once ``max_attempts`` ran out.
         """
+        check_timeout(timeout, "for connect_timeout alone")
         if self.state == "closed":
             raise self._fatal or LadderError("closed", "this client was closed")
         loop = asyncio.get_running_loop()

@@ -5,10 +5,64 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
 
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_EXAMPLE = "e.g. 'http://127.0.0.1:8000' or 'https://example.com/ladder'"
+
+
+def check_url(url: object) -> str:
+    """The hub's address, or an error naming what is wrong with it: each would otherwise be
+    retried for the whole ``connect_timeout`` and reported in a transport's words."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str ({_EXAMPLE}), not {type(url).__name__}")
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https"):
+        raise ValueError(
+            f"url {url!r} must start with http:// or https:// (the address the hub is mounted at, "
+            f"{_EXAMPLE})"
+        )
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        raise ValueError(f"url {url!r}: the port is not a number from 0 to 65535 ({_EXAMPLE})") from None
+    if not parts.hostname:
+        raise ValueError(f"url {url!r} names no host ({_EXAMPLE})")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError(
+            f"url {url!r}: the hub's address takes no query or fragment (the client adds each "
+            "endpoint's path and query to it); pass credentials with token= or headers="
+        )
+    return url
+
+
+def check_timeout(timeout: object, meaning: str = "to wait as long as the session lives") -> None:
+    """A method's ``timeout``: seconds above 0, or None (0 failed at once where the browser
+    client's waited; "5" failed inside asyncio, naming neither the option nor the fix)."""
+    if timeout is not None and (not _number(timeout) or not timeout > 0):  # type: ignore[operator]
+        raise ValueError(f"timeout is in seconds (a number above 0, or None {meaning}), not {timeout!r}")
+
+
+def check_since(since: object) -> None:
+    """``since``: None, or the ``(epoch, offset)`` a subscription's ``position`` gives."""
+    if since is None:
+        return
+    if (
+        not isinstance(since, tuple | list)
+        or len(since) != 2
+        or not isinstance(since[0], str)
+        or isinstance(since[1], bool)
+        or not isinstance(since[1], int)
+        or since[1] < 0
+    ):
+        raise ValueError(
+            f"since must be (epoch, offset) as sub.position gives it, e.g. ('a1b2', 42), not {since!r}"
+        )
 
 
 def check_options(

@@ -15,6 +15,7 @@ from ..protocol.errors import LadderError
 from ..protocol.peer import Frame
 from .base import ClientBase
 from .events import Resubscribed, ResyncNeeded
+from .options import check_timeout
 from .subscription import Subscription
 from .transports.base import Transport, TransportClosed
 
@@ -34,6 +35,7 @@ class Outbound(ClientBase):
         the built-in ``TimeoutError`` after ``timeout`` seconds (the messages stay queued),
         and ``LadderError("closed")`` once the client is closed (nothing will acknowledge them).
         """
+        check_timeout(timeout, "to wait for as long as it takes")
         if self.state == "closed":  # (it waited for good)
             raise self._fatal or LadderError("closed", "this client was closed")
         conn = self._conn
@@ -96,13 +98,7 @@ class Outbound(ClientBase):
         return None
 
     async def _request(self, frame: Frame, timeout: float | None) -> Any:
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
-        ):  # (0 failed at once where the browser's waited; "5" failed inside asyncio)
-            raise ValueError(
-                f"timeout is in seconds (a number above 0, or None to wait as long as the "
-                f"session lives), not {timeout!r}"
-            )
+        check_timeout(timeout)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def settle(reply: Frame) -> None:

@@ -19,6 +19,7 @@ from .base import (
     SessionRouting,
 )
 from .memory import MemoryEngine
+from .urls import check_redis_url, shown
 
 __all__ = [
     "AppliedRecords",
@@ -54,6 +55,8 @@ def create_engine(spec: str | Engine) -> Engine:
             )
         return spec
     scheme = urlsplit(spec).scheme
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster", "unix"):
+        check_redis_url(spec)
     if scheme == "memory":
         return MemoryEngine()
     if scheme in ("redis+cluster", "rediss+cluster"):
@@ -74,7 +77,7 @@ def create_engine(spec: str | Engine) -> Engine:
         return engine
     raise ConfigurationError(
         "engine",
-        f"unknown engine URL {spec!r}",
+        f"unknown engine URL {shown(spec)!r}",
         'use "memory://" (one process), "redis://host:6379/0" (several processes; also '
         '"rediss://" for TLS and "unix:///path/to/redis.sock") or "redis://h1:6379,h2:6379/0" '
         "(several Redis servers, channels and sessions spread over them) or "
@@ -86,6 +89,6 @@ def _redis_missing(spec: str) -> ConfigurationError:
     """The error for a Redis URL when the Redis extra is not installed."""
     return ConfigurationError(
         "engine",
-        f"{spec!r} needs the Redis engine, which is not installed",
+        f"{shown(spec)!r} needs the Redis engine, which is not installed",
         f"install it with `{install_hint('redis')}`",
     )

@@ -203,6 +203,20 @@ def check_channel(channel: object) -> str:
         raise ValueError(f"channel {channel!r} is not a channel name a client can use: {why}") from None
 
 
+MAX_HISTORY_LIMIT: Final = 10_000
+"""The most publications one history query returns."""
+
+
+def check_event(event: object) -> str:
+    """``event`` if a client could send or receive it (the rule of a frame's ``ev``), else
+    ``ValueError``: a handler under such a name could never be called, a push never told
+    apart."""
+    try:
+        return _str({"ev": event}, "ev")
+    except LadderError as exc:
+        raise ValueError(f"event {event!r} is not an event name a client can use: {exc.reason}") from None
+
+
 def _bad(field: str, what: str) -> LadderError:
     return LadderError("bad_frame", f"field {field!r} {what}")
 
@@ -327,7 +341,7 @@ def _history(o: dict[str, Any]) -> HistoryQuery:
     return HistoryQuery(
         i=o["i"],
         ch=_str(o, "ch"),
-        limit=_opt_int(o, "limit", hi=10_000) or 100,
+        limit=_opt_int(o, "limit", hi=MAX_HISTORY_LIMIT) or 100,
         epoch=epoch,
         offset=offset,
     )

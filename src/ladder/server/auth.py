@@ -21,6 +21,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any, Final, Literal, TypeAlias
 
 from ..engine.base import ChannelOptions
+from ..protocol.codec import Payload
 from ..protocol.errors import LadderError
 from ..protocol.frames import MAX_TOKEN
 
@@ -110,15 +111,38 @@ async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> I
     if isinstance(result, Identity):
         if result.expires is not None and result.expires <= time.time():
             raise LadderError("token_expired", "the credentials have expired already: get new ones")
+        _check_identity(result)
         return result
     if isinstance(result, str):
         return Identity(user=result)
+    if result is not None:  # a bug of the hook's, not a refusal: logged as its failure
+        raise TypeError(
+            f"the authenticate hook returned {type(result).__name__} {result!r:.80}: return an "
+            "Identity, a user id as a str, or None to refuse"
+        )
     if request.token is None and not request.cookies:
         raise LadderError("unauthorized", NO_CREDENTIALS)
     sent = "the token" if request.token is not None else "the cookie or headers"
     raise LadderError(
         "unauthorized", f"the authenticate hook refused these credentials: check {sent} the client sends"
     )
+
+
+def _check_identity(identity: Identity) -> None:
+    """An :class:`Identity` the session can carry: ``user`` a str or None, ``info`` data
+    presence can send (checked here, where the hook's mistake is, rather than as a
+    ``bad_frame`` blamed on the client at its first presence)."""
+    if identity.user is not None and not isinstance(identity.user, str):
+        raise TypeError(
+            f"the authenticate hook returned Identity(user={identity.user!r}): the user id must be "
+            f"a str (write Identity(user=str({identity.user!r})))"
+        )
+    if identity.info is not None:
+        try:
+            Payload.checked(identity.info)
+        except TypeError as exc:
+            why = f"the authenticate hook's Identity.info cannot be shown in presence: {exc}"
+            raise TypeError(why) from exc
 
 
 def default_permissions(identity: Identity, action: Action, channel: str, options: ChannelOptions) -> bool:

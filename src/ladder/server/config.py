@@ -44,6 +44,14 @@ class Limits:
                     f"{value} bytes cannot work (a hello with its token, or a small call, is larger)",
                     f"pass at least {SMALLEST_FRAME_LIMIT} (the default is {defaults[name]})",
                 )
+        for rate, burst in (("message_rate", "message_burst"), ("request_rate", "request_burst")):
+            if getattr(self, rate) and getattr(self, burst) < 1:
+                raise ConfigurationError(
+                    f"Limits({burst}=...)",
+                    f"{getattr(self, burst)!r} cannot work with {rate}={getattr(self, rate)!r}: not one "
+                    "message could ever be taken, and clients would be told to wait forever",
+                    f"pass at least 1 (the default is {defaults[burst]:g}), or {rate}=0 for no limit",
+                )
         if self.max_post_size < self.max_frame_size:
             raise ConfigurationError(
                 "Limits(max_post_size=...)",
@@ -110,9 +118,14 @@ _ABOVE_ZERO: Final = frozenset(
         "batch_frames",
         "hello_timeout",
         "frame_timeout",
+        "max_sessions",
+        "max_sessions_per_address",
+        "max_sessions_per_user",
+        "max_subscriptions",
     }
 )
-"""Limits for which 0 cannot work (for the rates, 0 means no limit)."""
+"""Limits for which 0 cannot work (every session, or every subscription, would be refused;
+for the rates, 0 means no limit)."""
 
 HUB_ABOVE_ZERO: Final = frozenset({"session_ttl", "heartbeat", "poll_timeout", "presence_ttl"})
 """Hub timings for which 0 cannot work."""
@@ -162,7 +175,13 @@ def check_channel_options(setting: str, options: Any) -> ChannelOptions:
 
 
 def check_hub_settings(
-    allowed_origins: Any, transports: Any, numbers: Mapping[str, Any], authenticate: Any = None
+    allowed_origins: Any,
+    transports: Any,
+    numbers: Mapping[str, Any],
+    *,
+    authenticate: Any = None,
+    permissions: Any = None,
+    limits: Any = None,
 ) -> tuple[str, ...]:
     """Refuse a hub setting that cannot work, naming it; returns the transports, best first."""
     if allowed_origins is not None:
@@ -200,6 +219,19 @@ def check_hub_settings(
             f"got a {type(authenticate).__name__}, not a function",
             "pass a function of the AuthRequest returning an Identity, a user id or None "
             "(async or not), or JWT(key)",
+        )
+    if permissions is not None and not callable(permissions):
+        raise ConfigurationError(
+            "permissions",
+            f"got a {type(permissions).__name__}, not a function",
+            "pass a function (identity, action, channel, options) -> bool (async or not)",
+        )
+    if limits is not None and not isinstance(limits, Limits):
+        keys = ", ".join(f"{key}=..." for key in limits) if isinstance(limits, Mapping) else "..."
+        raise ConfigurationError(
+            "limits",
+            f"got a {type(limits).__name__} where Limits are expected",
+            f"write Limits({keys}) (from ladder import Limits)",
         )
     return tuple(t for t in TRANSPORTS if t in transports)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..engine import create_engine
 from ..engine.base import ChannelOptions, Engine, Member, Payload, Publication
-from ..protocol.frames import check_channel
+from ..protocol.frames import MAX_HISTORY_LIMIT, check_channel, check_event
 from ..protocol.session import SessionLimits
 from .auth import Authenticate, Permissions, default_permissions
 from .config import TRANSPORTS, ChannelRules, Limits, Settings, check_hub_settings
@@ -83,7 +83,10 @@ class Ladder:
     ) -> None:
         timings = {"session_ttl": session_ttl, "heartbeat": heartbeat, "poll_timeout": poll_timeout}
         timings |= {"presence_ttl": presence_ttl, "sse_padding": sse_padding, "gzip_min_size": gzip_min_size}
-        offered = check_hub_settings(allowed_origins, transports, timings, authenticate)
+        offered = check_hub_settings(
+            allowed_origins, transports, timings,
+            authenticate=authenticate, permissions=permissions, limits=limits,
+        )
         limits = limits or Limits()
         self._settings = Settings(
             allowed_origins=None if allowed_origins is None else tuple(allowed_origins),
@@ -157,7 +160,14 @@ class Ladder:
         libraries built on it need.
         """
 
+        if callable(event):  # ``@hub.on`` with no name: the function would replace the handler
+            name = getattr(event, "__name__", "handler")
+            raise TypeError(f'@hub.on needs the event\'s name: write @hub.on("{name}") above {name}')
+        check_event(event)
+
         def register(handler: Handler) -> Handler:
+            if not callable(handler):
+                raise TypeError(f"hub.on({event!r}) registers a function, not {type(handler).__name__}")
             self._handlers[event] = handler
             return handler
 
@@ -185,6 +195,7 @@ class Ladder:
         Data no encoding can carry raises ``TypeError``, as for :meth:`publish`.
         """
         Payload.checked(data)
+        check_event(event)
         await self._node.serving()
         return await self._node.pusher.send(session_id, event, data)
 
@@ -197,16 +208,23 @@ class Ladder:
         WARNING says so). A session whose client is away gets it when the client comes back.
         """
         Payload.checked(data)
+        check_event(event)
         await self._node.serving()
         return await self._node.pusher.send_user(user, event, data)
 
     async def presence(self, channel: str) -> list[Member]:
-        """Members currently present in ``channel``."""
+        """Members currently present in ``channel`` (none in a channel without
+        ``presence=True``, where a client's query is refused with ``presence_disabled``)."""
+        check_channel(channel)
         await self._node.serving()
         return await self._node.engine.presence(channel)
 
     async def history(self, channel: str, limit: int = 100) -> list[Publication]:
-        """The newest ``limit`` publications kept for ``channel``."""
+        """The newest ``limit`` publications kept for ``channel`` (1 to 10,000, as for a
+        client's query; ``ValueError`` otherwise, and for a channel no client can name)."""
+        check_channel(channel)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_HISTORY_LIMIT:
+            raise ValueError(f"limit must be an int from 1 to {MAX_HISTORY_LIMIT}, not {limit!r}")
         node = self._node
         await node.serving()
         options = self._settings.channel_rules.options(channel)

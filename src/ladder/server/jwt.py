@@ -55,6 +55,14 @@ class JWT:
                 "JWT(key=...) got an empty key: every token would fail to verify",
                 "pass the secret (HS*) or the public key (RS*, ES*, EdDSA) your tokens are signed for",
             )
+        if isinstance(algorithms, str) or not algorithms or not all(isinstance(a, str) for a in algorithms):
+            raise ConfigurationError(
+                "authenticate",
+                f"JWT(algorithms={algorithms!r}) is not a list of algorithm names",
+                f"pass a list: algorithms=[{algorithms!r}]"
+                if isinstance(algorithms, str)
+                else 'pass a list such as ["HS256"] or ["RS256"]',
+            )
         self._jwt = jwt
         self.key = key
         self.algorithms = list(algorithms)

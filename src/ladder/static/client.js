@@ -20,7 +20,7 @@
  * `events`), as in the Python client; `outbox` keeps unacknowledged messages for the next page.
  */
 
-import { checkOptions, Client } from "./driver.js";
+import { checkOptions, checkUrl, Client } from "./driver.js";
 import { SharedClient } from "./shared.js";
 import { canShare } from "./leader.js";
 
@@ -60,6 +60,8 @@ export { TabHub } from "./tabs.js";
  * @returns {Client | SharedClient}
  */
 export function connect(url, options = {}) {
+  options ??= {};
+  checkUrl(url);
   checkOptions(options);
   if (options.share !== false && canShare(url, options)) return new SharedClient(url, options).start();
   return new Client(url, options).start();

@@ -18,7 +18,7 @@ import { RungPolicy, allowedRungs } from "./rungs.js";
 import { Reconnect } from "./core.js";
 import { Pacer } from "./pacing.js";
 import { atMost, realClock } from "./clock.js";
-import { reportLater, Subscription } from "./subscription.js";
+import { reportLater, Subscription, subscribeArguments } from "./subscription.js";
 import { Endpoint } from "./transport.js";
 import { HttpTransport } from "./http.js";
 import { makeTransport } from "./connection.js";
@@ -95,6 +95,9 @@ const OPTIONS = Object.freeze([
  * @param {ClientOptions} options
  */
 export function checkOptions(options) {
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new TypeError(`options are an object, e.g. {transports: ["websocket", "sse"]}, not ${shown(options)}`);
+  }
   const unknown = Object.keys(options).filter((name) => !OPTIONS.includes(name));
   if (unknown.length) throw new TypeError(`unknown option ${unknown.map((n) => JSON.stringify(n)).join(", ")}; the options are ${OPTIONS.join(", ")}`);
   const given = /** @type {Record<string, unknown>} */ (options);
@@ -102,13 +105,22 @@ export function checkOptions(options) {
     const value = given[name];
     if (value === undefined || (value === null && NULLABLE.has(name))) continue;
     if (!isMs(value)) {
-      throw new TypeError(`${name} must be a number of ms >= 0${NULLABLE.has(name) ? " (or null)" : ""}, not ${JSON.stringify(value)}`);
+      throw new TypeError(`${name} must be a number of ms >= 0${NULLABLE.has(name) ? " (or null)" : ""}, not ${shown(value)}`);
     }
   }
   for (const name of COUNTS) {
     const value = given[name];
     if (value === undefined || (value === null && NULLABLE.has(name))) continue;
-    if (typeof value !== "number" || !Number.isInteger(value) || value < 1) throw new TypeError(`${name} must be a whole number >= 1, not ${JSON.stringify(value)}`);
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 1) throw new TypeError(`${name} must be a whole number >= 1, not ${shown(value)}`);
+  }
+  for (const name of FLAGS) {
+    const value = given[name];
+    if (value !== undefined && typeof value !== "boolean") throw new TypeError(`${name} must be true or false, not ${shown(value)}`);
+  }
+  const { token } = options;
+  if (token !== undefined && token !== null && typeof token !== "string" && typeof token !== "function") {
+    // (sent as String(token): {user: "ada"} authenticated "[object Object]")
+    throw new TypeError(`token must be a string, a function returning one, or null, not ${shown(token)}`);
   }
   const { pollInterval, stagger } = options;
   if (pollInterval !== undefined && !(Array.isArray(pollInterval) && pollInterval.length === 2 && pollInterval.every(isMs) && pollInterval[0] <= pollInterval[1])) {
@@ -118,6 +130,34 @@ export function checkOptions(options) {
     throw new TypeError(`stagger must be an array of ms, one per rung in order (e.g. [0, 300, 1000, 2000]), not ${JSON.stringify(stagger)}`);
   }
   return allowedRungs(options.transports);
+}
+
+/** Options that are true or false. */
+const FLAGS = ["remember", "share", "browserEvents", "outbox"];
+
+/**
+ * A value as an error message shows it (JSON.stringify writes NaN and Infinity as null).
+ * @param {unknown} value
+ */
+export function shown(value) {
+  if (typeof value === "number" || typeof value === "bigint" || value === undefined) return String(value);
+  if (typeof value === "function") return "a function";
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/**
+ * The hub's address: a string (or a URL), as the page would write it.
+ * @param {unknown} url
+ * @returns {string}
+ */
+export function checkUrl(url) {
+  if (typeof url === "string" && url !== "") return url;
+  if (typeof URL !== "undefined" && url instanceof URL) return url.toString();
+  throw new TypeError(`url must be where the hub is mounted, e.g. "/ladder" or "https://example.com/ladder", not ${shown(url)}`);
 }
 
 /** Options that are a time in ms. */
@@ -139,8 +179,9 @@ export class Client extends Emitter {
    */
   constructor(url, options = {}) {
     super();
+    options ??= {};
     const rungs = checkOptions(options);
-    const base = typeof location !== "undefined" ? new URL(url, location.href) : new URL(url);
+    const base = typeof location !== "undefined" ? new URL(checkUrl(url), location.href) : new URL(checkUrl(url));
     /** The hub's URL. */
     this.url = base.toString().replace(/\/+$/, "");
     this.rungs = rungs;
@@ -380,14 +421,7 @@ export class Client extends Emitter {
    */
   subscribe(channel, onPublication = null, options = {}) {
     this._usable();
-    if (onPublication !== null && onPublication !== undefined && typeof onPublication !== "function") {
-      // (subscribe(ch, {recent: 3}) took the options for the listener)
-      throw new TypeError(`subscribe: the second argument is the listener (a function, or null); options go third: subscribe(channel, null, {since, recent})`);
-    }
-    const { since = null, recent = 0 } = requestOptions("subscribe", options, ["since", "recent"]);
-    if (!Number.isInteger(recent) || recent < 0 || recent > 10_000) {
-      throw new RangeError(`recent must be an integer from 0 to 10000, not ${String(recent)}`);
-    }
+    const { since, recent } = subscribeArguments(onPublication, options);
     let sub = this._subs.get(channel);
     if (!sub || !sub.active) {
       sub = new Subscription(channel, { since, recent, unsubscribe: (s) => this._unsubscribe(s) });

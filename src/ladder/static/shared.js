@@ -16,7 +16,7 @@
 import { errorOf, LadderError, requestOptions } from "./errors.js";
 import { encodeMessage } from "./codec.js";
 import { tooLarge } from "./outbound.js";
-import { Subscription } from "./subscription.js";
+import { Subscription, subscribeArguments } from "./subscription.js";
 import { allowedRungs } from "./rungs.js";
 import { hookPage, reachHub } from "./leader.js";
 import { Emitter, emit } from "./events.js";
@@ -172,8 +172,9 @@ export class SharedClient extends Emitter {
    * @param {{since?: Position | null, recent?: number}} [options]
    * @returns {Subscription}
    */
-  subscribe(channel, onPublication = null, { since = null, recent = 0 } = {}) {
+  subscribe(channel, onPublication = null, options = {}) {
     this._usable();
+    const { since, recent } = subscribeArguments(onPublication, options);
     let sub = this._subs.get(channel);
     if (!sub || !sub.active) {
       sub = new Subscription(channel, { since, recent, unsubscribe: (s) => this._unsubscribe(s) });

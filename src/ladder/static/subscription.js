@@ -1,7 +1,7 @@
 // @ts-check
 /** Subscriptions: a channel's position (epoch, offset) and its listeners (protocol §6). */
 
-import { LadderError } from "./errors.js";
+import { LadderError, requestOptions } from "./errors.js";
 
 /** @typedef {import("./codec.js").Frame} Frame */
 
@@ -23,6 +23,31 @@ import { LadderError } from "./errors.js";
  */
 
 /** @typedef {{epoch: string, offset: number}} Position */
+
+/**
+ * `subscribe`'s listener and options, checked (the same for a tab's own client and a shared
+ * one): a listener that is not a function, a misspelt option, a `recent` out of range or a
+ * `since` of another shape throws, instead of being ignored (`since: [epoch, 2]` subscribed
+ * from now on, and `ready()` said `recovered: true`).
+ * @param {unknown} onPublication
+ * @param {{since?: any, recent?: any} | null | undefined} options
+ * @returns {{since: Position | null, recent: number}}
+ */
+export function subscribeArguments(onPublication, options) {
+  if (onPublication !== null && onPublication !== undefined && typeof onPublication !== "function") {
+    // (subscribe(ch, {recent: 3}) took the options for the listener)
+    throw new TypeError(`subscribe: the second argument is the listener (a function, or null); options go third: subscribe(channel, null, {since, recent})`);
+  }
+  const { since = null, recent = 0 } = requestOptions("subscribe", options ?? {}, ["since", "recent"]);
+  if (!Number.isInteger(recent) || recent < 0 || recent > 10_000) {
+    throw new RangeError(`recent must be an integer from 0 to 10000, not ${String(recent)}`);
+  }
+  const shaped = since === null || (typeof since === "object" && typeof since.epoch === "string" && since.epoch !== "" && Number.isInteger(since.offset) && since.offset >= 0);
+  if (!shaped) {
+    throw new TypeError(`since must be {epoch, offset} as sub.position gives it, e.g. {epoch: "a1b2", offset: 42}, not ${JSON.stringify(since) ?? String(since)}`);
+  }
+  return { since, recent };
+}
 
 /**
  * Follow a channel. Publications reach the listeners in offset order, each once. The

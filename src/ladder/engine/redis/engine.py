@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from ..base import EngineSink
 from ..composed import ComposedEngine
+from ..urls import shown
 from .applied import RedisAppliedRecords
 from .channels import RedisChannels
 from .link import RedisLink
@@ -232,11 +233,11 @@ class RedisEngine(ComposedEngine):
             self.last_error = None
             again, self._was_healthy = self._was_healthy, True
             what = "healthy again" if again else "connected"
-            log.info("redis engine %s (%s): %s", what, self.url, self.serving)
+            log.info("redis engine %s (%s): %s", what, shown(self.url), self.serving)
         elif self._link.sink is not None:  # not while stopping
             log.warning(
                 "redis engine unhealthy (%s): %s; %s until it answers again",
-                self.url,
+                shown(self.url),
                 self.last_error or "no answer",
                 self.refusing,
             )
@@ -253,7 +254,7 @@ class RedisEngine(ComposedEngine):
             try:
                 await self._link.redis.ping()
             except Exception as exc:
-                self.last_error = heartbeat_error(exc, self.url)
+                self.last_error = heartbeat_error(exc, shown(self.url))
                 self._commands_ok = False
             else:
                 self._commands_ok = True

@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...errors import ConfigurationError
 from ..redis.link import RedisLink
+from ..urls import shown
 
 __all__ = ["SPREAD_TRIES", "ClusterLink", "seeds"]
 
@@ -44,7 +45,7 @@ def seeds(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
         if not name or not port.isdigit():
             raise ConfigurationError(
                 "engine",
-                f"{url!r}: {host!r} is not host:port",
+                f"{shown(url)!r}: {host!r} is not host:port",
                 'name seed nodes as host:port: "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"',
             )
         found.append((name, int(port)))
@@ -57,12 +58,12 @@ def seeds(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     if parts.path.strip("/") not in ("", "0"):
         raise ConfigurationError(
             "engine",
-            f"{url!r} names database {parts.path.strip('/')}",
+            f"{shown(url)!r} names database {parts.path.strip('/')}",
             "a cluster has only database 0: drop it",
         )
     if parse_qs(parts.query):
         raise ConfigurationError(
-            "engine", f"{url!r} has options in its query", "pass options to RedisClusterEngine(...)"
+            "engine", f"{shown(url)!r} has options in its query", "pass options to RedisClusterEngine(...)"
         )
     return found, options
 

@@ -20,6 +20,7 @@ from ...errors import ConfigurationError
 from ..base import EngineSink
 from ..composed import ComposedEngine
 from ..redis import RedisEngine
+from ..urls import shown
 from .parts import ShardedApplied, ShardedChannels, ShardedPresence
 from .placement import Placement
 from .routing import ShardedRouting
@@ -37,11 +38,11 @@ def split_url(url: str) -> list[tuple[str, str]]:
     if len(names) < 2 or any(not name for name in names):
         raise ConfigurationError(
             "engine",
-            f"{url!r} does not list several servers",
+            f"{shown(url)!r} does not list several servers",
             'list them separated by commas: "redis://10.0.0.1:6379,10.0.0.2:6379/0"',
         )
     if len(set(names)) != len(names):
-        raise ConfigurationError("engine", f"{url!r} lists a server twice", "list each server once")
+        raise ConfigurationError("engine", f"{shown(url)!r} lists a server twice", "list each server once")
     prefix = f"{auth}@" if auth else ""
     return [(name, urlunsplit((parts.scheme, prefix + name, parts.path, parts.query, ""))) for name in names]
 
