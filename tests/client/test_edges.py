@@ -229,9 +229,9 @@ async def test_an_address_or_argument_that_cannot_work_is_refused_at_once() -> N
             Client(url)
     with pytest.raises(TypeError, match="url must be a str"):
         Client(b"http://127.0.0.1:8000")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="http_client must be an httpx.AsyncClient, not str"):
+    with pytest.raises(TypeError, match=r"http_client must be an httpx\.AsyncClient, not str"):
         Client("http://127.0.0.1:9", http_client="x")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="ssl_context must be an ssl.SSLContext"):
+    with pytest.raises(TypeError, match=r"ssl_context must be an ssl\.SSLContext"):
         Client("https://127.0.0.1:9", ssl_context="ca.pem")  # type: ignore[arg-type]
     async with httpx.AsyncClient() as http:
         client = Client("http://127.0.0.1:9/ladder", http_client=http)
