@@ -211,6 +211,26 @@ async def test_a_token_callable_that_raises_is_named_in_the_reason() -> None:
     await client.close()
 
 
+async def test_an_async_token_function_is_awaited_and_a_token_of_another_type_named() -> None:
+    """An ``async def`` token was never awaited (``coroutine ... was never awaited``, and the
+    server said ``invalid token: Not enough segments``); bytes were sent as they were."""
+    server = FakeServer()
+
+    async def fetched() -> str:
+        await asyncio.sleep(0)
+        return "from-the-vault"
+
+    client = FakeClient(server, transports=["websocket"], token=fetched)
+    await client.connect(timeout=5)
+    assert server.hellos[0][1]["tok"] == "from-the-vault"
+    await client.close()
+    client = FakeClient(FakeServer(), transports=["websocket"], token=lambda: b"bytes", connect_timeout=0.3)
+    with pytest.raises(Exception) as failed:
+        await client.connect()
+    assert "the token function returned bytes: return a str (or None)" in str(failed.value), failed.value
+    await client.close()
+
+
 async def test_an_address_or_argument_that_cannot_work_is_refused_at_once() -> None:
     """Each was taken, then retried for the whole connect_timeout and reported in a
     transport's words (``not enough values to unpack``, ``no Ladder endpoint at

@@ -407,6 +407,20 @@ describe("reliability", () => {
     assert.equal(ws.wrote("refresh").length, 3, "a closed client refreshes nothing");
   });
 
+  test("an async token function is awaited; a token of another type fails that rung, naming it", async () => {
+    // (its Promise went into the hello as it was; a Response reached the server as "[object Response]")
+    const { client, net } = setup({ transports: ["websocket"], token: async () => "from-the-vault" });
+    client.start();
+    await settle();
+    assert.equal(net.last("websocket").hello.tok, "from-the-vault");
+    await client.close();
+    const wrong = setup({ transports: ["websocket"], token: () => ({ token: "t" }), connectTimeout: 100, random: () => 0.99 });
+    wrong.client.start();
+    await settle();
+    await wrong.clock.advance(100);
+    await assert.rejects(wrong.client.ready(), (e) => e.code === "connect_failed" && /the token function returned \{"token":"t"\}: return a string/.test(e.reason));
+  });
+
   test("refresh(token) by hand; a fixed token is never refreshed by itself", async () => {
     const { client, clock, net } = setup({ transports: ["websocket"], token: "fixed" });
     client.start();

@@ -29,7 +29,7 @@ class ClientBase:
 
     url: str
     rungs: list[str]
-    _token: str | Callable[[], str | None] | None
+    _token: str | Callable[[], str | Awaitable[str | None] | None] | None
     endpoint: Endpoint
     stagger: tuple[float, ...]
     open_timeout: float
@@ -107,9 +107,16 @@ class ClientBase:
     _racing: dict[str, TransportClosed]
     """The failures of the race in progress, as they come."""
 
-    def _current_token(self) -> str | None:
+    async def _current_token(self) -> str | None:
+        """The client's token: a function's (``async`` or not) answer, checked (bytes or an
+        int was sent as it was, and refused as an invalid token in the server's words)."""
         token = self._token
-        return token() if callable(token) else token
+        value: object = token() if callable(token) else token
+        if inspect.isawaitable(value):
+            value = await value
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"the token function returned {type(value).__name__}: return a str (or None)")
+        return value
 
     async def events(self, max_buffer: int = 1000) -> AsyncIterator[Event]:
         """Every event, as an async stream (ends when the client closes). A reader more than

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 import httpx
@@ -71,8 +71,8 @@ class Client(Calls):
         transports: The rungs allowed, any of ``websocket``, ``sse``, ``longpoll``, ``poll``
             (the order does not matter: the ladder is always tried best first).
         token: Credentials for the server's ``authenticate`` hook: a string, or a callable
-            returning one (called at every connect, and before the session's credentials
-            expire to refresh them over the live session).
+            returning one, ``async`` or not (called at every connect, and before the
+            session's credentials expire to refresh them over the live session).
         headers: Extra HTTP headers on every request (a ``Cookie`` for a session cookie).
         encoding: ``msgpack`` or ``json`` on the wire.
         stagger: When each rung of the race starts, in seconds after the first.
@@ -110,7 +110,7 @@ class Client(Calls):
         url: str,
         *,
         transports: Sequence[str] = TRANSPORTS,
-        token: str | Callable[[], str | None] | None = None,
+        token: str | Callable[[], str | Awaitable[str | None] | None] | None = None,
         headers: dict[str, str] | None = None,
         encoding: str = "msgpack",
         stagger: Sequence[float] = (0.0, 0.3, 1.0, 2.0),

@@ -34,7 +34,7 @@ class Inbound(Outbound):
         With no ``token``, the client's own ``token`` (a callable is called) is sent. A client
         whose ``token`` is a callable does this by itself shortly before the old one expires.
         """
-        fresh = token or self._current_token()
+        fresh = token or await self._current_token()
         if not fresh:
             raise LadderError("unauthorized", "no token to refresh with")
         reply = await self._request({"t": "refresh", "tok": fresh}, timeout)

@@ -55,8 +55,12 @@ class Opening(Inbound):
         return self.peer.inbox.applied
 
     async def _open(self, rung: str, why: str | None = None) -> Transport:
-        try:
-            token = self._current_token()
+        try:  # (within open_timeout: a token function may fetch the token)
+            async with asyncio.timeout(self.open_timeout):
+                token = await self._current_token()
+        except TimeoutError:
+            late = f"{rung}: the client's token function gave none within {self.open_timeout:g} s"
+            raise TransportClosed(late) from None
         except Exception as exc:  # the app's callable: its connections fail saying so
             raise TransportClosed(f"{rung}: the client's token callable raised {exc!r}") from exc
         transport = self._make(rung)

@@ -129,7 +129,7 @@ export interface ClientOptions {
    * (called for every transport, and again `refreshMargin` before the credentials expire to
    * refresh them over the live session; a function keeps the tab on a connection of its own).
    */
-  token?: string | null | (() => string | null | undefined);
+  token?: string | null | (() => string | null | undefined | Promise<string | null | undefined>);
   /** When each rung of a race starts, ms (default [0, 300, 1000, 2000]). */
   stagger?: readonly number[];
   /** How long a rung may take to deliver its welcome, ms (default 10000). */

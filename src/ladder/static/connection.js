@@ -6,7 +6,7 @@
 
 import { afterRace, afterTransport, ENDED_ON_PURPOSE, FATAL, why } from "./core.js";
 import { askWhy as askServer } from "./http.js";
-import { AllRungsFailed, LadderError, TransportClosed } from "./errors.js";
+import { AllRungsFailed, LadderError, shown, TransportClosed } from "./errors.js";
 import { race } from "./race.js";
 import { seconds } from "./clock.js";
 import { WebSocketTransport } from "./websocket.js";
@@ -32,10 +32,29 @@ export function makeTransport(rung, ctx) {
 }
 
 /** @param {Client} client */
-export function currentToken(client) {
+export async function currentToken(client) {
   const token = client._token;
-  const value = typeof token === "function" ? token() : token;
+  const value = await (typeof token === "function" ? token() : token);
+  if (value !== null && value !== undefined && typeof value !== "string") {
+    // (sent as it was: a Response, an object, a number reached the server as "[object …]")
+    throw new TypeError(`the token function returned ${shown(value)}: return a string (or a promise of one), or null`);
+  }
   return value ?? null;
+}
+
+/**
+ * The token for a hello on `rung`; a token function that throws (or rejects) fails that
+ * rung, saying so.
+ * @param {Client} client
+ * @param {Rung} rung
+ * @returns {Promise<string | null>}
+ */
+async function tokenFor(client, rung) {
+  try {
+    return await client._currentToken();
+  } catch (error) {
+    throw new TransportClosed(`${rung}: the client's token function failed: ${String(error)}`);
+  }
 }
 
 /**
@@ -50,7 +69,6 @@ export function currentToken(client) {
 export function open(client, rung, signal, reason = client._lastEnd) {
   const timeout = client.options.openTimeout;
   const conn = client._factory(rung, client._ctx);
-  const hello = client.peer.hello(client._currentToken(), why({ reason }));
   return new Promise((resolve, reject) => {
     const timer = client._clock.setTimeout(() => {
       stop(new TransportClosed(`${rung}: no welcome within ${seconds(timeout)}`));
@@ -66,7 +84,8 @@ export function open(client, rung, signal, reason = client._lastEnd) {
     };
     if (signal.aborted) return onAbort();
     signal.addEventListener("abort", onAbort);
-    conn.open(hello, client.options.verifyTimeout).then(
+    // (the token first, within the same openTimeout: a token function may fetch it)
+    tokenFor(client, rung).then((token) => conn.open(client.peer.hello(token, why({ reason })), client.options.verifyTimeout)).then(
       () => {
         client._clock.clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);

@@ -26,7 +26,7 @@ function wallNow(client) {
  * @param {number | null} timeout
  */
 export async function refresh(client, token, timeout) {
-  const fresh = token ?? client._currentToken();
+  const fresh = token ?? (await client._currentToken());
   if (!fresh) throw new LadderError("unauthorized", "no token to refresh with: pass one, or give the client a `token`");
   const reply = await client._request({ t: "refresh", tok: fresh }, timeout);
   // Kept only once accepted: a refused one (another user's) would be the next connection's.

@@ -12,7 +12,7 @@ import * as inbound from "./inbound.js";
 import * as credentials from "./credentials.js";
 import * as events from "./events.js";
 import { Emitter } from "./events.js";
-import { LadderError, requestOptions } from "./errors.js";
+import { LadderError, requestOptions, shown } from "./errors.js";
 import { PeerState } from "./peer.js";
 import { RungPolicy, allowedRungs } from "./rungs.js";
 import { Reconnect } from "./core.js";
@@ -44,7 +44,7 @@ import { Transport } from "./transport.js"; // for the types
 /**
  * @typedef {object} ClientOptions
  * @property {readonly Rung[]} [transports] rungs allowed, best first (default: all four)
- * @property {string | null | (() => string | null | undefined)} [token] credentials for the server's `authenticate` hook
+ * @property {string | null | (() => string | null | undefined | Promise<string | null | undefined>)} [token] credentials for the server's `authenticate` hook
  * @property {readonly number[]} [stagger] when each rung of a race starts, ms (default [0, 300, 1000, 2000])
  * @property {number} [openTimeout] ms for a rung to deliver its welcome (default 10000)
  * @property {number} [verifyTimeout] ms for an SSE stream to prove it is not buffered (default 2500)
@@ -134,20 +134,6 @@ export function checkOptions(options) {
 
 /** Options that are true or false. */
 const FLAGS = ["remember", "share", "browserEvents", "outbox"];
-
-/**
- * A value as an error message shows it (JSON.stringify writes NaN and Infinity as null).
- * @param {unknown} value
- */
-export function shown(value) {
-  if (typeof value === "number" || typeof value === "bigint" || value === undefined) return String(value);
-  if (typeof value === "function") return "a function";
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return String(value);
-  }
-}
 
 /**
  * The hub's address: a string (or a URL), as the page would write it.

@@ -60,6 +60,20 @@ export class AllRungsFailed extends Error {
 }
 
 /**
+ * A value as an error message shows it (JSON.stringify writes NaN and Infinity as null).
+ * @param {unknown} value
+ */
+export function shown(value) {
+  if (typeof value === "number" || typeof value === "bigint" || value === undefined) return String(value);
+  if (typeof value === "function") return "a function";
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/**
  * An error frame or body as a LadderError.
  * @param {Frame} frame
  */

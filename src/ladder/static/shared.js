@@ -333,7 +333,8 @@ export class SharedClient extends Emitter {
     const tab = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
     this._tab = tab;
     this._queued = [];
-    const token = () => (typeof this._token === "function" ? this._token() ?? null : this._token);
+    // (a token function keeps a tab on a connection of its own: canShare; here it is a string)
+    const token = () => (typeof this._token === "string" ? this._token : null);
     reachHub(this.url, this._options, token, tab, {
       receive: (message) => {
         if (this._tab === tab) this._receive(message);
