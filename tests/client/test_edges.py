@@ -4,10 +4,12 @@ a server shutting down, one refusing node among good ones, the backoff schedule.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 import pytest
 
+from ladder import LadderError
 from ladder.client import Connected
 from tests.client.fakes import FakeClient, FakeServer
 
@@ -262,3 +264,30 @@ async def test_an_address_or_argument_that_cannot_work_is_refused_at_once() -> N
             with pytest.raises(ValueError, match=r"since must be \(epoch, offset\)"):
                 client.subscribe("room:a", since=since)  # type: ignore[arg-type]
         await client.close()
+
+
+async def test_a_server_that_welcomes_then_refuses_is_reconnected_to_ever_more_slowly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node that welcomes, then closes with ``engine_unavailable`` (Redis down, a message to
+    apply): the client reconnected in [0, 0.5 s) every time, a few times a second for the
+    whole outage. The pause now doubles from the second such connection in a row."""
+    monkeypatch.setattr(random, "random", lambda: 0.5)
+    server = FakeServer()
+    client = FakeClient(server, transports=["websocket"], backoff_base=0.02, backoff_max=5.0)
+    connected: asyncio.Queue[Connected] = asyncio.Queue()
+    client.on("connected", connected.put_nowait)
+    await client.connect(timeout=5)
+    await connected.get()
+    for _ in range(5):
+        server.current.interrupt("websocket: closed by the server (1011)", LadderError("engine_unavailable"))
+        await asyncio.wait_for(connected.get(), 5)
+    times = [at for at, _ in server.hellos]
+    pauses = [later - earlier for earlier, later in itertools.pairwise(times)]
+    # 0.5 x 20 ms, then 0.5 x 40, 80, 160, 320 ms (each connection ended at once, refused)
+    assert pauses[0] < 0.03 and pauses[-1] >= 0.15, pauses
+    assert all(later > earlier for earlier, later in itertools.pairwise(pauses)), pauses
+    server.current.interrupt("websocket: closed")  # a cut on the way, not a refusal: at once again
+    await asyncio.wait_for(connected.get(), 5)
+    assert server.hellos[-1][0] - server.hellos[-2][0] < 0.05, "a cut starts the count again"
+    await client.close()

@@ -71,6 +71,7 @@ class Connection(Switching):
             connect_timeout=None if self.connect_timeout is None else self.connect_timeout * 1000,
             max_attempts=self.max_attempts,
             at_deadline="give_up",  # a script: connect() raises, its caller decides what next
+            stable_after=self.policy.stable_after,
         )
         while self.state != "closed":
             self._set_state("connecting")
@@ -136,7 +137,7 @@ class Connection(Switching):
                 step_down = self.policy.dropped(conn.name, lived, ended, worked)
                 if step_down is not None:
                     self._step_reason = self._last_end = step_down
-            await asyncio.sleep(reconnect.ended(action, random.random()) / 1000)
+            await asyncio.sleep(reconnect.ended(action, random.random(), lived * 1000) / 1000)
 
     def _note(self, failures: dict[str, TransportClosed]) -> None:
         """Remember why each rung failed, for the error of a first connect that gives up."""

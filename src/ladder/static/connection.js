@@ -215,7 +215,9 @@ export async function run(client) {
     const stepDown = client.policy.dropped(conn.name, lived, ended.reason, heard);
     if (stepDown) client._stepReason = stepDown;
     client._setState("disconnected", ended.reason);
-    await client._sleep(reconnect.ended({ action: "resume", rand: client._random() }));
+    const action = client._endAction ?? "resume";
+    client._endAction = null;
+    await client._sleep(reconnect.ended({ action, rand: client._random(), lived }));
   }
 }
 
@@ -380,6 +382,7 @@ export function connClosed(client, conn, reason, error, via = error ? "refusal" 
     client._giveUp(error, error.code !== ENDED_ON_PURPOSE);
     return;
   }
+  client._endAction = action;
   if (action === "resume_now") client._reconnectNow = true;
   else if (error && action === "new_session") client._sessionGone(`${error.code}: ${error.reason}`);
   const ended = client._onEnded;

@@ -8,7 +8,7 @@
  * languages; docs/protocol.md §9 states them for third-party clients.
  */
 
-/** @typedef {"resume" | "resume_now" | "new_session" | "give_up"} Action */
+/** @typedef {"resume" | "back_off" | "resume_now" | "new_session" | "give_up"} Action */
 
 // -- acking --------------------------------------------------------------------------------------
 
@@ -116,8 +116,8 @@ export function reconnectDelay({ failures, base, cap, rand, atOnce = RETRIES_AT_
  * re-run: say so once and keep trying).
  */
 export class Reconnect {
-  /** @param {{base?: number, cap?: number, atOnce?: number, connectTimeout?: number | null, maxAttempts?: number | null, atDeadline?: "give_up" | "report"}} [options] */
-  constructor({ base = 500, cap = 5000, atOnce = RETRIES_AT_ONCE, connectTimeout = 15_000, maxAttempts = null, atDeadline = "give_up" } = {}) {
+  /** @param {{base?: number, cap?: number, atOnce?: number, connectTimeout?: number | null, maxAttempts?: number | null, atDeadline?: "give_up" | "report", stableAfter?: number}} [options] */
+  constructor({ base = 500, cap = 5000, atOnce = RETRIES_AT_ONCE, connectTimeout = 15_000, maxAttempts = null, atDeadline = "give_up", stableAfter = 10_000 } = {}) {
     if (atDeadline !== "give_up" && atDeadline !== "report") throw new TypeError(`atDeadline must be "give_up" or "report", not ${JSON.stringify(atDeadline)}`);
     this.base = base;
     this.cap = cap;
@@ -132,6 +132,9 @@ export class Reconnect {
     /** @type {number | null} */
     this.deadline = null;
     this.atDeadline = atDeadline;
+    this.stableAfter = stableAfter;
+    /** Connections in a row that ended within `stableAfter` of their welcome. */
+    this.short = 0;
     /** The deadline was reported (atDeadline "report"): once is enough. */
     this.reported = false;
   }
@@ -188,13 +191,19 @@ export class Reconnect {
   }
 
   /**
-   * An established connection ended with `action`: the pause before reconnecting, [0, base)
-   * (a crowd that lost the server comes back spread out); none for `resume_now`.
-   * @param {{action: string, rand: number}} args
+   * An established connection ended with `action` `lived` ms after its welcome: the pause
+   * before reconnecting, [0, base) (a crowd that lost the server comes back spread out); none
+   * for `resume_now`. After `back_off` (a refusal) from the second connection in a row that
+   * ended so within `stableAfter`: full jitter doubling up to `cap`, so a server that
+   * welcomes, then cannot serve, is not reconnected to a few times a second (a connection cut
+   * on the way is not that: a flaky network is reconnected at once, each time).
+   * @param {{action: string, rand: number, lived?: number | null}} args
    */
-  ended({ action, rand }) {
+  ended({ action, rand, lived = null }) {
     if (action === "resume_now") return 0;
-    return reconnectDelay({ failures: 0, base: this.base, cap: this.cap, rand, atOnce: this.atOnce });
+    if (action === "back_off" && lived !== null && lived < this.stableAfter) this.short += 1;
+    else this.short = 0;
+    return fullJitter({ attempt: Math.max(0, this.short - 1), base: this.base, cap: this.cap, rand });
   }
 }
 
@@ -281,7 +290,7 @@ export function afterTransport({ via, code = null, tokenRefreshable = true }) {
   if (via === "bye") return BYE[code ?? "session_closed"] ?? "new_session";
   if (via === "refusal" && code !== null) {
     if (code === "token_expired" && !tokenRefreshable) return "give_up";
-    return REFUSAL[code] ?? "resume";
+    return REFUSAL[code] ?? (code === "token_expired" ? "resume" : "back_off");
   }
   return "resume";
 }

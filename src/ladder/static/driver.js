@@ -253,6 +253,7 @@ export class Client extends Emitter {
       connectTimeout: limit !== null && Number.isFinite(limit) ? limit : null,
       maxAttempts: this.options.maxAttempts,
       atDeadline: "report", // a page cannot be re-run the way a script can: say so, keep trying
+      stableAfter: options.stableAfter ?? 10_000,
     });
     /** @type {Record<string, any>} the server's limits from the last welcome (`lim`) */
     this._limits = {};
@@ -265,6 +266,8 @@ export class Client extends Emitter {
     this._fatal = null;
     /** The server is shutting down: resume elsewhere at once, without backoff. */
     this._reconnectNow = false;
+    /** @type {import("./core.js").Action | null} how the last transport ended (the core's `afterTransport`), for the pause after it */
+    this._endAction = null;
     /** @type {string | null} why the last connection or race ended (the next hello's `why`) */
     this._lastEnd = null;
     /** @type {Record<string, string>} the latest reason each rung failed to open */

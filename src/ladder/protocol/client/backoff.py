@@ -1,8 +1,11 @@
 """When to try again: reconnect delays with full jitter, and the first connect's deadline.
 
 Full jitter spreads a crowd of clients that lost the same server over the whole window, so
-they do not come back in synchronised waves. Every welcome starts the count again, so
-frequent cuts or one refusing node among good ones never grow the delay.
+they do not come back in synchronised waves. Every welcome starts the count of failed races
+again, so one refusing node among good ones never grows the delay. Connections that keep
+ending soon after their welcome (a server that welcomes, then cannot serve) do grow the
+pause before the next, or the client would reconnect a few times a second for as long as
+that lasts: a reconnect loop.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Reconnect:
         connect_timeout: float | None = 15_000.0,
         max_attempts: int | None = None,
         at_deadline: str = "give_up",
+        stable_after: float = 10_000.0,
     ) -> None:
         if at_deadline not in ("give_up", "report"):
             raise ValueError(f"at_deadline must be 'give_up' or 'report', not {at_deadline!r}")
@@ -69,6 +73,9 @@ class Reconnect:
         self.at_deadline = at_deadline
         self.reported = False
         """The deadline was reported (``at_deadline="report"``): once is enough."""
+        self.stable_after = stable_after
+        self.short = 0
+        """Connections in a row that ended within ``stable_after`` of their welcome."""
 
     def started(self, now: float) -> float | None:
         """The client starts connecting at ``now``: returns the first connect's deadline."""
@@ -119,10 +126,19 @@ class Reconnect:
         self.connected = True
         self.deadline = None
 
-    def ended(self, action: str, rand: float) -> float:
-        """A connection that was established ended with ``action`` (:data:`~.ending.Action`):
-        the pause before reconnecting, ``[0, base)`` (the server was reachable; a crowd that
-        lost it comes back spread out), none for ``resume_now`` (the server is going away)."""
+    def ended(self, action: str, rand: float, lived: float | None = None) -> float:
+        """A connection that was established ended with ``action`` (:data:`~.ending.Action`)
+        ``lived`` ms after its welcome: the pause before reconnecting, ``[0, base)`` (the
+        server was reachable; a crowd that lost it comes back spread out), none for
+        ``resume_now`` (the server is going away). After ``back_off`` (a refusal) from the
+        second connection in a row that ended so within ``stable_after``: full jitter
+        doubling up to ``cap``, so a server that welcomes, then cannot serve, is not
+        reconnected to a few times a second (a connection cut on the way is not that: a
+        flaky network is reconnected at once, each time)."""
         if action == "resume_now":
             return 0.0
-        return reconnect_delay(0, self.base, self.cap, rand, self.at_once)
+        if action == "back_off" and lived is not None and lived < self.stable_after:
+            self.short += 1
+        else:
+            self.short = 0
+        return full_jitter(max(0, self.short - 1), self.base, self.cap, rand)

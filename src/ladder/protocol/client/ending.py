@@ -3,7 +3,8 @@
 Two tables, read like the server's ``session.TRANSITIONS``: the code a transport ended
 with (a ``bye`` from the server, or a refusal of any request on it: an upgrade, a poll, a
 ``POST send``) maps to one action. Anything not in a table is an ordinary failure: the
-session is resumed on the next connection.
+session is resumed on the next connection, after a pause that grows while the server keeps
+refusing connections soon after their welcome (``back_off``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-Action = Literal["resume", "resume_now", "new_session", "give_up"]
-"""``resume``: reconnect after a short pause, resuming the session; ``resume_now``: the
-same, with no pause (the server is going away); ``new_session``: the server no longer has
+Action = Literal["resume", "back_off", "resume_now", "new_session", "give_up"]
+"""``resume``: reconnect after a short pause, resuming the session; ``back_off``: the same
+after a refusal (the server was reached, and could not serve: ``engine_unavailable``,
+``internal``), the pause growing while such connections keep ending soon after their welcome
+(:meth:`~.backoff.Reconnect.ended`); ``resume_now``: the same, with no pause (the server is
+going away); ``new_session``: the server no longer has
 the session, start a new one at once (carrying unacknowledged messages); ``give_up``: close
 the client, fail every pending and later call with the code, do not reconnect."""
 
@@ -61,7 +65,7 @@ def after_transport(
     if via == "refusal" and code is not None:
         if code == "token_expired" and not token_refreshable:
             return "give_up"
-        return REFUSAL.get(code, "resume")
+        return REFUSAL.get(code, "resume" if code == "token_expired" else "back_off")
     return "resume"
 
 
