@@ -500,10 +500,12 @@ def test_closing_a_shared_client_says_closed_as_a_tab_of_its_own_does(
             client.on("state", (e) => seen.push(`state:${e.state}:${e.reason}`));
             client.on("close", (e) => seen.push(`close:${e.reason}`));
             await client.close();
-            out[share ? "shared" : "own"] = { shared: client.shared === true, seen };
+            const later = await client.call("echo", 1).then(() => "answered", (e) => `${e.code}: ${e.reason}`);
+            out[share ? "shared" : "own"] = { shared: client.shared === true, seen, later };
         }
         return out;
     }""")
     expected = ["state:closed:the client was closed", "close:the client was closed"]
-    assert said["shared"] == {"shared": True, "seen": expected}, said
-    assert said["own"] == {"shared": False, "seen": expected}, said
+    later = "closed: this client was closed"  # (a shared one said "the client was closed")
+    assert said["shared"] == {"shared": True, "seen": expected, "later": later}, said
+    assert said["own"] == {"shared": False, "seen": expected, "later": later}, said

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import resource
 import signal
@@ -451,3 +452,30 @@ def test_a_node_that_starts_without_redis_says_it_is_unhealthy(tmp_path: Path) -
     said = log.read_text()
     assert said.count("redis engine unhealthy") == 1 and "Connection refused" in said, said
     assert "redis listener lost its connection" not in said, said
+
+
+async def test_a_node_without_redis_is_reconnected_to_ever_more_slowly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis down, a client with messages to send: the node welcomed it, closed with 1011
+    (its messages cannot be recorded), and the client came back within [0, 0.5 s), 3-5 times a
+    second for the whole outage (41 welcomes in 10 s). The close reason now names the refusal
+    (``engine_unavailable: …``) and the client's pause doubles from the second one."""
+    monkeypatch.setattr(random, "random", lambda: 0.5)  # pauses of 0.25, 0.25, 0.5, 1, 2 s
+    log = tmp_path / "server.log"
+    with RedisServer() as redis, LadderServer(engine=redis.url, log=log) as server:
+        client = Client(server.url, transports=["websocket"])
+        welcomes: list[float] = []
+        ended: list[str] = []
+        client.on("connected", lambda e: welcomes.append(time.monotonic()))
+        client.on("disconnected", lambda e: ended.append(e.reason))
+        async with client:
+            redis.stop()
+            down = time.monotonic()
+            while time.monotonic() < down + 4:
+                await client.emit("echo", "while Redis is down")
+                await asyncio.sleep(0.1)
+    during = [at for at in welcomes if at > down]
+    assert 2 <= len(during) <= 6, f"{len(during)} welcomes in 4 s: {during}"
+    refused = [reason for reason in ended if "engine_unavailable: " in reason]
+    assert refused and all("(1011 engine_unavailable: " in reason for reason in refused), ended

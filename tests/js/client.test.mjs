@@ -1058,6 +1058,21 @@ describe("edges", () => {
     assert.equal(net.fetched.length, 1, "asked after the first failure only (the server said bad_request: nothing more)");
   });
 
+  test("a 404 the POST found stays in every later race's reasons, up to connect_failed", async () => {
+    // (the next failed race's reasons replaced it: a mistyped mount path timed out saying only
+    // "cannot connect", where the POST had found the 404)
+    const { client, clock, net } = setup({ transports: ["websocket"], random: () => 0.5, connectTimeout: 8000 });
+    net.answer = () => new Response("Not Found", { status: 404 });
+    client.start();
+    await settle();
+    for (let n = 0; n < 4; n++) {
+      net.last("websocket").fail("websocket: cannot connect (the upgrade was refused or blocked on the way)");
+      await clock.advance(2000);
+    }
+    await assert.rejects(client.ready(), (e) => e.code === "connect_failed" && /asked by a POST: .*404/.test(e.reason) && /check the mount path/.test(e.reason));
+    assert.equal(net.fetched.length, 1, "asked once");
+  });
+
   test("a rung refused for its origin ends the race at once: no other rung starts, the client ends", async () => {
     const { client, clock, net, of } = setup({ transports: ["sse", "longpoll", "poll"] });
     client.start();

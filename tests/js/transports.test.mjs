@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, test } from "node:test";
 
-import { Endpoint, PollingTransport, SSETransport } from "../../src/ladder/static/client.js";
+import { Endpoint, PollingTransport, SSETransport, WebSocketTransport } from "../../src/ladder/static/client.js";
 
 const settle = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -147,6 +147,50 @@ describe("SSE", () => {
     sse.attach({ onframes: () => {}, onclose: (reason) => closed.push(reason) });
     source.onerror();
     assert.deepEqual(closed, ["sse: stream ended or broken"]);
+  });
+});
+
+describe("WebSocket", () => {
+  class FakeWebSocket {
+    static OPEN = 1;
+    static last = null;
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.sent = [];
+      FakeWebSocket.last = this;
+    }
+    send(data) {
+      this.sent.push(data);
+    }
+    close() {}
+  }
+
+  /** An open transport whose server then closes it with `code` and `reason`: what it reported. */
+  async function closedWith(code, reason) {
+    globalThis.WebSocket = FakeWebSocket;
+    const ws = new WebSocketTransport(context(async () => new Response(null)));
+    const opened = ws.open({ t: "hello", v: 1 }, 2500);
+    const socket = FakeWebSocket.last;
+    socket.readyState = 1;
+    socket.onopen();
+    socket.onmessage({ data: JSON.stringify(welcome) });
+    await opened;
+    const closed = [];
+    ws.attach({ onframes: () => {}, onclose: (why, error) => closed.push([why, error?.code ?? null]) });
+    socket.onclose({ code, reason });
+    return closed;
+  }
+
+  test("a close reason that names a refusal is that refusal (the core decides what follows); a close code alone is not", async () => {
+    // (1011 engine_unavailable was "connection lost": resumed within [0, 0.5 s) every time)
+    assert.deepEqual(await closedWith(1011, "engine_unavailable: this server cannot reach its engine"), [
+      ["websocket: closed by the server (1011 engine_unavailable: this server cannot reach its engine)", "engine_unavailable"],
+    ]);
+    assert.deepEqual(await closedWith(4404, "unknown_session: expired"), [["websocket: closed by the server (4404 unknown_session: expired)", "unknown_session"]]);
+    assert.deepEqual(await closedWith(1001, ""), [["websocket: closed by the server (1001)", "shutting_down"]]);
+    assert.deepEqual(await closedWith(1000, ""), [["websocket: closed by the server (1000)", null]]);
+    assert.deepEqual(await closedWith(1006, ""), [["websocket: connection lost (code 1006)", null]]);
   });
 });
 

@@ -195,3 +195,13 @@ def test_a_control_frame_is_encoded_as_encode_writes_it(body: dict[str, object])
 def test_a_stamp_writes_the_sequence_number_as_the_packer_does(seq: int) -> None:
     tail = MSGPACK.tail({"t": "pub", "d": 1})
     assert MSGPACK.stamp(tail, 2, seq) == msgpack.packb({"s": seq, "t": "pub", "d": 1})
+
+
+def test_a_close_reason_carries_the_refusals_code_within_123_bytes() -> None:
+    error = LadderError("engine_unavailable", "this server cannot reach its engine: " + "é" * 100)
+    reason = error.close_reason
+    assert len(reason.encode()) <= 123 and reason.startswith("engine_unavailable: this server")
+    back = LadderError.of_close(reason)
+    assert back is not None and back.code == "engine_unavailable"
+    for plain in ("", "server going away", "Bye: now", "no code here: x"):
+        assert LadderError.of_close(plain) is None, plain

@@ -123,6 +123,21 @@ class LadderError(Exception):
             out["details"] = self.details
         return out
 
+    @property
+    def close_reason(self) -> str:
+        """The reason of a WebSocket the server closes for this error: ``code: reason``, within
+        the 123 bytes a close frame holds. A client reads the code back (:meth:`of_close`): a
+        close code alone (1011) does not say which refusal it was."""
+        return f"{self.code}: {self.reason}".encode()[:123].decode("utf-8", "ignore")
+
+    @classmethod
+    def of_close(cls, reason: str) -> LadderError | None:
+        """The error a server's close reason names (``code: reason``), or None."""
+        code, sep, rest = reason.partition(": ")
+        if not sep or not code or not all(c.islower() or c.isdigit() or c == "_" for c in code):
+            return None
+        return cls(code, rest)
+
     @classmethod
     def of(cls, frame: Mapping[str, Any]) -> LadderError:
         """An ``err`` frame (or an HTTP error body) as the error it carries, every wire field

@@ -369,7 +369,7 @@ class NativeWebSocket(asyncio.Protocol):
 
     def _close(self, error: LadderError | None) -> None:
         """Send a close frame with the error's code; the client completes the handshake."""
-        code, reason = (1000, "") if error is None else (error.ws_close, error.reason)
+        code, reason = (1000, "") if error is None else (error.ws_close, error.close_reason)
         self._close_with(code, reason)
 
     def _close_with(self, code: int, reason: str) -> None:

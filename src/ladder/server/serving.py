@@ -189,7 +189,7 @@ class AsgiWebSocket(WebSocketsSansIOProtocol):
             self._frame_timer = self.loop.call_later(self.frame_timeout, self._stalled)
             return
         error = LadderError("heartbeat_timeout", f"message not complete within {self.frame_timeout:g} s")
-        self._fail(error.ws_close, error.reason)
+        self._fail(error.ws_close, error.close_reason)
 
     def _fail(self, code: int, reason: str) -> None:
         """Close with ``code``: tell the app the socket is gone; the client has a second to

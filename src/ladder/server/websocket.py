@@ -37,7 +37,7 @@ def _payload(message: Message) -> tuple[bytes | str, Codec]:
 
 async def _close(send: Send, error: LadderError) -> None:
     with contextlib.suppress(Exception):
-        await send({"type": "websocket.close", "code": error.ws_close, "reason": error.reason[:120]})
+        await send({"type": "websocket.close", "code": error.ws_close, "reason": error.close_reason})
 
 
 async def refuse_upgrade(request: Request, send: Send, error: LadderError, headers: Headers = ()) -> None:
@@ -304,7 +304,7 @@ async def _write(link: Link, send: Send, codec: Codec) -> None:
                     error = link.state.close_error
                 if error is not None:
                     await send(
-                        {"type": "websocket.close", "code": error.ws_close, "reason": error.reason[:120]}
+                        {"type": "websocket.close", "code": error.ws_close, "reason": error.close_reason}
                     )
                 else:
                     await send({"type": "websocket.close", "code": 1000, "reason": ""})

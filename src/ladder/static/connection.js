@@ -227,7 +227,11 @@ export async function run(client) {
  * @param {Partial<Record<Rung, TransportClosed>>} failures
  */
 export function note(client, failures) {
-  for (const [rung, failure] of Object.entries(failures)) if (failure) client._reasons[rung] = failure.reason;
+  for (const [rung, failure] of Object.entries(failures)) {
+    if (!failure) continue;
+    const asked = client._asked !== null && HIDDEN.has(rung) && !failure.error ? `; asked by a POST: ${client._asked}` : "";
+    client._reasons[rung] = failure.reason + asked;
+  }
 }
 
 /**
@@ -267,6 +271,9 @@ export async function askWhy(client, error) {
     client._giveUp(told.error);
     return true;
   }
+  // Kept until a welcome: every later race's reasons carry it (they replaced it, and the
+  // connect_failed of a mistyped mount path said nothing of the 404 the POST found).
+  client._asked = told.reason;
   for (const [rung, failure] of hidden) client._reasons[rung] = `${failure?.reason}; asked by a POST: ${told.reason}`;
   return false;
 }

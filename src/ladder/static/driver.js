@@ -268,6 +268,8 @@ export class Client extends Emitter {
     this._reconnectNow = false;
     /** @type {import("./core.js").Action | null} how the last transport ended (the core's `afterTransport`), for the pause after it */
     this._endAction = null;
+    /** @type {string | null} what the diagnostic POST of the last failed races said (`askWhy`), until a welcome */
+    this._asked = null;
     /** @type {string | null} why the last connection or race ended (the next hello's `why`) */
     this._lastEnd = null;
     /** @type {Record<string, string>} the latest reason each rung failed to open */

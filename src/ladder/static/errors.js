@@ -74,6 +74,16 @@ export function shown(value) {
 }
 
 /**
+ * The error a server's WebSocket close reason names (`code: reason`, protocol §8), or null.
+ * @param {string} reason
+ * @returns {LadderError | null}
+ */
+export function errorOfClose(reason) {
+  const match = /^([a-z0-9_]+): /.exec(reason);
+  return match ? new LadderError(match[1], reason.slice(match[0].length)) : null;
+}
+
+/**
  * An error frame or body as a LadderError.
  * @param {Frame} frame
  */

@@ -30,6 +30,9 @@ import { Emitter, emit } from "./events.js";
 /** @typedef {import("./rungs.js").Rung} Rung */
 /** @typedef {import("./codec.js").Frame} Frame */
 
+/** What a later call hears once the client is closed, in a tab's own client's words. */
+const closedError = () => new LadderError("closed", "this client was closed");
+
 /** Options that do not concern the shared connection. */
 const TAB_ONLY = ["share", "remember", "browserEvents", "token"];
 
@@ -150,7 +153,7 @@ export class SharedClient extends Emitter {
     if (this.state === "closed") return;
     const last = this.transport;
     this._detach(going);
-    this._end(new LadderError("closed", "the client was closed"));
+    this._end(new LadderError("closed", "the client was closed"), closedError());
     this._emit("state", { state: "closed", reason: "the client was closed" }); // (as a tab's own client)
     this._emit("close", { transport: last, reason: "the client was closed", reconnecting: false });
   }
@@ -479,7 +482,7 @@ export class SharedClient extends Emitter {
       // own tab); later calls with the fatal error, if any, else `closed` (protocol §9.4).
       const why = /^([a-z_]+): ([\s\S]*)$/.exec(String(event.reason ?? ""));
       const ended = why ? new LadderError(why[1], why[2]) : new LadderError("closed", event.reason);
-      this._end(this._fatal ?? ended, this._fatal ?? new LadderError("closed", event.reason));
+      this._end(this._fatal ?? ended, this._fatal ?? closedError());
     }
     this._emit(/** @type {keyof ClientEvents} */ (name), event);
   }

@@ -63,6 +63,7 @@ export function adopt(client, conn, reason) {
   client._opened = client._lastHeard = client._clock.now();
   client._reconnect.welcomed();
   client.lastFailure = null;
+  client._asked = null;
   client._setState("connected");
   client._remember(conn.name);
   client.policy.won(conn.name);

@@ -1,7 +1,7 @@
 // @ts-check
 /** The WebSocket rung. */
 
-import { errorOf, LadderError, TransportClosed } from "./errors.js";
+import { errorOf, errorOfClose, LadderError, TransportClosed } from "./errors.js";
 import { decodeBatch, encodeBatch } from "./codec.js";
 import { Transport } from "./transport.js";
 
@@ -65,8 +65,10 @@ export class WebSocketTransport extends Transport {
         // Going away: the server is shutting down (protocol §8). Resume elsewhere at once.
         const reason = `websocket: closed by the server (1001${event.reason ? ` ${event.reason}` : ""})`;
         this.fail(reason, new LadderError("shutting_down", event.reason || "server going away"));
-      } else if (event.code === 1000 || event.code >= 4000) {
-        this.fail(`websocket: closed by the server (${event.code}${event.reason ? ` ${event.reason}` : ""})`);
+      } else if (event.code === 1000 || event.code >= 4000 || errorOfClose(event.reason)) {
+        // A refusal (`code: reason`): the core's tables decide what follows, as for an `err`.
+        const error = event.code === 1000 ? null : errorOfClose(event.reason);
+        this.fail(`websocket: closed by the server (${event.code}${event.reason ? ` ${event.reason}` : ""})`, error);
       } else {
         this.fail(`websocket: connection lost (code ${event.code})`);
       }

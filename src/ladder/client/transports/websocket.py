@@ -98,4 +98,6 @@ def _closed(exc: ConnectionClosed) -> TransportClosed:
     reason = f"websocket: closed by the server ({frame.code} {frame.reason})".rstrip()
     if frame.code == 1001:  # going away: the server is shutting down (protocol §8)
         return TransportClosed(reason, LadderError("shutting_down", frame.reason or "server going away"))
-    return TransportClosed(reason)
+    # A refusal (``code: reason``, protocol §8): the core's tables decide what follows, as
+    # for an ``err`` (a node that cannot serve is backed off from; a lost session renewed)
+    return TransportClosed(reason, None if frame.code == 1000 else LadderError.of_close(frame.reason))
