@@ -291,3 +291,12 @@ async def test_a_server_that_welcomes_then_refuses_is_reconnected_to_ever_more_s
     await asyncio.wait_for(connected.get(), 5)
     assert server.hellos[-1][0] - server.hellos[-2][0] < 0.05, "a cut starts the count again"
     await client.close()
+
+
+def test_a_token_longer_than_a_server_takes_is_refused_at_once() -> None:
+    """It was refused on every connection (``bad_request``, naming the Authorization header the
+    app never set) and retried for the whole connect_timeout."""
+    from ladder import Client  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match=r"the token is 9,000 characters: a server takes at most 8,192"):
+        Client("http://127.0.0.1:9", token="x" * 9000)

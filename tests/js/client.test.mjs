@@ -1208,6 +1208,7 @@ describe("options", () => {
     assert.throws(make([1]), /^TypeError: options are an object/);
     assert.throws(() => new Client(undefined), /^TypeError: url must be where the hub is mounted, e\.g\. "\/ladder"/);
     assert.doesNotThrow(() => new Client("http://127.0.0.1:1", null));
+    assert.throws(make({ token: "x".repeat(8193) }), /^TypeError: the token is 8193 characters: a server takes at most 8192/);
     assert.doesNotThrow(make({ token: "t" }));
     assert.doesNotThrow(make({ token: () => "t" }));
   });

@@ -205,3 +205,19 @@ def test_a_close_reason_carries_the_refusals_code_within_123_bytes() -> None:
     assert back is not None and back.code == "engine_unavailable"
     for plain in ("", "server going away", "Bye: now", "no code here: x"):
         assert LadderError.of_close(plain) is None, plain
+
+
+def test_json_carries_what_msgpack_carries_no_more() -> None:
+    """orjson wrote a datetime as an ISO string and a dataclass as a map: a client in JSON
+    sent as a str what one in msgpack was refused."""
+    import dataclasses  # noqa: PLC0415
+    import datetime  # noqa: PLC0415
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    for value, said in [(datetime.datetime(2026, 1, 1), "a datetime"), (Point(1), "a Point")]:
+        for codec in (JSON, MSGPACK):
+            with pytest.raises(TypeError, match=rf"cannot send {said} at d\['v'\]"):
+                encode_message(codec, {"t": "emit", "i": 1, "ev": "e", "d": {"v": value}})

@@ -16,6 +16,7 @@ from ..protocol.client import AckPolicy
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame, PeerState
 from .events import Event, StateChanged
+from .options import check_token_length
 from .pacing import Pacer
 from .rungs import RungPolicy
 from .subscription import Subscription
@@ -116,6 +117,7 @@ class ClientBase:
             value = await value
         if value is not None and not isinstance(value, str):
             raise TypeError(f"the token function returned {type(value).__name__}: return a str (or None)")
+        check_token_length(value)
         return value
 
     async def events(self, max_buffer: int = 1000) -> AsyncIterator[Event]:

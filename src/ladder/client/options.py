@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
+from ..protocol.frames import MAX_TOKEN
+
 
 def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -65,6 +67,16 @@ def check_since(since: object) -> None:
         )
 
 
+def check_token_length(token: object) -> None:
+    """A token the server takes: at most :data:`MAX_TOKEN` characters (a longer one is refused
+    on every connection, and was retried for the whole ``connect_timeout``)."""
+    if isinstance(token, str) and len(token) > MAX_TOKEN:
+        raise ValueError(
+            f"the token is {len(token):,} characters: a server takes at most {MAX_TOKEN:,} (send a "
+            "reference to the credentials, such as a session id, rather than the credentials)"
+        )
+
+
 def check_options(
     *,
     seconds: Mapping[str, object],
@@ -88,6 +100,7 @@ def check_options(
             raise ValueError(f"{name} must be a whole number >= 1, not {value!r}")
     if token is not None and not isinstance(token, str) and not callable(token):
         raise TypeError(f"token must be a str, a function returning one, or None, not {type(token).__name__}")
+    check_token_length(token)
     texts = isinstance(headers, Mapping) and all(
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     )

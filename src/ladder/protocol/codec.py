@@ -129,6 +129,12 @@ def _non_finite(value: Any, where: str, depth: int = 0) -> TypeError | None:
     return None
 
 
+_STRICT: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+"""JSON carries what msgpack carries, no more: orjson alone writes a ``datetime`` as an ISO
+string and a dataclass as a map, so a client in JSON sent as a str what one in msgpack was
+refused (and the browser client refuses a ``Date``)."""
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return {BYTES_TAG: base64.b64encode(value).decode("ascii")}
@@ -295,14 +301,14 @@ class JsonCodec(Codec):
     content_type = "application/x-ndjson"
 
     def encode(self, body: Any) -> bytes:
-        return _checked_tags(orjson.dumps(body, default=_json_default))
+        return _checked_tags(orjson.dumps(body, default=_json_default, option=_STRICT))
 
     def ack(self, number: int) -> bytes:
         return b'{"t":"ack","i":%d}' % number
 
     def tail(self, body: dict[str, Any]) -> bytes:
         # b'{"a":1,"b":2}' -> b'"a":1,"b":2}' ; an empty body keeps just the brace.
-        return _checked_tags(orjson.dumps(body, default=_json_default))[1:]
+        return _checked_tags(orjson.dumps(body, default=_json_default, option=_STRICT))[1:]
 
     def stamp(self, tail: bytes, fields: int, seq: int) -> bytes:
         if fields == 0:

@@ -6,7 +6,7 @@
 
 import { afterRace, afterTransport, ENDED_ON_PURPOSE, FATAL, why } from "./core.js";
 import { askWhy as askServer } from "./http.js";
-import { AllRungsFailed, LadderError, shown, TransportClosed } from "./errors.js";
+import { AllRungsFailed, checkTokenLength, LadderError, shown, TransportClosed } from "./errors.js";
 import { race } from "./race.js";
 import { seconds } from "./clock.js";
 import { WebSocketTransport } from "./websocket.js";
@@ -39,6 +39,7 @@ export async function currentToken(client) {
     // (sent as it was: a Response, an object, a number reached the server as "[object …]")
     throw new TypeError(`the token function returned ${shown(value)}: return a string (or a promise of one), or null`);
   }
+  checkTokenLength(value);
   return value ?? null;
 }
 

@@ -12,7 +12,7 @@ import * as inbound from "./inbound.js";
 import * as credentials from "./credentials.js";
 import * as events from "./events.js";
 import { Emitter } from "./events.js";
-import { LadderError, requestOptions, shown } from "./errors.js";
+import { checkTokenLength, LadderError, requestOptions, shown } from "./errors.js";
 import { PeerState } from "./peer.js";
 import { RungPolicy, allowedRungs } from "./rungs.js";
 import { Reconnect } from "./core.js";
@@ -122,6 +122,7 @@ export function checkOptions(options) {
     // (sent as String(token): {user: "ada"} authenticated "[object Object]")
     throw new TypeError(`token must be a string, a function returning one, or null, not ${shown(token)}`);
   }
+  checkTokenLength(token);
   const { pollInterval, stagger } = options;
   if (pollInterval !== undefined && !(Array.isArray(pollInterval) && pollInterval.length === 2 && pollInterval.every(isMs) && pollInterval[0] <= pollInterval[1])) {
     throw new TypeError(`pollInterval must be [fastest, slowest] in ms with fastest <= slowest, not ${JSON.stringify(pollInterval)}`);

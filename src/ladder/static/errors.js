@@ -59,6 +59,20 @@ export class AllRungsFailed extends Error {
   }
 }
 
+/** The longest token a server takes (protocol §3.1). */
+export const MAX_TOKEN = 8192;
+
+/**
+ * A token the server takes, or a TypeError saying why not (a longer one was refused on every
+ * connection, and retried until `connectTimeout`).
+ * @param {unknown} token
+ */
+export function checkTokenLength(token) {
+  if (typeof token === "string" && token.length > MAX_TOKEN) {
+    throw new TypeError(`the token is ${token.length} characters: a server takes at most ${MAX_TOKEN} (send a reference to the credentials, such as a session id, rather than the credentials)`);
+  }
+}
+
 /**
  * A value as an error message shows it (JSON.stringify writes NaN and Infinity as null).
  * @param {unknown} value
