@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ladder import Client, LadderError
-from ladder.client import Connected, Disconnected, Presence, ProbeResult, Push, Resubscribed, SessionLost
+from ladder.client import Connected, Disconnected, Presence, ProbeResult, Push, Resubscribed, ServerError, SessionLost
 from tests.support.server import LadderServer, free_port
 from tests.support.subscriptions import take
 
@@ -97,11 +97,19 @@ async def test_offline_queue_is_sent_once_after_connecting() -> None:
 
 
 async def test_max_attempts_gives_up_with_a_clear_error() -> None:
+    """Giving up is reported as an ``error`` and later calls say why (they said ``closed:
+    this client was closed``, as if the app had closed it)."""
     client = Client(f"http://127.0.0.1:{free_port()}", max_attempts=2, backoff_base=0.01, open_timeout=1.0)
+    errors: list[ServerError] = []
+    client.on("error", errors.append)
     with pytest.raises(LadderError) as failed:
         await client.connect()
     assert failed.value.code == "timeout" and "after 2 attempts" in failed.value.reason
     assert client.state == "closed"
+    assert [e.code for e in errors] == ["timeout"], errors
+    with pytest.raises(LadderError) as later:
+        await client.call("echo", 1)
+    assert later.value.code == "timeout" and "after 2 attempts" in later.value.reason
     await client.close()
 
 

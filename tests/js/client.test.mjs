@@ -793,6 +793,21 @@ describe("liveness", () => {
     assert.equal(net.opened.length, 5);
   });
 
+  test("maxAttempts failed races give up with timeout: an error event, and later calls say so", async () => {
+    // (later calls said "closed: this client was closed", as if the page had closed it)
+    const { client, clock, net, of } = setup({ transports: ["websocket"], maxAttempts: 2, random: () => 0.5 });
+    client.start();
+    await settle();
+    net.last("websocket").fail("websocket: cannot connect");
+    await clock.advance(0);
+    net.last("websocket").fail("websocket: cannot connect");
+    await clock.advance(0);
+    await settle();
+    assert.equal(client.state, "closed");
+    assert.deepEqual(of("error").map((e) => e.code), ["timeout"]);
+    await assert.rejects(client.call("echo", 1), (e) => e.code === "timeout" && /after 2 attempts/.test(e.reason));
+  });
+
   test("a fatal refusal closes the client", async () => {
     const { client, net, of } = setup({ transports: ["websocket"] });
     client.start();

@@ -319,7 +319,7 @@ export function sessionGone(client, reason) {
  * @param {LadderError} error
  * @param {boolean} [final]
  */
-export function giveUp(client, error, final = FATAL.has(error.code) || error.code === "token_expired") {
+export function giveUp(client, error, final = FATAL.has(error.code) || error.code === "token_expired" || error.code === "timeout") {
   if (error.code === "origin_not_allowed") {
     const origin = typeof location !== "undefined" ? location.origin : "this page's origin";
     error = new LadderError(
