@@ -457,6 +457,26 @@ def test_a_shared_tabs_subscribe_checks_its_arguments_as_a_tab_of_its_own_does(
     assert thrown["ready"] == "room:args", "the channel works after the refused attempts"
 
 
+def test_a_tab_knows_how_many_tabs_share_once_it_is_ready(context: BrowserContext, hub: LadderServer) -> None:
+    """``client.tabs`` read right after ``await client.ready()`` said 0 in the second tab: the
+    count came after the state that resolved ``ready()``."""
+    pages = [context.new_page() for _ in range(3)]
+    counts = []
+    for page in pages:
+        page.goto(f"{hub.url}/health")
+        counts.append(
+            page.evaluate(
+                """async () => {
+                    const ladder = await import('/client.js');
+                    window.client = ladder.connect(location.origin, { transports: ["sse"] });
+                    await client.ready();
+                    return [client.shared === true, client.tabs];
+                }"""
+            )
+        )
+    assert counts == [[True, 1], [True, 2], [True, 3]], counts
+
+
 def test_a_tab_that_joins_a_connection_already_up_hears_it_connect(context: BrowserContext, hub: LadderServer) -> None:
     """The second tab's client went from disconnected to connected without an event: a page
     that shows its state from ``state``, ``transport`` and ``open`` never showed it connected."""

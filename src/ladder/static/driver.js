@@ -322,8 +322,18 @@ export class Client extends Emitter {
       failed = no;
     });
     this._ready.catch(() => {});
-    this._readyResolve = ready;
-    this._readyReject = failed;
+    /** Connected now: a `ready()` that rejected with `connect_failed` (the page kept trying) resolves from now on. */
+    this._readyResolve = () => {
+      if (this._readyFailed && this.state !== "closed") this._ready = Promise.resolve();
+      this._readyFailed = false;
+      ready();
+    };
+    /** @param {Error} error */
+    this._readyReject = (error) => {
+      this._readyFailed = true;
+      failed(error);
+    };
+    this._readyFailed = false;
     /** @type {Promise<void>} settles once the durable outbox is open and restored (or off) */
     this._outboxOpened = Promise.resolve();
     /** @type {Promise<void>} settles once a closed client's outbox is written and its lock let go */
@@ -353,7 +363,7 @@ export class Client extends Emitter {
     return this;
   }
 
-  /** Resolves once connected for the first time (rejects if the client closed or gave up first). */
+  /** Resolves once connected for the first time (rejects if the client closed or gave up first, or with `connect_failed` while it has not connected yet; once it has, a later `ready()` resolves). */
   ready() {
     return this._ready;
   }

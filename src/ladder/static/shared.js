@@ -109,6 +109,8 @@ export class SharedClient extends Emitter {
     /** @type {Promise<void>} */
     this._ready = new Promise((yes, no) => [this._readyResolve, this._readyReject] = [yes, no]);
     this._ready.catch(() => {});
+    /** `ready()` rejected with `connect_failed` (the connection kept trying) */
+    this._readyFailed = false;
   }
 
   // -- lifecycle --------------------------------------------------------------------------------
@@ -475,7 +477,10 @@ export class SharedClient extends Emitter {
    */
   _event(name, event, state) {
     if (state) this._apply(state);
-    if (name === "error" && event.code === "connect_failed") this._readyReject(asError(event));
+    if (name === "error" && event.code === "connect_failed") {
+      this._readyFailed = true;
+      this._readyReject(asError(event));
+    }
     if (name === "close" && !event.reconnecting) {
       this._detach();
       // What was pending fails with why it ended (`session_closed: …`, as in the connection's
@@ -500,7 +505,11 @@ export class SharedClient extends Emitter {
     [this.outboxStorage, this.outboxReason, this.restored] = [state.outboxStorage, state.outboxReason, state.restored];
     this._limits = state.limits ?? {};
     if (state.fatal) this._fatal = asError(state.fatal);
-    if (state.state === "connected") this._readyResolve();
+    if (state.state === "connected") {
+      if (this._readyFailed) this._ready = Promise.resolve(); // (connect_failed, then connected: as a tab's own)
+      this._readyFailed = false;
+      this._readyResolve();
+    }
   }
 
   /**

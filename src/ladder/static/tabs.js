@@ -182,8 +182,8 @@ export class TabHub {
         navigator.locks.request(lock, () => this.leave(id, true)).catch(() => {});
       }
     }
+    this._count(); // (before the state: a tab's ready() may resolve on it, and read client.tabs)
     tab.post({ op: "state", state: snapshot(this.client) });
-    this._count();
   }
 
   /**
