@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from ladder.client import ProbeResult, Publication, StateChanged
-from tests.client.fakes import FakeClient, FakeServer
+from ladder.protocol.peer import Frame
+from tests.client.fakes import FakeClient, FakeServer, FakeTransport
 
 
 async def test_probes_and_state_changes_are_reported() -> None:
@@ -111,3 +112,29 @@ async def test_a_publication_callback_that_raises_is_logged_and_an_async_one_run
     failures = [r for r in caplog.records if r.message.startswith("callback for publication on room failed")]
     assert len(failures) == 4, [r.message for r in caplog.records]
     await client.close()
+
+
+async def test_a_subscription_ends_quietly_when_the_app_closes_even_if_the_bye_is_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server answers a client's ``bye`` by ending the session (``session_closed``); when
+    the pump read that answer while ``close()`` waited, the client gave up with it, and
+    ``async for`` over a subscription raised ``session_closed`` instead of ending."""
+    server = FakeServer()
+    send = FakeTransport.send
+
+    async def answering(self: FakeTransport, frames: list[Frame]) -> None:
+        await send(self, frames)
+        if any(frame.get("t") == "bye" for frame in frames):
+            self.down.put_nowait([{"t": "bye", "code": "session_closed", "reason": "closed"}])
+            await asyncio.sleep(0.05)  # (the pump reads the answer meanwhile)
+
+    monkeypatch.setattr(FakeTransport, "send", answering)
+    client = FakeClient(server, transports=["websocket"])
+    await client.connect(timeout=5)
+    sub = client.subscribe("room")
+    await client.flush(timeout=5)
+    server.push({"t": "reply", "re": 1, "d": {"ch": "room", "ep": "E", "off": 0, "rec": True, "n": 0}})
+    await sub.ready()
+    await client.close()
+    assert [pub async for pub in sub] == [], "the iteration ends, raising nothing"

@@ -46,6 +46,10 @@ class Switching(Opening):
             self._pending_loss = reason
 
     def _give_up(self, error: LadderError) -> None:
+        if self._closed_by_app:
+            # The app closed it: the server's answer to its bye (``session_closed``, read by
+            # the pump while close() waited) is not why the subscriptions end.
+            return
         if error.code == "origin_not_allowed":
             origin = next((v for k, v in self.endpoint.headers.items() if k.lower() == "origin"), None)
             error = LadderError(
