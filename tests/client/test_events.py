@@ -138,3 +138,19 @@ async def test_a_subscription_ends_quietly_when_the_app_closes_even_if_the_bye_i
     await sub.ready()
     await client.close()
     assert [pub async for pub in sub] == [], "the iteration ends, raising nothing"
+
+
+async def test_waiting_on_a_subscription_of_a_client_never_connected_names_the_fix(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``sub.ready()`` and ``async for`` before ``connect()`` waited without a word."""
+    client = FakeClient(FakeServer(), transports=["websocket"])
+    sub = client.subscribe("room")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(sub.ready(), 0.05)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(sub), 0.05)
+    said = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "call `await client.connect()`" in said[0], said
+    await client.connect(timeout=5)
+    await client.close()

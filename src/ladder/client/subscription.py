@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..protocol.errors import LadderError
+
+log = logging.getLogger("ladder.client")
 
 
 class Unsubscriber(Protocol):
@@ -18,6 +21,8 @@ class Unsubscriber(Protocol):
     async def unsubscribe(self, channel: str) -> None: ...
 
     def _call_back(self, what: str, callback: Callable[[Any], Any], value: Any) -> None: ...
+
+    _run_task: asyncio.Task[None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,7 @@ class Subscription:
         self._error: BaseException | None = None
         self._ready: asyncio.Future[SubscribeResult] = asyncio.get_running_loop().create_future()
         self.subscribed_once = False
+        self._told = False
 
     def __repr__(self) -> str:
         return f"<Subscription {self.channel!r} epoch={self.epoch} offset={self.offset}>"
@@ -94,7 +100,20 @@ class Subscription:
 
     async def ready(self) -> SubscribeResult:
         """Wait until the server confirmed the subscription (raises its refusal)."""
+        self._unstarted("sub.ready()")
         return await asyncio.shield(self._ready)
+
+    def _unstarted(self, what: str) -> None:
+        """Say once that this waits on a client nothing connects yet: forgetting ``connect()``
+        is a silent wait otherwise (the client may still be connected by another task)."""
+        if self.client._run_task is None and not self._told:
+            self._told = True
+            log.warning(
+                "%s on %r waits for a client that was never connected: call `await client.connect()` "
+                "(or use `async with Client(...)`)",
+                what,
+                self.channel,
+            )
 
     @property
     def position(self) -> tuple[str, int] | None:
@@ -113,6 +132,8 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Publication:
+        if not self._buffer and self.active and self._error is None:
+            self._unstarted("async for")
         while not self._buffer:
             if self._error is not None:
                 raise self._error
