@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ladder import Client
+from ladder.client import Connected
 from ladder.client.transports.base import Endpoint, Frame, Transport, TransportClosed
 from ladder.protocol.errors import LadderError
 
@@ -162,3 +163,13 @@ class FakeClient(Client):
 
     def _make(self, rung: str) -> Transport:
         return FakeTransport(self.server, rung, self.endpoint, self._applied)
+
+
+async def connected_client(server: FakeServer, **options: Any) -> tuple[FakeClient, asyncio.Queue[Connected]]:
+    """A client of ``server``, connected; the queue gets its next ``connected`` events."""
+    client = FakeClient(server, **options)
+    events: asyncio.Queue[Connected] = asyncio.Queue()
+    client.on("connected", events.put_nowait)
+    await client.connect(timeout=5)
+    await events.get()
+    return client, events

@@ -10,8 +10,7 @@ import random
 import pytest
 
 from ladder import LadderError
-from ladder.client import Connected
-from tests.client.fakes import FakeClient, FakeServer
+from tests.client.fakes import FakeClient, FakeServer, connected_client
 
 
 def test_reconnect_delay_forgives_and_stays_low() -> None:
@@ -30,11 +29,7 @@ def test_reconnect_delay_forgives_and_stays_low() -> None:
 async def test_shutting_down_resumes_the_session_elsewhere_at_once() -> None:
     server = FakeServer()
     # A backoff this long would show: the reconnect must not wait for it.
-    client = FakeClient(server, transports=["websocket"], backoff_base=30.0, backoff_max=30.0)
-    connected: asyncio.Queue[Connected] = asyncio.Queue()
-    client.on("connected", connected.put_nowait)
-    await client.connect(timeout=5)
-    await connected.get()
+    client, connected = await connected_client(server, transports=["websocket"], backoff_base=30.0, backoff_max=30.0)
     session = client.session_id
     server.push({"t": "bye", "code": "shutting_down", "reason": "server going away"})
     told = asyncio.get_running_loop().time()
@@ -52,13 +47,9 @@ async def test_one_refusing_node_among_good_ones_costs_no_backoff() -> None:
     """Cut after cut, each reconnect meeting a refusing node twice: the client never waits
     more than the short pause after a connection ended (before: the delay grew to 20 s)."""
     server = FakeServer()
-    client = FakeClient(
+    client, connected = await connected_client(
         server, transports=["websocket"], backoff_base=0.2, backoff_max=20.0, stable_after=10.0
     )
-    connected: asyncio.Queue[Connected] = asyncio.Queue()
-    client.on("connected", connected.put_nowait)
-    await client.connect(timeout=5)
-    await connected.get()
     loop = asyncio.get_running_loop()
     started = loop.time()
     for _ in range(8):
@@ -139,11 +130,9 @@ async def test_a_new_session_renews_subscriptions_when_the_queue_is_full() -> No
     session's queue, and renewing the subscription must not fail with ``queue_full`` (it
     used to raise out of the connection loop: the client stopped for good)."""
     server = FakeServer()
-    client = FakeClient(server, transports=["websocket"], max_queue=3, backoff_base=0.01, backoff_max=0.02)
-    connected: asyncio.Queue[Connected] = asyncio.Queue()
-    client.on("connected", connected.put_nowait)
-    await client.connect(timeout=5)
-    await connected.get()
+    client, connected = await connected_client(
+        server, transports=["websocket"], max_queue=3, backoff_base=0.01, backoff_max=0.02
+    )
     sub = client.subscribe("room")
     await client.flush(timeout=5)
     server.refuse_opens = 10**6  # down for now
@@ -274,11 +263,7 @@ async def test_a_server_that_welcomes_then_refuses_is_reconnected_to_ever_more_s
     whole outage. The pause now doubles from the second such connection in a row."""
     monkeypatch.setattr(random, "random", lambda: 0.5)
     server = FakeServer()
-    client = FakeClient(server, transports=["websocket"], backoff_base=0.02, backoff_max=5.0)
-    connected: asyncio.Queue[Connected] = asyncio.Queue()
-    client.on("connected", connected.put_nowait)
-    await client.connect(timeout=5)
-    await connected.get()
+    client, connected = await connected_client(server, transports=["websocket"], backoff_base=0.02, backoff_max=5.0)
     for _ in range(5):
         server.current.interrupt("websocket: closed by the server (1011)", LadderError("engine_unavailable"))
         await asyncio.wait_for(connected.get(), 5)

@@ -7,7 +7,16 @@ import asyncio
 import pytest
 
 from ladder import Client, LadderError
-from ladder.client import Connected, Disconnected, Presence, ProbeResult, Push, Resubscribed, ServerError, SessionLost
+from ladder.client import (
+    Connected,
+    Disconnected,
+    Presence,
+    ProbeResult,
+    Push,
+    Resubscribed,
+    ServerError,
+    SessionLost,
+)
 from tests.support.server import LadderServer, free_port
 from tests.support.subscriptions import take
 
