@@ -301,14 +301,16 @@ class JsonCodec(Codec):
     content_type = "application/x-ndjson"
 
     def encode(self, body: Any) -> bytes:
-        return _checked_tags(orjson.dumps(body, default=_json_default, option=_STRICT))
+        out = orjson.dumps(body, default=_json_default, option=_STRICT)
+        return _checked_tags(out) if _DOLLAR in out else out  # (no call for most values)
 
     def ack(self, number: int) -> bytes:
         return b'{"t":"ack","i":%d}' % number
 
     def tail(self, body: dict[str, Any]) -> bytes:
         # b'{"a":1,"b":2}' -> b'"a":1,"b":2}' ; an empty body keeps just the brace.
-        return _checked_tags(orjson.dumps(body, default=_json_default, option=_STRICT))[1:]
+        out = orjson.dumps(body, default=_json_default, option=_STRICT)
+        return (_checked_tags(out) if _DOLLAR in out else out)[1:]
 
     def stamp(self, tail: bytes, fields: int, seq: int) -> bytes:
         if fields == 0:
