@@ -10,14 +10,20 @@ its session gone, starts a new one on another node and resends the message there
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
+import httpx
+import orjson
 import pytest
 
 from ladder import Client
 from ladder.client import SessionLost
 from tests.net.test_cluster import Cluster
 from tests.net.test_moving_sessions import recording_cluster
+from tests.support.metrics import wait_for_metric
+from tests.support.redis import RedisServer
+from tests.support.server import LadderServer
 
 
 @pytest.fixture
@@ -70,3 +76,30 @@ async def test_two_nodes_dying_in_a_row_apply_nothing_twice(doomed: Cluster) -> 
     dead = [node for node in doomed.nodes if node.proc is not None and node.proc.poll() is not None]
     assert len(dead) == 2, "two owners died, one after the other"
     assert records == [[1], [2], [3]], "each applied exactly once"
+
+
+async def test_a_long_poll_held_for_a_node_that_dies_is_answered_within_seconds() -> None:
+    """Node B holds a long poll for a session that lives on node A; A is SIGKILLed. B waited
+    the poll's whole hold (27 s) before telling the client its session was gone, so a
+    long-polling client behind a balancer fell half a minute behind."""
+    with RedisServer() as redis:
+        config = {"poll_timeout": 25.0, "session_ttl": 60.0}
+        owner, other = (LadderServer(config, engine=redis.url) for _ in range(2))
+        with owner, other:
+            async with httpx.AsyncClient(timeout=40) as http:
+                opened = await http.get(f"{owner.url}/longpoll", params={"v": 1})
+                welcome = orjson.loads(opened.content.split(b"\n")[0])
+                held = asyncio.ensure_future(
+                    http.get(
+                        f"{other.url}/longpoll",
+                        params={"sid": welcome["sid"], "ack": 0},
+                        headers={"x-ladder-rt": welcome["rt"]},
+                    )
+                )
+                await wait_for_metric(http, other.url, "ladder_cluster_total", 1.0, kind="forwarded")
+                owner.kill()
+                killed = time.monotonic()
+                answer = await asyncio.wait_for(held, 30)
+                took = time.monotonic() - killed
+    assert answer.status_code == 404 and answer.json()["code"] == "unknown_session", answer.text
+    assert took < 12, f"answered {took:.1f} s after the owner died (the poll's hold is 25 s)"

@@ -32,6 +32,11 @@ SETTLE_TIMEOUT: Final = 2.0
 """How long an owner asked to give a session away waits for a running handler to finish
 (below ``REQUEST_TIMEOUT``, so the asking node hears a clear "busy, retry")."""
 
+WATCH_EVERY: Final = 1.0
+"""While a request waits longer than ``REQUEST_TIMEOUT`` on another node (a long poll held
+there), how often that node is checked to be alive: a node that died answers nothing, and
+its long polls waited out their hold (27 s) before the client heard its session was gone."""
+
 MAX_HOPS: Final = 4
 """Nodes a request or a push follows a session through (hand-over after hand-over) before
 it is given up: records that point round in a circle hold nobody."""
@@ -98,6 +103,9 @@ class Cluster:
         router): its old owner forgot it, so it must live here rather than nowhere."""
         self.handed_on: Callable[[str], str | None] = lambda sid: None
         """Where this node handed a session it no longer holds (set by the router)."""
+        self._watched: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
+        """Answers awaited from each node for longer than ``REQUEST_TIMEOUT`` (one check of
+        a node's life serves every request waiting on it: see :meth:`_watch`)."""
 
     def stop(self) -> None:
         """This node is going away: end the polls it holds for sessions of other nodes."""
@@ -118,16 +126,21 @@ class Cluster:
         reply: dict[str, Any] | None = None
         heard = False
         packed = msgpack.packb({**message, "id": rid, "from": engine.node_id})
+        watched = timeout > REQUEST_TIMEOUT
         try:
             # Nobody heard it: no answer will come, so the node is asked after at once.
             heard = await engine.send_node(node, packed)
             if heard:
+                if watched:
+                    self._watch(node, future)
                 async with asyncio.timeout(timeout):
                     reply = await future
         except TimeoutError:
             pass
         finally:
             self._waiting.pop(rid, None)
+            if watched:
+                self._watched.get(node, set()).discard(future)
         if reply is None:
             if await engine.node_alive(node):
                 # Alive but silent (busy, or between reconnects): the session is not lost.
@@ -137,6 +150,31 @@ class Cluster:
         if "code" in reply:
             raise _error(reply)
         return reply
+
+    def _watch(self, node: str, future: asyncio.Future[dict[str, Any]]) -> None:
+        """Answer ``future`` with ``unknown_session`` if ``node`` dies while it waits (one
+        watcher per node, however many requests wait on it)."""
+        waiting = self._watched.get(node)
+        if waiting is None:
+            waiting = self._watched[node] = set()
+            self.tasks.spawn(self._watch_node(node, waiting), f"ladder-watch-{node}")
+        waiting.add(future)
+
+    async def _watch_node(self, node: str, waiting: set[asyncio.Future[dict[str, Any]]]) -> None:
+        try:
+            while waiting:
+                await asyncio.sleep(WATCH_EVERY)
+                if waiting and not await self.engine.node_alive(node):
+                    gone = {"code": "unknown_session", "reason": f"node {node} holding the session is gone"}
+                    for future in waiting:
+                        if not future.done():
+                            future.set_result(gone)
+                    return
+        except LadderError:  # (the engine could not say: the requests' own timeouts decide)
+            pass
+        finally:
+            if self._watched.get(node) is waiting:
+                del self._watched[node]
 
     async def ask_owner(
         self, node: str, message: dict[str, Any], timeout: float, asked: Asked | None = None
