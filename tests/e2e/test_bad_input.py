@@ -70,6 +70,7 @@ async def test_websocket_refusals(server: LadderServer) -> None:
     with pytest.raises(ConnectionClosed) as closed:
         await next_frames(ws)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert closed.value.rcvd.reason.startswith("frame_too_large: "), closed.value.rcvd  # (§8)
 
     for first, code, close in [
         ('{"t":"ping"}', "bad_request", 4400),

@@ -149,6 +149,14 @@ def read_until_close(sock: socket.socket) -> tuple[int, list[bytes]]:
         seen.append(payload)
 
 
+def close_of(sock: socket.socket) -> tuple[int, str]:
+    """The server's close frame: (code, reason)."""
+    while True:
+        opcode, payload = read_frame(sock)
+        if opcode == 0x8:
+            return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+
 def open_ws(server: LadderServer, *, binary: bool = False, rcvbuf: int = 0) -> socket.socket:
     sock, status, _, _ = upgrade(server, rcvbuf=rcvbuf)
     assert status == 101
@@ -183,8 +191,9 @@ def test_a_message_over_the_limit_is_refused_at_its_header(edge_server: LadderSe
     sock = open_ws(edge_server)
     started = time.monotonic()
     sock.sendall(frame_header(0x2, 8 * 1024 * 1024))  # announces 8 MiB; the payload never comes
-    code, _ = read_until_close(sock)
+    code, reason = close_of(sock)
     assert code == 1009
+    assert reason.startswith("frame_too_large: "), reason  # (the library's words alone, before)
     assert time.monotonic() - started < FRAME_TIMEOUT  # at once, not when the payload stalls
     sock.close()
 

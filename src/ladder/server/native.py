@@ -381,7 +381,7 @@ class NativeWebSocket(asyncio.Protocol):
         if self.gate is not None:
             self.gate.release(ENDING)  # (its answer to the close is read)
         if self.reader is not None:
-            self.reader.close(code, reason[:120])
+            self.reader.close(code, reason)  # (at most 123 bytes: LadderError.close_reason)
             self._write_out()
         if self.link is not None:
             self.link.close()

@@ -40,6 +40,24 @@ from .proxies import proxy_trusted
 INVALID_UTF8 = 1007
 """Close code for a text message that is not UTF-8 (RFC 6455 §7.4.1)."""
 
+_REFUSED_BY_CODE = {1009: "frame_too_large", 1002: "bad_frame"}
+"""The Ladder refusal a close for the client's frames stands for (1007 has none)."""
+
+
+def ladder_reason(code: int, reason: str) -> str:
+    """The reason of a close for the client's frames as Ladder writes it (``<code>:
+    <reason>``, protocol §8): a message over the limit said the library's words alone, so a
+    client reading the code from the reason found none."""
+    refusal = _REFUSED_BY_CODE.get(code)
+    return reason if refusal is None else LadderError(refusal, reason).close_reason
+
+
+class _OpenProtocol(Protocol):
+    """An open connection's protocol (the frames after the upgrade), closing in Ladder's words."""
+
+    def fail(self, code: int, reason: str = "") -> None:
+        super().fail(code, ladder_reason(code, reason))
+
 _STATUS_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
 
 
@@ -67,6 +85,9 @@ class HandshakeProtocol(ServerProtocol):
         if self.refused is None:
             return self.accept(handshake)
         return refusal(self, 403, self.refused)
+
+    def fail(self, code: int, reason: str = "") -> None:
+        super().fail(code, ladder_reason(code, reason))
 
     def accept(self, request: WsRequest) -> Response:
         response = super().accept(request)
@@ -199,7 +220,7 @@ class FrameReader(FrameClock):
 
     def protocol(self) -> Protocol:
         if self.ws is None:
-            self.ws = Protocol(Side.SERVER, state=State.OPEN, max_size=self.max_size)
+            self.ws = _OpenProtocol(Side.SERVER, state=State.OPEN, max_size=self.max_size)
         return self.ws
 
     def read(self, data: bytes) -> list[tuple[bytes, bool]]:
@@ -278,7 +299,8 @@ class FrameReader(FrameClock):
         close = ws.close_sent
         if close.code == INVALID_UTF8:
             return None
-        return LadderError("frame_too_large" if close.code == 1009 else "bad_frame", close.reason)
+        said = LadderError.of_close(close.reason)  # (``fail`` wrote Ladder's reason)
+        return said or LadderError(_REFUSED_BY_CODE.get(close.code, "bad_frame"), close.reason)
 
 
 def _header(head: bytearray) -> tuple[int, int] | None:
