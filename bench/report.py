@@ -835,7 +835,7 @@ class Report:
             "These are the full run's scenarios. Issue 13's judged lines (paced fan-out and RPC against "
             "Node Socket.IO, collector pauses, 100,000 connections, `--workers`, the Redis engine, "
             "reliability) come from runs of their own: [where each stands]"
-            "(#issue-13s-judged-lines-where-each-stands-2026-12-05).",
+            "(#issue-13s-judged-lines-where-each-stands).",
             "",
             "## Ladder ÷ peer",
             "",

@@ -135,6 +135,7 @@ class Switching(Opening):
         self._had_session = True
         self._emit(Connected(conn.name, self.session_id, not new_session))
         self._emit(StateChanged("connected", ""))
+        self._state_told = True
         if old_rung != conn.name:
             why = self._step_reason or reason
             self._emit(TransportChanged(old_rung, conn.name, why))
