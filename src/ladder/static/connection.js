@@ -86,7 +86,11 @@ export function open(client, rung, signal, reason = client._lastEnd) {
     if (signal.aborted) return onAbort();
     signal.addEventListener("abort", onAbort);
     // (the token first, within the same openTimeout: a token function may fetch it)
-    tokenFor(client, rung).then((token) => conn.open(client.peer.hello(token, why({ reason })), client.options.verifyTimeout)).then(
+    tokenFor(client, rung).then((token) => {
+      // (stopped meanwhile, by the timer or the race: no socket for it)
+      if (signal.aborted || conn.closed) throw new TransportClosed(`${rung}: cancelled`);
+      return conn.open(client.peer.hello(token, why({ reason })), client.options.verifyTimeout);
+    }).then(
       () => {
         client._clock.clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
