@@ -73,11 +73,7 @@ def _culprit(value: Any, where: str, seen: set[int], depth: int) -> TypeError | 
     try:
         if isinstance(value, dict):
             if _bad_tag(value):
-                return _cannot(
-                    'a {"$b": str} map whose str is not standard base64 (JSON\'s form of bytes: '
-                    "send bytes, or give the map a second key)",
-                    where,
-                )
+                return _cannot(f"a {_BAD_TAG}", where)
             for key, item in value.items():
                 if not isinstance(key, str):
                     return _cannot(f"a dict key of type {type(key).__name__}", where)
@@ -146,9 +142,10 @@ def _json_default(value: Any) -> Any:
 def _untag(value: Any) -> Any:
     """Turn ``{"$b": "..."}`` back into bytes, recursively."""
     if isinstance(value, dict):
-        if len(value) == 1 and BYTES_TAG in value and isinstance(value[BYTES_TAG], str):
+        tagged = _tag_of(value)
+        if tagged is not None:
             try:
-                return base64.b64decode(value[BYTES_TAG], validate=True)
+                return base64.b64decode(tagged, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise LadderError("bad_frame", "invalid base64 in a $b value") from exc
         return {k: _untag(v) for k, v in value.items()}
@@ -157,30 +154,41 @@ def _untag(value: Any) -> Any:
     return value
 
 
+def _tag_of(value: dict[Any, Any]) -> str | None:
+    """The str of a one-key ``{"$b": str}`` map (JSON's form of bytes), else None."""
+    tagged = value.get(BYTES_TAG) if len(value) == 1 else None
+    return tagged if isinstance(tagged, str) else None
+
+
+_BAD_TAG: Final = (
+    '{"$b": str} map whose str is not standard base64 (JSON\'s form of bytes: send bytes, or '
+    "give the map a second key)"
+)
+
+
 def _bad_tag(value: dict[Any, Any]) -> bool:
     """A one-key ``{"$b": str}`` map whose str is not standard base64: JSON readers would
     take it for bytes and could not decode it, so it cannot be sent in any encoding."""
-    if len(value) != 1 or not isinstance(value.get(BYTES_TAG), str):
+    tagged = _tag_of(value)
+    if tagged is None:
         return False
     try:
-        base64.b64decode(value[BYTES_TAG], validate=True)
+        base64.b64decode(tagged, validate=True)
     except (binascii.Error, ValueError):
         return True
     return False
 
 
 def _checked_tags(encoded: bytes) -> bytes:
-    """``encoded`` JSON, if every ``{"$b": ...}`` in it decodes (``TypeError`` if not): what
-    a writer sends must be what every reader can read, so a map the application built in
-    the shape of JSON's bytes is refused where it is encoded, not by each reader."""
-    if _DOLLAR in encoded and _BYTES_TAG_RAW in encoded:
+    """``encoded`` JSON (which holds a ``$``), if every ``{"$b": ...}`` in it decodes
+    (``TypeError`` if not): what a writer sends must be what every reader can read, so a map
+    the application built in the shape of JSON's bytes is refused where it is encoded, not by
+    each reader."""
+    if _BYTES_TAG_RAW in encoded:
         try:
             _untag(_loads(encoded))
         except LadderError as exc:
-            raise TypeError(
-                '{"$b": str} whose str is not standard base64 (JSON\'s form of bytes: send bytes, '
-                "or give the map a second key)"
-            ) from exc
+            raise TypeError(_BAD_TAG) from exc
     return encoded
 
 

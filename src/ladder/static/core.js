@@ -278,6 +278,7 @@ const REFUSAL = {
   ...Object.fromEntries([...SESSION_GONE].map((code) => [code, /** @type {Action} */ ("new_session")])),
   [ENDED_ON_PURPOSE]: "give_up",
   shutting_down: "resume_now",
+  token_expired: "resume", // (a token function is called again; a fixed token: give_up, below)
 };
 
 /**
@@ -290,7 +291,7 @@ export function afterTransport({ via, code = null, tokenRefreshable = true }) {
   if (via === "bye") return BYE[code ?? "session_closed"] ?? "new_session";
   if (via === "refusal" && code !== null) {
     if (code === "token_expired" && !tokenRefreshable) return "give_up";
-    return REFUSAL[code] ?? (code === "token_expired" ? "resume" : "back_off");
+    return REFUSAL[code] ?? "back_off";
   }
   return "resume";
 }

@@ -13,7 +13,7 @@
  * of its own would have sent.
  */
 
-import { errorOf, LadderError, requestOptions } from "./errors.js";
+import { errorOf, errorOfClose, LadderError, requestOptions } from "./errors.js";
 import { encodeMessage } from "./codec.js";
 import { tooLarge } from "./outbound.js";
 import { Subscription, subscribeArguments } from "./subscription.js";
@@ -485,8 +485,7 @@ export class SharedClient extends Emitter {
       this._detach();
       // What was pending fails with why it ended (`session_closed: …`, as in the connection's
       // own tab); later calls with the fatal error, if any, else `closed` (protocol §9.4).
-      const why = /^([a-z_]+): ([\s\S]*)$/.exec(String(event.reason ?? ""));
-      const ended = why ? new LadderError(why[1], why[2]) : new LadderError("closed", event.reason);
+      const ended = errorOfClose(String(event.reason ?? "")) ?? new LadderError("closed", event.reason);
       this._end(this._fatal ?? ended, this._fatal ?? closedError());
     }
     this._emit(/** @type {keyof ClientEvents} */ (name), event);

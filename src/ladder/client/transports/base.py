@@ -98,7 +98,7 @@ def no_endpoint(rung: str, url: str, status: int) -> str:
 
 def refusal(frame: Frame, rung: str) -> TransportClosed:
     """A server ``err`` frame or body, as the transport failure it causes."""
-    error = LadderError(str(frame.get("code", "internal")), str(frame.get("reason", "")))
+    error = LadderError.of(frame)
     return TransportClosed(f"{rung}: refused by the server ({error.code}: {error.reason})", error)
 
 

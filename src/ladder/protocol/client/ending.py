@@ -46,6 +46,7 @@ REFUSAL: dict[str, Action] = {
     **dict.fromkeys(SESSION_GONE, "new_session"),
     ENDED_ON_PURPOSE: "give_up",
     "shutting_down": "resume_now",
+    "token_expired": "resume",  # (a callable token is called again; a fixed one: give_up, below)
 }
 """A refused request (HTTP status, WebSocket close code or ``err``) by its code."""
 
@@ -65,7 +66,7 @@ def after_transport(
     if via == "refusal" and code is not None:
         if code == "token_expired" and not token_refreshable:
             return "give_up"
-        return REFUSAL.get(code, "resume" if code == "token_expired" else "back_off")
+        return REFUSAL.get(code, "back_off")
     return "resume"
 
 
