@@ -1,5 +1,5 @@
 // The browser client's sans-I/O parts: reliable stream, rung policy, backoff, race schedule,
-// silence verdict, channel positions, codec. No timers, no sockets.
+// silence verdict, channel positions, codec, what ready() answers. No timers, no sockets.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
@@ -22,6 +22,7 @@ import {
   silenceVerdict,
   Subscription,
 } from "../../src/ladder/static/client.js";
+import { Readiness } from "../../src/ladder/static/readiness.js";
 
 describe("Inbox", () => {
   test("hands each number out once, in order; early ones wait for the gap", () => {
@@ -335,5 +336,42 @@ describe("encodeMessage", () => {
     const loop = [];
     loop.push({ back: loop });
     assert.throws(() => encodeMessage({ t: "call", i: 1, ev: "e", d: loop }), /cannot send an Array that contains itself at d\[0\]\.back/);
+  });
+});
+
+describe("Readiness", () => {
+  const settled = (promise) => promise.then(() => "resolved", (error) => error.code);
+
+  test("resolves once connected and stays resolved after the client closes", async () => {
+    const readiness = new Readiness();
+    readiness.connected();
+    readiness.ended(new LadderError("closed"));
+    assert.equal(await settled(readiness.promise), "resolved");
+  });
+
+  test("connect_failed rejects, and a later connect resolves a new ready()", async () => {
+    const readiness = new Readiness();
+    const waiting = readiness.promise;
+    readiness.late(new LadderError("connect_failed"));
+    assert.equal(await settled(waiting), "connect_failed");
+    assert.equal(await settled(readiness.promise), "connect_failed"); // still not connected
+    readiness.connected();
+    assert.equal(await settled(readiness.promise), "resolved");
+  });
+
+  test("closed before connecting: rejects with why, and nothing resolves it afterwards", async () => {
+    const readiness = new Readiness();
+    readiness.ended(new LadderError("origin_not_allowed"));
+    readiness.connected();
+    readiness.late(new LadderError("connect_failed"));
+    assert.equal(await settled(readiness.promise), "origin_not_allowed");
+  });
+
+  test("connect_failed, then closed: a later ready() keeps the first answer", async () => {
+    const readiness = new Readiness();
+    readiness.late(new LadderError("connect_failed"));
+    readiness.ended(new LadderError("closed"));
+    readiness.connected();
+    assert.equal(await settled(readiness.promise), "connect_failed");
   });
 });

@@ -254,7 +254,7 @@ export function notConnected(client, limit) {
   client.lastFailure = error.reason;
   console.warn(`ladder: ${error.message}`);
   client._emit("error", { code: error.code, reason: error.reason });
-  client._readyReject(error);
+  client._readiness.late(error);
 }
 
 /**
@@ -365,7 +365,7 @@ export function shutdown(client, error) {
   for (const waiter of [...client._waiting.values()]) waiter.settle({ t: "err", code: error.code, reason: error.reason });
   client._waiting.clear();
   for (const sub of client._subs.values()) sub.end(error.code === "closed" ? null : error);
-  client._readyReject(error);
+  client._readiness.ended(error);
   // Closed by the app or for good: its messages go with it; a page going away keeps them.
   // (Still opening: openOutbox sees the client closed and lets the outbox go itself.)
   client._outboxReleased = client._outboxOpened

@@ -17,6 +17,7 @@ import { PeerState } from "./peer.js";
 import { RungPolicy, allowedRungs } from "./rungs.js";
 import { Reconnect } from "./core.js";
 import { Pacer } from "./pacing.js";
+import { Readiness } from "./readiness.js";
 import { atMost, realClock } from "./clock.js";
 import { reportLater, Subscription, subscribeArguments } from "./subscription.js";
 import { Endpoint } from "./transport.js";
@@ -312,28 +313,8 @@ export class Client extends Emitter {
     this._running = false;
     /** @type {(() => void)[]} */
     this._unhook = [];
-    /** @type {(value: void) => void} */
-    let ready = () => {};
-    /** @type {(error: Error) => void} */
-    let failed = () => {};
-    /** @type {Promise<void>} */
-    this._ready = new Promise((yes, no) => {
-      ready = yes;
-      failed = no;
-    });
-    this._ready.catch(() => {});
-    /** Connected now: a `ready()` that rejected with `connect_failed` (the page kept trying) resolves from now on. */
-    this._readyResolve = () => {
-      if (this._readyFailed && this.state !== "closed") this._ready = Promise.resolve();
-      this._readyFailed = false;
-      ready();
-    };
-    /** @param {Error} error */
-    this._readyReject = (error) => {
-      this._readyFailed = true;
-      failed(error);
-    };
-    this._readyFailed = false;
+    /** what `ready()` answers */
+    this._readiness = new Readiness();
     /** @type {Promise<void>} settles once the durable outbox is open and restored (or off) */
     this._outboxOpened = Promise.resolve();
     /** @type {Promise<void>} settles once a closed client's outbox is written and its lock let go */
@@ -365,7 +346,7 @@ export class Client extends Emitter {
 
   /** Resolves once connected for the first time (rejects if the client closed or gave up first, or with `connect_failed` while it has not connected yet; once it has, a later `ready()` resolves). */
   ready() {
-    return this._ready;
+    return this._readiness.promise;
   }
 
   /**

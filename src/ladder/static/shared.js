@@ -20,6 +20,7 @@ import { Subscription, subscribeArguments } from "./subscription.js";
 import { allowedRungs } from "./rungs.js";
 import { hookPage, reachHub } from "./leader.js";
 import { Emitter, emit } from "./events.js";
+import { Readiness } from "./readiness.js";
 
 /** @typedef {import("./driver.js").ClientOptions} ClientOptions */
 /** @typedef {import("./driver.js").ClientState} ClientState */
@@ -102,15 +103,8 @@ export class SharedClient extends Emitter {
     this._running = false;
     /** @type {(() => void)[]} */
     this._unhook = [];
-    /** @type {(value: void) => void} */
-    this._readyResolve = () => {};
-    /** @type {(error: Error) => void} */
-    this._readyReject = () => {};
-    /** @type {Promise<void>} */
-    this._ready = new Promise((yes, no) => [this._readyResolve, this._readyReject] = [yes, no]);
-    this._ready.catch(() => {});
-    /** `ready()` rejected with `connect_failed` (the connection kept trying) */
-    this._readyFailed = false;
+    /** what `ready()` answers (the same rule as a tab's own client) */
+    this._readiness = new Readiness();
   }
 
   // -- lifecycle --------------------------------------------------------------------------------
@@ -135,7 +129,7 @@ export class SharedClient extends Emitter {
 
   /** Resolves once the shared connection is up (rejects if it closed or gave up first). */
   ready() {
-    return this._ready;
+    return this._readiness.promise;
   }
 
   /**
@@ -478,8 +472,7 @@ export class SharedClient extends Emitter {
   _event(name, event, state) {
     if (state) this._apply(state);
     if (name === "error" && event.code === "connect_failed") {
-      this._readyFailed = true;
-      this._readyReject(asError(event));
+      this._readiness.late(asError(event));
     }
     if (name === "close" && !event.reconnecting) {
       this._detach();
@@ -505,9 +498,7 @@ export class SharedClient extends Emitter {
     this._limits = state.limits ?? {};
     if (state.fatal) this._fatal = asError(state.fatal);
     if (state.state === "connected") {
-      if (this._readyFailed) this._ready = Promise.resolve(); // (connect_failed, then connected: as a tab's own)
-      this._readyFailed = false;
-      this._readyResolve();
+      this._readiness.connected();
     }
   }
 
@@ -520,7 +511,7 @@ export class SharedClient extends Emitter {
     this.state = "closed";
     this.transport = null;
     this._fatal = this._fatal ?? later;
-    this._readyReject(error);
+    this._readiness.ended(error);
     for (const waiter of this._waiting.values()) waiter.reject(error);
     this._waiting.clear();
     for (const sub of this._subs.values()) sub.end(error);

@@ -77,7 +77,7 @@ export function adopt(client, conn, reason) {
   if (oldRung !== conn.name) client._changed(oldRung, conn.name, client._stepReason ?? reason);
   client._stepReason = null;
   client._emit("open", { transport: conn.name, sessionId: client.sessionId, resumed: !newSession });
-  client._readyResolve();
+  client._readiness.connected();
   client._attach(conn);
   client._flush();
   if (client.state === "connected" && client._conn === conn && client.policy.above(conn.name).length) client._startProbe();
