@@ -35,9 +35,12 @@ def _payload(message: Message) -> tuple[bytes | str, Codec]:
     return message.get("text") or "", JSON
 
 
-async def _close(send: Send, error: LadderError) -> None:
+async def _close(send: Send, error: LadderError | None) -> None:
+    """Close with the error's code and ``code: reason`` (1000 when the session ended well); a
+    socket already gone is not news (the reader notices too)."""
+    code, reason = (1000, "") if error is None else (error.ws_close, error.close_reason)
     with contextlib.suppress(Exception):
-        await send({"type": "websocket.close", "code": error.ws_close, "reason": error.close_reason})
+        await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 async def refuse_upgrade(request: Request, send: Send, error: LadderError, headers: Headers = ()) -> None:
@@ -300,14 +303,7 @@ async def _write(link: Link, send: Send, codec: Codec) -> None:
                 continue
             if link.att.closed:
                 error = link.att.close_error
-                if error is None:
-                    error = link.state.close_error
-                if error is not None:
-                    await send(
-                        {"type": "websocket.close", "code": error.ws_close, "reason": error.close_reason}
-                    )
-                else:
-                    await send({"type": "websocket.close", "code": 1000, "reason": ""})
+                await _close(send, link.state.close_error if error is None else error)
                 return
             await link.waker.wait()
     except Exception as exc:  # the socket went away under us; the reader notices too
