@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import msgpack
 import orjson
 import pytest
@@ -552,3 +553,31 @@ def test_what_a_websocket_client_did_wrong_is_logged_and_counted_as_every_refusa
     assert said == expected, lines
     assert any("no hello frame in time" in line for line in lines)
     assert any("no heartbeat from the client" in line for line in lines)
+
+
+def _sessions(server: LadderServer) -> float:
+    return metric(httpx.get(f"{server.url}/metrics", timeout=5).text, "ladder_sessions")
+
+
+def test_a_bye_ends_the_session_at_once_while_one_of_its_messages_is_in_a_handler(edge_server: LadderServer) -> None:
+    """protocol §4: ``bye`` ends the session now. A client that closes while its call sleeps
+    in a handler (3 s) was closed only once the handler returned, and when its socket went
+    right after the bye (what both clients' ``close()`` does) the bye, held behind the
+    handler, was lost with the connection: the session lived on for its ttl (120 s)."""
+    assert _sessions(edge_server) == 0
+    sock = open_ws(edge_server)
+    sock.sendall(frame(0x1, b'{"t":"call","i":1,"ev":"sleep","d":3}'))
+    sock.sendall(frame(0x1, b'{"t":"bye"}'))  # (a message of its own: it arrives while the call is applied)
+    started = time.monotonic()
+    sock.settimeout(5)
+    assert read_until_close(sock)[0] == 1000
+    assert time.monotonic() - started < 1.5  # not after the handler's 3 s
+    sock.close()
+    gone = open_ws(edge_server)
+    gone.sendall(frame(0x1, b'{"t":"call","i":1,"ev":"sleep","d":3}'))
+    gone.sendall(frame(0x1, b'{"t":"bye"}'))
+    gone.close()  # at once, as a client's close() does
+    deadline = time.monotonic() + 1.5
+    while _sessions(edge_server) != 0:  # another process: polled, not awaited
+        assert time.monotonic() < deadline, "the session outlived its bye"
+        time.sleep(0.05)

@@ -27,9 +27,11 @@ from .tasks import Tasks
 from .throttle import Throttle
 
 _UNRECORDABLE = "this server cannot reach its engine: messages are not applied here now"
-AT_ONCE: Final = frozenset({Ack, Ping, Pong})
+AT_ONCE: Final = frozenset({Ack, Ping, Pong, Bye})
 """Client frames applied without waiting for anything (see :meth:`Inbound.receive_now`),
-also while one of the session's messages is in a handler (the WebSocket drivers)."""
+also while one of the session's messages is in a handler (the WebSocket drivers): a ``bye``
+ends the session now (protocol §4), not once the handler returns, and is not lost with a
+connection its client closes right after it."""
 
 
 class Inbound:

@@ -20,6 +20,7 @@ from typing import Final
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
 from ..protocol.frames import Ack, ClientFrame, Hello, Publish, decode_client_frames
+from ..protocol.session import Phase
 from .gateway import Gateway
 from .http import Headers, Message, Receive, Request, Send, error_body, origin_refusal
 from .inbound import AT_ONCE
@@ -183,6 +184,8 @@ def arrived_meanwhile(gateway: Gateway, link: Link, frames: list[ClientFrame]) -
     if not now:
         return frames
     gateway.receive_now(link.session, link.att, now)
+    if link.session.state.phase is Phase.CLOSED:
+        return []  # (a bye: nothing of the session waits any more)
     return [frame for frame in frames if type(frame) not in AT_ONCE]
 
 
