@@ -283,6 +283,9 @@ def test_a_shared_tab_gets_the_errors_and_state_a_tab_of_its_own_gets(
                     [
                         [server.url, {"token": "user:ada", "transports": ["sse"]}],
                         [server.url, {"token": "nobody", "connectTimeout": 5000}],
+                        # refused where the page cannot read why (the answer is asked by a POST)
+                        [server.url, {"token": "nobody", "transports": ["sse"], "connectTimeout": 5000}],
+                        [server.url, {"token": "nobody", "transports": ["websocket"], "connectTimeout": 5000}],
                     ],
                 ),
                 # The demo mounts its hub at /ladder: /wrong answers 404.
@@ -299,12 +302,15 @@ def test_a_shared_tab_gets_the_errors_and_state_a_tab_of_its_own_gets(
                 results += page.evaluate(PARITY, [module, cases])
         finally:
             context.close()
-    wrong_origin, right, refused, wrong_url = results
+    wrong_origin, right, refused, refused_sse, refused_ws, wrong_url = results
     assert right["shared"]["outcome"]["ready"] == "connected", "the control case connects"
     assert wrong_origin["own"]["outcome"]["ready"] == "origin_not_allowed"
     assert refused["own"]["outcome"]["ready"] == "unauthorized"
+    for hidden in (refused_sse, refused_ws):  # (was connect_failed, and retried for good)
+        assert hidden["own"]["outcome"]["ready"] == "unauthorized", hidden
+        assert hidden["own"]["outcome"]["state"] == "closed"
     assert wrong_url["own"]["outcome"]["ready"] == "connect_failed"
-    for case in (wrong_origin, refused, wrong_url):
+    for case in (wrong_origin, refused, refused_sse, refused_ws, wrong_url):
         own, shared = case["own"], case["shared"]
         assert (own["shared"], shared["shared"]) == (False, True)
         assert shared["outcome"] == own["outcome"], "the same events, errors and state"

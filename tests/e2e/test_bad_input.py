@@ -171,6 +171,23 @@ async def test_upstream_post_refusals(http: httpx.AsyncClient) -> None:
     assert ("reply", 1, None) in kinds and ("err", 2, "bad_frame") in kinds
 
 
+async def test_a_post_naming_no_session_answers_for_its_credentials() -> None:
+    """protocol §3.6: a page cannot read why its WebSocket upgrade or event stream was
+    refused; an empty POST naming no session hears the refusal a hello with the same
+    credentials would get (it got ``bad_request`` whatever they were), and opens nothing."""
+    with LadderServer({"require_token": True}) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            nothing = await http.post("/send", content=b"")
+            assert error_of(nothing) == (401, "unauthorized")
+            assert "no credentials" in nothing.json()["reason"]
+            wrong = await http.post("/send", headers={"Authorization": "Bearer nobody"}, content=b"")
+            assert error_of(wrong) == (401, "unauthorized")
+            right = await http.post("/send", headers={"Authorization": "Bearer user:ada"}, content=b"")
+            assert error_of(right) == (400, "bad_request")
+            health = (await http.get("/health")).json()
+            assert health["sessions"] == 0
+
+
 async def test_a_healthy_client_is_unaffected_by_abuse_on_every_rung(server: LadderServer) -> None:
     async with Client(server.url, transports=["websocket"]) as healthy:
         sub = healthy.subscribe("feed:healthy")

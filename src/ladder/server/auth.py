@@ -52,6 +52,8 @@ class AuthRequest:
     token: str | None
     client: str | None
     transport: str
+    """The rung opening the session (``websocket``, ``sse``, ``longpoll``, ``poll``), or
+    ``send``: a page asking why a rung it cannot read was refused (protocol §3.6)."""
     address: str | None = None
     """The client's address (from ``X-Forwarded-For`` when the server is told to trust it)."""
 

@@ -4,7 +4,8 @@ The body is a batch (``Content-Type: application/msgpack`` or newline-delimited 
 The answer is ``204`` once every frame was accepted and the in-order ones applied; what
 the server says back (replies, acks, pongs) travels on the session's downstream rung.
 A POST never creates a session, and it needs the resume token, like a resume does. A POST
-for a session another process holds is forwarded there.
+for a session another process holds is forwarded there. One naming no session answers
+whether a hello would be refused for its credentials.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from ..protocol.codec import codec_for_content_type
 from ..protocol.errors import LadderError
 from ..protocol.frames import decode_client_frames
+from .auth import run_authenticate
 from .cluster import Elsewhere
 from .gateway import Gateway
 from .http import Receive, Request, Send, cors_headers, read_body, respond
@@ -41,6 +43,7 @@ async def serve_send(gateway: Gateway, request: Request, receive: Receive, send:
     sid = request.query.get("sid")
     token = request.resume_token()
     if not sid or not token:
+        await _check_credentials(gateway, request)
         raise LadderError("bad_request", "POST /send needs 'sid' and the resume token")
     limits = gateway.settings.limits
     body = await read_body(receive, request, limits.max_post_size, timeout=limits.frame_timeout)
@@ -52,3 +55,11 @@ async def serve_send(gateway: Gateway, request: Request, receive: Receive, send:
     else:
         await accept_upstream(gateway, session, body, content_type)
     await respond(send, 204, headers=cors_headers(gateway.settings.allowed_origins, request))
+
+
+async def _check_credentials(gateway: Gateway, request: Request) -> None:
+    """A POST naming no session is also a page asking why a WebSocket upgrade or an event
+    stream was refused (a browser hides those answers): it hears the refusal a hello with the
+    same credentials (``Authorization: Bearer``, cookies) would get, such as ``unauthorized``
+    or ``token_expired``; nothing is opened either way (protocol §3.6)."""
+    await run_authenticate(gateway.settings.authenticate, request.auth_request(None, "send"))

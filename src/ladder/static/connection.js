@@ -269,7 +269,13 @@ export function notConnected(client, limit) {
 export async function askWhy(client, error) {
   const hidden = Object.entries(error.failures).filter(([rung, failure]) => failure && !failure.error && HIDDEN.has(rung));
   if (!hidden.length || error.errors().length) return false;
-  const told = await askServer(client._ctx.endpoint);
+  let token = null;
+  try {
+    token = await client._currentToken(); // (a hello's credentials: the answer is theirs)
+  } catch {
+    // the token function failed: the rungs' reasons say so already; ask without one
+  }
+  const told = await askServer(client._ctx.endpoint, token);
   if (told === null || client._isClosed()) return false;
   const tokenRefreshable = client._refreshable();
   if (told.error && afterTransport({ via: "refusal", code: told.error.code, tokenRefreshable }) === "give_up") {

@@ -38,16 +38,21 @@ export async function refusalOf(response, rung) {
 /**
  * Why the server refuses this page, asked where the answer can be read: a browser hides the
  * answer to a refused WebSocket upgrade or event stream. An empty `POST send` naming no
- * session changes nothing on the server; its refusal (`origin_not_allowed` comes with CORS
- * headers) or a 404 says what the hidden answers could not. Null when it says nothing more
- * (the server is reachable and answers `bad_request`), or cannot be reached either.
+ * session opens nothing on the server; its refusal (`origin_not_allowed` comes with CORS
+ * headers; `unauthorized` for the hello's credentials, protocol §3.6) or a 404 says what the
+ * hidden answers could not. Null when it says nothing more (the server is reachable and
+ * answers `bad_request`), or cannot be reached either.
  * @param {import("./transport.js").Endpoint} endpoint
+ * @param {string | null} [token] the token a hello would carry
  * @returns {Promise<TransportClosed | null>}
  */
-export async function askWhy(endpoint) {
+export async function askWhy(endpoint, token = null) {
   let response;
+  /** @type {RequestInit} */
+  const init = { method: "POST", body: "", signal: AbortSignal.timeout(10_000) };
+  if (token) init.headers = { Authorization: `Bearer ${token}` };
   try {
-    response = await endpoint.fetch(endpoint.http("send"), { method: "POST", body: "", signal: AbortSignal.timeout(10_000) });
+    response = await endpoint.fetch(endpoint.http("send"), init);
   } catch {
     return null;
   }
