@@ -26,8 +26,11 @@ JOIN = """async ([channel, options]) => {
     window.ladder = await import('/client.js');
     window.got = [];
     window.errors = [];
+    window.told = [];
     window.client = ladder.connect(location.origin, options);
     client.on("error", (e) => errors.push(e));
+    client.on("open", (e) => told.push(["open", e.sessionId, e.resumed]));
+    client.on("session_lost", (e) => told.push(["session_lost", e.reason]));
     const sub = client.subscribe(channel, (pub) => got.push(pub.data.n), options.sub ?? {});
     const late = new Promise((_, no) => setTimeout(() => no(new Error("not subscribed within 10 s")), 10000));
     await Promise.race([sub.ready(), late]);
@@ -129,6 +132,15 @@ def test_closing_the_first_tab_mid_burst_loses_and_doubles_nothing(
         assert page.evaluate("got") == list(range(BURST)), "nothing lost, nothing doubled"
     # A leader that closed said bye for its session; its successor holds the only one.
     wait_until(lambda: sessions(hub) == 1, "one session for the tabs left")
+    # Each tab's first open is its first (not resumed); a new session after a leader went away
+    # is told as a tab's own client tells one: session_lost, then open, not resumed.
+    for page in rest:
+        told = page.evaluate("told")
+        assert told[0][0] == "open" and told[0][2] is False, told
+        sessions_seen = [entry[1] for entry in told if entry[0] == "open"]
+        if len(set(sessions_seen)) > 1:  # (a leader tab held it; a worker outlives the tab)
+            assert [entry[0] for entry in told[1:]] == ["session_lost", "open"], told
+            assert told[-1][2] is False
 
 
 def test_the_demo_shows_the_tabs_sharing_its_connection(browser: Browser, demo: LadderServer) -> None:
@@ -507,6 +519,7 @@ def test_a_tab_that_joins_a_connection_already_up_hears_it_connect(context: Brow
     assert seen[0][1]["state"] == "connected"
     assert seen[1][1]["old"] is None and seen[1][1]["new"] == "sse"
     assert seen[2][1]["transport"] == "sse" and seen[2][1]["sessionId"] == first.evaluate("() => client.sessionId")
+    assert seen[2][1]["resumed"] is False  # (the tab's first session: nothing to resume)
 
 
 def test_closing_a_shared_client_says_closed_as_a_tab_of_its_own_does(

@@ -96,6 +96,10 @@ export class SharedClient extends Emitter {
     this._queued = [];
     /** @type {string | null} */
     this._tab = null;
+    /** @type {string | null} the session of this tab's last `open` */
+    this._session = null;
+    /** a `session_lost` was told since that `open` */
+    this._toldLost = false;
     /** @type {(() => void) | null} */
     this._release = null;
     /** @type {LadderError | null} */
@@ -403,8 +407,33 @@ export class SharedClient extends Emitter {
     const reason = "joined the connection the browser's tabs share";
     this._emit("state", { state: this.state, reason });
     if (this.state !== "connected") return;
+    this._lostUntold();
     this._emit("transport", { old: null, new: this.transport, reason });
-    this._emit("open", { transport: this.transport, sessionId: this.sessionId, resumed: true });
+    this._opened({ transport: this.transport, sessionId: this.sessionId });
+  }
+
+  /**
+   * `open` as this tab saw it: `resumed` says whether this tab had the session before (the
+   * connection may have had it before the tab joined: a tab's first `open` is not resumed).
+   * @param {{transport: Rung | null, sessionId: string | null}} event
+   */
+  _opened(event) {
+    this._lostUntold();
+    const resumed = this._session !== null && this._session === event.sessionId;
+    this._session = event.sessionId;
+    this._toldLost = false;
+    this._emit("open", { ...event, resumed });
+  }
+
+  /**
+   * The connection's session changed while this tab was away from it, with no `session_lost`
+   * the tab could hear (the tab holding the connection went away and the next one started
+   * another): told as a tab's own client would tell it.
+   */
+  _lostUntold() {
+    if (this._session === null || this._toldLost || this.sessionId === this._session) return;
+    this._toldLost = true;
+    this._emit("session_lost", { reason: "the connection the browser's tabs share started a new session (the tab holding it went away)" });
   }
 
   /** @param {any} message */
@@ -481,6 +510,8 @@ export class SharedClient extends Emitter {
       const ended = errorOfClose(String(event.reason ?? "")) ?? new LadderError("closed", event.reason);
       this._end(this._fatal ?? ended, this._fatal ?? closedError());
     }
+    if (name === "open") return this._opened(event);
+    if (name === "session_lost") this._toldLost = true;
     this._emit(/** @type {keyof ClientEvents} */ (name), event);
   }
 
