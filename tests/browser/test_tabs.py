@@ -512,14 +512,14 @@ def test_a_tab_that_joins_a_connection_already_up_hears_it_connect(context: Brow
     assert first.evaluate(track) == {"shared": True, "state": "connected"}
     assert second.evaluate(track) == {"shared": True, "state": "connected"}
     started = [name for name, event in first.evaluate("() => seen") if name != "state" or event["state"] != "connecting"]
-    assert started == ["state", "transport", "open"], started  # (the first tab's, each once)
+    assert started == ["open", "state", "transport"], started  # (the first tab's, each once)
     seen = second.evaluate("() => seen")
     names = [name for name, _ in seen]
-    assert names == ["state", "transport", "open"], seen
-    assert seen[0][1]["state"] == "connected"
-    assert seen[1][1]["old"] is None and seen[1][1]["new"] == "sse"
-    assert seen[2][1]["transport"] == "sse" and seen[2][1]["sessionId"] == first.evaluate("() => client.sessionId")
-    assert seen[2][1]["resumed"] is False  # (the tab's first session: nothing to resume)
+    assert names == ["open", "state", "transport"], seen
+    assert seen[1][1]["state"] == "connected"
+    assert seen[2][1]["old"] is None and seen[2][1]["new"] == "sse"
+    assert seen[0][1]["transport"] == "sse" and seen[0][1]["sessionId"] == first.evaluate("() => client.sessionId")
+    assert seen[0][1]["resumed"] is False  # (the tab's first session: nothing to resume)
 
 
 def test_closing_a_shared_client_says_closed_as_a_tab_of_its_own_does(

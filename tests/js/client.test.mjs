@@ -152,7 +152,7 @@ function setup({ storage = new Map(), ...options } = {}) {
     ...options,
   });
   const events = [];
-  for (const name of ["open", "close", "transport", "resync", "session_lost", "resubscribed", "probe", "error"]) {
+  for (const name of ["open", "close", "transport", "resync", "session_lost", "resubscribed", "probe", "error", "state"]) {
     client.on(name, (event) => events.push({ name, ...event }));
   }
   const of = (name) => events.filter((e) => e.name === name);
@@ -815,7 +815,9 @@ describe("liveness", () => {
     net.last("websocket").fail("websocket: refused", new LadderError("unauthorized", "pick a nickname"));
     await assert.rejects(client.ready(), (e) => e.code === "unauthorized");
     assert.equal(client.state, "closed");
-    assert.equal(of("close").at(-1).reconnecting, false);
+    // as the Python client: the state says why (code: reason); no close, no transport was up
+    assert.deepEqual(of("state").at(-1), { name: "state", state: "closed", reason: "unauthorized: pick a nickname" });
+    assert.deepEqual(of("close"), []);
   });
 
   test("a failed upstream POST is written again, up to three times, before the transport is dropped", async () => {

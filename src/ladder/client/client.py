@@ -284,7 +284,7 @@ class Client(Calls):
                 async with asyncio.timeout(1.0):
                     await conn.send(bye)
         if conn is not None:
-            self._emit(Disconnected(conn.name, "closed by the client"))
+            self._emit(Disconnected(conn.name, "the client was closed"))
         for task in (self._probe_task, self._run_task):
             if task is not None:
                 task.cancel()

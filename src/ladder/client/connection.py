@@ -110,12 +110,12 @@ class Connection(Switching):
                     tried = f"could not connect after {reconnect.failures} attempts: {exc}"
                     self._give_up(LadderError("timeout", tried))
                     return
-                if "give_up" in step:
+                failures = reconnect.failures
+                self._set_state("disconnected", f"{failures} attempt{'s' * (failures > 1)} failed: {exc}")
+                if "give_up" in step:  # (disconnected meanwhile: §9.10, as the browser client is)
                     await asyncio.sleep(max(0.0, step["at"] / 1000 - loop.time()))
                     self._give_up(self._unreachable(f"within {self.connect_timeout:g} s"))
                     return
-                failures = reconnect.failures
-                self._set_state("disconnected", f"{failures} attempt{'s' * (failures > 1)} failed: {exc}")
                 await asyncio.sleep(step["wait"] / 1000)
                 continue
             heard = [e.error for e in refusals.values() if e.error is not None]

@@ -343,17 +343,20 @@ export function giveUp(client, error, final = FATAL.has(error.code) || error.cod
     client._emit("error", { code: error.code, reason: error.reason });
   }
   const lastRung = client.transport;
-  client._shutdown(error);
-  client._emit("close", { transport: lastRung, reason: `${error.code}: ${error.reason}`, reconnecting: false });
+  const reason = `${error.code}: ${error.reason}`;
+  client._shutdown(error, reason);
+  // (`close` pairs with an `open`: none when no transport was up, protocol §9.10)
+  if (lastRung !== null) client._emit("close", { transport: lastRung, reason, reconnecting: false });
 }
 
 /**
  * Stop everything; fail what waits.
  * @param {Client} client
  * @param {LadderError} error
+ * @param {string} [reason] the `state` event's (a refusal's: `code: reason`)
  */
-export function shutdown(client, error) {
-  client._setState("closed", error.reason);
+export function shutdown(client, error, reason = error.reason) {
+  client._setState("closed", reason);
   client._stopTimers();
   client._clock.clearTimeout(client._connectTimer);
   client._connectTimer = null;

@@ -363,7 +363,7 @@ export class Client extends Emitter {
     }
     const lastRung = this.transport;
     this._shutdown(new LadderError("closed", "the client was closed"));
-    this._emit("close", { transport: lastRung, reason: "the client was closed", reconnecting: false });
+    if (lastRung !== null) this._emit("close", { transport: lastRung, reason: "the client was closed", reconnecting: false });
     if (conn) {
       // Give the bye a moment to leave before the socket closes (it is already written for a WebSocket).
       await atMost(bye, 1000, this._clock);

@@ -100,6 +100,8 @@ export class SharedClient extends Emitter {
     this._session = null;
     /** a `session_lost` was told since that `open` */
     this._toldLost = false;
+    /** this tab heard `open` and no `close` since */
+    this._up = false;
     /** @type {(() => void) | null} */
     this._release = null;
     /** @type {LadderError | null} */
@@ -155,7 +157,7 @@ export class SharedClient extends Emitter {
     this._detach(going);
     this._end(new LadderError("closed", "the client was closed"), closedError());
     this._emit("state", { state: "closed", reason: "the client was closed" }); // (as a tab's own client)
-    this._emit("close", { transport: last, reason: "the client was closed", reconnecting: false });
+    if (last !== null) this._emit("close", { transport: last, reason: "the client was closed", reconnecting: false });
   }
 
   /**
@@ -398,18 +400,16 @@ export class SharedClient extends Emitter {
 
   /**
    * A tab that joins a connection already up hears what a tab of its own would have heard
-   * getting there (`state`, `transport` from null, `open`): an app that drives its page from
+   * getting there (`open`, `state`, `transport` from null): an app that drives its page from
    * those events would otherwise never see this tab connected.
    * @param {string} before the tab's state until it joined
    */
   _caughtUp(before) {
     if (this.state === before || this.state === "closed") return;
     const reason = "joined the connection the browser's tabs share";
+    if (this.state === "connected") this._opened({ transport: this.transport, sessionId: this.sessionId });
     this._emit("state", { state: this.state, reason });
-    if (this.state !== "connected") return;
-    this._lostUntold();
-    this._emit("transport", { old: null, new: this.transport, reason });
-    this._opened({ transport: this.transport, sessionId: this.sessionId });
+    if (this.state === "connected") this._emit("transport", { old: null, new: this.transport, reason });
   }
 
   /**
@@ -422,6 +422,7 @@ export class SharedClient extends Emitter {
     const resumed = this._session !== null && this._session === event.sessionId;
     this._session = event.sessionId;
     this._toldLost = false;
+    this._up = true;
     this._emit("open", { ...event, resumed });
   }
 
@@ -503,7 +504,12 @@ export class SharedClient extends Emitter {
     if (name === "error" && event.code === "connect_failed") {
       this._readiness.late(asError(event));
     }
-    if (name === "close" && !event.reconnecting) {
+    // Closed for good: at its `close` when a transport was up (it follows `state` closed),
+    // else at `state` closed (no `close` follows: it pairs with an `open`, protocol §9.10).
+    const up = this._up;
+    if (name === "close") this._up = false;
+    const ended = name === "close" ? !event.reconnecting : name === "state" && event.state === "closed" && !up;
+    if (ended) {
       this._detach();
       // What was pending fails with why it ended (`session_closed: …`, as in the connection's
       // own tab); later calls with the fatal error, if any, else `closed` (protocol §9.4).

@@ -64,7 +64,7 @@ export function adopt(client, conn, reason) {
   client._reconnect.welcomed();
   client.lastFailure = null;
   client._asked = null;
-  client._setState("connected");
+  client.state = "connected"; // (told after `open`, as below: protocol §9.10's order)
   client._remember(conn.name);
   client.policy.won(conn.name);
   if (Array.isArray(welcome.tr)) client.policy.offered(welcome.tr.map(String));
@@ -74,9 +74,10 @@ export function adopt(client, conn, reason) {
   client._pendingLoss = null;
   if (newSession) for (const sub of client._subs.values()) if (sub.active) client._submitSubscribe(sub, true);
   client._hadSession = true;
+  client._emit("open", { transport: conn.name, sessionId: client.sessionId, resumed: !newSession });
+  client._emit("state", { state: "connected", reason: "" });
   if (oldRung !== conn.name) client._changed(oldRung, conn.name, client._stepReason ?? reason);
   client._stepReason = null;
-  client._emit("open", { transport: conn.name, sessionId: client.sessionId, resumed: !newSession });
   client._readiness.connected();
   client._attach(conn);
   client._flush();
