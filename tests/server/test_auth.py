@@ -34,3 +34,26 @@ async def test_none_is_a_refusal_and_a_str_or_identity_an_acceptance() -> None:
     assert (await run_authenticate(lambda request: "ada", REQUEST)).user == "ada"
     shown = Identity(user="ada", info={"nick": "Ada", "avatar": b"\x89PNG"})
     assert await run_authenticate(lambda request: shown, REQUEST) is shown
+
+
+async def test_whatever_a_token_makes_jwt_raise_is_unauthorized_with_a_reason() -> None:
+    """A token could make the hook raise something other than PyJWT's ``InvalidTokenError``:
+    a 400-digit ``exp``, which PyJWT takes (OverflowError), or a token that is not UTF-8
+    (UnicodeEncodeError), each a ``500 internal`` and a traceback for the client's mistake."""
+    import jwt as pyjwt  # noqa: PLC0415
+
+    from ladder import JWT  # noqa: PLC0415
+
+    secret = "s3cret-for-tests-only-0123456789abcdef"
+    hook = JWT(secret)
+    huge = pyjwt.encode({"sub": "ada", "exp": 10**400}, secret, algorithm="HS256")
+    for token, said in [
+        (huge, "invalid token: its exp claim is out of range"),
+        ("\udc80.e30.e30", "invalid token: 'utf-8' codec can't encode"),
+        (pyjwt.encode({"sub": "ada", "exp": 2**40}, "another-secret-0123456789abcdef-xyz", algorithm="HS256"),
+         "invalid token: Signature verification failed"),
+    ]:
+        request = AuthRequest(headers={}, cookies={}, token=token, client=None, transport="longpoll")
+        with pytest.raises(LadderError) as refused:
+            await run_authenticate(hook, request)
+        assert refused.value.code == "unauthorized" and said in refused.value.reason, refused.value
