@@ -5,6 +5,7 @@ a refusal blamed on the client's credentials."""
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 import pytest
@@ -19,13 +20,23 @@ REQUEST = AuthRequest(headers={}, cookies={}, token="t", client=None, transport=
     ("answer", "said"),
     [
         (42, r"returned int 42: return an Identity, a user id as a str, or None to refuse"),
-        (Identity(user=7), r"Identity\(user=7\): the user id must be a str"),  # type: ignore[arg-type]
-        (Identity(user="u", info={"at": datetime.datetime(2026, 1, 1)}), r"Identity.info cannot be shown in presence"),
+        (Identity(user=7), r"returned Identity\(user=7\): the user id must be a str"),  # type: ignore[arg-type]
+        (
+            Identity(user="u", info={"at": datetime.datetime(2026, 1, 1)}),
+            r"returned an Identity whose info cannot be shown in presence",
+        ),
     ],
 )
-async def test_a_hooks_mistake_is_raised_as_its_bug(answer: Any, said: str) -> None:
-    with pytest.raises(TypeError, match=said):
-        await run_authenticate(lambda request: answer, REQUEST)
+async def test_a_hooks_mistake_is_raised_as_its_bug_naming_the_hook(answer: Any, said: str) -> None:
+    """The error (logged with its traceback) names the app's function, so that the log says
+    which hook to fix and with what it answered."""
+
+    async def sign_in(request: AuthRequest) -> Any:
+        return answer
+
+    name = re.escape(f"{__name__}.{sign_in.__qualname__}")
+    with pytest.raises(TypeError, match=rf"^the authenticate hook {name} {said}"):
+        await run_authenticate(sign_in, REQUEST)
 
 
 async def test_none_is_a_refusal_and_a_str_or_identity_an_acceptance() -> None:

@@ -42,7 +42,10 @@ class Ladder:
         authenticate: Called with an :class:`~ladder.AuthRequest` when a session opens;
             returns an :class:`~ladder.Identity` or a user id string to accept, None or raises
             ``LadderError`` to refuse. Sync or async. ``JWT(key)`` is built in. None: every
-            client is anonymous.
+            client is anonymous. Anything else it returns, or any other exception, is a bug
+            in the app: the client gets ``internal`` (HTTP 500, close 1011) and the log has
+            the traceback, naming the hook and the type it returned. The server puts no time
+            limit on the hook: bound its own calls (a user database, an identity provider).
         permissions: ``(identity, action, channel, options) -> bool`` (sync or async) for
             ``subscribe``, ``publish``, ``presence`` and ``history``. None: anyone may
             subscribe and read; clients publish only where ``client_publish`` is on.
