@@ -39,7 +39,11 @@ def load_app(spec: str) -> Any:
     """Import ``module:attribute`` (the attribute may be a dotted path)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise SystemExit(f"expected module:attribute, got {spec!r}")
+        example = f"{module_name or 'myapp'}:hub"
+        raise SystemExit(
+            f"ladder serve: expected module:attribute, got {spec!r}: name the hub or the app in its "
+            f"module, e.g. {example}"
+        )
     sys.path.insert(0, ".")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -82,9 +86,16 @@ def websocket_protocol(app: Any, hub: Ladder | None, args: argparse.Namespace) -
 
 
 def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
-    """Refuse options that cannot apply to ``app``, saying what would make them apply."""
+    """Refuse an ``app`` that cannot be served, and options that cannot apply to it, saying
+    what would make them apply (uvicorn would fail at startup with a lifespan traceback)."""
     if hub is not None:
         return
+    spec = getattr(args, "app", "app")
+    if not callable(app):
+        raise SystemExit(
+            f"ladder serve: {spec} is a {type(app).__name__}, not an ASGI app or a Ladder hub: name "
+            "the hub (module:hub) or the ASGI app that serves it (module:app)"
+        )
     needs_hub = [
         option
         for option, given in (
@@ -98,7 +109,7 @@ def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
         need = "needs" if len(needs_hub) == 1 else "need"
         raise SystemExit(
             f"ladder serve: {' and '.join(needs_hub)} {need} a Ladder hub, and {type(app).__name__} "
-            f"{getattr(args, 'app', 'app')!r} is neither a Ladder hub nor has a `hub` attribute "
+            f"{spec!r} is neither a Ladder hub nor has a `hub` attribute "
             "that is one: serve the hub itself (module:hub), or set `app.hub = hub`"
         )
 

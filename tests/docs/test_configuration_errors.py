@@ -185,3 +185,78 @@ def test_a_blocking_publishers_timeout_must_be_seconds_above_0() -> None:
     for bad in (0, -1, "5", float("inf")):
         with pytest.raises(ConfigurationError, match=r"^timeout: .* is not a number of seconds above 0"):
             BlockingPublisher("redis://127.0.0.1:9/0", timeout=bad)  # type: ignore[arg-type]
+
+
+def test_jwt_settings_no_token_could_pass_are_refused_when_built() -> None:
+    """Each was taken: a client's token then got ``500 internal`` with PyJWT's traceback in the
+    log (a secret given for RS256, "none", a private key), or every token was refused
+    (an unknown algorithm), or ``leeway`` ran the other way."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - with PyJWT[crypto]
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: PLC0415
+
+    from ladder import JWT  # noqa: PLC0415
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    p256 = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    secret = "s3cret-for-tests-only-0123456789abcdef"
+    for key, kwargs, said in [
+        (secret, {"algorithms": ["RS256"]}, r"cannot verify RS256 tokens, which need an RSA public key"),
+        (secret, {"algorithms": ["HS256", "RS256"]}, r"cannot verify RS256 tokens"),
+        (public_pem, {}, r"cannot verify HS256 tokens, which need the shared secret"),
+        (private_pem, {"algorithms": ["RS256"]}, r"is a private key.*pass the public key in PEM"),
+        (p256, {"algorithms": ["ES384"]}, r"cannot verify ES384 tokens, .*curve"),
+        (public_pem, {"algorithms": ["RS256", "ES256"]}, r"cannot verify ES256 tokens"),
+        (secret, {"algorithms": ["none"]}, r'algorithms=\["none"\]\) would accept unsigned tokens'),
+        (secret, {"algorithms": ["FOO"]}, r"'FOO'\]\) is not an algorithm PyJWT knows; use one of \['ES256'"),
+        (secret, {"algorithms": ["hs256"]}, r"the names are case-sensitive"),
+    ]:
+        with pytest.raises(ConfigurationError, match=said) as caught:
+            JWT(key, **kwargs)
+        assert caught.value.setting == "authenticate"
+        assert "<generator" not in str(caught.value)
+    with pytest.raises(ConfigurationError, match=r"^JWT\(leeway=\.\.\.\): -5 is out of range"):
+        JWT(secret, leeway=-5)
+    assert JWT(public_pem, algorithms=["RS256", "PS256"]).algorithms == ["RS256", "PS256"]
+    assert JWT(p256.decode(), algorithms=["ES256"]).algorithms == ["ES256"]
+
+
+def test_sse_padding_is_whole_bytes_up_to_64_kib() -> None:
+    """``sse_padding=1.5`` was taken and every SSE request then failed (a TypeError, the
+    connection dropped without a response); ``10**9`` sent a GB at the start of every stream."""
+    with pytest.raises(ConfigurationError, match=r"^sse_padding: 1\.5 is a float, not a whole number; pass an int$"):
+        Ladder(sse_padding=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^sse_padding: True is a bool"):
+        Ladder(sse_padding=True)
+    with pytest.raises(ConfigurationError, match=r"^sse_padding: -1 is out of range"):
+        Ladder(sse_padding=-1)
+    with pytest.raises(ConfigurationError, match=r"^sse_padding: 1000000000 bytes is over the most, 65536.*at most 65536"):
+        Ladder(sse_padding=10**9)
+    for fine in (0, 2048, 65536):
+        Ladder(sse_padding=fine)
+
+
+def test_origins_that_no_browser_could_send_are_refused() -> None:
+    """``"https://*.example"`` was matched literally, and ``[]`` refused every origin, the
+    hub's own pages' included: both taken without a word."""
+    with pytest.raises(ConfigurationError, match=r"^allowed_origins: 'https://\*\.example' has a wildcard inside it") as wild:
+        Ladder(allowed_origins=["https://app.example", "https://*.example"])
+    assert 'list each origin' in wild.value.fix and '["*"]' in wild.value.fix
+    with pytest.raises(ConfigurationError, match=r"^allowed_origins: '\*\.example' has a wildcard"):
+        Ladder(allowed_origins=["*.example"])
+    with pytest.raises(ConfigurationError, match=r"^allowed_origins: an empty list refuses every browser origin") as empty:
+        Ladder(allowed_origins=[])
+    assert "None" in empty.value.fix
+    for bad in ("https://app.example:99999", "https://:443", "https://app.example:0"):
+        with pytest.raises(ConfigurationError, match=r"^allowed_origins: .* is not an origin"):
+            Ladder(allowed_origins=[bad])
+    assert Ladder(allowed_origins=["HTTPS://APP.EXAMPLE:8443", "*"]).allowed_origins is not None

@@ -240,6 +240,29 @@ def test_ladder_serve_mistakes_are_one_line_not_a_traceback(argv: list[str], sai
     assert said in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        (
+            "tests.support.apps:hub.limits",
+            "ladder serve: tests.support.apps:hub.limits is a Limits, not an ASGI app or a Ladder hub: "
+            "name the hub (module:hub) or the ASGI app that serves it (module:app)",
+        ),
+        (
+            "tests.support.apps",
+            "ladder serve: expected module:attribute, got 'tests.support.apps': name the hub or the app "
+            "in its module, e.g. tests.support.apps:hub",
+        ),
+    ],
+)
+def test_serving_what_is_not_an_app_is_one_line_and_status_1(spec: str, said: str) -> None:
+    """A Limits was handed to uvicorn, which failed at startup with a lifespan traceback and
+    status 3; a spec without a colon said so without the ``ladder serve:`` of every other
+    message, and without the fix."""
+    done = ladder("serve", spec, "--port", "0")
+    assert done.returncode == 1 and done.stderr.strip() == said, (done.returncode, done.stderr)
+
+
 async def test_a_preflight_without_an_origin_is_refused_in_words(server: LadderServer) -> None:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         refused = await http.options("/send")

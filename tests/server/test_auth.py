@@ -5,6 +5,7 @@ a refusal blamed on the client's credentials."""
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 import pytest
@@ -19,13 +20,23 @@ REQUEST = AuthRequest(headers={}, cookies={}, token="t", client=None, transport=
     ("answer", "said"),
     [
         (42, r"returned int 42: return an Identity, a user id as a str, or None to refuse"),
-        (Identity(user=7), r"Identity\(user=7\): the user id must be a str"),  # type: ignore[arg-type]
-        (Identity(user="u", info={"at": datetime.datetime(2026, 1, 1)}), r"Identity.info cannot be shown in presence"),
+        (Identity(user=7), r"returned Identity\(user=7\): the user id must be a str"),  # type: ignore[arg-type]
+        (
+            Identity(user="u", info={"at": datetime.datetime(2026, 1, 1)}),
+            r"returned an Identity whose info cannot be shown in presence",
+        ),
     ],
 )
-async def test_a_hooks_mistake_is_raised_as_its_bug(answer: Any, said: str) -> None:
-    with pytest.raises(TypeError, match=said):
-        await run_authenticate(lambda request: answer, REQUEST)
+async def test_a_hooks_mistake_is_raised_as_its_bug_naming_the_hook(answer: Any, said: str) -> None:
+    """The error (logged with its traceback) names the app's function, so that the log says
+    which hook to fix and with what it answered."""
+
+    async def sign_in(request: AuthRequest) -> Any:
+        return answer
+
+    name = re.escape(f"{__name__}.{sign_in.__qualname__}")
+    with pytest.raises(TypeError, match=rf"^the authenticate hook {name} {said}"):
+        await run_authenticate(sign_in, REQUEST)
 
 
 async def test_none_is_a_refusal_and_a_str_or_identity_an_acceptance() -> None:
@@ -34,3 +45,26 @@ async def test_none_is_a_refusal_and_a_str_or_identity_an_acceptance() -> None:
     assert (await run_authenticate(lambda request: "ada", REQUEST)).user == "ada"
     shown = Identity(user="ada", info={"nick": "Ada", "avatar": b"\x89PNG"})
     assert await run_authenticate(lambda request: shown, REQUEST) is shown
+
+
+async def test_whatever_a_token_makes_jwt_raise_is_unauthorized_with_a_reason() -> None:
+    """A token could make the hook raise something other than PyJWT's ``InvalidTokenError``:
+    a 400-digit ``exp``, which PyJWT takes (OverflowError), or a token that is not UTF-8
+    (UnicodeEncodeError), each a ``500 internal`` and a traceback for the client's mistake."""
+    import jwt as pyjwt  # noqa: PLC0415
+
+    from ladder import JWT  # noqa: PLC0415
+
+    secret = "s3cret-for-tests-only-0123456789abcdef"
+    hook = JWT(secret)
+    huge = pyjwt.encode({"sub": "ada", "exp": 10**400}, secret, algorithm="HS256")
+    for token, said in [
+        (huge, "invalid token: its exp claim is out of range"),
+        ("\udc80.e30.e30", "invalid token: 'utf-8' codec can't encode"),
+        (pyjwt.encode({"sub": "ada", "exp": 2**40}, "another-secret-0123456789abcdef-xyz", algorithm="HS256"),
+         "invalid token: Signature verification failed"),
+    ]:
+        request = AuthRequest(headers={}, cookies={}, token=token, client=None, transport="longpoll")
+        with pytest.raises(LadderError) as refused:
+            await run_authenticate(hook, request)
+        assert refused.value.code == "unauthorized" and said in refused.value.reason, refused.value

@@ -113,13 +113,13 @@ async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> I
     if isinstance(result, Identity):
         if result.expires is not None and result.expires <= time.time():
             raise LadderError("token_expired", "the credentials have expired already: get new ones")
-        _check_identity(result)
+        _check_identity(hook, result)
         return result
     if isinstance(result, str):
         return Identity(user=result)
     if result is not None:  # a bug of the hook's, not a refusal: logged as its failure
         raise TypeError(
-            f"the authenticate hook returned {type(result).__name__} {result!r:.80}: return an "
+            f"{_named(hook)} returned {type(result).__name__} {result!r:.80}: return an "
             "Identity, a user id as a str, or None to refuse"
         )
     if request.token is None and not request.cookies:
@@ -130,20 +130,28 @@ async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> I
     )
 
 
-def _check_identity(identity: Identity) -> None:
+def _named(hook: Authenticate) -> str:
+    """``the authenticate hook myapp.authenticate``: which function the log's error is about."""
+    function = getattr(hook, "__func__", hook)  # (a bound method: its function's names)
+    name = getattr(function, "__qualname__", None) or type(hook).__qualname__
+    module = getattr(function, "__module__", None) or type(hook).__module__
+    return f"the authenticate hook {module}.{name}"
+
+
+def _check_identity(hook: Authenticate, identity: Identity) -> None:
     """An :class:`Identity` the session can carry: ``user`` a str or None, ``info`` data
     presence can send (checked here, where the hook's mistake is, rather than as a
     ``bad_frame`` blamed on the client at its first presence)."""
     if identity.user is not None and not isinstance(identity.user, str):
         raise TypeError(
-            f"the authenticate hook returned Identity(user={identity.user!r}): the user id must be "
+            f"{_named(hook)} returned Identity(user={identity.user!r}): the user id must be "
             f"a str (write Identity(user=str({identity.user!r})))"
         )
     if identity.info is not None:
         try:
             Payload.checked(identity.info)
         except TypeError as exc:
-            why = f"the authenticate hook's Identity.info cannot be shown in presence: {exc}"
+            why = f"{_named(hook)} returned an Identity whose info cannot be shown in presence: {exc}"
             raise TypeError(why) from exc
 
 

@@ -130,6 +130,10 @@ for the rates, 0 means no limit)."""
 HUB_ABOVE_ZERO: Final = frozenset({"session_ttl", "heartbeat", "poll_timeout", "presence_ttl"})
 """Hub timings for which 0 cannot work."""
 
+MAX_SSE_PADDING: Final = 64 * 1024
+"""The most ``sse_padding`` bytes: proxies that hold back a response's start hold a few
+kilobytes; more is only sent again on every stream (a GB per stream was taken)."""
+
 
 def check_number(setting: str, value: Any, kind: Any) -> None:
     """Refuse a setting of the wrong type or a negative / not finite number, naming it.
@@ -147,7 +151,7 @@ def check_number(setting: str, value: Any, kind: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, wanted):
         raise ConfigurationError(
             setting,
-            f"{value!r} is a {type(value).__name__}, not a number",
+            f"{value!r} is a {type(value).__name__}, not {'a whole number' if kind == 'int' else 'a number'}",
             "pass an int" if kind == "int" else "pass a number",
         )
     if value < 0 or not math.isfinite(value):
@@ -191,28 +195,29 @@ def check_hub_settings(
                 f"got {allowed_origins!r}, not a list",
                 f"pass a list of origins: allowed_origins=[{allowed_origins!r}]",
             )
+        if not allowed_origins:
+            raise ConfigurationError(
+                "allowed_origins",
+                "an empty list refuses every browser origin, the hub's own pages' included",
+                "pass None for the hub's own origin only, or list the origins allowed",
+            )
         for origin in allowed_origins:
-            parts = urlsplit(origin) if isinstance(origin, str) else None
-            if origin != "*" and (
-                parts is None
-                or parts.scheme not in ("http", "https")
-                or not parts.netloc
-                or parts.path not in ("", "/")
-            ):
-                raise ConfigurationError(
-                    "allowed_origins",
-                    f"{origin!r} is not an origin",
-                    'write scheme://host[:port] as the browser shows it, e.g. "https://app.example", '
-                    'or "*" for any',
-                )
+            _check_origin(origin)
     if isinstance(transports, str) or not transports or any(t not in TRANSPORTS for t in transports):
         raise ConfigurationError(
             "transports", f"got {transports!r}", f"pass a non-empty list of rungs among {list(TRANSPORTS)}"
         )
     for name, value in numbers.items():
-        check_number(name, value, "float")
+        check_number(name, value, "int" if name == "sse_padding" else "float")
         if name in HUB_ABOVE_ZERO and not value:
             raise ConfigurationError(name, "0 cannot work", "pass a number of seconds above 0")
+    padding = numbers.get("sse_padding", 0)
+    if padding > MAX_SSE_PADDING:
+        raise ConfigurationError(
+            "sse_padding",
+            f"{padding} bytes is over the most, {MAX_SSE_PADDING}, and would be sent on every SSE stream",
+            f"pass at most {MAX_SSE_PADDING} (the default, 2048, gets through the proxies that buffer)",
+        )
     if authenticate is not None and not callable(authenticate):
         raise ConfigurationError(
             "authenticate",
@@ -234,6 +239,43 @@ def check_hub_settings(
             f"write Limits({keys}) (from ladder import Limits)",
         )
     return tuple(t for t in TRANSPORTS if t in transports)
+
+
+def _check_origin(origin: Any) -> None:
+    """Refuse an ``allowed_origins`` entry no browser's ``Origin`` header could ever equal."""
+    if origin == "*":
+        return
+    if isinstance(origin, str) and "*" in origin:
+        raise ConfigurationError(
+            "allowed_origins",
+            f"{origin!r} has a wildcard inside it, and origins are matched whole, not as patterns",
+            'list each origin (e.g. "https://app.example", "https://admin.example"), or pass ["*"] '
+            "to allow any origin",
+        )
+    if not _is_origin(origin):
+        raise ConfigurationError(
+            "allowed_origins",
+            f"{origin!r} is not an origin",
+            'write scheme://host[:port] as the browser shows it, e.g. "https://app.example", '
+            'or "*" for any',
+        )
+
+
+def _is_origin(origin: Any) -> bool:
+    """``scheme://host[:port]``, as a browser's ``Origin`` header says it (a trailing / too)."""
+    if not isinstance(origin, str):
+        return False
+    parts = urlsplit(origin)
+    try:
+        port = parts.port  # (raises for a port that is not a number from 0 to 65535)
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and parts.path in ("", "/")
+        and (port is None or port > 0)
+    )
 
 
 class ChannelRules:

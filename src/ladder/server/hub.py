@@ -36,11 +36,16 @@ class Ladder:
             sharing one Redis; needs ``ladder-rt[redis]``), or an engine object.
         allowed_origins: Browser origins allowed to connect (``["https://app.example"]``).
             None allows the hub's own origin only; ``["*"]`` allows any. A list replaces the
-            same-origin rule: list the hub's own origin too when its pages use it.
+            same-origin rule: list the hub's own origin too when its pages use it. Entries
+            are whole origins, not patterns: one with a ``*`` inside it
+            (``"https://*.example"``), or an empty list, raises ``ConfigurationError``.
         authenticate: Called with an :class:`~ladder.AuthRequest` when a session opens;
             returns an :class:`~ladder.Identity` or a user id string to accept, None or raises
             ``LadderError`` to refuse. Sync or async. ``JWT(key)`` is built in. None: every
-            client is anonymous.
+            client is anonymous. Anything else it returns, or any other exception, is a bug
+            in the app: the client gets ``internal`` (HTTP 500, close 1011) and the log has
+            the traceback, naming the hook and the type it returned. The server puts no time
+            limit on the hook: bound its own calls (a user database, an identity provider).
         permissions: ``(identity, action, channel, options) -> bool`` (sync or async) for
             ``subscribe``, ``publish``, ``presence`` and ``history``. None: anyone may
             subscribe and read; clients publish only where ``client_publish`` is on.
@@ -57,7 +62,7 @@ class Ladder:
             dead node's members leave after it).
         limits: Bounds on what one client can make the server hold or do (:class:`Limits`).
         sse_padding: Bytes of padding at the start of an SSE stream (pushes the stream
-            through proxies that buffer the first kilobytes).
+            through proxies that buffer the first kilobytes): an int from 0 to 65536.
         gzip_min_size: Poll responses at least this large are gzipped when the client accepts it.
         clock: The monotonic clock (tests pass a fake one).
     """

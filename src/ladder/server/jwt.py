@@ -7,25 +7,29 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from ..errors import ConfigurationError, install_hint
 from ..protocol.errors import LadderError
 from .auth import NO_TOKEN, AuthRequest, Identity
+from .config import check_number
 
 
 class JWT:
     """An ``authenticate`` hook that verifies JSON Web Tokens (needs ``ladder-rt[jwt]``).
 
     Args:
-        key: The shared secret (HS256) or the public key in PEM (RS256).
-        algorithms: The signature algorithms accepted.
+        key: The shared secret (HS*) or the public key in PEM (RS*, PS*, ES*, EdDSA).
+        algorithms: The signature algorithms accepted, all of the key's kind. An unknown
+            one, ``"none"``, or a key that cannot verify one of them (a secret given for RS256,
+            a private key) raises :class:`~ladder.ConfigurationError` here, not at each token.
         audience: When given, the token's ``aud`` must match.
         issuer: When given, the token's ``iss`` must match.
         user_claim: The claim that holds the user id.
         info_claim: A claim to show to presence subscribers as the member's info.
-        leeway: Seconds of clock skew tolerated on ``exp``.
+        leeway: Seconds of clock skew tolerated on ``exp`` (0 or more).
         require_expiry: Refuse tokens without ``exp``.
     """
 
@@ -63,9 +67,11 @@ class JWT:
                 if isinstance(algorithms, str)
                 else 'pass a list such as ["HS256"] or ["RS256"]',
             )
+        check_number("JWT(leeway=...)", leeway, "float")
         self._jwt = jwt
         self.key = key
         self.algorithms = list(algorithms)
+        self._prepared = _prepared_key(jwt, key, self.algorithms)
         self.audience = audience
         self.issuer = issuer
         self.user_claim = user_claim
@@ -81,7 +87,7 @@ class JWT:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self.key,
+                self._prepared,
                 algorithms=self.algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
@@ -94,17 +100,71 @@ class JWT:
                 "the token has expired: give the client a fresh one (Python: a callable token, "
                 "called again before it expires; browser: connect(url, {token: () => ...}))",
             ) from None
-        except jwt.InvalidTokenError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
+            # (whatever a token makes PyJWT raise is that token's fault: the key and the
+            # algorithms were checked when the hook was built)
             raise LadderError("unauthorized", f"invalid token: {exc}") from None
         user = claims.get(self.user_claim)
         if not isinstance(user, str) or not user:
             raise LadderError("unauthorized", f"the token has no {self.user_claim!r} claim")
         info = claims.get(self.info_claim) if self.info_claim else None
         expires = claims.get("exp")
-        return Identity(
-            user=user,
-            info=info,
-            claims=claims,
+        try:
             # (with leeway, the credentials hold that much past ``exp``, as the check above)
-            expires=float(expires) + self.leeway if isinstance(expires, int | float) else None,
-        )
+            until = float(expires) + self.leeway if isinstance(expires, int | float) else None
+        except OverflowError:  # (an int exp of hundreds of digits passes PyJWT's check)
+            raise LadderError("unauthorized", "invalid token: its exp claim is out of range") from None
+        return Identity(user=user, info=info, claims=claims, expires=until)
+
+
+_NEEDS: Final = {
+    "HMACAlgorithm": "the shared secret they are signed with",
+    "RSAAlgorithm": "an RSA public key in PEM",
+    "RSAPSSAlgorithm": "an RSA public key in PEM",
+    "ECAlgorithm": "an EC public key in PEM, on the algorithm's curve",
+    "OKPAlgorithm": "an Ed25519 or Ed448 public key in PEM",
+}
+"""What each of PyJWT's algorithm classes verifies with, for the error that names the fix."""
+
+
+def _prepared_key(jwt: Any, key: str | bytes, algorithms: list[str]) -> Any:
+    """The key as PyJWT's own algorithm objects prepare it, once: refused, naming the fix, if
+    an algorithm is unknown or "none", or the key cannot verify tokens of every algorithm
+    listed (each token was answered ``internal`` before, with PyJWT's traceback in the log)."""
+    known = jwt.algorithms.get_default_algorithms()
+    prepared: Any = None
+    for name in algorithms:
+        if name == "none":
+            raise ConfigurationError(
+                "authenticate",
+                'JWT(algorithms=["none"]) would accept unsigned tokens: anyone could claim to be any user',
+                'list signature algorithms only, e.g. ["HS256"] or ["RS256"]',
+            )
+        if name not in known:
+            missing = name in jwt.algorithms.requires_cryptography
+            raise ConfigurationError(
+                "authenticate",
+                f"JWT(algorithms=[{name!r}]) "
+                + ("needs the cryptography package" if missing else "is not an algorithm PyJWT knows"),
+                f"install it with `{install_hint('jwt')}`"
+                if missing
+                else f"use one of {sorted(set(known) - {'none'})} (the names are case-sensitive)",
+            )
+        try:
+            prepared = known[name].prepare_key(key)
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            said = re.sub(r"<\w+ object \S+ at 0x[0-9a-f]+>", "its key types", str(exc)).rstrip(".")
+            needs = _NEEDS.get(type(known[name]).__name__, "another key")
+            raise ConfigurationError(
+                "authenticate",
+                f"JWT(key=...) cannot verify {name} tokens, which need {needs} (PyJWT: {said})",
+                "pass the key your tokens are signed for (the public one for RS*, PS*, ES* and "
+                "EdDSA), and list only algorithms of that one kind",
+            ) from None
+        if not isinstance(prepared, bytes) and hasattr(prepared, "public_key"):
+            raise ConfigurationError(
+                "authenticate",
+                f"JWT(key=...) is a private key, and {name} tokens are verified with the public one",
+                "pass the public key in PEM (keep the private key where tokens are signed)",
+            )
+    return prepared
