@@ -171,6 +171,11 @@ async def test_a_users_mistakes_with_the_client_get_errors_that_name_the_fix() -
         ({"ack_every": 0}, r"ack_every must be a whole number >= 1, not 0"),
         ({"poll_interval": (2.0, 0.05)}, r"poll_interval must be \(fastest, slowest\) seconds"),
         ({"stagger": []}, r"stagger must be a non-empty sequence of seconds >= 0"),
+        # (as the browser client: a base above its cap, a stagger going down were taken)
+        ({"backoff_base": 10, "backoff_max": 1}, r"^backoff_base \(10 s\) must not exceed backoff_max \(1 s\)$"),
+        ({"backoff_base": 6}, r"^backoff_base \(6 s\) must not exceed backoff_max \(5.0 s\)$"),
+        ({"probe_delay": 10, "probe_max_delay": 1}, r"^probe_delay \(10 s\) must not exceed probe_max_delay"),
+        ({"stagger": [1.0, 0.3]}, r"stagger must be a non-empty sequence of seconds >= 0 that never goes down"),
     ]:
         with pytest.raises(ValueError, match=said):
             Client("http://127.0.0.1:9", **options)  # type: ignore[arg-type]
@@ -285,3 +290,37 @@ def test_a_token_longer_than_a_server_takes_is_refused_at_once() -> None:
 
     with pytest.raises(ValueError, match=r"the token is 9,000 characters: a server takes at most 8,192"):
         Client("http://127.0.0.1:9", token="x" * 9000)
+
+
+async def test_connect_while_the_client_reconnects_waits_for_the_next_connection() -> None:
+    """``connect()`` returned at once after the first connection, connected or not: a caller
+    awaiting it during a reconnect went on while nothing was connected."""
+    server = FakeServer()
+    client, events = await connected_client(server, backoff_base=0.05, backoff_max=0.05)
+    server.refuse_opens = 3  # the next three opens (one race and its retries) are refused
+    lost = client.server.current
+    await lost.close()  # the transport drops
+    waiting = asyncio.ensure_future(client.connect(timeout=5))
+    await asyncio.sleep(0)  # (let connect() run up to its wait)
+    assert not waiting.done(), f"connect() returned while {client.state}"
+    await asyncio.wait_for(events.get(), 5)  # connected again
+    await asyncio.wait_for(waiting, 5)
+    assert client.state == "connected"
+    await client.close()
+
+
+async def test_a_flush_waiting_when_the_client_gives_up_ends_with_why() -> None:
+    """A flush already waiting when the client gave up on its own (here: not connected within
+    ``connect_timeout``) waited forever, ``close()`` or not."""
+    server = FakeServer()
+    server.refuse_opens = 10**6
+    client = FakeClient(server, connect_timeout=0.3, backoff_base=0.05, backoff_max=0.05)
+    await client.emit("echo", 1)  # queued: nothing acknowledges it
+    waiting = asyncio.ensure_future(client.flush())
+    with pytest.raises(LadderError) as raised:
+        await client.connect()
+    assert raised.value.code == "connect_failed"
+    with pytest.raises(LadderError) as flushed:
+        await asyncio.wait_for(waiting, 5)
+    assert flushed.value.code == "connect_failed"
+    await client.close()

@@ -26,7 +26,7 @@ def _server() -> FakeServer:
 
 
 async def _connected(server: FakeServer) -> tuple[FakeClient, asyncio.Queue[Disconnected]]:
-    client = FakeClient(server, transports=["websocket"], verify_timeout=0.2, backoff_base=30.0)
+    client = FakeClient(server, transports=["websocket"], verify_timeout=0.2, backoff_base=30.0, backoff_max=30.0)
     lost: asyncio.Queue[Disconnected] = asyncio.Queue()
     client.on("disconnected", lost.put_nowait)
     await client.connect(timeout=5)

@@ -974,7 +974,7 @@ describe("edges", () => {
   });
 
   test("bye shutting_down resumes the session elsewhere at once, with no backoff", async () => {
-    const { client, clock, net, of } = setup({ transports: ["websocket"], backoffBase: 30_000, random: () => 0.99 });
+    const { client, clock, net, of } = setup({ transports: ["websocket"], backoffBase: 30_000, backoffMax: 30_000, random: () => 0.99 });
     client.start();
     await settle();
     net.last("websocket").welcomeWith();
@@ -990,7 +990,7 @@ describe("edges", () => {
   });
 
   test("a WebSocket closed with 1001 (going away) is reconnected at once", async () => {
-    const { client, clock, net } = setup({ transports: ["websocket"], backoffBase: 30_000, random: () => 0.99 });
+    const { client, clock, net } = setup({ transports: ["websocket"], backoffBase: 30_000, backoffMax: 30_000, random: () => 0.99 });
     client.start();
     await settle();
     net.last("websocket").welcomeWith();
@@ -1206,25 +1206,39 @@ describe("events", () => {
 describe("options", () => {
   test("an option's value that cannot work throws naming the option (it was taken, and failed later or never)", () => {
     const make = (options) => () => new Client("http://127.0.0.1:1", options);
-    assert.throws(make({ openTimeout: "x" }), /^TypeError: openTimeout must be a number of ms >= 0, not "x"$/);
-    assert.throws(make({ connectTimeout: -1 }), /^TypeError: connectTimeout must be a number of ms >= 0 \(or null\), not -1$/);
+    assert.throws(make({ openTimeout: "x" }), /^TypeError: openTimeout must be a number of ms above 0, not "x"$/);
+    assert.throws(make({ connectTimeout: -1 }), /^TypeError: connectTimeout must be a number of ms above 0 \(or null\), not -1$/);
     assert.throws(make({ maxQueue: -1 }), /^TypeError: maxQueue must be a whole number >= 1, not -1$/);
     assert.throws(make({ maxQueue: 1.5 }), /^TypeError: maxQueue must be a whole number >= 1/);
-    assert.throws(make({ pollInterval: [2000, 50] }), /^TypeError: pollInterval must be \[fastest, slowest\] in ms with fastest <= slowest, not \[2000,50\]$/);
+    assert.throws(make({ pollInterval: [2000, 50] }), /^TypeError: pollInterval must be \[fastest, slowest\] in ms above 0 with fastest <= slowest, not \[2000,50\]$/);
     assert.throws(make({ stagger: [] }), /^TypeError: stagger must be an array of ms/);
+    // (as the Python client: a 0 ms open timeout never connected, it retried for good; a base
+    // above the cap, a probe delay above its cap and a stagger going down were taken)
+    assert.throws(make({ openTimeout: 0 }), /^TypeError: openTimeout must be a number of ms above 0, not 0$/);
+    assert.throws(make({ connectTimeout: 0 }), /^TypeError: connectTimeout must be a number of ms above 0 \(or null\), not 0$/);
+    assert.doesNotThrow(make({ hiddenSlack: 0 }));
+    assert.throws(make({ backoffBase: 5000, backoffMax: 100 }), /^TypeError: backoffBase \(5000 ms\) must not exceed backoffMax \(100 ms\)$/);
+    assert.throws(make({ backoffBase: 6000 }), /^TypeError: backoffBase \(6000 ms\) must not exceed backoffMax \(5000 ms\)$/);
+    assert.throws(make({ probeDelay: 30_000, probeMaxDelay: 10 }), /^TypeError: probeDelay \(30000 ms\) must not exceed probeMaxDelay \(10 ms\)$/);
+    assert.throws(make({ stagger: [0, 300, 100] }), /^TypeError: stagger must be an array of ms that never goes down/);
+    assert.throws(make({ pollInterval: [0, 2000] }), /^TypeError: pollInterval must be/);
     assert.throws(make({ transports: ["carrier-pigeon"] }), /^TypeError: transports must be a non-empty subset of websocket, sse, longpoll, poll, not carrier-pigeon$/);
     assert.doesNotThrow(make({ connectTimeout: null, maxAttempts: null, stagger: [0], pollInterval: [100, 100], browserEvents: false }));
     // (NaN and Infinity were shown as "null"; a token object was sent as "[object Object]";
     // {share: "no"} shared; connect(undefined) dialled ".../undefined", options null threw
     // "Cannot convert undefined or null to object")
-    assert.throws(make({ openTimeout: NaN }), /^TypeError: openTimeout must be a number of ms >= 0, not NaN$/);
-    assert.throws(make({ backoffMax: Infinity }), /^TypeError: backoffMax must be a number of ms >= 0, not Infinity$/);
+    assert.throws(make({ openTimeout: NaN }), /^TypeError: openTimeout must be a number of ms above 0, not NaN$/);
+    assert.throws(make({ backoffMax: Infinity }), /^TypeError: backoffMax must be a number of ms above 0, not Infinity$/);
     assert.throws(make({ token: { user: "ada" } }), /^TypeError: token must be a string, a function returning one, or null, not \{"user":"ada"\}$/);
     assert.throws(make({ token: 5 }), /^TypeError: token must be a string/);
     assert.throws(make({ share: "no" }), /^TypeError: share must be true or false, not "no"$/);
     assert.throws(make({ outbox: "off" }), /^TypeError: outbox must be true or false/);
     assert.throws(make([1]), /^TypeError: options are an object/);
     assert.throws(() => new Client(undefined), /^TypeError: url must be where the hub is mounted, e\.g\. "\/ladder"/);
+    assert.throws(() => new Client("ws://127.0.0.1:1/ladder"), /^TypeError: url "ws:\/\/127\.0\.0\.1:1\/ladder" must start with http:\/\/ or https:\/\//);
+    assert.throws(() => new Client("ftp://x"), /must start with http:\/\/ or https:\/\//);
+    assert.throws(() => new Client("http://127.0.0.1:1/?x=1"), /the hub's address takes no query or fragment/);
+    assert.throws(() => new Client("http://127.0.0.1:1/ladder#top"), /the hub's address takes no query or fragment/);
     assert.doesNotThrow(() => new Client("http://127.0.0.1:1", null));
     assert.throws(make({ token: "x".repeat(8193) }), /^TypeError: the token is 8193 characters: a server takes at most 8192/);
     assert.doesNotThrow(make({ token: "t" }));
@@ -1238,6 +1252,7 @@ describe("options", () => {
   test("a request's misspelt option, a timeout not in ms, a listener that is not a function: each throws naming the fix", async () => {
     const client = new Client("http://127.0.0.1:1", { transports: ["sse"] });
     assert.throws(() => client.call("e", 1, { timout: 10 }), /^TypeError: call: unknown option "timout"; the options are timeout$/);
+    assert.throws(() => client.call("e", 1, { timeout: Infinity }), /^TypeError: call: timeout is in milliseconds \(a number above 0, or null/); // (it waited for good)
     assert.throws(() => client.call("e", 1, { timeout: "5s" }), /call: timeout is in milliseconds/);
     await assert.rejects(client.history("c", { limt: 5 }), /history: unknown option "limt"; the options are limit, timeout/);
     assert.throws(() => client.on("open"), /the listener must be a function, not undefined/);

@@ -274,7 +274,7 @@ async def test_a_silent_transport_is_detected_by_heartbeat_and_replaced(net: Net
 
 async def test_repeated_short_lived_connections_step_down_with_a_reason(net: Network) -> None:
     changes: asyncio.Queue[TransportChanged] = asyncio.Queue()
-    client = Client(net.url, transports=["websocket", "sse"], probe_delay=60.0)
+    client = Client(net.url, transports=["websocket", "sse"], probe_delay=60.0, probe_max_delay=60.0)
     client.on("transport", changes.put_nowait)
     async with client:
         assert (await changes.get()).new == "websocket"
@@ -296,7 +296,7 @@ async def test_a_websocket_that_silently_stops_forwarding_is_stepped_down_from()
             network.set(stall_ws_after=0.3)
             changes: asyncio.Queue[TransportChanged] = asyncio.Queue()
             drops: list[str] = []
-            client = Client(network.url, transports=["websocket", "sse"], stable_after=2.0, probe_delay=60.0)
+            client = Client(network.url, transports=["websocket", "sse"], stable_after=2.0, probe_delay=60.0, probe_max_delay=60.0)
             client.on("transport", changes.put_nowait)
             client.on("disconnected", lambda e: drops.append(e.reason))  # type: ignore[attr-defined]
             async with client:

@@ -18,7 +18,7 @@ async def test_metrics_count_rungs_messages_errors_and_step_downs(
     net: Network, backend: LadderServer
 ) -> None:
     changes: asyncio.Queue[TransportChanged] = asyncio.Queue()
-    client = Client(net.url, transports=["websocket", "sse"], probe_delay=60.0)
+    client = Client(net.url, transports=["websocket", "sse"], probe_delay=60.0, probe_max_delay=60.0)
     client.on("transport", changes.put_nowait)
     async with client, Client(backend.url, transports=["longpoll"]) as admin:
         assert (await changes.get()).new == "websocket"

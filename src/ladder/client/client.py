@@ -75,11 +75,12 @@ class Client(Calls):
             session's credentials expire to refresh them over the live session).
         headers: Extra HTTP headers on every request (a ``Cookie`` for a session cookie).
         encoding: ``msgpack`` or ``json`` on the wire.
-        stagger: When each rung of the race starts, in seconds after the first.
+        stagger: When each rung of the race starts, in seconds after the first: never going
+            down; a shorter sequence than the race repeats its last value.
         open_timeout: Seconds a rung may take to deliver its welcome before it counts as failed.
         verify_timeout: Seconds an SSE stream may take to prove it is not buffered (its pong).
         backoff_base: First reconnect delay in seconds (full jitter, doubling).
-        backoff_max: Longest reconnect delay in seconds.
+        backoff_max: Longest reconnect delay in seconds (not below ``backoff_base``).
         max_attempts: Reconnect attempts before giving up (None: forever).
         connect_timeout: Seconds the first connection may take (None: no bound); past it the
             client closes and ``connect()`` raises ``connect_failed`` listing each rung's reason.
@@ -87,7 +88,8 @@ class Client(Calls):
         stable_after: Seconds a connection must live to not count as cut.
         cut_limit: Connections in a row cut sooner than ``stable_after`` before stepping down a rung.
         probe_delay: First delay before probing a better rung, in seconds (backoff after it).
-        probe_max_delay: Longest delay between probes of a better rung.
+        probe_max_delay: Longest delay between probes of a better rung (not below
+            ``probe_delay``).
         poll_interval: Short polling's (fastest, slowest) interval in seconds.
         max_queue: Messages kept while unacknowledged or disconnected; past it sending
             raises ``LadderError("queue_full")``.

@@ -22,7 +22,8 @@ class Connection(Switching):
     """The one task per client that keeps it connected."""
 
     async def connect(self, timeout: float | None = None) -> None:
-        """Start connecting; return once connected.
+        """Start connecting; return once connected (while the client reconnects: once it
+        is connected again).
 
         Raises ``connect_failed`` (listing each rung's reason) when the first connection
         could not be made within ``connect_timeout``, or not within ``timeout`` seconds (the
@@ -42,6 +43,8 @@ class Connection(Switching):
             self._run_task = loop.create_task(self._run(), name="ladder-client")
         assert self._connected is not None
         if self.state != "connected":
+            if self._connected.done():  # (connected before: wait for the next connection)
+                self._connected = loop.create_future()
             try:
                 async with asyncio.timeout(timeout):
                     await asyncio.shield(self._connected)

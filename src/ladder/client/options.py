@@ -3,6 +3,7 @@ naming the option, instead of failing later or never (a negative timeout, a coun
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
@@ -77,6 +78,10 @@ def check_token_length(token: object) -> None:
         )
 
 
+_ORDERED = (("backoff_base", "backoff_max"), ("probe_delay", "probe_max_delay"))
+"""Times whose first may not exceed the second."""
+
+
 def check_options(
     *,
     seconds: Mapping[str, object],
@@ -106,8 +111,19 @@ def check_options(
     )
     if headers is not None and not texts:
         raise TypeError(f"headers must map str to str (HTTP header values are text), not {headers!r}")
-    if not (isinstance(stagger, Sequence) and stagger and all(_number(s) and s >= 0 for s in stagger)):
-        raise ValueError(f"stagger must be a non-empty sequence of seconds >= 0, not {stagger!r}")
+    for low, high in _ORDERED:  # (a base above its cap, taken, reconnected or probed at the cap)
+        if seconds[low] > seconds[high]:  # type: ignore[operator]
+            raise ValueError(f"{low} ({seconds[low]} s) must not exceed {high} ({seconds[high]} s)")
+    if not (
+        isinstance(stagger, Sequence)
+        and stagger
+        and all(_number(s) and s >= 0 for s in stagger)
+        and all(a <= b for a, b in itertools.pairwise(stagger))
+    ):
+        raise ValueError(
+            "stagger must be a non-empty sequence of seconds >= 0 that never goes down, one per rung "
+            f"of a race in order (e.g. (0, 0.3, 1, 2); a shorter one repeats its last), not {stagger!r}"
+        )
     if not (
         isinstance(poll_interval, Sequence)
         and len(poll_interval) == 2

@@ -33,7 +33,9 @@ class Outbound(ClientBase):
 
         A pending ack of ours goes out at once too, rather than when its timer fires. Raises
         the built-in ``TimeoutError`` after ``timeout`` seconds (the messages stay queued),
-        and ``LadderError("closed")`` once the client is closed (nothing will acknowledge them).
+        and ``LadderError("closed")`` once the client is closed (nothing will acknowledge them),
+        or the error it gave up with (``unauthorized``, ``connect_failed``, ``timeout``, …),
+        also for a flush already waiting then.
         """
         check_timeout(timeout, "to wait for as long as it takes")
         if self.state == "closed":  # (it waited for good)

@@ -71,6 +71,11 @@ class Switching(Opening):
         for callback in list(self._waiting.values()):
             callback({"t": "err", **error.body()})
         self._waiting.clear()
+        ended = self._fatal or LadderError("closed", "this client was closed")
+        for waiter in self._drained:  # (a flush waiting: nothing will acknowledge its messages;
+            if not waiter.done():  # it ends as a flush called now would)
+                waiter.set_exception(ended)
+        self._drained.clear()
         for sub in self._subs.values():
             sub.end(error)
 

@@ -197,9 +197,11 @@ export interface CallOptions {
   timeout?: number | null;
 }
 
-/** The Ladder client: one session kept alive across rungs, reconnects and sessions. */
-export declare class Client {
-  constructor(url: string, options?: ClientOptions);
+/**
+ * What a `Client` and a `SharedClient` both offer: `connect()` returns either (a `SharedClient`
+ * is not a `Client` at run time: `instanceof Client` is false for it; test `client.shared`).
+ */
+export interface LadderClient {
   /** The hub's absolute URL. */
   readonly url: string;
   /** The rung in use now (null while disconnected). */
@@ -265,16 +267,25 @@ export declare class Client {
   off<K extends keyof ClientEvents>(name: K, listener: (event: ClientEvents[K]) => void): void;
 }
 
+/** The Ladder client: one session kept alive across rungs, reconnects and sessions. */
+export interface Client extends LadderClient {}
+export declare class Client {
+  constructor(url: string, options?: ClientOptions);
+}
+
 /**
  * A tab's side of a connection shared by the tabs of a browser (what `connect(url, options)` returns where `canShare` holds).
- * The API is the `Client`'s; subscriptions, calls and replies are this tab's own. `queue_full`
- * on `emit` arrives as an `error` event instead of being thrown.
+ * The API is the `Client`'s (not a subclass of it); subscriptions, calls and replies are this
+ * tab's own. `queue_full` on `emit` arrives as an `error` event instead of being thrown.
  */
-export declare class SharedClient extends Client {
+export interface SharedClient extends LadderClient {
   /** Always true: this client shares its connection. */
   readonly shared: true;
   /** How many tabs share the connection, this one included (0 until the worker said). */
   readonly tabs: number;
+}
+export declare class SharedClient {
+  constructor(url: string, options?: ClientOptions);
 }
 
 /**
@@ -287,4 +298,4 @@ export declare class SharedClient extends Client {
 export declare function canShare(url: string, options: ClientOptions): boolean;
 
 /** Create a client and start connecting; it reconnects by itself until `close()`. */
-export declare function connect(url: string, options?: ClientOptions): Client;
+export declare function connect(url: string, options?: ClientOptions): Client | SharedClient;

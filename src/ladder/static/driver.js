@@ -105,9 +105,14 @@ export function checkOptions(options) {
   for (const name of MS) {
     const value = given[name];
     if (value === undefined || (value === null && NULLABLE.has(name))) continue;
-    if (!isMs(value)) {
-      throw new TypeError(`${name} must be a number of ms >= 0${NULLABLE.has(name) ? " (or null)" : ""}, not ${shown(value)}`);
+    if (!isMs(value) || (value === 0 && !ZERO_OK.has(name))) {
+      const least = ZERO_OK.has(name) ? ">= 0" : "above 0";
+      throw new TypeError(`${name} must be a number of ms ${least}${NULLABLE.has(name) ? " (or null)" : ""}, not ${shown(value)}`);
     }
+  }
+  for (const [low, high] of ORDERED) {
+    const [a, b] = [Number(given[low] ?? DEFAULTS[low]), Number(given[high] ?? DEFAULTS[high])];
+    if (a > b) throw new TypeError(`${low} (${a} ms) must not exceed ${high} (${b} ms)`);
   }
   for (const name of COUNTS) {
     const value = given[name];
@@ -125,11 +130,13 @@ export function checkOptions(options) {
   }
   checkTokenLength(token);
   const { pollInterval, stagger } = options;
-  if (pollInterval !== undefined && !(Array.isArray(pollInterval) && pollInterval.length === 2 && pollInterval.every(isMs) && pollInterval[0] <= pollInterval[1])) {
-    throw new TypeError(`pollInterval must be [fastest, slowest] in ms with fastest <= slowest, not ${JSON.stringify(pollInterval)}`);
+  const positive = (/** @type {unknown} */ value) => isMs(value) && /** @type {number} */ (value) > 0;
+  if (pollInterval !== undefined && !(Array.isArray(pollInterval) && pollInterval.length === 2 && pollInterval.every(positive) && pollInterval[0] <= pollInterval[1])) {
+    throw new TypeError(`pollInterval must be [fastest, slowest] in ms above 0 with fastest <= slowest, not ${JSON.stringify(pollInterval)}`);
   }
-  if (stagger !== undefined && !(Array.isArray(stagger) && stagger.length >= 1 && stagger.every(isMs))) {
-    throw new TypeError(`stagger must be an array of ms, one per rung in order (e.g. [0, 300, 1000, 2000]), not ${JSON.stringify(stagger)}`);
+  const rising = (/** @type {number[]} */ list) => list.every((value, i) => i === 0 || value >= list[i - 1]);
+  if (stagger !== undefined && !(Array.isArray(stagger) && stagger.length >= 1 && stagger.every(isMs) && rising(stagger))) {
+    throw new TypeError(`stagger must be an array of ms that never goes down, one per rung of a race in order (e.g. [0, 300, 1000, 2000]; a shorter one repeats its last), not ${JSON.stringify(stagger)}`);
   }
   return allowedRungs(options.transports);
 }
@@ -143,9 +150,26 @@ const FLAGS = ["remember", "share", "browserEvents", "outbox"];
  * @returns {string}
  */
 export function checkUrl(url) {
-  if (typeof url === "string" && url !== "") return url;
-  if (typeof URL !== "undefined" && url instanceof URL) return url.toString();
-  throw new TypeError(`url must be where the hub is mounted, e.g. "/ladder" or "https://example.com/ladder", not ${shown(url)}`);
+  /** @type {string} */
+  let text;
+  if (typeof url === "string" && url !== "") text = url;
+  else if (typeof URL !== "undefined" && url instanceof URL) text = url.toString();
+  else throw new TypeError(`url must be where the hub is mounted, e.g. "/ladder" or "https://example.com/ladder", not ${shown(url)}`);
+  // (as the Python client: a ws:// or ftp:// address, or one with a query, failed later in a
+  // transport's words, or dialled `/?x=1/ws` and blamed the mount path)
+  let parsed;
+  try {
+    parsed = typeof location !== "undefined" ? new URL(text, location.href) : new URL(text);
+  } catch {
+    throw new TypeError(`url ${JSON.stringify(text)} is not an address: where the hub is mounted, e.g. "/ladder" or "https://example.com/ladder"`);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new TypeError(`url ${JSON.stringify(text)} must start with http:// or https:// (or be a path on this page's origin, e.g. "/ladder"): the address the hub is mounted at`);
+  }
+  if (parsed.search || parsed.hash || /[?#]$/.test(text)) {
+    throw new TypeError(`url ${JSON.stringify(text)}: the hub's address takes no query or fragment (the client adds each endpoint's path and query to it); pass credentials with the token option`);
+  }
+  return text;
 }
 
 /** Options that are a time in ms. */
@@ -154,6 +178,12 @@ const MS = ["openTimeout", "verifyTimeout", "connectTimeout", "backoffBase", "ba
 const COUNTS = ["maxAttempts", "cutLimit", "maxQueue", "ackEvery", "outboxBytes"];
 /** Options null turns off. */
 const NULLABLE = new Set(["connectTimeout", "maxAttempts"]);
+/** Times that may be 0 (every other must be above 0, as in the Python client: a 0 ms open timeout never connects, 0 ms backoff is a reconnect loop). */
+const ZERO_OK = new Set(["hiddenSlack"]);
+/** Pairs whose first may not exceed the second, and their defaults. */
+const ORDERED = [["backoffBase", "backoffMax"], ["probeDelay", "probeMaxDelay"]];
+/** @type {Record<string, number>} */
+const DEFAULTS = { backoffBase: 500, backoffMax: 5000, probeDelay: 2000, probeMaxDelay: 30_000 };
 
 /** @param {unknown} value */
 function isMs(value) {
@@ -178,11 +208,11 @@ export class Client extends Emitter {
       openTimeout: options.openTimeout ?? 10_000,
       verifyTimeout: options.verifyTimeout ?? 2500,
       connectTimeout: options.connectTimeout === undefined ? 15_000 : options.connectTimeout,
-      backoffBase: options.backoffBase ?? 500,
-      backoffMax: options.backoffMax ?? 5000,
+      backoffBase: options.backoffBase ?? DEFAULTS.backoffBase,
+      backoffMax: options.backoffMax ?? DEFAULTS.backoffMax,
       maxAttempts: options.maxAttempts ?? null,
-      probeDelay: options.probeDelay ?? 2000,
-      probeMaxDelay: options.probeMaxDelay ?? 30_000,
+      probeDelay: options.probeDelay ?? DEFAULTS.probeDelay,
+      probeMaxDelay: options.probeMaxDelay ?? DEFAULTS.probeMaxDelay,
       pollInterval: options.pollInterval ?? /** @type {[number, number]} */ ([50, 2000]),
       ackEvery: options.ackEvery ?? 128,
       ackInterval: options.ackInterval ?? 1000,

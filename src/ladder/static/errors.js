@@ -124,7 +124,7 @@ export function requestOptions(method, options, names = ["timeout"]) {
   const unknown = Object.keys(options ?? {}).filter((name) => !names.includes(name));
   if (unknown.length) throw new TypeError(`${method}: unknown option ${unknown.map((n) => JSON.stringify(n)).join(", ")}; the options are ${names.join(", ")}`);
   const timeout = options?.timeout;
-  if (timeout !== undefined && timeout !== null && !(typeof timeout === "number" && timeout > 0)) {
+  if (timeout !== undefined && timeout !== null && !(typeof timeout === "number" && Number.isFinite(timeout) && timeout > 0)) {
     throw new TypeError(`${method}: timeout is in milliseconds (a number above 0, or null to wait as long as the session lives), not ${JSON.stringify(timeout)}`);
   }
   return options ?? /** @type {T} */ ({});
