@@ -191,7 +191,8 @@ def test_the_winning_rung_is_remembered_for_the_tab(people: Callable[..., Chat])
     alice.wait_transport("websocket")
     alice.toggle("websocket")
     alice.wait_transport("sse")
-    key = "ladder.rung:" + alice.page.url.split("/?")[0] + "/ladder"
+    rungs = alice.page.evaluate("demo.client.rungs.join(',')")
+    key = "ladder.rung:" + alice.page.url.split("/?")[0] + "/ladder|" + rungs
     assert alice.page.evaluate("key => sessionStorage.getItem(key)", key) == "sse"
 
     alice.page.reload()

@@ -7,6 +7,8 @@ import random
 
 import pytest
 
+from ladder import Client
+from ladder.client import rungs as rung_memory
 from ladder.client.backoff import full_jitter
 from ladder.client.race import AllRungsFailed, race
 from ladder.client.rungs import RungPolicy
@@ -46,6 +48,20 @@ def test_the_lowest_rung_never_steps_down_further() -> None:
 def test_remembered_rung_is_where_the_ladder_starts() -> None:
     assert RungPolicy(RUNGS, start="longpoll").candidates() == ["longpoll", "poll"]
     assert RungPolicy(RUNGS, start="nonsense").candidates() == RUNGS
+
+
+def test_a_client_limited_by_its_transports_is_not_remembered_for_the_others() -> None:
+    """A client with ``transports=["poll"]`` won on short polling; the next client of that URL
+    with every rung started there too, and took the WebSocket that never failed for a rung
+    that "works again"."""
+    url = "http://127.0.0.1:9/remembered"
+    Client(url, transports=["websocket", "sse"])  # (made: nothing remembered yet)
+    rung_memory.remember(url, ["poll"], "poll")
+    assert Client(url).policy.candidates() == RUNGS
+    rung_memory.remember(url, RUNGS, "sse")
+    assert Client(url).policy.candidates() == ["sse", "longpoll", "poll"]
+    assert Client(url, transports=["poll"]).policy.candidates() == ["poll"]
+    rung_memory.forget_all()
 
 
 class FakeTransport(Transport):

@@ -40,7 +40,7 @@ from .events import (
     StateChanged,
     TransportChanged,
 )
-from .options import check_options, check_url
+from .options import check_options, check_url, ordered
 from .pacing import Pacer
 from .rungs import RungPolicy
 from .subscription import Publication, SubscribeResult, Subscription
@@ -80,7 +80,8 @@ class Client(Calls):
         open_timeout: Seconds a rung may take to deliver its welcome before it counts as failed.
         verify_timeout: Seconds an SSE stream may take to prove it is not buffered (its pong).
         backoff_base: First reconnect delay in seconds (full jitter, doubling).
-        backoff_max: Longest reconnect delay in seconds (not below ``backoff_base``).
+        backoff_max: Longest reconnect delay in seconds (not below ``backoff_base``; given
+            alone below the default base, it lowers the base with it).
         max_attempts: Reconnect attempts before giving up (None: forever).
         connect_timeout: Seconds the first connection may take (None: no bound); past it the
             client closes and ``connect()`` raises ``connect_failed`` listing each rung's reason.
@@ -89,7 +90,7 @@ class Client(Calls):
         cut_limit: Connections in a row cut sooner than ``stable_after`` before stepping down a rung.
         probe_delay: First delay before probing a better rung, in seconds (backoff after it).
         probe_max_delay: Longest delay between probes of a better rung (not below
-            ``probe_delay``).
+            ``probe_delay``; a ``probe_delay`` given alone above the default raises it).
         poll_interval: Short polling's (fastest, slowest) interval in seconds.
         max_queue: Messages kept while unacknowledged or disconnected; past it sending
             raises ``LadderError("queue_full")``.
@@ -100,7 +101,8 @@ class Client(Calls):
             ``lim.queue``, or half its ``lim.qbytes`` in bytes)...
         ack_interval: ...or once the stream has been quiet this many seconds (polls carry
             the ack in every request).
-        remember: Start at the rung that worked last for this URL in this process.
+        remember: Start at the rung that worked last for this URL and these ``transports`` in
+            this process.
         refresh_margin: Seconds before the credentials expire at which a callable ``token``
             is refreshed (for credentials that live less than twice as long: halfway through).
         http_client: An ``httpx.AsyncClient`` to share a connection pool between clients.
@@ -187,6 +189,10 @@ class Client(Calls):
         self.open_timeout = open_timeout
         self.verify_timeout = verify_timeout
         self.connect_timeout = connect_timeout
+        times = {"backoff_base": backoff_base, "backoff_max": backoff_max}
+        times |= {"probe_delay": probe_delay, "probe_max_delay": probe_max_delay}
+        backoff_base, backoff_max = ordered("backoff_base", "backoff_max", times)
+        probe_delay, probe_max_delay = ordered("probe_delay", "probe_max_delay", times)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_attempts = max_attempts
@@ -198,7 +204,7 @@ class Client(Calls):
         self.ack_interval = ack_interval
         self.refresh_margin = refresh_margin
         self._remember = remember
-        start = rung_memory.remembered(self.url) if remember else None
+        start = rung_memory.remembered(self.url, self.rungs) if remember else None
         self.policy = RungPolicy(self.rungs, cut_limit=cut_limit, stable_after=stable_after, start=start)
         self.peer = PeerState(max_queue=max_queue)
         self.acking = AckPolicy(every=ack_every, interval=ack_interval * 1000)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Final
 from urllib.parse import urlsplit
 
 from ..protocol.frames import MAX_TOKEN
@@ -78,8 +79,25 @@ def check_token_length(token: object) -> None:
         )
 
 
-_ORDERED = (("backoff_base", "backoff_max"), ("probe_delay", "probe_max_delay"))
-"""Times whose first may not exceed the second."""
+ORDERED_DEFAULTS: Final = {
+    "backoff_base": 0.5, "backoff_max": 5.0, "probe_delay": 2.0, "probe_max_delay": 30.0,
+}
+"""Two pairs of times whose first may not exceed the second, and their defaults."""
+
+
+def ordered(low: str, high: str, values: Mapping[str, float]) -> tuple[float, float]:
+    """A pair (``backoff_base``/``backoff_max``, ``probe_delay``/``probe_max_delay``) as it
+    applies: the one of the two given follows the other when that one is its default (a
+    ``backoff_max`` of 0.3 s lowers the base with it; a ``probe_delay`` of 60 s raises the cap);
+    both given and contradicting each other is a ``ValueError``."""
+    a, b = values[low], values[high]
+    if a <= b:
+        return a, b
+    if b == ORDERED_DEFAULTS[high]:
+        return a, a
+    if a == ORDERED_DEFAULTS[low]:
+        return b, b
+    raise ValueError(f"{low} ({a:g} s) must not exceed {high} ({b:g} s)")
 
 
 def check_options(
@@ -111,9 +129,8 @@ def check_options(
     )
     if headers is not None and not texts:
         raise TypeError(f"headers must map str to str (HTTP header values are text), not {headers!r}")
-    for low, high in _ORDERED:  # (a base above its cap, taken, reconnected or probed at the cap)
-        if seconds[low] > seconds[high]:  # type: ignore[operator]
-            raise ValueError(f"{low} ({seconds[low]} s) must not exceed {high} ({seconds[high]} s)")
+    for low, high in (("backoff_base", "backoff_max"), ("probe_delay", "probe_max_delay")):
+        ordered(low, high, seconds)  # type: ignore[arg-type]
     if not (
         isinstance(stagger, Sequence)
         and stagger

@@ -7,16 +7,18 @@ from collections.abc import Sequence
 
 from ..protocol.client import ladder as core
 
-_WINNERS: dict[str, str] = {}
-"""The rung that last won per server URL, for this process's lifetime."""
+_WINNERS: dict[tuple[str, tuple[str, ...]], str] = {}
+"""The rung that last won per server URL and set of allowed rungs, for this process's
+lifetime: a client limited to short polling by its ``transports`` says nothing of what the
+network lets through, and must not start the next client of that URL on its rung."""
 
 
-def remembered(url: str) -> str | None:
-    return _WINNERS.get(url)
+def remembered(url: str, rungs: Sequence[str]) -> str | None:
+    return _WINNERS.get((url, tuple(rungs)))
 
 
-def remember(url: str, rung: str) -> None:
-    _WINNERS[url] = rung
+def remember(url: str, rungs: Sequence[str], rung: str) -> None:
+    _WINNERS[(url, tuple(rungs))] = rung
 
 
 def forget_all() -> None:

@@ -125,7 +125,7 @@ class Switching(Opening):
         self._set_state("connected", tell=False)  # reported after ``connected``
         self._cancel_ack_timer()  # the hello told the server what was delivered
         if self._remember:
-            rung_memory.remember(self.url, conn.name)
+            rung_memory.remember(self.url, self.rungs, conn.name)
         self.policy.won(conn.name)
         offered = welcome.get("tr")
         if isinstance(offered, list):  # (probes try no rung the server does not offer)
@@ -194,7 +194,7 @@ class Switching(Opening):
                 self._last_rung = conn.name
                 self.policy.won(conn.name)
                 if self._remember:
-                    rung_memory.remember(self.url, conn.name)
+                    rung_memory.remember(self.url, self.rungs, conn.name)
                 self.peer.welcome(conn.welcome)
                 self._cancel_ack_timer()  # the new transport's hello carried the ack
                 self._emit(TransportChanged(old, conn.name, reason))

@@ -110,10 +110,7 @@ export function checkOptions(options) {
       throw new TypeError(`${name} must be a number of ms ${least}${NULLABLE.has(name) ? " (or null)" : ""}, not ${shown(value)}`);
     }
   }
-  for (const [low, high] of ORDERED) {
-    const [a, b] = [Number(given[low] ?? DEFAULTS[low]), Number(given[high] ?? DEFAULTS[high])];
-    if (a > b) throw new TypeError(`${low} (${a} ms) must not exceed ${high} (${b} ms)`);
-  }
+  for (const [low, high] of ORDERED) ordered(low, high, given);
   for (const name of COUNTS) {
     const value = given[name];
     if (value === undefined || (value === null && NULLABLE.has(name))) continue;
@@ -185,6 +182,34 @@ const ORDERED = [["backoffBase", "backoffMax"], ["probeDelay", "probeMaxDelay"]]
 /** @type {Record<string, number>} */
 const DEFAULTS = { backoffBase: 500, backoffMax: 5000, probeDelay: 2000, probeMaxDelay: 30_000 };
 
+/**
+ * @param {"backoffBase" | "probeDelay"} low
+ * @param {"backoffMax" | "probeMaxDelay"} high
+ * @param {ClientOptions} options
+ */
+function pair(low, high, options) {
+  const [a, b] = ordered(low, high, /** @type {Record<string, unknown>} */ (options));
+  return /** @type {Record<typeof low | typeof high, number>} */ ({ [low]: a, [high]: b });
+}
+
+/**
+ * A pair (`backoffBase`/`backoffMax`, `probeDelay`/`probeMaxDelay`) as it applies, as in the
+ * Python client: the one given follows the other when that one is its default (a `backoffMax`
+ * of 300 lowers the base with it; a `probeDelay` of 60000 raises the cap); both given and
+ * contradicting each other throws.
+ * @param {string} low
+ * @param {string} high
+ * @param {Record<string, unknown>} given
+ * @returns {[number, number]}
+ */
+function ordered(low, high, given) {
+  const [a, b] = [Number(given[low] ?? DEFAULTS[low]), Number(given[high] ?? DEFAULTS[high])];
+  if (a <= b) return [a, b];
+  if (b === DEFAULTS[high]) return [a, a];
+  if (a === DEFAULTS[low]) return [b, b];
+  throw new TypeError(`${low} (${a} ms) must not exceed ${high} (${b} ms)`);
+}
+
 /** @param {unknown} value */
 function isMs(value) {
   return typeof value === "number" && Number.isFinite(value) && value >= 0;
@@ -208,11 +233,9 @@ export class Client extends Emitter {
       openTimeout: options.openTimeout ?? 10_000,
       verifyTimeout: options.verifyTimeout ?? 2500,
       connectTimeout: options.connectTimeout === undefined ? 15_000 : options.connectTimeout,
-      backoffBase: options.backoffBase ?? DEFAULTS.backoffBase,
-      backoffMax: options.backoffMax ?? DEFAULTS.backoffMax,
+      ...pair("backoffBase", "backoffMax", options),
       maxAttempts: options.maxAttempts ?? null,
-      probeDelay: options.probeDelay ?? DEFAULTS.probeDelay,
-      probeMaxDelay: options.probeMaxDelay ?? DEFAULTS.probeMaxDelay,
+      ...pair("probeDelay", "probeMaxDelay", options),
       pollInterval: options.pollInterval ?? /** @type {[number, number]} */ ([50, 2000]),
       ackEvery: options.ackEvery ?? 128,
       ackInterval: options.ackInterval ?? 1000,

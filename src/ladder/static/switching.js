@@ -235,9 +235,13 @@ export function switchTo(client, old, candidate, reason) {
   client._flush();
 }
 
-/** @param {Client} client */
+/**
+ * Where the winning rung is kept: per hub URL and allowed rungs (a client limited to short
+ * polling says nothing of what the network lets through).
+ * @param {Client} client
+ */
 export function memoryKey(client) {
-  return `ladder.rung:${client.url}`;
+  return `ladder.rung:${client.url}|${client.rungs.join(",")}`;
 }
 
 /** @param {Client} client */
