@@ -114,6 +114,82 @@ async def test_downstream_http_refusals(http: httpx.AsyncClient, endpoint: str) 
         assert error_of(response) == (status, code), (params, headers)
 
 
+EMPTY_FIELDS: list[tuple[str, dict[str, Any]]] = [
+    # (the field named in the refusal, the hello's fields; "SID"/"RT": a live session's)
+    ("sid", {"sid": "", "rt": "abc"}),
+    ("rt", {"sid": "SID", "rt": ""}),
+    ("ack", {"sid": "SID", "rt": "RT", "ack": ""}),
+    ("v", {"v": ""}),
+    ("tok", {"tok": ""}),
+    ("why", {"why": ""}),
+    ("psid", {"psid": "", "prt": "", "pids": ""}),
+]
+
+
+async def first_answer(http: httpx.AsyncClient, endpoint: str, params: Any, headers: Any) -> tuple[int, Any]:
+    """The status and the refusal's code (or the first line of an answer that opened)."""
+    async with http.stream("GET", f"/{endpoint}", params=params, headers=headers) as response:
+        if response.status_code == 200:
+            return 200, "opened"
+        await response.aread()
+        body = response.json()
+        assert body["reason"], body
+        return response.status_code, (body["code"], body["reason"])
+
+
+@pytest.mark.parametrize(("field", "hello"), EMPTY_FIELDS, ids=[f[0] for f in EMPTY_FIELDS])
+async def test_a_hello_field_present_but_empty_is_refused_on_every_rung(
+    server: LadderServer, http: httpx.AsyncClient, field: str, hello: dict[str, Any]
+) -> None:
+    """protocol §3.1, §8: the HTTP rungs read an empty query field as absent (``sid=&rt=abc``
+    opened a new session instead of resuming one) where a WebSocket hello with ``"sid": ""``
+    is ``bad_frame``. Now every rung refuses it alike, naming the field."""
+    welcome = await open_session(http)
+    live = {"SID": welcome["sid"], "RT": welcome["rt"]}
+    hello = {name: live.get(value, value) for name, value in hello.items()}
+
+    async with websockets.connect(server.url.replace("http", "ws") + "/ws") as ws:
+        await ws.send(orjson.dumps({"t": "hello", "v": 1, **hello}).decode())
+        err = orjson.loads(await ws.recv())
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert (err["t"], err["code"]) == ("err", "bad_frame") and f"'{field}'" in err["reason"], err
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+
+    for endpoint in ("sse", "longpoll", "poll"):
+        status, answer = await first_answer(http, endpoint, {"v": 1, **hello}, {})
+        assert status == 400 and answer[0] == "bad_frame" and f"'{field}'" in answer[1], (endpoint, answer)
+    if field == "rt":  # (the resume token's header is that field too)
+        params = {"v": 1, "sid": welcome["sid"]}
+        for endpoint in ("sse", "longpoll", "poll"):
+            status, answer = await first_answer(http, endpoint, params, {"x-ladder-rt": ""})
+            assert status == 400 and answer[0] == "bad_frame", (endpoint, answer)
+
+
+async def test_a_resume_token_without_a_session_is_refused_on_every_rung(
+    server: LadderServer, http: httpx.AsyncClient
+) -> None:
+    """The same rule: ``rt`` without ``sid`` is ``bad_frame`` in a WebSocket hello; in a query
+    (or as ``X-Ladder-Rt``) it was ignored and a new session opened."""
+    async with websockets.connect(server.url.replace("http", "ws") + "/ws") as ws:
+        await ws.send('{"t":"hello","v":1,"rt":"abc"}')
+        assert orjson.loads(await ws.recv())["code"] == "bad_frame"
+    for endpoint in ("sse", "longpoll", "poll"):
+        for params, headers in (({"v": 1, "rt": "abc"}, {}), ({"v": 1}, {"x-ladder-rt": "abc"})):
+            status, answer = await first_answer(http, endpoint, params, headers)
+            assert status == 400 and answer[0] == "bad_frame" and "'rt'" in answer[1], (endpoint, headers, answer)
+
+
+async def test_an_empty_last_event_id_is_refused_as_an_empty_ack(http: httpx.AsyncClient) -> None:
+    """SSE's ``Last-Event-ID`` is an ``ack``: present but empty (a browser sends none then),
+    it is ``bad_frame`` as ``ack=`` is; the stream was opened as if it were absent."""
+    welcome = await open_session(http)
+    params, auth = {"v": 1, "sid": welcome["sid"]}, {"x-ladder-rt": welcome["rt"]}
+    status, answer = await first_answer(http, "sse", params, {**auth, "last-event-id": ""})
+    assert status == 400 and answer[0] == "bad_frame" and "last-event-id" in answer[1], answer
+    assert await first_answer(http, "sse", params, {**auth, "last-event-id": "0"}) == (200, "opened")
+
+
 async def test_upstream_post_refusals(http: httpx.AsyncClient) -> None:
     welcome = await open_session(http)
     auth = {"x-ladder-rt": welcome["rt"]}

@@ -256,6 +256,13 @@ FAULTS: list[tuple[str, Any, str]] = [
     ),
     ("sid without token", lambda d, s: {"query": f"sid={s[0]}"}, "bad_frame"),
     (
+        "a field present but empty",
+        lambda d, s: {
+            "query": d.draw(st.sampled_from(["v=", "sid=&rt=x", "ack=", "tok=", "why=", "psid=&prt=&pids="]))
+        },
+        "bad_frame",
+    ),
+    (
         "foreign origin",
         lambda d, s: {
             "headers": [

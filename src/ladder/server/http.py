@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gzip
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -104,27 +104,32 @@ class Request:
         return self.headers.get("x-ladder-rt") or self.query.get("rt") or None
 
     def hello(self, *, ack_header: str | None = None) -> Hello:
-        """The hello an HTTP rung carries in its query string (``sid``, ``rt``, ``ack``, ``tok``)."""
+        """The hello an HTTP rung carries in its query string (``sid``, ``ack``, ``tok``, ...;
+        the resume token from ``X-Ladder-Rt`` or ``rt``), checked as a WebSocket hello is.
+
+        Every field present goes to :func:`parse_client_frame`, an empty one too: read as
+        absent, ``sid=&rt=abc`` opened a new session where it asked to resume one, while
+        ``"sid": ""`` in a WebSocket hello is ``bad_frame``. Only the numbers are read here,
+        from their digits (``ack_header``, SSE's ``Last-Event-ID``, is an ``ack`` too: the
+        larger wins)."""
         query = self.query
-        fields: dict[str, Any] = {"t": "hello", "v": _int_field(query, "v", 1)}
-        sid = query.get("sid") or None
-        if sid is not None:
-            fields["sid"] = sid
-            fields["rt"] = self.resume_token()
+        fields: dict[str, Any] = {name: query[name] for name in _HELLO_TEXT if name in query}
+        rt = self.headers.get("x-ladder-rt", query.get("rt"))
+        if rt is not None:
+            fields["rt"] = rt
+        fields["t"] = "hello"
+        fields["v"] = _int_field(query, "v", 1)
         ack = _int_field(query, "ack", 0)
-        if ack_header and self.headers.get(ack_header):
+        if ack_header is not None and ack_header in self.headers:
             ack = max(ack, _int_value(ack_header, self.headers[ack_header]))
         fields["ack"] = ack
-        if query.get("tok"):
-            fields["tok"] = query["tok"]
-        if query.get("why"):
-            fields["why"] = query["why"]
-        for name in ("psid", "prt", "pids"):  # a new session naming the one it replaces
-            if query.get(name):
-                fields[name] = query[name]
         frame = parse_client_frame(fields)
         assert isinstance(frame, Hello)
         return frame
+
+
+_HELLO_TEXT: Final = ("sid", "tok", "why", "psid", "prt", "pids")
+"""The hello's text fields a query carries as they are (``rt`` may come as a header)."""
 
 
 def parse_query(query: str) -> dict[str, str]:
@@ -152,8 +157,9 @@ def _int_value(name: str, value: str) -> int:
 
 
 def _int_field(query: dict[str, str], name: str, default: int) -> int:
+    """A number of the query, ``default`` when absent (present but empty is refused)."""
     value = query.get(name)
-    return default if value in (None, "") else _int_value(name, value)
+    return default if value is None else _int_value(name, value)
 
 
 def _origin_key(url: str) -> tuple[str, str, int] | None:

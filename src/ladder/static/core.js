@@ -432,14 +432,15 @@ export class RungPolicy {
 
   /**
    * The delay `d` (ms) the probes from `rung` start with: `first`, unless the client stepped
-   * down from the rung just above for its cuts; then `stableAfter` doubled for each such step
-   * since that rung last held, up to `PROBE_WAIT_CAP` (a probe would find it open and climb
-   * straight back to be cut again).
+   * down for its cuts from a rung a probe tries (any offered rung above `rung`, not only the
+   * one just above: cut on WebSocket, a race can land two rungs lower when SSE fails); then
+   * `stableAfter` doubled for each step down from the most stepped-down of those rungs since
+   * it last held, up to `PROBE_WAIT_CAP` (a probe would find it open and climb straight back
+   * to be cut again).
    * @param {{rung: string, first: number}} args
    */
   probeWait({ rung, first }) {
-    const above = this.above({ rung });
-    const stepped = above.length ? this._stepped[above[above.length - 1]] : 0;
+    const stepped = Math.max(0, ...this.above({ rung }).map((r) => this._stepped[r]));
     if (!stepped) return first;
     return Math.max(first, Math.min(this.stableAfter * 2 ** stepped, PROBE_WAIT_CAP));
   }

@@ -120,13 +120,14 @@ class RungPolicy:
 
     def probe_wait(self, rung: str, first: float) -> float:
         """The delay ``d`` (ms) the probes from ``rung`` start with (the first is drawn from
-        ``[d/2, d)``): ``first``, unless the client stepped down from the rung just above
-        for its cuts. Then a probe would find it open (a proxy that cuts after a few seconds
-        lets the welcome through) and climb straight back to be cut again: it waits
-        ``stable_after`` doubled for each such step since that rung last held, so the first
-        probe comes no sooner than ``stable_after`` (up to :data:`PROBE_WAIT_CAP`)."""
-        above = self.above(rung)
-        stepped = self._stepped[above[-1]] if above else 0
+        ``[d/2, d)``): ``first``, unless the client stepped down for its cuts from a rung a
+        probe tries (any offered rung above ``rung``, not only the one just above: cut on
+        WebSocket, a race can land two rungs lower when SSE fails). Then a probe would find
+        that rung open (a proxy that cuts after a few seconds lets the welcome through) and
+        climb straight back to be cut again: it waits ``stable_after`` doubled for each step
+        down from the most stepped-down of those rungs since it last held, so the first probe
+        comes no sooner than ``stable_after`` (up to :data:`PROBE_WAIT_CAP`)."""
+        stepped = max((self._stepped[r] for r in self.above(rung)), default=0)
         if not stepped:
             return first
         return max(first, min(self.stable_after * 2.0**stepped, PROBE_WAIT_CAP))
