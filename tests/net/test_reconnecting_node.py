@@ -19,7 +19,7 @@ import httpx
 import orjson
 from redis import Redis as SyncRedis
 
-from ladder.engine.redis.routing import RESUBSCRIBE_GRACE
+from ladder.engine.redis.routing import AWAY_TTL, RESUBSCRIBE_GRACE
 from tests.support.redis import RedisServer, pubsub_clients_of
 from tests.support.server import LadderServer
 
@@ -73,3 +73,40 @@ async def test_a_session_is_not_called_unknown_while_its_node_reconnects_its_pub
     assert not [said for said in answers if "unknown_session" in said], dict(answers)
     assert answers["503 engine_unavailable"] > 0, f"the owner was never away when asked: {dict(answers)}"
     assert held.status_code == 200, held.text
+
+
+async def test_a_node_killed_while_reconnecting_is_known_dead_when_its_mark_expires() -> None:
+    """The mark of a node killed while its listener was away outlives it by at most
+    ``AWAY_TTL``: then its sessions are ``unknown_session``, not ``engine_unavailable`` forever."""
+    with RedisServer() as redis, SyncRedis(port=redis.port) as admin:
+        config = {"session_ttl": 60.0, "poll_timeout": 5.0}
+        owner, other = (LadderServer(config, engine=redis.url) for _ in range(2))
+        with owner, other:
+            assert owner.proc is not None
+            pid = owner.proc.pid
+            async with httpx.AsyncClient(timeout=20) as http:
+                opened = await http.get(f"{owner.url}/poll", params={"v": 1})
+                welcome = orjson.loads(opened.content.split(b"\n")[0])
+                params, headers = {"sid": welcome["sid"], "ack": 0}, {"x-ladder-rt": welcome["rt"]}
+                marked = f"ladder:away:{welcome['sid'].split('.', 1)[0]}"
+                await until(
+                    lambda: int(admin.info("server")["uptime_in_seconds"]) > RESUBSCRIBE_GRACE,
+                    "Redis up past the restart grace",
+                )
+                for _ in range(4):  # (each kill doubles the listener's backoff)
+                    await until(lambda: pubsub_clients_of(redis, pid), "the owner subscribed")
+                    for client_id in pubsub_clients_of(redis, pid):
+                        admin.client_kill_filter(_id=client_id)
+                await until(lambda: admin.exists(marked), "the owner marked as reconnecting")
+                owner.kill()
+                killed = time.monotonic()
+                answers: list[str] = []
+                while not answers or answers[-1] != "404 unknown_session":
+                    assert time.monotonic() - killed < 15, answers
+                    answer = await http.get(f"{other.url}/poll", params=params, headers=headers)
+                    answers.append(f"{answer.status_code} {answer.json()['code']}")
+                    await asyncio.sleep(0.1)
+                took = time.monotonic() - killed
+    print(f"answers after the kill: {sorted(set(answers))}, unknown_session after {took:.2f} s")
+    assert set(answers) <= {"503 engine_unavailable", "404 unknown_session"}, answers
+    assert took < AWAY_TTL + 2, f"known dead {took:.1f} s after the kill (the mark lasts {AWAY_TTL} s)"
