@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis import Redis as SyncRedis
 
 from ladder.engine.redis.pipelined import PipelinedScript
 from tests.support.server import free_port, stop_process, wait_for_port
@@ -119,3 +122,29 @@ def count_pipelines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(PipelinedScript, "_run", counted)
     return sizes
+
+
+def local_ports_to(pid: int, port: int) -> set[int]:
+    """The local ports of process ``pid``'s TCP connections to 127.0.0.1:``port`` (from
+    /proc: which of Redis's clients are that process's)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if inode in inodes and remote == f"0100007F:{port:04X}":
+            ports.add(int(local.split(":")[1], 16))
+    return ports
+
+
+def pubsub_clients_of(redis: RedisServer, pid: int) -> list[int]:
+    """The ids Redis gives process ``pid``'s pub/sub connections (for ``CLIENT KILL ID``)."""
+    ports = local_ports_to(pid, redis.port)
+    with SyncRedis(port=redis.port) as client:
+        clients = client.client_list(_type="pubsub")
+    return [int(c["id"]) for c in clients if int(c["addr"].rsplit(":", 1)[1]) in ports]

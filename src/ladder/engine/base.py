@@ -222,7 +222,9 @@ class SessionRouting(Protocol):
         not come and the asker need not wait for one."""
 
     async def node_alive(self, node: str) -> bool:
-        """Whether ``node`` is running and listening for messages."""
+        """Whether ``node`` is running: listening for messages, or reconnecting its link to
+        them (its sessions are not lost then: a request for one is to be retried). The answer
+        comes within a fraction of a second for a node that was killed while listening."""
 
     async def broadcast(self, message: bytes) -> int:
         """Deliver ``message`` to the ``on_node_message`` of every *other* node listening

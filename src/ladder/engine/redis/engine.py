@@ -12,7 +12,9 @@ Layout in Redis (``prefix`` defaults to ``ladder``):
 ``{p}:p:{channel}``, ``…:t``          hash of presence members and zset of their expiry
 ``{p}:c:{channel}``                   pub/sub: live publications and presence changes
 ``{p}:n:{node}``                      pub/sub: messages for one node (session routing); a
-                                      node is alive while it is subscribed there
+                                      node is alive while it is subscribed there, or
+``{p}:away:{node}``                   string: while its listener reconnects (expires 3 s
+                                      after its last refresh)
 ``{p}:all``                           pub/sub: messages for every node (``send_user``)
 ``{p}:a:{sid}``                       hash: what a session applied (``t`` token digest,
                                       ``i`` highest id, ``r:<id>`` kept answers, ``o``
@@ -169,6 +171,7 @@ class RedisEngine(ComposedEngine):
             loop.create_task(self._listener.run_forever(), name="ladder-redis-listener"),
             loop.create_task(self._heartbeat_forever(), name="ladder-redis-heartbeat"),
             loop.create_task(self._presence.sweep_forever(), name="ladder-redis-presence-sweep"),
+            loop.create_task(self._routing.mark_forever(), name="ladder-redis-away-mark"),
         ]
         # Wait briefly for the first subscription so a node that starts healthy is usable
         # at once; if Redis is down, keep starting: the listener retries in the background.
@@ -188,6 +191,7 @@ class RedisEngine(ComposedEngine):
                 await task
         self._tasks = []
         await self._listener.stop()
+        await self._routing.unmark()
         await self._link.close()
         self._link.sink = None
         self.healthy = False
@@ -211,6 +215,7 @@ class RedisEngine(ComposedEngine):
         """The listener connected (``error`` None) or lost its connection: then answers to
         messages sent through it may be lost with it, and the sink hears it at once."""
         was_listening, self._listening = self._listening, error is None
+        self._routing.away(error is not None)  # (other nodes: alive, reconnecting)
         if error is not None:
             self.last_error = error
             if was_listening and self._link.sink is not None:

@@ -3,7 +3,10 @@
 A session id starts with the id of the node that made it; a hand-over is recorded under
 ``{prefix}:moved:{sid}``. A node is alive while its listener is subscribed to its own
 pub/sub key ``{prefix}:n:{node}`` (a killed process's subscription ends with its
-connection); ``{prefix}:all`` reaches every node.
+connection), or while it says its listener is reconnecting: ``{prefix}:away:{node}``, set
+over its command connection as soon as the listener's link broke, refreshed until it is
+back, expiring ``AWAY_TTL`` after the last refresh (a process killed meanwhile).
+``{prefix}:all`` reaches every node.
 """
 
 from __future__ import annotations
@@ -11,12 +14,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from typing import Final
 
 from redis.exceptions import RedisError
 
 from .link import RedisLink, unavailable
 from .listener import PubSubListener
+
+log = logging.getLogger("ladder.redis")
+
+AWAY_TTL: Final = 3.0
+"""Seconds a node's "reconnecting" mark lives after its last refresh: how long a process
+killed while its listener was reconnecting still counts as alive."""
+
+AWAY_REFRESH: Final = 1.0
+"""Seconds between refreshes of the mark (and between tries while Redis does not take it:
+``AWAY_RETRY``)."""
+
+AWAY_RETRY: Final = 0.2
+
+RECHECK_AFTER: Final = 0.15
+"""Seconds to wait before asking again about a node neither subscribed nor marked: a
+listener whose link just broke marks its node within a few ms of noticing (on one round
+trip to Redis); a dead node's sessions must be known gone within a few tenths of a second."""
 
 RESUBSCRIBE_GRACE: Final = 3.0
 """Seconds after Redis (re)started that live nodes get to subscribe again: until then
@@ -35,6 +56,51 @@ class RedisRouting:
         self.node_id = link.node_id
         self.listener: PubSubListener | None = None
         """Set by the engine: whether this node hears its own broadcasts."""
+        self._away = False
+        self._marked = False
+        """A mark of this node may be in Redis (set, or its removal failed)."""
+        self._changed = asyncio.Event()
+
+    def away(self, away: bool) -> None:
+        """This node's listener lost its link (True) or is subscribed again (False)."""
+        if away != self._away:
+            self._away = away
+            self._changed.set()
+
+    async def mark_forever(self) -> None:
+        """Keep ``{prefix}:away:{node}`` in Redis while this node's listener is away.
+
+        It goes over the command connections, which do not depend on the pub/sub link: other
+        nodes then answer a request for this node's sessions with a retryable
+        ``engine_unavailable`` instead of calling them lost, however long the listener's
+        backoff (up to 5 s) or Redis's uptime. One task makes every write, each with the
+        state read just before it, so a late write never undoes a newer state.
+        """
+        key = self._link.k("away", self.node_id)
+        while True:
+            self._changed.clear()
+            wait: float | None = AWAY_REFRESH if self._away else None
+            try:
+                if self._away:
+                    self._marked = True
+                    await self._link.redis.set(key, b"1", px=int(AWAY_TTL * 1000))
+                elif self._marked:
+                    await self._link.redis.delete(key)
+                    self._marked = False
+            except Exception as exc:  # Redis down, or a transport closed under redis-py
+                if not isinstance(exc, RedisError | OSError | RuntimeError):
+                    log.exception("marking this node as reconnecting failed")
+                wait = AWAY_RETRY
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._changed.wait()
+
+    async def unmark(self) -> None:
+        """This node stops: drop its mark, so its sessions are known gone at once."""
+        if self._marked:
+            with contextlib.suppress(Exception):
+                await self._link.redis.delete(self._link.k("away", self.node_id))
+            self._marked = False
 
     def on_message(self, data: bytes) -> None:
         """A message on this node's key or the all-nodes key."""
@@ -62,21 +128,25 @@ class RedisRouting:
         return moved.decode() if moved else sid.split(".", 1)[0]
 
     async def node_alive(self, node: str) -> bool:
-        """Whether ``node``'s listener is subscribed to (one of) its own keys.
+        """Whether ``node``'s listener is subscribed to (one of) its own keys, or ``node``
+        says it is reconnecting it (its mark: see :meth:`mark_forever`).
 
         The answer must come fast: a client resuming a session of a dead node waits for it,
-        and a connection cut meanwhile would leave it resuming forever. A live listener whose
-        connection dropped is back within about 0.1 s, so a missing subscription is checked
-        once more after 0.15 s; only while Redis has been up less than ``resubscribe_grace``
-        (it just restarted: every node is subscribing again) is it asked until then.
+        and a connection cut meanwhile would leave it resuming forever. A killed process's
+        subscription ends with it and it leaves no mark (or one that expires within
+        ``AWAY_TTL``); a live one whose link just broke is marked within moments of
+        noticing, so a node neither subscribed nor marked is asked again after
+        ``RECHECK_AFTER``, and then only while Redis has been up less than
+        ``resubscribe_grace`` (it just restarted, without the marks if not persistent:
+        every node is marking itself and subscribing again).
         """
         try:
             for attempt in itertools.count():
-                if await self.listening(node):
+                if await self.listening(node) or await self._link.redis.exists(self._link.k("away", node)):
                     return True
                 if attempt and await self._link.uptime(self._link.node_key(node)) >= self.resubscribe_grace:
                     return False
-                await asyncio.sleep(0.15 if attempt == 0 else 0.25)
+                await asyncio.sleep(RECHECK_AFTER if attempt == 0 else 0.25)
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
         return False  # pragma: no cover - the loop only ends by returning
