@@ -326,3 +326,36 @@ async def test_a_flush_waiting_when_the_client_gives_up_ends_with_why() -> None:
         await asyncio.wait_for(waiting, 5)
     assert flushed.value.code == "connect_failed"
     await client.close()
+
+
+async def test_a_token_function_is_asked_once_per_race_not_once_per_rung() -> None:
+    """Every rung of a race called the token function (an app fetching its token from an
+    auth service made four requests per reconnect)."""
+    calls = 0
+
+    async def token() -> str:
+        nonlocal calls
+        calls += 1
+        return "t"
+
+    server = FakeServer()
+    server.refuse_opens = 4  # the first race: every rung refused
+    client = FakeClient(server, token=token, stagger=(0.0,), backoff_base=0.01, backoff_max=0.01)
+    await client.connect(timeout=5)
+    assert calls == 2, calls  # one per race: the refused one and the one that won
+    await client.close()
+
+
+async def test_a_token_function_that_never_answers_is_named_in_connect_failed() -> None:
+    """It was reported as every rung's "no answer", as if the server were not there."""
+
+    async def token() -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    client = FakeClient(FakeServer(), token=token, connect_timeout=0.3)
+    with pytest.raises(LadderError) as raised:
+        await client.connect()
+    assert raised.value.code == "connect_failed"
+    assert "websocket: still waiting for the client's token function" in raised.value.reason
+    await client.close()

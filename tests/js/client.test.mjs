@@ -421,6 +421,24 @@ describe("reliability", () => {
     await assert.rejects(wrong.client.ready(), (e) => e.code === "connect_failed" && /the token function returned \{"token":"t"\}: return a string/.test(e.reason));
   });
 
+  test("a token function is asked once per race, not once per rung; one that never answers is named", async () => {
+    // (every rung of a race called it: an app fetching its token made four requests a reconnect;
+    // one that never answered was reported as every rung's "no answer")
+    let asked = 0;
+    const { client, clock, net } = setup({ token: async () => `t${++asked}`, stagger: [0] });
+    client.start();
+    await settle();
+    assert.deepEqual(net.opened.map((t) => t.name), ["websocket", "sse", "longpoll", "poll"]);
+    assert.deepEqual(net.opened.map((t) => t.hello.tok), ["t1", "t1", "t1", "t1"]);
+    assert.equal(asked, 1);
+    await client.close();
+    const never = setup({ token: () => new Promise(() => {}), connectTimeout: 100 });
+    never.client.start();
+    await settle();
+    await never.clock.advance(100);
+    await assert.rejects(never.client.ready(), (e) => e.code === "connect_failed" && /websocket: still waiting for the client's token function/.test(e.reason));
+  });
+
   test("refresh(token) by hand; a fixed token is never refreshed by itself", async () => {
     const { client, clock, net } = setup({ transports: ["websocket"], token: "fixed" });
     client.start();

@@ -106,6 +106,7 @@ class ClientBase:
     _reasons: dict[str, str]
     """The latest reason each rung failed to open (for ``connect_failed``)."""
     _racing: dict[str, TransportClosed]
+    _race_token: asyncio.Future[str | None] | None
     """The failures of the race in progress, as they come."""
 
     async def _current_token(self) -> str | None:

@@ -71,8 +71,9 @@ class Client(Calls):
         transports: The rungs allowed, any of ``websocket``, ``sse``, ``longpoll``, ``poll``
             (the order does not matter: the ladder is always tried best first).
         token: Credentials for the server's ``authenticate`` hook: a string, or a callable
-            returning one, ``async`` or not (called at every connect, and before the
-            session's credentials expire to refresh them over the live session).
+            returning one, ``async`` or not (called once per race of the rungs, and per
+            probe, and before the session's credentials expire to refresh them over the
+            live session).
         headers: Extra HTTP headers on every request (a ``Cookie`` for a session cookie).
         encoding: ``msgpack`` or ``json`` on the wire.
         stagger: When each rung of the race starts, in seconds after the first: never going
@@ -262,6 +263,7 @@ class Client(Calls):
         self._reasons = {}
         """The latest reason each rung failed to open (for ``connect_failed``)."""
         self._racing = {}
+        self._race_token = None
         """The failures of the race in progress, as they come."""
 
     # -- lifecycle ----------------------------------------------------------------------------

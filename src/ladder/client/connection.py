@@ -80,6 +80,9 @@ class Connection(Switching):
             self._set_state("connecting")
             refusals: dict[str, TransportClosed] = {}
             self._racing = refusals
+            if self._race_token is not None:  # (asked once per race, by its first rung)
+                self._race_token.cancel()
+            self._race_token = None
             deadline = reconnect.started(loop.time() * 1000)
             try:
                 async with asyncio.timeout_at(None if deadline is None else deadline / 1000):
@@ -150,7 +153,10 @@ class Connection(Switching):
     def _unreachable(self, within: str) -> LadderError:
         """``connect_failed``: the first connection could not be made, with every rung's reason."""
         latest = {**self._reasons, **{rung: exc.reason for rung, exc in self._racing.items()}}
-        reasons = [latest.get(rung) or f"{rung}: no answer" for rung in self.policy.candidates()]
+        token = self._race_token
+        asking = token is not None and not token.done()
+        silent = "still waiting for the client's token function" if asking else "no answer"
+        reasons = [latest.get(rung) or f"{rung}: {silent}" for rung in self.policy.candidates()]
         return LadderError(
             "connect_failed", f"could not connect to {self.url} {within}: {'; '.join(reasons)}"
         )

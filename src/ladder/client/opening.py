@@ -54,10 +54,12 @@ class Opening(Inbound):
     def _applied(self) -> int:
         return self.peer.inbox.applied
 
-    async def _open(self, rung: str, why: str | None = None) -> Transport:
+    async def _open(self, rung: str, why: str | None = None, *, racing: bool = False) -> Transport:
+        """Open ``rung``; ``racing``: as a rung of the current race, whose rungs share one
+        answer of the token function (it may fetch the token: once per race, not per rung)."""
         try:  # (within open_timeout: a token function may fetch the token)
             async with asyncio.timeout(self.open_timeout):
-                token = await self._current_token()
+                token = await (self._token_for_race() if racing else self._current_token())
         except TimeoutError:
             late = f"{rung}: the client's token function gave none within {self.open_timeout:g} s"
             raise TransportClosed(late) from None
@@ -76,8 +78,15 @@ class Opening(Inbound):
         return transport
 
     async def _reopen(self, rung: str) -> Transport:
-        """Open ``rung`` telling the server (in one word) why the last connection ended."""
-        return await self._open(rung, why(self._last_end))
+        """Open ``rung`` in a race, telling the server (in one word) why the last connection
+        ended."""
+        return await self._open(rung, why(self._last_end), racing=True)
+
+    async def _token_for_race(self) -> str | None:
+        if self._race_token is None:
+            self._race_token = asyncio.ensure_future(self._current_token())
+            self._race_token.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await asyncio.shield(self._race_token)
 
     async def _discard(self, transport: Transport) -> None:
         """Close a transport that lost a race; end the session it created, if it made one."""

@@ -48,11 +48,19 @@ export async function currentToken(client) {
  * rung, saying so.
  * @param {Client} client
  * @param {Rung} rung
+ * @param {boolean} [racing] a rung of the current race
  * @returns {Promise<string | null>}
  */
-async function tokenFor(client, rung) {
+async function tokenFor(client, rung, racing = false) {
   try {
-    return await client._currentToken();
+    if (!racing) return await client._currentToken();
+    // A race's rungs share one answer (a token function may fetch it: once per race, not per rung).
+    if (!client._raceToken) {
+      const asked = { pending: true, token: client._currentToken() };
+      asked.token.then(() => (asked.pending = false), () => (asked.pending = false));
+      client._raceToken = asked;
+    }
+    return await client._raceToken.token;
   } catch (error) {
     throw new TransportClosed(`${rung}: the client's token function failed: ${String(error)}`);
   }
@@ -65,9 +73,10 @@ async function tokenFor(client, rung) {
  * @param {Rung} rung
  * @param {AbortSignal} signal
  * @param {string | null} [reason]
+ * @param {boolean} [racing] a rung of the current race (its rungs share one token)
  * @returns {Promise<Transport>}
  */
-export function open(client, rung, signal, reason = client._lastEnd) {
+export function open(client, rung, signal, reason = client._lastEnd, racing = false) {
   const timeout = client.options.openTimeout;
   const conn = client._factory(rung, client._ctx);
   return new Promise((resolve, reject) => {
@@ -86,7 +95,7 @@ export function open(client, rung, signal, reason = client._lastEnd) {
     if (signal.aborted) return onAbort();
     signal.addEventListener("abort", onAbort);
     // (the token first, within the same openTimeout: a token function may fetch it)
-    tokenFor(client, rung).then((token) => {
+    tokenFor(client, rung, racing).then((token) => {
       // (stopped meanwhile, by the timer or the race: no socket for it)
       if (signal.aborted || conn.closed) throw new TransportClosed(`${rung}: cancelled`);
       return conn.open(client.peer.hello(token, why({ reason })), client.options.verifyTimeout);
@@ -148,12 +157,13 @@ export async function run(client) {
       continue;
     }
     client._setState("connecting");
+    client._raceToken = null; // (asked by the race's first rung)
     reconnect.started({ now: client._clock.now() });
     /** @type {RaceResult} */
     let won;
     client._raceAbort = new AbortController();
     try {
-      won = await race(client.policy.candidates(), (rung, signal) => client._open(rung, signal), client.options.stagger, {
+      won = await race(client.policy.candidates(), (rung, signal) => client._open(rung, signal, undefined, true), client.options.stagger, {
         onLoser: (conn) => client._discard(conn),
         clock: client._clock,
         signal: client._raceAbort.signal,
@@ -249,7 +259,8 @@ export function note(client, failures) {
 export function notConnected(client, limit) {
   client._connectTimer = null;
   if (client.state === "closed" || client._reconnect.expired() !== "report") return;
-  const reasons = client.policy.candidates().map((rung) => client._reasons[rung] ?? `${rung}: no answer`);
+  const silent = client._raceToken?.pending ? "still waiting for the client's token function" : "no answer";
+  const reasons = client.policy.candidates().map((rung) => client._reasons[rung] ?? `${rung}: ${silent}`);
   const error = new LadderError("connect_failed", `could not connect to ${client.url} within ${seconds(limit)}: ${reasons.join("; ")}`);
   client.lastFailure = error.reason;
   console.warn(`ladder: ${error.message}`);

@@ -368,6 +368,8 @@ export class Client extends Emitter {
     this._unhook = [];
     /** what `ready()` answers */
     this._readiness = new Readiness();
+    /** @type {{pending: boolean, token: Promise<string | null>} | null} the current race's token, asked once */
+    this._raceToken = null;
     /** @type {Promise<void>} settles once the durable outbox is open and restored (or off) */
     this._outboxOpened = Promise.resolve();
     /** @type {Promise<void>} settles once a closed client's outbox is written and its lock let go */
