@@ -260,3 +260,12 @@ def test_origins_that_no_browser_could_send_are_refused() -> None:
         with pytest.raises(ConfigurationError, match=r"^allowed_origins: .* is not an origin"):
             Ladder(allowed_origins=[bad])
     assert Ladder(allowed_origins=["HTTPS://APP.EXAMPLE:8443", "*"]).allowed_origins is not None
+
+
+def test_hub_timings_out_of_any_sane_range_are_refused() -> None:
+    """A heartbeat of a millisecond (a ping storm) or of 10**9 s (dead connections never
+    found), a long poll held for days: each was taken."""
+    for name, value in [("heartbeat", 0.001), ("heartbeat", 1e9), ("poll_timeout", 1e6), ("session_ttl", 1e9)]:
+        with pytest.raises(ConfigurationError, match=rf"{name}: {value!r} s is out of range; pass 0.05 to \d+ seconds"):
+            Ladder(**{name: value})
+    Ladder(heartbeat=0.2, poll_timeout=3600, session_ttl=30 * 86_400, presence_ttl=1.5)

@@ -130,6 +130,18 @@ for the rates, 0 means no limit)."""
 HUB_ABOVE_ZERO: Final = frozenset({"session_ttl", "heartbeat", "poll_timeout", "presence_ttl"})
 """Hub timings for which 0 cannot work."""
 
+HUB_TIMINGS: Final = {
+    "heartbeat": 3600.0,
+    "poll_timeout": 3600.0,
+    "presence_ttl": 86_400.0,
+    "session_ttl": 30 * 86_400.0,
+}
+"""The most seconds of each hub timing; the least is :data:`LEAST_TIMING`. A heartbeat of a
+millisecond was a ping storm, of 10**9 s dead connections never found; a poll held for days
+outlives every proxy on the way."""
+
+LEAST_TIMING: Final = 0.05
+
 MAX_SSE_PADDING: Final = 64 * 1024
 """The most ``sse_padding`` bytes: proxies that hold back a response's start hold a few
 kilobytes; more is only sent again on every stream (a GB per stream was taken)."""
@@ -211,6 +223,11 @@ def check_hub_settings(
         check_number(name, value, "int" if name == "sse_padding" else "float")
         if name in HUB_ABOVE_ZERO and not value:
             raise ConfigurationError(name, "0 cannot work", "pass a number of seconds above 0")
+        most = HUB_TIMINGS.get(name)
+        if most is not None and not LEAST_TIMING <= value <= most:
+            raise ConfigurationError(
+                name, f"{value!r} s is out of range", f"pass {LEAST_TIMING:g} to {most:.0f} seconds"
+            )
     padding = numbers.get("sse_padding", 0)
     if padding > MAX_SSE_PADDING:
         raise ConfigurationError(

@@ -59,7 +59,8 @@ class Ladder:
             timeout of any proxy on the way.
         poll_timeout: Seconds a long poll is held open when there is nothing to send.
         presence_ttl: Seconds a presence entry lives after its node last refreshed it (a
-            dead node's members leave after it).
+            dead node's members leave after it). These four timings are from 0.05 s to an
+            hour (``presence_ttl`` a day, ``session_ttl`` 30 days).
         limits: Bounds on what one client can make the server hold or do (:class:`Limits`).
         sse_padding: Bytes of padding at the start of an SSE stream (pushes the stream
             through proxies that buffer the first kilobytes): an int from 0 to 65536.
