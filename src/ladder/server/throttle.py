@@ -114,7 +114,7 @@ class Throttle:
         bucket.read(None if rest is None else sum(1 for _ in rest), now)
         if bucket.abusive(self.rate, now, self.settings.limits.flood_patience):
             flooding = LadderError("rate_limited", "persistent flooding")
-            self.refused(transport, flooding, session=session)
+            self.refused(transport, flooding, session=session, ending=True)
             self.sessions.close(session, flooding)
 
     @staticmethod
