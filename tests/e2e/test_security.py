@@ -272,6 +272,58 @@ async def flooded(server: LadderServer, messages: Iterable[str], *, pause: float
 
 
 @pytest.mark.parametrize(
+    ("size", "again"),
+    [(1, False), (10, False), (50, False), (50, True)],
+    ids=["one-a-message", "ten-a-message", "fifty-a-message", "fifty-from-the-refused-one-at-once"],
+)
+async def test_a_flood_of_messages_is_ended_its_patience_after_it_began_however_batched(
+    size: int, again: bool, tmp_path: Path
+) -> None:
+    """Emits at five times the default rate (100 a second, burst 200), ``size`` to a
+    WebSocket message, ignoring every refusal: new ids each time, or (``again``) from the
+    refused one as soon as it is heard. One a message was ended after ``flood_patience``;
+    batched, it never was (only a batch's refused frame counted, and each batch came after
+    the wait it was told), and its log had a line for every message too far ahead."""
+    limits = {"flood_patience": 1.0, "inbox_window": 50}
+    log = tmp_path / "server.log"
+    with LadderServer({"limits": limits}, args=("--log-level", "info"), log=log) as server:
+        ws = await websockets.connect(server.url.replace("http", "ws") + "/ws", max_size=None)
+        await ws.send('{"t":"hello","v":1}')
+        sid = orjson.loads(await ws.recv())["sid"]
+        first = 1
+        refused_at: float | None = None
+
+        async def flood() -> None:
+            nonlocal first
+            while True:
+                await ws.send("\n".join(f'{{"t":"emit","i":{i},"ev":"echo"}}' for i in range(first, first + size)))
+                first += size
+                await asyncio.sleep(size / 500)
+
+        flooder = asyncio.create_task(flood())
+        frames: list[dict[str, Any]] = []
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(6):
+                while True:
+                    frames += (received := [orjson.loads(line) for line in (await ws.recv()).split("\n")])
+                    limited = [f["re"] for f in received if f.get("code") == "rate_limited" and "re" in f]
+                    if limited and refused_at is None:
+                        refused_at = time.monotonic()
+                    if limited and again:
+                        first = min(limited)
+        ended_at = time.monotonic()
+        flooder.cancel()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+    assert frames[-1]["t"] == "bye" and frames[-1]["reason"] == "persistent flooding"
+    assert refused_at is not None and 0.9 <= ended_at - refused_at < 2.5, ended_at - refused_at
+    lines = [line for line in log.read_text().splitlines() if f"refused on websocket ({sid[:8]})" in line]
+    assert any("too_far_ahead" in line for line in lines) or again, lines[-5:]
+    # At most one a 100 ms, and the last, which ends the session: tens, where it was hundreds.
+    assert len(lines) <= (ended_at - refused_at) / 0.1 + 10, len(lines)
+    assert any("persistent flooding" in line for line in lines), lines[-5:]  # (never held back)
+
+
+@pytest.mark.parametrize(
     "junk",
     [
         '{"t":"zzz"}',  # an unknown frame type

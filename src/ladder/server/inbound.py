@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any, Final
 
 from ..engine.base import Engine
@@ -130,7 +130,9 @@ class Inbound:
         accepted = False
         unrecordable = False
         acked = False
-        for frame in frames:
+        batch = iter(frames)
+        unread: Iterator[ClientFrame] | None = None
+        for frame in batch:
             try:
                 if not acked and type(frame) is Ack:  # a batch's first ack is free of the rate
                     acked = True
@@ -138,6 +140,7 @@ class Inbound:
                     continue
                 throttled = self.throttle.frame(session, frame, now, transport)
                 if throttled is None:
+                    unread = batch
                     break  # over the rate (the rest is sent again) or dropped for flooding
                 frame = throttled  # noqa: PLW2901 - a message over the limit becomes its refusal
                 if isinstance(frame, Ack):
@@ -175,6 +178,7 @@ class Inbound:
             except LadderError as exc:
                 self.refused(transport, exc, session=session)
                 state.send_control({"t": "err", **exc.body()})
+        self.throttle.read(session, unread, now, transport)
         return accepted, unrecordable, transport
 
     @staticmethod

@@ -60,7 +60,7 @@ class Node:
         self.engine = engine
         self.counters = Counters()
         self.tasks = Tasks()
-        self.refused = Refusals(self.counters, settings.allowed_origins)
+        self.refused = Refusals(self.counters, settings.allowed_origins, settings.clock)
         self.channels = ChannelTable(engine, settings.channel_rules)
         self.sessions = SessionTable(
             engine,

@@ -36,9 +36,11 @@ count as having waited (timers fire early)."""
 
 
 class Bucket:
+    """A token bucket, and what its client did while told to wait (see :meth:`abusive`)."""
+
     __slots__ = (
-        "answered_at", "ignored", "ignoring", "ignoring_since", "refused_message", "stamp", "tokens",
-        "told_until",
+        "answered_at", "back", "brought", "ignored", "ignoring", "ignoring_since", "refused_message",
+        "refused_until", "rushed", "stamp", "tokens", "told_until",
     )
 
     def __init__(self, rate: Rate, now: float) -> None:
@@ -47,13 +49,27 @@ class Bucket:
         self.told_until = now
         """Until when the client was last told to wait."""
         self.refused_message: int | None = None
-        """The first message (its id) refused since the client last came back as told: a
-        client that heard it was refused writes that one again first."""
+        """The lowest message (its id) refused and not let through since: a client that
+        heard it was refused writes that one again first."""
+        self.refused_until = now
+        """Until when the client was told to wait before writing ``refused_message`` again."""
+        self.rushed = False
+        """It wrote ``refused_message`` again sooner than told: it heard and did not wait, so
+        that message let through at last (by chance, for a client that writes it again at
+        once, over and over) does not forgive what it sent meanwhile."""
+        self.brought = False
+        """The batch being read brought ``refused_message`` again: the client is paced, and
+        what it sends with it past the rate was sent while told to wait."""
+        self.back = False
+        """... and it was let through, not rushed (see :meth:`read`)."""
         self.ignoring = False
-        """The latest refusal was of a message sent while told to wait."""
+        """The latest refusal was of a frame sent while told to wait: before the wait was
+        over, or any frame but the refused message after its refusal, until it was let
+        through, and in the batch that brought it."""
         self.ignored = 0
-        """Refusals of what arrived before the wait the client was told was over, since it
-        last came back as told (or the bucket was last full)."""
+        """Frames sent while told to wait (refused, or not read after one refused in their
+        batch), since the client last came back with a refused message as told (see
+        :meth:`read`), or the bucket was last full."""
         self.ignoring_since = now
         self.answered_at = -1.0e9
         """When a refusal past the rate was last answered in words (see ``Throttle``)."""
@@ -62,32 +78,63 @@ class Bucket:
         """Take a token for ``message`` (a message id; None for anything else): 0.0 when
         allowed, else the seconds to wait for one."""
         waited = now >= self.told_until - TOLD_SLACK
-        if waited and message is not None and message == self.refused_message:
-            self.ignored = 0  # back with the refused message as told: what came before was in flight
-            self.refused_message = None
+        again = message is not None and message == self.refused_message
+        if again:
+            self.brought = True
+            if now < self.refused_until - TOLD_SLACK:
+                self.rushed = True  # it heard (it writes that one again) and did not wait
         self.tokens = min(rate.burst, self.tokens + (now - self.stamp) * rate.rate)
         self.stamp = now
         if self.tokens >= 1.0:
             if self.tokens >= rate.burst:
                 self.ignored = 0  # it had stopped long enough to refill: forgive
+                self.rushed = False
+            if again:  # the refused message, let through at last
+                self.back = not self.rushed
+                self.rushed = False
+                self.refused_message = None
             self.tokens -= 1.0
             return 0.0
-        self.ignoring = not waited
+        # A flood in batches comes after each wait, each batch refused once: what tells it
+        # is that it never writes the refused message again, or writes more with it than due.
+        self.ignoring = not waited or (
+            message != self.refused_message and (self.refused_message is not None or self.brought)
+        )
         if self.ignoring:
-            if self.ignored == 0:
-                self.ignoring_since = now
-            self.ignored += 1
+            self._ignored(1, now)
         wait = (1.0 - self.tokens) / rate.rate
         self.told_until = now + wait
-        if message is not None and (self.refused_message is None or message < self.refused_message):
+        if message is not None and (self.refused_message is None or message <= self.refused_message):
             self.refused_message = message
+            self.refused_until = self.told_until
         return wait
 
+    def read(self, unread: int | None, now: float) -> None:
+        """A batch (a WebSocket message, a POST) was read: to its end (``unread`` None), or up
+        to a frame refused, after which ``unread`` more were not (the client sends them
+        again). Those were sent while told to wait when the refused one was, and count as it
+        does (only it counted: a flood of 50 frames a message was never ended). A batch that
+        brought the refused message back as told, and no more than was due (nothing unread),
+        shows the client heard and paces: what it sent before was in flight, and is
+        forgiven. (Forgiven on that message alone, a client writing it again with 49 more
+        was forgiven whenever it came after the wait.)"""
+        if unread and self.ignoring:
+            self._ignored(unread, now)
+        if self.back and not unread:
+            self.ignored = 0
+        self.back = self.brought = False
+
+    def _ignored(self, count: int, now: float) -> None:
+        if self.ignored == 0:
+            self.ignoring_since = now
+        self.ignored += count
+
     def abusive(self, rate: Rate, now: float, patience: float) -> bool:
-        """Still sending while told to wait, past the burst, ``patience`` seconds after it
-        began, and never back with a refused message as told meanwhile. A client that waits
-        as it is told is refused at times (what it had sent before it heard; the next
-        message sent with the one due) but never dropped: it is paced."""
+        """Asked once a batch was read: still sending while told to wait, more than a burst
+        of frames, ``patience`` seconds after it began, and never back with a refused
+        message as told meanwhile (see :meth:`read`). A client that waits as it is told is
+        refused at times (what it had sent before it heard; the next message sent with the
+        one due) but never dropped: it is paced."""
         return self.ignoring and self.ignored > rate.burst and now - self.ignoring_since >= patience
 
     def full(self, rate: Rate, now: float) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Final
 
 from ..protocol.errors import LadderError
@@ -13,16 +14,21 @@ from .session import Session
 log = logging.getLogger("ladder")
 
 _MAX_ORIGIN_WARNINGS: Final = 256
+LOG_EVERY: Final = 0.1
+"""Seconds: a session's refusals that it goes on after are logged at most this often."""
 
 
 class Refusals:
     """Counts and logs refusals; warns once per refused origin."""
 
-    __slots__ = ("_allowed", "_counters", "_warned")
+    __slots__ = ("_allowed", "_clock", "_counters", "_warned")
 
-    def __init__(self, counters: Counters, allowed_origins: tuple[str, ...] | None) -> None:
+    def __init__(
+        self, counters: Counters, allowed_origins: tuple[str, ...] | None, clock: Callable[[], float]
+    ) -> None:
         self._counters = counters
         self._allowed = allowed_origins
+        self._clock = clock
         self._warned: set[str] = set()
         """Origins already warned about (at most ``_MAX_ORIGIN_WARNINGS``)."""
 
@@ -34,15 +40,35 @@ class Refusals:
         session: Session | None = None,
         client: str | None = None,
         origin: str | None = None,
+        ending: bool = False,
     ) -> None:
         """Log a refusal (never a traceback). A refused ``origin`` is also a WARNING, once
         per origin: it is more often a page of the application's own that
-        ``allowed_origins`` forgot than an attack."""
+        ``allowed_origins`` forgot than an attack.
+
+        A session's refusals of frames, which it goes on after, are logged at most once per
+        :data:`LOG_EVERY`, the next line saying how many were not (a flood in batches had
+        a line for each message too far ahead, 100 a second); one that ends the session
+        (``ending``, or a fatal code) is always logged. Each is counted all the same."""
         self._counters.errors[error.code] += 1
-        who = session.sid[:8] if session is not None else (client or "-")
-        log.info("refused on %s (%s): %s", transport, who, error)
+        if session is None:
+            log.info("refused on %s (%s): %s", transport, client or "-", error)
+        else:
+            self._log(transport, error, session, ending=ending or error.fatal)
         if origin is not None and error.code == "origin_not_allowed":
             self._warn_origin(origin, error.reason)
+
+    def _log(self, transport: str, error: LadderError, session: Session, *, ending: bool) -> None:
+        now = self._clock()
+        if not ending and now - session.logged_at < LOG_EVERY:
+            session.unlogged += 1
+            return
+        unlogged, session.unlogged, session.logged_at = session.unlogged, 0, now
+        who = session.sid[:8]
+        if unlogged:
+            log.info("refused on %s (%s): %s (and %d more not logged)", transport, who, error, unlogged)
+        else:
+            log.info("refused on %s (%s): %s", transport, who, error)
 
     def _warn_origin(self, origin: str, reason: str) -> None:
         seen = self._warned

@@ -92,11 +92,13 @@ class Session:
         "identity",
         "idle",
         "inherited",
+        "logged_at",
         "moving",
         "ready",
         "state",
         "subs",
         "transport",
+        "unlogged",
         "unsettled",
     )
 
@@ -129,6 +131,10 @@ class Session:
         """The lost session this one took over from (its client named it in the hello)."""
         self.answers: Answers | None = None
         """Answers recorded in the engine and not yet acknowledged (made on first use)."""
+        self.logged_at = -1.0e9
+        """When a refusal of this session was last logged (``Refusals``)."""
+        self.unlogged = 0
+        """Refusals of this session not logged since then."""
 
     def settled(self, entry: Unsettled) -> None:
         """A subscription it brought is followed here now, or dropped: forget it."""

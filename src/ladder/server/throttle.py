@@ -4,7 +4,7 @@ session that keeps sending while told to wait is ended (``bye`` ``rate_limited``
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Final
 
 from ..protocol.attachment import Attachment
@@ -50,9 +50,7 @@ class Throttle:
             return frame
         if session.state.phase is Phase.CLOSED:
             return None  # ended (for flooding, say): what its socket still brings is dropped
-        retry_after = self._wait(session, now, transport, frame.i if isinstance(frame, Numbered) else None)
-        if retry_after is None:
-            return None
+        retry_after = self._wait(session, now, frame.i if isinstance(frame, Numbered) else None)
         if not retry_after:
             return frame
         told = self._told(session, now)
@@ -90,19 +88,34 @@ class Throttle:
         if state.phase is Phase.CLOSED:
             return  # ended (for flooding, say): what its socket still brings is dropped
         now = self.settings.clock()
-        for error in errors:
+        refused = iter(errors)
+        for error in refused:
             if self.rate.enabled:
-                retry_after = self._wait(session, now, transport)
-                if retry_after is None:
-                    return
+                retry_after = self._wait(session, now)
                 if retry_after:
                     if not self._told(session, now):  # (told already: dropped without a word)
                         limited = LadderError("rate_limited", "past the rate", retry_after=retry_after)
                         self.refused(transport, limited, session=session)
                         state.send_control({"t": "err", **limited.body()}, att)
+                    self.read(session, refused, now, transport)
                     return
             self.refused(transport, error, session=session)
             state.send_control({"t": "err", **error.body()}, att)
+
+    def read(self, session: Session, rest: Iterator[object] | None, now: float, transport: str) -> None:
+        """A batch was read: to its end (``rest`` None), or up to a frame refused past the
+        rate (``rest``: what was not read after it; see :meth:`Bucket.read`). A session
+        that kept sending while told to wait (``flood_patience``) is ended now. (Asked at
+        each refusal, a client that came back as told could be ended for the next message
+        of its batch, before it was known to have come back.)"""
+        bucket = session.bucket
+        if bucket is None or session.state.phase is Phase.CLOSED:
+            return
+        bucket.read(None if rest is None else sum(1 for _ in rest), now)
+        if bucket.abusive(self.rate, now, self.settings.limits.flood_patience):
+            flooding = LadderError("rate_limited", "persistent flooding")
+            self.refused(transport, flooding, session=session, ending=True)
+            self.sessions.close(session, flooding)
 
     @staticmethod
     def _told(session: Session, now: float) -> bool:
@@ -117,19 +130,11 @@ class Throttle:
             return False
         return True
 
-    def _wait(self, session: Session, now: float, transport: str, message: int | None = None) -> float | None:
-        """Take a token: 0.0 (go on), the seconds to wait, or None when the session was
-        ended for flooding (it kept sending while told to wait, ``flood_patience``)."""
+    def _wait(self, session: Session, now: float, message: int | None = None) -> float:
+        """Take a token: 0.0 (go on), or the seconds to wait, as told to the client."""
         rate = self.rate
         bucket = session.bucket
         if bucket is None:
             bucket = session.bucket = Bucket(rate, now)
         wait = bucket.take(rate, now, message)
-        if not wait:
-            return 0.0
-        if bucket.abusive(rate, now, self.settings.limits.flood_patience):
-            flooding = LadderError("rate_limited", "persistent flooding")
-            self.refused(transport, flooding, session=session)
-            self.sessions.close(session, flooding)
-            return None
-        return told(wait)
+        return told(wait) if wait else 0.0
