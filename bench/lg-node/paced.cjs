@@ -177,8 +177,10 @@ class SioClient {
           const kind = p[1];
           if (kind === "2") {
             stats.delivered += 1;
+            // Every event is decoded, as socket.io-client's parser does (and as every Ladder
+            // frame is read above); only the sampled clients also note when it came.
+            const d = JSON.parse(p.slice(2))[1];
             if (this.sample || cfg.spread) {
-              const d = JSON.parse(p.slice(2))[1];
               const t = now();
               if (this.sample) stats.lat.push(t - d.ts);
               if (cfg.spread) arrived(d, t);
