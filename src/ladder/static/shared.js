@@ -513,8 +513,8 @@ export class SharedClient extends Emitter {
       this._detach();
       // What was pending fails with why it ended (`session_closed: …`, as in the connection's
       // own tab); later calls with the fatal error, if any, else `closed` (protocol §9.4).
-      const ended = errorOfClose(String(event.reason ?? "")) ?? new LadderError("closed", event.reason);
-      this._end(this._fatal ?? ended, this._fatal ?? closedError());
+      const why = errorOfClose(String(event.reason ?? "")) ?? new LadderError("closed", event.reason);
+      this._end(this._fatal ?? why, this._fatal ?? closedError());
     }
     if (name === "open") return this._opened(event);
     if (name === "session_lost") this._toldLost = true;
