@@ -135,6 +135,8 @@ async def test_a_posted_ping_between_two_short_polls_is_answered_by_the_next(ser
         sid, auth = welcome["sid"], {"x-ladder-rt": welcome["rt"]}
         posted = await http.post("/send", params={"sid": sid}, headers=auth, content=b'{"t":"ping","n":41}')
         assert posted.status_code == 204
+        # (a 204 has no content: it said Content-Type: application/json, Content-Length: 0)
+        assert not {"content-type", "content-length", "transfer-encoding"} & set(posted.headers), posted.headers
         answer = await http.get("/poll", params={"sid": sid, "ack": 0}, headers=auth)
         frames = [orjson.loads(line) for line in answer.content.split(b"\n") if line]
         assert {"t": "pong", "n": 41} in frames, frames

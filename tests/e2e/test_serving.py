@@ -271,6 +271,20 @@ async def test_a_preflight_without_an_origin_is_refused_in_words(server: LadderS
     assert body["code"] == "origin_not_allowed" and "without an Origin header" in body["reason"], body
 
 
+async def test_a_preflight_from_the_hubs_own_origin_is_not_called_refused() -> None:
+    """A hub with no ``allowed_origins`` answered a preflight from its own origin (which a
+    browser never sends: same-origin requests need none) with 403 "origin … is not allowed";
+    it now gets 204 with no CORS grant, and a foreign origin is refused as before."""
+    with LadderServer({"allowed_origins": None}) as hub:
+        own = hub.url.split("//", 1)[1].split("/", 1)[0]
+        async with httpx.AsyncClient(base_url=hub.url, timeout=10) as http:
+            ask = {"access-control-request-method": "POST"}
+            same = await http.options("/send", headers={"origin": f"http://{own}", **ask})
+            foreign = await http.options("/send", headers={"origin": "http://evil.example", **ask})
+    assert same.status_code == 204 and "access-control-allow-origin" not in same.headers, same.headers
+    assert foreign.status_code == 403 and foreign.json()["code"] == "origin_not_allowed"
+
+
 async def test_every_module_client_js_imports_is_served_like_client_js(server: LadderServer) -> None:
     """client.js imports the modules beside it: each one, followed from client.js's own
     imports, is served under the mount as JavaScript, with the same CORS grant."""

@@ -238,13 +238,17 @@ async def respond(
     headers: list[tuple[bytes, bytes]] | None = None,
     gzip_min: int | None = None,
 ) -> None:
-    """Send a whole response. Bodies of at least ``gzip_min`` bytes are gzip-compressed."""
-    out = [(b"content-type", content_type), (b"cache-control", b"no-store")]
+    """Send a whole response. Bodies of at least ``gzip_min`` bytes are gzip-compressed. A
+    204 has no content: no ``Content-Type``, and no ``Content-Length`` (RFC 9110 §8.6)."""
+    out = [(b"cache-control", b"no-store")]
+    if status != 204:
+        out.insert(0, (b"content-type", content_type))
     if gzip_min is not None and len(body) >= gzip_min:
         body = gzip.compress(body, compresslevel=5)
         out.append((b"content-encoding", b"gzip"))
         out.append((b"vary", b"Accept-Encoding"))
-    out.append((b"content-length", str(len(body)).encode()))
+    if status != 204:
+        out.append((b"content-length", str(len(body)).encode()))
     if headers:
         out.extend(headers)
     await send({"type": "http.response.start", "status": status, "headers": out})

@@ -212,9 +212,13 @@ async def _preflight(allowed: tuple[str, ...] | None, request: Request, send: Se
     if not headers:
         if request.origin is None:  # (a preflight always has one: this is not a browser's)
             raise LadderError("origin_not_allowed", "a CORS preflight without an Origin header")
-        raise origin_refusal(allowed, request) or LadderError(
-            "origin_not_allowed", f"origin {request.origin!r} is not allowed"
-        )
+        refused = origin_refusal(allowed, request)
+        if refused is not None:
+            raise refused
+        # The hub's own origin (it said "not allowed"): a browser never preflights it, and
+        # its requests need no CORS headers.
+        await respond(send, 204)
+        return
     headers += [
         (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
         (b"access-control-allow-headers", b"content-type, authorization, x-ladder-rt, last-event-id"),
