@@ -38,6 +38,9 @@ def test_limits_of_the_wrong_type_or_negative_are_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"^Limits\(message_rate=\.\.\.\): -1 is out of range"):
         Limits(message_rate=-1)
     assert Limits(message_rate=0, max_queue=5).max_queue == 5
+    # (10 bytes was taken: every stream's session dropped as a slow consumer at once)
+    with pytest.raises(ConfigurationError, match=r"^Limits\(max_queue_bytes=\.\.\.\): 10 bytes cannot work .*pass at least 1024"):
+        Limits(max_queue_bytes=10)
 
 
 def test_an_unknown_engine_url_names_the_setting_and_the_choices() -> None:

@@ -36,12 +36,13 @@ class Limits:
                     f"Limits({spec.name}=...)", "0 cannot work", "pass a number above 0 (see its default)"
                 )
         defaults = {spec.name: spec.default for spec in fields(self)}
-        for name in ("max_frame_size", "max_post_size"):
+        for name in ("max_frame_size", "max_post_size", "max_queue_bytes"):
             value = getattr(self, name)
             if 0 < value < SMALLEST_FRAME_LIMIT:
                 raise ConfigurationError(
                     f"Limits({name}=...)",
-                    f"{value} bytes cannot work (a hello with its token, or a small call, is larger)",
+                    f"{value} bytes cannot work (a hello with its token, a small call, or what a "
+                    "stream keeps until its client acks, is larger)",
                     f"pass at least {SMALLEST_FRAME_LIMIT} (the default is {defaults[name]})",
                 )
         for rate, burst in (("message_rate", "message_burst"), ("request_rate", "request_burst")):
