@@ -106,8 +106,9 @@ class ClientBase:
     _reasons: dict[str, str]
     """The latest reason each rung failed to open (for ``connect_failed``)."""
     _racing: dict[str, TransportClosed]
-    _race_token: asyncio.Future[str | None] | None
     """The failures of the race in progress, as they come."""
+    _race_token: asyncio.Future[str | None] | None
+    """The token function's answer for the race in progress (asked once, by its first rung)."""
 
     async def _current_token(self) -> str | None:
         """The client's token: a function's (``async`` or not) answer, checked (bytes or an

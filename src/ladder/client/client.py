@@ -263,8 +263,8 @@ class Client(Calls):
         self._reasons = {}
         """The latest reason each rung failed to open (for ``connect_failed``)."""
         self._racing = {}
-        self._race_token = None
         """The failures of the race in progress, as they come."""
+        self._race_token = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 

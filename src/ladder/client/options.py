@@ -129,8 +129,6 @@ def check_options(
     )
     if headers is not None and not texts:
         raise TypeError(f"headers must map str to str (HTTP header values are text), not {headers!r}")
-    for low, high in (("backoff_base", "backoff_max"), ("probe_delay", "probe_max_delay")):
-        ordered(low, high, seconds)  # type: ignore[arg-type]
     if not (
         isinstance(stagger, Sequence)
         and stagger

@@ -282,7 +282,8 @@ export async function askWhy(client, error) {
   if (!hidden.length || error.errors().length) return false;
   let token = null;
   try {
-    token = await client._currentToken(); // (a hello's credentials: the answer is theirs)
+    // A hello's credentials (the answer is theirs): the race's, not asked of the function again.
+    token = await (client._raceToken?.token ?? client._currentToken());
   } catch {
     // the token function failed: the rungs' reasons say so already; ask without one
   }
