@@ -272,3 +272,20 @@ def test_hub_timings_out_of_any_sane_range_are_refused() -> None:
         with pytest.raises(ConfigurationError, match=rf"{name}: {value!r} s is out of range; pass 0.05 to \d+ seconds"):
             Ladder(**{name: value})
     Ladder(heartbeat=0.2, poll_timeout=3600, session_ttl=30 * 86_400, presence_ttl=1.5)
+
+
+def test_flood_patience_is_from_a_second_to_an_hour() -> None:
+    """``Limits(flood_patience=0)`` was taken: a client that waits as told was then ended for
+    the messages it had sent before it heard (a queue written in batches, in flight a round
+    trip)."""
+    for value in (0, 0.5, 3601):
+        with pytest.raises(
+            ConfigurationError,
+            match=rf"^Limits\(flood_patience=\.\.\.\): {value!r} s is out of range: .*; pass 1 to 3600 "
+            r"seconds \(the default is 3\)$",
+        ):
+            Limits(flood_patience=value)
+    with pytest.raises(ConfigurationError, match=r"^Limits\(flood_patience=\.\.\.\): -1 is out of range"):
+        Limits(flood_patience=-1)
+    for fine in (1, 3.0, 3600):
+        assert Limits(flood_patience=fine).flood_patience == fine

@@ -53,6 +53,15 @@ class Limits:
                     "message could ever be taken, and clients would be told to wait forever",
                     f"pass at least 1 (the default is {defaults[burst]:g}), or {rate}=0 for no limit",
                 )
+        least, most = FLOOD_PATIENCE
+        if not least <= self.flood_patience <= most:
+            raise ConfigurationError(
+                "Limits(flood_patience=...)",
+                f"{self.flood_patience!r} s is out of range: under {least:g} s, a client that waits as "
+                "told would be ended for the messages it sent before it heard (they arrive up to a "
+                f"round trip later); over {most:.0f} s, a flooding session is kept that long",
+                f"pass {least:g} to {most:.0f} seconds (the default is {defaults['flood_patience']:g})",
+            )
         if self.max_post_size < self.max_frame_size:
             raise ConfigurationError(
                 "Limits(max_post_size=...)",
@@ -92,7 +101,8 @@ class Limits:
     """...and at once. Past it, each message is refused with ``rate_limited`` and ``retry_after``."""
     flood_patience: float = 3.0
     """A session that keeps sending past its burst this many seconds after being told to wait
-    is disconnected (``rate_limited``)."""
+    is disconnected (``rate_limited``). From 1 s (what a client sent before it heard it was
+    told to wait arrives up to a round trip later) to an hour."""
     request_rate: float = 200.0
     """HTTP requests and WebSocket openings per second from one client address (0: no limit).
     Generous because a whole office may share one address behind NAT."""
@@ -105,6 +115,11 @@ class Limits:
     """Take the client address from the last ``X-Forwarded-For`` entry and the scheme from
     ``X-Forwarded-Proto`` (only behind a proxy you control, which appends the entry)."""
 
+
+FLOOD_PATIENCE: Final = (1.0, 3600.0)
+"""The least and most seconds of ``flood_patience``. At 0 a client that waits as told was
+ended for the frames it had sent before it heard (a queue written in batches on a slow
+link)."""
 
 SMALLEST_FRAME_LIMIT: Final = 1024
 """Bytes below which a frame or POST limit cannot work."""
