@@ -22,10 +22,6 @@ def test_channel_options_given_as_a_dict_are_refused_at_construction() -> None:
 def test_default_channel_and_bad_values_are_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"^default_channel: got a dict"):
         Ladder(default_channel={"presence": True})  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match=r"^channels\['room:\*'\]\.history_size: -1 is out of range"):
-        Ladder(channels={"room:*": ChannelOptions(history_size=-1)})
-    with pytest.raises(ConfigurationError, match=r"^channels\['room:\*'\]\.presence: 'yes' is not a bool"):
-        Ladder(channels={"room:*": ChannelOptions(presence="yes")})  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"^channels: got a list"):
         Ladder(channels=[ChannelOptions()])  # type: ignore[arg-type]
 
@@ -289,3 +285,21 @@ def test_flood_patience_is_from_a_second_to_an_hour() -> None:
         Limits(flood_patience=-1)
     for fine in (1, 3.0, 3600):
         assert Limits(flood_patience=fine).flood_patience == fine
+
+
+def test_channel_options_refuse_what_cannot_work_where_they_are_made() -> None:
+    """``ChannelOptions(history_size=-1)`` was taken, and refused only when a hub was built
+    with it; ``history_ttl=0`` (every publication out of the history as it is published, no
+    recovery) was taken everywhere, and so was a negative one."""
+    for kwargs, said in [
+        ({"history_size": -1}, r"history_size=\.\.\.\): -1 is out of range"),
+        ({"history_size": 1.5}, r"history_size=\.\.\.\): 1\.5 is a float, not a whole number"),
+        ({"history_ttl": -1}, r"history_ttl=\.\.\.\): -1 is out of range"),
+        ({"history_ttl": 0}, r"history_ttl=\.\.\.\): 0 cannot work: .*; pass a number of seconds above 0 "
+         r"\(the default is 600\), or history_size=0 to keep no history$"),
+        ({"presence": "yes"}, r"presence=\.\.\.\): 'yes' is not a bool"),
+    ]:
+        with pytest.raises(ConfigurationError, match=rf"^ChannelOptions\({said}"):
+            ChannelOptions(**kwargs)  # type: ignore[arg-type]
+    assert ChannelOptions(history_size=0).history_size == 0, "history off"
+    assert ChannelOptions(history_ttl=0.5).history_ttl == 0.5

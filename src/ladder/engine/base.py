@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
+from ..checks import check_number
+from ..errors import ConfigurationError
 from ..protocol.codec import Payload
 
 __all__ = [
@@ -93,12 +95,28 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class ChannelOptions:
-    """Per-channel behaviour, chosen by the first matching channel pattern."""
+    """Per-channel behaviour, chosen by the first matching channel pattern.
+
+    A value of the wrong type, a negative one, or a ``history_ttl`` of 0 raises
+    :class:`~ladder.ConfigurationError` when ``ChannelOptions(...)`` is made.
+    """
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            check_number(f"ChannelOptions({spec.name}=...)", getattr(self, spec.name), spec.type)
+        if not self.history_ttl:
+            raise ConfigurationError(
+                "ChannelOptions(history_ttl=...)",
+                "0 cannot work: every publication would leave the history as it is published, "
+                "and no subscriber could recover",
+                "pass a number of seconds above 0 (the default is 600), or history_size=0 to keep "
+                "no history",
+            )
 
     history_size: int = 100
     """Publications kept for recovery (0 turns history and recovery off)."""
     history_ttl: float = 600.0
-    """Seconds a publication stays in history."""
+    """Seconds a publication stays in history (above 0; ``history_size=0`` keeps none)."""
     presence: bool = False
     """Track who is subscribed; members appear in ``presence`` replies."""
     join_leave: bool = True

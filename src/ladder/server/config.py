@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from ..checks import check_number
 from ..engine.base import ChannelOptions
 from ..errors import ConfigurationError
 from ..protocol.session import SessionLimits
@@ -163,31 +163,9 @@ MAX_SSE_PADDING: Final = 64 * 1024
 kilobytes; more is only sent again on every stream (a GB per stream was taken)."""
 
 
-def check_number(setting: str, value: Any, kind: Any) -> None:
-    """Refuse a setting of the wrong type or a negative / not finite number, naming it.
-
-    ``kind`` is the annotation (``"int"``, ``"float"`` or ``"bool"``, as dataclasses keep it).
-    """
-    kind = getattr(kind, "__name__", kind)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigurationError(setting, f"{value!r} is not a bool", "pass True or False")
-        return
-    if kind not in ("int", "float"):
-        return
-    wanted = (int,) if kind == "int" else (int, float)
-    if isinstance(value, bool) or not isinstance(value, wanted):
-        raise ConfigurationError(
-            setting,
-            f"{value!r} is a {type(value).__name__}, not {'a whole number' if kind == 'int' else 'a number'}",
-            "pass an int" if kind == "int" else "pass a number",
-        )
-    if value < 0 or not math.isfinite(value):
-        raise ConfigurationError(setting, f"{value!r} is out of range", "pass a finite number >= 0")
-
-
 def check_channel_options(setting: str, options: Any) -> ChannelOptions:
-    """``options`` if it is a :class:`~ladder.ChannelOptions` with sound values, else a clear error."""
+    """``options`` if it is a :class:`~ladder.ChannelOptions` (which refused unsound values
+    when it was made), else a clear error."""
     if isinstance(options, Mapping):
         keys = ", ".join(f"{key}=..." for key in options)
         raise ConfigurationError(
@@ -201,9 +179,7 @@ def check_channel_options(setting: str, options: Any) -> ChannelOptions:
             f"got a {type(options).__name__}",
             "pass ChannelOptions(...) (from ladder import ChannelOptions)",
         )
-    for spec in fields(options):
-        check_number(f"{setting}.{spec.name}", getattr(options, spec.name), spec.type)
-    return options
+    return options  # (its values were checked when it was made)
 
 
 def check_hub_settings(

@@ -11,10 +11,10 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
+from ..checks import check_number
 from ..errors import ConfigurationError, install_hint
 from ..protocol.errors import LadderError
 from .auth import NO_TOKEN, AuthRequest, Identity
-from .config import check_number
 
 
 class JWT:

@@ -1,0 +1,33 @@
+"""Checks of a setting's value shared by the server's and the engines' value objects
+(:class:`~ladder.Limits`, :class:`~ladder.ChannelOptions`, the hub's own), so that each
+object refuses what cannot work where it is made, in the same words."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import ConfigurationError
+
+
+def check_number(setting: str, value: Any, kind: Any) -> None:
+    """Refuse a setting of the wrong type or a negative / not finite number, naming it.
+
+    ``kind`` is the annotation (``"int"``, ``"float"`` or ``"bool"``, as dataclasses keep it).
+    """
+    kind = getattr(kind, "__name__", kind)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigurationError(setting, f"{value!r} is not a bool", "pass True or False")
+        return
+    if kind not in ("int", "float"):
+        return
+    wanted = (int,) if kind == "int" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        raise ConfigurationError(
+            setting,
+            f"{value!r} is a {type(value).__name__}, not {'a whole number' if kind == 'int' else 'a number'}",
+            "pass an int" if kind == "int" else "pass a number",
+        )
+    if value < 0 or not math.isfinite(value):
+        raise ConfigurationError(setting, f"{value!r} is out of range", "pass a finite number >= 0")
