@@ -303,3 +303,21 @@ def test_channel_options_refuse_what_cannot_work_where_they_are_made() -> None:
             ChannelOptions(**kwargs)  # type: ignore[arg-type]
     assert ChannelOptions(history_size=0).history_size == 0, "history off"
     assert ChannelOptions(history_ttl=0.5).history_ttl == 0.5
+
+
+def test_gzip_min_size_is_whole_bytes_up_to_1_mib() -> None:
+    """``gzip_min_size=1.5`` and ``10**12`` (gzip turned off without a word) were taken, as
+    ``sse_padding``'s were: it is an int of bytes, like every other size."""
+    with pytest.raises(ConfigurationError, match=r"^gzip_min_size: 1\.5 is a float, not a whole number; pass an int$"):
+        Ladder(gzip_min_size=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^gzip_min_size: True is a bool"):
+        Ladder(gzip_min_size=True)
+    with pytest.raises(ConfigurationError, match=r"^gzip_min_size: -1 is out of range"):
+        Ladder(gzip_min_size=-1)
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^gzip_min_size: 1000000000000 bytes is over the most, 1048576: .*; pass at most 1048576 ",
+    ):
+        Ladder(gzip_min_size=10**12)
+    for fine in (0, 1024, 1024 * 1024):
+        Ladder(gzip_min_size=fine)

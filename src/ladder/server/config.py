@@ -162,6 +162,11 @@ MAX_SSE_PADDING: Final = 64 * 1024
 """The most ``sse_padding`` bytes: proxies that hold back a response's start hold a few
 kilobytes; more is only sent again on every stream (a GB per stream was taken)."""
 
+MAX_GZIP_MIN_SIZE: Final = 1024 * 1024
+"""The most ``gzip_min_size`` bytes: as large as the largest request body a hub takes by
+default (``max_post_size``); past it, hardly a poll response would be gzipped (``1.5`` and
+``10**12`` were taken)."""
+
 
 def check_channel_options(setting: str, options: Any) -> ChannelOptions:
     """``options`` if it is a :class:`~ladder.ChannelOptions` (which refused unsound values
@@ -212,7 +217,7 @@ def check_hub_settings(
             "transports", f"got {transports!r}", f"pass a non-empty list of rungs among {list(TRANSPORTS)}"
         )
     for name, value in numbers.items():
-        check_number(name, value, "int" if name == "sse_padding" else "float")
+        check_number(name, value, "int" if name in ("sse_padding", "gzip_min_size") else "float")
         if name in HUB_ABOVE_ZERO and not value:
             raise ConfigurationError(name, "0 cannot work", "pass a number of seconds above 0")
         most = HUB_TIMINGS.get(name)
@@ -226,6 +231,15 @@ def check_hub_settings(
             "sse_padding",
             f"{padding} bytes is over the most, {MAX_SSE_PADDING}, and would be sent on every SSE stream",
             f"pass at most {MAX_SSE_PADDING} (the default, 2048, gets through the proxies that buffer)",
+        )
+    gzip_min = numbers.get("gzip_min_size", 0)
+    if gzip_min > MAX_GZIP_MIN_SIZE:
+        raise ConfigurationError(
+            "gzip_min_size",
+            f"{gzip_min} bytes is over the most, {MAX_GZIP_MIN_SIZE}: hardly a poll response is "
+            "that large, so it would turn gzip off without saying so",
+            f"pass at most {MAX_GZIP_MIN_SIZE} (the default is 1024; 0 gzips every response the "
+            "client accepts gzip for)",
         )
     if authenticate is not None and not callable(authenticate):
         raise ConfigurationError(

@@ -64,7 +64,8 @@ class Ladder:
         limits: Bounds on what one client can make the server hold or do (:class:`Limits`).
         sse_padding: Bytes of padding at the start of an SSE stream (pushes the stream
             through proxies that buffer the first kilobytes): an int from 0 to 65536.
-        gzip_min_size: Poll responses at least this large are gzipped when the client accepts it.
+        gzip_min_size: Poll responses at least this many bytes are gzipped when the client
+            accepts it: an int from 0 (every response) to 1048576.
         clock: The monotonic clock (tests pass a fake one).
     """
 
