@@ -68,3 +68,35 @@ async def test_whatever_a_token_makes_jwt_raise_is_unauthorized_with_a_reason() 
         with pytest.raises(LadderError) as refused:
             await run_authenticate(hook, request)
         assert refused.value.code == "unauthorized" and said in refused.value.reason, refused.value
+
+
+def test_a_jwt_key_shorter_than_its_algorithm_wants_is_refused_once_when_built() -> None:
+    """A secret under the hash's size (RFC 7518 §3.2) or an RSA key under 2,048 bits was
+    taken, and PyJWT warned (InsecureKeyLengthWarning) at every token verified: a log line
+    per connection. It is refused when ``JWT(...)`` is built, naming the least length; a key
+    long enough verifies tokens without a warning."""
+    import warnings  # noqa: PLC0415
+
+    import jwt as pyjwt  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
+    from ladder import JWT, ConfigurationError  # noqa: PLC0415
+
+    secret = "s3cret-for-tests-only-0123456789abcdef"  # 38 bytes
+    for key, algorithm, least in [(secret[:31], "HS256", 32), (secret, "HS384", 48), (secret, "HS512", 64)]:
+        with pytest.raises(ConfigurationError, match=rf"is a secret of {len(key)} bytes, and {algorithm} needs at least {least} ") as caught:
+            JWT(key, algorithms=[algorithm])
+        assert caught.value.setting == "authenticate"
+        assert f"at least {least} random bytes" in caught.value.fix
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+    pem = small.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(ConfigurationError, match=r"is too short for RS256 tokens \(PyJWT: The RSA key is 1024 bits"):
+        JWT(pem, algorithms=["RS256"])
+    hook = JWT(secret[:32])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a warning at a token fails the test)
+        for user in ("ada", "bob", "eve"):
+            token = pyjwt.encode({"sub": user, "exp": 2**40}, secret[:32], algorithm="HS256")
+            request = AuthRequest(headers={}, cookies={}, token=token, client=None, transport="websocket")
+            assert hook(request).user == user

@@ -21,7 +21,10 @@ class JWT:
     """An ``authenticate`` hook that verifies JSON Web Tokens (needs ``ladder-rt[jwt]``).
 
     Args:
-        key: The shared secret (HS*) or the public key in PEM (RS*, PS*, ES*, EdDSA).
+        key: The shared secret (HS*) or the public key in PEM (RS*, PS*, ES*, EdDSA). A
+            secret shorter than the hash (32 bytes for HS256, 48 for HS384, 64 for HS512) or an
+            RSA key under 2,048 bits raises :class:`~ladder.ConfigurationError` here (RFC 7518
+            §3.2, §3.3); PyJWT took it and warned at every token it verified.
         algorithms: The signature algorithms accepted, all of the key's kind. An unknown
             one, ``"none"``, or a key that cannot verify one of them (a secret given for RS256,
             a private key) raises :class:`~ladder.ConfigurationError` here, not at each token.
@@ -167,4 +170,32 @@ def _prepared_key(jwt: Any, key: str | bytes, algorithms: list[str]) -> Any:
                 f"JWT(key=...) is a private key, and {name} tokens are verified with the public one",
                 "pass the public key in PEM (keep the private key where tokens are signed)",
             )
+        _check_length(jwt, known[name], name, prepared)
     return prepared
+
+
+def _check_length(jwt: Any, algorithm: Any, name: str, prepared: Any) -> None:
+    """Refuse a key shorter than ``name`` wants: an HMAC secret under the hash's size (RFC 7518
+    §3.2: "MUST"), an RSA key under 2,048 bits. PyJWT took one, and warned at every token it
+    verified (a log line per connection); once here, it is a ``ConfigurationError``."""
+    if isinstance(algorithm, jwt.algorithms.HMACAlgorithm):
+        least = algorithm.hash_alg().digest_size
+        if len(prepared) < least:
+            raise ConfigurationError(
+                "authenticate",
+                f"JWT(key=...) is a secret of {len(prepared)} bytes, and {name} needs at least {least} "
+                "(RFC 7518 §3.2): a short secret can be found by trying candidates against any one "
+                "token, and then used to sign tokens for any user",
+                f"pass a secret of at least {least} random bytes, e.g. from "
+                f"secrets.token_urlsafe({least}), kept out of the code",
+            )
+        return
+    check = getattr(algorithm, "check_key_length", None)  # (PyJWT 2.10 and later)
+    said = check(prepared) if check is not None else None
+    if said:
+        raise ConfigurationError(
+            "authenticate",
+            f"JWT(key=...) is too short for {name} tokens (PyJWT: {str(said).rstrip('.')})",
+            "pass the public key of a key pair of at least the size PyJWT names (RFC 7518 §3.3: "
+            "2,048 bits for RSA)",
+        )
