@@ -28,7 +28,7 @@ from .server.descriptors import raise_limit
 from .server.hub import Ladder
 from .server.logs import RedactTokens
 from .server.native import NativeWebSocket
-from .server.serving import AsgiWebSocket, GracefulServer, HeaderTimeoutHttp
+from .server.serving import AsgiWebSocket, GracefulServer, HeaderTimeoutHttp, not_asgi
 from .server.workers import Supervisor, bind, listen_failed, worker_socket, worker_socket_spec
 
 GC_THRESHOLD = 50_000
@@ -111,6 +111,12 @@ def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
             f"ladder serve: {' and '.join(needs_hub)} {need} a Ladder hub, and {type(app).__name__} "
             f"{spec!r} is neither a Ladder hub nor has a `hub` attribute "
             "that is one: serve the hub itself (module:hub), or set `app.hub = hub`"
+        )
+    problem = not_asgi(app)
+    if problem is not None:
+        raise SystemExit(
+            f"ladder serve: {spec} is {problem}, not an ASGI app or a Ladder hub: name the hub "
+            "(module:hub) or the ASGI app that serves it (module:app)"
         )
 
 

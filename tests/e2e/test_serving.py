@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 import httpx
@@ -253,14 +254,85 @@ def test_ladder_serve_mistakes_are_one_line_not_a_traceback(argv: list[str], sai
             "ladder serve: expected module:attribute, got 'tests.support.apps': name the hub or the app "
             "in its module, e.g. tests.support.apps:hub",
         ),
+        (
+            "json:loads",
+            "ladder serve: json:loads is a function that is not async (an ASGI app is awaited as "
+            "app(scope, receive, send)), not an ASGI app or a Ladder hub: name the hub (module:hub) "
+            "or the ASGI app that serves it (module:app)",
+        ),
     ],
 )
 def test_serving_what_is_not_an_app_is_one_line_and_status_1(spec: str, said: str) -> None:
     """A Limits was handed to uvicorn, which failed at startup with a lifespan traceback and
     status 3; a spec without a colon said so without the ``ladder serve:`` of every other
-    message, and without the fix."""
+    message, and without the fix. A callable that cannot be an ASGI app (``json:loads``)
+    went to uvicorn the same way."""
     done = ladder("serve", spec, "--port", "0")
     assert done.returncode == 1 and done.stderr.strip() == said, (done.returncode, done.stderr)
+
+
+def test_what_can_be_an_asgi_app_is_served_and_what_cannot_is_named() -> None:
+    """The check before uvicorn refuses only what uvicorn could not serve: the frameworks'
+    apps, ``async def app(scope, receive, send)``, objects with an async ``__call__``, ASGI 2
+    classes and what uvicorn takes for an app factory (called with no arguments) pass; a
+    plain function, an async one of the wrong arity, or a partial or bound method (uvicorn
+    takes them for ASGI 2 and calls them with the scope alone) are named."""
+    import functools  # noqa: PLC0415
+
+    from django.core.handlers.asgi import ASGIHandler  # noqa: PLC0415
+    from fastapi import FastAPI  # noqa: PLC0415
+    from starlette.applications import Starlette  # noqa: PLC0415
+    from starlette.middleware.cors import CORSMiddleware  # noqa: PLC0415
+
+    from ladder.server.serving import not_asgi  # noqa: PLC0415
+
+    async def app(scope: object, receive: object, send: object) -> None: ...
+
+    async def two(scope: object, receive: object) -> None: ...
+
+    def plain(scope: object, receive: object, send: object) -> None: ...
+
+    class Asgi3:
+        async def __call__(self, scope: object, receive: object, send: object) -> None: ...
+
+    class Asgi2:
+        def __init__(self, scope: object) -> None: ...
+
+        async def __call__(self, receive: object, send: object) -> None: ...
+
+    class Made:  # (served as module:Made, uvicorn makes one: a factory)
+        async def __call__(self, scope: object, receive: object, send: object) -> None: ...
+
+    class Awaited:
+        def __init__(self, scope: object, receive: object, send: object) -> None: ...
+
+        def __await__(self) -> Generator[None, None, None]:
+            yield
+
+    def factory() -> Starlette:
+        return Starlette()
+
+    class Sync:
+        def __call__(self, scope: object, receive: object, send: object) -> None: ...
+
+    starlette = Starlette()
+    django = object.__new__(ASGIHandler)  # (its __init__ needs Django's settings; its shape does not)
+    apps = (starlette, FastAPI(), CORSMiddleware(starlette), django, app, Asgi3(), Asgi2, Made, Awaited, factory)
+    for served in apps:
+        assert not_asgi(served) is None, served
+    for bad, said in [
+        (json.loads, "a function that is not async"),
+        (plain, "a function that is not async"),
+        (two, "an async function that does not take (scope, receive, send)"),
+        (functools.partial(app, None), "a partial of an async function, which uvicorn calls with the scope alone"),
+        (Asgi3().__call__, "a bound method of an async function, which uvicorn calls with the scope alone"),
+        (Asgi2(None), "an object (Asgi2) whose async __call__ does not take (scope, receive, send)"),
+        (Sync(), "an object (Sync) whose __call__ is not async"),
+        (len, "a function that is not async"),
+        (json.JSONDecodeError, "a class that is not made with (scope) alone"),
+    ]:
+        problem = not_asgi(bad)
+        assert problem is not None and problem.startswith(said), (bad, problem)
 
 
 async def test_a_preflight_without_an_origin_is_refused_in_words(server: LadderServer) -> None:
