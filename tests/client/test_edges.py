@@ -153,6 +153,26 @@ async def test_a_new_session_renews_subscriptions_when_the_queue_is_full() -> No
     await client.close()
 
 
+def test_a_pair_given_alone_follows_the_signatures_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"One of a pair given alone moves the other's default" read the defaults from a copy of
+    them (``ORDERED_DEFAULTS``): a default changed in ``Client``'s signature only, a
+    ``backoff_base`` given alone above it was refused as contradicting a ``backoff_max``
+    nobody gave. The signature is the one source now."""
+    from ladder import Client  # noqa: PLC0415
+
+    defaults = Client.__init__.__kwdefaults__
+    assert defaults is not None
+    monkeypatch.setitem(defaults, "backoff_max", 8.0)  # (as if the default were changed there)
+    monkeypatch.setitem(defaults, "probe_delay", 4.0)
+    moved = Client("http://127.0.0.1:9", backoff_base=9.0)
+    assert (moved.backoff_base, moved.backoff_max) == (9.0, 9.0)
+    assert Client("http://127.0.0.1:9").backoff_max == 8.0
+    lowered = Client("http://127.0.0.1:9", probe_max_delay=3.0)
+    assert (lowered.probe_delay, lowered.probe_max_delay) == (3.0, 3.0)
+    with pytest.raises(ValueError, match=r"^backoff_base \(9 s\) must not exceed backoff_max \(8\.5 s\)$"):
+        Client("http://127.0.0.1:9", backoff_base=9.0, backoff_max=8.5)
+
+
 async def test_a_users_mistakes_with_the_client_get_errors_that_name_the_fix() -> None:
     """Each was taken without a word (``max_queue=0``, ``recent=-5``), read letter by letter
     (``transports="sse"``: "not ['s', 's', 'e']"), or raised a bare ``TimeoutError()``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -192,8 +193,9 @@ class Client(Calls):
         self.connect_timeout = connect_timeout
         times = {"backoff_base": backoff_base, "backoff_max": backoff_max}
         times |= {"probe_delay": probe_delay, "probe_max_delay": probe_max_delay}
-        backoff_base, backoff_max = ordered("backoff_base", "backoff_max", times)
-        probe_delay, probe_max_delay = ordered("probe_delay", "probe_max_delay", times)
+        defaults = {name: p.default for name, p in inspect.signature(Client.__init__).parameters.items()}
+        backoff_base, backoff_max = ordered("backoff_base", "backoff_max", times, defaults)
+        probe_delay, probe_max_delay = ordered("probe_delay", "probe_max_delay", times, defaults)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_attempts = max_attempts

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Final
 from urllib.parse import urlsplit
 
 from ..protocol.frames import MAX_TOKEN
@@ -79,23 +78,20 @@ def check_token_length(token: object) -> None:
         )
 
 
-ORDERED_DEFAULTS: Final = {
-    "backoff_base": 0.5, "backoff_max": 5.0, "probe_delay": 2.0, "probe_max_delay": 30.0,
-}
-"""Two pairs of times whose first may not exceed the second, and their defaults."""
-
-
-def ordered(low: str, high: str, values: Mapping[str, float]) -> tuple[float, float]:
+def ordered(
+    low: str, high: str, values: Mapping[str, float], defaults: Mapping[str, object]
+) -> tuple[float, float]:
     """A pair (``backoff_base``/``backoff_max``, ``probe_delay``/``probe_max_delay``) as it
     applies: the one of the two given follows the other when that one is its default (a
     ``backoff_max`` of 0.3 s lowers the base with it; a ``probe_delay`` of 60 s raises the cap);
-    both given and contradicting each other is a ``ValueError``."""
+    both given and contradicting each other is a ``ValueError``. ``defaults`` are the
+    ``Client`` signature's, read from it (a copy of them here could part from them)."""
     a, b = values[low], values[high]
     if a <= b:
         return a, b
-    if b == ORDERED_DEFAULTS[high]:
+    if b == defaults[high]:
         return a, a
-    if a == ORDERED_DEFAULTS[low]:
+    if a == defaults[low]:
         return b, b
     raise ValueError(f"{low} ({a:g} s) must not exceed {high} ({b:g} s)")
 

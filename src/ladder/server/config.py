@@ -143,20 +143,17 @@ _ABOVE_ZERO: Final = frozenset(
 """Limits for which 0 cannot work (every session, or every subscription, would be refused;
 for the rates, 0 means no limit)."""
 
-HUB_ABOVE_ZERO: Final = frozenset({"session_ttl", "heartbeat", "poll_timeout", "presence_ttl"})
-"""Hub timings for which 0 cannot work."""
+LEAST_TIMING: Final = 0.05
 
 HUB_TIMINGS: Final = {
-    "heartbeat": 3600.0,
-    "poll_timeout": 3600.0,
-    "presence_ttl": 86_400.0,
-    "session_ttl": 30 * 86_400.0,
+    "heartbeat": (LEAST_TIMING, 3600.0),
+    "poll_timeout": (LEAST_TIMING, 3600.0),
+    "presence_ttl": (LEAST_TIMING, 86_400.0),
+    "session_ttl": (LEAST_TIMING, 30 * 86_400.0),
 }
-"""The most seconds of each hub timing; the least is :data:`LEAST_TIMING`. A heartbeat of a
-millisecond was a ping storm, of 10**9 s dead connections never found; a poll held for days
-outlives every proxy on the way."""
-
-LEAST_TIMING: Final = 0.05
+"""The least and most seconds of each hub timing, one table for both ends (0 is below the
+least: a heartbeat of 0 pinged at every tick). A heartbeat of a millisecond was a ping storm, of 10**9 s dead
+connections never found; a poll held for days outlives every proxy on the way."""
 
 MAX_SSE_PADDING: Final = 64 * 1024
 """The most ``sse_padding`` bytes: proxies that hold back a response's start hold a few
@@ -218,13 +215,11 @@ def check_hub_settings(
         )
     for name, value in numbers.items():
         check_number(name, value, "int" if name in ("sse_padding", "gzip_min_size") else "float")
-        if name in HUB_ABOVE_ZERO and not value:
-            raise ConfigurationError(name, "0 cannot work", "pass a number of seconds above 0")
-        most = HUB_TIMINGS.get(name)
-        if most is not None and not LEAST_TIMING <= value <= most:
-            raise ConfigurationError(
-                name, f"{value!r} s is out of range", f"pass {LEAST_TIMING:g} to {most:.0f} seconds"
-            )
+        bounds = HUB_TIMINGS.get(name)
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            least, most = bounds
+            problem = "0 cannot work" if value == 0 else f"{value!r} s is out of range"
+            raise ConfigurationError(name, problem, f"pass {least:g} to {most:.0f} seconds")
     padding = numbers.get("sse_padding", 0)
     if padding > MAX_SSE_PADDING:
         raise ConfigurationError(
