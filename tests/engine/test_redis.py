@@ -255,6 +255,29 @@ async def test_redis_down_means_a_clear_error_fast_and_recovery_by_itself(
     assert pub.offset == 1 and (await next_pub(sink)).data == 3
 
 
+async def test_the_listener_is_back_as_soon_as_redis_answers_not_after_its_backoff(
+    redis_server: RedisServer, engine: tuple[RedisEngine, Sink]
+) -> None:
+    """A Redis down for a few seconds has grown the listener's backoff to 2.5-5 s; the
+    heartbeat hearing Redis again wakes it: the node is listening (and resyncing) within
+    moments of Redis's first answer, not seconds of undelivered publications later."""
+    node, _ = engine
+    await node.listen("x")
+    redis_server.stop()
+    async with asyncio.timeout(15):
+        while node._listener.reconnects < 7 or node._commands_ok:  # noqa: ASYNC110 - its backoff is now 5 s
+            await asyncio.sleep(0.02)
+    redis_server.start()
+    async with asyncio.timeout(5):
+        while not node._commands_ok:  # noqa: ASYNC110 - set by the engine's own heartbeat
+            await asyncio.sleep(0.01)
+    answered = time.perf_counter()
+    async with asyncio.timeout(5):
+        await node._listener.subscribed.wait()
+    waited = time.perf_counter() - answered
+    assert waited < 0.8, f"the listener came back {waited:.2f} s after Redis answered"
+
+
 async def test_a_listener_that_missed_messages_catches_up_from_history(
     engine: tuple[RedisEngine, Sink],
 ) -> None:

@@ -53,6 +53,9 @@ from .routing import RedisRouting
 log = logging.getLogger("ladder.redis")
 
 HEARTBEAT_EVERY: Final = 1.5
+RECHECK_EVERY: Final = 0.25
+"""Seconds between heartbeats while Redis does not answer: the first answer wakes the
+listener out of its backoff, so this is how long a node stays deaf after Redis is back."""
 
 
 def heartbeat_error(exc: Exception, where: str) -> str:
@@ -263,8 +266,9 @@ class RedisEngine(ComposedEngine):
                 self._commands_ok = False
             else:
                 self._commands_ok = True
+                self._listener.wake()  # (a no-op while it is listening)
             self._health()
-            await asyncio.sleep(HEARTBEAT_EVERY)
+            await asyncio.sleep(HEARTBEAT_EVERY if self._commands_ok else RECHECK_EVERY)
 
     def details(self) -> dict[str, Any]:
         """Which half is broken when unhealthy: the listener (``listening``) or the command

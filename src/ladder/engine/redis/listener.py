@@ -34,6 +34,9 @@ class PubSubListener(Protocol):
     """Set while ``ok``: this node hears its own messages."""
     reconnects: int
 
+    def wake(self) -> None:
+        """Redis answers commands again: stop waiting out a reconnect backoff."""
+
     async def subscribe(self, key: str) -> None: ...
 
     async def unsubscribe(self, key: str) -> None: ...
@@ -74,6 +77,14 @@ class Listener:
         self.subscribed = asyncio.Event()
         self.reconnects = 0
         self._client: aioredis.Redis | None = None
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Cut a reconnect backoff short (the heartbeat heard Redis answer again): the
+        backoff is for a Redis that is down, and every second waited after it is back is a
+        second of publications this node does not deliver (see docs/ops.md, "Persistence")."""
+        if not self.ok:
+            self._wake.set()
 
     async def subscribe(self, key: str) -> None:
         """Subscribe now if connected; otherwise the next connection does."""
@@ -108,7 +119,10 @@ class Listener:
             await self.close()
             if time.monotonic() - started > 10.0:
                 delay = 0.1  # it had been working: come back quickly
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
+                    await self._wake.wait()
             delay = min(delay * 2, 5.0)
 
     async def close(self) -> None:
