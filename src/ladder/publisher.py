@@ -14,6 +14,7 @@ refuses ``memory://`` at once rather than publish into the void.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import os
 import threading
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 
 from .engine import create_engine
 from .engine.base import ChannelOptions, Engine, Member, Position, Publication
+from .engine.urls import shown
 from .errors import ConfigurationError
 from .protocol.codec import Payload
 from .protocol.frames import check_channel
@@ -96,6 +98,8 @@ class Publisher:
         _health_words(self.engine)
         self.channel_rules = ChannelRules(channels, default_channel)
         self._started = False
+        self._opened = False
+        """``engine.start`` was called: there is something to stop, even if it never ended."""
         self._lock: asyncio.Lock | None = None
 
     async def start(self) -> None:
@@ -106,13 +110,16 @@ class Publisher:
             self._lock = asyncio.Lock()
         async with self._lock:
             if not self._started:
+                if self._opened:  # a start cut short (a caller's timeout): its tasks end first
+                    await self.engine.stop()
+                self._opened = True
                 await self.engine.start(_Deaf())
                 self._started = True
 
     async def stop(self) -> None:
-        """Disconnect the engine."""
-        if self._started:
-            self._started = False
+        """Disconnect the engine (also one whose start was cut short)."""
+        if self._opened:
+            self._started = self._opened = False
             await self.engine.stop()
 
     async def publish(self, channel: str, data: Any) -> Publication:
@@ -190,7 +197,16 @@ class BlockingPublisher:
                 if self._pid != os.getpid():
                     self._start()
         future = asyncio.run_coroutine_threadsafe(self._publisher.publish(channel, data), self._loop)
-        return future.result(self.timeout)
+        try:
+            return future.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # (not left running behind a caller that moved on)
+            engine = shown(self._engine) if isinstance(self._engine, str) else type(self._engine).__name__
+            raise TimeoutError(
+                f"publishing to {channel!r} got no answer from {engine} within {self.timeout:g} s "
+                "(BlockingPublisher(timeout=)); it may or may not have been stored: retry it where a "
+                "duplicate is harmless, as a task queue's retry does"
+            ) from None
 
     def close(self) -> None:
         """Disconnect and end the background thread. Idempotent."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import multiprocessing
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -60,6 +61,24 @@ def test_an_unreachable_redis_is_engine_unavailable_not_a_hang(caplog: pytest.Lo
 
     with pytest.raises(LadderError, match="engine_unavailable"):
         asyncio.run(publish())
+
+
+def test_a_publish_that_gets_no_answer_in_time_says_what_where_and_how_long() -> None:
+    """A Redis that accepts and never answers: ``TimeoutError`` after ``timeout``, whose
+    message a task queue's log shows (it was empty: "TimeoutError" and nothing else); and
+    closing the publisher ends the engine whose start the timeout cut short (its tasks were
+    left behind, destroyed pending when the loop closed)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the kernel's backlog; nothing is read
+        url = f"redis://:secret@127.0.0.1:{silent.getsockname()[1]}/0"
+        with BlockingPublisher(url, timeout=0.5) as publisher, pytest.raises(TimeoutError) as caught:
+            publisher.publish("jobs:7", 1)
+        engine = publisher._publisher.engine
+        assert not engine._tasks, "the engine's tasks (listener, heartbeat...) were ended"  # type: ignore[attr-defined]
+    said = str(caught.value)
+    assert "'jobs:7'" in said and "0.5 s" in said and "127.0.0.1" in said, said
+    assert "secret" not in said, "the password is not shown"
 
 
 def test_data_no_encoding_can_carry_raises_type_error_as_hub_publish_does() -> None:

@@ -264,6 +264,27 @@ async def test_a_post_naming_no_session_answers_for_its_credentials() -> None:
             assert health["sessions"] == 0
 
 
+@pytest.mark.parametrize("driver", [(), ("--asgi-ws",)], ids=["native", "asgi"])
+async def test_a_broken_authenticate_hook_is_internal_on_both_websocket_drivers(driver: tuple[str, ...]) -> None:
+    """A hook returning 42 is the app's bug: the client hears ``internal`` in an ``err`` frame
+    and a 1011 close, as HTTP's 500 says it (through ASGI the connection was dropped with no
+    close frame at all, 1006, which every client takes for a network failure and retries),
+    and the server keeps serving everyone else."""
+    with LadderServer({"require_token": True}, args=driver) as server:
+        ws = await websockets.connect(server.url.replace("http", "ws") + "/ws")
+        await ws.send('{"t":"hello","v":1,"tok":"hook-bug"}')
+        err = orjson.loads(await ws.recv())
+        assert (err["t"], err["code"]) == ("err", "internal")
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        assert closed.value.rcvd.reason.startswith("internal"), closed.value.rcvd
+        ws = await websockets.connect(server.url.replace("http", "ws") + "/ws")
+        await ws.send('{"t":"hello","v":1,"tok":"user:ada"}')
+        assert orjson.loads(await ws.recv())["t"] == "welcome"
+        await ws.close()
+
+
 async def test_a_healthy_client_is_unaffected_by_abuse_on_every_rung(server: LadderServer) -> None:
     async with Client(server.url, transports=["websocket"]) as healthy:
         sub = healthy.subscribe("feed:healthy")

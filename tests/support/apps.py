@@ -33,8 +33,11 @@ def _config() -> dict[str, Any]:
 
 
 def _token_check(request: AuthRequest) -> Identity | None:
-    """With ``require_token``, the token ``user:<name>`` authenticates as <name>."""
+    """With ``require_token``, the token ``user:<name>`` authenticates as <name>; the token
+    ``hook-bug`` makes the hook return what no hook may (a bug of the app's: ``internal``)."""
     token = request.token or ""
+    if token == "hook-bug":
+        return 42  # type: ignore[return-value]
     return Identity(user=token[5:], info={"nick": token[5:]}) if token.startswith("user:") else None
 
 

@@ -89,7 +89,13 @@ async def open_link(
     hello = frames[0]
     gateway.admit(request.address)
     auth = request.auth_request(hello.token, "websocket")
-    link = await gateway.open(hello, auth, "websocket", streaming=True, wake=wake)
+    try:
+        link = await gateway.open(hello, auth, "websocket", streaming=True, wake=wake)
+    except LadderError:
+        raise
+    except Exception:  # a bug (an authenticate hook's, say): logged, and refused as HTTP's 500 is
+        log.exception("opening a websocket session failed")
+        raise LadderError("internal") from None
     return link, frames[1:]
 
 
