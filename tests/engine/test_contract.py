@@ -179,6 +179,21 @@ async def test_history_older_than_its_ttl_does_not_count(make: Make) -> None:
     assert (await engine.history("ttl", since=None, limit=10, options=short)).publications == []
 
 
+async def test_a_history_ttl_shorter_than_anything_keeps_nothing_and_publishes_everything(make: Make) -> None:
+    """A publication is delivered live whatever its history keeps; offsets stay consecutive."""
+    engine, sink = await make()
+    tiny = ChannelOptions(history_size=10, history_ttl=1e-9)
+    await engine.listen("tiny")
+    offsets = [(await engine.publish("tiny", Payload.of(n), tiny)).offset for n in range(3)]
+    assert offsets == [1, 2, 3]
+    assert [(p.offset, p.data) for p in [await next_pub(sink) for _ in range(3)]] == [(1, 0), (2, 1), (3, 2)]
+    await asyncio.sleep(0.01)  # (older than 1e-9 s by any clock's resolution)
+    position = await engine.position("tiny")
+    assert (await engine.history("tiny", since=None, limit=10, options=tiny)).publications == []
+    missed = await engine.history("tiny", since=Position(position.epoch, 1), limit=10, options=tiny)
+    assert not missed.complete and position.offset == 3
+
+
 async def test_a_channel_without_history_recovers_nothing_missed(make: Make) -> None:
     engine, _ = await make()
     none = ChannelOptions(history_size=0)
