@@ -230,6 +230,29 @@ async def test_redis_down_means_a_clear_error_fast_and_recovery_by_itself(
     assert pub.offset == 1 and (await next_pub(sink)).data == 3
 
 
+async def test_after_a_flush_a_node_resyncs_its_subscribers_at_the_new_epochs_first_publication(
+    engine: tuple[RedisEngine, Sink],
+) -> None:
+    """What docs/ops.md ("Persistence") says, against a restart (above: a resync at offset 0
+    once the link is back): a flush leaves the link up, so the node learns of the new epoch
+    from its first publication and resyncs at its offset, instead of delivering it."""
+    node, sink = engine
+    await node.listen("f")
+    first = await node.publish("f", Payload.of(1), OPTIONS)
+    await next_pub(sink)
+    await node.redis.flushall()
+    assert sink.resets.empty() and sink.pubs.empty(), "nothing is heard before a publication"
+    pub = await node.publish("f", Payload.of(2), OPTIONS)
+    assert pub.epoch != first.epoch and pub.offset == 1
+    async with asyncio.timeout(5):
+        channel, position = await sink.resets.get()
+    assert (channel, position) == ("f", Position(pub.epoch, 1))
+    assert sink.pubs.empty(), "the publication the resync stands for is not delivered too"
+    await node.publish("f", Payload.of(3), OPTIONS)
+    later = await next_pub(sink)
+    assert (later.offset, later.data) == (2, 3), "later ones arrive as usual"
+
+
 async def test_a_listener_that_missed_messages_catches_up_from_history(
     engine: tuple[RedisEngine, Sink],
 ) -> None:

@@ -82,7 +82,13 @@ class RedisEngine(ComposedEngine):
         prefix: Prefix of every key and pub/sub channel (several deployments can share a Redis).
         connect_timeout: Seconds to open a connection to Redis.
         command_timeout: Seconds a command may take before the engine counts Redis as unreachable.
-        meta_ttl: Seconds a channel's epoch and offset are kept after its last use.
+        meta_ttl: Seconds a channel's epoch and offset are kept after its last publication
+            or read (default 24 h; after a publication, its ``history_ttl`` if longer),
+            whether or not it has subscribers: after that it starts a new epoch, so a client
+            back from before recovers nothing (``rec`` false), and subscribers of a channel
+            quiet that long get ``resync`` at its next publication. The memory engine drops
+            them 1 h after a channel's last use (``MemoryEngine(idle_ttl=)``), and never
+            while it has subscribers, history or members.
         node_id: This process's id among the nodes (None: random).
         max_connections: Connections to Redis this process may open at once.
         pool_timeout: Seconds a command waits for a free connection when all are busy.
