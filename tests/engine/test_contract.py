@@ -74,7 +74,8 @@ async def test_a_channel_idle_past_its_lifetime_starts_a_new_epoch(make: Make) -
 
 async def test_a_listening_node_never_gets_a_new_epoch_unannounced(make: Make) -> None:
     """A listened channel left idle past its lifetime either keeps its stream, or the node is
-    told the stream started anew (a reset) instead of being handed its publications."""
+    told the stream started anew (a reset) instead of being handed its publications. As
+    docs/ops.md says: the memory engine keeps a listened channel's, Redis does not."""
     engine, sink = await make(idle_ttl=1.0)
     no_history = ChannelOptions(history_size=0, history_ttl=1)
     await engine.listen("quiet")
@@ -87,6 +88,7 @@ async def test_a_listening_node_never_gets_a_new_epoch_unannounced(make: Make) -
     for task in pending:
         task.cancel()
     assert done, "the publication was neither delivered nor announced as a new stream"
+    assert (pub in done) == (make.kind == "memory"), "memory: kept while listened; Redis: meta_ttl"
     if pub in done:
         assert (pub.result().epoch, pub.result().offset) == (first.epoch, 2), "same stream, next offset"
     else:
@@ -177,6 +179,21 @@ async def test_history_older_than_its_ttl_does_not_count(make: Make) -> None:
     late = await engine.history("ttl", since=Position(position.epoch, 0), limit=10, options=short)
     assert not late.complete and late.publications == []
     assert (await engine.history("ttl", since=None, limit=10, options=short)).publications == []
+
+
+async def test_a_history_ttl_shorter_than_anything_keeps_nothing_and_publishes_everything(make: Make) -> None:
+    """A publication is delivered live whatever its history keeps; offsets stay consecutive."""
+    engine, sink = await make()
+    tiny = ChannelOptions(history_size=10, history_ttl=1e-9)
+    await engine.listen("tiny")
+    offsets = [(await engine.publish("tiny", Payload.of(n), tiny)).offset for n in range(3)]
+    assert offsets == [1, 2, 3]
+    assert [(p.offset, p.data) for p in [await next_pub(sink) for _ in range(3)]] == [(1, 0), (2, 1), (3, 2)]
+    await asyncio.sleep(0.01)  # (older than 1e-9 s by any clock's resolution)
+    position = await engine.position("tiny")
+    assert (await engine.history("tiny", since=None, limit=10, options=tiny)).publications == []
+    missed = await engine.history("tiny", since=Position(position.epoch, 1), limit=10, options=tiny)
+    assert not missed.complete and position.offset == 3
 
 
 async def test_a_channel_without_history_recovers_nothing_missed(make: Make) -> None:

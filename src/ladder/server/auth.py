@@ -14,6 +14,7 @@ to channels whose options say ``client_publish=True``.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from ..engine.base import ChannelOptions
 from ..protocol.codec import Payload
 from ..protocol.errors import LadderError
 from ..protocol.frames import MAX_TOKEN
+
+log = logging.getLogger("ladder")
 
 Action: TypeAlias = Literal["subscribe", "publish", "presence", "history"]
 
@@ -61,6 +64,10 @@ class AuthRequest:
 AuthResult: TypeAlias = Identity | str | None
 Authenticate: TypeAlias = Callable[[AuthRequest], AuthResult | Awaitable[AuthResult]]
 Permissions: TypeAlias = Callable[[Identity, Action, str, ChannelOptions], bool | Awaitable[bool]]
+"""``permissions(identity, action, channel, options)``, sync or async: ``True`` allows,
+``False`` refuses with ``forbidden``, a raised ``LadderError`` refuses with its own code.
+Anything else raised or returned (``"yes"``, ``None``, ``1``) is answered ``internal`` and
+logged at ERROR, naming the hook, the action and the channel."""
 
 
 def parse_cookies(header: str | None) -> dict[str, str]:
@@ -130,12 +137,12 @@ async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> I
     )
 
 
-def _named(hook: Authenticate) -> str:
+def _named(hook: Callable[..., Any], kind: str = "authenticate") -> str:
     """``the authenticate hook myapp.authenticate``: which function the log's error is about."""
     function = getattr(hook, "__func__", hook)  # (a bound method: its function's names)
     name = getattr(function, "__qualname__", None) or type(hook).__qualname__
     module = getattr(function, "__module__", None) or type(hook).__module__
-    return f"the authenticate hook {module}.{name}"
+    return f"the {kind} hook {module}.{name}"
 
 
 def _check_identity(hook: Authenticate, identity: Identity) -> None:
@@ -158,15 +165,45 @@ def _check_identity(hook: Authenticate, identity: Identity) -> None:
 def default_permissions(identity: Identity, action: Action, channel: str, options: ChannelOptions) -> bool:
     """Anyone may subscribe, read history and presence; clients publish only where allowed."""
     if action == "publish":
-        return options.client_publish
+        return bool(options.client_publish)
     return True
 
 
 async def check_permission(
     hook: Permissions, identity: Identity, action: Action, channel: str, options: ChannelOptions
 ) -> None:
-    allowed = hook(identity, action, channel, options)
-    if inspect.isawaitable(allowed):
-        allowed = await allowed
-    if not allowed:
+    """Ask the hook: True allows, False refuses (``forbidden``), a ``LadderError`` it raises
+    refuses with its own code. Anything else it raises or returns is a bug in the app, not
+    the client's nor an event handler's: logged at ERROR naming the hook, the action and the
+    channel (with the traceback, or what it returned), and answered ``internal``."""
+    try:
+        allowed = hook(identity, action, channel, options)
+        if inspect.isawaitable(allowed):
+            allowed = await allowed
+    except LadderError:
+        raise
+    except Exception as exc:
+        log.error(
+            "%s failed for %s on %r; answered internal",
+            _named(hook, "permissions"),
+            action,
+            channel,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        why = f"the permissions hook failed for {action} (see the server log)"
+        raise LadderError("internal", why) from exc
+    if allowed is True:
+        return
+    if allowed is False:
         raise LadderError("forbidden", f"{action} on {channel!r} is not allowed")
+    returned = type(allowed).__name__
+    log.error(
+        "%s returned %s %.80r for %s on %r: return True to allow or False to refuse; answered internal",
+        _named(hook, "permissions"),
+        returned,
+        allowed,
+        action,
+        channel,
+    )
+    why = f"the permissions hook returned {returned} for {action}, not True or False (see the server log)"
+    raise LadderError("internal", why)

@@ -47,8 +47,14 @@ class Ladder:
             the traceback, naming the hook and the type it returned. The server puts no time
             limit on the hook: bound its own calls (a user database, an identity provider).
         permissions: ``(identity, action, channel, options) -> bool`` (sync or async) for
-            ``subscribe``, ``publish``, ``presence`` and ``history``. None: anyone may
-            subscribe and read; clients publish only where ``client_publish`` is on.
+            ``subscribe``, ``publish``, ``presence`` and ``history``: ``True`` allows,
+            ``False`` refuses (``forbidden``), and a ``LadderError`` it raises refuses with
+            that code and reason. None: anyone may subscribe and read; clients publish only
+            where ``client_publish`` is on. Any other exception, or an answer that is not a
+            bool (``"yes"``, ``None``, ``1``), is a bug in the app: the client gets
+            ``internal`` ("the permissions hook failed for publish", or "returned str for
+            publish, not True or False") and the log has a line at ERROR naming the hook,
+            the action and the channel, with the traceback or what it returned.
         channels: Channel options by glob pattern, ``{"room:*": ChannelOptions(...)}``; the
             first matching pattern wins.
         default_channel: Options of channels no pattern matches (None: ``ChannelOptions()``).

@@ -29,7 +29,10 @@ class MemoryEngine(ComposedEngine):
 
     Args:
         idle_ttl: Seconds a channel with no subscribers, no history and no members keeps its
-            epoch and offset (a channel used again after that starts a new epoch).
+            epoch and offset after its last use (default 1 h); a channel used again after
+            that starts a new epoch, so a client back from before recovers nothing
+            (``rec`` false) even if nothing was published meanwhile. The Redis engine keeps
+            them 24 h instead (its ``meta_ttl``), subscribers or not.
         clock: The monotonic clock (tests pass a fake one).
         sweep_every: Seconds between sweeps of expired presence members (their ``leave`` is
             announced then), aged history and idle channels.

@@ -36,6 +36,8 @@ class _Channel:
         self.last_used = now
 
     def trim(self, now: float, size: int, ttl: float) -> None:
+        """Drop what is past ``size`` or ``ttl`` old; it may drop everything (a ``ttl`` of 0
+        takes a publication out as it goes in: it is still delivered live)."""
         history = self.history
         while len(history) > size:
             history.popleft()
@@ -123,9 +125,11 @@ class MemoryChannels:
         pub = Publication(channel, state.offset, state.epoch, payload, now)
         if options.history_size > 0:
             self._options[channel] = options
-            state.history.append((pub.offset, now, payload.json, payload.msgpack))
+            history = state.history
+            history.append((pub.offset, now, payload.json, payload.msgpack))
             state.trim(now, options.history_size, options.history_ttl)
-            self._schedule.at(channel, state.history[0][1] + options.history_ttl)
+            if history:  # (else the channel is on the schedule already, since it was made)
+                self._schedule.at(channel, history[0][1] + options.history_ttl)
         sink = self._sink()
         if sink is not None and channel in self.listening:
             sink.on_publication(pub)

@@ -50,13 +50,14 @@ class RedisAppliedRecords:
                 pipe.pexpire(key, max(1, int(ttl * 1000)))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise unavailable(exc) from exc
+            raise unavailable(exc, [key]) from exc
 
     async def applied_record(self, sid: str, token: str) -> AppliedRecord | None:
+        key = self._link.k("a", sid)
         try:
-            raw: dict[bytes, bytes] = await self._link.redis.hgetall(self._link.k("a", sid))  # type: ignore[assignment]
+            raw: dict[bytes, bytes] = await self._link.redis.hgetall(key)  # type: ignore[assignment]
         except (RedisError, OSError) as exc:
-            raise unavailable(exc) from exc
+            raise unavailable(exc, [key]) from exc
         digest = raw.get(b"t")
         if digest is None or not hmac.compare_digest(bytes(digest), token_digest(token)):
             return None

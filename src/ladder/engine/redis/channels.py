@@ -264,7 +264,7 @@ class RedisChannels:
         try:
             epoch, offset = await self._publish(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            raise unavailable(exc) from exc
+            raise unavailable(exc, keys) from exc
         return Publication(channel, int(offset), epoch.decode(), payload, now)
 
     async def publish_many(
@@ -280,11 +280,11 @@ class RedisChannels:
         else:  # (a cluster: one call after the other)
             answers = [await outcome(script(keys=keys, args=args)) for keys, args in calls]
         outcomes: list[Publication | LadderError] = []
-        for (channel, payload, _), answer in zip(items, answers, strict=True):
+        for (channel, payload, _), (keys, _), answer in zip(items, calls, answers, strict=True):
             if isinstance(answer, LadderError):  # (refused for itself: the others still count)
                 outcomes.append(answer)
             elif isinstance(answer, (RedisError, OSError)):
-                outcomes.append(unavailable(answer))
+                outcomes.append(unavailable(answer, keys))
             elif isinstance(answer, BaseException):
                 raise answer
             else:
@@ -340,7 +340,7 @@ class RedisChannels:
         try:
             return await self._read_position(channel)
         except (RedisError, OSError) as exc:
-            raise unavailable(exc) from exc
+            raise unavailable(exc, [self._link.k("m", channel), self._link.k("s", channel)]) from exc
 
     async def history(
         self, channel: str, *, since: Position | None, limit: int, options: ChannelOptions
@@ -357,6 +357,6 @@ class RedisChannels:
                 return want
             raw = await redis.xrange(stream, f"0-{want.first}", f"0-{want.last}")
         except (RedisError, OSError) as exc:
-            raise unavailable(exc) from exc
+            raise unavailable(exc, [self._link.k("m", channel), stream]) from exc
         held = [self._entry(channel, position.epoch, e) for e in _entries(raw)]
         return recovery.recovered(want, position, held, oldest=time.time() - options.history_ttl)

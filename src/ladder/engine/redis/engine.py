@@ -9,7 +9,9 @@ Layout in Redis (``prefix`` defaults to ``ladder``):
                                       ``t`` (time) and ``d`` (msgpack data); capped at the
                                       channel's ``history_size``, expires after
                                       ``history_ttl`` without publications
-``{p}:p:{channel}``, ``…:t``          hash of presence members and zset of their expiry
+``{p}:pm:{channel}``                  hash: presence members (client id -> msgpack)
+``{p}:pe:{channel}``                  zset: presence members by expiry
+``{p}:d:presence``                    zset: channels with members, by earliest expiry
 ``{p}:c:{channel}``                   pub/sub: live publications and presence changes
 ``{p}:n:{node}``                      pub/sub: messages for one node (session routing); a
                                       node is alive while it is subscribed there, or
@@ -21,6 +23,10 @@ Layout in Redis (``prefix`` defaults to ``ladder``):
                                       carried keys); expires ``ttl`` after its last write
 ``{p}:moved:{sid}``                   where a session went when a node handed it over
 ====================================  ===================================================
+
+Every per-channel key is ``{p}:{kind}:{channel}``: a kind never follows the user-chosen
+name, so no two channels share a key (a suffix did: channel ``x:t``'s presence hash was
+channel ``x``'s presence sorted set).
 
 Each concern is a part in its own module (``channels``, ``presence``, ``routing``,
 ``applied``) over one :class:`~.link.RedisLink`; this module adds the lifecycle: the
@@ -79,7 +85,13 @@ class RedisEngine(ComposedEngine):
         prefix: Prefix of every key and pub/sub channel (several deployments can share a Redis).
         connect_timeout: Seconds to open a connection to Redis.
         command_timeout: Seconds a command may take before the engine counts Redis as unreachable.
-        meta_ttl: Seconds a channel's epoch and offset are kept after its last use.
+        meta_ttl: Seconds a channel's epoch and offset are kept after its last publication
+            or read (default 24 h; after a publication, its ``history_ttl`` if longer),
+            whether or not it has subscribers: after that it starts a new epoch, so a client
+            back from before recovers nothing (``rec`` false), and subscribers of a channel
+            quiet that long get ``resync`` at its next publication. The memory engine drops
+            them 1 h after a channel's last use (``MemoryEngine(idle_ttl=)``), and never
+            while it has subscribers, history or members.
         node_id: This process's id among the nodes (None: random).
         max_connections: Connections to Redis this process may open at once.
         pool_timeout: Seconds a command waits for a free connection when all are busy.

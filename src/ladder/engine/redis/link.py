@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Sequence
+from typing import Final
+
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
@@ -13,19 +18,46 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ...protocol.errors import LadderError
 from ..base import EngineSink
 
+log = logging.getLogger("ladder.redis")
 
-def unavailable(exc: BaseException) -> LadderError:
+
+def unavailable(exc: BaseException, keys: Sequence[str] = ()) -> LadderError:
     """The error every engine call raises while Redis cannot be reached, or refuses what it
-    was asked (a full Redis under ``noeviction``: the reason names the fix)."""
-    said = _printable(str(exc))
+    was asked (a full Redis under ``noeviction``: the reason names the fix).
+
+    A key holding another type of value (``WRONGTYPE``: something else wrote under the
+    prefix, or a bug) is no outage, and no retry helps: it is logged with ``keys`` and
+    Redis's words, and answered ``internal``. A reason never carries where in a script
+    Redis failed (its SHA and line), which the log keeps."""
+    whole = str(exc)
+    plain = _SCRIPT_WHERE.sub("", whole).strip()
+    said = _printable(plain)
     if isinstance(exc, OutOfMemoryError):
         return LadderError(
             "engine_unavailable",
             f"Redis is full and refuses writes (raise its maxmemory, or give it more memory): {said}",
         )
     if isinstance(exc, ResponseError):
+        if plain.startswith("WRONGTYPE"):
+            log.error(
+                "Redis holds another type of value under one of %s (written by another program "
+                "under this prefix, or a bug); answered internal: %s",
+                ", ".join(keys) or "this command's keys",
+                _printable(whole),
+            )
+            why = "Redis holds another type of value under a key this needs (see the server log)"
+            return LadderError("internal", why)
+        if plain != whole:  # (a script's error: where it failed goes to the log only)
+            log.warning("Redis refused a script on %s: %s", ", ".join(keys) or "its keys", _printable(whole))
         return LadderError("engine_unavailable", f"Redis refused the command ({type(exc).__name__}: {said})")
     return LadderError("engine_unavailable", f"Redis is unreachable ({type(exc).__name__}: {said})")
+
+
+_SCRIPT_WHERE: Final = re.compile(
+    r"Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: |"
+    r"\s*script: [0-9a-f]{40}, on @user_script:\d+\.?"
+)
+"""Where in a Lua script Redis failed, as its errors say it (Redis 7, and 6 before it)."""
 
 
 def _printable(text: str, most: int = 300) -> str:

@@ -1,5 +1,9 @@
 """Presence in Redis: a hash of members and a sorted set of their expiry, per channel.
 
+Their keys are ``{prefix}:pm:{channel}`` and ``{prefix}:pe:{channel}``: the kind before the
+name, as every per-channel key, never a suffix after it (a suffix made channel ``x:t``'s
+hash the key of channel ``x``'s sorted set: ``WRONGTYPE`` for both).
+
 ``join`` and ``leave`` travel on the channel's pub/sub key (``J``/``L`` + msgpack member).
 A member whose node died is not refreshed: a sweep removes it once its time ran out and
 announces its ``leave`` exactly once (whichever node sweeps first, in one atomic script per
@@ -107,10 +111,6 @@ class RedisPresence:
         self.sweep_every = sweep_every
         self.due_key = link.k("d", "presence")
         """The sorted set of channels with members, by earliest expiry (not in a cluster)."""
-        self.heard: set[str] = set()
-        """Channels this node heard a ``join`` in since its last sweep: made due in the due
-        set if they are not in it, so that a member added by a node that does not keep the
-        set (an older version, during an upgrade) is swept too."""
         self.looks = Schedule()
         """In a cluster: when this node next sweeps each channel it saw members in."""
 
@@ -122,10 +122,12 @@ class RedisPresence:
         self._remove = redis.register_script(_REMOVE)
 
     def _keys(self, channel: str) -> list[str]:
-        key = self._link.k("p", channel)
-        if self._link.pipelined_scripts:
-            return [key, key + ":t", self.due_key]
-        return [key, key + ":t"]
+        """The members hash, the expiry sorted set and (not in a cluster) the due set."""
+        link = self._link
+        keys = [link.k("pm", channel), link.k("pe", channel)]
+        if link.pipelined_scripts:
+            keys.append(self.due_key)
+        return keys
 
     def _args(self, now: float, channel: str) -> list[Any]:
         return [now, self._link.k("c", channel), channel]
@@ -134,11 +136,8 @@ class RedisPresence:
         """A ``J`` or ``L`` message from pub/sub."""
         sink = self._link.sink
         client, user, info = msgpack.unpackb(data[1:], raw=False)
-        if data[:1] == b"J":
-            if self._link.pipelined_scripts:
-                self.heard.add(channel)
-            else:  # its expiry is not in the message: the next sweep looks
-                self.looks.at(channel, time.time())
+        if data[:1] == b"J" and not self._link.pipelined_scripts:
+            self.looks.at(channel, time.time())  # its expiry is not in the message: look next sweep
         if sink is not None:
             sink.on_presence(channel, "join" if data[:1] == b"J" else "leave", Member(client, user, info))
 
@@ -158,13 +157,6 @@ class RedisPresence:
                     self.looks.at(channel, float(expires))
             return
         redis = self._link.redis
-        if self.heard:
-            heard, self.heard = self.heard, set()
-            try:
-                await redis.zadd(self.due_key, dict.fromkeys(heard, now), nx=True)
-            except BaseException:
-                self.heard |= heard
-                raise
         # Each channel swept leaves the due range (scored later, or dropped), so this ends;
         # the bound is for a clock gone wrong.
         for _ in range(1000):
@@ -220,7 +212,7 @@ class RedisPresence:
             if added:
                 await self._link.publish(self._link.k("c", channel), b"J" + packed)
         except (RedisError, OSError) as exc:
-            raise unavailable(exc) from exc
+            raise unavailable(exc, self._keys(channel)[:2]) from exc
 
     async def presence_remove(self, channel: str, member: Member) -> None:
         try:
@@ -236,5 +228,5 @@ class RedisPresence:
             await self._sweep(keys=keys, args=self._args(time.time(), channel))
             values: dict[bytes, bytes] = await self._link.redis.hgetall(keys[0])  # type: ignore[assignment]
         except (RedisError, OSError) as exc:
-            raise unavailable(exc) from exc
+            raise unavailable(exc, keys[:2]) from exc
         return [Member(*msgpack.unpackb(packed, raw=False)) for packed in values.values()]

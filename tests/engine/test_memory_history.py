@@ -1,0 +1,56 @@
+"""The memory engine's history trimming, whatever a channel's ``history_ttl``."""
+
+from __future__ import annotations
+
+from ladder.engine.base import ChannelOptions, Member, Position, Publication
+from ladder.engine.memory import MemoryEngine
+from ladder.protocol.codec import Payload
+from tests.server.harness import Clock
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.pubs: list[Publication] = []
+
+    def on_publication(self, pub: Publication) -> None:
+        self.pubs.append(pub)
+
+    def on_presence(self, channel: str, kind: str, member: Member) -> None:
+        pass
+
+    def on_reset(self, channel: str, position: Position) -> None:
+        pass
+
+    def on_node_message(self, message: bytes) -> None:
+        pass
+
+    def on_route_lost(self) -> None:
+        pass
+
+
+async def test_a_history_ttl_that_trims_a_publication_as_it_goes_in_still_publishes_it() -> None:
+    """With ``history_ttl`` 0 the entry just appended was trimmed, then read back
+    (``IndexError``) after its offset was taken: every publish failed and used up an offset.
+    The engine takes any ttl (what ChannelOptions lets through is ChannelOptions's to say)."""
+    clock = Clock()
+    engine, sink = MemoryEngine(clock=clock, sweep_every=5.0), Sink()
+    await engine.start(sink)
+    try:
+        options = ChannelOptions(history_size=10)
+        object.__setattr__(options, "history_ttl", 0.0)  # (whether or not ChannelOptions takes it)
+        await engine.listen("t0")
+        offsets = [(await engine.publish("t0", Payload.of(n), options)).offset for n in range(3)]
+        assert offsets == [1, 2, 3]
+        assert [(p.offset, p.data) for p in sink.pubs] == [(1, 0), (2, 1), (3, 2)], "delivered live"
+        epoch = (await engine.position("t0")).epoch
+        assert (await engine.history("t0", since=None, limit=10, options=options)).publications == []
+        missed = await engine.history("t0", since=Position(epoch, 0), limit=10, options=options)
+        assert not missed.complete and missed.position == Position(epoch, 3)
+        clock.now += 3600.0
+        engine.sweep(clock.now)  # (an emptied history leaves the channel to the idle rule)
+        await engine.unlisten("t0")
+        clock.now += 3600.0
+        engine.sweep(clock.now)
+        assert (await engine.position("t0")).epoch != epoch, "forgotten once idle"
+    finally:
+        await engine.stop()
