@@ -285,6 +285,21 @@ async def test_a_broken_authenticate_hook_is_internal_on_both_websocket_drivers(
         await ws.close()
 
 
+async def test_a_refresh_the_authenticate_hook_fails_on_is_internal_and_the_session_goes_on() -> None:
+    """No event handler is involved: it was answered ``handler_error`` "the event handler failed"."""
+    with LadderServer({"require_token": True}) as server:
+        ws = await websockets.connect(server.url.replace("http", "ws") + "/ws")
+        await ws.send('{"t":"hello","v":1,"tok":"user:ada"}')
+        assert orjson.loads(await ws.recv())["t"] == "welcome"
+        await ws.send('{"t":"refresh","i":1,"tok":"hook-bug"}')
+        err = (await next_frames(ws))[0]
+        assert (err["t"], err["code"], err["re"]) == ("err", "internal", 1), err
+        assert "authenticate hook" in err["reason"]
+        await ws.send('{"t":"call","i":2,"ev":"echo","d":"still here"}')
+        assert (await next_frames(ws))[0]["d"]["data"] == "still here", "the session stayed up"
+        await ws.close()
+
+
 async def test_a_healthy_client_is_unaffected_by_abuse_on_every_rung(server: LadderServer) -> None:
     async with Client(server.url, transports=["websocket"]) as healthy:
         sub = healthy.subscribe("feed:healthy")

@@ -27,16 +27,39 @@ REQUEST = AuthRequest(headers={}, cookies={}, token="t", client=None, transport=
         ),
     ],
 )
-async def test_a_hooks_mistake_is_raised_as_its_bug_naming_the_hook(answer: Any, said: str) -> None:
-    """The error (logged with its traceback) names the app's function, so that the log says
-    which hook to fix and with what it answered."""
+async def test_a_hooks_mistake_is_internal_and_its_log_names_the_hook(
+    answer: Any, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client hears ``internal`` (not its credentials' fault); the log says which hook to
+    fix and with what it answered."""
 
     async def sign_in(request: AuthRequest) -> Any:
         return answer
 
     name = re.escape(f"{__name__}.{sign_in.__qualname__}")
-    with pytest.raises(TypeError, match=rf"^the authenticate hook {name} {said}"):
+    with pytest.raises(LadderError) as refused:
         await run_authenticate(sign_in, REQUEST)
+    assert refused.value.code == "internal" and "authenticate hook" in refused.value.reason
+    logged = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 1 and re.match(rf"^the authenticate hook {name} {said}", logged[0].getMessage())
+
+
+async def test_a_hook_that_raises_is_internal_with_its_traceback_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Raised anywhere the hook runs (a hello, a POST naming no session, a live ``refresh``):
+    ``internal`` naming the hook; a refresh answered ``handler_error`` "the event handler
+    failed" before, logged as "handler failed for Refresh", and no event handler was involved."""
+
+    def sign_in(request: AuthRequest) -> Any:
+        raise RuntimeError("the user table is gone")
+
+    with pytest.raises(LadderError) as refused:
+        await run_authenticate(sign_in, REQUEST)
+    assert (refused.value.code, refused.value.reason) == (
+        "internal", "the authenticate hook failed (see the server log)"
+    )
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.getMessage().startswith(f"the authenticate hook {__name__}.")
+    assert record.exc_info is not None and "the user table is gone" in str(record.exc_info[1])
 
 
 async def test_none_is_a_refusal_and_a_str_or_identity_an_acceptance() -> None:

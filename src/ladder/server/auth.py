@@ -111,9 +111,33 @@ NO_CREDENTIALS: Final = (
 
 async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> Identity:
     """Call the hook and normalise its answer; a refusal raises ``unauthorized``, credentials
-    that expired already ``token_expired`` (a session begun with them would end at once)."""
+    that expired already ``token_expired`` (a session begun with them would end at once).
+
+    Anything else the hook raises, or an answer it may not give, is a bug in the app, not a
+    refusal of the client's credentials: logged at ERROR naming the hook (with the traceback,
+    or what it returned and the fix) and raised as ``internal``, alike wherever the hook runs
+    (a hello on any rung, a POST naming no session, a live ``refresh``)."""
     if hook is None:
         return ANONYMOUS
+    try:
+        return await _authenticated(hook, request)
+    except LadderError:
+        raise
+    except HookMistake as exc:
+        log.error("%s; answered internal", exc)
+        why = "the authenticate hook gave an answer no hook may give (see the server log)"
+        raise LadderError("internal", why) from None
+    except Exception as exc:
+        log.error("%s failed; answered internal", _named(hook), exc_info=(type(exc), exc, exc.__traceback__))
+        raise LadderError("internal", "the authenticate hook failed (see the server log)") from None
+
+
+class HookMistake(TypeError):
+    """An answer of the ``authenticate`` hook that no hook may give (its message names the
+    hook, what it returned and the fix)."""
+
+
+async def _authenticated(hook: Authenticate, request: AuthRequest) -> Identity:
     result = hook(request)
     if inspect.isawaitable(result):
         result = await result
@@ -125,7 +149,7 @@ async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> I
     if isinstance(result, str):
         return Identity(user=result)
     if result is not None:  # a bug of the hook's, not a refusal: logged as its failure
-        raise TypeError(
+        raise HookMistake(
             f"{_named(hook)} returned {type(result).__name__} {result!r:.80}: return an "
             "Identity, a user id as a str, or None to refuse"
         )
@@ -150,7 +174,7 @@ def _check_identity(hook: Authenticate, identity: Identity) -> None:
     presence can send (checked here, where the hook's mistake is, rather than as a
     ``bad_frame`` blamed on the client at its first presence)."""
     if identity.user is not None and not isinstance(identity.user, str):
-        raise TypeError(
+        raise HookMistake(
             f"{_named(hook)} returned Identity(user={identity.user!r}): the user id must be "
             f"a str (write Identity(user=str({identity.user!r})))"
         )
@@ -159,7 +183,7 @@ def _check_identity(hook: Authenticate, identity: Identity) -> None:
             Payload.checked(identity.info)
         except TypeError as exc:
             why = f"{_named(hook)} returned an Identity whose info cannot be shown in presence: {exc}"
-            raise TypeError(why) from exc
+            raise HookMistake(why) from None
 
 
 def default_permissions(identity: Identity, action: Action, channel: str, options: ChannelOptions) -> bool:

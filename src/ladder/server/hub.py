@@ -43,8 +43,10 @@ class Ladder:
             returns an :class:`~ladder.Identity` or a user id string to accept, None or raises
             ``LadderError`` to refuse. Sync or async. ``JWT(key)`` is built in. None: every
             client is anonymous. Anything else it returns, or any other exception, is a bug
-            in the app: the client gets ``internal`` (HTTP 500, close 1011) and the log has
-            the traceback, naming the hook and the type it returned. The server puts no time
+            in the app: the client gets ``internal`` ("the authenticate hook failed (see the
+            server log)"; HTTP 500, an ``err`` frame and close 1011 on a WebSocket, an ``err``
+            answer to a live ``refresh``, whose session goes on) and the log has a line at
+            ERROR naming the hook, with the traceback or what it returned. The server puts no time
             limit on the hook: bound its own calls (a user database, an identity provider).
         permissions: ``(identity, action, channel, options) -> bool`` (sync or async) for
             ``subscribe``, ``publish``, ``presence`` and ``history``: ``True`` allows,
