@@ -82,3 +82,28 @@ async def test_true_allows_false_refuses_and_its_own_error_keeps_its_code(peer: 
     assert (refused["code"], refused["reason"]) == ("forbidden", "publish on 'no:1' is not allowed")
     own = await peer.request(frame("history", "own:1"))
     assert (own["code"], own["reason"]) == ("room_full", "the app's own refusal")
+
+
+async def test_a_bug_where_no_handler_runs_is_internal_not_a_handlers_failure(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``history`` frame failing in the engine (here made to raise) is the server's bug: it
+    was answered ``handler_error``, "the event handler failed", and logged as "handler failed
+    for HistoryQuery", when no event handler is involved. The session goes on."""
+    hub = make_hub()
+    engine = hub.engine
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("an engine bug")
+
+    monkeypatch.setattr(engine, "history", broken)
+    peer = await Peer.open(hub, "alice")
+    try:
+        answer = await peer.request({"t": "history", "ch": "room:1"})
+        assert (answer["t"], answer["code"]) == ("err", "internal"), answer
+        assert "HistoryQuery" in answer["reason"] and "an engine bug" not in answer["reason"]
+        assert "handler failed" not in caplog.text
+        assert "applying HistoryQuery from session" in caplog.text and "an engine bug" in caplog.text
+        assert (await peer.request({"t": "sub", "ch": "room:1"}))["t"] == "reply", "the session goes on"
+    finally:
+        await hub.stop()

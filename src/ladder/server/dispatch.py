@@ -193,14 +193,27 @@ class Dispatch:
             if not isinstance(frame, Invalid):  # invalid frames were counted when refused
                 self.counters.errors[exc.code] += 1
             return error_frame(exc, frame.i)
+        if isinstance(frame, Call | Emit):  # the app's event handler
+            log.error(
+                "handler failed for %s from session %s",
+                type(frame).__name__,
+                session.sid[:8],
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+            self.counters.errors["handler_error"] += 1
+            return error_frame(LadderError("handler_error"), frame.i)
+        # No handler of the app's ran: a bug of the server's (or of an engine's), not the
+        # client's either. The session goes on; the log has the traceback.
+        kind = type(frame).__name__
         log.error(
-            "handler failed for %s from session %s",
-            type(frame).__name__,
+            "applying %s from session %s failed; answered internal",
+            kind,
             session.sid[:8],
             exc_info=(type(exc), exc, exc.__traceback__),
         )
-        self.counters.errors["handler_error"] += 1
-        return error_frame(LadderError("handler_error"), frame.i)
+        self.counters.errors["internal"] += 1
+        why = f"the server failed to apply this {kind} frame (see its log)"
+        return error_frame(LadderError("internal", why), frame.i)
 
     async def _subscribe(self, session: Session, frame: Subscribe) -> Any:
         channel = frame.ch
