@@ -276,6 +276,27 @@ async def test_after_a_flush_a_node_resyncs_its_subscribers_at_the_new_epochs_fi
     assert (later.offset, later.data) == (2, 3), "later ones arrive as usual"
 
 
+async def test_a_read_never_shortens_a_position_kept_as_long_as_its_history(redis_server: RedisServer) -> None:
+    """A channel whose history outlives ``meta_ttl``: its publication keeps the position as
+    long as the history; a read (a subscribe, a history query) set it back to ``meta_ttl``,
+    so the position could expire first and a new epoch start over publications still kept
+    (every client back after that told ``rec`` false for history that was there)."""
+    node, sink = RedisEngine(redis_server.url, meta_ttl=100), Sink()
+    await node.start(sink)
+    try:
+        options = ChannelOptions(history_ttl=5000)
+        await node.publish("long", Payload.of(1), options)
+        key = node._link.k("m", "long")
+        assert 4900 < await node.redis.ttl(key) <= 5000
+        await node.position("long")
+        assert 4900 < await node.redis.ttl(key) <= 5000, "the read kept the longer life"
+        await node.redis.expire(key, 10)
+        await node.position("long")
+        assert 90 < await node.redis.ttl(key) <= 100, "a read still extends it to meta_ttl"
+    finally:
+        await node.stop()
+
+
 async def test_a_listener_that_missed_messages_catches_up_from_history(
     engine: tuple[RedisEngine, Sink],
 ) -> None:

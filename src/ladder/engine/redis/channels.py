@@ -57,9 +57,14 @@ if not e then
   redis.call('HSET', KEYS[1], 'e', e, 'o', 0)
   redis.call('DEL', KEYS[2])
 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
 return {e, tonumber(redis.call('HGET', KEYS[1], 'o') or 0)}
 """
+"""A read extends the position's life to ``meta_ttl`` and never shortens it: a publication
+kept it as long as its history (``history_ttl``, when longer), and a position dropped
+before its history would start a new epoch over publications still there."""
 
 
 _NEW_EPOCH: Final = """

@@ -86,7 +86,8 @@ class RedisEngine(ComposedEngine):
         connect_timeout: Seconds to open a connection to Redis.
         command_timeout: Seconds a command may take before the engine counts Redis as unreachable.
         meta_ttl: Seconds a channel's epoch and offset are kept after its last publication
-            or read (default 24 h; after a publication, its ``history_ttl`` if longer),
+            or read (default 24 h; after a publication, its ``history_ttl`` if longer, which a
+            later read does not shorten),
             whether or not it has subscribers: after that it starts a new epoch, so a client
             back from before recovers nothing (``rec`` false), and subscribers of a channel
             quiet that long get ``resync`` at its next publication. The memory engine drops
