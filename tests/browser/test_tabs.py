@@ -31,6 +31,9 @@ JOIN = """async ([channel, options]) => {
     client.on("error", (e) => errors.push(e));
     client.on("open", (e) => told.push(["open", e.sessionId, e.resumed]));
     client.on("session_lost", (e) => told.push(["session_lost", e.reason]));
+    client.on("close", (e) => told.push(["close", e.transport, e.reconnecting, e.reason]));
+    window.states = [];
+    client.on("state", (e) => states.push([e.state, e.reason]));
     const sub = client.subscribe(channel, (pub) => got.push(pub.data.n), options.sub ?? {});
     const late = new Promise((_, no) => setTimeout(() => no(new Error("not subscribed within 10 s")), 10000));
     await Promise.race([sub.ready(), late]);
@@ -132,15 +135,23 @@ def test_closing_the_first_tab_mid_burst_loses_and_doubles_nothing(
         assert page.evaluate("got") == list(range(BURST)), "nothing lost, nothing doubled"
     # A leader that closed said bye for its session; its successor holds the only one.
     wait_until(lambda: sessions(hub) == 1, "one session for the tabs left")
-    # Each tab's first open is its first (not resumed); a new session after a leader went away
-    # is told as a tab's own client tells one: session_lost, then open, not resumed.
+    # Each tab's first open is its first (not resumed); a leader that went away took its
+    # transport with it, told as a tab's own client tells a lost connection (state
+    # disconnected, then a close that pairs with the open, reconnecting: there was none), and
+    # the new session as it tells one: session_lost, then open, not resumed.
     for page in rest:
         told = page.evaluate("told")
         assert told[0][0] == "open" and told[0][2] is False, told
         sessions_seen = [entry[1] for entry in told if entry[0] == "open"]
         if len(set(sessions_seen)) > 1:  # (a leader tab held it; a worker outlives the tab)
-            assert [entry[0] for entry in told[1:]] == ["session_lost", "open"], told
+            assert [entry[0] for entry in told[1:]] == ["close", "session_lost", "open"], told
+            close = told[1]
+            assert close[1] is not None and close[2] is True, close
+            assert close[3] == "the tab holding the shared connection went away", close
             assert told[-1][2] is False
+            states = page.evaluate("states")
+            lost = states.index(["disconnected", "the tab holding the shared connection went away"])
+            assert states[-1][0] == "connected" and lost < len(states) - 1, states
 
 
 def test_the_demo_shows_the_tabs_sharing_its_connection(browser: Browser, demo: LadderServer) -> None:

@@ -33,6 +33,7 @@ import { Readiness } from "./readiness.js";
 
 /** What a later call hears once the client is closed, in a tab's own client's words. */
 const closedError = () => new LadderError("closed", "this client was closed");
+const LEADER_LOST = "the tab holding the shared connection went away";
 
 /** Options that do not concern the shared connection. */
 const TAB_ONLY = ["share", "remember", "browserEvents", "token"];
@@ -374,6 +375,7 @@ export class SharedClient extends Emitter {
         this._waiting.delete(id);
         waiter.reject(error);
       }
+      this._leaderLost();
     }
     this._joined = false;
     link.post(join);
@@ -396,6 +398,21 @@ export class SharedClient extends Emitter {
     this._tab = null;
     this._release?.();
     this._release = null;
+  }
+
+  /**
+   * The tab holding the connection went away, and its transport with it: told as a tab's own
+   * client tells a lost connection (`state` disconnected, then `close`, reconnecting), so that
+   * the `open` the next connection brings pairs with a `close` (protocol §9.10).
+   */
+  _leaderLost() {
+    if (!this._up || this.state === "closed") return;
+    const transport = this.transport;
+    this._up = false;
+    this.state = "disconnected";
+    this.transport = null;
+    this._emit("state", { state: "disconnected", reason: LEADER_LOST });
+    this._emit("close", { transport, reason: LEADER_LOST, reconnecting: true });
   }
 
   /**
