@@ -84,10 +84,12 @@ async def test_a_thousand_channels_land_on_every_primary(
 
 
 async def test_sessions_and_node_messages_work_across_slots(
-    nodes: list[tuple[RedisClusterEngine, Sink]],
+    cluster: RedisCluster, nodes: list[tuple[RedisClusterEngine, Sink]]
 ) -> None:
     (a, _), (b, sink_b) = nodes
     sid = "node-a.abc"
+    holder = cluster.primary_of(a._link.k("a", sid))
+    assert a.healthy_for(sid) and a.record_server(sid) == f"127.0.0.1:{holder.port}", "named when down"
     await b.claim_session(sid, ttl=30)
     assert await a.locate_session(sid) == "node-b"
     await a.send_node("node-b", b"hello b")

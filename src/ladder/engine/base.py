@@ -302,7 +302,9 @@ class Engine(Channels, Presence, SessionRouting, AppliedRecords, Protocol):
     def healthy_for(self, sid: str) -> bool:
         """Whether what session ``sid`` applies can be recorded now. An engine spread over
         several servers answers for the one holding that session's record, so a server
-        down refuses only its own sessions' messages; otherwise this is ``healthy``."""
+        down refuses only its own sessions' messages; otherwise this is ``healthy``. Such an
+        engine may also offer ``record_server(sid)``, the name of that server (or None),
+        which the refusal then names."""
 
     async def start(self, sink: EngineSink) -> None:
         """Connect and begin delivering live publications to ``sink``."""

@@ -87,7 +87,7 @@ class Inbound:
         """A batch held a message the engine could not record now: the client sends it again.
         What the batch had accepted before is given back by the drain, between two messages
         (not here: one may be in a handler now, and must not be taken again)."""
-        error = LadderError("engine_unavailable", _UNRECORDABLE)
+        error = unrecordable_error(self.engine, session.sid)
         self.refused(transport, error, session=session)
         if att is None:
             raise error  # the POST fails: the client writes it again
@@ -181,14 +181,13 @@ class Inbound:
         self.throttle.read(session, unread, now, transport)
         return accepted, unrecordable, transport
 
-    @staticmethod
-    def _unrecordable(session: Session) -> None:
+    def _unrecordable(self, session: Session) -> None:
         """The engine cannot record what would be applied now (called between two messages,
         none in a handler): nothing waiting is applied, and the session's transports are
         ended, so that the client resumes (here or elsewhere) and sends it all again."""
         session.ready = None
         session.state.unaccept()
-        session.state.send_away(LadderError("engine_unavailable", _UNRECORDABLE))
+        session.state.send_away(unrecordable_error(self.engine, session.sid))
 
     async def drain(self, session: Session) -> None:
         """Apply queued client frames one at a time, in order (whoever arrives first drains).
@@ -366,6 +365,17 @@ class Inbound:
                 self.sessions.close(session, LadderError("slow_consumer"))
         if state.finishable(frame.i):  # else the session was discarded meanwhile
             state.finish(frame.i)
+
+
+def unrecordable_error(engine: Engine, sid: str) -> LadderError:
+    """Why ``sid``'s messages are not applied now: the node cannot reach its engine, or (it
+    can, the engine is spread over several servers) the one holding this session is down."""
+    named = getattr(engine, "record_server", None)
+    server = named(sid) if named is not None and engine.healthy else None
+    if server is None:
+        return LadderError("engine_unavailable", _UNRECORDABLE)
+    reason = f"shard {server}, which holds this session, is down: its messages are not applied now"
+    return LadderError("engine_unavailable", reason)
 
 
 def _interrupted(number: int) -> OutFrame:

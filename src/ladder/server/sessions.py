@@ -25,6 +25,10 @@ log = logging.getLogger("ladder")
 
 T = TypeVar("T")
 
+ID_DRAWS: Final = 8
+"""Session ids drawn at most for one new session, looking for one whose records the engine
+can write now (see :meth:`SessionTable.new`)."""
+
 SETTLING_LIMIT: Final = 60.0
 """Seconds an ended session stays findable while a handler of its last message runs."""
 
@@ -172,8 +176,20 @@ class SessionTable:
         return len(self._by_user)
 
     def new(self, identity: Identity, address: str | None) -> Session:
-        """A new session for ``identity``, in the table."""
-        sid = self.engine.session_prefix() + secrets.token_urlsafe(16)
+        """A new session for ``identity``, in the table.
+
+        The id decides where an engine spread over several servers keeps the session's
+        records (a sharded engine's rendezvous hashing): an id whose server is down now is
+        drawn again, or the session would be cut at its first message. With one server down
+        of three, 8 draws all land on it once in 6,561 sessions; such a session is placed
+        there all the same (as before), and the node refuses new sessions when no server
+        answers."""
+        prefix, healthy_for = self.engine.session_prefix(), self.engine.healthy_for
+        sid = prefix + secrets.token_urlsafe(16)
+        for _ in range(ID_DRAWS - 1):
+            if healthy_for(sid):
+                break
+            sid = prefix + secrets.token_urlsafe(16)
         state = SessionState(sid, secrets.token_urlsafe(24), self.clock(), self.limits)
         session = Session(state, identity, secrets.token_urlsafe(9))
         session.address = address

@@ -83,6 +83,15 @@ class RedisClusterEngine(RedisEngine):
         """Whether the primary holding ``sid``'s record answered the last heartbeat."""
         return self.healthy and self._shard_ok(self._link.k("a", sid))
 
+    def record_server(self, sid: str) -> str | None:
+        """The primary holding ``sid``'s record (``host:port``), named when it is down;
+        None while the topology does not say."""
+        try:
+            node = self._cluster.cluster.get_node_from_key(self._link.k("a", sid))
+        except (RedisError, OSError, IndexError):
+            return None
+        return None if node is None else str(node.name)
+
     async def _ping(self, node: ClusterNode) -> bool:
         try:
             await self._cluster.cluster.ping(target_nodes=node)

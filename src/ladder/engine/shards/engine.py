@@ -90,6 +90,10 @@ class ShardedEngine(ComposedEngine):
     def healthy_for(self, sid: str) -> bool:
         return self.placement.of(sid).healthy
 
+    def record_server(self, sid: str) -> str:
+        """The server holding ``sid``'s records (``host:port``), named when it is down."""
+        return self.placement.name_of(sid)
+
     async def start(self, sink: EngineSink) -> None:
         await asyncio.gather(*(shard.start(sink) for _, shard in self.shards))
 

@@ -1,0 +1,85 @@
+"""A node on several Redis servers (shards) while one of them is down: what it costs the
+sessions the node makes then, and those whose records that server holds. Real
+``redis-server`` processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from ladder import Ladder
+from ladder.engine.shards import ShardedEngine
+from tests.engine.conftest import shards_url
+from tests.server.harness import Peer, Recorder
+from tests.support.redis import RedisServer
+
+
+@pytest.fixture
+def servers() -> Iterator[list[RedisServer]]:
+    started = [RedisServer() for _ in range(3)]
+    try:
+        for server in started:
+            server.start()
+        yield started
+    finally:
+        for server in started:
+            server.close()
+
+
+@pytest.fixture
+async def hub(servers: list[RedisServer]) -> AsyncIterator[Ladder]:
+    made = Ladder(engine=ShardedEngine(shards_url(servers)))
+    await made.start()
+    try:
+        yield made
+    finally:
+        await made.stop()
+
+
+async def stopped(engine: ShardedEngine, servers: list[RedisServer], number: int) -> str:
+    """Stop server ``number`` and wait until the engine finds it down; its name."""
+    name, shard = engine.shards[number]
+    servers[number].stop()
+    async with asyncio.timeout(10):
+        while shard.healthy:  # noqa: ASYNC110 - the shard's own heartbeat notices
+            await asyncio.sleep(0.05)
+    assert engine.healthy, "the node still serves the other shards"
+    return name
+
+
+async def test_new_sessions_are_placed_on_a_shard_that_is_up(hub: Ladder, servers: list[RedisServer]) -> None:
+    """Before, their records went to the server that was down as often as to the others
+    (newsess: 2, 2 and 4 of 8 sessions), and such a session was cut at its first message."""
+    engine = hub.engine
+    assert isinstance(engine, ShardedEngine)
+    down = await stopped(engine, servers, 0)
+    peers = [await Peer.open(hub) for _ in range(30)]
+    placed = Counter(engine.placement.name_of(peer.session.sid) for peer in peers)
+    print(f"\n30 sessions made with {down} down: {dict(placed)}")
+    assert down not in placed, placed
+    assert len(placed) == 2, "spread over the shards that are up"
+    applied = Recorder(hub).applied
+    for n, peer in enumerate(peers):
+        await peer.send({"t": "emit", "ev": "do", "d": n})
+        assert not peer.att.closed
+    assert applied == list(range(30))
+
+
+async def test_a_session_whose_shard_is_down_is_told_which_shard(hub: Ladder, servers: list[RedisServer]) -> None:
+    """Its refusal said "this server cannot reach its engine", of a node that reached two
+    servers of three and stayed healthy."""
+    engine = hub.engine
+    assert isinstance(engine, ShardedEngine)
+    applied = Recorder(hub).applied
+    peers = [await Peer.open(hub) for _ in range(12)]
+    held = next(peer for peer in peers if engine.placement.of(peer.session.sid) is engine.shards[0][1])
+    down = await stopped(engine, servers, 0)
+    await held.send({"t": "emit", "ev": "do", "d": "a"})
+    assert applied == [], "not applied: it could not be recorded"
+    error = held.att.close_error
+    assert held.att.closed and error is not None and error.code == "engine_unavailable"
+    print(f"\nclose reason: {error.close_reason!r}")
+    assert down in error.close_reason and "cannot reach its engine" not in error.reason
