@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-from ladder.engine.base import ChannelOptions, Member, Position, Publication
+from ladder.engine.base import ChannelOptions, Position
 from ladder.engine.memory import MemoryEngine
 from ladder.protocol.codec import Payload
+from tests.engine.conftest import Sink
 from tests.server.harness import Clock
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.pubs: list[Publication] = []
-
-    def on_publication(self, pub: Publication) -> None:
-        self.pubs.append(pub)
-
-    def on_presence(self, channel: str, kind: str, member: Member) -> None:
-        pass
-
-    def on_reset(self, channel: str, position: Position) -> None:
-        pass
-
-    def on_node_message(self, message: bytes) -> None:
-        pass
-
-    def on_route_lost(self) -> None:
-        pass
 
 
 async def test_a_history_ttl_that_trims_a_publication_as_it_goes_in_still_publishes_it() -> None:
@@ -41,7 +22,7 @@ async def test_a_history_ttl_that_trims_a_publication_as_it_goes_in_still_publis
         await engine.listen("t0")
         offsets = [(await engine.publish("t0", Payload.of(n), options)).offset for n in range(3)]
         assert offsets == [1, 2, 3]
-        assert [(p.offset, p.data) for p in sink.pubs] == [(1, 0), (2, 1), (3, 2)], "delivered live"
+        assert [(p.offset, p.data) for p in sink.log if not isinstance(p, tuple)] == [(1, 0), (2, 1), (3, 2)], "delivered live"
         epoch = (await engine.position("t0")).epoch
         assert (await engine.history("t0", since=None, limit=10, options=options)).publications == []
         missed = await engine.history("t0", since=Position(epoch, 0), limit=10, options=options)

@@ -3,7 +3,6 @@ value is reported as such (``internal``, logged with the key), not as an outage.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -11,13 +10,14 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from ladder.engine.base import ChannelOptions, Member, Position, Publication
+from ladder.engine.base import ChannelOptions, Member
 from ladder.engine.redis import RedisEngine
 from ladder.engine.redis.link import RedisLink
 from ladder.engine.redis.presence import RedisPresence
 from ladder.engine.rediscluster.link import ClusterLink
 from ladder.protocol.codec import Payload
 from ladder.protocol.errors import LadderError
+from tests.engine.conftest import Sink
 from tests.support.redis import RedisServer
 
 OPTIONS = ChannelOptions(history_size=10, history_ttl=600)
@@ -50,26 +50,6 @@ def test_no_two_channels_share_a_key(cluster: bool) -> None:
         for key in _channel_keys(link, channel):
             assert owner.setdefault(key, channel) == channel, f"{key!r}: of {owner[key]!r} and {channel!r}"
     assert len(owner) == 5 * len(NAMES)
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.presence: asyncio.Queue[tuple[str, str, Member]] = asyncio.Queue()
-
-    def on_publication(self, pub: Publication) -> None:
-        pass
-
-    def on_presence(self, channel: str, kind: str, member: Member) -> None:
-        self.presence.put_nowait((channel, kind, member))
-
-    def on_reset(self, channel: str, position: Position) -> None:
-        pass
-
-    def on_node_message(self, message: bytes) -> None:
-        pass
-
-    def on_route_lost(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
