@@ -13,7 +13,7 @@ import pytest
 
 from ladder.engine.base import Engine, Member, Position, Publication
 from ladder.engine.memory import MemoryEngine
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, redis_servers
 from tests.support.redis_cluster import RedisCluster
 
 SWEEP_EVERY = 0.2
@@ -72,14 +72,8 @@ def shared_redis() -> Iterator[RedisServer]:
 @pytest.fixture(scope="module")
 def three_redis() -> Iterator[list[RedisServer]]:
     """Three independent redis-servers for the module (the sharded engine's shards)."""
-    servers = [RedisServer() for _ in range(3)]
-    try:
-        for server in servers:
-            server.start()
+    with redis_servers(3) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.close()
 
 
 @pytest.fixture(scope="module")

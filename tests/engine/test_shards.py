@@ -20,7 +20,7 @@ from ladder.errors import ConfigurationError
 from ladder.protocol.codec import Payload
 from ladder.protocol.errors import LadderError
 from tests.engine.conftest import Sink, shards_url
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, redis_servers
 
 OPTIONS = ChannelOptions(history_size=100, history_ttl=600)
 
@@ -73,14 +73,8 @@ def test_a_url_listing_servers_builds_a_sharded_engine() -> None:
 
 @pytest.fixture
 def servers() -> Iterator[list[RedisServer]]:
-    started = [RedisServer() for _ in range(3)]
-    try:
-        for server in started:
-            server.start()
+    with redis_servers(3) as started:
         yield started
-    finally:
-        for server in started:
-            server.close()
 
 
 @pytest.fixture

@@ -14,19 +14,13 @@ from ladder import Ladder
 from ladder.engine.shards import ShardedEngine
 from tests.engine.conftest import shards_url
 from tests.server.harness import Peer, Recorder
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, redis_servers
 
 
 @pytest.fixture
 def servers() -> Iterator[list[RedisServer]]:
-    started = [RedisServer() for _ in range(3)]
-    try:
-        for server in started:
-            server.start()
+    with redis_servers(3) as started:
         yield started
-    finally:
-        for server in started:
-            server.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,16 @@ def pubsub_clients_of(redis: RedisServer, pid: int) -> list[int]:
     with SyncRedis(port=redis.port) as client:
         clients = client.client_list(_type="pubsub")
     return [int(c["id"]) for c in clients if int(c["addr"].rsplit(":", 1)[1]) in ports]
+
+
+@contextlib.contextmanager
+def redis_servers(count: int) -> Iterator[list[RedisServer]]:
+    """``count`` independent redis-servers (a sharded engine's shards), stopped on exit."""
+    servers = [RedisServer() for _ in range(count)]
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.close()
