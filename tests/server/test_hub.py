@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -215,6 +216,26 @@ async def test_slow_consumer_is_dropped_with_a_reason() -> None:
         }
         await internals(hub).tick(internals(hub).settings.clock())
         assert slow.session.sid not in internals(hub).sessions and fast.session.sid in internals(hub).sessions
+    finally:
+        await hub.stop()
+
+
+async def test_a_slow_consumer_drop_is_counted_and_logged_as_a_refusal(caplog: pytest.LogCaptureFixture) -> None:
+    """It was logged only as ``session … closed`` and counted nowhere (a flood's drop is a
+    refusal: one line ``refused on …``, counted in ``ladder_errors_total``)."""
+    hub = make_hub(limits=Limits(max_queue=10))
+    try:
+        slow = await Peer.open(hub)
+        await slow.request({"t": "sub", "ch": "firehose"})
+        with caplog.at_level(logging.INFO, "ladder"):
+            for n in range(15):
+                await hub.publish("firehose", n)
+        assert internals(hub).counters.errors["slow_consumer"] == 1
+        refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused on")]
+        assert refused == [
+            f"refused on websocket ({slow.session.sid[:8]}): slow_consumer: "
+            "client fell too far behind; session dropped"
+        ]
     finally:
         await hub.stop()
 

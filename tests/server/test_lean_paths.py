@@ -22,7 +22,7 @@ from ladder.protocol.errors import LadderError
 from ladder.protocol.outframes import error_frame, reply_frame
 from ladder.protocol.reliable import Outbox
 from ladder.protocol.session import SessionState
-from ladder.server import reading
+from ladder.server import cutoff, reading
 from ladder.server.applied import encode_answer
 from ladder.server.dispatch import Dispatch
 from ladder.server.flusher import Flusher, flusher_of
@@ -955,7 +955,7 @@ async def test_a_connection_whose_session_ended_unread_is_no_longer_read_then_cu
     bytes were still read and decoded (a flooder that read nothing kept the server busy
     forever, never closed); now reading stops and the connection is cut off after
     BYE_WAIT unless the client reads up to its bye."""
-    monkeypatch.setattr(reading, "BYE_WAIT", 0.01)
+    monkeypatch.setattr(cutoff, "BYE_WAIT", 0.01)
     hub = make_hub()
     await hub.start()
     said = await _Said.hello(hub, monkeypatch)

@@ -38,9 +38,9 @@ class ChannelTable:
     __slots__ = (
         "_channels",
         "_positions",
-        "close",
         "engine",
         "node_message",
+        "overflowed",
         "present",
         "route_lost",
         "rules",
@@ -55,8 +55,8 @@ class ChannelTable:
         """The subscriptions with a presence entry (refreshed by the node's clock: only
         they are walked, not every session)."""
         """Per channel with local subscribers: (epoch, offset) of the last publication fanned out."""
-        self.close: Callable[[Session, LadderError], None] = lambda session, error: _unwired(session)
-        """Ends a session that cannot keep up (wired to the session table)."""
+        self.overflowed: Callable[[Session], None] = _unwired
+        """Ends a session that cannot keep up, as a refusal (wired to the session table)."""
         self.node_message: Callable[[bytes], None] = _unwired
         """Where messages from other nodes go (wired to the cluster)."""
         self.route_lost: Callable[[], None] = lambda: None
@@ -70,7 +70,7 @@ class ChannelTable:
         try:
             session.state.push(frame)
         except OutboxOverflow:
-            self.close(session, LadderError("slow_consumer"))
+            self.overflowed(session)
         except LadderError:
             pass  # closed meanwhile
 
@@ -190,7 +190,7 @@ class ChannelTable:
             if flusher is not None:
                 flusher.fanning = False
         for session in overflowed:
-            self.close(session, LadderError("slow_consumer"))
+            self.overflowed(session)
 
     def on_presence(self, channel: str, kind: str, member: Member) -> None:
         local = self._channels.get(channel)

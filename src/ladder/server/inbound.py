@@ -362,7 +362,7 @@ class Inbound:
             try:
                 answers.kept(frame.i, state.push(reply))
             except OutboxOverflow:
-                self.sessions.close(session, LadderError("slow_consumer"))
+                self.sessions.overflowed(session)
         if state.finishable(frame.i):  # else the session was discarded meanwhile
             state.finish(frame.i)
 

@@ -348,7 +348,7 @@ class NativeWebSocket(asyncio.Protocol):
             if not self.paused:
                 self._close(att.close_error or link.state.close_error)
             elif self.gate is not None:  # (a slow consumer, a flood)
-                self.gate.end(self._abort)
+                self.gate.end()
 
     def _write_out(self) -> None:
         transport = self.transport
@@ -386,7 +386,8 @@ class NativeWebSocket(asyncio.Protocol):
         if self.link is not None:
             self.link.close()
         if self.transport is not None:
-            self.loop.call_later(1.0, self._abort)  # if the client never answers the close
+            later = self._abort if self.gate is None else self.gate.unanswered
+            self.loop.call_later(1.0, later)  # if the client never answers the close
 
     def _stop_timers(self) -> None:
         if self.hello_timer is not None:

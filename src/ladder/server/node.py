@@ -70,6 +70,7 @@ class Node:
             settings.clock,
             inbox_window=settings.limits.inbox_window,
         )
+        self.sessions.refused = self.refused
         dispatch = Dispatch(
             settings,
             engine,

@@ -13,11 +13,13 @@ owner runs :func:`poll_once` and this process writes the answer.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ..protocol.codec import Codec, codec_named
 from ..protocol.errors import LadderError
 from .cluster import Elsewhere
+from .cutoff import ByeWait
 from .gateway import Gateway
 from .http import Receive, Request, Send, cors_headers, respond
 from .link import Link, encode_batch, start_watch, stop_watch, watch_disconnect
@@ -67,7 +69,20 @@ async def serve_poll(gateway: Gateway, request: Request, receive: Receive, send:
             disconnected=_disconnect(receive),
         )
     else:
-        body = await poll_once(link, hold=hold, codec=codec, receive=receive)
+        bye = ByeWait(link.att, link.waker, request.extensions)  # (its answer may be the last)
+        try:
+            body = await poll_once(link, hold=hold, codec=codec, receive=receive)
+            await _answer(gateway, request, send, body, codec)
+        except asyncio.CancelledError:
+            if not bye.stopped():
+                raise  # (else: stopped writing to a client that reads nothing, under another server)
+        finally:
+            bye.finish()
+        return
+    await _answer(gateway, request, send, body, codec)
+
+
+async def _answer(gateway: Gateway, request: Request, send: Send, body: bytes, codec: Codec) -> None:
     settings = gateway.settings
     gzip_min = settings.gzip_min_size if request.accepts_gzip() else None
     await respond(

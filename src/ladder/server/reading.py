@@ -8,15 +8,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Final
 
+from . import cutoff
+
 READ_SLICE: Final = 256 * 1024
 """Bytes a connection is read before the loop serves the others (read again next turn).
 libuv reads a busy socket up to 32 times per wake-up: a client writing junk as fast as TCP
 let it (each batch decoded to be refused) held every other connection 200 ms at a time."""
-
-BYE_WAIT: float = 10.0
-"""Seconds a connection whose session ended may take to read up to its ``bye`` (it is no
-longer read meanwhile); a client that reads nothing is cut off then. (Not ``Final``: a
-compiled build would fold it into the code, and tests shorten it.)"""
 
 SLICE: Final = 1
 """Read past :data:`READ_SLICE` in this loop turn."""
@@ -67,12 +64,27 @@ class ReadGate:
             self.timer.cancel()
             self.timer = None
 
-    def end(self, abort: Callable[[], None]) -> None:
+    def end(self) -> None:
         """Its session ended while the socket took nothing: not read any more (nothing of
-        it would be applied), and cut off unless it reads up to its ``bye`` in time."""
+        it would be applied), and cut off unless it reads up to its ``bye`` in time
+        (:data:`.cutoff.BYE_WAIT`, the rule of every rung)."""
         if not self.reasons & ENDING:
             self.hold(ENDING)
-            self.loop.call_later(BYE_WAIT, abort)
+            self.loop.call_later(cutoff.BYE_WAIT, self._cut_off)
+
+    def unanswered(self) -> None:
+        """A close the client has not answered within a second: closed now if it read
+        everything, else (a client that reads nothing) cut off once it had ``BYE_WAIT``."""
+        if self.transport.is_closing():
+            return
+        if cutoff.unread(self.transport):
+            self.loop.call_later(max(cutoff.BYE_WAIT - 1.0, 0.0), self._cut_off)
+        else:
+            self.transport.abort()
+
+    def _cut_off(self) -> None:
+        if not self.transport.is_closing():  # (else it closed meanwhile, its bye read)
+            cutoff.cut_off(self.transport)
 
     def hold(self, reason: int) -> None:
         if not self.reasons:

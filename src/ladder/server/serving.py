@@ -27,6 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from ..protocol.errors import LadderError
+from .cutoff import CUT_OFF, cut_off, unread
 from .http import error_body
 from .hub import Ladder
 from .rfc6455 import INVALID_UTF8, FrameClock, HandshakeProtocol, valid_utf8
@@ -50,6 +51,7 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._parsed_bytes = 0
+        self._lost = False
         self._heading = True
         """The current request's headers are not complete yet (its bytes are counted)."""
         self._oversize = False
@@ -103,12 +105,20 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self._disarm()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope["extensions"] = {CUT_OFF: {"cut_off": self._cut_off}}
         self._arm()
+
+    def _cut_off(self) -> None:
+        """The session ended :data:`.cutoff.BYE_WAIT` ago: a client that has not read its
+        response to the end is cut off (see :mod:`.cutoff`)."""
+        if not self._lost and unread(self.transport):
+            cut_off(self.transport)
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -152,6 +162,18 @@ class AsgiWebSocket(WebSocketsSansIOProtocol):
         self._clock = FrameClock()
         self._frame_timer: asyncio.TimerHandle | None = None
         self._upgraded = False
+        self._lost = False
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # (none for a refused upgrade; read when the app runs)
+        if scope is not None:
+            scope["extensions"][CUT_OFF] = {"cut_off": self._cut_off}
+
+    def _cut_off(self) -> None:
+        """As :meth:`HeaderTimeoutHttp._cut_off`, for the ASGI WebSocket driver."""
+        if not self._lost and unread(self.transport):
+            cut_off(self.transport)
 
     def data_received(self, data: bytes) -> None:
         if not self._upgraded:  # uvicorn hands over the upgrade request alone, first
@@ -169,6 +191,7 @@ class AsgiWebSocket(WebSocketsSansIOProtocol):
             self._stop_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self._stop_timer()
         super().connection_lost(exc)
 

@@ -101,6 +101,7 @@ class SessionTable:
         "limits",
         "moved",
         "recording",
+        "refused",
         "settling",
         "tasks",
         "timers",
@@ -142,7 +143,9 @@ class SessionTable:
         """When what sessions applied is written to the engine (whole, as one ends, where
         records live in this process)."""
         self._due = self._on_due
-        channels.close = self.close
+        self.refused: Callable[..., None] = lambda *args, **kwargs: None
+        """Counts and logs a refusal (wired to the node's ``Refusals``)."""
+        channels.overflowed = self.overflowed
 
     def get(self, sid: str) -> Session | None:
         return self._by_id.get(sid)
@@ -236,6 +239,15 @@ class SessionTable:
         if error is not None and error.code not in ("session_closed", "shutting_down"):
             log.info("session %s closed: %s", session.sid[:8], error)
         self.tasks.spawn(self.forget(session), "ladder-forget")
+
+    def overflowed(self, session: Session) -> None:
+        """End a session that cannot keep up (its outbox is full): a refusal that ends it,
+        counted and logged as a flood's is, once, on the transport it had last."""
+        if session.state.phase is Phase.CLOSED:
+            return
+        error = LadderError("slow_consumer")
+        self.refused(session.transport or "-", error, session=session, ending=True)
+        self.close(session, error)
 
     def remember_end(self, session: Session, error: LadderError) -> None:
         """A later request for ``session`` (with its resume token) hears ``error``."""

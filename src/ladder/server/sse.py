@@ -13,11 +13,13 @@ SSE is text, so frames are JSON (bytes travel as ``{"$b": base64}``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 
 from ..protocol.codec import JSON
 from ..protocol.outframes import OutFrame
+from .cutoff import ByeWait
 from .gateway import Gateway
 from .http import Receive, Request, Send, cors_headers
 from .link import start_watch, stop_watch
@@ -34,6 +36,7 @@ async def serve_sse(gateway: Gateway, request: Request, receive: Receive, send: 
     link = await gateway.open(hello, request.auth_request(hello.token, "sse"), "sse", streaming=True)
     settings = gateway.settings
     watcher = start_watch(receive, link)
+    bye = ByeWait(link.att, link.waker, request.extensions)  # (a client that reads nothing is cut off)
     try:
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -61,6 +64,10 @@ async def serve_sse(gateway: Gateway, request: Request, receive: Receive, send: 
             await link.waker.wait()
         with contextlib.suppress(Exception):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not bye.stopped():
+            raise  # (else: stopped writing to a client that reads nothing, under another server)
     finally:
+        bye.finish()
         link.close()
         await stop_watch(watcher)

@@ -21,6 +21,7 @@ from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
 from ..protocol.frames import Ack, ClientFrame, Hello, Publish, decode_client_frames
 from ..protocol.session import Phase
+from .cutoff import ByeWait
 from .gateway import Gateway
 from .http import Headers, Message, Receive, Request, Send, error_body, origin_refusal
 from .inbound import AT_ONCE
@@ -247,10 +248,15 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
             )
         await _close(send, exc)
         return
+    bye = ByeWait(link.att, link.waker, request.extensions)  # (a client that reads nothing is cut off)
     writer = asyncio.get_running_loop().create_task(_write(link, send, codec), name="ladder-ws-writer")
     try:
         await _read(gateway, link, receive, rest)
+    except asyncio.CancelledError:
+        if not bye.stopped():
+            raise  # (else: stopped serving a client that reads nothing, under another server)
     finally:
+        bye.finish()
         link.close()
         link.gone()
         with contextlib.suppress(asyncio.TimeoutError, Exception):
