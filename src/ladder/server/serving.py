@@ -31,6 +31,7 @@ from ..protocol.errors import LadderError
 from .http import error_body
 from .hub import Ladder, gateway_of
 from .rfc6455 import INVALID_UTF8, FrameClock, HandshakeProtocol, valid_utf8
+from .workers import tell_ready
 
 
 class _HeadersTooLarge(Exception):
@@ -258,6 +259,8 @@ class GracefulServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.started:
+            tell_ready()  # (a worker of --workers N: its parent hears it serves)
         if self.announce and sockets and self.started:
             host, port = sockets[0].getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
