@@ -166,6 +166,7 @@ def run(app: Any, args: argparse.Namespace) -> None:
     ws = websocket_protocol(app, hub, args)
     HeaderTimeoutHttp.header_timeout = args.header_timeout
     HeaderTimeoutHttp.max_header_size = args.max_header_size
+    HeaderTimeoutHttp.hub = hub
     if hub is not None:
         AsgiWebSocket.frame_timeout = hub.limits.frame_timeout
     ws_max_size = args.ws_max_size or (hub.limits.max_frame_size if hub is not None else 16 * 1024 * 1024)

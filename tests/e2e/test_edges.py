@@ -386,6 +386,40 @@ def test_headers_over_the_limit_get_431_and_a_request_that_is_not_http_a_json_40
     sock.close()
 
 
+def refusal_lines(log: str, transport: str) -> tuple[list[str], int]:
+    """The INFO lines of refusals on ``transport``, and how many refusals they stand for
+    (each line one, plus the ``(and N more not logged)`` it ends with)."""
+    lines = [line for line in log.splitlines() if f"refused on {transport} (" in line]
+    said = sum(1 + int(line.rsplit("(and ", 1)[1].split()[0]) if "more not logged)" in line else 1 for line in lines)
+    return lines, said
+
+
+def test_a_request_that_is_not_http_is_refused_by_ladder_logged_damped_and_counted(tmp_path: Path) -> None:
+    """uvicorn logged each as ``WARNING:  Invalid HTTP request received.`` (no address, no
+    code) and ``ladder_errors_total`` did not move: one line per refusal at INFO naming the
+    address, at most one per 100 ms per address, each counted."""
+    args = ("--log-level", "info", "--max-header-size", str(MAX_HEADER))
+    with LadderServer(args=args, log=tmp_path / "server.log") as server:
+        bad = [b"HELLO\r\n\r\n", b"GET /health HTTP/1.1\r\nX-Pad: " + b"p" * (MAX_HEADER + 100) + b"\r\n\r\n"]
+        ports = []
+        for k in range(22):
+            if k == 21:
+                time.sleep(0.15)  # past the 100 ms of damping: the last one is logged, with the count
+            sock = connect(server)
+            ports.append(sock.getsockname()[1])
+            sock.sendall(bad[k % 2])
+            assert read_response(sock)[0] in (400, 431)
+            sock.close()
+        counted = metric(httpx.get(f"{server.url}/metrics").text, "ladder_errors_total", code="bad_request")
+        log = log_of(server)
+    assert "Invalid HTTP request" not in log, log
+    lines, said = refusal_lines(log, "http")
+    assert counted == 22 and said == 22, lines
+    assert f"refused on http (127.0.0.1:{ports[0]}): bad_request: not a valid HTTP/1.1 request" in lines[0]
+    assert f"refused on http (127.0.0.1:{ports[-1]}): bad_request: the request line and headers" in lines[-1]
+    assert all(" INFO " in line for line in lines) and 2 <= len(lines) < 10, lines
+
+
 def test_slow_headers_are_timed_out(edge_server: LadderServer) -> None:
     silent = connect(edge_server)
     slow = connect(edge_server)

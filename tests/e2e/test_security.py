@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.exceptions import ConnectionClosed
 
 from ladder import Client, LadderError
+from tests.support.metrics import metric
 from tests.support.server import LadderServer
 
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
@@ -459,3 +460,25 @@ async def test_slowloris_ties_up_nothing(server: LadderServer) -> None:
     finally:
         for writer in writers:
             writer.close()
+
+
+def test_a_flood_of_refused_requests_from_one_address_is_logged_damped_and_counted_in_full(
+    tmp_path: Path,
+) -> None:
+    """1,600 quick refused polls from one address were 1,600 INFO lines in 0.8 s: the damping
+    of a session's refusals (one line per 100 ms, then how many were not) applies per address
+    to the refusals made before a session, and the counts stay exact."""
+    log = tmp_path / "server.log"
+    with LadderServer(args=("--log-level", "info"), log=log) as server, httpx.Client(base_url=server.url) as http:
+        started = time.monotonic()
+        codes = [http.get("/poll", params={"v": 99}).json()["code"] for _ in range(600)]
+        elapsed = time.monotonic() - started
+        time.sleep(0.15)  # past the 100 ms of damping: the next one is logged, with the count
+        codes.append(http.get("/poll", params={"v": 99}).json()["code"])
+        metrics = http.get("/metrics").text
+    counted = {code: metric(metrics, "ladder_errors_total", code=code) for code in set(codes)}
+    assert counted == {code: codes.count(code) for code in set(codes)}
+    lines = [line for line in log.read_text().splitlines() if "refused on poll (127.0.0.1:" in line]
+    said = sum(1 + int(line.rsplit("(and ", 1)[1].split()[0]) if "more not logged)" in line else 1 for line in lines)
+    assert said == len(codes) == 601, lines[-3:]
+    assert len(lines) <= elapsed / 0.1 + 2, (len(lines), elapsed)

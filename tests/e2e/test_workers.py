@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from ladder import Client
 from ladder.client import Connected, Publication
-from ladder.server.workers import STARTUP_GRACE
+from ladder.server.workers import STARTUP_GRACE, restart_pause
 from tests.support.redis import RedisServer
 from tests.support.server import ROOT, LadderServer, child_env, free_port
 
@@ -86,6 +86,82 @@ async def test_a_worker_that_dies_is_started_again(workers: LadderServer) -> Non
     assert first[1] in current, "the other worker was left alone"
     assert workers.proc.poll() is None
     assert len(await nodes_behind(workers.url)) == 2, "the new worker serves the port"
+
+
+def age_of(pid: int) -> float:
+    """Seconds since the process ``pid`` started (from procfs)."""
+    with open(f"/proc/{pid}/stat") as f:
+        started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0]) - started
+
+
+async def new_worker(server: LadderServer, old: set[int], gone: set[str]) -> tuple[int, str]:
+    """The worker that replaced one of ``old``, once it serves: its pid and its node (not
+    one of ``gone``)."""
+    assert server.proc is not None
+    url = server.url
+    async with asyncio.timeout(30):
+        while True:
+            assert server.proc.poll() is None, "the server stopped"
+            fresh = set(children(server.proc.pid)) - old
+            if fresh:
+                break
+            await asyncio.sleep(0.02)
+        while True:
+            async with httpx.AsyncClient(base_url=url) as http:
+                node = (await http.get("/health")).json()["node"]
+            if node not in gone:
+                return fresh.pop(), node
+
+
+async def test_a_worker_killed_soon_after_it_served_is_started_again_with_a_pause_if_it_keeps_dying(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """A worker that served and was killed within 5 s of its start (the OOM killer, an
+    operator) was taken for a startup failure: every worker was stopped. It is started again;
+    killed again and again as soon as it serves, it is started after a pause that doubles,
+    said once."""
+    log = tmp_path / "serve.log"
+    with LadderServer(CONFIG, engine=redis.url, args=("--workers", "2"), log=log) as server:
+        assert server.proc is not None
+        parent = server.proc.pid
+        nodes = await nodes_behind(server.url)
+        assert len(nodes) == 2, "both workers serve"
+        pids = set(children(parent))
+        victim = min(pids)
+        for kill in range(3):
+            age = age_of(victim)
+            assert age < STARTUP_GRACE - 0.5, f"the worker took {age:.1f} s to serve: too slow to check"
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.monotonic()
+            victim, node = await new_worker(server, pids, nodes)
+            started_after = time.monotonic() - age_of(victim) - killed_at
+            assert started_after >= restart_pause(kill + 1) - 0.1, "a pause before starting it again"
+            pids, nodes = set(children(parent)), nodes | {node}
+            assert len(pids) == 2 and server.proc.poll() is None, "the server goes on"
+        said = log.read_text()
+    assert "at startup" not in said, said
+    lines = [line for line in said.splitlines() if "ladder.workers" in line and "exited with -9" in line]
+    assert [line.split("; ", 1)[1] for line in lines] == [
+        "starting it again", "starting it again in 1 s", "starting it again in 2 s"
+    ], lines
+    assert said.count("keeps exiting within 5 s of starting") == 1, said
+
+
+def test_a_worker_that_fails_before_it_serves_stops_every_worker(redis: RedisServer) -> None:
+    """A failure at startup would only repeat: every worker is stopped and the parent exits
+    with 1, also when the worker took longer than 5 s to fail (it was started again and
+    again)."""
+    env = child_env(LADDER_TEST_FAIL_AFTER=str(STARTUP_GRACE + 1))
+    failed = subprocess.run(
+        [sys.executable, "-m", "ladder.cli", "serve", "tests.support.late_failing:hub", "--port",
+         str(free_port()), "--workers", "2", "--engine", redis.url],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert "at startup, before it served; stopping" in failed.stderr, failed.stderr[-2000:]
+    assert "starting it again" not in failed.stderr
 
 
 async def test_every_rung_subscribes_on_both_workers_and_publications_reach_all(

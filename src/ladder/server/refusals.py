@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from ..protocol.errors import LadderError
 from .http import UNTRUSTED_PROXY
@@ -15,13 +16,31 @@ log = logging.getLogger("ladder")
 
 _MAX_ORIGIN_WARNINGS: Final = 256
 LOG_EVERY: Final = 0.1
-"""Seconds: a session's refusals that it goes on after are logged at most this often."""
+"""Seconds: refusals of one session, or of one address before a session, are logged at most
+this often."""
+ADDRESSES_KEPT: Final = 4096
+"""Addresses whose last logged refusal is remembered (the ones refused most recently)."""
+
+
+class Damped(Protocol):
+    """What the damping keeps per session (:class:`.Session`) or per address."""
+
+    logged_at: float
+    unlogged: int
+
+
+class _Address:
+    __slots__ = ("logged_at", "unlogged")
+
+    def __init__(self) -> None:
+        self.logged_at = -1.0e9
+        self.unlogged = 0
 
 
 class Refusals:
     """Counts and logs refusals; warns once per refused origin."""
 
-    __slots__ = ("_allowed", "_clock", "_counters", "_warned")
+    __slots__ = ("_addresses", "_allowed", "_clock", "_counters", "_warned")
 
     def __init__(
         self, counters: Counters, allowed_origins: tuple[str, ...] | None, clock: Callable[[], float]
@@ -31,6 +50,9 @@ class Refusals:
         self._clock = clock
         self._warned: set[str] = set()
         """Origins already warned about (at most ``_MAX_ORIGIN_WARNINGS``)."""
+        self._addresses: OrderedDict[str, _Address] = OrderedDict()
+        """Damping of refusals made before a session, per client address, least recently
+        refused first (at most :data:`ADDRESSES_KEPT`)."""
 
     def __call__(
         self,
@@ -49,22 +71,39 @@ class Refusals:
         A session's refusals of frames, which it goes on after, are logged at most once per
         :data:`LOG_EVERY`, the next line saying how many were not (a flood in batches had
         a line for each message too far ahead, 100 a second); one that ends the session
-        (``ending``, or a fatal code) is always logged. Each is counted all the same."""
+        (``ending``, or a fatal code) is always logged. Refusals made before a session
+        (``client``: ``host:port``, or ``address via host:port``) follow the same rule per
+        client address (a flood of requests had a line each, 1,600 in 0.8 s). Each is
+        counted all the same."""
         self._counters.errors[error.code] += 1
         if session is None:
-            log.info("refused on %s (%s): %s", transport, client or "-", error)
+            who = client or "-"
+            self._log(transport, error, who, self._address(who), ending=False)
         else:
-            self._log(transport, error, session, ending=ending or error.fatal)
+            self._log(transport, error, session.sid[:8], session, ending=ending or error.fatal)
         if origin is not None and error.code == "origin_not_allowed":
             self._warn_origin(origin, error.reason)
 
-    def _log(self, transport: str, error: LadderError, session: Session, *, ending: bool) -> None:
+    def _address(self, who: str) -> _Address:
+        """The damping of ``who``'s address (its port left out: each connection has another)."""
+        address, via, _ = who.partition(" via ")
+        key = address if via else who.rpartition(":")[0] or who
+        addresses = self._addresses
+        damped = addresses.get(key)
+        if damped is None:
+            damped = addresses[key] = _Address()
+            if len(addresses) > ADDRESSES_KEPT:
+                addresses.popitem(last=False)
+        else:
+            addresses.move_to_end(key)
+        return damped
+
+    def _log(self, transport: str, error: LadderError, who: str, damped: Damped, *, ending: bool) -> None:
         now = self._clock()
-        if not ending and now - session.logged_at < LOG_EVERY:
-            session.unlogged += 1
+        if not ending and now - damped.logged_at < LOG_EVERY:
+            damped.unlogged += 1
             return
-        unlogged, session.unlogged, session.logged_at = session.unlogged, 0, now
-        who = session.sid[:8]
+        unlogged, damped.unlogged, damped.logged_at = damped.unlogged, 0, now
         if unlogged:
             log.info("refused on %s (%s): %s (and %d more not logged)", transport, who, error, unlogged)
         else:

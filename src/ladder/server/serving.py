@@ -22,6 +22,7 @@ import logging
 import socket
 from typing import Any, ClassVar
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -29,8 +30,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from ..protocol.errors import LadderError
 from .cutoff import CUT_OFF, cut_off, unread
 from .http import error_body
-from .hub import Ladder
+from .hub import Ladder, gateway_of
 from .rfc6455 import INVALID_UTF8, FrameClock, HandshakeProtocol, valid_utf8
+from .workers import tell_ready
 
 
 class _HeadersTooLarge(Exception):
@@ -40,11 +42,15 @@ class _HeadersTooLarge(Exception):
 class HeaderTimeoutHttp(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline for each request's headers, a bound on
     their size (uvicorn reads any number of them: 6 connections streaming headers took a
-    server to 2 GB), and the JSON error body of protocol §8 for a request it cannot parse."""
+    server to 2 GB), and the JSON error body of protocol §8 for a request it cannot parse,
+    refused as Ladder refuses (uvicorn logs a WARNING for each, without an address, and
+    counts nothing)."""
 
     header_timeout: ClassVar[float] = 10.0
     max_header_size: ClassVar[int] = 65536
     """Bytes of request line and headers a request may have (``--max-header-size``)."""
+    hub: ClassVar[Ladder | None] = None
+    """The hub served, whose refusals these are (logged and counted; None: an app without one)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,13 +84,29 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
         heading = self._heading
         if heading:
             self._header_bytes += len(data)
-        super().data_received(data)
+        self._feed(data)
         if self._heading and self._header_bytes > self.max_header_size and not self.transport.is_closing():
             self._oversize = True
             self.send_400_response("")
 
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, less its WARNING for a request it cannot parse."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.send_400_response("")
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to a request it cannot parse, with Ladder's JSON error body."""
+        """uvicorn's answer to a request it cannot parse, with Ladder's JSON error body; a
+        refusal like any other (one INFO line with the peer's address, and counted)."""
+        if self.transport.is_closing():
+            return
         if self._oversize:
             status = b"431 Request Header Fields Too Large"
             reason = (
@@ -93,12 +115,18 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
             )
         else:
             status, reason = b"400 Bad Request", "not a valid HTTP/1.1 request"
-        body = error_body(LadderError("bad_request", reason))
+        error = LadderError("bad_request", reason)
+        body = error_body(error)
         self.transport.write(
             b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
         )
         self.transport.close()
+        who = "%s:%d" % self.client if self.client else None  # noqa: UP031 - (host, port)
+        if self.hub is not None:
+            gateway_of(self.hub).refused("http", error, client=who)
+        else:
+            logging.getLogger("ladder").info("refused on http (%s): %s", who or "-", error)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -254,6 +282,8 @@ class GracefulServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.started:
+            tell_ready()  # (a worker of --workers N: its parent hears it serves)
         if self.announce and sockets and self.started:
             host, port = sockets[0].getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host

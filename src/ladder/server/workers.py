@@ -12,9 +12,12 @@ so a port in use is reported once, before any worker starts.
 
 The parent only supervises. SIGTERM or SIGINT is forwarded to every worker as SIGTERM (each
 ends its sessions with ``bye shutting_down``, see :class:`.serving.GracefulServer`), and the
-parent exits once all have. A worker that dies on its own is started again, unless it died
-within its first seconds: a failure at startup would only repeat, so then every worker is
-stopped and the parent exits with an error.
+parent exits once all have. Each worker writes a byte to a pipe once uvicorn's startup
+completed (:func:`tell_ready`). A worker that dies on its own after that is started again;
+one that dies before it is a startup failure, which would only repeat, so then every worker
+is stopped and the parent exits with an error. (Time alone told them apart: a worker killed
+from outside, by the OOM killer or an operator, within 5 s of starting stopped the server.)
+A worker that keeps dying soon after it started is started again after a pause that doubles.
 """
 
 from __future__ import annotations
@@ -28,14 +31,43 @@ import subprocess
 import sys
 import time
 from types import FrameType
+from typing import Final
 
 logger = logging.getLogger("ladder.workers")
 
 WORKER_ENV = "LADDER_WORKER_SOCKET"
 """Set in a worker's environment: ``reuseport:<port>``, or the number of the inherited socket."""
 
+READY_ENV = "LADDER_WORKER_READY"
+"""Set in a worker's environment: the descriptor it writes a byte to once it serves."""
+
 STARTUP_GRACE = 5.0
-"""A worker that exits sooner than this after it started is a startup failure."""
+"""A worker that served and exits sooner than this after it started exited *soon*: a second
+such exit in a row is started again only after a pause."""
+
+MAX_PAUSE: Final = 30.0
+"""Seconds: the longest pause before starting again a worker that keeps exiting soon."""
+
+
+def restart_pause(soon: int) -> float:
+    """Seconds to wait before starting again a worker that exited soon ``soon`` times in a
+    row: none the first time (one kill is not a loop), then 1 s, doubling up to 30 s."""
+    return 0.0 if soon <= 1 else min(2.0 ** (soon - 2), MAX_PAUSE)
+
+
+def tell_ready() -> None:
+    """In a worker: tell the parent it serves (uvicorn's startup completed). Not passed on
+    to processes the application starts."""
+    spec = os.environ.pop(READY_ENV, None)
+    if spec is None:
+        return
+    fd = int(spec)
+    try:
+        os.write(fd, b"r")
+    except OSError:  # (the parent is gone: nobody to tell)
+        pass
+    finally:
+        os.close(fd)
 
 
 def reuse_port_available() -> bool:
@@ -91,6 +123,28 @@ def worker_socket(host: str, port: int) -> socket.socket | None:
     return socket.socket(fileno=int(spec))
 
 
+class _Worker:
+    """A worker process, and the pipe it says it serves on."""
+
+    __slots__ = ("index", "proc", "ready", "started")
+
+    def __init__(self, index: int, proc: subprocess.Popen[bytes], ready: int) -> None:
+        self.index = index
+        self.proc = proc
+        self.ready = ready
+        """The pipe's reading end (non-blocking): a byte once the worker serves."""
+        self.started = time.monotonic()
+
+    def served(self) -> bool:
+        """Whether it told it served (read once it exited; the byte outlives the writer)."""
+        try:
+            return os.read(self.ready, 1) == b"r"
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(self.ready)
+
+
 class Supervisor:
     """Start ``count`` workers running ``argv`` (``ladder`` arguments), and look after them."""
 
@@ -98,8 +152,12 @@ class Supervisor:
         self.argv = argv
         self.count = count
         self.stopping = False
-        self.workers: dict[int, tuple[int, float, subprocess.Popen[bytes]]] = {}
-        """pid -> (worker index, start time, process)."""
+        self.workers: dict[int, _Worker] = {}
+        """pid -> worker."""
+        self.soon: dict[int, int] = {}
+        """Worker index -> how many times in a row it exited soon after it started."""
+        self.pending: dict[int, float] = {}
+        """Worker index -> when to start it again (after a pause)."""
         if sys.platform == "win32":
             raise SystemExit(
                 "ladder serve: --workers is not supported on Windows: run one `ladder serve` per port "
@@ -126,19 +184,30 @@ class Supervisor:
             self.spec = str(self.sock.fileno())
 
     def _start(self, index: int) -> None:
-        env = {**os.environ, WORKER_ENV: self.spec}
+        self.pending.pop(index, None)
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        env = {**os.environ, WORKER_ENV: self.spec, READY_ENV: str(write)}
         fds = () if self.spec.startswith("reuseport:") else (self.sock.fileno(),)
-        proc = subprocess.Popen([sys.executable, "-m", "ladder.cli", *self.argv], env=env, pass_fds=fds)
-        self.workers[proc.pid] = (index, time.monotonic(), proc)
+        try:
+            command = [sys.executable, "-m", "ladder.cli", *self.argv]
+            proc = subprocess.Popen(command, env=env, pass_fds=(*fds, write))
+        except BaseException:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)  # (the worker's copy is the only one: its exit ends the pipe)
+        self.workers[proc.pid] = _Worker(index, proc, read)
         if self.stopping:  # a stop arrived while it was starting
             proc.send_signal(signal.SIGTERM)
 
     def _stop(self, signum: int, frame: FrameType | None = None) -> None:
         """Forward a stop to every worker (SIGTERM: a graceful shutdown in each)."""
         self.stopping = True
-        for _, _, proc in list(self.workers.values()):
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
+        self.pending.clear()
+        for worker in list(self.workers.values()):
+            if worker.proc.returncode is None:
+                worker.proc.send_signal(signal.SIGTERM)
 
     def run(self) -> int:
         """Run until every worker has exited; the exit status for the parent."""
@@ -150,23 +219,66 @@ class Supervisor:
                 self._start(index)
             pids = sorted(self.workers)
             logger.info("serving on %s with %d workers, pids %s", self.address, self.count, pids)
-            while self.workers:
-                pid, wait_status = os.wait()
-                entry = self.workers.pop(pid, None)
-                if entry is None:
+            while self.workers or self.pending:
+                exited = self._wait()
+                if exited is None:  # a pause is over
+                    now = time.monotonic()
+                    for index in [i for i, due in self.pending.items() if due <= now]:
+                        self._start(index)
                     continue
-                index, started, proc = entry
-                proc.returncode = code = os.waitstatus_to_exitcode(wait_status)
+                pid, wait_status = exited
+                worker = self.workers.pop(pid, None)
+                if worker is None:
+                    continue
+                worker.proc.returncode = code = os.waitstatus_to_exitcode(wait_status)
+                served = worker.served()
                 if self.stopping:
                     continue
-                if time.monotonic() - started < STARTUP_GRACE:
-                    logger.error("worker %d (pid %d) exited with %d at startup; stopping", index, pid, code)
+                if not served:
+                    logger.error(
+                        "worker %d (pid %d) exited with %d at startup, before it served; stopping",
+                        worker.index, pid, code,
+                    )
                     status = 1
                     self._stop(signal.SIGTERM)
                 else:
-                    logger.warning("worker %d (pid %d) exited with %d; starting it again", index, pid, code)
-                    self._start(index)
+                    self._again(worker, pid, code)
         finally:
             self._stop(signal.SIGTERM)
             self.sock.close()
         return status
+
+    def _again(self, worker: _Worker, pid: int, code: int) -> None:
+        """Start a worker that served and exited again: at once, unless it keeps exiting soon."""
+        index = worker.index
+        quick = time.monotonic() - worker.started < STARTUP_GRACE
+        soon = self.soon[index] = self.soon.get(index, 0) + 1 if quick else 0
+        pause = restart_pause(soon)
+        if not pause:
+            logger.warning("worker %d (pid %d) exited with %d; starting it again", index, pid, code)
+            self._start(index)
+            return
+        said = "worker %d (pid %d) exited with %d; starting it again in %g s"
+        logger.warning(said, index, pid, code, pause)
+        if soon == 2:  # said once while it keeps exiting soon
+            logger.warning(
+                "worker %d keeps exiting within %g s of starting: it is started again after a pause "
+                "that doubles up to %g s, until it runs %g s",
+                index, STARTUP_GRACE, MAX_PAUSE, STARTUP_GRACE,
+            )
+        self.pending[index] = time.monotonic() + pause
+
+    def _wait(self) -> tuple[int, int] | None:
+        """The next child to exit (pid, wait status); None when a pause ended first."""
+        while self.pending:
+            try:
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:  # (every worker is paused)
+                pid = wait_status = 0
+            if pid:
+                return pid, wait_status
+            left = min(self.pending.values(), default=0.0) - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(left, 0.05))  # (a worker's exit is heard within this)
+        return os.wait() if self.workers else None
