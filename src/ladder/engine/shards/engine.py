@@ -20,7 +20,7 @@ from ...errors import ConfigurationError
 from ..base import EngineSink
 from ..composed import ComposedEngine
 from ..redis import RedisEngine
-from ..urls import shown
+from ..urls import check_redis_url, hosts_of, shown
 from .parts import ShardedApplied, ShardedChannels, ShardedPresence
 from .placement import Placement
 from .routing import ShardedRouting
@@ -32,17 +32,16 @@ def split_url(url: str) -> list[tuple[str, str]]:
     """``redis://[auth@]h1:p1,h2:p2/db?query`` -> ``[(name, single-server URL), ...]``, where
     ``name`` (``h1:p1``) is what placement hashes: renaming a server moves its keys,
     reordering the list does not."""
+    check_redis_url(url)  # (one server listed twice, with or without its default port: refused)
     parts = urlsplit(url)
-    auth, _, hosts = parts.netloc.rpartition("@")
-    names = [host.strip() for host in hosts.split(",")]
-    if len(names) < 2 or any(not name for name in names):
+    auth = parts.netloc.rpartition("@")[0]
+    names = hosts_of(url)
+    if len(names) < 2:
         raise ConfigurationError(
             "engine",
             f"{shown(url)!r} does not list several servers",
             'list them separated by commas: "redis://10.0.0.1:6379,10.0.0.2:6379/0"',
         )
-    if len(set(names)) != len(names):
-        raise ConfigurationError("engine", f"{shown(url)!r} lists a server twice", "list each server once")
     prefix = f"{auth}@" if auth else ""
     return [(name, urlunsplit((parts.scheme, prefix + name, parts.path, parts.query, ""))) for name in names]
 
