@@ -68,6 +68,36 @@ def test_a_url_listing_servers_builds_a_sharded_engine() -> None:
             ShardedEngine(bad)
 
 
+def test_a_list_that_names_one_server_twice_or_writes_a_server_apart_is_refused() -> None:
+    """Each was taken: two shards on one server (every message to a node arriving twice), or
+    refused as "the database '...' is not a number", or a unix URL naming a socket file with
+    a comma in it."""
+    for url, problem in [
+        ("redis://127.0.0.1,127.0.0.1:6379/0", "it lists a server twice ('127.0.0.1' and '127.0.0.1:6379' are one"),
+        ("redis://Redis-A:6379,redis-a/0", "it lists a server twice ('Redis-A:6379' and 'redis-a' are one"),
+        ("rediss://[::1],[::1]:6379/0", "it lists a server twice"),
+        ("redis://h:1,h:1/0", "it lists a server twice: list each server once"),
+        (
+            "redis://127.0.0.1:22050,rediss://127.0.0.1:22051/0",
+            "'rediss://127.0.0.1:22051/0' gives a server of the list a scheme of its own: one scheme "
+            "and one database for the whole list: redis://h1:p1,h2:p2/0",
+        ),
+        (
+            "redis://h:1/0,h:2/0",
+            "'/0,h:2/0' gives a server of the list a database of its own: one scheme and one "
+            "database for the whole list",
+        ),
+        ("unix:///tmp/a.sock,/tmp/b.sock", "it lists several socket files, which are not supported"),
+    ]:
+        with pytest.raises(ConfigurationError) as caught:
+            create_engine(url)
+        assert str(caught.value).startswith(f"engine: {url!r} is not a Redis URL: {problem}"), caught.value
+    for url in ("redis://h:1,h:2/0", "redis://127.0.0.1:6379,localhost:6379/0", "redis://h,h:6380/0"):
+        assert isinstance(create_engine(url), ShardedEngine), "told apart when they answer, if at all"
+    with pytest.raises(ConfigurationError, match="lists a server twice"):
+        ShardedEngine("redis://h,h:6379/0")  # (built directly too)
+
+
 # -- three real servers --------------------------------------------------------------------
 
 

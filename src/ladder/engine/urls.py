@@ -6,6 +6,9 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 
+DEFAULT_PORT = 6379
+"""The port a server listed without one is reached on (redis-py's, for ``rediss://`` too)."""
+
 
 def shown(url: str) -> str:
     """``url`` as logs and errors show it: a password in it is replaced by ``***`` (an
@@ -18,27 +21,33 @@ def shown(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
 
 
+def hosts_of(url: str) -> list[str]:
+    """The servers of a Redis URL as written (``h1:p1``, ``h2``), without credentials."""
+    return [host.strip() for host in urlsplit(url).netloc.rpartition("@")[2].split(",")]
+
+
+def same_server(host: str) -> tuple[str, int]:
+    """What two entries of a list must differ in to be two servers, as far as the URL can
+    tell: the host name without regard to case and the port with the default filled in
+    (``127.0.0.1`` is ``127.0.0.1:6379``). Names that may resolve to one server
+    (``localhost`` and ``127.0.0.1``) are told apart only when the servers answer (their
+    ``run_id``, see :class:`~ladder.engine.shards.ShardedEngine`)."""
+    named = urlsplit(f"//{host}")
+    return (named.hostname or "", named.port or DEFAULT_PORT)
+
+
 def check_redis_url(spec: str) -> None:
-    """Refuse a Redis URL that names no server, or one whose port or database is not a
-    number, when the hub is built, not as redis-py's error when it starts."""
+    """Refuse a Redis URL that names no server, one whose port or database is not a
+    number, a list that gives a server a scheme or a database of its own, or one that lists
+    a server twice, when the hub is built, not as redis-py's error (or a server taken for
+    two) when it starts."""
     parts = urlsplit(spec)
-    problem = ""
     if parts.scheme == "unix":
-        problem = "" if parts.path else "it names no socket file"
+        problem = _unix_problem(parts.path)
     else:
-        for host in parts.netloc.rpartition("@")[2].split(","):
-            try:
-                named = urlsplit(f"//{host}")
-                named.port  # noqa: B018 - raises ValueError for a port that is not one
-            except ValueError:
-                problem = f"the port of {host!r} is not a number from 0 to 65535"
-                break
-            if not named.hostname:
-                problem = f"{host!r} names no server" if host else "it names no server"
-                break
-        database = parts.path.strip("/")
-        if not problem and database and not database.isdigit():
-            problem = f"the database {database!r} is not a number"
+        problem = _hosts_problem(hosts_of(spec)) or _database_problem(parts.netloc, parts.path)
+        if not problem and parts.scheme in ("redis", "rediss"):
+            problem = _twice_problem(hosts_of(spec))
     if problem:
         raise ConfigurationError(
             "engine",
@@ -46,3 +55,53 @@ def check_redis_url(spec: str) -> None:
             'write "redis://host:6379/0" (or "rediss://" for TLS, "unix:///path/to/redis.sock", '
             '"redis://h1:6379,h2:6379/0" for several servers, "redis+cluster://h1:7000,h2:7000")',
         )
+
+
+def _unix_problem(path: str) -> str:
+    if not path:
+        return "it names no socket file"
+    if "," in path:
+        return (
+            "it lists several socket files, which are not supported: a unix URL names one "
+            "socket (list several servers as redis://h1:6379,h2:6379/0)"
+        )
+    return ""
+
+
+def _hosts_problem(hosts: list[str]) -> str:
+    for host in hosts:
+        try:
+            named = urlsplit(f"//{host}")
+            named.port  # noqa: B018 - raises ValueError for a port that is not one
+        except ValueError:
+            return f"the port of {host!r} is not a number from 0 to 65535"
+        if not named.hostname:
+            return f"{host!r} names no server" if host else "it names no server"
+    return ""
+
+
+def _database_problem(netloc: str, path: str) -> str:
+    """A list takes its scheme and database once: ``redis://h1:p1,rediss://h2:p2/0`` puts a
+    second scheme (and ``redis://h1:p1/0,h2:p2/0`` a server) where the database goes."""
+    database = path.strip("/")
+    whole = "one scheme and one database for the whole list: redis://h1:p1,h2:p2/0"
+    if path.startswith("//"):
+        entry = netloc.rpartition(",")[2] + path
+        return f"{entry!r} gives a server of the list a scheme of its own: {whole}"
+    if "," in path:
+        return f"{path!r} gives a server of the list a database of its own: {whole}"
+    if database and not database.isdigit():
+        return f"the database {database!r} is not a number"
+    return ""
+
+
+def _twice_problem(hosts: list[str]) -> str:
+    seen: dict[tuple[str, int], str] = {}
+    for host in hosts:
+        server = same_server(host)
+        if server in seen:
+            first = seen[server]
+            same = "" if first == host else f" ({first!r} and {host!r} are one server)"
+            return f"it lists a server twice{same}: list each server once"
+        seen[server] = host
+    return ""

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from ..errors import ConfigurationError
 from ..protocol.errors import LadderError
 from .http import (
     BodyNotRead,
@@ -87,6 +88,10 @@ async def _lifespan(node: Node, receive: Receive, send: Send) -> None:
         if message["type"] == "lifespan.startup":
             try:
                 await node.start()
+            except ConfigurationError as exc:  # (a setting that cannot work: one line says why)
+                log.error("startup failed: %s", exc)
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
             except Exception as exc:
                 log.exception("startup failed")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})

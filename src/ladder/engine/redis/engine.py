@@ -41,16 +41,18 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..base import EngineSink
 from ..composed import ComposedEngine
 from ..urls import shown
 from .applied import RedisAppliedRecords
 from .channels import RedisChannels
+from .identity import Identity, Refusal, identify, is_a_cluster_node
 from .link import RedisLink
 from .listener import Listener, PubSubListener
 from .presence import RedisPresence
@@ -65,11 +67,11 @@ listener out of its backoff, so this is how long a node stays deaf after Redis i
 
 
 def heartbeat_error(exc: Exception, where: str) -> str:
-    """What a failed heartbeat to ``where`` reports. An error other than Redis's or the
-    network's (uvloop's RuntimeError for a transport closed under redis-py, a bug) is logged
-    with its traceback: the heartbeat counts it as no answer and goes on, since it is what
-    makes the node healthy again."""
-    if not isinstance(exc, RedisError | OSError):
+    """What a failed heartbeat to ``where`` reports. An error other than Redis's, the
+    network's or redis-py's cluster client's (uvloop's RuntimeError for a transport closed
+    under redis-py, a bug) is logged with its traceback: the heartbeat counts it as no
+    answer and goes on, since it is what makes the node healthy again."""
+    if not isinstance(exc, RedisError | OSError | RedisClusterException):
         log.exception("redis heartbeat to %s failed with an unexpected error; counted as no answer", where)
     return str(exc) or type(exc).__name__
 
@@ -146,6 +148,16 @@ class RedisEngine(ComposedEngine):
         """What being healthy means, for the log (a shard of several says its own)."""
         self.refusing = "new sessions are refused with engine_unavailable and /health answers 503"
         """What being unhealthy means, for the log."""
+        self.identity: Identity | None = None
+        """What the server said it is when last asked (see :mod:`.identity`)."""
+        self.refused: Refusal | None = None
+        """Why the server reached cannot be used (the wrong kind, or listed twice): the node
+        stays unhealthy meanwhile, and it is asked again at every heartbeat."""
+        self.peers: Callable[[RedisEngine], Refusal | None] = lambda shard: None
+        """What the other entries of a list say of this one's server (the sharded engine:
+        one server listed under two names)."""
+        self._asked = False
+        """The server was asked what it is since it last answered (again after an outage)."""
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -177,8 +189,24 @@ class RedisEngine(ComposedEngine):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, sink: EngineSink) -> None:
+        """Connect; if the server answers and is not one this engine can use (see
+        :meth:`_ask`), raise :class:`~ladder.ConfigurationError`. A server that does not
+        answer yet is asked when it does."""
         self._link.sink = sink
         self._link.open()
+        try:
+            refusal = await self._ask()
+        except (RedisError, OSError):
+            refusal = None
+        except BaseException:
+            await self._link.close()
+            raise
+        else:
+            self._asked = refusal is None
+        if refusal is not None:
+            await self._link.close()
+            self._link.sink = None
+            raise refusal.error(self.url)
         await self._link.ready()
         self._channels.scripts()
         self._presence.scripts()
@@ -264,7 +292,31 @@ class RedisEngine(ComposedEngine):
             )
 
     def _healthy_now(self) -> bool:
-        return self._listener.ok and self._commands_ok
+        return self._asked and self._listener.ok and self._commands_ok
+
+    async def _ask(self) -> Refusal | None:
+        """Ask the server what it is: why this engine cannot use it, or None. Raises a Redis
+        or network error when it does not answer."""
+        self.identity = await identify(self._link.redis)
+        return is_a_cluster_node(self.url) if self.identity and self.identity.cluster else None
+
+    async def _check(self) -> None:
+        """Ask again (the server answers after an outage, or was refused), and the other
+        entries of a list (at start-up, the sharded engine compares them once all answered):
+        a refusal is logged once, at ERROR, and keeps the node unhealthy until it is fixed."""
+        refusal = await self._ask() or self.peers(self)
+        self._asked = refusal is None
+        if refusal == self.refused:
+            return
+        self.refused = refusal
+        if refusal is not None:
+            self.healthy, self._told, self.last_error = False, True, refusal.text()
+            log.error(
+                "redis engine (%s): %s; until then this node is unhealthy: /health answers 503 and new "
+                "sessions are refused with engine_unavailable",
+                shown(self.url),
+                refusal.text(),
+            )
 
     async def _heartbeat_forever(self) -> None:
         """Check Redis answers commands (the listener checks its own connection).
@@ -274,9 +326,11 @@ class RedisEngine(ComposedEngine):
         while True:
             try:
                 await self._link.redis.ping()
+                if not self._asked:
+                    await self._check()
             except Exception as exc:
                 self.last_error = heartbeat_error(exc, shown(self.url))
-                self._commands_ok = False
+                self._commands_ok = self._asked = False
             else:
                 self._commands_ok = True
                 self._listener.wake()  # (a no-op while it is listening)

@@ -14,9 +14,10 @@ import contextlib
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
-from ..redis.engine import HEARTBEAT_EVERY, RedisEngine, heartbeat_error
+from ..redis.engine import HEARTBEAT_EVERY, RECHECK_EVERY, RedisEngine, heartbeat_error
+from ..redis.identity import Identity, Refusal, is_no_cluster
 from ..redis.link import RedisLink
 from ..redis.listener import PubSubListener
 from .link import ClusterLink
@@ -66,7 +67,21 @@ class RedisClusterEngine(RedisEngine):
         """This node hears messages to it (on some primary that is up) and some primary
         answers (each shard's own health is :meth:`healthy_for` and ``details``)."""
         link, listener = self._cluster, self._cluster_listener
-        return listener.hears_node(link.node_id) and listener.hears_node("*") and self._commands_ok
+        heard = listener.hears_node(link.node_id) and listener.hears_node("*")
+        return heard and self._commands_ok and self.refused is None
+
+    async def _ask(self) -> Refusal | None:
+        """Ask the seed nodes: one that answers without cluster mode is refused (redis-py's
+        client would fail at every topology read). Raises when no seed answers."""
+        link = self._cluster
+        seeds = link.seeds
+        found = await asyncio.gather(*(link.identify(*seed) for seed in seeds), return_exceptions=True)
+        for (host, port), answer in zip(seeds, found, strict=True):
+            if isinstance(answer, Identity) and not answer.cluster:
+                return is_no_cluster(self.url, host, port)
+        if any(answer is None or isinstance(answer, Identity) for answer in found):
+            return None  # (None: a seed that answered but would not say)
+        raise next(answer for answer in found if isinstance(answer, BaseException))
 
     def _primary_ok(self, name: str) -> bool:
         """Answered the last heartbeat, and this node's connection to it (if any) works."""
@@ -75,7 +90,7 @@ class RedisClusterEngine(RedisEngine):
     def _shard_ok(self, key: str) -> bool:
         try:
             node = self._cluster.cluster.get_node_from_key(key)
-        except (RedisError, OSError, IndexError):
+        except (RedisError, RedisClusterException, OSError, IndexError):
             return False
         return node is not None and self._primaries.get(node.name, True)
 
@@ -103,23 +118,28 @@ class RedisClusterEngine(RedisEngine):
     async def _heartbeat_forever(self) -> None:
         """Ping every primary; a silent one makes the topology be read again (a replica
         may have taken over)."""
-        cluster = self._cluster.cluster
+        link = self._cluster
         while True:
             try:
-                if not cluster.nodes_manager.slots_cache:
-                    await cluster.initialize()
-                primaries = cluster.get_primaries()
-                answers = await asyncio.gather(*(self._ping(node) for node in primaries))
-                self._primaries = {node.name: ok for node, ok in zip(primaries, answers, strict=True)}
-                self._commands_ok = any(answers)
-                if not all(answers):
+                if not self._asked:  # (seeds that do not answer leave the topology to tell)
                     with contextlib.suppress(RedisError, OSError):
-                        await cluster.nodes_manager.initialize()
+                        await self._check()
+                if self.refused is None:
+                    await link.read_topology(again=False)
+                    primaries = link.cluster.get_primaries()
+                    answers = await asyncio.gather(*(self._ping(node) for node in primaries))
+                    self._primaries = {node.name: ok for node, ok in zip(primaries, answers, strict=True)}
+                    self._commands_ok = any(answers)
+                    if not all(answers):
+                        with contextlib.suppress(RedisError, OSError):
+                            await link.read_topology(again=True)
             except Exception as exc:
                 self.last_error = heartbeat_error(exc, "the cluster")
                 self._commands_ok = False
+            if not self._commands_ok:
+                self._asked = False
             self._health()
-            await asyncio.sleep(HEARTBEAT_EVERY)
+            await asyncio.sleep(HEARTBEAT_EVERY if self._commands_ok else RECHECK_EVERY)
 
     def details(self) -> dict[str, Any]:
         listener = self._cluster_listener

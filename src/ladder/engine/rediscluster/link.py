@@ -22,10 +22,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...errors import ConfigurationError
+from ..redis.identity import Identity, identify
 from ..redis.link import RedisLink
 from ..urls import shown
 
@@ -92,6 +93,15 @@ class _GatedCluster(RedisCluster):
         super().__init__(*args, **kwargs)
         self._gate = asyncio.Semaphore(gate)
         self._wait = wait
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
+        """Read the topology if needed. No node answering (or none in cluster mode) is a
+        ``ConnectionError``, as an unreachable Redis is to the single-Redis engine: redis-py
+        raises its own ``RedisClusterException``, which no caller expects from a command."""
+        try:
+            return await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise RedisConnectionError(str(exc)) from exc
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -192,6 +202,33 @@ class ClusterLink(RedisLink):
         # The parts use the command methods RedisCluster shares with Redis.
         self._redis = cast(aioredis.Redis, self._cluster)
         self._writer = cast(aioredis.Redis, self._cluster_writer)
+
+    async def read_topology(self, *, again: bool) -> None:
+        """Read the cluster's topology if it is not known yet (``again``: even if it is).
+        Fails with a ``ConnectionError`` while no node answers."""
+        cluster = self.cluster
+        try:
+            if again:
+                await cluster.nodes_manager.initialize()
+            elif not cluster.nodes_manager.slots_cache:
+                await cluster.initialize()
+        except RedisClusterException as exc:
+            raise RedisConnectionError(str(exc)) from exc
+
+    async def identify(self, host: str, port: int) -> Identity | None:
+        """Ask one node what it is, on a connection of its own (see :mod:`..redis.identity`)."""
+        client = aioredis.Redis(
+            host=host,
+            port=port,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=self.command_timeout,
+            retry=Retry(NoBackoff(), 0),
+            **self.auth,
+        )
+        try:
+            return await identify(client)
+        finally:
+            await client.aclose()
 
     async def ready(self) -> None:
         """Read the topology once, before the first commands: redis-py's clients read it on

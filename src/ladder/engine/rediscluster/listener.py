@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..redis.listener import LISTENER_PONG_WAIT
 from .link import ClusterLink
@@ -186,7 +186,7 @@ class ClusterListener:
         there yet); if that fails, the next round does it (and catches up)."""
         try:
             node = self.link.cluster.get_node_from_key(key)
-        except (RedisError, OSError):  # topology unknown yet
+        except (RedisError, RedisClusterException, OSError):  # topology unknown yet
             node = None
         if node is None or not self.link.cluster.nodes_manager.slots_cache:
             self._wake.set()
@@ -247,11 +247,8 @@ class ClusterListener:
             if not reader.ok:
                 del self._readers[name]
                 await reader.close()
-        if self._refresh:
-            self._refresh = False
-            await cluster.nodes_manager.initialize()
-        elif not cluster.nodes_manager.slots_cache:
-            await cluster.initialize()
+        again, self._refresh = self._refresh, False
+        await self.link.read_topology(again=again)
         wanted = self._wanted()
         owners: dict[str, ClusterNode] = {}
         by_owner: dict[str, list[str]] = defaultdict(list)

@@ -20,7 +20,8 @@ from ...errors import ConfigurationError
 from ..base import EngineSink
 from ..composed import ComposedEngine
 from ..redis import RedisEngine
-from ..urls import shown
+from ..redis.identity import Refusal
+from ..urls import check_redis_url, hosts_of, shown
 from .parts import ShardedApplied, ShardedChannels, ShardedPresence
 from .placement import Placement
 from .routing import ShardedRouting
@@ -32,17 +33,16 @@ def split_url(url: str) -> list[tuple[str, str]]:
     """``redis://[auth@]h1:p1,h2:p2/db?query`` -> ``[(name, single-server URL), ...]``, where
     ``name`` (``h1:p1``) is what placement hashes: renaming a server moves its keys,
     reordering the list does not."""
+    check_redis_url(url)  # (one server listed twice, with or without its default port: refused)
     parts = urlsplit(url)
-    auth, _, hosts = parts.netloc.rpartition("@")
-    names = [host.strip() for host in hosts.split(",")]
-    if len(names) < 2 or any(not name for name in names):
+    auth = parts.netloc.rpartition("@")[0]
+    names = hosts_of(url)
+    if len(names) < 2:
         raise ConfigurationError(
             "engine",
             f"{shown(url)!r} does not list several servers",
             'list them separated by commas: "redis://10.0.0.1:6379,10.0.0.2:6379/0"',
         )
-    if len(set(names)) != len(names):
-        raise ConfigurationError("engine", f"{shown(url)!r} lists a server twice", "list each server once")
     prefix = f"{auth}@" if auth else ""
     return [(name, urlunsplit((parts.scheme, prefix + name, parts.path, parts.query, ""))) for name in names]
 
@@ -64,6 +64,7 @@ class ShardedEngine(ComposedEngine):
             (name, RedisEngine(single, node_id=node, **options)) for name, single in split_url(url)
         ]
         for _, shard in self.shards:
+            shard.peers = self._twin
             shard.serving = "its channels and sessions are served again"
             shard.refusing = (
                 "publishes to its channels and messages of its sessions are refused with "
@@ -80,22 +81,46 @@ class ShardedEngine(ComposedEngine):
     @property
     def healthy(self) -> bool:
         """True while at least one shard answers: this node still serves the channels and
-        sessions held there (``/health`` lists each shard)."""
-        return any(shard.healthy for _, shard in self.shards)
+        sessions held there (``/health`` lists each shard). False while any shard is
+        refused (one server listed under two names, or the wrong kind of Redis)."""
+        shards = [shard for _, shard in self.shards]
+        return any(shard.healthy for shard in shards) and not any(shard.refused for shard in shards)
 
     @healthy.setter
     def healthy(self, value: bool) -> None:
         raise AttributeError("a sharded engine's health follows its shards'")
 
     def healthy_for(self, sid: str) -> bool:
-        return self.placement.of(sid).healthy
+        return self.placement.of(sid).healthy and not any(shard.refused for _, shard in self.shards)
 
     def record_server(self, sid: str) -> str:
         """The server holding ``sid``'s records (``host:port``), named when it is down."""
         return self.placement.name_of(sid)
 
     async def start(self, sink: EngineSink) -> None:
-        await asyncio.gather(*(shard.start(sink) for _, shard in self.shards))
+        """Start every shard; refuse (``ConfigurationError``) a list in which two entries
+        reached one server: every message to a node would come to it twice, once through
+        each. Entries that do not answer yet are compared when they do."""
+        shards = [shard for _, shard in self.shards]
+        started = await asyncio.gather(*(shard.start(sink) for shard in shards), return_exceptions=True)
+        failed = [outcome for outcome in started if isinstance(outcome, BaseException)]
+        if not failed:
+            failed = [refusal.error(self.url) for shard in shards if (refusal := self._twin(shard))]
+        if failed:  # (a shard that started is not left running)
+            await self.stop()
+            raise failed[0]
+
+    def _twin(self, shard: RedisEngine) -> Refusal | None:
+        """Another entry of the list whose server said the same ``run_id`` as ``shard``'s."""
+        mine = shard.identity
+        for _, other in self.shards:
+            if other is not shard and mine is not None and mine.run_id and other.identity == mine:
+                pair = [n for n, entry in self.shards if entry in (shard, other)]  # (in list order)
+                return Refusal(
+                    f"{pair[0]!r} and {pair[1]!r} are one Redis server (run_id {mine.run_id})",
+                    "list each server once: every message between nodes would arrive twice",
+                )
+        return None
 
     async def stop(self) -> None:
         await asyncio.gather(*(shard.stop() for _, shard in self.shards))

@@ -1,0 +1,74 @@
+"""What a Redis server says it is, asked when an engine first reaches it (and again after
+each outage): its ``run_id`` (two entries of a list that reach one server) and whether it
+is a cluster node. The wrong kind of server is refused with one line naming the fix,
+instead of a traceback at start-up or commands that all fail later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from ...errors import ConfigurationError
+from ..urls import shown
+
+__all__ = ["Identity", "Refusal", "identify", "is_a_cluster_node", "is_no_cluster"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A server's answer to ``INFO``: who it is (``run_id``, new at each restart) and whether
+    cluster mode is on."""
+
+    run_id: str
+    cluster: bool
+
+
+async def identify(client: aioredis.Redis) -> Identity | None:
+    """Ask the server ``client`` reaches (``INFO``: its server and cluster sections); None
+    if it refuses to say (``INFO`` not allowed to this user): nothing is refused then."""
+    try:
+        info = await client.info()
+    except ResponseError:
+        return None
+    return Identity(str(info.get("run_id", "")), bool(int(info.get("cluster_enabled", 0) or 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an engine cannot use the server it reached, and the fix."""
+
+    problem: str
+    fix: str
+
+    def error(self, url: str) -> ConfigurationError:
+        """The error ``start`` raises when the server answered then."""
+        return ConfigurationError("engine", f"{shown(url)!r}: {self.problem}", self.fix)
+
+    def text(self) -> str:
+        return f"{self.problem}; {self.fix}"
+
+
+def is_a_cluster_node(url: str) -> Refusal:
+    """``redis://`` at a node of a Redis Cluster: every command on a key another node serves
+    would fail (``MOVED``, ``CROSSSLOT``)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        better = "redis+cluster://host:port, naming some of the cluster's nodes"
+    else:
+        better = urlsplit(shown(url))._replace(scheme=f"{parts.scheme}+cluster", path="", query="").geturl()
+    return Refusal("this Redis is a cluster node", f"use {better}")
+
+
+def is_no_cluster(url: str, host: str, port: int) -> Refusal:
+    """``redis+cluster://`` at a Redis that is not in cluster mode."""
+    parts = urlsplit(shown(url))
+    auth = parts.netloc.rpartition("@")[0]
+    scheme = parts.scheme.removesuffix("+cluster")
+    at = f"{auth}@" if auth else ""
+    return Refusal(
+        f"this Redis ({host}:{port}) is not a cluster",
+        f"use {scheme}://{at}{host}:{port}/0 (or list several servers: {scheme}://h1:6379,h2:6379/0)",
+    )
