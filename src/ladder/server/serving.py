@@ -28,7 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from ..protocol.errors import LadderError
-from .cutoff import CUT_OFF, cut_off, unread
+from .cutoff import CUT_OFF, PendingCut
 from .http import error_body
 from .hub import Ladder, gateway_of
 from .rfc6455 import INVALID_UTF8, FrameClock, HandshakeProtocol, valid_utf8
@@ -58,6 +58,7 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
         self._header_bytes = 0
         self._parsed_bytes = 0
         self._lost = False
+        self._cut = PendingCut(self.loop)
         self._heading = True
         """The current request's headers are not complete yet (its bytes are counted)."""
         self._oversize = False
@@ -135,18 +136,19 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._disarm()
+        self._cut.cancel()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {CUT_OFF: {"cut_off": self._cut_off}}
+        self.scope["extensions"] = {CUT_OFF: {"cut_off_after": self._cut_off_after}}
         self._arm()
 
-    def _cut_off(self) -> None:
-        """The session ended :data:`.cutoff.BYE_WAIT` ago: a client that has not read its
-        response to the end is cut off (see :mod:`.cutoff`)."""
-        if not self._lost and unread(self.transport):
-            cut_off(self.transport)
+    def _cut_off_after(self, delay: float) -> None:
+        """A session ended: a client that has not read its response to the end ``delay``
+        seconds later is cut off (see :mod:`.cutoff`)."""
+        if not self._lost:
+            self._cut.after(self.transport, delay)
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -191,17 +193,18 @@ class AsgiWebSocket(WebSocketsSansIOProtocol):
         self._frame_timer: asyncio.TimerHandle | None = None
         self._upgraded = False
         self._lost = False
+        self._cut = PendingCut(self.loop)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # (none for a refused upgrade; read when the app runs)
         if scope is not None:
-            scope["extensions"][CUT_OFF] = {"cut_off": self._cut_off}
+            scope["extensions"][CUT_OFF] = {"cut_off_after": self._cut_off_after}
 
-    def _cut_off(self) -> None:
-        """As :meth:`HeaderTimeoutHttp._cut_off`, for the ASGI WebSocket driver."""
-        if not self._lost and unread(self.transport):
-            cut_off(self.transport)
+    def _cut_off_after(self, delay: float) -> None:
+        """As :meth:`HeaderTimeoutHttp._cut_off_after`, for the ASGI WebSocket driver."""
+        if not self._lost:
+            self._cut.after(self.transport, delay)
 
     def data_received(self, data: bytes) -> None:
         if not self._upgraded:  # uvicorn hands over the upgrade request alone, first
@@ -221,6 +224,7 @@ class AsgiWebSocket(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._stop_timer()
+        self._cut.cancel()
         super().connection_lost(exc)
 
     def send_receive_event_to_app(self) -> None:
