@@ -314,11 +314,16 @@ async def test_a_flood_of_messages_is_ended_its_patience_after_it_began_however_
                         first = min(limited)
         ended_at = time.monotonic()
         flooder.cancel()
+        async with httpx.AsyncClient() as http:
+            body = (await http.get(f"{server.url}/metrics")).text
+        too_far = metric(body, "ladder_errors_total", code="too_far_ahead")
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
     assert frames[-1]["t"] == "bye" and frames[-1]["reason"] == "persistent flooding"
     assert refused_at is not None and 0.9 <= ended_at - refused_at < 2.5, ended_at - refused_at
     lines = [line for line in log.read_text().splitlines() if f"refused on websocket ({sid[:8]})" in line]
-    assert any("too_far_ahead" in line for line in lines) or again, lines[-5:]
+    # Messages too far ahead were refused (counted; which of a 100 ms's refusals is the one
+    # logged depends on timing, so the log need not name them).
+    assert too_far > 0 or again, too_far
     # At most one a 100 ms, and the last, which ends the session: tens, where it was hundreds.
     assert len(lines) <= (ended_at - refused_at) / 0.1 + 10, len(lines)
     assert any("persistent flooding" in line for line in lines), lines[-5:]  # (never held back)
