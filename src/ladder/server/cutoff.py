@@ -125,13 +125,19 @@ class ByeWait:
             self.fired = True
             self.task.cancel()
 
-    def stopped(self) -> bool:
-        """Whether the cancellation being handled is this wait's (then it is forgotten)."""
-        return self.fired and self.task is not None and self.task.uncancel() == 0
+    def __enter__(self) -> ByeWait:
+        return self
 
-    def finish(self) -> None:
-        """The driver returned: what is left is the server's cut, if it offers one."""
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> bool:
+        """The driver returned: what is left is the server's cut, if it offers one. A
+        cancellation that is this wait's (under another server: stop writing to a client that
+        reads nothing) ends the driver quietly; any other goes on."""
         self.done = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        return kind is asyncio.CancelledError and self.stopped()
+
+    def stopped(self) -> bool:
+        """Whether the cancellation being handled is this wait's (then it is forgotten)."""
+        return self.fired and self.task is not None and self.task.uncancel() == 0

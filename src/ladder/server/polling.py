@@ -13,7 +13,6 @@ owner runs :func:`poll_once` and this process writes the answer.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ..protocol.codec import Codec, codec_named
@@ -69,15 +68,9 @@ async def serve_poll(gateway: Gateway, request: Request, receive: Receive, send:
             disconnected=_disconnect(receive),
         )
     else:
-        bye = ByeWait(link.att, link.waker, request.extensions)  # (its answer may be the last)
-        try:
+        with ByeWait(link.att, link.waker, request.extensions):  # (its answer may be the last)
             body = await poll_once(link, hold=hold, codec=codec, receive=receive)
             await _answer(gateway, request, send, body, codec)
-        except asyncio.CancelledError:
-            if not bye.stopped():
-                raise  # (else: stopped writing to a client that reads nothing, under another server)
-        finally:
-            bye.finish()
         return
     await _answer(gateway, request, send, body, codec)
 

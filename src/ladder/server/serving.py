@@ -57,7 +57,6 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._parsed_bytes = 0
-        self._lost = False
         self._cut = PendingCut(self.loop)
         self._heading = True
         """The current request's headers are not complete yet (its bytes are counted)."""
@@ -134,7 +133,6 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
         self._disarm()
         self._cut.cancel()
         super().connection_lost(exc)
@@ -146,9 +144,8 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
 
     def _cut_off_after(self, delay: float) -> None:
         """A session ended: a client that has not read its response to the end ``delay``
-        seconds later is cut off (see :mod:`.cutoff`)."""
-        if not self._lost:
-            self._cut.after(self.transport, delay)
+        seconds later is cut off (see :mod:`.cutoff`; not once the connection is lost)."""
+        self._cut.after(self.transport, delay)
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -192,7 +189,6 @@ class AsgiWebSocket(WebSocketsSansIOProtocol):
         self._clock = FrameClock()
         self._frame_timer: asyncio.TimerHandle | None = None
         self._upgraded = False
-        self._lost = False
         self._cut = PendingCut(self.loop)
 
     def handle_connect(self, event: Any) -> None:
@@ -203,8 +199,7 @@ class AsgiWebSocket(WebSocketsSansIOProtocol):
 
     def _cut_off_after(self, delay: float) -> None:
         """As :meth:`HeaderTimeoutHttp._cut_off_after`, for the ASGI WebSocket driver."""
-        if not self._lost:
-            self._cut.after(self.transport, delay)
+        self._cut.after(self.transport, delay)
 
     def data_received(self, data: bytes) -> None:
         if not self._upgraded:  # uvicorn hands over the upgrade request alone, first
@@ -222,7 +217,6 @@ class AsgiWebSocket(WebSocketsSansIOProtocol):
             self._stop_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
         self._stop_timer()
         self._cut.cancel()
         super().connection_lost(exc)

@@ -13,7 +13,6 @@ SSE is text, so frames are JSON (bytes travel as ``{"$b": base64}``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Sequence
 
@@ -36,38 +35,34 @@ async def serve_sse(gateway: Gateway, request: Request, receive: Receive, send: 
     link = await gateway.open(hello, request.auth_request(hello.token, "sse"), "sse", streaming=True)
     settings = gateway.settings
     watcher = start_watch(receive, link)
-    bye = ByeWait(link.att, link.waker, request.extensions)  # (a client that reads nothing is cut off)
     try:
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache, no-store, no-transform"),
-            (b"x-accel-buffering", b"no"),
-            *cors_headers(settings.allowed_origins, request),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        prelude = (
-            b":" + b" " * settings.sse_padding + b"\n\nretry: 1000\n\n"
-            if settings.sse_padding
-            else b"retry: 1000\n\n"
-        )
-        first = True
-        while True:
-            control, frames = link.take()
-            if control or frames or first:
-                chunk = _events(control, frames)
-                if first:
-                    chunk, first = prelude + chunk, False
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                continue
-            if link.att.closed:
-                break
-            await link.waker.wait()
-        with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except asyncio.CancelledError:
-        if not bye.stopped():
-            raise  # (else: stopped writing to a client that reads nothing, under another server)
+        with ByeWait(link.att, link.waker, request.extensions):  # (a client that reads nothing is cut off)
+            headers = [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache, no-store, no-transform"),
+                (b"x-accel-buffering", b"no"),
+                *cors_headers(settings.allowed_origins, request),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            prelude = (
+                b":" + b" " * settings.sse_padding + b"\n\nretry: 1000\n\n"
+                if settings.sse_padding
+                else b"retry: 1000\n\n"
+            )
+            first = True
+            while True:
+                control, frames = link.take()
+                if control or frames or first:
+                    chunk = _events(control, frames)
+                    if first:
+                        chunk, first = prelude + chunk, False
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    continue
+                if link.att.closed:
+                    break
+                await link.waker.wait()
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
-        bye.finish()
         link.close()
         await stop_watch(watcher)

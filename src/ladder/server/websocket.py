@@ -251,12 +251,9 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
     bye = ByeWait(link.att, link.waker, request.extensions)  # (a client that reads nothing is cut off)
     writer = asyncio.get_running_loop().create_task(_write(link, send, codec), name="ladder-ws-writer")
     try:
-        await _read(gateway, link, receive, rest)
-    except asyncio.CancelledError:
-        if not bye.stopped():
-            raise  # (else: stopped serving a client that reads nothing, under another server)
+        with bye:
+            await _read(gateway, link, receive, rest)
     finally:
-        bye.finish()
         link.close()
         link.gone()
         with contextlib.suppress(asyncio.TimeoutError, Exception):
