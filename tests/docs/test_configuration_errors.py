@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import pytest
 
-from ladder import ChannelOptions, ConfigurationError, Ladder, LadderError, Limits, Publisher
+from ladder import JWT, ChannelOptions, ConfigurationError, Ladder, LadderError, Limits, Publisher
 from ladder.engine import create_engine
 
 
@@ -252,3 +253,23 @@ def test_a_history_ttl_below_a_second_is_taken() -> None:
     assert ChannelOptions(history_ttl=0.5).history_ttl == 0.5
 
 
+
+
+def test_any_origin_with_an_authenticate_hook_warns_once_at_build(caplog: pytest.LogCaptureFixture) -> None:
+    """Any site's pages can open sessions carrying their visitors' cookies: with a hook that
+    reads them, that is cross-site WebSocket hijacking. A token the page presents is not sent
+    by the browser on its own, so JWT is quiet, and so is an anonymous hub."""
+
+    def by_cookie(request: object) -> str:
+        return "someone"
+
+    with caplog.at_level(logging.WARNING, "ladder"):
+        Ladder(allowed_origins=["*"], authenticate=by_cookie)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and 'allowed_origins=["*"]' in warned[0] and "list the origins" in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "ladder"):
+        Ladder(allowed_origins=["*"])
+        Ladder(allowed_origins=["*"], authenticate=JWT("k" * 32))
+        Ladder(allowed_origins=["https://app.example"], authenticate=by_cookie)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

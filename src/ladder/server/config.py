@@ -14,6 +14,13 @@ from ..errors import ConfigurationError
 from ..protocol.session import SessionLimits
 from .auth import Authenticate, Permissions
 
+OPEN_ORIGINS: Final = (  # (logged by the hub when it is built)
+    'allowed_origins=["*"] with an authenticate hook: a page on any site can open a session '
+    "with what its visitors' browsers send by themselves (cookies, HTTP authentication); if "
+    "the hook reads those, list the origins allowed instead (a token the page presents, as "
+    "JWT's, is safe with any origin)"
+)
+
 TRANSPORTS: Final = ("websocket", "sse", "longpoll", "poll")
 """Every rung, best first."""
 
@@ -107,6 +114,8 @@ class Limits:
     """HTTP requests and WebSocket openings per second from one client address (0: no limit).
     Generous because a whole office may share one address behind NAT."""
     request_burst: float = 1000.0
+    """...and at once (a page load opening a session, its stream and a first POST counts three).
+    Past it, HTTP 429 with ``Retry-After``, a WebSocket ``err rate_limited`` then close 4429."""
     max_sessions_per_address: int = 1000
     """Sessions one client address may hold at once (NAT: many users may share one)."""
     max_sessions_per_user: int = 100

@@ -8,6 +8,7 @@ channel tables, dispatch, cluster, the drivers' gateway), which it builds from i
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -17,11 +18,14 @@ from ..engine.base import ChannelOptions, Engine, Member, Payload, Publication
 from ..protocol.frames import MAX_HISTORY_LIMIT, check_channel, check_event
 from ..protocol.session import SessionLimits
 from .auth import Authenticate, Permissions, default_permissions
-from .config import TRANSPORTS, ChannelRules, Limits, Settings, check_hub_settings
+from .config import OPEN_ORIGINS, TRANSPORTS, ChannelRules, Limits, Settings, check_hub_settings
 from .dispatch import Handler
 from .gateway import Gateway
+from .jwt import JWT
 from .node import Node
 from .routes import handle
+
+log = logging.getLogger("ladder")
 
 
 class Ladder:
@@ -35,7 +39,8 @@ class Ladder:
         engine: ``"memory://"`` (one process), ``"redis://host:6379/0"`` (several processes
             sharing one Redis; needs ``ladder-rt[redis]``), or an engine object.
         allowed_origins: Browser origins allowed to connect (``["https://app.example"]``).
-            None allows the hub's own origin only; ``["*"]`` allows any. A list replaces the
+            None allows the hub's own origin only; ``["*"]`` allows any (never with a hook
+            that accepts users by cookie: docs/security.md; a WARNING). A list replaces the
             same-origin rule: list the hub's own origin too when its pages use it. Entries
             are whole origins, not patterns: one with a ``*`` inside it
             (``"https://*.example"``), or an empty list, raises ``ConfigurationError``.
@@ -102,6 +107,8 @@ class Ladder:
             allowed_origins, transports, timings,
             authenticate=authenticate, permissions=permissions, limits=limits,
         )
+        if allowed_origins and "*" in allowed_origins and not isinstance(authenticate, JWT | None):
+            log.warning(OPEN_ORIGINS)  # (cookies reach a hook from any site's pages)
         limits = limits or Limits()
         self._settings = Settings(
             allowed_origins=None if allowed_origins is None else tuple(allowed_origins),

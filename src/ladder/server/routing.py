@@ -84,13 +84,14 @@ class Router:
             raise LadderError("engine_unavailable", "this node cannot reach its engine")
         limits, sessions = self.settings.limits, self.sessions
         if len(sessions) >= limits.max_sessions:
-            raise LadderError("too_many_sessions", "this server holds its maximum of sessions")
+            raise too_many("this server holds its maximum of sessions", "max_sessions")
         address = request.address
         if address is not None and sessions.of_address(address) >= limits.max_sessions_per_address:
-            raise LadderError("too_many_sessions", f"at most {limits.max_sessions_per_address} per address")
+            most = limits.max_sessions_per_address
+            raise too_many(f"at most {most} per address", "max_sessions_per_address")
         identity = await run_authenticate(self.settings.authenticate, request)
         if identity.user is not None and sessions.of_user(identity.user) >= limits.max_sessions_per_user:
-            raise LadderError("too_many_sessions", f"at most {limits.max_sessions_per_user} per user")
+            raise too_many(f"at most {limits.max_sessions_per_user} per user", "max_sessions_per_user")
         session = sessions.new(identity, address)
         if hello.prev is not None:
             try:
@@ -327,3 +328,8 @@ class Router:
         finally:
             for task in (asking, watching, stopping):
                 task.cancel()
+
+
+def too_many(problem: str, setting: str) -> LadderError:
+    """A session refused for a limit, naming the setting an operator raises."""
+    return LadderError("too_many_sessions", f"{problem} (Limits({setting}=...) on the hub)")
