@@ -116,6 +116,9 @@ def test_settings_that_cannot_work_are_refused_when_the_hub_is_built() -> None:
     with pytest.raises(ConfigurationError, match=r"^authenticate: JWT\(key=\.\.\.\) got an empty key"):
         JWT("")
     assert Limits(message_rate=0, request_rate=0).message_rate == 0  # 0 there: no limit
+    with pytest.raises(ConfigurationError, match=r"^Limits\(shard_hold=\.\.\.\): 86400 s is out of range.*pass 0 \(no wait\) to 3600 seconds \(the default is 10\)$"):
+        Limits(shard_hold=86400)
+    assert Limits(shard_hold=0).shard_hold == 0 and Limits().shard_hold == 10.0
 
 
 def test_settings_taken_without_a_word_then_failing_every_request_are_refused() -> None:

@@ -479,6 +479,29 @@ describe("reliability", () => {
     await timedOut;
   });
 
+  test("a call whose session's Redis server is down waits on the same connection: the control err is an error event, not an end", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith({ hb: 2000 });
+    const answered = client.call("do", "a", { timeout: 30_000 });
+    await settle();
+    const reason = "shard 10.0.0.2:6379, which holds this session, is down: its messages wait here for it (at most 10 s)";
+    ws.receive([{ t: "err", code: "engine_unavailable", reason }]);
+    for (let n = 1; n <= 4; n++) {
+      await clock.advance(2000); // the server's pings go on meanwhile
+      ws.receive([{ t: "ping" }]);
+    }
+    assert.deepEqual(of("error"), [{ name: "error", code: "engine_unavailable", reason }]);
+    assert.equal(client.state, "connected");
+    assert.deepEqual(net.opened, [ws], "no other connection");
+    assert.equal(ws.closed, false);
+    ws.receive([{ t: "ack", i: 1 }, { s: 1, t: "reply", re: 1, d: { did: "a" } }]);
+    assert.deepEqual(await answered, { did: "a" });
+    assert.equal(ws.wrote("call").length, 1, "written once");
+  });
+
   test("acknowledges a stream once it has been quiet for 1 s, or at once at the drawn count (64 of 128 here)", async () => {
     const { client, clock, net } = setup({ transports: ["websocket"] });
     client.start();

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from ladder import Ladder
+from ladder import Ladder, Limits
 from ladder.engine.shards import ShardedEngine
 from tests.engine.conftest import shards_url
 from tests.server.harness import Peer, Recorder
@@ -62,9 +62,19 @@ async def test_new_sessions_are_placed_on_a_shard_that_is_up(hub: Ladder, server
     assert applied == list(range(30))
 
 
-async def test_a_session_whose_shard_is_down_is_told_which_shard(hub: Ladder, servers: list[RedisServer]) -> None:
+async def test_a_session_whose_shard_is_down_is_told_which_shard(servers: list[RedisServer]) -> None:
     """Its refusal said "this server cannot reach its engine", of a node that reached two
-    servers of three and stayed healthy."""
+    servers of three and stayed healthy. (``shard_hold=0``: refused at once, not held; the
+    hold is ``test_shard_hold.py``'s.)"""
+    hub = Ladder(engine=ShardedEngine(shards_url(servers)), limits=Limits(shard_hold=0))
+    await hub.start()
+    try:
+        await told_which_shard(hub, servers)
+    finally:
+        await hub.stop()
+
+
+async def told_which_shard(hub: Ladder, servers: list[RedisServer]) -> None:
     engine = hub.engine
     assert isinstance(engine, ShardedEngine)
     applied = Recorder(hub).applied

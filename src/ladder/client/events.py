@@ -95,8 +95,10 @@ class Presence(Event):
 @dataclass(frozen=True, slots=True)
 class ServerError(Event):
     """An error no call was waiting for: a failed emit, a refusal the client gave up on
-    (``origin_not_allowed``, ``unauthorized``, …) or ``connect_failed`` (the first connection
-    could not be made within ``connect_timeout``)."""
+    (``origin_not_allowed``, ``unauthorized``, …), ``connect_failed`` (the first connection
+    could not be made within ``connect_timeout``), or ``engine_unavailable`` when the
+    session's messages wait for the Redis server keeping its records, which is down (they
+    are answered once it is back; the connection is kept)."""
 
     name: ClassVar[str] = "error"
     code: str

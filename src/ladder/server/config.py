@@ -69,6 +69,13 @@ class Limits:
                 f"round trip later); over {most:.0f} s, a flooding session is kept that long",
                 f"pass {least:g} to {most:.0f} seconds (the default is {defaults['flood_patience']:g})",
             )
+        if not 0 <= self.shard_hold <= SHARD_HOLD:
+            raise ConfigurationError(
+                "Limits(shard_hold=...)",
+                f"{self.shard_hold!r} s is out of range: a client's messages would wait unanswered "
+                "that long, on a connection its client cannot tell from a dead one",
+                f"pass 0 (no wait) to {SHARD_HOLD:.0f} seconds (the default is {defaults['shard_hold']:g})",
+            )
         if self.max_post_size < self.max_frame_size:
             raise ConfigurationError(
                 "Limits(max_post_size=...)",
@@ -110,6 +117,13 @@ class Limits:
     """A session that keeps sending past its burst this many seconds after being told to wait
     is disconnected (``rate_limited``). From 1 s (what a client sent before it heard it was
     told to wait arrives up to a round trip later) to an hour."""
+    shard_hold: float = 10.0
+    """Seconds a WebSocket session's emits and calls wait, unapplied and unacknowledged, for
+    the one Redis server (a shard, or a cluster primary) that keeps its records to answer
+    again, while the process reaches the others; the connection and its deliveries go on.
+    Past it (or past ``inbox_window`` messages waiting) the WebSocket is closed with 1011
+    ``engine_unavailable`` and the client sends them again after it resumes. 0 to an hour;
+    0 closes at once. The default is how long a client waits for a call by default."""
     request_rate: float = 200.0
     """HTTP requests and WebSocket openings per second from one client address (0: no limit).
     Generous because a whole office may share one address behind NAT."""
@@ -129,6 +143,10 @@ FLOOD_PATIENCE: Final = (1.0, 3600.0)
 """The least and most seconds of ``flood_patience``. At 0 a client that waits as told was
 ended for the frames it had sent before it heard (a queue written in batches on a slow
 link)."""
+
+SHARD_HOLD: Final = 3600.0
+"""The most seconds of ``shard_hold``: beyond an hour, a connection would carry messages
+nobody answers for longer than any client waits for them."""
 
 SMALLEST_FRAME_LIMIT: Final = 1024
 """Bytes below which a frame or POST limit cannot work."""

@@ -19,6 +19,7 @@ from . import together as publications
 from .applied import Answers, kept_answer
 from .config import Settings
 from .dispatch import Dispatch, Pending
+from .holding import Holds, unrecordable_error
 from .metrics import Counters
 from .refusals import Refusals
 from .session import Session
@@ -26,7 +27,6 @@ from .sessions import SessionTable
 from .tasks import Tasks
 from .throttle import Throttle
 
-_UNRECORDABLE = "this server cannot reach its engine: messages are not applied here now"
 AT_ONCE: Final = frozenset({Ack, Ping, Pong, Bye})
 """Client frames applied without waiting for anything (see :meth:`Inbound.receive_now`),
 also while one of the session's messages is in a handler (the WebSocket drivers): a ``bye``
@@ -38,7 +38,7 @@ class Inbound:
     """Receives batches of client frames for sessions and drains what is ready."""
 
     __slots__ = (
-        "counters", "dispatch", "engine", "recording", "records_at_once",
+        "counters", "dispatch", "engine", "holds", "recording", "records_at_once",
         "refused", "sessions", "settings", "tasks", "throttle", "together",
     )
 
@@ -61,6 +61,8 @@ class Inbound:
         self.counters = counters
         self.refused = refused
         self.throttle = Throttle(settings, sessions, refused)
+        self.holds = Holds(engine, settings.limits.shard_hold, settings.limits.inbox_window, refused)
+        """WebSocket sessions whose messages wait for the server keeping their records."""
         self.recording = sessions.recording
         self.records_at_once = self.recording.now is not None
         """A plain handler's message is applied as it is read: the engine says it records at
@@ -77,21 +79,25 @@ class Inbound:
         offered = self._offer(session, att, frames)
         if offered is None:
             return
-        accepted, unrecordable, transport = offered
+        accepted, unrecordable, _, transport = offered
         if accepted:
             await self.drain(session)
         if unrecordable:
             self._refuse_unrecordable(session, att, transport)
 
     def _refuse_unrecordable(self, session: Session, att: Attachment | None, transport: str) -> None:
-        """A batch held a message the engine could not record now: the client sends it again.
-        What the batch had accepted before is given back by the drain, between two messages
-        (not here: one may be in a handler now, and must not be taken again)."""
+        """A batch held a message the engine could not record now, and that may not wait for
+        it: the client sends it again. What the batch had accepted before is given back by
+        the drain, between two messages (not here: one may be in a handler now, and must not
+        be taken again); what a WebSocket's hold kept (none is in a handler then), here."""
         error = unrecordable_error(self.engine, session.sid)
         self.refused(transport, error, session=session)
         if att is None:
             raise error  # the POST fails: the client writes it again
-        session.state.send_away(error)
+        if session in self.holds.since and not session.draining:
+            self.holds.give_back(session)
+        else:
+            session.state.send_away(error)
 
     def receive_now(self, session: Session, att: Attachment, frames: list[ClientFrame]) -> bool:
         """Apply a batch at once, in the driver's turn, when nothing in it waits: acks, pings
@@ -109,18 +115,19 @@ class Inbound:
         fresh = session.ready is None  # (then what the drain takes first is from this batch)
         offered = self._offer(session, att, frames)  # (as receive() does, without its coroutine)
         if offered is not None and numbered:
-            accepted, unrecordable, transport = offered
+            accepted, unrecordable, waits, transport = offered
             if accepted:
-                self.drain_now(session, checked=fresh and not unrecordable)
+                self.drain_now(session, checked=fresh and not (unrecordable or waits))
             if unrecordable:
                 self._refuse_unrecordable(session, att, transport)
         return True
 
     def _offer(
         self, session: Session, att: Attachment | None, frames: Iterable[ClientFrame]
-    ) -> tuple[bool, bool, str] | None:
+    ) -> tuple[bool, bool, bool, str] | None:
         """Take in a batch: (whether messages were accepted for the drain, whether one could
-        not be recorded, the transport's name), or None when the client said bye."""
+        not be recorded and was refused, whether one could not and waits for it, the
+        transport's name), or None when the client said bye."""
         state = session.state
         transport = "send"
         now = self.settings.clock()
@@ -128,7 +135,8 @@ class Inbound:
             att.heard(now)
             transport = att.transport
         accepted = False
-        unrecordable = False
+        unrecordable = waits = False
+        held = self.holds.since
         acked = False
         batch = iter(frames)
         unread: Iterator[ClientFrame] | None = None
@@ -163,8 +171,14 @@ class Inbound:
                         # A handler's effects are outside the engine, and what this node applied
                         # now it could not record: were the session then lost (other nodes
                         # cannot reach this one either), its successor would apply it again.
-                        # Not taken: the client sends it again. (Engine requests just fail.)
-                        unrecordable = True
+                        # On a WebSocket it waits for the server (``holding.py``); else it is
+                        # not taken: the client sends it again. (Engine requests just fail.)
+                        if not self.holds.admits(session, transport, now):
+                            unrecordable = True
+                            break
+                        waits = True
+                    elif held and session in held and not self.holds.room(session):
+                        unrecordable = True  # (more than inbox_window would wait)
                         break
                     if not isinstance(frame, Invalid):
                         self.counters.tally_in(transport).n += 1
@@ -179,15 +193,17 @@ class Inbound:
                 self.refused(transport, exc, session=session)
                 state.send_control({"t": "err", **exc.body()})
         self.throttle.read(session, unread, now, transport)
-        return accepted, unrecordable, transport
+        return accepted, unrecordable, waits, transport
 
-    def _unrecordable(self, session: Session) -> None:
-        """The engine cannot record what would be applied now (called between two messages,
-        none in a handler): nothing waiting is applied, and the session's transports are
-        ended, so that the client resumes (here or elsewhere) and sends it all again."""
-        session.ready = None
-        session.state.unaccept()
-        session.state.send_away(unrecordable_error(self.engine, session.sid))
+    def release(self, now: float) -> None:
+        """The node's tick, while sessions are held: drain those whose records' server
+        answers again; refuse as before those held too long (or whose process lost its
+        engine), closing their transports with 1011."""
+        resumed, ended = self.holds.due(now, self.sessions)
+        for session in resumed:
+            self.tasks.spawn(self.drain(session), "ladder-drain")
+        for session in ended:
+            self.refused(session.transport or "-", self.holds.give_back(session), session=session)
 
     async def drain(self, session: Session) -> None:
         """Apply queued client frames one at a time, in order (whoever arrives first drains).
@@ -284,8 +300,10 @@ class Inbound:
         if not ready or state.phase is Phase.CLOSED or session.moving:
             return None
         if not healthy and isinstance(ready[0], (Emit, Call)) and not self.engine.healthy_for(state.sid):
-            self._unrecordable(session)  # accepted while the engine answered
+            self.holds.wait(session, self.settings.clock())
             return None
+        if self.holds.since:
+            self.holds.since.pop(session, None)
         return ready.popleft()
 
     def _stopped(self, session: Session) -> None:
@@ -293,7 +311,12 @@ class Inbound:
         session.draining = False
         if not session.ready:
             session.ready = None
-        if session.ready and session.state.phase is not Phase.CLOSED and not session.moving:
+        if (
+            session.ready
+            and session.state.phase is not Phase.CLOSED
+            and not session.moving
+            and session not in self.holds.since  # (waiting for its records' server)
+        ):
             # Cancelled between two messages: someone must finish in order.
             self.tasks.spawn(self.drain(session), "ladder-drain")
         else:
@@ -365,17 +388,6 @@ class Inbound:
                 self.sessions.overflowed(session)
         if state.finishable(frame.i):  # else the session was discarded meanwhile
             state.finish(frame.i)
-
-
-def unrecordable_error(engine: Engine, sid: str) -> LadderError:
-    """Why ``sid``'s messages are not applied now: the node cannot reach its engine, or (it
-    can, the engine is spread over several servers) the one holding this session is down."""
-    named = getattr(engine, "record_server", None)
-    server = named(sid) if named is not None and engine.healthy else None
-    if server is None:
-        return LadderError("engine_unavailable", _UNRECORDABLE)
-    reason = f"shard {server}, which holds this session, is down: its messages are not applied now"
-    return LadderError("engine_unavailable", reason)
 
 
 def _interrupted(number: int) -> OutFrame:

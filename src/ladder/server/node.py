@@ -199,7 +199,8 @@ class Node:
     async def tick(self, now: float) -> None:
         """Advance the deadlines of the sessions that are due (and of this tick's share of
         every session, in case one was missed: see ``FULL_TICK``); reap the expired ones;
-        end sessions whose credentials expired without a refresh; refresh presence."""
+        end sessions whose credentials expired without a refresh; resume or refuse messages
+        that wait for their records' server (``holding.py``); refresh presence."""
         wall = time.time()
         sessions = self.sessions
         due = sessions.timers.pop_due(now)
@@ -222,6 +223,8 @@ class Node:
         if now - self._last_sweep >= 10.0:
             self._last_sweep = now
             self.gateway.address_limiter.sweep(now)
+        if self.inbound.holds.since:  # (messages waiting for their records' server)
+            self.inbound.release(now)
         sessions.moved.sweep(now)
         sessions.ended.sweep(now)
         self.descriptors.look(now)

@@ -4,7 +4,8 @@ The single-Redis engine's parts, over :class:`.link.ClusterLink` (hash-tagged ke
 ``SPUBLISH``, redis-py's cluster client) and :class:`.listener.ClusterListener` (one pub/sub
 connection per primary). Each primary is a shard: while one is down (until its replica takes
 over) its channels' publishes are refused with ``engine_unavailable``, its sessions' messages
-are refused, and its subscribers catch up or resync afterwards; the other shards keep flowing.
+wait for it (on a WebSocket, for a while) or are refused, and its subscribers catch up or
+resync afterwards; the other shards keep flowing.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ RedisEngine`) for what it holds; rendezvous hashing (:mod:`.placement`) places e
 (with its history and presence) and each session's records on one shard. A shard down costs
 only its share: its channels' publishes are refused with ``engine_unavailable``, their
 subscribers catch up or resync when it is back (as with one Redis), and its sessions'
-messages are refused until then; channels and sessions on the other shards keep flowing.
-Every shard reconnects on its own.
+messages wait for it (on a WebSocket, for a while) or are refused until then; channels and
+sessions on the other shards keep flowing. Every shard reconnects on its own.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ class ShardedEngine(ComposedEngine):
             shard.peers = self._twin
             shard.serving = "its channels and sessions are served again"
             shard.refusing = (
-                "publishes to its channels and messages of its sessions are refused with "
-                "engine_unavailable (the node stays healthy while another shard answers)"
+                "publishes to its channels are refused with engine_unavailable, and messages "
+                "of its sessions wait for it (WebSocket, up to Limits.shard_hold) or are refused "
+                "(the node stays healthy while another shard answers)"
             )
         placement = self.placement = Placement(self.shards)
         super().__init__(
