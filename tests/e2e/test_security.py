@@ -194,6 +194,32 @@ async def test_per_channel_permissions(jwt_server: LadderServer) -> None:
         assert denied.value.code == "forbidden"
 
 
+async def test_a_channel_s_past_is_history_to_the_permissions_hook(jwt_server: LadderServer) -> None:
+    """Refused ``history`` on ``sealed:*``, ``subscribe(recent=10)`` and a recovery from
+    offset 0 were both handed every publication kept. ``recent`` is refused now, and the
+    recovery is told it was not recovered (a ``resync`` event, as when history is gone): it
+    gets none of them, and what comes next all the same."""
+    ada_token, grace_token = token("ada", aud="ladder-tests"), token("grace", aud="ladder-tests")
+    async with Client(jwt_server.url, token=ada_token) as ada, Client(jwt_server.url, token=grace_token) as grace:
+        channel = "sealed:past"
+        await ada.call("publish", {"channel": channel, "count": 3})
+        with pytest.raises(LadderError) as refused:
+            await ada.subscribe(channel, recent=10).ready()
+        assert refused.value.code == "forbidden" and "history" in refused.value.reason
+        now = await grace.subscribe(channel).ready()
+        assert (now.offset, now.missed, now.recovered) == (3, 0, True)
+        resyncs: list[Any] = []
+        ada.on("resync", resyncs.append)
+        sub = ada.subscribe(channel, since=(now.epoch, 0))
+        result = await sub.ready()
+        assert (result.recovered, result.missed, result.offset) == (False, 0, 3)
+        assert [(event.channel, event.epoch) for event in resyncs] == [(channel, now.epoch)]
+        await ada.call("publish", {"channel": channel, "count": 1, "start": 3})
+        async with asyncio.timeout(5):
+            pub = await anext(aiter(sub))
+        assert (pub.offset, pub.data["n"]) == (4, 3), "the first one it gets is the one after the resync"
+
+
 async def test_a_session_is_resumed_only_with_its_resume_token(jwt_server: LadderServer) -> None:
     async with Client(jwt_server.url, token=token("ada", aud="ladder-tests"), transports=["longpoll"]) as ada:
         sid = ada.session_id

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Subscription, TabHub } from "../../src/ladder/static/client.js";
+import { LadderError, Subscription, TabHub } from "../../src/ladder/static/client.js";
 
 const settle = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -53,7 +53,7 @@ class StandIn {
 
   /** A request the test answers: resolves with what `answer(frame)` gives. */
   _request(frame) {
-    return new Promise((resolve) => this.requests.push({ frame, resolve }));
+    return new Promise((resolve, reject) => this.requests.push({ frame, resolve, reject }));
   }
 
   call(event, data) {
@@ -151,6 +151,27 @@ test("a later tab whose position is in another epoch is told it was not recovere
   await settle();
   assert.equal(client.requests.length, 0);
   assert.deepEqual(b.got.find((m) => m.op === "subok").result, { channel: "room", epoch: "NEW", offset: 7, recovered: false, missed: 0 });
+});
+
+test("a later tab refused history is refused `recent` and not recovered from `since`, as alone", async () => {
+  // The server refuses a `sub` with `recent` on a channel whose history the client may not
+  // read, and answers a recovery `rec: false`; a tab joining a channel other tabs follow
+  // reads history itself, and its `recent` was confirmed without the past instead.
+  const { client, hub } = setUp();
+  const [a, b, c] = ["a", "b", "c"].map((id) => tab(hub, id));
+  hub.receive(a, { op: "sub", tab: "a", ch: "room" });
+  client.subs.get("room").confirmed({ ep: "E", off: 7, rec: true, n: 0 });
+  await settle();
+  hub.receive(b, { op: "sub", tab: "b", ch: "room", recent: 5 });
+  hub.receive(c, { op: "sub", tab: "c", ch: "room", since: { epoch: "E", offset: 3 } });
+  await settle();
+  assert.deepEqual(client.requests.map((r) => r.frame.t), ["history", "history"]);
+  for (const { reject } of client.requests) reject(new LadderError("forbidden", "history on 'room' is not allowed"));
+  await settle();
+  assert.deepEqual(b.got.filter((m) => m.op === "subok" || m.op === "suberr").map((m) => [m.op, m.error?.code]), [["suberr", "forbidden"]]);
+  assert.deepEqual(c.got.find((m) => m.op === "subok").result, { channel: "room", epoch: "E", offset: 7, recovered: false, missed: 0 });
+  client.subs.get("room").deliver(8, "h");
+  assert.deepEqual([a.pubs(), b.pubs(), c.pubs()], [[8], [], [8]], "the others go on");
 });
 
 test("a tab whose subscription could not recover hears it once, by its confirmation", async () => {

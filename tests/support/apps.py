@@ -42,9 +42,12 @@ def _token_check(request: AuthRequest) -> Identity | None:
 
 
 def _private(identity: Identity, action: str, channel: str, options: ChannelOptions) -> bool:
-    """With ``private_channels``: ``private:<user>`` is only for <user>; nobody publishes there."""
+    """With ``private_channels``: ``private:<user>`` is only for <user>; nobody publishes there.
+    ``sealed:*`` is for anyone to follow from now on: its history and presence are for nobody."""
     if channel.startswith("private:"):
         return action != "publish" and channel == f"private:{identity.user}"
+    if channel.startswith("sealed:"):
+        return action == "subscribe"
     return action != "publish" or options.client_publish
 
 

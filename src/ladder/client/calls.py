@@ -28,7 +28,9 @@ class Calls(Connection):
         on_publication: Callable[[Publication], Any] | None = None,
     ) -> Subscription:
         """Follow ``channel``. ``since=(epoch, offset)`` replays what was missed after it;
-        ``recent=N`` starts with the newest N publications kept in history.
+        ``recent=N`` starts with the newest N publications kept in history. Where the app's
+        permissions keep the channel's history from this client, ``recent`` is refused
+        ``forbidden`` and a recovery is not ``recovered`` (a ``resync`` event).
 
         A channel already followed returns its subscription (``since`` and ``recent`` then do
         nothing), and ``on_publication``, if given, is called too, as in the browser client.

@@ -66,7 +66,8 @@ class Resubscribed(Event):
 
 @dataclass(frozen=True, slots=True)
 class ResyncNeeded(Event):
-    """History could not cover a gap in ``channel``: refetch the app's state for it."""
+    """History could not cover a gap in ``channel`` (or this client may not read it):
+    refetch the app's state for it."""
 
     name: ClassVar[str] = "resync"
     channel: str

@@ -52,7 +52,8 @@ class Subscription:
     The subscription remembers the ``(epoch, offset)`` of the last publication it
     delivered; after a reconnect that needed a new session, the client resubscribes from
     there, so missed publications arrive first and none twice. When the server's history
-    cannot cover the gap, ``recovered`` turns False and a ``resync`` event is emitted.
+    cannot cover the gap (or the app's permissions keep its history from this client),
+    ``recovered`` turns False and a ``resync`` event is emitted.
 
     Publications are buffered for the iterator up to ``max_buffer``; an app that stops
     reading gets an error from the iterator (``queue_full``, after what it holds) rather than

@@ -120,7 +120,8 @@ class ChannelOptions:
     presence: bool = False
     """Track who is subscribed; members appear in ``presence`` replies."""
     join_leave: bool = True
-    """With presence on, send ``join``/``leave`` frames to subscribers."""
+    """With presence on, send ``join``/``leave`` frames to subscribers (those the
+    permissions hook allows ``presence``)."""
     client_publish: bool = False
     """Whether clients may publish to the channel directly (server code always may)."""
 

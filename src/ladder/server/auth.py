@@ -6,7 +6,8 @@
 :class:`Identity` (or a user id string) to accept, or ``None`` / raises ``LadderError`` to
 refuse. Without a hook every client is anonymous.
 
-``permissions`` decides, per identity and channel, whether an action is allowed. The
+``permissions`` decides, per identity and channel, whether an action is allowed (a
+subscription's past is ``history``, its ``join``/``leave`` frames are ``presence``). The
 default lets anyone subscribe, read history and presence, and lets clients publish only
 to channels whose options say ``client_publish=True``.
 """
@@ -67,7 +68,22 @@ Permissions: TypeAlias = Callable[[Identity, Action, str, ChannelOptions], bool 
 """``permissions(identity, action, channel, options)``, sync or async: ``True`` allows,
 ``False`` refuses with ``forbidden``, a raised ``LadderError`` refuses with its own code.
 Anything else raised or returned (``"yes"``, ``None``, ``1``) is answered ``internal`` and
-logged at ERROR, naming the hook, the action and the channel."""
+logged at ERROR, naming the hook, the action and the channel.
+
+What each action covers:
+
+- ``subscribe``: a subscription, the channel's publications from then on.
+- ``publish``: a client's publication (server code always may).
+- ``history``: the ``history`` query, and a subscription's past. Refused, a subscription
+  asking for ``recent`` publications is refused (``forbidden``: "history on 'ch' is not
+  allowed: subscribe without recent"), and one recovering from a position gets none of the
+  publications it missed: ``recovered`` false with the channel's position now, as when
+  history is gone, so its client resyncs. Asked only when there is something to hand out;
+  never for a session's own subscriptions carrying on (resumed, or moved between processes).
+- ``presence``: the ``presence`` query, and the ``join``/``leave`` frames a subscription
+  gets. Asked once when a client subscribes to a channel that sends them (and again on the
+  process its session moves to), never per frame; refused, the subscriber gets none.
+"""
 
 
 def parse_cookies(header: str | None) -> dict[str, str]:
@@ -194,18 +210,56 @@ def default_permissions(identity: Identity, action: Action, channel: str, option
 
 
 async def check_permission(
-    hook: Permissions, identity: Identity, action: Action, channel: str, options: ChannelOptions
+    hook: Permissions,
+    identity: Identity,
+    action: Action,
+    channel: str,
+    options: ChannelOptions,
+    *,
+    fix: str = "",
 ) -> None:
-    """Ask the hook: True allows, False refuses (``forbidden``), a ``LadderError`` it raises
-    refuses with its own code. Anything else it raises or returns is a bug in the app, not
-    the client's nor an event handler's: logged at ERROR naming the hook, the action and the
-    channel (with the traceback, or what it returned), and answered ``internal``."""
+    """Ask the hook: True allows, False refuses (``forbidden``, its reason ending with
+    ``fix`` when given), a ``LadderError`` it raises refuses with its own code. Anything else
+    it raises or returns is a bug in the app, not the client's nor an event handler's: logged
+    at ERROR naming the hook, the action and the channel (with the traceback, or what it
+    returned), and answered ``internal``."""
+    verdict = await _verdict(hook, identity, action, channel, options)
+    if verdict is True:
+        return
+    if isinstance(verdict, LadderError):
+        raise verdict
+    raise LadderError("forbidden", f"{action} on {channel!r} is not allowed{fix}")
+
+
+async def permitted(
+    hook: Permissions, identity: Identity, action: Action, channel: str, options: ChannelOptions
+) -> bool:
+    """Whether the hook allows ``action``, where a refusal withholds a part of an answer
+    instead of refusing the frame: False and a ``LadderError`` it raises are both False.
+    A hook that fails is still answered ``internal`` (raised), as in :func:`check_permission`."""
+    return await _verdict(hook, identity, action, channel, options) is True
+
+
+async def sees_members(hook: Permissions, identity: Identity, channel: str, options: ChannelOptions) -> bool:
+    """Whether a subscription of ``channel`` gets its ``join``/``leave`` frames: the channel
+    sends them and the hook allows this identity ``presence`` there. Asked once, when the
+    subscription is made (the hook may be slow), never per frame."""
+    if not (options.presence and options.join_leave):
+        return False
+    return await permitted(hook, identity, "presence", channel, options)
+
+
+async def _verdict(
+    hook: Permissions, identity: Identity, action: Action, channel: str, options: ChannelOptions
+) -> bool | LadderError:
+    """The hook's answer: True, False, or the ``LadderError`` it raised; its bugs are logged
+    and raised as ``internal``."""
     try:
         allowed = hook(identity, action, channel, options)
         if inspect.isawaitable(allowed):
             allowed = await allowed
-    except LadderError:
-        raise
+    except LadderError as exc:
+        return exc
     except Exception as exc:
         log.error(
             "%s failed for %s on %r; answered internal",
@@ -216,10 +270,8 @@ async def check_permission(
         )
         why = f"the permissions hook failed for {action} (see the server log)"
         raise LadderError("internal", why) from exc
-    if allowed is True:
-        return
-    if allowed is False:
-        raise LadderError("forbidden", f"{action} on {channel!r} is not allowed")
+    if allowed is True or allowed is False:
+        return allowed
     returned = type(allowed).__name__
     log.error(
         "%s returned %s %.80r for %s on %r: return True to allow or False to refuse; answered internal",

@@ -76,9 +76,12 @@ class ChannelTable:
 
     # -- subscriptions ---------------------------------------------------------------------
 
-    def add(self, session: Session, channel: str, options: ChannelOptions) -> tuple[Subscription, bool]:
-        """Register a (pending) local subscription. Returns it and whether it is the node's first."""
-        sub = Subscription(channel, session, options)
+    def add(
+        self, session: Session, channel: str, options: ChannelOptions, *, join_leave: bool
+    ) -> tuple[Subscription, bool]:
+        """Register a (pending) local subscription, which gets ``join``/``leave`` frames if
+        ``join_leave``. Returns it and whether it is the node's first."""
+        sub = Subscription(channel, session, options, join_leave=join_leave)
         session.subs[channel] = sub
         local = self._channels.get(channel)
         first = local is None
@@ -193,12 +196,13 @@ class ChannelTable:
             self.overflowed(session)
 
     def on_presence(self, channel: str, kind: str, member: Member) -> None:
+        """``join``/``leave`` to the subscribers that may see the channel's members."""
         local = self._channels.get(channel)
         if not local or not self.rules.options(channel).join_leave:
             return
         frame = presence_frame(kind, channel, member.wire())
         for session, sub in list(local.items()):
-            if sub.pending is None:
+            if sub.join_leave and sub.pending is None:
                 self.push(session, frame)
 
     def on_reset(self, channel: str, position: Position) -> None:

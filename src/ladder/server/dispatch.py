@@ -33,7 +33,7 @@ from ..protocol.frames import (
     Unsubscribe,
 )
 from ..protocol.outframes import OutFrame, error_frame, reply_frame
-from .auth import AuthRequest, check_permission, run_authenticate
+from .auth import AuthRequest, check_permission, permitted, run_authenticate, sees_members
 from .channels import ChannelTable
 from .config import Settings
 from .context import Context
@@ -226,21 +226,29 @@ class Dispatch:
         most = settings.limits.max_subscriptions
         if len(session.subs) >= most:
             raise LadderError("too_many_subscriptions", f"at most {most} channels")
-        await check_permission(settings.permissions, session.identity, "subscribe", channel, options)
+        hook, identity = settings.permissions, session.identity
+        await check_permission(hook, identity, "subscribe", channel, options)
+        since = None if frame.epoch is None or frame.offset is None else Position(frame.epoch, frame.offset)
+        recent = 0 if since is not None else min(frame.recent, options.history_size)
+        if recent:  # the newest publications are history: asked before anything is read
+            fix = ": subscribe without recent"
+            await check_permission(hook, identity, "history", channel, options, fix=fix)
+        join_leave = await sees_members(hook, identity, channel, options)
         channels = self.channels
-        sub, first = channels.add(session, channel, options)
+        sub, first = channels.add(session, channel, options, join_leave=join_leave)
         try:
             if first:
                 await engine.listen(channel)
             history: HistoryResult
-            if frame.epoch is not None and frame.offset is not None:
-                since = Position(frame.epoch, frame.offset)
-                history = await engine.history(
-                    channel, since=since, limit=options.history_size, options=options
-                )
-            elif frame.recent > 0:
-                limit = min(frame.recent, options.history_size)
-                history = await engine.history(channel, since=None, limit=limit, options=options)
+            if since is not None:
+                kept = options.history_size
+                history = await engine.history(channel, since=since, limit=kept, options=options)
+                if history.publications and not await permitted(hook, identity, "history", channel, options):
+                    # What it missed is history it may not read: told it missed something,
+                    # as when history is gone, it resyncs.
+                    history = HistoryResult([], history.position, False)
+            elif recent:
+                history = await engine.history(channel, since=None, limit=recent, options=options)
             else:
                 history = HistoryResult([], await engine.position(channel), True)
             if options.presence:

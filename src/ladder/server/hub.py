@@ -56,7 +56,11 @@ class Ladder:
         permissions: ``(identity, action, channel, options) -> bool`` (sync or async) for
             ``subscribe``, ``publish``, ``presence`` and ``history``: ``True`` allows,
             ``False`` refuses (``forbidden``), and a ``LadderError`` it raises refuses with
-            that code and reason. None: anyone may subscribe and read; clients publish only
+            that code and reason. ``history`` covers a subscription's past too: refused, a
+            ``sub`` with ``recent`` is refused, and a recovery from a position gets none of
+            what it missed but ``recovered`` false (its client resyncs). ``presence`` covers
+            the ``join``/``leave`` frames too: refused, a subscriber gets none (asked once,
+            when it subscribes). None: anyone may subscribe and read; clients publish only
             where ``client_publish`` is on. Any other exception, or an answer that is not a
             bool (``"yes"``, ``None``, ``1``), is a bug in the app: the client gets
             ``internal`` ("the permissions hook failed for publish", or "returned str for

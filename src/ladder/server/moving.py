@@ -10,6 +10,7 @@ restores itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from typing import Any
@@ -21,7 +22,7 @@ from ..protocol.errors import LadderError
 from ..protocol.outframes import resync_frame
 from ..protocol.session import SessionState
 from .applied import Answers, Inherited
-from .auth import Identity
+from .auth import Identity, sees_members
 from .channels import ChannelTable
 from .config import Settings
 from .session import Session
@@ -139,7 +140,11 @@ async def _resubscribe(
     options = settings.channel_rules.options(channel)
     sub = session.subs.get(channel)
     if sub is None:
-        sub, first = channels.add(session, channel, options)
+        # Made at once (an unsubscribe meanwhile finds it), then the hook is asked again here:
+        # the answer is kept with each node's subscription (pending, it hears nothing yet).
+        sub, first = channels.add(session, channel, options, join_leave=False)
+        with contextlib.suppress(LadderError):  # a failing hook (logged): no frame it did not allow
+            sub.join_leave = await sees_members(settings.permissions, session.identity, channel, options)
         if first:
             await engine.listen(channel)
     if present:

@@ -57,9 +57,19 @@ class Subscription:
     publications wait there so none is missed or doubled between history and live.
     """
 
-    __slots__ = ("channel", "epoch", "member", "offset", "options", "pending", "session", "state")
+    __slots__ = (
+        "channel",
+        "epoch",
+        "join_leave",
+        "member",
+        "offset",
+        "options",
+        "pending",
+        "session",
+        "state",
+    )
 
-    def __init__(self, channel: str, session: Session, options: ChannelOptions) -> None:
+    def __init__(self, channel: str, session: Session, options: ChannelOptions, *, join_leave: bool) -> None:
         # (What a publication reads comes first: the compiled class lays its fields out in
         # this order.)
         self.pending: list[Publication] | None = []
@@ -74,6 +84,9 @@ class Subscription:
         self.offset = 0
         """Position of the last publication queued for the session when it went live; live
         publications after it are tracked per channel by the hub (not per recipient)."""
+        self.join_leave = join_leave
+        """Whether the channel's ``join``/``leave`` frames go to it: the permissions hook's
+        ``presence`` answer, asked when it was made (see ``auth.sees_members``)."""
 
 
 Unsettled = tuple[str, str | None, int, bool]

@@ -235,7 +235,7 @@ export interface LadderClient {
   close(): Promise<void>;
   /** Reconnect now (not after the backoff delay), or check a live connection still works. */
   wake(why?: string): void;
-  /** Follow a channel: `since` replays what was missed after a position; `recent: N` starts with the newest N kept. */
+  /** Follow a channel: `since` replays what was missed after a position; `recent: N` starts with the newest N kept. Where the app's permissions keep the channel's history from this client, `recent` is refused `forbidden` and `since` is not recovered (a `resync` event). */
   subscribe<T = any>(
     channel: string,
     onPublication?: ((pub: Publication<T>) => void) | null,

@@ -8,7 +8,8 @@
  *   tab to leave unsubscribes), and its publications go to the tabs that follow it, in order;
  * - a tab that joins a channel already followed starts where it asked (`recent`, `since`): the
  *   hub reads what it missed from the channel's history and holds the live publications back
- *   until those went out, so the tab gets each publication once, in order;
+ *   until those went out, so the tab gets each publication once, in order (refused history,
+ *   `recent` is refused and `since` not recovered, as the server answers one tab alone);
  * - replies go to the tab that asked; a tab that died (its Web Lock is released) is forgotten.
  *
  * Messages between a tab and the hub are plain objects with an `op` (see `shared.js`).
@@ -280,7 +281,13 @@ export class TabHub {
         const reply = await client._request({ t: "history", ch: channel, limit: recent }, 10_000);
         missed = reply.pubs.filter((/** @type {any} */ p) => p.o <= now).slice(-recent);
       }
-    } catch {
+    } catch (error) {
+      if (!since && recent > 0 && error instanceof LadderError && error.code === "forbidden") {
+        // This tab may not read the channel's history: refused, as the server refuses a
+        // subscription asking for `recent` (protocol §7); the other tabs go on.
+        this._refused(tab, channel, member, sub, error);
+        return;
+      }
       recovered = !since; // the history could not be read: say so when the tab asked to recover
     }
     if (tab.channels.get(channel) !== member) return;
