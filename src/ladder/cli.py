@@ -28,7 +28,7 @@ from .server.descriptors import raise_limit
 from .server.hub import Ladder
 from .server.logs import RedactTokens
 from .server.native import NativeWebSocket
-from .server.serving import AsgiWebSocket, GracefulServer, HeaderTimeoutHttp, not_asgi
+from .server.uvicorn_needs import parse_fallback, problem
 from .server.workers import Supervisor, bind, listen_failed, worker_socket, worker_socket_spec
 
 GC_THRESHOLD = 50_000
@@ -76,6 +76,8 @@ def websocket_protocol(app: Any, hub: Ladder | None, args: argparse.Namespace) -
     needs to know where that endpoint is: /ws when the hub is the app, or the path given
     with --native-ws-path when the hub is mounted inside an app.
     """
+    from .server.serving import AsgiWebSocket  # noqa: PLC0415 - once uvicorn was checked (main)
+
     native_path = getattr(args, "native_ws_path", None)
     path = native_path or ("/ws" if app is hub else None)
     if hub is None or path is None or args.ws_deflate or getattr(args, "asgi_ws", False):
@@ -112,10 +114,12 @@ def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
             f"{spec!r} is neither a Ladder hub nor has a `hub` attribute "
             "that is one: serve the hub itself (module:hub), or set `app.hub = hub`"
         )
-    problem = not_asgi(app)
-    if problem is not None:
+    from .server.serving import not_asgi  # noqa: PLC0415 - once uvicorn was checked (main)
+
+    wrong = not_asgi(app)
+    if wrong is not None:
         raise SystemExit(
-            f"ladder serve: {spec} is {problem}, not an ASGI app or a Ladder hub: name the hub "
+            f"ladder serve: {spec} is {wrong}, not an ASGI app or a Ladder hub: name the hub "
             "(module:hub) or the ASGI app that serves it (module:app)"
         )
 
@@ -159,6 +163,8 @@ def tune_collector(threshold: int) -> None:
 
 
 def run(app: Any, args: argparse.Namespace) -> None:
+    from .server.serving import AsgiWebSocket, GracefulServer, HeaderTimeoutHttp  # noqa: PLC0415 - see main
+
     hub = find_hub(app)
     check(app, hub, args)
     if args.engine and hub is not None:
@@ -167,6 +173,10 @@ def run(app: Any, args: argparse.Namespace) -> None:
     HeaderTimeoutHttp.header_timeout = args.header_timeout
     HeaderTimeoutHttp.max_header_size = args.max_header_size
     HeaderTimeoutHttp.hub = hub
+    fallback = parse_fallback()
+    HeaderTimeoutHttp.quiet_parse = fallback is None
+    if fallback is not None:
+        logging.getLogger("ladder").warning("%s", fallback)
     if hub is not None:
         AsgiWebSocket.frame_timeout = hub.limits.frame_timeout
     ws_max_size = args.ws_max_size or (hub.limits.max_frame_size if hub is not None else 16 * 1024 * 1024)
@@ -361,6 +371,9 @@ def main(argv: list[str] | None = None) -> None:
             "each connection holds one",
             *raised,
         )
+    unfit = problem()  # (before the app is imported: uvicorn's classes are needed only to serve it)
+    if unfit is not None:
+        raise SystemExit(f"ladder {args.command}: {unfit}")
     try:
         if args.command == "serve":
             app = load_app(args.app)

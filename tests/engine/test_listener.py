@@ -30,6 +30,9 @@ class _PubSub:
         self.release = asyncio.Event()
         self.closed = asyncio.Event()
 
+    async def connect(self) -> None:
+        return None
+
     async def subscribe(self, *keys: str) -> None:
         self.keys.extend(keys)
         if not self.first.is_set():

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from ladder import Ladder
 from ladder.engine.base import Engine
@@ -19,9 +20,11 @@ from ladder.engine.redis import RedisEngine
 from ladder.engine.rediscluster import RedisClusterEngine
 from ladder.engine.shards import ShardedEngine
 from ladder.errors import ConfigurationError
+from tests.chaos.relay import FaultRelay
 from tests.engine.conftest import Sink
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, redis_servers
 from tests.support.redis_cluster import ClusterNodeServer, RedisCluster
+from tests.support.server import free_port
 
 
 class Errors(logging.Handler):
@@ -82,7 +85,7 @@ async def test_one_server_listed_twice_that_answers_later_keeps_the_node_unhealt
         print(f"\n{said}")
         assert "are one Redis server" in said and "list each server once" in said
         assert f"127.0.0.1:{redis.port}" in said and f"localhost:{redis.port}" in said
-        # Both shards answer now, and stay refused: the node never serves the duplicates.
+        # Both entries answer now, and the later one stays refused: the node never serves the duplicates.
         async with asyncio.timeout(10):
             while not all(shard._commands_ok for _, shard in engine.shards):  # noqa: ASYNC110 - the heartbeat's own flag
                 await asyncio.sleep(0.05)
@@ -91,6 +94,85 @@ async def test_one_server_listed_twice_that_answers_later_keeps_the_node_unhealt
     finally:
         await engine.stop()
         redis.close()
+
+
+async def _settled(engine: ShardedEngine, errors: Errors) -> None:
+    """Both entries answered, and each has checked what its server is (and acted on it)."""
+    async with asyncio.timeout(10):
+        await errors.came.wait()
+        while not all(shard._commands_ok and shard._listener.ok for _, shard in engine.shards):  # noqa: ASYNC110 - the engine's own flags
+            await asyncio.sleep(0.05)
+
+
+async def _heard_once(engine: ShardedEngine, sink: Sink, port: int, messages: list[bytes]) -> None:
+    """Each of ``messages``, sent to the node through the engine and then published to its
+    key on the server at ``port`` directly, reaches the node once."""
+    key = f"ladder:n:{engine.node_id}"
+    received: list[bytes] = []
+    async with asyncio.timeout(10):
+        for message in messages:
+            assert await engine.send_node(engine.node_id, message)
+            received.append(await sink.node.get())
+        async with aioredis.Redis(port=port) as client:
+            listeners = await client.publish(key, b"last")
+        received.append(await sink.node.get())
+    while not sink.node.empty():
+        received.append(sink.node.get_nowait())
+    assert (listeners, received) == (1, [*messages, b"last"]), (
+        f"{listeners} listeners of this node on {port}: every message to it arrives {listeners} times"
+    )
+
+
+async def test_one_server_listed_twice_that_answers_later_delivers_each_message_to_the_node_once(
+    errors: Errors,
+) -> None:
+    """Every shard's listener takes the node's own key: the entry refused as another's server
+    leaves it (its listener unsubscribes), so a message to the node arrives once."""
+    redis = RedisServer()  # its port is chosen; nothing listens there yet
+    engine = ShardedEngine(f"redis://127.0.0.1:{redis.port},localhost:{redis.port}/0")
+    sink = Sink()
+    try:
+        await engine.start(sink)
+        redis.start()
+        await _settled(engine, errors)
+        await _heard_once(engine, sink, redis.port, [b"one", b"two"])
+        refused = [name for name, shard in engine.shards if shard.refused]
+        assert len(refused) == 1 and not engine.healthy, "the later entry refused, the node unhealthy"
+    finally:
+        await engine.stop()
+        redis.close()
+
+
+async def test_an_entry_refused_as_another_server_takes_the_node_messages_again_once_it_reaches_its_own(
+    errors: Errors,
+) -> None:
+    """Behind a relay, the second entry first reaches the first entry's server (refused, it
+    leaves the node's messages to the first), then another server: it is no longer refused,
+    its listener takes the node's messages there, and the node is healthy again."""
+    with redis_servers(2) as (first, second):
+        relay = FaultRelay([first.port, second.port])
+        relay.port = free_port()
+        relay.take_out(1)  # to the first server, once it listens
+        engine = ShardedEngine(f"redis://127.0.0.1:{first.port},127.0.0.1:{relay.port}/0")
+        sink = Sink()
+        try:
+            await engine.start(sink)  # (the relay's entry does not answer yet)
+            await relay.listen()
+            await _settled(engine, errors)
+            relayed = engine.shards[1][1]
+            assert relayed.refused is not None and relayed.deferring
+            await _heard_once(engine, sink, first.port, [b"one"])
+            relay.take_out(0)
+            relay.take_out(1, out=False)
+            relay.reset_all()  # its connections come back to the second server
+            async with asyncio.timeout(10):
+                while not (engine.healthy and relayed._listener.ok and not relayed.deferring):  # noqa: ASYNC110 - the engine's own flags
+                    await asyncio.sleep(0.05)
+            await _heard_once(engine, sink, first.port, [b"two"])
+            await _heard_once(engine, sink, second.port, [b"three"])
+        finally:
+            await engine.stop()
+            await relay.stop()
 
 
 async def test_a_plain_url_at_a_cluster_node_is_refused_at_start() -> None:

@@ -24,15 +24,19 @@ from typing import Any, ClassVar
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from ..protocol.errors import LadderError
 from .cutoff import CUT_OFF, PendingCut
 from .http import error_body
 from .hub import Ladder, gateway_of
 from .rfc6455 import INVALID_UTF8, FrameClock, HandshakeProtocol, valid_utf8
+from .uvicorn_needs import QUIET_PARSE, lacking, require
 from .workers import tell_ready
+
+require()  # one line naming the uvicorn to install, not an ImportError below or an AttributeError later
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: E402
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol  # noqa: E402
 
 
 class _HeadersTooLarge(Exception):
@@ -51,6 +55,9 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
     """Bytes of request line and headers a request may have (``--max-header-size``)."""
     hub: ClassVar[Ladder | None] = None
     """The hub served, whose refusals these are (logged and counted; None: an app without one)."""
+    quiet_parse: ClassVar[bool] = not lacking(QUIET_PARSE)
+    """uvicorn has the private methods :meth:`_feed` calls (else its own ``data_received``
+    is used, which adds its WARNING line: see :mod:`.uvicorn_needs`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -91,6 +98,9 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
 
     def _feed(self, data: bytes) -> None:
         """uvicorn's ``data_received``, less its WARNING for a request it cannot parse."""
+        if not self.quiet_parse:
+            super().data_received(data)
+            return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)

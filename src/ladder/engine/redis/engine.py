@@ -156,6 +156,11 @@ class RedisEngine(ComposedEngine):
         self.peers: Callable[[RedisEngine], Refusal | None] = lambda shard: None
         """What the other entries of a list say of this one's server (the sharded engine:
         one server listed under two names)."""
+        self.deferring = False
+        """Another entry of the list reaches this server and takes the node's messages there
+        (:attr:`peers` said so): this one's listener leaves them, or each would arrive twice."""
+        self._identified = False
+        """The server said what it is once (until then, which entry it is is not known)."""
         self._asked = False
         """The server was asked what it is since it last answered (again after an outage)."""
 
@@ -174,7 +179,19 @@ class RedisEngine(ComposedEngine):
             self._channels.catch_up_all,
             self._dispatch,
             self._heard,
+            nodes=self._hears_nodes,
         )
+
+    def _hears_nodes(self) -> bool:
+        """Whether the listener takes messages to this node (and to every node): once the
+        server said what it is (an entry of a list that answered late may turn out to be
+        another's server), and not while another entry takes them there (:attr:`deferring`)."""
+        return self._identified and not self.deferring
+
+    @property
+    def answered(self) -> bool:
+        """The server said what it is since it last answered, and is not refused."""
+        return self._asked
 
     @property
     def routing_part(self) -> RedisRouting:
@@ -203,6 +220,7 @@ class RedisEngine(ComposedEngine):
             raise
         else:
             self._asked = refusal is None
+            self._identified = True
         if refusal is not None:
             await self._link.close()
             self._link.sink = None
@@ -303,20 +321,27 @@ class RedisEngine(ComposedEngine):
     async def _check(self) -> None:
         """Ask again (the server answers after an outage, or was refused), and the other
         entries of a list (at start-up, the sharded engine compares them once all answered):
-        a refusal is logged once, at ERROR, and keeps the node unhealthy until it is fixed."""
-        refusal = await self._ask() or self.peers(self)
+        a refusal is logged once, at ERROR, and keeps the node unhealthy until it is fixed.
+        An entry refused as another's server leaves the node's messages to that one until
+        it reaches a server of its own (its name or the network changed): asked at every
+        heartbeat meanwhile, it then takes them again."""
+        kind = await self._ask()
+        self._identified = True
+        twin = self.peers(self)
+        self.deferring = twin is not None
+        refusal = kind or twin
         self._asked = refusal is None
-        if refusal == self.refused:
-            return
-        self.refused = refusal
-        if refusal is not None:
-            self.healthy, self._told, self.last_error = False, True, refusal.text()
-            log.error(
-                "redis engine (%s): %s; until then this node is unhealthy: /health answers 503 and new "
-                "sessions are refused with engine_unavailable",
-                shown(self.url),
-                refusal.text(),
-            )
+        if refusal != self.refused:
+            self.refused = refusal
+            if refusal is not None:
+                self.healthy, self._told, self.last_error = False, True, refusal.text()
+                log.error(
+                    "redis engine (%s): %s; until then this node is unhealthy: /health answers 503 and "
+                    "new sessions are refused with engine_unavailable",
+                    shown(self.url),
+                    refusal.text(),
+                )
+        await self._listener.hear_nodes()
 
     async def _heartbeat_forever(self) -> None:
         """Check Redis answers commands (the listener checks its own connection).

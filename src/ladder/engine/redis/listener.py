@@ -37,6 +37,10 @@ class PubSubListener(Protocol):
     def wake(self) -> None:
         """Redis answers commands again: stop waiting out a reconnect backoff."""
 
+    async def hear_nodes(self) -> None:
+        """Take messages to this node (and to every node), or leave them, as the engine
+        says now (a shard of a list whose server another entry reaches leaves them)."""
+
     async def subscribe(self, key: str) -> None: ...
 
     async def unsubscribe(self, key: str) -> None: ...
@@ -56,6 +60,7 @@ class Listener:
         caught_up: Deliver what was missed while not subscribed.
         dispatch: Handle one message (pub/sub key, data).
         health: Called when the listener connected (None) or lost its connection (the error).
+        nodes: Whether to subscribe to the node's own keys now (see :meth:`hear_nodes`).
     """
 
     def __init__(
@@ -65,9 +70,14 @@ class Listener:
         caught_up: Callable[[], Awaitable[None]],
         dispatch: Callable[[bytes, bytes], Awaitable[None]],
         health: Callable[[str | None], None],
+        *,
+        nodes: Callable[[], bool] = lambda: True,
     ) -> None:
         self._link = link
         self._channels = channels
+        self._nodes = nodes
+        self._hearing = False
+        """The node's keys are subscribed on this connection."""
         self._caught_up = caught_up
         self._dispatch = dispatch
         self._health = health
@@ -85,6 +95,25 @@ class Listener:
         second of publications this node does not deliver (see docs/ops.md, "Persistence")."""
         if not self.ok:
             self._wake.set()
+
+    async def hear_nodes(self) -> None:
+        """Subscribe to the node's keys, or leave them, as ``nodes()`` says now (a connection
+        being set up asks it itself). Left, they are not heard here at all, rather than
+        heard and dropped: a sender's publish counts only the listeners that take it."""
+        pubsub = self.pubsub
+        wanted = self._nodes()
+        if pubsub is None or not self.ok or wanted == self._hearing:
+            return
+        keys = self._link.node_keys()
+        if wanted:
+            await pubsub.subscribe(*keys)
+        else:
+            await pubsub.unsubscribe(*keys)
+        self._hearing = wanted
+
+    def _keys(self) -> list[str]:
+        nodes = self._link.node_keys() if self._nodes() else []
+        return [*nodes, *(self._link.k("c", ch) for ch in self._channels())]
 
     async def subscribe(self, key: str) -> None:
         """Subscribe now if connected; otherwise the next connection does."""
@@ -136,18 +165,28 @@ class Listener:
         if self._client is None:
             self._client = link.listener_client()
         pubsub = self.pubsub = self._client.pubsub()
+        # Connected before anything is subscribed: a shard that leaves the node's keys (see
+        # hear_nodes) may have nothing to subscribe to, and is still read and pinged.
+        await pubsub.connect()  # type: ignore[no-untyped-call]
         subscribed: set[str] = set()
         while True:
-            # A channel listened while this connection was being set up (which can take as
-            # long as a stall) is not subscribed by ``subscribe`` (not ok yet): take it here.
-            # No await between the last check and ``ok = True``, so none slips through.
-            keys = [*link.node_keys(), *(link.k("c", ch) for ch in self._channels())]
+            # A channel listened (or left) while this connection was being set up (which can
+            # take as long as a stall) is not (un)subscribed by ``subscribe`` (not ok yet):
+            # here it is, and so are the node's keys, as ``hear_nodes`` would. No await
+            # between the last check and ``ok = True``, so none slips through.
+            keys = self._keys()
             missing = [key for key in keys if key not in subscribed]
-            if not missing:
+            gone = subscribed.difference(keys)
+            if not missing and not gone:
                 break
-            await pubsub.subscribe(*missing)
-            subscribed.update(missing)
-            await self._caught_up()
+            if gone:
+                await pubsub.unsubscribe(*gone)
+                subscribed -= gone
+            if missing:
+                await pubsub.subscribe(*missing)
+                subscribed.update(missing)
+                await self._caught_up()
+        self._hearing = subscribed.issuperset(link.node_keys())
         self.ok = True
         self._health(None)
         self.subscribed.set()

@@ -165,6 +165,9 @@ class ClusterListener:
     def wake(self) -> None:
         self._wake.set()
 
+    async def hear_nodes(self) -> None:
+        """Always heard: a cluster is one entry, never one of a list."""
+
     def lost(self, reader: _Reader, exc: BaseException) -> None:
         """A primary's connection failed: its keys move on the next round."""
         self.reconnects += 1

@@ -71,6 +71,9 @@ class ShardedEngine(ComposedEngine):
                 "of its sessions wait for it (WebSocket, up to Limits.shard_hold) or are refused "
                 "(the node stays healthy while another shard answers)"
             )
+        self._twins: dict[RedisEngine, tuple[RedisEngine, Refusal]] = {}
+        """Each entry refused as another's server -> the entry that takes the node's
+        messages there, and the refusal (see :meth:`_twin`)."""
         placement = self.placement = Placement(self.shards)
         super().__init__(
             ShardedChannels(placement),
@@ -103,6 +106,7 @@ class ShardedEngine(ComposedEngine):
         reached one server: every message to a node would come to it twice, once through
         each. Entries that do not answer yet are compared when they do."""
         shards = [shard for _, shard in self.shards]
+        self._twins.clear()
         started = await asyncio.gather(*(shard.start(sink) for shard in shards), return_exceptions=True)
         failed = [outcome for outcome in started if isinstance(outcome, BaseException)]
         if not failed:
@@ -112,15 +116,29 @@ class ShardedEngine(ComposedEngine):
             raise failed[0]
 
     def _twin(self, shard: RedisEngine) -> Refusal | None:
-        """Another entry of the list whose server said the same ``run_id`` as ``shard``'s."""
+        """Why ``shard`` is refused when another entry of the list reached the server it
+        reached (the same ``run_id``), or None. Of the entries that reach one server, the
+        first to say so keeps taking the node's messages there and the others are refused
+        (each leaves them to it, see :attr:`RedisEngine.deferring`). A refused entry stays so
+        until the one it deferred to answers again, and then only if that one is still the
+        same server: after a restart of that server, the first entry to answer must not
+        take the messages while the other still does."""
+        deferred = self._twins.pop(shard, None)
+        if deferred is not None and not deferred[0].answered:
+            self._twins[shard] = deferred
+            return deferred[1]
         mine = shard.identity
+        if mine is None or not mine.run_id:
+            return None
         for _, other in self.shards:
-            if other is not shard and mine is not None and mine.run_id and other.identity == mine:
+            if other is not shard and other.identity == mine and other not in self._twins:
                 pair = [n for n, entry in self.shards if entry in (shard, other)]  # (in list order)
-                return Refusal(
+                refusal = Refusal(
                     f"{pair[0]!r} and {pair[1]!r} are one Redis server (run_id {mine.run_id})",
                     "list each server once: every message between nodes would arrive twice",
                 )
+                self._twins[shard] = (other, refusal)
+                return refusal
         return None
 
     async def stop(self) -> None:
