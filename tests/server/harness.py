@@ -8,6 +8,8 @@ from typing import Any
 
 from ladder import Context, Ladder, LadderError
 from ladder.engine.memory import MemoryEngine
+from ladder.engine.redis import RedisEngine
+from ladder.engine.shards import ShardedEngine
 from ladder.protocol.attachment import Attachment
 from ladder.protocol.codec import JSON
 from ladder.protocol.frames import Hello, decode_client_frames
@@ -159,3 +161,19 @@ async def lose_hand_over_records(redis: Any, sid: str) -> None:
     keys = [key async for key in redis.scan_iter(match=f"*moved*{sid}")]
     assert keys, "no record of a hand-over to lose"
     await redis.delete(*keys)
+
+
+def engine_of(hub: Ladder) -> ShardedEngine:
+    engine = hub.engine
+    assert isinstance(engine, ShardedEngine)
+    return engine
+
+
+async def peer_on(hub: Ladder, shard: RedisEngine) -> Peer:
+    """A session whose records ``shard`` keeps (sessions are spread over the shards)."""
+    engine = engine_of(hub)
+    for _ in range(200):
+        peer = await Peer.open(hub)
+        if engine.placement.of(peer.session.sid) is shard:
+            return peer
+    raise AssertionError("no session placed on the shard in 200")

@@ -13,7 +13,7 @@ import pytest
 from ladder import Ladder, Limits
 from ladder.engine.shards import ShardedEngine
 from tests.engine.conftest import shards_url
-from tests.server.harness import Peer, Recorder
+from tests.server.harness import Peer, Recorder, peer_on
 from tests.support.redis import RedisServer, redis_servers
 
 
@@ -78,8 +78,7 @@ async def told_which_shard(hub: Ladder, servers: list[RedisServer]) -> None:
     engine = hub.engine
     assert isinstance(engine, ShardedEngine)
     applied = Recorder(hub).applied
-    peers = [await Peer.open(hub) for _ in range(12)]
-    held = next(peer for peer in peers if engine.placement.of(peer.session.sid) is engine.shards[0][1])
+    held = await peer_on(hub, engine.shards[0][1])
     down = await stopped(engine, servers, 0)
     await held.send({"t": "emit", "ev": "do", "d": "a"})
     assert applied == [], "not applied: it could not be recorded"

@@ -19,7 +19,7 @@ from ladder.protocol.codec import JSON
 from ladder.protocol.frames import decode_client_frames
 from ladder.server.hub import internals
 from tests.engine.conftest import shards_url
-from tests.server.harness import Clock, Peer
+from tests.server.harness import Clock, Peer, engine_of, peer_on
 from tests.support.redis import RedisServer, redis_servers
 
 MakeHub = Callable[..., Awaitable[Ladder]]
@@ -61,22 +61,6 @@ class Applied:
         async def do(ctx: Context, data: Any) -> Any:
             self.values.append(data)
             return {"did": data}
-
-
-def engine_of(hub: Ladder) -> ShardedEngine:
-    engine = hub.engine
-    assert isinstance(engine, ShardedEngine)
-    return engine
-
-
-async def peer_on(hub: Ladder, shard: RedisEngine) -> Peer:
-    """A session whose records ``shard`` keeps (sessions are spread over the shards)."""
-    engine = engine_of(hub)
-    for _ in range(200):
-        peer = await Peer.open(hub)
-        if engine.placement.of(peer.session.sid) is shard:
-            return peer
-    raise AssertionError("no session placed on the shard in 200")
 
 
 async def down(shard: RedisEngine, server: RedisServer) -> None:
