@@ -1079,7 +1079,7 @@ describe("edges", () => {
     const pending = assert.rejects(client.call("echo", 1), (e) => e.code === "origin_not_allowed");
     net.last("websocket").fail("websocket: cannot connect (the upgrade was refused or blocked on the way)");
     await settle();
-    assert.deepEqual(net.fetched, [["http://test.example/ladder/send", "POST"]], "one empty POST naming no session");
+    assert.deepEqual(net.fetched, [["http://test.example/ladder/send?tr=websocket", "POST"]], "one empty POST naming no session");
     await pending;
     assert.equal(client.state, "closed");
     assert.deepEqual(of("error").map((e) => e.code), ["origin_not_allowed"]);
@@ -1087,6 +1087,55 @@ describe("edges", () => {
     const opened = net.opened.length;
     await clock.advance(60_000);
     assert.equal(net.opened.length, opened, "no reconnect loop (it looped, each attempt 'cannot connect')");
+  });
+
+  test("rungs the server does not offer, refusals a browser hides, give up at once naming both lists", async () => {
+    // (it retried "websocket: cannot connect" until connectTimeout, then for as long as the page lived)
+    const { client, clock, net, of } = setup({ transports: ["websocket", "sse"] });
+    const offered = '{"t":"err","code":"unsupported_transport","reason":"websocket, sse are not offered by this server, which offers longpoll, poll","details":{"tr":["longpoll","poll"]}}';
+    net.answer = () => new Response(offered, { status: 400 });
+    client.start();
+    await settle();
+    const ready = assert.rejects(client.ready(), (e) => e.code === "unsupported_transport");
+    net.last("websocket").fail("websocket: cannot connect (the upgrade was refused or blocked on the way)");
+    await clock.advance(0);
+    net.last("sse").fail("sse: cannot open the stream (refused, blocked or not an event stream)");
+    await settle();
+    assert.deepEqual(net.fetched, [["http://test.example/ladder/send?tr=websocket%2Csse", "POST"]], "the POST names the hidden rungs");
+    await ready;
+    assert.equal(client.state, "closed");
+    const want = "this client allows only websocket, sse (its transports option) and the server offers only longpoll, poll (its transports setting): allow one of longpoll, poll in the client's transports, or offer one of websocket, sse on the server";
+    assert.deepEqual(of("error").map((e) => [e.code, e.reason]), [["unsupported_transport", want]]);
+    await assert.rejects(client.call("echo", 1), (e) => e.code === "unsupported_transport" && e.reason === want);
+    const opened = net.opened.length;
+    await clock.advance(60_000);
+    assert.equal(net.opened.length, opened, "no reconnect loop");
+  });
+
+  test("a rung refused as not offered, readably, is not raced again; none left gives up without asking", async () => {
+    const notOffered = (rung) => new LadderError("unsupported_transport", `${rung} is not offered by this server, which offers websocket, sse`, undefined, { tr: ["websocket", "sse"] });
+    const mixed = setup({ transports: ["sse", "longpoll"], random: () => 0.5 });
+    mixed.client.start();
+    await settle();
+    mixed.net.last("sse").fail("sse: cannot open the stream");
+    await mixed.clock.advance(0);
+    mixed.net.last("longpoll").fail("longpoll: refused by the server", notOffered("longpoll"));
+    await settle();
+    await mixed.clock.advance(0);
+    assert.deepEqual(mixed.net.opened.map((t) => t.name), ["sse", "longpoll", "sse"], "the next race tries SSE alone");
+    assert.notEqual(mixed.client.state, "closed", "SSE is offered: only the network failed it");
+    const { client, clock, net, of } = setup({ transports: ["longpoll", "poll"] });
+    client.start();
+    await settle();
+    net.last("longpoll").fail("longpoll: refused by the server", notOffered("longpoll"));
+    await clock.advance(0);
+    net.last("poll").fail("poll: refused by the server", notOffered("poll"));
+    await settle();
+    assert.equal(client.state, "closed");
+    assert.deepEqual(net.fetched, [], "the refusals said it all");
+    assert.deepEqual(of("error").map((e) => e.code), ["unsupported_transport"]);
+    assert.match(of("error")[0].reason, /^this client allows only longpoll, poll \(its transports option\) and the server offers only websocket, sse /);
+    assert.equal(net.opened.length, 2, "no second race");
   });
 
   test("a hidden refusal that the POST cannot explain is retried; the next failures ask no more", async () => {

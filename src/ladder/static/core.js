@@ -368,25 +368,33 @@ export class RungPolicy {
     this._stepped = Object.fromEntries(this.rungs.map((rung) => [rung, 0]));
     /** @type {string[] | null} the rungs the server's last welcome offered (`tr`), when it said */
     this._offered = null;
+    /** @type {Set<string>} allowed rungs the server refused as not offered (`unsupported_transport`) */
+    this._refused = new Set();
+    /** @type {string[] | null} the rungs the last such refusal said the server offers (its `details.tr`) */
+    this._told = null;
   }
 
   get current() {
     return this.rungs[this.floor];
   }
 
-  /** Rungs to race on (re)connect: from the floor down. */
+  /**
+   * Rungs to race on (re)connect: from the floor down, but none the server refused as not
+   * offered; when that leaves none, every allowed rung it did not refuse (none: `stranded`).
+   */
   candidates() {
-    return this.rungs.slice(this.floor);
+    const below = this.rungs.slice(this.floor).filter((rung) => !this._refused.has(rung));
+    return below.length ? below : this.rungs.filter((rung) => !this._refused.has(rung));
   }
 
   /**
-   * Better rungs than `rung`, best first: what a probe tries.
+   * Better rungs than `rung`, best first: what a probe tries (of those the server offers,
+   * once a welcome said which; none it refused as not offered).
    * @param {{rung: string}} args
    */
   above({ rung }) {
-    const better = this.rungs.slice(0, this.rungs.indexOf(rung));
     const offered = this._offered;
-    return offered === null ? better : better.filter((r) => offered.includes(r));
+    return this.rungs.slice(0, this.rungs.indexOf(rung)).filter((r) => !this._refused.has(r) && (offered === null || offered.includes(r)));
   }
 
   /**
@@ -396,6 +404,36 @@ export class RungPolicy {
    */
   offered({ rungs }) {
     this._offered = [...rungs];
+    for (const rung of rungs) this._refused.delete(rung);
+  }
+
+  /**
+   * `rung` was refused with `unsupported_transport`; `offered`: the rungs the refusal says
+   * the server offers (its `details.tr`), when it says. No race or probe tries the rungs it
+   * does not offer until a welcome lists them.
+   * @param {{rung: string, offered?: readonly string[] | null}} args
+   */
+  notOffered({ rung, offered = null }) {
+    this._refused.add(rung);
+    if (offered !== null) {
+      this._told = [...offered];
+      for (const r of this.rungs) if (!offered.includes(r)) this._refused.add(r);
+    }
+  }
+
+  /**
+   * Why to give up, when the server refused every rung this client allows as not offered (a
+   * user's mistake on one side or the other, which no retry mends), else null.
+   * @returns {string | null}
+   */
+  stranded() {
+    if (this.rungs.some((rung) => !this._refused.has(rung))) return null;
+    const allowed = this.rungs.join(", ");
+    const fix = `or offer ${oneOf(this.rungs)} on the server`;
+    if (this._told === null) {
+      return `this client allows only ${allowed} (its transports option), which the server does not offer (its transports setting): allow another rung in the client's transports, ${fix}`;
+    }
+    return `this client allows only ${allowed} (its transports option) and the server offers only ${this._told.join(", ")} (its transports setting): allow ${oneOf(this._told)} in the client's transports, ${fix}`;
   }
 
   /**
@@ -445,6 +483,9 @@ export class RungPolicy {
     return Math.max(first, Math.min(this.stableAfter * 2 ** stepped, PROBE_WAIT_CAP));
   }
 }
+
+/** @param {readonly string[]} rungs */
+const oneOf = (rungs) => (rungs.length === 1 ? rungs[0] : `one of ${rungs.join(", ")}`);
 
 /** ms: the longest delay probes start with after steps down for cuts (a probe every 80-160 s). */
 export const PROBE_WAIT_CAP = 160_000;

@@ -93,6 +93,20 @@ export class RungPolicy {
     this.core.offered({ rungs });
   }
 
+  /**
+   * `rung` was refused with `unsupported_transport` (`offered`: what the refusal says the server offers).
+   * @param {Rung} rung
+   * @param {readonly string[] | null} [offered]
+   */
+  notOffered(rung, offered = null) {
+    this.core.notOffered({ rung, offered });
+  }
+
+  /** Why to give up when the server offers none of the allowed rungs, else null. */
+  stranded() {
+    return this.core.stranded();
+  }
+
   /** @param {Rung} rung a race (or a probe) was won there: stand there */
   won(rung) {
     this.core.won({ rung });
