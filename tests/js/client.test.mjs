@@ -1333,7 +1333,7 @@ describe("options", () => {
     assert.throws(() => client.call("e", 1, { timeout: "5s" }), /call: timeout is in milliseconds/);
     await assert.rejects(client.history("c", { limt: 5 }), /history: unknown option "limt"; the options are limit, timeout/);
     assert.throws(() => client.on("open"), /the listener must be a function, not undefined/);
-    await assert.rejects(client.call("e", 1, { timeout: 10 }), (e) => e.code === "timeout" && e.message.includes("no reply within 10 ms (this client was never started: use connect(url), or call client.start())"));
+    await assert.rejects(client.call("e", 1, { timeout: 10 }), (e) => e.code === "timeout" && e.message.includes("no reply within 0.01 s (this client was never started: use connect(url), or call client.start())"));
     client.close();
   });
 

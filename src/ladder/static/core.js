@@ -329,6 +329,27 @@ export function answersPing({ rung }) {
   return rung === "websocket";
 }
 
+// -- durations in reasons ------------------------------------------------------------------------
+
+/**
+ * `ms` as a reason writes it, the same in both clients: seconds to the millisecond (at least
+ * 1 ms), without trailing zeros: `0.5 s`, `10 s`, `0.001 s`, as the protocol writes its
+ * durations (a call timed out "within 500 ms" in this client, "within 0.5 s" in the other).
+ * @param {{ms: number}} args
+ */
+export function seconds({ ms }) {
+  return `${Math.max(1, Math.round(ms)) / 1000} s`;
+}
+
+/**
+ * The reason of a request (`call`, `publish`, `presence`, `history`) that had no answer
+ * within its `timeout` ms: the `timeout` error's.
+ * @param {{timeout: number}} args
+ */
+export function noReply({ timeout }) {
+  return `no reply within ${seconds({ ms: timeout })}`;
+}
+
 // -- the ladder ----------------------------------------------------------------------------------
 
 /** Every rung, best first. */

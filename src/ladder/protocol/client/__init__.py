@@ -11,6 +11,7 @@ from .acking import AckPolicy
 from .backoff import RETRIES_AT_ONCE, Reconnect, full_jitter, reconnect_delay
 from .climb import ProbeSchedule
 from .credentials import REFRESH_FLOOR, REFRESH_RETRY, refresh_delay
+from .durations import no_reply, seconds
 from .ending import FATAL, SESSION_GONE, after_race, after_transport, answers_ping
 from .ladder import RungPolicy, why
 from .liveness import RECENT, silence_limit, silence_verdict, wake_action
@@ -37,8 +38,10 @@ __all__ = [
     "after_transport",
     "answers_ping",
     "full_jitter",
+    "no_reply",
     "reconnect_delay",
     "refresh_delay",
+    "seconds",
     "silence_limit",
     "silence_verdict",
     "wake_action",
