@@ -5,6 +5,7 @@ import { describe, test } from "node:test";
 
 import { Client, LadderError, race, Transport, TransportClosed } from "../../src/ladder/static/client.js";
 import { atMost } from "../../src/ladder/static/clock.js";
+import * as core from "../../src/ladder/static/core.js";
 
 /** Let every pending promise callback run. */
 const settle = () => new Promise((resolve) => setImmediate(resolve));
@@ -1324,6 +1325,25 @@ describe("options", () => {
 
   test("an unknown option throws, naming the ones there are (a misspelt one was ignored)", () => {
     assert.throws(() => new Client("http://127.0.0.1:1", { connect_timeout: 1000 }), (error) => error instanceof TypeError && /unknown option "connect_timeout"; the options are transports, token/.test(error.message));
+  });
+
+  test("the defaults of the options the core decides with are the core's, so a pair's rule compares with the default applied", () => {
+    // (the core's classes and the client's DEFAULTS each wrote 500, 5000, 2000, 30000, 10000
+    // and 3: one changed alone, "one of a pair given alone moves the other" would compare with
+    // a default the core never applied)
+    const client = new Client("http://127.0.0.1:1");
+    const reconnect = new core.Reconnect();
+    const probes = new core.ProbeSchedule();
+    const ladder = new core.RungPolicy({ rungs: ["websocket"] });
+    const { options } = client;
+    assert.deepEqual(
+      [options.backoffBase, options.backoffMax, options.connectTimeout, options.probeDelay, options.probeMaxDelay, client.policy.stableAfter, client.policy.cutLimit],
+      [reconnect.base, reconnect.cap, reconnect.connectTimeout, probes.first, probes.cap, ladder.stableAfter, ladder.cutLimit],
+    );
+    assert.deepEqual([client._reconnect.base, client._reconnect.cap, client._reconnect.stableAfter], [reconnect.base, reconnect.cap, reconnect.stableAfter]);
+    assert.equal(new Client("http://127.0.0.1:1", { backoffBase: core.BACKOFF_MAX + 1 }).options.backoffMax, core.BACKOFF_MAX + 1);
+    assert.equal(new Client("http://127.0.0.1:1", { probeMaxDelay: core.PROBE_DELAY - 1 }).options.probeDelay, core.PROBE_DELAY - 1);
+    assert.equal(new Client("http://127.0.0.1:1", { stableAfter: 4000 })._reconnect.stableAfter, 4000, "one stable time for both");
   });
 
   test("a request's misspelt option, a timeout not in ms, a listener that is not a function: each throws naming the fix", async () => {

@@ -88,6 +88,12 @@ const half = (limit) => (Number.isInteger(limit) && /** @type {number} */ (limit
 
 /** Failed races retried at once before backing off (the next request may reach another node). */
 export const RETRIES_AT_ONCE = 2;
+/** ms: the reconnect delays' first ceiling (protocol §9.4); the client's `backoffBase` by default. */
+export const BACKOFF_BASE = 500;
+/** ms: their largest ceiling; the client's `backoffMax` by default. */
+export const BACKOFF_MAX = 5000;
+/** ms: how long the first connection may take (§9.5); the client's `connectTimeout` by default. */
+export const CONNECT_TIMEOUT = 15_000;
 
 /**
  * A delay in [0, min(cap, base * 2^attempt)), `rand` being a draw from [0, 1).
@@ -117,7 +123,7 @@ export function reconnectDelay({ failures, base, cap, rand, atOnce = RETRIES_AT_
  */
 export class Reconnect {
   /** @param {{base?: number, cap?: number, atOnce?: number, connectTimeout?: number | null, maxAttempts?: number | null, atDeadline?: "give_up" | "report", stableAfter?: number}} [options] */
-  constructor({ base = 500, cap = 5000, atOnce = RETRIES_AT_ONCE, connectTimeout = 15_000, maxAttempts = null, atDeadline = "give_up", stableAfter = 10_000 } = {}) {
+  constructor({ base = BACKOFF_BASE, cap = BACKOFF_MAX, atOnce = RETRIES_AT_ONCE, connectTimeout = CONNECT_TIMEOUT, maxAttempts = null, atDeadline = "give_up", stableAfter = STABLE_AFTER } = {}) {
     if (atDeadline !== "give_up" && atDeadline !== "report") throw new TypeError(`atDeadline must be "give_up" or "report", not ${JSON.stringify(atDeadline)}`);
     this.base = base;
     this.cap = cap;
@@ -209,10 +215,15 @@ export class Reconnect {
 
 // -- climbing back -------------------------------------------------------------------------------
 
+/** ms: the delay the probes start from (protocol §9.3); the client's `probeDelay` by default. */
+export const PROBE_DELAY = 2000;
+/** ms: the longest delay between probes; the client's `probeMaxDelay` by default. */
+export const PROBE_MAX_DELAY = 30_000;
+
 /** Delays (ms) between probes of the better rungs: from `first` doubling up to `cap`, each drawn from [delay/2, delay). */
 export class ProbeSchedule {
   /** @param {{first?: number, cap?: number}} [options] */
-  constructor({ first = 2000, cap = 30_000 } = {}) {
+  constructor({ first = PROBE_DELAY, cap = PROBE_MAX_DELAY } = {}) {
     this.first = first;
     this.cap = cap;
     this.delay = first;
@@ -374,10 +385,15 @@ export function why({ reason }) {
   return WHY.find(([needle]) => lowered.includes(needle))?.[1] ?? "error";
 }
 
+/** ms a connection must live to forgive the cuts before it (protocol §9.2); the client's `stableAfter` by default. */
+export const STABLE_AFTER = 10_000;
+/** Connections in a row cut sooner than that before the client steps down a rung; its `cutLimit` by default. */
+export const CUT_LIMIT = 3;
+
 /** The ladder's state for one client: the floor it stands on and its recent cuts. */
 export class RungPolicy {
   /** @param {{rungs: readonly string[], cutLimit?: number, stableAfter?: number, start?: string | null}} options */
-  constructor({ rungs, cutLimit = 3, stableAfter = 10_000, start = null }) {
+  constructor({ rungs, cutLimit = CUT_LIMIT, stableAfter = STABLE_AFTER, start = null }) {
     if (!rungs.length) throw new Error("at least one transport is needed");
     this.rungs = RUNGS.filter((rung) => rungs.includes(rung));
     this.cutLimit = cutLimit;

@@ -36,8 +36,8 @@ export class RungPolicy {
    * @param {readonly Rung[]} rungs allowed, best first
    * @param {{cutLimit?: number, stableAfter?: number, start?: string | null}} [options]
    */
-  constructor(rungs, { cutLimit = 3, stableAfter = 10_000, start = null } = {}) {
-    this.core = new core.RungPolicy({ rungs, cutLimit, stableAfter, start });
+  constructor(rungs, { cutLimit, stableAfter, start = null } = {}) {
+    this.core = new core.RungPolicy({ rungs, cutLimit, stableAfter, start }); // (undefined: the core's defaults)
   }
 
   /** @returns {Rung[]} */

@@ -38,6 +38,11 @@ def why(reason: str | None) -> str | None:
     return next((word for needle, word in WHY if needle in lowered), "error")
 
 
+STABLE_AFTER = 10_000.0
+"""ms a connection must live to forgive the cuts before it (§9.2); the client's ``stable_after``."""
+CUT_LIMIT = 3
+"""Connections in a row cut sooner than that before the client steps down a rung (§9.2)."""
+
 PROBE_WAIT_CAP: Final = 160_000.0
 """ms: the longest delay probes start with after steps down for cuts (a probe every 80-160 s)."""
 
@@ -49,8 +54,8 @@ class RungPolicy:
         self,
         rungs: Sequence[str],
         *,
-        cut_limit: int = 3,
-        stable_after: float = 10_000.0,
+        cut_limit: int = CUT_LIMIT,
+        stable_after: float = STABLE_AFTER,
         start: str | None = None,
     ) -> None:
         if not rungs:
