@@ -158,10 +158,7 @@ class Connection(Switching):
         for rung, exc in failures.items():
             self._reasons[rung] = exc.reason
             if exc.error is not None and exc.error.code == "unsupported_transport":
-                details = exc.error.details
-                offered = details.get("tr") if isinstance(details, dict) else None
-                told = [str(r) for r in offered] if isinstance(offered, list) else None
-                self.policy.not_offered(rung, told)
+                self.policy.not_offered(rung, exc.error.details)
 
     def _unreachable(self, within: str) -> LadderError:
         """``connect_failed``: the first connection could not be made, with every rung's reason."""

@@ -252,21 +252,8 @@ export function note(client, failures) {
     if (!failure) continue;
     const asked = client._asked !== null && HIDDEN.has(rung) && !failure.error ? `; asked by a POST: ${client._asked}` : "";
     client._reasons[rung] = failure.reason + asked;
-    if (failure.error?.code === "unsupported_transport") notOffered(client, /** @type {Rung} */ (rung), failure.error);
+    if (failure.error?.code === "unsupported_transport") client.policy.notOffered(/** @type {Rung} */ (rung), failure.error.details);
   }
-}
-
-/**
- * Tell the ladder that the server refused `rung` as not offered (and what it offers, when the
- * refusal says: its `details.tr`).
- * @param {Client} client
- * @param {Rung} rung
- * @param {LadderError} error
- */
-function notOffered(client, rung, error) {
-  const details = /** @type {any} */ (error.details);
-  const offered = Array.isArray(details?.tr) ? details.tr.map(String) : null;
-  client.policy.notOffered(rung, offered);
 }
 
 /**
@@ -317,9 +304,10 @@ export async function askWhy(client, error) {
     return true;
   }
   if (told.error?.code === "unsupported_transport") {
-    const details = /** @type {any} */ (told.error.details);
-    const offered = Array.isArray(details?.tr) ? details.tr.map(String) : null;
-    for (const rung of rungs) if (offered === null || !offered.includes(rung)) client.policy.notOffered(rung, offered);
+    // (the POST names every hidden rung: those the server offers, its details.tr keeps in)
+    const { details } = told.error;
+    const offered = /** @type {{tr?: unknown} | null} */ (details)?.tr;
+    for (const rung of rungs) if (!Array.isArray(offered) || !offered.includes(rung)) client.policy.notOffered(rung, details);
     const stranded = client.policy.stranded();
     if (stranded !== null) {
       client._giveUp(new LadderError("unsupported_transport", stranded));

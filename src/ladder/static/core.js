@@ -445,14 +445,15 @@ export class RungPolicy {
   }
 
   /**
-   * `rung` was refused with `unsupported_transport`; `offered`: the rungs the refusal says
-   * the server offers (its `details.tr`), when it says. No race or probe tries the rungs it
-   * does not offer until a welcome lists them.
-   * @param {{rung: string, offered?: readonly string[] | null}} args
+   * `rung` was refused with `unsupported_transport`; `details`: the refusal's, whose `tr`
+   * lists the rungs the server offers, when it says. No race or probe tries the rungs it does
+   * not offer until a welcome lists them.
+   * @param {{rung: string, details?: unknown}} args
    */
-  notOffered({ rung, offered = null }) {
+  notOffered({ rung, details = null }) {
     this._refused.add(rung);
-    if (offered !== null) {
+    const offered = details !== null && typeof details === "object" ? /** @type {{tr?: unknown}} */ (details).tr : null;
+    if (Array.isArray(offered) && offered.every((r) => typeof r === "string")) {
       this._told = [...offered];
       for (const r of this.rungs) if (!offered.includes(r)) this._refused.add(r);
     }

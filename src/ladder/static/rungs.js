@@ -94,12 +94,12 @@ export class RungPolicy {
   }
 
   /**
-   * `rung` was refused with `unsupported_transport` (`offered`: what the refusal says the server offers).
+   * `rung` was refused with `unsupported_transport` (`details`: the refusal's; its `tr` says what the server offers).
    * @param {Rung} rung
-   * @param {readonly string[] | null} [offered]
+   * @param {unknown} [details]
    */
-  notOffered(rung, offered = null) {
-    this.core.notOffered({ rung, offered });
+  notOffered(rung, details = null) {
+    this.core.notOffered({ rung, details });
   }
 
   /** Why to give up when the server offers none of the allowed rungs, else null. */

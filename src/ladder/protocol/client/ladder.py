@@ -104,12 +104,13 @@ class RungPolicy:
         self._offered = list(rungs)
         self._refused.difference_update(rungs)
 
-    def not_offered(self, rung: str, offered: Sequence[str] | None = None) -> None:
-        """``rung`` was refused with ``unsupported_transport``; ``offered``: the rungs the
-        refusal says the server offers (its ``details.tr``), when it says. No race or probe
-        tries the rungs it does not offer until a welcome lists them."""
+    def not_offered(self, rung: str, details: object = None) -> None:
+        """``rung`` was refused with ``unsupported_transport``; ``details``: the refusal's, whose
+        ``tr`` lists the rungs the server offers, when it says. No race or probe tries the
+        rungs it does not offer until a welcome lists them."""
         self._refused.add(rung)
-        if offered is not None:
+        offered = details.get("tr") if isinstance(details, dict) else None
+        if isinstance(offered, list) and all(isinstance(r, str) for r in offered):
             self._told = list(offered)
             self._refused.update(r for r in self.rungs if r not in offered)
 
