@@ -123,6 +123,51 @@ def test_a_page_whose_origin_is_refused_gets_a_fatal_error_not_a_loop(page: Page
     assert more == [], f"no reconnect loop: {more}"
 
 
+@pytest.mark.parametrize(
+    ("allowed", "offered", "args"),
+    [
+        (["websocket"], ["sse", "longpoll", "poll"], ()),  # refused at the hello: readable
+        (["websocket", "sse"], ["longpoll", "poll"], ("--asgi-ws",)),  # both refusals hidden
+    ],
+)
+def test_transports_the_server_does_not_offer_fail_at_once_naming_the_fix(
+    page: Page, allowed: list[str], offered: list[str], args: tuple[str, ...]
+) -> None:
+    """A page allowed only rungs the server switched off retried them until connectTimeout,
+    then for as long as it lived (a browser hides why an upgrade or a stream was refused)."""
+    port = free_port()
+    config = {"transports": offered, "allowed_origins": [f"http://127.0.0.1:{port}"]}
+    with LadderServer(config, port=port, args=args) as server:
+        open_page(page, server)
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        outcome: dict[str, Any] = page.evaluate(
+            """async (allowed) => {
+                const errors = [];
+                const started = performance.now();
+                const client = ladder.connect(location.origin, { transports: allowed });
+                client.on("error", (e) => errors.push(e));
+                const ready = await client.ready().then(() => "connected", (e) => `${e.code}: ${e.reason}`);
+                const later = await client.call("echo", 1).catch((e) => e.code);
+                return { errors, ready, later, state: client.state, took: performance.now() - started };
+            }""",
+            allowed,
+        )
+        settled = len(requests)
+        page.wait_for_timeout(2000)  # a loop would keep trying meanwhile
+        more = requests[settled:]
+    assert outcome["took"] < 3000, outcome
+    reason = (
+        f"this client allows only {', '.join(allowed)} (its transports option) and the server offers "
+        f"only {', '.join(offered)} (its transports setting)"
+    )
+    assert outcome["ready"].startswith(f"unsupported_transport: {reason}"), outcome
+    assert [e["code"] for e in outcome["errors"]] == ["unsupported_transport"]
+    assert outcome["errors"][0]["reason"].startswith(reason)
+    assert outcome["later"] == "unsupported_transport" and outcome["state"] == "closed"
+    assert more == [], f"no reconnect loop: {more}"
+
+
 @pytest.mark.parametrize("rung", ["websocket", "sse"])
 def test_the_server_ending_the_session_closes_the_client(page: Page, rung: str) -> None:
     """hub.disconnect (a bye with session_closed) ends the browser client for good, as it ends

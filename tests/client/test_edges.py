@@ -173,6 +173,22 @@ def test_a_pair_given_alone_follows_the_signatures_default(monkeypatch: pytest.M
         Client("http://127.0.0.1:9", backoff_base=9.0, backoff_max=8.5)
 
 
+def test_the_signatures_defaults_for_the_cores_decisions_are_the_cores() -> None:
+    """The signature (seconds) and the core (ms) each write these defaults; the browser client
+    reads its own from the core. One changed alone would part the clients."""
+    from ladder import Client  # noqa: PLC0415
+    from ladder.protocol import client as core  # noqa: PLC0415
+
+    client = Client("http://127.0.0.1:9")
+    assert client.connect_timeout is not None
+    seconds = (client.backoff_base, client.backoff_max, client.connect_timeout)
+    seconds += (client.probe_delay, client.probe_max_delay)
+    assert tuple(s * 1000 for s in seconds) == (
+        core.BACKOFF_BASE, core.BACKOFF_MAX, core.CONNECT_TIMEOUT, core.PROBE_DELAY, core.PROBE_MAX_DELAY
+    )
+    assert (client.policy.stable_after, client.policy.cut_limit) == (core.STABLE_AFTER, core.CUT_LIMIT)
+
+
 async def test_a_users_mistakes_with_the_client_get_errors_that_name_the_fix() -> None:
     """Each was taken without a word (``max_queue=0``, ``recent=-5``), read letter by letter
     (``transports="sse"``: "not ['s', 's', 'e']"), or raised a bare ``TimeoutError()``."""

@@ -14,10 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ladder import Client, Ladder, LadderError
 from ladder.client import ServerError
+from tests.support.metrics import metric
 from tests.support.server import LadderServer, free_port
 
 RUNGS = ["websocket", "sse", "longpoll", "poll"]
@@ -215,6 +217,43 @@ async def test_a_server_that_is_not_ladder_is_named_so_on_the_http_rungs() -> No
     assert "no Ladder endpoint there, or a proxy answered" in reason
 
 
+@pytest.mark.parametrize(
+    ("allowed", "offered", "args"),
+    [
+        (["websocket"], ["sse", "longpoll", "poll"], ()),  # refused at the hello (native driver)
+        (["websocket"], ["sse", "longpoll", "poll"], ("--asgi-ws",)),  # the upgrade refused
+        (["websocket", "sse"], ["longpoll", "poll"], ()),
+    ],
+)
+async def test_transports_the_server_does_not_offer_fail_at_once_naming_the_fix(
+    allowed: list[str], offered: list[str], args: tuple[str, ...]
+) -> None:
+    """A client restricted to rungs the server switched off retried each refusal
+    (``unsupported_transport``) for the whole ``connect_timeout`` (15 s), then said
+    ``connect_failed``: a user's mistake gets an error naming the fix, at once."""
+    with LadderServer({"transports": offered}, args=args) as server:
+        client = Client(server.url, transports=allowed)
+        errors: list[ServerError] = []
+        client.on("error", errors.append)
+        started = time.monotonic()
+        with pytest.raises(LadderError) as refused:
+            await client.connect()
+        assert time.monotonic() - started < 3, "no retry loop until connect_timeout"
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{server.url}/metrics")).text
+    assert refused.value.code == "unsupported_transport"
+    reason = refused.value.reason
+    assert f"this client allows only {', '.join(allowed)} (its transports option)" in reason, reason
+    assert f"the server offers only {', '.join(offered)} (its transports setting)" in reason, reason
+    assert "in the client's transports, or offer" in reason
+    assert [(e.code, e.reason) for e in errors] == [("unsupported_transport", reason)]
+    assert metric(metrics, "ladder_errors_total", code="unsupported_transport") == len(allowed), "one race"
+    assert client.state == "closed"
+    with pytest.raises(LadderError) as later:
+        await client.call("echo", 1)
+    assert later.value.code == "unsupported_transport", "later calls say why"
+
+
 async def test_a_server_that_is_down_fails_the_first_connect_in_bounded_time() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     async with asyncio.timeout(10):
@@ -306,7 +345,10 @@ async def test_a_request_of_a_client_never_connected_times_out_naming_connect() 
     for request in (client.call("echo", 1, timeout=0.2), client.publish("room", 1, timeout=0.2)):
         with pytest.raises(LadderError) as timed_out:
             await request
-        assert timed_out.value.code == "timeout" and "client.connect()" in timed_out.value.reason
+        assert (timed_out.value.code, timed_out.value.reason) == (
+            "timeout",
+            "no reply within 0.2 s (this client was never connected: call `await client.connect()`)",
+        ), "the browser client's wording and unit (protocol §9.13)"
     assert inspect.signature(Client.publish).parameters["timeout"].default == 10.0  # as call's
     await client.close()
 

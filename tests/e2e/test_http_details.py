@@ -140,3 +140,44 @@ async def test_a_posted_ping_between_two_short_polls_is_answered_by_the_next(ser
         answer = await http.get("/poll", params={"sid": sid, "ack": 0}, headers=auth)
         frames = [orjson.loads(line) for line in answer.content.split(b"\n") if line]
         assert {"t": "pong", "n": 41} in frames, frames
+
+
+async def test_a_rung_switched_off_is_refused_naming_those_offered_also_to_a_post_asking_why() -> None:
+    """``unsupported_transport`` said only "websocket is not offered by this server"; a browser,
+    which cannot read a refused upgrade or event stream, asks by an empty ``POST send`` naming
+    the rungs (``tr``)."""
+    offered = ["longpoll", "poll"]
+    upgrade = {
+        "connection": "upgrade",
+        "upgrade": "websocket",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-version": "13",
+    }
+    with LadderServer({"transports": offered}, args=("--asgi-ws",)) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            refusals = [
+                await http.get("/sse", params={"v": 1}),
+                await http.get("/ws", headers=upgrade),
+                await http.post("/send", params={"tr": "websocket,sse"}),
+            ]
+            for answer, named in zip(refusals, ["sse is", "websocket is", "websocket, sse are"], strict=True):
+                assert answer.status_code == 400
+                assert answer.json() == {
+                    "t": "err",
+                    "code": "unsupported_transport",
+                    "reason": f"{named} not offered by this server, which offers longpoll, poll",
+                    "details": {"tr": offered},
+                }
+            nothing_more = await http.post("/send", params={"tr": "longpoll"})
+            assert (nothing_more.status_code, nothing_more.json()["code"]) == (400, "bad_request")
+            unknown = await http.post("/send", params={"tr": "carrier-pigeon"})
+            assert (unknown.status_code, unknown.json()["code"]) == (400, "bad_frame")
+    with LadderServer({"transports": offered}) as server:  # (the native driver: at the hello)
+        async with websockets.connect(server.url.replace("http", "ws") + "/ws") as ws:
+            await ws.send('{"t":"hello","v":1}')
+            refused = orjson.loads(await ws.recv())
+            await ws.wait_closed()
+        assert refused["details"] == {"tr": offered} and ws.close_code == 4400
+        assert ws.close_reason == (
+            "unsupported_transport: websocket is not offered by this server, which offers longpoll, poll"
+        )

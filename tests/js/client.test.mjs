@@ -5,6 +5,7 @@ import { describe, test } from "node:test";
 
 import { Client, LadderError, race, Transport, TransportClosed } from "../../src/ladder/static/client.js";
 import { atMost } from "../../src/ladder/static/clock.js";
+import * as core from "../../src/ladder/static/core.js";
 
 /** Let every pending promise callback run. */
 const settle = () => new Promise((resolve) => setImmediate(resolve));
@@ -1102,7 +1103,7 @@ describe("edges", () => {
     const pending = assert.rejects(client.call("echo", 1), (e) => e.code === "origin_not_allowed");
     net.last("websocket").fail("websocket: cannot connect (the upgrade was refused or blocked on the way)");
     await settle();
-    assert.deepEqual(net.fetched, [["http://test.example/ladder/send", "POST"]], "one empty POST naming no session");
+    assert.deepEqual(net.fetched, [["http://test.example/ladder/send?tr=websocket", "POST"]], "one empty POST naming no session");
     await pending;
     assert.equal(client.state, "closed");
     assert.deepEqual(of("error").map((e) => e.code), ["origin_not_allowed"]);
@@ -1110,6 +1111,55 @@ describe("edges", () => {
     const opened = net.opened.length;
     await clock.advance(60_000);
     assert.equal(net.opened.length, opened, "no reconnect loop (it looped, each attempt 'cannot connect')");
+  });
+
+  test("rungs the server does not offer, refusals a browser hides, give up at once naming both lists", async () => {
+    // (it retried "websocket: cannot connect" until connectTimeout, then for as long as the page lived)
+    const { client, clock, net, of } = setup({ transports: ["websocket", "sse"] });
+    const offered = '{"t":"err","code":"unsupported_transport","reason":"websocket, sse are not offered by this server, which offers longpoll, poll","details":{"tr":["longpoll","poll"]}}';
+    net.answer = () => new Response(offered, { status: 400 });
+    client.start();
+    await settle();
+    const ready = assert.rejects(client.ready(), (e) => e.code === "unsupported_transport");
+    net.last("websocket").fail("websocket: cannot connect (the upgrade was refused or blocked on the way)");
+    await clock.advance(0);
+    net.last("sse").fail("sse: cannot open the stream (refused, blocked or not an event stream)");
+    await settle();
+    assert.deepEqual(net.fetched, [["http://test.example/ladder/send?tr=websocket%2Csse", "POST"]], "the POST names the hidden rungs");
+    await ready;
+    assert.equal(client.state, "closed");
+    const want = "this client allows only websocket, sse (its transports option) and the server offers only longpoll, poll (its transports setting): allow one of longpoll, poll in the client's transports, or offer one of websocket, sse on the server";
+    assert.deepEqual(of("error").map((e) => [e.code, e.reason]), [["unsupported_transport", want]]);
+    await assert.rejects(client.call("echo", 1), (e) => e.code === "unsupported_transport" && e.reason === want);
+    const opened = net.opened.length;
+    await clock.advance(60_000);
+    assert.equal(net.opened.length, opened, "no reconnect loop");
+  });
+
+  test("a rung refused as not offered, readably, is not raced again; none left gives up without asking", async () => {
+    const notOffered = (rung) => new LadderError("unsupported_transport", `${rung} is not offered by this server, which offers websocket, sse`, undefined, { tr: ["websocket", "sse"] });
+    const mixed = setup({ transports: ["sse", "longpoll"], random: () => 0.5 });
+    mixed.client.start();
+    await settle();
+    mixed.net.last("sse").fail("sse: cannot open the stream");
+    await mixed.clock.advance(0);
+    mixed.net.last("longpoll").fail("longpoll: refused by the server", notOffered("longpoll"));
+    await settle();
+    await mixed.clock.advance(0);
+    assert.deepEqual(mixed.net.opened.map((t) => t.name), ["sse", "longpoll", "sse"], "the next race tries SSE alone");
+    assert.notEqual(mixed.client.state, "closed", "SSE is offered: only the network failed it");
+    const { client, clock, net, of } = setup({ transports: ["longpoll", "poll"] });
+    client.start();
+    await settle();
+    net.last("longpoll").fail("longpoll: refused by the server", notOffered("longpoll"));
+    await clock.advance(0);
+    net.last("poll").fail("poll: refused by the server", notOffered("poll"));
+    await settle();
+    assert.equal(client.state, "closed");
+    assert.deepEqual(net.fetched, [], "the refusals said it all");
+    assert.deepEqual(of("error").map((e) => e.code), ["unsupported_transport"]);
+    assert.match(of("error")[0].reason, /^this client allows only longpoll, poll \(its transports option\) and the server offers only websocket, sse /);
+    assert.equal(net.opened.length, 2, "no second race");
   });
 
   test("a hidden refusal that the POST cannot explain is retried; the next failures ask no more", async () => {
@@ -1300,6 +1350,25 @@ describe("options", () => {
     assert.throws(() => new Client("http://127.0.0.1:1", { connect_timeout: 1000 }), (error) => error instanceof TypeError && /unknown option "connect_timeout"; the options are transports, token/.test(error.message));
   });
 
+  test("the defaults of the options the core decides with are the core's, so a pair's rule compares with the default applied", () => {
+    // (the core's classes and the client's DEFAULTS each wrote 500, 5000, 2000, 30000, 10000
+    // and 3: one changed alone, "one of a pair given alone moves the other" would compare with
+    // a default the core never applied)
+    const client = new Client("http://127.0.0.1:1");
+    const reconnect = new core.Reconnect();
+    const probes = new core.ProbeSchedule();
+    const ladder = new core.RungPolicy({ rungs: ["websocket"] });
+    const { options } = client;
+    assert.deepEqual(
+      [options.backoffBase, options.backoffMax, options.connectTimeout, options.probeDelay, options.probeMaxDelay, client.policy.stableAfter, client.policy.cutLimit],
+      [reconnect.base, reconnect.cap, reconnect.connectTimeout, probes.first, probes.cap, ladder.stableAfter, ladder.cutLimit],
+    );
+    assert.deepEqual([client._reconnect.base, client._reconnect.cap, client._reconnect.stableAfter], [reconnect.base, reconnect.cap, reconnect.stableAfter]);
+    assert.equal(new Client("http://127.0.0.1:1", { backoffBase: core.BACKOFF_MAX + 1 }).options.backoffMax, core.BACKOFF_MAX + 1);
+    assert.equal(new Client("http://127.0.0.1:1", { probeMaxDelay: core.PROBE_DELAY - 1 }).options.probeDelay, core.PROBE_DELAY - 1);
+    assert.equal(new Client("http://127.0.0.1:1", { stableAfter: 4000 })._reconnect.stableAfter, 4000, "one stable time for both");
+  });
+
   test("a request's misspelt option, a timeout not in ms, a listener that is not a function: each throws naming the fix", async () => {
     const client = new Client("http://127.0.0.1:1", { transports: ["sse"] });
     assert.throws(() => client.call("e", 1, { timout: 10 }), /^TypeError: call: unknown option "timout"; the options are timeout$/);
@@ -1307,7 +1376,7 @@ describe("options", () => {
     assert.throws(() => client.call("e", 1, { timeout: "5s" }), /call: timeout is in milliseconds/);
     await assert.rejects(client.history("c", { limt: 5 }), /history: unknown option "limt"; the options are limit, timeout/);
     assert.throws(() => client.on("open"), /the listener must be a function, not undefined/);
-    await assert.rejects(client.call("e", 1, { timeout: 10 }), (e) => e.code === "timeout" && e.message.includes("no reply within 10 ms (this client was never started: use connect(url), or call client.start())"));
+    await assert.rejects(client.call("e", 1, { timeout: 10 }), (e) => e.code === "timeout" && e.message.includes("no reply within 0.01 s (this client was never started: use connect(url), or call client.start())"));
     client.close();
   });
 

@@ -83,7 +83,13 @@ class Calls(Connection):
         self._spawn(self._flush())
 
     async def call(self, event: str, data: Any = None, *, timeout: float | None = 10.0) -> Any:
-        """Call a server handler and return its result (or raise its error as LadderError)."""
+        """Call a server handler and return its result (or raise its error as LadderError).
+
+        No answer within ``timeout`` seconds (None: wait as long as the session lives) raises
+        ``LadderError("timeout")`` with the reason ``no reply within 10 s`` (the timeout in
+        seconds, as the browser client says it); the call stays queued and may still be
+        applied once.
+        """
         return await self._request({"t": "call", "ev": event, "d": data}, timeout)
 
     async def presence(self, channel: str, *, timeout: float | None = 10.0) -> list[dict[str, Any]]:

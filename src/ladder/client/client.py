@@ -70,7 +70,9 @@ class Client(Calls):
     Args:
         url: Where the hub is mounted (``http://host:8000/ladder``; ``https`` for TLS).
         transports: The rungs allowed, any of ``websocket``, ``sse``, ``longpoll``, ``poll``
-            (the order does not matter: the ladder is always tried best first).
+            (the order does not matter: the ladder is always tried best first). When the
+            server offers none of them (its ``transports`` setting), the client gives up at
+            once with ``unsupported_transport``, naming the rungs of both.
         token: Credentials for the server's ``authenticate`` hook: a string, or a callable
             returning one, ``async`` or not (called once per race of the rungs, and per
             probe, and before the session's credentials expire to refresh them over the

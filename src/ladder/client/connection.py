@@ -29,7 +29,9 @@ class Connection(Switching):
         could not be made within ``connect_timeout``, or not within ``timeout`` seconds (the
         client then keeps trying until ``connect_timeout``; ``close()`` it to stop), the
         server's refusal when retrying cannot help (``unauthorized``,
-        ``origin_not_allowed``), ``timeout`` once ``max_attempts`` ran out.
+        ``origin_not_allowed``; ``unsupported_transport`` once the server refused every rung
+        of ``transports`` as not offered, naming those it offers), ``timeout`` once
+        ``max_attempts`` ran out.
         """
         check_timeout(timeout, "for connect_timeout alone")
         if self.state == "closed":
@@ -106,6 +108,10 @@ class Connection(Switching):
                 if outcome == "give_up":
                     self._give_up(self._fatal_of(errors))
                     return
+                stranded = self.policy.stranded()
+                if stranded is not None:  # (no rung left to try: a user's mistake, not the network)
+                    self._give_up(LadderError("unsupported_transport", stranded))
+                    return
                 if outcome == "new_session":
                     gone = next(e for e in errors if after_transport("refusal", e.code) == "new_session")
                     self._session_gone(f"{gone.code}: {gone.reason}")
@@ -132,6 +138,7 @@ class Connection(Switching):
                 return
             reconnect.welcomed()  # any welcome forgives: the next node may be a good one
             reason = "; ".join(failed.get(rung, "") for rung in self.policy.candidates() if rung in failed)
+            self._note(refusals)  # (after: a rung the server does not offer leaves the candidates)
             self._adopt(conn, reason or "connected")
             conn, opened, ended, action = await self._pump(conn)  # (conn: the one that ended)
             lived, worked = loop.time() - opened, self._heard - opened
@@ -146,9 +153,12 @@ class Connection(Switching):
             await asyncio.sleep(reconnect.ended(action, random.random(), lived * 1000) / 1000)
 
     def _note(self, failures: dict[str, TransportClosed]) -> None:
-        """Remember why each rung failed, for the error of a first connect that gives up."""
+        """Remember why each rung failed, for the error of a first connect that gives up, and
+        tell the ladder of the rungs the server does not offer."""
         for rung, exc in failures.items():
             self._reasons[rung] = exc.reason
+            if exc.error is not None and exc.error.code == "unsupported_transport":
+                self.policy.not_offered(rung, exc.error.details)
 
     def _unreachable(self, within: str) -> LadderError:
         """``connect_failed``: the first connection could not be made, with every rung's reason."""

@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ..protocol.client import UpstreamRetry
+from ..protocol.client import UpstreamRetry, no_reply
 from ..protocol.codec import encode_message
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame
@@ -118,9 +118,10 @@ class Outbound(ClientBase):
                 return await future
         except TimeoutError:
             never = " (this client was never connected: call `await client.connect()`)"
-            raise LadderError(
-                "timeout", f"no reply within {timeout:g} s{never if self._run_task is None else ''}"
-            ) from None
+            if timeout is None:  # (not this wait's: it has no bound)
+                raise
+            reason = no_reply(timeout * 1000) + (never if self._run_task is None else "")
+            raise LadderError("timeout", reason) from None
         finally:
             if self._waiting.get(msg_id) is settle and future.done():
                 self._waiting.pop(msg_id, None)

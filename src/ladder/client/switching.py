@@ -57,7 +57,8 @@ class Switching(Opening):
                 f"the server at {self.url} does not allow the Origin {origin!r} this client sends: "
                 f"add it to the server's allowed_origins (or send no Origin) [{error.reason}]",
             )
-        if error.code in FATAL or error.code in ("connect_failed", "token_expired", "timeout", "internal"):
+        final = ("connect_failed", "token_expired", "timeout", "internal", "unsupported_transport")
+        if error.code in FATAL or error.code in final:
             self._fatal = error
             log.warning("%s: giving up: %s", self.url, error)
             self._emit(ServerError(error.code, error.reason))

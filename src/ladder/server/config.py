@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from ..checks import check_number
 from ..engine.base import ChannelOptions
 from ..errors import ConfigurationError
+from ..protocol.errors import LadderError
 from ..protocol.session import SessionLimits
 from .auth import Authenticate, Permissions
 
@@ -376,3 +377,18 @@ class Settings:
     sse_padding: int
     gzip_min_size: int
     clock: Callable[[], float]
+
+    def not_offered(self, rungs: Sequence[str]) -> LadderError | None:
+        """The refusal of ``rungs`` this hub does not offer (``unsupported_transport``, naming
+        those it does, also as ``details.tr``: the welcome's list), or None: a client allowed
+        only rungs the server switched off can then give up at once, naming both lists."""
+        missing = [rung for rung in rungs if rung not in self.transports]
+        if not missing:
+            return None
+        verb = "is" if len(missing) == 1 else "are"
+        offered = ", ".join(self.transports)
+        return LadderError(
+            "unsupported_transport",
+            f"{', '.join(missing)} {verb} not offered by this server, which offers {offered}",
+            details={"tr": list(self.transports)},
+        )

@@ -105,8 +105,9 @@ class Gateway:
         """Create or resume the session ``hello`` names and attach this transport to it."""
         connects = self.counters.connects
         try:
-            if transport not in self.settings.transports:
-                raise LadderError("unsupported_transport", f"{transport} is not offered by this server")
+            refused = self.settings.not_offered((transport,))
+            if refused is not None:
+                raise refused
             await self._node.serving()
             session, resumed = await self.router.open(hello, request, stream=streaming)
             att = self.attach(

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol.codec import Codec, codec_named
-from ..protocol.errors import LadderError
 from .cluster import Elsewhere
 from .cutoff import ByeWait
 from .gateway import Gateway
@@ -93,8 +92,9 @@ async def serve_forwarded_poll(gateway: Gateway, message: dict[str, Any]) -> dic
     router = gateway.router
     session = await router.route(message["sid"], message["rt"], stream=False, forwarded=True)
     transport = str(message["kind"])
-    if transport not in gateway.settings.transports:
-        raise LadderError("unsupported_transport", f"{transport} is not offered by this server")
+    refused = gateway.settings.not_offered((transport,))
+    if refused is not None:
+        raise refused
     ack, greet = int(message["ack"]), bool(message["greet"])
     att = gateway.attach(session, transport, streaming=False, ack=ack, resumed=True, greet=greet)
     link = gateway.link(session, att)

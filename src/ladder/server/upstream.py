@@ -17,6 +17,7 @@ from ..protocol.errors import LadderError
 from ..protocol.frames import decode_client_frames
 from .auth import run_authenticate
 from .cluster import Elsewhere
+from .config import TRANSPORTS
 from .gateway import Gateway
 from .http import Receive, Request, Send, cors_headers, read_body, respond
 from .session import Session
@@ -59,7 +60,16 @@ async def serve_send(gateway: Gateway, request: Request, receive: Receive, send:
 
 async def _check_credentials(gateway: Gateway, request: Request) -> None:
     """A POST naming no session is also a page asking why a WebSocket upgrade or an event
-    stream was refused (a browser hides those answers): it hears the refusal a hello with the
-    same credentials (``Authorization: Bearer``, cookies) would get, such as ``unauthorized``
-    or ``token_expired``; nothing is opened either way (protocol §3.6)."""
+    stream was refused (a browser hides those answers): it hears the refusal a hello on the
+    rungs it names (``tr``, comma-separated) with the same credentials (``Authorization:
+    Bearer``, cookies) would get, such as ``unsupported_transport``, ``unauthorized`` or
+    ``token_expired``; nothing is opened either way (protocol §3.6)."""
+    named = request.query.get("tr")
+    if named is not None:
+        rungs = named.split(",")
+        if any(rung not in TRANSPORTS for rung in rungs):
+            raise LadderError("bad_frame", f"tr: comma-separated rungs among {', '.join(TRANSPORTS)}")
+        refused = gateway.settings.not_offered(rungs)
+        if refused is not None:
+            raise refused
     await run_authenticate(gateway.settings.authenticate, request.auth_request(None, "send"))

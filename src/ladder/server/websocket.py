@@ -220,8 +220,8 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
         gateway.refused("websocket", error, client=request.who, origin=request.origin)
         await refuse_upgrade(request, send, error)
         return
-    if "websocket" not in settings.transports:
-        error = LadderError("unsupported_transport", "websocket is not offered by this server")
+    error = settings.not_offered(("websocket",))
+    if error is not None:
         gateway.refused("websocket", error, client=request.who)
         await refuse_upgrade(request, send, error)
         return

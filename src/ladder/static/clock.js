@@ -1,12 +1,14 @@
 // @ts-check
 /** Time, injectable so that the state machine can be tested without waiting. */
 
+import * as core from "./core.js";
 
 /**
+ * A duration as reasons write it (the core's `seconds`: `0.5 s`, `10 s`).
  * @param {number} ms
  */
 export function seconds(ms) {
-  return ms < 1000 ? `${Number(ms.toFixed(1))} ms` : `${Number((ms / 1000).toFixed(1))} s`;
+  return core.seconds({ ms });
 }
 
 /**

@@ -178,6 +178,12 @@ export async function run(client) {
         client._giveUp(client._fatalOf(error.errors()));
         return;
       }
+      const stranded = client.policy.stranded();
+      if (stranded !== null) {
+        // No rung left to try: a user's mistake (the client's transports, the server's), not the network.
+        client._giveUp(new LadderError("unsupported_transport", stranded));
+        return;
+      }
       if (outcome === "new_session") {
         const gone = error.errors().find((e) => afterTransport({ via: "refusal", code: e.code }) === "new_session");
         if (gone) client._sessionGone(`${gone.code}: ${gone.reason}`);
@@ -246,6 +252,7 @@ export function note(client, failures) {
     if (!failure) continue;
     const asked = client._asked !== null && HIDDEN.has(rung) && !failure.error ? `; asked by a POST: ${client._asked}` : "";
     client._reasons[rung] = failure.reason + asked;
+    if (failure.error?.code === "unsupported_transport") client.policy.notOffered(/** @type {Rung} */ (rung), failure.error.details);
   }
 }
 
@@ -279,7 +286,8 @@ export function notConnected(client, limit) {
  */
 export async function askWhy(client, error) {
   const hidden = Object.entries(error.failures).filter(([rung, failure]) => failure && !failure.error && HIDDEN.has(rung));
-  if (!hidden.length || error.errors().length) return false;
+  // (rungs refused as not offered explain nothing of the hidden ones: ask all the same)
+  if (!hidden.length || error.errors().some((e) => e.code !== "unsupported_transport")) return false;
   let token = null;
   try {
     // A hello's credentials (the answer is theirs): the race's, not asked of the function again.
@@ -287,12 +295,24 @@ export async function askWhy(client, error) {
   } catch {
     // the token function failed: the rungs' reasons say so already; ask without one
   }
-  const told = await askServer(client._ctx.endpoint, token);
+  const rungs = /** @type {Rung[]} */ (hidden.map(([rung]) => rung));
+  const told = await askServer(client._ctx.endpoint, token, rungs);
   if (told === null || client._isClosed()) return false;
   const tokenRefreshable = client._refreshable();
   if (told.error && afterTransport({ via: "refusal", code: told.error.code, tokenRefreshable }) === "give_up") {
     client._giveUp(told.error);
     return true;
+  }
+  if (told.error?.code === "unsupported_transport") {
+    // (the POST names every hidden rung: those the server offers, its details.tr keeps in)
+    const { details } = told.error;
+    const offered = /** @type {{tr?: unknown} | null} */ (details)?.tr;
+    for (const rung of rungs) if (!Array.isArray(offered) || !offered.includes(rung)) client.policy.notOffered(rung, details);
+    const stranded = client.policy.stranded();
+    if (stranded !== null) {
+      client._giveUp(new LadderError("unsupported_transport", stranded));
+      return true;
+    }
   }
   // Kept until a welcome: every later race's reasons carry it (they replaced it, and the
   // connect_failed of a mistyped mount path said nothing of the 404 the POST found).
@@ -334,6 +354,9 @@ export function sessionGone(client, reason) {
   }
 }
 
+/** Codes besides the core's `FATAL` that end the client for good, reported as an `error` event. */
+const FINAL = new Set(["token_expired", "timeout", "unsupported_transport"]);
+
 /**
  * Close the client for good. `final`: later calls fail with this error (not `closed`), and
  * an `error` event reports it.
@@ -341,7 +364,7 @@ export function sessionGone(client, reason) {
  * @param {LadderError} error
  * @param {boolean} [final]
  */
-export function giveUp(client, error, final = FATAL.has(error.code) || error.code === "token_expired" || error.code === "timeout") {
+export function giveUp(client, error, final = FATAL.has(error.code) || FINAL.has(error.code)) {
   if (error.code === "origin_not_allowed") {
     const origin = typeof location !== "undefined" ? location.origin : "this page's origin";
     error = new LadderError(

@@ -88,6 +88,12 @@ const half = (limit) => (Number.isInteger(limit) && /** @type {number} */ (limit
 
 /** Failed races retried at once before backing off (the next request may reach another node). */
 export const RETRIES_AT_ONCE = 2;
+/** ms: the reconnect delays' first ceiling (protocol §9.4); the client's `backoffBase` by default. */
+export const BACKOFF_BASE = 500;
+/** ms: their largest ceiling; the client's `backoffMax` by default. */
+export const BACKOFF_MAX = 5000;
+/** ms: how long the first connection may take (§9.5); the client's `connectTimeout` by default. */
+export const CONNECT_TIMEOUT = 15_000;
 
 /**
  * A delay in [0, min(cap, base * 2^attempt)), `rand` being a draw from [0, 1).
@@ -117,7 +123,7 @@ export function reconnectDelay({ failures, base, cap, rand, atOnce = RETRIES_AT_
  */
 export class Reconnect {
   /** @param {{base?: number, cap?: number, atOnce?: number, connectTimeout?: number | null, maxAttempts?: number | null, atDeadline?: "give_up" | "report", stableAfter?: number}} [options] */
-  constructor({ base = 500, cap = 5000, atOnce = RETRIES_AT_ONCE, connectTimeout = 15_000, maxAttempts = null, atDeadline = "give_up", stableAfter = 10_000 } = {}) {
+  constructor({ base = BACKOFF_BASE, cap = BACKOFF_MAX, atOnce = RETRIES_AT_ONCE, connectTimeout = CONNECT_TIMEOUT, maxAttempts = null, atDeadline = "give_up", stableAfter = STABLE_AFTER } = {}) {
     if (atDeadline !== "give_up" && atDeadline !== "report") throw new TypeError(`atDeadline must be "give_up" or "report", not ${JSON.stringify(atDeadline)}`);
     this.base = base;
     this.cap = cap;
@@ -209,10 +215,15 @@ export class Reconnect {
 
 // -- climbing back -------------------------------------------------------------------------------
 
+/** ms: the delay the probes start from (protocol §9.3); the client's `probeDelay` by default. */
+export const PROBE_DELAY = 2000;
+/** ms: the longest delay between probes; the client's `probeMaxDelay` by default. */
+export const PROBE_MAX_DELAY = 30_000;
+
 /** Delays (ms) between probes of the better rungs: from `first` doubling up to `cap`, each drawn from [delay/2, delay). */
 export class ProbeSchedule {
   /** @param {{first?: number, cap?: number}} [options] */
-  constructor({ first = 2000, cap = 30_000 } = {}) {
+  constructor({ first = PROBE_DELAY, cap = PROBE_MAX_DELAY } = {}) {
     this.first = first;
     this.cap = cap;
     this.delay = first;
@@ -329,6 +340,27 @@ export function answersPing({ rung }) {
   return rung === "websocket";
 }
 
+// -- durations in reasons ------------------------------------------------------------------------
+
+/**
+ * `ms` as a reason writes it, the same in both clients: seconds to the millisecond (at least
+ * 1 ms), without trailing zeros: `0.5 s`, `10 s`, `0.001 s`, as the protocol writes its
+ * durations (a call timed out "within 500 ms" in this client, "within 0.5 s" in the other).
+ * @param {{ms: number}} args
+ */
+export function seconds({ ms }) {
+  return `${Math.max(1, Math.round(ms)) / 1000} s`;
+}
+
+/**
+ * The reason of a request (`call`, `publish`, `presence`, `history`) that had no answer
+ * within its `timeout` ms: the `timeout` error's.
+ * @param {{timeout: number}} args
+ */
+export function noReply({ timeout }) {
+  return `no reply within ${seconds({ ms: timeout })}`;
+}
+
 // -- the ladder ----------------------------------------------------------------------------------
 
 /** Every rung, best first. */
@@ -353,10 +385,15 @@ export function why({ reason }) {
   return WHY.find(([needle]) => lowered.includes(needle))?.[1] ?? "error";
 }
 
+/** ms a connection must live to forgive the cuts before it (protocol §9.2); the client's `stableAfter` by default. */
+export const STABLE_AFTER = 10_000;
+/** Connections in a row cut sooner than that before the client steps down a rung; its `cutLimit` by default. */
+export const CUT_LIMIT = 3;
+
 /** The ladder's state for one client: the floor it stands on and its recent cuts. */
 export class RungPolicy {
   /** @param {{rungs: readonly string[], cutLimit?: number, stableAfter?: number, start?: string | null}} options */
-  constructor({ rungs, cutLimit = 3, stableAfter = 10_000, start = null }) {
+  constructor({ rungs, cutLimit = CUT_LIMIT, stableAfter = STABLE_AFTER, start = null }) {
     if (!rungs.length) throw new Error("at least one transport is needed");
     this.rungs = RUNGS.filter((rung) => rungs.includes(rung));
     this.cutLimit = cutLimit;
@@ -368,25 +405,33 @@ export class RungPolicy {
     this._stepped = Object.fromEntries(this.rungs.map((rung) => [rung, 0]));
     /** @type {string[] | null} the rungs the server's last welcome offered (`tr`), when it said */
     this._offered = null;
+    /** @type {Set<string>} allowed rungs the server refused as not offered (`unsupported_transport`) */
+    this._refused = new Set();
+    /** @type {string[] | null} the rungs the last such refusal said the server offers (its `details.tr`) */
+    this._told = null;
   }
 
   get current() {
     return this.rungs[this.floor];
   }
 
-  /** Rungs to race on (re)connect: from the floor down. */
+  /**
+   * Rungs to race on (re)connect: from the floor down, but none the server refused as not
+   * offered; when that leaves none, every allowed rung it did not refuse (none: `stranded`).
+   */
   candidates() {
-    return this.rungs.slice(this.floor);
+    const below = this.rungs.slice(this.floor).filter((rung) => !this._refused.has(rung));
+    return below.length ? below : this.rungs.filter((rung) => !this._refused.has(rung));
   }
 
   /**
-   * Better rungs than `rung`, best first: what a probe tries.
+   * Better rungs than `rung`, best first: what a probe tries (of those the server offers,
+   * once a welcome said which; none it refused as not offered).
    * @param {{rung: string}} args
    */
   above({ rung }) {
-    const better = this.rungs.slice(0, this.rungs.indexOf(rung));
     const offered = this._offered;
-    return offered === null ? better : better.filter((r) => offered.includes(r));
+    return this.rungs.slice(0, this.rungs.indexOf(rung)).filter((r) => !this._refused.has(r) && (offered === null || offered.includes(r)));
   }
 
   /**
@@ -396,6 +441,37 @@ export class RungPolicy {
    */
   offered({ rungs }) {
     this._offered = [...rungs];
+    for (const rung of rungs) this._refused.delete(rung);
+  }
+
+  /**
+   * `rung` was refused with `unsupported_transport`; `details`: the refusal's, whose `tr`
+   * lists the rungs the server offers, when it says. No race or probe tries the rungs it does
+   * not offer until a welcome lists them.
+   * @param {{rung: string, details?: unknown}} args
+   */
+  notOffered({ rung, details = null }) {
+    this._refused.add(rung);
+    const offered = details !== null && typeof details === "object" ? /** @type {{tr?: unknown}} */ (details).tr : null;
+    if (Array.isArray(offered) && offered.every((r) => typeof r === "string")) {
+      this._told = [...offered];
+      for (const r of this.rungs) if (!offered.includes(r)) this._refused.add(r);
+    }
+  }
+
+  /**
+   * Why to give up, when the server refused every rung this client allows as not offered (a
+   * user's mistake on one side or the other, which no retry mends), else null.
+   * @returns {string | null}
+   */
+  stranded() {
+    if (this.rungs.some((rung) => !this._refused.has(rung))) return null;
+    const allowed = this.rungs.join(", ");
+    const fix = `or offer ${oneOf(this.rungs)} on the server`;
+    if (this._told === null) {
+      return `this client allows only ${allowed} (its transports option), which the server does not offer (its transports setting): allow another rung in the client's transports, ${fix}`;
+    }
+    return `this client allows only ${allowed} (its transports option) and the server offers only ${this._told.join(", ")} (its transports setting): allow ${oneOf(this._told)} in the client's transports, ${fix}`;
   }
 
   /**
@@ -445,6 +521,9 @@ export class RungPolicy {
     return Math.max(first, Math.min(this.stableAfter * 2 ** stepped, PROBE_WAIT_CAP));
   }
 }
+
+/** @param {readonly string[]} rungs */
+const oneOf = (rungs) => (rungs.length === 1 ? rungs[0] : `one of ${rungs.join(", ")}`);
 
 /** ms: the longest delay probes start with after steps down for cuts (a probe every 80-160 s). */
 export const PROBE_WAIT_CAP = 160_000;

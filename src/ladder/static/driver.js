@@ -15,7 +15,7 @@ import { Emitter } from "./events.js";
 import { checkTokenLength, LadderError, requestOptions, shown } from "./errors.js";
 import { PeerState } from "./peer.js";
 import { RungPolicy, allowedRungs } from "./rungs.js";
-import { Reconnect } from "./core.js";
+import { BACKOFF_BASE, BACKOFF_MAX, CONNECT_TIMEOUT, CUT_LIMIT, PROBE_DELAY, PROBE_MAX_DELAY, Reconnect, STABLE_AFTER } from "./core.js";
 import { Pacer } from "./pacing.js";
 import { Readiness } from "./readiness.js";
 import { atMost, realClock } from "./clock.js";
@@ -177,10 +177,23 @@ const COUNTS = ["maxAttempts", "cutLimit", "maxQueue", "ackEvery", "outboxBytes"
 const NULLABLE = new Set(["connectTimeout", "maxAttempts"]);
 /** Times that may be 0 (every other must be above 0, as in the Python client: a 0 ms open timeout never connects, 0 ms backoff is a reconnect loop). */
 const ZERO_OK = new Set(["hiddenSlack"]);
-/** Pairs whose first may not exceed the second, and their defaults. */
+/** Pairs whose first may not exceed the second. */
 const ORDERED = [["backoffBase", "backoffMax"], ["probeDelay", "probeMaxDelay"]];
-/** @type {Record<string, number>} */
-const DEFAULTS = { backoffBase: 500, backoffMax: 5000, probeDelay: 2000, probeMaxDelay: 30_000 };
+/**
+ * The defaults of the options the core's decisions take, read from the core (its constants
+ * are its classes' defaults too): a copy here could part from them, and a pair's rule (one
+ * given alone moves the other's default) would then compare with a default nobody applies.
+ * @type {Readonly<Record<string, number>>}
+ */
+const DEFAULTS = Object.freeze({
+  backoffBase: BACKOFF_BASE,
+  backoffMax: BACKOFF_MAX,
+  connectTimeout: CONNECT_TIMEOUT,
+  probeDelay: PROBE_DELAY,
+  probeMaxDelay: PROBE_MAX_DELAY,
+  stableAfter: STABLE_AFTER,
+  cutLimit: CUT_LIMIT,
+});
 
 /**
  * @param {"backoffBase" | "probeDelay"} low
@@ -232,7 +245,7 @@ export class Client extends Emitter {
       stagger: options.stagger ?? [0, 300, 1000, 2000],
       openTimeout: options.openTimeout ?? 10_000,
       verifyTimeout: options.verifyTimeout ?? 2500,
-      connectTimeout: options.connectTimeout === undefined ? 15_000 : options.connectTimeout,
+      connectTimeout: options.connectTimeout === undefined ? DEFAULTS.connectTimeout : options.connectTimeout,
       ...pair("backoffBase", "backoffMax", options),
       maxAttempts: options.maxAttempts ?? null,
       ...pair("probeDelay", "probeMaxDelay", options),
@@ -274,8 +287,8 @@ export class Client extends Emitter {
       pollInterval: this.options.pollInterval,
     };
     this.policy = new RungPolicy(this.rungs, {
-      cutLimit: options.cutLimit,
-      stableAfter: options.stableAfter,
+      cutLimit: options.cutLimit ?? DEFAULTS.cutLimit,
+      stableAfter: options.stableAfter ?? DEFAULTS.stableAfter,
       start: this._recall(),
     });
     this.peer = new PeerState(options.maxQueue ?? 1000);
@@ -308,7 +321,7 @@ export class Client extends Emitter {
       connectTimeout: limit !== null && Number.isFinite(limit) ? limit : null,
       maxAttempts: this.options.maxAttempts,
       atDeadline: "report", // a page cannot be re-run the way a script can: say so, keep trying
-      stableAfter: options.stableAfter ?? 10_000,
+      stableAfter: this.policy.stableAfter,
     });
     /** @type {Record<string, any>} the server's limits from the last welcome (`lim`) */
     this._limits = {};

@@ -40,19 +40,21 @@ export async function refusalOf(response, rung) {
  * answer to a refused WebSocket upgrade or event stream. An empty `POST send` naming no
  * session opens nothing on the server; its refusal (`origin_not_allowed` comes with CORS
  * headers; `unauthorized` for the hello's credentials, protocol §3.6) or a 404 says what the
- * hidden answers could not. Null when it says nothing more (the server is reachable and
- * answers `bad_request`), or cannot be reached either.
+ * hidden answers could not. It names the rungs whose answers were hidden (`tr`): one the
+ * server does not offer is refused `unsupported_transport`, naming those it does. Null when it
+ * says nothing more (the server is reachable and answers `bad_request`), or cannot be reached.
  * @param {import("./transport.js").Endpoint} endpoint
  * @param {string | null} [token] the token a hello would carry
+ * @param {readonly Rung[]} [rungs] the rungs whose refusals were hidden
  * @returns {Promise<TransportClosed | null>}
  */
-export async function askWhy(endpoint, token = null) {
+export async function askWhy(endpoint, token = null, rungs = []) {
   let response;
   /** @type {RequestInit} */
   const init = { method: "POST", body: "", signal: AbortSignal.timeout(10_000) };
   if (token) init.headers = { Authorization: `Bearer ${token}` };
   try {
-    response = await endpoint.fetch(endpoint.http("send"), init);
+    response = await endpoint.fetch(endpoint.http("send", rungs.length ? { tr: rungs.join(",") } : {}), init);
   } catch {
     return null;
   }

@@ -1,10 +1,9 @@
 // @ts-check
 /** Writing: the bounded queue of frames, batches under the server's limits, requests awaiting replies. */
 
-import { UpstreamRetry } from "./core.js";
+import { noReply, UpstreamRetry } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
 import { encodeMessage, tagBytes } from "./codec.js";
-import { seconds } from "./clock.js";
 import { carriedFrom, DurableOutbox, overLimit, snapshot } from "./outbox.js";
 import { reportLater } from "./subscription.js";
 
@@ -147,7 +146,7 @@ export function request(client, frame, timeout) {
         // The message stays queued (it may still be applied); only the wait ends.
         // (a client made with new Client() and never started said only "no reply")
         const never = client._running ? "" : " (this client was never started: use connect(url), or call client.start())";
-        settle({ t: "err", code: "timeout", reason: `no reply within ${seconds(timeout)}${never}` });
+        settle({ t: "err", code: "timeout", reason: `${noReply({ timeout })}${never}` });
       }, timeout);
     }
     client._flush();

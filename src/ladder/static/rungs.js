@@ -36,8 +36,8 @@ export class RungPolicy {
    * @param {readonly Rung[]} rungs allowed, best first
    * @param {{cutLimit?: number, stableAfter?: number, start?: string | null}} [options]
    */
-  constructor(rungs, { cutLimit = 3, stableAfter = 10_000, start = null } = {}) {
-    this.core = new core.RungPolicy({ rungs, cutLimit, stableAfter, start });
+  constructor(rungs, { cutLimit, stableAfter, start = null } = {}) {
+    this.core = new core.RungPolicy({ rungs, cutLimit, stableAfter, start }); // (undefined: the core's defaults)
   }
 
   /** @returns {Rung[]} */
@@ -91,6 +91,20 @@ export class RungPolicy {
   /** @param {readonly string[]} rungs what the server's welcome offers (`tr`): probes try no other */
   offered(rungs) {
     this.core.offered({ rungs });
+  }
+
+  /**
+   * `rung` was refused with `unsupported_transport` (`details`: the refusal's; its `tr` says what the server offers).
+   * @param {Rung} rung
+   * @param {unknown} [details]
+   */
+  notOffered(rung, details = null) {
+    this.core.notOffered({ rung, details });
+  }
+
+  /** Why to give up when the server offers none of the allowed rungs, else null. */
+  stranded() {
+    return this.core.stranded();
   }
 
   /** @param {Rung} rung a race (or a probe) was won there: stand there */

@@ -8,23 +8,39 @@ reproducible.
 """
 
 from .acking import AckPolicy
-from .backoff import RETRIES_AT_ONCE, Reconnect, full_jitter, reconnect_delay
-from .climb import ProbeSchedule
+from .backoff import (
+    BACKOFF_BASE,
+    BACKOFF_MAX,
+    CONNECT_TIMEOUT,
+    RETRIES_AT_ONCE,
+    Reconnect,
+    full_jitter,
+    reconnect_delay,
+)
+from .climb import PROBE_DELAY, PROBE_MAX_DELAY, ProbeSchedule
 from .credentials import REFRESH_FLOOR, REFRESH_RETRY, refresh_delay
+from .durations import no_reply, seconds
 from .ending import FATAL, SESSION_GONE, after_race, after_transport, answers_ping
-from .ladder import RungPolicy, why
+from .ladder import CUT_LIMIT, STABLE_AFTER, RungPolicy, why
 from .liveness import RECENT, silence_limit, silence_verdict, wake_action
 from .pacing import Pacer, PollPace
 from .race import RaceSchedule
 from .upstream import UpstreamRetry
 
 __all__ = [
+    "BACKOFF_BASE",
+    "BACKOFF_MAX",
+    "CONNECT_TIMEOUT",
+    "CUT_LIMIT",
     "FATAL",
+    "PROBE_DELAY",
+    "PROBE_MAX_DELAY",
     "RECENT",
     "REFRESH_FLOOR",
     "REFRESH_RETRY",
     "RETRIES_AT_ONCE",
     "SESSION_GONE",
+    "STABLE_AFTER",
     "AckPolicy",
     "Pacer",
     "PollPace",
@@ -37,8 +53,10 @@ __all__ = [
     "after_transport",
     "answers_ping",
     "full_jitter",
+    "no_reply",
     "reconnect_delay",
     "refresh_delay",
+    "seconds",
     "silence_limit",
     "silence_verdict",
     "wake_action",

@@ -12,9 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from .ladder import STABLE_AFTER
+
 RETRIES_AT_ONCE = 2
 """Failed races retried at once before backing off: behind a round-robin balancer the next
 request usually reaches another node, so one refusing node costs no waiting."""
+
+BACKOFF_BASE = 500.0
+"""ms: the reconnect delays' first ceiling (§9.4); the client's ``backoff_base`` by default."""
+BACKOFF_MAX = 5000.0
+"""ms: their largest ceiling; the client's ``backoff_max`` by default."""
+CONNECT_TIMEOUT = 15_000.0
+"""ms: how long the first connection may take (§9.5); the client's ``connect_timeout``."""
 
 
 def full_jitter(attempt: int, base: float, cap: float, rand: float) -> float:
@@ -49,13 +58,13 @@ class Reconnect:
     def __init__(
         self,
         *,
-        base: float = 500.0,
-        cap: float = 5000.0,
+        base: float = BACKOFF_BASE,
+        cap: float = BACKOFF_MAX,
         at_once: int = RETRIES_AT_ONCE,
-        connect_timeout: float | None = 15_000.0,
+        connect_timeout: float | None = CONNECT_TIMEOUT,
         max_attempts: int | None = None,
         at_deadline: str = "give_up",
-        stable_after: float = 10_000.0,
+        stable_after: float = STABLE_AFTER,
     ) -> None:
         if at_deadline not in ("give_up", "report"):
             raise ValueError(f"at_deadline must be 'give_up' or 'report', not {at_deadline!r}")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+PROBE_DELAY = 2000.0
+"""ms: the delay the probes start from (§9.3); the client's ``probe_delay`` by default."""
+PROBE_MAX_DELAY = 30_000.0
+"""ms: the longest delay between probes; the client's ``probe_max_delay`` by default."""
+
 
 class ProbeSchedule:
     """Delays (ms) between probes of the better rungs: from ``first`` doubling up to
     ``cap``, each drawn from ``[delay/2, delay)`` so a crowd of clients does not probe at once."""
 
-    def __init__(self, *, first: float = 2000.0, cap: float = 30_000.0) -> None:
+    def __init__(self, *, first: float = PROBE_DELAY, cap: float = PROBE_MAX_DELAY) -> None:
         self.first = first
         self.cap = cap
         self.delay = first

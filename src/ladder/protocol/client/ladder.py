@@ -38,6 +38,11 @@ def why(reason: str | None) -> str | None:
     return next((word for needle, word in WHY if needle in lowered), "error")
 
 
+STABLE_AFTER = 10_000.0
+"""ms a connection must live to forgive the cuts before it (§9.2); the client's ``stable_after``."""
+CUT_LIMIT = 3
+"""Connections in a row cut sooner than that before the client steps down a rung (§9.2)."""
+
 PROBE_WAIT_CAP: Final = 160_000.0
 """ms: the longest delay probes start with after steps down for cuts (a probe every 80-160 s)."""
 
@@ -49,8 +54,8 @@ class RungPolicy:
         self,
         rungs: Sequence[str],
         *,
-        cut_limit: int = 3,
-        stable_after: float = 10_000.0,
+        cut_limit: int = CUT_LIMIT,
+        stable_after: float = STABLE_AFTER,
         start: str | None = None,
     ) -> None:
         if not rungs:
@@ -64,6 +69,10 @@ class RungPolicy:
         """Times the client stepped down from each rung for its cuts since it last held there."""
         self._offered: list[str] | None = None
         """The rungs the server's last welcome offered (``tr``), when it said."""
+        self._refused: set[str] = set()
+        """Allowed rungs the server refused as not offered (``unsupported_transport``)."""
+        self._told: list[str] | None = None
+        """The rungs the last such refusal said the server offers (its ``details.tr``)."""
 
     def index(self, rung: str) -> int:
         return self.rungs.index(rung)
@@ -73,20 +82,55 @@ class RungPolicy:
         return self.rungs[self.floor]
 
     def candidates(self) -> list[str]:
-        """Rungs to race on (re)connect: from the floor down."""
-        return self.rungs[self.floor :]
+        """Rungs to race on (re)connect: from the floor down, but none the server refused as
+        not offered; when that leaves none, every allowed rung it did not refuse (none:
+        :meth:`stranded`)."""
+        below = [rung for rung in self.rungs[self.floor :] if rung not in self._refused]
+        return below or [rung for rung in self.rungs if rung not in self._refused]
 
     def above(self, rung: str) -> list[str]:
         """Better rungs than ``rung``, best first: what a probe tries (of those the server
-        offers, once a welcome said which)."""
-        better = self.rungs[: self.index(rung)]
+        offers, once a welcome said which; none it refused as not offered)."""
         offered = self._offered
-        return better if offered is None else [r for r in better if r in offered]
+        return [
+            r
+            for r in self.rungs[: self.index(rung)]
+            if r not in self._refused and (offered is None or r in offered)
+        ]
 
     def offered(self, rungs: Sequence[str]) -> None:
         """A welcome listed the rungs its server offers (``tr``): a probe does not try the
         others, which would be refused every time for as long as the client lives."""
         self._offered = list(rungs)
+        self._refused.difference_update(rungs)
+
+    def not_offered(self, rung: str, details: object = None) -> None:
+        """``rung`` was refused with ``unsupported_transport``; ``details``: the refusal's, whose
+        ``tr`` lists the rungs the server offers, when it says. No race or probe tries the
+        rungs it does not offer until a welcome lists them."""
+        self._refused.add(rung)
+        offered = details.get("tr") if isinstance(details, dict) else None
+        if isinstance(offered, list) and all(isinstance(r, str) for r in offered):
+            self._told = list(offered)
+            self._refused.update(r for r in self.rungs if r not in offered)
+
+    def stranded(self) -> str | None:
+        """Why to give up, when the server refused every rung this client allows as not
+        offered (a user's mistake on one side or the other, which no retry mends), else None."""
+        if any(rung not in self._refused for rung in self.rungs):
+            return None
+        allowed = ", ".join(self.rungs)
+        fix = f"or offer {_one_of(self.rungs)} on the server"
+        if self._told is None:
+            return (
+                f"this client allows only {allowed} (its transports option), which the server does "
+                f"not offer (its transports setting): allow another rung in the client's transports, {fix}"
+            )
+        return (
+            f"this client allows only {allowed} (its transports option) and the server offers only "
+            f"{', '.join(self._told)} (its transports setting): allow {_one_of(self._told)} "
+            f"in the client's transports, {fix}"
+        )
 
     def won(self, rung: str) -> None:
         """A race (or a probe) was won on ``rung``: stand there."""
@@ -131,3 +175,7 @@ class RungPolicy:
         if not stepped:
             return first
         return max(first, min(self.stable_after * 2.0**stepped, PROBE_WAIT_CAP))
+
+
+def _one_of(rungs: Sequence[str]) -> str:
+    return rungs[0] if len(rungs) == 1 else f"one of {', '.join(rungs)}"
