@@ -275,3 +275,42 @@ describe("polling", () => {
     await assert.rejects(poll.open({ t: "hello", v: 1, tok: "x" }, 2500), (error) => error.error?.code === "unauthorized");
   });
 });
+
+describe("every hello says why", () => {
+  // protocol §3.1: on the HTTP rungs the hello's `why` travels in the query string, for the
+  // server's metrics (ladder_rung_changes_total's reason).
+  const hellos = [
+    { t: "hello", v: 1, why: "cut" },
+    { t: "hello", v: 1, sid: "S1", rt: "R1", ack: 3, why: "probe" },
+  ];
+
+  test("an SSE stream's URL carries the hello's why, new session or resume", () => {
+    globalThis.EventSource = FakeEventSource;
+    for (const hello of hellos) {
+      const sse = new SSETransport(context(fakeFetch(() => new Response(null, { status: 204 })).fetch));
+      sse.open(hello, 2500).catch(() => {});
+      assert.equal(FakeEventSource.last.url.searchParams.get("why"), hello.why);
+      sse.close();
+    }
+  });
+
+  test("a polling rung's opening GET carries the hello's why, new session or resume", async () => {
+    for (const hold of [true, false]) {
+      for (const hello of hellos) {
+        const { fetch, calls } = fakeFetch(() => new Response(JSON.stringify(welcome), { status: 200 }));
+        const poll = new PollingTransport(context(fetch), hold);
+        await poll.open(hello, 2500);
+        assert.equal(calls[0].url.searchParams.get("why"), hello.why, `${poll.name} ${hello.sid ? "resume" : "new"}`);
+        poll.close();
+      }
+    }
+  });
+
+  test("a first hello has no why, and no empty field stands for it", async () => {
+    const { fetch, calls } = fakeFetch(() => new Response(JSON.stringify(welcome), { status: 200 }));
+    const poll = new PollingTransport(context(fetch), true);
+    await poll.open({ t: "hello", v: 1 }, 2500);
+    assert.equal(calls[0].url.searchParams.has("why"), false);
+    poll.close();
+  });
+});

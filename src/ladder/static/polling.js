@@ -86,7 +86,7 @@ export class PollingTransport extends HttpTransport {
     /** @type {Record<string, string>} */
     const headers = {};
     /** @type {Record<string, string | number | null | undefined>} */
-    const query = { v: hello.v, open: 1 };
+    const query = { v: hello.v, why: hello.why, open: 1 };
     if (hello.sid) {
       Object.assign(query, { sid: hello.sid, ack: hello.ack ?? 0 });
       headers["x-ladder-rt"] = String(hello.rt);

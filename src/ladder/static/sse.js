@@ -37,7 +37,7 @@ export class SSETransport extends HttpTransport {
     this._verifyTimeout = verifyTimeout;
     this._resuming = Boolean(hello.sid);
     /** @type {Record<string, string | number | null | undefined>} */
-    const query = { v: hello.v };
+    const query = { v: hello.v, why: hello.why };
     if (hello.sid) Object.assign(query, { sid: hello.sid, ack: hello.ack ?? 0, rt: hello.rt });
     else Object.assign(query, { tok: hello.tok, psid: hello.psid, prt: hello.prt, pids: hello.pids });
     let source;
