@@ -4,6 +4,7 @@ better rung tried) and ``state`` (the connection state changed) included."""
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -153,4 +154,30 @@ async def test_waiting_on_a_subscription_of_a_client_never_connected_names_the_f
     said = [r.message for r in caplog.records if r.levelname == "WARNING"]
     assert len(said) == 1 and "call `await client.connect()`" in said[0], said
     await client.connect(timeout=5)
+    await client.close()
+
+
+async def test_a_reconnect_on_the_same_rung_goes_on_with_the_probe_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy cutting the connection on a lower rung does not make the client probe the
+    rungs above sooner: the probe that was due keeps its time (protocol §9.3)."""
+    monkeypatch.setattr(random, "random", lambda: 0.0)  # every draw at the bottom of its range
+    server = FakeServer()
+    server.refuse_opens = 1  # the WebSocket is refused: the client stands on SSE
+    client = FakeClient(server, transports=["websocket", "sse"], probe_delay=0.4, probe_max_delay=10)
+    probes: asyncio.Queue[ProbeResult] = asyncio.Queue()
+    client.on("probe", probes.put_nowait)
+    await client.connect(timeout=5)
+    assert client.transport == "sse"
+    server.refuse_opens = 2  # probes after 0.2 s and 0.4 s fail; the next is due 0.8 s later
+    for _ in range(2):
+        assert not (await asyncio.wait_for(probes.get(), 5)).ok
+    second = [at for at, hello in server.hellos if hello.get("why") == "probe"][-1]
+    await server.current.close()  # the SSE stream is cut: the client reconnects on SSE
+    worked = await asyncio.wait_for(probes.get(), 5)
+    assert worked.ok, worked
+    times = [(at, hello.get("why")) for at, hello in server.hellos if at > second]
+    assert [why for _, why in times] == ["lost", "probe"], times  # (the reconnect, then the probe)
+    (back, _), (third, _) = times
+    assert third - second >= 0.79, f"the third probe came {third - second:.2f} s after the second"
+    assert third - back > 0.5, f"the schedule started again: a probe {third - back:.2f} s after reconnecting"
     await client.close()

@@ -668,6 +668,37 @@ describe("the ladder", () => {
     assert.deepEqual(seen, [1]);
   });
 
+  test("a reconnect on the same rung goes on with the probe schedule: a proxy cutting long polls does not make the client probe sooner", async () => {
+    const { client, clock, net } = setup({ transports: ["sse", "longpoll"] });
+    client.start();
+    await settle();
+    net.last("sse").fail("sse: cannot open the stream");
+    await settle();
+    net.last("longpoll").welcomeWith();
+    await settle();
+    const probes = () => net.opened.filter((t) => t.name === "sse" && t.hello.why === "probe");
+    // random() = 0: probes after 1 s (2 s x 0.5), 2 s (4 s x 0.5), then 4 s (8 s x 0.5).
+    await clock.advance(1000);
+    assert.equal(probes().length, 1);
+    probes().at(-1).fail("sse: refused by the server (forbidden: no)");
+    await clock.advance(2000);
+    assert.equal(probes().length, 2);
+    probes().at(-1).fail("sse: refused by the server (forbidden: no)");
+    await settle();
+    const t = clock.now(); // the third probe is due at t + 4 s
+    await clock.advance(1000);
+    net.last("longpoll").fail("longpoll: HTTP 504 from the server or a proxy");
+    await clock.advance(0);
+    net.last("longpoll").welcomeWith({ resumed: true });
+    await settle();
+    assert.equal(client.transport, "longpoll");
+    await clock.advance(t + 3999 - clock.now());
+    assert.equal(probes().length, 2, "the schedule did not start again (a probe after 1 s)");
+    await clock.advance(1);
+    assert.equal(probes().length, 3, "the probe that was due keeps its time");
+    client.close();
+  });
+
   test("probing SSE from long polling: polling goes on until the probe proved itself, then hands over", async () => {
     const { client, clock, net, of } = setup({ transports: ["sse", "longpoll"] });
     net.holdSse = true;

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from ..protocol.client import AckPolicy
+from ..protocol.client import AckPolicy, ProbeSchedule
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame, PeerState
 from .events import Event, StateChanged
@@ -65,6 +65,8 @@ class ClientBase:
     _stream_waiters: list[asyncio.Future[None]]
     _run_task: asyncio.Task[None] | None
     _probe_task: asyncio.Task[None] | None
+    _probes: ProbeSchedule
+    """When to probe the better rungs; lasts across reconnects on one rung."""
     _switch_to: tuple[Transport, str] | None
     _connected: asyncio.Future[None] | None
     _flushing: bool

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import httpx
 
-from ..protocol.client import AckPolicy
+from ..protocol.client import AckPolicy, ProbeSchedule
 from ..protocol.client.upstream import RETRY_DELAYS
 from ..protocol.codec import codec_named
 from ..protocol.errors import LadderError
@@ -228,6 +228,7 @@ class Client(Calls):
         self._stream_waiters = []
         self._run_task = None
         self._probe_task = None
+        self._probes = ProbeSchedule()
         self._switch_to = None
         self._connected = None
         self._flushing = False

@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 from typing import Literal
 
-from ..protocol.client import FATAL, ProbeSchedule, after_transport
+from ..protocol.client import FATAL, after_transport
 from ..protocol.client.ending import Action
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame
@@ -128,6 +128,7 @@ class Switching(Opening):
         if self._remember:
             rung_memory.remember(self.url, self.rungs, conn.name)
         self.policy.won(conn.name)
+        self._probes.stand(conn.name)
         offered = welcome.get("tr")
         if isinstance(offered, list):  # (probes try no rung the server does not offer)
             self.policy.offered([str(rung) for rung in offered])
@@ -194,6 +195,7 @@ class Switching(Opening):
                 self.transport = conn.name
                 self._last_rung = conn.name
                 self.policy.won(conn.name)
+                self._probes.stand(conn.name)
                 if self._remember:
                     rung_memory.remember(self.url, self.rungs, conn.name)
                 self.peer.welcome(conn.welcome)
@@ -222,14 +224,18 @@ class Switching(Opening):
             self._probe_task = asyncio.get_running_loop().create_task(self._probe(), name="ladder-probe")
 
     async def _probe(self) -> None:
-        """While on a lower rung, try the better ones with backoff; hand over on success."""
+        """While on a lower rung, try the better ones with backoff; hand over on success.
+        The schedule goes on across reconnects on the same rung (the core's ProbeSchedule)."""
         on = self._conn
         first = self.probe_delay * 1000
         if on is not None:  # (after steps down for cuts: later, see RungPolicy.probe_wait)
             first = self.policy.probe_wait(on.name, first)
-        schedule = ProbeSchedule(first=first, cap=max(first, self.probe_max_delay * 1000))
+        clock = asyncio.get_running_loop().time
+        schedule = self._probes
+        cap = max(first, self.probe_max_delay * 1000)
+        wait = schedule.resume(first, cap, random.random(), clock() * 1000)
         while self.state == "connected" and self._conn is not None:
-            await asyncio.sleep(schedule.next_delay(random.random()) / 1000)
+            await asyncio.sleep(wait / 1000)
             current = self._conn
             if current is None or self.state != "connected":
                 return
@@ -251,3 +257,4 @@ class Switching(Opening):
                 self._switch_to = (candidate, f"{rung} works again (probe succeeded)")
                 current.interrupt("switching to a better rung")
                 return
+            wait = schedule.next_delay(random.random(), clock() * 1000)

@@ -222,26 +222,75 @@ export const PROBE_MAX_DELAY = 30_000;
 
 /** Delays (ms) between probes of the better rungs: from `first` doubling up to `cap`, each drawn from [delay/2, delay). */
 export class ProbeSchedule {
-  /** @param {{first?: number, cap?: number}} [options] */
+  /**
+   * One schedule lasts while the client stands on one rung: a reconnect on the same rung (a
+   * proxy cutting long polls every few seconds) goes on with it, since the rungs above are no
+   * likelier to work for it. Started again from `first` only where a new rung is reached.
+   * @param {{first?: number, cap?: number}} [options]
+   */
   constructor({ first = PROBE_DELAY, cap = PROBE_MAX_DELAY } = {}) {
     this.first = first;
     this.cap = cap;
     this.delay = first;
+    /** @type {string | null} where the client stood when last told (`stand`) */
+    this.rung = null;
+    /** @type {number | null} when the next probe is due (ms, the driver's clock), once drawn with `now` */
+    this.due = null;
+    this._fresh = true;
   }
 
   /**
-   * The pause before the next probe; the one after doubles.
-   * @param {{rand: number}} args
+   * The pause before the next probe; the one after doubles. With `now`, the probe's time is
+   * kept for a reconnect (`resume`).
+   * @param {{rand: number, now?: number}} args
    */
-  nextDelay({ rand }) {
+  nextDelay({ rand, now }) {
     const pause = this.delay * (0.5 + 0.5 * rand);
     this.delay = Math.min(this.delay * 2, this.cap);
+    this.due = now === undefined ? null : now + pause;
     return pause;
   }
 
   /** A new lower rung was reached: start from `first` again. */
   reset() {
     this.delay = this.first;
+    this.due = null;
+  }
+
+  /**
+   * The client stands on `rung` now (every welcome, a probe's too): on another rung than
+   * before, the next `resume` starts the schedule again.
+   * @param {{rung: string}} args
+   */
+  stand({ rung }) {
+    if (rung !== this.rung) {
+      this.rung = rung;
+      this._fresh = true;
+    }
+  }
+
+  /**
+   * The pause before the first probe from a connection that just opened (`first` and `cap`:
+   * the schedule's, were it to start again). On a rung just reached: drawn from
+   * `[first/2, first)`, doubling after. After a reconnect on the same rung: the probe that was
+   * due keeps its time, and the delays after it go on doubling; one that fell due while
+   * reconnecting is drawn again from `[first/2, first)` (a crowd coming back from an outage
+   * does not probe at once).
+   * @param {{first: number, cap: number, rand: number, now: number}} args
+   */
+  resume({ first, cap, rand, now }) {
+    if (this._fresh) {
+      this._fresh = false;
+      this.first = first;
+      this.cap = cap;
+      this.reset();
+    } else if (this.due !== null) {
+      if (this.due > now) return this.due - now;
+      const pause = this.first * (0.5 + 0.5 * rand);
+      this.due = now + pause;
+      return pause;
+    }
+    return this.nextDelay({ rand, now });
   }
 }
 

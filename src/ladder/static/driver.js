@@ -15,7 +15,7 @@ import { Emitter } from "./events.js";
 import { checkTokenLength, LadderError, requestOptions, shown } from "./errors.js";
 import { PeerState } from "./peer.js";
 import { RungPolicy, allowedRungs } from "./rungs.js";
-import { BACKOFF_BASE, BACKOFF_MAX, CONNECT_TIMEOUT, CUT_LIMIT, PROBE_DELAY, PROBE_MAX_DELAY, Reconnect, STABLE_AFTER } from "./core.js";
+import { BACKOFF_BASE, BACKOFF_MAX, CONNECT_TIMEOUT, CUT_LIMIT, PROBE_DELAY, PROBE_MAX_DELAY, ProbeSchedule, Reconnect, STABLE_AFTER } from "./core.js";
 import { Pacer } from "./pacing.js";
 import { Readiness } from "./readiness.js";
 import { atMost, realClock } from "./clock.js";
@@ -364,6 +364,8 @@ export class Client extends Emitter {
     this._raceAbort = null;
     /** @type {AbortController | null} */
     this._probeAbort = null;
+    /** when to probe the better rungs; lasts across reconnects on one rung */
+    this._probes = new ProbeSchedule();
     /** @type {(() => void) | null} */
     this._wakeSleep = null;
     /** @type {((ended: {conn: Transport, reason: string}) => void) | null} */

@@ -7,7 +7,7 @@
 
 import { carried } from "./reliable.js";
 import { TransportClosed } from "./errors.js";
-import { ProbeSchedule, SESSION_GONE } from "./core.js";
+import { SESSION_GONE } from "./core.js";
 import { pause } from "./connection.js";
 
 /** @typedef {import("./driver.js").Client} Client */
@@ -67,6 +67,7 @@ export function adopt(client, conn, reason) {
   client.state = "connected"; // (told after `open`, as below: protocol §9.10's order)
   client._remember(conn.name);
   client.policy.won(conn.name);
+  client._probes.stand({ rung: conn.name });
   if (Array.isArray(welcome.tr)) client.policy.offered(welcome.tr.map(String));
   if (newSession && client._hadSession) {
     client._emit("session_lost", { reason: client._pendingLoss ?? "the server started a new session" });
@@ -170,9 +171,11 @@ export function startProbe(client) {
 export async function probe(client, signal) {
   const on = client._conn?.name;
   const first = on ? client.policy.probeWait(on, client.options.probeDelay) : client.options.probeDelay;
-  const schedule = new ProbeSchedule({ first, cap: Math.max(first, client.options.probeMaxDelay) });
+  const schedule = client._probes; // (goes on across reconnects on the same rung)
+  const cap = Math.max(first, client.options.probeMaxDelay);
+  let wait = schedule.resume({ first, cap, rand: client._random(), now: client._clock.now() });
   while (!signal.aborted && client.state === "connected" && client._conn) {
-    await pause(client._clock, schedule.nextDelay({ rand: client._random() }), signal);
+    await pause(client._clock, wait, signal);
     const current = client._conn;
     if (signal.aborted || !current || client.state !== "connected") return;
     for (const rung of client.policy.above(current.name)) {
@@ -202,6 +205,7 @@ export async function probe(client, signal) {
       client._switch(current, candidate, `${rung} works again (probe succeeded)`);
       return;
     }
+    wait = schedule.nextDelay({ rand: client._random(), now: client._clock.now() });
   }
 }
 
@@ -226,6 +230,7 @@ export function switchTo(client, old, candidate, reason) {
   client._lastRung = candidate.name;
   client._opened = client._lastHeard = client._clock.now();
   client.policy.won(candidate.name);
+  client._probes.stand({ rung: candidate.name });
   client._remember(candidate.name);
   client._stopTimers();
   client._credentialsExpire(candidate.welcome.exp);
