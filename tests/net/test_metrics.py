@@ -66,3 +66,22 @@ async def test_a_poll_of_a_session_that_ended_is_not_a_refused_connect() -> None
             text = (await http.get("/metrics")).text
     assert metric(text, "ladder_connects_total", transport="poll", outcome="accepted") == 1
     assert metric(text, "ladder_connects_total", transport="poll", outcome="refused") == 1, "the open=1 one only"
+
+
+async def test_rung_changes_count_every_transport_attached_on_another_rung() -> None:
+    """ops.md: the server cannot tell which transport the client keeps, so a leg that attaches
+    on another rung counts, kept or not (a probe of long polling, then short polling again)."""
+    with LadderServer() as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            welcome = (await http.get("/poll", params={"v": 1})).json()
+            auth = {"x-ladder-rt": welcome["rt"]}
+            resume = {"v": 1, "open": 1, "sid": welcome["sid"], "ack": 0}
+            up = await http.get("/longpoll", params={**resume, "why": "probe"}, headers=auth)
+            assert up.status_code == 200 and up.json()["resumed"], up.text
+            down = await http.get("/poll", params={**resume, "why": "cut"}, headers=auth)
+            assert down.status_code == 200 and down.json()["resumed"], down.text
+            text = (await http.get("/metrics")).text
+    rungs = {"from": "poll", "to": "longpoll", "direction": "up", "reason": "probe"}
+    assert metric(text, "ladder_rung_changes_total", **rungs) == 1, text
+    rungs = {"from": "longpoll", "to": "poll", "direction": "down", "reason": "cut"}
+    assert metric(text, "ladder_rung_changes_total", **rungs) == 1, text
