@@ -59,6 +59,22 @@ def test_a_missing_redis_extra_names_the_distribution(monkeypatch: pytest.Monkey
     assert "pip install 'ladder-rt[redis]'" in str(caught.value)
 
 
+def test_a_redis_cluster_on_a_redis_py_without_sharded_pub_sub_names_the_upgrade(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The `redis` extra allows redis-py 5.0.2, whose asyncio client (like every one before
+    8.0) has no SSUBSCRIBE: a Redis Cluster engine was built, then failed at every round of its
+    listener ('PubSub' object has no attribute 'ssubscribe') and never became healthy."""
+    from redis.asyncio.client import PubSub  # noqa: PLC0415
+
+    monkeypatch.delattr(PubSub, "ssubscribe")  # as redis-py 5.0.2 to 7.4
+    with pytest.raises(ConfigurationError) as caught:
+        Ladder(engine="redis+cluster://127.0.0.1:7000")
+    assert caught.value.setting == "engine"
+    assert "a Redis Cluster needs redis-py 8.0 or newer" in str(caught.value)
+    assert "pip install -U 'redis[hiredis]>=8'" in caught.value.fix
+
+
 def test_a_missing_jwt_extra_names_the_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
     from ladder import JWT  # noqa: PLC0415
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from tests.browser.conftest import launch
@@ -13,6 +14,7 @@ from tests.docs import snippets
 from tests.docs.conftest import free_port, run_script, serving
 
 README = "README.md"
+EXTRAS = set(tomllib.loads((snippets.ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"])
 
 
 def test_every_code_example_in_the_readme_is_run() -> None:
@@ -74,8 +76,12 @@ def test_documented_command_lines_use_options_that_exist() -> None:
     assert any(c[:2] == ["ladder", "serve"] for c in commands)
     helps: dict[str, str] = {}
     for words in commands:
-        if words[0] == "pip":
-            assert words[1] == "install" and all(w.startswith("ladder-rt") for w in words[2:]), words
+        if words[0] == "pip":  # the distribution by name, or a checkout of it (`.`), with extras it has
+            assert words[1] == "install" and words[2:], words
+            for word in words[2:]:
+                name, _, extras = word.partition("[")
+                assert name in ("ladder-rt", "."), words
+                assert set(filter(None, extras.rstrip("]").split(","))) <= EXTRAS, words
             continue
         sub = words[1]
         if sub not in helps:

@@ -489,6 +489,58 @@ def test_a_process_of_its_own_says_where_it_listens(tmp_path: Path) -> None:
     assert f"Uvicorn running on http://127.0.0.1:{server.port}" in log.read_text()
 
 
+def serve_after(prelude: str, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    """``ladder *args`` in a process that runs the Python lines of ``prelude`` first."""
+    launcher = "\n".join(["import platform, sys", prelude, "from ladder.cli import main", "main()"])
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", launcher, *args], cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+@pytest.mark.parametrize(
+    ("prelude", "loop", "said"),
+    [
+        ("", "uvloop", None),
+        (
+            "sys.modules['uvloop'] = None",  # (as where it is not installed)
+            "asyncio",
+            "WARNING ladder: event loop: asyncio's own, as uvloop cannot be imported (",
+        ),
+        (
+            "sys.modules['uvloop'] = None; platform.python_implementation = lambda: 'PyPy'",
+            "asyncio",
+            "INFO ladder: event loop: asyncio's own (uvloop does not run on PyPy)",
+        ),
+    ],
+)
+async def test_serve_runs_on_uvloop_where_it_is_installed_and_on_asyncio_elsewhere(
+    tmp_path: Path, prelude: str, loop: str, said: str | None
+) -> None:
+    """uvloop was required: where uvicorn[standard] does not install it (Windows, Cygwin,
+    PyPy) ``ladder serve`` died at start with an ImportError. The native WebSocket driver
+    serves on either loop."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = serve_after(prelude, "serve", "tests.support.apps:hub", "--port", str(port), log=log)
+    try:
+        wait_for_port(port, proc=proc)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            assert (await http.get("/health")).status_code == 200
+        async with Client(f"http://127.0.0.1:{port}", transports=["websocket"]) as client:
+            running = await client.call("event_loop")
+            assert client.transport == "websocket"
+    finally:
+        stop_process(proc)
+    text = log.read_text()
+    assert running == loop
+    assert "Traceback" not in text, text
+    if said is None:
+        assert "event loop:" not in text, text
+    else:
+        assert said in text and text.count("event loop:") == 1, text
+
+
 def test_native_ws_path_without_a_hub_is_refused_naming_the_fix() -> None:
     refused = ladder("serve", "tests.support.plain_app:app", "--native-ws-path", "/ladder/ws", "--port", "1")
     assert refused.returncode != 0

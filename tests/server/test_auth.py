@@ -114,8 +114,9 @@ def test_a_jwt_key_shorter_than_its_algorithm_wants_is_refused_once_when_built()
         assert f"at least {least} random bytes" in caught.value.fix
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
     pem = small.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    with pytest.raises(ConfigurationError, match=r"is too short for RS256 tokens \(PyJWT: The RSA key is 1024 bits"):
-        JWT(pem, algorithms=["RS256"])
+    for algorithm in ("RS256", "PS384"):
+        with pytest.raises(ConfigurationError, match=rf"is an RSA key of 1024 bits, and {algorithm} needs at least 2,048 "):
+            JWT(pem, algorithms=[algorithm])
     hook = JWT(secret[:32])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # (a warning at a token fails the test)
@@ -123,3 +124,25 @@ def test_a_jwt_key_shorter_than_its_algorithm_wants_is_refused_once_when_built()
             token = pyjwt.encode({"sub": user, "exp": 2**40}, secret[:32], algorithm="HS256")
             request = AuthRequest(headers={}, cookies={}, token=token, client=None, transport="websocket")
             assert hook(request).user == user
+
+
+def test_a_short_rsa_key_is_refused_whatever_pyjwt_checks_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyJWT has checked an RSA key's size only since 2.11 (``check_key_length``), and Ladder
+    allows PyJWT 2.8: there, a 1,024-bit key was taken. Ladder reads the size itself."""
+    import jwt as pyjwt  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
+    from ladder import JWT, ConfigurationError  # noqa: PLC0415
+
+    # As PyJWT 2.8 to 2.10, which have no such check (nor the attribute: raising=False):
+    monkeypatch.setattr(pyjwt.algorithms.RSAAlgorithm, "check_key_length", lambda self, key: None, raising=False)
+
+    def pem(bits: int) -> bytes:
+        public = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
+        return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    with pytest.raises(ConfigurationError, match=r"is an RSA key of 1024 bits, and RS256 needs at least 2,048 ") as caught:
+        JWT(pem(1024), algorithms=["RS256"])
+    assert "at least 2,048 bits" in caught.value.fix
+    assert JWT(pem(2048), algorithms=["RS256", "PS256"]).algorithms == ["RS256", "PS256"]

@@ -126,6 +126,12 @@ async def collector(ctx: Context, data: Any) -> dict[str, int]:
     return {"threshold": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}
 
 
+@hub.on("event_loop")
+async def event_loop(ctx: Context, data: Any) -> str:
+    """The package of the serving process's event loop class: "uvloop" or "asyncio"."""
+    return type(asyncio.get_running_loop()).__module__.partition(".")[0]
+
+
 @hub.on("sleep")
 async def sleep(ctx: Context, seconds: float) -> float:
     await asyncio.sleep(seconds)

@@ -129,6 +129,9 @@ _NEEDS: Final = {
 }
 """What each of PyJWT's algorithm classes verifies with, for the error that names the fix."""
 
+RSA_LEAST: Final = 2048
+"""The fewest bits of an RSA key (RFC 7518 §3.3: "2048 bits or larger MUST be used")."""
+
 
 def _prepared_key(jwt: Any, key: str | bytes, algorithms: list[str]) -> Any:
     """The key as PyJWT's own algorithm objects prepare it, once: refused, naming the fix, if
@@ -176,8 +179,10 @@ def _prepared_key(jwt: Any, key: str | bytes, algorithms: list[str]) -> Any:
 
 def _check_length(jwt: Any, algorithm: Any, name: str, prepared: Any) -> None:
     """Refuse a key shorter than ``name`` wants: an HMAC secret under the hash's size (RFC 7518
-    §3.2: "MUST"), an RSA key under 2,048 bits. PyJWT took one, and warned at every token it
-    verified (a log line per connection); once here, it is a ``ConfigurationError``."""
+    §3.2: "MUST"), an RSA key under 2,048 bits (§3.3). PyJWT took one, and warned at every token
+    it verified (a log line per connection); once here, it is a ``ConfigurationError``. The RSA
+    size is read here, not asked of PyJWT: its ``check_key_length`` came with 2.11, and every
+    version from 2.8 is allowed."""
     if isinstance(algorithm, jwt.algorithms.HMACAlgorithm):
         least = algorithm.hash_alg().digest_size
         if len(prepared) < least:
@@ -190,12 +195,20 @@ def _check_length(jwt: Any, algorithm: Any, name: str, prepared: Any) -> None:
                 f"secrets.token_urlsafe({least}), kept out of the code",
             )
         return
-    check = getattr(algorithm, "check_key_length", None)  # (PyJWT 2.10 and later)
+    rsa = getattr(jwt.algorithms, "RSAAlgorithm", None)  # (absent without cryptography)
+    if rsa is not None and isinstance(algorithm, rsa) and prepared.key_size < RSA_LEAST:
+        raise ConfigurationError(
+            "authenticate",
+            f"JWT(key=...) is an RSA key of {prepared.key_size} bits, and {name} needs at least "
+            f"{RSA_LEAST:,} (RFC 7518 §3.3): a key that short is within reach of factoring, and its "
+            "private key then signs tokens for any user",
+            f"pass the public key of an RSA key pair of at least {RSA_LEAST:,} bits",
+        )
+    check = getattr(algorithm, "check_key_length", None)  # (PyJWT 2.11 and later)
     said = check(prepared) if check is not None else None
     if said:
         raise ConfigurationError(
             "authenticate",
             f"JWT(key=...) is too short for {name} tokens (PyJWT: {str(said).rstrip('.')})",
-            "pass the public key of a key pair of at least the size PyJWT names (RFC 7518 §3.3: "
-            "2,048 bits for RSA)",
+            "pass the public key of a key pair of at least the size PyJWT names",
         )

@@ -1,4 +1,4 @@
-"""The Redis Cluster engine (needs ``ladder-rt[redis]``, Redis 7 or newer)."""
+"""The Redis Cluster engine (needs ``ladder-rt[redis]`` with redis-py 8.0 or newer, Redis 7 or newer)."""
 
 from __future__ import annotations
 

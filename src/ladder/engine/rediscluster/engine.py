@@ -14,9 +14,12 @@ import asyncio
 import contextlib
 from typing import Any
 
+import redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisClusterException, RedisError
 
+from ...errors import ConfigurationError
 from ..redis.engine import HEARTBEAT_EVERY, RECHECK_EVERY, RedisEngine, heartbeat_error
 from ..redis.identity import Identity, Refusal, is_no_cluster
 from ..redis.link import RedisLink
@@ -28,7 +31,8 @@ __all__ = ["RedisClusterEngine"]
 
 
 class RedisClusterEngine(RedisEngine):
-    """Channels, history, presence and sessions in a Redis Cluster (Redis 7 or newer).
+    """Channels, history, presence and sessions in a Redis Cluster (Redis 7 or newer; redis-py
+    8.0 or newer, else :class:`~ladder.ConfigurationError` here).
 
     Args:
         url: ``redis+cluster://[user:password@]host:port[,host:port...]`` (some nodes of the
@@ -37,6 +41,14 @@ class RedisClusterEngine(RedisEngine):
     """
 
     def __init__(self, url: str, **options: Any) -> None:
+        if not hasattr(PubSub, "ssubscribe"):
+            # (the `redis` extra allows redis-py 5.0.2, enough for one or several Redis servers)
+            raise ConfigurationError(
+                "engine",
+                f"a Redis Cluster needs redis-py 8.0 or newer, whose asyncio client has sharded "
+                f"pub/sub (SSUBSCRIBE, SPUBLISH); this is redis-py {redis.__version__}",
+                "upgrade it: pip install -U 'redis[hiredis]>=8'",
+            )
         self._primaries: dict[str, bool] = {}
         """Each primary's name -> whether it answered the last heartbeat."""
         super().__init__(url, **options)
