@@ -93,6 +93,11 @@ class FakeTransport extends Transport {
       return Promise.reject(new TransportClosed(`${this.name}: upstream POST failed (network)`));
     }
     this.sent.push(...structuredClone(frames));
+    if (this.net.pongs) {
+      // A server that answers a POSTed ping on the stream at once (§3.4).
+      const pongs = frames.filter((frame) => frame.t === "ping").map((frame) => ({ t: "pong", n: frame.n }));
+      if (pongs.length) queueMicrotask(() => this.receive(pongs));
+    }
     return Promise.resolve();
   }
 
@@ -813,6 +818,7 @@ describe("liveness", () => {
 
   test("on SSE a server ping is a heartbeat only: no pong is POSTed (acks still go out by the timer)", async () => {
     const { client, clock, net } = setup({ transports: ["sse"] });
+    net.pongs = true;
     client.start();
     await settle();
     const sse = net.last("sse");
@@ -822,12 +828,44 @@ describe("liveness", () => {
     await settle();
     assert.deepEqual(sse.sent, [], "nothing written for the ping");
     await clock.advance(1000);
-    assert.deepEqual(sse.sent, [{ t: "ack", s: 1 }]);
+    // (the stream's own check, once per hb, §9.2, is a ping: the due ack rides along)
+    const written = () => sse.sent.filter((frame) => frame.t !== "ping");
+    assert.deepEqual(written(), [{ t: "ack", s: 1 }]);
     await clock.advance(1000);
     sse.receive([{ t: "ping" }]);
     await clock.advance(2000);
-    assert.deepEqual(sse.sent, [{ t: "ack", s: 1 }]);
+    assert.deepEqual(written(), [{ t: "ack", s: 1 }]);
     assert.equal(client.state, "connected", "the pings kept the stream alive");
+  });
+
+  test("a live SSE stream proves itself every hb: pongs in time keep it, two late in a row step down", async () => {
+    const { client, clock, net, of } = setup({ transports: ["sse", "longpoll"] });
+    client.start();
+    await settle();
+    const sse = net.last("sse");
+    sse.welcomeWith({ hb: 5000 });
+    await settle();
+    assert.equal(client.transport, "sse");
+    for (let round = 0; round < 3; round += 1) {
+      await clock.advance(5000);
+      const ping = sse.wrote("ping").at(-1);
+      assert.equal(sse.wrote("ping").length, round + 1, "one check per heartbeat");
+      await clock.advance(900); // within max(1 s, 4 round trips) of the POST's answer
+      sse.receive([{ t: "pong", n: ping.n }]);
+      await settle();
+    }
+    assert.equal(client.state, "connected");
+    assert.equal(sse.wrote("ping").length, 3);
+    await clock.advance(5000);
+    assert.equal(sse.wrote("ping").length, 4);
+    await clock.advance(1000); // no pong within the bound: asked again at once
+    assert.equal(sse.wrote("ping").length, 5);
+    assert.equal(client.state, "connected", "one late pong may be noise");
+    await clock.advance(1000);
+    const closed = of("close").at(-1);
+    assert.match(closed.reason, /^sse: stream buffered by something on the way \(.*2 times in a row\)$/);
+    assert.equal(client.policy.current, "longpoll", "stepped down, as at the open");
+    assert.deepEqual(client.policy.candidates(), ["longpoll"]);
   });
 
   test("after a frozen page, the watchdog asks with a ping before it gives up", async () => {

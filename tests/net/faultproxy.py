@@ -246,9 +246,9 @@ class _Link:
             while await self.reader.read(CHUNK):
                 pass  # read and never answer, until the client gives up
             return False
-        return await self._forward(request, buffered=endpoint in proxy.buffer)
+        return await self._forward(request, endpoint, buffered=endpoint in proxy.buffer)
 
-    async def _forward(self, request: h11.Request, *, buffered: bool) -> bool:
+    async def _forward(self, request: h11.Request, endpoint: str, *, buffered: bool) -> bool:
         try:
             up = await self._upstream()
         except OSError:
@@ -271,7 +271,7 @@ class _Link:
         else:
             await self._send_body(up)
         try:
-            reusable = await self._relay_response(up, buffered=buffered)
+            reusable = await self._relay_response(up, endpoint, buffered=buffered)
             if body is not None:
                 await body
         finally:
@@ -285,15 +285,20 @@ class _Link:
             await self._drop_upstream()
         return reusable
 
-    async def _relay_response(self, up: _Upstream, *, buffered: bool) -> bool:
-        """Pass the upstream's answer on (or hold it back whole); False once tunnelling is over."""
+    async def _relay_response(self, up: _Upstream, endpoint: str, *, buffered: bool) -> bool:
+        """Pass the upstream's answer on (or hold it back whole, or in blocks of ``hold``
+        bytes); False once tunnelling is over."""
         held: list[bytes] = []
 
         async def out(data: bytes) -> None:
+            held.append(data)
             if buffered:
-                held.append(data)
-            else:
-                await self.down.send(data)
+                return
+            block = self.proxy.hold.get(endpoint)
+            if block is None or sum(map(len, held)) >= block:
+                joined = b"".join(held)
+                held.clear()
+                await self.down.send(joined)
 
         while True:
             event = await up.next_event()
@@ -449,7 +454,8 @@ class FaultProxy:
     """A TCP proxy on a free 127.0.0.1 port in front of an upstream HTTP/WebSocket server.
 
     Transparent until told otherwise. The switches can be flipped at any time; ``refuse``,
-    ``blackhole`` and ``buffer`` apply to requests that start afterwards, ``latency`` and
+    ``blackhole`` and ``buffer`` apply to requests that start afterwards, ``hold`` to the next
+    bytes of live responses too, ``latency`` and
     ``split`` to bytes forwarded afterwards, ``cut_after`` to live and new connections.
     """
 
@@ -463,6 +469,9 @@ class FaultProxy:
         """Endpoints whose requests are read and never answered."""
         self.buffer: set[str] = set()
         """Endpoints whose responses are held back until complete (an endless stream: nothing)."""
+        self.hold: dict[str, int] = {}
+        """Endpoints whose responses, live ones too, are passed on only in blocks of at least
+        so many bytes (a proxy's buffer that fills, then flushes: a stream delivered late)."""
         self.latency = 0.0
         """Seconds added to every forwarded chunk, in each direction."""
         self.split = False
@@ -506,6 +515,7 @@ class FaultProxy:
         self.refuse.clear()
         self.blackhole.clear()
         self.buffer.clear()
+        self.hold.clear()
         self.latency = 0.0
         self.split = False
         self.stall_ws_after = None

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from ..protocol.client import AckPolicy, ProbeSchedule
+from ..protocol.client import AckPolicy, ProbeSchedule, StreamProof
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame, PeerState
 from .events import Event, StateChanged
@@ -103,6 +103,9 @@ class ClientBase:
     _watchdog: asyncio.TimerHandle | None
     _pinged: int | None
     """The nonce of a liveness check's ping whose pong has not come yet."""
+    _proof: StreamProof | None
+    """The checks that the current stream (SSE) is not buffered, while it is one."""
+    _proof_timer: asyncio.TimerHandle | None
     _fatal: LadderError | None
     """Why the client gave up for good (later calls raise it instead of ``closed``)."""
     _reasons: dict[str, str]

@@ -263,6 +263,8 @@ class Client(Calls):
         self._watchdog = None
         self._pinged = None
         """The nonce of a liveness check's ping whose pong has not come yet."""
+        self._proof = None
+        self._proof_timer = None
         self._fatal = None
         """Why the client gave up for good (later calls raise it instead of ``closed``)."""
         self._reasons = {}

@@ -36,7 +36,12 @@ class Disconnected(Event):
 
 @dataclass(frozen=True, slots=True)
 class TransportChanged(Event):
-    """The client moved to another rung (down after a failure, up after a probe)."""
+    """The client moved to another rung (down after a failure, up after a probe).
+
+    ``reason`` says why: for an SSE stream a proxy buffers (from its open, or mid-session:
+    its pong came back more than ``max(1 s, 4 round trips)`` after its POSTed ping was
+    answered, twice in a row), ``sse: stream buffered by something on the way (…)``.
+    """
 
     name: ClassVar[str] = "transport"
     old: str | None

@@ -9,7 +9,14 @@ import logging
 import random
 import time
 
-from ..protocol.client import answers_ping, refresh_delay, silence_limit, silence_verdict
+from ..protocol.client import (
+    StreamProof,
+    answers_ping,
+    proves_stream,
+    refresh_delay,
+    silence_limit,
+    silence_verdict,
+)
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame
 from .events import Presence, Push, ResyncNeeded, ServerError
@@ -103,6 +110,10 @@ class Inbound(Outbound):
         self._heard = loop.time()
         self._pinged = None
         self._watch(conn, self._heard + self._liveness(conn))
+        if proves_stream(conn.name):
+            self._proof = StreamProof(every=float(conn.welcome.get("hb", 20_000)))
+            self._proof.start(self._heard * 1000)  # (its open proved it)
+            self._prove_later(conn)
         seen = conn.received
         try:
             while True:
@@ -118,6 +129,76 @@ class Inbound(Outbound):
             if self._watchdog is not None:
                 self._watchdog.cancel()
                 self._watchdog = None
+            self._proof = None
+            if self._proof_timer is not None:
+                self._proof_timer.cancel()
+                self._proof_timer = None
+
+    def _prove_later(self, conn: Transport) -> None:
+        """Arm the next check that ``conn``'s stream is not buffered (the core's
+        :class:`StreamProof` says when: every ``hb``, at once after a late pong)."""
+        proof = self._proof
+        if proof is None:
+            return
+        if self._proof_timer is not None:
+            self._proof_timer.cancel()
+            self._proof_timer = None
+        wait = proof.due(asyncio.get_running_loop().time() * 1000)
+        if wait is not None:
+            self._proof_timer = asyncio.get_running_loop().call_later(wait / 1000, self._prove, conn)
+
+    def _prove(self, conn: Transport) -> None:
+        """POST a ping (with a pending ack, if any: one POST for both) and time its pong."""
+        self._proof_timer = None
+        proof = self._proof
+        if proof is None or self._conn is not conn:
+            return
+        loop = asyncio.get_running_loop()
+        if self._pacer.pacing:  # (told to wait, the server drops pings: no pong would come)
+            proof.start(loop.time() * 1000)
+            self._prove_later(conn)
+            return
+        nonce = random.getrandbits(31)
+        frames: list[Frame] = [{"t": "ping", "n": nonce}]
+        acked_before = self.peer.acked_out
+        ack = self.peer.ack_frame()
+        if ack is not None:
+            frames.insert(0, ack)
+            self._acks_sent()
+        proof.sent(nonce, loop.time() * 1000)
+
+        async def post() -> None:
+            try:
+                await conn.send(frames)
+            except TransportClosed:
+                proof.failed(nonce)
+                if ack is not None:
+                    self.peer.acked_out = min(self.peer.acked_out, acked_before)
+                    self._ack_wanted = True
+                self._prove_later(conn)  # (the reader notices a dead transport)
+                return
+            wait = proof.answered(nonce, loop.time() * 1000)
+            if wait is not None and self._proof is proof:
+                self._proof_timer = loop.call_later(wait / 1000, self._proof_expired, conn)
+
+        self._spawn(post())
+
+    def _proof_expired(self, conn: Transport) -> None:
+        self._proof_timer = None
+        proof = self._proof
+        if proof is not None:
+            self._proven(conn, proof.expired(asyncio.get_running_loop().time() * 1000))
+
+    def _proven(self, conn: Transport, verdict: str) -> None:
+        """Act on a check's verdict: abandon a buffered stream (the ladder steps down), or
+        arm the next check."""
+        proof = self._proof
+        if proof is None or verdict == "none":
+            return
+        if verdict == "buffered":
+            conn.interrupt(proof.reason(conn.name))
+            return
+        self._prove_later(conn)
 
     def _watch(self, conn: Transport, due: float, checking: bool = False) -> None:
         """Arm the watchdog of ``conn`` for ``due`` (loop time).
@@ -166,6 +247,10 @@ class Inbound(Outbound):
         elif kind == "pong":
             if frame.get("n") == self._pinged:
                 self._pinged = None  # a check is answered: the transport lives
+            proof = self._proof
+            if proof is not None:
+                now = asyncio.get_running_loop().time() * 1000
+                self._proven(conn, proof.pong(frame.get("n"), now))
         elif kind == "bye":
             raise _SessionEnded(
                 LadderError(str(frame.get("code", "session_closed")), str(frame.get("reason", "")))

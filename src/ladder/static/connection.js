@@ -471,6 +471,8 @@ export function stopTimers(client) {
   client._clock.clearTimeout(client._ackTimer);
   client._clock.clearTimeout(client._paceTimer);
   client._clock.clearTimeout(client._refreshTimer);
+  client._clock.clearTimeout(client._proofTimer);
+  client._proof = client._proofTimer = null;
   client._watchdog = client._ackTimer = client._paceTimer = client._refreshTimer = null;
   client._refreshDue = null;
 }

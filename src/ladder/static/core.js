@@ -534,11 +534,18 @@ export class RungPolicy {
   /**
    * A connection on `rung` ended after `lived` ms (`heard`: ms from its opening to the last
    * thing it delivered): the reason for stepping down when this makes `cutLimit` short-lived
-   * connections in a row, else null. One dropped for its silence worked only until it went
+   * connections in a row, or when the stream was found buffered (`reason` itself), else null. One dropped for its silence worked only until it went
    * quiet: a proxy that passes the welcome, then silently stops forwarding, cuts too.
    * @param {{rung: string, lived: number, reason: string, heard?: number | null}} args
    */
   dropped({ rung, lived, reason, heard = null }) {
+    const at = this.rungs.indexOf(rung);
+    if (why({ reason }) === "buffered" && at + 1 < this.rungs.length && this.floor <= at) {
+      // As at the open: a stream found buffered is abandoned for the rung below (§9.2).
+      this._cuts[rung] = 0;
+      this.floor = at + 1;
+      return reason;
+    }
     if (heard !== null && why({ reason }) === "heartbeat") lived = Math.min(lived, heard);
     if (lived >= this.stableAfter) {
       this._cuts[rung] = this._stepped[rung] = 0;
@@ -576,6 +583,140 @@ const oneOf = (rungs) => (rungs.length === 1 ? rungs[0] : `one of ${rungs.join("
 
 /** ms: the longest delay probes start with after steps down for cuts (a probe every 80-160 s). */
 export const PROBE_WAIT_CAP = 160_000;
+
+// -- proving a stream ----------------------------------------------------------------------------
+
+/** ms: the least time a pong may take after its POST was answered (§9.2). */
+export const PROOF_FLOOR = 1000;
+/** The most round trips of its POST a pong may take after the POST was answered. */
+export const PROOF_FACTOR = 4;
+/** Late pongs in a row that prove a live stream buffered (one may be a stalled client). */
+export const PROOF_STRIKES = 2;
+/** ms: a pong's deadline noticed later than this means the client, not the stream, was asleep. */
+const ASLEEP = 1000;
+
+/**
+ * ms a pong may arrive after the answer to its POST, which took `roundTrip` ms.
+ * @param {{roundTrip: number}} args
+ */
+export function pongBound({ roundTrip }) {
+  return Math.max(PROOF_FLOOR, PROOF_FACTOR * roundTrip);
+}
+
+/**
+ * Whether `rung`'s downstream must keep proving it is not buffered (SSE only).
+ * @param {{rung: string}} args
+ */
+export function provesStream({ rung }) {
+  return rung === "sse";
+}
+
+/**
+ * The checks that a stream (SSE) is not buffered: a POSTed ping whose pong must come within
+ * `pongBound` of the POST's answer (the server writes the pong before it answers), every
+ * `every` ms; `strikes` late pongs in a row prove it buffered (1 at the open, 2 on a live
+ * stream: one late pong may be a page whose timers or script ran late). Arriving before a
+ * timeout is not enough: a busy stream pushes a pong through a buffer within one.
+ */
+export class StreamProof {
+  /** @param {{every?: number, strikes?: number}} [options] */
+  constructor({ every = 20_000, strikes = PROOF_STRIKES } = {}) {
+    this.every = every;
+    this.strikes = strikes;
+    /** @type {number | null} the ping whose pong is awaited */
+    this.nonce = null;
+    this.sentAt = 0;
+    /** @type {number | null} when the pong is late (once its POST was answered) */
+    this.deadline = null;
+    /** late pongs in a row */
+    this.late = 0;
+    /** when the next check is due */
+    this.nextAt = 0;
+  }
+
+  /** The stream was proven (its open's check): the next check in `every`. @param {{now: number}} args */
+  start({ now }) {
+    this.nonce = this.deadline = null;
+    this.late = 0;
+    this.nextAt = now + this.every;
+  }
+
+  /** ms until the next ping should go (0: now), or null while one is awaited. @param {{now: number}} args */
+  due({ now }) {
+    return this.nonce !== null ? null : Math.max(0, this.nextAt - now);
+  }
+
+  /** A ping with `nonce` is being POSTed. @param {{nonce: number, now: number}} args */
+  sent({ nonce, now }) {
+    this.nonce = nonce;
+    this.sentAt = now;
+    this.deadline = null;
+  }
+
+  /**
+   * The POST of ping `nonce` was answered: ms to wait for its pong (then call `expired`), or
+   * null when there is nothing to wait for (its pong came first, or another ping replaced it).
+   * @param {{nonce: number, now: number}} args
+   */
+  answered({ nonce, now }) {
+    if (nonce !== this.nonce) return null;
+    const bound = pongBound({ roundTrip: now - this.sentAt });
+    this.deadline = now + bound;
+    return bound;
+  }
+
+  /** The POST of ping `nonce` failed: it proves nothing. @param {{nonce: number}} args */
+  failed({ nonce }) {
+    if (nonce === this.nonce) this.nonce = this.deadline = null;
+  }
+
+  /**
+   * A pong with `nonce` arrived: "proven", "again" (late: ping again now), "buffered" (late
+   * `strikes` times in a row) or "none" (not the awaited one).
+   * @param {{nonce: unknown, now: number}} args
+   * @returns {"proven" | "again" | "buffered" | "none"}
+   */
+  pong({ nonce, now }) {
+    if (this.nonce === null || nonce !== this.nonce) return "none";
+    if (this.deadline !== null && now > this.deadline) return this._strike(now);
+    this.nonce = this.deadline = null;
+    this.late = 0;
+    this.nextAt = now + this.every;
+    return "proven";
+  }
+
+  /**
+   * The pong's deadline passed with no pong: "again" or "buffered" as a late pong, "none" when
+   * nothing is late. Noticed over ASLEEP late, the page was asleep: "again", without a strike.
+   * @param {{now: number}} args
+   * @returns {"proven" | "again" | "buffered" | "none"}
+   */
+  expired({ now }) {
+    const deadline = this.deadline;
+    if (this.nonce === null || deadline === null || now < deadline) return "none";
+    if (now - deadline > ASLEEP) {
+      this.nonce = this.deadline = null;
+      this.nextAt = now;
+      return "again";
+    }
+    return this._strike(now);
+  }
+
+  /** @param {number} now @returns {"again" | "buffered"} */
+  _strike(now) {
+    this.nonce = this.deadline = null;
+    this.late += 1;
+    if (this.late >= this.strikes) return "buffered";
+    this.nextAt = now;
+    return "again";
+  }
+
+  /** Why the stream is abandoned (a hello's `why` reads `buffered` in it). @param {{rung?: string}} [args] */
+  reason({ rung = "sse" } = {}) {
+    const times = this.strikes === 1 ? "" : `, ${this.late} times in a row`;
+    return `${rung}: stream buffered by something on the way (its pong came over ${PROOF_FLOOR / 1000} s and ${PROOF_FACTOR} round trips after its ping was answered${times})`;
+  }
+}
 
 // -- liveness ------------------------------------------------------------------------------------
 

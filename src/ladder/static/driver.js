@@ -353,6 +353,10 @@ export class Client extends Emitter {
     this._watchdog = null;
     /** @type {any} */
     this._ackTimer = null;
+    /** @type {import("./core.js").StreamProof | null} the checks that the stream (SSE) is not buffered */
+    this._proof = null;
+    /** @type {any} */
+    this._proofTimer = null;
     /** @type {number | null} when the session's credentials expire (ms of Unix time), if they do */
     this._expires = null;
     /** @type {any} fires when a `token` function's credentials are due for a refresh */
@@ -638,6 +642,7 @@ export class Client extends Emitter {
   /** @type {typeof inbound.hidden} */ _hidden() { return inbound.hidden(); }
   /** @type {Method<typeof inbound.armWatchdog>} */ _armWatchdog(...a) { return inbound.armWatchdog(this, ...a); }
   /** @type {Method<typeof inbound.check>} */ _check(...a) { return inbound.check(this, ...a); }
+  /** @type {Method<typeof inbound.armProof>} */ _armProof(...a) { return inbound.armProof(this, ...a); }
 
   // -- climbing back up ---------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@
  * watchdog that judges its silence (with the browser's sleep, wake and network events).
  */
 
-import { AckPolicy, wakeAction } from "./core.js";
+import { AckPolicy, provesStream, StreamProof, wakeAction } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
 import { silenceLimit, silenceVerdict } from "./liveness.js";
 import { seconds } from "./clock.js";
@@ -144,6 +144,7 @@ export function handle(client, frame, conn) {
         client._pongs.get(frame.n)?.();
         client._pongs.delete(frame.n);
       }
+      if (client._proof) proven(client, conn, client._proof.pong({ nonce: frame.n, now: client._clock.now() }));
       break;
     case "bye": {
       const error = errorOf({ code: frame.code ?? "session_closed", reason: frame.reason ?? "" });
@@ -236,6 +237,86 @@ export function armWatchdog(client, conn) {
     }, wait);
   };
   arm(limit());
+}
+
+/**
+ * Keep proving that a stream (SSE) is not buffered: every `hb`, a POSTed ping (a pending ack
+ * rides along) whose pong must come back within the core's bound of the POST's answer; two
+ * late in a row drop the transport, and the ladder steps down (protocol §9.2).
+ * @param {Client} client
+ * @param {Transport} conn
+ */
+export function armProof(client, conn) {
+  client._clock.clearTimeout(client._proofTimer);
+  client._proof = client._proofTimer = null;
+  if (!provesStream({ rung: conn.name })) return;
+  client._proof = new StreamProof({ every: Number(conn.welcome.hb ?? 20_000) });
+  client._proof.start({ now: client._clock.now() }); // (its open proved it)
+  proveLater(client, conn);
+}
+
+/**
+ * @param {Client} client
+ * @param {Transport} conn
+ */
+function proveLater(client, conn) {
+  const proof = client._proof;
+  if (!proof) return;
+  client._clock.clearTimeout(client._proofTimer);
+  client._proofTimer = null;
+  const wait = proof.due({ now: client._clock.now() });
+  if (wait !== null) client._proofTimer = client._clock.setTimeout(() => prove(client, conn), wait);
+}
+
+/**
+ * @param {Client} client
+ * @param {Transport} conn
+ */
+function prove(client, conn) {
+  client._proofTimer = null;
+  const proof = client._proof;
+  if (!proof || client._conn !== conn || client.state !== "connected") return;
+  if (client._pacer.pacing) {
+    // Told to wait, the server drops pings: no pong would come.
+    proof.start({ now: client._clock.now() });
+    return proveLater(client, conn);
+  }
+  const nonce = Math.floor(client._random() * 2 ** 31);
+  /** @type {Frame[]} */
+  const frames = [{ t: "ping", n: nonce }];
+  const ack = client._takeAck();
+  if (ack) frames.unshift(ack);
+  proof.sent({ nonce, now: client._clock.now() });
+  conn.send(frames).then(
+    () => {
+      if (client._proof !== proof) return;
+      const wait = proof.answered({ nonce, now: client._clock.now() });
+      if (wait === null) return;
+      client._clock.clearTimeout(client._proofTimer);
+      client._proofTimer = client._clock.setTimeout(() => {
+        client._proofTimer = null;
+        if (client._proof === proof) proven(client, conn, proof.expired({ now: client._clock.now() }));
+      }, wait);
+    },
+    (error) => {
+      proof.failed({ nonce });
+      client._failed(conn, error);
+      if (client._proof === proof) proveLater(client, conn);
+    },
+  );
+}
+
+/**
+ * Act on a check's verdict: drop a buffered stream, or arm the next check.
+ * @param {Client} client
+ * @param {Transport} conn
+ * @param {string} verdict
+ */
+function proven(client, conn, verdict) {
+  const proof = client._proof;
+  if (!proof || verdict === "none" || client._conn !== conn) return;
+  if (verdict === "buffered") client._connClosed(conn, proof.reason({ rung: conn.name }), null);
+  else proveLater(client, conn);
 }
 
 /**

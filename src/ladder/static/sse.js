@@ -5,6 +5,7 @@ import { TransportClosed } from "./errors.js";
 import { decodeBatch } from "./codec.js";
 import { seconds } from "./clock.js";
 import { HttpTransport } from "./http.js";
+import { StreamProof } from "./core.js";
 
 /** @typedef {import("./codec.js").Frame} Frame */
 /** @typedef {import("./transport.js").TransportContext} TransportContext */
@@ -24,6 +25,9 @@ export class SSETransport extends HttpTransport {
     this._nonce = null;
     /** @type {any} */
     this._verifyTimer = null;
+    /** @type {any} */
+    this._boundTimer = null;
+    this._proof = new StreamProof({ strikes: 1 });
     this._verifyTimeout = 2500;
     this._resuming = false;
   }
@@ -88,19 +92,33 @@ export class SSETransport extends HttpTransport {
   }
 
   /**
-   * Ping up and wait for the pong on the stream: proof that nothing buffers it (protocol §3.4).
+   * Ping up and wait for the pong on the stream: proof that nothing buffers it (protocol §3.4),
+   * within the verify timeout in all and within the core's bound of the POST's answer
+   * (`StreamProof`): a pong that other traffic pushed through a buffer comes in time for the
+   * first, late for the second.
    * @param {Frame} welcome
    */
   welcomed(welcome) {
     this.adopt(welcome);
+    const clock = this.ctx.clock;
     const nonce = Math.floor(Math.random() * 2 ** 31);
     this._nonce = nonce;
-    this._verifyTimer = this.ctx.clock.setTimeout(() => {
+    this._verifyTimer = clock.setTimeout(() => {
       this.fail(`sse: stream buffered by something on the way (no pong within ${seconds(this._verifyTimeout)})`);
     }, this._verifyTimeout);
-    this.send([{ t: "ping", n: nonce }]).catch((error) => {
-      this.fail(error instanceof TransportClosed ? error.reason : String(error), error?.error ?? null);
-    });
+    this._proof.sent({ nonce, now: clock.now() });
+    this.send([{ t: "ping", n: nonce }]).then(
+      () => {
+        const wait = this._proof.answered({ nonce, now: clock.now() });
+        if (wait === null || this._nonce === null) return;
+        this._boundTimer = clock.setTimeout(() => {
+          if (this._proof.expired({ now: clock.now() }) === "buffered") this.fail(this._proof.reason());
+        }, wait);
+      },
+      (error) => {
+        this.fail(error instanceof TransportClosed ? error.reason : String(error), error?.error ?? null);
+      },
+    );
   }
 
   /** @param {Frame[]} frames */
@@ -109,6 +127,11 @@ export class SSETransport extends HttpTransport {
       if (this._nonce !== null && frame.t === "pong" && frame.n === this._nonce) {
         this._nonce = null;
         this.ctx.clock.clearTimeout(this._verifyTimer);
+        this.ctx.clock.clearTimeout(this._boundTimer);
+        if (this._proof.pong({ nonce: frame.n, now: this.ctx.clock.now() }) === "buffered") {
+          this.fail(this._proof.reason());
+          return;
+        }
         this.resolveOpen(this.welcome);
       } else {
         this.receive([frame]);
@@ -119,6 +142,7 @@ export class SSETransport extends HttpTransport {
   release() {
     super.release();
     this.ctx.clock.clearTimeout(this._verifyTimer);
+    this.ctx.clock.clearTimeout(this._boundTimer);
     const source = this.source;
     this.source = null;
     if (source) {

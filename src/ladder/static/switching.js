@@ -135,6 +135,7 @@ export function changed(client, old, rung, reason) {
  */
 export function attach(client, conn) {
   client._armWatchdog(conn);
+  client._armProof(conn);
   conn.attach({
     onframes: (frames, size) => client._onFrames(conn, frames, size),
     onclose: (reason, error) => client._connClosed(conn, reason, error),

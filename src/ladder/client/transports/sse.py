@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from ...protocol.client import StreamProof
 from ...protocol.codec import JSON
 from .base import Frame, TransportClosed, split_welcome
 from .http import HttpTransport, auth_headers, hello_query, refusal_of, unreachable
@@ -55,15 +56,32 @@ class SSETransport(HttpTransport):
         return welcome
 
     async def _verify(self, timeout: float) -> None:
-        """Ping up, and wait for the pong to come down the stream: proof nothing buffers it."""
+        """Ping up, and wait for the pong to come down the stream: proof nothing buffers it.
+
+        Within ``timeout`` in all, and within the core's bound of the POST's answer
+        (:class:`~ladder.protocol.client.StreamProof`): a pong that other traffic pushed
+        through a buffer arrives before the timeout, but late."""
+        loop = asyncio.get_running_loop()
+        proof = StreamProof(strikes=1)
         nonce = secrets.randbelow(2**31)
-        await self.send([{"t": "ping", "n": nonce}])
         try:
             async with asyncio.timeout(timeout):
+                proof.sent(nonce, loop.time() * 1000)
+                await self.send([{"t": "ping", "n": nonce}])
+                wait = proof.answered(nonce, loop.time() * 1000)
                 proven = False
-                while not proven:
-                    for frame in await self._read():
+                while not proven and wait is not None:
+                    try:
+                        async with asyncio.timeout(wait / 1000):
+                            frames = await self._read()
+                    except TimeoutError:
+                        if proof.expired(loop.time() * 1000) == "buffered":
+                            raise TransportClosed(proof.reason(self.name)) from None
+                        raise  # (a loop asleep past the bound: the overall timeout decides)
+                    for frame in frames:
                         if frame.get("t") == "pong" and frame.get("n") == nonce:
+                            if proof.pong(nonce, loop.time() * 1000) == "buffered":
+                                raise TransportClosed(proof.reason(self.name))
                             proven = True  # keep the rest of this read: it is real traffic
                         else:
                             self.pending.append(frame)

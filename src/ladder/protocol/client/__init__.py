@@ -24,6 +24,7 @@ from .ending import FATAL, SESSION_GONE, after_race, after_transport, answers_pi
 from .ladder import CUT_LIMIT, STABLE_AFTER, RungPolicy, why
 from .liveness import RECENT, silence_limit, silence_verdict, wake_action
 from .pacing import Pacer, PollPace
+from .proving import PROOF_FACTOR, PROOF_FLOOR, PROOF_STRIKES, StreamProof, pong_bound, proves_stream
 from .race import RaceSchedule
 from .upstream import UpstreamRetry
 
@@ -35,6 +36,9 @@ __all__ = [
     "FATAL",
     "PROBE_DELAY",
     "PROBE_MAX_DELAY",
+    "PROOF_FACTOR",
+    "PROOF_FLOOR",
+    "PROOF_STRIKES",
     "RECENT",
     "REFRESH_FLOOR",
     "REFRESH_RETRY",
@@ -48,12 +52,15 @@ __all__ = [
     "RaceSchedule",
     "Reconnect",
     "RungPolicy",
+    "StreamProof",
     "UpstreamRetry",
     "after_race",
     "after_transport",
     "answers_ping",
     "full_jitter",
     "no_reply",
+    "pong_bound",
+    "proves_stream",
     "reconnect_delay",
     "refresh_delay",
     "seconds",

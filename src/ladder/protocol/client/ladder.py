@@ -141,17 +141,24 @@ class RungPolicy:
         to the last thing it delivered.
 
         Returns the reason for stepping down when this makes ``cut_limit`` short-lived
-        connections in a row (a proxy cutting streams), else None. One dropped for its
+        connections in a row (a proxy cutting streams), or when the stream was found
+        buffered (``reason`` itself), else None. One dropped for its
         silence worked only until it went quiet: a proxy that passes the welcome and then
         silently stops forwarding is a cut too (the watchdog's limit made it live 30 s).
         """
+        position = self.index(rung)
+        if why(reason) == "buffered" and position + 1 < len(self.rungs) and self.floor <= position:
+            # As at the open: a stream found buffered is abandoned for the rung below, which
+            # the probes leave for it once a new stream proves itself (§9.2, §9.3).
+            self._cuts[rung] = 0
+            self.floor = position + 1
+            return reason
         if heard is not None and why(reason) == "heartbeat":
             lived = min(lived, heard)
         if lived >= self.stable_after:
             self._cuts[rung] = self._stepped[rung] = 0
             return None
         self._cuts[rung] += 1
-        position = self.index(rung)
         if self._cuts[rung] >= self.cut_limit and position + 1 < len(self.rungs) and self.floor <= position:
             self._cuts[rung] = 0
             self._stepped[rung] += 1
