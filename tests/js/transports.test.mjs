@@ -314,3 +314,12 @@ describe("every hello says why", () => {
     poll.close();
   });
 });
+
+test("a timer for a deadline never fires before it, though browsers truncate fractional delays", async () => {
+  const { timerDelay } = await import("../../src/ladder/static/clock.js");
+  // A bound of max(1 s, 4 round trips) is fractional: setTimeout(…, 1000.7) ran after 1000 ms,
+  // found nothing late yet, and the stream's check never ran again (a buffered SSE was kept).
+  for (const ms of [0, 0.2, 999.999, 1000, 1000.7, 2345.5]) {
+    assert.ok(Math.trunc(timerDelay(ms)) > ms, `${ms} ms`);
+  }
+});

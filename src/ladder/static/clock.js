@@ -41,3 +41,13 @@ export function atMost(promise, ms, clock = realClock) {
   const late = new Promise((resolve) => (timer = clock.setTimeout(() => resolve(undefined), ms)));
   return Promise.race([promise.then(() => {}, () => {}), late]).then(() => clock.clearTimeout(timer));
 }
+
+/**
+ * A `setTimeout` delay that fires no earlier than `ms` by the clock: browsers truncate a
+ * fractional delay to whole milliseconds, so a timer set for 1000.7 ms ran 0.7 ms before the
+ * deadline it was set for, found nothing late yet, and the check it was for never ran again.
+ * @param {number} ms
+ */
+export function timerDelay(ms) {
+  return Math.ceil(ms) + 1;
+}

@@ -7,7 +7,7 @@
 import { AckPolicy, provesStream, StreamProof, wakeAction } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
 import { silenceLimit, silenceVerdict } from "./liveness.js";
-import { seconds } from "./clock.js";
+import { seconds, timerDelay } from "./clock.js";
 
 /** @typedef {import("./driver.js").Client} Client */
 /** @typedef {import("./codec.js").Frame} Frame */
@@ -296,7 +296,7 @@ function prove(client, conn) {
       client._proofTimer = client._clock.setTimeout(() => {
         client._proofTimer = null;
         if (client._proof === proof) proven(client, conn, proof.expired({ now: client._clock.now() }));
-      }, wait);
+      }, timerDelay(wait));
     },
     (error) => {
       proof.failed({ nonce });

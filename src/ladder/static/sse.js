@@ -3,7 +3,7 @@
 
 import { TransportClosed } from "./errors.js";
 import { decodeBatch } from "./codec.js";
-import { seconds } from "./clock.js";
+import { seconds, timerDelay } from "./clock.js";
 import { HttpTransport } from "./http.js";
 import { StreamProof } from "./core.js";
 
@@ -113,7 +113,7 @@ export class SSETransport extends HttpTransport {
         if (wait === null || this._nonce === null) return;
         this._boundTimer = clock.setTimeout(() => {
           if (this._proof.expired({ now: clock.now() }) === "buffered") this.fail(this._proof.reason());
-        }, wait);
+        }, timerDelay(wait));
       },
       (error) => {
         this.fail(error instanceof TransportClosed ? error.reason : String(error), error?.error ?? null);
