@@ -172,9 +172,7 @@ class Inbound(Outbound):
                 await conn.send(frames)
             except TransportClosed:
                 proof.failed(nonce)
-                if ack is not None:
-                    self.peer.acked_out = min(self.peer.acked_out, acked_before)
-                    self._ack_wanted = True
+                self._take_back(frames, acked_before if ack is not None else None)
                 self._prove_later(conn)  # (the reader notices a dead transport)
                 return
             wait = proof.answered(nonce, loop.time() * 1000)
