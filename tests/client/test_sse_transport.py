@@ -76,3 +76,19 @@ async def test_a_stream_without_a_pong_is_declared_buffered() -> None:
     with pytest.raises(TransportClosed) as failed:
         await transport._verify(0.2)
     assert "stream buffered" in failed.value.reason
+
+
+async def test_a_busy_stream_without_a_pong_fails_at_the_bound_not_the_timeout() -> None:
+    """The pong's deadline is counted from the POST's answer once: other traffic arriving
+    meanwhile does not restart it (the browser's check is the same)."""
+    transport = FakeSSE([])
+
+    async def busy() -> AsyncIterator[bytes]:
+        for seq in range(1, 1000):
+            yield event(f'{{"s":{seq},"t":"push"}}', seq)
+            await asyncio.sleep(0.05)  # a feed the proxy lets through, the pong it never does
+
+    transport._chunks = busy()
+    with pytest.raises(TransportClosed) as failed:
+        await transport._verify(30.0)
+    assert "its pong came over 1 s and 4 round trips after its ping was answered" in failed.value.reason

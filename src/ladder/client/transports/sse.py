@@ -69,10 +69,11 @@ class SSETransport(HttpTransport):
                 proof.sent(nonce, loop.time() * 1000)
                 await self.send([{"t": "ping", "n": nonce}])
                 wait = proof.answered(nonce, loop.time() * 1000)
+                deadline = loop.time() + (wait or 0.0) / 1000  # once: traffic does not restart it
                 proven = False
                 while not proven and wait is not None:
                     try:
-                        async with asyncio.timeout(wait / 1000):
+                        async with asyncio.timeout_at(deadline):
                             frames = await self._read()
                     except TimeoutError:
                         if proof.expired(loop.time() * 1000) == "buffered":
