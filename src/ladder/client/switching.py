@@ -159,7 +159,6 @@ class Switching(Opening):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._probe_task
             self._probe_task = None
-        await conn.close()
         if self._conn is conn:
             self._conn = None
         self._cancel_ack_timer()  # the next hello carries the ack
@@ -168,6 +167,9 @@ class Switching(Opening):
             self._set_state("disconnected", reason)
         if not self._closed_by_app:
             self._emit(Disconnected(conn.name, reason))
+        # Closed aside: a silent peer's close handshake (up to 1 s) delays neither the app's
+        # news nor the next race, and nothing is written on a transport being closed.
+        self._spawn(conn.close())
 
     async def _pump(self, conn: Transport) -> tuple[Transport, float, str, Action]:
         """Read frames until the transport ends; switch transports when a probe wins.
