@@ -862,6 +862,55 @@ export class PollPace {
   }
 }
 
+// -- renewal: a subscription renewed in a new session that the server refuses --------------------
+
+/**
+ * Refusals of a `sub` that say "later" (protocol §8). Not `rate_limited`: a message over the
+ * rate is not applied and is written again by pacing (§4), never refused.
+ */
+export const RETRYABLE = new Set(["engine_unavailable"]);
+
+/**
+ * The renewals of one subscription (ms). A renewal is the client's own doing (its session was
+ * lost): refused with a code that says "later", it is sent again after a pause drawn as the
+ * reconnect delays are (full jitter from `base` up to `cap`, the client's `backoffBase` and
+ * `backoffMax`), from where it was, until the server takes it or refuses it for good. The app
+ * hears once per outage, and of a renewal refused for good too. A fresh `subscribe()` refused
+ * is its caller's to decide (`ready()` rejects): nothing is retried nor told then.
+ */
+export class Renewal {
+  /** @param {{base?: number, cap?: number}} [options] */
+  constructor({ base = BACKOFF_BASE, cap = BACKOFF_MAX } = {}) {
+    this.base = base;
+    this.cap = cap;
+    /** Refusals in a row since the subscription was last confirmed (the pause grows with it). */
+    this.refusals = 0;
+  }
+
+  /**
+   * The `sub` of `channel` was refused with `code`: `{retry_in}` (with `tell`, the `error`
+   * event's reason, at the first refusal in a row), or `{end: true}` (with `tell` for a
+   * `renewal`; a fresh subscribe is told by `ready()`).
+   * @param {{channel: string, code: string, reason: string, rand: number, renewal?: boolean}} args
+   * @returns {{retry_in: number, tell?: string} | {end: true, tell?: string}}
+   */
+  refused({ channel, code, reason, rand, renewal = true }) {
+    if (!renewal) return { end: true };
+    this.refusals += 1;
+    const refusal = `renewing the subscription to '${channel}' in a new session was refused (${code}: ${reason})`;
+    if (!RETRYABLE.has(code)) return { end: true, tell: `${refusal}: it ended; subscribe again to follow the channel` };
+    /** @type {{retry_in: number, tell?: string}} */
+    const step = { retry_in: fullJitter({ attempt: this.refusals - 1, base: this.base, cap: this.cap, rand }) };
+    if (this.refusals === 1) step.tell = `${refusal}: it is sent again, from where it was, until the server takes it`;
+    return step;
+  }
+
+  /** The server took the subscription: the next outage starts the count again. */
+  confirmed() {
+    this.refusals = 0;
+  }
+}
+
 // -- the race and the upstream -------------------------------------------------------------------
 
 /** ms, per rung in ladder order. */

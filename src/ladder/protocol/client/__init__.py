@@ -26,6 +26,7 @@ from .liveness import RECENT, silence_limit, silence_verdict, wake_action
 from .pacing import Pacer, PollPace
 from .proving import PROOF_FACTOR, PROOF_FLOOR, PROOF_STRIKES, StreamProof, pong_bound, proves_stream
 from .race import RaceSchedule
+from .renewal import RETRYABLE, Renewal
 from .upstream import UpstreamRetry
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "REFRESH_FLOOR",
     "REFRESH_RETRY",
     "RETRIES_AT_ONCE",
+    "RETRYABLE",
     "SESSION_GONE",
     "STABLE_AFTER",
     "AckPolicy",
@@ -51,6 +53,7 @@ __all__ = [
     "ProbeSchedule",
     "RaceSchedule",
     "Reconnect",
+    "Renewal",
     "RungPolicy",
     "StreamProof",
     "UpstreamRetry",
