@@ -94,6 +94,7 @@ class FakeServer:
         if not resumed:
             self.sessions += 1
             self.applied = []
+            self.seq = 0  # (a new session numbers its frames from 1)
         return {
             "t": "welcome",
             "v": 1,
@@ -132,6 +133,12 @@ class FakeServer:
                 self.seq += 1
                 batch.append({**frame, "s": self.seq})
         self.current.down.put_nowait(batch)
+
+    def refuse(self, msg_id: int, code: str, reason: str = "test") -> None:
+        """Refuse client message ``msg_id``: an ``err`` with ``re``, sequenced (protocol §5),
+        unlike the control ``err`` :meth:`push` sends."""
+        self.seq += 1
+        self.current.down.put_nowait([{"t": "err", "re": msg_id, "code": code, "reason": reason, "s": self.seq}])
 
     def ups(self, kind: str) -> list[Frame]:
         """Every upstream frame of type ``kind``, in order."""

@@ -624,6 +624,122 @@ describe("reliability", () => {
   });
 });
 
+describe("a subscription renewed in a new session, refused", () => {
+  /**
+   * A client following `room:a` (epoch E, offset 1 delivered) whose session is then lost; it
+   * renews the subscription in the new session S2. `random` is 0.5: every draw is half its range.
+   */
+  async function renewed(options = {}) {
+    const made = setup({ transports: ["websocket"], random: () => 0.5, backoffBase: 1000, backoffMax: 4000, ...options });
+    const { client, clock, net } = made;
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    const seen = [];
+    const sub = client.subscribe("room:a", (pub) => seen.push(pub.data));
+    await settle();
+    ws.receive([
+      { t: "ack", i: 1 },
+      { s: 1, t: "reply", re: 1, d: { ch: "room:a", ep: "E", off: 0, rec: true, n: 0 } },
+      { s: 2, t: "pub", ch: "room:a", o: 1, d: "before" },
+    ]);
+    await sub.ready();
+    ws.fail("websocket: connection lost");
+    await clock.advance(500); // (the reconnect pause: [0, 1 s) drawn at half)
+    net.last("websocket").fail("websocket: refused", new LadderError("unknown_session", "expired"));
+    await clock.advance(0);
+    const fresh = net.last("websocket");
+    fresh.welcomeWith({ sid: "S2", rt: "R2" });
+    await settle();
+    return { ...made, sub, seen, fresh };
+  }
+
+  test("refused for now (engine_unavailable): sent again after the backoff, from where it was, told once", async () => {
+    const { client, clock, of, sub, seen, fresh } = await renewed();
+    const renewal = { t: "sub", ch: "room:a", ep: "E", off: 1 };
+    assert.deepEqual(fresh.wrote("sub"), [{ ...renewal, i: 1 }]);
+    fresh.receive([{ s: 1, t: "err", re: 1, code: "engine_unavailable", reason: "redis down" }]);
+    await settle();
+    assert.equal(sub.active, true, "still followed");
+    assert.equal(client.subscribe("room:a"), sub);
+    await clock.advance(499); // [0, 1 s) drawn at half
+    assert.equal(fresh.wrote("sub").length, 1);
+    await clock.advance(1);
+    assert.deepEqual(fresh.wrote("sub").at(-1), { ...renewal, i: 2 });
+    fresh.receive([{ s: 2, t: "err", re: 2, code: "engine_unavailable", reason: "redis down" }]);
+    await clock.advance(999); // then [0, 2 s)
+    assert.equal(fresh.wrote("sub").length, 2);
+    await clock.advance(1);
+    assert.deepEqual(fresh.wrote("sub").at(-1), { ...renewal, i: 3 });
+    fresh.receive([
+      { s: 3, t: "reply", re: 3, d: { ch: "room:a", ep: "E", off: 2, rec: true, n: 1 } },
+      { s: 4, t: "pub", ch: "room:a", o: 2, d: "missed" },
+      { s: 5, t: "pub", ch: "room:a", o: 3, d: "after" },
+    ]);
+    await settle();
+    assert.deepEqual(seen, ["before", "missed", "after"]);
+    assert.deepEqual(of("resubscribed"), [{ name: "resubscribed", channel: "room:a", recovered: true }]);
+    assert.deepEqual(of("error"), [
+      {
+        name: "error",
+        code: "engine_unavailable",
+        reason: "renewing the subscription to 'room:a' in a new session was refused (engine_unavailable: redis down): it is sent again, from where it was, until the server takes it",
+      },
+    ], "told once, not once per retry");
+    await clock.advance(10_000);
+    assert.equal(fresh.wrote("sub").length, 3, "nothing more once taken");
+    assert.equal(sub.active, true);
+  });
+
+  test("refused for good (forbidden): the subscription ends, told by an error event naming the channel", async () => {
+    const { client, clock, of, sub, fresh } = await renewed();
+    fresh.receive([{ s: 1, t: "err", re: 1, code: "forbidden", reason: "permission denied" }]);
+    await settle();
+    assert.equal(sub.active, false);
+    assert.equal(sub.error?.code, "forbidden");
+    assert.deepEqual(of("error"), [
+      {
+        name: "error",
+        code: "forbidden",
+        reason: "renewing the subscription to 'room:a' in a new session was refused (forbidden: permission denied): it ended; subscribe again to follow the channel",
+      },
+    ]);
+    await clock.advance(10_000);
+    assert.equal(fresh.wrote("sub").length, 1, "never sent again");
+    assert.notEqual(client.subscribe("room:a"), sub, "the client forgot it");
+  });
+
+  test("unsubscribed while the retry waits: never sent again, and no unsub for what the server does not hold", async () => {
+    const { clock, of, sub, fresh } = await renewed();
+    fresh.receive([{ s: 1, t: "err", re: 1, code: "engine_unavailable", reason: "redis down" }]);
+    await settle();
+    assert.equal(of("error").length, 1);
+    await clock.advance(100);
+    await sub.unsubscribe();
+    assert.equal(sub.active, false);
+    await clock.advance(10_000);
+    assert.equal(fresh.wrote("sub").length, 1, "not sent again");
+    assert.deepEqual(fresh.wrote("unsub"), []);
+  });
+
+  test("a fresh subscribe refused with engine_unavailable is not retried: ready() rejects, no event", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    const sub = client.subscribe("room:b", () => {});
+    await settle();
+    ws.receive([{ s: 1, t: "err", re: 1, code: "engine_unavailable", reason: "redis down" }]);
+    await assert.rejects(sub.ready(), /engine_unavailable: redis down/);
+    await clock.advance(10_000);
+    assert.equal(ws.wrote("sub").length, 1);
+    assert.equal(sub.active, false);
+    assert.deepEqual(of("error"), []);
+  });
+});
+
 describe("the ladder", () => {
   test("three connections cut within 10 s step down a rung; a probe climbs back with a handover", async () => {
     const { client, clock, net, of } = setup({ transports: ["websocket", "sse"] });

@@ -63,7 +63,10 @@ class Calls(Connection):
         sub = self._subs.pop(channel, None)
         if sub is None:
             return
+        held = not sub.waiting_to_renew  # (a renewal refused for now: the server holds none)
         sub.end()
+        if not held:
+            return
         self._submit({"t": "unsub", "ch": channel}, None)
         await self._flush()
 

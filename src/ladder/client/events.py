@@ -102,9 +102,11 @@ class Presence(Event):
 class ServerError(Event):
     """An error no call was waiting for: a failed emit, a refusal the client gave up on
     (``origin_not_allowed``, ``unauthorized``, …), ``connect_failed`` (the first connection
-    could not be made within ``connect_timeout``), or ``engine_unavailable`` when the
+    could not be made within ``connect_timeout``), ``engine_unavailable`` when the
     session's messages wait for the Redis server keeping its records, which is down (they
-    are answered once it is back; the connection is kept)."""
+    are answered once it is back; the connection is kept), or the refusal of a subscription
+    renewed in a new session, the reason naming the channel: ``engine_unavailable`` once (it
+    is sent again until the server takes it), any other code when it ended."""
 
     name: ClassVar[str] = "error"
     code: str

@@ -9,12 +9,12 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ..protocol.client import UpstreamRetry, no_reply
+from ..protocol.client import Renewal, UpstreamRetry, no_reply
 from ..protocol.codec import encode_message
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame
 from .base import ClientBase
-from .events import Resubscribed, ResyncNeeded
+from .events import Resubscribed, ResyncNeeded, ServerError
 from .options import check_timeout
 from .subscription import Subscription
 from .transports.base import Transport, TransportClosed
@@ -127,15 +127,20 @@ class Outbound(ClientBase):
                 self._waiting.pop(msg_id, None)
 
     def _submit_subscribe(self, sub: Subscription, *, renewal: bool = False) -> None:
-        """Ask for ``sub``; a ``renewal`` (a new session) is queued even past ``max_queue``."""
+        """Ask for ``sub``; a ``renewal`` (in a new session, or sent again after a refusal
+        for now) is queued even past ``max_queue``, and takes over a retry still waiting."""
+        sub.cancel_retry()
 
         def settle(reply: Frame) -> None:
             self._subscribing.discard(msg_id)
+            if self._subs.get(sub.channel) is not sub:
+                return  # unsubscribed meanwhile: nobody follows it any more
             if reply.get("t") == "err":
-                self._subs.pop(sub.channel, None)
-                sub.refused(LadderError.of(reply))
+                self._sub_refused(sub, LadderError.of(reply), renewal=renewal)
                 return
             again = sub.subscribed_once
+            if sub.renewal is not None:
+                sub.renewal.confirmed()
             result = sub.confirmed(reply.get("d") or {})
             if again:
                 self._emit(Resubscribed(sub.channel, result.recovered))
@@ -145,6 +150,32 @@ class Outbound(ClientBase):
         msg_id = self._submit(sub.subscribe_frame(), settle, bounded=not renewal)
         self._subscribing.add(msg_id)
         self._spawn(self._flush())
+
+    def _sub_refused(self, sub: Subscription, error: LadderError, *, renewal: bool) -> None:
+        """The server refused ``sub``: the core's :class:`Renewal` decides whether it ends or
+        is sent again later (a renewal of a subscription confirmed before, refused for now)."""
+        if self.state == "closed":  # (the client closed or gave up: it said so itself)
+            self._subs.pop(sub.channel, None)
+            sub.refused(error)
+            return
+        if sub.renewal is None:
+            sub.renewal = Renewal(base=self.backoff_base * 1000, cap=self.backoff_max * 1000)
+        step = sub.renewal.refused(
+            sub.channel, error.code, error.reason, random.random(), renewal and sub.subscribed_once
+        )
+        if "end" in step:
+            self._subs.pop(sub.channel, None)
+            sub.refused(error)
+            if "tell" in step:
+                self._emit(ServerError(error.code, step["tell"]))
+            return
+        delay = step["retry_in"] / 1000
+        if "tell" in step:
+            log.info("%s (next in %.3f s)", step["tell"], delay)
+            self._emit(ServerError(error.code, step["tell"]))
+        else:
+            log.debug("renewing %r refused again (%s); next in %.3f s", sub.channel, error.code, delay)
+        sub.retry_later(delay, lambda: self._submit_subscribe(sub, renewal=True))
 
     async def _flush(self) -> None:
         """Write every queued message (and a due ack) on the current transport.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..protocol.client import Renewal
 from ..protocol.errors import LadderError
 
 log = logging.getLogger("ladder.client")
@@ -93,6 +94,10 @@ class Subscription:
         self._ready: asyncio.Future[SubscribeResult] = asyncio.get_running_loop().create_future()
         self.subscribed_once = False
         self._told = False
+        self.renewal: Renewal | None = None
+        """The core's count of this subscription's renewals refused in a row (made at the first)."""
+        self._retry: asyncio.TimerHandle | None = None
+        """A renewal the server refused for now, to be sent again when it fires."""
 
     def __repr__(self) -> str:
         return f"<Subscription {self.channel!r} epoch={self.epoch} offset={self.offset}>"
@@ -180,8 +185,25 @@ class Subscription:
         self.subscribed_once = True
         return result
 
+    def retry_later(self, delay: float, renew: Callable[[], None]) -> None:
+        """Call ``renew`` in ``delay`` seconds (a renewal refused for now), unless it ends first."""
+        self.cancel_retry()
+        self._retry = asyncio.get_running_loop().call_later(delay, renew)
+
+    @property
+    def waiting_to_renew(self) -> bool:
+        """A renewal was refused for now and waits to be sent again: no ``sub`` of this
+        session is in flight, and the server holds none for it."""
+        return self._retry is not None and not self._retry.cancelled()
+
+    def cancel_retry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
     def refused(self, error: LadderError) -> None:
         self.active = False
+        self.cancel_retry()
         if not self._ready.done():
             self._ready.set_exception(error)
             self._ready.exception()  # mark retrieved: a refusal is also surfaced by the iterator
@@ -218,6 +240,7 @@ class Subscription:
 
     def end(self, error: BaseException | None = None) -> None:
         self.active = False
+        self.cancel_retry()
         if error is not None:
             self._fail(error)
         if not self._ready.done():

@@ -111,7 +111,7 @@ export interface ClientEvents {
   push: { event: string; data: any };
   /** Someone joined or left a channel this client follows. */
   presence: { kind: "join" | "leave"; channel: string; member: Member };
-  /** An error no call was waiting for (for example a failed `emit`). */
+  /** An error no call was waiting for (for example a failed `emit`, or the refusal of a subscription renewed in a new session, naming the channel). */
   error: { code: string; reason: string };
   /** A better rung was tried while standing on a lower one. */
   probe: { rung: Rung; ok: boolean; reason: string };

@@ -17,7 +17,7 @@ import { reportLater } from "./subscription.js";
  * @property {{channel: string, recovered: boolean}} resubscribed a channel was subscribed again in a new session
  * @property {{event: string, data: any}} push an event the server pushed to this session or user
  * @property {{kind: "join" | "leave", channel: string, member: Member}} presence someone joined or left a channel followed
- * @property {{code: string, reason: string}} error an error no call was waiting for (for example a failed emit)
+ * @property {{code: string, reason: string}} error an error no call was waiting for (for example a failed emit, or the refusal of a subscription renewed in a new session)
  * @property {{rung: Rung, ok: boolean, reason: string}} probe a better rung was tried while on a lower one
  * @property {{state: ClientState, reason: string}} state the connection state changed (and why, when it got worse)
  * @property {{count: number}} tabs how many tabs share the connection (only a `SharedClient`, shared.js, reports it)

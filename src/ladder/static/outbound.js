@@ -1,7 +1,7 @@
 // @ts-check
 /** Writing: the bounded queue of frames, batches under the server's limits, requests awaiting replies. */
 
-import { noReply, UpstreamRetry } from "./core.js";
+import { noReply, Renewal, UpstreamRetry } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
 import { encodeMessage, tagBytes } from "./codec.js";
 import { carriedFrom, DurableOutbox, overLimit, snapshot } from "./outbox.js";
@@ -154,25 +154,58 @@ export function request(client, frame, timeout) {
 }
 
 /**
- * Ask for `sub`; a `renewal` (a new session) is queued even past `maxQueue`.
+ * Ask for `sub`; a `renewal` (in a new session, or sent again after a refusal for now) is
+ * queued even past `maxQueue`, and takes over a retry still waiting.
  * @param {Client} client
  * @param {Subscription} sub
  * @param {boolean} [renewal]
  */
 export function submitSubscribe(client, sub, renewal = false) {
+  sub.cancelRetry();
   client._submit(sub.subscribeFrame(), (reply) => {
+    if (client._subs.get(sub.channel) !== sub || !sub.active) return; // unsubscribed meanwhile
     if (reply.t === "err") {
-      if (client._subs.get(sub.channel) === sub) client._subs.delete(sub.channel);
-      sub.end(errorOf(reply));
+      subRefused(client, sub, errorOf(reply), renewal);
       return;
     }
-    if (!sub.active) return;
     const again = sub.subscribedOnce;
+    sub._renewal?.confirmed();
     const result = sub.confirmed(reply.d ?? {});
     if (again) client._emit("resubscribed", { channel: sub.channel, recovered: result.recovered });
     if (!result.recovered) client._emit("resync", { channel: sub.channel, epoch: result.epoch });
   }, !renewal);
   client._flush();
+}
+
+/**
+ * The server refused `sub`: the core's `Renewal` decides whether it ends or is sent again
+ * later (a renewal of a subscription confirmed before, refused for now).
+ * @param {Client} client
+ * @param {Subscription} sub
+ * @param {LadderError} error
+ * @param {boolean} renewal
+ */
+function subRefused(client, sub, error, renewal) {
+  if (client._isClosed()) {
+    // (the client closed or gave up: it said so itself)
+    client._subs.delete(sub.channel);
+    sub.end(error);
+    return;
+  }
+  sub._renewal ??= new Renewal({ base: client.options.backoffBase, cap: client.options.backoffMax });
+  const step = sub._renewal.refused({ channel: sub.channel, code: error.code, reason: error.reason, rand: client._random(), renewal: renewal && sub.subscribedOnce });
+  if ("end" in step) {
+    client._subs.delete(sub.channel);
+    sub.end(error);
+    if (step.tell) client._emit("error", { code: error.code, reason: step.tell });
+    return;
+  }
+  if (step.tell) client._emit("error", { code: error.code, reason: step.tell });
+  const timer = client._clock.setTimeout(() => {
+    sub._retry = null;
+    submitSubscribe(client, sub, true);
+  }, step.retry_in);
+  sub.retryLater(() => client._clock.clearTimeout(timer));
 }
 
 /**
@@ -182,8 +215,9 @@ export function submitSubscribe(client, sub, renewal = false) {
 export async function unsubscribe(client, sub) {
   if (client._subs.get(sub.channel) !== sub || !sub.active) return;
   client._subs.delete(sub.channel);
+  const held = !sub.waitingToRenew; // (a renewal refused for now: the server holds none)
   sub.end();
-  if (client.state === "closed") return;
+  if (client.state === "closed" || !held) return;
   client._submit({ t: "unsub", ch: sub.channel }, null);
   client._flush();
 }

@@ -87,6 +87,10 @@ export class Subscription {
     this._resolve = resolve;
     this._reject = reject;
     this._settled = false;
+    /** @type {import("./core.js").Renewal | null} the core's count of renewals refused in a row (made at the first) */
+    this._renewal = null;
+    /** @type {(() => void) | null} cancels a renewal refused for now, waiting to be sent again */
+    this._retry = null;
   }
 
   /** Resolves once the server confirmed the subscription (rejects with its refusal). */
@@ -190,11 +194,32 @@ export class Subscription {
   }
 
   /**
+   * A renewal refused for now waits to be sent again; `cancel` stops it.
+   * @param {() => void} cancel
+   */
+  retryLater(cancel) {
+    this.cancelRetry();
+    this._retry = cancel;
+  }
+
+  /** A renewal refused for now waits: no `sub` of this session is in flight, and the server holds none. */
+  get waitingToRenew() {
+    return this._retry !== null;
+  }
+
+  cancelRetry() {
+    const cancel = this._retry;
+    this._retry = null;
+    cancel?.();
+  }
+
+  /**
    * The subscription ended (refused, unsubscribed, ended by the server or the client closed).
    * @param {LadderError | null} [error]
    */
   end(error = null) {
     this.active = false;
+    this.cancelRetry();
     if (error && !this.error) this.error = error;
     if (!this._settled) {
       this._settled = true;
