@@ -76,6 +76,8 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send) -> None
                 await refuse_upgrade(request, send, LadderError("not_found", "no such endpoint"))
                 return
             await serve_websocket(node.gateway, request, receive, send)
+        except OSError as exc:  # (a send to a client that left: not the server's failure)
+            log.debug("websocket from %s: the client went away (%r)", request.who, exc)
         except Exception:
             log.exception("websocket handler failed")
     elif kind == "lifespan":

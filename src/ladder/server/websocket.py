@@ -225,7 +225,11 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
         gateway.refused("websocket", error, client=request.who)
         await refuse_upgrade(request, send, error)
         return
-    await send({"type": "websocket.accept"})
+    try:
+        await send({"type": "websocket.accept"})
+    except OSError:  # (ASGI's word for a client that left: a browser gave up a slow upgrade)
+        log.debug("websocket from %s went away before its upgrade was accepted", request.who)
+        return
     try:
         async with asyncio.timeout(settings.limits.hello_timeout):
             message = await receive()
