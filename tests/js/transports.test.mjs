@@ -182,6 +182,26 @@ describe("WebSocket", () => {
     return closed;
   }
 
+  test("an upgrade that fails while the browser is offline says so, not that it was refused", async () => {
+    globalThis.WebSocket = FakeWebSocket;
+    const attempt = async () => {
+      const ws = new WebSocketTransport(context(async () => new Response(null)));
+      const opened = ws.open({ t: "hello", v: 1 }, 2500);
+      FakeWebSocket.last.onclose({ code: 1006, reason: "" });
+      return opened.then(() => null, (error) => error.reason);
+    };
+    const original = Object.getOwnPropertyDescriptor(globalThis, "navigator");
+    Object.defineProperty(globalThis, "navigator", { value: { onLine: false }, configurable: true, writable: true });
+    try {
+      assert.equal(await attempt(), "websocket: cannot connect (this browser is offline)");
+      globalThis.navigator.onLine = true;
+      assert.equal(await attempt(), "websocket: cannot connect (the upgrade was refused or blocked on the way)");
+    } finally {
+      if (original) Object.defineProperty(globalThis, "navigator", original);
+      else delete globalThis.navigator;
+    }
+  });
+
   test("a close reason that names a refusal is that refusal (the core decides what follows); a close code alone is not", async () => {
     // (1011 engine_unavailable was "connection lost": resumed within [0, 0.5 s) every time)
     assert.deepEqual(await closedWith(1011, "engine_unavailable: this server cannot reach its engine"), [

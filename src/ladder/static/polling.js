@@ -6,6 +6,7 @@ import { TransportClosed } from "./errors.js";
 import { decodeBatch } from "./codec.js";
 import { seconds } from "./clock.js";
 import { HttpTransport, refusalOf } from "./http.js";
+import { offline } from "./transport.js";
 
 /** @typedef {import("./codec.js").Frame} Frame */
 /** @typedef {import("./transport.js").TransportContext} TransportContext */
@@ -59,7 +60,7 @@ export class PollingTransport extends HttpTransport {
         throw new TransportClosed(
           controller.signal.aborted && !this.closed
             ? `${this.name}: no answer within ${seconds(timeout)}`
-            : `${this.name}: cannot connect to ${endpoint.http(this.name)} (${String(error)}): ${unreachableHint(endpoint.base)}`,
+            : `${this.name}: cannot connect to ${endpoint.http(this.name)} (${String(error)}): ${offline() ?? unreachableHint(endpoint.base)}`,
         );
       }
       if (response.status !== 200) throw await refusalOf(response, this.name);

@@ -5,6 +5,7 @@ import { TransportClosed } from "./errors.js";
 import { decodeBatch } from "./codec.js";
 import { seconds, timerDelay } from "./clock.js";
 import { HttpTransport } from "./http.js";
+import { offline } from "./transport.js";
 import { StreamProof } from "./core.js";
 
 /** @typedef {import("./codec.js").Frame} Frame */
@@ -88,7 +89,7 @@ export class SSETransport extends HttpTransport {
         if (error instanceof TransportClosed && error.error) return this.fail(error.reason, error.error);
       }
     }
-    this.fail("sse: cannot open the stream (refused, blocked or not an event stream)");
+    this.fail(`sse: cannot open the stream (${offline() ?? "refused, blocked or not an event stream"})`);
   }
 
   /**

@@ -55,6 +55,15 @@ export class Endpoint {
  * transport proved it delivers (for SSE: once a ping went up and its pong came back down).
  * Frames that arrive before `attach` are kept and handed over by it.
  */
+/**
+ * What a connection that could not be made says when the browser itself knows it has no
+ * network (the refusal or blocked upgrade it would otherwise blame is not the cause).
+ * @returns {string | null}
+ */
+export function offline() {
+  return globalThis.navigator?.onLine === false ? "this browser is offline" : null;
+}
+
 export class Transport {
   /**
    * @param {Rung} name

@@ -3,7 +3,7 @@
 
 import { errorOf, errorOfClose, LadderError, TransportClosed } from "./errors.js";
 import { decodeBatch, encodeBatch } from "./codec.js";
-import { Transport } from "./transport.js";
+import { offline, Transport } from "./transport.js";
 
 /** @typedef {import("./codec.js").Frame} Frame */
 /** @typedef {import("./transport.js").TransportContext} TransportContext */
@@ -57,7 +57,7 @@ export class WebSocketTransport extends Transport {
     };
     ws.onclose = (event) => {
       if (!upgraded) {
-        this.fail("websocket: cannot connect (the upgrade was refused or blocked on the way)");
+        this.fail(`websocket: cannot connect (${offline() ?? "the upgrade was refused or blocked on the way"})`);
       } else if (this._refusal) {
         const error = this._refusal;
         this.fail(`websocket: refused by the server (${error.code}: ${error.reason})`, error);
