@@ -262,11 +262,12 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
         "(several Redis servers) or redis+cluster://h1:port,h2:port (a Redis Cluster); "
         "default: the hub's own",
     )
+    # The demo's WebSockets always go through ASGI: its network panel refuses and cuts them.
+    driver = "" if demo else "; WebSockets then go through uvicorn's ASGI driver, not the native one"
     parser.add_argument(
         "--ws-deflate",
         action="store_true",
-        help="negotiate WebSocket permessage-deflate (off by default: it costs CPU on fan-out); "
-        "WebSockets then go through uvicorn's ASGI driver, not the native one",
+        help=f"negotiate WebSocket permessage-deflate (off by default: it costs CPU on fan-out){driver}",
     )
     parser.add_argument(
         "--log-level",

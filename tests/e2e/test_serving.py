@@ -19,8 +19,10 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
 
-from ladder import __version__
+from ladder import LadderError, __version__
 from ladder.cli import GC_THRESHOLD, build_parser
 from ladder.client import Client
 from tests.support.metrics import wait_for_metric
@@ -423,6 +425,43 @@ def test_demo_help_lists_only_options_that_apply() -> None:
     for option in ("--native-ws-path", "--asgi-ws", "--ws-max-size"):
         assert option not in shown.stdout
     assert "--port" in shown.stdout
+
+
+def test_demo_help_claims_no_native_driver_for_its_websockets() -> None:
+    """`ladder demo --help` said of --ws-deflate that WebSockets "then go through uvicorn's ASGI
+    driver, not the native one"; the demo's always do (its network panel refuses and cuts them)."""
+    from ladder.cli import find_hub, websocket_protocol  # noqa: PLC0415
+    from ladder.demo.app import app  # noqa: PLC0415
+    from ladder.server.serving import AsgiWebSocket  # noqa: PLC0415
+
+    assert websocket_protocol(app, find_hub(app), build_parser().parse_args(["demo"])) is AsgiWebSocket
+    shown = ladder("demo", "--help")
+    assert "--ws-deflate" in shown.stdout
+    assert "native" not in shown.stdout
+    assert "not the native one" in ladder("serve", "--help").stdout
+
+
+async def test_demo_refuses_a_websocket_elsewhere_than_its_hub_as_the_hub_does(tmp_path: Path) -> None:
+    """The README's quick-start client pointed at the demo (not its /ladder) met an HTTP 500,
+    and the server logged "ASGI callable returned without completing handshake"."""
+    log = tmp_path / "demo.log"
+    with LadderServer(app="ladder.demo.app:app", log=log) as server:
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/ws"):
+                pass
+        assert refused.value.response.status_code == 404
+        assert orjson.loads(refused.value.response.body or b"") == {
+            "t": "err",
+            "code": "not_found",
+            "reason": f"no such endpoint: the demo's Ladder hub is at {server.url}/ladder (the client's URL)",
+        }
+        client = Client(server.url, transports=["websocket"], connect_timeout=1.0)
+        with pytest.raises(LadderError) as failed:
+            await client.connect()
+        assert failed.value.code == "connect_failed"
+        said = f"websocket: no Ladder endpoint at ws://127.0.0.1:{server.port}/ws (HTTP 404): check the mount path"
+        assert said in failed.value.reason
+    assert "handshake" not in log.read_text()
 
 
 @pytest.mark.parametrize(("args", "threshold"), [((), GC_THRESHOLD), (("--gc-threshold", "700"), 700)])

@@ -3,7 +3,8 @@
 Rooms are channels ``room:<name>`` with history (so joining shows recent messages) and
 presence (so the member list is live); typing indicators go through ``typing:<name>``
 channels that keep no history. The nickname a browser sends as its token becomes the
-session's identity.
+session's identity. The hub is at ``/ladder``; a WebSocket anywhere else is refused as the
+hub refuses an unknown endpoint (404 ``not_found``, saying where the hub is).
 
 :class:`~ladder.demo.netpanel.NetworkPanel` (demo plumbing, not API) makes the page's network
 panel real for the browser that uses it, so a person can watch the client step down the
@@ -19,9 +20,12 @@ from typing import Any
 
 from .. import ChannelOptions, Context, Identity, Ladder, LadderError
 from ..server.auth import AuthRequest
+from ..server.http import Request
+from ..server.websocket import refuse_upgrade
 from .netpanel import NetworkPanel
 
 NICK = re.compile(r"^[\w .\-]{1,24}$")
+"""Letters and digits of any script, ``_``, spaces, ``.`` and ``-`` (the page checks the same)."""
 ROOM = re.compile(r"^[a-z0-9\-]{1,32}$")
 
 
@@ -29,7 +33,7 @@ def nickname(request: AuthRequest) -> Identity:
     """The demo trusts the nickname a client presents (a real app verifies a token)."""
     nick = (request.token or "").strip()
     if not NICK.match(nick):
-        raise LadderError("unauthorized", "pick a nickname of 1 to 24 letters, digits, spaces, . or -")
+        raise LadderError("unauthorized", "pick a nickname of 1 to 24 letters, digits, spaces, _ . or -")
     return Identity(user=nick, info={"nick": nick})
 
 
@@ -55,13 +59,20 @@ def create_hub() -> Ladder:
             raise LadderError("bad_request", "a message is 1 to 2000 characters")
         message = {"nick": ctx.user, "text": text.strip(), "ts": time.time()}
         pub = await hub.publish(f"room:{room_of(data)}", message)
-        return {"offset": pub.offset}
+        return {"epoch": pub.epoch, "offset": pub.offset}
 
     @hub.on("chat.typing")
     async def typing(ctx: Context, data: Any) -> None:
         await hub.publish(f"typing:{room_of(data)}", {"nick": ctx.user})
 
     return hub
+
+
+def _elsewhere(request: Request) -> LadderError:
+    """What a WebSocket to another path than the hub's is told: where the hub is."""
+    scheme = "https" if request.scheme in ("wss", "https") else "http"
+    hub = f"{scheme}://{request.headers.get('host', 'localhost:8000')}/ladder"
+    return LadderError("not_found", f"no such endpoint: the demo's Ladder hub is at {hub} (the client's URL)")
 
 
 def _asset(name: str) -> bytes:
@@ -89,6 +100,10 @@ class DemoApp:
             if scope["type"] != "lifespan":
                 scope = {**scope, "root_path": scope.get("root_path", "") + "/ladder"}
             await self.hub(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            request = Request(scope)
+            await refuse_upgrade(request, send, _elsewhere(request))
             return
         if scope["type"] != "http":
             return

@@ -6,6 +6,9 @@ const $ = (selector) => document.querySelector(selector);
 const params = new URLSearchParams(location.search);
 const NAMES = { websocket: "WebSocket", sse: "SSE", longpoll: "Long polling", poll: "Polling" };
 const ROOM = /^[a-z0-9-]{1,32}$/;
+const NICK = /^[\p{L}\p{N}_ .-]{1,24}$/u; // the server's rule (app.py): letters and digits of any script
+const NICK_RULE = "1 to 24 letters, digits, spaces, _ . or -";
+const KEEP = 500; // messages shown at most: older ones leave the page, which stays light
 
 // -- who and where ------------------------------------------------------------------------------
 
@@ -23,10 +26,15 @@ async function askNickname() {
   const input = $("#nick");
   // Escape would close the dialog and leave the page waiting for a name for good.
   dialog.addEventListener("cancel", (event) => event.preventDefault());
-  input.addEventListener("input", () => input.setCustomValidity(input.value.trim() ? "" : "a name needs a letter or a digit"));
+  input.addEventListener("input", () => {
+    const name = input.value.trim();
+    input.setCustomValidity(!name ? "a name needs a letter or a digit" : NICK.test(name) ? "" : NICK_RULE);
+  });
   dialog.showModal();
   input.focus();
-  await new Promise((resolve) => $("#join-form").addEventListener("submit", resolve, { once: true }));
+  // (On "close", not "submit": closing gives the focus back to where it was, the page's body.)
+  await new Promise((resolve) => dialog.addEventListener("close", resolve, { once: true }));
+  $("#text").focus(); // ready to type a message
   return input.value.trim();
 }
 
@@ -35,8 +43,12 @@ const nick = params.get("nick") || localStorage.getItem("ladder-demo-nick") || (
 localStorage.setItem("ladder-demo-nick", nick);
 $("#me").textContent = nick;
 $("#rename").addEventListener("click", () => {
+  // Load the page again, without a ?nick=, so that it asks (the room in the URL stays).
   localStorage.removeItem("ladder-demo-nick");
-  location.href = location.pathname + location.hash;
+  const url = new URL(location.href);
+  url.searchParams.delete("nick");
+  history.replaceState(null, "", url);
+  location.reload();
 });
 
 // Client options can come from the URL, for experiments and tests: ?transports=sse,longpoll&probe=500
@@ -113,7 +125,11 @@ client.on("state", () => showBadge());
 client.on("probe", (e) => log(`probe ${NAMES[e.rung]}: ${e.ok ? "works" : e.reason}`, e.ok ? "" : "bad"));
 client.on("session_lost", (e) => log(`new session (${e.reason})`, "bad"));
 client.on("resubscribed", (e) => log(`resubscribed to ${e.channel}${e.recovered ? ", nothing missed" : ""}`));
-client.on("resync", (e) => log(`${e.channel}: history lost, refetching`, "bad"));
+client.on("resync", (e) => {
+  if (e.channel.startsWith("typing:")) return; // keeps no history: nothing was lost
+  log(`${e.channel}: history lost, refetching`, "bad");
+  if (e.channel === `room:${current?.room}`) refetch(current, e.epoch);
+});
 client.on("error", (e) => log(`server: ${e.code} ${e.reason}`, "bad"));
 client.on("tabs", (e) => showTabs(e.count));
 showBadge();
@@ -129,7 +145,7 @@ function showTabs(count) {
 // -- rooms, messages, presence, typing -------------------------------------------------------------
 
 const rooms = JSON.parse(localStorage.getItem("ladder-demo-rooms") || '["lobby", "random"]');
-let current = null; // { room, sub, typing }
+let current = null; // { room, sub, typing, refetching }
 const members = new Map(); // public session id -> nick
 const typers = new Map(); // nick -> when
 const pending = new Set(); // outgoing messages not yet seen in the room
@@ -201,21 +217,85 @@ function messageItem(name, text, when) {
   return item;
 }
 
-function onMessage(pub) {
+// The list shows a room's messages in channel order, each once, with their position: offsets
+// count within an epoch, and a new epoch (the channel's history lost) starts them over.
+function show(pub) {
+  const list = $("#messages");
+  let before = list.lastElementChild;
+  while (before && before.dataset.epoch === pub.epoch && Number(before.dataset.offset) >= pub.offset) {
+    if (Number(before.dataset.offset) === pub.offset) {
+      delete before.dataset.stale; // shown already, and still in the room's history
+      return;
+    }
+    before = before.previousElementSibling;
+  }
   const { nick: name, text, ts } = pub.data;
-  const stick = scrolledDown();
   const item = messageItem(name, text, new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+  item.dataset.epoch = pub.epoch;
   item.dataset.offset = String(pub.offset);
-  $("#messages").append(item);
-  if ($("#room-status").textContent === "a new room") $("#room-status").textContent = "";
-  typers.delete(name);
-  renderTyping();
+  if (before) before.after(item);
+  else list.prepend(item);
+  if (list.children.length > KEEP) {
+    list.firstElementChild.remove();
+    $("#older").hidden = false;
+  }
+}
+
+// A message being sent shows "sending…" until its room's list has reached its position (within
+// its epoch: offsets of two epochs say nothing of each other).
+function settle() {
+  const newest = $("#messages").lastElementChild;
   for (const mine of pending) {
-    if (mine.offset !== undefined && mine.offset <= pub.offset) {
+    const reached = mine.epoch === newest?.dataset.epoch && mine.offset <= Number(newest.dataset.offset);
+    if (mine.room === current?.room && reached) {
       mine.item.remove();
       pending.delete(mine);
     }
   }
+}
+
+function onMessage(pub) {
+  const stick = scrolledDown();
+  show(pub);
+  if ($("#room-status").textContent === "a new room") $("#room-status").textContent = "";
+  typers.delete(pub.data.nick);
+  renderTyping();
+  settle();
+  if (stick) scrollDown();
+}
+
+function fromHistory(count) {
+  return count ? `${count} earlier message${count > 1 ? "s" : ""} from history` : "a new room";
+}
+
+// The room's history was lost (the server restarted on the memory engine; or this page was away
+// longer than the history reaches): show the room as the server has it now, as a reload would.
+// What is shown meanwhile stays until the answer; what arrives meanwhile is kept.
+async function refetch(room, epoch) {
+  const asked = (room.refetching = {});
+  for (const item of $("#messages").children) item.dataset.stale = "";
+  $("#room-status").textContent = "history lost: refetching…";
+  let pubs;
+  try {
+    pubs = await client.history(`room:${room.room}`, { limit: 50, timeout: null });
+  } catch (error) {
+    if (room.refetching === asked) $("#room-status").textContent = `could not refetch: ${error.message}`;
+    return;
+  }
+  if (current !== room || room.refetching !== asked) return; // another room, or a later refetch
+  const stick = scrolledDown();
+  const kept = pubs.filter((pub) => pub.epoch === epoch);
+  for (const pub of kept) show(pub);
+  for (const item of $("#messages").querySelectorAll("[data-stale]")) item.remove();
+  $("#older").hidden = true;
+  for (const mine of pending) {
+    if (mine.room === room.room && mine.epoch !== undefined && mine.epoch !== epoch) {
+      mine.item.remove(); // published in the history that is gone
+      pending.delete(mine);
+    }
+  }
+  settle();
+  $("#room-status").textContent = fromHistory(kept.length);
   if (stick) scrollDown();
 }
 
@@ -240,6 +320,7 @@ function join(room) {
     localStorage.setItem("ladder-demo-rooms", JSON.stringify(rooms));
   }
   $("#messages").replaceChildren();
+  $("#older").hidden = true;
   members.clear();
   typers.clear();
   renderMembers();
@@ -254,14 +335,12 @@ function join(room) {
     typers.set(pub.data.nick, Date.now());
     renderTyping();
   });
-  current = { room, sub, typing };
+  current = { room, sub, typing, refetching: null };
   renderRooms();
   sub.ready().then(
     (result) => {
       if (current?.sub !== sub) return;
-      $("#room-status").textContent = result.missed
-        ? `${result.missed} earlier message${result.missed > 1 ? "s" : ""} from history`
-        : "a new room";
+      $("#room-status").textContent = fromHistory(result.missed);
       scrollDown();
       refreshPresence(room);
     },
@@ -284,18 +363,14 @@ function send(text) {
   item.classList.add("pending");
   $("#outbox").append(item);
   scrollDown();
-  const mine = { item };
+  const mine = { item, room: current.room };
   pending.add(mine);
   // No timeout: while offline the message waits in the client's queue and goes out on reconnect.
   const sent = client.call("chat.send", { room: current.room, text }, { timeout: null });
   sent.then(
-    ({ offset }) => {
-      mine.offset = offset;
-      const shown = [...document.querySelectorAll("#messages li")].some((li) => Number(li.dataset.offset) >= offset);
-      if (shown) {
-        item.remove();
-        pending.delete(mine);
-      }
+    ({ epoch, offset }) => {
+      Object.assign(mine, { epoch, offset });
+      settle();
     },
     (error) => {
       item.classList.replace("pending", "failed");
@@ -310,6 +385,12 @@ $("#composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const input = $("#text");
   const text = input.value.trim();
+  if (!text && input.value) {
+    // Kept as typed, and said why (a message of spaces alone is nothing to send).
+    input.setCustomValidity("a message needs more than spaces");
+    input.reportValidity();
+    return;
+  }
   if (!text || !current) return;
   input.value = "";
   send(text);
@@ -317,6 +398,7 @@ $("#composer").addEventListener("submit", (event) => {
 
 let lastTyping = 0;
 $("#text").addEventListener("input", () => {
+  $("#text").setCustomValidity("");
   // Typing is ephemeral: not worth queueing while disconnected.
   if (!current || client.state !== "connected" || Date.now() - lastTyping < 2000) return;
   lastTyping = Date.now();
@@ -390,6 +472,7 @@ window.demo = {
   setBlocks,
   messages: () =>
     [...document.querySelectorAll("#messages li")].map((li) => ({
+      epoch: li.dataset.epoch,
       offset: Number(li.dataset.offset),
       nick: li.querySelector(".meta b").textContent,
       text: li.querySelector(".text").textContent,
