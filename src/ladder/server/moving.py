@@ -93,7 +93,9 @@ async def restore(
         # The session is here now (its old owner forgot it): a failed step must not leave
         # it unclaimed or a subscription pending for good, which silently lost every
         # publication after the move. Finished in the background as the engine comes back.
-        log.warning("session %s moved in, %s; its move finishes when the engine answers", label(state.sid), exc)
+        log.warning(
+            "session %s moved in, %s; its move finishes when the engine answers", label(state.sid), exc
+        )
         tasks.spawn(_settle_later(session, settings, sessions), "ladder-settle-in")
     return session
 

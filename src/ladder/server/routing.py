@@ -34,6 +34,7 @@ from .cluster import (
     lost_moving,
 )
 from .config import Settings
+from .foreign import ForeignNodes
 from .inbound import Inbound
 from .moving import pack, restore
 from .session import Session
@@ -45,7 +46,9 @@ log = logging.getLogger("ladder.cluster")
 class Router:
     """Opens sessions and finds them, here or on another node (pushes: :mod:`.pushing`)."""
 
-    __slots__ = ("_arriving", "_late", "channels", "cluster", "engine", "inbound", "sessions", "settings")
+    __slots__ = (
+        "_arriving", "_late", "channels", "cluster", "engine", "foreign", "inbound", "sessions", "settings"
+    )
 
     def __init__(
         self,
@@ -61,6 +64,8 @@ class Router:
         self.channels: ChannelTable = sessions.channels
         self.cluster = cluster
         self.inbound = inbound
+        self.foreign = ForeignNodes(engine, cluster.counters)
+        """Tells of sessions made by nodes on another engine."""
         self._arriving: dict[str, asyncio.Future[None]] = {}
         """Sessions being moved to this node right now."""
         self._late: dict[str, asyncio.Future[None]] = {}
@@ -128,6 +133,7 @@ class Router:
             if moved is not None:
                 raise Elsewhere(moved)  # the asking node follows it there
             raise unknown
+        await self.foreign.check(sid)
         node = await self.engine.locate_session(sid)
         if node == self.engine.node_id:
             # The engine's record of its hand-over expired or was lost (Redis restarted
@@ -149,6 +155,7 @@ class Router:
         """
         old = self.sessions.get(prev.sid) or self.sessions.settling.get(prev.sid)
         if old is None:
+            await self.foreign.check(prev.sid)
             node = await self.engine.locate_session(prev.sid)
             if node is not None and node != self.engine.node_id:
                 message = {"k": "migrate", "sid": prev.sid, "rt": prev.rt, "end": True}
@@ -158,7 +165,8 @@ class Router:
             await self._replace(old, prev.rt)
         record = await self.engine.applied_record(prev.sid, prev.rt)
         if record is None:
-            log.info("new session names lost session %s: no record (expired, or not its token)", label(prev.sid))
+            why = "no record (expired, or not its token)"
+            log.info("new session names lost session %s: %s", label(prev.sid), why)
         return Inherited.of(prev, record)
 
     async def _replace(self, old: Session, token: str) -> None:
@@ -233,7 +241,8 @@ class Router:
     async def _arrived(self, sid: str, token: str) -> Session:
         """The session another move brought here (checking the token), or a retryable refusal."""
         if sid not in self.sessions:
-            raise LadderError("engine_unavailable", f"moving session {label(sid)}… here did not finish; retry")
+            why = f"moving session {label(sid)}… here did not finish; retry"
+            raise LadderError("engine_unavailable", why)
         return await self.route(sid, token, stream=True, forwarded=True)
 
     async def _adopt_late(self, packed: dict[str, Any]) -> None:
@@ -273,7 +282,8 @@ class Router:
         if not await session.settle(SETTLE_TIMEOUT):
             session.moving = False
             self.inbound.tasks.spawn(self.inbound.drain(session), "ladder-drain")
-            raise LadderError("engine_unavailable", f"session {label(sid)}… is busy applying a message; retry")
+            why = f"session {label(sid)}… is busy applying a message; retry"
+            raise LadderError("engine_unavailable", why)
         if sessions.get(sid) is not session:  # it ended or moved while we waited
             raise LadderError("unknown_session", f"session {label(sid)}… ended")
         state = pack(session, self.channels)
