@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.exceptions import ConnectionClosed
 
 from ladder import Client, LadderError
+from ladder.protocol.sids import label
 from tests.support.metrics import metric
 from tests.support.server import LadderServer
 
@@ -346,7 +347,7 @@ async def test_a_flood_of_messages_is_ended_its_patience_after_it_began_however_
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
     assert frames[-1]["t"] == "bye" and frames[-1]["reason"] == "persistent flooding"
     assert refused_at is not None and 0.9 <= ended_at - refused_at < 2.5, ended_at - refused_at
-    lines = [line for line in log.read_text().splitlines() if f"refused on websocket ({sid[:8]})" in line]
+    lines = [line for line in log.read_text().splitlines() if f"refused on websocket ({label(sid)})" in line]
     # Messages too far ahead were refused (counted; which of a 100 ms's refusals is the one
     # logged depends on timing, so the log need not name them).
     assert too_far > 0 or again, too_far

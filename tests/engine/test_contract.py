@@ -285,6 +285,23 @@ async def test_node_liveness_and_a_broadcast_with_no_other_node(make: Make) -> N
     assert sink.node.empty() or await sink.node.get() == b"to everyone else"
 
 
+async def test_an_engine_knows_the_nodes_that_ran_on_it_lately_and_no_others(make: Make) -> None:
+    """``node_known`` (offered by engines whose session ids name their node): a node that
+    runs, or stopped within ``trace_ttl``, is known; one that never ran on it is not."""
+    engine, _ = await make()
+    if not engine.session_prefix():
+        assert getattr(engine, "node_known", None) is None, "ids without a node: nothing to check"
+        return
+    other, _ = await make()
+    node_known = engine.node_known  # type: ignore[attr-defined]
+    assert engine.trace_ttl >= 600  # type: ignore[attr-defined]
+    assert await node_known(engine.node_id) and await node_known(other.node_id)
+    assert not await node_known("ghost-node")
+    await other.stop()
+    assert not await engine.node_alive(other.node_id)
+    assert await node_known(other.node_id), "a node that stopped lately is known: its sessions are gone"
+
+
 async def test_publications_sent_together_keep_each_channels_order_and_their_own_outcomes(make: Make) -> None:
     """``publish_many`` (offered by engines whose publish waits for a server) is ``publish``
     for each item, in order, sent together."""

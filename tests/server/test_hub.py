@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ladder import ChannelOptions, Context, Identity, Ladder, LadderError, Limits
+from ladder.protocol.sids import label
 from ladder.server.hub import internals
 from tests.server.harness import Clock, Peer, make_hub
 
@@ -233,9 +234,29 @@ async def test_a_slow_consumer_drop_is_counted_and_logged_as_a_refusal(caplog: p
         assert internals(hub).counters.errors["slow_consumer"] == 1
         refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused on")]
         assert refused == [
-            f"refused on websocket ({slow.session.sid[:8]}): slow_consumer: "
+            f"refused on websocket ({label(slow.session.sid)}): slow_consumer: "
             "client fell too far behind; session dropped"
         ]
+    finally:
+        await hub.stop()
+
+
+async def test_log_lines_tell_the_sessions_of_one_node_apart(caplog: pytest.LogCaptureFixture) -> None:
+    """Session ids made by a shared engine begin with the node's id (``42a6db00.``): lines
+    naming a session by its first 8 characters named every session of a node alike."""
+    hub = make_hub(limits=Limits(max_queue=10))
+    hub.engine.session_prefix = lambda: "42a6db00."  # type: ignore[method-assign]
+    try:
+        slow, other = await Peer.open(hub), await Peer.open(hub)
+        assert slow.session.sid.startswith("42a6db00.") and other.session.sid.startswith("42a6db00.")
+        await slow.request({"t": "sub", "ch": "firehose"})
+        with caplog.at_level(logging.INFO, "ladder"):
+            for n in range(15):
+                await hub.publish("firehose", n)
+        (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused on")]
+        named = "42a6db00." + slow.session.sid.split(".", 1)[1][:8]
+        assert line.startswith(f"refused on websocket ({named}): slow_consumer"), line
+        assert label(other.session.sid) not in line
     finally:
         await hub.stop()
 

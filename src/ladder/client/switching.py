@@ -14,6 +14,7 @@ from ..protocol.client import FATAL, after_transport
 from ..protocol.client.ending import Action
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame
+from ..protocol.sids import label
 from . import rungs as rung_memory
 from .events import (
     Connected,
@@ -41,7 +42,7 @@ class Switching(Opening):
 
     def _session_gone(self, reason: str) -> None:
         if self.peer.sid is not None:
-            log.info("session %s lost: %s", self.peer.sid[:8], reason)
+            log.info("session %s lost: %s", label(self.peer.sid), reason)
             self.peer.forget_session()
             self._pending_loss = reason
 

@@ -61,6 +61,11 @@ class ComposedEngine:
             getattr(channels, "publish_many", None)
         )
         """Several publications sent together, where the part can (see ``Channels``)."""
+        self.node_known: Callable[[str], Coroutine[Any, Any, bool]] | None = getattr(
+            routing, "node_known", None
+        )
+        """Whether a node ran on this engine lately, where the part can tell (see
+        ``SessionRouting``)."""
 
     healthy: bool
     """Set by each engine (it knows what it depends on)."""

@@ -21,6 +21,7 @@ import msgpack
 
 from ..engine.base import Engine
 from ..protocol.errors import LadderError
+from ..protocol.sids import label
 from .tasks import Tasks
 
 log = logging.getLogger("ladder.cluster")
@@ -63,7 +64,7 @@ class HandedHere(LadderError):
 
 def lost_moving(sid: str) -> LadderError:
     """The refusal for a session that every node says it handed on and nobody holds."""
-    return LadderError("unknown_session", f"session {sid[:8]}… was lost moving between nodes")
+    return LadderError("unknown_session", f"session {label(sid)}… was lost moving between nodes")
 
 
 def _error(message: dict[str, Any]) -> LadderError:

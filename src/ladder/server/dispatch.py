@@ -33,6 +33,7 @@ from ..protocol.frames import (
     Unsubscribe,
 )
 from ..protocol.outframes import OutFrame, error_frame, reply_frame
+from ..protocol.sids import label
 from .auth import AuthRequest, check_permission, permitted, run_authenticate, sees_members
 from .channels import ChannelTable
 from .config import Settings
@@ -197,7 +198,7 @@ class Dispatch:
             log.error(
                 "handler failed for %s from session %s",
                 type(frame).__name__,
-                session.sid[:8],
+                label(session.sid),
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
             self.counters.errors["handler_error"] += 1
@@ -208,7 +209,7 @@ class Dispatch:
         log.error(
             "applying %s from session %s failed; answered internal",
             kind,
-            session.sid[:8],
+            label(session.sid),
             exc_info=(type(exc), exc, exc.__traceback__),
         )
         self.counters.errors["internal"] += 1

@@ -21,6 +21,7 @@ from ..engine.base import Member, Position
 from ..protocol.errors import LadderError
 from ..protocol.outframes import resync_frame
 from ..protocol.session import SessionState
+from ..protocol.sids import label
 from .applied import Answers, Inherited
 from .auth import Identity, sees_members
 from .channels import ChannelTable
@@ -92,7 +93,9 @@ async def restore(
         # The session is here now (its old owner forgot it): a failed step must not leave
         # it unclaimed or a subscription pending for good, which silently lost every
         # publication after the move. Finished in the background as the engine comes back.
-        log.warning("session %s moved in, %s; its move finishes when the engine answers", state.sid[:8], exc)
+        log.warning(
+            "session %s moved in, %s; its move finishes when the engine answers", label(state.sid), exc
+        )
         tasks.spawn(_settle_later(session, settings, sessions), "ladder-settle-in")
     return session
 

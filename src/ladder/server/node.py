@@ -151,6 +151,9 @@ class Node:
             if self.started:
                 return
             make_visible()
+            trace_ttl = getattr(self.engine, "trace_ttl", None)
+            if trace_ttl is not None:  # (its sessions' node must be known as long as they are)
+                self.engine.trace_ttl = max(trace_ttl, 2 * self.settings.session_limits.ttl)  # type: ignore[attr-defined]
             await self.engine.start(self.channels)
             self._ticker = asyncio.create_task(self._tick_loop(), name="ladder-ticker")
             self.started = True

@@ -22,6 +22,7 @@ from ..protocol.errors import LadderError
 from ..protocol.frames import Numbered
 from ..protocol.outframes import OutFrame
 from ..protocol.session import Phase
+from ..protocol.sids import label
 from .applied import Answers, encode_answer
 from .session import Session
 
@@ -147,4 +148,4 @@ def _carried_keys(session: Session) -> list[str] | None:
 
 def _not_recorded(session: Session, frame: Numbered, exc: LadderError) -> None:
     # Applied all the same; only if this node died now could a resend apply it again.
-    log.warning("session %s: message %d applied but not recorded (%s)", session.sid[:8], frame.i, exc)
+    log.warning("session %s: message %d applied but not recorded (%s)", label(session.sid), frame.i, exc)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from ..protocol.errors import LadderError
+from ..protocol.sids import label
 from .http import UNTRUSTED_PROXY
 from .metrics import Counters
 from .session import Session
@@ -80,7 +81,7 @@ class Refusals:
             who = client or "-"
             self._log(transport, error, who, self._address(who), ending=False)
         else:
-            self._log(transport, error, session.sid[:8], session, ending=ending or error.fatal)
+            self._log(transport, error, label(session.sid), session, ending=ending or error.fatal)
         if origin is not None and error.code == "origin_not_allowed":
             self._warn_origin(origin, error.reason)
 

@@ -20,6 +20,7 @@ from ..protocol.codec import codec_named
 from ..protocol.errors import LadderError
 from ..protocol.frames import Hello, Previous
 from ..protocol.session import Phase
+from ..protocol.sids import label
 from .applied import Inherited
 from .auth import AuthRequest, run_authenticate
 from .channels import ChannelTable
@@ -33,6 +34,7 @@ from .cluster import (
     lost_moving,
 )
 from .config import Settings
+from .foreign import ForeignNodes
 from .inbound import Inbound
 from .moving import pack, restore
 from .session import Session
@@ -44,7 +46,9 @@ log = logging.getLogger("ladder.cluster")
 class Router:
     """Opens sessions and finds them, here or on another node (pushes: :mod:`.pushing`)."""
 
-    __slots__ = ("_arriving", "_late", "channels", "cluster", "engine", "inbound", "sessions", "settings")
+    __slots__ = (
+        "_arriving", "_late", "channels", "cluster", "engine", "foreign", "inbound", "sessions", "settings"
+    )
 
     def __init__(
         self,
@@ -60,6 +64,8 @@ class Router:
         self.channels: ChannelTable = sessions.channels
         self.cluster = cluster
         self.inbound = inbound
+        self.foreign = ForeignNodes(engine, cluster.counters)
+        """Tells of sessions made by nodes on another engine."""
         self._arriving: dict[str, asyncio.Future[None]] = {}
         """Sessions being moved to this node right now."""
         self._late: dict[str, asyncio.Future[None]] = {}
@@ -121,12 +127,13 @@ class Router:
         ended = self.sessions.ended.get(sid)
         if ended is not None and hmac.compare_digest(ended[1].encode(), token.encode()):
             raise LadderError(ended[0].code, ended[0].reason)  # why it ended, not "unknown"
-        unknown = LadderError("unknown_session", f"session {sid[:8]}… is unknown or expired")
+        unknown = LadderError("unknown_session", f"session {label(sid)}… is unknown or expired")
         if forwarded:
             moved = self.sessions.moved.get(sid)
             if moved is not None:
                 raise Elsewhere(moved)  # the asking node follows it there
             raise unknown
+        await self.foreign.check(sid)
         node = await self.engine.locate_session(sid)
         if node == self.engine.node_id:
             # The engine's record of its hand-over expired or was lost (Redis restarted
@@ -148,6 +155,7 @@ class Router:
         """
         old = self.sessions.get(prev.sid) or self.sessions.settling.get(prev.sid)
         if old is None:
+            await self.foreign.check(prev.sid)
             node = await self.engine.locate_session(prev.sid)
             if node is not None and node != self.engine.node_id:
                 message = {"k": "migrate", "sid": prev.sid, "rt": prev.rt, "end": True}
@@ -157,7 +165,8 @@ class Router:
             await self._replace(old, prev.rt)
         record = await self.engine.applied_record(prev.sid, prev.rt)
         if record is None:
-            log.info("new session names lost session %s: no record (expired, or not its token)", prev.sid[:8])
+            why = "no record (expired, or not its token)"
+            log.info("new session names lost session %s: %s", label(prev.sid), why)
         return Inherited.of(prev, record)
 
     async def _replace(self, old: Session, token: str) -> None:
@@ -214,7 +223,7 @@ class Router:
             sid = str(message["sid"])
             if await self._handed_late(sid):
                 raise
-            log.warning("session %s was lost while being handed to this node", sid[:8])
+            log.warning("session %s was lost while being handed to this node", label(sid))
             raise lost_moving(sid) from None
 
     async def _handed_late(self, sid: str) -> bool:
@@ -232,7 +241,8 @@ class Router:
     async def _arrived(self, sid: str, token: str) -> Session:
         """The session another move brought here (checking the token), or a retryable refusal."""
         if sid not in self.sessions:
-            raise LadderError("engine_unavailable", f"moving session {sid[:8]}… here did not finish; retry")
+            why = f"moving session {label(sid)}… here did not finish; retry"
+            raise LadderError("engine_unavailable", why)
         return await self.route(sid, token, stream=True, forwarded=True)
 
     async def _adopt_late(self, packed: dict[str, Any]) -> None:
@@ -245,7 +255,7 @@ class Router:
             log.exception("a session handed over late could not be taken in")
             return
         self.cluster.counters["moved_in"] += 1
-        log.warning("session %s was handed over after its move timed out; it lives here", session.sid[:8])
+        log.warning("session %s was handed over after its move timed out; it lives here", label(session.sid))
         late = self._late.pop(session.sid, None)
         if late is not None and not late.done():
             late.set_result(None)
@@ -258,7 +268,7 @@ class Router:
             # Ended here, its last message still applied: answer once it is recorded (the
             # asker is a successor about to read that record).
             await ended.settle(SETTLE_TIMEOUT)
-            raise LadderError("unknown_session", f"session {sid[:8]}… ended")
+            raise LadderError("unknown_session", f"session {label(sid)}… ended")
         moved = sessions.moved.get(sid)
         if moved is not None and sid not in sessions:
             return {"moved": moved}
@@ -272,9 +282,10 @@ class Router:
         if not await session.settle(SETTLE_TIMEOUT):
             session.moving = False
             self.inbound.tasks.spawn(self.inbound.drain(session), "ladder-drain")
-            raise LadderError("engine_unavailable", f"session {sid[:8]}… is busy applying a message; retry")
+            why = f"session {label(sid)}… is busy applying a message; retry"
+            raise LadderError("engine_unavailable", why)
         if sessions.get(sid) is not session:  # it ended or moved while we waited
-            raise LadderError("unknown_session", f"session {sid[:8]}… ended")
+            raise LadderError("unknown_session", f"session {label(sid)}… ended")
         state = pack(session, self.channels)
         await sessions.hand_over(session, str(message["from"]))
         self.cluster.counters["moved_out"] += 1

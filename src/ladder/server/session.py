@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol.frames import Numbered
 from ..protocol.session import SessionState
+from ..protocol.sids import label
 from .applied import Answers, Inherited
 from .auth import Identity
 from .ratelimit import Bucket
@@ -193,4 +194,4 @@ class Session:
         return self.identity.user
 
     def __repr__(self) -> str:
-        return f"<Session {self.sid[:8]} user={self.user!r} {self.state.phase.value}>"
+        return f"<Session {label(self.sid)} user={self.user!r} {self.state.phase.value}>"

@@ -14,6 +14,7 @@ from ..engine.base import Engine
 from ..protocol.errors import LadderError
 from ..protocol.outframes import OutFrame
 from ..protocol.session import Phase, SessionLimits, SessionState
+from ..protocol.sids import label
 from .auth import Identity
 from .channels import ChannelTable
 from .recording import Recording
@@ -237,7 +238,7 @@ class SessionTable:
         if error is not None and error.code in TOLD_AFTER:
             self.remember_end(session, error)
         if error is not None and error.code not in ("session_closed", "shutting_down"):
-            log.info("session %s closed: %s", session.sid[:8], error)
+            log.info("session %s closed: %s", label(session.sid), error)
         self.tasks.spawn(self.forget(session), "ladder-forget")
 
     def overflowed(self, session: Session) -> None:

@@ -18,6 +18,9 @@ Layout in Redis (``prefix`` defaults to ``ladder``):
 ``{p}:away:{node}``                   string: while its listener reconnects (expires 3 s
                                       after its last refresh)
 ``{p}:all``                           pub/sub: messages for every node (``send_user``)
+``{p}:node:{node}``                   string: a node's trace, refreshed every 30 s while it
+                                      runs, expiring ``trace_ttl`` after (a session naming
+                                      a node without one was made on another engine)
 ``{p}:a:{sid}``                       hash: what a session applied (``t`` token digest,
                                       ``i`` highest id, ``r:<id>`` kept answers, ``o``
                                       carried keys); expires ``ttl`` after its last write
@@ -199,6 +202,15 @@ class RedisEngine(ComposedEngine):
         return self._routing
 
     @property
+    def trace_ttl(self) -> float:
+        """Seconds this node's trace is kept after it stopped (see ``SessionRouting``)."""
+        return self._routing.trace_ttl
+
+    @trace_ttl.setter
+    def trace_ttl(self, seconds: float) -> None:
+        self._routing.trace_ttl = seconds
+
+    @property
     def reconnects(self) -> int:
         """How many times the listener lost its connection."""
         return self._listener.reconnects
@@ -226,6 +238,8 @@ class RedisEngine(ComposedEngine):
             self._link.sink = None
             raise refusal.error(self.url)
         await self._link.ready()
+        if self._asked:  # (known to every node from the start: see ``SessionRouting``)
+            await self._routing.keep_trace(asyncio.get_running_loop().time())
         self._channels.scripts()
         self._presence.scripts()
         loop = asyncio.get_running_loop()
@@ -356,9 +370,12 @@ class RedisEngine(ComposedEngine):
             except Exception as exc:
                 self.last_error = heartbeat_error(exc, shown(self.url))
                 self._commands_ok = self._asked = False
+                self._routing.retrace()
             else:
                 self._commands_ok = True
                 self._listener.wake()  # (a no-op while it is listening)
+                if self._asked:
+                    await self._routing.keep_trace(asyncio.get_running_loop().time())
             self._health()
             await asyncio.sleep(HEARTBEAT_EVERY if self._commands_ok else RECHECK_EVERY)
 

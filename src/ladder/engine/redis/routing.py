@@ -6,7 +6,9 @@ pub/sub key ``{prefix}:n:{node}`` (a killed process's subscription ends with its
 connection), or while it says its listener is reconnecting: ``{prefix}:away:{node}``, set
 over its command connection as soon as the listener's link broke, refreshed until it is
 back, expiring ``AWAY_TTL`` after the last refresh (a process killed meanwhile).
-``{prefix}:all`` reaches every node.
+``{prefix}:all`` reaches every node. Each node leaves a trace of itself,
+``{prefix}:node:{node}``, refreshed by the engine's heartbeat and kept ``trace_ttl`` after
+it stopped: a session naming a node without one was made on another engine.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import itertools
 import logging
 from typing import Final
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .link import RedisLink, unavailable
 from .listener import PubSubListener
@@ -46,6 +48,14 @@ subscription dead (its sessions would be lost, and with them, without persistenc
 record of what they applied)."""
 
 
+TRACE_TTL: Final = 600.0
+"""Seconds a node's trace outlives its last refresh, at least (the hub raises it to twice
+its ``session_ttl``)."""
+
+TRACE_REFRESH: Final = 30.0
+"""Seconds between refreshes of a node's trace (from the engine's heartbeat)."""
+
+
 class RedisRouting:
     """The :class:`~ladder.engine.base.SessionRouting` part of the Redis engine."""
 
@@ -60,6 +70,12 @@ class RedisRouting:
         self._marked = False
         """A mark of this node may be in Redis (set, or its removal failed)."""
         self._changed = asyncio.Event()
+        self.trace_ttl = TRACE_TTL
+        """Seconds this node's trace is kept after it stopped (see :meth:`node_known`)."""
+        self.trace = b"1"
+        """What this node's trace says of it."""
+        self._traced_at: float | None = None
+        """When the trace was last written (monotonic), None until it is."""
 
     def away(self, away: bool) -> None:
         """This node's listener lost its link (True) or is subscribed again (False)."""
@@ -101,6 +117,34 @@ class RedisRouting:
             with contextlib.suppress(Exception):
                 await self._link.redis.delete(self._link.k("away", self.node_id))
             self._marked = False
+
+    async def keep_trace(self, now: float) -> None:
+        """Write this node's trace if it was not written within ``TRACE_REFRESH`` (called
+        by the engine's heartbeat once Redis answered; a failure is tried at the next)."""
+        if self._traced_at is not None and now - self._traced_at < TRACE_REFRESH:
+            return
+        try:
+            key = self._link.k("node", self.node_id)
+            await self._link.redis.set(key, self.trace, px=int(self.trace_ttl * 1000))
+        except (RedisError, OSError, RedisClusterException) as exc:
+            log.debug("writing this node's trace failed: %s", exc)
+            return
+        self._traced_at = now
+
+    def retrace(self) -> None:
+        """Redis did not answer: it may come back without its data (restarted without
+        persistence), so the trace is written again at the next heartbeat answered."""
+        self._traced_at = None
+
+    async def node_known(self, node: str) -> bool:
+        """Whether ``node`` left its trace here (it ran within ``trace_ttl``).
+
+        Only the trace counts, not a subscription: pub/sub is one for every database of a
+        server, so a node on another database would look like one of this engine's."""
+        try:
+            return bool(await self._link.redis.exists(self._link.k("node", node)))
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from exc
 
     def on_message(self, data: bytes) -> None:
         """A message on this node's key or the all-nodes key."""

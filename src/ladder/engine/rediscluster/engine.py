@@ -143,6 +143,8 @@ class RedisClusterEngine(RedisEngine):
                     answers = await asyncio.gather(*(self._ping(node) for node in primaries))
                     self._primaries = {node.name: ok for node, ok in zip(primaries, answers, strict=True)}
                     self._commands_ok = any(answers)
+                    if self._commands_ok:
+                        await self._routing.keep_trace(asyncio.get_running_loop().time())
                     if not all(answers):
                         with contextlib.suppress(RedisError, OSError):
                             await link.read_topology(again=True)
@@ -151,6 +153,7 @@ class RedisClusterEngine(RedisEngine):
                 self._commands_ok = False
             if not self._commands_ok:
                 self._asked = False
+                self._routing.retrace()
             self._health()
             await asyncio.sleep(HEARTBEAT_EVERY if self._commands_ok else RECHECK_EVERY)
 

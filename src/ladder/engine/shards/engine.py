@@ -94,6 +94,16 @@ class ShardedEngine(ComposedEngine):
     def healthy(self, value: bool) -> None:
         raise AttributeError("a sharded engine's health follows its shards'")
 
+    @property
+    def trace_ttl(self) -> float:
+        """Seconds this node's trace is kept after it stopped (on every shard)."""
+        return max(shard.trace_ttl for _, shard in self.shards)
+
+    @trace_ttl.setter
+    def trace_ttl(self, seconds: float) -> None:
+        for _, shard in self.shards:
+            shard.trace_ttl = seconds
+
     def healthy_for(self, sid: str) -> bool:
         return self.placement.of(sid).healthy and not any(shard.refused for _, shard in self.shards)
 

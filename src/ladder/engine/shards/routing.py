@@ -51,6 +51,20 @@ class ShardedRouting:
                     return True
         return await self.messenger(node).node_alive(node)
 
+    async def node_known(self, node: str) -> bool:
+        """Whether ``node`` left its trace on some shard that answers (each shard keeps
+        every node's own); raises only when none answers."""
+        failed: LadderError | None = None
+        for shard in self.messengers(node):
+            try:
+                if await shard.routing_part.node_known(node):
+                    return True
+            except LadderError as exc:
+                failed = exc
+        if failed is not None:
+            raise failed
+        return False
+
     async def claim_session(self, sid: str, ttl: float) -> None:
         await self._placement.of(sid).claim_session(sid, ttl)
 

@@ -1,0 +1,102 @@
+"""A node on another engine behind the same address (another key prefix or database of the
+same Redis here): clients that land on it resuming a session of the real cluster are cut
+off from what the cluster publishes, while ``/health`` says 200. The node says so in its
+log, once per unknown node, naming the fix. Real ``redis-server`` on loopback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from ladder import Ladder, LadderError
+from ladder.engine.redis import RedisEngine
+from ladder.protocol.frames import Hello, Previous
+from ladder.server.auth import AuthRequest
+from ladder.server.hub import internals
+from tests.server.harness import Peer
+from tests.support.redis import RedisServer
+
+MakeHub = Callable[..., Awaitable[Ladder]]
+
+
+@pytest.fixture
+async def make_hub(redis_server: RedisServer) -> AsyncIterator[MakeHub]:
+    made: list[Ladder] = []
+
+    async def make(database: int = 0, prefix: str = "ladder") -> Ladder:
+        url = f"redis://127.0.0.1:{redis_server.port}/{database}"
+        hub = Ladder(engine=RedisEngine(url, prefix=prefix))
+        await hub.start()
+        made.append(hub)
+        return hub
+
+    yield make
+    for hub in made:
+        await hub.stop()
+
+
+def told(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The warnings about nodes without a trace."""
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "no trace" in r.getMessage()]
+
+
+def nodes_named(lines: list[str]) -> set[str]:
+    return {line.split("made by node ")[1].split(",")[0] for line in lines}
+
+
+async def test_resumes_of_sessions_of_nodes_on_another_prefix_are_told_once_per_node(
+    make_hub: MakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster, other, stray = await make_hub(), await make_hub(), await make_hub(prefix="elsewhere")
+    peers = [await Peer.open(cluster) for _ in range(2)] + [await Peer.open(other)]
+    router = internals(stray).router
+    with caplog.at_level(logging.INFO, "ladder"):
+        for _ in range(3):
+            for peer in peers:
+                with pytest.raises(LadderError) as unknown:
+                    await router.route(peer.session.sid, peer.session.state.token, stream=True)
+                assert unknown.value.code == "unknown_session"
+        # A new session naming a lost one (psid) of the other engine counts too.
+        request = AuthRequest(headers={}, cookies={}, token=None, client="test", transport="websocket")
+        lost = peers[0].session
+        await router.open(Hello(v=1, prev=Previous(lost.sid, lost.state.token, ())), request)
+    lines = told(caplog)
+    assert len(lines) == 2, lines  # one per node, however many sessions and resumes
+    assert nodes_named(lines) == {cluster.engine.node_id, other.engine.node_id}
+    assert all("the same engine URL" in line and "restarted without persistence" in line for line in lines)
+    assert internals(stray).cluster.counters["unknown_node"] == 10
+    assert 'ladder_cluster_total{kind="unknown_node"} 10.0' in internals(stray).metrics.render().decode()
+
+
+async def test_sessions_of_a_node_on_another_database_are_told_even_when_they_move_in(
+    make_hub: MakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pub/sub is one for every database of a server: a session of a node on database 0
+    moves to a node on database 1 as if they shared an engine, while its records and its
+    channels' history stay behind."""
+    cluster, stray = await make_hub(0), await make_hub(1)
+    peers = [await Peer.open(cluster) for _ in range(4)]
+    with caplog.at_level(logging.INFO, "ladder"):
+        for peer in peers:
+            moved = await internals(stray).router.route(peer.session.sid, peer.session.state.token, stream=True)
+            assert moved.sid == peer.session.sid
+    lines = told(caplog)
+    assert len(lines) == 1 and nodes_named(lines) == {cluster.engine.node_id}, lines
+    assert internals(stray).cluster.counters["unknown_node"] == 4
+
+
+async def test_sessions_of_a_node_that_stopped_on_the_same_engine_are_not_told(
+    make_hub: MakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node that died lately is known: its sessions are legitimately gone."""
+    gone, survivor = await make_hub(), await make_hub()
+    peer = await Peer.open(gone)
+    sid, token = peer.session.sid, peer.session.state.token
+    await gone.stop()
+    with caplog.at_level(logging.INFO, "ladder"), pytest.raises(LadderError) as unknown:
+        await internals(survivor).router.route(sid, token, stream=True)
+    assert unknown.value.code == "unknown_session"
+    assert told(caplog) == []
+    assert internals(survivor).cluster.counters["unknown_node"] == 0
