@@ -18,7 +18,7 @@ from ladder.client import Resubscribed, ServerError, SessionLost
 from ladder.engine.shards import Placement
 from tests.e2e.test_shard_hold import shards_healthy
 from tests.engine.conftest import shards_url
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, redis_servers
 from tests.support.server import LadderServer
 from tests.support.subscriptions import take
 
@@ -28,14 +28,8 @@ CONFIG = {"heartbeat": 2.0}
 @pytest.fixture
 def servers() -> Iterator[list[RedisServer]]:
     """Two Redis servers keeping their data across a restart (a channel's history survives)."""
-    started = [RedisServer(persistent=True), RedisServer(persistent=True)]
-    try:
-        for server in started:
-            server.start()
+    with redis_servers(2, persistent=True) as started:
         yield started
-    finally:
-        for server in started:
-            server.close()
 
 
 async def test_a_subscription_renewed_while_its_redis_server_is_down_comes_back_with_it(

@@ -152,9 +152,10 @@ def pubsub_clients_of(redis: RedisServer, pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def redis_servers(count: int) -> Iterator[list[RedisServer]]:
-    """``count`` independent redis-servers (a sharded engine's shards), stopped on exit."""
-    servers = [RedisServer() for _ in range(count)]
+def redis_servers(count: int, *, persistent: bool = False) -> Iterator[list[RedisServer]]:
+    """``count`` independent redis-servers (a sharded engine's shards), stopped on exit;
+    ``persistent``: each keeps its data across a restart."""
+    servers = [RedisServer(persistent=persistent) for _ in range(count)]
     try:
         for server in servers:
             server.start()
