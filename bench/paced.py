@@ -20,7 +20,7 @@ Socket.IO is JSON text. A server that delivers less than 95 % of what was publis
 the window "cannot sustain" the rate (its latency then only measures its growing queue).
 
 ``BENCH_LG=node`` runs the same scenario with a load generator in Node (``lg-node/paced.cjs``,
-the ``ws`` package and ``@msgpack/msgpack``, on the load generator's core) instead of the
+the ``ws`` package and ``msgpackr``, on the load generator's core) instead of the
 Python one, Ladder again in both encodings: a Node client reads a message for less than the
 Python one spends, so the latencies it measures are less its own (with 1,000 subscribers
 they are still bound by it: see docs/benchmarks.md).
