@@ -1489,6 +1489,20 @@ describe("events", () => {
 });
 
 describe("options", () => {
+  test("the defaults are the core's table, the one both clients apply (protocol §9.14)", () => {
+    const client = new Client("http://127.0.0.1:1");
+    const { options } = client;
+    const applied = {
+      stagger: options.stagger, open_timeout: options.openTimeout, verify_timeout: options.verifyTimeout,
+      connect_timeout: options.connectTimeout, backoff_base: options.backoffBase, backoff_max: options.backoffMax,
+      stable_after: client.policy.stableAfter, cut_limit: client.policy.cutLimit, probe_delay: options.probeDelay,
+      probe_max_delay: options.probeMaxDelay, poll_interval: options.pollInterval, max_queue: client.peer.outbox.maxItems,
+      ack_every: options.ackEvery, ack_interval: options.ackInterval, refresh_margin: options.refreshMargin,
+    };
+    const { request_timeout: requestTimeout, ...table } = core.clientDefaults();
+    assert.deepEqual(applied, table);
+    assert.equal(requestTimeout, core.REQUEST_TIMEOUT);
+  });
   test("an option's value that cannot work throws naming the option (it was taken, and failed later or never)", () => {
     const make = (options) => () => new Client("http://127.0.0.1:1", options);
     assert.throws(make({ openTimeout: "x" }), /^TypeError: openTimeout must be a number of ms above 0, not "x"$/);

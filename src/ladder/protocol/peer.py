@@ -13,7 +13,7 @@ new session names the lost one (``psid``, ``prt``) and which of its messages are
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from .errors import LadderError
 from .frames import PROTOCOL_VERSION, format_ids
@@ -28,13 +28,18 @@ def carried(frame: Frame) -> bool:
     return frame.get("t") not in ("sub", "unsub")
 
 
+MAX_QUEUE: Final = 1000
+"""Messages a client keeps while unacknowledged or offline, by default (a full queue refuses
+the next one)."""
+
+
 class PeerState:
     """Client bookkeeping for one logical connection (across sessions and transports)."""
 
     def __init__(
         self,
         *,
-        max_queue: int = 1000,
+        max_queue: int = MAX_QUEUE,
         window: int = 100_000,
         carry: Callable[[Frame], bool] = carried,
     ) -> None:

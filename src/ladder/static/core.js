@@ -8,9 +8,16 @@
  * languages; docs/protocol.md §9 states them for third-party clients.
  */
 
+import { MAX_QUEUE } from "./peer.js";
+
 /** @typedef {"resume" | "back_off" | "resume_now" | "new_session" | "give_up"} Action */
 
 // -- acking --------------------------------------------------------------------------------------
+
+/** Unacknowledged frames at which an ack goes at once, at most (drawn from [every/2, every]). */
+export const ACK_EVERY = 128;
+/** ms of quiet after which the frames unacknowledged are acknowledged. */
+export const ACK_INTERVAL = 1000;
 
 /**
  * When to acknowledge the server's messages on a stream (protocol §9.7): at once when the
@@ -22,7 +29,7 @@
  */
 export class AckPolicy {
   /** @param {{every?: number, interval?: number}} [options] */
-  constructor({ every = 128, interval = 1000 } = {}) {
+  constructor({ every = ACK_EVERY, interval = ACK_INTERVAL } = {}) {
     this.every = every;
     this.interval = interval;
     /** @type {number | null} half the server's `lim.queue` (null until a welcome says) */
@@ -594,6 +601,8 @@ export const PROOF_FACTOR = 4;
 export const PROOF_STRIKES = 2;
 /** ms: a pong's deadline noticed later than this means the client, not the stream, was asleep. */
 const ASLEEP = 1000;
+/** ms an SSE stream's first pong may take (a check on a live stream: twice this) before the stream counts as failed. */
+export const VERIFY_TIMEOUT = 2500;
 
 /**
  * ms a pong may arrive after the answer to its POST, which took `roundTrip` ms.
@@ -722,13 +731,15 @@ export class StreamProof {
 
 /** A watchdog firing more than this late (ms) means the client, not the link, was asleep. */
 export const LATE_SLACK = 1000;
+/** ms more a hidden page's transport may stay silent (browsers throttle its timers; the browser client only). */
+export const HIDDEN_SLACK = 60_000;
 
 /**
  * How long (ms) `rung` may stay silent: a stream 1.5 hb + 1 s; a long poll its hold + hb/2 + 5 s;
  * a short poll its slowest interval + 15 s; a hidden page `hiddenSlack` more.
  * @param {{rung: string, hb?: number, poll?: number, hidden?: boolean, hiddenSlack?: number, pollMax?: number}} args
  */
-export function silenceLimit({ rung, hb = 20_000, poll = 25_000, hidden = false, hiddenSlack = 60_000, pollMax = 2000 }) {
+export function silenceLimit({ rung, hb = 20_000, poll = 25_000, hidden = false, hiddenSlack = HIDDEN_SLACK, pollMax = POLL_SLOWEST }) {
   let limit;
   if (rung === "websocket" || rung === "sse") limit = hb * 1.5 + 1000;
   else if (rung === "longpoll") limit = poll + hb / 2 + 5000;
@@ -834,13 +845,18 @@ export class Pacer {
   }
 }
 
+/** ms between short polls while messages flow. */
+export const POLL_FASTEST = 50;
+/** ms between short polls at most, while idle. */
+export const POLL_SLOWEST = 2000;
+
 /**
  * Short polling's interval (ms): the fastest while messages flow, doubling up to the slowest
  * while idle. Only sequenced frames count as traffic (an `ack` or a `pong` answers our writes).
  */
 export class PollPace {
   /** @param {{fastest?: number, slowest?: number}} [options] */
-  constructor({ fastest = 50, slowest = 2000 } = {}) {
+  constructor({ fastest = POLL_FASTEST, slowest = POLL_SLOWEST } = {}) {
     this.fastest = fastest;
     this.slowest = slowest;
     this.interval = fastest;
@@ -915,6 +931,8 @@ export class Renewal {
 
 /** ms, per rung in ladder order. */
 export const STAGGER = [0, 300, 1000, 2000];
+/** ms a started rung has to deliver its welcome before it counts as failed. */
+export const OPEN_TIMEOUT = 10_000;
 
 /**
  * Which rungs to start when, for one race (protocol §9.1); a refusal no rung can get past (a
@@ -992,4 +1010,38 @@ export class UpstreamRetry {
   sent() {
     this.failures = 0;
   }
+}
+
+// -- the options' defaults ------------------------------------------------------------------------
+
+/** ms a request (`call`, `publish`, `presence`, `history`, `refresh`) waits for its answer. */
+export const REQUEST_TIMEOUT = 10_000;
+/** ms before credentials expire at which a token function is asked for new ones. */
+export const REFRESH_MARGIN = 60_000;
+
+/**
+ * Every option both clients take, with its default (protocol §9.14; ms, in the protocol's
+ * snake_case names: the browser client's options are their camelCase forms). The driver takes
+ * them from the constants above; this table is what the conformance vectors pin.
+ * @returns {Record<string, number | number[]>}
+ */
+export function clientDefaults() {
+  return {
+    stagger: [...STAGGER],
+    open_timeout: OPEN_TIMEOUT,
+    verify_timeout: VERIFY_TIMEOUT,
+    connect_timeout: CONNECT_TIMEOUT,
+    backoff_base: BACKOFF_BASE,
+    backoff_max: BACKOFF_MAX,
+    stable_after: STABLE_AFTER,
+    cut_limit: CUT_LIMIT,
+    probe_delay: PROBE_DELAY,
+    probe_max_delay: PROBE_MAX_DELAY,
+    poll_interval: [POLL_FASTEST, POLL_SLOWEST],
+    max_queue: MAX_QUEUE,
+    ack_every: ACK_EVERY,
+    ack_interval: ACK_INTERVAL,
+    refresh_margin: REFRESH_MARGIN,
+    request_timeout: REQUEST_TIMEOUT,
+  };
 }

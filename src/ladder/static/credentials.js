@@ -5,7 +5,7 @@
  * `refreshMargin` before `exp`), so a session outlives its tokens without a reconnect.
  */
 
-import { refreshDelay } from "./core.js";
+import { REQUEST_TIMEOUT, refreshDelay } from "./core.js";
 import { LadderError } from "./errors.js";
 
 /** @typedef {import("./driver.js").Client} Client */
@@ -73,7 +73,7 @@ export function maybeRefresh(client, due = false) {
   if (!due && wallNow(client) < when) return;
   client._refreshing = true;
   client._refreshDue = null;
-  refresh(client, null, 10_000)
+  refresh(client, null, REQUEST_TIMEOUT)
     .catch((error) => {
       if (client._isClosed()) return;
       console.warn(`ladder: token refresh failed: ${error instanceof LadderError ? error.message : String(error)}`);

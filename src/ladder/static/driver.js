@@ -13,9 +13,12 @@ import * as credentials from "./credentials.js";
 import * as events from "./events.js";
 import { Emitter } from "./events.js";
 import { checkTokenLength, LadderError, requestOptions, shown } from "./errors.js";
-import { PeerState } from "./peer.js";
+import { MAX_QUEUE, PeerState } from "./peer.js";
 import { RungPolicy, allowedRungs } from "./rungs.js";
-import { BACKOFF_BASE, BACKOFF_MAX, CONNECT_TIMEOUT, CUT_LIMIT, PROBE_DELAY, PROBE_MAX_DELAY, ProbeSchedule, Reconnect, STABLE_AFTER } from "./core.js";
+import {
+  ACK_EVERY, ACK_INTERVAL, BACKOFF_BASE, BACKOFF_MAX, CONNECT_TIMEOUT, CUT_LIMIT, HIDDEN_SLACK, OPEN_TIMEOUT, POLL_FASTEST, POLL_SLOWEST,
+  PROBE_DELAY, PROBE_MAX_DELAY, ProbeSchedule, Reconnect, REFRESH_MARGIN, REQUEST_TIMEOUT, STABLE_AFTER, STAGGER, VERIFY_TIMEOUT,
+} from "./core.js";
 import { Pacer } from "./pacing.js";
 import { Readiness } from "./readiness.js";
 import { atMost, realClock } from "./clock.js";
@@ -242,18 +245,18 @@ export class Client extends Emitter {
     this.url = base.toString().replace(/\/+$/, "");
     this.rungs = rungs;
     this.options = {
-      stagger: options.stagger ?? [0, 300, 1000, 2000],
-      openTimeout: options.openTimeout ?? 10_000,
-      verifyTimeout: options.verifyTimeout ?? 2500,
+      stagger: options.stagger ?? [...STAGGER],
+      openTimeout: options.openTimeout ?? OPEN_TIMEOUT,
+      verifyTimeout: options.verifyTimeout ?? VERIFY_TIMEOUT,
       connectTimeout: options.connectTimeout === undefined ? DEFAULTS.connectTimeout : options.connectTimeout,
       ...pair("backoffBase", "backoffMax", options),
       maxAttempts: options.maxAttempts ?? null,
       ...pair("probeDelay", "probeMaxDelay", options),
-      pollInterval: options.pollInterval ?? /** @type {[number, number]} */ ([50, 2000]),
-      ackEvery: options.ackEvery ?? 128,
-      ackInterval: options.ackInterval ?? 1000,
-      hiddenSlack: options.hiddenSlack ?? 60_000,
-      refreshMargin: options.refreshMargin ?? 60_000,
+      pollInterval: options.pollInterval ?? /** @type {[number, number]} */ ([POLL_FASTEST, POLL_SLOWEST]),
+      ackEvery: options.ackEvery ?? ACK_EVERY,
+      ackInterval: options.ackInterval ?? ACK_INTERVAL,
+      hiddenSlack: options.hiddenSlack ?? HIDDEN_SLACK,
+      refreshMargin: options.refreshMargin ?? REFRESH_MARGIN,
     };
     this._token = options.token ?? null;
     this._clock = options.clock ?? realClock;
@@ -291,7 +294,7 @@ export class Client extends Emitter {
       stableAfter: options.stableAfter ?? DEFAULTS.stableAfter,
       start: this._recall(),
     });
-    this.peer = new PeerState(options.maxQueue ?? 1000);
+    this.peer = new PeerState(options.maxQueue ?? MAX_QUEUE);
     /** @type {ClientState} */
     this.state = "disconnected";
     /** @type {string | null} the session id (changes only when the server lost the session) */
@@ -506,7 +509,7 @@ export class Client extends Emitter {
    * @returns {Promise<Position>}
    */
   async publish(channel, data, options = {}) {
-    const { timeout = 10_000 } = requestOptions("publish", options);
+    const { timeout = REQUEST_TIMEOUT } = requestOptions("publish", options);
     const reply = await this._request({ t: "pub", ch: channel, d: data }, timeout);
     return { epoch: String(reply.ep), offset: Number(reply.off) };
   }
@@ -529,7 +532,7 @@ export class Client extends Emitter {
    * @param {{timeout?: number | null}} [options]
    */
   call(event, data = null, options = {}) {
-    const { timeout = 10_000 } = requestOptions("call", options);
+    const { timeout = REQUEST_TIMEOUT } = requestOptions("call", options);
     return this._request({ t: "call", ev: event, d: data }, timeout);
   }
 
@@ -540,7 +543,7 @@ export class Client extends Emitter {
    * @returns {Promise<Member[]>}
    */
   presence(channel, options = {}) {
-    const { timeout = 10_000 } = requestOptions("presence", options);
+    const { timeout = REQUEST_TIMEOUT } = requestOptions("presence", options);
     return this._request({ t: "presence", ch: channel }, timeout);
   }
 
@@ -553,7 +556,7 @@ export class Client extends Emitter {
    * @returns {Promise<void>}
    */
   refresh(token = null, options = {}) {
-    const { timeout = 10_000 } = requestOptions("refresh", options);
+    const { timeout = REQUEST_TIMEOUT } = requestOptions("refresh", options);
     return credentials.refresh(this, token, timeout);
   }
 
@@ -564,7 +567,7 @@ export class Client extends Emitter {
    * @returns {Promise<Publication[]>}
    */
   async history(channel, options = {}) {
-    const { limit = 100, timeout = 10_000 } = requestOptions("history", options, ["limit", "timeout"]);
+    const { limit = 100, timeout = REQUEST_TIMEOUT } = requestOptions("history", options, ["limit", "timeout"]);
     const reply = await this._request({ t: "history", ch: channel, limit }, timeout);
     return reply.pubs.map((/** @type {Frame} */ p) => ({ channel, offset: Number(p.o), data: p.d, epoch: reply.ep }));
   }

@@ -5,6 +5,9 @@ import { LadderError } from "./errors.js";
 import { carried, formatIds, Inbox, Outbox } from "./reliable.js";
 import { PROTOCOL_VERSION } from "./rungs.js";
 
+/** Messages a client keeps while unacknowledged or offline, by default (a full queue refuses the next one). */
+export const MAX_QUEUE = 1000;
+
 /** @typedef {import("./codec.js").Frame} Frame */
 
 /**
@@ -13,7 +16,7 @@ import { PROTOCOL_VERSION } from "./rungs.js";
  * delivered. A welcome says where the server stands (protocol §1, §3.2).
  */
 export class PeerState {
-  constructor(maxQueue = 1000) {
+  constructor(maxQueue = MAX_QUEUE) {
     /** @type {string | null} */
     this.sid = null;
     /** @type {string | null} resume token */

@@ -13,6 +13,7 @@
  * of its own would have sent.
  */
 
+import { REQUEST_TIMEOUT } from "./core.js";
 import { errorOf, errorOfClose, LadderError, requestOptions } from "./errors.js";
 import { encodeMessage } from "./codec.js";
 import { tooLarge } from "./outbound.js";
@@ -204,7 +205,7 @@ export class SharedClient extends Emitter {
    * @returns {Promise<Position>}
    */
   async publish(channel, data, options = {}) {
-    const { timeout = 10_000 } = requestOptions("publish", options);
+    const { timeout = REQUEST_TIMEOUT } = requestOptions("publish", options);
     return this._request({ t: "pub", ch: channel, d: data }, { kind: "publish", ch: channel }, timeout);
   }
 
@@ -227,7 +228,7 @@ export class SharedClient extends Emitter {
    * @param {{timeout?: number | null}} [options]
    */
   call(event, data = null, options = {}) {
-    const { timeout = 10_000 } = requestOptions("call", options);
+    const { timeout = REQUEST_TIMEOUT } = requestOptions("call", options);
     return this._request({ t: "call", ev: event, d: data }, { kind: "call", ev: event }, timeout);
   }
 
@@ -237,7 +238,7 @@ export class SharedClient extends Emitter {
    * @returns {Promise<Member[]>}
    */
   presence(channel, options = {}) {
-    const { timeout = 10_000 } = requestOptions("presence", options);
+    const { timeout = REQUEST_TIMEOUT } = requestOptions("presence", options);
     return this._request(null, { kind: "presence", ch: channel }, timeout);
   }
 
@@ -248,7 +249,7 @@ export class SharedClient extends Emitter {
    * @returns {Promise<void>}
    */
   async refresh(token = null, options = {}) {
-    const { timeout = 10_000 } = requestOptions("refresh", options);
+    const { timeout = REQUEST_TIMEOUT } = requestOptions("refresh", options);
     await this._request(null, { kind: "refresh", tok: token }, timeout);
   }
 
@@ -258,7 +259,7 @@ export class SharedClient extends Emitter {
    * @returns {Promise<Publication[]>}
    */
   async history(channel, options = {}) {
-    const { limit = 100, timeout = 10_000 } = requestOptions("history", options, ["limit", "timeout"]);
+    const { limit = 100, timeout = REQUEST_TIMEOUT } = requestOptions("history", options, ["limit", "timeout"]);
     return this._request(null, { kind: "history", ch: channel, limit }, timeout);
   }
 

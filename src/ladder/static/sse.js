@@ -6,7 +6,7 @@ import { decodeBatch } from "./codec.js";
 import { seconds, timerDelay } from "./clock.js";
 import { HttpTransport } from "./http.js";
 import { offline } from "./transport.js";
-import { StreamProof } from "./core.js";
+import { StreamProof, VERIFY_TIMEOUT } from "./core.js";
 
 /** @typedef {import("./codec.js").Frame} Frame */
 /** @typedef {import("./transport.js").TransportContext} TransportContext */
@@ -29,7 +29,7 @@ export class SSETransport extends HttpTransport {
     /** @type {any} */
     this._boundTimer = null;
     this._proof = new StreamProof({ strikes: 1 });
-    this._verifyTimeout = 2500;
+    this._verifyTimeout = VERIFY_TIMEOUT;
     this._resuming = false;
   }
 

@@ -7,7 +7,7 @@ Randomness is passed in too (``rand``, a draw from ``[0, 1)``), so every decisio
 reproducible.
 """
 
-from .acking import AckPolicy
+from .acking import ACK_EVERY, ACK_INTERVAL, AckPolicy
 from .backoff import (
     BACKOFF_BASE,
     BACKOFF_MAX,
@@ -19,22 +19,37 @@ from .backoff import (
 )
 from .climb import PROBE_DELAY, PROBE_MAX_DELAY, ProbeSchedule
 from .credentials import REFRESH_FLOOR, REFRESH_RETRY, refresh_delay
+from .defaults import REFRESH_MARGIN, REQUEST_TIMEOUT, client_defaults
 from .durations import no_reply, seconds
 from .ending import FATAL, SESSION_GONE, after_race, after_transport, answers_ping
 from .ladder import CUT_LIMIT, STABLE_AFTER, RungPolicy, why
-from .liveness import RECENT, silence_limit, silence_verdict, wake_action
-from .pacing import Pacer, PollPace
-from .proving import PROOF_FACTOR, PROOF_FLOOR, PROOF_STRIKES, StreamProof, pong_bound, proves_stream
-from .race import RaceSchedule
+from .liveness import HIDDEN_SLACK, RECENT, silence_limit, silence_verdict, wake_action
+from .pacing import POLL_FASTEST, POLL_SLOWEST, Pacer, PollPace
+from .proving import (
+    PROOF_FACTOR,
+    PROOF_FLOOR,
+    PROOF_STRIKES,
+    VERIFY_TIMEOUT,
+    StreamProof,
+    pong_bound,
+    proves_stream,
+)
+from .race import OPEN_TIMEOUT, STAGGER, RaceSchedule
 from .renewal import RETRYABLE, Renewal
 from .upstream import UpstreamRetry
 
 __all__ = [
+    "ACK_EVERY",
+    "ACK_INTERVAL",
     "BACKOFF_BASE",
     "BACKOFF_MAX",
     "CONNECT_TIMEOUT",
     "CUT_LIMIT",
     "FATAL",
+    "HIDDEN_SLACK",
+    "OPEN_TIMEOUT",
+    "POLL_FASTEST",
+    "POLL_SLOWEST",
     "PROBE_DELAY",
     "PROBE_MAX_DELAY",
     "PROOF_FACTOR",
@@ -42,11 +57,15 @@ __all__ = [
     "PROOF_STRIKES",
     "RECENT",
     "REFRESH_FLOOR",
+    "REFRESH_MARGIN",
     "REFRESH_RETRY",
+    "REQUEST_TIMEOUT",
     "RETRIES_AT_ONCE",
     "RETRYABLE",
     "SESSION_GONE",
     "STABLE_AFTER",
+    "STAGGER",
+    "VERIFY_TIMEOUT",
     "AckPolicy",
     "Pacer",
     "PollPace",
@@ -60,6 +79,7 @@ __all__ = [
     "after_race",
     "after_transport",
     "answers_ping",
+    "client_defaults",
     "full_jitter",
     "no_reply",
     "pong_bound",

@@ -19,11 +19,18 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+ACK_EVERY = 128
+"""Unacknowledged frames at which an ack goes at once, at most (the count is drawn from
+``[every/2, every]``)."""
+
+ACK_INTERVAL = 1000.0
+"""ms of quiet after which the frames unacknowledged are acknowledged."""
+
 
 class AckPolicy:
     __slots__ = ("at", "every", "interval", "max_bytes", "max_frames")
 
-    def __init__(self, *, every: int = 128, interval: float = 1000.0) -> None:
+    def __init__(self, *, every: int = ACK_EVERY, interval: float = ACK_INTERVAL) -> None:
         self.every = every
         self.interval = interval
         self.max_frames: int | None = None

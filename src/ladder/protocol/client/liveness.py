@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+from .pacing import POLL_SLOWEST
+
 LATE_SLACK = 1000.0
 """A watchdog firing more than this late (ms) means the client, not the link, was asleep."""
+
+HIDDEN_SLACK = 60_000.0
+"""ms more a hidden page's transport may stay silent (browsers throttle its timers; the
+browser client only)."""
 
 RECENT = 5000.0
 """A visible page heard from this recently (ms) needs no check when it becomes visible again."""
@@ -24,8 +30,8 @@ def silence_limit(
     poll: float = 25_000.0,
     *,
     hidden: bool = False,
-    hidden_slack: float = 60_000.0,
-    poll_max: float = 2000.0,
+    hidden_slack: float = HIDDEN_SLACK,
+    poll_max: float = POLL_SLOWEST,
 ) -> float:
     """How long (ms) ``rung`` may stay silent: a stream ``1.5 hb + 1 s``; a long poll
     its hold (``poll``) ``+ hb/2 + 5 s``; a short poll its slowest interval ``+ 15 s``.

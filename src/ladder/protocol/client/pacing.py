@@ -65,12 +65,19 @@ class Pacer:
         self._due = 0.0
 
 
+POLL_FASTEST = 50.0
+"""ms between short polls while messages flow."""
+
+POLL_SLOWEST = 2000.0
+"""ms between short polls at most, while idle."""
+
+
 class PollPace:
     """Short polling's interval (ms): the fastest while messages flow, doubling up to the
     slowest while idle. Only sequenced frames (messages) count as traffic: an answer that
     holds only an ``ack`` or a ``pong`` answers the client's own writes."""
 
-    def __init__(self, *, fastest: float = 50.0, slowest: float = 2000.0) -> None:
+    def __init__(self, *, fastest: float = POLL_FASTEST, slowest: float = POLL_SLOWEST) -> None:
         self.fastest = fastest
         self.slowest = slowest
         self.interval = fastest

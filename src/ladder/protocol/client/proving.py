@@ -24,6 +24,9 @@ PROOF_STRIKES = 2
 """Late pongs in a row that prove a live stream buffered (one may be a stalled client)."""
 ASLEEP = 1000.0
 """ms: a pong's deadline noticed later than this means the client, not the stream, was asleep."""
+VERIFY_TIMEOUT = 2500.0
+"""ms an SSE stream's first pong may take (a check on a live stream: twice this) before the
+stream counts as failed."""
 
 Verdict = Literal["proven", "again", "buffered", "none"]
 

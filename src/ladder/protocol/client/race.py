@@ -13,6 +13,9 @@ from .ending import gives_up
 STAGGER = (0.0, 300.0, 1000.0, 2000.0)
 """ms, per rung in ladder order."""
 
+OPEN_TIMEOUT = 10_000.0
+"""ms a started rung has to deliver its welcome before it counts as failed."""
+
 
 class RaceSchedule:
     """Which rungs to start when, for one race."""
