@@ -232,3 +232,42 @@ test("the last tab's app closing drops unsent messages; its page going away keep
     assert.equal(client.kept === true, going);
   }
 });
+
+test("a shared subscription ended after it was confirmed ends in every tab following it (a renewal refused for good)", async () => {
+  const { client, hub } = setUp();
+  const a = tab(hub, "a");
+  const b = tab(hub, "b");
+  const c = tab(hub, "c");
+  hub.receive(a, { op: "sub", tab: "a", ch: "room" });
+  const sub = client.subs.get("room");
+  sub.confirmed({ ep: "E", off: 10, rec: true, n: 0 });
+  await settle();
+  hub.receive(b, { op: "sub", tab: "b", ch: "room" });
+  hub.receive(c, { op: "sub", tab: "c", ch: "other" });
+  await settle();
+  // The client's session was lost and the server refused the renewal for good.
+  sub.end(new LadderError("forbidden", "not any more"));
+  await settle();
+  for (const port of [a, b]) {
+    assert.deepEqual(port.got.filter((m) => m.op === "suberr"), [{ op: "suberr", ch: "room", error: { code: "forbidden", reason: "not any more", retryAfter: undefined, details: undefined } }]);
+  }
+  assert.deepEqual(c.got.filter((m) => m.op === "suberr"), [], "a tab not following it hears nothing");
+  // Subscribing again makes a new real subscription, and the tabs leaving do not unsubscribe the ended one.
+  hub.receive(a, { op: "sub", tab: "a", ch: "room" });
+  assert.equal(client.subscribed.length, 3, "room, other, room again");
+  hub.receive(b, { op: "leave", tab: "b" });
+  assert.deepEqual(client.unsubscribed, []);
+});
+
+test("the hub unsubscribing with the last tab tells no tab", async () => {
+  const { client, hub } = setUp();
+  const a = tab(hub, "a");
+  const b = tab(hub, "b");
+  hub.receive(a, { op: "sub", tab: "a", ch: "room" });
+  client.subs.get("room").confirmed({ ep: "E", off: 1, rec: true, n: 0 });
+  await settle();
+  hub.receive(a, { op: "unsub", tab: "a", ch: "room" });
+  await settle();
+  assert.deepEqual(client.unsubscribed, ["room"]);
+  assert.deepEqual([...a.got, ...b.got].filter((m) => m.op === "suberr"), []);
+});

@@ -91,6 +91,8 @@ export class Subscription {
     this._renewal = null;
     /** @type {(() => void) | null} cancels a renewal refused for now, waiting to be sent again */
     this._retry = null;
+    /** @type {((error: LadderError | null) => void) | null} told once when it ends (the tabs' hub: the tabs following it end with it) */
+    this._onEnd = null;
   }
 
   /** Resolves once the server confirmed the subscription (rejects with its refusal). */
@@ -218,6 +220,7 @@ export class Subscription {
    * @param {LadderError | null} [error]
    */
   end(error = null) {
+    const was = this.active;
     this.active = false;
     this.cancelRetry();
     if (error && !this.error) this.error = error;
@@ -225,6 +228,7 @@ export class Subscription {
       this._settled = true;
       this._reject(error ?? new LadderError("closed", "the subscription ended"));
     }
+    if (was) this._onEnd?.(error);
   }
 }
 

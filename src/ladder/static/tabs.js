@@ -15,6 +15,7 @@
  * Messages between a tab and the hub are plain objects with an `op` (see `shared.js`).
  */
 
+import { REQUEST_TIMEOUT } from "./core.js";
 import { LadderError } from "./errors.js";
 import { reportLater } from "./subscription.js";
 
@@ -239,6 +240,7 @@ export class TabHub {
       // The first tab: the real subscription starts where this tab asked.
       const fresh = client.subscribe(channel, (pub) => this._fanOut(channel, { op: "pub", ch: channel, o: pub.offset, d: pub.data, ep: pub.epoch }), { since, recent });
       this.subs.set(channel, fresh);
+      fresh._onEnd = (error) => this._ended(channel, fresh, error);
       fresh.ready().then(
         (result) => this._live(tab, channel, member, { op: "subok", ch: channel, result }, []),
         (error) => this._refused(tab, channel, member, fresh, error),
@@ -272,13 +274,13 @@ export class TabHub {
     let recovered = true;
     try {
       if (since && since.epoch === epoch && since.offset < now) {
-        const reply = await client._request({ t: "history", ch: channel, ep: epoch, off: since.offset, limit: now - since.offset }, 10_000);
+        const reply = await client._request({ t: "history", ch: channel, ep: epoch, off: since.offset, limit: now - since.offset }, REQUEST_TIMEOUT);
         missed = reply.pubs.filter((/** @type {any} */ p) => p.o > since.offset && p.o <= now);
         recovered = reply.complete !== false && (missed.length === 0 || missed[0].o === since.offset + 1);
       } else if (since && since.epoch !== epoch) {
         recovered = false;
       } else if (!since && recent > 0) {
-        const reply = await client._request({ t: "history", ch: channel, limit: recent }, 10_000);
+        const reply = await client._request({ t: "history", ch: channel, limit: recent }, REQUEST_TIMEOUT);
         missed = reply.pubs.filter((/** @type {any} */ p) => p.o <= now).slice(-recent);
       }
     } catch (error) {
@@ -325,6 +327,22 @@ export class TabHub {
     if (tab.channels.get(channel) !== member) return;
     tab.channels.delete(channel);
     tab.post({ op: "suberr", ch: channel, error: errorBody(error) });
+  }
+
+  /**
+   * The shared subscription ended without the hub asking (a renewal in a new session refused
+   * for good, the client giving up): every tab following it is told, and its subscription
+   * ends, as a client of the tab's own would end it.
+   * @param {string} channel
+   * @param {Subscription} sub
+   * @param {LadderError | null} error
+   */
+  _ended(channel, sub, error) {
+    if (this.subs.get(channel) !== sub || !error) return; // (the hub unsubscribed it: no tab follows it)
+    this.subs.delete(channel);
+    for (const tab of this.tabs.values()) {
+      if (tab.channels.delete(channel)) tab.post({ op: "suberr", ch: channel, error: errorBody(error) });
+    }
   }
 
   /**
