@@ -80,6 +80,13 @@ class Transport:
     def is_closing(self) -> bool:
         return False
 
+    def pause_reading(self) -> None:
+        """(The driver reads a busy connection in slices: paused after each, resumed the next
+        loop turn; the harness feeds it one call at a time anyway.)"""
+
+    def resume_reading(self) -> None:
+        pass
+
     def get_extra_info(self, name: str) -> Any:
         return ("127.0.0.1", 50000) if name == "peername" else None
 
