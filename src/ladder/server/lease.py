@@ -109,8 +109,9 @@ class Lease:
             sent = monotonic()
             try:
                 held = await self._refresh(self.seconds, take=take)
-            except LadderError as exc:
-                log.debug("refreshing this node's lease failed: %s", exc)
+            except Exception as exc:  # (the task must go on: it is what confirms the lease)
+                level = logging.DEBUG if isinstance(exc, LadderError) else logging.WARNING
+                log.log(level, "refreshing this node's lease failed: %r", exc)
                 wait = min(RETRY, wait)
             else:
                 if held:
@@ -134,8 +135,9 @@ class Lease:
     def _fenced(self, silent: float) -> None:
         try:
             self.on_fenced(silent)
-        finally:
-            self._settle(False)
+        except Exception:  # (a bug: the lease is still taken again, new sessions served)
+            log.exception("ending the sessions of this node, declared dead, failed")
+        self._settle(False)
 
     def _settle(self, held: bool) -> None:
         confirmed, self._confirmed = self._confirmed, None
