@@ -170,7 +170,8 @@ class Cluster:
             dead = bool(await declare(node))
         except LadderError:
             return False
-        self._dead[node] = dead
+        if dead:
+            self._dead[node] = True
         return dead
 
     def _gone(self, node: str) -> str:
