@@ -105,6 +105,7 @@ def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
             (f"--workers {getattr(args, 'workers', 1)}", getattr(args, "workers", 1) != 1),
             ("--native-ws-path", getattr(args, "native_ws_path", None)),
             ("--engine", args.engine),
+            ("--node-lease", getattr(args, "node_lease", None)),
         )
         if given
     ]
@@ -205,6 +206,8 @@ def run(app: Any, args: argparse.Namespace) -> None:
     check(app, hub, args)
     if args.engine and hub is not None:
         hub.engine = create_engine(args.engine)
+    if getattr(args, "node_lease", None) is not None and hub is not None:
+        hub.node_lease = args.node_lease
     ws = websocket_protocol(app, hub, args)
     HeaderTimeoutHttp.header_timeout = args.header_timeout
     HeaderTimeoutHttp.max_header_size = args.max_header_size
@@ -371,6 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("app", help="module:attribute, e.g. myapp:hub or myapp:app")
     _common(serve, demo=False)
+    serve.add_argument(
+        "--node-lease",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds a node may go without refreshing its lease (paused, or its event loop blocked) "
+        "before another node may declare it dead and its sessions lost (default: the hub's, 10; "
+        "0.5 to 3600; the Redis engine only)",
+    )
     serve.add_argument(
         "--workers",
         type=_positive,

@@ -231,6 +231,16 @@ class SessionRouting(Protocol):
     key prefix or list of servers behind the same address), or before this one lost its
     data: the hub says so in its log, once per such node. A node that stopped recently is
     known: its sessions are legitimately gone.
+
+    An engine shared by several processes may also keep *leases*, so that a node alive but
+    not answering (paused, its event loop blocked) does not hold its sessions forever:
+    ``refresh_lease(seconds, *, take=False)``, a coroutine, holds this node's lease
+    ``seconds`` more and returns False, writing nothing, when another node declared this one
+    dead meanwhile (``take``: hold it anyway, replacing that mark); ``declare_dead(node)``
+    declares ``node`` dead only if its lease lapsed, and returns whether it is dead (now or
+    before). A node declared dead is not :meth:`node_alive`, at once. Both raise
+    :class:`~ladder.protocol.errors.LadderError` when the engine cannot tell. An engine
+    without them (one process: the memory engine) has no leases and nothing to fence.
     """
 
     node_id: str
@@ -254,8 +264,9 @@ class SessionRouting(Protocol):
 
     async def node_alive(self, node: str) -> bool:
         """Whether ``node`` is running: listening for messages, or reconnecting its link to
-        them (its sessions are not lost then: a request for one is to be retried). The answer
-        comes within a fraction of a second for a node that was killed while listening."""
+        them (its sessions are not lost then: a request for one is to be retried), and not
+        declared dead (see leases above). The answer comes within a fraction of a second for
+        a node that was killed while listening."""
 
     async def broadcast(self, message: bytes) -> int:
         """Deliver ``message`` to the ``on_node_message`` of every *other* node listening

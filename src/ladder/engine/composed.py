@@ -66,6 +66,14 @@ class ComposedEngine:
         )
         """Whether a node ran on this engine lately, where the part can tell (see
         ``SessionRouting``)."""
+        self.refresh_lease: Callable[..., Coroutine[Any, Any, bool]] | None = getattr(
+            routing, "refresh_lease", None
+        )
+        """Holds this node's lease, where the part keeps leases (see ``SessionRouting``)."""
+        self.declare_dead: Callable[[str], Coroutine[Any, Any, bool]] | None = getattr(
+            routing, "declare_dead", None
+        )
+        """Declares a node whose lease lapsed dead, where the part keeps leases."""
 
     healthy: bool
     """Set by each engine (it knows what it depends on)."""

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from time import monotonic
 from typing import Any, Final, TypeAlias
 
 import msgpack
@@ -22,6 +23,7 @@ import msgpack
 from ..engine.base import Engine
 from ..protocol.errors import LadderError
 from ..protocol.sids import label
+from .lease import Lease
 from .tasks import Tasks
 
 log = logging.getLogger("ladder.cluster")
@@ -85,13 +87,15 @@ class Asked:
 class Cluster:
     """This node's side of session routing: asks other nodes, and answers them."""
 
-    def __init__(self, engine: Engine, tasks: Tasks) -> None:
+    def __init__(self, engine: Engine, tasks: Tasks, lease: Lease | None = None) -> None:
         self.engine = engine
         self.tasks = tasks
+        self.lease = lease or Lease(engine, 10.0)
+        """This node's lease: no question is answered unless it is held."""
         self._answerers: dict[str, Answerer] = {}
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self.counters = {"forwarded": 0, "served_for_others": 0, "moved_in": 0, "moved_out": 0}
+        self.counters = {"forwarded": 0, "served_for_others": 0, "moved_in": 0, "moved_out": 0, "fenced": 0}
         """How much routing this node did (reported by the health endpoint)."""
         self._serving: dict[tuple[str, int], Callable[[], None]] = {}
         """Forwarded polls being held here, by (requesting node, request id): their ``gone``."""
@@ -104,6 +108,8 @@ class Cluster:
         router): its old owner forgot it, so it must live here rather than nowhere."""
         self.handed_on: Callable[[str], str | None] = lambda sid: None
         """Where this node handed a session it no longer holds (set by the router)."""
+        self._dead: dict[str, bool] = {}
+        """Nodes this one just declared dead (for the refusal's words)."""
         self._watched: dict[str, set[asyncio.Future[dict[str, Any]]]] = {}
         """Answers awaited from each node for longer than ``REQUEST_TIMEOUT`` (one check of
         a node's life serves every request waiting on it: see :meth:`_watch`)."""
@@ -143,14 +149,39 @@ class Cluster:
             if watched:
                 self._watched.get(node, set()).discard(future)
         if reply is None:
-            if await engine.node_alive(node):
+            if await engine.node_alive(node) and not await self._declared_dead(node):
                 # Alive but silent (busy, or between reconnects): the session is not lost.
                 why = "did not answer in time" if heard else "is not listening now (reconnecting)"
                 raise LadderError("engine_unavailable", f"node {node} {why}; retry")
-            raise LadderError("unknown_session", f"node {node} holding the session is gone")
+            raise LadderError("unknown_session", self._gone(node))
         if "code" in reply:
             raise _error(reply)
         return reply
+
+    async def _declared_dead(self, node: str) -> bool:
+        """Declare a node that looks alive but did not answer dead, if its lease lapsed
+        (see ``lease.py``): its sessions are lost then, and their clients start successors,
+        rather than be refused for as long as it is paused. False while its lease lives,
+        with no leases (one process), or when the engine cannot tell."""
+        declare = getattr(self.engine, "declare_dead", None)
+        if declare is None:
+            return False
+        try:
+            dead = bool(await declare(node))
+        except LadderError:
+            return False
+        if dead:
+            self._dead[node] = True
+        return dead
+
+    def _gone(self, node: str) -> str:
+        """Why a session on ``node`` is lost."""
+        if self._dead.pop(node, False):
+            return (
+                f"node {node} holding the session stopped answering for over "
+                f"{self.lease.seconds:g} s; its sessions are lost"
+            )
+        return f"node {node} holding the session is gone"
 
     def _watch(self, node: str, future: asyncio.Future[dict[str, Any]]) -> None:
         """Answer ``future`` with ``unknown_session`` if ``node`` dies while it waits (one
@@ -165,8 +196,8 @@ class Cluster:
         try:
             while waiting:
                 await asyncio.sleep(WATCH_EVERY)
-                if waiting and not await self.engine.node_alive(node):
-                    gone = {"code": "unknown_session", "reason": f"node {node} holding the session is gone"}
+                if waiting and (not await self.engine.node_alive(node) or await self._declared_dead(node)):
+                    gone = {"code": "unknown_session", "reason": self._gone(node)}
                     for future in waiting:
                         if not future.done():
                             future.set_result(gone)
@@ -259,6 +290,11 @@ class Cluster:
             if not future.done():
                 future.set_exception(LadderError("engine_unavailable", reason))
 
+    def _fenced(self) -> LadderError:
+        return LadderError(
+            "unknown_session", f"node {self.engine.node_id} was declared dead; its sessions are lost"
+        )
+
     # -- answering -----------------------------------------------------------------------------
 
     def on_node_message(self, data: bytes) -> None:
@@ -290,8 +326,14 @@ class Cluster:
     async def _answer(self, message: dict[str, Any]) -> None:
         reply: dict[str, Any]
         self.counters["served_for_others"] += 1
+        lease = self.lease
         try:
+            # Nothing is served, or handed over, by a node that may have been declared dead.
+            if lease.until <= monotonic() and not await lease.confirm():
+                raise self._fenced()
             reply = await self._answerers[message["k"]](message)
+            if lease.until <= monotonic() and not await lease.confirm():
+                raise self._fenced()
         except LadderError as exc:
             reply = exc.body()
         except Elsewhere as away:

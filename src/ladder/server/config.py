@@ -178,6 +178,7 @@ HUB_TIMINGS: Final = {
     "poll_timeout": (LEAST_TIMING, 3600.0),
     "presence_ttl": (LEAST_TIMING, 86_400.0),
     "session_ttl": (LEAST_TIMING, 30 * 86_400.0),
+    "node_lease": (0.5, 3600.0),
 }
 """The least and most seconds of each hub timing, one table for both ends (0 is below the
 least: a heartbeat of 0 pinged at every tick). A heartbeat of a millisecond was a ping storm, of 10**9 s dead
@@ -377,6 +378,8 @@ class Settings:
     sse_padding: int
     gzip_min_size: int
     clock: Callable[[], float]
+    node_lease: float = 10.0
+    """Seconds a node silent that long may be declared dead by another (see ``lease.py``)."""
 
     def not_offered(self, rungs: Sequence[str]) -> LadderError | None:
         """The refusal of ``rungs`` this hub does not offer (``unsupported_transport``, naming

@@ -8,6 +8,7 @@ channel tables, dispatch, cluster, the drivers' gateway), which it builds from i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -78,6 +79,11 @@ class Ladder:
         presence_ttl: Seconds a presence entry lives after its node last refreshed it (a
             dead node's members leave after it). These four timings are from 0.05 s to an
             hour (``presence_ttl`` a day, ``session_ttl`` 30 days).
+        node_lease: Seconds (0.5 to 3600) a node of several (the Redis engine) may go
+            without refreshing its lease before another node, finding it silent, may declare
+            it dead: its sessions are then lost (their clients start successors elsewhere),
+            and the node ends them itself when it wakes. A paused process or an event loop
+            blocked that long loses its sessions; no lease with the memory engine.
         limits: Bounds on what one client can make the server hold or do (:class:`Limits`).
         sse_padding: Bytes of padding at the start of an SSE stream (pushes the stream
             through proxies that buffer the first kilobytes): an int from 0 to 65536.
@@ -100,6 +106,7 @@ class Ladder:
         heartbeat: float = 20.0,
         poll_timeout: float = 25.0,
         presence_ttl: float = 60.0,
+        node_lease: float = 10.0,
         limits: Limits | None = None,
         sse_padding: int = 2048,
         gzip_min_size: int = 1024,
@@ -107,6 +114,7 @@ class Ladder:
     ) -> None:
         timings = {"session_ttl": session_ttl, "heartbeat": heartbeat, "poll_timeout": poll_timeout}
         timings |= {"presence_ttl": presence_ttl, "sse_padding": sse_padding, "gzip_min_size": gzip_min_size}
+        timings["node_lease"] = node_lease
         offered = check_hub_settings(
             allowed_origins, transports, timings,
             authenticate=authenticate, permissions=permissions, limits=limits,
@@ -134,6 +142,7 @@ class Ladder:
             sse_padding=sse_padding,
             gzip_min_size=gzip_min_size,
             clock=clock,
+            node_lease=node_lease,
         )
         self._handlers: dict[str, Handler] = {}
         self._node = Node(
@@ -154,6 +163,20 @@ class Ladder:
         self._node = Node(
             self._settings, create_engine(engine), self._handlers, self
         )
+
+    @property
+    def node_lease(self) -> float:
+        """Seconds of silence after which this node may be declared dead (settable before
+        the hub starts, as ``ladder serve --node-lease`` does)."""
+        return self._settings.node_lease
+
+    @node_lease.setter
+    def node_lease(self, seconds: float) -> None:
+        if self._node.started:
+            raise RuntimeError("the node lease of a started hub cannot be changed")
+        check_hub_settings(None, self.transports, {"node_lease": seconds})
+        self._settings = dataclasses.replace(self._settings, node_lease=seconds)
+        self._node = Node(self._settings, self._node.engine, self._handlers, self)
 
     @property
     def allowed_origins(self) -> tuple[str, ...] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Iterable, Iterator
+from time import monotonic
 from typing import Any, Final
 
 from ..engine.base import Engine
@@ -20,6 +21,7 @@ from .applied import Answers, kept_answer
 from .config import Settings
 from .dispatch import Dispatch, Pending
 from .holding import Holds, unrecordable_error
+from .lease import Lease
 from .metrics import Counters
 from .refusals import Refusals
 from .session import Session
@@ -38,7 +40,7 @@ class Inbound:
     """Receives batches of client frames for sessions and drains what is ready."""
 
     __slots__ = (
-        "counters", "dispatch", "engine", "holds", "recording", "records_at_once",
+        "counters", "dispatch", "engine", "holds", "lease", "recording", "records_at_once",
         "refused", "sessions", "settings", "tasks", "throttle", "together",
     )
 
@@ -52,8 +54,10 @@ class Inbound:
         tasks: Tasks,
         counters: Counters,
         refused: Refusals,
+        lease: Lease,
     ) -> None:
         self.settings = settings
+        self.lease = lease
         self.engine = engine
         self.sessions = sessions
         self.dispatch = dispatch
@@ -74,8 +78,7 @@ class Inbound:
         """Apply a batch of client frames that arrived on ``att`` (None: an upstream POST).
 
         A frame the core refuses (an ack beyond what was sent, an id too far ahead, a second
-        hello) gets an unsequenced ``err``; the rest of the batch still counts.
-        """
+        hello) gets an unsequenced ``err``; the rest of the batch still counts."""
         offered = self._offer(session, att, frames)
         if offered is None:
             return
@@ -293,14 +296,17 @@ class Inbound:
 
     def _take(self, session: Session, *, healthy: bool = False) -> Numbered | None:
         """The next message to apply; None when there is none, the session is closed or
-        moving, or the engine cannot record it now (nothing waiting is applied then; not
-        asked when the caller knows it can: ``healthy``)."""
+        moving, the engine cannot record it now (not asked when the caller knows it can:
+        ``healthy``), or this node's lease is not certainly held (confirmed first)."""
         ready = session.ready
         state = session.state
         if not ready or state.phase is Phase.CLOSED or session.moving:
             return None
         if not healthy and isinstance(ready[0], (Emit, Call)) and not self.engine.healthy_for(state.sid):
             self.holds.wait(session, self.settings.clock())
+            return None
+        if self.lease.until <= monotonic():  # (another node may have declared this one dead)
+            self.lease.hold(session)  # (drained again once the lease is confirmed)
             return None
         if self.holds.since:
             self.holds.since.pop(session, None)
@@ -315,7 +321,7 @@ class Inbound:
             session.ready
             and session.state.phase is not Phase.CLOSED
             and not session.moving
-            and session not in self.holds.since  # (waiting for its records' server)
+            and session not in self.holds.since and session not in self.lease.waiting  # (waiting)
         ):
             # Cancelled between two messages: someone must finish in order.
             self.tasks.spawn(self.drain(session), "ladder-drain")

@@ -25,6 +25,8 @@ from .descriptors import Watch
 from .dispatch import Dispatch, Handler
 from .gateway import Gateway
 from .inbound import Inbound
+from .lease import Lease
+from .lease import log as cluster_log
 from .logs import make_visible
 from .metrics import Counters, Metrics, Observed
 from .polling import serve_forwarded_poll
@@ -81,6 +83,8 @@ class Node:
             refused=self.refused,
             tasks=self.tasks,
         )
+        self.lease = Lease(engine, settings.node_lease)
+        self.lease.on_fenced = self._fenced
         self.inbound = Inbound(
             settings,
             engine,
@@ -89,8 +93,10 @@ class Node:
             tasks=self.tasks,
             counters=self.counters,
             refused=self.refused,
+            lease=self.lease,
         )
-        self.cluster = Cluster(engine, self.tasks)
+        self.lease.resume = lambda session: self.tasks.spawn(self.inbound.drain(session), "ladder-drain")
+        self.cluster = Cluster(engine, self.tasks, self.lease)
         self.channels.node_message = self.cluster.on_node_message
         self.channels.route_lost = self._route_lost
         self.router = Router(settings, engine, self.sessions, self.cluster, self.inbound)
@@ -155,6 +161,7 @@ class Node:
             if trace_ttl is not None:  # (its sessions' node must be known as long as they are)
                 self.engine.trace_ttl = max(trace_ttl, 2 * self.settings.session_limits.ttl)  # type: ignore[attr-defined]
             await self.engine.start(self.channels)
+            await self.lease.start()
             self._ticker = asyncio.create_task(self._tick_loop(), name="ladder-ticker")
             self.started = True
 
@@ -173,6 +180,7 @@ class Node:
                 await self._ticker
             self._ticker = None
         await self.tasks.wait(2.0)
+        await self.lease.stop()
         await self.engine.stop()
 
     async def serving(self) -> None:
@@ -261,6 +269,26 @@ class Node:
                     if exc.code != "engine_unavailable":
                         raise
                     log.debug("presence of %s in %s not refreshed: %s", sid, channel, exc.reason)
+
+    def _fenced(self, silent: float) -> None:
+        """Another node declared this one dead (see ``lease.py``): end every session held
+        here, now, before anything more is applied for them; their clients start successors
+        (a ``bye`` with ``unknown_session``, as a killed node's clients are told)."""
+        node = self.engine.node_id
+        error = LadderError(
+            "unknown_session", f"node {node} was declared dead after {silent:.1f} s without its lease"
+        )
+        ended = list(self.sessions)
+        for session in ended:
+            self.sessions.close(session, error)
+        self.cluster.counters["fenced"] += 1
+        cluster_log.warning(
+            "this node (%s) did not refresh its lease for %.1f s (paused, or its event loop blocked by a "
+            "handler): another node declared it dead, and its %d sessions were ended (their clients start "
+            "new sessions carrying their unacknowledged messages); give handlers no blocking work (run it "
+            "in a thread), or raise node_lease (--node-lease, now %g s)",
+            node, silent, len(ended), self.lease.seconds,
+        )
 
     def _route_lost(self) -> None:
         self.cluster.on_route_lost()

@@ -25,6 +25,10 @@ Layout in Redis (``prefix`` defaults to ``ladder``):
                                       ``i`` highest id, ``r:<id>`` kept answers, ``o``
                                       carried keys); expires ``ttl`` after its last write
 ``{p}:moved:{sid}``                   where a session went when a node handed it over
+``{p}:live:{node}``                   string: a node's lease, ``1`` refreshed every
+                                      ``node_lease``/4 with a TTL of ``node_lease``, or
+                                      ``dead`` (kept ``trace_ttl``) once another node
+                                      declared it dead (``lease.py``)
 ====================================  ===================================================
 
 Every per-channel key is ``{p}:{kind}:{channel}``: a kind never follows the user-chosen
@@ -242,6 +246,7 @@ class RedisEngine(ComposedEngine):
             await self._routing.keep_trace(asyncio.get_running_loop().time())
         self._channels.scripts()
         self._presence.scripts()
+        self._routing.lease.scripts()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._listener.run_forever(), name="ladder-redis-listener"),

@@ -8,7 +8,9 @@ over its command connection as soon as the listener's link broke, refreshed unti
 back, expiring ``AWAY_TTL`` after the last refresh (a process killed meanwhile).
 ``{prefix}:all`` reaches every node. Each node leaves a trace of itself,
 ``{prefix}:node:{node}``, refreshed by the engine's heartbeat and kept ``trace_ttl`` after
-it stopped: a session naming a node without one was made on another engine.
+it stopped: a session naming a node without one was made on another engine. A node
+holds a lease, ``{prefix}:live:{node}`` (:mod:`.lease`): one declared dead (a tombstone
+there) is not alive, subscribed or not.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Final
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from .lease import RedisLease
 from .link import RedisLink, unavailable
 from .listener import PubSubListener
 
@@ -76,6 +79,16 @@ class RedisRouting:
         """What this node's trace says of it."""
         self._traced_at: float | None = None
         """When the trace was last written (monotonic), None until it is."""
+        self.lease = RedisLease(link)
+
+    async def refresh_lease(self, seconds: float, *, take: bool = False) -> bool:
+        """Hold this node's lease ``seconds`` more; False if it was declared dead."""
+        return await self.lease.refresh(self.node_id, seconds, take=take)
+
+    async def declare_dead(self, node: str) -> bool:
+        """Declare ``node`` dead if its lease lapsed (see :mod:`.lease`); the tombstone is
+        kept as long as traces are, longer than any of its sessions."""
+        return await self.lease.declare_dead(node, self.trace_ttl)
 
     def away(self, away: bool) -> None:
         """This node's listener lost its link (True) or is subscribed again (False)."""
@@ -182,8 +195,11 @@ class RedisRouting:
         noticing, so a node neither subscribed nor marked is asked again after
         ``RECHECK_AFTER``, and then only while Redis has been up less than
         ``resubscribe_grace`` (it just restarted, without the marks if not persistent:
-        every node is marking itself and subscribing again).
+        every node is marking itself and subscribing again). A node declared dead is not
+        alive, at once.
         """
+        if await self.lease.dead(node):
+            return False
         try:
             for attempt in itertools.count():
                 if await self.listening(node) or await self._link.redis.exists(self._link.k("away", node)):

@@ -4,7 +4,9 @@ Every node listens on every shard for messages to it (``{p}:n:{node}``) and to a
 (``{p}:all``), so a message may travel through any shard that is up. The hand-over record
 of a session (``{p}:moved:{sid}``) lives on the session's shard, which need not be the one
 carrying messages to its node: finding a session reads the record there, then asks the
-node's messenger shard whether the node is alive.
+node's messenger shard whether the node is alive. A node's lease (``{p}:live:{node}``)
+lives on its own shard by rendezvous, whether that one is up or not: a lease moving from
+shard to shard would let a node be declared dead on one while it holds its lease on another.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ class ShardedRouting:
         """The first of :meth:`messengers`."""
         return self.messengers(node)[0]
 
+    def keeper(self, node: str) -> RedisEngine:
+        """The shard holding ``node``'s lease: its own by rendezvous, up or not."""
+        return self._placement.ranked(node)[0]
+
+    async def refresh_lease(self, seconds: float, *, take: bool = False) -> bool:
+        return await self.keeper(self.node_id).routing_part.refresh_lease(seconds, take=take)
+
+    async def declare_dead(self, node: str) -> bool:
+        return await self.keeper(node).routing_part.declare_dead(node)
+
     def session_prefix(self) -> str:
         return f"{self.node_id}."
 
@@ -44,7 +56,11 @@ class ShardedRouting:
         return node if await self.node_alive(node) else None
 
     async def node_alive(self, node: str) -> bool:
-        """Listening on some shard that is up now, or (asked with patience) on the first."""
+        """Not declared dead, and listening on some shard that is up now, or (asked with
+        patience) on the first."""
+        with contextlib.suppress(LadderError):  # (its lease's shard is down: nobody declared it)
+            if await self.keeper(node).routing_part.lease.dead(node):
+                return False
         for shard in self.messengers(node):
             with contextlib.suppress(LadderError):  # (that shard failed meanwhile: the next)
                 if await shard.routing_part.listening(node):
