@@ -5,6 +5,7 @@ sessions the node makes then, and those whose records that server holds. Real
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 
@@ -12,6 +13,7 @@ import pytest
 
 from ladder import Ladder, Limits
 from ladder.engine.shards import ShardedEngine
+from ladder.server.hub import internals
 from tests.engine.conftest import shards_url
 from tests.server.harness import Peer, Recorder, peer_on
 from tests.support.redis import RedisServer, redis_servers
@@ -86,3 +88,36 @@ async def told_which_shard(hub: Ladder, servers: list[RedisServer]) -> None:
     assert held.att.closed and error is not None and error.code == "engine_unavailable"
     print(f"\nclose reason: {error.close_reason!r}")
     assert down in error.close_reason and "cannot reach its engine" not in error.reason
+
+
+async def test_a_node_whose_lease_server_is_down_applies_the_messages_of_sessions_on_the_others(
+    servers: list[RedisServer],
+) -> None:
+    """The server keeping a node's lease (its own by rendezvous) down past the lease: the
+    node cannot confirm its lease, and nobody can declare it dead there either. Its messages
+    waited for the lease to be confirmed, so sessions whose records live on the servers that
+    are up stopped too (a call got no answer until that server was back); they go on, as
+    before leases, and only the sessions of the server that is down wait."""
+    hub = Ladder(engine=ShardedEngine(shards_url(servers)), node_lease=0.5)
+    await hub.start()
+    try:
+        engine = hub.engine
+        assert isinstance(engine, ShardedEngine)
+        keeper = engine.routing.keeper(engine.node_id)  # type: ignore[attr-defined]
+        number = next(n for n, (_, shard) in enumerate(engine.shards) if shard is keeper)
+        peer = await Peer.open(hub)
+        while engine.placement.of(peer.session.sid) is keeper:  # (records on a server that stays up)
+            peer = await Peer.open(hub)
+        applied = Recorder(hub).applied
+        assert (await peer.request({"t": "call", "ev": "do", "d": 1}))["t"] == "reply"
+        await stopped(engine, servers, number)
+        lease = internals(hub).lease
+        async with asyncio.timeout(5):  # until the lease its server last confirmed lapsed
+            while time.monotonic() < lease._held_at + lease.seconds:  # noqa: ASYNC110 - time passing
+                await asyncio.sleep(0.05)
+        async with asyncio.timeout(5):
+            reply = await peer.request({"t": "call", "ev": "do", "d": 2})
+        assert reply["t"] == "reply", reply
+        assert applied == [1, 2]
+    finally:
+        await hub.stop()

@@ -12,8 +12,10 @@ same messages. It knows locally until when its lease is certainly held, :attr:`L
 message is applied, and a question from another node answered, only after a refresh
 confirms the lease. A refresh that finds the tombstone fences the node: every session it
 holds is ended (:meth:`Lease.on_fenced`), then it takes the lease again and serves new
-sessions under the same id. The memory engine keeps no leases: :attr:`Lease.until` is
-infinite and nothing here runs.
+sessions under the same id. A refresh that cannot reach the server keeping the lease holds
+it until the next try (see :meth:`Lease._keep`): messages then wait only for the servers
+keeping their records, as before leases. The memory engine keeps no leases:
+:attr:`Lease.until` is infinite and nothing here runs.
 """
 
 from __future__ import annotations
@@ -113,6 +115,15 @@ class Lease:
                 level = logging.DEBUG if isinstance(exc, LadderError) else logging.WARNING
                 log.log(level, "refreshing this node's lease failed: %r", exc)
                 wait = min(RETRY, wait)
+                # The server keeping the lease is out of reach: held until the next try, so
+                # that messages wait only for the servers keeping their records, as before
+                # leases (with several servers, the others' sessions go on). Declaring this
+                # node dead needs that server too: a node that cannot reach it cannot be
+                # declared dead through it, and a node cut off from it alone still answers
+                # the others through the other servers (or, with one server, is taken for
+                # gone by them already: its listener is not subscribed).
+                self.until = max(self.until, monotonic() + 2 * RETRY)
+                self._settle(True)
             else:
                 if held:
                     take = False
