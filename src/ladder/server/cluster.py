@@ -149,7 +149,10 @@ class Cluster:
             if watched:
                 self._watched.get(node, set()).discard(future)
         if reply is None:
-            if await engine.node_alive(node) and not await self._declared_dead(node):
+            # Heard but silent past its lease (paused, its loop blocked): declared dead. Not
+            # heard, it is reconnecting its link (its lease may have gone with a Redis that
+            # lost its data): it answers once back, and is not declared dead for that.
+            if await engine.node_alive(node) and not (heard and await self._declared_dead(node)):
                 # Alive but silent (busy, or between reconnects): the session is not lost.
                 why = "did not answer in time" if heard else "is not listening now (reconnecting)"
                 raise LadderError("engine_unavailable", f"node {node} {why}; retry")
