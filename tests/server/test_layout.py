@@ -9,7 +9,7 @@ from ladder import Ladder
 
 API = {"on", "publish", "send", "send_user", "presence", "history", "disconnect", "health", "stats"}
 LIFECYCLE = {"start", "stop", "lifespan"}
-SETTINGS = {"engine", "allowed_origins", "transports", "limits"}
+SETTINGS = {"engine", "allowed_origins", "transports", "limits", "node_lease"}
 
 
 def test_the_hub_holds_the_public_api_only() -> None:
