@@ -43,7 +43,7 @@ async def test_a_node_declared_dead_ends_its_sessions_and_applies_nothing_more(
         # tombstone written here at once; declaring is tested in tests/engine/test_lease.py).
         lease = internals(owner).lease
         await engine.redis.set(f"ladder:live:{node}", b"dead")  # type: ignore[attr-defined]
-        assert not await other.engine.node_alive(node)
+        assert await other.engine.declare_dead(node)  # type: ignore[attr-defined]
         lease.until = 0.0  # the node wakes: its last refresh was sent longer than node_lease ago
         caplog.set_level(logging.WARNING, "ladder.cluster")
         await peer.send({"t": "call", "ev": "do", "d": 2}, {"t": "emit", "ev": "do", "d": 3})
@@ -62,7 +62,7 @@ async def test_a_node_declared_dead_ends_its_sessions_and_applies_nothing_more(
         assert len(fenced) == 1 and "its 1 sessions were ended" in fenced[0].getMessage()
         assert internals(owner).cluster.counters["fenced"] == 1
         # It took the lease again: alive, and serving new sessions under the same id.
-        assert await other.engine.node_alive(node)
+        assert not await other.engine.declare_dead(node)  # type: ignore[attr-defined]
         fresh = await Peer.open(owner)
         assert fresh.session.sid.startswith(f"{node}.")
         assert (await fresh.request({"t": "call", "ev": "do", "d": 4}))["t"] == "reply"

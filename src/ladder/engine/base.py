@@ -238,7 +238,9 @@ class SessionRouting(Protocol):
     ``seconds`` more and returns False, writing nothing, when another node declared this one
     dead meanwhile (``take``: hold it anyway, replacing that mark); ``declare_dead(node)``
     declares ``node`` dead only if its lease lapsed, and returns whether it is dead (now or
-    before). A node declared dead is not :meth:`node_alive`, at once. Both raise
+    before); :meth:`node_alive` does not read leases (a node declared dead but still
+    subscribed is alive there: a request to it goes unanswered, then ``declare_dead`` answers
+    True at once). Both raise
     :class:`~ladder.protocol.errors.LadderError` when the engine cannot tell. An engine
     without them (one process: the memory engine) has no leases and nothing to fence.
     """

@@ -71,10 +71,3 @@ class RedisLease:
             return bool(await self._declare(keys=[self.key(node)], args=[TOMBSTONE, ms]))
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
-
-    async def dead(self, node: str) -> bool:
-        """Whether ``node`` was declared dead (one read, no waiting)."""
-        try:
-            return bool(await self._link.redis.get(self.key(node)) == TOMBSTONE)
-        except (RedisError, OSError) as exc:
-            raise unavailable(exc) from exc

@@ -9,8 +9,8 @@ back, expiring ``AWAY_TTL`` after the last refresh (a process killed meanwhile).
 ``{prefix}:all`` reaches every node. Each node leaves a trace of itself,
 ``{prefix}:node:{node}``, refreshed by the engine's heartbeat and kept ``trace_ttl`` after
 it stopped: a session naming a node without one was made on another engine. A node
-holds a lease, ``{prefix}:live:{node}`` (:mod:`.lease`): one declared dead (a tombstone
-there) is not alive, subscribed or not.
+holds a lease, ``{prefix}:live:{node}`` (:mod:`.lease`): one silent past it may be declared
+dead (a tombstone there).
 """
 
 from __future__ import annotations
@@ -195,11 +195,12 @@ class RedisRouting:
         noticing, so a node neither subscribed nor marked is asked again after
         ``RECHECK_AFTER``, and then only while Redis has been up less than
         ``resubscribe_grace`` (it just restarted, without the marks if not persistent:
-        every node is marking itself and subscribing again). A node declared dead is not
-        alive, at once.
+        every node is marking itself and subscribing again). A node declared dead (see
+        :mod:`.lease`) that is still subscribed answers True: its lease is not read here,
+        so that finding a node asks nothing of the server keeping its lease (down, it
+        would stall every lookup); a request to it goes unanswered, and ``declare_dead``
+        then says it is dead at once.
         """
-        if await self.lease.dead(node):
-            return False
         try:
             for attempt in itertools.count():
                 if await self.listening(node) or await self._link.redis.exists(self._link.k("away", node)):

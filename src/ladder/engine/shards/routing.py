@@ -56,11 +56,8 @@ class ShardedRouting:
         return node if await self.node_alive(node) else None
 
     async def node_alive(self, node: str) -> bool:
-        """Not declared dead, and listening on some shard that is up now, or (asked with
-        patience) on the first."""
-        with contextlib.suppress(LadderError):  # (its lease's shard is down: nobody declared it)
-            if await self.keeper(node).routing_part.lease.dead(node):
-                return False
+        """Listening on some shard that is up now, or (asked with patience) on the first
+        (a node declared dead but still subscribed too, as with one Redis)."""
         for shard in self.messengers(node):
             with contextlib.suppress(LadderError):  # (that shard failed meanwhile: the next)
                 if await shard.routing_part.listening(node):
