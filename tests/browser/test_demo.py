@@ -162,6 +162,34 @@ def test_offline_then_online_gets_the_missed_messages(people: Callable[..., Chat
     assert opened and opened[0]["resumed"] is True and opened[0]["sessionId"] == session
 
 
+@pytest.mark.parametrize("share", [0, 1], ids=["own connection", "shared connection"])
+def test_a_message_sent_offline_and_carried_over_a_reload_shows_as_sending_then_once(
+    people: Callable[..., Chat], share: int
+) -> None:
+    """Sent offline, then the page reloaded before it could go: the new page's client takes it
+    over (`restoredMessages`) and the page shows it as being sent until the room shows it,
+    once. Before, it went out and reached the room but the page showed nothing meanwhile."""
+    alice = people("alice", f"carried-{share}", share=share)
+    alice.wait_transport("websocket")
+    alice.toggle("offline")
+    alice.page.wait_for_function("demo.client.state !== 'connected'", timeout=10_000)
+    alice.page.evaluate("() => { demo.send('sent while away').catch(() => {}); }")
+    alice.page.evaluate("demo.client.persisted()")
+    alice.page.reload()
+    alice.page.wait_for_function("window.demo !== undefined")
+    alice.page.wait_for_function(  # still offline: shown as being sent
+        "() => [...document.querySelectorAll('#outbox li.pending')].some(li => li.textContent.includes('sent while away'))",
+        timeout=10_000,
+    )
+    assert alice.messages() == [] and alice.page.evaluate("demo.client.restored") == 1
+    alice.toggle("offline")  # back online: the carried message goes out first
+    seen = alice.wait_messages(1, timeout=15)
+    assert texts(seen) == ["sent while away"]
+    alice.page.wait_for_function("document.querySelectorAll('#outbox li').length === 0", timeout=10_000)
+    assert texts(alice.messages()) == ["sent while away"], "once"
+    assert "sending 1 message left by the page before" in alice.log()
+
+
 def test_a_buffered_stream_is_detected(people: Callable[..., Chat]) -> None:
     alice = people("alice", "buffered", probe=500)
     alice.wait_transport("websocket")

@@ -102,6 +102,31 @@ describe("durable outbox", () => {
     assert.deepEqual(messages(conn), [[1, 0], [2, 1], [3, 2], [4, "new"]], "the old ones first, in order");
   });
 
+  test("the restored messages are told as the app sent them, in the order they go out", async () => {
+    const { page } = tab();
+    const first = page();
+    first.client.start();
+    first.client.emit("record", { n: 0 });
+    first.client.call("chat.send", { text: "hi" }, { timeout: null }).catch(() => {});
+    first.client.publish("room:1", [1, 2], { timeout: null }).catch(() => {});
+    await first.client.persisted(); // the page dies here
+    const next = page();
+    assert.deepEqual(next.client.restoredMessages, [], "none before it looked");
+    next.client.start();
+    await settle();
+    assert.deepEqual(next.client.restoredMessages, [
+      { kind: "emit", event: "record", channel: null, data: { n: 0 } },
+      { kind: "call", event: "chat.send", channel: null, data: { text: "hi" } },
+      { kind: "publish", event: null, channel: "room:1", data: [1, 2] },
+    ]);
+    assert.equal(next.client.restored, 3);
+    next.client.restoredMessages[0].data.n = 99; // the app's copy
+    const conn = next.last();
+    conn.welcomeWith();
+    await settle();
+    assert.deepEqual(messages(conn), [[1, { n: 0 }]], "what goes out is what was sent");
+  });
+
   test("messages of a session go out in a new session that names it: psid, prt, pids", async () => {
     const { page } = tab();
     const first = await welcomed(page(), { sid: "S1", rt: "R1" });

@@ -58,6 +58,9 @@ def create_hub() -> Ladder:
         if not isinstance(text, str) or not 0 < len(text.strip()) <= 2000:
             raise LadderError("bad_request", "a message is 1 to 2000 characters")
         message = {"nick": ctx.user, "text": text.strip(), "ts": time.time()}
+        sent_as = data.get("id")
+        if isinstance(sent_as, str) and 0 < len(sent_as) <= 64:
+            message["id"] = sent_as  # (the page shows it as sent once the room has this id)
         pub = await hub.publish(f"room:{room_of(data)}", message)
         return {"epoch": pub.epoch, "offset": pub.offset}
 

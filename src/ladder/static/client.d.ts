@@ -42,6 +42,17 @@ export interface Publication<T = any> {
 }
 
 /** Where a subscription stands; pass it as `since` to resume later. */
+/** A message a previous page left, that this client sends first (`restoredMessages`). */
+export interface RestoredMessage<T = any> {
+  kind: "emit" | "call" | "publish";
+  /** The event of an `emit` or a `call` (null for a `publish`). */
+  event: string | null;
+  /** The channel of a `publish` (null otherwise). */
+  channel: string | null;
+  /** A copy of the data sent. */
+  data: T;
+}
+
 export interface Position {
   epoch: string;
   offset: number;
@@ -225,6 +236,8 @@ export interface LadderClient {
   readonly outboxReason: string | null;
   /** How many messages a previous page of this tab (or a tab that is gone) left, that this client sends. */
   readonly restored: number;
+  /** Those messages, in the order they go out first, as the app sent them (to show them as being sent; a restored call's answer goes nowhere). */
+  readonly restoredMessages: readonly RestoredMessage[];
   /** Resolves once every message submitted so far is kept where it outlives the page (at once when the outbox is off or in memory). */
   persisted(): Promise<void>;
   /** Start connecting (`connect()` does this). */

@@ -29,6 +29,7 @@ import { makeTransport } from "./connection.js";
 import { sessionStore } from "./switching.js";
 
 /** @typedef {import("./events.js").ClientEvents} ClientEvents */
+/** @typedef {import("./outbox.js").RestoredMessage} RestoredMessage */
 /** @typedef {import("./clock.js").Clock} Clock */
 /** @typedef {import("./codec.js").Frame} Frame */
 /** @typedef {import("./events.js").Member} Member */
@@ -272,6 +273,8 @@ export class Client extends Emitter {
     this.shared = false;
     /** How many messages a previous page (or a closed tab) left that this client took over. */
     this.restored = 0;
+    /** @type {RestoredMessage[]} those messages, in the order they go out first (to show them as being sent) */
+    this.restoredMessages = [];
     this.outboxBytes = options.outboxBytes ?? 1_048_576;
     this._outboxOptions = {
       storage: options.storage !== undefined ? options.storage : sessionStore(),

@@ -4,7 +4,7 @@
 import { noReply, Renewal, UpstreamRetry } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
 import { encodeMessage, tagBytes } from "./codec.js";
-import { carriedFrom, DurableOutbox, overLimit, snapshot } from "./outbox.js";
+import { carriedFrom, DurableOutbox, overLimit, restoredMessage, snapshot } from "./outbox.js";
 import { reportLater } from "./subscription.js";
 
 /** @typedef {import("./driver.js").Client} Client */
@@ -72,6 +72,7 @@ export async function openOutbox(client) {
       const { lost, ids, frames } = carriedFrom(record);
       client._rekey(client.peer.restore(lost, ids, frames), new Map());
       client.restored = frames.length;
+      client.restoredMessages = frames.map(restoredMessage);
     }
   } catch (error) {
     console.warn(`ladder: the outbox left by a previous page could not be read: ${String(error)}`);

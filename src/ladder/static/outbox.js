@@ -188,6 +188,24 @@ export function carriedFrom(record) {
   return { lost: null, ids: null, frames };
 }
 
+/**
+ * A message a previous page left, as its app sent it: `kind` "emit" or "call" (with its
+ * `event`; a restored call's answer goes nowhere) or "publish" (with its `channel`), and a
+ * copy of its `data`.
+ * @typedef {{kind: "emit" | "call" | "publish", event: string | null, channel: string | null, data: any}} RestoredMessage
+ */
+
+/**
+ * What the app sent, of a kept message's frame (`emit`, `call` or `pub`).
+ * @param {Frame} frame
+ * @returns {RestoredMessage}
+ */
+export function restoredMessage(frame) {
+  const data = structuredClone(frame.d ?? null); // (the app's copy: the frame goes out as it is)
+  if (frame.t === "pub") return { kind: "publish", event: null, channel: String(frame.ch), data };
+  return { kind: frame.t === "call" ? "call" : "emit", event: String(frame.ev), channel: null, data };
+}
+
 /** @param {() => number} random */
 function newOwner(random) {
   return Array.from({ length: 4 }, () => Math.floor(random() * 2 ** 32).toString(36)).join("");

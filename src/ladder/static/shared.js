@@ -76,6 +76,7 @@ export class SharedClient extends Emitter {
     /** @type {"indexeddb" | "memory" | "off" | null} */ this.outboxStorage = null;
     /** @type {string | null} */ this.outboxReason = null;
     this.restored = 0;
+    /** @type {import("./outbox.js").RestoredMessage[]} */ this.restoredMessages = [];
     /** @type {Record<string, unknown>} */
     this._options = {};
     for (const [name, value] of Object.entries(options)) {
@@ -550,6 +551,7 @@ export class SharedClient extends Emitter {
     this.lastChange = state.lastChange;
     this.lastFailure = state.lastFailure;
     [this.outboxStorage, this.outboxReason, this.restored] = [state.outboxStorage, state.outboxReason, state.restored];
+    this.restoredMessages = state.restoredMessages ?? [];
     this._limits = state.limits ?? {};
     if (state.fatal) this._fatal = asError(state.fatal);
     if (state.state === "connected") {

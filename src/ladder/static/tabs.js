@@ -43,6 +43,7 @@ export function snapshot(client) {
     outboxStorage: /** @type {any} */ (client).outboxStorage ?? "off",
     outboxReason: /** @type {any} */ (client).outboxReason ?? null,
     restored: /** @type {any} */ (client).restored ?? 0,
+    restoredMessages: /** @type {any} */ (client).restoredMessages ?? [],
     limits: client._limits,
     // Why the shared client gave up for good (set before its `error` and `close` events go
     // out): every tab's later calls fail with it, as a client of the tab's own would.
@@ -372,7 +373,12 @@ export class TabHub {
       else if (message.kind === "publish") pending = client.publish(message.ch, message.d, options);
       else if (message.kind === "presence") pending = client.presence(message.ch, options);
       else if (message.kind === "refresh") pending = client.refresh(message.tok ?? null, options);
-      else if (message.kind === "persisted") pending = Promise.resolve(/** @type {any} */ (client).persisted?.());
+      else if (message.kind === "persisted") {
+        // (with what it took over from a page that is gone, known once its outbox is open)
+        pending = Promise.resolve(/** @type {any} */ (client).persisted?.()).then(() => {
+          this.tabs.get(tab.id)?.post({ op: "state", state: snapshot(client) });
+        });
+      }
       else pending = client.history(message.ch, { ...options, limit: message.limit });
     } catch (error) {
       pending = Promise.reject(error);

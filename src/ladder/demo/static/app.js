@@ -120,6 +120,16 @@ client.on("transport", (e) => {
   showBadge();
 });
 client.on("open", (e) => log(`connected on ${NAMES[e.transport]}${e.resumed ? " (session resumed)" : ""}`));
+
+// Messages the page before a reload could not send go out first from this one (the client takes
+// them over before it connects, offline too): shown as being sent until their room shows them.
+client.persisted().then(() => {
+  for (const message of client.restoredMessages) {
+    const data = message.data ?? {};
+    if (message.event === "chat.send" && typeof data.text === "string") sending(data.room, data.text, data.id);
+  }
+  if (client.restored) log(`sending ${client.restored} message${client.restored > 1 ? "s" : ""} left by the page before`);
+});
 client.on("close", (e) => log(`disconnected: ${e.reason}`, "bad"));
 client.on("state", () => showBadge());
 client.on("probe", (e) => log(`probe ${NAMES[e.rung]}: ${e.ok ? "works" : e.reason}`, e.ok ? "" : "bad"));
@@ -229,7 +239,13 @@ function show(pub) {
     }
     before = before.previousElementSibling;
   }
-  const { nick: name, text, ts } = pub.data;
+  const { nick: name, text, ts, id } = pub.data;
+  for (const mine of pending) {
+    if (id !== undefined && mine.id === id) {
+      mine.item.remove(); // sent by this page or, before a reload, by the one it replaced
+      pending.delete(mine);
+    }
+  }
   const item = messageItem(name, text, new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
   item.dataset.epoch = pub.epoch;
   item.dataset.offset = String(pub.offset);
@@ -358,15 +374,24 @@ client.on("resubscribed", (e) => {
   if (e.channel === `room:${current?.room}`) refreshPresence(current.room);
 });
 
-function send(text) {
+// Each message carries an id the room's copy shows again: a message a reload carried over (its
+// answer went with the old page) is recognised by it.
+function sending(room, text, id) {
   const item = messageItem(nick, text, "sending…");
   item.classList.add("pending");
   $("#outbox").append(item);
   scrollDown();
-  const mine = { item, room: current.room };
+  const mine = { item, room, id };
   pending.add(mine);
+  return mine;
+}
+
+function send(text) {
+  const id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+  const mine = sending(current.room, text, id);
+  const { item } = mine;
   // No timeout: while offline the message waits in the client's queue and goes out on reconnect.
-  const sent = client.call("chat.send", { room: current.room, text }, { timeout: null });
+  const sent = client.call("chat.send", { room: current.room, text, id }, { timeout: null });
   sent.then(
     ({ epoch, offset }) => {
       Object.assign(mine, { epoch, offset });
