@@ -74,10 +74,22 @@ class StandIn {
 
 /** A tab: what the hub posted to it. */
 function tab(hub, id) {
-  const port = { got: [], postMessage: (m) => port.got.push(m) };
+  const port = { id, got: [], postMessage: (m) => port.got.push(m) };
   hub.receive(port, { op: "join", tab: id, url: "http://h/ladder", options: {} });
   port.pubs = () => port.got.filter((m) => m.op === "pub").map((m) => m.o);
   return port;
+}
+
+/** The tabs `ports` all follow `channel`: the first subscribes, the server confirms it at `off`, the others join. */
+async function following(hub, client, channel, off, ...ports) {
+  const [first, ...others] = ports;
+  hub.receive(first, { op: "sub", tab: first.id, ch: channel });
+  const sub = client.subs.get(channel);
+  sub.confirmed({ ep: "E", off, rec: true, n: 0 });
+  await settle();
+  for (const port of others) hub.receive(port, { op: "sub", tab: port.id, ch: channel });
+  await settle();
+  return sub;
 }
 
 function setUp() {
@@ -209,12 +221,7 @@ test("with a broadcast, a publication for many tabs goes out once, naming them",
   const hub = new TabHub(() => client, (message, tabs) => sent.push([message.o, tabs]));
   const a = tab(hub, "a");
   const b = tab(hub, "b");
-  hub.receive(a, { op: "sub", tab: "a", ch: "room" });
-  const sub = client.subs.get("room");
-  sub.confirmed({ ep: "E", off: 0, rec: true, n: 0 });
-  await settle();
-  hub.receive(b, { op: "sub", tab: "b", ch: "room" });
-  await settle();
+  const sub = await following(hub, client, "room", 0, a, b);
   sub.deliver(1, "x");
   assert.deepEqual(sent, [[1, ["a", "b"]]]);
   assert.deepEqual(a.pubs(), []);
@@ -238,11 +245,7 @@ test("a shared subscription ended after it was confirmed ends in every tab follo
   const a = tab(hub, "a");
   const b = tab(hub, "b");
   const c = tab(hub, "c");
-  hub.receive(a, { op: "sub", tab: "a", ch: "room" });
-  const sub = client.subs.get("room");
-  sub.confirmed({ ep: "E", off: 10, rec: true, n: 0 });
-  await settle();
-  hub.receive(b, { op: "sub", tab: "b", ch: "room" });
+  const sub = await following(hub, client, "room", 10, a, b);
   hub.receive(c, { op: "sub", tab: "c", ch: "other" });
   await settle();
   // The client's session was lost and the server refused the renewal for good.
@@ -263,9 +266,7 @@ test("the hub unsubscribing with the last tab tells no tab", async () => {
   const { client, hub } = setUp();
   const a = tab(hub, "a");
   const b = tab(hub, "b");
-  hub.receive(a, { op: "sub", tab: "a", ch: "room" });
-  client.subs.get("room").confirmed({ ep: "E", off: 1, rec: true, n: 0 });
-  await settle();
+  await following(hub, client, "room", 1, a);
   hub.receive(a, { op: "unsub", tab: "a", ch: "room" });
   await settle();
   assert.deepEqual(client.unsubscribed, ["room"]);
