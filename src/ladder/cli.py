@@ -30,7 +30,7 @@ from .server.hub import Ladder
 from .server.logs import RedactTokens
 from .server.native import NativeWebSocket
 from .server.uvicorn_needs import parse_fallback, problem
-from .server.workers import Supervisor, bind, listen_failed, worker_socket, worker_socket_spec
+from .server.workers import WORKER_TIMEOUT, Supervisor, bind, listen_failed, worker_socket, worker_socket_spec
 
 GC_THRESHOLD = 50_000
 """``--gc-threshold``'s default: see :func:`tune_collector`."""
@@ -127,11 +127,18 @@ def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
 
 
 def check_workers(hub: Ladder | None, args: argparse.Namespace) -> None:
-    """Workers are separate processes: they serve one application only through a shared engine."""
+    """Workers are separate processes: they serve one application only through a shared engine
+    (and leases are kept by nodes of one: ``--node-lease``)."""
     workers = getattr(args, "workers", 1)
-    if workers == 1 or hub is None:  # (without a hub, check() has refused)
+    lease = getattr(args, "node_lease", None) is not None
+    if (workers == 1 and not lease) or hub is None:  # (without a hub, check() has refused)
         return
     engine = create_engine(args.engine) if args.engine else hub.engine
+    if isinstance(engine, MemoryEngine) and workers == 1:
+        raise SystemExit(
+            "ladder serve: --node-lease applies to the Redis engine (the memory engine is one "
+            "process: no node to declare dead). Remove it, or add --engine redis://host:6379/0"
+        )
     if isinstance(engine, MemoryEngine):
         raise SystemExit(
             f"ladder serve: --workers {workers} needs the Redis engine: with the memory engine every "
@@ -146,7 +153,7 @@ def serve_workers(app: Any, args: argparse.Namespace, argv: list[str]) -> NoRetu
     check(app, hub, args)
     check_workers(hub, args)
     event_loop(announce=True)  # (said once, here: every worker runs the same)
-    raise SystemExit(Supervisor(argv, args.host, args.port, args.workers).run())
+    raise SystemExit(Supervisor(argv, args.host, args.port, args.workers, args.worker_timeout).run())
 
 
 def tune_collector(threshold: int) -> None:
@@ -204,6 +211,7 @@ def run(app: Any, args: argparse.Namespace) -> None:
 
     hub = find_hub(app)
     check(app, hub, args)
+    check_workers(hub, args)
     if args.engine and hub is not None:
         hub.engine = create_engine(args.engine)
     if getattr(args, "node_lease", None) is not None and hub is not None:
@@ -334,6 +342,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _worker_timeout(text: str) -> float:
+    value = _seconds(text)
+    if not 1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 3600 seconds, got {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -389,6 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="processes serving the one port, each a node of the cluster (default: 1); "
         "more than one needs the Redis engine (--engine redis://...)",
+    )
+    serve.add_argument(
+        "--worker-timeout",
+        type=_worker_timeout,
+        default=WORKER_TIMEOUT,
+        metavar="SECONDS",
+        help=f"with --workers: a worker silent this long (paused, or its event loop blocked) is killed "
+        f"and started again (default: {WORKER_TIMEOUT:g}; 1 to 3600)",
     )
     demo = commands.add_parser(
         "demo",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -86,6 +87,44 @@ async def test_a_worker_that_dies_is_started_again(workers: LadderServer) -> Non
     assert first[1] in current, "the other worker was left alone"
     assert workers.proc.poll() is None
     assert len(await nodes_behind(workers.url)) == 2, "the new worker serves the port"
+
+
+async def test_a_worker_that_stops_answering_is_killed_and_started_again(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """A worker paused (or its event loop blocked) kept its SO_REUSEPORT socket: the kernel
+    queued a share of the new connections on it, unanswered for as long as it stayed stuck
+    (a probe: 4 of 10 fresh /health requests timed out). Silent past --worker-timeout, it is
+    killed, and started again."""
+    log = tmp_path / "serve.log"
+    args = ("--workers", "2", "--worker-timeout", "2")
+    with LadderServer(CONFIG, engine=redis.url, args=args, log=log) as server:
+        assert server.proc is not None
+        first = children(server.proc.pid)
+        assert len(await nodes_behind(server.url)) == 2
+        stuck = first[0]
+        os.kill(stuck, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    current = children(server.proc.pid)
+                    if len(current) == 2 and stuck not in current:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stuck, signal.SIGCONT)
+        replaced = time.monotonic() - stopped
+        print(f"\nthe stopped worker was replaced {replaced:.1f} s after SIGSTOP (--worker-timeout 2)")
+        assert first[1] in current, "the other worker was left alone"
+        assert replaced < 10
+        said = log.read_text()
+        assert f"(pid {stuck}) did not answer for" in said and "killed, to be started again" in said
+        assert len(await nodes_behind(server.url)) == 2, "the new worker serves the port"
+        async with httpx.AsyncClient(base_url=server.url, timeout=2) as http:
+            answers = [(await http.get("/health")).status_code for _ in range(10)]
+        assert answers == [200] * 10, "no connection waits on a stuck worker"
 
 
 def age_of(pid: int) -> float:
@@ -323,6 +362,18 @@ def test_a_port_taken_by_another_reuse_port_server_is_refused() -> None:
         refused = serve("--workers", "2", "--engine", "redis://127.0.0.1:1/0", port=port)
     assert refused.returncode == 1
     assert f"ladder serve: cannot listen on 127.0.0.1:{port}" in refused.stderr
+
+
+def test_a_node_lease_on_the_memory_engine_is_refused_naming_the_fix() -> None:
+    refused = serve("--node-lease", "2")
+    assert refused.returncode == 1
+    assert "--node-lease applies to the Redis engine" in refused.stderr and "--engine redis://" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_a_worker_timeout_that_cannot_work_is_refused() -> None:
+    refused = serve("--workers", "2", "--worker-timeout", "0.5", "--engine", "redis://127.0.0.1:1/0")
+    assert refused.returncode == 2 and "must be from 1 to 3600 seconds" in refused.stderr
 
 
 def test_workers_must_be_positive() -> None:

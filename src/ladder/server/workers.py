@@ -13,7 +13,10 @@ so a port in use is reported once, before any worker starts.
 The parent only supervises. SIGTERM or SIGINT is forwarded to every worker as SIGTERM (each
 ends its sessions with ``bye shutting_down``, see :class:`.serving.GracefulServer`), and the
 parent exits once all have. Each worker writes a byte to a pipe once uvicorn's startup
-completed (:func:`tell_ready`). A worker that dies on its own after that is started again;
+completed (:func:`tell_ready`), then another every second from its event loop. A worker
+silent longer than the worker timeout (paused, its event loop blocked by a handler) is
+killed: the kernel would go on queueing a share of the new connections on its socket, which
+nobody accepts, for as long as it is stuck. A worker that dies on its own after that is started again;
 one that dies before it is a startup failure, which would only repeat, so then every worker
 is stopped and the parent exits with an error. (Time alone told them apart: a worker killed
 from outside, by the OOM killer or an operator, within 5 s of starting stopped the server.)
@@ -22,6 +25,8 @@ A worker that keeps dying soon after it started is started again after a pause t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -48,6 +53,16 @@ such exit in a row is started again only after a pause."""
 MAX_PAUSE: Final = 30.0
 """Seconds: the longest pause before starting again a worker that keeps exiting soon."""
 
+BEAT_EVERY: Final = 1.0
+"""Seconds between a serving worker's heartbeats (a byte on its pipe, from its event loop)."""
+
+WORKER_TIMEOUT: Final = 10.0
+"""Seconds a serving worker may go without a heartbeat before it is killed (and started
+again), by default (``ladder serve --worker-timeout``)."""
+
+POLL: Final = 0.05
+"""Seconds between the parent's looks at its workers (exits, heartbeats)."""
+
 
 def restart_pause(soon: int) -> float:
     """Seconds to wait before starting again a worker that exited soon ``soon`` times in a
@@ -56,18 +71,27 @@ def restart_pause(soon: int) -> float:
 
 
 def tell_ready() -> None:
-    """In a worker: tell the parent it serves (uvicorn's startup completed). Not passed on
-    to processes the application starts."""
+    """In a worker: tell the parent it serves (uvicorn's startup completed), then that its
+    event loop runs, every ``BEAT_EVERY`` s (see :class:`Supervisor`). Not passed on to
+    processes the application starts."""
     spec = os.environ.pop(READY_ENV, None)
     if spec is None:
         return
     fd = int(spec)
-    try:
-        os.write(fd, b"r")
-    except OSError:  # (the parent is gone: nobody to tell)
-        pass
-    finally:
-        os.close(fd)
+    os.set_blocking(fd, False)
+    loop = asyncio.get_running_loop()
+
+    def beat(byte: bytes) -> None:
+        try:
+            os.write(fd, byte)
+        except BlockingIOError:  # (the parent reads behind: it heard one lately)
+            pass
+        except OSError:  # (the parent is gone: nobody to tell)
+            os.close(fd)
+            return
+        loop.call_later(BEAT_EVERY, beat, b".")
+
+    beat(b"r")
 
 
 def reuse_port_available() -> bool:
@@ -124,33 +148,47 @@ def worker_socket(host: str, port: int) -> socket.socket | None:
 
 
 class _Worker:
-    """A worker process, and the pipe it says it serves on."""
+    """A worker process, and the pipe it says it serves on (then that it runs)."""
 
-    __slots__ = ("index", "proc", "ready", "started")
+    __slots__ = ("heard", "index", "killed", "proc", "ready", "serving", "started")
 
     def __init__(self, index: int, proc: subprocess.Popen[bytes], ready: int) -> None:
         self.index = index
         self.proc = proc
         self.ready = ready
-        """The pipe's reading end (non-blocking): a byte once the worker serves."""
-        self.started = time.monotonic()
+        """The pipe's reading end (non-blocking): ``r`` once the worker serves, then a byte
+        every ``BEAT_EVERY`` s."""
+        self.started = self.heard = time.monotonic()
+        self.serving = False
+        self.killed = False
+        """Killed for its silence (said once)."""
+
+    def listen(self) -> None:
+        """Read what the worker wrote: when it was last heard, whether it serves."""
+        try:
+            while data := os.read(self.ready, 4096):
+                self.serving = self.serving or data[:1] == b"r"
+                self.heard = time.monotonic()
+        except OSError:  # (BlockingIOError: nothing more now)
+            pass
 
     def served(self) -> bool:
-        """Whether it told it served (read once it exited; the byte outlives the writer)."""
-        try:
-            return os.read(self.ready, 1) == b"r"
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(self.ready)
+        """Whether it told it served (read once it exited; the bytes outlive the writer)."""
+        self.listen()
+        os.close(self.ready)
+        return self.serving
 
 
 class Supervisor:
     """Start ``count`` workers running ``argv`` (``ladder`` arguments), and look after them."""
 
-    def __init__(self, argv: list[str], host: str, port: int, count: int) -> None:
+    def __init__(
+        self, argv: list[str], host: str, port: int, count: int, timeout: float = WORKER_TIMEOUT
+    ) -> None:
         self.argv = argv
         self.count = count
+        self.timeout = timeout
+        """Seconds a serving worker may stay silent before it is killed (and started again)."""
         self.stopping = False
         self.workers: dict[int, _Worker] = {}
         """pid -> worker."""
@@ -269,16 +307,37 @@ class Supervisor:
         self.pending[index] = time.monotonic() + pause
 
     def _wait(self) -> tuple[int, int] | None:
-        """The next child to exit (pid, wait status); None when a pause ended first."""
-        while self.pending:
+        """The next child to exit (pid, wait status); None when a pause ended first. Kills
+        the workers that went silent meanwhile (:meth:`_watch`)."""
+        while self.workers or self.pending:
             try:
                 pid, wait_status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:  # (every worker is paused)
                 pid = wait_status = 0
             if pid:
                 return pid, wait_status
-            left = min(self.pending.values(), default=0.0) - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if self.pending and min(self.pending.values()) <= now:
                 return None
-            time.sleep(min(left, 0.05))  # (a worker's exit is heard within this)
-        return os.wait() if self.workers else None
+            self._watch(now)
+            time.sleep(POLL)  # (a worker's exit is heard within this)
+        return None
+
+    def _watch(self, now: float) -> None:
+        """Kill every serving worker silent longer than the timeout (paused, or its event
+        loop blocked): its share of new connections would wait on its socket until it woke.
+        Its exit starts it again, as any worker's; its sessions are lost, as a killed node's."""
+        for pid, worker in self.workers.items():
+            worker.listen()
+            silent = now - worker.heard
+            if self.stopping or not worker.serving or worker.killed or silent <= self.timeout:
+                continue
+            worker.killed = True
+            logger.warning(
+                "worker %d (pid %d) did not answer for %.1f s (paused, or its event loop blocked by a "
+                "handler): killed, to be started again (--worker-timeout %g s); give handlers no "
+                "blocking work (run it in a thread)",
+                worker.index, pid, silent, self.timeout,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                worker.proc.kill()
