@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from ladder.client import rungs
+from ladder.server.auth import hook_log
 from tests.support.redis import RedisServer
 from tests.support.server import LadderServer
 
@@ -17,6 +18,13 @@ def _forget_rungs() -> Iterator[None]:
     rungs.forget_all()
     yield
     rungs.forget_all()
+
+
+@pytest.fixture(autouse=True)
+def _forget_hook_failures() -> Iterator[None]:
+    """Each test hears its hooks' first failure (their log is damped process-wide)."""
+    hook_log.forget()
+    yield
 
 
 @pytest.fixture

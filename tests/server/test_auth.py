@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ladder import Identity, LadderError
+from ladder.server import auth
 from ladder.server.auth import AuthRequest, run_authenticate
 
 REQUEST = AuthRequest(headers={}, cookies={}, token="t", client=None, transport="websocket")
@@ -146,3 +147,32 @@ def test_a_short_rsa_key_is_refused_whatever_pyjwt_checks_itself(monkeypatch: py
         JWT(pem(1024), algorithms=["RS256"])
     assert "at least 2,048 bits" in caught.value.fix
     assert JWT(pem(2048), algorithms=["RS256", "PS256"]).algorithms == ["RS256", "PS256"]
+
+
+async def test_a_hook_failing_again_and_again_is_logged_once_per_interval_with_the_count(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken hook fails for every client and every reconnect: one client logged 24 ERROR
+    lines (32 tracebacks for a raising hook) in 4 s. Now one per hook and kind of failure
+    per ``HOOK_LOG_EVERY``, the next saying how many were not logged; each caller still
+    hears ``internal``."""
+
+    def sign_in(request: AuthRequest) -> Any:
+        raise RuntimeError("the user table is gone")
+
+    def other(request: AuthRequest) -> Any:
+        return 42
+
+    for _ in range(5):
+        with pytest.raises(LadderError, match="internal"):
+            await run_authenticate(sign_in, REQUEST)
+    with pytest.raises(LadderError, match="internal"):
+        await run_authenticate(other, REQUEST)
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 2, logged
+    assert "failed; answered internal" in logged[0] and "returned int 42" in logged[1]
+    monkeypatch.setattr(auth, "HOOK_LOG_EVERY", 0.0)  # the interval is over
+    with pytest.raises(LadderError, match="internal"):
+        await run_authenticate(sign_in, REQUEST)
+    last = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"][-1]
+    assert "failed; answered internal (and 4 more like it in the last" in last, last

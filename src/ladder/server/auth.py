@@ -29,6 +29,48 @@ from ..protocol.frames import MAX_TOKEN
 
 log = logging.getLogger("ladder")
 
+HOOK_LOG_EVERY: Final = 10.0
+"""Seconds: a hook's failures of one kind are logged at most this often. A broken hook fails
+for every client, and every client reconnecting tries again: one line per try was dozens a
+second from a single client (the refusals they cause are counted and damped the same way)."""
+
+_HOOKS_KEPT: Final = 256
+
+
+class HookLog:
+    """Logs a hook's failures at ERROR, once per kind and ``HOOK_LOG_EVERY``, saying how many
+    were not logged since."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[int, str], tuple[float, int]] = {}
+        """(id of the hook, kind) -> (when last logged, failures not logged since)."""
+
+    def error(
+        self, hook: object, kind: str, message: str, *args: object, exc: BaseException | None = None
+    ) -> None:
+        key = (id(hook), kind)
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < HOOK_LOG_EVERY:
+            self._last[key] = (last[0], last[1] + 1)
+            return
+        if last is not None and last[1]:
+            message += f" (and {last[1]} more like it in the last {now - last[0]:.0f} s, not logged)"
+        self._last.pop(key, None)
+        self._last[key] = (now, 0)
+        if len(self._last) > _HOOKS_KEPT:
+            del self._last[next(iter(self._last))]
+        log.error(message, *args, exc_info=None if exc is None else (type(exc), exc, exc.__traceback__))
+
+    def forget(self) -> None:
+        """Log the next failure of every hook (tests: the damping is process-wide)."""
+        self._last.clear()
+
+
+hook_log = HookLog()
+
 Action: TypeAlias = Literal["subscribe", "publish", "presence", "history"]
 
 
@@ -140,11 +182,11 @@ async def run_authenticate(hook: Authenticate | None, request: AuthRequest) -> I
     except LadderError:
         raise
     except HookMistake as exc:
-        log.error("%s; answered internal", exc)
+        hook_log.error(hook, "mistake", "%s; answered internal", exc)
         why = "the authenticate hook gave an answer no hook may give (see the server log)"
         raise LadderError("internal", why) from None
     except Exception as exc:
-        log.error("%s failed; answered internal", _named(hook), exc_info=(type(exc), exc, exc.__traceback__))
+        hook_log.error(hook, "failed", "%s failed; answered internal", _named(hook), exc=exc)
         raise LadderError("internal", "the authenticate hook failed (see the server log)") from None
 
 
@@ -261,25 +303,19 @@ async def _verdict(
     except LadderError as exc:
         return exc
     except Exception as exc:
-        log.error(
-            "%s failed for %s on %r; answered internal",
-            _named(hook, "permissions"),
-            action,
-            channel,
-            exc_info=(type(exc), exc, exc.__traceback__),
+        hook_log.error(
+            hook, f"failed {action}", "%s failed for %s on %r; answered internal",
+            _named(hook, "permissions"), action, channel, exc=exc,
         )
         why = f"the permissions hook failed for {action} (see the server log)"
         raise LadderError("internal", why) from exc
     if allowed is True or allowed is False:
         return allowed
     returned = type(allowed).__name__
-    log.error(
+    hook_log.error(
+        hook, f"returned {action}",
         "%s returned %s %.80r for %s on %r: return True to allow or False to refuse; answered internal",
-        _named(hook, "permissions"),
-        returned,
-        allowed,
-        action,
-        channel,
+        _named(hook, "permissions"), returned, allowed, action, channel,
     )
     why = f"the permissions hook returned {returned} for {action}, not True or False (see the server log)"
     raise LadderError("internal", why)
