@@ -125,8 +125,9 @@ class Publisher:
     async def publish(self, channel: str, data: Any) -> Publication:
         """Publish ``data`` to ``channel``, as ``hub.publish`` does; returns the publication
         (its ``offset`` and ``epoch``). Raises ``LadderError("engine_unavailable")`` when the
-        engine cannot be reached; data no encoding can carry raises ``TypeError``, a channel
-        name no client can use ``ValueError``."""
+        engine cannot be reached, or did not answer within its ``command_timeout`` once the
+        publication was sent (it may have been stored then); data no encoding can carry raises
+        ``TypeError``, a channel name no client can use ``ValueError``."""
         payload = Payload.checked(data)
         await self.start()
         return await self.engine.publish(channel, payload, self.channel_rules.options(check_channel(channel)))

@@ -17,7 +17,7 @@ from ladder.protocol.codec import JSON
 from ladder.protocol.frames import Hello, Previous
 from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
-from tests.server.harness import lose_hand_over_records, moved
+from tests.server.harness import Peer, lose_hand_over_records, moved
 from tests.support.redis import RedisServer
 
 
@@ -173,4 +173,30 @@ async def test_a_session_replaced_from_another_node_hears_bye_session_closed(red
         assert sid not in internals(made_on).sessions  # ended where it lived, not brought here
     finally:
         for hub in (made_on, holder):
+            await hub.stop()
+
+
+async def test_hub_disconnect_user_ends_the_user_s_sessions_on_every_node(redis_server: RedisServer) -> None:
+    """At sign-out (a live session is not authenticated again: logging out of Django left
+    the user's realtime session serving them), every session of the user ends, on every
+    node; another user's stays."""
+    hubs = [Ladder(engine=RedisEngine(redis_server.url), authenticate=lambda request: request.token) for _ in range(2)]
+    first, second = hubs
+    try:
+        ada_here, ada_there, bob = (
+            await Peer.open(first, token="ada"), await Peer.open(second, token="ada"), await Peer.open(second, token="bob")
+        )
+        assert await first.disconnect_user("ada", "signed out") == 2
+        for peer in (ada_here, ada_there):
+            async with asyncio.timeout(5):
+                while peer.session.sid in internals(peer.hub).sessions:  # noqa: ASYNC110 - its node ends it
+                    await asyncio.sleep(0.02)
+            byes = [frame for frame in peer.read() if frame["t"] == "bye"]
+            assert byes and (byes[0]["code"], byes[0]["reason"]) == ("session_closed", "signed out")
+        assert bob.session.sid in internals(second).sessions and not bob.att.closed
+        assert await second.disconnect_user("ada") == 0, "none left"
+        with pytest.raises(TypeError, match="user must be the str"):
+            await first.disconnect_user(None)  # type: ignore[arg-type]
+    finally:
+        for hub in hubs:
             await hub.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 import ladder
 from ladder import Ladder
 
-API = {"on", "publish", "send", "send_user", "presence", "history", "disconnect", "health", "stats"}
+API = {"on", "publish", "send", "send_user", "presence", "history", "disconnect", "disconnect_user", "health", "stats"}
 LIFECYCLE = {"start", "stop", "lifespan"}
 SETTINGS = {"engine", "allowed_origins", "transports", "limits", "node_lease"}
 

@@ -286,6 +286,17 @@ class Ladder:
         await self._node.serving()
         return await self._node.pusher.disconnect(session_id, reason)
 
+    async def disconnect_user(self, user: str, reason: str = "disconnected by the server") -> int:
+        """End every session of ``user``, on every node (at sign-out, or when the user's rights
+        change: a live session is not authenticated again). Each client is told why (a
+        ``bye`` ``session_closed`` with ``reason``) and does not resume. Returns how many
+        sessions were ended: here, plus those other nodes reported within 3 s (as
+        :meth:`send_user`)."""
+        if not isinstance(user, str):
+            raise TypeError(f"user must be the str the authenticate hook returned, not {type(user).__name__}")
+        await self._node.serving()
+        return await self._node.pusher.disconnect_user(user, reason)
+
     def health(self) -> dict[str, Any]:
         """What ``<mount>/health`` reports; ``ok`` is False while the engine is unhealthy."""
         return self._node.health()

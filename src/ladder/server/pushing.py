@@ -22,7 +22,7 @@ log = logging.getLogger("ladder.cluster")
 
 
 class Pusher:
-    """``hub.send``, ``hub.send_user`` and ``hub.disconnect`` across nodes."""
+    """``hub.send``, ``hub.send_user``, ``hub.disconnect`` and ``hub.disconnect_user`` across nodes."""
 
     __slots__ = ("channels", "cluster", "engine", "sessions")
 
@@ -34,6 +34,7 @@ class Pusher:
         cluster.serve("push", self._serve_push)
         cluster.serve("disconnect", self._serve_disconnect)
         cluster.serve("user", self._serve_user)
+        cluster.serve("user-end", self._serve_user_end)
 
     async def disconnect(self, session_id: str, reason: str, *, via: Sequence[str] = ()) -> bool:
         """End a session now, on whichever node holds it (as :meth:`send` finds it). False
@@ -95,6 +96,20 @@ class Pusher:
             log.warning("send_user(%r) reached this node only: %s", user, exc)
             return reached
         return reached + sum(int(answer.get("n", 0)) for answer in answers)
+
+    async def disconnect_user(self, user: str, reason: str) -> int:
+        """End every session of ``user`` on every node; returns how many (as ``send_user``)."""
+        ended = self.sessions.end_user(user, LadderError("session_closed", reason))
+        try:
+            answers = await self.cluster.ask_all({"k": "user-end", "user": user, "reason": reason})
+        except LadderError as exc:  # the engine is down: other nodes cannot be reached now
+            log.warning("disconnect_user(%r) reached this node only: %s", user, exc)
+            return ended
+        return ended + sum(int(answer.get("n", 0)) for answer in answers)
+
+    async def _serve_user_end(self, message: dict[str, Any]) -> dict[str, Any]:
+        error = LadderError("session_closed", str(message.get("reason", "")))
+        return {"n": self.sessions.end_user(str(message["user"]), error)}
 
     async def _serve_push(self, message: dict[str, Any]) -> dict[str, Any]:
         via = [str(node) for node in message.get("via", ())]

@@ -229,6 +229,15 @@ class SessionTable:
             self.channels.push(session, frame)
         return len(sessions)
 
+    def end_user(self, user: str, error: LadderError) -> int:
+        """End every local session of ``user`` now, telling its clients why (polling ones
+        too); returns how many."""
+        sessions = list(self._by_user.get(user, ()))
+        for session in sessions:
+            self.remember_end(session, error)
+            self.close(session, error)
+        return len(sessions)
+
     def close(self, session: Session, error: LadderError | None) -> None:
         """End a session now: drivers get a ``bye``; cleanup runs in the background."""
         if session.state.phase is Phase.CLOSED:
