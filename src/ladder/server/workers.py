@@ -264,11 +264,11 @@ class Supervisor:
                     for index in [i for i, due in self.pending.items() if due <= now]:
                         self._start(index)
                     continue
-                pid, wait_status = exited
+                pid, code = exited
                 worker = self.workers.pop(pid, None)
                 if worker is None:
                     continue
-                worker.proc.returncode = code = os.waitstatus_to_exitcode(wait_status)
+                worker.proc.returncode = code
                 served = worker.served()
                 if self.stopping:
                     continue
@@ -307,15 +307,20 @@ class Supervisor:
         self.pending[index] = time.monotonic() + pause
 
     def _wait(self) -> tuple[int, int] | None:
-        """The next child to exit (pid, wait status); None when a pause ended first. Kills
+        """The next child to exit (pid, exit code); None when a pause ended first. Kills
         the workers that went silent meanwhile (:meth:`_watch`)."""
         while self.workers or self.pending:
             try:
                 pid, wait_status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:  # (every worker is paused)
+            except ChildProcessError:  # (every worker is paused, or reaped below)
                 pid = wait_status = 0
             if pid:
-                return pid, wait_status
+                return pid, os.waitstatus_to_exitcode(wait_status)
+            for pid, worker in self.workers.items():
+                # (Popen.send_signal polls first: a worker that exited as it was signalled
+                # is reaped there, and no wait here hears of it)
+                if worker.proc.returncode is not None:
+                    return pid, worker.proc.returncode
             now = time.monotonic()
             if self.pending and min(self.pending.values()) <= now:
                 return None
