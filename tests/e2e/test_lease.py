@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -28,18 +26,11 @@ from tests.deploy.lb import TcpRelay
 from tests.support.redis import RedisServer
 from tests.support.server import LadderServer
 from tests.support.subscriptions import take
+from tests.support.waiting import until
 
 LEASE = 2.0
 CONFIG = {"heartbeat": 1.0, "session_ttl": 30.0, "node_lease": LEASE}
 FENCED = "another node declared it dead"
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> None:
-    """Wait until ``check()`` is true (asked every 50 ms)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
-        await asyncio.sleep(0.05)
 
 
 def _fenced_line(log: Path) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,16 +25,9 @@ from redis import Redis as SyncRedis
 from ladder.engine.redis.routing import AWAY_TTL, RESUBSCRIBE_GRACE
 from tests.support.redis import RedisServer, pubsub_clients_of
 from tests.support.server import LadderServer
+from tests.support.waiting import until
 
 KILLS = 5
-
-
-async def until(check: Callable[[], object], what: str, timeout: float = 15.0) -> None:
-    """Wait until ``check()`` is true (asked every 50 ms)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
-        await asyncio.sleep(0.05)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ladder import Context, Ladder, LadderError
@@ -60,6 +61,23 @@ class Recorder:
                 await self.release.wait()
             self.applied.append(data)
             return data
+
+
+@contextlib.asynccontextmanager
+async def started_hubs() -> AsyncIterator[Callable[[Ladder], Awaitable[Ladder]]]:
+    """``start(hub)`` starts a hub a test made and gives it back; each is stopped at the end."""
+    made: list[Ladder] = []
+
+    async def start(hub: Ladder) -> Ladder:
+        await hub.start()
+        made.append(hub)
+        return hub
+
+    try:
+        yield start
+    finally:
+        for hub in made:
+            await hub.stop()
 
 
 class Peer:

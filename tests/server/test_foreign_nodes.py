@@ -15,7 +15,7 @@ from ladder.engine.redis import RedisEngine
 from ladder.protocol.frames import Hello, Previous
 from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
-from tests.server.harness import Peer
+from tests.server.harness import Peer, started_hubs
 from tests.support.redis import RedisServer
 
 MakeHub = Callable[..., Awaitable[Ladder]]
@@ -23,18 +23,13 @@ MakeHub = Callable[..., Awaitable[Ladder]]
 
 @pytest.fixture
 async def make_hub(redis_server: RedisServer) -> AsyncIterator[MakeHub]:
-    made: list[Ladder] = []
+    async with started_hubs() as start:
 
-    async def make(database: int = 0, prefix: str = "ladder") -> Ladder:
-        url = f"redis://127.0.0.1:{redis_server.port}/{database}"
-        hub = Ladder(engine=RedisEngine(url, prefix=prefix))
-        await hub.start()
-        made.append(hub)
-        return hub
+        async def make(database: int = 0, prefix: str = "ladder") -> Ladder:
+            url = f"redis://127.0.0.1:{redis_server.port}/{database}"
+            return await start(Ladder(engine=RedisEngine(url, prefix=prefix)))
 
-    yield make
-    for hub in made:
-        await hub.stop()
+        yield make
 
 
 def told(caplog: pytest.LogCaptureFixture) -> list[str]:

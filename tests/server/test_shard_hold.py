@@ -19,7 +19,7 @@ from ladder.protocol.codec import JSON
 from ladder.protocol.frames import decode_client_frames
 from ladder.server.hub import internals
 from tests.engine.conftest import shards_url
-from tests.server.harness import Clock, Peer, engine_of, peer_on
+from tests.server.harness import Clock, Peer, engine_of, peer_on, started_hubs
 from tests.support.redis import RedisServer, redis_servers
 
 MakeHub = Callable[..., Awaitable[Ladder]]
@@ -38,17 +38,12 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def make_hub(servers: list[RedisServer], clock: Clock) -> AsyncIterator[MakeHub]:
-    made: list[Ladder] = []
+    async with started_hubs() as start:
 
-    async def make(**limits: Any) -> Ladder:
-        hub = Ladder(engine=ShardedEngine(shards_url(servers)), clock=clock, limits=Limits(**limits))
-        await hub.start()
-        made.append(hub)
-        return hub
+        async def make(**limits: Any) -> Ladder:
+            return await start(Ladder(engine=ShardedEngine(shards_url(servers)), clock=clock, limits=Limits(**limits)))
 
-    yield make
-    for hub in made:
-        await hub.stop()
+        yield make
 
 
 class Applied:

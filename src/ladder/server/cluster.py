@@ -23,6 +23,7 @@ import msgpack
 from ..engine.base import Engine
 from ..protocol.errors import LadderError
 from ..protocol.sids import label
+from .config import NODE_LEASE
 from .lease import Lease
 from .tasks import Tasks
 
@@ -90,7 +91,7 @@ class Cluster:
     def __init__(self, engine: Engine, tasks: Tasks, lease: Lease | None = None) -> None:
         self.engine = engine
         self.tasks = tasks
-        self.lease = lease or Lease(engine, 10.0)
+        self.lease = lease or Lease(engine, NODE_LEASE)
         """This node's lease: no question is answered unless it is held."""
         self._answerers: dict[str, Answerer] = {}
         self._ids = itertools.count(1)

@@ -173,6 +173,9 @@ for the rates, 0 means no limit)."""
 
 LEAST_TIMING: Final = 0.05
 
+NODE_LEASE: Final = 10.0
+"""Seconds without refreshing its lease before a node may be declared dead (see ``lease.py``)."""
+
 HUB_TIMINGS: Final = {
     "heartbeat": (LEAST_TIMING, 3600.0),
     "poll_timeout": (LEAST_TIMING, 3600.0),
@@ -378,7 +381,7 @@ class Settings:
     sse_padding: int
     gzip_min_size: int
     clock: Callable[[], float]
-    node_lease: float = 10.0
+    node_lease: float = NODE_LEASE
     """Seconds a node silent that long may be declared dead by another (see ``lease.py``)."""
 
     def not_offered(self, rungs: Sequence[str]) -> LadderError | None:

@@ -90,22 +90,24 @@ class Pusher:
     async def send_user(self, user: str, event: str, data: Any = None) -> int:
         """Push an event to every session of ``user`` on every node; returns how many."""
         reached = self.sessions.push_user(user, push_frame(event, data))  # refused here if unencodable
-        try:
-            answers = await self.cluster.ask_all({"k": "user", "user": user, "ev": event, "d": data})
-        except LadderError as exc:  # the engine is down: other nodes cannot be reached now
-            log.warning("send_user(%r) reached this node only: %s", user, exc)
-            return reached
-        return reached + sum(int(answer.get("n", 0)) for answer in answers)
+        message = {"k": "user", "user": user, "ev": event, "d": data}
+        return await self._on_every_node(reached, message, f"send_user({user!r})")
 
     async def disconnect_user(self, user: str, reason: str) -> int:
         """End every session of ``user`` on every node; returns how many (as ``send_user``)."""
         ended = self.sessions.end_user(user, LadderError("session_closed", reason))
+        message = {"k": "user-end", "user": user, "reason": reason}
+        return await self._on_every_node(ended, message, f"disconnect_user({user!r})")
+
+    async def _on_every_node(self, here: int, message: dict[str, Any], what: str) -> int:
+        """``here`` (what this node did) plus the ``n`` every other node answered to
+        ``message`` within 3 s; this node's alone, with a WARNING, while the engine is down."""
         try:
-            answers = await self.cluster.ask_all({"k": "user-end", "user": user, "reason": reason})
+            answers = await self.cluster.ask_all(message)
         except LadderError as exc:  # the engine is down: other nodes cannot be reached now
-            log.warning("disconnect_user(%r) reached this node only: %s", user, exc)
-            return ended
-        return ended + sum(int(answer.get("n", 0)) for answer in answers)
+            log.warning("%s reached this node only: %s", what, exc)
+            return here
+        return here + sum(int(answer.get("n", 0)) for answer in answers)
 
     async def _serve_user_end(self, message: dict[str, Any]) -> dict[str, Any]:
         error = LadderError("session_closed", str(message.get("reason", "")))
