@@ -229,3 +229,18 @@ def test_the_active_attachment_is_always_the_newest_open_one(seed: int) -> None:
     s.discard()
     check()
     assert s.active is None and s.done == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(LadderError("shutting_down"), "shutting_down"), (LadderError("session_moved"), "session_moved"),
+     (LadderError("slow_consumer"), "slow_consumer"), (None, "session_closed")],
+)
+def test_attaching_to_a_closed_session_refuses_with_what_ended_it(error: LadderError | None, code: str) -> None:
+    """As its ``bye`` said: a transport that arrives late must not hear ``session_closed`` (give
+    up) for a session that ended because its server was going away."""
+    s = SessionState("s", "t", 0.0, LIMITS)
+    s.close(error)
+    with pytest.raises(LadderError) as refused:
+        s.attach("sse", streaming=True, ack=0, now=1.0)
+    assert refused.value.code == code

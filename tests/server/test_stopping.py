@@ -8,11 +8,13 @@ import asyncio
 import pytest
 
 from ladder import LadderError
-from ladder.protocol.frames import Hello
+from ladder.protocol.frames import Hello, Previous
+from ladder.protocol.session import Phase
 from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
 from ladder.server.moving import pack, restore
-from tests.server.harness import Peer, make_hub
+from tests.server.harness import Peer, Recorder, make_hub
+from tests.support.waiting import until
 
 
 def _request() -> AuthRequest:
@@ -83,3 +85,33 @@ async def test_an_explicit_start_after_stop_serves_again() -> None:
     welcome = link.take()[0][0]
     assert welcome["t"] == "welcome" and not welcome["resumed"] and link.session.sid in internals(hub).sessions
     await hub.stop()
+
+
+async def test_a_hello_that_waited_while_the_hub_stopped_is_told_shutting_down_not_session_closed() -> None:
+    """A successor's hello waits for the lost session's message to finish; the hub stops
+    meanwhile and ends the new session with ``shutting_down``. Before, attaching to it then
+    said ``session_closed`` (its default reason, "session closed"), which a client hears as
+    the session ended on purpose: it gave up (seen once in the chaos suite's rolling restart,
+    an SSE client losing everything sent after). Now it hears why: go elsewhere, now."""
+    hub = make_hub()
+    recorder = Recorder(hub, hold=lambda data: data == "slow")
+    peer = await Peer.open(hub)
+    sending = asyncio.create_task(peer.send({"t": "emit", "ev": "do", "d": "slow"}))
+    await recorder.entered.wait()
+    prev = Previous(peer.session.sid, peer.session.state.token, ())
+    gateway = internals(hub).gateway
+    opening = asyncio.create_task(gateway.open(Hello(v=1, prev=prev), _request(), "sse", streaming=True))
+    sessions = internals(hub).sessions
+    # The successor is made; it ended the old session and waits for its message.
+    def waiting() -> bool:
+        return peer.session.state.phase is Phase.CLOSED and any(s is not peer.session for s in sessions)
+
+    await until(waiting, "successor waiting")
+    stopping = asyncio.create_task(hub.stop())
+    await until(lambda: internals(hub).stopped, "stopping")
+    recorder.release.set()
+    with pytest.raises(LadderError) as refused:
+        await opening
+    assert refused.value.code == "shutting_down", refused.value
+    await sending
+    await stopping

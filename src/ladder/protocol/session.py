@@ -111,10 +111,14 @@ class SessionState:
     ) -> Attachment:
         """Attach a transport that has seen everything up to ``ack``.
 
-        ``greeting`` (the welcome frame) is queued first on the new attachment.
+        ``greeting`` (the welcome frame) is queued first on the new attachment. A closed
+        session refuses with the error it ended with, as its ``bye`` said: a request that
+        waited while its server stopped hears ``shutting_down`` (go elsewhere), not the
+        ``session_closed`` of a session ended on purpose (give up).
         """
         if self.phase is Phase.CLOSED:
-            raise LadderError("session_closed")
+            ended = self.close_error
+            raise LadderError.of(ended.body()) if ended is not None else LadderError("session_closed")
         self.outbox.ack(ack)
         previous = self.active
         att = Attachment(transport, streaming=streaming, cursor=ack, now=now)
