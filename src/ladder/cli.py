@@ -153,7 +153,8 @@ def serve_workers(app: Any, args: argparse.Namespace, argv: list[str]) -> NoRetu
     check(app, hub, args)
     check_workers(hub, args)
     event_loop(announce=True)  # (said once, here: every worker runs the same)
-    raise SystemExit(Supervisor(argv, args.host, args.port, args.workers, args.worker_timeout).run())
+    timeout = WORKER_TIMEOUT if args.worker_timeout is None else args.worker_timeout
+    raise SystemExit(Supervisor(argv, args.host, args.port, args.workers, timeout).run())
 
 
 def tune_collector(threshold: int) -> None:
@@ -408,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--worker-timeout",
         type=_worker_timeout,
-        default=WORKER_TIMEOUT,
+        default=None,
         metavar="SECONDS",
         help=f"with --workers: a worker silent this long (paused, or its event loop blocked) is killed "
         f"and started again (default: {WORKER_TIMEOUT:g}; 1 to 3600)",
@@ -428,6 +429,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "demo":
         args.ws_max_size = None
     workers = getattr(args, "workers", 1) > 1
+    if getattr(args, "worker_timeout", None) is not None and not workers:
+        raise SystemExit(
+            "ladder serve: --worker-timeout applies to --workers N (N of 2 or more): one process has "
+            "no parent watching it; add --workers 2 (on the Redis engine) or drop --worker-timeout"
+        )
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s %(levelname)s {'[%(process)d] ' if workers else ''}%(name)s: %(message)s",

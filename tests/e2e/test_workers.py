@@ -376,6 +376,13 @@ def test_a_worker_timeout_that_cannot_work_is_refused() -> None:
     assert refused.returncode == 2 and "must be from 1 to 3600 seconds" in refused.stderr
 
 
+def test_a_worker_timeout_without_workers_is_refused_naming_the_fix() -> None:
+    """Before, it was accepted and did nothing: one process has no parent to watch it."""
+    refused = serve("--worker-timeout", "5")
+    assert refused.returncode == 1 and "--worker-timeout applies to --workers N" in refused.stderr
+    assert "add --workers 2" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_workers_must_be_positive() -> None:
     refused = serve("--workers", "0")
     assert refused.returncode == 2 and "must be at least 1" in refused.stderr
