@@ -61,6 +61,18 @@ def _health_words(engine: Engine) -> None:
             part.refusing = "publish raises engine_unavailable"
 
 
+def _refuse_memory(engine: str | Engine, name: str) -> None:
+    """A publisher on ``memory://`` would publish into its own process only: refused at once."""
+    if isinstance(engine, str) and urlsplit(engine).scheme == "memory":
+        raise ConfigurationError(
+            "engine",
+            f"a {name} on memory:// reaches nobody: the memory engine lives inside one process, "
+            "so hubs in other processes never see what is published here",
+            'run the hubs and the publisher on one Redis (Ladder(engine="redis://host:6379/0") and '
+            f'{name}("redis://host:6379/0")); in the hub\'s own process use hub.publish()',
+        )
+
+
 class Publisher:
     """Publish to channels without running a hub.
 
@@ -86,14 +98,7 @@ class Publisher:
         channels: Mapping[str, ChannelOptions] | None = None,
         default_channel: ChannelOptions | None = None,
     ) -> None:
-        if isinstance(engine, str) and urlsplit(engine).scheme == "memory":
-            raise ConfigurationError(
-                "engine",
-                "a Publisher on memory:// reaches nobody: the memory engine lives inside one process, "
-                "so hubs in other processes never see what is published here",
-                'run the hubs and the publisher on one Redis (Ladder(engine="redis://host:6379/0") and '
-                'Publisher("redis://host:6379/0")); in the hub\'s own process use hub.publish()',
-            )
+        _refuse_memory(engine, "Publisher")
         self.engine = create_engine(engine)
         _health_words(self.engine)
         self.channel_rules = ChannelRules(channels, default_channel)
@@ -170,6 +175,7 @@ class BlockingPublisher:
             raise ConfigurationError(
                 "timeout", f"{timeout!r} is not a number of seconds above 0", "pass, e.g., timeout=10.0"
             )
+        _refuse_memory(engine, "BlockingPublisher")
         self._engine = engine
         self._channels = channels
         self._default_channel = default_channel

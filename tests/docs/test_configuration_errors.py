@@ -7,7 +7,16 @@ import sys
 
 import pytest
 
-from ladder import JWT, ChannelOptions, ConfigurationError, Ladder, LadderError, Limits, Publisher
+from ladder import (
+    JWT,
+    BlockingPublisher,
+    ChannelOptions,
+    ConfigurationError,
+    Ladder,
+    LadderError,
+    Limits,
+    Publisher,
+)
 from ladder.engine import create_engine
 
 
@@ -88,6 +97,9 @@ def test_a_publisher_on_the_memory_engine_is_refused_as_reaching_nobody() -> Non
     with pytest.raises(ConfigurationError, match="reaches nobody") as caught:
         Publisher("memory://")
     assert "redis://" in caught.value.fix and "hub.publish()" in caught.value.fix
+    with pytest.raises(ConfigurationError, match=r"^engine: a BlockingPublisher on memory://") as blocking:
+        BlockingPublisher("memory://")  # (it named "a Publisher", which the user did not make)
+    assert 'BlockingPublisher("redis://' in blocking.value.fix
 
 
 def test_hub_settings_that_cannot_work_are_refused() -> None:
@@ -199,8 +211,6 @@ async def test_hub_queries_refuse_what_a_client_query_would() -> None:
 
 
 def test_a_blocking_publishers_timeout_must_be_seconds_above_0() -> None:
-    from ladder import BlockingPublisher  # noqa: PLC0415
-
     for bad in (0, -1, "5", float("inf")):
         with pytest.raises(ConfigurationError, match=r"^timeout: .* is not a number of seconds above 0"):
             BlockingPublisher("redis://127.0.0.1:9/0", timeout=bad)  # type: ignore[arg-type]
