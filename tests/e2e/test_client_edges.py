@@ -464,3 +464,20 @@ async def test_publications_larger_than_the_servers_byte_bound_reach_a_subscribe
     client's ack is back is past the bound: here the call is answered after the stream.)"""
     with LadderServer({"limits": {"max_queue_bytes": 1_000_000}}) as server:
         await _stream_keeps_the_session(server, rung, count=3, interval=0.3, pad=1_100_000, answered_after=True)
+
+
+async def test_a_steady_stream_keeps_its_websocket_though_the_client_rarely_acks(server: LadderServer) -> None:
+    """Publications every 0.3 s (the client acks after 64-128 frames or 1 s of quiet, so it
+    sent nothing) to a server with a 1 s heartbeat: the server wrote steadily, so it never
+    pinged, and closed the WebSocket ``heartbeat_timeout`` every 3 s (2 x hb + 1 s); each
+    time the client resumed. It is pinged now when unheard for a heartbeat, and answers."""
+    async with Client(server.url, transports=["websocket"]) as client:
+        dropped: list[Any] = []
+        client.on("disconnected", dropped.append)
+        sub = client.subscribe("steady")
+        await sub.ready()
+        count = 30  # 9 s: three times the silence a WebSocket was dropped after
+        await client.call("publish", {"channel": "steady", "count": count, "interval": 0.3, "background": True})
+        got = [(await asyncio.wait_for(anext(sub), 5)).data["n"] for _ in range(count)]
+        assert got == list(range(count))
+        assert dropped == [], f"the WebSocket was dropped {len(dropped)} times: {dropped[:1]}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -137,6 +138,37 @@ def test_heartbeat_ping_and_dead_websocket() -> None:
     s.tick(2.0 + LIMITS.dead_after - 0.01)
     assert not a.closed
     s.tick(2.0 + LIMITS.dead_after)
+    assert a.closed and a.close_error is not None and a.close_error.code == "heartbeat_timeout"
+
+
+def test_a_websocket_streaming_steadily_to_a_quiet_client_is_pinged_not_dropped() -> None:
+    """The server pinged only a stream it had not written to for a heartbeat, and dropped a
+    WebSocket it had not heard from for ``dead_after``: a channel publishing every 0.8 s kept
+    the stream busy (no ping) and the client quiet (its acks wait for 64-128 frames or 1 s of
+    quiet), so every such subscriber was closed ``heartbeat_timeout`` at 2 x hb + 1 s, and
+    resumed, again and again. A client unheard for a heartbeat is pinged, busy or not."""
+    s = SessionState("s", "t", 0.0, LIMITS)
+    a = s.attach("websocket", streaming=True, ack=0, now=0.0)
+    s.take(a, 0.0)
+    pings: list[float] = []
+    now = 0.0
+    while now < 4 * LIMITS.dead_after:
+        now = round(now + 0.5, 3)
+        s.on_ack(s.outbox.last)
+        s.push(push_frame("e", now))  # a frame written every 0.5 s: never quiet
+        s.tick(now)
+        control, _frames = s.take(a, now)
+        if {"t": "ping"} in control:
+            pings.append(now)
+            a.heard(now + 0.01)  # the client answers each ping (its pong)
+        due = s.due()
+        assert due is not None and due <= now + LIMITS.heartbeat, "ticked in time to ping"
+        assert not a.closed, f"dropped at {now} s though it answered every ping"
+    assert pings and pings[0] == LIMITS.heartbeat, pings
+    assert all(b - a <= LIMITS.heartbeat + 0.5 for a, b in itertools.pairwise(pings)), pings
+    now += LIMITS.dead_after  # then it falls silent, pings unanswered: dropped
+    s.tick(now - 0.01)
+    s.tick(now)
     assert a.closed and a.close_error is not None and a.close_error.code == "heartbeat_timeout"
 
 

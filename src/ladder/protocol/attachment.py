@@ -25,6 +25,7 @@ class Attachment:
         "last_heard",
         "last_sent",
         "opened",
+        "ping_sent",
         "pinged",
         "streaming",
         "transport",
@@ -49,6 +50,8 @@ class Attachment:
         self.last_heard = now
         self.pinged = streaming and transport == "websocket"
         """Whether the client must answer pings on this transport (WebSocket only)."""
+        self.ping_sent = now
+        """When the last ping was queued (one per heartbeat to a client not heard from)."""
 
     def wake_with(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever this transport has something new to write (and now, since

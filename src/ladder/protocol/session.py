@@ -376,6 +376,8 @@ class SessionState:
         if active is not None and not active.closed:
             if active.streaming:
                 due = min(due, active.last_sent + limits.heartbeat)
+                if active.pinged:
+                    due = min(due, max(active.last_heard, active.ping_sent) + limits.heartbeat)
             else:
                 due = min(due, active.opened + limits.poll_timeout)
         return None if due == math.inf else due
@@ -383,7 +385,8 @@ class SessionState:
     def tick(self, now: float, silent: Callable[[SessionState, Attachment], None] | None = None) -> bool:
         """Advance deadlines to ``now``. Returns True when the session just expired.
 
-        Pings the active stream when it has been quiet for a heartbeat, drops WebSocket
+        Pings the active stream when it has been quiet for a heartbeat (a WebSocket also
+        when its client has not been heard from for one), drops WebSocket
         attachments that stopped answering (telling ``silent`` of each), and releases long
         polls at ``poll_timeout``.
         """
@@ -405,9 +408,15 @@ class SessionState:
         if att_active is None or att_active.closed:
             return False
         if att_active.streaming:
-            if now - att_active.last_sent >= limits.heartbeat:
+            heartbeat = limits.heartbeat
+            # A stream written to steadily is pinged too when its client was not heard from
+            # for a heartbeat: else a client that only acks now and then would go silent
+            # past ``dead_after`` and be dropped while both sides were fine.
+            if now - att_active.last_sent >= heartbeat or (
+                att_active.pinged and now - max(att_active.last_heard, att_active.ping_sent) >= heartbeat
+            ):
                 att_active.queue({"t": "ping"})
-                att_active.last_sent = now
+                att_active.last_sent = att_active.ping_sent = now
                 att_active.wake()
         elif now - att_active.opened >= limits.poll_timeout:
             self._release(att_active, None)
