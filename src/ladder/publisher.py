@@ -53,11 +53,13 @@ class _Deaf:
         pass
 
 
-def _health_words(engine: Engine) -> None:
-    """A publisher has no sessions and no ``/health``: its engine's health lines say what it does."""
+def _publishing_only(engine: Engine) -> None:
+    """A publisher has no sessions and no ``/health``: its engine's health lines say what it
+    does, and it answers no node, so the hubs' broadcasts (``send_user``) do not wait for it."""
     for part in (engine, *(shard for _, shard in getattr(engine, "shards", ()))):
         if hasattr(part, "refusing"):
             part.serving = "publishing"
+            part.answers_nodes = False
             part.refusing = "publish raises engine_unavailable"
 
 
@@ -100,7 +102,7 @@ class Publisher:
     ) -> None:
         _refuse_memory(engine, "Publisher")
         self.engine = create_engine(engine)
-        _health_words(self.engine)
+        _publishing_only(self.engine)
         self.channel_rules = ChannelRules(channels, default_channel)
         self._started = False
         self._opened = False

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ladder import BlockingPublisher, ChannelOptions, Ladder, LadderError, Publisher
+from ladder.server.hub import internals
 from tests.support.redis import RedisServer
 from tests.support.server import free_port
 
@@ -32,6 +33,23 @@ async def test_a_publisher_and_a_hub_share_channels_offsets_and_history() -> Non
             assert [p.data for p in kept] == [{"n": 2}, {"n": 3}, {"n": 4}], "the hub's history size applies"
         finally:
             await hub.stop()
+
+
+async def test_a_publisher_is_not_a_node_that_hubs_wait_for(redis_server: RedisServer) -> None:
+    """A publisher listened for messages to every node without answering them: while one was
+    connected (a Celery worker, a WSGI app), every ``hub.send_user`` and ``disconnect_user``
+    counted it and waited out the whole 3 s for its answer."""
+    hub = Ladder(engine=redis_server.url)
+    try:
+        await hub.start()
+        async with Publisher(redis_server.url) as publisher:
+            await publisher.start()
+            assert await internals(hub).engine.broadcast(b"to every other node") == 0, "no other node"
+            async with asyncio.timeout(2.0):  # (the 3 s it waited before: not a measure of speed)
+                assert await hub.send_user("nobody", "hello") == 0
+                assert await hub.disconnect_user("nobody", "signed out") == 0
+    finally:
+        await hub.stop()
 
 
 def test_a_blocking_publisher_is_shared_by_threads_and_closes_once() -> None:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis as redis_py
 
+from ladder import Publisher
 from ladder.engine import create_engine
 from ladder.engine.base import ChannelOptions, Member, Position, Publication
 from ladder.engine.rediscluster import RedisClusterEngine
@@ -328,3 +329,15 @@ def stream_goes_on_once_in_order(
     assert values and values[-1] == max(accepted), (
         f"{channel}: the stream did not go on to the last publication"
     )
+
+
+async def test_a_publisher_is_not_counted_or_reached_by_a_broadcast(
+    cluster: RedisCluster, nodes: list[tuple[RedisClusterEngine, Sink]]
+) -> None:
+    """A publisher answers no node: listening for broadcasts, it made every ``send_user``
+    wait out its timeout for an answer that never came."""
+    (a, _), (_, sink_b) = nodes
+    async with Publisher(cluster.url) as publisher:
+        await publisher.start()
+        assert await a.broadcast(b"all") == 1, "node-b only"
+        assert await asyncio.wait_for(sink_b.node.get(), 5) == b"all"

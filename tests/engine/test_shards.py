@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis as redis_py
 
+from ladder import Publisher
 from ladder.engine import create_engine
 from ladder.engine.base import ChannelOptions, Publication
 from ladder.engine.shards import Placement, ShardedEngine
@@ -263,3 +264,15 @@ async def test_a_server_down_costs_only_its_share_and_rejoins_by_itself(
     pub = await a.publish(down, Payload.of("after"), OPTIONS)
     assert pub.offset == 1
     assert [p.data for p in await collect(sink_b, down, 1)] == ["after"]
+
+
+async def test_a_publisher_is_not_counted_or_reached_by_a_broadcast(
+    servers: list[RedisServer], nodes: list[tuple[ShardedEngine, Sink]]
+) -> None:
+    """A publisher answers no node: listening for broadcasts, it made every ``send_user``
+    wait out its timeout for an answer that never came."""
+    (a, _), (_, sink_b) = nodes
+    async with Publisher(shards_url(servers)) as publisher:
+        await publisher.start()
+        assert await a.broadcast(b"all") == 1, "node-b only"
+        assert await asyncio.wait_for(sink_b.node.get(), 5) == b"all"

@@ -93,6 +93,8 @@ class RedisLink:
         self.max_connections = max_connections
         self.pool_timeout = pool_timeout
         self.sink: EngineSink | None = None
+        self.hears_all = True
+        """Whether this node listens for messages to every node (see ``answers_nodes``)."""
         self._redis: aioredis.Redis | None = None
         self._writer: aioredis.Redis | None = None
 
@@ -110,7 +112,7 @@ class RedisLink:
 
     def node_keys(self) -> list[str]:
         """The pub/sub keys this node listens on for messages to it and to every node."""
-        return [self.k("n", self.node_id), self.all_nodes]
+        return [self.k("n", self.node_id), self.all_nodes] if self.hears_all else [self.k("n", self.node_id)]
 
     def node_key(self, node: str) -> str:
         """The pub/sub key a message to ``node`` goes to (``"*"``: to every node)."""

@@ -155,7 +155,8 @@ class ClusterLink(RedisLink):
         return list(found.items())
 
     def node_keys(self) -> list[str]:
-        return [key for base in (self.node_id, "*") for _, key in self._spread(base)]
+        bases = (self.node_id, "*") if self.hears_all else (self.node_id,)
+        return [key for base in bases for _, key in self._spread(base)]
 
     def node_key(self, node: str) -> str:
         """The key of the first primary (by ``i``) that is up, as far as this node knows."""
