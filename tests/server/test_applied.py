@@ -16,6 +16,7 @@ import msgpack
 from ladder import Context, Ladder, LadderError, Limits
 from ladder.engine.base import AppliedRecord
 from ladder.engine.memory import MemoryEngine
+from ladder.engine.redis import RedisEngine
 from ladder.protocol.codec import JSON, MSGPACK
 from ladder.protocol.frames import Hello, Previous, decode_client_frames
 from ladder.protocol.session import Phase
@@ -23,6 +24,7 @@ from ladder.server.applied import Answers, Inherited
 from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
 from tests.server.harness import Clock, Peer, Recorder, end_while_applying, make_hub
+from tests.support.redis import RedisServer
 
 CARRIED = [
     {"t": "call", "ev": "do", "d": "a", "i": 1},
@@ -369,3 +371,55 @@ async def test_a_successor_waits_for_the_message_its_ended_predecessor_is_still_
         assert sid not in sessions.settling, "forgotten once settled"
     finally:
         await hub.stop()
+
+
+def _as(user: str) -> AuthRequest:
+    return AuthRequest(headers={}, cookies={}, token=user, client="test", transport="websocket")
+
+
+async def _successor_of(hub: Ladder, prev: Previous, user: str) -> Peer:
+    session, _ = await internals(hub).router.open(Hello(v=1, token=user, prev=prev), _as(user))
+    att = internals(hub).gateway.attach(session, "websocket", streaming=True, ack=0, resumed=False)
+    peer = Peer(hub, session, att)
+    assert peer.read()[0]["t"] == "welcome"
+    return peer
+
+
+async def _carried_as(hubs: tuple[Ladder, Ladder], user: str) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Alice's page queues a call and an emit offline, then reloads signed in as ``user``,
+    whose new session (on the second hub) carries them over naming alice's session."""
+    applied: list[Any] = []
+    for hub in hubs:
+        hub.on("do")(lambda ctx, data: applied.append((ctx.user, data)))
+        await hub.start()
+    alice = await Peer.open(hubs[0], token="alice")
+    prev = Previous(alice.session.sid, alice.session.state.token, (1, 2))
+    successor = await _successor_of(hubs[1], prev, user)
+    await _send(successor, [{"t": "call", "ev": "do", "d": "a", "i": 1}, {"t": "emit", "ev": "do", "d": "b", "i": 2}])
+    answers = [frame for frame in successor.read() if "re" in frame]
+    return applied, answers
+
+
+async def test_messages_carried_from_another_users_session_are_refused_not_applied_as_the_new_user() -> None:
+    """A browser whose page changed user (signed out by navigating away, signed in as bob)
+    carried alice's unsent messages into bob's session, and they were applied as bob's."""
+    hub = Ladder(engine=MemoryEngine(), authenticate=lambda request: request.token)
+    try:
+        applied, answers = await _carried_as((hub, hub), "bob")
+        assert applied == [], "nothing alice wrote is applied as bob's"
+        assert [(a["t"], a["re"], a["code"]) for a in answers] == [("err", 1, "forbidden"), ("err", 2, "forbidden")]
+        assert "another user" in answers[0]["reason"]
+        applied, answers = await _carried_as((hub, hub), "alice")  # (her own page: applied)
+        assert applied == [("alice", "a"), ("alice", "b")] and [a["t"] for a in answers] == ["reply"]
+    finally:
+        await hub.stop()
+
+
+async def test_another_users_session_on_another_node_is_told_apart_too(redis_server: RedisServer) -> None:
+    hubs = tuple(Ladder(engine=RedisEngine(redis_server.url), authenticate=lambda r: r.token) for _ in range(2))
+    try:
+        applied, answers = await _carried_as(hubs, "bob")  # (alice's session lives on the other node)
+        assert applied == [] and [(a["re"], a["code"]) for a in answers] == [(1, "forbidden"), (2, "forbidden")]
+    finally:
+        for hub in hubs:
+            await hub.stop()

@@ -56,17 +56,22 @@ def kept_answer(inherited: Inherited | None, frame: Numbered) -> tuple[bool, Out
 class Inherited:
     """What a new session takes over from the lost session its client named in the hello."""
 
-    __slots__ = ("ids", "record", "sid")
+    __slots__ = ("foreign", "ids", "record", "sid")
 
-    def __init__(self, sid: str, ids: tuple[int, ...], record: AppliedRecord | None) -> None:
+    def __init__(
+        self, sid: str, ids: tuple[int, ...], record: AppliedRecord | None, foreign: str | None = None
+    ) -> None:
         self.sid = sid
         self.ids = ids
         """The lost session's ids of the carried messages: new id ``n`` was ``ids[n - 1]``."""
         self.record = record or AppliedRecord()
+        self.foreign = foreign
+        """Why the carried messages are refused, not applied: the lost session was another
+        user's (a browser whose page changed user before it could send them)."""
 
     @classmethod
-    def of(cls, prev: Previous, record: AppliedRecord | None) -> Inherited:
-        return cls(prev.sid, prev.ids, record)
+    def of(cls, prev: Previous, record: AppliedRecord | None, foreign: str | None = None) -> Inherited:
+        return cls(prev.sid, prev.ids, record, foreign)
 
     def key(self, number: int) -> str | None:
         """The idempotency key of carried message ``number`` (None: not carried)."""
@@ -90,6 +95,8 @@ class Inherited:
         or a second application."""
         if number > len(self.ids):
             return False, None
+        if self.foreign is not None:
+            return True, error_frame(LadderError("forbidden", self.foreign), number)
         old = self.ids[number - 1]
         record = self.record
         if old > record.done:
@@ -112,6 +119,7 @@ class Inherited:
             "replies": [[number, body] for number, body in record.replies.items()],
             "origins": record.origins,
             "since": record.since,
+            "foreign": self.foreign,
         }
 
     @classmethod
@@ -123,7 +131,8 @@ class Inherited:
             int(packed.get("since", 1)),
         )
         ids = parse_ids(packed["ids"]) if packed["ids"] else ()
-        return cls(str(packed["sid"]), ids, record)
+        foreign = packed.get("foreign")
+        return cls(str(packed["sid"]), ids, record, None if foreign is None else str(foreign))
 
 
 class Answers:

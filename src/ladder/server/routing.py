@@ -101,7 +101,7 @@ class Router:
         session = sessions.new(identity, address)
         if hello.prev is not None:
             try:
-                session.inherited = await self._inherit(hello.prev)
+                session.inherited = await self._inherit(hello.prev, identity.user)
             except BaseException:
                 await sessions.forget(session)
                 raise
@@ -145,28 +145,39 @@ class Router:
             return await self._migrate(node, sid, token)
         raise Elsewhere(node)
 
-    async def _inherit(self, prev: Previous) -> Inherited:
-        """Take over what the lost session ``prev`` applied (nothing without its token).
+    async def _inherit(self, prev: Previous, user: str | None) -> Inherited:
+        """Take over what the lost session ``prev`` applied (nothing without its token), for
+        a new session of ``user``.
 
         The named session may still be alive (a page reloaded before its session ended, on
         this node or another): it is ended first where it lives (its transports hear ``bye``
         ``session_closed``), and a message it is applying finishes, so that a late request of
         the old page cannot apply a carried message there as well. Only with its resume token.
+        If it was another user's (the page signed in as someone else), the carried messages
+        are refused rather than applied as the new user's.
         """
         old = self.sessions.get(prev.sid) or self.sessions.settling.get(prev.sid)
+        owner: tuple[str | None] | None = None  # (the lost session's user, where known)
         if old is None:
             await self.foreign.check(prev.sid)
             node = await self.engine.locate_session(prev.sid)
             if node is not None and node != self.engine.node_id:
                 message = {"k": "migrate", "sid": prev.sid, "rt": prev.rt, "end": True}
                 with contextlib.suppress(LadderError):  # gone meanwhile, or not its token
-                    await self._ask_owner(node, message, REQUEST_TIMEOUT)  # (answered once settled)
+                    ended = await self._ask_owner(node, message, REQUEST_TIMEOUT)  # (once settled)
+                    if "u" in ended:
+                        owner = (None if ended["u"] is None else str(ended["u"]),)
         if old is not None:
+            if hmac.compare_digest(old.state.token.encode(), prev.rt.encode()):
+                owner = (old.user,)
             await self._replace(old, prev.rt)
         record = await self.engine.applied_record(prev.sid, prev.rt)
         if record is None:
             why = "no record (expired, or not its token)"
             log.info("new session names lost session %s: %s", label(prev.sid), why)
+        if owner is not None and owner[0] != user:
+            log.info("new session names lost session %s of another user: refused", label(prev.sid))
+            return Inherited.of(prev, record, "written in a session of another user: not applied")
         return Inherited.of(prev, record)
 
     async def _replace(self, old: Session, token: str) -> None:
@@ -275,7 +286,7 @@ class Router:
         session = await self.route(sid, message["rt"], stream=False, forwarded=True)
         if message.get("end"):  # a new session of its client replaces it (see _inherit)
             await self._replace(session, str(message["rt"]))
-            return {}
+            return {"u": session.user}  # (whose it was: another user's messages are refused)
         # Stop applying, and let a handler still running finish: the session moves with
         # exactly what was applied (what was only accepted is the client's to resend).
         session.moving = True
