@@ -18,9 +18,9 @@ import concurrent.futures
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .engine import create_engine
@@ -28,14 +28,22 @@ from .engine.base import ChannelOptions, Engine, Member, Position, Publication
 from .engine.urls import shown
 from .errors import ConfigurationError
 from .protocol.codec import Payload
-from .protocol.frames import check_channel
+from .protocol.frames import check_channel, check_event
+from .server.cluster import Cluster
 from .server.config import ChannelRules
+from .server.tasks import Tasks
 
 __all__ = ["BlockingPublisher", "Publisher"]
 
+_T = TypeVar("_T")
 
-class _Deaf:
-    """The engine's callbacks, for a process that follows no channel: nothing to do."""
+
+class _Answers:
+    """The engine's callbacks, for a process that follows no channel and answers no node:
+    only the hubs' answers to its own questions (``send_user``) are heard."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
 
     def on_publication(self, pub: Publication) -> None:
         pass
@@ -47,10 +55,15 @@ class _Deaf:
         pass
 
     def on_node_message(self, message: bytes) -> None:
-        pass
+        self._cluster.on_node_message(message)
 
     def on_route_lost(self) -> None:
-        pass
+        self._cluster.on_route_lost()
+
+
+def _check_user(user: object) -> None:
+    if not isinstance(user, str):
+        raise TypeError(f"user must be the str the authenticate hook returned, not {type(user).__name__}")
 
 
 def _publishing_only(engine: Engine) -> None:
@@ -104,6 +117,9 @@ class Publisher:
         self.engine = create_engine(engine)
         _publishing_only(self.engine)
         self.channel_rules = ChannelRules(channels, default_channel)
+        self._tasks = Tasks()
+        self._cluster = Cluster(self.engine, self._tasks)
+        """Asks the hubs (every node) and gathers their answers, as a hub asks the others."""
         self._started = False
         self._opened = False
         """``engine.start`` was called: there is something to stop, even if it never ended."""
@@ -120,11 +136,12 @@ class Publisher:
                 if self._opened:  # a start cut short (a caller's timeout): its tasks end first
                     await self.engine.stop()
                 self._opened = True
-                await self.engine.start(_Deaf())
+                await self.engine.start(_Answers(self._cluster))
                 self._started = True
 
     async def stop(self) -> None:
         """Disconnect the engine (also one whose start was cut short)."""
+        await self._tasks.wait(0)
         if self._opened:
             self._started = self._opened = False
             await self.engine.stop()
@@ -138,6 +155,28 @@ class Publisher:
         payload = Payload.checked(data)
         await self.start()
         return await self.engine.publish(channel, payload, self.channel_rules.options(check_channel(channel)))
+
+    async def send_user(self, user: str, event: str, data: Any = None) -> int:
+        """Push ``event`` to every session of ``user`` on every hub, as ``hub.send_user``
+        does (a task that finished the user's export, say). Returns how many sessions it
+        was queued for, as the hubs reported within 3 s. Raises
+        ``LadderError("engine_unavailable")`` when the engine cannot be reached."""
+        _check_user(user)
+        Payload.checked(data)
+        check_event(event)
+        return await self._ask_every_hub({"k": "user", "user": user, "ev": event, "d": data})
+
+    async def disconnect_user(self, user: str, reason: str = "disconnected by the server") -> int:
+        """End every session of ``user`` on every hub, as ``hub.disconnect_user`` does: from
+        the WSGI view that signs the user out, or a task that revoked their access. Returns
+        how many sessions were ended, as the hubs reported within 3 s."""
+        _check_user(user)
+        return await self._ask_every_hub({"k": "user-end", "user": user, "reason": str(reason)})
+
+    async def _ask_every_hub(self, message: dict[str, Any]) -> int:
+        await self.start()
+        answers = await self._cluster.ask_all(message)
+        return sum(int(answer.get("n", 0)) for answer in answers)
 
     async def __aenter__(self) -> Publisher:
         await self.start()
@@ -199,21 +238,33 @@ class BlockingPublisher:
 
     def publish(self, channel: str, data: Any) -> Publication:
         """Publish ``data`` to ``channel`` and wait for the publication."""
+        return self._run(lambda p: p.publish(channel, data), f"publishing to {channel!r}", "stored")
+
+    def send_user(self, user: str, event: str, data: Any = None) -> int:
+        """:meth:`Publisher.send_user`, waiting for the hubs' count."""
+        return self._run(lambda p: p.send_user(user, event, data), f"send_user({user!r})", "queued")
+
+    def disconnect_user(self, user: str, reason: str = "disconnected by the server") -> int:
+        """:meth:`Publisher.disconnect_user`, waiting for the hubs' count."""
+        return self._run(lambda p: p.disconnect_user(user, reason), f"disconnect_user({user!r})", "done")
+
+    def _run(self, call: Callable[[Publisher], Coroutine[Any, Any, _T]], what: str, done: str) -> _T:
+        """Run ``call`` on this process's publisher, in its loop's thread, within ``timeout``."""
         if self._closed:
             raise RuntimeError("this BlockingPublisher was closed")
         if self._pid != os.getpid():  # forked: the parent's thread did not come along
             with self._lock:
                 if self._pid != os.getpid():
                     self._start()
-        future = asyncio.run_coroutine_threadsafe(self._publisher.publish(channel, data), self._loop)
+        future = asyncio.run_coroutine_threadsafe(call(self._publisher), self._loop)
         try:
             return future.result(self.timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()  # (not left running behind a caller that moved on)
             engine = shown(self._engine) if isinstance(self._engine, str) else type(self._engine).__name__
             raise TimeoutError(
-                f"publishing to {channel!r} got no answer from {engine} within {self.timeout:g} s "
-                "(BlockingPublisher(timeout=)); it may or may not have been stored: retry it where a "
+                f"{what} got no answer from {engine} within {self.timeout:g} s "
+                f"(BlockingPublisher(timeout=)); it may or may not have been {done}: retry it where a "
                 "duplicate is harmless, as a task queue's retry does"
             ) from None
 

@@ -13,8 +13,10 @@ import pytest
 
 from ladder import BlockingPublisher, ChannelOptions, Ladder, LadderError, Publisher
 from ladder.server.hub import internals
+from tests.server.harness import Peer
 from tests.support.redis import RedisServer
 from tests.support.server import free_port
+from tests.support.waiting import until
 
 
 async def test_a_publisher_and_a_hub_share_channels_offsets_and_history() -> None:
@@ -126,3 +128,45 @@ def test_a_blocking_publisher_works_in_a_process_forked_after_it_was_made() -> N
         assert results.get(timeout=5) == 2
         assert child.exitcode == 0
         assert publisher.publish("tasks", "the parent again").offset == 3
+
+
+async def test_a_publisher_sends_to_a_user_and_ends_their_sessions_on_every_hub(redis_server: RedisServer) -> None:
+    """From a process without a hub (a WSGI view signing the user out, a task queue's worker):
+    before, only ``hub.send_user`` and ``hub.disconnect_user`` could, in the hub's process."""
+    hubs = [Ladder(engine=redis_server.url, authenticate=lambda request: request.token) for _ in range(2)]
+    try:
+        ada_here, ada_there, bob = (
+            await Peer.open(hubs[0], token="ada"), await Peer.open(hubs[1], token="ada"), await Peer.open(hubs[1], token="bob")
+        )
+        async with Publisher(redis_server.url) as publisher:
+            assert await publisher.send_user("ada", "export-ready", {"url": "/x"}) == 2
+            assert await publisher.send_user("nobody", "export-ready") == 0
+            with pytest.raises(TypeError, match="user must be the str"):
+                await publisher.send_user(None, "x")  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="event"):
+                await publisher.send_user("ada", "")
+        for peer in (ada_here, ada_there):
+            pushes = [frame for frame in peer.read() if frame["t"] == "push"]
+            assert [(p["ev"], p["d"]) for p in pushes] == [("export-ready", {"url": "/x"})]
+        assert not [frame for frame in bob.read() if frame["t"] == "push"]
+
+        def sign_out() -> int:  # (a synchronous view)
+            with BlockingPublisher(redis_server.url) as blocking:
+                return blocking.disconnect_user("ada", "signed out")
+
+        assert await asyncio.to_thread(sign_out) == 2
+        for peer in (ada_here, ada_there):
+            await until(lambda peer=peer: peer.session.sid not in internals(peer.hub).sessions, "ended on its hub")
+            byes = [frame for frame in peer.read() if frame["t"] == "bye"]
+            assert byes and (byes[0]["code"], byes[0]["reason"]) == ("session_closed", "signed out")
+        assert bob.session.sid in internals(hubs[1]).sessions, "another user's session stays"
+    finally:
+        for hub in hubs:
+            await hub.stop()
+
+
+def test_a_publisher_asking_hubs_through_an_unreachable_redis_is_engine_unavailable() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with BlockingPublisher(url) as publisher, pytest.raises(LadderError) as caught:
+        publisher.disconnect_user("ada", "signed out")
+    assert caught.value.code == "engine_unavailable"

@@ -341,3 +341,4 @@ async def test_a_publisher_is_not_counted_or_reached_by_a_broadcast(
         await publisher.start()
         assert await a.broadcast(b"all") == 1, "node-b only"
         assert await asyncio.wait_for(sink_b.node.get(), 5) == b"all"
+        assert await publisher.engine.broadcast(b"asked") == 2, "both nodes (it does not hear itself)"

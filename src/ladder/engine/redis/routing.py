@@ -256,5 +256,6 @@ class RedisRouting:
             receivers = await self._link.publish(self._link.node_key("*"), message)
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
-        hears_itself = self.listener is not None and self.listener.subscribed.is_set()
+        listener = self.listener
+        hears_itself = self._link.hears_all and listener is not None and listener.subscribed.is_set()
         return max(0, receivers - 1) if hears_itself else receivers
