@@ -7,6 +7,7 @@ that would touch the machine (core pinning, limits, signal handlers) replaced.""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import resource
@@ -133,8 +134,14 @@ def test_without_redis_server_s7_fails_in_one_line_and_leaves_no_results(
 def test_without_the_build_tools_the_run_fails_in_one_line_and_leaves_no_results(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "hatchling" else find_spec(name, *a))
+    version = importlib.metadata.version
+
+    def without_hatchling(name: str) -> str:
+        if name == "hatchling":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", without_hatchling)
     assert harness.main("--only", "S4") == 2
     line = one_line(capsys.readouterr().err)
     assert "hatchling" in line and "scripts/setup test" in line
