@@ -1,12 +1,13 @@
 """The benchmark orchestrator (``bench/run`` installs the peers, then runs this).
 
-    bench/run [--quick] [--only S1,S2,...] [--reps N] [--docs | --no-docs] [--profile]
+    bench/run [--quick] [--only S1,S2,...] [--reps N] [--docs] [--profile]
 
 This process is the load generator: it pins itself to core 1 and every server to core 0,
 raises its file-descriptor limit, runs the scenarios server by server (the order rotates
 between repetitions so that drift in the machine's load does not favour one server), and
-writes ``results.json`` into ``bench/results/<stamp>-<mode>/``. The report
-(``report.py``) then turns that into ``docs/benchmarks.md`` and the plots.
+writes ``results.json`` into ``bench/results/<stamp>-<mode>/``. The report (``report.py``)
+then turns that into a ``benchmarks.md`` and plots next to it, or, with ``--docs`` (a run of
+every scenario the page shows, S1-S7), into ``docs/benchmarks.md`` and ``docs/bench-*.png``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -40,8 +42,53 @@ from lg import profile, servers  # noqa: E402
 from scenarios import Config  # noqa: E402
 
 ALL = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
+"""The default run, and the scenarios docs/benchmarks.md shows: --docs needs every one."""
 EXTRA = ("S8", "S9", "S10")
 """Run only when named with --only (each takes minutes; not part of the default run)."""
+BUILD_TOOLS = ("hatchling", "hatch-mypyc", "mypy", "msgpack-types", "redis", "PyJWT")
+"""What ``scripts/compiled`` needs in the project venv (pyproject.toml's mypyc hook: the build
+tools, and both extras, which mypy reads); ``scripts/setup test`` installs them."""
+
+
+def installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+class Refused(Exception):
+    """A run that cannot start: one line for the user, no traceback, nothing written."""
+
+
+def check_request(only: list[str], *, docs: bool, profile_run: bool) -> None:
+    """Refuse what would write a misleading docs/benchmarks.md (before anything runs)."""
+    if not docs:
+        return
+    missing = [s for s in ALL if s not in only]
+    if missing:
+        raise Refused(f"--docs: docs/benchmarks.md shows {', '.join(ALL)}, and this run would not hold "
+                      f"{', '.join(missing)}; run them all, or leave --docs out (the report then goes "
+                      "next to results.json)")
+    if profile_run:
+        raise Refused("--docs with --profile: a profiled run (py-spy beside the load generator, Ladder as "
+                      "plain Python) is not for docs/benchmarks.md; leave --docs out")
+
+
+def check_prerequisites(only: list[str], *, profile_run: bool) -> None:
+    """What the run needs beyond the peers ``bench/run`` installs, checked before it starts."""
+    for package in BUILD_TOOLS:
+        if not installed(package):
+            raise Refused(f"Ladder's compiled build (scripts/compiled) needs {package} in the project venv: "
+                          "run scripts/setup test (scripts/setup demo does not install it)")
+    needs_redis = [s for s in ("S7", "S9") if s in only]
+    if needs_redis and servers.redis_binary() is None:
+        raise Refused(f"{' and '.join(needs_redis)} {'needs' if len(needs_redis) == 1 else 'need'} redis-server "
+                      "(the Debian package redis-server; "
+                      "scripts/setup test installs it), or leave them out with --only")
+    if profile_run and not profile.PY_SPY.exists():
+        raise Refused(f"--profile needs py-spy at {profile.PY_SPY}: run bench/run --setup")
 
 
 def _rotate(items: tuple[Any, ...], k: int) -> list[Any]:
@@ -104,6 +151,7 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "bench/run " + " ".join(sys.argv[1:]),
         "mode": "quick" if args.quick else "full",
+        "ladder_build": "pure (--profile)" if args.profile else "compiled",
         "machine": {
             "cpu": cpu,
             "cores": os.cpu_count(),
@@ -155,7 +203,8 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
         save()
 
     # Built (or found up to date) before any timed scenario: a first build takes minutes,
-    # which counted against the first scenario's time limit and failed it.
+    # which counted against the first scenario's time limit and failed it (main() built it
+    # already; this finds it up to date).
     await loop.run_in_executor(None, servers.compiled)
     asgi = servers.asgi_variant()
     results["meta"]["ladder_ws_drivers"] = ["native", "asgi"] if asgi else ["asgi"]
@@ -248,24 +297,29 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
         print(paced.table(results["scenarios"].get("S10", [])), flush=True)
 
 
-def render(results_path: Path, *, docs: bool) -> None:
-    """The report and plots (matplotlib lives in the peers' venv, so it runs there)."""
+def render(results_path: Path, *, docs: bool) -> int:
+    """The report and plots (matplotlib lives in the peers' venv, so it runs there): next to
+    the results, or with ``docs`` into docs/ (report.py refuses results that lack a scenario
+    the page shows). Returns report.py's exit status."""
     cmd = [str(servers.PEERS_PY), str(BENCH / "report.py"), str(results_path)] + (["--docs"] if docs else [])
-    subprocess.run(cmd, check=False)
+    return subprocess.run(cmd, check=False).returncode
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter windows (< 3 min)")
-    parser.add_argument("--only", default=",".join(ALL), help="comma-separated scenarios (default: all)")
+    parser.add_argument("--only", default=",".join(ALL), help="comma-separated scenarios (default: S1-S7; S8, S9 and S10 run only when named)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default: full 3, quick 1)")
     docs = parser.add_mutually_exclusive_group()
-    docs.add_argument("--docs", dest="docs", action="store_true", default=None,
-                      help="write docs/benchmarks.md and docs/bench-*.png (default for a full run)")
-    docs.add_argument("--no-docs", dest="docs", action="store_false")
+    docs.add_argument("--docs", dest="docs", action="store_true", default=False,
+                      help="write docs/benchmarks.md and docs/bench-*.png instead of a report next to "
+                           "results.json; refused unless the run holds every scenario the page shows (S1-S7)")
+    docs.add_argument("--no-docs", dest="docs", action="store_false",
+                      help="the report next to results.json (the default)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the Ladder server with py-spy in every measurement window "
-                             "(results/<run>/profiles/; slows Ladder slightly: not for the report)")
+                             "(results/<run>/profiles/); Ladder then runs as plain Python (py-spy sees "
+                             "no Python frames inside the compiled build); not for the report")
     parser.add_argument("--s8-clients", type=int, default=None, help="S8: clients per configuration")
     parser.add_argument("--s1-sizes", default=None,
                         help="S1: connection counts, comma-separated (default 1000,5000,10000; "
@@ -288,14 +342,29 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.report_only:
-        render(Path(args.report_only), docs=args.docs is not False)
-        return
+        sys.exit(render(Path(args.report_only), docs=args.docs))
 
     only = [s.strip().upper() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in ALL + EXTRA]
     if unknown:
         parser.error(f"unknown scenarios {unknown}; choose from {ALL + EXTRA}")
-    write_docs = (not args.quick) if args.docs is None else args.docs
+    write_docs = bool(args.docs)
+    try:
+        check_request(only, docs=write_docs, profile_run=args.profile)
+        check_prerequisites(only, profile_run=args.profile)
+        # Built (or found up to date) before any results directory exists: a first build
+        # takes minutes, and a failed one must not leave a run behind.
+        try:
+            servers.compiled()
+        except subprocess.CalledProcessError as exc:
+            raise Refused("scripts/compiled could not build Ladder's compiled build (its output is above)") from exc
+    except Refused as exc:
+        print(f"bench/run: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    if args.profile:
+        servers.profile_pure()
+        print("--profile: Ladder runs as plain Python (the ladder-pure build), which py-spy can sample; "
+              "the compiled build shows only Runner.run", flush=True)
 
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {servers.LOAD_CORE})
@@ -338,8 +407,6 @@ def main() -> None:
         cfg.s1_idle = args.s1_idle
     if args.profile:
         profile.enable(outdir / "profiles")
-        if args.docs is None:
-            write_docs = False
 
     def bye(signum: int, _frame: Any) -> None:
         servers.stop_all()
@@ -372,7 +439,9 @@ def main() -> None:
     results["meta"]["connect_retries"] = RETRIES[0]
     results["meta"]["machine"]["loadavg_after"] = os.getloadavg()
     save()
-    render(results_path, docs=write_docs)
+    if render(results_path, docs=write_docs) == 2 and write_docs:
+        print("docs/benchmarks.md left as it was; the report goes next to the results", flush=True)
+        render(results_path, docs=False)
     print(f"done in {results['meta']['seconds']:.0f} s; results in {outdir}", flush=True)
 
 

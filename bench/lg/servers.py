@@ -186,6 +186,18 @@ def asgi_variant() -> bool:
     return "--asgi-ws" in out
 
 
+_pure = False
+"""Whether "ladder" and "ladder-asgi" run as plain Python (``bench/run --profile``)."""
+
+
+def profile_pure() -> None:
+    """Run "ladder" and "ladder-asgi" as plain Python from now on, as "ladder-pure" does:
+    py-spy sees no Python frames inside the compiled build's C extensions (a profile of it
+    is ``Runner.run`` 100 %)."""
+    global _pure
+    _pure = True
+
+
 @functools.cache
 def compiled() -> Path:
     """The compiled build of this checkout, built (or found up to date) once per run."""
@@ -205,7 +217,7 @@ def _command(kind: str, port: int) -> tuple[list[str], Path, dict[str, str]]:
             if not BEFORE:
                 raise ValueError("ladder-before needs BENCH_BEFORE=<a checkout's src folder>")
             return cmd, BENCH, {"PYTHONPATH": BEFORE}
-        if kind == "ladder-pure":
+        if kind == "ladder-pure" or _pure:
             return cmd, BENCH, {}
         return cmd, BENCH, {"PYTHONPATH": str(compiled())}
     if kind == "psio":
@@ -276,7 +288,7 @@ def start_redis(logdir: Path, *, core: int = SERVER_CORE, timeout: float = 10.0)
     """A private ``redis-server`` on a free loopback port, pinned to ``core``, in a temporary
     directory (removed when it stops), without persistence (``--save ''``, no AOF): nothing
     is written to disk during a window. Tracked like the servers, so :func:`stop_all` ends it."""
-    binary = shutil.which("redis-server") or "/usr/sbin/redis-server"
+    binary = redis_binary() or REDIS_FALLBACK
     port = free_port()
     tmpdir = Path(tempfile.mkdtemp(prefix="ladder-bench-redis-"))
     logdir.mkdir(parents=True, exist_ok=True)
@@ -299,8 +311,20 @@ def start_redis(logdir: Path, *, core: int = SERVER_CORE, timeout: float = 10.0)
     return Server("redis", port, proc, log)
 
 
+REDIS_FALLBACK = "/usr/sbin/redis-server"
+"""Where Debian's redis-server package puts it, when PATH (a non-root user's) lacks /usr/sbin."""
+
+
+def redis_binary() -> str | None:
+    """The redis-server that S7 and S9 start, if there is one."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    return REDIS_FALLBACK if os.access(REDIS_FALLBACK, os.X_OK) else None
+
+
 def redis_version() -> str | None:
-    binary = shutil.which("redis-server") or "/usr/sbin/redis-server"
+    binary = redis_binary() or REDIS_FALLBACK
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10,
                              check=False).stdout
