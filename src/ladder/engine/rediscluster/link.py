@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -83,6 +84,43 @@ def untag(rest: str) -> str:
     return rest[end + 1 :] if inner.startswith("#") else inner
 
 
+class _Checked:
+    """A cluster connection checked before each command, as the single-Redis engine's pool
+    checks one before handing it out: one its server closed (a restarted primary,
+    ``CLIENT KILL``, an idle ``timeout``), or with an answer left unread, is opened again
+    first. redis-py's cluster pools hand out idle connections unchecked, so the first
+    command on each fails after a restart, and a publication, never repeated, is refused.
+    (Not while connecting: the handshake sends commands before reading their answers.)"""
+
+    _opening = False
+
+    async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        self._opening = True
+        try:
+            await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._opening = False
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        connection = cast(Connection, self)
+        if connection.is_connected and not self._opening:
+            try:
+                stale = await connection.can_read()
+            except (RedisConnectionError, OSError):  # closed by the server
+                stale = True
+            if stale:
+                await connection.disconnect()
+        await super().send_packed_command(command, check_health)  # type: ignore[misc]
+
+
+class _CheckedConnection(_Checked, Connection):
+    pass
+
+
+class _CheckedSSLConnection(_Checked, SSLConnection):
+    pass
+
+
 class _GatedCluster(RedisCluster):
     """A cluster client whose commands wait (up to ``pool_timeout``) for one of
     ``max_connections`` slots, as the single-Redis engine's blocking pool does: redis-py's
@@ -91,6 +129,11 @@ class _GatedCluster(RedisCluster):
 
     def __init__(self, *args: Any, gate: int, wait: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # (the nodes found later are made with these options; the seeds were made already)
+        checked = _CheckedSSLConnection if kwargs.get("ssl") else _CheckedConnection
+        self.connection_kwargs["connection_class"] = checked
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = checked
         self._gate = asyncio.Semaphore(gate)
         self._wait = wait
 
