@@ -21,7 +21,9 @@ from ladder.errors import ConfigurationError
 from ladder.protocol.codec import Payload
 from ladder.protocol.errors import LadderError
 from tests.engine.conftest import Sink
+from tests.support.redis import RedisServer
 from tests.support.redis_cluster import RedisCluster
+from tests.support.waiting import until
 
 OPTIONS = ChannelOptions(history_size=1000, history_ttl=600)
 
@@ -207,6 +209,50 @@ async def test_connections_the_servers_closed_are_opened_again_before_a_publicat
     failed = [f"{ch}: {answer}" for ch, answer in zip(channels, answers, strict=True) if not isinstance(answer, Publication)]
     assert not failed, failed
     assert all(isinstance(answer, Publication) and answer.offset == 4 for answer in answers)
+
+
+@contextlib.contextmanager
+def shard_down(cluster: RedisCluster, slot: int) -> Iterator[RedisServer]:
+    """The primary of ``slot`` stopped, its replicas told not to take over (it stays down);
+    afterwards it is started again and the cluster is whole."""
+    victim = cluster.primary_of_slot(slot)
+    replicas = cluster.replicas_of(victim)
+
+    def no_failover(value: str) -> None:
+        for node in replicas:
+            client = cluster.client(node)
+            try:
+                client.config_set("cluster-replica-no-failover", value)
+            finally:
+                client.close()
+
+    no_failover("yes")
+    victim.stop()
+    try:
+        yield victim
+    finally:
+        victim.start()
+        cluster.wait_ok()
+        no_failover("no")
+
+
+async def test_a_node_starts_while_the_first_primary_is_down(cluster: RedisCluster) -> None:
+    """redis-py reads the command table from the first primary (slots 0-5460): a node or a
+    publisher started while it was down stayed unusable, every shard unhealthy, whichever
+    seeds were up. Now any node that answers is asked."""
+    with shard_down(cluster, 0) as victim:
+        node, sink = RedisClusterEngine(cluster.url, node_id="late"), Sink()
+        await node.start(sink)
+        try:
+            await until(lambda: node.healthy and node.details()["shards_healthy"] == 2, "healthy", 10)
+            down = [shard["shard"] for shard in node.details()["shards"] if not shard["healthy"]]
+            assert down == [f"127.0.0.1:{victim.port}"]
+            channel = next(f"up:{n}" for n in range(100) if cluster.primary_of(f"ladder:m:{{up:{n}}}") is not victim)
+            assert (await node.publish(channel, Payload.of(1), OPTIONS)).offset >= 1
+            async with Publisher(cluster.url) as publisher:
+                await publisher.publish(channel, "from a publisher")
+        finally:
+            await node.stop()
 
 
 async def test_a_primary_killed_mid_stream_costs_only_its_share(

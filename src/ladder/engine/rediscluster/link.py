@@ -18,7 +18,8 @@ from typing import Any, Final, cast
 from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis._parsers.commands import AsyncCommandsParser
+from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -121,6 +122,36 @@ class _CheckedSSLConnection(_Checked, SSLConnection):
     pass
 
 
+class _AnyNodeCommands(AsyncCommandsParser):
+    """The command table (``COMMAND``), read from the node redis-py asks (the first primary)
+    or, while that one does not answer, from any other: redis-py asks only the first, so a
+    client started while that primary was down never started, whichever nodes were up.
+    The node that answered serves the commands that name no key."""
+
+    def __init__(self, nodes: NodesManager) -> None:
+        super().__init__()
+        self._nodes = nodes
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        first = node or self._nodes.default_node
+        others = sorted(self._nodes.nodes_cache.values(), key=lambda n: n.server_type != "primary")
+        error: BaseException | None = None
+        for candidate in [first, *(n for n in others if n is not first)]:
+            if candidate is None:
+                continue
+            try:
+                await super().initialize(candidate)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                error = error or exc
+                continue
+            if candidate is not first and candidate.server_type == "primary":
+                self._nodes.default_node = candidate
+            return
+        if error is not None:
+            raise error
+        await super().initialize(node)
+
+
 class _GatedCluster(RedisCluster):
     """A cluster client whose commands wait (up to ``pool_timeout``) for one of
     ``max_connections`` slots, as the single-Redis engine's blocking pool does: redis-py's
@@ -134,6 +165,7 @@ class _GatedCluster(RedisCluster):
         self.connection_kwargs["connection_class"] = checked
         for node in self.nodes_manager.startup_nodes.values():
             node.connection_class = checked
+        self.commands_parser = _AnyNodeCommands(self.nodes_manager)
         self._gate = asyncio.Semaphore(gate)
         self._wait = wait
 
@@ -145,6 +177,21 @@ class _GatedCluster(RedisCluster):
             return await super().initialize(*args, **kwargs)
         except RedisClusterException as exc:
             raise RedisConnectionError(str(exc)) from exc
+
+    async def script_load(self, script: Any) -> Any:
+        """Load a script on every primary that answers (redis-py loads it on all of them
+        or fails: while one shard was down, no script could run on the others). A primary
+        that did not get it loads it when a script finds it missing there."""
+        await self.initialize()
+        primaries = self.get_primaries()
+        answers = await asyncio.gather(
+            *(self.execute_command("SCRIPT LOAD", script, target_nodes=node) for node in primaries),
+            return_exceptions=True,
+        )
+        for answer in answers:
+            if not isinstance(answer, BaseException):
+                return answer
+        raise next(answer for answer in answers if isinstance(answer, BaseException))
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
