@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -253,6 +254,32 @@ async def test_a_node_starts_while_the_first_primary_is_down(cluster: RedisClust
                 await publisher.publish(channel, "from a publisher")
         finally:
             await node.stop()
+
+
+async def test_a_primary_down_is_logged_once_per_outage(
+    cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The listener tries a primary that is down again every 0.1-1 s: it said so at WARNING
+    each time (67 lines a minute); now once when it is lost, the attempts at DEBUG, and a
+    line when it is subscribed there again."""
+    caplog.set_level(logging.DEBUG, logger="ladder.redis")
+    node, sink = RedisClusterEngine(cluster.url, node_id="quiet"), Sink()
+    await node.start(sink)
+    try:
+        with shard_down(cluster, 0) as victim:
+            name = f"127.0.0.1:{victim.port}"
+
+            def attempts() -> int:
+                return sum(f"{name} not subscribed yet" in r.getMessage() for r in caplog.records)
+
+            await until(lambda: attempts() >= 3, "three attempts on the primary that is down")
+            loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and name in r.getMessage() and "listener" in r.getMessage()]
+            assert len(loud) == 1, loud
+        await until(lambda: node.details()["shards_healthy"] == 3 and node._cluster_listener.ok, "back")
+        back = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and name in r.getMessage() and "listener" in r.getMessage()]
+        assert len(back) == 1 and "again" in back[0], back
+    finally:
+        await node.stop()
 
 
 async def test_a_primary_killed_mid_stream_costs_only_its_share(

@@ -172,10 +172,13 @@ class ClusterListener:
         """A primary's connection failed: its keys move on the next round."""
         self.reconnects += 1
         self._refresh = True
+        again = reader.name in self._down  # (said once per outage; the attempts at DEBUG)
         self._down.add(reader.name)
         self._set_ok(False, f"{reader.name}: {exc or type(exc).__name__}")
         if isinstance(exc, RedisError | OSError):
-            log.warning("redis cluster listener lost %s (%s); moving its keys", reader.name, exc)
+            (log.debug if again else log.warning)(
+                "redis cluster listener lost %s (%s); moving its keys", reader.name, exc
+            )
         else:
             log.error("redis cluster listener on %s failed", reader.name, exc_info=exc)
         self._wake.set()
@@ -281,9 +284,13 @@ class ClusterListener:
                 complete = False
                 self._refresh = True
                 reader.ok = False
+                (log.debug if name in self._down else log.warning)(
+                    "redis cluster listener: %s not subscribed yet (%s)", name, exc
+                )
                 self._down.add(name)
-                log.warning("redis cluster listener: %s not subscribed yet (%s)", name, exc)
             else:
+                if name in self._down:
+                    log.info("redis cluster listener: %s subscribed again", name)
                 self._down.discard(name)
         return complete
 
