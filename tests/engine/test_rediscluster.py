@@ -232,7 +232,8 @@ def shard_down(cluster: RedisCluster, slot: int) -> Iterator[RedisServer]:
     try:
         yield victim
     finally:
-        victim.start()
+        if victim.proc is None:
+            victim.start()
         cluster.wait_ok()
         no_failover("no")
 
@@ -278,6 +279,27 @@ async def test_a_primary_down_is_logged_once_per_outage(
         await until(lambda: node.details()["shards_healthy"] == 3 and node._cluster_listener.ok, "back")
         back = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and name in r.getMessage() and "listener" in r.getMessage()]
         assert len(back) == 1 and "again" in back[0], back
+    finally:
+        await node.stop()
+
+
+async def test_a_restarted_primary_is_back_once_it_takes_writes(cluster: RedisCluster) -> None:
+    """A primary that restarts answers PING at once but refuses commands (CLUSTERDOWN) for
+    about 2 s: the shard was reported back then, and the messages held for it were applied
+    and not recorded. It is back when it says the cluster is ok (``CLUSTER INFO``)."""
+    node, sink = RedisClusterEngine(cluster.url, node_id="held"), Sink()
+    await node.start(sink)
+    try:
+        victim = cluster.primary_of_slot(0)
+        sid = next(f"held.{n}" for n in range(1000) if cluster.primary_of(node._link.k("a", f"held.{n}")) is victim)
+        channel = next(f"back:{n}" for n in range(1000) if cluster.primary_of(f"ladder:m:{{back:{n}}}") is victim)
+        await until(lambda: node.healthy_for(sid), "the shard is up")
+        with shard_down(cluster, 0):
+            await until(lambda: not node.healthy_for(sid), "the shard is down")
+            await asyncio.to_thread(victim.start)
+            await until(lambda: node.healthy_for(sid), "the shard is back", 20)
+            pub = await node.publish(channel, Payload.of("first write"), OPTIONS)
+            assert pub.offset >= 1
     finally:
         await node.stop()
 
