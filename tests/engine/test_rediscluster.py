@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis as redis_py
@@ -300,6 +302,48 @@ async def test_a_restarted_primary_is_back_once_it_takes_writes(cluster: RedisCl
             await until(lambda: node.healthy_for(sid), "the shard is back", 20)
             pub = await node.publish(channel, Payload.of("first write"), OPTIONS)
             assert pub.offset >= 1
+    finally:
+        await node.stop()
+
+
+def _documented_cluster_keys() -> list[re.Pattern[str]]:
+    """The keys docs/ops.md says a cluster holds, as patterns (a name in braces: any)."""
+    text = (Path(__file__).parents[2] / "docs" / "ops.md").read_text()
+    start = text.index("in a\ncluster they read")
+    part = " ".join(text[start : text.index("**Sizing and layout.**", start)].split())
+    named = re.findall(r"`(ladder:[^`]+)`", part)
+    assert len(named) >= 7, named
+    return [re.compile(re.sub(r"\\\{[^}]*\\\}", r"\\{[^}]+\\}", re.escape(key)) + "$") for key in named]
+
+
+async def test_every_key_a_node_writes_on_a_cluster_is_documented(cluster: RedisCluster) -> None:
+    """docs/ops.md lists a cluster's keys with their hash tags; the lease, trace and away
+    keys were missing."""
+    node, sink = RedisClusterEngine(cluster.url, node_id="listed"), Sink()
+    await node.start(sink)
+    try:
+        await node.publish("listed", Payload.of(1), OPTIONS)
+        await node.presence_add("listed", Member("c1", "u"), ttl=60)
+        await node.claim_session("other.s1", ttl=30)  # (handed over from another node: moved)
+        await node.record_applied("listed.s1", "token", done=1, replies={}, forget=(), origins=None, ttl=30)
+        assert await node._routing.refresh_lease(10, take=True)
+        node._routing.away(True)
+
+        def keys() -> set[str]:
+            found: set[str] = set()
+            for primary in cluster.primaries():
+                client = cluster.client(primary)
+                try:
+                    found |= {key.decode() for key in client.scan_iter(match="ladder:*", count=1000)}
+                finally:
+                    client.close()
+            return found
+
+        kinds = ("m", "s", "pm", "pe", "a", "moved", "live", "node", "away")
+        await until(lambda: set(kinds) <= {key.split(":", 2)[1] for key in keys()}, "every kind written")
+        patterns = _documented_cluster_keys()
+        undocumented = sorted(key for key in keys() if not any(p.match(key) for p in patterns))
+        assert not undocumented, undocumented
     finally:
         await node.stop()
 
