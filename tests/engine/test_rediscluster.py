@@ -48,6 +48,29 @@ def test_every_key_of_a_channel_shares_its_slot() -> None:
     assert isinstance(create_engine("redis+cluster://127.0.0.1:1"), RedisClusterEngine)
 
 
+def test_a_cluster_url_written_wrong_is_told_in_cluster_terms() -> None:
+    """A list written wrong was answered with the form of a list of servers
+    (``redis://h1:p1,h2:p2/0``), which is not a cluster."""
+    for url, problem in [
+        (
+            "redis+cluster://a:1,redis://b:2",
+            "'redis://b:2' gives a node of the list a scheme of its own: one scheme for the whole "
+            "list: redis+cluster://h1:p1,h2:p2",
+        ),
+        (
+            "redis+cluster://a:1,b:2/0,c:3",
+            "'/0,c:3' gives a node of the list a database of its own: a cluster has only "
+            "database 0: redis+cluster://h1:p1,h2:p2",
+        ),
+        ("redis+cluster://a:1,", "the list has an empty entry (a comma with no node on one side): drop that comma"),
+    ]:
+        with pytest.raises(ConfigurationError) as caught:
+            create_engine(url)
+        said = str(caught.value)
+        assert said.startswith(f"engine: {url!r} is not a Redis URL: {problem}"), said
+        assert said.endswith('write "redis+cluster://h1:7000,h2:7000" (or "rediss+cluster://" for TLS)'), said
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisCluster]:
     with RedisCluster() as started:
