@@ -371,6 +371,33 @@ async def test_every_key_a_node_writes_on_a_cluster_is_documented(cluster: Redis
         await node.stop()
 
 
+async def test_a_cluster_no_node_of_which_answers_is_unavailable(
+    cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While no node answers, redis-py fails every command with its own
+    ``RedisClusterUnreachableError``, which is no ``RedisError``: a publication raised it
+    as it was (not ``engine_unavailable``) and the away mark logged a traceback at ERROR
+    every 0.2 s."""
+    node, sink = RedisClusterEngine(cluster.url, node_id="alone"), Sink()
+    await node.start(sink)
+    running = [server for server in cluster.nodes if server.proc is not None]
+    try:
+        for server in running:
+            server.stop()
+        await until(lambda: not node.healthy and node._routing._marked, "unhealthy, marking itself away")
+        for _ in range(3):
+            with pytest.raises(LadderError) as caught:
+                await node.publish("nowhere", Payload.of(1), OPTIONS)
+            assert caught.value.code == "engine_unavailable", caught.value
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("ladder")]
+        assert not errors, errors
+    finally:
+        await node.stop()
+        for server in running:
+            server.start()
+        await asyncio.to_thread(cluster.wait_ok)
+
+
 async def test_a_primary_killed_mid_stream_costs_only_its_share(
     cluster: RedisCluster, nodes: list[tuple[RedisClusterEngine, Sink]]
 ) -> None:

@@ -201,6 +201,8 @@ class _GatedCluster(RedisCluster):
             raise MaxConnectionsError(f"no free connection in {self._wait:g} s") from None
         try:
             return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:  # no node answers: an outage, as in initialize()
+            raise RedisConnectionError(str(exc)) from exc
         finally:
             self._gate.release()
 
