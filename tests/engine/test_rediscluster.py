@@ -271,6 +271,8 @@ async def test_a_node_starts_while_the_first_primary_is_down(cluster: RedisClust
         node, sink = RedisClusterEngine(cluster.url, node_id="late"), Sink()
         await node.start(sink)
         try:
+            assert node._cluster_listener.subscribed.is_set(), "it hears messages to it"
+            assert await node.broadcast(b"all") == 0, "no other node (it hears itself)"
             await until(lambda: node.healthy and node.details()["shards_healthy"] == 2, "healthy", 10)
             down = [shard["shard"] for shard in node.details()["shards"] if not shard["healthy"]]
             assert down == [f"127.0.0.1:{victim.port}"]
