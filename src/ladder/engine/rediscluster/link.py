@@ -23,6 +23,7 @@ from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.cluster import PRIMARY
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -134,7 +135,8 @@ class _AnyNodeCommands(AsyncCommandsParser):
 
     async def initialize(self, node: ClusterNode | None = None) -> None:
         first = node or self._nodes.default_node
-        others = sorted(self._nodes.nodes_cache.values(), key=lambda n: n.server_type != "primary")
+        # (primaries first: one that answers becomes the default node)
+        others = sorted(self._nodes.nodes_cache.values(), key=lambda n: n.server_type != PRIMARY)
         error: BaseException | None = None
         for candidate in [first, *(n for n in others if n is not first)]:
             if candidate is None:
@@ -144,12 +146,10 @@ class _AnyNodeCommands(AsyncCommandsParser):
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 error = error or exc
                 continue
-            if candidate is not first and candidate.server_type == "primary":
+            if candidate is not first and candidate.server_type == PRIMARY:
                 self._nodes.default_node = candidate
             return
-        if error is not None:
-            raise error
-        await super().initialize(node)
+        raise error or RedisConnectionError("no cluster node known to ask")
 
 
 class _GatedCluster(RedisCluster):
