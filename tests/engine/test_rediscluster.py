@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis as redis_py
@@ -21,7 +24,9 @@ from ladder.errors import ConfigurationError
 from ladder.protocol.codec import Payload
 from ladder.protocol.errors import LadderError
 from tests.engine.conftest import Sink
+from tests.support.redis import RedisServer
 from tests.support.redis_cluster import RedisCluster
+from tests.support.waiting import until
 
 OPTIONS = ChannelOptions(history_size=1000, history_ttl=600)
 
@@ -41,6 +46,29 @@ def test_every_key_of_a_channel_shares_its_slot() -> None:
         with pytest.raises(ConfigurationError):
             seeds(bad)
     assert isinstance(create_engine("redis+cluster://127.0.0.1:1"), RedisClusterEngine)
+
+
+def test_a_cluster_url_written_wrong_is_told_in_cluster_terms() -> None:
+    """A list written wrong was answered with the form of a list of servers
+    (``redis://h1:p1,h2:p2/0``), which is not a cluster."""
+    for url, problem in [
+        (
+            "redis+cluster://a:1,redis://b:2",
+            "'redis://b:2' gives a node of the list a scheme of its own: one scheme for the whole "
+            "list: redis+cluster://h1:p1,h2:p2",
+        ),
+        (
+            "redis+cluster://a:1,b:2/0,c:3",
+            "'/0,c:3' gives a node of the list a database of its own: a cluster has only "
+            "database 0: redis+cluster://h1:p1,h2:p2",
+        ),
+        ("redis+cluster://a:1,", "the list has an empty entry (a comma with no node on one side): drop that comma"),
+    ]:
+        with pytest.raises(ConfigurationError) as caught:
+            create_engine(url)
+        said = str(caught.value)
+        assert said.startswith(f"engine: {url!r} is not a Redis URL: {problem}"), said
+        assert said.endswith('write "redis+cluster://h1:7000,h2:7000" (or "rediss+cluster://" for TLS)'), said
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +205,199 @@ async def test_a_node_sweeps_a_channel_when_its_next_expiry_came(cluster: RedisC
         assert _evalsha_calls(cluster) == before
     finally:
         await node.stop()
+
+
+async def test_connections_the_servers_closed_are_opened_again_before_a_publication(
+    cluster: RedisCluster, nodes: list[tuple[RedisClusterEngine, Sink]]
+) -> None:
+    """What a primary's restart leaves in the pools: connections the server closed. A
+    publication is never repeated, so one sent on such a connection failed (5 of 16 after
+    a restart); like one Redis's pool, each connection is checked before use and opened
+    again if its server closed it (nothing was sent on it)."""
+    a = nodes[0][0]
+    channels = [f"stale:{n}" for n in range(16)]
+    assert len({cluster.primary_of(f"ladder:m:{{{ch}}}").port for ch in channels}) == 3
+    for _ in range(3):  # several connections to every primary in the pools
+        await asyncio.gather(*(a.publish(ch, Payload.of(0), OPTIONS) for ch in channels))
+
+    def close_command_connections() -> None:
+        for node in cluster.primaries():
+            client = cluster.client(node)
+            try:
+                client.client_kill_filter(_type="normal", skipme=True)
+            finally:
+                client.close()
+
+    await asyncio.to_thread(close_command_connections)
+    answers = await asyncio.gather(
+        *(a.publish(ch, Payload.of(1), OPTIONS) for ch in channels), return_exceptions=True
+    )
+    failed = [f"{ch}: {answer}" for ch, answer in zip(channels, answers, strict=True) if not isinstance(answer, Publication)]
+    assert not failed, failed
+    assert all(isinstance(answer, Publication) and answer.offset == 4 for answer in answers)
+
+
+@contextlib.contextmanager
+def shard_down(cluster: RedisCluster, slot: int) -> Iterator[RedisServer]:
+    """The primary of ``slot`` stopped, its replicas told not to take over (it stays down);
+    afterwards it is started again and the cluster is whole."""
+    victim = cluster.primary_of_slot(slot)
+    replicas = cluster.replicas_of(victim)
+
+    def no_failover(value: str) -> None:
+        for node in replicas:
+            client = cluster.client(node)
+            try:
+                client.config_set("cluster-replica-no-failover", value)
+            finally:
+                client.close()
+
+    no_failover("yes")
+    victim.stop()
+    try:
+        yield victim
+    finally:
+        if victim.proc is None:
+            victim.start()
+        cluster.wait_ok()
+        no_failover("no")
+
+
+async def test_a_node_starts_while_the_first_primary_is_down(cluster: RedisCluster) -> None:
+    """redis-py reads the command table from the first primary (slots 0-5460): a node or a
+    publisher started while it was down stayed unusable, every shard unhealthy, whichever
+    seeds were up. Now any node that answers is asked."""
+    with shard_down(cluster, 0) as victim:
+        node, sink = RedisClusterEngine(cluster.url, node_id="late"), Sink()
+        await node.start(sink)
+        try:
+            assert node._cluster_listener.subscribed.is_set(), "it hears messages to it"
+            assert await node.broadcast(b"all") == 0, "no other node (it hears itself)"
+            await until(lambda: node.healthy and node.details()["shards_healthy"] == 2, "healthy", 10)
+            down = [shard["shard"] for shard in node.details()["shards"] if not shard["healthy"]]
+            assert down == [f"127.0.0.1:{victim.port}"]
+            channel = next(f"up:{n}" for n in range(100) if cluster.primary_of(f"ladder:m:{{up:{n}}}") is not victim)
+            assert (await node.publish(channel, Payload.of(1), OPTIONS)).offset >= 1
+            async with Publisher(cluster.url) as publisher:
+                await publisher.publish(channel, "from a publisher")
+        finally:
+            await node.stop()
+
+
+async def test_a_primary_down_is_logged_once_per_outage(
+    cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The listener tries a primary that is down again every 0.1-1 s: it said so at WARNING
+    each time (67 lines a minute); now once when it is lost, the attempts at DEBUG, and a
+    line when it is subscribed there again."""
+    caplog.set_level(logging.DEBUG, logger="ladder.redis")
+    node, sink = RedisClusterEngine(cluster.url, node_id="quiet"), Sink()
+    await node.start(sink)
+    try:
+        with shard_down(cluster, 0) as victim:
+            name = f"127.0.0.1:{victim.port}"
+
+            def attempts() -> int:
+                return sum(f"{name} not subscribed yet" in r.getMessage() for r in caplog.records)
+
+            await until(lambda: attempts() >= 3, "three attempts on the primary that is down")
+            loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and name in r.getMessage() and "listener" in r.getMessage()]
+            assert len(loud) == 1, loud
+        await until(lambda: node.details()["shards_healthy"] == 3 and node._cluster_listener.ok, "back")
+        back = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and name in r.getMessage() and "listener" in r.getMessage()]
+        assert len(back) == 1 and "again" in back[0], back
+    finally:
+        await node.stop()
+
+
+async def test_a_restarted_primary_is_back_once_it_takes_writes(cluster: RedisCluster) -> None:
+    """A primary that restarts answers PING at once but refuses commands (CLUSTERDOWN) for
+    about 2 s: the shard was reported back then, and the messages held for it were applied
+    and not recorded. It is back when it says the cluster is ok (``CLUSTER INFO``)."""
+    node, sink = RedisClusterEngine(cluster.url, node_id="held"), Sink()
+    await node.start(sink)
+    try:
+        victim = cluster.primary_of_slot(0)
+        sid = next(f"held.{n}" for n in range(1000) if cluster.primary_of(node._link.k("a", f"held.{n}")) is victim)
+        channel = next(f"back:{n}" for n in range(1000) if cluster.primary_of(f"ladder:m:{{back:{n}}}") is victim)
+        await until(lambda: node.healthy_for(sid), "the shard is up")
+        with shard_down(cluster, 0):
+            await until(lambda: not node.healthy_for(sid), "the shard is down")
+            await asyncio.to_thread(victim.start)
+            await until(lambda: node.healthy_for(sid), "the shard is back", 20)
+            pub = await node.publish(channel, Payload.of("first write"), OPTIONS)
+            assert pub.offset >= 1
+    finally:
+        await node.stop()
+
+
+def _documented_cluster_keys() -> list[re.Pattern[str]]:
+    """The keys docs/ops.md says a cluster holds, as patterns (a name in braces: any)."""
+    text = (Path(__file__).parents[2] / "docs" / "ops.md").read_text()
+    start = text.index("in a\ncluster they read")
+    part = " ".join(text[start : text.index("**Sizing and layout.**", start)].split())
+    named = re.findall(r"`(ladder:[^`]+)`", part)
+    assert len(named) >= 7, named
+    return [re.compile(re.sub(r"\\\{[^}]*\\\}", r"\\{[^}]+\\}", re.escape(key)) + "$") for key in named]
+
+
+async def test_every_key_a_node_writes_on_a_cluster_is_documented(cluster: RedisCluster) -> None:
+    """docs/ops.md lists a cluster's keys with their hash tags; the lease, trace and away
+    keys were missing."""
+    node, sink = RedisClusterEngine(cluster.url, node_id="listed"), Sink()
+    await node.start(sink)
+    try:
+        await node.publish("listed", Payload.of(1), OPTIONS)
+        await node.presence_add("listed", Member("c1", "u"), ttl=60)
+        await node.claim_session("other.s1", ttl=30)  # (handed over from another node: moved)
+        await node.record_applied("listed.s1", "token", done=1, replies={}, forget=(), origins=None, ttl=30)
+        assert await node._routing.refresh_lease(10, take=True)
+        node._routing.away(True)
+
+        def keys() -> set[str]:
+            found: set[str] = set()
+            for primary in cluster.primaries():
+                client = cluster.client(primary)
+                try:
+                    found |= {key.decode() for key in client.scan_iter(match="ladder:*", count=1000)}
+                finally:
+                    client.close()
+            return found
+
+        kinds = ("m", "s", "pm", "pe", "a", "moved", "live", "node", "away")
+        await until(lambda: set(kinds) <= {key.split(":", 2)[1] for key in keys()}, "every kind written")
+        patterns = _documented_cluster_keys()
+        undocumented = sorted(key for key in keys() if not any(p.match(key) for p in patterns))
+        assert not undocumented, undocumented
+    finally:
+        await node.stop()
+
+
+async def test_a_cluster_no_node_of_which_answers_is_unavailable(
+    cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While no node answers, redis-py fails every command with its own
+    ``RedisClusterUnreachableError``, which is no ``RedisError``: a publication raised it
+    as it was (not ``engine_unavailable``) and the away mark logged a traceback at ERROR
+    every 0.2 s."""
+    node, sink = RedisClusterEngine(cluster.url, node_id="alone"), Sink()
+    await node.start(sink)
+    running = [server for server in cluster.nodes if server.proc is not None]
+    try:
+        for server in running:
+            server.stop()
+        await until(lambda: not node.healthy and node._routing._marked, "unhealthy, marking itself away")
+        for _ in range(3):
+            with pytest.raises(LadderError) as caught:
+                await node.publish("nowhere", Payload.of(1), OPTIONS)
+            assert caught.value.code == "engine_unavailable", caught.value
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("ladder")]
+        assert not errors, errors
+    finally:
+        await node.stop()
+        for server in running:
+            server.start()
+        await asyncio.to_thread(cluster.wait_ok)
 
 
 async def test_a_primary_killed_mid_stream_costs_only_its_share(

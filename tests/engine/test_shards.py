@@ -89,6 +89,11 @@ def test_a_list_that_names_one_server_twice_or_writes_a_server_apart_is_refused(
             "database for the whole list",
         ),
         ("unix:///tmp/a.sock,/tmp/b.sock", "it lists several socket files, which are not supported"),
+        (
+            "redis://127.0.0.1:17201,/0",
+            "the list has an empty entry (a comma with no server on one side): drop that comma",
+        ),
+        ("redis://a:1,,b:2/0", "the list has an empty entry"),
     ]:
         with pytest.raises(ConfigurationError) as caught:
             create_engine(url)

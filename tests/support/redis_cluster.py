@@ -119,6 +119,29 @@ class RedisCluster:
         client = self.client(next(node for node in self.nodes if node.proc is not None))
         try:
             slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+        finally:
+            client.close()
+        return self.primary_of_slot(slot)
+
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        """The running nodes that replicate ``primary``."""
+        found = []
+        for node in self.nodes:
+            if node.proc is None or node is primary:
+                continue
+            client = self.client(node)
+            try:
+                info = client.info("replication")
+            finally:
+                client.close()
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == primary.port:
+                found.append(node)
+        return found
+
+    def primary_of_slot(self, slot: int) -> RedisServer:
+        """The node serving ``slot`` now (as the running nodes see it)."""
+        client = self.client(next(node for node in self.nodes if node.proc is not None))
+        try:
             ranges = client.execute_command("CLUSTER", "SLOTS")
         finally:
             client.close()

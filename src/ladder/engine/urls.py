@@ -42,17 +42,21 @@ def check_redis_url(spec: str) -> None:
     a server twice, when the hub is built, not as redis-py's error (or a server taken for
     two) when it starts."""
     parts = urlsplit(spec)
+    cluster = parts.scheme.endswith("+cluster")
     if parts.scheme == "unix":
         problem = _unix_problem(parts.path)
     else:
-        problem = _hosts_problem(hosts_of(spec)) or _database_problem(parts.netloc, parts.path)
+        hosts = hosts_of(spec)
+        problem = _hosts_problem(hosts, cluster) or _database_problem(parts.netloc, parts.path, cluster)
         if not problem and parts.scheme in ("redis", "rediss"):
-            problem = _twice_problem(hosts_of(spec))
+            problem = _twice_problem(hosts)
     if problem:
         raise ConfigurationError(
             "engine",
             f"{shown(spec)!r} is not a Redis URL: {problem}",
-            'write "redis://host:6379/0" (or "rediss://" for TLS, "unix:///path/to/redis.sock", '
+            'write "redis+cluster://h1:7000,h2:7000" (or "rediss+cluster://" for TLS)'
+            if cluster
+            else 'write "redis://host:6379/0" (or "rediss://" for TLS, "unix:///path/to/redis.sock", '
             '"redis://h1:6379,h2:6379/0" for several servers, "redis+cluster://h1:7000,h2:7000")',
         )
 
@@ -68,7 +72,10 @@ def _unix_problem(path: str) -> str:
     return ""
 
 
-def _hosts_problem(hosts: list[str]) -> str:
+def _hosts_problem(hosts: list[str], cluster: bool) -> str:
+    if len(hosts) > 1 and "" in hosts:
+        server = "node" if cluster else "server"
+        return f"the list has an empty entry (a comma with no {server} on one side): drop that comma"
     for host in hosts:
         try:
             named = urlsplit(f"//{host}")
@@ -80,16 +87,27 @@ def _hosts_problem(hosts: list[str]) -> str:
     return ""
 
 
-def _database_problem(netloc: str, path: str) -> str:
+def _database_problem(netloc: str, path: str, cluster: bool) -> str:
     """A list takes its scheme and database once: ``redis://h1:p1,rediss://h2:p2/0`` puts a
-    second scheme (and ``redis://h1:p1/0,h2:p2/0`` a server) where the database goes."""
+    second scheme (and ``redis://h1:p1/0,h2:p2/0`` a server) where the database goes. A
+    cluster's list is told in its own form (it has only database 0)."""
     database = path.strip("/")
-    whole = "one scheme and one database for the whole list: redis://h1:p1,h2:p2/0"
+    server = "node" if cluster else "server"
     if path.startswith("//"):
         entry = netloc.rpartition(",")[2] + path
-        return f"{entry!r} gives a server of the list a scheme of its own: {whole}"
+        whole = (
+            "one scheme for the whole list: redis+cluster://h1:p1,h2:p2"
+            if cluster
+            else "one scheme and one database for the whole list: redis://h1:p1,h2:p2/0"
+        )
+        return f"{entry!r} gives a {server} of the list a scheme of its own: {whole}"
     if "," in path:
-        return f"{path!r} gives a server of the list a database of its own: {whole}"
+        whole = (
+            "a cluster has only database 0: redis+cluster://h1:p1,h2:p2"
+            if cluster
+            else "one scheme and one database for the whole list: redis://h1:p1,h2:p2/0"
+        )
+        return f"{path!r} gives a {server} of the list a database of its own: {whole}"
     if database and not database.isdigit():
         return f"the database {database!r} is not a number"
     return ""

@@ -121,10 +121,17 @@ class RedisClusterEngine(RedisEngine):
         return None if node is None else str(node.name)
 
     async def _ping(self, node: ClusterNode) -> bool:
+        """Whether primary ``node`` takes commands: it answers and says the cluster is ok
+        (one that restarted, or cannot reach most primaries, answers ``PING`` but refuses
+        every command with ``CLUSTERDOWN``)."""
         try:
-            await self._cluster.cluster.ping(target_nodes=node)
+            info = await self._cluster.cluster.execute_command("CLUSTER INFO", target_nodes=node)
         except Exception as exc:
             self.last_error = f"{node.name}: {heartbeat_error(exc, node.name)}"
+            return False
+        state = info.get("cluster_state") if isinstance(info, dict) else None
+        if state != "ok":
+            self.last_error = f"{node.name}: cluster_state is {state}: it refuses commands (CLUSTERDOWN)"
             return False
         return True
 

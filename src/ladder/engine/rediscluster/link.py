@@ -18,9 +18,12 @@ from typing import Any, Final, cast
 from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis._parsers.commands import AsyncCommandsParser
+from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.cluster import PRIMARY
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -83,6 +86,72 @@ def untag(rest: str) -> str:
     return rest[end + 1 :] if inner.startswith("#") else inner
 
 
+class _Checked:
+    """A cluster connection checked before each command, as the single-Redis engine's pool
+    checks one before handing it out: one its server closed (a restarted primary,
+    ``CLIENT KILL``, an idle ``timeout``), or with an answer left unread, is opened again
+    first. redis-py's cluster pools hand out idle connections unchecked, so the first
+    command on each fails after a restart, and a publication, never repeated, is refused.
+    (Not while connecting: the handshake sends commands before reading their answers.)"""
+
+    _opening = False
+
+    async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        self._opening = True
+        try:
+            await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._opening = False
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        connection = cast(Connection, self)
+        if connection.is_connected and not self._opening:
+            try:
+                stale = await connection.can_read()
+            except (RedisConnectionError, OSError):  # closed by the server
+                stale = True
+            if stale:
+                await connection.disconnect()
+        await super().send_packed_command(command, check_health)  # type: ignore[misc]
+
+
+class _CheckedConnection(_Checked, Connection):
+    pass
+
+
+class _CheckedSSLConnection(_Checked, SSLConnection):
+    pass
+
+
+class _AnyNodeCommands(AsyncCommandsParser):
+    """The command table (``COMMAND``), read from the node redis-py asks (the first primary)
+    or, while that one does not answer, from any other: redis-py asks only the first, so a
+    client started while that primary was down never started, whichever nodes were up.
+    The node that answered serves the commands that name no key."""
+
+    def __init__(self, nodes: NodesManager) -> None:
+        super().__init__()
+        self._nodes = nodes
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        first = node or self._nodes.default_node
+        # (primaries first: one that answers becomes the default node)
+        others = sorted(self._nodes.nodes_cache.values(), key=lambda n: n.server_type != PRIMARY)
+        error: BaseException | None = None
+        for candidate in [first, *(n for n in others if n is not first)]:
+            if candidate is None:
+                continue
+            try:
+                await super().initialize(candidate)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                error = error or exc
+                continue
+            if candidate is not first and candidate.server_type == PRIMARY:
+                self._nodes.default_node = candidate
+            return
+        raise error or RedisConnectionError("no cluster node known to ask")
+
+
 class _GatedCluster(RedisCluster):
     """A cluster client whose commands wait (up to ``pool_timeout``) for one of
     ``max_connections`` slots, as the single-Redis engine's blocking pool does: redis-py's
@@ -91,6 +160,12 @@ class _GatedCluster(RedisCluster):
 
     def __init__(self, *args: Any, gate: int, wait: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # (the nodes found later are made with these options; the seeds were made already)
+        checked = _CheckedSSLConnection if kwargs.get("ssl") else _CheckedConnection
+        self.connection_kwargs["connection_class"] = checked
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = checked
+        self.commands_parser = _AnyNodeCommands(self.nodes_manager)
         self._gate = asyncio.Semaphore(gate)
         self._wait = wait
 
@@ -103,6 +178,21 @@ class _GatedCluster(RedisCluster):
         except RedisClusterException as exc:
             raise RedisConnectionError(str(exc)) from exc
 
+    async def script_load(self, script: Any) -> Any:
+        """Load a script on every primary that answers (redis-py loads it on all of them
+        or fails: while one shard was down, no script could run on the others). A primary
+        that did not get it loads it when a script finds it missing there."""
+        await self.initialize()
+        primaries = self.get_primaries()
+        answers = await asyncio.gather(
+            *(self.execute_command("SCRIPT LOAD", script, target_nodes=node) for node in primaries),
+            return_exceptions=True,
+        )
+        for answer in answers:
+            if not isinstance(answer, BaseException):
+                return answer
+        raise next(answer for answer in answers if isinstance(answer, BaseException))
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
             async with asyncio.timeout(self._wait):
@@ -111,6 +201,8 @@ class _GatedCluster(RedisCluster):
             raise MaxConnectionsError(f"no free connection in {self._wait:g} s") from None
         try:
             return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:  # no node answers: an outage, as in initialize()
+            raise RedisConnectionError(str(exc)) from exc
         finally:
             self._gate.release()
 

@@ -172,10 +172,13 @@ class ClusterListener:
         """A primary's connection failed: its keys move on the next round."""
         self.reconnects += 1
         self._refresh = True
+        again = reader.name in self._down  # (said once per outage; the attempts at DEBUG)
         self._down.add(reader.name)
         self._set_ok(False, f"{reader.name}: {exc or type(exc).__name__}")
         if isinstance(exc, RedisError | OSError):
-            log.warning("redis cluster listener lost %s (%s); moving its keys", reader.name, exc)
+            (log.debug if again else log.warning)(
+                "redis cluster listener lost %s (%s); moving its keys", reader.name, exc
+            )
         else:
             log.error("redis cluster listener on %s failed", reader.name, exc_info=exc)
         self._wake.set()
@@ -209,14 +212,21 @@ class ClusterListener:
             if key in reader.keys:
                 await reader.unsubscribe(key)
 
-    def _set_ok(self, ok: bool, error: str | None = None) -> None:
-        was = self.ok
-        self.ok = ok
+    def _hearing(self) -> bool:
+        """Set :attr:`subscribed` while this node hears messages to it, also while some
+        primary is down (every round then is incomplete); whether it just began to."""
         link = self.link
+        was = self.subscribed.is_set()
         if self.hears_node(link.node_id) and self.hears_node("*"):
             self.subscribed.set()
         else:
             self.subscribed.clear()
+        return self.subscribed.is_set() and not was
+
+    def _set_ok(self, ok: bool, error: str | None = None) -> None:
+        was = self.ok
+        self.ok = ok
+        self._hearing()
         if ok != was or error is not None:
             self._health(None if ok else error or "not every key is subscribed")
 
@@ -238,6 +248,8 @@ class ClusterListener:
                 self._set_ok(True)
                 delay, wait = 0.1, 1.0
             else:
+                if self._hearing():  # (through the primaries that are up: the node is usable)
+                    self._health(None)
                 wait, delay = delay * random.uniform(0.5, 1.0), min(delay * 2, 1.0)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
@@ -281,9 +293,13 @@ class ClusterListener:
                 complete = False
                 self._refresh = True
                 reader.ok = False
+                (log.debug if name in self._down else log.warning)(
+                    "redis cluster listener: %s not subscribed yet (%s)", name, exc
+                )
                 self._down.add(name)
-                log.warning("redis cluster listener: %s not subscribed yet (%s)", name, exc)
             else:
+                if name in self._down:
+                    log.info("redis cluster listener: %s subscribed again", name)
                 self._down.discard(name)
         return complete
 
