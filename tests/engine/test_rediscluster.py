@@ -563,3 +563,6 @@ async def test_a_publisher_is_not_counted_or_reached_by_a_broadcast(
         assert await a.broadcast(b"all") == 1, "node-b only"
         assert await asyncio.wait_for(sink_b.node.get(), 5) == b"all"
         assert await publisher.engine.broadcast(b"asked") == 2, "both nodes (it does not hear itself)"
+        # It hears the answers to it once its own key is subscribed (it waited 2 s in its start
+        # for a subscription to every node's key, which it never makes).
+        assert publisher.engine._listener.subscribed.is_set()  # type: ignore[attr-defined]

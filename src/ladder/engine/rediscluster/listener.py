@@ -217,7 +217,7 @@ class ClusterListener:
         primary is down (every round then is incomplete); whether it just began to."""
         link = self.link
         was = self.subscribed.is_set()
-        if self.hears_node(link.node_id) and self.hears_node("*"):
+        if self.hears_node(link.node_id) and (not link.hears_all or self.hears_node("*")):
             self.subscribed.set()
         else:
             self.subscribed.clear()
