@@ -211,9 +211,10 @@ function pair(low, high, options) {
 
 /**
  * A pair (`backoffBase`/`backoffMax`, `probeDelay`/`probeMaxDelay`) as it applies, as in the
- * Python client: the one given follows the other when that one is its default (a `backoffMax`
- * of 300 lowers the base with it; a `probeDelay` of 60000 raises the cap); both given and
- * contradicting each other throws.
+ * Python client: the one given alone moves the other's default with it (a `backoffMax` of 300
+ * lowers the base with it; a `probeDelay` of 60000 raises the cap); both given and
+ * contradicting each other throws, whatever their values (a value equal to its default is
+ * given all the same).
  * @param {string} low
  * @param {string} high
  * @param {Record<string, unknown>} given
@@ -222,8 +223,8 @@ function pair(low, high, options) {
 function ordered(low, high, given) {
   const [a, b] = [Number(given[low] ?? DEFAULTS[low]), Number(given[high] ?? DEFAULTS[high])];
   if (a <= b) return [a, b];
-  if (b === DEFAULTS[high]) return [a, a];
-  if (a === DEFAULTS[low]) return [b, b];
+  if (given[high] == null) return [a, a];
+  if (given[low] == null) return [b, b];
   throw new TypeError(`${low} (${a} ms) must not exceed ${high} (${b} ms)`);
 }
 
