@@ -559,3 +559,160 @@ def test_closing_a_shared_client_says_closed_as_a_tab_of_its_own_does(
     later = "closed: this client was closed"  # (a shared one said "the client was closed")
     assert said["shared"] == {"shared": True, "seen": expected, "later": later}, said
     assert said["own"] == {"shared": False, "seen": expected, "later": later}, said
+
+
+def test_tabs_share_whatever_the_order_of_their_options_and_a_default_given_or_not(
+    context: BrowserContext, hub: LadderServer
+) -> None:
+    """The connection was named after the options as written: ``{maxQueue: 5, outboxBytes:
+    5000}`` and the same reversed, or ``{}`` and ``{openTimeout: 10000}`` (the default), gave
+    a connection each."""
+    groups = [
+        [{"maxQueue": 5, "outboxBytes": 5000}, {"outboxBytes": 5000, "maxQueue": 5}],
+        [{}, {"openTimeout": 10_000}],
+    ]
+    pages = []
+    for group in groups:
+        for options in group:
+            page = context.new_page()
+            page.goto(f"{hub.url}/health")
+            page.evaluate(
+                "async (options) => { window.ladder = await import('/client.js'); window.client = ladder.connect(location.origin, options); await client.ready(); }",
+                options,
+            )
+            pages.append(page)
+    for page in pages:
+        page.wait_for_function("client.shared && client.tabs === 2", timeout=10_000)
+    assert sessions(hub) == 2, "one connection for each group of tabs"
+
+
+RESTORED = """async () => {
+    await client.persisted();
+    return client.restoredMessages.map((m) => [m.kind, Object.prototype.toString.call(m.data.value), Array.from(new Uint8Array(m.data.value))]);
+}"""
+
+
+def test_restored_bytes_come_back_as_a_uint8array_also_through_a_shared_connection(
+    context: BrowserContext,
+) -> None:
+    """``restoredMessages`` of a shared connection held bytes in their JSON form
+    (``{$b: base64}``): the tab had handed them over in it."""
+    port = free_port()
+    hub = LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port)
+    options = {"transports": ["websocket"], "backoffMax": 300, "connectTimeout": None}
+    with hub:
+        [first] = open_tabs_on(context, hub, 1, options)
+    first.evaluate(
+        """async () => {
+            client.emit('record', { key: 'bytes', value: new Uint8Array([1, 2, 3]) });
+            client.emit('record', { key: 'bytes', value: new Uint8Array([9]).buffer });
+            await client.persisted();
+        }"""
+    )
+    first.close(run_before_unload=True)  # as a person closes it: pagehide runs
+    with hub:
+        [second] = open_tabs_on(context, hub, 1, options)
+        restored = second.evaluate(RESTORED)
+    assert restored == [
+        ["emit", "[object Uint8Array]", [1, 2, 3]],
+        ["emit", "[object Uint8Array]", [9]],
+    ]
+
+
+def test_followers_hear_resubscribed_when_a_new_leader_starts_a_new_session(
+    browser: Browser, hub: LadderServer
+) -> None:
+    """Leader tabs: the leader closed, the next one started a new session, and the other tabs
+    followed their channels again in it without a ``resubscribed`` event (a tab's own client
+    hears one for each channel in a new session)."""
+    context = browser.new_context()
+    context.add_init_script("delete window.SharedWorker")
+    try:
+        pages = open_tabs(context, hub, 3, "resub:a")
+        leader, rest = pages[0], pages[1:]
+        for page in rest:
+            page.evaluate("() => { client.on('resubscribed', (e) => told.push(['resubscribed', e.channel, e.recovered])); }")
+        burst(leader, "resub:a")
+        for page in pages:
+            page.wait_for_function("n => got.length >= n", arg=BURST, timeout=10_000)
+        leader.close(run_before_unload=True)
+        for page in rest:
+            page.wait_for_function("told.some((e) => e[0] === 'resubscribed')", timeout=10_000)
+        burst(rest[0], "resub:a", start=BURST)
+        for page in rest:
+            page.wait_for_function("n => got.length >= n", arg=2 * BURST, timeout=10_000)
+            assert page.evaluate("got") == list(range(2 * BURST))
+            told = page.evaluate("told")
+            assert [entry[0] for entry in told] == ["open", "close", "session_lost", "open", "resubscribed"], told
+            assert told[-1] == ["resubscribed", "resub:a", True]
+    finally:
+        context.close()
+
+
+CONNECT_LATE = """async (options) => {
+    window.ladder = await import('/client.js');
+    const t0 = performance.now();
+    window.client = ladder.connect(location.origin, options);
+    window.errors = [];
+    client.on("error", (e) => errors.push(e.code));
+    const pending = new Promise((resolve) => setTimeout(() => resolve("still pending after 10 s"), 10000));
+    const said = await Promise.race([client.ready().then(() => "connected", (e) => e.code), pending]);
+    return { shared: client.shared === true, said, took: (performance.now() - t0) / 1000, errors };
+}"""
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_a_tab_joining_while_the_connection_is_down_hears_connect_failed(
+    context: BrowserContext, share: bool
+) -> None:
+    """A tab that joined a shared connection while it was down never heard ``connect_failed``,
+    and its ``ready()`` stayed pending until the network was back (a tab of its own: rejected
+    ``connectTimeout`` after it started). The tab that had connected hears nothing."""
+    port = free_port()
+    hub = LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port)
+    options = {"transports": ["websocket"], "backoffMax": 300, "connectTimeout": 3000, "share": share}
+    with hub:
+        [first] = open_tabs_on(context, hub, 1, {**options, "share": True})
+        first.evaluate("() => { window.errors = []; client.on('error', (e) => errors.push(e.code)); }")
+        late = context.new_page()
+        late.goto(f"{hub.url}/health")
+        late.evaluate("async () => { window.ladder = await import('/client.js'); }")
+    outcome = late.evaluate(CONNECT_LATE, options)
+    assert outcome["shared"] is share
+    assert outcome["said"] == "connect_failed", outcome
+    assert outcome["errors"] == ["connect_failed"], outcome
+    assert 2.9 <= outcome["took"] < 4.5, outcome
+    assert "connect_failed" not in first.evaluate("() => errors"), "the tab that had connected was told nothing"
+    with hub:  # (connected, a later ready() resolves)
+        late.wait_for_function("client.state === 'connected'", timeout=10_000)
+        assert late.evaluate("() => client.ready().then(() => 'resolved')") == "resolved"
+
+
+@pytest.mark.parametrize("closing", ["first", "second"])
+def test_close_in_a_shared_tab_drops_its_unsent_messages(context: BrowserContext, closing: str) -> None:
+    """``close()`` in a tab that was not the last: its call rejected ``closed``, yet the shared
+    connection sent its emit and its call once the hub was back. Now they are dropped, as a
+    tab's own client drops them; the other tab's messages go out, once."""
+    port = free_port()
+    hub = LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port)
+    options = {"transports": ["websocket"], "backoffMax": 300, "connectTimeout": None}
+    with hub:
+        pages = open_tabs_on(context, hub, 2, options)
+    tab, other = pages if closing == "first" else pages[::-1]
+    other.evaluate("async () => { client.emit('record', { key: 'closing', value: 'other before' }); await client.persisted(); }")
+    said = tab.evaluate(
+        """async () => {
+            client.emit('record', { key: 'closing', value: 'closed emit' });
+            const call = client.call('record', { key: 'closing', value: 'closed call' }).then(() => 'answered', (e) => e.code);
+            await client.persisted();
+            await client.close();
+            return [client.state, await call];
+        }"""
+    )
+    assert said == ["closed", "closed"]
+    other.evaluate("async () => { client.emit('record', { key: 'closing', value: 'other after' }); await client.persisted(); }")
+    with hub:
+        records = other.evaluate(
+            "async () => { await client.ready(); return client.call('records', 'closing', { timeout: 10000 }); }"
+        )
+    assert records == ["other before", "other after"], "the closed tab's unsent messages were dropped"

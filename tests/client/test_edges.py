@@ -210,6 +210,11 @@ async def test_a_users_mistakes_with_the_client_get_errors_that_name_the_fix() -
         # (as the browser client: a base above its cap, a stagger going down were taken)
         ({"backoff_base": 10, "backoff_max": 1}, r"^backoff_base \(10 s\) must not exceed backoff_max \(1 s\)$"),
         ({"probe_delay": 10, "probe_max_delay": 1}, r"^probe_delay \(10 s\) must not exceed probe_max_delay"),
+        # (both given, one equal to its default: the other followed it, and nothing was raised)
+        ({"backoff_base": 6, "backoff_max": 5}, r"^backoff_base \(6 s\) must not exceed backoff_max \(5 s\)$"),
+        ({"backoff_base": 0.5, "backoff_max": 0.4}, r"^backoff_base \(0\.5 s\) must not exceed backoff_max \(0\.4 s\)$"),
+        ({"probe_delay": 40, "probe_max_delay": 30.0}, r"^probe_delay \(40 s\) must not exceed probe_max_delay \(30 s\)$"),
+        ({"probe_delay": 2.0, "probe_max_delay": 1}, r"^probe_delay \(2 s\) must not exceed probe_max_delay \(1 s\)$"),
         ({"stagger": [1.0, 0.3]}, r"stagger must be a non-empty sequence of seconds >= 0 that never goes down"),
     ]:
         with pytest.raises(ValueError, match=said):

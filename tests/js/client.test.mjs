@@ -1520,6 +1520,11 @@ describe("options", () => {
     // (one of a pair given: the other, left at its default, follows it)
     assert.deepEqual([new Client("http://127.0.0.1:1", { backoffMax: 300 }).options.backoffBase, new Client("http://127.0.0.1:1", { probeDelay: 60_000 }).options.probeMaxDelay], [300, 60_000]);
     assert.throws(make({ probeDelay: 30_000, probeMaxDelay: 10 }), /^TypeError: probeDelay \(30000 ms\) must not exceed probeMaxDelay \(10 ms\)$/);
+    // (both given, one equal to its default: the other followed it, and nothing was thrown)
+    assert.throws(make({ backoffBase: 6000, backoffMax: 5000 }), /^TypeError: backoffBase \(6000 ms\) must not exceed backoffMax \(5000 ms\)$/);
+    assert.throws(make({ backoffBase: 500, backoffMax: 400 }), /^TypeError: backoffBase \(500 ms\) must not exceed backoffMax \(400 ms\)$/);
+    assert.throws(make({ probeDelay: 40_000, probeMaxDelay: 30_000 }), /^TypeError: probeDelay \(40000 ms\) must not exceed probeMaxDelay \(30000 ms\)$/);
+    assert.throws(make({ probeDelay: 2000, probeMaxDelay: 1000 }), /^TypeError: probeDelay \(2000 ms\) must not exceed probeMaxDelay \(1000 ms\)$/);
     assert.throws(make({ stagger: [0, 300, 100] }), /^TypeError: stagger must be an array of ms that never goes down/);
     assert.throws(make({ pollInterval: [0, 2000] }), /^TypeError: pollInterval must be/);
     assert.throws(make({ transports: ["carrier-pigeon"] }), /^TypeError: transports must be a non-empty subset of websocket, sse, longpoll, poll, not carrier-pigeon$/);

@@ -140,11 +140,32 @@ describe("PeerState", () => {
     assert.equal(peer.ackFrame(1), null, "nothing new to acknowledge");
   });
 
+  test("withdraw takes out unsent messages only, and numbers the later ones again without a gap", () => {
+    const peer = new PeerState();
+    peer.welcome({ sid: "a", rt: "r", resumed: false });
+    const frames = ["a1", "b1", "a2", "b2", "a3"].map((d) => ({ t: "emit", ev: "e", d }));
+    for (const frame of frames) peer.submit(frame);
+    peer.cursor = 2; // (a1 and b1 written; the transport went down; a resume rewinds the cursor)
+    peer.welcome({ sid: "a", rt: "r", resumed: true, ack: 0 });
+    const { removed, moved } = peer.withdraw((frame) => String(frame.d).startsWith("b"));
+    assert.deepEqual(removed, [4], "b1 was written (the server may have it): it stays");
+    assert.deepEqual(moved, [[5, 4]]);
+    assert.deepEqual(peer.outbox.after(0).map(([id, f]) => [id, f.i, f.d]), [[1, 1, "a1"], [2, 2, "b1"], [3, 3, "a2"], [4, 4, "a3"]]);
+    assert.equal(peer.outbox.last, 4);
+    assert.equal(peer.submit({ t: "emit", d: "next" }), 5, "numbering goes on from there");
+    // A new session: what was written in the lost one stays written.
+    peer.welcome({ sid: "b", rt: "r2", resumed: false });
+    assert.equal(peer.written, 2);
+    assert.deepEqual(peer.withdraw(() => true).removed, [3, 4, 5]);
+  });
+
   test("a full queue is refused with queue_full", () => {
     const peer = new PeerState(2);
     peer.submit({ t: "emit" });
     peer.submit({ t: "emit" });
     assert.throws(() => peer.submit({ t: "emit" }), (error) => error.code === "queue_full");
+    // (the Python client's words; they named flush(), which the browser client has not)
+    assert.throws(() => peer.submit({ t: "emit" }), (error) => error.reason === `2 messages are waiting to be sent or acknowledged (the client's max_queue / maxQueue): wait until they are acknowledged (the Python client's flush() waits for that; a browser client sends them once connected) or raise the bound`);
   });
 });
 

@@ -55,3 +55,17 @@ test("client.js conforms to client.d.ts", async () => {
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("client.d.ts's comments sit above what they describe, and say what browser.md says", async () => {
+  const declared = await readFile(join(root, "src/ladder/static/client.d.ts"), "utf8");
+  const docs = await readFile(join(root, "docs/browser.md"), "utf8");
+  // (the comment of Position sat above RestoredMessage, which then had two)
+  const above = (name) => declared.split(`\nexport interface ${name}`)[0].trimEnd().split("\n").pop();
+  assert.equal(above("Position"), "/** Where a subscription stands; pass it as `since` to resume later. */");
+  assert.equal(above("RestoredMessage<T = any> {"), "/** A message a previous page left, that this client sends first (`restoredMessages`). */");
+  // (the token function was said to be "called for every transport": it is called once per race)
+  const token = declared.slice(declared.indexOf("Credentials for the server's `authenticate` hook"), declared.indexOf("token?:"));
+  assert.doesNotMatch(token, /every transport/);
+  assert.match(token.replace(/\s*\n\s*\*\s*/g, " "), /called once per race, whose rungs share the answer, and for every probe, within `openTimeout`/);
+  assert.match(docs, /called once per race \(its rungs share the answer\) and for every probe, within `openTimeout`/);
+});

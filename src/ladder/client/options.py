@@ -82,16 +82,18 @@ def ordered(
     low: str, high: str, values: Mapping[str, float], defaults: Mapping[str, object]
 ) -> tuple[float, float]:
     """A pair (``backoff_base``/``backoff_max``, ``probe_delay``/``probe_max_delay``) as it
-    applies: the one of the two given follows the other when that one is its default (a
-    ``backoff_max`` of 0.3 s lowers the base with it; a ``probe_delay`` of 60 s raises the cap);
-    both given and contradicting each other is a ``ValueError``. ``defaults`` are the
-    ``Client`` signature's, read from it (a copy of them here could part from them)."""
+    applies: the one given alone moves the other's default with it (a ``backoff_max`` of 0.3 s
+    lowers the base with it; a ``probe_delay`` of 60 s raises the cap); both given and
+    contradicting each other is a ``ValueError``, whatever their values (one equal to its
+    default is given all the same). ``defaults`` are the ``Client`` signature's, read from it
+    (a copy of them here could part from them): a value is given unless it is the signature's
+    own default object, which only an argument left out passes."""
     a, b = values[low], values[high]
     if a <= b:
         return a, b
-    if b == defaults[high]:
+    if values[high] is defaults[high]:
         return a, a
-    if a == defaults[low]:
+    if values[low] is defaults[low]:
         return b, b
     raise ValueError(f"{low} ({a:g} s) must not exceed {high} ({b:g} s)")
 

@@ -41,7 +41,6 @@ export interface Publication<T = any> {
   epoch: string | null;
 }
 
-/** Where a subscription stands; pass it as `since` to resume later. */
 /** A message a previous page left, that this client sends first (`restoredMessages`). */
 export interface RestoredMessage<T = any> {
   kind: "emit" | "call" | "publish";
@@ -53,6 +52,7 @@ export interface RestoredMessage<T = any> {
   data: T;
 }
 
+/** Where a subscription stands; pass it as `since` to resume later. */
 export interface Position {
   epoch: string;
   offset: number;
@@ -137,8 +137,9 @@ export interface ClientOptions {
   transports?: readonly Rung[];
   /**
    * Credentials for the server's `authenticate` hook: a string, or a function returning one
-   * (called for every transport, and again `refreshMargin` before the credentials expire to
-   * refresh them over the live session; a function keeps the tab on a connection of its own).
+   * (called once per race, whose rungs share the answer, and for every probe, within
+   * `openTimeout`; again `refreshMargin` before the credentials expire, to refresh them over
+   * the live session; a function keeps the tab on a connection of its own).
    */
   token?: string | null | (() => string | null | undefined | Promise<string | null | undefined>);
   /** When each rung of a race starts, ms (default [0, 300, 1000, 2000]). */

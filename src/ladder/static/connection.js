@@ -257,6 +257,18 @@ export function note(client, failures) {
 }
 
 /**
+ * `connect_failed` as it stands now: each rung's reason (also for a tab that joined the
+ * connection the browser's tabs share while it was down, `tabs.js`).
+ * @param {Client} client
+ * @param {number} limit ms
+ */
+export function connectFailure(client, limit) {
+  const silent = client._raceToken?.pending ? "still waiting for the client's token function" : "no answer";
+  const reasons = client.policy.candidates().map((rung) => client._reasons[rung] ?? `${rung}: ${silent}`);
+  return new LadderError("connect_failed", `could not connect to ${client.url} within ${seconds(limit)}: ${reasons.join("; ")}`);
+}
+
+/**
  * Not connected `limit` ms after start: say why, once (an `error` event `connect_failed` with
  * every rung's reason; `ready()` rejects with it). The client keeps trying: a page cannot be
  * re-run the way a script can, and the server may come back.
@@ -266,9 +278,7 @@ export function note(client, failures) {
 export function notConnected(client, limit) {
   client._connectTimer = null;
   if (client.state === "closed" || client._reconnect.expired() !== "report") return;
-  const silent = client._raceToken?.pending ? "still waiting for the client's token function" : "no answer";
-  const reasons = client.policy.candidates().map((rung) => client._reasons[rung] ?? `${rung}: ${silent}`);
-  const error = new LadderError("connect_failed", `could not connect to ${client.url} within ${seconds(limit)}: ${reasons.join("; ")}`);
+  const error = connectFailure(client, limit);
   client.lastFailure = error.reason;
   console.warn(`ladder: ${error.message}`);
   client._emit("error", { code: error.code, reason: error.reason });

@@ -211,9 +211,10 @@ function pair(low, high, options) {
 
 /**
  * A pair (`backoffBase`/`backoffMax`, `probeDelay`/`probeMaxDelay`) as it applies, as in the
- * Python client: the one given follows the other when that one is its default (a `backoffMax`
- * of 300 lowers the base with it; a `probeDelay` of 60000 raises the cap); both given and
- * contradicting each other throws.
+ * Python client: the one given alone moves the other's default with it (a `backoffMax` of 300
+ * lowers the base with it; a `probeDelay` of 60000 raises the cap); both given and
+ * contradicting each other throws, whatever their values (a value equal to its default is
+ * given all the same).
  * @param {string} low
  * @param {string} high
  * @param {Record<string, unknown>} given
@@ -222,10 +223,54 @@ function pair(low, high, options) {
 function ordered(low, high, given) {
   const [a, b] = [Number(given[low] ?? DEFAULTS[low]), Number(given[high] ?? DEFAULTS[high])];
   if (a <= b) return [a, b];
-  if (b === DEFAULTS[high]) return [a, a];
-  if (a === DEFAULTS[low]) return [b, b];
+  if (given[high] == null) return [a, a];
+  if (given[low] == null) return [b, b];
   throw new TypeError(`${low} (${a} ms) must not exceed ${high} (${b} ms)`);
 }
+
+/**
+ * The options the core's decisions take, as they apply (defaults filled in, a pair's rule
+ * applied).
+ * @param {ClientOptions} options
+ */
+function resolveOptions(options) {
+  return {
+    stagger: options.stagger ?? [...STAGGER],
+    openTimeout: options.openTimeout ?? OPEN_TIMEOUT,
+    verifyTimeout: options.verifyTimeout ?? VERIFY_TIMEOUT,
+    connectTimeout: options.connectTimeout === undefined ? DEFAULTS.connectTimeout : options.connectTimeout,
+    ...pair("backoffBase", "backoffMax", options),
+    maxAttempts: options.maxAttempts ?? null,
+    ...pair("probeDelay", "probeMaxDelay", options),
+    pollInterval: options.pollInterval ?? /** @type {[number, number]} */ ([POLL_FASTEST, POLL_SLOWEST]),
+    ackEvery: options.ackEvery ?? ACK_EVERY,
+    ackInterval: options.ackInterval ?? ACK_INTERVAL,
+    hiddenSlack: options.hiddenSlack ?? HIDDEN_SLACK,
+    refreshMargin: options.refreshMargin ?? REFRESH_MARGIN,
+  };
+}
+
+/**
+ * What decides whether two tabs share a connection: the options as they apply, every one
+ * named once and in one order (`{maxQueue: 5, outboxBytes: 5000}` and the same reversed, or
+ * `{}` and `{openTimeout: 10000}`, the default, are the same connection). Options of the tab
+ * alone (`share`, `remember`, `browserEvents`) are left out; the token is given apart.
+ * @param {ClientOptions} options (checked)
+ */
+export function sharedOptions(options) {
+  return {
+    ...resolveOptions(options),
+    transports: allowedRungs(options.transports),
+    stableAfter: options.stableAfter ?? DEFAULTS.stableAfter,
+    cutLimit: options.cutLimit ?? DEFAULTS.cutLimit,
+    maxQueue: options.maxQueue ?? MAX_QUEUE,
+    outbox: options.outbox !== false,
+    outboxBytes: options.outboxBytes ?? OUTBOX_BYTES,
+  };
+}
+
+/** Bytes of unacknowledged messages kept by default (`outboxBytes`). */
+const OUTBOX_BYTES = 1_048_576;
 
 /** @param {unknown} value */
 function isMs(value) {
@@ -245,20 +290,7 @@ export class Client extends Emitter {
     /** The hub's URL. */
     this.url = base.toString().replace(/\/+$/, "");
     this.rungs = rungs;
-    this.options = {
-      stagger: options.stagger ?? [...STAGGER],
-      openTimeout: options.openTimeout ?? OPEN_TIMEOUT,
-      verifyTimeout: options.verifyTimeout ?? VERIFY_TIMEOUT,
-      connectTimeout: options.connectTimeout === undefined ? DEFAULTS.connectTimeout : options.connectTimeout,
-      ...pair("backoffBase", "backoffMax", options),
-      maxAttempts: options.maxAttempts ?? null,
-      ...pair("probeDelay", "probeMaxDelay", options),
-      pollInterval: options.pollInterval ?? /** @type {[number, number]} */ ([POLL_FASTEST, POLL_SLOWEST]),
-      ackEvery: options.ackEvery ?? ACK_EVERY,
-      ackInterval: options.ackInterval ?? ACK_INTERVAL,
-      hiddenSlack: options.hiddenSlack ?? HIDDEN_SLACK,
-      refreshMargin: options.refreshMargin ?? REFRESH_MARGIN,
-    };
+    this.options = resolveOptions(options);
     this._token = options.token ?? null;
     this._clock = options.clock ?? realClock;
     this._random = options.random ?? Math.random;
@@ -275,7 +307,7 @@ export class Client extends Emitter {
     this.restored = 0;
     /** @type {RestoredMessage[]} those messages, in the order they go out first (to show them as being sent) */
     this.restoredMessages = [];
-    this.outboxBytes = options.outboxBytes ?? 1_048_576;
+    this.outboxBytes = options.outboxBytes ?? OUTBOX_BYTES;
     this._outboxOptions = {
       storage: options.storage !== undefined ? options.storage : sessionStore(),
       factory: options.indexedDB,
@@ -591,6 +623,7 @@ export class Client extends Emitter {
   // -- writing ----------------------------------------------------------------------------------
 
   /** @type {Method<typeof outbound.submit>} */ _submit(...a) { return outbound.submit(this, ...a); }
+  /** @type {Method<typeof outbound.withdraw>} */ _withdraw(...a) { return outbound.withdraw(this, ...a); }
   /** @type {typeof outbound.tooLarge} */ _tooLarge(...a) { return outbound.tooLarge(...a); }
   /** @type {Method<typeof outbound.request>} */ _request(...a) { return outbound.request(this, ...a); }
   /** @type {Method<typeof outbound.submitSubscribe>} */ _submitSubscribe(...a) { return outbound.submitSubscribe(this, ...a); }
@@ -618,6 +651,7 @@ export class Client extends Emitter {
   /** @type {Method<typeof connection.run>} */ _run(...a) { return connection.run(this, ...a); }
   /** @type {Method<typeof connection.note>} */ _note(...a) { return connection.note(this, ...a); }
   /** @type {Method<typeof connection.notConnected>} */ _notConnected(...a) { return connection.notConnected(this, ...a); }
+  /** @type {Method<typeof connection.connectFailure>} */ _connectFailure(...a) { return connection.connectFailure(this, ...a); }
   /** @type {Method<typeof connection.fatalOf>} */ _fatalOf(...a) { return connection.fatalOf(this, ...a); }
   /** @type {Method<typeof connection.askWhy>} */ _askWhy(...a) { return connection.askWhy(this, ...a); }
   /** @type {Method<typeof connection.refreshable>} */ _refreshable() { return connection.refreshable(this); }

@@ -10,7 +10,7 @@
  * each stood, so publications are neither lost nor doubled.
  */
 
-import { Client } from "./driver.js";
+import { Client, sharedOptions } from "./driver.js";
 import { TabHub } from "./tabs.js";
 import { reportLater } from "./subscription.js";
 import { atMost } from "./clock.js";
@@ -65,7 +65,9 @@ export function reachHub(url, options, token, tab, { receive, join, linked }) {
   navigator.locks
     .request(lock, () => new Promise((release) => {
       const shared = { ...options, token: token() ?? null };
-      const name = `ladder ${JSON.stringify([url, shared])}`;
+      // Named after the options as they apply: the same connection whatever their order, and
+      // whether a default is given or left out.
+      const name = `ladder ${JSON.stringify([url, { ...sharedOptions(options), token: shared.token }])}`;
       const again = () => join({ op: "join", tab, url, options: shared, lock });
       const done = () => release(undefined);
       // A worker that cannot start (its script refused by a Content-Security-Policy, or not
@@ -244,7 +246,10 @@ export function leaderLink(name, tab, receive, newLeader) {
   return {
     kind: "leader",
     post(message) {
-      if (hub) queueMicrotask(() => hub?.receive(portOf(tab), message));
+      // (a leave dropping this tab's unsent messages at once: a leader closing steps down
+      // right after, and its hub with it)
+      if (hub && message.op === "leave" && message.drop) hub.receive(portOf(tab), message);
+      else if (hub) queueMicrotask(() => hub?.receive(portOf(tab), message));
       else channel.postMessage(message);
     },
     close() {

@@ -36,6 +36,31 @@ export function submit(client, frame, settle, bounded = true) {
 }
 
 /**
+ * Drop the queued messages `drop` picks that were never written (the tab of a shared
+ * connection that sent them closed): their requests fail with `closed`, and the durable
+ * outbox forgets them. Returns how many were dropped.
+ * @param {Client} client
+ * @param {(frame: Frame) => boolean} drop
+ */
+export function withdraw(client, drop) {
+  const { removed, moved } = client.peer.withdraw(drop);
+  if (!removed.length) return 0;
+  const renumbered = new Map(moved);
+  /** @type {Map<number, import("./driver.js").Waiter>} */
+  const waiting = new Map();
+  /** @type {import("./driver.js").Waiter[]} */
+  const dropped = [];
+  for (const [id, waiter] of client._waiting) {
+    if (removed.includes(id)) dropped.push(waiter);
+    else waiting.set(renumbered.get(id) ?? id, waiter);
+  }
+  client._waiting = waiting;
+  for (const waiter of dropped) waiter.settle({ t: "err", code: "closed", reason: "the client was closed before it was sent" });
+  client._outbox?.changed();
+  return removed.length;
+}
+
+/**
  * Open the durable outbox (unless it is off) and take over what a previous page of this tab,
  * or a tab that is gone, left: those messages go first, and the first hello names the
  * session they were numbered in. Without IndexedDB the outbox is kept in memory, and the

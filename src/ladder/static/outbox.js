@@ -201,7 +201,9 @@ export function carriedFrom(record) {
  * @returns {RestoredMessage}
  */
 export function restoredMessage(frame) {
-  const data = structuredClone(frame.d ?? null); // (the app's copy: the frame goes out as it is)
+  // The app's copy (the frame goes out as it is), as the server gets it: bytes as Uint8Array,
+  // also those a shared connection was handed in their JSON form ({$b: base64}).
+  const data = JSON.parse(JSON.stringify(frame.d ?? null, tagBytes), untagBytes);
   if (frame.t === "pub") return { kind: "publish", event: null, channel: String(frame.ch), data };
   return { kind: frame.t === "call" ? "call" : "emit", event: String(frame.ev), channel: null, data };
 }

@@ -29,12 +29,24 @@ export class PeerState {
     this.inbox = new Inbox();
     /** @type {Outbox<Frame>} */
     this.outbox = new Outbox(maxQueue);
-    /** Highest message id written on the current transport. */
-    this.cursor = 0;
+    /** Highest message id written on the current transport (`cursor`). */
+    this._cursor = 0;
+    /** Highest message id written on any transport, in this session (or the one lost): the server may have it. */
+    this.written = 0;
     /** Highest server sequence number the server has been told we have. */
     this.ackedOut = 0;
     /** Bytes received since the last ack (or welcome): the server keeps them until acked. */
     this.unackedBytes = 0;
+  }
+
+  /** Highest message id written on the current transport. */
+  get cursor() {
+    return this._cursor;
+  }
+
+  set cursor(id) {
+    this._cursor = id;
+    this.written = Math.max(this.written, id);
   }
 
   /**
@@ -85,7 +97,9 @@ export class PeerState {
     this.lostIds = null;
     this.inbox.reset();
     this.ackedOut = 0;
-    this.cursor = 0;
+    const written = this.written;
+    this._cursor = 0;
+    this.written = 0;
     /** @type {[number, number][]} */
     const moved = [];
     const firstOld = this.outbox.acked + 1;
@@ -93,6 +107,8 @@ export class PeerState {
       if (keep(frame)) {
         frame.i = this.outbox.push(frame);
         moved.push([firstOld + offset, frame.i]);
+        // (written in the session lost, it may have been applied there)
+        if (firstOld + offset <= written) this.written = frame.i;
       }
     });
     return moved;
@@ -146,6 +162,22 @@ export class PeerState {
     frame.i = this.outbox.last + 1;
     this.outbox.push(frame, bounded);
     return /** @type {number} */ (frame.i);
+  }
+
+  /**
+   * Take back the queued messages `drop` picks among those never written on any transport
+   * (a tab sharing the connection closed: its unsent messages are dropped, as a client of its
+   * own drops them); the messages after them are numbered again, so none goes missing.
+   * Messages written already stay (the server may have them), and so do those restored from
+   * a previous page. Returns the ids taken out, and the [old id, new id] pairs of those moved.
+   * @param {(frame: Frame) => boolean} drop
+   * @returns {{removed: number[], moved: [number, number][]}}
+   */
+  withdraw(drop) {
+    const floor = Math.max(this.written, this._cursor, this.outbox.acked + (this.lostIds?.length ?? 0));
+    const result = this.outbox.withdraw(floor, drop);
+    for (const [id, frame] of this.outbox.after(floor)) frame.i = id;
+    return result;
   }
 
   /** Messages not yet written on the current transport, oldest first. */

@@ -35,7 +35,7 @@ export class Outbox {
     if (bounded && this._items.length >= this.maxItems) {
       throw new LadderError(
         "queue_full",
-        `${this._items.length} messages are waiting to be sent or acknowledged (the client's max_queue / maxQueue): wait for them (flush) or raise the bound`,
+        `${this._items.length} messages are waiting to be sent or acknowledged (the client's max_queue / maxQueue): wait until they are acknowledged (the Python client's flush() waits for that; a browser client sends them once connected) or raise the bound`,
       );
     }
     this._items.push(item);
@@ -64,6 +64,37 @@ export class Outbox {
   after(cursor) {
     const start = Math.max(cursor, this.acked);
     return this._items.slice(start - this.acked).map((item, k) => /** @type {[number, T]} */ ([start + k + 1, item]));
+  }
+
+  /**
+   * Take out the items numbered above `floor` that `drop` picks, and number the ones after
+   * them again, in order, so that no number goes missing: returns the numbers taken out and
+   * the [old, new] numbers of those moved. Only for items no peer has seen (above `floor`).
+   * @param {number} floor
+   * @param {(item: T) => boolean} drop
+   * @returns {{removed: number[], moved: [number, number][]}}
+   */
+  withdraw(floor, drop) {
+    const start = Math.max(floor, this.acked);
+    const head = this._items.slice(0, start - this.acked);
+    /** @type {T[]} */
+    const kept = [];
+    /** @type {number[]} */
+    const removed = [];
+    /** @type {[number, number][]} */
+    const moved = [];
+    this._items.slice(start - this.acked).forEach((item, k) => {
+      const id = start + k + 1;
+      if (drop(item)) {
+        removed.push(id);
+        return;
+      }
+      kept.push(item);
+      if (start + kept.length !== id) moved.push([id, start + kept.length]);
+    });
+    this._items = head.concat(kept);
+    this.last = start + kept.length;
+    return { removed, moved };
   }
 
   /** Take every kept item out and restart numbering at 1 (for a brand-new session). */

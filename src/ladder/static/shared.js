@@ -88,6 +88,8 @@ export class SharedClient extends Emitter {
     this._limits = {};
     /** @type {Map<string, Subscription>} */
     this._subs = new Map();
+    /** @type {Map<string, string | null>} the session each subscription was last confirmed in */
+    this._confirmedIn = new Map();
     /** @type {Map<number, Waiter>} */
     this._waiting = new Map();
     this._nextId = 0;
@@ -114,6 +116,11 @@ export class SharedClient extends Emitter {
     this._unhook = [];
     /** what `ready()` answers (the same rule as a tab's own client) */
     this._readiness = new Readiness();
+    this._started = 0;
+    /** the tab has been connected (`connectTimeout` bounds the first connection only) */
+    this._connectedOnce = false;
+    /** the tab heard `connect_failed` (told once) */
+    this._toldLate = false;
   }
 
   // -- lifecycle --------------------------------------------------------------------------------
@@ -122,6 +129,8 @@ export class SharedClient extends Emitter {
   start() {
     if (this._running || this.state === "closed") return this;
     this._running = true;
+    /** when this tab started (its `connectTimeout` runs from there) */
+    this._started = Date.now();
     if (this._browserEvents) {
       this._unhook = hookPage({
         wake: (why) => this.wake(why),
@@ -157,7 +166,7 @@ export class SharedClient extends Emitter {
   _close(going) {
     if (this.state === "closed") return;
     const last = this.transport;
-    this._detach(going);
+    this._detach(going, !going);
     this._end(new LadderError("closed", "the client was closed"), closedError());
     this._emit("state", { state: "closed", reason: "the client was closed" }); // (as a tab's own client)
     if (last !== null) this._emit("close", { transport: last, reason: "the client was closed", reconnecting: false });
@@ -312,6 +321,7 @@ export class SharedClient extends Emitter {
   async _unsubscribe(sub) {
     if (this._subs.get(sub.channel) !== sub || !sub.active) return;
     this._subs.delete(sub.channel);
+    this._confirmedIn.delete(sub.channel);
     sub.end();
     if (this.state !== "closed") this._post({ op: "unsub", ch: sub.channel });
   }
@@ -380,7 +390,9 @@ export class SharedClient extends Emitter {
       this._leaderLost();
     }
     this._joined = false;
-    link.post(join);
+    // (never connected yet, nor told: the hub tells `connect_failed` `connectTimeout` after
+    // this tab started, once)
+    link.post({ ...join, started: this._connectedOnce || this._toldLate ? null : this._started });
     for (const sub of this._subs.values()) {
       if (sub.active) link.post({ op: "sub", ch: sub.channel, since: sub.position, recent: sub.position ? 0 : sub.recent, tab: join.tab });
     }
@@ -390,10 +402,12 @@ export class SharedClient extends Emitter {
   /**
    * Leave the hub (it releases this tab's channels at once) and the lock.
    * @param {boolean} [going] the page is going away
+   * @param {boolean} [drop] closed by the app: the messages this tab sent that the connection
+   *   has not written yet are dropped (as a client of the tab's own drops them)
    */
-  _detach(going = false) {
+  _detach(going = false, drop = false) {
     if (!this._tab) return;
-    if (this._link && this._joined) this._link.post({ op: "leave", tab: this._tab, going });
+    if (this._link && this._joined) this._link.post({ op: "leave", tab: this._tab, going, drop });
     this._link?.close();
     this._link = null;
     this._joined = false;
@@ -479,7 +493,13 @@ export class SharedClient extends Emitter {
         const sub = this._subs.get(message.ch);
         if (!sub || !sub.active) break;
         const r = message.result;
+        const again = sub.subscribedOnce;
+        const before = this._confirmedIn.get(sub.channel);
+        this._confirmedIn.set(sub.channel, this.sessionId);
         const result = sub.confirmed({ ep: r.epoch, off: r.offset, rec: r.recovered, n: r.missed });
+        // Followed again in another session (the tab holding the connection went away, and the
+        // next one started a new session): told as a tab's own client tells a renewal.
+        if (again && before !== this.sessionId) this._emit("resubscribed", { channel: sub.channel, recovered: result.recovered });
         if (!result.recovered) this._emit("resync", { channel: sub.channel, epoch: result.epoch });
         break;
       }
@@ -487,6 +507,7 @@ export class SharedClient extends Emitter {
         const sub = this._subs.get(message.ch);
         if (!sub) break;
         this._subs.delete(message.ch);
+        this._confirmedIn.delete(message.ch);
         sub.end(asError(message.error));
         break;
       }
@@ -521,6 +542,7 @@ export class SharedClient extends Emitter {
   _event(name, event, state) {
     if (state) this._apply(state);
     if (name === "error" && event.code === "connect_failed") {
+      this._toldLate = true;
       this._readiness.late(asError(event));
     }
     // Closed for good: at its `close` when a transport was up (it follows `state` closed),
@@ -537,6 +559,7 @@ export class SharedClient extends Emitter {
     }
     if (name === "open") return this._opened(event);
     if (name === "session_lost") this._toldLost = true;
+    if (name === "resubscribed" && this._confirmedIn.has(event.channel)) this._confirmedIn.set(event.channel, this.sessionId);
     this._emit(/** @type {keyof ClientEvents} */ (name), event);
   }
 
@@ -555,6 +578,7 @@ export class SharedClient extends Emitter {
     this._limits = state.limits ?? {};
     if (state.fatal) this._fatal = asError(state.fatal);
     if (state.state === "connected") {
+      this._connectedOnce = true;
       this._readiness.connected();
     }
   }

@@ -80,6 +80,16 @@ class Tab {
     this.port = port;
     /** @type {Map<string, Membership>} */
     this.channels = new Map();
+    /** @type {any} the tab's `connectTimeout`, while it waits for its first connection */
+    this.timer = null;
+    /** @type {WeakSet<object>} the messages this tab sent (dropped, if still unsent, when it closes) */
+    this.sent = new WeakSet();
+  }
+
+  /** The tab connected (or left): its `connectTimeout` no longer runs. */
+  connected() {
+    clearTimeout(this.timer);
+    this.timer = null;
   }
 
   /** @param {any} message */
@@ -130,7 +140,7 @@ export class TabHub {
    */
   receive(port, message) {
     if (message.op === "join") {
-      this.join(message.tab, port, message.url, message.options, message.lock);
+      this.join(message.tab, port, message.url, message.options, message.lock, message.started ?? null);
       return;
     }
     const tab = this.tabs.get(message.tab);
@@ -145,18 +155,21 @@ export class TabHub {
         break;
       case "emit":
         try {
-          client.emit(message.ev, message.d);
+          this._sending(tab, () => client.emit(message.ev, message.d));
         } catch (error) {
           tab.post({ op: "event", name: "error", event: errorBody(error) });
         }
         break;
       case "req":
-        this.request(tab, message);
+        this._sending(tab, () => this.request(tab, message));
         break;
       case "wake":
         client.wake(message.why);
         break;
       case "leave":
+        // (closed by its app: what it sent and the connection has not, it drops, as a client
+        // of the tab's own drops its unsent messages; a page going away leaves them)
+        if (message.drop === true) client._withdraw?.((frame) => tab.sent.has(frame));
         this.leave(tab.id, message.going === true);
         break;
       default:
@@ -174,8 +187,11 @@ export class TabHub {
    * @param {string} url
    * @param {ClientOptions} options
    * @param {string} [lock]
+   * @param {number | null} [started] when the tab started (`Date.now()`), while it has never
+   *   been connected: not connected `connectTimeout` after it, the tab hears `connect_failed`
+   *   as a client of its own would, also when it joined a connection that was down
    */
-  join(id, port, url, options, lock) {
+  join(id, port, url, options, lock, started = null) {
     if (!this.client || this.client.state === "closed") this.client = this._start(url, options);
     let tab = this.tabs.get(id);
     if (!tab) {
@@ -184,9 +200,45 @@ export class TabHub {
       if (lock && typeof navigator !== "undefined" && navigator.locks) {
         navigator.locks.request(lock, () => this.leave(id, true)).catch(() => {});
       }
+      this._deadline(tab, started);
     }
     this._count(); // (before the state: a tab's ready() may resolve on it, and read client.tabs)
     tab.post({ op: "state", state: snapshot(this.client) });
+  }
+
+  /**
+   * Send for `tab`: the messages the client queues meanwhile are the tab's.
+   * @param {Tab} tab
+   * @param {() => void} send
+   */
+  _sending(tab, send) {
+    const queue = /** @type {Client} */ (this.client).peer?.outbox;
+    const before = queue?.last ?? 0;
+    try {
+      send();
+    } finally {
+      if (queue && queue.last > before) for (const [, frame] of queue.after(before)) tab.sent.add(frame);
+    }
+  }
+
+  /**
+   * The tab's `connectTimeout`, from when it started: still not connected then, it hears the
+   * `error` event `connect_failed` with each rung's reason as they stand (its `ready()`
+   * rejects with it), as a client of its own would; the connection goes on trying.
+   * @param {Tab} tab
+   * @param {number | null} started
+   */
+  _deadline(tab, started) {
+    const client = /** @type {Client} */ (this.client);
+    const limit = client.options?.connectTimeout;
+    if (started === null || limit === null || limit === undefined || client.state === "connected") return;
+    tab.timer = setTimeout(() => {
+      tab.timer = null;
+      if (this.client !== client || this.tabs.get(tab.id) !== tab) return;
+      if (client.state === "connected" || client.state === "closed") return;
+      const error = client._connectFailure(limit);
+      tab.post({ op: "event", name: "error", event: { code: error.code, reason: error.reason }, state: snapshot(client) });
+    }, Math.max(0, started + limit - Date.now()));
   }
 
   /**
@@ -197,6 +249,7 @@ export class TabHub {
   stop() {
     const client = this.client;
     this.client = null;
+    for (const tab of this.tabs.values()) tab.connected();
     this.tabs.clear();
     this.subs.clear();
     // The page is going away, not the app closing: unsent messages stay for the next leader.
@@ -215,6 +268,7 @@ export class TabHub {
     const tab = this.tabs.get(id);
     if (!tab) return;
     this.tabs.delete(id);
+    tab.connected();
     for (const channel of [...tab.channels.keys()]) this.unsubscribe(tab, channel);
     this._count();
     if (!this.tabs.size && this.client) {
@@ -426,6 +480,9 @@ export class TabHub {
     for (const name of BROADCAST) {
       client.on(/** @type {any} */ (name), (event) => {
         if (this.client !== client) return;
+        if (name === "open") for (const tab of this.tabs.values()) tab.connected();
+        // (each tab hears it `connectTimeout` after it started, not after the connection did)
+        if (name === "error" && event.code === "connect_failed") return;
         const state = snapshot(client);
         for (const tab of this.tabs.values()) tab.post({ op: "event", name, event, state });
       });
