@@ -318,8 +318,9 @@ async def test_a_server_that_welcomes_then_refuses_is_reconnected_to_ever_more_s
     times = [at for at, _ in server.hellos]
     pauses = [later - earlier for earlier, later in itertools.pairwise(times)]
     # 0.5 x 20 ms, then 0.5 x 40, 80, 160, 320 ms (each connection ended at once, refused);
-    # each pause at least its doubled share (a busy machine only lengthens them)
-    assert pauses[0] < 0.03 and pauses[-1] >= 0.15, pauses
+    # each pause at least its doubled share (a busy machine only lengthens them: 10 ms became
+    # 33 ms once, so the first is held only to being well under the last, 16 times its share)
+    assert pauses[-1] >= 0.15 and pauses[0] < pauses[-1] / 3, pauses
     assert all(pause >= 0.0095 * 2**k for k, pause in enumerate(pauses)), pauses
     server.current.interrupt("websocket: closed")  # a cut on the way, not a refusal: at once again
     await asyncio.wait_for(connected.get(), 5)
