@@ -411,14 +411,21 @@ def open_tabs_on(
     return pages
 
 
+def _one_tab_then_hub_down(context: BrowserContext) -> tuple[LadderServer, Page, dict[str, Any]]:
+    """A hub (stopped again) that one tab connected to, and the options that tab used: what
+    the tab does next waits for the hub, started again with ``with hub:``."""
+    port = free_port()
+    hub = LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port)
+    options: dict[str, Any] = {"transports": ["websocket"], "backoffMax": 300, "connectTimeout": None}
+    with hub:
+        [first] = open_tabs_on(context, hub, 1, options)
+    return hub, first, options
+
+
 def test_emits_of_a_closed_last_tab_are_sent_once_by_the_next_tab(context: BrowserContext) -> None:
     """As without sharing: the hub is down, the only tab emits 20 and closes; a tab opened once
     the hub is back sends them, each applied once — also when a SharedWorker held them."""
-    port = free_port()
-    hub = LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port)
-    options = {"transports": ["websocket"], "backoffMax": 300, "connectTimeout": None}
-    with hub:
-        [first] = open_tabs_on(context, hub, 1, options)
+    hub, first, options = _one_tab_then_hub_down(context)
     first.evaluate(
         "async () => { for (let n = 0; n < 20; n++) client.emit('record', { key: 'last-tab', value: n }); await client.persisted(); }"
     )
@@ -597,11 +604,7 @@ def test_restored_bytes_come_back_as_a_uint8array_also_through_a_shared_connecti
 ) -> None:
     """``restoredMessages`` of a shared connection held bytes in their JSON form
     (``{$b: base64}``): the tab had handed them over in it."""
-    port = free_port()
-    hub = LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port)
-    options = {"transports": ["websocket"], "backoffMax": 300, "connectTimeout": None}
-    with hub:
-        [first] = open_tabs_on(context, hub, 1, options)
+    hub, first, options = _one_tab_then_hub_down(context)
     first.evaluate(
         """async () => {
             client.emit('record', { key: 'bytes', value: new Uint8Array([1, 2, 3]) });
