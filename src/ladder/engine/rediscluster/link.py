@@ -25,7 +25,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.cluster import PRIMARY
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisError
+from redis.exceptions import (
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisClusterUnreachableError,
+    RedisError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...errors import ConfigurationError
@@ -201,7 +207,7 @@ class _GatedCluster(RedisCluster):
             raise MaxConnectionsError(f"no free connection in {self._wait:g} s") from None
         try:
             return await super().execute_command(*args, **kwargs)
-        except RedisClusterException as exc:  # no node answers: an outage, as in initialize()
+        except (RedisClusterUnreachableError, SlotNotCoveredError) as exc:  # an outage, not a bug
             raise RedisConnectionError(str(exc)) from exc
         finally:
             self._gate.release()
