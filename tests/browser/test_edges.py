@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page
 
+from tests.browser.silent_relay import SilentRelay
 from tests.support.server import LadderServer, free_port
 
 
@@ -304,3 +305,44 @@ def test_a_stream_the_servers_queue_cannot_hold_unacknowledged_keeps_the_session
     assert outcome["got"] == list(range(120)), f"{len(outcome['got'])} received"
     assert outcome["lost"] == [] and outcome["same"], outcome["lost"]
     assert outcome["transport"] == rung
+
+
+@pytest.mark.parametrize("next_user", ["bob", "alice"])
+def test_messages_a_page_left_unsent_are_not_sent_as_the_next_users(browser: Browser, next_user: str) -> None:
+    """Alice's page emits on a connection that went silent, and closes; the next page, signed
+    in as ``next_user``, takes her unsent message over. Bob's session refuses it
+    (``forbidden``, not applied): it was applied as his before. Alice's own next page sends it."""
+    port = free_port()
+    context = browser.new_context()
+    connect = """async ([url, user]) => {
+        window.refused = [];
+        window.ladder = await import('/client.js');
+        window.client = ladder.connect(url, { token: "user:" + user, share: false, transports: ["websocket"] });
+        client.on("error", (e) => refused.push(e.code));
+        await client.ready();
+        return client.user;
+    }"""
+    config = {"require_token": True, "allowed_origins": [f"http://127.0.0.1:{port}"]}
+    try:
+        with LadderServer(config, port=port) as hub, SilentRelay(hub.port) as relay:
+            page = context.new_page()
+            page.goto(f"{hub.url}/health")
+            assert page.evaluate(connect, [relay.url, "alice"]) == "alice"
+            assert relay.swallow() == 1  # (the server keeps her session: it hears nothing more)
+            page.evaluate("async () => { client.emit('record', { key: 'carried', value: 'by alice' }); await client.persisted(); }")
+            page.close(run_before_unload=True)
+            page = context.new_page()
+            page.goto(f"{hub.url}/health")
+            assert page.evaluate(connect, [relay.url, next_user]) == next_user
+            outcome: dict[str, Any] = page.evaluate(
+                """async () => {
+                    const records = await client.call("records", "carried", { timeout: 10000 });
+                    return { restored: client.restored, refused, records };
+                }"""
+            )
+    finally:
+        context.close()
+    if next_user == "bob":
+        assert outcome == {"restored": 1, "refused": ["forbidden"], "records": []}, outcome
+    else:
+        assert outcome == {"restored": 1, "refused": [], "records": ["by alice"]}, outcome
