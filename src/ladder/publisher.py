@@ -28,8 +28,8 @@ from .engine.base import ChannelOptions, Engine, Member, Position, Publication
 from .engine.urls import shown
 from .errors import ConfigurationError
 from .protocol.codec import Payload
-from .protocol.frames import check_channel, check_event
-from .server.cluster import Cluster
+from .protocol.frames import check_channel, check_event, check_user
+from .server.cluster import Cluster, user_end, user_push
 from .server.config import ChannelRules
 from .server.tasks import Tasks
 
@@ -59,11 +59,6 @@ class _Answers:
 
     def on_route_lost(self) -> None:
         self._cluster.on_route_lost()
-
-
-def _check_user(user: object) -> None:
-    if not isinstance(user, str):
-        raise TypeError(f"user must be the str the authenticate hook returned, not {type(user).__name__}")
 
 
 def _publishing_only(engine: Engine) -> None:
@@ -161,22 +156,21 @@ class Publisher:
         does (a task that finished the user's export, say). Returns how many sessions it
         was queued for, as the hubs reported within 3 s. Raises
         ``LadderError("engine_unavailable")`` when the engine cannot be reached."""
-        _check_user(user)
+        check_user(user)
         Payload.checked(data)
         check_event(event)
-        return await self._ask_every_hub({"k": "user", "user": user, "ev": event, "d": data})
+        return await self._ask_every_hub(user_push(user, event, data))
 
     async def disconnect_user(self, user: str, reason: str = "disconnected by the server") -> int:
         """End every session of ``user`` on every hub, as ``hub.disconnect_user`` does: from
         the WSGI view that signs the user out, or a task that revoked their access. Returns
         how many sessions were ended, as the hubs reported within 3 s."""
-        _check_user(user)
-        return await self._ask_every_hub({"k": "user-end", "user": user, "reason": str(reason)})
+        check_user(user)
+        return await self._ask_every_hub(user_end(user, str(reason)))
 
     async def _ask_every_hub(self, message: dict[str, Any]) -> int:
         await self.start()
-        answers = await self._cluster.ask_all(message)
-        return sum(int(answer.get("n", 0)) for answer in answers)
+        return await self._cluster.count_all(message)
 
     async def __aenter__(self) -> Publisher:
         await self.start()

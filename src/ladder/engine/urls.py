@@ -93,20 +93,15 @@ def _database_problem(netloc: str, path: str, cluster: bool) -> str:
     cluster's list is told in its own form (it has only database 0)."""
     database = path.strip("/")
     server = "node" if cluster else "server"
+    whole = "one scheme and one database for the whole list: redis://h1:p1,h2:p2/0"
     if path.startswith("//"):
         entry = netloc.rpartition(",")[2] + path
-        whole = (
-            "one scheme for the whole list: redis+cluster://h1:p1,h2:p2"
-            if cluster
-            else "one scheme and one database for the whole list: redis://h1:p1,h2:p2/0"
-        )
+        if cluster:
+            whole = "one scheme for the whole list: redis+cluster://h1:p1,h2:p2"
         return f"{entry!r} gives a {server} of the list a scheme of its own: {whole}"
     if "," in path:
-        whole = (
-            "a cluster has only database 0: redis+cluster://h1:p1,h2:p2"
-            if cluster
-            else "one scheme and one database for the whole list: redis://h1:p1,h2:p2/0"
-        )
+        if cluster:
+            whole = "a cluster has only database 0: redis+cluster://h1:p1,h2:p2"
         return f"{path!r} gives a {server} of the list a database of its own: {whole}"
     if database and not database.isdigit():
         return f"the database {database!r} is not a number"

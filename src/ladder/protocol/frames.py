@@ -217,6 +217,14 @@ def check_event(event: object) -> str:
         raise ValueError(f"event {event!r} is not an event name a client can use: {exc.reason}") from None
 
 
+def check_user(user: object) -> str:
+    """``user`` if it can name a user's sessions (the ``str`` an authenticate hook returns),
+    else ``TypeError``: another value would match no session, silently."""
+    if not isinstance(user, str):
+        raise TypeError(f"user must be the str the authenticate hook returned, not {type(user).__name__}")
+    return user
+
+
 def _bad(field: str, what: str) -> LadderError:
     return LadderError("bad_frame", f"field {field!r} {what}")
 

@@ -49,6 +49,17 @@ Answerer: TypeAlias = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 """Answers one kind of question from another node."""
 
 
+def user_push(user: str, event: str, data: Any) -> dict[str, Any]:
+    """The question a node answers by pushing ``event`` to its sessions of ``user`` (``n``:
+    how many), for ``send_user`` from a hub or a publisher."""
+    return {"k": "user", "user": user, "ev": event, "d": data}
+
+
+def user_end(user: str, reason: str) -> dict[str, Any]:
+    """The question a node answers by ending its sessions of ``user`` (``n``: how many)."""
+    return {"k": "user-end", "user": user, "reason": reason}
+
+
 class Elsewhere(Exception):
     """The session lives on ``node``: forward the request there."""
 
@@ -262,6 +273,10 @@ class Cluster:
         finally:
             del self._gathering[rid]
         return [answer for answer in answers if "code" not in answer]
+
+    async def count_all(self, message: dict[str, Any]) -> int:
+        """Ask every other node ``message``; the sum of the ``n`` they answered in time."""
+        return sum(int(answer.get("n", 0)) for answer in await self.ask_all(message))
 
     def next_id(self) -> int:
         return next(self._ids)

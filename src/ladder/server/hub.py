@@ -16,7 +16,7 @@ from typing import Any
 
 from ..engine import create_engine
 from ..engine.base import ChannelOptions, Engine, Member, Payload, Publication
-from ..protocol.frames import MAX_HISTORY_LIMIT, check_channel, check_event
+from ..protocol.frames import MAX_HISTORY_LIMIT, check_channel, check_event, check_user
 from ..protocol.session import SessionLimits
 from .auth import Authenticate, Permissions, default_permissions
 from .config import OPEN_ORIGINS, TRANSPORTS, ChannelRules, Limits, Settings, check_hub_settings
@@ -292,8 +292,7 @@ class Ladder:
         ``bye`` ``session_closed`` with ``reason``) and does not resume. Returns how many
         sessions were ended: here, plus those other nodes reported within 3 s (as
         :meth:`send_user`)."""
-        if not isinstance(user, str):
-            raise TypeError(f"user must be the str the authenticate hook returned, not {type(user).__name__}")
+        check_user(user)
         await self._node.serving()
         return await self._node.pusher.disconnect_user(user, reason)
 

@@ -15,7 +15,7 @@ from ..engine.base import Engine
 from ..protocol.errors import LadderError
 from ..protocol.outframes import push_frame
 from .channels import ChannelTable
-from .cluster import MAX_HOPS, Cluster
+from .cluster import MAX_HOPS, Cluster, user_end, user_push
 from .sessions import SessionTable
 
 log = logging.getLogger("ladder.cluster")
@@ -90,24 +90,21 @@ class Pusher:
     async def send_user(self, user: str, event: str, data: Any = None) -> int:
         """Push an event to every session of ``user`` on every node; returns how many."""
         reached = self.sessions.push_user(user, push_frame(event, data))  # refused here if unencodable
-        message = {"k": "user", "user": user, "ev": event, "d": data}
-        return await self._on_every_node(reached, message, f"send_user({user!r})")
+        return await self._on_every_node(reached, user_push(user, event, data), f"send_user({user!r})")
 
     async def disconnect_user(self, user: str, reason: str) -> int:
         """End every session of ``user`` on every node; returns how many (as ``send_user``)."""
         ended = self.sessions.end_user(user, LadderError("session_closed", reason))
-        message = {"k": "user-end", "user": user, "reason": reason}
-        return await self._on_every_node(ended, message, f"disconnect_user({user!r})")
+        return await self._on_every_node(ended, user_end(user, reason), f"disconnect_user({user!r})")
 
     async def _on_every_node(self, here: int, message: dict[str, Any], what: str) -> int:
         """``here`` (what this node did) plus the ``n`` every other node answered to
         ``message`` within 3 s; this node's alone, with a WARNING, while the engine is down."""
         try:
-            answers = await self.cluster.ask_all(message)
+            return here + await self.cluster.count_all(message)
         except LadderError as exc:  # the engine is down: other nodes cannot be reached now
             log.warning("%s reached this node only: %s", what, exc)
             return here
-        return here + sum(int(answer.get("n", 0)) for answer in answers)
 
     async def _serve_user_end(self, message: dict[str, Any]) -> dict[str, Any]:
         error = LadderError("session_closed", str(message.get("reason", "")))

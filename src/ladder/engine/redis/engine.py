@@ -152,11 +152,11 @@ class RedisEngine(ComposedEngine):
         """Being unhealthy was logged (once per outage, from the start too)."""
         self.last_error: str | None = None
         self.serving = "accepting new sessions"
+        """What being healthy means, for the log (a shard of several says its own)."""
         self.answers_nodes = True
         """False for a process that answers no other node (a :class:`~ladder.Publisher`): it
         does not listen for messages to every node, so a broadcast neither counts it nor
         waits out its timeout for an answer that never comes. Read by :meth:`start`."""
-        """What being healthy means, for the log (a shard of several says its own)."""
         self.refusing = "new sessions are refused with engine_unavailable and /health answers 503"
         """What being unhealthy means, for the log."""
         self.identity: Identity | None = None
