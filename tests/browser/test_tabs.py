@@ -713,6 +713,9 @@ def test_close_in_a_shared_tab_drops_its_unsent_messages(context: BrowserContext
         }"""
     )
     assert said == ["closed", "closed"]
+    # (the leader closing: the other tab takes the connection over first, else its emit meets
+    # the hand-over and is refused leader_lost, as browser.md says)
+    other.wait_for_function("client.tabs === 1", timeout=10_000)
     other.evaluate("async () => { client.emit('record', { key: 'closing', value: 'other after' }); await client.persisted(); }")
     with hub:
         records = other.evaluate(
