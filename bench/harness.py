@@ -289,7 +289,7 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
         for rep in range(cfg.reps):
             for kind, encoding in _rotate(tuple(paced.configs(servers.SERVERS)), rep):
                 rec = await guarded(f"S10 {kind}/{encoding} rep {rep}", paced.s10(cfg, kind, encoding),
-                                    90 + cfg.s10_window + cfg.s10_rpc_window)
+                                    90 + cfg.s10_warmup + cfg.s10_window + cfg.s10_rpc_warmup + cfg.s10_rpc_window)
                 if rec is not None:
                     rec["rep"] = rep
                     print("      " + paced.summary(rec), flush=True)
@@ -333,8 +333,9 @@ def main() -> None:
                         help="S1: each client subscribed to a channel (room) of its own")
     parser.add_argument("--s1-idle", type=float, default=None, help="S1: seconds of the idle window (default 15)")
     parser.add_argument("--s10-window", type=float, default=None,
-                        help="S10: seconds of the fan-out window (default 16: it holds several of each "
-                             "subscriber's acks, which come every 3-6 s at 20 publications/s)")
+                        help="S10: seconds of the fan-out window (default 24, after 22 s of warm-up: it holds "
+                             "one or two of each subscriber's acks, which come every 13-26 s at 20 "
+                             "publications/s, or with the pong after 20 s unheard)")
     parser.add_argument("--s10-rpc-window", type=float, default=None,
                         help="S10: seconds of the RPC window (default 2; longer to judge a small change)")
     parser.add_argument("--s8-seconds", type=float, default=None, help="S8: seconds of churn per configuration")

@@ -88,7 +88,7 @@ async def s10(cfg: Any, kind: str, encoding: str) -> dict[str, Any]:
         calls = _CallLoop(calls_stats)
         for client in clients[: cfg.s10_callers]:
             calls.fire(client)
-        await asyncio.sleep(cfg.s10_warmup)
+        await asyncio.sleep(cfg.s10_rpc_warmup)
         window = Window(server, calls_stats, f"S10-{kind}-{encoding}-rpc")
         window.start()
         await asyncio.sleep(cfg.s10_rpc_window)
@@ -112,12 +112,13 @@ async def s10_node(cfg: Any, kind: str, encoding: str) -> dict[str, Any]:
     try:
         args = {"kind": server_of(kind), "port": server.port, "pid": server.pid, "core": servers.SERVER_CORE,
                 "subs": cfg.s10_subs, "rate": cfg.s10_rate, "warmup": cfg.s10_warmup, "window": cfg.s10_window,
+                "rpcWarmup": cfg.s10_rpc_warmup,
                 "callers": cfg.s10_callers, "rpcWindow": cfg.s10_rpc_window, "spread": True,
                 "encoding": encoding}
         cmd = ["taskset", "-c", str(servers.LOAD_CORE), "node", str(servers.BENCH / "lg-node" / "paced.cjs"),
                json.dumps(args)]
         done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True,
-                                       timeout=60 + cfg.s10_window + cfg.s10_rpc_window,
+                                       timeout=60 + cfg.s10_warmup + cfg.s10_window + cfg.s10_rpc_warmup + cfg.s10_rpc_window,
                                        env={**os.environ, "NODE_PATH": str(servers.NODE_MODULES)})
         if done.returncode != 0:
             raise RuntimeError(f"lg-node/paced.cjs exited with {done.returncode}: {done.stderr[-500:]}")

@@ -899,7 +899,7 @@ class Report:
             "(`websockets-sansio`). Same payloads everywhere: "
             "`{\"ts\": …, \"n\": …, \"pad\": \"xxx…\"}` padded to 100 B or 1 KB of JSON.",
             "* The load generator speaks each protocol itself (bench/lg/clients.py), doing on the wire what the "
-            "real clients do (Ladder: an acknowledgement at once after a count of frames drawn from 64 to 128, "
+            "real clients do (Ladder: an acknowledgement at once after a count of frames drawn from 256 to 512, "
             "otherwise once nothing was heard for 1 s, riding with any message or pong; pongs on WebSocket only; Engine.IO: pongs) — "
             "the Ladder client and python-socketio's client cost too much CPU per message to drive thousands of "
             "connections from one core. S6 uses the real clients.",

@@ -89,10 +89,13 @@ class Config:
     s10_subs: int = 1000
     s10_rate: float = 20.0
     s10_callers: int = 100
-    s10_window: float = 16.0
-    """Long enough to hold several of each subscriber's acks (every 64-128 frames: 3-6 s)."""
+    s10_window: float = 24.0
+    """Long enough to hold one or two of each subscriber's acks (every 256-512 frames, 13-26 s,
+    or with its pong after 20 s unheard)."""
     s10_rpc_window: float = 2.0
-    s10_warmup: float = 1.0
+    s10_warmup: float = 22.0
+    """Past every subscriber's first ack: the window sees acks spread as in a steady stream."""
+    s10_rpc_warmup: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

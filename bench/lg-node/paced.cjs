@@ -14,7 +14,7 @@
 // Ladder's clients speak JSON text frames as the browser client does, or with "encoding":
 // "msgpack" binary frames as the Python client does by default (msgpackr, the fastest msgpack
 // codec in JavaScript: it reads a delivery in 0.42 µs where @msgpack/msgpack took 1.09 µs and
-// JSON.parse 0.53 µs; a batch is maps one after the other) — hello, sub, ack after 64-128 frames or 1 s of quiet, pongs; Socket.IO's
+// JSON.parse 0.53 µs; a batch is maps one after the other) — hello, sub, ack after 256-512 frames or 1 s of quiet, pongs; Socket.IO's
 // speak Engine.IO 4 over a raw WebSocket (open, namespace connect, a join event with an ack,
 // pongs), as in bench/lg/clients.py.
 "use strict";
@@ -25,9 +25,9 @@ const { Packr, Unpackr } = require("msgpackr");
 
 const cfg = JSON.parse(process.argv[2]);
 const MSGPACK = cfg.encoding === "msgpack";
-// The count of unacknowledged frames acked at once, drawn from [64, 128] as the clients draw
+// The count of unacknowledged frames acked at once, drawn from [256, 512] as the clients draw
 // it (again after each such ack); the welcome's lim bounds never bind on 100 B frames.
-const drawAckAt = () => Math.ceil(64 + Math.random() * 64);
+const drawAckAt = () => Math.ceil(256 + Math.random() * 256);
 // One each, reused, as a client keeps its codec; plain maps (msgpackr's record extension is
 // not msgpack that a Ladder server reads).
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
@@ -313,7 +313,7 @@ async function main() {
     });
   };
   clients.slice(0, cfg.callers).forEach(fire);
-  await sleep(cfg.warmup);
+  await sleep(cfg.rpcWarmup ?? cfg.warmup);
   const before = calls;
   const rpcWindow = window();
   await sleep(cfg.rpcWindow);

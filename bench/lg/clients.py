@@ -7,7 +7,7 @@ microseconds of Python), so the load generator speaks the protocols itself, on t
 
 * Ladder, WebSocket rung (``LadderWS``): hello / welcome, ``sub`` frames, ``emit`` and
   ``call``; acknowledges server frames like ``ladder.Client`` does: at once when the frames
-  unacknowledged reach a count drawn from 64 to 128 (drawn again after each such ack; the
+  unacknowledged reach a count drawn from 256 to 512 (drawn again after each such ack; the
   bounds from the welcome's ``lim`` never bind on 100 B frames under the default limits),
   otherwise once nothing was heard for 1 s (one timer, started by the
   first unacknowledged frame, waiting out the rest of the quiet spell when it fires), and
@@ -237,7 +237,7 @@ class BaseClient:
 class _LadderSession(BaseClient):
     """What every Ladder rung shares: message ids, the seq/ack bookkeeping, frame handling."""
 
-    ACK_EVERY = 128
+    ACK_EVERY = 512
     ACK_INTERVAL = 1.0
     pongs = True
     """Whether server pings get a pong (WebSocket; on SSE they are heartbeats only)."""

@@ -508,7 +508,7 @@ describe("reliability", () => {
     assert.equal(ws.wrote("call").length, 1, "written once");
   });
 
-  test("acknowledges a stream once it has been quiet for 1 s, or at once at the drawn count (64 of 128 here)", async () => {
+  test("acknowledges a stream once it has been quiet for 1 s, or at once at the drawn count (256 of 512 here)", async () => {
     const { client, clock, net } = setup({ transports: ["websocket"] });
     client.start();
     await settle();
@@ -529,17 +529,17 @@ describe("reliability", () => {
     await clock.advance(5000);
     assert.equal(ws.wrote("ack").length, 1, "nothing new: nothing sent");
 
-    for (let s = 3; s <= 65; s++) ws.receive([{ s, t: "push", ev: "x" }]);
-    assert.equal(ws.wrote("ack").length, 1, "63 unacknowledged frames wait for the timer");
-    ws.receive([{ s: 66, t: "push", ev: "x" }]);
-    assert.deepEqual(ws.wrote("ack").at(-1), { t: "ack", s: 66 }, "64 unacknowledged: at once");
+    for (let s = 3; s <= 257; s++) ws.receive([{ s, t: "push", ev: "x" }]);
+    assert.equal(ws.wrote("ack").length, 1, "255 unacknowledged frames wait for the timer");
+    ws.receive([{ s: 258, t: "push", ev: "x" }]);
+    assert.deepEqual(ws.wrote("ack").at(-1), { t: "ack", s: 258 }, "256 unacknowledged: at once");
     await clock.advance(1000);
     assert.equal(ws.wrote("ack").length, 2, "the timer went with the ack");
 
-    ws.receive([{ s: 67, t: "push", ev: "x" }]);
+    ws.receive([{ s: 259, t: "push", ev: "x" }]);
     await clock.advance(500);
     ws.receive([{ t: "ping" }]);
-    assert.deepEqual(ws.sent.slice(-2), [{ t: "pong" }, { t: "ack", s: 67 }], "a pending ack rides with the pong");
+    assert.deepEqual(ws.sent.slice(-2), [{ t: "pong" }, { t: "ack", s: 259 }], "a pending ack rides with the pong");
     await clock.advance(1000);
     assert.equal(ws.wrote("ack").length, 3, "and the timer is cancelled");
   });
@@ -583,9 +583,9 @@ describe("reliability", () => {
   });
 
   test("a steady stream of 10 frames a second is acknowledged at the drawn count and once it goes quiet, not every second", async () => {
-    assert.deepEqual(await acksOf({ count: 100, gap: 100, gapFirst: false, after: 2000 }), [
-      [6300, 64],
-      [10900, 100],
+    assert.deepEqual(await acksOf({ count: 300, gap: 100, gapFirst: false, after: 2000 }), [
+      [25500, 256],
+      [30900, 300],
     ]);
   });
 

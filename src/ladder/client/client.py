@@ -135,7 +135,7 @@ class Client(Calls):
         poll_interval: tuple[float, float] = (0.05, 2.0),
         max_queue: int = 1000,
         max_buffer: int = 10_000,
-        ack_every: int = 128,
+        ack_every: int = 512,
         ack_interval: float = 1.0,
         remember: bool = True,
         refresh_margin: float = 60.0,

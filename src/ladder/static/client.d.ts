@@ -173,7 +173,7 @@ export interface ClientOptions {
   pollInterval?: [number, number];
   /** Messages kept while unacknowledged or offline (default 1000; past it: `queue_full`). */
   maxQueue?: number;
-  /** Acknowledge a stream at once when about `ackEvery` frames are unacknowledged (a count drawn from [ackEvery/2, ackEvery], at most half the server's `lim.queue`; or half its `lim.qbytes` in bytes), otherwise once it has been quiet for `ackInterval` ms (defaults 128, 1000). */
+  /** Acknowledge a stream at once when about `ackEvery` frames are unacknowledged (a count drawn from [ackEvery/2, ackEvery], at most half the server's `lim.queue`; or half its `lim.qbytes` in bytes), otherwise once it has been quiet for `ackInterval` ms (defaults 512, 1000). */
   ackEvery?: number;
   ackInterval?: number;
   /** Extra silence tolerated while the tab is hidden (Chrome throttles its timers), ms (default 60000). */

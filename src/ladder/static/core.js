@@ -14,8 +14,12 @@ import { MAX_QUEUE } from "./peer.js";
 
 // -- acking --------------------------------------------------------------------------------------
 
-/** Unacknowledged frames at which an ack goes at once, at most (drawn from [every/2, every]). */
-export const ACK_EVERY = 128;
+/**
+ * Unacknowledged frames at which an ack goes at once, at most (drawn from [every/2, every]).
+ * The server keeps 16 bytes per unacknowledged frame (the frame is shared by a publication's
+ * subscribers); each ack costs a write (on SSE a POST). See protocol §9.7.
+ */
+export const ACK_EVERY = 512;
 /** ms of quiet after which the frames unacknowledged are acknowledged. */
 export const ACK_INTERVAL = 1000;
 

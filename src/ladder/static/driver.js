@@ -63,7 +63,7 @@ import { Transport } from "./transport.js"; // for the types
  * @property {number} [probeMaxDelay] largest delay between probes, ms (default 30000)
  * @property {[number, number]} [pollInterval] short polling's fastest and slowest pace, ms (default [50, 2000])
  * @property {number} [maxQueue] messages kept while unacknowledged or offline (default 1000)
- * @property {number} [ackEvery] acknowledge at once when about this many frames are unacknowledged (a count drawn from [ackEvery/2, ackEvery]; default 128)
+ * @property {number} [ackEvery] acknowledge at once when about this many frames are unacknowledged (a count drawn from [ackEvery/2, ackEvery]; default 512)
  * @property {number} [ackInterval] ... otherwise once the stream has been quiet this long, ms (default 1000)
  * @property {number} [hiddenSlack] extra silence tolerated in a hidden tab, ms (default 60000)
  * @property {number} [refreshMargin] with a `token` function: refresh the credentials this long before they expire (halfway through for shorter ones), ms (default 60000)

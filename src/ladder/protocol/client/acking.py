@@ -19,9 +19,13 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-ACK_EVERY = 128
+ACK_EVERY = 512
 """Unacknowledged frames at which an ack goes at once, at most (the count is drawn from
-``[every/2, every]``)."""
+``[every/2, every]``). What the server keeps meanwhile is small (a reference and a size per
+frame, 16 bytes: the frame itself is shared by every subscriber of its publication), and
+every ack costs the client a write (on SSE a POST) and the server a wake-up and a read; a
+client also acks when the server pings it (a WebSocket unheard for a heartbeat), so a slow
+steady stream is acknowledged about every ``hb``."""
 
 ACK_INTERVAL = 1000.0
 """ms of quiet after which the frames unacknowledged are acknowledged."""
