@@ -170,6 +170,28 @@ def test_the_list_keeps_the_newest_500_messages(people: Callable[..., Chat]) -> 
     assert "newest 500" in ada.page.inner_text("#older")
 
 
+def test_answers_that_come_while_the_room_list_is_empty_raise_no_page_error(
+    people: Callable[..., Chat],
+) -> None:
+    """Messages sent, then another room opened at once: their answers come while the list is
+    empty (a new room) and some of them are not answered yet. Those have no position; each
+    answer threw reading the empty list for them (seen under load, as a page sent before its
+    room's subscription was live)."""
+    ada = people("ada", "first-room")
+    ada.wait_transport("websocket")
+    offsets = ada.page.evaluate(
+        """async () => {
+            const sent = ["one", "two", "three"].map((text) => demo.send(text));
+            demo.join("second-room");
+            return (await Promise.all(sent)).map((r) => r.offset);
+        }"""
+    )
+    assert offsets == [1, 2, 3]
+    ada.page.wait_for_function("document.querySelector('#room-status').textContent === 'a new room'")
+    assert ada.messages() == []
+    assert ada.errors == []
+
+
 def test_a_message_of_spaces_alone_is_kept_and_refused_in_words(people: Callable[..., Chat]) -> None:
     ada = people("ada", "spaces")
     ada.wait_transport("websocket")

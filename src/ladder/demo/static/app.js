@@ -258,11 +258,13 @@ function show(pub) {
 }
 
 // A message being sent shows "sending…" until its room's list has reached its position (within
-// its epoch: offsets of two epochs say nothing of each other).
+// its epoch: offsets of two epochs say nothing of each other). One not answered yet has no
+// position, and an empty list has reached none.
 function settle() {
   const newest = $("#messages").lastElementChild;
+  if (!newest) return;
   for (const mine of pending) {
-    const reached = mine.epoch === newest?.dataset.epoch && mine.offset <= Number(newest.dataset.offset);
+    const reached = mine.epoch === newest.dataset.epoch && mine.offset <= Number(newest.dataset.offset);
     if (mine.room === current?.room && reached) {
       mine.item.remove();
       pending.delete(mine);
