@@ -467,7 +467,7 @@ async def test_publications_larger_than_the_servers_byte_bound_reach_a_subscribe
 
 
 async def test_a_steady_stream_keeps_its_websocket_though_the_client_rarely_acks(server: LadderServer) -> None:
-    """Publications every 0.3 s (the client acks after 64-128 frames or 1 s of quiet, so it
+    """Publications every 0.3 s (the client acks after 256-512 frames or 1 s of quiet, so it
     sent nothing) to a server with a 1 s heartbeat: the server wrote steadily, so it never
     pinged, and closed the WebSocket ``heartbeat_timeout`` every 3 s (2 x hb + 1 s); each
     time the client resumed. It is pinged now when unheard for a heartbeat, and answers."""

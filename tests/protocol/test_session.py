@@ -144,7 +144,7 @@ def test_heartbeat_ping_and_dead_websocket() -> None:
 def test_a_websocket_streaming_steadily_to_a_quiet_client_is_pinged_not_dropped() -> None:
     """The server pinged only a stream it had not written to for a heartbeat, and dropped a
     WebSocket it had not heard from for ``dead_after``: a channel publishing every 0.8 s kept
-    the stream busy (no ping) and the client quiet (its acks wait for 64-128 frames or 1 s of
+    the stream busy (no ping) and the client quiet (its acks wait for 256-512 frames or 1 s of
     quiet), so every such subscriber was closed ``heartbeat_timeout`` at 2 x hb + 1 s, and
     resumed, again and again. A client unheard for a heartbeat is pinged, busy or not."""
     s = SessionState("s", "t", 0.0, LIMITS)
