@@ -289,7 +289,7 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
         for rep in range(cfg.reps):
             for kind, encoding in _rotate(tuple(paced.configs(servers.SERVERS)), rep):
                 rec = await guarded(f"S10 {kind}/{encoding} rep {rep}", paced.s10(cfg, kind, encoding),
-                                    90 + cfg.s10_warmup + cfg.s10_window + cfg.s10_rpc_warmup + cfg.s10_rpc_window)
+                                    90 + cfg.s10_seconds)
                 if rec is not None:
                     rec["rep"] = rep
                     print("      " + paced.summary(rec), flush=True)

@@ -118,7 +118,7 @@ async def s10_node(cfg: Any, kind: str, encoding: str) -> dict[str, Any]:
         cmd = ["taskset", "-c", str(servers.LOAD_CORE), "node", str(servers.BENCH / "lg-node" / "paced.cjs"),
                json.dumps(args)]
         done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True,
-                                       timeout=60 + cfg.s10_warmup + cfg.s10_window + cfg.s10_rpc_warmup + cfg.s10_rpc_window,
+                                       timeout=60 + cfg.s10_seconds,
                                        env={**os.environ, "NODE_PATH": str(servers.NODE_MODULES)})
         if done.returncode != 0:
             raise RuntimeError(f"lg-node/paced.cjs exited with {done.returncode}: {done.stderr[-500:]}")

@@ -98,6 +98,11 @@ class Config:
     s10_rpc_warmup: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def s10_seconds(self) -> float:
+        """S10's warm-ups and windows on one server, end to end (its timeouts add a margin)."""
+        return self.s10_warmup + self.s10_window + self.s10_rpc_warmup + self.s10_rpc_window
+
     @classmethod
     def make(cls, quick: bool, reps: int | None, logdir: Path) -> Config:
         if not quick:

@@ -1,8 +1,8 @@
 // S10 with a load generator in Node (`ws`): paced fan-out and RPC against one running server.
 //
 //   node paced.cjs '{"kind": "ladder"|"node", "port": P, "pid": PID, "core": 0, "subs": 1000,
-//                   "rate": 20, "warmup": 1, "window": 4, "callers": 100, "rpcWindow": 2,
-//                   "encoding": "json"|"msgpack"}'
+//                   "rate": 20, "warmup": 22, "window": 24, "callers": 100, "rpcWarmup": 1,
+//                   "rpcWindow": 2, "encoding": "json"|"msgpack"}'
 //
 // "acks": false makes Ladder's clients never acknowledge (nor pong): not a client anyone
 // should write (the server's queue grows until the session is dropped), only a measure of
@@ -313,7 +313,7 @@ async function main() {
     });
   };
   clients.slice(0, cfg.callers).forEach(fire);
-  await sleep(cfg.rpcWarmup ?? cfg.warmup);
+  await sleep(cfg.rpcWarmup);
   const before = calls;
   const rpcWindow = window();
   await sleep(cfg.rpcWindow);
