@@ -346,3 +346,48 @@ def test_messages_a_page_left_unsent_are_not_sent_as_the_next_users(browser: Bro
         assert outcome == {"restored": 1, "refused": ["forbidden"], "records": []}, outcome
     else:
         assert outcome == {"restored": 1, "refused": [], "records": ["by alice"]}, outcome
+
+
+@pytest.mark.parametrize("next_user", ["bob", "alice"])
+def test_messages_a_page_left_are_not_applied_as_the_next_users_once_the_server_forgot_its_session(
+    browser: Browser, next_user: str
+) -> None:
+    """As above, but the server that knew alice's session is gone (restarted on the memory
+    engine; the same as her session's ttl running out): it can no longer tell whose the
+    carried message was, and applied it as bob's. The page kept her user with the message,
+    and the next page's hello says it (``pu``): bob's session refuses it."""
+    port = free_port()
+    context = browser.new_context()
+    connect = """async ([url, user]) => {
+        window.refused = [];
+        window.ladder = await import('/client.js');
+        window.client = ladder.connect(url, { token: "user:" + user, share: false, transports: ["websocket"] });
+        client.on("error", (e) => refused.push([e.code, e.reason]));
+        await client.ready();
+        return client.user;
+    }"""
+    config = {"require_token": True, "allowed_origins": [f"http://127.0.0.1:{port}"]}
+    try:
+        with LadderServer(config, port=port) as hub:
+            page = context.new_page()
+            page.goto(f"{hub.url}/health")
+            assert page.evaluate(connect, [hub.url, "alice"]) == "alice"
+        page.evaluate("async () => { client.emit('record', { key: 'carried', value: 'by alice' }); await client.persisted(); }")
+        page.close(run_before_unload=True)
+        with LadderServer(config, port=port) as hub:
+            page = context.new_page()
+            page.goto(f"{hub.url}/health")
+            assert page.evaluate(connect, [hub.url, next_user]) == next_user
+            outcome: dict[str, Any] = page.evaluate(
+                """async () => {
+                    const records = await client.call("records", "carried", { timeout: 10000 });
+                    return { restored: client.restored, refused, records };
+                }"""
+            )
+    finally:
+        context.close()
+    if next_user == "bob":
+        refusal = ["forbidden", "written in a session of another user: not applied"]
+        assert outcome == {"restored": 1, "refused": [refusal], "records": []}, outcome
+    else:
+        assert outcome == {"restored": 1, "refused": [], "records": ["by alice"]}, outcome

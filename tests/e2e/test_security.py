@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from ladder import Client, LadderError
 from ladder.protocol.sids import label
 from tests.support.metrics import metric
-from tests.support.server import LadderServer
+from tests.support.server import LadderServer, free_port
 
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
 
@@ -516,3 +516,44 @@ def test_a_flood_of_refused_requests_from_one_address_is_logged_damped_and_count
     said = sum(1 + int(line.rsplit("(and ", 1)[1].split()[0]) if "more not logged)" in line else 1 for line in lines)
     assert said == len(codes) == 601, lines[-3:]
     assert len(lines) <= elapsed / 0.1 + 2, (len(lines), elapsed)
+
+
+@pytest.mark.parametrize("next_user", ["bob", "alice"])
+async def test_messages_queued_in_a_session_the_server_forgot_are_not_applied_as_another_users(next_user: str) -> None:
+    """Alice's client queues a call and an emit while the server is down; the server comes back
+    knowing nothing of her session (a restart of the memory engine, as after its ttl), and the
+    client's credentials now say ``next_user``. Before, the new server, unable to tell whose the
+    carried messages were, applied them as bob's. The client knows, and its hello says whose
+    they were (``pu``): bob's session refuses each with ``forbidden``. Alice's applies them."""
+    port = free_port()
+    user = "alice"
+    client = Client(
+        f"http://127.0.0.1:{port}", token=lambda: f"user:{user}", transports=["websocket"],
+        backoff_base=0.05, backoff_max=0.2,
+    )
+    errors: list[Any] = []
+    client.on("error", errors.append)
+    config = {"require_token": True}
+    try:
+        with LadderServer(config, port=port):
+            await client.connect(timeout=15)
+            assert (await client.call("echo", 1))["user"] == "alice"
+        calling = asyncio.create_task(client.call("echo", "queued by alice", timeout=30))
+        await client.emit("record", {"key": "carried", "value": "by alice"})
+        user = next_user
+        with LadderServer(config, port=port):
+            if next_user == "bob":
+                with pytest.raises(LadderError) as refused:
+                    await calling
+                assert (refused.value.code, refused.value.reason) == (
+                    "forbidden", "written in a session of another user: not applied"
+                )
+                assert [(e.code, e.reason) for e in errors] == [(refused.value.code, refused.value.reason)]
+                assert await client.call("records", "carried", timeout=10) == []
+            else:
+                assert (await calling)["user"] == "alice"
+                assert await client.call("records", "carried", timeout=10) == ["by alice"]
+                assert errors == []
+            assert (await client.call("echo", 2))["user"] == next_user
+    finally:
+        await client.close()

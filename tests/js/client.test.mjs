@@ -305,7 +305,7 @@ describe("reliability", () => {
     client.start();
     await settle();
     const ws = net.last("websocket");
-    ws.welcomeWith();
+    ws.welcomeWith({ u: "alice" });
     const seen = [];
     client.subscribe("room:a", (pub) => seen.push(pub.offset));
     await settle();
@@ -322,8 +322,8 @@ describe("reliability", () => {
     const fresh = net.last("websocket");
     assert.deepEqual(
       fresh.hello,
-      { t: "hello", v: 1, why: "lost", tok: "alice", psid: "S1", prt: "R1", pids: "2" },
-      "a new session, with credentials, naming the lost one and the message it carries over",
+      { t: "hello", v: 1, why: "lost", tok: "alice", psid: "S1", prt: "R1", pids: "2", pu: "alice" },
+      "a new session, with credentials, naming the lost one, whose it was and the message it carries over",
     );
     fresh.welcomeWith({ sid: "S2", rt: "R2" });
     await settle();

@@ -266,6 +266,28 @@ describe("pieces", () => {
     assert.deepEqual(snapshot(peer, "owner", "url").messages, [], "nothing left: nothing (and no resume token) to keep");
   });
 
+  test("the record keeps whose session its messages were written in, and the next page's hello says it", () => {
+    const peer = new PeerState(10);
+    peer.welcome({ t: "welcome", sid: "S1", rt: "R1", u: "alice", resumed: false });
+    peer.submit({ t: "emit", ev: "e" });
+    assert.equal(snapshot(peer, "owner", "url").user, "alice");
+    peer.forgetSession();
+    peer.submit({ t: "call", ev: "e" }); // queued while no session: named with the lost session's
+    const record = snapshot(peer, "owner", "url");
+    assert.deepEqual([record.lost, record.user], [["S1", "R1"], "alice"]);
+    const { lost, ids, frames, user } = carriedFrom(record);
+    // (a page whose session was lost names it: the lost session may have applied the emit)
+    assert.deepEqual([lost, ids], [["S1", "R1"], [1, 2]]);
+    const next = new PeerState(10);
+    next.submit({ t: "emit", ev: "mine" }); // the new page's own, queued before it restored
+    next.restore(lost, ids, frames, user);
+    assert.deepEqual(next.hello(), { t: "hello", v: 1, psid: "S1", prt: "R1", pids: "1-2", pu: "alice" });
+    const older = carriedFrom({ ...record, user: undefined }); // a record kept before users were
+    const unknown = new PeerState(10);
+    unknown.restore(older.lost, older.ids, older.frames, older.user);
+    assert.equal(unknown.hello().pu, undefined, "not known: the server decides by what it knows");
+  });
+
   test("claim: a record whose owner's lock is free is taken over; a held one is left alone", async () => {
     const url = "http://claim.example/hub";
     const store = memoryStore();

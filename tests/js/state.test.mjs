@@ -123,7 +123,7 @@ describe("PeerState", () => {
     peer.submit({ t: "emit", ev: "z" }); // 5
     peer.onAck(1);
     peer.forgetSession();
-    assert.deepEqual(peer.hello("tok"), { t: "hello", v: 1, psid: "S1", prt: "R1", pids: "2,4-5", tok: "tok" });
+    assert.deepEqual(peer.hello("tok"), { t: "hello", v: 1, psid: "S1", prt: "R1", pids: "2,4-5", pu: "", tok: "tok" });
     peer.welcome(welcome({ sid: "S2", rt: "R2", resumed: false }), carried);
     assert.deepEqual(peer.hello(), { t: "hello", v: 1, sid: "S2", rt: "R2", ack: 0 }, "named once, until adopted");
     assert.equal(formatIds([3, 4, 5, 8, 10, 11]), "3-5,8,10-11");

@@ -111,6 +111,20 @@ def test_a_hello_names_the_lost_session_and_the_messages_it_carries() -> None:
             parse_client_frame({"t": "hello", "v": 1, **partial})
 
 
+def test_a_hello_says_whose_the_lost_session_was_only_beside_it() -> None:
+    """``pu``: any string up to 8,192 characters, ``""`` (anonymous) included; not a string,
+    longer, or without the lost session it speaks of: ``bad_frame`` naming it."""
+    lost = {"t": "hello", "v": 1, "psid": "n.s", "prt": "r", "pids": "1"}
+    for said in ("alice", "", "x" * 8192, "line\nbreak"):
+        hello = parse_client_frame({**lost, "pu": said})
+        assert isinstance(hello, Hello) and hello.prev == Previous("n.s", "r", (1,), said)
+    assert parse_client_frame(lost) == Hello(v=1, prev=Previous("n.s", "r", (1,), None))
+    for bad in ({**lost, "pu": 7}, {**lost, "pu": "x" * 8193}, {"t": "hello", "v": 1, "pu": "alice"}):
+        with pytest.raises(LadderError) as refused:
+            parse_client_frame(bad)
+        assert refused.value.code == "bad_frame" and "'pu'" in refused.value.reason
+
+
 @pytest.mark.parametrize(
     "refused",
     ['{"t":"zzz"}', '{"t":"sub","i":%d,"ch":""}'],

@@ -70,7 +70,7 @@ def test_a_new_session_after_a_lost_one_names_it_and_what_it_carries() -> None:
         peer.submit(frame)
     peer.on_ack(1)
     peer.forget_session()
-    assert peer.hello() == {"t": "hello", "v": 1, "psid": "S1", "prt": "R1", "pids": "2,4"}
+    assert peer.hello() == {"t": "hello", "v": 1, "psid": "S1", "prt": "R1", "pids": "2,4", "pu": ""}
     moved = peer.welcome({"t": "welcome", "sid": "S2", "rt": "R2", "resumed": False, "ack": 0})
     assert moved == [(2, 1), (4, 2)], "renumbered in the order the hello named them"
     assert "psid" not in peer.hello(), "named only until a new session is adopted"

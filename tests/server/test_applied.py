@@ -12,6 +12,7 @@ import contextlib
 from typing import Any
 
 import msgpack
+import pytest
 
 from ladder import Context, Ladder, LadderError, Limits
 from ladder.engine.base import AppliedRecord
@@ -411,6 +412,29 @@ async def test_messages_carried_from_another_users_session_are_refused_not_appli
         assert "another user" in answers[0]["reason"]
         applied, answers = await _carried_as((hub, hub), "alice")  # (her own page: applied)
         assert applied == [("alice", "a"), ("alice", "b")] and [a["t"] for a in answers] == ["reply"]
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.parametrize(("said", "applied_as"), [("alice", []), ("", []), ("bob", ["bob"]), (None, ["bob"])])
+async def test_a_forgotten_session_of_another_user_is_told_apart_by_the_user_its_client_says(
+    said: str | None, applied_as: list[str]
+) -> None:
+    """The lost session is long gone (expired, or its server restarted): the server cannot tell
+    whose the carried messages were, and applied alice's as bob's. Her client says whose
+    session it was (``pu``; ``""`` anonymous): any user but bob's refuses them. A hello that
+    says nothing leaves the server with what it knows: nothing, so they are applied."""
+    hub = Ladder(engine=MemoryEngine(), authenticate=lambda request: request.token)
+    applied: list[Any] = []
+    hub.on("do")(lambda ctx, data: applied.append(ctx.user))
+    await hub.start()
+    try:
+        successor = await _successor_of(hub, Previous("forgotten", "rt", (1,), said), "bob")
+        await _send(successor, [{"t": "emit", "ev": "do", "d": "a", "i": 1}])
+        answers = [frame for frame in successor.read() if "re" in frame]
+        assert applied == applied_as
+        refused = [(a["t"], a["re"], a["code"]) for a in answers]
+        assert refused == ([] if applied_as else [("err", 1, "forbidden")])
     finally:
         await hub.stop()
 

@@ -8,11 +8,11 @@ from ladder.server.logs import RedactTokens, redact
 
 
 def test_every_token_field_is_redacted() -> None:
-    line = "GET /ladder/sse?v=1&tok=eyJ.a.b&sid=s1&rt=secret1&psid=s0&prt=secret0&pids=1-3 HTTP/1.1"
+    line = "GET /ladder/sse?v=1&tok=eyJ.a.b&sid=s1&rt=secret1&psid=s0&prt=secret0&pids=1-3&pu=alice%40x HTTP/1.1"
     out = redact(line)
-    for secret in ("eyJ.a.b", "secret1", "secret0"):
+    for secret in ("eyJ.a.b", "secret1", "secret0", "alice"):
         assert secret not in out
-    assert "tok=[redacted]" in out and "rt=[redacted]" in out and "prt=[redacted]" in out
+    assert "tok=[redacted]" in out and "rt=[redacted]" in out and "prt=[redacted]" in out and "pu=[redacted]" in out
     assert "sid=s1" in out and "psid=s0" in out and "pids=1-3" in out
 
 

@@ -65,6 +65,9 @@ class Previous:
     sid: str
     rt: str
     ids: tuple[int, ...]
+    user: str | None = None
+    """``pu``: the lost session's user as the client knew it (``""``: anonymous; None: not
+    said). Only the client can say it once the server has forgotten that session."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,12 +309,23 @@ def _previous(o: dict[str, Any]) -> Previous | None:
     rt = _opt_str(o, "prt", max_len=128)
     ids = _opt_str(o, "pids", max_len=4096)
     if sid is None and rt is None and ids is None:
+        if o.get("pu") is not None:
+            raise LadderError("bad_frame", "field 'pu' comes only with 'psid', 'prt' and 'pids'")
         return None
     if sid is None or rt is None or ids is None:
         raise LadderError("bad_frame", "fields 'psid', 'prt' and 'pids' come together or not at all")
     if o.get("sid") is not None:
         raise LadderError("bad_frame", "fields 'psid', 'prt' and 'pids' belong to a hello without 'sid'")
-    return Previous(sid, rt, parse_ids(ids))
+    return Previous(sid, rt, parse_ids(ids), _lost_user(o))
+
+
+def _lost_user(o: dict[str, Any]) -> str | None:
+    """``pu``: any string up to :data:`MAX_TOKEN` characters, the empty one included (anonymous):
+    it is compared, never shown or logged."""
+    user = o.get("pu")
+    if user is not None and not (isinstance(user, str) and len(user) <= MAX_TOKEN):
+        raise _bad("pu", f"must be a string of at most {MAX_TOKEN} characters ('' for an anonymous session)")
+    return user
 
 
 def _hello(o: dict[str, Any]) -> Hello:

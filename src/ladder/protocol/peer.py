@@ -7,7 +7,9 @@ tells it where the server stands: on a resumed session it continues from the ser
 acknowledgement; on a new session (the old one expired) every message still unconfirmed
 is renumbered and sent to the new session, in the same order. The hello that opens that
 new session names the lost one (``psid``, ``prt``) and which of its messages are carried
-(``pids``), so the server can tell those the lost session already applied.
+(``pids``), so the server can tell those the lost session already applied, and whose user it
+was (``pu``, from its welcome's ``u``), so that a session of another user refuses them even
+once the server has forgotten the lost one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .errors import LadderError
-from .frames import PROTOCOL_VERSION, format_ids
+from .frames import MAX_TOKEN, PROTOCOL_VERSION, format_ids
 from .reliable import Inbox, Outbox, OutboxOverflow
 
 Frame = dict[str, Any]
@@ -49,6 +51,11 @@ class PeerState:
         """Which unacknowledged messages move to a new session (the rest are dropped)."""
         self.lost: tuple[str, str] | None = None
         """The session lost last (id, resume token), until a new one is adopted."""
+        self.user: str | None = None
+        """The current session's user as a hello says it (its welcome's ``u``, ``""`` for an
+        anonymous one; None: no session welcomed yet)."""
+        self.lost_user: str | None = None
+        """The lost session's user, said in the next hello as ``pu`` (None: not known)."""
         self.inbox: Inbox[Frame] = Inbox(window=window)
         self.outbox: Outbox[Frame] = Outbox(max_items=max_queue, max_bytes=2**62)
         self.cursor = 0
@@ -77,6 +84,8 @@ class PeerState:
             if carried:
                 frame["psid"], frame["prt"] = self.lost
                 frame["pids"] = format_ids(carried)
+                if self.lost_user is not None and len(self.lost_user) <= MAX_TOKEN:
+                    frame["pu"] = self.lost_user  # (a longer id: the server decides by what it knows)
         if token is not None:
             frame["tok"] = token
         return frame
@@ -90,6 +99,7 @@ class PeerState:
         """
         keep = keep or self.carry
         self.unacked_bytes = 0
+        self.user = "" if welcome.get("u") is None else str(welcome["u"])
         if welcome.get("sid") == self.sid and welcome.get("resumed"):
             ack = int(welcome.get("ack", 0))
             if ack > self.outbox.last:
@@ -101,6 +111,7 @@ class PeerState:
         self.sid = str(welcome["sid"])
         self.token = str(welcome["rt"])
         self.lost = None
+        self.lost_user = None
         self.inbox.reset()
         self.acked_out = 0
         self.cursor = 0
@@ -117,8 +128,10 @@ class PeerState:
         """The session is gone for good; the next hello starts a new one (naming this one)."""
         if self.sid is not None and self.token is not None:
             self.lost = (self.sid, self.token)
+            self.lost_user = self.user
         self.sid = None
         self.token = None
+        self.user = None
 
     # -- outbound -------------------------------------------------------------------------
 

@@ -128,7 +128,7 @@ class Request:
         return frame
 
 
-_HELLO_TEXT: Final = ("sid", "tok", "why", "psid", "prt", "pids")
+_HELLO_TEXT: Final = ("sid", "tok", "why", "psid", "prt", "pids", "pu")
 """The hello's text fields a query carries as they are (``rt`` may come as a header)."""
 
 

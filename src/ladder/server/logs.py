@@ -10,7 +10,7 @@ from urllib.parse import unquote_plus
 log = logging.getLogger("ladder")
 
 _QUERY_FIELD = re.compile(r"(?<=[?&;])([^=&;\s\"?]+)=([^&;\s\"]*)")
-_SECRETS = frozenset({"tok", "rt", "prt"})
+_SECRETS = frozenset({"tok", "rt", "prt", "pu"})
 
 
 def _redacted(field: re.Match[str]) -> str:
@@ -19,14 +19,16 @@ def _redacted(field: re.Match[str]) -> str:
 
 
 def redact(text: str) -> str:
-    """``text`` with the values of the ``tok``, ``rt`` and ``prt`` query fields replaced,
-    however their names are written (``%72t`` is ``rt`` to the server, so to this too)."""
+    """``text`` with the values of the ``tok``, ``rt``, ``prt`` and ``pu`` (a user id) query
+    fields replaced, however their names are written (``%72t`` is ``rt`` to the server, so to
+    this too)."""
     return _QUERY_FIELD.sub(_redacted, text)
 
 
 class RedactTokens(logging.Filter):
-    """Keeps the JWT (``tok=``) and the resume tokens (``rt=``, ``prt=``) of HTTP rungs out of an
-    access log (uvicorn's ``uvicorn.access`` logs each request's full path and query)."""
+    """Keeps the JWT (``tok=``), the resume tokens (``rt=``, ``prt=``) and a lost session's user
+    (``pu=``) of HTTP rungs out of an access log (uvicorn's ``uvicorn.access`` logs each
+    request's full path and query)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

@@ -154,7 +154,9 @@ class Router:
         ``session_closed``), and a message it is applying finishes, so that a late request of
         the old page cannot apply a carried message there as well. Only with its resume token.
         If it was another user's (the page signed in as someone else), the carried messages
-        are refused rather than applied as the new user's.
+        are refused rather than applied as the new user's: where the session is known, by
+        its user; else (expired, or its process gone) by the user the client says it was
+        (``pu``), which can only refuse what the client carries.
         """
         old = self.sessions.get(prev.sid) or self.sessions.settling.get(prev.sid)
         owner: tuple[str | None] | None = None  # (the lost session's user, where known)
@@ -175,7 +177,8 @@ class Router:
         if record is None:
             why = "no record (expired, or not its token)"
             log.info("new session names lost session %s: %s", label(prev.sid), why)
-        if owner is not None and owner[0] != user:
+        said = prev.user is not None and prev.user != (user or "")  # ('': anonymous)
+        if said or (owner is not None and owner[0] != user):
             log.info("new session names lost session %s of another user: refused", label(prev.sid))
             return Inherited.of(prev, record, "written in a session of another user: not applied")
         return Inherited.of(prev, record)

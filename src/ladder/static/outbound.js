@@ -94,8 +94,8 @@ export async function openOutbox(client) {
       return;
     }
     if (record && client.peer.sid === null && client.peer.lost === null) {
-      const { lost, ids, frames } = carriedFrom(record);
-      client._rekey(client.peer.restore(lost, ids, frames), new Map());
+      const { lost, ids, frames, user } = carriedFrom(record);
+      client._rekey(client.peer.restore(lost, ids, frames, user), new Map());
       client.restored = frames.length;
       client.restoredMessages = frames.map(restoredMessage);
     }

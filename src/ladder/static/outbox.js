@@ -44,6 +44,7 @@ const STASH = "ladder:outbox-stash:";
  * @property {string | null} rt its resume token
  * @property {[string, string] | null} lost with no `sid`: the lost session the first messages come from
  * @property {number[] | null} lostIds their ids in that session (the hello's `pids`)
+ * @property {string | null} [user] the user of that session (`sid`'s, else `lost`'s) as a hello says it (`pu`), when known: a new session of another user refuses them
  * @property {[number, Frame][]} messages unacknowledged durable messages, [id, frame], oldest first
  * @property {number} saved when it was written (ms since the epoch)
  */
@@ -163,6 +164,7 @@ export function snapshot(peer, owner, url) {
     rt: peer.sid === null ? null : peer.token,
     lost,
     lostIds: lost === null ? null : peer.lostIds,
+    user: peer.sid !== null ? peer.user : lost !== null ? peer.lostUser : null,
     messages: messages.map(([id, frame]) => [id, frame]),
     saved: Date.now(),
   };
@@ -170,22 +172,25 @@ export function snapshot(peer, owner, url) {
 
 /**
  * Turn a kept record into what a new `PeerState` carries: the session to name in the hello
- * and the messages, in order. A record numbered in a session names that session; one never
- * connected since it was restored names the session it came from; one with neither carries
- * messages no server has seen.
+ * and the messages, in order. A record numbered in a session names that session; one whose
+ * session was lost, or never connected since it was restored, names the session it came from;
+ * one with neither carries messages no server has seen.
  * @param {OutboxRecord} record
- * @returns {{lost: [string, string] | null, ids: number[] | null, frames: Frame[]}}
+ * @returns {{lost: [string, string] | null, ids: number[] | null, frames: Frame[], user: string | null}}
  */
 export function carriedFrom(record) {
   const frames = record.messages.map(([, frame]) => ({ ...frame }));
+  const user = record.user ?? null; // (a record kept before users were: not known)
   if (record.sid !== null && record.rt !== null) {
-    return { lost: [record.sid, record.rt], ids: record.messages.map(([id]) => id), frames };
+    return { lost: [record.sid, record.rt], ids: record.messages.map(([id]) => id), frames, user };
   }
-  if (record.lost !== null && record.lostIds !== null) {
-    // Only the first lostIds.length messages came from the lost session; later ones are new.
-    return { lost: record.lost, ids: record.lostIds.slice(0, frames.length), frames };
+  if (record.lost !== null) {
+    // Restored ones: only the first lostIds.length messages came from the lost session (later
+    // ones are new). Else the messages kept their ids in it, as the hello would name them.
+    const ids = record.lostIds ?? record.messages.map(([id]) => id);
+    return { lost: record.lost, ids: ids.slice(0, frames.length), frames, user };
   }
-  return { lost: null, ids: null, frames };
+  return { lost: null, ids: null, frames, user: null };
 }
 
 /**

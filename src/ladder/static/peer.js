@@ -1,7 +1,7 @@
 // @ts-check
 /** One logical connection's bookkeeping across sessions and transports (mirror of ladder.protocol.peer). */
 
-import { LadderError } from "./errors.js";
+import { LadderError, MAX_TOKEN } from "./errors.js";
 import { carried, formatIds, Inbox, Outbox } from "./reliable.js";
 import { PROTOCOL_VERSION } from "./rungs.js";
 
@@ -25,6 +25,10 @@ export class PeerState {
     this.lost = null;
     /** @type {number[] | null} the lost session's ids of the first queued messages, when restored from a durable outbox (else: every carried message, as numbered) */
     this.lostIds = null;
+    /** @type {string | null} the current session's user as a hello says it (its welcome's `u`, "" for an anonymous one; null: none welcomed yet) */
+    this.user = null;
+    /** @type {string | null} the lost session's user, said in the next hello as `pu` (null: not known) */
+    this.lostUser = null;
     /** @type {Inbox<Frame>} */
     this.inbox = new Inbox();
     /** @type {Outbox<Frame>} */
@@ -65,7 +69,11 @@ export class PeerState {
       frame.ack = this.inbox.applied;
     } else if (this.lost !== null) {
       const ids = this.lostIds ?? this.outbox.after(0).filter(([, item]) => carried(item)).map(([i]) => i);
-      if (ids.length > 0) Object.assign(frame, { psid: this.lost[0], prt: this.lost[1], pids: formatIds(ids) });
+      if (ids.length > 0) {
+        Object.assign(frame, { psid: this.lost[0], prt: this.lost[1], pids: formatIds(ids) });
+        // (a longer id is left to the server, which decides by what it knows)
+        if (this.lostUser !== null && this.lostUser.length <= MAX_TOKEN) frame.pu = this.lostUser;
+      }
     }
     if (token != null) frame.tok = token;
     return frame;
@@ -81,6 +89,7 @@ export class PeerState {
    */
   welcome(welcome, keep = carried) {
     this.unackedBytes = 0;
+    this.user = welcome.u == null ? "" : String(welcome.u);
     if (welcome.sid === this.sid && welcome.resumed) {
       const ack = Number(welcome.ack ?? 0);
       if (ack > this.outbox.last) {
@@ -95,6 +104,7 @@ export class PeerState {
     this.token = String(welcome.rt);
     this.lost = null;
     this.lostIds = null;
+    this.lostUser = null;
     this.inbox.reset();
     this.ackedOut = 0;
     const written = this.written;
@@ -119,9 +129,11 @@ export class PeerState {
     if (this.sid !== null && this.token !== null) {
       this.lost = [this.sid, this.token];
       this.lostIds = null;
+      this.lostUser = this.user;
     }
     this.sid = null;
     this.token = null;
+    this.user = null;
   }
 
   /**
@@ -130,12 +142,14 @@ export class PeerState {
    * there (the next hello names them, `psid`/`prt`/`pids`, so the server applies only what
    * that session had not); null for messages no server has seen. Returns the [old id, new id]
    * pairs of the messages queued meanwhile, which move behind the restored ones.
+   * `user` is that session's user as a hello says it (`pu`), when known.
    * @param {[string, string] | null} lost
    * @param {number[] | null} ids
    * @param {Frame[]} frames
+   * @param {string | null} [user]
    * @returns {[number, number][]}
    */
-  restore(lost, ids, frames) {
+  restore(lost, ids, frames, user = null) {
     if (this.sid !== null || this.lost !== null) throw new LadderError("bad_frame", "messages are restored only before any session");
     const queued = this.outbox.renumber();
     this.cursor = 0;
@@ -143,6 +157,7 @@ export class PeerState {
     if (lost !== null && ids !== null && ids.length) {
       this.lost = lost;
       this.lostIds = ids.slice(0, frames.length);
+      this.lostUser = user;
     }
     return queued.map((frame, k) => {
       const old = k + 1;

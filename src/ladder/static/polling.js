@@ -94,7 +94,7 @@ export class PollingTransport extends HttpTransport {
     } else if (hello.tok) {
       headers.authorization = `Bearer ${hello.tok}`;
     }
-    if (hello.psid) Object.assign(query, { psid: hello.psid, prt: hello.prt, pids: hello.pids });
+    if (hello.psid) Object.assign(query, { psid: hello.psid, prt: hello.prt, pids: hello.pids, pu: hello.pu });
     this.get(query, headers, 10_000).then(
       (frames) => {
         if (frames[0]?.t === "welcome") {

@@ -44,7 +44,7 @@ export class SSETransport extends HttpTransport {
     /** @type {Record<string, string | number | null | undefined>} */
     const query = { v: hello.v, why: hello.why };
     if (hello.sid) Object.assign(query, { sid: hello.sid, ack: hello.ack ?? 0, rt: hello.rt });
-    else Object.assign(query, { tok: hello.tok, psid: hello.psid, prt: hello.prt, pids: hello.pids });
+    else Object.assign(query, { tok: hello.tok, psid: hello.psid, prt: hello.prt, pids: hello.pids, pu: hello.pu });
     let source;
     try {
       source = new EventSource(this.ctx.endpoint.http("sse", query), { withCredentials: true });

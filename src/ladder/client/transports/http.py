@@ -34,6 +34,8 @@ def hello_query(hello: Frame) -> dict[str, Any]:
     for name in ("psid", "prt", "pids"):  # a new session naming the one it replaces
         if hello.get(name):
             query[name] = hello[name]
+    if "pu" in hello:  # (its user: "" is anonymous, sent as an empty field)
+        query["pu"] = hello["pu"]
     return query
 
 
