@@ -166,6 +166,19 @@ async def test_a_hello_field_present_but_empty_is_refused_on_every_rung(
             assert status == 400 and answer[0] == "bad_frame", (endpoint, answer)
 
 
+async def test_an_empty_pu_is_an_anonymous_lost_session_and_a_pu_alone_is_refused_on_every_rung(
+    server: LadderServer, http: httpx.AsyncClient
+) -> None:
+    """``pu`` is the one hello field whose empty value means something (``""``: the lost
+    session was anonymous), in a query as in a WebSocket hello; without ``psid`` it is
+    ``bad_frame`` naming it."""
+    lost = {"v": 1, "psid": "gone", "prt": "r", "pids": "1", "pu": ""}
+    for endpoint in ("sse", "longpoll", "poll"):
+        assert (await first_answer(http, endpoint, lost, {}))[0] == 200, endpoint
+        status, answer = await first_answer(http, endpoint, {"v": 1, "pu": "alice"}, {})
+        assert status == 400 and answer[0] == "bad_frame" and "'pu'" in answer[1], (endpoint, answer)
+
+
 async def test_a_resume_token_without_a_session_is_refused_on_every_rung(
     server: LadderServer, http: httpx.AsyncClient
 ) -> None:

@@ -518,8 +518,11 @@ def test_a_flood_of_refused_requests_from_one_address_is_logged_damped_and_count
     assert len(lines) <= elapsed / 0.1 + 2, (len(lines), elapsed)
 
 
+@pytest.mark.parametrize("rung", ["websocket", "longpoll"])
 @pytest.mark.parametrize("next_user", ["bob", "alice"])
-async def test_messages_queued_in_a_session_the_server_forgot_are_not_applied_as_another_users(next_user: str) -> None:
+async def test_messages_queued_in_a_session_the_server_forgot_are_not_applied_as_another_users(
+    next_user: str, rung: str
+) -> None:
     """Alice's client queues a call and an emit while the server is down; the server comes back
     knowing nothing of her session (a restart of the memory engine, as after its ttl), and the
     client's credentials now say ``next_user``. Before, the new server, unable to tell whose the
@@ -528,7 +531,7 @@ async def test_messages_queued_in_a_session_the_server_forgot_are_not_applied_as
     port = free_port()
     user = "alice"
     client = Client(
-        f"http://127.0.0.1:{port}", token=lambda: f"user:{user}", transports=["websocket"],
+        f"http://127.0.0.1:{port}", token=lambda: f"user:{user}", transports=[rung],
         backoff_base=0.05, backoff_max=0.2,
     )
     errors: list[Any] = []
