@@ -286,20 +286,22 @@ async def test_node_liveness_and_a_broadcast_with_no_other_node(make: Make) -> N
 
 
 async def test_an_engine_knows_the_nodes_that_ran_on_it_lately_and_no_others(make: Make) -> None:
-    """``node_known`` (offered by engines whose session ids name their node): a node that
-    runs, or stopped within ``trace_ttl``, is known; one that never ran on it is not."""
+    """``node_trace`` (offered by engines whose session ids name their node): a node that
+    runs, or stopped within ``trace_ttl``, left its trace, saying what the engine's ``trace``
+    says (a node configured alike says the same); one that never ran on it left none."""
     engine, _ = await make()
     if not engine.session_prefix():
-        assert getattr(engine, "node_known", None) is None, "ids without a node: nothing to check"
+        assert getattr(engine, "node_trace", None) is None, "ids without a node: nothing to check"
         return
     other, _ = await make()
-    node_known = engine.node_known  # type: ignore[attr-defined]
+    node_trace = engine.node_trace  # type: ignore[attr-defined]
     assert engine.trace_ttl >= 600  # type: ignore[attr-defined]
-    assert await node_known(engine.node_id) and await node_known(other.node_id)
-    assert not await node_known("ghost-node")
+    own = engine.trace  # type: ignore[attr-defined]
+    assert own and await node_trace(engine.node_id) == own and await node_trace(other.node_id) == own
+    assert await node_trace("ghost-node") is None
     await other.stop()
     assert not await engine.node_alive(other.node_id)
-    assert await node_known(other.node_id), "a node that stopped lately is known: its sessions are gone"
+    assert await node_trace(other.node_id) == own, "a node that stopped lately is known: its sessions are gone"
 
 
 async def test_publications_sent_together_keep_each_channels_order_and_their_own_outcomes(make: Make) -> None:

@@ -5,6 +5,7 @@ log, once per unknown node, naming the fix. Real ``redis-server`` on loopback.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -12,11 +13,13 @@ import pytest
 
 from ladder import Ladder, LadderError
 from ladder.engine.redis import RedisEngine
+from ladder.engine.shards import ShardedEngine
 from ladder.protocol.frames import Hello, Previous
 from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
+from tests.engine.conftest import shards_url
 from tests.server.harness import Peer, started_hubs
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, redis_servers
 
 MakeHub = Callable[..., Awaitable[Ladder]]
 
@@ -95,3 +98,31 @@ async def test_sessions_of_a_node_that_stopped_on_the_same_engine_are_not_told(
     assert unknown.value.code == "unknown_session"
     assert told(caplog) == []
     assert internals(survivor).cluster.counters["unknown_node"] == 0
+
+
+async def test_a_node_listing_other_servers_than_one_sharing_a_server_with_it_is_told_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two nodes share one Redis server of their lists and not the other: each knows the
+    other (its trace is on the shared server), so nothing was said, while every channel the
+    two lists place differently was split between them. The trace now names the servers a
+    node lists, and a session of a node whose list differs is told of, once, naming both
+    lists; a node listing the same servers in another order is one of the cluster."""
+    with redis_servers(3) as (first, second, third):
+        async with started_hubs() as start:
+            node = await start(Ladder(engine=ShardedEngine(shards_url([first, second]))))
+            reordered = await start(Ladder(engine=ShardedEngine(shards_url([second, first]))))
+            stray = await start(Ladder(engine=ShardedEngine(shards_url([first, third]))))
+            sessions = [(await Peer.open(node)).session for _ in range(3)]
+            with caplog.at_level(logging.INFO, "ladder"):
+                for hub in (reordered, stray):
+                    for session in sessions:
+                        with contextlib.suppress(LadderError):  # (moved, or not found: either)
+                            await internals(hub).router.route(session.sid, session.state.token, stream=True)
+    lines = [r.getMessage() for r in caplog.records if "other Redis servers" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"made by node {node.engine.node_id}," in lines[0]
+    assert f"127.0.0.1:{second.port}" in lines[0] and f"127.0.0.1:{third.port}" in lines[0]
+    assert "must list the same servers" in lines[0]
+    assert internals(stray).cluster.counters["other_servers"] == 3
+    assert internals(reordered).cluster.counters["other_servers"] == 0

@@ -222,15 +222,16 @@ class SessionRouting(Protocol):
     """Sessions live in one node's memory; requests may land on any node.
 
     An engine whose session ids name their node (a ``session_prefix`` that is not empty)
-    may also offer ``node_known(node)``, a coroutine: whether ``node`` ran on this engine
-    within the last ``trace_ttl`` seconds (each node keeps a trace of itself there while it
-    runs; ``trace_ttl``, an attribute of the engine, is raised by the hub to twice its
-    ``session_ttl`` before it starts the engine), raising
+    may also offer ``node_trace(node)``, a coroutine: the trace ``node`` left on this engine
+    within the last ``trace_ttl`` seconds, or None (each node keeps a trace of itself there
+    while it runs, saying ``trace``, an attribute of the engine; ``trace_ttl``, another, is
+    raised by the hub to twice its ``session_ttl`` before it starts the engine), raising
     :class:`~ladder.protocol.errors.LadderError` when it cannot tell. A session whose node
-    this engine does not know was made on another engine (another Redis server, database,
-    key prefix or list of servers behind the same address), or before this one lost its
-    data: the hub says so in its log, once per such node. A node that stopped recently is
-    known: its sessions are legitimately gone.
+    left no trace was made on another engine (another Redis server, database, key prefix or
+    list of servers behind the same address), or before this one lost its data; one whose
+    node's trace differs from this node's was made by a node configured otherwise (a list
+    of servers that shares some with this node's): the hub says so in its log, once per
+    such node. A node that stopped recently is known: its sessions are legitimately gone.
 
     An engine shared by several processes may also keep *leases*, so that a node alive but
     not answering (paused, its event loop blocked) does not hold its sessions forever:

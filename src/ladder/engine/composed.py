@@ -61,11 +61,13 @@ class ComposedEngine:
             getattr(channels, "publish_many", None)
         )
         """Several publications sent together, where the part can (see ``Channels``)."""
-        self.node_known: Callable[[str], Coroutine[Any, Any, bool]] | None = getattr(
-            routing, "node_known", None
+        self.node_trace: Callable[[str], Coroutine[Any, Any, bytes | None]] | None = getattr(
+            routing, "node_trace", None
         )
-        """Whether a node ran on this engine lately, where the part can tell (see
+        """The trace a node left on this engine lately, where the part can tell (see
         ``SessionRouting``)."""
+        self.trace: bytes | None = getattr(routing, "trace", None)
+        """What this node's own trace says (compared with other nodes')."""
         self.refresh_lease: Callable[..., Coroutine[Any, Any, bool]] | None = getattr(
             routing, "refresh_lease", None
         )

@@ -4,7 +4,10 @@ A client resuming a session (or naming a lost one) that a node unknown to this n
 engine made comes from a node on another engine: another Redis server, database, key
 prefix or list of servers. It is told ``unknown_session`` and starts over here, and it sees
 nothing published through the other engine, while every node's ``/health`` answers 200.
-Nothing else shows the split, so it is logged: once per such node, naming the fix.
+A node whose trace says another list of servers shares only some of them: the channels
+each list places on a server the other does not list are split between the two (what one
+publishes there, the other's subscribers never get). Nothing else shows either split, so
+each is logged: once per such node, naming the fix.
 """
 
 from __future__ import annotations
@@ -22,8 +25,25 @@ KEPT: Final = 1_000
 """Nodes told of at most (each once), and nodes remembered as known: a bound on memory."""
 
 
+UNKNOWN: Final = (
+    "session %s was made by node %s, which this node's engine has no trace of: the node is on "
+    "another engine, and its clients that land here miss what is published there (and start over "
+    "when their session is not found). Every node behind one address must use the same engine URL "
+    "(the same Redis servers, database, key prefix and list of servers). Or this engine lost its "
+    "data (a Redis restarted without persistence), and then this is harmless (logged once per node)"
+)
+
+OTHER_SERVERS: Final = (
+    "session %s was made by node %s, whose engine lists other Redis servers (its trace says %r, "
+    "this node's %r): a channel the two lists place on different servers is split, and the "
+    "subscribers on one node miss what the other publishes there. Every node behind one address "
+    "must list the same servers (logged once per node)"
+)
+
+
 class ForeignNodes:
-    """Tells of sessions whose node this engine has no trace of (``Engine.node_known``)."""
+    """Tells of sessions whose node this engine has no trace of, or a trace that lists other
+    servers (``Engine.node_trace``)."""
 
     __slots__ = ("_counters", "_engine", "_known", "_told")
 
@@ -31,43 +51,43 @@ class ForeignNodes:
         self._engine = engine
         self._counters = counters
         counters.setdefault("unknown_node", 0)
-        self._told: set[str] = set()
+        counters.setdefault("other_servers", 0)
+        self._told: dict[str, str] = {}
+        """Nodes told of, and of what (``unknown_node``, ``other_servers``)."""
         self._known: set[str] = set()
         """Nodes found known (asked once each: a node known stays so while its sessions live)."""
 
     async def check(self, sid: str) -> None:
         """A hello resumes ``sid`` or names it as lost, and it is not a session of this node:
-        if its node is unknown to the engine, count it, and warn (once per node). A node
-        the engine knows (running, or stopped within its ``trace_ttl``), an id without a
-        node part (the memory engine's), and an engine that cannot tell, say nothing."""
+        if its node is unknown to the engine (``unknown_node``), or lists other servers
+        (``other_servers``), count it, and warn (once per node). A node the engine knows
+        alike (running, or stopped within its ``trace_ttl``), an id without a node part (the
+        memory engine's), and an engine that cannot tell, say nothing."""
         engine = self._engine
         node = node_of(sid)
         if node is None or node == engine.node_id or node in self._known:
             return
-        if node not in self._told:
-            known = getattr(engine, "node_known", None)
-            if known is None:
+        kind = self._told.get(node)
+        if kind is None:
+            trace_of = getattr(engine, "node_trace", None)
+            if trace_of is None:
                 return
             try:
-                found = await known(node)
+                trace = await trace_of(node)
             except LadderError:
                 return  # (the engine cannot tell now)
-            if found:
+            own = getattr(engine, "trace", None)
+            if trace is not None and trace == own:
                 if len(self._known) >= KEPT:
                     self._known.clear()
                 self._known.add(node)
                 return
+            kind = "unknown_node" if trace is None else "other_servers"
             if len(self._told) < KEPT:
-                self._told.add(node)
-                log.warning(
-                    "session %s was made by node %s, which this node's engine has no trace of: "
-                    "the node is on another engine, and its clients that land here miss what is "
-                    "published there (and start over when their session is not found). Every node "
-                    "behind one address must use the same engine URL (the same Redis servers, "
-                    "database, key prefix and list of servers). Or this engine lost its data (a "
-                    "Redis restarted without persistence), and then this is harmless (logged once "
-                    "per node)",
-                    label(sid),
-                    node,
-                )
-        self._counters["unknown_node"] += 1
+                self._told[node] = kind
+                if trace is None:
+                    log.warning(UNKNOWN, label(sid), node)
+                else:
+                    ours = (own or b"").decode(errors="replace")
+                    log.warning(OTHER_SERVERS, label(sid), node, trace.decode(errors="replace"), ours)
+        self._counters[kind] += 1

@@ -74,9 +74,10 @@ class RedisRouting:
         """A mark of this node may be in Redis (set, or its removal failed)."""
         self._changed = asyncio.Event()
         self.trace_ttl = TRACE_TTL
-        """Seconds this node's trace is kept after it stopped (see :meth:`node_known`)."""
+        """Seconds this node's trace is kept after it stopped (see :meth:`node_trace`)."""
         self.trace = b"1"
-        """What this node's trace says of it."""
+        """What this node's trace says of it: ``1``, or the servers a sharded engine lists
+        (nodes sharing a server must list the same ones)."""
         self._traced_at: float | None = None
         """When the trace was last written (monotonic), None until it is."""
         self.lease = RedisLease(link)
@@ -149,15 +150,16 @@ class RedisRouting:
         persistence), so the trace is written again at the next heartbeat answered."""
         self._traced_at = None
 
-    async def node_known(self, node: str) -> bool:
-        """Whether ``node`` left its trace here (it ran within ``trace_ttl``).
+    async def node_trace(self, node: str) -> bytes | None:
+        """The trace ``node`` left here (None: it did not run here within ``trace_ttl``).
 
         Only the trace counts, not a subscription: pub/sub is one for every database of a
         server, so a node on another database would look like one of this engine's."""
         try:
-            return bool(await self._link.redis.exists(self._link.k("node", node)))
+            trace = await self._link.redis.get(self._link.k("node", node))
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
+        return trace.encode() if isinstance(trace, str) else trace
 
     def on_message(self, data: bytes) -> None:
         """A message on this node's key or the all-nodes key."""

@@ -63,7 +63,11 @@ class ShardedEngine(ComposedEngine):
         self.shards = [
             (name, RedisEngine(single, node_id=node, **options)) for name, single in split_url(url)
         ]
+        # Each node's trace names the servers it lists (not their order, which places nothing):
+        # a node sharing a server with another that lists others is told of (server/foreign.py).
+        trace = ("servers " + ",".join(sorted(name for name, _ in self.shards))).encode()
         for _, shard in self.shards:
+            shard.routing_part.trace = trace
             shard.peers = self._twin
             shard.serving = "its channels and sessions are served again"
             shard.refusing = (
@@ -78,7 +82,7 @@ class ShardedEngine(ComposedEngine):
         super().__init__(
             ShardedChannels(placement),
             ShardedPresence(placement),
-            ShardedRouting(placement, node),
+            ShardedRouting(placement, node, trace),
             ShardedApplied(placement),
         )
 

@@ -21,9 +21,11 @@ from .placement import Placement
 class ShardedRouting:
     """The :class:`~ladder.engine.base.SessionRouting` part of the sharded engine."""
 
-    def __init__(self, placement: Placement[RedisEngine], node_id: str) -> None:
+    def __init__(self, placement: Placement[RedisEngine], node_id: str, trace: bytes) -> None:
         self._placement = placement
         self.node_id = node_id
+        self.trace = trace
+        """What this node's trace says on every shard: the servers it lists."""
 
     def messengers(self, node: str) -> list[RedisEngine]:
         """The shards that may carry messages to ``node``, best first: its own by
@@ -64,19 +66,21 @@ class ShardedRouting:
                     return True
         return await self.messenger(node).node_alive(node)
 
-    async def node_known(self, node: str) -> bool:
-        """Whether ``node`` left its trace on some shard that answers (each shard keeps
-        every node's own); raises only when none answers."""
+    async def node_trace(self, node: str) -> bytes | None:
+        """The trace ``node`` left on some shard that answers (each shard keeps every node's
+        own); raises only when none answers."""
         failed: LadderError | None = None
         for shard in self.messengers(node):
             try:
-                if await shard.routing_part.node_known(node):
-                    return True
+                trace = await shard.routing_part.node_trace(node)
             except LadderError as exc:
                 failed = exc
+                continue
+            if trace is not None:
+                return trace
         if failed is not None:
             raise failed
-        return False
+        return None
 
     async def claim_session(self, sid: str, ttl: float) -> None:
         await self._placement.of(sid).claim_session(sid, ttl)
