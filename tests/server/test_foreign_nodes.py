@@ -16,6 +16,7 @@ from ladder.engine.redis import RedisEngine
 from ladder.engine.shards import ShardedEngine
 from ladder.protocol.frames import Hello, Previous
 from ladder.server.auth import AuthRequest
+from ladder.server.foreign import ForeignNodes
 from ladder.server.hub import internals
 from tests.engine.conftest import shards_url
 from tests.server.harness import Peer, started_hubs
@@ -126,3 +127,21 @@ async def test_a_node_listing_other_servers_than_one_sharing_a_server_with_it_is
     assert "must list the same servers" in lines[0]
     assert internals(stray).cluster.counters["other_servers"] == 3
     assert internals(reordered).cluster.counters["other_servers"] == 0
+
+
+async def test_an_engine_that_says_no_trace_of_its_own_compares_nothing() -> None:
+    """An engine offering ``node_trace`` without a ``trace`` of its own (the contract asks for
+    both) has nothing to compare: a node it knows is one of the cluster, not one listing
+    other servers (each of its sessions was told of as such)."""
+
+    class Engine:
+        node_id = "self"
+
+        async def node_trace(self, node: str) -> bytes | None:
+            return b"1" if node == "known" else None
+
+    counters: dict[str, int] = {}
+    foreign = ForeignNodes(Engine(), counters)  # type: ignore[arg-type]
+    for sid in ("known.a", "known.b", "ghost.c"):
+        await foreign.check(sid)
+    assert counters == {"unknown_node": 1, "other_servers": 0}

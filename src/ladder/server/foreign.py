@@ -77,7 +77,7 @@ class ForeignNodes:
             except LadderError:
                 return  # (the engine cannot tell now)
             own = getattr(engine, "trace", None)
-            if trace is not None and trace == own:
+            if trace is not None and (own is None or trace == own):  # (None: nothing to compare)
                 if len(self._known) >= KEPT:
                     self._known.clear()
                 self._known.add(node)
