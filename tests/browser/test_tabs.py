@@ -393,6 +393,38 @@ def test_emits_a_dead_leader_had_not_sent_are_sent_once_by_the_next_leader(
     assert outcome == {"records": list(range(20)), "restored": 20}, "each sent once by the next leader"
 
 
+def test_every_tab_hears_restored_when_a_new_leader_takes_over_what_the_old_one_left(browser: Browser) -> None:
+    """Leader tabs, the hub down: a follower's emits wait in the leader's outbox, and the leader
+    goes. The next leader's client takes them over and sends them first, and every tab's
+    ``restoredMessages`` changed with no event to say so (an app showing them as being sent
+    learnt of them only by reading it again). Now each tab hears ``restored``, once."""
+    context = browser.new_context()
+    context.add_init_script("delete window.SharedWorker")
+    port = free_port()
+    hub = LadderServer({"allowed_origins": [f"http://127.0.0.1:{port}"]}, port=port)
+    options = {"transports": ["websocket"], "backoffMax": 300, "connectTimeout": None}
+    try:
+        with hub:
+            leader, *followers = open_tabs_on(context, hub, 3, options)
+        for page in followers:
+            page.evaluate(
+                "() => { window.told = []; client.on('restored', (e) => told.push([e.count, e.messages.map((m) => m.data.value)])); }"
+            )
+        followers[0].evaluate(
+            "async () => { for (let n = 0; n < 3; n++) client.emit('record', { key: 'handed', value: n }); await client.persisted(); }"
+        )
+        leader.close(run_before_unload=True)
+        for page in followers:
+            page.wait_for_function("told.length > 0 && client.tabs === 2", timeout=10_000)
+        with hub:
+            records = followers[1].evaluate("async () => { await client.ready(); return await client.call('records', 'handed', { timeout: 10000 }); }")
+        told = [page.evaluate("told") for page in followers]
+    finally:
+        context.close()
+    assert told == [[[3, [0, 1, 2]]], [[3, [0, 1, 2]]]], told
+    assert records == [0, 1, 2]
+
+
 def open_tabs_on(
     context: BrowserContext, server: LadderServer, count: int, options: dict[str, Any]
 ) -> list[Page]:

@@ -112,8 +112,11 @@ describe("durable outbox", () => {
     await first.client.persisted(); // the page dies here
     const next = page();
     assert.deepEqual(next.client.restoredMessages, [], "none before it looked");
+    const told = [];
+    next.client.on("restored", (event) => told.push(event));
     next.client.start();
     await settle();
+    assert.deepEqual(told, [{ count: 3, messages: next.client.restoredMessages }], "told once, with them");
     assert.deepEqual(next.client.restoredMessages, [
       { kind: "emit", event: "record", channel: null, data: { n: 0 } },
       { kind: "call", event: "chat.send", channel: null, data: { text: "hi" } },

@@ -130,6 +130,13 @@ export interface ClientEvents {
   state: { state: ClientState; reason: string };
   /** How many tabs share the connection now (only a `SharedClient` reports it). */
   tabs: { count: number };
+  /**
+   * The client took over messages a previous page left (or, sharing a connection, that the
+   * tab holding it before left), and sends them first: `restored` and `restoredMessages` say
+   * them too. Each tab sharing the connection hears it once per record the shared client
+   * takes over while the tab is there; a tab that joins later reads `restoredMessages`.
+   */
+  restored: { count: number; messages: readonly RestoredMessage[] };
 }
 
 export interface ClientOptions {

@@ -307,6 +307,8 @@ export class Client extends Emitter {
     this.restored = 0;
     /** @type {RestoredMessage[]} those messages, in the order they go out first (to show them as being sent) */
     this.restoredMessages = [];
+    /** @type {string | null} the owner of the record they came from (tabs sharing this client tell `restored` once per record) */
+    this.restoredFrom = null;
     this.outboxBytes = options.outboxBytes ?? OUTBOX_BYTES;
     this._outboxOptions = {
       storage: options.storage !== undefined ? options.storage : sessionStore(),

@@ -21,14 +21,17 @@ import { reportLater } from "./subscription.js";
  * @property {{rung: Rung, ok: boolean, reason: string}} probe a better rung was tried while on a lower one
  * @property {{state: ClientState, reason: string}} state the connection state changed (and why, when it got worse)
  * @property {{count: number}} tabs how many tabs share the connection (only a `SharedClient`, shared.js, reports it)
+ * @property {{count: number, messages: RestoredMessage[]}} restored the client took over messages a previous page (or a shared connection's previous holder) left, and sends them first
  */
+
+/** @typedef {import("./outbox.js").RestoredMessage} RestoredMessage */
 
 /** @typedef {{c: string, u: string | null, info?: any}} Member */
 
 /** The names `on` takes (a misspelt one would never fire: it throws instead). */
 export const EVENTS = Object.freeze([
   "open", "close", "transport", "resync", "session_lost", "resubscribed", "push", "presence", "error",
-  "probe", "state", "tabs",
+  "probe", "state", "tabs", "restored",
 ]);
 
 /** Listeners by event name: what a `Client` and a tab's `SharedClient` both offer the app. */

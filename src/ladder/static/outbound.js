@@ -98,6 +98,8 @@ export async function openOutbox(client) {
       client._rekey(client.peer.restore(lost, ids, frames, user), new Map());
       client.restored = frames.length;
       client.restoredMessages = frames.map(restoredMessage);
+      client.restoredFrom = record.owner;
+      if (frames.length) client._emit("restored", { count: frames.length, messages: client.restoredMessages });
     }
   } catch (error) {
     console.warn(`ladder: the outbox left by a previous page could not be read: ${String(error)}`);

@@ -77,6 +77,8 @@ export class SharedClient extends Emitter {
     /** @type {string | null} */ this.outboxReason = null;
     this.restored = 0;
     /** @type {import("./outbox.js").RestoredMessage[]} */ this.restoredMessages = [];
+    /** @type {string | null | undefined} the record the shared client took them from (a new one: `restored`; undefined: no state yet) */
+    this._restoredFrom = undefined;
     /** @type {Record<string, unknown>} */
     this._options = {};
     for (const [name, value] of Object.entries(options)) {
@@ -575,12 +577,18 @@ export class SharedClient extends Emitter {
     this.lastFailure = state.lastFailure;
     [this.outboxStorage, this.outboxReason, this.restored] = [state.outboxStorage, state.outboxReason, state.restored];
     this.restoredMessages = state.restoredMessages ?? [];
+    // A record the shared client took over since this tab first heard of it (what it had taken
+    // before, the tab reads in restoredMessages).
+    const taken = state.restoredFrom ?? null;
+    const fresh = this._restoredFrom !== undefined && taken !== null && taken !== this._restoredFrom && this.restored > 0;
+    this._restoredFrom = taken;
     this._limits = state.limits ?? {};
     if (state.fatal) this._fatal = asError(state.fatal);
     if (state.state === "connected") {
       this._connectedOnce = true;
       this._readiness.connected();
     }
+    if (fresh) this._emit("restored", { count: this.restored, messages: this.restoredMessages });
   }
 
   /**
