@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from tests.browser.silent_relay import SilentRelay
 from tests.support.server import LadderServer, free_port
@@ -307,6 +307,41 @@ def test_a_stream_the_servers_queue_cannot_hold_unacknowledged_keeps_the_session
     assert outcome["transport"] == rung
 
 
+CONNECT_AS = """async ([url, user]) => {
+    window.refused = [];
+    window.ladder = await import('/client.js');
+    window.client = ladder.connect(url, { token: "user:" + user, share: false, transports: ["websocket"] });
+    client.on("error", (e) => refused.push([e.code, e.reason]));
+    await client.ready();
+    return client.user;
+}"""
+
+EMIT_AND_KEEP = "async () => { client.emit('record', { key: 'carried', value: 'by alice' }); await client.persisted(); }"
+
+CARRIED = """async () => {
+    const records = await client.call("records", "carried", { timeout: 10000 });
+    return { restored: client.restored, refused, records };
+}"""
+
+
+def _next_page_as(context: BrowserContext, hub: LadderServer, url: str, user: str) -> dict[str, Any]:
+    """A new page signed in as ``user`` (taking over what the last one left): what it restored,
+    the errors it heard, and what the handler recorded of the carried message."""
+    page = context.new_page()
+    page.goto(f"{hub.url}/health")
+    assert page.evaluate(CONNECT_AS, [url, user]) == user
+    outcome: dict[str, Any] = page.evaluate(CARRIED)
+    return outcome
+
+
+def _carried_outcome_is_right(outcome: dict[str, Any], next_user: str) -> None:
+    if next_user == "bob":
+        refusal = ["forbidden", "written in a session of another user: not applied"]
+        assert outcome == {"restored": 1, "refused": [refusal], "records": []}, outcome
+    else:
+        assert outcome == {"restored": 1, "refused": [], "records": ["by alice"]}, outcome
+
+
 @pytest.mark.parametrize("next_user", ["bob", "alice"])
 def test_messages_a_page_left_unsent_are_not_sent_as_the_next_users(browser: Browser, next_user: str) -> None:
     """Alice's page emits on a connection that went silent, and closes; the next page, signed
@@ -314,38 +349,19 @@ def test_messages_a_page_left_unsent_are_not_sent_as_the_next_users(browser: Bro
     (``forbidden``, not applied): it was applied as his before. Alice's own next page sends it."""
     port = free_port()
     context = browser.new_context()
-    connect = """async ([url, user]) => {
-        window.refused = [];
-        window.ladder = await import('/client.js');
-        window.client = ladder.connect(url, { token: "user:" + user, share: false, transports: ["websocket"] });
-        client.on("error", (e) => refused.push(e.code));
-        await client.ready();
-        return client.user;
-    }"""
     config = {"require_token": True, "allowed_origins": [f"http://127.0.0.1:{port}"]}
     try:
         with LadderServer(config, port=port) as hub, SilentRelay(hub.port) as relay:
             page = context.new_page()
             page.goto(f"{hub.url}/health")
-            assert page.evaluate(connect, [relay.url, "alice"]) == "alice"
+            assert page.evaluate(CONNECT_AS, [relay.url, "alice"]) == "alice"
             assert relay.swallow() == 1  # (the server keeps her session: it hears nothing more)
-            page.evaluate("async () => { client.emit('record', { key: 'carried', value: 'by alice' }); await client.persisted(); }")
+            page.evaluate(EMIT_AND_KEEP)
             page.close(run_before_unload=True)
-            page = context.new_page()
-            page.goto(f"{hub.url}/health")
-            assert page.evaluate(connect, [relay.url, next_user]) == next_user
-            outcome: dict[str, Any] = page.evaluate(
-                """async () => {
-                    const records = await client.call("records", "carried", { timeout: 10000 });
-                    return { restored: client.restored, refused, records };
-                }"""
-            )
+            outcome = _next_page_as(context, hub, relay.url, next_user)
     finally:
         context.close()
-    if next_user == "bob":
-        assert outcome == {"restored": 1, "refused": ["forbidden"], "records": []}, outcome
-    else:
-        assert outcome == {"restored": 1, "refused": [], "records": ["by alice"]}, outcome
+    _carried_outcome_is_right(outcome, next_user)
 
 
 @pytest.mark.parametrize("next_user", ["bob", "alice"])
@@ -358,36 +374,16 @@ def test_messages_a_page_left_are_not_applied_as_the_next_users_once_the_server_
     and the next page's hello says it (``pu``): bob's session refuses it."""
     port = free_port()
     context = browser.new_context()
-    connect = """async ([url, user]) => {
-        window.refused = [];
-        window.ladder = await import('/client.js');
-        window.client = ladder.connect(url, { token: "user:" + user, share: false, transports: ["websocket"] });
-        client.on("error", (e) => refused.push([e.code, e.reason]));
-        await client.ready();
-        return client.user;
-    }"""
     config = {"require_token": True, "allowed_origins": [f"http://127.0.0.1:{port}"]}
     try:
         with LadderServer(config, port=port) as hub:
             page = context.new_page()
             page.goto(f"{hub.url}/health")
-            assert page.evaluate(connect, [hub.url, "alice"]) == "alice"
-        page.evaluate("async () => { client.emit('record', { key: 'carried', value: 'by alice' }); await client.persisted(); }")
+            assert page.evaluate(CONNECT_AS, [hub.url, "alice"]) == "alice"
+        page.evaluate(EMIT_AND_KEEP)
         page.close(run_before_unload=True)
         with LadderServer(config, port=port) as hub:
-            page = context.new_page()
-            page.goto(f"{hub.url}/health")
-            assert page.evaluate(connect, [hub.url, next_user]) == next_user
-            outcome: dict[str, Any] = page.evaluate(
-                """async () => {
-                    const records = await client.call("records", "carried", { timeout: 10000 });
-                    return { restored: client.restored, refused, records };
-                }"""
-            )
+            outcome = _next_page_as(context, hub, hub.url, next_user)
     finally:
         context.close()
-    if next_user == "bob":
-        refusal = ["forbidden", "written in a session of another user: not applied"]
-        assert outcome == {"restored": 1, "refused": [refusal], "records": []}, outcome
-    else:
-        assert outcome == {"restored": 1, "refused": [], "records": ["by alice"]}, outcome
+    _carried_outcome_is_right(outcome, next_user)
