@@ -66,8 +66,6 @@ class ComposedEngine:
         )
         """The trace a node left on this engine lately, where the part can tell (see
         ``SessionRouting``)."""
-        self.trace: bytes | None = getattr(routing, "trace", None)
-        """What this node's own trace says (compared with other nodes')."""
         self.refresh_lease: Callable[..., Coroutine[Any, Any, bool]] | None = getattr(
             routing, "refresh_lease", None
         )
@@ -83,6 +81,13 @@ class ComposedEngine:
     def healthy_for(self, sid: str) -> bool:
         """One backbone for every session: its health is each session's."""
         return self.healthy
+
+    @property
+    def trace(self) -> bytes | None:
+        """What this node's own trace says (compared with other nodes'), read from the routing
+        part that writes it (a sharded engine sets its shards' after building them)."""
+        trace: bytes | None = getattr(self.routing, "trace", None)
+        return trace
 
     # -- channels --------------------------------------------------------------------------
 

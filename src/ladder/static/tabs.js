@@ -44,8 +44,8 @@ export function snapshot(client) {
     outboxReason: /** @type {any} */ (client).outboxReason ?? null,
     restored: /** @type {any} */ (client).restored ?? 0,
     restoredMessages: /** @type {any} */ (client).restoredMessages ?? [],
-    // Whose messages they are (the record taken over): each tab tells `restored` once per
-    // record, also a tab that came after the shared client took it (see SharedClient._apply).
+    // Which record they came from: each tab tells `restored` once per record the shared client
+    // takes over while the tab is there (see SharedClient._apply).
     restoredFrom: /** @type {any} */ (client).restoredFrom ?? null,
     limits: client._limits,
     // Why the shared client gave up for good (set before its `error` and `close` events go
