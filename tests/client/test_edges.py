@@ -328,10 +328,10 @@ async def test_a_server_that_welcomes_then_refuses_is_reconnected_to_ever_more_s
         await asyncio.wait_for(connected.get(), 5)
     times = [at for at, _ in server.hellos]
     pauses = [later - earlier for earlier, later in itertools.pairwise(times)]
-    # 0.5 x 20 ms, then 0.5 x 40, 80, 160, 320 ms (each connection ended at once, refused);
-    # each pause at least its doubled share (a busy machine only lengthens them: 10 ms became
-    # 33 ms once, so the first is held only to being well under the last, 16 times its share)
-    assert pauses[-1] >= 0.15 and pauses[0] < pauses[-1] / 3, pauses
+    # 0.5 x 20 ms, then 0.5 x 40, 80, 160, 320 ms (each connection ended at once, refused):
+    # each pause waited at least its doubled share. No upper bound on the wall clock: a busy
+    # machine only lengthens them (10 ms became 33 ms once, and 113 ms in a full suite run);
+    # that the early ones are short is the chosen pauses' part, below.
     assert all(pause >= 0.0095 * 2**k for k, pause in enumerate(pauses)), pauses
     assert chosen == [("back_off", 20 * 2**k / 2) for k in range(5)]
     server.current.interrupt("websocket: closed")  # a cut on the way, not a refusal: at once again
