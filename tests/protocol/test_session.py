@@ -127,6 +127,26 @@ def test_a_long_poll_released_by_a_newer_one_repeats_the_ack() -> None:
     assert empty(s.take(newer, 0.5)), "the newer poll waits: nothing is news for it"
 
 
+def test_a_session_sent_away_refuses_every_request_but_a_resume() -> None:
+    """Sent away with no transport attached (between two polls), it told no one: a client
+    whose messages were given back never wrote them again. Its next poll (or POST) is refused
+    with the reason until a transport attaches with a welcome (the client resumed)."""
+    s = SessionState("s", "t", 0.0, LIMITS)
+    s.attach("poll", streaming=False, ack=0, now=0.0, greeting={"t": "welcome"})
+    s.detach(s.attachments[0], 0.1)
+    s.send_away(LadderError("engine_unavailable", "gone"))
+    for _ in range(2):
+        with pytest.raises(LadderError) as refused:
+            s.attach("poll", streaming=False, ack=0, now=0.2)
+        assert (refused.value.code, refused.value.reason) == ("engine_unavailable", "gone")
+        with pytest.raises(LadderError):
+            s.check_resumed()
+    resumed = s.attach("poll", streaming=False, ack=0, now=0.3, greeting={"t": "welcome"})
+    s.check_resumed()
+    s.detach(resumed, 0.3)
+    assert not s.attach("poll", streaming=False, ack=0, now=0.4).closed
+
+
 def test_heartbeat_ping_and_dead_websocket() -> None:
     s = SessionState("s", "t", 0.0, LIMITS)
     a = s.attach("websocket", streaming=True, ack=0, now=0.0)

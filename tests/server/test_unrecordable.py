@@ -6,7 +6,10 @@ connections for 5 s."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import httpx
+import orjson
 import pytest
 
 from ladder import LadderError
@@ -95,5 +98,57 @@ async def test_a_message_in_its_handler_when_the_engine_goes_away_is_not_taken_a
         again.next_id = 1  # the client resends everything not acknowledged
         await again.send({"t": "emit", "ev": "do", "d": "a"}, {"t": "emit", "ev": "do", "d": "b"})
         assert applied == ["a", "b"], "each once"
+    finally:
+        await hub.stop()
+
+
+@pytest.mark.parametrize("rung", ["poll", "longpoll"])
+async def test_messages_given_back_between_two_polls_are_written_again(rung: str) -> None:
+    """Messages a ``POST send`` left queued behind one in its handler (answered 204), given
+    back when the engine went away before they were applied: no transport was attached to be
+    ended (a poll is attached only while it is answered), so the client never heard that it
+    must write them again, and every later message waited behind them, unapplied (the chaos
+    suite's redis-restart-none, poll rung: 100 messages). Its next poll is refused now, and
+    the client, resuming, writes them again."""
+    hub = make_hub()
+    recorder = Recorder(hub, hold=lambda data: data == "a")
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hub), base_url="http://hub") as http:
+
+            async def poll(**query: Any) -> httpx.Response:
+                return await http.get(f"/{rung}", params={"v": 1, **query}, headers=headers)
+
+            async def post(*frames: dict[str, Any]) -> httpx.Response:
+                body = b"\n".join(orjson.dumps(frame) for frame in frames)
+                return await http.post(
+                    "/send", params={"sid": sid}, content=body, headers={**headers, "content-type": "application/json"}
+                )
+
+            headers: dict[str, str] = {}
+            welcome = orjson.loads((await poll(open=1)).content.split(b"\n")[0])
+            sid, headers["x-ladder-rt"] = welcome["sid"], welcome["rt"]
+            first = asyncio.create_task(post({"t": "emit", "ev": "do", "d": "a", "i": 1}))
+            await recorder.entered.wait()
+            queued = await post({"t": "emit", "ev": "do", "d": "b", "i": 2}, {"t": "emit", "ev": "do", "d": "c", "i": 3})
+            assert queued.status_code == 204, "accepted, queued behind a"
+            hub.engine.healthy = False
+            recorder.release.set()
+            assert (await first).status_code == 204
+            assert recorder.applied == ["a"], "b and c were given back, not applied"
+            hub.engine.healthy = True
+
+            later = await post({"t": "emit", "ev": "do", "d": "d", "i": 4})
+            refused = await poll(sid=sid, ack=0)
+            assert recorder.applied == ["a"]
+            assert later.status_code == 503 and refused.status_code == 503, (later, refused.content)
+            assert orjson.loads(refused.content)["code"] == "engine_unavailable"
+            assert (await poll(sid=sid, ack=0)).status_code == 503, "until the client resumes"
+
+            resumed = orjson.loads((await poll(open=1, sid=sid, ack=0)).content.split(b"\n")[0])
+            assert resumed["t"] == "welcome" and resumed["resumed"] and resumed["ack"] == 1
+            again = await post(*({"t": "emit", "ev": "do", "d": d, "i": i} for i, d in enumerate("bcd", 2)))
+            assert again.status_code == 204 and recorder.applied == ["a", "b", "c", "d"]
+            assert (await poll(sid=sid, ack=0)).status_code == 200
     finally:
         await hub.stop()

@@ -56,6 +56,7 @@ class SessionState:
         "outbox",
         "parked",
         "phase",
+        "sent_away",
         "sid",
         "token",
     )
@@ -91,6 +92,11 @@ class SessionState:
         """Control frames (errors) for a session with no transport attached at that moment
         (between two polls): the next attachment writes them. A deque only while there are
         some: most sessions never have any."""
+        self.sent_away: LadderError | None = None
+        """Why the transports were sent away (:meth:`send_away`), until the client resumes
+        (a transport attached with a welcome): every poll and ``POST send`` is refused with
+        it meanwhile. A client between two polls has no transport to end, and it must hear
+        that it has to resume and write again what was given back."""
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -119,6 +125,10 @@ class SessionState:
         if self.phase is Phase.CLOSED:
             ended = self.close_error
             raise LadderError.of(ended.body()) if ended is not None else LadderError("session_closed")
+        if greeting is None:
+            self.check_resumed()
+        else:
+            self.sent_away = None
         self.outbox.ack(ack)
         previous = self.active
         att = Attachment(transport, streaming=streaming, cursor=ack, now=now)
@@ -200,9 +210,17 @@ class SessionState:
 
     def send_away(self, error: LadderError) -> None:
         """End every transport without a ``bye``, keeping the session: the client resumes it
-        (here or on another process) and sends again what was not acknowledged."""
+        (here or on another process) and sends again what was not acknowledged. A poll or
+        ``POST send`` before it resumes is refused with ``error`` (:attr:`sent_away`)."""
+        self.sent_away = error
         for att in list(self.attachments):
             self._release(att, error)
+
+    def check_resumed(self) -> None:
+        """Refuse a request that continues the session (a poll, a ``POST send``) while its
+        transports are sent away and its client has not resumed (:attr:`sent_away`)."""
+        if self.sent_away is not None:
+            raise LadderError.of(self.sent_away.body())
 
     def _release(self, att: Attachment, error: LadderError | None, *, bye: bool = False) -> None:
         if bye:

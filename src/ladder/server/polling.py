@@ -39,6 +39,9 @@ async def poll_once(link: Link, *, hold: bool, codec: Codec, receive: Receive | 
             while not control and not frames and not link.att.closed:
                 await link.waker.wait()
                 control, frames = link.take()
+        ended = link.att.close_error
+        if ended is not None and not control and not frames:
+            raise ended  # (sent away: the client resumes, as a WebSocket closed so would)
         return encode_batch(codec, control, frames)
     finally:
         link.close()

@@ -1,8 +1,10 @@
 """``POST /send``: client frames for a session on an HTTP rung (SSE, long-poll, poll).
 
 The body is a batch (``Content-Type: application/msgpack`` or newline-delimited JSON).
-The answer is ``204`` once every frame was accepted and the in-order ones applied; what
-the server says back (replies, acks, pongs) travels on the session's downstream rung.
+The answer is ``204`` once every frame was accepted and the in-order ones applied (or
+queued behind a message still in its handler); what the server says back (replies, acks,
+pongs) travels on the session's downstream rung. A session whose transports were sent
+away refuses POSTs until its client resumes (``SessionState.sent_away``).
 A POST never creates a session, and it needs the resume token, like a resume does. A POST
 for a session another process holds is forwarded there. One naming no session answers
 whether a hello would be refused for its credentials.
@@ -25,6 +27,7 @@ from .session import Session
 
 async def accept_upstream(gateway: Gateway, session: Session, body: bytes, content_type: str | None) -> None:
     """Decode a POSTed batch and hand it to the session (errors per frame go downstream)."""
+    session.state.check_resumed()
     limit = gateway.settings.limits.max_frame_size
     frames, errors = decode_client_frames(codec_for_content_type(content_type), body, limit)
     if errors:
