@@ -34,6 +34,7 @@ async def accept_upstream(gateway: Gateway, session: Session, body: bytes, conte
         gateway.refuse(session, None, errors, "send")
     if frames:
         await gateway.receive(session, None, frames)
+        session.state.check_resumed()  # (what it queued was given back meanwhile: resume)
 
 
 async def serve_forwarded_send(gateway: Gateway, message: dict[str, Any]) -> dict[str, Any]:
