@@ -138,7 +138,11 @@ def test_a_session_sent_away_refuses_every_request_but_a_resume() -> None:
     for _ in range(2):
         with pytest.raises(LadderError) as refused:
             s.attach("poll", streaming=False, ack=0, now=0.2)
-        assert (refused.value.code, refused.value.reason) == ("engine_unavailable", "gone")
+        assert refused.value.code == "engine_unavailable"
+        assert refused.value.reason == (
+            "gone; the session's transports were ended: resume it (a hello with its sid) and send "
+            "again every message after the welcome's ack"
+        )
         with pytest.raises(LadderError):
             s.check_resumed()
     resumed = s.attach("poll", streaming=False, ack=0, now=0.3, greeting={"t": "welcome"})

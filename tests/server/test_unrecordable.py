@@ -143,7 +143,8 @@ async def test_messages_given_back_between_two_polls_are_written_again(rung: str
             refused = await poll(sid=sid, ack=0)
             assert recorder.applied == ["a"]
             assert later.status_code == 503 and refused.status_code == 503, (later, refused.content)
-            assert orjson.loads(refused.content)["code"] == "engine_unavailable"
+            said = orjson.loads(refused.content)
+            assert said["code"] == "engine_unavailable" and "resume it (a hello with its sid)" in said["reason"]
             assert (await poll(sid=sid, ack=0)).status_code == 503, "until the client resumes"
 
             resumed = orjson.loads((await poll(open=1, sid=sid, ack=0)).content.split(b"\n")[0])

@@ -219,8 +219,13 @@ class SessionState:
     def check_resumed(self) -> None:
         """Refuse a request that continues the session (a poll, a ``POST send``) while its
         transports are sent away and its client has not resumed (:attr:`sent_away`)."""
-        if self.sent_away is not None:
-            raise LadderError.of(self.sent_away.body())
+        away = self.sent_away
+        if away is not None:
+            raise LadderError(
+                away.code,
+                f"{away.reason}; the session's transports were ended: resume it (a hello with its "
+                "sid) and send again every message after the welcome's ack",
+            )
 
     def _release(self, att: Attachment, error: LadderError | None, *, bye: bool = False) -> None:
         if bye:
