@@ -59,7 +59,8 @@ async def test_one_refusing_node_among_good_ones_costs_no_backoff() -> None:
         assert (await asyncio.wait_for(connected.get(), 5)).resumed
     assert len(server.hellos) == 1 + 8 * 3
     took = loop.time() - started
-    assert took < 8 * 0.2 + 1.0, f"8 cuts with 16 refusals took {took:.1f} s"
+    # (at most 0.2 s per cut, and room for a loaded machine: a growing delay takes 10 s or more)
+    assert took < 8 * 0.2 + 2.5, f"8 cuts with 16 refusals took {took:.1f} s"
     assert client.session_id == "s1", "every reconnect resumed the same session"
     await client.close()
 

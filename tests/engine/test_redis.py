@@ -250,7 +250,9 @@ async def test_the_listener_is_back_as_soon_as_redis_answers_not_after_its_backo
     async with asyncio.timeout(5):
         await node._listener.subscribed.wait()
     waited = time.perf_counter() - answered
-    assert waited < 0.8, f"the listener came back {waited:.2f} s after Redis answered"
+    # (under its least backoff, 2.5 s, with room for a stalled loop: the suite's first run
+    # shares two cores with the compiler and Chromium, where a command once waited 1 s)
+    assert waited < 2.0, f"the listener came back {waited:.2f} s after Redis answered"
 
 
 async def test_after_a_flush_a_node_resyncs_its_subscribers_at_the_new_epochs_first_publication(
