@@ -36,7 +36,7 @@ async def test_a_pending_question_fails_retryably_as_soon_as_its_route_is_lost()
     await engine.sent.wait()  # the question left (and was lost on the way)
     assert not asking.done()
     cluster.on_route_lost()
-    async with asyncio.timeout(1.0):  # before: 30 s, then "did not answer in time"
+    async with asyncio.timeout(5.0):  # before: 30 s, then "did not answer in time"
         with pytest.raises(LadderError) as refused:
             await asking
     assert refused.value.code == "engine_unavailable" and "retry" in refused.value.reason
@@ -64,7 +64,7 @@ async def test_a_question_nobody_heard_is_answered_at_once(alive: bool, code: st
     """Before, a forwarded long poll waited out hold + 3 s for an answer that could not come
     (a Redis server back from a restart, where the owner had not subscribed again yet)."""
     cluster = Cluster(NobodyListens(alive), Tasks())  # type: ignore[arg-type]
-    async with asyncio.timeout(1.0):
+    async with asyncio.timeout(5.0):
         with pytest.raises(LadderError) as refused:
             await cluster.ask("node-b", {"k": "poll"}, timeout=30.0)
     assert refused.value.code == code
