@@ -683,7 +683,7 @@ async def test_a_dead_node_is_known_dead_quickly(redis_server: RedisServer) -> N
 
         routing.listening = counted  # type: ignore[method-assign]
         assert not await node.node_alive("node-gone")
-        # (counted, not timed: a stalled loop on a shared machine once took longer than a look)
+        # (counted, not timed: a loop stalled on a shared machine can take longer than a look)
         assert looks == ["node-gone", "node-gone"], "dead: said at once (a second look after 0.15 s)"
         assert await node.node_alive("node-a")
     finally:
