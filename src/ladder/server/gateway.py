@@ -145,16 +145,16 @@ class Gateway:
         state = session.state
         if ack > state.outbox.last:
             raise LadderError("bad_frame", f"ack {ack} is beyond the last frame sent ({state.outbox.last})")
+        greeting = self.welcome(session, resumed) if greet else None
+        att = state.attach(  # (first: a refused attach changes no rung)
+            transport, streaming=streaming, ack=ack, now=self.settings.clock(), greeting=greeting
+        )
         previous = session.transport
         if previous is not None and previous != transport:
             down = TRANSPORTS.index(transport) > TRANSPORTS.index(previous)
             reason = why if why in REASONS else ("error" if down else "probe")
             self.counters.rung_changes[(previous, transport, "down" if down else "up", reason)] += 1
         session.transport = transport
-        greeting = self.welcome(session, resumed) if greet else None
-        att = state.attach(
-            transport, streaming=streaming, ack=ack, now=self.settings.clock(), greeting=greeting
-        )
         if self._node.stopped:  # opened (or moved in) while stopping: sent elsewhere at once
             self.router.sessions.close(session, LadderError("shutting_down"))
         return att
