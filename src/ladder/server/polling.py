@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol.codec import Codec, codec_named
+from ..protocol.errors import LadderError
 from .cluster import Elsewhere
 from .cutoff import ByeWait
 from .gateway import Gateway
@@ -41,7 +42,9 @@ async def poll_once(link: Link, *, hold: bool, codec: Codec, receive: Receive | 
                 control, frames = link.take()
         ended = link.att.close_error
         if ended is not None and not control and not frames:
-            raise ended  # (sent away: the client resumes, as a WebSocket closed so would)
+            # (sent away: the client resumes, as a WebSocket closed so would; a copy, the
+            # error is shared by every transport the session ended)
+            raise LadderError.of(ended.body())
         return encode_batch(codec, control, frames)
     finally:
         link.close()
