@@ -481,3 +481,25 @@ async def test_a_steady_stream_keeps_its_websocket_though_the_client_rarely_acks
         got = [(await asyncio.wait_for(anext(sub), 5)).data["n"] for _ in range(count)]
         assert got == list(range(count))
         assert dropped == [], f"the WebSocket was dropped {len(dropped)} times: {dropped[:1]}"
+
+
+async def test_messages_given_back_when_the_engine_went_away_are_written_again_on_every_rung() -> None:
+    """Messages queued behind one whose handler ran as the engine went away are given back
+    (not applied: they could not be recorded). On the polling rungs nothing told the client:
+    its POST was answered 204 and a short poll has no transport to end, so it never wrote
+    them again (protocol §4). Each rung: an outage of 0.3 s, then two messages in the same
+    batch; both are applied once, in order, once the engine is back."""
+    with LadderServer({"heartbeat": 1.0}, app="tests.e2e.edges_app:hub") as server:
+        for rung in RUNGS:
+            async with Client(server.url, transports=[rung], backoff_max=0.5) as client:
+                await client.connect(timeout=10)
+                key = f"given-back:{rung}"
+                await client.emit("outage", 0.3)  # (no await yields: the three go in one batch)
+                await client.emit("record", {"key": key, "value": "b"})
+                await client.emit("record", {"key": key, "value": "c"})
+                try:
+                    async with asyncio.timeout(15):
+                        await client.flush()
+                except TimeoutError:
+                    pytest.fail(f"{rung}: the messages given back were never acknowledged")
+                assert await client.call("records", key, timeout=5) == ["b", "c"], rung
