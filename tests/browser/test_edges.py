@@ -387,3 +387,32 @@ def test_messages_a_page_left_are_not_applied_as_the_next_users_once_the_server_
     finally:
         context.close()
     _carried_outcome_is_right(outcome, next_user)
+
+
+def test_messages_given_back_when_the_engine_went_away_are_written_again_on_every_rung(page: Page) -> None:
+    """Messages queued behind one whose handler ran as the engine went away are given back
+    (protocol §4). On the polling rungs nothing told the client (its POST answered 204, a short
+    poll with no transport to end): they were never written again, and every later message
+    waited behind them. Each rung: an outage of 0.3 s, then two messages and a call in the
+    same batch; the call answers once both were applied, once each, in order."""
+    port = free_port()
+    config = {"allowed_origins": [f"http://127.0.0.1:{port}"]}
+    with LadderServer(config, port=port, app="tests.e2e.edges_app:hub") as server:
+        open_page(page, server)
+        outcome: dict[str, Any] = page.evaluate(
+            """async () => {
+                const out = {};
+                for (const rung of ["websocket", "sse", "longpoll", "poll"]) {
+                    const client = ladder.connect(location.origin, { transports: [rung], backoffMax: 500 });
+                    await client.ready();
+                    const key = `given-back:${rung}`;
+                    client.emit("outage", 0.3);
+                    client.emit("record", { key, value: "b" });
+                    client.emit("record", { key, value: "c" });
+                    out[rung] = await client.call("records", key, { timeout: 15000 }).catch((e) => e.code);
+                    await client.close();
+                }
+                return out;
+            }"""
+        )
+    assert outcome == {rung: ["b", "c"] for rung in ("websocket", "sse", "longpoll", "poll")}, outcome
