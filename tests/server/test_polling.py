@@ -32,3 +32,22 @@ async def test_a_held_long_poll_sent_away_is_refused_not_answered_empty() -> Non
         assert (refused.value.code, refused.value.reason) == ("engine_unavailable", "gone")
     finally:
         await hub.stop()
+
+
+async def test_a_held_long_poll_of_a_session_moved_away_is_answered_empty() -> None:
+    """Moved to another process (a probe's stream landed there), the session is found by the
+    next poll: this one is answered empty, as before, not refused (the client would resume
+    after a pause rather than poll again at once)."""
+    hub = make_hub()
+    await hub.start()
+    try:
+        peer = await Peer.open(hub)
+        gateway = internals(hub).gateway
+        att = gateway.attach(peer.session, "longpoll", streaming=False, ack=0, resumed=True, greet=False)
+        holding = asyncio.create_task(poll_once(gateway.link(peer.session, att), hold=True, codec=JSON))
+        await asyncio.sleep(0)  # (the poll waits: nothing to say)
+        assert not holding.done()
+        peer.session.state.close(LadderError("session_moved"), bye=False)
+        assert JSON.decode(await asyncio.wait_for(holding, 5)) == []
+    finally:
+        await hub.stop()

@@ -41,9 +41,10 @@ async def poll_once(link: Link, *, hold: bool, codec: Codec, receive: Receive | 
                 await link.waker.wait()
                 control, frames = link.take()
         ended = link.att.close_error
-        if ended is not None and not control and not frames:
-            # (sent away: the client resumes, as a WebSocket closed so would; a copy, the
-            # error is shared by every transport the session ended)
+        if ended is not None and ended is link.state.sent_away and not control and not frames:
+            # Sent away: the client resumes, as a WebSocket closed so would (a copy: the error
+            # is shared by every transport the session ended). A poll ended otherwise (the
+            # session moved) is answered empty, and the next one finds the session.
             raise LadderError.of(ended.body())
         return encode_batch(codec, control, frames)
     finally:
