@@ -15,6 +15,7 @@ import pytest
 from ladder import LadderError
 from ladder.protocol.codec import JSON
 from ladder.protocol.frames import decode_client_frames
+from ladder.protocol.session import Phase
 from ladder.server.hub import internals
 from tests.server.harness import Peer, Recorder, make_hub
 
@@ -152,5 +153,25 @@ async def test_messages_given_back_between_two_polls_are_written_again(rung: str
             again = await post(*({"t": "emit", "ev": "do", "d": d, "i": i} for i, d in enumerate("bcd", 2)))
             assert again.status_code == 204 and recorder.applied == ["a", "b", "c", "d"]
             assert (await poll(sid=sid, ack=0)).status_code == 200
+    finally:
+        await hub.stop()
+
+
+async def test_a_session_sent_away_still_hears_its_clients_bye() -> None:
+    """Refused every POST until it resumed, a client closing then could not end its session:
+    it stayed (in presence too) until its TTL ran out."""
+    hub = make_hub()
+    await hub.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hub), base_url="http://hub") as http:
+            welcome = orjson.loads((await http.get("/poll", params={"v": 1})).content.split(b"\n")[0])
+            sid, headers = welcome["sid"], {"x-ladder-rt": welcome["rt"], "content-type": "application/json"}
+            session = internals(hub).sessions.get(sid)
+            assert session is not None
+            session.state.send_away(LadderError("engine_unavailable", "gone"))
+            emitted = await http.post("/send", params={"sid": sid}, content=b'{"t":"emit","ev":"x","i":1}', headers=headers)
+            assert emitted.status_code == 503
+            left = await http.post("/send", params={"sid": sid}, content=b'{"t":"bye"}', headers=headers)
+            assert left.status_code == 204 and session.state.phase is Phase.CLOSED
     finally:
         await hub.stop()

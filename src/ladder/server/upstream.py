@@ -4,7 +4,7 @@ The body is a batch (``Content-Type: application/msgpack`` or newline-delimited 
 The answer is ``204`` once every frame was accepted and the in-order ones applied (or
 queued behind a message still in its handler); what the server says back (replies, acks,
 pongs) travels on the session's downstream rung. A session whose transports were sent
-away refuses POSTs until its client resumes (``SessionState.sent_away``).
+away refuses POSTs until its client resumes (``SessionState.sent_away``), but a ``bye``.
 A POST never creates a session, and it needs the resume token, like a resume does. A POST
 for a session another process holds is forwarded there. One naming no session answers
 whether a hello would be refused for its credentials.
@@ -16,7 +16,7 @@ from typing import Any
 
 from ..protocol.codec import codec_for_content_type
 from ..protocol.errors import LadderError
-from ..protocol.frames import decode_client_frames
+from ..protocol.frames import Bye, decode_client_frames
 from .auth import run_authenticate
 from .cluster import Elsewhere
 from .config import TRANSPORTS
@@ -27,14 +27,17 @@ from .session import Session
 
 async def accept_upstream(gateway: Gateway, session: Session, body: bytes, content_type: str | None) -> None:
     """Decode a POSTed batch and hand it to the session (errors per frame go downstream)."""
-    session.state.check_resumed()
     limit = gateway.settings.limits.max_frame_size
     frames, errors = decode_client_frames(codec_for_content_type(content_type), body, limit)
+    leaving = frames and not errors and all(type(frame) is Bye for frame in frames)
+    if not leaving:  # (a client leaving need not resume to say so)
+        session.state.check_resumed()
     if errors:
         gateway.refuse(session, None, errors, "send")
     if frames:
         await gateway.receive(session, None, frames)
-        session.state.check_resumed()  # (what it queued was given back meanwhile: resume)
+        if not leaving:
+            session.state.check_resumed()  # (what it queued was given back meanwhile: resume)
 
 
 async def serve_forwarded_send(gateway: Gateway, message: dict[str, Any]) -> dict[str, Any]:
