@@ -32,17 +32,35 @@ class _Channel:
     def __init__(self, now: float) -> None:
         self.epoch = secrets.token_hex(4)
         self.offset = 0
-        self.history: deque[_Entry] = deque()
+        self.history: deque[_Entry] | tuple[()] = ()
+        """What is kept of its publications, oldest first: an empty tuple while there is
+        none (an empty deque is 624 bytes, and a channel followed by one idle session, as
+        with a channel per user, may never have any)."""
         self.last_used = now
+
+    def keep(self, entry: _Entry) -> None:
+        history = self.history
+        if not isinstance(history, deque):
+            history = self.history = deque()
+        history.append(entry)
+
+    def oldest(self) -> float | None:
+        """When the oldest publication kept was made (None: none is)."""
+        history = self.history
+        return history[0][1] if isinstance(history, deque) and history else None
 
     def trim(self, now: float, size: int, ttl: float) -> None:
         """Drop what is past ``size`` or ``ttl`` old; it may drop everything (a ``ttl`` of 0
         takes a publication out as it goes in: it is still delivered live)."""
         history = self.history
+        if not isinstance(history, deque):
+            return
         while len(history) > size:
             history.popleft()
         while history and now - history[0][1] >= ttl:
             history.popleft()
+        if not history:
+            self.history = ()
 
     def publications(self, name: str, entries: list[_Entry]) -> list[Publication]:
         epoch = self.epoch
@@ -102,9 +120,10 @@ class MemoryChannels:
             if options is not None:
                 channel.trim(now, options.history_size, options.history_ttl)
             idle_until = channel.last_used + self.idle_ttl
-            if channel.history:  # not forgotten before its history expires
+            oldest = channel.oldest()
+            if oldest is not None:  # not forgotten before its history expires
                 assert options is not None  # (history is kept only with options)
-                due = channel.history[0][1] + options.history_ttl
+                due = oldest + options.history_ttl
             elif now < idle_until:
                 due = idle_until
             elif name in occupied or name in self.listening:
@@ -125,11 +144,11 @@ class MemoryChannels:
         pub = Publication(channel, state.offset, state.epoch, payload, now)
         if options.history_size > 0:
             self._options[channel] = options
-            history = state.history
-            history.append((pub.offset, now, payload.json, payload.msgpack))
+            state.keep((pub.offset, now, payload.json, payload.msgpack))
             state.trim(now, options.history_size, options.history_ttl)
-            if history:  # (else the channel is on the schedule already, since it was made)
-                self._schedule.at(channel, history[0][1] + options.history_ttl)
+            oldest = state.oldest()
+            if oldest is not None:  # (else the channel is on the schedule already, since it was made)
+                self._schedule.at(channel, oldest + options.history_ttl)
         sink = self._sink()
         if sink is not None and channel in self.listening:
             sink.on_publication(pub)
