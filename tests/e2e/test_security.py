@@ -115,13 +115,20 @@ async def test_token_refresh_keeps_the_session_and_expiry_ends_it(jwt_server: La
         assert (await client.call("echo", 1))["user"] == "ada"
         assert client.session_id == session, "refreshed in place, no reconnect"
         assert len(issued) >= 2
-    # A fixed token that expires ends the session; the server says why.
-    ends: asyncio.Queue[Any] = asyncio.Queue()
+    # A fixed token that expires ends the session; the server says why, and the client gives
+    # up at once (it started a new session with the same token, to be refused so).
+    errors: asyncio.Queue[Any] = asyncio.Queue()
     client = Client(jwt_server.url, token=token("ada", ttl=2, aud="ladder-tests"), transports=["websocket"])
-    client.on("disconnected", ends.put_nowait)
+    ends: list[Any] = []
+    client.on("disconnected", ends.append)
+    client.on("error", errors.put_nowait)
+    states: list[str] = []
+    client.on("state", lambda event: states.append(event.state))
     await client.connect()
-    ended = await asyncio.wait_for(ends.get(), 10)
-    assert "token_expired" in ended.reason
+    error = await asyncio.wait_for(errors.get(), 10)
+    assert error.code == "token_expired" and client.state == "closed"
+    assert len(ends) == 1 and "token_expired" in ends[0].reason, ends
+    assert states == ["connected", "closed"], states  # (was: ..., "connecting", "closed")
     await client.close()
 
 

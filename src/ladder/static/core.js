@@ -359,11 +359,10 @@ const REFUSAL = {
  * @returns {Action}
  */
 export function afterTransport({ via, code = null, tokenRefreshable = true }) {
+  // A fixed token that expired: a bye says so as a refusal does, and a new session with it is refused so.
+  if (code === "token_expired" && !tokenRefreshable && via !== "close") return "give_up";
   if (via === "bye") return BYE[code ?? "session_closed"] ?? "new_session";
-  if (via === "refusal" && code !== null) {
-    if (code === "token_expired" && !tokenRefreshable) return "give_up";
-    return REFUSAL[code] ?? "back_off";
-  }
+  if (via === "refusal" && code !== null) return REFUSAL[code] ?? "back_off";
   return "resume";
 }
 

@@ -59,13 +59,14 @@ def after_transport(
     ``via``: ``bye`` (the server's frame; no code means ``session_closed``), ``refusal`` (a
     request on the transport was refused with ``code``; WebSocket close 1001 is
     ``shutting_down``), ``close`` (dropped, silent, cut or otherwise broken: no code).
-    ``token_expired`` gives up when the token is fixed (retrying sends the same one).
+    ``token_expired`` gives up when the token is fixed (retrying sends the same one), a
+    ``bye`` with it as a refusal does: a new session with the same token is refused so.
     """
+    if code == "token_expired" and not token_refreshable and via != "close":
+        return "give_up"
     if via == "bye":
         return BYE.get(code or "session_closed", "new_session")
     if via == "refusal" and code is not None:
-        if code == "token_expired" and not token_refreshable:
-            return "give_up"
         return REFUSAL.get(code, "back_off")
     return "resume"
 
