@@ -52,7 +52,8 @@ def check_timeout(timeout: object, meaning: str = "to wait as long as the sessio
 
 
 def check_since(since: object) -> None:
-    """``since``: None, or the ``(epoch, offset)`` a subscription's ``position`` gives."""
+    """``since``: None, or the ``(epoch, offset)`` a subscription's ``position`` gives (a
+    two-item list too: a position stored as JSON comes back as one)."""
     if since is None:
         return
     if (
