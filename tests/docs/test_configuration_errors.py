@@ -183,6 +183,32 @@ def test_settings_taken_without_a_word_then_failing_every_request_are_refused() 
         JWT("secret", algorithms="HS256")  # type: ignore[arg-type]
 
 
+def test_a_redis_url_option_that_is_not_the_url_s_to_set_is_refused_when_the_engine_is_built() -> None:
+    """redis-py hands an option it does not know to each connection it opens: ``?prefix=``
+    or a misspelt option failed only at start-up, a ``TypeError`` with a traceback. One it
+    knows overrode the engine's own setting: ``socket_timeout`` on its pub/sub connection,
+    which may be quiet for long, ``retry_on_timeout`` on publications never to be sent twice."""
+    from ladder.engine.redis import RedisEngine  # noqa: PLC0415 - the redis extra
+
+    own = "is the engine's own setting; pass it to the engine"
+    for url, problem in [
+        ("redis://127.0.0.1:6379/0?prefix=app", rf"prefix is not read from the URL: the key prefix {own}: RedisEngine\(url, prefix=\.\.\.\)"),
+        ("redis://h1:6379,h2:6379/0?socket_timeout=5", rf".* {own}: RedisEngine\(url, command_timeout=\.\.\.\)"),
+        ("redis://127.0.0.1/0?max_connections=5", rf".* {own}: RedisEngine\(url, max_connections=\.\.\.\)"),
+        ("redis://127.0.0.1/0?retry_on_timeout=true", "retry_on_timeout is not taken: .* never sent again"),
+        ("redis://127.0.0.1/0?sockettimeout=1", "'sockettimeout' is not an option of a Redis URL; drop it .*client_name"),
+        ("redis://127.0.0.1/0?socket_read_size=big", "socket_read_size='big' is not a value redis-py reads; .* a whole number"),
+        ("redis://127.0.0.1/0?ssl_cert_reqs=none", "ssl_cert_reqs is an option of TLS.*; write rediss://"),
+        ("redis://127.0.0.1/0?decode_responses=1", "'decode_responses' is not an option"),
+    ]:
+        with pytest.raises(ConfigurationError, match=rf"^engine: '.*': {problem}"):
+            Ladder(engine=url)
+    with pytest.raises(ConfigurationError, match="prefix is not read from the URL"):
+        RedisEngine("redis://127.0.0.1:6379/0?prefix=app")
+    for url in ["redis://127.0.0.1/0?client_name=app&socket_keepalive=true", "rediss://127.0.0.1/0?ssl_cert_reqs=none"]:
+        Ladder(engine=url)  # (where the data is and how to reach it: the URL's to say)
+
+
 def test_handler_and_push_names_no_client_can_use_are_refused_at_once() -> None:
     hub = Ladder()
 

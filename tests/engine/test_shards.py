@@ -58,9 +58,9 @@ def test_ranked_puts_the_holder_first_and_lists_every_shard() -> None:
 
 
 def test_a_url_listing_servers_builds_a_sharded_engine() -> None:
-    assert split_url("redis://:pw@h1:1,h2:2/3?x=1") == [
-        ("h1:1", "redis://:pw@h1:1/3?x=1"),
-        ("h2:2", "redis://:pw@h2:2/3?x=1"),
+    assert split_url("redis://:pw@h1:1,h2:2/3?client_name=n") == [
+        ("h1:1", "redis://:pw@h1:1/3?client_name=n"),
+        ("h2:2", "redis://:pw@h2:2/3?client_name=n"),
     ]
     engine = create_engine("redis://127.0.0.1:1,127.0.0.1:2/0")
     assert isinstance(engine, ShardedEngine) and len(engine.shards) == 2

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from collections.abc import Callable, Mapping
+from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigurationError
 
@@ -50,6 +51,8 @@ def check_redis_url(spec: str) -> None:
         problem = _hosts_problem(hosts, cluster) or _database_problem(parts.netloc, parts.path, cluster)
         if not problem and parts.scheme in ("redis", "rediss"):
             problem = _twice_problem(hosts)
+    if not problem and not cluster:  # (a cluster's URL takes no options: its link says so)
+        check_query(spec)
     if problem:
         raise ConfigurationError(
             "engine",
@@ -118,3 +121,98 @@ def _twice_problem(hosts: list[str]) -> str:
             return f"it lists a server twice{same}: list each server once"
         seen[server] = host
     return ""
+
+
+_OPTIONS = frozenset(("db", "client_name", "socket_keepalive", "socket_read_size"))
+"""What a Redis URL's query may set: where the data is and how a connection is made. What
+the engine decides itself (timeouts, pools, what is retried) is the engine's to set."""
+
+_TLS_OPTIONS = frozenset(
+    [
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_ca_data",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "ssl_ciphers",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_include_verify_flags",
+        "ssl_exclude_verify_flags",
+    ]
+)
+
+_THE_ENGINES = {
+    "prefix": ("the key prefix", "prefix"),
+    "max_connections": ("the size of its pools", "max_connections"),
+    "timeout": ("how long a command waits for a free connection", "pool_timeout"),
+    "socket_timeout": (
+        "how long a command waits for its answer (none on its pub/sub connection)",
+        "command_timeout",
+    ),
+    "socket_connect_timeout": ("how long a connection may take to open", "connect_timeout"),
+}
+"""Options redis-py takes in a URL that are the engine's own settings: a URL's value would
+override the engine's (a read timeout on its pub/sub connection, quiet for long, would
+break it every few seconds)."""
+
+_RETRIES = (
+    "the engine chooses what is retried: a publication whose outcome is unknown is never sent "
+    "again (it could be stored twice)"
+)
+
+_NEVER = {
+    "retry_on_timeout": _RETRIES,
+    "retry_on_error": _RETRIES,
+    "health_check_interval": "the engine checks its connections itself",
+    "protocol": "the engine speaks redis-py's default protocol (RESP2)",
+    "legacy_responses": "the engine reads redis-py's default replies",
+}
+
+_WRITTEN = {"int": "a whole number", "float": "a number", "to_bool": "true or false"}
+
+
+def check_query(url: str) -> None:
+    """Refuse an option in a Redis URL's query that is not the URL's to set, or a value
+    redis-py cannot read, when the engine is built. redis-py hands an option it does not know
+    to each connection it opens (so ``?prefix=`` failed at start-up, a ``TypeError`` with a
+    traceback), and one it knows overrides the engine's own setting."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return
+    try:
+        from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS  # noqa: PLC0415 - optional
+    except ImportError:
+        return  # (without redis-py the engine is refused as such)
+    tls = parts.scheme == "rediss"
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+        problem, fix = _option_problem(name, values[0], tls, URL_QUERY_ARGUMENT_PARSERS)
+        if problem:
+            raise ConfigurationError("engine", f"{shown(url)!r}: {problem}", fix)
+
+
+def _option_problem(
+    name: str, value: str, tls: bool, parsers: Mapping[str, Callable[[str], object]]
+) -> tuple[str, str]:
+    if name in _THE_ENGINES:
+        what, keyword = _THE_ENGINES[name]
+        problem = f"{name} is not read from the URL: {what} is the engine's own setting"
+        return problem, f"pass it to the engine: RedisEngine(url, {keyword}=...)"
+    if name in _NEVER:
+        return f"{name} is not taken: {_NEVER[name]}", f"drop {name} from the URL"
+    if name in _TLS_OPTIONS and not tls:
+        problem = f"{name} is an option of TLS, and the URL is not rediss://"
+        return problem, f"write rediss:// for TLS, or drop {name}"
+    if name not in _OPTIONS and name not in _TLS_OPTIONS:
+        known = sorted(_OPTIONS | (_TLS_OPTIONS if tls else frozenset()))
+        return f"{name!r} is not an option of a Redis URL", f"drop it (the options are {', '.join(known)})"
+    parser = parsers.get(name)
+    try:
+        if parser is not None:
+            parser(value)
+    except (TypeError, ValueError):
+        written = _WRITTEN.get(getattr(parser, "__name__", ""), "redis-py documents it")
+        return f"{name}={value!r} is not a value redis-py reads", f"write {name} as {written}"
+    return "", ""

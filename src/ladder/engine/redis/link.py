@@ -17,6 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...protocol.errors import LadderError
 from ..base import EngineSink
+from ..urls import check_query
 
 log = logging.getLogger("ladder.redis")
 
@@ -85,6 +86,7 @@ class RedisLink:
         max_connections: int,
         pool_timeout: float,
     ) -> None:
+        check_query(url)  # (an engine made with RedisEngine(url), not from the URL alone)
         self.url = url
         self.prefix = prefix
         self.node_id = node_id
