@@ -708,6 +708,17 @@ async def test_a_full_redis_is_reported_as_full_naming_the_fix_not_as_unreachabl
             assert "full" in refused.value.reason and "maxmemory" in refused.value.reason
             assert "unreachable" not in refused.value.reason
             assert engine.healthy  # it answers: only writes are refused
+            # A record refused in a pipeline: redis-py's error quoted the command first, and the
+            # reason (to the log, and to a client) carried the whole session id and the hash
+            # of its resume token.
+            sid = "n0de.Secret-session-id-0123456789"
+            with pytest.raises(LadderError) as unrecorded:
+                for n in range(1000):  # (until Redis is past maxmemory when the record comes)
+                    await engine.record_applied(
+                        f"{sid}{n}", "tok", done=1, replies={1: b"x" * 20_000}, forget=(), origins=None, ttl=60.0
+                    )
+            reason = unrecorded.value.reason
+            assert "full" in reason and "Secret" not in reason and "HSET" not in reason, reason
         finally:
             await engine.stop()
 

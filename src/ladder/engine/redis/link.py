@@ -29,8 +29,10 @@ def unavailable(exc: BaseException, keys: Sequence[str] = ()) -> LadderError:
     A key holding another type of value (``WRONGTYPE``: something else wrote under the
     prefix, or a bug) is no outage, and no retry helps: it is logged with ``keys`` and
     Redis's words, and answered ``internal``. A reason never carries where in a script
-    Redis failed (its SHA and line), which the log keeps."""
-    whole = str(exc)
+    Redis failed (its SHA and line), which the log keeps, nor the command a pipeline's error
+    quotes (redis-py puts it first: a session's id and its resume token's hash, a publication's
+    data), which neither keeps."""
+    whole = _PIPELINE_COMMAND.sub("", str(exc))
     plain = _SCRIPT_WHERE.sub("", whole).strip()
     said = _printable(plain)
     if isinstance(exc, OutOfMemoryError):
@@ -53,6 +55,9 @@ def unavailable(exc: BaseException, keys: Sequence[str] = ()) -> LadderError:
         return LadderError("engine_unavailable", f"Redis refused the command ({type(exc).__name__}: {said})")
     return LadderError("engine_unavailable", f"Redis is unreachable ({type(exc).__name__}: {said})")
 
+
+_PIPELINE_COMMAND: Final = re.compile(r"^Command # \d+ \(.*\) of pipeline caused error: ", re.S)
+"""What redis-py writes before the error of a command in a pipeline: the command, quoted."""
 
 _SCRIPT_WHERE: Final = re.compile(
     r"Error running script \(call to f_[0-9a-f]+\): @user_script:\d+: |"
