@@ -92,7 +92,7 @@ async def _lifespan(node: Node, receive: Receive, send: Send) -> None:
                 await node.start()
             except ConfigurationError as exc:  # (a setting that cannot work: one line says why)
                 log.error("startup failed: %s", exc)
-                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                await send({"type": "lifespan.startup.failed", "message": ""})  # (said: not twice)
                 return
             except Exception as exc:
                 log.exception("startup failed")
