@@ -104,6 +104,8 @@ class Calls(Connection):
     async def history(
         self, channel: str, limit: int = 100, *, timeout: float | None = 10.0
     ) -> list[Publication]:
-        """The newest ``limit`` publications the server keeps for ``channel``, oldest first."""
+        """The newest ``limit`` publications the server keeps for ``channel``, oldest first
+        (``limit`` from 1 to 10,000; 0 asks for the server's default, 100, as the protocol's
+        ``history`` frame does)."""
         reply = await self._request({"t": "history", "ch": channel, "limit": limit}, timeout)
         return [Publication(channel, int(p["o"]), p.get("d"), reply.get("ep")) for p in reply["pubs"]]
