@@ -222,6 +222,13 @@ def test_handler_and_push_names_no_client_can_use_are_refused_at_once() -> None:
     with pytest.raises(TypeError, match=r"hub.on\('chat'\) registers a function, not str"):
         hub.on("chat")("not a function")  # type: ignore[arg-type]
     assert hub.on("chat.send")(chat) is chat
+    assert hub.on("chat.send")(chat) is chat  # (the same function again: nothing changes)
+
+    def other(ctx: object, data: object) -> None: ...
+
+    # A second handler for one event replaced the first without a word.
+    with pytest.raises(ConfigurationError, match=r"^hub.on\('chat.send'\): .*chat handles 'chat.send' already, and .*other would replace it"):
+        hub.on("chat.send")(other)
 
 
 async def test_hub_queries_refuse_what_a_client_query_would() -> None:

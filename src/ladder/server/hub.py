@@ -16,6 +16,7 @@ from typing import Any
 
 from ..engine import create_engine
 from ..engine.base import ChannelOptions, Engine, Member, Payload, Publication
+from ..errors import ConfigurationError
 from ..protocol.frames import MAX_HISTORY_LIMIT, check_channel, check_event, check_user
 from ..protocol.session import SessionLimits
 from .auth import Authenticate, Permissions, default_permissions
@@ -200,7 +201,8 @@ class Ladder:
         ``data`` what the client sent. Its return value answers the client's ``call``. Raising
         ``LadderError(code, reason)`` sends that code and reason to the caller; any other
         exception is logged with its traceback and reaches the caller as ``handler_error``.
-        An event with no handler is refused with ``unknown_event``.
+        An event with no handler is refused with ``unknown_event``; an event has one handler
+        (registering another for it raises ``ConfigurationError``).
 
         A plain function is the cheaper kind for a handler that only computes: on the memory
         engine, behind ``ladder serve``'s WebSocket driver, it is applied as its message is
@@ -217,6 +219,14 @@ class Ladder:
         def register(handler: Handler) -> Handler:
             if not callable(handler):
                 raise TypeError(f"hub.on({event!r}) registers a function, not {type(handler).__name__}")
+            registered = self._handlers.get(event)
+            if registered is not None and registered is not handler:
+                raise ConfigurationError(
+                    f"hub.on({event!r})",
+                    f"{_named(registered)} handles {event!r} already, and {_named(handler)} would "
+                    "replace it without a word",
+                    "give one of them another event name (an event has one handler)",
+                )
             self._handlers[event] = handler
             return handler
 
@@ -337,3 +347,10 @@ def internals(hub: Ladder) -> Node:
 def gateway_of(hub: Ladder) -> Gateway:
     """What a driver outside the ASGI path (``ladder serve``'s native WebSocket) talks to."""
     return hub._node.gateway
+
+
+def _named(handler: Handler) -> str:
+    """A handler as an error names it: where it is defined."""
+    module = getattr(handler, "__module__", None)
+    name = getattr(handler, "__qualname__", None) or type(handler).__name__
+    return f"{module}.{name}" if module else name
