@@ -127,6 +127,95 @@ async def test_a_worker_that_stops_answering_is_killed_and_started_again(
         assert answers == [200] * 10, "no connection waits on a stuck worker"
 
 
+def alive(pid: int) -> bool:
+    """Whether the process ``pid`` runs (or is paused): not gone, nor a zombie left for
+    whoever adopted it to reap."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in {"Z", "X"}
+
+
+def paused(pid: int) -> bool:
+    """Whether the process ``pid`` is stopped by a signal (SIGSTOP took effect)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+async def test_a_worker_stuck_when_the_parent_is_stopped_is_killed_and_the_parent_exits(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """A worker paused (or its event loop blocked by a handler) does not act on the SIGTERM
+    forwarded to it, and the watchdog was off once the shutdown began: the parent waited
+    for it forever (a probe: still there 20 s after SIGTERM; a SIGKILL of the parent then
+    left the worker behind). Silent past --worker-timeout, it is killed, and the parent
+    exits with 0."""
+    log = tmp_path / "serve.log"
+    args = ("--workers", "2", "--worker-timeout", "2")
+    with LadderServer(CONFIG, engine=redis.url, args=args, log=log) as server:
+        assert server.proc is not None
+        pids = children(server.proc.pid)
+        assert len(await nodes_behind(server.url)) == 2, "both workers serve (and beat)"
+        stuck, healthy = pids
+        try:
+            os.kill(stuck, signal.SIGSTOP)
+            async with asyncio.timeout(5):
+                while True:  # (process state: no event to await)
+                    if paused(stuck):
+                        break
+                    await asyncio.sleep(0.01)
+            server.proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            returncode = await asyncio.to_thread(server.proc.wait, 15)
+            elapsed = time.monotonic() - started
+        finally:
+            for pid in pids:  # (the parent may have left them: not our children to reap)
+                if alive(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        said = log.read_text()
+    print(f"\nthe parent exited {elapsed:.1f} s after SIGTERM, one worker paused (--worker-timeout 2)")
+    assert returncode == 0
+    assert not alive(stuck) and not alive(healthy), "no worker left behind"
+    warned = [line for line in said.splitlines() if "ladder.workers" in line and "WARNING" in line]
+    assert len(warned) == 1, said
+    assert f"(pid {stuck}) did not answer for" in warned[0], warned
+    assert "while stopping" in warned[0] and "started again" not in warned[0], warned
+
+
+async def test_workers_whose_parent_is_killed_shut_down(redis: RedisServer, tmp_path: Path) -> None:
+    """A parent killed outright (SIGKILL: nothing to forward) left its workers serving the
+    port, unsupervised, and a new ``ladder serve --workers`` could not bind it. Each worker
+    hears it at its next heartbeat (its pipe to the parent is broken) and shuts down
+    gracefully."""
+    log = tmp_path / "serve.log"
+    with LadderServer(CONFIG, engine=redis.url, args=("--workers", "2"), log=log) as server:
+        assert server.proc is not None
+        parent = server.proc.pid
+        pids = children(parent)
+        assert len(await nodes_behind(server.url)) == 2, "both workers serve (and beat)"
+        try:
+            server.kill()
+            killed = time.monotonic()
+            async with asyncio.timeout(10):
+                while True:
+                    if not any(alive(pid) for pid in pids):
+                        break
+                    await asyncio.sleep(0.05)
+            elapsed = time.monotonic() - killed
+        finally:
+            for pid in pids:
+                if alive(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        said = log.read_text()
+    print(f"\nboth workers exited {elapsed:.1f} s after their parent was killed")
+    for pid in pids:
+        assert f"[{pid}] ladder.workers: the parent (pid {parent}) of this worker is gone" in said, said
+
+
 def age_of(pid: int) -> float:
     """Seconds since the process ``pid`` started (from procfs)."""
     with open(f"/proc/{pid}/stat") as f:

@@ -21,6 +21,12 @@ one that dies before it is a startup failure, which would only repeat, so then e
 is stopped and the parent exits with an error. (Time alone told them apart: a worker killed
 from outside, by the OOM killer or an operator, within 5 s of starting stopped the server.)
 A worker that keeps dying soon after it started is started again after a pause that doubles.
+
+The watch goes on while stopping: a stuck worker does not act on the SIGTERM (a paused one
+not even until continued), and the parent would wait for it forever; a healthy one goes on
+beating through its graceful shutdown, which is thus never cut short. A worker whose parent
+is gone (killed outright, nothing forwarded) finds its pipe broken at its next beat, and
+shuts down as on SIGTERM rather than serve the port unsupervised.
 """
 
 from __future__ import annotations
@@ -73,20 +79,28 @@ def restart_pause(soon: int) -> float:
 def tell_ready() -> None:
     """In a worker: tell the parent it serves (uvicorn's startup completed), then that its
     event loop runs, every ``BEAT_EVERY`` s (see :class:`Supervisor`). Not passed on to
-    processes the application starts."""
+    processes the application starts. The parent gone (its end of the pipe closed with it),
+    the worker shuts down gracefully: nobody would restart or stop it, and it would keep the
+    port from a new ``ladder serve --workers``."""
     spec = os.environ.pop(READY_ENV, None)
     if spec is None:
         return
     fd = int(spec)
     os.set_blocking(fd, False)
     loop = asyncio.get_running_loop()
+    parent = os.getppid()
 
     def beat(byte: bytes) -> None:
         try:
             os.write(fd, byte)
         except BlockingIOError:  # (the parent reads behind: it heard one lately)
             pass
-        except OSError:  # (the parent is gone: nobody to tell)
+        except BrokenPipeError:  # (nobody reads: the parent is gone)
+            os.close(fd)
+            logger.warning("the parent (pid %d) of this worker is gone: shutting down", parent)
+            signal.raise_signal(signal.SIGTERM)  # (uvicorn's handler: a graceful shutdown)
+            return
+        except OSError:  # (nobody to tell)
             os.close(fd)
             return
         loop.call_later(BEAT_EVERY, beat, b".")
@@ -188,8 +202,11 @@ class Supervisor:
         self.argv = argv
         self.count = count
         self.timeout = timeout
-        """Seconds a serving worker may stay silent before it is killed (and started again)."""
+        """Seconds a serving worker may stay silent before it is killed (and started again;
+        while stopping, any worker, and not started again)."""
         self.stopping = False
+        self.stopped_at = 0.0
+        """When the first stop was forwarded (monotonic; 0 before)."""
         self.workers: dict[int, _Worker] = {}
         """pid -> worker."""
         self.soon: dict[int, int] = {}
@@ -240,7 +257,10 @@ class Supervisor:
             proc.send_signal(signal.SIGTERM)
 
     def _stop(self, signum: int, frame: FrameType | None = None) -> None:
-        """Forward a stop to every worker (SIGTERM: a graceful shutdown in each)."""
+        """Forward a stop to every worker (SIGTERM: a graceful shutdown in each); one that
+        does not exit and stays silent is then killed (:meth:`_watch`)."""
+        if not self.stopping:
+            self.stopped_at = time.monotonic()
         self.stopping = True
         self.pending.clear()
         for worker in list(self.workers.values()):
@@ -331,18 +351,30 @@ class Supervisor:
     def _watch(self, now: float) -> None:
         """Kill every serving worker silent longer than the timeout (paused, or its event
         loop blocked): its share of new connections would wait on its socket until it woke.
-        Its exit starts it again, as any worker's; its sessions are lost, as a killed node's."""
+        Its exit starts it again, as any worker's; its sessions are lost, as a killed node's.
+        While stopping, every worker is watched, so that the parent exits: one that has not
+        served yet is silent from the stop on (a healthy one exits on it, or serves and beats)."""
         for pid, worker in self.workers.items():
             worker.listen()
-            silent = now - worker.heard
-            if self.stopping or not worker.serving or worker.killed or silent <= self.timeout:
+            if worker.killed or not (worker.serving or self.stopping):
+                continue
+            since = worker.heard if worker.serving else max(worker.heard, self.stopped_at)
+            silent = now - since
+            if silent <= self.timeout:
                 continue
             worker.killed = True
-            logger.warning(
-                "worker %d (pid %d) did not answer for %.1f s (paused, or its event loop blocked by a "
-                "handler): killed, to be started again (--worker-timeout %g s); give handlers no "
-                "blocking work (run it in a thread)",
-                worker.index, pid, silent, self.timeout,
-            )
+            if self.stopping:
+                logger.warning(
+                    "worker %d (pid %d) did not answer for %.1f s while stopping (paused, or its event "
+                    "loop blocked): killed, not waited for (--worker-timeout %g s)",
+                    worker.index, pid, silent, self.timeout,
+                )
+            else:
+                logger.warning(
+                    "worker %d (pid %d) did not answer for %.1f s (paused, or its event loop blocked "
+                    "by a handler): killed, to be started again (--worker-timeout %g s); give "
+                    "handlers no blocking work (run it in a thread)",
+                    worker.index, pid, silent, self.timeout,
+                )
             with contextlib.suppress(ProcessLookupError):
                 worker.proc.kill()
