@@ -221,7 +221,7 @@ async def test_a_channel_s_past_is_history_to_the_permissions_hook(jwt_server: L
         sub = ada.subscribe(channel, since=(now.epoch, 0))
         result = await sub.ready()
         assert (result.recovered, result.missed, result.offset) == (False, 0, 3)
-        assert [(event.channel, event.epoch) for event in resyncs] == [(channel, now.epoch)]
+        assert [(event.channel, event.epoch, event.offset) for event in resyncs] == [(channel, now.epoch, 3)]
         await ada.call("publish", {"channel": channel, "count": 1, "start": 3})
         async with asyncio.timeout(5):
             pub = await anext(aiter(sub))

@@ -347,6 +347,30 @@ describe("reliability", () => {
     assert.equal(of("resync").length, 0);
   });
 
+  test("a resync says where the subscription goes on from, as a frame and as a subscription not recovered", async () => {
+    const { client, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    const seen = [];
+    client.subscribe("room:a", (pub) => seen.push(pub.offset), { since: { epoch: "E", offset: 5 } });
+    await settle();
+    ws.receive([
+      { t: "ack", i: 1 },
+      { s: 1, t: "reply", re: 1, d: { ch: "room:a", ep: "F", off: 7, rec: false, n: 0 } },
+      { s: 2, t: "pub", ch: "room:a", o: 8, d: null },
+      { s: 3, t: "resync", ch: "room:a", ep: "G", off: 3 },
+      { s: 4, t: "pub", ch: "room:a", o: 4, d: null },
+    ]);
+    await settle();
+    assert.deepEqual(of("resync"), [
+      { name: "resync", channel: "room:a", epoch: "F", offset: 7 },
+      { name: "resync", channel: "room:a", epoch: "G", offset: 3 },
+    ]);
+    assert.deepEqual(seen, [8, 4], "each publication after the offset its resync named");
+  });
+
   test("a new session renews subscriptions even when the carried messages fill the queue", async () => {
     const { client, clock, net, of } = setup({ transports: ["websocket"], maxQueue: 2 });
     client.start();

@@ -172,6 +172,10 @@ async def test_redis_restart_mid_stream_resumes_with_recovery_or_resync(fresh: C
                 if a.epoch == b.epoch:
                     assert b.offset == a.offset + 1, "never a silent gap"
             assert changes <= len(seen), "every change of epoch came with a resync"
+            for a, b in itertools.pairwise(got):  # and said where the stream goes on from
+                if a.epoch != b.epoch:
+                    told = [event.offset for event in seen if event.epoch == b.epoch]
+                    assert b.offset - 1 in told, (b, seen)
             assert got[-1].data["n"] == count - 1
         summary = [
             (c.transport, len(got), len(seen)) for c, got, seen in zip(clients, results, resyncs, strict=True)

@@ -72,11 +72,14 @@ class Resubscribed(Event):
 @dataclass(frozen=True, slots=True)
 class ResyncNeeded(Event):
     """History could not cover a gap in ``channel`` (or this client may not read it):
-    refetch the app's state for it."""
+    refetch the app's state for it. The subscription goes on from ``offset`` in ``epoch``:
+    publications after it are delivered; what it skipped, up to it, ``history`` returns
+    (where the channel keeps it)."""
 
     name: ClassVar[str] = "resync"
     channel: str
     epoch: str
+    offset: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -292,4 +292,4 @@ class Inbound(Outbound):
             sub = self._subs.get(frame["ch"])
             if sub is not None:
                 sub.resync(str(frame["ep"]), int(frame["off"]))
-            self._emit(ResyncNeeded(str(frame["ch"]), str(frame["ep"])))
+            self._emit(ResyncNeeded(str(frame["ch"]), str(frame["ep"]), int(frame["off"])))

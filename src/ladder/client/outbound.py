@@ -145,7 +145,7 @@ class Outbound(ClientBase):
             if again:
                 self._emit(Resubscribed(sub.channel, result.recovered))
             if not result.recovered:
-                self._emit(ResyncNeeded(sub.channel, result.epoch))
+                self._emit(ResyncNeeded(sub.channel, result.epoch, sub.offset))
 
         msg_id = self._submit(sub.subscribe_frame(), settle, bounded=not renewal)
         self._subscribing.add(msg_id)

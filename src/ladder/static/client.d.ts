@@ -113,7 +113,8 @@ export interface ClientEvents {
   /** The client moved to another rung: down after a failure, up after a probe. */
   transport: TransportEvent;
   /** History could not cover a gap in `channel`: refetch the app's state for it. */
-  resync: { channel: string; epoch: string };
+  /** The subscription goes on from `offset` in `epoch`; `history` returns what it skipped, up to it. */
+  resync: { channel: string; epoch: string; offset: number };
   /** The server no longer had the session; a new one started (queued messages carried over). */
   session_lost: { reason: string };
   /** A channel was subscribed again in a new session; `recovered` says whether nothing was lost. */

@@ -12,7 +12,7 @@ import { reportLater } from "./subscription.js";
  * @property {{transport: Rung, sessionId: string, resumed: boolean}} open a transport is up and the session live
  * @property {{transport: Rung | null, reason: string, reconnecting: boolean}} close the transport was lost (reconnecting unless closed)
  * @property {{old: Rung | null, new: Rung, reason: string}} transport the client moved to another rung
- * @property {{channel: string, epoch: string}} resync history could not cover a gap: refetch the app's state
+ * @property {{channel: string, epoch: string, offset: number}} resync history could not cover a gap: refetch the app's state (the subscription goes on from offset)
  * @property {{reason: string}} session_lost the server no longer had the session; a new one started
  * @property {{channel: string, recovered: boolean}} resubscribed a channel was subscribed again in a new session
  * @property {{event: string, data: any}} push an event the server pushed to this session or user

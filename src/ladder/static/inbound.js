@@ -193,7 +193,7 @@ export function deliver(client, frame) {
       break;
     case "resync": {
       client._subs.get(frame.ch)?.resync(String(frame.ep), Number(frame.off));
-      client._emit("resync", { channel: String(frame.ch), epoch: String(frame.ep) });
+      client._emit("resync", { channel: String(frame.ch), epoch: String(frame.ep), offset: Number(frame.off) });
       break;
     }
     default:

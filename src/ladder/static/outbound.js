@@ -200,7 +200,7 @@ export function submitSubscribe(client, sub, renewal = false) {
     sub._renewal?.confirmed();
     const result = sub.confirmed(reply.d ?? {});
     if (again) client._emit("resubscribed", { channel: sub.channel, recovered: result.recovered });
-    if (!result.recovered) client._emit("resync", { channel: sub.channel, epoch: result.epoch });
+    if (!result.recovered) client._emit("resync", { channel: sub.channel, epoch: result.epoch, offset: sub.offset });
   }, !renewal);
   client._flush();
 }

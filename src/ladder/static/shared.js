@@ -502,7 +502,7 @@ export class SharedClient extends Emitter {
         // Followed again in another session (the tab holding the connection went away, and the
         // next one started a new session): told as a tab's own client tells a renewal.
         if (again && before !== this.sessionId) this._emit("resubscribed", { channel: sub.channel, recovered: result.recovered });
-        if (!result.recovered) this._emit("resync", { channel: sub.channel, epoch: result.epoch });
+        if (!result.recovered) this._emit("resync", { channel: sub.channel, epoch: result.epoch, offset: sub.offset });
         break;
       }
       case "suberr": {
@@ -518,7 +518,7 @@ export class SharedClient extends Emitter {
         break;
       case "resync":
         this._subs.get(message.ch)?.resync(message.ep, message.off);
-        this._emit("resync", { channel: message.ch, epoch: message.ep });
+        this._emit("resync", { channel: message.ch, epoch: message.ep, offset: message.off });
         break;
       case "reply": {
         const waiter = this._waiting.get(message.id);
