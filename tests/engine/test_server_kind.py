@@ -215,6 +215,16 @@ async def test_a_cluster_url_at_a_plain_redis_is_refused_at_start(redis: RedisSe
     )
 
 
+async def test_a_database_the_server_does_not_have_is_refused_at_start(redis: RedisServer) -> None:
+    """Every connection's SELECT was refused (``DB index is out of range``), which the node
+    took for an outage that never ends: it started, answered /health 503 and logged
+    "unhealthy" until someone read why."""
+    said = await refused_at_start(RedisEngine(f"redis://127.0.0.1:{redis.port}/99"))
+    print(f"\n{said}")
+    assert said.startswith(f"engine: 'redis://127.0.0.1:{redis.port}/99': this Redis has no database 99; ")
+    assert "raise databases in its redis.conf" in said
+
+
 async def test_a_cluster_engine_starts_before_its_cluster_answers_and_joins_it_then(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -339,8 +339,11 @@ class RedisEngine(ComposedEngine):
     async def _ask(self) -> Refusal | None:
         """Ask the server what it is: why this engine cannot use it, or None. Raises a Redis
         or network error when it does not answer."""
-        self.identity = await identify(self._link.redis)
-        return is_a_cluster_node(self.url) if self.identity and self.identity.cluster else None
+        said = await identify(self._link.redis)
+        if isinstance(said, Refusal):
+            return said
+        self.identity = said
+        return is_a_cluster_node(self.url) if said and said.cluster else None
 
     async def _check(self) -> None:
         """Ask again (the server answers after an outage, or was refused), and the other

@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 from ...errors import ConfigurationError
 from ..urls import shown
 
-__all__ = ["Identity", "Refusal", "identify", "is_a_cluster_node", "is_no_cluster"]
+__all__ = ["Identity", "Refusal", "identify", "is_a_cluster_node", "is_no_cluster", "no_such_database"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +26,20 @@ class Identity:
     cluster: bool
 
 
-async def identify(client: aioredis.Redis) -> Identity | None:
+_NO_DATABASE = "DB index is out of range"
+"""What Redis answers the ``SELECT`` of a connection to a database it does not have."""
+
+
+async def identify(client: aioredis.Redis) -> Identity | Refusal | None:
     """Ask the server ``client`` reaches (``INFO``: its server and cluster sections); None
-    if it refuses to say (``INFO`` not allowed to this user): nothing is refused then."""
+    if it refuses to say (``INFO`` not allowed to this user): nothing is refused then. A
+    server without the URL's database refuses every connection: that is said (a
+    :class:`Refusal`), not taken for an outage that never ends."""
     try:
         info = await client.info()
-    except ResponseError:
+    except ResponseError as exc:
+        if _NO_DATABASE in str(exc):
+            return no_such_database(client.connection_pool.connection_kwargs.get("db", 0))
         return None
     return Identity(str(info.get("run_id", "")), bool(int(info.get("cluster_enabled", 0) or 0)))
 
@@ -60,6 +68,16 @@ def is_a_cluster_node(url: str) -> Refusal:
     else:
         better = urlsplit(shown(url))._replace(scheme=f"{parts.scheme}+cluster", path="", query="").geturl()
     return Refusal("this Redis is a cluster node", f"use {better}")
+
+
+def no_such_database(db: object) -> Refusal:
+    """A database number the server does not have (``databases`` in its configuration, 16
+    unless set otherwise: 0 to 15)."""
+    return Refusal(
+        f"this Redis has no database {db}",
+        "use one it has (0 to its databases setting less one: 0 to 15 unless its redis.conf "
+        "says otherwise), or raise databases in its redis.conf",
+    )
 
 
 def is_no_cluster(url: str, host: str, port: int) -> Refusal:

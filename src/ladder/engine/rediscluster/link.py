@@ -325,7 +325,8 @@ class ClusterLink(RedisLink):
             **self.auth,
         )
         try:
-            return await identify(client)
+            said = await identify(client)
+            return said if isinstance(said, Identity) else None  # (a cluster has database 0 only)
         finally:
             await client.aclose()
 
