@@ -86,7 +86,9 @@ def upgrade(
     origin: str | None = None,
     key: bool = True,
     rcvbuf: int = 0,
+    then: bytes = b"",
 ) -> tuple[socket.socket, int, dict[str, str], bytes]:
+    """``then``: bytes sent with the request, in the same write (before the 101)."""
     sock = connect(server, rcvbuf=rcvbuf)
     lines = [
         f"GET {path} HTTP/1.1",
@@ -99,7 +101,7 @@ def upgrade(
         lines.append(f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}")
     if origin:
         lines.append(f"Origin: {origin}")
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + then)
     status, headers, body = read_response(sock)
     return sock, status, headers, body
 
@@ -262,6 +264,39 @@ def test_an_unsupported_websocket_version_gets_426_naming_version_13(edge_server
     assert headers.get("sec-websocket-version") == "13"
     assert headers.get("content-type") == "application/json"
     assert orjson.loads(body)["t"] == "err"
+    sock.close()
+
+
+def _server_frame(sock: socket.socket, data: bytes) -> tuple[bytes, bytes]:
+    """The payload of the next server frame (under 64 KB) from ``data`` and then the socket,
+    and what is left after it."""
+    def have(size: int) -> bytes:
+        nonlocal data
+        while len(data) < size:
+            chunk = sock.recv(65536)
+            assert chunk, "closed"
+            data += chunk
+        return data
+
+    length, start = have(2)[1] & 0x7F, 2
+    if length == 126:
+        (length,), start = struct.unpack("!H", have(4)[2:4]), 4
+    have(start + length)
+    return data[start : start + length], data[start + length :]
+
+
+def test_frames_sent_with_the_upgrade_request_before_the_101_are_read(edge_server: LadderServer) -> None:
+    """A client should wait for the 101, but one that sends its hello in the same write
+    loses nothing: uvicorn dropped what followed the request in that read, so the hello was
+    never answered and the connection was closed 10 s later (4400 "no hello frame in time")."""
+    early = frame(0x1, b'{"t":"hello","v":1}') + frame(0x1, b'{"t":"ping","n":7}')
+    sock, status, _, data = upgrade(edge_server, then=early)  # (data: what came with the 101)
+    assert status == 101
+    frames: list[dict[str, object]] = []
+    while len(frames) < 2:
+        payload, data = _server_frame(sock, data)
+        frames += [orjson.loads(line) for line in payload.split(b"\n")]
+    assert [f["t"] for f in frames] == ["welcome", "pong"] and frames[1].get("n") == 7, frames
     sock.close()
 
 

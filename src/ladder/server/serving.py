@@ -106,11 +106,23 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             self.send_400_response("")
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
+                self._hand_on(data, upgrade)
             else:
                 self._unsupported_upgrade_warning()
+
+    def _hand_on(self, data: bytes, upgrade: httptools.HttpParserUpgrade) -> None:
+        """Give the WebSocket protocol what came after the upgrade request in the same read:
+        frames a client sent before the 101 (it should wait for it, but one that does not
+        loses nothing). uvicorn drops them, so such a client's hello was never answered, and
+        its connection was closed 10 s later for want of one."""
+        end = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
+        rest = data[end:]
+        protocol = self.transport.get_protocol()
+        if rest and not self.transport.is_closing() and isinstance(protocol, asyncio.Protocol):
+            protocol.data_received(rest)
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request it cannot parse, with Ladder's JSON error body; a
