@@ -235,8 +235,8 @@ def test_invalid_utf8_in_a_text_frame_closes_with_1007_without_a_traceback(edge_
     for _ in range(2):
         sock = open_ws(edge_server)
         sock.sendall(frame(0x1, b'{"t":"ping","x":"\xff\xfe"}'))
-        code, _ = read_until_close(sock)
-        assert code == 1007
+        code, reason = close_of(sock)
+        assert (code, reason) == (1007, "bad_frame: invalid UTF-8 in a text message")  # (protocol §8's form)
         sock.close()
     sock = open_ws(edge_server)  # the server is fine
     sock.close()

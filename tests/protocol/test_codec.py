@@ -127,6 +127,26 @@ def test_unencodable_data_is_refused_where_it_is_published() -> None:
         Payload.of({b"bytes-key": 1})  # fine in msgpack, impossible in JSON
 
 
+def _nested(levels: int, inner: object = 1) -> object:
+    value = inner
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_data_nested_past_what_json_writes_is_refused_saying_so_in_a_short_reason() -> None:
+    """orjson writes 254 levels of lists and dicts, no more: 255 or 256 were refused as
+    "cannot send this value" (nothing said why), deeper ones with their whole path, 800
+    characters of ``[0][0]...``."""
+    assert Payload.checked(_nested(254)).json  # (the deepest JSON writes)
+    for value in (_nested(255), _nested(254, {}), _nested(1000)):
+        with pytest.raises(TypeError) as caught:
+            Payload.checked(value)
+        said = str(caught.value)
+        assert said.startswith("cannot send lists and dicts nested more than 254 deep at ")
+        assert len(said) < 240, said
+
+
 BAD_TAG = {"n": [1, {"$b": "!!!"}]}
 """A map in the shape of JSON's bytes whose str no JSON reader can decode."""
 

@@ -43,6 +43,7 @@ def test_valid_frames_parse_into_records() -> None:
         ({"t": "sub", "i": 0, "ch": "a"}, "bad_frame", "'i'"),
         ({"t": "sub", "i": True, "ch": "a"}, "bad_frame", "'i'"),
         ({"t": "hello", "v": 2}, "unsupported_version", "version 2"),
+        ({"t": "hello", "v": 1001}, "unsupported_version", "version 1001"),  # (was bad_frame: "between 0 and 1000")
         ({"t": "hello", "v": 1, "sid": "x"}, "bad_frame", "'rt'"),
         ({"t": "ack", "s": -1}, "bad_frame", "'s'"),
         ({"t": "ack", "s": 2**60}, "bad_frame", "'s'"),

@@ -37,7 +37,9 @@ _MSGPACK_TAG: Final = b"\xa2$b"
 CARRIED: Final = "None, bool, int, float, str, bytes, lists and dicts with str keys"
 """What a Ladder message can carry, in the words of every encode error."""
 
-_MAX_DEPTH: Final = 256
+_MAX_DEPTH: Final = 254
+"""Lists and dicts nested deeper than this no JSON encoder here writes (orjson's limit: it
+refused the 255th level with "Recursion limit reached", which said nothing of where)."""
 
 
 def _a(name: str) -> str:
@@ -45,6 +47,8 @@ def _a(name: str) -> str:
 
 
 def _cannot(what: str, where: str) -> TypeError:
+    if len(where) > 80:  # (a path 254 levels deep: its two ends say where)
+        where = f"{where[:40]}…{where[-30:]}"
     at = f" at {where}" if where else ""
     return TypeError(f"cannot send {what}{at}: Ladder messages carry {CARRIED}")
 
@@ -68,7 +72,7 @@ def _culprit(value: Any, where: str, seen: set[int], depth: int) -> TypeError | 
     if id(value) in seen:
         return _cannot(f"{_a(type(value).__name__)} that contains itself", where)
     if depth >= _MAX_DEPTH:
-        return _cannot(f"values nested deeper than {_MAX_DEPTH}", where)
+        return _cannot(f"lists and dicts nested more than {_MAX_DEPTH} deep", where)
     seen.add(id(value))
     try:
         if isinstance(value, dict):

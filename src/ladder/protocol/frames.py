@@ -329,7 +329,7 @@ def _lost_user(o: dict[str, Any]) -> str | None:
 
 
 def _hello(o: dict[str, Any]) -> Hello:
-    v = _int(o, "v", lo=0, hi=1000)
+    v = _int(o, "v", lo=0)  # (any other version, however high: unsupported_version)
     if v != PROTOCOL_VERSION:
         raise LadderError("unsupported_version", f"protocol version {v} is not supported")
     sid = _opt_str(o, "sid", max_len=64)

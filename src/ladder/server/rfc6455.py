@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import struct
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from websockets.exceptions import InvalidHeader
 from websockets.frames import Frame, Opcode
@@ -40,8 +40,11 @@ from .proxies import proxy_trusted
 INVALID_UTF8 = 1007
 """Close code for a text message that is not UTF-8 (RFC 6455 §7.4.1)."""
 
-_REFUSED_BY_CODE = {1009: "frame_too_large", 1002: "bad_frame"}
-"""The Ladder refusal a close for the client's frames stands for (1007 has none)."""
+_REFUSED_BY_CODE = {1009: "frame_too_large", 1002: "bad_frame", 1007: "bad_frame"}
+"""The Ladder refusal a close for the client's frames stands for."""
+
+UTF8_REASON: Final = "bad_frame: invalid UTF-8 in a text message"
+"""The close reason of a text message that is not UTF-8 (1007), in Ladder's words."""
 
 
 def ladder_reason(code: int, reason: str) -> str:
