@@ -69,7 +69,7 @@ class ShardedEngine(ComposedEngine):
         for _, shard in self.shards:
             shard.routing_part.trace = trace
             shard.peers = self._twin
-            shard.serving = "its channels and sessions are served again"
+            shard.serving = "its channels and sessions are served"
             shard.refusing = (
                 "publishes to its channels are refused with engine_unavailable, and messages "
                 "of its sessions wait for it (WebSocket, up to Limits.shard_hold) or are refused "
