@@ -200,6 +200,7 @@ def test_a_redis_url_option_that_is_not_the_url_s_to_set_is_refused_when_the_eng
         ("redis://127.0.0.1/0?socket_read_size=big", "socket_read_size='big' is not a value redis-py reads; .* a whole number"),
         ("redis://127.0.0.1/0?ssl_cert_reqs=none", "ssl_cert_reqs is an option of TLS.*; write rediss://"),
         ("redis://127.0.0.1/0?decode_responses=1", "'decode_responses' is not an option"),
+        ("unix:///run/redis.sock?socket_keepalive=true", "socket_keepalive is an option of TCP"),
     ]:
         with pytest.raises(ConfigurationError, match=rf"^engine: '.*': {problem}"):
             Ladder(engine=url)

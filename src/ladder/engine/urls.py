@@ -186,27 +186,30 @@ def check_query(url: str) -> None:
         from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS  # noqa: PLC0415 - optional
     except ImportError:
         return  # (without redis-py the engine is refused as such)
-    tls = parts.scheme == "rediss"
     for name, values in parse_qs(parts.query, keep_blank_values=True).items():
-        problem, fix = _option_problem(name, values[0], tls, URL_QUERY_ARGUMENT_PARSERS)
+        problem, fix = _option_problem(name, values[0], parts.scheme, URL_QUERY_ARGUMENT_PARSERS)
         if problem:
             raise ConfigurationError("engine", f"{shown(url)!r}: {problem}", fix)
 
 
 def _option_problem(
-    name: str, value: str, tls: bool, parsers: Mapping[str, Callable[[str], object]]
+    name: str, value: str, scheme: str, parsers: Mapping[str, Callable[[str], object]]
 ) -> tuple[str, str]:
+    tls = scheme == "rediss"
+    options = _OPTIONS - {"socket_keepalive"} if scheme == "unix" else _OPTIONS  # (no TCP there)
     if name in _THE_ENGINES:
         what, keyword = _THE_ENGINES[name]
         problem = f"{name} is not read from the URL: {what} is the engine's own setting"
         return problem, f"pass it to the engine: RedisEngine(url, {keyword}=...)"
     if name in _NEVER:
         return f"{name} is not taken: {_NEVER[name]}", f"drop {name} from the URL"
+    if name == "socket_keepalive" and scheme == "unix":
+        return f"{name} is an option of TCP, and a unix:// URL names a socket file", f"drop {name}"
     if name in _TLS_OPTIONS and not tls:
         problem = f"{name} is an option of TLS, and the URL is not rediss://"
         return problem, f"write rediss:// for TLS, or drop {name}"
-    if name not in _OPTIONS and name not in _TLS_OPTIONS:
-        known = sorted(_OPTIONS | (_TLS_OPTIONS if tls else frozenset()))
+    if name not in options and name not in _TLS_OPTIONS:
+        known = sorted(options | (_TLS_OPTIONS if tls else frozenset()))
         return f"{name!r} is not an option of a Redis URL", f"drop it (the options are {', '.join(known)})"
     parser = parsers.get(name)
     try:
