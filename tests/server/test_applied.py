@@ -386,16 +386,16 @@ async def _successor_of(hub: Ladder, prev: Previous, user: str) -> Peer:
     return peer
 
 
-async def _carried_as(hubs: tuple[Ladder, Ladder], user: str) -> tuple[list[Any], list[dict[str, Any]]]:
+async def _carried_as(hubs: tuple[Ladder, ...], user: str) -> tuple[list[Any], list[dict[str, Any]]]:
     """Alice's page queues a call and an emit offline, then reloads signed in as ``user``,
-    whose new session (on the second hub) carries them over naming alice's session."""
+    whose new session (on the last hub) carries them over naming alice's session."""
     applied: list[Any] = []
     for hub in hubs:
         hub.on("do")(lambda ctx, data: applied.append((ctx.user, data)))
         await hub.start()
     alice = await Peer.open(hubs[0], token="alice")
     prev = Previous(alice.session.sid, alice.session.state.token, (1, 2))
-    successor = await _successor_of(hubs[1], prev, user)
+    successor = await _successor_of(hubs[-1], prev, user)
     await _send(successor, [{"t": "call", "ev": "do", "d": "a", "i": 1}, {"t": "emit", "ev": "do", "d": "b", "i": 2}])
     answers = [frame for frame in successor.read() if "re" in frame]
     return applied, answers
@@ -404,16 +404,19 @@ async def _carried_as(hubs: tuple[Ladder, Ladder], user: str) -> tuple[list[Any]
 async def test_messages_carried_from_another_users_session_are_refused_not_applied_as_the_new_user() -> None:
     """A browser whose page changed user (signed out by navigating away, signed in as bob)
     carried alice's unsent messages into bob's session, and they were applied as bob's."""
-    hub = Ladder(engine=MemoryEngine(), authenticate=lambda request: request.token)
-    try:
-        applied, answers = await _carried_as((hub, hub), "bob")
-        assert applied == [], "nothing alice wrote is applied as bob's"
-        assert [(a["t"], a["re"], a["code"]) for a in answers] == [("err", 1, "forbidden"), ("err", 2, "forbidden")]
-        assert "another user" in answers[0]["reason"]
-        applied, answers = await _carried_as((hub, hub), "alice")  # (her own page: applied)
-        assert applied == [("alice", "a"), ("alice", "b")] and [a["t"] for a in answers] == ["reply"]
-    finally:
-        await hub.stop()
+    outcomes = {}
+    for user in ("bob", "alice"):  # (alice: her own page, applied; a hub each, with its handler)
+        hub = Ladder(engine=MemoryEngine(), authenticate=lambda request: request.token)
+        try:
+            outcomes[user] = await _carried_as((hub,), user)
+        finally:
+            await hub.stop()
+    applied, answers = outcomes["bob"]
+    assert applied == [], "nothing alice wrote is applied as bob's"
+    assert [(a["t"], a["re"], a["code"]) for a in answers] == [("err", 1, "forbidden"), ("err", 2, "forbidden")]
+    assert "another user" in answers[0]["reason"]
+    applied, answers = outcomes["alice"]
+    assert applied == [("alice", "a"), ("alice", "b")] and [a["t"] for a in answers] == ["reply"]
 
 
 @pytest.mark.parametrize(("said", "applied_as"), [("alice", []), ("", []), ("bob", ["bob"]), (None, ["bob"])])

@@ -38,7 +38,6 @@ from .link import Link, encode_batch
 from .reading import BACKLOG, ENDING, ReadGate
 from .rfc6455 import (
     INVALID_UTF8,
-    UTF8_REASON,
     FrameReader,
     HandshakeProtocol,
     send_out,
@@ -221,7 +220,7 @@ class NativeWebSocket(asyncio.Protocol):
         if self.closing:
             return  # nothing more is applied from a connection being closed
         if codec is JSON and not valid_utf8(data):
-            self._close_with(INVALID_UTF8, UTF8_REASON)
+            self._close_with(INVALID_UTF8, "invalid UTF-8 in a text message")  # (bad_frame: ...)
             return
         link = self.link
         if link is None:

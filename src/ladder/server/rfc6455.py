@@ -52,7 +52,9 @@ def ladder_reason(code: int, reason: str) -> str:
     <reason>``, protocol §8): a message over the limit said the library's words alone, so a
     client reading the code from the reason found none."""
     refusal = _REFUSED_BY_CODE.get(code)
-    return reason if refusal is None else LadderError(refusal, reason).close_reason
+    if refusal is None or reason.startswith(f"{refusal}: "):  # (said so already: a LadderError's)
+        return reason
+    return LadderError(refusal, reason).close_reason
 
 
 class _OpenProtocol(Protocol):
@@ -274,9 +276,10 @@ class FrameReader(FrameClock):
         return out
 
     def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake (the close frame is in :meth:`to_send`)."""
+        """Start the closing handshake (the close frame is in :meth:`to_send`), a close for
+        the client's frames in Ladder's words (:func:`ladder_reason`)."""
         with contextlib.suppress(Exception):  # already closing, or the connection failed
-            self.protocol().send_close(code, reason)
+            self.protocol().send_close(code, ladder_reason(code, reason))
 
     def to_send(self) -> list[bytes]:
         """Bytes to write (pongs, a close frame; ``b""``: half-close). Lets the protocol go
