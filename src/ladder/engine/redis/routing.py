@@ -24,7 +24,7 @@ from typing import Final
 from redis.exceptions import RedisClusterException, RedisError
 
 from .lease import RedisLease
-from .link import RedisLink, unavailable
+from .link import RedisLink, cancelled_meanwhile, unavailable
 from .listener import PubSubListener
 
 log = logging.getLogger("ladder.redis")
@@ -209,6 +209,7 @@ class RedisRouting:
                     return True
                 if attempt and await self._link.uptime(self._link.node_key(node)) >= self.resubscribe_grace:
                     return False
+                cancelled_meanwhile()  # (its caller gave up: asked again for nobody)
                 await asyncio.sleep(RECHECK_AFTER if attempt == 0 else 0.25)
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
