@@ -96,7 +96,12 @@ class _Maker:
         self.started: list[Engine] = []
 
     async def __call__(self, *, idle_ttl: float | None = None) -> tuple[Engine, Sink]:
+        """(A Redis engine's timeouts here leave room for a machine shared with a whole test
+        run, where a first answer can take over 1 s (CI saw it once for a publication), and a
+        node that could not ask its seeds in time at start writes its trace a heartbeat later,
+        which the trace test reads at once. No test of the contract is about slow answers.)"""
         engine: Engine
+        slow = {"connect_timeout": 2.0, "command_timeout": 5.0}
         if self.kind == "memory":
             options: dict[str, Any] = {} if idle_ttl is None else {"idle_ttl": idle_ttl}
             engine = MemoryEngine(sweep_every=SWEEP_EVERY, **options)
@@ -105,21 +110,23 @@ class _Maker:
 
             cluster: RedisCluster = self._request.getfixturevalue("redis_cluster")
             options = {} if idle_ttl is None else {"meta_ttl": idle_ttl}
-            engine = RedisClusterEngine(cluster.url, prefix=self._prefix, sweep_every=SWEEP_EVERY, **options)
+            engine = RedisClusterEngine(
+                cluster.url, prefix=self._prefix, sweep_every=SWEEP_EVERY, **slow, **options
+            )
         elif self.kind == "redis-shards":
             from ladder.engine.shards import ShardedEngine  # noqa: PLC0415 - optional dependency
 
             servers: list[RedisServer] = self._request.getfixturevalue("three_redis")
             options = {} if idle_ttl is None else {"meta_ttl": idle_ttl}
             engine = ShardedEngine(
-                shards_url(servers), prefix=self._prefix, sweep_every=SWEEP_EVERY, **options
+                shards_url(servers), prefix=self._prefix, sweep_every=SWEEP_EVERY, **slow, **options
             )
         else:
             from ladder.engine.redis import RedisEngine  # noqa: PLC0415 - optional dependency
 
             server: RedisServer = self._request.getfixturevalue("shared_redis")
             options = {} if idle_ttl is None else {"meta_ttl": idle_ttl}
-            engine = RedisEngine(server.url, prefix=self._prefix, sweep_every=SWEEP_EVERY, **options)
+            engine = RedisEngine(server.url, prefix=self._prefix, sweep_every=SWEEP_EVERY, **slow, **options)
         sink = Sink()
         await engine.start(sink)
         self.started.append(engine)
