@@ -745,12 +745,16 @@ def test_close_in_a_shared_tab_drops_its_unsent_messages(context: BrowserContext
         }"""
     )
     assert said == ["closed", "closed"]
-    # (the leader closing: the other tab takes the connection over first, else its emit meets
-    # the hand-over and is refused leader_lost, as browser.md says)
-    other.wait_for_function("client.tabs === 1", timeout=10_000)
-    other.evaluate("async () => { client.emit('record', { key: 'closing', value: 'other after' }); await client.persisted(); }")
     with hub:
+        # (the leader closing: the other tab writes once the connection it shares is up again,
+        # through the new leader, else its emit may meet the hand-over and be refused
+        # leader_lost, as browser.md says: a tab count of 1 did not mean the hand-over was over)
+        other.wait_for_function("client.tabs === 1 && client.state === 'connected'", timeout=15_000)
         records = other.evaluate(
-            "async () => { await client.ready(); return client.call('records', 'closing', { timeout: 10000 }); }"
+            """async () => {
+                client.emit('record', { key: 'closing', value: 'other after' });
+                await client.persisted();
+                return client.call('records', 'closing', { timeout: 10000 });
+            }"""
         )
     assert records == ["other before", "other after"], "the closed tab's unsent messages were dropped"
