@@ -220,7 +220,7 @@ class NativeWebSocket(asyncio.Protocol):
         if self.closing:
             return  # nothing more is applied from a connection being closed
         if codec is JSON and not valid_utf8(data):
-            self._close_with(INVALID_UTF8, "invalid UTF-8 in a text message")  # (bad_frame: ...)
+            self._close_with(INVALID_UTF8, "invalid UTF-8 in a text message")  # (said as bad_frame's)
             return
         link = self.link
         if link is None:

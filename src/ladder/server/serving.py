@@ -121,7 +121,9 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
         end = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
         rest = data[end:]
         protocol = self.transport.get_protocol()
-        if rest and not self.transport.is_closing() and isinstance(protocol, asyncio.Protocol):
+        if not rest or protocol is self or self.transport.is_closing():
+            return  # (nothing came with it, or no WebSocket protocol took the connection)
+        if isinstance(protocol, asyncio.Protocol):
             protocol.data_received(rest)
 
     def send_400_response(self, msg: str) -> None:
