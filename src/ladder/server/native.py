@@ -37,7 +37,7 @@ from .hub import Ladder, gateway_of
 from .link import Link, encode_batch
 from .reading import BACKLOG, ENDING, ReadGate
 from .rfc6455 import (
-    INVALID_UTF8,
+    NOT_UTF8,
     FrameReader,
     HandshakeProtocol,
     send_out,
@@ -220,7 +220,7 @@ class NativeWebSocket(asyncio.Protocol):
         if self.closing:
             return  # nothing more is applied from a connection being closed
         if codec is JSON and not valid_utf8(data):
-            self._close_with(INVALID_UTF8, "invalid UTF-8 in a text message")  # (said as bad_frame's)
+            self._close_with(*NOT_UTF8)
             return
         link = self.link
         if link is None:

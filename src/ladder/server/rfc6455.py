@@ -43,8 +43,8 @@ INVALID_UTF8 = 1007
 _REFUSED_BY_CODE = {1009: "frame_too_large", 1002: "bad_frame", 1007: "bad_frame"}
 """The Ladder refusal a close for the client's frames stands for."""
 
-UTF8_REASON: Final = "bad_frame: invalid UTF-8 in a text message"
-"""The close reason of a text message that is not UTF-8 (1007), in Ladder's words."""
+NOT_UTF8: Final = (INVALID_UTF8, "bad_frame: invalid UTF-8 in a text message")
+"""The close of a text message that is not UTF-8, its reason in Ladder's words (both drivers)."""
 
 
 def ladder_reason(code: int, reason: str) -> str:
@@ -52,9 +52,7 @@ def ladder_reason(code: int, reason: str) -> str:
     <reason>``, protocol §8): a message over the limit said the library's words alone, so a
     client reading the code from the reason found none."""
     refusal = _REFUSED_BY_CODE.get(code)
-    if refusal is None or reason.startswith(f"{refusal}: "):  # (said so already: a LadderError's)
-        return reason
-    return LadderError(refusal, reason).close_reason
+    return reason if refusal is None else LadderError(refusal, reason).close_reason
 
 
 class _OpenProtocol(Protocol):
@@ -276,10 +274,9 @@ class FrameReader(FrameClock):
         return out
 
     def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake (the close frame is in :meth:`to_send`), a close for
-        the client's frames in Ladder's words (:func:`ladder_reason`)."""
+        """Start the closing handshake (the close frame is in :meth:`to_send`)."""
         with contextlib.suppress(Exception):  # already closing, or the connection failed
-            self.protocol().send_close(code, ladder_reason(code, reason))
+            self.protocol().send_close(code, reason)
 
     def to_send(self) -> list[bytes]:
         """Bytes to write (pongs, a close frame; ``b""``: half-close). Lets the protocol go

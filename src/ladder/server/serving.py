@@ -29,7 +29,7 @@ from ..protocol.errors import LadderError
 from .cutoff import CUT_OFF, PendingCut
 from .http import error_body
 from .hub import Ladder, gateway_of
-from .rfc6455 import INVALID_UTF8, UTF8_REASON, FrameClock, HandshakeProtocol, valid_utf8
+from .rfc6455 import NOT_UTF8, FrameClock, HandshakeProtocol, valid_utf8
 from .uvicorn_needs import QUIET_PARSE, lacking, require
 from .workers import tell_ready
 
@@ -250,7 +250,7 @@ class AsgiWebSocket(WebSocketsSansIOProtocol):
             data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
             if not valid_utf8(data):
                 self.frames = []
-                self._fail(INVALID_UTF8, UTF8_REASON)
+                self._fail(*NOT_UTF8)
                 return
         super().send_receive_event_to_app()
 
