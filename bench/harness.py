@@ -277,7 +277,7 @@ async def run(cfg: Config, only: list[str], results: dict[str, Any], save: Any) 
     if "S9" in only:
         print("S9 ladder serve --workers", flush=True)
         for rep in range(cfg.reps):
-            for workers, engine, publishers, who in _rotate(workers_bench.CONFIGS, rep):
+            for workers, engine, publishers, who in _rotate(cfg.s9_configs or workers_bench.CONFIGS, rep):
                 rec = await guarded(f"S9 workers={workers} {engine} publishers={publishers} by {who} rep {rep}",
                                     workers_bench.s9(cfg, workers, engine, publishers, who), 300)
                 if rec is not None:
@@ -339,6 +339,9 @@ def main() -> None:
     parser.add_argument("--s10-rpc-window", type=float, default=None,
                         help="S10: seconds of the RPC window (default 2; longer to judge a small change)")
     parser.add_argument("--s8-seconds", type=float, default=None, help="S8: seconds of churn per configuration")
+    parser.add_argument("--s9-configs", default=None,
+                        help="S9: only these configurations, comma-separated WORKERS:ENGINE:PUBLISHERS:WHO "
+                             "(e.g. 1:memory:1:handler,1:redis:1:handler; default: all eight)")
     parser.add_argument("--report-only", metavar="RESULTS_JSON", help="re-render the report from a results file")
     args = parser.parse_args()
 
@@ -392,6 +395,11 @@ def main() -> None:
         cfg.s8_seconds = args.s8_seconds
     if args.s10_window:
         cfg.s10_window = args.s10_window
+    if args.s9_configs:
+        try:
+            cfg.s9_configs = workers_bench.parse_configs(args.s9_configs)
+        except ValueError as exc:
+            parser.error(f"--s9-configs: {exc}")
     if args.s10_rpc_window:
         cfg.s10_rpc_window = args.s10_rpc_window
     if args.s1_sizes:

@@ -85,6 +85,7 @@ class Config:
     s9_subs: int = 1000
     s9_window: float = 5.0
     s9_warmup: float = 2.0
+    s9_configs: tuple[tuple[int, str, int, str], ...] = ()  # (empty: workers_bench.CONFIGS)
     # S10 (bench/paced.py): subscribers, publications/s, callers, windows
     s10_subs: int = 1000
     s10_rate: float = 20.0

@@ -43,6 +43,20 @@ server code publishes; "client": the publisher's own ``pub`` frames on an ``open
 channel (``client_publish``), which the hub applies together when several wait."""
 
 
+def parse_configs(text: str) -> tuple[tuple[int, str, int, str], ...]:
+    """``--s9-configs``: ``WORKERS:ENGINE:PUBLISHERS:WHO``, comma-separated."""
+    configs = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        if len(parts) != 4 or parts[1] not in ("memory", "redis") or parts[3] not in ("handler", "client"):
+            raise ValueError(f"{item!r} is not WORKERS:memory|redis:PUBLISHERS:handler|client")
+        workers, engine, publishers, who = int(parts[0]), parts[1], int(parts[2]), parts[3]
+        if engine == "memory" and workers != 1:
+            raise ValueError(f"{item!r}: the memory engine runs one worker")
+        configs.append((workers, engine, publishers, who))
+    return tuple(configs)
+
+
 class Tree:
     """A ``ladder serve`` parent, its workers and redis-server, measured as one server."""
 

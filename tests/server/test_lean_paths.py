@@ -9,6 +9,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterator
+from time import monotonic
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,7 +23,7 @@ from ladder.protocol.errors import LadderError
 from ladder.protocol.outframes import error_frame, reply_frame
 from ladder.protocol.reliable import Outbox
 from ladder.protocol.session import SessionState
-from ladder.server import cutoff, reading
+from ladder.server import channels, cutoff, reading
 from ladder.server.applied import encode_answer
 from ladder.server.dispatch import Dispatch
 from ladder.server.flusher import Flusher, flusher_of
@@ -98,6 +99,13 @@ def _unframe(data: bytes) -> bytes:
     return data[2:]
 
 
+async def _written(flusher: Flusher) -> None:
+    """The loop turns the flusher takes to write every connection due (a slice a turn)."""
+    for _ in range(len(flusher.due) // flusher.slice + 1):
+        await asyncio.sleep(0)
+    assert not flusher.due
+
+
 async def test_a_publication_is_written_as_its_fan_out_reaches_each_native_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -118,7 +126,8 @@ async def test_a_publication_is_written_as_its_fan_out_reaches_each_native_conne
         conn.codec = MSGPACK if n % 2 else JSON
         conn.link = Link(peer.session, peer.att, settings.clock, Tally(), wake=conn)
         transports.append(transport)
-    await asyncio.sleep(0)  # nothing was waiting: every connection flushed once, wrote nothing
+    flusher = flusher_of(loop)
+    await _written(flusher)  # nothing was waiting: every connection flushed once, wrote nothing
     assert all(not t.written for t in transports)
 
     scheduled = 0
@@ -147,7 +156,7 @@ async def test_a_publication_is_written_as_its_fan_out_reaches_each_native_conne
     await hub.publish("room", {"n": 3})
     assert takes == CONNECTIONS and all(len(t.written) == 1 for t in transports)  # batched
     monkeypatch.undo()
-    await asyncio.sleep(0)
+    await _written(flusher)
     for n, transport in enumerate(transports):
         assert len(transport.written) == 2
         codec = MSGPACK if n % 2 else JSON
@@ -158,8 +167,17 @@ async def test_a_publication_is_written_as_its_fan_out_reaches_each_native_conne
         assert first["s"] == 2  # after the subscription's reply (1)
         later = codec.decode(_unframe(transport.written[1]))
         assert [(f["s"], f["d"]) for f in later] == [(3, {"n": 2}), (4, {"n": 3})]
-    await hub.publish("room", {"n": 4})  # a new turn: written at once again
+    # A new turn, but the channel is busy (fanned out within BUSY_GAP): batched by the
+    # flusher; once it was quiet for longer, written at once again.
+    now = monotonic()
+    monkeypatch.setattr(channels, "monotonic", lambda: now)
+    await hub.publish("room", {"n": 4})
+    assert all(len(t.written) == 2 for t in transports) and len(flusher.due) == CONNECTIONS
+    await _written(flusher)
     assert all(len(t.written) == 3 for t in transports)
+    now += 2 * channels.BUSY_GAP  # (quiet for more than BUSY_GAP)
+    await hub.publish("room", {"n": 5})
+    assert all(len(t.written) == 4 for t in transports)
 
 
 async def test_a_flush_that_fails_leaves_the_other_connections_written(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from time import monotonic
+from typing import Final
 
 from ..engine.base import ChannelOptions, Engine, HistoryResult, Member, Position, Publication
 from ..protocol.errors import LadderError
@@ -28,6 +30,12 @@ def _flusher() -> Flusher | None:
         return None
 
 
+BUSY_GAP: Final = 0.002
+"""A channel published to again within this many seconds of its last fan-out is busy: its
+subscribers' connections are written in the flusher's batches (several publications a
+write) rather than as the fan-out reaches them (see :meth:`ChannelTable.on_publication`)."""
+
+
 def _unwired(_: object) -> None:
     raise RuntimeError("not wired")
 
@@ -37,6 +45,7 @@ class ChannelTable:
 
     __slots__ = (
         "_channels",
+        "_fanned",
         "_positions",
         "engine",
         "node_message",
@@ -51,10 +60,12 @@ class ChannelTable:
         self.rules = rules
         self._channels: dict[str, dict[Session, Subscription]] = {}
         self._positions: dict[str, tuple[str, int]] = {}
+        """Per channel with local subscribers: (epoch, offset) of the last publication fanned out."""
+        self._fanned: dict[str, float] = {}
+        """Per channel with local subscribers: when its last fan-out ended (monotonic)."""
         self.present: dict[Subscription, None] = {}
         """The subscriptions with a presence entry (refreshed by the node's clock: only
         they are walked, not every session)."""
-        """Per channel with local subscribers: (epoch, offset) of the last publication fanned out."""
         self.overflowed: Callable[[Session], None] = _unwired
         """Ends a session that cannot keep up, as a refusal (wired to the session table)."""
         self.node_message: Callable[[bytes], None] = _unwired
@@ -123,6 +134,7 @@ class ChannelTable:
             if not local:
                 del self._channels[channel]
                 self._positions.pop(channel, None)
+                self._fanned.pop(channel, None)
                 await self.engine.unlisten(channel)
         if sub.member is not None:
             member = sub.member
@@ -169,14 +181,24 @@ class ChannelTable:
     # -- the engine's callbacks ------------------------------------------------------------
 
     def on_publication(self, pub: Publication) -> None:
-        """Fan-out: one shared frame appended to every local subscriber's outbox."""
-        local = self._channels.get(pub.channel)
+        """Fan-out: one shared frame appended to every local subscriber's outbox.
+
+        Native WebSocket connections are written as the loop reaches them (the flusher's
+        ``fanning``), unless the channel is busy (published to again within
+        :data:`BUSY_GAP` of its last fan-out): then they are written in the flusher's batches,
+        with the loop reading between them, so that what a lone publisher sends meanwhile
+        (each publication waiting for the one before, as a handler awaiting ``publish`` on
+        the Redis engine does) shares their writes instead of costing a write per
+        subscriber each."""
+        channel = pub.channel
+        local = self._channels.get(channel)
         if not local:
             return
-        self._positions[pub.channel] = (pub.epoch, pub.offset)
+        self._positions[channel] = (pub.epoch, pub.offset)
         frame = self.frame_of(pub)
         overflowed: list[Session] = []
-        flusher = _flusher()
+        fanned = self._fanned
+        flusher = _flusher() if monotonic() - fanned.get(channel, 0.0) >= BUSY_GAP else None
         if flusher is not None:
             flusher.fanning = True
         try:
@@ -192,6 +214,7 @@ class ChannelTable:
         finally:
             if flusher is not None:
                 flusher.fanning = False
+            fanned[channel] = monotonic()
         for session in overflowed:
             self.overflowed(session)
 

@@ -17,9 +17,13 @@ from typing import Protocol
 
 log = logging.getLogger("ladder")
 
-SLICE = 64
+SLICE = 16
 """Connections :meth:`Flusher.run` writes per loop turn: between slices the loop reads what
-arrived meanwhile (acks, calls, the next publications, which then share the next write)."""
+arrived meanwhile (acks, calls, the next publications, which then share the next write).
+Small, so that a publisher whose next publication takes several loop turns to come (a
+handler awaiting ``publish`` on the Redis engine: its offset, then the message's record)
+gets more of them into each subscriber's write (S9, one such publisher, 1,000 subscribers:
+1.4-1.5 CPU-µs per delivery with 16, 3.2-3.4 with 64)."""
 
 
 class Flushable(Protocol):
