@@ -243,6 +243,23 @@ def test_invalid_utf8_in_a_text_frame_closes_with_1007_without_a_traceback(edge_
     assert "Traceback" not in log_of(edge_server)
 
 
+def test_a_close_frame_whose_reason_is_not_utf8_closes_with_1007_and_a_bad_code_with_1002(
+    edge_server: LadderServer,
+) -> None:
+    """Protocol §8: 1007 for a close reason that is not UTF-8 (as for a text message, and in
+    its words), 1002 for a close code RFC 6455 does not allow."""
+    sock = open_ws(edge_server)
+    sock.sendall(frame(0x8, struct.pack("!H", 1000) + b"\xff\xfe"))
+    assert close_of(sock) == (1007, "bad_frame: invalid UTF-8 in a close reason")
+    sock.close()
+    sock = open_ws(edge_server)
+    sock.sendall(frame(0x8, struct.pack("!H", 1005)))
+    code, reason = close_of(sock)
+    assert code == 1002 and reason.startswith("bad_frame: "), (code, reason)
+    sock.close()
+    assert "Traceback" not in log_of(edge_server)
+
+
 def test_a_connection_opened_is_not_a_line_of_the_log_at_info(tmp_path: Path) -> None:
     """The websockets library logged "connection open" at INFO for every WebSocket (the native
     driver's handshake is its protocol object): at thousands of connections, the whole log."""
@@ -453,6 +470,27 @@ def test_a_request_that_is_not_http_is_refused_by_ladder_logged_damped_and_count
     assert f"refused on http (127.0.0.1:{ports[0]}): bad_request: not a valid HTTP/1.1 request" in lines[0]
     assert f"refused on http (127.0.0.1:{ports[-1]}): bad_request: the request line and headers" in lines[-1]
     assert all(" INFO " in line for line in lines) and 2 <= len(lines) < 10, lines
+
+
+@pytest.mark.parametrize("version", ["2.0", "0.9"])
+def test_a_request_line_of_another_http_version_is_refused(edge_server: LadderServer, version: str) -> None:
+    """Protocol §8: under ``ladder serve`` a request that is not HTTP/1.1 (or 1.0) gets
+    ``400 bad_request``; ``HTTP/2.0`` and ``HTTP/0.9`` request lines were answered, a
+    session opened."""
+    sock = connect(edge_server)
+    sock.sendall(f"GET /poll?v=1 HTTP/{version}\r\nHost: x\r\n\r\n".encode())
+    status, _, body = read_response(sock)
+    assert status == 400
+    assert orjson.loads(body) == {
+        "t": "err",
+        "code": "bad_request",
+        "reason": f"HTTP/{version} is not served: send HTTP/1.1",
+    }, body
+    sock.close()
+    sock = connect(edge_server)
+    sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+    assert read_response(sock)[0] == 200
+    sock.close()
 
 
 def test_slow_headers_are_timed_out(edge_server: LadderServer) -> None:

@@ -1384,6 +1384,34 @@ describe("edges", () => {
     assert.equal(net.fetched.length, 1, "asked after the first failure only (the server said bad_request: nothing more)");
   });
 
+  test("a token function that fails: the POST's unauthorized (it carried no token) is not a refusal to give up on", async () => {
+    // (the client gave up for good with "no credentials", after one failure of the function
+    // that fetches its token, even when connected before)
+    let failing = true;
+    const { client, clock, net, of } = setup({
+      transports: ["websocket"],
+      random: () => 0.5,
+      token: async () => {
+        if (failing) throw new Error("auth service briefly unavailable");
+        return "T1";
+      },
+    });
+    net.answer = () => new Response('{"t":"err","code":"unauthorized","reason":"no credentials"}', { status: 401 });
+    client.start();
+    await settle();
+    assert.deepEqual(net.opened, [], "no socket without its token");
+    assert.equal(net.fetched.length, 1, "asked why");
+    assert.notEqual(client.state, "closed");
+    assert.deepEqual(of("error"), []);
+    failing = false;
+    await clock.advance(2000);
+    const ws = net.last("websocket");
+    assert.equal(ws.hello.tok, "T1");
+    ws.welcomeWith();
+    await settle();
+    assert.equal(client.state, "connected");
+  });
+
   test("a 404 the POST found stays in every later race's reasons, up to connect_failed", async () => {
     // (the next failed race's reasons replaced it: a mistyped mount path timed out saying only
     // "cannot connect", where the POST had found the 404)

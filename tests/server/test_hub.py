@@ -146,6 +146,47 @@ async def test_handlers_replies_and_errors(hub: Ladder) -> None:
     assert [f["re"] for f in peer.read() if f["t"] == "err"] == [emit_id]
 
 
+async def test_a_result_that_cannot_be_encoded_is_refused_saying_what_and_where(hub: Ladder) -> None:
+    """Protocol §2: a call's result nested more than 254 deep (or holding what no encoding
+    carries) is ``handler_error`` with the reason naming it and where it sits, as a
+    publication's refusal does (it said only "the result could not be encoded")."""
+    deep: Any = 1
+    for _ in range(300):
+        deep = [deep]
+
+    @hub.on("deep")
+    def deep_result(ctx: Context, data: Any) -> Any:
+        return {"tree": deep}
+
+    @hub.on("when")
+    async def when(ctx: Context, data: Any) -> Any:
+        return {"at": [1, object()]}
+
+    peer = await Peer.open(hub, "alice")
+    refused = await peer.request({"t": "call", "ev": "deep"})
+    assert refused["code"] == "handler_error"
+    assert refused["reason"].startswith(
+        "the result could not be encoded: cannot send lists and dicts nested more than 254 deep at ['tree'][0]"
+    ), refused["reason"]
+    refused = await peer.request({"t": "call", "ev": "when"})
+    assert refused["code"] == "handler_error"
+    assert refused["reason"].startswith("the result could not be encoded: cannot send an object at ['at'][1]")
+    assert (await peer.request({"t": "call", "ev": "deep"}))["code"] == "handler_error"  # (the session goes on)
+
+
+async def test_data_sent_that_cannot_be_encoded_raises_a_type_error_saying_what_and_where(hub: Ladder) -> None:
+    """Protocol §2: data the application pushes that cannot be encoded is a ``TypeError``
+    from ``send``, naming it and where it sits."""
+    peer = await Peer.open(hub, "alice")
+    deep: Any = 1
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(TypeError, match=r"^cannot send lists and dicts nested more than 254 deep at "):
+        await hub.send(peer.session.sid, "note", {"tree": deep})
+    with pytest.raises(TypeError, match=r"^cannot send an object at "):
+        await hub.send(peer.session.sid, "note", {"at": object()})
+
+
 async def test_a_handler_s_context_names_the_sender_and_its_message(hub: Ladder) -> None:
     seen: list[Context] = []
 

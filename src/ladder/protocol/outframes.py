@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from .codec import JSON, MSGPACK, Codec, Payload, msgpack_uint
+from .codec import JSON, MSGPACK, Codec, Payload, msgpack_uint, unencodable
 from .errors import LadderError
 
 
@@ -90,7 +90,7 @@ def reply_frame(msg_id: int, data: Any = None) -> OutFrame:
         json_data = JSON.encode(data)
         msgpack_data = MSGPACK.encode(data)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise LadderError("bad_frame", f"data cannot be encoded: {exc}") from exc
+        raise LadderError("bad_frame", f"data cannot be encoded: {unencodable(data)}") from exc
     json_tail = b'%b%d,"d":%b}' % (_REPLY_JSON_HEAD, msg_id, json_data)
     msgpack_tail = b"".join((_REPLY_MSGPACK_HEAD, msgpack_uint(msg_id), b"\xa1d", msgpack_data))
     return OutFrame("reply", 3, json_tail, msgpack_tail)

@@ -186,7 +186,9 @@ class Dispatch:
             return reply_frame(frame.i, result)
         except LadderError as exc:
             log.warning("reply to %s could not be encoded: %s", type(frame).__name__, exc)
-            return error_frame(LadderError("handler_error", "the result could not be encoded"), frame.i)
+            why = exc.reason.removeprefix("data cannot be encoded: ")
+            refusal = LadderError("handler_error", f"the result could not be encoded: {why}")
+            return error_frame(refusal, frame.i)
 
     def _failed(self, session: Session, frame: Numbered, exc: Exception) -> OutFrame:
         """The answer to a frame whose application raised ``exc``."""

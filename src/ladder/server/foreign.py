@@ -58,7 +58,8 @@ class ForeignNodes:
         """Nodes found known (asked once each: a node known stays so while its sessions live)."""
 
     async def check(self, sid: str) -> None:
-        """A hello resumes ``sid`` or names it as lost, and it is not a session of this node:
+        """A request names ``sid`` (a hello resuming it or naming it lost, a POST, a poll),
+        and it is not a session of this node:
         if its node is unknown to the engine (``unknown_node``), or lists other servers
         (``other_servers``), count it, and warn (once per node). A node the engine knows
         alike (running, or stopped within its ``trace_ttl``), an id without a node part (the

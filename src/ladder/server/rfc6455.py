@@ -46,6 +46,10 @@ _REFUSED_BY_CODE = {1009: "frame_too_large", 1002: "bad_frame", 1007: "bad_frame
 NOT_UTF8: Final = (INVALID_UTF8, "bad_frame: invalid UTF-8 in a text message")
 """The close of a text message that is not UTF-8, its reason in Ladder's words (both drivers)."""
 
+_CLOSE_NOT_UTF8: Final = "invalid UTF-8 in a close reason"
+"""The websockets protocol decodes only close reasons (the drivers check text messages
+themselves): its 1007 says where the decoder stopped, and nothing of what it read."""
+
 
 def ladder_reason(code: int, reason: str) -> str:
     """The reason of a close for the client's frames as Ladder writes it (``<code>:
@@ -59,7 +63,7 @@ class _OpenProtocol(Protocol):
     """An open connection's protocol (the frames after the upgrade), closing in Ladder's words."""
 
     def fail(self, code: int, reason: str = "") -> None:
-        super().fail(code, ladder_reason(code, reason))
+        super().fail(code, ladder_reason(code, _CLOSE_NOT_UTF8 if code == INVALID_UTF8 else reason))
 
 _STATUS_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
 
@@ -90,7 +94,7 @@ class HandshakeProtocol(ServerProtocol):
         return refusal(self, 403, self.refused)
 
     def fail(self, code: int, reason: str = "") -> None:
-        super().fail(code, ladder_reason(code, reason))
+        super().fail(code, ladder_reason(code, _CLOSE_NOT_UTF8 if code == INVALID_UTF8 else reason))
 
     def accept(self, request: WsRequest) -> Response:
         response = super().accept(request)

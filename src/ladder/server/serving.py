@@ -20,7 +20,7 @@ import functools
 import inspect
 import logging
 import socket
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import httptools
 import uvicorn
@@ -41,6 +41,14 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 class _HeadersTooLarge(Exception):
     """Raised in a parser callback to stop the parser (see ``HeaderTimeoutHttp._count``)."""
+
+
+class _NotServed(Exception):
+    """Raised in a parser callback to stop the parser at a request of an HTTP version
+    other than 1.1 or 1.0 (the parser reads ``HTTP/2.0`` and ``HTTP/0.9`` request lines)."""
+
+
+_SERVED: Final = ("1.1", "1.0")
 
 
 class HeaderTimeoutHttp(HttpToolsProtocol):
@@ -68,6 +76,8 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
         self._heading = True
         """The current request's headers are not complete yet (its bytes are counted)."""
         self._oversize = False
+        self._unserved: str | None = None
+        """The HTTP version of a request line refused as not served."""
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -137,6 +147,8 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
                 f"the request line and headers are over {self.max_header_size} bytes "
                 "(ladder serve --max-header-size)"
             )
+        elif self._unserved is not None:
+            status, reason = b"400 Bad Request", f"HTTP/{self._unserved} is not served: send HTTP/1.1"
         else:
             status, reason = b"400 Bad Request", "not a valid HTTP/1.1 request"
         error = LadderError("bad_request", reason)
@@ -174,6 +186,10 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         self._heading = False
+        version = self.parser.get_http_version()
+        if version not in _SERVED:
+            self._unserved = version
+            raise _NotServed  # the parser stops; answered by send_400_response
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

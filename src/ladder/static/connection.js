@@ -299,15 +299,20 @@ export async function askWhy(client, error) {
   // (rungs refused as not offered explain nothing of the hidden ones: ask all the same)
   if (!hidden.length || error.errors().some((e) => e.code !== "unsupported_transport")) return false;
   let token = null;
+  let tokenless = false;
   try {
     // A hello's credentials (the answer is theirs): the race's, not asked of the function again.
     token = await (client._raceToken?.token ?? client._currentToken());
   } catch {
     // the token function failed: the rungs' reasons say so already; ask without one
+    tokenless = true;
   }
   const rungs = /** @type {Rung[]} */ (hidden.map(([rung]) => rung));
   const told = await askServer(client._ctx.endpoint, token, rungs);
   if (told === null || client._isClosed()) return false;
+  // Asked with no token (its function failed): a refusal of credentials answers that question,
+  // not the client's hellos (the next race asks the function again).
+  if (tokenless && CREDENTIALS.has(told.error?.code ?? "")) return false;
   const tokenRefreshable = client._refreshable();
   if (told.error && afterTransport({ via: "refusal", code: told.error.code, tokenRefreshable }) === "give_up") {
     client._giveUp(told.error);
@@ -330,6 +335,9 @@ export async function askWhy(client, error) {
   for (const [rung, failure] of hidden) client._reasons[rung] = `${failure?.reason}; asked by a POST: ${told.reason}`;
   return false;
 }
+
+/** Refusals of a request's credentials (an `authenticate` hook's forbidden included). */
+const CREDENTIALS = new Set(["unauthorized", "token_expired", "forbidden"]);
 
 /** Rungs whose refusals a browser does not let the page read. */
 const HIDDEN = new Set(["websocket", "sse"]);
