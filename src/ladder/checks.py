@@ -31,3 +31,11 @@ def check_number(setting: str, value: Any, kind: Any) -> None:
         )
     if value < 0 or not math.isfinite(value):
         raise ConfigurationError(setting, f"{value!r} is out of range", "pass a finite number >= 0")
+
+
+def check_positive(setting: str, value: Any, kind: Any = "float") -> None:
+    """:func:`check_number`, and above 0: a period or a timeout of 0 cannot work (a loop
+    sleeping 0 s between sweeps spins a core; a command timeout of 0 fails every command)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and not value > 0:  # (NaN too)
+        raise ConfigurationError(setting, f"{value!r} is out of range", "pass a number > 0")
+    check_number(setting, value, kind)

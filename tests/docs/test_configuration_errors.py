@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,9 @@ from ladder import (
     Publisher,
 )
 from ladder.engine import create_engine
+from ladder.engine.memory import MemoryEngine
+from ladder.engine.redis import RedisEngine
+from ladder.engine.shards import ShardedEngine
 
 
 def test_channel_options_given_as_a_dict_are_refused_at_construction() -> None:
@@ -82,6 +86,50 @@ def test_a_redis_cluster_on_a_redis_py_without_sharded_pub_sub_names_the_upgrade
     assert caught.value.setting == "engine"
     assert "a Redis Cluster needs redis-py 8.0 or newer" in str(caught.value)
     assert "pip install -U 'redis[hiredis]>=8'" in caught.value.fix
+
+
+def test_a_redis_cluster_on_a_redis_py_lacking_what_the_engine_imports_names_the_upgrade(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """redis-py 5.0.2 to 7.0 also lack ``RedisClusterUnreachableError``, which the engine's
+    modules import: the ImportError was reported as the missing extra ("install it with
+    pip install 'ladder-rt[redis]'"), to a user who had it."""
+    import redis.exceptions  # noqa: PLC0415
+    from redis.asyncio.client import PubSub  # noqa: PLC0415
+
+    monkeypatch.delattr(PubSub, "ssubscribe")
+    monkeypatch.delattr(redis.exceptions, "RedisClusterUnreachableError")
+    for name in [m for m in sys.modules if m.startswith("ladder.engine.rediscluster")]:
+        monkeypatch.delitem(sys.modules, name)  # (imported afresh, as in a new process)
+    with pytest.raises(ConfigurationError) as caught:
+        Ladder(engine="redis+cluster://127.0.0.1:7000")
+    assert "a Redis Cluster needs redis-py 8.0 or newer" in str(caught.value)
+    assert "pip install -U 'redis[hiredis]>=8'" in caught.value.fix
+    assert "ladder-rt[redis]" not in str(caught.value)
+
+
+ENGINE_MISTAKES = [
+    ("MemoryEngine(sweep_every=...)", lambda: MemoryEngine(sweep_every=0), "pass a number > 0"),
+    ("MemoryEngine(sweep_every=...)", lambda: MemoryEngine(sweep_every=-1), "pass a number > 0"),
+    ("RedisEngine(sweep_every=...)", lambda: RedisEngine("redis://127.0.0.1:6379/0", sweep_every=0), "> 0"),
+    ("RedisEngine(command_timeout=...)", lambda: RedisEngine("redis://h/0", command_timeout=0), "> 0"),
+    ("RedisEngine(max_connections=...)", lambda: RedisEngine("redis://h/0", max_connections=2.5), "pass an int"),
+    ("engine", lambda: RedisEngine("foo://x"), "to RedisEngine"),
+    ("engine", lambda: RedisEngine(123), "to RedisEngine"),  # type: ignore[arg-type]
+    ("engine", lambda: RedisEngine("redis+cluster://h:7000"), "to RedisClusterEngine"),
+    ("engine", lambda: ShardedEngine("unix:///tmp/r.sock"), "to ShardedEngine"),
+]
+
+
+@pytest.mark.parametrize(("setting", "make", "fix"), ENGINE_MISTAKES)
+def test_an_engine_built_by_hand_refuses_what_cannot_work_naming_it(setting: str, make: Any, fix: str) -> None:
+    """An engine's period or timeout of 0 was accepted (a sweep every 0 s spun a core; every
+    command failed), and a URL of another scheme or type was redis-py's ValueError or an
+    AttributeError when the engine started."""
+    with pytest.raises(ConfigurationError) as caught:
+        make()
+    assert caught.value.setting == setting
+    assert fix in caught.value.fix
 
 
 def test_a_missing_jwt_extra_names_the_distribution(monkeypatch: pytest.MonkeyPatch) -> None:

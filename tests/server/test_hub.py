@@ -187,6 +187,19 @@ async def test_data_sent_that_cannot_be_encoded_raises_a_type_error_saying_what_
         await hub.send(peer.session.sid, "note", {"at": object()})
 
 
+async def test_a_session_id_or_a_user_that_is_not_a_str_is_a_type_error(hub: Ladder) -> None:
+    """``send`` and ``disconnect`` returned False on the memory engine and raised an
+    AttributeError on Redis for a session id that is not a str; ``send_user`` returned 0 for a
+    user that is not one, where ``disconnect_user`` raised TypeError."""
+    with pytest.raises(TypeError, match=r"^session_id must be a session's id, the str ctx.session_id is, not int"):
+        await hub.send(123, "note")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"not NoneType"):
+        await hub.disconnect(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^user must be the str the authenticate hook returned, not int"):
+        await hub.send_user(123, "note")  # type: ignore[arg-type]
+    assert await hub.send("no-such-session", "note") is False  # (unknown: False, as documented)
+
+
 async def test_a_handler_s_context_names_the_sender_and_its_message(hub: Ladder) -> None:
     seen: list[Context] = []
 

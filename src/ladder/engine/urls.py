@@ -22,6 +22,29 @@ def shown(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
 
 
+def check_scheme(setting: str, url: object, schemes: tuple[str, ...]) -> str:
+    """``url`` if it is a str with one of ``schemes``; else :class:`~ladder.ConfigurationError`
+    naming them (an engine made by hand, ``RedisEngine(url)``, not from the hub's URL)."""
+    if not isinstance(url, str):
+        raise ConfigurationError(setting, f"{url!r} is not a URL (a str)", _SCHEMES_FIX)
+    scheme = urlsplit(url).scheme
+    if scheme not in schemes:
+        raise ConfigurationError(
+            setting,
+            f"{shown(url)!r} is not a URL of this engine (its scheme is {scheme or 'missing'}; "
+            f"it takes {', '.join(s + '://' for s in schemes)})",
+            _SCHEMES_FIX,
+        )
+    return url
+
+
+_SCHEMES_FIX = (
+    'pass "redis://host:6379/0" ("rediss://" for TLS, "unix:///path/to/redis.sock") to '
+    'RedisEngine, "redis://h1:6379,h2:6379/0" to ShardedEngine, "redis+cluster://h1:7000,h2:7000" '
+    "to RedisClusterEngine; or give the URL to Ladder(engine=...), which picks the engine"
+)
+
+
 def hosts_of(url: str) -> list[str]:
     """The servers of a Redis URL as written (``h1:p1``, ``h2``), without credentials."""
     return [host.strip() for host in urlsplit(url).netloc.rpartition("@")[2].split(",")]

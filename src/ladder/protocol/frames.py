@@ -228,6 +228,16 @@ def check_user(user: object) -> str:
     return user
 
 
+def check_session_id(session_id: object) -> str:
+    """``session_id`` if it can name a session (a ``str``, as ``ctx.session_id``), else
+    ``TypeError``: another value names none (and failed as an ``AttributeError`` on some
+    engines)."""
+    if not isinstance(session_id, str):
+        kind = type(session_id).__name__
+        raise TypeError(f"session_id must be a session's id, the str ctx.session_id is, not {kind}")
+    return session_id
+
+
 def _bad(field: str, what: str) -> LadderError:
     return LadderError("bad_frame", f"field {field!r} {what}")
 

@@ -17,7 +17,7 @@ from typing import Any
 from ..engine import create_engine
 from ..engine.base import ChannelOptions, Engine, Member, Payload, Publication
 from ..errors import ConfigurationError
-from ..protocol.frames import MAX_HISTORY_LIMIT, check_channel, check_event, check_user
+from ..protocol.frames import MAX_HISTORY_LIMIT, check_channel, check_event, check_session_id, check_user
 from ..protocol.session import SessionLimits
 from .auth import Authenticate, Permissions, default_permissions
 from .config import OPEN_ORIGINS, TRANSPORTS, ChannelRules, Limits, Settings, check_hub_settings
@@ -251,8 +251,10 @@ class Ladder:
     async def send(self, session_id: str, event: str, data: Any = None) -> bool:
         """Push an event to one session (on whichever node holds it). False when unknown.
 
-        Data no encoding can carry raises ``TypeError``, as for :meth:`publish`.
+        Data no encoding can carry raises ``TypeError``, as for :meth:`publish`, and so does a
+        ``session_id`` that is not a ``str``.
         """
+        check_session_id(session_id)
         Payload.checked(data)
         check_event(event)
         await self._node.serving()
@@ -265,7 +267,9 @@ class Ladder:
         within 3 s (a node that does not answer in time is not counted, though it may
         still deliver; with the engine unreachable, only this node's are reached, and a
         WARNING says so). A session whose client is away gets it when the client comes back.
+        A ``user`` that is not a ``str`` raises ``TypeError``, as for :meth:`disconnect_user`.
         """
+        check_user(user)
         Payload.checked(data)
         check_event(event)
         await self._node.serving()
@@ -292,7 +296,9 @@ class Ladder:
 
     async def disconnect(self, session_id: str, reason: str = "disconnected by the server") -> bool:
         """End a session now, on whichever node holds it; its client is told why (a ``bye``
-        ``session_closed`` with ``reason``) and does not resume it. False when unknown."""
+        ``session_closed`` with ``reason``) and does not resume it. False when unknown
+        (``TypeError`` for a ``session_id`` that is not a ``str``)."""
+        check_session_id(session_id)
         await self._node.serving()
         return await self._node.pusher.disconnect(session_id, reason)
 

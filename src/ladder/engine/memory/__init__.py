@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...checks import check_number, check_positive
 from ..base import EngineSink
 from ..composed import ComposedEngine
 from .applied import MemoryAppliedRecords
@@ -45,6 +46,8 @@ class MemoryEngine(ComposedEngine):
         clock: Callable[[], float] = time.monotonic,
         sweep_every: float = 5.0,
     ) -> None:
+        check_positive("MemoryEngine(sweep_every=...)", sweep_every)
+        check_number("MemoryEngine(idle_ttl=...)", idle_ttl, "float")
         self.healthy = True
         self.sweep_every = sweep_every
         self._clock = clock

@@ -54,9 +54,10 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisClusterException, RedisError
 
+from ...checks import check_positive
 from ..base import EngineSink
 from ..composed import ComposedEngine
-from ..urls import shown
+from ..urls import check_scheme, shown
 from .applied import RedisAppliedRecords
 from .channels import RedisChannels
 from .identity import Identity, Refusal, identify, is_a_cluster_node
@@ -109,6 +110,9 @@ class RedisEngine(ComposedEngine):
             whose ``leave`` is announced then.
     """
 
+    schemes: tuple[str, ...] = ("redis", "rediss", "unix")
+    """The URL schemes this engine takes (a cluster's, ``redis+cluster``, its subclass's)."""
+
     def __init__(
         self,
         url: str,
@@ -122,6 +126,17 @@ class RedisEngine(ComposedEngine):
         pool_timeout: float = 2.0,
         sweep_every: float = 5.0,
     ) -> None:
+        name = type(self).__name__
+        check_scheme("engine", url, self.schemes)
+        for setting, value in (
+            ("connect_timeout", connect_timeout),
+            ("command_timeout", command_timeout),
+            ("meta_ttl", meta_ttl),
+            ("pool_timeout", pool_timeout),
+            ("sweep_every", sweep_every),
+        ):
+            check_positive(f"{name}({setting}=...)", value)
+        check_positive(f"{name}(max_connections=...)", max_connections, "int")
         self.url = url
         self.prefix = prefix
         self.meta_ttl = meta_ttl

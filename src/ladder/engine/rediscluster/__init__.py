@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
-from .engine import RedisClusterEngine
+from .needs import check_redis_py
+
+check_redis_py()  # (before .engine imports what older redis-py lacks)
+
+from .engine import RedisClusterEngine  # noqa: E402
 
 __all__ = ["RedisClusterEngine"]

@@ -14,18 +14,16 @@ import asyncio
 import contextlib
 from typing import Any
 
-import redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisClusterException, RedisError
 
-from ...errors import ConfigurationError
 from ..redis.engine import HEARTBEAT_EVERY, RECHECK_EVERY, RedisEngine, heartbeat_error
 from ..redis.identity import Identity, Refusal, is_no_cluster
 from ..redis.link import RedisLink
 from ..redis.listener import PubSubListener
 from .link import ClusterLink
 from .listener import ClusterListener
+from .needs import check_redis_py
 
 __all__ = ["RedisClusterEngine"]
 
@@ -40,15 +38,10 @@ class RedisClusterEngine(RedisEngine):
         **options: As for :class:`~ladder.engine.redis.RedisEngine`.
     """
 
+    schemes = ("redis+cluster", "rediss+cluster")
+
     def __init__(self, url: str, **options: Any) -> None:
-        if not hasattr(PubSub, "ssubscribe"):
-            # (the `redis` extra allows redis-py 5.0.2, enough for one or several Redis servers)
-            raise ConfigurationError(
-                "engine",
-                f"a Redis Cluster needs redis-py 8.0 or newer, whose asyncio client has sharded "
-                f"pub/sub (SSUBSCRIBE, SPUBLISH); this is redis-py {redis.__version__}",
-                "upgrade it: pip install -U 'redis[hiredis]>=8'",
-            )
+        check_redis_py()
         self._primaries: dict[str, bool] = {}
         """Each primary's name -> whether it answered the last heartbeat."""
         super().__init__(url, **options)

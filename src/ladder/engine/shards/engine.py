@@ -21,7 +21,7 @@ from ..base import EngineSink
 from ..composed import ComposedEngine
 from ..redis import RedisEngine
 from ..redis.identity import Refusal
-from ..urls import check_redis_url, hosts_of, shown
+from ..urls import check_redis_url, check_scheme, hosts_of, shown
 from .parts import ShardedApplied, ShardedChannels, ShardedPresence
 from .placement import Placement
 from .routing import ShardedRouting
@@ -58,6 +58,7 @@ class ShardedEngine(ComposedEngine):
     """
 
     def __init__(self, url: str, *, node_id: str | None = None, **options: Any) -> None:
+        check_scheme("engine", url, ("redis", "rediss"))
         self.url = url
         node = node_id or secrets.token_hex(4)
         self.shards = [
