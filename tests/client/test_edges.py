@@ -352,6 +352,51 @@ def test_a_token_longer_than_a_server_takes_is_refused_at_once() -> None:
         Client("http://127.0.0.1:9", token="x" * 9000)
 
 
+async def test_arguments_found_wrong_only_later_are_refused_where_given() -> None:
+    """Port 0 was taken (the WebSocket rung then dialled port 80); ``transports`` as None or
+    an int was "'NoneType' object is not iterable", as an iterator "at least one transport is
+    needed"; ``refresh(timeout=0)`` called the token function first, ``refresh`` of a token
+    over 8,192 characters was sent; ``events(max_buffer=...)`` failed at the first read, in
+    deque's words (0: a stream that yielded nothing)."""
+    from ladder import Client  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match=r"the port is not a number from 1 to 65535"):
+        Client("http://127.0.0.1:0")
+    for transports in (None, 5, iter(["websocket"]), [1]):
+        with pytest.raises(TypeError, match=r"^transports must be a list of rung names, e.g. \['websocket', 'sse'\]"):
+            Client("http://127.0.0.1:9", transports=transports)  # type: ignore[arg-type]
+    asked: list[int] = []
+
+    def token() -> str:
+        asked.append(1)
+        return "t"
+
+    client = Client("http://127.0.0.1:9", token=token)
+    with pytest.raises(ValueError, match=r"timeout is in seconds"):
+        await client.refresh(timeout=0)
+    assert asked == [], "the token function is not asked for a refresh that cannot be sent"
+    with pytest.raises(ValueError, match=r"the token is 9,000 characters"):
+        await client.refresh("x" * 9000)
+    with pytest.raises(TypeError, match=r"token must be a str, not int"):
+        await client.refresh(5)  # type: ignore[arg-type]
+    for max_buffer in (0, -1, "5", 2.5):
+        with pytest.raises(ValueError, match=r"^max_buffer must be a whole number >= 1"):
+            client.events(max_buffer=max_buffer)  # type: ignore[arg-type]
+    await client.close()
+
+
+async def test_an_event_stream_hears_events_from_its_call_not_its_first_read() -> None:
+    """``events()`` made before ``connect()`` and read after it missed the connection's
+    events: the stream registered at its first read."""
+    server = FakeServer()
+    client = FakeClient(server)
+    stream = client.events()
+    await client.connect(timeout=5)
+    first = await asyncio.wait_for(anext(stream), 5)
+    assert first.name in ("session_lost", "connected", "state", "transport"), first
+    await client.close()
+
+
 async def test_connect_while_the_client_reconnects_waits_for_the_next_connection() -> None:
     """``connect()`` returned at once after the first connection, connected or not: a caller
     awaiting it during a reconnect went on while nothing was connected."""

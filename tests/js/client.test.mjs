@@ -1596,6 +1596,8 @@ describe("options", () => {
     assert.throws(() => new Client("ftp://x"), /must start with http:\/\/ or https:\/\//);
     assert.throws(() => new Client("http://127.0.0.1:1/?x=1"), /the hub's address takes no query or fragment/);
     assert.throws(() => new Client("http://127.0.0.1:1/ladder#top"), /the hub's address takes no query or fragment/);
+    // (port 0 is no server's: a browser refuses to fetch it, "bad port", as a network error)
+    assert.throws(() => new Client("http://127.0.0.1:0/ladder"), (e) => e instanceof TypeError && /the port is not a number from 1 to 65535/.test(e.message));
     assert.doesNotThrow(() => new Client("http://127.0.0.1:1", null));
     assert.throws(make({ token: "x".repeat(8193) }), /^TypeError: the token is 8193 characters: a server takes at most 8192/);
     assert.doesNotThrow(make({ token: "t" }));

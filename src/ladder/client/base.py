@@ -127,11 +127,20 @@ class ClientBase:
         check_token_length(value)
         return value
 
-    async def events(self, max_buffer: int = 1000) -> AsyncIterator[Event]:
-        """Every event, as an async stream (ends when the client closes). A reader more than
-        ``max_buffer`` events behind loses the oldest ones."""
+    def events(self, max_buffer: int = 1000) -> AsyncIterator[Event]:
+        """Every event from this call on, as an async stream (ends when the client closes).
+        A reader more than ``max_buffer`` events behind loses the oldest ones.
+
+        The stream hears events from this call on, not from its first read: one made before
+        ``connect()`` and read after it yields the connection's events (a stream that began
+        at its first read missed them)."""
+        if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+            raise ValueError(f"max_buffer must be a whole number >= 1 (default 1000), not {max_buffer!r}")
         queue: deque[Event] = deque(maxlen=max_buffer)
         self._streams.append(queue)
+        return self._stream(queue)
+
+    async def _stream(self, queue: deque[Event]) -> AsyncIterator[Event]:
         try:
             while self.state != "closed" or queue:
                 if queue:

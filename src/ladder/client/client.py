@@ -152,6 +152,11 @@ class Client(Calls):
             )
         if isinstance(transports, str):
             raise TypeError(f"transports must be a list of rung names, e.g. [{transports!r}], not a str")
+        if not isinstance(transports, Sequence) or not all(isinstance(t, str) for t in transports):
+            # (an iterator was used up by the check below, and None or 5 was "not iterable")
+            raise TypeError(
+                f"transports must be a list of rung names, e.g. ['websocket', 'sse'], not {transports!r}"
+            )
         if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
             raise ValueError(f"max_queue must be a positive int (default 1000), not {max_queue!r}")
         check_options(

@@ -20,6 +20,7 @@ from ..protocol.client import (
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame
 from .events import Presence, Push, ResyncNeeded, ServerError
+from .options import check_timeout, check_token_length
 from .outbound import Outbound
 from .transports.base import Transport, TransportClosed
 
@@ -41,6 +42,11 @@ class Inbound(Outbound):
         With no ``token``, the client's own ``token`` (a callable is called) is sent. A client
         whose ``token`` is a callable does this by itself shortly before the old one expires.
         """
+        check_timeout(timeout)  # (before the token function, which may fetch)
+        if token is not None:
+            if not isinstance(token, str):
+                raise TypeError(f"token must be a str, not {type(token).__name__}")
+            check_token_length(token)
         fresh = token or await self._current_token()
         if not fresh:
             raise LadderError("unauthorized", "no token to refresh with")

@@ -31,9 +31,11 @@ def check_url(url: object) -> str:
         )
     parts = urlsplit(url)
     try:
-        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+        port = parts.port  # (raises ValueError for a port that is not one)
     except ValueError:
-        raise ValueError(f"url {url!r}: the port is not a number from 0 to 65535 ({_EXAMPLE})") from None
+        port = 0
+    if port == 0:  # (port 0 is no server's: the WebSocket rung dialled port 80 instead)
+        raise ValueError(f"url {url!r}: the port is not a number from 1 to 65535 ({_EXAMPLE})")
     if not parts.hostname:
         raise ValueError(f"url {url!r} names no host ({_EXAMPLE})")
     if parts.query or parts.fragment or url.endswith(("?", "#")):

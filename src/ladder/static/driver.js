@@ -167,6 +167,9 @@ export function checkUrl(url) {
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
     throw new TypeError(`url ${JSON.stringify(text)} must start with http:// or https:// (or be a path on this page's origin, e.g. "/ladder"): the address the hub is mounted at`);
   }
+  if (parsed.port === "0") {
+    throw new TypeError(`url ${JSON.stringify(text)}: the port is not a number from 1 to 65535 (port 0 is no server's)`);
+  }
   if (parsed.search || parsed.hash || /[?#]$/.test(text)) {
     throw new TypeError(`url ${JSON.stringify(text)}: the hub's address takes no query or fragment (the client adds each endpoint's path and query to it); pass credentials with the token option`);
   }
