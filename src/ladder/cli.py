@@ -208,10 +208,16 @@ def uvloop_unsupported() -> str | None:
 
 
 def run(app: Any, args: argparse.Namespace) -> None:
-    from .server.serving import AsgiWebSocket, GracefulServer, HeaderTimeoutHttp  # noqa: PLC0415 - see main
+    from .server.serving import (  # noqa: PLC0415 - see main
+        AsgiWebSocket,
+        GracefulServer,
+        HeaderTimeoutHttp,
+        checked_factory,
+    )
 
     hub = find_hub(app)
     check(app, hub, args)
+    app = checked_factory(app, getattr(args, "app", "app"))
     check_workers(hub, args)
     if args.engine and hub is not None:
         hub.engine = create_engine(args.engine)

@@ -273,6 +273,19 @@ def test_serving_what_is_not_an_app_is_one_line_and_status_1(spec: str, said: st
     assert done.returncode == 1 and done.stderr.strip() == said, (done.returncode, done.stderr)
 
 
+def test_a_factory_that_returns_no_app_is_one_line_and_status_1() -> None:
+    """README: anything but a hub, an ASGI app or a factory of one is refused in one line. A
+    factory returning 42 passed the check (it may be a factory) and failed in uvicorn's
+    lifespan with a traceback, status 3."""
+    done = ladder("serve", "tests.support.apps:factory_of_no_app", "--port", "0")
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert done.stderr.strip().splitlines()[-1] == (
+        "ladder serve: tests.support.apps:factory_of_no_app() returned 42, not an ASGI app or a "
+        "Ladder hub: return the app (or the hub) it makes"
+    ), done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_what_can_be_an_asgi_app_is_served_and_what_cannot_is_named() -> None:
     """The check before uvicorn refuses only what uvicorn could not serve: the frameworks'
     apps, ``async def app(scope, receive, send)``, objects with an async ``__call__``, ASGI 2

@@ -204,3 +204,8 @@ async def publish_through(ctx: Context, data: Any) -> dict[str, Any]:
 @hub.on("node")
 async def node(ctx: Context, data: Any) -> str:
     return hub.engine.node_id
+
+
+def factory_of_no_app() -> int:
+    """An app factory (uvicorn calls it with no arguments) that returns what no server serves."""
+    return 42

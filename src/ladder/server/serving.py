@@ -19,6 +19,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import reprlib
 import socket
 from typing import Any, ClassVar, Final
 
@@ -367,6 +368,29 @@ def not_asgi(app: Any) -> str | None:
     if not _is_async(call):
         return f"{what} ({_AWAITED})"
     return None if _takes(call, 3) else f"{whose} (scope, receive, send)"
+
+
+def checked_factory(factory: Any, spec: str) -> Any:
+    """``factory`` if it is not one (a function taking no arguments, which uvicorn calls and
+    serves what it returns); else a factory that checks what it returns as :func:`not_asgi`
+    checks an app, and stops the server in one line if it is none (a factory returning 42
+    passed, and failed in uvicorn's lifespan with a traceback)."""
+    if not (inspect.isfunction(factory) or inspect.ismethod(factory)) or not _takes(factory, 0):
+        return factory
+    if _is_async(factory):
+        return factory  # (uvicorn would serve its coroutine: not_asgi's words cover it)
+
+    def make() -> Any:
+        app = factory()
+        wrong = not_asgi(app) if callable(app) else reprlib.repr(app)
+        if wrong is not None:
+            raise SystemExit(
+                f"ladder serve: {spec}() returned {wrong}, not an ASGI app or a Ladder hub: "
+                "return the app (or the hub) it makes"
+            )
+        return app
+
+    return make
 
 
 def _is_async(call: Any) -> bool:
