@@ -50,6 +50,9 @@ class Publication:
     epoch: str
     payload: Payload
     time: float = 0.0
+    """When it was published, in its engine's clock, for aging its history: the memory
+    engine's is ``time.monotonic()`` (seconds since an arbitrary point, this process only),
+    Redis's Unix time. Not a timestamp to show: put one in the data."""
     frame: Any = field(default=None, repr=False, compare=False)
     """The hub caches the publication's encoded wire frame here (built once, shared)."""
 
