@@ -8,7 +8,16 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from ladder.server.http import UNTRUSTED_PROXY, BodyTooLarge, Request, origin_refusal, parse_query, read_body
+from ladder.protocol.codec import JSON, MSGPACK, codec_for_content_type
+from ladder.server.http import (
+    UNTRUSTED_PROXY,
+    BodyTooLarge,
+    Request,
+    accepts_coding,
+    origin_refusal,
+    parse_query,
+    read_body,
+)
 from ladder.server.proxies import proxy_trusted
 
 QUERIES = [
@@ -132,3 +141,42 @@ class _Uvicorn:
 def test_the_native_driver_trusts_the_proxies_uvicorn_trusts(allowed: str, peer: str, trusted: bool) -> None:
     assert proxy_trusted(_Uvicorn(allowed), peer) is trusted
     assert proxy_trusted(_Uvicorn(allowed, proxy_headers=False), peer) is False, "a hub served alone"
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip"),
+    [
+        ("gzip", True),
+        ("GZIP", True),  # (codings are case-insensitive: this one was not compressed)
+        ("deflate, gzip;q=0.5", True),
+        ("gzip;q=0", False),  # (q=0 refuses it: it was compressed)
+        ("identity, gzip;q=0", False),
+        ("*", True),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),  # (named: its own weight decides, not the wildcard's)
+        ("br, *;q=0.1", True),
+        ("identity", False),
+        ("", False),
+        ("gzip;q=abc", False),
+    ],
+)
+def test_accept_encoding_is_read_with_its_weights(header: str, gzip: bool) -> None:
+    """Protocol §3.5: a poll's answer is gzipped only when the request takes gzip."""
+    assert accepts_coding(header, "gzip") is gzip
+
+
+@pytest.mark.parametrize(
+    ("content_type", "msgpack"),
+    [
+        ("application/msgpack", True),
+        ("application/x-msgpack", True),
+        ("Application/MsgPack", True),  # (media types are case-insensitive: read as JSON before)
+        ("APPLICATION/X-MSGPACK; charset=binary", True),
+        ("application/vnd.msgpack-like", False),
+        ("application/x-ndjson", False),
+        (None, False),
+    ],
+)
+def test_a_post_bodys_codec_is_the_content_type_s_media_type(content_type: str | None, msgpack: bool) -> None:
+    """Protocol §3.6: msgpack when the Content-Type names it, otherwise JSON."""
+    assert codec_for_content_type(content_type) is (MSGPACK if msgpack else JSON)

@@ -642,8 +642,13 @@ def codec_named(name: str | None) -> Codec:
         raise LadderError("bad_request", f"unknown encoding {name!r}") from None
 
 
+_MSGPACK_TYPES: Final = frozenset({"application/msgpack", "application/x-msgpack"})
+
+
 def codec_for_content_type(content_type: str | None) -> Codec:
-    """Pick the codec of an HTTP body from its Content-Type (JSON unless msgpack)."""
-    if content_type and "msgpack" in content_type:
+    """Pick the codec of an HTTP body from its Content-Type: msgpack for the media types
+    protocol §3.6 names, in any case (media types are case-insensitive) and with any
+    parameters; JSON otherwise (``Application/MsgPack`` was read as JSON)."""
+    if content_type and content_type.partition(";")[0].strip().lower() in _MSGPACK_TYPES:
         return MSGPACK
     return JSON

@@ -31,6 +31,25 @@ def _last(header: str | None) -> str | None:
     return header.rsplit(",", 1)[-1].strip() or None
 
 
+def accepts_coding(header: str, coding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value takes ``coding`` (RFC 9110 §12.5.3): the coding
+    itself decides when it is listed, else ``*``; a weight of 0 refuses."""
+    weights: dict[str, float] = {}
+    for item in header.split(","):
+        name, _, params = item.partition(";")
+        weight = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights.setdefault(name.strip().lower(), weight)
+    chosen = weights.get(coding, weights.get("*", 0.0))
+    return chosen > 0
+
+
 class Request:
     """The parts of an ASGI HTTP or WebSocket scope that Ladder reads."""
 
@@ -87,7 +106,9 @@ class Request:
         return self.headers.get("origin")
 
     def accepts_gzip(self) -> bool:
-        return "gzip" in self.headers.get("accept-encoding", "")
+        """Whether ``Accept-Encoding`` takes gzip: named (in any case) or ``*``, with a
+        ``q`` above 0 (``gzip;q=0`` refuses it; "gzip" anywhere in the header counted)."""
+        return accepts_coding(self.headers.get("accept-encoding", ""), "gzip")
 
     def auth_request(self, token: str | None, transport: str) -> AuthRequest:
         return AuthRequest(
