@@ -116,7 +116,7 @@ def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
             f"{spec!r} is neither a Ladder hub nor has a `hub` attribute "
             "that is one: serve the hub itself (module:hub), or set `app.hub = hub`"
         )
-    from .server.serving import not_asgi  # noqa: PLC0415 - once uvicorn was checked (main)
+    from .server.servable import not_asgi  # noqa: PLC0415
 
     wrong = not_asgi(app)
     if wrong is not None:
@@ -208,12 +208,8 @@ def uvloop_unsupported() -> str | None:
 
 
 def run(app: Any, args: argparse.Namespace) -> None:
-    from .server.serving import (  # noqa: PLC0415 - see main
-        AsgiWebSocket,
-        GracefulServer,
-        HeaderTimeoutHttp,
-        checked_factory,
-    )
+    from .server.servable import checked_factory  # noqa: PLC0415
+    from .server.serving import AsgiWebSocket, GracefulServer, HeaderTimeoutHttp  # noqa: PLC0415 - see main
 
     hub = find_hub(app)
     check(app, hub, args)

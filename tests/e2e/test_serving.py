@@ -299,7 +299,7 @@ def test_what_can_be_an_asgi_app_is_served_and_what_cannot_is_named() -> None:
     from starlette.applications import Starlette  # noqa: PLC0415
     from starlette.middleware.cors import CORSMiddleware  # noqa: PLC0415
 
-    from ladder.server.serving import not_asgi  # noqa: PLC0415
+    from ladder.server.servable import not_asgi  # noqa: PLC0415
 
     async def app(scope: object, receive: object, send: object) -> None: ...
 
