@@ -386,6 +386,20 @@ def test_a_post_body_that_stalls_is_timed_out(edge_server: LadderServer) -> None
     sock.close()
 
 
+def test_a_post_naming_no_session_whose_body_stalls_is_timed_out_too(edge_server: LadderServer) -> None:
+    """ops.md: a POST's body that stops arriving gets 408 and the connection is closed. One
+    naming no session was refused 400 before its body was read, and its connection stayed
+    open, the body unfinished, until the 75 s of keep-alive."""
+    sock = connect(edge_server)
+    started = time.monotonic()
+    sock.sendall(b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    status, headers, body = read_response(sock)
+    assert status == 408 and headers.get("connection") == "close", (status, headers, body)
+    assert closed_within(sock, 3.0) < 3.0
+    assert time.monotonic() - started < FRAME_TIMEOUT + 4
+    sock.close()
+
+
 def test_a_post_body_that_keeps_coming_slowly_is_read_to_its_end(edge_server: LadderServer) -> None:
     """Only a body that stops is cut: one slower than frame_timeout in all (a 1 MiB batch on
     a slow mobile link) but never silent that long is read, and answered."""

@@ -50,11 +50,13 @@ async def serve_forwarded_send(gateway: Gateway, message: dict[str, Any]) -> dic
 async def serve_send(gateway: Gateway, request: Request, receive: Receive, send: Send) -> None:
     sid = request.query.get("sid")
     token = request.resume_token()
+    limits = gateway.settings.limits
+    # The body first, refused or not: one left unread kept its connection open (and unusable)
+    # until the keep-alive ran out; read, one that stops arriving gets its 408 in time.
+    body = await read_body(receive, request, limits.max_post_size, timeout=limits.frame_timeout)
     if not sid or not token:
         await _check_credentials(gateway, request)
         raise LadderError("bad_request", "POST /send needs 'sid' and the resume token")
-    limits = gateway.settings.limits
-    body = await read_body(receive, request, limits.max_post_size, timeout=limits.frame_timeout)
     content_type = request.headers.get("content-type")
     try:
         session = await gateway.route(sid, token, stream=False)
