@@ -273,7 +273,9 @@ PARITY = """async ([module, cases]) => {
         const later = await client.call("echo", 2, { timeout: 1000 }).then(() => "replied", (e) => e.code);
         let emit = "accepted";
         try { client.emit("record", { key: "parity", value: 1 }); } catch (e) { emit = e.code; }
-        const outcome = { events, ready, pending: await pending, later, emit, state: client.state, transport: client.transport, sessionId: client.sessionId };
+        // (a shared tab's persisted() rejected with the refusal, where a tab's own resolves)
+        const persisted = await client.persisted().then(() => "resolved", (e) => e.code);
+        const outcome = { events, ready, pending: await pending, later, emit, persisted, state: client.state, transport: client.transport, sessionId: client.sessionId };
         await client.close();
         return { shared: client.shared === true, outcome, took: performance.now() - t0 };
     };

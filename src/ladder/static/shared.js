@@ -281,7 +281,15 @@ export class SharedClient extends Emitter {
    * @returns {Promise<void>}
    */
   persisted() {
-    return this._request(null, { kind: "persisted" }, null);
+    // As a tab's own client's, it never fails: a closed client keeps nothing more (a refusal
+    // that ended the shared connection rejected it, and a page awaiting it threw).
+    if (this.state === "closed") return Promise.resolve();
+    return this._request(null, { kind: "persisted" }, null).then(
+      () => {},
+      (error) => {
+        if (this.state !== "closed") throw error;
+      },
+    );
   }
 
   // -- plumbing ---------------------------------------------------------------------------------
