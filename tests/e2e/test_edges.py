@@ -400,6 +400,45 @@ def test_a_post_naming_no_session_whose_body_stalls_is_timed_out_too(edge_server
     sock.close()
 
 
+def test_a_post_refused_before_its_body_is_read_does_not_hold_its_connection(edge_server: LadderServer) -> None:
+    """A POST refused for its origin, before its body is read, whose body stalls: answered
+    within a second on a connection then closed. It got its 403 at once, but the connection
+    stayed open, the body unfinished, until the 75 s of keep-alive."""
+    sock = connect(edge_server)
+    started = time.monotonic()
+    sock.sendall(
+        b"POST /send?sid=a&rt=b HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n"
+        b"Content-Length: 100\r\n\r\nabc"
+    )
+    status, headers, body = read_response(sock)
+    assert status == 403 and headers.get("connection") == "close", (status, headers, body)
+    assert closed_within(sock, 3.0) < 3.0
+    assert time.monotonic() - started < 4
+    sock.close()
+
+
+def test_a_post_refused_before_its_body_is_read_keeps_a_whole_body_off_the_next_request(
+    edge_server: LadderServer,
+) -> None:
+    """The body of a refused POST, sent whole, is dropped: the next request on the connection
+    is answered as itself (the connection is kept)."""
+    sock = connect(edge_server)
+    sock.sendall(
+        b"POST /send?sid=a&rt=b HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n"
+        b"Content-Length: 16\r\n\r\nGET /x HTTP/1.1\n"
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    data = b""
+    while data.count(b"HTTP/1.1 ") < 2 or not data.endswith(b"}"):
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed: {data!r}"
+        data += chunk
+    first, second = data.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"403 ") and b"connection: close" not in first.lower(), data
+    assert second.startswith(b"200 ") and orjson.loads(second.partition(b"\r\n\r\n")[2])["ok"], data
+    sock.close()
+
+
 def test_a_post_body_that_keeps_coming_slowly_is_read_to_its_end(edge_server: LadderServer) -> None:
     """Only a body that stops is cut: one slower than frame_timeout in all (a 1 MiB batch on
     a slow mobile link) but never silent that long is read, and answered."""

@@ -335,14 +335,30 @@ async def read_body(
             return b"".join(chunks)
 
 
-async def _drain(receive: Receive, most: int, timeout: float) -> None:
+async def _drain(receive: Receive, most: int, timeout: float) -> bool:
     """Read and drop the body to its end if it ends within ``most`` more bytes and
-    ``timeout`` seconds."""
+    ``timeout`` seconds; whether it ended."""
     dropped = 0
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             while dropped < most:
                 message = await receive()
                 if message["type"] == "http.disconnect" or not message.get("more_body", False):
-                    return
+                    return True
                 dropped += len(message.get("body", b""))
+    return False
+
+
+def declares_body(request: Request) -> bool:
+    """Whether the request says a body follows (``Content-Length`` above 0, or chunked)."""
+    headers = request.headers
+    length = headers.get("content-length")
+    return "transfer-encoding" in headers or (length is not None and length.strip() not in ("", "0"))
+
+
+async def drop_body(receive: Receive, request: Request, limit: int, timeout: float = 1) -> bool:
+    """Read and drop the body of a request refused before reading it, up to ``limit`` bytes
+    for ``timeout`` seconds; whether it ended. One that did not must be answered with
+    ``Connection: close``: left unread, it held the connection until the keep-alive ran out
+    (75 s)."""
+    return not declares_body(request) or await _drain(receive, limit, timeout)

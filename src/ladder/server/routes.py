@@ -39,6 +39,7 @@ from .http import (
     Scope,
     Send,
     cors_headers,
+    drop_body,
     error_body,
     origin_allowed,
     origin_refusal,
@@ -126,12 +127,20 @@ _ALLOW: dict[str, str] = {
 
 async def _http(node: Node, request: Request, receive: Receive, send: Send) -> None:
     started = False
+    body_read = False
     allowed = node.settings.allowed_origins
 
     async def tracked(message: Message) -> None:
         nonlocal started
         started = True
         await send(message)
+
+    async def watched() -> Message:
+        nonlocal body_read
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_read = True
+        return message
 
     try:
         endpoint = request.endpoint
@@ -164,7 +173,7 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
         if refused is not None:
             raise refused
         node.gateway.admit(request.address)
-        await route(node.gateway, request, receive, tracked)
+        await route(node.gateway, request, watched, tracked)
     except LadderError as exc:
         foreign = exc.code == "origin_not_allowed" and not origin_allowed(allowed, request)
         origin = request.origin if foreign else None
@@ -185,7 +194,12 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
                 headers.append((b"upgrade", b"websocket"))
             if exc.code == "method_not_allowed" and request.endpoint in _ALLOW:
                 headers.append((b"allow", _ALLOW[request.endpoint].encode()))
-            if isinstance(exc, BodyNotRead):  # the rest of the body is not read
+            # A body left unread (a refusal before it was read: the origin, the request rate)
+            # is read and dropped first, as the client most often writes it all before
+            # reading; one that does not end soon is answered on a connection then closed.
+            if isinstance(exc, BodyNotRead) or not (
+                body_read or await drop_body(watched, request, node.settings.limits.max_post_size)
+            ):
                 headers.append((b"connection", b"close"))
             await respond(send, exc.http_status, error_body(exc), headers=headers)
     except ConnectionError:
