@@ -692,3 +692,27 @@ async def test_a_node_without_redis_is_reconnected_to_ever_more_slowly(
     assert 2 <= len(during) <= 6, f"{len(during)} welcomes in 4 s: {during}"
     refused = [reason for reason in ended if "engine_unavailable: " in reason]
     assert refused and all("(1011 engine_unavailable: " in reason for reason in refused), ended
+
+
+async def test_a_node_without_redis_does_not_walk_the_client_down_the_ladder(tmp_path: Path) -> None:
+    """Redis down, a client on every rung with messages to send: each connection was welcomed,
+    then closed with 1011 ``engine_unavailable``, and the client took three of those for cuts
+    and stepped down, WebSocket to SSE to long polling to short polling within 30 s. The
+    rung carried the server's refusal: the client stays on WebSocket (and backs off)."""
+    log = tmp_path / "server.log"
+    with RedisServer() as redis, LadderServer(engine=redis.url, log=log) as server:
+        client = Client(server.url)
+        changes: list[str] = []
+        ended: list[str] = []
+        client.on("transport", lambda e: changes.append(f"{e.old} -> {e.new} ({e.reason})"))
+        client.on("disconnected", lambda e: ended.append(e.reason))
+        async with client:
+            assert client.transport == "websocket"
+            redis.stop()
+            while sum("engine_unavailable: " in reason for reason in ended) < 5:
+                await client.emit("echo", "while Redis is down")
+                await asyncio.sleep(0.1)
+            assert changes == ["None -> websocket (connected)"], changes
+            redis.start()
+            assert (await client.call("echo", "back", timeout=15))["data"] == "back"
+            assert client.transport == "websocket", changes

@@ -765,6 +765,23 @@ describe("a subscription renewed in a new session, refused", () => {
 });
 
 describe("the ladder", () => {
+  test("connections the server ends with a refusal (engine_unavailable) are not cuts: the client stays on its rung", async () => {
+    const { client, clock, net, of } = setup({ transports: ["websocket", "sse"] });
+    client.start();
+    await settle();
+    const refusal = new LadderError("engine_unavailable", "this server cannot reach its engine");
+    for (let refused = 0; refused < 5; refused++) {
+      const ws = net.last("websocket");
+      assert.equal(net.opened.at(-1), ws, "every reconnect races WebSocket first");
+      ws.welcomeWith({ resumed: refused > 0 });
+      await clock.advance(100);
+      ws.fail("websocket: closed by the server (1011 engine_unavailable: this server cannot reach its engine)", refusal);
+      await clock.advance(0); // (the pause, drawn with random() = 0)
+    }
+    assert.equal(client.policy.current, "websocket");
+    assert.deepEqual(of("transport").map((e) => e.new), ["websocket"]);
+  });
+
   test("three connections cut within 10 s step down a rung; a probe climbs back with a handover", async () => {
     const { client, clock, net, of } = setup({ transports: ["websocket", "sse"] });
     client.start();

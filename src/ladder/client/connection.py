@@ -147,7 +147,7 @@ class Connection(Switching):
                 return
             self._last_end = ended
             if action != "resume_now":
-                step_down = self.policy.dropped(conn.name, lived, ended, worked)
+                step_down = self.policy.dropped(conn.name, lived, ended, worked, action)
                 if step_down is not None:
                     self._step_reason = self._last_end = step_down
             await asyncio.sleep(reconnect.ended(action, random.random(), lived * 1000) / 1000)

@@ -39,8 +39,10 @@ class RungPolicy(core.RungPolicy):
     ) -> None:
         super().__init__(rungs, cut_limit=cut_limit, stable_after=stable_after * 1000, start=start)
 
-    def dropped(self, rung: str, lived: float, reason: str, heard: float | None = None) -> str | None:
+    def dropped(
+        self, rung: str, lived: float, reason: str, heard: float | None = None, action: str | None = None
+    ) -> str | None:
         """A connection on ``rung`` ended after ``lived`` seconds (``heard``: seconds from its
-        opening to the last thing it delivered): the reason for stepping down, when it was
-        the ``cut_limit``-th cut in a row."""
-        return super().dropped(rung, lived * 1000, reason, None if heard is None else heard * 1000)
+        opening to the last thing it delivered; ``action``: what its end leads to): the
+        reason for stepping down, when it was the ``cut_limit``-th cut in a row."""
+        return super().dropped(rung, lived * 1000, reason, None if heard is None else heard * 1000, action)

@@ -233,11 +233,11 @@ export async function run(client) {
       client._reconnectNow = false; // the server is going away: resume elsewhere, now
       continue;
     }
-    const stepDown = client.policy.dropped(conn.name, lived, ended.reason, heard);
-    if (stepDown) client._stepReason = stepDown;
-    client._setState("disconnected", ended.reason);
     const action = client._endAction ?? "resume";
     client._endAction = null;
+    const stepDown = client.policy.dropped(conn.name, lived, ended.reason, heard, action);
+    if (stepDown) client._stepReason = stepDown;
+    client._setState("disconnected", ended.reason);
     await client._sleep(reconnect.ended({ action, rand: client._random(), lived }));
   }
 }

@@ -545,10 +545,13 @@ export class RungPolicy {
    * A connection on `rung` ended after `lived` ms (`heard`: ms from its opening to the last
    * thing it delivered): the reason for stepping down when this makes `cutLimit` short-lived
    * connections in a row, or when the stream was found buffered (`reason` itself), else null. One dropped for its silence worked only until it went
-   * quiet: a proxy that passes the welcome, then silently stops forwarding, cuts too.
-   * @param {{rung: string, lived: number, reason: string, heard?: number | null}} args
+   * quiet: a proxy that passes the welcome, then silently stops forwarding, cuts too. One the
+   * server ended with a refusal (`action` "back_off": `engine_unavailable`, `internal`, …) is
+   * not a cut: the rung carried the server's word, and a lower rung reaches that server no
+   * better; the cuts before it stand.
+   * @param {{rung: string, lived: number, reason: string, heard?: number | null, action?: string | null}} args
    */
-  dropped({ rung, lived, reason, heard = null }) {
+  dropped({ rung, lived, reason, heard = null, action = null }) {
     const at = this.rungs.indexOf(rung);
     if (why({ reason }) === "buffered" && at + 1 < this.rungs.length && this.floor <= at) {
       // As at the open: a stream found buffered is abandoned for the rung below (§9.2).
@@ -561,6 +564,7 @@ export class RungPolicy {
       this._cuts[rung] = this._stepped[rung] = 0;
       return null;
     }
+    if (action === "back_off") return null;
     this._cuts[rung] += 1;
     const position = this.rungs.indexOf(rung);
     if (this._cuts[rung] >= this.cutLimit && position + 1 < this.rungs.length && this.floor <= position) {

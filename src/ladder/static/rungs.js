@@ -114,13 +114,14 @@ export class RungPolicy {
 
   /**
    * A connection on `rung` ended after `lived` ms (`heard`: ms from its opening to the last
-   * thing it delivered): the reason for stepping down, or null.
+   * thing it delivered; `action`: what its end leads to): the reason for stepping down, or null.
    * @param {Rung} rung
    * @param {number} lived
    * @param {string} reason
    * @param {number | null} [heard]
+   * @param {string | null} [action]
    */
-  dropped(rung, lived, reason, heard = null) {
-    return this.core.dropped({ rung, lived, reason, heard });
+  dropped(rung, lived, reason, heard = null, action = null) {
+    return this.core.dropped({ rung, lived, reason, heard, action });
   }
 }

@@ -136,15 +136,22 @@ class RungPolicy:
         """A race (or a probe) was won on ``rung``: stand there."""
         self.floor = self.index(rung)
 
-    def dropped(self, rung: str, lived: float, reason: str, heard: float | None = None) -> str | None:
+    def dropped(
+        self, rung: str, lived: float, reason: str, heard: float | None = None, action: str | None = None
+    ) -> str | None:
         """A connection on ``rung`` ended after ``lived`` ms; ``heard``: ms from its opening
-        to the last thing it delivered.
+        to the last thing it delivered; ``action``: what its end leads to (the core's
+        ``after_transport``).
 
         Returns the reason for stepping down when this makes ``cut_limit`` short-lived
         connections in a row (a proxy cutting streams), or when the stream was found
         buffered (``reason`` itself), else None. One dropped for its
         silence worked only until it went quiet: a proxy that passes the welcome and then
         silently stops forwarding is a cut too (the watchdog's limit made it live 30 s).
+        One the server ended with a refusal (``back_off``: ``engine_unavailable``,
+        ``internal``, …) is not a cut: the rung carried the server's word, so what fails is
+        the server, which a lower rung reaches no better (Redis down made every rung in turn
+        look cut, down to short polling); the cuts before it stand.
         """
         position = self.index(rung)
         if why(reason) == "buffered" and position + 1 < len(self.rungs) and self.floor <= position:
@@ -157,6 +164,8 @@ class RungPolicy:
             lived = min(lived, heard)
         if lived >= self.stable_after:
             self._cuts[rung] = self._stepped[rung] = 0
+            return None
+        if action == "back_off":
             return None
         self._cuts[rung] += 1
         if self._cuts[rung] >= self.cut_limit and position + 1 < len(self.rungs) and self.floor <= position:
