@@ -108,3 +108,31 @@ async def test_a_key_holding_another_type_is_internal_logged_with_the_key_not_an
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert f"{engine.prefix}:pe:broken" in record.getMessage() and "WRONGTYPE" in record.getMessage()
     assert [m.user for m in await engine.presence("fine")] == [], "other channels go on"
+
+
+@pytest.mark.parametrize("first", ["publish", "history"])
+async def test_a_channel_starting_its_epoch_keeps_another_programs_value_under_its_stream_key(
+    redis_server: RedisServer, engine: RedisEngine, caplog: pytest.LogCaptureFixture, first: str
+) -> None:
+    """A channel with no position deleted whatever its stream key held when it started an
+    epoch (meant for the history of a lost position): another program's string was replaced
+    by a stream, with no error and nothing logged. It is kept, and answered ``internal``."""
+    caplog.set_level(logging.WARNING, logger="ladder")
+    key = f"{engine.prefix}:s:foreign"
+    client = aioredis.from_url(redis_server.url)
+    try:
+        await client.set(key, "another program's value")
+        with pytest.raises(LadderError) as refused:
+            if first == "publish":
+                await engine.publish("foreign", Payload.of(1), OPTIONS)
+            else:
+                await engine.history("foreign", since=None, limit=10, options=OPTIONS)
+        assert refused.value.code == "internal" and "server log" in refused.value.reason
+        assert await client.get(key) == b"another program's value"
+        assert await client.exists(f"{engine.prefix}:m:foreign") == 0, "nothing written"
+    finally:
+        await client.aclose()
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert key in record.getMessage() and "WRONGTYPE" in record.getMessage()
+    published = await engine.publish("fine", Payload.of(2), OPTIONS)
+    assert published.offset == 1, "other channels go on"

@@ -33,9 +33,23 @@ from .pipelined import PipelinedScript, outcome
 
 log = logging.getLogger("ladder.redis")
 
-_PUBLISH: Final = """
+_OTHER_STREAM: Final = """
+local function other(stream)
+  local kind = redis.call('TYPE', stream)['ok']
+  if kind ~= 'none' and kind ~= 'stream' then
+    return redis.error_reply('WRONGTYPE ' .. stream .. ' holds a ' .. kind .. ', not a stream')
+  end
+end
+"""
+"""Lua: a channel starting an epoch deletes what its stream key holds (the history of a lost
+position), but not another program's value: a key of another type is answered ``WRONGTYPE``
+(``internal``, logged) before anything is written, as every other command on it is."""
+
+_PUBLISH: Final = _OTHER_STREAM + """
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then
+  local refused = other(KEYS[2])
+  if refused then return refused end
   e = ARGV[1]
   redis.call('HSET', KEYS[1], 'e', e)
   redis.call('DEL', KEYS[2])
@@ -50,9 +64,11 @@ redis.call('PUBLISH', ARGV[7], 'P' .. e .. ' ' .. o .. ' ' .. ARGV[6] .. ' ' .. 
 return {e, o}
 """
 
-_POSITION: Final = """
+_POSITION: Final = _OTHER_STREAM + """
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then
+  local refused = other(KEYS[2])
+  if refused then return refused end
   e = ARGV[1]
   redis.call('HSET', KEYS[1], 'e', e, 'o', 0)
   redis.call('DEL', KEYS[2])
@@ -67,9 +83,11 @@ kept it as long as its history (``history_ttl``, when longer), and a position dr
 before its history would start a new epoch over publications still there."""
 
 
-_NEW_EPOCH: Final = """
+_NEW_EPOCH: Final = _OTHER_STREAM + """
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then
+  local refused = other(KEYS[2])
+  if refused then return refused end
   e = ARGV[2]
   redis.call('HSET', KEYS[1], 'e', e, 'o', 0)
   redis.call('DEL', KEYS[2])
