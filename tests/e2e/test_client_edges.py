@@ -67,8 +67,19 @@ async def test_a_message_over_the_frame_limit_is_refused_before_it_takes_an_id(s
     async with Client(server.url, transports=["websocket"]) as client:
         with pytest.raises(LadderError) as refused:
             await client.call("echo", "x" * 70_000, timeout=5)
-        assert refused.value.code == "frame_too_large" and "at most 65536" in refused.value.reason
+        assert refused.value.code == "frame_too_large" and "at most 65472 (" in refused.value.reason
         assert (await client.call("echo", "small", timeout=5))["data"] == "small"
+
+
+async def test_a_message_just_under_the_frame_limit_is_refused_in_words_that_add_up(server: LadderServer) -> None:
+    """65,474 bytes were refused as over "frames of at most 65536": the reason now says what
+    this client sends (the limit less the 64 bytes kept for an ack) and the fix."""
+    async with Client(server.url, transports=["websocket"]) as client:
+        with pytest.raises(LadderError) as refused:
+            await client.call("echo", "x" * 65_450, timeout=5)
+        reason = refused.value.reason
+        assert "sends at most 65472 (the server's frame limit, 65536, less 64" in reason, reason
+        assert "Limits(max_frame_size=)" in reason, reason
 
 
 async def test_a_json_client_refuses_nan_it_would_send_as_null(server: LadderServer) -> None:

@@ -1198,7 +1198,10 @@ describe("edges", () => {
     await settle();
     net.last("websocket").welcomeWith({ lim: { frame: 1000, post: 100_000 } });
     await settle();
-    assert.throws(() => client.emit("big", "x".repeat(2000)), (e) => e.code === "frame_too_large");
+    assert.throws(
+      () => client.emit("big", "x".repeat(2000)),
+      (e) => e.code === "frame_too_large" && e.reason.includes("this client sends at most 936 (the server's frame limit, 1000, less 64"),
+    );
     client.emit("small", 1);
     await settle();
     assert.deepEqual(net.last("websocket").sent.map((f) => f.i), [1]);

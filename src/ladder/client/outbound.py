@@ -95,7 +95,10 @@ class Outbound(ClientBase):
         if isinstance(limit, int) and size > limit - HEADROOM:
             return LadderError(
                 "frame_too_large",
-                f"this {frame.get('t')} is {size} bytes encoded; the server takes frames of at most {limit}",
+                f"this {frame.get('t')} is {size} bytes encoded; this client sends at most "
+                f"{limit - HEADROOM} (the server's frame limit, {limit}, less {HEADROOM} for the ack "
+                "that rides along): "
+                "send less, or raise the server's Limits(max_frame_size=)",
             )
         return None
 

@@ -139,7 +139,10 @@ export function tooLarge(frame, limits) {
   const size = UTF8.encode(encodeMessage(frame)).length;
   const limit = limits.frame;
   if (typeof limit === "number" && size > limit - HEADROOM) {
-    return new LadderError("frame_too_large", `this ${frame.t} is ${size} bytes encoded; the server takes frames of at most ${limit}`);
+    return new LadderError(
+      "frame_too_large",
+      `this ${frame.t} is ${size} bytes encoded; this client sends at most ${limit - HEADROOM} (the server's frame limit, ${limit}, less ${HEADROOM} for the ack that rides along): send less, or raise the server's Limits(max_frame_size=)`,
+    );
   }
   return null;
 }
