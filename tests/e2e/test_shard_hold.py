@@ -102,6 +102,43 @@ async def test_a_call_waits_for_its_shard_while_deliveries_go_on(servers: list[R
     print(f"\n{driver}: errors {[(e.code, e.reason) for e in watched.errors]}")
 
 
+@pytest.mark.parametrize("rung", ["sse", "longpoll"])
+async def test_on_an_http_rung_the_client_keeps_its_stream_while_its_posts_are_refused(
+    servers: list[RedisServer], rung: str
+) -> None:
+    """ops.md: a ``POST send`` of a session whose records' server is down is answered 503
+    at once, and the client keeps its stream. It gave the transport up after three retries
+    (1.5 s), reconnecting over and over, its deliveries in bursts; now it writes the POST
+    again, the pause growing, and its stream goes on."""
+    place = placement(servers)
+    with LadderServer(CONFIG, engine=shards_url(servers)) as server:
+        client = Client(server.url, transports=[rung])
+        watched = Watched(client)
+        async with client, contextlib.AsyncExitStack() as stack:
+            assert client.session_id is not None and client.transport == rung
+            victim = place.of(client.session_id)
+            feed = next(f"feed:{n}" for n in range(10_000) if place.of(f"feed:{n}") != victim)
+            sub = client.subscribe(feed)
+            await sub.ready()
+            servers[victim].stop()
+            await shards_healthy(server, 2)
+
+            calling = asyncio.create_task(client.call("record", {"key": rung, "value": "once"}, timeout=60))
+            admin = await stack.enter_async_context(Client(server.url, transports=["websocket"]))
+            assert admin.session_id is not None and place.of(admin.session_id) != victim
+            await admin.call("publish", {"channel": feed, "count": 60, "interval": 0.05})
+            got = await take(sub, 60, timeout=10)
+            assert [pub.data["n"] for pub in got] == list(range(60)), "deliveries went on"
+            assert not calling.done(), "the call waits for the server holding its session"
+            assert [e.reason for e in watched.disconnected] == [], "the stream is kept"
+
+            servers[victim].start()
+            async with asyncio.timeout(30):
+                assert await calling is None  # (``record`` answers nothing)
+            assert await admin.call("records", rung) == ["once"], "applied exactly once"
+            assert len(watched.connected) == 1 and watched.disconnected == [], "no reconnection"
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 async def test_a_hold_past_its_limit_closes_with_1011_as_before(servers: list[RedisServer], driver: str) -> None:
     place = placement(servers)

@@ -993,6 +993,8 @@ export class RaceSchedule {
 
 /** ms before each new attempt of a failed `POST send` (each times a draw from [0.75, 1]). */
 export const RETRY_DELAYS = [100, 400, 1000];
+/** ms: the longest pause before writing again what the server keeps refusing for now (§9.8). */
+export const REFUSED_CAP = 5000;
 
 /** A failed upstream write: written again after short pauses over `POST send`, or the transport dropped. */
 export class UpstreamRetry {
@@ -1000,22 +1002,33 @@ export class UpstreamRetry {
   constructor({ delays = RETRY_DELAYS } = {}) {
     this.delays = [...delays];
     this.failures = 0;
+    /** failures without the server's word (no refusal code): past the delays, the rung is broken */
+    this.unanswered = 0;
   }
 
   /**
    * A write failed (`code`: the server's refusal, if any): `{retry_in}` or `{drop: attempts}`.
+   * A refusal for now (a code that neither gives up nor says the session is gone) never drops
+   * a separate upstream: the rung works, and the pause grows instead, up to `REFUSED_CAP`.
    * @param {{separateUpstream: boolean, code?: string | null, rand: number}} args
    * @returns {{retry_in: number} | {drop: number}}
    */
   failed({ separateUpstream, code = null, rand }) {
     this.failures += 1;
     const refused = code !== null && (SESSION_GONE.has(code) || FATAL.has(code));
-    if (!separateUpstream || refused || this.failures > this.delays.length) return { drop: this.failures };
-    return { retry_in: this.delays[this.failures - 1] * (0.75 + 0.25 * rand) };
+    if (!separateUpstream || refused) return { drop: this.failures };
+    if (code === null) {
+      this.unanswered += 1;
+      if (this.unanswered > this.delays.length) return { drop: this.failures };
+    }
+    const n = this.failures;
+    const last = this.delays.length;
+    const delay = n <= last ? this.delays[n - 1] : Math.min(this.delays[last - 1] * 2 ** (n - last), REFUSED_CAP);
+    return { retry_in: delay * (0.75 + 0.25 * rand) };
   }
 
   sent() {
-    this.failures = 0;
+    this.failures = this.unanswered = 0;
   }
 }
 
