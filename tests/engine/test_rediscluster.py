@@ -377,6 +377,33 @@ async def test_every_key_a_node_writes_on_a_cluster_is_documented(cluster: Redis
         await node.stop()
 
 
+async def test_a_primary_whose_connection_broke_is_down_at_once_for_the_sessions_it_records(
+    cluster: RedisCluster,
+) -> None:
+    """A primary killed was noticed by the listener at once, but a session's records counted
+    as reachable until the next heartbeat (up to 1.5 s): a message then was applied and not
+    recorded (``applied but not recorded``) instead of waiting for the shard, and /health
+    still said the shard was up."""
+    node, sink = RedisClusterEngine(cluster.url, node_id="quick"), Sink()
+    await node.start(sink)
+    try:
+        await until(lambda: node.details()["shards_healthy"] == 3, "every shard up")
+        victim = cluster.primary_of_slot(0)
+        name = f"127.0.0.1:{victim.port}"
+        sid = next(f"s{n}" for n in range(10_000) if cluster.primary_of(node._link.k("a", f"s{n}")) is victim)
+        channel = next(f"c:{n}" for n in range(10_000) if cluster.primary_of(node._link.k("m", f"c:{n}")) is victim)
+        await node.listen(channel)  # (a connection of the listener's to the victim)
+        await until(lambda: node._cluster_listener.reader_ok(name) is True, "listening there")
+        assert node.healthy_for(sid)
+        with shard_down(cluster, 0):
+            await until(lambda: node._cluster_listener.reader_ok(name) is False, "the listener lost it", 5)
+            assert not node.healthy_for(sid), "its sessions' messages wait for it from now"
+            [shard] = [s for s in node.details()["shards"] if s["shard"] == name]
+            assert shard["healthy"] is False and node.details()["shards_healthy"] == 2
+    finally:
+        await node.stop()
+
+
 async def test_a_cluster_no_node_of_which_answers_is_unavailable(
     cluster: RedisCluster, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -61,7 +61,14 @@ class RedisClusterEngine(RedisEngine):
             self._heard,
             moving=self._channels.moving,
         )
+        self._cluster_listener.primary_lost = self._primary_lost
         return self._cluster_listener
+
+    def _primary_lost(self, name: str) -> None:
+        """The listener's connection to primary ``name`` failed: down from now until a
+        heartbeat finds it taking commands again (a primary restarting takes subscriptions
+        before it takes writes)."""
+        self._primaries[name] = False
 
     @property
     def _cluster(self) -> ClusterLink:
@@ -98,7 +105,9 @@ class RedisClusterEngine(RedisEngine):
             node = self._cluster.cluster.get_node_from_key(key)
         except (RedisError, RedisClusterException, OSError, IndexError):
             return False
-        return node is not None and self._primaries.get(node.name, True)
+        # (the listener's connection too: a primary killed is noticed there at once, by the
+        # heartbeat only at its next round, and a message meanwhile was applied unrecorded)
+        return node is not None and self._primary_ok(node.name)
 
     def healthy_for(self, sid: str) -> bool:
         """Whether the primary holding ``sid``'s record answered the last heartbeat."""
@@ -164,9 +173,9 @@ class RedisClusterEngine(RedisEngine):
             "healthy": self.healthy,
             "reconnects": self.reconnects,
             "error": self.last_error,
-            "shards_healthy": sum(self._primaries.values()),
+            "shards_healthy": sum(self._primary_ok(name) for name in self._primaries),
             "shards": [
-                {"shard": name, "healthy": ok, "listening": listener.reader_ok(name)}
-                for name, ok in sorted(self._primaries.items())
+                {"shard": name, "healthy": self._primary_ok(name), "listening": listener.reader_ok(name)}
+                for name in sorted(self._primaries)
             ],
         }

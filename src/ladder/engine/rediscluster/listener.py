@@ -125,6 +125,8 @@ class ClusterListener:
         moving: Callable[[Iterable[str]], None],
     ) -> None:
         self.link = link
+        self.primary_lost: Callable[[str], None] = lambda name: None
+        """Told at once when a primary's connection fails (the heartbeat would tell later)."""
         self._channels = channels
         self._caught_up = caught_up
         self._moving = moving
@@ -174,6 +176,7 @@ class ClusterListener:
         self._refresh = True
         again = reader.name in self._down  # (said once per outage; the attempts at DEBUG)
         self._down.add(reader.name)
+        self.primary_lost(reader.name)
         self._set_ok(False, f"{reader.name}: {exc or type(exc).__name__}")
         if isinstance(exc, RedisError | OSError):
             (log.debug if again else log.warning)(
@@ -297,6 +300,7 @@ class ClusterListener:
                     "redis cluster listener: %s not subscribed yet (%s)", name, exc
                 )
                 self._down.add(name)
+                self.primary_lost(name)
             else:
                 if name in self._down:
                     log.info("redis cluster listener: %s subscribed again", name)
