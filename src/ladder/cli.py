@@ -16,7 +16,7 @@ import logging
 import math
 import platform
 import sys
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import uvicorn
 
@@ -369,7 +369,12 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value > _MOST:  # (the collector's threshold is a C int: larger ended in a traceback)
+        raise argparse.ArgumentTypeError(f"must be at most {_MOST:,}, got {value:,}")
     return value
+
+
+_MOST: Final = 2**31 - 1
 
 
 def build() -> str:

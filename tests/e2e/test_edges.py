@@ -491,6 +491,23 @@ def test_headers_over_the_limit_get_431_and_a_request_that_is_not_http_a_json_40
     sock.close()
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["one-read", "two-reads"])
+def test_max_header_size_counts_every_byte_of_the_line_and_headers(edge_server: LadderServer, split: bool) -> None:
+    """ops.md: "at most this many bytes". The count left out the method, the version, the
+    line ends and the blank line: 17 bytes more than the limit were served."""
+    for total, status in ((MAX_HEADER, 200), (MAX_HEADER + 1, 431)):
+        head, end = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ", b"\r\n\r\n"
+        request = head + b"p" * (total - len(head) - len(end)) + end
+        assert len(request) == total
+        sock = connect(edge_server)
+        if split:
+            sock.sendall(request[:20])
+            time.sleep(0.05)  # (a second read: the parser holds a part of the line)
+        sock.sendall(request[20:] if split else request)
+        assert read_response(sock)[0] == status, (total, split)
+        sock.close()
+
+
 def refusal_lines(log: str, transport: str) -> tuple[list[str], int]:
     """The INFO lines of refusals on ``transport``, and how many refusals they stand for
     (each line one, plus the ``(and N more not logged)`` it ends with)."""

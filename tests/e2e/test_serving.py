@@ -488,7 +488,15 @@ async def test_serve_sets_the_collector_up_for_held_requests(args: tuple[str, ..
     assert collector["frozen"] > 1000
 
 
-@pytest.mark.parametrize(("value", "says"), [("0", "must be at least 1"), ("lots", "must be a whole number")])
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("0", "must be at least 1"),
+        ("lots", "must be a whole number"),
+        # (past a C int: an OverflowError's traceback, exit 1)
+        ("2147483648", "must be at most 2,147,483,647, got 2,147,483,648"),
+    ],
+)
 def test_gc_threshold_must_be_a_positive_whole_number(value: str, says: str) -> None:
     refused = ladder("serve", "tests.support.apps:hub", "--gc-threshold", value, "--port", "1")
     assert refused.returncode == 2 and f"--gc-threshold: {says}" in refused.stderr, refused.stderr

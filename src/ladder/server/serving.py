@@ -173,6 +173,7 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
+        self._parsed_bytes = 14  # " HTTP/1.1\r\n" after the target, a space before it, the blank line
         super().on_message_begin()
         self.scope["extensions"] = {CUT_OFF: {"cut_off_after": self._cut_off_after}}
         self._arm()
@@ -183,6 +184,7 @@ class HeaderTimeoutHttp(HttpToolsProtocol):
         self._cut.after(self.transport, delay)
 
     def on_headers_complete(self) -> None:
+        self._count(len(self.parser.get_method()))  # (the rest of the line is counted)
         self._disarm()
         self._heading = False
         version = self.parser.get_http_version()
