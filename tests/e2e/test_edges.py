@@ -243,6 +243,23 @@ def test_invalid_utf8_in_a_text_frame_closes_with_1007_without_a_traceback(edge_
     assert "Traceback" not in log_of(edge_server)
 
 
+def test_a_frame_refused_for_a_field_is_logged_on_its_rung(tmp_path: Path) -> None:
+    """ops.md: refusals are logged ``refused on <transport> (…)``. A frame with a field out
+    of range (answered with an ``err`` naming it) was logged ``refused on frame (…)``."""
+    with LadderServer(args=("--log-level", "info"), log=tmp_path / "server.log") as server:
+        sock = open_ws(server)
+        sock.sendall(frame(0x1, b'{"t":"sub","i":1,"ch":""}'))
+        _, payload = read_frame(sock)
+        [error] = [f for f in map(orjson.loads, payload.split(b"\n")) if f["t"] == "err"]
+        assert (error["code"], error["re"]) == ("bad_frame", 1), error
+        sock.close()
+        deadline = time.monotonic() + 5
+        while not (lines := [line for line in log_of(server).splitlines() if "field 'ch'" in line]):
+            assert time.monotonic() < deadline, log_of(server)
+            time.sleep(0.05)  # (the line is written after the err: the log file says when)
+    assert len(lines) == 1 and "refused on websocket (" in lines[0], lines
+
+
 def test_a_close_frame_whose_reason_is_not_utf8_closes_with_1007_and_a_bad_code_with_1002(
     edge_server: LadderServer,
 ) -> None:

@@ -365,7 +365,8 @@ class Dispatch:
         return {"u": identity.user, "exp": identity.expires}
 
     async def _invalid(self, session: Session, frame: Invalid) -> Any:
-        self.refused("frame", frame.error, session=session)
+        # (the session's rung: a frame drained here no longer says what carried it)
+        self.refused(session.transport or "send", frame.error, session=session)
         raise frame.error
 
 
