@@ -71,6 +71,20 @@ def test_a_cluster_url_written_wrong_is_told_in_cluster_terms() -> None:
         assert said.endswith('write "redis+cluster://h1:7000,h2:7000" (or "rediss+cluster://" for TLS)'), said
 
 
+@pytest.mark.parametrize("query", ["foo=1", "client_name=x"])
+def test_a_cluster_url_with_options_is_told_it_takes_none(query: str) -> None:
+    """``?foo=1`` was refused as "not an option of a Redis URL (the options are client_name,
+    db, …)", and then ``?client_name=x`` as "has options in its query": one says what the
+    other refuses."""
+    url = f"redis+cluster://127.0.0.1:7000?{query}"
+    with pytest.raises(ConfigurationError) as caught:
+        create_engine(url)
+    assert str(caught.value) == (
+        f"engine: {url!r}: a Redis Cluster's URL takes no options (?{query}); "
+        "drop the query, and pass options to RedisClusterEngine(url, ...)"
+    )
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisCluster]:
     with RedisCluster() as started:

@@ -74,7 +74,7 @@ def check_redis_url(spec: str) -> None:
         problem = _hosts_problem(hosts, cluster) or _database_problem(parts.netloc, parts.path, cluster)
         if not problem and parts.scheme in ("redis", "rediss"):
             problem = _twice_problem(hosts)
-    if not problem and not cluster:  # (a cluster's URL takes no options: its link says so)
+    if not problem:
         check_query(spec)
     if problem:
         raise ConfigurationError(
@@ -205,6 +205,12 @@ def check_query(url: str) -> None:
     parts = urlsplit(url)
     if not parts.query:
         return
+    if parts.scheme.endswith("+cluster"):
+        raise ConfigurationError(
+            "engine",
+            f"{shown(url)!r}: a Redis Cluster's URL takes no options (?{parts.query})",
+            "drop the query, and pass options to RedisClusterEngine(url, ...)",
+        )
     try:
         from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS  # noqa: PLC0415 - optional
     except ImportError:

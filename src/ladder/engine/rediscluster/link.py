@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable
 from typing import Any, Final, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis._parsers.commands import AsyncCommandsParser
@@ -37,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ...errors import ConfigurationError
 from ..redis.identity import Identity, identify
 from ..redis.link import RedisLink
-from ..urls import shown
+from ..urls import check_query, shown
 
 __all__ = ["SPREAD_TRIES", "ClusterLink", "seeds"]
 
@@ -71,10 +71,7 @@ def seeds(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
             f"{shown(url)!r} names database {parts.path.strip('/')}",
             "a cluster has only database 0: drop it",
         )
-    if parse_qs(parts.query):
-        raise ConfigurationError(
-            "engine", f"{shown(url)!r} has options in its query", "pass options to RedisClusterEngine(...)"
-        )
+    check_query(url)  # (none: a cluster's URL takes no options)
     return found, options
 
 
