@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -24,7 +25,7 @@ from tests.chaos.relay import FaultRelay
 from tests.engine.conftest import Sink
 from tests.support.redis import RedisServer, redis_servers
 from tests.support.redis_cluster import ClusterNodeServer, RedisCluster
-from tests.support.server import free_port
+from tests.support.server import LadderServer, free_port
 
 
 class Errors(logging.Handler):
@@ -203,6 +204,26 @@ async def test_a_plain_url_at_a_cluster_node_that_answers_later_keeps_the_node_u
     finally:
         await engine.stop()
         node.close()
+
+
+async def test_new_sessions_refused_meanwhile_are_told_which_server_is_refused_and_the_fix() -> None:
+    """A node whose server turned out to be the wrong kind refused new sessions with "this
+    node cannot reach its engine": false (it reaches it), and naming neither the server nor
+    the fix, which only the log said."""
+    node = ClusterNodeServer()  # its port is chosen; nothing listens there yet
+    with LadderServer(engine=f"redis://127.0.0.1:{node.port}/0") as server:
+        try:
+            node.start()
+            async with httpx.AsyncClient() as http, asyncio.timeout(15):
+                while "cluster node" not in str((await http.get(f"{server.url}/health")).json()):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # (the node's heartbeat asks the server what it is; /health says)
+                refused = await http.get(f"{server.url}/poll", params={"v": "1"})
+            assert refused.status_code == 503
+            reason = refused.json()["reason"]
+            assert reason.startswith(f"this node cannot use its engine: redis://127.0.0.1:{node.port}/0 is refused: "), reason
+            assert "this Redis is a cluster node; use redis+cluster://" in reason, reason
+        finally:
+            node.close()
 
 
 async def test_a_cluster_url_at_a_plain_redis_is_refused_at_start(redis: RedisServer) -> None:

@@ -114,6 +114,9 @@ def unrecordable_error(engine: Engine, sid: str) -> LadderError:
     can, the engine is spread over several servers) the one holding this session is down."""
     server = _record_server(engine, sid)
     if server is None:
+        refused = engine_refusal(engine)
+        if refused is not None:
+            return LadderError("engine_unavailable", f"messages are not applied here now: {refused}")
         return LadderError("engine_unavailable", _UNRECORDABLE)
     reason = f"shard {server}, which holds this session, is down: its messages are not applied now"
     return LadderError("engine_unavailable", reason)
@@ -128,6 +131,14 @@ def held_error(engine: Engine, sid: str, limit: float) -> LadderError:
         f"(at most {limit:g} s)"
     )
     return LadderError("engine_unavailable", reason)
+
+
+def engine_refusal(engine: Engine) -> str | None:
+    """Why the engine is refused (a Redis server of the wrong kind, or one listed twice),
+    naming the server and the fix, where it says (``refusal()``), else None: the node is
+    then unhealthy, but not for want of reaching Redis."""
+    said = getattr(engine, "refusal", None)
+    return said() if said is not None else None
 
 
 def _record_server(engine: Engine, sid: str) -> str | None:

@@ -35,6 +35,7 @@ from .cluster import (
 )
 from .config import Settings
 from .foreign import ForeignNodes
+from .holding import engine_refusal
 from .inbound import Inbound
 from .moving import pack, restore
 from .session import Session
@@ -87,6 +88,9 @@ class Router:
         if not self.engine.healthy:
             # A session opened here could neither subscribe nor be reached by other nodes;
             # refusing lets a balancer (or the client's retry) pick a healthy node.
+            refused = engine_refusal(self.engine)
+            if refused is not None:
+                raise LadderError("engine_unavailable", f"this node cannot use its engine: {refused}")
             raise LadderError("engine_unavailable", "this node cannot reach its engine")
         limits, sessions = self.settings.limits, self.sessions
         if len(sessions) >= limits.max_sessions:

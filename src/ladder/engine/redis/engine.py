@@ -351,6 +351,11 @@ class RedisEngine(ComposedEngine):
     def _healthy_now(self) -> bool:
         return self._asked and self._listener.ok and self._commands_ok
 
+    def refusal(self) -> str | None:
+        """Why the server reached cannot be used, naming it and the fix (None: it can)."""
+        refused = self.refused
+        return None if refused is None else f"{shown(self.url)} is refused: {refused.text()}"
+
     async def _ask(self) -> Refusal | None:
         """Ask the server what it is: why this engine cannot use it, or None. Raises a Redis
         or network error when it does not answer."""

@@ -112,6 +112,10 @@ class ShardedEngine(ComposedEngine):
     def healthy_for(self, sid: str) -> bool:
         return self.placement.of(sid).healthy and not any(shard.refused for _, shard in self.shards)
 
+    def refusal(self) -> str | None:
+        """Why a server of the list cannot be used (the first refused), or None."""
+        return next((said for _, shard in self.shards if (said := shard.refusal()) is not None), None)
+
     def record_server(self, sid: str) -> str:
         """The server holding ``sid``'s records (``host:port``), named when it is down."""
         return self.placement.name_of(sid)
