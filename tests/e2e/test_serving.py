@@ -25,7 +25,7 @@ from websockets.exceptions import InvalidStatus
 from ladder import LadderError, __version__
 from ladder.cli import GC_THRESHOLD, build_parser
 from ladder.client import Client
-from tests.support.metrics import wait_for_metric
+from tests.support.metrics import metric, wait_for_metric
 from tests.support.redis import RedisServer
 from tests.support.server import ROOT, LadderServer, child_env, free_port, stop_process, wait_for_port
 
@@ -700,6 +700,32 @@ async def test_a_node_without_redis_is_reconnected_to_ever_more_slowly(
     assert 2 <= len(during) <= 6, f"{len(during)} welcomes in 4 s: {during}"
     refused = [reason for reason in ended if "engine_unavailable: " in reason]
     assert refused and all("(1011 engine_unavailable: " in reason for reason in refused), ended
+
+
+async def test_a_post_refused_while_redis_is_down_is_logged_and_counted_once(tmp_path: Path) -> None:
+    """It was logged twice (``refused on send (<session>)``, then ``(<address>)``) and
+    counted twice in ``ladder_errors_total``."""
+    log = tmp_path / "server.log"
+    with RedisServer() as redis, LadderServer(engine=redis.url, log=log, args=("--log-level", "info")) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            opened = await http.get("/poll", params={"v": "1"})
+            welcome = next(f for f in map(orjson.loads, opened.text.splitlines()) if f["t"] == "welcome")
+            redis.stop()
+            async with asyncio.timeout(15):
+                while (await http.get("/health")).status_code != 503:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # (the node's heartbeat notices; /health says)
+            before = metric((await http.get("/metrics")).text, "ladder_errors_total", code="engine_unavailable")
+            refused = await http.post(
+                "/send",
+                params={"sid": welcome["sid"], "rt": welcome["rt"]},
+                content=b'{"t":"emit","i":1,"ev":"echo","d":1}',
+                headers={"content-type": "application/json"},
+            )
+            assert refused.status_code == 503 and refused.json()["code"] == "engine_unavailable", refused.text
+            after = metric((await http.get("/metrics")).text, "ladder_errors_total", code="engine_unavailable")
+    assert after - before == 1
+    lines = [line for line in log.read_text().splitlines() if "refused on send" in line]
+    assert len(lines) == 1, lines
 
 
 async def test_a_node_without_redis_does_not_walk_the_client_down_the_ladder(tmp_path: Path) -> None:

@@ -94,9 +94,9 @@ class Inbound:
         the drain, between two messages (not here: one may be in a handler now, and must not
         be taken again); what a WebSocket's hold kept (none is in a handler then), here."""
         error = unrecordable_error(self.engine, session.sid)
-        self.refused(transport, error, session=session)
         if att is None:
-            raise error  # the POST fails: the client writes it again
+            raise error  # the POST fails (logged and counted as its refusal): the client writes it again
+        self.refused(transport, error, session=session)
         if session in self.holds.since and not session.draining:
             self.holds.give_back(session)
         else:
