@@ -321,9 +321,12 @@ async def test_a_primary_down_is_logged_once_per_outage(
             await until(lambda: attempts() >= 3, "three attempts on the primary that is down")
             loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and name in r.getMessage() and "listener" in r.getMessage()]
             assert len(loud) == 1, loud
+            await until(lambda: name in (node.details()["error"] or ""), "/health names it")
         await until(lambda: node.details()["shards_healthy"] == 3 and node._cluster_listener.ok, "back")
         back = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and name in r.getMessage() and "listener" in r.getMessage()]
         assert len(back) == 1 and "again" in back[0], back
+        # (the node stayed healthy: its error, the down primary's, was shown for ever after)
+        await until(lambda: node.details()["error"] is None, "/health's error cleared", 5)
     finally:
         await node.stop()
 

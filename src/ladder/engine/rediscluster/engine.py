@@ -152,6 +152,8 @@ class RedisClusterEngine(RedisEngine):
                     answers = await asyncio.gather(*(self._ping(node) for node in primaries))
                     self._primaries = {node.name: ok for node, ok in zip(primaries, answers, strict=True)}
                     self._commands_ok = any(answers)
+                    if all(answers) and self._cluster_listener.ok:
+                        self.last_error = None  # (a shard's failure told while the node was up: over)
                     if self._commands_ok:
                         await self._routing.keep_trace(asyncio.get_running_loop().time())
                     if not all(answers):
