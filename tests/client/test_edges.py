@@ -228,6 +228,19 @@ async def test_a_users_mistakes_with_the_client_get_errors_that_name_the_fix() -
         Client("http://127.0.0.1:9", token=123)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"headers must map str to str"):
         Client("http://127.0.0.1:9", headers={"X": 1})  # type: ignore[dict-item]
+    # A header name holding a line break went to the wire as it was (the WebSocket upgrade
+    # carried a second header of the caller's making); any bad header failed every rung
+    # until connect_timeout. Refused where it is given.
+    for headers, said in [
+        ({"X-Evil: 1\r\nX-Injected": "yes"}, r"is not an HTTP header name"),
+        ({"X A": "1"}, r"'X A' is not an HTTP header name"),
+        ({"X-A": "a\r\nX-Injected: yes"}, r"the value of 'X-A' holds a line break or another control"),
+        ({"X-A": "a\x00"}, r"the value of 'X-A' holds a line break or another control"),
+        ({"X-A": "2 \u20ac"}, r"the value of 'X-A' holds characters beyond Latin-1"),
+    ]:
+        with pytest.raises(ValueError, match=said):
+            Client("http://127.0.0.1:9", headers=headers)
+    Client("http://127.0.0.1:9", headers={"Cookie": "a=b; c=d", "X-Name": "caf\u00e9\tok"})
     Client("http://127.0.0.1:9", connect_timeout=None, max_attempts=None, stagger=[0], token=lambda: "t")
     client = Client("http://127.0.0.1:9")
     with pytest.raises(ValueError, match=r"recent must be an int from 0 to 10000, not -5"):

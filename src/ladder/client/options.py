@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Mapping, Sequence
+from typing import Final
 from urllib.parse import urlsplit
 
 from ..protocol.frames import MAX_TOKEN
@@ -130,6 +132,8 @@ def check_options(
     )
     if headers is not None and not texts:
         raise TypeError(f"headers must map str to str (HTTP header values are text), not {headers!r}")
+    for name, value in (headers or {}).items():  # type: ignore[attr-defined]
+        check_header(name, value)
     if not (
         isinstance(stagger, Sequence)
         and stagger
@@ -147,4 +151,30 @@ def check_options(
         and poll_interval[0] <= poll_interval[1]
     ):
         raise ValueError(f"poll_interval must be (fastest, slowest) seconds, not {poll_interval!r}")
+
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP field name (RFC 9110 §5.1: a token)."""
+_VALUE: Final = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+"""An HTTP field value (RFC 9110 §5.5): no line break, no other control character."""
+
+
+def check_header(name: str, value: str) -> None:
+    """A header a request may carry: a name with a line break was written to the wire as it
+    was (a WebSocket upgrade then carried a header of the caller's making), and any bad one
+    failed every rung until ``connect_timeout``."""
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(
+            f"headers: {name!r} is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+        )
+    if not value.isascii() and any(ord(c) > 0xFF for c in value):
+        raise ValueError(
+            f"headers: the value of {name!r} holds characters beyond Latin-1, which HTTP headers "
+            "do not carry: encode it (percent-encoding, base64)"
+        )
+    if not _VALUE.fullmatch(value):
+        raise ValueError(
+            f"headers: the value of {name!r} holds a line break or another control character, "
+            "which HTTP does not carry"
+        )
 
