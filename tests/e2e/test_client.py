@@ -12,6 +12,7 @@ from ladder.client import (
     Disconnected,
     Presence,
     ProbeResult,
+    Publication,
     Push,
     Resubscribed,
     ServerError,
@@ -189,6 +190,37 @@ async def test_subscribing_again_adds_a_callback_to_the_subscription(server: Lad
         ending = asyncio.ensure_future(anext(aiter(sub), None))  # waits for the subscription's end
         await sub.unsubscribe()
         assert await asyncio.wait_for(ending, 5) is None, "nothing buffered: it ends with the subscription"
+
+
+async def test_a_subscriptions_position_is_what_the_app_has_read(server: LadderServer) -> None:
+    """``sub.position`` ran ahead to the last publication buffered: an app that saved it
+    after reading one of three, and resumed from it later, never saw the other two."""
+    async with Client(server.url) as client:
+        sub = client.subscribe("feed:read")
+        start = await sub.ready()
+        buffered = asyncio.Event()
+        heard: list[int] = []
+
+        def note(pub: Publication) -> None:
+            heard.append(pub.offset)
+            if len(heard) == 3:
+                buffered.set()
+
+        sub.listen(note)
+        await client.call("publish", {"channel": "feed:read", "count": 3})
+        await asyncio.wait_for(buffered.wait(), 10)
+        assert sub.position == (start.epoch, start.offset), "none read yet"
+        [first] = await take(sub, 1, timeout=5)
+        assert sub.position == (start.epoch, first.offset)
+        saved = sub.position
+    async with Client(server.url) as later:
+        resumed = later.subscribe("feed:read", since=saved)
+        rest = [pub.data["n"] for pub in await take(resumed, 2, timeout=10)]
+        assert rest == [1, 2], "resumed from the saved position: nothing lost"
+        await later.call("publish", {"channel": "feed:read", "count": 1, "start": 3})
+        [next_one] = await take(resumed, 1, timeout=10)
+        assert next_one.data["n"] == 3
+        assert resumed.position == (start.epoch, next_one.offset), "all read: the last delivered"
 
 
 async def test_a_subscription_whose_reader_falls_behind_ends_with_queue_full(server: LadderServer) -> None:

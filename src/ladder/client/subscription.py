@@ -123,7 +123,14 @@ class Subscription:
 
     @property
     def position(self) -> tuple[str, int] | None:
-        """``(epoch, offset)`` of the last publication delivered, to resume from later."""
+        """``(epoch, offset)`` of the last publication the app has had (handed to its
+        callback, or yielded by ``async for``), to resume from later. One still buffered,
+        not read yet, is not: it was (an app that saved the position after reading one of
+        three buffered lost the other two when it resumed from it)."""
+        buffer = self._buffer
+        if buffer and buffer[0].epoch is not None:
+            first = buffer[0]
+            return first.epoch, first.offset - 1
         return None if self.epoch is None else (self.epoch, self.offset)
 
     async def unsubscribe(self) -> None:
