@@ -337,6 +337,19 @@ def test_jwt_settings_no_token_could_pass_are_refused_when_built() -> None:
         assert "<generator" not in str(caught.value)
     with pytest.raises(ConfigurationError, match=r"^JWT\(leeway=\.\.\.\): -5 is out of range"):
         JWT(secret, leeway=-5)
+    # Options of the wrong kind were taken, and every token then refused ``unauthorized``
+    # ("Issuer param must be str", "the token has no 5 claim").
+    for kwargs, said in [
+        ({"issuer": 5}, r"^authenticate: JWT\(issuer=5\) cannot work; pass the \"iss\" your tokens carry"),
+        ({"audience": 5}, r"JWT\(audience=5\) cannot work; pass the \"aud\" your tokens carry"),
+        ({"audience": []}, r"JWT\(audience=\[\]\) cannot work"),
+        ({"user_claim": 5}, r"JWT\(user_claim=5\) cannot work; pass the name of the claim holding the user id"),
+        ({"info_claim": ""}, r"JWT\(info_claim=''\) cannot work"),
+        ({"require_expiry": "no"}, r"JWT\(require_expiry='no'\) cannot work; pass True or False"),
+    ]:
+        with pytest.raises(ConfigurationError, match=said):
+            JWT(secret, **kwargs)
+    JWT(secret, audience=["a", "b"], issuer="https://auth.example.com", info_claim="name", require_expiry=False)
     assert JWT(public_pem, algorithms=["RS256", "PS256"]).algorithms == ["RS256", "PS256"]
     assert JWT(p256.decode(), algorithms=["ES256"]).algorithms == ["ES256"]
 

@@ -127,9 +127,8 @@ class Subscription:
         callback, or yielded by ``async for``), to resume from later. One still buffered,
         not read yet, is not: it was (an app that saved the position after reading one of
         three buffered lost the other two when it resumed from it)."""
-        buffer = self._buffer
-        if buffer and buffer[0].epoch is not None:
-            first = buffer[0]
+        first = self._buffer[0] if self._buffer else None
+        if first is not None and first.epoch is not None:
             return first.epoch, first.offset - 1
         return None if self.epoch is None else (self.epoch, self.offset)
 

@@ -71,6 +71,7 @@ class JWT:
                 else 'pass a list such as ["HS256"] or ["RS256"]',
             )
         check_number("JWT(leeway=...)", leeway, "float")
+        _check_options(audience, issuer, user_claim, info_claim, require_expiry)
         self._jwt = jwt
         self.key = key
         self.algorithms = list(algorithms)
@@ -212,3 +213,29 @@ def _check_length(jwt: Any, algorithm: Any, name: str, prepared: Any) -> None:
             f"JWT(key=...) is too short for {name} tokens (PyJWT: {str(said).rstrip('.')})",
             "pass the public key of a key pair of at least the size PyJWT names",
         )
+
+
+def _check_options(
+    audience: object, issuer: object, user_claim: object, info_claim: object, require_expiry: object
+) -> None:
+    """The options' kinds, when the object is built: a wrong one failed every token, each
+    client told ``unauthorized`` (``issuer=5``: "Issuer param must be str")."""
+    audiences = isinstance(audience, Sequence) and bool(audience) and all(_named(a) for a in audience)
+    checks = [
+        ("audience", audience, audience is None or _named(audience) or audiences,
+         'the "aud" your tokens carry, or a list of those accepted: audience="my-app"'),
+        ("issuer", issuer, issuer is None or _named(issuer),
+         'the "iss" your tokens carry: issuer="https://auth.example.com"'),
+        ("user_claim", user_claim, _named(user_claim),
+         'the name of the claim holding the user id: user_claim="sub"'),
+        ("info_claim", info_claim, info_claim is None or _named(info_claim),
+         'the name of a claim to show as presence info, or None: info_claim="name"'),
+        ("require_expiry", require_expiry, isinstance(require_expiry, bool), "True or False"),
+    ]
+    for name, value, ok, fix in checks:
+        if not ok:
+            raise ConfigurationError("authenticate", f"JWT({name}={value!r}) cannot work", f"pass {fix}")
+
+
+def _named(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
