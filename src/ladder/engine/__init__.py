@@ -43,7 +43,8 @@ def create_engine(spec: str | Engine) -> Engine:
     ``redis://h1:port,h2:port/db`` for several servers) or pass one through.
 
     A URL of no known kind, a Redis URL that names no server (or has an empty entry in its
-    list), lists one server twice (the port defaults to 6379) or gives a server of a list a
+    list), lists one server twice (the port defaults to 6379; a cluster's seeds, which are
+    only ways in, may repeat) or gives a server of a list a
     scheme or a database of its own, a ``unix://`` URL with a comma (one socket only), a
     missing Redis extra or an object that is no engine raises
     :class:`~ladder.errors.ConfigurationError` naming the fix (a cluster's in cluster terms).
