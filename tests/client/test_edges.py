@@ -475,3 +475,12 @@ async def test_a_token_function_that_never_answers_is_named_in_connect_failed() 
     assert raised.value.code == "connect_failed"
     assert "websocket: still waiting for the client's token function" in raised.value.reason
     await client.close()
+
+
+def test_subscribe_outside_an_event_loop_says_where_to_call_it() -> None:
+    """It raised asyncio's own ``no running event loop`` from inside the subscription."""
+    from ladder import Client  # noqa: PLC0415
+
+    client = Client("http://127.0.0.1:9")
+    with pytest.raises(RuntimeError, match=r"^subscribe\(\) needs the running event loop .*call it from async code"):
+        client.subscribe("room:a")

@@ -3,6 +3,7 @@ history. Each is a numbered message through the outbox (:mod:`.outbound`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,13 @@ class Calls(Connection):
         if isinstance(recent, bool) or not isinstance(recent, int) or not 0 <= recent <= MAX_RECENT:
             raise ValueError(f"recent must be an int from 0 to {MAX_RECENT}, not {recent!r}")
         check_since(since)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # (asyncio's words name no fix)
+            raise RuntimeError(
+                "subscribe() needs the running event loop the client works in: call it from async "
+                "code (a coroutine run by asyncio.run, for example)"
+            ) from None
         existing = self._subs.get(channel)
         if existing is not None and existing.active:
             if on_publication is not None:
