@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from ladder import Client
-from ladder.client import Connected, Disconnected, ServerError
+from ladder.client import Connected, Disconnected, ServerError, Subscription
 from ladder.engine.shards import Placement
 from tests.engine.conftest import shards_url
 from tests.support.redis import RedisServer, redis_servers
@@ -67,28 +67,44 @@ class Watched:
         return self.disconnected[0].reason
 
 
+async def held_call(
+    servers: list[RedisServer],
+    server: LadderServer,
+    client: Client,
+    stack: contextlib.AsyncExitStack,
+    *,
+    key: str,
+    count: int,
+) -> tuple[asyncio.Task[Any], Client, Subscription, str, int]:
+    """The server keeping ``client``'s records stopped while it follows a channel of another
+    server: a call of ``client`` (recording ``key``) is made, and ``count`` publications of
+    that channel reach it (published by an admin client held elsewhere) while the call
+    waits. Returns the call, the admin client, the subscription, its channel and the victim."""
+    place = placement(servers)
+    assert client.session_id is not None
+    victim = place.of(client.session_id)
+    feed = next(f"feed:{n}" for n in range(10_000) if place.of(f"feed:{n}") != victim)
+    sub = client.subscribe(feed)
+    await sub.ready()
+    servers[victim].stop()
+    await shards_healthy(server, 2)
+    calling = asyncio.create_task(client.call("record", {"key": key, "value": "once"}, timeout=60))
+    admin = await stack.enter_async_context(Client(server.url, transports=["websocket"]))
+    assert admin.session_id is not None and place.of(admin.session_id) != victim
+    await admin.call("publish", {"channel": feed, "count": count, "interval": 0.05})
+    got = await take(sub, count, timeout=10)
+    assert [pub.data["n"] for pub in got] == list(range(count)), "deliveries went on"
+    assert not calling.done(), "the call waits for the server holding its session"
+    return calling, admin, sub, feed, victim
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 async def test_a_call_waits_for_its_shard_while_deliveries_go_on(servers: list[RedisServer], driver: str) -> None:
-    place = placement(servers)
     with LadderServer(CONFIG, engine=shards_url(servers), args=DRIVERS[driver]) as server:
         client = Client(server.url, transports=["websocket"])
         watched = Watched(client)
         async with client, contextlib.AsyncExitStack() as stack:
-            assert client.session_id is not None
-            victim = place.of(client.session_id)
-            feed = next(f"feed:{n}" for n in range(10_000) if place.of(f"feed:{n}") != victim)
-            sub = client.subscribe(feed)
-            await sub.ready()
-            servers[victim].stop()
-            await shards_healthy(server, 2)
-
-            calling = asyncio.create_task(client.call("record", {"key": driver, "value": "once"}, timeout=60))
-            admin = await stack.enter_async_context(Client(server.url, transports=["websocket"]))
-            assert admin.session_id is not None and place.of(admin.session_id) != victim
-            await admin.call("publish", {"channel": feed, "count": 20, "interval": 0.05})
-            got = await take(sub, 20, timeout=10)
-            assert [pub.data["n"] for pub in got] == list(range(20)), "deliveries went on"
-            assert not calling.done(), "the call waits for the server holding its session"
+            calling, admin, sub, feed, victim = await held_call(servers, server, client, stack, key=driver, count=20)
             assert [e.reason for e in watched.disconnected] == [], "the WebSocket is kept"
             assert [e.code for e in watched.errors] == ["engine_unavailable"], "told once, not closed"
 
@@ -110,26 +126,12 @@ async def test_on_an_http_rung_the_client_keeps_its_stream_while_its_posts_are_r
     at once, and the client keeps its stream. It gave the transport up after three retries
     (1.5 s), reconnecting over and over, its deliveries in bursts; now it writes the POST
     again, the pause growing, and its stream goes on."""
-    place = placement(servers)
     with LadderServer(CONFIG, engine=shards_url(servers)) as server:
         client = Client(server.url, transports=[rung])
         watched = Watched(client)
         async with client, contextlib.AsyncExitStack() as stack:
-            assert client.session_id is not None and client.transport == rung
-            victim = place.of(client.session_id)
-            feed = next(f"feed:{n}" for n in range(10_000) if place.of(f"feed:{n}") != victim)
-            sub = client.subscribe(feed)
-            await sub.ready()
-            servers[victim].stop()
-            await shards_healthy(server, 2)
-
-            calling = asyncio.create_task(client.call("record", {"key": rung, "value": "once"}, timeout=60))
-            admin = await stack.enter_async_context(Client(server.url, transports=["websocket"]))
-            assert admin.session_id is not None and place.of(admin.session_id) != victim
-            await admin.call("publish", {"channel": feed, "count": 60, "interval": 0.05})
-            got = await take(sub, 60, timeout=10)
-            assert [pub.data["n"] for pub in got] == list(range(60)), "deliveries went on"
-            assert not calling.done(), "the call waits for the server holding its session"
+            assert client.transport == rung
+            calling, admin, _, _, victim = await held_call(servers, server, client, stack, key=rung, count=60)
             assert [e.reason for e in watched.disconnected] == [], "the stream is kept"
 
             servers[victim].start()
