@@ -124,9 +124,9 @@ class Subscription:
     @property
     def position(self) -> tuple[str, int] | None:
         """``(epoch, offset)`` of the last publication the app has had (handed to its
-        callback, or yielded by ``async for``), to resume from later. One still buffered,
-        not read yet, is not: it was (an app that saved the position after reading one of
-        three buffered lost the other two when it resumed from it)."""
+        callback, or yielded by ``async for``), to resume from later. Publications still
+        buffered, not read yet, do not count (they did: an app that saved the position after
+        reading one of three buffered lost the other two when it resumed from it)."""
         first = self._buffer[0] if self._buffer else None
         if first is not None and first.epoch is not None:
             return first.epoch, first.offset - 1
