@@ -118,7 +118,28 @@ ENGINE_MISTAKES = [
     ("engine", lambda: RedisEngine(123), "to RedisEngine"),  # type: ignore[arg-type]
     ("engine", lambda: RedisEngine("redis+cluster://h:7000"), "to RedisClusterEngine"),
     ("engine", lambda: ShardedEngine("unix:///tmp/r.sock"), "to ShardedEngine"),
+    # (a session id is "<node id>.<random>", read up to its first dot: web.1's were node web's)
+    ("RedisEngine(node_id=...)", lambda: RedisEngine("redis://h/0", node_id="web.1"), "letters, digits"),
+    ("RedisEngine(node_id=...)", lambda: RedisEngine("redis://h/0", node_id=""), "or None for a random one"),
+    ("RedisEngine(node_id=...)", lambda: RedisEngine("redis://h/0", node_id=7), "letters, digits"),  # type: ignore[arg-type]
+    ("ShardedEngine(node_id=...)", lambda: ShardedEngine("redis://a,b/0", node_id="a b"), "letters, digits"),
+    ("RedisEngine(prefix=...)", lambda: RedisEngine("redis://h/0", prefix=5), "a non-empty str"),  # type: ignore[arg-type]
+    ("RedisEngine(prefix=...)", lambda: RedisEngine("redis://h/0", prefix="{app}"), "without braces"),
+    ("ShardedEngine(prefix=...)", lambda: ShardedEngine("redis://a,b/0", prefix=""), "a non-empty str"),
+    ("engine", lambda: create_engine("memory://x"), 'pass "memory://"'),
+    ("engine", lambda: create_engine("memory://?idle_ttl=60"), "MemoryEngine(idle_ttl=...)"),
 ]
+
+
+def test_engine_names_that_can_be_carried_are_taken() -> None:
+    engine = RedisEngine("redis://h/0", node_id="web-1_A", prefix="my:app")
+    assert (engine.prefix, engine._link.node_id) == ("my:app", "web-1_A")
+    assert all(isinstance(create_engine(url), MemoryEngine) for url in ("memory://", "MEMORY://", "memory:///"))
+
+
+def test_a_clock_that_is_no_function_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"^clock: got 5, not a function; pass a function returning seconds"):
+        Ladder(clock=5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("setting", "make", "fix"), ENGINE_MISTAKES)

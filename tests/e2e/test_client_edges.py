@@ -323,6 +323,12 @@ def test_a_url_without_http_or_https_is_refused_at_once_naming_the_fix(url: str)
         Client(url)
 
 
+@pytest.mark.parametrize("remember", [5, "no", None])
+def test_remember_is_true_or_false_as_the_browser_clients_flags(remember: Any) -> None:
+    with pytest.raises(TypeError, match=rf"^remember must be True or False, not {remember!r}$"):
+        Client("http://127.0.0.1:1", remember=remember)
+
+
 def test_an_unknown_encoding_is_a_value_error_like_an_unknown_transport() -> None:
     with pytest.raises(ValueError, match="encoding must be 'msgpack' or 'json', not 'cbor'"):
         Client("http://127.0.0.1:1", encoding="cbor")

@@ -157,6 +157,8 @@ class Client(Calls):
             raise TypeError(
                 f"transports must be a list of rung names, e.g. ['websocket', 'sse'], not {transports!r}"
             )
+        if not isinstance(remember, bool):  # (as the browser client's flags: 5 or "no" was taken for True)
+            raise TypeError(f"remember must be True or False, not {remember!r}")
         if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
             raise ValueError(f"max_queue must be a positive int (default 1000), not {max_queue!r}")
         check_options(

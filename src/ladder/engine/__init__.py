@@ -46,7 +46,8 @@ def create_engine(spec: str | Engine) -> Engine:
     list), lists one server twice (the port defaults to 6379; a cluster's seeds, which are
     only ways in, may repeat) or gives a server of a list a
     scheme or a database of its own, a ``unix://`` URL with a comma (one socket only), a
-    missing Redis extra or an object that is no engine raises
+    missing Redis extra, a ``memory://`` URL with more after it or an object that is no
+    engine raises
     :class:`~ladder.errors.ConfigurationError` naming the fix (a cluster's in cluster terms).
     """
     if not isinstance(spec, str):
@@ -62,6 +63,13 @@ def create_engine(spec: str | Engine) -> Engine:
     if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster", "unix"):
         check_redis_url(spec)
     if scheme == "memory":
+        if spec.rstrip("/").lower() != "memory:":
+            raise ConfigurationError(
+                "engine",
+                f"{shown(spec)!r}: the memory engine takes nothing after memory://",
+                'pass "memory://" (its settings are MemoryEngine(...)\'s arguments: '
+                "engine=MemoryEngine(idle_ttl=...))",
+            )
         return MemoryEngine()
     if scheme in ("redis+cluster", "rediss+cluster"):
         try:

@@ -118,7 +118,7 @@ class Ladder:
         timings["node_lease"] = node_lease
         offered = check_hub_settings(
             allowed_origins, transports, timings,
-            authenticate=authenticate, permissions=permissions, limits=limits,
+            authenticate=authenticate, permissions=permissions, limits=limits, clock=clock,
         )
         if allowed_origins and "*" in allowed_origins and not isinstance(authenticate, JWT | None):
             log.warning(OPEN_ORIGINS)  # (cookies reach a hook from any site's pages)

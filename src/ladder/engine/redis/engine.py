@@ -54,7 +54,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisClusterException, RedisError
 
-from ...checks import check_positive
+from ...checks import check_node_id, check_positive, check_prefix
 from ..base import EngineSink
 from ..composed import ComposedEngine
 from ..urls import check_scheme, shown
@@ -92,7 +92,8 @@ class RedisEngine(ComposedEngine):
 
     Args:
         url: ``redis://host:port/db``, ``rediss://`` for TLS, or ``unix:///path/to/redis.sock``.
-        prefix: Prefix of every key and pub/sub channel (several deployments can share a Redis).
+        prefix: Prefix of every key and pub/sub channel (several deployments can share a Redis):
+            a non-empty str without braces (a Redis Cluster hashes a key by what is in them).
         connect_timeout: Seconds to open a connection to Redis.
         command_timeout: Seconds a command may take before the engine counts Redis as unreachable.
         meta_ttl: Seconds a channel's epoch and offset are kept after its last publication
@@ -103,7 +104,8 @@ class RedisEngine(ComposedEngine):
             quiet that long get ``resync`` at its next publication. The memory engine drops
             them 1 h after a channel's last use (``MemoryEngine(idle_ttl=)``), and never
             while it has subscribers, history or members.
-        node_id: This process's id among the nodes (None: random).
+        node_id: This process's id among the nodes, 1 to 64 letters, digits, ``-`` or ``_``
+            (it begins each of its session ids, before a dot); None: random.
         max_connections: Connections to Redis this process may open at once.
         pool_timeout: Seconds a command waits for a free connection when all are busy.
         sweep_every: Seconds between sweeps for expired presence members (a dead node's),
@@ -137,6 +139,8 @@ class RedisEngine(ComposedEngine):
         ):
             check_positive(f"{name}({setting}=...)", value)
         check_positive(f"{name}(max_connections=...)", max_connections, "int")
+        check_prefix(f"{name}(prefix=...)", prefix)
+        check_node_id(f"{name}(node_id=...)", node_id)
         self.url = url
         self.prefix = prefix
         self.meta_ttl = meta_ttl

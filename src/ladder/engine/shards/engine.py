@@ -16,6 +16,7 @@ import secrets
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ...checks import check_node_id, check_prefix
 from ...errors import ConfigurationError
 from ..base import EngineSink
 from ..composed import ComposedEngine
@@ -59,6 +60,9 @@ class ShardedEngine(ComposedEngine):
 
     def __init__(self, url: str, *, node_id: str | None = None, **options: Any) -> None:
         check_scheme("engine", url, ("redis", "rediss"))
+        check_node_id("ShardedEngine(node_id=...)", node_id)
+        if "prefix" in options:
+            check_prefix("ShardedEngine(prefix=...)", options["prefix"])
         self.url = url
         node = node_id or secrets.token_hex(4)
         self.shards = [
