@@ -614,3 +614,6 @@ async def test_a_publisher_is_not_counted_or_reached_by_a_broadcast(
         # It hears the answers to it once its own key is subscribed (it waited 2 s in its start
         # for a subscription to every node's key, which it never makes).
         assert publisher.engine._listener.subscribed.is_set()  # type: ignore[attr-defined]
+        # Healthy by what it listens for: it was never healthy (broadcasts' key, which it does
+        # not subscribe, was required), and said "unhealthy" at its first error.
+        await until(lambda: publisher.engine.healthy, "the publisher's engine is healthy")  # type: ignore[attr-defined]

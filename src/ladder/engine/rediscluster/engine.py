@@ -77,11 +77,10 @@ class RedisClusterEngine(RedisEngine):
         return link
 
     def _healthy_now(self) -> bool:
-        """This node hears messages to it (on some primary that is up) and some primary
-        answers (each shard's own health is :meth:`healthy_for` and ``details``)."""
-        link, listener = self._cluster, self._cluster_listener
-        heard = listener.hears_node(link.node_id) and listener.hears_node("*")
-        return heard and self._commands_ok and self.refused is None
+        """This node hears messages to it (on some primary that is up), and to every node
+        unless it answers none (a :class:`~ladder.Publisher`), and some primary answers
+        (each shard's own health is :meth:`healthy_for` and ``details``)."""
+        return self._cluster_listener.hears_its_nodes() and self._commands_ok and self.refused is None
 
     async def _ask(self) -> Refusal | None:
         """Ask the seed nodes: one that answers without cluster mode is refused (redis-py's

@@ -164,6 +164,12 @@ class ClusterListener:
             return self.hears(link.node_key(node))
         return any(self.hears(key) for key in link.node_keys_of(node))
 
+    def hears_its_nodes(self) -> bool:
+        """Whether messages to this node reach it now, and those to every node unless it
+        answers none (a :class:`~ladder.Publisher` does not listen for them)."""
+        link = self.link
+        return self.hears_node(link.node_id) and (not link.hears_all or self.hears_node("*"))
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -218,9 +224,8 @@ class ClusterListener:
     def _hearing(self) -> bool:
         """Set :attr:`subscribed` while this node hears messages to it, also while some
         primary is down (every round then is incomplete); whether it just began to."""
-        link = self.link
         was = self.subscribed.is_set()
-        if self.hears_node(link.node_id) and (not link.hears_all or self.hears_node("*")):
+        if self.hears_its_nodes():
             self.subscribed.set()
         else:
             self.subscribed.clear()
