@@ -88,7 +88,9 @@ class Publisher:
 
     ``engine`` is the URL the hubs use (``redis://host:6379/0``) or an engine object.
     ``channels`` and ``default_channel`` must be the hubs' own (they decide, for example, how
-    much history a channel keeps). ``memory://`` raises
+    much history a channel keeps: a publication trims it to the publisher's ``history_size``,
+    and one made with other options than the channel's previous publication is logged at
+    WARNING, once per channel). ``memory://`` raises
     :class:`~ladder.errors.ConfigurationError`: in another process it would reach nobody
     (in the hub's own process, call ``hub.publish`` instead).
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import multiprocessing
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -170,3 +171,36 @@ def test_a_publisher_asking_hubs_through_an_unreachable_redis_is_engine_unavaila
     with BlockingPublisher(url) as publisher, pytest.raises(LadderError) as caught:
         publisher.disconnect_user("ada", "signed out")
     assert caught.value.code == "engine_unavailable"
+
+
+async def test_a_publisher_with_other_history_options_is_logged_once_per_channel(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Publisher given no ``channels=`` cut a hub's history of 5,000 to its default 100
+    (the stream is trimmed by whichever process publishes), and a client back after a node
+    failure got a resync instead of its messages, with nothing said anywhere."""
+    caplog.set_level(logging.WARNING, logger="ladder.redis")
+    kept = {"room:*": ChannelOptions(history_size=5000)}
+    hub = Ladder(engine=redis_server.url, channels=kept)
+    try:
+        await hub.publish("room:a", 1)
+        async with Publisher(redis_server.url) as publisher:
+            await publisher.publish("room:a", 2)
+            await publisher.publish("room:a", 3)
+        await hub.publish("room:a", 4)
+        await hub.publish("room:a", 5)
+        async with Publisher(redis_server.url, channels=kept) as alike:
+            await alike.publish("room:a", 6)
+        said = [r.getMessage() for r in caplog.records if "other history options" in r.getMessage()]
+        assert said == [
+            "channel room:a: its previous publication was made with other history options "
+            "(history_size, history_ttl: 5000, 600 there, 100, 600 here): the history is cut by "
+            "whichever process publishes, so a client may recover less than a node keeps; give "
+            "every Ladder and Publisher on this engine the same channels=",
+            "channel room:a: its previous publication was made with other history options "
+            "(history_size, history_ttl: 100, 600 there, 5000, 600 here): the history is cut by "
+            "whichever process publishes, so a client may recover less than a node keeps; give "
+            "every Ladder and Publisher on this engine the same channels=",
+        ], "once by the publisher, once by the hub; a publisher given the hub's options says nothing"
+    finally:
+        await hub.stop()

@@ -54,6 +54,10 @@ if not e then
   redis.call('HSET', KEYS[1], 'e', e)
   redis.call('DEL', KEYS[2])
 end
+local h = redis.call('HGET', KEYS[1], 'h')
+if h ~= ARGV[8] then
+  redis.call('HSET', KEYS[1], 'h', ARGV[8])
+end
 local o = redis.call('HINCRBY', KEYS[1], 'o', 1)
 if tonumber(ARGV[3]) > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '0-' .. o, 't', ARGV[6], 'd', ARGV[2])
@@ -61,8 +65,15 @@ if tonumber(ARGV[3]) > 0 then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[7], 'P' .. e .. ' ' .. o .. ' ' .. ARGV[6] .. ' ' .. ARGV[2])
-return {e, o}
+return {e, o, h}
 """
+"""Lua: also keeps the history options of the channel's last publication (``h``, "<size>
+<ttl>") and returns those of the one before, so that a process publishing with other
+options (a ``Publisher`` given no ``channels=``) is noticed: the history is cut by
+whichever publishes."""
+
+MISMATCHES_KEPT: Final = 1000
+"""Channels whose differing history options were logged (once each; then forgotten)."""
 
 _POSITION: Final = _OTHER_STREAM + """
 local e = redis.call('HGET', KEYS[1], 'e')
@@ -128,6 +139,7 @@ class RedisChannels:
         self.listening: dict[str, _Listening] = {}
         self.listener: PubSubListener | None = None
         """Set by the engine: listening to a channel subscribes to it there."""
+        self._mismatched: set[str] = set()
 
     def scripts(self) -> None:
         """Register the scripts on the clients (after they are opened)."""
@@ -285,9 +297,30 @@ class RedisChannels:
         now = time.time()
         keys, args = self._call(channel, payload, options, now)
         try:
-            epoch, offset = await self._publish(keys=keys, args=args)
+            answer = await self._publish(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise unavailable(exc, keys) from exc
+        return self._published(channel, payload, answer, args[-1], now)
+
+    def _published(
+        self, channel: str, payload: Payload, answer: Any, history: str, now: float
+    ) -> Publication:
+        """The publication the script's answer places; a channel whose previous publication
+        had other history options is logged (once per channel)."""
+        epoch, offset, before = answer
+        if before is not None and before.decode() != history and channel not in self._mismatched:
+            if len(self._mismatched) >= MISMATCHES_KEPT:
+                self._mismatched.clear()
+            self._mismatched.add(channel)
+            log.warning(
+                "channel %s: its previous publication was made with other history options "
+                "(history_size, history_ttl: %s there, %s here): the history is cut by whichever "
+                "process publishes, so a client may recover less than a node keeps; give every "
+                "Ladder and Publisher on this engine the same channels=",
+                channel,
+                ", ".join(before.decode().split()),
+                ", ".join(history.split()),
+            )
         return Publication(channel, int(offset), epoch.decode(), payload, now)
 
     async def publish_many(
@@ -303,7 +336,7 @@ class RedisChannels:
         else:  # (a cluster: one call after the other)
             answers = [await outcome(script(keys=keys, args=args)) for keys, args in calls]
         outcomes: list[Publication | LadderError] = []
-        for (channel, payload, _), (keys, _), answer in zip(items, calls, answers, strict=True):
+        for (channel, payload, _), (keys, args), answer in zip(items, calls, answers, strict=True):
             if isinstance(answer, LadderError):  # (refused for itself: the others still count)
                 outcomes.append(answer)
             elif isinstance(answer, (RedisError, OSError)):
@@ -311,8 +344,7 @@ class RedisChannels:
             elif isinstance(answer, BaseException):
                 raise answer
             else:
-                epoch, offset = answer
-                outcomes.append(Publication(channel, int(offset), epoch.decode(), payload, now))
+                outcomes.append(self._published(channel, payload, answer, args[-1], now))
         return outcomes
 
     def _call(
@@ -329,6 +361,7 @@ class RedisChannels:
             int(max(self.meta_ttl, options.history_ttl)),
             repr(now),
             link.k("c", channel),
+            f"{options.history_size} {max(1, int(options.history_ttl))}",  # (last: _published reads it)
         ]
 
     async def listen(self, channel: str) -> None:
