@@ -31,6 +31,32 @@ def test_outbox_bounds_by_count_and_bytes() -> None:
     assert box.push("c", 0) == 3
 
 
+def test_outbox_room_counts_as_push_does() -> None:
+    """How many of a burst fit is what pushing them one by one would take before overflowing."""
+    for sizes, reserve, reserve_bytes in (
+        ([10] * 8, 1, 20),
+        ([40, 5, 5, 5], 0, 0),
+        ([500, 1, 1], 0, 0),  # (a first item over the byte bound is kept alone)
+        ([30, 30, 30], 2, 50),
+        ([], 0, 0),
+    ):
+        outbox: Outbox[str] = Outbox(max_items=5, max_bytes=100)
+        outbox.push("waiting", 10)
+        room = outbox.room(sizes, reserve=reserve, reserve_bytes=reserve_bytes)
+        for _ in range(reserve):
+            outbox.push("reply", reserve_bytes // reserve)
+        pushed = 0
+        for size in sizes:
+            try:
+                outbox.push("burst", size)
+            except OutboxOverflow:
+                break
+            pushed += 1
+        assert room == pushed, (sizes, reserve, reserve_bytes)
+    assert Outbox(max_items=5, max_bytes=100).room([500, 1]) == 1
+    assert Outbox(max_items=5, max_bytes=100).room([1] * 9, reserve=1) == 4
+
+
 def test_outbox_renumber_restarts_at_one() -> None:
     box: Outbox[str] = Outbox(max_items=10, max_bytes=100)
     for x in "abcd":

@@ -85,6 +85,31 @@ async def test_history_ttl_and_recent() -> None:
         await hub.stop()
 
 
+async def test_a_recovery_past_the_queue_bytes_is_not_made_and_the_session_lives() -> None:
+    """The bytes bound too: 12 publications of 300 B after a subscribe's reply ended a
+    session allowed 2 KiB unacknowledged (``slow_consumer``) before it read its reply."""
+    hub = make_hub(default_channel=ChannelOptions(history_size=50), limits=Limits(max_queue_bytes=2048))
+    try:
+        first = await hub.publish("big", "x" * 300)
+        for _ in range(11):
+            await hub.publish("big", "x" * 300)
+        peer = await Peer.open(hub)
+        (sub_id,) = await peer.send({"t": "sub", "ch": "big", "ep": first.epoch, "off": 0})
+        frames = peer.read()
+        reply = next(f for f in frames if f.get("re") == sub_id)
+        assert (reply["d"]["rec"], reply["d"]["n"], reply["d"]["off"]) == (False, 0, 12)
+        assert pubs(frames) == [] and peer.session.state.close_error is None
+        await peer.request({"t": "unsub", "ch": "big"})
+        (sub_id,) = await peer.send({"t": "sub", "ch": "big", "ep": first.epoch, "off": 8})
+        frames = peer.read()
+        within = next(f for f in frames if f.get("re") == sub_id)
+        assert (within["d"]["rec"], within["d"]["n"]) == (True, 4)
+        assert pubs(frames) == [9, 10, 11, 12]
+        assert peer.session.state.close_error is None
+    finally:
+        await hub.stop()
+
+
 async def test_presence_with_identity_join_and_leave(hub: Ladder) -> None:
     alice = await Peer.open(hub, "alice")
     await alice.request({"t": "sub", "ch": "chat:p"})

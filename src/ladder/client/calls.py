@@ -29,7 +29,9 @@ class Calls(Connection):
         on_publication: Callable[[Publication], Any] | None = None,
     ) -> Subscription:
         """Follow ``channel``. ``since=(epoch, offset)`` replays what was missed after it;
-        ``recent=N`` starts with the newest N publications kept in history. Where the app's
+        ``recent=N`` starts with the newest N publications kept in history (both as far as
+        the server's ``lim.queue`` lets it send at once: more missed is not ``recovered``,
+        and ``recent`` gets the newest that fit, protocol §6). Where the app's
         permissions keep the channel's history from this client, ``recent`` is refused
         ``forbidden`` and a recovery is not ``recovered`` (a ``resync`` event).
 

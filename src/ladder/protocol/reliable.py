@@ -17,6 +17,7 @@ server's inbox applies each once. No I/O, no clock: pure bookkeeping.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 from .errors import LadderError
@@ -67,6 +68,24 @@ class Outbox(Generic[T]):
         self.bytes += size
         self.last += 1
         return self.last
+
+    def room(self, sizes: Iterable[int], *, reserve: int = 0, reserve_bytes: int = 0) -> int:
+        """How many of ``sizes`` (items about to be pushed in this order, after ``reserve``
+        items of ``reserve_bytes`` in all) fit within the bounds, as :meth:`push` counts.
+
+        A burst the server makes itself, at once (a subscription's missed publications),
+        is sized by it to fit: past the bounds it would end the session before the client
+        could acknowledge any of it, and again in every session after."""
+        kept = self.last - self.acked + reserve
+        total = self.bytes + reserve_bytes
+        fitting = 0
+        for size in sizes:
+            if kept >= self.max_items or (kept and total + size > self.max_bytes):
+                break
+            kept += 1
+            total += size
+            fitting += 1
+        return fitting
 
     def ack(self, upto: int) -> int:
         """Forget everything numbered ``upto`` or lower. Returns how many were dropped.

@@ -8,6 +8,7 @@ writer: no task, no encoding and no extra call per recipient.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from time import monotonic
 from typing import Final
@@ -16,9 +17,12 @@ from ..engine.base import ChannelOptions, Engine, HistoryResult, Member, Positio
 from ..protocol.errors import LadderError
 from ..protocol.outframes import OutFrame, presence_frame, pub_frame, resync_frame
 from ..protocol.reliable import OutboxOverflow
+from ..protocol.sids import label
 from .config import ChannelRules
 from .flusher import Flusher, flusher_of
 from .session import Session, Subscription
+
+log = logging.getLogger("ladder")
 
 
 def _flusher() -> Flusher | None:
@@ -34,6 +38,10 @@ BUSY_GAP: Final = 0.002
 """A channel published to again within this many seconds of its last fan-out is busy: its
 subscribers' connections are written in the flusher's batches (several publications a
 write) rather than as the fan-out reaches them (see :meth:`ChannelTable.on_publication`)."""
+
+
+REPLY_BYTES: Final = 256
+"""More than a subscription's reply takes, but for its channel's name (4 bytes a character)."""
 
 
 def _unwired(_: object) -> None:
@@ -150,6 +158,33 @@ class ChannelTable:
             frame = pub.frame = pub_frame(pub.channel, pub.offset, pub.payload)
         assert isinstance(frame, OutFrame)
         return frame
+
+    def fitted(self, session: Session, history: HistoryResult, *, recovering: bool) -> HistoryResult:
+        """What of ``history`` the session's outbox can take at once after the reply: a
+        recovery all of it or none (``rec`` false: the client resyncs), ``recent`` the newest
+        that fit. Sent past ``lim.queue`` or ``lim.qbytes``, it ended the session as a slow
+        consumer before its reply, and its successor's recovery, as large, ended that too."""
+        pubs = history.publications
+        if not pubs:
+            return history
+        sizes = [self.frame_of(pub).size for pub in pubs]
+        outbox = session.state.outbox
+        reply = REPLY_BYTES + 4 * len(pubs[0].channel)
+        if recovering:
+            if outbox.room(sizes, reserve=1, reserve_bytes=reply) == len(pubs):
+                return history
+            log.info(
+                "session %s: the %d publications of %s it missed do not fit in what it may "
+                "leave unacknowledged (Limits.max_queue %d, max_queue_bytes %d, %d waiting): "
+                "not recovered, its client resyncs",
+                label(session.sid), len(pubs), pubs[0].channel, outbox.max_items, outbox.max_bytes,
+                len(outbox),
+            )
+            return HistoryResult([], history.position, False)
+        fitting = outbox.room(reversed(sizes), reserve=1, reserve_bytes=reply)
+        if fitting == len(pubs):
+            return history
+        return HistoryResult(pubs[len(pubs) - fitting :], history.position, True)
 
     def deliver_backlog(self, sub: Subscription, history: HistoryResult) -> None:
         """Finish a subscription that was catching up: history first, then what arrived live

@@ -261,6 +261,7 @@ class Dispatch:
         except BaseException:
             await channels.drop(session, channel)
             raise
+        history = channels.fitted(session, history, recovering=since is not None)
         position = history.position
         # The reply, then what was missed, then whatever arrived live meanwhile: in offset order.
         answer = {
