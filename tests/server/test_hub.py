@@ -110,6 +110,34 @@ async def test_a_recovery_past_the_queue_bytes_is_not_made_and_the_session_lives
         await hub.stop()
 
 
+async def test_a_history_answer_past_the_queue_bytes_is_cut_to_what_fits() -> None:
+    """One frame larger than what is left of ``lim.qbytes``, behind a frame not yet
+    acknowledged, ended the session as a slow consumer."""
+    hub = make_hub(default_channel=ChannelOptions(history_size=50), limits=Limits(max_queue_bytes=2048))
+    try:
+        first = await hub.publish("big", "x" * 300)
+        for _ in range(11):
+            await hub.publish("big", "x" * 300)
+        peer = await Peer.open(hub)
+        await peer.request({"t": "sub", "ch": "other"})
+        await hub.publish("other", 1)
+        assert pubs(peer.read(ack=False)) == [1], "left unacknowledged"
+        (alone_id, newest_id, since_id) = await peer.send(  # (each answer left waiting too)
+            {"t": "history", "ch": "big", "limit": 2},
+            {"t": "history", "ch": "big", "limit": 12},
+            {"t": "history", "ch": "big", "limit": 12, "ep": first.epoch, "off": 0},
+        )
+        answers = {f["re"]: f["d"] for f in peer.read(ack=False) if f.get("re") is not None}
+        newest = answers[newest_id]
+        assert newest["complete"] is True and 1 <= len(newest["pubs"]) < 12
+        assert [p["o"] for p in newest["pubs"]] == list(range(13 - len(newest["pubs"]), 13)), "the newest"
+        assert (answers[since_id]["complete"], answers[since_id]["pubs"]) == (False, [])
+        assert [p["o"] for p in answers[alone_id]["pubs"]] == [11, 12]
+        assert peer.session.state.close_error is None
+    finally:
+        await hub.stop()
+
+
 async def test_presence_with_identity_join_and_leave(hub: Ladder) -> None:
     alice = await Peer.open(hub, "alice")
     await alice.request({"t": "sub", "ch": "chat:p"})

@@ -186,6 +186,29 @@ class ChannelTable:
             return history
         return HistoryResult(pubs[len(pubs) - fitting :], history.position, True)
 
+    def answerable(self, session: Session, history: HistoryResult, *, recovering: bool) -> HistoryResult:
+        """What of a ``history`` answer (one frame) the session's outbox can take, as
+        :meth:`fitted` (a frame larger than ``lim.qbytes`` is taken when nothing waits):
+        asked from a position all of it or none (``complete`` false), else the newest that
+        fit. Past the bounds the answer ended the session as a slow consumer."""
+        pubs = history.publications
+        outbox = session.state.outbox
+        if not pubs or not outbox:  # (nothing waits: one frame of any size is kept)
+            return history
+        sizes = [self.frame_of(pub).size for pub in pubs]
+        total = REPLY_BYTES + sum(sizes)
+        if outbox.room([total]):
+            return history
+        if recovering:
+            return HistoryResult([], history.position, False)
+        fitting, total = 0, REPLY_BYTES
+        for size in reversed(sizes):
+            total += size
+            if not outbox.room([total]):
+                break
+            fitting += 1
+        return HistoryResult(pubs[len(pubs) - fitting :] if fitting else [], history.position, True)
+
     def deliver_backlog(self, sub: Subscription, history: HistoryResult) -> None:
         """Finish a subscription that was catching up: history first, then what arrived live
         meanwhile (only what is newer), then live delivery."""
