@@ -335,9 +335,10 @@ class _Link:
         await self.down.send(to_down)
         stall = self.proxy.stall_ws_after
         stall_at = None if stall is None else asyncio.get_running_loop().time() + stall
+        down_stall_at = None if self.proxy.stall_ws_up_only else stall_at
         directions = [
             asyncio.create_task(self._pump_raw(self.reader, up.pipe, up.writer, client_closed, stall_at)),
-            asyncio.create_task(self._pump_raw(up.reader, self.down, self.writer, up_closed, stall_at)),
+            asyncio.create_task(self._pump_raw(up.reader, self.down, self.writer, up_closed, down_stall_at)),
         ]
         try:
             done, _ = await asyncio.wait(directions, return_when=asyncio.FIRST_EXCEPTION)
@@ -479,6 +480,8 @@ class FaultProxy:
         self.stall_ws_after: float | None = None
         """Seconds after its 101 a WebSocket silently stops forwarding, both ways, and stays
         open (a proxy that breaks a rung without a word)."""
+        self.stall_ws_up_only = False
+        """``stall_ws_after`` stops only what the client sends: the server's frames still pass."""
         self.stats: Counter[str] = Counter(dict.fromkeys(("connections", "cuts", "refused", "blackholed"), 0))
         self._cut_after: tuple[float, float] | None = None
         self._server: asyncio.Server | None = None
@@ -519,6 +522,7 @@ class FaultProxy:
         self.latency = 0.0
         self.split = False
         self.stall_ws_after = None
+        self.stall_ws_up_only = False
         self.cut_after = None
 
     async def start(self) -> FaultProxy:

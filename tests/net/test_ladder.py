@@ -312,6 +312,28 @@ async def test_a_websocket_that_silently_stops_forwarding_is_stepped_down_from()
             network.stop()
 
 
+async def test_a_websocket_whose_client_frames_are_swallowed_is_cut_and_left() -> None:
+    """The client heard the server's pings through a proxy that dropped only what the client
+    sent: the server closed each connection after two heartbeats unheard (4408
+    ``heartbeat_timeout``), each had lived past ``stable_after``, and the client came back
+    to the same rung for ever, its calls timing out."""
+    with LadderServer({"heartbeat": 0.5}) as server:
+        network = Network(server.port)
+        try:
+            network.set(stall_ws_after=0.3, stall_ws_up_only=True)
+            changes: asyncio.Queue[TransportChanged] = asyncio.Queue()
+            client = Client(network.url, transports=["websocket", "sse"], stable_after=1.0, probe_delay=60.0, probe_max_delay=60.0)
+            client.on("transport", changes.put_nowait)
+            async with client:
+                assert (await changes.get()).new == "websocket"
+                change = await asyncio.wait_for(changes.get(), 30)
+                assert (change.old, change.new) == ("websocket", "sse")
+                assert "websocket: cut 3 times in a row (last: websocket: closed by the server (4408 heartbeat_timeout" in change.reason, change.reason
+                assert (await client.call("echo", 1))["data"] == 1
+        finally:
+            network.stop()
+
+
 async def test_an_expired_session_is_replaced_and_channels_recovered() -> None:
     with LadderServer({"heartbeat": 1.0, "session_ttl": 1.0}) as server:
         network = Network(server.port)

@@ -350,6 +350,9 @@ const REFUSAL = {
   [ENDED_ON_PURPOSE]: "give_up",
   shutting_down: "resume_now",
   token_expired: "resume", // (a token function is called again; a fixed token: give_up, below)
+  // The server heard nothing from the client for two heartbeats: the connection failed the
+  // client (a proxy forwarding only one way), not the server: a cut (RungPolicy.dropped).
+  heartbeat_timeout: "resume",
 };
 
 /**
@@ -548,7 +551,10 @@ export class RungPolicy {
    * quiet: a proxy that passes the welcome, then silently stops forwarding, cuts too. One the
    * server ended with a refusal (`action` "back_off": `engine_unavailable`, `internal`, …) is
    * not a cut: the rung carried the server's word, and a lower rung reaches that server no
-   * better; the cuts before it stand.
+   * better; the cuts before it stand. One the server closed for hearing nothing from the
+   * client (`heartbeat_timeout`) is a cut whatever it lived: the server had stopped hearing
+   * it two heartbeats before, while the client, hearing the server, saw nothing wrong (a
+   * proxy forwarding one way only).
    * @param {{rung: string, lived: number, reason: string, heard?: number | null, action?: string | null}} args
    */
   dropped({ rung, lived, reason, heard = null, action = null }) {
@@ -560,6 +566,7 @@ export class RungPolicy {
       return reason;
     }
     if (heard !== null && why({ reason }) === "heartbeat") lived = Math.min(lived, heard);
+    if (reason.includes(UNHEARD)) lived = 0;
     if (lived >= this.stableAfter) {
       this._cuts[rung] = this._stepped[rung] = 0;
       return null;
@@ -571,6 +578,7 @@ export class RungPolicy {
       this._cuts[rung] = 0;
       this._stepped[rung] += 1;
       this.floor = position + 1;
+      if (reason.includes(UNHEARD)) return `${rung}: cut ${this.cutLimit} times in a row (last: ${reason})`; // (it lived longer: the server had stopped hearing it)
       return `${rung}: cut ${this.cutLimit} times in a row, each within ${this.stableAfter / 1000} s of opening (last: ${reason})`;
     }
     return null;
@@ -594,6 +602,9 @@ export class RungPolicy {
 
 /** @param {readonly string[]} rungs */
 const oneOf = (rungs) => (rungs.length === 1 ? rungs[0] : `one of ${rungs.join(", ")}`);
+
+/** The code of a connection the server closed for hearing nothing from the client, as its reason carries it. */
+const UNHEARD = "heartbeat_timeout";
 
 /** ms: the longest delay probes start with after steps down for cuts (a probe every 80-160 s). */
 export const PROBE_WAIT_CAP = 160_000;

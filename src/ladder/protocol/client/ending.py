@@ -47,6 +47,9 @@ REFUSAL: dict[str, Action] = {
     ENDED_ON_PURPOSE: "give_up",
     "shutting_down": "resume_now",
     "token_expired": "resume",  # (a callable token is called again; a fixed one: give_up, below)
+    # The server heard nothing from the client for two heartbeats: the connection failed the
+    # client (a proxy forwarding only one way), not the server: a cut (RungPolicy.dropped).
+    "heartbeat_timeout": "resume",
 }
 """A refused request (HTTP status, WebSocket close code or ``err``) by its code."""
 

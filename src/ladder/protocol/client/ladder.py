@@ -38,6 +38,10 @@ def why(reason: str | None) -> str | None:
     return next((word for needle, word in WHY if needle in lowered), "error")
 
 
+UNHEARD: Final = "heartbeat_timeout"
+"""The code of a connection the server closed for hearing nothing from the client, as its
+reason carries it (``websocket: closed by the server (4408 heartbeat_timeout: ...)``)."""
+
 STABLE_AFTER = 10_000.0
 """ms a connection must live to forgive the cuts before it (§9.2); the client's ``stable_after``."""
 CUT_LIMIT = 3
@@ -151,7 +155,10 @@ class RungPolicy:
         One the server ended with a refusal (``back_off``: ``engine_unavailable``,
         ``internal``, …) is not a cut: the rung carried the server's word, so what fails is
         the server, which a lower rung reaches no better (Redis down made every rung in turn
-        look cut, down to short polling); the cuts before it stand.
+        look cut, down to short polling); the cuts before it stand. One the server closed
+        for hearing nothing from the client (``heartbeat_timeout``) is a cut whatever it
+        lived: the server had stopped hearing it two heartbeats before, while the client,
+        hearing the server, saw nothing wrong (a proxy forwarding one way only).
         """
         position = self.index(rung)
         if why(reason) == "buffered" and position + 1 < len(self.rungs) and self.floor <= position:
@@ -162,6 +169,8 @@ class RungPolicy:
             return reason
         if heard is not None and why(reason) == "heartbeat":
             lived = min(lived, heard)
+        if UNHEARD in reason:
+            lived = 0.0
         if lived >= self.stable_after:
             self._cuts[rung] = self._stepped[rung] = 0
             return None
@@ -172,6 +181,8 @@ class RungPolicy:
             self._cuts[rung] = 0
             self._stepped[rung] += 1
             self.floor = position + 1
+            if UNHEARD in reason:  # (it lived longer: the server had stopped hearing it)
+                return f"{rung}: cut {self.cut_limit} times in a row (last: {reason})"
             return (
                 f"{rung}: cut {self.cut_limit} times in a row, each within "
                 f"{self.stable_after / 1000:g} s of opening (last: {reason})"
