@@ -92,6 +92,13 @@ class FakeTransport extends Transport {
       this.net.failPosts -= 1;
       return Promise.reject(new TransportClosed(`${this.name}: upstream POST failed (network)`));
     }
+    const bytes = frames.map((frame) => JSON.stringify(frame)).join("\n").length;
+    if (this.separateUpstream && this.net.maxBody !== undefined && bytes > this.net.maxBody) {
+      this.net.tooLarge = (this.net.tooLarge ?? 0) + 1; // (a proxy's page: no code)
+      const refused = new TransportClosed(`${this.name}: HTTP 413 from the server or a proxy`);
+      refused.tooLarge = bytes;
+      return Promise.reject(refused);
+    }
     this.sent.push(...structuredClone(frames));
     if (this.net.pongs) {
       // A server that answers a POSTed ping on the stream at once (§3.4).
@@ -1118,6 +1125,27 @@ describe("liveness", () => {
     net.last("sse").welcomeWith({ resumed: true, ack: 1 });
     await clock.advance(0);
     assert.deepEqual(net.last("sse").wrote("emit").map((f) => f.i), [2], "and the message goes out on the next one");
+  });
+
+  test("a proxy's 413 halves the POSTs; one message alone too large ends the client, naming the fix", async () => {
+    const { client, clock, net, of } = setup({ transports: ["sse"] });
+    net.posts = true;
+    net.maxBody = 2000;
+    for (let n = 0; n < 30; n++) client.emit("record", { n, pad: "x".repeat(150) }); // one POST of 5 KB
+    client.start();
+    await settle();
+    net.last("sse").welcomeWith();
+    await clock.advance(0);
+    const written = net.last("sse").wrote("emit").map((f) => f.i);
+    assert.deepEqual(written, Array.from({ length: 30 }, (_, i) => i + 1), "each once, in order, in smaller POSTs");
+    assert.ok(net.tooLarge <= 2, `halved, then passed (${net.tooLarge} refused)`);
+    assert.equal(net.opened.length, 1, "the transport was kept");
+    const big = assert.rejects(client.call("echo", "y".repeat(3000)), (e) => e.code === "frame_too_large" && e.reason.includes("client_max_body_size"));
+    await clock.advance(0);
+    await big;
+    assert.equal(client.state, "closed");
+    assert.deepEqual(of("error").map((e) => e.code), ["frame_too_large"]);
+    assert.equal(net.opened.length, 1, "no reconnecting: nothing could carry it");
   });
 
   test("the server ending the session (bye session_closed) closes the client: it does not come back", async () => {

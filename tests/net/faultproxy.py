@@ -241,6 +241,12 @@ class _Link:
             await self._skip_body()
             await self._reply(403, "Forbidden", b"refused by FaultProxy\n")
             return False
+        declared = next((int(v) for name, v in request.headers if name == b"content-length"), 0)
+        if proxy.max_body is not None and declared > proxy.max_body:
+            proxy.stats["too_large"] += 1
+            await self._skip_body()
+            await self._reply(413, "Request Entity Too Large", b"<html><body>413 Request Entity Too Large</body></html>\n")
+            return False
         if endpoint in proxy.blackhole:
             proxy.stats["blackholed"] += 1
             while await self.reader.read(CHUNK):
@@ -482,6 +488,8 @@ class FaultProxy:
         open (a proxy that breaks a rung without a word)."""
         self.stall_ws_up_only = False
         """``stall_ws_after`` stops only what the client sends: the server's frames still pass."""
+        self.max_body: int | None = None
+        """Requests declaring a larger body are answered 413 with a page (a proxy's body limit)."""
         self.stats: Counter[str] = Counter(dict.fromkeys(("connections", "cuts", "refused", "blackholed"), 0))
         self._cut_after: tuple[float, float] | None = None
         self._server: asyncio.Server | None = None
@@ -523,6 +531,7 @@ class FaultProxy:
         self.split = False
         self.stall_ws_after = None
         self.stall_ws_up_only = False
+        self.max_body = None
         self.cut_after = None
 
     async def start(self) -> FaultProxy:

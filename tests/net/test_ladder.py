@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ladder import Client, LadderError
-from ladder.client import Subscription, TransportChanged
+from ladder.client import ServerError, Subscription, TransportChanged
 from tests.net.conftest import Network
 from tests.support.server import LadderServer
 
@@ -330,6 +330,35 @@ async def test_a_websocket_whose_client_frames_are_swallowed_is_cut_and_left() -
                 assert (change.old, change.new) == ("websocket", "sse")
                 assert "websocket: cut 3 times in a row (last: websocket: closed by the server (4408 heartbeat_timeout" in change.reason, change.reason
                 assert (await client.call("echo", 1))["data"] == 1
+        finally:
+            network.stop()
+
+
+async def test_a_proxys_413_splits_the_posts_and_one_message_too_large_ends_the_client() -> None:
+    """A proxy refusing bodies over 2,000 bytes with a page: the client wrote the same POST
+    again, dropped the rung after three tries, reconnected every 1.4 s for ever, and every
+    message after the large one stayed unsent, with nothing said."""
+    with LadderServer({"heartbeat": 1.0, "channels": {"rec:*": {"history_size": 100}}}) as server:
+        network = Network(server.port)
+        try:
+            network.set(max_body=2000)
+            errors: list[ServerError] = []
+            client = Client(network.url, transports=["sse"])
+            client.on("error", errors.append)
+            values = [f"{n:02d}" + "x" * 150 for n in range(30)]
+            for value in values:  # queued before connecting: one POST of 5 KB
+                await client.emit("record", {"key": "split", "value": value})
+            async with client:
+                await client.flush(timeout=15)
+                assert await client.call("records", "split") == values, "each once, in order"
+                assert client.state == "connected"
+                with pytest.raises(LadderError) as refused:
+                    await client.call("echo", "y" * 3000, timeout=10)
+                assert refused.value.code == "frame_too_large"
+                assert "refused by something on the way with HTTP 413" in refused.value.reason
+                assert "client_max_body_size" in refused.value.reason
+                assert [e.code for e in errors] == ["frame_too_large"] and client.state == "closed"
+                assert network.stats()["too_large"] <= 4, "halved each time, then given up"
         finally:
             network.stop()
 

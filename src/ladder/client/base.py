@@ -95,6 +95,9 @@ class ClientBase:
     _subscribing: set[int]
     """Ids of subscribe requests still in flight (renewed, not failed, on a new session)."""
     _limits: dict[str, Any]
+    _post_cap: int | None
+    """Bytes per ``POST send`` a proxy on the way takes, once a 413 of its showed it (None: the
+    server's ``lim.post``)."""
     """The server's limits from the last welcome (``lim``: frame and body sizes)."""
     _pacer: Pacer
     _pace_timer: asyncio.TimerHandle | None
@@ -192,6 +195,10 @@ class ClientBase:
             if tell and not (first_race and state == "connecting"):
                 self._state_told = True
                 self._emit(StateChanged(state, reason))
+
+    def _give_up(self, error: LadderError) -> None:
+        """Close the client for good with ``error`` (the connection's layer does it)."""
+        raise NotImplementedError
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

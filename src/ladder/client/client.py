@@ -262,6 +262,7 @@ class Client(Calls):
         self._subscribing = set()
         """Ids of subscribe requests still in flight (renewed, not failed, on a new session)."""
         self._limits = {}
+        self._post_cap = None
         """The server's limits from the last welcome (``lim``: frame and body sizes)."""
         self._pacer = Pacer()
         self._pace_timer = None

@@ -18,6 +18,7 @@ from .events import Resubscribed, ResyncNeeded, ServerError
 from .options import check_timeout
 from .subscription import Subscription
 from .transports.base import Transport, TransportClosed
+from .transports.http import UNORDERED
 
 log = logging.getLogger("ladder.client")
 
@@ -231,7 +232,17 @@ class Outbound(ClientBase):
                         retry, failing = UpstreamRetry(), conn
                     error = exc.error
                     code = None if error is None else error.code
-                    step = retry.failed(conn.separate_upstream, code, random.random())
+                    alone = sum(frame.get("t") not in UNORDERED for frame in frames) <= 1
+                    step = retry.failed(conn.separate_upstream, code, random.random(), exc.too_large, alone)
+                    if "give_up" in step:
+                        refused = LadderError("frame_too_large", f"{conn.name}: {step['give_up']}")
+                        self._give_up(refused)
+                        conn.interrupt(refused.reason, refused)
+                        break
+                    if "shrink" in step:
+                        self._post_cap = step["shrink"]
+                        log.info("%s; messages go in POSTs of at most %d bytes", exc.reason, self._post_cap)
+                        continue
                     if "drop" in step:
                         log.info("%s; the transport is given up", exc.reason)
                         conn.interrupt(f"{exc.reason} (after {step['drop']} attempts)", error)
@@ -254,6 +265,8 @@ class Outbound(ClientBase):
             return []
         limit = self._limits.get("post" if conn.separate_upstream else "frame")
         budget = (int(limit) if isinstance(limit, int) else 65_536) - HEADROOM
+        if conn.separate_upstream and self._post_cap is not None:  # (a proxy's, found by a 413)
+            budget = min(budget, self._post_cap)
         codec = self.endpoint.codec
         batch: list[Frame] = []
         size = 0

@@ -1021,10 +1021,23 @@ export class UpstreamRetry {
    * A write failed (`code`: the server's refusal, if any): `{retry_in}` or `{drop: attempts}`.
    * A refusal for now (a code that neither gives up nor says the session is gone) never drops
    * a separate upstream: the rung works, and the pause grows instead, up to `REFUSED_CAP`.
-   * @param {{separateUpstream: boolean, code?: string | null, rand: number}} args
-   * @returns {{retry_in: number} | {drop: number}}
+   * `tooLarge`: the bytes of a `POST send` something other than the server refused with HTTP
+   * 413 (a proxy's body limit), `alone` whether it carried one message only: written again
+   * as it was, it was refused again on every rung and in every session. Messages are written
+   * in POSTs of at most half as many bytes (`{shrink, retry_in: 0}`); one message alone too
+   * large ends the client (`{give_up: reason}`, naming the fix).
+   * @param {{separateUpstream: boolean, code?: string | null, rand: number, tooLarge?: number | null, alone?: boolean}} args
+   * @returns {{retry_in: number} | {drop: number} | {shrink: number, retry_in: number} | {give_up: string}}
    */
-  failed({ separateUpstream, code = null, rand }) {
+  failed({ separateUpstream, code = null, rand, tooLarge = null, alone = false }) {
+    if (tooLarge !== null) {
+      if (alone) {
+        return {
+          give_up: `a POST of ${tooLarge} bytes (one message) was refused by something on the way with HTTP 413, not by the server: raise that proxy's request body limit (nginx: client_max_body_size) to the server's lim.post, or send smaller messages`,
+        };
+      }
+      return { shrink: Math.max(1, Math.floor(tooLarge / 2)), retry_in: 0 };
+    }
     this.failures += 1;
     const refused = code !== null && (SESSION_GONE.has(code) || FATAL.has(code));
     if (!separateUpstream || refused) return { drop: this.failures };

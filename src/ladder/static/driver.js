@@ -368,6 +368,8 @@ export class Client extends Emitter {
     });
     /** @type {Record<string, any>} the server's limits from the last welcome (`lim`) */
     this._limits = {};
+    /** @type {number | null} bytes per `POST send` a proxy on the way takes, once a 413 of its showed it */
+    this._postCap = null;
     this._pacer = new Pacer();
     /** @type {any} */
     this._paceTimer = null;

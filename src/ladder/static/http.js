@@ -6,7 +6,8 @@ import { encodeBatch } from "./codec.js";
 import { Transport } from "./transport.js";
 
 /** Frames a POST may carry alongside another one still answered (protocol §3.6). */
-const UNORDERED = new Set(["ack", "ping", "pong"]);
+export const UNORDERED = new Set(["ack", "ping", "pong"]);
+const UTF8 = new TextEncoder();
 
 /** @typedef {import("./codec.js").Frame} Frame */
 /** @typedef {import("./rungs.js").Rung} Rung */
@@ -133,7 +134,11 @@ export class HttpTransport extends Transport {
       clock.clearTimeout(timer);
       this._abort.signal.removeEventListener("abort", stop);
     }
-    if (response.status >= 300) throw await refusalOf(response, this.name);
+    if (response.status >= 300) {
+      const refused = await refusalOf(response, this.name);
+      if (response.status === 413 && refused.error === null) refused.tooLarge = UTF8.encode(body).length; // (not the server's 413)
+      throw refused;
+    }
     this.wake();
   }
 

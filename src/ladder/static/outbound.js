@@ -3,6 +3,7 @@
 
 import { noReply, Renewal, UpstreamRetry } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
+import { UNORDERED } from "./http.js";
 import { encodeMessage, tagBytes } from "./codec.js";
 import { carriedFrom, DurableOutbox, overLimit, restoredMessage, snapshot } from "./outbox.js";
 import { reportLater } from "./subscription.js";
@@ -293,15 +294,26 @@ export async function flush(client) {
         if (conn !== client._conn) continue; // a newer transport took over; its welcome rewound the cursor
         if (failing !== conn) [retry, failing] = [new UpstreamRetry(), conn];
         const code = error instanceof TransportClosed ? (error.error?.code ?? null) : null;
-        const step = retry.failed({ separateUpstream: conn.separateUpstream, code, rand: client._random() });
+        const tooLarge = error instanceof TransportClosed ? error.tooLarge : null;
+        const alone = frames.filter((frame) => !UNORDERED.has(String(frame.t))).length <= 1;
+        const step = retry.failed({ separateUpstream: conn.separateUpstream, code, rand: client._random(), tooLarge, alone });
+        if ("give_up" in step) {
+          client._giveUp(new LadderError("frame_too_large", `${conn.name}: ${step.give_up}`), true);
+          break;
+        }
+        client.peer.cursor = Math.min(client.peer.cursor, cursor);
+        if (ack) client.peer.ackedOut = Math.min(client.peer.ackedOut, ackedOut);
+        if ("shrink" in step) {
+          client._postCap = step.shrink;
+          console.info(`ladder: ${String(error instanceof TransportClosed ? error.reason : error)}; messages go in POSTs of at most ${step.shrink} bytes`);
+          continue;
+        }
         if ("drop" in step) {
           // A transport that cannot send is broken: the messages stay queued for the next one.
           client._failed(conn, error);
           break;
         }
         // A failed POST: the downstream may well be alive, so write the same messages again.
-        client.peer.cursor = Math.min(client.peer.cursor, cursor);
-        if (ack) client.peer.ackedOut = Math.min(client.peer.ackedOut, ackedOut);
         await new Promise((resolve) => client._clock.setTimeout(() => resolve(undefined), step.retry_in));
       }
     }
@@ -322,7 +334,8 @@ export function batch(client, conn, count) {
   if (count !== null) items = items.slice(0, count);
   if (!items.length) return [];
   const limit = client._limits[conn.name === "websocket" ? "frame" : "post"];
-  const budget = (typeof limit === "number" ? limit : 65_536) - HEADROOM;
+  let budget = (typeof limit === "number" ? limit : 65_536) - HEADROOM;
+  if (conn.separateUpstream && client._postCap !== null) budget = Math.min(budget, client._postCap); // (a proxy's, found by a 413)
   /** @type {Frame[]} */
   const batch = [];
   let size = 0;

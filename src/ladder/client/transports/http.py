@@ -116,7 +116,10 @@ class HttpTransport(Transport):
             except httpx.HTTPError as exc:
                 raise TransportClosed(unreachable(self.name, self.endpoint.http("send"), exc)) from exc
         if response.status_code >= 300:
-            raise refusal_of(response, response.content, self.name)
+            refused = refusal_of(response, response.content, self.name)
+            if response.status_code == 413 and refused.error is None:  # (not the server's 413)
+                refused.too_large = len(body)
+            raise refused
         self.wake()
 
     def decode(self, body: bytes, content_type: str | None) -> list[Frame]:

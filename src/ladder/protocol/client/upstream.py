@@ -37,11 +37,33 @@ class UpstreamRetry:
         """Failures without the server's word (no refusal code): past the delays, the rung
         counts as broken."""
 
-    def failed(self, separate_upstream: bool, code: str | None, rand: float) -> dict[str, Any]:
+    def failed(
+        self,
+        separate_upstream: bool,
+        code: str | None,
+        rand: float,
+        too_large: int | None = None,
+        alone: bool = False,
+    ) -> dict[str, Any]:
         """A write failed (``code``: the server's refusal, if any): ``{"retry_in": ms}`` or
         ``{"drop": attempts}`` (give the transport up after that many attempts). A refusal
         for now (any code that neither gives up nor says the session is gone) never drops a
-        separate upstream: the pause grows instead, up to :data:`REFUSED_CAP`."""
+        separate upstream: the pause grows instead, up to :data:`REFUSED_CAP`.
+
+        ``too_large``: the bytes of a ``POST send`` that something other than the server
+        refused with HTTP 413 (a proxy's body limit, below the server's ``lim.post``), and
+        ``alone`` whether it carried one message only. Written again as it was, it was
+        refused again, on every rung and in every session: messages are written in POSTs of
+        at most half as many bytes (``{"shrink": bytes, "retry_in": 0}``), and one message
+        alone too large ends the client (``{"give_up": reason}``, naming the fix)."""
+        if too_large is not None:
+            if alone:
+                return {
+                    "give_up": f"a POST of {too_large} bytes (one message) was refused by something on "
+                    "the way with HTTP 413, not by the server: raise that proxy's request body limit "
+                    "(nginx: client_max_body_size) to the server's lim.post, or send smaller messages"
+                }
+            return {"shrink": max(1, too_large // 2), "retry_in": 0.0}
         self.failures += 1
         if not separate_upstream or (code is not None and (code in SESSION_GONE or code in FATAL)):
             return {"drop": self.failures}
