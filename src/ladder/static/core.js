@@ -641,9 +641,11 @@ export function provesStream({ rung }) {
 /**
  * The checks that a stream (SSE) is not buffered: a POSTed ping whose pong must come within
  * `pongBound` of the POST's answer (the server writes the pong before it answers), every
- * `every` ms; `strikes` late pongs in a row prove it buffered (1 at the open, 2 on a live
- * stream: one late pong may be a page whose timers or script ran late). Arriving before a
- * timeout is not enough: a busy stream pushes a pong through a buffer within one.
+ * `every` ms; `strikes` late pongs among the last `strikes + 1` checks prove it buffered (1
+ * at the open, 2 on a live stream: one late pong may be a page whose timers or script ran
+ * late). Not in a row: the check made at once after a late pong can leave a proxy's buffer
+ * in the same flush as the late one, in time. Arriving before a timeout is not enough: a
+ * busy stream pushes a pong through a buffer within one.
  */
 export class StreamProof {
   /** @param {{every?: number, strikes?: number}} [options] */
@@ -655,8 +657,8 @@ export class StreamProof {
     this.sentAt = 0;
     /** @type {number | null} when the pong is late (once its POST was answered) */
     this.deadline = null;
-    /** late pongs in a row */
-    this.late = 0;
+    /** @type {boolean[]} whether each of the last checks was late (at most `strikes + 1`, or 1) */
+    this.recent = [];
     /** when the next check is due */
     this.nextAt = 0;
   }
@@ -664,8 +666,19 @@ export class StreamProof {
   /** The stream was proven (its open's check): the next check in `every`. @param {{now: number}} args */
   start({ now }) {
     this.nonce = this.deadline = null;
-    this.late = 0;
+    this.recent = [];
     this.nextAt = now + this.every;
+  }
+
+  /** Late pongs among the last checks. */
+  get late() {
+    return this.recent.filter(Boolean).length;
+  }
+
+  /** @param {boolean} late */
+  _checked(late) {
+    this.recent.push(late);
+    this.recent.splice(0, this.recent.length - (this.strikes > 1 ? this.strikes + 1 : 1));
   }
 
   /** ms until the next ping should go (0: now), or null while one is awaited. @param {{now: number}} args */
@@ -699,7 +712,7 @@ export class StreamProof {
 
   /**
    * A pong with `nonce` arrived: "proven", "again" (late: ping again now), "buffered" (late
-   * `strikes` times in a row) or "none" (not the awaited one).
+   * in `strikes` of the last checks) or "none" (not the awaited one).
    * @param {{nonce: unknown, now: number}} args
    * @returns {"proven" | "again" | "buffered" | "none"}
    */
@@ -707,8 +720,10 @@ export class StreamProof {
     if (this.nonce === null || nonce !== this.nonce) return "none";
     if (this.deadline !== null && now > this.deadline) return this._strike(now);
     this.nonce = this.deadline = null;
-    this.late = 0;
-    this.nextAt = now + this.every;
+    this._checked(false);
+    // From the ping, not the pong: a pong arrives as a buffer flushes, and a check timed from
+    // it came at the same point of every flush cycle, where its pong was in time.
+    this.nextAt = this.sentAt + this.every;
     return "proven";
   }
 
@@ -732,7 +747,7 @@ export class StreamProof {
   /** @param {number} now @returns {"again" | "buffered"} */
   _strike(now) {
     this.nonce = this.deadline = null;
-    this.late += 1;
+    this._checked(true);
     if (this.late >= this.strikes) return "buffered";
     this.nextAt = now;
     return "again";
@@ -740,7 +755,7 @@ export class StreamProof {
 
   /** Why the stream is abandoned (a hello's `why` reads `buffered` in it). @param {{rung?: string}} [args] */
   reason({ rung = "sse" } = {}) {
-    const times = this.strikes === 1 ? "" : `, ${this.late} times in a row`;
+    const times = this.strikes === 1 ? "" : `, in ${this.late} of its last ${this.recent.length} checks`;
     return `${rung}: stream buffered by something on the way (its pong came over ${PROOF_FLOOR / 1000} s and ${PROOF_FACTOR} round trips after its ping was answered${times})`;
   }
 }

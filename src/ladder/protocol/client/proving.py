@@ -21,7 +21,8 @@ PROOF_FLOOR = 1000.0
 PROOF_FACTOR = 4.0
 """The most round trips of its POST a pong may take after the POST was answered."""
 PROOF_STRIKES = 2
-"""Late pongs in a row that prove a live stream buffered (one may be a stalled client)."""
+"""Late pongs among a live stream's last three checks that prove it buffered (one may be a
+stalled client)."""
 ASLEEP = 1000.0
 """ms: a pong's deadline noticed later than this means the client, not the stream, was asleep."""
 VERIFY_TIMEOUT = 2500.0
@@ -45,11 +46,14 @@ def proves_stream(rung: str) -> bool:
 class StreamProof:
     """The checks of one stream: when to ping, and what a pong (or its absence) says.
 
-    ``every``: ms between checks (the welcome's ``hb``); ``strikes``: late pongs in a row
-    that prove the stream buffered (1 at the open, where a wrong guess costs a probe; 2 on a
-    live stream, where one late pong may be a client whose loop was busy)."""
+    ``every``: ms between checks (the welcome's ``hb``); ``strikes``: late pongs among the
+    last ``strikes + 1`` checks that prove the stream buffered (1 at the open, where a wrong
+    guess costs a probe; 2 on a live stream, where one late pong may be a client whose loop
+    was busy). Not ``strikes`` in a row: the check made at once after a late pong can leave
+    a proxy's buffer in the same flush as the late one, in time, and a buffer flushed by
+    steady traffic then passed every check (a stream 3 s late for minutes)."""
 
-    __slots__ = ("deadline", "every", "late", "next_at", "nonce", "sent_at", "strikes")
+    __slots__ = ("deadline", "every", "next_at", "nonce", "recent", "sent_at", "strikes")
 
     def __init__(self, *, every: float = 20_000.0, strikes: int = PROOF_STRIKES) -> None:
         self.every = every
@@ -59,15 +63,25 @@ class StreamProof:
         self.sent_at = 0.0
         self.deadline: float | None = None
         """When the pong is late (once its POST was answered)."""
-        self.late = 0
-        """Late pongs in a row."""
+        self.recent: list[bool] = []
+        """Whether each of the last checks was late (at most ``strikes + 1``, or 1)."""
         self.next_at = 0.0
         """When the next check is due."""
 
+    @property
+    def late(self) -> int:
+        """Late pongs among the last checks."""
+        return sum(self.recent)
+
     def start(self, now: float) -> None:
         """The stream was proven (its open's check): the next check in ``every``."""
-        self.nonce, self.deadline, self.late = None, None, 0
+        self.nonce, self.deadline, self.recent = None, None, []
         self.next_at = now + self.every
+
+    def _checked(self, late: bool) -> None:
+        recent = self.recent
+        recent.append(late)
+        del recent[: -(self.strikes + 1 if self.strikes > 1 else 1)]
 
     def due(self, now: float) -> float | None:
         """ms until the next ping should go (0: now), or None while one is awaited."""
@@ -96,14 +110,17 @@ class StreamProof:
 
     def pong(self, nonce: object, now: float) -> Verdict:
         """A pong with ``nonce`` arrived on the stream: ``proven`` (in time: the next check in
-        ``every``), ``again`` (late: ping again now), ``buffered`` (late ``strikes`` times
-        in a row: abandon the stream) or ``none`` (not the awaited one)."""
+        ``every``), ``again`` (late: ping again now), ``buffered`` (late in ``strikes`` of
+        the last checks: abandon the stream) or ``none`` (not the awaited one)."""
         if self.nonce is None or nonce != self.nonce:
             return "none"
         if self.deadline is not None and now > self.deadline:
             return self._strike(now)
-        self.nonce, self.deadline, self.late = None, None, 0
-        self.next_at = now + self.every
+        self.nonce, self.deadline = None, None
+        self._checked(False)
+        # From the ping, not the pong: a pong arrives as a buffer flushes, and a check timed
+        # from it came at the same point of every flush cycle, where its pong was in time.
+        self.next_at = self.sent_at + self.every
         return "proven"
 
     def expired(self, now: float) -> Verdict:
@@ -122,7 +139,7 @@ class StreamProof:
 
     def _strike(self, now: float) -> Verdict:
         self.nonce, self.deadline = None, None
-        self.late += 1
+        self._checked(True)
         if self.late >= self.strikes:
             return "buffered"
         self.next_at = now
@@ -130,7 +147,7 @@ class StreamProof:
 
     def reason(self, rung: str = "sse") -> str:
         """Why the stream is abandoned (a hello's ``why`` reads ``buffered`` in it)."""
-        times = "" if self.strikes == 1 else f", {self.late} times in a row"
+        times = "" if self.strikes == 1 else f", in {self.late} of its last {len(self.recent)} checks"
         return (
             f"{rung}: stream buffered by something on the way (its pong came over "
             f"{PROOF_FLOOR / 1000:g} s and {PROOF_FACTOR:g} round trips after its ping was answered{times})"
