@@ -224,7 +224,6 @@ def check_hub_settings(
     authenticate: Any = None,
     permissions: Any = None,
     limits: Any = None,
-    clock: Any = None,
 ) -> tuple[str, ...]:
     """Refuse a hub setting that cannot work, naming it; returns the transports, best first."""
     if allowed_origins is not None:
@@ -281,12 +280,6 @@ def check_hub_settings(
             "permissions",
             f"got a {type(permissions).__name__}, not a function",
             "pass a function (identity, action, channel, options) -> bool (async or not)",
-        )
-    if clock is not None and not callable(clock):  # (5 was the hub's TypeError: 'int' object is not callable)
-        raise ConfigurationError(
-            "clock",
-            f"got {clock!r}, not a function",
-            "pass a function returning seconds, like time.monotonic (the default)",
         )
     if limits is not None and not isinstance(limits, Limits):
         keys = ", ".join(f"{key}=..." for key in limits) if isinstance(limits, Mapping) else "..."

@@ -118,8 +118,11 @@ class Ladder:
         timings["node_lease"] = node_lease
         offered = check_hub_settings(
             allowed_origins, transports, timings,
-            authenticate=authenticate, permissions=permissions, limits=limits, clock=clock,
+            authenticate=authenticate, permissions=permissions, limits=limits,
         )
+        if not callable(clock):  # (5 was the hub's TypeError: 'int' object is not callable)
+            fix = "pass a function returning seconds, like time.monotonic (the default)"
+            raise ConfigurationError("clock", f"got {clock!r}, not a function", fix)
         if allowed_origins and "*" in allowed_origins and not isinstance(authenticate, JWT | None):
             log.warning(OPEN_ORIGINS)  # (cookies reach a hook from any site's pages)
         limits = limits or Limits()
