@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ladder import ChannelOptions, Context, Identity, Ladder, LadderError, Limits
+from ladder.engine import Position
 from ladder.protocol.sids import label
 from ladder.server.hub import internals
 from tests.server.harness import Clock, Peer, make_hub
@@ -85,57 +86,61 @@ async def test_history_ttl_and_recent() -> None:
         await hub.stop()
 
 
-async def test_a_recovery_past_the_queue_bytes_is_not_made_and_the_session_lives() -> None:
+@pytest.fixture
+async def twelve_big() -> AsyncIterator[tuple[Ladder, Position]]:
+    """A hub whose sessions may leave 2 KiB unacknowledged, and channel ``big``'s position
+    before its 12 publications of 300 B."""
+    hub = make_hub(default_channel=ChannelOptions(history_size=50), limits=Limits(max_queue_bytes=2048))
+    try:
+        first = await hub.publish("big", "x" * 300)
+        for _ in range(11):
+            await hub.publish("big", "x" * 300)
+        yield hub, Position(first.epoch, 0)
+    finally:
+        await hub.stop()
+
+
+async def test_a_recovery_past_the_queue_bytes_is_not_made_and_the_session_lives(
+    twelve_big: tuple[Ladder, Position],
+) -> None:
     """The bytes bound too: 12 publications of 300 B after a subscribe's reply ended a
     session allowed 2 KiB unacknowledged (``slow_consumer``) before it read its reply."""
-    hub = make_hub(default_channel=ChannelOptions(history_size=50), limits=Limits(max_queue_bytes=2048))
-    try:
-        first = await hub.publish("big", "x" * 300)
-        for _ in range(11):
-            await hub.publish("big", "x" * 300)
-        peer = await Peer.open(hub)
-        (sub_id,) = await peer.send({"t": "sub", "ch": "big", "ep": first.epoch, "off": 0})
-        frames = peer.read()
-        reply = next(f for f in frames if f.get("re") == sub_id)
-        assert (reply["d"]["rec"], reply["d"]["n"], reply["d"]["off"]) == (False, 0, 12)
-        assert pubs(frames) == [] and peer.session.state.close_error is None
-        await peer.request({"t": "unsub", "ch": "big"})
-        (sub_id,) = await peer.send({"t": "sub", "ch": "big", "ep": first.epoch, "off": 8})
-        frames = peer.read()
-        within = next(f for f in frames if f.get("re") == sub_id)
-        assert (within["d"]["rec"], within["d"]["n"]) == (True, 4)
-        assert pubs(frames) == [9, 10, 11, 12]
-        assert peer.session.state.close_error is None
-    finally:
-        await hub.stop()
+    hub, first = twelve_big
+    peer = await Peer.open(hub)
+    (sub_id,) = await peer.send({"t": "sub", "ch": "big", "ep": first.epoch, "off": 0})
+    frames = peer.read()
+    reply = next(f for f in frames if f.get("re") == sub_id)
+    assert (reply["d"]["rec"], reply["d"]["n"], reply["d"]["off"]) == (False, 0, 12)
+    assert pubs(frames) == [] and peer.session.state.close_error is None
+    await peer.request({"t": "unsub", "ch": "big"})
+    (sub_id,) = await peer.send({"t": "sub", "ch": "big", "ep": first.epoch, "off": 8})
+    frames = peer.read()
+    within = next(f for f in frames if f.get("re") == sub_id)
+    assert (within["d"]["rec"], within["d"]["n"]) == (True, 4)
+    assert pubs(frames) == [9, 10, 11, 12]
+    assert peer.session.state.close_error is None
 
 
-async def test_a_history_answer_past_the_queue_bytes_is_cut_to_what_fits() -> None:
+async def test_a_history_answer_past_the_queue_bytes_is_cut_to_what_fits(twelve_big: tuple[Ladder, Position]) -> None:
     """One frame larger than what is left of ``lim.qbytes``, behind a frame not yet
     acknowledged, ended the session as a slow consumer."""
-    hub = make_hub(default_channel=ChannelOptions(history_size=50), limits=Limits(max_queue_bytes=2048))
-    try:
-        first = await hub.publish("big", "x" * 300)
-        for _ in range(11):
-            await hub.publish("big", "x" * 300)
-        peer = await Peer.open(hub)
-        await peer.request({"t": "sub", "ch": "other"})
-        await hub.publish("other", 1)
-        assert pubs(peer.read(ack=False)) == [1], "left unacknowledged"
-        (alone_id, newest_id, since_id) = await peer.send(  # (each answer left waiting too)
-            {"t": "history", "ch": "big", "limit": 2},
-            {"t": "history", "ch": "big", "limit": 12},
-            {"t": "history", "ch": "big", "limit": 12, "ep": first.epoch, "off": 0},
-        )
-        answers = {f["re"]: f["d"] for f in peer.read(ack=False) if f.get("re") is not None}
-        newest = answers[newest_id]
-        assert newest["complete"] is True and 1 <= len(newest["pubs"]) < 12
-        assert [p["o"] for p in newest["pubs"]] == list(range(13 - len(newest["pubs"]), 13)), "the newest"
-        assert (answers[since_id]["complete"], answers[since_id]["pubs"]) == (False, [])
-        assert [p["o"] for p in answers[alone_id]["pubs"]] == [11, 12]
-        assert peer.session.state.close_error is None
-    finally:
-        await hub.stop()
+    hub, first = twelve_big
+    peer = await Peer.open(hub)
+    await peer.request({"t": "sub", "ch": "other"})
+    await hub.publish("other", 1)
+    assert pubs(peer.read(ack=False)) == [1], "left unacknowledged"
+    (alone_id, newest_id, since_id) = await peer.send(  # (each answer left waiting too)
+        {"t": "history", "ch": "big", "limit": 2},
+        {"t": "history", "ch": "big", "limit": 12},
+        {"t": "history", "ch": "big", "limit": 12, "ep": first.epoch, "off": 0},
+    )
+    answers = {f["re"]: f["d"] for f in peer.read(ack=False) if f.get("re") is not None}
+    newest = answers[newest_id]
+    assert newest["complete"] is True and 1 <= len(newest["pubs"]) < 12
+    assert [p["o"] for p in newest["pubs"]] == list(range(13 - len(newest["pubs"]), 13)), "the newest"
+    assert (answers[since_id]["complete"], answers[since_id]["pubs"]) == (False, [])
+    assert [p["o"] for p in answers[alone_id]["pubs"]] == [11, 12]
+    assert peer.session.state.close_error is None
 
 
 async def test_presence_with_identity_join_and_leave(hub: Ladder) -> None:
