@@ -207,7 +207,7 @@ class ChannelTable:
             if not outbox.room([total]):
                 break
             fitting += 1
-        return HistoryResult(pubs[len(pubs) - fitting :] if fitting else [], history.position, True)
+        return HistoryResult(pubs[len(pubs) - fitting :], history.position, True)
 
     def deliver_backlog(self, sub: Subscription, history: HistoryResult) -> None:
         """Finish a subscription that was catching up: history first, then what arrived live
