@@ -55,6 +55,14 @@ def test_outbox_room_counts_as_push_does() -> None:
         assert room == pushed, (sizes, reserve, reserve_bytes)
     assert Outbox(max_items=5, max_bytes=100).room([500, 1]) == 1
     assert Outbox(max_items=5, max_bytes=100).room([1] * 9, reserve=1) == 4
+    # Half of what is left: of 10 items and 100 bytes with 2 items of 20 waiting, 4 items, 40 bytes.
+    half: Outbox[str] = Outbox(max_items=10, max_bytes=100)
+    half.push("a", 10)
+    half.push("b", 10)
+    assert half.room([1] * 9, share=0.5) == 4
+    assert half.room([15, 15, 15], share=0.5) == 2
+    assert half.room([500], share=0.5) == 0, "no exception for an item over the bytes left"
+    assert Outbox(max_items=10, max_bytes=100).room([500], share=0.5) == 0
 
 
 def test_outbox_renumber_restarts_at_one() -> None:

@@ -113,11 +113,16 @@ async def test_a_recovery_past_the_queue_bytes_is_not_made_and_the_session_lives
     assert (reply["d"]["rec"], reply["d"]["n"], reply["d"]["off"]) == (False, 0, 12)
     assert pubs(frames) == [] and peer.session.state.close_error is None
     await peer.request({"t": "unsub", "ch": "big"})
-    (sub_id,) = await peer.send({"t": "sub", "ch": "big", "ep": first.epoch, "off": 8})
+    (sub_id,) = await peer.send({"t": "sub", "ch": "big", "ep": first.epoch, "off": 9})
+    frames = peer.read()
+    beyond_half = next(f for f in frames if f.get("re") == sub_id)
+    assert beyond_half["d"]["rec"] is False, "3 of 300 B and the reply: more than half of 2 KiB"
+    await peer.request({"t": "unsub", "ch": "big"})
+    (sub_id,) = await peer.send({"t": "sub", "ch": "big", "ep": first.epoch, "off": 10})
     frames = peer.read()
     within = next(f for f in frames if f.get("re") == sub_id)
-    assert (within["d"]["rec"], within["d"]["n"]) == (True, 4)
-    assert pubs(frames) == [9, 10, 11, 12]
+    assert (within["d"]["rec"], within["d"]["n"]) == (True, 2)
+    assert pubs(frames) == [11, 12]
     assert peer.session.state.close_error is None
 
 
@@ -141,6 +146,41 @@ async def test_a_history_answer_past_the_queue_bytes_is_cut_to_what_fits(twelve_
     assert (answers[since_id]["complete"], answers[since_id]["pubs"]) == (False, [])
     assert [p["o"] for p in answers[alone_id]["pubs"]] == [11, 12]
     assert peer.session.state.close_error is None
+
+
+async def test_history_answers_asked_together_each_fit_and_the_session_lives(twelve_big: tuple[Ladder, Position]) -> None:
+    """Two answers of 12 publications (3.9 KB) asked in one message: the first was kept
+    whole (nothing waited), the second, behind a frame over ``lim.qbytes``, ended the
+    session, neither was sent, and a client asking them again in its new session was ended
+    the same way, about four times a second."""
+    hub, _ = twelve_big
+    peer = await Peer.open(hub)
+    first_id, second_id = await peer.send({"t": "history", "ch": "big", "limit": 12}, {"t": "history", "ch": "big", "limit": 12})
+    answers = {f["re"]: f["d"] for f in peer.read(ack=False) if f.get("re") is not None}
+    first, second = ([p["o"] for p in answers[n]["pubs"]] for n in (first_id, second_id))
+    assert 1 <= len(second) < len(first) < 12, (first, second)
+    assert first == list(range(13 - len(first), 13)) and second == list(range(13 - len(second), 13))
+    assert peer.session.state.close_error is None
+
+
+async def test_recent_leaves_room_for_what_is_published_before_the_first_ack() -> None:
+    """``recent`` took all the session may leave unacknowledged (queue - 1 and the reply):
+    the next publication, before the client's first ack, ended it as a slow consumer."""
+    hub = make_hub(default_channel=ChannelOptions(history_size=50), limits=Limits(max_queue=20))
+    try:
+        for n in range(30):
+            await hub.publish("feed", n)
+        peer = await Peer.open(hub)
+        (sub_id,) = await peer.send({"t": "sub", "ch": "feed", "recent": 30})
+        for n in range(30, 38):
+            await hub.publish("feed", n)
+        frames = peer.read(ack=False)
+        sent = next(f for f in frames if f.get("re") == sub_id)["d"]["n"]
+        assert sent == 9, "the newest that fit in half the queue, with the reply"
+        assert pubs(frames) == list(range(30 - sent + 1, 39))
+        assert peer.session.state.close_error is None
+    finally:
+        await hub.stop()
 
 
 async def test_presence_with_identity_join_and_leave(hub: Ladder) -> None:

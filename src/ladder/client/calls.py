@@ -30,8 +30,8 @@ class Calls(Connection):
     ) -> Subscription:
         """Follow ``channel``. ``since=(epoch, offset)`` replays what was missed after it;
         ``recent=N`` starts with the newest N publications kept in history (both as far as
-        the server's ``lim.queue`` lets it send at once: more missed is not ``recovered``,
-        and ``recent`` gets the newest that fit, protocol §6). Where the app's
+        half the server's ``lim.queue`` and ``lim.qbytes`` let it send at once: more missed
+        is not ``recovered``, and ``recent`` gets the newest that fit, protocol §6). Where the app's
         permissions keep the channel's history from this client, ``recent`` is refused
         ``forbidden`` and a recovery is not ``recovered`` (a ``resync`` event).
 

@@ -69,18 +69,27 @@ class Outbox(Generic[T]):
         self.last += 1
         return self.last
 
-    def room(self, sizes: Iterable[int], *, reserve: int = 0, reserve_bytes: int = 0) -> int:
+    def room(
+        self, sizes: Iterable[int], *, reserve: int = 0, reserve_bytes: int = 0, share: float = 1.0
+    ) -> int:
         """How many of ``sizes`` (items about to be pushed in this order, after ``reserve``
-        items of ``reserve_bytes`` in all) fit within the bounds, as :meth:`push` counts.
+        items of ``reserve_bytes`` in all) fit within ``share`` of what the bounds leave, as
+        :meth:`push` counts (below 1, an item larger than the bytes left is no exception).
 
-        A burst the server makes itself, at once (a subscription's missed publications),
-        is sized by it to fit: past the bounds it would end the session before the client
-        could acknowledge any of it, and again in every session after."""
-        kept = self.last - self.acked + reserve
+        A burst the server makes itself, at once (a subscription's missed publications, a
+        history answer), is sized by it to fit: past the bounds it would end the session
+        before the client could acknowledge any of it, and again in every session after;
+        taking all that is left, the next publication would. The server asks for half: the
+        client acknowledges once half is unacknowledged (protocol §9.7), and the other half
+        takes what comes meanwhile."""
+        kept = self.last - self.acked
+        most_items = kept + (self.max_items - kept) * share
+        most_bytes = self.bytes + (self.max_bytes - self.bytes) * share
+        kept += reserve
         total = self.bytes + reserve_bytes
         fitting = 0
         for size in sizes:
-            if kept >= self.max_items or (kept and total + size > self.max_bytes):
+            if kept >= most_items or ((kept or share < 1) and total + size > most_bytes):
                 break
             kept += 1
             total += size

@@ -42,6 +42,9 @@ write) rather than as the fan-out reaches them (see :meth:`ChannelTable.on_publi
 
 REPLY_BYTES: Final = 256
 """More than a subscription's reply takes, but for its channel's name (4 bytes a character)."""
+BURST_SHARE: Final = 0.5
+"""What a burst of the server's own making (a recovery, ``recent``, a history answer) may
+take of what the session may still leave unacknowledged (see ``Outbox.room``)."""
 
 
 def _unwired(_: object) -> None:
@@ -160,10 +163,12 @@ class ChannelTable:
         return frame
 
     def fitted(self, session: Session, history: HistoryResult, *, recovering: bool) -> HistoryResult:
-        """What of ``history`` the session's outbox can take at once after the reply: a
-        recovery all of it or none (``rec`` false: the client resyncs), ``recent`` the newest
-        that fit. Sent past ``lim.queue`` or ``lim.qbytes``, it ended the session as a slow
-        consumer before its reply, and its successor's recovery, as large, ended that too."""
+        """What of ``history`` the session's outbox can take at once after the reply, within
+        half of what it may still leave unacknowledged (:data:`BURST_SHARE`): a recovery all
+        of it or none (``rec`` false: the client resyncs), ``recent`` the newest that fit.
+        Sent past ``lim.queue`` or ``lim.qbytes``, it ended the session as a slow consumer
+        before its reply, and its successor's recovery, as large, ended that too; filling
+        them, the next live publication did."""
         pubs = history.publications
         if not pubs:
             return history
@@ -171,7 +176,7 @@ class ChannelTable:
         outbox = session.state.outbox
         reply = REPLY_BYTES + 4 * len(pubs[0].channel)
         if recovering:
-            if outbox.room(sizes, reserve=1, reserve_bytes=reply) == len(pubs):
+            if outbox.room(sizes, reserve=1, reserve_bytes=reply, share=BURST_SHARE) == len(pubs):
                 return history
             log.info(
                 "session %s: the %d publications of %s it missed do not fit in what it may "
@@ -181,30 +186,30 @@ class ChannelTable:
                 len(outbox),
             )
             return HistoryResult([], history.position, False)
-        fitting = outbox.room(reversed(sizes), reserve=1, reserve_bytes=reply)
+        fitting = outbox.room(reversed(sizes), reserve=1, reserve_bytes=reply, share=BURST_SHARE)
         if fitting == len(pubs):
             return history
         return HistoryResult(pubs[len(pubs) - fitting :], history.position, True)
 
     def answerable(self, session: Session, history: HistoryResult, *, recovering: bool) -> HistoryResult:
         """What of a ``history`` answer (one frame) the session's outbox can take, as
-        :meth:`fitted` (a frame larger than ``lim.qbytes`` is taken when nothing waits):
-        asked from a position all of it or none (``complete`` false), else the newest that
-        fit. Past the bounds the answer ended the session as a slow consumer."""
+        :meth:`fitted`: asked from a position all of it or none (``complete`` false), else
+        the newest that fit. Past ``lim.qbytes`` the answer was kept alone, and the next
+        frame (another answer, a publication) ended the session as a slow consumer."""
         pubs = history.publications
-        outbox = session.state.outbox
-        if not pubs or not outbox:  # (nothing waits: one frame of any size is kept)
+        if not pubs:
             return history
+        outbox = session.state.outbox
         sizes = [self.frame_of(pub).size for pub in pubs]
         total = REPLY_BYTES + sum(sizes)
-        if outbox.room([total]):
+        if outbox.room([total], share=BURST_SHARE):
             return history
         if recovering:
             return HistoryResult([], history.position, False)
         fitting, total = 0, REPLY_BYTES
         for size in reversed(sizes):
             total += size
-            if not outbox.room([total]):
+            if not outbox.room([total], share=BURST_SHARE):
                 break
             fitting += 1
         return HistoryResult(pubs[len(pubs) - fitting :], history.position, True)
