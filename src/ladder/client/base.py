@@ -95,10 +95,10 @@ class ClientBase:
     _subscribing: set[int]
     """Ids of subscribe requests still in flight (renewed, not failed, on a new session)."""
     _limits: dict[str, Any]
+    """The server's limits from the last welcome (``lim``: frame and body sizes)."""
     _post_cap: int | None
     """Bytes per ``POST send`` a proxy on the way takes, once a 413 of its showed it (None: the
     server's ``lim.post``)."""
-    """The server's limits from the last welcome (``lim``: frame and body sizes)."""
     _pacer: Pacer
     _pace_timer: asyncio.TimerHandle | None
     _heard: float

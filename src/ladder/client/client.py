@@ -262,8 +262,8 @@ class Client(Calls):
         self._subscribing = set()
         """Ids of subscribe requests still in flight (renewed, not failed, on a new session)."""
         self._limits = {}
-        self._post_cap = None
         """The server's limits from the last welcome (``lim``: frame and body sizes)."""
+        self._post_cap = None
         self._pacer = Pacer()
         self._pace_timer = None
         self._heard = 0.0

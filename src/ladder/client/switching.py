@@ -58,8 +58,10 @@ class Switching(Opening):
                 f"the server at {self.url} does not allow the Origin {origin!r} this client sends: "
                 f"add it to the server's allowed_origins (or send no Origin) [{error.reason}]",
             )
-        final = {"connect_failed", "token_expired", "timeout", "internal", "unsupported_transport"}
-        final.add("frame_too_large")  # (a proxy's body limit: protocol.client.UpstreamRetry)
+        final = (  # (frame_too_large: a proxy's body limit, protocol.client.UpstreamRetry)
+            "connect_failed", "token_expired", "timeout", "internal", "unsupported_transport",
+            "frame_too_large",
+        )
         if error.code in FATAL or error.code in final:
             self._fatal = error
             log.warning("%s: giving up: %s", self.url, error)

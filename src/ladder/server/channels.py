@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from itertools import accumulate, takewhile
 from time import monotonic
 from typing import Final
 
@@ -162,22 +163,36 @@ class ChannelTable:
         assert isinstance(frame, OutFrame)
         return frame
 
-    def fitted(self, session: Session, history: HistoryResult, *, recovering: bool) -> HistoryResult:
-        """What of ``history`` the session's outbox can take at once after the reply, within
-        half of what it may still leave unacknowledged (:data:`BURST_SHARE`): a recovery all
-        of it or none (``rec`` false: the client resyncs), ``recent`` the newest that fit.
-        Sent past ``lim.queue`` or ``lim.qbytes``, it ended the session as a slow consumer
-        before its reply, and its successor's recovery, as large, ended that too; filling
-        them, the next live publication did."""
+    def fitted(
+        self, session: Session, history: HistoryResult, *, recovering: bool, one_frame: bool = False
+    ) -> HistoryResult:
+        """What of ``history`` the session's outbox can take at once, within half of what it
+        may still leave unacknowledged (:data:`BURST_SHARE`): a subscription's past after its
+        reply (a frame each), or a ``history`` answer (``one_frame``). From a position all of
+        it or none (``rec``/``complete`` false: the client resyncs), else the newest that fit.
+        Sent past ``lim.queue`` or ``lim.qbytes``, a recovery ended the session as a slow
+        consumer before its reply, and its successor's, as large, ended that too; an answer
+        over ``lim.qbytes`` was kept alone, and the next frame ended it; filling them, the
+        next live publication did."""
         pubs = history.publications
         if not pubs:
             return history
-        sizes = [self.frame_of(pub).size for pub in pubs]
         outbox = session.state.outbox
-        reply = REPLY_BYTES + 4 * len(pubs[0].channel)
-        if recovering:
-            if outbox.room(sizes, reserve=1, reserve_bytes=reply, share=BURST_SHARE) == len(pubs):
-                return history
+        newest = [self.frame_of(pub).size for pub in reversed(pubs)]
+        if one_frame:
+
+            def fits(publications: int) -> bool:  # (their bytes, with the answer's own)
+                return outbox.room([REPLY_BYTES + publications], share=BURST_SHARE) == 1
+
+            fitting = sum(1 for _ in takewhile(fits, accumulate(newest)))
+        else:
+            reply = REPLY_BYTES + 4 * len(pubs[0].channel)
+            fitting = outbox.room(newest, reserve=1, reserve_bytes=reply, share=BURST_SHARE)
+        if fitting == len(pubs):
+            return history
+        if not recovering:
+            return HistoryResult(pubs[len(pubs) - fitting :], history.position, True)
+        if not one_frame:
             log.info(
                 "session %s: the %d publications of %s it missed do not fit in what it may "
                 "leave unacknowledged (Limits.max_queue %d, max_queue_bytes %d, %d waiting): "
@@ -185,34 +200,7 @@ class ChannelTable:
                 label(session.sid), len(pubs), pubs[0].channel, outbox.max_items, outbox.max_bytes,
                 len(outbox),
             )
-            return HistoryResult([], history.position, False)
-        fitting = outbox.room(reversed(sizes), reserve=1, reserve_bytes=reply, share=BURST_SHARE)
-        if fitting == len(pubs):
-            return history
-        return HistoryResult(pubs[len(pubs) - fitting :], history.position, True)
-
-    def answerable(self, session: Session, history: HistoryResult, *, recovering: bool) -> HistoryResult:
-        """What of a ``history`` answer (one frame) the session's outbox can take, as
-        :meth:`fitted`: asked from a position all of it or none (``complete`` false), else
-        the newest that fit. Past ``lim.qbytes`` the answer was kept alone, and the next
-        frame (another answer, a publication) ended the session as a slow consumer."""
-        pubs = history.publications
-        if not pubs:
-            return history
-        outbox = session.state.outbox
-        sizes = [self.frame_of(pub).size for pub in pubs]
-        total = REPLY_BYTES + sum(sizes)
-        if outbox.room([total], share=BURST_SHARE):
-            return history
-        if recovering:
-            return HistoryResult([], history.position, False)
-        fitting, total = 0, REPLY_BYTES
-        for size in reversed(sizes):
-            total += size
-            if not outbox.room([total], share=BURST_SHARE):
-                break
-            fitting += 1
-        return HistoryResult(pubs[len(pubs) - fitting :], history.position, True)
+        return HistoryResult([], history.position, False)
 
     def deliver_backlog(self, sub: Subscription, history: HistoryResult) -> None:
         """Finish a subscription that was catching up: history first, then what arrived live

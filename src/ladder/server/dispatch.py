@@ -342,7 +342,7 @@ class Dispatch:
         since = None if frame.epoch is None or frame.offset is None else Position(frame.epoch, frame.offset)
         limit = min(frame.limit, options.history_size)
         result = await self.engine.history(frame.ch, since=since, limit=limit, options=options)
-        result = self.channels.answerable(session, result, recovering=since is not None)
+        result = self.channels.fitted(session, result, recovering=since is not None, one_frame=True)
         return {
             "ep": result.position.epoch,
             "off": result.position.offset,

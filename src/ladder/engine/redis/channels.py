@@ -303,12 +303,12 @@ class RedisChannels:
         return self._published(channel, payload, answer, args[-1], now)
 
     def _published(
-        self, channel: str, payload: Payload, answer: Any, history: str, now: float
+        self, channel: str, payload: Payload, answer: Any, history: bytes, now: float
     ) -> Publication:
         """The publication the script's answer places; a channel whose previous publication
         had other history options is logged (once per channel)."""
         epoch, offset, before = answer
-        if before is not None and before.decode() != history and channel not in self._mismatched:
+        if before is not None and before != history and channel not in self._mismatched:
             if len(self._mismatched) >= MISMATCHES_KEPT:
                 self._mismatched.clear()
             self._mismatched.add(channel)
@@ -318,8 +318,8 @@ class RedisChannels:
                 "process publishes, so a client may recover less than a node keeps; give every "
                 "Ladder and Publisher on this engine the same channels=",
                 channel,
-                ", ".join(before.decode().split()),
-                ", ".join(history.split()),
+                before.decode().replace(" ", ", "),
+                history.decode().replace(" ", ", "),
             )
         return Publication(channel, int(offset), epoch.decode(), payload, now)
 
@@ -361,7 +361,8 @@ class RedisChannels:
             int(max(self.meta_ttl, options.history_ttl)),
             repr(now),
             link.k("c", channel),
-            f"{options.history_size} {max(1, int(options.history_ttl))}",  # (last: _published reads it)
+            # (last: _published compares it with the answer's, as bytes)
+            f"{options.history_size} {max(1, int(options.history_ttl))}".encode(),
         ]
 
     async def listen(self, channel: str) -> None:
