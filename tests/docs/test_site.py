@@ -98,6 +98,24 @@ def test_every_option_is_documented_with_its_default(site: Path, page: str, cls:
             )
 
 
+def test_what_the_reference_labels_async_is_awaited_and_nothing_else(site: Path) -> None:
+    """``Ladder.lifespan`` (an ``async def`` under ``asynccontextmanager``) was labelled
+    ``async`` as if it were a coroutine to await; it returns an async context manager."""
+    heading = re.compile(r'<h\d id="(ladder\.[\w.]+)" class="doc doc-heading">(.*?)</h\d>', re.S)
+    labelled: dict[str, bool] = {}
+    for page in (site / "reference").glob("*/index.html"):
+        for path, inner in heading.findall(page.read_text(encoding="utf-8")):
+            try:
+                obj = resolve(path)
+            except AttributeError:  # an instance attribute (a dataclass field)
+                continue
+            if inspect.isfunction(obj) or inspect.ismethod(obj):
+                labelled[path] = "doc-label-async" in inner
+    assert labelled.get("ladder.Ladder.stop") is True, "(the check sees the label)"
+    wrong = {path for path, said in labelled.items() if said != inspect.iscoroutinefunction(resolve(path))}
+    assert wrong == set()
+
+
 def test_the_error_table_has_every_code(site: Path) -> None:
     page = (site / "reference" / "errors" / "index.html").read_text(encoding="utf-8")
     rows = re.findall(r"<tr>\s*<td><code>([a-z_]+)</code></td>", page)

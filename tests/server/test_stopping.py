@@ -115,3 +115,12 @@ async def test_a_hello_that_waited_while_the_hub_stopped_is_told_shutting_down_n
     assert refused.value.code == "shutting_down", refused.value
     await sending
     await stopping
+
+
+async def test_lifespan_starts_the_hub_on_entry_and_stops_it_on_exit() -> None:
+    """As a framework enters it, with its app (``Starlette(lifespan=hub.lifespan)``)."""
+    hub = make_hub()
+    async with hub.lifespan(object()):
+        await internals(hub).gateway.open(Hello(v=1), _request(), "sse", streaming=True)
+        assert internals(hub)._ticker is not None, "started on entry"
+    assert internals(hub)._ticker is None, "stopped on exit"

@@ -335,9 +335,14 @@ class Ladder:
         """Close every session (clients are told the server is going away) and the engine."""
         await self._node.stop()
 
+    def lifespan(self, app: Any = None) -> contextlib.AbstractAsyncContextManager[None]:
+        """An async context manager that starts the hub on entry and stops it on exit: a
+        framework's lifespan (``Starlette(lifespan=hub.lifespan)``) or ``async with
+        hub.lifespan():`` inside one of your own. Not a coroutine: nothing to await."""
+        return self._running()
+
     @contextlib.asynccontextmanager
-    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
-        """Use as (or inside) a framework lifespan: ``Starlette(lifespan=hub.lifespan)``."""
+    async def _running(self) -> AsyncIterator[None]:
         await self.start()
         try:
             yield
