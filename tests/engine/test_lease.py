@@ -62,12 +62,16 @@ async def test_a_lapsed_lease_is_declared_dead_and_its_node_is_fenced_until_it_t
     assert not await other.declare_dead(node)  # type: ignore[attr-defined]
 
 
-async def test_a_node_that_never_held_a_lease_here_is_declared_dead_at_once(make: Make) -> None:
-    """(A killed node's lease expired: declaring it is what ``Cluster.ask`` does after its
-    silence; asked again, it is dead already.)"""
+async def test_a_node_that_left_no_trace_here_is_not_declared_dead(make: Make) -> None:
+    """A node with no trace in this engine runs on another one (another database of the same
+    server shares pub/sub, so it hears questions): its lease is not here to lapse. Declaring
+    it dead here wrote a tombstone for a live node and ended its clients' sessions. (A node
+    killed lately left its trace: its lapsed lease is declared, as above.)"""
     if make.kind == "memory":
         return
     engine, _ = await make()
-    assert await engine.declare_dead("ghost-node")  # type: ignore[attr-defined]
-    assert await engine.declare_dead("ghost-node")  # type: ignore[attr-defined]
+    assert not await engine.declare_dead("ghost-node")  # type: ignore[attr-defined]
+    assert not await engine.declare_dead("ghost-node")  # type: ignore[attr-defined]
+    if make.kind == "redis":
+        assert await engine.redis.get(f"{engine.prefix}:live:ghost-node") is None, "no tombstone"  # type: ignore[attr-defined]
     assert not await engine.node_alive("ghost-node")

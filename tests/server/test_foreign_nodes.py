@@ -5,6 +5,7 @@ log, once per unknown node, naming the fix. Real ``redis-server`` on loopback.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,12 +16,14 @@ from ladder import Ladder, LadderError
 from ladder.engine.redis import RedisEngine
 from ladder.engine.shards import ShardedEngine
 from ladder.protocol.frames import Hello, Previous
+from ladder.server import cluster as cluster_module
 from ladder.server.auth import AuthRequest
 from ladder.server.foreign import ForeignNodes
 from ladder.server.hub import internals
 from tests.engine.conftest import shards_url
 from tests.server.harness import Peer, started_hubs
 from tests.support.redis import RedisServer, redis_servers
+from tests.support.waiting import until
 
 MakeHub = Callable[..., Awaitable[Ladder]]
 
@@ -145,3 +148,40 @@ async def test_an_engine_that_says_no_trace_of_its_own_compares_nothing() -> Non
     for sid in ("known.a", "known.b", "ghost.c"):
         await foreign.check(sid)
     assert counters == {"unknown_node": 1, "other_servers": 0}
+
+
+async def test_a_node_on_another_database_is_not_declared_dead_while_it_holds_a_forwarded_poll(
+    make_hub: MakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node on database 1 forwarding a long poll to the node on database 0 that holds the
+    session (pub/sub is one for both) checked the holder's lease in its own database, found
+    none, declared the live holder dead (a tombstone in database 1) and told the client
+    ``unknown_session: node ... stopped answering for over 10 s`` about a second into the
+    poll. A lease is judged only where the node left its trace."""
+    monkeypatch.setattr(cluster_module, "WATCH_EVERY", 0.05)  # (1 s: the watcher asks sooner)
+    holder, stray = await make_hub(0), await make_hub(1)
+    peer = await Peer.open(holder)
+    sid, token = peer.session.sid, peer.session.state.token
+    judged: list[bool] = []
+    declare = stray.engine.declare_dead  # type: ignore[attr-defined]
+
+    async def spied(node: str) -> bool:
+        judged.append(await declare(node))
+        return judged[-1]
+
+    monkeypatch.setattr(stray.engine, "declare_dead", spied)
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    polling = asyncio.create_task(
+        internals(stray).router.forward_poll(
+            holder.engine.node_id, sid, token, transport="longpoll", ack=0, greet=False,
+            encoding="json", disconnected=gone,
+        )
+    )
+    await until(lambda: len(judged) >= 3 or polling.done(), "the watcher judged the holder thrice", timeout=5)
+    assert not polling.done(), polling.exception() if not polling.cancelled() else "cancelled"
+    assert judged == [False] * len(judged)
+    assert await holder.send(sid, "after", {"n": 1})
+    async with asyncio.timeout(5):
+        answer = await polling
+    assert b'"ev":"after"' in answer
+    assert not await stray.engine.declare_dead(holder.engine.node_id)  # type: ignore[attr-defined]

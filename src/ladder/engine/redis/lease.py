@@ -30,10 +30,13 @@ _DECLARE = """
 local held = redis.call('GET', KEYS[1])
 if held == ARGV[1] then return 1 end
 if held then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-"""Declare a node dead only if its lease lapsed (1: dead, now or already; 0: lease held)."""
+"""Declare a node dead only if its lease lapsed (1: dead, now or already; 0: lease held, or
+no trace of the node here, KEYS[2]: a node on another database of the server, which shares
+pub/sub, keeps its lease there, and a lease never held here cannot lapse here)."""
 
 
 class RedisLease:
@@ -65,9 +68,12 @@ class RedisLease:
 
     async def declare_dead(self, node: str, keep: float) -> bool:
         """Whether ``node`` is dead: its lease lapsed (a tombstone kept ``keep`` seconds is
-        written in its place) or it was declared dead before. False while the lease lives."""
+        written in its place) or it was declared dead before. False while the lease lives,
+        and for a node that left no trace here (``{prefix}:node:{node}``: it runs on another
+        engine, and its lease, if any, is not here to lapse)."""
         try:
             ms = max(1, int(keep * 1000))
-            return bool(await self._declare(keys=[self.key(node)], args=[TOMBSTONE, ms]))
+            keys = [self.key(node), self._link.k("node", node)]
+            return bool(await self._declare(keys=keys, args=[TOMBSTONE, ms]))
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
