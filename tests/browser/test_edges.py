@@ -46,6 +46,11 @@ def test_a_value_that_cannot_be_encoded_throws_and_wedges_nothing(page: Page, ru
                 const loop = { a: 1 }; loop.self = loop;
                 try { await client.call("echo", loop, { timeout: 5000 }); } catch (e) { out.call = `${e.name}: ${e.message}`; }
                 try { await client.publish("open:x", [1n]); } catch (e) { out.publish = `${e.name}: ${e.message}`; }
+                // What the server could not decode (its whole batch refused after the message
+                // took an id): a lone surrogate, data nested past 1,024 levels.
+                try { await client.call("echo", "a\\ud800b", { timeout: 5000 }); } catch (e) { out.surrogate = `${e.name}: ${e.message}`; }
+                let deep = 1; for (let n = 0; n < 1100; n++) deep = [deep];
+                try { await client.call("echo", deep, { timeout: 5000 }); } catch (e) { out.deep = `${e.name}: ${e.message}`; }
                 for (let n = 0; n < 3; n++) client.emit("record", { key: `after-${rung}`, value: n });
                 out.echo = (await client.call("echo", "still here", { timeout: 5000 })).data;
                 out.records = await client.call("records", `after-${rung}`, { timeout: 5000 });
@@ -58,6 +63,8 @@ def test_a_value_that_cannot_be_encoded_throws_and_wedges_nothing(page: Page, ru
     assert outcome["emit"].startswith("TypeError: cannot send a BigInt at d.value")
     assert outcome["call"].startswith("TypeError: cannot send an Object that contains itself at d.self")
     assert outcome["publish"].startswith("TypeError: cannot send a BigInt at d[0]")
+    assert outcome["surrogate"].startswith("TypeError: cannot send a string with a lone surrogate at d")
+    assert outcome["deep"].startswith("TypeError: cannot send arrays and objects nested more than 254 deep at d[0]")
     assert outcome["echo"] == "still here" and outcome["records"] == [0, 1, 2]
     assert outcome["transport"] == rung, "still connected, on the same rung"
 

@@ -55,6 +55,8 @@ class FakeTransport(Transport):
         return frames
 
     async def send(self, frames: list[Frame]) -> None:
+        if self.server.hold_writes is not None:
+            await self.server.hold_writes.wait()
         if self.closed:
             raise TransportClosed(f"{self.name}: closed")
         self.server.writes.append((self, [dict(frame) for frame in frames]))
@@ -88,6 +90,8 @@ class FakeServer:
         """Every hello, with the loop time it arrived."""
         self.lim: dict[str, int] | None = None
         """The welcome's ``lim``, when a test sets one."""
+        self.hold_writes: asyncio.Event | None = None
+        """Upstream writes wait for this, when a test sets it (an upload that hangs)."""
 
     def welcome_for(self, hello: Frame) -> Frame:
         resumed = hello.get("sid") == f"s{self.sessions}"

@@ -12,6 +12,7 @@ import pytest
 from ladder import LadderError
 from ladder.protocol.client.backoff import Reconnect
 from tests.client.fakes import FakeClient, FakeServer, connected_client
+from tests.support.waiting import until
 
 
 def test_reconnect_delay_forgives_and_stays_low() -> None:
@@ -97,6 +98,7 @@ def test_encode_message_names_the_culprit_in_words_of_no_codec() -> None:
             ({"n": -(2**63) - 1}, "an int of 64 bits (outside -2**63 .. 2**64-1: send it as a str) at d['n']"),
             ({"k": {3: "x"}}, "a dict key of type int at d['k']"),
             ("\ud800", "a str with a lone surrogate at d"),
+            ({"k\udc00": 1}, "a dict key with a lone surrogate at d"),
         ):
             with pytest.raises(TypeError) as refused:
                 encode_message(codec, {"t": "emit", "i": 1, "ev": "e", "d": value})
@@ -104,6 +106,28 @@ def test_encode_message_names_the_culprit_in_words_of_no_codec() -> None:
             assert "msgpack" not in str(refused.value) and "JSON" not in str(refused.value)
     with pytest.raises(TypeError, match=r"cannot send a datetime at d\[0\]"):
         encode_message(MSGPACK, {"t": "call", "i": 1, "ev": "e", "d": [datetime.datetime.now(datetime.UTC)]})
+
+
+def test_data_nested_254_deep_travels_in_both_encodings_and_255_is_refused_naming_the_depth() -> None:
+    """In JSON, 254 levels of data were refused with "cannot send this value" (orjson writes at
+    most 255 levels, the frame's own map among them), which msgpack and the browser client
+    carry and protocol §2 promises; 255 levels are refused naming the depth."""
+    import orjson  # noqa: PLC0415
+
+    from ladder.protocol.codec import JSON, MSGPACK, encode_message  # noqa: PLC0415
+
+    def deep(levels: int) -> object:
+        value: object = "core"
+        for level in range(levels):
+            value = [value] if level % 2 else {"v": value}
+        return value
+
+    for codec in (JSON, MSGPACK):
+        encoded = encode_message(codec, {"t": "call", "i": 7, "ev": "e", "d": deep(254)})
+        assert codec.decode(encoded)[0] == {"t": "call", "i": 7, "ev": "e", "d": deep(254)}
+    assert orjson.loads(encode_message(JSON, {"t": "emit", "i": 1, "ev": "e", "d": deep(10)}))["d"] == deep(10)
+    with pytest.raises(TypeError, match=r"^cannot send lists and dicts nested more than 254 deep at d"):
+        encode_message(JSON, {"t": "call", "i": 7, "ev": "e", "d": deep(255)})
 
 
 def test_json_refuses_nan_and_infinity_which_it_would_turn_into_null() -> None:
@@ -484,3 +508,49 @@ def test_subscribe_outside_an_event_loop_says_where_to_call_it() -> None:
     client = Client("http://127.0.0.1:9")
     with pytest.raises(RuntimeError, match=r"^subscribe\(\) needs the running event loop .*call it from async code"):
         client.subscribe("room:a")
+
+
+@pytest.mark.parametrize("timed_out", ["waiting", "writing"])
+async def test_a_call_that_timed_out_absorbs_its_late_reply_and_leaves_nothing_for_the_close(timed_out: str) -> None:
+    """A call that timed out while its message was being written left its future waiting; a
+    late reply (or the client's close) failed it, and nobody retrieved that ("Future
+    exception was never retrieved" on stderr, on the HTTP rungs). One that timed out waiting
+    for its reply stopped waiting for it: a late ``err`` became an error event, where the
+    browser client absorbs a late reply. Both are absorbed now."""
+    import gc  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(str(context.get("message"))))
+    try:
+        server = FakeServer()
+        client, _ = await connected_client(server, transports=["longpoll"])
+        errors: list[object] = []
+        pushed = asyncio.Event()
+        client.on("error", errors.append)
+        client.on("push", lambda _push: pushed.set())
+        if timed_out == "writing":
+            server.hold_writes = asyncio.Event()
+
+        async def call() -> str:
+            try:
+                await client.call("never", 1, timeout=0.05)
+            except LadderError as exc:  # (its traceback, and the call's future, go with it)
+                return exc.code
+            return "answered"
+
+        assert await call() == "timeout"
+        if server.hold_writes is not None:
+            server.hold_writes.set()
+        await until(lambda: server.ups("call"), "the call written")
+        server.refuse(int(server.ups("call")[0]["i"]), "handler_error", "late")
+        server.push({"t": "push", "ev": "after"})
+        async with asyncio.timeout(5):
+            await pushed.wait()  # (frames are read in order: the late reply was read first)
+        assert errors == [], "a late reply to a call that timed out is no error event"
+        await client.close()
+        gc.collect()
+        await asyncio.sleep(0)
+        assert reported == [], reported
+    finally:
+        loop.set_exception_handler(None)

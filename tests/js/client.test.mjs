@@ -272,6 +272,18 @@ describe("reliability", () => {
     ]);
   });
 
+  test("a reply without d (a handler that returned None) resolves with null, as Python's None", async () => {
+    const { client, net } = setup({ transports: ["websocket"] });
+    client.start();
+    const answer = client.call("nothing", null);
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    await settle();
+    ws.receive([{ s: 1, t: "reply", re: 1 }]);
+    assert.equal(await answer, null);
+  });
+
   test("a dropped transport resumes the session: unacknowledged messages again, replays dropped", async () => {
     const { client, clock, net, of } = setup({ transports: ["websocket"] });
     client.start();

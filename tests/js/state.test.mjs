@@ -358,6 +358,28 @@ describe("encodeMessage", () => {
     loop.push({ back: loop });
     assert.throws(() => encodeMessage({ t: "call", i: 1, ev: "e", d: loop }), /cannot send an Array that contains itself at d\[0\]\.back/);
   });
+
+  test("refuses what the server could not decode, which would take an id and hold back every message after it", () => {
+    // A lone surrogate (orjson refuses the batch) and data nested past 254 levels (§2; past
+    // the server's 1,024 the batch is undecodable) were sent as written: bad_frame, and every
+    // later call of the session unanswered for good.
+    const deep = (n) => {
+      let value = 1;
+      for (let i = 0; i < n; i++) value = i % 2 ? [value] : { v: value };
+      return value;
+    };
+    for (const [frame, said] of [
+      [{ t: "emit", i: 1, ev: "e", d: { a: ["x\ud800y"] } }, "a string with a lone surrogate at d.a[0]"],
+      [{ t: "emit", i: 1, ev: "e", d: { ["k\udc00"]: 1 } }, "a key with a lone surrogate at d"],
+      [{ t: "emit", i: 1, ev: "e", d: deep(255) }, "arrays and objects nested more than 254 deep at d"],
+      [{ t: "emit", i: 1, ev: "e", d: deep(1100) }, "arrays and objects nested more than 254 deep at d"],
+      [{ t: "pub", i: 1, ch: "room:\ud800", d: 1 }, "a string with a lone surrogate at ch"],
+    ]) {
+      assert.throws(() => encodeMessage(frame), (e) => e instanceof TypeError && e.message.startsWith(`cannot send ${said}`), said);
+    }
+    assert.equal(JSON.parse(encodeMessage({ t: "emit", i: 1, ev: "e", d: deep(254) })).t, "emit", "254 levels travel");
+    assert.equal(encodeMessage({ t: "emit", i: 1, ev: "e", d: "\ud83d\ude00" }), '{"t":"emit","i":1,"ev":"e","d":"\ud83d\ude00"}', "a pair is no lone surrogate");
+  });
 });
 
 describe("Readiness", () => {

@@ -127,7 +127,14 @@ class Outbound(ClientBase):
             reason = no_reply(timeout * 1000) + (never if self._run_task is None else "")
             raise LadderError("timeout", reason) from None
         finally:
-            if self._waiting.get(msg_id) is settle and future.done():
+            if future.cancelled() or not future.done():
+                # Timed out (or cancelled) while writing or waiting: ``settle`` stays waiting
+                # and settles nothing. A late reply is absorbed, as the browser client does
+                # (a late ``err`` was an error event, after a timeout while waiting), and the
+                # client's close no longer fails a future nobody awaits ("Future exception was
+                # never retrieved", after a timeout while writing on an HTTP rung).
+                future.cancel()
+            elif self._waiting.get(msg_id) is settle:
                 self._waiting.pop(msg_id, None)
 
     def _submit_subscribe(self, sub: Subscription, *, renewal: bool = False) -> None:

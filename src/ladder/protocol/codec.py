@@ -53,14 +53,19 @@ def _cannot(what: str, where: str) -> TypeError:
     return TypeError(f"cannot send {what}{at}: Ladder messages carry {CARRIED}")
 
 
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _culprit(value: Any, where: str, seen: set[int], depth: int) -> TypeError | None:
     """The first part of ``value`` no encoding can carry, as the error to raise."""
     if value is None or isinstance(value, bool | float | str | bytes | bytearray | memoryview):
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return _cannot("a str with a lone surrogate", where)
+        if isinstance(value, str) and _lone_surrogate(value):
+            return _cannot("a str with a lone surrogate", where)
         return None
     if isinstance(value, int):
         if -(2**63) <= value < 2**64:
@@ -81,6 +86,8 @@ def _culprit(value: Any, where: str, seen: set[int], depth: int) -> TypeError | 
             for key, item in value.items():
                 if not isinstance(key, str):
                     return _cannot(f"a dict key of type {type(key).__name__}", where)
+                if _lone_surrogate(key):
+                    return _cannot("a dict key with a lone surrogate", where)
                 found = _culprit(item, f"{where}[{key!r}]", seen, depth + 1)
                 if found is not None:
                     return found
@@ -606,6 +613,19 @@ class Payload:
         return len(self.json)
 
 
+def _encoded(codec: Codec, frame: dict[str, Any]) -> bytes:
+    """``codec.encode(frame)``; in JSON, data nested 254 deep (what §2 carries) is written
+    on its own and put in place when the whole frame is refused: orjson writes at most 255
+    levels, the frame's own map among them."""
+    try:
+        return codec.encode(frame)
+    except (TypeError, ValueError, OverflowError):
+        if codec.binary or "d" not in frame:
+            raise
+        head = codec.encode({key: value for key, value in frame.items() if key != "d"})
+        return b'%b,"d":%b}' % (head[:-1], codec.encode(frame["d"]))
+
+
 def encode_message(codec: Codec, frame: dict[str, Any]) -> bytes:
     """Encode a client message, or raise ``TypeError`` naming what cannot be sent.
 
@@ -614,7 +634,7 @@ def encode_message(codec: Codec, frame: dict[str, Any]) -> bytes:
     and every message after it would wait for it forever.
     """
     try:
-        encoded = codec.encode(frame)
+        encoded = _encoded(codec, frame)
         if codec.binary:
             codec.decode(encoded)
     except (TypeError, ValueError, OverflowError, LadderError) as exc:

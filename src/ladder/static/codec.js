@@ -99,6 +99,16 @@ function refused(item) {
   }
 }
 
+/** Levels of arrays and objects data may nest (protocol §2: what the server's JSON writes). */
+const MAX_DEPTH = 254;
+
+/** A string that UTF-8 can carry: no lone surrogate (orjson refuses one, with its batch). */
+const LONE_SURROGATE = /[\ud800-\udfff]/u;
+/** @type {(text: string) => boolean} */
+const wellFormed = typeof (/** @type {any} */ ("").isWellFormed) === "function"
+  ? (text) => /** @type {any} */ (text).isWellFormed()
+  : (text) => !LONE_SURROGATE.test(text);
+
 /**
  * Why `value` cannot be sent, naming its type and where it sits (only called once encoding
  * failed, so the walk costs nothing on the happy path).
@@ -115,16 +125,20 @@ export function unencodable(value, where = "") {
    * @returns {string | null}
    */
   const find = (item, at) => {
+    const there = at ? ` at ${at.length > 80 ? `${at.slice(0, 40)}…${at.slice(-30)}` : at}` : "";
     const wrong = refused(item);
-    if (wrong) return `${wrong[0]}${at ? ` at ${at}` : ""}${wrong[1] ? ` (${wrong[1]})` : ""}`;
+    if (wrong) return `${wrong[0]}${there}${wrong[1] ? ` (${wrong[1]})` : ""}`;
+    if (typeof item === "string") return wellFormed(item) ? null : `a string with a lone surrogate${there}`;
     if (item === null || typeof item !== "object") return null;
     if (item instanceof ArrayBuffer || ArrayBuffer.isView(item)) return null;
     const name = item.constructor?.name ?? "Object";
-    if (path.has(item)) return `${/^[aeiou]/i.test(name) ? "an" : "a"} ${name} that contains itself${at ? ` at ${at}` : ""}`;
+    if (path.has(item)) return `${/^[aeiou]/i.test(name) ? "an" : "a"} ${name} that contains itself${there}`;
     if (typeof (/** @type {any} */ (item).toJSON) === "function") return null;
+    if (path.size >= MAX_DEPTH) return `arrays and objects nested more than ${MAX_DEPTH} deep${there}`;
     path.add(item);
     try {
       for (const [key, child] of Object.entries(item)) {
+        if (!wellFormed(key)) return `a key with a lone surrogate${there}`;
         const found = find(child, Array.isArray(item) ? `${at}[${key}]` : `${at}.${key}`);
         if (found) return found;
       }
@@ -138,21 +152,53 @@ export function unencodable(value, where = "") {
 }
 
 /**
- * `tagBytes`, refusing what JSON would silently alter (see `refused`).
- * @this {any}
- * @param {string} key
- * @param {unknown} value
+ * Why a message cannot be sent: its data's culprit, else a name (`ev`, `ch`) with a lone
+ * surrogate.
+ * @param {Frame} frame
+ * @returns {TypeError}
  */
-function checked(key, value) {
-  const original = this[key]; // (before toJSON: a Date is still a Date here)
-  if (original !== undefined && refused(original)) throw new TypeError("refused");
-  return tagBytes(key, value);
+function unsendable(frame) {
+  const found = unencodable(frame.d, "d");
+  for (const [key, value] of Object.entries(frame)) {
+    if (key !== "d" && typeof value === "string" && !wellFormed(value)) {
+      return new TypeError(`cannot send a string with a lone surrogate at ${key}: names are text (${JSON.stringify(value)})`);
+    }
+  }
+  return found;
+}
+
+/**
+ * A replacer for one message: `tagBytes`, refusing what JSON would silently alter (see
+ * `refused`), what the server could not decode (a lone surrogate, in a string or a key: its
+ * whole batch refused, after the message took an id) and data nested past `MAX_DEPTH`.
+ * @param {object} frame
+ */
+function checker(frame) {
+  /** Levels of the objects written so far (the frame's is 0, its data's 1). */
+  const levels = new Map([[frame, 0]]);
+  /**
+   * @this {any}
+   * @param {string} key
+   * @param {unknown} value
+   */
+  return function checked(key, value) {
+    const original = this[key]; // (before toJSON: a Date is still a Date here)
+    if (original !== undefined && refused(original)) throw new TypeError("refused");
+    if (!wellFormed(key) || (typeof value === "string" && !wellFormed(value))) throw new TypeError("refused");
+    const tagged = tagBytes(key, value);
+    if (tagged !== null && typeof tagged === "object" && tagged !== frame) {
+      const level = (levels.get(this) ?? 0) + 1;
+      if (level > MAX_DEPTH) throw new TypeError("refused");
+      levels.set(tagged, level);
+    }
+    return tagged;
+  };
 }
 
 /**
  * Encode one client message, or throw a TypeError naming what cannot be sent (a BigInt, an
  * object that contains itself, a Date, a Map, NaN, a function: JSON would drop or alter them
- * without a word). Done before the message takes an id: a numbered message that never
+ * without a word; a lone surrogate, data nested more than 254 deep: the server refuses them). Done before the message takes an id: a numbered message that never
  * reaches the server would hold back every message after it. A property whose value is
  * `undefined` is left out, as JSON does.
  * @param {Frame} frame
@@ -160,9 +206,9 @@ function checked(key, value) {
  */
 export function encodeMessage(frame) {
   try {
-    return JSON.stringify(frame, checked);
+    return JSON.stringify(frame, checker(frame));
   } catch {
-    throw unencodable(frame.d, "d");
+    throw unsendable(frame);
   }
 }
 

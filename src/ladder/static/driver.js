@@ -567,15 +567,16 @@ export class Client extends Emitter {
   }
 
   /**
-   * Call a server handler; resolves with its result or rejects with its LadderError
-   * (`timeout` after `timeout` ms; null waits as long as the session lives).
+   * Call a server handler; resolves with its result (null for a handler that returned None:
+   * its reply carries no `d`) or rejects with its LadderError (`timeout` after `timeout` ms;
+   * null waits as long as the session lives).
    * @param {string} event
    * @param {any} [data]
    * @param {{timeout?: number | null}} [options]
    */
   call(event, data = null, options = {}) {
     const { timeout = REQUEST_TIMEOUT } = requestOptions("call", options);
-    return this._request({ t: "call", ev: event, d: data }, timeout);
+    return this._request({ t: "call", ev: event, d: data }, timeout).then((result) => result ?? null);
   }
 
   /**
