@@ -292,7 +292,7 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     parser.add_argument(
         "--access-log",
         action="store_true",
-        help="log every HTTP request (tok= and rt= values are redacted)",
+        help="log every HTTP request (tok=, rt=, prt= and pu= values are redacted)",
     )
     parser.add_argument(
         "--header-timeout",
