@@ -11,10 +11,11 @@ from typing import Any
 from .errors import ConfigurationError
 
 
-def check_number(setting: str, value: Any, kind: Any) -> None:
+def check_number(setting: str, value: Any, kind: Any, fix: str = "pass a finite number >= 0") -> None:
     """Refuse a setting of the wrong type or a negative / not finite number, naming it.
 
-    ``kind`` is the annotation (``"int"``, ``"float"`` or ``"bool"``, as dataclasses keep it).
+    ``kind`` is the annotation (``"int"``, ``"float"`` or ``"bool"``, as dataclasses keep it);
+    ``fix`` says the setting's own range when 0 is no more allowed than a negative number.
     """
     kind = getattr(kind, "__name__", kind)
     if kind == "bool":
@@ -31,7 +32,7 @@ def check_number(setting: str, value: Any, kind: Any) -> None:
             "pass an int" if kind == "int" else "pass a number",
         )
     if value < 0 or not math.isfinite(value):
-        raise ConfigurationError(setting, f"{value!r} is out of range", "pass a finite number >= 0")
+        raise ConfigurationError(setting, f"{value!r} is out of range", fix)
 
 
 def check_positive(setting: str, value: Any, kind: Any = "float") -> None:
@@ -39,7 +40,7 @@ def check_positive(setting: str, value: Any, kind: Any = "float") -> None:
     sleeping 0 s between sweeps spins a core; a command timeout of 0 fails every command)."""
     if isinstance(value, int | float) and not isinstance(value, bool) and not value > 0:  # (NaN too)
         raise ConfigurationError(setting, f"{value!r} is out of range", "pass a number > 0")
-    check_number(setting, value, kind)
+    check_number(setting, value, kind, "pass a finite number > 0")
 
 
 _NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -418,3 +418,23 @@ def test_any_origin_with_an_authenticate_hook_warns_once_at_build(caplog: pytest
         Ladder(allowed_origins=["*"], authenticate=JWT("k" * 32))
         Ladder(allowed_origins=["https://app.example"], authenticate=by_cookie)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_negative_value_is_told_the_same_range_as_0_where_0_cannot_work() -> None:
+    """``heartbeat=-1`` was told "pass a finite number >= 0", and then 0 was refused: the fix
+    named a value that does not work. Where 0 cannot work, a negative value hears the range."""
+    from ladder.server.config import _ABOVE_ZERO, HUB_TIMINGS  # noqa: PLC0415
+
+    def fix_for(make: Any) -> str:
+        with pytest.raises(ConfigurationError) as refused:
+            make()
+        return str(refused.value).split("; ", 1)[1]
+
+    for name in HUB_TIMINGS:
+        if name in ("node_lease",):
+            continue  # (settable apart, with its own words: tests/server/test_lease_settings.py)
+        told = {fix_for(lambda value=value, name=name: Ladder(**{name: value})) for value in (-1, 0, float("nan"))}
+        assert len(told) == 1 and ">= 0" not in told.pop(), name
+    for name in _ABOVE_ZERO:
+        told = {fix_for(lambda value=value, name=name: Limits(**{name: value})) for value in (-1, 0)}
+        assert told == {"pass a number above 0 (see its default)"}, name

@@ -246,6 +246,41 @@ async def test_a_database_the_server_does_not_have_is_refused_at_start(redis: Re
     assert "raise databases in its redis.conf" in said
 
 
+async def test_credentials_the_server_refuses_are_refused_at_start_naming_the_url_s_form(redis: RedisServer) -> None:
+    """A wrong password, or none for a server that asks one, was taken for an outage that
+    never ends: the node started, answered /health 503 and logged redis-py's words ("HELLO
+    must be called with the client already authenticated...") with no fix."""
+    admin = aioredis.Redis.from_url(redis.url)
+    await admin.config_set("requirepass", "sekret")
+    await admin.aclose()
+    for url in (f"redis://127.0.0.1:{redis.port}/0", f"redis://:wrong@127.0.0.1:{redis.port}/0"):
+        said = await refused_at_start(RedisEngine(url))
+        print(f"\n{said}")
+        assert "this Redis refused the URL's credentials" in said and "redis://:PASSWORD@host:port/0" in said
+        assert "wrong" not in said, "the password is not written out"
+    engine = RedisEngine(f"redis://:sekret@127.0.0.1:{redis.port}/0")
+    await engine.start(Sink())
+    await engine.stop()
+
+
+async def test_a_url_at_a_server_that_does_not_speak_redis_is_refused_at_start() -> None:
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        said = await refused_at_start(RedisEngine(f"redis://127.0.0.1:{port}/0"))
+    finally:
+        server.close()
+        await server.wait_closed()
+    print(f"\n{said}")
+    assert "does not speak Redis" in said and "check the URL's host and port" in said
+
+
 async def test_a_cluster_engine_starts_before_its_cluster_answers_and_joins_it_then(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -38,11 +38,11 @@ class Limits:
     def __post_init__(self) -> None:
         for spec in fields(self):
             value = getattr(self, spec.name)
-            check_number(f"Limits({spec.name}=...)", value, spec.type)
+            above_zero = "pass a number above 0 (see its default)"
+            fix = above_zero if spec.name in _ABOVE_ZERO else "pass a finite number >= 0"
+            check_number(f"Limits({spec.name}=...)", value, spec.type, fix)
             if spec.name in _ABOVE_ZERO and not value:
-                raise ConfigurationError(
-                    f"Limits({spec.name}=...)", "0 cannot work", "pass a number above 0 (see its default)"
-                )
+                raise ConfigurationError(f"Limits({spec.name}=...)", "0 cannot work", above_zero)
         defaults = {spec.name: spec.default for spec in fields(self)}
         for name in ("max_frame_size", "max_post_size", "max_queue_bytes"):
             value = getattr(self, name)
@@ -246,12 +246,12 @@ def check_hub_settings(
             "transports", f"got {transports!r}", f"pass a non-empty list of rungs among {list(TRANSPORTS)}"
         )
     for name, value in numbers.items():
-        check_number(name, value, "int" if name in ("sse_padding", "gzip_min_size") else "float")
         bounds = HUB_TIMINGS.get(name)
+        fix = f"pass {bounds[0]:g} to {bounds[1]:.0f} seconds" if bounds else "pass a finite number >= 0"
+        check_number(name, value, "int" if name in ("sse_padding", "gzip_min_size") else "float", fix)
         if bounds is not None and not bounds[0] <= value <= bounds[1]:
-            least, most = bounds
             problem = "0 cannot work" if value == 0 else f"{value!r} s is out of range"
-            raise ConfigurationError(name, problem, f"pass {least:g} to {most:.0f} seconds")
+            raise ConfigurationError(name, problem, fix)
     padding = numbers.get("sse_padding", 0)
     if padding > MAX_SSE_PADDING:
         raise ConfigurationError(

@@ -52,7 +52,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError
 
 from ...checks import check_node_id, check_positive, check_prefix
 from ..base import EngineSink
@@ -60,7 +60,7 @@ from ..composed import ComposedEngine
 from ..urls import check_scheme, shown
 from .applied import RedisAppliedRecords
 from .channels import RedisChannels
-from .identity import Identity, Refusal, identify, is_a_cluster_node
+from .identity import CREDENTIALS, Identity, Refusal, identify, is_a_cluster_node
 from .link import RedisLink
 from .listener import Listener, PubSubListener
 from .presence import RedisPresence
@@ -81,6 +81,8 @@ def heartbeat_error(exc: Exception, where: str) -> str:
     answer and goes on, since it is what makes the node healthy again."""
     if not isinstance(exc, RedisError | OSError | RedisClusterException):
         log.exception("redis heartbeat to %s failed with an unexpected error; counted as no answer", where)
+    if isinstance(exc, AuthenticationError):  # (the password changed on a running server)
+        return f"{exc}: {CREDENTIALS}"
     return str(exc) or type(exc).__name__
 
 

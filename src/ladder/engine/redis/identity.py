@@ -9,12 +9,21 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 
 from ...errors import ConfigurationError
 from ..urls import shown
 
-__all__ = ["Identity", "Refusal", "identify", "is_a_cluster_node", "is_no_cluster", "no_such_database"]
+__all__ = [
+    "CREDENTIALS",
+    "NOT_REDIS",
+    "Identity",
+    "Refusal",
+    "identify",
+    "is_a_cluster_node",
+    "is_no_cluster",
+    "no_such_database",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +50,20 @@ async def identify(client: aioredis.Redis) -> Identity | Refusal | None:
         if _NO_DATABASE in str(exc):
             return no_such_database(client.connection_pool.connection_kwargs.get("db", 0))
         return None
+    except AuthenticationError as exc:  # (a ConnectionError to redis-py: it never ends by itself)
+        return Refusal(f"this Redis refused the URL's credentials ({exc})", CREDENTIALS)
+    except InvalidResponse as exc:
+        return Refusal(f"what answers there does not speak Redis ({exc})", NOT_REDIS)
     return Identity(str(info.get("run_id", "")), bool(int(info.get("cluster_enabled", 0) or 0)))
+
+
+CREDENTIALS = (
+    "put the server's password in the URL, redis://:PASSWORD@host:port/0, or a user and its "
+    "password, redis://USER:PASSWORD@host:port/0 (percent-encode what is not a letter or digit)"
+)
+NOT_REDIS = (
+    "check the URL's host and port (they reach another kind of server), or its scheme (rediss:// for TLS)"
+)
 
 
 @dataclass(frozen=True, slots=True)
