@@ -91,6 +91,17 @@ def websocket_protocol(app: Any, hub: Ladder | None, args: argparse.Namespace) -
 def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
     """Refuse an ``app`` that cannot be served, and options that cannot apply to it, saying
     what would make them apply (uvicorn would fail at startup with a lifespan traceback)."""
+    if getattr(args, "native_ws_path", None) is not None:
+        if getattr(args, "asgi_ws", False) or args.ws_deflate:
+            raise SystemExit(
+                "ladder serve: --native-ws-path says where the native driver serves the hub's "
+                "WebSockets, and --asgi-ws or --ws-deflate serves them through ASGI: drop one"
+            )
+        if hub is not None and app is hub:
+            raise SystemExit(
+                "ladder serve: --native-ws-path is for a hub mounted inside an app (module:app with "
+                "app.hub); a hub served alone has its WebSockets at /ws: drop it"
+            )
     if hub is not None:
         return
     spec = getattr(args, "app", "app")
@@ -302,7 +313,7 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     )
     parser.add_argument(
         "--max-header-size",
-        type=_positive,
+        type=_header_bytes,
         default=65536,
         help="bytes of request line and headers a request may have, else 431 (default: 65536)",
     )
@@ -324,6 +335,7 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
     )
     parser.add_argument(
         "--native-ws-path",
+        type=_ws_path,
         default=None,
         help="path of the hub's ws endpoint when the hub is mounted inside an app (e.g. /ladder/ws); "
         "the app must have a `hub` attribute",
@@ -360,6 +372,27 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:  # (uvicorn took 99999 as 34463, and 65536 as any free port)
         raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
     return value
+
+
+def _ws_path(text: str) -> str:
+    if not (text.startswith("/") and text.endswith("/ws")):
+        raise argparse.ArgumentTypeError(
+            f"must be the path of the hub's ws endpoint, its mount path and /ws (e.g. /ladder/ws), "
+            f"got {text!r}"
+        )
+    return text
+
+
+def _header_bytes(text: str) -> int:
+    value = _positive(text)
+    if value < SMALLEST_HEADERS:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {SMALLEST_HEADERS} (a request line and its Host header need more), got {value}"
+        )
+    return value
+
+
+SMALLEST_HEADERS: Final = 1024
 
 
 def _positive(text: str) -> int:
