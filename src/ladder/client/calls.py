@@ -116,6 +116,8 @@ class Calls(Connection):
     ) -> list[Publication]:
         """The newest ``limit`` publications the server keeps for ``channel``, oldest first
         (``limit`` from 1 to 10,000; 0 asks for the server's default, 100, as the protocol's
-        ``history`` frame does)."""
+        ``history`` frame does). Fewer when they would take more than half of what the
+        session may leave unacknowledged (the server's ``lim.qbytes``, 8 MiB by default):
+        then the newest that fit (protocol §4), with nothing else to say it."""
         reply = await self._request({"t": "history", "ch": channel, "limit": limit}, timeout)
         return [Publication(channel, int(p["o"]), p.get("d"), reply.get("ep")) for p in reply["pubs"]]

@@ -604,7 +604,9 @@ export class Client extends Emitter {
   }
 
   /**
-   * The newest `limit` publications kept for `channel`.
+   * The newest `limit` publications kept for `channel`, oldest first; fewer when they would
+   * take more than half of what the session may leave unacknowledged (the server's
+   * `lim.qbytes`, 8 MiB by default): then the newest that fit (protocol §4).
    * @param {string} channel
    * @param {{limit?: number, timeout?: number | null}} [options]
    * @returns {Promise<Publication[]>}
