@@ -90,6 +90,8 @@ class FakeServer:
         """Every hello, with the loop time it arrived."""
         self.lim: dict[str, int] | None = None
         """The welcome's ``lim``, when a test sets one."""
+        self.exp: float | None = None
+        """The welcome's ``exp`` (Unix time the credentials expire), when a test sets one."""
         self.hold_writes: asyncio.Event | None = None
         """Upstream writes wait for this, when a test sets it (an upload that hangs)."""
 
@@ -112,6 +114,7 @@ class FakeServer:
             "ttl": 120_000,
             "poll": 25_000,
             **({"lim": self.lim} if self.lim is not None else {}),
+            **({"exp": self.exp} if self.exp is not None else {}),
         }
 
     @property

@@ -554,3 +554,23 @@ async def test_a_call_that_timed_out_absorbs_its_late_reply_and_leaves_nothing_f
         assert reported == [], reported
     finally:
         loop.set_exception_handler(None)
+
+
+async def test_an_automatic_refresh_the_server_refuses_is_told_as_an_error_event() -> None:
+    """It was a WARNING line only: the app first heard of it when the session ended at
+    ``exp``, with no chance to sign its user in again meanwhile."""
+    import time  # noqa: PLC0415
+
+    from ladder.client import ServerError  # noqa: PLC0415
+
+    server = FakeServer()
+    server.exp = time.time() + 2.0  # (lives 2 s: refreshed halfway, about 1 s from now)
+    client, _ = await connected_client(server, transports=["websocket"], token=lambda: "fresh")
+    told: asyncio.Queue[object] = asyncio.Queue()
+    client.on("error", told.put_nowait)
+    await until(lambda: server.ups("refresh"), "the refresh written", timeout=5)
+    server.refuse(int(server.ups("refresh")[0]["i"]), "unauthorized", "signature expired")
+    error = await asyncio.wait_for(told.get(), 5)
+    assert error == ServerError("unauthorized", "token refresh failed: signature expired")
+    assert client.state == "connected", "the session goes on until exp"
+    await client.close()

@@ -442,9 +442,13 @@ describe("reliability", () => {
     await clock.advance(1);
     await settle();
     assert.deepEqual(ws.wrote("refresh").map((f) => f.tok), ["tok-2", "tok-3"]);
-    // A refusal: tried again halfway through what is left (60 s: 30 s later), not in a loop.
+    // A refusal: told to the app (it was a console line only, the session then ending at exp),
+    // and tried again halfway through what is left (60 s: 30 s later), not in a loop.
+    const errors = [];
+    client.on("error", (e) => errors.push(e));
     ws.receive([{ s: 2, t: "err", re: ws.wrote("refresh")[1].i, code: "unauthorized", reason: "no" }]);
     await settle();
+    assert.deepEqual(errors, [{ code: "unauthorized", reason: "token refresh failed: no" }]);
     await clock.advance(29_999);
     assert.equal(ws.wrote("refresh").length, 2);
     await clock.advance(1);

@@ -90,6 +90,9 @@ class Inbound(Outbound):
                 except LadderError as exc:
                     if self.state != "closed":  # (closing the client ends a refresh on its way)
                         log.warning("token refresh failed: %s", exc)
+                        # Told to the app too: credentials it cannot renew end the session at
+                        # their expiry, and it may want to sign its user in again before then.
+                        self._emit(ServerError(exc.code, f"token refresh failed: {exc.reason}"))
                         self._arm_refresh(retry=True)
                 except Exception as exc:
                     log.warning("token refresh failed: the client's token callable raised %r", exc)

@@ -78,8 +78,10 @@ class Ladder:
             timeout of any proxy on the way.
         poll_timeout: Seconds a long poll is held open when there is nothing to send.
         presence_ttl: Seconds a presence entry lives after its node last refreshed it (a
-            dead node's members leave after it). These four timings are from 0.05 s to an
-            hour (``presence_ttl`` a day, ``session_ttl`` 30 days).
+            dead node's members leave after it; a client that vanished leaves when its
+            session ends, ``session_ttl`` after its transport is noticed gone). These four
+            timings are from 0.05 s to an hour (``presence_ttl`` a day, ``session_ttl`` 30
+            days).
         node_lease: Seconds (0.5 to 3600) a node of several (the Redis engine) may go
             without refreshing its lease before another node, finding it silent, may declare
             it dead: its sessions are then lost (their clients start successors elsewhere),

@@ -77,6 +77,8 @@ export function maybeRefresh(client, due = false) {
     .catch((error) => {
       if (client._isClosed()) return;
       console.warn(`ladder: token refresh failed: ${error instanceof LadderError ? error.message : String(error)}`);
+      // Told to the app too: credentials it cannot renew end the session at their expiry.
+      if (error instanceof LadderError) client._emit("error", { code: error.code, reason: `token refresh failed: ${error.reason}` });
       armRefresh(client, true);
     })
     .finally(() => {
