@@ -54,8 +54,8 @@ def told(name: str, event: dict[str, Any]) -> str:
     return name
 
 
-async def python_run(url: str, token: str, drop: bool) -> list[str]:
-    client = Client(url, token=token, transports=["websocket"], encoding="json", connect_timeout=5)
+async def python_run(url: str, token: str, drop: bool, rung: str = "websocket") -> list[str]:
+    client = Client(url, token=token, transports=[rung], encoding="json", connect_timeout=5)
     seen: list[str] = []
     for name in ("connected", "disconnected", "transport", "session_lost", "error", "state"):
         client.on(name, lambda event, name=name: seen.append((NAMES.get(name, name), event)))
@@ -76,10 +76,10 @@ def vars_of(event: Any) -> dict[str, Any]:
     return {name: getattr(event, name) for name in event.__dataclass_fields__}
 
 
-BROWSER_RUN = """async ([token, drop]) => {
+BROWSER_RUN = """async ([token, drop, rung]) => {
     const ladder = await import('/client.js');
     const seen = [];
-    const client = ladder.connect(location.origin, { token, transports: ["websocket"], share: false, connectTimeout: 5000 });
+    const client = ladder.connect(location.origin, { token, transports: [rung], share: false, connectTimeout: 5000 });
     for (const name of ["open", "close", "transport", "session_lost", "error", "state"]) {
         client.on(name, (event) => seen.push([name, { ...event }]));
     }
@@ -98,17 +98,19 @@ BROWSER_RUN = """async ([token, drop]) => {
 }"""
 
 
-def browser_run(page: Page, token: str, drop: bool) -> list[str]:
-    seen = page.evaluate(BROWSER_RUN, [token, drop])
+def browser_run(page: Page, token: str, drop: bool, rung: str = "websocket") -> list[str]:
+    seen = page.evaluate(BROWSER_RUN, [token, drop, rung])
     events = [told(name, event) for name, event in seen]
     assert events[0] == "state connecting", events  # (reported by the browser only: see above)
     return events[1:]
 
 
-def both(hub: LadderServer, page: Page, token: str, *, drop: bool = False) -> tuple[list[str], list[str]]:
+def both(
+    hub: LadderServer, page: Page, token: str, *, drop: bool = False, rung: str = "websocket"
+) -> tuple[list[str], list[str]]:
     with ThreadPoolExecutor(1) as thread:  # (its own event loop, beside Playwright's)
-        python = thread.submit(asyncio.run, python_run(hub.url, token, drop)).result(timeout=30)
-    return python, browser_run(page, token, drop)
+        python = thread.submit(asyncio.run, python_run(hub.url, token, drop, rung)).result(timeout=30)
+    return python, browser_run(page, token, drop, rung)
 
 
 def test_connecting_a_new_session_and_closing_tell_the_same_events_in_the_same_order(
@@ -131,10 +133,13 @@ def test_connecting_a_new_session_and_closing_tell_the_same_events_in_the_same_o
     ], python
 
 
-def test_a_refusal_before_any_transport_tells_the_same_events(hub: LadderServer, page: Page) -> None:
+@pytest.mark.parametrize("rung", ["websocket", "sse"])
+def test_a_refusal_before_any_transport_tells_the_same_events(hub: LadderServer, page: Page, rung: str) -> None:
     """A refused token: the browser also told ``close`` (``transport: null``) and put the code
-    in it rather than in ``state``; ``close`` pairs with an ``open``, and ``state`` says why."""
-    python, browser = both(hub, page, "nobody")
+    in it rather than in ``state``; ``close`` pairs with an ``open``, and ``state`` says why.
+    On SSE, whose refusal a browser hides (the client asks why with a POST), it also told
+    ``disconnected`` and ``connecting``, and raced once more, before the answer came."""
+    python, browser = both(hub, page, "nobody", rung=rung)
     assert python == browser, (python, browser)
     assert python == [
         "error unauthorized",

@@ -145,6 +145,9 @@ export function sleep(client, ms) {
   });
 }
 
+/** How long a failed race waits for the server to say why its hidden rungs were refused (ms). */
+const ASK_WAIT = 3000;
+
 /** @param {Client} client */
 export async function run(client) {
   const reconnect = client._reconnect; // the core decides every wait and when to give up
@@ -189,8 +192,20 @@ export async function run(client) {
         if (gone) client._sessionGone(`${gone.code}: ${gone.reason}`);
         continue;
       }
-      // The first failure since a welcome on rungs that hide their refusals: ask why, meanwhile.
-      if (reconnect.attempts === 0) client._askWhy(error).catch(() => {});
+      // The first failure since a welcome on rungs that hide their refusals: ask why, waiting
+      // for the answer a moment before telling the app of the failure. A refusal that
+      // retrying cannot fix then ends the client with `error` and `state` alone, as a rung
+      // that says why itself does (it showed `disconnected`, `connecting` first, and one race
+      // more); a slower answer ends it from where the loop has got to.
+      if (reconnect.attempts === 0) {
+        const asked = client._askWhy(error).catch(() => false);
+        /** @type {any} */
+        let timer = null;
+        const waited = new Promise((resolve) => (timer = client._clock.setTimeout(() => resolve(false), ASK_WAIT)));
+        const gaveUp = await Promise.race([asked, waited]);
+        client._clock.clearTimeout(timer);
+        if (gaveUp === true || client._isClosed()) return;
+      }
       const step = reconnect.failed({ now: client._clock.now(), rand: client._random() });
       const attempts = reconnect.attempts;
       client.lastFailure = error.message;
