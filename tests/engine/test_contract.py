@@ -181,6 +181,18 @@ async def test_history_older_than_its_ttl_does_not_count(make: Make) -> None:
     assert (await engine.history("ttl", since=None, limit=10, options=short)).publications == []
 
 
+async def test_a_history_ttl_between_whole_seconds_is_kept_its_whole_time(make: Make) -> None:
+    """Redis expired the stream after ``int(history_ttl)`` seconds: 1.9 s of history was gone
+    after 1 s there (the memory engine kept it), and a client back within that second resynced."""
+    engine, _ = await make()
+    ttl = ChannelOptions(history_size=10, history_ttl=1.9)
+    await engine.publish("between", Payload.of(1), ttl)
+    position = await engine.position("between")
+    await asyncio.sleep(1.3)  # past the whole second the key lived, within the 1.9 s it should
+    kept = await engine.history("between", since=Position(position.epoch, 0), limit=10, options=ttl)
+    assert kept.complete and [p.data for p in kept.publications] == [1]
+
+
 async def test_a_history_ttl_shorter_than_anything_keeps_nothing_and_publishes_everything(make: Make) -> None:
     """A publication is delivered live whatever its history keeps; offsets stay consecutive."""
     engine, sink = await make()

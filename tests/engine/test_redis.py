@@ -299,6 +299,20 @@ async def test_a_read_never_shortens_a_position_kept_as_long_as_its_history(redi
         await node.stop()
 
 
+async def test_a_meta_ttl_under_a_second_keeps_the_position_for_a_second(redis_server: RedisServer) -> None:
+    """``int(0.5)`` is 0, and ``EXPIRE key 0`` deletes the key: every read of a quiet channel
+    started a new epoch (every subscriber's recovery told ``rec`` false). Rounded up: 1 s."""
+    node, sink = RedisEngine(redis_server.url, meta_ttl=0.5), Sink()
+    await node.start(sink)
+    try:
+        first = await node.position("brief")
+        again = await node.position("brief")
+        assert again.epoch == first.epoch
+        assert 0 < await node.redis.pttl(node._link.k("m", "brief")) <= 1000
+    finally:
+        await node.stop()
+
+
 async def test_a_listener_that_missed_messages_catches_up_from_history(
     engine: tuple[RedisEngine, Sink],
 ) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import secrets
 import time
@@ -109,6 +110,13 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {e, tonumber(redis.call('HGET', KEYS[1], 'o') or 0)}
 """
+
+
+def whole_seconds(seconds: float) -> int:
+    """A key's ``EXPIRE``: rounded up, never down (1.9 s of history was kept 1 s, and a
+    ``meta_ttl`` of 0.5 s expired the position at once: every read started a new epoch).
+    What a read returns is filtered by the exact time; the key only has to outlive it."""
+    return max(1, math.ceil(seconds))
 
 
 def _entries(raw: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -287,7 +295,7 @@ class RedisChannels:
         link = self._link
         new, offset = await self._new_epoch(
             keys=[link.k("m", channel), link.k("s", channel)],
-            args=[epoch, secrets.token_hex(4), int(self.meta_ttl)],
+            args=[epoch, secrets.token_hex(4), whole_seconds(self.meta_ttl)],
         )
         return Position(new.decode(), int(offset))
 
@@ -357,12 +365,12 @@ class RedisChannels:
             f"{random.getrandbits(32):08x}",  # the epoch if this starts the channel (every call)
             payload.msgpack,
             options.history_size,
-            max(1, int(options.history_ttl)),
-            int(max(self.meta_ttl, options.history_ttl)),
+            whole_seconds(options.history_ttl),
+            whole_seconds(max(self.meta_ttl, options.history_ttl)),
             repr(now),
             link.k("c", channel),
             # (last: _published compares it with the answer's, as bytes)
-            f"{options.history_size} {max(1, int(options.history_ttl))}".encode(),
+            f"{options.history_size} {whole_seconds(options.history_ttl)}".encode(),
         ]
 
     async def listen(self, channel: str) -> None:
@@ -389,7 +397,7 @@ class RedisChannels:
         link = self._link
         epoch, offset = await self._position(
             keys=[link.k("m", channel), link.k("s", channel)],
-            args=[secrets.token_hex(4), int(self.meta_ttl)],
+            args=[secrets.token_hex(4), whole_seconds(self.meta_ttl)],
         )
         return Position(epoch.decode(), int(offset))
 
