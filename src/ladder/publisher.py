@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import math
 import os
 import threading
@@ -23,8 +24,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from .engine import create_engine
+from .engine import create_engine, remade
 from .engine.base import ChannelOptions, Engine, Member, Position, Publication
+from .engine.memory import MemoryEngine
 from .engine.urls import shown
 from .errors import ConfigurationError
 from .protocol.codec import Payload
@@ -72,11 +74,12 @@ def _publishing_only(engine: Engine) -> None:
 
 
 def _refuse_memory(engine: str | Engine, name: str) -> None:
-    """A publisher on ``memory://`` would publish into its own process only: refused at once."""
-    if isinstance(engine, str) and urlsplit(engine).scheme == "memory":
+    """A publisher on ``memory://`` (or a ``MemoryEngine``) would publish into its own process
+    only: refused at once."""
+    if isinstance(engine, MemoryEngine) or (isinstance(engine, str) and urlsplit(engine).scheme == "memory"):
         raise ConfigurationError(
             "engine",
-            f"a {name} on memory:// reaches nobody: the memory engine lives inside one process, "
+            f"a {name} on the memory engine reaches nobody: it lives inside one process, "
             "so hubs in other processes never see what is published here",
             'run the hubs and the publisher on one Redis (Ladder(engine="redis://host:6379/0") and '
             f'{name}("redis://host:6379/0")); in the hub\'s own process use hub.publish()',
@@ -95,7 +98,10 @@ class Publisher:
     (in the hub's own process, call ``hub.publish`` instead).
 
     The engine connects on the first ``publish`` (or ``start``); ``stop`` (or leaving the
-    ``async with`` block) disconnects it.
+    ``async with`` block) disconnects it. Its connections belong to the event loop it
+    started in: used in another one (a second ``asyncio.run()``) before ``stop``, it raises
+    ``RuntimeError`` (a publication could be stored twice there); synchronous code takes a
+    :class:`BlockingPublisher`.
 
     Args:
         engine: The hubs' engine URL (``redis://host:6379/0``) or an engine object.
@@ -121,9 +127,20 @@ class Publisher:
         self._opened = False
         """``engine.start`` was called: there is something to stop, even if it never ended."""
         self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The event loop the engine's connections belong to, while they are open."""
 
     async def start(self) -> None:
         """Connect the engine (done by the first ``publish`` if not before). Idempotent."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop:
+            raise RuntimeError(
+                "this Publisher's connections belong to another event loop (each asyncio.run() "
+                "makes one, and a publisher used in a second one could store a publication twice): "
+                "make and stop it within one loop (async with Publisher(url) as publisher: inside "
+                "the coroutine asyncio.run runs), or use BlockingPublisher from synchronous code "
+                "(a Flask or Django view, a task queue: rather than async_to_sync)"
+            )
         if self._started:
             return
         if self._lock is None:
@@ -133,8 +150,14 @@ class Publisher:
                 if self._opened:  # a start cut short (a caller's timeout): its tasks end first
                     await self.engine.stop()
                 self._opened = True
+                self._loop = loop
                 await self.engine.start(_Answers(self._cluster))
                 self._started = True
+
+    @property
+    def engine_used(self) -> bool:
+        """Whether the engine was started in this process (it then holds connections)."""
+        return self._opened
 
     async def stop(self) -> None:
         """Disconnect the engine (also one whose start was cut short)."""
@@ -142,6 +165,7 @@ class Publisher:
         if self._opened:
             self._started = self._opened = False
             await self.engine.stop()
+        self._loop = self._lock = None  # (a later start may be in another loop)
 
     async def publish(self, channel: str, data: Any) -> Publication:
         """Publish ``data`` to ``channel``, as ``hub.publish`` does; returns the publication
@@ -190,7 +214,8 @@ class BlockingPublisher:
     It keeps one event loop in a daemon thread, so a WSGI worker or a task-queue worker
     connects once, not per call. Safe to share between threads, and across ``fork``: a
     process forked after it was created (gunicorn ``--preload``, Celery's prefork pool, RQ's
-    work horses) gets a thread and connections of its own on its first ``publish``. Use
+    work horses) gets a thread and connections of its own on its first ``publish`` (from
+    an engine object the parent used, an engine of its own with the same settings). Use
     ``with BlockingPublisher(url) as p`` or call ``close``.
 
     Args:
@@ -223,10 +248,12 @@ class BlockingPublisher:
         self._start()
 
     def _start(self) -> None:
-        """A publisher, a loop and its thread for this process (again after a fork)."""
-        self._publisher = Publisher(
-            self._engine, channels=self._channels, default_channel=self._default_channel
-        )
+        """A publisher, a loop and its thread for this process (again after a fork, with an
+        engine of its own: an engine object the parent used holds the parent's connections)."""
+        before: Publisher | None = getattr(self, "_publisher", None)  # (the parent's, after a fork)
+        used = before is not None and before.engine_used
+        engine = remade(self._engine) if used and not isinstance(self._engine, str) else self._engine
+        self._publisher = Publisher(engine, channels=self._channels, default_channel=self._default_channel)
         self._pid = os.getpid()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ladder-publisher", daemon=True)
@@ -271,7 +298,9 @@ class BlockingPublisher:
         self._closed = True
         if self._pid != os.getpid():
             return  # the loop and its connections belong to the process that made them
-        asyncio.run_coroutine_threadsafe(self._publisher.stop(), self._loop).result(self.timeout)
+        # (a stop past the timeout: its connections go with the loop below, the thread ends anyway)
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            asyncio.run_coroutine_threadsafe(self._publisher.stop(), self._loop).result(self.timeout)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(self.timeout)
         self._loop.close()

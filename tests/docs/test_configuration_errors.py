@@ -166,7 +166,7 @@ def test_a_publisher_on_the_memory_engine_is_refused_as_reaching_nobody() -> Non
     with pytest.raises(ConfigurationError, match="reaches nobody") as caught:
         Publisher("memory://")
     assert "redis://" in caught.value.fix and "hub.publish()" in caught.value.fix
-    with pytest.raises(ConfigurationError, match=r"^engine: a BlockingPublisher on memory://") as blocking:
+    with pytest.raises(ConfigurationError, match=r"^engine: a BlockingPublisher on the memory engine") as blocking:
         BlockingPublisher("memory://")  # (it named "a Publisher", which the user did not make)
     assert 'BlockingPublisher("redis://' in blocking.value.fix
 

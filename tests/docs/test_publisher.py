@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ladder import BlockingPublisher, ChannelOptions, Ladder, LadderError, Publisher
+from ladder import BlockingPublisher, ChannelOptions, ConfigurationError, Ladder, LadderError, Publisher
 from ladder.server.hub import internals
 from tests.server.harness import Peer
 from tests.support.redis import RedisServer
@@ -204,3 +204,103 @@ async def test_a_publisher_with_other_history_options_is_logged_once_per_channel
         ], "once by the publisher, once by the hub; a publisher given the hub's options says nothing"
     finally:
         await hub.stop()
+
+
+def test_a_publisher_used_in_a_second_event_loop_is_refused_naming_the_fix(redis_server: RedisServer) -> None:
+    """A module-level Publisher used from successive ``asyncio.run()`` calls (or behind
+    asgiref's ``async_to_sync``) stored each publication of the second loop twice: its
+    connections belonged to the first, closed loop, redis-py's write went out, its read
+    failed, and the retry sent the script again (offsets 1, 3, 5; subscribers got both)."""
+    publisher = Publisher(redis_server.url)
+
+    async def publish(n: int) -> int:
+        return (await publisher.publish("jobs:loops", n)).offset
+
+    assert asyncio.run(publish(1)) == 1
+    with pytest.raises(RuntimeError, match=r"another event loop.*async with Publisher\(url\).*BlockingPublisher"):
+        asyncio.run(publish(2))
+
+    async def check() -> None:
+        async with Publisher(redis_server.url) as again:
+            kept = await again.engine.history("jobs:loops", since=None, limit=10, options=ChannelOptions())
+            assert [p.data for p in kept.publications] == [1], "nothing stored twice, nothing more"
+
+    asyncio.run(check())
+
+    kept = Publisher(redis_server.url)
+
+    async def within_each_loop(n: int) -> int:
+        async with kept:  # (stopped in its loop: the next loop starts it again)
+            return (await kept.publish("jobs:loops", n)).offset
+
+    assert [asyncio.run(within_each_loop(n)) for n in (2, 3)] == [2, 3]
+
+
+def test_a_blocking_publisher_made_from_an_engine_object_follows_a_fork(redis_server: RedisServer) -> None:
+    """An engine object (the way to give a key prefix) used by the parent went into the child
+    as it was, connections and node id included: ``close()`` in the child raised "attached
+    to a different loop" (exit status 1), and ``send_user`` answers crossed between parent and
+    children. The child now makes an engine of its own with the same settings."""
+    from ladder.engine.redis import RedisEngine  # noqa: PLC0415
+
+    context = multiprocessing.get_context("fork")
+    publisher = BlockingPublisher(RedisEngine(redis_server.url, prefix="forked"), timeout=5)
+    try:
+        assert publisher.publish("tasks", "from the parent").offset == 1
+        results = context.Queue()
+        child = context.Process(target=_publish_and_close_in_child, args=(publisher, results))
+        child.start()
+        child.join(30)
+        assert results.get(timeout=5) == (2, "closed")
+        assert child.exitcode == 0
+        assert publisher.publish("tasks", "the parent again").offset == 3
+    finally:
+        publisher.close()
+
+
+def _publish_and_close_in_child(publisher: BlockingPublisher, results: Any) -> None:
+    try:
+        offset = publisher.publish("tasks", "from the child").offset
+        engine = publisher._publisher.engine
+        assert engine.prefix == "forked", "the same settings"  # type: ignore[attr-defined]
+        publisher.close()
+        results.put((offset, "closed"))
+    except BaseException as exc:  # the parent asserts on what happened
+        results.put(repr(exc))
+
+
+async def test_a_publisher_leaves_no_trace_of_a_node(redis_server: RedisServer) -> None:
+    """Every publisher wrote ``{prefix}:node:{id}`` (kept 10 minutes), which ops.md says it
+    does not: a per-request ``with BlockingPublisher(...)`` left one key per request."""
+    from redis.asyncio import Redis  # noqa: PLC0415
+
+    for n in range(3):
+        async with Publisher(redis_server.url) as publisher:
+            await publisher.publish("jobs:trace", n)
+    redis = Redis.from_url(redis_server.url)
+    try:
+        assert await redis.keys("ladder:node:*") == []
+    finally:
+        await redis.aclose()
+
+
+def test_a_memory_engine_object_is_refused_as_the_url_is() -> None:
+    from ladder.engine.memory import MemoryEngine  # noqa: PLC0415
+
+    for make in (Publisher, BlockingPublisher):
+        with pytest.raises(ConfigurationError, match="reaches nobody"):
+            make(MemoryEngine())
+
+
+async def test_a_publisher_on_a_redis_refusing_connections_fails_at_once() -> None:
+    """Its first publish waited 2 s for a pub/sub subscription that could not come (the
+    engine's start waits that long for one when Redis answers) before ``engine_unavailable``:
+    2 s per task for a worker making a publisher per task."""
+    loop = asyncio.get_running_loop()
+    publisher = Publisher(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    began = loop.time()
+    with pytest.raises(LadderError) as caught:
+        await publisher.publish("jobs:down", 1)
+    assert caught.value.code == "engine_unavailable"
+    assert loop.time() - began < 1.5, "not the 2 s wait for a subscription"
+    await publisher.stop()

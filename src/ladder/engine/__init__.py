@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError, install_hint
@@ -36,6 +37,24 @@ __all__ = [
     "SessionRouting",
     "create_engine",
 ]
+
+
+def remade(engine: Engine) -> Engine:
+    """A new, unstarted engine of ``engine``'s kind with its settings and a node id of its
+    own: what a forked process publishes with, since the connections (and the node id) of an
+    engine its parent used are the parent's. Raises ``ConfigurationError`` for an engine that
+    does not say what it was made with (``made_with``: a URL and keyword settings)."""
+    made = getattr(engine, "made_with", None)
+    if made is None:
+        raise ConfigurationError(
+            "engine",
+            f"a {type(engine).__name__} used before the process forked cannot be made again in the child",
+            "pass the engine's URL instead, or give the engine a made_with = (url, settings)",
+        )
+    url, settings = made
+    make: Any = type(engine)  # (an engine class that says made_with takes them back)
+    fresh: Engine = make(url, **{**settings, "node_id": None})
+    return fresh
 
 
 def create_engine(spec: str | Engine) -> Engine:

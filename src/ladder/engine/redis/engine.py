@@ -146,6 +146,20 @@ class RedisEngine(ComposedEngine):
         self.url = url
         self.prefix = prefix
         self.meta_ttl = meta_ttl
+        self.made_with: tuple[str, dict[str, Any]] = (
+            url,
+            {
+                "prefix": prefix,
+                "connect_timeout": connect_timeout,
+                "command_timeout": command_timeout,
+                "meta_ttl": meta_ttl,
+                "node_id": node_id,
+                "max_connections": max_connections,
+                "pool_timeout": pool_timeout,
+                "sweep_every": sweep_every,
+            },
+        )
+        """What it was made with (``ladder.engine.remade`` makes another alike, for a forked child)."""
         link = self._link = self._make_link(
             url,
             prefix=prefix,
@@ -253,10 +267,11 @@ class RedisEngine(ComposedEngine):
         self._link.sink = sink
         self._link.hears_all = self.answers_nodes
         self._link.open()
+        answered = True
         try:
             refusal = await self._ask()
         except (RedisError, OSError):
-            refusal = None
+            refusal, answered = None, False
         except BaseException:
             await self._link.close()
             raise
@@ -281,10 +296,13 @@ class RedisEngine(ComposedEngine):
             loop.create_task(self._routing.mark_forever(), name="ladder-redis-away-mark"),
         ]
         # Wait briefly for the first subscription so a node that starts healthy is usable
-        # at once; if Redis is down, keep starting: the listener retries in the background.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                await self._listener.subscribed.wait()
+        # at once; if Redis is down (it did not answer just now), keep starting without
+        # waiting: the listener retries in the background (a Publisher made per task paid
+        # these 2 s before each engine_unavailable).
+        if answered:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._listener.subscribed.wait()
 
     async def stop(self) -> None:
         # Cancel until done: a cancellation landing inside a redis-py command can be

@@ -134,7 +134,11 @@ class RedisRouting:
 
     async def keep_trace(self, now: float) -> None:
         """Write this node's trace if it was not written within ``TRACE_REFRESH`` (called
-        by the engine's heartbeat once Redis answered; a failure is tried at the next)."""
+        by the engine's heartbeat once Redis answered; a failure is tried at the next).
+        A process that answers no node (a ``Publisher``) makes no session and leaves none:
+        a short-lived publisher per request left a key for 10 minutes each."""
+        if not self._link.hears_all:
+            return
         if self._traced_at is not None and now - self._traced_at < TRACE_REFRESH:
             return
         try:

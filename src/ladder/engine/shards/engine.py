@@ -64,6 +64,8 @@ class ShardedEngine(ComposedEngine):
         if "prefix" in options:
             check_prefix("ShardedEngine(prefix=...)", options["prefix"])
         self.url = url
+        self.made_with: tuple[str, dict[str, Any]] = (url, {"node_id": node_id, **options})
+        """What it was made with (``ladder.engine.remade`` makes another alike, for a forked child)."""
         node = node_id or secrets.token_hex(4)
         self.shards = [
             (name, RedisEngine(single, node_id=node, **options)) for name, single in split_url(url)
