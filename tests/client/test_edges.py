@@ -125,6 +125,9 @@ def test_data_nested_254_deep_travels_in_both_encodings_and_255_is_refused_namin
     for codec in (JSON, MSGPACK):
         encoded = encode_message(codec, {"t": "call", "i": 7, "ev": "e", "d": deep(254)})
         assert codec.decode(encoded)[0] == {"t": "call", "i": 7, "ev": "e", "d": deep(254)}
+        # What the transports write (the message in its batch) is the same bytes: accepted
+        # at submit and refused there, it held back every later message of the session.
+        assert codec.encode({"t": "call", "i": 7, "ev": "e", "d": deep(254)}) == encoded
     assert orjson.loads(encode_message(JSON, {"t": "emit", "i": 1, "ev": "e", "d": deep(10)}))["d"] == deep(10)
     with pytest.raises(TypeError, match=r"^cannot send lists and dicts nested more than 254 deep at d"):
         encode_message(JSON, {"t": "call", "i": 7, "ev": "e", "d": deep(255)})

@@ -272,6 +272,23 @@ async def test_a_result_that_cannot_be_encoded_is_refused_saying_what_and_where(
     assert (await peer.request({"t": "call", "ev": "deep"}))["code"] == "handler_error"  # (the session goes on)
 
 
+async def test_a_result_nested_254_deep_is_answered(hub: Ladder) -> None:
+    """Protocol §2 carries 254 levels; a reply frame around such a result is 255, past what
+    orjson writes: it was ``handler_error`` ("the result could not be encoded") whatever the
+    client's encoding, and the same data in a client's JSON message wedged its session."""
+    deep: Any = "core"
+    for _ in range(254):
+        deep = [deep]
+
+    @hub.on("echo")
+    def echo(ctx: Context, data: Any) -> Any:
+        return data
+
+    peer = await Peer.open(hub, "alice")
+    answered = await peer.request({"t": "call", "ev": "echo", "d": deep})
+    assert answered["t"] == "reply" and answered["d"] == deep
+
+
 async def test_data_sent_that_cannot_be_encoded_raises_a_type_error_saying_what_and_where(hub: Ladder) -> None:
     """Protocol §2: data the application pushes that cannot be encoded is a ``TypeError``
     from ``send``, naming it and where it sits."""

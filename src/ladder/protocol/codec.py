@@ -314,13 +314,28 @@ class Codec:
         raise NotImplementedError
 
 
+def _json(body: Any) -> bytes:
+    """orjson's bytes of ``body``. A frame whose data is nested 254 deep (what §2 carries) is
+    written in two parts: orjson writes at most 255 levels, the frame's own map among them, so
+    the whole frame was refused (a client's message after it took an id, a handler's result
+    as ``handler_error`` whatever the client's encoding)."""
+    try:
+        return orjson.dumps(body, default=_json_default, option=_STRICT)
+    except orjson.JSONEncodeError:
+        if not (isinstance(body, dict) and "d" in body and len(body) > 1):
+            raise
+        head = orjson.dumps({key: value for key, value in body.items() if key != "d"}, option=_STRICT)
+        data = orjson.dumps(body["d"], default=_json_default, option=_STRICT)
+        return b'%b,"d":%b}' % (head[:-1], data)
+
+
 class JsonCodec(Codec):
     name = "json"
     binary = False
     content_type = "application/x-ndjson"
 
     def encode(self, body: Any) -> bytes:
-        out = orjson.dumps(body, default=_json_default, option=_STRICT)
+        out = _json(body)
         return _checked_tags(out) if _DOLLAR in out else out  # (no call for most values)
 
     def ack(self, number: int) -> bytes:
@@ -328,7 +343,7 @@ class JsonCodec(Codec):
 
     def tail(self, body: dict[str, Any]) -> bytes:
         # b'{"a":1,"b":2}' -> b'"a":1,"b":2}' ; an empty body keeps just the brace.
-        out = orjson.dumps(body, default=_json_default, option=_STRICT)
+        out = _json(body)
         return (_checked_tags(out) if _DOLLAR in out else out)[1:]
 
     def stamp(self, tail: bytes, fields: int, seq: int) -> bytes:
@@ -613,19 +628,6 @@ class Payload:
         return len(self.json)
 
 
-def _encoded(codec: Codec, frame: dict[str, Any]) -> bytes:
-    """``codec.encode(frame)``; in JSON, data nested 254 deep (what §2 carries) is written
-    on its own and put in place when the whole frame is refused: orjson writes at most 255
-    levels, the frame's own map among them."""
-    try:
-        return codec.encode(frame)
-    except (TypeError, ValueError, OverflowError):
-        if codec.binary or "d" not in frame:
-            raise
-        head = codec.encode({key: value for key, value in frame.items() if key != "d"})
-        return b'%b,"d":%b}' % (head[:-1], codec.encode(frame["d"]))
-
-
 def encode_message(codec: Codec, frame: dict[str, Any]) -> bytes:
     """Encode a client message, or raise ``TypeError`` naming what cannot be sent.
 
@@ -634,7 +636,7 @@ def encode_message(codec: Codec, frame: dict[str, Any]) -> bytes:
     and every message after it would wait for it forever.
     """
     try:
-        encoded = _encoded(codec, frame)
+        encoded = codec.encode(frame)
         if codec.binary:
             codec.decode(encoded)
     except (TypeError, ValueError, OverflowError, LadderError) as exc:
