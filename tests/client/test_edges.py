@@ -577,3 +577,51 @@ async def test_an_automatic_refresh_the_server_refuses_is_told_as_an_error_event
     assert error == ServerError("unauthorized", "token refresh failed: signature expired")
     assert client.state == "connected", "the session goes on until exp"
     await client.close()
+
+
+async def test_a_subscribe_refused_before_it_was_sent_leaves_nothing_behind() -> None:
+    """Refused with ``queue_full`` (or a ``TypeError``), the subscription stayed in the client's
+    table: the next ``subscribe`` returned it without sending anything (``ready()`` waited for
+    ever), and one whose name cannot travel broke the next session's renewals (the client
+    gave up with ``internal``)."""
+    server = FakeServer()
+    client, _ = await connected_client(server, transports=["websocket"], max_queue=2)
+    server.hold_writes = asyncio.Event()  # (nothing acknowledged: the queue fills)
+    await client.emit("e", 1)
+    await client.emit("e", 2)
+    with pytest.raises(LadderError) as full:
+        client.subscribe("room:a")
+    assert full.value.code == "queue_full"
+    with pytest.raises(TypeError, match="lone surrogate at ch"):
+        await client.publish("room:\ud800", 1)
+    server.hold_writes.set()
+    await until(lambda: len(server.ups("emit")) == 2, "the emits written")
+    sub = client.subscribe("room:a")
+    (ask,) = await _sub_asks(server, 1)
+    assert ask["ch"] == "room:a", "sent this time"
+    server.push({"t": "reply", "re": ask["i"], "d": {"ch": "room:a", "ep": "E", "off": 0, "rec": True, "n": 0}})
+    assert (await asyncio.wait_for(sub.ready(), 5)).channel == "room:a"
+    assert list(client._subs) == ["room:a"]
+    await client.close()
+
+
+async def _sub_asks(server: FakeServer, count: int) -> list[dict[str, object]]:
+    await until(lambda: len(server.ups("sub")) >= count, f"{count} sub frame(s) written")
+    return server.ups("sub")
+
+
+async def test_unsubscribing_an_ended_subscription_leaves_the_channel_s_newer_one_alone() -> None:
+    """``old.unsubscribe()`` (in a ``finally``, say) after ``new = subscribe(channel)`` ended
+    ``new``; and ``ready()`` of a subscription unsubscribed before the server confirmed it said
+    "client is closed" of a connected client."""
+    server = FakeServer()
+    client, _ = await connected_client(server, transports=["websocket"])
+    old = client.subscribe("room:b")
+    await old.unsubscribe()
+    with pytest.raises(LadderError) as early:
+        await old.ready()
+    assert early.value.code == "closed" and "unsubscribed from 'room:b' before the server confirmed it" in str(early.value)
+    new = client.subscribe("room:b")
+    await old.unsubscribe()
+    assert new.active and client._subs.get("room:b") is new
+    await client.close()

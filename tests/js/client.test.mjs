@@ -390,6 +390,27 @@ describe("reliability", () => {
     assert.deepEqual(seen, [8, 4], "each publication after the offset its resync named");
   });
 
+  test("a subscribe refused with queue_full leaves nothing behind: the next one is sent", async () => {
+    // (it stayed in the client's table: the next subscribe returned it, never sent, and its
+    // ready() waited for ever)
+    const { client, net } = setup({ transports: ["websocket"], maxQueue: 2 });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    client.emit("e", 1);
+    client.emit("e", 2);
+    assert.throws(() => client.subscribe("room:q"), (e) => e.code === "queue_full");
+    await settle();
+    ws.receive([{ t: "ack", i: 2 }]);
+    await settle();
+    const sub = client.subscribe("room:q");
+    await settle();
+    assert.deepEqual(ws.wrote("sub").map((f) => [f.ch, f.i]), [["room:q", 3]]);
+    ws.receive([{ s: 1, t: "reply", re: 3, d: { ch: "room:q", ep: "E", off: 0, rec: true, n: 0 } }]);
+    assert.equal((await sub.ready()).epoch, "E");
+  });
+
   test("a new session renews subscriptions even when the carried messages fill the queue", async () => {
     const { client, clock, net, of } = setup({ transports: ["websocket"], maxQueue: 2 });
     client.start();

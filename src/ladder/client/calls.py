@@ -64,7 +64,16 @@ class Calls(Connection):
             max_buffer=self.max_buffer,
         )
         self._subs[channel] = sub
-        self._submit_subscribe(sub)
+        try:
+            self._submit_subscribe(sub)
+        except BaseException:
+            # Refused before it was sent (queue_full, data or a name that cannot travel): not
+            # followed. Kept, it was returned by the next subscribe without ever being sent
+            # (ready() waited for ever), or broke the next session's renewals.
+            if self._subs.get(channel) is sub:
+                del self._subs[channel]
+            sub.end(why="the subscription was refused before it was sent")
+            raise
         return sub
 
     async def unsubscribe(self, channel: str) -> None:
@@ -74,7 +83,7 @@ class Calls(Connection):
         if sub is None:
             return
         held = not sub.waiting_to_renew  # (a renewal refused for now: the server holds none)
-        sub.end()
+        sub.end(why=f"unsubscribed from {channel!r} before the server confirmed it")
         if not held:
             return
         self._submit({"t": "unsub", "ch": channel}, None)

@@ -24,6 +24,7 @@ class Unsubscriber(Protocol):
     def _call_back(self, what: str, callback: Callable[[Any], Any], value: Any) -> None: ...
 
     _run_task: asyncio.Task[None] | None
+    _subs: dict[str, Subscription]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +134,12 @@ class Subscription:
         return None if self.epoch is None else (self.epoch, self.offset)
 
     async def unsubscribe(self) -> None:
-        """Stop following the channel (``async for`` ends)."""
-        await self.client.unsubscribe(self.channel)
+        """Stop following the channel (``async for`` ends). A subscription that already ended
+        (unsubscribed, refused) leaves the channel's newer subscription alone."""
+        if self.client._subs.get(self.channel) is self:
+            await self.client.unsubscribe(self.channel)
+        else:
+            self.end()
 
     def listen(self, on_publication: Callable[[Publication], Any]) -> None:
         """Call ``on_publication`` with every publication from now on, too."""
@@ -244,13 +249,15 @@ class Subscription:
         self.offset = offset
         self.recovered = False
 
-    def end(self, error: BaseException | None = None) -> None:
+    def end(self, error: BaseException | None = None, *, why: str | None = None) -> None:
+        """Stop: ``error`` ends ``async for`` with it; ``why`` is what a ``ready()`` still
+        waiting hears otherwise (``closed``, the client's own words by default)."""
         self.active = False
         self.cancel_retry()
         if error is not None:
             self._fail(error)
         if not self._ready.done():
-            self._ready.set_exception(error or LadderError("closed"))
+            self._ready.set_exception(error or (LadderError("closed", why) if why else LadderError("closed")))
             self._ready.exception()
         self._wake()
 

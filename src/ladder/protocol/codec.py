@@ -628,6 +628,15 @@ class Payload:
         return len(self.json)
 
 
+def _unsendable(frame: dict[str, Any]) -> TypeError:
+    """Why a message cannot be sent: a name (``ch``, ``ev``) with a lone surrogate, else
+    its data's culprit (as the browser client says it)."""
+    for key, value in frame.items():
+        if key != "d" and isinstance(value, str) and _lone_surrogate(value):
+            return TypeError(f"cannot send a str with a lone surrogate at {key}: names are text ({value!r})")
+    return unencodable(frame.get("d"), "d")
+
+
 def encode_message(codec: Codec, frame: dict[str, Any]) -> bytes:
     """Encode a client message, or raise ``TypeError`` naming what cannot be sent.
 
@@ -640,7 +649,7 @@ def encode_message(codec: Codec, frame: dict[str, Any]) -> bytes:
         if codec.binary:
             codec.decode(encoded)
     except (TypeError, ValueError, OverflowError, LadderError) as exc:
-        raise unencodable(frame.get("d"), "d") from exc
+        raise _unsendable(frame) from exc
     if codec.binary and _MSGPACK_TAG in encoded:
         # msgpack carries a bad {"$b": str} map, JSON readers could not (what else _culprit
         # finds, msgpack has refused above)

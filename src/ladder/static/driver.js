@@ -528,7 +528,15 @@ export class Client extends Emitter {
     if (!sub || !sub.active) {
       sub = new Subscription(channel, { since, recent, unsubscribe: (s) => this._unsubscribe(s) });
       this._subs.set(channel, sub);
-      this._submitSubscribe(sub);
+      try {
+        this._submitSubscribe(sub);
+      } catch (error) {
+        // Refused before it was sent (queue_full, a name that cannot travel): not followed.
+        // Kept, the next subscribe returned it unsent (ready() waited for ever).
+        if (this._subs.get(channel) === sub) this._subs.delete(channel);
+        sub.end(null);
+        throw error;
+      }
     }
     if (onPublication) sub.listen(onPublication);
     return sub;
