@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from ladder import LadderError
-from ladder.protocol.frames import Hello, Previous
+from ladder.protocol.frames import Call, Hello, Previous
 from ladder.protocol.session import Phase
 from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
@@ -60,6 +60,32 @@ async def test_tasks_still_running_when_the_hub_stops_are_cancelled() -> None:
     internals(hub).tasks.spawn(forever.wait(), "straggler")
     await hub.stop()
     assert not internals(hub).tasks._tasks, "the straggler was cancelled, not left running"
+
+
+async def test_a_post_whose_handler_never_returns_is_answered_shutting_down_when_the_hub_stops() -> None:
+    """A POST's request task runs its messages' handlers; the hub's stop cancelled only its own
+    tasks, and uvicorn waited on SIGTERM for that request for ever (a process that never
+    exited behind a handler stuck on a lock, say). It is the hub's work now: cancelled with
+    it, and answered ``shutting_down`` (no traceback from the ASGI server)."""
+    hub = make_hub()
+    stuck = asyncio.Event()
+
+    @hub.on("stuck")
+    async def never(ctx: object, data: object) -> None:
+        stuck.set()
+        await asyncio.Event().wait()
+
+    await hub.start()
+    peer = await Peer.open(hub)
+    posting = asyncio.create_task(internals(hub).gateway.receive(peer.session, None, [Call(i=1, ev="stuck", d=None)]))
+    async with asyncio.timeout(5):
+        await stuck.wait()
+        await hub.stop()
+    with pytest.raises(LadderError) as answered:
+        async with asyncio.timeout(5):  # (it waited for ever)
+            await posting
+    assert answered.value.code == "shutting_down"
+    assert not internals(hub).tasks.borrowed
 
 
 async def test_a_session_moving_in_while_stopping_is_told_to_go_elsewhere() -> None:

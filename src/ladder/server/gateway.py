@@ -3,6 +3,7 @@ request, hand in client frames, report refusals. Drivers import this, never the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
@@ -64,7 +65,28 @@ class Gateway:
         self, session: Session, att: Attachment | None, frames: Iterable[ClientFrame]
     ) -> Coroutine[Any, Any, None]:
         """Client frames that arrived on ``att`` (None: a POST), applied in order."""
+        if att is None:
+            return self._receive_posted(session, frames)
         return self.inbound.receive(session, att, frames)
+
+    async def _receive_posted(self, session: Session, frames: Iterable[ClientFrame]) -> None:
+        """A POST's request task applies its messages, handlers included: the hub's work
+        meanwhile, cancelled with its tasks on stop (uvicorn waited for ever, on SIGTERM,
+        for a POST whose handler never returned)."""
+        task = asyncio.current_task()
+        borrowed = self.inbound.tasks.borrowed
+        if task is not None:
+            borrowed.add(task)
+        try:
+            await self.inbound.receive(session, None, frames)
+        except asyncio.CancelledError:
+            if task is None or not self._node.stopped:
+                raise
+            task.uncancel()  # (the hub's stop, not the client's going: answered, no traceback)
+            raise LadderError("shutting_down", "this server is shutting down") from None
+        finally:
+            if task is not None:
+                borrowed.discard(task)
 
     def refuse(
         self, session: Session, att: Attachment | None, errors: Iterable[LadderError], transport: str

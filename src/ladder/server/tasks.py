@@ -14,12 +14,15 @@ log = logging.getLogger("ladder")
 class Tasks:
     """The hub's background tasks: spawned, kept referenced, waited for on stop."""
 
-    __slots__ = ("_tasks", "now")
+    __slots__ = ("_tasks", "borrowed", "now")
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.now = False
         """True while :meth:`run_now` runs a coroutine outside any task."""
+        self.borrowed: set[asyncio.Task[Any]] = set()
+        """Requests' tasks doing the hub's work meanwhile (a POST applying its messages, its
+        handlers included): waited for and cancelled on stop as the hub's own are."""
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -37,13 +40,21 @@ class Tasks:
         engine goes), then cancel the rest: they would run on against a stopped engine."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._tasks and (left := deadline - loop.time()) > 0:
-            await asyncio.wait(set(self._tasks), timeout=left)
-        pending = set(self._tasks)
-        for task in pending:
-            task.cancel()
-        if pending:
+        while (running := self._running()) and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(running, timeout=left)
+        for _ in range(3):  # (a cancelled drain spawns the task that answers its message)
+            pending = self._running()
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
             await asyncio.wait(pending, timeout=1.0)
+
+    def _running(self) -> set[asyncio.Task[Any]]:
+        """The hub's tasks and those it borrowed, but the caller's own."""
+        running = self._tasks | self.borrowed
+        running.discard(cast(asyncio.Task[Any], asyncio.current_task()))
+        return running
 
     def run_now(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``coro`` now, in the caller's turn, with no task made if it never waits; if it
