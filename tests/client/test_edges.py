@@ -625,3 +625,21 @@ async def test_unsubscribing_an_ended_subscription_leaves_the_channel_s_newer_on
     await old.unsubscribe()
     assert new.active and client._subs.get("room:b") is new
     await client.close()
+
+
+def test_a_client_used_from_another_event_loop_says_so_naming_the_fix() -> None:
+    """After the ``asyncio.run()`` that connected it, a call from a second one timed out
+    ("no reply") and ``close()`` raised a bare "Event loop is closed"."""
+    made: dict[str, FakeClient] = {}
+
+    async def first() -> None:
+        made["client"], _ = await connected_client(FakeServer(), transports=["websocket"])
+
+    async def second(use: str) -> None:
+        client = made["client"]
+        await (client.call("echo", 1, timeout=1) if use == "call" else client.close())
+
+    asyncio.run(first())
+    for use in ("call", "close"):
+        with pytest.raises(RuntimeError, match=r"works in the event loop it connected in.*make one per loop"):
+            asyncio.run(second(use))

@@ -64,7 +64,7 @@ async def test_what_falls_due_is_expired_and_what_was_refreshed_waits_again() ->
         await engine.unlisten(f"u:{n}")
     clock.now += 30.0 + 60.0  # idle for idle_ttl, history older than its ttl
     engine.sweep(clock.now)
-    assert engine.details()["channels"] == 0
+    assert engine.details()["kept"] == 0
     assert lines_run(lambda: engine.sweep(clock.now + 5.0)) < 100
 
 

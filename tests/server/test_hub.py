@@ -573,3 +573,19 @@ async def test_jwt_leeway_holds_the_credentials_that_long_past_exp() -> None:
     with pytest.raises(LadderError) as refused:
         await run_authenticate(JWT(secret), request)
     assert refused.value.code == "token_expired"
+
+
+async def test_health_s_channels_are_those_with_subscribers_here_as_the_metric_says() -> None:
+    """On the memory engine, /health's ``channels`` was the engine's count of the channels it
+    keeps (an hour after their last use), not ``ladder_channels``: 2 with nobody subscribed."""
+    hub = Ladder()
+    await hub.start()
+    peer = await Peer.open(hub)
+    await peer.request({"t": "sub", "ch": "room:h"})
+    node = internals(hub)
+    assert node.health()["channels"] == 1 == len(node.channels)
+    await peer.request({"t": "unsub", "ch": "room:h"})
+    assert node.health()["channels"] == 0 == len(node.channels)
+    assert 'ladder_channels 0.0' in node.metrics.render().decode()
+    assert node.health()["kept"] == 1, "the engine still keeps its history and position"
+    await hub.stop()

@@ -204,3 +204,17 @@ class ClientBase:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _in_its_loop(self) -> None:
+        """Refuse use from another event loop than the one the client connected in: its
+        tasks and futures are that loop's (a call from a second ``asyncio.run()`` timed out
+        and ``close()`` raised "Event loop is closed"; from another thread's loop, nothing
+        said it was unsafe)."""
+        task = self._run_task
+        if task is not None and task.get_loop() is not asyncio.get_running_loop():
+            raise RuntimeError(
+                "this Client works in the event loop it connected in, and this is another one "
+                "(each asyncio.run() makes its own; another thread runs its own): use the client "
+                "in its loop, or make one per loop (async with Client(url) as client: inside the "
+                "coroutine asyncio.run runs)"
+            )

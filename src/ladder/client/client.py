@@ -294,6 +294,7 @@ class Client(Calls):
         """End the session (the server forgets it at once) and release everything."""
         if self.state == "closed":
             return
+        self._in_its_loop()
         conn = self._conn
         connected = self.state == "connected"
         self._set_state("closed", "the client was closed")

@@ -36,6 +36,7 @@ class Connection(Switching):
         check_timeout(timeout, "for connect_timeout alone")
         if self.state == "closed":
             raise self._fatal or LadderError("closed", "this client was closed")
+        self._in_its_loop()
         loop = asyncio.get_running_loop()
         if self._run_task is None:
             # No HTTP client yet: the race starts with the WebSocket at once, and the HTTP

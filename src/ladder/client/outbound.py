@@ -41,6 +41,7 @@ class Outbound(ClientBase):
         check_timeout(timeout, "to wait for as long as it takes")
         if self.state == "closed":  # (it waited for good)
             raise self._fatal or LadderError("closed", "this client was closed")
+        self._in_its_loop()
         conn = self._conn
         if (
             conn is not None
@@ -80,6 +81,7 @@ class Outbound(ClientBase):
         every message after it would wait for it forever."""
         if self.state == "closed":
             raise self._fatal or LadderError("closed", "this client was closed")
+        self._in_its_loop()
         too_large = self._too_large({**frame, "i": self.peer.outbox.last + 1}, self._limits)
         if too_large is not None:
             raise too_large

@@ -105,4 +105,7 @@ class MemoryEngine(ComposedEngine):
             self._sweeper = None
 
     def details(self) -> dict[str, Any]:
-        return {"engine": "memory", "healthy": True, "channels": len(self._channels)}
+        # ``kept``, not ``channels``: /health merges this over the node's own ``channels``
+        # (those with subscribers here), which it replaced with the engine's count of
+        # channels it keeps (history and position, an hour after their last use).
+        return {"engine": "memory", "healthy": True, "kept": len(self._channels)}
