@@ -384,7 +384,12 @@ def _ws_path(text: str) -> str:
 
 
 def _header_bytes(text: str) -> int:
-    value = _positive(text)
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of bytes, got {text!r}") from None
+    if value > _MOST:
+        raise argparse.ArgumentTypeError(f"must be at most {_MOST:,}, got {value:,}")
     if value < SMALLEST_HEADERS:
         raise argparse.ArgumentTypeError(
             f"must be at least {SMALLEST_HEADERS} (a request line and its Host header need more), got {value}"

@@ -61,6 +61,9 @@ class FakeTransport(Transport):
             raise TransportClosed(f"{self.name}: closed")
         self.server.writes.append((self, [dict(frame) for frame in frames]))
         self.server.wrote.set()
+        stall = self.server.stalls.pop(0) if self.server.stalls else None
+        if stall is not None:  # (written, and its answer slow: a POST whose handler runs)
+            await stall.wait()
         failure = self.server.failures.pop(0) if self.server.failures else None
         if failure is not None:
             raise failure
@@ -92,6 +95,8 @@ class FakeServer:
         """The welcome's ``lim``, when a test sets one."""
         self.exp: float | None = None
         """The welcome's ``exp`` (Unix time the credentials expire), when a test sets one."""
+        self.stalls: list[asyncio.Event | None] = []
+        """What the next writes wait for once written (None: that one is answered at once)."""
         self.hold_writes: asyncio.Event | None = None
         """Upstream writes wait for this, when a test sets it (an upload that hangs)."""
 

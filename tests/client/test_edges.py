@@ -643,3 +643,26 @@ def test_a_client_used_from_another_event_loop_says_so_naming_the_fix() -> None:
     for use in ("call", "close"):
         with pytest.raises(RuntimeError, match=r"works in the event loop it connected in.*make one per loop"):
             asyncio.run(second(use))
+
+
+async def test_an_answer_that_arrived_is_not_held_back_by_a_later_message_s_slow_write() -> None:
+    """A call awaited the client's writer before its answer, and the writer, one at a time,
+    went on with the next call's POST, which the server holds while that handler runs (up to
+    the POST's 10 s timeout): ``gather(call("slow", 2), call("slow", 12))`` on long polling got
+    the first answer after 12 s, though it had arrived at 2 s."""
+    server = FakeServer()
+    client, _ = await connected_client(server, transports=["longpoll"])
+    first_written, second_written = asyncio.Event(), asyncio.Event()
+    server.stalls = [first_written, second_written]
+    first = asyncio.create_task(client.call("first", 1, timeout=10))
+    await until(lambda: len(server.ups("call")) == 1, "the first call written (its answer slow)")
+    second = asyncio.create_task(client.call("second", 2, timeout=10))
+    await until(lambda: len(client.peer.outbox) == 2, "the second call queued")
+    first_written.set()
+    await until(lambda: len(server.ups("call")) == 2, "the second call written (its answer slow)")
+    server.push({"t": "reply", "re": 1, "d": "one"})
+    assert await asyncio.wait_for(first, 3) == "one", "not held back by the second call's write"
+    second_written.set()
+    server.push({"t": "reply", "re": 2, "d": "two"})
+    assert await asyncio.wait_for(second, 3) == "two"
+    await client.close()

@@ -761,6 +761,7 @@ async def test_a_node_without_redis_does_not_walk_the_client_down_the_ladder(tmp
         (("tests.support.mounted:app", "--native-ws-path", "/api/realtime/ws", "--ws-deflate"), "drop one"),
         (("tests.support.apps:hub", "--native-ws-path", "/ws"), "a hub served alone has its WebSockets at /ws"),
         (("tests.support.apps:hub", "--max-header-size", "10"), "must be at least 1024"),
+        (("tests.support.apps:hub", "--max-header-size", "0"), "must be at least 1024"),
     ],
 )
 def test_websocket_and_header_options_that_cannot_work_are_refused_before_serving(

@@ -118,9 +118,13 @@ class Outbound(ClientBase):
                 future.set_result(reply.get("d"))
 
         msg_id = self._submit(frame, settle)
+        # Written in the background, as an emit is: awaited here, the answer waited for the
+        # writer, which is one at a time per client, and on an HTTP rung a later call's
+        # POST is held by the server while its handler runs (up to the POST's 10 s timeout):
+        # an answer that had arrived waited for it.
+        self._spawn(self._flush())
         try:
-            async with asyncio.timeout(timeout):  # (the write too: an upload may hang)
-                await self._flush()
+            async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
             never = " (this client was never connected: call `await client.connect()`)"

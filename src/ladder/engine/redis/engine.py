@@ -270,8 +270,9 @@ class RedisEngine(ComposedEngine):
         answered = True
         try:
             refusal = await self._ask()
-        except (RedisError, OSError):
+        except (RedisError, OSError) as exc:
             refusal, answered = None, False
+            self.last_error = heartbeat_error(exc, shown(self.url))  # (/health says why at once)
         except BaseException:
             await self._link.close()
             raise
