@@ -282,7 +282,6 @@ export interface LadderClient {
    * Rejects with `unauthorized`, `token_expired` or `forbidden` (another user's token).
    */
   refresh(token?: string | null, options?: CallOptions): Promise<void>;
-  /** The newest `limit` publications kept for a channel. */
   /** The newest `limit` publications kept, oldest first; fewer when they would take more than half of the server's `lim.qbytes` (the newest that fit). */
   history<T = any>(channel: string, options?: { limit?: number } & CallOptions): Promise<Publication<T>[]>;
   /** Listen to an event; returns a function that removes the listener. */

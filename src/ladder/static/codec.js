@@ -152,19 +152,18 @@ export function unencodable(value, where = "") {
 }
 
 /**
- * Why a message cannot be sent: its data's culprit, else a name (`ev`, `ch`) with a lone
- * surrogate.
+ * Why a message cannot be sent: a name (`ev`, `ch`) with a lone surrogate, else its data's
+ * culprit (as the Python client says it).
  * @param {Frame} frame
  * @returns {TypeError}
  */
 function unsendable(frame) {
-  const found = unencodable(frame.d, "d");
   for (const [key, value] of Object.entries(frame)) {
     if (key !== "d" && typeof value === "string" && !wellFormed(value)) {
       return new TypeError(`cannot send a string with a lone surrogate at ${key}: names are text (${JSON.stringify(value)})`);
     }
   }
-  return found;
+  return unencodable(frame.d, "d");
 }
 
 /**
@@ -198,8 +197,9 @@ function checker(frame) {
 /**
  * Encode one client message, or throw a TypeError naming what cannot be sent (a BigInt, an
  * object that contains itself, a Date, a Map, NaN, a function: JSON would drop or alter them
- * without a word; a lone surrogate, data nested more than 254 deep: the server refuses them). Done before the message takes an id: a numbered message that never
- * reaches the server would hold back every message after it. A property whose value is
+ * without a word; a lone surrogate, data nested more than 254 deep: the server refuses
+ * them). Done before the message takes an id: a numbered message that never reaches the
+ * server would hold back every message after it. A property whose value is
  * `undefined` is left out, as JSON does.
  * @param {Frame} frame
  * @returns {string}
