@@ -96,10 +96,13 @@ async def nodes(cluster: RedisCluster) -> AsyncIterator[list[tuple[RedisClusterE
     made: list[tuple[RedisClusterEngine, Sink]] = []
     try:
         for name in ("node-a", "node-b"):
-            # (5 s per command, not 1: these tests are not about slow answers, and the suite's
-            # first run shares two cores with the compiled build's compiler and Chromium, where
-            # a fresh cluster's first 50 publications, opening every connection, once took 1 s)
-            engine = RedisClusterEngine(cluster.url, node_id=name, sweep_every=0.2, command_timeout=5.0)
+            # (5 s per command and per connection, not 1 and 0.5: these tests are not about slow
+            # answers, and the suite's first run shares two cores with the compiled build's
+            # compiler and Chromium, where a fresh cluster's first 50 publications, opening
+            # every connection, once took 1 s, and once timed out connecting)
+            engine = RedisClusterEngine(
+                cluster.url, node_id=name, sweep_every=0.2, command_timeout=5.0, connect_timeout=5.0
+            )
             sink = Sink()
             await engine.start(sink)
             assert engine.healthy
