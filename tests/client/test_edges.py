@@ -12,6 +12,7 @@ import pytest
 from ladder import LadderError
 from ladder.protocol.client.backoff import Reconnect
 from tests.client.fakes import FakeClient, FakeServer, connected_client
+from tests.client.test_renewal import sub_written
 from tests.support.waiting import until
 
 
@@ -597,17 +598,12 @@ async def test_a_subscribe_refused_before_it_was_sent_leaves_nothing_behind() ->
     server.hold_writes.set()
     await until(lambda: len(server.ups("emit")) == 2, "the emits written")
     sub = client.subscribe("room:a")
-    (ask,) = await _sub_asks(server, 1)
+    (ask,) = await sub_written(server, 0)
     assert ask["ch"] == "room:a", "sent this time"
     server.push({"t": "reply", "re": ask["i"], "d": {"ch": "room:a", "ep": "E", "off": 0, "rec": True, "n": 0}})
     assert (await asyncio.wait_for(sub.ready(), 5)).channel == "room:a"
     assert list(client._subs) == ["room:a"]
     await client.close()
-
-
-async def _sub_asks(server: FakeServer, count: int) -> list[dict[str, object]]:
-    await until(lambda: len(server.ups("sub")) >= count, f"{count} sub frame(s) written")
-    return server.ups("sub")
 
 
 async def test_unsubscribing_an_ended_subscription_leaves_the_channel_s_newer_one_alone() -> None:
