@@ -520,3 +520,25 @@ async def test_messages_given_back_when_the_engine_went_away_are_written_again_o
                 except TimeoutError:
                     pytest.fail(f"{rung}: the messages given back were never acknowledged")
                 assert await client.call("records", key, timeout=5) == ["b", "c"], rung
+
+
+@pytest.mark.parametrize("rung", ["sse", "longpoll", "poll"])
+async def test_close_ends_the_session_at_once_while_a_call_is_in_its_handler(server: LadderServer, rung: str) -> None:
+    """protocol §3.6: a ``bye`` needs no order. On an HTTP rung the client's ``bye`` waited
+    behind the POST of a call still in its handler (3 s): ``close()`` gave up on it after 1 s
+    and the session lived on, unended, until its ttl."""
+    client = Client(server.url, transports=[rung])
+    await client.connect()
+    napping: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    client.on("push", lambda push: napping.done() or napping.set_result(push.event))
+    call = asyncio.create_task(client.call("nap", 3, timeout=10))
+    assert await asyncio.wait_for(napping, 5) == "napping"  # the handler runs now
+    assert metric(httpx.get(f"{server.url}/metrics", timeout=5).text, "ladder_sessions") == 1
+    started = time.monotonic()
+    await client.close()
+    closed = time.monotonic() - started
+    with pytest.raises(LadderError) as refused:
+        await call
+    assert refused.value.code == "closed"
+    sessions = metric(httpx.get(f"{server.url}/metrics", timeout=5).text, "ladder_sessions")
+    assert (sessions, closed < 0.9) == (0, True), f"{sessions} session(s) left after close() took {closed:.2f} s"

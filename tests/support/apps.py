@@ -138,6 +138,14 @@ async def sleep(ctx: Context, seconds: float) -> float:
     return seconds
 
 
+@hub.on("nap")
+async def nap(ctx: Context, seconds: float) -> float:
+    """``sleep``, telling its caller first (a ``napping`` push) that its handler runs."""
+    await hub.send(ctx.session_id, "napping", seconds)
+    await asyncio.sleep(seconds)
+    return seconds
+
+
 @hub.on("kick")
 async def kick(ctx: Context, session_id: str | None) -> bool:
     """End a session (the caller's by default) from the server side."""

@@ -5,8 +5,8 @@ import { errorOf, TransportClosed } from "./errors.js";
 import { encodeBatch } from "./codec.js";
 import { Transport } from "./transport.js";
 
-/** Frames a POST may carry alongside another one still answered (protocol §3.6). */
-export const UNORDERED = new Set(["ack", "ping", "pong"]);
+/** Frames a POST may carry alongside another one still answered (protocol §3.6): a `bye` too. */
+export const UNORDERED = new Set(["ack", "ping", "pong", "bye"]);
 const UTF8 = new TextEncoder();
 
 /** @typedef {import("./codec.js").Frame} Frame */

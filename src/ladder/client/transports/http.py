@@ -76,8 +76,9 @@ def unreachable(rung: str, url: str, exc: Exception) -> str:
     return f"{rung}: request to {url} failed ({exc!r})"
 
 
-UNORDERED: Final = frozenset({"ack", "ping", "pong"})
-"""Frames a POST may carry alongside another one still answered (protocol §3.6)."""
+UNORDERED: Final = frozenset({"ack", "ping", "pong", "bye"})
+"""Frames a POST may carry alongside another one still answered (protocol §3.6): a ``bye``
+too, or ``close()`` would wait behind a call's POST until its handler returns."""
 
 
 class HttpTransport(Transport):
