@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from ladder.client import ProbeResult, Publication, StateChanged
+from ladder.client import ProbeResult, Publication, Push, StateChanged
 from ladder.protocol.peer import Frame
 from tests.client.fakes import FakeClient, FakeServer, FakeTransport
 
@@ -180,4 +180,38 @@ async def test_a_reconnect_on_the_same_rung_goes_on_with_the_probe_schedule(monk
     (back, _), (third, _) = times
     assert third - second >= 0.79, f"the third probe came {third - second:.2f} s after the second"
     assert third - back > 0.5, f"the schedule started again: a probe {third - back:.2f} s after reconnecting"
+    await client.close()
+
+
+async def test_off_and_a_listeners_stop_end_their_callbacks_and_no_other() -> None:
+    """The browser client's ``off`` and ``listen``'s remover, in the Python client: there was
+    no way to stop an event callback or a publication listener short of closing."""
+    server = FakeServer()
+    client = FakeClient(server, transports=["websocket"])
+    pushes: list[object] = []
+    kept: asyncio.Queue[object] = asyncio.Queue()
+
+    def record(push: Push) -> None:
+        pushes.append(push.data)
+
+    client.on("push", record)
+    client.on("push", lambda push: kept.put_nowait(push.data))
+    with pytest.raises(ValueError, match="unknown event 'pushes'"):
+        client.off("pushes", pushes.append)
+    assert client.off("push", pushes.append) is False  # (not the one registered)
+    await client.connect(timeout=5)
+    heard: list[object] = []
+    sub = client.subscribe("room", on_publication=lambda pub: heard.append(("first", pub.data)))
+    stop = sub.listen(lambda pub: heard.append(("second", pub.data)))
+    await client.flush(timeout=5)
+    server.push({"t": "push", "ev": "hi", "d": 1}, {"t": "pub", "ch": "room", "o": 1, "d": "a"})
+    assert await asyncio.wait_for(kept.get(), 5) == 1
+    assert pushes == [1] and heard == [("first", "a"), ("second", "a")]
+
+    assert client.off("push", record) is True
+    stop()
+    stop()  # (twice: nothing more to stop)
+    server.push({"t": "push", "ev": "hi", "d": 2}, {"t": "pub", "ch": "room", "o": 2, "d": "b"})
+    assert await asyncio.wait_for(kept.get(), 5) == 2
+    assert pushes == [1] and heard == [("first", "a"), ("second", "a"), ("first", "b")]
     await client.close()

@@ -454,3 +454,14 @@ class Client(Calls):
             return fn
 
         return register if callback is None else register(callback)
+
+    def off(self, name: str, callback: Callable[[Any], Any]) -> bool:
+        """Stop calling ``callback`` for ``name`` (every time it was registered), as the
+        browser client's ``off``; False when it was not registered. An unknown name raises
+        ``ValueError``, as in :meth:`on`."""
+        if name not in EVENT_NAMES:
+            raise ValueError(f"unknown event {name!r}; one of {sorted(EVENT_NAMES)}")
+        kept = self._callbacks.get(name, [])
+        left = [fn for fn in kept if fn != callback]
+        self._callbacks[name] = left
+        return len(left) != len(kept)

@@ -141,9 +141,18 @@ class Subscription:
         else:
             self.end()
 
-    def listen(self, on_publication: Callable[[Publication], Any]) -> None:
-        """Call ``on_publication`` with every publication from now on, too."""
+    def listen(self, on_publication: Callable[[Publication], Any]) -> Callable[[], None]:
+        """Call ``on_publication`` with every publication from now on, too; returns a function
+        that stops it (as the browser client's ``listen`` does)."""
         self._callbacks.append(on_publication)
+
+        def stop() -> None:
+            kept = list(self._callbacks)  # (a new list: a delivery going through the old goes on)
+            if on_publication in kept:
+                kept.remove(on_publication)
+                self._callbacks = kept
+
+        return stop
 
     def __aiter__(self) -> Subscription:
         return self

@@ -286,6 +286,7 @@ export interface LadderClient {
   history<T = any>(channel: string, options?: { limit?: number } & CallOptions): Promise<Publication<T>[]>;
   /** Listen to an event; returns a function that removes the listener. */
   on<K extends keyof ClientEvents>(name: K, listener: (event: ClientEvents[K]) => void): () => void;
+  /** Remove a listener `on` added (as the function `on` returned does). */
   off<K extends keyof ClientEvents>(name: K, listener: (event: ClientEvents[K]) => void): void;
 }
 
