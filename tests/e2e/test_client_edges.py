@@ -533,12 +533,14 @@ async def test_close_ends_the_session_at_once_while_a_call_is_in_its_handler(ser
     client.on("push", lambda push: napping.done() or napping.set_result(push.event))
     call = asyncio.create_task(client.call("nap", 3, timeout=10))
     assert await asyncio.wait_for(napping, 5) == "napping"  # the handler runs now
-    assert metric(httpx.get(f"{server.url}/metrics", timeout=5).text, "ladder_sessions") == 1
+    async with httpx.AsyncClient(timeout=5) as http:
+        assert metric((await http.get(f"{server.url}/metrics")).text, "ladder_sessions") == 1
     started = time.monotonic()
     await client.close()
     closed = time.monotonic() - started
     with pytest.raises(LadderError) as refused:
         await call
     assert refused.value.code == "closed"
-    sessions = metric(httpx.get(f"{server.url}/metrics", timeout=5).text, "ladder_sessions")
+    async with httpx.AsyncClient(timeout=5) as http:
+        sessions = metric((await http.get(f"{server.url}/metrics")).text, "ladder_sessions")
     assert (sessions, closed < 0.9) == (0, True), f"{sessions} session(s) left after close() took {closed:.2f} s"

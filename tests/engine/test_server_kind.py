@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from ladder.engine.rediscluster import RedisClusterEngine
 from ladder.engine.shards import ShardedEngine
 from ladder.errors import ConfigurationError
 from tests.chaos.relay import FaultRelay
+from tests.deploy.lb import make_tls
 from tests.engine.conftest import Sink
 from tests.support.redis import RedisServer, redis_servers
 from tests.support.redis_cluster import ClusterNodeServer, RedisCluster
@@ -325,3 +327,51 @@ async def test_the_server_says_in_one_line_why_it_cannot_start(
     said = record.getMessage()
     assert said.startswith("startup failed: engine: ") and record.exc_info is None
     assert "this Redis (127.0.0.1:" in said and "is not a cluster" in said
+
+
+class TlsRedis(RedisServer):
+    """A redis-server that speaks only TLS, on its port (a throwaway CA's certificate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls = make_tls()
+
+    def extra_args(self) -> list[str]:
+        return [
+            "--tls-port", str(self.port), "--port", "0",
+            "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+            "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+    def close(self) -> None:
+        super().close()
+        shutil.rmtree(self.tls.dir, ignore_errors=True)
+
+
+async def test_a_url_whose_scheme_the_server_does_not_speak_is_refused_at_start_naming_the_other(
+    redis: RedisServer,
+) -> None:
+    """``rediss://`` at a plain Redis timed out connecting and ``redis://`` at a TLS port was
+    reset: both were taken for an outage that never ends (the node started, /health 503,
+    redis-py's words and no fix). The right scheme works, TLS included."""
+    said = await refused_at_start(RedisEngine(f"rediss://127.0.0.1:{redis.port}/0"))
+    print(f"\n{said}")
+    assert f"this Redis does not speak TLS (it answered a plain PING); use redis://127.0.0.1:{redis.port}/0" in said
+    with TlsRedis() as tls:
+        said = await refused_at_start(RedisEngine(f"redis://:sekret@127.0.0.1:{tls.port}/0"))
+        print(said)
+        assert f"this server speaks TLS (it completed a TLS handshake); use rediss://:***@127.0.0.1:{tls.port}/0" in said
+        assert "ssl_ca_certs=" in said and "sekret" not in said
+        said = await refused_at_start(RedisClusterEngine(f"redis+cluster://127.0.0.1:{tls.port}"))
+        assert f"use rediss+cluster://127.0.0.1:{tls.port}" in said, said
+        engine = RedisEngine(f"rediss://127.0.0.1:{tls.port}/0?ssl_ca_certs={tls.tls.ca}")
+        await engine.start(Sink())
+        try:
+            assert engine.healthy
+        finally:
+            await engine.stop()
+    nobody = free_port()  # (down: an outage, not refused)
+    engine = RedisEngine(f"rediss://127.0.0.1:{nobody}/0")
+    await engine.start(Sink())
+    assert not engine.healthy and engine.refused is None
+    await engine.stop()

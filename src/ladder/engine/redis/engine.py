@@ -60,7 +60,7 @@ from ..composed import ComposedEngine
 from ..urls import check_scheme, shown
 from .applied import RedisAppliedRecords
 from .channels import RedisChannels
-from .identity import CREDENTIALS, Identity, Refusal, identify, is_a_cluster_node
+from .identity import CREDENTIALS, Identity, Refusal, identify, is_a_cluster_node, wrong_scheme
 from .link import RedisLink
 from .listener import Listener, PubSubListener
 from .presence import RedisPresence
@@ -271,7 +271,7 @@ class RedisEngine(ComposedEngine):
         try:
             refusal = await self._ask()
         except (RedisError, OSError) as exc:
-            refusal, answered = None, False
+            refusal, answered = await wrong_scheme(self.url, self._link.connect_timeout), False
             self.last_error = heartbeat_error(exc, shown(self.url))  # (/health says why at once)
         except BaseException:
             await self._link.close()

@@ -5,6 +5,9 @@ instead of a traceback at start-up or commands that all fail later."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -12,7 +15,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
 
 from ...errors import ConfigurationError
-from ..urls import shown
+from ..urls import hosts_of, same_server, shown
 
 __all__ = [
     "CREDENTIALS",
@@ -23,6 +26,7 @@ __all__ = [
     "is_a_cluster_node",
     "is_no_cluster",
     "no_such_database",
+    "wrong_scheme",
 ]
 
 
@@ -112,3 +116,41 @@ def is_no_cluster(url: str, host: str, port: int) -> Refusal:
         f"this Redis ({host}:{port}) is not a cluster",
         f"use {scheme}://{at}{host}:{port}/0 (or list several servers: {scheme}://h1:6379,h2:6379/0)",
     )
+
+
+async def wrong_scheme(url: str, timeout: float) -> Refusal | None:
+    """Why a server that did not answer the URL's scheme is refused, when it answers the
+    other one: a plain Redis at a ``rediss://`` URL (its TLS handshake waits for bytes that
+    Redis never sends: a timeout, taken for an outage without end) or a TLS port at a
+    ``redis://`` URL (the connection reset at the first command). None when the other
+    scheme fails too (the server is down, unreachable, or something else)."""
+    parts = urlsplit(url)
+    scheme, cluster = parts.scheme.removesuffix("+cluster"), parts.scheme.endswith("+cluster")
+    if scheme not in ("redis", "rediss"):
+        return None
+    host, port = same_server(hosts_of(url)[0])
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            if scheme == "rediss":
+                reader, writer = await asyncio.open_connection(host, port)
+                writer.write(b"PING\r\n")  # (inline: any server speaking RESP answers it)
+                if (await reader.readline())[:1] not in (b"+", b"-"):
+                    return None
+                problem, other = "this Redis does not speak TLS (it answered a plain PING)", "redis"
+            else:
+                tls = ssl.create_default_context()
+                tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE  # (only asking what it speaks)
+                reader, writer = await asyncio.open_connection(host, port, ssl=tls)
+                problem, other = "this server speaks TLS (it completed a TLS handshake)", "rediss"
+    except (OSError, TimeoutError, ssl.SSLError):
+        return None
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+    better = urlsplit(shown(url))._replace(scheme=other + ("+cluster" if cluster else "")).geturl()
+    if other == "rediss":
+        better += " (?ssl_ca_certs=/path/to/ca.pem when its certificate is not from a public CA)"
+    return Refusal(problem, f"use {better}")
