@@ -214,6 +214,13 @@ class Ladder:
         read, with no task. A handler that waits for anything (I/O, ``hub.publish``) is
         ``async def`` and runs in a task of its own, which ``asyncio.timeout`` and the
         libraries built on it need.
+
+        A session's messages are applied one after the other, in order: while a handler
+        runs, its client's later messages wait for it (its acks, pings and ``bye`` do not;
+        other clients are never held). A handler that may wait long bounds its wait
+        (``asyncio.timeout``), or starts the work in a task of its own and answers at once
+        (telling the client later with :meth:`send`). A handler is not cancelled when its
+        client leaves; its answer then goes nowhere.
         """
 
         if callable(event):  # ``@hub.on`` with no name: the function would replace the handler
