@@ -26,7 +26,7 @@ from .engine.memory import MemoryEngine
 from .errors import ConfigurationError
 from .server import native
 from .server.descriptors import raise_limit
-from .server.hub import Ladder
+from .server.hub import Ladder, internals
 from .server.logs import RedactTokens
 from .server.native import NativeWebSocket
 from .server.uvicorn_needs import parse_fallback, problem
@@ -85,6 +85,8 @@ def websocket_protocol(app: Any, hub: Ladder | None, args: argparse.Namespace) -
         return AsgiWebSocket
     NativeWebSocket.hub = hub
     NativeWebSocket.path = path
+    if native_path:
+        internals(hub).native_ws_path = path  # (told of once, when one comes elsewhere)
     return NativeWebSocket
 
 
@@ -101,6 +103,14 @@ def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
             raise SystemExit(
                 "ladder serve: --native-ws-path is for a hub mounted inside an app (module:app with "
                 "app.hub); a hub served alone has its WebSockets at /ws: drop it"
+            )
+        from .server.servable import hub_mounts  # noqa: PLC0415
+
+        mounts = hub_mounts(app, hub) if hub is not None else []
+        if mounts and args.native_ws_path.removesuffix("/ws") not in mounts:
+            raise SystemExit(
+                f"ladder serve: --native-ws-path {args.native_ws_path}, but {getattr(args, 'app', 'app')} "
+                f"mounts the hub at {' and '.join(mounts)}: pass --native-ws-path {mounts[0]}/ws"
             )
     if hub is not None:
         return

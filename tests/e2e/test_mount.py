@@ -5,10 +5,12 @@ WebSocket) keep working."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 import websockets
+from websockets.sync.client import connect as ws_connect
 
 from ladder import Client
 from tests.support.server import LadderServer
@@ -89,3 +91,18 @@ async def test_a_hub_served_alone_names_the_setting_when_a_proxy_says_https() ->
     with LadderServer(trusting) as server:
         status, first = await _open_as_the_page(server.url, f"https://127.0.0.1:{server.port}")
     assert status == 200 and '"t":"welcome"' in first, first
+
+
+def test_a_native_path_where_the_app_does_not_mount_the_hub_is_told_of_once(tmp_path: Path) -> None:
+    """An app whose routes cannot be read (a plain ASGI callable, as Django's) given
+    ``--native-ws-path /ws`` for a hub it serves at ``/rt``: its WebSockets went through ASGI,
+    at their cost, without a word."""
+    log = tmp_path / "server.log"
+    with LadderServer(app="tests.support.mounted_plain:app", args=("--native-ws-path", "/ws"), log=log) as server:
+        for _ in range(2):
+            with ws_connect(server.url.replace("http", "ws", 1) + "/rt/ws") as ws:
+                ws.send('{"t":"hello","v":1}')
+                assert '"t":"welcome"' in str(ws.recv(timeout=5))
+    said = [line for line in log.read_text().splitlines() if "through ASGI" in line]
+    assert len(said) == 1, said
+    assert "reached the hub at /rt/ws through ASGI" in said[0] and "pass --native-ws-path /rt/ws" in said[0], said

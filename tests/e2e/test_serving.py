@@ -760,6 +760,10 @@ async def test_a_node_without_redis_does_not_walk_the_client_down_the_ladder(tmp
         (("tests.support.mounted:app", "--native-ws-path", "/api/realtime/ws", "--asgi-ws"), "drop one"),
         (("tests.support.mounted:app", "--native-ws-path", "/api/realtime/ws", "--ws-deflate"), "drop one"),
         (("tests.support.apps:hub", "--native-ws-path", "/ws"), "a hub served alone has its WebSockets at /ws"),
+        (
+            ("tests.support.mounted:app", "--native-ws-path", "/ws"),
+            "mounts the hub at /api/realtime: pass --native-ws-path /api/realtime/ws",
+        ),
         (("tests.support.apps:hub", "--max-header-size", "10"), "must be at least 1024"),
         (("tests.support.apps:hub", "--max-header-size", "0"), "must be at least 1024"),
     ],
@@ -768,7 +772,8 @@ def test_websocket_and_header_options_that_cannot_work_are_refused_before_servin
     args: tuple[str, ...], said: str
 ) -> None:
     """Each was taken: a path without its slash or its /ws (the native driver then served
-    nothing the hub answers), a path with --asgi-ws (ignored), a path for a hub served alone
+    nothing the hub answers), a path that is not where the app's routes mount the hub (its
+    WebSockets went through ASGI), a path with --asgi-ws (ignored), a path for a hub served alone
     (its /ws then went through ASGI), 10 bytes of headers (every request, /health's too, 431)."""
     refused = ladder("serve", *args, "--port", "1")
     assert refused.returncode != 0

@@ -100,6 +100,10 @@ class Node:
         self.channels.node_message = self.cluster.on_node_message
         self.channels.route_lost = self._route_lost
         self.router = Router(settings, engine, self.sessions, self.cluster, self.inbound)
+        self.native_ws_path: str | None = None
+        """Where ``ladder serve``'s native driver serves this hub's WebSockets (it sets it):
+        one reaching the hub through ASGI at another path is told of once (routes.py; None
+        then)."""
         self.pusher = Pusher(engine, self.sessions, self.cluster)
         self.gateway = Gateway(
             settings,

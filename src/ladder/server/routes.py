@@ -76,6 +76,8 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send) -> None
             if request.endpoint != "ws":
                 await refuse_upgrade(request, send, LadderError("not_found", "no such endpoint"))
                 return
+            if node.native_ws_path is not None:
+                _not_native(node, scope.get("root_path", "") + request.path)
             await serve_websocket(node.gateway, request, receive, send)
         except OSError as exc:  # (a send to a client that left: not the server's failure)
             log.debug("websocket from %s: the client went away (%r)", request.who, exc)
@@ -83,6 +85,21 @@ async def handle(node: Node, scope: Scope, receive: Receive, send: Send) -> None
             log.exception("websocket handler failed")
     elif kind == "lifespan":
         await _lifespan(node, receive, send)
+
+
+def _not_native(node: Node, path: str) -> None:
+    """A WebSocket of the hub that ``ladder serve``'s native driver did not take: its path is
+    not the one the driver was given (``--native-ws-path``, checked against the app's routes
+    where it has some, not in every framework). Served all the same, through ASGI, at its
+    cost; said once, with the fix."""
+    native, node.native_ws_path = node.native_ws_path, None
+    log.warning(
+        "a WebSocket reached the hub at %s through ASGI: ladder serve's native driver serves %s "
+        "(--native-ws-path); pass --native-ws-path %s to serve it natively",
+        path,
+        native,
+        path.rstrip("/"),
+    )
 
 
 async def _lifespan(node: Node, receive: Receive, send: Send) -> None:

@@ -82,3 +82,19 @@ def _takes(call: Any, count: int) -> bool:
     except TypeError:
         return False
     return True
+
+
+def hub_mounts(app: Any, hub: Any, prefix: str = "") -> list[str]:
+    """The paths at which ``app`` mounts ``hub``, as far as its routes tell (Starlette's and
+    FastAPI's ``Mount``, nested ones too); empty when it has none to read (Django, a plain
+    ASGI callable) or wraps the hub in something else."""
+    found: list[str] = []
+    for route in getattr(app, "routes", None) or ():
+        path, mounted = getattr(route, "path", None), getattr(route, "app", None)
+        if not isinstance(path, str) or mounted is None or mounted is app:
+            continue
+        if mounted is hub:
+            found.append(prefix + path.rstrip("/"))
+        elif getattr(mounted, "routes", None):
+            found.extend(hub_mounts(mounted, hub, prefix + path.rstrip("/")))
+    return found
