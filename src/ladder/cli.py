@@ -87,7 +87,24 @@ def websocket_protocol(app: Any, hub: Ladder | None, args: argparse.Namespace) -
     NativeWebSocket.path = path
     if native_path:
         internals(hub).native_ws_path = path  # (told of once, when one comes elsewhere)
+        _warn_middleware(app, path)
     return NativeWebSocket
+
+
+def _warn_middleware(app: Any, path: str) -> None:
+    """The native driver takes the hub's WebSockets before the app's ASGI middleware: a
+    middleware that authenticates (or checks the Host) lets them through unseen. Said at
+    start for the middleware an app lists (Starlette's and FastAPI's ``user_middleware``)."""
+    listed = [getattr(m, "cls", m) for m in getattr(app, "user_middleware", None) or ()]
+    if listed:
+        names = ", ".join(getattr(cls, "__name__", repr(cls)) for cls in listed)
+        logging.getLogger("ladder").warning(
+            "--native-ws-path %s: WebSockets there are served before the app's middleware (%s), "
+            "which does not see them; the hub's authenticate= and allowed_origins= apply. "
+            "Use --asgi-ws instead if that middleware must see them",
+            path,
+            names,
+        )
 
 
 def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:

@@ -106,3 +106,17 @@ def test_a_native_path_where_the_app_does_not_mount_the_hub_is_told_of_once(tmp_
     said = [line for line in log.read_text().splitlines() if "through ASGI" in line]
     assert len(said) == 1, said
     assert "reached the hub at /rt/ws through ASGI" in said[0] and "pass --native-ws-path /rt/ws" in said[0], said
+
+
+def test_middleware_the_native_driver_passes_by_is_named_at_start(tmp_path: Path) -> None:
+    """``--native-ws-path`` serves the hub's WebSockets before the app's middleware: one that
+    authenticates or checks the Host let them through unseen, and nothing said so."""
+    log = tmp_path / "server.log"
+    with LadderServer(app="tests.support.mounted_mw:app", args=("--native-ws-path", "/rt/ws"), log=log):
+        pass
+    said = [line for line in log.read_text().splitlines() if "served before the app's middleware" in line]
+    assert len(said) == 1 and "(TrustedHostMiddleware)" in said[0] and "--asgi-ws" in said[0], said
+    none = tmp_path / "none.log"
+    with LadderServer(app="tests.support.mounted:app", args=("--native-ws-path", "/api/realtime/ws"), log=none):
+        pass
+    assert "served before the app's middleware" not in none.read_text()

@@ -70,3 +70,18 @@ def test_only_the_addresses_refused_most_recently_are_remembered(said: Said) -> 
     refused("poll", UNSUPPORTED, client="10.0.0.1:2")  # remembered: damped
     refused("poll", UNSUPPORTED, client="10.0.0.0:2")  # forgotten: logged
     assert len(said.lines) == ADDRESSES_KEPT + 2 and said.lines[-1].startswith("refused on poll (10.0.0.0:2)")
+
+
+def test_a_refused_origin_s_warning_names_the_host_the_request_made_this_server(said: Said) -> None:
+    """A proxy that does not pass the page's Host on (nginx without ``proxy_set_header Host``)
+    has the app's own page refused: the warning said only to add the page's origin to
+    ``allowed_origins``, not what the server took itself for."""
+    refusals = Refusals(Counters(), None, Clock())
+    refused = LadderError("origin_not_allowed", "origin 'https://app.example' is not allowed")
+    refusals("poll", refused, client="10.0.0.1:5000", origin="https://app.example", own="http://127.0.0.1:8001")
+    warning = [line for line in said.lines if line.startswith("refused origin")]
+    assert len(warning) == 1 and "this request's Host made this server http://127.0.0.1:8001" in warning[0], warning
+    assert "proxy_set_header Host $host" in warning[0] and "allowed_origins" in warning[0]
+    listed = Refusals(Counters(), ("https://other.example",), Clock())
+    listed("poll", refused, client="10.0.0.1:5000", origin="https://app.example", own="http://127.0.0.1:8001")
+    assert "Host made this server" not in said.lines[-1], "a list is the app's own choice"

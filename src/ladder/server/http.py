@@ -105,6 +105,13 @@ class Request:
     def origin(self) -> str | None:
         return self.headers.get("origin")
 
+    @property
+    def own_origin(self) -> str | None:
+        """This server's origin as the request names it (its scheme and ``Host``): what a
+        page's ``Origin`` must be, same-origin."""
+        host = self.headers.get("host")
+        return f"{self.scheme}://{host}" if host else None
+
     def accepts_gzip(self) -> bool:
         """Whether ``Accept-Encoding`` takes gzip: named (in any case) or ``*``, with a
         ``q`` above 0 (``gzip;q=0`` refuses it; "gzip" anywhere in the header counted)."""

@@ -12,9 +12,8 @@ ASGI's coroutines, tasks and awaits per message:
   that exists only while it has something to do;
 * what waits for nothing is applied at once (acks, pings, pongs, also while a message is in
   a handler; on the memory engine, plain handlers' calls and emits), other messages by a
-  task that runs only while some wait (``max_post_size`` bytes).
-
-Any other path (an app's own WebSockets) is handed to uvicorn's standard implementation.
+  task that runs only while some wait (``max_post_size`` bytes). Any other path (an app's
+  own WebSockets) is handed to uvicorn's standard implementation.
 """
 
 from __future__ import annotations
@@ -180,7 +179,8 @@ class NativeWebSocket(asyncio.Protocol):
         ws.send_response(ws.answer(events[0], request, hub.allowed_origins))
         self._write_out()
         if ws.refused is not None:
-            gateway.refused("websocket", ws.refused, client=request.who, origin=request.origin)
+            own = request.own_origin
+            gateway.refused("websocket", ws.refused, client=request.who, origin=request.origin, own=own)
             return
         reader = self.reader = FrameReader(hub.limits.max_frame_size, ws)
         self.gate = ReadGate(self.transport, self.loop, hub.limits.frame_timeout, self._stalled)

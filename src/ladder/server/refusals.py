@@ -63,6 +63,7 @@ class Refusals:
         session: Session | None = None,
         client: str | None = None,
         origin: str | None = None,
+        own: str | None = None,
         ending: bool = False,
     ) -> None:
         """Log a refusal (never a traceback). A refused ``origin`` is also a WARNING, once
@@ -83,7 +84,7 @@ class Refusals:
         else:
             self._log(transport, error, label(session.sid), session, ending=ending or error.fatal)
         if origin is not None and error.code == "origin_not_allowed":
-            self._warn_origin(origin, error.reason)
+            self._warn_origin(origin, error.reason, own)
 
     def _address(self, who: str) -> _Address:
         """The damping of ``who``'s address (its port left out: each connection has another)."""
@@ -110,7 +111,7 @@ class Refusals:
         else:
             log.info("refused on %s (%s): %s", transport, who, error)
 
-    def _warn_origin(self, origin: str, reason: str) -> None:
+    def _warn_origin(self, origin: str, reason: str, own: str | None) -> None:
         seen = self._warned
         if origin in seen or len(seen) > _MAX_ORIGIN_WARNINGS:
             return
@@ -121,7 +122,12 @@ class Refusals:
         if reason.endswith(UNTRUSTED_PROXY):  # the page is the server's own, behind a proxy
             log.warning("refused origin %s (origin_not_allowed): %s", origin[:200], UNTRUSTED_PROXY)
             return
-        now = "same-origin only" if self._allowed is None else list(self._allowed)
+        now: object = "same-origin only" if self._allowed is None else list(self._allowed)
+        if self._allowed is None and own is not None:  # (a proxy that does not pass the Host)
+            now = (
+                f"same-origin only, and this request's Host made this server {own[:200]}: behind a "
+                "proxy, pass the page's Host on (nginx: proxy_set_header Host $host)"
+            )
         log.warning(
             "refused origin %s (origin_not_allowed): if that page is yours, add it to "
             "Ladder(allowed_origins=[...]) (now: %s)",

@@ -193,8 +193,8 @@ async def _http(node: Node, request: Request, receive: Receive, send: Send) -> N
         await route(node.gateway, request, watched, tracked)
     except LadderError as exc:
         foreign = exc.code == "origin_not_allowed" and not origin_allowed(allowed, request)
-        origin = request.origin if foreign else None
-        node.refused(request.endpoint or "http", exc, client=request.who, origin=origin)
+        origin, own = (request.origin, request.own_origin) if foreign else (None, None)
+        node.refused(request.endpoint or "http", exc, client=request.who, origin=origin, own=own)
         if not started:
             headers = cors_headers(allowed, request)
             if foreign and origin is not None and request.method != "OPTIONS":

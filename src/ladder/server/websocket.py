@@ -217,7 +217,7 @@ async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, 
     settings = gateway.settings
     error = origin_refusal(settings.allowed_origins, request)
     if error is not None:
-        gateway.refused("websocket", error, client=request.who, origin=request.origin)
+        gateway.refused("websocket", error, client=request.who, origin=request.origin, own=request.own_origin)
         await refuse_upgrade(request, send, error)
         return
     error = settings.not_offered(("websocket",))
