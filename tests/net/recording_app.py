@@ -1,7 +1,8 @@
 """The test hub plus handlers that record every applied message in Redis (shared by all nodes).
 
 ``ladder serve tests.net.recording_app:hub``: the handlers of ``tests.support.apps`` and
-``slow`` (await, then record), ``started`` (announce that a batch reached a node) and
+``slow`` (await, then record), ``started`` (announce that a batch reached a node), ``begun``
+(record that it began, then await) and
 ``fatal`` (record, then the node dies before the message's acknowledgement can be written).
 """
 
@@ -29,6 +30,14 @@ async def slow(ctx: Context, data: Any) -> Any:
 @hub.on("started")
 async def started(ctx: Context, data: Any) -> None:
     await hub.publish(f"started:{data['key']}", ctx.session_id)
+
+
+@hub.on("begun")
+async def begun(ctx: Context, data: Any) -> Any:
+    """Record that it began (this process's pid under ``key``), then await ``wait`` s."""
+    await hub.publish(f"begun:{data['key']}", os.getpid())
+    await asyncio.sleep(float(data["wait"]))
+    return "finished"
 
 
 def _die() -> None:

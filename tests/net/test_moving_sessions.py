@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from ladder import Client
+from ladder import Client, LadderError
 from ladder.client import Connected
 from tests.net.conftest import Network
 from tests.net.test_cluster import CONFIG, LOGS, Cluster
@@ -162,3 +163,30 @@ async def test_random_cuts_while_handlers_await_lose_and_double_nothing(
     print(f"\n{rung}: {cuts} cuts; {len(records)} records of {count} messages, {len(set(records))} distinct")
     assert cuts >= 5, "connections really were cut"
     assert records == list(range(count)), "every message applied once, in order"
+
+
+@pytest.mark.parametrize("rung", ["websocket", "sse"])
+async def test_a_call_whose_handler_outlives_a_graceful_stop_is_answered_once_and_not_applied_again(
+    rung: str,
+) -> None:
+    """ops.md: a handler still running when its process stops has 2 s, then is cancelled
+    and its message counts as answered (``handler_error``, never applied twice). On a
+    WebSocket the client, told ``shutting_down`` at once, resumed on another node during
+    those 2 s and carried the call into a new session there, which found no record of it
+    and applied it again (6 runs of 6): the interrupted answer's record was cancelled with
+    the rest of the stopping node's tasks."""
+    key = f"stop-{rung}"
+    with recording_cluster(2) as cluster:
+        async with Client(cluster.url, transports=[rung]) as client:
+            marks = client.subscribe(f"begun:{key}")
+            await marks.ready()
+            call = asyncio.create_task(client.call("begun", {"key": key, "wait": 30}, timeout=60))
+            pid = (await asyncio.wait_for(marks.__anext__(), 10)).data
+            (stopping,) = [node for node in cluster.nodes if node.proc is not None and node.proc.pid == pid]
+            assert stopping.proc is not None
+            stopping.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(LadderError) as interrupted:
+                await asyncio.wait_for(call, 30)
+            assert (interrupted.value.code, interrupted.value.reason) == ("handler_error", "the handler was interrupted")
+            begun = [pub.data for pub in await client.history(f"begun:{key}")]
+            assert begun == [pid], f"the handler began {len(begun)} times, in processes {begun}"

@@ -1,8 +1,7 @@
 """The native WebSocket driver: Ladder's ``ws`` endpoint without ASGI, for ``ladder serve``.
 
-A uvicorn WebSocket protocol class (handed the socket after the HTTP upgrade) that moves
-frames between the socket and the session, on the sans-I/O core of every rung, without
-ASGI's coroutines, tasks and awaits per message:
+A uvicorn WebSocket protocol class (handed the socket after the HTTP upgrade) that moves frames
+between the socket and the session (every rung's sans-I/O core) without ASGI's tasks and awaits per message:
 
 * a fan-out writes each subscriber's connection as it reaches it (once per loop turn),
   other wake-ups wait for the loop's :class:`Flusher`, and what a client's own message
@@ -185,9 +184,8 @@ class NativeWebSocket(asyncio.Protocol):
         reader = self.reader = FrameReader(hub.limits.max_frame_size, ws)
         self.gate = ReadGate(self.transport, self.loop, hub.limits.frame_timeout, self._stalled)
         self.ws = None
-        # Every write goes to the socket at once (uvloop would hold a turn's writes until
-        # the turn ends); what the socket does not take pauses the writer, and the session's
-        # outbox, bounded, holds the rest.
+        # Every write goes to the socket at once (uvloop would hold a turn's writes until the turn
+        # ends); what the socket does not take pauses the writer; the bounded outbox holds the rest.
         self.transport.set_write_buffer_limits(high=0)
         self.fd = direct_fd(self.transport)
         self.hello_timer = self.loop.call_later(hub.limits.hello_timeout, self._no_hello)
@@ -235,6 +233,8 @@ class NativeWebSocket(asyncio.Protocol):
                 return
         if self.applier is None:
             self.applier = self.loop.create_task(self._apply(), name="ladder-native-apply")
+            assert self.gateway is not None  # (the handshake's: the hub's until it ends, see borrow)
+            self.gateway.inbound.tasks.borrow(self.applier)
 
     def _apply_now(self, link: Link, data: bytes, codec: Codec) -> bool:
         """Decode a message; apply it if nothing in it waits, else queue its frames (while

@@ -29,6 +29,14 @@ class Tasks:
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
+    def borrow(self, task: asyncio.Task[Any]) -> None:
+        """Count ``task`` (a WebSocket's, applying its client's messages, handlers included)
+        as the hub's until it ends: waited for and cancelled on stop, so that a message in
+        a handler is recorded as interrupted before the engine goes (a successor session on
+        another node reads that record: it applied the message again, finding none)."""
+        self.borrowed.add(task)
+        task.add_done_callback(self.borrowed.discard)
+
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
@@ -42,12 +50,20 @@ class Tasks:
         deadline = loop.time() + timeout
         while (running := self._running()) and (left := deadline - loop.time()) > 0:
             await asyncio.wait(running, timeout=left)
-        for _ in range(3):  # (a cancelled drain spawns the task that answers its message)
+        cancelled: set[asyncio.Task[Any]] = set()
+        for _ in range(3):
             pending = self._running()
             if not pending:
                 break
+            if cancelled:
+                # What the cancelled ones spawned (a drain cancelled in a handler, the task that
+                # records and answers its message: never applied twice, a successor on
+                # another node reads that record) gets a moment before it is cancelled too.
+                await asyncio.wait(pending, timeout=1.0)
+                pending = self._running()
             for task in pending:
                 task.cancel()
+            cancelled |= pending
             await asyncio.wait(pending, timeout=1.0)
 
     def _running(self) -> set[asyncio.Task[Any]]:

@@ -281,6 +281,7 @@ async def _read(gateway: Gateway, link: Link, receive: Receive, first: list[Clie
             if not busy:
                 applying = _apply(gateway, link, queue)
                 applier = asyncio.get_running_loop().create_task(applying, name="ladder-ws-apply")
+                gateway.inbound.tasks.borrow(applier)
         if applier is not None and queued > limit:
             await asyncio.wait((applier,))  # (it ends once all is applied)
         if link.att.closed:
