@@ -241,3 +241,20 @@ def test_json_carries_what_msgpack_carries_no_more() -> None:
         for codec in (JSON, MSGPACK):
             with pytest.raises(TypeError, match=rf"cannot send {said} at d\['v'\]"):
                 encode_message(codec, {"t": "emit", "i": 1, "ev": "e", "d": {"v": value}})
+
+
+@pytest.mark.parametrize("depth", [500, 1000])
+def test_deep_json_holding_a_b_tag_is_read_as_deep_as_without_one(depth: int) -> None:
+    """protocol §2: the server reads a client's data up to its decoders' limit (1,024 levels).
+    JSON that held ``"$b"`` anywhere (a tag or a plain string) was walked recursively and
+    failed with RecursionError from about 500 levels: ``internal``, a traceback per frame."""
+    for leaf, read in (('{"$b":"AP8="}', b"\x00\xff"), ('"$b"', "$b")):
+        line = '{"t":"call","i":1,"ev":"e","d":' + "[" * depth + leaf + "]" * depth + "}"
+        (frame,) = JSON.decode(line.encode())
+        data = frame["d"]
+        for _ in range(depth):
+            (data,) = data
+        assert data == read
+    with pytest.raises(LadderError) as refused:
+        JSON.decode(('{"d":' + "[" * 1030 + '{"$b":"AP8="}' + "]" * 1030 + "}").encode())
+    assert refused.value.code == "bad_frame"

@@ -151,18 +151,26 @@ def _json_default(value: Any) -> Any:
 
 
 def _untag(value: Any) -> Any:
-    """Turn ``{"$b": "..."}`` back into bytes, recursively."""
-    if isinstance(value, dict):
-        tagged = _tag_of(value)
-        if tagged is not None:
+    """Turn ``{"$b": "..."}`` back into bytes, at any depth, in place (``value`` was just
+    decoded). A loop, not recursion: data 1,024 deep is read (the decoders' limit), and a
+    recursive walk of it failed with ``RecursionError`` (``internal``, a traceback)."""
+    holder = [value]
+    stack: list[tuple[Any, Any]] = [(holder, 0)]
+    while stack:
+        parent, key = stack.pop()
+        item = parent[key]
+        if isinstance(item, dict):
+            tagged = _tag_of(item)
+            if tagged is None:
+                stack.extend((item, k) for k in item)
+                continue
             try:
-                return base64.b64decode(tagged, validate=True)
+                parent[key] = base64.b64decode(tagged, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise LadderError("bad_frame", "invalid base64 in a $b value") from exc
-        return {k: _untag(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_untag(v) for v in value]
-    return value
+        elif isinstance(item, list):
+            stack.extend((item, i) for i in range(len(item)))
+    return holder[0]
 
 
 def _tag_of(value: dict[Any, Any]) -> str | None:
