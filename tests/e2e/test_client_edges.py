@@ -544,3 +544,28 @@ async def test_close_ends_the_session_at_once_while_a_call_is_in_its_handler(ser
     async with httpx.AsyncClient(timeout=5) as http:
         sessions = metric((await http.get(f"{server.url}/metrics")).text, "ladder_sessions")
     assert (sessions, closed < 0.9) == (0, True), f"{sessions} session(s) left after close() took {closed:.2f} s"
+
+
+@pytest.mark.parametrize("rung", ["longpoll", "poll"])
+async def test_a_poll_refused_for_the_address_s_request_rate_is_asked_again_not_a_dropped_transport(
+    rung: str,
+) -> None:
+    """A poll answered ``429 rate_limited`` (too many requests from this address: each of a
+    paced client's POSTs counts too) dropped its transport: the client reconnected, and a
+    burst of calls stalled meanwhile. It is asked again after ``retry_after`` (the core's
+    ``poll_again_in``), on the same transport."""
+    # (short polling asks up to 20 times a second while messages flow: below that its polls
+    # alone would take every request the address may make)
+    rate = 4.0 if rung == "longpoll" else 24.0
+    limits = {"request_rate": rate, "request_burst": rate}
+    with LadderServer({"heartbeat": 5.0, "limits": limits}) as server:
+        client = Client(server.url, transports=[rung], poll_interval=(0.05, 0.2))
+        dropped: list[str] = []
+        client.on("disconnected", lambda event: dropped.append(event.reason))
+        async with client:
+            for n in range(12):
+                assert (await client.call("echo", n, timeout=30))["data"] == n
+        async with httpx.AsyncClient(timeout=5) as http:
+            refused = metric((await http.get(f"{server.url}/metrics")).text, "ladder_errors_total", code="rate_limited")
+        assert refused > 0, "the address's request rate refused some requests"
+        assert dropped == ["the client was closed"], dropped

@@ -878,6 +878,22 @@ export class Pacer {
   }
 }
 
+/** ms a poll refused for the address's request rate waits in all before its transport is given up. */
+export const POLL_REFUSED_MAX = 10_000;
+
+/**
+ * A poll refused with `code` (`retryAfter` ms, as the refusal said; `waited`: ms already
+ * waited for this poll): when to poll again (ms), or null to give the transport up. A
+ * `rate_limited` poll (the server's requests per address: not the transport's fault) is asked
+ * again after `retryAfter` (50 ms at least), for up to POLL_REFUSED_MAX in all.
+ * @param {{code: string | null, retryAfter: number | null, waited: number}} args
+ * @returns {number | null}
+ */
+export function pollAgainIn({ code, retryAfter, waited }) {
+  if (code !== "rate_limited" || waited >= POLL_REFUSED_MAX) return null;
+  return Math.min(Math.max(retryAfter ?? 0, 50), POLL_REFUSED_MAX - waited);
+}
+
 /** ms between short polls while messages flow. */
 export const POLL_FASTEST = 50;
 /** ms between short polls at most, while idle. */

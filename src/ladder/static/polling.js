@@ -1,7 +1,7 @@
 // @ts-check
 /** The polling rungs: long polling and short polling. */
 
-import { PollPace } from "./core.js";
+import { PollPace, pollAgainIn } from "./core.js";
 import { TransportClosed } from "./errors.js";
 import { decodeBatch } from "./codec.js";
 import { seconds } from "./clock.js";
@@ -128,13 +128,23 @@ export class PollingTransport extends HttpTransport {
       this._nudged = false;
       if (this.closed) return;
       let frames;
-      try {
-        const timeout = this.hold ? this.pollTimeout + 10_000 : 10_000;
-        frames = await this.get({ sid: this.sid, ack: applied() }, { "x-ladder-rt": String(this.rt) }, timeout);
-      } catch (error) {
-        const closed = error instanceof TransportClosed ? error : new TransportClosed(`${this.name}: ${String(error)}`);
-        this.fail(closed.reason, closed.error);
-        return;
+      let waited = 0;
+      while (frames === undefined) {
+        try {
+          const timeout = this.hold ? this.pollTimeout + 10_000 : 10_000;
+          frames = await this.get({ sid: this.sid, ack: applied() }, { "x-ladder-rt": String(this.rt) }, timeout);
+        } catch (error) {
+          const closed = error instanceof TransportClosed ? error : new TransportClosed(`${this.name}: ${String(error)}`);
+          // Refused for the address's request rate: asked again (the core's pollAgainIn).
+          const after = closed.error?.retryAfter;
+          const pause = pollAgainIn({ code: closed.error?.code ?? null, retryAfter: after == null ? null : after * 1000, waited });
+          if (pause === null || this.closed) {
+            this.fail(closed.reason, closed.error);
+            return;
+          }
+          waited += pause;
+          await new Promise((resolve) => clock.setTimeout(() => resolve(undefined), pause));
+        }
       }
       this.interval = this.pace.answered({ frames });
       this.receive(frames);

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from ...protocol.client import PollPace
+from ...protocol.client import PollPace, poll_again_in
 from .base import Frame, TransportClosed, split_welcome
 from .http import HttpTransport, auth_headers, hello_query, refusal_of, unreachable
 
@@ -75,7 +75,19 @@ class PollingTransport(HttpTransport):
                 pass
         self._nudge.clear()
         timeout = self.poll_timeout + 10.0 if self.hold else 10.0
-        frames = await self._get({"sid": self.sid, "ack": self.applied()}, self.token, timeout)
+        waited = 0.0
+        while True:
+            try:
+                frames = await self._get({"sid": self.sid, "ack": self.applied()}, self.token, timeout)
+                break
+            except TransportClosed as exc:  # (refused for the address's request rate: again)
+                error = exc.error
+                after = None if error is None or error.retry_after is None else error.retry_after * 1000
+                pause = poll_again_in(None if error is None else error.code, after, waited)
+                if pause is None or self._closed:
+                    raise
+                waited += pause
+                await asyncio.sleep(pause / 1000)
         self.pace.answered(frames)  # only messages speed it up (the core's PollPace)
         return frames
 

@@ -24,7 +24,7 @@ from .durations import no_reply, seconds
 from .ending import FATAL, SESSION_GONE, after_race, after_transport, answers_ping
 from .ladder import CUT_LIMIT, STABLE_AFTER, RungPolicy, why
 from .liveness import HIDDEN_SLACK, RECENT, silence_limit, silence_verdict, wake_action
-from .pacing import POLL_FASTEST, POLL_SLOWEST, Pacer, PollPace
+from .pacing import POLL_FASTEST, POLL_REFUSED_MAX, POLL_SLOWEST, Pacer, PollPace, poll_again_in
 from .proving import (
     PROOF_FACTOR,
     PROOF_FLOOR,
@@ -49,6 +49,7 @@ __all__ = [
     "HIDDEN_SLACK",
     "OPEN_TIMEOUT",
     "POLL_FASTEST",
+    "POLL_REFUSED_MAX",
     "POLL_SLOWEST",
     "PROBE_DELAY",
     "PROBE_MAX_DELAY",
@@ -82,6 +83,7 @@ __all__ = [
     "client_defaults",
     "full_jitter",
     "no_reply",
+    "poll_again_in",
     "pong_bound",
     "proves_stream",
     "reconnect_delay",

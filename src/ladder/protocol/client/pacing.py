@@ -65,6 +65,23 @@ class Pacer:
         self._due = 0.0
 
 
+POLL_REFUSED_MAX = 10_000.0
+"""ms a poll refused for the address's request rate waits in all before its transport is
+given up (see :func:`poll_again_in`)."""
+
+
+def poll_again_in(code: str | None, retry_after: float | None, waited: float) -> float | None:
+    """A poll refused with ``code`` (``retry_after`` in ms, as the refusal said; ``waited``:
+    ms already waited for this poll): when to poll again (ms), or None to give the
+    transport up. A ``rate_limited`` poll (the server's requests per address: the address's
+    pace, not the transport's fault; each of a paced client's POSTs counts too) is asked
+    again after ``retry_after`` (50 ms at least) for up to :data:`POLL_REFUSED_MAX` in all:
+    dropping the transport for it made the client reconnect, its queue stalled meanwhile."""
+    if code != "rate_limited" or waited >= POLL_REFUSED_MAX:
+        return None
+    return min(max(retry_after or 0.0, 50.0), POLL_REFUSED_MAX - waited)
+
+
 POLL_FASTEST = 50.0
 """ms between short polls while messages flow."""
 
