@@ -569,3 +569,21 @@ async def test_a_poll_refused_for_the_address_s_request_rate_is_asked_again_not_
             refused = metric((await http.get(f"{server.url}/metrics")).text, "ladder_errors_total", code="rate_limited")
         assert refused > 0, "the address's request rate refused some requests"
         assert dropped == ["the client was closed"], dropped
+
+
+async def test_async_with_cancelled_while_connecting_leaves_no_client_behind(server: LadderServer) -> None:
+    """``__aenter__`` raising (a timeout around ``async with Client(...)``) skips
+    ``__aexit__``: the client went on connecting, unreachable, and connected a second later
+    (a session opened by nobody's client, until its ttl). (A session the server opened
+    before the cancellation outlives it so, without a ``bye``, as after a dropped
+    connection.)"""
+    clients: list[Client] = []
+    for timeout in (0.0005, 0.002, 0.01):
+        client = Client(server.url, transports=["websocket"])
+        clients.append(client)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(timeout), client:
+                await asyncio.sleep(30)
+    assert [client.state for client in clients] == ["closed"] * 3
+    left = [task for task in asyncio.all_tasks() if "ladder" in repr(task.get_coro())]
+    assert left == [], f"client tasks left: {left}"

@@ -284,7 +284,11 @@ class Client(Calls):
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Client:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:  # (cancelled too: ``async with`` gives no client to close then)
+            await asyncio.shield(self.close())
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
