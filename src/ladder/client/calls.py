@@ -100,7 +100,7 @@ class Calls(Connection):
 
     async def emit(self, event: str, data: Any = None) -> None:
         """Send an event to the server's handler; returns once queued (not written, nor
-        acknowledged: :meth:`flush` waits for that)."""
+        acknowledged: :meth:`flush` waits for that; :meth:`close` drops what is not)."""
         self._submit({"t": "emit", "ev": event, "d": data}, None)
         self._spawn(self._flush())
 

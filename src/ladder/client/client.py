@@ -295,7 +295,10 @@ class Client(Calls):
         await self.close()
 
     async def close(self) -> None:
-        """End the session (the server forgets it at once) and release everything."""
+        """End the session (the server forgets it at once) and release everything.
+
+        Messages not yet acknowledged are dropped, an ``emit`` just queued included (as in
+        the browser client): ``await client.flush()`` first to have them applied."""
         if self.state == "closed":
             return
         self._in_its_loop()
