@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -589,3 +590,22 @@ async def test_health_s_channels_are_those_with_subscribers_here_as_the_metric_s
     assert 'ladder_channels 0.0' in node.metrics.render().decode()
     assert node.health()["kept"] == 1, "the engine still keeps its history and position"
     await hub.stop()
+
+
+async def test_a_handler_error_whose_details_cannot_be_encoded_is_handler_error_naming_them(hub: Ladder) -> None:
+    """A handler's ``LadderError`` with ``details`` no encoding carries (a ``datetime``)
+    reached its caller as "the handler was interrupted", and on a WebSocket closed it with
+    1011 ``internal`` and a traceback: it is ``handler_error`` saying what and where."""
+
+    @hub.on("full")
+    async def full(ctx: Context, data: Any) -> Any:
+        raise LadderError("room_full", "the room is full", details={"until": [datetime.datetime(2030, 1, 1)]})
+
+    peer = await Peer.open(hub, "alice")
+    refused = await peer.request({"t": "call", "ev": "full"})
+    assert refused["code"] == "handler_error"
+    assert refused["reason"].startswith("the handler's error 'room_full' could not be encoded: cannot send a datetime"), refused
+    assert "['until'][0]" in refused["reason"], refused["reason"]
+    (emit_id,) = await peer.send({"t": "emit", "ev": "full"})
+    assert [f["code"] for f in peer.read() if f["t"] == "err" and f.get("re") == emit_id] == ["handler_error"]
+    assert (await peer.request({"t": "call", "ev": "full"}))["code"] == "handler_error"  # (the session goes on)

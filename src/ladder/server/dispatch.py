@@ -19,6 +19,7 @@ from types import CoroutineType
 from typing import Any, Final, TypeAlias
 
 from ..engine.base import ChannelOptions, Engine, HistoryResult, Member, Payload, Position, Publication
+from ..protocol.codec import unencodable
 from ..protocol.errors import LadderError
 from ..protocol.frames import (
     Call,
@@ -195,7 +196,12 @@ class Dispatch:
         if isinstance(exc, LadderError):
             if not isinstance(frame, Invalid):  # invalid frames were counted when refused
                 self.counters.errors[exc.code] += 1
-            return error_frame(exc, frame.i)
+            try:
+                return error_frame(exc, frame.i)
+            except LadderError:  # a handler's details no encoding carries (the session goes on)
+                why = f"the handler's error {exc.code!r} could not be encoded: {unencodable(exc.details)}"
+                log.warning("%s from session %s: %s", type(frame).__name__, label(session.sid), why)
+                return error_frame(LadderError("handler_error", why), frame.i)
         if isinstance(frame, Call | Emit):  # the app's event handler
             log.error(
                 "handler failed for %s from session %s",
