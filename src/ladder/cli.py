@@ -91,6 +91,17 @@ def websocket_protocol(app: Any, hub: Ladder | None, args: argparse.Namespace) -
     return NativeWebSocket
 
 
+def _websocket_header_limits(max_header_size: int) -> None:
+    """The ``websockets`` parser both WebSocket drivers read an upgrade with refused a header
+    line over 8 KiB and more than 128 headers (431, in plain text), where every other
+    request takes ``--max-header-size`` bytes of headers: a Bearer token of the 8,192
+    characters a hello takes, or a site's large cookies, kept a client off the WebSocket."""
+    import websockets.http11 as parser  # noqa: PLC0415 - once uvicorn was checked (main)
+
+    parser.MAX_LINE_LENGTH = max(parser.MAX_LINE_LENGTH, max_header_size)
+    parser.MAX_NUM_HEADERS = max(parser.MAX_NUM_HEADERS, max_header_size // 16)
+
+
 def _warn_middleware(app: Any, path: str) -> None:
     """The native driver takes the hub's WebSockets before the app's ASGI middleware: a
     middleware that authenticates (or checks the Host) lets them through unseen. Said at
@@ -260,6 +271,7 @@ def run(app: Any, args: argparse.Namespace) -> None:
     ws = websocket_protocol(app, hub, args)
     HeaderTimeoutHttp.header_timeout = args.header_timeout
     HeaderTimeoutHttp.max_header_size = args.max_header_size
+    _websocket_header_limits(args.max_header_size)
     HeaderTimeoutHttp.hub = hub
     fallback = parse_fallback()
     HeaderTimeoutHttp.quiet_parse = fallback is None
