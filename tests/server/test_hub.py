@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ladder import ChannelOptions, Context, Identity, Ladder, LadderError, Limits
-from ladder.engine import Position
+from ladder.engine import Member, Position
 from ladder.protocol.sids import label
 from ladder.server.hub import internals
 from tests.server.harness import Clock, Peer, make_hub
@@ -609,3 +609,20 @@ async def test_a_handler_error_whose_details_cannot_be_encoded_is_handler_error_
     (emit_id,) = await peer.send({"t": "emit", "ev": "full"})
     assert [f["code"] for f in peer.read() if f["t"] == "err" and f.get("re") == emit_id] == ["handler_error"]
     assert (await peer.request({"t": "call", "ev": "full"}))["code"] == "handler_error"  # (the session goes on)
+
+
+async def test_a_session_never_hears_its_own_join_or_leave_whatever_the_engine_s_timing(hub: Ladder) -> None:
+    """protocol §5: ``join``/``leave`` tell a subscriber about someone else. The memory
+    engine announces a member as its ``sub`` is applied (the subscription not confirmed yet:
+    no own join), Redis once its pub/sub message comes back (confirmed by then: an own join,
+    one frame), so an app counting members from them counted itself on one engine only."""
+    alice = await Peer.open(hub, "alice")
+    await alice.request({"t": "sub", "ch": "chat:own"})
+    alice.read()
+    channels = internals(hub).channels
+    me = Member(alice.session.client_id, "alice", {"nick": "alice"})
+    channels.on_presence("chat:own", "join", me)  # (as Redis's echo of its own join comes)
+    channels.on_presence("chat:own", "join", Member("someone-else", "bob", None))
+    channels.on_presence("chat:own", "leave", me)
+    heard = [(f["t"], f["m"]["u"]) for f in alice.read() if f["t"] in ("join", "leave")]
+    assert heard == [("join", "bob")], heard

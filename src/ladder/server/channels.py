@@ -270,13 +270,17 @@ class ChannelTable:
             self.overflowed(session)
 
     def on_presence(self, channel: str, kind: str, member: Member) -> None:
-        """``join``/``leave`` to the subscribers that may see the channel's members."""
+        """``join``/``leave`` to the subscribers that may see the channel's members, but the
+        member's own session: it knows (its ``sub`` reply), and whether it heard itself
+        depended on the engine's timing (memory: announced before its subscription was
+        confirmed; Redis: after, so an own ``join``)."""
         local = self._channels.get(channel)
         if not local or not self.rules.options(channel).join_leave:
             return
         frame = presence_frame(kind, channel, member.wire())
+        client = member.client
         for session, sub in list(local.items()):
-            if sub.join_leave and sub.pending is None:
+            if sub.join_leave and sub.pending is None and session.client_id != client:
                 self.push(session, frame)
 
     def on_reset(self, channel: str, position: Position) -> None:
