@@ -14,6 +14,7 @@ import signal
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import pytest
 
 from ladder import Client, LadderError
@@ -190,3 +191,25 @@ async def test_a_call_whose_handler_outlives_a_graceful_stop_is_answered_once_an
             assert (interrupted.value.code, interrupted.value.reason) == ("handler_error", "the handler was interrupted")
             begun = [pub.data for pub in await client.history(f"begun:{key}")]
             assert begun == [pid], f"the handler began {len(begun)} times, in processes {begun}"
+
+
+async def test_a_post_forwarded_to_a_node_whose_handler_runs_long_is_not_a_503() -> None:
+    """A ``POST send`` landing on a node other than its session's is forwarded, and the owner
+    answers once the call in it was applied: with a handler over 3 s, the healthy node that
+    forwarded it answered ``503 engine_unavailable`` ("did not answer in time"), and a
+    balancer that skips nodes answering 503 (deploy/nginx.conf) set healthy nodes aside."""
+    with recording_cluster(2) as cluster:
+        owner, other = cluster.nodes
+        async with httpx.AsyncClient(timeout=30) as http:
+            opened = await http.get(f"{owner.url}/longpoll", params={"v": 1, "open": 1, "enc": "json"})
+            welcome = orjson.loads(opened.content.split(b"\n")[0])
+            call = b'{"t":"call","i":1,"ev":"begun","d":{"key":"forwarded","wait":3.5}}'
+            posted = await http.post(
+                f"{other.url}/send", params={"sid": welcome["sid"]}, content=call,
+                headers={"x-ladder-rt": welcome["rt"], "content-type": "application/json"},
+            )  # fmt: skip
+            assert posted.status_code == 204, posted.text
+            answered = await http.get(f"{owner.url}/longpoll", params={"sid": welcome["sid"], "ack": 0, "enc": "json"},
+                                      headers={"x-ladder-rt": welcome["rt"]})  # fmt: skip
+            replies = [orjson.loads(line) for line in answered.content.split(b"\n") if line]
+            assert {"t": "reply", "s": 1, "re": 1, "d": "finished"} in replies, replies

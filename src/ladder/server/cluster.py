@@ -36,6 +36,12 @@ SETTLE_TIMEOUT: Final = 2.0
 """How long an owner asked to give a session away waits for a running handler to finish
 (below ``REQUEST_TIMEOUT``, so the asking node hears a clear "busy, retry")."""
 
+SEND_TIMEOUT: Final = 60.0
+"""How long a node waits for the owner of a session to answer a ``POST send`` it forwarded
+there: the owner answers once the messages in it were applied (a handler may take seconds),
+and a dead owner is noticed meanwhile (see :data:`WATCH_EVERY`). With ``REQUEST_TIMEOUT``,
+a handler over 3 s made a healthy node answer ``503 engine_unavailable``."""
+
 WATCH_EVERY: Final = 1.0
 """While a request waits longer than ``REQUEST_TIMEOUT`` on another node (a long poll held
 there), how often that node is checked to be alive: a node that died answers nothing, and

@@ -26,6 +26,7 @@ from .auth import AuthRequest, run_authenticate
 from .channels import ChannelTable
 from .cluster import (
     REQUEST_TIMEOUT,
+    SEND_TIMEOUT,
     SETTLE_TIMEOUT,
     Asked,
     Cluster,
@@ -315,7 +316,7 @@ class Router:
         self, node: str, sid: str, token: str, body: bytes, content_type: str | None
     ) -> None:
         message = {"k": "send", "sid": sid, "rt": token, "body": body, "ct": content_type or ""}
-        await self._ask_owner(node, message, REQUEST_TIMEOUT)
+        await self._ask_owner(node, message, SEND_TIMEOUT)
 
     async def forward_poll(
         self,
