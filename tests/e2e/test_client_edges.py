@@ -587,3 +587,26 @@ async def test_async_with_cancelled_while_connecting_leaves_no_client_behind(ser
     assert [client.state for client in clients] == ["closed"] * 3
     left = [task for task in asyncio.all_tasks() if "ladder" in repr(task.get_coro())]
     assert left == [], f"client tasks left: {left}"
+
+
+async def test_a_paced_queue_on_long_polling_writes_one_post_per_gap_within_the_address_s_request_rate(
+    tmp_path: Path,
+) -> None:
+    """A burst of calls past the message rate, on long polling: paced, the client wrote one
+    POST per message at the rate's pace, which with the polls took the address's request
+    rate (each POST and poll a request): polls were refused 429, control frames were lost
+    with them, and a queue of 1,000 calls stalled (2 runs of 5) or its session was ended
+    for "persistent flooding". Paced POSTs go at most one per 50 ms now (protocol §9.8),
+    the messages due meanwhile together."""
+    log = tmp_path / "server.log"
+    limits = {"message_rate": 50.0, "message_burst": 20.0, "request_rate": 60.0, "request_burst": 60.0}
+    with LadderServer({"heartbeat": 5.0, "limits": limits}, log=log, args=("--log-level", "info")) as server:
+        async with Client(server.url, transports=["longpoll"]) as client:
+            answers = await asyncio.gather(*(client.call("echo", n, timeout=60) for n in range(200)))
+            assert [answer["data"] for answer in answers] == list(range(200))
+    said = log.read_text()
+    assert said.count("rate_limited: message") > 0, "paced: the message rate refused some"
+    assert "too many requests from this address" not in said, [
+        line for line in said.splitlines() if "from this address" in line
+    ][:3]
+    assert "persistent flooding" not in said

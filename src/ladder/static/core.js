@@ -825,6 +825,12 @@ export const MIN_INTERVAL = 1;
 export const MAX_DUE = 64;
 
 /** The pace of upstream messages (protocol §4): unlimited until the server refuses one for its rate. */
+/**
+ * ms at least between two writes while pacing over `POST send` (the due ones go together):
+ * each POST is a request of the client's address, which the server bounds too.
+ */
+export const POST_GAP = 50;
+
 export class Pacer {
   constructor() {
     /** ms between messages while pacing; 0 when not pacing. */
@@ -832,6 +838,7 @@ export class Pacer {
     this.resumeAt = 0;
     this._due = 0;
     this._stamp = 0;
+    this._writtenAt = -1e12;
   }
 
   get pacing() {
@@ -851,17 +858,20 @@ export class Pacer {
   }
 
   /**
-   * How many messages may be written now (null: any number) and, when none may, how long until one may.
-   * @param {{now: number}} args
+   * How many messages may be written now (null: any number) and, when none may, how long until
+   * one may. `gap`: ms at least between two writes (POST_GAP over `POST send`).
+   * @param {{now: number, gap?: number}} args
    * @returns {{count: number | null, wait: number}}
    */
-  allowance({ now }) {
+  allowance({ now, gap = 0 }) {
     if (!this.pacing) return { count: null, wait: 0 };
     if (now < this.resumeAt) return { count: 0, wait: this.resumeAt - now };
+    if (now < this._writtenAt + gap) return { count: 0, wait: this._writtenAt + gap - now };
     this._due = Math.min(MAX_DUE, this._due + (now - this._stamp) / this.interval);
     this._stamp = now;
     const due = Math.floor(this._due);
     if (due === 0) return { count: 0, wait: (1 - this._due) * this.interval };
+    this._writtenAt = now;
     return { count: due, wait: 0 };
   }
 

@@ -41,10 +41,11 @@ export class Pacer {
    * How many messages may be written now (null: any number) and, when none may, how many ms
    * until the next one may.
    * @param {number} now
+   * @param {number} [gap] ms at least between two writes
    * @returns {{count: number | null, wait: number}}
    */
-  allowance(now) {
-    return this.core.allowance({ now });
+  allowance(now, gap = 0) {
+    return this.core.allowance({ now, gap });
   }
 
   /** @param {number} count */

@@ -24,7 +24,7 @@ from .durations import no_reply, seconds
 from .ending import FATAL, SESSION_GONE, after_race, after_transport, answers_ping
 from .ladder import CUT_LIMIT, STABLE_AFTER, RungPolicy, why
 from .liveness import HIDDEN_SLACK, RECENT, silence_limit, silence_verdict, wake_action
-from .pacing import POLL_FASTEST, POLL_REFUSED_MAX, POLL_SLOWEST, Pacer, PollPace, poll_again_in
+from .pacing import POLL_FASTEST, POLL_REFUSED_MAX, POLL_SLOWEST, POST_GAP, Pacer, PollPace, poll_again_in
 from .proving import (
     PROOF_FACTOR,
     PROOF_FLOOR,
@@ -51,6 +51,7 @@ __all__ = [
     "POLL_FASTEST",
     "POLL_REFUSED_MAX",
     "POLL_SLOWEST",
+    "POST_GAP",
     "PROBE_DELAY",
     "PROBE_MAX_DELAY",
     "PROOF_FACTOR",

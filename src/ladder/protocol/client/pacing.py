@@ -15,6 +15,11 @@ MIN_INTERVAL = 1.0
 """ms: the shortest pace, whatever a server says."""
 MAX_DUE = 64
 """Most messages that may become due while the client was busy (one batch at most)."""
+POST_GAP = 50.0
+"""ms at least between two writes while pacing over ``POST send`` (the due ones go
+together): each POST is a request of the client's address, which the server bounds too
+(``request_rate``); one POST per message at the message rate's pace took most of it, and
+refused polls then stalled the queue."""
 
 
 class Pacer:
@@ -26,6 +31,7 @@ class Pacer:
         self.resume_at = 0.0
         self._due = 0.0
         self._stamp = 0.0
+        self._written_at = -1.0e12
 
     @property
     def pacing(self) -> bool:
@@ -39,18 +45,23 @@ class Pacer:
         self._stamp = self.resume_at
         self._due = 1.0  # the refused message, once the wait is over
 
-    def allowance(self, now: float) -> dict[str, Any]:
+    def allowance(self, now: float, gap: float = 0.0) -> dict[str, Any]:
         """``{"count": n, "wait": ms}``: how many messages may be written now (None: any
-        number) and, when none may, how long until the next one may."""
+        number) and, when none may, how long until the next one may. ``gap``: ms at least
+        between two writes (:data:`POST_GAP` over ``POST send``), what became due meanwhile
+        written together."""
         if not self.pacing:
             return {"count": None, "wait": 0.0}
         if now < self.resume_at:
             return {"count": 0, "wait": self.resume_at - now}
+        if now < self._written_at + gap:
+            return {"count": 0, "wait": self._written_at + gap - now}
         self._due = min(float(MAX_DUE), self._due + (now - self._stamp) / self.interval)
         self._stamp = now
         due = int(self._due)
         if due == 0:
             return {"count": 0, "wait": (1.0 - self._due) * self.interval}
+        self._written_at = now
         return {"count": due, "wait": 0.0}
 
     def wrote(self, count: int) -> None:
