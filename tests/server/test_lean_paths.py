@@ -940,7 +940,7 @@ async def test_a_plain_handler_that_fails_is_answered_at_once_and_the_next_call_
     await asyncio.sleep(0)  # (the write)
     answers = [(f["t"], f["re"], f.get("code", f.get("d"))) for f in said.written() if "re" in f]
     assert answers == [("err", 1, "handler_error"), ("err", 2, "forbidden"), ("reply", 3, 3)]
-    assert "handler failed for Call" in caplog.text and "RuntimeError: a bug" in caplog.text
+    assert "handler failed for Call 'fail'" in caplog.text and "RuntimeError: a bug" in caplog.text
     assert not said.conn.closing
 
 

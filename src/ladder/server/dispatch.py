@@ -186,7 +186,7 @@ class Dispatch:
         try:
             return reply_frame(frame.i, result)
         except LadderError as exc:
-            log.warning("reply to %s could not be encoded: %s", type(frame).__name__, exc)
+            log.warning("reply to %s could not be encoded: %s", _named(frame), exc)
             why = exc.reason.removeprefix("data cannot be encoded: ")
             refusal = LadderError("handler_error", f"the result could not be encoded: {why}")
             return error_frame(refusal, frame.i)
@@ -200,12 +200,12 @@ class Dispatch:
                 return error_frame(exc, frame.i)
             except LadderError:  # a handler's details no encoding carries (the session goes on)
                 why = f"the handler's error {exc.code!r} could not be encoded: {unencodable(exc.details)}"
-                log.warning("%s from session %s: %s", type(frame).__name__, label(session.sid), why)
+                log.warning("%s from session %s: %s", _named(frame), label(session.sid), why)
                 return error_frame(LadderError("handler_error", why), frame.i)
         if isinstance(frame, Call | Emit):  # the app's event handler
             log.error(
                 "handler failed for %s from session %s",
-                type(frame).__name__,
+                _named(frame),
                 label(session.sid),
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
@@ -392,3 +392,9 @@ _APPLY: dict[type, Callable[[Dispatch, Session, Any], Awaitable[Any]]] = {
     Refresh: Dispatch._refresh,
     Invalid: Dispatch._invalid,
 }
+
+
+def _named(frame: Numbered) -> str:
+    """A frame as the log names it: ``Call 'checkout'`` (its event, where it has one)."""
+    event = getattr(frame, "ev", None)
+    return type(frame).__name__ if event is None else f"{type(frame).__name__} {event!r}"
