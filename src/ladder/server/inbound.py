@@ -30,10 +30,9 @@ from .tasks import Tasks
 from .throttle import Throttle
 
 AT_ONCE: Final = frozenset({Ack, Ping, Pong, Bye})
-"""Client frames applied without waiting for anything (see :meth:`Inbound.receive_now`),
-also while one of the session's messages is in a handler (the WebSocket drivers): a ``bye``
-ends the session now (protocol §4), not once the handler returns, and is not lost with a
-connection its client closes right after it."""
+"""Client frames applied without waiting for anything (see :meth:`Inbound.receive_now`), also
+while one of the session's messages is in a handler: a ``bye`` ends the session now (protocol
+§4), not once the handler returns, and is not lost with a connection closed right after it."""
 
 
 class Inbound:
@@ -69,8 +68,7 @@ class Inbound:
         """WebSocket sessions whose messages wait for the server keeping their records."""
         self.recording = sessions.recording
         self.records_at_once = self.recording.now is not None
-        """A plain handler's message is applied as it is read: the engine says it records at
-        once and offers the plain call to do it with (see AppliedRecords)."""
+        """A plain handler's message is applied as it is read (the engine records at once)."""
         self.together = not self.records_at_once and dispatch.publishes_together
         """A session's consecutive publications are applied together (``together.py``)."""
 
@@ -210,7 +208,6 @@ class Inbound:
 
     async def drain(self, session: Session) -> None:
         """Apply queued client frames one at a time, in order (whoever arrives first drains).
-
         A message counts as done (and may be acknowledged) only once it was applied and
         recorded; a session being moved to another node stops between two messages.
         """
@@ -219,38 +216,41 @@ class Inbound:
         session.draining = True
         dispatch = self.dispatch
         together = self.together
-        frame: Numbered | None = None
+        applying: list[Numbered] = []  # (a list: mypyc read a local set to None as None in finally)
         reply: OutFrame | None = None
         frames: list[Publish] = []
         replies: list[OutFrame | None] = []
         returned = False
         try:
             while (frame := self._take(session)) is not None:
+                applying.append(frame)
                 returned = False
                 if together and type(frame) is Publish and publications.more(session):
                     frames = publications.take(session, frame)
                     replies = await dispatch.publish_all(session, frames)
                     returned = True
                     await self._done_together(session, frames, replies)
-                    frame, frames = None, []
+                    applying.clear()
+                    frames = []
                     continue
                 applied, reply = kept_answer(session.inherited, frame)
                 if not applied:  # else the lost session applied it: answer it, once more
                     reply = await dispatch.apply(session, frame)
                 returned = True
                 await self._done(session, frame, reply)
-                frame = None
+                applying.clear()
         finally:
-            if frame is not None:
+            if applying:
                 # Our driver was cancelled inside a handler: the message went as far as it
                 # went. It is finished (answered, never applied twice) before anything after
                 # it, by a task of the hub's that keeps the queue (``draining`` stays set).
+                current = applying[0]
                 if not returned:
-                    reply, replies = _interrupted(frame.i), [_interrupted(number.i) for number in frames]
+                    reply, replies = _interrupted(current.i), [_interrupted(number.i) for number in frames]
                 if frames:
                     finishing = self._done_together(session, frames, replies)
                 else:
-                    finishing = self._done(session, frame, reply)
+                    finishing = self._done(session, current, reply)
                 self.tasks.spawn(self._finish_interrupted(session, finishing), "ladder-drain")
             else:
                 self._stopped(session)
