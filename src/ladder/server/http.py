@@ -212,10 +212,8 @@ def origin_allowed(allowed: tuple[str, ...] | None, request: Request) -> bool:
     if origin is None:
         return True
     if allowed is None:
-        host = request.headers.get("host")
-        if not host:
-            return False
-        return _origin_key(origin) == _origin_key(f"{request.scheme}://{host}")
+        own = request.own_origin
+        return own is not None and _origin_key(origin) == _origin_key(own)
     if "*" in allowed:
         return True
     key = _origin_key(origin)

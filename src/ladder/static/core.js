@@ -824,13 +824,13 @@ export const MIN_INTERVAL = 1;
 /** Most messages that may become due while the client was busy (one batch at most). */
 export const MAX_DUE = 64;
 
-/** The pace of upstream messages (protocol §4): unlimited until the server refuses one for its rate. */
 /**
  * ms at least between two writes while pacing over `POST send` (the due ones go together):
  * each POST is a request of the client's address, which the server bounds too.
  */
 export const POST_GAP = 50;
 
+/** The pace of upstream messages (protocol §4): unlimited until the server refuses one for its rate. */
 export class Pacer {
   constructor() {
     /** ms between messages while pacing; 0 when not pacing. */
