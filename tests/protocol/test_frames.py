@@ -45,6 +45,9 @@ def test_valid_frames_parse_into_records() -> None:
         ({"t": "hello", "v": 2}, "unsupported_version", "version 2"),
         ({"t": "hello", "v": 1001}, "unsupported_version", "version 1001"),  # (was bad_frame: "between 0 and 1000")
         ({"t": "hello", "v": 1, "sid": "x"}, "bad_frame", "'rt'"),
+        ({"t": "hello", "v": 1, "why": "a b"}, "bad_frame", "one word"),  # (was taken: "one word")
+        ({"t": "hello", "v": 1, "why": "cut;drop"}, "bad_frame", "one word"),
+        ({"t": "hello", "v": 1, "why": "x" * 17}, "bad_frame", "1 to 16"),
         ({"t": "ack", "s": -1}, "bad_frame", "'s'"),
         ({"t": "ack", "s": 2**60}, "bad_frame", "'s'"),
     ],
@@ -149,3 +152,9 @@ def test_sixty_four_refused_frames_with_nothing_after_them_say_nothing_more() ->
     assert len(errors) == MAX_REFUSED_PER_BATCH and all(e.code == "unknown_frame" for e in errors)
     frames, errors = decode_client_frames(JSON, "\n".join(['{"t":"zzz"}'] * 63 + ['{"t":"ping"}']))
     assert len(errors) == 63 and [type(f) for f in frames] == [Ping]
+
+
+@pytest.mark.parametrize("why", ["refused", "heartbeat", "probe_2", "x-y"])
+def test_a_hellos_why_is_any_one_word(why: str) -> None:
+    """Not only the words the reference clients send: a newer client's word is counted as ``error``."""
+    assert parse_client_frame({"t": "hello", "v": 1, "why": why}).why == why  # type: ignore[union-attr]

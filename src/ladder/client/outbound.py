@@ -9,7 +9,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ..protocol.client import POST_GAP, Renewal, UpstreamRetry, no_reply
+from ..protocol.client import Renewal, UpstreamRetry, no_reply
 from ..protocol.codec import encode_message
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame
@@ -212,8 +212,7 @@ class Outbound(ClientBase):
         try:
             while self.state == "connected" and self._conn is not None:
                 conn = self._conn
-                gap = POST_GAP / 1000 if conn.separate_upstream else 0.0  # (a POST is a request)
-                allowed, wait = self._pacer.allowance(loop.time(), gap)
+                allowed, wait = self._pacer.allowance(loop.time(), conn.separate_upstream)
                 frames = self._batch(conn, allowed)
                 self._pacer.wrote(len(frames))
                 if wait > 0 and self.peer.outbox.pending(self.peer.cursor) > 0:

@@ -24,10 +24,10 @@ class Pacer:
     def refused(self, retry_after: float, now: float) -> None:
         self._core.refused(retry_after * 1000, now * 1000)
 
-    def allowance(self, now: float, gap: float = 0.0) -> tuple[int | None, float]:
+    def allowance(self, now: float, separate_upstream: bool = False) -> tuple[int | None, float]:
         """How many messages may be written now (None: any number) and, when none may, how
-        many seconds until the next one may (``gap``: seconds at least between two writes)."""
-        allowed = self._core.allowance(now * 1000, gap * 1000)
+        many seconds until the next one may (``separate_upstream``: each write a ``POST``)."""
+        allowed = self._core.allowance(now * 1000, separate_upstream)
         return allowed["count"], allowed["wait"] / 1000
 
     def wrote(self, count: int) -> None:

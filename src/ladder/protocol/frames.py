@@ -338,6 +338,14 @@ def _lost_user(o: dict[str, Any]) -> str | None:
     return user
 
 
+def _why(o: dict[str, Any]) -> str | None:
+    """``why``: one word (letters, digits, ``_``, ``-``), which the server only counts."""
+    why = _opt_str(o, "why", max_len=16)
+    if why is not None and not why.replace("_", "a").replace("-", "a").isalnum():
+        raise _bad("why", "must be one word (letters, digits, '_' or '-'), such as 'refused'")
+    return why
+
+
 def _hello(o: dict[str, Any]) -> Hello:
     v = _int(o, "v", lo=0)  # (any other version, however high: unsupported_version)
     if v != PROTOCOL_VERSION:
@@ -352,7 +360,7 @@ def _hello(o: dict[str, Any]) -> Hello:
         rt=rt,
         ack=_opt_int(o, "ack") or 0,
         token=_opt_str(o, "tok", max_len=MAX_TOKEN),
-        why=_opt_str(o, "why", max_len=16),
+        why=_why(o),
         prev=_previous(o),
     )
 

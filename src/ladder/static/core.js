@@ -859,11 +859,13 @@ export class Pacer {
 
   /**
    * How many messages may be written now (null: any number) and, when none may, how long until
-   * one may. `gap`: ms at least between two writes (POST_GAP over `POST send`).
-   * @param {{now: number, gap?: number}} args
+   * one may. Over a separate upstream (`POST send`, each write a request) writes are POST_GAP
+   * apart at least, what became due meanwhile written together.
+   * @param {{now: number, separateUpstream?: boolean}} args
    * @returns {{count: number | null, wait: number}}
    */
-  allowance({ now, gap = 0 }) {
+  allowance({ now, separateUpstream = false }) {
+    const gap = separateUpstream ? POST_GAP : 0;
     if (!this.pacing) return { count: null, wait: 0 };
     if (now < this.resumeAt) return { count: 0, wait: this.resumeAt - now };
     if (now < this._writtenAt + gap) return { count: 0, wait: this._writtenAt + gap - now };

@@ -1,7 +1,7 @@
 // @ts-check
 /** Writing: the bounded queue of frames, batches under the server's limits, requests awaiting replies. */
 
-import { noReply, POST_GAP, Renewal, UpstreamRetry } from "./core.js";
+import { noReply, Renewal, UpstreamRetry } from "./core.js";
 import { errorOf, LadderError, TransportClosed } from "./errors.js";
 import { UNORDERED } from "./http.js";
 import { encodeMessage, tagBytes } from "./codec.js";
@@ -277,7 +277,7 @@ export async function flush(client) {
         await box.saved();
         continue;
       }
-      const { count, wait } = client._pacer.allowance(client._clock.now(), conn.separateUpstream ? POST_GAP : 0);
+      const { count, wait } = client._pacer.allowance(client._clock.now(), conn.separateUpstream);
       const cursor = client.peer.cursor;
       const frames = client._batch(conn, count);
       client._pacer.wrote(frames.length);

@@ -41,11 +41,11 @@ export class Pacer {
    * How many messages may be written now (null: any number) and, when none may, how many ms
    * until the next one may.
    * @param {number} now
-   * @param {number} [gap] ms at least between two writes
+   * @param {boolean} [separateUpstream] each write a `POST send` (POST_GAP apart at least)
    * @returns {{count: number | null, wait: number}}
    */
-  allowance(now, gap = 0) {
-    return this.core.allowance({ now, gap });
+  allowance(now, separateUpstream = false) {
+    return this.core.allowance({ now, separateUpstream });
   }
 
   /** @param {number} count */

@@ -45,11 +45,12 @@ class Pacer:
         self._stamp = self.resume_at
         self._due = 1.0  # the refused message, once the wait is over
 
-    def allowance(self, now: float, gap: float = 0.0) -> dict[str, Any]:
+    def allowance(self, now: float, separate_upstream: bool = False) -> dict[str, Any]:
         """``{"count": n, "wait": ms}``: how many messages may be written now (None: any
-        number) and, when none may, how long until the next one may. ``gap``: ms at least
-        between two writes (:data:`POST_GAP` over ``POST send``), what became due meanwhile
-        written together."""
+        number) and, when none may, how long until the next one may. Over a separate
+        upstream (``POST send``, each write a request) writes are :data:`POST_GAP` apart at
+        least, what became due meanwhile written together."""
+        gap = POST_GAP if separate_upstream else 0.0
         if not self.pacing:
             return {"count": None, "wait": 0.0}
         if now < self.resume_at:
