@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import time
@@ -626,3 +627,34 @@ async def test_a_session_never_hears_its_own_join_or_leave_whatever_the_engine_s
     channels.on_presence("chat:own", "leave", me)
     heard = [(f["t"], f["m"]["u"]) for f in alice.read() if f["t"] in ("join", "leave")]
     assert heard == [("join", "bob")], heard
+
+
+async def test_a_handler_raising_generator_exit_or_a_bad_ladder_error_is_answered_handler_error(
+    hub: Ladder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``GeneratorExit`` (not an ``Exception``) went past the handler's failure path: the call
+    was never answered and the loop logged "Task exception was never retrieved". A
+    ``LadderError`` the constructor refuses (``retry_after=-5``) is the handler's bug, logged
+    with what to fix."""
+
+    @hub.on("gen")
+    async def gen(ctx: Context, data: Any) -> Any:
+        raise GeneratorExit
+
+    @hub.on("plain_gen")
+    def plain_gen(ctx: Context, data: Any) -> Any:
+        raise GeneratorExit
+
+    @hub.on("negative")
+    async def negative(ctx: Context, data: Any) -> Any:
+        raise LadderError("busy", retry_after=-5)
+
+    peer = await Peer.open(hub, "alice")
+    for event in ("gen", "plain_gen", "negative"):
+        refused = await asyncio.wait_for(peer.request({"t": "call", "ev": event}), 5)
+        assert refused["code"] == "handler_error", refused
+    (emit_id,) = await peer.send({"t": "emit", "ev": "gen"})
+    assert [f["re"] for f in peer.read() if f["t"] == "err"] == [emit_id]
+    assert (await peer.request({"t": "call", "ev": "add_nothing"}))["code"] == "unknown_event"  # (goes on)
+    assert "retry_after must be seconds, 0 or more" in caplog.text
+    assert "never retrieved" not in caplog.text

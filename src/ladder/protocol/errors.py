@@ -8,6 +8,7 @@ on ``code``; ``reason`` is for logs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,11 @@ _SPECS = [
 ERRORS: dict[str, ErrorSpec] = {spec.code: spec for spec in _SPECS}
 
 
+def _a_wait(value: Any) -> bool:
+    """Whether ``value`` can be a ``retry_after``: seconds, 0 or more, finite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf
+
+
 class LadderError(Exception):
     """An error with a wire code. Raised by the core, the server and handlers alike.
 
@@ -86,6 +92,10 @@ class LadderError(Exception):
         retry_after: float | None = None,
         details: Any = None,
     ) -> None:
+        if not (isinstance(code, str) and code):
+            raise ValueError(f"LadderError: code must be a non-empty string such as 'forbidden': {code!r}")
+        if retry_after is not None and not _a_wait(retry_after):
+            raise ValueError(f"LadderError: retry_after must be seconds, 0 or more, or None: {retry_after!r}")
         spec = ERRORS.get(code)
         self.code = code
         self.reason = reason or (spec.reason if spec else code)
@@ -141,11 +151,12 @@ class LadderError(Exception):
     @classmethod
     def of(cls, frame: Mapping[str, Any]) -> LadderError:
         """An ``err`` frame (or an HTTP error body) as the error it carries, every wire field
-        kept: a handler's ``details`` and a ``retry_after`` reach the caller."""
+        kept: a handler's ``details`` and a ``retry_after`` reach the caller (a wait that is
+        none, negative or endless, is read as absent; no code as ``internal``)."""
         retry_after = frame.get("retry_after")
         return cls(
-            str(frame.get("code", "internal")),
+            str(frame.get("code") or "internal"),
             str(frame.get("reason", "")),
-            retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
+            retry_after=float(retry_after) if retry_after is not None and _a_wait(retry_after) else None,
             details=frame.get("details"),
         )

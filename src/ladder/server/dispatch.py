@@ -4,10 +4,8 @@ Frames arrive here already deduplicated and in order (the session inbox). Each g
 ``reply`` (with a result) or an ``err`` (with a code) in the session's sequenced stream,
 except ``emit``, which is fire-and-forget unless its handler fails. The answer is returned
 to the caller (:mod:`.inbound`), which sends it only after the message is recorded as
-applied. Nothing raised by an
-app handler escapes: a :class:`LadderError` becomes that error, anything else a
-``handler_error`` (logged here, with its traceback, since it is a server-side bug).
-"""
+applied. Nothing an app handler raises escapes but cancellation and the process's exits: a
+:class:`LadderError` becomes that error, anything else ``handler_error`` (logged, traceback)."""
 
 from __future__ import annotations
 
@@ -60,6 +58,8 @@ class _NoReply:
 
 
 _NO_REPLY = _NoReply()
+
+_FAILURES: Final = (Exception, GeneratorExit)  # a handler's failures (GeneratorExit went past, unanswered)
 
 
 def _awaitable(result: Any) -> bool:
@@ -156,7 +156,7 @@ class Dispatch:
                 if self.tasks.now:
                     await asyncio.sleep(0)  # (the same: permissions and auth run in a task)
                 result = await _APPLY[type(frame)](self, session, frame)
-        except Exception as exc:
+        except _FAILURES as exc:
             return self._failed(session, frame, exc)
         return self._answer(frame, result)
 
@@ -168,7 +168,7 @@ class Dispatch:
             result = self._run_handler(session, frame)
             if _awaitable(result):
                 return Pending(result)
-        except Exception as exc:
+        except _FAILURES as exc:
             return self._failed(session, frame, exc)
         return self._answer(frame, result)
 
@@ -176,7 +176,7 @@ class Dispatch:
         """The answer of a frame :meth:`apply_now` left pending, once its awaitable is done."""
         try:
             result = await pending.awaitable
-        except Exception as exc:
+        except _FAILURES as exc:
             return self._failed(session, frame, exc)
         return self._answer(frame, result)
 
@@ -191,7 +191,7 @@ class Dispatch:
             refusal = LadderError("handler_error", f"the result could not be encoded: {why}")
             return error_frame(refusal, frame.i)
 
-    def _failed(self, session: Session, frame: Numbered, exc: Exception) -> OutFrame:
+    def _failed(self, session: Session, frame: Numbered, exc: Exception | GeneratorExit) -> OutFrame:
         """The answer to a frame whose application raised ``exc``."""
         if isinstance(exc, LadderError):
             if not isinstance(frame, Invalid):  # invalid frames were counted when refused
