@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from ladder.client import ProbeResult, Publication, Push, StateChanged
+from ladder.client import ProbeResult, Publication, Push, ServerError, StateChanged
 from ladder.protocol.peer import Frame
 from tests.client.fakes import FakeClient, FakeServer, FakeTransport
 
@@ -214,4 +214,28 @@ async def test_off_and_a_listeners_stop_end_their_callbacks_and_no_other() -> No
     server.push({"t": "push", "ev": "hi", "d": 2}, {"t": "pub", "ch": "room", "o": 2, "d": "b"})
     assert await asyncio.wait_for(kept.get(), 5) == 2
     assert pushes == [1] and heard == [("first", "a"), ("second", "a"), ("first", "b")]
+    await client.close()
+
+
+async def test_a_failed_emit_is_told_with_the_details_and_wait_its_handler_gave() -> None:
+    """The ``error`` event of a failed emit held only ``code`` and ``reason``: a handler's
+    ``LadderError(..., details=..., retry_after=...)`` reached the caller of a ``call`` whole,
+    but an emitter never heard the details or how long to wait."""
+    server = FakeServer()
+    client = FakeClient(server, transports=["websocket"])
+    told: asyncio.Queue[ServerError] = asyncio.Queue()
+    client.on("error", told.put_nowait)
+    await client.connect(timeout=5)
+    await client.emit("join", "room:full")
+    await client.flush(timeout=5)
+    (emitted,) = server.ups("emit")
+    server.seq += 1
+    server.current.down.put_nowait(
+        [{"t": "err", "re": emitted["i"], "s": server.seq, "code": "room_full", "reason": "no seat", "retry_after": 2.5, "details": {"seats": 0}}]
+    )
+    error = await asyncio.wait_for(told.get(), 5)
+    assert error == ServerError("room_full", "no seat", {"seats": 0}, 2.5)
+    assert (error.details, error.retry_after) == ({"seats": 0}, 2.5)
+    server.push({"t": "err", "code": "forbidden", "reason": "r", "retry_after": -5})  # (a wait that is none)
+    assert await asyncio.wait_for(told.get(), 5) == ServerError("forbidden", "r")
     await client.close()

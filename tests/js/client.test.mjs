@@ -553,6 +553,24 @@ describe("reliability", () => {
     await timedOut;
   });
 
+  test("a failed emit is an error event with the details and wait its handler gave (a wait that is none: left out)", async () => {
+    const { client, net, of } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    client.emit("join", "room:full");
+    await settle();
+    const { i } = ws.wrote("emit")[0];
+    ws.receive([{ s: 1, t: "err", re: i, code: "room_full", reason: "no seat", retry_after: 2.5, details: { seats: 0 } }]);
+    ws.receive([{ t: "err", code: "forbidden", reason: "r", retry_after: -5 }]);
+    await settle();
+    assert.deepEqual(of("error"), [
+      { name: "error", code: "room_full", reason: "no seat", details: { seats: 0 }, retryAfter: 2.5 },
+      { name: "error", code: "forbidden", reason: "r" },
+    ]);
+  });
+
   test("a call whose session's Redis server is down waits on the same connection: the control err is an error event, not an end", async () => {
     const { client, clock, net, of } = setup({ transports: ["websocket"] });
     client.start();

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..protocol.errors import LadderError
+from ..protocol.peer import Frame
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -109,11 +112,21 @@ class ServerError(Event):
     session's messages wait for the Redis server keeping its records, which is down (they
     are answered once it is back; the connection is kept), or the refusal of a subscription
     renewed in a new session, the reason naming the channel: ``engine_unavailable`` once (it
-    is sent again until the server takes it), any other code when it ended."""
+    is sent again until the server takes it), any other code when it ended. ``details`` and
+    ``retry_after``: what the server's ``err`` carried (a handler's ``LadderError(...,
+    details=..., retry_after=...)`` for a failed emit), else None."""
 
     name: ClassVar[str] = "error"
     code: str
     reason: str
+    details: Any = None
+    retry_after: float | None = None
+
+    @classmethod
+    def of(cls, frame: Frame) -> ServerError:
+        """The event an ``err`` frame nothing waited for makes, every wire field kept."""
+        error = LadderError.of(frame)
+        return cls(error.code, error.reason, error.details, error.retry_after)
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,7 +268,7 @@ class Inbound(Outbound):
                 self._rate_limited(int(frame["re"]), float(retry_after) if retry_after else 0.0)
                 return
             if self.state != "closed":  # (the app closed it: it hears nothing more)
-                self._emit(ServerError(str(frame.get("code")), str(frame.get("reason", ""))))
+                self._emit(ServerError.of(frame))
 
     async def _pong(self, conn: Transport) -> None:
         """Answer a WebSocket ping; a pending ack goes with it instead of waiting its timer."""
@@ -292,7 +292,7 @@ class Inbound(Outbound):
             if callback is not None:
                 callback(frame)
             elif kind == "err":
-                self._emit(ServerError(str(frame.get("code")), str(frame.get("reason", ""))))
+                self._emit(ServerError.of(frame))
         elif kind == "push":
             self._emit(Push(str(frame.get("ev")), frame.get("d")))
         elif kind in ("join", "leave"):

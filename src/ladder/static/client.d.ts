@@ -123,8 +123,8 @@ export interface ClientEvents {
   push: { event: string; data: any };
   /** Someone joined or left a channel this client follows. */
   presence: { kind: "join" | "leave"; channel: string; member: Member };
-  /** An error no call was waiting for (for example a failed `emit`, or the refusal of a subscription renewed in a new session, naming the channel). */
-  error: { code: string; reason: string };
+  /** An error no call was waiting for (for example a failed `emit`, or the refusal of a subscription renewed in a new session, naming the channel); `details` and `retryAfter` when the server's `err` had them (a handler's `LadderError`). */
+  error: { code: string; reason: string; details?: unknown; retryAfter?: number };
   /** A better rung was tried while standing on a lower one. */
   probe: { rung: Rung; ok: boolean; reason: string };
   /** The connection state changed (`reason`: why, when it got worse). */

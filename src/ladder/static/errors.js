@@ -100,12 +100,29 @@ export function errorOfClose(reason) {
 }
 
 /**
- * An error frame or body as a LadderError.
+ * An error frame or body as a LadderError (a `retry_after` that is no wait, negative or
+ * endless, read as absent; no code: `internal`).
  * @param {Frame} frame
  */
 export function errorOf(frame) {
-  const retry = typeof frame.retry_after === "number" ? frame.retry_after : undefined;
-  return new LadderError(String(frame.code ?? "internal"), String(frame.reason ?? ""), retry, frame.details ?? undefined);
+  const wait = frame.retry_after;
+  const retry = typeof wait === "number" && wait >= 0 && wait < Infinity ? wait : undefined;
+  return new LadderError(frame.code ? String(frame.code) : "internal", String(frame.reason ?? ""), retry, frame.details ?? undefined);
+}
+
+/**
+ * The `error` event of an `err` frame nothing waited for: `code`, `reason`, and `details` and
+ * `retryAfter` when the frame has them.
+ * @param {Frame} frame
+ * @returns {{code: string, reason: string, details?: unknown, retryAfter?: number}}
+ */
+export function errorEvent(frame) {
+  const error = errorOf(frame);
+  /** @type {{code: string, reason: string, details?: unknown, retryAfter?: number}} */
+  const event = { code: error.code, reason: error.reason };
+  if (error.details !== undefined) event.details = error.details;
+  if (error.retryAfter !== undefined) event.retryAfter = error.retryAfter;
+  return event;
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 
 import { AckPolicy, provesStream, StreamProof, wakeAction } from "./core.js";
-import { errorOf, LadderError, TransportClosed } from "./errors.js";
+import { errorEvent, errorOf, LadderError, TransportClosed } from "./errors.js";
 import { silenceLimit, silenceVerdict } from "./liveness.js";
 import { seconds, timerDelay } from "./clock.js";
 
@@ -157,7 +157,7 @@ export function handle(client, frame, conn) {
         client._rateLimited(frame.re, Number(frame.retry_after ?? 0));
         break;
       }
-      client._emit("error", { code: String(frame.code), reason: String(frame.reason ?? "") });
+      client._emit("error", errorEvent(frame));
       break;
     default:
       break;
@@ -180,7 +180,7 @@ export function deliver(client, frame) {
         client._waiting.delete(frame.re);
         waiter.settle(frame);
       } else if (frame.t === "err") {
-        client._emit("error", { code: String(frame.code), reason: String(frame.reason ?? "") });
+        client._emit("error", errorEvent(frame));
       }
       break;
     }
