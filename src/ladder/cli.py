@@ -134,11 +134,11 @@ def check(app: Any, hub: Ladder | None, args: argparse.Namespace) -> None:
             )
         from .server.servable import hub_mounts  # noqa: PLC0415
 
-        mounts = hub_mounts(app, hub) if hub is not None else []
-        if mounts and args.native_ws_path.removesuffix("/ws") not in mounts:
+        mounts = [m or "/" for m in hub_mounts(app, hub)] if hub is not None else []
+        if mounts and (args.native_ws_path.removesuffix("/ws") or "/") not in mounts:
             raise SystemExit(
                 f"ladder serve: --native-ws-path {args.native_ws_path}, but {getattr(args, 'app', 'app')} "
-                f"mounts the hub at {' and '.join(mounts)}: pass --native-ws-path {mounts[0]}/ws"
+                f"mounts the hub at {' and '.join(mounts)}: pass --native-ws-path {mounts[0].rstrip('/')}/ws"
             )
     if hub is not None:
         return
