@@ -6,8 +6,8 @@ queued behind a message still in its handler); what the server says back (replie
 pongs) travels on the session's downstream rung. A session whose transports were sent
 away refuses POSTs until its client resumes (``SessionState.sent_away``), but a ``bye``.
 A POST never creates a session, and it needs the resume token, like a resume does. A POST
-for a session another process holds is forwarded there. One naming no session answers
-whether a hello would be refused for its credentials.
+for a session another process holds is forwarded there. An empty one naming no session
+answers whether a hello would be refused for its credentials (``204``: it would not).
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ async def serve_send(gateway: Gateway, request: Request, receive: Receive, send:
     body = await read_body(receive, request, limits.max_post_size, timeout=limits.frame_timeout)
     if not sid or not token:
         await _check_credentials(gateway, request)
+        if sid is None and token is None and not body:  # a page asking why: nothing is refused
+            await respond(send, 204, headers=cors_headers(gateway.settings.allowed_origins, request))
+            return
         raise LadderError("bad_request", "POST /send needs 'sid' and the resume token")
     content_type = request.headers.get("content-type")
     try:
@@ -72,7 +75,9 @@ async def _check_credentials(gateway: Gateway, request: Request) -> None:
     stream was refused (a browser hides those answers): it hears the refusal a hello on the
     rungs it names (``tr``, comma-separated) with the same credentials (``Authorization:
     Bearer``, cookies) would get, such as ``unsupported_transport``, ``unauthorized`` or
-    ``token_expired``; nothing is opened either way (protocol §3.6)."""
+    ``token_expired``; nothing is opened either way (protocol §3.6). Nothing refused, an
+    empty one is answered ``204`` (``400 bad_request`` was counted and logged as a client's
+    mistake, once per failed race of every browser tab)."""
     named = request.query.get("tr")
     if named is not None:
         rungs = named.split(",")

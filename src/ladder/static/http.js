@@ -43,7 +43,8 @@ export async function refusalOf(response, rung) {
  * headers; `unauthorized` for the hello's credentials, protocol §3.6) or a 404 says what the
  * hidden answers could not. It names the rungs whose answers were hidden (`tr`): one the
  * server does not offer is refused `unsupported_transport`, naming those it does. Null when it
- * says nothing more (the server is reachable and answers `bad_request`), or cannot be reached.
+ * says nothing more (the server is reachable and answers 204, or `bad_request` as servers
+ * before 204 did), or cannot be reached.
  * @param {import("./transport.js").Endpoint} endpoint
  * @param {string | null} [token] the token a hello would carry
  * @param {readonly Rung[]} [rungs] the rungs whose refusals were hidden
