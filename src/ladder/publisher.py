@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -33,6 +34,22 @@ from .protocol.codec import Payload
 from .protocol.frames import check_channel, check_event, check_user
 from .server.cluster import Cluster, user_end, user_push
 from .server.config import ChannelRules
+
+log = logging.getLogger("ladder")
+
+IN_A_LOOP = (
+    "a BlockingPublisher was called inside a running event loop, which it blocks until the "
+    "engine answers (every other task of that loop waits): in async code use ladder.Publisher "
+    "and await it, or the hub's own publish (logged once per publisher)"
+)
+
+
+def _in_a_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 from .server.tasks import Tasks
 
 __all__ = ["BlockingPublisher", "Publisher"]
@@ -216,7 +233,9 @@ class BlockingPublisher:
     process forked after it was created (gunicorn ``--preload``, Celery's prefork pool, RQ's
     work horses) gets a thread and connections of its own on its first ``publish`` (from
     an engine object the parent used, an engine of its own with the same settings). Use
-    ``with BlockingPublisher(url) as p`` or call ``close``.
+    ``with BlockingPublisher(url) as p`` or call ``close``. Not for async code: called in a
+    running event loop it blocks that loop until the engine answers (a WARNING says so
+    once); await a :class:`Publisher` there.
 
     Args:
         engine: The hubs' engine URL (``redis://host:6379/0``) or an engine object.
@@ -244,6 +263,7 @@ class BlockingPublisher:
         self.timeout = timeout
         """Seconds ``publish`` waits for the engine before raising ``TimeoutError``."""
         self._closed = False
+        self._told = False
         self._lock = threading.Lock()
         self._start()
 
@@ -275,6 +295,9 @@ class BlockingPublisher:
         """Run ``call`` on this process's publisher, in its loop's thread, within ``timeout``."""
         if self._closed:
             raise RuntimeError("this BlockingPublisher was closed")
+        if not self._told and _in_a_loop():
+            self._told = True
+            log.warning(IN_A_LOOP)
         if self._pid != os.getpid():  # forked: the parent's thread did not come along
             with self._lock:
                 if self._pid != os.getpid():

@@ -304,3 +304,23 @@ async def test_a_publisher_on_a_redis_refusing_connections_fails_at_once() -> No
     assert caught.value.code == "engine_unavailable"
     assert loop.time() - began < 1.5, "not the 2 s wait for a subscription"
     await publisher.stop()
+
+
+async def test_a_blocking_publisher_called_inside_a_running_loop_says_so_once(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It blocked the caller's loop (every other task waited for Redis) without a word: an
+    async view calling it looked fine until it was under load."""
+    with BlockingPublisher(redis_server.url) as publisher:
+        assert publisher.publish("tasks", 1).offset == 1
+        assert publisher.publish("tasks", 2).offset == 2
+    said = [r.getMessage() for r in caplog.records if "inside a running event loop" in r.getMessage()]
+    assert len(said) == 1 and "use ladder.Publisher and await it" in said[0], said
+
+
+def test_a_blocking_publisher_in_plain_code_says_nothing_of_loops(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with BlockingPublisher(redis_server.url) as publisher:
+        assert publisher.publish("tasks", 1).offset == 1
+    assert "running event loop" not in caplog.text
