@@ -34,6 +34,7 @@ from .protocol.codec import Payload
 from .protocol.frames import check_channel, check_event, check_user
 from .server.cluster import Cluster, user_end, user_push
 from .server.config import ChannelRules
+from .server.tasks import Tasks
 
 log = logging.getLogger("ladder")
 
@@ -50,7 +51,7 @@ def _in_a_loop() -> bool:
     except RuntimeError:
         return False
     return True
-from .server.tasks import Tasks
+
 
 __all__ = ["BlockingPublisher", "Publisher"]
 
