@@ -110,7 +110,9 @@ class Calls(Connection):
         No answer within ``timeout`` seconds (None: wait as long as the session lives) raises
         ``LadderError("timeout")`` with the reason ``no reply within 10 s`` (the timeout in
         seconds, as the browser client says it); the call stays queued and may still be
-        applied once.
+        applied once. The server applies a session's messages one at a time, in order: a
+        handler that takes long (or never returns) holds this client's later calls, emits
+        and subscriptions until it does.
         """
         return await self._request({"t": "call", "ev": event, "d": data}, timeout)
 

@@ -272,7 +272,11 @@ export interface LadderClient {
    * `queue_full`, or `closed` (or the error the client gave up with, e.g. `origin_not_allowed`).
    */
   emit(event: string, data?: unknown): void;
-  /** Call a server handler: its return value, or its error as a LadderError (a TypeError for data that cannot be sent). */
+  /**
+   * Call a server handler: its return value, or its error as a LadderError (a TypeError for data that cannot be sent).
+   * The server applies a session's messages one at a time, in order: a handler that takes long (or never returns)
+   * holds this client's later calls, emits and subscriptions until it does.
+   */
   call<R = any>(event: string, data?: unknown, options?: CallOptions): Promise<R>;
   /** Who is in a channel (with presence on). */
   presence(channel: string, options?: CallOptions): Promise<Member[]>;
