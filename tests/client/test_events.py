@@ -239,3 +239,23 @@ async def test_a_failed_emit_is_told_with_the_details_and_wait_its_handler_gave(
     server.push({"t": "err", "code": "forbidden", "reason": "r", "retry_after": -5})  # (a wait that is none)
     assert await asyncio.wait_for(told.get(), 5) == ServerError("forbidden", "r")
     await client.close()
+
+
+async def test_a_bye_or_err_with_an_empty_code_is_read_as_the_default_code_not_raised() -> None:
+    """Reading a server's ``bye`` built its LadderError from the frame's code as given: once
+    ``LadderError("")`` was refused (a ValueError), a bye with ``"code": ""`` would have
+    raised inside the reader rather than end the session."""
+    server = FakeServer()
+    client = FakeClient(server, transports=["websocket"])
+    told: asyncio.Queue[ServerError] = asyncio.Queue()
+    lost: asyncio.Queue[StateChanged] = asyncio.Queue()
+    client.on("error", told.put_nowait)
+    client.on("state", lost.put_nowait)
+    await client.connect(timeout=5)
+    server.push({"t": "err", "code": "", "reason": "r"})
+    assert (await asyncio.wait_for(told.get(), 5)).code == "internal"
+    server.push({"t": "bye", "code": "", "reason": "ended"})
+    while (closed := await asyncio.wait_for(lost.get(), 5)).state != "closed":
+        pass
+    assert closed.reason == "session_closed: ended", "as a bye session_closed ends it"
+    await client.close()

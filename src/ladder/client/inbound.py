@@ -260,7 +260,7 @@ class Inbound(Outbound):
                 self._proven(conn, proof.pong(frame.get("n"), now))
         elif kind == "bye":
             raise _SessionEnded(
-                LadderError(str(frame.get("code", "session_closed")), str(frame.get("reason", "")))
+                LadderError(str(frame.get("code") or "session_closed"), str(frame.get("reason", "")))
             )
         elif kind == "err":
             if frame.get("code") == "rate_limited" and isinstance(frame.get("re"), int):

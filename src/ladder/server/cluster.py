@@ -88,7 +88,7 @@ def lost_moving(sid: str) -> LadderError:
 
 
 def _error(message: dict[str, Any]) -> LadderError:
-    return LadderError(str(message.get("code", "internal")), str(message.get("reason", "")))
+    return LadderError(str(message.get("code") or "internal"), str(message.get("reason", "")))
 
 
 class Asked:
