@@ -147,7 +147,7 @@ export function handle(client, frame, conn) {
       if (client._proof) proven(client, conn, client._proof.pong({ nonce: frame.n, now: client._clock.now() }));
       break;
     case "bye": {
-      const error = errorOf({ code: frame.code ?? "session_closed", reason: frame.reason ?? "" });
+      const error = errorOf({ code: frame.code || "session_closed", reason: frame.reason ?? "" });
       const why = `${conn.name}: session ended by the server (${error.code}: ${error.reason})`;
       client._connClosed(conn, why, error, "bye");
       break;
