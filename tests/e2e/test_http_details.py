@@ -181,3 +181,30 @@ async def test_a_rung_switched_off_is_refused_naming_those_offered_also_to_a_pos
         assert ws.close_reason == (
             "unsupported_transport: websocket is not offered by this server, which offers longpoll, poll"
         )
+
+
+async def test_a_long_poll_asking_a_shorter_hold_is_answered_within_it() -> None:
+    """protocol §3.5 ``hold``: a proxy that cuts requests held past its own timeout (10 s, a
+    504) cut every long poll held the server's 25 s; a client that saw it asks for less."""
+    import time  # noqa: PLC0415
+
+    with LadderServer({"poll_timeout": 4.0}) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            opened = await http.get("/longpoll", params={"v": 1})
+            welcome = orjson.loads(opened.content.split(b"\n")[0])
+            assert welcome["poll"] == 4000
+            poll = {"sid": welcome["sid"], "ack": 0}
+            auth = {"x-ladder-rt": welcome["rt"]}
+            started = time.monotonic()
+            held = await http.get("/longpoll", params={**poll, "hold": 300}, headers=auth)
+            took = time.monotonic() - started
+            assert (held.status_code, held.content) == (200, b""), "released empty, as at poll_timeout"
+            assert 0.25 <= took < 2.0, f"held {took:.2f} s for a hold of 300 ms (poll_timeout 4 s)"
+            started = time.monotonic()
+            longer = await http.get("/longpoll", params={**poll, "hold": 600_000}, headers=auth)
+            took = time.monotonic() - started
+            assert longer.status_code == 200 and 3.5 <= took < 6.0, f"at most poll_timeout: {took:.2f} s"
+            for bad in ("-1", "1.5", "soon", "9" * 10):
+                refused = await http.get("/longpoll", params={**poll, "hold": bad}, headers=auth)
+                assert (refused.status_code, refused.json()["code"]) == (400, "bad_frame"), bad
+                assert "'hold'" in refused.json()["reason"]

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { afterEach, describe, test } from "node:test";
 
 import { Endpoint, PollingTransport, SSETransport, WebSocketTransport } from "../../src/ladder/static/client.js";
+import { LongPollHold } from "../../src/ladder/static/core.js";
 
 const settle = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -285,6 +286,46 @@ describe("polling", () => {
     } finally {
       delete globalThis.location;
     }
+  });
+
+  test("a held poll a proxy answers 504 after 10 s makes the next long polls ask for a 7.5 s hold (protocol §3.5), on later transports too", async () => {
+    let now = 0;
+    const clock = { ...manualClock(), now: () => now };
+    const answers = [
+      () => new Response(JSON.stringify(welcome), { status: 200 }),
+      () => ((now += 10_000), new Response("<html>504 Gateway Time-out</html>", { status: 504 })),
+    ];
+    const { fetch, calls } = fakeFetch(({ init }) => {
+      const next = answers.shift();
+      if (next) return next();
+      return new Promise((_, reject) => init.signal.addEventListener("abort", () => reject(new Error("aborted"))));
+    });
+    const ctx = { ...context(fetch, clock), holding: new LongPollHold() };
+    const poll = new PollingTransport(ctx, true);
+    await poll.open({ t: "hello", v: 1, sid: "S1", rt: "R1", ack: 0 }, 2500);
+    const closed = [];
+    poll.attach({ onframes: () => {}, onclose: (reason) => closed.push(reason) });
+    await settle();
+    assert.equal(calls[1].url.searchParams.get("hold"), null, "the server's hold until a proxy cuts one");
+    assert.match(closed[0], /longpoll: HTTP 504 from the server or a proxy/);
+    assert.equal(ctx.holding.hold, 7500);
+    const again = new PollingTransport(ctx, true);
+    answers.push(() => new Response(JSON.stringify(welcome), { status: 200 }));
+    await again.open({ t: "hello", v: 1, sid: "S1", rt: "R1", ack: 0 }, 2500);
+    again.attach({ onframes: () => {}, onclose: () => {} });
+    await settle();
+    assert.equal(calls[3].url.searchParams.get("hold"), "7500", "asked of every later long poll");
+    again.close();
+    const refused = new PollingTransport(ctx, true);
+    answers.push(
+      () => new Response(JSON.stringify(welcome), { status: 200 }),
+      () => ((now += 20_000), new Response(JSON.stringify({ t: "err", code: "engine_unavailable", reason: "r" }), { status: 503 })),
+    );
+    await refused.open({ t: "hello", v: 1, sid: "S1", rt: "R1", ack: 0 }, 2500);
+    refused.attach({ onframes: () => {}, onclose: () => {} });
+    await settle();
+    assert.equal(ctx.holding.hold, 7500, "the server's own 503 is not a proxy's timeout");
+    refused.close();
   });
 
   test("a refusal carries the server's code", async () => {

@@ -277,7 +277,16 @@ class _Link:
         else:
             await self._send_body(up)
         try:
-            reusable = await self._relay_response(up, endpoint, buffered=buffered)
+            first = None
+            if self.proxy.read_timeout is not None:
+                try:
+                    first = await asyncio.wait_for(up.next_event(), self.proxy.read_timeout)
+                except TimeoutError:
+                    self.proxy.stats["timed_out"] += 1
+                    await self._drop_upstream()
+                    await self._reply(504, "Gateway Time-out", b"<html><body>504 Gateway Time-out</body></html>\n")
+                    return False
+            reusable = await self._relay_response(up, endpoint, buffered=buffered, first=first)
             if body is not None:
                 await body
         finally:
@@ -291,9 +300,11 @@ class _Link:
             await self._drop_upstream()
         return reusable
 
-    async def _relay_response(self, up: _Upstream, endpoint: str, *, buffered: bool) -> bool:
+    async def _relay_response(
+        self, up: _Upstream, endpoint: str, *, buffered: bool, first: _H11Event | None = None
+    ) -> bool:
         """Pass the upstream's answer on (or hold it back whole, or in blocks of ``hold``
-        bytes); False once tunnelling is over."""
+        bytes), ``first`` its first event when read already; False once tunnelling is over."""
         held: list[bytes] = []
 
         async def out(data: bytes) -> None:
@@ -307,7 +318,7 @@ class _Link:
                 await self.down.send(joined)
 
         while True:
-            event = await up.next_event()
+            event, first = (first, None) if first is not None else (await up.next_event(), None)
             if isinstance(event, h11.InformationalResponse):
                 data = self._emit(
                     h11.InformationalResponse(
@@ -490,6 +501,10 @@ class FaultProxy:
         """``stall_ws_after`` stops only what the client sends: the server's frames still pass."""
         self.max_body: int | None = None
         """Requests declaring a larger body are answered 413 with a page (a proxy's body limit)."""
+        self.read_timeout: float | None = None
+        """Seconds a request waits for the head of its answer before the proxy answers it 504
+        with a page of its own and drops the upstream connection (nginx's
+        ``proxy_read_timeout``: a long poll held longer is cut)."""
         self.stats: Counter[str] = Counter(dict.fromkeys(("connections", "cuts", "refused", "blackholed"), 0))
         self._cut_after: tuple[float, float] | None = None
         self._server: asyncio.Server | None = None
@@ -532,6 +547,7 @@ class FaultProxy:
         self.stall_ws_after = None
         self.stall_ws_up_only = False
         self.max_body = None
+        self.read_timeout = None
         self.cut_after = None
 
     async def start(self) -> FaultProxy:

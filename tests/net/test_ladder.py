@@ -363,6 +363,39 @@ async def test_a_proxys_413_splits_the_posts_and_one_message_too_large_ends_the_
             network.stop()
 
 
+async def test_a_proxy_cutting_held_long_polls_is_met_by_asking_for_a_shorter_hold() -> None:
+    """A proxy whose read timeout (2.5 s here; 10-60 s in the wild) is shorter than the
+    server's hold (6 s) answers every held long poll 504: the client reconnected after each,
+    for ever. It now asks for three quarters of what the cut poll was held (protocol §3.5
+    ``hold``) and keeps the one transport: one 504, then none, and nothing lost."""
+    with LadderServer({"heartbeat": 20.0, "poll_timeout": 6.0}) as server:
+        network = Network(server.port)
+        try:
+            network.set(read_timeout=2.5)
+            client = Client(network.url, transports=["longpoll"])
+            lost: list[str] = []
+            client.on("disconnected", lambda e: lost.append(e.reason))
+            async with client:
+                sub = client.subscribe("chat:hold")
+                await sub.ready()
+                await asyncio.wait_for(_until_timed_out(network), 10)
+                for n in range(3):  # three idle spells of 3 s: each poll would be cut at 2.5 s
+                    await asyncio.sleep(3.0)
+                    await client.publish("chat:hold", n)
+                    async with asyncio.timeout(5):
+                        assert (await anext(sub)).data == n
+                assert network.stats()["timed_out"] == 1, network.stats()
+                assert len(lost) <= 1, lost
+                assert client.transport == "longpoll" and client.state == "connected"
+        finally:
+            network.stop()
+
+
+async def _until_timed_out(network: Network) -> None:
+    while not network.stats().get("timed_out"):  # noqa: ASYNC110 - the proxy runs in its own thread
+        await asyncio.sleep(0.05)
+
+
 async def test_an_expired_session_is_replaced_and_channels_recovered() -> None:
     with LadderServer({"heartbeat": 1.0, "session_ttl": 1.0}) as server:
         network = Network(server.port)

@@ -200,3 +200,30 @@ async def test_hub_disconnect_user_ends_the_user_s_sessions_on_every_node(redis_
     finally:
         for hub in hubs:
             await hub.stop()
+
+
+async def test_a_forwarded_long_poll_keeps_the_hold_its_client_asked_for(redis_server: RedisServer) -> None:
+    """protocol §3.5 ``hold``: a long poll landing on another node than its session's is served
+    there; the bound its client asked for must go with it (else held the 25 s a proxy cuts)."""
+    made_on, holder, asker = (Ladder(engine=RedisEngine(redis_server.url)) for _ in range(3))
+    try:
+        there = await moved(made_on, holder, asker, attach=False)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(10):  # (the poll timeout is 25 s)
+            body = await internals(asker).router.forward_poll(
+                internals(holder).engine.node_id,
+                there.sid,
+                there.token,
+                transport="longpoll",
+                ack=0,
+                greet=False,
+                encoding="json",
+                disconnected=loop.create_future(),
+                hold=0.3,
+            )
+        assert loop.time() - started < 5.0, "released at its hold, not at poll_timeout"
+        assert b'"pub"' not in body, "released empty"
+    finally:
+        for hub in (made_on, holder, asker):
+            await hub.stop()

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from ..protocol.client import AckPolicy, ProbeSchedule, StreamProof
+from ..protocol.client import AckPolicy, LongPollHold, ProbeSchedule, StreamProof
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame, PeerState
 from .events import Event, StateChanged
@@ -100,6 +100,8 @@ class ClientBase:
     """Bytes per ``POST send`` a proxy on the way takes, once a 413 of its showed it (None: the
     server's ``lim.post``)."""
     _pacer: Pacer
+    _holding: LongPollHold
+    """How long long polls ask to be held (shorter once a proxy cut them: protocol §3.5)."""
     _pace_timer: asyncio.TimerHandle | None
     _heard: float
     """When the current transport last delivered something (loop time)."""

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import httpx
 
-from ..protocol.client import AckPolicy, ProbeSchedule
+from ..protocol.client import AckPolicy, LongPollHold, ProbeSchedule
 from ..protocol.client.upstream import RETRY_DELAYS
 from ..protocol.codec import codec_named
 from ..protocol.errors import LadderError
@@ -265,6 +265,7 @@ class Client(Calls):
         """The server's limits from the last welcome (``lim``: frame and body sizes)."""
         self._post_cap = None
         self._pacer = Pacer()
+        self._holding = LongPollHold()
         self._pace_timer = None
         self._heard = 0.0
         """When the current transport last delivered something (loop time)."""

@@ -49,6 +49,7 @@ class Opening(Inbound):
             hold=rung == "longpoll",
             min_interval=low,
             max_interval=high,
+            holding=self._holding,
         )
 
     def _applied(self) -> int:

@@ -22,6 +22,7 @@ class Attachment:
         "closed",
         "control",
         "cursor",
+        "hold",
         "last_heard",
         "last_sent",
         "opened",
@@ -52,6 +53,9 @@ class Attachment:
         """Whether the client must answer pings on this transport (WebSocket only)."""
         self.ping_sent = now
         """When the last ping was queued (one per heartbeat to a client not heard from)."""
+        self.hold: float | None = None
+        """Seconds a long poll is held at most when the client asked for less than the
+        session's ``poll_timeout`` (``hold``: a proxy on its way cuts longer requests)."""
 
     def wake_with(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever this transport has something new to write (and now, since

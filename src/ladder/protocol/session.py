@@ -114,8 +114,10 @@ class SessionState:
         ack: int,
         now: float,
         greeting: dict[str, Any] | None = None,
+        hold: float | None = None,
     ) -> Attachment:
-        """Attach a transport that has seen everything up to ``ack``.
+        """Attach a transport that has seen everything up to ``ack`` (``hold``: a long poll
+        held at most that many seconds, when less than ``poll_timeout``).
 
         ``greeting`` (the welcome frame) is queued first on the new attachment. A closed
         session refuses with the error it ended with, as its ``bye`` said: a request that
@@ -132,6 +134,8 @@ class SessionState:
         self.outbox.ack(ack)
         previous = self.active
         att = Attachment(transport, streaming=streaming, cursor=ack, now=now)
+        if hold is not None and hold < self.limits.poll_timeout:
+            att.hold = hold
         if greeting is not None:
             att.queue(greeting)  # the welcome carries the ack
         if self.parked is not None:
@@ -402,7 +406,7 @@ class SessionState:
                 if active.pinged:
                     due = min(due, max(active.last_heard, active.ping_sent) + limits.heartbeat)
             else:
-                due = min(due, active.opened + limits.poll_timeout)
+                due = min(due, active.opened + (limits.poll_timeout if active.hold is None else active.hold))
         return None if due == math.inf else due
 
     def tick(self, now: float, silent: Callable[[SessionState, Attachment], None] | None = None) -> bool:
@@ -441,6 +445,6 @@ class SessionState:
                 att_active.queue({"t": "ping"})
                 att_active.last_sent = att_active.ping_sent = now
                 att_active.wake()
-        elif now - att_active.opened >= limits.poll_timeout:
+        elif now - att_active.opened >= (limits.poll_timeout if att_active.hold is None else att_active.hold):
             self._release(att_active, None)
         return False

@@ -123,8 +123,10 @@ class Gateway:
         streaming: bool,
         greet: bool = True,
         wake: Callable[[], None] | None = None,
+        hold: float | None = None,
     ) -> Link:
-        """Create or resume the session ``hello`` names and attach this transport to it."""
+        """Create or resume the session ``hello`` names and attach this transport to it
+        (``hold``: a long poll's own bound, seconds)."""
         connects = self.counters.connects
         try:
             refused = self.settings.not_offered((transport,))
@@ -140,6 +142,7 @@ class Gateway:
                 resumed=resumed,
                 greet=greet,
                 why=hello.why,
+                hold=hold,
             )
         except LadderError:
             if greet:  # (a transport's later polls are not connects, whatever their answer)
@@ -162,6 +165,7 @@ class Gateway:
         resumed: bool,
         greet: bool = True,
         why: str | None = None,
+        hold: float | None = None,
     ) -> Attachment:
         """Attach a transport; ``greet`` queues the welcome on it first."""
         state = session.state
@@ -169,7 +173,7 @@ class Gateway:
             raise LadderError("bad_frame", f"ack {ack} is beyond the last frame sent ({state.outbox.last})")
         greeting = self.welcome(session, resumed) if greet else None
         att = state.attach(  # (first: a refused attach changes no rung)
-            transport, streaming=streaming, ack=ack, now=self.settings.clock(), greeting=greeting
+            transport, streaming=streaming, ack=ack, now=self.settings.clock(), greeting=greeting, hold=hold
         )
         previous = session.transport
         if previous is not None and previous != transport:

@@ -53,14 +53,25 @@ async def poll_once(link: Link, *, hold: bool, codec: Codec, receive: Receive | 
             await stop_watch(watcher)
 
 
+def held_for(text: str | None) -> float | None:
+    """A long poll's ``hold`` (ms, a whole number from 0) in seconds, or None when absent
+    (the server's ``poll_timeout``; more than it is the same)."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        raise LadderError("bad_frame", "query field 'hold' must be ms, a whole number from 0 (such as 10000)")
+    return int(text) / 1000
+
+
 async def serve_poll(gateway: Gateway, request: Request, receive: Receive, send: Send, *, hold: bool) -> None:
     transport = "longpoll" if hold else "poll"
     codec = codec_named(request.query.get("enc"))
     hello = request.hello()
+    held = held_for(request.query.get("hold")) if hold else None
     greet = hello.sid is None or request.query.get("open") == "1"
     auth = request.auth_request(hello.token, transport)
     try:
-        link = await gateway.open(hello, auth, transport, streaming=False, greet=greet)
+        link = await gateway.open(hello, auth, transport, streaming=False, greet=greet, hold=held)
     except Elsewhere as away:
         assert hello.sid is not None and hello.rt is not None
         body = await gateway.router.forward_poll(
@@ -72,6 +83,7 @@ async def serve_poll(gateway: Gateway, request: Request, receive: Receive, send:
             greet=greet,
             encoding=codec.name,
             disconnected=_disconnect(receive),
+            hold=held,
         )
     else:
         with ByeWait(link.att, link.waker, request.extensions):  # (its answer may be the last)
@@ -103,7 +115,11 @@ async def serve_forwarded_poll(gateway: Gateway, message: dict[str, Any]) -> dic
     if refused is not None:
         raise refused
     ack, greet = int(message["ack"]), bool(message["greet"])
-    att = gateway.attach(session, transport, streaming=False, ack=ack, resumed=True, greet=greet)
+    hold = message.get("hold")
+    att = gateway.attach(
+        session, transport, streaming=False, ack=ack, resumed=True, greet=greet,
+        hold=float(hold) if isinstance(hold, int | float) else None,
+    )
     link = gateway.link(session, att)
     with router.cluster.holding(message, link.gone):
         body = await poll_once(link, hold=transport == "longpoll", codec=codec_named(message["enc"]))

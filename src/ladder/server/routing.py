@@ -329,12 +329,16 @@ class Router:
         greet: bool,
         encoding: str,
         disconnected: Awaitable[None],
+        hold: float | None = None,
     ) -> bytes:
-        """Have ``node`` serve one poll; returns the encoded batch for the HTTP client."""
-        hold = transport == "longpoll"
-        timeout = (self.settings.session_limits.poll_timeout if hold else 0) + REQUEST_TIMEOUT
+        """Have ``node`` serve one poll; returns the encoded batch for the HTTP client
+        (``hold``: the long poll's own bound, seconds, when its client asked for one)."""
+        held = transport == "longpoll"
+        timeout = (self.settings.session_limits.poll_timeout if held else 0) + REQUEST_TIMEOUT
         message = {"k": "poll", "sid": sid, "rt": token, "kind": transport, "ack": ack, "greet": greet}
         message["enc"] = encoding
+        if hold is not None:
+            message["hold"] = hold
         cluster = self.cluster
         asked = Asked(node, 0)
         asking = asyncio.ensure_future(self._ask_owner(node, message, timeout, asked))

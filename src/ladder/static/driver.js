@@ -16,7 +16,7 @@ import { checkTokenLength, LadderError, requestOptions, shown } from "./errors.j
 import { MAX_QUEUE, PeerState } from "./peer.js";
 import { RungPolicy, allowedRungs } from "./rungs.js";
 import {
-  ACK_EVERY, ACK_INTERVAL, BACKOFF_BASE, BACKOFF_MAX, CONNECT_TIMEOUT, CUT_LIMIT, HIDDEN_SLACK, OPEN_TIMEOUT, POLL_FASTEST, POLL_SLOWEST,
+  ACK_EVERY, ACK_INTERVAL, BACKOFF_BASE, BACKOFF_MAX, CONNECT_TIMEOUT, CUT_LIMIT, HIDDEN_SLACK, LongPollHold, OPEN_TIMEOUT, POLL_FASTEST, POLL_SLOWEST,
   PROBE_DELAY, PROBE_MAX_DELAY, ProbeSchedule, Reconnect, REFRESH_MARGIN, REQUEST_TIMEOUT, STABLE_AFTER, STAGGER, VERIFY_TIMEOUT,
 } from "./core.js";
 import { Pacer } from "./pacing.js";
@@ -328,6 +328,7 @@ export class Client extends Emitter {
       clock: this._clock,
       applied: () => this.peer.inbox.applied,
       pollInterval: this.options.pollInterval,
+      holding: new LongPollHold(),
     };
     this.policy = new RungPolicy(this.rungs, {
       cutLimit: options.cutLimit ?? DEFAULTS.cutLimit,

@@ -37,6 +37,8 @@ export class TransportClosed extends Error {
     this.name = "TransportClosed";
     this.reason = reason;
     this.error = error;
+    /** @type {number | null} the HTTP status of an answer that was not the server's (a proxy's), if any */
+    this.status = null;
     /** @type {number | null} the bytes of a `POST send` refused with HTTP 413 by something that is not the server (a proxy's body limit) */
     this.tooLarge = null;
   }

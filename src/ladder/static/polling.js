@@ -1,7 +1,7 @@
 // @ts-check
 /** The polling rungs: long polling and short polling. */
 
-import { PollPace, pollAgainIn } from "./core.js";
+import { LongPollHold, PollPace, pollAgainIn } from "./core.js";
 import { TransportClosed } from "./errors.js";
 import { decodeBatch } from "./codec.js";
 import { seconds } from "./clock.js";
@@ -31,6 +31,8 @@ export class PollingTransport extends HttpTransport {
     this.pace = new PollPace({ fastest: ctx.pollInterval[0], slowest: ctx.pollInterval[1] });
     this.interval = this.pace.interval;
     this.pollTimeout = 25_000;
+    /** How long a long poll asks to be held: the client's, shared by its transports. */
+    this.holding = ctx.holding ?? new LongPollHold();
     /** @type {(() => void) | null} */
     this._nudge = null;
     this._nudged = false;
@@ -63,7 +65,11 @@ export class PollingTransport extends HttpTransport {
             : `${this.name}: cannot connect to ${endpoint.http(this.name)} (${String(error)}): ${offline() ?? unreachableHint(endpoint.base)}`,
         );
       }
-      if (response.status !== 200) throw await refusalOf(response, this.name);
+      if (response.status !== 200) {
+        const refused = await refusalOf(response, this.name);
+        if (!refused.error) refused.status = response.status;
+        throw refused;
+      }
       try {
         return decodeBatch(await response.text());
       } catch (error) {
@@ -130,11 +136,15 @@ export class PollingTransport extends HttpTransport {
       let frames;
       let waited = 0;
       while (frames === undefined) {
+        const asked = clock.now();
         try {
           const timeout = this.hold ? this.pollTimeout + 10_000 : 10_000;
-          frames = await this.get({ sid: this.sid, ack: applied() }, { "x-ladder-rt": String(this.rt) }, timeout);
+          const hold = this.hold ? this.holding.hold : null;
+          frames = await this.get({ sid: this.sid, ack: applied(), ...(hold === null ? {} : { hold }) }, { "x-ladder-rt": String(this.rt) }, timeout);
         } catch (error) {
           const closed = error instanceof TransportClosed ? error : new TransportClosed(`${this.name}: ${String(error)}`);
+          // A proxy's answer to a held poll (its read timeout, shorter than the hold): ask for less.
+          if (this.hold && closed.status !== null) this.holding.cut({ held: clock.now() - asked, status: closed.status });
           // Refused for the address's request rate: asked again (the core's pollAgainIn).
           const after = closed.error?.retryAfter;
           const pause = pollAgainIn({ code: closed.error?.code ?? null, retryAfter: after == null ? null : after * 1000, waited });

@@ -42,6 +42,7 @@ export class Endpoint {
  * @property {Clock} clock
  * @property {() => number} applied the highest server sequence number delivered (poll acks)
  * @property {[number, number]} pollInterval short polling's fastest and slowest pace, ms
+ * @property {import("./core.js").LongPollHold} [holding] how long long polls ask to be held (shorter once a proxy cut them: protocol §3.5), shared by the client's transports
  */
 
 /**

@@ -30,6 +30,8 @@ class TransportClosed(Exception):
         self.reason = reason
         self.error = error
         """The server's refusal, when it sent one (for example ``unknown_session``)."""
+        self.status: int | None = None
+        """The HTTP status of an answer that was not the server's (a proxy's), if any."""
         self.too_large: int | None = None
         """The bytes of a ``POST send`` refused with HTTP 413 by something that is not the
         server (a proxy's body limit): see :class:`~ladder.protocol.client.UpstreamRetry`."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from ...protocol.client import PollPace, poll_again_in
+from ...protocol.client import LongPollHold, PollPace, poll_again_in
 from .base import Frame, TransportClosed, split_welcome
 from .http import HttpTransport, auth_headers, hello_query, refusal_of, unreachable
 
@@ -28,9 +28,12 @@ class PollingTransport(HttpTransport):
         hold: bool,
         min_interval: float = 0.05,
         max_interval: float = 2.0,
+        holding: LongPollHold | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.holding = holding or LongPollHold()
+        """How long a long poll asks to be held: the client's, shared by its transports."""
         self.name = "longpoll" if hold else "poll"
         self.hold = hold
         self.min_interval = min_interval
@@ -53,7 +56,10 @@ class PollingTransport(HttpTransport):
         except httpx.HTTPError as exc:
             raise TransportClosed(unreachable(self.name, self.endpoint.http(self.name), exc)) from exc
         if response.status_code != 200:
-            raise refusal_of(response, response.content, self.name)
+            refused = refusal_of(response, response.content, self.name)
+            if refused.error is None:
+                refused.status = response.status_code
+            raise refused
         return self.decode(response.content, response.headers.get("content-type"))
 
     async def open(self, hello: Frame, verify_timeout: float) -> Frame:
@@ -76,11 +82,18 @@ class PollingTransport(HttpTransport):
         self._nudge.clear()
         timeout = self.poll_timeout + 10.0 if self.hold else 10.0
         waited = 0.0
+        loop = asyncio.get_running_loop()
         while True:
+            params: dict[str, Any] = {"sid": self.sid, "ack": self.applied()}
+            if self.hold and self.holding.hold is not None:
+                params["hold"] = int(self.holding.hold)
+            asked = loop.time()
             try:
-                frames = await self._get({"sid": self.sid, "ack": self.applied()}, self.token, timeout)
+                frames = await self._get(params, self.token, timeout)
                 break
             except TransportClosed as exc:  # (refused for the address's request rate: again)
+                if self.hold and exc.status is not None:  # a proxy's answer: its timeout?
+                    self.holding.cut((loop.time() - asked) * 1000, exc.status)
                 error = exc.error
                 after = None if error is None or error.retry_after is None else error.retry_after * 1000
                 pause = poll_again_in(None if error is None else error.code, after, waited)

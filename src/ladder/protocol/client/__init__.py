@@ -24,7 +24,17 @@ from .durations import no_reply, seconds
 from .ending import FATAL, SESSION_GONE, after_race, after_transport, answers_ping
 from .ladder import CUT_LIMIT, STABLE_AFTER, RungPolicy, why
 from .liveness import HIDDEN_SLACK, RECENT, silence_limit, silence_verdict, wake_action
-from .pacing import POLL_FASTEST, POLL_REFUSED_MAX, POLL_SLOWEST, POST_GAP, Pacer, PollPace, poll_again_in
+from .pacing import (
+    HOLD_CUT_FLOOR,
+    POLL_FASTEST,
+    POLL_REFUSED_MAX,
+    POLL_SLOWEST,
+    POST_GAP,
+    LongPollHold,
+    Pacer,
+    PollPace,
+    poll_again_in,
+)
 from .proving import (
     PROOF_FACTOR,
     PROOF_FLOOR,
@@ -47,6 +57,7 @@ __all__ = [
     "CUT_LIMIT",
     "FATAL",
     "HIDDEN_SLACK",
+    "HOLD_CUT_FLOOR",
     "OPEN_TIMEOUT",
     "POLL_FASTEST",
     "POLL_REFUSED_MAX",
@@ -69,6 +80,7 @@ __all__ = [
     "STAGGER",
     "VERIFY_TIMEOUT",
     "AckPolicy",
+    "LongPollHold",
     "Pacer",
     "PollPace",
     "ProbeSchedule",

@@ -123,3 +123,29 @@ class PollPace:
         """The client wrote something (a reply may follow) or was woken: poll now, then fast."""
         self.interval = self.fastest
         return 0.0
+
+
+HOLD_CUT_FLOOR = 2000.0
+"""ms: a long poll held less than this when a proxy answered it says nothing of a timeout."""
+
+
+class LongPollHold:
+    """How long a client asks the server to hold its long polls (protocol §3.5 ``hold``, ms;
+    None: the server's ``poll``). A proxy whose read timeout is shorter than the server's hold
+    answers a held poll itself, 504 or another status of 500 or more, every time (the client
+    reconnected every few seconds for ever): the client then asks for three quarters of what
+    that poll was held, and never more again, as the proxy stays. A poll answered so within
+    :data:`HOLD_CUT_FLOOR` says nothing of a timeout; the server's own refusals are not the
+    proxy's."""
+
+    def __init__(self) -> None:
+        self.hold: float | None = None
+
+    def cut(self, held: float, status: int) -> None:
+        """A long poll held ``held`` ms got HTTP ``status`` from something that is not the
+        server (its body is not Ladder's)."""
+        if status < 500 or held < HOLD_CUT_FLOOR:
+            return
+        asked = float(int(held * 0.75))
+        if self.hold is None or asked < self.hold:
+            self.hold = asked
