@@ -1425,6 +1425,33 @@ describe("edges", () => {
     assert.equal(net.opened.length, opened, "no reconnect loop (it looped, each attempt 'cannot connect')");
   });
 
+  test("with a token, whose question a refused origin's preflight hides too, it asks again without it and gives up", async () => {
+    // (the question carried Authorization, so the browser preflighted it; the refused origin's
+    // preflight has no CORS headers: "Failed to fetch", and the client looped for ever)
+    const { client, clock, net, of } = setup({ transports: ["websocket"], token: "t" });
+    const asked = [];
+    net.answer = () => {
+      throw new Error("unused");
+    };
+    client._ctx.endpoint.fetch = async (url, init) => {
+      asked.push(Boolean(init?.headers?.Authorization));
+      if (init?.headers?.Authorization) throw new TypeError("Failed to fetch");
+      return new Response('{"t":"err","code":"origin_not_allowed","reason":"foreign Origin"}', { status: 403 });
+    };
+    client.start();
+    await settle();
+    const pending = assert.rejects(client.call("echo", 1), (e) => e.code === "origin_not_allowed");
+    net.last("websocket").fail("websocket: cannot connect (the upgrade was refused or blocked on the way)");
+    await settle();
+    assert.deepEqual(asked, [true, false], "with the token, then without");
+    await pending;
+    assert.equal(client.state, "closed");
+    assert.deepEqual(of("error").map((e) => e.code), ["origin_not_allowed"]);
+    const opened = net.opened.length;
+    await clock.advance(60_000);
+    assert.equal(net.opened.length, opened, "no reconnect loop");
+  });
+
   test("rungs the server does not offer, refusals a browser hides, give up at once naming both lists", async () => {
     // (it retried "websocket: cannot connect" until connectTimeout, then for as long as the page lived)
     const { client, clock, net, of } = setup({ transports: ["websocket", "sse"] });

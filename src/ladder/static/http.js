@@ -51,14 +51,26 @@ export async function refusalOf(response, rung) {
  * @returns {Promise<TransportClosed | null>}
  */
 export async function askWhy(endpoint, token = null, rungs = []) {
+  const url = endpoint.http("send", rungs.length ? { tr: rungs.join(",") } : {});
   let response;
   /** @type {RequestInit} */
   const init = { method: "POST", body: "", signal: AbortSignal.timeout(10_000) };
   if (token) init.headers = { Authorization: `Bearer ${token}` };
   try {
-    response = await endpoint.fetch(endpoint.http("send", rungs.length ? { tr: rungs.join(",") } : {}), init);
+    response = await endpoint.fetch(url, init);
   } catch {
-    return null;
+    if (!token) return null;
+    // With a token the question is preflighted, and a refused origin's preflight carries no
+    // CORS headers (protocol §8): asked without it (no preflight), the refusal is readable.
+    // Only that refusal is taken from the tokenless answer (it is not the hello's).
+    try {
+      response = await endpoint.fetch(url, { method: "POST", body: "", signal: AbortSignal.timeout(10_000) });
+    } catch {
+      return null;
+    }
+    if (response.ok) return null;
+    const refusal = await refusalOf(response, "send");
+    return refusal.error?.code === "origin_not_allowed" ? refusal : null;
   }
   if (response.ok) return null;
   const refusal = await refusalOf(response, "send");
