@@ -259,3 +259,24 @@ async def test_a_bye_or_err_with_an_empty_code_is_read_as_the_default_code_not_r
         pass
     assert closed.reason == "session_closed: ended", "as a bye session_closed ends it"
     await client.close()
+
+
+async def test_a_callback_registered_twice_is_called_once_as_in_the_browser_client() -> None:
+    """It was called twice per event (the browser client's listeners are a set: once)."""
+    server = FakeServer()
+    client = FakeClient(server, transports=["websocket"])
+    heard: asyncio.Queue[object] = asyncio.Queue()
+    calls: list[object] = []
+
+    def record(push: Push) -> None:
+        calls.append(push.data)
+
+    client.on("push", record)
+    client.on("push", record)
+    client.on("push", lambda push: heard.put_nowait(push.data))
+    await client.connect(timeout=5)
+    server.push({"t": "push", "ev": "hi", "d": 1})
+    assert await asyncio.wait_for(heard.get(), 5) == 1
+    assert calls == [1]
+    assert client.off("push", record) is True and client.off("push", record) is False
+    await client.close()

@@ -1668,6 +1668,22 @@ describe("events", () => {
     const off = client.on("open", () => {});
     assert.equal(typeof off, "function");
   });
+
+  test("off() refuses an unknown name as on() does, says whether it was listening; a listener added twice is one (as in the Python client)", () => {
+    // (off("nope", f) was silently nothing, and the Python client raised)
+    const { client } = setup({ transports: ["websocket"] });
+    assert.throws(() => client.off("nope", () => {}), (error) => error instanceof TypeError && /unknown event "nope"/.test(error.message));
+    const heard = [];
+    const listener = (event) => heard.push(event.event);
+    client.on("push", listener);
+    client.on("push", listener);
+    client._emit("push", { event: "a", data: null });
+    assert.deepEqual(heard, ["a"], "called once");
+    assert.equal(client.off("push", listener), true);
+    assert.equal(client.off("push", listener), false, "not listening any more");
+    client._emit("push", { event: "b", data: null });
+    assert.deepEqual(heard, ["a"]);
+  });
 });
 
 describe("options", () => {
@@ -1709,6 +1725,7 @@ describe("options", () => {
     assert.throws(make({ probeDelay: 2000, probeMaxDelay: 1000 }), /^TypeError: probeDelay \(2000 ms\) must not exceed probeMaxDelay \(1000 ms\)$/);
     assert.throws(make({ stagger: [0, 300, 100] }), /^TypeError: stagger must be an array of ms that never goes down/);
     assert.throws(make({ pollInterval: [0, 2000] }), /^TypeError: pollInterval must be/);
+    assert.throws(make({ stagger: [0, Infinity] }), /, not \[0,Infinity\]$/); // (it said "not [0,null]")
     assert.throws(make({ transports: ["carrier-pigeon"] }), /^TypeError: transports must be a non-empty subset of websocket, sse, longpoll, poll, not carrier-pigeon$/);
     assert.doesNotThrow(make({ connectTimeout: null, maxAttempts: null, stagger: [0], pollInterval: [100, 100], browserEvents: false }));
     // (NaN and Infinity were shown as "null"; a token object was sent as "[object Object]";
@@ -1760,7 +1777,8 @@ describe("options", () => {
   test("a request's misspelt option, a timeout not in ms, a listener that is not a function: each throws naming the fix", async () => {
     const client = new Client("http://127.0.0.1:1", { transports: ["sse"] });
     assert.throws(() => client.call("e", 1, { timout: 10 }), /^TypeError: call: unknown option "timout"; the options are timeout$/);
-    assert.throws(() => client.call("e", 1, { timeout: Infinity }), /^TypeError: call: timeout is in milliseconds \(a number above 0, or null/); // (it waited for good)
+    assert.throws(() => client.call("e", 1, { timeout: Infinity }), /^TypeError: call: timeout is in milliseconds \(a number above 0, or null.*, not Infinity$/); // (it waited for good; it said "not null")
+    assert.throws(() => client.call("e", 1, { timeout: NaN }), /, not NaN$/);
     assert.throws(() => client.call("e", 1, { timeout: "5s" }), /call: timeout is in milliseconds/);
     await assert.rejects(client.history("c", { limt: 5 }), /history: unknown option "limt"; the options are limit, timeout/);
     assert.throws(() => client.on("open"), /the listener must be a function, not undefined/);

@@ -453,20 +453,23 @@ class Client(Calls):
         ``state`` (the browser client's eleven, protocol §9); the event is the
         matching record of :mod:`ladder.client` (``transport`` gives a
         :class:`~ladder.client.TransportChanged`). An unknown name raises ``ValueError``.
+        A callback registered twice for one name is one callback (called once per event), as
+        in the browser client.
         """
         if name not in EVENT_NAMES:
             raise ValueError(f"unknown event {name!r}; one of {sorted(EVENT_NAMES)}")
 
         def register(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-            self._callbacks.setdefault(name, []).append(fn)
+            callbacks = self._callbacks.setdefault(name, [])
+            if fn not in callbacks:
+                callbacks.append(fn)
             return fn
 
         return register if callback is None else register(callback)
 
     def off(self, name: str, callback: Callable[[Any], Any]) -> bool:
-        """Stop calling ``callback`` for ``name`` (every time it was registered), as the
-        browser client's ``off``; False when it was not registered. An unknown name raises
-        ``ValueError``, as in :meth:`on`."""
+        """Stop calling ``callback`` for ``name``, as the browser client's ``off``; False when
+        it was not registered. An unknown name raises ``ValueError``, as in :meth:`on`."""
         if name not in EVENT_NAMES:
             raise ValueError(f"unknown event {name!r}; one of {sorted(EVENT_NAMES)}")
         kept = self._callbacks.get(name, [])

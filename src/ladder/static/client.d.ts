@@ -290,8 +290,8 @@ export interface LadderClient {
   history<T = any>(channel: string, options?: { limit?: number } & CallOptions): Promise<Publication<T>[]>;
   /** Listen to an event; returns a function that removes the listener. */
   on<K extends keyof ClientEvents>(name: K, listener: (event: ClientEvents[K]) => void): () => void;
-  /** Remove a listener `on` added (as the function `on` returned does). */
-  off<K extends keyof ClientEvents>(name: K, listener: (event: ClientEvents[K]) => void): void;
+  /** Remove a listener `on` added (as the function `on` returned does); false when it was not listening. A listener added twice is one listener. An unknown name throws `TypeError`, as in `on`. */
+  off<K extends keyof ClientEvents>(name: K, listener: (event: ClientEvents[K]) => void): boolean;
 }
 
 /** The Ladder client: one session kept alive across rungs, reconnects and sessions. */

@@ -133,11 +133,11 @@ export function checkOptions(options) {
   const { pollInterval, stagger } = options;
   const positive = (/** @type {unknown} */ value) => isMs(value) && /** @type {number} */ (value) > 0;
   if (pollInterval !== undefined && !(Array.isArray(pollInterval) && pollInterval.length === 2 && pollInterval.every(positive) && pollInterval[0] <= pollInterval[1])) {
-    throw new TypeError(`pollInterval must be [fastest, slowest] in ms above 0 with fastest <= slowest, not ${JSON.stringify(pollInterval)}`);
+    throw new TypeError(`pollInterval must be [fastest, slowest] in ms above 0 with fastest <= slowest, not ${shown(pollInterval)}`);
   }
   const rising = (/** @type {number[]} */ list) => list.every((value, i) => i === 0 || value >= list[i - 1]);
   if (stagger !== undefined && !(Array.isArray(stagger) && stagger.length >= 1 && stagger.every(isMs) && rising(stagger))) {
-    throw new TypeError(`stagger must be an array of ms that never goes down, one per rung of a race in order (e.g. [0, 300, 1000, 2000]; a shorter one repeats its last), not ${JSON.stringify(stagger)}`);
+    throw new TypeError(`stagger must be an array of ms that never goes down, one per rung of a race in order (e.g. [0, 300, 1000, 2000]; a shorter one repeats its last), not ${shown(stagger)}`);
   }
   return allowedRungs(options.transports);
 }

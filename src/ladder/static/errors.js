@@ -80,10 +80,13 @@ export function checkTokenLength(token) {
 /**
  * A value as an error message shows it (JSON.stringify writes NaN and Infinity as null).
  * @param {unknown} value
+ * @returns {string}
  */
 export function shown(value) {
   if (typeof value === "number" || typeof value === "bigint" || value === undefined) return String(value);
   if (typeof value === "function") return "a function";
+  // (in an array too: "not [0,null]" read as if null were refused)
+  if (Array.isArray(value)) return `[${value.map(shown).join(",")}]`;
   try {
     return JSON.stringify(value) ?? String(value);
   } catch {
@@ -146,7 +149,7 @@ export function requestOptions(method, options, names = ["timeout"]) {
   if (unknown.length) throw new TypeError(`${method}: unknown option ${unknown.map((n) => JSON.stringify(n)).join(", ")}; the options are ${names.join(", ")}`);
   const timeout = options?.timeout;
   if (timeout !== undefined && timeout !== null && !(typeof timeout === "number" && Number.isFinite(timeout) && timeout > 0)) {
-    throw new TypeError(`${method}: timeout is in milliseconds (a number above 0, or null to wait as long as the session lives), not ${JSON.stringify(timeout)}`);
+    throw new TypeError(`${method}: timeout is in milliseconds (a number above 0, or null to wait as long as the session lives), not ${shown(timeout)}`);
   }
   return options ?? /** @type {T} */ ({});
 }

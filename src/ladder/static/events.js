@@ -49,7 +49,7 @@ export class Emitter {
    * @returns {() => void}
    */
   on(name, listener) {
-    if (!EVENTS.includes(name)) throw new TypeError(`unknown event ${JSON.stringify(name)}; one of ${EVENTS.join(", ")}`);
+    checkEventName(name);
     if (typeof listener !== "function") throw new TypeError(`on(${JSON.stringify(name)}, listener): the listener must be a function, not ${typeof listener}`);
     let set = this._listeners.get(name);
     if (!set) this._listeners.set(name, (set = new Set()));
@@ -58,13 +58,22 @@ export class Emitter {
   }
 
   /**
+   * Stop calling `listener` for `name`; false when it was not listening. A listener added
+   * twice is one listener (called once per event). An unknown name throws, as in `on`.
    * @template {keyof ClientEvents} K
    * @param {K} name
    * @param {(event: ClientEvents[K]) => void} listener
+   * @returns {boolean}
    */
   off(name, listener) {
-    this._listeners.get(name)?.delete(listener);
+    checkEventName(name);
+    return this._listeners.get(name)?.delete(listener) ?? false;
   }
+}
+
+/** @param {string} name */
+function checkEventName(name) {
+  if (!EVENTS.includes(name)) throw new TypeError(`unknown event ${JSON.stringify(name)}; one of ${EVENTS.join(", ")}`);
 }
 
 /**
