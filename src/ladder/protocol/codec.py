@@ -34,7 +34,9 @@ _MSGPACK_TAG: Final = b"\xa2$b"
 """``"$b"`` as msgpack writes a key (a fixstr of two bytes)."""
 
 
-CARRIED: Final = "None, bool, int, float, str, bytes, lists (tuples and sets as lists) and dicts with str keys"
+CARRIED: Final = (
+    "None, bool, int, float, str, bytes, lists (tuples and sets go as lists) and dicts with str keys"
+)
 """What a Ladder message can carry, in the words of every encode error."""
 
 _MAX_DEPTH: Final = 254
