@@ -91,6 +91,20 @@ def websocket_protocol(app: Any, hub: Ladder | None, args: argparse.Namespace) -
     return NativeWebSocket
 
 
+def _check_ws_max_size(hub: Ladder, ws_max_size: int | None) -> None:
+    """The hub's WebSockets go through uvicorn (``--asgi-ws``, ``--ws-deflate``, or a mounted
+    hub without ``--native-ws-path``): a ``--ws-max-size`` below its ``max_frame_size`` closed
+    every message between the two (1009) while the welcome told clients they could send it,
+    and they resent it on every reconnect, for ever."""
+    frame = hub.limits.max_frame_size
+    if ws_max_size is not None and ws_max_size < frame:
+        raise SystemExit(
+            f"ladder serve: --ws-max-size {ws_max_size} is below the hub's max_frame_size ({frame}), "
+            "which its clients are told they may send, and the hub's WebSockets go through uvicorn "
+            f"here: pass --ws-max-size {frame} or more (or drop it), or lower Limits(max_frame_size=)"
+        )
+
+
 def _websocket_header_limits(max_header_size: int) -> None:
     """The ``websockets`` parser both WebSocket drivers read an upgrade with refused a header
     line over 8 KiB and more than 128 headers (431, in plain text), where every other
@@ -269,6 +283,8 @@ def run(app: Any, args: argparse.Namespace) -> None:
     if getattr(args, "node_lease", None) is not None and hub is not None:
         hub.node_lease = args.node_lease
     ws = websocket_protocol(app, hub, args)
+    if hub is not None and ws is not NativeWebSocket:
+        _check_ws_max_size(hub, args.ws_max_size)
     HeaderTimeoutHttp.header_timeout = args.header_timeout
     HeaderTimeoutHttp.max_header_size = args.max_header_size
     _websocket_header_limits(args.max_header_size)
@@ -370,7 +386,8 @@ def _common(parser: argparse.ArgumentParser, *, demo: bool) -> None:
         type=_positive,
         default=None,
         help="largest WebSocket message uvicorn reads for the app's own sockets and --asgi-ws "
-        "(default: the hub's max_frame_size, refused with close 1009 as soon as the header announces more)",
+        "(default: the hub's max_frame_size, refused with close 1009 as soon as the header announces more; "
+        "not below max_frame_size where uvicorn reads the hub's WebSockets)",
     )
     parser.add_argument(
         "--native-ws-path",

@@ -764,6 +764,8 @@ async def test_a_node_without_redis_does_not_walk_the_client_down_the_ladder(tmp
             ("tests.support.mounted:app", "--native-ws-path", "/ws"),
             "mounts the hub at /api/realtime: pass --native-ws-path /api/realtime/ws",
         ),
+        (("tests.support.apps:hub", "--asgi-ws", "--ws-max-size", "100"), "--ws-max-size 100 is below the hub's max_frame_size (65536)"),
+        (("tests.support.mounted:app", "--ws-max-size", "100"), "pass --ws-max-size 65536 or more"),
         (("tests.support.apps:hub", "--max-header-size", "10"), "must be at least 1024"),
         (("tests.support.apps:hub", "--max-header-size", "0"), "must be at least 1024"),
     ],
@@ -774,7 +776,9 @@ def test_websocket_and_header_options_that_cannot_work_are_refused_before_servin
     """Each was taken: a path without its slash or its /ws (the native driver then served
     nothing the hub answers), a path that is not where the app's routes mount the hub (its
     WebSockets went through ASGI), a path with --asgi-ws (ignored), a path for a hub served alone
-    (its /ws then went through ASGI), 10 bytes of headers (every request, /health's too, 431)."""
+    (its /ws then went through ASGI), 10 bytes of headers (every request, /health's too, 431),
+    a --ws-max-size below the hub's max_frame_size where uvicorn reads the hub's WebSockets
+    (every message between the two closed 1009, resent on every reconnect, for ever)."""
     refused = ladder("serve", *args, "--port", "1")
     assert refused.returncode != 0
     assert said in refused.stderr, refused.stderr

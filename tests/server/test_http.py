@@ -180,3 +180,11 @@ def test_accept_encoding_is_read_with_its_weights(header: str, gzip: bool) -> No
 def test_a_post_bodys_codec_is_the_content_type_s_media_type(content_type: str | None, msgpack: bool) -> None:
     """Protocol §3.6: msgpack when the Content-Type names it, otherwise JSON."""
     assert codec_for_content_type(content_type) is (MSGPACK if msgpack else JSON)
+
+
+@pytest.mark.parametrize(("scheme", "own"), [("ws", "http://h:1"), ("wss", "https://h:1"), ("https", "https://h:1")])
+def test_an_upgrades_own_origin_is_the_pages_scheme_not_ws(scheme: str, own: str) -> None:
+    """The refused-origin WARNING of a WebSocket named the server ``ws://localhost:42102``:
+    a page's origin is never ``ws://``, and a reader copied it into ``allowed_origins``."""
+    scope = {"type": "websocket", "scheme": scheme, "path": "/ws", "query_string": b"", "headers": [(b"host", b"h:1")]}
+    assert Request(scope).own_origin == own

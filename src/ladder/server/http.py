@@ -108,9 +108,11 @@ class Request:
     @property
     def own_origin(self) -> str | None:
         """This server's origin as the request names it (its scheme and ``Host``): what a
-        page's ``Origin`` must be, same-origin."""
+        page's ``Origin`` must be, same-origin (an upgrade's ``ws``/``wss`` as the page's
+        ``http``/``https``: a WARNING naming ``ws://`` would be copied into ``allowed_origins``)."""
         host = self.headers.get("host")
-        return f"{self.scheme}://{host}" if host else None
+        scheme = {"ws": "http", "wss": "https"}.get(self.scheme, self.scheme)
+        return f"{scheme}://{host}" if host else None
 
     def accepts_gzip(self) -> bool:
         """Whether ``Accept-Encoding`` takes gzip: named (in any case) or ``*``, with a
