@@ -262,3 +262,25 @@ async def test_close_sends_the_final_ack_with_the_bye(server: FakeServer, rung: 
     await client.close()
     assert server.writes[-1][1] == [{"t": "ack", "s": 1}, {"t": "bye"}]
     assert client._ack_timer is None
+
+
+async def test_a_post_refused_for_the_address_request_rate_waits_its_retry_after(server: FakeServer) -> None:
+    """protocol §9.8: a ``POST send`` refused ``429 rate_limited`` (the address's request rate)
+    was written again after 100 ms, then 400 ms, whatever its ``retry_after``: each try used
+    the rate up again (one message per POST every 200 ms, calls timed out)."""
+    from ladder.client.transports.base import TransportClosed  # noqa: PLC0415
+    from ladder.protocol.errors import LadderError  # noqa: PLC0415
+
+    client = await connected(server, "sse")
+    try:
+        refused = LadderError("rate_limited", "too many requests from 127.0.0.1", retry_after=0.8)
+        server.failures = [TransportClosed("sse: refused (rate_limited)", refused) for _ in range(2)]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await client.emit("a", 1)
+        await client.flush(timeout=10)
+        assert loop.time() - started >= 1.5, "two waits of retry_after (0.8 s), not 0.1 + 0.4 s"
+        assert [f["ev"] for f in server.applied] == ["a"] and len(server.ups("emit")) == 3
+        assert len(server.opened) == 1, "the transport is kept"
+    finally:
+        await client.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from ..protocol.client import AckPolicy, LongPollHold, ProbeSchedule, StreamProof
+from ..protocol.client import AckPolicy, LongPollHold, ProbeSchedule, StreamProof, UpstreamRetry
 from ..protocol.errors import LadderError
 from ..protocol.peer import Frame, PeerState
 from .events import Event, StateChanged
@@ -70,6 +70,9 @@ class ClientBase:
     _switch_to: tuple[Transport, str] | None
     _connected: asyncio.Future[None] | None
     _flushing: bool
+    _retry: tuple[Transport | None, UpstreamRetry]
+    """The failed writes of a transport so far: kept across flushes (a paced flush ends
+    between writes, and a count started again at each never grew its pauses)."""
     _ack_timer: asyncio.TimerHandle | None
     """Started by the first unacknowledged frame; acks once nothing was heard for ``ack_interval``."""
     _ack_wanted: bool

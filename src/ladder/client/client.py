@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import httpx
 
-from ..protocol.client import AckPolicy, LongPollHold, ProbeSchedule
+from ..protocol.client import AckPolicy, LongPollHold, ProbeSchedule, UpstreamRetry
 from ..protocol.client.upstream import RETRY_DELAYS
 from ..protocol.codec import codec_named
 from ..protocol.errors import LadderError
@@ -239,6 +239,7 @@ class Client(Calls):
         self._switch_to = None
         self._connected = None
         self._flushing = False
+        self._retry = (None, UpstreamRetry())
         self._ack_timer = None
         """Started by the first unacknowledged frame; acks once nothing was heard for ``ack_interval``."""
         self._ack_wanted = False

@@ -206,8 +206,6 @@ class Outbound(ClientBase):
         if self._flushing:
             return
         self._flushing = True
-        retry = UpstreamRetry()
-        failing: Transport | None = None
         loop = asyncio.get_running_loop()
         try:
             while self.state == "connected" and self._conn is not None:
@@ -241,12 +239,17 @@ class Outbound(ClientBase):
                     if self._conn is not conn:
                         continue  # a newer transport took over; its welcome rewound the cursor
                     self._take_back(frames, acked_before if ack is not None else None)
+                    self._pacer.returned(sum("i" in frame for frame in frames))
+                    failing, retry = self._retry
                     if failing is not conn:
-                        retry, failing = UpstreamRetry(), conn
+                        failing, retry = self._retry = (conn, UpstreamRetry())
                     error = exc.error
                     code = None if error is None else error.code
+                    after = None if error is None or error.retry_after is None else error.retry_after * 1000
                     alone = sum(frame.get("t") not in UNORDERED for frame in frames) <= 1
-                    step = retry.failed(conn.separate_upstream, code, random.random(), exc.too_large, alone)
+                    step = retry.failed(
+                        conn.separate_upstream, code, random.random(), exc.too_large, alone, retry_after=after
+                    )
                     if "give_up" in step:
                         refused = LadderError("frame_too_large", f"{conn.name}: {step['give_up']}")
                         self._give_up(refused)
@@ -263,7 +266,7 @@ class Outbound(ClientBase):
                     log.debug("%s; writing it again (attempt %d)", exc.reason, retry.failures + 1)
                     await asyncio.sleep(step["retry_in"] / 1000)
                 else:
-                    retry.sent()
+                    self._retry[1].sent()
                     if ack is not None:
                         self._acks_sent()
         finally:

@@ -33,5 +33,8 @@ class Pacer:
     def wrote(self, count: int) -> None:
         self._core.wrote(count)
 
+    def returned(self, count: int) -> None:
+        self._core.returned(count)
+
     def drained(self) -> None:
         self._core.drained()

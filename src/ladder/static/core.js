@@ -882,6 +882,11 @@ export class Pacer {
     if (this.pacing) this._due = Math.max(0, this._due - count);
   }
 
+  /** @param {{count: number}} args `count` messages written under the allowance were not taken (their write failed): due again */
+  returned({ count }) {
+    if (this.pacing) this._due = Math.min(MAX_DUE, this._due + count);
+  }
+
   /** Every message was acknowledged: write freely again. */
   drained() {
     this.interval = 0;
@@ -1096,11 +1101,13 @@ export class UpstreamRetry {
    * 413 (a proxy's body limit), `alone` whether it carried one message only: written again
    * as it was, it was refused again on every rung and in every session. Messages are written
    * in POSTs of at most half as many bytes (`{shrink, retry_in: 0}`); one message alone too
-   * large ends the client (`{give_up: reason}`, naming the fix).
-   * @param {{separateUpstream: boolean, code?: string | null, rand: number, tooLarge?: number | null, alone?: boolean}} args
+   * large ends the client (`{give_up: reason}`, naming the fix). `retryAfter`: ms the
+   * refusal said to wait (a POST over the address's request rate, `429`): never written again
+   * sooner.
+   * @param {{separateUpstream: boolean, code?: string | null, rand: number, tooLarge?: number | null, alone?: boolean, retryAfter?: number | null}} args
    * @returns {{retry_in: number} | {drop: number} | {shrink: number, retry_in: number} | {give_up: string}}
    */
-  failed({ separateUpstream, code = null, rand, tooLarge = null, alone = false }) {
+  failed({ separateUpstream, code = null, rand, tooLarge = null, alone = false, retryAfter = null }) {
     if (tooLarge !== null) {
       if (alone) {
         return {
@@ -1119,7 +1126,7 @@ export class UpstreamRetry {
     const n = this.failures;
     const last = this.delays.length;
     const delay = n <= last ? this.delays[n - 1] : Math.min(this.delays[last - 1] * 2 ** (n - last), REFUSED_CAP);
-    return { retry_in: delay * (0.75 + 0.25 * rand) };
+    return { retry_in: Math.max(delay * (0.75 + 0.25 * rand), retryAfter ?? 0) };
   }
 
   sent() {

@@ -17,7 +17,7 @@ import { MAX_QUEUE, PeerState } from "./peer.js";
 import { RungPolicy, allowedRungs } from "./rungs.js";
 import {
   ACK_EVERY, ACK_INTERVAL, BACKOFF_BASE, BACKOFF_MAX, CONNECT_TIMEOUT, CUT_LIMIT, HIDDEN_SLACK, LongPollHold, OPEN_TIMEOUT, POLL_FASTEST, POLL_SLOWEST,
-  PROBE_DELAY, PROBE_MAX_DELAY, ProbeSchedule, Reconnect, REFRESH_MARGIN, REQUEST_TIMEOUT, STABLE_AFTER, STAGGER, VERIFY_TIMEOUT,
+  PROBE_DELAY, PROBE_MAX_DELAY, ProbeSchedule, Reconnect, REFRESH_MARGIN, REQUEST_TIMEOUT, STABLE_AFTER, STAGGER, UpstreamRetry, VERIFY_TIMEOUT,
 } from "./core.js";
 import { Pacer } from "./pacing.js";
 import { Readiness } from "./readiness.js";
@@ -393,6 +393,8 @@ export class Client extends Emitter {
     /** @type {string | null} */
     this._pendingLoss = null;
     this._flushing = false;
+    /** @type {{conn: Transport | null, count: UpstreamRetry}} the failed writes of a transport so far (kept across flushes) */
+    this._retry = { conn: null, count: new UpstreamRetry() };
     this._lastHeard = 0;
     this._opened = 0;
     /** @type {any} */

@@ -264,9 +264,6 @@ export async function unsubscribe(client, sub) {
 export async function flush(client) {
   if (client._flushing) return;
   client._flushing = true;
-  let retry = new UpstreamRetry();
-  /** @type {Transport | null} */
-  let failing = null;
   try {
     while (client.state === "connected" && client._conn) {
       const conn = client._conn;
@@ -289,14 +286,20 @@ export async function flush(client) {
       if (ack) frames.unshift(ack);
       try {
         await conn.send(frames);
-        retry.sent();
+        client._retry.count.sent();
       } catch (error) {
         if (conn !== client._conn) continue; // a newer transport took over; its welcome rewound the cursor
-        if (failing !== conn) [retry, failing] = [new UpstreamRetry(), conn];
+        client._pacer.returned(frames.filter((frame) => "i" in frame).length);
+        // Kept across flushes: a paced flush ends between writes, and a count started again
+        // at each never grew its pauses.
+        if (client._retry.conn !== conn) client._retry = { conn, count: new UpstreamRetry() };
+        const retry = client._retry.count;
         const code = error instanceof TransportClosed ? (error.error?.code ?? null) : null;
         const tooLarge = error instanceof TransportClosed ? error.tooLarge : null;
+        const after = error instanceof TransportClosed ? error.error?.retryAfter : undefined;
+        const retryAfter = after === undefined ? null : after * 1000;
         const alone = frames.filter((frame) => !UNORDERED.has(String(frame.t))).length <= 1;
-        const step = retry.failed({ separateUpstream: conn.separateUpstream, code, rand: client._random(), tooLarge, alone });
+        const step = retry.failed({ separateUpstream: conn.separateUpstream, code, rand: client._random(), tooLarge, alone, retryAfter });
         if ("give_up" in step) {
           client._giveUp(new LadderError("frame_too_large", `${conn.name}: ${step.give_up}`), true);
           break;

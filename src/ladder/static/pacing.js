@@ -53,6 +53,11 @@ export class Pacer {
     this.core.wrote({ count });
   }
 
+  /** @param {number} count messages written under the allowance whose write failed */
+  returned(count) {
+    this.core.returned({ count });
+  }
+
   drained() {
     this.core.drained();
   }

@@ -70,6 +70,13 @@ class Pacer:
         if self.pacing:
             self._due = max(0.0, self._due - count)
 
+    def returned(self, count: int) -> None:
+        """``count`` messages written under the allowance were not taken (their write
+        failed): due again, so the next write carries them all (one per write, a queue
+        refused POST after POST went out one message at a time)."""
+        if self.pacing:
+            self._due = min(float(MAX_DUE), self._due + count)
+
     def drained(self) -> None:
         """Every message was acknowledged: write freely again."""
         self.interval = 0.0

@@ -44,6 +44,8 @@ class UpstreamRetry:
         rand: float,
         too_large: int | None = None,
         alone: bool = False,
+        *,
+        retry_after: float | None = None,
     ) -> dict[str, Any]:
         """A write failed (``code``: the server's refusal, if any): ``{"retry_in": ms}`` or
         ``{"drop": attempts}`` (give the transport up after that many attempts). A refusal
@@ -55,7 +57,10 @@ class UpstreamRetry:
         ``alone`` whether it carried one message only. Written again as it was, it was
         refused again, on every rung and in every session: messages are written in POSTs of
         at most half as many bytes (``{"shrink": bytes, "retry_in": 0}``), and one message
-        alone too large ends the client (``{"give_up": reason}``, naming the fix)."""
+        alone too large ends the client (``{"give_up": reason}``, naming the fix).
+
+        ``retry_after``: ms the refusal said to wait (a POST over the address's request rate,
+        ``429``): it is never written again sooner (every 100 ms, it kept the rate used up)."""
         if too_large is not None:
             if alone:
                 return {
@@ -73,7 +78,7 @@ class UpstreamRetry:
                 return {"drop": self.failures}
         delays, n = self.delays, self.failures
         delay = delays[n - 1] if n <= len(delays) else min(delays[-1] * 2.0 ** (n - len(delays)), REFUSED_CAP)
-        return {"retry_in": delay * (0.75 + 0.25 * rand)}
+        return {"retry_in": max(delay * (0.75 + 0.25 * rand), retry_after or 0.0)}
 
     def sent(self) -> None:
         self.failures = self.unanswered = 0
