@@ -374,3 +374,19 @@ async def test_a_bytes_shaped_map_from_a_msgpack_publisher_never_reaches_json_re
         assert answers[2]["t"] == "reply", answers[2]
         publication = await asyncio.wait_for(anext(sub), 5)
         assert publication.data == {"x": "fine"} and reader.state == "connected"
+
+
+@pytest.mark.parametrize("driver", [(), ("--asgi-ws",)], ids=["native", "asgi"])
+async def test_an_unknown_frame_beside_the_hello_is_refused_alone(driver: tuple[str, ...]) -> None:
+    """protocol §2: a frame refused on its own gets its own ``err`` and the rest of the batch
+    counts. In the hello's own message it refused the hello: ``unknown_frame``, close 4400,
+    no session (in any later message, the same frame got its ``err`` alone)."""
+    with LadderServer({}, args=driver) as server:
+        async with websockets.connect(server.url.replace("http", "ws") + "/ws") as ws:
+            await ws.send('{"t":"hello","v":1}\n{"t":"zzz"}\n{"t":"call","i":1,"ev":"echo","d":"after"}')
+            seen: list[dict[str, Any]] = []
+            while not any(f.get("t") == "reply" for f in seen):
+                seen += [orjson.loads(line) for line in (await asyncio.wait_for(ws.recv(), 5)).splitlines()]
+            kinds = [(f["t"], f.get("code")) for f in seen if f["t"] in ("welcome", "err", "reply")]
+            assert kinds == [("welcome", None), ("err", "unknown_frame"), ("reply", None)], seen
+            assert next(f for f in seen if f["t"] == "reply")["d"]["data"] == "after"

@@ -19,7 +19,7 @@ from typing import Final
 
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
-from ..protocol.frames import Ack, ClientFrame, Hello, Publish, decode_client_frames
+from ..protocol.frames import Ack, ClientFrame, Hello, Publish, decode_client_frames, parse_client_frame
 from ..protocol.session import Phase
 from .cutoff import ByeWait
 from .gateway import Gateway
@@ -79,12 +79,15 @@ async def open_link(
 ) -> tuple[Link, list[ClientFrame]]:
     """Open or resume the session the first message's hello names (both WebSocket drivers).
 
-    Returns the link and the frames that followed the hello in the same message; raises
-    :class:`LadderError` when the hello is refused.
+    Returns the link and the frames that followed the hello in the same message (those that
+    could not be read are refused once the session is open, as in any later message: an
+    unknown frame beside the hello closed the connection); raises :class:`LadderError` when
+    the hello is refused.
     """
-    frames, errors = decode_client_frames(codec, data, gateway.settings.limits.max_frame_size)
+    limit = gateway.settings.limits.max_frame_size
+    frames, errors = decode_client_frames(codec, data, limit)
     if errors:
-        raise errors[0]
+        parse_client_frame(codec.decode(data, limit)[0])  # (the hello's own refusal raises)
     if not frames or not isinstance(frames[0], Hello):
         raise LadderError("bad_request", "the first frame must be a hello")
     hello = frames[0]
@@ -97,6 +100,8 @@ async def open_link(
     except Exception:  # a bug (an authenticate hook's, say): logged, and refused as HTTP's 500 is
         log.exception("opening a websocket session failed")
         raise LadderError("internal") from None
+    if errors:
+        gateway.refuse(link.session, link.att, errors, "websocket")
     return link, frames[1:]
 
 
