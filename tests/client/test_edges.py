@@ -326,11 +326,14 @@ async def test_an_address_or_argument_that_cannot_work_is_refused_at_once() -> N
         ("http://127.0.0.1:notaport", "the port is not a number"),
         ("http://127.0.0.1:8000?x=1", "takes no query or fragment"),
         ("http://127.0.0.1:8000/#frag", "takes no query or fragment"),
+        ("http://127.0 .0.1:8000/ladder", "a host holds no space"),  # (was connect_failed, after connect_timeout)
     ]:
         with pytest.raises(ValueError, match=said):
             Client(url)
     with pytest.raises(TypeError, match="url must be a str"):
         Client(b"http://127.0.0.1:8000")  # type: ignore[arg-type]
+    # A path with a space goes as a browser writes it (its WebSocket upgrade went raw: bad_request).
+    assert Client("http://127.0.0.1:8000/my app").endpoint.http("poll") == "http://127.0.0.1:8000/my%20app/poll"
     with pytest.raises(TypeError, match=r"http_client must be an httpx\.AsyncClient, not str"):
         Client("http://127.0.0.1:9", http_client="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"ssl_context must be an ssl\.SSLContext"):

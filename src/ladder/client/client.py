@@ -142,7 +142,7 @@ class Client(Calls):
         http_client: httpx.AsyncClient | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        check_url(url)
+        url = check_url(url)
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise TypeError(f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__}")
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):

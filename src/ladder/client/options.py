@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from ..protocol.frames import MAX_TOKEN
 
@@ -40,12 +40,16 @@ def check_url(url: object) -> str:
         raise ValueError(f"url {url!r}: the port is not a number from 1 to 65535 ({_EXAMPLE})")
     if not parts.hostname:
         raise ValueError(f"url {url!r} names no host ({_EXAMPLE})")
+    if any(c.isspace() or ord(c) < 0x20 for c in parts.netloc):
+        raise ValueError(f"url {url!r}: a host holds no space or control character ({_EXAMPLE})")
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         raise ValueError(
             f"url {url!r}: the hub's address takes no query or fragment (the client adds each "
             "endpoint's path and query to it); pass credentials with token= or headers="
         )
-    return url
+    # A path as a browser's URL writes it (a space as %20): the WebSocket rung sent it raw
+    # (the upgrade was not valid HTTP, bad_request) while httpx encoded it on the others.
+    return urlunsplit(parts._replace(path=quote(parts.path, safe="/%!$&'()*+,;=:@~")))
 
 
 def check_timeout(timeout: object, meaning: str = "to wait as long as the session lives") -> None:
