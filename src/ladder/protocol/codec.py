@@ -34,10 +34,9 @@ _MSGPACK_TAG: Final = b"\xa2$b"
 """``"$b"`` as msgpack writes a key (a fixstr of two bytes)."""
 
 
-CARRIED: Final = (
-    "None, bool, int, float, str, bytes, lists (tuples and sets go as lists) and dicts with str keys"
-)
-"""What a Ladder message can carry, in the words of every encode error."""
+CARRIED: Final = "None, bool, int, float, str, bytes, lists and dicts with str keys"
+"""What a Ladder message can carry, in the words of every encode error (a tuple, a set and a
+frozenset go as lists: protocol §2)."""
 
 _MAX_DEPTH: Final = 254
 """Lists and dicts nested deeper than this no JSON encoder here writes (orjson's limit: it
