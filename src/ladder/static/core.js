@@ -947,13 +947,16 @@ export class PollPace {
 /** ms: a long poll held less than this when a proxy answered it says nothing of a timeout. */
 export const HOLD_CUT_FLOOR = 2000;
 
+/** ms at least between a proxy's cut and the hold asked: the server releases a held poll within about a second of its hold. */
+export const HOLD_MARGIN = 1500;
+
 /**
  * How long a client asks the server to hold its long polls (protocol §3.5 `hold`, ms; null: the
  * server's `poll`). A proxy whose read timeout is shorter than the server's hold answers a held
  * poll itself (504, or another status of 500 or more) every time: the client then asks for
- * three quarters of what that poll was held, and never more again, as the proxy stays. A poll
- * answered so within HOLD_CUT_FLOOR says nothing of a timeout; the server's own refusals are
- * not the proxy's.
+ * three quarters of what that poll was held, or HOLD_MARGIN less when that is less, and never
+ * more again, as the proxy stays. A poll answered so within HOLD_CUT_FLOOR says nothing of a
+ * timeout; the server's own refusals are not the proxy's.
  */
 export class LongPollHold {
   constructor() {
@@ -967,7 +970,7 @@ export class LongPollHold {
    */
   cut({ held, status }) {
     if (status < 500 || held < HOLD_CUT_FLOOR) return;
-    const asked = Math.floor(held * 0.75);
+    const asked = Math.floor(held - Math.max(held * 0.25, HOLD_MARGIN));
     if (this.hold === null || asked < this.hold) this.hold = asked;
   }
 }

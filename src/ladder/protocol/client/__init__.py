@@ -26,6 +26,7 @@ from .ladder import CUT_LIMIT, STABLE_AFTER, RungPolicy, why
 from .liveness import HIDDEN_SLACK, RECENT, silence_limit, silence_verdict, wake_action
 from .pacing import (
     HOLD_CUT_FLOOR,
+    HOLD_MARGIN,
     POLL_FASTEST,
     POLL_REFUSED_MAX,
     POLL_SLOWEST,
@@ -58,6 +59,7 @@ __all__ = [
     "FATAL",
     "HIDDEN_SLACK",
     "HOLD_CUT_FLOOR",
+    "HOLD_MARGIN",
     "OPEN_TIMEOUT",
     "POLL_FASTEST",
     "POLL_REFUSED_MAX",
