@@ -8,6 +8,8 @@ Each page is the hub's own ``/health`` (a same-origin document) that imports ``/
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import time
 import urllib.request
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 
+from ladder import Client
 from tests.support.server import LadderServer, free_port
 
 TABS = 12
@@ -766,3 +769,26 @@ def test_close_in_a_shared_tab_drops_its_unsent_messages(context: BrowserContext
             }"""
         )
     assert records == ["other before", "other after"], "the closed tab's unsent messages were dropped"
+
+
+def test_flush_in_a_shared_tab_resolves_once_the_shared_connection_had_everything_applied(
+    context: BrowserContext, hub: LadderServer
+) -> None:
+    """The browser client had no ``flush()``: an app closing a tab after its emits lost them,
+    with nothing to wait on. A shared tab's waits for the connection it shares."""
+    pages = open_tabs_on(context, hub, 2, {"transports": ["websocket"]})
+    said = pages[1].evaluate(
+        """async () => {
+            for (let n = 0; n < 20; n++) client.emit('record', { key: 'flushed', value: n });
+            await client.flush({ timeout: 10000 });
+            return client.state;
+        }"""
+    )
+    assert said == "connected"
+
+    async def applied() -> Any:
+        async with Client(hub.url, transports=["websocket"]) as other:
+            return await other.call("records", "flushed")
+
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:  # (Playwright's loop runs in this one)
+        assert thread.submit(asyncio.run, applied()).result(30) == list(range(20)), "applied before flush() resolved"

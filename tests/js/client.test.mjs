@@ -571,6 +571,35 @@ describe("reliability", () => {
     ]);
   });
 
+  test("flush() resolves once every queued message is acknowledged; times out as told; a close rejects it", async () => {
+    // (the browser client had no flush: close() after emits dropped them, with nothing to wait on)
+    const { client, clock, net } = setup({ transports: ["websocket"] });
+    client.start();
+    await settle();
+    const ws = net.last("websocket");
+    ws.welcomeWith();
+    await client.flush(); // nothing queued: at once
+    client.emit("a", 1);
+    client.emit("b", 2);
+    let done = false;
+    const flushed = client.flush().then(() => (done = true));
+    await settle();
+    ws.receive([{ t: "ack", i: 1 }]);
+    await settle();
+    assert.equal(done, false, "one of two acknowledged");
+    ws.receive([{ t: "ack", i: 2 }]);
+    await flushed;
+    client.emit("c", 3);
+    const late = assert.rejects(client.flush({ timeout: 500 }), (e) => e.code === "timeout" && /1 messages not acknowledged within 0\.5 s/.test(e.reason));
+    await clock.advance(500);
+    await late;
+    const closing = assert.rejects(client.flush(), (e) => e.code === "closed");
+    await client.close();
+    await closing;
+    assert.throws(() => client.flush(), (e) => e.code === "closed");
+    assert.throws(() => client.flush({ timeout: 0 }), TypeError);
+  });
+
   test("a call whose session's Redis server is down waits on the same connection: the control err is an error event, not an end", async () => {
     const { client, clock, net, of } = setup({ transports: ["websocket"] });
     client.start();

@@ -165,7 +165,7 @@ describe("PeerState", () => {
     peer.submit({ t: "emit" });
     assert.throws(() => peer.submit({ t: "emit" }), (error) => error.code === "queue_full");
     // (the Python client's words; they named flush(), which the browser client has not)
-    assert.throws(() => peer.submit({ t: "emit" }), (error) => error.reason === `2 messages are waiting to be sent or acknowledged (the client's max_queue / maxQueue): wait until they are acknowledged (the Python client's flush() waits for that; a browser client sends them once connected) or raise the bound`);
+    assert.throws(() => peer.submit({ t: "emit" }), (error) => error.reason === `2 messages are waiting to be sent or acknowledged (the client's max_queue / maxQueue): wait until they are acknowledged (flush() waits for that) or raise the bound`);
   });
 });
 

@@ -45,11 +45,10 @@ def test_queue_bound_raises_a_clear_error() -> None:
     with pytest.raises(LadderError) as caught:
         peer.submit({"t": "emit"})
     assert caught.value.code == "queue_full"
-    # (the same words in both clients; they named flush(), which the browser client has not)
+    # (the same words in both clients, which both have flush() now)
     assert caught.value.reason == (
         "2 messages are waiting to be sent or acknowledged (the client's max_queue / maxQueue): "
-        "wait until they are acknowledged (the Python client's flush() waits for that; a browser "
-        "client sends them once connected) or raise the bound"
+        "wait until they are acknowledged (flush() waits for that) or raise the bound"
     )
 
 

@@ -148,8 +148,8 @@ class PeerState:
             raise LadderError(
                 "queue_full",
                 f"{len(self.outbox)} messages are waiting to be sent or acknowledged (the client's "
-                "max_queue / maxQueue): wait until they are acknowledged (the Python client's "
-                "flush() waits for that; a browser client sends them once connected) or raise the bound",
+                "max_queue / maxQueue): wait until they are acknowledged (flush() waits for that) or "
+                "raise the bound",
             ) from None
         return int(frame["i"])
 

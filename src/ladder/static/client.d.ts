@@ -286,6 +286,8 @@ export interface LadderClient {
    * Rejects with `unauthorized`, `token_expired` or `forbidden` (another user's token).
    */
   refresh(token?: string | null, options?: CallOptions): Promise<void>;
+  /** Resolves once the server has acknowledged every message sent or queued so far (what `close()` would drop is then applied); rejects with `LadderError("timeout")` after `timeout` ms (the messages stay queued; null, the default: as long as it takes) and with the error the client ends with. A `SharedClient` waits for the shared connection's. */
+  flush(options?: CallOptions): Promise<void>;
   /** The newest `limit` publications kept, oldest first; fewer when they would take more than half of the server's `lim.qbytes` (the newest that fit). */
   history<T = any>(channel: string, options?: { limit?: number } & CallOptions): Promise<Publication<T>[]>;
   /** Listen to an event; returns a function that removes the listener. */

@@ -441,6 +441,7 @@ export function shutdown(client, error, reason = error.reason) {
   }
   for (const waiter of [...client._waiting.values()]) waiter.settle({ t: "err", code: error.code, reason: error.reason });
   client._waiting.clear();
+  for (const done of client._drained.splice(0)) done(error); // (a flush waiting: nothing will acknowledge it)
   for (const sub of client._subs.values()) sub.end(error.code === "closed" ? null : error);
   client._readiness.ended(error);
   // Closed by the app or for good: its messages go with it; a page going away keeps them.

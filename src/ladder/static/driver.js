@@ -393,6 +393,8 @@ export class Client extends Emitter {
     /** @type {string | null} */
     this._pendingLoss = null;
     this._flushing = false;
+    /** @type {((error: LadderError | null) => void)[]} flushes waiting for every message to be acknowledged */
+    this._drained = [];
     /** @type {{conn: Transport | null, count: UpstreamRetry}} the failed writes of a transport so far (kept across flushes) */
     this._retry = { conn: null, count: new UpstreamRetry() };
     this._lastHeard = 0;
@@ -491,6 +493,18 @@ export class Client extends Emitter {
       await atMost(bye, 1000, this._clock);
       conn.close();
     }
+  }
+
+  /**
+   * Resolves once the server has acknowledged every message sent or queued so far (a pending
+   * ack of ours goes out at once too): what `close()` would drop is then applied. Rejects with
+   * `LadderError("timeout")` after `timeout` ms (the messages stay queued; null, the default:
+   * as long as it takes), and with the error the client ends with.
+   * @param {{timeout?: number | null}} [options]
+   * @returns {Promise<void>}
+   */
+  flush(options = {}) {
+    return outbound.flushed(this, options);
   }
 
   /**
@@ -650,6 +664,7 @@ export class Client extends Emitter {
   /** @type {Method<typeof outbound.submitSubscribe>} */ _submitSubscribe(...a) { return outbound.submitSubscribe(this, ...a); }
   /** @type {Method<typeof outbound.unsubscribe>} */ _unsubscribe(...a) { return outbound.unsubscribe(this, ...a); }
   /** @type {Method<typeof outbound.flush>} */ _flush(...a) { return outbound.flush(this, ...a); }
+  /** @type {Method<typeof outbound.acked>} */ _acked(...a) { return outbound.acked(this, ...a); }
   /** @type {Method<typeof outbound.batch>} */ _batch(...a) { return outbound.batch(this, ...a); }
   /** @type {Method<typeof outbound.flushLater>} */ _flushLater(...a) { return outbound.flushLater(this, ...a); }
   /** @type {Method<typeof outbound.rateLimited>} */ _rateLimited(...a) { return outbound.rateLimited(this, ...a); }

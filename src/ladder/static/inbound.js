@@ -124,7 +124,7 @@ export function handle(client, frame, conn) {
     case "ack":
       client.peer.onAck(Number(frame.i));
       client._outbox?.changed();
-      if (client.peer.outbox.size === 0) client._pacer.drained();
+      client._acked();
       break;
     case "ping": {
       // Only a WebSocket must answer (protocol §3.3): the server drops one that stays silent.

@@ -2,16 +2,18 @@
 /** Writing: the bounded queue of frames, batches under the server's limits, requests awaiting replies. */
 
 import { noReply, Renewal, UpstreamRetry } from "./core.js";
-import { errorOf, LadderError, TransportClosed } from "./errors.js";
+import { errorOf, LadderError, requestOptions, TransportClosed } from "./errors.js";
 import { UNORDERED } from "./http.js";
 import { encodeMessage, tagBytes } from "./codec.js";
 import { carriedFrom, DurableOutbox, overLimit, restoredMessage, snapshot } from "./outbox.js";
 import { reportLater } from "./subscription.js";
+import { seconds } from "./clock.js";
 
 /** @typedef {import("./driver.js").Client} Client */
 /** @typedef {import("./codec.js").Frame} Frame */
 /** @typedef {import("./subscription.js").Subscription} Subscription */
 /** @typedef {import("./transport.js").Transport} Transport */
+/** @typedef {import("./clock.js").Clock} Clock */
 
 /** Bytes kept free in every batch under the server's limits (for the ack that rides along). */
 const HEADROOM = 64;
@@ -252,6 +254,54 @@ export async function unsubscribe(client, sub) {
   if (client.state === "closed" || !held) return;
   client._submit({ t: "unsub", ch: sub.channel }, null);
   client._flush();
+}
+
+/**
+ * Resolves once the server has acknowledged every message sent or queued so far (a pending ack
+ * of ours goes out at once too): what `close()` would drop is then applied. Rejects with
+ * `LadderError("timeout")` after `timeout` ms (the messages stay queued; null: as long as it
+ * takes), and with the error the client ends with.
+ * @param {Client} client
+ * @param {{timeout?: number | null}} [options]
+ * @returns {Promise<void>}
+ */
+export function flushed(client, options = {}) {
+  const { timeout = null } = requestOptions("flush", options);
+  client._usable();
+  const conn = client._conn;
+  if (conn && !conn.implicitAck && client.state === "connected") {
+    const ack = client._takeAck();
+    if (ack) client._control(conn, [ack]);
+  }
+  if (client.peer.outbox.size === 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    /** @type {ReturnType<Clock["setTimeout"]> | null} */
+    let timer = null;
+    /** @param {LadderError | null} error */
+    const done = (error) => {
+      if (timer !== null) client._clock.clearTimeout(timer);
+      if (error) reject(error);
+      else resolve();
+    };
+    if (timeout !== null) {
+      timer = client._clock.setTimeout(() => {
+        timer = null;
+        client._drained = client._drained.filter((waiting) => waiting !== done);
+        done(new LadderError("timeout", `flush: ${client.peer.outbox.size} messages not acknowledged within ${seconds(timeout)}`));
+      }, timeout);
+    }
+    client._drained.push(done);
+  });
+}
+
+/**
+ * Called as messages are acknowledged: once none is left, pacing ends and waiting flushes resolve.
+ * @param {Client} client
+ */
+export function acked(client) {
+  if (client.peer.outbox.size !== 0) return;
+  client._pacer.drained();
+  for (const done of client._drained.splice(0)) done(null);
 }
 
 /**

@@ -35,7 +35,7 @@ export class Outbox {
     if (bounded && this._items.length >= this.maxItems) {
       throw new LadderError(
         "queue_full",
-        `${this._items.length} messages are waiting to be sent or acknowledged (the client's max_queue / maxQueue): wait until they are acknowledged (the Python client's flush() waits for that; a browser client sends them once connected) or raise the bound`,
+        `${this._items.length} messages are waiting to be sent or acknowledged (the client's max_queue / maxQueue): wait until they are acknowledged (flush() waits for that) or raise the bound`,
       );
     }
     this._items.push(item);

@@ -276,6 +276,17 @@ export class SharedClient extends Emitter {
   }
 
   /**
+   * Resolves once the server has acknowledged every message the shared connection sent or
+   * queued so far, this tab's included (a `Client`'s `flush`, in the tab holding it).
+   * @param {{timeout?: number | null}} [options]
+   * @returns {Promise<void>}
+   */
+  async flush(options = {}) {
+    const { timeout = null } = requestOptions("flush", options);
+    await this._request(null, { kind: "flush" }, timeout);
+  }
+
+  /**
    * Resolves once the shared connection keeps every message this tab submitted so far where
    * its outbox keeps them.
    * @returns {Promise<void>}

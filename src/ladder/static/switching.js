@@ -44,6 +44,7 @@ export function adopt(client, conn, reason) {
   client._ackPolicy().welcome({ lim: limits, rand: client._random() });
   try {
     moved = client.peer.welcome(welcome, keep);
+    client._acked(); // (the welcome's ack may cover everything)
   } catch (error) {
     client._conn = conn;
     client._connClosed(conn, `${conn.name}: ${String(error)}`, null);
@@ -222,6 +223,7 @@ export async function probe(client, signal) {
 export function switchTo(client, old, candidate, reason) {
   try {
     client.peer.welcome(candidate.welcome);
+    client._acked();
   } catch (error) {
     candidate.close(); // a welcome that contradicts what we sent: stay where we are
     client._emit("probe", { rung: candidate.name, ok: false, reason: `${candidate.name}: ${String(error)}` });

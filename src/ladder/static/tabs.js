@@ -430,6 +430,7 @@ export class TabHub {
       else if (message.kind === "publish") pending = client.publish(message.ch, message.d, options);
       else if (message.kind === "presence") pending = client.presence(message.ch, options);
       else if (message.kind === "refresh") pending = client.refresh(message.tok ?? null, options);
+      else if (message.kind === "flush") pending = client.flush(options);
       else if (message.kind === "persisted") {
         // (with what it took over from a page that is gone, known once its outbox is open)
         pending = Promise.resolve(/** @type {any} */ (client).persisted?.()).then(() => {
