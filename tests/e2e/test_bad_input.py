@@ -275,6 +275,10 @@ async def test_a_post_naming_no_session_answers_for_its_credentials() -> None:
             assert error_of(wrong) == (401, "unauthorized")
             right = await http.post("/send", headers={"Authorization": "Bearer user:ada"}, content=b"")
             assert (right.status_code, right.content) == (204, b""), "nothing refused (was 400 bad_request)"
+            # Half a session is the client's mistake, not a question (it was 401 unauthorized,
+            # blaming the token, where a proxy stripped X-Ladder-Rt):
+            for half in ({"params": {"sid": "abc"}}, {"headers": {"x-ladder-rt": "abc"}}, {"params": {"rt": "abc"}}):
+                assert error_of(await http.post("/send", content=b"", **half)) == (400, "bad_request"), half
             health = (await http.get("/health")).json()
             assert health["sessions"] == 0
 

@@ -1481,6 +1481,24 @@ describe("edges", () => {
     assert.equal(net.opened.length, opened, "no reconnect loop");
   });
 
+  test("on long polling with a token, a poll that got no answer (its preflight refused) asks too, and gives up", async () => {
+    // (askWhy ran for a race lost on WebSocket or SSE only: a page on long polling looped for ever)
+    const { client, net, of } = setup({ transports: ["longpoll"], token: "t" });
+    const asked = [];
+    client._ctx.endpoint.fetch = async (url, init) => {
+      asked.push([String(url).split("?")[1], Boolean(init?.headers?.Authorization)]);
+      if (init?.headers?.Authorization) throw new TypeError("Failed to fetch");
+      return new Response('{"t":"err","code":"origin_not_allowed","reason":"foreign Origin"}', { status: 403 });
+    };
+    client.start();
+    await settle();
+    net.last("longpoll").fail("longpoll: cannot connect to http://test.example/ladder/longpoll (TypeError: Failed to fetch)");
+    await settle();
+    assert.deepEqual(asked, [["tr=longpoll", true], ["tr=longpoll", false]]);
+    assert.equal(client.state, "closed");
+    assert.deepEqual(of("error").map((e) => e.code), ["origin_not_allowed"]);
+  });
+
   test("rungs the server does not offer, refusals a browser hides, give up at once naming both lists", async () => {
     // (it retried "websocket: cannot connect" until connectTimeout, then for as long as the page lived)
     const { client, clock, net, of } = setup({ transports: ["websocket", "sse"] });

@@ -47,6 +47,8 @@ def test_valid_frames_parse_into_records() -> None:
         ({"t": "hello", "v": 1, "sid": "x"}, "bad_frame", "'rt'"),
         ({"t": "hello", "v": 1, "why": "a b"}, "bad_frame", "one word"),  # (was taken: "one word")
         ({"t": "hello", "v": 1, "why": "cut;drop"}, "bad_frame", "one word"),
+        ({"t": "hello", "v": 1, "why": "x½"}, "bad_frame", "one word"),  # (numerics, not digits: taken)
+        ({"t": "hello", "v": 1, "why": "x²"}, "bad_frame", "one word"),
         ({"t": "hello", "v": 1, "why": "x" * 17}, "bad_frame", "1 to 16"),
         ({"t": "ack", "s": -1}, "bad_frame", "'s'"),
         ({"t": "ack", "s": 2**60}, "bad_frame", "'s'"),
@@ -154,7 +156,7 @@ def test_sixty_four_refused_frames_with_nothing_after_them_say_nothing_more() ->
     assert len(errors) == 63 and [type(f) for f in frames] == [Ping]
 
 
-@pytest.mark.parametrize("why", ["refused", "heartbeat", "probe_2", "x-y"])
+@pytest.mark.parametrize("why", ["refused", "heartbeat", "probe_2", "x-y", "é٣"])
 def test_a_hellos_why_is_any_one_word(why: str) -> None:
     """Not only the words the reference clients send: a newer client's word is counted as ``error``."""
     assert parse_client_frame({"t": "hello", "v": 1, "why": why}).why == why  # type: ignore[union-attr]

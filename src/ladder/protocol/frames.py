@@ -339,9 +339,9 @@ def _lost_user(o: dict[str, Any]) -> str | None:
 
 
 def _why(o: dict[str, Any]) -> str | None:
-    """``why``: one word (letters, digits, ``_``, ``-``), which the server only counts."""
+    """``why``: one word (letters, decimal digits, ``_``, ``-``), which the server only counts."""
     why = _opt_str(o, "why", max_len=16)
-    if why is not None and not why.replace("_", "a").replace("-", "a").isalnum():
+    if why is not None and not all(c.isalpha() or c.isdecimal() or c in "_-" for c in why):
         raise _bad("why", "must be one word (letters, digits, '_' or '-'), such as 'refused'")
     return why
 

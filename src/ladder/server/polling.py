@@ -58,9 +58,9 @@ def held_for(text: str | None) -> float | None:
     (the server's ``poll_timeout``; more than it is the same)."""
     if text is None:
         return None
-    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+    if not (text.isascii() and text.isdigit()):
         raise LadderError("bad_frame", "query field 'hold' must be ms, a whole number from 0 (such as 10000)")
-    return int(text) / 1000
+    return int(text) / 1000 if len(text) <= 12 else None  # (more than a day and a half: the server's)
 
 
 async def serve_poll(gateway: Gateway, request: Request, receive: Receive, send: Send, *, hold: bool) -> None:

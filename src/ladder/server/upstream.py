@@ -55,10 +55,11 @@ async def serve_send(gateway: Gateway, request: Request, receive: Receive, send:
     # until the keep-alive ran out; read, one that stops arriving gets its 408 in time.
     body = await read_body(receive, request, limits.max_post_size, timeout=limits.frame_timeout)
     if not sid or not token:
-        await _check_credentials(gateway, request)
-        if sid is None and token is None and not body:  # a page asking why: nothing is refused
-            await respond(send, 204, headers=cors_headers(gateway.settings.allowed_origins, request))
-            return
+        if sid is None and token is None:  # a page asking why (protocol §3.6)
+            await _check_credentials(gateway, request)
+            if not body:  # (nothing is refused)
+                await respond(send, 204, headers=cors_headers(gateway.settings.allowed_origins, request))
+                return
         raise LadderError("bad_request", "POST /send needs 'sid' and the resume token")
     content_type = request.headers.get("content-type")
     try:

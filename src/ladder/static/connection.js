@@ -301,8 +301,8 @@ export function notConnected(client, limit) {
 }
 
 /**
- * A race failed on rungs whose refusal a browser hides (a WebSocket upgrade, an event stream)
- * and on nothing readable: ask why where the answer can be read (`askWhy`). A refusal that
+ * A race failed on rungs whose refusal a browser hides (a WebSocket upgrade, an event stream,
+ * a poll that got no answer: preflighted for a token) and on nothing readable: ask why where the answer can be read (`askWhy`). A refusal that
  * retrying cannot fix (a page on an origin the server does not allow) gives up, as on any
  * request; a missing endpoint goes into those rungs' reasons (`connect_failed` says it).
  * True when the client gave up.
@@ -310,7 +310,11 @@ export function notConnected(client, limit) {
  * @param {AllRungsFailed} error
  */
 export async function askWhy(client, error) {
-  const hidden = Object.entries(error.failures).filter(([rung, failure]) => failure && !failure.error && HIDDEN.has(rung));
+  // A poll that got no answer at all is hidden too: with a token its GET is preflighted, and a
+  // refused origin's preflight cannot be read (a page on long polling looped for ever).
+  const hidden = Object.entries(error.failures).filter(
+    ([rung, failure]) => failure && !failure.error && (HIDDEN.has(rung) || failure.status === null),
+  );
   // (rungs refused as not offered explain nothing of the hidden ones: ask all the same)
   if (!hidden.length || error.errors().some((e) => e.code !== "unsupported_transport")) return false;
   let token = null;

@@ -947,13 +947,19 @@ export class PollPace {
 /** ms: a long poll held less than this when a proxy answered it says nothing of a timeout. */
 export const HOLD_CUT_FLOOR = 2000;
 
+/**
+ * A proxy's answers for a request it gave up waiting on (504 Gateway Timeout; Cloudflare's 524):
+ * not 502, which a proxy sends when the server died (a crash lowered every client's hold for good).
+ */
+export const TIMED_OUT = new Set([504, 524]);
+
 /** ms at least between a proxy's cut and the hold asked: the server releases a held poll within about a second of its hold. */
 export const HOLD_MARGIN = 1500;
 
 /**
  * How long a client asks the server to hold its long polls (protocol §3.5 `hold`, ms; null: the
  * server's `poll`). A proxy whose read timeout is shorter than the server's hold answers a held
- * poll itself (504, or another status of 500 or more) every time: the client then asks for
+ * poll itself (504, TIMED_OUT) every time: the client then asks for
  * three quarters of what that poll was held, or HOLD_MARGIN less when that is less, and never
  * more again, as the proxy stays. A poll answered so within HOLD_CUT_FLOOR says nothing of a
  * timeout; the server's own refusals are not the proxy's.
@@ -969,7 +975,7 @@ export class LongPollHold {
    * @param {{held: number, status: number}} args
    */
   cut({ held, status }) {
-    if (status < 500 || held < HOLD_CUT_FLOOR) return;
+    if (!TIMED_OUT.has(status) || held < HOLD_CUT_FLOOR) return;
     const asked = Math.floor(held - Math.max(held * 0.25, HOLD_MARGIN));
     if (this.hold === null || asked < this.hold) this.hold = asked;
   }

@@ -136,6 +136,11 @@ HOLD_CUT_FLOOR = 2000.0
 """ms: a long poll held less than this when a proxy answered it says nothing of a timeout."""
 
 
+TIMED_OUT = frozenset({504, 524})
+"""A proxy's answers for a request it gave up waiting on (504 Gateway Timeout; Cloudflare's
+524): not 502, which a proxy sends when the server died (a crash during a deploy lowered
+every long-polling client's hold for good)."""
+
 HOLD_MARGIN = 1500.0
 """ms at least between a proxy's cut and the hold asked: the server releases a held poll
 within about a second of its hold (its clock ticks once a second at most)."""
@@ -144,7 +149,7 @@ within about a second of its hold (its clock ticks once a second at most)."""
 class LongPollHold:
     """How long a client asks the server to hold its long polls (protocol §3.5 ``hold``, ms;
     None: the server's ``poll``). A proxy whose read timeout is shorter than the server's hold
-    answers a held poll itself, 504 or another status of 500 or more, every time (the client
+    answers a held poll itself, 504 (:data:`TIMED_OUT`), every time (the client
     reconnected every few seconds for ever): the client then asks for three quarters of what
     that poll was held, or :data:`HOLD_MARGIN` less when that is less, and never more again,
     as the proxy stays. A poll answered so within :data:`HOLD_CUT_FLOOR` says nothing of a
@@ -156,7 +161,7 @@ class LongPollHold:
     def cut(self, held: float, status: int) -> None:
         """A long poll held ``held`` ms got HTTP ``status`` from something that is not the
         server (its body is not Ladder's)."""
-        if status < 500 or held < HOLD_CUT_FLOOR:
+        if status not in TIMED_OUT or held < HOLD_CUT_FLOOR:
             return
         asked = float(int(held - max(held * 0.25, HOLD_MARGIN)))
         if self.hold is None or asked < self.hold:
