@@ -302,9 +302,10 @@ export function notConnected(client, limit) {
 
 /**
  * A race failed on rungs whose refusal a browser hides (a WebSocket upgrade, an event stream,
- * a poll that got no answer: preflighted for a token) and on nothing readable: ask why where the answer can be read (`askWhy`). A refusal that
- * retrying cannot fix (a page on an origin the server does not allow) gives up, as on any
- * request; a missing endpoint goes into those rungs' reasons (`connect_failed` says it).
+ * a poll that got no answer: preflighted for a token) and on nothing readable: ask why where
+ * the answer can be read (`askWhy`). A refusal that retrying cannot fix (a page on an origin
+ * the server does not allow) gives up, as on any request; a missing endpoint goes into those
+ * rungs' reasons (`connect_failed` says it).
  * True when the client gave up.
  * @param {Client} client
  * @param {AllRungsFailed} error
