@@ -52,29 +52,34 @@ export async function refusalOf(response, rung) {
  */
 export async function askWhy(endpoint, token = null, rungs = []) {
   const url = endpoint.http("send", rungs.length ? { tr: rungs.join(",") } : {});
-  let response;
-  /** @type {RequestInit} */
-  const init = { method: "POST", body: "", signal: AbortSignal.timeout(10_000) };
-  if (token) init.headers = { Authorization: `Bearer ${token}` };
-  try {
-    response = await endpoint.fetch(url, init);
-  } catch {
+  /**
+   * The refusal of the question asked with `bearer`: null when nothing is refused, undefined
+   * when no answer could be read.
+   * @param {string | null} bearer
+   * @returns {Promise<TransportClosed | null | undefined>}
+   */
+  const ask = async (bearer) => {
+    /** @type {RequestInit} */
+    const init = { method: "POST", body: "", signal: AbortSignal.timeout(10_000) };
+    if (bearer) init.headers = { Authorization: `Bearer ${bearer}` };
+    let response;
+    try {
+      response = await endpoint.fetch(url, init);
+    } catch {
+      return undefined;
+    }
+    return response.ok ? null : refusalOf(response, "send");
+  };
+  const told = await ask(token);
+  if (told === undefined) {
     if (!token) return null;
     // With a token the question is preflighted, and a refused origin's preflight carries no
     // CORS headers (protocol §8): asked without it (no preflight), the refusal is readable.
     // Only that refusal is taken from the tokenless answer (it is not the hello's).
-    try {
-      response = await endpoint.fetch(url, { method: "POST", body: "", signal: AbortSignal.timeout(10_000) });
-    } catch {
-      return null;
-    }
-    if (response.ok) return null;
-    const refusal = await refusalOf(response, "send");
-    return refusal.error?.code === "origin_not_allowed" ? refusal : null;
+    const bare = await ask(null);
+    return bare?.error?.code === "origin_not_allowed" ? bare : null;
   }
-  if (response.ok) return null;
-  const refusal = await refusalOf(response, "send");
-  return refusal.error?.code === "bad_request" ? null : refusal;
+  return told?.error?.code === "bad_request" ? null : told;
 }
 
 /** What the HTTP rungs share: a session id, a resume token and `POST send` upstream. */
