@@ -792,3 +792,33 @@ def test_flush_in_a_shared_tab_resolves_once_the_shared_connection_had_everythin
 
     with concurrent.futures.ThreadPoolExecutor(1) as thread:  # (Playwright's loop runs in this one)
         assert thread.submit(asyncio.run, applied()).result(30) == list(range(20)), "applied before flush() resolved"
+
+
+def test_a_shared_tabs_refresh_checks_its_token_as_a_tab_of_its_own_does(
+    context: BrowserContext, hub: LadderServer
+) -> None:
+    """``refresh(token)`` sent any value: an object, or a token over 8,192 characters, went to
+    the server to be refused (``bad_frame``); both are the caller's ``TypeError`` now, in a
+    shared tab as in a tab of its own, before anything is sent."""
+    page = context.new_page()
+    page.goto(f"{hub.url}/health")
+    said = page.evaluate(
+        """async () => {
+            const ladder = await import('/client.js');
+            const out = [];
+            for (const shared of [true, false]) {
+                const client = ladder.connect(location.origin, { transports: ["sse"], share: shared });
+                await client.ready();
+                out.push(client.shared === true);
+                for (const token of ["x".repeat(8193), { user: "ada" }]) {
+                    try { await client.refresh(token); out.push("no error"); }
+                    catch (e) { out.push(`${e.name}: ${e.message.slice(0, 40)}`); }
+                }
+                await client.close();
+            }
+            return out;
+        }"""
+    )
+    long = "TypeError: the token is 8193 characters: a server t"
+    kind = "TypeError: refresh(token): token must be a string, "
+    assert said == [True, long, kind, False, long, kind], said

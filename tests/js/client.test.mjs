@@ -533,6 +533,11 @@ describe("reliability", () => {
     client.refresh();
     await settle();
     assert.equal(ws.wrote("refresh")[2].tok, "newer", "a refused token is not kept for the next connection");
+    // Refused by the client, as a token option is, before anything is sent.
+    await assert.rejects(client.refresh("x".repeat(8193)), (e) => e instanceof TypeError && /8,?193 characters: a server takes at most 8,?192/.test(e.message));
+    await assert.rejects(client.refresh(/** @type {any} */ ({ user: "ada" })), (e) => e instanceof TypeError && /token must be a string/.test(e.message));
+    await settle();
+    assert.equal(ws.wrote("refresh").length, 3);
   });
 
   test("a call times out with code 'timeout'; a refusal arrives as its LadderError", async () => {

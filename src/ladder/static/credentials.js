@@ -6,7 +6,7 @@
  */
 
 import { REQUEST_TIMEOUT, refreshDelay } from "./core.js";
-import { LadderError } from "./errors.js";
+import { checkRefreshToken, LadderError } from "./errors.js";
 
 /** @typedef {import("./driver.js").Client} Client */
 
@@ -26,6 +26,7 @@ function wallNow(client) {
  * @param {number | null} timeout
  */
 export async function refresh(client, token, timeout) {
+  checkRefreshToken(token);
   const fresh = token ?? (await client._currentToken());
   if (!fresh) throw new LadderError("unauthorized", "no token to refresh with: pass one, or give the client a `token`");
   const reply = await client._request({ t: "refresh", tok: fresh }, timeout);

@@ -78,6 +78,18 @@ export function checkTokenLength(token) {
 }
 
 /**
+ * A token handed to `refresh(token)`: a string the server takes, or null for the client's own
+ * (anything else reached the server as "[object Object]"; a longer one was refused there).
+ * @param {unknown} token
+ */
+export function checkRefreshToken(token) {
+  if (token !== null && token !== undefined && typeof token !== "string") {
+    throw new TypeError(`refresh(token): token must be a string, or null for the client's own, not ${shown(token)}`);
+  }
+  checkTokenLength(token);
+}
+
+/**
  * A value as an error message shows it (JSON.stringify writes NaN and Infinity as null).
  * @param {unknown} value
  * @returns {string}

@@ -14,7 +14,7 @@
  */
 
 import { REQUEST_TIMEOUT } from "./core.js";
-import { errorOf, errorOfClose, LadderError, requestOptions } from "./errors.js";
+import { checkRefreshToken, errorOf, errorOfClose, LadderError, requestOptions } from "./errors.js";
 import { encodeMessage } from "./codec.js";
 import { tooLarge } from "./outbound.js";
 import { Subscription, subscribeArguments } from "./subscription.js";
@@ -262,6 +262,7 @@ export class SharedClient extends Emitter {
    */
   async refresh(token = null, options = {}) {
     const { timeout = REQUEST_TIMEOUT } = requestOptions("refresh", options);
+    checkRefreshToken(token);
     await this._request(null, { kind: "refresh", tok: token }, timeout);
   }
 
