@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ladder.engine.base import Publication
 from ladder.protocol.codec import JSON, MSGPACK, Payload, codec_for_content_type, codec_named, encode_message
 from ladder.protocol.errors import LadderError
 from ladder.protocol.outframes import out_frame, pub_frame, reply_frame
@@ -258,3 +259,13 @@ def test_deep_json_holding_a_b_tag_is_read_as_deep_as_without_one(depth: int) ->
     with pytest.raises(LadderError) as refused:
         JSON.decode(('{"d":' + "[" * 1030 + '{"$b":"AP8="}' + "]" * 1030 + "}").encode())
     assert refused.value.code == "bad_frame"
+
+
+def test_a_publication_printed_shows_its_data() -> None:
+    """``print(publisher.publish(ch, data))`` showed ``payload=<...Payload object at 0x...>``."""
+    payload = Payload.checked({"text": "hi"})
+    assert repr(payload) == "Payload({'text': 'hi'})"
+    kept = Payload.encoded(payload.json, payload.msgpack)  # (history keeps only the bytes)
+    assert repr(kept) == "Payload({'text': 'hi'})"
+    shown = repr(Publication("room:1", 3, "E", payload))
+    assert "payload=Payload({'text': 'hi'})" in shown, shown

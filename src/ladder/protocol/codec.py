@@ -592,6 +592,10 @@ class Payload:
         self.json = json
         self.msgpack = packed
 
+    def __repr__(self) -> str:
+        # (a publication printed showed "<...Payload object at 0x...>", not its data)
+        return f"Payload({self.value!r})"
+
     @property
     def value(self) -> Any:
         if self._value is _UNDECODED:

@@ -186,6 +186,7 @@ class Ladder:
 
     @property
     def allowed_origins(self) -> tuple[str, ...] | None:
+        """The browser origins allowed to connect (``None``: the hub's own origin only)."""
         return self._settings.allowed_origins
 
     @property
@@ -195,6 +196,7 @@ class Ladder:
 
     @property
     def limits(self) -> Limits:
+        """The bounds this hub keeps (the ``limits`` it was given, or the defaults)."""
         return self._settings.limits
 
     # -- public API -----------------------------------------------------------------------
