@@ -58,7 +58,7 @@ async def main(args: argparse.Namespace) -> None:
         session, resumed = await node.router.open(Hello(v=1), request)
         att = node.gateway.attach(session, "websocket", streaming=True, ack=0, resumed=resumed)
         channel = f"room:{n}" if n % args.presence_every == 0 else f"u:{n}"
-        frames, _ = decode_client_frames(JSON, JSON.encode({"t": "sub", "i": 1, "ch": channel}))
+        frames = decode_client_frames(JSON, JSON.encode({"t": "sub", "i": 1, "ch": channel}))
         await node.inbound.receive(session, att, frames)
         session.state.detach(att, clock.now)
     built = time.perf_counter() - started

@@ -166,6 +166,27 @@ async def test_a_hello_field_present_but_empty_is_refused_on_every_rung(
             assert status == 400 and answer[0] == "bad_frame", (endpoint, answer)
 
 
+@pytest.mark.parametrize(
+    ("params", "headers", "words"),
+    [
+        ({"enc": ""}, {}, "unknown encoding ''"),
+        ({"open": ""}, {}, "'open' must be 1"),
+        ({"open": "0"}, {}, "'open' must be 1"),
+        ({}, {"authorization": "Bearer"}, "Bearer token is empty"),
+    ],
+    ids=["enc=", "open=", "open=0", "empty Bearer"],
+)
+async def test_a_poll_field_or_header_present_but_empty_or_wrong_is_refused(
+    http: httpx.AsyncClient, params: dict[str, str], headers: dict[str, str], words: str
+) -> None:
+    """``enc=`` was read as JSON, ``open=`` and ``open=0`` as no ``open`` (no welcome, no word
+    of it), and ``Authorization: Bearer`` with no token opened an anonymous session where
+    ``tok=`` is refused: each is ``400 bad_request`` naming it."""
+    for endpoint in ("longpoll", "poll"):
+        status, answer = await first_answer(http, endpoint, {"v": 1, **params}, headers)
+        assert (status, answer[0]) == (400, "bad_request") and words in answer[1], (endpoint, answer)
+
+
 async def test_an_empty_pu_is_an_anonymous_lost_session_and_a_pu_alone_is_refused_on_every_rung(
     server: LadderServer, http: httpx.AsyncClient
 ) -> None:
@@ -394,3 +415,55 @@ async def test_an_unknown_frame_beside_the_hello_is_refused_alone(driver: tuple[
             kinds = [(f["t"], f.get("code")) for f in seen if f["t"] in ("welcome", "err", "reply")]
             assert kinds == [("welcome", None), ("err", "unknown_frame"), ("reply", None)], seen
             assert next(f for f in seen if f["t"] == "reply")["d"]["data"] == "after"
+
+
+async def _frames_until(ws: Any, done: Any) -> list[dict[str, Any]]:
+    """Every frame the server writes until ``done(frames)`` holds (heartbeats and acks left out)."""
+    seen: list[dict[str, Any]] = []
+    while not done(seen):
+        lines = (await asyncio.wait_for(ws.recv(), 5)).splitlines()
+        seen += [f for f in map(orjson.loads, lines) if f["t"] not in ("ping", "ack")]
+    return seen
+
+
+@pytest.mark.parametrize("driver", [(), ("--asgi-ws",)], ids=["native", "asgi"])
+async def test_a_refused_frame_is_answered_and_rated_in_its_place_in_the_batch(driver: tuple[str, ...]) -> None:
+    """protocol §4: a batch is read in order. A frame refused without an id was answered and
+    charged to the message rate before the rest of its batch: written after 40 calls within a
+    burst of 40, it took the 40th call's place (``rate_limited`` ``re`` 40: sent again for a
+    frame written after it), and its ``err`` came before the pongs of pings written before it."""
+    limits = {"limits": {"message_rate": 20, "message_burst": 40}}
+    with LadderServer(limits, args=driver) as server:
+        async with websockets.connect(server.url.replace("http", "ws") + "/ws") as ws:
+            await ws.send('{"t":"hello","v":1}')
+            assert orjson.loads(await ws.recv())["t"] == "welcome"
+            calls = [orjson.dumps({"t": "call", "i": n, "ev": "echo", "d": n}).decode() for n in range(1, 41)]
+            await ws.send("\n".join([*calls, '{"t":"zzz"}']))
+            seen = await _frames_until(ws, lambda s: sum(f["t"] == "reply" for f in s) == 40)
+            errors = [(f["code"], f.get("re")) for f in seen if f["t"] == "err"]
+            assert errors == [("rate_limited", None)], errors  # (the frame over the burst: zzz)
+            assert [f["re"] for f in seen if f["t"] == "reply"] == list(range(1, 41))
+
+        with LadderServer({}, args=driver) as plain:
+            async with websockets.connect(plain.url.replace("http", "ws") + "/ws") as ws:
+                await ws.send('{"t":"hello","v":1}')
+                assert orjson.loads(await ws.recv())["t"] == "welcome"
+                pings = ['{"t":"ping","n":1}', '{"t":"zzz"}', '{"t":"ping","n":2}', '{"t":"ping","n":"x"}']
+                await ws.send("\n".join([*pings, '{"t":"ping","n":3}']))
+                seen = await _frames_until(ws, lambda s: any(f.get("n") == 3 for f in s))
+                said = [f.get("n") if f["t"] == "pong" else f["code"] for f in seen]
+                assert said == [1, "unknown_frame", 2, "bad_frame", 3], seen
+
+
+async def test_a_refusal_posted_last_is_the_newest_control_frame_a_poll_keeps(http: httpx.AsyncClient) -> None:
+    """protocol §5: a poll session keeps its 32 newest control frames. A refusal at the end of
+    a POSTed batch of 40 pings was queued first, before their pongs, and was the one dropped."""
+    welcome = await open_session(http)
+    params, headers = {"sid": welcome["sid"]}, {"X-Ladder-Rt": welcome["rt"]}
+    body = "\n".join([*(f'{{"t":"ping","n":{n}}}' for n in range(1, 41)), '{"t":"zzz"}'])
+    posted = await http.post("/send", params=params, headers=headers, content=body)
+    assert posted.status_code == 204
+    answer = await http.get("/poll", params={"v": 1, "sid": welcome["sid"], "ack": 0}, headers=headers)
+    frames = [orjson.loads(line) for line in answer.content.splitlines()]
+    kept = [f.get("n") if f["t"] == "pong" else f.get("code") for f in frames if f["t"] in ("pong", "err")]
+    assert kept == [*range(10, 41), "unknown_frame"], kept

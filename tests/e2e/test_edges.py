@@ -437,6 +437,21 @@ def test_a_post_refused_before_its_body_is_read_does_not_hold_its_connection(edg
     sock.close()
 
 
+@pytest.mark.parametrize("half", [b"sid=a", b"rt=b"])
+def test_half_a_session_on_a_post_is_refused_before_its_body(edge_server: LadderServer, half: bytes) -> None:
+    """protocol §8: a ``sid`` without a resume token (or one without a ``sid``) is known from the
+    request line: refused ``bad_request`` at once, on a connection closed when its body does
+    not come. Its body was read first: one that stalled got ``408 heartbeat_timeout`` after
+    ``frame_timeout`` instead (10 s by default)."""
+    sock = connect(edge_server)
+    sock.sendall(b"POST /send?" + half + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    status, headers, body = read_response(sock)
+    assert status == 400 and headers.get("connection") == "close", (status, headers, body)
+    assert orjson.loads(body)["code"] == "bad_request"
+    assert closed_within(sock, 3.0) < 3.0
+    sock.close()
+
+
 def test_a_post_refused_before_its_body_is_read_keeps_a_whole_body_off_the_next_request(
     edge_server: LadderServer,
 ) -> None:

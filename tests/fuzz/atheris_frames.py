@@ -11,8 +11,8 @@ stops at the first input that breaks the contract and writes it to ``crash-<sha1
 one with ``.venv/bin/python -m tests.fuzz.atheris_frames crash-<sha1>``.
 
 The contract, for any bytes, through both codecs (as a POST body or a WebSocket message) and
-as text (a WebSocket text message): ``decode_client_frames`` returns frames and per-frame
-errors with documented codes, or raises ``LadderError`` with ``bad_frame`` or
+as text (a WebSocket text message): ``decode_client_frames`` returns frames, those refused
+carrying errors with documented codes, or raises ``LadderError`` with ``bad_frame`` or
 ``frame_too_large``; nothing else ever escapes.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ladder.protocol.codec import JSON, MSGPACK
 from ladder.protocol.errors import ERRORS, LadderError
-from ladder.protocol.frames import decode_client_frames
+from ladder.protocol.frames import Refused, decode_client_frames
 
 CORPUS = Path(tempfile.gettempdir()) / "ladder-atheris-frames"
 """The corpus used when none is given (seeded with SEEDS)."""
@@ -48,12 +48,12 @@ def check(data: bytes) -> None:
     """One input against the decoder's contract; raises AssertionError (a finding) otherwise."""
     for codec, payload in ((JSON, data), (MSGPACK, data), (JSON, data.decode("utf-8", "replace"))):
         try:
-            frames, errors = decode_client_frames(codec, payload, LIMIT)
+            frames = decode_client_frames(codec, payload, LIMIT)
         except LadderError as exc:
             if exc.code not in DECODE_CODES:
                 raise AssertionError(f"{codec.name}: undocumented refusal {exc.code}: {exc}") from exc
             continue
-        for error in errors:
+        for error in (frame.error for frame in frames if isinstance(frame, Refused)):
             if error.code not in FRAME_CODES or error.code not in ERRORS:
                 raise AssertionError(f"{codec.name}: undocumented frame error {error.code}")
         for frame in frames:

@@ -174,8 +174,10 @@ def test_codec_lookup() -> None:
     assert codec_named(None) is JSON and codec_named("msgpack") is MSGPACK
     assert codec_for_content_type("application/msgpack") is MSGPACK
     assert codec_for_content_type("text/plain") is JSON
-    with pytest.raises(LadderError):
-        codec_named("xml")
+    for name in ("xml", ""):  # (enc= was JSON: a field present is checked, an empty one too)
+        with pytest.raises(LadderError) as refused:
+            codec_named(name)
+        assert refused.value.code == "bad_request" and "json or msgpack" in refused.value.reason
 
 
 @pytest.mark.parametrize("raw", [msgpack.packb({"t": "ping"}) + b"\xc1", b"\xc1"], ids=["after a frame", "alone"])
@@ -269,3 +271,14 @@ def test_a_publication_printed_shows_its_data() -> None:
     assert repr(kept) == "Payload({'text': 'hi'})"
     shown = repr(Publication("room:1", 3, "E", payload))
     assert "payload=Payload({'text': 'hi'})" in shown, shown
+
+
+@pytest.mark.parametrize("raw", [b'{"t":"ping","x":"\xff"}', MSGPACK.encode({"t": "ping"})], ids=["latin-1", "msgpack"])
+def test_bytes_that_are_not_utf8_are_refused_as_such_in_json(raw: bytes) -> None:
+    """orjson's words were "str is not valid UTF-8: surrogates not allowed", of bytes holding no
+    surrogate; a msgpack body POSTed without its Content-Type is the likely mistake."""
+    with pytest.raises(LadderError) as refused:
+        JSON.decode(raw, 1000)
+    assert refused.value.code == "bad_frame"
+    assert refused.value.reason.startswith("invalid JSON: not UTF-8 text (byte "), refused.value.reason
+    assert "Content-Type: application/msgpack" in refused.value.reason

@@ -17,6 +17,7 @@ from ladder.protocol.frames import (
     Invalid,
     Ping,
     Previous,
+    Refused,
     Subscribe,
     decode_client_frames,
     format_ids,
@@ -79,11 +80,14 @@ def test_numbered_frames_with_bad_bodies_become_invalid_replies(frame: Any, word
     assert parsed.error.code == "bad_frame" and words in parsed.error.reason
 
 
-def test_batch_keeps_valid_frames_and_reports_the_rest() -> None:
+def test_batch_keeps_valid_frames_and_refuses_the_rest_in_their_places() -> None:
+    """A refusal kept in its place is answered there (read first, it used up the message
+    rate of the frames before it and was answered before their pongs)."""
     raw = b'{"t":"ping"}\n{"t":"zzz"}\n{"t":"emit","i":1,"ev":"e"}'
-    frames, errors = decode_client_frames(JSON, raw)
-    assert [type(f).__name__ for f in frames] == ["Ping", "Emit"]
-    assert [e.code for e in errors] == ["unknown_frame"]
+    frames = decode_client_frames(JSON, raw)
+    assert [type(f).__name__ for f in frames] == ["Ping", "Refused", "Emit"]
+    assert isinstance(frames[1], Refused) and frames[1].error.code == "unknown_frame"
+    assert frames[1].error.__traceback__ is None, "kept without the frames it was raised in"
 
 
 @given(
@@ -140,20 +144,21 @@ def test_a_batch_is_not_read_past_its_64th_refused_frame(refused: str) -> None:
     """Both kinds of refusal count (a field out of range used to be left out: a batch of 300
     such messages was read whole, each answered)."""
     lines = [refused % n if "%d" in refused else refused for n in range(1, 301)]
-    frames, errors = decode_client_frames(JSON, "\n".join([*lines, '{"t":"ping"}']))
-    invalid = [frame for frame in frames if isinstance(frame, Invalid)]
-    assert len(invalid) + len(errors) == MAX_REFUSED_PER_BATCH + 1
-    assert errors[-1].reason == "64 frames of this batch refused: the rest was not read"
-    assert not any(isinstance(frame, Ping) for frame in frames), "the rest was not read"
+    frames = decode_client_frames(JSON, "\n".join([*lines, '{"t":"ping"}']))
+    assert len(frames) == MAX_REFUSED_PER_BATCH + 1
+    assert all(isinstance(frame, Invalid | Refused) for frame in frames)
+    last = frames[-1]
+    assert isinstance(last, Refused) and last.error.reason == "64 frames of this batch refused: the rest was not read"
 
 
 def test_sixty_four_refused_frames_with_nothing_after_them_say_nothing_more() -> None:
     """Exactly 64 refused: the batch was read whole, so no "rest was not read" error about a
     rest that is not there; 63 and a ping: the ping is read."""
-    frames, errors = decode_client_frames(JSON, "\n".join(['{"t":"zzz"}'] * MAX_REFUSED_PER_BATCH))
-    assert len(errors) == MAX_REFUSED_PER_BATCH and all(e.code == "unknown_frame" for e in errors)
-    frames, errors = decode_client_frames(JSON, "\n".join(['{"t":"zzz"}'] * 63 + ['{"t":"ping"}']))
-    assert len(errors) == 63 and [type(f) for f in frames] == [Ping]
+    frames = decode_client_frames(JSON, "\n".join(['{"t":"zzz"}'] * MAX_REFUSED_PER_BATCH))
+    assert len(frames) == MAX_REFUSED_PER_BATCH
+    assert all(isinstance(f, Refused) and f.error.code == "unknown_frame" for f in frames)
+    frames = decode_client_frames(JSON, "\n".join(['{"t":"zzz"}'] * 63 + ['{"t":"ping"}']))
+    assert [type(f) for f in frames] == [Refused] * 63 + [Ping]
 
 
 @pytest.mark.parametrize("why", ["refused", "heartbeat", "probe_2", "x-y", "é٣"])

@@ -13,7 +13,7 @@ import pytest
 from ladder.protocol import codec as codec_module
 from ladder.protocol.codec import JSON, MSGPACK, Codec
 from ladder.protocol.errors import LadderError
-from ladder.protocol.frames import MAX_ID, Ack, decode_client_frames, parse_client_frame
+from ladder.protocol.frames import MAX_ID, Ack, Refused, decode_client_frames, parse_client_frame
 
 CALL = msgpack.packb({"t": "call", "i": 7, "ev": "rpc", "d": {"ts": 1.5, "pad": "x" * 60}})
 FLOAT = struct.unpack(">d", b"\x40\xd5\x00\x00\x00\x00\x00\x01")[0]
@@ -124,21 +124,20 @@ def _decoded_the_long_way(codec: Codec, raw: bytes) -> Any:
     """What decode_client_frames gives without recognizing a lone ack."""
     try:
         frames: list[Any] = []
-        errors: list[str] = []
         for obj in codec.decode(raw, 10_000):
             try:
                 frames.append(parse_client_frame(obj))
             except LadderError as exc:
-                errors.append(exc.code)
-        return ("ok", frames, errors)
+                frames.append(("refused", exc.code))
+        return ("ok", frames)
     except LadderError as exc:
         return ("err", exc.code)
 
 
 def _decoded(codec: Codec, raw: bytes) -> Any:
     try:
-        frames, errors = decode_client_frames(codec, raw, 10_000)
-        return ("ok", frames, [e.code for e in errors])
+        frames = decode_client_frames(codec, raw, 10_000)
+        return ("ok", [("refused", f.error.code) if isinstance(f, Refused) else f for f in frames])
     except LadderError as exc:
         return ("err", exc.code)
 
@@ -194,8 +193,7 @@ def test_a_lone_ack_is_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for codec in (JSON, MSGPACK):
         monkeypatch.setattr(codec, "decode", refuse)
-        frames, errors = decode_client_frames(codec, codec.encode({"t": "ack", "s": 42}), 10_000)
-        assert frames == [Ack(42)] and errors == []
+        assert decode_client_frames(codec, codec.encode({"t": "ack", "s": 42}), 10_000) == [Ack(42)]
 
 
 # -- a JSON message ending in an ack -----------------------------------------------------------------

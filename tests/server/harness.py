@@ -13,7 +13,7 @@ from ladder.engine.redis import RedisEngine
 from ladder.engine.shards import ShardedEngine
 from ladder.protocol.attachment import Attachment
 from ladder.protocol.codec import JSON
-from ladder.protocol.frames import Hello, decode_client_frames
+from ladder.protocol.frames import Hello, Refused, decode_client_frames
 from ladder.server.auth import AuthRequest
 from ladder.server.hub import internals
 from ladder.server.session import Session
@@ -112,8 +112,8 @@ class Peer:
             numbered.append({**frame, "i": self.next_id})
             ids.append(self.next_id)
             self.next_id += 1
-        parsed, errors = decode_client_frames(JSON, JSON.join(JSON.encode(f) for f in numbered))
-        assert not errors
+        parsed = decode_client_frames(JSON, JSON.join(JSON.encode(f) for f in numbered))
+        assert not any(isinstance(frame, Refused) for frame in parsed)
         await internals(self.hub).inbound.receive(self.session, self.att, parsed)
         return ids
 

@@ -19,7 +19,7 @@ from ladder.engine.base import AppliedRecord
 from ladder.engine.memory import MemoryEngine
 from ladder.engine.redis import RedisEngine
 from ladder.protocol.codec import JSON, MSGPACK
-from ladder.protocol.frames import Hello, Previous, decode_client_frames
+from ladder.protocol.frames import Hello, Previous, Refused, decode_client_frames
 from ladder.protocol.session import Phase
 from ladder.server.applied import Answers, Inherited
 from ladder.server.auth import AuthRequest
@@ -50,8 +50,8 @@ async def _successor(hub: Any, prev: Previous) -> Peer:
 
 
 async def _send(peer: Peer, frames: list[dict[str, Any]]) -> None:
-    parsed, errors = decode_client_frames(JSON, JSON.join(JSON.encode(f) for f in frames))
-    assert not errors
+    parsed = decode_client_frames(JSON, JSON.join(JSON.encode(f) for f in frames))
+    assert not any(isinstance(frame, Refused) for frame in parsed)
     await internals(peer.hub).inbound.receive(peer.session, peer.att, parsed)
 
 
@@ -221,7 +221,7 @@ async def test_an_engine_that_records_at_once_without_a_plain_call_records_in_th
     await hub.start()
     try:
         peer = await Peer.open(hub)
-        parsed, _ = decode_client_frames(JSON, JSON.encode({"t": "call", "ev": "add", "d": 1, "i": 1}))
+        parsed = decode_client_frames(JSON, JSON.encode({"t": "call", "ev": "add", "d": 1, "i": 1}))
         inbound = internals(hub).inbound
         assert not inbound.receive_now(peer.session, peer.att, parsed), "left to the coroutine"
         await inbound.receive(peer.session, peer.att, parsed)

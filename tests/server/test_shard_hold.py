@@ -172,7 +172,7 @@ async def test_no_hold_with_shard_hold_0_and_none_on_http(make_hub: MakeHub, ser
     assert engine.placement.name_of(peer.session.sid) in error.close_reason
     assert "cannot reach its engine" not in error.reason
 
-    frames, _ = decode_client_frames(JSON, JSON.encode({"t": "emit", "ev": "do", "d": "b", "i": 1}))
+    frames = decode_client_frames(JSON, JSON.encode({"t": "emit", "ev": "do", "d": "b", "i": 1}))
     with pytest.raises(LadderError) as refused:
         await internals(hub).inbound.receive(posting.session, None, frames)  # an upstream POST
     assert refused.value.code == "engine_unavailable" and refused.value.http_status == 503

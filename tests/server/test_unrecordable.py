@@ -31,7 +31,7 @@ async def test_messages_are_not_applied_while_the_engine_is_unreachable() -> Non
         assert applied == [], "not applied: it could not be recorded"
         assert peer.att.closed and peer.att.close_error is not None
         assert peer.att.close_error.code == "engine_unavailable", "the WebSocket is ended; the session is not"
-        frames, _ = decode_client_frames(JSON, JSON.encode({"t": "emit", "ev": "do", "d": "a", "i": 1}))
+        frames = decode_client_frames(JSON, JSON.encode({"t": "emit", "ev": "do", "d": "a", "i": 1}))
         with pytest.raises(LadderError) as refused:
             await internals(hub).inbound.receive(peer.session, None, frames)  # an upstream POST
         assert refused.value.code == "engine_unavailable" and applied == []

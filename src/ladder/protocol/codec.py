@@ -407,7 +407,7 @@ class JsonCodec(Codec):
             except orjson.JSONDecodeError as exc:
                 if not line.strip():
                     continue  # a blank line between frames
-                raise LadderError("bad_frame", f"invalid JSON: {exc.msg}") from exc
+                raise LadderError("bad_frame", f"invalid JSON: {_json_error(line, exc)}") from exc
             if tagged and _BYTES_TAG_RAW in line:
                 obj = _untag(obj)
             out.append(obj)
@@ -416,6 +416,18 @@ class JsonCodec(Codec):
                 raise _too_large(len(last), max_frame)
             out.append({"t": "ack", "s": ack})
         return out
+
+
+def _json_error(line: bytes, exc: orjson.JSONDecodeError) -> str:
+    """What was wrong: bytes that are not UTF-8 text were "str is not valid UTF-8: surrogates
+    not allowed" (orjson's words, about surrogates the bytes did not hold)."""
+    try:
+        line.decode()
+    except UnicodeDecodeError as bad:
+        return (
+            f"not UTF-8 text (byte {bad.start}); a msgpack body needs Content-Type: application/msgpack"
+        )
+    return exc.msg
 
 
 _STAMP_HEADS: Final = tuple(bytes((0x80 | (fields + 1),)) + b"\xa1s" for fields in range(15))
@@ -677,13 +689,14 @@ def encode_message(codec: Codec, frame: dict[str, Any]) -> bytes:
 
 
 def codec_named(name: str | None) -> Codec:
-    """Look up a codec by its wire name; ``None`` means JSON."""
-    if name is None or name == "":
+    """Look up a codec by its wire name; ``None`` means JSON (``enc=`` is refused: a field
+    present is checked, an empty one too, as the hello's are)."""
+    if name is None:
         return JSON
     try:
         return CODECS[name]
     except KeyError:
-        raise LadderError("bad_request", f"unknown encoding {name!r}") from None
+        raise LadderError("bad_request", f"unknown encoding {name!r}: json or msgpack") from None
 
 
 _MSGPACK_TYPES: Final = frozenset({"application/msgpack", "application/x-msgpack"})

@@ -179,10 +179,19 @@ class Bye:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A frame that could not be read (an unknown type, a control frame's bad field, a
+    message that would not decode): no id to answer, so an unsequenced ``err`` answers it,
+    in its place in the batch (its rate, its order among the other answers)."""
+
+    error: LadderError
+
+
 Numbered: TypeAlias = (
     Subscribe | Unsubscribe | Publish | Emit | Call | PresenceQuery | HistoryQuery | Refresh | Invalid
 )
-Control: TypeAlias = Hello | Ack | Ping | Pong | Bye
+Control: TypeAlias = Hello | Ack | Ping | Pong | Bye | Refused
 ClientFrame: TypeAlias = Numbered | Control
 
 
@@ -463,18 +472,17 @@ unknown frames cost 80 MiB of errors before any rate limit could apply)."""
 _REST_NOT_READ: Final = f"{MAX_REFUSED_PER_BATCH} frames of this batch refused: the rest was not read"
 
 
-def decode_client_frames(
-    codec: Codec, data: bytes | str, max_frame: int | None = None
-) -> tuple[list[ClientFrame], list[LadderError]]:
-    """Decode and validate a batch: the valid frames, and an error for each refused one.
+def decode_client_frames(codec: Codec, data: bytes | str, max_frame: int | None = None) -> list[ClientFrame]:
+    """Decode and validate a batch, in order: a frame refused without an id is a
+    :class:`Refused` in its place (answered there: an error read first used up the rate of
+    the messages before it, and was answered before their pongs).
 
     Input that cannot be decoded at all (not JSON, not msgpack, too large) raises.
     """
     seq = codec.lone_ack(data)
     if seq is not None:
-        return [Ack(seq)], []
+        return [Ack(seq)]
     frames: list[ClientFrame] = []
-    errors: list[LadderError] = []
     refused = 0
     objs = codec.decode(data, max_frame)
     for index, obj in enumerate(objs):
@@ -484,10 +492,10 @@ def decode_client_frames(
             if type(frame) is not Invalid:
                 continue
         except LadderError as exc:
-            errors.append(exc)
+            frames.append(Refused(exc.with_traceback(None)))  # (kept: no cycle through this frame)
         refused += 1  # (a field out of range is refused as its message's answer: counted too)
         if refused == MAX_REFUSED_PER_BATCH:  # junk, not a client's mistake: stop reading it
             if index + 1 < len(objs):  # (said only when something is left unread)
-                errors.append(LadderError("bad_frame", _REST_NOT_READ))
+                frames.append(Refused(LadderError("bad_frame", _REST_NOT_READ)))
             break
-    return frames, errors
+    return frames

@@ -150,7 +150,9 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     token = token.strip()
     if len(token) > MAX_TOKEN:
         raise LadderError("bad_request", f"the Authorization header's token is over {MAX_TOKEN} characters")
-    return token or None
+    if not token:  # (as tok= is: not read as no token, which opened an anonymous session)
+        raise LadderError("bad_request", "the Authorization header's Bearer token is empty: send one or none")
+    return token
 
 
 NO_TOKEN: Final = (

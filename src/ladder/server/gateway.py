@@ -88,13 +88,6 @@ class Gateway:
             if task is not None:
                 borrowed.discard(task)
 
-    def refuse(
-        self, session: Session, att: Attachment | None, errors: Iterable[LadderError], transport: str
-    ) -> None:
-        """Answer frames refused before they were offered, each counted against the session's
-        message rate (:meth:`Throttle.refuse`)."""
-        self.inbound.throttle.refuse(session, att, errors, transport)
-
     def receive_now(self, session: Session, att: Attachment, frames: list[ClientFrame]) -> bool:
         """A batch applied at once when nothing in it waits (False: it may, for
         :meth:`receive` in a task). A method, not the bound one stored: the drivers call it

@@ -7,18 +7,19 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Iterable, Iterator
 from time import monotonic
-from typing import Any, Final
+from typing import cast
 
 from ..engine.base import Engine
 from ..protocol.attachment import Attachment
 from ..protocol.errors import LadderError
-from ..protocol.frames import Ack, Bye, Call, ClientFrame, Emit, Hello, Invalid, Numbered, Ping, Pong, Publish
+from ..protocol.frames import Ack, Bye, Call, ClientFrame, Emit, Hello, Invalid, Numbered, Publish
 from ..protocol.outframes import OutFrame, error_frame
 from ..protocol.reliable import OutboxOverflow
 from ..protocol.session import Phase
 from . import together as publications
 from .applied import Answers, kept_answer
 from .config import Settings
+from .control import ANSWERED, AT_ONCE, answer
 from .dispatch import Dispatch, Pending
 from .holding import Holds, unrecordable_error
 from .lease import Lease
@@ -28,11 +29,6 @@ from .session import Session
 from .sessions import SessionTable
 from .tasks import Tasks
 from .throttle import Throttle
-
-AT_ONCE: Final = frozenset({Ack, Ping, Pong, Bye})
-"""Client frames applied without waiting for anything (see :meth:`Inbound.receive_now`), also
-while one of the session's messages is in a handler: a ``bye`` ends the session now (protocol
-§4), not once the handler returns, and is not lost with a connection closed right after it."""
 
 
 class Inbound:
@@ -73,10 +69,9 @@ class Inbound:
         """A session's consecutive publications are applied together (``together.py``)."""
 
     async def receive(self, session: Session, att: Attachment | None, frames: Iterable[ClientFrame]) -> None:
-        """Apply a batch of client frames that arrived on ``att`` (None: an upstream POST).
-
-        A frame the core refuses (an ack beyond what was sent, an id too far ahead, a second
-        hello) gets an unsequenced ``err``; the rest of the batch still counts."""
+        """Apply a batch of client frames that arrived on ``att`` (None: an upstream POST), in
+        order. A frame refused without an id (:class:`Refused`, an ack beyond what was sent, a
+        second hello) gets an unsequenced ``err`` in its place; the rest of the batch counts."""
         offered = self._offer(session, att, frames)
         if offered is None:
             return
@@ -152,16 +147,8 @@ class Inbound:
                     unread = batch
                     break  # over the rate (the rest is sent again) or dropped for flooding
                 frame = throttled  # noqa: PLW2901 - a message over the limit becomes its refusal
-                if isinstance(frame, Ack):
-                    state.on_ack(frame.s)
-                elif isinstance(frame, Ping):
-                    pong: dict[str, Any] = {"t": "pong"} if frame.n is None else {"t": "pong", "n": frame.n}
-                    if att is not None:
-                        state.send_control(pong, att)  # answered on the socket that asked
-                    else:
-                        state.send_everywhere(pong)
-                elif isinstance(frame, Pong):
-                    pass
+                if type(frame) in ANSWERED:
+                    answer(session, att, frame, transport, self.refused)
                 elif isinstance(frame, Bye):
                     self.sessions.close(session, None)
                     return None
@@ -183,7 +170,7 @@ class Inbound:
                         break
                     if not isinstance(frame, Invalid):
                         self.counters.tally_in(transport).n += 1
-                    ready = state.receive(frame)
+                    ready = state.receive(cast("Numbered", frame))  # (the rest: ANSWERED, Bye, Hello)
                     if ready:
                         if session.ready is None:
                             session.ready = deque(ready)
@@ -192,7 +179,7 @@ class Inbound:
                         accepted = True
             except LadderError as exc:
                 self.refused(transport, exc, session=session)
-                state.send_control({"t": "err", **exc.body()})
+                state.send_control({"t": "err", **exc.body()}, att)
         self.throttle.read(session, unread, now, transport)
         return accepted, unrecordable, waits, transport
 

@@ -63,12 +63,20 @@ def held_for(text: str | None) -> float | None:
     return int(text) / 1000 if len(text) <= 12 else None  # (more than a day and a half: the server's)
 
 
+def _opening(value: str | None) -> bool:
+    """``open=1`` (the answer begins with the welcome) or no ``open``; any other value is
+    refused (``open=0`` or ``open=`` read as absent gave no welcome, and no word of it)."""
+    if value is not None and value != "1":
+        raise LadderError("bad_request", f"query field 'open' must be 1, or left out: {value[:20]!r}")
+    return value == "1"
+
+
 async def serve_poll(gateway: Gateway, request: Request, receive: Receive, send: Send, *, hold: bool) -> None:
     transport = "longpoll" if hold else "poll"
     codec = codec_named(request.query.get("enc"))
     hello = request.hello()
     held = held_for(request.query.get("hold")) if hold else None
-    greet = hello.sid is None or request.query.get("open") == "1"
+    greet = _opening(request.query.get("open")) or hello.sid is None
     auth = request.auth_request(hello.token, transport)
     try:
         link = await gateway.open(hello, auth, transport, streaming=False, greet=greet, hold=held)

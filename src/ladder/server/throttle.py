@@ -4,10 +4,9 @@ session that keeps sending while told to wait is ended (``bye`` ``rate_limited``
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Final
 
-from ..protocol.attachment import Attachment
 from ..protocol.errors import LadderError
 from ..protocol.frames import Bye, ClientFrame, Numbered
 from ..protocol.session import Phase
@@ -75,32 +74,6 @@ class Throttle:
         self.refused(transport, limited, session=session)
         session.state.send_control({"t": "err", **limited.body()})
         return None
-
-    def refuse(
-        self, session: Session, att: Attachment | None, errors: Iterable[LadderError], transport: str
-    ) -> None:
-        """Answer frames refused before they could be offered (undecodable, or invalid: an
-        unknown type, a field out of range). Each counts against the message rate as any
-        frame does: past it, one ``rate_limited`` answers the rest, and a session that keeps
-        flooding is ended. (They went around it: a stream of junk was answered and logged
-        frame by frame, at whatever rate it came.)"""
-        state = session.state
-        if state.phase is Phase.CLOSED:
-            return  # ended (for flooding, say): what its socket still brings is dropped
-        now = self.settings.clock()
-        refused = iter(errors)
-        for error in refused:
-            if self.rate.enabled:
-                retry_after = self._wait(session, now)
-                if retry_after:
-                    if not self._told(session, now):  # (told already: dropped without a word)
-                        limited = LadderError("rate_limited", "past the rate", retry_after=retry_after)
-                        self.refused(transport, limited, session=session)
-                        state.send_control({"t": "err", **limited.body()}, att)
-                    self.read(session, refused, now, transport)
-                    return
-            self.refused(transport, error, session=session)
-            state.send_control({"t": "err", **error.body()}, att)
 
     def read(self, session: Session, rest: Iterator[object] | None, now: float, transport: str) -> None:
         """A batch was read: to its end (``rest`` None), or up to a frame refused past the

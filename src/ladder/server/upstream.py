@@ -28,12 +28,10 @@ from .session import Session
 async def accept_upstream(gateway: Gateway, session: Session, body: bytes, content_type: str | None) -> None:
     """Decode a POSTed batch and hand it to the session (errors per frame go downstream)."""
     limit = gateway.settings.limits.max_frame_size
-    frames, errors = decode_client_frames(codec_for_content_type(content_type), body, limit)
-    leaving = frames and not errors and all(type(frame) is Bye for frame in frames)
+    frames = decode_client_frames(codec_for_content_type(content_type), body, limit)
+    leaving = frames and all(type(frame) is Bye for frame in frames)
     if not leaving:  # (a client leaving need not resume to say so)
         session.state.check_resumed()
-    if errors:
-        gateway.refuse(session, None, errors, "send")
     if frames:
         await gateway.receive(session, None, frames)
         if not leaving:
@@ -51,16 +49,18 @@ async def serve_send(gateway: Gateway, request: Request, receive: Receive, send:
     sid = request.query.get("sid")
     token = request.resume_token()
     limits = gateway.settings.limits
+    half = LadderError("bad_request", "POST /send needs 'sid' and the resume token")
+    if not (sid and token) and not (sid is None and token is None):
+        raise half  # (before its body: the router drops it, or closes the connection, within 1 s)
     # The body first, refused or not: one left unread kept its connection open (and unusable)
     # until the keep-alive ran out; read, one that stops arriving gets its 408 in time.
     body = await read_body(receive, request, limits.max_post_size, timeout=limits.frame_timeout)
-    if not sid or not token:
-        if sid is None and token is None:  # a page asking why (protocol §3.6)
-            await _check_credentials(gateway, request)
-            if not body:  # (nothing is refused)
-                await respond(send, 204, headers=cors_headers(gateway.settings.allowed_origins, request))
-                return
-        raise LadderError("bad_request", "POST /send needs 'sid' and the resume token")
+    if not sid or not token:  # a page asking why (protocol §3.6)
+        await _check_credentials(gateway, request)
+        if not body:  # (nothing is refused)
+            await respond(send, 204, headers=cors_headers(gateway.settings.allowed_origins, request))
+            return
+        raise half
     content_type = request.headers.get("content-type")
     try:
         session = await gateway.route(sid, token, stream=False)

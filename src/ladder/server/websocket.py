@@ -19,12 +19,12 @@ from typing import Final
 
 from ..protocol.codec import JSON, MSGPACK, Codec
 from ..protocol.errors import LadderError
-from ..protocol.frames import Ack, ClientFrame, Hello, Publish, decode_client_frames, parse_client_frame
+from ..protocol.frames import Ack, ClientFrame, Hello, Publish, Refused, decode_client_frames
 from ..protocol.session import Phase
+from .control import AT_ONCE
 from .cutoff import ByeWait
 from .gateway import Gateway
 from .http import Headers, Message, Receive, Request, Send, error_body, origin_refusal
-from .inbound import AT_ONCE
 from .link import Link, encode_batch
 
 log = logging.getLogger("ladder")
@@ -84,10 +84,9 @@ async def open_link(
     unknown frame beside the hello closed the connection); raises :class:`LadderError` when
     the hello is refused.
     """
-    limit = gateway.settings.limits.max_frame_size
-    frames, errors = decode_client_frames(codec, data, limit)
-    if errors:
-        parse_client_frame(codec.decode(data, limit)[0])  # (the hello's own refusal raises)
+    frames = decode_client_frames(codec, data, gateway.settings.limits.max_frame_size)
+    if frames and isinstance(frames[0], Refused):
+        raise frames[0].error  # (the hello's own refusal)
     if not frames or not isinstance(frames[0], Hello):
         raise LadderError("bad_request", "the first frame must be a hello")
     hello = frames[0]
@@ -100,30 +99,25 @@ async def open_link(
     except Exception:  # a bug (an authenticate hook's, say): logged, and refused as HTTP's 500 is
         log.exception("opening a websocket session failed")
         raise LadderError("internal") from None
-    if errors:
-        gateway.refuse(link.session, link.att, errors, "websocket")
     return link, frames[1:]
 
 
 def decode_message(
     gateway: Gateway, link: Link, data: bytes | str, codec: Codec
 ) -> tuple[list[ClientFrame], LadderError | None]:
-    """Decode a later client message (both WebSocket drivers): bad frames are answered with
-    ``err`` frames; returns the valid frames and the error that must end the connection, if any."""
+    """Decode a later client message (both WebSocket drivers): its frames, those refused among
+    them in their places (:class:`Refused`: answered with ``err`` frames when offered, a
+    message that would not decode as one), or the error that must end the connection."""
     limit = gateway.settings.limits.max_frame_size
     try:
         if len(data) > limit:
             raise LadderError("frame_too_large", f"message of {len(data)} bytes exceeds {limit}")
-        frames, errors = decode_client_frames(codec, data, limit)
+        return decode_client_frames(codec, data, limit), None
     except LadderError as exc:
         if exc.fatal:
             gateway.refused("websocket", exc, session=link.session)
             return [], exc
-        gateway.refuse(link.session, link.att, (exc,), "websocket")
-        return [], None
-    if errors:
-        gateway.refuse(link.session, link.att, errors, "websocket")
-    return frames, None
+        return [Refused(exc.with_traceback(None))], None
 
 
 async def apply_message(
@@ -160,12 +154,7 @@ async def apply_frames(
     limit = gateway.settings.limits.max_frame_size
     while queued:
         head = queued[0]
-        if isinstance(head, list):
-            more: list[ClientFrame] | None = head
-        else:
-            more, errors = _decoded(head[1], head[0], limit)
-            if errors:
-                break
+        more = head if isinstance(head, list) else _decoded(head[1], head[0], limit)
         if more is None or not all(type(frame) in _TOGETHER for frame in more):
             break
         queued.popleft()
@@ -205,14 +194,14 @@ _TOGETHER: Final = frozenset({Publish, Ack})
 """What a message may hold to be offered with the one before it (see :func:`apply_message`)."""
 
 
-def _decoded(codec: Codec, data: bytes, limit: int) -> tuple[list[ClientFrame] | None, list[LadderError]]:
+def _decoded(codec: Codec, data: bytes, limit: int) -> list[ClientFrame] | None:
     """``decode_client_frames`` without raising: None for a message it refuses whole."""
     if len(data) > limit:
-        return None, []
+        return None
     try:
         return decode_client_frames(codec, data, limit)
     except LadderError:
-        return None, []
+        return None
 
 
 async def serve_websocket(gateway: Gateway, request: Request, receive: Receive, send: Send) -> None:
