@@ -275,7 +275,8 @@ export interface LadderClient {
   /**
    * Call a server handler: its return value, or its error as a LadderError (a TypeError for data that cannot be sent).
    * The server applies a session's messages one at a time, in order: a handler that takes long (or never returns)
-   * holds this client's later calls, emits and subscriptions until it does.
+   * holds this client's later calls, emits and subscriptions until it does (with a SharedClient, every tab's: they
+   * share one session).
    */
   call<R = any>(event: string, data?: unknown, options?: CallOptions): Promise<R>;
   /** Who is in a channel (with presence on). */

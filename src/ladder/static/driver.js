@@ -158,6 +158,11 @@ export function checkUrl(url) {
   else throw new TypeError(`url must be where the hub is mounted, e.g. "/ladder" or "https://example.com/ladder", not ${shown(url)}`);
   // (as the Python client: a ws:// or ftp:// address, or one with a query, failed later in a
   // transport's words, or dialled `/?x=1/ws` and blamed the mount path)
+  const authority = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(text);
+  if (authority !== null && /[\u0000-\u0020\u007f]/.test(authority[1])) {
+    // (a browser's URL took "exa mple.com" as "exa%20mple.com", which no server answers)
+    throw new TypeError(`url ${JSON.stringify(text)}: a host holds no space or control character (e.g. "https://example.com/ladder")`);
+  }
   let parsed;
   try {
     parsed = typeof location !== "undefined" ? new URL(text, location.href) : new URL(text);
