@@ -74,3 +74,32 @@ async def test_one_503_from_a_healthy_node_does_not_take_it_out_of_rotation() ->
                 for _ in range(30):
                     assert (await http.get(f"{MOUNT}/health")).status_code == 200
     assert stand_ins.hits["node1"] >= 5, f"node 1 was set aside after one 503: {dict(stand_ins.hits)}"
+
+
+class HungNode(StandIns):
+    """Node 1 reads requests and never answers one (its event loop stuck, its kernel accepting)."""
+
+    async def _serve(self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if name != "node1":
+            await super()._serve(name, reader, writer)
+            return
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while await reader.read(65536):
+                self.refused += 1  # (a request it will never answer)
+        writer.close()
+
+
+async def test_a_short_poll_landing_on_a_hung_node_is_answered_by_another_before_the_client_gives_up() -> None:
+    """ops.md: a node that hangs still accepts. A short poll that landed on it waited for nginx's
+    60 s read timeout, so the client's own 10 s ran out first and it reconnected: short-polling
+    clients of every node stalled while one hung. A short poll is answered at once, so nginx
+    gives it 5 s and tries the next node."""
+    stand_ins = HungNode()
+    async with stand_ins.running():
+        values = {"LADDER_MOUNT": MOUNT, **{f"LADDER_NODE_{i + 1}": f"127.0.0.1:{p}" for i, p in enumerate(stand_ins.ports)}}
+        with NginxSite.from_deploy("nginx.conf", values) as nginx:
+            async with httpx.AsyncClient(base_url=nginx.url, timeout=10) as http:
+                for _ in range(4):  # round robin sends one of them (or more) to the hung node
+                    answer = await http.get(f"{MOUNT}/poll", params={"v": 1})
+                    assert answer.status_code == 200 and answer.text in ("node2", "node3"), answer
+    assert stand_ins.refused >= 1, "no poll reached the hung node"
