@@ -275,8 +275,10 @@ async def test_a_users_mistakes_with_the_client_get_errors_that_name_the_fix() -
         client.subscribe("room:a", recent=-5)
     await client.emit("e", 1)
     with pytest.raises(TimeoutError, match=r"flush: 1 messages not acknowledged within 0.05 s \(this client was "
-                       r"never connected: call `await client.connect\(\)`\)"):
+                       r"never connected: call `await client.connect\(\)`\)") as late:
         await client.flush(timeout=0.05)
+    # (a LadderError "timeout" too, as a call's and the browser's flush's: one except catches all)
+    assert isinstance(late.value, LadderError) and late.value.code == "timeout"
     await client.close()
 
 

@@ -22,6 +22,11 @@ from .transports.http import UNORDERED
 
 log = logging.getLogger("ladder.client")
 
+
+class _NotFlushed(LadderError, TimeoutError):
+    """``flush()`` ran out of time: a ``LadderError`` ``timeout``, as a call's (and the browser
+    client's ``flush``) is, and the built-in ``TimeoutError`` it was first."""
+
 HEADROOM = 64
 """Bytes kept free in every batch under the server's limits (for the ack that rides along)."""
 
@@ -33,7 +38,8 @@ class Outbound(ClientBase):
         """Wait until the server has acknowledged every message sent or queued so far.
 
         A pending ack of ours goes out at once too, rather than when its timer fires. Raises
-        the built-in ``TimeoutError`` after ``timeout`` seconds (the messages stay queued),
+        ``LadderError("timeout")`` after ``timeout`` seconds, which is also a built-in
+        ``TimeoutError`` (the messages stay queued),
         and ``LadderError("closed")`` once the client is closed (nothing will acknowledge them),
         or the error it gave up with (``unauthorized``, ``connect_failed``, ``timeout``, …),
         also for a flush already waiting then.
@@ -59,7 +65,8 @@ class Outbound(ClientBase):
                 await waiter
         except TimeoutError:
             never = " (this client was never connected: call `await client.connect()`)"
-            raise TimeoutError(
+            raise _NotFlushed(
+                "timeout",
                 f"flush: {len(self.peer.outbox)} messages not acknowledged within {timeout:g} s"
                 f"{never if self._run_task is None else ''}"
             ) from None
