@@ -187,6 +187,20 @@ async def test_a_poll_field_or_header_present_but_empty_or_wrong_is_refused(
         assert (status, answer[0]) == (400, "bad_request") and words in answer[1], (endpoint, answer)
 
 
+async def test_a_hello_field_whose_percent_encoding_is_not_utf8_is_refused_on_every_http_rung(
+    http: httpx.AsyncClient,
+) -> None:
+    """``tok=user:%ED%A0%80`` (a surrogate's bytes, not UTF-8) reached the authenticate hook as
+    "user:\ufffd\ufffd\ufffd" (a session for that user); a hello field must be UTF-8 text, as in
+    a WebSocket hello, whose JSON or msgpack cannot carry anything else."""
+    for endpoint in ("sse", "longpoll", "poll"):
+        status, answer = await first_answer(http, f"{endpoint}?v=1&tok=user:%ED%A0%80", None, {})
+        assert (status, answer[0]) == (400, "bad_frame") and "'tok'" in answer[1], (endpoint, answer)
+        assert "not UTF-8" in answer[1], answer
+        status, _ = await first_answer(http, f"{endpoint}?v=1&tok=caf%C3%A9", None, {})
+        assert status == 200, (endpoint, "percent-encoded UTF-8 is taken")
+
+
 async def test_an_empty_pu_is_an_anonymous_lost_session_and_a_pu_alone_is_refused_on_every_rung(
     server: LadderServer, http: httpx.AsyncClient
 ) -> None:

@@ -147,6 +147,9 @@ class Request:
         rt = self.headers.get("x-ladder-rt", query.get("rt"))
         if rt is not None:
             fields["rt"] = rt
+        for name, value in fields.items():
+            if not value.isascii() and not _utf8(value):
+                raise LadderError("bad_frame", f"hello field {name!r} is not UTF-8 once percent-decoded")
         fields["t"] = "hello"
         fields["v"] = _int_field(query, "v", 1)
         ack = _int_field(query, "ack", 0)
@@ -175,9 +178,21 @@ def parse_query(query: str) -> dict[str, str]:
                 fields[name] = value
         return fields
     try:
-        return dict(parse_qsl(query, keep_blank_values=True))
+        # (bytes that are not UTF-8 kept as lone surrogates, refused where a field is read:
+        # replaced by U+FFFD, "user:%ED%A0%80" reached the authenticate hook as "user:���")
+        return dict(parse_qsl(query, keep_blank_values=True, errors="surrogateescape"))
     except ValueError:
         return {}
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` holds no lone surrogate (what :func:`parse_query` keeps of bytes that
+    were not UTF-8)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _int_value(name: str, value: str) -> int:
