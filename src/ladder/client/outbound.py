@@ -27,6 +27,7 @@ class _NotFlushed(LadderError, TimeoutError):
     """``flush()`` ran out of time: a ``LadderError`` ``timeout``, as a call's (and the browser
     client's ``flush``) is, and the built-in ``TimeoutError`` it was first."""
 
+
 HEADROOM = 64
 """Bytes kept free in every batch under the server's limits (for the ack that rides along)."""
 
