@@ -19,6 +19,7 @@ import pytest
 
 from ladder import Client, Ladder, LadderError
 from ladder.client import ServerError
+from tests.net.faultproxy import FaultProxy
 from tests.support.metrics import metric
 from tests.support.server import LadderServer, free_port
 
@@ -193,6 +194,19 @@ async def _wrong_mount(wrong: str, caplog: pytest.LogCaptureFixture) -> None:
     assert later.value.code == "connect_failed", "later calls say why, not just 'closed'"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings and any("no Ladder endpoint" in r.getMessage() for r in warnings)
+
+
+async def test_a_proxy_that_cannot_reach_the_server_is_named_so_on_the_websocket_rung() -> None:
+    """A proxy's own 502 to the upgrade (every node out of its rotation during a Redis outage)
+    read "no Ladder endpoint there, or something on the way refuses WebSockets", which sent an
+    operator looking at the proxy's WebSocket settings."""
+    async with FaultProxy(free_port()) as proxy:  # nothing listens behind it: 502 to everything
+        client = Client(proxy.url, transports=["websocket"], connect_timeout=1.0)
+        with pytest.raises(LadderError) as failed:
+            await client.connect()
+    reason = failed.value.reason
+    assert "upgrade answered HTTP 502" in reason and "could not reach a server behind it" in reason, reason
+    assert "refuses WebSockets" not in reason
 
 
 async def test_a_server_that_is_not_ladder_is_named_so_on_the_http_rungs() -> None:

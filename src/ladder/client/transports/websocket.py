@@ -74,6 +74,11 @@ class WebSocketTransport(Transport):
                 ws.transport.abort()
 
 
+_GATEWAY = frozenset({502, 503, 504})
+"""A proxy's own answers when the server behind it failed it (Bad Gateway, Service
+Unavailable, Gateway Timeout); Ladder's own 503 carries its error body."""
+
+
 def _upgrade_refused(url: str, exc: InvalidStatus) -> TransportClosed:
     """A refused upgrade: the server's own error when its body carries one (protocol §8)."""
     status = exc.response.status_code
@@ -85,6 +90,11 @@ def _upgrade_refused(url: str, exc: InvalidStatus) -> TransportClosed:
         return TransportClosed(no_endpoint("websocket", url, status))
     if isinstance(body, dict) and "code" in body:
         return refusal(body, "websocket")
+    if status in _GATEWAY:  # (not "refuses WebSockets": the operator looked at the wrong thing)
+        return TransportClosed(
+            f"websocket: upgrade answered HTTP {status} at {url}, not by Ladder: a proxy on the way "
+            "could not reach a server behind it (is the server up and healthy?)"
+        )
     return TransportClosed(
         f"websocket: upgrade refused at {url} (HTTP {status}, not from Ladder): no Ladder endpoint "
         "there, or something on the way refuses WebSockets"
