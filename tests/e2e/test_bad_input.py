@@ -199,6 +199,12 @@ async def test_a_hello_field_whose_percent_encoding_is_not_utf8_is_refused_on_ev
         assert "not UTF-8" in answer[1], answer
         status, _ = await first_answer(http, f"{endpoint}?v=1&tok=caf%C3%A9", None, {})
         assert status == 200, (endpoint, "percent-encoded UTF-8 is taken")
+    # POST send's sid and rt too: they were echoed in an unknown_session reason orjson could
+    # not write (500, a traceback in the log)
+    for query in ("sid=%FF&rt=x", "sid=%ED%A0%80&rt=x", "sid=ab&rt=%FF"):
+        posted = await http.post(f"/send?{query}", content=b'{"t":"ping"}')
+        assert posted.status_code == 400, (query, posted.status_code, posted.text)
+        assert posted.json()["code"] == "bad_frame" and "not UTF-8" in posted.json()["reason"], posted.text
 
 
 async def test_an_empty_pu_is_an_anonymous_lost_session_and_a_pu_alone_is_refused_on_every_rung(

@@ -1797,6 +1797,9 @@ describe("options", () => {
     assert.throws(() => new Client("http://127.0.0.1:1/ladder#top"), /the hub's address takes no query or fragment/);
     assert.throws(() => new Client("http://exa mple.com/ladder"), /^TypeError: url "http:\/\/exa mple\.com\/ladder": a host holds no space or control character/);
     assert.throws(() => new Client("https://example.com\t/ladder"), /a host holds no space or control character/);
+    for (const space of ["\u00a0", "\u3000"]) {  // (Unicode spaces too, as Python's str.isspace: Chromium made them %20)
+      assert.throws(() => new Client(`http://exa${space}mple.com/ladder`), /a host holds no space or control character/);
+    }
     assert.doesNotThrow(() => new Client("http://127.0.0.1:1/my ladder"), "a path's space is percent-encoded, as in Python");
     // (port 0 is no server's: a browser refuses to fetch it, "bad port", as a network error)
     assert.throws(() => new Client("http://127.0.0.1:0/ladder"), (e) => e instanceof TypeError && /the port is not a number from 1 to 65535/.test(e.message));

@@ -6,14 +6,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 import pytest
 
 from ladder.protocol.codec import JSON, MSGPACK, codec_for_content_type
+from ladder.protocol.errors import LadderError
 from ladder.server.http import (
     UNTRUSTED_PROXY,
     BodyTooLarge,
     Request,
     accepts_coding,
+    error_body,
     origin_refusal,
     parse_query,
     read_body,
@@ -188,3 +191,10 @@ def test_an_upgrades_own_origin_is_the_pages_scheme_not_ws(scheme: str, own: str
     a page's origin is never ``ws://``, and a reader copied it into ``allowed_origins``."""
     scope = {"type": "websocket", "scheme": scheme, "path": "/ws", "query_string": b"", "headers": [(b"host", b"h:1")]}
     assert Request(scope).own_origin == own
+
+
+def test_an_error_whose_reason_echoes_bytes_that_are_not_utf8_is_still_written() -> None:
+    """A reason naming a query value kept as lone surrogates (not UTF-8 once percent-decoded)
+    made orjson raise while the answer was written: a 500 and a traceback, not the refusal."""
+    body = orjson.loads(error_body(LadderError("unknown_session", "no session 'ab\udcffcd'")))
+    assert body == {"t": "err", "code": "unknown_session", "reason": "no session 'ab\\udcffcd'"}

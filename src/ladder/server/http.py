@@ -148,8 +148,7 @@ class Request:
         if rt is not None:
             fields["rt"] = rt
         for name, value in fields.items():
-            if not value.isascii() and not _utf8(value):
-                raise LadderError("bad_frame", f"hello field {name!r} is not UTF-8 once percent-decoded")
+            check_text(name, value)
         fields["t"] = "hello"
         fields["v"] = _int_field(query, "v", 1)
         ack = _int_field(query, "ack", 0)
@@ -185,14 +184,15 @@ def parse_query(query: str) -> dict[str, str]:
         return {}
 
 
-def _utf8(text: str) -> bool:
-    """Whether ``text`` holds no lone surrogate (what :func:`parse_query` keeps of bytes that
-    were not UTF-8)."""
+def check_text(name: str, value: str | None) -> None:
+    """A query field must be UTF-8 text once percent-decoded: ``bad_frame`` naming it when it
+    holds a lone surrogate (what :func:`parse_query` keeps of bytes that were not UTF-8)."""
+    if value is None or value.isascii():
+        return
     try:
-        text.encode()
+        value.encode()
     except UnicodeEncodeError:
-        return False
-    return True
+        raise LadderError("bad_frame", f"query field {name!r} is not UTF-8 once percent-decoded") from None
 
 
 def _int_value(name: str, value: str) -> int:
@@ -299,7 +299,13 @@ async def respond(
 
 
 def error_body(error: LadderError) -> bytes:
-    return orjson.dumps({"t": "err", **error.body()})
+    body = {"t": "err", **error.body()}
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # a reason echoing input that is not UTF-8 text: escaped, not a 500
+        body["reason"] = error.reason.encode("utf-8", "backslashreplace").decode()
+        body.pop("details", None)
+        return orjson.dumps(body)
 
 
 class BodyNotRead(LadderError):

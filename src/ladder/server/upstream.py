@@ -21,7 +21,7 @@ from .auth import run_authenticate
 from .cluster import Elsewhere
 from .config import TRANSPORTS
 from .gateway import Gateway
-from .http import Receive, Request, Send, cors_headers, read_body, respond
+from .http import Receive, Request, Send, check_text, cors_headers, read_body, respond
 from .session import Session
 
 
@@ -48,6 +48,8 @@ async def serve_forwarded_send(gateway: Gateway, message: dict[str, Any]) -> dic
 async def serve_send(gateway: Gateway, request: Request, receive: Receive, send: Send) -> None:
     sid = request.query.get("sid")
     token = request.resume_token()
+    check_text("sid", sid)
+    check_text("rt", token)
     limits = gateway.settings.limits
     half = LadderError("bad_request", "POST /send needs 'sid' and the resume token")
     if not (sid and token) and not (sid is None and token is None):

@@ -159,7 +159,7 @@ export function checkUrl(url) {
   // (as the Python client: a ws:// or ftp:// address, or one with a query, failed later in a
   // transport's words, or dialled `/?x=1/ws` and blamed the mount path)
   const authority = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(text);
-  if (authority !== null && /[\u0000-\u0020\u007f]/.test(authority[1])) {
+  if (authority !== null && /[\s\u0000-\u001f\u007f]/.test(authority[1])) {
     // (a browser's URL took "exa mple.com" as "exa%20mple.com", which no server answers)
     throw new TypeError(`url ${JSON.stringify(text)}: a host holds no space or control character (e.g. "https://example.com/ladder")`);
   }
