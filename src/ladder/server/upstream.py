@@ -51,9 +51,8 @@ async def serve_send(gateway: Gateway, request: Request, receive: Receive, send:
     check_text("sid", sid)
     check_text("rt", token)
     limits = gateway.settings.limits
-    half = LadderError("bad_request", "POST /send needs 'sid' and the resume token")
     if not (sid and token) and not (sid is None and token is None):
-        raise half  # (before its body: the router drops it, or closes the connection, within 1 s)
+        raise _half_session()  # (before its body: the router drops it, or closes the connection, within 1 s)
     # The body first, refused or not: one left unread kept its connection open (and unusable)
     # until the keep-alive ran out; read, one that stops arriving gets its 408 in time.
     body = await read_body(receive, request, limits.max_post_size, timeout=limits.frame_timeout)
@@ -62,7 +61,7 @@ async def serve_send(gateway: Gateway, request: Request, receive: Receive, send:
         if not body:  # (nothing is refused)
             await respond(send, 204, headers=cors_headers(gateway.settings.allowed_origins, request))
             return
-        raise half
+        raise _half_session()
     content_type = request.headers.get("content-type")
     try:
         session = await gateway.route(sid, token, stream=False)
@@ -71,6 +70,12 @@ async def serve_send(gateway: Gateway, request: Request, receive: Receive, send:
     else:
         await accept_upstream(gateway, session, body, content_type)
     await respond(send, 204, headers=cors_headers(gateway.settings.allowed_origins, request))
+
+
+def _half_session() -> LadderError:
+    """The refusal of a POST naming half a session, or none with a body (built when refused:
+    not an error made for every POST)."""
+    return LadderError("bad_request", "POST /send needs 'sid' and the resume token")
 
 
 async def _check_credentials(gateway: Gateway, request: Request) -> None:
